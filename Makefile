@@ -1,0 +1,58 @@
+# zonewall build and test entry points. `make test` is what CI runs (.ci/run).
+#
+# Kernel tests are the point of this project: they need root and network
+# namespaces, and `make test` refuses to run (fails loudly) without them rather than
+# letting pytest skip them.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.zonewall-installed
+DEB_PACKAGES := nftables iproute2 conntrack iperf3 iputils-ping libnftables1
+PYTEST_ARGS ?= -p xdist -n 2 -q
+DEMO_ARGS ?=
+
+.PHONY: venv deps test guard demo clean
+
+venv: $(STAMP)
+
+# Reinstall only when the pinned dependency list changes.
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+deps:
+	@missing=""; \
+	for p in $(DEB_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then echo "deps: all Debian packages present"; exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "deps: missing:$$missing (run as root)" >&2; exit 1; fi; \
+	echo "deps: installing$$missing"; \
+	apt-get update; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing
+
+# Fail (never skip) when kernel tests cannot run: not root, or no namespaces/nftables.
+guard:
+	@if [ "$$(id -u)" != 0 ]; then \
+	  echo "FATAL: make test must run as root: kernel tests create network namespaces" >&2; exit 1; fi
+	@ns=zwt-$$$$-guard; \
+	if ! ip netns add $$ns 2>/dev/null; then \
+	  echo "FATAL: cannot create network namespaces (ip netns add): kernel tests cannot run" >&2; exit 1; fi; \
+	ok=1; ip netns exec $$ns nft add table inet zwguard || ok=0; \
+	ip netns delete $$ns; \
+	if [ $$ok = 0 ]; then echo "FATAL: nftables does not work in a namespace" >&2; exit 1; fi
+
+test: deps venv guard
+	CI=$${CI:-1} $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+demo: deps venv
+	$(VENV)/bin/zonewall demo $(DEMO_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

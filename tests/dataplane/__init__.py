@@ -1,0 +1,1 @@
+"""Tests for zonewall.dataplane and zonewall.compiler.diff."""

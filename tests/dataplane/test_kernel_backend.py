@@ -1,0 +1,83 @@
+"""LibNftBackend against the real kernel, inside throwaway namespaces."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from zonewall.dataplane.backend import Backend, LibNftBackend, NftError
+
+from .kernel_helpers import load_foreign, tables
+
+pytestmark = pytest.mark.kernel
+
+T = {"family": "inet", "table": "zwb"}
+TABLE = {"add": {"table": {"family": "inet", "name": "zwb"}}}
+
+
+def test_run_and_list_inside_the_namespace_only(netns_name: str) -> None:
+    with LibNftBackend(netns_name) as backend:
+        assert isinstance(backend, Backend)
+        backend.run([TABLE, {"add": {"chain": {**T, "name": "c"}}},
+                     {"add": {"rule": {**T, "chain": "c", "expr": [{"counter": None}, {"accept": None}],
+                                       "comment": "hi"}}}])
+        assert backend.list_tables() == [("inet", "zwb")]
+        assert tables(netns_name) == [("inet", "zwb")]  # what `nft` sees in that namespace
+        objects = backend.list_table("inet", "zwb")
+        assert objects is not None and "metainfo" not in objects[0]
+        (rule,) = [o["rule"] for o in objects if "rule" in o]
+        assert rule["comment"] == "hi"
+        assert rule["expr"][0] == {"counter": {"packets": 0, "bytes": 0}}  # readback adds values
+        assert "handle" in rule  # JSON listings carry handles even with handle output off
+        assert backend.list_table("inet", "nope") is None
+    # The calling thread (and process) never left its own namespace.
+    with LibNftBackend() as host:
+        assert ("inet", "zwb") not in host.list_tables()
+
+
+def test_errors_carry_libnftables_text_and_change_nothing(netns_name: str) -> None:
+    with LibNftBackend(netns_name) as backend:
+        backend.run([TABLE])
+        before = backend.list_table("inet", "zwb")
+        with pytest.raises(NftError, match="Could not process rule: No such file or directory"):
+            backend.run([{"add": {"chain": {**T, "name": "c"}}},
+                         {"add": {"rule": {**T, "chain": "c", "expr": [{"jump": {"target": "missing"}}]}}}])
+        with pytest.raises(NftError, match="Unknown statement object 'bogus'"):
+            backend.run([{"add": {"chain": {**T, "name": "c"}}},
+                         {"add": {"rule": {**T, "chain": "c", "expr": [{"bogus": None}]}}}])
+        assert backend.list_table("inet", "zwb") == before
+        backend.run([])  # empty transaction: no-op
+
+
+def test_missing_namespace_fails_at_construction() -> None:
+    with pytest.raises(FileNotFoundError):
+        LibNftBackend("zwt-does-not-exist")
+
+
+def test_two_namespaces_concurrently(netns_factory) -> None:  # type: ignore[no-untyped-def]
+    names = [netns_factory(), netns_factory()]
+    errors: list[BaseException] = []
+
+    def work(ns: str, n: int) -> None:
+        try:
+            with LibNftBackend(ns) as backend:
+                for i in range(20):
+                    backend.run([{"add": {"table": {"family": "inet", "name": f"t{n}_{i}"}}}])
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(ns, n)) for n, ns in enumerate(names)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(tables(names[0])) == sorted(("inet", f"t0_{i}") for i in range(20))
+    assert sorted(tables(names[1])) == sorted(("inet", f"t1_{i}") for i in range(20))
+
+
+def test_foreign_tables_are_listed(netns_name: str) -> None:
+    load_foreign(netns_name)
+    with LibNftBackend(netns_name) as backend:
+        assert backend.list_tables() == [("inet", "docker")]

@@ -1,0 +1,1 @@
+"""zonewall: zone-based stateful nftables firewall for VM clusters."""

@@ -1,0 +1,287 @@
+"""The `zonewall` command: check, compile, apply, confirm, the lab verbs, the demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from .policy.errors import PolicyError
+from .policy.loader import load_policy
+from .policy.resolve import Policy
+
+app = typer.Typer(help="zonewall: zone-based stateful nftables firewall for VM clusters", no_args_is_help=True, add_completion=False)
+lab_app = typer.Typer(help="A virtual cluster of network namespaces built from a policy", no_args_is_help=True)
+app.add_typer(lab_app, name="lab")
+console = Console()
+err = Console(stderr=True)
+
+
+def _emit_json(document: object) -> None:
+    sys.stdout.write(json.dumps(document, indent=1, sort_keys=True) + "\n")
+
+
+def _load(policy: Path, as_json: bool = False) -> Policy:
+    try:
+        return load_policy(policy)
+    except PolicyError as exc:
+        if as_json:
+            _emit_json({"ok": False, "problems": [p.to_json() for p in exc.problems]})
+        else:
+            for problem in exc.problems:
+                err.print(str(problem), markup=False, highlight=False)
+            err.print(f"[red]rejected[/red]: {len(exc.problems)} problem(s); nothing was applied")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def check(policy: Path = typer.Argument(..., help="policy file or directory"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Validate a policy: every problem with file:line:col; exit 1 if any."""
+    loaded = _load(policy, as_json)
+    summary = {
+        "hosts": len(loaded.doc.hosts),
+        "networks": len(loaded.doc.networks),
+        "zones": len(loaded.doc.zones),
+        "vms": len(loaded.doc.vms),
+        "rules": len(loaded.rules),
+        "groups": len(loaded.doc.groups),
+    }
+    if as_json:
+        _emit_json({"ok": True, "problems": [], "summary": summary})
+    else:
+        console.print("[green]ok[/green]: " + ", ".join(f"{v} {k}" for k, v in summary.items()))
+
+
+@app.command(name="compile")
+def compile_cmd(
+    policy: Path = typer.Argument(..., help="policy file or directory"),
+    host: str = typer.Option(..., "--host", help="node to compile for"),
+    fmt: str = typer.Option("nft", "--format", help="nft (readable) or json (libnftables)"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="write to a file instead of stdout"),
+) -> None:
+    """Compile the policy into one node's nftables ruleset."""
+    from .compiler import ir
+    from .compiler.node import UnknownNode, compile_node
+
+    loaded = _load(policy)
+    if fmt not in ("nft", "json"):
+        err.print("--format must be nft or json")
+        raise typer.Exit(2)
+    try:
+        ruleset = compile_node(loaded, host)
+    except UnknownNode as exc:
+        err.print(str(exc))
+        raise typer.Exit(1) from None
+    if fmt == "json":
+        text = ir.dumps(ir.to_json(ruleset))
+    else:
+        from .compiler.render import render_nft
+
+        text = render_nft(ruleset)
+    if output:
+        output.write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def apply(
+    policy: Path = typer.Argument(..., help="policy file or directory"),
+    host: str = typer.Option(..., "--host", help="the node this runs on"),
+    confirm: Optional[float] = typer.Option(None, "--confirm", help="revert automatically unless confirmed within SECONDS"),
+    force: bool = typer.Option(False, "--force", help="apply even if it would lock everyone out of ssh"),
+    netns_name: Optional[str] = typer.Option(None, "--netns", help="apply inside this named network namespace"),
+    state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="where pending reverts are kept"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Apply one node's ruleset atomically (zonewall's tables only)."""
+    from .analysis.lockout import lockout_problem
+    from .compiler.node import UnknownNode, compile_node
+    from .dataplane.apply import VerifyError, apply_ruleset
+    from .dataplane.backend import LibNftBackend, NftError
+    from .dataplane.confirm import arm_revert
+
+    loaded = _load(policy, as_json)
+    try:
+        ruleset = compile_node(loaded, host)
+    except UnknownNode as exc:
+        err.print(str(exc))
+        raise typer.Exit(1) from None
+    problem = lockout_problem(loaded, host)
+    if problem and not force:
+        err.print(f"[red]refused[/red]: {problem}", markup=True, highlight=False)
+        raise typer.Exit(1)
+    try:
+        with LibNftBackend(netns=netns_name) as backend:
+            result = apply_ruleset(backend, ruleset)
+    except (NftError, VerifyError) as exc:
+        err.print(f"[red]apply failed[/red], the previous ruleset is still in place: {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    report = {"host": host, "mode": result.mode, "fingerprint": result.fingerprint, "readback": result.readback_hash, "commands": result.commands}
+    if confirm is not None:
+        armed = arm_revert(result.snapshot, node=host, timeout=confirm, state_dir=state_dir, netns=netns_name)
+        report["revert_deadline"] = armed.deadline
+    if as_json:
+        _emit_json(report)
+    else:
+        console.print(f"[green]applied[/green] on {host} ({result.mode}, {result.commands} commands), fingerprint {result.fingerprint[:12]}")
+    if confirm is not None and not as_json:
+        _wait_for_confirmation(host, confirm, state_dir)
+
+
+def _wait_for_confirmation(host: str, seconds: float, state_dir: Optional[Path]) -> None:
+    """Interactive confirm: Enter keeps the ruleset; no answer (or a dead ssh) reverts."""
+    import select
+
+    from .dataplane.confirm import confirm_pending
+
+    hint = f"zonewall confirm --host {host}" + (f" --state-dir {state_dir}" if state_dir else "")
+    if not sys.stdin.isatty():
+        console.print(f"it reverts in {seconds:g}s unless you run: {hint}")
+        return
+    console.print(f"press Enter within {seconds:g}s to keep it (or run `{hint}`); otherwise it reverts")
+    ready, _, _ = select.select([sys.stdin], [], [], seconds)
+    if ready and sys.stdin.readline() != "" and confirm_pending(host, state_dir=state_dir):
+        console.print("[green]confirmed[/green]")
+    else:
+        console.print("not confirmed: the previous ruleset is being restored")
+
+
+@app.command(name="confirm")
+def confirm_cmd(
+    host: str = typer.Option(..., "--host"),
+    state_dir: Optional[Path] = typer.Option(None, "--state-dir"),
+) -> None:
+    """Keep a ruleset applied with --confirm (cancel its automatic revert)."""
+    from .dataplane.confirm import confirm_pending, last_revert
+
+    if confirm_pending(host, state_dir=state_dir):
+        console.print(f"[green]confirmed[/green] on {host}")
+        return
+    last = last_revert(host, state_dir=state_dir)
+    err.print(f"nothing pending on {host}" + (" (it was already reverted)" if last else ""))
+    raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------- lab
+
+
+@lab_app.command("up")
+def lab_up_cmd(
+    policy: Path = typer.Argument(...),
+    name: str = typer.Option("zw", "--name"),
+    no_apply: bool = typer.Option(False, "--no-apply", help="build the cluster but apply no ruleset"),
+) -> None:
+    """Build one namespace per node and VM plus `outside`, and apply the policy."""
+    from .lab.cluster import LabError, lab_up
+
+    _load(policy)
+    try:
+        state = lab_up(str(policy), name, apply=not no_apply)
+    except LabError as exc:
+        err.print(str(exc))
+        raise typer.Exit(1) from None
+    console.print(f"lab [bold]{name}[/bold] up: {len(state.nodes)} nodes, {len(state.vms)} VMs, outside = {state.outside}")
+
+
+@lab_app.command("apply")
+def lab_apply_cmd(policy: Optional[Path] = typer.Argument(None), name: str = typer.Option("zw", "--name")) -> None:
+    """Re-apply the lab's policy (or another one) on every lab node."""
+    from .lab.cluster import LabState, apply_policy
+
+    state = LabState.load(name)
+    results = apply_policy(state, _load(policy) if policy else None)
+    for node, result in results.items():
+        console.print(f"{node}: {result.mode}, {result.commands} commands")
+
+
+@lab_app.command("down")
+def lab_down_cmd(name: str = typer.Option("zw", "--name")) -> None:
+    """Remove every namespace of the lab (also after a crash)."""
+    from .lab.cluster import lab_down
+
+    removed = lab_down(name)
+    console.print(f"removed {len(removed)} namespaces")
+
+
+@lab_app.command("probe")
+def lab_probe_cmd(
+    source: str = typer.Option(..., "--from", help="vm:NAME, host:NODE or outside:ADDR"),
+    target: str = typer.Option(..., "--to", help="vm:NAME, host:NODE or outside:ADDR"),
+    tcp: Optional[int] = typer.Option(None, "--tcp"),
+    udp: Optional[int] = typer.Option(None, "--udp"),
+    icmp: Optional[str] = typer.Option(None, "--icmp", help="ICMP type (echo-request)"),
+    family: Optional[str] = typer.Option(None, "--family", help="ipv4 or ipv6"),
+    timeout: float = typer.Option(1.0, "--timeout"),
+    name: str = typer.Option("zw", "--name"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """One real connection attempt: delivered, blocked or refused (exit 0 if delivered, 3 if not)."""
+    from .lab.cluster import LabError, LabState
+    from .lab.probing import Service, probe
+
+    chosen = [(p, v) for p, v in (("tcp", tcp), ("udp", udp), ("icmp", icmp)) if v is not None]
+    if len(chosen) != 1:
+        err.print("give exactly one of --tcp PORT, --udp PORT, --icmp TYPE")
+        raise typer.Exit(2)
+    proto, value = chosen[0]
+    if proto == "icmp" and value != "echo-request":
+        err.print("the lab probes ICMP with echo-request")
+        raise typer.Exit(2)
+    if family not in (None, "ipv4", "ipv6"):
+        err.print("--family must be ipv4 or ipv6")
+        raise typer.Exit(2)
+    try:
+        state = LabState.load(name)
+        result = probe(state, load_policy(state.policy), source, target, Service(proto, None if proto == "icmp" else int(value)), family, timeout)  # type: ignore[arg-type]
+    except LabError as exc:
+        err.print(str(exc))
+        raise typer.Exit(2) from None
+    if as_json:
+        _emit_json(result.to_dict())
+    else:
+        color = "green" if result.delivered else "red"
+        console.print(f"{source} -> {target} {proto}/{value}: [{color}]{result.verdict}[/{color}] ({result.elapsed_ms:.1f} ms) {result.detail}")
+    raise typer.Exit(0 if result.delivered else 3)
+
+
+@lab_app.command("matrix")
+def lab_matrix_cmd(
+    name: str = typer.Option("zw", "--name"),
+    family: str = typer.Option("ipv4", "--family"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Probe every source x target x service the policy mentions, with real packets."""
+    from .lab.cluster import LabState
+    from .lab.probing import reachability_matrix
+    from .lab.report import print_matrix
+
+    state = LabState.load(name)
+    matrix = reachability_matrix(state, load_policy(state.policy), family)  # type: ignore[arg-type]
+    if as_json:
+        _emit_json(matrix)
+    else:
+        print_matrix(console, matrix, title=f"measured reachability ({family})")
+
+
+@app.command()
+def demo(
+    keep: bool = typer.Option(False, "--keep", help="leave the lab up afterwards"),
+    example: Path = typer.Option(Path("examples/three-tier"), "--example"),
+) -> None:
+    """Bring up the lab from an example, apply, show measured vs expected reachability."""
+    from .lab.demo import run_demo
+
+    raise typer.Exit(run_demo(console, example, keep))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Incremental update: the one transaction that turns ruleset `old` into `new`.
+
+Why: a full replace re-creates every chain and set on each policy change, which costs
+time proportional to the whole ruleset and resets every counter. Like Calico's felix,
+we rewrite only what changed. The kernel applies the batch atomically, but it checks
+references command by command, so order matters:
+
+1. declare new chains (empty) and update changed base-chain policies;
+2. flush chains whose rules changed, chains that use a set/limit being redefined,
+   and chains being removed (this drops their references);
+3. delete sets/maps/limits being redefined (now unreferenced);
+4. add new and redefined limits, then sets/maps with their elements;
+5. element deltas for kept sets/maps (delete gone keys, add new ones; a map key
+   whose value changed is deleted and re-added);
+6. add the rules of new and changed chains;
+7. delete removed sets/maps, then removed limits, then removed chains (maps go
+   before chains because verdict elements reference chains).
+
+Changes the kernel cannot make in place fall back to re-creating that table inside
+the same transaction: a base chain whose type/hook/priority changed (EOPNOTSUPP), a
+chain turning base <-> regular, and a chain comment change (`add chain` silently
+keeps the old comment).
+
+The output is a pure function of (old, new): same input, same command list.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from zonewall.compiler.ir import (
+    Chain,
+    Json,
+    Ruleset,
+    Table,
+    chain_object,
+    limit_object,
+    rule_object,
+    set_object,
+    table_body_commands,
+    table_object,
+)
+
+
+def diff_commands(old: Ruleset, new: Ruleset) -> list[Json]:
+    """Libnftables JSON commands (one transaction) turning `old` into `new`."""
+    old_tables = {(t.family, t.name): t for t in old.tables}
+    new_keys = {(t.family, t.name) for t in new.tables}
+    commands: list[Json] = []
+    for table in new.tables:
+        before = old_tables.get((table.family, table.name))
+        if before is None:
+            commands += [{"add": table_object(table)}] + table_body_commands(table)
+        elif before == table:
+            continue
+        elif recreate_reason(before, table) is not None:
+            commands += recreate_commands(table)
+        else:
+            commands += table_delta(before, table)
+    for table in old.tables:
+        if (table.family, table.name) not in new_keys:
+            commands.append({"delete": table_object(table)})
+    return commands
+
+
+def recreate_commands(table: Table) -> list[Json]:
+    # add-before-delete keeps the batch valid even if the table is already gone.
+    return [{"add": table_object(table)}, {"delete": table_object(table)}, {"add": table_object(table)}] + (
+        table_body_commands(table)
+    )
+
+
+def recreate_reason(old: Table, new: Table) -> str | None:
+    """Why `old` cannot be turned into `new` in place, or None if it can."""
+    old_chains = {c.name: c for c in old.chains}
+    for chain in new.chains:
+        before = old_chains.get(chain.name)
+        if before is None:
+            continue
+        if (before.hook is None) != (chain.hook is None):
+            return f"chain {chain.name} changes between base and regular"
+        if before.hook is not None and chain.hook is not None:
+            old_hook, new_hook = before.hook, chain.hook
+            if (old_hook.type, old_hook.hook, old_hook.priority) != (new_hook.type, new_hook.hook, new_hook.priority):
+                return f"base chain {chain.name} changes type/hook/priority"
+        if before.comment != chain.comment:
+            return f"chain {chain.name} changes comment"
+    return None
+
+
+def _set_definition(named: Any) -> tuple[Any, ...]:
+    return (named.type, named.flags, named.map, named.timeout, named.size, named.comment)
+
+
+def _element_key(named: Any, element: Any) -> str:
+    if isinstance(element, dict) and "elem" in element:  # {"elem": {"val": .., "timeout": ..}}
+        element = element["elem"]["val"]
+    if named.map is not None and isinstance(element, (list, tuple)):
+        element = element[0]
+    return json.dumps(element, sort_keys=True)
+
+
+def _json_element(element: Any) -> Any:
+    return list(element) if isinstance(element, tuple) else element
+
+
+def _references(chain: Chain) -> tuple[set[str], set[str]]:
+    """(set/map names, limit names) that the chain's rules use."""
+    sets: set[str] = set()
+    limits: set[str] = set()
+    stack: list[Any] = [rule.statements for rule in chain.rules]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            if isinstance(value.get("limit"), str):
+                limits.add(value["limit"])
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+        elif isinstance(value, str) and value.startswith("@"):
+            sets.add(value[1:])
+    return sets, limits
+
+
+def table_delta(old: Table, new: Table) -> list[Json]:
+    """In-place update of a kept table (caller checked recreate_reason is None)."""
+    old_chains = {c.name: c for c in old.chains}
+    new_chains = {c.name: c for c in new.chains}
+    old_sets = {s.name: s for s in old.sets}
+    new_sets = {s.name: s for s in new.sets}
+    old_limits = {limit.name: limit for limit in old.limits}
+    new_limits = {limit.name: limit for limit in new.limits}
+
+    redefined_sets = [s for s in new.sets if s.name in old_sets and _set_definition(old_sets[s.name]) != _set_definition(s)]
+    redefined_limits = [limit for limit in new.limits if limit.name in old_limits and old_limits[limit.name] != limit]
+    redefined_set_names = {s.name for s in redefined_sets}
+    redefined_limit_names = {limit.name for limit in redefined_limits}
+
+    # Kept chains to rewrite: their rules changed, or they hold a reference to a set
+    # or limit we must delete and re-add (the kernel refuses to delete a used object).
+    rewritten: list[Chain] = []
+    for chain in new.chains:
+        before = old_chains.get(chain.name)
+        if before is None:
+            continue
+        set_refs, limit_refs = _references(before)
+        if before.rules != chain.rules or set_refs & redefined_set_names or limit_refs & redefined_limit_names:
+            rewritten.append(chain)
+    removed_chains = [c for c in old.chains if c.name not in new_chains]
+
+    commands: list[Json] = []
+    # 1. new chains, declared empty so anything may jump to them; policy updates.
+    for chain in new.chains:
+        before = old_chains.get(chain.name)
+        if before is None:
+            commands.append({"add": chain_object(new, Chain(chain.name, (), chain.hook, chain.comment))})
+        elif chain.hook is not None and before.hook != chain.hook:  # only the policy can differ here
+            commands.append({"add": chain_object(new, Chain(chain.name, (), chain.hook, chain.comment))})
+    # 2. drop the references held by rules we are about to rewrite or remove.
+    for chain in rewritten + removed_chains:
+        commands.append({"flush": {"chain": {"family": new.family, "table": new.name, "name": chain.name}}})
+    # 3. redefined objects go away ...
+    for named in redefined_sets:
+        commands.append({"delete": _set_ref_object(new, old_sets[named.name])})
+    for limit in redefined_limits:
+        commands.append({"delete": {"limit": {"family": new.family, "table": new.name, "name": limit.name}}})
+    # 4. ... and come back with new ones.
+    for limit in new.limits:
+        if limit.name not in old_limits or limit.name in redefined_limit_names:
+            commands.append({"add": limit_object(new, limit)})
+    for named in new.sets:
+        if named.name not in old_sets or named.name in redefined_set_names:
+            commands.append({"add": set_object(new, named)})
+    # 5. element deltas for kept sets and maps.
+    for named in new.sets:
+        before = old_sets.get(named.name)
+        if before is None or named.name in redefined_set_names or before.elements == named.elements:
+            continue
+        commands += _element_delta(new, before, named)
+    # 6. rules of new and rewritten chains, in table order.
+    rewritten_names = {c.name for c in rewritten}
+    for chain in new.chains:
+        if chain.name in old_chains and chain.name not in rewritten_names:
+            continue
+        for rule in chain.rules:
+            commands.append({"add": rule_object(new, chain, rule)})
+    # 7. removals, once nothing references them.
+    for named in old.sets:
+        if named.name not in new_sets:
+            commands.append({"delete": _set_ref_object(new, named)})
+    for limit in old.limits:
+        if limit.name not in new_limits:
+            commands.append({"delete": {"limit": {"family": new.family, "table": new.name, "name": limit.name}}})
+    for chain in removed_chains:
+        commands.append({"delete": {"chain": {"family": new.family, "table": new.name, "name": chain.name}}})
+    return commands
+
+
+def _set_ref_object(table: Table, named: Any) -> Json:
+    kind = "map" if named.map is not None else "set"
+    return {kind: {"family": table.family, "table": table.name, "name": named.name}}
+
+
+def _element_delta(table: Table, old: Any, new: Any) -> list[Json]:
+    old_by_key = {_element_key(old, e): e for e in old.elements}
+    new_by_key = {_element_key(new, e): e for e in new.elements}
+    # A key whose element changed (map value, element timeout/comment) is deleted and
+    # re-added: `add element` of an existing map key with another value is EEXIST.
+    gone = [
+        e for k, e in old_by_key.items() if k not in new_by_key or new_by_key[k] != e
+    ]
+    added = [e for k, e in new_by_key.items() if k not in old_by_key or old_by_key[k] != e]
+    where = {"family": table.family, "table": table.name, "name": new.name}
+    commands: list[Json] = []
+    if gone:
+        # Deleting needs only the key; a map's value would be ignored anyway.
+        keys = [json.loads(_element_key(old, e)) for e in gone]
+        commands.append({"delete": {"element": {**where, "elem": keys}}})
+    if added:
+        commands.append({"add": {"element": {**where, "elem": [_json_element(e) for e in added]}}})
+    return commands

@@ -1,0 +1,226 @@
+"""The bridge table: port classification (packet marks) and guard filters.
+
+Every guest port is classified once per packet with a verdict-map lookup on the port
+name: the port's tiny chain writes the NIC index into the packet mark (read later
+by the inet table's dispatch) and jumps to the guard profile of the NIC's filters.
+
+Guard filters are chains shared by every NIC that uses them. Per-NIC values ($MAC,
+$IP) are not copied into rules; rules look up the pair (port, value) in sets keyed
+by port name, so a filter is written once per node however many guests use it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..policy.model import FilterRule, Rule
+from ..policy.resolve import Policy
+from . import nftexpr as x
+from .ir import Chain, Hook, Limit, NamedSet, Rule as NftRule, Table
+from .matches import SetRegistry, rule_matches
+from .naming import LOG_LIMIT, TABLE, log_prefix
+from .nics import LocalNic
+
+Json = dict[str, Any]
+NIC_MAC, NIC_IP4, NIC_IP6 = "nic-mac", "nic-ip4", "nic-ip6"
+IPV6_ND_FROM_UNSPECIFIED = ["nd-neighbor-solicit", "nd-router-solicit", "mld2-listener-report", "mld-listener-report"]
+
+
+def _port(direction: str) -> Json:
+    return x.meta("iifname" if direction == "out" else "oifname")
+
+
+def _ether(field: str) -> Json:
+    return x.payload("ether", field)
+
+
+def _in_nic_set(direction: str, value: Json, set_name: str, negate: bool = False) -> Json:
+    return x.match(x.concat(_port(direction), value), x.set_ref(set_name), "!=" if negate else "==")
+
+
+def _is(proto: str) -> Json:
+    return x.match(_ether("type"), proto)
+
+
+def builtin_filter_rules(name: str, direction: str) -> list[tuple[list[Json], str]]:
+    """(matches, action) rules of a built-in filter for one direction."""
+    out_only = direction == "out"
+    ip_dhcp_discover = [_is("ip"), x.match(x.payload("ip", "saddr"), "0.0.0.0"), x.match(x.payload("udp", "sport"), 68), x.match(x.payload("udp", "dport"), 67)]
+    rules: dict[str, list[tuple[list[Json], str]]] = {
+        "no-mac-spoofing": [([_in_nic_set("out", _ether("saddr"), NIC_MAC, negate=True)], "drop")] if out_only else [],
+        "no-ip-spoofing": [
+            (ip_dhcp_discover, "return"),
+            ([_is("ip"), _in_nic_set("out", x.payload("ip", "saddr"), NIC_IP4, negate=True)], "drop"),
+        ]
+        if out_only
+        else [],
+        "no-ipv6-spoofing": [
+            ([_is("ip6"), x.match(x.payload("ip6", "saddr"), "::"), x.match(x.payload("icmpv6", "type"), {"set": IPV6_ND_FROM_UNSPECIFIED})], "return"),
+            # guests are not routers: router advertisements and redirects from them are forged
+            ([_is("ip6"), x.match(x.payload("icmpv6", "type"), {"set": ["nd-router-advert", "nd-redirect"]})], "drop"),
+            ([_is("ip6"), _in_nic_set("out", x.payload("ip6", "saddr"), NIC_IP6, negate=True)], "drop"),
+        ]
+        if out_only
+        else [],
+        "no-arp-mac-spoofing": [([_is("arp"), _in_nic_set("out", x.payload("arp", "saddr ether"), NIC_MAC, negate=True)], "drop")] if out_only else [],
+        "no-arp-ip-spoofing": [
+            ([_is("arp"), x.match(x.payload("arp", "operation"), {"set": ["request", "reply"]}, "!=")], "drop"),
+            ([_is("arp"), x.match(x.payload("arp", "saddr ip"), "0.0.0.0")], "return"),  # RFC 5227 probe
+            ([_is("arp"), _in_nic_set("out", x.payload("arp", "saddr ip"), NIC_IP4, negate=True)], "drop"),
+        ]
+        if out_only
+        else [],
+        "allow-arp": [([_is("arp")], "accept")],
+        "allow-dhcp": [
+            ([_is("ip"), x.match(x.payload("udp", "sport"), 68 if out_only else 67), x.match(x.payload("udp", "dport"), 67 if out_only else 68)], "accept")
+        ],
+        "allow-dhcpv6": [
+            ([_is("ip6"), x.match(x.payload("udp", "sport"), 546 if out_only else 547), x.match(x.payload("udp", "dport"), 547 if out_only else 546)], "accept")
+        ],
+        "no-ip-multicast": [([_is("ip"), x.match(x.payload("ip", "daddr"), x.prefix("224.0.0.0", 4))], "drop")] if out_only else [],
+        "no-mac-broadcast": [([x.match(_ether("daddr"), "ff:ff:ff:ff:ff:ff")], "drop")] if out_only else [],
+        "no-other-l2-traffic": [([x.match(_ether("type"), {"set": ["ip", "ip6", "arp"]}, "!=")], "drop")],
+        "qemu-announce-self": [
+            ([x.match(_ether("type"), 0x8035), _in_nic_set("out", _ether("saddr"), NIC_MAC), x.match(_ether("daddr"), "ff:ff:ff:ff:ff:ff")], "accept")
+        ]
+        if out_only
+        else [],
+    }
+    return rules.get(name, [])
+
+
+def _l2_matches(rule: FilterRule, direction: str) -> list[Json]:
+    """mac/arp/ethertype keys; $MAC and $IP become per-port set lookups."""
+    out: list[Json] = []
+    if rule.ethertype is not None:
+        out.append(x.match(_ether("type"), rule.ethertype))
+    if rule.mac is not None:
+        for field, text in (("saddr", rule.mac.src), ("daddr", rule.mac.dst)):
+            if text == "$MAC":
+                out.append(_in_nic_set(direction, _ether(field), NIC_MAC))
+            elif text is not None:
+                out.append(x.match(_ether(field), text.lower()))
+    if rule.arp is not None:
+        out.append(_is("arp"))
+        if rule.arp.op is not None:
+            out.append(x.match(x.payload("arp", "operation"), rule.arp.op))
+        for field, text, variable, set_name in (
+            ("saddr ip", rule.arp.ip_src, "$IP", NIC_IP4),
+            ("daddr ip", rule.arp.ip_dst, "$IP", NIC_IP4),
+            ("saddr ether", rule.arp.mac_src, "$MAC", NIC_MAC),
+            ("daddr ether", rule.arp.mac_dst, "$MAC", NIC_MAC),
+        ):
+            if text == variable:
+                out.append(_in_nic_set(direction, x.payload("arp", field), set_name))
+            elif text is not None:
+                out.append(x.match(x.payload("arp", field), text.lower()))
+    return out
+
+
+def custom_filter_rules(policy: Policy, registry: SetRegistry, rule: FilterRule, direction: str) -> list[list[Json]]:
+    """A user filter rule's match lists (L2 keys, then any L3/L4 alternatives)."""
+    l2 = _l2_matches(rule, direction)
+    has_l3 = any(getattr(rule, k) is not None for k in ("from_", "to", "tcp", "udp", "sport", "icmp", "proto"))
+    if not has_l3:
+        return [l2]
+    as_rule = Rule(action="accept", **{k: getattr(rule, k) for k in ("from_", "to", "tcp", "udp", "sport", "icmp", "proto")})
+    return [l2 + statements for _family, statements in rule_matches(policy, registry, as_rule)]
+
+
+def _guard_verdict(action: str, direction: str) -> list[Json]:
+    if action == "accept":  # ends the guard stage only; the inet table still decides
+        return [x.or_mark(x.GUARD_OUT_ACCEPT_BIT if direction == "out" else x.GUARD_IN_ACCEPT_BIT), x.ret()]
+    if action == "return":  # libvirt's return: leave this filter, go on with the next
+        return [x.ret()]
+    return [x.drop()]  # drop; reject is a drop here (the bridge family cannot reject)
+
+
+def filter_chain(policy: Policy, registry: SetRegistry, node: str, name: str, direction: str) -> Chain:
+    rules: list[NftRule] = []
+    comment = f"filter {name}"
+    log_denied = policy.doc.settings.log.denied
+    if name in policy.doc.filters:
+        ordered = sorted(policy.doc.filters[name].rules, key=lambda r: r.priority)  # stable: same priority keeps file order
+        bodies = [
+            (statements, r.action)
+            for r in ordered
+            if r.direction in (direction, "inout")
+            for statements in custom_filter_rules(policy, registry, r, direction)
+        ]
+    else:
+        bodies = builtin_filter_rules(name, direction)
+    for statements, action in bodies:
+        if action in ("drop", "reject") and log_denied:
+            prefix = log_prefix(node, f"guard:{name}", direction, name, "drop")
+            rules.append(NftRule(tuple(statements + [x.limit_ref(LOG_LIMIT), x.log_group(policy.doc.settings.log.group, prefix)]), comment))
+        rules.append(NftRule(tuple(statements + [x.counter()] + _guard_verdict(action, direction)), comment))
+    return Chain(f"filter-{name}-{direction}", tuple(rules))
+
+
+def bridge_table(policy: Policy, node: str, nics: list[LocalNic]) -> Table:
+    registry = SetRegistry()
+    chains: dict[str, Chain] = {}
+    profiles: dict[tuple[str, ...], str] = {}
+    out_map: list[tuple[str, Json]] = []
+    in_map: list[tuple[str, Json]] = []
+    for nic in nics:
+        filters = tuple(policy.nic_filters(nic.vm, nic.nic_index))
+        for direction in ("out", "in"):
+            profile_chain = None
+            if filters:
+                profile_chain = _profile(policy, registry, node, filters, direction, chains, profiles)
+            mark = x.set_mark(nic.src_mark) if direction == "out" else x.or_mark(nic.dst_mark)
+            body = [NftRule((mark,), f"{nic.vm} nic {nic.nic_index}")]
+            if profile_chain is not None:
+                body.append(NftRule((x.jump(profile_chain),), f"guards of {nic.vm} nic {nic.nic_index}"))
+            name = f"nic-{nic.tap}-{direction}"
+            chains[name] = Chain(name, tuple(body))
+            (out_map if direction == "out" else in_map).append((nic.tap, x.jump(name)))
+    base = [
+        Chain("prerouting", (NftRule((x.vmap(x.meta("iifname"), "nic-out"),), "classify by guest port: mark + guards"),), Hook("filter", "prerouting", -200)),
+        Chain("forward", (NftRule((x.vmap(x.meta("oifname"), "nic-in"),), "classify by guest port: mark + guards"),), Hook("filter", "forward", -200)),
+    ]
+    sets = [
+        NamedSet("nic-out", "ifname", tuple(sorted(out_map)), map="verdict", comment="guest port -> its classifier"),
+        NamedSet("nic-in", "ifname", tuple(sorted(in_map)), map="verdict", comment="guest port -> its classifier"),
+        NamedSet(NIC_MAC, ("ifname", "ether_addr"), tuple(x.concat(n.tap, n.nic.mac) for n in nics if n.nic.mac), comment="$MAC of each port"),
+        NamedSet(NIC_IP4, ("ifname", "ipv4_addr"), tuple(x.concat(n.tap, ip) for n in nics for ip in n.ipv4()), comment="$IP of each port"),
+        NamedSet(NIC_IP6, ("ifname", "ipv6_addr"), tuple(x.concat(n.tap, ip) for n in nics for ip in n.ipv6()), comment="IPv6 $IP of each port (incl. link-local)"),
+    ]
+    sets += sorted(registry.sets.values(), key=lambda s: s.name)
+    rate, per = policy.doc.settings.log.rate.split("/")
+    limits = (Limit(LOG_LIMIT, int(rate), per, policy.doc.settings.log.burst),)
+    ordered = base + [chains[name] for name in sorted(chains)]
+    return Table("bridge", TABLE, tuple(ordered), tuple(sets), limits)
+
+
+def _profile(
+    policy: Policy,
+    registry: SetRegistry,
+    node: str,
+    filters: tuple[str, ...],
+    direction: str,
+    chains: dict[str, Chain],
+    profiles: dict[tuple[str, ...], str],
+) -> str | None:
+    """The chain running a NIC's filters in order (shared by NICs with the same list)."""
+    key = (direction,) + filters
+    if key in profiles:
+        return profiles[key] or None
+    steps: list[NftRule] = []
+    bit = x.GUARD_OUT_ACCEPT_BIT if direction == "out" else x.GUARD_IN_ACCEPT_BIT
+    for name in filters:
+        chain = filter_chain(policy, registry, node, name, direction)
+        if not chain.rules:
+            continue
+        chains[chain.name] = chain
+        steps.append(NftRule((x.jump(chain.name),), f"filter {name}"))
+        steps.append(NftRule((x.has_bits(bit), x.ret()), f"filter {name} accepted"))
+    if not steps:
+        profiles[key] = ""
+        return None
+    steps.pop()  # no accepted-check needed after the last filter
+    name = f"guards-{direction}-{len([p for p in profiles if p[0] == direction]) + 1}"
+    chains[name] = Chain(name, tuple(steps), comment=" ".join(filters)[:127])
+    profiles[key] = name
+    return name

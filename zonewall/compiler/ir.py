@@ -1,0 +1,221 @@
+"""The nftables intermediate representation: typed, immutable, deterministic.
+
+A Ruleset is what one node should have in the kernel. Rule statements are kept as
+libnftables JSON statement objects (built by `nftexpr`), so converting to the wire
+format is a plain walk and nothing is ever spliced into nft text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Hook:
+    """Makes a chain a base chain attached to a netfilter hook."""
+
+    type: str  # filter | nat | route
+    hook: str  # prerouting | input | forward | output | postrouting
+    priority: int
+    policy: str = "accept"
+
+
+@dataclass(frozen=True)
+class Rule:
+    statements: tuple[Json, ...]
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class Chain:
+    name: str
+    rules: tuple[Rule, ...] = ()
+    hook: Hook | None = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class NamedSet:
+    """A named set, or a map when `map` (the value type) is given.
+
+    Elements are JSON element values (strings, ints, {"prefix": ..}, {"range": ..},
+    {"concat": ..}); for maps, [key, value] pairs.
+    """
+
+    name: str
+    type: str | tuple[str, ...]
+    elements: tuple[Any, ...] = ()
+    flags: tuple[str, ...] = ()
+    map: str | None = None
+    timeout: int | None = None
+    size: int | None = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A named limit object (shared token bucket), e.g. the per-node log cap."""
+
+    name: str
+    rate: int
+    per: str
+    burst: int = 0
+    unit: str = "packets"
+
+
+@dataclass(frozen=True)
+class Table:
+    family: str
+    name: str
+    chains: tuple[Chain, ...] = ()
+    sets: tuple[NamedSet, ...] = ()
+    limits: tuple[Limit, ...] = ()
+
+    def chain(self, name: str) -> Chain:
+        for chain in self.chains:
+            if chain.name == name:
+                return chain
+        raise KeyError(name)
+
+    def set(self, name: str) -> NamedSet:
+        for named in self.sets:
+            if named.name == name:
+                return named
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    """Everything zonewall owns on one node."""
+
+    node: str
+    tables: tuple[Table, ...]
+    # Facts the dataplane and log reader need to interpret packets (NIC index -> VM/NIC).
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def table(self, family: str, name: str) -> Table:
+        for table in self.tables:
+            if table.family == family and table.name == name:
+                return table
+        raise KeyError((family, name))
+
+
+# ---------------------------------------------------------------------------
+# IR -> libnftables JSON objects
+
+
+def table_object(table: Table) -> Json:
+    return {"table": {"family": table.family, "name": table.name}}
+
+
+def chain_object(table: Table, chain: Chain) -> Json:
+    obj: Json = {"family": table.family, "table": table.name, "name": chain.name}
+    if chain.hook is not None:
+        obj.update(
+            type=chain.hook.type,
+            hook=chain.hook.hook,
+            prio=chain.hook.priority,
+            policy=chain.hook.policy,
+        )
+    if chain.comment:
+        obj["comment"] = chain.comment
+    return {"chain": obj}
+
+
+def set_object(table: Table, named: NamedSet) -> Json:
+    obj: Json = {
+        "family": table.family,
+        "table": table.name,
+        "name": named.name,
+        "type": list(named.type) if isinstance(named.type, tuple) else named.type,
+    }
+    if named.map is not None:
+        obj["map"] = named.map
+    if named.flags:
+        obj["flags"] = list(named.flags)
+    if named.timeout is not None:
+        obj["timeout"] = named.timeout
+    if named.size is not None:
+        obj["size"] = named.size
+    if named.comment:
+        obj["comment"] = named.comment
+    if named.elements:
+        obj["elem"] = [list(e) if isinstance(e, tuple) else e for e in named.elements]
+    return {"map" if named.map is not None else "set": obj}
+
+
+def limit_object(table: Table, limit: Limit) -> Json:
+    return {
+        "limit": {
+            "family": table.family,
+            "table": table.name,
+            "name": limit.name,
+            "rate": limit.rate,
+            "per": limit.per,
+            "burst": limit.burst,
+            "unit": limit.unit,
+        }
+    }
+
+
+def rule_object(table: Table, chain: Chain, rule: Rule) -> Json:
+    obj: Json = {
+        "family": table.family,
+        "table": table.name,
+        "chain": chain.name,
+        "expr": list(rule.statements),
+    }
+    if rule.comment:
+        obj["comment"] = rule.comment
+    return {"rule": obj}
+
+
+def table_body_commands(table: Table) -> list[Json]:
+    """`add` commands that fill an (empty) table, in dependency order.
+
+    Chains are declared before maps whose verdicts jump to them; sets and limits
+    before rules that reference them.
+    """
+    commands: list[Json] = []
+    for chain in table.chains:
+        commands.append({"add": chain_object(table, Chain(chain.name, (), chain.hook, chain.comment))})
+    for limit in table.limits:
+        commands.append({"add": limit_object(table, limit)})
+    for named in table.sets:
+        commands.append({"add": set_object(table, named)})
+    for chain in table.chains:
+        for rule in chain.rules:
+            commands.append({"add": rule_object(table, chain, rule)})
+    return commands
+
+
+def replace_commands(ruleset: Ruleset) -> list[Json]:
+    """One transaction that replaces zonewall's tables and touches nothing else.
+
+    `add table` before `delete table` makes the delete valid whether or not the
+    table exists; the kernel applies the whole batch or none of it.
+    """
+    commands: list[Json] = []
+    for table in ruleset.tables:
+        commands += [{"add": table_object(table)}, {"delete": table_object(table)}, {"add": table_object(table)}]
+        commands += table_body_commands(table)
+    return commands
+
+
+def to_json(ruleset: Ruleset) -> Json:
+    """The full ruleset as a libnftables JSON document (replacing our tables)."""
+    return {"nftables": [{"metainfo": {"json_schema_version": 1}}] + replace_commands(ruleset)}
+
+
+def dumps(document: Json) -> str:
+    """Deterministic serialisation: same IR, byte-identical text."""
+    return json.dumps(document, indent=1, sort_keys=False, ensure_ascii=True) + "\n"
+
+
+def fingerprint(ruleset: Ruleset) -> str:
+    return hashlib.sha256(dumps(to_json(ruleset)).encode()).hexdigest()

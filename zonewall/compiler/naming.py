@@ -1,0 +1,60 @@
+"""Names shared by the compiler, the dataplane and the lab: tables, chains, sets, taps."""
+
+from __future__ import annotations
+
+import hashlib
+
+from ..policy.model import Nic
+from ..policy.resolve import RuleRef
+
+TABLE = "zonewall"  # one table per family: inet (stateful filtering) and bridge (guards, marks)
+LOG_LIMIT = "log-cap"  # named limit object: settings.log.rate per node
+
+
+def tap_name(vm: str, index: int, nic: Nic | None = None) -> str:
+    """The node-side port of a guest NIC: the NIC's `tap:`, else `<vm>i<index>`.
+
+    Proxmox names taps `tap<vmid>i<n>`; zonewall's default keeps the VM's name when
+    it fits the kernel's 15 characters, else a short hash keeps it unique.
+    """
+    if nic is not None and nic.tap:
+        return nic.tap
+    suffix = f"i{index}"
+    if len(vm) + len(suffix) <= 15:
+        return vm + suffix
+    digest = hashlib.sha1(vm.encode()).hexdigest()[:5]
+    return vm[: 15 - len(suffix) - 5] + digest + suffix
+
+
+def ref_set_name(kind: str, name: str, family: str) -> str:
+    """Named set for a `kind:name` address reference, one per family."""
+    short = {"group": "g", "zone": "z", "vm": "v", "network": "n", "host": "h"}[kind]
+    return f"{short}-{name}-{'v4' if family == 'ipv4' else 'v6'}"
+
+
+def vm_chain(vm: str, direction: str) -> str:
+    return f"vm-{vm}-{direction}"
+
+
+def level_chain(level: str, owner: str, direction: str) -> str:
+    if level == "global":
+        return f"global-{direction}"
+    if level == "host":
+        return f"host-{owner}-{direction}" if owner else f"hostrules-{direction}"
+    return f"{level}-{owner}-{direction}"
+
+
+def rule_token(ref: RuleRef) -> str:
+    """A short stable token for per-rule objects (rate-limit sets, log chains)."""
+    return hashlib.sha1(f"{ref.level}/{ref.owner}/{ref.id}".encode()).hexdigest()[:10]
+
+
+def log_prefix(node: str, scope: str, direction: str, rule_id: str, verdict: str) -> str:
+    """`zw|node|scope|direction|rule|verdict`, within the kernel's 127 bytes.
+
+    scope is the VM for VM-specific rules and defaults, `zone:NAME`, `global`,
+    `host`, `net:NAME` or `guard:FILTER`; for shared chains the NFLOG record's mark
+    tells the NIC (and so the VM) the packet belonged to.
+    """
+    text = f"zw|{node}|{scope}|{direction}|{rule_id}|{verdict}"
+    return text[:127]

@@ -1,0 +1,196 @@
+"""Putting a node's Ruleset into the kernel safely.
+
+Guarantees, in order of importance:
+
+* Only zonewall's own tables are touched (those named in the ruleset, plus tables of
+  `previous` that the new ruleset drops). There is never a `flush ruleset`; Docker's,
+  libvirt's or the distribution's tables survive every apply.
+* Every change is ONE transaction. If libnftables or the kernel refuses it, nothing
+  changed and the previous ruleset keeps filtering (NftError propagates).
+* Before changing anything we snapshot our tables as the kernel lists them, and after
+  the change we read back and check the structure. A mismatch restores the snapshot
+  and raises VerifyError: a half-understood ruleset is worse than the old one.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from zonewall.compiler.diff import diff_commands
+from zonewall.compiler.ir import Ruleset, fingerprint, replace_commands
+from zonewall.dataplane.backend import Backend, Json, NftError
+from zonewall.dataplane.readback import (
+    TableKey,
+    hash_readback,
+    read_tables,
+    shape_of_objects,
+    shape_of_table,
+    shape_problems,
+    verify_problems,
+)
+
+
+class VerifyError(RuntimeError):
+    """The kernel's readback did not match the ruleset; the snapshot was restored."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("readback does not match the applied ruleset: " + "; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Our tables as the kernel listed them before a change (None: table absent)."""
+
+    tables: dict[TableKey, list[Json] | None]
+
+    def to_json(self) -> Json:
+        return {
+            "tables": [
+                {"family": family, "name": name, "objects": objects}
+                for (family, name), objects in self.tables.items()
+            ]
+        }
+
+    @classmethod
+    def from_json(cls, document: Json) -> Snapshot:
+        return cls({(t["family"], t["name"]): t["objects"] for t in document["tables"]})
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    fingerprint: str  # ir.fingerprint of the applied ruleset
+    readback_hash: str  # readback.hash_readback of our tables right after the apply
+    mode: str  # "incremental" | "full" | "unchanged"
+    snapshot: Snapshot  # what was there before; hand it to confirm.arm_revert
+    commands: int = 0  # size of the transaction that took effect
+    notes: tuple[str, ...] = field(default=())  # why the incremental path was not used
+
+
+def _keys(tables: Ruleset | Iterable[TableKey]) -> list[TableKey]:
+    if isinstance(tables, Ruleset):
+        return [(t.family, t.name) for t in tables.tables]
+    return list(dict.fromkeys(tables))
+
+
+def take_snapshot(backend: Backend, tables: Ruleset | Iterable[TableKey]) -> Snapshot:
+    return Snapshot(read_tables(backend, _keys(tables)))
+
+
+def _replace_table_commands(family: str, name: str) -> list[Json]:
+    # `add` before `delete` makes the delete valid whether or not the table exists.
+    table = {"table": {"family": family, "name": name}}
+    return [{"add": table}, {"delete": table}]
+
+
+def restore_commands(snapshot: Snapshot) -> list[Json]:
+    """Re-create each snapshotted table exactly; delete those that were absent.
+
+    Listed objects cannot be fed back in listed order: maps are listed before the
+    chains their verdicts jump to. Chains go first (empty), then stateful objects and
+    sets, then rules. Handles are dropped: on `add rule` a handle means "insert after
+    this handle", not "use this handle".
+    """
+    commands: list[Json] = []
+    for (family, name), objects in snapshot.tables.items():
+        commands += _replace_table_commands(family, name)
+        if objects is None:
+            continue
+        commands.append({"add": {"table": {"family": family, "name": name}}})
+        buckets: dict[str, list[Json]] = {"chain": [], "other": [], "rule": []}
+        for obj in objects:
+            ((kind, body),) = obj.items()
+            if kind == "table":
+                continue
+            body = {k: copy.deepcopy(v) for k, v in body.items() if k != "handle"}
+            buckets[kind if kind in ("chain", "rule") else "other"].append({"add": {kind: body}})
+        commands += buckets["chain"] + buckets["other"] + buckets["rule"]
+    return commands
+
+
+def restore_snapshot(backend: Backend, snapshot: Snapshot) -> None:
+    """One transaction: our tables become exactly what the snapshot recorded."""
+    backend.run(restore_commands(snapshot))
+
+
+def remove_ruleset(backend: Backend, tables: Ruleset | Iterable[TableKey]) -> None:
+    """Delete zonewall's tables (absent ones are fine) in one transaction."""
+    commands: list[Json] = []
+    for family, name in _keys(tables):
+        commands += _replace_table_commands(family, name)
+    backend.run(commands)
+
+
+def _full_commands(ruleset: Ruleset, stale: Iterable[TableKey]) -> list[Json]:
+    commands = replace_commands(ruleset)
+    for family, name in stale:
+        commands += _replace_table_commands(family, name)
+    return commands
+
+
+def _matches_previous(previous: Ruleset, snapshot: Snapshot) -> list[str]:
+    """Does the kernel still look like `previous`? Diffs are only valid on top of it."""
+    problems: list[str] = []
+    for table in previous.tables:
+        objects = snapshot.tables.get((table.family, table.name))
+        where = f"table {table.family} {table.name}"
+        if objects is None:
+            problems.append(f"{where} is not in the kernel")
+        else:
+            problems += shape_problems(shape_of_table(table), shape_of_objects(objects), where)
+    return problems
+
+
+def apply_ruleset(backend: Backend, ruleset: Ruleset, *, previous: Ruleset | None = None) -> ApplyResult:
+    """Make the kernel hold `ruleset` (our tables only); see the module docstring.
+
+    With `previous` (the IR applied last time) the change is an incremental diff,
+    provided the kernel still has the shape of `previous`; if the diff is refused or
+    reads back wrong, a full replace of our tables follows.
+    """
+    new_keys = _keys(ruleset)
+    stale = [k for k in _keys(previous) if k not in new_keys] if previous is not None else []
+    snapshot = take_snapshot(backend, new_keys + stale)
+    notes: list[str] = []
+    incremental_committed = False
+
+    if previous is not None:
+        drift = _matches_previous(previous, snapshot)
+        if drift:
+            notes.append("kernel differs from previous: " + "; ".join(drift))
+        else:
+            commands = diff_commands(previous, ruleset)
+            try:
+                if commands:
+                    backend.run(commands)
+            except NftError as exc:
+                notes.append(f"incremental transaction refused: {exc}")
+            else:
+                incremental_committed = bool(commands)
+                readback = read_tables(backend, new_keys)
+                problems = verify_problems(ruleset, readback)
+                if not problems:
+                    return ApplyResult(
+                        fingerprint(ruleset),
+                        hash_readback(readback),
+                        "incremental" if commands else "unchanged",
+                        snapshot,
+                        len(commands),
+                        tuple(notes),
+                    )
+                notes.append("incremental readback differs: " + "; ".join(problems))
+
+    commands = _full_commands(ruleset, stale)
+    try:
+        backend.run(commands)
+    except NftError:
+        if incremental_committed:
+            restore_snapshot(backend, snapshot)  # undo the diff that read back wrong
+        raise
+    readback = read_tables(backend, new_keys)
+    problems = verify_problems(ruleset, readback)
+    if problems:
+        restore_snapshot(backend, snapshot)
+        raise VerifyError(problems)
+    return ApplyResult(fingerprint(ruleset), hash_readback(readback), "full", snapshot, len(commands), tuple(notes))

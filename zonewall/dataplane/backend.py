@@ -1,0 +1,184 @@
+"""The only door to the kernel's nftables: one libnftables JSON transaction at a time.
+
+Why a protocol with two implementations: everything above this module (apply, diff,
+confirm, the agent) is tested against `FakeBackend` in milliseconds, and the same
+code runs against `LibNftBackend` in kernel tests and in production.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import os
+import queue
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+Json = dict[str, Any]
+T = TypeVar("T")
+
+NETNS_DIR = "/run/netns"
+_CLONE_NEWNET = 0x40000000
+
+
+class NftError(RuntimeError):
+    """libnftables refused a transaction; the message is libnftables' own error text.
+
+    The kernel applies a batch completely or not at all, so when this is raised
+    nothing has changed.
+    """
+
+
+@runtime_checkable
+class Backend(Protocol):
+    def run(self, commands: list[Json]) -> None:
+        """Apply `commands` as ONE transaction (`{"nftables": commands}`)."""
+
+    def list_table(self, family: str, name: str) -> list[Json] | None:
+        """The table's objects as libnftables JSON (no metainfo), None if absent."""
+
+    def list_tables(self) -> list[tuple[str, str]]:
+        """(family, name) of every table in the namespace, ours and foreign."""
+
+
+# ---------------------------------------------------------------------------
+# libnftables
+
+
+class _NftWorker:
+    """A thread that owns one libnftables context, optionally inside a named netns.
+
+    setns(CLONE_NEWNET) moves only the calling thread, so the process (and any other
+    thread) never changes namespace. The netlink socket libnftables opens belongs to
+    the namespace of the thread that opens it, so the context is created and used
+    only on this thread.
+    """
+
+    def __init__(self, netns: str | None) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[Any], Any], concurrent.futures.Future[Any]] | None]
+        self._jobs = queue.SimpleQueue()
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._main, args=(netns, ready), name=f"zonewall-nft[{netns or 'host'}]", daemon=True
+        )
+        self._thread.start()
+        ready.result()  # re-raises a failed setns / missing libnftables here, in the caller
+
+    def _main(self, netns: str | None, ready: concurrent.futures.Future[None]) -> None:
+        try:
+            if netns is not None:
+                _enter_netns(netns)
+            import nftables  # imported here so a missing binding fails at construction
+
+            nft = nftables.Nftables()
+            nft.set_json_output(True)
+            nft.set_handle_output(False)
+        except BaseException as exc:  # noqa: BLE001 - handed to the constructing thread
+            ready.set_exception(exc)
+            return
+        ready.set_result(None)
+        while (job := self._jobs.get()) is not None:
+            fn, future = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(nft))
+            except BaseException as exc:  # noqa: BLE001
+                future.set_exception(exc)
+
+    def call(self, fn: Callable[[Any], T]) -> T:
+        if not self._thread.is_alive():
+            raise RuntimeError("libnftables worker is closed")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._jobs.put((fn, future))
+        return future.result()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            if threading.current_thread() is not self._thread:
+                self._thread.join()
+
+
+def _enter_netns(name: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({name}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+class LibNftBackend:
+    """libnftables through its JSON API, optionally inside the named netns `netns`.
+
+    Raises OSError at construction if the namespace does not exist.
+    """
+
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns
+        self._worker = _NftWorker(netns)
+        # Stop the thread when the backend is garbage collected without close().
+        self._finalizer = weakref.finalize(self, self._worker.close)
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def __enter__(self) -> LibNftBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _json_cmd(self, document: Json) -> tuple[int, Any, str]:
+        return self._worker.call(lambda nft: nft.json_cmd(document))
+
+    def run(self, commands: list[Json]) -> None:
+        if not commands:
+            return  # an empty batch is a no-op; skip the netlink round trip
+        rc, _out, err = self._json_cmd({"nftables": commands})
+        if rc != 0:
+            raise NftError(_clean_error(err) or f"libnftables returned {rc}")
+
+    def list_table(self, family: str, name: str) -> list[Json] | None:
+        if (family, name) not in self.list_tables():
+            return None
+        rc, out, err = self._json_cmd({"nftables": [{"list": {"table": {"family": family, "name": name}}}]})
+        if rc != 0:
+            # Deleted between the two calls: same answer as "absent".
+            if "No such file or directory" in err:
+                return None
+            raise NftError(_clean_error(err))
+        return _objects(out)
+
+    def list_tables(self) -> list[tuple[str, str]]:
+        rc, out, err = self._json_cmd({"nftables": [{"list": {"tables": None}}]})
+        if rc != 0:
+            raise NftError(_clean_error(err))
+        return [(o["table"]["family"], o["table"]["name"]) for o in _objects(out) if "table" in o]
+
+
+def _objects(output: Any) -> list[Json]:
+    """The `nftables` array without its metainfo header."""
+    if not output:
+        return []
+    return [o for o in output["nftables"] if "metainfo" not in o]
+
+
+def _clean_error(err: str) -> str:
+    # libnftables prefixes JSON-input errors with a meaningless "internal:0:0-0: "
+    # location and separates messages with blank lines.
+    lines = [line.removeprefix("internal:0:0-0: ").strip() for line in err.splitlines()]
+    return "\n".join(line for line in lines if line)
+
+
+# The fake lives in its own module (it is most of the code); re-exported here so that
+# `from zonewall.dataplane.backend import FakeBackend` works. Imported last because
+# fake.py needs NftError from this module.
+from zonewall.dataplane.fake import FakeBackend  # noqa: E402
+
+__all__ = ["Backend", "FakeBackend", "Json", "LibNftBackend", "NftError"]

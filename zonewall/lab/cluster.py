@@ -1,0 +1,230 @@
+"""A virtual cluster built from a policy: one namespace per node, per VM, and `outside`.
+
+Topology (docs/lab.md draws it):
+- `outside` plays the physical LAN and the internet: it routes between the guest
+  networks (holding each network's gateway on a bridge per network) and towards the
+  nodes' addresses, and takes any address a probe asks for (`outside:ADDR`).
+- each node has one bridge per network it hosts guests of (named as the policy's
+  `bridge`), a veth "trunk" from that bridge to the outside's bridge of the network
+  (so guests of one network on different nodes share L2), and an uplink carrying
+  the node's own addresses. br_netfilter is on, as on a Proxmox node.
+- each VM is a namespace whose NICs are veth pairs: `ethN` inside with the policy's
+  MAC and addresses, and the node-side end named as the compiler expects the tap.
+State lives in /run/zonewall/lab/NAME.json so separate CLI calls share the lab.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..compiler.naming import tap_name
+from ..compiler.node import compile_node
+from ..dataplane.apply import ApplyResult, apply_ruleset
+from ..dataplane.backend import LibNftBackend
+from ..policy.loader import load_policy
+from ..policy.resolve import Policy
+from . import netns
+
+STATE_DIR = Path(os.environ.get("ZONEWALL_LAB_DIR", "/run/zonewall/lab"))
+UPLINK_PEER_V4 = "169.254.0.1"  # the outside's end of every node uplink
+UPLINK_PEER_V6 = "fe80::1"
+
+
+class LabError(RuntimeError):
+    pass
+
+
+@dataclass
+class LabState:
+    name: str
+    policy: str
+    outside: str
+    nodes: dict[str, str] = field(default_factory=dict)  # node -> namespace
+    vms: dict[str, str] = field(default_factory=dict)  # vm -> namespace
+    gateways: dict[str, list[str]] = field(default_factory=dict)  # network -> outside addresses
+    outside_addresses: list[str] = field(default_factory=list)  # added for probes
+
+    @property
+    def prefix(self) -> str:
+        return lab_prefix(self.name)
+
+    def save(self) -> None:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        path = STATE_DIR / f"{self.name}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1, sort_keys=True))
+        tmp.replace(path)
+
+    @staticmethod
+    def load(name: str) -> "LabState":
+        path = STATE_DIR / f"{name}.json"
+        if not path.exists():
+            raise LabError(f"no lab named {name!r} is up (zonewall lab up POLICY --name {name})")
+        return LabState(**json.loads(path.read_text()))
+
+
+def lab_prefix(name: str) -> str:
+    return f"zwl-{name}-"
+
+
+def _check_lab_name(name: str) -> None:
+    import re
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,15}", name):
+        raise LabError(f"lab name {name!r}: use up to 16 lowercase letters, digits, - and _")
+
+
+def choose_gateways(policy: Policy) -> dict[str, list[str]]:
+    """The router address of each network in the outside: `gateway`, else the
+    first address of each subnet that no guest uses."""
+    used = {ip for vm in policy.doc.vms.values() for nic in vm.nics for ip in nic.ips}
+    out: dict[str, list[str]] = {}
+    for name, network in sorted(policy.doc.networks.items()):
+        chosen: list[str] = []
+        for subnet_text in network.subnets:
+            subnet = ipaddress.ip_network(subnet_text)
+            given = [g for g in network.gateway if ipaddress.ip_address(g) in subnet]
+            if given:
+                chosen.append(f"{given[0]}/{subnet.prefixlen}")
+                continue
+            for host in subnet.hosts():
+                if str(host) not in used:
+                    chosen.append(f"{host}/{subnet.prefixlen}")
+                    break
+        out[name] = chosen
+    return out
+
+
+def lab_up(policy_path: str, name: str = "zw", *, apply: bool = True) -> LabState:
+    """Build the cluster and (by default) apply each node's compiled ruleset."""
+    _check_lab_name(name)
+    policy = load_policy(policy_path)
+    prefix = lab_prefix(name)
+    if netns.list_netns(prefix) or (STATE_DIR / f"{name}.json").exists():
+        raise LabError(f"a lab named {name!r} already exists: zonewall lab down --name {name}")
+    state = LabState(name=name, policy=str(Path(policy_path).resolve()), outside=prefix + "out")
+    try:
+        _build(policy, state)
+        state.save()
+        if apply:
+            apply_policy(state, policy)
+    except BaseException:
+        lab_down(name)
+        raise
+    return state
+
+
+def _build(policy: Policy, state: LabState) -> None:
+    outside = state.outside
+    netns.create_netns(outside)
+    netns.set_sysctls(
+        outside,
+        {"net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 1, "net.ipv4.conf.all.rp_filter": 0, "net.ipv4.conf.default.rp_filter": 0},
+    )
+    networks = sorted(policy.doc.networks)
+    state.gateways = choose_gateways(policy)
+    outside_cmds: list[str] = []
+    for k, network in enumerate(networks):
+        bridge = f"br.{k}"
+        netns.add_bridge(outside, bridge)
+        if policy.doc.networks[network].mode != "isolated":  # libvirt isolated: no router
+            for cidr in state.gateways[network]:
+                netns.add_address(outside, bridge, cidr)
+    for i, node in enumerate(sorted(policy.doc.hosts)):
+        host = policy.doc.hosts[node]
+        ns = f"{state.prefix}n-{node}"
+        state.nodes[node] = ns
+        netns.create_netns(ns)
+        uplink = host.uplink or "eth0"
+        peer = f"n{i}.up"
+        netns.add_veth(ns, uplink, outside, peer)
+        node_cmds = [f"route add {UPLINK_PEER_V4} dev {uplink} scope link"]
+        outside_cmds.append(f"addr add {UPLINK_PEER_V4}/32 dev {peer}")
+        outside_cmds.append(f"addr add {UPLINK_PEER_V6}/64 dev {peer} nodad")
+        for address in host.address:
+            v6 = ":" in address
+            node_cmds.append(f"addr add {address}/{128 if v6 else 32} dev {uplink}" + (" nodad" if v6 else ""))
+            outside_cmds.append(f"route add {address}/{128 if v6 else 32} dev {peer}")
+        node_cmds.append(f"route add default via {UPLINK_PEER_V4} dev {uplink} onlink")
+        node_cmds.append(f"route add default via {UPLINK_PEER_V6} dev {uplink}")
+        hosted = sorted({nic.network for vm in policy.vms_on(node) for nic in policy.doc.vms[vm].nics})
+        for network in hosted:
+            k = networks.index(network)
+            bridge = policy.doc.networks[network].bridge
+            netns.add_bridge(ns, bridge)
+            trunk = f"zw.t{k}"
+            netns.add_veth(ns, trunk, outside, f"n{i}.t{k}")
+            node_cmds.append(f"link set dev {trunk} master {bridge}")
+            outside_cmds.append(f"link set dev n{i}.t{k} master br.{k}")
+        netns.ip_batch(node_cmds, ns=ns)
+        sysctls: dict[str, str | int] = {"net.ipv4.conf.all.rp_filter": 0, "net.ipv4.conf.default.rp_filter": 0}
+        # a bridged network gives the node no L3 presence on it (no link-local either)
+        sysctls.update({f"net.ipv6.conf.{policy.doc.networks[n].bridge}.disable_ipv6": 1 for n in hosted})
+        netns.set_sysctls(ns, sysctls)
+        if hosted:
+            netns.enable_bridge_netfilter(ns)
+    netns.ip_batch(outside_cmds, ns=outside)
+    for vm_name in sorted(policy.doc.vms):
+        _build_vm(policy, state, vm_name)
+
+
+def _build_vm(policy: Policy, state: LabState, vm_name: str) -> None:
+    vm = policy.doc.vms[vm_name]
+    ns = f"{state.prefix}v-{vm_name}"
+    node_ns = state.nodes[vm.host]
+    state.vms[vm_name] = ns
+    netns.create_netns(ns)
+    netns.set_sysctls(ns, {"net.ipv4.conf.all.arp_ignore": 1, "net.ipv4.conf.all.arp_announce": 2, "net.ipv4.conf.all.rp_filter": 0})
+    commands: list[str] = []
+    default_set = {4: False, 6: False}
+    for n, nic in enumerate(vm.nics):
+        tap = tap_name(vm_name, n, nic)
+        inside = f"eth{n}"
+        netns.add_veth(ns, inside, node_ns, tap, mac_a=nic.mac, up=False)
+        netns.ip("link", "set", "dev", tap, "master", policy.doc.networks[nic.network].bridge, "up", ns=node_ns)
+        network = policy.doc.networks[nic.network]
+        for ip in nic.ips:
+            address = ipaddress.ip_address(ip)
+            subnet = next((s for s in network.subnets if address in ipaddress.ip_network(s)), None)
+            length = ipaddress.ip_network(subnet).prefixlen if subnet else address.max_prefixlen
+            commands.append(f"addr add {ip}/{length} dev {inside}" + (" nodad" if address.version == 6 else ""))
+        commands.append(f"link set dev {inside} up")
+        for gateway in state.gateways.get(nic.network, []):
+            gw = ipaddress.ip_interface(gateway).ip
+            has_own = any(ipaddress.ip_address(i).version == gw.version for i in nic.ips)
+            if has_own and not default_set[gw.version] and network.mode != "isolated":
+                commands.append(f"route add default via {gw} dev {inside}")
+                default_set[gw.version] = True
+    netns.ip_batch(commands, ns=ns)
+
+
+def apply_policy(state: LabState, policy: Policy | None = None) -> dict[str, ApplyResult]:
+    """Compile and apply each node's ruleset inside its namespace."""
+    policy = policy or load_policy(state.policy)
+    results: dict[str, ApplyResult] = {}
+    for node, ns in sorted(state.nodes.items()):
+        with LibNftBackend(netns=ns) as backend:
+            results[node] = apply_ruleset(backend, compile_node(policy, node))
+    return results
+
+
+def lab_down(name: str = "zw") -> list[str]:
+    """Remove every namespace of the lab (also after a crash) and its state file."""
+    _check_lab_name(name)
+    removed = netns.delete_all(lab_prefix(name))
+    (STATE_DIR / f"{name}.json").unlink(missing_ok=True)
+    return removed
+
+
+def ensure_outside_address(state: LabState, address: str) -> None:
+    """Give the outside namespace `address` (for probes from outside:ADDR)."""
+    if address in state.outside_addresses:
+        return
+    ip = ipaddress.ip_address(address)
+    netns.ip_batch([f"addr add {ip}/{ip.max_prefixlen} dev lo" + (" nodad" if ip.version == 6 else "")], ns=state.outside, force=True)
+    state.outside_addresses.append(address)
+    state.save()

@@ -1,0 +1,150 @@
+"""Probes between lab endpoints named as in the policy, and the reachability matrix.
+
+An endpoint is `vm:NAME` (or just NAME), `host:NODE`, or `outside:ADDR`. The matrix
+probes every source (VMs, a management address, an internet address) against every
+target (VMs and nodes) for each service port the policy's rules mention.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Literal
+
+from ..policy.addresses import Family
+from ..policy.resolve import Policy
+from ..compiler.matches import ProtocolKeys
+from .cluster import LabError, LabState, ensure_outside_address
+from .probe import ProbeResult, ProbeSpec, run_probes
+
+INTERNET = {"ipv4": "203.0.113.10", "ipv6": "2001:db8:ffff::10"}
+Proto = Literal["tcp", "udp", "icmp"]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    ref: str
+    ns: str
+    address: str | None  # source: bind address (None: the kernel chooses); target: where to connect
+
+
+@dataclass(frozen=True)
+class Service:
+    proto: Proto
+    port: int | None  # None for icmp (echo-request)
+
+    def __str__(self) -> str:
+        return f"{self.proto}/{self.port}" if self.port is not None else "icmp/echo"
+
+
+def _family_of(address: str) -> Family:
+    return "ipv6" if ipaddress.ip_address(address).version == 6 else "ipv4"
+
+
+def _vm_address(policy: Policy, vm: str, family: Family, near: str | None) -> str:
+    """The VM's address in `family`, preferring a NIC on a network `near` VM shares."""
+    nics = policy.doc.vms[vm].nics
+    shared = {nic.network for nic in policy.doc.vms[near].nics} if near in policy.doc.vms else set()
+    ordered = sorted(nics, key=lambda nic: nic.network not in shared)
+    for nic in ordered:
+        for ip in nic.ips:
+            if _family_of(ip) == family:
+                return ip
+    raise LabError(f"vm {vm} has no {family} address")
+
+
+def endpoint(state: LabState, policy: Policy, ref: str, family: Family, *, role: str, peer: str | None = None) -> Endpoint:
+    kind, _, name = ref.partition(":") if ":" in ref and not ref.startswith("outside:") else ("", "", "")
+    if ref.startswith("outside:"):
+        address = ref[len("outside:"):]
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise LabError(f"{ref}: expected outside:ADDRESS") from None
+        ensure_outside_address(state, address)
+        return Endpoint(ref, state.outside, address)
+    if kind == "host" or ref in state.nodes and ref not in state.vms:
+        node = name or ref
+        if node not in state.nodes:
+            raise LabError(f"{ref}: no such node in the lab ({', '.join(sorted(state.nodes))})")
+        addresses = [a for a in policy.doc.hosts[node].address if _family_of(a) == family]
+        if not addresses:
+            raise LabError(f"host {node} has no {family} address")
+        return Endpoint(f"host:{node}", state.nodes[node], addresses[0])
+    vm = name if kind == "vm" else ref
+    if vm not in state.vms:
+        raise LabError(f"{ref}: no such VM in the lab (use vm:NAME, host:NODE or outside:ADDR)")
+    if role == "source":
+        return Endpoint(f"vm:{vm}", state.vms[vm], None)
+    near = peer[3:] if peer and peer.startswith("vm:") else peer
+    return Endpoint(f"vm:{vm}", state.vms[vm], _vm_address(policy, vm, family, near))
+
+
+def probe_spec(src: Endpoint, dst: Endpoint, service: Service, timeout: float) -> ProbeSpec:
+    assert dst.address is not None
+    return ProbeSpec(proto=service.proto, src_ns=src.ns, dst_ns=dst.ns, dst_addr=dst.address, port=service.port, src_addr=src.address, timeout=timeout)
+
+
+def probe(state: LabState, policy: Policy, source: str, target: str, service: Service, family: Family | None = None, timeout: float = 1.0) -> ProbeResult:
+    if family is None:
+        family = _family_of(source[8:]) if source.startswith("outside:") else _family_of(target[8:]) if target.startswith("outside:") else "ipv4"
+    src = endpoint(state, policy, source, family, role="source")
+    dst = endpoint(state, policy, target, family, role="target", peer=src.ref)
+    return run_probes([probe_spec(src, dst, service, timeout)])[0]
+
+
+def policy_services(policy: Policy) -> list[Service]:
+    """One probe per port/ICMP the policy's rules mention (the first port of a range)."""
+    found: set[Service] = set()
+    for ref in policy.rules:
+        keys = ProtocolKeys.of(policy, ref.rule)
+        for proto in ("tcp", "udp"):
+            for port in getattr(keys, proto):
+                found.add(Service(proto, int(port.split("-")[0])))  # type: ignore[arg-type]
+        if "echo-request" in keys.icmp or "any" in keys.icmp:
+            found.add(Service("icmp", None))
+    return sorted(found, key=lambda s: (s.proto, s.port or 0))
+
+
+def matrix_sources(policy: Policy, family: Family) -> list[tuple[str, str]]:
+    """(label, endpoint) pairs; outside sources get family-independent labels."""
+    sources = [(f"vm:{vm}", f"vm:{vm}") for vm in sorted(policy.doc.vms)]
+    management = policy.address_set(policy.doc.settings.management) if policy.doc.settings.management else None
+    if management is not None and management.family(family):
+        hosts = {a for h in policy.doc.hosts.values() for a in h.address}
+        low, high = management.family(family)[0]
+        cls = ipaddress.IPv4Address if family == "ipv4" else ipaddress.IPv6Address
+        candidate = next(str(cls(v)) for v in range(low + 1, min(high, low + 1000) + 1) if str(cls(v)) not in hosts)
+        sources.append(("mgmt", f"outside:{candidate}"))
+    sources.append(("internet", f"outside:{INTERNET[family]}"))
+    return sources
+
+
+def matrix_targets(policy: Policy, family: Family) -> list[str]:
+    targets = [f"vm:{vm}" for vm in sorted(policy.doc.vms) if any(_family_of(ip) == family for nic in policy.doc.vms[vm].nics for ip in nic.ips)]
+    targets += [f"host:{node}" for node in sorted(policy.doc.hosts) if any(_family_of(a) == family for a in policy.doc.hosts[node].address)]
+    return targets
+
+
+def reachability_matrix(state: LabState, policy: Policy, family: Family, timeout: float = 0.6) -> dict[str, dict[str, list[str]]]:
+    """{source label: {target: [services delivered]}} measured with real packets."""
+    services = policy_services(policy)
+    specs, keys = [], []
+    for label, source in matrix_sources(policy, family):
+        src = endpoint(state, policy, source, family, role="source")
+        for target in matrix_targets(policy, family):
+            if target == source:
+                continue
+            dst = endpoint(state, policy, target, family, role="target", peer=src.ref)
+            for service in services:
+                specs.append(probe_spec(src, dst, service, timeout))
+                keys.append((label, target, str(service)))
+    results = run_probes(specs, max_workers=64)
+    matrix: dict[str, dict[str, list[str]]] = {}
+    for (source, target, service), result in zip(keys, results):
+        if result.verdict == "error":
+            raise LabError(f"probe {source} -> {target} {service} failed: {result.detail}")
+        row = matrix.setdefault(source, {}).setdefault(target, [])
+        if result.delivered:
+            row.append(service)
+    return matrix

@@ -1,0 +1,183 @@
+"""Address references and exact address sets (sorted, merged integer intervals).
+
+An address reference is `any`, an address, a CIDR, a range `a-b`, `vm:NAME`,
+`zone:NAME`, `group:NAME`, `network:NAME` or `host:NAME`; a leading `!` excludes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Iterable, Literal
+
+Family = Literal["ipv4", "ipv6"]
+FAMILIES: tuple[Family, ...] = ("ipv4", "ipv6")
+MAX = {"ipv4": (1 << 32) - 1, "ipv6": (1 << 128) - 1}
+REF_KINDS = ("vm", "zone", "group", "network", "host")
+
+Interval = tuple[int, int]  # inclusive
+
+
+def _merge(intervals: Iterable[Interval]) -> tuple[Interval, ...]:
+    out: list[list[int]] = []
+    for low, high in sorted(intervals):
+        if out and low <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], high)
+        else:
+            out.append([low, high])
+    return tuple((a, b) for a, b in out)
+
+
+def _subtract(base: tuple[Interval, ...], cut: tuple[Interval, ...]) -> tuple[Interval, ...]:
+    out: list[Interval] = []
+    for low, high in base:
+        pieces = [(low, high)]
+        for c_low, c_high in cut:
+            next_pieces = []
+            for p_low, p_high in pieces:
+                if c_high < p_low or c_low > p_high:
+                    next_pieces.append((p_low, p_high))
+                    continue
+                if p_low < c_low:
+                    next_pieces.append((p_low, c_low - 1))
+                if c_high < p_high:
+                    next_pieces.append((c_high + 1, p_high))
+            pieces = next_pieces
+        out.extend(pieces)
+    return _merge(out)
+
+
+def _intersect(a: tuple[Interval, ...], b: tuple[Interval, ...]) -> tuple[Interval, ...]:
+    out: list[Interval] = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        low, high = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if low <= high:
+            out.append((low, high))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class AddressSet:
+    """An exact set of IPv4 and IPv6 addresses."""
+
+    v4: tuple[Interval, ...] = ()
+    v6: tuple[Interval, ...] = ()
+
+    @staticmethod
+    def everything() -> "AddressSet":
+        return AddressSet(((0, MAX["ipv4"]),), ((0, MAX["ipv6"]),))
+
+    @staticmethod
+    def of(v4: Iterable[Interval] = (), v6: Iterable[Interval] = ()) -> "AddressSet":
+        return AddressSet(_merge(v4), _merge(v6))
+
+    def family(self, family: Family) -> tuple[Interval, ...]:
+        return self.v4 if family == "ipv4" else self.v6
+
+    def only(self, family: Family) -> "AddressSet":
+        return AddressSet(self.v4, ()) if family == "ipv4" else AddressSet((), self.v6)
+
+    def union(self, other: "AddressSet") -> "AddressSet":
+        return AddressSet(_merge(self.v4 + other.v4), _merge(self.v6 + other.v6))
+
+    def minus(self, other: "AddressSet") -> "AddressSet":
+        return AddressSet(_subtract(self.v4, other.v4), _subtract(self.v6, other.v6))
+
+    def intersect(self, other: "AddressSet") -> "AddressSet":
+        return AddressSet(_intersect(self.v4, other.v4), _intersect(self.v6, other.v6))
+
+    def is_empty(self) -> bool:
+        return not self.v4 and not self.v6
+
+    def is_everything(self, family: Family) -> bool:
+        return self.family(family) == ((0, MAX[family]),)
+
+    def contains(self, address: str) -> bool:
+        ip = ipaddress.ip_address(address)
+        intervals = self.v4 if ip.version == 4 else self.v6
+        value = int(ip)
+        return any(low <= value <= high for low, high in intervals)
+
+    def families(self) -> tuple[Family, ...]:
+        return tuple(f for f in FAMILIES if self.family(f))
+
+    def cidrs(self, family: Family) -> list[str]:
+        """The set as a minimal list of CIDRs (for display and nft elements)."""
+        cls = ipaddress.IPv4Address if family == "ipv4" else ipaddress.IPv6Address
+        out: list[str] = []
+        for low, high in self.family(family):
+            for net in ipaddress.summarize_address_range(cls(low), cls(high)):
+                out.append(str(net) if net.num_addresses > 1 else str(net.network_address))
+        return out
+
+
+def interval_of(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Interval:
+    return int(network.network_address), int(network.broadcast_address)
+
+
+class AddressSyntaxError(ValueError):
+    pass
+
+
+def parse_literal(text: str) -> AddressSet:
+    """Parse an address, CIDR or range literal; raise AddressSyntaxError with a reason."""
+    text = text.strip()
+    if "-" in text and "/" not in text:
+        low_text, _, high_text = text.partition("-")
+        try:
+            low, high = ipaddress.ip_address(low_text.strip()), ipaddress.ip_address(high_text.strip())
+        except ValueError:
+            raise AddressSyntaxError(f"{text!r} is not an address range (expected e.g. 10.0.1.10-10.0.1.20)") from None
+        if low.version != high.version:
+            raise AddressSyntaxError(f"range {text!r} mixes IPv4 and IPv6")
+        if int(low) > int(high):
+            raise AddressSyntaxError(f"range {text!r} is empty: its start is above its end")
+        span = ((int(low), int(high)),)
+        return AddressSet(span, ()) if low.version == 4 else AddressSet((), span)
+    try:
+        network = ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        if "has host bits set" in str(exc):
+            fixed = ipaddress.ip_network(text, strict=False)
+            raise AddressSyntaxError(f"{text!r} has host bits set (did you mean {fixed}?)") from None
+        raise AddressSyntaxError(f"{text!r} is not an IP address, CIDR or range") from None
+    span = (interval_of(network),)
+    return AddressSet(span, ()) if network.version == 4 else AddressSet((), span)
+
+
+@dataclass(frozen=True)
+class RefItem:
+    """One parsed item of an address reference list."""
+
+    negate: bool
+    kind: str  # any | literal | vm | zone | group | network | host
+    name: str  # the literal text or the referenced name
+
+    def __str__(self) -> str:
+        body = self.name if self.kind in ("any", "literal") else f"{self.kind}:{self.name}"
+        return ("!" if self.negate else "") + body
+
+
+def parse_ref(text: object) -> RefItem:
+    if not isinstance(text, str):
+        raise AddressSyntaxError(f"{text!r} is not an address reference (expected a string such as 10.0.0.0/8, any, group:NAME)")
+    body = text.strip()
+    negate = body.startswith("!")
+    if negate:
+        body = body[1:].strip()
+    if body == "any":
+        return RefItem(negate, "any", "any")
+    if ":" in body:
+        kind, _, name = body.partition(":")
+        if kind in REF_KINDS:
+            if not name:
+                raise AddressSyntaxError(f"{text!r} names no {kind} (expected {kind}:NAME)")
+            return RefItem(negate, kind, name)
+    # an IPv6 literal also contains ':'; anything else must be a literal address
+    parse_literal(body)
+    return RefItem(negate, "literal", body)

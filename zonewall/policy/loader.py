@@ -1,0 +1,197 @@
+"""Load a policy (a file or a directory of files) into a validated, resolved Policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .errors import Problem, PolicyError, format_path
+from .model import PolicyDocument
+from .resolve import Checker, Policy
+from .source import LDict, LList, locate, locate_key, merge_documents, policy_files, read_file
+
+TOP_LEVEL_KEYS = tuple(PolicyDocument.model_fields)
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Parse, validate and resolve; raise PolicyError listing every problem."""
+    root = Path(path)
+    files = policy_files(root)
+    base = root if root.is_dir() else root.parent
+    documents = []
+    problems: list[Problem] = []
+    for file in files:
+        display = str(file.relative_to(base)) if root.is_dir() else str(file)
+        try:
+            documents.append((display, read_file(file, display)))
+        except PolicyError as exc:
+            problems += exc.problems
+    if problems:
+        raise PolicyError(problems)
+    return validate_data(merge_documents(documents))
+
+
+def load_policy_text(text: str, name: str = "policy.yaml") -> Policy:
+    """Load a policy from a string (tests, API uploads)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / name
+        file.write_text(text, encoding="utf-8")
+        documents = [(name, read_file(file, name))]
+    return validate_data(merge_documents(documents))
+
+
+def validate_data(data: LDict) -> Policy:
+    try:
+        doc = PolicyDocument.model_validate(_plain(data))
+    except ValidationError as exc:
+        raise PolicyError([_problem(data, error) for error in exc.errors()]) from None
+    problems = Checker(doc, data).run()
+    if problems:
+        raise PolicyError(problems)
+    return Policy(doc, data)
+
+
+def _plain(value: Any) -> Any:
+    """LDict/LList -> dict/list (pydantic must not see the location attributes)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _source_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Map pydantic's error path onto the YAML document's path.
+
+    Pydantic adds segments the YAML does not have: the tag of a discriminated union
+    (`nat[0].dnat.listen`) and the `members` of a group written as a plain list.
+    """
+    out: list[Any] = []
+    node = data
+    for part in loc:
+        if isinstance(node, LList) and isinstance(part, str):
+            continue  # e.g. group written as list, pydantic says ...members
+        if isinstance(node, LDict) and part not in node and isinstance(part, str) and part in ("masquerade", "snat", "dnat", "members"):
+            continue
+        out.append(part)
+        if isinstance(node, LDict) and part in node:
+            node = node[part]
+        elif isinstance(node, LList) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(out)
+
+
+def _problem(data: LDict, error: Any) -> Problem:
+    path = _source_path(data, tuple(error["loc"]))
+    kind = error["type"]
+    message = str(error["msg"])
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    if kind == "extra_forbidden":
+        parent = _parent_keys(path, data)
+        expected = f" (expected one of: {', '.join(parent)})" if parent else ""
+        return Problem(locate_key(data, path), format_path(path), f"unknown key `{path[-1]}`{expected}")
+    if kind == "missing":
+        return Problem(locate(data, path[:-1]), format_path(path), f"missing required key `{path[-1]}`")
+    if kind == "literal_error":
+        message = f"got {error.get('input')!r}; {message[0].lower()}{message[1:]}"
+    elif kind == "string_pattern_mismatch" and path and isinstance(path[-1], str):
+        message = f"{error.get('input')!r} is not valid here ({_pattern_hint(path)})"
+    elif kind == "string_pattern_mismatch":
+        message = f"{error.get('input')!r} is not a valid name (expected lowercase letters, digits, - and _, starting with a letter or digit, at most 31 characters)"
+    elif kind in ("dict_type", "list_type", "model_type", "model_attributes_type"):
+        expected = {"dict_type": "a mapping", "list_type": "a list", "model_type": "a mapping", "model_attributes_type": "a mapping"}[kind]
+        message = f"expected {expected}, got {_describe(error.get('input'))}"
+    elif kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        message = "expected `type` to be one of masquerade, snat, dnat"
+    return Problem(locate(data, path), format_path(path), message)
+
+
+def _pattern_hint(path: tuple[Any, ...]) -> str:
+    key = path[-1]
+    if key == "mac":
+        return "expected a MAC address like 52:54:00:00:01:01"
+    if key in ("bridge", "uplink", "tap"):
+        return "expected an interface name of at most 15 characters"
+    if key == "id":
+        return "expected letters, digits, . _ : -, at most 48 characters"
+    return "expected a name: lowercase letters, digits, - and _, starting with a letter or digit, at most 31 characters"
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _parent_keys(path: tuple[Any, ...], data: Any) -> list[str]:
+    """The keys allowed where an unknown key was found (for the error message)."""
+    annotation: Any = PolicyDocument
+    node = data
+    for part in path[:-1]:
+        annotation = _step(annotation, part)
+        node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
+        if annotation is None:
+            return []
+    model = _model_of(annotation, node.get("type") if isinstance(node, dict) else None)
+    return [f.alias or name for name, f in model.model_fields.items()] if model else []
+
+
+def _has(node: Any, part: Any) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(part, int) and 0 <= part < len(node)
+
+
+def _model_of(annotation: Any, tag: Any = None) -> Any:
+    """The pydantic model behind X | None / Annotated[X, ...] / a tagged union, if one."""
+    import typing
+
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        type_field = annotation.model_fields.get("type")
+        if tag is not None and type_field is not None and tag not in typing.get_args(type_field.annotation):
+            return None
+        return annotation
+    if typing.get_origin(annotation) in (dict, list):
+        return None
+    for arg in typing.get_args(annotation):
+        found = _model_of(arg, tag)
+        if found is not None:
+            return found
+    return None
+
+
+def _step(annotation: Any, part: Any) -> Any:
+    """The annotation one path segment below `annotation`."""
+    import typing
+
+    model = _model_of(annotation)
+    container = annotation
+    while typing.get_origin(container) not in (dict, list, None) or (
+        typing.get_origin(container) is None and typing.get_args(container)
+    ):
+        args = [a for a in typing.get_args(container) if a is not type(None)]
+        if not args:
+            break
+        container = args[0]
+    origin = typing.get_origin(container)
+    if origin is dict:
+        return typing.get_args(container)[1]
+    if origin is list:
+        return typing.get_args(container)[0]
+    if model is not None and isinstance(part, str):
+        field = model.model_fields.get(part) or next((f for f in model.model_fields.values() if f.alias == part), None)
+        return field.annotation if field else None
+    return None

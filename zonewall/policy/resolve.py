@@ -1,0 +1,467 @@
+"""Cross-reference checks and the resolved policy the compiler and analyzer read.
+
+Everything that can be wrong across keys is found here: dangling references, cycles,
+duplicates, addresses outside their network, family mismatches. Problems are
+collected (not raised one by one) so the operator sees all of them at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import PurePath
+from typing import Any, Iterable, Literal
+
+from .addresses import AddressSet, AddressSyntaxError, RefItem, interval_of, parse_literal, parse_ref
+from .builtins import BUILTIN_FILTER_INCLUDES, BUILTIN_FILTERS, BUILTIN_SERVICES, ICMP_V4_TYPES, ICMP_V6_TYPES
+from .errors import Loc, Problem, format_path
+from .model import VM, Nic, PolicyDocument, Rule, Service
+from .source import locate
+
+Level = Literal["global", "vm", "zone", "host", "network"]
+
+
+@dataclass(frozen=True)
+class RuleRef:
+    """A rule with where it lives: its level, owner, position and stable id."""
+
+    rule: Rule
+    level: Level  # global (global_rules), vm, zone, host (host_rules or a host's own), network
+    owner: str  # vm/zone/network/host name; "" for global_rules and host_rules
+    index: int
+    id: str
+    path: tuple[object, ...]
+    loc: Loc | None
+
+    @property
+    def where(self) -> str:
+        return f"{self.loc.file}:{self.loc.line}" if self.loc else format_path(self.path)
+
+
+class Policy:
+    """A validated policy with its references resolved."""
+
+    def __init__(self, doc: PolicyDocument, source: Any):
+        self.doc = doc
+        self.source = source
+
+    # -- lookups ------------------------------------------------------------------
+
+    def service(self, name: str) -> Service:
+        if name in self.doc.services:
+            return self.doc.services[name]
+        return Service.model_validate(BUILTIN_SERVICES[name])
+
+    def vms_on(self, host: str) -> list[str]:
+        return sorted(name for name, vm in self.doc.vms.items() if vm.host == host)
+
+    def vm_addresses(self, name: str) -> AddressSet:
+        return _addresses_of(ip for nic in self.doc.vms[name].nics for ip in nic.ips)
+
+    def nic_addresses(self, nic: Nic) -> AddressSet:
+        return _addresses_of(nic.ips)
+
+    def network_addresses(self, name: str) -> AddressSet:
+        v4, v6 = [], []
+        for subnet in self.doc.networks[name].subnets:
+            net = ipaddress.ip_network(subnet)
+            (v4 if net.version == 4 else v6).append(interval_of(net))
+        return AddressSet.of(v4, v6)
+
+    def ref_item_set(self, item: RefItem) -> AddressSet:
+        if item.kind == "any":
+            return AddressSet.everything()
+        if item.kind == "literal":
+            return parse_literal(item.name)
+        if item.kind == "vm":
+            return self.vm_addresses(item.name)
+        if item.kind == "zone":
+            return self._zone_sets[item.name]
+        if item.kind == "group":
+            return self._group_sets[item.name]
+        if item.kind == "network":
+            return self.network_addresses(item.name)
+        if item.kind == "host":
+            return _addresses_of(self.doc.hosts[item.name].address)
+        raise KeyError(item.kind)
+
+    def address_set(self, refs: list[str] | None) -> AddressSet:
+        """The exact addresses a reference list means (None: any)."""
+        if refs is None:
+            return AddressSet.everything()
+        include, exclude = AddressSet(), AddressSet()
+        items = [parse_ref(r) for r in refs]
+        for item in items:
+            if item.negate:
+                exclude = exclude.union(self.ref_item_set(item))
+            else:
+                include = include.union(self.ref_item_set(item))
+        if include.is_empty() and items and all(i.negate for i in items):
+            include = AddressSet.everything()  # ["!10.0.9.0/24"] means "anything but"
+        return include.minus(exclude)
+
+    @cached_property
+    def _group_sets(self) -> dict[str, AddressSet]:
+        out: dict[str, AddressSet] = {}
+
+        def resolve(name: str) -> AddressSet:
+            if name not in out:
+                out[name] = self.address_set(self.doc.groups[name].members)
+            return out[name]
+
+        for name in self.doc.groups:
+            resolve(name)
+        return out
+
+    @cached_property
+    def _zone_sets(self) -> dict[str, AddressSet]:
+        out = {name: AddressSet() for name in self.doc.zones}
+        for vm_name, vm in self.doc.vms.items():
+            if vm.zone is not None:
+                out[vm.zone] = out[vm.zone].union(self.vm_addresses(vm_name))
+        return out
+
+    def default_action(self, vm_name: str, direction: str) -> str:
+        """VM default, else its zone's, else settings.default (per direction)."""
+        vm = self.doc.vms[vm_name]
+        key = "in_" if direction == "in" else "out"
+        candidates = [vm.default]
+        if vm.zone is not None:
+            candidates.append(self.doc.zones[vm.zone].default)
+        candidates.append(self.doc.settings.default)
+        for candidate in candidates:
+            if candidate is not None and getattr(candidate, key) is not None:
+                return str(getattr(candidate, key))
+        return "drop" if direction == "in" else "accept"
+
+    def nic_filters(self, vm_name: str, nic_index: int) -> list[str]:
+        """The NIC's guard filters (the VM's plus the NIC's own), includes expanded, in order."""
+        vm = self.doc.vms[vm_name]
+        names = list(vm.filters) + [f for f in vm.nics[nic_index].filters if f not in vm.filters]
+        out: list[str] = []
+
+        def expand(name: str) -> None:
+            if name in out:
+                return
+            includes = self.doc.filters[name].include if name in self.doc.filters else BUILTIN_FILTER_INCLUDES.get(name, ())
+            for included in includes:
+                expand(included)
+            out.append(name)
+
+        for name in names:
+            expand(name)
+        return out
+
+    # -- rules --------------------------------------------------------------------
+
+    @cached_property
+    def rules(self) -> list[RuleRef]:
+        """Every rule of the policy with its id and position."""
+        out: list[RuleRef] = []
+
+        def add(rules: list[Rule], level: Level, owner: str, path: tuple[object, ...]) -> None:
+            for index, rule in enumerate(rules):
+                rule_path = path + (index,)
+                loc = locate(self.source, rule_path)
+                rid = rule.id or _default_id(loc, rule_path)
+                out.append(RuleRef(rule, level, owner, index, rid, rule_path, loc))
+
+        add(self.doc.global_rules, "global", "", ("global_rules",))
+        add(self.doc.host_rules, "host", "", ("host_rules",))
+        for name, host in sorted(self.doc.hosts.items()):
+            add(host.rules, "host", name, ("hosts", name, "rules"))
+        for name, network in sorted(self.doc.networks.items()):
+            add(network.rules, "network", name, ("networks", name, "rules"))
+        for name, zone in sorted(self.doc.zones.items()):
+            add(zone.rules, "zone", name, ("zones", name, "rules"))
+        for name, vm in sorted(self.doc.vms.items()):
+            add(vm.rules, "vm", name, ("vms", name, "rules"))
+        return _unique_ids(out)
+
+    def rules_of(self, level: Level, owner: str = "") -> list[RuleRef]:
+        return [r for r in self.rules if r.level == level and r.owner == owner]
+
+    def rule_by_id(self, rule_id: str) -> RuleRef | None:
+        for ref in self.rules:
+            if ref.id == rule_id:
+                return ref
+        return None
+
+
+def _addresses_of(ips: Iterable[str]) -> AddressSet:
+    v4, v6 = [], []
+    for text in ips:
+        ip = ipaddress.ip_address(text)
+        (v4 if ip.version == 4 else v6).append((int(ip), int(ip)))
+    return AddressSet.of(v4, v6)
+
+
+def _default_id(loc: Loc | None, path: tuple[object, ...]) -> str:
+    """`file-stem:line`: short enough for log prefixes, and points at the rule."""
+    if loc is None:
+        return format_path(path)
+    return f"{PurePath(loc.file).stem}:{loc.line}"
+
+
+def _unique_ids(refs: list[RuleRef]) -> list[RuleRef]:
+    """Derived ids that collide (two flow-style rules on one line) get the column."""
+    counts: dict[str, int] = {}
+    for ref in refs:
+        counts[ref.id] = counts.get(ref.id, 0) + 1
+    out = []
+    for ref in refs:
+        if counts[ref.id] > 1 and ref.rule.id is None and ref.loc is not None:
+            ref = RuleRef(ref.rule, ref.level, ref.owner, ref.index, f"{ref.id}:{ref.loc.col}", ref.path, ref.loc)
+        out.append(ref)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Cross-reference validation
+
+
+class Checker:
+    def __init__(self, doc: PolicyDocument, source: Any):
+        self.doc, self.source = doc, source
+        self.problems: list[Problem] = []
+
+    def problem(self, path: tuple[object, ...], message: str) -> None:
+        self.problems.append(Problem(locate(self.source, path), format_path(path), message))
+
+    def run(self) -> list[Problem]:
+        self.check_hosts()
+        self.check_networks()
+        self.check_groups()
+        self.check_filters()
+        self.check_vms()
+        self.check_rules()
+        self.check_nat()
+        self.check_management()
+        return self.problems
+
+    # -- references -----------------------------------------------------------------
+
+    def known(self, kind: str) -> dict[str, Any]:
+        return {
+            "vm": self.doc.vms,
+            "zone": self.doc.zones,
+            "group": self.doc.groups,
+            "network": self.doc.networks,
+            "host": self.doc.hosts,
+        }[kind]
+
+    def check_refs(self, refs: list[str] | None, path: tuple[object, ...]) -> None:
+        for index, text in enumerate(refs or []):
+            item = parse_ref(text)
+            if item.kind in ("any", "literal"):
+                continue
+            names = self.known(item.kind)
+            if item.name not in names:
+                hint = f" (known: {', '.join(sorted(names))})" if names else f" (no {item.kind}s are defined)"
+                self.problem(path + (index,), f"{item.kind}:{item.name} does not exist{hint}")
+
+    # -- sections -------------------------------------------------------------------
+
+    def check_hosts(self) -> None:
+        seen: dict[str, str] = {}
+        for name, host in self.doc.hosts.items():
+            for index, address in enumerate(host.address):
+                if address in seen:
+                    self.problem(("hosts", name, "address", index), f"address {address} is also host {seen[address]}'s")
+                seen[address] = name
+
+    def check_networks(self) -> None:
+        bridges: dict[str, str] = {}
+        subnets: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]] = []
+        for name, network in self.doc.networks.items():
+            if network.bridge in bridges:
+                self.problem(("networks", name, "bridge"), f"bridge {network.bridge} is also used by network {bridges[network.bridge]}")
+            bridges[network.bridge] = name
+            for index, text in enumerate(network.subnets):
+                subnet = ipaddress.ip_network(text)
+                for other, other_name in subnets:
+                    if subnet.version == other.version and subnet.overlaps(other):
+                        self.problem(("networks", name, "subnets", index), f"{subnet} overlaps {other} of network {other_name}")
+                subnets.append((subnet, name))
+            for index, service in enumerate(network.host_services):
+                if service not in self.doc.services and service not in BUILTIN_SERVICES:
+                    self.problem(("networks", name, "host_services", index), f"service {service} does not exist")
+
+    def check_groups(self) -> None:
+        for name, group in self.doc.groups.items():
+            self.check_refs(group.members, ("groups", name, "members"))
+        # cycles: depth-first search over group:NAME members
+        state: dict[str, int] = {}
+
+        def visit(name: str, trail: list[str]) -> None:
+            state[name] = 1
+            for index, text in enumerate(self.doc.groups[name].members):
+                item = parse_ref(text)
+                if item.kind != "group" or item.name not in self.doc.groups:
+                    continue
+                if state.get(item.name) == 1:
+                    cycle = trail[trail.index(item.name):] + [item.name] if item.name in trail else [name, item.name]
+                    self.problem(("groups", name, "members", index), f"group cycle: {' -> '.join(cycle)}")
+                elif state.get(item.name) is None:
+                    visit(item.name, trail + [item.name])
+            state[name] = 2
+
+        for name in sorted(self.doc.groups):
+            if name not in state:
+                visit(name, [name])
+
+    def check_filters(self) -> None:
+        for name, flt in self.doc.filters.items():
+            if name in BUILTIN_FILTERS:
+                self.problem(("filters", name), f"{name} is a built-in filter; choose another name")
+            for index, included in enumerate(flt.include):
+                if included not in self.doc.filters and included not in BUILTIN_FILTERS:
+                    self.problem(("filters", name, "include", index), f"filter {included} does not exist")
+            for index, rule in enumerate(flt.rules):
+                for key in ("from_", "to"):
+                    self.check_refs(getattr(rule, key), ("filters", name, "rules", index, "from" if key == "from_" else "to"))
+                for key, value in (("mac", rule.mac), ("arp", rule.arp)):
+                    if value is None:
+                        continue
+                    for field, text in value.model_dump(exclude_none=True).items():
+                        if field == "op" or text in ("$IP", "$MAC"):
+                            continue
+                        try:
+                            (ipaddress.ip_address(text) if field.startswith("ip") else _check_mac(text))
+                        except ValueError:
+                            expected = "an IP address or $IP" if field.startswith("ip") else "a MAC address or $MAC"
+                            self.problem(("filters", name, "rules", index, key, field), f"{text!r} is not {expected}")
+        state: dict[str, int] = {}
+
+        def visit(name: str, trail: list[str]) -> None:
+            state[name] = 1
+            for index, included in enumerate(self.doc.filters[name].include):
+                if included not in self.doc.filters:
+                    continue
+                if state.get(included) == 1:
+                    self.problem(("filters", name, "include", index), f"filter include cycle: {' -> '.join(trail + [included])}")
+                elif state.get(included) is None:
+                    visit(included, trail + [included])
+            state[name] = 2
+
+        for name in sorted(self.doc.filters):
+            if name not in state:
+                visit(name, [name])
+
+    def check_vms(self) -> None:
+        macs: dict[str, str] = {}
+        ips: dict[str, str] = {}
+        for name, vm in self.doc.vms.items():
+            base = ("vms", name)
+            if vm.host not in self.doc.hosts:
+                self.problem(base + ("host",), f"host {vm.host} does not exist" + _known(self.doc.hosts))
+            if vm.zone is not None and vm.zone not in self.doc.zones:
+                self.problem(base + ("zone",), f"zone {vm.zone} does not exist" + _known(self.doc.zones))
+            for index, flt in enumerate(vm.filters):
+                self.check_filter_name(flt, base + ("filters", index))
+            for n, nic in enumerate(vm.nics):
+                self.check_nic(name, vm, n, nic, macs, ips)
+
+    def check_filter_name(self, name: str, path: tuple[object, ...]) -> None:
+        if name not in self.doc.filters and name not in BUILTIN_FILTERS:
+            self.problem(path, f"filter {name} does not exist (built-in: {', '.join(BUILTIN_FILTERS)})")
+
+    def check_nic(self, vm_name: str, vm: VM, n: int, nic: Nic, macs: dict[str, str], ips: dict[str, str]) -> None:
+        path = ("vms", vm_name, "nics", n)
+        for index, flt in enumerate(nic.filters):
+            self.check_filter_name(flt, path + ("filters", index))
+        if nic.mac is not None:
+            if nic.mac in macs:
+                self.problem(path + ("mac",), f"MAC {nic.mac} is also {macs[nic.mac]}'s")
+            macs[nic.mac] = f"{vm_name} nic {n}"
+        network = self.doc.networks.get(nic.network)
+        if network is None:
+            self.problem(path + ("network",), f"network {nic.network} does not exist" + _known(self.doc.networks))
+        for index, text in enumerate(nic.ips):
+            if text in ips:
+                self.problem(path + ("ips", index), f"address {text} is also {ips[text]}'s")
+            ips[text] = f"{vm_name} nic {n}"
+            if network is not None and network.subnets:
+                ip = ipaddress.ip_address(text)
+                if not any(ip in ipaddress.ip_network(s) for s in network.subnets if ipaddress.ip_network(s).version == ip.version):
+                    self.problem(path + ("ips", index), f"{text} is not inside network {nic.network}'s subnets ({', '.join(network.subnets)})")
+
+    def check_rules(self) -> None:
+        policy = Policy(self.doc, self.source)
+        ids: dict[str, RuleRef] = {}
+        for ref in policy.rules:
+            self.check_rule(ref, policy)
+            if ref.rule.id is not None:
+                if ref.id in ids:
+                    self.problem(ref.path + ("id",), f"rule id {ref.id} is also used at {ids[ref.id].where}")
+                else:
+                    ids[ref.id] = ref
+
+    def check_rule(self, ref: RuleRef, policy: Policy) -> None:
+        rule, path = ref.rule, ref.path
+        if ref.level != "network" and rule.direction is None:
+            self.problem(path, "missing key `direction` (expected in or out)")
+        self.check_refs(rule.from_, path + ("from",))
+        self.check_refs(rule.to, path + ("to",))
+        for index, name in enumerate(rule.service or []):
+            if name not in self.doc.services and name not in BUILTIN_SERVICES:
+                self.problem(path + ("service", index), f"service {name} does not exist (define it under services: or use a built-in)")
+        if rule.schedule is not None and rule.schedule not in self.doc.schedules:
+            self.problem(path + ("schedule",), f"schedule {rule.schedule} does not exist" + _known(self.doc.schedules))
+        if rule.family is not None and not self.problems_in(path):
+            for key, refs in (("from", rule.from_), ("to", rule.to)):
+                if refs is None:
+                    continue
+                try:
+                    peers = policy.address_set(refs)
+                except (KeyError, AddressSyntaxError):
+                    continue
+                if not peers.is_empty() and not peers.family(rule.family):
+                    other = "IPv6" if rule.family == "ipv4" else "IPv4"
+                    self.problem(path + ("family",), f"family {rule.family} but `{key}` has only {other} addresses")
+        if rule.icmp is not None and rule.family == "ipv4":
+            v6_only = [t for t in rule.icmp if t not in ICMP_V4_TYPES and t != "any" and not t.isdigit() and t in ICMP_V6_TYPES]
+            if v6_only:
+                self.problem(path + ("icmp",), f"ICMP type {v6_only[0]} exists only in IPv6 but the rule has family: ipv4")
+
+    def problems_in(self, path: tuple[object, ...]) -> bool:
+        prefix = format_path(path)
+        return any(p.key.startswith(prefix) for p in self.problems)
+
+    def check_nat(self) -> None:
+        for index, entry in enumerate(self.doc.nat):
+            path: tuple[object, ...] = ("nat", index)
+            if entry.type == "masquerade":
+                if entry.network not in self.doc.networks:
+                    self.problem(path + ("network",), f"network {entry.network} does not exist" + _known(self.doc.networks))
+            elif entry.type == "snat":
+                self.check_refs(entry.from_, path + ("from",))
+                if entry.host is not None and entry.host not in self.doc.hosts:
+                    self.problem(path + ("host",), f"host {entry.host} does not exist" + _known(self.doc.hosts))
+            else:
+                if entry.host not in self.doc.hosts:
+                    self.problem(path + ("host",), f"host {entry.host} does not exist" + _known(self.doc.hosts))
+                vm = self.doc.vms.get(entry.to.vm)
+                if vm is None:
+                    self.problem(path + ("to", "vm"), f"vm {entry.to.vm} does not exist" + _known(self.doc.vms))
+                elif vm.host != entry.host:
+                    self.problem(path + ("to", "vm"), f"vm {entry.to.vm} runs on {vm.host}, not on {entry.host} where this dnat listens")
+                elif entry.to.address is not None and entry.to.address not in [ip for nic in vm.nics for ip in nic.ips]:
+                    self.problem(path + ("to", "address"), f"{entry.to.address} is not an address of vm {entry.to.vm}")
+                elif not any(ip for nic in vm.nics for ip in nic.ips):
+                    self.problem(path + ("to", "vm"), f"vm {entry.to.vm} has no address to forward to")
+
+    def check_management(self) -> None:
+        self.check_refs(self.doc.settings.management, ("settings", "management"))
+
+
+def _known(names: dict[str, Any]) -> str:
+    return f" (known: {', '.join(sorted(names))})" if names else " (none are defined)"
+
+
+def _check_mac(text: str) -> None:
+    import re
+
+    if not re.fullmatch(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}", text):
+        raise ValueError(text)

@@ -1,0 +1,225 @@
+"""Read policy YAML files into plain data that remembers where every value came from.
+
+PyYAML's composer gives nodes with positions; we build dicts/lists that carry the
+position of themselves, of each key and of each value, so that a validation error on
+any path can be reported as file:line:col. Duplicate keys (which PyYAML silently
+overwrites) are errors. YAML 1.1's sexagesimal numbers are disabled so an unquoted
+MAC address or time stays a string.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import Loc, Problem, PolicyError, format_path
+
+
+class LDict(dict):  # type: ignore[type-arg]
+    """A mapping that knows where it, its keys and its values are."""
+
+    loc: Loc
+    key_locs: dict[Any, Loc]
+    value_locs: dict[Any, Loc]
+
+
+class LList(list):  # type: ignore[type-arg]
+    loc: Loc
+    value_locs: list[Loc]
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without YAML 1.1 base-60 ints/floats (52:54:00:.. stays a string)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9_]+(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
+def _loc(file: str, node: yaml.Node) -> Loc:
+    return Loc(file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _build(file: str, node: yaml.Node, loader: _Loader, problems: list[Problem], path: tuple[object, ...]) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        out = LDict()
+        out.loc, out.key_locs, out.value_locs = _loc(file, node), {}, {}
+        for key_node, value_node in node.value:
+            key = _build(file, key_node, loader, problems, path)
+            if isinstance(key, (dict, list)):
+                problems.append(Problem(_loc(file, key_node), format_path(path), "a key must be a plain value, not a mapping or list"))
+                continue
+            if key in out:
+                problems.append(
+                    Problem(
+                        _loc(file, key_node),
+                        format_path(path + (key,)),
+                        f"duplicate key, first defined at {out.key_locs[key]}",
+                    )
+                )
+                continue
+            out.key_locs[key] = _loc(file, key_node)
+            out.value_locs[key] = _loc(file, value_node)
+            out[key] = _build(file, value_node, loader, problems, path + (key,))
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        seq = LList()
+        seq.loc, seq.value_locs = _loc(file, node), []
+        for index, item in enumerate(node.value):
+            seq.value_locs.append(_loc(file, item))
+            seq.append(_build(file, item, loader, problems, path + (index,)))
+        return seq
+    return loader.construct_object(node, deep=True)
+
+
+def read_file(path: Path, display: str) -> Any:
+    """Parse one YAML file; raises PolicyError with positions on any YAML problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError([Problem(Loc(display, 1, 1), "", f"not UTF-8 text ({exc.reason})")]) from None
+    except OSError as exc:
+        raise PolicyError([Problem(Loc(display, 1, 1), "", f"cannot read: {exc.strerror}")]) from None
+    loader = _Loader(text)
+    problems: list[Problem] = []
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return LDict()
+        if node.tag in ("tag:yaml.org,2002:merge",):
+            raise PolicyError([Problem(_loc(display, node), "", "YAML merge keys are not supported")])
+        data = _build(display, node, loader, problems, ())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        loc = Loc(display, mark.line + 1, mark.column + 1) if mark else Loc(display, 1, 1)
+        raise PolicyError([Problem(loc, "", f"invalid YAML: {exc.problem or exc.context}")]) from None
+    except yaml.YAMLError as exc:
+        raise PolicyError([Problem(Loc(display, 1, 1), "", f"invalid YAML: {exc}")]) from None
+    except RecursionError:
+        raise PolicyError([Problem(Loc(display, 1, 1), "", "invalid YAML: nested too deeply")]) from None
+    finally:
+        loader.dispose()
+    if problems:
+        raise PolicyError(problems)
+    return data
+
+
+def policy_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+        if not files:
+            raise PolicyError([Problem(Loc(str(path), 1, 1), "", "no *.yaml or *.yml files in this directory")])
+        return files
+    if not path.exists():
+        raise PolicyError([Problem(Loc(str(path), 1, 1), "", "no such file or directory")])
+    return [path]
+
+
+# Top-level keys whose value is a map of named things (merged across files; a name
+# defined twice is an error) or a list (concatenated in file order).
+NAMED_SECTIONS = ("hosts", "networks", "groups", "services", "filters", "schedules", "zones", "vms")
+LIST_SECTIONS = ("global_rules", "host_rules", "nat")
+SINGLE_SECTIONS = ("version", "settings")
+
+
+def merge_documents(documents: list[tuple[str, Any]]) -> LDict:
+    """Merge per-file documents into one, keeping every value's own position."""
+    merged = LDict()
+    merged.key_locs, merged.value_locs = {}, {}
+    merged.loc = Loc(documents[0][0], 1, 1) if documents else Loc("<policy>", 1, 1)
+    problems: list[Problem] = []
+    for display, doc in documents:
+        if not isinstance(doc, LDict):
+            loc = getattr(doc, "loc", Loc(display, 1, 1))
+            problems.append(Problem(loc, "", "a policy file must be a mapping of top-level keys (version, zones, vms, ...)"))
+            continue
+        for key, value in doc.items():
+            key_loc = doc.key_locs[key]
+            if key in NAMED_SECTIONS and isinstance(value, LDict):
+                if key not in merged:
+                    section = LDict()
+                    section.loc, section.key_locs, section.value_locs = doc.value_locs[key], {}, {}
+                    merged[key] = section
+                    merged.key_locs[key], merged.value_locs[key] = key_loc, doc.value_locs[key]
+                section = merged[key]
+                if not isinstance(section, LDict):
+                    continue
+                for name, item in value.items():
+                    if name in section:
+                        problems.append(
+                            Problem(
+                                value.key_locs[name],
+                                format_path((key, name)),
+                                f"defined twice: also at {section.key_locs[name]}",
+                            )
+                        )
+                        continue
+                    section[name] = item
+                    section.key_locs[name], section.value_locs[name] = value.key_locs[name], value.value_locs[name]
+            elif key in LIST_SECTIONS and isinstance(value, LList):
+                if key not in merged:
+                    seq = LList()
+                    seq.loc, seq.value_locs = doc.value_locs[key], []
+                    merged[key] = seq
+                    merged.key_locs[key], merged.value_locs[key] = key_loc, doc.value_locs[key]
+                target = merged[key]
+                if isinstance(target, LList):
+                    target.extend(value)
+                    target.value_locs.extend(value.value_locs)
+            elif key in merged:
+                if key == "version" and merged[key] == value:
+                    continue
+                problems.append(Problem(key_loc, str(key), f"defined twice: also at {merged.key_locs[key]}"))
+            else:
+                merged[key] = value
+                merged.key_locs[key], merged.value_locs[key] = key_loc, doc.value_locs[key]
+    if problems:
+        raise PolicyError(problems)
+    return merged
+
+
+def locate(root: Any, path: tuple[object, ...]) -> Loc | None:
+    """The position of the value at `path` (or of the deepest existing parent)."""
+    node, best = root, getattr(root, "loc", None)
+    for part in path:
+        if isinstance(node, LDict) and part in node:
+            best = node.value_locs.get(part, best)
+            node = node[part]
+        elif isinstance(node, LList) and isinstance(part, int) and 0 <= part < len(node):
+            best = node.value_locs[part]
+            node = node[part]
+        else:
+            break
+    return best
+
+
+def locate_key(root: Any, path: tuple[object, ...]) -> Loc | None:
+    """The position of the key at the end of `path` (for 'unknown key' errors)."""
+    if not path:
+        return getattr(root, "loc", None)
+    parent = root
+    for part in path[:-1]:
+        if isinstance(parent, LDict) and part in parent:
+            parent = parent[part]
+        elif isinstance(parent, LList) and isinstance(part, int) and 0 <= part < len(parent):
+            parent = parent[part]
+        else:
+            return locate(root, path)
+    if isinstance(parent, LDict) and path[-1] in parent:
+        return parent.key_locs[path[-1]]
+    return locate(root, path)
