@@ -141,7 +141,8 @@ def random_table(draw: st.DrawFn, family: str = "inet", name: str = "zwr") -> Ta
             Hook("filter", "forward", draw(st.sampled_from([0, 0, 0, 0, 10])), draw(st.sampled_from(["accept", "drop"]))),
         )
     ]
-    chains += [Chain(c, rules_for(c, False), comment=draw(st.sampled_from([None] * 9 + ["note"]))) for c in regular]
+    rare_comment = st.sampled_from([None] * 9 + ["note"])  # a comment change forces a table re-create
+    chains += [Chain(c, rules_for(c, False), comment=draw(rare_comment)) for c in regular]
     return Table(family, name, tuple(chains), tuple(sets), tuple(limits))
 
 

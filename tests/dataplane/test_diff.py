@@ -135,7 +135,9 @@ def test_new_base_chain_and_limit() -> None:
     old = node_ruleset()
     inet = old.table("inet", TABLE)
     extra = dataclasses.replace(inet.chain("input"), name="output", hook=Hook("filter", "output", 0, "accept"))
-    new_inet = dataclasses.replace(inet, chains=inet.chains + (extra,), limits=inet.limits + (Limit("l2", 3, "minute"),))
+    new_inet = dataclasses.replace(
+        inet, chains=inet.chains + (extra,), limits=inet.limits + (Limit("l2", 3, "minute"),)
+    )
     new = dataclasses.replace(old, tables=(new_inet,) + old.tables[1:])
     assert verbs(assert_equivalent(old, new)) == ["add chain", "add limit", "add rule"]
 

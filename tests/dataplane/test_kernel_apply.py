@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -56,7 +56,9 @@ def test_failed_transaction_keeps_the_previous_ruleset(backend: LibNftBackend, n
     assert foreign_listing(netns_name) == docker
 
 
-def test_incremental_apply_matches_a_fresh_one(backend: LibNftBackend, netns_factory) -> None:  # type: ignore[no-untyped-def]
+def test_incremental_apply_matches_a_fresh_one(
+    backend: LibNftBackend, netns_factory: Callable[[], str]
+) -> None:
     old = node_ruleset()
     apply_ruleset(backend, old)
     steps = [

@@ -132,7 +132,9 @@ def table_delta(old: Table, new: Table) -> list[Json]:
     old_limits = {limit.name: limit for limit in old.limits}
     new_limits = {limit.name: limit for limit in new.limits}
 
-    redefined_sets = [s for s in new.sets if s.name in old_sets and _set_definition(old_sets[s.name]) != _set_definition(s)]
+    redefined_sets = [
+        s for s in new.sets if s.name in old_sets and _set_definition(old_sets[s.name]) != _set_definition(s)
+    ]
     redefined_limits = [limit for limit in new.limits if limit.name in old_limits and old_limits[limit.name] != limit]
     redefined_set_names = {s.name for s in redefined_sets}
     redefined_limit_names = {limit.name for limit in redefined_limits}
@@ -207,9 +209,7 @@ def _element_delta(table: Table, old: Any, new: Any) -> list[Json]:
     new_by_key = {_element_key(new, e): e for e in new.elements}
     # A key whose element changed (map value, element timeout/comment) is deleted and
     # re-added: `add element` of an existing map key with another value is EEXIST.
-    gone = [
-        e for k, e in old_by_key.items() if k not in new_by_key or new_by_key[k] != e
-    ]
+    gone = [e for k, e in old_by_key.items() if k not in new_by_key or new_by_key[k] != e]
     added = [e for k, e in new_by_key.items() if k not in old_by_key or old_by_key[k] != e]
     where = {"family": table.family, "table": table.name, "name": new.name}
     commands: list[Json] = []

@@ -84,7 +84,7 @@ def _rate_statements(ctx: CompileContext, ref: RuleRef, family: Family) -> list[
     ctx.meters[name] = NamedSet(
         name=name,
         type="ipv4_addr" if family == "ipv4" else "ipv6_addr",
-        flags=("dynamic", "timeout"),
+        flags=("timeout",),  # nft 1.0.6 JSON rejects "dynamic"; `update` works with timeout
         timeout=timeout,
         size=65535,
         comment=f"rate limit of rule {ref.id}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import os
+import time
 import queue
 import threading
 import weakref
@@ -113,6 +114,15 @@ def _enter_netns(name: str) -> None:
         os.close(fd)
 
 
+def _use_utc() -> None:
+    """libnftables converts `meta hour` between local time and the kernel's UTC with
+    the process timezone; the compiler already emits UTC, so the process must be UTC
+    or every scheduled window would shift by the local offset."""
+    if os.environ.get("TZ") != "UTC":
+        os.environ["TZ"] = "UTC"
+        time.tzset()
+
+
 class LibNftBackend:
     """libnftables through its JSON API, optionally inside the named netns `netns`.
 
@@ -121,6 +131,7 @@ class LibNftBackend:
 
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
+        _use_utc()
         self._worker = _NftWorker(netns)
         # Stop the thread when the backend is garbage collected without close().
         self._finalizer = weakref.finalize(self, self._worker.close)

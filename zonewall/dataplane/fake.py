@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -61,7 +62,7 @@ def _key(kind: str, element: Any) -> str:
     return json.dumps(element, sort_keys=True)
 
 
-def _walk(value: Any):
+def _walk(value: Any) -> Iterator[Any]:
     yield value
     if isinstance(value, dict):
         for item in value.values():

@@ -180,6 +180,7 @@ def _build_vm(policy: Policy, state: LabState, vm_name: str) -> None:
     netns.create_netns(ns)
     netns.set_sysctls(ns, {"net.ipv4.conf.all.arp_ignore": 1, "net.ipv4.conf.all.arp_announce": 2, "net.ipv4.conf.all.rp_filter": 0})
     commands: list[str] = []
+    routes: list[list[str]] = []  # after the links are up (a route needs its device up)
     default_set = {4: False, 6: False}
     for n, nic in enumerate(vm.nics):
         tap = tap_name(vm_name, n, nic)
@@ -187,19 +188,33 @@ def _build_vm(policy: Policy, state: LabState, vm_name: str) -> None:
         netns.add_veth(ns, inside, node_ns, tap, mac_a=nic.mac, up=False)
         netns.ip("link", "set", "dev", tap, "master", policy.doc.networks[nic.network].bridge, "up", ns=node_ns)
         network = policy.doc.networks[nic.network]
+        gateways = [] if network.mode == "isolated" else [ipaddress.ip_interface(g).ip for g in state.gateways.get(nic.network, [])]
+        table = 100 + n
         for ip in nic.ips:
             address = ipaddress.ip_address(ip)
             subnet = next((s for s in network.subnets if address in ipaddress.ip_network(s)), None)
             length = ipaddress.ip_network(subnet).prefixlen if subnet else address.max_prefixlen
             commands.append(f"addr add {ip}/{length} dev {inside}" + (" nodad" if address.version == 6 else ""))
+            # A multi-homed guest answers from the NIC that owns the address (source
+            # routing), as a well-configured VM does; otherwise replies would leave
+            # through another NIC with a foreign source and anti-spoofing drops them.
+            if len(vm.nics) > 1:
+                family = f"-{address.version}"
+                routes.append([family, "rule", "add", "from", ip, "lookup", str(table)])
+                if subnet:
+                    routes.append([family, "route", "add", subnet, "dev", inside, "table", str(table)])
+                gateway = next((g for g in gateways if g.version == address.version), None)
+                if gateway is not None:
+                    routes.append([family, "route", "add", "default", "via", str(gateway), "dev", inside, "table", str(table)])
         commands.append(f"link set dev {inside} up")
-        for gateway in state.gateways.get(nic.network, []):
-            gw = ipaddress.ip_interface(gateway).ip
-            has_own = any(ipaddress.ip_address(i).version == gw.version for i in nic.ips)
-            if has_own and not default_set[gw.version] and network.mode != "isolated":
-                commands.append(f"route add default via {gw} dev {inside}")
-                default_set[gw.version] = True
+        for gateway in gateways:
+            has_own = any(ipaddress.ip_address(i).version == gateway.version for i in nic.ips)
+            if has_own and not default_set[gateway.version]:
+                routes.append([f"-{gateway.version}", "route", "add", "default", "via", str(gateway), "dev", inside])
+                default_set[gateway.version] = True
     netns.ip_batch(commands, ns=ns)
+    for route in routes:  # `ip -batch` keeps the first line's family, so one by one
+        netns.ip(*route, ns=ns)
 
 
 def apply_policy(state: LabState, policy: Policy | None = None) -> dict[str, ApplyResult]:

@@ -1,6 +1,7 @@
 """Probes between lab endpoints named as in the policy, and the reachability matrix.
 
-An endpoint is `vm:NAME` (or just NAME), `host:NODE`, or `outside:ADDR`. The matrix
+An endpoint is `vm:NAME` (or just NAME), `vm:NAME@NETWORK` (that VM's NIC on that
+network), `host:NODE`, or `outside:ADDR`. The matrix
 probes every source (VMs, a management address, an internet address) against every
 target (VMs and nodes) for each service port the policy's rules mention.
 """
@@ -41,9 +42,12 @@ def _family_of(address: str) -> Family:
     return "ipv6" if ipaddress.ip_address(address).version == 6 else "ipv4"
 
 
-def _vm_address(policy: Policy, vm: str, family: Family, near: str | None) -> str:
-    """The VM's address in `family`, preferring a NIC on a network `near` VM shares."""
-    nics = policy.doc.vms[vm].nics
+def _vm_address(policy: Policy, vm: str, family: Family, near: str | None, network: str | None = None) -> str:
+    """The VM's address in `family`: on `network` if given, else preferring a NIC on
+    a network the `near` VM shares."""
+    nics = [nic for nic in policy.doc.vms[vm].nics if network is None or nic.network == network]
+    if not nics:
+        raise LabError(f"vm {vm} has no NIC on network {network}")
     shared = {nic.network for nic in policy.doc.vms[near].nics} if near in policy.doc.vms else set()
     ordered = sorted(nics, key=lambda nic: nic.network not in shared)
     for nic in ordered:
@@ -72,12 +76,14 @@ def endpoint(state: LabState, policy: Policy, ref: str, family: Family, *, role:
             raise LabError(f"host {node} has no {family} address")
         return Endpoint(f"host:{node}", state.nodes[node], addresses[0])
     vm = name if kind == "vm" else ref
+    vm, _, network = vm.partition("@")
     if vm not in state.vms:
         raise LabError(f"{ref}: no such VM in the lab (use vm:NAME, host:NODE or outside:ADDR)")
     if role == "source":
         return Endpoint(f"vm:{vm}", state.vms[vm], None)
     near = peer[3:] if peer and peer.startswith("vm:") else peer
-    return Endpoint(f"vm:{vm}", state.vms[vm], _vm_address(policy, vm, family, near))
+    label = f"vm:{vm}" + (f"@{network}" if network else "")
+    return Endpoint(label, state.vms[vm], _vm_address(policy, vm, family, near, network or None))
 
 
 def probe_spec(src: Endpoint, dst: Endpoint, service: Service, timeout: float) -> ProbeSpec:
@@ -121,7 +127,11 @@ def matrix_sources(policy: Policy, family: Family) -> list[tuple[str, str]]:
 
 
 def matrix_targets(policy: Policy, family: Family) -> list[str]:
-    targets = [f"vm:{vm}" for vm in sorted(policy.doc.vms) if any(_family_of(ip) == family for nic in policy.doc.vms[vm].nics for ip in nic.ips)]
+    """Every VM (each NIC separately when it has several) and every node."""
+    targets = []
+    for vm in sorted(policy.doc.vms):
+        nics = [nic for nic in policy.doc.vms[vm].nics if any(_family_of(ip) == family for ip in nic.ips)]
+        targets += [f"vm:{vm}@{nic.network}" for nic in nics] if len(nics) > 1 else [f"vm:{vm}"] if nics else []
     targets += [f"host:{node}" for node in sorted(policy.doc.hosts) if any(_family_of(a) == family for a in policy.doc.hosts[node].address)]
     return targets
 
@@ -133,7 +143,7 @@ def reachability_matrix(state: LabState, policy: Policy, family: Family, timeout
     for label, source in matrix_sources(policy, family):
         src = endpoint(state, policy, source, family, role="source")
         for target in matrix_targets(policy, family):
-            if target == source:
+            if target.split("@")[0] == source:
                 continue
             dst = endpoint(state, policy, target, family, role="target", peer=src.ref)
             for service in services:
