@@ -48,6 +48,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         parts = name.split("-")
         if len(parts) >= 3 and parts[0] == "zwt" and parts[1].isdigit() and not _pid_alive(int(parts[1])):
             _ip("netns", "delete", name)
+        # lab clusters of tests (tests/labtools.py): zwl-t<pid>x<n>-...
+        if len(parts) >= 3 and parts[0] == "zwl" and parts[1].startswith("t") and "x" in parts[1]:
+            pid = parts[1][1:].split("x")[0]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                _ip("netns", "delete", name)
 
 
 @functools.cache

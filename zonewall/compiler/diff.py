@@ -55,7 +55,7 @@ def diff_commands(old: Ruleset, new: Ruleset) -> list[Json]:
         elif before == table:
             continue
         elif recreate_reason(before, table) is not None:
-            commands += recreate_commands(table)
+            commands += recreate_commands(table, before)
         else:
             commands += table_delta(before, table)
     for table in old.tables:
@@ -64,11 +64,35 @@ def diff_commands(old: Ruleset, new: Ruleset) -> list[Json]:
     return commands
 
 
-def recreate_commands(table: Table) -> list[Json]:
-    # add-before-delete keeps the batch valid even if the table is already gone.
-    return [{"add": table_object(table)}, {"delete": table_object(table)}, {"add": table_object(table)}] + (
-        table_body_commands(table)
-    )
+def recreate_commands(table: Table, old: Table | None = None) -> list[Json]:
+    """Rebuild `table` from scratch in one transaction.
+
+    Not by deleting the table: base chain hooks are (un)registered outside the
+    generation switch, so a deleted-and-re-added base chain leaves packets a moment
+    with no filtering. Instead rules are flushed and every other object replaced;
+    base chains whose hook stays keep it.
+    """
+    if old is None:
+        return [{"add": table_object(table)}, {"delete": table_object(table)}, {"add": table_object(table)}] + table_body_commands(table)
+    keep = {c.name: (c.hook.type, c.hook.hook, c.hook.priority) for c in table.chains if c.hook is not None}
+    where = {"family": table.family, "table": table.name}
+    commands: list[Json] = [{"flush": table_object(table)}]
+    commands += [{"delete": {("map" if s.map is not None else "set"): {**where, "name": s.name}}} for s in old.sets]
+    commands += [{"delete": {"limit": {**where, "name": limit.name}}} for limit in old.limits]
+    kept: dict[str, str] = {}
+    for chain in old.chains:
+        if chain.hook is None or keep.get(chain.name) != (chain.hook.type, chain.hook.hook, chain.hook.priority):
+            commands.append({"delete": {"chain": {**where, "name": chain.name}}})
+        else:
+            kept[chain.name] = chain.hook.policy
+    # an `add chain` on a kept base chain (same hook and policy) would let packets
+    # slip through while the transaction commits (measured), so it is left out
+    new_policy = {c.name: c.hook.policy for c in table.chains if c.hook is not None}
+    body = [
+        c for c in table_body_commands(table)
+        if not ("chain" in c.get("add", {}) and c["add"]["chain"]["name"] in kept and kept[c["add"]["chain"]["name"]] == new_policy[c["add"]["chain"]["name"]])
+    ]
+    return commands + body
 
 
 def recreate_reason(old: Table, new: Table) -> str | None:
@@ -84,8 +108,6 @@ def recreate_reason(old: Table, new: Table) -> str | None:
             old_hook, new_hook = before.hook, chain.hook
             if (old_hook.type, old_hook.hook, old_hook.priority) != (new_hook.type, new_hook.hook, new_hook.priority):
                 return f"base chain {chain.name} changes type/hook/priority"
-        if before.comment != chain.comment:
-            return f"chain {chain.name} changes comment"
     return None
 
 

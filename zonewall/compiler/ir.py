@@ -122,8 +122,8 @@ def chain_object(table: Table, chain: Chain) -> Json:
             prio=chain.hook.priority,
             policy=chain.hook.policy,
         )
-    if chain.comment:
-        obj["comment"] = chain.comment
+    # chain.comment stays out of the kernel: nft 1.0.6 cannot update or reliably list
+    # chain comments, so they would only make diffs and readbacks disagree
     return {"chain": obj}
 
 

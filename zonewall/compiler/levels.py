@@ -25,7 +25,7 @@ from .schedule import schedule_alternatives
 
 Json = dict[str, Any]
 AcceptMode = Literal["return", "mark-in", "mark-out", "accept"]
-REJECT_CHAIN = "reject"
+REJECT_CHAIN = "rejected"  # `reject` is an nft keyword: a chain of that name cannot be written in nft text
 RATE_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 

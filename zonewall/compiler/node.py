@@ -22,13 +22,24 @@ from ..policy.resolve import Policy, RuleRef
 from . import nftexpr as x
 from .guards import bridge_table
 from .ir import Chain, Hook, Limit, NamedSet, Rule, Ruleset, Table
-from .levels import AcceptMode, CompileContext, compile_rule, default_rules, reject_chain
+from .levels import REJECT_CHAIN, AcceptMode, CompileContext, compile_rule, default_rules, reject_chain
 from .matches import IP_PROTO, address_elements
 from .naming import LOG_LIMIT, TABLE, level_chain, vm_chain
 from .nics import LocalNic, local_nics
 
 Json = dict[str, Any]
-ND_TYPES = ["nd-neighbor-solicit", "nd-neighbor-advert", "nd-router-solicit", "nd-router-advert"]
+# Link-local ICMPv6 that IPv6 cannot work without (RFC 4890 4.4.1): neighbour and
+# router discovery, multicast listener discovery. Guards vet what guests send.
+ICMPV6_ESSENTIAL = [
+    "nd-neighbor-solicit",
+    "nd-neighbor-advert",
+    "nd-router-solicit",
+    "nd-router-advert",
+    "mld-listener-query",
+    "mld-listener-report",
+    "mld-listener-done",
+    "mld2-listener-report",
+]
 GUEST_TRAFFIC = x.NIC_BITS
 
 
@@ -66,7 +77,7 @@ class InetBuilder:
             for direction in ("in", "out"):
                 self.vm_chain(vm, direction, shared)
         isolated = self.isolation_chains()
-        self.chains["reject"] = reject_chain()
+        self.chains[REJECT_CHAIN] = reject_chain()
         self.dispatch_maps(isolated)
         base = [self.forward_chain(), self.input_chain()]
         output = self.output_chain()
@@ -176,8 +187,7 @@ class InetBuilder:
         return [
             Rule((x.match(x.ct("state"), ["established", "related"], "in"), x.counter(), x.accept()), "established"),
             Rule((x.match(x.ct("state"), "invalid", "in"), x.counter(), invalid), "invalid"),
-            # IPv6 cannot work without neighbour discovery (RFC 4890); guards vet the sender
-            Rule((x.match(x.payload("icmpv6", "type"), {"set": ND_TYPES}), x.counter(), x.accept()), "neighbour discovery"),
+            Rule((x.match(x.payload("icmpv6", "type"), {"set": ICMPV6_ESSENTIAL}), x.counter(), x.accept()), "ICMPv6 essentials"),
         ]
 
     def forward_chain(self) -> Chain:

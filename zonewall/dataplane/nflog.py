@@ -22,7 +22,7 @@ ipset), so this module speaks the small protocol itself over a raw
 A socket belongs to the namespace it was created in, so the reader creates it in a
 thread that entered the namespace (:func:`zonewall.lab.netns.netns_socket`) and uses
 it from any thread afterwards.  Only one socket per namespace can bind a given
-group (the kernel answers EBUSY to a second one).
+group: the kernel refuses a second one with EPERM (measured on 6.18).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import select
 import socket
 import struct
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,8 +46,6 @@ NETLINK_NETFILTER = 12
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLA_TYPE_MASK = 0x3FFF  # strips NLA_F_NESTED / NLA_F_NET_BYTEORDER
-SOL_NETLINK = 270
-NETLINK_NO_ENOBUFS = 5
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # not exported by Python
 
 NFNL_SUBSYS_ULOG = 4
@@ -396,7 +394,7 @@ class NflogReader:
                     code = -struct.unpack_from("=i", buf, offset)[0]
                     if code:
                         where = f" in namespace {self.netns}" if self.netns else ""
-                        hint = " (another socket has bound this group)" if code == errno.EBUSY else ""
+                        hint = " (another socket has bound this group in that namespace, or CAP_NET_ADMIN is missing)" if code in (errno.EBUSY, errno.EPERM) else ""
                         raise NflogError(code, f"NFLOG group {self.group}{where}: {os.strerror(code)}{hint}")
                     acked = True
                 else:
@@ -477,7 +475,7 @@ class NflogReader:
         out, self._pending = self._pending, []
         return out
 
-    def wait_for(self, predicate: Any, timeout: float = 2.0) -> LogRecord | None:
+    def wait_for(self, predicate: Callable[[LogRecord], bool], timeout: float = 2.0) -> LogRecord | None:
         """The first record (from now on, pending ones included) satisfying ``predicate``.
 
         Records read while waiting stay in :attr:`history`; non-matching ones are

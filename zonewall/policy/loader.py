@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .errors import Problem, PolicyError, format_path
-from .model import PolicyDocument
+from .model import FieldProblem, PolicyDocument
 from .resolve import Checker, Policy
 from .source import LDict, LList, locate, locate_key, merge_documents, policy_files, read_file
 
@@ -39,7 +39,8 @@ def load_policy_text(text: str, name: str = "policy.yaml") -> Policy:
 
     with tempfile.TemporaryDirectory() as tmp:
         file = Path(tmp) / name
-        file.write_text(text, encoding="utf-8")
+        # lone surrogates are written as such, so reading reports "not UTF-8" at them
+        file.write_bytes(text.encode("utf-8", "surrogatepass"))
         documents = [(name, read_file(file, name))]
     return validate_data(merge_documents(documents))
 
@@ -93,6 +94,16 @@ def _problem(data: LDict, error: Any) -> Problem:
     message = str(error["msg"])
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldProblem):
+        path = _extend(data, path, cause.path)
+    if path and path[-1] == "[key]":  # a name used as a mapping key (vms: {Web1: ...})
+        path = path[:-1]
+        return Problem(
+            locate_key(data, path),
+            format_path(path),
+            f"{_shown(error.get('input'))} is not a valid name (expected lowercase letters, digits, - and _, starting with a letter or digit, at most 31 characters)",
+        )
     if kind == "extra_forbidden":
         parent = _parent_keys(path, data)
         expected = f" (expected one of: {', '.join(parent)})" if parent else ""
@@ -100,7 +111,7 @@ def _problem(data: LDict, error: Any) -> Problem:
     if kind == "missing":
         return Problem(locate(data, path[:-1]), format_path(path), f"missing required key `{path[-1]}`")
     if kind == "literal_error":
-        message = f"got {error.get('input')!r}; {message[0].lower()}{message[1:]}"
+        message = f"got {_shown(error.get('input'))}; {message[0].lower()}{message[1:]}"
     elif kind == "string_pattern_mismatch" and path and isinstance(path[-1], str):
         message = f"{error.get('input')!r} is not valid here ({_pattern_hint(path)})"
     elif kind == "string_pattern_mismatch":
@@ -108,9 +119,35 @@ def _problem(data: LDict, error: Any) -> Problem:
     elif kind in ("dict_type", "list_type", "model_type", "model_attributes_type"):
         expected = {"dict_type": "a mapping", "list_type": "a list", "model_type": "a mapping", "model_attributes_type": "a mapping"}[kind]
         message = f"expected {expected}, got {_describe(error.get('input'))}"
-    elif kind == "union_tag_invalid" or kind == "union_tag_not_found":
-        message = "expected `type` to be one of masquerade, snat, dnat"
+    elif kind == "union_tag_invalid":
+        path += ("type",)
+        message = f"got {_shown((error.get('ctx') or {}).get('tag'))}; expected `type` to be one of masquerade, snat, dnat"
+    elif kind == "union_tag_not_found":
+        return Problem(locate(data, path), format_path(path + ("type",)), "missing required key `type` (expected masquerade, snat or dnat)")
+    elif message.startswith(("Input should", "String should")):  # pydantic's own words: add what was found
+        message = f"got {_shown(error.get('input'))}; {message[0].lower()}{message[1:]}"
     return Problem(locate(data, path), format_path(path), message)
+
+
+def _extend(data: Any, path: tuple[Any, ...], more: tuple[Any, ...]) -> tuple[Any, ...]:
+    """`path` + the parts of `more` that exist in the source (a list key may be written
+    as a single value, then its [index] is dropped)."""
+    node: Any = data
+    for part in path:
+        node = node[part] if isinstance(node, (LDict, LList)) and _has(node, part) else None
+    for part in more:
+        if not (isinstance(node, (LDict, LList)) and _has(node, part)):
+            break
+        path, node = path + (part,), node[part]
+    return path
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message: short, and never a whole mapping."""
+    if value is None or isinstance(value, (dict, list)):
+        return _describe(value)
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _pattern_hint(path: tuple[Any, ...]) -> str:
@@ -139,7 +176,7 @@ def _parent_keys(path: tuple[Any, ...], data: Any) -> list[str]:
     annotation: Any = PolicyDocument
     node = data
     for part in path[:-1]:
-        annotation = _step(annotation, part)
+        annotation = _step(annotation, part, node.get("type") if isinstance(node, dict) else None)
         node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
         if annotation is None:
             return []
@@ -173,11 +210,11 @@ def _model_of(annotation: Any, tag: Any = None) -> Any:
     return None
 
 
-def _step(annotation: Any, part: Any) -> Any:
-    """The annotation one path segment below `annotation`."""
+def _step(annotation: Any, part: Any, tag: Any = None) -> Any:
+    """The annotation one path segment below `annotation` (`tag`: the node's `type`)."""
     import typing
 
-    model = _model_of(annotation)
+    model = _model_of(annotation, tag)
     container = annotation
     while typing.get_origin(container) not in (dict, list, None) or (
         typing.get_origin(container) is None and typing.get_args(container)

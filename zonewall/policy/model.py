@@ -23,6 +23,15 @@ Direction = Literal["in", "out"]
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
+class FieldProblem(ValueError):
+    """A check over several keys that knows which key (path below it) is at fault,
+    so the error points at that key rather than at the start of the mapping."""
+
+    def __init__(self, message: str, *path: object):
+        super().__init__(message)
+        self.path = path
+
+
 def _as_list(value: Any) -> Any:
     """Keys documented as 'X or [X, ...]' accept a single value."""
     if value is None:
@@ -49,11 +58,11 @@ def _check_port_item(item: Any) -> str:
     return str(low) if low == high else f"{low}-{high}"
 
 
-def _nonempty_list(what: str) -> Any:
+def _nonempty_list(what: str, hint: str = "") -> Any:
     def check(value: Any) -> list[Any]:
         items = _as_list(value)
         if not items:
-            raise ValueError(f"empty {what} list")
+            raise ValueError(f"empty {what} list{hint}")
         return items
 
     return BeforeValidator(check)
@@ -65,7 +74,7 @@ Ports = Annotated[list[Annotated[str, BeforeValidator(_check_port_item)]], _none
 def _icmp_type(item: Any) -> str:
     if isinstance(item, int) and not isinstance(item, bool) and 0 <= item <= 255:
         return str(item)
-    if item == "any" or item in ICMP_V4_TYPES or item in ICMP_V6_TYPES:
+    if isinstance(item, str) and (item == "any" or item in ICMP_V4_TYPES or item in ICMP_V6_TYPES):
         return str(item)
     raise ValueError(f"{item!r} is not an ICMP type (expected a name such as echo-request, a number 0-255, or any)")
 
@@ -92,7 +101,9 @@ def _ref(item: Any) -> str:
     return str(item).strip()
 
 
-AddressRefs = Annotated[list[Annotated[str, BeforeValidator(_ref)]], _nonempty_list("address (omit the key to mean any)")]
+AddressRefs = Annotated[list[Annotated[str, BeforeValidator(_ref)]], _nonempty_list("address", " (omit the key to mean any)")]
+# settings.management may be empty: omitted or [] both mean "no management addresses"
+OptionalAddressRefs = Annotated[list[Annotated[str, BeforeValidator(_ref)]], BeforeValidator(_as_list)]
 
 
 def _ip(item: Any) -> str:
@@ -156,9 +167,9 @@ class LogSettings(Strict):
 def _check_timeouts(value: dict[str, int]) -> dict[str, int]:
     for key, seconds in value.items():
         if key not in CONNTRACK_TIMEOUT_KEYS:
-            raise ValueError(f"unknown timeout {key!r} (expected one of {', '.join(CONNTRACK_TIMEOUT_KEYS)})")
+            raise FieldProblem(f"unknown timeout {key!r} (expected one of {', '.join(CONNTRACK_TIMEOUT_KEYS)})", key)
         if isinstance(seconds, bool) or not isinstance(seconds, int) or not 1 <= seconds <= 2_000_000:
-            raise ValueError(f"timeout {key} = {seconds!r} is out of range (expected 1-2000000 seconds)")
+            raise FieldProblem(f"timeout {key} = {seconds!r} is out of range (expected 1-2000000 seconds)", key)
     return value
 
 
@@ -172,9 +183,9 @@ class ConntrackSettings(Strict):
     @field_validator("helpers")
     @classmethod
     def _helpers(cls, value: list[str]) -> list[str]:
-        for helper in value:
+        for index, helper in enumerate(value):
             if helper not in CONNTRACK_HELPERS:
-                raise ValueError(f"unknown conntrack helper {helper!r} (expected one of {', '.join(CONNTRACK_HELPERS)})")
+                raise FieldProblem(f"unknown conntrack helper {helper!r} (expected one of {', '.join(CONNTRACK_HELPERS)})", index)
         return value
 
 
@@ -192,7 +203,7 @@ class HostDefault(Strict):
 class Settings(Strict):
     default: DefaultPolicy = DefaultPolicy(in_="drop", out="accept")
     host_default: HostDefault = HostDefault()
-    management: AddressRefs = []
+    management: OptionalAddressRefs = []
     log: LogSettings = LogSettings()
     conntrack: ConntrackSettings = ConntrackSettings()
 
@@ -240,17 +251,17 @@ class Rule(Strict):
     def _combination(self) -> "Rule":
         protocol_keys = [k for k in ("tcp", "udp", "sctp", "icmp", "icmpv6", "proto") if getattr(self, k) is not None]
         if self.service is not None and (protocol_keys or self.sport is not None):
-            raise ValueError(f"`service` cannot be combined with protocol keys ({', '.join(protocol_keys or ['sport'])}); write two rules")
+            raise FieldProblem(f"`service` cannot be combined with protocol keys ({', '.join(protocol_keys or ['sport'])}); write two rules", (protocol_keys or ["sport"])[0])
         if self.sport is not None and not any(getattr(self, k) is not None for k in ("tcp", "udp", "sctp")):
-            raise ValueError("`sport` needs tcp, udp or sctp (source ports of which protocol?)")
+            raise FieldProblem("`sport` needs tcp, udp or sctp (source ports of which protocol?)", "sport")
         if self.limit is not None and self.action != "accept":
-            raise ValueError("`limit` is only meaningful on an accept rule (over the rate, connections fall through)")
+            raise FieldProblem("`limit` is only meaningful on an accept rule (over the rate, connections fall through)", "limit")
         if self.icmp is not None and self.family == "ipv6":
             only_v4 = [t for t in self.icmp if t not in ICMP_V6_TYPES and t != "any" and not t.isdigit()]
             if only_v4:
-                raise ValueError(f"ICMP type {only_v4[0]} does not exist in IPv6 but the rule has family: ipv6")
+                raise FieldProblem(f"ICMP type {only_v4[0]} does not exist in IPv6 but the rule has family: ipv6", "icmp", self.icmp.index(only_v4[0]))
         if self.icmpv6 is not None and self.family == "ipv4":
-            raise ValueError("`icmpv6` cannot match a rule with family: ipv4")
+            raise FieldProblem("`icmpv6` cannot match a rule with family: ipv4", "icmpv6")
         return self
 
 
@@ -281,13 +292,13 @@ class Network(Strict):
     @model_validator(mode="after")
     def _gateway_in_subnet(self) -> "Network":
         nets = [ipaddress.ip_network(s) for s in self.subnets]
-        for gateway in self.gateway:
+        for index, gateway in enumerate(self.gateway):
             ip = ipaddress.ip_address(gateway)
             if not any(ip.version == n.version and ip in n for n in nets):
-                raise ValueError(f"gateway {gateway} is not inside any of the network's subnets ({', '.join(self.subnets) or 'none'})")
-        for rule in self.rules:
+                raise FieldProblem(f"gateway {gateway} is not inside any of the network's subnets ({', '.join(self.subnets) or 'none'})", "gateway", index)
+        for index, rule in enumerate(self.rules):
             if rule.direction is not None:
-                raise ValueError("network rules have no direction (they are checked between two guests of the network)")
+                raise FieldProblem("network rules have no direction (they are checked between two guests of the network)", "rules", index, "direction")
         return self
 
 
@@ -311,7 +322,7 @@ class Service(Strict):
         if all(getattr(self, k) is None for k in ("tcp", "udp", "sctp", "icmp", "icmpv6", "proto")):
             raise ValueError("a service needs at least one of tcp, udp, sctp, icmp, icmpv6, proto")
         if self.helper is not None and self.helper not in CONNTRACK_HELPERS:
-            raise ValueError(f"unknown conntrack helper {self.helper!r}")
+            raise FieldProblem(f"unknown conntrack helper {self.helper!r} (expected one of {', '.join(CONNTRACK_HELPERS)})", "helper")
         return self
 
 
@@ -440,7 +451,7 @@ class ListenSpec(Strict):
     @model_validator(mode="after")
     def _one_port(self) -> "ListenSpec":
         if (self.tcp is None) == (self.udp is None):
-            raise ValueError("listen needs exactly one of tcp or udp")
+            raise FieldProblem("listen needs exactly one of tcp or udp", *(("udp",) if self.tcp is not None else ()))
         return self
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import PurePath
 from typing import Any, Iterable, Literal
 
@@ -45,6 +45,9 @@ class Policy:
     def __init__(self, doc: PolicyDocument, source: Any):
         self.doc = doc
         self.source = source
+        # address_set() memo: the document is immutable and AddressSets are frozen,
+        # and compiling asks for the same reference lists over and over.
+        self._address_sets: dict[tuple[str, ...], AddressSet] = {}
 
     # -- lookups ------------------------------------------------------------------
 
@@ -79,7 +82,7 @@ class Policy:
         if item.kind == "zone":
             return self._zone_sets[item.name]
         if item.kind == "group":
-            return self._group_sets[item.name]
+            return self.group_set(item.name)
         if item.kind == "network":
             return self.network_addresses(item.name)
         if item.kind == "host":
@@ -90,6 +93,13 @@ class Policy:
         """The exact addresses a reference list means (None: any)."""
         if refs is None:
             return AddressSet.everything()
+        key = tuple(refs)
+        found = self._address_sets.get(key)
+        if found is None:
+            found = self._address_sets[key] = self._resolve_address_set(refs)
+        return found
+
+    def _resolve_address_set(self, refs: list[str]) -> AddressSet:
         include, exclude = AddressSet(), AddressSet()
         items = [parse_ref(r) for r in refs]
         for item in items:
@@ -101,26 +111,36 @@ class Policy:
             include = AddressSet.everything()  # ["!10.0.9.0/24"] means "anything but"
         return include.minus(exclude)
 
-    @cached_property
-    def _group_sets(self) -> dict[str, AddressSet]:
-        out: dict[str, AddressSet] = {}
-
-        def resolve(name: str) -> AddressSet:
-            if name not in out:
-                out[name] = self.address_set(self.doc.groups[name].members)
-            return out[name]
-
-        for name in self.doc.groups:
-            resolve(name)
-        return out
+    def group_set(self, name: str) -> AddressSet:
+        """A group's exact addresses, groups inside it resolved. A cycle raises KeyError
+        (the Checker reports cycles; a loaded policy has none)."""
+        sets: dict[str, AddressSet | None] = self.__dict__.setdefault("_group_memo", {})
+        if name in sets:
+            found = sets[name]
+            if found is None:
+                raise KeyError(f"group cycle through group:{name}")
+            return found
+        sets[name] = None  # in progress
+        try:
+            found = self.address_set(self.doc.groups[name].members)
+        except BaseException:
+            del sets[name]
+            raise
+        sets[name] = found
+        return found
 
     @cached_property
     def _zone_sets(self) -> dict[str, AddressSet]:
-        out = {name: AddressSet() for name in self.doc.zones}
+        # Collect every member's intervals, then merge once per zone (a union per VM
+        # re-merged the whole zone each time: quadratic in the zone's size).
+        v4: dict[str, list[tuple[int, int]]] = {name: [] for name in self.doc.zones}
+        v6: dict[str, list[tuple[int, int]]] = {name: [] for name in self.doc.zones}
         for vm_name, vm in self.doc.vms.items():
             if vm.zone is not None:
-                out[vm.zone] = out[vm.zone].union(self.vm_addresses(vm_name))
-        return out
+                addresses = self.vm_addresses(vm_name)
+                v4[vm.zone] += addresses.v4
+                v6[vm.zone] += addresses.v6
+        return {name: AddressSet.of(v4[name], v6[name]) for name in self.doc.zones}
 
     def default_action(self, vm_name: str, direction: str) -> str:
         """VM default, else its zone's, else settings.default (per direction)."""
@@ -180,7 +200,16 @@ class Policy:
         return _unique_ids(out)
 
     def rules_of(self, level: Level, owner: str = "") -> list[RuleRef]:
-        return [r for r in self.rules if r.level == level and r.owner == owner]
+        return list(self._rules_by_owner.get((level, owner), ()))
+
+    @cached_property
+    def _rules_by_owner(self) -> dict[tuple[str, str], list[RuleRef]]:
+        """`rules` grouped by (level, owner), in order: rules_of() without a scan of
+        every rule (compiling a node calls it once per VM)."""
+        index: dict[tuple[str, str], list[RuleRef]] = {}
+        for ref in self.rules:
+            index.setdefault((ref.level, ref.owner), []).append(ref)
+        return index
 
     def rule_by_id(self, rule_id: str) -> RuleRef | None:
         for ref in self.rules:
@@ -201,7 +230,12 @@ def _default_id(loc: Loc | None, path: tuple[object, ...]) -> str:
     """`file-stem:line`: short enough for log prefixes, and points at the rule."""
     if loc is None:
         return format_path(path)
-    return f"{PurePath(loc.file).stem}:{loc.line}"
+    return f"{_file_stem(loc.file)}:{loc.line}"
+
+
+@lru_cache(maxsize=256)
+def _file_stem(file: str) -> str:
+    return PurePath(file).stem  # one parse per policy file, not one per rule
 
 
 def _unique_ids(refs: list[RuleRef]) -> list[RuleRef]:
@@ -401,7 +435,7 @@ class Checker:
     def check_rule(self, ref: RuleRef, policy: Policy) -> None:
         rule, path = ref.rule, ref.path
         if ref.level != "network" and rule.direction is None:
-            self.problem(path, "missing key `direction` (expected in or out)")
+            self.problem(path + ("direction",), "missing required key `direction` (expected in or out)")
         self.check_refs(rule.from_, path + ("from",))
         self.check_refs(rule.to, path + ("to",))
         for index, name in enumerate(rule.service or []):

@@ -55,12 +55,48 @@ def _loc(file: str, node: yaml.Node) -> Loc:
     return Loc(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-def _build(file: str, node: yaml.Node, loader: _Loader, problems: list[Problem], path: tuple[object, ...]) -> Any:
+# Anchors/aliases may reuse a node; every reuse is built again. A "billion laughs"
+# document (aliases of aliases of lists) would expand exponentially, so reuse is capped.
+ALIAS_BUDGET = 100_000
+
+
+class _Expansion:
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.active: set[int] = set()
+        self.repeated = 0
+
+
+def _build(file: str, node: yaml.Node, loader: _Loader, problems: list[Problem], path: tuple[object, ...], state: _Expansion | None = None) -> Any:
+    state = state if state is not None else _Expansion()
+    if id(node) in state.seen:
+        state.repeated += 1
+        if state.repeated > ALIAS_BUDGET:
+            raise PolicyError([Problem(_loc(file, node), format_path(path), f"aliases (*) expand to more than {ALIAS_BUDGET} values; write the data out instead")])
+    state.seen.add(id(node))
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        if id(node) in state.active:
+            raise PolicyError([Problem(_loc(file, node), format_path(path), "an alias (*) refers to a mapping or list that contains it (recursive data)")])
+        if node.tag not in ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"):
+            problems.append(Problem(_loc(file, node), format_path(path), f"unsupported YAML tag {node.tag!r} (write a plain mapping or list)"))
+            return None
+        state.active.add(id(node))
+        try:
+            return _build_collection(file, node, loader, problems, path, state)
+        finally:
+            state.active.discard(id(node))
+    return loader.construct_object(node, deep=True)
+
+
+def _build_collection(file: str, node: yaml.Node, loader: _Loader, problems: list[Problem], path: tuple[object, ...], state: _Expansion) -> Any:
     if isinstance(node, yaml.MappingNode):
         out = LDict()
         out.loc, out.key_locs, out.value_locs = _loc(file, node), {}, {}
         for key_node, value_node in node.value:
-            key = _build(file, key_node, loader, problems, path)
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                problems.append(Problem(_loc(file, key_node), format_path(path), "YAML merge keys (<<) are not supported; write the keys out"))
+                continue
+            key = _build(file, key_node, loader, problems, path, state)
             if isinstance(key, (dict, list)):
                 problems.append(Problem(_loc(file, key_node), format_path(path), "a key must be a plain value, not a mapping or list"))
                 continue
@@ -75,29 +111,53 @@ def _build(file: str, node: yaml.Node, loader: _Loader, problems: list[Problem],
                 continue
             out.key_locs[key] = _loc(file, key_node)
             out.value_locs[key] = _loc(file, value_node)
-            out[key] = _build(file, value_node, loader, problems, path + (key,))
+            out[key] = _build(file, value_node, loader, problems, path + (key,), state)
         return out
-    if isinstance(node, yaml.SequenceNode):
-        seq = LList()
-        seq.loc, seq.value_locs = _loc(file, node), []
-        for index, item in enumerate(node.value):
-            seq.value_locs.append(_loc(file, item))
-            seq.append(_build(file, item, loader, problems, path + (index,)))
-        return seq
-    return loader.construct_object(node, deep=True)
+    seq = LList()
+    seq.loc, seq.value_locs = _loc(file, node), []
+    for index, item in enumerate(node.value):
+        seq.value_locs.append(_loc(file, item))
+        seq.append(_build(file, item, loader, problems, path + (index,), state))
+    return seq
+
+
+def _text_loc(display: str, text: str, index: int) -> Loc:
+    """file:line:col of a character index into `text`."""
+    before = text[:index]
+    return Loc(display, before.count("\n") + 1, index - (before.rfind("\n") + 1) + 1)
+
+
+def _yaml_message(exc: yaml.MarkedYAMLError) -> str:
+    """PyYAML's terse problem text, with its context and a hint where one helps."""
+    problem = exc.problem or exc.context or "unreadable"
+    if problem == "but found another document":
+        return "invalid YAML: a second document (---) in one file; put it in a file of its own"
+    if "'\\t'" in problem:
+        return "invalid YAML: a tab character here; YAML is indented with spaces, never tabs"
+    message = problem
+    if exc.problem and exc.context and exc.context_mark is not None and (
+        exc.problem_mark is None or (exc.context_mark.line, exc.context_mark.column) != (exc.problem_mark.line, exc.problem_mark.column)
+    ):
+        message += f" ({exc.context} started at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
+    if "<block" in problem:
+        message += "; check the indentation"
+    return f"invalid YAML: {message}"
 
 
 def read_file(path: Path, display: str) -> Any:
     """Parse one YAML file; raises PolicyError with positions on any YAML problem."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise PolicyError([Problem(Loc(display, 1, 1), "", f"not UTF-8 text ({exc.reason})")]) from None
+        good = raw[: exc.start].decode("utf-8")
+        raise PolicyError([Problem(_text_loc(display, good, len(good)), "", f"not UTF-8 text ({exc.reason})")]) from None
     except OSError as exc:
         raise PolicyError([Problem(Loc(display, 1, 1), "", f"cannot read: {exc.strerror}")]) from None
-    loader = _Loader(text)
     problems: list[Problem] = []
+    loader: _Loader | None = None
     try:
+        loader = _Loader(text)  # rejects control characters already
         node = loader.get_single_node()
         if node is None:
             return LDict()
@@ -107,13 +167,18 @@ def read_file(path: Path, display: str) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Loc(display, mark.line + 1, mark.column + 1) if mark else Loc(display, 1, 1)
-        raise PolicyError([Problem(loc, "", f"invalid YAML: {exc.problem or exc.context}")]) from None
+        raise PolicyError([Problem(loc, "", _yaml_message(exc))]) from None
+    except yaml.reader.ReaderError as exc:
+        what = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        loc = _text_loc(display, text, exc.position)
+        raise PolicyError([Problem(loc, "", f"invalid YAML: character {what} is not allowed in YAML text")]) from None
     except yaml.YAMLError as exc:
         raise PolicyError([Problem(Loc(display, 1, 1), "", f"invalid YAML: {exc}")]) from None
     except RecursionError:
         raise PolicyError([Problem(Loc(display, 1, 1), "", "invalid YAML: nested too deeply")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if problems:
         raise PolicyError(problems)
     return data
@@ -135,6 +200,8 @@ def policy_files(path: Path) -> list[Path]:
 NAMED_SECTIONS = ("hosts", "networks", "groups", "services", "filters", "schedules", "zones", "vms")
 LIST_SECTIONS = ("global_rules", "host_rules", "nat")
 SINGLE_SECTIONS = ("version", "settings")
+# Mappings merged key by key across files (a key defined twice is an error naming both).
+MERGED_SECTIONS = NAMED_SECTIONS + ("settings",)
 
 
 def merge_documents(documents: list[tuple[str, Any]]) -> LDict:
@@ -150,7 +217,7 @@ def merge_documents(documents: list[tuple[str, Any]]) -> LDict:
             continue
         for key, value in doc.items():
             key_loc = doc.key_locs[key]
-            if key in NAMED_SECTIONS and isinstance(value, LDict):
+            if key in MERGED_SECTIONS and isinstance(value, LDict):
                 if key not in merged:
                     section = LDict()
                     section.loc, section.key_locs, section.value_locs = doc.value_locs[key], {}, {}
@@ -183,6 +250,9 @@ def merge_documents(documents: list[tuple[str, Any]]) -> LDict:
                     target.value_locs.extend(value.value_locs)
             elif key in merged:
                 if key == "version" and merged[key] == value:
+                    continue
+                if key == "version":
+                    problems.append(Problem(key_loc, "version", f"version {value!r} here but {merged[key]!r} at {merged.key_locs[key]} (every file must say version: 1)"))
                     continue
                 problems.append(Problem(key_loc, str(key), f"defined twice: also at {merged.key_locs[key]}"))
             else:

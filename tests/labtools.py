@@ -1,0 +1,40 @@
+"""Lab clusters for kernel tests: unique names, always torn down.
+
+Lab names are `t<pid>x<n>`, so tests can run in parallel, and a lab left by a
+crashed test process is recognised (its pid is dead) and removed at session start.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from zonewall.lab.cluster import LabState, lab_down, lab_up
+from zonewall.policy.loader import load_policy
+from zonewall.policy.resolve import Policy
+
+_counter = itertools.count()
+
+
+def unique_lab_name() -> str:
+    return f"t{os.getpid()}x{next(_counter)}"
+
+
+@contextmanager
+def running_lab(policy_path: str | Path, *, apply: bool = True) -> Iterator[tuple[LabState, Policy]]:
+    name = unique_lab_name()
+    try:
+        state = lab_up(str(policy_path), name, apply=apply)
+        yield state, load_policy(policy_path)
+    finally:
+        lab_down(name)
+
+
+def write_policy(tmp_path: Path, text: str, name: str = "policy.yaml") -> Path:
+    directory = tmp_path / "policy"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / name).write_text(text)
+    return directory

@@ -1,0 +1,1 @@
+"""Tests for zonewall.policy: the broken-policy corpus, loader behaviour, property tests."""
