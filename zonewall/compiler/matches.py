@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
-from ..policy.addresses import FAMILIES, AddressSet, Family, parse_ref
+from ..policy.addresses import FAMILIES, AddressSet, Family, RefItem, parse_ref
 from ..policy.builtins import ICMP_V4_TYPES, ICMP_V6_TYPES
 from ..policy.model import Rule, Service
 from ..policy.resolve import Policy
@@ -68,7 +69,7 @@ def address_match(policy: Policy, registry: SetRegistry, refs: list[str] | None,
     if addresses.is_everything(family):
         return []
     left = x.payload(IP_PROTO[family], field_name)
-    items = [parse_ref(r) for r in refs]
+    items = _parsed_refs(tuple(refs))
     if len(items) == 1 and not items[0].negate and items[0].kind in NAMED_KINDS:
         # A named reference stays a named set: shared by every rule using it, and
         # a membership change rewrites only the set.
@@ -77,6 +78,13 @@ def address_match(policy: Policy, registry: SetRegistry, refs: list[str] | None,
         return [x.match(left, x.set_ref(name))]
     elements = address_elements(addresses, family)
     return [x.match(left, elements[0] if len(elements) == 1 else {"set": elements})]
+
+
+@lru_cache(maxsize=65536)
+def _parsed_refs(refs: tuple[str, ...]) -> tuple[RefItem, ...]:
+    """parse_ref over a reference list, memoised: RefItems are immutable and the same
+    lists recur in every family and in many rules."""
+    return tuple(parse_ref(r) for r in refs)
 
 
 def _port_value(text: str) -> Any:
@@ -91,8 +99,15 @@ def _ports_match(protocol: str, field_name: str, ports: list[str]) -> Json:
     return x.match(x.payload(protocol, field_name), values[0] if len(values) == 1 else {"set": values})
 
 
-def _icmp_value(name: str) -> Any:
-    return int(name) if name.isdigit() else name
+def _icmp_value(name: str, table: dict[str, int] | None = None) -> Any:
+    """A type name, or a number (as its name where the family has one)."""
+    if not name.isdigit():
+        return name
+    if table is not None:
+        for known, number in table.items():
+            if number == int(name):
+                return known
+    return int(name)
 
 
 @dataclass(frozen=True)
@@ -140,7 +155,7 @@ def protocol_alternatives(keys: ProtocolKeys, family: Family) -> list[list[Json]
     if "any" in types:
         out.append([x.match(x.meta("l4proto"), icmp_protocol)])
     elif types:
-        values = [_icmp_value(t) for t in types]
+        values = list(dict.fromkeys(_icmp_value(t, table) for t in types))
         out.append([x.match(x.payload(icmp_protocol, "type"), values[0] if len(values) == 1 else {"set": values})])
     if keys.proto:
         values = [_icmp_value(p) for p in keys.proto]
@@ -167,20 +182,23 @@ def rule_matches(policy: Policy, registry: SetRegistry, rule: Rule) -> list[tupl
             continue
         addresses = source + destination
         per_family.append((family, [addresses + alt for alt in alternatives], bool(addresses)))
-    single_family = len(per_family) == 1
+    # A statement list that does not itself imply its family is family-agnostic as
+    # written: fine when the other family has the very same list (one rule for
+    # both), otherwise it must say `meta nfproto` or it would match the other family
+    # too (e.g. `to: "!10.0.0.0/8"` is "all IPv6" plus "IPv4 but 10/8": the IPv6
+    # half must not also match IPv4 10/8).
+    by_family = {family: alternatives for family, alternatives, _ in per_family}
     out: list[tuple[Family | None, list[Json]]] = []
-    seen: list[list[Json]] = []
     for family, alternatives, has_addresses in per_family:
+        other = [alts for f, alts in by_family.items() if f != family]
         for statements in alternatives:
-            if single_family and not (has_addresses or _implies_family(statements)):
-                statements = [x.match(x.meta("nfproto"), family)] + statements
-            if statements in seen:
-                # identical in both families: one family-agnostic rule
-                index = seen.index(statements)
-                out[index] = (None, statements)
-                continue
-            seen.append(statements)
-            out.append((family, statements))
+            if has_addresses or _implies_family(statements):
+                out.append((family, statements))
+            elif other and statements in other[0]:
+                if (None, statements) not in out:
+                    out.append((None, statements))
+            else:
+                out.append((family, [x.match(x.meta("nfproto"), family)] + statements))
     return out
 
 
