@@ -9,7 +9,9 @@ For each size (all VMs on one node, `node1`, so the node compiled holds every VM
             `Policy(doc, source)` so no cache survives from the previous run;
 * compile, gc off - the same with Python's cyclic GC disabled during the call, to show
             how much of the time is garbage-collector passes over the growing IR;
-* json    - `dumps(to_json(ruleset))` (what `fingerprint` hashes), time and size;
+* json    - `to_json(ruleset)` (IR -> libnftables JSON objects), `ir.dumps` of it (the
+            indented text `fingerprint` hashes) and a compact `json.dumps` of it (about
+            what goes to libnftables), times and sizes;
 * counts  - rules, chains, sets+maps and set/map elements over both tables.
 
 Usage:  .venv/bin/python bench/compile.py            # 100, 1000, 10000
@@ -64,8 +66,20 @@ def timed(fn, *args):
     return time.perf_counter() - t0, value
 
 
+def clear_module_caches() -> None:
+    """Empty module-level memo caches so every run starts cold."""
+    from zonewall.compiler import matches
+    from zonewall.policy import resolve
+
+    for module in (matches, resolve):
+        for value in vars(module).values():
+            if callable(getattr(value, "cache_clear", None)):
+                value.cache_clear()
+
+
 def compile_once(policy: Policy, gc_off: bool) -> tuple[float, object]:
     fresh = Policy(policy.doc, policy.source)  # cold caches, as after a reload
+    clear_module_caches()
     gc.collect()
     if gc_off:
         gc.disable()
@@ -97,8 +111,9 @@ def bench_size(n_vms: int, args: argparse.Namespace, workdir: Path) -> dict:
         seconds, _unused = compile_once(policy, True)
         compiles_gc_off.append(seconds)
         del _unused
-    serialize, text_json = timed(lambda r: dumps(to_json(r)), ruleset)
-    compact = len(json.dumps(to_json(ruleset), separators=(",", ":")))
+    to_json_s, document = timed(to_json, ruleset)
+    dumps_s, text_json = timed(dumps, document)
+    compact_s, compact_text = timed(lambda d: json.dumps(d, separators=(",", ":")), document)
     row = {
         "vms": n_vms,
         "policy_rules": n_vms * synth.RULES_PER_VM,
@@ -108,9 +123,11 @@ def bench_size(n_vms: int, args: argparse.Namespace, workdir: Path) -> dict:
         "compile_runs": compiles,
         "compile_gc_off_s": statistics.median(compiles_gc_off) if compiles_gc_off else None,
         "compile_gc_off_runs": compiles_gc_off,
-        "json_s": serialize,
+        "to_json_s": to_json_s,
+        "json_s": dumps_s,
         "json_bytes": len(text_json.encode()),
-        "json_compact_bytes": compact,
+        "json_compact_s": compact_s,
+        "json_compact_bytes": len(compact_text.encode()),
         **ruleset_counts(ruleset),
     }
     if args.profile and n_vms == max(args.sizes):
@@ -121,6 +138,7 @@ def bench_size(n_vms: int, args: argparse.Namespace, workdir: Path) -> dict:
 def profile(policy: Policy, lines: int) -> str:
     fresh = Policy(policy.doc, policy.source)
     prof = cProfile.Profile()
+    clear_module_caches()
     gc.collect()
     prof.enable()
     compile_node(fresh, NODE)
@@ -141,7 +159,7 @@ def human_bytes(n: int) -> str:
 
 
 def print_tables(rows: list[dict]) -> None:
-    head = ["VMs", "policy rules", "load s", "compile s (median)", "compile s gc off", "json s", "JSON bytes", "nft rules", "chains", "sets+maps", "set elements"]
+    head = ["VMs", "policy rules", "load s", "compile s (median)", "compile s gc off", "to_json s", "dumps s", "dumps bytes", "compact JSON bytes", "nft rules", "chains", "sets+maps", "set elements"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
@@ -152,8 +170,10 @@ def print_tables(rows: list[dict]) -> None:
             f"{r['load_s']:.2f}",
             f"{r['compile_s']:.3f}",
             gc_off,
+            f"{r['to_json_s']:.2f}",
             f"{r['json_s']:.2f}",
             f"{r['json_bytes']:,} ({human_bytes(r['json_bytes'])})",
+            f"{r['json_compact_bytes']:,} ({human_bytes(r['json_compact_bytes'])})",
             f"{r['rules']:,}",
             f"{r['chains']:,}",
             f"{r['sets']:,}",
@@ -208,8 +228,9 @@ def main() -> int:
         for n in args.sizes:
             row = bench_size(n, args, Path(tmp))
             rows.append(row)
-            print(f"#  {n:>6} VMs: load {row['load_s']:.2f}s  compile {row['compile_s']:.3f}s  json {row['json_s']:.2f}s  "
-                  f"({human_bytes(row['json_bytes'])})", flush=True)
+            print(f"#  {n:>6} VMs: load {row['load_s']:.2f}s  compile {row['compile_s']:.3f}s  to_json {row['to_json_s']:.2f}s  "
+                  f"dumps {row['json_s']:.2f}s ({human_bytes(row['json_bytes'])})  compact json.dumps {row['json_compact_s']:.2f}s "
+                  f"({human_bytes(row['json_compact_bytes'])})", flush=True)
             gc.collect()
     print()
     print_tables(rows)

@@ -18,7 +18,7 @@ app = typer.Typer(help="zonewall: zone-based stateful nftables firewall for VM c
 lab_app = typer.Typer(help="A virtual cluster of network namespaces built from a policy", no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _emit_json(document: object) -> None:
@@ -32,8 +32,8 @@ def _load(policy: Path, as_json: bool = False) -> Policy:
         if as_json:
             _emit_json({"ok": False, "problems": [p.to_json() for p in exc.problems]})
         else:
-            for problem in exc.problems:
-                err.print(str(problem), markup=False, highlight=False)
+            for problem in exc.problems:  # plain lines: editors and grep read file:line:col
+                sys.stderr.write(f"{problem}\n")
             err.print(f"[red]rejected[/red]: {len(exc.problems)} problem(s); nothing was applied")
         raise typer.Exit(1) from None
 
