@@ -25,9 +25,16 @@ def _emit_json(document: object) -> None:
     sys.stdout.write(json.dumps(document, indent=1, sort_keys=True) + "\n")
 
 
+def _warn_not_enforced(policy: Policy) -> None:
+    from .compiler.coverage import not_enforced
+
+    for note in not_enforced(policy):
+        sys.stderr.write(f"warning: {note}\n")
+
+
 def _load(policy: Path, as_json: bool = False) -> Policy:
     try:
-        return load_policy(policy)
+        loaded = load_policy(policy)
     except PolicyError as exc:
         if as_json:
             _emit_json({"ok": False, "problems": [p.to_json() for p in exc.problems]})
@@ -36,6 +43,9 @@ def _load(policy: Path, as_json: bool = False) -> Policy:
                 sys.stderr.write(f"{problem}\n")
             err.print(f"[red]rejected[/red]: {len(exc.problems)} problem(s); nothing was applied")
         raise typer.Exit(1) from None
+    if not as_json:
+        _warn_not_enforced(loaded)
+    return loaded
 
 
 @app.command()
@@ -51,7 +61,9 @@ def check(policy: Path = typer.Argument(..., help="policy file or directory"), a
         "groups": len(loaded.doc.groups),
     }
     if as_json:
-        _emit_json({"ok": True, "problems": [], "summary": summary})
+        from .compiler.coverage import not_enforced
+
+        _emit_json({"ok": True, "problems": [], "summary": summary, "not_enforced": not_enforced(loaded)})
     else:
         console.print("[green]ok[/green]: " + ", ".join(f"{v} {k}" for k, v in summary.items()))
 

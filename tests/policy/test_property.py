@@ -319,7 +319,8 @@ def policies(draw: st.DrawFn, noises: tuple[int, ...] = (0, 0, 10)) -> dict[str,
             if pick.maybe(2):
                 nic["ips"].append(f"fd00:{third}::{4 * i + j + 2:x}")
             if pick.maybe(4):
-                nic["filters"] = [pick(["clean-traffic", "no-mac-spoofing"], ["nope"])]
+                # MAC-checking filters need the NIC's mac (a policy error otherwise)
+                nic["filters"] = [pick(["clean-traffic", "no-mac-spoofing"] if "mac" in nic else ["allow-arp", "no-ip-spoofing"], ["nope"])]
             nics.append(nic)
         vm: dict[str, Any] = {"host": pick(host_names, ["nodex"]), "nics": nics}
         if zone_names and not pick.maybe(5):
@@ -327,7 +328,7 @@ def policies(draw: st.DrawFn, noises: tuple[int, ...] = (0, 0, 10)) -> dict[str,
         if pick.maybe(4):
             vm["rules"] = [rule(pick, names) for _ in range(pick(st.integers(0, 3)))]
         if pick.maybe(4):
-            vm["filters"] = ["clean-traffic"]
+            vm["filters"] = ["clean-traffic"] if all("mac" in nic for nic in nics) else ["no-ip-spoofing"]
         if pick.maybe(5):
             vm["default"] = {"out": pick(["drop", "accept"])}
         doc["vms"][v] = vm

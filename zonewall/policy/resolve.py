@@ -20,6 +20,7 @@ from .model import VM, Nic, PolicyDocument, Rule, Service
 from .source import locate
 
 Level = Literal["global", "vm", "zone", "host", "network"]
+MAC_FILTERS = ("no-mac-spoofing", "no-arp-mac-spoofing", "qemu-announce-self")
 
 
 @dataclass(frozen=True)
@@ -386,6 +387,7 @@ class Checker:
     def check_vms(self) -> None:
         macs: dict[str, str] = {}
         ips: dict[str, str] = {}
+        policy = Policy(self.doc, self.source)
         for name, vm in self.doc.vms.items():
             base = ("vms", name)
             if vm.host not in self.doc.hosts:
@@ -396,6 +398,14 @@ class Checker:
                 self.check_filter_name(flt, base + ("filters", index))
             for n, nic in enumerate(vm.nics):
                 self.check_nic(name, vm, n, nic, macs, ips)
+                if nic.mac is None and not self.problems_in(base):
+                    needing = [f for f in policy.nic_filters(name, n) if f in MAC_FILTERS or self.uses_mac(f)]
+                    if needing:
+                        self.problem(base + ("nics", n), f"filter {needing[0]} needs the NIC's `mac` (it checks frames against it)")
+
+    def uses_mac(self, name: str) -> bool:
+        flt = self.doc.filters.get(name)
+        return flt is not None and any("$MAC" in str(rule.model_dump()) for rule in flt.rules)
 
     def check_filter_name(self, name: str, path: tuple[object, ...]) -> None:
         if name not in self.doc.filters and name not in BUILTIN_FILTERS:
