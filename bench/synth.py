@@ -124,8 +124,20 @@ def group_members(k: int, n_vms: int, rng: random.Random, nested: bool = False) 
     return out
 
 
-def policy_text(n_vms: int, *, nodes: int = 1, seed: int = 1, filters: bool = True, nested_groups: bool = True) -> str:
-    """The YAML of a synthetic policy with n_vms VMs x RULES_PER_VM rules."""
+def policy_text(
+    n_vms: int,
+    *,
+    nodes: int = 1,
+    seed: int = 1,
+    filters: bool = True,
+    nested_groups: bool = True,
+    overrides: dict[int, dict[int, str]] | None = None,
+) -> str:
+    """The YAML of a synthetic policy with n_vms VMs x RULES_PER_VM rules.
+
+    `overrides` maps a VM index to {rule position: flow-style rule} replacing some
+    of its generated rules (the dispatch benchmark uses it to allow its flow).
+    """
     rng = random.Random(seed)
     lines = [
         "version: 1",
@@ -172,5 +184,8 @@ def policy_text(n_vms: int, *, nodes: int = 1, seed: int = 1, filters: bool = Tr
         if filters:
             lines.append("    filters: [clean-traffic]")
         lines.append("    rules:")
-        lines += [f"      - {r}" for r in vm_rules(i, n_vms, rng)]
+        rules = vm_rules(i, n_vms, rng)
+        for position, rule in (overrides or {}).get(i, {}).items():
+            rules[position] = rule
+        lines += [f"      - {r}" for r in rules]
     return "\n".join(lines) + "\n"

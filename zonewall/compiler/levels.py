@@ -20,7 +20,7 @@ from ..policy.resolve import Policy, RuleRef
 from . import nftexpr as x
 from .ir import Chain, NamedSet, Rule
 from .matches import IP_PROTO, SetRegistry, rule_matches
-from .naming import LOG_LIMIT, log_prefix, rule_token
+from .naming import LOG_LIMIT, log_prefix, rule_comment, rule_token
 from .schedule import schedule_alternatives
 
 Json = dict[str, Any]
@@ -118,7 +118,7 @@ def compile_rule(ctx: CompileContext, ref: RuleRef, accept_mode: AcceptMode, sco
         for bucket_family, body in variants:
             for timing in timings:
                 full = body + timing + _rate_statements(ctx, ref, bucket_family) + [x.counter()] + verdict
-                out.append(Rule(tuple(full), ref.id))
+                out.append(Rule(tuple(full), rule_comment(ref.id, rule.comment)))
     return out
 
 

@@ -58,3 +58,18 @@ def log_prefix(node: str, scope: str, direction: str, rule_id: str, verdict: str
     """
     text = f"zw|{node}|{scope}|{direction}|{rule_id}|{verdict}"
     return text[:127]
+
+
+COMMENT_MAX_BYTES = 128  # libnftables refuses longer rule comments
+
+
+def rule_comment(rule_id: str, comment: str | None) -> str:
+    """`id: comment`, cut to what the kernel stores (never inside a UTF-8 character).
+
+    The id comes first: readback, counters and operators find rules by it.
+    """
+    text = f"{rule_id}: {comment}" if comment else rule_id
+    data = text.encode()
+    if len(data) <= COMMENT_MAX_BYTES:
+        return text
+    return data[: COMMENT_MAX_BYTES - 3].decode(errors="ignore") + "..."
