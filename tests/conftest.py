@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.labtools import pid_alive
+
 NETNS_DIR = "/run/netns"
 _counter = itertools.count()
 
@@ -30,28 +32,18 @@ def _ip(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Remove `zwt-<pid>-...` namespaces left by test processes that no longer exist."""
     if os.geteuid() != 0 or not os.path.isdir(NETNS_DIR):
         return
     for name in os.listdir(NETNS_DIR):
         parts = name.split("-")
-        if len(parts) >= 3 and parts[0] == "zwt" and parts[1].isdigit() and not _pid_alive(int(parts[1])):
+        if len(parts) >= 3 and parts[0] == "zwt" and parts[1].isdigit() and not pid_alive(int(parts[1])):
             _ip("netns", "delete", name)
         # lab clusters of tests (tests/labtools.py): zwl-t<pid>x<n>-...
         if len(parts) >= 3 and parts[0] == "zwl" and parts[1].startswith("t") and "x" in parts[1]:
             pid = parts[1][1:].split("x")[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 _ip("netns", "delete", name)
 
 

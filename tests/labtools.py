@@ -20,7 +20,19 @@ _counter = itertools.count()
 
 
 def unique_lab_name() -> str:
-    return f"t{os.getpid()}x{next(_counter)}"
+    name = f"t{os.getpid()}x{next(_counter)}"
+    assert len(name) <= 16, name  # lab names are at most 16 characters
+    return name
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextmanager

@@ -1,20 +1,18 @@
 """Fixtures for kernel tests that need a whole lab cluster (zonewall.lab.cluster).
 
-Lab names are ``k<pid>x<n>``: unique per xdist worker (pid) and per use (n), at most
-16 characters. Every lab is brought down in a finalizer, and labs left behind by
-test processes that no longer exist are removed before the first one is built.
+Lab names come from tests/labtools.py (``t<pid>x<n>``); every lab is brought down in
+a finalizer, and tests/conftest.py removes labs of test processes that no longer exist.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.labtools import unique_lab_name
 from zonewall.compiler.node import compile_node
 from zonewall.lab import netns
 from zonewall.lab.cluster import LabState, lab_down, lab_prefix, lab_up
@@ -22,42 +20,6 @@ from zonewall.policy.loader import load_policy
 from zonewall.policy.resolve import Policy
 
 POLICIES = Path(__file__).parent / "policies"
-_counter = itertools.count()
-_LAB_NAME = re.compile(r"^zwl-(k(\d+)x\d+)-")
-_swept = False
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _sweep_stale_labs() -> None:
-    """Remove `k<pid>x<n>` labs whose test process is gone (a crashed run)."""
-    global _swept
-    if _swept or os.geteuid() != 0:
-        return
-    _swept = True
-    stale = set()
-    for name in netns.list_netns("zwl-k"):
-        found = _LAB_NAME.match(name)
-        if found and not _pid_alive(int(found.group(2))):
-            stale.add(found.group(1))
-    for name in sorted(stale):
-        lab_down(name)
-
-
-def unique_lab_name() -> str:
-    name = f"k{os.getpid()}x{next(_counter)}"
-    assert len(name) <= 16, name
-    return name
-
-
 def _kernel_check(config: pytest.Config) -> None:
     """Module-scoped labs are built before the per-test kernel guard of
     tests/conftest.py runs: apply the same rule first (fail when not root or in
@@ -96,7 +58,6 @@ def lab_factory(request: pytest.FixtureRequest) -> Iterator[Callable[[str], Lab]
 
     def make(policy_file: str) -> Lab:
         _kernel_check(request.config)
-        _sweep_stale_labs()
         path = POLICIES / policy_file
         name = unique_lab_name()
         made.append(name)

@@ -293,6 +293,15 @@ def policies(draw: st.DrawFn, noises: tuple[int, ...] = (0, 0, 10)) -> dict[str,
         doc["networks"][n] = net
     doc["services"] = {"custom": {"tcp": [pick(GOOD_PORTS, BAD_PORTS)]}}
     doc["schedules"] = {"night": {"days": ["sat"], "time": pick(["02:00-04:00", "22:00-02:00"], ["02:00-02:00", "25:00-26:00"])}}
+    # user filters: each includes built-ins or earlier filters (a DAG) unless noisy
+    filter_names = draw(st.lists(st.sampled_from(["no-smtp", "web-guard", "strict"]), max_size=3, unique=True))
+    doc["filters"] = {}
+    for index, f in enumerate(filter_names):
+        pool = ["allow-arp", "allow-dhcp", "no-ip-spoofing"] + (filter_names if pick.bad() else filter_names[:index])
+        flt: dict[str, Any] = {"include": [pick(pool, ["missing"]) for _ in range(pick(st.integers(0, 2)))]}
+        if pick.maybe(2):
+            flt["rules"] = [{"direction": pick(["in", "out", "inout"]), "action": pick(["drop", "accept", "return"]), "tcp": pick(GOOD_PORTS, BAD_PORTS), "priority": pick(st.integers(-1000, 1000), [2000])}]
+        doc["filters"][f] = flt
     doc["groups"] = {}
     for index, g in enumerate(group_names):
         # a group names only earlier groups (no cycle) unless the policy is noisy
@@ -320,7 +329,7 @@ def policies(draw: st.DrawFn, noises: tuple[int, ...] = (0, 0, 10)) -> dict[str,
                 nic["ips"].append(f"fd00:{third}::{4 * i + j + 2:x}")
             if pick.maybe(4):
                 # MAC-checking filters need the NIC's mac (a policy error otherwise)
-                nic["filters"] = [pick(["clean-traffic", "no-mac-spoofing"] if "mac" in nic else ["allow-arp", "no-ip-spoofing"], ["nope"])]
+                nic["filters"] = [pick(["clean-traffic", "no-mac-spoofing"] if "mac" in nic else ["allow-arp", "no-ip-spoofing", *filter_names], ["nope"])]
             nics.append(nic)
         vm: dict[str, Any] = {"host": pick(host_names, ["nodex"]), "nics": nics}
         if zone_names and not pick.maybe(5):

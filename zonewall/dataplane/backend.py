@@ -70,7 +70,7 @@ class _NftWorker:
     def _main(self, netns: str | None, ready: concurrent.futures.Future[None]) -> None:
         try:
             if netns is not None:
-                _enter_netns(netns)
+                enter_netns(netns)
             import nftables  # imported here so a missing binding fails at construction
 
             nft = nftables.Nftables()
@@ -103,7 +103,8 @@ class _NftWorker:
                 self._thread.join()
 
 
-def _enter_netns(name: str) -> None:
+def enter_netns(name: str) -> None:
+    """Move the calling thread (only it: setns is per thread) into netns `name`."""
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
     try:

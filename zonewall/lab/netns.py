@@ -20,7 +20,6 @@ Design choices (why, not what):
 
 from __future__ import annotations
 
-import ctypes
 import json
 import ipaddress
 import os
@@ -30,9 +29,11 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+# one implementation of "move this thread into a namespace": the dataplane's
+from ..dataplane.backend import enter_netns as _enter_netns
+
 NETNS_DIR = "/run/netns"
 IFNAMSIZ = 15  # usable characters in a Linux interface name
-_CLONE_NEWNET = 0x40000000
 
 T = TypeVar("T")
 
@@ -222,18 +223,6 @@ class NetnsGroup:
 
 
 # ------------------------------------------------------------- running in netns
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _enter_netns(name: str) -> None:
-    fd = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if _libc.setns(fd, _CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({name}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
 
 
 def run_in_netns(name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

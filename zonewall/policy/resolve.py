@@ -161,10 +161,12 @@ class Policy:
         vm = self.doc.vms[vm_name]
         names = list(vm.filters) + [f for f in vm.nics[nic_index].filters if f not in vm.filters]
         out: list[str] = []
+        active: set[str] = set()  # an include cycle (reported by the Checker) must not recurse forever
 
         def expand(name: str) -> None:
-            if name in out:
+            if name in out or name in active:
                 return
+            active.add(name)
             includes = self.doc.filters[name].include if name in self.doc.filters else BUILTIN_FILTER_INCLUDES.get(name, ())
             for included in includes:
                 expand(included)
