@@ -140,14 +140,25 @@ def profile(policy: Policy, lines: int) -> str:
     prof = cProfile.Profile()
     clear_module_caches()
     gc.collect()
-    prof.enable()
-    compile_node(fresh, NODE)
-    prof.disable()
+    # GC off: with it on, each collection's cost lands on whatever function happened
+    # to allocate at that moment (e.g. `all()`), which hides the real hot spots.
+    gc.disable()
+    try:
+        prof.enable()
+        compile_node(fresh, NODE)
+        prof.disable()
+    finally:
+        gc.enable()
     out = io.StringIO()
     stats = pstats.Stats(prof, stream=out)
     stats.strip_dirs().sort_stats("cumulative").print_stats(lines)
     stats.sort_stats("tottime").print_stats(lines)
     return out.getvalue()
+
+
+def loadavg() -> str:
+    """1/5/15-minute load averages: other work on the machine skews timings."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def human_bytes(n: int) -> str:
@@ -224,6 +235,7 @@ def main() -> int:
           f"{synth.NETWORKS} dual-stack networks, all VMs on {NODE} (of {args.nodes} host(s))")
     rows = []
     started = time.perf_counter()
+    load_at_start = loadavg()
     with tempfile.TemporaryDirectory(prefix="zw-bench-compile-") as tmp:
         for n in args.sizes:
             row = bench_size(n, args, Path(tmp))
@@ -235,10 +247,11 @@ def main() -> int:
     print()
     print_tables(rows)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"Peak RSS {peak_mb:.0f} MB; total {time.perf_counter() - started:.0f} s")
+    print(f"Peak RSS {peak_mb:.0f} MB; total {time.perf_counter() - started:.0f} s; "
+          f"load average at start {load_at_start}, at end {loadavg()}")
     for r in rows:
         if "profile" in r:
-            print(f"\n## cProfile of one compile, {r['vms']:,} VMs\n")
+            print(f"\n## cProfile of one compile, {r['vms']:,} VMs (cyclic GC disabled during the profile)\n")
             print(r["profile"])
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
