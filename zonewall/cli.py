@@ -17,7 +17,7 @@ from .policy.resolve import Policy
 app = typer.Typer(help="zonewall: zone-based stateful nftables firewall for VM clusters", no_args_is_help=True, add_completion=False)
 lab_app = typer.Typer(help="A virtual cluster of network namespaces built from a policy", no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
-console = Console()
+console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
