@@ -12,6 +12,7 @@ from rich.console import Console
 
 from .policy.errors import PolicyError
 from .policy.loader import load_policy
+from .compiler.schedule import local_timezone
 from .policy.resolve import Policy
 
 app = typer.Typer(help="zonewall: zone-based stateful nftables firewall for VM clusters", no_args_is_help=True, add_completion=False)
@@ -84,7 +85,7 @@ def compile_cmd(
         err.print("--format must be nft or json")
         raise typer.Exit(2)
     try:
-        ruleset = compile_node(loaded, host)
+        ruleset = compile_node(loaded, host, timezone=local_timezone())
     except UnknownNode as exc:
         err.print(str(exc))
         raise typer.Exit(1) from None
@@ -119,7 +120,7 @@ def apply(
 
     loaded = _load(policy, as_json)
     try:
-        ruleset = compile_node(loaded, host)
+        ruleset = compile_node(loaded, host, timezone=local_timezone())
     except UnknownNode as exc:
         err.print(str(exc))
         raise typer.Exit(1) from None

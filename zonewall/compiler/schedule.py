@@ -22,6 +22,26 @@ NFT_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", 
 WEEK = 7 * 1440
 
 
+def local_timezone(localtime: str = "/etc/localtime") -> str:
+    """The machine's IANA timezone name (what schedules without `timezone` use).
+
+    Read from the /etc/localtime link rather than the process's TZ, which the
+    dataplane pins to UTC for libnftables.
+    """
+    import os
+
+    target = os.path.realpath(localtime)
+    marker = "/zoneinfo/"
+    if marker in target:
+        name = target.split(marker, 1)[1]
+        try:
+            ZoneInfo(name)
+            return name
+        except Exception:  # an unusual zoneinfo layout: fall back to UTC
+            pass
+    return "UTC"
+
+
 def utc_week_minutes(schedule: Schedule, now: datetime | None = None, default_tz: str | None = None) -> list[tuple[int, int]]:
     """The window as [start, end) minute-of-week intervals in UTC (Monday 00:00 = 0)."""
     zone = ZoneInfo(schedule.timezone or default_tz or "UTC")

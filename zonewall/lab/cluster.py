@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..compiler.naming import tap_name
 from ..compiler.node import compile_node
+from ..compiler.schedule import local_timezone
 from ..dataplane.apply import ApplyResult, apply_ruleset
 from ..dataplane.backend import LibNftBackend
 from ..policy.loader import load_policy
@@ -223,7 +224,7 @@ def apply_policy(state: LabState, policy: Policy | None = None) -> dict[str, App
     results: dict[str, ApplyResult] = {}
     for node, ns in sorted(state.nodes.items()):
         with LibNftBackend(netns=ns) as backend:
-            results[node] = apply_ruleset(backend, compile_node(policy, node))
+            results[node] = apply_ruleset(backend, compile_node(policy, node, timezone=local_timezone()))
     return results
 
 
