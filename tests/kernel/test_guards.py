@@ -251,12 +251,6 @@ def test_router_advertisement_from_guest_is_dropped(world: World, attacker: str)
         assert got == expected(attacker), f"{attacker} sent a router advertisement to {dst_ip}: arrived={got}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "known gap in zonewall/compiler/guards.py: no-ipv6-spoofing checks only the IPv6 source "
-    "address; an unsolicited neighbour advertisement (override flag) from the guest's own "
-    "link-local address whose target is another guest's address passes and re-points the "
-    "receiver's neighbour entry (the IPv6 twin of no-arp-ip-spoofing is missing; nft 1.0.6 "
-    "has no `icmpv6 taddr`, so the fix is not a one-liner)"))
 def test_neighbour_advert_claiming_another_guests_address_is_dropped(world: World) -> None:
     a, t = world.guarded, world.target
     truthful = neighbour_advert(a.ip6, a.mac)

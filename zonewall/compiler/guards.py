@@ -11,6 +11,7 @@ by port name, so a filter is written once per node however many guests use it.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from ..policy.model import FilterRule, Rule
@@ -23,6 +24,9 @@ from .nics import LocalNic
 
 Json = dict[str, Any]
 NIC_MAC, NIC_IP4, NIC_IP6 = "nic-mac", "nic-ip4", "nic-ip6"
+NIC_NA = "nic-na"  # port -> the chain checking the target of its neighbour advertisements
+# ICMPv6 neighbour advertisement: type, code, checksum (32 bits), flags (32 bits), target
+NA_TARGET = {"payload": {"base": "th", "offset": 64, "len": 128}}
 IPV6_ND_FROM_UNSPECIFIED = ["nd-neighbor-solicit", "nd-router-solicit", "mld2-listener-report", "mld-listener-report"]
 
 
@@ -59,6 +63,8 @@ def builtin_filter_rules(name: str, direction: str) -> list[tuple[list[Json], st
             # guests are not routers: router advertisements and redirects from them are forged
             ([_is("ip6"), x.match(x.payload("icmpv6", "type"), {"set": ["nd-router-advert", "nd-redirect"]})], "drop"),
             ([_is("ip6"), _in_nic_set("out", x.payload("ip6", "saddr"), NIC_IP6, negate=True)], "drop"),
+            # the IPv6 twin of ARP spoofing: an advertisement for someone else's address
+            ([_is("ip6"), x.match(x.payload("icmpv6", "type"), "nd-neighbor-advert")], "check-na-target"),
         ]
         if out_only
         else [],
@@ -128,6 +134,8 @@ def custom_filter_rules(policy: Policy, registry: SetRegistry, rule: FilterRule,
 
 
 def _guard_verdict(action: str, direction: str) -> list[Json]:
+    if action == "check-na-target":  # per-port data, so one map lookup into the port's check
+        return [x.vmap(x.meta("iifname"), NIC_NA)]
     if action == "accept":  # ends the guard stage only; the inet table still decides
         return [x.or_mark(x.GUARD_OUT_ACCEPT_BIT if direction == "out" else x.GUARD_IN_ACCEPT_BIT), x.ret()]
     if action == "return":  # libvirt's return: leave this filter, go on with the next
@@ -188,10 +196,33 @@ def bridge_table(policy: Policy, node: str, nics: list[LocalNic]) -> Table:
         NamedSet(NIC_IP6, ("ifname", "ipv6_addr"), tuple(x.concat(n.tap, ip) for n in nics for ip in n.ipv6()), comment="IPv6 $IP of each port (incl. link-local)"),
     ]
     sets += sorted(registry.sets.values(), key=lambda s: s.name)
+    na_map: list[tuple[str, Json]] = []
+    if any(c.startswith("filter-no-ipv6-spoofing") for c in chains):
+        for nic in nics:
+            name = f"na-{nic.tap}"
+            chains[name] = na_target_chain(policy, node, nic, name)
+            na_map.append((nic.tap, x.jump(name)))
+        sets.append(NamedSet(NIC_NA, "ifname", tuple(sorted(na_map)), map="verdict", comment="port -> neighbour advertisement check"))
     rate, per = policy.doc.settings.log.rate.split("/")
     limits = (Limit(LOG_LIMIT, int(rate), per, policy.doc.settings.log.burst),)
     ordered = base + [chains[name] for name in sorted(chains)]
     return Table("bridge", TABLE, tuple(ordered), tuple(sets), limits)
+
+
+def na_target_chain(policy: Policy, node: str, nic: LocalNic, name: str) -> Chain:
+    """Drop neighbour advertisements whose target is not one of the port's addresses.
+
+    nft 1.0.6 has no `icmpv6 taddr` and its JSON cannot concatenate a raw payload in
+    a set, so the target is compared as a 128-bit number with this port's addresses.
+    """
+    own = sorted({f"0x{int(ipaddress.IPv6Address(ip)):032x}" for ip in nic.ipv6()})
+    matches: list[Json] = [x.match(NA_TARGET, {"set": own} if len(own) > 1 else own[0], "!=")] if own else []
+    rules = []
+    if policy.doc.settings.log.denied:
+        prefix = log_prefix(node, "guard:no-ipv6-spoofing", "out", "no-ipv6-spoofing", "drop")
+        rules.append(NftRule(tuple(matches + [x.limit_ref(LOG_LIMIT), x.log_group(policy.doc.settings.log.group, prefix)]), "filter no-ipv6-spoofing"))
+    rules.append(NftRule(tuple(matches + [x.counter(), x.drop()]), "filter no-ipv6-spoofing"))
+    return Chain(name, tuple(rules))
 
 
 def _profile(
