@@ -16,7 +16,7 @@ from rich.console import Console
 
 from ..policy.loader import load_policy
 from .cluster import lab_down, lab_up
-from .probing import reachability_matrix
+from .probing import matrix_sources, policy_services, reachability_matrix
 from .report import differences, print_matrix
 
 DEMO_LAB = "demo"
@@ -34,6 +34,8 @@ def run_demo(console: Console, example: Path, keep: bool) -> int:
     try:
         console.print(f"lab up: nodes {', '.join(sorted(state.nodes))}; VMs {', '.join(sorted(state.vms))}; rulesets applied")
         for family in ("ipv4", "ipv6"):
+            outside = [f"{label} = {ref}" for label, ref in matrix_sources(policy, family) if not label.startswith("vm:")]  # type: ignore[arg-type]
+            console.print(f"{family} sources outside the cluster: {'; '.join(outside)}; services probed: {' '.join(str(s) for s in policy_services(policy))}")
             measured = reachability_matrix(state, policy, family)  # type: ignore[arg-type]
             print_matrix(console, measured, f"{family}: measured with real packets (expected in brackets where different)", expected)
             if expected is not None:
