@@ -178,7 +178,7 @@ def rulesets_of(example: Path | None) -> list[Ruleset]:
 
 @pytest.fixture
 def render_netns() -> Iterator[str]:
-    name = f"zwt-render-{os.getpid()}-{next(_counter)}"
+    name = f"zwt-{os.getpid()}-render-{next(_counter)}"  # zwt-<pid>-: swept after a crash
     created = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, timeout=30)
     if created.returncode != 0:
         pytest.fail(f"ip netns add {name}: {created.stderr.strip()}", pytrace=False)
