@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from zonewall.compiler.nftexpr import DST_NIC_SHIFT
+
 from zonewall.compiler.naming import tap_name
 from zonewall.dataplane.nflog import (
     ETH_P_IP,
@@ -195,7 +197,7 @@ def test_decode_record_ipv4_tcp_and_mark() -> None:
     tcp = struct.pack("!HHIIBBHHH", 40000, 443, 0, 0, 0x50, 0x02, 0, 0, 0)
     attrs = {
         NFULA_PACKET_HDR: struct.pack("!HBx", ETH_P_IP, 2),
-        NFULA_MARK: struct.pack("!I", (7 << 14) | 3 | 0x40000000),
+        NFULA_MARK: struct.pack("!I", (7 << DST_NIC_SHIFT) | 3 | 0x40000000),
         NFULA_PREFIX: b"zw|n1|web1|in|default-in|drop\0",
         NFULA_PAYLOAD: ip + tcp,
     }

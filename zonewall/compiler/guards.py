@@ -1,8 +1,11 @@
 """The bridge table: port classification (packet marks) and guard filters.
 
-Every guest port is classified once per packet with a verdict-map lookup on the port
-name: the port's tiny chain writes the NIC index into the packet mark (read later
-by the inet table's dispatch) and jumps to the guard profile of the NIC's filters.
+Guard filters run on every frame (a verdict-map lookup on the port name into the
+port's guard profile). Classification writes the source and destination guest NIC
+indexes into the packet mark for the inet table's dispatch, in the bridge forward
+(and input) hook, and only for packets conntrack has not already seen established:
+an established packet is accepted by the inet table's first rule, so it needs no
+classification (measured: classifying every frame cost ~15% of forwarding rate).
 
 Guard filters are chains shared by every NIC that uses them. Per-NIC values ($MAC,
 $IP) are not copied into rules; rules look up the pair (port, value) in sets keyed
@@ -169,28 +172,37 @@ def bridge_table(policy: Policy, node: str, nics: list[LocalNic]) -> Table:
     registry = SetRegistry()
     chains: dict[str, Chain] = {}
     profiles: dict[tuple[str, ...], str] = {}
-    out_map: list[tuple[str, Json]] = []
-    in_map: list[tuple[str, Json]] = []
+    guards_out: list[tuple[str, Json]] = []
+    guards_in: list[tuple[str, Json]] = []
+    dst_map: list[tuple[str, Json]] = []
     for nic in nics:
         filters = tuple(policy.nic_filters(nic.vm, nic.nic_index))
-        for direction in ("out", "in"):
-            profile_chain = None
-            if filters:
-                profile_chain = _profile(policy, registry, node, filters, direction, chains, profiles)
-            mark = x.set_mark(nic.src_mark) if direction == "out" else x.or_mark(nic.dst_mark)
-            body = [NftRule((mark,), f"{nic.vm} nic {nic.nic_index}")]
+        for direction, target in (("out", guards_out), ("in", guards_in)):
+            profile_chain = _profile(policy, registry, node, filters, direction, chains, profiles) if filters else None
             if profile_chain is not None:
-                body.append(NftRule((x.jump(profile_chain),), f"guards of {nic.vm} nic {nic.nic_index}"))
-            name = f"nic-{nic.tap}-{direction}"
-            chains[name] = Chain(name, tuple(body))
-            (out_map if direction == "out" else in_map).append((nic.tap, x.jump(name)))
+                target.append((nic.tap, x.jump(profile_chain)))
+        name = f"nic-{nic.tap}-in"
+        chains[name] = Chain(name, (NftRule((x.or_mark(nic.dst_mark),), f"{nic.vm} nic {nic.nic_index}"),))
+        dst_map.append((nic.tap, x.jump(name)))
+    src_mark = NftRule((x.set_mark(x.map_lookup(x.meta("iifname"), "nic-src")),), "source guest port -> mark")
+    forward = [
+        NftRule((x.vmap(x.meta("oifname"), "guards-in"),), "guards towards the guest, on every frame"),
+        # conntrack already said established/related (inet prerouting): the inet
+        # forward chain accepts it without dispatch, so skip classifying it
+        NftRule((x.has_bits(x.ESTABLISHED_BIT), x.accept()), "established: no dispatch needed"),
+        src_mark,
+        NftRule((x.vmap(x.meta("oifname"), "nic-in"),), "destination guest port -> mark"),
+    ]
     base = [
-        Chain("prerouting", (NftRule((x.vmap(x.meta("iifname"), "nic-out"),), "classify by guest port: mark + guards"),), Hook("filter", "prerouting", -200)),
-        Chain("forward", (NftRule((x.vmap(x.meta("oifname"), "nic-in"),), "classify by guest port: mark + guards"),), Hook("filter", "forward", -200)),
+        Chain("prerouting", (NftRule((x.vmap(x.meta("iifname"), "guards-out"),), "guards from the guest, on every frame"),), Hook("filter", "prerouting", -200)),
+        Chain("forward", tuple(forward), Hook("filter", "forward", -200)),
+        Chain("input", (src_mark,), Hook("filter", "input", -200)),
     ]
     sets = [
-        NamedSet("nic-out", "ifname", tuple(sorted(out_map)), map="verdict", comment="guest port -> its classifier"),
-        NamedSet("nic-in", "ifname", tuple(sorted(in_map)), map="verdict", comment="guest port -> its classifier"),
+        NamedSet("nic-src", "ifname", tuple(sorted((n.tap, n.src_mark) for n in nics)), map="mark", comment="guest port -> source NIC mark"),
+        NamedSet("nic-in", "ifname", tuple(sorted(dst_map)), map="verdict", comment="guest port -> destination NIC mark"),
+        NamedSet("guards-out", "ifname", tuple(sorted(guards_out)), map="verdict", comment="guest port -> its guard filters"),
+        NamedSet("guards-in", "ifname", tuple(sorted(guards_in)), map="verdict", comment="guest port -> its guard filters"),
         NamedSet(NIC_MAC, ("ifname", "ether_addr"), tuple(x.concat(n.tap, n.nic.mac) for n in nics if n.nic.mac), comment="$MAC of each port"),
         NamedSet(NIC_IP4, ("ifname", "ipv4_addr"), tuple(x.concat(n.tap, ip) for n in nics for ip in n.ipv4()), comment="$IP of each port"),
         NamedSet(NIC_IP6, ("ifname", "ipv6_addr"), tuple(x.concat(n.tap, ip) for n in nics for ip in n.ipv6()), comment="IPv6 $IP of each port (incl. link-local)"),

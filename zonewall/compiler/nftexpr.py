@@ -11,9 +11,10 @@ from typing import Any
 Json = dict[str, Any]
 
 # Mark layout, shared by the bridge and inet tables of a node.
-SRC_NIC_MASK = 0x00003FFF  # bits 0-13: index of the guest NIC the packet came from
-DST_NIC_SHIFT = 14
-DST_NIC_MASK = 0x0FFFC000  # bits 14-27: index of the guest NIC the packet goes to
+SRC_NIC_MASK = 0x00001FFF  # bits 0-12: index of the guest NIC the packet came from
+DST_NIC_SHIFT = 13
+DST_NIC_MASK = 0x03FFE000  # bits 13-25: index of the guest NIC the packet goes to
+ESTABLISHED_BIT = 0x04000000  # conntrack said established/related (set in inet prerouting)
 GUARD_IN_ACCEPT_BIT = 0x10000000  # a guard filter accepted a packet towards a guest NIC
 GUARD_OUT_ACCEPT_BIT = 0x20000000  # ... a packet from a guest NIC
 NIC_BITS = SRC_NIC_MASK | DST_NIC_MASK

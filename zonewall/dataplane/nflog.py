@@ -280,7 +280,7 @@ def decode_record(attrs: Mapping[int, bytes], ifname: Any = None, now: float | N
 
 
 def resolve_vm(record: LogRecord, nics_meta: Mapping[Any, Mapping[str, Any]], side: str | None = None) -> str | None:
-    """The VM a record is about, from the NIC indexes in its mark.
+    """The VM a record is about, from the NIC indexes in its mark (else its ports).
 
     ``nics_meta`` is ``ruleset.meta["nics"]`` (index -> {vm, nic, tap, network}); keys
     may be ints or, after a JSON round trip, strings. ``side`` is ``"src"`` or
@@ -305,6 +305,14 @@ def resolve_vm(record: LogRecord, nics_meta: Mapping[Any, Mapping[str, Any]], si
         vm = vm_of(index)
         if vm is not None:
             return vm
+    # Guards run before the NIC indexes are written into the mark; the guest port
+    # the frame came in on (or goes out of) names the NIC just as well.
+    by_tap = {str(entry["tap"]): str(entry["vm"]) for entry in nics_meta.values()}
+    receiving = (record.physoutdev, record.outdev)
+    sending = (record.physindev, record.indev)
+    for port in (receiving + sending) if record.direction == "in" else (sending + receiving):
+        if port in by_tap:
+            return by_tap[port]
     return None
 
 
