@@ -185,16 +185,19 @@ def bridge_table(policy: Policy, node: str, nics: list[LocalNic]) -> Table:
         chains[name] = Chain(name, (NftRule((x.or_mark(nic.dst_mark),), f"{nic.vm} nic {nic.nic_index}"),))
         dst_map.append((nic.tap, x.jump(name)))
     src_mark = NftRule((x.set_mark(x.map_lookup(x.meta("iifname"), "nic-src")),), "source guest port -> mark")
-    forward = [
-        NftRule((x.vmap(x.meta("oifname"), "guards-in"),), "guards towards the guest, on every frame"),
+    # Every hook a packet passes costs; chains and lookups exist only where needed.
+    forward = [NftRule((x.vmap(x.meta("oifname"), "guards-in"),), "guards towards the guest, on every frame")] if guards_in else []
+    forward += [
         # conntrack already said established/related (inet prerouting): the inet
         # forward chain accepts it without dispatch, so skip classifying it
         NftRule((x.has_bits(x.ESTABLISHED_BIT), x.accept()), "established: no dispatch needed"),
         src_mark,
         NftRule((x.vmap(x.meta("oifname"), "nic-in"),), "destination guest port -> mark"),
     ]
-    base = [
-        Chain("prerouting", (NftRule((x.vmap(x.meta("iifname"), "guards-out"),), "guards from the guest, on every frame"),), Hook("filter", "prerouting", -200)),
+    base = []
+    if guards_out:
+        base.append(Chain("prerouting", (NftRule((x.vmap(x.meta("iifname"), "guards-out"),), "guards from the guest, on every frame"),), Hook("filter", "prerouting", -200)))
+    base += [
         Chain("forward", tuple(forward), Hook("filter", "forward", -200)),
         Chain("input", (src_mark,), Hook("filter", "input", -200)),
     ]
