@@ -90,7 +90,7 @@ def compile_cmd(
         err.print(str(exc))
         raise typer.Exit(1) from None
     if fmt == "json":
-        text = ir.dumps(ir.to_json(ruleset))
+        text = ir.dumps(ir.to_json(ruleset), pretty=True)
     else:
         from .compiler.render import render_nft
 

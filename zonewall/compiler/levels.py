@@ -36,6 +36,7 @@ class CompileContext:
     registry: SetRegistry = field(default_factory=SetRegistry)
     extra_chains: dict[str, Chain] = field(default_factory=dict)  # per-rule log chains
     meters: dict[str, NamedSet] = field(default_factory=dict)  # per-source rate limit sets
+    matches: dict[tuple[object, ...], list[tuple[Family | None, list[Json]]]] = field(default_factory=dict)  # by match keys
     now: datetime | None = None  # schedules convert to UTC with the offset in force now
     timezone: str | None = None  # the node's timezone, for schedules that name none
 
@@ -108,7 +109,7 @@ def compile_rule(ctx: CompileContext, ref: RuleRef, accept_mode: AcceptMode, sco
         )
         verdict = [x.goto(chain_name)]
     out: list[Rule] = []
-    for family, statements in rule_matches(ctx.policy, ctx.registry, rule):
+    for family, statements in _matches(ctx, rule):
         variants: list[tuple[Family, list[Json]]]
         if rule.limit is not None and rule.limit.per == "source" and family is None:
             # the bucket is keyed by the source address, whose type is per family
@@ -120,6 +121,22 @@ def compile_rule(ctx: CompileContext, ref: RuleRef, accept_mode: AcceptMode, sco
                 full = body + timing + _rate_statements(ctx, ref, bucket_family) + [x.counter()] + verdict
                 out.append(Rule(tuple(full), rule_comment(ref.id, rule.comment)))
     return out
+
+
+MATCH_KEYS = ("from_", "to", "service", "tcp", "udp", "sctp", "sport", "icmp", "icmpv6", "proto", "family")
+
+
+def _matches(ctx: CompileContext, rule: Any) -> list[tuple[Family | None, list[Json]]]:
+    """rule_matches, computed once per distinct set of match keys in a compile.
+
+    Many guests carry the same rules (templates): their matches are identical, and
+    the named sets they use are already registered by the first computation.
+    """
+    key = tuple(tuple(v) if isinstance(v, list) else v for v in (getattr(rule, k) for k in MATCH_KEYS))
+    found = ctx.matches.get(key)
+    if found is None:
+        found = ctx.matches[key] = rule_matches(ctx.policy, ctx.registry, rule)
+    return found
 
 
 def default_rules(ctx: CompileContext, action: str, scope: str, direction: str, accept_mode: AcceptMode, rule_id: str) -> list[Rule]:
