@@ -54,3 +54,14 @@ def test_zone_rules_exist_once_per_node_and_dispatch_is_a_map() -> None:
     # ... and what grows is data: map elements and set members
     assert (small["dispatch"], large["dispatch"]) == (3, 300)
     assert large["zone_set"] >= 1
+
+
+def test_mark_fields_do_not_overlap_and_fill_the_mark() -> None:
+    import itertools
+
+    from zonewall.compiler import nftexpr as x
+
+    fields = [x.SRC_NIC_MASK, x.DST_NIC_MASK, x.ESTABLISHED_BIT, x.GUARD_ACCEPT_BIT, x.IN_ACCEPT_BIT, x.OUT_ACCEPT_BIT]
+    assert all(a & b == 0 for a, b in itertools.combinations(fields, 2))
+    assert x.DST_NIC_MASK == x.SRC_NIC_MASK << x.DST_NIC_SHIFT
+    assert x.MAX_NICS_PER_NODE >= 10_000  # a large node's guests all get an index

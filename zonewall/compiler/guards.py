@@ -136,36 +136,40 @@ def custom_filter_rules(policy: Policy, registry: SetRegistry, rule: FilterRule,
     return [l2 + statements for _family, statements in rule_matches(policy, registry, as_rule)]
 
 
-def _guard_verdict(action: str, direction: str) -> list[Json]:
+def _guard_verdict(action: str, direction: str, inline: bool) -> list[Json]:
     if action == "check-na-target":  # per-port data, so one map lookup into the port's check
         return [x.vmap(x.meta("iifname"), NIC_NA)]
     if action == "accept":  # ends the guard stage only; the inet table still decides
-        return [x.or_mark(x.GUARD_OUT_ACCEPT_BIT if direction == "out" else x.GUARD_IN_ACCEPT_BIT), x.ret()]
+        if inline:  # written into the profile chain itself: returning ends the stage
+            return [x.ret()]
+        return [x.or_mark(x.GUARD_ACCEPT_BIT), x.ret()]
     if action == "return":  # libvirt's return: leave this filter, go on with the next
         return [x.ret()]
     return [x.drop()]  # drop; reject is a drop here (the bridge family cannot reject)
 
 
-def filter_chain(policy: Policy, registry: SetRegistry, node: str, name: str, direction: str) -> Chain:
-    rules: list[NftRule] = []
-    comment = f"filter {name}"
-    log_denied = policy.doc.settings.log.denied
+def filter_bodies(policy: Policy, registry: SetRegistry, name: str, direction: str) -> list[tuple[list[Json], str]]:
+    """(matches, action) of a filter's rules for one direction, in evaluation order."""
     if name in policy.doc.filters:
         ordered = sorted(policy.doc.filters[name].rules, key=lambda r: r.priority)  # stable: same priority keeps file order
-        bodies = [
+        return [
             (statements, r.action)
             for r in ordered
             if r.direction in (direction, "inout")
             for statements in custom_filter_rules(policy, registry, r, direction)
         ]
-    else:
-        bodies = builtin_filter_rules(name, direction)
+    return builtin_filter_rules(name, direction)
+
+
+def filter_rules(policy: Policy, node: str, name: str, direction: str, bodies: list[tuple[list[Json], str]], inline: bool) -> list[NftRule]:
+    rules: list[NftRule] = []
+    comment = f"filter {name}"
     for statements, action in bodies:
-        if action in ("drop", "reject") and log_denied:
+        if action in ("drop", "reject") and policy.doc.settings.log.denied:
             prefix = log_prefix(node, f"guard:{name}", direction, name, "drop")
             rules.append(NftRule(tuple(statements + [x.limit_ref(LOG_LIMIT), x.log_group(policy.doc.settings.log.group, prefix)]), comment))
-        rules.append(NftRule(tuple(statements + [x.counter()] + _guard_verdict(action, direction)), comment))
-    return Chain(f"filter-{name}-{direction}", tuple(rules))
+        rules.append(NftRule(tuple(statements + [x.counter()] + _guard_verdict(action, direction, inline)), comment))
+    return rules
 
 
 def bridge_table(policy: Policy, node: str, nics: list[LocalNic]) -> Table:
@@ -212,7 +216,7 @@ def bridge_table(policy: Policy, node: str, nics: list[LocalNic]) -> Table:
     ]
     sets += sorted(registry.sets.values(), key=lambda s: s.name)
     na_map: list[tuple[str, Json]] = []
-    if any(c.startswith("filter-no-ipv6-spoofing") for c in chains):
+    if any("no-ipv6-spoofing" in policy.nic_filters(n.vm, n.nic_index) for n in nics):
         for nic in nics:
             name = f"na-{nic.tap}"
             chains[name] = na_target_chain(policy, node, nic, name)
@@ -254,18 +258,30 @@ def _profile(
     if key in profiles:
         return profiles[key] or None
     steps: list[NftRule] = []
-    bit = x.GUARD_OUT_ACCEPT_BIT if direction == "out" else x.GUARD_IN_ACCEPT_BIT
+    bit = x.GUARD_ACCEPT_BIT
     for name in filters:
-        chain = filter_chain(policy, registry, node, name, direction)
-        if not chain.rules:
+        bodies = filter_bodies(policy, registry, name, direction)
+        if not bodies:
             continue
+        actions = {action for _, action in bodies}
+        if "return" not in actions:
+            # Guards run on every frame: a filter without libvirt-style `return`
+            # is written straight into the profile (no jump, no accepted-check).
+            steps += filter_rules(policy, node, name, direction, bodies, inline=True)
+            continue
+        chain = Chain(f"filter-{name}-{direction}", tuple(filter_rules(policy, node, name, direction, bodies, inline=False)))
         chains[chain.name] = chain
         steps.append(NftRule((x.jump(chain.name),), f"filter {name}"))
-        steps.append(NftRule((x.has_bits(bit), x.ret()), f"filter {name} accepted"))
+        if "accept" in actions:
+            steps.append(NftRule((x.has_bits(bit), x.ret()), f"filter {name} accepted"))
     if not steps:
         profiles[key] = ""
         return None
-    steps.pop()  # no accepted-check needed after the last filter
+    if steps[-1].comment and steps[-1].comment.endswith(" accepted"):
+        steps.pop()  # no accepted-check needed after the last filter
+    if direction == "in" and any(step.comment and step.comment.endswith(" accepted") for step in steps):
+        # the sender's guards (same node, same packet) may have set the shared bit
+        steps.insert(0, NftRule((x.clear_bits(bit),), "guards towards the guest start afresh"))
     name = f"guards-{direction}-{len([p for p in profiles if p[0] == direction]) + 1}"
     chains[name] = Chain(name, tuple(steps), comment=" ".join(filters)[:127])
     profiles[key] = name

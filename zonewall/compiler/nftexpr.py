@@ -11,12 +11,13 @@ from typing import Any
 Json = dict[str, Any]
 
 # Mark layout, shared by the bridge and inet tables of a node.
-SRC_NIC_MASK = 0x00001FFF  # bits 0-12: index of the guest NIC the packet came from
-DST_NIC_SHIFT = 13
-DST_NIC_MASK = 0x03FFE000  # bits 13-25: index of the guest NIC the packet goes to
-ESTABLISHED_BIT = 0x04000000  # conntrack said established/related (set in inet prerouting)
-GUARD_IN_ACCEPT_BIT = 0x10000000  # a guard filter accepted a packet towards a guest NIC
-GUARD_OUT_ACCEPT_BIT = 0x20000000  # ... a packet from a guest NIC
+SRC_NIC_MASK = 0x00003FFF  # bits 0-13: index of the guest NIC the packet came from
+DST_NIC_SHIFT = 14
+DST_NIC_MASK = 0x0FFFC000  # bits 14-27: index of the guest NIC the packet goes to
+ESTABLISHED_BIT = 0x10000000  # conntrack said established/related (set in inet prerouting)
+# A guard filter (jumped to) accepted: ends the guard stage. One bit serves both
+# directions: a profile towards a guest clears it first (see guards._profile).
+GUARD_ACCEPT_BIT = 0x20000000
 NIC_BITS = SRC_NIC_MASK | DST_NIC_MASK
 IN_ACCEPT_BIT = 0x40000000  # a shared (global/zone) chain accepted for direction in
 OUT_ACCEPT_BIT = 0x80000000  # ... for direction out
@@ -47,6 +48,11 @@ def in_set(left: Json, values: list[Any], negate: bool = False) -> Json:
     """Match against an anonymous set (one value is matched directly)."""
     right: Any = values[0] if len(values) == 1 else {"set": values}
     return match(left, right, "!=" if negate else "==")
+
+
+def clear_bits(bits: int) -> Json:
+    """meta mark set meta mark & ~bits."""
+    return set_mark({"&": [meta("mark"), 0xFFFFFFFF ^ bits]})
 
 
 def has_bits(bits: int) -> Json:
