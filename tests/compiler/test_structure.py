@@ -61,7 +61,7 @@ def test_mark_fields_do_not_overlap_and_fill_the_mark() -> None:
 
     from zonewall.compiler import nftexpr as x
 
-    fields = [x.SRC_NIC_MASK, x.DST_NIC_MASK, x.ESTABLISHED_BIT, x.GUARD_ACCEPT_BIT, x.IN_ACCEPT_BIT, x.OUT_ACCEPT_BIT]
+    fields = [x.SRC_NIC_MASK, x.DST_NIC_MASK, x.SPARE_BIT, x.GUARD_ACCEPT_BIT, x.IN_ACCEPT_BIT, x.OUT_ACCEPT_BIT]
     assert all(a & b == 0 for a, b in itertools.combinations(fields, 2))
     assert x.DST_NIC_MASK == x.SRC_NIC_MASK << x.DST_NIC_SHIFT
     assert x.MAX_NICS_PER_NODE >= 10_000  # a large node's guests all get an index

@@ -16,10 +16,11 @@ references command by command, so order matters:
 7. delete removed sets/maps, then removed limits, then removed chains (maps go
    before chains because verdict elements reference chains).
 
-Changes the kernel cannot make in place fall back to re-creating that table inside
-the same transaction: a base chain whose type/hook/priority changed (EOPNOTSUPP), a
-chain turning base <-> regular, and a chain comment change (`add chain` silently
-keeps the old comment).
+Changes the kernel cannot make in place fall back to rebuilding that table inside
+the same transaction (`recreate_commands`: rules flushed, objects replaced, the table
+itself never deleted): a base chain whose type/hook/priority changed (EOPNOTSUPP)
+and a chain turning base <-> regular. Chain comments are never sent to the kernel
+(ir.chain_object), so they cannot force a rebuild.
 
 The output is a pure function of (old, new): same input, same command list.
 """

@@ -3,9 +3,10 @@
 Guard filters run on every frame (a verdict-map lookup on the port name into the
 port's guard profile). Classification writes the source and destination guest NIC
 indexes into the packet mark for the inet table's dispatch, in the bridge forward
-(and input) hook, and only for packets conntrack has not already seen established:
-an established packet is accepted by the inet table's first rule, so it needs no
-classification (measured: classifying every frame cost ~15% of forwarding rate).
+(and input) hook: a map lookup straight into the mark for the source, a verdict-map
+jump that ORs in the destination. Skipping it for established packets (a mark set
+by an extra inet prerouting chain) was measured and gained nothing: the extra hook
+cost what the skipped lookups saved (docs/performance.md).
 
 Guard filters are chains shared by every NIC that uses them. Per-NIC values ($MAC,
 $IP) are not copied into rules; rules look up the pair (port, value) in sets keyed
@@ -192,9 +193,6 @@ def bridge_table(policy: Policy, node: str, nics: list[LocalNic]) -> Table:
     # Every hook a packet passes costs; chains and lookups exist only where needed.
     forward = [NftRule((x.vmap(x.meta("oifname"), "guards-in"),), "guards towards the guest, on every frame")] if guards_in else []
     forward += [
-        # conntrack already said established/related (inet prerouting): the inet
-        # forward chain accepts it without dispatch, so skip classifying it
-        NftRule((x.has_bits(x.ESTABLISHED_BIT), x.accept()), "established: no dispatch needed"),
         src_mark,
         NftRule((x.vmap(x.meta("oifname"), "nic-in"),), "destination guest port -> mark"),
     ]

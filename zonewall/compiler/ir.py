@@ -195,10 +195,14 @@ def table_body_commands(table: Table) -> list[Json]:
 
 
 def replace_commands(ruleset: Ruleset) -> list[Json]:
-    """One transaction that replaces zonewall's tables and touches nothing else.
+    """One transaction that loads zonewall's tables and touches nothing else.
 
     `add table` before `delete table` makes the delete valid whether or not the
-    table exists; the kernel applies the whole batch or none of it.
+    table exists; the kernel applies the whole batch or none of it. Meant for a node
+    (or namespace) without zonewall's tables, and for `compile --format json`:
+    replacing tables that are filtering traffic this way is not atomic for packets
+    (base chain hooks are re-registered), which is why `dataplane.apply` replaces
+    them in place instead.
     """
     commands: list[Json] = []
     for table in ruleset.tables:

@@ -14,7 +14,7 @@ Json = dict[str, Any]
 SRC_NIC_MASK = 0x00003FFF  # bits 0-13: index of the guest NIC the packet came from
 DST_NIC_SHIFT = 14
 DST_NIC_MASK = 0x0FFFC000  # bits 14-27: index of the guest NIC the packet goes to
-ESTABLISHED_BIT = 0x10000000  # conntrack said established/related (set in inet prerouting)
+SPARE_BIT = 0x10000000  # unused
 # A guard filter (jumped to) accepted: ends the guard stage. One bit serves both
 # directions: a profile towards a guest clears it first (see guards._profile).
 GUARD_ACCEPT_BIT = 0x20000000
@@ -42,12 +42,6 @@ def masked(left: Json, mask: int) -> Json:
 
 def match(left: Json, right: Any, op: str = "==") -> Json:
     return {"match": {"op": op, "left": left, "right": right}}
-
-
-def in_set(left: Json, values: list[Any], negate: bool = False) -> Json:
-    """Match against an anonymous set (one value is matched directly)."""
-    right: Any = values[0] if len(values) == 1 else {"set": values}
-    return match(left, right, "!=" if negate else "==")
 
 
 def clear_bits(bits: int) -> Json:

@@ -93,7 +93,7 @@ class InetBuilder:
         isolated = self.isolation_chains()
         self.chains[REJECT_CHAIN] = reject_chain()
         self.dispatch_maps(isolated)
-        base = [self.prerouting_chain(), self.forward_chain(), self.input_chain()]
+        base = [self.forward_chain(), self.input_chain()]
         output = self.output_chain()
         if output is not None:
             base.append(output)
@@ -203,22 +203,6 @@ class InetBuilder:
             Rule((x.match(x.ct("state"), "invalid", "in"), x.counter(), invalid), "invalid"),
             Rule((x.match(x.payload("icmpv6", "type"), {"set": ICMPV6_ESSENTIAL}), x.counter(), x.accept()), "ICMPv6 essentials"),
         ]
-
-    def prerouting_chain(self) -> Chain:
-        """Tell the bridge forward hook (which cannot read conntrack) that a packet
-        on a guest bridge is established, so it skips classification."""
-        bridges = sorted({self.policy.doc.networks[n.nic.network].bridge for n in self.nics})
-        self.sets["guest-bridges"] = NamedSet("guest-bridges", "ifname", tuple(bridges), comment="bridges with local guests")
-        rule = Rule(
-            (
-                x.match(x.meta("iifname"), x.set_ref("guest-bridges")),
-                x.match(x.ct("state"), ["established", "related"], "in"),
-                x.or_mark(x.ESTABLISHED_BIT),
-            ),
-            "established on a guest bridge",
-        )
-        # after conntrack (-200), before the bridge forward hook runs
-        return Chain("prerouting", (rule,), Hook("filter", "prerouting", -150))
 
     def forward_chain(self) -> Chain:
         src, dst = x.masked(x.meta("mark"), x.SRC_NIC_MASK), x.masked(x.meta("mark"), x.DST_NIC_MASK)

@@ -263,6 +263,11 @@ class Checker:
         self.doc, self.source = doc, source
         self.problems: list[Problem] = []
 
+    @cached_property
+    def policy(self) -> Policy:
+        """The document resolved: one instance, so its caches serve every check."""
+        return Policy(self.doc, self.source)
+
     def problem(self, path: tuple[object, ...], message: str) -> None:
         self.problems.append(Problem(locate(self.source, path), format_path(path), message))
 
@@ -389,7 +394,7 @@ class Checker:
     def check_vms(self) -> None:
         macs: dict[str, str] = {}
         ips: dict[str, str] = {}
-        policy = Policy(self.doc, self.source)
+        policy = self.policy
         for name, vm in self.doc.vms.items():
             base = ("vms", name)
             if vm.host not in self.doc.hosts:
@@ -434,7 +439,7 @@ class Checker:
                     self.problem(path + ("ips", index), f"{text} is not inside network {nic.network}'s subnets ({', '.join(network.subnets)})")
 
     def check_rules(self) -> None:
-        policy = Policy(self.doc, self.source)
+        policy = self.policy
         ids: dict[str, RuleRef] = {}
         for ref in policy.rules:
             self.check_rule(ref, policy)
