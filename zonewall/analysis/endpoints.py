@@ -1,0 +1,183 @@
+"""Who is at the ends of a flow: a VM's NIC, a node, or an address outside.
+
+References are those of the policy (`vm:NAME`, `host:NAME`, an address) plus
+`vm:NAME@NETWORK` (that NIC) and `outside:ADDR`. The NIC a multi-homed VM sends from
+and the address a VM is reached at follow the lab's (and a well-configured guest's)
+routing: the NIC on the peer's subnet, else the first routed NIC of the family.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
+
+from ..policy.addresses import AddressSet
+from ..policy.resolve import Policy
+
+Kind = Literal["vm", "host", "outside"]
+
+
+class EndpointError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    kind: Kind
+    name: str  # VM or node name; for outside the address text (or "outside")
+    nic: int | None = None  # a VM's NIC index (None: chosen per peer)
+    network: str | None = None  # requested NIC network (vm:NAME@NET)
+
+    @property
+    def label(self) -> str:
+        if self.kind == "outside":
+            return f"outside:{self.name}"
+        suffix = f"@{self.network}" if self.network else ""
+        return f"{self.kind}:{self.name}{suffix}"
+
+
+def family_number(address: str) -> int:
+    return ipaddress.ip_address(address).version
+
+
+class Directory:
+    """Addresses of the policy's endpoints, and who owns an address."""
+
+    def __init__(self, policy: Policy):
+        self.policy = policy
+
+    @cached_property
+    def owners(self) -> dict[int, tuple[list[int], list[tuple[str, str, int | None]]]]:
+        """Per family: sorted address integers and their owner (kind, name, nic)."""
+        out = {}
+        for family in (4, 6):
+            pairs: list[tuple[int, tuple[str, str, int | None]]] = []
+            for name, vm in self.policy.doc.vms.items():
+                for index, nic in enumerate(vm.nics):
+                    for ip in nic.ips:
+                        address = ipaddress.ip_address(ip)
+                        if address.version == family:
+                            pairs.append((int(address), ("vm", name, index)))
+            for name, host in self.policy.doc.hosts.items():
+                for ip in host.address:
+                    address = ipaddress.ip_address(ip)
+                    if address.version == family:
+                        pairs.append((int(address), ("host", name, None)))
+            pairs.sort()
+            out[family] = ([p[0] for p in pairs], [p[1] for p in pairs])
+        return out
+
+    def owner(self, address: str) -> tuple[str, str, int | None] | None:
+        ip = ipaddress.ip_address(address)
+        keys, owners = self.owners[ip.version]
+        index = bisect.bisect_left(keys, int(ip))
+        if index < len(keys) and keys[index] == int(ip):
+            return owners[index]
+        return None
+
+    def owned_within(self, family: int, intervals: tuple[tuple[int, int], ...]) -> list[tuple[int, tuple[str, str, int | None]]]:
+        """Every (address, owner) inside the intervals."""
+        keys, owners = self.owners[family]
+        out = []
+        for low, high in intervals:
+            start = bisect.bisect_left(keys, low)
+            stop = bisect.bisect_right(keys, high)
+            out.extend(zip(keys[start:stop], owners[start:stop]))
+        return out
+
+    @cached_property
+    def cluster(self) -> AddressSet:
+        """Every address a VM or node owns (outside = everything else)."""
+        v4 = [(a, a) for a in self.owners[4][0]]
+        v6 = [(a, a) for a in self.owners[6][0]]
+        return AddressSet.of(v4, v6)
+
+    # -- references --------------------------------------------------------------
+
+    def parse(self, ref: str) -> Endpoint:
+        text = ref.strip()
+        if text.startswith("outside:"):
+            address = text[len("outside:") :]
+            try:
+                return Endpoint("outside", str(ipaddress.ip_address(address)))
+            except ValueError:
+                raise EndpointError(f"{ref}: expected outside:ADDRESS") from None
+        kind, sep, name = text.partition(":")
+        if sep and kind == "vm":
+            vm, _, network = name.partition("@")
+            if vm not in self.policy.doc.vms:
+                raise EndpointError(f"{ref}: vm {vm} is not in the policy")
+            if network and not any(n.network == network for n in self.policy.doc.vms[vm].nics):
+                raise EndpointError(f"{ref}: vm {vm} has no NIC on network {network}")
+            return Endpoint("vm", vm, network=network or None)
+        if sep and kind == "host":
+            if name not in self.policy.doc.hosts:
+                raise EndpointError(f"{ref}: host {name} is not in the policy")
+            return Endpoint("host", name)
+        if sep and kind in ("zone", "group", "network"):
+            raise EndpointError(f"{ref}: a flow needs one endpoint; use `zonewall reach` for a {kind}")
+        try:
+            address = str(ipaddress.ip_address(text))
+        except ValueError:
+            if text in self.policy.doc.vms:
+                return Endpoint("vm", text)
+            if text in self.policy.doc.hosts:
+                return Endpoint("host", text)
+            raise EndpointError(f"{ref}: expected vm:NAME[@NETWORK], host:NAME, outside:ADDRESS or an address") from None
+        found = self.owner(address)
+        if found is None:
+            return Endpoint("outside", address)
+        kind, name, nic = found
+        if kind == "host":
+            return Endpoint("host", name)
+        return Endpoint("vm", name, nic=nic, network=self.policy.doc.vms[name].nics[nic].network)  # type: ignore[index]
+
+    # -- concrete addresses --------------------------------------------------------
+
+    def target_address(self, endpoint: Endpoint, family: int, near: Endpoint | None = None) -> tuple[str, int | None]:
+        """Where a flow to `endpoint` goes: (address, NIC index)."""
+        if endpoint.kind == "outside":
+            return endpoint.name, None
+        if endpoint.kind == "host":
+            for address in self.policy.doc.hosts[endpoint.name].address:
+                if family_number(address) == family:
+                    return address, None
+            raise EndpointError(f"host {endpoint.name} has no IPv{family} address")
+        vm = self.policy.doc.vms[endpoint.name]
+        candidates = [i for i, nic in enumerate(vm.nics) if (endpoint.nic is None or i == endpoint.nic) and (endpoint.network is None or nic.network == endpoint.network)]
+        shared: set[str] = set()
+        if near is not None and near.kind == "vm":
+            shared = {nic.network for nic in self.policy.doc.vms[near.name].nics}
+        candidates.sort(key=lambda i: vm.nics[i].network not in shared)
+        for index in candidates:
+            for ip in vm.nics[index].ips:
+                if family_number(ip) == family:
+                    return ip, index
+        raise EndpointError(f"vm {endpoint.name} has no IPv{family} address" + (f" on network {endpoint.network}" if endpoint.network else ""))
+
+    def source_address(self, endpoint: Endpoint, family: int, destination: str) -> tuple[str, int | None]:
+        """The address (and NIC) a flow from `endpoint` to `destination` leaves with."""
+        if endpoint.kind == "outside":
+            return endpoint.name, None
+        if endpoint.kind == "host":
+            return self.target_address(endpoint, family)
+        vm = self.policy.doc.vms[endpoint.name]
+        target = ipaddress.ip_address(destination)
+        indexes = [i for i, nic in enumerate(vm.nics) if (endpoint.nic is None or i == endpoint.nic) and (endpoint.network is None or nic.network == endpoint.network)]
+
+        def address_of(index: int) -> str | None:
+            return next((ip for ip in vm.nics[index].ips if family_number(ip) == family), None)
+
+        # the connected subnet first (the kernel's most specific route)
+        for index in indexes:
+            subnets = self.policy.doc.networks[vm.nics[index].network].subnets
+            if any(target in ipaddress.ip_network(net) for net in subnets if ipaddress.ip_network(net).version == family) and address_of(index):
+                return address_of(index), index  # type: ignore[return-value]
+        # else the default route: the first routed NIC with an address of the family
+        for index in indexes:
+            if self.policy.doc.networks[vm.nics[index].network].mode != "isolated" and address_of(index):
+                return address_of(index), index  # type: ignore[return-value]
+        raise EndpointError(f"vm {endpoint.name} has no route for IPv{family} to {destination}")

@@ -1,0 +1,204 @@
+"""End-to-end evaluation of flows between endpoints, in the compiler's order.
+
+A flow from S to D passes, in this order (docs/analysis.md):
+
+1. S's guard filters (out), D's guard filters (in) - VM NICs with `filters`;
+2. S's node output chain, when S is a node and the compiler writes one;
+3. the ICMPv6 essentials (neighbour/router discovery, MLD) accepted by the inet
+   forward and input chains before any rule;
+4. S's `out` chain (S a VM); the isolated network's check (S and D on the same
+   isolated network); D's `in` chain (D a VM); D's node input chain (D a node).
+
+Every stage must accept. Evaluating a region splits it into parts with one outcome
+each (the verdict and the decision of every stage passed), exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Iterator
+
+from ..compiler.schedule import local_timezone
+from ..policy.resolve import Policy
+from . import space as s
+from .chains import Chain, ChainBuilder, Step, essentials_region, first_match
+from .endpoints import Directory, Endpoint
+from .guards import GuardBuilder, GuardStage, run_guards
+from .matching import Matcher
+from .space import Region
+
+
+@dataclass(frozen=True)
+class Decision:
+    stage: str  # "guards vm:a nic 0 out", "vm:a out", "network:nas", "host:n1 in", ...
+    action: str  # accept | drop | reject | pass (guards)
+    label: str  # rule id / default id / filter
+    step: Step | None = None  # the chain step (None for guards and essentials)
+
+    @property
+    def where(self) -> str:
+        return self.step.where if self.step is not None else "built-in"
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"stage": self.stage, "action": self.action, "rule": self.label}
+        if self.step is not None and self.step.ref is not None:
+            ref = self.step.ref
+            out["where"] = ref.where
+            out["level"] = ref.level
+            if ref.rule.limit is not None:
+                out["limit"] = ref.rule.limit.model_dump(exclude_none=True)
+        return out
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: str  # accept | drop | reject
+    decisions: tuple[Decision, ...]
+
+    @property
+    def decisive(self) -> Decision | None:
+        """The decision that settled it: the refusing stage, or for an accepted flow
+        the rule of the last chain that accepted it (the receiver's, usually)."""
+        if not self.decisions:
+            return None
+        if self.verdict != "accept":
+            return self.decisions[-1]
+        for decision in reversed(self.decisions):
+            if decision.step is not None:
+                return decision
+        return self.decisions[-1]
+
+    def rate_limited(self) -> bool:
+        return any(d.step is not None and d.step.limited and d.action == "accept" for d in self.decisions)
+
+
+@dataclass(frozen=True)
+class Path:
+    """The endpoints of a flow as the kernel sees them: who, which NIC, which node."""
+
+    src: Endpoint
+    dst: Endpoint
+    src_nic: int | None = None
+    dst_nic: int | None = None
+
+
+class _Essentials:
+    """Marks where the flow enters the inet forward/input chains."""
+
+    name = "icmpv6-essentials"
+
+
+ESSENTIALS = _Essentials()
+GuardOrChain = GuardStage | Chain | _Essentials
+
+
+@dataclass
+class Analyzer:
+    policy: Policy
+    now: datetime | None = None
+    timezone: str | None = None
+    _stages: dict[Path, tuple[GuardOrChain, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.timezone is None:
+            self.timezone = local_timezone()
+        self.matcher = Matcher(self.policy, self.now, self.timezone)
+        self.chains = ChainBuilder(self.policy, self.matcher)
+        self.guards = GuardBuilder(self.policy, self.matcher)
+        self.directory = Directory(self.policy)
+
+    @cached_property
+    def essentials(self) -> Region:
+        return essentials_region()
+
+    # -- the stages of a path ------------------------------------------------------
+
+    def stages(self, path: Path) -> tuple[GuardOrChain, ...]:
+        found = self._stages.get(path)
+        if found is None:
+            found = self._stages[path] = tuple(self._build_stages(path))
+        return found
+
+    def _build_stages(self, path: Path) -> Iterator[GuardOrChain]:
+        src, dst = path.src, path.dst
+        if src.kind == "vm" and path.src_nic is not None:
+            guard = self.guards.stage(src.name, path.src_nic, "out")
+            if guard is not None:
+                yield guard
+        if dst.kind == "vm" and path.dst_nic is not None:
+            guard = self.guards.stage(dst.name, path.dst_nic, "in")
+            if guard is not None:
+                yield guard
+        if src.kind == "host" and not (dst.kind == "host" and dst.name == src.name):
+            chain = self.chains.host_out(src.name)
+            if chain is not None:
+                yield chain
+        if src.kind == "vm" or dst.kind == "vm" or (dst.kind == "host" and not (src.kind == "host" and src.name == dst.name)):
+            yield ESSENTIALS
+        if src.kind == "vm":
+            yield self.chains.vm(src.name, "out")
+        network = self.shared_isolated_network(path)
+        if network is not None:
+            yield self.chains.network(network)
+        if dst.kind == "vm":
+            yield self.chains.vm(dst.name, "in")
+        if dst.kind == "host" and not (src.kind == "host" and src.name == dst.name):
+            yield self.chains.host_in(dst.name)
+
+    def shared_isolated_network(self, path: Path) -> str | None:
+        if path.src.kind != "vm" or path.dst.kind != "vm" or path.src_nic is None or path.dst_nic is None:
+            return None
+        a = self.policy.doc.vms[path.src.name].nics[path.src_nic].network
+        b = self.policy.doc.vms[path.dst.name].nics[path.dst_nic].network
+        return a if a == b and self.policy.doc.networks[a].isolated else None
+
+    # -- evaluation ----------------------------------------------------------------
+
+    def evaluate(self, path: Path, space: Region, *, over_rate: bool = False) -> Iterator[tuple[Region, Outcome]]:
+        """Split `space` (packets of new connections on this path) by outcome."""
+        stages = self.stages(path)
+        pending: list[tuple[Region, tuple[Decision, ...], int]] = [(space, (), 0)]
+        while pending:
+            region, decisions, index = pending.pop()
+            if index == len(stages):
+                yield region, Outcome("accept", decisions)
+                continue
+            stage = stages[index]
+            if isinstance(stage, GuardStage):
+                for part, outcome, label in run_guards(stage, region):
+                    decision = Decision(stage.name, outcome, label)
+                    if outcome == "pass":
+                        pending.append((part, decisions + (decision,), index + 1))
+                    else:
+                        yield part, Outcome("drop", decisions + (decision,))
+                continue
+            if stage is ESSENTIALS:
+                # every later stage is an inet forward/input chain, which accepts
+                # these before any rule: accepted for good
+                hit = s.intersect(region, self.essentials)
+                if hit:
+                    yield hit, Outcome("accept", decisions + (Decision("inet forward/input", "accept", "icmpv6-essentials"),))
+                    region = s.subtract(region, self.essentials)
+                if region:
+                    pending.append((region, decisions, index + 1))
+                continue
+            for part, step in first_match(stage, region, over_rate=over_rate):
+                decision = Decision(stage.name, step.action, step.label, step)
+                if step.action == "accept":
+                    pending.append((part, decisions + (decision,), index + 1))
+                else:
+                    yield part, Outcome(step.action, decisions + (decision,))
+
+    def path_space(self, path: Path, src_addresses: s.Intervals | None, dst_addresses: s.Intervals | None, family: int, base: Region | None = None) -> Region:
+        """Packets on `path` with the given source/destination addresses."""
+        full = ((0, s.ADDRESS_MAX[family]),)
+        box = list(s.FULL)
+        box[s.FAM] = ((family, family),)
+        box[s.SRC] = src_addresses if src_addresses is not None else full
+        box[s.DST] = dst_addresses if dst_addresses is not None else full
+        result: Region = (tuple(box),)
+        if base is not None:
+            result = s.intersect(result, base)
+        return result
