@@ -147,6 +147,37 @@ class Analyzer:
         if dst.kind == "host" and not (src.kind == "host" and src.name == dst.name):
             yield self.chains.host_in(dst.name)
 
+    def sender_stages(self, endpoint: Endpoint, nic: int | None) -> tuple[GuardOrChain, ...]:
+        """What a flow passes on its sender's side (guards out, the out/output chain)."""
+        out: list[GuardOrChain] = []
+        if endpoint.kind == "vm":
+            guard = self.guards.stage(endpoint.name, nic, "out") if nic is not None else None
+            if guard is not None:
+                out.append(guard)
+            out.append(self.chains.vm(endpoint.name, "out"))
+        elif endpoint.kind == "host":
+            chain = self.chains.host_out(endpoint.name)
+            if chain is not None:
+                out.append(chain)
+        return tuple(out)
+
+    def receiver_stages(self, endpoint: Endpoint, nic: int | None) -> tuple[GuardOrChain, ...]:
+        """What a flow passes on its receiver's side (guards in, the in/input chain)."""
+        out: list[GuardOrChain] = []
+        if endpoint.kind == "vm":
+            guard = self.guards.stage(endpoint.name, nic, "in") if nic is not None else None
+            if guard is not None:
+                out.append(guard)
+            out.append(self.chains.vm(endpoint.name, "in"))
+        elif endpoint.kind == "host":
+            out.append(self.chains.host_in(endpoint.name))
+        return tuple(out)
+
+    def nic_network(self, endpoint: Endpoint, nic: int | None) -> str | None:
+        if endpoint.kind != "vm" or nic is None:
+            return None
+        return self.policy.doc.vms[endpoint.name].nics[nic].network
+
     def shared_isolated_network(self, path: Path) -> str | None:
         if path.src.kind != "vm" or path.dst.kind != "vm" or path.src_nic is None or path.dst_nic is None:
             return None
@@ -158,8 +189,11 @@ class Analyzer:
 
     def evaluate(self, path: Path, space: Region, *, over_rate: bool = False) -> Iterator[tuple[Region, Outcome]]:
         """Split `space` (packets of new connections on this path) by outcome."""
-        stages = self.stages(path)
-        pending: list[tuple[Region, tuple[Decision, ...], int]] = [(space, (), 0)]
+        return self.run(self.stages(path), space, over_rate=over_rate)
+
+    def run(self, stages: tuple[GuardOrChain, ...], space: Region, decisions: tuple[Decision, ...] = (), *, over_rate: bool = False) -> Iterator[tuple[Region, Outcome]]:
+        """Split `space` by outcome through `stages` (each must accept)."""
+        pending: list[tuple[Region, tuple[Decision, ...], int]] = [(space, decisions, 0)]
         while pending:
             region, decisions, index = pending.pop()
             if index == len(stages):
@@ -177,13 +211,14 @@ class Analyzer:
             if stage is ESSENTIALS:
                 # every later stage is an inet forward/input chain, which accepts
                 # these before any rule: accepted for good
-                hit = s.intersect(region, self.essentials)
-                if hit:
+                if s.overlaps(region, self.essentials):
+                    hit = s.intersect(region, self.essentials)
                     yield hit, Outcome("accept", decisions + (Decision("inet forward/input", "accept", "icmpv6-essentials"),))
                     region = s.subtract(region, self.essentials)
                 if region:
                     pending.append((region, decisions, index + 1))
                 continue
+            assert isinstance(stage, Chain)
             for part, step in first_match(stage, region, over_rate=over_rate):
                 decision = Decision(stage.name, step.action, step.label, step)
                 if step.action == "accept":

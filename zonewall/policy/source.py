@@ -35,10 +35,17 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader without YAML 1.1 base-60 ints/floats (52:54:00:.. stays a string)."""
 
 
+class _FastLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The same resolvers over libyaml's parser: ~10x faster on large policies. Its
+    error messages are terser, so a document it rejects is parsed again by _Loader
+    for the message operators see."""
+
+
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+_FastLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers  # shared, so the additions below apply to both
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:int",
     re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
@@ -144,6 +151,17 @@ def _yaml_message(exc: yaml.MarkedYAMLError) -> str:
     return f"invalid YAML: {message}"
 
 
+def _compose(text: str) -> tuple[Any, Any]:
+    """(loader, root node): libyaml first, the pure-Python parser for its messages."""
+    fast = _FastLoader(text)
+    try:
+        return fast, fast.get_single_node()
+    except yaml.YAMLError:
+        fast.dispose()
+    loader = _Loader(text)  # rejects control characters already
+    return loader, loader.get_single_node()
+
+
 def read_file(path: Path, display: str) -> Any:
     """Parse one YAML file; raises PolicyError with positions on any YAML problem."""
     try:
@@ -157,8 +175,7 @@ def read_file(path: Path, display: str) -> Any:
     problems: list[Problem] = []
     loader: _Loader | None = None
     try:
-        loader = _Loader(text)  # rejects control characters already
-        node = loader.get_single_node()
+        loader, node = _compose(text)
         if node is None:
             return LDict()
         if node.tag in ("tag:yaml.org,2002:merge",):

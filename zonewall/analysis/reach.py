@@ -1,0 +1,354 @@
+"""`zonewall reach`: everything that can reach (or be reached from) an endpoint.
+
+For `--to T`, T's side (guards in, its `in` chain or node input) is evaluated once
+over every source; what it accepts is then split by who owns the source address:
+outside (no chain of ours), a node (its output chain) or a VM NIC (guards out, its
+`out` chain, an isolated network between them). VM senders whose chains do the same
+thing on what T accepts are evaluated together, so the cost follows the number of
+distinct behaviours, not the number of VMs. `--from S` is the mirror image.
+
+The ICMPv6 essentials (neighbour/router discovery, MLD) are always allowed and are
+not listed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Literal
+
+from . import space as s
+from .chains import Chain, Step, essentials_region
+from .describe import addresses_text, rule_text, services_of, time_text
+from .endpoints import Endpoint, EndpointError
+from .engine import Analyzer, Decision, GuardOrChain, Outcome
+from .guards import GuardRule, GuardStage
+from .space import Intervals, Region
+
+Direction = Literal["to", "from"]
+NicKey = tuple[str, str, int | None]  # (kind, name, nic)
+
+
+class ReachError(ValueError):
+    pass
+
+
+@dataclass
+class Row:
+    peer_kind: str  # vm | host | outside
+    services: tuple[str, ...]
+    when: str
+    rule: Decision | None  # the deciding rule on the endpoint's side
+    peer_rule: Decision | None  # ... and on the peer's side
+    vms: dict[str, set[int]] = field(default_factory=dict)  # vm -> families
+    hosts: dict[str, set[int]] = field(default_factory=dict)
+    outside: dict[int, Intervals] = field(default_factory=dict)  # family -> addresses
+
+
+@dataclass
+class Reach:
+    endpoint: Endpoint
+    nic: int | None
+    direction: Direction
+    rows: list[Row]
+    labels: dict[int, list[str]]  # id(row) -> compact peer labels
+    notes: list[str]
+
+    @property
+    def label(self) -> str:
+        return self.endpoint.label
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.endpoint.label,
+            "direction": self.direction,
+            "rows": [row_json(row, self.labels[id(row)]) for row in self.rows],
+            "notes": self.notes,
+        }
+
+
+def decision_json(decision: Decision | None) -> dict[str, Any] | None:
+    if decision is None:
+        return None
+    out = decision.to_json()
+    if decision.step is not None and decision.step.ref is not None:
+        out["text"] = rule_text(decision.step.ref.rule)
+    return out
+
+
+def row_json(row: Row, labels: list[str]) -> dict[str, Any]:
+    families = sorted({f for fams in list(row.vms.values()) + list(row.hosts.values()) for f in fams} | set(row.outside))
+    out: dict[str, Any] = {
+        "peers": labels,
+        "peer_kind": row.peer_kind,
+        "families": [f"ipv{f}" for f in families],
+        "services": list(row.services),
+        "when": row.when,
+        "rule": decision_json(row.rule),
+        "peer_rule": decision_json(row.peer_rule),
+    }
+    if row.peer_kind == "vm":
+        out["members"] = sorted(row.vms)
+    elif row.peer_kind == "host":
+        out["members"] = sorted(row.hosts)
+    else:
+        out["members"] = [a for f in sorted(row.outside) for a in addresses_text(f, row.outside[f], limit=1000)]
+    return out
+
+
+# -- the endpoints a reference names ---------------------------------------------------
+
+
+def expand(analyzer: Analyzer, ref: str) -> list[tuple[Endpoint, int | None]]:
+    """(endpoint, NIC) for every concrete endpoint a reference names."""
+    policy = analyzer.policy
+    kind, sep, name = ref.partition(":")
+    if sep and kind == "zone":
+        if name not in policy.doc.zones:
+            raise ReachError(f"{ref}: zone {name} is not in the policy")
+        return [(Endpoint("vm", vm), n) for vm in sorted(policy.doc.vms) if policy.doc.vms[vm].zone == name for n in range(len(policy.doc.vms[vm].nics))]
+    if sep and kind in ("group", "network") or (not sep and "/" in ref):
+        addresses = policy.address_set([ref]) if not sep or name in (policy.doc.groups if kind == "group" else policy.doc.networks) else None
+        if addresses is None:
+            raise ReachError(f"{ref}: {kind} {name} is not in the policy")
+        found: dict[NicKey, None] = {}
+        for family in (4, 6):
+            for _address, owner in analyzer.directory.owned_within(family, addresses.v4 if family == 4 else addresses.v6):
+                found[owner] = None
+        if not found:
+            raise ReachError(f"{ref}: no VM or node has an address in it")
+        return [(Endpoint(k, n), nic) for k, n, nic in found]  # type: ignore[arg-type]
+    try:
+        endpoint = analyzer.directory.parse(ref)
+    except EndpointError as exc:
+        raise ReachError(str(exc)) from None
+    if endpoint.kind != "vm":
+        return [(endpoint, None)]
+    nics = policy.doc.vms[endpoint.name].nics
+    chosen = [n for n in range(len(nics)) if (endpoint.nic is None or n == endpoint.nic) and (endpoint.network is None or nics[n].network == endpoint.network)]
+    return [(Endpoint("vm", endpoint.name, network=nics[n].network if len(nics) > 1 else None), n) for n in chosen]
+
+
+def endpoint_addresses(analyzer: Analyzer, endpoint: Endpoint, nic: int | None) -> dict[int, Intervals]:
+    policy = analyzer.policy
+    if endpoint.kind == "vm":
+        texts = list(policy.doc.vms[endpoint.name].nics[nic or 0].ips)
+    elif endpoint.kind == "host":
+        texts = list(policy.doc.hosts[endpoint.name].address)
+    else:
+        texts = [endpoint.name]
+    import ipaddress
+
+    out: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+    for text in texts:
+        ip = ipaddress.ip_address(text)
+        out[ip.version].append((int(ip), int(ip)))
+    return {f: s.merge(v) for f, v in out.items() if v}
+
+
+# -- effective stages: only the steps that can touch a peer's packets ------------------
+
+
+class _Effective:
+    """Per peer, the stages reduced to the steps that overlap its packets; peers with
+    equal reductions behave alike and are evaluated together."""
+
+    def __init__(self) -> None:
+        self._src_full: dict[int, bool] = {}
+        self._overlap: dict[tuple[int, tuple[int, ...]], bool] = {}
+
+    def _peer_dim_full(self, region: Region, dim: int) -> bool:
+        key = id(region) * 8 + dim
+        found = self._src_full.get(key)
+        if found is None:
+            found = self._src_full[key] = all(box[dim] == ((0, s.ADDRESS_MAX[box[s.FAM][0][0]]),) for box in region if len(box[s.FAM]) == 1)
+        return found
+
+    def overlaps(self, region: Region, signature: tuple[int, ...], pieces: list[Region], own: Region, dim: int) -> bool:
+        if self._peer_dim_full(region, dim):
+            key = (id(region), signature)
+            found = self._overlap.get(key)
+            if found is None:
+                found = self._overlap[key] = any(s.overlaps(pieces[i], region) for i in signature)
+            return found
+        return s.overlaps(own, region)
+
+    def reduce(self, stages: Iterable[GuardOrChain], signature: tuple[int, ...], pieces: list[Region], own: Region, dim: int) -> tuple[tuple[GuardOrChain, ...], tuple[object, ...]]:
+        reduced: list[GuardOrChain] = []
+        key: list[object] = []
+        for stage in stages:
+            if isinstance(stage, Chain):
+                steps = tuple(step for step in stage.steps if self.overlaps(step.region, signature, pieces, own, dim))
+                # shared by every peer of the group: named for the role, not the first peer
+                name = "peer " + stage.name.split(" ", 1)[1] if stage.name.startswith(("vm:", "host:")) else stage.name
+                reduced.append(Chain(name, steps, stage.default))
+                key.append(("chain", tuple((id(st.region), st.action, st.label, st.limited) for st in steps), stage.default.action, stage.default.label))
+            elif isinstance(stage, GuardStage):
+                filters = []
+                for name, rules in stage.filters:
+                    kept = tuple(r for r in rules if r.region and s.overlaps(own, r.region))
+                    if kept:
+                        filters.append((name, kept))
+                reduced.append(GuardStage("peer guards", tuple(filters)))
+                key.append(("guard", tuple((name, tuple((r.region, r.action, r.label) for r in rules)) for name, rules in filters)))
+        return tuple(reduced), tuple(key)
+
+
+# -- reach ------------------------------------------------------------------------------
+
+
+def reach(analyzer: Analyzer, ref: str, direction: Direction, services: Region | None = None) -> list[Reach]:
+    return [reach_endpoint(analyzer, endpoint, nic, direction, services) for endpoint, nic in expand(analyzer, ref)]
+
+
+def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, direction: Direction, services: Region | None = None) -> Reach:
+    own_dim, peer_dim = (s.DST, s.SRC) if direction == "to" else (s.SRC, s.DST)
+    own = endpoint_addresses(analyzer, endpoint, nic)
+    base = s.subtract(s.universe(), essentials_region())
+    if services is not None:
+        base = s.intersect(base, services)
+    base = tuple(b for b in (s.box_restrict(box, own_dim, own.get(box[s.FAM][0][0], ())) for box in base) if b is not None)
+    side = analyzer.receiver_stages(endpoint, nic) if direction == "to" else analyzer.sender_stages(endpoint, nic)
+    accepted = [(region, outcome) for region, outcome in analyzer.run(side, base) if outcome.verdict == "accept"]
+    builder = _RowBuilder(analyzer, direction, len(side))
+    pieces = [region for region, _ in accepted]
+
+    # peers outside the cluster: no stage of ours on their side
+    cluster = analyzer.directory.cluster
+    for region, outcome in accepted:
+        outside = tuple(
+            b for b in (s.box_restrict(box, peer_dim, s.iv_subtract(box[peer_dim], cluster.v4 if box[s.FAM][0][0] == 4 else cluster.v6)) for box in region) if b is not None
+        )
+        if endpoint.kind == "outside":
+            outside = ()  # outside to outside does not cross a node
+        if outside:
+            builder.add("outside", None, outside, outcome)
+
+    # peers in the cluster, found through the addresses the accepted space contains
+    signatures: dict[NicKey, set[int]] = {}
+    for index, region in enumerate(pieces):
+        for family in (4, 6):
+            values = s.family_projection(region, peer_dim, family)
+            if values:
+                for _address, owner in analyzer.directory.owned_within(family, values):
+                    signatures.setdefault(owner, set()).add(index)
+    effective = _Effective()
+    groups: dict[tuple[object, ...], tuple[tuple[GuardOrChain, ...], list[NicKey], tuple[int, ...]]] = {}
+    my_network = analyzer.nic_network(endpoint, nic)
+    for owner, indexes in signatures.items():
+        kind, name, peer_nic = owner
+        if kind == endpoint.kind and name == endpoint.name:
+            continue  # itself
+        peer = Endpoint(kind, name)  # type: ignore[arg-type]
+        stages = analyzer.sender_stages(peer, peer_nic) if direction == "to" else analyzer.receiver_stages(peer, peer_nic)
+        network = analyzer.nic_network(peer, peer_nic)
+        isolated = network if network is not None and network == my_network and analyzer.policy.doc.networks[network].isolated else None
+        if isolated is not None:
+            stages = stages + (analyzer.chains.network(isolated),)
+        signature = tuple(sorted(indexes))
+        addresses = endpoint_addresses(analyzer, peer, peer_nic)
+        own_region = tuple(b for i in signature for b in s.region(*(s.box_restrict(box, peer_dim, addresses.get(box[s.FAM][0][0], ())) for box in pieces[i])))
+        reduced, key = effective.reduce(stages, signature, pieces, own_region, peer_dim)
+        group_key = (kind, signature, key)
+        if group_key in groups:
+            groups[group_key][1].append(owner)
+        else:
+            groups[group_key] = (reduced, [owner], signature)
+    for (kind, _sig, _key), (stages, members, signature) in groups.items():
+        member_addresses: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+        for _kind, name, peer_nic in members:
+            for family, values in endpoint_addresses(analyzer, Endpoint(_kind, name), peer_nic).items():  # type: ignore[arg-type]
+                member_addresses[family].extend(values)
+        merged = {f: s.merge(v) for f, v in member_addresses.items()}
+        for index in signature:
+            region, outcome = accepted[index]
+            sub = tuple(b for b in (s.box_restrict(box, peer_dim, merged[box[s.FAM][0][0]]) for box in region) if b is not None)
+            if not sub:
+                continue
+            for part, result in analyzer.run(stages, sub, outcome.decisions):
+                if result.verdict == "accept":
+                    builder.add(kind, members, part, result)  # type: ignore[arg-type]
+    rows = builder.rows()
+    notes = ["ICMPv6 neighbour/router discovery and MLD are always allowed (RFC 4890) and not listed"]
+    if any(d.step is not None and d.step.limited for row in rows for d in (row.rule, row.peer_rule) if d is not None):
+        notes.append("rows opened by a rate-limited rule hold within the rate only")
+    return Reach(endpoint, nic, direction, rows, {id(row): peer_labels(analyzer, row) for row in rows}, notes)
+
+
+class _RowBuilder:
+    def __init__(self, analyzer: Analyzer, direction: Direction, own_stages: int):
+        self.analyzer, self.direction, self.own_stages = analyzer, direction, own_stages
+        self._rows: dict[tuple[object, ...], Row] = {}
+
+    def add(self, kind: str, members: list[NicKey] | None, region: Region, outcome: Outcome) -> None:
+        own = [d for d in outcome.decisions[: self.own_stages] if d.step is not None]
+        peer = [d for d in outcome.decisions[self.own_stages :] if d.step is not None]
+        rule = own[-1] if own else None
+        peer_rule = peer[0] if peer else None
+        peer_dim = s.SRC if self.direction == "to" else s.DST
+        # one row per (services, time); a region mixing them is split per box
+        for box in region:
+            services = tuple(services_of((box,)))
+            when = time_text(box[s.TIME])
+            key = (kind, services, when, rule.label if rule else None, rule.stage if rule else None, peer_rule.label if peer_rule else None)
+            row = self._rows.get(key)
+            if row is None:
+                row = self._rows[key] = Row(kind, services, when, rule, peer_rule)
+            family = box[s.FAM][0][0]
+            if kind == "outside":
+                row.outside[family] = s.iv_union(row.outside.get(family, ()), box[peer_dim])
+                continue
+            owned = {owner for _a, owner in self.analyzer.directory.owned_within(family, box[peer_dim])}
+            for owner in members or []:
+                if owner in owned:
+                    target = row.vms if kind == "vm" else row.hosts
+                    target.setdefault(owner[1], set()).add(family)
+
+    def rows(self) -> list[Row]:
+        merged: dict[tuple[object, ...], Row] = {}
+        for row in self._rows.values():
+            # rows that differ only in services are one row with both services
+            peers = (row.peer_kind, tuple(sorted((k, tuple(sorted(v))) for k, v in row.vms.items())), tuple(sorted((k, tuple(sorted(v))) for k, v in row.hosts.items())), tuple(sorted(row.outside.items())))
+            key = (peers, row.when, row.rule.label if row.rule else None, row.peer_rule.label if row.peer_rule else None)
+            if key in merged:
+                other = merged[key]
+                other.services = tuple(dict.fromkeys(other.services + row.services))
+            else:
+                merged[key] = row
+        return sorted(merged.values(), key=lambda r: ({"vm": 0, "host": 1, "outside": 2}[r.peer_kind], r.services, r.when))
+
+
+def peer_labels(analyzer: Analyzer, row: Row) -> list[str]:
+    """Compact names for a row's peers: whole zones, groups, `any`."""
+    policy = analyzer.policy
+    if row.peer_kind == "host":
+        return [f"host:{h}" for h in sorted(row.hosts)]
+    if row.peer_kind == "vm":
+        members = set(row.vms)
+        labels = []
+        zones: dict[str, set[str]] = {}
+        for vm, body in policy.doc.vms.items():
+            if body.zone:
+                zones.setdefault(body.zone, set()).add(vm)
+        for zone, vms in sorted(zones.items()):
+            if vms and vms <= members and len(vms) > 1:
+                labels.append(f"zone:{zone}")
+                members -= vms
+        return labels + [f"vm:{vm}" for vm in sorted(members)]
+    labels = []
+    cluster = analyzer.directory.cluster
+    for family, values in sorted(row.outside.items()):
+        everything_outside = s.iv_subtract(((0, s.ADDRESS_MAX[family]),), cluster.v4 if family == 4 else cluster.v6)
+        if values == everything_outside:
+            labels.append(f"any ipv{family}")
+            continue
+        named = None
+        for group in sorted(policy.doc.groups):
+            members = policy.group_set(group)
+            outside_part = s.iv_subtract(members.v4 if family == 4 else members.v6, cluster.v4 if family == 4 else cluster.v6)
+            if outside_part and outside_part == values:
+                named = f"group:{group}"
+                break
+        labels += [named] if named else addresses_text(family, values)
+    if "any ipv4" in labels and "any ipv6" in labels:
+        labels = ["any"] + [label for label in labels if label not in ("any ipv4", "any ipv6")]
+    return list(dict.fromkeys(labels))
