@@ -1,4 +1,4 @@
-"""The `zonewall` command: check, compile, apply, confirm, the lab verbs, the demo."""
+"""The `zonewall` command: check, compile, apply, confirm, trace/reach/diff/lint, the lab verbs, the demo."""
 
 from __future__ import annotations
 
@@ -279,6 +279,15 @@ def lab_matrix_cmd(
         _emit_json(matrix)
     else:
         print_matrix(console, matrix, title=f"measured reachability ({family})")
+
+
+def _load_for_analysis(policy: Path, as_json: bool) -> Policy:
+    return _load(policy, as_json)
+
+
+from .cli_analysis import register as _register_analysis  # noqa: E402
+
+_register_analysis(app, _load_for_analysis, console, err, _emit_json)
 
 
 @app.command()

@@ -1,0 +1,416 @@
+"""`zonewall diff OLD NEW`: the flows two policies treat differently.
+
+Only what changed is evaluated. First, cheaply, which chains can behave differently:
+a VM whose own definition, zone, global rules, defaults or referenced sets (groups,
+zones, services, schedules...) changed; a node's host rules; an isolated network's
+rules; a NIC's guard filters. For each such chain the rules are aligned old against
+new (difflib): a packet outside every rule that differs is decided identically by
+both, so only the union of the differing rules' regions is evaluated, exactly, on
+both policies. Where a side's verdict differs, the peers on the other side (outside,
+nodes, VM NICs grouped by behaviour as in `reach`) decide whether the whole flow
+differs. Renaming a group, splitting a file or reordering rules without effect
+therefore reports nothing.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from ..policy.resolve import Policy
+from . import space as s
+from .chains import Chain, essentials_region
+from .describe import services_of, time_text
+from .endpoints import Endpoint
+from .engine import Analyzer, GuardOrChain, Outcome
+from .guards import GuardStage
+from .reach import NicKey, _Effective, decision_json, endpoint_addresses
+from .space import Region
+
+Side = tuple[Endpoint, int | None]
+
+
+@dataclass
+class DiffRow:
+    change: str  # opened | closed | changed (drop <-> reject)
+    src: set[str] = field(default_factory=set)
+    dst: set[str] = field(default_factory=set)
+    services: tuple[str, ...] = ()
+    when: str = "always"
+    old: Outcome | None = None
+    new: Outcome | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        def side(outcome: Outcome | None) -> dict[str, Any] | None:
+            if outcome is None:
+                return None
+            return {"verdict": outcome.verdict, "decided_by": decision_json(outcome.decisive)}
+
+        return {
+            "change": self.change,
+            "from": sorted(self.src),
+            "to": sorted(self.dst),
+            "services": list(self.services),
+            "when": self.when,
+            "old": side(self.old),
+            "new": side(self.new),
+        }
+
+
+@dataclass
+class DiffResult:
+    rows: list[DiffRow]
+    endpoints: list[dict[str, str]]  # VMs/NICs/nodes added, removed or readdressed
+    notes: list[str]
+
+    @property
+    def identical(self) -> bool:
+        return not self.rows and not self.endpoints
+
+    def to_json(self) -> dict[str, Any]:
+        return {"identical": self.identical, "flows": [r.to_json() for r in self.rows], "endpoints": self.endpoints, "notes": self.notes}
+
+
+# -- which endpoints exist in both ---------------------------------------------------
+
+
+def _nic_keys(policy: Policy) -> dict[NicKey, tuple[str, tuple[str, ...]]]:
+    out: dict[NicKey, tuple[str, tuple[str, ...]]] = {}
+    for name, vm in policy.doc.vms.items():
+        for index, nic in enumerate(vm.nics):
+            out[("vm", name, index)] = (nic.network, tuple(sorted(nic.ips)))
+    for name, host in policy.doc.hosts.items():
+        out[("host", name, None)] = ("", tuple(sorted(host.address)))
+    return out
+
+
+def _endpoint_changes(old: Policy, new: Policy) -> tuple[list[dict[str, str]], set[NicKey]]:
+    a, b = _nic_keys(old), _nic_keys(new)
+    changes, common = [], set()
+    for key in sorted(set(a) | set(b), key=str):
+        label = f"{key[0]}:{key[1]}" + (f" nic {key[2]}" if key[2] is not None else "")
+        if key not in b:
+            changes.append({"endpoint": label, "change": "removed"})
+        elif key not in a:
+            changes.append({"endpoint": label, "change": "added"})
+        elif a[key] != b[key]:
+            changes.append({"endpoint": label, "change": "readdressed", "old": " ".join(a[key][1]), "new": " ".join(b[key][1])})
+        else:
+            common.add(key)
+    return changes, common
+
+
+# -- which chains may differ -----------------------------------------------------------
+
+
+def _changed_names(old: Policy, new: Policy) -> set[str]:
+    """References (`group:x`, `zone:y`, service/schedule names) whose meaning changed."""
+    changed: set[str] = set()
+    for kind, names in (("group", old.doc.groups.keys() | new.doc.groups.keys()), ("zone", old.doc.zones.keys() | new.doc.zones.keys()),
+                        ("vm", old.doc.vms.keys() | new.doc.vms.keys()), ("network", old.doc.networks.keys() | new.doc.networks.keys()),
+                        ("host", old.doc.hosts.keys() | new.doc.hosts.keys())):
+        for name in names:
+            ref = [f"{kind}:{name}"]
+            try:
+                if old.address_set(ref) != new.address_set(ref):
+                    changed.add(ref[0])
+            except KeyError:
+                changed.add(ref[0])
+    for name in old.doc.services.keys() | new.doc.services.keys():
+        if old.doc.services.get(name) != new.doc.services.get(name):
+            changed.add(f"service:{name}")
+    for name in old.doc.schedules.keys() | new.doc.schedules.keys():
+        if old.doc.schedules.get(name) != new.doc.schedules.get(name):
+            changed.add(f"schedule:{name}")
+    return changed
+
+
+def _uses(rules: Iterable[Any], changed: set[str]) -> bool:
+    if not changed:
+        return False
+    for rule in rules:
+        refs = [r.lstrip("!").strip() for r in (rule.from_ or []) + (rule.to or [])]
+        refs += [f"service:{n}" for n in rule.service or []] + ([f"schedule:{rule.schedule}"] if rule.schedule else [])
+        if any(r in changed for r in refs):
+            return True
+    return False
+
+
+def _aligned_change(old: Chain | None, new: Chain | None) -> Region:
+    """Packets the two chains may decide differently: the regions of the rules that
+    do not line up (everything when the defaults differ)."""
+    if old is None or new is None or old.default.action != new.default.action:
+        return s.universe()
+    a = [step.key for step in old.steps]
+    b = [step.key for step in new.steps]
+    region: Region = ()
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag == "equal":
+            continue
+        for step in old.steps[i1:i2]:
+            region = s.union(region, step.region)
+        for step in new.steps[j1:j2]:
+            region = s.union(region, step.region)
+    return region
+
+
+def _guard_change(old: GuardStage | None, new: GuardStage | None) -> Region:
+    key = lambda g: None if g is None else tuple((n, tuple((r.region, r.action) for r in rules)) for n, rules in g.filters)  # noqa: E731
+    return () if key(old) == key(new) else s.universe()
+
+
+@dataclass
+class _Changes:
+    receivers: dict[NicKey, Region] = field(default_factory=dict)
+    senders: dict[NicKey, Region] = field(default_factory=dict)
+
+    def add(self, table: dict[NicKey, Region], key: NicKey, region: Region) -> None:
+        if region:
+            table[key] = s.union(table.get(key, ()), region)
+
+
+def _changes(a_old: Analyzer, a_new: Analyzer, common: set[NicKey]) -> _Changes:
+    old, new = a_old.policy, a_new.policy
+    changed = _changed_names(old, new)
+    global_changed = old.doc.global_rules != new.doc.global_rules or _uses(new.doc.global_rules + old.doc.global_rules, changed)
+    settings_changed = old.doc.settings.default != new.doc.settings.default
+    zone_changed = {
+        z for z in old.doc.zones.keys() | new.doc.zones.keys()
+        if old.doc.zones.get(z) != new.doc.zones.get(z) or _uses((old.doc.zones[z].rules if z in old.doc.zones else []) + (new.doc.zones[z].rules if z in new.doc.zones else []), changed)
+    }
+    filters_changed = old.doc.filters != new.doc.filters
+    out = _Changes()
+    for key in common:
+        kind, name, nic = key
+        if kind == "vm":
+            vo, vn = old.doc.vms[name], new.doc.vms[name]
+            suspect = (
+                global_changed or settings_changed or vo.rules != vn.rules or vo.default != vn.default or vo.zone != vn.zone
+                or vo.zone in zone_changed or vn.zone in zone_changed or _uses(vo.rules + vn.rules, changed)
+            )
+            if suspect:
+                out.add(out.receivers, key, _aligned_change(a_old.chains.vm(name, "in"), a_new.chains.vm(name, "in")))
+                out.add(out.senders, key, _aligned_change(a_old.chains.vm(name, "out"), a_new.chains.vm(name, "out")))
+            if filters_changed or old.nic_filters(name, nic) != new.nic_filters(name, nic) or vo.nics[nic].mac != vn.nics[nic].mac:  # type: ignore[arg-type]
+                out.add(out.receivers, key, _guard_change(a_old.guards.stage(name, nic, "in"), a_new.guards.stage(name, nic, "in")))  # type: ignore[arg-type]
+                out.add(out.senders, key, _guard_change(a_old.guards.stage(name, nic, "out"), a_new.guards.stage(name, nic, "out")))  # type: ignore[arg-type]
+        else:
+            out.add(out.receivers, key, _aligned_change(a_old.chains.host_in(name), a_new.chains.host_in(name)))
+            out.add(out.senders, key, _aligned_change(a_old.chains.host_out(name), a_new.chains.host_out(name)))
+    # isolated networks: a change matters between two of its guests
+    for network in old.doc.networks.keys() & new.doc.networks.keys():
+        no, nn = old.doc.networks[network], new.doc.networks[network]
+        if not (no.isolated or nn.isolated):
+            continue
+        region = s.universe() if no.isolated != nn.isolated else _aligned_change(a_old.chains.network(network), a_new.chains.network(network))
+        if not region:
+            continue
+        for key in common:
+            if key[0] == "vm" and new.doc.vms[key[1]].nics[key[2]].network == network:  # type: ignore[index]
+                out.add(out.receivers, key, region)
+    return out
+
+
+# -- evaluation --------------------------------------------------------------------------
+
+
+def _final(peer: Outcome, own: Outcome, own_is_receiver: bool) -> Outcome:
+    """A flow's outcome from its two sides: a refusal on the sender's side first,
+    then on the receiver's; accepted when both accept."""
+    sender, receiver = (peer, own) if own_is_receiver else (own, peer)
+    if sender.verdict != "accept":
+        return sender
+    if receiver.verdict != "accept":
+        return receiver
+    return Outcome("accept", sender.decisions + receiver.decisions)
+
+
+def _partition(a: list[tuple[Region, Outcome]], b: list[tuple[Region, Outcome]]) -> Iterable[tuple[Region, Outcome, Outcome]]:
+    for ra, oa in a:
+        for rb, ob in b:
+            if s.overlaps(ra, rb):
+                both = s.intersect(ra, rb)
+                if both:
+                    yield both, oa, ob
+
+
+def _differs(a: Outcome, b: Outcome) -> str | None:
+    if a.verdict == b.verdict:
+        return None
+    if b.verdict == "accept":
+        return "opened"
+    if a.verdict == "accept":
+        return "closed"
+    return "changed"
+
+
+class _Differ:
+    def __init__(self, a_old: Analyzer, a_new: Analyzer, common: set[NicKey]):
+        self.a_old, self.a_new, self.common = a_old, a_new, common
+        self.rows: dict[tuple[object, ...], DiffRow] = {}
+        self.cluster = a_old.directory.cluster.union(a_new.directory.cluster)
+        self.essentials = essentials_region()
+
+    def label(self, key: NicKey) -> str:
+        kind, name, nic = key
+        if kind == "vm" and len(self.a_new.policy.doc.vms[name].nics) > 1:
+            return f"vm:{name}@{self.a_new.policy.doc.vms[name].nics[nic].network}"  # type: ignore[index]
+        return f"{kind}:{name}"
+
+    def side_stages(self, analyzer: Analyzer, key: NicKey, role: str) -> tuple[GuardOrChain, ...]:
+        endpoint = Endpoint(key[0], key[1])  # type: ignore[arg-type]
+        return analyzer.receiver_stages(endpoint, key[2]) if role == "receiver" else analyzer.sender_stages(endpoint, key[2])
+
+    def run(self, key: NicKey, region: Region, role: str) -> None:
+        """Flows of `key` (as receiver or sender) in `region` that the policies treat differently."""
+        own_dim, peer_dim = (s.DST, s.SRC) if role == "receiver" else (s.SRC, s.DST)
+        own = endpoint_addresses(self.a_new, Endpoint(key[0], key[1]), key[2])  # type: ignore[arg-type]
+        space = s.subtract(region, self.essentials)
+        space = tuple(b for b in (s.box_restrict(box, own_dim, own.get(box[s.FAM][0][0], ())) for box in space) if b is not None)
+        if not space:
+            return
+        old_side = list(self.a_old.run(self.side_stages(self.a_old, key, role), space))
+        new_side = list(self.a_new.run(self.side_stages(self.a_new, key, role), space))
+        delta = [(r, o, n) for r, o, n in _partition(old_side, new_side) if o.verdict != n.verdict]
+        if not delta:
+            return
+        receiver_first = role == "receiver"
+        # peers outside: nothing of ours on their side
+        for region_d, o, n in delta:
+            outside = tuple(b for b in (s.box_restrict(box, peer_dim, s.iv_subtract(box[peer_dim], self.cluster.v4 if box[s.FAM][0][0] == 4 else self.cluster.v6)) for box in region_d) if b is not None)
+            if outside:
+                self.record(key, role, None, outside, o, n)
+        # peers in the cluster
+        pieces = [r for r, _, _ in delta]
+        signatures: dict[NicKey, set[int]] = {}
+        for index, r in enumerate(pieces):
+            for family in (4, 6):
+                values = s.family_projection(r, peer_dim, family)
+                if values:
+                    for _a, owner in self.a_new.directory.owned_within(family, values):
+                        if owner in self.common and owner[:2] != key[:2]:
+                            signatures.setdefault(owner, set()).add(index)
+        effective = _Effective()
+        groups: dict[tuple[object, ...], tuple[tuple[GuardOrChain, ...], tuple[GuardOrChain, ...], list[NicKey], tuple[int, ...]]] = {}
+        other_role = "sender" if role == "receiver" else "receiver"
+        for owner, indexes in signatures.items():
+            signature = tuple(sorted(indexes))
+            addresses = endpoint_addresses(self.a_new, Endpoint(owner[0], owner[1]), owner[2])  # type: ignore[arg-type]
+            own_region = tuple(b for i in signature for b in s.region(*(s.box_restrict(box, peer_dim, addresses.get(box[s.FAM][0][0], ())) for box in pieces[i])))
+            stages = []
+            for analyzer in (self.a_old, self.a_new):
+                found = self.side_stages(analyzer, owner, other_role)
+                network = self.isolated_between(analyzer, key, owner)
+                if network is not None:
+                    found = found + (analyzer.chains.network(network),)
+                stages.append(effective.reduce(found, signature, pieces, own_region, peer_dim))
+            group_key = (owner[0], signature, stages[0][1], stages[1][1])
+            if group_key in groups:
+                groups[group_key][2].append(owner)
+            else:
+                groups[group_key] = (stages[0][0], stages[1][0], [owner], signature)
+        for stages_old, stages_new, members, signature in groups.values():
+            addresses: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+            for member in members:
+                for family, values in endpoint_addresses(self.a_new, Endpoint(member[0], member[1]), member[2]).items():  # type: ignore[arg-type]
+                    addresses[family].extend(values)
+            merged = {f: s.merge(v) for f, v in addresses.items()}
+            for index in signature:
+                region_d, o, n = delta[index]
+                sub = tuple(b for b in (s.box_restrict(box, peer_dim, merged[box[s.FAM][0][0]]) for box in region_d) if b is not None)
+                if not sub:
+                    continue
+                peer_old = list(self.a_old.run(stages_old, sub))
+                peer_new = list(self.a_new.run(stages_new, sub))
+                for part, po, pn in _partition(peer_old, peer_new):
+                    final_old, final_new = _final(po, o, receiver_first), _final(pn, n, receiver_first)
+                    if _differs(final_old, final_new):
+                        self.record(key, role, members, part, final_old, final_new)
+
+    def isolated_between(self, analyzer: Analyzer, a: NicKey, b: NicKey) -> str | None:
+        if a[0] != "vm" or b[0] != "vm":
+            return None
+        doc = analyzer.policy.doc
+        na, nb = doc.vms[a[1]].nics[a[2]].network, doc.vms[b[1]].nics[b[2]].network  # type: ignore[index]
+        return na if na == nb and doc.networks[na].isolated else None
+
+    def record(self, key: NicKey, role: str, members: list[NicKey] | None, region: Region, old: Outcome, new: Outcome) -> None:
+        change = _differs(old, new)
+        if change is None:
+            return
+        peer_dim = s.SRC if role == "receiver" else s.DST
+        me = self.label(key)
+        for box in region:
+            services = tuple(services_of((box,)))
+            when = time_text(box[s.TIME])
+            family = box[s.FAM][0][0]
+            if members is None:
+                from .describe import addresses_text
+
+                peers = set(addresses_text(family, box[peer_dim]))
+                peers = {f"outside:{p}" for p in peers} if len(peers) < 6 else {f"outside ({len(box[peer_dim])} ranges)"}
+                cluster = self.cluster.v4 if family == 4 else self.cluster.v6
+                if box[peer_dim] == s.iv_subtract(((0, s.ADDRESS_MAX[family]),), cluster):
+                    peers = {f"outside: any ipv{family}"}
+            else:
+                owned = {owner for _a, owner in self.a_new.directory.owned_within(family, box[peer_dim])}
+                peers = {self.label(m) for m in members if m in owned}
+            if not peers:
+                continue
+            row_key = (change, me, role, services, when, _decisive_label(old), _decisive_label(new))
+            row = self.rows.get(row_key)
+            if row is None:
+                row = self.rows[row_key] = DiffRow(change, services=services, when=when, old=old, new=new)
+            if role == "receiver":
+                row.dst.add(me)
+                row.src |= peers
+            else:
+                row.src.add(me)
+                row.dst |= peers
+
+
+def _decisive_label(outcome: Outcome) -> tuple[str, str] | None:
+    decision = outcome.decisive
+    return (decision.stage, decision.label) if decision else None
+
+
+def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | None = None) -> DiffResult:
+    a_old, a_new = Analyzer(old, now, timezone), Analyzer(new, now, timezone)
+    endpoints, common = _endpoint_changes(old, new)
+    changes = _changes(a_old, a_new, common)
+    differ = _Differ(a_old, a_new, common)
+    for key, region in sorted(changes.receivers.items(), key=lambda kv: str(kv[0])):
+        differ.run(key, region, "receiver")
+    for key, region in sorted(changes.senders.items(), key=lambda kv: str(kv[0])):
+        differ.run(key, region, "sender")
+    rows = _merge_rows(list(differ.rows.values()))
+    notes = []
+    if endpoints:
+        notes.append("flows to and from added, removed or readdressed endpoints are not compared; they are listed under endpoints")
+    return DiffResult(rows, endpoints, notes)
+
+
+def _merge_rows(rows: list[DiffRow]) -> list[DiffRow]:
+    """One row per (change, peers, decisions): services of otherwise equal rows merge,
+    then rows equal but for one side's peers merge that side."""
+    merged: dict[tuple[object, ...], DiffRow] = {}
+    for row in rows:
+        key = (row.change, tuple(sorted(row.src)), tuple(sorted(row.dst)), row.when, _decisive_label(row.old), _decisive_label(row.new))  # type: ignore[arg-type]
+        if key in merged:
+            merged[key].services = tuple(dict.fromkeys(merged[key].services + row.services))
+        else:
+            merged[key] = row
+    by_src: dict[tuple[object, ...], DiffRow] = {}
+    for row in merged.values():
+        key = (row.change, tuple(sorted(row.dst)), row.services, row.when, _decisive_label(row.old), _decisive_label(row.new))  # type: ignore[arg-type]
+        if key in by_src:
+            by_src[key].src |= row.src
+        else:
+            by_src[key] = row
+    for row in by_src.values():
+        for side in (row.src, row.dst):
+            if {"outside: any ipv4", "outside: any ipv6"} <= side:
+                side -= {"outside: any ipv4", "outside: any ipv6"}
+                side.add("outside: any")
+    return sorted(by_src.values(), key=lambda r: (r.change, sorted(r.dst), sorted(r.src), r.services))

@@ -1,0 +1,172 @@
+"""The analyzer's verbs: trace, reach, diff, lint (registered on the `zonewall` app).
+
+Exit status: trace 0 when the flow is accepted, 1 when not; diff 0 when both
+policies behave identically, 1 when they differ; lint 0 when there are no warnings;
+2 for bad input everywhere.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Optional
+from zoneinfo import ZoneInfo
+
+import typer
+from rich.console import Console
+
+from .policy.resolve import Policy
+
+Loader = Callable[[Path, bool], Policy]
+
+
+def parse_at(text: str | None, timezone: str) -> datetime | None:
+    """`--at`: ISO 8601 (`2026-11-23T10:00`, `2026-11-23 10:00+01:00`) or `now`;
+    without an offset, the node's timezone."""
+    if text is None:
+        return None
+    if text == "now":
+        return datetime.now(ZoneInfo(timezone))
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: expected an ISO time such as 2026-11-23T10:00 (or now)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(timezone))
+
+
+def services_region(tcp: list[str], udp: list[str], icmp: list[str], proto: list[str]) -> object:
+    """The packet space the --tcp/--udp/--icmp/--proto options select (None: all)."""
+    from .analysis import space as s
+    from .analysis.matching import Matcher
+    from .policy.model import Rule
+
+    if not (tcp or udp or icmp or proto):
+        return None
+    try:
+        rule = Rule(action="accept", tcp=tcp or None, udp=udp or None, icmp=icmp or None, proto=proto or None)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc).splitlines()[-1]) from None
+    from .policy.model import PolicyDocument
+
+    empty = Policy(PolicyDocument(version=1), None)  # a rule without peers needs no definitions
+    region = Matcher(empty).rule(rule)
+    return s.coalesce(region)
+
+
+def register(app: typer.Typer, load: Loader, console: Console, err: Console, emit_json: Callable[[object], None]) -> None:
+    @app.command()
+    def trace(
+        policy: Path = typer.Argument(..., help="policy file or directory"),
+        source: str = typer.Option(..., "--from", help="vm:NAME[@NETWORK], host:NODE, outside:ADDR or an address"),
+        target: str = typer.Option(..., "--to", help="vm:NAME[@NETWORK], host:NODE, outside:ADDR or an address"),
+        tcp: Optional[int] = typer.Option(None, "--tcp", help="destination port"),
+        udp: Optional[int] = typer.Option(None, "--udp", help="destination port"),
+        sctp: Optional[int] = typer.Option(None, "--sctp", help="destination port"),
+        icmp: Optional[str] = typer.Option(None, "--icmp", help="ICMP type name or number (echo-request)"),
+        proto: Optional[str] = typer.Option(None, "--proto", help="another IP protocol (esp, gre, 47, ...)"),
+        sport: Optional[int] = typer.Option(None, "--sport", help="source port (default: any ephemeral port)"),
+        at: Optional[str] = typer.Option(None, "--at", help="when (ISO time or now; default: every time of the week)"),
+        family: Optional[str] = typer.Option(None, "--family", help="ipv4 or ipv6 (default: from the addresses, else ipv4)"),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Would this connection get through, and which rule decides? (exit 0 accepted, 1 not)"""
+        from .analysis.engine import Analyzer
+        from .analysis.render import print_trace
+        from .analysis.trace import FlowSpec, TraceError, trace as run_trace
+        from .compiler.schedule import local_timezone
+
+        chosen = [(p, v) for p, v in (("tcp", tcp), ("udp", udp), ("sctp", sctp), ("icmp", icmp), ("proto", proto)) if v is not None]
+        if len(chosen) != 1:
+            err.print("give exactly one of --tcp, --udp, --sctp, --icmp, --proto")
+            raise typer.Exit(2)
+        if family not in (None, "ipv4", "ipv6"):
+            err.print("--family must be ipv4 or ipv6")
+            raise typer.Exit(2)
+        kind, value = chosen[0]
+        loaded = load(policy, as_json)
+        timezone = local_timezone()
+        moment = parse_at(at, timezone)
+        flow = FlowSpec(
+            proto=str(value) if kind == "proto" else kind,
+            port=int(value) if kind in ("tcp", "udp", "sctp") else None,  # type: ignore[arg-type]
+            icmp_type=str(value) if kind == "icmp" else None,
+            sport=sport,
+            family=None if family is None else int(family[-1]),
+            at=moment,
+        )
+        try:
+            result = run_trace(Analyzer(loaded, now=moment, timezone=timezone), source, target, flow)
+        except TraceError as exc:
+            err.print(f"[red]error[/red]: {exc}")
+            raise typer.Exit(2) from None
+        if as_json:
+            emit_json(result.to_json())
+        else:
+            print_trace(console, result)
+        raise typer.Exit(0 if result.delivered else 1)
+
+    @app.command()
+    def reach(
+        policy: Path = typer.Argument(..., help="policy file or directory"),
+        to: Optional[str] = typer.Option(None, "--to", help="who can reach this (vm:, host:, zone:, group:, network:, address)"),
+        source: Optional[str] = typer.Option(None, "--from", help="what this can reach"),
+        tcp: list[str] = typer.Option([], "--tcp", help="only these tcp ports (repeatable; ranges a-b)"),
+        udp: list[str] = typer.Option([], "--udp"),
+        icmp: list[str] = typer.Option([], "--icmp"),
+        proto: list[str] = typer.Option([], "--proto"),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Everything that can reach (or be reached from) an endpoint, and the rule that opens it."""
+        from .analysis.engine import Analyzer
+        from .analysis.reach import ReachError, reach as run_reach
+        from .analysis.render import print_reach
+
+        if (to is None) == (source is None):
+            err.print("give exactly one of --to REF or --from REF")
+            raise typer.Exit(2)
+        loaded = load(policy, as_json)
+        services = services_region(tcp, udp, icmp, proto)
+        try:
+            results = run_reach(Analyzer(loaded), to or source, "to" if to else "from", services)  # type: ignore[arg-type]
+        except ReachError as exc:
+            err.print(f"[red]error[/red]: {exc}")
+            raise typer.Exit(2) from None
+        if as_json:
+            emit_json({"results": [r.to_json() for r in results]})
+        else:
+            print_reach(console, results)
+
+    @app.command()
+    def diff(
+        old: Path = typer.Argument(..., help="the policy as it is (file or directory)"),
+        new: Path = typer.Argument(..., help="the policy as proposed"),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """The flows OLD and NEW treat differently (exit 0 identical, 1 different): a CI gate."""
+        from .analysis.diff import diff_policies
+        from .analysis.render import print_diff
+
+        result = diff_policies(load(old, as_json), load(new, as_json))
+        if as_json:
+            emit_json(result.to_json())
+        else:
+            print_diff(console, result)
+        raise typer.Exit(0 if result.identical else 1)
+
+    @app.command()
+    def lint(
+        policy: Path = typer.Argument(..., help="policy file or directory"),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Dead, redundant and conflicting rules, unused definitions, risky openings (exit 1 on warnings)."""
+        from .analysis.engine import Analyzer
+        from .analysis.lint import lint as run_lint, lint_table
+
+        report = run_lint(Analyzer(load(policy, as_json)))
+        document = report.to_json()
+        if as_json:
+            emit_json(document)
+        else:
+            console.print(lint_table(report))
+        warnings = [f for f in document["findings"] if f.get("severity") in ("warning", "error")]
+        raise typer.Exit(1 if warnings else 0)
