@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import datetime, timezone
 
+from ..compiler.node import ICMPV6_ESSENTIAL
 from ..policy.builtins import ICMP_V4_TYPES, ICMP_V6_TYPES, IP_PROTOCOLS
 from ..policy.model import Rule
 from . import space as s
@@ -13,6 +14,7 @@ from .space import Intervals, Region
 PROTO_NAMES = {number: name for name, number in IP_PROTOCOLS.items()}
 ICMP_NAMES = {1: {v: k for k, v in ICMP_V4_TYPES.items()}, 58: {v: k for k, v in ICMP_V6_TYPES.items()}}
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+ESSENTIAL_TYPES = [(ICMP_V6_TYPES[t], ICMP_V6_TYPES[t]) for t in ICMPV6_ESSENTIAL]
 
 
 def intervals_text(values: Intervals, names: dict[int, str] | None = None) -> str:
@@ -26,34 +28,53 @@ def intervals_text(values: Intervals, names: dict[int, str] | None = None) -> st
 
 
 def services_of(region: Region) -> list[str]:
-    """`tcp 22,80`, `udp 53`, `icmp echo-request`, `esp`, `any` - one per protocol."""
-    by_proto: dict[tuple[int, int], list[tuple[Intervals, Intervals]]] = {}
+    """`tcp 22,80`, `udp 53`, `icmp echo-request`, `esp`, `any`, `any except tcp 25`.
+
+    The ICMPv6 essentials (always allowed, left out of questions) do not make ICMPv6
+    partial.
+    """
+    dports: dict[int, list[tuple[int, int]]] = {}
+    sports: dict[int, list[tuple[int, int]]] = {}
     for box in region:
         for low, high in box[s.PROTO]:
-            by_proto.setdefault((low, high), []).append((box[s.DPORT], box[s.SPORT]))
-    merged: dict[int, tuple[list[tuple[int, int]], list[tuple[int, int]]]] = {}
-    out = []
-    for (low, high), ports in sorted(by_proto.items()):
-        if (low, high) == (0, 255):
-            return ["any"]
-        for proto in range(low, high + 1) if high - low < 300 else ():
-            dports, sports = merged.setdefault(proto, ([], []))
-            for dport, sport in ports:
-                dports.extend(dport)
-                sports.extend(sport)
-    for proto, (dports, sports) in sorted(merged.items()):
-        name = PROTO_NAMES.get(proto, str(proto))
-        dport, sport = s.merge(dports), s.merge(sports)
-        if proto in (6, 17, 132):
-            text = name if dport == s.FULL[s.DPORT] else f"{name} {intervals_text(dport)}"
-            if sport != s.FULL[s.SPORT]:
-                text += f" sport {intervals_text(sport)}"
-        elif proto in (1, 58):
-            text = name if dport == s.FULL[s.DPORT] else f"{name} {intervals_text(s.iv_intersect(dport, ((0, 255),)), ICMP_NAMES[proto])}"
-        else:
-            text = name
-        out.append(text)
-    return out
+            for proto in range(low, high + 1):
+                dports.setdefault(proto, []).extend(box[s.DPORT])
+                sports.setdefault(proto, []).extend(box[s.SPORT])
+    parts: dict[int, tuple[Intervals, Intervals] | None] = {}  # None: the whole protocol
+    for proto in sorted(dports):
+        dport, sport = s.merge(dports[proto]), s.merge(sports[proto])
+        if proto == 58:
+            dport = s.merge(dport + tuple(ESSENTIAL_TYPES))
+        if proto in (1, 58):
+            dport = s.merge(dport + ((256, 65535),))  # the type dimension's unused values
+        parts[proto] = None if dport == s.FULL[s.DPORT] and sport == s.FULL[s.SPORT] else (dport, sport)
+    whole = [p for p, part in parts.items() if part is None]
+    if len(whole) < 128:
+        return [PROTO_NAMES.get(p, str(p)) if part is None else _partial(p, *part) for p, part in parts.items()]
+    exceptions = [_except(p, *part) for p, part in parts.items() if part is not None]
+    missing = [p for p in range(256) if p not in parts]
+    if missing:
+        exceptions.append(intervals_text(s.merge((p, p) for p in missing), PROTO_NAMES))
+    return ["any" + (" except " + "; ".join(exceptions) if exceptions else "")]
+
+
+def _except(proto: int, dport: Intervals, sport: Intervals) -> str:
+    """What of a partly allowed protocol is not allowed."""
+    if sport != s.FULL[s.SPORT]:
+        return f"{PROTO_NAMES.get(proto, str(proto))} outside {_partial(proto, dport, sport)}"
+    return _partial(proto, s.iv_subtract(s.FULL[s.DPORT], dport), s.FULL[s.SPORT])
+
+
+def _partial(proto: int, dport: Intervals, sport: Intervals) -> str:
+    name = PROTO_NAMES.get(proto, str(proto))
+    if proto in (6, 17, 132):
+        text = name if dport == s.FULL[s.DPORT] else f"{name} {intervals_text(dport)}"
+        if sport != s.FULL[s.SPORT]:
+            text += f" sport {intervals_text(sport)}"
+        return text
+    if proto in (1, 58):
+        return f"{name} {intervals_text(s.iv_intersect(dport, ((0, 255),)), ICMP_NAMES[proto])}"
+    return name
 
 
 def minute_text(minute: int) -> str:

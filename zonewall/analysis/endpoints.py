@@ -133,7 +133,8 @@ class Directory:
         kind, name, nic = found
         if kind == "host":
             return Endpoint("host", name)
-        return Endpoint("vm", name, nic=nic, network=self.policy.doc.vms[name].nics[nic].network)  # type: ignore[index]
+        nics = self.policy.doc.vms[name].nics
+        return Endpoint("vm", name, nic=nic, network=nics[nic].network if len(nics) > 1 else None)  # type: ignore[index]
 
     # -- concrete addresses --------------------------------------------------------
 

@@ -275,46 +275,53 @@ def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, dire
 
 
 class _RowBuilder:
+    """Accepted packets -> rows. Boxes are collected per peer (a VM, a node, or an
+    outside address range) and per deciding rules; a peer's services are described
+    from the union of its boxes, then peers with the same services share a row."""
+
     def __init__(self, analyzer: Analyzer, direction: Direction, own_stages: int):
         self.analyzer, self.direction, self.own_stages = analyzer, direction, own_stages
-        self._rows: dict[tuple[object, ...], Row] = {}
+        self.peer_dim = s.SRC if direction == "to" else s.DST
+        # (kind, when, rule, peer rule) -> peer -> boxes
+        self._boxes: dict[tuple[object, ...], dict[tuple[object, ...], list[s.Box]]] = {}
+        self._decisions: dict[tuple[object, ...], tuple[Decision | None, Decision | None]] = {}
 
     def add(self, kind: str, members: list[NicKey] | None, region: Region, outcome: Outcome) -> None:
         own = [d for d in outcome.decisions[: self.own_stages] if d.step is not None]
         peer = [d for d in outcome.decisions[self.own_stages :] if d.step is not None]
         rule = own[-1] if own else None
         peer_rule = peer[0] if peer else None
-        peer_dim = s.SRC if self.direction == "to" else s.DST
-        # one row per (services, time); a region mixing them is split per box
         for box in region:
-            services = tuple(services_of((box,)))
-            when = time_text(box[s.TIME])
-            key = (kind, services, when, rule.label if rule else None, rule.stage if rule else None, peer_rule.label if peer_rule else None)
-            row = self._rows.get(key)
-            if row is None:
-                row = self._rows[key] = Row(kind, services, when, rule, peer_rule)
+            key = (kind, box[s.TIME], rule.stage if rule else None, rule.label if rule else None, peer_rule.label if peer_rule else None)
+            self._decisions.setdefault(key, (rule, peer_rule))
+            peers = self._boxes.setdefault(key, {})
             family = box[s.FAM][0][0]
             if kind == "outside":
-                row.outside[family] = s.iv_union(row.outside.get(family, ()), box[peer_dim])
+                peers.setdefault(("outside", family, box[self.peer_dim]), []).append(box)
                 continue
-            owned = {owner for _a, owner in self.analyzer.directory.owned_within(family, box[peer_dim])}
+            owned = {owner for _a, owner in self.analyzer.directory.owned_within(family, box[self.peer_dim])}
             for owner in members or []:
                 if owner in owned:
-                    target = row.vms if kind == "vm" else row.hosts
-                    target.setdefault(owner[1], set()).add(family)
+                    peers.setdefault((kind, owner[1]), []).append(box)
 
     def rows(self) -> list[Row]:
-        merged: dict[tuple[object, ...], Row] = {}
-        for row in self._rows.values():
-            # rows that differ only in services are one row with both services
-            peers = (row.peer_kind, tuple(sorted((k, tuple(sorted(v))) for k, v in row.vms.items())), tuple(sorted((k, tuple(sorted(v))) for k, v in row.hosts.items())), tuple(sorted(row.outside.items())))
-            key = (peers, row.when, row.rule.label if row.rule else None, row.peer_rule.label if row.peer_rule else None)
-            if key in merged:
-                other = merged[key]
-                other.services = tuple(dict.fromkeys(other.services + row.services))
-            else:
-                merged[key] = row
-        return sorted(merged.values(), key=lambda r: ({"vm": 0, "host": 1, "outside": 2}[r.peer_kind], r.services, r.when))
+        out: dict[tuple[object, ...], Row] = {}
+        for key, peers in self._boxes.items():
+            kind, time, _stage, _rule, _peer = key
+            rule, peer_rule = self._decisions[key]
+            for peer, boxes in peers.items():
+                services = tuple(services_of(tuple(boxes)))
+                families = {b[s.FAM][0][0] for b in boxes}
+                row_key = key + (services,)
+                row = out.get(row_key)
+                if row is None:
+                    row = out[row_key] = Row(kind, services, time_text(time), rule, peer_rule)  # type: ignore[arg-type]
+                if kind == "outside":
+                    family, values = peer[1], peer[2]
+                    row.outside[family] = s.iv_union(row.outside.get(family, ()), values)  # type: ignore[index, arg-type]
+                else:
+                    (row.vms if kind == "vm" else row.hosts).setdefault(peer[1], set()).update(families)  # type: ignore[arg-type]
+        return sorted(out.values(), key=lambda r: ({"vm": 0, "host": 1, "outside": 2}[r.peer_kind], r.services, r.when))
 
 
 def peer_labels(analyzer: Analyzer, row: Row) -> list[str]:
