@@ -129,6 +129,18 @@ def expand(analyzer: Analyzer, ref: str) -> list[tuple[Endpoint, int | None]]:
 
 
 def endpoint_addresses(analyzer: Analyzer, endpoint: Endpoint, nic: int | None) -> dict[int, Intervals]:
+    """The endpoint's addresses per family (memoised on the analyzer: asked per peer)."""
+    memo: dict[tuple[str, str, int | None], dict[int, Intervals]] = analyzer.__dict__.setdefault("_endpoint_addresses", {})
+    key = (endpoint.kind, endpoint.name, nic)
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = _addresses(analyzer, endpoint, nic)
+    return found
+
+
+def _addresses(analyzer: Analyzer, endpoint: Endpoint, nic: int | None) -> dict[int, Intervals]:
+    import ipaddress
+
     policy = analyzer.policy
     if endpoint.kind == "vm":
         texts = list(policy.doc.vms[endpoint.name].nics[nic or 0].ips)
@@ -136,8 +148,6 @@ def endpoint_addresses(analyzer: Analyzer, endpoint: Endpoint, nic: int | None) 
         texts = list(policy.doc.hosts[endpoint.name].address)
     else:
         texts = [endpoint.name]
-    import ipaddress
-
     out: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
     for text in texts:
         ip = ipaddress.ip_address(text)
@@ -306,11 +316,15 @@ class _RowBuilder:
 
     def rows(self) -> list[Row]:
         out: dict[tuple[object, ...], Row] = {}
+        described: dict[tuple[int, ...], tuple[str, ...]] = {}  # peers of one group share boxes
         for key, peers in self._boxes.items():
             kind, time, _stage, _rule, _peer = key
             rule, peer_rule = self._decisions[key]
             for peer, boxes in peers.items():
-                services = tuple(services_of(tuple(boxes)))
+                ids = tuple(map(id, boxes))
+                services = described.get(ids)
+                if services is None:
+                    services = described[ids] = tuple(services_of(tuple(boxes)))
                 families = {b[s.FAM][0][0] for b in boxes}
                 row_key = key + (services,)
                 row = out.get(row_key)
