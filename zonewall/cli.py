@@ -282,7 +282,11 @@ def lab_matrix_cmd(
 
 
 def _load_for_analysis(policy: Path, as_json: bool) -> Policy:
-    return _load(policy, as_json)
+    """_load, but a rejected policy exits 2: for `diff`, 1 means 'different'."""
+    try:
+        return _load(policy, as_json)
+    except typer.Exit as exc:
+        raise typer.Exit(2) from exc
 
 
 from .cli_analysis import register as _register_analysis  # noqa: E402

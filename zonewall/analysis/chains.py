@@ -149,6 +149,7 @@ class ChainBuilder:
             action = self.policy.doc.settings.host_default.out
             chain = None
             if steps or action != "accept":
-                chain = Chain(f"host:{node} out", tuple(steps), Step(s.universe(), action, "host-default-out"))
+                essentials = Step(essentials_region(), "accept", "icmpv6-essentials")  # as compiler/node.py
+                chain = Chain(f"host:{node} out", (essentials, *steps), Step(s.universe(), action, "host-default-out"))
             self._memo[key] = chain
         return self._memo[key]

@@ -164,6 +164,9 @@ def _guard_change(old: GuardStage | None, new: GuardStage | None) -> Region:
 class _Changes:
     receivers: dict[NicKey, Region] = field(default_factory=dict)
     senders: dict[NicKey, Region] = field(default_factory=dict)
+    # receivers on an isolated network whose check changed: the network chain is on
+    # the peer's side of the pair, so the whole flow is compared, not one side first
+    between: dict[NicKey, Region] = field(default_factory=dict)
 
     def add(self, table: dict[NicKey, Region], key: NicKey, region: Region) -> None:
         if region:
@@ -208,7 +211,7 @@ def _changes(a_old: Analyzer, a_new: Analyzer, common: set[NicKey]) -> _Changes:
             continue
         for key in common:
             if key[0] == "vm" and new.doc.vms[key[1]].nics[key[2]].network == network:  # type: ignore[index]
-                out.add(out.receivers, key, region)
+                out.add(out.between, key, region)
     return out
 
 
@@ -219,11 +222,20 @@ def _final(peer: Outcome, own: Outcome, own_is_receiver: bool) -> Outcome:
     """A flow's outcome from its two sides: a refusal on the sender's side first,
     then on the receiver's; accepted when both accept."""
     sender, receiver = (peer, own) if own_is_receiver else (own, peer)
+    # the bridge's guard filters run before any inet chain (engine.py's order)
+    for side in (sender, receiver):
+        if side.verdict != "accept" and _by_guard(side):
+            return side
     if sender.verdict != "accept":
         return sender
     if receiver.verdict != "accept":
         return receiver
     return Outcome("accept", sender.decisions + receiver.decisions)
+
+
+def _by_guard(outcome: Outcome) -> bool:
+    decision = outcome.decisive
+    return decision is not None and "guards" in decision.stage
 
 
 def _partition(a: list[tuple[Region, Outcome]], b: list[tuple[Region, Outcome]]) -> Iterable[tuple[Region, Outcome, Outcome]]:
@@ -262,7 +274,7 @@ class _Differ:
         endpoint = Endpoint(key[0], key[1])  # type: ignore[arg-type]
         return analyzer.receiver_stages(endpoint, key[2]) if role == "receiver" else analyzer.sender_stages(endpoint, key[2])
 
-    def run(self, key: NicKey, region: Region, role: str) -> None:
+    def run(self, key: NicKey, region: Region, role: str, whole_flow: bool = False) -> None:
         """Flows of `key` (as receiver or sender) in `region` that the policies treat differently."""
         own_dim, peer_dim = (s.DST, s.SRC) if role == "receiver" else (s.SRC, s.DST)
         own = endpoint_addresses(self.a_new, Endpoint(key[0], key[1]), key[2])  # type: ignore[arg-type]
@@ -272,7 +284,7 @@ class _Differ:
             return
         old_side = list(self.a_old.run(self.side_stages(self.a_old, key, role), space))
         new_side = list(self.a_new.run(self.side_stages(self.a_new, key, role), space))
-        delta = [(r, o, n) for r, o, n in _partition(old_side, new_side) if o.verdict != n.verdict]
+        delta = [(r, o, n) for r, o, n in _partition(old_side, new_side) if o.verdict != n.verdict or whole_flow]
         if not delta:
             return
         receiver_first = role == "receiver"
@@ -384,6 +396,8 @@ def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | 
         differ.run(key, region, "receiver")
     for key, region in sorted(changes.senders.items(), key=lambda kv: str(kv[0])):
         differ.run(key, region, "sender")
+    for key, region in sorted(changes.between.items(), key=lambda kv: str(kv[0])):
+        differ.run(key, region, "receiver", whole_flow=True)
     rows = _merge_rows(list(differ.rows.values()))
     notes = []
     if endpoints:

@@ -35,15 +35,16 @@ docs/analysis.md (## lint) documents the kinds and the JSON schema.
 from __future__ import annotations
 
 import gc
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from ..policy.addresses import AddressSet, parse_ref
+from ..policy.addresses import AddressSet, RefItem, parse_ref
 from ..policy.builtins import BUILTIN_SERVICES
 from ..policy.resolve import Policy, RuleRef
 from ..policy.source import LDict, LList
 from . import space as s
-from .chains import Chain
+from .chains import Chain, Step
 from .describe import services_of
 from .engine import Analyzer
 from .space import Box, Intervals, Region
@@ -202,21 +203,90 @@ def _related_label(kind: str) -> str:
 
 
 class _Step:
-    """One step of a chain as the lint sees it (restricted to what reaches the chain)."""
+    """One step of a chain as the lint sees it (restricted to what reaches the chain).
+    Shared by the chains where it is the same (what it decides there is in
+    _ChainState.lefts)."""
 
-    __slots__ = ("key", "ref", "label", "eff", "left", "action", "limited", "logged", "mask", "dlo", "dhi", "region")
+    __slots__ = ("key", "ref", "label", "eff", "action", "limited", "logged", "mask", "region")
 
-    def __init__(self, key: str, ref: RuleRef | None, label: str, region: Region, eff: Region, action: str, limited: bool, logged: bool, sig: tuple[int, int, int]):
+    def __init__(self, key: str, ref: RuleRef | None, label: str, region: Region, eff: Region, action: str, limited: bool, logged: bool, sig: int):
         self.key = key  # rule id (unique), or "@label" for built-ins
         self.ref = ref
         self.label = label
         self.region = region
         self.eff = eff
-        self.left: Region = ()
         self.action = action
         self.limited = limited
         self.logged = logged
-        self.mask, self.dlo, self.dhi = sig
+        self.mask = sig
+
+
+@dataclass
+class _Restriction:
+    """What reaches a chain. VM chains: one address dimension (DST in, SRC out) holds
+    the VM's addresses; per family `spec` is the single address (an int: the
+    dimension is then replaced by a constant, so that chains of different VMs share
+    their regions) or the intervals (several addresses). Network chains: `dims`."""
+
+    dim: int = s.DST
+    spec: dict[int, int | Intervals] = field(default_factory=dict)
+    by_family: dict[int, Intervals] = field(default_factory=dict)
+    dims: tuple[tuple[int, dict[int, Intervals]], ...] | None = None
+    token: tuple[object, ...] = ()  # which families have one address, several, none
+
+    @staticmethod
+    def of_vm(dim: int, addresses: AddressSet) -> "_Restriction":
+        spec: dict[int, int | Intervals] = {}
+        for family, values in ((4, addresses.v4), (6, addresses.v6)):
+            if len(values) == 1 and values[0][0] == values[0][1]:
+                spec[family] = values[0][0]
+            elif values:
+                spec[family] = values
+        token = tuple((family, "one" if type(value) is int else value) for family, value in sorted(spec.items()))
+        return _Restriction(dim, spec, {4: addresses.v4, 6: addresses.v6}, token=token)
+
+
+_PAST = {"accept": "accepts", "drop": "drops", "reject": "rejects"}
+_PRESENT = {"accept": "would accept", "drop": "would drop", "reject": "would reject"}
+_MARK: Intervals = ((0, 0),)
+_FAMILY: dict[int, Intervals] = {4: ((4, 4),), 6: ((6, 6),)}
+
+
+def _first_match_cut(eff: Region, earlier: list[Region]) -> tuple[Region, tuple[int, ...]]:
+    """eff minus the earlier regions in order, and which of them took part of it.
+
+    Cutting by the earlier regions leaves the same as cutting by what they decide
+    (their union is the same), with fewer boxes; what an earlier region removes from
+    the rest is exactly the part of eff it decides. Once nothing is left, no later
+    region decides any of it."""
+    pieces = eff
+    met: list[int] = []
+    for index, region in enumerate(earlier):
+        pieces, hit = _cut(pieces, region)
+        if hit:
+            met.append(index)
+            if not pieces:
+                break
+    return pieces, tuple(met)
+
+
+def _same_without(pieces: Region, action: str, later: list[tuple[Region, str, bool, bool]], default_action: str, default_logged: bool) -> tuple[bool, tuple[int, ...], bool]:
+    """Do the later steps (region, action, logged, limited) and the default decide
+    `pieces` as `action`, unlogged? And which of them take part (and the default?)."""
+    used: list[int] = []
+    for index, (region, other, logged, limited) in enumerate(later):
+        if not _overlaps(pieces, region):
+            continue
+        if other != action or logged:
+            return False, (), False
+        used.append(index)
+        if not limited:  # over the rate a limited accept lets packets fall through
+            pieces = _subtract(pieces, region)
+            if not pieces:
+                return True, tuple(used), False
+    if default_action != action or default_logged:
+        return False, (), False
+    return True, tuple(used), True
 
 
 @dataclass
@@ -228,6 +298,7 @@ class _ChainState:
     default_action: str
     default_logged: bool
     default_related: Related
+    lefts: list[Region] = field(default_factory=list)  # what each step decides here
 
 
 @dataclass
@@ -244,33 +315,45 @@ class _RuleStats:
 
 @dataclass
 class _Conflict:
-    later: RuleRef
+    later: _Step  # as met in the first chain
     earlier: _Step
     chains: list[str]
-    overlap: str
-    exception: bool
 
 
-def _sig(region: Region) -> tuple[int, int, int]:
-    """A cheap over-approximation: (proto bits per family, lowest dport, highest dport).
-    Two regions with disjoint signatures cannot overlap."""
+# The signature of a region: one bit per (family, protocol, port bucket) it touches.
+# Two regions whose signatures share no bit cannot overlap; most rule pairs of a chain
+# differ in protocol or port and are told apart by one AND.
+_BUCKET_SHIFT = 8  # ports 0-65535 in 256 buckets of 256
+_BUCKETS = 65536 >> _BUCKET_SHIFT
+_PORT_CLASSES = {6: 0, 17: 1, 132: 2}  # the protocols whose DPORT is a port
+_OTHER_BASE = len(_PORT_CLASSES) * _BUCKETS  # then one bit per other protocol
+_FAMILY_BITS = _OTHER_BASE + 256
+_PORT_PROTO_BITS = sum(1 << (_OTHER_BASE + proto) for proto in _PORT_CLASSES)
+
+
+def _bits(low: int, high: int) -> int:
+    return (1 << (high + 1)) - (1 << low)
+
+
+def _sig(region: Region) -> int:
     mask = 0
-    dlo, dhi = 65536, -1
     for b in region:
-        pm = 0
+        part = 0
+        dport = b[s.DPORT]
+        buckets = 0
+        for low, high in dport:
+            buckets |= _bits(low >> _BUCKET_SHIFT, min(high, 65535) >> _BUCKET_SHIFT)
         for low, high in b[s.PROTO]:
-            pm |= (1 << (high + 1)) - (1 << low)
-        for flow, fhigh in b[s.FAM]:
-            if flow <= 4 <= fhigh:
-                mask |= pm
-            if flow <= 6 <= fhigh:
-                mask |= pm << 256
-        ports = b[s.DPORT]
-        if ports[0][0] < dlo:
-            dlo = ports[0][0]
-        if ports[-1][1] > dhi:
-            dhi = ports[-1][1]
-    return mask, dlo, dhi
+            for proto, index in _PORT_CLASSES.items():
+                if low <= proto <= high:
+                    part |= buckets << (index * _BUCKETS)
+            part |= _bits(_OTHER_BASE + low, _OTHER_BASE + high) & ~_PORT_PROTO_BITS
+        for low, high in b[s.FAM]:
+            if low <= 4 <= high:
+                mask |= part
+            if low <= 6 <= high:
+                mask |= part << _FAMILY_BITS
+    return mask
 
 
 def _restrict(region: Region, dim: int, by_family: dict[int, Intervals]) -> Region:
@@ -305,15 +388,28 @@ class _Linter:
         self.findings: list[Finding] = []
         self.stats: dict[str, _RuleStats] = {}
         self.conflicts: dict[tuple[str, str], _Conflict] = {}
-        self._sigs: dict[int, tuple[Region, tuple[int, int, int]]] = {}
+        self._sigs: dict[int, tuple[Region, int]] = {}
         self._exposure_memo: dict[int, tuple[Region, list[tuple[int, int, str, int]]]] = {}
         self.log_denied = self.doc.settings.log.denied
         self.empty_sided: set[str] = set()  # rules with a from/to that resolves to nothing
         self.unused_owner: set[tuple[str, str]] = set()  # (level, owner) reported as unused
+        self._parsed: dict[str, RefItem] = {}
+        self._effective: dict[tuple[object, ...], tuple[Region, Region]] = {}
+        self._cut_memo: dict[tuple[int, ...], tuple[Region, tuple[int, ...]]] = {}
+        self._judge_memo: dict[tuple[object, ...], tuple[bool, tuple[int, ...], bool]] = {}
+        self._shared_memo: dict[tuple[int, int], tuple[str, bool]] = {}
+        self._alive: list[Region] = []
+        self._independent: dict[int, tuple[Region, bool]] = {}
+        self._default_memo: dict[tuple[object, ...], Related] = {}
+        self._parts: dict[tuple[str, str, str], list[Step]] = {}
+        self._defaults: dict[str, Step] = {}
+        self._step_memo: dict[tuple[str, int], _Step] = {}
+        self._essentials_step = Step(analyzer.essentials, "accept", "icmpv6-essentials")  # regions whose id() keys a memo
+        self._empty_item: dict[str, str] = {}  # reference text -> its name when empty, else ""
 
     # -- helpers ----------------------------------------------------------------------
 
-    def sig(self, region: Region) -> tuple[int, int, int]:
+    def sig(self, region: Region) -> int:
         found = self._sigs.get(id(region))
         if found is None or found[0] is not region:
             found = self._sigs[id(region)] = (region, _sig(region))
@@ -355,54 +451,127 @@ class _Linter:
             return Related("anti-lockout", self.where(("settings", "management")) or "built-in", "built-in", "", "accept")
         return Related(step.label, "built-in", "built-in", "", step.action)
 
-    def default_related(self, chain: Chain, kind: str, owner: str, direction: str) -> Related:
-        where: str | None = None
+    def default_related(self, default: Step, kind: str, owner: str, direction: str) -> Related:
+        """The chain's default as a related entry, pointing at where it is set."""
+        key = "in" if direction == "in" else "out"
+        attr = "in_" if direction == "in" else "out"
+        path: tuple[object, ...] | None = None
+        defined_by = ""
         if kind == "vm":
             vm = self.doc.vms[owner]
-            key = "in" if direction == "in" else "out"
-            attr = "in_" if direction == "in" else "out"
-            paths: list[tuple[object, ...]] = []
+            zone = self.doc.zones.get(vm.zone) if vm.zone is not None else None
             if vm.default is not None and getattr(vm.default, attr) is not None:
-                paths.append(("vms", owner, "default", key))
-            elif vm.zone is not None and self.doc.zones[vm.zone].default is not None and getattr(self.doc.zones[vm.zone].default, attr) is not None:
-                paths.append(("zones", vm.zone, "default", key))
+                path, defined_by = ("vms", owner, "default", key), owner
+            elif zone is not None and zone.default is not None and getattr(zone.default, attr) is not None:
+                path, defined_by = ("zones", vm.zone, "default", key), str(vm.zone)
             else:
-                paths.append(("settings", "default", key))
-            where = self.where(paths[0])
+                path = ("settings", "default", key)
         elif kind == "host":
-            where = self.where(("settings", "host_default", "in" if direction == "in" else "out"))
-        return Related(chain.default.label, where or "built-in", "default", owner, chain.default.action)
+            path = ("settings", "host_default", key)
+        memo_key = (default.label, default.action, path, defined_by)
+        found = self._default_memo.get(memo_key)
+        if found is None:
+            where = self.where(path) if path is not None else None
+            found = self._default_memo[memo_key] = Related(default.label, where or "built-in", "default", defined_by, default.action)
+        return found
 
     # -- chains -----------------------------------------------------------------------
 
-    def build_state(self, chain: Chain, kind: str, owner: str, direction: str, essentials: bool, restrictions: list[tuple[int, dict[int, Intervals]]]) -> _ChainState:
-        steps: list[_Step] = []
-        raw = list(chain.steps)
-        if essentials:
-            region = self.analyzer.essentials
-            steps.append(self._make_step(None, "icmpv6-essentials", region, "accept", False, False, restrictions))
-        for st in raw:
-            if st.ref is not None:
-                steps.append(self._make_step(st.ref, st.label, st.region, st.action, st.limited, st.ref.rule.log, restrictions))
-            else:
-                steps.append(self._make_step(None, st.label, st.region, st.action, st.limited, False, restrictions))
-        default_logged = chain.default.action != "accept" and self.log_denied
-        return _ChainState(chain.name, kind, owner, steps, chain.default.action, default_logged, self.default_related(chain, kind, owner, direction))
+    def build_state(self, chain: Chain, kind: str, owner: str, direction: str, essentials: bool, restrict: _Restriction | None) -> _ChainState:
+        return self.make_state(chain.name, kind, owner, direction, [chain.steps], chain.default, essentials, restrict)
 
-    def _make_step(self, ref: RuleRef | None, label: str, region: Region, action: str, limited: bool, logged: bool, restrictions: list[tuple[int, dict[int, Intervals]]]) -> _Step:
-        eff = region
-        for dim, by_family in restrictions:
-            if not eff:
-                break
-            eff = _restrict(eff, dim, by_family)
-        key = ref.id if ref is not None else "@" + label
-        return _Step(key, ref, label, region, eff, action, limited, logged, self.sig(region))
+    def make_state(self, name: str, kind: str, owner: str, direction: str, parts: Iterable[Iterable[Step]], default: Step, essentials: bool, restrict: _Restriction | None) -> _ChainState:
+        steps: list[_Step] = []
+        if essentials:
+            steps.append(self.step(self._essentials_step, restrict))
+        for part in parts:
+            for st in part:
+                steps.append(self.step(st, restrict))
+        default_logged = default.action != "accept" and self.log_denied
+        return _ChainState(name, kind, owner, steps, default.action, default_logged, self.default_related(default, kind, owner, direction))
+
+    def step(self, st: Step, restrict: _Restriction | None) -> _Step:
+        region = st.region
+        eff = self.effective(region, restrict)
+        ref = st.ref
+        key = ref.id if ref is not None else "@" + st.label
+        memo_key = (key, id(eff))
+        found = self._step_memo.get(memo_key)
+        if found is None or found.eff is not eff or found.region is not region:
+            logged = ref.rule.log if ref is not None else False
+            found = self._step_memo[memo_key] = _Step(key, ref, st.label, region, eff, st.action, st.limited, logged, self.sig(region))
+        return found
+
+    def effective(self, region: Region, restrict: _Restriction | None) -> Region:
+        """What of the region reaches the chain, memoised: equal inputs give the same
+        object, so the analysis of chains sharing rules (a zone's VMs) is memoised by
+        region identity."""
+        if restrict is None or not region:
+            return region
+        if restrict.dims is not None:  # network chains: plain restriction, kept alive
+            eff = region
+            for dim, by_family in restrict.dims:
+                eff = _restrict(eff, dim, by_family)
+            self._alive.append(eff)
+            return eff
+        dim = restrict.dim
+        found_kind = self._independent.get(id(region))
+        if found_kind is None or found_kind[0] is not region:
+            independent = all(len(b[s.FAM]) == 1 and b[s.FAM][0][0] == b[s.FAM][0][1] and b[dim] == FAMILY_RANGE[b[s.FAM][0][0]] for b in region)
+            found_kind = self._independent[id(region)] = (region, independent)
+        if found_kind[1]:
+            # every box holds every address of its family: marked wherever the chain
+            # has one address of the family, cut to the chain's several otherwise
+            key: tuple[object, ...] = (id(region), dim, restrict.token)
+            found = self._effective.get(key)
+            if found is not None and found[0] is region:
+                return found[1]
+            marks: list[object] = []
+            for b in region:
+                spec = restrict.spec.get(b[s.FAM][0][0])
+                marks.append(0 if spec is None else 1 if type(spec) is int else spec)
+            return self._effective_of(region, dim, marks, key)
+        marks = []
+        for b in region:
+            fam = b[s.FAM]
+            if len(fam) != 1 or fam[0][0] != fam[0][1]:
+                eff = _restrict(region, dim, restrict.by_family)
+                self._alive.append(eff)
+                return eff
+            spec = restrict.spec.get(fam[0][0])
+            if spec is None:
+                marks.append(0)
+            elif type(spec) is int:
+                marks.append(1 if _contains(b[dim], spec) else 0)
+            else:
+                marks.append(s.iv_intersect(b[dim], spec) or 0)
+        key = (id(region), dim, tuple(marks))
+        found = self._effective.get(key)
+        if found is not None and found[0] is region:
+            return found[1]
+        return self._effective_of(region, dim, marks, key)
+
+    def _effective_of(self, region: Region, dim: int, marks: list[object], key: tuple[object, ...]) -> Region:
+        out: list[Box] = []
+        for b, mark in zip(region, marks):
+            if mark == 0:
+                continue
+            f = b[s.FAM][0][0]
+            if mark == 1:  # the chain's one address of the family: any constant will do
+                values: Intervals = _MARK
+            else:
+                values = mark  # type: ignore[assignment]
+            out.append(b[: s.FAM] + (_FAMILY[f],) + b[s.FAM + 1 : dim] + (values,) + b[dim + 1 :])  # dim is SRC or DST
+        eff = tuple(out)
+        self._effective[key] = (region, eff)
+        return eff
 
     def analyse_chain(self, chain: _ChainState) -> None:
         """First match over the chain: what each step decides, and what hides it."""
         steps = chain.steps
         taken: list[_Step] = []  # unlimited steps deciding something, in order
-        overlaps, subtract = s.overlaps, s.subtract
+        cut_memo = self._cut_memo
+        lefts = chain.lefts = [()] * len(steps)
         for index, step in enumerate(steps):
             ref = step.ref
             stats = None
@@ -417,15 +586,19 @@ class _Linter:
                 if stats is not None:
                     stats.dead.append(chain.name)
                 continue
-            pieces = eff
-            cover: list[_Step] = []
-            mask, dlo, dhi = step.mask, step.dlo, step.dhi
-            for other in taken:
-                if other.mask & mask and other.dlo <= dhi and dlo <= other.dhi and overlaps(other.left, eff):
-                    cover.append(other)
-                    if pieces:
-                        pieces = subtract(pieces, other.left)
-            step.left = pieces
+            mask = step.mask
+            candidates = [other for other in taken if other.mask & mask and _overlaps(other.eff, eff)]
+            if not candidates:
+                pieces: Region = eff
+                cover: list[_Step] = []
+            else:
+                key = (id(eff), *[id(other.eff) for other in candidates])
+                found = cut_memo.get(key)
+                if found is None:
+                    found = cut_memo[key] = _first_match_cut(eff, [other.eff for other in candidates])
+                pieces = found[0]
+                cover = [candidates[i] for i in found[1]]
+            lefts[index] = pieces
             if not step.limited and pieces:
                 taken.append(step)
             if stats is None:
@@ -433,25 +606,33 @@ class _Linter:
             if not pieces:
                 stats.shadowed.append(chain.name)
                 for other in cover:
-                    related = self.related_of(other)
-                    stats.covering.setdefault(related.rule, related)
+                    if other.key not in stats.covering:
+                        stats.covering[other.key] = self.related_of(other)
                 continue
             stats.live += 1
             for other in cover:
                 if other.ref is not None and other.action != step.action:
                     self.note_conflict(chain, step, other)
             if step.action == "accept" and chain.kind in ("vm", "host") and ref.rule.direction == "in":
-                self.note_exposure(chain, step, stats)
+                self.note_exposure(chain, step, pieces, stats)
 
     def note_conflict(self, chain: _ChainState, later: _Step, earlier: _Step) -> None:
         key = (later.key, earlier.key)
         found = self.conflicts.get(key)
         if found is None:
-            overlap = s.intersect(earlier.left, later.eff)
-            exception = not s.subtract(earlier.left, later.eff)
-            text = ", ".join(services_of(overlap)) or "some packets"
-            found = self.conflicts[key] = _Conflict(later.ref, earlier, [], text, exception)  # type: ignore[arg-type]
+            found = self.conflicts[key] = _Conflict(later, earlier, [])
         found.chains.append(chain.name)
+
+    def shared(self, earlier: _Step, later: _Step) -> tuple[str, bool]:
+        """What two overlapping steps share (as services), and whether the earlier lies
+        entirely inside the later (an exception carved out of it)."""
+        key = (id(earlier.eff), id(later.eff))
+        found = self._shared_memo.get(key)
+        if found is None:
+            overlap = tuple(_service_part(b, c) for b in earlier.eff for c in later.eff if _box_overlaps(b, c))
+            text = ", ".join(services_of(overlap)) or "some packets"
+            found = self._shared_memo[key] = (text, not _subtract(earlier.eff, later.eff))
+        return found
 
     def exposure_candidates(self, region: Region) -> list[tuple[int, int, str, int]]:
         """(proto, port, name, family) the region accepts from a whole family."""
@@ -474,12 +655,12 @@ class _Linter:
         self._exposure_memo[id(region)] = (region, out)
         return out
 
-    def note_exposure(self, chain: _ChainState, step: _Step, stats: _RuleStats) -> None:
+    def note_exposure(self, chain: _ChainState, step: _Step, left: Region, stats: _RuleStats) -> None:
         candidates = self.exposure_candidates(step.region)
         if not candidates:
             return
         for proto, port, name, family in candidates:
-            for b in step.left:
+            for b in left:
                 if _contains(b[s.FAM], family) and _contains(b[s.PROTO], proto) and _contains(b[s.DPORT], port):
                     label = f"{PROTO_NAME[proto]}/{port} ({name})"
                     stats.exposure.setdefault(label, set()).add(chain.name)
@@ -519,37 +700,28 @@ class _Linter:
         return out
 
     def judge(self, chain: _ChainState, index: int, removed: set[str], takers: dict[str, Related]) -> bool:
+        """Would the chain decide the same without step `index` (and without `removed`)?"""
         steps = chain.steps
         me = steps[index]
-        pieces = me.left
+        pieces = chain.lefts[index]
         if not pieces:
             return True
-        action = me.action
-        mask, dlo, dhi = me.mask, me.dlo, me.dhi
-        overlaps, subtract = s.overlaps, s.subtract
-        found: list[_Step] = []
-        for later in steps[index + 1 :]:
-            if not later.eff or later.key in removed:
-                continue
-            if not (later.mask & mask and later.dlo <= dhi and dlo <= later.dhi):
-                continue
-            if not overlaps(pieces, later.eff):
-                continue
-            if later.action != action or later.logged:
-                return False
-            found.append(later)
-            if not later.limited:
-                pieces = subtract(pieces, later.eff)
-                if not pieces:
-                    break
-        if pieces:
-            if chain.default_action != action or chain.default_logged:
-                return False
-        for later in found:
-            related = self.related_of(later)
-            takers.setdefault(related.rule, related)
-        if pieces:
-            takers.setdefault(f"{chain.default_related.rule}@{chain.default_related.where}", chain.default_related)
+        mask = me.mask
+        later = [st for st in steps[index + 1 :] if st.mask & mask and st.eff and st.key not in removed]
+        key = (id(pieces), me.action, chain.default_action, chain.default_logged, *[(id(st.eff), st.action, st.logged, st.limited) for st in later])
+        found = self._judge_memo.get(key)
+        if found is None:
+            found = self._judge_memo[key] = _same_without(pieces, me.action, [(st.eff, st.action, st.logged, st.limited) for st in later], chain.default_action, chain.default_logged)
+        ok, used, default_used = found
+        if not ok:
+            return False
+        for i in used:
+            st = later[i]
+            if st.key not in takers:
+                takers[st.key] = self.related_of(st)
+        if default_used:
+            default = chain.default_related
+            takers.setdefault(f"{default.rule}@{default.where}", default)
         return True
 
     # -- the run -------------------------------------------------------------------------
@@ -584,10 +756,11 @@ class _Linter:
         policy, doc, chains = self.policy, self.doc, self.analyzer.chains
         for vm in doc.vms:
             addresses = policy.vm_addresses(vm)
-            by_family = {4: addresses.v4, 6: addresses.v6}
             for direction in ("in", "out"):
                 dim = s.DST if direction == "in" else s.SRC
-                yield self.build_state(chains.vm(vm, direction), "vm", vm, direction, True, [(dim, by_family)])
+                restrict = _Restriction.of_vm(dim, addresses)
+                name, parts, default = self.vm_chain(vm, direction)
+                yield self.make_state(name, "vm", vm, direction, parts, default, True, restrict)
         for name, network in doc.networks.items():
             if not policy.rules_of("network", name) or not network.isolated:
                 continue
@@ -595,12 +768,35 @@ class _Linter:
             if guests.is_empty():
                 continue
             by_family = {4: guests.v4, 6: guests.v6}
-            yield self.build_state(chains.network(name), "network", name, "net", True, [(s.SRC, by_family), (s.DST, by_family)])
+            restrict = _Restriction(dims=((s.SRC, by_family), (s.DST, by_family)))
+            yield self.build_state(chains.network(name), "network", name, "net", True, restrict)
         for node in doc.hosts:
-            yield self.build_state(chains.host_in(node), "host", node, "in", True, [])
+            yield self.build_state(chains.host_in(node), "host", node, "in", True, None)
             out = chains.host_out(node)
             if out is not None:
-                yield self.build_state(out, "host", node, "out", False, [])
+                yield self.build_state(out, "host", node, "out", False, None)
+
+    def vm_chain(self, vm: str, direction: str) -> tuple[str, list[list[Step]], Step]:
+        """ChainBuilder.vm's chain (global -> the VM's own -> its zone's rules, then the
+        default) in parts, the global and zone parts built once for all VMs."""
+        policy, builder = self.policy, self.analyzer.chains
+        key = ("global", "", direction)
+        common = self._parts.get(key)
+        if common is None:
+            common = self._parts[key] = builder.steps(policy.rules_of("global"), direction)
+        parts = [common, builder.steps(policy.rules_of("vm", vm), direction)]
+        zone = self.doc.vms[vm].zone
+        if zone:
+            key = ("zone", zone, direction)
+            part = self._parts.get(key)
+            if part is None:
+                part = self._parts[key] = builder.steps(policy.rules_of("zone", zone), direction)
+            parts.append(part)
+        action = policy.default_action(vm, direction)
+        default = self._defaults.get(action + direction)
+        if default is None:
+            default = self._defaults[action + direction] = Step(s.universe(), action, f"default-{direction}")
+        return f"vm:{vm} {direction}", parts, default
 
     def network_guests(self, network: str) -> AddressSet:
         ips = [ip for vm in self.doc.vms.values() for nic in vm.nics if nic.network == network for ip in nic.ips]
@@ -683,16 +879,17 @@ class _Linter:
         return "matches no packet at all"
 
     def report_conflicts(self) -> None:
-        for (later_key, earlier_key), conflict in self.conflicts.items():
-            later, earlier = conflict.later, conflict.earlier
-            assert earlier.ref is not None
+        for conflict in self.conflicts.values():
+            earlier = conflict.earlier
+            later = conflict.later.ref
+            assert earlier.ref is not None and later is not None
+            overlap, exception = self.shared(earlier, conflict.later)
             same_scope = (later.level, later.owner) == (earlier.ref.level, earlier.ref.owner)
-            severity = "warning" if same_scope and not conflict.exception else "info"
-            shape = "an exception carved out of it" if conflict.exception else "a partial overlap"
-            related = self.related_of(earlier)
+            severity = "warning" if same_scope and not exception else "info"
+            shape = "an exception carved out of it" if exception else "a partial overlap"
             message = (
-                f"partly decided by the earlier {earlier.action} rule {earlier.ref.id} ({earlier.ref.where}): "
-                f"{conflict.overlap} {'is' if ',' not in conflict.overlap else 'are'} {earlier.action}ed there, not {later.rule.action}ed ({shape})"
+                f"partly decided by the earlier {earlier.action} rule {earlier.ref.id} ({earlier.ref.where}), "
+                f"{shape}: on {overlap} it {_PAST[earlier.action]} what this rule {_PRESENT[later.rule.action]}"
             )
             message += _scope_text(later, conflict.chains)
             self.findings.append(
@@ -701,9 +898,9 @@ class _Linter:
                     severity,
                     message,
                     **_rule_fields(later),
-                    related=[related],
+                    related=[self.related_of(earlier)],
                     chains=sorted(set(conflict.chains)),
-                    details={"exception": conflict.exception, "overlap": conflict.overlap},
+                    details={"exception": exception, "overlap": overlap},
                 )
             )
 
@@ -728,25 +925,26 @@ class _Linter:
 
     # -- references ----------------------------------------------------------------------
 
+    def parse(self, text: str) -> RefItem:
+        found = self._parsed.get(text)
+        if found is None:
+            found = self._parsed[text] = parse_ref(text)
+        return found
+
     def empty_items(self, refs: list[str] | None) -> list[str]:
+        """The named references (zone:, group:, ...) of the list that have no address."""
         if refs is None:
             return []
         out = []
         for text in refs:
-            item = parse_ref(text)
-            if item.kind in ("any", "literal"):
-                continue
-            if self.item_set(text).is_empty():
-                out.append(str(item).lstrip("!"))
+            found = self._empty_item.get(text)
+            if found is None:
+                item = self.parse(text)
+                empty = item.kind not in ("any", "literal") and self.policy.ref_item_set(item).is_empty()
+                found = self._empty_item[text] = str(item).lstrip("!") if empty else ""
+            if found:
+                out.append(found)
         return out
-
-    def item_set(self, text: str) -> AddressSet:
-        memo = self.__dict__.setdefault("_item_memo", {})
-        found = memo.get(text)
-        if found is None:
-            item = parse_ref(text)
-            found = memo[text] = self.policy.ref_item_set(item)
-        return found
 
     def check_empty_refs(self) -> None:
         policy = self.policy
@@ -813,17 +1011,17 @@ class _Linter:
             roots += getattr(entry, "from_", None) or []
         roots += doc.settings.management
         used: set[str] = set()
-        pending = [parse_ref(text).name for text in roots if parse_ref(text).kind == "group"]
+        pending = [self.parse(text).name for text in roots if self.parse(text).kind == "group"]
         while pending:
             name = pending.pop()
             if name in used or name not in doc.groups:
                 continue
             used.add(name)
-            pending += [parse_ref(text).name for text in doc.groups[name].members if parse_ref(text).kind == "group"]
+            pending += [self.parse(text).name for text in doc.groups[name].members if self.parse(text).kind == "group"]
         for name in doc.groups:
             if name in used:
                 continue
-            users = sorted(other for other, group in doc.groups.items() if other != name and any(parse_ref(t).kind == "group" and parse_ref(t).name == name for t in group.members))
+            users = sorted(other for other, group in doc.groups.items() if other != name and any(self.parse(t).kind == "group" and self.parse(t).name == name for t in group.members))
             message = f"group {name} is not used by any rule, nat entry or settings.management"
             if users:
                 message = f"group {name} is only used by unused group{'s' if len(users) > 1 else ''} {', '.join(users)}"
@@ -878,6 +1076,190 @@ class _Linter:
                 continue
             self.findings.append(Finding("unused", "warning", message, where=self.key_where(("networks", name)), object=f"network:{name}", related=[Related(r.id, r.where, r.level, r.owner, r.rule.action) for r in rules]))
             self.unused_owner.add(("network", name))
+
+
+# -- fast overlap tests ---------------------------------------------------------------------
+#
+# The same answers as space.overlaps/subtract, tuned for lint's load: address lists of
+# zones and groups run to thousands of intervals (bisect instead of a linear merge),
+# and the family is compared first (v4 and v6 boxes never meet).
+
+_ORDER = (s.FAM, s.PROTO, s.DPORT, s.SRC, s.DST, s.SPORT, s.TIME)
+
+
+def _high(interval: tuple[int, int]) -> int:
+    return interval[1]
+
+
+def _iv_overlaps(a: Intervals, b: Intervals) -> bool:
+    if a is b:
+        return bool(a)
+    la, lb = len(a), len(b)
+    if la == 1 and lb == 1:
+        return a[0][0] <= b[0][1] and b[0][0] <= a[0][1]
+    if la > lb:
+        a, b, la, lb = b, a, lb, la
+    if a[-1][1] < b[0][0] or b[-1][1] < a[0][0]:
+        return False
+    if lb > 8 and la * 16 <= lb:
+        for low, high in a:
+            k = bisect_left(b, low, key=_high)  # the first interval of b ending at or after low
+            if k < lb and b[k][0] <= high:
+                return True
+        return False
+    if la > 8:  # two long lists (zones, groups): the same pairs come back in every chain
+        key = (id(a), id(b))
+        found = _LONG_PAIRS.get(key)
+        if found is not None and found[0] is a and found[1] is b:
+            return found[2]
+        result = _merge_overlaps(a, b)
+        _LONG_PAIRS[key] = (a, b, result)
+        return result
+    return _merge_overlaps(a, b)
+
+
+def _merge_overlaps(a: Intervals, b: Intervals) -> bool:
+    i = j = 0
+    la, lb = len(a), len(b)
+    while i < la and j < lb:
+        if a[i][1] < b[j][0]:
+            i += 1
+        elif b[j][1] < a[i][0]:
+            j += 1
+        else:
+            return True
+    return False
+
+
+_LONG_PAIRS: dict[tuple[int, int], tuple[Intervals, Intervals, bool]] = {}
+
+
+def _box_overlaps(a: Box, b: Box) -> bool:
+    for d in _ORDER:
+        x, y = a[d], b[d]
+        if x is y:
+            continue
+        if len(x) == 1 and len(y) == 1:
+            if x[0][0] > y[0][1] or y[0][0] > x[0][1]:
+                return False
+        elif not _iv_overlaps(x, y):
+            return False
+    return True
+
+
+def _overlaps(a: Region, b: Region) -> bool:
+    for x in a:
+        for y in b:
+            if _box_overlaps(x, y):
+                return True
+    return False
+
+
+def _service_part(a: Box, b: Box) -> Box:
+    """The protocol and ports two overlapping boxes share (what services_of reads)."""
+    out = list(a)
+    for d in (s.PROTO, s.DPORT, s.SPORT):
+        out[d] = s.iv_intersect(a[d], b[d])
+    return tuple(out)
+
+
+def _iv_clip(a: Intervals, low: int, high: int) -> tuple[int, int]:
+    """The slice a[i:j] of the intervals meeting [low, high]."""
+    i = bisect_left(a, low, key=_high)  # first ending at or after low
+    j = bisect_left(a, high + 1, key=_low)  # first starting after high
+    return i, j
+
+
+def _low(interval: tuple[int, int]) -> int:
+    return interval[0]
+
+
+def _iv_intersect(a: Intervals, b: Intervals) -> Intervals:
+    """space.iv_intersect, quick when one side is one interval (a range, a family)."""
+    if a is b:
+        return a
+    if len(a) == 1 and len(b) != 1:
+        a, b = b, a
+    if len(b) == 1:
+        low, high = b[0]
+        if low <= a[0][0] and a[-1][1] <= high:
+            return a
+        if high < a[0][0] or a[-1][1] < low:
+            return ()
+        if len(a) > 8:
+            i, j = _iv_clip(a, low, high)
+            part = list(a[i:j])
+            if part:
+                if part[0][0] < low:
+                    part[0] = (low, part[0][1])
+                if part[-1][1] > high:
+                    part[-1] = (part[-1][0], high)
+            return tuple(part)
+    return s.iv_intersect(a, b)
+
+
+def _iv_subtract(a: Intervals, b: Intervals) -> Intervals:
+    """space.iv_subtract, quick when b is one interval."""
+    if a is b:
+        return ()
+    if len(b) == 1:
+        low, high = b[0]
+        if low <= a[0][0] and a[-1][1] <= high:
+            return ()
+        if high < a[0][0] or a[-1][1] < low:
+            return a
+        if len(a) > 8:
+            i, j = _iv_clip(a, low, high)
+            middle: list[tuple[int, int]] = []
+            if i < j:
+                if a[i][0] < low:
+                    middle.append((a[i][0], low - 1))
+                if a[j - 1][1] > high:
+                    middle.append((high + 1, a[j - 1][1]))
+            return a[:i] + tuple(middle) + a[j:]
+    return s.iv_subtract(a, b)
+
+
+def _box_subtract(a: Box, b: Box) -> list[Box]:
+    """a minus b (known to overlap) as disjoint boxes, as space.box_subtract."""
+    pieces: list[Box] = []
+    current = list(a)
+    for d in range(s.DIMS):
+        here, cut = current[d], b[d]
+        if here is cut:
+            continue
+        rest = _iv_subtract(here, cut)
+        if rest:
+            piece = current.copy()
+            piece[d] = rest
+            pieces.append(tuple(piece))
+            current[d] = _iv_intersect(here, cut)
+    return pieces
+
+
+def _subtract(a: Region, b: Region) -> Region:
+    return _cut(a, b)[0]
+
+
+def _cut(a: Region, b: Region) -> tuple[Region, bool]:
+    """a minus b, and whether b met a at all."""
+    pieces = a
+    met = False
+    for cut in b:
+        if not pieces:
+            break
+        out: list[Box] | None = None
+        for index, piece in enumerate(pieces):
+            if _box_overlaps(piece, cut):
+                if out is None:
+                    out = list(pieces[:index])
+                out.extend(_box_subtract(piece, cut))
+            elif out is not None:
+                out.append(piece)
+        if out is not None:
+            pieces = tuple(out)
+            met = True
+    return pieces, met
 
 
 # -- small helpers ------------------------------------------------------------------------
@@ -942,5 +1324,6 @@ def lint(analyzer: Analyzer) -> LintReport:
     try:
         return _Linter(analyzer).run()
     finally:
+        _LONG_PAIRS.clear()
         if was_enabled:
             gc.enable()

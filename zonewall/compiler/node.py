@@ -276,6 +276,8 @@ class InetBuilder:
         rules = [
             Rule((x.match(x.meta("oif"), "lo"), x.accept()), "loopback"),
             Rule((x.match(x.ct("state"), ["established", "related"], "in"), x.counter(), x.accept()), "established"),
+            # a node that cannot send neighbour solicitations has no IPv6 at all
+            self.state_rules()[2],
             *host_rules,
             *default_rules(self.ctx, action, "host", "out", "accept", "host-default-out"),
         ]
