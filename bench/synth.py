@@ -5,8 +5,9 @@ Shape of a generated policy with N VMs (all on host `node1` unless `nodes` > 1):
 * 4 bridged networks (dual stack: a /16 and a /64 each); VM i sits on network i % 4
   with one NIC: MAC 52:54:00:XX:XX:XX, one IPv4 and one IPv6 address, guard
   filter `clean-traffic`.
-* 20 zones (z0..z19), VM i is in zone i % 20; every zone has 10 rules (service,
-  ports, zone/group references) and some zones have their own default.
+* 20 zones (z0..z19; `zones` sets another count), VM i is in zone i % zones; every
+  zone has 10 rules (service, ports, zone/group references) and some zones have
+  their own default.
 * 100 groups (g0..g99) of 3-6 members each: CIDR literals (v4 and v6), address
   ranges, vm: references and, for one group in five, another group (nesting).
 * 4 global rules (ssh/icmp from admins, ...).
@@ -53,14 +54,14 @@ def vm_network(i: int) -> str:
     return f"net{i % NETWORKS}"
 
 
-def vm_zone(i: int) -> str:
-    return f"z{i % ZONES}"
+def vm_zone(i: int, zones: int = ZONES) -> str:
+    return f"z{i % zones}"
 
 
-def vm_rules(i: int, n_vms: int, rng: random.Random) -> list[str]:
+def vm_rules(i: int, n_vms: int, rng: random.Random, zones: int = ZONES) -> list[str]:
     """RULES_PER_VM flow-style rules for VM i."""
     g = lambda: f"g{rng.randrange(GROUPS)}"  # noqa: E731
-    z = lambda: f"z{rng.randrange(ZONES)}"  # noqa: E731
+    z = lambda: f"z{rng.randrange(zones)}"  # noqa: E731
     other = lambda: vm_name(rng.randrange(n_vms))  # noqa: E731
     port = lambda: rng.randrange(1024, 60000)  # noqa: E731
     a, b = rng.randrange(256), rng.randrange(256)
@@ -90,15 +91,15 @@ def vm_rules(i: int, n_vms: int, rng: random.Random) -> list[str]:
     return rules
 
 
-def zone_rules(k: int, rng: random.Random) -> list[str]:
+def zone_rules(k: int, rng: random.Random, zones: int = ZONES) -> list[str]:
     g = lambda: f"g{rng.randrange(GROUPS)}"  # noqa: E731
     return [
         "{direction: in, action: accept, service: https}",
-        f"{{direction: in, action: accept, from: zone:z{(k + 1) % ZONES}, service: http-alt}}",
+        f"{{direction: in, action: accept, from: zone:z{(k + 1) % zones}, service: http-alt}}",
         f"{{direction: in, action: accept, from: group:{g()}, tcp: [{1000 + k}, {2000 + k}]}}",
         f"{{direction: in, action: drop, from: group:{g()}}}",
         "{direction: in, action: accept, from: group:admins, service: [ssh, rdp]}",
-        f"{{direction: out, action: accept, to: zone:z{(k + 2) % ZONES}, service: postgres}}",
+        f"{{direction: out, action: accept, to: zone:z{(k + 2) % zones}, service: postgres}}",
         "{direction: out, action: accept, service: dns}",
         f"{{direction: out, action: accept, to: group:{g()}, tcp: \"{3000 + k}-{3100 + k}\"}}",
         "{direction: out, action: reject, tcp: 25}",
@@ -132,11 +133,13 @@ def policy_text(
     filters: bool = True,
     nested_groups: bool = True,
     overrides: dict[int, dict[int, str]] | None = None,
+    zones: int = ZONES,
 ) -> str:
     """The YAML of a synthetic policy with n_vms VMs x RULES_PER_VM rules.
 
     `overrides` maps a VM index to {rule position: flow-style rule} replacing some
     of its generated rules (the dispatch benchmark uses it to allow its flow).
+    `zones` is the number of zones (default 20; the analysis benchmark uses 50).
     """
     rng = random.Random(seed)
     lines = [
@@ -160,12 +163,12 @@ def policy_text(
     for k in range(GROUPS):
         lines.append(f"  g{k}: [{', '.join(group_members(k, n_vms, rng, nested_groups))}]")
     lines.append("zones:")
-    for k in range(ZONES):
+    for k in range(zones):
         lines.append(f"  z{k}:")
         if k % 4 == 1:
             lines.append("    default: {in: drop, out: drop}")
         lines.append("    rules:")
-        lines += [f"      - {r}" for r in zone_rules(k, rng)]
+        lines += [f"      - {r}" for r in zone_rules(k, rng, zones)]
     lines.append("global_rules:")
     lines += [
         "  - {direction: in, action: accept, from: group:admins, service: ssh}",
@@ -179,12 +182,12 @@ def policy_text(
         nic = f"{{network: {vm_network(i)}, mac: \"{vm_mac(i)}\", ips: [{vm_ipv4(i)}, \"{vm_ipv6(i)}\"]}}"
         lines.append(f"  {vm_name(i)}:")
         lines.append(f"    host: {host}")
-        lines.append(f"    zone: {vm_zone(i)}")
+        lines.append(f"    zone: {vm_zone(i, zones)}")
         lines.append(f"    nics: [{nic}]")
         if filters:
             lines.append("    filters: [clean-traffic]")
         lines.append("    rules:")
-        rules = vm_rules(i, n_vms, rng)
+        rules = vm_rules(i, n_vms, rng, zones)
         for position, rule in (overrides or {}).get(i, {}).items():
             rules[position] = rule
         lines += [f"      - {r}" for r in rules]

@@ -1,0 +1,401 @@
+#!/usr/bin/env python3
+"""Analyzer benchmark: trace, reach, diff and lint on a synthetic policy.
+
+The policy is bench/synth.py's with --vms VMs (default 10,000) in --zones zones
+(default 50) over --nodes hosts (default 2), 20 rules per VM. Measured, each in one
+run of this script:
+
+* load    - `load_policy_text(text)` of the base policy (not an analyzer target, but
+            it is what every CLI call pays first), and of the three edited copies
+            the diff needs;
+* analyzer - `Analyzer(policy)` construction;
+* trace   - `trace(analyzer, src, dst, flow)`:
+            cold: the first trace on a fresh `Policy(doc, source)` + `Analyzer` (what
+            one `zonewall trace` call does after loading), median of --repeat fresh
+            analyzers; for vm:A -> vm:B tcp/443, outside -> vm:A tcp/22 (dropped) and
+            an admin address -> vm:A tcp/22 (accepted);
+            warm: the same trace repeated on that analyzer (chains memoised);
+            other flows: --flows random VM pairs/services on the warm analyzer, each
+            touching VMs whose chains are not built yet, then all of them again;
+* reach   - `reach(analyzer, "vm:A", "to"|"from")`, cold (fresh analyzer per run)
+            and warm (repeated on one analyzer);
+* lint    - `lint(Analyzer(policy))` on a fresh analyzer, when zonewall.analysis.lint
+            is importable (else "not available");
+* diff    - `diff_policies(old, new)` on fresh `Policy(doc, source)` objects, for
+            (a) one VM rule changed (VM A's rule 17, accepting tcp PORT from an IPv6
+            prefix outside the cluster: PORT + 1), (b) one zone rule changed (the
+            ports of rule 2 of VM A's zone; every VM of the zone is affected),
+            (c) identical policies (loaded twice from the same text), (d) VM A's
+            rule 4 (tcp PORT from vm:PEER) on PORT + 1: only visible if PEER's own
+            out chain lets the flow out; checked: (a) and (b) report differences,
+            (c) reports identical, (d) is reported either way;
+* memory  - peak RSS (ru_maxrss) and current RSS after each phase.
+
+VM A is vm17, VM B vm4242 (both modulo --vms). Python's cyclic garbage collector
+stays on (as in the CLI); `gc.collect()` runs before every timed call.
+
+Usage:  .venv/bin/python bench/analysis.py              # 10,000 VMs, 50 zones; a few minutes
+        .venv/bin/python bench/analysis.py --vms 500    # smoke test, ~20 s
+        .venv/bin/python bench/analysis.py --profile reach-to,diff-zone   # + cProfile of those
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import json
+import os
+import platform
+import pstats
+import random
+import re
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import synth  # noqa: E402
+
+from zonewall.analysis.diff import diff_policies  # noqa: E402
+from zonewall.analysis.engine import Analyzer  # noqa: E402
+from zonewall.analysis.reach import reach  # noqa: E402
+from zonewall.analysis.trace import FlowSpec, trace  # noqa: E402
+from zonewall.policy.loader import load_policy_text  # noqa: E402
+from zonewall.policy.resolve import Policy  # noqa: E402
+
+try:  # being written concurrently; measured when it exists
+    from zonewall.analysis.lint import lint  # type: ignore[attr-defined]  # noqa: E402
+except ImportError as exc:  # pragma: no cover - depends on the tree
+    lint = None  # type: ignore[assignment]
+    LINT_MISSING = str(exc)
+else:
+    LINT_MISSING = ""
+
+TARGETS = {"trace": 0.010, "reach": 0.500, "diff": 1.0, "lint": 10.0}  # seconds, from the issue
+VM_A, VM_B = 17, 4242
+CHANGED_VM_RULE = 17  # `{direction: in, action: accept, from: "fd00:99:XX::/48", tcp: PORT}`: from outside
+MASKED_VM_RULE = 4  # `{direction: in, action: accept, from: vm:PEER, tcp: PORT}`: the peer's out chain decides first
+CHANGED_ZONE_RULE = 2  # `{direction: in, action: accept, from: group:..., tcp: [1000+k, 2000+k]}`
+PROFILE_PHASES = ("trace", "reach-to", "reach-from", "lint", "diff-vm", "diff-zone", "diff-identical", "diff-masked")
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:
+    gc.collect()
+    t0 = time.perf_counter()
+    value = fn(*args, **kwargs)
+    return time.perf_counter() - t0, value
+
+
+def fresh(policy: Policy) -> Policy:
+    """The same document with cold caches, as `load_policy` returns it."""
+    return Policy(policy.doc, policy.source)
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current RSS, peak RSS) in MB."""
+    current = 0.0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            current = int(line.split()[1]) / 1024
+    return current, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+class Results:
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.memory: list[tuple[str, float, float]] = []
+        self.notes: list[str] = []
+
+    def add(self, phase: str, case: str, runs: list[float], target: float | None, detail: str = "") -> None:
+        row = {"phase": phase, "case": case, "runs": runs, "median": statistics.median(runs), "max": max(runs),
+               "target": target, "detail": detail}
+        self.rows.append(row)
+        verdict = "" if target is None else ("  ok" if row["median"] <= target else "  MISSES")
+        print(f"#  {phase:<8} {case:<48} median {ms(row['median']):>10}  max {ms(row['max']):>10}{verdict}  {detail}", flush=True)
+
+    def mem(self, after: str) -> None:
+        current, peak = rss_mb()
+        self.memory.append((after, current, peak))
+        print(f"#  memory after {after}: RSS {current:,.0f} MB, peak {peak:,.0f} MB", flush=True)
+
+
+# -- the policies -----------------------------------------------------------------
+
+
+def vm_rule_line(text: str, vm: str, position: int) -> str:
+    lines = text.splitlines()
+    start = lines.index(f"  {vm}:")
+    rules = lines.index("    rules:", start) + 1
+    return lines[rules + position].removeprefix("      - ")
+
+
+def vm_rule_edit(args: argparse.Namespace, text: str, position: int) -> tuple[str, str]:
+    """The policy with VM A's rule `position` on tcp port + 1, and what changed."""
+    vm_a = VM_A % args.vms
+    old_rule = vm_rule_line(text, synth.vm_name(vm_a), position)
+    match = re.fullmatch(r"(.*tcp: )(\d+)(\})", old_rule)
+    assert match, f"unexpected rule {position} of vm{vm_a}: {old_rule}"
+    new_rule = f"{match[1]}{int(match[2]) + 1}{match[3]}"
+    vm_text = synth.policy_text(args.vms, nodes=args.nodes, zones=args.zones, seed=args.seed,
+                                overrides={vm_a: {position: new_rule}})
+    assert vm_text.count("\n") == text.count("\n") and vm_text != text
+    return vm_text, f"vm{vm_a} rule {position}: `{old_rule}` -> tcp {int(match[2]) + 1}"
+
+
+def zone_rule_edit(args: argparse.Namespace, text: str) -> tuple[str, str]:
+    """The policy with rule 2 of VM A's zone on other ports, and what changed."""
+    vm_a = VM_A % args.vms
+    zone = vm_a % args.zones
+    old_ports, new_ports = f"tcp: [{1000 + zone}, {2000 + zone}]", f"tcp: [{1000 + zone}, {2500 + zone}]"
+    assert text.count(old_ports) == 1, old_ports
+    zone_text = text.replace(old_ports, new_ports)
+    return zone_text, f"zone z{zone} rule {CHANGED_ZONE_RULE}: `{old_ports}` -> `{new_ports}` ({args.vms // args.zones} VMs in the zone)"
+
+
+# -- phases -----------------------------------------------------------------------
+
+
+def bench_trace(base: Policy, args: argparse.Namespace, res: Results) -> None:
+    a, b = f"vm:vm{VM_A % args.vms}", f"vm:vm{VM_B % args.vms}"
+    flows = [
+        (f"{a} -> {b} tcp/443", a, b, FlowSpec(proto="tcp", port=443)),
+        (f"outside:203.0.113.10 -> {a} tcp/22", "outside:203.0.113.10", a, FlowSpec(proto="tcp", port=22, family=4)),
+        (f"outside:192.168.100.50 -> {a} tcp/22", "outside:192.168.100.50", a, FlowSpec(proto="tcp", port=22, family=4)),
+    ]
+    for label, src, dst, flow in flows:
+        cold, warm, verdict = [], [], ""
+        analyzer = None
+        for _ in range(args.repeat):
+            analyzer = Analyzer(fresh(base))
+            seconds, result = timed(trace, analyzer, src, dst, flow)
+            cold.append(seconds)
+            verdict = result.verdict
+        for _ in range(args.repeat):
+            seconds, _r = timed(trace, analyzer, src, dst, flow)
+            warm.append(seconds)
+        res.add("trace", f"cold: {label}", cold, TARGETS["trace"], f"verdict {verdict}")
+        res.add("trace", f"warm: {label}", warm, TARGETS["trace"])
+    # other flows on the (now warm) analyzer: new VM pairs, their chains not built yet
+    rng = random.Random(args.seed)
+    services = [FlowSpec(proto="tcp", port=443), FlowSpec(proto="tcp", port=22), FlowSpec(proto="tcp", port=5432),
+                FlowSpec(proto="udp", port=53), FlowSpec(proto="tcp", port=8080), FlowSpec(proto="icmp")]
+    pairs = [(f"vm:vm{rng.randrange(args.vms)}", f"vm:vm{rng.randrange(args.vms)}", rng.choice(services)) for _ in range(args.flows)]
+    first, again, verdicts = [], [], {}
+    for src, dst, flow in pairs:
+        seconds, result = timed(trace, analyzer, src, dst, flow)
+        first.append(seconds)
+        verdicts[result.verdict] = verdicts.get(result.verdict, 0) + 1
+    for src, dst, flow in pairs:
+        seconds, _r = timed(trace, analyzer, src, dst, flow)
+        again.append(seconds)
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(verdicts.items()))
+    res.add("trace", f"{args.flows} other VM pairs, first time", first, TARGETS["trace"], summary)
+    res.add("trace", f"{args.flows} other VM pairs, again", again, TARGETS["trace"])
+
+
+def bench_reach(base: Policy, args: argparse.Namespace, res: Results) -> None:
+    a = f"vm:vm{VM_A % args.vms}"
+    for direction in ("to", "from"):
+        cold, warm, rows = [], [], 0
+        analyzer = None
+        for _ in range(args.repeat):
+            analyzer = Analyzer(fresh(base))
+            seconds, result = timed(reach, analyzer, a, direction)
+            cold.append(seconds)
+            rows = sum(len(r.rows) for r in result)
+        for _ in range(args.repeat):
+            seconds, _r = timed(reach, analyzer, a, direction)
+            warm.append(seconds)
+        res.add("reach", f"cold: {a} {direction}", cold, TARGETS["reach"], f"{rows} rows")
+        res.add("reach", f"warm: {a} {direction}", warm, TARGETS["reach"])
+
+
+def bench_lint(base: Policy, args: argparse.Namespace, res: Results) -> None:
+    if lint is None:
+        print(f"#  lint     not available ({LINT_MISSING})", flush=True)
+        res.notes.append(f"lint: not available ({LINT_MISSING})")
+        return
+    runs, findings = [], []
+    for _ in range(args.lint_repeat):
+        seconds, report = timed(lambda: lint(Analyzer(fresh(base))))
+        runs.append(seconds)
+        findings = list(getattr(report, "findings", report))
+    kinds: dict[str, int] = {}
+    for finding in findings:
+        kind = str(getattr(finding, "kind", None) or getattr(finding, "code", None) or getattr(finding, "check", None) or type(finding).__name__)
+        kinds[kind] = kinds.get(kind, 0) + 1
+    detail = f"{len(findings)} findings" + (f" ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))})" if kinds else "")
+    res.add("lint", "fresh analyzer, whole policy", runs, TARGETS["lint"], detail)
+
+
+def bench_diff(old: Policy, others: dict[str, Policy], what: dict[str, str], args: argparse.Namespace, res: Results) -> None:
+    # expected: True = identical, False = differences, None = either (reported only)
+    cases = [("vm", "(a) one VM rule changed", False),
+             ("zone", "(b) one zone rule changed", False),
+             ("same", "(c) identical policies", True),
+             ("masked", "(d) one VM rule changed, masked by the peer", None)]
+    for key, label, expect_identical in cases:
+        runs, result = [], None
+        for _ in range(args.repeat):
+            seconds, result = timed(diff_policies, fresh(old), fresh(others[key]))
+            runs.append(seconds)
+        ok = expect_identical is None or result.identical == expect_identical
+        detail = f"{len(result.rows)} rows, identical={result.identical}" + ("" if ok else "  UNEXPECTED")
+        if not ok:
+            res.notes.append(f"diff {label}: identical={result.identical}, expected {expect_identical}")
+        res.add("diff", label, runs, TARGETS["diff"], detail)
+        res.notes.append(f"diff {label}: {what[key]}; {len(result.rows)} rows" + "".join(
+            f"\n      {r.change}: {', '.join(sorted(r.src))[:70]} -> {', '.join(sorted(r.dst))[:70]} {', '.join(r.services)[:40]} ({r.when})"
+            for r in result.rows[:4]))
+
+
+# -- profiling --------------------------------------------------------------------
+
+
+def profile(phase: str, base: Policy, others: dict[str, Policy], args: argparse.Namespace, lines: int) -> str:
+    a, b = f"vm:vm{VM_A % args.vms}", f"vm:vm{VM_B % args.vms}"
+    calls: dict[str, Callable[[], Any]] = {
+        "trace": lambda: trace(Analyzer(fresh(base)), a, b, FlowSpec(proto="tcp", port=443)),
+        "reach-to": lambda: reach(Analyzer(fresh(base)), a, "to"),
+        "reach-from": lambda: reach(Analyzer(fresh(base)), a, "from"),
+        "lint": lambda: lint(Analyzer(fresh(base))) if lint is not None else None,
+        "diff-vm": lambda: diff_policies(fresh(base), fresh(others["vm"])),
+        "diff-zone": lambda: diff_policies(fresh(base), fresh(others["zone"])),
+        "diff-identical": lambda: diff_policies(fresh(base), fresh(others["same"])),
+        "diff-masked": lambda: diff_policies(fresh(base), fresh(others["masked"])),
+    }
+    prof = cProfile.Profile()
+    gc.collect()
+    prof.enable()
+    calls[phase]()
+    prof.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    stats.strip_dirs().sort_stats("cumulative").print_stats(lines)
+    stats.sort_stats("tottime").print_stats(lines)
+    return out.getvalue()
+
+
+# -- output -----------------------------------------------------------------------
+
+
+def print_tables(res: Results, loads: dict[str, float]) -> None:
+    head = ["phase", "case", "median", "min", "max", "runs", "target", "met", "detail"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in res.rows:
+        met = "-" if r["target"] is None else ("yes" if r["median"] <= r["target"] else "**no**")
+        print(f"| {r['phase']} | {r['case']} | {ms(r['median'])} | {ms(min(r['runs']))} | {ms(r['max'])} | {len(r['runs'])} | "
+              f"{'-' if r['target'] is None else '<= ' + ms(r['target'])} | {met} | {r['detail']} |")
+    print()
+    print("| memory after | RSS MB | peak RSS MB |")
+    print("|---|---|---|")
+    for after, current, peak in res.memory:
+        print(f"| {after} | {current:,.0f} | {peak:,.0f} |")
+    print()
+    print("Load (s): " + ", ".join(f"{k} {v:.1f}" for k, v in loads.items()))
+    print()
+    print("Targets (10,000 VMs, 50 zones, 20 rules each; the median of the runs is compared):")
+    for phase, target in TARGETS.items():
+        rows = [r for r in res.rows if r["phase"] == phase]
+        if not rows:
+            print(f"  {phase:<6} <= {ms(target)}: not measured")
+            continue
+        worst = max(rows, key=lambda r: r["median"])
+        verdict = "MEETS" if worst["median"] <= target else "MISSES"
+        print(f"  {phase:<6} <= {ms(target)}: {verdict} (slowest: {worst['case']}, {ms(worst['median'])} median)")
+    for note in res.notes:
+        print(f"  note: {note}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vms", type=int, default=10_000)
+    parser.add_argument("--zones", type=int, default=50)
+    parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=5, help="runs per cold/warm timing (median reported)")
+    parser.add_argument("--lint-repeat", type=int, default=1)
+    parser.add_argument("--flows", type=int, default=20, help="other random VM pairs traced on the warm analyzer")
+    parser.add_argument("--skip", default="", help="comma-separated phases to skip: trace,reach,lint,diff")
+    parser.add_argument("--profile", default="", help=f"comma-separated phases to cProfile once (cold): {','.join(PROFILE_PHASES)}")
+    parser.add_argument("--profile-lines", type=int, default=30)
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = parser.parse_args()
+    skip = {p for p in args.skip.split(",") if p}
+    profiles = [p for p in args.profile.split(",") if p]
+    for p in profiles:
+        if p not in PROFILE_PHASES:
+            parser.error(f"--profile: unknown phase {p!r}")
+
+    print(f"# zonewall analyzer benchmark  {time.strftime('%Y-%m-%d %H:%M:%S')}  "
+          f"kernel {platform.release()}  python {platform.python_version()}  cpus {os.cpu_count()}")
+    print(f"# synthetic policy: {args.vms:,} VMs x {synth.RULES_PER_VM} rules, {args.zones} zones x 10 rules, "
+          f"{synth.GROUPS} groups, {synth.NETWORKS} dual-stack networks, {args.nodes} hosts; repeat {args.repeat}")
+    started, load_at_start = time.perf_counter(), loadavg()
+    res = Results()
+    res.mem("start")
+    text = synth.policy_text(args.vms, nodes=args.nodes, zones=args.zones, seed=args.seed)
+    loads: dict[str, float] = {}
+    loads["base"], base = timed(load_policy_text, text)
+    print(f"#  load     base policy ({len(text):,} bytes): {loads['base']:.1f} s", flush=True)
+    res.mem("load")
+    seconds, _an = timed(Analyzer, fresh(base))
+    res.add("analyzer", "Analyzer(policy) construction", [seconds], None)
+    del _an
+
+    if "trace" not in skip:
+        bench_trace(base, args, res)
+        res.mem("trace")
+    if "reach" not in skip:
+        bench_reach(base, args, res)
+        res.mem("reach")
+    if "lint" not in skip:
+        bench_lint(base, args, res)
+        res.mem("lint")
+    others: dict[str, Policy] = {}
+    if "diff" not in skip or any(p.startswith("diff") for p in profiles):
+        edits = {"vm": vm_rule_edit(args, text, CHANGED_VM_RULE), "zone": zone_rule_edit(args, text),
+                 "same": (text, "loaded twice from the same text"), "masked": vm_rule_edit(args, text, MASKED_VM_RULE)}
+        what = {key: change for key, (_text, change) in edits.items()}
+        for key, (edited, _change) in edits.items():
+            loads[key], others[key] = timed(load_policy_text, edited)
+        del edits
+        print(f"#  load     {len(others)} more policies: {sum(v for k, v in loads.items() if k != 'base'):.1f} s", flush=True)
+        res.mem(f"loading {len(others) + 1} policies")
+        if "diff" not in skip:
+            bench_diff(base, others, what, args, res)
+            res.mem("diff")
+
+    print()
+    print_tables(res, loads)
+    print(f"Total {time.perf_counter() - started:.0f} s; load average at start {load_at_start}, at end {loadavg()}")
+    for phase in profiles:
+        print(f"\n## cProfile: {phase} (cold, {args.vms:,} VMs)\n")
+        print(profile(phase, base, others, args, args.profile_lines))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": res.rows, "memory": res.memory, "loads": loads,
+                                               "notes": res.notes}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
