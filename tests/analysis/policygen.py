@@ -213,6 +213,8 @@ class _Ctx:
     groups: list[str] = field(default_factory=list)
     services: list[str] = field(default_factory=lambda: list(RULE_SERVICES))
     schedules: list[str] = field(default_factory=list)
+    hosts: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(NODES))
+    subnets: dict[str, tuple[str, ...]] = field(default_factory=dict)
     ids: dict[str, int] = field(default_factory=dict)
     vm_descs: dict[str, VMDesc] = field(default_factory=dict)
     vm_zones: dict[str, str | None] = field(default_factory=dict)
@@ -242,10 +244,9 @@ class _Ctx:
         if item == "any":
             return _Set.everything()
         if kind == "host":
-            return _Set.of(*NODES[name])
+            return _Set.of(*self.hosts[name])
         if kind == "network":
-            n = int(name[3:])
-            return _Set.of(f"10.{n}.0.0/24", f"fd00:{n}::/64")
+            return _Set.of(*self.subnets[name])
         if kind == "vm":
             return _Set.of(*(ip for nic in self.vm_descs[name].nics for ip in nic.ips))
         if kind == "zone":
@@ -406,6 +407,12 @@ def policies(draw: st.DrawFn, *, nd_workaround: bool = False) -> tuple[str, Poli
     zones = ["web", "app", "db"][: draw(st.integers(1, 3))]
     vms = [f"vm{i}" for i in range(1, draw(st.integers(2, 5)) + 1)]
     ctx = _Ctx(networks, zones, vms)
+    if draw(st.integers(0, 7)) == 0:  # a node without IPv6
+        ctx.hosts["node2"] = NODES["node2"][:1]
+    v4_only = {net for net in networks if draw(st.integers(0, 7)) == 0}  # networks without IPv6
+    for net in networks:
+        n = int(net[3:])
+        ctx.subnets[net] = (f"10.{n}.0.0/24",) if net in v4_only else (f"10.{n}.0.0/24", f"fd00:{n}::/64")
 
     # -- what exists: nodes, networks, VMs and their addresses
     isolated = draw(st.sampled_from(networks)) if draw(st.integers(0, 2)) == 0 else None
@@ -424,10 +431,10 @@ def policies(draw: st.DrawFn, *, nd_workaround: bool = False) -> tuple[str, Poli
         nics, nic_descs = [], []
         for k, network in enumerate(nic_networks):
             n = int(network[3:])
-            ips_kind = draw(st.sampled_from(["dual"] * 6 + ["v4", "v6"]))
+            ips_kind = "v4" if network in v4_only else draw(st.sampled_from(["dual"] * 6 + ["v4", "v6"]))
             ips = ([f"10.{n}.0.{10 + i}"] if ips_kind != "v6" else []) + ([f"fd00:{n}::{10 + i}"] if ips_kind != "v4" else [])
             nic: dict[str, Any] = {"network": network}
-            nic_filter = custom_filter and not filters and draw(st.integers(0, 3)) == 0
+            nic_filter = custom_filter and "guard1" not in filters and draw(st.integers(0, 3)) == 0
             if filters or nic_filter or draw(st.booleans()):
                 nic["mac"] = f"52:54:00:{n:02x}:{k:02x}:{10 + i:02x}"
             nic["ips"] = ips
@@ -470,7 +477,7 @@ def policies(draw: st.DrawFn, *, nd_workaround: bool = False) -> tuple[str, Poli
     elif management == "group":
         settings["management"] = ["group:" + draw(st.sampled_from(ctx.groups))]
     doc["settings"] = settings
-    doc["hosts"] = {node: {"address": list(addresses), "uplink": "eth0"} for node, addresses in NODES.items()}
+    doc["hosts"] = {node: {"address": list(addresses), "uplink": "eth0"} for node, addresses in ctx.hosts.items()}
     if groups:
         doc["groups"] = groups
     services: dict[str, Any] = {}
@@ -495,9 +502,9 @@ def policies(draw: st.DrawFn, *, nd_workaround: bool = False) -> tuple[str, Poli
     nets: dict[str, Any] = {}
     for name in networks:
         n = int(name[3:])
-        body = {"bridge": f"vmbr{n}", "subnets": [f"10.{n}.0.0/24", f"fd00:{n}::/64"]}
+        body = {"bridge": f"vmbr{n}", "subnets": list(ctx.subnets[name])}
         if draw(st.integers(0, 3)) > 0:  # else the lab picks .1/::1 itself
-            body["gateway"] = [f"10.{n}.0.1", f"fd00:{n}::1"]
+            body["gateway"] = [f"10.{n}.0.1", f"fd00:{n}::1"][: len(ctx.subnets[name])]
         if name == isolated:
             body["isolated"] = True
             rules = _rules(draw, ctx, name, 2, network=True)
@@ -539,7 +546,7 @@ def policies(draw: st.DrawFn, *, nd_workaround: bool = False) -> tuple[str, Poli
 
     text = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=140)
     desc = PolicyDesc(
-        hosts=dict(NODES),
+        hosts=dict(ctx.hosts),
         networks={name: tuple(nets[name]["subnets"]) for name in networks},
         isolated=(isolated,) if isolated else (),
         vms=descs,

@@ -207,7 +207,7 @@ class _Step:
     Shared by the chains where it is the same (what it decides there is in
     _ChainState.lefts)."""
 
-    __slots__ = ("key", "ref", "label", "eff", "action", "limited", "logged", "mask", "region")
+    __slots__ = ("key", "ref", "label", "eff", "action", "limited", "logged", "mask", "region", "stats")
 
     def __init__(self, key: str, ref: RuleRef | None, label: str, region: Region, eff: Region, action: str, limited: bool, logged: bool, sig: int):
         self.key = key  # rule id (unique), or "@label" for built-ins
@@ -219,6 +219,7 @@ class _Step:
         self.limited = limited
         self.logged = logged
         self.mask = sig
+        self.stats: _RuleStats | None = None  # the rule's, set on first use
 
 
 @dataclass
@@ -252,18 +253,24 @@ _MARK: Intervals = ((0, 0),)
 _FAMILY: dict[int, Intervals] = {4: ((4, 4),), 6: ((6, 6),)}
 
 
-def _first_match_cut(eff: Region, earlier: list[Region]) -> tuple[Region, tuple[int, ...]]:
+def _first_match_cut(eff: Region, earlier: list[Region], memo: dict[tuple[int, int], tuple[Region, Region, Region, bool]]) -> tuple[Region, tuple[int, ...]]:
     """eff minus the earlier regions in order, and which of them took part of it.
 
     Cutting by the earlier regions leaves the same as cutting by what they decide
     (their union is the same), with fewer boxes; what an earlier region removes from
     the rest is exactly the part of eff it decides. Once nothing is left, no later
-    region decides any of it."""
+    region decides any of it. Each cut is memoised by the identity of its operands:
+    chains sharing rules share the leading cuts."""
     pieces = eff
     met: list[int] = []
     for index, region in enumerate(earlier):
-        pieces, hit = _cut(pieces, region)
-        if hit:
+        key = (id(pieces), id(region))
+        found = memo.get(key)
+        if found is None or found[0] is not pieces or found[1] is not region:
+            rest, hit = _cut(pieces, region)
+            found = memo[key] = (pieces, region, rest, hit)
+        if found[3]:
+            pieces = found[2]
             met.append(index)
             if not pieces:
                 break
@@ -396,10 +403,12 @@ class _Linter:
         self._parsed: dict[str, RefItem] = {}
         self._effective: dict[tuple[object, ...], tuple[Region, Region]] = {}
         self._cut_memo: dict[tuple[int, ...], tuple[Region, tuple[int, ...]]] = {}
+        self._pair_memo: dict[tuple[int, int], tuple[Region, Region, Region, bool]] = {}
         self._judge_memo: dict[tuple[object, ...], tuple[bool, tuple[int, ...], bool]] = {}
         self._shared_memo: dict[tuple[int, int], tuple[str, bool]] = {}
         self._alive: list[Region] = []
-        self._independent: dict[int, tuple[Region, bool]] = {}
+        self._independent: dict[tuple[int, int], tuple[Region, bool]] = {}
+        self._part_memo: dict[tuple[object, ...], tuple[list[_Step], bool]] = {}
         self._default_memo: dict[tuple[object, ...], Related] = {}
         self._parts: dict[tuple[str, str, str], list[Step]] = {}
         self._defaults: dict[str, Step] = {}
@@ -478,17 +487,40 @@ class _Linter:
     # -- chains -----------------------------------------------------------------------
 
     def build_state(self, chain: Chain, kind: str, owner: str, direction: str, essentials: bool, restrict: _Restriction | None) -> _ChainState:
-        return self.make_state(chain.name, kind, owner, direction, [chain.steps], chain.default, essentials, restrict)
+        steps = [self._essentials_step] if essentials else []
+        return self.make_state(chain.name, kind, owner, direction, [(None, steps + list(chain.steps))], chain.default, restrict)
 
-    def make_state(self, name: str, kind: str, owner: str, direction: str, parts: Iterable[Iterable[Step]], default: Step, essentials: bool, restrict: _Restriction | None) -> _ChainState:
+    def make_state(self, name: str, kind: str, owner: str, direction: str, parts: list[tuple[object, list[Step]]], default: Step, restrict: _Restriction | None) -> _ChainState:
+        """The chain's steps as the lint sees them. `parts` are (cache key or None, steps):
+        a shared part (the global rules, a zone's) whose regions hold every address is
+        the same for every VM with the same kind of addresses, so it is made once."""
         steps: list[_Step] = []
-        if essentials:
-            steps.append(self.step(self._essentials_step, restrict))
-        for part in parts:
-            for st in part:
-                steps.append(self.step(st, restrict))
+        for cache_key, part in parts:
+            if cache_key is not None and restrict is not None and restrict.dims is None:
+                key = (cache_key, restrict.dim, restrict.token)
+                found = self._part_memo.get(key)
+                if found is None:
+                    made = [self.step(st, restrict) for st in part]
+                    independent = all(self.independent(st.region, restrict.dim) for st in part)
+                    found = self._part_memo[key] = (made, independent)
+                    steps += made
+                elif found[1]:
+                    steps += found[0]
+                else:
+                    steps += [self.step(st, restrict) for st in part]
+            else:
+                steps += [self.step(st, restrict) for st in part]
         default_logged = default.action != "accept" and self.log_denied
         return _ChainState(name, kind, owner, steps, default.action, default_logged, self.default_related(default, kind, owner, direction))
+
+    def independent(self, region: Region, dim: int) -> bool:
+        """Does every box of the region hold every address of its family in `dim`?"""
+        key = (id(region), dim)
+        found = self._independent.get(key)
+        if found is None or found[0] is not region:
+            flag = all(len(b[s.FAM]) == 1 and b[s.FAM][0][0] == b[s.FAM][0][1] and b[dim] == FAMILY_RANGE[b[s.FAM][0][0]] for b in region)
+            found = self._independent[key] = (region, flag)
+        return found[1]
 
     def step(self, st: Step, restrict: _Restriction | None) -> _Step:
         region = st.region
@@ -515,11 +547,7 @@ class _Linter:
             self._alive.append(eff)
             return eff
         dim = restrict.dim
-        found_kind = self._independent.get(id(region))
-        if found_kind is None or found_kind[0] is not region:
-            independent = all(len(b[s.FAM]) == 1 and b[s.FAM][0][0] == b[s.FAM][0][1] and b[dim] == FAMILY_RANGE[b[s.FAM][0][0]] for b in region)
-            found_kind = self._independent[id(region)] = (region, independent)
-        if found_kind[1]:
+        if self.independent(region, dim):
             # every box holds every address of its family: marked wherever the chain
             # has one address of the family, cut to the chain's several otherwise
             key: tuple[object, ...] = (id(region), dim, restrict.token)
@@ -574,11 +602,13 @@ class _Linter:
         lefts = chain.lefts = [()] * len(steps)
         for index, step in enumerate(steps):
             ref = step.ref
-            stats = None
-            if ref is not None:
+            stats = step.stats
+            if stats is None and ref is not None:
                 stats = self.stats.get(step.key)
                 if stats is None:
                     stats = self.stats[step.key] = _RuleStats(ref)
+                step.stats = stats
+            if stats is not None:
                 stats.chains += 1
                 stats.placements.append((chain, index))
             eff = step.eff
@@ -595,7 +625,7 @@ class _Linter:
                 key = (id(eff), *[id(other.eff) for other in candidates])
                 found = cut_memo.get(key)
                 if found is None:
-                    found = cut_memo[key] = _first_match_cut(eff, [other.eff for other in candidates])
+                    found = cut_memo[key] = _first_match_cut(eff, [other.eff for other in candidates], self._pair_memo)
                 pieces = found[0]
                 cover = [candidates[i] for i in found[1]]
             lefts[index] = pieces
@@ -760,7 +790,7 @@ class _Linter:
                 dim = s.DST if direction == "in" else s.SRC
                 restrict = _Restriction.of_vm(dim, addresses)
                 name, parts, default = self.vm_chain(vm, direction)
-                yield self.make_state(name, "vm", vm, direction, parts, default, True, restrict)
+                yield self.make_state(name, "vm", vm, direction, parts, default, restrict)
         for name, network in doc.networks.items():
             if not policy.rules_of("network", name) or not network.isolated:
                 continue
@@ -776,22 +806,23 @@ class _Linter:
             if out is not None:
                 yield self.build_state(out, "host", node, "out", False, None)
 
-    def vm_chain(self, vm: str, direction: str) -> tuple[str, list[list[Step]], Step]:
+    def vm_chain(self, vm: str, direction: str) -> tuple[str, list[tuple[object, list[Step]]], Step]:
         """ChainBuilder.vm's chain (global -> the VM's own -> its zone's rules, then the
-        default) in parts, the global and zone parts built once for all VMs."""
+        default) in parts, after the ICMPv6 essentials; the global and zone parts are
+        built once for all VMs."""
         policy, builder = self.policy, self.analyzer.chains
-        key = ("global", "", direction)
+        key: tuple[str, str, str] = ("global", "", direction)
         common = self._parts.get(key)
         if common is None:
-            common = self._parts[key] = builder.steps(policy.rules_of("global"), direction)
-        parts = [common, builder.steps(policy.rules_of("vm", vm), direction)]
+            common = self._parts[key] = [self._essentials_step] + builder.steps(policy.rules_of("global"), direction)
+        parts: list[tuple[object, list[Step]]] = [(key, common), (None, builder.steps(policy.rules_of("vm", vm), direction))]
         zone = self.doc.vms[vm].zone
         if zone:
             key = ("zone", zone, direction)
             part = self._parts.get(key)
             if part is None:
                 part = self._parts[key] = builder.steps(policy.rules_of("zone", zone), direction)
-            parts.append(part)
+            parts.append((key, part))
         action = policy.default_action(vm, direction)
         default = self._defaults.get(action + direction)
         if default is None:
