@@ -1,23 +1,34 @@
 """Hypothesis strategies for random but valid policies, and flows through them.
 
-`policies()` draws `(yaml_text, PolicyDesc)`: a policy the loader accepts (two nodes,
-1-3 dual-stack bridged networks, one maybe `isolated: true` with network rules, 1-3
-zones, 2-5 VMs spread over both nodes, at most one of them with two NICs, groups
-with nested groups, global/VM/zone/host rules with overlapping ports and mixed
-actions, negated address lists, guard filters), and a description of what a flow
-can go between. `flows(desc)` draws flows between those endpoints.
+`policies()` draws `(yaml_text, PolicyDesc)`: a policy the loader accepts, and a
+description of what a flow can go between. It has two nodes (node2 now and then
+without IPv6); 1-3 bridged networks, dual-stack or IPv4-only, one maybe `isolated:
+true` with network rules; 1-3 zones with partial or full defaults; 2-5 VMs over
+both nodes (some without a zone, some single-family, at most one with a second NIC
+on another network); groups with nested groups and exclusions; global, VM, zone,
+host and node rules with overlapping ports and mixed actions (`from`/`to` as any,
+vm:, zone:, group:, network:, host:, CIDRs, ranges and negated lists; services,
+tcp/udp ports, icmp/icmpv6, `proto`, `family`, disabled and logged rules); user
+services, one redefining a built-in; guard filters (clean-traffic and a custom
+one with port/ICMP rules, on VMs or single NICs); management addresses.
 
-Kept out on purpose, because `trace` would (rightly) answer "depends" or the lab
-does not model them: rate limits, schedules, source-port rules, NAT, conntrack
-helpers, network modes other than bridged. Guard filters only match ports and
-ICMP echo-request: an address match in a stateless guard also hits the replies of
-the VM's own connections, which trace (first packet of a new connection) does not
-model.
+`flows(desc)` draws `Flow`s: from a VM, a node or an outside address, to a VM (or
+one NIC of a two-NIC VM), a node or (not from outside) an outside address, with a
+tcp/udp port from the same pool as the rules, or ICMP echo-request, in a family
+both ends have.
 
-Every name and address below is fixed, so a failing example reads like a policy an
-operator would write: networks net1..net3 are 10.N.0.0/24 + fd00:N::/64 with the
+Kept out on purpose, so that a flow has one verdict the lab can observe:
+rate limits; schedules and source ports except ones that hold always or never
+(the `always` schedule; sport ranges containing or missing every ephemeral port);
+NAT and conntrack helpers (not enforced); network modes other than bridged; guard
+rules matching addresses alone (a stateless guard also sees the replies of the
+guest's own connections, which trace - the first packet of a new connection - does
+not model; with a port or echo-request the replies never match).
+
+Every name and address is fixed, so a failing example reads like a policy an
+operator would write: networks net1..net3 are 10.N.0.0/24 (+ fd00:N::/64) with the
 gateway at .1/::1, VM `vmI` has host part 10+I on each of its NICs, the nodes are
-192.168.100.11/12 and fd00:100::11/12.
+192.168.100.11/12 and fd00:100::11/12; outside sources are OUTSIDE.
 """
 
 from __future__ import annotations
@@ -77,16 +88,6 @@ FLOW_TCP = (22, 80, 443, 5432, 8080, 8050, 9000, 9440)
 FLOW_UDP = (53, 123, 8050, 8080)
 
 ACTIONS = ("accept", "drop", "reject")
-
-# Prepended to host_rules while node output chains drop neighbour discovery (see policies()).
-ND_ACCEPT = {
-    "id": "hosts-nd",
-    "direction": "out",
-    "action": "accept",
-    "icmpv6": ["nd-neighbor-solicit", "nd-neighbor-advert"],
-    "comment": "workaround: node output does not accept ND itself yet",
-}
-
 
 @dataclass(frozen=True)
 class NicDesc:
@@ -393,15 +394,8 @@ class _Dumper(yaml.SafeDumper):
 
 
 @st.composite
-def policies(draw: st.DrawFn, *, nd_workaround: bool = False) -> tuple[str, PolicyDesc]:
-    """(policy YAML text, its description).
-
-    `nd_workaround`: a node's output chain does not accept the ICMPv6 neighbour
-    discovery essentials (the forward and input chains do), so a host `out`
-    drop/reject that matches them cuts the node off IPv6 entirely, which trace does
-    not predict (see ND_ACCEPT and test_node_output_drop_keeps_neighbour_discovery
-    in tests/kernel/test_analyzer_agreement.py). While that stands, a policy whose
-    node output can refuse gets ND_ACCEPT as its first host rule."""
+def policies(draw: st.DrawFn) -> tuple[str, PolicyDesc]:
+    """(policy YAML text, its description)."""
     n_networks = draw(st.integers(1, 3))
     networks = [f"net{n}" for n in range(1, n_networks + 1)]
     zones = ["web", "app", "db"][: draw(st.integers(1, 3))]
@@ -531,10 +525,6 @@ def policies(draw: st.DrawFn, *, nd_workaround: bool = False) -> tuple[str, Poli
     if draw(st.integers(0, 4)) == 0:
         node = draw(st.sampled_from(sorted(NODES)))
         doc["hosts"][node]["rules"] = [_rule(draw, ctx, node)]
-    if nd_workaround and (host_default.get("out", "accept") != "accept" or any(
-        r["direction"] == "out" and r["action"] != "accept" for r in rules + doc["hosts"]["node1"].get("rules", []) + doc["hosts"]["node2"].get("rules", [])
-    )):
-        rules.insert(0, dict(ND_ACCEPT))
     if rules:
         doc["host_rules"] = rules
 

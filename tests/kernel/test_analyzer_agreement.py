@@ -2,7 +2,8 @@
 
 Hypothesis generates random valid policies (tests/analysis/policygen.py: zones, VMs
 on two nodes, groups, overlapping rules with mixed actions, an isolated network,
-guard filters, both families) and 10-12 random flows through each. Every policy
+guard filters, both families) and 10-12 random flows through each (from VMs, nodes
+and outside addresses to VMs, single NICs, nodes and outside addresses). Every policy
 is brought up in the lab (network namespaces, the compiled nftables rulesets), all
 its flows are probed at once with real connections, and for every flow the
 analyzer's verdict must match: `trace` says accept exactly when the probe's token
@@ -67,7 +68,7 @@ def _report(text: str, desc: PolicyDesc, problems: list[tuple[Flow, TraceResult 
             lines.append("  trace json: " + json.dumps(predicted.to_json(), indent=1, default=str).replace("\n", "\n  "))
         if observed is not None:
             lines.append(f"  probe: {observed.verdict} ({observed.detail}) {observed.to_json()}")
-        lines.append(f"  reproduce: zonewall compile DIR --node node1|node2; zonewall lab up DIR; {_probe_command(flow)}")
+        lines.append(f"  reproduce: zonewall compile DIR --host node1|node2; zonewall lab up DIR; {_probe_command(flow)}")
     return "\n".join(lines)
 
 
@@ -106,7 +107,7 @@ def _check(text: str, desc: PolicyDesc, flow_list: list[Flow]) -> dict[str, int]
             if observed.verdict == "error":
                 problems.append((flow, predicted, observed, "the probe could not run (lab or generator problem)"))
             elif predicted.verdict == "depends":
-                problems.append((flow, predicted, observed, "trace says `depends` for a policy without schedules, sport rules or limits"))
+                problems.append((flow, predicted, observed, "trace says `depends`, but generated policies have no limits, and only schedules and sport ranges that hold always or never"))
             elif predicted.delivered != observed.delivered:
                 problems.append((flow, predicted, observed, f"trace predicts {'delivery' if predicted.delivered else 'no delivery'} ({predicted.verdict}), the kernel {'delivered' if observed.delivered else 'did not deliver'} ({observed.verdict})"))
     assert not problems, _report(text, desc, problems)
@@ -144,13 +145,13 @@ def test_trace_agrees_with_real_probes() -> None:
     assert checked["policies"] >= MIN_POLICIES and checked["flows"] >= MIN_FLOWS, checked
 
 
-# Found by the property test above (shrunk by hand): a node's output chain does not
+# Found by the property test above (shrunk by hand): a node's output chain did not
 # accept the ICMPv6 neighbour-discovery essentials that its input and forward chains
 # accept first, so `host_default: {out: drop}` (or a host `out` rule dropping IPv6)
-# makes the node unreachable over IPv6 -- even for `settings.management` on ssh --
-# because its neighbour advertisements never leave. trace (like docs/policy-guide.md:
-# "Neighbour discovery and MLD are always accepted") predicts delivery. Until the
-# compiler accepts them in output too, policygen prepends ND_ACCEPT to host_rules.
+# made the node unreachable over IPv6 -- even for `settings.management` on ssh --
+# because its neighbour advertisements never left, while trace (like
+# docs/policy-guide.md: "Neighbour discovery and MLD are always accepted") predicted
+# delivery. Both now accept them first in the output chain too.
 ND_REPRO = """\
 version: 1
 settings:
