@@ -100,7 +100,7 @@ class Related:
         return f"{self.rule} ({self.where})" if self.where != "built-in" else f"{self.rule} (built-in)"
 
 
-@dataclass
+@dataclass(slots=True)
 class Finding:
     kind: str
     severity: str  # warning | info
@@ -165,22 +165,27 @@ def _split_where(where: str | None) -> tuple[str, int]:
 # -- rich output ------------------------------------------------------------------------
 
 
-def lint_table(report: LintReport, *, title: str | None = None, related_limit: int = 3) -> Any:
-    """The findings as a rich Table: kind, where, rule, message (+ related rules)."""
+def lint_table(report: LintReport, *, title: str | None = None, related_limit: int = 3, limit: int | None = None) -> Any:
+    """The findings as a rich Table: kind, where (file:line), rule id (or the object),
+    message (+ the related rules). `limit`: show the first findings only (the caption
+    says how many are left out)."""
     from rich.table import Table
     from rich.text import Text
 
     counts = {k: n for k, n in report.counts().items() if n}
     caption = ", ".join(f"{n} {k}" for k, n in counts.items()) if counts else "no findings"
+    shown_findings = report.findings if limit is None else report.findings[:limit]
+    if len(shown_findings) < len(report.findings):
+        caption += f" ({len(report.findings) - len(shown_findings)} not shown)"
     table = Table(title=title or "zonewall lint", caption=caption, show_lines=False, expand=False)
     table.add_column("kind", no_wrap=True)
     table.add_column("where", no_wrap=True, style="cyan")
     table.add_column("rule", no_wrap=True)
     table.add_column("message", overflow="fold")
-    for finding in report.findings:
+    for finding in shown_findings:
         style = "yellow" if finding.severity == "warning" else "dim"
         message = Text(finding.message)
-        if finding.related:
+        if finding.related and finding.kind not in _RELATED_IN_MESSAGE:
             shown = ", ".join(r.text() for r in finding.related[:related_limit])
             more = len(finding.related) - related_limit
             if more > 0:
@@ -188,6 +193,9 @@ def lint_table(report: LintReport, *, title: str | None = None, related_limit: i
             message.append(f"\n  {_related_label(finding.kind)}: {shown}", style="dim")
         table.add_row(Text(finding.kind, style=style), finding.where or "", finding.rule or finding.object or "", message)
     return table
+
+
+_RELATED_IN_MESSAGE = ("shadowed", "conflict")  # their message names the rules already
 
 
 def _related_label(kind: str) -> str:
@@ -207,7 +215,7 @@ class _Step:
     Shared by the chains where it is the same (what it decides there is in
     _ChainState.lefts)."""
 
-    __slots__ = ("key", "ref", "label", "eff", "action", "limited", "logged", "mask", "region", "stats")
+    __slots__ = ("key", "ref", "label", "eff", "eid", "action", "limited", "logged", "mask", "region", "stats", "exposes", "meets")
 
     def __init__(self, key: str, ref: RuleRef | None, label: str, region: Region, eff: Region, action: str, limited: bool, logged: bool, sig: int):
         self.key = key  # rule id (unique), or "@label" for built-ins
@@ -220,6 +228,9 @@ class _Step:
         self.logged = logged
         self.mask = sig
         self.stats: _RuleStats | None = None  # the rule's, set on first use
+        self.exposes = False  # an in accept from a whole family to a management port
+        self.eid = id(eff)  # memo keys: every eff is kept alive by the linter
+        self.meets: dict[int, bool] = {}  # id(a later step's eff) -> do they overlap
 
 
 @dataclass
@@ -306,6 +317,18 @@ class _ChainState:
     default_logged: bool
     default_related: Related
     lefts: list[Region] = field(default_factory=list)  # what each step decides here
+    _later: dict[str, list[int]] = field(default_factory=dict)
+
+    def later_masks(self, action: str) -> list[int]:
+        """[i]: the signatures of the steps from i on with `action`, OR-ed."""
+        found = self._later.get(action)
+        if found is None:
+            found = [0] * (len(self.steps) + 1)
+            for i in range(len(self.steps) - 1, -1, -1):
+                st = self.steps[i]
+                found[i] = found[i + 1] | (st.mask if st.action == action and not st.logged else 0)
+            self._later[action] = found
+        return found
 
 
 @dataclass
@@ -410,6 +433,7 @@ class _Linter:
         self._independent: dict[tuple[int, int], tuple[Region, bool]] = {}
         self._part_memo: dict[tuple[object, ...], tuple[list[_Step], bool]] = {}
         self._default_memo: dict[tuple[object, ...], Related] = {}
+        self._related_memo: dict[str, Related] = {}
         self._parts: dict[tuple[str, str, str], list[Step]] = {}
         self._defaults: dict[str, Step] = {}
         self._step_memo: dict[tuple[str, int], _Step] = {}
@@ -453,12 +477,17 @@ class _Linter:
         return None
 
     def related_of(self, step: _Step) -> Related:
-        if step.ref is not None:
-            ref = step.ref
-            return Related(ref.id, ref.where, ref.level, ref.owner, step.action)
-        if step.label == "anti-lockout":
-            return Related("anti-lockout", self.where(("settings", "management")) or "built-in", "built-in", "", "accept")
-        return Related(step.label, "built-in", "built-in", "", step.action)
+        found = self._related_memo.get(step.key)
+        if found is None:
+            if step.ref is not None:
+                ref = step.ref
+                found = Related(ref.id, ref.where, ref.level, ref.owner, step.action)
+            elif step.label == "anti-lockout":
+                found = Related("anti-lockout", self.where(("settings", "management")) or "built-in", "built-in", "", "accept")
+            else:
+                found = Related(step.label, "built-in", "built-in", "", step.action)
+            self._related_memo[step.key] = found
+        return found
 
     def default_related(self, default: Step, kind: str, owner: str, direction: str) -> Related:
         """The chain's default as a related entry, pointing at where it is set."""
@@ -532,6 +561,8 @@ class _Linter:
         if found is None or found.eff is not eff or found.region is not region:
             logged = ref.rule.log if ref is not None else False
             found = self._step_memo[memo_key] = _Step(key, ref, st.label, region, eff, st.action, st.limited, logged, self.sig(region))
+            if ref is not None and st.action == "accept" and ref.rule.direction == "in":
+                found.exposes = bool(self.exposure_candidates(region))
         return found
 
     def effective(self, region: Region, restrict: _Restriction | None) -> Region:
@@ -600,6 +631,7 @@ class _Linter:
         taken: list[_Step] = []  # unlimited steps deciding something, in order
         cut_memo = self._cut_memo
         lefts = chain.lefts = [()] * len(steps)
+        taken_mask = 0
         for index, step in enumerate(steps):
             ref = step.ref
             stats = step.stats
@@ -617,12 +649,21 @@ class _Linter:
                     stats.dead.append(chain.name)
                 continue
             mask = step.mask
-            candidates = [other for other in taken if other.mask & mask and _overlaps(other.eff, eff)]
+            candidates = []
+            if taken_mask & mask:
+                eid = step.eid
+                for other in taken:
+                    if other.mask & mask:
+                        hit = other.meets.get(eid)
+                        if hit is None:
+                            hit = other.meets[eid] = _overlaps(other.eff, eff)
+                        if hit:
+                            candidates.append(other)
             if not candidates:
                 pieces: Region = eff
                 cover: list[_Step] = []
             else:
-                key = (id(eff), *[id(other.eff) for other in candidates])
+                key = (step.eid, *[other.eid for other in candidates])
                 found = cut_memo.get(key)
                 if found is None:
                     found = cut_memo[key] = _first_match_cut(eff, [other.eff for other in candidates], self._pair_memo)
@@ -631,6 +672,7 @@ class _Linter:
             lefts[index] = pieces
             if not step.limited and pieces:
                 taken.append(step)
+                taken_mask |= mask
             if stats is None:
                 continue
             if not pieces:
@@ -643,7 +685,7 @@ class _Linter:
             for other in cover:
                 if other.ref is not None and other.action != step.action:
                     self.note_conflict(chain, step, other)
-            if step.action == "accept" and chain.kind in ("vm", "host") and ref.rule.direction == "in":
+            if step.exposes and chain.kind != "network":
                 self.note_exposure(chain, step, pieces, stats)
 
     def note_conflict(self, chain: _ChainState, later: _Step, earlier: _Step) -> None:
@@ -737,6 +779,12 @@ class _Linter:
         if not pieces:
             return True
         mask = me.mask
+        action = me.action
+        if chain.default_action != action or chain.default_logged:
+            # the later rules alone would have to take all of it: one with the same
+            # action must at least share a protocol and port
+            if not chain.later_masks(action)[index + 1] & mask:
+                return False
         later = [st for st in steps[index + 1 :] if st.mask & mask and st.eff and st.key not in removed]
         key = (id(pieces), me.action, chain.default_action, chain.default_logged, *[(id(st.eff), st.action, st.logged, st.limited) for st in later])
         found = self._judge_memo.get(key)
@@ -765,18 +813,12 @@ class _Linter:
         redundant = self.redundancy(removed)
         for rule_id, takers in redundant.items():
             ref = self.stats[rule_id].ref
-            chains = [c.name for c, _ in self.stats[rule_id].placements]
-            self.findings.append(
-                Finding(
-                    "redundant",
-                    "info",
-                    f"removing it changes nothing: the later rules {'and the default ' if any(t.level == 'default' for t in takers) else ''}"
-                    f"decide its packets the same way ({ref.rule.action})" + _scope_text(ref, chains),
-                    **_rule_fields(ref),
-                    related=sorted(takers, key=_related_sort),
-                    chains=chains,
-                )
-            )
+            chains = sorted(c.name for c, _ in self.stats[rule_id].placements)
+            default = any(t.level == "default" for t in takers)
+            rules = any(t.level != "default" for t in takers)
+            who = "the later rules and the default decide" if default and rules else "the default decides" if default else "the later rules decide"
+            message = f"removing it changes nothing: {who} its packets the same way ({ref.rule.action})" + _scope_text(ref, chains)
+            self.findings.append(Finding("redundant", "info", message, **_rule_fields(ref), related=sorted(takers, key=_related_sort), chains=chains))
         self.report_conflicts()
         self.report_exposure()
         self.findings.sort(key=Finding.sort_key)
@@ -875,65 +917,60 @@ class _Linter:
                 continue
             if ref.level == "network":
                 continue  # reported with the network (not isolated / no guests)
-            reason = {
-                "global": "applies to no VM: the policy has none",
-                "zone": "applies to no VM",
-                "host": "applies to no node" if ref.owner == "" else f"host {ref.owner}: no chain takes {ref.rule.direction} rules",
-            }.get(ref.level, "applies to no chain")
+            reason = {"global": "applies to no VM: the policy has none", "host": "applies to no node: the policy has none"}.get(ref.level, "applies to no chain")
             self.findings.append(Finding("dead", "warning", reason, **_rule_fields(ref)))
         return removed
 
     def dead_reason(self, ref: RuleRef, stats: _RuleStats) -> str:
         rule = ref.rule
-        if ref.level in ("vm", "zone", "global"):
-            direction = rule.direction
-            side = "to" if direction == "in" else "from"
-            vms = sorted({name.split(" ")[0][3:] for name in stats.dead})
-            families: set[str] = set()
-            for vm in vms:
-                families.update(self.policy.vm_addresses(vm).families())
-            region = self.analyzer.matcher.rule(rule)
-            if not region:
-                return "matches no packet at all"
-            rule_families = {"ipv4" if 4 in _fams(b) else "ipv6" for b in region} | {"ipv6" for b in region if 6 in _fams(b)}
-            if not families:
-                who = f"vm {vms[0]} has" if len(vms) == 1 else "its VMs have"
-                return f"can never match: {who} no address"
-            if not rule_families & families:
-                return f"can never match: it is {'/'.join(sorted(rule_families))} only but {'vm ' + vms[0] + ' has' if len(vms) == 1 else 'its VMs have'} only {'/'.join(sorted(families))} addresses"
-            whom = f"vm {vms[0]}" if len(vms) == 1 else f"any of the {len(vms)} VMs it applies to"
-            if direction == "in":
-                return f"can never match: an in rule only sees packets to {whom}, and its `{side}` contains none of {'its' if len(vms) == 1 else 'their'} addresses"
-            return f"can never match: an out rule only sees packets from {whom}, and its `{side}` contains none of {'its' if len(vms) == 1 else 'their'} addresses"
+        region = self.analyzer.matcher.rule(rule)
+        if not region:
+            source, destination = self.policy.address_set(rule.from_), self.policy.address_set(rule.to)
+            if not set(source.families()) & set(destination.families()):
+                return "matches no packet at all: its `from` and `to` have no address family in common"
+            return "matches no packet at all"
         if ref.level == "network":
-            return f"can never match: network {ref.owner}'s rules only see packets between its guests"
-        return "matches no packet at all"
+            return f"can never match: network {ref.owner}'s rules only see packets between its guests, and it names none of them"
+        if ref.level not in ("vm", "zone", "global"):
+            return "can never match in any chain it is in"
+        vms = sorted({name.split(" ")[0][len("vm:") :] for name in stats.dead})
+        one = len(vms) == 1
+        families: set[str] = set()
+        for vm in vms:
+            families.update(self.policy.vm_addresses(vm).families())
+        rule_families = {f"ipv{f}" for b in region for f in _fams(b)}
+        whom = f"vm {vms[0]}" if one else f"any of the {len(vms)} VMs it applies to"
+        if not families:
+            return f"can never match: {'vm ' + vms[0] + ' has' if one else 'none of its VMs has'} an address"
+        if not rule_families & families:
+            have = f"vm {vms[0]} has" if one else "its VMs have"
+            return f"can never match: it is {'/'.join(sorted(rule_families))} only, but {have} only {'/'.join(sorted(families))} addresses"
+        if rule.direction == "in":
+            return f"can never match: an in rule only sees packets to {whom}, and its `to` contains none of {'its' if one else 'their'} addresses"
+        return f"can never match: an out rule only sees packets from {whom}, and its `from` contains none of {'its' if one else 'their'} addresses"
 
     def report_conflicts(self) -> None:
+        fields: dict[str, dict[str, Any]] = {}
         for conflict in self.conflicts.values():
             earlier = conflict.earlier
             later = conflict.later.ref
             assert earlier.ref is not None and later is not None
             overlap, exception = self.shared(earlier, conflict.later)
-            same_scope = (later.level, later.owner) == (earlier.ref.level, earlier.ref.owner)
+            related = self.related_of(earlier)
+            same_scope = later.level == related.level and later.owner == related.owner
             severity = "warning" if same_scope and not exception else "info"
             shape = "an exception carved out of it" if exception else "a partial overlap"
             message = (
-                f"partly decided by the earlier {earlier.action} rule {earlier.ref.id} ({earlier.ref.where}), "
-                f"{shape}: on {overlap} it {_PAST[earlier.action]} what this rule {_PRESENT[later.rule.action]}"
+                f"partly decided by the earlier {earlier.action} rule {related.rule} ({related.where}), "
+                f"{shape}: on {overlap} it {_PAST[earlier.action]} what this rule {_PRESENT[conflict.later.action]}"
             )
-            message += _scope_text(later, conflict.chains)
-            self.findings.append(
-                Finding(
-                    "conflict",
-                    severity,
-                    message,
-                    **_rule_fields(later),
-                    related=[self.related_of(earlier)],
-                    chains=sorted(set(conflict.chains)),
-                    details={"exception": exception, "overlap": overlap},
-                )
-            )
+            chains = conflict.chains if len(conflict.chains) == 1 else sorted(set(conflict.chains))
+            if len(chains) > 1 or later.level in ("global", "zone") or (later.level == "host" and not later.owner):
+                message += _scope_text(later, chains)
+            own = fields.get(later.id)
+            if own is None:
+                own = fields[later.id] = _rule_fields(later)
+            self.findings.append(Finding("conflict", severity, message, **own, related=[related], chains=chains, details={"exception": exception, "overlap": overlap}))
 
     def report_exposure(self) -> None:
         for stats in self.stats.values():
@@ -1049,10 +1086,16 @@ class _Linter:
                 continue
             used.add(name)
             pending += [self.parse(text).name for text in doc.groups[name].members if self.parse(text).kind == "group"]
+        used_by: dict[str, set[str]] = {}
+        for other, group in doc.groups.items():
+            for text in group.members:
+                item = self.parse(text)
+                if item.kind == "group" and item.name != other:
+                    used_by.setdefault(item.name, set()).add(other)
         for name in doc.groups:
             if name in used:
                 continue
-            users = sorted(other for other, group in doc.groups.items() if other != name and any(self.parse(t).kind == "group" and self.parse(t).name == name for t in group.members))
+            users = sorted(used_by.get(name, ()))
             message = f"group {name} is not used by any rule, nat entry or settings.management"
             if users:
                 message = f"group {name} is only used by unused group{'s' if len(users) > 1 else ''} {', '.join(users)}"
@@ -1091,8 +1134,10 @@ class _Linter:
             if name in populated:
                 continue
             rules = [r for r in self.policy.rules_of("zone", name) if r.rule.enabled]
-            tail = f": its {len(rules)} rule{'s' if len(rules) != 1 else ''} never apply" if rules else ""
-            self.findings.append(Finding("unused", "info" if not rules else "warning", f"zone {name} has no VMs{tail}", where=self.key_where(("zones", name)), object=f"zone:{name}"))
+            tail = f": {_rules_never_apply(len(rules))}" if rules else ""
+            self.findings.append(
+                Finding("unused", "info", f"zone {name} has no VMs{tail}", where=self.key_where(("zones", name)), object=f"zone:{name}", related=[_related_rule(r) for r in rules])
+            )
             self.unused_owner.add(("zone", name))
         # network rules: only isolated networks with guests have the chain
         for name, network in doc.networks.items():
@@ -1100,12 +1145,12 @@ class _Linter:
             if not rules:
                 continue
             if not network.isolated:
-                message = f"network {name} is not isolated: its {len(rules)} rule{'s' if len(rules) != 1 else ''} never apply (network rules only check guest-to-guest traffic of isolated networks)"
+                message = f"network {name} is not isolated: {_rules_never_apply(len(rules))} (network rules only check guest-to-guest traffic of isolated networks)"
             elif self.network_guests(name).is_empty():
-                message = f"network {name} has no guest addresses: its {len(rules)} rule{'s' if len(rules) != 1 else ''} never apply"
+                message = f"network {name} has no guest addresses: {_rules_never_apply(len(rules))}"
             else:
                 continue
-            self.findings.append(Finding("unused", "warning", message, where=self.key_where(("networks", name)), object=f"network:{name}", related=[Related(r.id, r.where, r.level, r.owner, r.rule.action) for r in rules]))
+            self.findings.append(Finding("unused", "warning", message, where=self.key_where(("networks", name)), object=f"network:{name}", related=[_related_rule(r) for r in rules]))
             self.unused_owner.add(("network", name))
 
 
@@ -1307,6 +1352,14 @@ def _contains(values: Intervals, value: int) -> bool:
 
 def _fams(b: Box) -> set[int]:
     return {f for f in (4, 6) if _contains(b[s.FAM], f)}
+
+
+def _rules_never_apply(n: int) -> str:
+    return "its rule never applies" if n == 1 else f"its {n} rules never apply"
+
+
+def _related_rule(ref: RuleRef) -> Related:
+    return Related(ref.id, ref.where, ref.level, ref.owner, ref.rule.action)
 
 
 def _rule_fields(ref: RuleRef) -> dict[str, Any]:
