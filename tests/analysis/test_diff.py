@@ -7,12 +7,19 @@
 * Edits with effect report the right flows: the change (opened / closed / changed
   for drop <-> reject), the peers on each side, the services and the deciding rule
   of each policy, for a port added, an accept turned into a reject, a VM moved to
-  another zone, a group member added, a default changed, an isolated network's
-  rule added.
-* diff agrees with trace: for random pairs (a policy and a mutation of its rules),
-  a flow whose trace verdict differs between the two policies is reported, and a
-  flow diff does not report has the same trace verdict in both.
-* `zonewall diff OLD NEW`: exit 0 when identical, 1 when different, and the JSON.
+  or out of a zone, a group member added, a default changed, an isolated network's
+  rule added or changed or its isolation lifted; refusals in the kernel's order
+  (guards, then the sender's chain, the isolated network, the receiver's chain).
+* diff agrees with trace: for random pairs (a policy and a mutation of it), over
+  every source x target x service x family, a flow whose trace verdict differs
+  between the two policies is reported with that change, a row's flows change that
+  way in at least one family, and a flow no row names keeps its verdict.
+* `zonewall diff OLD NEW`: exit 0 when identical, 1 when different, 2 for a
+  rejected policy, and the JSON.
+
+Diff rows carry no family for VM and node peers, and `outside (N ranges)` peers
+cannot be read back: matching a flow against rows says True / False / None (cannot
+tell), and a check only relies on a certain answer.
 
 The helpers at the top (reading diff rows back into concrete flows, and the
 strategy of policy pairs) are shared with tests/kernel/test_diff_agreement.py,
@@ -36,7 +43,6 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tests.analysis.policygen import FLOW_TCP, FLOW_UDP, OUTSIDE, RULE_SERVICES, RULE_TCP, RULE_UDP, V4_LITERALS, V6_LITERALS, PolicyDesc, policies
-from tests.analysis.policygen import flows as policy_flows
 from zonewall.analysis.diff import DiffResult, DiffRow, diff_policies
 from zonewall.analysis.endpoints import Endpoint
 from zonewall.analysis.engine import Analyzer
@@ -233,6 +239,12 @@ class Endpoints:
         vm, _, network = name.partition("@")
         return {ipaddress.ip_address(a).version for nic in self.policy.doc.vms[vm].nics if not network or nic.network == network for a in nic.ips}
 
+    def complete(self, flows: list[Flow]) -> bool:
+        """Do the flows (one source, destination and service) cover every family
+        both ends have?"""
+        first = flows[0]
+        return {f.family for f in flows} >= self.families(first.src) & self.families(first.dst)
+
     def address(self, label: str, family: int) -> str | None:
         """The address a flow to `label` goes to (a VM with several NICs: the NIC named)."""
         kind, _, name = label.partition(":")
@@ -260,8 +272,8 @@ class Endpoints:
         return f"vm:{name}@{self.policy.doc.vms[name].nics[nic].network}"  # type: ignore[index]
 
     def outside_address(self, label: str, family: int) -> str | None:
-        """An address for an outside peer label: not a guest's, a node's or a
-        gateway's; out of every guest subnet when possible."""
+        """An address for an outside peer label: out of every guest subnet, not a
+        node's (None when the label holds no such address we try)."""
         if label == "outside: any" or label == f"outside: any ipv{family}":
             return INTERNET[family]
         if not label.startswith("outside:"):
@@ -276,9 +288,10 @@ class Endpoints:
         size = network.num_addresses
         candidates += [network.network_address + k for k in (10, 5, 1, size // 2, size - 10, 0) if 0 <= k < size]
         fits = [a for a in candidates if a.version == family and a in network and a not in self.taken and not any(a in n for n in _NOT_A_SOURCE)]
-        outside_subnets = [a for a in fits if not any(a in n for n in self.subnets)]
-        chosen = (outside_subnets or fits or [None])[0]
-        return None if chosen is None else str(chosen)
+        # not inside a guest subnet: the lab's outside holds such an address on its
+        # loopback, and guests on that subnet look for it on the link (no NDP answer)
+        fits = [a for a in fits if not any(a in n for n in self.subnets)]
+        return str(fits[0]) if fits else None
 
     def concrete(self, src_label: str, dst_label: str, family: int) -> tuple[str, str] | None:
         """(source, destination) endpoint names for one family, or None when a label
@@ -305,6 +318,8 @@ def service_choices(text: str) -> list[tuple[str, int | None, int | None]]:
     """Concrete services for one of a row's services: (proto, port, family or None).
     The first port of the first range (never 0); ICMP only when it holds echo-request."""
     name, _, rest = text.partition(" ")
+    if "sport" in rest:  # probes send from an ephemeral port of their own
+        return []
     if name in ("tcp", "udp"):
         if not rest:
             return [(name, 8050, None)]
@@ -332,7 +347,9 @@ def service_choices(text: str) -> list[tuple[str, int | None, int | None]]:
 
 def flows_of_row(row: DiffRow, where: Endpoints, rng: random.Random, most: int = 3) -> list[list[Flow]]:
     """Up to `most` concrete (source, destination, service) picks of a row; each is
-    a list of flows, one per family both ends have (the row holds in at least one)."""
+    a list of flows, one per family both ends have (the row holds in at least one).
+    A pick that cannot be met in one of those families (the kernel sends IPv4 from
+    another NIC, ...) is left out: the row may hold in that family only."""
     services = [c for text in row.services for c in service_choices(text)]
     combos = [(s, d, c) for s in sorted(row.src) for d in sorted(row.dst) for c in services]
     rng.shuffle(combos)
@@ -346,7 +363,7 @@ def flows_of_row(row: DiffRow, where: Endpoints, rng: random.Random, most: int =
             flow = Flow(ends[0], ends[1], proto, port, family)
             if row_covers(row, flow) is True:
                 flows.append(flow)
-        if flows:
+        if flows and where.complete(flows):
             picks.append(flows)
         if len(picks) >= most:
             break
@@ -355,28 +372,11 @@ def flows_of_row(row: DiffRow, where: Endpoints, rng: random.Random, most: int =
 
 # ============================================================== pairs of policies
 
-ISOLATED_BUG = (
-    "diff misses changes of an isolated network's own rules (and of `isolated`): _Differ.run "
-    "evaluates only the changed VM's own chains, which are equal, so it returns before the peers' "
-    "side (where the network chain is evaluated). When this passes, remove this xfail and set "
-    "DIFF_SEES_ISOLATED_NETWORKS = True"
-)
-# Until diff sees them, random pairs whose isolated networks' chains differ are not drawn.
-DIFF_SEES_ISOLATED_NETWORKS = True
-REFUSAL_ORDER_BUG = (
-    "diff decides a flow refused on both sides by the sender's side first, but guards (bridge "
-    "family) run before every chain, and an isolated network's chain before the receiver's in "
-    "chain: a sender's reject behind a receiver's guard drop is reported as a reject. When this "
-    "passes, remove this xfail and set DIFF_ORDERS_REFUSALS = True"
-)
-# Until diff orders refusals as the kernel does, the random pairs compare accept/not only.
-DIFF_ORDERS_REFUSALS = True
-
 
 ACTIONS = ("accept", "drop", "reject")
 
 
-def _rule_lists(doc: dict[str, Any], *, create: bool, networks: bool = True) -> list[tuple[str, list[dict[str, Any]]]]:
+def _rule_lists(doc: dict[str, Any], *, create: bool) -> list[tuple[str, list[dict[str, Any]]]]:
     """Every rule list of the document (created empty where rules could go)."""
     out: list[tuple[str, list[dict[str, Any]]]] = []
 
@@ -395,7 +395,7 @@ def _rule_lists(doc: dict[str, Any], *, create: bool, networks: bool = True) -> 
     for name, vm in doc.get("vms", {}).items():
         take(f"vm:{name}", vm, "rules")
     for name, network in doc.get("networks", {}).items():
-        if network.get("isolated") and networks:
+        if network.get("isolated"):
             take(f"network:{name}", network, "rules")
     return out
 
@@ -417,6 +417,10 @@ def _new_rule(draw: st.DrawFn, doc: dict[str, Any], where: str, serial: int) -> 
     for key in keys:
         if draw(st.integers(0, 3)) > 0:
             rule[key] = _peer(draw, doc)
+            if network and draw(st.booleans()):  # mostly its own guests: what the rules decide
+                name = where[len("network:"):]
+                guests = [f"vm:{v}" for v, body in doc["vms"].items() if any(nic["network"] == name for nic in body["nics"])]
+                rule[key] = draw(st.sampled_from(guests + [where]))
     kind = draw(st.sampled_from(["tcp", "tcp", "udp", "icmp", "service", "none"]))
     if kind == "tcp":
         rule["tcp"] = draw(st.sampled_from(RULE_TCP + tuple(FLOW_TCP)))
@@ -430,7 +434,7 @@ def _new_rule(draw: st.DrawFn, doc: dict[str, Any], where: str, serial: int) -> 
 
 
 def _all_rules(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return [rule for _where, rules in _rule_lists(doc, create=False, networks=DIFF_SEES_ISOLATED_NETWORKS) for rule in rules]
+    return [rule for _where, rules in _rule_lists(doc, create=False) for rule in rules]
 
 
 def _mutate(draw: st.DrawFn, doc: dict[str, Any], serial: int) -> str:
@@ -440,7 +444,7 @@ def _mutate(draw: st.DrawFn, doc: dict[str, Any], serial: int) -> str:
     kinds = ["action", "add", "add", "default", "zone"] + (["port", "port"] if ported else []) + (["remove", "reorder"] if rules else [])
     kinds += ["group", "group"] if doc.get("groups") else []
     isolated = [n for n, body in doc["networks"].items() if body.get("isolated")]
-    kinds += ["isolated", "isolated"] if isolated and DIFF_SEES_ISOLATED_NETWORKS else []
+    kinds += ["isolated", "isolated", "isolate"] if isolated else ["isolate"]
     kind = draw(st.sampled_from(kinds))
     if kind == "action":
         if not rules:
@@ -450,13 +454,21 @@ def _mutate(draw: st.DrawFn, doc: dict[str, Any], serial: int) -> str:
             rule["action"] = draw(st.sampled_from([a for a in ACTIONS if a != rule["action"]]))
             return f"action of {rule['id']} -> {rule['action']}"
     if kind == "add" or kind == "isolated":
-        lists = _rule_lists(doc, create=True, networks=DIFF_SEES_ISOLATED_NETWORKS)
+        lists = _rule_lists(doc, create=True)
         if kind == "isolated":
             lists = [(w, r) for w, r in lists if w.startswith("network:")]
         where, target = draw(st.sampled_from(lists))
         rule = _new_rule(draw, doc, where, serial)
         target.insert(draw(st.integers(0, len(target))), rule)
         return f"added {rule} to {where}"
+    if kind == "isolate":
+        name = draw(st.sampled_from(sorted(doc["networks"])))
+        body = doc["networks"][name]
+        if body.pop("isolated", False):
+            body.pop("rules", None)
+            return f"network {name} no longer isolated"
+        body["isolated"] = True
+        return f"network {name} isolated"
     if kind == "port":
         rule = draw(st.sampled_from(ported))
         for key in ("tcp", "udp", "service"):
@@ -467,11 +479,11 @@ def _mutate(draw: st.DrawFn, doc: dict[str, Any], serial: int) -> str:
             rule["udp"] = draw(st.sampled_from(RULE_UDP + tuple(FLOW_UDP)))
         return f"ports of {rule['id']} -> {rule.get('tcp', rule.get('udp'))}"
     if kind == "remove":
-        where, target = draw(st.sampled_from([(w, r) for w, r in _rule_lists(doc, create=False, networks=DIFF_SEES_ISOLATED_NETWORKS) if r]))
+        where, target = draw(st.sampled_from([(w, r) for w, r in _rule_lists(doc, create=False) if r]))
         rule = target.pop(draw(st.integers(0, len(target) - 1)))
         return f"removed {rule['id']} from {where}"
     if kind == "reorder":
-        where, target = draw(st.sampled_from([(w, r) for w, r in _rule_lists(doc, create=False, networks=DIFF_SEES_ISOLATED_NETWORKS) if r]))
+        where, target = draw(st.sampled_from([(w, r) for w, r in _rule_lists(doc, create=False) if r]))
         if len(target) < 2:
             target.append(_new_rule(draw, doc, where, serial))
             return f"appended a rule to {where}"
@@ -533,9 +545,10 @@ class Pair:
 
 
 @st.composite
-def pairs(draw: st.DrawFn, most: int = 2) -> Pair:
+def pairs(draw: st.DrawFn, most: int = 2, differing: bool = False) -> Pair:
     """A random policy and a mutation of it: rules, defaults, group members, zone
-    membership, an isolated network's rules; the VMs, NICs and addresses stay."""
+    membership, an isolated network's rules or isolation; the VMs, NICs and
+    addresses stay. `differing`: mostly (4 in 5) pairs that diff finds different."""
     text, desc = draw(policies())
     doc = yaml.safe_load(text)
     changes = tuple(_mutate(draw, doc, serial) for serial in range(draw(st.integers(1, most))))
@@ -544,17 +557,9 @@ def pairs(draw: st.DrawFn, most: int = 2) -> Pair:
         new_policy = load_policy_text(new)
     except PolicyError:
         assume(False)
-    if not DIFF_SEES_ISOLATED_NETWORKS:
-        assume(_network_chains(load_policy_text(text)) == _network_chains(new_policy))
+    if differing and draw(st.integers(0, 4)) > 0:
+        assume(not diff_policies(load_policy_text(text), new_policy).identical)
     return Pair(text, new, desc, changes)
-
-
-def _network_chains(policy: Policy) -> dict[str, object]:
-    chains = Analyzer(policy).chains
-    return {
-        name: (tuple((step.region, step.action) for step in chains.network(name).steps), network.isolated)
-        for name, network in policy.doc.networks.items()
-    }
 
 
 # ================================================================ hand-written cases
@@ -886,6 +891,35 @@ def test_a_reject_behind_a_guard_drop_changes_nothing() -> None:
     assert rows_naming(result, Flow("vm:a", "vm:b", "tcp", 22, 4)) == ([], False)
 
 
+NETWORK_FIRST = """\
+version: 1
+hosts:
+  node1: {address: [192.168.100.11]}
+networks:
+  nas: {bridge: vmbr1, subnets: [10.1.0.0/24], isolated: true}
+vms:
+  a:
+    host: node1
+    nics: [{network: nas, ips: [10.1.0.10]}]
+  b:
+    host: node1
+    default: {in: reject}
+    nics: [{network: nas, ips: [10.1.0.11]}]
+"""
+
+
+def test_an_isolated_network_drop_comes_before_the_receivers_reject() -> None:
+    """a -> b is dropped by the isolated network (before b's `in: reject`) in both
+    policies: a's outbound default turned to drop changes nothing towards b."""
+    new = edit(NETWORK_FIRST, "  a:\n    host: node1\n", "  a:\n    host: node1\n    default: {out: drop}\n")
+    old_policy, new_policy = load_policy_text(NETWORK_FIRST), load_policy_text(new)
+    spec = FlowSpec(proto="tcp", port=22, family=4)
+    assert trace(Analyzer(old_policy), "vm:a", "vm:b", spec).verdict == trace(Analyzer(new_policy), "vm:a", "vm:b", spec).verdict == "drop"
+    result = diff_policies(old_policy, new_policy)
+    assert {r.change for r in result.rows} == {"closed"}  # towards the node and the outside
+    assert rows_naming(result, Flow("vm:a", "vm:b", "tcp", 22, 4)) == ([], False)
+
+
 def test_endpoints_added_removed_or_readdressed_are_listed_not_compared() -> None:
     new = edit(BASE, "  mon1:\n    host: node2\n    nics: [{network: back, ips: [10.0.2.40,", "  mon1:\n    host: node2\n    nics: [{network: back, ips: [10.0.2.41,")
     new += "  extra1:\n    host: node1\n    nics: [{network: front, ips: [10.0.1.50]}]\n"
@@ -1030,6 +1064,12 @@ def test_edits_without_effect_report_nothing_on_random_policies(generated: tuple
     assert result.identical, f"edits without effect reported as differences\n--- policy\n{text}\n--- edited and split\n{dump(edited)}\n--- diff\n{json.dumps(result.to_json(), indent=1, default=str)}"
 
 
+# diff still evaluates an isolated network's chain after the receiver's in chain
+# (test_an_isolated_network_drop_comes_before_the_receivers_reject, xfail): until it
+# does not, random pairs compare accepted-or-not only, and `changed` rows as refused
+# both times. Set to True when that test passes.
+DIFF_ORDERS_NETWORK_REFUSALS = True
+
 TRACE_SERVICES = [("tcp", port) for port in FLOW_TCP] + [("udp", port) for port in FLOW_UDP] + [("icmp", None)]
 
 
@@ -1053,7 +1093,7 @@ def _expected_change(old: str, new: str) -> str:
     return "opened" if new == "accept" else "closed" if old == "accept" else "changed"
 
 
-@settings(PROPERTY_SETTINGS, max_examples=100, phases=(Phase.explicit, Phase.generate))  # shrinking ~2600 traces an example takes minutes
+@settings(PROPERTY_SETTINGS, max_examples=60, phases=(Phase.explicit, Phase.generate))  # shrinking ~2600 traces an example takes minutes
 @given(pairs())
 def test_diff_agrees_with_trace_on_random_pairs(pair: Pair) -> None:
     """Over every flow of random pairs: a flow whose trace verdict differs between
@@ -1065,7 +1105,7 @@ def test_diff_agrees_with_trace_on_random_pairs(pair: Pair) -> None:
     a_old, a_new = Analyzer(old), Analyzer(new)
 
     def same(a: str, b: str) -> bool:
-        return a == b if DIFF_ORDERS_REFUSALS else (a == "accept") == (b == "accept")
+        return a == b if DIFF_ORDERS_NETWORK_REFUSALS else (a == "accept") == (b == "accept")
 
     seen: dict[tuple[object, ...], dict[int, tuple[str, str, Flow]]] = {}
     problems = []
@@ -1080,11 +1120,14 @@ def test_diff_agrees_with_trace_on_random_pairs(pair: Pair) -> None:
             change = _expected_change(before.verdict, after.verdict)
             if not unsure and change not in {r.change for r in certain}:
                 problems.append(f"{flow}: trace {before.verdict} -> {after.verdict} ({change}), diff reports {[r.change for r in certain] or 'nothing'}")
+    where = Endpoints(old)
     for observed in seen.values():
+        if not where.complete([flow for _b, _a, flow in observed.values()]):
+            continue  # a family is sent from another NIC: the row may hold in that one
         for row in result.rows:
             if not any(row_covers(row, flow) for _b, _a, flow in observed.values()):
                 continue
-            if row.change == "changed" and not DIFF_ORDERS_REFUSALS:
+            if row.change == "changed" and not DIFF_ORDERS_NETWORK_REFUSALS:
                 holds = any(b != "accept" and a != "accept" for b, a, _flow in observed.values())
             else:
                 holds = any(b != a and _expected_change(b, a) == row.change for b, a, _flow in observed.values())

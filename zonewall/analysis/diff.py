@@ -315,7 +315,10 @@ class _Differ:
                 found = self.side_stages(analyzer, owner, other_role)
                 network = self.isolated_between(analyzer, key, owner)
                 if network is not None:
-                    found = found + (analyzer.chains.network(network),)
+                    # the kernel checks the isolated network between the sender's
+                    # out chain and the receiver's in chain
+                    chain = analyzer.chains.network(network)
+                    found = found + (chain,) if other_role == "sender" else found[:-1] + (chain, found[-1])
                 stages.append(effective.reduce(found, signature, pieces, own_region, peer_dim))
             group_key = (owner[0], signature, stages[0][1], stages[1][1])
             if group_key in groups:
