@@ -63,7 +63,13 @@ def test_region_operations_are_exact(a: s.Region, b: s.Region) -> None:
     assert points(s.coalesce(a)) == pa
 
 
-@given(_intervals(), _intervals())
+def _long_intervals() -> st.SearchStrategy[s.Intervals]:
+    # up to 40 intervals over 0..200: the bisect paths start above 8 intervals
+    return st.lists(st.tuples(st.integers(0, 200), st.integers(0, 3)).map(lambda t: (t[0], t[0] + t[1])), max_size=40).map(s.merge)
+
+
+@settings(max_examples=300)
+@given(st.one_of(_intervals(), _long_intervals()), st.one_of(_intervals(), _long_intervals()))
 def test_interval_operations_are_exact(a: s.Intervals, b: s.Intervals) -> None:
     def values(x: s.Intervals) -> set[int]:
         return {v for low, high in x for v in range(low, high + 1)}

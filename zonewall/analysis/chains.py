@@ -12,14 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
+from ..compiler.node import ICMPV6_ESSENTIAL  # accepted before any rule in forward/input (RFC 4890)
 from ..policy.builtins import ICMP_V6_TYPES, MANAGEMENT_TCP_PORTS
 from ..policy.resolve import Policy, RuleRef
 from . import space as s
 from .matching import Matcher
 from .space import Region
-
-# compiler/node.py accepts these before any rule in forward and input (RFC 4890)
-from ..compiler.node import ICMPV6_ESSENTIAL  # noqa: E402
 
 
 @dataclass(frozen=True)

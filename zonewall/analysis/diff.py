@@ -21,7 +21,7 @@ from typing import Any, Iterable
 from ..policy.resolve import Policy
 from . import space as s
 from .chains import Chain, essentials_region
-from .describe import services_of, time_text
+from .describe import addresses_text, services_of, time_text
 from .endpoints import Endpoint
 from .engine import Analyzer, GuardOrChain, Outcome
 from .guards import GuardStage
@@ -361,8 +361,6 @@ class _Differ:
             when = time_text(box[s.TIME])
             family = box[s.FAM][0][0]
             if members is None:
-                from .describe import addresses_text
-
                 peers = set(addresses_text(family, box[peer_dim]))
                 peers = {f"outside:{p}" for p in peers} if len(peers) < 6 else {f"outside ({len(box[peer_dim])} ranges)"}
                 cluster = self.cluster.v4 if family == 4 else self.cluster.v6

@@ -225,15 +225,3 @@ class Analyzer:
                     pending.append((part, decisions + (decision,), index + 1))
                 else:
                     yield part, Outcome(step.action, decisions + (decision,))
-
-    def path_space(self, path: Path, src_addresses: s.Intervals | None, dst_addresses: s.Intervals | None, family: int, base: Region | None = None) -> Region:
-        """Packets on `path` with the given source/destination addresses."""
-        full = ((0, s.ADDRESS_MAX[family]),)
-        box = list(s.FULL)
-        box[s.FAM] = ((family, family),)
-        box[s.SRC] = src_addresses if src_addresses is not None else full
-        box[s.DST] = dst_addresses if dst_addresses is not None else full
-        result: Region = (tuple(box),)
-        if base is not None:
-            result = s.intersect(result, base)
-        return result

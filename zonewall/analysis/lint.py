@@ -35,7 +35,6 @@ docs/analysis.md (## lint) documents the kinds and the JSON schema.
 from __future__ import annotations
 
 import gc
-from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -278,7 +277,7 @@ def _first_match_cut(eff: Region, earlier: list[Region], memo: dict[tuple[int, i
         key = (id(pieces), id(region))
         found = memo.get(key)
         if found is None or found[0] is not pieces or found[1] is not region:
-            rest, hit = _cut(pieces, region)
+            rest, hit = s.cut(pieces, region)
             found = memo[key] = (pieces, region, rest, hit)
         if found[3]:
             pieces = found[2]
@@ -293,13 +292,13 @@ def _same_without(pieces: Region, action: str, later: list[tuple[Region, str, bo
     `pieces` as `action`, unlogged? And which of them take part (and the default?)."""
     used: list[int] = []
     for index, (region, other, logged, limited) in enumerate(later):
-        if not _overlaps(pieces, region):
+        if not s.overlaps(pieces, region):
             continue
         if other != action or logged:
             return False, (), False
         used.append(index)
         if not limited:  # over the rate a limited accept lets packets fall through
-            pieces = _subtract(pieces, region)
+            pieces = s.subtract(pieces, region)
             if not pieces:
                 return True, tuple(used), False
     if default_action != action or default_logged:
@@ -656,7 +655,7 @@ class _Linter:
                     if other.mask & mask:
                         hit = other.meets.get(eid)
                         if hit is None:
-                            hit = other.meets[eid] = _overlaps(other.eff, eff)
+                            hit = other.meets[eid] = s.overlaps(other.eff, eff)
                         if hit:
                             candidates.append(other)
             if not candidates:
@@ -701,9 +700,9 @@ class _Linter:
         key = (id(earlier.eff), id(later.eff))
         found = self._shared_memo.get(key)
         if found is None:
-            overlap = tuple(_service_part(b, c) for b in earlier.eff for c in later.eff if _box_overlaps(b, c))
+            overlap = tuple(_service_part(b, c) for b in earlier.eff for c in later.eff if s.box_overlaps(b, c))
             text = ", ".join(services_of(overlap)) or "some packets"
-            found = self._shared_memo[key] = (text, not _subtract(earlier.eff, later.eff))
+            found = self._shared_memo[key] = (text, not s.subtract(earlier.eff, later.eff))
         return found
 
     def exposure_candidates(self, region: Region) -> list[tuple[int, int, str, int]]:
@@ -1154,188 +1153,12 @@ class _Linter:
             self.unused_owner.add(("network", name))
 
 
-# -- fast overlap tests ---------------------------------------------------------------------
-#
-# The same answers as space.overlaps/subtract, tuned for lint's load: address lists of
-# zones and groups run to thousands of intervals (bisect instead of a linear merge),
-# and the family is compared first (v4 and v6 boxes never meet).
-
-_ORDER = (s.FAM, s.PROTO, s.DPORT, s.SRC, s.DST, s.SPORT, s.TIME)
-
-
-def _high(interval: tuple[int, int]) -> int:
-    return interval[1]
-
-
-def _iv_overlaps(a: Intervals, b: Intervals) -> bool:
-    if a is b:
-        return bool(a)
-    la, lb = len(a), len(b)
-    if la == 1 and lb == 1:
-        return a[0][0] <= b[0][1] and b[0][0] <= a[0][1]
-    if la > lb:
-        a, b, la, lb = b, a, lb, la
-    if a[-1][1] < b[0][0] or b[-1][1] < a[0][0]:
-        return False
-    if lb > 8 and la * 16 <= lb:
-        for low, high in a:
-            k = bisect_left(b, low, key=_high)  # the first interval of b ending at or after low
-            if k < lb and b[k][0] <= high:
-                return True
-        return False
-    if la > 8:  # two long lists (zones, groups): the same pairs come back in every chain
-        key = (id(a), id(b))
-        found = _LONG_PAIRS.get(key)
-        if found is not None and found[0] is a and found[1] is b:
-            return found[2]
-        result = _merge_overlaps(a, b)
-        _LONG_PAIRS[key] = (a, b, result)
-        return result
-    return _merge_overlaps(a, b)
-
-
-def _merge_overlaps(a: Intervals, b: Intervals) -> bool:
-    i = j = 0
-    la, lb = len(a), len(b)
-    while i < la and j < lb:
-        if a[i][1] < b[j][0]:
-            i += 1
-        elif b[j][1] < a[i][0]:
-            j += 1
-        else:
-            return True
-    return False
-
-
-_LONG_PAIRS: dict[tuple[int, int], tuple[Intervals, Intervals, bool]] = {}
-
-
-def _box_overlaps(a: Box, b: Box) -> bool:
-    for d in _ORDER:
-        x, y = a[d], b[d]
-        if x is y:
-            continue
-        if len(x) == 1 and len(y) == 1:
-            if x[0][0] > y[0][1] or y[0][0] > x[0][1]:
-                return False
-        elif not _iv_overlaps(x, y):
-            return False
-    return True
-
-
-def _overlaps(a: Region, b: Region) -> bool:
-    for x in a:
-        for y in b:
-            if _box_overlaps(x, y):
-                return True
-    return False
-
-
 def _service_part(a: Box, b: Box) -> Box:
     """The protocol and ports two overlapping boxes share (what services_of reads)."""
     out = list(a)
     for d in (s.PROTO, s.DPORT, s.SPORT):
         out[d] = s.iv_intersect(a[d], b[d])
     return tuple(out)
-
-
-def _iv_clip(a: Intervals, low: int, high: int) -> tuple[int, int]:
-    """The slice a[i:j] of the intervals meeting [low, high]."""
-    i = bisect_left(a, low, key=_high)  # first ending at or after low
-    j = bisect_left(a, high + 1, key=_low)  # first starting after high
-    return i, j
-
-
-def _low(interval: tuple[int, int]) -> int:
-    return interval[0]
-
-
-def _iv_intersect(a: Intervals, b: Intervals) -> Intervals:
-    """space.iv_intersect, quick when one side is one interval (a range, a family)."""
-    if a is b:
-        return a
-    if len(a) == 1 and len(b) != 1:
-        a, b = b, a
-    if len(b) == 1:
-        low, high = b[0]
-        if low <= a[0][0] and a[-1][1] <= high:
-            return a
-        if high < a[0][0] or a[-1][1] < low:
-            return ()
-        if len(a) > 8:
-            i, j = _iv_clip(a, low, high)
-            part = list(a[i:j])
-            if part:
-                if part[0][0] < low:
-                    part[0] = (low, part[0][1])
-                if part[-1][1] > high:
-                    part[-1] = (part[-1][0], high)
-            return tuple(part)
-    return s.iv_intersect(a, b)
-
-
-def _iv_subtract(a: Intervals, b: Intervals) -> Intervals:
-    """space.iv_subtract, quick when b is one interval."""
-    if a is b:
-        return ()
-    if len(b) == 1:
-        low, high = b[0]
-        if low <= a[0][0] and a[-1][1] <= high:
-            return ()
-        if high < a[0][0] or a[-1][1] < low:
-            return a
-        if len(a) > 8:
-            i, j = _iv_clip(a, low, high)
-            middle: list[tuple[int, int]] = []
-            if i < j:
-                if a[i][0] < low:
-                    middle.append((a[i][0], low - 1))
-                if a[j - 1][1] > high:
-                    middle.append((high + 1, a[j - 1][1]))
-            return a[:i] + tuple(middle) + a[j:]
-    return s.iv_subtract(a, b)
-
-
-def _box_subtract(a: Box, b: Box) -> list[Box]:
-    """a minus b (known to overlap) as disjoint boxes, as space.box_subtract."""
-    pieces: list[Box] = []
-    current = list(a)
-    for d in range(s.DIMS):
-        here, cut = current[d], b[d]
-        if here is cut:
-            continue
-        rest = _iv_subtract(here, cut)
-        if rest:
-            piece = current.copy()
-            piece[d] = rest
-            pieces.append(tuple(piece))
-            current[d] = _iv_intersect(here, cut)
-    return pieces
-
-
-def _subtract(a: Region, b: Region) -> Region:
-    return _cut(a, b)[0]
-
-
-def _cut(a: Region, b: Region) -> tuple[Region, bool]:
-    """a minus b, and whether b met a at all."""
-    pieces = a
-    met = False
-    for cut in b:
-        if not pieces:
-            break
-        out: list[Box] | None = None
-        for index, piece in enumerate(pieces):
-            if _box_overlaps(piece, cut):
-                if out is None:
-                    out = list(pieces[:index])
-                out.extend(_box_subtract(piece, cut))
-            elif out is not None:
-                out.append(piece)
-        if out is not None:
-            pieces = tuple(out)
-            met = True
-    return pieces, met
 
 
 # -- small helpers ------------------------------------------------------------------------
@@ -1408,6 +1231,5 @@ def lint(analyzer: Analyzer) -> LintReport:
     try:
         return _Linter(analyzer).run()
     finally:
-        _LONG_PAIRS.clear()
         if was_enabled:
             gc.enable()

@@ -21,6 +21,7 @@ usually told apart after one or two comparisons.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Iterable, Sequence
 
 Intervals = tuple[tuple[int, int], ...]  # sorted, disjoint, not adjacent, inclusive
@@ -39,6 +40,8 @@ FULL: tuple[Intervals, ...] = (
     ((0, 65535),),
     ((0, WEEK_MINUTES - 1),),
 )
+# the family first (IPv4 and IPv6 boxes never meet), then the usually selective fields
+OVERLAP_ORDER = (FAM, PROTO, DPORT, SRC, DST, SPORT, TIME)
 ADDRESS_MAX = {4: (1 << 32) - 1, 6: (1 << 128) - 1}
 EMPTY: Region = ()
 
@@ -57,15 +60,42 @@ def merge(intervals: Iterable[tuple[int, int]]) -> Intervals:
     return tuple((a, b) for a, b in out)
 
 
+def _high(interval: tuple[int, int]) -> int:
+    return interval[1]
+
+
+def _low(interval: tuple[int, int]) -> int:
+    return interval[0]
+
+
+def _clip(a: Intervals, low: int, high: int) -> tuple[int, int]:
+    """The slice a[i:j] of the intervals meeting [low, high] (bisect: zone and group
+    address lists run to thousands of intervals)."""
+    return bisect_left(a, low, key=_high), bisect_left(a, high + 1, key=_low)
+
+
 def iv_intersect(a: Intervals, b: Intervals) -> Intervals:
     if a is b:
         return a
-    if len(a) == 1 and len(b) == 1:
-        low = a[0][0] if a[0][0] > b[0][0] else b[0][0]
-        high = a[0][1] if a[0][1] < b[0][1] else b[0][1]
-        if low > high:
+    if not a or not b:
+        return ()
+    if len(a) == 1 and len(b) != 1:
+        a, b = b, a
+    if len(b) == 1:
+        low, high = b[0]
+        if low <= a[0][0] and a[-1][1] <= high:
+            return a
+        if high < a[0][0] or a[-1][1] < low:
             return ()
-        return a if (low, high) == a[0] else b if (low, high) == b[0] else ((low, high),)
+        if len(a) > 8:
+            i, j = _clip(a, low, high)
+            part = list(a[i:j])
+            if part:
+                if part[0][0] < low:
+                    part[0] = (low, part[0][1])
+                if part[-1][1] > high:
+                    part[-1] = (part[-1][0], high)
+            return tuple(part)
     out: list[tuple[int, int]] = []
     i = j = 0
     while i < len(a) and j < len(b):
@@ -83,8 +113,21 @@ def iv_intersect(a: Intervals, b: Intervals) -> Intervals:
 def iv_overlaps(a: Intervals, b: Intervals) -> bool:
     if a is b:
         return bool(a)
+    la, lb = len(a), len(b)
+    if la == 1 and lb == 1:
+        return a[0][0] <= b[0][1] and b[0][0] <= a[0][1]
+    if la > lb:
+        a, b, la, lb = b, a, lb, la
+    if not a or not b or a[-1][1] < b[0][0] or b[-1][1] < a[0][0]:
+        return False
+    if lb > 8 and la * 16 <= lb:  # a few intervals against a long list: bisect
+        for low, high in a:
+            k = bisect_left(b, low, key=_high)
+            if k < lb and b[k][0] <= high:
+                return True
+        return False
     i = j = 0
-    while i < len(a) and j < len(b):
+    while i < la and j < lb:
         if a[i][1] < b[j][0]:
             i += 1
         elif b[j][1] < a[i][0]:
@@ -97,6 +140,21 @@ def iv_overlaps(a: Intervals, b: Intervals) -> bool:
 def iv_subtract(a: Intervals, b: Intervals) -> Intervals:
     if a is b:
         return ()
+    if len(b) == 1 and a:
+        low, high = b[0]
+        if low <= a[0][0] and a[-1][1] <= high:
+            return ()
+        if high < a[0][0] or a[-1][1] < low:
+            return a
+        if len(a) > 8:
+            i, j = _clip(a, low, high)
+            middle: list[tuple[int, int]] = []
+            if i < j:
+                if a[i][0] < low:
+                    middle.append((a[i][0], low - 1))
+                if a[j - 1][1] > high:
+                    middle.append((high + 1, a[j - 1][1]))
+            return a[:i] + tuple(middle) + a[j:]
     out: list[tuple[int, int]] = []
     j = 0
     for low, high in a:
@@ -148,8 +206,14 @@ def box_intersect(a: Box, b: Box) -> Box | None:
 
 
 def box_overlaps(a: Box, b: Box) -> bool:
-    for x, y in zip(a, b):
-        if not iv_overlaps(x, y):
+    for d in OVERLAP_ORDER:
+        x, y = a[d], b[d]
+        if x is y:
+            continue
+        if len(x) == 1 and len(y) == 1:
+            if x[0][0] > y[0][1] or y[0][0] > x[0][1]:
+                return False
+        elif not iv_overlaps(x, y):
             return False
     return True
 
@@ -158,9 +222,15 @@ def box_subtract(a: Box, b: Box) -> list[Box]:
     """a minus b as disjoint boxes (at most one per dimension)."""
     if not box_overlaps(a, b):
         return [a]
+    return _subtract_overlapping(a, b)
+
+
+def _subtract_overlapping(a: Box, b: Box) -> list[Box]:
     pieces: list[Box] = []
     current = list(a)
     for d in range(DIMS):
+        if current[d] is b[d]:
+            continue
         rest = iv_subtract(current[d], b[d])
         if rest:
             piece = current.copy()
@@ -199,18 +269,28 @@ def overlaps(a: Region, b: Region) -> bool:
 
 
 def subtract(a: Region, b: Region) -> Region:
-    pieces = list(a)
-    for cut in b:
+    return cut(a, b)[0]
+
+
+def cut(a: Region, b: Region) -> tuple[Region, bool]:
+    """a minus b, and whether b met a at all (untouched boxes are not copied)."""
+    pieces = a
+    met = False
+    for cutter in b:
         if not pieces:
             break
-        next_pieces: list[Box] = []
-        for piece in pieces:
-            if box_overlaps(piece, cut):
-                next_pieces.extend(box_subtract(piece, cut))
-            else:
-                next_pieces.append(piece)
-        pieces = next_pieces
-    return tuple(pieces)
+        out: list[Box] | None = None
+        for index, piece in enumerate(pieces):
+            if box_overlaps(piece, cutter):
+                if out is None:
+                    out = list(pieces[:index])
+                out.extend(_subtract_overlapping(piece, cutter))
+            elif out is not None:
+                out.append(piece)
+        if out is not None:
+            pieces = tuple(out)
+            met = True
+    return pieces, met
 
 
 def union(a: Region, b: Region) -> Region:
