@@ -231,4 +231,7 @@ def test_diff_agrees_with_real_probes() -> None:
     print(f"diff agreed with the kernel over {counts['pairs']} pairs in {elapsed:.0f}s: {counts}")
     # not vacuous: most pairs differ, and both kinds of flow were probed in number
     assert counts["pairs"] >= min(PAIRS, 10) and counts["reported flows"] >= 4 * counts["pairs"] // 2, counts
-    assert counts["unreported flows"] >= 10 * counts["pairs"] and counts["changed in the kernel"] >= counts["pairs"], counts
+    # (a floor against a vacuous run, not a target: how many generated pairs diff
+    # finds identical depends on the generator; 15 of 16 pairs changed a flow on the
+    # run that set this floor at half)
+    assert counts["unreported flows"] >= 10 * counts["pairs"] and counts["changed in the kernel"] >= counts["pairs"] // 2, counts
