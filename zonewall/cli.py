@@ -293,6 +293,10 @@ from .cli_analysis import register as _register_analysis  # noqa: E402
 
 _register_analysis(app, _load_for_analysis, console, err, _emit_json)
 
+from .cli_import import register as _register_import  # noqa: E402
+
+_register_import(app)
+
 
 @app.command()
 def demo(

@@ -1,0 +1,1 @@
+"""libvirt nwfilter importer (filters, domain interfaces, networks)."""

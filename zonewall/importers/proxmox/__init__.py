@@ -1,0 +1,1 @@
+"""Proxmox VE firewall importer (cluster.fw, host.fw, <vmid>.fw + an inventory)."""

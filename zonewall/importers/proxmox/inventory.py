@@ -1,0 +1,192 @@
+"""The guest inventory a Proxmox import needs (the .fw files do not say where guests run).
+
+Format (YAML, `inventory.yaml` in the import directory unless `--inventory` names one):
+
+    nodes:                                  # the Proxmox nodes
+      pve1: {address: [192.168.100.11], uplink: eno1}
+    bridges:                                # optional; subnets are inferred otherwise
+      vmbr0: {subnets: [10.1.0.0/24, "fd00:1::/64"], gateway: [10.1.0.1]}
+    guests:
+      100:                                  # vmid, as in 100.fw
+        name: web1                          # optional (default vm100)
+        node: pve1
+        zone: dmz                           # optional (default: the bridge of its first NIC)
+        nics:
+          net0: {bridge: vmbr0, mac: "BC:24:11:00:01:00", ips: [10.1.0.10, "fd00:1::10"], firewall: true}
+
+`firewall` mirrors the `firewall=1` flag of the VM's netN line (default true). A
+`mac` is needed for the MAC filter (Proxmox's `macfilter`, on by default).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..report import ImportFailure, Where
+from ..yamlsrc import LDict, load
+
+MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+
+
+@dataclass
+class Nic:
+    key: str  # net0
+    index: int
+    bridge: str
+    where: Where
+    mac: str | None = None
+    ips: list[str] = field(default_factory=list)
+    firewall: bool = True
+
+
+@dataclass
+class Guest:
+    vmid: int
+    node: str
+    where: Where
+    name: str | None = None
+    zone: str | None = None
+    nics: list[Nic] = field(default_factory=list)
+
+    def nic(self, key: str) -> Nic | None:
+        return next((n for n in self.nics if n.key == key), None)
+
+
+@dataclass
+class Node:
+    name: str
+    address: list[str]
+    where: Where
+    uplink: str | None = None
+
+
+@dataclass
+class Bridge:
+    name: str
+    where: Where
+    subnets: list[str] = field(default_factory=list)
+    gateway: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Inventory:
+    shown: str
+    nodes: dict[str, Node] = field(default_factory=dict)
+    bridges: dict[str, Bridge] = field(default_factory=dict)
+    guests: dict[int, Guest] = field(default_factory=dict)
+
+
+class _Problems:
+    def __init__(self, shown: str) -> None:
+        self.shown, self.items = shown, []  # type: ignore[var-annotated]
+
+    def add(self, line: int, message: str) -> None:
+        self.items.append(f"{self.shown}:{line}: {message}")
+
+
+def _line(mapping: Any, key: Any) -> int:
+    if isinstance(mapping, LDict):
+        return mapping.key_lines.get(key, mapping.line)
+    return 0
+
+
+def _list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _ips(values: Any, line: int, what: str, problems: _Problems, *, networks: bool = False) -> list[str]:
+    out = []
+    for item in _list(values):
+        try:
+            out.append(str(ipaddress.ip_network(str(item), strict=True) if networks else ipaddress.ip_address(str(item))))
+        except ValueError:
+            problems.add(line, f"{what}: {item!r} is not {'a CIDR subnet' if networks else 'an IP address'}")
+    return out
+
+
+def _mapping(value: Any, line: int, what: str, problems: _Problems) -> LDict:
+    if value is None:
+        return LDict()
+    if not isinstance(value, dict):
+        problems.add(line, f"{what} must be a mapping")
+        return LDict()
+    return value  # type: ignore[return-value]
+
+
+def _known(body: LDict, keys: tuple[str, ...], what: str, problems: _Problems) -> None:
+    for key in body:
+        if key not in keys:
+            problems.add(_line(body, key), f"{what}: unknown key {key!r} (expected {', '.join(keys)})")
+
+
+def load_inventory(path: Path, shown: str) -> Inventory:
+    data = load(path, shown)
+    problems = _Problems(shown)
+    inv = Inventory(shown)
+    root = _mapping(data, 1, "the inventory", problems)
+    _known(root, ("nodes", "bridges", "guests"), "inventory", problems)
+    for name, body in _mapping(root.get("nodes"), _line(root, "nodes"), "nodes", problems).items():
+        line = _line(root["nodes"], name)
+        body = _mapping(body, line, f"node {name}", problems)
+        _known(body, ("address", "uplink"), f"node {name}", problems)
+        address = _ips(body.get("address"), line, f"node {name} address", problems)
+        if not address:
+            problems.add(line, f"node {name} needs an address")
+        inv.nodes[str(name)] = Node(str(name), address, Where(shown, line), body.get("uplink"))
+    for name, body in _mapping(root.get("bridges"), _line(root, "bridges"), "bridges", problems).items():
+        line = _line(root["bridges"], name)
+        body = _mapping(body, line, f"bridge {name}", problems)
+        _known(body, ("subnets", "gateway"), f"bridge {name}", problems)
+        inv.bridges[str(name)] = Bridge(
+            str(name), Where(shown, line),
+            _ips(body.get("subnets"), line, f"bridge {name} subnets", problems, networks=True),
+            _ips(body.get("gateway"), line, f"bridge {name} gateway", problems),
+        )
+    guests = _mapping(root.get("guests"), _line(root, "guests"), "guests", problems)
+    for vmid, body in guests.items():
+        line = _line(guests, vmid)
+        if isinstance(vmid, bool) or not str(vmid).isdigit():
+            problems.add(line, f"guest key {vmid!r} is not a vmid (a number such as 100)")
+            continue
+        body = _mapping(body, line, f"guest {vmid}", problems)
+        _known(body, ("name", "node", "zone", "nics"), f"guest {vmid}", problems)
+        node = body.get("node")
+        if node is None:
+            problems.add(line, f"guest {vmid} needs a node")
+        elif str(node) not in inv.nodes:
+            problems.add(_line(body, "node"), f"guest {vmid}: node {node} is not under nodes")
+        guest = Guest(int(vmid), str(node), Where(shown, line), body.get("name"), body.get("zone"))
+        nics = _mapping(body.get("nics"), _line(body, "nics"), f"guest {vmid} nics", problems)
+        for key, nic in nics.items():
+            nline = _line(nics, key)
+            found = re.fullmatch(r"net(\d+)", str(key))
+            if not found:
+                problems.add(nline, f"guest {vmid}: NIC key {key!r} is not netN (as in the VM's config)")
+                continue
+            nic = _mapping(nic, nline, f"guest {vmid} {key}", problems)
+            _known(nic, ("bridge", "mac", "ips", "firewall"), f"guest {vmid} {key}", problems)
+            if not nic.get("bridge"):
+                problems.add(nline, f"guest {vmid} {key} needs a bridge")
+                continue
+            mac = nic.get("mac")
+            if mac is not None and not MAC.match(str(mac)):
+                problems.add(nline, f"guest {vmid} {key}: {mac!r} is not a MAC address")
+                mac = None
+            firewall = nic.get("firewall", True)
+            if not isinstance(firewall, bool):
+                firewall = str(firewall) in ("1", "yes", "true")
+            guest.nics.append(Nic(str(key), int(found.group(1)), str(nic["bridge"]), Where(shown, nline),
+                                  str(mac).lower() if mac else None, _ips(nic.get("ips"), nline, f"guest {vmid} {key} ips", problems), firewall))
+        guest.nics.sort(key=lambda n: n.index)
+        if not guest.nics:
+            problems.add(line, f"guest {vmid} needs at least one NIC under nics")
+        inv.guests[int(vmid)] = guest
+    if problems.items:
+        raise ImportFailure(problems.items)
+    return inv
