@@ -1,4 +1,5 @@
-"""The `zonewall` command: check, compile, apply, confirm, trace/reach/diff/lint, the lab verbs, the demo."""
+"""The `zonewall` command: check, compile, apply, confirm, trace/reach/diff/lint, the lab verbs,
+serve/agent/token (central management), the demo."""
 
 from __future__ import annotations
 
@@ -296,6 +297,10 @@ _register_analysis(app, _load_for_analysis, console, err, _emit_json)
 from .cli_import import register as _register_import  # noqa: E402
 
 _register_import(app)
+
+from .cli_server import register as _register_server  # noqa: E402
+
+_register_server(app, console, err)
 
 
 @app.command()

@@ -1,0 +1,76 @@
+"""Controllers for tests: in-process (TestClient) and a real uvicorn server in a thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from zonewall.controller.app import Controller, build_controller, create_app
+from zonewall.controller.documents import read_directory
+from zonewall.controller.server import Listen, bind
+from zonewall.controller.store.tokens import create_token
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+THREE_TIER = EXAMPLES / "three-tier" / "policy"
+
+
+def three_tier_documents() -> dict[str, str]:
+    return read_directory(THREE_TIER)
+
+
+@dataclass
+class Tokens:
+    admin: str
+    viewer: str
+    node1: str
+    node2: str
+
+    def header(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {getattr(self, who)}"}
+
+
+def make_tokens(controller: Controller) -> Tokens:
+    sessions = controller.sessions
+    return Tokens(
+        admin=create_token(sessions, "admin")[1],
+        viewer=create_token(sessions, "viewer")[1],
+        node1=create_token(sessions, "agent", node="node1")[1],
+        node2=create_token(sessions, "agent", node="node2")[1],
+    )
+
+
+@dataclass
+class LiveController:
+    controller: Controller
+    url: str
+    tokens: Tokens
+    server: uvicorn.Server
+
+
+@contextmanager
+def live_controller(directory: Path) -> Iterator[LiveController]:
+    """A real HTTP server on 127.0.0.1 (a free port), stopped at the end."""
+    directory.mkdir(parents=True, exist_ok=True)
+    controller = build_controller(f"sqlite:///{directory / 'zonewall.db'}")
+    tokens = make_tokens(controller)
+    sock = bind(Listen("127.0.0.1", 0))
+    config = uvicorn.Config(create_app(controller), log_level="warning", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the test controller did not start"
+        time.sleep(0.01)
+    try:
+        yield LiveController(controller, f"http://127.0.0.1:{sock.getsockname()[1]}", tokens, server)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

@@ -1,0 +1,74 @@
+"""Migrations, the token CLI, `serve` options, document names."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+from typer.testing import CliRunner
+
+from zonewall.cli import app
+from zonewall.controller.documents import document_name_problem, read_directory
+from zonewall.controller.server import Listen, parse_listen
+from zonewall.controller.store.db import make_engine, open_database, upgrade
+from zonewall.controller.store.tokens import authenticate
+
+runner = CliRunner()
+
+
+def test_migrations_create_the_schema_and_are_idempotent(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'z.db'}"
+    open_database(url)
+    engine = make_engine(url)
+    upgrade(engine)  # a second start: nothing to do, nothing fails
+    tables = set(inspect(engine).get_table_names())
+    assert {"revisions", "tokens", "nodes", "node_logs", "alembic_version"} <= tables
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("select version_num from alembic_version").scalar() == "0001"
+
+
+def test_token_cli_creates_a_working_hashed_token(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["token", "create", "--role", "agent", "--node", "node1", "--data-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    created = json.loads(result.stdout.strip().splitlines()[-1])
+    principal = authenticate(open_database(f"sqlite:///{tmp_path / 'zonewall.db'}"), created["token"])
+    assert principal is not None and (principal.role, principal.node) == ("agent", "node1")
+    assert created["token"].encode() not in (tmp_path / "zonewall.db").read_bytes()
+    listed = runner.invoke(app, ["token", "list", "--data-dir", str(tmp_path)])
+    assert "agent-node1" in listed.stdout and created["token"] not in listed.stdout
+    assert runner.invoke(app, ["token", "revoke", str(created["id"]), "--data-dir", str(tmp_path)]).exit_code == 0
+    assert authenticate(open_database(f"sqlite:///{tmp_path / 'zonewall.db'}"), created["token"]) is None
+
+
+def test_token_cli_refuses_bad_roles(tmp_path: Path) -> None:
+    assert runner.invoke(app, ["token", "create", "--role", "agent", "--data-dir", str(tmp_path)]).exit_code == 2
+    assert runner.invoke(app, ["token", "create", "--role", "superuser", "--data-dir", str(tmp_path)]).exit_code == 2
+
+
+def test_listen_addresses() -> None:
+    assert parse_listen("127.0.0.1:9440") == Listen("127.0.0.1", 9440)
+    assert parse_listen("[::1]:9441") == Listen("::1", 9441)
+    assert parse_listen("169.254.0.1:9440@zwl-demo-out") == Listen("169.254.0.1", 9440, "zwl-demo-out")
+    for bad in ("localhost:9440", "127.0.0.1", "1.2.3.4:99999", "1.2.3.4:80@../x"):
+        with pytest.raises(ValueError):
+            parse_listen(bad)
+
+
+def test_serve_refuses_half_a_tls_configuration(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["serve", "--data-dir", str(tmp_path), "--tls-cert", str(tmp_path / "c.pem")])
+    assert result.exit_code == 2
+
+
+def test_document_names() -> None:
+    assert document_name_problem("zones.yaml") is None and document_name_problem("vms/web.yml") is None
+    for bad in ("../x.yaml", "/x.yaml", ".x.yaml", "x.txt", "a//b.yaml", "a/./b.yaml"):
+        assert document_name_problem(bad), bad
+
+
+def test_read_directory_keeps_relative_names(tmp_path: Path) -> None:
+    (tmp_path / "vms").mkdir()
+    (tmp_path / "base.yaml").write_text("version: 1\n")
+    (tmp_path / "vms" / "web.yaml").write_text("vms: {}\n")
+    assert read_directory(tmp_path) == {"base.yaml": "version: 1\n", "vms/web.yaml": "vms: {}\n"}

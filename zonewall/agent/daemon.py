@@ -1,0 +1,251 @@
+"""`zonewall agent`: the process that keeps one node's firewall as the controller says.
+
+Threads and who does what:
+
+* main loop (the only one touching the kernel, through the Enforcer): applies new
+  desired states, repairs drift, re-discovers taps, verifies every few seconds;
+* watcher: long-polls the controller with a revision cursor (no fixed polling) and
+  queues each new desired state;
+* drift watch: `nft monitor`; a foreign change to our tables queues a check;
+* notify listener: libvirt hook events queue a re-discovery;
+* reporter: sends status and log lines to the controller in the background.
+
+When the controller is unreachable the node keeps its rules: the agent restored
+them from disk at start, and goes on repairing drift; the watcher retries with
+backoff and everything converges once the controller answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..compiler.node import UnknownNode
+from ..dataplane.apply import VerifyError
+from ..dataplane.backend import Backend, LibNftBackend, NftError
+from ..policy.errors import PolicyError
+from .client import ControllerClient, ControllerRefused, ControllerUnavailable, DesiredAnswer
+from .discovery import discover_taps, local_links
+from .drift import DriftWatch
+from .enforcer import Desired, Enforcer
+from .notify import SOCKET_NAME, NotifyListener
+from .reporter import Reporter
+from .state import StateStore
+
+log = logging.getLogger("zonewall.agent")
+# What can go wrong while applying without it being a bug: refused by the kernel,
+# read back wrong, a policy this agent cannot compile for its node.
+APPLY_ERRORS = (NftError, VerifyError, PolicyError, UnknownNode, ValueError, OSError)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    controller: str
+    node: str
+    token: str
+    state_dir: Path
+    ca: str | None = None
+    netns: str | None = None  # manage nftables in this named netns (default: the agent's own)
+    verify_interval: float = 5.0  # periodic readback check, besides nft monitor
+    refresh_interval: float = 60.0  # recompile (taps, DST) this often
+    long_poll: float = 25.0
+    monitor: bool = True
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, backend: Backend | None = None, make_client: Callable[[], ControllerClient] | None = None) -> None:
+        self.config = config
+        self._backend = backend if backend is not None else LibNftBackend(netns=config.netns)
+        self._make_client = make_client or (lambda: ControllerClient(config.controller, config.token, config.node, ca=config.ca))
+        self._stop = threading.Event()
+        self._work: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.enforcer = Enforcer(
+            self._backend, config.node, StateStore(config.state_dir),
+            discover=lambda policy, node: discover_taps(policy, node, local_links(config.netns)),
+        )
+        self.reporter = Reporter(self._make_client, self._stop)
+        self._cursor: int | None = None
+        self._failed: Desired | None = None  # retried at the next tick
+        self._threads: list[threading.Thread] = []
+        self._drift: DriftWatch | None = None
+        self._notify: NotifyListener | None = None
+        self.ready = threading.Event()  # restored and watching (tests wait on it)
+        # The watcher asks for the next revision only once the last one is applied:
+        # on a node that had no ruleset, conntrack starts with the first apply, and a
+        # long-poll sent before it would have its answer (the first packet conntrack
+        # sees of that connection) taken for a new inbound connection and dropped.
+        self._handled = threading.Condition()
+        self._handled_revision: int | None = None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop the threads; the rules stay in the kernel (stopping is not removing)."""
+        self._stop.set()
+        self._work.put(("stop", None))
+
+    def run(self) -> None:
+        if self.config.monitor:
+            self._drift = DriftWatch(lambda why: self._work.put(("check", why)), netns=self.config.netns).start()
+        try:
+            self._restore()
+            self.reporter.start()
+            self._publish()
+            self._spawn(self._watch, "zonewall-watcher")
+            try:
+                self._notify = NotifyListener(self.config.state_dir / SOCKET_NAME, lambda text: self._work.put(("rediscover", text))).start()
+            except OSError as exc:
+                log.warning("no hook socket (%s): hypervisor events are seen at the next refresh", exc)
+            self.ready.set()
+            self._loop()
+        finally:
+            self._stop.set()
+            if self._drift:
+                self._drift.stop()
+            if self._notify:
+                self._notify.stop()
+            self.reporter.wake()
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _restore(self) -> None:
+        try:
+            what = self.enforcer.restore()
+            log.info("start: %s", what)
+            self.reporter.line("info", f"agent started: {what}")
+        except APPLY_ERRORS as exc:
+            self.enforcer.last_error = f"restoring the saved state failed: {exc}"
+            log.error("%s", self.enforcer.last_error)
+        if self.enforcer.state is not None:
+            self._cursor = self.enforcer.state.revision
+
+    # -- the main loop ------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        next_verify = time.monotonic() + self.config.verify_interval
+        next_refresh = time.monotonic() + self.config.refresh_interval
+        while not self._stop.is_set():
+            try:
+                items = [self._work.get(timeout=max(0.0, next_verify - time.monotonic()))]
+            except queue.Empty:
+                items = [("check", "periodic verification")]
+                next_verify = time.monotonic() + self.config.verify_interval
+            while True:  # coalesce a burst (several monitor events, revisions in a row)
+                try:
+                    items.append(self._work.get_nowait())
+                except queue.Empty:
+                    break
+            kinds = {kind for kind, _ in items}
+            if "stop" in kinds:
+                return
+            for kind, value in items:
+                if kind == "error":
+                    self.enforcer.last_error = value
+                    self._publish()
+            desired = [value for kind, value in items if kind == "desired"]
+            if desired:
+                self._apply(desired[-1])  # the newest wins; older ones are history
+                with self._handled:
+                    self._handled_revision = desired[-1].revision
+                    self._handled.notify_all()
+            elif "check" in kinds and self._failed is not None:
+                self._apply(self._failed)
+            if "rediscover" in kinds or time.monotonic() >= next_refresh:
+                self._refresh()
+                next_refresh = time.monotonic() + self.config.refresh_interval
+            if "check" in kinds and not desired:
+                self._repair(next(value for kind, value in items if kind == "check"))
+
+    def _apply(self, desired: Desired) -> None:
+        try:
+            result = self.enforcer.enforce(desired)
+        except APPLY_ERRORS as exc:
+            self._failed = desired
+            self.enforcer.last_error = f"revision {desired.revision}: {exc}"
+            log.error("apply failed, the previous rules stay: %s", self.enforcer.last_error)
+            self.reporter.line("error", self.enforcer.last_error)
+        else:
+            self._failed = None
+            self.reporter.line("info", f"revision {desired.revision} applied ({result.mode}, {result.commands} commands)")
+        self._publish()
+
+    def _repair(self, reason: str) -> None:
+        try:
+            result = self.enforcer.repair()
+        except APPLY_ERRORS as exc:
+            self.enforcer.last_error = f"drift repair failed: {exc}"
+            log.error("%s", self.enforcer.last_error)
+            self._publish()
+            return
+        if result is not None:
+            self.reporter.line("warning", f"drift repaired ({reason}): {result.commands} commands")
+            self._publish()
+
+    def _refresh(self) -> None:
+        try:
+            if self.enforcer.refresh() is not None:
+                self.reporter.line("info", "recompiled after a hypervisor event or time change, and applied")
+                self._publish()
+        except APPLY_ERRORS as exc:
+            log.error("refresh failed: %s", exc)
+
+    def _publish(self) -> None:
+        state = self.enforcer.state
+        self.reporter.status({
+            "applied_revision": state.revision if state else None,
+            "fingerprint": state.fingerprint if state else None,
+            "ruleset_hash": self.enforcer.expected_hash,
+            "state": "error" if self.enforcer.last_error else "ok",
+            "last_error": self.enforcer.last_error,
+            "drift_repairs": self.enforcer.drift_repairs,
+            "taps": state.taps if state else {},
+        })
+
+    # -- the watcher thread ----------------------------------------------------------------
+
+    def _watch(self) -> None:
+        client = self._make_client()
+        registered = False
+        backoff = 0.2
+        try:
+            while not self._stop.is_set():
+                try:
+                    if not registered:
+                        client.register(socket.gethostname())
+                        registered = True
+                        log.info("registered with %s as %s", self.config.controller, self.config.node)
+                    answer = client.desired(self._cursor, self.config.long_poll)
+                    backoff = 0.2
+                    self._take(answer)
+                except ControllerUnavailable as exc:
+                    log.info("controller unreachable (%s); retrying in %.1fs, rules stay enforced", exc, backoff)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                except ControllerRefused as exc:
+                    log.error("%s", exc)
+                    self._stop.wait(10.0)  # a token problem will not fix itself in a second
+        finally:
+            client.close()
+
+    def _take(self, answer: DesiredAnswer) -> None:
+        if not answer.changed:
+            return
+        self._cursor = answer.revision
+        if not answer.in_policy or answer.documents is None or answer.content_hash is None:
+            message = f"revision {answer.revision} has no host {self.config.node!r}; the rules stay as they are"
+            log.error("%s", message)
+            self._work.put(("error", message))  # the main loop owns the enforcer's state
+            return
+        self._work.put(("desired", Desired(answer.revision, answer.documents, answer.content_hash)))
+        with self._handled:
+            self._handled.wait_for(lambda: self._handled_revision == answer.revision or self._stop.is_set(), timeout=120)

@@ -1,0 +1,139 @@
+"""Which local device is a guest NIC's tap? (on a real hypervisor)
+
+The compiler names a NIC's node-side port `tap:` if the policy gives one, else
+`<vm>i<n>`. On a libvirt/Proxmox node the real name is chosen by the hypervisor
+(vnet3, tap104i0, ...), so the agent looks for it, in this order:
+
+1. an explicit `tap:` in the policy wins;
+2. by MAC: libvirt gives the tap the guest's MAC with the first byte `fe`
+   (52:54:00:12:34:56 -> fe:54:00:12:34:56), so a local link with that MAC is it;
+3. by libvirt: `virsh domiflist VM` lists the domain's interfaces with their MACs;
+4. otherwise the compiler's default name (what the lab uses).
+
+The policy is then compiled with the discovered names (`with_taps`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..compiler.naming import tap_name
+from ..policy.resolve import Policy
+
+log = logging.getLogger("zonewall.agent.discovery")
+
+Links = dict[str, str]  # MAC (lowercase) -> interface name
+VirshLister = Callable[[str], dict[str, str] | None]  # domain -> {MAC: interface}, None: no libvirt
+
+
+@dataclass(frozen=True)
+class Found:
+    tap: str
+    how: str  # explicit | mac | libvirt | default
+
+
+def tap_mac(guest_mac: str) -> str:
+    """The MAC libvirt gives a guest's tap: the first byte replaced by fe."""
+    return "fe" + guest_mac.lower()[2:]
+
+
+def local_links(netns: str | None = None) -> Links:
+    """Every link of the (given or current) namespace by MAC.
+
+    The agent's own namespace is asked over netlink (pyroute2, no process to start:
+    this runs before every compile); another one through `ip -n NS -j link`.
+    """
+    if netns is None:
+        try:
+            from pyroute2 import IPRoute
+
+            with IPRoute() as ipr:
+                return {
+                    str(link.get_attr("IFLA_ADDRESS")).lower(): str(link.get_attr("IFLA_IFNAME"))
+                    for link in ipr.get_links()
+                    if link.get_attr("IFLA_ADDRESS") and link.get_attr("IFLA_IFNAME")
+                }
+        except Exception as exc:  # noqa: BLE001 - fall back to ip(8)
+            log.debug("netlink link dump failed (%s); using ip", exc)
+    argv = ["ip"] + (["-n", netns] if netns else []) + ["-j", "link", "show"]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True).stdout
+        links = json.loads(out or "[]")
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        log.warning("cannot list links: %s", exc)
+        return {}
+    return {str(link["address"]).lower(): link["ifname"] for link in links if link.get("address") and link.get("ifname")}
+
+
+def parse_domiflist(text: str) -> dict[str, str]:
+    """`virsh domiflist` output -> {MAC: interface}; rows without a device ('-') skipped.
+
+        Interface   Type     Source    Model    MAC
+       -------------------------------------------------------
+        vnet0       bridge   vmbr1     virtio   52:54:00:00:01:01
+    """
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 5 and words[0] not in ("Interface", "-") and ":" in words[-1] and not words[0].startswith("---"):
+            found[words[-1].lower()] = words[0]
+    return found
+
+
+def virsh_domiflist(domain: str) -> dict[str, str] | None:
+    """The domain's interfaces by MAC, or None where there is no virsh/libvirt."""
+    if shutil.which("virsh") is None:
+        return None
+    try:
+        proc = subprocess.run(["virsh", "-q", "domiflist", domain], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_domiflist(proc.stdout) if proc.returncode == 0 else None
+
+
+def discover_taps(policy: Policy, node: str, links: Links | None = None, virsh: VirshLister = virsh_domiflist) -> dict[tuple[str, int], Found]:
+    links = local_links() if links is None else links
+    found: dict[tuple[str, int], Found] = {}
+    for vm in policy.vms_on(node):
+        libvirt: dict[str, str] | None = None
+        for index, nic in enumerate(policy.doc.vms[vm].nics):
+            if nic.tap:
+                found[(vm, index)] = Found(nic.tap, "explicit")
+                continue
+            if nic.mac:
+                name = links.get(tap_mac(nic.mac))
+                if name:
+                    found[(vm, index)] = Found(name, "mac")
+                    continue
+                if libvirt is None:
+                    libvirt = virsh(vm) or {}
+                if nic.mac.lower() in libvirt:
+                    found[(vm, index)] = Found(libvirt[nic.mac.lower()], "libvirt")
+                    continue
+            found[(vm, index)] = Found(tap_name(vm, index, nic), "default")
+    return found
+
+
+def with_taps(policy: Policy, found: dict[tuple[str, int], Found]) -> Policy:
+    """The policy with each discovered tap set as the NIC's `tap:` (for compiling)."""
+    vms = dict(policy.doc.vms)
+    changed = False
+    for (vm, index), result in found.items():
+        if result.how in ("mac", "libvirt"):
+            nics = list(vms[vm].nics)
+            nics[index] = nics[index].model_copy(update={"tap": result.tap})
+            vms[vm] = vms[vm].model_copy(update={"nics": nics})
+            changed = True
+    if not changed:
+        return policy
+    return Policy(policy.doc.model_copy(update={"vms": vms}), policy.source)
+
+
+def taps_report(found: dict[tuple[str, int], Found]) -> dict[str, str]:
+    """{"web1/0": "vnet3 (mac)"}: what the agent reports to the controller."""
+    return {f"{vm}/{index}": f"{result.tap} ({result.how})" for (vm, index), result in sorted(found.items())}

@@ -1,0 +1,136 @@
+"""Making the kernel hold the node's desired state, and keeping it there.
+
+Single-threaded by design: the daemon's main loop is the only caller, so an apply,
+a drift check and a repair never interleave. The kernel work itself is the
+dataplane's (atomic apply with readback, zonewall's tables only).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..compiler.ir import Ruleset
+from ..compiler.node import compile_node
+from ..compiler.schedule import local_timezone
+from ..controller.documents import Documents, content_hash, load_documents
+from ..dataplane.apply import ApplyResult, apply_ruleset
+from ..dataplane.backend import Backend
+from ..dataplane.readback import readback_hash
+from ..policy.resolve import Policy
+from .discovery import Found, discover_taps, taps_report, with_taps
+from .state import AppliedState, StateStore
+
+log = logging.getLogger("zonewall.agent.enforcer")
+Discover = Callable[[Policy, str], dict[tuple[str, int], Found]]
+
+
+@dataclass(frozen=True)
+class Desired:
+    revision: int
+    documents: Documents
+    content_hash: str
+
+
+class Enforcer:
+    def __init__(
+        self,
+        backend: Backend,
+        node: str,
+        store: StateStore,
+        *,
+        discover: Discover = lambda policy, node: discover_taps(policy, node),
+        timezone: Callable[[], str] = local_timezone,
+    ) -> None:
+        self.backend, self.node, self.store = backend, node, store
+        self._discover, self._timezone = discover, timezone
+        self.state: AppliedState | None = None
+        self.ruleset: Ruleset | None = None
+        self.expected_hash: str | None = None  # readback of our tables when we left them
+        self.drift_repairs = 0
+        self.last_error: str | None = None
+
+    # -- compiling ------------------------------------------------------------------
+
+    def _compile(self, documents: Documents) -> tuple[Ruleset, dict[str, str]]:
+        policy = load_documents(documents)
+        found = self._discover(policy, self.node)
+        ruleset = compile_node(with_taps(policy, found), self.node, timezone=self._timezone())
+        return ruleset, taps_report(found)
+
+    def _tables(self) -> list[tuple[str, str]]:
+        assert self.ruleset is not None
+        return [(t.family, t.name) for t in self.ruleset.tables]
+
+    def _record(self, desired: Desired, ruleset: Ruleset, result: ApplyResult, taps: dict[str, str]) -> None:
+        self.ruleset, self.expected_hash = ruleset, result.readback_hash
+        self.state = AppliedState(
+            node=self.node, revision=desired.revision, content_hash=desired.content_hash, documents=desired.documents,
+            fingerprint=result.fingerprint, readback_hash=result.readback_hash, applied_at=time.time(), taps=taps,
+        )
+        self.store.save(self.state)
+        self.last_error = None
+
+    # -- the three jobs ---------------------------------------------------------------
+
+    def restore(self) -> str:
+        """At start, before the controller answers: bring back the last applied state.
+
+        Nothing is removed first: when the kernel still holds that state (the agent
+        merely restarted) the apply finds nothing to do and no packet ever meets an
+        empty ruleset; when it was flushed meanwhile, it is rebuilt in one transaction.
+        """
+        saved = self.store.load(self.node)
+        if saved is None:
+            return "no saved state: the kernel is left as it is until the controller answers"
+        desired = Desired(saved.revision, saved.documents, saved.content_hash)
+        ruleset, taps = self._compile(saved.documents)
+        result = apply_ruleset(self.backend, ruleset, previous=ruleset)  # empty diff when the kernel still matches
+        if result.readback_hash != saved.readback_hash and result.mode == "unchanged":
+            result = apply_ruleset(self.backend, ruleset)  # same shape, other content: replace
+        self._record(desired, ruleset, result, taps)
+        return f"revision {saved.revision} {'adopted as it was' if result.mode == 'unchanged' else 'restored (' + result.mode + ')'}"
+
+    def enforce(self, desired: Desired) -> ApplyResult:
+        """Compile and apply a desired state; NftError/VerifyError leave the old rules."""
+        if desired.content_hash != content_hash(desired.documents):
+            raise ValueError(f"revision {desired.revision}: the documents do not match their hash")
+        ruleset, taps = self._compile(desired.documents)
+        result = apply_ruleset(self.backend, ruleset, previous=self.ruleset)
+        self._record(desired, ruleset, result, taps)
+        log.info("revision %d applied (%s, %d commands)", desired.revision, result.mode, result.commands)
+        return result
+
+    def verify(self) -> bool:
+        """True when our tables read back as we left them (nothing to enforce: True)."""
+        if self.ruleset is None:
+            return True
+        return readback_hash(self.backend, self._tables()) == self.expected_hash
+
+    def repair(self) -> ApplyResult | None:
+        """If our tables drifted, replace them with the applied state (other tables untouched)."""
+        if self.ruleset is None or self.state is None or self.verify():
+            return None
+        result = apply_ruleset(self.backend, self.ruleset)
+        self.expected_hash = result.readback_hash
+        self.state.readback_hash = result.readback_hash
+        self.store.save(self.state)
+        self.drift_repairs += 1
+        log.warning("drift repaired: revision %d put back (%d commands)", self.state.revision, result.commands)
+        return result
+
+    def refresh(self) -> ApplyResult | None:
+        """Recompile the applied revision (taps may have appeared, a DST offset may
+        have changed schedules); apply only if the ruleset differs."""
+        if self.state is None:
+            return None
+        ruleset, taps = self._compile(self.state.documents)
+        if self.ruleset is not None and ruleset == self.ruleset:
+            return None
+        desired = Desired(self.state.revision, self.state.documents, self.state.content_hash)
+        result = apply_ruleset(self.backend, ruleset, previous=self.ruleset)
+        self._record(desired, ruleset, result, taps)
+        log.info("revision %d recompiled and applied (%s)", desired.revision, result.mode)
+        return result

@@ -1,0 +1,81 @@
+"""Status and log lines to the controller, off the enforcement path.
+
+The enforcer never waits for the network: it hands its newest status here and
+goes on. A background thread sends it (the newest status wins; log lines queue up
+to a bound), retrying with backoff while the controller is away.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from .client import ControllerClient, ControllerRefused, ControllerUnavailable
+
+log = logging.getLogger("zonewall.agent.reporter")
+MAX_QUEUED_LINES = 500
+
+
+class Reporter:
+    def __init__(self, make_client: Callable[[], ControllerClient], stop: threading.Event) -> None:
+        self._make_client = make_client
+        self._stop = stop
+        self._status: dict[str, Any] | None = None
+        self._lines: deque[dict[str, str]] = deque(maxlen=MAX_QUEUED_LINES)
+        self._wake = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="zonewall-reporter", daemon=True)
+        self.sent = 0  # statuses delivered (tests watch it)
+
+    def start(self) -> Reporter:
+        self._thread.start()
+        return self
+
+    def status(self, status: dict[str, Any]) -> None:
+        with self._wake:
+            self._status = status
+            self._wake.notify()
+
+    def line(self, level: str, message: str) -> None:
+        with self._wake:
+            self._lines.append({"level": level, "message": message[:4000]})
+            self._wake.notify()
+
+    def wake(self) -> None:
+        with self._wake:
+            self._wake.notify()
+
+    def _run(self) -> None:
+        client = self._make_client()
+        backoff = 0.2
+        try:
+            while not self._stop.is_set():
+                with self._wake:
+                    while self._status is None and not self._lines and not self._stop.is_set():
+                        self._wake.wait(1.0)
+                    status, self._status = self._status, None
+                    lines = list(self._lines)[:200]
+                try:
+                    if status is not None:
+                        client.report({**status, "lines": lines})  # one request for both
+                        self.sent += 1
+                    elif lines:
+                        client.logs(lines)
+                    if lines:
+                        with self._wake:
+                            for _ in lines:
+                                self._lines.popleft()
+                    backoff = 0.2
+                except ControllerRefused as exc:
+                    log.error("status refused, dropped: %s", exc)  # sending it again would not help
+                except ControllerUnavailable as exc:
+                    with self._wake:
+                        if self._status is None:
+                            self._status = status  # keep it unless a newer one came
+                    log.debug("report failed (%s); retrying in %.1fs", exc, backoff)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+        finally:
+            client.close()

@@ -1,0 +1,119 @@
+"""Central management verbs: `serve` (controller), `agent` (node), `token` (API tokens)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+
+def register(app: typer.Typer, console: Console, err: Console) -> None:
+    token_app = typer.Typer(help="API tokens of the controller (admin, viewer, per-node agent)", no_args_is_help=True)
+    app.add_typer(token_app, name="token")
+
+    def sessions(db: Optional[str], data_dir: Optional[Path]):  # type: ignore[no-untyped-def]
+        from .controller.store.db import open_database, resolve_url
+
+        return open_database(resolve_url(db, data_dir))
+
+    @app.command()
+    def serve(
+        db: Optional[str] = typer.Option(None, "--db", help="SQLAlchemy database URL (default: SQLite in --data-dir)"),
+        listen: list[str] = typer.Option(["127.0.0.1:9440"], "--listen", help="ADDR:PORT (repeatable; ADDR:PORT@NETNS listens inside a named netns)"),
+        tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="serve HTTPS with this certificate (PEM)"),
+        tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="the certificate's private key (PEM)"),
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="where the SQLite database lives (default /var/lib/zonewall/controller)"),
+        access_log: bool = typer.Option(False, "--access-log", help="log every request"),
+    ) -> None:
+        """Run the controller: REST API (OpenAPI at /docs), policy revisions, node inventory."""
+        from .controller.server import parse_listen, serve as run_server
+        from .controller.store.db import resolve_url
+
+        if bool(tls_cert) != bool(tls_key):
+            err.print("--tls-cert and --tls-key go together")
+            raise typer.Exit(2)
+        try:
+            listens = [parse_listen(text) for text in listen]
+        except ValueError as exc:
+            err.print(str(exc))
+            raise typer.Exit(2) from None
+        run_server(resolve_url(db, data_dir), listens, str(tls_cert) if tls_cert else None, str(tls_key) if tls_key else None, access_log)
+
+    @app.command()
+    def agent(
+        controller: str = typer.Option(..., "--controller", help="the controller's URL, e.g. https://ctl.example:9440"),
+        host: str = typer.Option(..., "--host", help="this node's name in the policy"),
+        token: Optional[str] = typer.Option(None, "--token", envvar="ZONEWALL_TOKEN", help="the node's agent token (or $ZONEWALL_TOKEN)"),
+        token_file: Optional[Path] = typer.Option(None, "--token-file", help="read the token from this file"),
+        state_dir: Path = typer.Option(Path("/var/lib/zonewall/agent"), "--state-dir", help="last applied state and the hook socket"),
+        ca: Optional[Path] = typer.Option(None, "--ca", help="CA certificate that signed the controller's certificate"),
+        netns_name: Optional[str] = typer.Option(None, "--netns", help="manage nftables in this named netns (default: the agent's own)"),
+        verify_interval: float = typer.Option(5.0, "--verify-interval", help="seconds between readback checks (besides nft monitor)"),
+        verbose: bool = typer.Option(False, "-v", "--verbose"),
+    ) -> None:
+        """Run a node agent: follow the controller, apply, repair drift, keep the last state."""
+        from .agent.daemon import Agent, AgentConfig
+
+        logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=f"%(asctime)s agent[{host}] %(levelname)s %(message)s")
+        for chatty in ("httpx", "httpcore"):  # one line per long-poll otherwise
+            logging.getLogger(chatty).setLevel(logging.DEBUG if verbose else logging.WARNING)
+        secret = token_file.read_text().strip() if token_file else token
+        if not secret:
+            err.print("give the agent token: --token, --token-file or $ZONEWALL_TOKEN")
+            raise typer.Exit(2)
+        if ca is not None and not ca.is_file():
+            err.print(f"--ca {ca}: no such file")
+            raise typer.Exit(2)
+        config = AgentConfig(controller, host, secret, state_dir, str(ca) if ca else None, netns_name, verify_interval)
+        daemon = Agent(config)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: daemon.stop())
+        daemon.run()
+
+    @token_app.command("create")
+    def token_create(
+        role: str = typer.Option(..., "--role", help="admin, viewer or agent"),
+        node: Optional[str] = typer.Option(None, "--node", help="agent tokens: the node"),
+        name: Optional[str] = typer.Option(None, "--name", help="a label (default: the role, or agent-NODE)"),
+        db: Optional[str] = typer.Option(None, "--db"),
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Create a token in the controller's database; prints the secret once."""
+        from .controller.store.tokens import TokenError, create_token
+
+        try:
+            row, secret = create_token(sessions(db, data_dir), role, name, node)
+        except TokenError as exc:
+            err.print(str(exc))
+            raise typer.Exit(2) from None
+        if as_json:
+            sys.stdout.write(json.dumps({"id": row.id, "name": row.name, "role": row.role, "node": row.node, "token": secret}) + "\n")
+        else:
+            sys.stdout.write(secret + "\n")  # alone on stdout: `TOKEN=$(zonewall token create ...)`
+            err.print(f"token {row.id} ({row.name}, {row.role}{' for ' + row.node if row.node else ''}) created; the secret is not shown again")
+
+    @token_app.command("list")
+    def token_list(db: Optional[str] = typer.Option(None, "--db"), data_dir: Optional[Path] = typer.Option(None, "--data-dir")) -> None:
+        """List tokens (never their secrets)."""
+        from .controller.store.tokens import list_tokens
+
+        for row in list_tokens(sessions(db, data_dir)):
+            status = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
+            console.print(f"{row.id:>4}  {row.role:<7} {row.node or '-':<12} {row.name:<24} {status}")
+
+    @token_app.command("revoke")
+    def token_revoke(token_id: int = typer.Argument(...), db: Optional[str] = typer.Option(None, "--db"), data_dir: Optional[Path] = typer.Option(None, "--data-dir")) -> None:
+        """Revoke a token by its id."""
+        from .controller.store.tokens import revoke_token
+
+        if not revoke_token(sessions(db, data_dir), token_id):
+            err.print(f"no active token {token_id}")
+            raise typer.Exit(1)
+        console.print(f"token {token_id} revoked")

@@ -1,0 +1,55 @@
+"""The FastAPI application: wiring of stores, the revision watch and the routers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import api_nodes, api_policy, api_tokens
+from .store.db import open_database
+from .store.nodes import NodeStore
+from .store.revisions import RevisionStore
+from .watch import RevisionWatch
+
+API_VERSION = "1"
+DESCRIPTION = """\
+The zonewall controller keeps the cluster's firewall policy and its history, and
+hands each node's agent its desired state.
+
+Every call needs `Authorization: Bearer <token>` (`zonewall token create`). Roles:
+**admin** (read and write), **viewer** (read), **agent** (one node: read its
+desired state, write its status and logs). See docs/controller.md.
+"""
+
+
+@dataclass
+class Controller:
+    sessions: sessionmaker[Session]
+    revisions: RevisionStore
+    nodes: NodeStore
+    watch: RevisionWatch
+
+
+def build_controller(db_url: str) -> Controller:
+    sessions = open_database(db_url)
+    watch = RevisionWatch()
+    return Controller(sessions, RevisionStore(sessions, on_commit=watch.notify), NodeStore(sessions), watch)
+
+
+def create_app(controller: Controller) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        controller.watch.bind(asyncio.get_running_loop(), controller.revisions.current_number())
+        yield
+
+    app = FastAPI(title="zonewall controller", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan)
+    app.state.ctl = controller
+    app.include_router(api_policy.router)
+    app.include_router(api_nodes.router)
+    app.include_router(api_tokens.router)
+    return app

@@ -1,0 +1,177 @@
+"""Request and response bodies of the REST API (they make the OpenAPI document)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from .store.db import as_utc
+from .store.models import NodeRow, RevisionRow, TokenRow
+
+
+class ChangeMeta(BaseModel):
+    message: str = Field("", max_length=4000, description="why: recorded in the revision")
+    base_revision: int | None = Field(None, description="refuse (409) unless this is still the current revision")
+
+
+class DocumentsIn(ChangeMeta):
+    documents: dict[str, str] = Field(..., description="file name (e.g. zones.yaml, vms/web.yaml) -> YAML text; the whole policy")
+
+
+class DocumentIn(ChangeMeta):
+    text: str = Field(..., description="the YAML text of this one document")
+
+
+class RuleIn(ChangeMeta):
+    rule: dict[str, Any] = Field(..., description="one rule as in the policy format, e.g. {id: ssh-in, direction: in, action: accept, service: ssh}")
+    position: int | None = Field(None, ge=0, description="index in the rule list (first match wins); default: last")
+
+
+class ZoneIn(ChangeMeta):
+    zone: str | None = Field(..., description="the new zone, or null for none")
+
+
+class RollbackIn(BaseModel):
+    message: str = Field("", max_length=4000)
+
+
+class RevisionSummary(BaseModel):
+    number: int
+    created_at: datetime
+    author: str
+    message: str
+    kind: str
+    change: dict[str, Any]
+    rollback_of: int | None
+    content_hash: str
+    flows_changed: int | None = Field(None, description="rows of the semantic diff (None: not computed)")
+
+    @classmethod
+    def of(cls, row: RevisionRow) -> RevisionSummary:
+        diff = json.loads(row.diff) if row.diff else None
+        return cls(
+            number=row.number, created_at=as_utc(row.created_at), author=row.author, message=row.message,  # type: ignore[arg-type]
+            kind=row.kind, change=json.loads(row.change or "{}"), rollback_of=row.rollback_of,
+            content_hash=row.content_hash, flows_changed=len(diff["flows"]) if diff else None,
+        )
+
+
+class RevisionOut(RevisionSummary):
+    diff: dict[str, Any] | None = Field(None, description="zonewall diff JSON against the previous revision")
+    diff_error: str | None = None
+    documents: dict[str, str] | None = None
+
+    @classmethod
+    def full(cls, row: RevisionRow, with_documents: bool = True) -> RevisionOut:
+        base = RevisionSummary.of(row).model_dump()
+        return cls(
+            **base,
+            diff=json.loads(row.diff) if row.diff else None,
+            diff_error=row.diff_error,
+            documents=json.loads(row.documents) if with_documents else None,
+        )
+
+
+class ChangeOut(BaseModel):
+    created: bool = Field(..., description="false: the result equals the current revision, nothing new was recorded")
+    revision: RevisionOut
+
+
+class PolicyOut(BaseModel):
+    revision: int
+    documents: dict[str, str]
+
+
+class DesiredOut(BaseModel):
+    node: str
+    changed: bool = Field(..., description="false: the wait ended with no revision newer than `after`")
+    revision: int
+    in_policy: bool = Field(True, description="false: the policy has no host of this name")
+    content_hash: str | None = None
+    documents: dict[str, str] | None = None
+
+
+class RegisterIn(BaseModel):
+    agent_version: str = Field("", max_length=64)
+    hostname: str = Field("", max_length=255)
+
+
+class LogLine(BaseModel):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    message: str = Field(..., max_length=4000)
+
+
+class StatusIn(BaseModel):
+    applied_revision: int | None = None
+    fingerprint: str | None = Field(None, max_length=64)
+    ruleset_hash: str | None = Field(None, max_length=64)
+    state: Literal["ok", "error"]
+    last_error: str | None = Field(None, max_length=20000)
+    drift_repairs: int = Field(0, ge=0)
+    taps: dict[str, str] | None = None
+    lines: list[LogLine] = Field([], max_length=200, description="log lines sent along (saves a request per apply)")
+
+
+class LogsIn(BaseModel):
+    lines: list[LogLine] = Field(..., max_length=200)
+
+
+class LogOut(LogLine):
+    time: datetime
+
+
+class NodeOut(BaseModel):
+    name: str
+    registered: bool
+    in_policy: bool
+    registered_at: datetime | None = None
+    last_contact: datetime | None = None
+    agent_version: str = ""
+    hostname: str = ""
+    applied_revision: int | None = None
+    in_sync: bool = Field(False, description="the node reported the current revision as applied, without error")
+    fingerprint: str | None = None
+    ruleset_hash: str | None = None
+    state: str = "never seen"
+    last_error: str | None = None
+    drift_repairs: int = 0
+    taps: dict[str, str] = {}
+
+    @classmethod
+    def of(cls, name: str, row: NodeRow | None, in_policy: bool, current: int | None) -> NodeOut:
+        if row is None:
+            return cls(name=name, registered=False, in_policy=in_policy)
+        return cls(
+            name=name, registered=True, in_policy=in_policy,
+            registered_at=as_utc(row.registered_at), last_contact=as_utc(row.last_contact),
+            agent_version=row.agent_version, hostname=row.hostname, applied_revision=row.applied_revision,
+            in_sync=current is not None and row.applied_revision == current and row.state == "ok",
+            fingerprint=row.fingerprint, ruleset_hash=row.ruleset_hash, state=row.state, last_error=row.last_error,
+            drift_repairs=row.drift_repairs, taps=json.loads(row.taps or "{}"),
+        )
+
+
+class TokenIn(BaseModel):
+    role: Literal["admin", "viewer", "agent"]
+    name: str | None = Field(None, max_length=128)
+    node: str | None = Field(None, description="agent tokens: the node they belong to")
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    role: str
+    node: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, row: TokenRow) -> TokenOut:
+        return cls(id=row.id, name=row.name, role=row.role, node=row.node, created_at=as_utc(row.created_at), revoked_at=as_utc(row.revoked_at))  # type: ignore[arg-type]
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(..., description="the secret: shown this once, stored only as a hash")

@@ -1,0 +1,110 @@
+"""`zonewall serve`: the controller process (uvicorn, one worker).
+
+Listening sockets are bound here, not by uvicorn, for two reasons: `--listen` may
+be given several times, and an address may name a network namespace
+(`ADDR:PORT@NETNS`) so that one controller in the host namespace also answers
+inside a lab's `outside` namespace, where the agents of the lab's nodes reach it
+over their uplinks like real nodes would. A socket belongs to the namespace it was
+created in for its whole life, so only its creation has to happen there.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from ..dataplane.backend import enter_netns
+from .app import build_controller, create_app
+
+DEFAULT_PORT = 9440
+log = logging.getLogger("zonewall.controller")
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str
+    port: int
+    netns: str | None = None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}" + (f" in netns {self.netns}" if self.netns else "")
+
+
+def parse_listen(text: str) -> Listen:
+    """`ADDR:PORT`, `[V6]:PORT`, optionally `@NETNS`; ValueError with the reason."""
+    address, _, netns = text.partition("@")
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    else:
+        host, _, port_text = address.rpartition(":")
+    try:
+        ipaddress.ip_address(host)
+        port = int(port_text)
+        if not 0 <= port <= 65535:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"--listen {text!r}: expected ADDRESS:PORT, [IPV6]:PORT, optionally @NETNS (e.g. 127.0.0.1:9440)") from None
+    if netns is not None and netns != "" and ("/" in netns or netns in (".", "..")):
+        raise ValueError(f"--listen {text!r}: {netns!r} is not a namespace name")
+    return Listen(host, port, netns or None)
+
+
+def _make_socket(listen: Listen) -> socket.socket:
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind((listen.host, listen.port))
+    sock.listen(1024)
+    return sock
+
+
+def bind(listen: Listen) -> socket.socket:
+    if listen.netns is None:
+        return _make_socket(listen)
+    box: dict[str, Any] = {}
+
+    def in_netns() -> None:  # setns moves only this short-lived thread
+        try:
+            enter_netns(listen.netns)  # type: ignore[arg-type]
+            box["sock"] = _make_socket(listen)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=in_netns, name=f"bind:{listen.netns}")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["sock"]
+
+
+def serve(db_url: str, listens: list[Listen], tls_cert: str | None = None, tls_key: str | None = None, access_log: bool = False) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    controller = build_controller(db_url)
+    app = create_app(controller)
+    sockets = [bind(listen) for listen in listens]
+    config = uvicorn.Config(
+        app, ssl_certfile=tls_cert, ssl_keyfile=tls_key, access_log=access_log, log_level="info",
+        timeout_graceful_shutdown=1,  # long-polls would otherwise hold a stop for their whole wait
+    )
+    scheme = "https" if tls_cert else "http"
+    for listen, sock in zip(listens, sockets):
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        # one parseable line per socket: tests and the demo read the chosen port from it
+        sys.stdout.write(f"zonewall controller listening on {scheme}://{shown}:{port}" + (f" (netns {listen.netns})" if listen.netns else "") + "\n")
+    sys.stdout.flush()
+    if not tls_cert and any(not ipaddress.ip_address(l.host).is_loopback and l.netns is None for l in listens):
+        log.warning("listening beyond loopback without TLS: tokens cross the network in clear text (--tls-cert/--tls-key)")
+    uvicorn.Server(config).run(sockets=sockets)

@@ -1,0 +1,77 @@
+"""Opening the database: engine, sessions, and the Alembic upgrade at start.
+
+SQLite is the embedded default (a file in the data directory); any SQLAlchemy URL
+(e.g. postgresql+psycopg://...) switches the backend. Migrations run
+programmatically on every start, so an upgraded controller brings its schema along.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+DEFAULT_DATA_DIR = Path("/var/lib/zonewall/controller")
+
+
+def default_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir.resolve() / 'zonewall.db'}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    # WAL lets `zonewall token create` write while the server reads; the busy
+    # timeout makes concurrent writers wait instead of failing at once.
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest migration (a no-op when it is current)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def open_database(url: str) -> sessionmaker[Session]:
+    """Engine + migrations; returns the session factory the stores use."""
+    engine = make_engine(url)
+    upgrade(engine)
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def resolve_url(db: str | None, data_dir: Path | None) -> str:
+    """--db wins; else SQLite in --data-dir (created), else in the default data dir."""
+    if db:
+        return db
+    directory = data_dir or DEFAULT_DATA_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    return default_url(directory)

@@ -1,0 +1,99 @@
+"""The node inventory: agents register, report what they applied, and send logs."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from .db import utcnow
+from .models import NodeLogRow, NodeRow
+
+LOG_LINES_KEPT = 1000  # per node; older lines are dropped
+
+
+@dataclass(frozen=True)
+class Registration:
+    agent_version: str = ""
+    hostname: str = ""
+
+
+@dataclass(frozen=True)
+class Status:
+    applied_revision: int | None
+    fingerprint: str | None
+    ruleset_hash: str | None
+    state: str  # ok | error
+    last_error: str | None
+    drift_repairs: int = 0
+    taps: dict[str, str] | None = None
+
+
+class NodeStore:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+        # An agent's status and its registration may arrive at once; both create the
+        # row on first contact, and two inserts of one name would collide.
+        self._write = threading.Lock()
+
+    def _row(self, session: Session, node: str) -> NodeRow:
+        row = session.get(NodeRow, node)
+        if row is None:
+            now = utcnow()
+            row = NodeRow(name=node, registered_at=now, last_contact=now, agent_version="", hostname="", state="registered", drift_repairs=0, taps="{}")
+            session.add(row)
+        return row
+
+    def register(self, node: str, registration: Registration) -> NodeRow:
+        with self._write, self._sessions() as session, session.begin():
+            row = self._row(session, node)
+            row.registered_at = row.last_contact = utcnow()
+            row.agent_version, row.hostname = registration.agent_version, registration.hostname
+        return row
+
+    def touch(self, node: str) -> None:
+        """Record contact (a long-poll, a report) from the node's agent."""
+        with self._write, self._sessions() as session, session.begin():
+            self._row(session, node).last_contact = utcnow()
+
+    def report(self, node: str, status: Status) -> NodeRow:
+        with self._write, self._sessions() as session, session.begin():
+            row = self._row(session, node)
+            row.last_contact = utcnow()
+            row.applied_revision, row.fingerprint, row.ruleset_hash = status.applied_revision, status.fingerprint, status.ruleset_hash
+            row.state, row.last_error, row.drift_repairs = status.state, status.last_error, status.drift_repairs
+            if status.taps is not None:
+                row.taps = json.dumps(status.taps, sort_keys=True)
+        return row
+
+    def get(self, node: str) -> NodeRow | None:
+        with self._sessions() as session:
+            return session.get(NodeRow, node)
+
+    def all(self) -> list[NodeRow]:
+        with self._sessions() as session:
+            return list(session.scalars(select(NodeRow).order_by(NodeRow.name)))
+
+    def add_logs(self, node: str, lines: list[tuple[str, str]]) -> None:
+        with self._write, self._sessions() as session, session.begin():
+            self._row(session, node).last_contact = utcnow()
+            now = utcnow()
+            session.add_all(NodeLogRow(node=node, time=now, level=level, message=message) for level, message in lines)
+            session.flush()
+            count = session.scalar(select(func.count()).select_from(NodeLogRow).where(NodeLogRow.node == node)) or 0
+            if count > LOG_LINES_KEPT:
+                oldest = select(NodeLogRow.id).where(NodeLogRow.node == node).order_by(NodeLogRow.id).limit(count - LOG_LINES_KEPT)
+                session.execute(delete(NodeLogRow).where(NodeLogRow.id.in_(oldest.scalar_subquery())))
+
+    def logs(self, node: str, limit: int = 100) -> list[NodeLogRow]:
+        with self._sessions() as session:
+            rows = session.scalars(select(NodeLogRow).where(NodeLogRow.node == node).order_by(NodeLogRow.id.desc()).limit(limit))
+            return list(reversed(list(rows)))
+
+
+def taps_of(row: NodeRow) -> dict[str, Any]:
+    return json.loads(row.taps or "{}")

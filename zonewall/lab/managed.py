@@ -1,0 +1,187 @@
+"""A lab cluster managed centrally: a controller process and one agent per node.
+
+The controller runs in the host namespace and listens twice: on 127.0.0.1 (for the
+caller: tests, the demo, the benchmark) and on the lab's `outside` namespace at the
+uplink peer address, where each node's agent reaches it over the node's uplink and
+through the node's own firewall, as on a real cluster. Agents run inside their
+node's namespace (`ip netns exec`) with a state directory of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..controller.documents import read_directory
+from ..controller.store.db import default_url, open_database
+from ..controller.store.tokens import create_token
+from .cluster import UPLINK_PEER_V4, LabState
+
+AGENT_PORT = 9440  # zonewall's port; the anti-lockout rules already open it
+
+
+class ManagedLabError(RuntimeError):
+    pass
+
+
+def terminate(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM (agents leave their rules in place, the controller closes its sockets), then SIGKILL."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _zonewall(*args: str) -> list[str]:
+    return [sys.executable, "-m", "zonewall.cli", *args]
+
+
+@dataclass
+class ControllerProcess:
+    data_dir: Path
+    process: subprocess.Popen[str]
+    url: str  # in the caller's namespace
+    agent_url: str | None  # inside the lab, for agents
+
+    def stop(self) -> None:
+        terminate(self.process)
+
+
+def start_controller(data_dir: Path, lab: LabState | None = None, *, timeout: float = 30.0) -> ControllerProcess:
+    """`zonewall serve` on 127.0.0.1 (a free port) and, with a lab, inside its outside netns."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = _zonewall("serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0")
+    if lab is not None:
+        argv += ["--listen", f"{UPLINK_PEER_V4}:{AGENT_PORT}@{lab.outside}"]
+    log = open(data_dir / "controller.log", "a")
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True)
+    log.close()
+    # a thread reads stdout: select() on the pipe would miss lines already buffered
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()  # type: ignore[union-attr]
+    urls: list[str] = []
+    deadline = time.monotonic() + timeout
+    wanted = 2 if lab is not None else 1
+    while len(urls) < wanted:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise ManagedLabError(f"the controller did not start; see {data_dir / 'controller.log'}")
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if "listening on " in line:
+            urls.append(line.split("listening on ", 1)[1].split()[0])
+    url = urls[0]
+    _wait_http(url, deadline)
+    return ControllerProcess(data_dir, process, url, urls[1] if lab is not None else None)
+
+
+def _wait_http(url: str, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url + "/openapi.json", timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise ManagedLabError(f"the controller at {url} does not answer")
+
+
+@dataclass
+class AgentProcess:
+    node: str
+    process: subprocess.Popen[bytes]
+    state_dir: Path
+
+    def stop(self) -> None:
+        terminate(self.process)
+
+
+def start_agent(node: str, netns_name: str, controller_url: str, token: str, state_dir: Path, *, verify_interval: float = 5.0) -> AgentProcess:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    argv = ["ip", "netns", "exec", netns_name] + _zonewall(
+        "agent", "--controller", controller_url, "--host", node, "--state-dir", str(state_dir), "--verify-interval", str(verify_interval),
+    )
+    env = dict(os.environ, ZONEWALL_TOKEN=token)  # not on the command line, where ps shows it
+    log = open(state_dir / "agent.log", "a")
+    process = subprocess.Popen(argv, stdout=log, stderr=log, env=env)
+    log.close()
+    return AgentProcess(node, process, state_dir)
+
+
+@dataclass
+class ManagedLab:
+    """The controller, its admin API client and the agents of one lab."""
+
+    lab: LabState
+    data_dir: Path
+    controller: ControllerProcess | None = None
+    admin_token: str = ""
+    agent_tokens: dict[str, str] = field(default_factory=dict)
+    agents: dict[str, AgentProcess] = field(default_factory=dict)
+
+    def start(self, *, verify_interval: float = 5.0) -> ManagedLab:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        sessions = open_database(default_url(self.data_dir))
+        self.admin_token = create_token(sessions, "admin", "lab-admin")[1]
+        for node in self.lab.nodes:
+            self.agent_tokens[node] = create_token(sessions, "agent", node=node)[1]
+        sessions.kw["bind"].dispose()  # type: ignore[union-attr]
+        self.start_controller()
+        for node in sorted(self.lab.nodes):
+            self.start_agent(node, verify_interval=verify_interval)
+        return self
+
+    def start_controller(self) -> None:
+        self.controller = start_controller(self.data_dir, self.lab)
+
+    def stop_controller(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+
+    def start_agent(self, node: str, *, verify_interval: float = 5.0) -> AgentProcess:
+        assert self.controller is not None and self.controller.agent_url is not None
+        agent = start_agent(node, self.lab.nodes[node], self.controller.agent_url, self.agent_tokens[node], self.data_dir / "agents" / node, verify_interval=verify_interval)
+        self.agents[node] = agent
+        return agent
+
+    def stop(self) -> None:
+        for agent in self.agents.values():
+            agent.stop()
+        self.stop_controller()
+
+    # -- the API as the admin ----------------------------------------------------------
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        assert self.controller is not None
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        return httpx.request(method, self.controller.url + "/api/v1" + path, headers=headers, timeout=60.0, **kwargs)
+
+    def upload(self, policy: Path, message: str = "upload") -> dict[str, Any]:
+        response = self.api("PUT", "/policy", json={"documents": read_directory(policy), "message": message})
+        if response.status_code not in (200, 201):
+            raise ManagedLabError(f"upload refused ({response.status_code}): {response.text}")
+        return response.json()
+
+    def wait_converged(self, revision: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Until every node of the policy reports `revision` applied without error."""
+        deadline = time.monotonic() + timeout
+        nodes: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            nodes = self.api("GET", "/nodes").json()
+            if nodes and all(n["applied_revision"] == revision and n["state"] == "ok" for n in nodes if n["in_policy"]):
+                return nodes
+            time.sleep(0.05)
+        raise ManagedLabError(f"nodes did not converge on revision {revision} in {timeout:g}s: {nodes}")
