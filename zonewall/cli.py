@@ -302,6 +302,10 @@ from .cli_server import register as _register_server  # noqa: E402
 
 _register_server(app, console, err)
 
+from .cli_logs import register as _register_logs  # noqa: E402
+
+_register_logs(app, console, err)
+
 
 @app.command()
 def demo(

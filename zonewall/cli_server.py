@@ -55,6 +55,8 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
         ca: Optional[Path] = typer.Option(None, "--ca", help="CA certificate that signed the controller's certificate"),
         netns_name: Optional[str] = typer.Option(None, "--netns", help="manage nftables in this named netns (default: the agent's own)"),
         verify_interval: float = typer.Option(5.0, "--verify-interval", help="seconds between readback checks (besides nft monitor)"),
+        counter_interval: float = typer.Option(5.0, "--counter-interval", envvar="ZONEWALL_COUNTER_INTERVAL", help="seconds between two readings of the rule counters"),
+        log_buffer: int = typer.Option(100_000, "--log-buffer", envvar="ZONEWALL_LOG_BUFFER", help="packet log records kept on disk while the controller is away (oldest dropped first)"),
         verbose: bool = typer.Option(False, "-v", "--verbose"),
     ) -> None:
         """Run a node agent: follow the controller, apply, repair drift, keep the last state."""
@@ -70,7 +72,8 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
         if ca is not None and not ca.is_file():
             err.print(f"--ca {ca}: no such file")
             raise typer.Exit(2)
-        config = AgentConfig(controller, host, secret, state_dir, str(ca) if ca else None, netns_name, verify_interval)
+        config = AgentConfig(controller, host, secret, state_dir, str(ca) if ca else None, netns_name, verify_interval,
+                             counter_interval=counter_interval, log_buffer=log_buffer)
         daemon = Agent(config)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: daemon.stop())

@@ -39,7 +39,7 @@ def test_follow_apply_report_and_survive_the_controller(tmp_path: Path) -> None:
     backend = FakeBackend()
     with live_controller(tmp_path / "ctl") as live:
         admin = live.tokens.header("admin")
-        config = AgentConfig(live.url, "node2", live.tokens.node2, tmp_path / "agent", monitor=False, long_poll=5)
+        config = AgentConfig(live.url, "node2", live.tokens.node2, tmp_path / "agent", monitor=False, observe=False, long_poll=5)
         agent, thread = start(config, backend)
         try:
             httpx.put(live.url + "/api/v1/policy", json={"documents": three_tier_documents()}, headers=admin).raise_for_status()
@@ -61,7 +61,7 @@ def test_follow_apply_report_and_survive_the_controller(tmp_path: Path) -> None:
             thread.join(10)
     # the controller is gone: a restarted agent restores its last state from disk
     flushed = FakeBackend()
-    restarted, thread = start(AgentConfig("http://127.0.0.1:9", "node2", "zw_x", tmp_path / "agent", monitor=False), flushed)
+    restarted, thread = start(AgentConfig("http://127.0.0.1:9", "node2", "zw_x", tmp_path / "agent", monitor=False, observe=False), flushed)
     try:
         assert "web-db" in zonewall_rules(flushed)
         assert restarted.enforcer.state is not None and restarted.enforcer.state.revision == 2
@@ -75,7 +75,7 @@ def test_a_node_missing_from_the_policy_keeps_its_rules(tmp_path: Path) -> None:
     with live_controller(tmp_path / "ctl") as live:
         admin = live.tokens.header("admin")
         httpx.put(live.url + "/api/v1/policy", json={"documents": three_tier_documents()}, headers=admin).raise_for_status()
-        agent, thread = start(AgentConfig(live.url, "node2", live.tokens.node2, tmp_path / "agent", monitor=False, long_poll=5), backend)
+        agent, thread = start(AgentConfig(live.url, "node2", live.tokens.node2, tmp_path / "agent", monitor=False, observe=False, long_poll=5), backend)
         try:
             eventually(lambda: agent.enforcer.state is not None)
             before = zonewall_rules(backend)

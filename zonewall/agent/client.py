@@ -83,3 +83,10 @@ class ControllerClient:
     def logs(self, lines: list[dict[str, str]]) -> None:
         if lines:
             self._call("POST", "/logs", json={"lines": lines})
+
+    def records(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """One batch of packet log records (idempotent by its batch_id)."""
+        return self._call("POST", "/records", json=batch).json()
+
+    def counters(self, counters: list[dict[str, Any]]) -> None:
+        self._call("PUT", "/counters", json={"counters": counters})

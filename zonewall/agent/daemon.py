@@ -36,6 +36,7 @@ from .discovery import discover_taps, local_links
 from .drift import DriftWatch
 from .enforcer import Desired, Enforcer
 from .notify import SOCKET_NAME, NotifyListener
+from .observe import Observer
 from .reporter import Reporter
 from .state import StateStore
 
@@ -57,6 +58,9 @@ class AgentConfig:
     refresh_interval: float = 60.0  # recompile (taps, DST) this often
     long_poll: float = 25.0
     monitor: bool = True
+    observe: bool = True  # packet logs (NFLOG) and rule counters to the controller
+    counter_interval: float = 5.0
+    log_buffer: int = 100_000  # records kept on disk while the controller is away
 
 
 class Agent:
@@ -77,6 +81,8 @@ class Agent:
         self._drift: DriftWatch | None = None
         self._notify: NotifyListener | None = None
         self.ready = threading.Event()  # restored and watching (tests wait on it)
+        self.observer: Observer | None = None
+        self._apply_seconds: float | None = None
         # The watcher asks for the next revision only once the last one is applied:
         # on a node that had no ruleset, conntrack starts with the first apply, and a
         # long-poll sent before it would have its answer (the first packet conntrack
@@ -97,6 +103,11 @@ class Agent:
         try:
             self._restore()
             self.reporter.start()
+            if self.config.observe:
+                self.observer = Observer(
+                    self.config.node, self._make_client, self._stop, self.config.state_dir / "logs", lambda: self.enforcer.ruleset,
+                    netns=self.config.netns, counter_interval=self.config.counter_interval, max_records=self.config.log_buffer,
+                ).start()
             self._publish()
             self._spawn(self._watch, "zonewall-watcher")
             try:
@@ -112,6 +123,8 @@ class Agent:
             if self._notify:
                 self._notify.stop()
             self.reporter.wake()
+            if self.observer is not None:
+                self.observer.wake()
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -167,6 +180,7 @@ class Agent:
                 self._repair(next(value for kind, value in items if kind == "check"))
 
     def _apply(self, desired: Desired) -> None:
+        started = time.monotonic()
         try:
             result = self.enforcer.enforce(desired)
         except APPLY_ERRORS as exc:
@@ -176,6 +190,7 @@ class Agent:
             self.reporter.line("error", self.enforcer.last_error)
         else:
             self._failed = None
+            self._apply_seconds = time.monotonic() - started
             self.reporter.line("info", f"revision {desired.revision} applied ({result.mode}, {result.commands} commands)")
         self._publish()
 
@@ -209,6 +224,7 @@ class Agent:
             "last_error": self.enforcer.last_error,
             "drift_repairs": self.enforcer.drift_repairs,
             "taps": state.taps if state else {},
+            "apply_seconds": self._apply_seconds,
         })
 
     # -- the watcher thread ----------------------------------------------------------------

@@ -84,7 +84,7 @@ async def desired(
 
 @router.put("/nodes/{node}/status", response_model=NodeOut, summary="What the agent has applied (agent token of the node)")
 def report_status(body: StatusIn, request: Request, node: str = NODE, _: Principal = Depends(auth.node_agent)) -> NodeOut:
-    status = Status(body.applied_revision, body.fingerprint, body.ruleset_hash, body.state, body.last_error, body.drift_repairs, body.taps)
+    status = Status(body.applied_revision, body.fingerprint, body.ruleset_hash, body.state, body.last_error, body.drift_repairs, body.taps, body.apply_seconds)
     row = request.app.state.ctl.nodes.report(node, status)
     if body.lines:
         request.app.state.ctl.nodes.add_logs(node, [(line.level, line.message) for line in body.lines])

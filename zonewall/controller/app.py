@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import api_nodes, api_policy, api_tokens
+from . import api_logs, api_metrics, api_nodes, api_policy, api_tokens
 from .store.db import open_database
+from .store.logs import CounterStore, LogStore, Retention
 from .store.nodes import NodeStore
 from .store.revisions import RevisionStore
 from .watch import RevisionWatch
@@ -33,12 +34,15 @@ class Controller:
     revisions: RevisionStore
     nodes: NodeStore
     watch: RevisionWatch
+    logs: LogStore
+    counters: CounterStore
 
 
-def build_controller(db_url: str) -> Controller:
+def build_controller(db_url: str, retention: Retention = Retention()) -> Controller:
     sessions = open_database(db_url)
     watch = RevisionWatch()
-    return Controller(sessions, RevisionStore(sessions, on_commit=watch.notify), NodeStore(sessions), watch)
+    return Controller(sessions, RevisionStore(sessions, on_commit=watch.notify), NodeStore(sessions), watch,
+                      LogStore(sessions, retention), CounterStore(sessions))
 
 
 def create_app(controller: Controller) -> FastAPI:
@@ -52,4 +56,9 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(api_policy.router)
     app.include_router(api_nodes.router)
     app.include_router(api_tokens.router)
+    app.include_router(api_logs.router)
+    app.include_router(api_metrics.router)
+    from .web import routes as web_routes  # the dashboard (server-rendered)
+
+    web_routes.install(app)
     return app

@@ -113,6 +113,7 @@ class StatusIn(BaseModel):
     drift_repairs: int = Field(0, ge=0)
     taps: dict[str, str] | None = None
     lines: list[LogLine] = Field([], max_length=200, description="log lines sent along (saves a request per apply)")
+    apply_seconds: float | None = Field(None, ge=0, description="wall time of the last apply (compile + transaction + readback)")
 
 
 class LogsIn(BaseModel):
@@ -139,6 +140,7 @@ class NodeOut(BaseModel):
     last_error: str | None = None
     drift_repairs: int = 0
     taps: dict[str, str] = {}
+    apply_seconds: float | None = None
 
     @classmethod
     def of(cls, name: str, row: NodeRow | None, in_policy: bool, current: int | None) -> NodeOut:
@@ -150,7 +152,7 @@ class NodeOut(BaseModel):
             agent_version=row.agent_version, hostname=row.hostname, applied_revision=row.applied_revision,
             in_sync=current is not None and row.applied_revision == current and row.state == "ok",
             fingerprint=row.fingerprint, ruleset_hash=row.ruleset_hash, state=row.state, last_error=row.last_error,
-            drift_repairs=row.drift_repairs, taps=json.loads(row.taps or "{}"),
+            drift_repairs=row.drift_repairs, taps=json.loads(row.taps or "{}"), apply_seconds=row.apply_seconds,
         )
 
 
@@ -175,3 +177,50 @@ class TokenOut(BaseModel):
 
 class TokenCreated(TokenOut):
     token: str = Field(..., description="the secret: shown this once, stored only as a hash")
+
+
+class PacketRecordIn(BaseModel):
+    """One NFLOG record as an agent decoded it (docs/controller.md, "Packet logs")."""
+
+    time: float
+    vm: str | None = Field(None, max_length=64)
+    nic: str | None = Field(None, max_length=80)
+    direction: str | None = Field(None, max_length=8)
+    family: str | None = Field(None, max_length=8)
+    src: str | None = Field(None, max_length=45)
+    dst: str | None = Field(None, max_length=45)
+    proto: str | None = Field(None, max_length=16)
+    sport: int | None = None
+    dport: int | None = None
+    icmp_type: int | None = None
+    verdict: str | None = Field(None, max_length=16)
+    rule: str | None = Field(None, max_length=128)
+    scope: str | None = Field(None, max_length=128)
+    level: str | None = Field(None, max_length=16)
+    iface: str | None = Field(None, max_length=32)
+
+
+class RecordBatchIn(BaseModel):
+    batch_id: str = Field(..., min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="chosen by the agent; a batch id already stored is acknowledged and ignored")
+    records: list[PacketRecordIn] = Field([], max_length=5000)
+    suppressed: int = Field(0, ge=0, description="records the log rate suppressed since the previous batch")
+    dropped: int = Field(0, ge=0, description="records the agent's full buffer dropped since the previous batch")
+
+
+class RecordBatchOut(BaseModel):
+    stored: int
+    duplicate: bool
+
+
+class RuleCounterIn(BaseModel):
+    level: str = Field(..., max_length=16)
+    scope: str = Field(..., max_length=128)
+    direction: str = Field(..., max_length=8)
+    rule: str = Field(..., max_length=128)
+    verdict: str = Field("", max_length=16)
+    packets: int = Field(..., ge=0)
+    bytes: int = Field(..., ge=0)
+
+
+class CountersIn(BaseModel):
+    counters: list[RuleCounterIn] = Field(..., max_length=200000)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -61,6 +61,7 @@ class NodeRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     drift_repairs: Mapped[int] = mapped_column(Integer, default=0)
     taps: Mapped[str] = mapped_column(Text, default="{}")  # discovered NIC -> tap, JSON
+    apply_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)  # the agent's last apply, wall time
 
 
 class NodeLogRow(Base):
@@ -73,3 +74,73 @@ class NodeLogRow(Base):
     time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     level: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text)
+
+
+class LogRecordRow(Base):
+    """One packet log record (NFLOG) an agent shipped. Addresses are also kept as
+    `*_key`: 32 hex digits of the 16-byte address (IPv4 as ::ffff:a.b.c.d), so that a
+    CIDR search is an index range scan."""
+
+    __tablename__ = "log_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[float] = mapped_column(Float)  # epoch seconds (the kernel's timestamp)
+    node: Mapped[str] = mapped_column(String(64))
+    vm: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    zone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    nic: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    direction: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    family: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    src: Mapped[str | None] = mapped_column(String(45), nullable=True)
+    dst: Mapped[str | None] = mapped_column(String(45), nullable=True)
+    src_key: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    dst_key: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    proto: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    sport: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    dport: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    icmp_type: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    verdict: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    rule: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    scope: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    level: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    iface: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class LogBatchRow(Base):
+    """A batch id seen once: a batch sent again (lost answer, agent restart) is not stored twice."""
+
+    __tablename__ = "log_batches"
+
+    node: Mapped[str] = mapped_column(String(64), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[float] = mapped_column(Float)
+    records: Mapped[int] = mapped_column(Integer)
+
+
+class LogStatsRow(Base):
+    """Per node: records received, suppressed by the log rate, dropped from a full agent buffer."""
+
+    __tablename__ = "log_stats"
+
+    node: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received: Mapped[int] = mapped_column(Integer, default=0)
+    suppressed: Mapped[int] = mapped_column(Integer, default=0)
+    dropped: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RuleCounterRow(Base):
+    """A rule's kernel counter on one node (latest reading) and when it last grew."""
+
+    __tablename__ = "rule_counters"
+
+    node: Mapped[str] = mapped_column(String(64), primary_key=True)
+    level: Mapped[str] = mapped_column(String(16), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(128), primary_key=True)
+    direction: Mapped[str] = mapped_column(String(8), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(128), primary_key=True)
+    verdict: Mapped[str] = mapped_column(String(16), default="")
+    packets: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    first_seen: Mapped[float] = mapped_column(Float)
+    last_hit: Mapped[float | None] = mapped_column(Float, nullable=True)
+    updated_at: Mapped[float] = mapped_column(Float)

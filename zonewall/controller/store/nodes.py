@@ -31,6 +31,7 @@ class Status:
     last_error: str | None
     drift_repairs: int = 0
     taps: dict[str, str] | None = None
+    apply_seconds: float | None = None
 
 
 class NodeStore:
@@ -68,6 +69,8 @@ class NodeStore:
             row.state, row.last_error, row.drift_repairs = status.state, status.last_error, status.drift_repairs
             if status.taps is not None:
                 row.taps = json.dumps(status.taps, sort_keys=True)
+            if status.apply_seconds is not None:
+                row.apply_seconds = status.apply_seconds
         return row
 
     def get(self, node: str) -> NodeRow | None:

@@ -1,0 +1,117 @@
+"""Packet logs, counters and /metrics through the API (in-process controller)."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi.testclient import TestClient
+
+from tests.controller.live import Tokens
+from zonewall.controller.app import Controller
+from zonewall.controller.store.logs import LogQuery, Retention, address_key, network_range
+
+
+def record(t: float, **kw: object) -> dict:
+    base = {"time": t, "vm": "db1", "nic": "db1/0", "direction": "in", "family": "ipv4", "src": "10.0.1.10", "dst": "10.0.2.30",
+            "proto": "tcp", "sport": 40000, "dport": 5432, "verdict": "drop", "rule": "default-in", "scope": "db1", "level": "default"}
+    return {**base, **kw}
+
+
+def post(client: TestClient, tokens: Tokens, node: str, records: list[dict], batch_id: str | None = None, **counts: int):
+    body = {"batch_id": batch_id or uuid.uuid4().hex, "records": records, **counts}
+    return client.post(f"/api/v1/nodes/{node}/records", json=body, headers=tokens.header(node))
+
+
+def test_batches_are_stored_once_and_searchable_by_every_filter(client: TestClient, tokens: Tokens, controller: Controller, uploaded: dict) -> None:
+    controller.logs.retention = Retention(max_age_days=100_000)  # records of 1970 stay
+    batch = [record(1000.0 + i, sport=40000 + i) for i in range(5)]
+    batch += [record(2000.0, vm="web1", scope="web1", src="203.0.113.9", dst="10.0.1.10", dport=22, rule="ssh-admins", level="global", verdict="accept"),
+              record(2001.0, vm="app1", scope="zone:app", family="ipv6", src="fd00:1::10", dst="fd00:2::20", proto="udp", dport=53, rule="app-dns", level="zone", verdict="reject")]
+    first = post(client, tokens, "node2", batch, "batch-0001", suppressed=7, dropped=2)
+    assert first.status_code == 200 and first.json() == {"stored": 7, "duplicate": False}
+    again = post(client, tokens, "node2", batch, "batch-0001", suppressed=7, dropped=2)
+    assert again.json() == {"stored": 0, "duplicate": True}
+
+    def search(**params: object) -> list[dict]:
+        response = client.get("/api/v1/logs", params=params, headers=tokens.header("viewer"))
+        assert response.status_code == 200, response.text
+        return response.json()["records"]
+
+    assert len(search()) == 7
+    assert [r["time"] for r in search()][:2] == [2001.0, 2000.0]  # newest first
+    assert {r["zone"] for r in search(vm="db1")} == {"db"}  # the VM's zone, from the current revision
+    assert len(search(zone="db")) == 5 and len(search(node="node2")) == 7 and search(node="node1") == []
+    assert len(search(address="10.0.2.0/24")) == 5 and len(search(src="203.0.113.0/24")) == 1 and len(search(dst="10.0.2.30")) == 5
+    assert len(search(address="fd00:2::/64")) == 1 and len(search(address="fd00::/16")) == 1
+    assert len(search(port=22)) == 1 and len(search(proto="udp")) == 1 and len(search(verdict="drop")) == 5
+    assert len(search(rule="ssh-admins")) == 1 and len(search(level="zone")) == 1
+    assert len(search(since=1000.0, until=1003.0)) == 3 and len(search(since="1970-01-01T00:33:20Z")) == 2
+    assert len(search(q="203.0.113")) == 1 and len(search(q="app")) == 1
+    assert len(search(vm="db1", port=5432, since=1004)) == 1
+    page1 = client.get("/api/v1/logs", params={"limit": 3}, headers=tokens.header("admin")).json()
+    page2 = client.get("/api/v1/logs", params={"limit": 3, "cursor": page1["next"]}, headers=tokens.header("admin")).json()
+    page3 = client.get("/api/v1/logs", params={"limit": 3, "cursor": page2["next"]}, headers=tokens.header("admin")).json()
+    ids = [r["id"] for p in (page1, page2, page3) for r in p["records"]]
+    assert len(ids) == 7 == len(set(ids)) and page3["next"] is None
+    assert client.get("/api/v1/logs", params={"address": "nope"}, headers=tokens.header("admin")).status_code == 422
+    stats = client.get("/api/v1/logs/stats", headers=tokens.header("viewer")).json()
+    assert stats["node2"] == {"received": 7, "suppressed": 7, "dropped": 2}
+
+
+def test_only_the_nodes_agent_writes_records_and_agents_cannot_search(client: TestClient, tokens: Tokens) -> None:
+    assert post(client, tokens, "node1", [record(1.0)]).status_code == 200
+    wrong = client.post("/api/v1/nodes/node2/records", json={"batch_id": uuid.uuid4().hex, "records": []}, headers=tokens.header("node1"))
+    assert wrong.status_code == 403
+    assert client.post("/api/v1/nodes/node1/records", json={"batch_id": "x" * 10, "records": []}, headers=tokens.header("admin")).status_code == 403
+    assert client.get("/api/v1/logs", headers=tokens.header("node1")).status_code == 403
+    assert client.get("/api/v1/logs").status_code == 401
+    assert client.get("/metrics").status_code == 401
+
+
+def test_retention_by_age_and_size(controller: Controller) -> None:
+    store = controller.logs
+    store.retention = Retention(max_age_days=100_000)
+    store.ingest("node1", "b" * 16, [record(float(t)) for t in range(100)])
+    store.retention = Retention(max_age_days=1, max_records=30)
+    removed = store.prune(now=10.0 + 86400)  # records with time < 10 are older than a day
+    assert removed == 70 and store.count() == 30
+    rows, _ = store.search(LogQuery(limit=1000))
+    assert min(r["time"] for r in rows) == 70.0  # the oldest went first
+
+
+def test_counters_sum_across_nodes_list_unused_rules_and_metrics(client: TestClient, tokens: Tokens, controller: Controller, uploaded: dict) -> None:
+    controller.logs.retention = Retention(max_age_days=100_000)
+    def counters(node: str, rows: list[tuple[str, str, str, str, str, int]]) -> None:
+        body = {"counters": [{"level": l, "scope": s, "direction": d, "rule": r, "verdict": v, "packets": p, "bytes": p * 60} for l, s, d, r, v, p in rows]}
+        assert client.put(f"/api/v1/nodes/{node}/counters", json=body, headers=tokens.header(node)).status_code == 204
+
+    counters("node1", [("global", "global", "in", "ssh-admins", "accept", 3), ("default", "web1", "in", "default-in", "drop", 5), ("zone", "zone:dmz", "in", "web-https", "accept", 0)])
+    counters("node2", [("global", "global", "in", "ssh-admins", "accept", 4), ("default", "db1", "in", "default-in", "drop", 9)])
+    body = client.get("/api/v1/counters", params={"window": 60}, headers=tokens.header("viewer")).json()
+    ssh = next(r for r in body["rules"] if r["rule"] == "ssh-admins")
+    assert (ssh["packets"], ssh["bytes"], ssh["nodes"]) == (7, 420, 2)
+    store = controller.counters
+    import time as clock
+
+    later = clock.time() + 3600
+    assert {r["rule"] for r in store.unused(60, now=later)} == {"ssh-admins", "default-in", "web-https"}  # nothing since
+    assert [r["rule"] for r in store.unused(60)] == []  # too young to say
+    store.report("node1", [{"level": "zone", "scope": "zone:dmz", "direction": "in", "rule": "web-https", "verdict": "accept", "packets": 0, "bytes": 0}], now=later - 7200)
+    assert "web-https" in {r["rule"] for r in store.unused(60, now=later)}
+
+    client.put("/api/v1/nodes/node1/status", json={"state": "ok", "applied_revision": 1, "apply_seconds": 0.25}, headers=tokens.header("node1"))
+    post(client, tokens, "node1", [record(5.0)], suppressed=11)
+    text = client.get("/metrics", headers=tokens.header("viewer")).text
+    assert 'zonewall_rule_packets_total{level="global",scope="global",direction="in",rule="ssh-admins"} 4' in text  # node1's last reading no longer has it
+    assert 'zonewall_vm_dropped_packets_total{vm="db1"} 9' in text
+    assert 'zonewall_apply_seconds{node="node1"} 0.25' in text
+    assert 'zonewall_agent_up{node="node1"} 1' in text
+    assert 'zonewall_log_records_suppressed_total{node="node1"} 11' in text
+    assert "# TYPE zonewall_agent_up gauge" in text
+
+
+def test_address_keys_make_cidrs_ranges() -> None:
+    low, high = network_range("10.0.2.0/24")
+    assert low <= address_key("10.0.2.30") <= high  # type: ignore[operator]
+    assert not low <= address_key("10.0.3.1") <= high  # type: ignore[operator]
+    assert address_key("not an address") is None

@@ -1,0 +1,280 @@
+"""Packet logs and rule counters, from the kernel to the controller.
+
+Two threads, neither on the enforcement path:
+
+* the **collector** reads zonewall's NFLOG group over netlink (the group of the
+  applied ruleset's `log` statements) in the node's namespace, decodes each record
+  (VM and NIC from the packet mark, rule and level from the prefix), groups them
+  into batches (at most 500 records or 0.25 s) and writes each batch to the disk
+  spool; every `counter_interval` seconds it also reads the per-rule kernel counters
+  and sends them.
+* the **sender** sends the spool's oldest batch and deletes it once the controller
+  has it; while the controller is away the batches wait on disk (bounded, the oldest
+  dropped first and counted; spool.py).
+
+The log rate of `settings.log` is enforced by the kernel (a named `limit` before each
+`log` statement), so a flood never reaches the agent. What it suppressed is counted
+exactly from the counters: each logged rule's counter counts every packet that
+reached its `log` statement, and the kernel queues a packet's log record before the
+counter rule after it counts it; so right after a counter read, once the records
+already queued are read, `packets - records` for that rule is what the limit
+suppressed. That difference (cumulative, per rule, from the first reading on) is
+what the batches carry as `suppressed`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..compiler.ir import Ruleset
+from ..dataplane.backend import Backend, LibNftBackend
+from ..dataplane.counters import RuleCounter, level_of, read_counters
+from ..dataplane.nflog import LogRecord, NflogError, NflogReader, parse_prefix, resolve_vm
+from .client import ControllerClient, ControllerRefused, ControllerUnavailable
+from .spool import Spool
+
+log = logging.getLogger("zonewall.agent.observe")
+BATCH_RECORDS = 500
+BATCH_SECONDS = 0.25
+Key = tuple[str, str, str]  # scope, direction, rule id (as in the NFLOG prefix)
+
+
+def log_statements(ruleset: Ruleset) -> tuple[int | None, set[Key]]:
+    """The NFLOG group of a ruleset and the (scope, direction, rule) of each logging rule."""
+    group: int | None = None
+    keys: set[Key] = set()
+    for table in ruleset.tables:
+        for chain in table.chains:
+            for rule in chain.rules:
+                for statement in rule.statements:
+                    body = statement.get("log") if isinstance(statement, dict) else None
+                    if not isinstance(body, dict) or "prefix" not in body:
+                        continue
+                    group = int(body.get("group", 0)) if group is None else group
+                    _node, scope, direction, rule_id, _verdict = parse_prefix(str(body["prefix"]))
+                    if scope is not None and direction is not None and rule_id is not None:
+                        keys.add((scope, direction, rule_id))
+    return group, keys
+
+
+def record_json(record: LogRecord, nics: dict[Any, Any]) -> dict[str, Any]:
+    """What the controller stores of one NFLOG record."""
+    vm = resolve_vm(record, nics) if nics else None
+    nic = None
+    for index in ((record.dst_nic, record.src_nic) if record.direction == "in" else (record.src_nic, record.dst_nic)):
+        entry = nics.get(index, nics.get(str(index))) if index else None
+        if entry is not None and str(entry["vm"]) == vm:
+            nic = f"{entry['vm']}/{entry['nic']}"
+            break
+    if nic is None and vm is not None:
+        port = record.physoutdev if record.direction == "in" else record.physindev
+        entry = next((e for e in nics.values() if e.get("tap") == port), None)
+        nic = f"{entry['vm']}/{entry['nic']}" if entry is not None else None
+    return {
+        "time": record.time, "vm": vm, "nic": nic, "direction": record.direction, "family": record.family,
+        "src": record.src, "dst": record.dst, "proto": record.proto, "sport": record.sport, "dport": record.dport,
+        "icmp_type": record.icmp_type, "verdict": record.verdict, "rule": record.rule_id, "scope": record.scope,
+        "level": level_of(record.scope, record.rule_id), "iface": record.physindev or record.indev,
+    }
+
+
+class SuppressedCount:
+    """Per logged rule: packets counted minus records received, from the first reading on."""
+
+    def __init__(self) -> None:
+        self._last: dict[Key, int] = {}
+        self._hits: dict[Key, int] = {}
+        self._logged: dict[Key, int] = {}
+        self._gone = 0
+        self.reported = 0
+
+    def record(self, key: Key) -> None:
+        if key in self._last:  # before its first counter reading a record has no baseline
+            self._logged[key] = self._logged.get(key, 0) + 1
+
+    def counters(self, readings: dict[Key, int], logged_keys: set[Key]) -> int:
+        """Take a counter reading (records queued before it already counted); the
+        newly suppressed records since the last call."""
+        for key in logged_keys:
+            value = readings.get(key)
+            if value is None:
+                continue
+            if key not in self._last:
+                self._last[key], self._hits[key], self._logged[key] = value, 0, 0
+                continue
+            last = self._last[key]
+            self._hits[key] += value - last if value >= last else value  # a re-created rule starts at 0
+            self._last[key] = value
+        for key in list(self._last):
+            if key not in logged_keys:  # the rule is gone: keep what it suppressed, forget it
+                self._gone += max(0, self._hits.pop(key, 0) - self._logged.pop(key, 0))
+                del self._last[key]
+        total = self._gone + sum(max(0, self._hits[k] - self._logged.get(k, 0)) for k in self._last)
+        new = max(0, total - self.reported)  # never reported twice
+        self.reported += new
+        return new
+
+
+class Observer:
+    def __init__(
+        self,
+        node: str,
+        make_client: Callable[[], ControllerClient],
+        stop: threading.Event,
+        spool_dir: Path,
+        ruleset: Callable[[], Ruleset | None],
+        *,
+        netns: str | None = None,
+        counter_interval: float = 5.0,
+        max_records: int = 100_000,
+        make_backend: Callable[[], Backend] | None = None,
+    ) -> None:
+        self.node = node
+        self._make_client = make_client
+        self._stop = stop
+        self._ruleset = ruleset
+        self._netns = netns
+        self.counter_interval = counter_interval
+        self._make_backend = make_backend or (lambda: LibNftBackend(netns=netns))
+        self.spool = Spool(spool_dir, max_records)
+        self.suppressed = SuppressedCount()
+        self.received = 0  # records read from the kernel (tests)
+        self.sent_batches = 0
+        self._threads: list[threading.Thread] = []
+        self._latest_counters: list[RuleCounter] = []
+
+    def start(self) -> Observer:
+        for target, name in ((self._collect, "zonewall-nflog"), (self._send, "zonewall-logsender")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def wake(self) -> None:
+        self.spool.wake()
+
+    # -- collector --------------------------------------------------------------------
+
+    def _collect(self) -> None:
+        reader: NflogReader | None = None
+        group: int | None = None
+        seen: Ruleset | None = None
+        keys: set[Key] = set()
+        nics: dict[Any, Any] = {}
+        batch: list[dict[str, Any]] = []
+        first = 0.0
+        next_counters = time.monotonic() + self.counter_interval
+        backend: Backend | None = None
+        client = self._make_client()
+        try:
+            while not self._stop.is_set():
+                ruleset = self._ruleset()
+                if ruleset is not None and ruleset is not seen:
+                    seen = ruleset
+                    wanted, keys = log_statements(ruleset)
+                    nics = dict(ruleset.meta.get("nics", {}))
+                    if wanted != group and reader is not None:
+                        reader.close()
+                        reader = None
+                    group = wanted
+                if reader is None and group is not None:
+                    try:
+                        reader = NflogReader(group, netns=self._netns)
+                        log.info("reading NFLOG group %d", group)
+                    except (NflogError, OSError) as exc:
+                        log.warning("cannot read NFLOG group %s (%s); retrying", group, exc)
+                        self._stop.wait(2.0)
+                        continue
+                records = reader.read(timeout=0.1) if reader is not None else []
+                if reader is None:
+                    self._stop.wait(0.1)
+                for record in records:
+                    self._take(record, nics, batch)
+                if batch and not first:
+                    first = time.monotonic()
+                if time.monotonic() >= next_counters and seen is not None:
+                    next_counters = time.monotonic() + self.counter_interval
+                    backend = backend or self._make_backend()
+                    counters = self._read_counters(backend)
+                    if counters is not None:
+                        for record in (reader.read(timeout=0) if reader is not None else []):  # queued before the reading
+                            self._take(record, nics, batch)
+                        readings = {(c.scope, c.direction, c.rule): c.packets for c in counters}
+                        new = self.suppressed.counters(readings, keys)
+                        if new:
+                            self.spool.add_suppressed(new)
+                        self._send_counters(client, counters)
+                full = len(batch) >= BATCH_RECORDS
+                if full or (batch and time.monotonic() - first >= BATCH_SECONDS) or (not batch and self.spool.pending_suppressed):
+                    self.spool.put(batch)
+                    batch, first = [], 0.0
+        finally:
+            if batch:
+                self.spool.put(batch)
+            if reader is not None:
+                reader.close()
+            if backend is not None and hasattr(backend, "close"):
+                backend.close()  # type: ignore[attr-defined]
+            client.close()
+
+    def _take(self, record: LogRecord, nics: dict[Any, Any], batch: list[dict[str, Any]]) -> None:
+        if not record.is_zonewall:
+            return
+        self.received += 1
+        if record.scope is not None and record.direction is not None and record.rule_id is not None:
+            self.suppressed.record((record.scope, record.direction, record.rule_id))
+        batch.append(record_json(record, nics))
+
+    def _read_counters(self, backend: Backend) -> list[RuleCounter] | None:
+        try:
+            counters = read_counters(backend)
+        except Exception as exc:  # noqa: BLE001 - a failed reading is retried at the next interval
+            log.warning("reading counters failed: %s", exc)
+            return None
+        self._latest_counters = counters
+        return counters
+
+    def _send_counters(self, client: ControllerClient, counters: list[RuleCounter]) -> None:
+        try:
+            client.counters([c.to_json() for c in counters])
+        except (ControllerUnavailable, ControllerRefused) as exc:
+            log.debug("counters not sent (%s); the next reading will be", exc)
+
+    # -- sender ---------------------------------------------------------------------------
+
+    def _send(self) -> None:
+        client = self._make_client()
+        backoff = 0.2
+        try:
+            while not self._stop.is_set():
+                batch = self.spool.next(timeout=1.0)
+                if batch is None:
+                    continue
+                try:
+                    client.records(batch.body())
+                except ControllerUnavailable as exc:
+                    self.spool.release(batch)
+                    log.debug("log batch not delivered (%s); retrying in %.1fs", exc, backoff)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                except ControllerRefused as exc:
+                    self.spool.release(batch)
+                    if exc.status in (413, 422):  # this batch will never be taken: count it as dropped
+                        self.spool.done(batch)
+                        self.spool.pending_dropped += len(batch.records) + batch.dropped
+                        log.error("log batch refused for good (%s): %d records dropped", exc, len(batch.records))
+                    else:
+                        log.error("log batch refused (%s); retrying in 10 s", exc)
+                        self._stop.wait(10.0)
+                    continue
+                backoff = 0.2
+                self.spool.done(batch)
+                self.sent_batches += 1
+        finally:
+            client.close()

@@ -1,0 +1,256 @@
+"""Packet logs and rule counters: idempotent ingest, search, retention.
+
+A batch carries an id chosen by the agent; the id and the batch's records are
+committed in one transaction, so a batch sent twice (its answer was lost, the agent
+restarted with it still on disk) is stored once. Searches use one index per common
+filter, walked in time order; addresses are searched as ranges of `*_key` (the
+16-byte address in hex, IPv4 mapped into ::ffff:0:0/96), so a CIDR is one range scan.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .models import LogBatchRow, LogRecordRow, LogStatsRow, RuleCounterRow
+
+RECORD_FIELDS = ("time", "node", "vm", "zone", "nic", "direction", "family", "src", "dst", "proto", "sport", "dport",
+                 "icmp_type", "verdict", "rule", "scope", "level", "iface")
+TEXT_FIELDS = ("vm", "zone", "node", "rule", "scope", "src", "dst", "proto", "iface", "nic")
+MAX_LIMIT = 1000
+
+
+def address_key(text: str | None) -> str | None:
+    """32 hex digits of the address as IPv6 (IPv4 mapped); None for anything else."""
+    if not text:
+        return None
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if address.version == 4:
+        address = ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + address.packed)
+    return address.packed.hex()
+
+
+def network_range(text: str) -> tuple[str, str]:
+    """A CIDR or a single address as the (low, high) keys it covers; ValueError if neither."""
+    network = ipaddress.ip_network(text.strip(), strict=False)
+    low, high = network.network_address, network.broadcast_address
+    key_low, key_high = address_key(str(low)), address_key(str(high))
+    assert key_low is not None and key_high is not None
+    return key_low, key_high
+
+
+@dataclass
+class LogQuery:
+    vm: str | None = None
+    zone: str | None = None
+    node: str | None = None
+    address: str | None = None  # either side, address or CIDR
+    src: str | None = None
+    dst: str | None = None
+    port: int | None = None  # destination port
+    proto: str | None = None
+    verdict: str | None = None
+    rule: str | None = None
+    level: str | None = None
+    direction: str | None = None
+    since: float | None = None
+    until: float | None = None
+    text: str | None = None  # free text: a substring of any name or address
+    limit: int = 100
+    cursor: str | None = None  # "TIME:ID" of the last record of the previous page
+
+    def conditions(self) -> list[Any]:
+        r = LogRecordRow
+        out: list[Any] = []
+        for column, value in ((r.vm, self.vm), (r.zone, self.zone), (r.node, self.node), (r.proto, self.proto),
+                              (r.verdict, self.verdict), (r.rule, self.rule), (r.level, self.level), (r.direction, self.direction)):
+            if value:
+                out.append(column == value)
+        if self.port is not None:
+            out.append(r.dport == self.port)
+        if self.since is not None:
+            out.append(r.time >= self.since)
+        if self.until is not None:
+            out.append(r.time < self.until)
+        for column, value in ((r.src_key, self.src), (r.dst_key, self.dst)):
+            if value:
+                low, high = network_range(value)
+                out.append(column.between(low, high))
+        if self.address:
+            low, high = network_range(self.address)
+            out.append(or_(r.src_key.between(low, high), r.dst_key.between(low, high)))
+        if self.text:
+            pattern = f"%{self.text.strip()}%"
+            out.append(or_(*(getattr(r, name).like(pattern) for name in TEXT_FIELDS)))
+        if self.cursor:
+            stamp, _, ident = self.cursor.partition(":")
+            moment, row_id = float(stamp), int(ident)
+            out.append(or_(r.time < moment, and_(r.time == moment, r.id < row_id)))
+        return out
+
+
+def record_json(row: Any) -> dict[str, Any]:
+    out = {name: getattr(row, name) for name in RECORD_FIELDS}
+    out["id"] = row.id
+    return out
+
+
+@dataclass(frozen=True)
+class Retention:
+    max_age_days: float = 30.0
+    max_records: int = 5_000_000
+    every: float = 30.0  # seconds between two prunes (done after an ingest)
+
+
+class LogStore:
+    def __init__(self, sessions: sessionmaker[Session], retention: Retention = Retention()) -> None:
+        self._sessions = sessions
+        self.retention = retention
+        self._write = threading.Lock()
+        self._last_prune = 0.0
+
+    # -- ingest -------------------------------------------------------------------
+
+    def ingest(self, node: str, batch_id: str, records: Iterable[Mapping[str, Any]], *, suppressed: int = 0, dropped: int = 0,
+               zone_of: Mapping[str, str | None] | None = None) -> tuple[int, bool]:
+        """Store one batch; (records stored, duplicate). A batch id seen before stores nothing."""
+        zones = zone_of or {}
+        rows = []
+        for record in records:
+            row = {name: record.get(name) for name in RECORD_FIELDS}
+            row["node"] = node
+            if row["zone"] is None and row["vm"]:
+                row["zone"] = zones.get(row["vm"])
+            row["src_key"], row["dst_key"] = address_key(row["src"]), address_key(row["dst"])
+            rows.append(row)
+        with self._write:
+            with self._sessions() as session:
+                try:
+                    with session.begin():
+                        session.add(LogBatchRow(node=node, batch_id=batch_id, received_at=time.time(), records=len(rows)))
+                        session.flush()
+                        if rows:
+                            session.execute(insert(LogRecordRow), rows)
+                        stats = session.get(LogStatsRow, node)
+                        if stats is None:
+                            session.add(LogStatsRow(node=node, received=len(rows), suppressed=suppressed, dropped=dropped))
+                        else:
+                            session.execute(update(LogStatsRow).where(LogStatsRow.node == node).values(
+                                received=LogStatsRow.received + len(rows), suppressed=LogStatsRow.suppressed + suppressed,
+                                dropped=LogStatsRow.dropped + dropped))
+                except IntegrityError:
+                    return 0, True
+            if time.monotonic() - self._last_prune > self.retention.every:
+                self._last_prune = time.monotonic()
+                self.prune()
+        return len(rows), False
+
+    def prune(self, now: float | None = None) -> int:
+        """Apply the retention: records older than the age, then the oldest beyond the size."""
+        moment = time.time() if now is None else now
+        removed = 0
+        with self._sessions() as session, session.begin():
+            cutoff = moment - self.retention.max_age_days * 86400
+            removed += session.execute(delete(LogRecordRow).where(LogRecordRow.time < cutoff)).rowcount or 0
+            session.execute(delete(LogBatchRow).where(LogBatchRow.received_at < cutoff))
+            count = session.scalar(select(func.count()).select_from(LogRecordRow)) or 0
+            excess = count - self.retention.max_records
+            if excess > 0:
+                edge = session.scalar(select(LogRecordRow.id).order_by(LogRecordRow.id).offset(excess - 1).limit(1))
+                removed += session.execute(delete(LogRecordRow).where(LogRecordRow.id <= edge)).rowcount or 0
+        return removed
+
+    # -- search -------------------------------------------------------------------
+
+    def search(self, query: LogQuery) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first; the cursor of the next page (None on the last one)."""
+        limit = max(1, min(query.limit, MAX_LIMIT))
+        r = LogRecordRow
+        statement = select(r).where(*query.conditions()).order_by(r.time.desc(), r.id.desc()).limit(limit + 1)
+        with self._sessions() as session:
+            rows = list(session.scalars(statement))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        cursor = f"{rows[-1].time!r}:{rows[-1].id}" if more and rows else None
+        return [record_json(row) for row in rows], cursor
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        with self._sessions() as session:
+            return {row.node: {"received": row.received, "suppressed": row.suppressed, "dropped": row.dropped}
+                    for row in session.scalars(select(LogStatsRow))}
+
+    def count(self) -> int:
+        with self._sessions() as session:
+            return session.scalar(select(func.count()).select_from(LogRecordRow)) or 0
+
+
+COUNTER_KEY = ("level", "scope", "direction", "rule")
+
+
+class CounterStore:
+    """Latest kernel counter per node and rule; sums across nodes; rules without hits."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+        self._write = threading.Lock()
+
+    def report(self, node: str, counters: Iterable[Mapping[str, Any]], now: float | None = None) -> int:
+        """Replace the node's readings. A counter that grew (or was reset by a
+        re-created rule and has counted since) records a hit at `now`."""
+        moment = time.time() if now is None else now
+        seen = 0
+        with self._write, self._sessions() as session, session.begin():
+            old = {tuple(getattr(row, k) for k in COUNTER_KEY): row
+                   for row in session.scalars(select(RuleCounterRow).where(RuleCounterRow.node == node))}
+            fresh: set[tuple[str, ...]] = set()
+            for counter in counters:
+                key = tuple(str(counter[k]) for k in COUNTER_KEY)
+                if key in fresh:
+                    continue
+                fresh.add(key)
+                seen += 1
+                packets, octets = int(counter["packets"]), int(counter["bytes"])
+                row = old.get(key)
+                if row is None:
+                    session.add(RuleCounterRow(node=node, **dict(zip(COUNTER_KEY, key)), verdict=str(counter.get("verdict", "")),
+                                               packets=packets, bytes=octets, first_seen=moment,
+                                               last_hit=moment if packets else None, updated_at=moment))
+                    continue
+                if packets != row.packets and packets > 0:
+                    row.last_hit = moment
+                row.packets, row.bytes, row.updated_at = packets, octets, moment
+                row.verdict = str(counter.get("verdict", row.verdict))
+            for key, row in old.items():
+                if key not in fresh:  # the rule is gone from the node
+                    session.delete(row)
+        return seen
+
+    def totals(self) -> list[dict[str, Any]]:
+        """Per rule, summed across nodes: packets, bytes, nodes, first seen, last hit."""
+        r = RuleCounterRow
+        statement = (select(r.level, r.scope, r.direction, r.rule, func.max(r.verdict), func.sum(r.packets), func.sum(r.bytes),
+                            func.count(r.node), func.min(r.first_seen), func.max(r.last_hit))
+                     .group_by(r.level, r.scope, r.direction, r.rule).order_by(r.level, r.scope, r.direction, r.rule))
+        with self._sessions() as session:
+            return [
+                {"level": level, "scope": scope, "direction": direction, "rule": rule, "verdict": verdict, "packets": int(packets or 0),
+                 "bytes": int(octets or 0), "nodes": nodes, "first_seen": first, "last_hit": last}
+                for level, scope, direction, rule, verdict, packets, octets, nodes, first, last in session.execute(statement)
+            ]
+
+    def unused(self, window: float, now: float | None = None) -> list[dict[str, Any]]:
+        """Rules known for at least `window` seconds and hit on no node within it."""
+        moment = time.time() if now is None else now
+        edge = moment - window
+        return [t for t in self.totals() if t["first_seen"] <= edge and (t["last_hit"] is None or t["last_hit"] < edge)]

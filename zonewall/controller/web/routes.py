@@ -1,0 +1,324 @@
+"""The dashboard: server-rendered pages under /ui (Jinja2), nothing loaded from elsewhere.
+
+Login takes an API token (admin or viewer); the session cookie (HttpOnly,
+SameSite=Strict) names a server-side session that holds the token, which is
+authenticated again at every request, so revoking the token ends the session. A
+viewer sees every page; only an admin gets the rollback form, and the POST itself
+checks the role and a per-session CSRF token.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
+
+from ..api_logs import build_query
+from ..api_metrics import AGENT_UP_SECONDS
+from ..schemas import NodeOut, RevisionOut, RevisionSummary, RollbackIn
+from ..store.db import as_utc
+from ..store.tokens import Principal, authenticate
+
+COOKIE = "zonewall_session"
+SESSION_SECONDS = 12 * 3600
+env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["html"]))
+LOG_FIELDS = [("vm", "VM"), ("zone", "zone"), ("node", "node"), ("address", "address/CIDR"), ("port", "port"), ("proto", "protocol"),
+              ("rule", "rule"), ("since", "since"), ("until", "until"), ("q", "text")]
+
+
+class Sessions:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_id: dict[str, tuple[str, str, float]] = {}  # id -> (token, csrf, expiry)
+
+    def create(self, token: str) -> str:
+        sid = secrets.token_urlsafe(32)
+        with self._lock:
+            self._by_id[sid] = (token, secrets.token_urlsafe(16), time.time() + SESSION_SECONDS)
+        return sid
+
+    def get(self, sid: str | None) -> tuple[str, str] | None:
+        if not sid:
+            return None
+        with self._lock:
+            found = self._by_id.get(sid)
+            if found is None or found[2] < time.time():
+                self._by_id.pop(sid, None)
+                return None
+            return found[0], found[1]
+
+    def drop(self, sid: str | None) -> None:
+        with self._lock:
+            self._by_id.pop(sid or "", None)
+
+
+class LoginRequired(Exception):
+    pass
+
+
+def _render(template: str, **context: Any) -> HTMLResponse:
+    return HTMLResponse(env.get_template(template).render(**context))
+
+
+def _when(stamp: float | None) -> str:
+    return "-" if stamp is None else datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def install(app: FastAPI) -> None:
+    sessions = Sessions()
+
+    def current(request: Request) -> tuple[Principal, str]:
+        found = sessions.get(request.cookies.get(COOKIE))
+        if found is None:
+            raise LoginRequired()
+        who = authenticate(request.app.state.ctl.sessions, found[0])
+        if who is None or who.role not in ("admin", "viewer"):
+            raise LoginRequired()
+        return who, found[1]
+
+    @app.exception_handler(LoginRequired)
+    async def to_login(request: Request, _exc: LoginRequired) -> Response:
+        return RedirectResponse("/ui/login", status_code=303)
+
+    async def form(request: Request) -> dict[str, str]:
+        body = (await request.body()).decode("utf-8", "replace")
+        return {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
+
+    def page(request: Request, template: str, title: str, **context: Any) -> HTMLResponse:
+        who, csrf = current(request)
+        return _render(template, title=title, who=who, csrf=csrf, **context)
+
+    @app.get("/ui", include_in_schema=False)
+    def ui_root() -> Response:
+        return RedirectResponse("/ui/", status_code=307)
+
+    @app.get("/ui/login", include_in_schema=False)
+    def login_form() -> HTMLResponse:
+        return _render("login.html", title="Log in", who=None)
+
+    @app.post("/ui/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        token = (await form(request)).get("token", "").strip()
+        who = await run_in_threadpool(authenticate, request.app.state.ctl.sessions, token) if token else None
+        if who is None or who.role not in ("admin", "viewer"):
+            response = _render("login.html", title="Log in", who=None, error="Unknown, revoked or agent token.")
+            response.status_code = 401
+            return response
+        response = RedirectResponse("/ui/", status_code=303)
+        response.set_cookie(COOKIE, sessions.create(token), httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/ui")
+        return response
+
+    @app.post("/ui/logout", include_in_schema=False)
+    async def logout(request: Request) -> Response:
+        sessions.drop(request.cookies.get(COOKIE))
+        response = RedirectResponse("/ui/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/ui")
+        return response
+
+    @app.get("/ui/", include_in_schema=False)
+    def overview(request: Request) -> HTMLResponse:
+        ctl = request.app.state.ctl
+        current_number = ctl.revisions.current_number()
+        row = ctl.revisions.current()
+        hosts = set(ctl.revisions.policy_of(row).doc.hosts) if row else set()
+        rows = {r.name: r for r in ctl.nodes.all()}
+        stats = ctl.logs.stats()
+        now = time.time()
+        nodes = []
+        for name in sorted(set(rows) | hosts):
+            out = NodeOut.of(name, rows.get(name), name in hosts, current_number)
+            contact = as_utc(rows[name].last_contact) if name in rows else None
+            nodes.append({**out.model_dump(), "up": contact is not None and now - contact.timestamp() <= AGENT_UP_SECONDS,
+                          "last_contact": contact.strftime("%Y-%m-%d %H:%M:%S") if contact else None,
+                          "logs": stats.get(name, {"received": 0, "suppressed": 0, "dropped": 0})})
+        return page(request, "overview.html", "Overview", current=current_number, nodes=nodes, log_count=ctl.logs.count(),
+                    unused=ctl.counters.unused(3600))
+
+    @app.get("/ui/matrix", include_in_schema=False)
+    def matrix(request: Request) -> HTMLResponse:
+        ctl = request.app.state.ctl
+        row = ctl.revisions.current()
+        zones: list[str] = []
+        cells: dict[tuple[str, str], list[str]] = {}
+        error = None
+        if row is not None:
+            try:
+                zones, cells = zone_matrix(ctl, row)
+            except Exception as exc:  # noqa: BLE001 - the page says what the analyzer said
+                error = f"the analyzer failed: {exc}"
+        sources = zones + (["outside"] if any(a == "outside" for a, _ in cells) else [])
+        return page(request, "matrix.html", "Zone matrix", current=row.number if row else None, zones=zones, sources=sources,
+                    matrix=cells, error=error)
+
+    @app.get("/ui/vms", include_in_schema=False)
+    def vms(request: Request) -> HTMLResponse:
+        row = request.app.state.ctl.revisions.current()
+        listed = []
+        if row is not None:
+            for name, vm in sorted(request.app.state.ctl.revisions.policy_of(row).doc.vms.items()):
+                listed.append({"name": name, "zone": vm.zone, "host": vm.host, "ips": [str(ip) for nic in vm.nics for ip in nic.ips]})
+        return page(request, "vms.html", "VMs", vms=listed)
+
+    @app.get("/ui/vms/{vm}", include_in_schema=False)
+    def vm_page(request: Request, vm: str) -> HTMLResponse:
+        ctl = request.app.state.ctl
+        row = ctl.revisions.current()
+        policy = ctl.revisions.policy_of(row) if row else None
+        if policy is None or vm not in policy.doc.vms:
+            raise HTTPException(status_code=404, detail=f"no VM {vm!r}")
+        return page(request, "vm.html", f"VM {vm}", name=vm, zone=policy.doc.vms[vm].zone, host=policy.doc.vms[vm].host,
+                    tables=effective_rules(policy, vm, ctl.counters.totals()))
+
+    @app.get("/ui/logs", include_in_schema=False)
+    def logs(request: Request) -> HTMLResponse:
+        current(request)
+        params = {k: v for k, v in request.query_params.items() if v != ""}
+        error = None
+        try:
+            port = int(params["port"]) if "port" in params else None
+            query = build_query(vm=params.get("vm"), zone=params.get("zone"), node=params.get("node"), address=params.get("address"),
+                                port=port, proto=params.get("proto"), verdict=params.get("verdict"), rule=params.get("rule"),
+                                since=params.get("since"), until=params.get("until"), q=params.get("q"), limit=100,
+                                cursor=params.get("cursor"))
+            found, cursor = request.app.state.ctl.logs.search(query)
+        except (HTTPException, ValueError) as exc:
+            error = exc.detail if isinstance(exc, HTTPException) else f"port: {exc}"
+            found, cursor = [], None
+        records = [{**r, "when": _when(r["time"])} for r in found]
+        if params.get("fragment"):
+            return HTMLResponse(env.get_template("logs_rows.html").render(records=records))
+        next_link = "/ui/logs?" + urlencode({**{k: v for k, v in params.items() if k != "cursor"}, "cursor": cursor}) if cursor else None
+        return page(request, "logs.html", "Denied packets", records=records, params=params, fields=LOG_FIELDS, next=next_link,
+                    paged="cursor" in params, error=error)
+
+    @app.get("/ui/revisions", include_in_schema=False)
+    def revisions(request: Request) -> HTMLResponse:
+        rows = request.app.state.ctl.revisions.history(200)
+        return page(request, "revisions.html", "Revisions", revisions=[RevisionSummary.of(r) for r in rows])
+
+    def revision_page(request: Request, number: int, done: str | None = None) -> HTMLResponse:
+        who, _ = current(request)
+        row = request.app.state.ctl.revisions.get(number)
+        if row is None:
+            raise HTTPException(status_code=404, detail=f"no revision {number}")
+        rev = RevisionOut.full(row, with_documents=False)
+        flows = []
+        for flow in (rev.diff or {}).get("flows", []):
+            side = flow.get("new") or flow.get("old") or {}
+            decided = (side.get("decided_by") or {}) if isinstance(side, dict) else {}
+            flows.append({"change": flow.get("change"), "from": ", ".join(flow.get("from", [])), "to": ", ".join(flow.get("to", [])),
+                          "services": ", ".join(flow.get("services", [])), "rule": decided.get("rule", "")})
+        return page(request, "revision.html", f"Revision {number}", rev=rev, flows=flows, can_edit=who.role == "admin", done=done)
+
+    @app.get("/ui/revisions/{number}", include_in_schema=False)
+    def revision(request: Request, number: int) -> HTMLResponse:
+        return revision_page(request, number)
+
+    @app.post("/ui/revisions/{number}/rollback", include_in_schema=False)
+    async def rollback(request: Request, number: int) -> Response:
+        who, csrf = current(request)
+        fields = await form(request)
+        if who.role != "admin":
+            raise HTTPException(status_code=403, detail="a viewer cannot change the policy")
+        if not secrets.compare_digest(fields.get("csrf", ""), csrf):
+            raise HTTPException(status_code=403, detail="stale form (CSRF token)")
+        from ..api_policy import rollback as api_rollback
+
+        out = await run_in_threadpool(api_rollback, number, RollbackIn(message=fields.get("message", "")), request, Response(), who)
+        return RedirectResponse(f"/ui/revisions/{out.revision.number}", status_code=303)
+
+    @app.get("/ui/trace", include_in_schema=False)
+    def trace_page(request: Request) -> HTMLResponse:
+        current(request)
+        params = dict(request.query_params)
+        result, cases, error = None, [], None
+        if params.get("from") and params.get("to"):
+            try:
+                result = run_trace(request.app.state.ctl, params)
+                for case in result["cases"]:
+                    decisions = [f"{d.get('stage', '')}: {d.get('rule', '')} → {d.get('action', '')}" for d in case.get("stages", [])]
+                    cases.append({"verdict": case["verdict"], "decisions": decisions or ["-"]})
+            except ValueError as exc:
+                error = str(exc)
+        return page(request, "trace.html", "Would this get through?", params=params, result=result, cases=cases, error=error)
+
+
+def run_trace(ctl: Any, params: dict[str, str]) -> dict[str, Any]:
+    from ...analysis.engine import Analyzer
+    from ...analysis.trace import FlowSpec, trace
+
+    row = ctl.revisions.current()
+    if row is None:
+        raise ValueError("no policy yet")
+    proto = params.get("proto", "tcp")
+    value = params.get("port", "").strip()
+    if proto in ("tcp", "udp", "sctp"):
+        if not value.isdigit() or not 0 < int(value) < 65536:
+            raise ValueError(f"{proto} needs a port (1-65535)")
+        flow = FlowSpec(proto=proto, port=int(value))
+    elif proto == "icmp":
+        flow = FlowSpec(proto="icmp", icmp_type=value or None)
+    else:
+        raise ValueError(f"unknown protocol {proto!r}")
+    return trace(Analyzer(ctl.revisions.policy_of(row)), params["from"].strip(), params["to"].strip(), flow).to_json()
+
+
+def zone_matrix(ctl: Any, row: Any) -> tuple[list[str], dict[tuple[str, str], list[str]]]:
+    """(zones, {(from zone or 'outside', to zone): services}) from reach of every VM."""
+    from ...analysis.engine import Analyzer
+    from ...analysis.reach import reach
+
+    policy = ctl.revisions.policy_of(row)
+    analyzer = Analyzer(policy)
+    zone_of = {name: vm.zone for name, vm in policy.doc.vms.items()}
+    zones = sorted({z for z in zone_of.values() if z})
+    cells: dict[tuple[str, str], set[str]] = {}
+    for name, zone in sorted(zone_of.items()):
+        if not zone:
+            continue
+        for result in reach(analyzer, f"vm:{name}", "to"):
+            for r in result.rows:
+                peers = {zone_of.get(p) for p in r.vms} - {None}
+                if r.outside:
+                    peers.add("outside")
+                for peer in peers:
+                    cells.setdefault((str(peer), zone), set()).update(r.services)
+    return zones, {key: sorted(services) for key, services in cells.items()}
+
+
+def effective_rules(policy: Any, vm: str, totals: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Per direction, the VM's rules in evaluation order (global, its own, its zone's,
+    the default) with their counters summed across nodes."""
+    from ...analysis.describe import rule_text
+
+    hits = {(t["scope"], t["direction"], t["rule"]): t for t in totals}
+    zone = policy.doc.vms[vm].zone
+    out = []
+    for direction in ("in", "out"):
+        rows = []
+        levels = [("global", "", "global"), ("vm", vm, vm)] + ([("zone", zone, f"zone:{zone}")] if zone else [])
+        for level, owner, scope in levels:
+            for ref in policy.rules_of(level, owner):
+                if ref.rule.direction not in (direction, None):
+                    continue
+                t = hits.get((scope, direction, ref.id), {})
+                rows.append({"level": level, "id": ref.id, "action": ref.rule.action, "text": rule_text(ref.rule),
+                             "packets": t.get("packets", "-"), "bytes": t.get("bytes", "-")})
+        action = policy.default_action(vm, direction)
+        t = hits.get((vm, direction, f"default-{direction}"), {})
+        rows.append({"level": "default", "id": f"default-{direction}", "action": action, "text": "anything else",
+                     "packets": t.get("packets", "-"), "bytes": t.get("bytes", "-")})
+        out.append((direction, rows))
+    return out
+
+
+__all__ = ["install"]

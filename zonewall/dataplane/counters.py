@@ -1,0 +1,141 @@
+"""Per-rule packet/byte counters read from the kernel (zonewall's tables only).
+
+Every deciding rule of a compiled ruleset carries an anonymous `counter` and a
+comment starting with its rule id (`compiler.naming.rule_comment`). The chain names
+tell the scope (`compiler.naming.level_chain`, `vm_chain`): `vm-VM-DIR` (a VM's own
+rules and its default), `zone-Z-DIR`, `global-DIR`, `net-N` (isolated network),
+`host*`/`input`/`output` (the node itself); the bridge table holds the guards. A
+rule compiled into several kernel rules (one per family, per schedule window) is
+summed into one counter, keyed like the NFLOG prefix: (scope, direction, rule id),
+so logs and counters of one rule meet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .backend import Backend
+
+TABLES = (("inet", "zonewall"), ("bridge", "zonewall"))
+REJECT_CHAIN = "rejected"
+
+
+@dataclass(frozen=True)
+class RuleCounter:
+    level: str  # global | vm | zone | default | guard | host | network | base
+    scope: str  # the VM, zone:NAME, global, host, net:NAME, guard:NAME, or the chain for base rules
+    direction: str  # in | out | net | "" (base rules)
+    rule: str  # the rule id
+    verdict: str  # accept | drop | reject | "" (jumps, marks)
+    packets: int
+    bytes: int
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.level, self.scope, self.direction, self.rule)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def level_of(scope: str | None, rule_id: str | None) -> str | None:
+    """The level of a rule from its NFLOG/counter scope and id."""
+    if scope is None:
+        return None
+    if rule_id is not None and (rule_id.startswith("default-") or rule_id.endswith("-default") or rule_id.startswith("host-default-")):
+        return "default"
+    if scope.startswith("guard:"):
+        return "guard"
+    if scope.startswith("zone:"):
+        return "zone"
+    if scope.startswith("net:"):
+        return "network"
+    if scope in ("global", "host"):
+        return scope
+    return "vm"
+
+
+def chain_scope(family: str, chain: str) -> tuple[str, str] | None:
+    """(scope, direction) of a chain of zonewall's tables; None for dispatch/base chains."""
+    if family == "bridge":
+        return None
+    for direction in ("in", "out"):
+        suffix = f"-{direction}"
+        if not chain.endswith(suffix):
+            continue
+        stem = chain[: -len(suffix)]
+        if stem.startswith("vm-"):
+            return stem[3:], direction
+        if stem.startswith("zone-"):
+            return f"zone:{stem[5:]}", direction
+        if stem == "global":
+            return "global", direction
+        if stem.startswith("host") :
+            return "host", direction
+    if chain.startswith("net-"):
+        return f"net:{chain[4:]}", "net"
+    if chain == "input":
+        return "host", "in"
+    if chain == "output":
+        return "host", "out"
+    return None
+
+
+def _verdict(expr: list[dict[str, Any]], chain_verdicts: dict[str, str]) -> str:
+    for statement in expr:
+        if "drop" in statement:
+            return "drop"
+        if "accept" in statement:
+            return "accept"
+        for kind in ("jump", "goto"):
+            if kind in statement:
+                target = statement[kind].get("target", "")
+                if target == REJECT_CHAIN:
+                    return "reject"
+                if target in chain_verdicts:
+                    return chain_verdicts[target]
+        if "return" in statement:
+            return "accept"  # in a VM or level chain a return after a match is its accept
+    return ""
+
+
+def counters_of(objects: Iterable[dict[str, Any]], family: str) -> list[RuleCounter]:
+    """Counters of one table's listing (libnftables JSON objects), summed per rule."""
+    rules = [o["rule"] for o in objects if "rule" in o]
+    by_chain: dict[str, list[dict[str, Any]]] = {}
+    for rule in rules:
+        by_chain.setdefault(rule["chain"], []).append(rule)
+    # a `log` rule's own chain (log-TOKEN) ends with the rule's verdict
+    chain_verdicts = {name: _verdict(chain[-1].get("expr", []), {}) for name, chain in by_chain.items() if name.startswith("log-") and chain}
+    sums: dict[tuple[str, str, str, str], list[Any]] = {}
+    for rule in rules:
+        counter = next((s["counter"] for s in rule.get("expr", []) if isinstance(s.get("counter"), dict)), None)
+        if counter is None:
+            continue
+        comment = str(rule.get("comment") or "")
+        rule_id = comment.split(": ", 1)[0] if comment else f"handle-{rule.get('handle')}"
+        where = chain_scope(family, rule["chain"])
+        if where is None:
+            scope, direction = (f"guard:{rule_id.removeprefix('filter ')}", "") if family == "bridge" else (rule["chain"], "")
+            level = "guard" if family == "bridge" else "base"
+        else:
+            scope, direction = where
+            level = level_of(scope, rule_id) or "base"
+        key = (level, scope, direction, rule_id)
+        entry = sums.setdefault(key, [0, 0, _verdict(rule.get("expr", []), chain_verdicts)])
+        entry[0] += int(counter.get("packets", 0))
+        entry[1] += int(counter.get("bytes", 0))
+    return [RuleCounter(level, scope, direction, rule_id, verdict, packets, octets)
+            for (level, scope, direction, rule_id), (packets, octets, verdict) in sorted(sums.items())]
+
+
+def read_counters(backend: Backend, tables: Iterable[tuple[str, str]] = TABLES) -> list[RuleCounter]:
+    """Every counter of zonewall's tables (absent tables: none)."""
+    out: list[RuleCounter] = []
+    for family, name in tables:
+        objects = backend.list_table(family, name)
+        if objects:
+            out += counters_of(objects, family)
+    return out
