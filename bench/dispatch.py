@@ -525,12 +525,13 @@ class Bench:
         from zonewall.policy.resolve import Policy
 
         n = self.args.guests
-        probe = load_policy_text(synth.policy_text(n, filters=False))
+        extras = self.args.extras
+        probe = load_policy_text(synth.policy_text(n, filters=False, dataplane_extras=extras))
         sender, receiver = self.choose_guests(probe)
         allow = (f"{{direction: in, action: accept, from: vm:{synth.vm_name(sender)}, "
                  f"udp: \"{DPORT_BASE}-{DPORT_BASE + DPORTS - 1}\"}}")
         # the flow's accept rule is the receiver's last rule: its 19 others are tried first
-        guarded = load_policy_text(synth.policy_text(n, filters=True, overrides={receiver: {synth.RULES_PER_VM - 1: allow}}))
+        guarded = load_policy_text(synth.policy_text(n, filters=True, overrides={receiver: {synth.RULES_PER_VM - 1: allow}}, dataplane_extras=extras))
         doc = guarded.doc
         plain_doc = doc.model_copy(update={"vms": {k: v.model_copy(update={"filters": []}) for k, v in doc.vms.items()}})
         plain = Policy(plain_doc, guarded.source)
@@ -656,6 +657,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="generator processes (default: one per CPU)")
     parser.add_argument("--layouts", default=",".join(LAYOUTS), help=f"comma-separated subset of {','.join(LAYOUTS)}")
     parser.add_argument("--json", metavar="FILE", help="also write every run as JSON")
+    parser.add_argument("--extras", action="store_true", help="schedules, conntrack helpers and nat in the policy too (bench/synth.py dataplane_extras)")
     args = parser.parse_args()
     if args.generator:
         return generator_main(json.loads(args.generator))

@@ -134,12 +134,16 @@ def policy_text(
     nested_groups: bool = True,
     overrides: dict[int, dict[int, str]] | None = None,
     zones: int = ZONES,
+    dataplane_extras: bool = False,
 ) -> str:
     """The YAML of a synthetic policy with n_vms VMs x RULES_PER_VM rules.
 
     `overrides` maps a VM index to {rule position: flow-style rule} replacing some
     of its generated rules (the dispatch benchmark uses it to allow its flow).
     `zones` is the number of zones (default 20; the analysis benchmark uses 50).
+    `dataplane_extras` adds what issue 5 put in the dataplane: schedules (one
+    scheduled rule per zone), conntrack helpers (ftp, tftp), nat (masquerade, snat and
+    a dnat port forward per 100 VMs to a VM on node1); rate limits are always there.
     """
     rng = random.Random(seed)
     lines = [
@@ -149,8 +153,13 @@ def policy_text(
         "  host_default: {in: drop}",
         "  management: [192.168.100.0/24]",
         "  log: {denied: false, rate: 10/second, burst: 50}",
-        "hosts:",
     ]
+    if dataplane_extras:
+        lines.append("  conntrack: {helpers: [ftp, tftp]}")
+        lines.append("schedules:")
+        lines.append("  business: {days: [mon, tue, wed, thu, fri], time: \"08:00-18:00\", timezone: Europe/Berlin}")
+        lines.append("  night: {days: [sat, sun], time: \"22:00-06:00\"}")
+    lines.append("hosts:")
     for h in range(max(1, nodes)):
         lines.append(f"  node{h + 1}: {{address: [192.168.100.{11 + h}], uplink: eth0}}")
     lines.append("networks:")
@@ -169,6 +178,8 @@ def policy_text(
             lines.append("    default: {in: drop, out: drop}")
         lines.append("    rules:")
         lines += [f"      - {r}" for r in zone_rules(k, rng, zones)]
+        if dataplane_extras:
+            lines.append(f"      - {{direction: in, action: accept, service: rdp, schedule: {'business' if k % 2 else 'night'}}}")
     lines.append("global_rules:")
     lines += [
         "  - {direction: in, action: accept, from: group:admins, service: ssh}",
@@ -191,4 +202,10 @@ def policy_text(
         for position, rule in (overrides or {}).get(i, {}).items():
             rules[position] = rule
         lines += [f"      - {r}" for r in rules]
+    if dataplane_extras:
+        lines.append("nat:")
+        lines.append("  - {type: masquerade, network: net1}")
+        lines.append("  - {type: snat, from: 10.2.0.0/16, to: 192.168.100.11}")
+        for i in range(0, n_vms, max(1, nodes) * 100):
+            lines.append(f"  - {{type: dnat, host: node1, listen: {{tcp: {10000 + i}}}, to: {{vm: {vm_name(i)}, port: 443}}}}")
     return "\n".join(lines) + "\n"

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..compiler.coverage import not_enforced
+from ..compiler.coverage import not_analyzed, not_enforced
 from ..policy.builtins import IP_PROTOCOLS
 from . import space as s
 from .describe import minute_of_week, rule_text, time_text
 from .endpoints import Endpoint, EndpointError, family_number
 from .engine import Analyzer, Decision, Outcome, Path
 from .matching import ICMP_PROTO, ICMP_TABLE
+from .nat import Forward, forward_of, open_outcome
 
 EPHEMERAL = (32768, 60999)  # Linux's default net.ipv4.ip_local_port_range
 
@@ -159,6 +160,10 @@ def trace(analyzer: Analyzer, source: str, destination: str, flow: FlowSpec) -> 
     if dst.kind == "vm" and dst.network is None and len(analyzer.policy.doc.vms[dst.name].nics) > 1:
         dst = Endpoint("vm", dst.name, dst_nic, analyzer.policy.doc.vms[dst.name].nics[dst_nic].network)  # type: ignore[index]
     proto, dport = protocol_point(flow, family)
+    forward = forward_of(analyzer.policy, dst, dst_address, proto, dport)
+    if forward is not None:  # dnat happens before filtering: follow it to the VM
+        nat_note = forward.describe(f"{dst.label} {dst_address}", dport)
+        dst, dst_address, dst_nic, dport = forward.endpoint, forward.address, forward.nic, forward.port
     sport = ((flow.sport, flow.sport),) if flow.sport is not None else (EPHEMERAL,) if proto in (6, 17, 132) else ((0, 0),)
     time = ((minute_of_week(flow.at),) * 2,) if flow.at is not None else s.FULL[s.TIME]
     packet = (
@@ -171,21 +176,26 @@ def trace(analyzer: Analyzer, source: str, destination: str, flow: FlowSpec) -> 
         time,
     )
     path = Path(Endpoint(src.kind, src.name), Endpoint(dst.kind, dst.name), src_nic, dst_nic)
-    cases = _cases(analyzer, path, packet, over_rate=False)
+    cases = _cases(analyzer, path, packet, over_rate=False, forward=forward)
     result = TraceResult(src, dst, src_address, dst_address, family, flow, cases)
+    if forward is not None:
+        result.notes.append(nat_note)
     if any(case.outcome.rate_limited() for case in cases):
-        result.over_rate = _cases(analyzer, path, packet, over_rate=True)
+        result.over_rate = _cases(analyzer, path, packet, over_rate=True, forward=forward)
         result.notes.append("a rate-limited rule accepted this flow: within the rate it is accepted; over the rate it falls through (see over_rate)")
     for stage in analyzer.stages(path):
         for approximation in getattr(stage, "approximations", lambda: [])():
             result.notes.append(f"approximated: {approximation}")
     result.notes += [f"not enforced yet: {w}" for w in not_enforced(analyzer.policy)]
+    result.notes += [f"not modelled: {w}" for w in not_analyzed(analyzer.policy)]
     return result
 
 
-def _cases(analyzer: Analyzer, path: Path, packet: s.Box, *, over_rate: bool) -> list[Case]:
+def _cases(analyzer: Analyzer, path: Path, packet: s.Box, *, over_rate: bool, forward: Forward | None = None) -> list[Case]:
     cases = []
     for part, outcome in analyzer.evaluate(path, (packet,), over_rate=over_rate):
+        if forward is not None:
+            outcome = open_outcome(forward, outcome)
         for box in part:
             cases.append(Case(outcome.verdict, outcome, box[s.TIME], box[s.SPORT]))
     cases.sort(key=lambda c: (c.time, c.sport))

@@ -80,6 +80,7 @@ def recreate_commands(table: Table, old: Table | None = None) -> list[Json]:
     commands: list[Json] = [{"flush": table_object(table)}]
     commands += [{"delete": {("map" if s.map is not None else "set"): {**where, "name": s.name}}} for s in old.sets]
     commands += [{"delete": {"limit": {**where, "name": limit.name}}} for limit in old.limits]
+    commands += [{"delete": {"ct helper": {**where, "name": helper.name}}} for helper in old.helpers]
     kept: dict[str, str] = {}
     for chain in old.chains:
         if chain.hook is None or keep.get(chain.name) != (chain.hook.type, chain.hook.hook, chain.hook.priority):
@@ -98,6 +99,8 @@ def recreate_commands(table: Table, old: Table | None = None) -> list[Json]:
 
 def recreate_reason(old: Table, new: Table) -> str | None:
     """Why `old` cannot be turned into `new` in place, or None if it can."""
+    if old.helpers != new.helpers:
+        return "conntrack helper objects change"
     old_chains = {c.name: c for c in old.chains}
     for chain in new.chains:
         before = old_chains.get(chain.name)

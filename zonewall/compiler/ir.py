@@ -69,12 +69,23 @@ class Limit:
 
 
 @dataclass(frozen=True)
+class CtHelper:
+    """A conntrack helper object, assigned to a new connection by `ct helper set NAME`."""
+
+    name: str
+    type: str  # the kernel helper's name: ftp, tftp, ...
+    protocol: str  # tcp | udp
+    l3proto: str = "inet"
+
+
+@dataclass(frozen=True)
 class Table:
     family: str
     name: str
     chains: tuple[Chain, ...] = ()
     sets: tuple[NamedSet, ...] = ()
     limits: tuple[Limit, ...] = ()
+    helpers: tuple[CtHelper, ...] = ()
 
     def chain(self, name: str) -> Chain:
         for chain in self.chains:
@@ -163,6 +174,11 @@ def limit_object(table: Table, limit: Limit) -> Json:
     }
 
 
+def helper_object(table: Table, helper: CtHelper) -> Json:
+    where = {"family": table.family, "table": table.name, "name": helper.name}
+    return {"ct helper": {**where, "type": helper.type, "protocol": helper.protocol, "l3proto": helper.l3proto}}
+
+
 def rule_object(table: Table, chain: Chain, rule: Rule) -> Json:
     obj: Json = {
         "family": table.family,
@@ -186,6 +202,8 @@ def table_body_commands(table: Table) -> list[Json]:
         commands.append({"add": chain_object(table, Chain(chain.name, (), chain.hook, chain.comment))})
     for limit in table.limits:
         commands.append({"add": limit_object(table, limit)})
+    for helper in table.helpers:
+        commands.append({"add": helper_object(table, helper)})
     for named in table.sets:
         commands.append({"add": set_object(table, named)})
     for chain in table.chains:

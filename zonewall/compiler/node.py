@@ -25,6 +25,9 @@ from .guards import bridge_table
 from .ir import Chain, Hook, Limit, NamedSet, Rule, Ruleset, Table
 from .levels import REJECT_CHAIN, AcceptMode, CompileContext, compile_rule, default_rules, reject_chain
 from .matches import IP_PROTO, address_elements
+from .conntrack import helper_objects, helper_rules
+from .modes import ModeBuilder
+from .nat import dnat_open_rules, nat_chains
 from .naming import LOG_LIMIT, TABLE, level_chain, vm_chain
 from .nics import LocalNic, local_nics
 
@@ -83,6 +86,9 @@ class InetBuilder:
         self.policy = ctx.policy
         self.chains: dict[str, Chain] = {}
         self.sets: dict[str, NamedSet] = {}
+        invalid = x.accept() if self.policy.doc.settings.conntrack.invalid == "accept" else x.drop()
+        self.ct_rules = helper_rules(self.policy)
+        self.modes = ModeBuilder(self.policy, nics, ctx.registry, invalid, self.ct_rules)
 
     def build(self) -> Table:
         vms = sorted({n.vm for n in self.nics})
@@ -97,13 +103,16 @@ class InetBuilder:
         output = self.output_chain()
         if output is not None:
             base.append(output)
+        base += nat_chains(self.policy, self.ctx.node)
+        self.chains.update(self.modes.chains)
+        self.sets.update(self.modes.sets)
         for extra in self.ctx.extra_chains.values():
             self.chains[extra.name] = extra
         sets = {**self.ctx.registry.sets, **self.ctx.meters, **self.sets}
         rate, per = self.policy.doc.settings.log.rate.split("/")
         limits = (Limit(LOG_LIMIT, int(rate), per, self.policy.doc.settings.log.burst),)
         chains = base + [self.chains[name] for name in sorted(self.chains)]
-        return Table("inet", TABLE, tuple(chains), tuple(sets[name] for name in sorted(sets)), limits)
+        return Table("inet", TABLE, tuple(chains), tuple(sets[name] for name in sorted(sets)), limits, helper_objects(self.policy))
 
     # -- rule levels --------------------------------------------------------------
 
@@ -143,6 +152,8 @@ class InetBuilder:
         zone = self.policy.doc.vms[vm].zone
         if zone:
             call(level_chain("zone", zone, direction))
+        if direction == "in":
+            rules += dnat_open_rules(self.policy, vm)
         action = self.policy.default_action(vm, direction)
         rules += default_rules(self.ctx, action, vm, direction, "return", f"default-{direction}")
         name = vm_chain(vm, direction)
@@ -209,8 +220,10 @@ class InetBuilder:
         state = self.state_rules()
         rules = [
             state[0],  # established first: the common case costs one rule
+            *self.modes.forward_rules(),
             Rule((x.match(x.masked(x.meta("mark"), GUEST_TRAFFIC), 0), x.accept()), "not guest traffic"),
             *state[1:],
+            *self.ct_rules,
             Rule((x.vmap(src, "out-dispatch"),), "sender: out rules"),
             Rule((x.vmap(src, "net-src"),), "isolated network"),
             Rule((x.vmap(dst, "net-dst"),), "isolated network"),
@@ -263,6 +276,7 @@ class InetBuilder:
             *self.state_rules(),
             *self.management_rules(),
             Rule((x.vmap(src, "out-dispatch"),), "from a guest: its out rules first"),
+            *self.modes.input_rules(),
             *self.host_rules("in"),
             *default_rules(self.ctx, self.policy.doc.settings.host_default.in_, "host", "in", "accept", "host-default-in"),
         ]

@@ -38,7 +38,7 @@ import unicodedata
 from typing import Any
 
 from ..policy.builtins import ICMP_V4_TYPES, ICMP_V6_TYPES, IP_PROTOCOLS
-from .ir import Chain, Limit, NamedSet, Rule, Ruleset, Table
+from .ir import Chain, CtHelper, Limit, NamedSet, Rule, Ruleset, Table
 
 Json = dict[str, Any]
 DType = str | tuple[str, ...] | None
@@ -394,6 +394,17 @@ def _statement(st: Json) -> str:
         return " ".join(parts)
     if kind == "limit":
         return f"limit name {quote(body)}" if isinstance(body, str) else f"limit {_rate(body)}"
+    if kind in ("dnat", "snat"):
+        body = body or {}
+        family = f" {body['family']}" if body.get("family") else ""
+        if "addr" not in body:
+            return kind
+        addr = f"[{body['addr']}]" if ":" in str(body["addr"]) and "port" in body else str(body["addr"])
+        return f"{kind}{family} to {addr}" + (f":{body['port']}" if "port" in body else "")
+    if kind == "masquerade":
+        return "masquerade"
+    if kind == "ct helper":
+        return f"ct helper set {quote(body)}"
     if kind == "set":
         inner = " ".join([_expr(body["elem"]), *(_statement(s) for s in body.get("stmt", []))])
         return f"{body['op']} @{_word(body['set'].lstrip('@'))} {{ {inner} }}"
@@ -537,9 +548,14 @@ def _limit(limit: Limit) -> str:
     return f"\tlimit {_word(limit.name)} {{\n\t\t{_rate(spec)}\n\t}}\n"
 
 
+def _helper(helper: CtHelper) -> str:
+    return f"\tct helper {_word(helper.name)} {{\n\t\ttype {quote(helper.type)} protocol {helper.protocol}\n\t\tl3proto {helper.l3proto}\n\t}}\n"
+
+
 def render_table(table: Table) -> str:
     """One table, as `nft list table FAMILY NAME` prints it (fresh counters)."""
     blocks = [_limit(limit) for limit in table.limits]
+    blocks += [_helper(helper) for helper in table.helpers]
     updated = _updated_sets(table)
     blocks += [_set(named, named.name in updated) for named in table.sets]
     blocks += [_chain(table, chain) for chain in table.chains]

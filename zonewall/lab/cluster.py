@@ -7,7 +7,10 @@ Topology (docs/lab.md draws it):
 - each node has one bridge per network it hosts guests of (named as the policy's
   `bridge`), a veth "trunk" from that bridge to the outside's bridge of the network
   (so guests of one network on different nodes share L2), and an uplink carrying
-  the node's own addresses. br_netfilter is on, as on a Proxmox node.
+  the node's own addresses. br_netfilter is on, as on a Proxmox node. A network in
+  mode nat, routed or isolated is the node's own, as in libvirt: its gateway is on
+  the node's bridge, no trunk leads outside, the node forwards (for routed, the
+  outside routes the subnets to the node's uplink address).
 - each VM is a namespace whose NICs are veth pairs: `ethN` inside with the policy's
   MAC and addresses, and the node-side end named as the compiler expects the tap.
 State lives in /run/zonewall/lab/NAME.json so separate CLI calls share the lab.
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from ..compiler.naming import tap_name
 from ..compiler.node import compile_node
+from ..compiler.modes import L3_MODES
 from ..compiler.schedule import local_timezone
 from ..dataplane.apply import ApplyResult, apply_ruleset
 from ..dataplane.backend import LibNftBackend
@@ -132,7 +136,7 @@ def _build(policy: Policy, state: LabState) -> None:
     for k, network in enumerate(networks):
         bridge = f"br.{k}"
         netns.add_bridge(outside, bridge)
-        if policy.doc.networks[network].mode != "isolated":  # libvirt isolated: no router
+        if policy.doc.networks[network].mode not in L3_MODES:  # else the node is the router
             for cidr in state.gateways[network]:
                 netns.add_address(outside, bridge, cidr)
     for i, node in enumerate(sorted(policy.doc.hosts)):
@@ -157,6 +161,18 @@ def _build(policy: Policy, state: LabState) -> None:
             k = networks.index(network)
             bridge = policy.doc.networks[network].bridge
             netns.add_bridge(ns, bridge)
+            if policy.doc.networks[network].mode in L3_MODES:
+                # libvirt's nat/routed/isolated networks: the gateway is on the node's
+                # bridge, nothing bridges them to the outside
+                for cidr in state.gateways[network]:
+                    node_cmds.append(f"addr add {cidr} dev {bridge}" + (" nodad" if ":" in cidr else ""))
+                if policy.doc.networks[network].mode == "routed":
+                    via = {4: next((a for a in host.address if ":" not in a), None), 6: next((a for a in host.address if ":" in a), None)}
+                    for subnet in policy.doc.networks[network].subnets:
+                        gateway = via[ipaddress.ip_network(subnet).version]
+                        if gateway is not None:
+                            outside_cmds.append(f"route replace {subnet} via {gateway} dev {peer}")
+                continue
             trunk = f"zw.t{k}"
             netns.add_veth(ns, trunk, outside, f"n{i}.t{k}")
             node_cmds.append(f"link set dev {trunk} master {bridge}")
@@ -164,7 +180,9 @@ def _build(policy: Policy, state: LabState) -> None:
         netns.ip_batch(node_cmds, ns=ns)
         sysctls: dict[str, str | int] = {"net.ipv4.conf.all.rp_filter": 0, "net.ipv4.conf.default.rp_filter": 0}
         # a bridged network gives the node no L3 presence on it (no link-local either)
-        sysctls.update({f"net.ipv6.conf.{policy.doc.networks[n].bridge}.disable_ipv6": 1 for n in hosted})
+        sysctls.update({f"net.ipv6.conf.{policy.doc.networks[n].bridge}.disable_ipv6": 1 for n in hosted if policy.doc.networks[n].mode not in L3_MODES})
+        if any(policy.doc.networks[n].mode in L3_MODES for n in hosted):
+            sysctls.update({"net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 1})
         netns.set_sysctls(ns, sysctls)
         if hosted:
             netns.enable_bridge_netfilter(ns)

@@ -1,0 +1,159 @@
+"""Network modes (libvirt's) and host services, for one node.
+
+`bridged` (the default) gives the node no L3 presence on the network: nothing here.
+The other modes put the network's `gateway` on the node's bridge and make the node
+the guests' router:
+
+* `nat`: routed out (and masqueraded, compiler/nat.py); routed in only when the
+  connection was dnat'ed (port forwarding) or belongs to an established one;
+* `routed`: forwarded without NAT, only from and to the network's subnets;
+* `isolated`: nothing routed in or out; guests reach each other and the node.
+
+Routed traffic towards a guest does not pass the bridge forward hook before the inet
+forward chain (it is the node that sends it), so the destination-NIC bits of the mark
+are not set: `l3in-NET` dispatches by destination address instead (one map lookup,
+`l3-guests-v4`/`-v6`). Traffic from a guest to the node or through it enters the node
+through the bridge's input hook, which sets the source-NIC bits as usual.
+
+On those networks (and on a bridged network that lists `host_services`) a guest
+reaches of the node only its network's `host_services` (e.g. dhcp, dns): the guest's
+own `out` rules run first, then `hostsvc-NET` accepts the services and drops the rest.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from ..policy.addresses import Family
+from ..policy.model import Rule as PolicyRule
+from ..policy.resolve import Policy
+from . import nftexpr as x
+from .ir import Chain, NamedSet, Rule
+from .matches import IP_PROTO, SetRegistry, address_elements, rule_matches
+from .naming import vm_chain
+from .nics import LocalNic
+
+Json = dict[str, Any]
+L3_MODES = ("nat", "routed", "isolated")
+
+
+def l3_networks(policy: Policy, nics: list[LocalNic]) -> list[str]:
+    return sorted({n.nic.network for n in nics if policy.doc.networks[n.nic.network].mode in L3_MODES})
+
+
+def host_service_networks(policy: Policy, nics: list[LocalNic]) -> list[str]:
+    return sorted({n.nic.network for n in nics if policy.doc.networks[n.nic.network].mode in L3_MODES or policy.doc.networks[n.nic.network].host_services})
+
+
+def _subnets(policy: Policy, network: str, family: Family) -> list[Any]:
+    subnets = [s for s in policy.doc.networks[network].subnets if ipaddress.ip_network(s).version == (4 if family == "ipv4" else 6)]
+    return address_elements(policy.address_set(subnets), family) if subnets else []
+
+
+class ModeBuilder:
+    """Chains and maps for the node's non-bridged networks and host services."""
+
+    def __init__(self, policy: Policy, nics: list[LocalNic], registry: SetRegistry, invalid: Json, ct_rules: list[Rule] | None = None) -> None:
+        self.policy, self.nics, self.registry, self.invalid = policy, nics, registry, invalid
+        self.ct_rules = list(ct_rules or [])  # conntrack helpers for new connections
+        self.chains: dict[str, Chain] = {}
+        self.sets: dict[str, NamedSet] = {}
+
+    # -- forward --------------------------------------------------------------------
+
+    def forward_rules(self) -> list[Rule]:
+        """Rules for the inet forward chain, right after `established`."""
+        networks = l3_networks(self.policy, self.nics)
+        if not networks:
+            return []
+        bridges = {n: self.policy.doc.networks[n].bridge for n in networks}
+        self._guest_maps(networks)
+        for network in networks:
+            self.chains[f"l3in-{network}"] = self._in_chain(network)
+        inbound = [(bridges[n], x.jump(f"l3in-{n}")) for n in networks]
+        self.sets["l3-in"] = NamedSet("l3-in", "ifname", tuple(sorted(inbound)), map="verdict", comment="routed towards a guest network")
+        rules: list[Rule] = []
+        outbound = []
+        for network in networks:
+            chain = self._out_chain(network)
+            if chain is not None:
+                self.chains[chain.name] = chain
+                outbound.append((bridges[network], x.jump(chain.name)))
+        if outbound:
+            self.sets["l3-out"] = NamedSet("l3-out", "ifname", tuple(sorted(outbound)), map="verdict", comment="routed from a guest network")
+            rules.append(Rule((x.vmap(x.meta("iifname"), "l3-out"),), "routed from a guest network"))
+        rules.append(Rule((x.vmap(x.meta("oifname"), "l3-in"),), "routed to a guest network"))
+        return rules
+
+    def _guest_maps(self, networks: list[str]) -> None:
+        for family in ("ipv4", "ipv6"):
+            elements = []
+            for nic in self.nics:
+                if nic.nic.network in networks:
+                    for ip in nic.nic.ips:
+                        if ipaddress.ip_address(ip).version == (4 if family == "ipv4" else 6):
+                            elements.append((ip, x.jump(vm_chain(nic.vm, "in"))))
+            name = f"l3-guests-{'v4' if family == 'ipv4' else 'v6'}"
+            self.sets[name] = NamedSet(name, f"{family}_addr", tuple(sorted(elements, key=lambda e: ipaddress.ip_address(e[0]))), map="verdict", comment="routed guest address -> its VM's in chain")
+
+    def _in_chain(self, network: str) -> Chain:
+        net = self.policy.doc.networks[network]
+        rules = [
+            Rule((x.match(x.meta("iifname"), net.bridge), x.ret()), "bridged inside the network"),
+            Rule((x.match(x.ct("state"), "invalid", "in"), x.counter(), self.invalid), "invalid"),
+        ]
+        if net.mode == "isolated":
+            rules.append(Rule((x.counter(), x.drop()), "isolated network: nothing is routed in"))
+            return Chain(f"l3in-{network}", tuple(rules))
+        if net.mode == "nat":
+            rules.append(Rule((x.match(x.ct("status"), "dnat", "!"), x.counter(), x.drop()), "nat network: only forwarded ports come in"))
+        else:  # routed
+            for family in ("ipv4", "ipv6"):
+                subnets = _subnets(self.policy, network, family)
+                statements = [x.match(x.payload(IP_PROTO[family], "daddr"), {"set": subnets}, "!=")] if subnets else [x.match(x.meta("nfproto"), family)]
+                rules.append(Rule((*statements, x.counter(), x.drop()), "routed network: only to its subnets"))
+        rules += [
+            *self.ct_rules,
+            Rule((x.vmap(x.masked(x.meta("mark"), x.SRC_NIC_MASK), "out-dispatch"),), "sender: out rules"),
+            Rule((x.vmap(x.payload("ip", "daddr"), "l3-guests-v4"),), "receiver: in rules"),
+            Rule((x.vmap(x.payload("ip6", "daddr"), "l3-guests-v6"),), "receiver: in rules"),
+            Rule((x.accept(),), "routed to the network"),
+        ]
+        return Chain(f"l3in-{network}", tuple(rules))
+
+    def _out_chain(self, network: str) -> Chain | None:
+        net = self.policy.doc.networks[network]
+        rules = [Rule((x.match(x.meta("oifname"), net.bridge), x.ret()), "bridged inside the network")]
+        if net.mode == "isolated":
+            rules.append(Rule((x.counter(), x.drop()), "isolated network: nothing is routed out"))
+        elif net.mode == "routed":
+            for family in ("ipv4", "ipv6"):
+                subnets = _subnets(self.policy, network, family)
+                statements = [x.match(x.payload(IP_PROTO[family], "saddr"), {"set": subnets}, "!=")] if subnets else [x.match(x.meta("nfproto"), family)]
+                rules.append(Rule((*statements, x.counter(), x.drop()), "routed network: only from its subnets"))
+        else:
+            return None  # nat: guests may go out (their own out rules decide)
+        return Chain(f"l3out-{network}", tuple(rules))
+
+    # -- input ----------------------------------------------------------------------
+
+    def input_rules(self) -> list[Rule]:
+        """Rules for the inet input chain, after the guest's own out rules."""
+        networks = host_service_networks(self.policy, self.nics)
+        if not networks:
+            return []
+        entries = []
+        for network in networks:
+            net = self.policy.doc.networks[network]
+            rules: list[Rule] = []
+            if net.host_services:
+                offered = PolicyRule(action="accept", service=list(net.host_services))
+                for _family, statements in rule_matches(self.policy, self.registry, offered):
+                    rules.append(Rule((*statements, x.counter(), x.accept()), "host_services"))
+            rules.append(Rule((x.counter(), x.drop()), "nothing else of the node"))
+            name = f"hostsvc-{network}"
+            self.chains[name] = Chain(name, tuple(rules))
+            entries.append((net.bridge, x.jump(name)))
+        self.sets["host-services"] = NamedSet("host-services", "ifname", tuple(sorted(entries)), map="verdict", comment="guest network -> the node services it may use")
+        return [Rule((x.vmap(x.meta("iifname"), "host-services"),), "from a guest network: host_services only")]
