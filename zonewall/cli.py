@@ -306,6 +306,10 @@ from .cli_logs import register as _register_logs  # noqa: E402
 
 _register_logs(app, console, err)
 
+from .cli_migrate import register as _register_migrate  # noqa: E402
+
+_register_migrate(app, console, err)
+
 
 @app.command()
 def demo(
