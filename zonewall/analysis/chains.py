@@ -14,7 +14,9 @@ from typing import Iterator
 
 from ..compiler.node import ICMPV6_ESSENTIAL  # accepted before any rule in forward/input (RFC 4890)
 from ..policy.builtins import ICMP_V6_TYPES, MANAGEMENT_TCP_PORTS
-from ..policy.resolve import Policy, RuleRef
+from ..policy.addresses import AddressSet
+from ..policy.model import Rule
+from ..policy.resolve import Level, Policy, RuleRef
 from . import space as s
 from .matching import Matcher
 from .space import Region
@@ -79,31 +81,59 @@ class ChainBuilder:
 
     def __init__(self, policy: Policy, matcher: Matcher):
         self.policy, self.matcher = policy, matcher
-        self._memo: dict[tuple[str, ...], Chain | None] = {}
+        self._memo: dict[tuple[object, ...], Chain | None] = {}
+        self._shared: dict[tuple[object, ...], list[Step]] = {}
 
-    def steps(self, refs: list[RuleRef], direction: str) -> list[Step]:
+    def steps(self, refs: list[RuleRef], direction: str, peer: AddressSet | None = None) -> list[Step]:
         out = []
         for ref in refs:
             rule = ref.rule
             if not rule.enabled or rule.direction not in (direction, None):
                 continue
+            if peer is not None and not self._may_meet(rule, direction, peer):
+                continue
             region = self.matcher.rule(rule)
             out.append(Step(region, rule.action, ref.id, ref, limited=rule.limit is not None))
         return out
 
-    def vm(self, vm: str, direction: str) -> Chain:
-        key = ("vm", vm, direction)
+    def _may_meet(self, rule: Rule, direction: str, peer: AddressSet) -> bool:
+        """Whether the rule's other-end addresses (`to` of an out rule, `from` of an in
+        rule) meet `peer` at all; a rule that cannot is skipped before its region is
+        built."""
+        refs = rule.to if direction == "out" else rule.from_
+        if refs is None:
+            return True
+        addresses = self.policy.address_set(refs)
+        return bool(
+            (addresses.v4 and peer.v4 and s.iv_overlaps(addresses.v4, peer.v4))
+            or (addresses.v6 and peer.v6 and s.iv_overlaps(addresses.v6, peer.v6))
+        )
+
+    def vm(self, vm: str, direction: str, peer: AddressSet | None = None) -> Chain:
+        """The VM's chain. With `peer`, only the steps that can match packets whose
+        other end (the destination of `out`, the source of `in`) is in `peer`: for
+        those packets it decides exactly as the whole chain does. Reach asks this of
+        every VM of the cluster, where building every rule's region costs seconds."""
+        key = ("vm", vm, direction) if peer is None else ("vm", vm, direction, peer)
         found = self._memo.get(key)
         if found is None:
             policy = self.policy
-            refs = policy.rules_of("global") + policy.rules_of("vm", vm)
             zone = policy.doc.vms[vm].zone
+            steps = self._shared_steps("global", "", direction, peer) + self.steps(policy.rules_of("vm", vm), direction, peer)
             if zone:
-                refs += policy.rules_of("zone", zone)
+                steps += self._shared_steps("zone", zone, direction, peer)
             action = policy.default_action(vm, direction)
             default = Step(s.universe(), action, f"default-{direction}")
-            found = self._memo[key] = Chain(f"vm:{vm} {direction}", tuple(self.steps(refs, direction)), default)
+            found = self._memo[key] = Chain(f"vm:{vm} {direction}", tuple(steps), default)
         return found
+
+    def _shared_steps(self, level: Level, owner: str, direction: str, peer: AddressSet | None) -> list[Step]:
+        """Global and zone steps, built once for all the VMs that share them."""
+        key = (level, owner, direction, peer)
+        found = self._shared.get(key)
+        if found is None:
+            found = self._shared[key] = self.steps(self.policy.rules_of(level, owner), direction, peer)
+        return list(found)
 
     def network(self, network: str) -> Chain:
         key = ("net", network)

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Iterable
 
+from ..policy.addresses import AddressSet
 from ..policy.resolve import Policy
 from . import space as s
 from .chains import Chain, essentials_region
@@ -25,7 +27,7 @@ from .describe import addresses_text, services_of, time_text
 from .endpoints import Endpoint
 from .engine import Analyzer, GuardOrChain, Outcome
 from .guards import GuardStage
-from .reach import NicKey, _Effective, decision_json, endpoint_addresses
+from .reach import NicKey, _Effective, _PeerSpace, decision_json, endpoint_addresses
 from .space import Region
 
 Side = tuple[Endpoint, int | None]
@@ -107,16 +109,21 @@ def _endpoint_changes(old: Policy, new: Policy) -> tuple[list[dict[str, str]], s
 def _changed_names(old: Policy, new: Policy) -> set[str]:
     """References (`group:x`, `zone:y`, service/schedule names) whose meaning changed."""
     changed: set[str] = set()
-    for kind, names in (("group", old.doc.groups.keys() | new.doc.groups.keys()), ("zone", old.doc.zones.keys() | new.doc.zones.keys()),
-                        ("vm", old.doc.vms.keys() | new.doc.vms.keys()), ("network", old.doc.networks.keys() | new.doc.networks.keys()),
+    # VMs and zones are compared by definition first (a VM's addresses, a zone's
+    # members): resolving every address set of two 10,000-VM policies costs more
+    # than the rest of the diff. Only a definition that differs is resolved.
+    readdressed = {name for name in old.doc.vms.keys() | new.doc.vms.keys() if _vm_ips(old, name) != _vm_ips(new, name)}
+    changed.update(f"vm:{name}" for name in readdressed)
+    for zone in old.doc.zones.keys() | new.doc.zones.keys():
+        members_old, members_new = old.zone_members(zone), new.zone_members(zone)
+        if sorted(members_old) != sorted(members_new) or readdressed.intersection(members_new):
+            if _resolves_differently(old, new, f"zone:{zone}"):
+                changed.add(f"zone:{zone}")
+    for kind, names in (("group", old.doc.groups.keys() | new.doc.groups.keys()), ("network", old.doc.networks.keys() | new.doc.networks.keys()),
                         ("host", old.doc.hosts.keys() | new.doc.hosts.keys())):
         for name in names:
-            ref = [f"{kind}:{name}"]
-            try:
-                if old.address_set(ref) != new.address_set(ref):
-                    changed.add(ref[0])
-            except KeyError:
-                changed.add(ref[0])
+            if _resolves_differently(old, new, f"{kind}:{name}"):
+                changed.add(f"{kind}:{name}")
     for name in old.doc.services.keys() | new.doc.services.keys():
         if old.doc.services.get(name) != new.doc.services.get(name):
             changed.add(f"service:{name}")
@@ -124,6 +131,30 @@ def _changed_names(old: Policy, new: Policy) -> set[str]:
         if old.doc.schedules.get(name) != new.doc.schedules.get(name):
             changed.add(f"schedule:{name}")
     return changed
+
+
+def _vm_ips(policy: Policy, name: str) -> tuple[tuple[str, ...], ...] | None:
+    vm = policy.doc.vms.get(name)
+    return None if vm is None else tuple(tuple(nic.ips) for nic in vm.nics)
+
+
+def _resolves_differently(old: Policy, new: Policy, ref: str) -> bool:
+    try:
+        return old.address_set([ref]) != new.address_set([ref])
+    except KeyError:  # defined on one side only
+        return True
+
+
+def _same_source(old: Policy, new: Policy, *path: str) -> bool:
+    """Whether both policies were written with equal YAML at `path` (a dict compare
+    in C, where comparing the pydantic models costs ~2 us per rule). False when
+    unsure: the caller then compares the models."""
+    a, b = old.source, new.source
+    for key in path:
+        if not isinstance(a, dict) or not isinstance(b, dict) or key not in a or key not in b:
+            return False
+        a, b = a[key], b[key]
+    return bool(a == b)
 
 
 def _uses(rules: Iterable[Any], changed: set[str]) -> bool:
@@ -188,8 +219,9 @@ def _changes(a_old: Analyzer, a_new: Analyzer, common: set[NicKey]) -> _Changes:
         kind, name, nic = key
         if kind == "vm":
             vo, vn = old.doc.vms[name], new.doc.vms[name]
+            same_definition = _same_source(old, new, "vms", name) or (vo.rules == vn.rules and vo.default == vn.default and vo.zone == vn.zone)
             suspect = (
-                global_changed or settings_changed or vo.rules != vn.rules or vo.default != vn.default or vo.zone != vn.zone
+                global_changed or settings_changed or not same_definition
                 or vo.zone in zone_changed or vn.zone in zone_changed or _uses(vo.rules + vn.rules, changed)
             )
             if suspect:
@@ -261,8 +293,12 @@ class _Differ:
     def __init__(self, a_old: Analyzer, a_new: Analyzer, common: set[NicKey]):
         self.a_old, self.a_new, self.common = a_old, a_new, common
         self.rows: dict[tuple[object, ...], DiffRow] = {}
-        self.cluster = a_old.directory.cluster.union(a_new.directory.cluster)
         self.essentials = essentials_region()
+
+    @cached_property
+    def cluster(self) -> AddressSet:
+        """Every address of either policy's VMs and nodes (built only if a flow differs)."""
+        return self.a_old.directory.cluster.union(self.a_new.directory.cluster)
 
     def label(self, key: NicKey) -> str:
         kind, name, nic = key
@@ -270,9 +306,10 @@ class _Differ:
             return f"vm:{name}@{self.a_new.policy.doc.vms[name].nics[nic].network}"  # type: ignore[index]
         return f"{kind}:{name}"
 
-    def side_stages(self, analyzer: Analyzer, key: NicKey, role: str) -> tuple[GuardOrChain, ...]:
+    def side_stages(self, analyzer: Analyzer, key: NicKey, role: str, peer: AddressSet | None = None) -> tuple[GuardOrChain, ...]:
+        """`peer`: only for packets whose other end is in it (ChainBuilder.vm)."""
         endpoint = Endpoint(key[0], key[1])  # type: ignore[arg-type]
-        return analyzer.receiver_stages(endpoint, key[2]) if role == "receiver" else analyzer.sender_stages(endpoint, key[2])
+        return analyzer.receiver_stages(endpoint, key[2], peer) if role == "receiver" else analyzer.sender_stages(endpoint, key[2], peer)
 
     def run(self, key: NicKey, region: Region, role: str, whole_flow: bool = False) -> None:
         """Flows of `key` (as receiver or sender) in `region` that the policies treat differently."""
@@ -304,15 +341,16 @@ class _Differ:
                         if owner in self.common and owner[:2] != key[:2]:
                             signatures.setdefault(owner, set()).add(index)
         effective = _Effective()
+        own_addresses = AddressSet(own.get(4, ()), own.get(6, ()))  # the peers' chains only for packets with `key` at the other end
         groups: dict[tuple[object, ...], tuple[tuple[GuardOrChain, ...], tuple[GuardOrChain, ...], list[NicKey], tuple[int, ...]]] = {}
         other_role = "sender" if role == "receiver" else "receiver"
         for owner, indexes in signatures.items():
             signature = tuple(sorted(indexes))
             addresses = endpoint_addresses(self.a_new, Endpoint(owner[0], owner[1]), owner[2])  # type: ignore[arg-type]
-            own_region = tuple(b for i in signature for b in s.region(*(s.box_restrict(box, peer_dim, addresses.get(box[s.FAM][0][0], ())) for box in pieces[i])))
+            own_region = _PeerSpace(pieces, signature, addresses, peer_dim)
             stages = []
             for analyzer in (self.a_old, self.a_new):
-                found = self.side_stages(analyzer, owner, other_role)
+                found = self.side_stages(analyzer, owner, other_role, own_addresses)
                 network = self.isolated_between(analyzer, key, owner)
                 if network is not None:
                     # the kernel checks the isolated network between the sender's

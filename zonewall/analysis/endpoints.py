@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
 
-from ..policy.addresses import AddressSet
+from ..policy.addresses import AddressSet, address_value
 from ..policy.resolve import Policy
 
 Kind = Literal["vm", "host", "outside"]
@@ -58,14 +58,14 @@ class Directory:
             for name, vm in self.policy.doc.vms.items():
                 for index, nic in enumerate(vm.nics):
                     for ip in nic.ips:
-                        address = ipaddress.ip_address(ip)
-                        if address.version == family:
-                            pairs.append((int(address), ("vm", name, index)))
+                        version, value = address_value(ip)
+                        if version == family:
+                            pairs.append((value, ("vm", name, index)))
             for name, host in self.policy.doc.hosts.items():
                 for ip in host.address:
-                    address = ipaddress.ip_address(ip)
-                    if address.version == family:
-                        pairs.append((int(address), ("host", name, None)))
+                    version, value = address_value(ip)
+                    if version == family:
+                        pairs.append((value, ("host", name, None)))
             pairs.sort()
             out[family] = ([p[0] for p in pairs], [p[1] for p in pairs])
         return out

@@ -21,6 +21,7 @@ from functools import cached_property
 from typing import Iterator
 
 from ..compiler.schedule import local_timezone
+from ..policy.addresses import AddressSet
 from ..policy.resolve import Policy
 from . import space as s
 from .chains import Chain, ChainBuilder, Step, essentials_region, first_match
@@ -147,28 +148,30 @@ class Analyzer:
         if dst.kind == "host" and not (src.kind == "host" and src.name == dst.name):
             yield self.chains.host_in(dst.name)
 
-    def sender_stages(self, endpoint: Endpoint, nic: int | None) -> tuple[GuardOrChain, ...]:
-        """What a flow passes on its sender's side (guards out, the out/output chain)."""
+    def sender_stages(self, endpoint: Endpoint, nic: int | None, peer: AddressSet | None = None) -> tuple[GuardOrChain, ...]:
+        """What a flow passes on its sender's side (guards out, the out/output chain).
+        `peer`: only for packets to these addresses (ChainBuilder.vm)."""
         out: list[GuardOrChain] = []
         if endpoint.kind == "vm":
             guard = self.guards.stage(endpoint.name, nic, "out") if nic is not None else None
             if guard is not None:
                 out.append(guard)
-            out.append(self.chains.vm(endpoint.name, "out"))
+            out.append(self.chains.vm(endpoint.name, "out", peer))
         elif endpoint.kind == "host":
             chain = self.chains.host_out(endpoint.name)
             if chain is not None:
                 out.append(chain)
         return tuple(out)
 
-    def receiver_stages(self, endpoint: Endpoint, nic: int | None) -> tuple[GuardOrChain, ...]:
-        """What a flow passes on its receiver's side (guards in, the in/input chain)."""
+    def receiver_stages(self, endpoint: Endpoint, nic: int | None, peer: AddressSet | None = None) -> tuple[GuardOrChain, ...]:
+        """What a flow passes on its receiver's side (guards in, the in/input chain).
+        `peer`: only for packets from these addresses (ChainBuilder.vm)."""
         out: list[GuardOrChain] = []
         if endpoint.kind == "vm":
             guard = self.guards.stage(endpoint.name, nic, "in") if nic is not None else None
             if guard is not None:
                 out.append(guard)
-            out.append(self.chains.vm(endpoint.name, "in"))
+            out.append(self.chains.vm(endpoint.name, "in", peer))
         elif endpoint.kind == "host":
             out.append(self.chains.host_in(endpoint.name))
         return tuple(out)

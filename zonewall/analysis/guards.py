@@ -11,11 +11,10 @@ the flow (it depends on the neighbour) and is reported as an approximation.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Iterator
 
-from ..compiler.nics import eui64_link_local
+from ..policy.addresses import address_value
 from ..policy.model import FilterRule, Nic
 from ..policy.resolve import Policy
 from . import space as s
@@ -31,6 +30,9 @@ class GuardRule:
     action: str  # accept | drop | reject | return
     label: str  # "filter NAME" (+ what it checks)
     approximate: str | None = None  # why the engine cannot judge it exactly
+    # Matches only packets whose source is not one of the NIC's own addresses (the
+    # anti-spoofing drops): never the NIC's own traffic, which reach relies on.
+    foreign_source: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,38 +50,64 @@ def _box(family: int, **dims: s.Intervals) -> s.Box:
     return (values["proto"], values["dport"], ((family, family),), values["src"], values["dst"], values["sport"], s.FULL[s.TIME])
 
 
-def _own(addresses: list[str], family: int) -> s.Intervals:
-    return s.merge((int(ip), int(ip)) for ip in map(ipaddress.ip_address, addresses) if ip.version == family)
+def _own(nic: Nic, family: int) -> s.Intervals:
+    """The NIC's own addresses of a family; for IPv6 with the EUI-64 link-local one
+    NDP uses (the compiler's LocalNic.ipv6)."""
+    values = [(v, v) for f, v in map(address_value, nic.ips) if f == family]
+    if family == 6 and nic.mac:
+        link_local = _eui64_link_local_int(nic.mac)
+        values.append((link_local, link_local))
+    return s.merge(values)
 
 
-def builtin_rules(name: str, direction: str, nic: Nic) -> list[GuardRule]:
-    """The IP-visible part of a built-in filter (compiler/guards.py has the frames)."""
+def _eui64_link_local_int(mac: str) -> int:
+    """compiler.nics.eui64_link_local as an integer (fe80::/64 + modified EUI-64)."""
+    octets = [int(part, 16) for part in mac.split(":")]
+    octets[0] ^= 0x02
+    eui = octets[:3] + [0xFF, 0xFE] + octets[3:]
+    return (0xFE80 << 112) | int.from_bytes(bytes(eui), "big")
+
+
+# The address-independent parts of the built-in filters, built once.
+_UDP = ((17, 17),)
+_ICMP6 = ((58, 58),)
+_DHCP_DISCOVER = (_box(4, proto=_UDP, src=((0, 0),), sport=((68, 68),), dport=((67, 67),)),)
+_NDP_FROM_UNSPECIFIED = (_box(6, proto=_ICMP6, dport=s.merge([(135, 135), (133, 133), (143, 143), (131, 131)]), src=((0, 0),)),)
+_RA_OR_REDIRECT = (_box(6, proto=_ICMP6, dport=((134, 134), (137, 137))),)
+_DHCP = {"out": (_box(4, proto=_UDP, sport=((68, 68),), dport=((67, 67),)),), "in": (_box(4, proto=_UDP, sport=((67, 67),), dport=((68, 68),)),)}
+_DHCPV6 = {"out": (_box(6, proto=_UDP, sport=((546, 546),), dport=((547, 547),)),), "in": (_box(6, proto=_UDP, sport=((547, 547),), dport=((546, 546),)),)}
+_IPV4_MULTICAST = (_box(4, dst=((0xE0000000, 0xEFFFFFFF),)),)  # 224.0.0.0/4
+
+
+def _not_own(nic: Nic, family: int) -> Region:
+    return tuple(_box(family, src=piece) for piece in [s.iv_subtract(((0, s.ADDRESS_MAX[family]),), _own(nic, family))] if piece)
+
+
+# The built-in filters whose IP-visible part depends on the NIC's addresses.
+NIC_DEPENDENT = frozenset({"no-ip-spoofing", "no-ipv6-spoofing"})
+
+
+def builtin_rules(name: str, direction: str, nic: Nic | None) -> list[GuardRule]:
+    """The IP-visible part of a built-in filter (compiler/guards.py has the frames).
+    `nic` is needed for the NIC_DEPENDENT filters only."""
     label = f"filter {name}"
     out_only = direction == "out"
-    v6_own = list(nic.ips) + ([eui64_link_local(nic.mac)] if nic.mac else [])
-    udp = ((17, 17),)
     if name == "no-ip-spoofing" and out_only:
-        dhcp = _box(4, proto=udp, src=((0, 0),), sport=((68, 68),), dport=((67, 67),))
-        spoofed = tuple(_box(4, src=piece) for piece in [s.iv_subtract(((0, s.ADDRESS_MAX[4]),), _own(nic.ips, 4))] if piece)
-        return [GuardRule((dhcp,), "return", label), GuardRule(spoofed, "drop", f"{label} (source is not the NIC's)")]
+        assert nic is not None, name
+        return [GuardRule(_DHCP_DISCOVER, "return", label), GuardRule(_not_own(nic, 4), "drop", f"{label} (source is not the NIC's)", foreign_source=True)]
     if name == "no-ipv6-spoofing" and out_only:
-        icmp6 = ((58, 58),)
-        from_unspecified = _box(6, proto=icmp6, dport=s.merge([(135, 135), (133, 133), (143, 143), (131, 131)]), src=((0, 0),))
-        forged = _box(6, proto=icmp6, dport=((134, 134), (137, 137)))
-        spoofed = tuple(_box(6, src=piece) for piece in [s.iv_subtract(((0, s.ADDRESS_MAX[6]),), _own(v6_own, 6))] if piece)
+        assert nic is not None, name
         return [
-            GuardRule((from_unspecified,), "return", label),
-            GuardRule((forged,), "drop", f"{label} (router advertisement or redirect from a guest)"),
-            GuardRule(spoofed, "drop", f"{label} (source is not the NIC's)"),
+            GuardRule(_NDP_FROM_UNSPECIFIED, "return", label),
+            GuardRule(_RA_OR_REDIRECT, "drop", f"{label} (router advertisement or redirect from a guest)"),
+            GuardRule(_not_own(nic, 6), "drop", f"{label} (source is not the NIC's)", foreign_source=True),
         ]
     if name == "allow-dhcp":
-        ports = ((68, 68), (67, 67)) if out_only else ((67, 67), (68, 68))
-        return [GuardRule((_box(4, proto=udp, sport=(ports[0],), dport=(ports[1],)),), "accept", label)]
+        return [GuardRule(_DHCP[direction], "accept", label)]
     if name == "allow-dhcpv6":
-        ports = ((546, 546), (547, 547)) if out_only else ((547, 547), (546, 546))
-        return [GuardRule((_box(6, proto=udp, sport=(ports[0],), dport=(ports[1],)),), "accept", label)]
+        return [GuardRule(_DHCPV6[direction], "accept", label)]
     if name == "no-ip-multicast" and out_only:
-        return [GuardRule((_box(4, dst=((int(ipaddress.ip_address("224.0.0.0")), int(ipaddress.ip_address("239.255.255.255"))),)),), "drop", label)]
+        return [GuardRule(_IPV4_MULTICAST, "drop", label)]
     # no-mac-spoofing, no-arp-*, allow-arp, no-mac-broadcast, no-other-l2-traffic,
     # qemu-announce-self: an IP unicast packet from the NIC's own MAC passes them
     return []
@@ -113,6 +141,7 @@ class GuardBuilder:
     def __init__(self, policy: Policy, matcher: Matcher):
         self.policy, self.matcher = policy, matcher
         self._memo: dict[tuple[str, int, str], GuardStage | None] = {}
+        self._shared: dict[tuple[str, str, str], tuple[GuardRule, ...]] = {}  # filters that do not depend on the NIC
 
     def stage(self, vm: str, nic_index: int, direction: str) -> GuardStage | None:
         key = (vm, nic_index, direction)
@@ -125,16 +154,33 @@ class GuardBuilder:
         filters = []
         for name in self.policy.nic_filters(vm, nic_index):
             if name in self.policy.doc.filters:
-                ordered = sorted(self.policy.doc.filters[name].rules, key=lambda r: r.priority)
-                rules = [custom_rules(self.matcher, name, r, direction) for r in ordered if r.direction in (direction, "inout")]
-                found = tuple(r for r in rules if r is not None)
-            else:
+                found = self._custom(name, direction)
+            elif name in NIC_DEPENDENT:
                 found = tuple(builtin_rules(name, direction, nic))
+            else:
+                found = self._builtin_shared(name, direction)
             if found:
                 filters.append((name, found))
         if not filters:
             return None
         return GuardStage(f"guards vm:{vm} nic {nic_index} {direction}", tuple(filters))
+
+    def _custom(self, name: str, direction: str) -> tuple[GuardRule, ...]:
+        """A custom filter's rules: the same for every NIC ($MAC is judged per side)."""
+        key = ("custom", name, direction)
+        found = self._shared.get(key)
+        if found is None:
+            ordered = sorted(self.policy.doc.filters[name].rules, key=lambda r: r.priority)
+            rules = [custom_rules(self.matcher, name, r, direction) for r in ordered if r.direction in (direction, "inout")]
+            found = self._shared[key] = tuple(r for r in rules if r is not None)
+        return found
+
+    def _builtin_shared(self, name: str, direction: str) -> tuple[GuardRule, ...]:
+        key = ("builtin", name, direction)
+        found = self._shared.get(key)
+        if found is None:
+            found = self._shared[key] = tuple(builtin_rules(name, direction, None))
+        return found
 
 
 def run_guards(stage: GuardStage, space: Region) -> Iterator[tuple[Region, str, str]]:

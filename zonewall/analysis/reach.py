@@ -14,8 +14,10 @@ not listed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Iterable, Literal
 
+from ..policy.addresses import AddressSet, address_value
 from . import space as s
 from .chains import Chain, Step, essentials_region
 from .describe import addresses_text, rule_text, services_of, time_text
@@ -139,8 +141,6 @@ def endpoint_addresses(analyzer: Analyzer, endpoint: Endpoint, nic: int | None) 
 
 
 def _addresses(analyzer: Analyzer, endpoint: Endpoint, nic: int | None) -> dict[int, Intervals]:
-    import ipaddress
-
     policy = analyzer.policy
     if endpoint.kind == "vm":
         texts = list(policy.doc.vms[endpoint.name].nics[nic or 0].ips)
@@ -150,12 +150,27 @@ def _addresses(analyzer: Analyzer, endpoint: Endpoint, nic: int | None) -> dict[
         texts = [endpoint.name]
     out: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
     for text in texts:
-        ip = ipaddress.ip_address(text)
-        out[ip.version].append((int(ip), int(ip)))
+        family, value = address_value(text)
+        out[family].append((value, value))
     return {f: s.merge(v) for f, v in out.items() if v}
 
 
 # -- effective stages: only the steps that can touch a peer's packets ------------------
+
+
+class _PeerSpace:
+    """The accepted pieces restricted to one peer's addresses, built only when a step
+    must be tested against them exactly (most steps are decided by the memo)."""
+
+    def __init__(self, pieces: list[Region], signature: tuple[int, ...], addresses: dict[int, Intervals], dim: int):
+        self.pieces, self.signature, self.addresses, self.dim = pieces, signature, addresses, dim
+
+    @cached_property
+    def region(self) -> Region:
+        restrict, addresses, dim = s.box_restrict, self.addresses, self.dim
+        return tuple(
+            b for i in self.signature for b in s.region(*(restrict(box, dim, addresses.get(box[s.FAM][0][0], ())) for box in self.pieces[i]))
+        )
 
 
 class _Effective:
@@ -173,16 +188,19 @@ class _Effective:
             found = self._src_full[key] = all(box[dim] == ((0, s.ADDRESS_MAX[box[s.FAM][0][0]]),) for box in region if len(box[s.FAM]) == 1)
         return found
 
-    def overlaps(self, region: Region, signature: tuple[int, ...], pieces: list[Region], own: Region, dim: int) -> bool:
-        if self._peer_dim_full(region, dim):
-            key = (id(region), signature)
-            found = self._overlap.get(key)
-            if found is None:
-                found = self._overlap[key] = any(s.overlaps(pieces[i], region) for i in signature)
-            return found
-        return s.overlaps(own, region)
+    def overlaps(self, region: Region, signature: tuple[int, ...], pieces: list[Region], own: _PeerSpace, dim: int) -> bool:
+        # Whether the region meets the pieces at all is shared by every peer with
+        # this signature; only a region that meets them and names particular peer
+        # addresses needs the exact test against this peer's part.
+        key = (id(region), signature)
+        meets = self._overlap.get(key)
+        if meets is None:
+            meets = self._overlap[key] = any(s.overlaps(pieces[i], region) for i in signature)
+        if not meets or self._peer_dim_full(region, dim):
+            return meets
+        return s.overlaps(own.region, region)
 
-    def reduce(self, stages: Iterable[GuardOrChain], signature: tuple[int, ...], pieces: list[Region], own: Region, dim: int) -> tuple[tuple[GuardOrChain, ...], tuple[object, ...]]:
+    def reduce(self, stages: Iterable[GuardOrChain], signature: tuple[int, ...], pieces: list[Region], own: _PeerSpace, dim: int) -> tuple[tuple[GuardOrChain, ...], tuple[object, ...]]:
         reduced: list[GuardOrChain] = []
         key: list[object] = []
         for stage in stages:
@@ -195,7 +213,11 @@ class _Effective:
             elif isinstance(stage, GuardStage):
                 filters = []
                 for name, rules in stage.filters:
-                    kept = tuple(r for r in rules if r.region and s.overlaps(own, r.region))
+                    kept = tuple(
+                        r for r in rules
+                        # the peer's own packets (`own` is restricted to its addresses) are never spoofed
+                        if r.region and not (r.foreign_source and dim == s.SRC) and self.overlaps(r.region, signature, pieces, own, dim)
+                    )
                     if kept:
                         filters.append((name, kept))
                 reduced.append(GuardStage("peer guards", tuple(filters)))
@@ -244,19 +266,23 @@ def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, dire
     effective = _Effective()
     groups: dict[tuple[object, ...], tuple[tuple[GuardOrChain, ...], list[NicKey], tuple[int, ...]]] = {}
     my_network = analyzer.nic_network(endpoint, nic)
+    # each peer's chain only for packets that have this endpoint at the other end
+    own_addresses = AddressSet(own.get(4, ()), own.get(6, ()))
     for owner, indexes in signatures.items():
         kind, name, peer_nic = owner
         if kind == endpoint.kind and name == endpoint.name:
             continue  # itself
         peer = Endpoint(kind, name)  # type: ignore[arg-type]
-        stages = analyzer.sender_stages(peer, peer_nic) if direction == "to" else analyzer.receiver_stages(peer, peer_nic)
+        if direction == "to":
+            stages = analyzer.sender_stages(peer, peer_nic, own_addresses)
+        else:
+            stages = analyzer.receiver_stages(peer, peer_nic, own_addresses)
         network = analyzer.nic_network(peer, peer_nic)
         isolated = network if network is not None and network == my_network and analyzer.policy.doc.networks[network].isolated else None
         if isolated is not None:
             stages = stages + (analyzer.chains.network(isolated),)
         signature = tuple(sorted(indexes))
-        addresses = endpoint_addresses(analyzer, peer, peer_nic)
-        own_region = tuple(b for i in signature for b in s.region(*(s.box_restrict(box, peer_dim, addresses.get(box[s.FAM][0][0], ())) for box in pieces[i])))
+        own_region = _PeerSpace(pieces, signature, endpoint_addresses(analyzer, peer, peer_nic), peer_dim)
         reduced, key = effective.reduce(stages, signature, pieces, own_region, peer_dim)
         group_key = (kind, signature, key)
         if group_key in groups:

@@ -7,6 +7,7 @@ An address reference is `any`, an address, a CIDR, a range `a-b`, `vm:NAME`,
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass
 from typing import Iterable, Literal
 
@@ -16,6 +17,14 @@ MAX = {"ipv4": (1 << 32) - 1, "ipv6": (1 << 128) - 1}
 REF_KINDS = ("vm", "zone", "group", "network", "host")
 
 Interval = tuple[int, int]  # inclusive
+
+
+def address_value(text: str) -> tuple[int, int]:
+    """(family 4 or 6, integer) of a valid address. inet_pton costs a tenth of
+    ipaddress.ip_address, which matters when a query touches ten thousand VMs."""
+    if ":" in text:
+        return 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, text.split("%")[0]), "big")
+    return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
 
 
 def _merge(intervals: Iterable[Interval]) -> tuple[Interval, ...]:
@@ -139,6 +148,9 @@ def parse_literal(text: str) -> AddressSet:
             raise AddressSyntaxError(f"range {text!r} is empty: its start is above its end")
         span = ((int(low), int(high)),)
         return AddressSet(span, ()) if low.version == 4 else AddressSet((), span)
+    fast = _plain_cidr(text)
+    if fast is not None:
+        return fast
     try:
         network = ipaddress.ip_network(text, strict=True)
     except ValueError as exc:
@@ -148,6 +160,29 @@ def parse_literal(text: str) -> AddressSet:
         raise AddressSyntaxError(f"{text!r} is not an IP address, CIDR or range") from None
     span = (interval_of(network),)
     return AddressSet(span, ()) if network.version == 4 else AddressSet((), span)
+
+
+def _plain_cidr(text: str) -> AddressSet | None:
+    """A well-formed address or CIDR without host bits, parsed with inet_pton (a
+    policy of ten thousand VMs has tens of thousands of them; ipaddress is ~10x
+    slower). Anything else returns None and gets ipaddress's full treatment,
+    including the error messages."""
+    address, slash, length_text = text.partition("/")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    bits = 128 if family == socket.AF_INET6 else 32
+    if "%" in address or (slash and not (length_text.isdigit() and length_text.isascii() and int(length_text) <= bits)):
+        return None
+    try:
+        value = int.from_bytes(socket.inet_pton(family, address), "big")
+    except OSError:
+        return None
+    if family == socket.AF_INET and address.count(".") != 3:
+        return None  # inet_pton takes no shorthand, but be explicit: ipaddress decides
+    host_bits = bits - (int(length_text) if slash else bits)
+    if value & ((1 << host_bits) - 1):
+        return None  # host bits set: ipaddress words the error
+    span = ((value, value | ((1 << host_bits) - 1)),)
+    return AddressSet(span, ()) if family == socket.AF_INET else AddressSet((), span)
 
 
 @dataclass(frozen=True)

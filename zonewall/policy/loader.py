@@ -50,10 +50,16 @@ def validate_data(data: LDict) -> Policy:
         doc = PolicyDocument.model_validate(_plain(data))
     except ValidationError as exc:
         raise PolicyError([_problem(data, error) for error in exc.errors()]) from None
-    problems = Checker(doc, data).run()
+    checker = Checker(doc, data)
+    problems = checker.run()
     if problems:
         raise PolicyError(problems)
-    return Policy(doc, data)
+    # The checks built most of the policy's indexes (every rule with its id and
+    # position, address sets): hand over that instance rather than a fresh one that
+    # would rebuild them on first use.
+    policy = checker.policy
+    policy.build_indexes()
+    return policy
 
 
 def _plain(value: Any) -> Any:

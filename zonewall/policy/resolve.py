@@ -13,11 +13,11 @@ from functools import cached_property, lru_cache
 from pathlib import PurePath
 from typing import Any, Iterable, Literal
 
-from .addresses import AddressSet, AddressSyntaxError, RefItem, interval_of, parse_literal, parse_ref
+from .addresses import AddressSet, AddressSyntaxError, address_value, RefItem, interval_of, parse_literal, parse_ref
 from .builtins import BUILTIN_FILTER_INCLUDES, BUILTIN_FILTERS, BUILTIN_SERVICES, ICMP_V4_TYPES, ICMP_V6_TYPES
 from .errors import Loc, Problem, format_path
 from .model import VM, Nic, PolicyDocument, Rule, Service
-from .source import locate
+from .source import LList, locate
 
 Level = Literal["global", "vm", "zone", "host", "network"]
 MAC_FILTERS = ("no-mac-spoofing", "no-arp-mac-spoofing", "qemu-announce-self")
@@ -50,6 +50,13 @@ class Policy:
         # and compiling asks for the same reference lists over and over.
         self._address_sets: dict[tuple[str, ...], AddressSet] = {}
 
+    def build_indexes(self) -> None:
+        """Build the whole-policy indexes that queries share (every rule with its id
+        and position, grouped by owner; zone membership). The loader calls this, so a
+        trace or a compile on a loaded policy pays only for what it asks about."""
+        self._rule_table
+        self._zone_members
+
     # -- lookups ------------------------------------------------------------------
 
     def service(self, name: str) -> Service:
@@ -61,7 +68,11 @@ class Policy:
         return sorted(name for name, vm in self.doc.vms.items() if vm.host == host)
 
     def vm_addresses(self, name: str) -> AddressSet:
-        return _addresses_of(ip for nic in self.doc.vms[name].nics for ip in nic.ips)
+        memo: dict[str, AddressSet] = self.__dict__.setdefault("_vm_address_memo", {})
+        found = memo.get(name)
+        if found is None:
+            found = memo[name] = _addresses_of(ip for nic in self.doc.vms[name].nics for ip in nic.ips)
+        return found
 
     def nic_addresses(self, nic: Nic) -> AddressSet:
         return _addresses_of(nic.ips)
@@ -81,7 +92,7 @@ class Policy:
         if item.kind == "vm":
             return self.vm_addresses(item.name)
         if item.kind == "zone":
-            return self._zone_sets[item.name]
+            return self.zone_set(item.name)
         if item.kind == "group":
             return self.group_set(item.name)
         if item.kind == "network":
@@ -130,18 +141,31 @@ class Policy:
         sets[name] = found
         return found
 
+    def zone_set(self, name: str) -> AddressSet:
+        """Every address of the zone's VMs. Built per zone on first use: a query about
+        two VMs must not pay for the addresses of every VM of the cluster."""
+        memo: dict[str, AddressSet] = self.__dict__.setdefault("_zone_set_memo", {})
+        found = memo.get(name)
+        if found is None:
+            # Every member's addresses merged once (a union per VM re-merged the
+            # whole zone each time: quadratic in the zone's size).
+            vms = self.doc.vms
+            found = memo[name] = _addresses_of(
+                ip for vm_name in self._zone_members.get(name, ()) for nic in vms[vm_name].nics for ip in nic.ips
+            )
+        return found
+
+    def zone_members(self, name: str) -> list[str]:
+        """The names of the zone's VMs, in document order."""
+        return list(self._zone_members.get(name, ()))
+
     @cached_property
-    def _zone_sets(self) -> dict[str, AddressSet]:
-        # Collect every member's intervals, then merge once per zone (a union per VM
-        # re-merged the whole zone each time: quadratic in the zone's size).
-        v4: dict[str, list[tuple[int, int]]] = {name: [] for name in self.doc.zones}
-        v6: dict[str, list[tuple[int, int]]] = {name: [] for name in self.doc.zones}
+    def _zone_members(self) -> dict[str, list[str]]:
+        members: dict[str, list[str]] = {}
         for vm_name, vm in self.doc.vms.items():
             if vm.zone is not None:
-                addresses = self.vm_addresses(vm_name)
-                v4[vm.zone] += addresses.v4
-                v6[vm.zone] += addresses.v6
-        return {name: AddressSet.of(v4[name], v6[name]) for name in self.doc.zones}
+                members.setdefault(vm.zone, []).append(vm_name)
+        return members
 
     def default_action(self, vm_name: str, direction: str) -> str:
         """VM default, else its zone's, else settings.default (per direction)."""
@@ -159,7 +183,16 @@ class Policy:
     def nic_filters(self, vm_name: str, nic_index: int) -> list[str]:
         """The NIC's guard filters (the VM's plus the NIC's own), includes expanded, in order."""
         vm = self.doc.vms[vm_name]
-        names = list(vm.filters) + [f for f in vm.nics[nic_index].filters if f not in vm.filters]
+        # Thousands of NICs share a few filter lists: expand each list once.
+        key = (tuple(vm.filters), tuple(vm.nics[nic_index].filters))
+        memo: dict[tuple[tuple[str, ...], tuple[str, ...]], list[str]] = self.__dict__.setdefault("_nic_filter_memo", {})
+        found = memo.get(key)
+        if found is None:
+            found = memo[key] = self._expand_filters(*key)
+        return list(found)
+
+    def _expand_filters(self, vm_filters: tuple[str, ...], nic_filters: tuple[str, ...]) -> list[str]:
+        names = list(vm_filters) + [f for f in nic_filters if f not in vm_filters]
         out: list[str] = []
         active: set[str] = set()  # an include cycle (reported by the Checker) must not recurse forever
 
@@ -181,14 +214,31 @@ class Policy:
     @cached_property
     def rules(self) -> list[RuleRef]:
         """Every rule of the policy with its id and position."""
+        return self._rule_table[0]
+
+    def rules_of(self, level: Level, owner: str = "") -> list[RuleRef]:
+        return list(self._rule_table[1].get((level, owner), ()))
+
+    @cached_property
+    def _rule_table(self) -> tuple[list[RuleRef], dict[tuple[str, str], list[RuleRef]]]:
+        """`rules`, and the same grouped by (level, owner) in order, so rules_of() is
+        a lookup (compiling a node calls it once per VM). One pass builds both: the
+        owner's rules are a contiguous run of the list."""
         out: list[RuleRef] = []
+        runs: list[tuple[tuple[str, str], int, int]] = []
 
         def add(rules: list[Rule], level: Level, owner: str, path: tuple[object, ...]) -> None:
+            start = len(out)
+            # Locate the owner's list once; each rule's position is then an index.
+            container = _node_at(self.source, path)
+            locs = container.value_locs if isinstance(container, LList) and len(container) == len(rules) else None
             for index, rule in enumerate(rules):
                 rule_path = path + (index,)
-                loc = locate(self.source, rule_path)
+                loc = locs[index] if locs is not None else locate(self.source, rule_path)
                 rid = rule.id or _default_id(loc, rule_path)
                 out.append(RuleRef(rule, level, owner, index, rid, rule_path, loc))
+            if rules:
+                runs.append(((level, owner), start, len(out)))
 
         add(self.doc.global_rules, "global", "", ("global_rules",))
         add(self.doc.host_rules, "host", "", ("host_rules",))
@@ -200,19 +250,11 @@ class Policy:
             add(zone.rules, "zone", name, ("zones", name, "rules"))
         for name, vm in sorted(self.doc.vms.items()):
             add(vm.rules, "vm", name, ("vms", name, "rules"))
-        return _unique_ids(out)
-
-    def rules_of(self, level: Level, owner: str = "") -> list[RuleRef]:
-        return list(self._rules_by_owner.get((level, owner), ()))
-
-    @cached_property
-    def _rules_by_owner(self) -> dict[tuple[str, str], list[RuleRef]]:
-        """`rules` grouped by (level, owner), in order: rules_of() without a scan of
-        every rule (compiling a node calls it once per VM)."""
-        index: dict[tuple[str, str], list[RuleRef]] = {}
-        for ref in self.rules:
-            index.setdefault((ref.level, ref.owner), []).append(ref)
-        return index
+        unique = _unique_ids(out)
+        by_owner: dict[tuple[str, str], list[RuleRef]] = {}
+        for key, start, stop in runs:
+            by_owner.setdefault(key, []).extend(unique[start:stop])
+        return unique, by_owner
 
     def rule_by_id(self, rule_id: str) -> RuleRef | None:
         for ref in self.rules:
@@ -221,11 +263,22 @@ class Policy:
         return None
 
 
+def _node_at(root: Any, path: tuple[object, ...]) -> Any:
+    """The source node at `path`, or None where the path leaves the source."""
+    node = root
+    for part in path:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
 def _addresses_of(ips: Iterable[str]) -> AddressSet:
     v4, v6 = [], []
     for text in ips:
-        ip = ipaddress.ip_address(text)
-        (v4 if ip.version == 4 else v6).append((int(ip), int(ip)))
+        family, value = address_value(text)  # the loader has validated every address
+        (v4 if family == 4 else v6).append((value, value))
     return AddressSet.of(v4, v6)
 
 
