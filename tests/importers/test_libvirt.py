@@ -251,3 +251,31 @@ def test_bad_xml_is_an_error_with_its_line(tmp_path: Path) -> None:
     (source / "bad.xml").write_text("<filter name='x'><rule action='explode' direction='out'/></filter>")
     result = run_import(source, tmp_path / "out")
     assert result.exit_code == 2 and "bad.xml:1: rule action 'explode'" in result.output and not (tmp_path / "out").exists()
+
+
+def test_routed_modes_keep_libvirts_dhcp_and_dns(tmp_path: Path) -> None:
+    """An enforced nat/routed/isolated mode must keep what libvirt's dnsmasq offers."""
+    nets = {
+        "n1.xml": """<network><name>default</name><forward mode='nat'/><bridge name='virbr0'/>
+  <ip address='192.168.122.1' netmask='255.255.255.0'><dhcp><range start='192.168.122.2' end='192.168.122.254'/></dhcp></ip>
+  <ip family='ipv6' address='fd00:7a::1' prefix='64'><dhcp><range start='fd00:7a::10' end='fd00:7a::ff'/></dhcp></ip></network>""",
+        "n2.xml": """<network><name>lab</name><bridge name='virbr1'/><dns enable='no'/>
+  <ip address='10.77.0.1' prefix='24'><dhcp><range start='10.77.0.2' end='10.77.0.9'/></dhcp></ip></network>""",
+        "n3.xml": """<network><name>routed</name><forward mode='route'/><bridge name='virbr2'/>
+  <ip address='10.78.0.1' prefix='24'/></network>""",
+        "n4.xml": """<network><name>host-bridge</name><forward mode='bridge'/><bridge name='br0'/></network>""",
+    }
+    ifaces = "".join(
+        f"<interface type='network'><mac address='52:54:00:09:01:0{i}'/><source network='{n}'/></interface>"
+        for i, n in enumerate(["default", "lab", "routed", "host-bridge"])
+    )
+    dom = f"<domain><name>g</name><devices>{ifaces}</devices></domain>"
+    policy, report, code = import_xml(tmp_path, {**nets, "d.xml": dom})
+    assert code == 0 and policy is not None, report
+    networks = policy.doc.networks
+    assert (networks["default"].mode, networks["default"].host_services) == ("nat", ["dhcp", "dhcpv6", "dns"])
+    assert (networks["lab"].mode, networks["lab"].host_services) == ("isolated", ["dhcp"])
+    assert (networks["routed"].mode, networks["routed"].host_services) == ("routed", ["dns"])
+    assert (networks["host-bridge"].mode, networks["host-bridge"].host_services) == ("bridged", [])
+    assert "not enforced" not in report
+    assert "network mode nat: enforced by zonewall; the node offers its guests only host_services (dhcp, dhcpv6, dns" in report

@@ -25,7 +25,7 @@ from .guards import bridge_table
 from .ir import Chain, Hook, Limit, NamedSet, Rule, Ruleset, Table
 from .levels import REJECT_CHAIN, AcceptMode, CompileContext, compile_rule, default_rules, reject_chain
 from .matches import IP_PROTO, address_elements
-from .conntrack import helper_objects, helper_rules
+from .conntrack import global_timeouts, helper_objects, helper_rules, timeout_rules, zone_timeouts
 from .modes import ModeBuilder
 from .nat import dnat_open_rules, nat_chains
 from .naming import LOG_LIMIT, TABLE, level_chain, vm_chain
@@ -87,7 +87,9 @@ class InetBuilder:
         self.chains: dict[str, Chain] = {}
         self.sets: dict[str, NamedSet] = {}
         invalid = x.accept() if self.policy.doc.settings.conntrack.invalid == "accept" else x.drop()
-        self.ct_rules = helper_rules(self.policy)
+        self.timeouts = global_timeouts(self.policy)
+        self.ct_rules = helper_rules(self.policy) + timeout_rules(self.timeouts, "conntrack timeout")
+        self.timeout_objects = {t.name: t for t in self.timeouts.values()}
         self.modes = ModeBuilder(self.policy, nics, ctx.registry, invalid, self.ct_rules)
 
     def build(self) -> Table:
@@ -112,7 +114,8 @@ class InetBuilder:
         rate, per = self.policy.doc.settings.log.rate.split("/")
         limits = (Limit(LOG_LIMIT, int(rate), per, self.policy.doc.settings.log.burst),)
         chains = base + [self.chains[name] for name in sorted(self.chains)]
-        return Table("inet", TABLE, tuple(chains), tuple(sets[name] for name in sorted(sets)), limits, helper_objects(self.policy))
+        timeouts = tuple(self.timeout_objects[name] for name in sorted(self.timeout_objects))
+        return Table("inet", TABLE, tuple(chains), tuple(sets[name] for name in sorted(sets)), limits, helper_objects(self.policy), timeouts)
 
     # -- rule levels --------------------------------------------------------------
 
@@ -140,7 +143,11 @@ class InetBuilder:
 
     def vm_chain(self, vm: str, direction: str, shared: set[str]) -> None:
         bit = x.IN_ACCEPT_BIT if direction == "in" else x.OUT_ACCEPT_BIT
-        rules: list[Rule] = []
+        zone = self.policy.doc.vms[vm].zone
+        overrides = zone_timeouts(self.policy, zone)
+        self.timeout_objects.update((t.name, t) for t in overrides.values())
+        # only new connections get here; a later `ct timeout set` replaces an earlier one
+        rules: list[Rule] = timeout_rules(overrides, f"zone {zone} conntrack timeout")
 
         def call(chain: str) -> None:
             if chain in shared:
@@ -149,7 +156,6 @@ class InetBuilder:
 
         call(level_chain("global", "", direction))
         rules += self.level(self.policy.rules_of("vm", vm), direction, "return", vm)
-        zone = self.policy.doc.vms[vm].zone
         if zone:
             call(level_chain("zone", zone, direction))
         if direction == "in":
@@ -275,6 +281,7 @@ class InetBuilder:
             Rule((x.match(x.meta("iif"), "lo"), x.accept()), "loopback"),
             *self.state_rules(),
             *self.management_rules(),
+            *timeout_rules(self.timeouts, "conntrack timeout", guest_only=True),
             Rule((x.vmap(src, "out-dispatch"),), "from a guest: its out rules first"),
             *self.modes.input_rules(),
             *self.host_rules("in"),

@@ -38,7 +38,7 @@ import unicodedata
 from typing import Any
 
 from ..policy.builtins import ICMP_V4_TYPES, ICMP_V6_TYPES, IP_PROTOCOLS
-from .ir import Chain, CtHelper, Limit, NamedSet, Rule, Ruleset, Table
+from .ir import Chain, CtHelper, CtTimeout, Limit, NamedSet, Rule, Ruleset, Table
 
 Json = dict[str, Any]
 DType = str | tuple[str, ...] | None
@@ -405,6 +405,8 @@ def _statement(st: Json) -> str:
         return "masquerade"
     if kind == "ct helper":
         return f"ct helper set {quote(body)}"
+    if kind == "ct timeout":
+        return f"ct timeout set {quote(body)}"
     if kind == "set":
         inner = " ".join([_expr(body["elem"]), *(_statement(s) for s in body.get("stmt", []))])
         return f"{body['op']} @{_word(body['set'].lstrip('@'))} {{ {inner} }}"
@@ -552,9 +554,17 @@ def _helper(helper: CtHelper) -> str:
     return f"\tct helper {_word(helper.name)} {{\n\t\ttype {quote(helper.type)} protocol {helper.protocol}\n\t\tl3proto {helper.l3proto}\n\t}}\n"
 
 
+def render_timeout(timeout: CtTimeout) -> str:
+    """A ct timeout object as nft prints it (nft omits states equal to its own defaults)."""
+    policy = ", ".join(f"{state} : {seconds}" for state, seconds in timeout.policy)
+    return f"\tct timeout {_word(timeout.name)} {{\n\t\tprotocol {timeout.protocol}\n\t\tl3proto {timeout.l3proto}\n\t\tpolicy = {{ {policy} }}\n\t}}\n"
+
+
 def render_table(table: Table) -> str:
     """One table, as `nft list table FAMILY NAME` prints it (fresh counters)."""
-    blocks = [_limit(limit) for limit in table.limits]
+    # timeouts first: the dataplane creates them before the rest (dataplane/apply.py)
+    blocks = [render_timeout(timeout) for timeout in table.timeouts]
+    blocks += [_limit(limit) for limit in table.limits]
     blocks += [_helper(helper) for helper in table.helpers]
     updated = _updated_sets(table)
     blocks += [_set(named, named.name in updated) for named in table.sets]

@@ -10,6 +10,26 @@ Guarantees, in order of importance:
 * Before changing anything we snapshot our tables as the kernel lists them, and after
   the change we read back and check the structure. A mismatch restores the snapshot
   and raises VerifyError: a half-understood ruleset is worse than the old one.
+
+The one exception to "one transaction": conntrack timeout objects (`ct timeout`).
+libnftables 1.0.6 drops their policy when they come as JSON and aborts the whole
+process on a JSON `delete ct timeout` (measured; fixed in nftables 1.0.9), and one
+libnftables call is either JSON or text, never both. So they travel as nft text in
+their own transactions around the JSON one:
+
+1. before it, the objects the new ruleset uses that the kernel lacks are created
+   (`add` only, idempotent). Their names are a hash of their policy, so an existing
+   name already has the right content, and no object anything uses is touched;
+2. the JSON transaction never adds or deletes a `ct timeout` (those commands are
+   filtered out of every batch here);
+3. after it, objects no rule of the new ruleset uses are deleted, one text
+   transaction; the kernel refuses to delete an object a rule still references, so
+   this can never remove one in use, and if it fails it is retried on the next apply.
+
+Why that is safe: until the JSON transaction commits, the new objects are referenced
+by nothing, so they change no packet's fate; if it is refused (or read back wrong
+and the snapshot restored), they are harmless unused objects collected by the next
+apply. A restore re-creates the snapshot's objects from their listing first.
 """
 
 from __future__ import annotations
@@ -18,7 +38,7 @@ import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from zonewall.compiler.diff import diff_commands
-from zonewall.compiler.ir import Ruleset, fingerprint, table_body_commands
+from zonewall.compiler.ir import Ruleset, fingerprint, table_body_commands, timeout_object
 from zonewall.dataplane.backend import Backend, Json, NftError
 from zonewall.dataplane.readback import (
     TableKey,
@@ -68,6 +88,67 @@ class ApplyResult:
     notes: tuple[str, ...] = field(default=())  # why the incremental path was not used
 
 
+_TIMEOUT = "ct timeout"
+
+
+def _without_timeouts(commands: list[Json]) -> list[Json]:
+    """The JSON batch minus ct timeout adds/deletes (those go as text, see above)."""
+    return [c for c in commands if not any(_TIMEOUT in body for body in c.values() if isinstance(body, dict))]
+
+
+def _timeout_bodies(objects: Iterable[Json]) -> dict[str, Json]:
+    """name -> body of the ct timeout objects among listed (or IR) objects."""
+    out = {}
+    for obj in objects:
+        if _TIMEOUT in obj:
+            body = {k: v for k, v in obj[_TIMEOUT].items() if k != "handle"}
+            out[body["name"]] = body
+    return out
+
+
+def _wanted_timeouts(ruleset: Ruleset) -> dict[TableKey, dict[str, Json]]:
+    return {
+        (t.family, t.name): _timeout_bodies(timeout_object(t, timeout) for timeout in t.timeouts)
+        for t in ruleset.tables
+        if t.timeouts
+    }
+
+
+def ensure_timeouts(backend: Backend, wanted: dict[TableKey, dict[str, Json]], current: dict[TableKey, list[Json] | None]) -> int:
+    """Create (as nft text, one transaction) the wanted timeout objects the kernel lacks."""
+    commands: list[Json] = []
+    for (family, name), bodies in wanted.items():
+        have = _timeout_bodies(current.get((family, name)) or [])
+        missing = [body for key, body in sorted(bodies.items()) if key not in have]
+        if missing:
+            commands.append({"add": {"table": {"family": family, "name": name}}})
+            commands += [{"add": {_TIMEOUT: body}} for body in missing]
+    if commands:
+        backend.run_as_text(commands)
+    return len(commands)
+
+
+def collect_timeouts(backend: Backend, ruleset: Ruleset, readback: dict[TableKey, list[Json] | None]) -> str | None:
+    """Delete timeout objects of our tables the ruleset does not use; a note if refused."""
+    wanted = _wanted_timeouts(ruleset)
+    commands: list[Json] = []
+    for (family, name), objects in readback.items():
+        unused = set(_timeout_bodies(objects or [])) - set(wanted.get((family, name), {}))
+        commands += [{"delete": {_TIMEOUT: {"family": family, "table": name, "name": n}}} for n in sorted(unused)]
+    if not commands:
+        return None
+    try:
+        backend.run_as_text(commands)
+    except NftError as exc:
+        return f"unused ct timeout objects kept until the next apply: {exc}"
+    return None
+
+
+def _has_unused_timeouts(ruleset: Ruleset, readback: dict[TableKey, list[Json] | None]) -> bool:
+    wanted = _wanted_timeouts(ruleset)
+    return any(set(_timeout_bodies(objs or [])) - set(wanted.get(key, {})) for key, objs in readback.items())
+
+
 def _keys(tables: Ruleset | Iterable[TableKey]) -> list[TableKey]:
     if isinstance(tables, Ruleset):
         return [(t.family, t.name) for t in tables.tables]
@@ -112,6 +193,8 @@ def _clear_commands(family: str, name: str, current: list[Json], target: list[Js
         ((kind, body),) = obj.items()
         if kind in ("table", "rule"):
             continue
+        if kind == _TIMEOUT:
+            continue  # never through JSON: created before, collected after (module docstring)
         ref = {"family": family, "table": name, "name": body["name"]}
         want = wanted.get((kind, body["name"]))
         if kind == "chain":
@@ -178,7 +261,9 @@ def restore_commands(snapshot: Snapshot, current: dict[TableKey, list[Json] | No
 def restore_snapshot(backend: Backend, snapshot: Snapshot) -> None:
     """One transaction: our tables become exactly what the snapshot recorded."""
     current = read_tables(backend, list(snapshot.tables))
-    backend.run(restore_commands(snapshot, current))
+    wanted = {key: _timeout_bodies(objects) for key, objects in snapshot.tables.items() if objects}
+    ensure_timeouts(backend, {key: bodies for key, bodies in wanted.items() if bodies}, current)
+    backend.run(_without_timeouts(restore_commands(snapshot, current)))
 
 
 def remove_ruleset(backend: Backend, tables: Ruleset | Iterable[TableKey]) -> None:
@@ -225,13 +310,23 @@ def apply_ruleset(backend: Backend, ruleset: Ruleset, *, previous: Ruleset | Non
     snapshot = take_snapshot(backend, new_keys + stale)
     notes: list[str] = []
     incremental_committed = False
+    ensure_timeouts(backend, _wanted_timeouts(ruleset), snapshot.tables)
+
+    def read_back() -> dict[TableKey, list[Json] | None]:
+        readback = read_tables(backend, new_keys)
+        note = collect_timeouts(backend, ruleset, readback)
+        if note is None:
+            readback = read_tables(backend, new_keys) if _has_unused_timeouts(ruleset, readback) else readback
+        else:
+            notes.append(note)
+        return readback
 
     if previous is not None:
         drift = _matches_previous(previous, snapshot)
         if drift:
             notes.append("kernel differs from previous: " + "; ".join(drift))
         else:
-            commands = diff_commands(previous, ruleset)
+            commands = _without_timeouts(diff_commands(previous, ruleset))
             try:
                 if commands:
                     backend.run(commands)
@@ -239,7 +334,7 @@ def apply_ruleset(backend: Backend, ruleset: Ruleset, *, previous: Ruleset | Non
                 notes.append(f"incremental transaction refused: {exc}")
             else:
                 incremental_committed = bool(commands)
-                readback = read_tables(backend, new_keys)
+                readback = read_back()
                 problems = verify_problems(ruleset, readback)
                 if not problems:
                     return ApplyResult(
@@ -254,14 +349,14 @@ def apply_ruleset(backend: Backend, ruleset: Ruleset, *, previous: Ruleset | Non
 
     # the full replace starts from what the kernel holds now (a committed diff changed it)
     current = take_snapshot(backend, new_keys + stale) if incremental_committed else snapshot
-    commands = _full_commands(ruleset, current, stale)
+    commands = _without_timeouts(_full_commands(ruleset, current, stale))
     try:
         backend.run(commands)
     except NftError:
         if incremental_committed:
             restore_snapshot(backend, snapshot)  # undo the diff that read back wrong
         raise
-    readback = read_tables(backend, new_keys)
+    readback = read_back()
     problems = verify_problems(ruleset, readback)
     if problems:
         restore_snapshot(backend, snapshot)

@@ -33,7 +33,7 @@ _EEXIST = "Could not process rule: File exists"
 _EBUSY = "Could not process rule: Device or resource busy"
 _EOPNOTSUPP = "Could not process rule: Operation not supported"
 
-_OBJECT_KINDS = ("limit", "counter", "quota")  # stateful named objects
+_OBJECT_KINDS = ("limit", "counter", "quota", "ct helper", "ct timeout")  # named objects
 _SET_DEFINITION = ("type", "map", "flags", "timeout", "size")
 _HOOK_FIELDS = ("type", "hook", "prio")
 
@@ -121,6 +121,10 @@ class FakeBackend:
             self.failed.append((commands, str(exc)))
             raise
         self.transactions.append(commands)
+
+    def run_as_text(self, commands: list[Json]) -> None:
+        """LibNftBackend sends these through nft's text parser; the model is the same."""
+        self.run(commands)
 
     def list_tables(self) -> list[tuple[str, str]]:
         return list(self.tables)
@@ -323,6 +327,10 @@ class FakeBackend:
             raise NftError(_ENOENT)
         if kind == "limit" and any(
             obj["name"] in _limit_refs(rule["expr"]) for rules in table.rules.values() for rule in rules
+        ):
+            raise NftError(_EBUSY)
+        if kind in ("ct helper", "ct timeout") and any(
+            v.get(kind) == obj["name"] for rules in table.rules.values() for rule in rules for v in _walk(rule["expr"]) if isinstance(v, dict)
         ):
             raise NftError(_EBUSY)
         del table.objects[key]

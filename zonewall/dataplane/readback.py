@@ -110,6 +110,29 @@ def verify_problems(ruleset: Ruleset, readback: dict[TableKey, list[Json] | None
             problems.append(f"{where}: missing after apply")
             continue
         problems += shape_problems(shape_of_table(table), shape_of_objects(objects), where)
+        problems += timeout_problems(table, objects, where)
+    return problems
+
+
+def timeout_problems(table: Table, objects: list[Json], where: str) -> list[str]:
+    """Each ct timeout object of `table` is there, for its protocol, with its values.
+
+    nft lists only the states whose value differs from nft's built-in default, so a
+    state missing from the listing is not a difference; a listed value that is not the
+    wanted one is (e.g. an object whose policy was lost on its way in). Objects the
+    table does not name are not looked at: the apply collects them (dataplane/apply.py).
+    """
+    listed = {o["ct timeout"]["name"]: o["ct timeout"] for o in objects if "ct timeout" in o}
+    problems = []
+    for timeout in table.timeouts:
+        body = listed.get(timeout.name)
+        if body is None:
+            problems.append(f"{where}: ct timeout {timeout.name} is missing")
+            continue
+        got = body.get("policy") or {}
+        wrong = {state: got[state] for state, seconds in timeout.policy if state in got and got[state] != seconds}
+        if body.get("protocol") != timeout.protocol or wrong:
+            problems.append(f"{where}: ct timeout {timeout.name} differs: {body.get('protocol')} {got} != {timeout.protocol} {dict(timeout.policy)}")
     return problems
 
 

@@ -125,6 +125,8 @@ class Network:
     bridge: str | None = None
     forward: str | None = None
     ips: list[tuple[str, int | None, str | None]] = field(default_factory=list)  # address, prefix, netmask
+    dns: bool = True  # libvirt's dnsmasq answers DNS unless <dns enable='no'/>
+    dhcp: list[str] = field(default_factory=list)  # families with a <dhcp> block: ipv4, ipv6
 
 
 @dataclass
@@ -226,6 +228,12 @@ def read_network(elem: XElem) -> Network:
     for ip in elem.findall("ip"):
         prefix = ip.attrs.get("prefix")
         network.ips.append((ip.attrs.get("address", ""), int(prefix) if prefix and prefix.isdigit() else None, ip.attrs.get("netmask")))
+        if ip.find("dhcp") is not None:
+            family = "ipv6" if ip.attrs.get("family") == "ipv6" or ":" in ip.attrs.get("address", "") else "ipv4"
+            network.dhcp.append(family)
+    dns = elem.find("dns")
+    if dns is not None and dns.attrs.get("enable") == "no":
+        network.dns = False
     return network
 
 

@@ -544,6 +544,12 @@ class LibvirtImport:
                         self.report.inexact(net.where, f"network {net.name}: forward mode {net.forward} has no zonewall equivalent; bridged assumed")
                         mode = "bridged"
                     entry["mode"] = mode
+                    if mode in ("nat", "routed", "isolated") and net.ips:
+                        # libvirt's dnsmasq on the bridge: DNS unless disabled, DHCP where an
+                        # <ip> has a <dhcp> block. Modes are enforced, so without these the
+                        # guests would lose the node's DHCP/DNS.
+                        services = (["dhcp"] if "ipv4" in net.dhcp else []) + (["dhcpv6"] if "ipv6" in net.dhcp else [])
+                        entry["host_services"] = services + (["dns"] if net.dns else [])
                     entry["comment"] = f"from {net.where}"
                     self.networks[name] = entry
         elif iface.bridge:
@@ -645,11 +651,12 @@ class LibvirtImport:
         networks = {}
         for name, net in sorted(self.networks.items()):
             entry = {"bridge": net["bridge"]}
-            for key in ("subnets", "gateway", "mode"):
+            for key in ("subnets", "gateway", "mode", "host_services"):
                 if net.get(key):
                     entry[key] = net[key]
             if entry.get("mode") in ("nat", "routed", "isolated"):
-                self.report.note(net["where"], f"network mode {entry['mode']}: validated by zonewall but not enforced yet (zonewall check warns)")
+                offered = ", ".join(entry.get("host_services", [])) or "none"
+                self.report.note(net["where"], f"network mode {entry['mode']}: enforced by zonewall; the node offers its guests only host_services ({offered}, as libvirt's dnsmasq does here) and nothing else of the node")
             networks[name] = Commented(Flow(entry), net.get("comment"))
         doc.body["networks"] = networks
         if self.filters:

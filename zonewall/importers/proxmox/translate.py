@@ -511,7 +511,7 @@ class ProxmoxImport:
                 if fw.option(option) and len(values) > 1:
                     self.report.inexact(fw.option_where(option), f"{option} differs between nodes; zonewall's timeouts are cluster-wide (the largest is used)")
                 elif fw.option(option):
-                    self.report.note(fw.option_where(option), f"{option} -> settings.conntrack.timeouts.{key} (validated; zonewall does not enforce conntrack timeouts yet)")
+                    self.report.note(fw.option_where(option), f"{option} -> settings.conntrack.timeouts.{key} (enforced as a ct timeout object for guest traffic)")
             if values:
                 timeouts[key] = max(int(v) for v in values if v and v.isdigit())
         if timeouts:
