@@ -11,7 +11,13 @@
   values drawn at random; p50/p95/max in ms.
 
 Records: 200 VMs in 10 zones on 20 nodes, sources from 5,000 outside addresses and
-the VMs, 30 destination ports, four verdict/rule kinds, spread over 7 days.
+the VMs, 30 destination ports, four verdict/rule kinds, spread over 7 days **in time
+order**, as they arrive: an agent ships what the kernel logged in the last 0.25 s, so
+a batch's records are in order and batches arrive in order up to a few seconds of
+network/agent delay (each batch here lags by up to 2 s at random, so consecutive
+batches overlap and the time-ordered indexes still see some out-of-order inserts).
+`--random-times` draws every record's time at random over the week instead (the
+first version of this benchmark: every index insert lands on a random page).
 Results as JSON on stdout; progress on stderr.
 Run: .venv/bin/python bench/logs.py [--records 1000000] [--db PATH]
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -44,15 +51,25 @@ RULES = [("default-in", "default", "drop"), ("default-out", "default", "drop"), 
 WEEK = 7 * 86400
 
 
-def synth(rng: random.Random, now: float, n: int) -> list[dict]:
+def batch_times(rng: random.Random, now: float, done: int, total: int, n: int, random_times: bool) -> list[float]:
+    """The records' times: the run covers the week before `now` in order (see above)."""
+    if random_times:
+        return [now - rng.random() * WEEK for _ in range(n)]
+    start = now - WEEK + WEEK * done / total
+    span = WEEK * n / total
+    lag = rng.random() * 2.0
+    return sorted(start - lag + rng.random() * span for _ in range(n))
+
+
+def synth(rng: random.Random, times: list[float]) -> list[dict]:
     out = []
-    for _ in range(n):
+    for moment in times:
         vm = rng.choice(VMS)
         rule, level, verdict = rng.choice(RULES)
         inbound = rule != "default-out"
         peer = rng.choice(OUTSIDE) if rng.random() < 0.8 else VM_ADDR[rng.choice(VMS)]
         src, dst = (peer, VM_ADDR[vm]) if inbound else (VM_ADDR[vm], peer)
-        out.append({"time": now - rng.random() * WEEK, "vm": vm, "zone": ZONE[vm], "nic": f"{vm}/0", "direction": "in" if inbound else "out",
+        out.append({"time": moment, "vm": vm, "zone": ZONE[vm], "nic": f"{vm}/0", "direction": "in" if inbound else "out",
                     "family": "ipv4", "src": src, "dst": dst, "proto": "tcp" if rng.random() < 0.8 else "udp",
                     "sport": rng.randrange(1024, 65536), "dport": rng.choice(PORTS), "icmp_type": None, "verdict": verdict,
                     "rule": rule, "scope": vm if level == "default" else ("global" if level == "global" else f"zone:{ZONE[vm]}"),
@@ -65,17 +82,20 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--random-times", action="store_true", help="record times at random over the week, not in order")
     parser.add_argument("--db", type=Path, default=None, help="SQLite file (default: a temporary one, removed)")
     args = parser.parse_args()
     rng = random.Random(6)
     tmp = tempfile.TemporaryDirectory(prefix="zonewall-bench-logs-")
     path = args.db or Path(tmp.name) / "logs.db"
     store = LogStore(open_database(f"sqlite:///{path}"), Retention(max_age_days=3650, max_records=10**9))
+    load_start = os.getloadavg()[0]
     now = time.time()
     by_node: dict[str, list[dict]] = {}
     ingest_seconds, first_rate, done = 0.0, None, 0
     while done < args.records:
-        batch = synth(rng, now, min(args.batch, args.records - done))
+        size = min(args.batch, args.records - done)
+        batch = synth(rng, batch_times(rng, now, done, args.records, size, args.random_times))
         by_node.clear()
         for r in batch:
             by_node.setdefault(NODE[r["vm"]], []).append(r)
@@ -121,10 +141,11 @@ def main() -> None:
                           "max_ms": round(times[-1], 1)}
         print(f"{name:14} p50 {searches[name]['p50_ms']:7.1f} ms  p95 {searches[name]['p95_ms']:7.1f} ms", file=sys.stderr)
     print(json.dumps({
-        "records": args.records, "batch": args.batch,
+        "records": args.records, "batch": args.batch, "times": "random" if args.random_times else "in order",
         "ingest_records_per_s": round(args.records / ingest_seconds),
         "ingest_first_100k_per_s": round(first_rate or 0),
         "db_bytes": path.stat().st_size,
+        "load_average": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)},
         "search": searches,
     }, indent=1))
     tmp.cleanup()

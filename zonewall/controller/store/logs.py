@@ -10,6 +10,7 @@ filter, walked in time order; addresses are searched as ranges of `*_key` (the
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -26,12 +27,19 @@ RECORD_FIELDS = ("time", "node", "vm", "zone", "nic", "direction", "family", "sr
                  "icmp_type", "verdict", "rule", "scope", "level", "iface")
 TEXT_FIELDS = ("vm", "zone", "node", "rule", "scope", "src", "dst", "proto", "iface", "nic")
 MAX_LIMIT = 1000
+_V4_MAPPED = "0" * 20 + "ffff"
+INSERT_COLUMNS = (*RECORD_FIELDS, "src_key", "dst_key")
+_SQLITE_INSERT = f"INSERT INTO log_records ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
 
 
 def address_key(text: str | None) -> str | None:
     """32 hex digits of the address as IPv6 (IPv4 mapped); None for anything else."""
     if not text:
         return None
+    try:  # the fast path (ingest computes two keys per record)
+        return _V4_MAPPED + socket.inet_pton(socket.AF_INET, text).hex()
+    except OSError:
+        pass
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
@@ -134,27 +142,38 @@ class LogStore:
                 row["zone"] = zones.get(row["vm"])
             row["src_key"], row["dst_key"] = address_key(row["src"]), address_key(row["dst"])
             rows.append(row)
+        # Core statements only (no ORM objects): the batch id first (a duplicate
+        # fails here, before any record), the records as one executemany, the stats.
+        stats = LogStatsRow
         with self._write:
             with self._sessions() as session:
                 try:
                     with session.begin():
-                        session.add(LogBatchRow(node=node, batch_id=batch_id, received_at=time.time(), records=len(rows)))
-                        session.flush()
+                        session.execute(insert(LogBatchRow).values(node=node, batch_id=batch_id, received_at=time.time(), records=len(rows)))
                         if rows:
-                            session.execute(insert(LogRecordRow), rows)
-                        stats = session.get(LogStatsRow, node)
-                        if stats is None:
-                            session.add(LogStatsRow(node=node, received=len(rows), suppressed=suppressed, dropped=dropped))
-                        else:
-                            session.execute(update(LogStatsRow).where(LogStatsRow.node == node).values(
-                                received=LogStatsRow.received + len(rows), suppressed=LogStatsRow.suppressed + suppressed,
-                                dropped=LogStatsRow.dropped + dropped))
+                            self._insert_records(session, rows)
+                        grown = session.execute(update(stats).where(stats.node == node).values(
+                            received=stats.received + len(rows), suppressed=stats.suppressed + suppressed,
+                            dropped=stats.dropped + dropped))
+                        if not grown.rowcount:
+                            session.execute(insert(stats).values(node=node, received=len(rows), suppressed=suppressed, dropped=dropped))
                 except IntegrityError:
                     return 0, True
             if time.monotonic() - self._last_prune > self.retention.every:
                 self._last_prune = time.monotonic()
                 self.prune()
         return len(rows), False
+
+    @staticmethod
+    def _insert_records(session: Session, rows: list[dict[str, Any]]) -> None:
+        """One executemany. On SQLite straight through the driver with tuples (SQLAlchemy's
+        per-row parameter processing was a fifth of the ingest time); elsewhere Core."""
+        connection = session.connection()
+        if connection.dialect.name == "sqlite":
+            connection.connection.driver_connection.executemany(  # type: ignore[union-attr]
+                _SQLITE_INSERT, [tuple(row[name] for name in INSERT_COLUMNS) for row in rows])
+        else:
+            connection.execute(insert(LogRecordRow), rows)
 
     def prune(self, now: float | None = None) -> int:
         """Apply the retention: records older than the age, then the oldest beyond the size."""

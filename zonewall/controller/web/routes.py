@@ -73,6 +73,14 @@ def _when(stamp: float | None) -> str:
     return "-" if stamp is None else datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _utc(moment: datetime | None) -> str:
+    """A stored time as the pages show it: to the second, UTC."""
+    return "-" if moment is None else _when(as_utc(moment).timestamp())  # type: ignore[union-attr]
+
+
+env.filters["utc"] = _utc
+
+
 def install(app: FastAPI) -> None:
     sessions = Sessions()
 
@@ -95,7 +103,8 @@ def install(app: FastAPI) -> None:
 
     def page(request: Request, template: str, title: str, **context: Any) -> HTMLResponse:
         who, csrf = current(request)
-        return _render(template, title=title, who=who, csrf=csrf, **context)
+        section = "/ui/" + request.url.path.removeprefix("/ui/").split("/")[0]  # the menu entry shown as current
+        return _render(template, title=title, who=who, csrf=csrf, section=section, **context)
 
     @app.get("/ui", include_in_schema=False)
     def ui_root() -> Response:
