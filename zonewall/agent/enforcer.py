@@ -20,6 +20,7 @@ from ..dataplane.apply import ApplyResult, apply_ruleset
 from ..dataplane.backend import Backend
 from ..dataplane.readback import readback_hash
 from ..policy.resolve import Policy
+from . import learning
 from .discovery import Found, discover_taps, taps_report, with_taps
 from .state import AppliedState, StateStore
 
@@ -57,7 +58,9 @@ class Enforcer:
     def _compile(self, documents: Documents) -> tuple[Ruleset, dict[str, str]]:
         policy = load_documents(documents)
         found = self._discover(policy, self.node)
-        ruleset = compile_node(with_taps(policy, found), self.node, timezone=self._timezone())
+        policy = with_taps(policy, found)
+        learned = learning.harvest(self.backend, self.store.directory, self.node, policy)  # guard learning mode
+        ruleset = compile_node(policy, self.node, timezone=self._timezone(), learned=learned)
         return ruleset, taps_report(found)
 
     def _tables(self) -> list[tuple[str, str]]:

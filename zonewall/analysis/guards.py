@@ -94,7 +94,9 @@ def builtin_rules(name: str, direction: str, nic: Nic | None) -> list[GuardRule]
     out_only = direction == "out"
     if name == "no-ip-spoofing" and out_only:
         assert nic is not None, name
-        return [GuardRule(_DHCP_DISCOVER, "return", label), GuardRule(_not_own(nic, 4), "drop", f"{label} (source is not the NIC's)", foreign_source=True)]
+        # learning mode (no ips): the address is learned at run time (compiler/guards.py)
+        learning = None if nic.ips else "address learned at run time (learning mode); treated as not yet learned: only DHCP from 0.0.0.0 passes"
+        return [GuardRule(_DHCP_DISCOVER, "return", label), GuardRule(_not_own(nic, 4), "drop", f"{label} (source is not the NIC's)", learning, foreign_source=True)]
     if name == "no-ipv6-spoofing" and out_only:
         assert nic is not None, name
         return [

@@ -11,11 +11,22 @@ cost what the skipped lookups saved (docs/performance.md).
 Guard filters are chains shared by every NIC that uses them. Per-NIC values ($MAC,
 $IP) are not copied into rules; rules look up the pair (port, value) in sets keyed
 by port name, so a filter is written once per node however many guests use it.
+
+Learning mode (libvirt's CTRL_IP_LEARNING=any, IPv4): a NIC without `ips` under
+no-ip-spoofing or no-arp-ip-spoofing gets a dynamic set of size 1,
+`learned4-PORT`. Where those filters would drop a source that is not the NIC's,
+they first look the port up in `nic-learn4` and go to its `learn4-PORT` chain: a
+source in the set passes, else the first learnable source (IPv4 packet or ARP
+sender; DHCP from 0.0.0.0 and ARP probes were let through before) is added, and
+once the set is full the add fails and the chain drops. Addresses the agent read
+back from the kernel come in as `learned` and are the set's initial elements, so a
+re-apply keeps the lock (zonewall/agent/learning.py).
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..policy.model import FilterRule, Rule
@@ -31,6 +42,14 @@ NIC_MAC, NIC_IP4, NIC_IP6 = "nic-mac", "nic-ip4", "nic-ip6"
 NIC_NA = "nic-na"  # port -> the chain checking the target of its neighbour advertisements
 # ICMPv6 neighbour advertisement: type, code, checksum (32 bits), flags (32 bits), target
 NA_TARGET = {"payload": {"base": "th", "offset": 64, "len": 128}}
+NIC_LEARN4 = "nic-learn4"  # learning port -> goto its learn4-PORT chain
+# nft 1.0.6 JSON neither takes nor lists "dynamic": a timeout is what marks the set as
+# the packet path's (readback ignores its elements, so learning is not drift). Ten
+# years: in effect the lock is permanent; the agent re-adds it on every apply.
+LEARNED_TIMEOUT = 3650 * 86400
+LEARNING_FILTERS = frozenset({"no-ip-spoofing", "no-arp-ip-spoofing"})
+# never learned, whatever the network: this-network, loopback, link-local, multicast/reserved/broadcast
+NOT_LEARNABLE4 = [x.prefix("0.0.0.0", 8), x.prefix("127.0.0.0", 8), x.prefix("169.254.0.0", 16), x.prefix("224.0.0.0", 3)]
 IPV6_ND_FROM_UNSPECIFIED = ["nd-neighbor-solicit", "nd-router-solicit", "mld2-listener-report", "mld-listener-report"]
 
 
@@ -50,14 +69,23 @@ def _is(proto: str) -> Json:
     return x.match(_ether("type"), proto)
 
 
-def builtin_filter_rules(name: str, direction: str) -> list[tuple[list[Json], str]]:
-    """(matches, action) rules of a built-in filter for one direction."""
+def is_learning(policy: Policy, nic: LocalNic) -> bool:
+    """A NIC in learning mode: no `ips`, and an IPv4 anti-spoofing filter."""
+    return not nic.nic.ips and not LEARNING_FILTERS.isdisjoint(policy.nic_filters(nic.vm, nic.nic_index))
+
+
+def builtin_filter_rules(name: str, direction: str, learning: bool = False) -> list[tuple[list[Json], str]]:
+    """(matches, action) rules of a built-in filter for one direction; with
+    `learning` (the node has learning NICs) the IPv4 checks consult their ports first."""
     out_only = direction == "out"
+    learn_ip = [([_is("ip")], "learn4")] if learning else []
+    learn_arp = [([_is("arp")], "learn4")] if learning else []
     ip_dhcp_discover = [_is("ip"), x.match(x.payload("ip", "saddr"), "0.0.0.0"), x.match(x.payload("udp", "sport"), 68), x.match(x.payload("udp", "dport"), 67)]
     rules: dict[str, list[tuple[list[Json], str]]] = {
         "no-mac-spoofing": [([_in_nic_set("out", _ether("saddr"), NIC_MAC, negate=True)], "drop")] if out_only else [],
         "no-ip-spoofing": [
             (ip_dhcp_discover, "return"),
+            *learn_ip,
             ([_is("ip"), _in_nic_set("out", x.payload("ip", "saddr"), NIC_IP4, negate=True)], "drop"),
         ]
         if out_only
@@ -76,6 +104,7 @@ def builtin_filter_rules(name: str, direction: str) -> list[tuple[list[Json], st
         "no-arp-ip-spoofing": [
             ([_is("arp"), x.match(x.payload("arp", "operation"), {"set": ["request", "reply"]}, "!=")], "drop"),
             ([_is("arp"), x.match(x.payload("arp", "saddr ip"), "0.0.0.0")], "return"),  # RFC 5227 probe
+            *learn_arp,
             ([_is("arp"), _in_nic_set("out", x.payload("arp", "saddr ip"), NIC_IP4, negate=True)], "drop"),
         ]
         if out_only
@@ -140,6 +169,8 @@ def custom_filter_rules(policy: Policy, registry: SetRegistry, rule: FilterRule,
 def _guard_verdict(action: str, direction: str, inline: bool) -> list[Json]:
     if action == "check-na-target":  # per-port data, so one map lookup into the port's check
         return [x.vmap(x.meta("iifname"), NIC_NA)]
+    if action == "learn4":  # learning ports only: goto, so the learn chain's return leaves the filter
+        return [x.vmap(x.meta("iifname"), NIC_LEARN4)]
     if action == "accept":  # ends the guard stage only; the inet table still decides
         if inline:  # written into the profile chain itself: returning ends the stage
             return [x.ret()]
@@ -149,7 +180,7 @@ def _guard_verdict(action: str, direction: str, inline: bool) -> list[Json]:
     return [x.drop()]  # drop; reject is a drop here (the bridge family cannot reject)
 
 
-def filter_bodies(policy: Policy, registry: SetRegistry, name: str, direction: str) -> list[tuple[list[Json], str]]:
+def filter_bodies(policy: Policy, registry: SetRegistry, name: str, direction: str, learning: bool = False) -> list[tuple[list[Json], str]]:
     """(matches, action) of a filter's rules for one direction, in evaluation order."""
     if name in policy.doc.filters:
         ordered = sorted(policy.doc.filters[name].rules, key=lambda r: r.priority)  # stable: same priority keeps file order
@@ -159,7 +190,7 @@ def filter_bodies(policy: Policy, registry: SetRegistry, name: str, direction: s
             if r.direction in (direction, "inout")
             for statements in custom_filter_rules(policy, registry, r, direction)
         ]
-    return builtin_filter_rules(name, direction)
+    return builtin_filter_rules(name, direction, learning)
 
 
 def filter_rules(policy: Policy, node: str, name: str, direction: str, bodies: list[tuple[list[Json], str]], inline: bool) -> list[NftRule]:
@@ -169,12 +200,15 @@ def filter_rules(policy: Policy, node: str, name: str, direction: str, bodies: l
         if action in ("drop", "reject") and policy.doc.settings.log.denied:
             prefix = log_prefix(node, f"guard:{name}", direction, name, "drop")
             rules.append(NftRule(tuple(statements + [x.limit_ref(LOG_LIMIT), x.log_group(policy.doc.settings.log.group, prefix)]), comment))
-        rules.append(NftRule(tuple(statements + [x.counter()] + _guard_verdict(action, direction, inline)), comment))
+        counter = [] if action == "learn4" else [x.counter()]  # the learn chain counts
+        rules.append(NftRule(tuple(statements + counter + _guard_verdict(action, direction, inline)), comment))
     return rules
 
 
-def bridge_table(policy: Policy, node: str, nics: list[LocalNic]) -> Table:
+def bridge_table(policy: Policy, node: str, nics: list[LocalNic], learned: Mapping[tuple[str, int], Sequence[str]] | None = None) -> Table:
+    """`learned`: (vm, nic index) -> addresses a learning NIC learned (from the agent)."""
     registry = SetRegistry()
+    learners = [n for n in nics if is_learning(policy, n)]
     chains: dict[str, Chain] = {}
     profiles: dict[tuple[str, ...], str] = {}
     guards_out: list[tuple[str, Json]] = []
@@ -183,7 +217,7 @@ def bridge_table(policy: Policy, node: str, nics: list[LocalNic]) -> Table:
     for nic in nics:
         filters = tuple(policy.nic_filters(nic.vm, nic.nic_index))
         for direction, target in (("out", guards_out), ("in", guards_in)):
-            profile_chain = _profile(policy, registry, node, filters, direction, chains, profiles) if filters else None
+            profile_chain = _profile(policy, registry, node, filters, direction, chains, profiles, bool(learners)) if filters else None
             if profile_chain is not None:
                 target.append((nic.tap, x.jump(profile_chain)))
         name = f"nic-{nic.tap}-in"
@@ -220,10 +254,62 @@ def bridge_table(policy: Policy, node: str, nics: list[LocalNic]) -> Table:
             chains[name] = na_target_chain(policy, node, nic, name)
             na_map.append((nic.tap, x.jump(name)))
         sets.append(NamedSet(NIC_NA, "ifname", tuple(sorted(na_map)), map="verdict", comment="port -> neighbour advertisement check"))
+    if learners:
+        learn_map: list[tuple[str, Json]] = []
+        for nic in learners:
+            chains[f"learn4-{nic.tap}"] = learn_chain(policy, node, nic)
+            learn_map.append((nic.tap, x.goto(f"learn4-{nic.tap}")))
+            first = learned_ipv4((learned or {}).get((nic.vm, nic.nic_index), ()))
+            sets.append(NamedSet(f"learned4-{nic.tap}", "ipv4_addr", first, flags=("timeout",), timeout=LEARNED_TIMEOUT, size=1, comment=f"{nic.vm} nic {nic.nic_index}: learned IPv4 address"))
+        sets.append(NamedSet(NIC_LEARN4, "ifname", tuple(sorted(learn_map)), map="verdict", comment="learning port -> its learn chain"))
     rate, per = policy.doc.settings.log.rate.split("/")
     limits = (Limit(LOG_LIMIT, int(rate), per, policy.doc.settings.log.burst),)
     ordered = base + [chains[name] for name in sorted(chains)]
     return Table("bridge", TABLE, tuple(ordered), tuple(sets), limits)
+
+
+def learned_ipv4(addresses: Sequence[str]) -> tuple[str, ...]:
+    """The first valid IPv4 address of what the agent saved (the set holds one)."""
+    for text in addresses:
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            continue
+        if address.version == 4:
+            return (str(address),)
+    return ()
+
+
+def _set_add(set_name: str, key: Json) -> Json:
+    return {"set": {"op": "add", "elem": key, "set": x.set_ref(set_name)}}
+
+
+def learn_chain(policy: Policy, node: str, nic: LocalNic) -> Chain:
+    """A learning port's IPv4 source check (reached by goto from the anti-spoofing
+    filter, so `return` leaves that filter as its own `return` would).
+
+    Known address: passes. Otherwise the first learnable one (inside the network's
+    IPv4 subnets when it has some; never 0/8, 127/8, 169.254/16, 224/3) is added to
+    the size-1 set; when the set is full the add fails, the rule does not match, and
+    the drop at the end applies.
+    """
+    set_name = f"learned4-{nic.tap}"
+    ref = x.set_ref(set_name)
+    subnets = [x.prefix(str(n.network_address), n.prefixlen) for n in map(ipaddress.ip_network, policy.doc.networks[nic.nic.network].subnets) if n.version == 4]
+    rules: list[NftRule] = []
+    for ethertype, source, filter_name in (("ip", x.payload("ip", "saddr"), "no-ip-spoofing"), ("arp", x.payload("arp", "saddr ip"), "no-arp-ip-spoofing")):
+        rules.append(NftRule((_is(ethertype), x.match(source, ref), x.ret()), f"filter {filter_name}: the learned address"))
+    for ethertype, source, filter_name in (("ip", x.payload("ip", "saddr"), "no-ip-spoofing"), ("arp", x.payload("arp", "saddr ip"), "no-arp-ip-spoofing")):
+        learnable = [x.match(source, {"set": NOT_LEARNABLE4}, "!=")]
+        if subnets:
+            learnable.append(x.match(source, {"set": subnets}))
+        rules.append(NftRule((_is(ethertype), *learnable, _set_add(set_name, source), x.counter(), x.ret()), f"filter {filter_name}: learn the first address"))
+    for ethertype, filter_name in (("ip", "no-ip-spoofing"), ("arp", "no-arp-ip-spoofing")):
+        if policy.doc.settings.log.denied:
+            prefix = log_prefix(node, f"guard:{filter_name}", "out", filter_name, "drop")
+            rules.append(NftRule((_is(ethertype), x.limit_ref(LOG_LIMIT), x.log_group(policy.doc.settings.log.group, prefix)), f"filter {filter_name}"))
+    rules.append(NftRule((x.counter(), x.drop()), "not the learned address, nor learnable"))
+    return Chain(f"learn4-{nic.tap}", tuple(rules))
 
 
 def na_target_chain(policy: Policy, node: str, nic: LocalNic, name: str) -> Chain:
@@ -250,6 +336,7 @@ def _profile(
     direction: str,
     chains: dict[str, Chain],
     profiles: dict[tuple[str, ...], str],
+    learning: bool = False,
 ) -> str | None:
     """The chain running a NIC's filters in order (shared by NICs with the same list)."""
     key = (direction,) + filters
@@ -258,7 +345,7 @@ def _profile(
     steps: list[NftRule] = []
     bit = x.GUARD_ACCEPT_BIT
     for name in filters:
-        bodies = filter_bodies(policy, registry, name, direction)
+        bodies = filter_bodies(policy, registry, name, direction, learning)
         if not bodies:
             continue
         actions = {action for _, action in bodies}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 from datetime import datetime
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..policy.builtins import MANAGEMENT_TCP_PORTS
@@ -51,28 +52,31 @@ class UnknownNode(ValueError):
     pass
 
 
-def compile_node(policy: Policy, node: str, *, now: datetime | None = None, timezone: str | None = None) -> Ruleset:
-    """The complete zonewall ruleset for `node` (deterministic for a given policy)."""
+def compile_node(
+    policy: Policy, node: str, *, now: datetime | None = None, timezone: str | None = None, learned: Mapping[tuple[str, int], Sequence[str]] | None = None
+) -> Ruleset:
+    """The complete zonewall ruleset for `node` (deterministic for a given policy and
+    `learned`: (vm, nic index) -> the addresses learning NICs learned, from the agent)."""
     # The IR is millions of small objects for a large node and none of them form
     # cycles: the cyclic garbage collector only walks them (half the compile time
     # at 10,000 guests, docs/performance.md), so it is paused while compiling.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _compile_node(policy, node, now, timezone)
+        return _compile_node(policy, node, now, timezone, learned)
     finally:
         if was_enabled:
             gc.enable()
 
 
-def _compile_node(policy: Policy, node: str, now: datetime | None, timezone: str | None) -> Ruleset:
+def _compile_node(policy: Policy, node: str, now: datetime | None, timezone: str | None, learned: Mapping[tuple[str, int], Sequence[str]] | None = None) -> Ruleset:
     if node not in policy.doc.hosts:
         known = ", ".join(sorted(policy.doc.hosts)) or "none"
         raise UnknownNode(f"host {node} is not in the policy (hosts: {known})")
     nics = local_nics(policy, node)
     ctx = CompileContext(policy, node, now=now, timezone=timezone)
     inet = InetBuilder(ctx, nics).build()
-    bridge = bridge_table(policy, node, nics)
+    bridge = bridge_table(policy, node, nics, learned)
     meta = {
         "node": node,
         "nics": {n.index: {"vm": n.vm, "nic": n.nic_index, "tap": n.tap, "network": n.nic.network, "mac": n.nic.mac} for n in nics},

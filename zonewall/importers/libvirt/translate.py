@@ -585,7 +585,7 @@ class LibvirtImport:
                         if iface.mac and any(v.lower() != iface.mac.lower() for v in values):
                             self.report.inexact(iface.filterref.where, "parameter MAC differs from the interface's mac; zonewall's $MAC is the NIC's mac")
                     elif key == "CTRL_IP_LEARNING":
-                        self.report.note(iface.filterref.where, "CTRL_IP_LEARNING: zonewall does not learn addresses yet; give the NIC's addresses as IP parameters")
+                        self.report.note(iface.filterref.where, "CTRL_IP_LEARNING: a NIC without addresses under the anti-spoofing filters learns its first IPv4 address (docs/policy-guide.md, learning mode); IPv6 is not learned, and DHCP-only learning is not distinguished")
                     else:
                         env[key] = values
             ips += [a for a, _ in iface.ips]
