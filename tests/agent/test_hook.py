@@ -22,7 +22,7 @@ def test_hook_is_executable() -> None:
     assert os.access(HOOK, os.X_OK)
 
 
-def test_started_and_migrate_reach_the_agent_others_do_not(tmp_path: Path) -> None:
+def test_notifications_reach_the_agent_others_do_not(tmp_path: Path) -> None:
     received: list[str] = []
     arrived = threading.Event()
 
@@ -32,15 +32,15 @@ def test_started_and_migrate_reach_the_agent_others_do_not(tmp_path: Path) -> No
 
     listener = NotifyListener(tmp_path / "agent.sock", on_message).start()
     try:
-        assert run_hook(tmp_path / "agent.sock", "web1", "prepare", "begin", "-").returncode == 0
-        assert run_hook(tmp_path / "agent.sock", "web1", "started", "begin", "-").returncode == 0
+        assert run_hook(tmp_path / "agent.sock", "web1", "start", "begin", "-").returncode == 0  # not an event of ours
+        assert run_hook(tmp_path / "agent.sock", "web1", "stopped", "end", "-").returncode == 0
         assert arrived.wait(5)
         arrived.clear()
-        assert run_hook(tmp_path / "agent.sock", "db1", "migrate", "begin", "-").returncode == 0
+        assert run_hook(tmp_path / "agent.sock", "db1", "reconnect", "begin", "-").returncode == 0
         assert arrived.wait(5)
     finally:
         listener.stop()
-    assert received == ["qemu web1 started begin", "qemu db1 migrate begin"]
+    assert received == ["qemu web1 stopped end", "qemu db1 reconnect begin"]
     assert not (tmp_path / "agent.sock").exists()
 
 

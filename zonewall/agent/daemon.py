@@ -31,6 +31,7 @@ from ..compiler.node import UnknownNode
 from ..dataplane.apply import VerifyError
 from ..dataplane.backend import Backend, LibNftBackend, NftError
 from ..policy.errors import PolicyError
+from . import migrate_steps
 from .client import ControllerClient, ControllerRefused, ControllerUnavailable, DesiredAnswer
 from .discovery import discover_taps, local_links
 from .drift import DriftWatch
@@ -110,8 +111,10 @@ class Agent:
                 ).start()
             self._publish()
             self._spawn(self._watch, "zonewall-watcher")
+            hook_requests = migrate_steps.start(self)  # migration steps from the controller; the hook's requests
             try:
-                self._notify = NotifyListener(self.config.state_dir / SOCKET_NAME, lambda text: self._work.put(("rediscover", text))).start()
+                self._notify = NotifyListener(self.config.state_dir / SOCKET_NAME, lambda text: self._work.put(("rediscover", text)),
+                                              on_request=hook_requests).start()
             except OSError as exc:
                 log.warning("no hook socket (%s): hypervisor events are seen at the next refresh", exc)
             self.ready.set()
@@ -162,6 +165,8 @@ class Agent:
             if "stop" in kinds:
                 return
             for kind, value in items:
+                if kind == "call":  # a migration step's apply (zonewall/agent/migrate_steps.py)
+                    value()
                 if kind == "error":
                     self.enforcer.last_error = value
                     self._publish()

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import api_logs, api_metrics, api_nodes, api_policy, api_tokens
+from . import api_logs, api_metrics, api_migrate, api_nodes, api_policy, api_tokens
+from .migrate_channel import MigrationHub
 from .store.db import open_database
 from .store.logs import CounterStore, LogStore, Retention
 from .store.nodes import NodeStore
@@ -58,6 +59,8 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(api_tokens.router)
     app.include_router(api_logs.router)
     app.include_router(api_metrics.router)
+    app.include_router(api_migrate.router)
+    app.state.migrations = MigrationHub()  # agents' migration steps (docs/migration.md)
     from .web import routes as web_routes  # the dashboard (server-rendered)
 
     web_routes.install(app)
