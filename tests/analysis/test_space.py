@@ -68,8 +68,13 @@ def _long_intervals() -> st.SearchStrategy[s.Intervals]:
     return st.lists(st.tuples(st.integers(0, 200), st.integers(0, 3)).map(lambda t: (t[0], t[0] + t[1])), max_size=40).map(s.merge)
 
 
+def _address_points() -> st.SearchStrategy[s.Intervals]:
+    # single addresses, sparse (a zone's or a group's VMs): the set-intersection path
+    return st.lists(st.integers(0, 400).map(lambda v: (2 * v, 2 * v)), min_size=9, max_size=60).map(s.merge)
+
+
 @settings(max_examples=300)
-@given(st.one_of(_intervals(), _long_intervals()), st.one_of(_intervals(), _long_intervals()))
+@given(st.one_of(_intervals(), _long_intervals(), _address_points()), st.one_of(_intervals(), _long_intervals(), _address_points()))
 def test_interval_operations_are_exact(a: s.Intervals, b: s.Intervals) -> None:
     def values(x: s.Intervals) -> set[int]:
         return {v for low, high in x for v in range(low, high + 1)}

@@ -126,6 +126,14 @@ def iv_overlaps(a: Intervals, b: Intervals) -> bool:
             if k < lb and b[k][0] <= high:
                 return True
         return False
+    if la > 8:
+        # two long lists (address sets of zones and groups): mostly single addresses,
+        # where a set intersection in C beats the merge walk below
+        points_a = _points(a)
+        if points_a is not None:
+            points_b = _points(b)
+            if points_b is not None:
+                return not points_a.isdisjoint(points_b)
     i = j = 0
     while i < la and j < lb:
         if a[i][1] < b[j][0]:
@@ -135,6 +143,12 @@ def iv_overlaps(a: Intervals, b: Intervals) -> bool:
         else:
             return True
     return False
+
+
+def _points(intervals: Intervals) -> set[int] | None:
+    """The intervals as a set of values when every one is a single value."""
+    lows = {low for low, high in intervals if low == high}
+    return lows if len(lows) == len(intervals) else None
 
 
 def iv_subtract(a: Intervals, b: Intervals) -> Intervals:
