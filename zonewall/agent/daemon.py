@@ -47,6 +47,10 @@ log = logging.getLogger("zonewall.agent")
 APPLY_ERRORS = (NftError, VerifyError, PolicyError, UnknownNode, ValueError, OSError)
 
 
+# How long an apply waits for the packet log to listen before it is reported.
+OBSERVER_BIND_SECONDS = 2.0
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     controller: str
@@ -197,6 +201,8 @@ class Agent:
             self._failed = None
             self._apply_seconds = time.monotonic() - started
             self.reporter.line("info", f"revision {desired.revision} applied ({result.mode}, {result.commands} commands)")
+            if self.observer is not None and not self.observer.wait_bound(self.enforcer.ruleset, OBSERVER_BIND_SECONDS):
+                log.warning("the packet log is not listening yet; denied packets may go unlogged for a moment")
         self._publish()
 
     def _repair(self, reason: str) -> None:

@@ -147,6 +147,8 @@ class Observer:
         self.sent_batches = 0
         self._threads: list[threading.Thread] = []
         self._latest_counters: list[RuleCounter] = []
+        self._bound_group: int | None = None  # the NFLOG group the collector listens to
+        self._bound = threading.Condition()
 
     def start(self) -> Observer:
         for target, name in ((self._collect, "zonewall-nflog"), (self._send, "zonewall-logsender")):
@@ -157,6 +159,22 @@ class Observer:
 
     def wake(self) -> None:
         self.spool.wake()
+
+    def wait_bound(self, ruleset: Ruleset | None, timeout: float) -> bool:
+        """Wait until the collector listens to the ruleset's NFLOG group. The agent
+        calls it after an apply and before reporting it, so a packet denied right
+        after the controller sees the revision applied is not lost (the kernel
+        drops NFLOG messages nobody listens to)."""
+        group = log_statements(ruleset)[0] if ruleset is not None else None
+        if group is None:
+            return True
+        with self._bound:
+            return self._bound.wait_for(lambda: self._bound_group == group, timeout)
+
+    def _set_bound(self, group: int | None) -> None:
+        with self._bound:
+            self._bound_group = group
+            self._bound.notify_all()
 
     # -- collector --------------------------------------------------------------------
 
@@ -181,10 +199,12 @@ class Observer:
                     if wanted != group and reader is not None:
                         reader.close()
                         reader = None
+                        self._set_bound(None)
                     group = wanted
                 if reader is None and group is not None:
                     try:
                         reader = NflogReader(group, netns=self._netns)
+                        self._set_bound(group)
                         log.info("reading NFLOG group %d", group)
                     except (NflogError, OSError) as exc:
                         log.warning("cannot read NFLOG group %s (%s); retrying", group, exc)
