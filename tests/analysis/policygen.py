@@ -374,6 +374,13 @@ def _filter_rule(draw: st.DrawFn) -> dict[str, Any]:
         "direction": draw(st.sampled_from(["in", "out", "inout"])),
         "action": draw(st.sampled_from(["drop", "drop", "reject", "accept", "return"])),
     }
+    if draw(st.integers(0, 5)) == 0:
+        # a rule that meets the *replies* of connections (to the client's ephemeral
+        # port, or ICMP echo replies): guards are stateless, so trace must judge the
+        # way back as well
+        rule["action"] = "drop"
+        rule.update(draw(st.sampled_from([{"tcp": "32768-60999"}, {"udp": "32768-60999"}, {"icmp": "echo-reply"}])))
+        return rule
     kind = draw(st.sampled_from(["tcp", "tcp", "udp", "icmp"]))
     if kind == "icmp":
         rule["icmp"] = "echo-request"  # not `any`: that would also hit echo replies

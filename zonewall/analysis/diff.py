@@ -27,7 +27,7 @@ from .describe import addresses_text, services_of, time_text
 from .endpoints import Endpoint
 from .engine import Analyzer, GuardOrChain, Outcome
 from .guards import GuardStage
-from .reach import NicKey, _Effective, _PeerSpace, decision_json, endpoint_addresses
+from .reach import NicKey, _Effective, _PeerSpace, _reply_notes, decision_json, endpoint_addresses
 from .space import Region
 
 Side = tuple[Endpoint, int | None]
@@ -438,7 +438,7 @@ def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | 
     for key, region in sorted(changes.between.items(), key=lambda kv: str(kv[0])):
         differ.run(key, region, "receiver", whole_flow=True)
     rows = _merge_rows(list(differ.rows.values()))
-    notes = []
+    notes = _reply_notes(a_new)
     if endpoints:
         notes.append("flows to and from added, removed or readdressed endpoints are not compared; they are listed under endpoints")
     return DiffResult(rows, endpoints, notes)

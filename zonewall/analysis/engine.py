@@ -28,7 +28,7 @@ from .chains import Chain, ChainBuilder, Step, essentials_region, first_match
 from .endpoints import Directory, Endpoint
 from .guards import GuardBuilder, GuardStage, run_guards
 from .matching import Matcher
-from .space import Region
+from .space import Box, Region
 
 
 @dataclass(frozen=True)
@@ -194,6 +194,66 @@ class Analyzer:
         """Split `space` (packets of new connections on this path) by outcome."""
         return self.run(self.stages(path), space, over_rate=over_rate)
 
+    def reply_guards(self, path: Path) -> tuple[GuardStage, ...]:
+        """The guard stages a reply crosses: the receiver's NIC outbound, the sender's
+        inbound. Guards run in the bridge family, which has no conntrack: unlike the
+        inet chains they do not let established replies through by themselves."""
+        out: list[GuardStage] = []
+        if path.dst.kind == "vm" and path.dst_nic is not None:
+            guard = self.guards.stage(path.dst.name, path.dst_nic, "out")
+            if guard is not None:
+                out.append(guard)
+        if path.src.kind == "vm" and path.src_nic is not None:
+            guard = self.guards.stage(path.src.name, path.src_nic, "in")
+            if guard is not None:
+                out.append(guard)
+        return tuple(out)
+
+    def refused_replies(self, path: Path, accepted: Region) -> Iterator[tuple[Region, Decision]]:
+        """The parts of an accepted region whose replies a guard filter drops, with the
+        guard's decision. Only flows with a modelled reply (TCP, UDP, SCTP, ICMP echo)."""
+        stages = self.reply_guards(path)
+        if not stages:
+            return
+        for box in accepted:
+            reply = mirror(box)
+            if reply is None:
+                continue
+            remaining: Region = (reply,)
+            for stage in stages:
+                passed: list[Box] = []
+                for part, outcome, label in run_guards(stage, remaining):
+                    if outcome == "pass":
+                        passed.extend(part)
+                    else:
+                        forward = tuple(b for b in (mirror(r, back=True) for r in part) if b is not None)
+                        if forward:
+                            yield forward, Decision(f"{stage.name} (the reply)", outcome, label)
+                remaining = tuple(passed)
+                if not remaining:
+                    break
+
+    @cached_property
+    def reply_dropping_filters(self) -> list[str]:
+        """Custom guard filters with a drop that meets typical replies (to an ephemeral
+        port, ICMP echo replies). trace judges replies exactly; reach and diff judge
+        the first packet and name these filters in a note."""
+        replies: list[Box] = []
+        for family in (4, 6):
+            full = ((0, s.ADDRESS_MAX[family]),)
+            fam = ((family, family),)
+            for proto in (6, 17, 132):
+                replies.append((((proto, proto),), (EPHEMERAL_PORTS,), fam, full, full, s.FULL[s.SPORT], s.FULL[s.TIME]))
+            echo_reply = _ECHO[1 if family == 4 else 58][1]
+            icmp = 1 if family == 4 else 58
+            replies.append((((icmp, icmp),), ((echo_reply, echo_reply),), fam, full, full, s.FULL[s.SPORT], s.FULL[s.TIME]))
+        found = set()
+        for name, flt in self.policy.doc.filters.items():
+            for rule in flt.rules:
+                if rule.action in ("drop", "reject") and rule.arp is None and s.overlaps(self.matcher.filter_rule(rule), tuple(replies)):
+                    found.add(name)
+        return sorted(found)
+
     def run(self, stages: tuple[GuardOrChain, ...], space: Region, decisions: tuple[Decision, ...] = (), *, over_rate: bool = False) -> Iterator[tuple[Region, Outcome]]:
         """Split `space` by outcome through `stages` (each must accept)."""
         pending: list[tuple[Region, tuple[Decision, ...], int]] = [(space, decisions, 0)]
@@ -228,3 +288,32 @@ class Analyzer:
                     pending.append((part, decisions + (decision,), index + 1))
                 else:
                     yield part, Outcome(step.action, decisions + (decision,))
+
+
+_PORTED = {6, 17, 132}  # tcp, udp, sctp: the reply swaps the ports
+EPHEMERAL_PORTS = (32768, 60999)  # Linux's default net.ipv4.ip_local_port_range
+_ECHO = {1: (8, 0), 58: (128, 129)}  # ICMP / ICMPv6: echo request -> echo reply
+
+
+def mirror(box: Box, *, back: bool = False) -> Box | None:
+    """The replies to a box's packets (or, `back`, the packets a box of replies
+    answers); None where no reply is modelled (an ICMP type other than echo, a box
+    mixing protocols)."""
+    proto = box[s.PROTO]
+    if len(proto) != 1 or proto[0][0] != proto[0][1]:
+        return None
+    number = proto[0][0]
+    dport, sport = box[s.DPORT], box[s.SPORT]
+    if number in _PORTED:
+        dport, sport = sport, dport
+    elif number in _ECHO:
+        request, reply = _ECHO[number] if not back else _ECHO[number][::-1]
+        if dport != ((request, request),):
+            return None
+        dport = ((reply, reply),)
+    else:
+        return None
+    out = list(box)
+    out[s.SRC], out[s.DST] = box[s.DST], box[s.SRC]
+    out[s.DPORT], out[s.SPORT] = dport, sport
+    return tuple(out)  # type: ignore[return-value]

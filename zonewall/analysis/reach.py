@@ -307,7 +307,15 @@ def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, dire
     notes = ["ICMPv6 neighbour/router discovery and MLD are always allowed (RFC 4890) and not listed"]
     if any(d.step is not None and d.step.limited for row in rows for d in (row.rule, row.peer_rule) if d is not None):
         notes.append("rows opened by a rate-limited rule hold within the rate only")
+    notes += _reply_notes(analyzer)
     return Reach(endpoint, nic, direction, rows, {id(row): peer_labels(analyzer, row) for row in rows}, notes)
+
+
+def _reply_notes(analyzer: Analyzer) -> list[str]:
+    filters = analyzer.reply_dropping_filters
+    if not filters:
+        return []
+    return [f"guard filter(s) {', '.join(filters)} can drop replies (guards are stateless): rows show the first packet; `trace` judges the way back"]
 
 
 class _RowBuilder:

@@ -18,11 +18,11 @@ from ..policy.builtins import IP_PROTOCOLS
 from . import space as s
 from .describe import minute_of_week, rule_text, time_text
 from .endpoints import Endpoint, EndpointError, family_number
-from .engine import Analyzer, Decision, Outcome, Path
+from .engine import EPHEMERAL_PORTS, Analyzer, Decision, Outcome, Path
 from .matching import ICMP_PROTO, ICMP_TABLE
 from .nat import Forward, forward_of, open_outcome
 
-EPHEMERAL = (32768, 60999)  # Linux's default net.ipv4.ip_local_port_range
+EPHEMERAL = EPHEMERAL_PORTS  # the source ports a flow is traced from unless --sport
 
 
 class TraceError(ValueError):
@@ -176,8 +176,10 @@ def trace(analyzer: Analyzer, source: str, destination: str, flow: FlowSpec) -> 
         time,
     )
     path = Path(Endpoint(src.kind, src.name), Endpoint(dst.kind, dst.name), src_nic, dst_nic)
-    cases = _cases(analyzer, path, packet, over_rate=False, forward=forward)
+    reply_notes: list[str] = []
+    cases = _cases(analyzer, path, packet, over_rate=False, forward=forward, notes=reply_notes)
     result = TraceResult(src, dst, src_address, dst_address, family, flow, cases)
+    result.notes += sorted(set(reply_notes))
     if forward is not None:
         result.notes.append(nat_note)
     if any(case.outcome.rate_limited() for case in cases):
@@ -191,15 +193,35 @@ def trace(analyzer: Analyzer, source: str, destination: str, flow: FlowSpec) -> 
     return result
 
 
-def _cases(analyzer: Analyzer, path: Path, packet: s.Box, *, over_rate: bool, forward: Forward | None = None) -> list[Case]:
+def _cases(analyzer: Analyzer, path: Path, packet: s.Box, *, over_rate: bool, forward: Forward | None = None, notes: list[str] | None = None) -> list[Case]:
     cases = []
     for part, outcome in analyzer.evaluate(path, (packet,), over_rate=over_rate):
         if forward is not None:
             outcome = open_outcome(forward, outcome)
+        if outcome.verdict == "accept":
+            part = _replies(analyzer, path, part, outcome, cases, notes)
         for box in part:
             cases.append(Case(outcome.verdict, outcome, box[s.TIME], box[s.SPORT]))
     cases.sort(key=lambda c: (c.time, c.sport))
     return _merge_cases(cases)
+
+
+def _replies(analyzer: Analyzer, path: Path, part: s.Region, outcome: Outcome, cases: list[Case], notes: list[str] | None) -> s.Region:
+    """An accepted connection also needs its replies through the guard filters
+    (stateless: the bridge family has no conntrack). TCP, SCTP and ICMP echo fail
+    without them: those parts become cases refused by the guard. A UDP datagram
+    still arrives: a note says that its answers do not."""
+    for refused, decision in analyzer.refused_replies(path, part):
+        proto = refused[0][s.PROTO][0][0]
+        if proto == 17:
+            if notes is not None:
+                notes.append(f"the datagram arrives, but its replies are dropped by {decision.stage}: {decision.label}")
+            continue
+        failed = Outcome("drop", outcome.decisions + (decision,))
+        for box in refused:
+            cases.append(Case("drop", failed, box[s.TIME], box[s.SPORT]))
+        part = s.subtract(part, refused)
+    return part
 
 
 def _merge_cases(cases: list[Case]) -> list[Case]:
