@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import itertools
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from zonewall.lab.cluster import LabState, lab_down, lab_up
+from zonewall.lab.managed import ManagedLab
 from zonewall.policy.loader import load_policy
 from zonewall.policy.resolve import Policy
 
@@ -50,3 +52,27 @@ def write_policy(tmp_path: Path, text: str, name: str = "policy.yaml") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / name).write_text(text)
     return directory
+
+
+@contextmanager
+def managed_lab(policy_dir: Path, prefix: str, env: dict[str, str] | None = None) -> Iterator[ManagedLab]:
+    """A lab of `policy_dir` with a controller and one agent per node; the policy is
+    uploaded through the API (revision 1) and applied on every node. `env` is set
+    for the agents (they inherit it) and restored afterwards."""
+    name = unique_lab_name()
+    state = lab_up(str(policy_dir), name, apply=False)  # every rule comes through the controller
+    lab = ManagedLab(state, Path(tempfile.mkdtemp(prefix=prefix)))
+    saved = {key: os.environ.get(key) for key in env or {}}
+    os.environ.update(env or {})
+    try:
+        lab.start(verify_interval=2.0)
+        lab.wait_converged(lab.upload(policy_dir, "initial")["revision"]["number"])
+        yield lab
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        lab.stop()
+        lab_down(name)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +27,7 @@ import pytest
 
 from tests.kernel.conftest import _kernel_check
 from tests.kernel.test_logs_pipeline import records, until
-from tests.labtools import unique_lab_name
-from zonewall.lab.cluster import lab_down, lab_up
+from tests.labtools import managed_lab
 from zonewall.lab.managed import ManagedLab
 from zonewall.lab.probing import Service, probe
 from zonewall.policy.loader import load_policy
@@ -52,18 +50,8 @@ def refused(lab: ManagedLab, source: str, target: str, port: int) -> None:
 @pytest.fixture(scope="module")
 def managed(request: pytest.FixtureRequest) -> Iterator[ManagedLab]:
     _kernel_check(request.config)
-    name = unique_lab_name()
-    state = lab_up(str(THREE_TIER), name, apply=False)
-    lab = ManagedLab(state, Path(tempfile.mkdtemp(prefix="zonewall-browser-")))
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("ZONEWALL_COUNTER_INTERVAL", "0.5")  # the agents inherit it: hit counts show up quickly
-        yield from _prepared(lab, name)
-
-
-def _prepared(lab: ManagedLab, name: str) -> Iterator[ManagedLab]:
-    try:
-        lab.start(verify_interval=2.0)
-        lab.wait_converged(lab.upload(THREE_TIER, "initial policy")["revision"]["number"])
+    # the agents inherit ZONEWALL_COUNTER_INTERVAL: hit counts show up quickly
+    with managed_lab(THREE_TIER, "zonewall-browser-", {"ZONEWALL_COUNTER_INTERVAL": "0.5"}) as lab:
         added = lab.api("POST", "/vms/web1/rules", json={"rule": PARTNER_RULE, "message": "partner reaches web1 on 8443"})
         assert added.status_code == 201, added.text
         lab.wait_converged(added.json()["revision"]["number"])
@@ -73,9 +61,6 @@ def _prepared(lab: ManagedLab, name: str) -> Iterator[ManagedLab]:
         until(lambda: any(r["scope"] == "db1" and r["rule"] == "default-in" and r["packets"] > 0
                           for r in lab.api("GET", "/counters").json()["rules"]), 10.0, "db1's default-in counter")
         yield lab
-    finally:
-        lab.stop()
-        lab_down(name)
 
 
 @pytest.fixture(scope="module")

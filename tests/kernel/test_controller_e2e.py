@@ -8,7 +8,6 @@ do not depend on their order or on sharing a worker.
 from __future__ import annotations
 
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,10 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.kernel.conftest import _kernel_check
-from tests.labtools import unique_lab_name
+from tests.labtools import managed_lab
 from zonewall.dataplane.backend import LibNftBackend
 from zonewall.dataplane.readback import readback_hash
-from zonewall.lab.cluster import lab_down, lab_up
 from zonewall.lab.managed import ManagedLab
 from zonewall.lab.probing import Service, probe
 from zonewall.policy.loader import load_policy
@@ -35,17 +33,8 @@ OTHER_TABLE = "table inet other {\n\tchain c {\n\t\ttype filter hook input prior
 @pytest.fixture(scope="module")
 def managed(request: pytest.FixtureRequest) -> Iterator[ManagedLab]:
     _kernel_check(request.config)
-    name = unique_lab_name()
-    state = lab_up(str(THREE_TIER), name, apply=False)  # every rule comes through the controller
-    lab = ManagedLab(state, Path(tempfile.mkdtemp(prefix="zonewall-e2e-")))
-    try:
-        lab.start(verify_interval=2.0)
-        revision = lab.upload(THREE_TIER, "initial")["revision"]["number"]
-        lab.wait_converged(revision)
+    with managed_lab(THREE_TIER, "zonewall-e2e-") as lab:
         yield lab
-    finally:
-        lab.stop()
-        lab_down(name)
 
 
 def kernel_hash(ns: str) -> str:

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,8 +21,7 @@ from typing import Any
 import pytest
 
 from tests.kernel.conftest import _kernel_check
-from tests.labtools import unique_lab_name
-from zonewall.lab.cluster import lab_down, lab_up
+from tests.labtools import managed_lab
 from zonewall.lab.managed import ManagedLab
 from zonewall.lab.probing import Service, probe
 from zonewall.policy.loader import load_policy
@@ -39,23 +37,8 @@ COUNTER_INTERVAL = "0.5"
 @pytest.fixture(scope="module")
 def managed(request: pytest.FixtureRequest) -> Iterator[ManagedLab]:
     _kernel_check(request.config)
-    name = unique_lab_name()
-    state = lab_up(str(THREE_TIER), name, apply=False)
-    lab = ManagedLab(state, Path(tempfile.mkdtemp(prefix="zonewall-logs-")))
-    saved = os.environ.get("ZONEWALL_COUNTER_INTERVAL")
-    os.environ["ZONEWALL_COUNTER_INTERVAL"] = COUNTER_INTERVAL  # the agents inherit it
-    try:
-        lab.start(verify_interval=2.0)
-        revision = lab.upload(THREE_TIER, "initial")["revision"]["number"]
-        lab.wait_converged(revision)
+    with managed_lab(THREE_TIER, "zonewall-logs-", {"ZONEWALL_COUNTER_INTERVAL": COUNTER_INTERVAL}) as lab:
         yield lab
-    finally:
-        if saved is None:
-            os.environ.pop("ZONEWALL_COUNTER_INTERVAL", None)
-        else:
-            os.environ["ZONEWALL_COUNTER_INTERVAL"] = saved
-        lab.stop()
-        lab_down(name)
 
 
 def until(check: Callable[[], Any], timeout: float, what: str = "condition") -> Any:
