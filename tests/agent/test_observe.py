@@ -102,3 +102,23 @@ def test_record_json_names_vm_nic_and_level() -> None:
                        family="ipv4", src="10.0.1.10", dst="10.0.2.30", proto="tcp", sport=1, dport=5432, icmp_type=None)
     out = record_json(record, {3: {"vm": "db1", "nic": 0, "tap": "db1i0", "network": "back"}})
     assert (out["vm"], out["nic"], out["level"], out["rule"], out["verdict"], out["iface"]) == ("db1", "db1/0", "default", "default-in", "drop", "eth0")
+
+
+def test_an_apply_waits_for_the_log_reader_but_not_for_a_group_it_cannot_open(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from zonewall.agent.observe import Observer
+
+    ruleset = compile_node(load_policy(THREE_TIER), "node2")
+    group, _ = log_statements(ruleset)
+    observer = Observer("node2", lambda: None, threading.Event(), tmp_path / "logs", lambda: ruleset)  # type: ignore[arg-type, return-value]
+    started = time.monotonic()
+    assert not observer.wait_bound(ruleset, 0.2)  # nobody listens yet: waits, then says so
+    assert time.monotonic() - started >= 0.2
+    threading.Timer(0.05, lambda: observer._set_bound(group)).start()
+    assert observer.wait_bound(ruleset, 5.0)  # released as soon as the reader is bound
+    observer._set_bound(None, unavailable=group)
+    started = time.monotonic()
+    assert not observer.wait_bound(ruleset, 5.0)
+    assert time.monotonic() - started < 1.0  # a group that cannot be opened is not waited for

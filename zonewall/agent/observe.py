@@ -148,6 +148,7 @@ class Observer:
         self._threads: list[threading.Thread] = []
         self._latest_counters: list[RuleCounter] = []
         self._bound_group: int | None = None  # the NFLOG group the collector listens to
+        self._unavailable: int | None = None  # the group it last failed to open
         self._bound = threading.Condition()
 
     def start(self) -> Observer:
@@ -169,11 +170,14 @@ class Observer:
         if group is None:
             return True
         with self._bound:
-            return self._bound.wait_for(lambda: self._bound_group == group, timeout)
+            # a group the collector could not open (another listener has it) is not
+            # waited for: every apply would be held up for nothing
+            return self._bound.wait_for(lambda: self._bound_group == group or self._unavailable == group, timeout) and self._bound_group == group
 
-    def _set_bound(self, group: int | None) -> None:
+    def _set_bound(self, group: int | None, *, unavailable: int | None = None) -> None:
         with self._bound:
             self._bound_group = group
+            self._unavailable = unavailable
             self._bound.notify_all()
 
     # -- collector --------------------------------------------------------------------
@@ -207,6 +211,7 @@ class Observer:
                         self._set_bound(group)
                         log.info("reading NFLOG group %d", group)
                     except (NflogError, OSError) as exc:
+                        self._set_bound(None, unavailable=group)
                         log.warning("cannot read NFLOG group %s (%s); retrying", group, exc)
                         self._stop.wait(2.0)
                         continue
