@@ -209,54 +209,32 @@ def test_cli_trace_exit_status_and_json(tmp_path: Path) -> None:
     assert bad.exit_code == 2
 
 
-REPLY_POLICY = """
-version: 1
-settings:
-  default: {in: drop, out: accept}
-hosts:
-  node1: {address: [192.168.100.11]}
-networks:
-  lan: {bridge: br-lan, subnets: [10.0.1.0/24]}
-filters:
-  no-replies-in:
-    rules:
-      - {direction: in, action: drop, tcp: 32768-60999}
-      - {direction: in, action: drop, udp: 32768-60999}
-      - {direction: in, action: drop, icmp: echo-reply}
-vms:
-  locked:
-    host: node1
-    nics: [{network: lan, ips: [10.0.1.10]}]
-    filters: [no-replies-in]
-    rules: [{id: ssh-in, direction: in, action: accept, tcp: 22}]
-  open:
-    host: node1
-    nics: [{network: lan, ips: [10.0.1.11]}]
-"""
 
 
 @pytest.fixture(scope="module")
 def reply_analyzer(tmp_path_factory: pytest.TempPathFactory) -> Analyzer:
+    from tests.kernel.test_trace_replies import POLICY as REPLY_POLICY  # the kernel checks the same policy
+
     return Analyzer(load_policy(write_policy(tmp_path_factory.mktemp("r"), REPLY_POLICY)), timezone="UTC")
 
 
 def test_a_guard_that_drops_the_replies_fails_the_connection(reply_analyzer: Analyzer) -> None:
     # guards are stateless (the bridge family has no conntrack): the SYN leaves, the
     # SYN-ACK to the guest's ephemeral port is dropped on the way back
-    result = trace(reply_analyzer, "vm:locked", "outside:203.0.113.9", FlowSpec("tcp", 443))
+    result = trace(reply_analyzer, "vm:locked", "vm:server", FlowSpec("tcp", 8443))
     assert result.verdict == "drop"
     decisive = result.cases[0].outcome.decisive
     assert decisive.stage == "guards vm:locked nic 0 in (the reply)" and decisive.label == "filter no-replies-in"
-    assert trace(reply_analyzer, "vm:locked", "outside:203.0.113.9", FlowSpec("icmp")).verdict == "drop"
+    assert trace(reply_analyzer, "vm:locked", "vm:server", FlowSpec("icmp")).verdict == "drop"
     # the same flows from a NIC without the filter, and the guest as a server, are fine
-    assert trace(reply_analyzer, "vm:open", "outside:203.0.113.9", FlowSpec("tcp", 443)).verdict == "accept"
-    assert trace(reply_analyzer, "outside:203.0.113.9", "vm:locked", FlowSpec("tcp", 22)).verdict == "accept"
+    assert trace(reply_analyzer, "vm:free", "vm:server", FlowSpec("tcp", 8443)).verdict == "accept"
+    assert trace(reply_analyzer, "vm:server", "vm:locked", FlowSpec("tcp", 22)).verdict == "accept"
     # a source port outside the dropped range: the replies pass
-    assert trace(reply_analyzer, "vm:locked", "outside:203.0.113.9", FlowSpec("tcp", 443, sport=1000)).verdict == "accept"
+    assert trace(reply_analyzer, "vm:locked", "vm:server", FlowSpec("tcp", 8443, sport=1000)).verdict == "accept"
 
 
 def test_a_datagram_whose_replies_are_dropped_still_arrives_with_a_note(reply_analyzer: Analyzer) -> None:
-    result = trace(reply_analyzer, "vm:locked", "outside:203.0.113.9", FlowSpec("udp", 53))
+    result = trace(reply_analyzer, "vm:locked", "vm:server", FlowSpec("udp", 5353))
     assert result.verdict == "accept"
     assert any("replies are dropped by guards vm:locked nic 0 in (the reply)" in note for note in result.notes)
 

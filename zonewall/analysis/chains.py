@@ -82,7 +82,7 @@ class ChainBuilder:
     def __init__(self, policy: Policy, matcher: Matcher):
         self.policy, self.matcher = policy, matcher
         self._memo: dict[tuple[object, ...], Chain | None] = {}
-        self._shared: dict[tuple[object, ...], list[Step]] = {}
+        self._shared: dict[tuple[object, ...], tuple[Step, ...]] = {}
 
     def steps(self, refs: list[RuleRef], direction: str, peer: AddressSet | None = None) -> list[Step]:
         out = []
@@ -119,7 +119,7 @@ class ChainBuilder:
         if found is None:
             policy = self.policy
             zone = policy.doc.vms[vm].zone
-            steps = self._shared_steps("global", "", direction, peer) + self.steps(policy.rules_of("vm", vm), direction, peer)
+            steps = [*self._shared_steps("global", "", direction, peer), *self.steps(policy.rules_of("vm", vm), direction, peer)]
             if zone:
                 steps += self._shared_steps("zone", zone, direction, peer)
             action = policy.default_action(vm, direction)
@@ -127,13 +127,13 @@ class ChainBuilder:
             found = self._memo[key] = Chain(f"vm:{vm} {direction}", tuple(steps), default)
         return found
 
-    def _shared_steps(self, level: Level, owner: str, direction: str, peer: AddressSet | None) -> list[Step]:
+    def _shared_steps(self, level: Level, owner: str, direction: str, peer: AddressSet | None) -> tuple[Step, ...]:
         """Global and zone steps, built once for all the VMs that share them."""
         key = (level, owner, direction, peer)
         found = self._shared.get(key)
         if found is None:
-            found = self._shared[key] = self.steps(self.policy.rules_of(level, owner), direction, peer)
-        return list(found)
+            found = self._shared[key] = tuple(self.steps(self.policy.rules_of(level, owner), direction, peer))
+        return found
 
     def network(self, network: str) -> Chain:
         key = ("net", network)

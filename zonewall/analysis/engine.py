@@ -151,29 +151,24 @@ class Analyzer:
     def sender_stages(self, endpoint: Endpoint, nic: int | None, peer: AddressSet | None = None) -> tuple[GuardOrChain, ...]:
         """What a flow passes on its sender's side (guards out, the out/output chain).
         `peer`: only for packets to these addresses (ChainBuilder.vm)."""
-        out: list[GuardOrChain] = []
-        if endpoint.kind == "vm":
-            guard = self.guards.stage(endpoint.name, nic, "out") if nic is not None else None
-            if guard is not None:
-                out.append(guard)
-            out.append(self.chains.vm(endpoint.name, "out", peer))
-        elif endpoint.kind == "host":
-            chain = self.chains.host_out(endpoint.name)
-            if chain is not None:
-                out.append(chain)
-        return tuple(out)
+        return self._side_stages(endpoint, nic, "out", peer)
 
     def receiver_stages(self, endpoint: Endpoint, nic: int | None, peer: AddressSet | None = None) -> tuple[GuardOrChain, ...]:
         """What a flow passes on its receiver's side (guards in, the in/input chain).
         `peer`: only for packets from these addresses (ChainBuilder.vm)."""
+        return self._side_stages(endpoint, nic, "in", peer)
+
+    def _side_stages(self, endpoint: Endpoint, nic: int | None, direction: str, peer: AddressSet | None) -> tuple[GuardOrChain, ...]:
         out: list[GuardOrChain] = []
         if endpoint.kind == "vm":
-            guard = self.guards.stage(endpoint.name, nic, "in") if nic is not None else None
+            guard = self.guards.stage(endpoint.name, nic, direction) if nic is not None else None
             if guard is not None:
                 out.append(guard)
-            out.append(self.chains.vm(endpoint.name, "in", peer))
+            out.append(self.chains.vm(endpoint.name, direction, peer))
         elif endpoint.kind == "host":
-            out.append(self.chains.host_in(endpoint.name))
+            chain = self.chains.host_out(endpoint.name) if direction == "out" else self.chains.host_in(endpoint.name)
+            if chain is not None:
+                out.append(chain)
         return tuple(out)
 
     def nic_network(self, endpoint: Endpoint, nic: int | None) -> str | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
+from ..compiler.nics import eui64_link_local_value
 from ..policy.addresses import address_value
 from ..policy.model import FilterRule, Nic
 from ..policy.resolve import Policy
@@ -55,17 +56,9 @@ def _own(nic: Nic, family: int) -> s.Intervals:
     NDP uses (the compiler's LocalNic.ipv6)."""
     values = [(v, v) for f, v in map(address_value, nic.ips) if f == family]
     if family == 6 and nic.mac:
-        link_local = _eui64_link_local_int(nic.mac)
+        link_local = eui64_link_local_value(nic.mac)
         values.append((link_local, link_local))
     return s.merge(values)
-
-
-def _eui64_link_local_int(mac: str) -> int:
-    """compiler.nics.eui64_link_local as an integer (fe80::/64 + modified EUI-64)."""
-    octets = [int(part, 16) for part in mac.split(":")]
-    octets[0] ^= 0x02
-    eui = octets[:3] + [0xFF, 0xFE] + octets[3:]
-    return (0xFE80 << 112) | int.from_bytes(bytes(eui), "big")
 
 
 # The address-independent parts of the built-in filters, built once.

@@ -39,11 +39,15 @@ class LocalNic:
 
 
 def eui64_link_local(mac: str) -> str:
+    return str(ipaddress.IPv6Address(eui64_link_local_value(mac)))
+
+
+def eui64_link_local_value(mac: str) -> int:
+    """The NIC's link-local address (fe80::/64 + modified EUI-64) as an integer."""
     octets = [int(part, 16) for part in mac.split(":")]
     octets[0] ^= 0x02
     eui = octets[:3] + [0xFF, 0xFE] + octets[3:]
-    groups = [f"{eui[i] << 8 | eui[i + 1]:x}" for i in range(0, 8, 2)]
-    return str(ipaddress.IPv6Address("fe80::" + ":".join(groups)))
+    return (0xFE80 << 112) | int.from_bytes(bytes(eui), "big")
 
 
 def local_nics(policy: Policy, node: str) -> list[LocalNic]:
