@@ -36,8 +36,8 @@ class FakeSteps:
 
 
 @pytest.fixture
-def live(tmp_path: Path) -> Iterator[LiveController]:
-    with live_controller(tmp_path) as ctl:
+def live(tmp_path: Path, db_url: str) -> Iterator[LiveController]:
+    with live_controller(tmp_path, db_url) as ctl:
         response = httpx.put(ctl.url + "/api/v1/policy", json={"documents": {"p.yaml": POLICY}, "message": "initial"},
                              headers=ctl.tokens.header("admin"))
         assert response.status_code == 201, response.text

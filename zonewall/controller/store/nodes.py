@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from .db import utcnow
+from .db import as_utc, utcnow
 from .models import NodeLogRow, NodeRow
 
 LOG_LINES_KEPT = 1000  # per node; older lines are dropped
@@ -40,6 +41,12 @@ class NodeStore:
         # An agent's status and its registration may arrive at once; both create the
         # row on first contact, and two inserts of one name would collide.
         self._write = threading.Lock()
+        # Long-polls are contact too, but a database write per long-poll would make
+        # every controller write once per agent per wait: they are kept here and
+        # written together by flush_contacts() every few seconds.
+        self._contacts: dict[str, datetime] = {}
+        self._known: set[str] = set()  # nodes with a row (contacts of others are written at once)
+        self._contacts_lock = threading.Lock()
 
     def _row(self, session: Session, node: str) -> NodeRow:
         row = session.get(NodeRow, node)
@@ -57,9 +64,38 @@ class NodeStore:
         return row
 
     def touch(self, node: str) -> None:
-        """Record contact (a long-poll, a report) from the node's agent."""
-        with self._write, self._sessions() as session, session.begin():
-            self._row(session, node).last_contact = utcnow()
+        """Record contact (a long-poll) from the node's agent: written at once the first
+        time this controller hears from it, later in memory until the next flush."""
+        with self._contacts_lock:
+            known = node in self._known
+            if known:
+                self._contacts[node] = utcnow()
+        if not known:
+            with self._write, self._sessions() as session, session.begin():
+                self._row(session, node).last_contact = utcnow()
+            with self._contacts_lock:
+                self._known.add(node)
+
+    def flush_contacts(self) -> int:
+        """Write the contacts recorded since the last flush; how many nodes."""
+        with self._contacts_lock:
+            contacts, self._contacts = self._contacts, {}
+        if contacts:
+            with self._write, self._sessions() as session, session.begin():
+                for node, moment in contacts.items():
+                    row = self._row(session, node)
+                    if as_utc(row.last_contact) is None or as_utc(row.last_contact) < moment:  # type: ignore[operator]
+                        row.last_contact = moment
+        return len(contacts)
+
+    def _with_contact(self, row: NodeRow | None) -> NodeRow | None:
+        """The row with a contact not yet flushed (as this controller saw it)."""
+        if row is not None:
+            with self._contacts_lock:
+                seen = self._contacts.get(row.name)
+            if seen is not None and (as_utc(row.last_contact) is None or as_utc(row.last_contact) < seen):  # type: ignore[operator]
+                row.last_contact = seen
+        return row
 
     def report(self, node: str, status: Status) -> NodeRow:
         with self._write, self._sessions() as session, session.begin():
@@ -75,11 +111,11 @@ class NodeStore:
 
     def get(self, node: str) -> NodeRow | None:
         with self._sessions() as session:
-            return session.get(NodeRow, node)
+            return self._with_contact(session.get(NodeRow, node))
 
     def all(self) -> list[NodeRow]:
         with self._sessions() as session:
-            return list(session.scalars(select(NodeRow).order_by(NodeRow.name)))
+            return [self._with_contact(row) for row in session.scalars(select(NodeRow).order_by(NodeRow.name))]  # type: ignore[misc]
 
     def add_logs(self, node: str, lines: list[tuple[str, str]]) -> None:
         with self._write, self._sessions() as session, session.begin():
