@@ -117,7 +117,7 @@ def test_an_agent_refuses_a_revision_older_than_it_applied_and_says_so(tmp_path:
     def handler(request: httpx.Request) -> httpx.Response:
         host = request.url.host
         path = request.url.path
-        if path.endswith("/status"):
+        if path.endswith(("/status", "/logs")):  # log lines ride on a status, or alone
             with lock:
                 lines.extend(line["message"] for line in json.loads(request.content)["lines"])
             return httpx.Response(200, json={})
