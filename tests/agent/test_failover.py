@@ -182,7 +182,7 @@ def test_an_agent_fails_over_within_a_second_when_its_controller_is_killed(tmp_p
         httpx.post(b.url + "/api/v1/vms/db1/rules", json={"rule": RULE}, headers=admin, timeout=30).raise_for_status()
         eventually(lambda: "web-db" in zonewall_rules(backend), timeout=5)
         assert time.monotonic() - killed < 1.0
-        assert agent.enforcer.state is not None and agent.enforcer.state.revision == 2
+        eventually(lambda: agent.enforcer.state is not None and agent.enforcer.state.revision == 2)
     finally:
         agent.stop()
         thread.join(10)
