@@ -212,12 +212,12 @@ class ManagedLab:
             raise ManagedLabError(f"upload refused ({response.status_code}): {response.text}")
         return response.json()
 
-    def wait_converged(self, revision: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+    def wait_converged(self, revision: int, timeout: float = 30.0, *, via: int = 0) -> list[dict[str, Any]]:
         """Until every node of the policy reports `revision` applied without error."""
         deadline = time.monotonic() + timeout
         nodes: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
-            nodes = self.api("GET", "/nodes").json()
+            nodes = self.api("GET", "/nodes", via=via).json()
             if nodes and all(n["applied_revision"] == revision and n["state"] == "ok" for n in nodes if n["in_policy"]):
                 return nodes
             time.sleep(0.05)

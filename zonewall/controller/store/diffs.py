@@ -33,7 +33,7 @@ from .cache import RevisionCache
 from .models import DiffJobRow, RevisionRow
 
 log = logging.getLogger("zonewall.controller.diffs")
-LEASE_SECONDS = 30.0
+LEASE_SECONDS = 15.0
 MAX_ATTEMPTS = 3
 # Failure tests only: hold every diff this long (a real large policy's diff takes
 # minutes; this gives a small test policy the same window to kill a controller in).
