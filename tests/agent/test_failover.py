@@ -18,7 +18,7 @@ from tests.agent.test_daemon import eventually, start, zonewall_rules
 from tests.controller.live import three_tier_documents
 from zonewall.agent import daemon as daemon_module
 from zonewall.agent.backoff import Backoff
-from zonewall.agent.client import ControllerClient, ControllerUnavailable, parse_controllers
+from zonewall.agent.client import ControllerClient, ControllerUnavailable, first_choice, parse_controllers
 from zonewall.agent.daemon import AgentConfig
 from zonewall.cli import app
 from zonewall.controller.documents import content_hash
@@ -86,7 +86,9 @@ def test_a_client_fails_over_at_once_and_stays_with_the_controller_that_answers(
             return httpx.Response(503, json={"detail": "database away"})
         return httpx.Response(200, json={"changed": False, "revision": 3, "in_policy": True})
 
-    client = ControllerClient(["http://dead:1", "http://sick:1", "http://alive:1"], "zw_x", "node1", transport=httpx.MockTransport(handler))
+    urls = ["http://dead:1", "http://sick:1", "http://alive:1"]
+    node = next(name for name in (f"node{i}" for i in range(100)) if first_choice(name, 3) == 0)  # one that starts with the first
+    client = ControllerClient(urls, "zw_x", node, transport=httpx.MockTransport(handler))
     started = time.monotonic()
     answer = client.desired(3, 1)
     assert time.monotonic() - started < 1 and answer.controller == "http://alive:1" and client.controller == "http://alive:1"
@@ -94,9 +96,20 @@ def test_a_client_fails_over_at_once_and_stays_with_the_controller_that_answers(
     calls.clear()
     client.desired(3, 1)
     assert calls == ["alive"]  # sticky: the dead ones are not tried again while this one answers
-    everyone_down = ControllerClient(["http://dead:1", "http://dead:2"], "zw_x", "node1", transport=httpx.MockTransport(handler))
+    everyone_down = ControllerClient(["http://dead:1", "http://dead:2"], "zw_x", node, transport=httpx.MockTransport(handler))
     with pytest.raises(ControllerUnavailable, match="dead:1.*dead:2"):
         everyone_down.desired(None, 0)
+
+
+def test_nodes_spread_over_the_controllers() -> None:
+    chosen = [first_choice(f"node{i:04d}", 3) for i in range(1000)]
+    assert all(250 < chosen.count(index) < 420 for index in range(3))
+    assert first_choice("node0001", 3) == first_choice("node0001", 3)
+
+
+def starting_with(node: str, first: str, other: str) -> list[str]:
+    """The two URLs in the order that makes `node` start with `first`."""
+    return [first, other] if first_choice(node, 2) == 0 else [other, first]
 
 
 def _documents_with_port(port: int) -> dict[str, str]:
@@ -134,7 +147,7 @@ def test_an_agent_refuses_a_revision_older_than_it_applied_and_says_so(tmp_path:
         return httpx.Response(200, json={})
 
     transport = httpx.MockTransport(handler)
-    config = AgentConfig(["http://a:1", "http://b:1"], "node2", "zw_x", tmp_path / "agent", monitor=False, observe=False, long_poll=1)
+    config = AgentConfig(starting_with("node2", "http://a:1", "http://b:1"), "node2", "zw_x", tmp_path / "agent", monitor=False, observe=False, long_poll=1)
     backend = FakeBackend()
     agent = daemon_module.Agent(config, backend=backend,
                                 make_client=lambda: ControllerClient(config.controllers, "zw_x", "node2", transport=transport))
@@ -170,7 +183,7 @@ def test_an_agent_fails_over_within_a_second_when_its_controller_is_killed(tmp_p
     (a, b), tokens, _url = two_controllers
     admin = {"Authorization": f"Bearer {tokens['admin']}"}
     backend = FakeBackend()
-    config = AgentConfig(f"{a.url},{b.url}", "node2", tokens["node2"], tmp_path / "agent", monitor=False, observe=False, long_poll=20)
+    config = AgentConfig(starting_with("node2", a.url, b.url), "node2", tokens["node2"], tmp_path / "agent", monitor=False, observe=False, long_poll=20)
     agent, thread = start(config, backend)
     try:
         httpx.put(a.url + "/api/v1/policy", json={"documents": three_tier_documents()}, headers=admin, timeout=30).raise_for_status()

@@ -28,7 +28,7 @@ from tests.kernel.conftest import _kernel_check
 from tests.kernel.test_controller_e2e import THREE_TIER, WEB_TO_DB, reaches, until
 from tests.labtools import managed_lab
 from zonewall.controller.store.diffs import DELAY_ENV
-from zonewall.lab.managed import ManagedLab
+from zonewall.lab.managed import AGENT_PORT, ManagedLab
 from zonewall.lab.postgres import TemporaryPostgres
 
 pytestmark = pytest.mark.kernel
@@ -53,6 +53,13 @@ def applied_revisions(lab: ManagedLab) -> dict[str, list[int]]:
     return {node: [int(n) for n in APPLIED.findall((agent.state_dir / "agent.log").read_text())] for node, agent in lab.agents.items()}
 
 
+def controller_of(lab: ManagedLab, node: str) -> int:
+    """Which controller the node's agent talks to (it says so when it registers)."""
+    registered = re.findall(r"registered with http://[\d.]+:(\d+) as", (lab.agents[node].state_dir / "agent.log").read_text())
+    assert registered, f"{node}'s agent has not registered"
+    return int(registered[-1]) - AGENT_PORT
+
+
 def change(lab: ManagedLab, via: int, rule: dict[str, Any]) -> int:
     response = lab.api("POST", "/vms/db1/rules", via=via, json={"rule": rule, "message": f"through controller {via}"})
     assert response.status_code == 201, response.text
@@ -74,8 +81,10 @@ def test_three_controllers_one_database_any_controller_any_failure(ha: ManagedLa
     for via in (0, 1, 2):  # every controller serves what the others committed
         assert lab.api("GET", "/policy", via=via).json()["revision"] == closed.json()["revision"]["number"]
 
-    # -- kill -9 of controller 0 in the middle of a change ---------------------------------------
-    before = lab.api("GET", "/policy", via=1).json()["revision"]
+    # -- kill -9 of a controller with agents, in the middle of a change through it --------------
+    victim = controller_of(lab, "node2")
+    survivor, other = (victim + 1) % 3, (victim + 2) % 3
+    before = lab.api("GET", "/policy", via=survivor).json()["revision"]
     key = "ha-test-add-8443"
     rule = {"direction": "in", "action": "accept", "from": "vm:web1", "tcp": 8443}  # no id: a duplicate would be a second rule
     body = {"rule": rule, "message": "added while its controller dies"}
@@ -83,45 +92,43 @@ def test_three_controllers_one_database_any_controller_any_failure(ha: ManagedLa
 
     def send() -> None:
         try:
-            box["response"] = lab.api("POST", "/vms/db1/rules", via=0, json=body, headers={"Idempotency-Key": key})
+            box["response"] = lab.api("POST", "/vms/db1/rules", via=victim, json=body, headers={"Idempotency-Key": key})
         except httpx.HTTPError as exc:
             box["error"] = exc
 
     sender = threading.Thread(target=send)
     sender.start()
-    until(lambda: lab.api("GET", "/policy", via=1).json()["revision"] > before, timeout=15)  # committed...
-    killed_revision = lab.api("GET", "/policy", via=1).json()["revision"]
-    pending = lab.api("GET", f"/revisions/{killed_revision}", via=1).json()
-    lab.kill_controller(0)  # ...and killed while computing the diff, before it answered
+    until(lambda: lab.api("GET", "/policy", via=survivor).json()["revision"] > before, timeout=15)  # committed...
+    killed_revision = lab.api("GET", "/policy", via=survivor).json()["revision"]
+    pending = lab.api("GET", f"/revisions/{killed_revision}", via=survivor).json()
+    lab.kill_controller(victim)  # ...and killed while computing the diff, before it answered
     sender.join(timeout=30)
     assert "error" in box, "the killed controller answered"
     assert pending["diff"] is None  # the kill came before the diff was stored
 
-    retried = lab.api("POST", "/vms/db1/rules", via=1, json=body, headers={"Idempotency-Key": key})  # the client retries elsewhere
+    retried = lab.api("POST", "/vms/db1/rules", via=survivor, json=body, headers={"Idempotency-Key": key})  # the client retries elsewhere
     assert retried.status_code == 201 and retried.headers["Idempotent-Replayed"] == "true", retried.text
     assert retried.json()["revision"]["number"] == killed_revision
-    documents = lab.api("GET", "/policy", via=2).json()["documents"]
+    documents = lab.api("GET", "/policy", via=other).json()["documents"]
     assert sum(text.count("8443") for text in documents.values()) == 1, "the retry applied the change twice"
-    lab.wait_converged(killed_revision, timeout=15, via=1)  # the agents of the dead controller failed over
+    lab.wait_converged(killed_revision, timeout=15, via=survivor)  # node2's agent failed over
     assert reaches(lab, "vm:web1", "vm:db1", 8443)
 
     # the killed controller's diff is finished by another once its lease runs out
-    diff = until(lambda: lab.api("GET", f"/revisions/{killed_revision}", via=2).json()["diff"] is not None, timeout=60)
-    shown = lab.api("GET", f"/revisions/{killed_revision}", via=2).json()
+    diff = until(lambda: lab.api("GET", f"/revisions/{killed_revision}", via=other).json()["diff"] is not None, timeout=60)
+    shown = lab.api("GET", f"/revisions/{killed_revision}", via=other).json()
     assert any("8443" in " ".join(flow["services"]) for flow in shown["diff"]["flows"]), shown["diff"]
     assert diff < 60
 
     # -- after the failure: changes through the survivors converge, the dead one comes back ----
-    final = lab.api("DELETE", "/vms/db1/rules/web-db", via=2, params={"message": "nothing to delete"})
-    assert final.status_code == 404  # (removed above; nothing changes)
-    latest = change(lab, 2, {"id": "last", "direction": "in", "action": "accept", "from": "vm:web1", "tcp": 9000})
-    lab.wait_converged(latest, timeout=15, via=2)
-    lab.start_controller(0)
-    assert lab.api("GET", "/policy", via=0).json()["revision"] == latest
+    latest = change(lab, other, {"id": "last", "direction": "in", "action": "accept", "from": "vm:web1", "tcp": 9000})
+    lab.wait_converged(latest, timeout=15, via=other)
+    lab.start_controller(victim)
+    assert lab.api("GET", "/policy", via=victim).json()["revision"] == latest
 
-    numbers = sorted(r["number"] for r in lab.api("GET", "/revisions", via=0, params={"limit": 100}).json())
+    numbers = sorted(r["number"] for r in lab.api("GET", "/revisions", via=victim, params={"limit": 100}).json())
     assert numbers == list(range(1, latest + 1))  # none lost, none twice
-    assert all(r["diff"] is not None or r["diff_error"] for r in (lab.api("GET", f"/revisions/{n}", via=0).json() for n in numbers))
+    assert all(r["diff"] is not None or r["diff_error"] for r in (lab.api("GET", f"/revisions/{n}", via=victim).json() for n in numbers))
 
     # -- no node ever applied an older revision --------------------------------------------------
     history = applied_revisions(lab)

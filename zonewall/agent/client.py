@@ -3,7 +3,8 @@
 An agent may be given several controllers (replicas on one database): each call
 goes to the one that answered last, and on no answer (connection refused or reset,
 a timeout, a 5xx) straight on to the next, so a dead controller costs one failed
-connection, not a back-off. Only when every controller failed does the call raise
+connection, not a back-off. Every agent is given the same list, so each starts at a
+place in it chosen by its node name: the nodes spread evenly over the controllers. Only when every controller failed does the call raise
 ControllerUnavailable, and the caller backs off (backoff.py).
 
 A dead process resets its connections at once; a dead host does not, so TCP
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +77,11 @@ def parse_controllers(values: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(urls)
 
 
+def first_choice(node: str, count: int) -> int:
+    """The controller a node starts with: the same on every start, even across nodes."""
+    return zlib.crc32(node.encode()) % count
+
+
 def tls_verify(ca: str | None) -> ssl.SSLContext | bool:
     """Verify the controller's certificate: against `ca` if given, else the system's."""
     return ssl.create_default_context(cafile=ca) if ca else True
@@ -85,7 +92,7 @@ class ControllerClient:
                  transport: httpx.BaseTransport | None = None) -> None:
         self.node = node
         self.controllers = parse_controllers(controllers)
-        self._current = 0
+        self._current = first_choice(node, len(self.controllers))
         self._timeout = timeout
         self._http = httpx.Client(
             headers={"Authorization": f"Bearer {token}", "User-Agent": f"zonewall-agent/{AGENT_VERSION}"},
