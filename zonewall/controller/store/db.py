@@ -64,10 +64,12 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
 
 
 # Connections per controller process: request threads (anyio's pool has 40) share
-# them; long-polls hold none while they wait. Three controllers stay well within
-# PostgreSQL's default max_connections (100).
-POOL_SIZE = 5
-POOL_OVERFLOW = 20
+# them; long-polls hold none while they wait. Connections beyond the pool's size are
+# closed when given back, so a burst (every agent reporting after a change) would
+# open a new PostgreSQL connection per request if the pool were small. Three
+# controllers at 24 each stay within PostgreSQL's default max_connections (100).
+POOL_SIZE = 16
+POOL_OVERFLOW = 8
 
 
 def make_engine(url: str) -> Engine:
