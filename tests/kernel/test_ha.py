@@ -16,20 +16,20 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.kernel.conftest import _kernel_check
-from tests.kernel.test_controller_e2e import THREE_TIER, WEB_TO_DB, reaches, until
+from tests.kernel.test_controller_e2e import THREE_TIER, WEB_TO_DB, until
 from tests.labtools import managed_lab
 from zonewall.controller.store.diffs import DELAY_ENV
 from zonewall.lab.managed import AGENT_PORT, ManagedLab
 from zonewall.lab.postgres import TemporaryPostgres
+from zonewall.lab.probing import Service, probe
+from zonewall.policy.loader import load_policy
 
 pytestmark = pytest.mark.kernel
 
@@ -46,6 +46,11 @@ def ha(request: pytest.FixtureRequest, postgres: TemporaryPostgres) -> Iterator[
             yield lab
     finally:
         postgres.drop_database(url)
+
+
+def reaches(lab: ManagedLab, source: str, target: str, port: int) -> bool:
+    """A real connection (2 s to answer: this test runs beside the whole suite)."""
+    return probe(lab.lab, load_policy(THREE_TIER), source, target, Service("tcp", port), "ipv4", timeout=2.0).delivered
 
 
 def applied_revisions(lab: ManagedLab) -> dict[str, list[int]]:

@@ -18,7 +18,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 SERVER_ROOTS = (Path("/usr/lib/postgresql"),)  # Debian: /usr/lib/postgresql/<major>/bin
@@ -113,7 +112,7 @@ class TemporaryPostgres:
             os.chown(self.directory, user.pw_uid, user.pw_gid)
         data = self.directory / "data"
         self._run(str(self._bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C.UTF-8")
-        options = [f"-p {{port}}", f"-k {self.directory}", "-c listen_addresses=127.0.0.1", "-c max_connections=400"]
+        options = ["-p {port}", f"-k {self.directory}", "-c listen_addresses=127.0.0.1", "-c max_connections=400"]
         if not self.durable:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         for _attempt in range(5):  # a free port can be taken between the probe and the bind

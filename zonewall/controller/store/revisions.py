@@ -36,7 +36,7 @@ from .cache import RevisionCache, RevisionView
 from .db import utcnow
 from .diffs import DiffJobs
 from .locks import SerializedWrites
-from .models import DiffJobRow, IdempotencyKeyRow, RevisionFloorRow, RevisionRow
+from .models import IdempotencyKeyRow, RevisionFloorRow, RevisionRow
 
 log = logging.getLogger("zonewall.controller.revisions")
 CHANNEL = "zonewall_revisions"  # PostgreSQL NOTIFY channel; the payload is the new number
@@ -208,10 +208,3 @@ class RevisionStore:
         with self._floor_lock:
             self._floor_seen = max(self._floor_seen, number)
 
-
-def pending_diffs(sessions: sessionmaker[Session], numbers: list[int]) -> set[int]:
-    """Which of these revisions still wait for their semantic diff."""
-    if not numbers:
-        return set()
-    with sessions() as session:
-        return set(session.scalars(select(DiffJobRow.revision).where(DiffJobRow.revision.in_(numbers))))
