@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import api_logs, api_metrics, api_migrate, api_nodes, api_policy, api_tokens
 from .background import Housekeeping
 from .follow import RECHECK_SECONDS, Follower
+from .migrate_channel import CHANNEL as MIGRATIONS_CHANNEL
 from .migrate_channel import MigrationHub
 from .store.cache import RevisionCache, RevisionView
 from .store.db import open_database
@@ -52,6 +53,7 @@ class Controller:
     counters: CounterStore
     follower: Follower
     housekeeping: Housekeeping
+    migrations: MigrationHub  # live migrations and their agents' steps (docs/migration.md)
 
     def current_view(self) -> RevisionView | None:
         """The newest revision this controller knows of, parsed (None: no policy yet)."""
@@ -83,10 +85,11 @@ def build_controller(db_url: str, retention: Retention = Retention(), *, diff_le
     diffs = DiffJobs(sessions, cache, replica_name(), lease=diff_lease)
     revisions = RevisionStore(sessions, diffs, cache, on_commit=watch.notify)
     watch.notify(revisions.current_number() or 0)
-    engine = sessions.kw["bind"]
-    follower = Follower(engine, revisions.current_number, cache.get, watch.notify, recheck=recheck)
+    migrations = MigrationHub(sessions)
+    follower = Follower(sessions.kw["bind"], revisions.current_number, cache.get, watch.notify, recheck=recheck,
+                        others={MIGRATIONS_CHANNEL: migrations.notified}, on_recheck=migrations.recheck)
     return Controller(sessions, revisions, nodes, watch, LogStore(sessions, retention), CounterStore(sessions),
-                      follower, Housekeeping(sessions, diffs, nodes))
+                      follower, Housekeeping(sessions, diffs, nodes), migrations)
 
 
 def create_app(controller: Controller) -> FastAPI:
@@ -106,7 +109,6 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(api_logs.router)
     app.include_router(api_metrics.router)
     app.include_router(api_migrate.router)
-    app.state.migrations = MigrationHub()  # agents' migration steps (docs/migration.md)
     from .web import routes as web_routes  # the dashboard (server-rendered)
 
     web_routes.install(app)

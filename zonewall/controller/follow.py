@@ -5,7 +5,9 @@ controller LISTENs on a connection of its own and passes the number on at once.
 Notifications are not queued for a listener that is away (its connection broke,
 the database restarted), so the newest number is also read back every `recheck`
 seconds, and after every reconnection: a missed notification costs at most that
-long. On SQLite (one controller) only the periodic read runs.
+long. On SQLite (one controller) only the periodic read runs. Other channels (migration
+steps, controller/migrate_channel.py) ride on the same connection: `others` maps a
+channel to what handles its payloads, and `on_recheck` runs with every periodic read.
 
 Before the watch wakes the agents, the new revision is read and parsed here once,
 so a wave of long-polls answered at the same moment finds it ready instead of
@@ -28,8 +30,11 @@ RECHECK_SECONDS = 2.0
 
 class Follower:
     def __init__(self, engine: Engine, newest: Callable[[], int | None], warm: Callable[[int], object],
-                 notify: Callable[[int], None], *, recheck: float = RECHECK_SECONDS) -> None:
+                 notify: Callable[[int], None], *, recheck: float = RECHECK_SECONDS,
+                 others: dict[str, Callable[[str], None]] | None = None, on_recheck: Callable[[], None] | None = None) -> None:
         self._engine = engine
+        self._others = others or {}
+        self._on_recheck = on_recheck
         self._newest = newest
         self._warm = warm
         self._notify = notify
@@ -65,6 +70,8 @@ class Follower:
     def _check(self) -> None:
         try:
             self._seen(self._newest())
+            if self._on_recheck is not None:
+                self._on_recheck()
         except Exception as exc:  # noqa: BLE001 - the database is away; try again at the next tick
             log.warning("reading the newest revision failed: %s", exc)
 
@@ -89,13 +96,17 @@ class Follower:
 
         url = self._engine.url.set(drivername="postgresql")
         with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as connection:
-            connection.execute(f"LISTEN {CHANNEL}")
+            for channel in (CHANNEL, *self._others):
+                connection.execute(f"LISTEN {channel}")
             self._check()  # what was committed while we were not listening
             while not self._stop.is_set():
                 for notification in connection.notifies(timeout=self.recheck):
                     if self._stop.is_set():
                         return
                     self.heard += 1
+                    if notification.channel in self._others:
+                        self._others[notification.channel](notification.payload)
+                        continue
                     try:
                         self._seen(int(notification.payload))
                     except ValueError:

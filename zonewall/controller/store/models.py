@@ -186,3 +186,36 @@ class RevisionFloorRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     number: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class MigrationRow(Base):
+    """A live migration: running (`running_vm` set, one per VM) or finished."""
+
+    __tablename__ = "migrations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    running_vm: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)  # NULL once finished
+    vm: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(128))
+    started: Mapped[float] = mapped_column(Float)
+    phase: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    arrived: Mapped[bool] = mapped_column(Boolean, default=False)  # the hypervisor says the guest runs on the target
+    alive_until: Mapped[float] = mapped_column(Float)  # its controller's heartbeat: past it, the migration is dead
+
+
+class MigrationStepRow(Base):
+    """One step of a migration for one node's agent, and its answer."""
+
+    __tablename__ = "migration_steps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node: Mapped[str] = mapped_column(String(64), index=True)
+    step: Mapped[str] = mapped_column(String(16))
+    args: Mapped[str] = mapped_column(Text)  # JSON
+    state: Mapped[str] = mapped_column(String(8))  # queued | picked | done
+    answer: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
