@@ -280,3 +280,11 @@ def test_broken_lines_open_nothing(tmp_path: Path) -> None:
     assert blocked(policy, OUT, "10.0.0.10", "--icmp", "destination-unreachable")
     assert blocked(policy, OUT, "10.0.0.10", "--icmp", "echo-request")
     assert len([i for i in items if i["file"] == "100.fw"]) >= 14
+
+
+def test_an_ipv6_only_macro_opens_nothing_over_ipv4(tmp_path: Path) -> None:
+    # DHCPv6 exists only in pve-firewall's IPv6 macro table
+    inventory = INVENTORY.replace("ips: [10.0.0.10]", 'ips: [10.0.0.10, "fd00::10"]').replace("subnets: [10.0.0.0/24]", 'subnets: [10.0.0.0/24, "fd00::/64"]')
+    policy, _ = imported(tmp_path, {"100.fw": GUEST + "IN DHCPv6(ACCEPT)\n"}, inventory)
+    assert verdict(policy, "outside:2001:db8::7", "fd00::10", "--udp", "546", "--sport", "547") == "accept"
+    assert blocked(policy, OUT, "10.0.0.10", "--udp", "546", "--sport", "547")

@@ -21,7 +21,7 @@ from ..names import sanitize
 from ..report import ImportFailure, Report, Where
 from .addresses import AddressBook, Skip
 from .inventory import Guest
-from .macros import MACROS, Entry, lookup
+from .macros import IPV6_ONLY, MACROS, Entry, lookup
 from .parse import FwFile, FwRule
 
 PROTO_NUMBERS = {str(n): name for name, n in IP_PROTOCOLS.items()}
@@ -235,6 +235,8 @@ class RuleTranslator:
             if rule.icmp_type:
                 raise Skip(f"macro {macro} with -icmp-type", proxmox_too=True)
             entries = merge_macro(macro, rule)
+            if macro in IPV6_ONLY:
+                base["family"] = "ipv6"
             if not (rule.proto or rule.dport or rule.sport):
                 service = self.service_for(macro)
                 if service is not None:

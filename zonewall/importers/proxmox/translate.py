@@ -4,8 +4,9 @@ Mapping (docs/migrating.md has the side-by-side):
 
 * datacenter rules (`cluster.fw [RULES]`) protect the nodes -> host rules; a node's
   `host.fw` rules run before them (pve-firewall: "host rules first, so that cluster
-  wide rules can be overwritten"), so when any host.fw exists each node gets its own
-  `hosts.NODE.rules` = its host.fw rules, then the datacenter rules;
+  wide rules can be overwritten") and Proxmox's built-in accepts after them, so each
+  node gets its own `hosts.NODE.rules` = its host.fw rules, the datacenter rules,
+  the built-ins;
 * datacenter `policy_in`/`policy_out` -> `settings.host_default`; Proxmox's built-ins
   (blacklist, management ports, local network, corosync) -> the `proxmox-cluster`
   profile (profile.py) and accepts after each node's own rules;
