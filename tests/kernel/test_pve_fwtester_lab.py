@@ -2,7 +2,7 @@
 
 For each sampled directory of ../shared/pve-fwtester, its expectations that can be
 sent as real packets are spread over at most WORLDS worlds (tests/conformance/
-fwtester.py: lab_worlds; an address belongs to one end per world); each world is
+labworld.py; an address belongs to one end per world); each world is
 imported with `zonewall import proxmox`, brought up as a lab, and every expectation
 in it is probed: delivered exactly when Proxmox says ACCEPT. Where trace can be asked
 about the same packet it must agree with the kernel too.
@@ -17,6 +17,7 @@ import yaml
 from typer.testing import CliRunner
 
 from tests.conformance import fwtester as fw
+from tests.conformance.labworld import LabWorld, lab_worlds
 from tests.conformance.trace_adapter import TraceRefused, run_trace
 from tests.labtools import running_lab
 from zonewall.cli import app
@@ -61,7 +62,7 @@ def _probe(state: LabState, expectation: fw.Expectation, src: str, dst: str, tim
 @pytest.mark.parametrize("directory", SAMPLE)
 def test_proxmox_expectations_hold_with_real_packets(directory: str, tmp_path: Path) -> None:
     expectations = [e for e in fw.read_expectations() if e.directory == directory]
-    worlds, left_out = fw.lab_worlds(expectations, WORLDS)
+    worlds, left_out = lab_worlds(expectations, WORLDS)
     sampled = sum(len(w.packets) for w in worlds)
     assert sampled >= len(expectations) * 2 // 3, f"only {sampled} of {directory}'s {len(expectations)} expectations are probed: {left_out}"
     assert {e.action == "ACCEPT" for w in worlds for e in w.packets} == {True, False}  # both sides of the line
@@ -74,7 +75,7 @@ def test_proxmox_expectations_hold_with_real_packets(directory: str, tmp_path: P
     assert disagree == [], "\n".join(disagree)
 
 
-def _probe_world(directory: str, world: fw.LabWorld, base: Path) -> tuple[list[str], list[str]]:
+def _probe_world(directory: str, world: LabWorld, base: Path) -> tuple[list[str], list[str]]:
     base.mkdir(parents=True)
     inventory = base / "inventory.yaml"
     inventory.write_text(yaml.safe_dump(world.inventory, sort_keys=True))
