@@ -15,6 +15,7 @@ from pathlib import Path
 
 from zonewall.lab.cluster import LabState, lab_down, lab_up
 from zonewall.lab.managed import ManagedLab
+from zonewall.lab.postgres import pid_alive  # noqa: F401 - tests/conftest.py takes it from here
 from zonewall.policy.loader import load_policy
 from zonewall.policy.resolve import Policy
 
@@ -25,16 +26,6 @@ def unique_lab_name() -> str:
     name = f"t{os.getpid()}x{next(_counter)}"
     assert len(name) <= 16, name  # lab names are at most 16 characters
     return name
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextmanager

@@ -30,7 +30,8 @@ class PostgresError(RuntimeError):
     pass
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (tests use it for what dead test processes left)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -45,7 +46,7 @@ def remove_orphans() -> list[Path]:
     removed = []
     for directory in Path(tempfile.gettempdir()).glob(f"{PREFIX}*-*"):
         pid = directory.name[len(PREFIX):].split("-")[0]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or pid_alive(int(pid)):
             continue
         server = TemporaryPostgres.__new__(TemporaryPostgres)
         server.directory, server._as_postgres = directory, os.geteuid() == 0
