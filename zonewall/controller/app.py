@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import api_logs, api_metrics, api_migrate, api_nodes, api_policy, api_tokens
 from .background import Housekeeping
 from .follow import RECHECK_SECONDS, Follower
+from .limits import LimitsMiddleware, RequestLimits
 from .migrate_channel import CHANNEL as MIGRATIONS_CHANNEL
 from .migrate_channel import MigrationHub
 from .store.cache import RevisionCache, RevisionView
@@ -24,6 +25,7 @@ from .store.diffs import LEASE_SECONDS, DiffJobs
 from .store.logs import CounterStore, LogStore, Retention
 from .store.nodes import NodeStore
 from .store.revisions import RevisionStore
+from .store.tokens import authenticate
 from .watch import RevisionWatch
 
 API_VERSION = "1"
@@ -92,7 +94,7 @@ def build_controller(db_url: str, retention: Retention = Retention(), *, diff_le
                       follower, Housekeeping(sessions, diffs, nodes), migrations)
 
 
-def create_app(controller: Controller) -> FastAPI:
+def create_app(controller: Controller, limits: RequestLimits = RequestLimits()) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         controller.start(asyncio.get_running_loop())
@@ -103,6 +105,8 @@ def create_app(controller: Controller) -> FastAPI:
 
     app = FastAPI(title="zonewall controller", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan)
     app.state.ctl = controller
+    # outermost: bodies bounded and callers authenticated before anything reads them
+    app.add_middleware(LimitsMiddleware, limits=limits, authenticate=lambda token: authenticate(controller.sessions, token) is not None)
     app.include_router(api_policy.router)
     app.include_router(api_nodes.router)
     app.include_router(api_tokens.router)
