@@ -68,13 +68,23 @@ def test_a_rule_added_at_a_position_lands_between_the_existing_ones(client: Test
     assert changes(before["gitlab.yaml"], text)[0] == []
 
 
-def test_removing_a_rule_removes_only_its_lines(client: TestClient, tokens: Tokens) -> None:
+def test_removing_a_rule_removes_its_lines_and_its_own_comment_only(client: TestClient, tokens: Tokens) -> None:
     before = upload(client, tokens)
     response = client.delete("/api/v1/vms/gitlab/rules/gitlab-from-runners", params={"message": "runners use ssh"}, headers=tokens.header("admin"))
     assert response.status_code == 201, response.text
-    removed, added = changes(before["gitlab.yaml"], current(client, tokens)["gitlab.yaml"])
+    after = current(client, tokens)["gitlab.yaml"]
+    removed, added = changes(before["gitlab.yaml"], after)
     assert added == []
-    assert [line.strip() for line in removed] == ["- {id: gitlab-from-runners, direction: in, action: accept, from: zone:ci, tcp: 443}"]
+    # the rule, the comment line directly above it (it describes the rule) and the blank
+    # line that would otherwise be doubled; the next VM's comment stays
+    assert sorted(line.strip() for line in removed) == sorted(
+        ["", "# runners fetch jobs from the API", "- {id: gitlab-from-runners, direction: in, action: accept, from: zone:ci, tcp: 443}"])
+    assert "      tcp: 2222\n\n  # Two shared runners" in after
+
+    response = client.delete("/api/v1/vms/gitlab/rules/gitlab-https", params={"message": "m"}, headers=tokens.header("admin"))
+    assert response.status_code == 201, response.text
+    removed, _ = changes(after, current(client, tokens)["gitlab.yaml"])
+    assert "      # git over ssh (port 22 is the host's own sshd)." not in removed  # the next rule's comment stays
 
 
 def test_moving_a_vm_changes_only_its_zone_line(client: TestClient, tokens: Tokens) -> None:
@@ -123,3 +133,37 @@ def test_unquoted_macs_and_sexagesimal_looking_values_survive_an_edit() -> None:
     edited = add_rule(documents, "vms", "a", {"id": "r", "direction": "in", "action": "accept", "tcp": 80})
     assert "mac: 52:54:00:10:00:20}" in edited.documents["v.yaml"]
     assert "on: yes" in edited.documents["v.yaml"]
+
+
+def test_every_edit_of_every_example_is_patched_in_place_not_redumped() -> None:
+    """Each VM and zone of the examples: a rule added at every position, every rule
+    with an id removed, every VM moved; each result reads exactly as the data edit
+    (yamlpatch checks it) and keeps the lines no edit touched."""
+    from zonewall.controller import yamlpatch
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    count = 0
+    for policy_dir in sorted(p for p in examples.glob("*/policy") if p.is_dir()):
+        documents = read_directory(policy_dir)
+        for name, text in documents.items():
+            data = yamlpatch.parse(text)
+            for section in ("vms", "zones"):
+                for owner, entry in (data.get(section) or {}).items():
+                    rules = (entry or {}).get("rules") or []
+                    for position in range(len(rules) + 1):
+                        new = {"id": f"zz-{position}", "direction": "in", "action": "accept", "tcp": 1000 + position}
+                        edited = add_rule(documents, section, owner, new, position)
+                        removed = changes(text, edited.documents[name])[0]
+                        assert removed == [] if rules else removed == [line for line in text.splitlines() if line.strip() == "rules: []"], (name, owner, removed)
+                        count += 1
+                    for rule in rules:
+                        if isinstance(rule, dict) and "id" in rule:
+                            removed, added = changes(text, remove_rule(documents, section, owner, rule["id"]).documents[name])
+                            # the last rule leaves `rules: []` behind
+                            assert added == [] or (len(rules) == 1 and [a.strip() for a in added] == ["rules: []"]), added
+                            assert any(rule["id"] in line for line in removed)
+                            count += 1
+                    if section == "vms":
+                        moved = move_vm(documents, owner, "elsewhere").documents[name]
+                        assert len(changes(text, moved)[0]) <= 1
+    assert count > 40

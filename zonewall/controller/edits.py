@@ -1,23 +1,25 @@
 """Targeted changes: edit the one document that defines a VM or zone.
 
-A change finds the document whose `vms:` (or `zones:`) mapping defines the target,
-edits its data and writes that document back as YAML. Every other document is
-kept byte for byte; the edited one is re-serialised (its comments are not kept).
-The result is validated as a whole by the caller, like an upload.
+A change finds the document whose `vms:` (or `zones:`) mapping defines the target
+and edits its data; the document's text is then patched where the data differs
+(yamlpatch.py), so its comments, blank lines and layout stay and the change can be
+pulled into the operator's git checkout as a small diff. Every other document is
+kept byte for byte. The result is validated as a whole by the caller, like an upload.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-# The loader's own YAML dialect (no base-60 numbers: an unquoted MAC stays a string),
-# so a document reads here exactly as the loader reads it.
-from ..policy.source import _Loader as PolicyYamlLoader
 from .documents import Documents
+from .yamlpatch import PatchFailed, parse, patch
+
+log = logging.getLogger("zonewall.controller.edits")
 
 
 class ChangeError(ValueError):
@@ -36,11 +38,17 @@ class Edited:
 
 
 def _parse(text: str) -> Any:
-    return yaml.load(text, Loader=PolicyYamlLoader)  # noqa: S506 - a SafeLoader subclass
+    return parse(text)
 
 
-def _dump(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False, width=120)
+def _dump(original: str, data: Any) -> str:
+    """The original text patched to read as `data`; a plain dump if it cannot be (the
+    meaning is right either way, only the comments would be lost)."""
+    try:
+        return patch(original, data)
+    except PatchFailed as exc:
+        log.warning("the edited document is written without its comments: %s", exc)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False, width=120)
 
 
 def _owner(documents: Documents, section: str, name: str) -> tuple[str, dict[str, Any]]:
@@ -55,7 +63,7 @@ def _owner(documents: Documents, section: str, name: str) -> tuple[str, dict[str
 
 def _edited(documents: Documents, document: str, data: Any, summary: dict[str, Any]) -> Edited:
     changed = dict(documents)
-    changed[document] = _dump(data)
+    changed[document] = _dump(documents[document], data)
     return Edited(changed, document, summary)
 
 
