@@ -310,6 +310,14 @@ from .cli_migrate import register as _register_migrate  # noqa: E402
 
 _register_migrate(app, console, err)
 
+from .cli_client import register as _register_client  # noqa: E402
+
+_register_client(app, console, err)
+
+from .cli_shell import register as _register_shell  # noqa: E402
+
+_register_shell(app)
+
 
 @app.command()
 def demo(

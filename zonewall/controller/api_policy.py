@@ -3,6 +3,8 @@
 Every write validates the whole resulting policy; a refused one answers 422 with
 the loader's problems (`file:line:col`) and leaves the current revision in place.
 An accepted one is a new revision (201), answered with its semantic diff.
+Every write takes `?dry_run=true` (preview.py): the same validation and the diff
+against the current revision, nothing committed.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 
 from ..policy.errors import PolicyError
-from . import auth, edits
+from . import auth, edits, preview
 from .documents import Documents, problems_json
 from .schemas import ChangeMeta, ChangeOut, DocumentIn, DocumentsIn, PolicyOut, RevisionOut, RevisionSummary, RollbackIn, RuleIn, ZoneIn
 from .store.revisions import Conflict, Proposal
@@ -42,6 +44,8 @@ def _commit(
         rollback_of=rollback_of, base_revision=meta.base_revision if meta.base_revision is not None else base_revision,
     )
     try:
+        if preview.requested(request):  # ?dry_run=true: the diff, nothing committed
+            return preview.respond(ctl, documents, change)  # type: ignore[return-value]
         committed = ctl.revisions.commit(proposal)
     except PolicyError as exc:
         detail: dict[str, Any] = {"error": "policy rejected; the current revision stays", "problems": problems_json(exc)}
