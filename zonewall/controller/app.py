@@ -6,11 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import api_logs, api_metrics, api_migrate, api_nodes, api_policy, api_tokens
+from . import api_gitops, api_logs, api_metrics, api_migrate, api_nodes, api_policy, api_tokens
 from .migrate_channel import MigrationHub
 from .store.db import open_database
 from .store.logs import CounterStore, LogStore, Retention
@@ -37,6 +38,7 @@ class Controller:
     watch: RevisionWatch
     logs: LogStore
     counters: CounterStore
+    gitops: Any = None  # a gitops.GitFollower when the controller follows a git branch
 
 
 def build_controller(db_url: str, retention: Retention = Retention()) -> Controller:
@@ -50,7 +52,11 @@ def create_app(controller: Controller) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         controller.watch.bind(asyncio.get_running_loop(), controller.revisions.current_number())
+        if controller.gitops is not None:
+            controller.gitops.start()
         yield
+        if controller.gitops is not None:
+            controller.gitops.stop()
 
     app = FastAPI(title="zonewall controller", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan)
     app.state.ctl = controller
@@ -60,6 +66,7 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(api_logs.router)
     app.include_router(api_metrics.router)
     app.include_router(api_migrate.router)
+    app.include_router(api_gitops.router)
     app.state.migrations = MigrationHub()  # agents' migration steps (docs/migration.md)
     from .web import routes as web_routes  # the dashboard (server-rendered)
 
