@@ -24,9 +24,16 @@ def test_migrations_create_the_schema_and_are_idempotent(tmp_path: Path) -> None
     engine = make_engine(url)
     upgrade(engine)  # a second start: nothing to do, nothing fails
     tables = set(inspect(engine).get_table_names())
-    assert {"revisions", "tokens", "nodes", "node_logs", "alembic_version", "log_records", "log_batches", "log_stats", "rule_counters"} <= tables
-    with engine.connect() as connection:
-        assert connection.exec_driver_sql("select version_num from alembic_version").scalar() == "0002"
+    assert {"revisions", "tokens", "nodes", "node_logs", "alembic_version", "log_records", "log_batches", "log_stats", "rule_counters", "log_rollup"} <= tables
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from zonewall.controller.store.db import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.connect() as connection:  # one head: every migration chained after the one before
+        assert connection.exec_driver_sql("select version_num from alembic_version").scalar() == ScriptDirectory.from_config(config).get_current_head()
 
 
 def test_token_cli_creates_a_working_hashed_token(tmp_path: Path) -> None:
