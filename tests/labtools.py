@@ -55,13 +55,14 @@ def write_policy(tmp_path: Path, text: str, name: str = "policy.yaml") -> Path:
 
 
 @contextmanager
-def managed_lab(policy_dir: Path, prefix: str, env: dict[str, str] | None = None) -> Iterator[ManagedLab]:
+def managed_lab(policy_dir: Path, prefix: str, env: dict[str, str] | None = None, serve_args: tuple[str, ...] = ()) -> Iterator[ManagedLab]:
     """A lab of `policy_dir` with a controller and one agent per node; the policy is
     uploaded through the API (revision 1) and applied on every node. `env` is set
-    for the agents (they inherit it) and restored afterwards."""
+    for the agents (they inherit it) and restored afterwards; `serve_args` go to
+    `zonewall serve`."""
     name = unique_lab_name()
     state = lab_up(str(policy_dir), name, apply=False)  # every rule comes through the controller
-    lab = ManagedLab(state, Path(tempfile.mkdtemp(prefix=prefix)))
+    lab = ManagedLab(state, Path(tempfile.mkdtemp(prefix=prefix)), serve_args=serve_args)
     saved = {key: os.environ.get(key) for key in env or {}}
     os.environ.update(env or {})
     try:

@@ -59,10 +59,11 @@ class ControllerProcess:
         terminate(self.process)
 
 
-def start_controller(data_dir: Path, lab: LabState | None = None, *, timeout: float = 30.0) -> ControllerProcess:
-    """`zonewall serve` on 127.0.0.1 (a free port) and, with a lab, inside its outside netns."""
+def start_controller(data_dir: Path, lab: LabState | None = None, *, timeout: float = 30.0, extra: tuple[str, ...] = ()) -> ControllerProcess:
+    """`zonewall serve` on 127.0.0.1 (a free port) and, with a lab, inside its outside netns
+    (`extra`: more `serve` options, e.g. --git-repo)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    argv = _zonewall("serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0")
+    argv = _zonewall("serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", *extra)
     if lab is not None:
         argv += ["--listen", f"{UPLINK_PEER_V4}:{AGENT_PORT}@{lab.outside}"]
     log = open(data_dir / "controller.log", "a")
@@ -131,6 +132,7 @@ class ManagedLab:
     admin_token: str = ""
     agent_tokens: dict[str, str] = field(default_factory=dict)
     agents: dict[str, AgentProcess] = field(default_factory=dict)
+    serve_args: tuple[str, ...] = ()  # more `zonewall serve` options
 
     def start(self, *, verify_interval: float = 5.0) -> ManagedLab:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -145,7 +147,7 @@ class ManagedLab:
         return self
 
     def start_controller(self) -> None:
-        self.controller = start_controller(self.data_dir, self.lab)
+        self.controller = start_controller(self.data_dir, self.lab, extra=self.serve_args)
 
     def stop_controller(self) -> None:
         if self.controller is not None:
