@@ -16,7 +16,9 @@ from .policy.loader import load_policy
 from .compiler.schedule import local_timezone
 from .policy.resolve import Policy
 
-app = typer.Typer(help="zonewall: zone-based stateful nftables firewall for VM clusters", no_args_is_help=True, add_completion=False)
+from .cli_errors import ZonewallGroup  # noqa: E402 - every user error one line (cli_errors.py)
+
+app = typer.Typer(help="zonewall: zone-based stateful nftables firewall for VM clusters", no_args_is_help=True, add_completion=False, cls=ZonewallGroup)
 lab_app = typer.Typer(help="A virtual cluster of network namespaces built from a policy", no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
 console = Console(soft_wrap=True)
@@ -191,11 +193,13 @@ def lab_up_cmd(
     no_apply: bool = typer.Option(False, "--no-apply", help="build the cluster but apply no ruleset"),
 ) -> None:
     """Build one namespace per node and VM plus `outside`, and apply the policy."""
+    from .cli_progress import progress
     from .lab.cluster import LabError, lab_up
 
     _load(policy)
     try:
-        state = lab_up(str(policy), name, apply=not no_apply)
+        with progress(err, f"lab {name}: guests and nodes") as tick:
+            state = lab_up(str(policy), name, apply=not no_apply, progress=tick)
     except LabError as exc:
         err.print(str(exc))
         raise typer.Exit(1) from None
@@ -267,15 +271,26 @@ def lab_probe_cmd(
 def lab_matrix_cmd(
     name: str = typer.Option("zw", "--name"),
     family: str = typer.Option("ipv4", "--family"),
+    sources: list[str] = typer.Option([], "--from", help="only these sources: vm:NAME, zone:NAME, mgmt, internet (repeatable)"),
+    targets: list[str] = typer.Option([], "--to", help="only these targets: vm:NAME, host:NODE, zone:NAME (repeatable)"),
+    services: list[str] = typer.Option([], "--service", help="only these services: tcp/PORT, udp/PORT, icmp (repeatable; default: every port the rules name)"),
+    timeout: float = typer.Option(0.6, "--timeout", min=0.05, help="seconds a probe waits before it counts as blocked"),
+    concurrency: int = typer.Option(64, "--concurrency", min=1, max=1024, help="probes at once (also bounded by the open-file limit)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Probe every source x target x service the policy mentions, with real packets."""
+    from .cli_progress import progress
     from .lab.cluster import LabState
     from .lab.probing import reachability_matrix
     from .lab.report import print_matrix
 
+    if family not in ("ipv4", "ipv6"):
+        err.print("--family must be ipv4 or ipv6")
+        raise typer.Exit(2)
     state = LabState.load(name)
-    matrix = reachability_matrix(state, load_policy(state.policy), family)  # type: ignore[arg-type]
+    with progress(err, f"probing ({family})") as tick:
+        matrix = reachability_matrix(state, load_policy(state.policy), family, timeout, sources=sources or None,  # type: ignore[arg-type]
+                                     targets=targets or None, services=services or None, concurrency=concurrency, progress=tick)
     if as_json:
         _emit_json(matrix)
     else:
