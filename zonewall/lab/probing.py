@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from ..policy.addresses import Family
@@ -192,8 +192,8 @@ def plan_matrix(state: LabState, policy: Policy, family: Family, timeout: float 
     return plan
 
 
-FDS_PER_LISTENER = 3  # its socket and a wake-up socket pair (plus a thread)
-FDS_PER_PROBE = 2  # a client socket and the accepted connection (or ICMP's observer)
+FDS_PER_LISTENER = 4  # its socket, a wake-up socket pair and its thread's epoll
+FDS_PER_PROBE = 3  # a client socket, the accepted connection (or ICMP's observer), slack
 
 
 def open_file_budget(reserve: int = 64) -> int:
@@ -242,6 +242,9 @@ def run_bounded(specs: list[ProbeSpec], *, concurrency: int = 64, progress: Call
                 listeners.add(key)
             batch.append(order[position])
             position += 1
+        # batches are cut by listener; inside one, spread the probes over their targets
+        # (grouped, dozens of sources would hit one guest at the same moment)
+        batch.sort(key=lambda i: (hash((specs[i].src_ns, specs[i].dst_ns, specs[i].port)), i))
         for index, result in zip(batch, run_probes([specs[i] for i in batch], max_workers=workers, on_done=tick)):
             results[index] = result
     return results  # type: ignore[return-value]
@@ -253,6 +256,17 @@ def reachability_matrix(state: LabState, policy: Policy, family: Family, timeout
     """{source label: {target: [services delivered]}} measured with real packets."""
     plan = plan_matrix(state, policy, family, timeout, sources=sources, targets=targets, services=services)
     results = run_bounded([spec for _, spec in plan], concurrency=concurrency, progress=progress)
+    # A probe that timed out is tried once more with twice the time before it counts as
+    # blocked: on a loaded machine a first SYN can wait longer than the timeout, and a
+    # matrix must not show a flow as closed because the machine was busy. They mostly
+    # wait, so they run with as many workers as the open-file limit allows.
+    again = [i for i, result in enumerate(results) if result.verdict == "blocked"]
+    if again:
+        first = len(plan)
+        retried = run_bounded([replace(plan[i][1], timeout=timeout * 2) for i in again], concurrency=max(concurrency, 256),
+                              progress=(lambda done, total: progress(first + done, first + total)) if progress else None)
+        for index, result in zip(again, retried):
+            results[index] = result
     matrix: dict[str, dict[str, list[str]]] = {}
     for ((source, target, service), _), result in zip(plan, results):
         if result.verdict == "error":
