@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import api_gitops, api_logs, api_metrics, api_migrate, api_nodes, api_policy, api_tokens
+from . import api_docs, api_gitops, api_logs, api_metrics, api_migrate, api_nodes, api_policy, api_tokens
 from .migrate_channel import MigrationHub
 from .store.db import open_database
 from .store.logs import CounterStore, LogStore, Retention
@@ -58,7 +58,8 @@ def create_app(controller: Controller) -> FastAPI:
         if controller.gitops is not None:
             controller.gitops.stop()
 
-    app = FastAPI(title="zonewall controller", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan)
+    # docs_url/redoc_url off: api_docs serves both from vendored assets (no CDN)
+    app = FastAPI(title="zonewall controller", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.ctl = controller
     app.include_router(api_policy.router)
     app.include_router(api_nodes.router)
@@ -67,6 +68,7 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(api_metrics.router)
     app.include_router(api_migrate.router)
     app.include_router(api_gitops.router)
+    api_docs.install(app)
     app.state.migrations = MigrationHub()  # agents' migration steps (docs/migration.md)
     from .web import routes as web_routes  # the dashboard (server-rendered)
 
