@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import api_docs, api_gitops, api_logs, api_metrics, api_migrate, api_nodes, api_policy, api_tokens
+from . import api_docs, api_edits, api_gitops, api_logs, api_metrics, api_migrate, api_nodes, api_policy, api_tokens
 from .migrate_channel import MigrationHub
 from .store.db import open_database
 from .store.logs import CounterStore, LogStore, Retention
@@ -68,6 +68,7 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(api_metrics.router)
     app.include_router(api_migrate.router)
     app.include_router(api_gitops.router)
+    app.include_router(api_edits.router)
     api_docs.install(app)
     app.state.migrations = MigrationHub()  # agents' migration steps (docs/migration.md)
     from .web import routes as web_routes  # the dashboard (server-rendered)

@@ -51,14 +51,16 @@ def _dump(original: str, data: Any) -> str:
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False, width=120)
 
 
+KINDS = {"vms": "VM", "zones": "zone", "groups": "group"}
+
+
 def _owner(documents: Documents, section: str, name: str) -> tuple[str, dict[str, Any]]:
     """(document name, its parsed data) for the document defining `section.name`."""
     for document, text in documents.items():
         data = _parse(text)
         if isinstance(data, dict) and isinstance(data.get(section), dict) and name in data[section]:
             return document, data
-    kind = {"vms": "VM", "zones": "zone"}[section]
-    raise ChangeError(f"no {kind} named {name!r} in the current policy")
+    raise ChangeError(f"no {KINDS[section]} named {name!r} in the current policy")
 
 
 def _edited(documents: Documents, document: str, data: Any, summary: dict[str, Any]) -> Edited:
@@ -123,3 +125,36 @@ def move_vm(documents: Documents, vm: str, zone: str | None) -> Edited:
     else:
         entry["zone"] = zone
     return _edited(documents, document, data, {"op": "move-vm", "target": f"vms.{vm}", "from": before, "to": zone})
+
+
+def replace_rules(documents: Documents, section: str, name: str, rules: list[Any]) -> Edited:
+    """Make `section.name.rules` exactly `rules` (the dashboard's editor, PUT .../rules).
+    Rules that stay keep their lines and comments in the document."""
+    if not isinstance(rules, list):
+        raise ChangeError("rules must be a list", status=422)
+    document, data = _owner(documents, section, name)
+    entry = _entry(data, section, name)
+    if rules:
+        entry["rules"] = copy.deepcopy(rules)
+    else:
+        entry.pop("rules", None)
+    return _edited(documents, document, data, {"op": "set-rules", "target": f"{section}.{name}", "rules": len(rules)})
+
+
+def group_members(data: dict[str, Any], name: str) -> list[Any]:
+    """A group's members, written as a list (`admins: [..]`) or a mapping with `members`."""
+    entry = data["groups"][name]
+    members = entry.get("members") if isinstance(entry, dict) else entry
+    return list(members or []) if isinstance(members, list) else [members]
+
+
+def replace_members(documents: Documents, group: str, members: list[Any]) -> Edited:
+    """Make a group's members exactly `members` (its written form, list or mapping, stays)."""
+    if not isinstance(members, list):
+        raise ChangeError("members must be a list", status=422)
+    document, data = _owner(documents, "groups", group)
+    if isinstance(data["groups"][group], dict):
+        data["groups"][group]["members"] = copy.deepcopy(members)
+    else:
+        data["groups"][group] = copy.deepcopy(members)
+    return _edited(documents, document, data, {"op": "set-members", "target": f"groups.{group}", "members": len(members)})

@@ -22,6 +22,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from . import rollup
 from .models import LogBatchRow, LogRecordRow, LogStatsRow, RuleCounterRow
 
 RECORD_FIELDS = ("time", "node", "vm", "zone", "nic", "direction", "family", "src", "dst", "proto", "sport", "dport",
@@ -153,6 +154,7 @@ class LogStore:
                         session.execute(insert(LogBatchRow).values(node=node, batch_id=batch_id, received_at=time.time(), records=len(rows)))
                         if rows:
                             self._insert_records(session, rows)
+                            rollup.add(session, rows)
                         grown = session.execute(update(stats).where(stats.node == node).values(
                             received=stats.received + len(rows), suppressed=stats.suppressed + suppressed,
                             dropped=stats.dropped + dropped))
@@ -183,6 +185,7 @@ class LogStore:
         with self._sessions() as session, session.begin():
             cutoff = moment - self.retention.max_age_days * 86400
             removed += session.execute(delete(LogRecordRow).where(LogRecordRow.time < cutoff)).rowcount or 0
+            rollup.Rollup(self._sessions).prune(session, cutoff)
             session.execute(delete(LogBatchRow).where(LogBatchRow.received_at < cutoff))
             count = session.scalar(select(func.count()).select_from(LogRecordRow)) or 0
             excess = count - self.retention.max_records
