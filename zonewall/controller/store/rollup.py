@@ -64,16 +64,18 @@ class Rollup:
         self._sessions = sessions
 
     def series(self, since: float, until: float, *, dimension: str = "all", value: str = "*", buckets: int = 60) -> list[tuple[float, int]]:
-        """Denied packets in `buckets` equal slices of [since, until): (slice start, count)."""
-        first, last = int(since // 60), int(-(-until // 60))
-        width = max(1, -(-(last - first) // buckets))
+        """Denied packets in `buckets` equal slices of [since, until): (slice start, count);
+        a minute counts in the slice its start falls in."""
+        width = max(60.0, (until - since) / buckets)
         r = LogRollupRow
         with self._sessions() as session:  # at most a day of minutes: summed here
-            rows = session.execute(select(r.minute, r.records).where(r.dimension == dimension, r.value == value, r.minute >= first, r.minute < last)).all()
-        totals = [0] * (-(-(last - first) // width))
+            rows = session.execute(select(r.minute, r.records).where(r.dimension == dimension, r.value == value,
+                                                                     r.minute >= int(since // 60), r.minute < int(-(-until // 60)))).all()
+        count = max(1, min(buckets, int(-(-(until - since) // width))))
+        totals = [0] * count
         for minute, records in rows:
-            totals[(minute - first) // width] += records
-        return [((first + i * width) * 60.0, n) for i, n in enumerate(totals)]
+            totals[min(count - 1, max(0, int((minute * 60 - since) // width)))] += records
+        return [(since + i * width, n) for i, n in enumerate(totals)]
 
     def top(self, dimension: str, since: float, until: float, limit: int = 10) -> list[tuple[str, int]]:
         r = LogRollupRow

@@ -27,23 +27,23 @@ def time_bars(points: list[tuple[float, int]], label: str, *, width: int = 960, 
     peak = max((n for _, n in points), default=0)
     scale = max(1, peak)
     step = inner_w / max(1, len(points))
-    span = (points[-1][0] - points[0][0]) if len(points) > 1 else 0
-    with_date = span >= 86400 - 120
+    slice_seconds = (points[1][0] - points[0][0]) if len(points) > 1 else 60.0
+    end = points[-1][0] + slice_seconds if points else 0.0
+    with_date = points and end - points[0][0] >= 12 * 3600
     parts = [f'<svg class="chart" role="img" aria-label="{escape(label)}" viewBox="0 0 {width} {height}" width="100%" preserveAspectRatio="none">',
              f"<title>{escape(label)}</title>"]
-    for fraction in (0.0, 0.5, 1.0):
-        y = top + inner_h * (1 - fraction)
+    for value in sorted({0, scale // 2, scale}) if scale >= 4 else (0, scale):  # whole numbers only
+        y = top + inner_h * (1 - value / scale)
         parts.append(f'<line x1="{left}" x2="{width - 8}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" fill="{MUTED}">{round(scale * fraction)}</text>')
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" fill="{MUTED}">{value}</text>')
     for i, (stamp, count) in enumerate(points):
         h = inner_h * count / scale
         x = left + i * step
         parts.append(f'<rect x="{x + 0.5:.1f}" y="{top + inner_h - h:.1f}" width="{max(1.0, step - 1):.1f}" height="{h:.1f}" fill="{BAR}">'
                      f"<title>{_time(stamp, True)} UTC: {count}</title></rect>")
-    for i in sorted({0, len(points) // 2, len(points) - 1}) if points else []:
-        anchor = "start" if i == 0 else "end" if i == len(points) - 1 else "middle"
-        parts.append(f'<text x="{left + i * step + (step if anchor == "end" else 0):.1f}" y="{height - 6}" text-anchor="{anchor}" font-size="11" '
-                     f'fill="{MUTED}">{_time(points[i][0], with_date)}</text>')
+    ticks = [(0, points[0][0], "start"), (len(points) // 2, points[len(points) // 2][0], "middle"), (len(points), end, "end")] if points else []
+    for i, stamp, anchor in ticks:  # the start, the middle and the end (now) of the period
+        parts.append(f'<text x="{left + i * step:.1f}" y="{height - 6}" text-anchor="{anchor}" font-size="11" fill="{MUTED}">{_time(stamp, bool(with_date))}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
 
@@ -82,9 +82,16 @@ def zone_graph(zones: list[str], flows: dict[tuple[str, str], list[str]], *, siz
     for i, zone in enumerate(zones):
         angle = 2 * math.pi * i / n - math.pi / 2
         where[zone] = (center + radius * math.cos(angle), center + radius * math.sin(angle))
+    edges = sum(1 for (a, b), s in flows.items() if a != b and s and a in where and b in where)
+    dense = edges > 3 * n  # many flows: hairlines, each one shown when pointed at
+    opacity, widest = (0.16, 1.2) if dense else (0.55, 6.0)
     parts = [f'<svg class="graph" role="img" aria-label="zones and the flows between them" viewBox="0 0 {size} {size}" width="{size}" height="{size}">',
-             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
+             "<style>path.flow:hover,path.flow:focus{stroke:#b3261e;stroke-opacity:1;stroke-width:2.5}</style>",
+             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerUnits="userSpaceOnUse" markerWidth="8" markerHeight="8" orient="auto-start-reverse">'
              '<path d="M0,0 L10,5 L0,10 z" fill="#2f6fb3"/></marker></defs>']
+    if dense:
+        parts.append(f'<text x="{size / 2}" y="18" text-anchor="middle" font-size="12" fill="{MUTED}">{edges} flows between {n} zones: point at a line for its services</text>')
+    marker = "" if dense else ' marker-end="url(#arrow)"'
     for (a, b), services in sorted(flows.items()):
         if a not in where or b not in where or a == b or not services:
             continue
@@ -95,10 +102,10 @@ def zone_graph(zones: list[str], flows: dict[tuple[str, str], list[str]], *, siz
         sx, sy = x1 + dx / length * node_r, y1 + dy / length * node_r
         ex, ey = x2 - dx / length * (node_r + 3), y2 - dy / length * (node_r + 3)
         mx, my = (sx + ex) / 2 - dy / length * length * 0.12, (sy + ey) / 2 + dx / length * length * 0.12
-        stroke = 1 + min(5, len(services) / 2)
+        stroke = min(widest, 0.7 + len(services) / 4)
         shown = ", ".join(services[:12]) + (f" (+{len(services) - 12})" if len(services) > 12 else "")
         parts.append(f'<path class="flow" data-from="{escape(a)}" data-to="{escape(b)}" d="M{sx:.1f},{sy:.1f} Q{mx:.1f},{my:.1f} {ex:.1f},{ey:.1f}" '
-                     f'fill="none" stroke="#2f6fb3" stroke-opacity="0.55" stroke-width="{stroke:.1f}" marker-end="url(#arrow)">'
+                     f'fill="none" stroke="#2f6fb3" stroke-opacity="{opacity}" stroke-width="{stroke:.1f}"{marker}>'
                      f"<title>{escape(a)} → {escape(b)}: {escape(shown)}</title></path>")
     for zone, (x, y) in where.items():
         if zone == "outside" and not any("outside" in key for key in flows):

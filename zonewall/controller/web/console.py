@@ -106,7 +106,7 @@ def install(app: FastAPI, current: Callable[[Request], tuple[Any, str]], page: C
 
     @app.get("/ui/zones", include_in_schema=False)
     def zones(request: Request, page_number: int = 1) -> HTMLResponse:
-        from .routes import zone_matrix
+        from .routes import MatrixPending, natural, zone_matrix
 
         ctl = request.app.state.ctl
         row = ctl.revisions.current()
@@ -120,13 +120,17 @@ def install(app: FastAPI, current: Callable[[Request], tuple[Any, str]], page: C
         error, cells, names = None, {}, sorted(policy.doc.zones)
         try:
             names, cells = zone_matrix(ctl, row)
+        except MatrixPending as exc:
+            error = f"{exc} (this page refreshes itself)"
         except Exception as exc:  # noqa: BLE001 - the page says what the analyzer said
             error = f"the analyzer failed: {exc}"
         listed = [{"name": z, "vms": members.get(z, 0), "rules": len(policy.doc.zones[z].rules) if z in policy.doc.zones else 0,
                    "reaches": sorted(b for (a, b) in cells if a == z and b != z)} for z in sorted(set(names) | set(policy.doc.zones))]
         groups = [{"name": g, "members": len(spec.members)} for g, spec in sorted(policy.doc.groups.items())]
-        return page(request, "zones.html", "Zones", graph=charts.zone_graph(sorted(set(names) | set(policy.doc.zones)), cells, members=members),
-                    zones=listed, groups=Page.of(groups, page_number), error=error, current=row.number)
+        ordered = sorted(set(names) | set(policy.doc.zones), key=natural)
+        listed.sort(key=lambda z: natural(z["name"]))
+        return page(request, "zones.html", "Zones", graph=charts.zone_graph(ordered, cells, members=members),
+                    zones=listed, groups=Page.of(groups, page_number), error=error, current=row.number, refresh=error is not None and "computing" in error)
 
     # -- the editor -------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ checks the role and a per-session CSRF token.
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 import time
@@ -164,16 +165,19 @@ def install(app: FastAPI) -> None:
         zones: list[str] = []
         cells: dict[tuple[str, str], list[str]] = {}
         error = None
+        pending = None
         if row is not None:
             try:
                 zones, cells = zone_matrix(ctl, row)
+            except MatrixPending as exc:
+                pending = exc
             except Exception as exc:  # noqa: BLE001 - the page says what the analyzer said
                 error = f"the analyzer failed: {exc}"
         sources = zones + (["outside"] if any(a == "outside" for a, _ in cells) else [])
         peak = max((len(s) for s in cells.values()), default=1) or 1
         chosen = {"source": source, "target": target, "services": cells.get((source, target), [])} if source and target else None
         return page(request, "matrix.html", "Zone matrix", current=row.number if row else None, zones=zones, sources=sources,
-                    matrix=cells, error=error, peak=peak, chosen=chosen, compact=len(zones) > 8)
+                    matrix=cells, error=error, peak=peak, chosen=chosen, compact=len(zones) > 8, pending=pending, refresh=pending is not None)
 
     @app.get("/ui/vms", include_in_schema=False)
     def vms(request: Request, q: str = "", zone: str = "", node: str = "", page_number: int = 1) -> HTMLResponse:
@@ -245,7 +249,7 @@ def install(app: FastAPI) -> None:
         if rev.kind != "rollback" and number == 1:  # the first revision opens everything it allows: its zone matrix
             try:
                 opened = [{"from": a, "to": b, "services": ", ".join(s)} for (a, b), s in sorted(zone_matrix(ctl, row)[1].items())]
-            except Exception:  # noqa: BLE001 - the page still shows the endpoints
+            except Exception:  # noqa: BLE001 - the page still shows the endpoints (MatrixPending: not yet)
                 opened = None
         return page(request, "revision.html", f"Revision {number}", rev=rev, flows=flow_rows(rev.diff), endpoints=Page.of(endpoints, 1, size=500),
                     opened=opened, can_edit=who.role == "admin", done=done, is_current=number == ctl.revisions.current_number())
@@ -307,23 +311,67 @@ def run_trace(ctl: Any, params: dict[str, str]) -> dict[str, Any]:
     return trace(Analyzer(ctl.revisions.policy_of(row)), params["from"].strip(), params["to"].strip(), flow).to_json()
 
 
+SYNC_MATRIX_VMS = 300  # up to this many VMs the matrix is computed while the page waits (a few seconds at most)
+
+
+class MatrixPending(Exception):
+    """The zone matrix of a large revision is being computed in the background."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"computing the zone matrix: {done} of {total} VMs")
+        self.done, self.total = done, total
+
+
+class _MatrixJob:
+    def __init__(self, ctl: Any, row: Any) -> None:
+        self.done, self.total = 0, 0
+        self.result: tuple[list[str], dict[tuple[str, str], list[str]]] | None = None
+        self.error: Exception | None = None
+        self.thread = threading.Thread(target=self._run, args=(ctl, row), name=f"zone-matrix-{row.number}", daemon=True)
+
+    def _run(self, ctl: Any, row: Any) -> None:
+        try:
+            self.result = zone_matrix_of(ctl, row, self._progress)
+        except Exception as exc:  # noqa: BLE001 - shown by the pages
+            self.error = exc
+
+    def _progress(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+
+
 _matrix_lock = threading.Lock()
-_matrix_cache: dict[tuple[int, int], tuple[list[str], dict[tuple[str, str], list[str]]]] = {}
+_matrix_jobs: dict[tuple[int, int], _MatrixJob] = {}
 
 
 def zone_matrix(ctl: Any, row: Any) -> tuple[list[str], dict[tuple[str, str], list[str]]]:
-    """zone_matrix_of a revision, computed once per revision (several pages show it;
-    at thousands of VMs it costs seconds). One computation at a time."""
+    """zone_matrix_of a revision, computed once per revision (several pages show it).
+    A small policy's is computed at once; a large one's (reach of every VM: minutes at
+    thousands of VMs) in a background thread, one at a time, while the pages say how
+    far it got (MatrixPending)."""
     key = (id(ctl), row.number)
     with _matrix_lock:
-        if key not in _matrix_cache:
-            while len(_matrix_cache) >= 4:  # the current revision's and a few older ones
-                del _matrix_cache[next(iter(_matrix_cache))]
-            _matrix_cache[key] = zone_matrix_of(ctl, row)
-        return _matrix_cache[key]
+        job = _matrix_jobs.get(key)
+        if job is None:
+            while len(_matrix_jobs) >= 4:  # the current revision's and a few older ones
+                del _matrix_jobs[next(iter(_matrix_jobs))]
+            job = _matrix_jobs[key] = _MatrixJob(ctl, row)
+            if len(ctl.revisions.policy_of(row).doc.vms) <= SYNC_MATRIX_VMS:
+                job._run(ctl, row)
+            else:
+                job.thread.start()
+    if job.error is not None:
+        raise job.error
+    if job.result is None:
+        raise MatrixPending(job.done, job.total)
+    return job.result
 
 
-def zone_matrix_of(ctl: Any, row: Any) -> tuple[list[str], dict[tuple[str, str], list[str]]]:
+def natural(name: str) -> list[Any]:
+    """z2 before z10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def zone_matrix_of(ctl: Any, row: Any, progress: Any = None) -> tuple[list[str], dict[tuple[str, str], list[str]]]:
     """(zones, {(from zone or 'outside', to zone): services}) from reach of every VM."""
     from ...analysis.engine import Analyzer
     from ...analysis.reach import reach
@@ -331,11 +379,12 @@ def zone_matrix_of(ctl: Any, row: Any) -> tuple[list[str], dict[tuple[str, str],
     policy = ctl.revisions.policy_of(row)
     analyzer = Analyzer(policy)
     zone_of = {name: vm.zone for name, vm in policy.doc.vms.items()}
-    zones = sorted({z for z in zone_of.values() if z})
+    zones = sorted({z for z in zone_of.values() if z}, key=natural)
     cells: dict[tuple[str, str], set[str]] = {}
-    for name, zone in sorted(zone_of.items()):
-        if not zone:
-            continue
+    members = sorted((name, zone) for name, zone in zone_of.items() if zone)
+    for done, (name, zone) in enumerate(members):
+        if progress is not None:
+            progress(done, len(members))
         for result in reach(analyzer, f"vm:{name}", "to"):
             for r in result.rows:
                 peers = {zone_of.get(p) for p in r.vms} - {None}
