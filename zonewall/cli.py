@@ -37,8 +37,11 @@ def _warn_not_enforced(policy: Policy) -> None:
 
 
 def _load(policy: Path, as_json: bool = False) -> Policy:
+    from .cli_progress import phase
+
     try:
-        loaded = load_policy(policy)
+        with phase(err, f"loading {policy}"):
+            loaded = load_policy(policy)
     except PolicyError as exc:
         if as_json:
             _emit_json({"ok": False, "problems": [p.to_json() for p in exc.problems]})
@@ -87,8 +90,11 @@ def compile_cmd(
     if fmt not in ("nft", "json"):
         err.print("--format must be nft or json")
         raise typer.Exit(2)
+    from .cli_progress import phase
+
     try:
-        ruleset = compile_node(loaded, host, timezone=local_timezone())
+        with phase(err, f"compiling {host}"):
+            ruleset = compile_node(loaded, host, timezone=local_timezone())
     except UnknownNode as exc:
         err.print(str(exc))
         raise typer.Exit(1) from None

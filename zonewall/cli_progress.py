@@ -40,3 +40,28 @@ def progress(err: Console, label: str, *, quiet_seconds: float = 1.0) -> Iterato
                 sys.stderr.write(f"{label}: {done}/{total} ({done * 100 // max(total, 1)}%, {time.monotonic() - started:.0f} s)\n")
                 sys.stderr.flush()
     yield tick
+
+
+@contextmanager
+def phase(err: Console, text: str, *, every: float = 10.0) -> Iterator[None]:
+    """An operation without a count (loading a large policy, compiling, translating):
+    a spinner with the elapsed time at a terminal; elsewhere a line every `every`
+    seconds while it lasts (none if it is quick)."""
+    if err.is_terminal:
+        with err.status(f"{text}...", spinner="dots"):
+            yield
+        return
+    done = threading.Event()
+    started = time.monotonic()
+
+    def remind() -> None:
+        while not done.wait(every):
+            sys.stderr.write(f"{text}... ({time.monotonic() - started:.0f} s)\n")
+            sys.stderr.flush()
+
+    thread = threading.Thread(target=remind, name="progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
