@@ -2,7 +2,9 @@
 
 They find the controller and the token through a profile file, the environment and
 flags (zonewall/client/profile.py). Exit status: 0 done; 1 refused or failed (a
-rejected policy, a conflict, nodes not in sync for `status`); 2 bad usage.
+rejected policy, a conflict, nodes not in sync for `status`); 2 bad usage. A failed
+call is one line (reads: through the root group, cli_errors.py; writes print a
+refused policy's file:line:col lines first).
 """
 
 from __future__ import annotations
@@ -134,15 +136,12 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
         from .controller.documents import document_name_problem, write_documents
 
         with connect(profile, url, token, token_file, ca) as api:
-            try:
-                if revision is None:
-                    answer = api.call("GET", "/policy")
-                    number, documents = answer["revision"], answer["documents"]
-                else:
-                    answer = api.call("GET", f"/revisions/{revision}")
-                    number, documents = answer["number"], answer["documents"]
-            except ClientError as exc:
-                fail(exc)
+            if revision is None:
+                answer = api.call("GET", "/policy")
+                number, documents = answer["revision"], answer["documents"]
+            else:
+                answer = api.call("GET", f"/revisions/{revision}")
+                number, documents = answer["number"], answer["documents"]
         for name in documents:
             if document_name_problem(name):  # never write outside the directory
                 fail(ClientError(f"the controller sent a document named {name!r}: refused"))
@@ -179,12 +178,9 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
     ) -> None:
         """The current revision, each node's applied revision, drift repairs and errors (exit 1 unless all in sync)."""
         with connect(profile, url, token, token_file, ca) as api:
-            try:
-                nodes = api.call("GET", "/nodes")
-                history = api.call("GET", "/revisions", params={"limit": 1})
-                follow = api.call("GET", "/gitops")
-            except ClientError as exc:
-                fail(exc)
+            nodes = api.call("GET", "/nodes")
+            history = api.call("GET", "/revisions", params={"limit": 1})
+            follow = api.call("GET", "/gitops")
         current = history[0] if history else None
         wanted = [n for n in nodes if n["in_policy"]]
         in_sync = all(n["in_sync"] for n in wanted)
@@ -211,10 +207,7 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
     ) -> None:
         """The inventory: every registered agent and every host of the policy."""
         with connect(profile, url, token, token_file, ca) as api:
-            try:
-                found = api.call("GET", "/nodes")
-            except ClientError as exc:
-                fail(exc)
+            found = api.call("GET", "/nodes")
         if as_json:
             emit(found)
             return
@@ -239,16 +232,13 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
         from .analysis.render import print_diff_json
 
         with connect(profile, url, token, token_file, ca) as api:
-            try:
-                if number is not None:
-                    found = api.call("GET", f"/revisions/{number}", params={"documents": "false"})
-                else:
-                    params: dict[str, Any] = {"limit": limit}
-                    if before is not None:
-                        params["before"] = before
-                    found = api.call("GET", "/revisions", params=params)
-            except ClientError as exc:
-                fail(exc)
+            if number is not None:
+                found = api.call("GET", f"/revisions/{number}", params={"documents": "false"})
+            else:
+                params: dict[str, Any] = {"limit": limit}
+                if before is not None:
+                    params["before"] = before
+                found = api.call("GET", "/revisions", params=params)
         if as_json:
             emit(found)
             return

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.browser.test_dashboard import CHROMIUM, TIMEOUT_MS, browser, logged_in, refused, visit  # noqa: F401 - browser is a fixture
+from tests.browser.test_dashboard import admin, browser, logged_in, refused, visit  # noqa: F401 - admin, browser: fixtures (admin uses this module's lab)
 from tests.controller.live import LiveController, live_controller
 from tests.kernel.conftest import _kernel_check
 from tests.labtools import managed_lab
@@ -59,14 +59,6 @@ def managed(request: pytest.FixtureRequest) -> Iterator[ManagedLab]:
         refused(lab, "web1", "db1", 5432)
         refused(lab, "web1", "app1", 9999)
         yield lab
-
-
-@pytest.fixture(scope="module")
-def admin(browser: Any, managed: ManagedLab) -> Iterator[Any]:
-    page = logged_in(browser, managed, managed.admin_token)
-    yield page
-    assert page.errors == []  # type: ignore[attr-defined]
-    page.context.close()
 
 
 @pytest.mark.kernel

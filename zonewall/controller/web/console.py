@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -65,7 +64,7 @@ def denied_traffic(ctl: Any, hours: float, now: float | None = None, *, node: st
     return out
 
 
-def install(app: FastAPI, current: Callable[[Request], tuple[Any, str]], page: Callable[..., HTMLResponse], form: Callable[..., Any]) -> None:
+def install(app: FastAPI, current: Callable[[Request], tuple[Any, str]], page: Callable[..., HTMLResponse], admin_form: Callable[..., Any]) -> None:
     def node_rows(ctl: Any) -> list[dict[str, Any]]:
         number = ctl.revisions.current_number()
         row = ctl.revisions.current()
@@ -169,12 +168,7 @@ def install(app: FastAPI, current: Callable[[Request], tuple[Any, str]], page: C
 
     @app.post("/ui/edit/{section}/{name}", include_in_schema=False)
     async def edit_submit(request: Request, section: str, name: str) -> Response:
-        who, csrf = current(request)
-        fields = await form(request)
-        if who.role != "admin":
-            raise HTTPException(status_code=403, detail="a viewer cannot change the policy")
-        if not secrets.compare_digest(fields.get("csrf", ""), csrf):
-            raise HTTPException(status_code=403, detail="stale form (CSRF token)")
+        who, fields = await admin_form(request)
         text, message = fields.get("text", ""), fields.get("message", "")
         base_field = fields.get("base_revision", "")
         number, documents, _ = editable(request, section, name)

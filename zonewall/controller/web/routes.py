@@ -258,22 +258,28 @@ def install(app: FastAPI) -> None:
     def revision(request: Request, number: int) -> HTMLResponse:
         return revision_page(request, number)
 
-    @app.post("/ui/revisions/{number}/rollback", include_in_schema=False)
-    async def rollback(request: Request, number: int) -> Response:
+    async def admin_form(request: Request) -> tuple[Principal, dict[str, str]]:
+        """The fields of a form that changes the policy: an admin's, with the session's CSRF token."""
         who, csrf = current(request)
         fields = await form(request)
         if who.role != "admin":
             raise HTTPException(status_code=403, detail="a viewer cannot change the policy")
         if not secrets.compare_digest(fields.get("csrf", ""), csrf):
             raise HTTPException(status_code=403, detail="stale form (CSRF token)")
+        return who, fields
+
+    @app.post("/ui/revisions/{number}/rollback", include_in_schema=False)
+    async def rollback(request: Request, number: int) -> Response:
+        who, fields = await admin_form(request)
         from ..api_policy import rollback as api_rollback
 
         out = await run_in_threadpool(api_rollback, number, RollbackIn(message=fields.get("message", "")), request, Response(), who)
         return RedirectResponse(f"/ui/revisions/{out.revision.number}", status_code=303)
 
+
     from . import console as working_pages  # nodes, zones, the editor
 
-    working_pages.install(app, current, page, form)
+    working_pages.install(app, current, page, admin_form)
 
     @app.get("/ui/trace", include_in_schema=False)
     def trace_page(request: Request) -> HTMLResponse:
