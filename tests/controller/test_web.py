@@ -115,3 +115,24 @@ def test_node_zones_and_paged_lists(client: TestClient, tokens: Tokens, uploaded
     assert "db1" in client.get("/ui/vms", params={"q": "10.0.2.3"}).text
     overview = client.get("/ui/").text
     assert "Top blocked sources" in overview and "<svg" in overview
+
+
+def test_a_large_policys_matrix_is_computed_in_the_background(client: TestClient, tokens: Tokens, uploaded: dict, monkeypatch) -> None:
+    import time
+
+    from zonewall.controller.web import routes
+
+    monkeypatch.setattr(routes, "SYNC_MATRIX_VMS", 0)  # as if the policy had thousands of VMs
+    monkeypatch.setattr(routes, "_matrix_jobs", {})
+    release = __import__("threading").Event()
+    real = routes.zone_matrix_of
+    monkeypatch.setattr(routes, "zone_matrix_of", lambda ctl, row, progress=None: (release.wait(10), real(ctl, row, progress))[1])
+    login(client, tokens.viewer)
+    first = client.get("/ui/matrix").text
+    assert "computing this revision's matrix" in first and 'http-equiv="refresh"' in first
+    assert "computing the zone matrix" in client.get("/ui/zones").text  # the zones page answers meanwhile too
+    release.set()
+    deadline = time.monotonic() + 10
+    while "computing" in (page := client.get("/ui/matrix").text) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "tcp 8080" in page and 'http-equiv="refresh"' not in page

@@ -317,7 +317,7 @@ def run_trace(ctl: Any, params: dict[str, str]) -> dict[str, Any]:
     return trace(Analyzer(ctl.revisions.policy_of(row)), params["from"].strip(), params["to"].strip(), flow).to_json()
 
 
-SYNC_MATRIX_VMS = 300  # up to this many VMs the matrix is computed while the page waits (a few seconds at most)
+SYNC_MATRIX_VMS = 200  # up to this many VMs the matrix is computed while the page waits (seconds)
 
 
 class MatrixPending(Exception):
