@@ -128,6 +128,10 @@ def lab_up(policy_path: str, name: str = "zw", *, apply: bool = True, progress: 
 
 
 def _build(policy: Policy, state: LabState, tick: Callable[[int], None] | None = None) -> None:
+    # every guest may resolve every other and both outside ends (a matrix does): the
+    # shared neighbour tables must hold them (netns.ensure_neighbour_capacity)
+    endpoints = len(policy.doc.vms) + len(policy.doc.hosts) + 4
+    netns.ensure_neighbour_capacity(2 * endpoints * endpoints)
     outside = state.outside
     netns.create_netns(outside)
     netns.set_sysctls(

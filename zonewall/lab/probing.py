@@ -257,7 +257,7 @@ def reachability_matrix(state: LabState, policy: Policy, family: Family, timeout
     plan = plan_matrix(state, policy, family, timeout, sources=sources, targets=targets, services=services)
     results = run_bounded([spec for _, spec in plan], concurrency=concurrency, progress=progress)
     # A probe that timed out is tried once more with twice the time before it counts as
-    # blocked: on a loaded machine a first SYN can wait longer than the timeout, and a
+    # blocked: on a busy machine a handshake can take longer than the timeout, and a
     # matrix must not show a flow as closed because the machine was busy. They mostly
     # wait, so they run with as many workers as the open-file limit allows.
     again = [i for i, result in enumerate(results) if result.verdict == "blocked"]
