@@ -29,7 +29,8 @@ def test_counts_per_minute_and_top_lists(controller: Controller) -> None:
     assert rollup.top("src", T0, T0 + 180) == [("10.0.1.10", 31), ("203.0.113.9", 5)]
     assert rollup.top("port", T0, T0 + 180, limit=2) == [("tcp/5432", 30), ("tcp/22", 5)]
     assert rollup.top("vm", T0 + 60, T0 + 120) == [("db1", 5), ("app1", 1)]
-    assert rollup.series(T0, T0 + 120, dimension="node", value="node2", buckets=2) == [(T0, 30), (T0 + 60, 6)]
+    assert rollup.series(T0, T0 + 120, node="node2", buckets=2) == [(T0, 30), (T0 + 60, 6)]
+    assert rollup.series(T0, T0 + 120, node="node1", buckets=2) == [(T0, 0), (T0 + 60, 0)]
 
 
 def test_a_duplicate_batch_counts_once_and_retention_prunes(controller: Controller) -> None:

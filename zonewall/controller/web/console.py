@@ -53,7 +53,7 @@ def denied_traffic(ctl: Any, hours: float, now: float | None = None, *, node: st
     until = time.time() if now is None else now
     since = until - hours * 3600
     rollup = Rollup(ctl.sessions)
-    points = rollup.series(since, until, dimension="node" if node else "all", value=node or "*", buckets=60)
+    points = rollup.series(since, until, node=node, buckets=60)
     minutes = max(1, round(hours * 60 / 60))
     out: dict[str, Any] = {"hours": hours, "total": sum(n for _, n in points),
                            "series": charts.time_bars(points, f"denied packets over the last {hours:g} h, {minutes} min per bar (UTC)")}
