@@ -133,3 +133,11 @@ def test_an_api_edit_pulled_into_the_checkout_is_a_small_diff_to_commit_back(liv
     repo.commit("partner on 8443 (made through the API)")
     sync(live)
     assert len(revisions(live)) == 2  # the commit equals revision 2: nothing new
+
+
+def test_credentials_in_the_repository_url_are_never_shown() -> None:
+    from zonewall.controller.gitops import public
+
+    assert public("https://deploy:glpat-secret@git.example/ops/policy.git") == "https://git.example/ops/policy.git"
+    assert public("git@git.example:ops/policy.git") == "git@git.example:ops/policy.git"  # ssh: a user name, no secret
+    assert public("/srv/git/policy") == "/srv/git/policy"

@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ..policy.errors import PolicyError
 from .documents import Documents, problems_json
@@ -62,6 +63,15 @@ class FollowStatus:
     error: str | None = None
     problems: list[dict[str, Any]] = field(default_factory=list)
     checked_at: float | None = None
+
+
+def public(repository: str) -> str:
+    """The repository without credentials an https URL may carry (revisions and the
+    status are readable by viewers)."""
+    parts = urlsplit(repository)
+    if parts.scheme and "@" in parts.netloc:
+        return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    return repository
 
 
 def _git(args: list[str], cwd: Path | None = None, *, binary: bool = False) -> Any:
@@ -126,8 +136,8 @@ class GitFollower:
                     self.status.state = "refused" if self.status.refused_commit else "following"
                     self.status.error = None
             except GitError as exc:
-                log.warning("following %s %s: %s", self.source.repository, self.source.branch, exc)
-                self.status.state, self.status.error = "error", str(exc)
+                log.warning("following %s %s: %s", public(self.source.repository), self.source.branch, exc)
+                self.status.state, self.status.error = "error", str(exc).replace(self.source.repository, public(self.source.repository))
             self.status.checked_at = time.time()
             return self.status
 
@@ -145,7 +155,7 @@ class GitFollower:
             return self.status.last_commit
         for row in self.ctl.revisions.history(200):  # the newest revision made from a commit
             change = json.loads(row.change or "{}")
-            if change.get("op") == "git" and change.get("repository") == self.source.repository and change.get("branch") == self.source.branch:
+            if change.get("op") == "git" and change.get("repository") == public(self.source.repository) and change.get("branch") == self.source.branch:
                 return str(change["commit"])
         return None
 
@@ -179,7 +189,7 @@ class GitFollower:
     def _take(self, commit: str) -> None:
         name, email, subject, body = _git(["log", "-1", "--format=%an%x00%ae%x00%s%x00%B", commit], cwd=self.mirror).split("\0", 3)
         author = f"{name} <{email}>"[:MAX_AUTHOR]
-        change = {"op": "git", "repository": self.source.repository, "branch": self.source.branch, "path": self.source.path, "commit": commit}
+        change = {"op": "git", "repository": public(self.source.repository), "branch": self.source.branch, "path": self.source.path, "commit": commit}
         self.status.last_commit = commit
         try:
             documents = self.documents_at(commit)
@@ -200,7 +210,7 @@ class GitFollower:
     def to_json(self) -> dict[str, Any]:
         s = self.status
         return {
-            "enabled": True, "repository": self.source.repository, "branch": self.source.branch, "path": self.source.path,
+            "enabled": True, "repository": public(self.source.repository), "branch": self.source.branch, "path": self.source.path,
             "interval": self.source.interval, "state": s.state, "last_commit": s.last_commit, "last_revision": s.last_revision,
             "refused_commit": s.refused_commit, "refused_subject": s.refused_subject, "error": s.error, "problems": s.problems,
             "checked_at": s.checked_at,

@@ -90,9 +90,6 @@ class _Patcher:
         found = self.text.find("\n", index)
         return len(self.text) if found < 0 else found + 1
 
-    def _line_at(self, start: int) -> str:
-        return self.text[start: self.line_end(start)]
-
     def content_end(self, node: yaml.Node) -> int:
         """Index just past the last character of the node's own content."""
         if isinstance(node, yaml.MappingNode) and not node.flow_style and node.value:
@@ -166,11 +163,9 @@ class _Patcher:
                 self.delete_lines(self.attached_comments_start(start, indent), self.line_end(self.content_end(value_node)))
             else:
                 self.value(key_node, value_node, new[key], indent)
-        after = self.line_end(self.content_end(node))
-        previous_end: dict[Any, int] = {}
-        last = after
-        for key, key_node, value_node in entries:
-            previous_end[key] = self.line_end(self.content_end(value_node))
+        # a new key goes after the key that precedes it in `new` (at the end if none does)
+        previous_end = {key: self.line_end(self.content_end(value_node)) for key, _, value_node in entries}
+        last = self.line_end(self.content_end(node))
         for key, value in new.items():
             if key in present:
                 last = previous_end[key]
@@ -180,11 +175,8 @@ class _Patcher:
     def entry_text(self, key: Any, value: Any, indent: int) -> str:
         pad = " " * indent
         head = f"{pad}{render_flow(key)}:"
-        if isinstance(value, (dict, list)) and value and _needs_block(value):
-            lines = render_block(value)
-            if isinstance(value, list):  # `key:\n  - item`
-                return head + "\n" + "".join(f"{pad}{' ' * INDENT}{line}\n" for line in lines)
-            return head + "\n" + "".join(f"{pad}{' ' * INDENT}{line}\n" for line in lines)
+        if isinstance(value, (dict, list)) and value and _needs_block(value):  # `key:` and the block below it
+            return head + "\n" + "".join(f"{pad}{' ' * INDENT}{line}\n" for line in render_block(value))
         return f"{head} {render_flow(value)}\n"
 
     def value(self, key_node: yaml.Node, node: yaml.Node, new: Any, indent: int) -> None:
