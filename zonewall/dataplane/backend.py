@@ -109,8 +109,9 @@ class _NftWorker:
                 self._thread.join()
 
 
-class NetnsNotFound(LookupError):
-    """A named network namespace that does not exist (a user error, not a crash)."""
+class NetnsNotFound(FileNotFoundError):
+    """A named network namespace that does not exist (a user error, not a crash; still the
+    FileNotFoundError that callers catch as OSError)."""
 
 
 def enter_netns(name: str) -> None:
