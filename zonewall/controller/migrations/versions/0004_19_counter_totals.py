@@ -2,8 +2,8 @@
 rows of rules gone from a node kept (their counts stay in the sums); per-minute
 roll-ups of denied packets for the dashboard's graphs.
 
-Revision ID: 0003_19_counter_totals
-Revises: 0002
+Revision ID: 0004_19_counter_totals
+Revises: 0003_i15_ha
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_19_counter_totals"
-down_revision = "0002"
+revision = "0004_19_counter_totals"
+down_revision = "0003_i15_ha"
 branch_labels = None
 depends_on = None
 
