@@ -11,7 +11,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import api_docs, api_edits, api_gitops, api_logs, api_metrics, api_migrate, api_nodes, api_policy, api_tokens
@@ -112,6 +114,12 @@ def create_app(controller: Controller, limits: RequestLimits = RequestLimits()) 
     # docs_url/redoc_url off: api_docs serves both from vendored assets (no CDN)
     app = FastAPI(title="zonewall controller", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.ctl = controller
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def out_of_range(_request: Request, exc: Exception) -> JSONResponse:
+        # a number too large for the database (or for C): the caller's mistake, not a 500
+        return JSONResponse({"detail": "a number in the request is out of range"}, status_code=422)
     # outermost: bodies bounded and callers authenticated before anything reads them
     app.add_middleware(LimitsMiddleware, limits=limits, authenticate=lambda token: authenticate(controller.sessions, token) is not None)
     app.include_router(api_policy.router)
