@@ -237,16 +237,21 @@ class RefusingClient:
         pass
 
 
-def test_a_huge_error_is_reported_bounded() -> None:
-    client = RefusingClient(lambda body: len(body.get("last_error") or "") > MAX_ERROR + 100)
-    stop = threading.Event()
-    reporter = Reporter(lambda: client, stop).start()  # type: ignore[arg-type,return-value]
-    reporter.status({"state": "error", "last_error": "nft refused: " + "add rule inet zonewall x; " * 2000, "taps": {}})
+def first_report(client: RefusingClient, stop: threading.Event) -> None:
+    """Wait (5 s at most) for the reporter to deliver something, then stop it."""
     for _ in range(100):
         if client.reports:
             break
         stop.wait(0.05)
     stop.set()
+
+
+def test_a_huge_error_is_reported_bounded() -> None:
+    client = RefusingClient(lambda body: len(body.get("last_error") or "") > MAX_ERROR + 100)
+    stop = threading.Event()
+    reporter = Reporter(lambda: client, stop).start()  # type: ignore[arg-type,return-value]
+    reporter.status({"state": "error", "last_error": "nft refused: " + "add rule inet zonewall x; " * 2000, "taps": {}})
+    first_report(client, stop)
     assert client.reports and client.reports[0]["state"] == "error"
     assert len(client.reports[0]["last_error"]) < MAX_ERROR + 100 and "more characters" in client.reports[0]["last_error"]
 
@@ -256,11 +261,7 @@ def test_a_refused_report_still_shows_the_node_in_error() -> None:
     stop, health = threading.Event(), Health()
     reporter = Reporter(lambda: client, stop, health).start()  # type: ignore[arg-type,return-value]
     reporter.status({"state": "ok", "last_error": None, "taps": {"x" * 20: "y"}})
-    for _ in range(100):
-        if client.reports:
-            break
-        stop.wait(0.05)
-    stop.set()
+    first_report(client, stop)
     assert client.reports and client.reports[0]["state"] == "error"
     assert "status report refused" in client.reports[0]["last_error"]
     assert any(p.startswith("status reporter: the controller refused") for p in health.problems())

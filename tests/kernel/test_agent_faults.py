@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from tests.kernel.conftest import _kernel_check
-from tests.labtools import managed_lab
+from tests.labtools import managed_lab, until
 from zonewall.agent.enforcer import CRASH_AFTER_COMMIT
 from zonewall.lab.managed import ManagedLab
 from zonewall.lab.probing import Service, probe
@@ -48,14 +48,6 @@ def managed(request: pytest.FixtureRequest) -> Iterator[ManagedLab]:
         yield lab
 
 
-def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not reached within {timeout}s"
-        time.sleep(0.1)
 
 
 def node(lab: ManagedLab, name: str) -> dict[str, Any]:
