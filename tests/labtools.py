@@ -9,9 +9,11 @@ from __future__ import annotations
 import itertools
 import os
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from zonewall.lab.cluster import LabState, lab_down, lab_up
 from zonewall.lab.managed import ManagedLab
@@ -70,3 +72,14 @@ def managed_lab(policy_dir: Path, prefix: str, env: dict[str, str] | None = None
                 os.environ[key] = value
         lab.stop()
         lab_down(name)
+
+
+def until(check: Callable[[], Any], timeout: float, what: str = "condition") -> Any:
+    """Poll `check` until it returns something true (returned), failing after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what}: not reached within {timeout}s"
+        time.sleep(0.05)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from fastapi.testclient import TestClient
@@ -9,14 +10,21 @@ from fastapi.testclient import TestClient
 from tests.controller.live import Tokens
 
 
+def login_form(client: TestClient) -> str:
+    """The login form's CSRF token (its cookie is now in the client)."""
+    found = re.search(r'name="csrf" value="([^"]+)"', client.get("/ui/login").text)
+    assert found, "the login form has no CSRF token"
+    return found.group(1)
+
+
 def login(client: TestClient, token: str) -> None:
-    response = client.post("/ui/login", data={"token": token}, follow_redirects=False)
+    response = client.post("/ui/login", data={"token": token, "csrf": login_form(client)}, follow_redirects=False)
     assert response.status_code == 303, response.text
 
 
 def test_pages_render_for_a_viewer_who_cannot_roll_back(client: TestClient, tokens: Tokens, uploaded: dict) -> None:
     assert client.get("/ui/", follow_redirects=False).status_code == 303  # not logged in
-    assert client.post("/ui/login", data={"token": tokens.node1}).status_code == 401  # agents cannot log in
+    assert client.post("/ui/login", data={"token": tokens.node1, "csrf": login_form(client)}).status_code == 401  # agents cannot log in
     rec = {"time": 1e10, "vm": "db1", "direction": "in", "family": "ipv4", "src": "10.0.1.10", "dst": "10.0.2.30", "proto": "tcp",
            "dport": 5432, "verdict": "drop", "rule": "default-in", "scope": "db1", "level": "default"}
     client.post("/api/v1/nodes/node2/records", json={"batch_id": uuid.uuid4().hex, "records": [rec, {**rec, "vm": "web1", "dport": 25}]}, headers=tokens.header("node2"))
@@ -136,3 +144,24 @@ def test_a_large_policys_matrix_is_computed_in_the_background(client: TestClient
     while "computing" in (page := client.get("/ui/matrix").text) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "tcp 8080" in page and 'http-equiv="refresh"' not in page
+
+
+def test_login_and_logout_need_their_csrf_token_and_this_origin(client: TestClient, tokens: Tokens, uploaded: dict) -> None:
+    """A page on another site can neither log a browser in (with the attacker's token:
+    login CSRF) nor log it out."""
+    assert client.post("/ui/login", data={"token": tokens.admin}).status_code == 403  # no form token
+    csrf = login_form(client)
+    assert client.post("/ui/login", data={"token": tokens.admin, "csrf": "guessed"}).status_code == 403
+    foreign = {"origin": "https://evil.example"}
+    assert client.post("/ui/login", data={"token": tokens.admin, "csrf": csrf}, headers=foreign).status_code == 403
+    assert client.get("/ui/", follow_redirects=False).status_code == 303  # still logged out
+    login(client, tokens.admin)
+    assert client.post("/ui/logout", data={}, follow_redirects=False).status_code == 403  # no session token
+    assert client.post("/ui/logout", data={"csrf": "x"}, headers={"referer": "https://evil.example/page"}, follow_redirects=False).status_code == 403
+    assert client.get("/ui/", follow_redirects=False).status_code == 200  # still logged in
+    page = client.get("/ui/").text
+    session_csrf = re.search(r'action="/ui/logout".*?name="csrf" value="([^"]+)"', page, re.S)
+    assert session_csrf is not None
+    same_site = {"origin": "http://testserver"}
+    assert client.post("/ui/logout", data={"csrf": session_csrf.group(1)}, headers=same_site, follow_redirects=False).status_code == 303
+    assert client.get("/ui/", follow_redirects=False).status_code == 303

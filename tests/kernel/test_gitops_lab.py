@@ -46,7 +46,9 @@ def lab(request: pytest.FixtureRequest, repo: Repo) -> Iterator[ManagedLab]:
 
 
 def rulesets(lab: ManagedLab) -> dict[str, str]:
-    return {node: subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
+    """Every node's ruleset without its counters (`nft -s`): traffic between two
+    readings (an agent's long-poll) moves counters, not rules."""
+    return {node: subprocess.run(["ip", "netns", "exec", ns, "nft", "-s", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
             for node, ns in lab.lab.nodes.items()}
 
 

@@ -13,6 +13,7 @@ cluster: `sum by (vm) (rate(zonewall_vm_dropped_packets_total[5m]))`.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -63,7 +64,13 @@ class ControllerCollector(Collector):
         up = GaugeMetricFamily("zonewall_agent_up", f"1 when the node's agent was heard from within {AGENT_UP_SECONDS:g} s", labels=["node"])
         seconds = GaugeMetricFamily("zonewall_apply_seconds", "Wall time of the node's last apply (compile, transaction, readback)", labels=["node"])
         applied = GaugeMetricFamily("zonewall_applied_revision", "Revision the node last applied", labels=["node"])
+        states = GaugeMetricFamily("zonewall_node_state", "1 for the state the node's agent last reported (ok, degraded, error, registered)",
+                                   labels=["node", "state"])
+        problems = GaugeMetricFamily("zonewall_node_problems", "Faults of the node's agent itself (a stopped packet log, a full buffer...)",
+                                     labels=["node"])
         for row in ctl.nodes.all():
+            states.add_metric([row.name, row.state], 1)
+            problems.add_metric([row.name], len(json.loads(row.problems or "[]")))
             contact = as_utc(row.last_contact)
             up.add_metric([row.name], 1 if contact is not None and moment - contact.timestamp() <= AGENT_UP_SECONDS else 0)
             if row.apply_seconds is not None:
@@ -71,7 +78,7 @@ class ControllerCollector(Collector):
             if row.applied_revision is not None:
                 applied.add_metric([row.name], row.applied_revision)
         current = GaugeMetricFamily("zonewall_current_revision", "The controller's current revision", value=ctl.revisions.current_number() or 0)
-        yield from (up, seconds, applied, current)
+        yield from (up, seconds, applied, states, problems, current)
 
         stats = sorted(ctl.logs.stats().items())
         for name, key, text in (("zonewall_log_records", "received", "Packet log records received"),

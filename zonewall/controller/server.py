@@ -22,6 +22,8 @@ import uvicorn
 
 from ..dataplane.backend import enter_netns
 from .app import build_controller, create_app
+from .connections import ConnectionLimits, guarded_protocol
+from .limits import RequestLimits
 
 DEFAULT_PORT = 9440
 log = logging.getLogger("zonewall.controller")
@@ -90,6 +92,7 @@ def bind(listen: Listen) -> socket.socket:
 
 
 def serve(db_url: str, listens: list[Listen], tls_cert: str | None = None, tls_key: str | None = None, access_log: bool = False,
+          request_limits: RequestLimits = RequestLimits(), connection_limits: ConnectionLimits = ConnectionLimits(),
           gitops: tuple[Any, Any] | None = None) -> None:
     """`gitops`: (gitops.GitSource, its working directory) to follow a git branch."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -98,11 +101,13 @@ def serve(db_url: str, listens: list[Listen], tls_cert: str | None = None, tls_k
         from .gitops import GitFollower
 
         controller.gitops = GitFollower(controller, *gitops)
-    app = create_app(controller)
+    app = create_app(controller, request_limits)
     sockets = [bind(listen) for listen in listens]
     config = uvicorn.Config(
         app, ssl_certfile=tls_cert, ssl_keyfile=tls_key, access_log=access_log, log_level="info",
         timeout_graceful_shutdown=1,  # long-polls would otherwise hold a stop for their whole wait
+        http=guarded_protocol(connection_limits),  # header timeout, connection cap (connections.py)
+        timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024,  # idle between requests; a request head's size
     )
     scheme = "https" if tls_cert else "http"
     for listen, sock in zip(listens, sockets):

@@ -161,7 +161,10 @@ class LibNftBackend:
         self.close()
 
     def _json_cmd(self, document: Json) -> tuple[int, Any, str]:
-        return self._worker.call(lambda nft: nft.json_cmd(document))
+        try:
+            return self._worker.call(lambda nft: nft.json_cmd(document))
+        except ValueError as exc:  # e.g. nft 1.0.6 lists a table with `flags owner` as broken JSON
+            raise NftError(f"libnftables answered with JSON that cannot be read ({exc}); is a table held by another program (flags owner)?") from None
 
     def run(self, commands: list[Json]) -> None:
         if not commands:

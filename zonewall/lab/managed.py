@@ -221,7 +221,7 @@ class ManagedLab:
         nodes: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             nodes = self.api("GET", "/nodes", via=via).json()
-            if nodes and all(n["applied_revision"] == revision and n["state"] == "ok" for n in nodes if n["in_policy"]):
+            if nodes and all(n["applied_revision"] == revision and n["state"] in ("ok", "degraded") for n in nodes if n["in_policy"]):
                 return nodes
             time.sleep(0.05)
         raise ManagedLabError(f"nodes did not converge on revision {revision} in {timeout:g}s: {nodes}")

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import Problem, PolicyError, format_path
+from .errors import Problem, PolicyError, format_path, more_problems
 from .model import FieldProblem, PolicyDocument
 from .resolve import Checker, Policy
 from .source import LDict, LList, locate, locate_key, merge_documents_lenient, policy_files, read_file_lenient
@@ -35,7 +35,7 @@ def load_policy(path: str | Path) -> Policy:
         problems += found
     if unreadable or any(not isinstance(data, LDict) for _, data in documents):  # nothing to check past
         _, found = merge_documents_lenient(documents)
-        raise PolicyError(problems + found)
+        raise PolicyError(bounded(problems + found))
     merged, found = merge_documents_lenient(documents)
     return validate_data(merged, problems + found)
 
@@ -55,19 +55,34 @@ def load_policy_text(text: str, name: str = "policy.yaml") -> Policy:
     return validate_data(merged, problems + found)
 
 
+# A document can hold hundreds of thousands of mistakes (300,000 unknown keys took 70 s
+# to explain one by one); the first ones are what an operator can act on.
+MAX_REPORTED = 1000
+
+
+def bounded(problems: list[Problem], total: int | None = None) -> list[Problem]:
+    """The first MAX_REPORTED problems, and one line saying how many more there are."""
+    total = len(problems) if total is None else total
+    if total <= MAX_REPORTED:
+        return problems
+    return problems[:MAX_REPORTED] + [more_problems(total - MAX_REPORTED, MAX_REPORTED)]
+
+
 def validate_data(data: LDict, earlier: list[Problem] | None = None) -> Policy:
     """`earlier`: problems of reading and merging that did not stop them; reported
     together with the schema's, or else with the cross-reference checks'."""
     earlier = earlier or []
     seen = {problem.loc for problem in earlier}
 
-    def consequences_dropped(found: list[Problem]) -> list[Problem]:  # the same place again (a dropped value is "null")
-        return earlier + [problem for problem in found if problem.loc not in seen]
+    def consequences_dropped(found: list[Problem], total: int | None = None) -> list[Problem]:  # the same place again (a dropped value is "null")
+        kept = earlier + [problem for problem in found if problem.loc not in seen]
+        return bounded(kept, None if total is None else len(kept) + total - len(found))
 
     try:
         doc = PolicyDocument.model_validate(_plain(data))
     except ValidationError as exc:
-        raise PolicyError(consequences_dropped([_problem(data, error) for error in exc.errors()])) from None
+        errors = exc.errors()
+        raise PolicyError(consequences_dropped([_problem(data, error) for error in errors[:MAX_REPORTED]], len(errors))) from None
     checker = Checker(doc, data)
     problems = checker.run()
     if problems or earlier:

@@ -10,12 +10,14 @@ MAC address or time stays a string.
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .errors import Loc, Problem, PolicyError, format_path
+from .nesting import TooDeep, compose_bounded, tree_depth
 
 
 class LDict(dict):  # type: ignore[type-arg]
@@ -68,10 +70,11 @@ ALIAS_BUDGET = 100_000
 
 
 class _Expansion:
-    def __init__(self) -> None:
+    def __init__(self, may_hold_control: bool = True) -> None:
         self.seen: set[int] = set()
         self.active: set[int] = set()
         self.repeated = 0
+        self.may_hold_control = may_hold_control
 
 
 def _build(file: str, node: yaml.Node, loader: _Loader, problems: list[Problem], path: tuple[object, ...], state: _Expansion | None = None) -> Any:
@@ -92,7 +95,26 @@ def _build(file: str, node: yaml.Node, loader: _Loader, problems: list[Problem],
             return _build_collection(file, node, loader, problems, path, state)
         finally:
             state.active.discard(id(node))
-    return loader.construct_object(node, deep=True)
+    value = loader.construct_object(node, deep=True)
+    if isinstance(value, str) and (state.may_hold_control or node.end_mark.line > node.start_mark.line):
+        found = _CONTROL.search(value)
+        if found:
+            problems.append(Problem(_loc(file, node), format_path(path), _control_message(found.group())))
+    return value
+
+
+# Characters no policy string may hold: they would end up in nft comments, log lines,
+# the dashboard and terminals (a NUL makes the kernel refuse the whole ruleset; line
+# and bidi controls make one text look like another).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")
+# Only these can put a control character into a one-line scalar: an escape (\0), a raw
+# tab or separator, a block scalar (| or >); multi-line scalars are checked always.
+_MAY_HOLD_CONTROL = re.compile(r"[\\\t|>\x85\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def _control_message(char: str) -> str:
+    name = unicodedata.name(char, "").lower() or {"\x00": "NUL", "\t": "tab", "\n": "line feed", "\r": "carriage return"}.get(char, "a control character")
+    return f"U+{ord(char):04X} ({name}) is not allowed in a policy string; write the text on one line without control characters"
 
 
 def _build_collection(file: str, node: yaml.Node, loader: _Loader, problems: list[Problem], path: tuple[object, ...], state: _Expansion) -> Any:
@@ -152,14 +174,25 @@ def _yaml_message(exc: yaml.MarkedYAMLError) -> str:
 
 
 def _compose(text: str) -> tuple[Any, Any]:
-    """(loader, root node): libyaml first, the pure-Python parser for its messages."""
-    fast = _FastLoader(text)
+    """(loader, root node): libyaml first, the pure-Python parser for its messages.
+    Nesting is bounded before and after (nesting.py: libyaml recurses in C)."""
+
+    def compose() -> tuple[Any, Any]:
+        fast = _FastLoader(text)
+        try:
+            return fast, fast.get_single_node()
+        except yaml.YAMLError:
+            fast.dispose()
+        loader = _Loader(text)  # rejects control characters already
+        return loader, loader.get_single_node()
+
+    loader, node = compose_bounded(text, compose, _FastLoader)
     try:
-        return fast, fast.get_single_node()
-    except yaml.YAMLError:
-        fast.dispose()
-    loader = _Loader(text)  # rejects control characters already
-    return loader, loader.get_single_node()
+        tree_depth(node)
+    except TooDeep:
+        loader.dispose()
+        raise
+    return loader, node
 
 
 def read_file_lenient(path: Path, display: str) -> tuple[Any, list[Problem]]:
@@ -183,7 +216,7 @@ def read_file_lenient(path: Path, display: str) -> tuple[Any, list[Problem]]:
             return LDict(), []
         if node.tag in ("tag:yaml.org,2002:merge",):
             raise PolicyError([Problem(_loc(display, node), "", "YAML merge keys are not supported")])
-        data = _build(display, node, loader, problems, ())
+        data = _build(display, node, loader, problems, (), _Expansion(_MAY_HOLD_CONTROL.search(text) is not None))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Loc(display, mark.line + 1, mark.column + 1) if mark else Loc(display, 1, 1)
@@ -194,6 +227,9 @@ def read_file_lenient(path: Path, display: str) -> tuple[Any, list[Problem]]:
         raise PolicyError([Problem(loc, "", f"invalid YAML: character {what} is not allowed in YAML text")]) from None
     except yaml.YAMLError as exc:
         raise PolicyError([Problem(Loc(display, 1, 1), "", f"invalid YAML: {exc}")]) from None
+    except TooDeep as exc:
+        loc = Loc(display, exc.mark.line + 1, exc.mark.column + 1) if exc.mark else Loc(display, 1, 1)
+        raise PolicyError([Problem(loc, "", f"invalid YAML: {exc}")]) from None
     except RecursionError:
         raise PolicyError([Problem(Loc(display, 1, 1), "", "invalid YAML: nested too deeply")]) from None
     finally:

@@ -26,7 +26,7 @@ from . import rollup
 from .models import LogBatchRow, LogRecordRow, LogStatsRow, RuleCounterRow
 
 RECORD_FIELDS = ("time", "node", "vm", "zone", "nic", "direction", "family", "src", "dst", "proto", "sport", "dport",
-                 "icmp_type", "verdict", "rule", "scope", "level", "iface")
+                 "icmp_type", "verdict", "rule", "scope", "level", "iface", "agent_time")
 TEXT_FIELDS = ("vm", "zone", "node", "rule", "scope", "src", "dst", "proto", "iface", "nic")
 MAX_LIMIT = 1000
 _V4_MAPPED = "0" * 20 + "ffff"
@@ -132,16 +132,12 @@ class LogStore:
 
     # -- ingest -------------------------------------------------------------------
 
-    def ingest(self, node: str, batch_id: str, records: Iterable[Mapping[str, Any]], *, suppressed: int = 0, dropped: int = 0,
-               zone_of: Mapping[str, str | None] | None = None) -> tuple[int, bool]:
+    def ingest(self, node: str, batch_id: str, records: Iterable[Mapping[str, Any]], *, suppressed: int = 0, dropped: int = 0) -> tuple[int, bool]:
         """Store one batch; (records stored, duplicate). A batch id seen before stores nothing."""
-        zones = zone_of or {}
         rows = []
         for record in records:
             row = {name: record.get(name) for name in RECORD_FIELDS}
             row["node"] = node
-            if row["zone"] is None and row["vm"]:
-                row["zone"] = zones.get(row["vm"])
             row["src_key"], row["dst_key"] = address_key(row["src"]), address_key(row["dst"])
             rows.append(row)
         # Core statements only (no ORM objects): the batch id first (a duplicate

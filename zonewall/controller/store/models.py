@@ -57,8 +57,9 @@ class NodeRow(Base):
     applied_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
     fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     ruleset_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    state: Mapped[str] = mapped_column(String(16), default="registered")  # registered | ok | error
+    state: Mapped[str] = mapped_column(String(16), default="registered")  # registered | ok | degraded | error
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    problems: Mapped[str] = mapped_column(Text, default="[]")  # the agent's own faults (JSON list of lines)
     drift_repairs: Mapped[int] = mapped_column(Integer, default=0)
     taps: Mapped[str] = mapped_column(Text, default="{}")  # discovered NIC -> tap, JSON
     apply_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)  # the agent's last apply, wall time
@@ -104,6 +105,7 @@ class LogRecordRow(Base):
     scope: Mapped[str | None] = mapped_column(String(128), nullable=True)
     level: Mapped[str | None] = mapped_column(String(16), nullable=True)
     iface: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    agent_time: Mapped[float | None] = mapped_column(Float, nullable=True)  # set when the agent's clock was off: `time` is the arrival
 
 
 class LogBatchRow(Base):

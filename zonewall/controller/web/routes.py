@@ -16,7 +16,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -31,6 +31,7 @@ from ..store.tokens import Principal, authenticate
 from .paging import SIZE as PAGE_SIZE, Page
 
 COOKIE = "zonewall_session"
+LOGIN_COOKIE = "zonewall_login"  # the login form's CSRF token (double submit)
 SESSION_SECONDS = 12 * 3600
 env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["html"]))
 LOG_FIELDS = [("vm", "VM"), ("zone", "zone"), ("node", "node"), ("address", "address/CIDR"), ("port", "port"), ("proto", "protocol"),
@@ -65,6 +66,20 @@ class Sessions:
 
 class LoginRequired(Exception):
     pass
+
+
+def same_origin(request: Request) -> bool:
+    """A form post comes from the dashboard's own pages: its Origin (or, without one,
+    its Referer) names this very scheme, host and port. Browsers send an Origin with
+    every POST; a request without either (a script) has no cookie to abuse."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        referer = request.headers.get("referer")
+        if referer is None:
+            return True
+        parts = urlsplit(referer)
+        origin = f"{parts.scheme}://{parts.netloc}"
+    return origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
 
 
 def _render(template: str, **context: Any) -> HTMLResponse:
@@ -112,25 +127,42 @@ def install(app: FastAPI) -> None:
     def ui_root() -> Response:
         return RedirectResponse("/ui/", status_code=307)
 
+    def login_page(request: Request, error: str | None = None, status: int = 200) -> HTMLResponse:
+        """The form, with a fresh login CSRF token in it and in a cookie (double submit):
+        a page elsewhere cannot read the cookie, so it cannot post a valid form."""
+        token = secrets.token_urlsafe(16)
+        response = _render("login.html", title="Log in", who=None, csrf=token, error=error)
+        response.status_code = status
+        response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/ui")
+        return response
+
     @app.get("/ui/login", include_in_schema=False)
-    def login_form() -> HTMLResponse:
-        return _render("login.html", title="Log in", who=None)
+    def login_form(request: Request) -> HTMLResponse:
+        return login_page(request)
 
     @app.post("/ui/login", include_in_schema=False)
     async def login(request: Request) -> Response:
-        token = (await form(request)).get("token", "").strip()
+        fields = await form(request)
+        expected = request.cookies.get(LOGIN_COOKIE, "")
+        if not same_origin(request) or not expected or not secrets.compare_digest(fields.get("csrf", ""), expected):
+            return login_page(request, "This form is stale or came from another site: log in again.", 403)
+        token = fields.get("token", "").strip()
         who = await run_in_threadpool(authenticate, request.app.state.ctl.sessions, token) if token else None
         if who is None or who.role not in ("admin", "viewer"):
-            response = _render("login.html", title="Log in", who=None, error="Unknown, revoked or agent token.")
-            response.status_code = 401
-            return response
+            return login_page(request, "Unknown, revoked or agent token.", 401)
         response = RedirectResponse("/ui/", status_code=303)
         response.set_cookie(COOKIE, sessions.create(token), httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/ui")
+        response.delete_cookie(LOGIN_COOKIE, path="/ui")
         return response
 
     @app.post("/ui/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:
-        sessions.drop(request.cookies.get(COOKIE))
+        sid = request.cookies.get(COOKIE)
+        found = sessions.get(sid)
+        fields = await form(request)
+        if not same_origin(request) or (found is not None and not secrets.compare_digest(fields.get("csrf", ""), found[1])):
+            raise HTTPException(status_code=403, detail="stale form or another site (CSRF)")
+        sessions.drop(sid)
         response = RedirectResponse("/ui/login", status_code=303)
         response.delete_cookie(COOKIE, path="/ui")
         return response
@@ -264,8 +296,8 @@ def install(app: FastAPI) -> None:
         fields = await form(request)
         if who.role != "admin":
             raise HTTPException(status_code=403, detail="a viewer cannot change the policy")
-        if not secrets.compare_digest(fields.get("csrf", ""), csrf):
-            raise HTTPException(status_code=403, detail="stale form (CSRF token)")
+        if not same_origin(request) or not secrets.compare_digest(fields.get("csrf", ""), csrf):
+            raise HTTPException(status_code=403, detail="stale form or another site (CSRF)")
         return who, fields
 
     @app.post("/ui/revisions/{number}/rollback", include_in_schema=False)
