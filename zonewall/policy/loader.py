@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..gcpause import collector_paused
 from .errors import Problem, PolicyError, format_path
 from .model import FieldProblem, PolicyDocument
 from .resolve import Checker, Policy
@@ -15,6 +16,7 @@ from .source import LDict, LList, locate, locate_key, merge_documents, policy_fi
 TOP_LEVEL_KEYS = tuple(PolicyDocument.model_fields)
 
 
+@collector_paused()  # 4x: the collector walked the growing document again and again
 def load_policy(path: str | Path) -> Policy:
     """Parse, validate and resolve; raise PolicyError listing every problem."""
     root = Path(path)
@@ -33,6 +35,7 @@ def load_policy(path: str | Path) -> Policy:
     return validate_data(merge_documents(documents))
 
 
+@collector_paused()
 def load_policy_text(text: str, name: str = "policy.yaml") -> Policy:
     """Load a policy from a string (tests, API uploads)."""
     import tempfile

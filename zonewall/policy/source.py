@@ -162,6 +162,15 @@ def _compose(text: str) -> tuple[Any, Any]:
     return loader, loader.get_single_node()
 
 
+def _read_plain(text: str, display: str) -> LDict | None:
+    """What _build would make of `text`, if it is in the plain part of YAML that
+    fastyaml.py reads 6x faster; None otherwise (or when the full reader has more
+    to say: every problem is reported by the full reader)."""
+    from . import fastyaml  # it builds on the LDict and LList above
+
+    return fastyaml.read(text, display, _FastLoader)
+
+
 def read_file(path: Path, display: str) -> Any:
     """Parse one YAML file; raises PolicyError with positions on any YAML problem."""
     try:
@@ -172,6 +181,9 @@ def read_file(path: Path, display: str) -> Any:
         raise PolicyError([Problem(_text_loc(display, good, len(good)), "", f"not UTF-8 text ({exc.reason})")]) from None
     except OSError as exc:
         raise PolicyError([Problem(Loc(display, 1, 1), "", f"cannot read: {exc.strerror}")]) from None
+    fast = _read_plain(text, display)
+    if fast is not None:
+        return fast
     problems: list[Problem] = []
     loader: _Loader | None = None
     try:
