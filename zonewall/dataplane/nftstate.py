@@ -22,12 +22,13 @@ structures from its model.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .netlink import ATTR, NFNL_SUBSYS_NFTABLES, NLA_F_NESTED, NLA_TYPE_MASK, NfSocket, Span, attr_list, attrs, be32, string_attr, text
+from .netlink import ATTR, NFNL_SUBSYS_NFTABLES, NLA_F_NESTED, NLA_TYPE_MASK, NetlinkError, NfSocket, Span, attr_list, attrs, be32, string_attr, text
 
 TableKey = tuple[str, str]
 
@@ -138,26 +139,26 @@ def read_tables(
     """Our tables as the kernel holds them (None: absent).
 
     With `base` (an earlier read) and a `scope` for a table, only the scope's chains
-    and sets, and any `base` does not know or knows with another definition, are read
-    in full; the rest is taken from `base`. The caller vouches that nothing outside
-    the scope changed since `base` was read (apply.py checks the ruleset generation).
+    and sets are read (by name; gone ones are dropped), the rest is taken from `base`.
+    The caller vouches that nothing outside the scope changed since `base` was read
+    (apply.py checks the ruleset generation).
     """
     keys = list(dict.fromkeys(keys))
     out: dict[TableKey, TableState | None] = {}
     for family in dict.fromkeys(f for f, _ in keys):
         number = FAMILIES[family]
         present = _tables(sock, number)
-        names = [n for f, n in keys if f == family and n in present]
-        chains = _chains(sock, number, names)
+        updates = {n: (base[(f, n)], scope[(f, n)]) for f, n in keys if f == family and n in present and base and scope and base.get((f, n)) and (f, n) in scope}
+        chains = _chains(sock, number, [n for f, n in keys if f == family and n in present and n not in updates])
         for f, name in keys:
             if f != family:
                 continue
             if name not in present:
                 out[(f, name)] = None
-                continue
-            earlier = (base or {}).get((f, name))
-            part = (scope or {}).get((f, name))
-            out[(f, name)] = _table(sock, number, name, chains.get(name, {}), earlier if part is not None else None, part)
+            elif name in updates:
+                out[(f, name)] = _updated(sock, number, name, *updates[name])
+            else:
+                out[(f, name)] = _table(sock, number, name, chains.get(name, {}))
     return out
 
 
@@ -188,25 +189,51 @@ def _chains(sock: NfSocket, family: int, names: list[str]) -> dict[str, dict[str
     return out
 
 
-def _table(sock: NfSocket, family: int, name: str, definitions: dict[str, bytes], base: TableState | None, scope: Scope | None) -> TableState:
+def _table(sock: NfSocket, family: int, name: str, definitions: dict[str, bytes]) -> TableState:
     table = string_attr(1, name)
-    if base is None or scope is None:
-        fresh = set(definitions)
-    else:
-        fresh = {
-            chain for chain, definition in definitions.items()
-            if chain in scope.chains or chain not in base.chains or base.chains[chain].definition != definition
-        }
-    rules = _rules(sock, family, table, fresh, everything=len(fresh) == len(definitions))
-    chains: dict[str, ChainState] = {}
-    for chain, definition in definitions.items():
-        if chain in fresh:
-            comments, stable = rules[chain]
-            chains[chain] = ChainState(tuple(comments), definition, digest_of(definition, stable))
+    rules = _rules(sock, family, table, set(definitions), everything=True)
+    chains = {chain: _chain_state(definition, *rules[chain]) for chain, definition in definitions.items()}
+    return TableState(chains, _sets(sock, family, table), _objects(sock, family, table))
+
+
+def _updated(sock: NfSocket, family: int, name: str, base: TableState, scope: Scope) -> TableState:
+    """`base` with the scope's chains and sets read again, each by name: what a small
+    transaction costs to verify does not grow with the table."""
+    table = string_attr(1, name)
+    chains = dict(base.chains)
+    for chain in scope.chains:
+        found = _one(sock, _GETCHAIN, family, table + string_attr(3, chain))
+        if found is None:
+            chains.pop(chain, None)
         else:
-            assert base is not None
-            chains[chain] = base.chains[chain]
-    return TableState(chains, _sets(sock, family, table, base, scope), _objects(sock, family, table))
+            comments, stable = _rules(sock, family, table, {chain}, everything=False)[chain]
+            chains[chain] = _chain_state(_raw(*found, _CHAIN_DEFINITION), comments, stable)
+    sets = dict(base.sets)
+    for named in scope.sets:
+        found = _one(sock, _GETSET, family, table + string_attr(2, named))
+        if found is None:
+            sets.pop(named, None)
+        else:
+            buf, a = found
+            sets[named] = _set_state(sock, family, table, named, be32(buf, a[3]) if 3 in a else 0, _raw(buf, a, _SET_DEFINITION))
+    return TableState(chains, sets, _objects(sock, family, table))
+
+
+def _one(sock: NfSocket, message: int, family: int, request: bytes) -> tuple[bytes, dict[int, Span]] | None:
+    """(buffer, attributes) of the one chain or set the request names; None if it is gone."""
+    found = None
+    try:
+        for buf, start, end in sock.request(_nft(message), family, request, dump=False):  # read through the ACK
+            found = buf, attrs(buf, start, end)
+    except NetlinkError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+    return found
+
+
+def _chain_state(definition: bytes, comments: list[str | None], stable: bytes) -> ChainState:
+    return ChainState(tuple(comments), definition, digest_of(definition, stable))
 
 
 def _rules(sock: NfSocket, family: int, table: bytes, chains: set[str], everything: bool) -> dict[str, tuple[list[str | None], bytes]]:
@@ -314,25 +341,22 @@ def _rule_comment(userdata: bytes) -> str | None:
     return None
 
 
-def _sets(sock: NfSocket, family: int, table: bytes, base: TableState | None, scope: Scope | None) -> dict[str, SetState]:
-    out: dict[str, SetState] = {}
+def _sets(sock: NfSocket, family: int, table: bytes) -> dict[str, SetState]:
     listed: list[tuple[str, int, bytes]] = []
     for buf, start, end in sock.request(_nft(_GETSET), family, table, dump=True):
         a = attrs(buf, start, end)
         flags = be32(buf, a[3]) if 3 in a else 0
         if not flags & _SET_ANONYMOUS:
             listed.append((text(buf, a[2]), flags, _raw(buf, a, _SET_DEFINITION)))
-    for name, flags, definition in listed:
-        kind = "map" if flags & (_SET_MAP | _SET_OBJECT) else "set"
-        earlier = base.sets.get(name) if base is not None else None
-        if earlier is not None and scope is not None and name not in scope.sets and earlier.definition == definition:
-            out[name] = earlier
-        elif flags & (_SET_TIMEOUT | _SET_EVAL):
-            out[name] = SetState(kind, None, definition, digest_of(definition))
-        else:
-            count, elements = _elements(sock, family, table, name)
-            out[name] = SetState(kind, count, definition, digest_of(definition, *sorted(elements)))
-    return out
+    return {name: _set_state(sock, family, table, name, flags, definition) for name, flags, definition in listed}
+
+
+def _set_state(sock: NfSocket, family: int, table: bytes, name: str, flags: int, definition: bytes) -> SetState:
+    kind = "map" if flags & (_SET_MAP | _SET_OBJECT) else "set"
+    if flags & (_SET_TIMEOUT | _SET_EVAL):
+        return SetState(kind, None, definition, digest_of(definition))
+    count, elements = _elements(sock, family, table, name)
+    return SetState(kind, count, definition, digest_of(definition, *sorted(elements)))
 
 
 def _elements(sock: NfSocket, family: int, table: bytes, name: str) -> tuple[int, list[bytes]]:
