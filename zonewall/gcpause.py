@@ -15,12 +15,21 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def collector_paused() -> Iterator[None]:
-    """The collector is off inside (nesting is fine); its previous state is restored."""
+def collector_paused(*, long_lived: bool = False) -> Iterator[None]:
+    """The collector is off inside (nesting is fine); its previous state is restored.
+
+    `long_lived`: what was built inside stays (a loaded policy): everything alive is
+    moved to the oldest generation on the way out (gc.freeze + unfreeze, no walk).
+    Otherwise the first collection after the pause walks every object the work left
+    alive, once, to promote it: 1.5 s after loading a 10,000-VM policy (measured).
+    """
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        if long_lived:
+            gc.freeze()
+            gc.unfreeze()
         if was_enabled:
             gc.enable()

@@ -82,14 +82,23 @@ class _Decline(Exception):
 class _LDict(LDict):
     """An LDict whose positions are (line, column) pairs until first asked for."""
 
+    __slots__ = ("_file", "_at", "_key_at", "_value_at", "_locs")
+
     def __init__(self, file: str, at: tuple[int, int]) -> None:
         super().__init__()
-        self._file, self._at = file, at
+        self._file, self._at, self._locs = file, at, None
         self._key_at: list[tuple[int, int]] = []
         self._value_at: list[tuple[int, int]] = []
 
     def _positions(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         return self._key_at, self._value_at
+
+    def _materialised(self) -> tuple[dict[Any, Loc], dict[Any, Loc]]:
+        if self._locs is None:
+            keys, values = self._positions()
+            file = self._file
+            self._locs = ({k: Loc(file, *at) for k, at in zip(self, keys)}, {k: Loc(file, *at) for k, at in zip(self, values)})
+        return self._locs
 
     @property  # type: ignore[override]
     def loc(self) -> Loc:
@@ -97,31 +106,28 @@ class _LDict(LDict):
 
     @property  # type: ignore[override]
     def key_locs(self) -> dict[Any, Loc]:
-        found = self.__dict__.get("_key_locs")
-        if found is None:
-            found = self.__dict__["_key_locs"] = {k: Loc(self._file, *at) for k, at in zip(self, self._positions()[0])}
-        return found
+        return self._materialised()[0]
 
     @property  # type: ignore[override]
     def value_locs(self) -> dict[Any, Loc]:
-        found = self.__dict__.get("_value_locs")
-        if found is None:
-            found = self.__dict__["_value_locs"] = {k: Loc(self._file, *at) for k, at in zip(self, self._positions()[1])}
-        return found
+        return self._materialised()[1]
 
 
 class _FlowLDict(_LDict):
-    """A one-line flow mapping of scalars: its positions are worked out from its text
-    only when asked for (most never are)."""
+    """A one-line flow mapping of scalars: only its text is kept, and positions are
+    worked out from it when asked for (most never are). Few objects per rule also
+    means little for the garbage collector to walk, ever after."""
 
-    def __init__(self, file: str, at: tuple[int, int], pairs: list[tuple[str, str, str, str, str]]) -> None:
+    __slots__ = ("_inside", "_pattern")
+
+    def __init__(self, file: str, at: tuple[int, int], inside: str, pattern: re.Pattern[str]) -> None:
         LDict.__init__(self)
-        self._file, self._at, self._pairs = file, at, pairs
+        self._file, self._at, self._locs, self._inside, self._pattern = file, at, None, inside, pattern
 
     def _positions(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         line, column = self._at[0], self._at[1] + 1  # after the `{`
         keys, values = [], []
-        for before, key, colon, value, after in self._pairs:
+        for before, key, colon, value, after in self._pattern.findall(self._inside):
             column += len(before)
             keys.append((line, column))
             column += len(key) + len(colon)
@@ -131,9 +137,11 @@ class _FlowLDict(_LDict):
 
 
 class _LList(LList):
+    __slots__ = ("_file", "_at", "_value_at", "_locs")
+
     def __init__(self, file: str, at: tuple[int, int]) -> None:
         super().__init__()
-        self._file, self._at = file, at
+        self._file, self._at, self._locs = file, at, None
         self._value_at: list[tuple[int, int]] = []
 
     def _positions(self) -> list[tuple[int, int]]:
@@ -145,23 +153,24 @@ class _LList(LList):
 
     @property  # type: ignore[override]
     def value_locs(self) -> list[Loc]:
-        found = self.__dict__.get("_value_locs")
-        if found is None:
-            found = self.__dict__["_value_locs"] = [Loc(self._file, *at) for at in self._positions()]
-        return found
+        if self._locs is None:
+            self._locs = [Loc(self._file, *at) for at in self._positions()]
+        return self._locs
 
 
 class _FlowLList(_LList):
     """A one-line flow sequence of scalars; positions worked out when asked for."""
 
-    def __init__(self, file: str, at: tuple[int, int], items: list[tuple[str, str, str]]) -> None:
+    __slots__ = ("_inside",)
+
+    def __init__(self, file: str, at: tuple[int, int], inside: str) -> None:
         LList.__init__(self)
-        self._file, self._at, self._items = file, at, items
+        self._file, self._at, self._locs, self._inside = file, at, None, inside
 
     def _positions(self) -> list[tuple[int, int]]:
         line, column = self._at[0], self._at[1] + 1  # after the `[`
         out = []
-        for before, item, after in self._items:
+        for before, item, after in _SEQUENCE_ITEMS.findall(self._inside):
             column += len(before)
             out.append((line, column))
             column += len(item) + len(after) + 1
@@ -283,6 +292,13 @@ class _Reader:
                 break
             item = text[2:].lstrip(" ")
             column = indent + len(text) - len(item)  # 0-based column of the item
+            if item[:1] == "{":  # the common case, a rule: straight to the flow mapping
+                simple = _SIMPLE_FLOW_MAPPING.match(item)
+                if simple is not None and _TAIL.match(item, simple.end()) is not None:
+                    node.append(self.simple_flow_mapping(item[1:simple.end()], (number, column + 1)))
+                    value_at.append((number, column + 1))
+                    position += 1
+                    continue
             if not item or item[0] == "#" or item[:2] == "- " or item == "-":
                 raise _Decline
             if _BLOCK_KEY.match(item):  # `- key: value`: a mapping at the item's column
@@ -317,7 +333,7 @@ class _Reader:
         known to be `key: scalar` (or `key: [scalars]`, `pattern`) pairs: built by C
         loops, positions left for later."""
         pairs = pattern.findall(inside)
-        node = _FlowLDict(self.file, at, pairs)
+        node = _FlowLDict(self.file, at, inside, pattern)
         _, keys, _, values, _ = zip(*pairs)
         get = self.tokens.__getitem__
         if "[" in inside:  # a value is a sequence (or a quoted `[`): each built with its position
@@ -331,9 +347,9 @@ class _Reader:
         return node
 
     def simple_flow_sequence(self, text: str, at: tuple[int, int]) -> LList:
-        items = _SEQUENCE_ITEMS.findall(text, 1)
-        node = _FlowLList(self.file, at, items)
-        list.extend(node, map(self.tokens.__getitem__, [item for _, item, _ in items]))
+        inside = text[1:]
+        node = _FlowLList(self.file, at, inside)
+        list.extend(node, map(self.tokens.__getitem__, [item for _, item, _ in _SEQUENCE_ITEMS.findall(inside)]))
         return node
 
     def flow(self, text: str, start: int, number: int, indent: int) -> tuple[Any, int]:

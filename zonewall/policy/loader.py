@@ -16,7 +16,7 @@ from .source import LDict, LList, locate, locate_key, merge_documents, policy_fi
 TOP_LEVEL_KEYS = tuple(PolicyDocument.model_fields)
 
 
-@collector_paused()  # 4x: the collector walked the growing document again and again
+@collector_paused(long_lived=True)  # 4x: the collector walked the growing document again and again
 def load_policy(path: str | Path) -> Policy:
     """Parse, validate and resolve; raise PolicyError listing every problem."""
     root = Path(path)
@@ -35,7 +35,7 @@ def load_policy(path: str | Path) -> Policy:
     return validate_data(merge_documents(documents))
 
 
-@collector_paused()
+@collector_paused(long_lived=True)
 def load_policy_text(text: str, name: str = "policy.yaml") -> Policy:
     """Load a policy from a string (tests, API uploads)."""
     import tempfile

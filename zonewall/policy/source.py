@@ -21,12 +21,14 @@ from .errors import Loc, Problem, PolicyError, format_path
 class LDict(dict):  # type: ignore[type-arg]
     """A mapping that knows where it, its keys and its values are."""
 
+    __slots__ = ("loc", "key_locs", "value_locs")  # a policy has hundreds of thousands
     loc: Loc
     key_locs: dict[Any, Loc]
     value_locs: dict[Any, Loc]
 
 
 class LList(list):  # type: ignore[type-arg]
+    __slots__ = ("loc", "value_locs")
     loc: Loc
     value_locs: list[Loc]
 
