@@ -55,15 +55,24 @@ _KEY = r"[A-Za-z0-9_][A-Za-z0-9_.\-/]*"
 _BLOCK_KEY = re.compile(rf"({_KEY}):(?: +|$)")
 _TAIL = re.compile(r" *$| +#.*$")
 _BLOCK_VALUE = re.compile(rf"({_DQ}|{_SQ}|{_BLOCK_PLAIN})(?: *$| +#.*$)")
-# The common case, a flow mapping of scalars: one match checks it whole, one findall
-# splits it into (spaces, key, ": ", value, spaces) whose lengths give the positions.
-# The next most common, values that are scalars or flow sequences of scalars
-# (`tcp: [22, 443]`): a second pattern, so the first stays cheap.
-_SIMPLE_FLOW_MAPPING = re.compile(rf"\{{(?: *{_KEY}: +{_SCALAR} *,)* *{_KEY}: +{_SCALAR} *\}}")
-_FLOW_PAIRS = re.compile(rf"( *)({_KEY})(: +)({_SCALAR})( *)[,}}]")
+
+
+def _flow_mapping(value: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """(a one-line flow mapping whose values match `value`, checked whole by one match;
+    its pairs (spaces, key, ": ", value, spaces), whose lengths give the positions, for
+    findall)."""
+    return (
+        re.compile(rf"\{{(?: *{_KEY}: +{value} *,)* *{_KEY}: +{value} *\}}"),
+        re.compile(rf"( *)({_KEY})(: +)({value})( *)[,}}]"),
+    )
+
+
+# The common case, a flow mapping of scalars; the next most common, values that are
+# scalars or flow sequences of scalars (`tcp: [22, 443]`): a second pattern, so the
+# first stays cheap.
+_SIMPLE_FLOW_MAPPING, _FLOW_PAIRS = _flow_mapping(_SCALAR)
 _SIMPLE_SEQUENCE = rf"\[(?: *{_SCALAR} *,)* *(?:{_SCALAR} *)?\]"
-_LISTS_FLOW_MAPPING = re.compile(rf"\{{(?: *{_KEY}: +(?:{_SCALAR}|{_SIMPLE_SEQUENCE}) *,)* *{_KEY}: +(?:{_SCALAR}|{_SIMPLE_SEQUENCE}) *\}}")
-_FLOW_PAIRS_WITH_LISTS = re.compile(rf"( *)({_KEY})(: +)({_SCALAR}|{_SIMPLE_SEQUENCE})( *)[,}}]")
+_LISTS_FLOW_MAPPING, _FLOW_PAIRS_WITH_LISTS = _flow_mapping(rf"(?:{_SCALAR}|{_SIMPLE_SEQUENCE})")
 _SEQUENCE_ITEMS = re.compile(rf"( *)({_SCALAR})( *)[,\]]")
 # one `key: scalar` of a flow mapping with what follows it (`,` or `}`)
 _FLOW_PAIR = re.compile(rf"( *)({_KEY}): +({_SCALAR}) *([,}}])")
