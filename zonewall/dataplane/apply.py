@@ -399,11 +399,12 @@ def _full(
     if problems:
         restore_snapshot(backend, back_to)
         raise VerifyError(problems)
+    made = fingerprint or ir_fingerprint(ruleset, batch.bodies)  # a hash of what is encoded already
     return ApplyResult(
         after.digest,
         "full",
         after,
-        lambda: fingerprint or ir_fingerprint(ruleset, batch.bodies),
+        lambda: made,
         lambda: back_to,
         len(batch.commands),
         tuple(notes),
