@@ -67,10 +67,11 @@ def validate_data(data: LDict) -> Policy:
 
 def _plain(value: Any) -> Any:
     """LDict/LList -> dict/list (pydantic must not see the location attributes)."""
+    # scalars are taken as they are, without a call each (a policy has millions)
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _plain(v) if isinstance(v, (dict, list)) else v for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [_plain(v) if isinstance(v, (dict, list)) else v for v in value]
     return value
 
 
