@@ -166,7 +166,7 @@ def _compose(text: str) -> tuple[Any, Any]:
 
 def _read_plain(text: str, display: str) -> LDict | None:
     """What _build would make of `text`, if it is in the plain part of YAML that
-    fastyaml.py reads 6x faster; None otherwise (or when the full reader has more
+    fastyaml.py reads about 4x faster; None otherwise (or when the full reader has more
     to say: every problem is reported by the full reader)."""
     from . import fastyaml  # it builds on the LDict and LList above
 
