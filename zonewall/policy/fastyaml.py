@@ -1,6 +1,6 @@
 """A fast reader for the plain YAML policies are written in; the full one for the rest.
 
-`source.read_file` composes YAML with libyaml and builds positioned dicts and lists
+`source.read_file_lenient` composes YAML with libyaml and builds positioned dicts and lists
 from its nodes: about 1 us of Python per node plus the composer's own, 9 s of CPU for a
 10,000-VM policy (2.8 million nodes; docs/performance.md). Policies are written in a
 small part of YAML: block mappings and sequences of plain or quoted one-line scalars

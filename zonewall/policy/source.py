@@ -173,8 +173,11 @@ def _read_plain(text: str, display: str) -> LDict | None:
     return fastyaml.read(text, display, _FastLoader)
 
 
-def read_file(path: Path, display: str) -> Any:
-    """Parse one YAML file; raises PolicyError with positions on any YAML problem."""
+def read_file_lenient(path: Path, display: str) -> tuple[Any, list[Problem]]:
+    """Parse one YAML file: (data, problems that did not stop the parse). A duplicate
+    key (the first value is kept), a merge key or a collection used as a key is such a
+    problem: the rest of the file still reads, so later checks can report theirs too.
+    Unreadable YAML still raises PolicyError."""
     try:
         raw = path.read_bytes()
         text = raw.decode("utf-8")
@@ -185,13 +188,13 @@ def read_file(path: Path, display: str) -> Any:
         raise PolicyError([Problem(Loc(display, 1, 1), "", f"cannot read: {exc.strerror}")]) from None
     fast = _read_plain(text, display)
     if fast is not None:
-        return fast
+        return fast, []
     problems: list[Problem] = []
     loader: _Loader | None = None
     try:
         loader, node = _compose(text)
         if node is None:
-            return LDict()
+            return LDict(), []
         if node.tag in ("tag:yaml.org,2002:merge",):
             raise PolicyError([Problem(_loc(display, node), "", "YAML merge keys are not supported")])
         data = _build(display, node, loader, problems, ())
@@ -210,9 +213,7 @@ def read_file(path: Path, display: str) -> Any:
     finally:
         if loader is not None:
             loader.dispose()
-    if problems:
-        raise PolicyError(problems)
-    return data
+    return data, problems
 
 
 def policy_files(path: Path) -> list[Path]:
@@ -235,8 +236,10 @@ SINGLE_SECTIONS = ("version", "settings")
 MERGED_SECTIONS = NAMED_SECTIONS + ("settings",)
 
 
-def merge_documents(documents: list[tuple[str, Any]]) -> LDict:
-    """Merge per-file documents into one, keeping every value's own position."""
+def merge_documents_lenient(documents: list[tuple[str, Any]]) -> tuple[LDict, list[Problem]]:
+    """Merge per-file documents into one, keeping every value's own position, and the
+    problems that did not stop the merge (a name defined twice keeps its first
+    definition), for the loader to report with those of the later checks."""
     merged = LDict()
     merged.key_locs, merged.value_locs = {}, {}
     merged.loc = Loc(documents[0][0], 1, 1) if documents else Loc("<policy>", 1, 1)
@@ -289,9 +292,7 @@ def merge_documents(documents: list[tuple[str, Any]]) -> LDict:
             else:
                 merged[key] = value
                 merged.key_locs[key], merged.value_locs[key] = key_loc, doc.value_locs[key]
-    if problems:
-        raise PolicyError(problems)
-    return merged
+    return merged, problems
 
 
 def locate(root: Any, path: tuple[object, ...]) -> Loc | None:
