@@ -46,7 +46,8 @@ def lab(request: pytest.FixtureRequest, repo: Repo) -> Iterator[ManagedLab]:
 
 
 def rulesets(lab: ManagedLab) -> dict[str, str]:
-    return {node: subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
+    # -s (stateless): counters move with background traffic (IPv6 neighbour discovery)
+    return {node: subprocess.run(["ip", "netns", "exec", ns, "nft", "-s", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
             for node, ns in lab.lab.nodes.items()}
 
 
