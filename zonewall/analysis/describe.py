@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import datetime, timezone
 
-from ..compiler.node import ICMPV6_ESSENTIAL
+from ..compiler.plan.chains import ICMPV6_ESSENTIAL
 from ..policy.builtins import ICMP_V4_TYPES, ICMP_V6_TYPES, IP_PROTOCOLS
 from ..policy.model import Rule
 from . import space as s

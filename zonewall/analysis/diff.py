@@ -2,8 +2,8 @@
 
 Only what changed is evaluated. First, cheaply, which chains can behave differently:
 a VM whose own definition, zone, global rules, defaults or referenced sets (groups,
-zones, services, schedules...) changed; a node's host rules; an isolated network's
-rules; a NIC's guard filters. For each such chain the rules are aligned old against
+zones, services, schedules...) changed; a node's host rules; a network's
+rules; a network's rules; a NIC's guard filters. For each such chain the rules are aligned old against
 new (difflib): a packet outside every rule that differs is decided identically by
 both, so only the union of the differing rules' regions is evaluated, exactly, on
 both policies. Where a side's verdict differs, the peers on the other side (outside,
@@ -233,12 +233,12 @@ def _changes(a_old: Analyzer, a_new: Analyzer, common: set[NicKey]) -> _Changes:
         else:
             out.add(out.receivers, key, _aligned_change(a_old.chains.host_in(name), a_new.chains.host_in(name)))
             out.add(out.senders, key, _aligned_change(a_old.chains.host_out(name), a_new.chains.host_out(name)))
-    # isolated networks: a change matters between two of its guests
+    # network checks: a change matters between two of its guests
     for network in old.doc.networks.keys() & new.doc.networks.keys():
-        no, nn = old.doc.networks[network], new.doc.networks[network]
-        if not (no.isolated or nn.isolated):
+        chain_old, chain_new = a_old.chains.network(network), a_new.chains.network(network)
+        if chain_old is None and chain_new is None:
             continue
-        region = s.universe() if no.isolated != nn.isolated else _aligned_change(a_old.chains.network(network), a_new.chains.network(network))
+        region = _aligned_change(chain_old, chain_new)
         if not region:
             continue
         for key in common:
@@ -351,11 +351,10 @@ class _Differ:
             stages = []
             for analyzer in (self.a_old, self.a_new):
                 found = self.side_stages(analyzer, owner, other_role, own_addresses)
-                network = self.isolated_between(analyzer, key, owner)
-                if network is not None:
-                    # the kernel checks the isolated network between the sender's
-                    # out chain and the receiver's in chain
-                    chain = analyzer.chains.network(network)
+                chain = self.network_between(analyzer, key, owner)
+                if chain is not None:
+                    # the kernel checks the network between the sender's out chain
+                    # and the receiver's in chain
                     found = found + (chain,) if other_role == "sender" else found[:-1] + (chain, found[-1])
                 stages.append(effective.reduce(found, signature, pieces, own_region, peer_dim))
             group_key = (owner[0], signature, stages[0][1], stages[1][1])
@@ -381,12 +380,10 @@ class _Differ:
                     if _differs(final_old, final_new):
                         self.record(key, role, members, part, final_old, final_new)
 
-    def isolated_between(self, analyzer: Analyzer, a: NicKey, b: NicKey) -> str | None:
+    def network_between(self, analyzer: Analyzer, a: NicKey, b: NicKey) -> Chain | None:
         if a[0] != "vm" or b[0] != "vm":
             return None
-        doc = analyzer.policy.doc
-        na, nb = doc.vms[a[1]].nics[a[2]].network, doc.vms[b[1]].nics[b[2]].network  # type: ignore[index]
-        return na if na == nb and doc.networks[na].isolated else None
+        return analyzer.network_between(a[1], a[2], b[1], b[2])  # type: ignore[arg-type]
 
     def record(self, key: NicKey, role: str, members: list[NicKey] | None, region: Region, old: Outcome, new: Outcome) -> None:
         change = _differs(old, new)

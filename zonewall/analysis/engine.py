@@ -20,14 +20,15 @@ from datetime import datetime
 from functools import cached_property
 from typing import Iterator
 
+from ..compiler.plan import Plan
 from ..compiler.schedule import local_timezone
 from ..policy.addresses import AddressSet
 from ..policy.resolve import Policy
 from . import space as s
 from .chains import Chain, ChainBuilder, Step, essentials_region, first_match
 from .endpoints import Directory, Endpoint
-from .guards import GuardBuilder, GuardStage, run_guards
-from .matching import Matcher
+from .guards import GuardBuilder, GuardStage, filter_rule_region, run_guards
+from .regions import Regions
 from .space import Box, Region
 
 
@@ -83,6 +84,7 @@ class Path:
     dst: Endpoint
     src_nic: int | None = None
     dst_nic: int | None = None
+    forwarded: int | None = None  # the nat entry whose dnat brought the flow to dst
 
 
 class _Essentials:
@@ -105,9 +107,10 @@ class Analyzer:
     def __post_init__(self) -> None:
         if self.timezone is None:
             self.timezone = local_timezone()
-        self.matcher = Matcher(self.policy, self.now, self.timezone)
-        self.chains = ChainBuilder(self.policy, self.matcher)
-        self.guards = GuardBuilder(self.policy, self.matcher)
+        self.plan = Plan(self.policy, now=self.now, timezone=self.timezone)
+        self.regions = Regions()
+        self.chains = ChainBuilder(self.plan, self.regions)
+        self.guards = GuardBuilder(self.plan, self.regions)
         self.directory = Directory(self.policy)
 
     @cached_property
@@ -140,9 +143,9 @@ class Analyzer:
             yield ESSENTIALS
         if src.kind == "vm":
             yield self.chains.vm(src.name, "out")
-        network = self.shared_isolated_network(path)
+        network = self.shared_network(path)
         if network is not None:
-            yield self.chains.network(network)
+            yield network
         if dst.kind == "vm":
             yield self.chains.vm(dst.name, "in")
         if dst.kind == "host" and not (src.kind == "host" and src.name == dst.name):
@@ -176,18 +179,22 @@ class Analyzer:
             return None
         return self.policy.doc.vms[endpoint.name].nics[nic].network
 
-    def shared_isolated_network(self, path: Path) -> str | None:
+    def shared_network(self, path: Path) -> Chain | None:
+        """The network check between the two NICs of a guest-to-guest path, if any."""
         if path.src.kind != "vm" or path.dst.kind != "vm" or path.src_nic is None or path.dst_nic is None:
             return None
-        a = self.policy.doc.vms[path.src.name].nics[path.src_nic].network
-        b = self.policy.doc.vms[path.dst.name].nics[path.dst_nic].network
-        return a if a == b and self.policy.doc.networks[a].isolated else None
+        return self.network_between(path.src.name, path.src_nic, path.dst.name, path.dst_nic)
+
+    def network_between(self, vm_a: str, nic_a: int, vm_b: str, nic_b: int) -> Chain | None:
+        a = self.policy.doc.vms[vm_a].nics[nic_a].network
+        b = self.policy.doc.vms[vm_b].nics[nic_b].network
+        return self.chains.network(a) if a == b else None
 
     # -- evaluation ----------------------------------------------------------------
 
     def evaluate(self, path: Path, space: Region, *, over_rate: bool = False) -> Iterator[tuple[Region, Outcome]]:
         """Split `space` (packets of new connections on this path) by outcome."""
-        return self.run(self.stages(path), space, over_rate=over_rate)
+        return self.run(self.stages(path), space, over_rate=over_rate, forwarded=path.forwarded)
 
     def reply_guards(self, path: Path) -> tuple[GuardStage, ...]:
         """The guard stages a reply crosses: the receiver's NIC outbound, the sender's
@@ -245,11 +252,11 @@ class Analyzer:
         found = set()
         for name, flt in self.policy.doc.filters.items():
             for rule in flt.rules:
-                if rule.action in ("drop", "reject") and rule.arp is None and s.overlaps(self.matcher.filter_rule(rule), tuple(replies)):
+                if rule.action in ("drop", "reject") and rule.arp is None and s.overlaps(filter_rule_region(self.plan, self.regions, rule), tuple(replies)):
                     found.add(name)
         return sorted(found)
 
-    def run(self, stages: tuple[GuardOrChain, ...], space: Region, decisions: tuple[Decision, ...] = (), *, over_rate: bool = False) -> Iterator[tuple[Region, Outcome]]:
+    def run(self, stages: tuple[GuardOrChain, ...], space: Region, decisions: tuple[Decision, ...] = (), *, over_rate: bool = False, forwarded: int | None = None) -> Iterator[tuple[Region, Outcome]]:
         """Split `space` by outcome through `stages` (each must accept)."""
         pending: list[tuple[Region, tuple[Decision, ...], int]] = [(space, decisions, 0)]
         while pending:
@@ -277,7 +284,7 @@ class Analyzer:
                     pending.append((region, decisions, index + 1))
                 continue
             assert isinstance(stage, Chain)
-            for part, step in first_match(stage, region, over_rate=over_rate):
+            for part, step in first_match(stage, region, over_rate=over_rate, forwarded=forwarded):
                 decision = Decision(stage.name, step.action, step.label, step)
                 if step.action == "accept":
                     pending.append((part, decisions + (decision,), index + 1))

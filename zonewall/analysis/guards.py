@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from ..compiler.nics import eui64_link_local_value
+from ..compiler.plan import Plan
+from ..compiler.plan.rules import filter_rule_as_rule
 from ..policy.addresses import address_value
 from ..policy.model import FilterRule, Nic
-from ..policy.resolve import Policy
 from . import space as s
-from .matching import Matcher
+from .regions import Regions
 from .space import Region
 
 ETHERTYPE_FAMILY = {0x0800: 4, 0x86DD: 6}
@@ -108,11 +109,16 @@ def builtin_rules(name: str, direction: str, nic: Nic | None) -> list[GuardRule]
     return []
 
 
-def custom_rules(matcher: Matcher, name: str, rule: FilterRule, direction: str) -> GuardRule | None:
+def filter_rule_region(plan: Plan, regions: Regions, rule: FilterRule) -> Region:
+    """A guard filter rule's layer-3/4 part (its layer-2 keys are judged by the caller)."""
+    return regions.of_matches(plan.rules.matches(filter_rule_as_rule(rule)))
+
+
+def custom_rules(plan: Plan, regions: Regions, name: str, rule: FilterRule, direction: str) -> GuardRule | None:
     label = f"filter {name}"
     if rule.arp is not None:
         return None  # ARP frames only
-    region = matcher.filter_rule(rule)
+    region = filter_rule_region(plan, regions, rule)
     approximate = None
     if rule.ethertype is not None:
         family = ETHERTYPE_FAMILY.get(rule.ethertype)
@@ -133,8 +139,9 @@ def custom_rules(matcher: Matcher, name: str, rule: FilterRule, direction: str) 
 
 
 class GuardBuilder:
-    def __init__(self, policy: Policy, matcher: Matcher):
-        self.policy, self.matcher = policy, matcher
+    def __init__(self, plan: Plan, regions: Regions):
+        self.plan, self.regions = plan, regions
+        self.policy = plan.policy
         self._memo: dict[tuple[str, int, str], GuardStage | None] = {}
         self._shared: dict[tuple[str, str, str], tuple[GuardRule, ...]] = {}  # filters that do not depend on the NIC
 
@@ -166,7 +173,7 @@ class GuardBuilder:
         found = self._shared.get(key)
         if found is None:
             ordered = sorted(self.policy.doc.filters[name].rules, key=lambda r: r.priority)
-            rules = [custom_rules(self.matcher, name, r, direction) for r in ordered if r.direction in (direction, "inout")]
+            rules = [custom_rules(self.plan, self.regions, name, r, direction) for r in ordered if r.direction in (direction, "inout")]
             found = self._shared[key] = tuple(r for r in rules if r is not None)
         return found
 

@@ -5,7 +5,7 @@ Every chain the compiler writes is analysed exactly, over packet space (space.py
 * a VM's `in` chain (global -> the VM's own -> its zone's rules -> default) only sees
   packets *to* one of the VM's addresses and its `out` chain packets *from* one, so
   each rule is first restricted to that (its *effective* region there);
-* an isolated network's chain only sees packets between two of its guests;
+* a network's chain only sees packets between two of its guests;
 * a node's input/output chains (anti-lockout, host_rules, the node's own rules).
 
 The ICMPv6 essentials accepted before any rule (inet forward/input) come first in
@@ -27,7 +27,7 @@ conflict        an earlier rule with another action decides part (not all) of it
 management-exposure  an accept from everywhere (a whole family) to a management port
 empty-ref       a reference (zone:, group:, vm:, network:) that resolves to nothing
 unused          groups, services, filters, schedules nothing uses; zones without VMs;
-                rules of a network that is not isolated
+                rules of a network without guests
 
 docs/analysis.md (## lint) documents the kinds and the JSON schema.
 """
@@ -833,14 +833,14 @@ class _Linter:
                 name, parts, default = self.vm_chain(vm, direction)
                 yield self.make_state(name, "vm", vm, direction, parts, default, restrict)
         for name, network in doc.networks.items():
-            if not policy.rules_of("network", name) or not network.isolated:
+            if not policy.rules_of("network", name) or chains.network(name) is None:
                 continue
             guests = self.network_guests(name)
             if guests.is_empty():
                 continue
             by_family = {4: guests.v4, 6: guests.v6}
             restrict = _Restriction(dims=((s.SRC, by_family), (s.DST, by_family)))
-            yield self.build_state(chains.network(name), "network", name, "net", True, restrict)
+            yield self.build_state(chains.network(name), "network", name, "net", True, restrict)  # type: ignore[arg-type]
         for node in doc.hosts:
             yield self.build_state(chains.host_in(node), "host", node, "in", True, None)
             out = chains.host_out(node)
@@ -848,27 +848,25 @@ class _Linter:
                 yield self.build_state(out, "host", node, "out", False, None)
 
     def vm_chain(self, vm: str, direction: str) -> tuple[str, list[tuple[object, list[Step]]], Step]:
-        """ChainBuilder.vm's chain (global -> the VM's own -> its zone's rules, then the
-        default) in parts, after the ICMPv6 essentials; the global and zone parts are
-        built once for all VMs."""
-        policy, builder = self.policy, self.analyzer.chains
-        key: tuple[str, str, str] = ("global", "", direction)
-        common = self._parts.get(key)
-        if common is None:
-            common = self._parts[key] = [self._essentials_step] + builder.steps(policy.rules_of("global"), direction)
-        parts: list[tuple[object, list[Step]]] = [(key, common), (None, builder.steps(policy.rules_of("vm", vm), direction))]
-        zone = self.doc.vms[vm].zone
-        if zone:
-            key = ("zone", zone, direction)
+        """The plan's VM chain in parts (its levels, after the ICMPv6 essentials); the
+        shared parts (global, zone) are built once for all VMs. Open port forwards
+        match only forwarded connections and are left out (they decide no rule)."""
+        plan, builder = self.analyzer.plan.chains.vm(vm, direction), self.analyzer.chains
+        parts: list[tuple[object, list[Step]]] = []
+        for level in plan.levels:
+            if not level.shared:
+                parts.append((None, [builder.step(step) for step in level.steps]))
+                continue
+            key = (level.kind, level.owner, direction)
             part = self._parts.get(key)
             if part is None:
-                part = self._parts[key] = builder.steps(policy.rules_of("zone", zone), direction)
+                part = [self._essentials_step] if level.kind == "global" else []
+                part = self._parts[key] = part + [builder.step(step) for step in level.steps]
             parts.append((key, part))
-        action = policy.default_action(vm, direction)
-        default = self._defaults.get(action + direction)
+        default = self._defaults.get(plan.default.action + direction)
         if default is None:
-            default = self._defaults[action + direction] = Step(s.universe(), action, f"default-{direction}")
-        return f"vm:{vm} {direction}", parts, default
+            default = self._defaults[plan.default.action + direction] = builder.step(plan.default)
+        return plan.name, parts, default
 
     def network_guests(self, network: str) -> AddressSet:
         ips = [ip for vm in self.doc.vms.values() for nic in vm.nics if nic.network == network for ip in nic.ips]
@@ -915,14 +913,14 @@ class _Linter:
             if (ref.level, ref.owner) in self.unused_owner:
                 continue
             if ref.level == "network":
-                continue  # reported with the network (not isolated / no guests)
+                continue  # reported with the network (no guests)
             reason = {"global": "applies to no VM: the policy has none", "host": "applies to no node: the policy has none"}.get(ref.level, "applies to no chain")
             self.findings.append(Finding("dead", "warning", reason, **_rule_fields(ref)))
         return removed
 
     def dead_reason(self, ref: RuleRef, stats: _RuleStats) -> str:
         rule = ref.rule
-        region = self.analyzer.matcher.rule(rule)
+        region = self.analyzer.regions.of(self.analyzer.plan.rules.step(ref))
         if not region:
             source, destination = self.policy.address_set(rule.from_), self.policy.address_set(rule.to)
             if not set(source.families()) & set(destination.families()):
@@ -978,7 +976,7 @@ class _Linter:
             ref = stats.ref
             ports = sorted(stats.exposure, key=lambda p: (p.split("/")[0], int(p.split("/")[1].split(" ")[0])))
             chains = sorted(set().union(*stats.exposure.values()))
-            families = sorted({f"IPv{c[3]}" for c in self.exposure_candidates(self.analyzer.matcher.rule(ref.rule))})
+            families = sorted({f"IPv{c[3]}" for c in self.exposure_candidates(self.analyzer.regions.of(self.analyzer.plan.rules.step(ref)))})
             self.findings.append(
                 Finding(
                     "management-exposure",
@@ -1138,14 +1136,12 @@ class _Linter:
                 Finding("unused", "info", f"zone {name} has no VMs{tail}", where=self.key_where(("zones", name)), object=f"zone:{name}", related=[_related_rule(r) for r in rules])
             )
             self.unused_owner.add(("zone", name))
-        # network rules: only isolated networks with guests have the chain
+        # network rules: only networks with guests have the chain
         for name, network in doc.networks.items():
             rules = [r for r in self.policy.rules_of("network", name) if r.rule.enabled]
             if not rules:
                 continue
-            if not network.isolated:
-                message = f"network {name} is not isolated: {_rules_never_apply(len(rules))} (network rules only check guest-to-guest traffic of isolated networks)"
-            elif self.network_guests(name).is_empty():
+            if self.network_guests(name).is_empty():
                 message = f"network {name} has no guest addresses: {_rules_never_apply(len(rules))}"
             else:
                 continue

@@ -4,8 +4,9 @@ The kernel translates before filtering (spec, evaluation order 5): a flow to a n
 forwarded port is evaluated as a flow to the target VM's address and port, and with
 `open: true` (compiler/nat.py) it is accepted where the VM's default would decide.
 `forward_of` finds the entry a flow hits (same host, protocol, listen port, and
-listen address: given, else the host's addresses of the flow's family);
-`open_outcome` turns a decision by the VM's inbound default into the open accept.
+listen address: given, else the host's addresses of the flow's family); the open
+accept is a step of the VM's inbound chain in the plan (compiler/plan/chains.py)
+that matches only on a path the entry forwarded.
 
 Not modelled: snat/masquerade (they change no verdict), the network modes' routing
 checks (compiler/modes.py), hairpin; trace says so in its notes.
@@ -19,7 +20,6 @@ from dataclasses import dataclass
 from ..policy.model import Dnat
 from ..policy.resolve import Policy
 from .endpoints import Endpoint
-from .engine import Decision, Outcome
 
 PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17}
 
@@ -72,15 +72,3 @@ def forward_of(policy: Policy, dst: Endpoint, dst_address: str, proto: int, dpor
         nic = next(i for i, n in enumerate(vm.nics) if target in n.ips)
         return Forward(index, entry, entry.to.vm, nic, target, entry.to.port or listen_port)
     return None
-
-
-def open_outcome(forward: Forward, outcome: Outcome) -> Outcome:
-    """The kernel's verdict when an `open` forward meets the VM's inbound default."""
-    if not forward.entry.open or outcome.verdict == "accept" or not outcome.decisions:
-        return outcome
-    last = outcome.decisions[-1]
-    by_default = last.step is not None and last.step.ref is None and last.stage == f"vm:{forward.vm} in"
-    if not by_default:
-        return outcome  # a rule (or a guard) decided before the open accept
-    opened = Decision(last.stage, "accept", f"nat[{forward.index}] dnat open")
-    return Outcome("accept", outcome.decisions[:-1] + (opened,))

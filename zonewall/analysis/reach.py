@@ -3,7 +3,7 @@
 For `--to T`, T's side (guards in, its `in` chain or node input) is evaluated once
 over every source; what it accepts is then split by who owns the source address:
 outside (no chain of ours), a node (its output chain) or a VM NIC (guards out, its
-`out` chain, an isolated network between them). VM senders whose chains do the same
+`out` chain, their network's check between them). VM senders whose chains do the same
 thing on what T accepts are evaluated together, so the cost follows the number of
 distinct behaviours, not the number of VMs. `--from S` is the mirror image.
 
@@ -278,9 +278,9 @@ def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, dire
         else:
             stages = analyzer.receiver_stages(peer, peer_nic, own_addresses)
         network = analyzer.nic_network(peer, peer_nic)
-        isolated = network if network is not None and network == my_network and analyzer.policy.doc.networks[network].isolated else None
-        if isolated is not None:
-            stages = stages + (analyzer.chains.network(isolated),)
+        between = analyzer.chains.network(network) if network is not None and network == my_network else None
+        if between is not None:
+            stages = stages + (between,)
         signature = tuple(sorted(indexes))
         own_region = _PeerSpace(pieces, signature, endpoint_addresses(analyzer, peer, peer_nic), peer_dim)
         reduced, key = effective.reduce(stages, signature, pieces, own_region, peer_dim)

@@ -19,8 +19,8 @@ from . import space as s
 from .describe import minute_of_week, rule_text, time_text
 from .endpoints import Endpoint, EndpointError, family_number
 from .engine import EPHEMERAL_PORTS, Analyzer, Decision, Outcome, Path
-from .matching import ICMP_PROTO, ICMP_TABLE
-from .nat import Forward, forward_of, open_outcome
+from .nat import Forward, forward_of
+from .regions import ICMP_PROTO, ICMP_TABLE
 
 EPHEMERAL = EPHEMERAL_PORTS  # the source ports a flow is traced from unless --sport
 
@@ -175,15 +175,15 @@ def trace(analyzer: Analyzer, source: str, destination: str, flow: FlowSpec) -> 
         sport,
         time,
     )
-    path = Path(Endpoint(src.kind, src.name), Endpoint(dst.kind, dst.name), src_nic, dst_nic)
+    path = Path(Endpoint(src.kind, src.name), Endpoint(dst.kind, dst.name), src_nic, dst_nic, forward.index if forward is not None else None)
     reply_notes: list[str] = []
-    cases = _cases(analyzer, path, packet, over_rate=False, forward=forward, notes=reply_notes)
+    cases = _cases(analyzer, path, packet, over_rate=False, notes=reply_notes)
     result = TraceResult(src, dst, src_address, dst_address, family, flow, cases)
     result.notes += sorted(set(reply_notes))
     if forward is not None:
         result.notes.append(nat_note)
     if any(case.outcome.rate_limited() for case in cases):
-        result.over_rate = _cases(analyzer, path, packet, over_rate=True, forward=forward)
+        result.over_rate = _cases(analyzer, path, packet, over_rate=True)
         result.notes.append("a rate-limited rule accepted this flow: within the rate it is accepted; over the rate it falls through (see over_rate)")
     for stage in analyzer.stages(path):
         for approximation in getattr(stage, "approximations", lambda: [])():
@@ -193,11 +193,9 @@ def trace(analyzer: Analyzer, source: str, destination: str, flow: FlowSpec) -> 
     return result
 
 
-def _cases(analyzer: Analyzer, path: Path, packet: s.Box, *, over_rate: bool, forward: Forward | None = None, notes: list[str] | None = None) -> list[Case]:
+def _cases(analyzer: Analyzer, path: Path, packet: s.Box, *, over_rate: bool, notes: list[str] | None = None) -> list[Case]:
     cases = []
     for part, outcome in analyzer.evaluate(path, (packet,), over_rate=over_rate):
-        if forward is not None:
-            outcome = open_outcome(forward, outcome)
         if outcome.verdict == "accept":
             part = _replies(analyzer, path, part, outcome, cases, notes)
         for box in part:

@@ -16,7 +16,7 @@ no per-packet cost otherwise):
 
 A dnat entry with `open: true` (the default) also accepts the forwarded connection at
 the end of the target VM's inbound rules, where the default would otherwise decide
-(`dnat_open_rules`): the VM's global/own/zone rules still come first, so an explicit
+(the plan's `forwards`, `forward_open_rule`): the VM's global/own/zone rules still come first, so an explicit
 drop there wins. `open: false` leaves the decision to those rules and the default.
 """
 
@@ -31,6 +31,7 @@ from ..policy.resolve import Policy
 from . import nftexpr as x
 from .ir import Chain, Hook, Rule
 from .matches import IP_PROTO, address_elements
+from .plan.vocabulary import Step
 
 Json = dict[str, Any]
 NAT_FAMILY = {"ipv4": "ip", "ipv6": "ip6"}
@@ -145,23 +146,17 @@ def nat_chains(policy: Policy, node: str) -> list[Chain]:
     return chains
 
 
-def dnat_open_rules(policy: Policy, vm: str) -> list[Rule]:
-    """Accepts (`return`) for connections forwarded to `vm` by an `open` dnat entry.
-
-    Placed after the VM's rules, before its default: `ct status dnat` with the original
-    (pre-translation) destination port of the entry and the translated port.
-    """
-    rules: list[Rule] = []
-    for index, entry in enumerate(policy.doc.nat):
-        if not isinstance(entry, Dnat) or entry.to.vm != vm or not entry.open:
-            continue
-        proto, port = _listen_port(entry)
-        statements = [
-            x.match(x.ct("status"), "dnat", "in"),
-            x.match(x.payload(proto, "dport"), entry.to.port or port),
-            x.match({"ct": {"key": "proto-dst", "dir": "original"}}, port),
-            x.counter(),
-            x.ret(),
-        ]
-        rules.append(Rule(tuple(statements), f"nat[{index}] dnat open"))
-    return rules
+def forward_open_rule(step: Step) -> Rule:
+    """An open port forward's accept (`return`) in its VM's inbound chain (the plan
+    places it after the VM's rules, before its default): `ct status dnat` with the
+    translated port and the entry's original (pre-translation) listen port."""
+    origin = step.condition
+    assert origin is not None, step
+    statements = [
+        x.match(x.ct("status"), "dnat", "in"),
+        x.match(x.payload(origin.protocol, "dport"), origin.port),
+        x.match({"ct": {"key": "proto-dst", "dir": "original"}}, origin.original_port),
+        x.counter(),
+        x.ret(),
+    ]
+    return Rule(tuple(statements), step.label)

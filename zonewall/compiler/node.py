@@ -19,32 +19,20 @@ from datetime import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..policy.builtins import MANAGEMENT_TCP_PORTS
-from ..policy.resolve import Policy, RuleRef
+from ..policy.resolve import Policy
 from . import nftexpr as x
 from .guards import bridge_table
 from .ir import Chain, Hook, Limit, NamedSet, Rule, Ruleset, Table
-from .levels import REJECT_CHAIN, AcceptMode, CompileContext, compile_rule, default_rules, reject_chain
-from .matches import IP_PROTO, address_elements
+from .levels import REJECT_CHAIN, AcceptMode, CompileContext, render_default, render_step, reject_chain
+from .matches import IP_PROTO, address_elements, match_statements
 from .conntrack import global_timeouts, helper_objects, helper_rules, timeout_rules, zone_timeouts
 from .modes import ModeBuilder
-from .nat import dnat_open_rules, nat_chains
+from .nat import forward_open_rule, nat_chains
+from .plan.chains import ESSENTIALS, Level
 from .naming import LOG_LIMIT, TABLE, level_chain, vm_chain
 from .nics import LocalNic, local_nics
 
 Json = dict[str, Any]
-# Link-local ICMPv6 that IPv6 cannot work without (RFC 4890 4.4.1): neighbour and
-# router discovery, multicast listener discovery. Guards vet what guests send.
-ICMPV6_ESSENTIAL = [
-    "nd-neighbor-solicit",
-    "nd-neighbor-advert",
-    "nd-router-solicit",
-    "nd-router-advert",
-    "mld-listener-query",
-    "mld-listener-report",
-    "mld-listener-done",
-    "mld2-listener-report",
-]
 GUEST_TRAFFIC = x.NIC_BITS
 
 
@@ -88,6 +76,7 @@ class InetBuilder:
     def __init__(self, ctx: CompileContext, nics: list[LocalNic]):
         self.ctx, self.nics = ctx, nics
         self.policy = ctx.policy
+        self.plan = ctx.plan.chains
         self.chains: dict[str, Chain] = {}
         self.sets: dict[str, NamedSet] = {}
         invalid = x.accept() if self.policy.doc.settings.conntrack.invalid == "accept" else x.drop()
@@ -123,11 +112,10 @@ class InetBuilder:
 
     # -- rule levels --------------------------------------------------------------
 
-    def level(self, refs: list[RuleRef], direction: str, accept_mode: AcceptMode, scope: str) -> list[Rule]:
+    def render(self, level: Level, accept_mode: AcceptMode, scope: str) -> list[Rule]:
         rules: list[Rule] = []
-        for ref in refs:
-            if ref.rule.direction in (direction, None):
-                rules += compile_rule(self.ctx, ref, accept_mode, scope, direction)
+        for step in level.steps:
+            rules += render_step(self.ctx, step, accept_mode, scope, level.direction)
         return rules
 
     def shared_level_chains(self, vms: list[str]) -> set[str]:
@@ -136,48 +124,51 @@ class InetBuilder:
         zones = sorted({self.policy.doc.vms[vm].zone for vm in vms if self.policy.doc.vms[vm].zone})
         for direction in ("in", "out"):
             mode: AcceptMode = "mark-in" if direction == "in" else "mark-out"
-            candidates = [(level_chain("global", "", direction), self.policy.rules_of("global"), "global")]
-            candidates += [(level_chain("zone", z, direction), self.policy.rules_of("zone", z), f"zone:{z}") for z in zones]
-            for name, refs, scope in candidates:
-                rules = self.level(refs, direction, mode, scope)
+            levels = [self.plan.level("global", "", direction)] + [self.plan.level("zone", z, direction) for z in zones]
+            for level in levels:
+                scope = "global" if level.kind == "global" else f"zone:{level.owner}"
+                rules = self.render(level, mode, scope)
                 if rules:
+                    name = level_chain(level.kind, level.owner, direction)
                     self.chains[name] = Chain(name, tuple(rules), comment=f"{scope} rules, {direction}")
                     made.add(name)
         return made
 
     def vm_chain(self, vm: str, direction: str, shared: set[str]) -> None:
         bit = x.IN_ACCEPT_BIT if direction == "in" else x.OUT_ACCEPT_BIT
+        plan = self.plan.vm(vm, direction)
         zone = self.policy.doc.vms[vm].zone
         overrides = zone_timeouts(self.policy, zone)
         self.timeout_objects.update((t.name, t) for t in overrides.values())
         # only new connections get here; a later `ct timeout set` replaces an earlier one
         rules: list[Rule] = timeout_rules(overrides, f"zone {zone} conntrack timeout")
-
-        def call(chain: str) -> None:
+        for level in plan.levels:
+            if not level.shared:
+                rules += self.render(level, "return", vm)
+                continue
+            chain = level_chain(level.kind, level.owner, direction)
             if chain in shared:
                 rules.append(Rule((x.jump(chain),), chain))
                 rules.append(Rule((x.has_bits(bit), x.ret()), f"{chain} accepted"))
-
-        call(level_chain("global", "", direction))
-        rules += self.level(self.policy.rules_of("vm", vm), direction, "return", vm)
-        if zone:
-            call(level_chain("zone", zone, direction))
-        if direction == "in":
-            rules += dnat_open_rules(self.policy, vm)
-        action = self.policy.default_action(vm, direction)
-        rules += default_rules(self.ctx, action, vm, direction, "return", f"default-{direction}")
+        rules += [forward_open_rule(step) for step in plan.forwards]
+        rules += render_default(self.ctx, plan.default, vm, direction, "return")
         name = vm_chain(vm, direction)
         self.chains[name] = Chain(name, tuple(rules), comment=f"vm {vm}, {direction}")
 
     def isolation_chains(self) -> dict[str, str]:
         """For each isolated network with a local NIC: the check between two of its guests."""
         made: dict[str, str] = {}
-        networks = sorted({n.nic.network for n in self.nics if self.policy.doc.networks[n.nic.network].isolated})
+        networks = sorted({n.nic.network for n in self.nics if self.plan.network(n.nic.network) is not None})
         for network in networks:
+            plan = self.plan.network(network)
+            assert plan is not None
             name = f"net-{network}"
-            rules = self.level(self.policy.rules_of("network", network), "net", "return", f"net:{network}")
-            rules += default_rules(self.ctx, "drop", f"net:{network}", "net", "return", f"net-{network}-default")
-            self.chains[name] = Chain(name, tuple(rules), comment=f"isolated network {network}: guest to guest")
+            rules: list[Rule] = []
+            for step in plan.steps:
+                rules += render_step(self.ctx, step, "return", f"net:{network}", "net")
+            rules += render_default(self.ctx, plan.default, f"net:{network}", "net", "return")
+            kind = "isolated network" if self.policy.doc.networks[network].isolated else "network"
+            self.chains[name] = Chain(name, tuple(rules), comment=f"{kind} {network}: guest to guest")
             members = self.network_guest_sets(network)
             for side, field in (("src", "daddr"), ("dst", "saddr")):
                 hops = [
@@ -222,7 +213,7 @@ class InetBuilder:
         return [
             Rule((x.match(x.ct("state"), ["established", "related"], "in"), x.counter(), x.accept()), "established"),
             Rule((x.match(x.ct("state"), "invalid", "in"), x.counter(), invalid), "invalid"),
-            Rule((x.match(x.payload("icmpv6", "type"), {"set": ICMPV6_ESSENTIAL}), x.counter(), x.accept()), "ICMPv6 essentials"),
+            Rule((*match_statements(self.ctx.registry, ESSENTIALS.matches[0]), x.counter(), x.accept()), "ICMPv6 essentials"),  # type: ignore[index]
         ]
 
     def forward_chain(self) -> Chain:
@@ -245,36 +236,17 @@ class InetBuilder:
 
     def management_rules(self) -> list[Rule]:
         """Anti-lockout: settings.management always reaches ssh and zonewall's ports."""
-        addresses = self.policy.address_set(self.policy.doc.settings.management) if self.policy.doc.settings.management else None
-        if addresses is None:
+        step = self.plan.management()
+        if step is None:
             return []
-        rules = []
-        for family in ("ipv4", "ipv6"):
-            elements = address_elements(addresses, family)  # type: ignore[arg-type]
-            if not elements:
-                continue
-            name = f"management-{'v4' if family == 'ipv4' else 'v6'}"
-            self.sets[name] = NamedSet(name, f"{family}_addr", tuple(elements), flags=("interval",), comment="settings.management")
-            rules.append(
-                Rule(
-                    (
-                        x.match(x.payload(IP_PROTO[family], "saddr"), x.set_ref(name)),
-                        x.match(x.payload("tcp", "dport"), {"set": list(MANAGEMENT_TCP_PORTS)}),
-                        x.counter(),
-                        x.accept(),
-                    ),
-                    "anti-lockout",
-                )
-            )
-        return rules
+        return [Rule((*match_statements(self.ctx.registry, m), x.counter(), x.accept()), step.label) for m in step.matches or ()]
 
     def host_rules(self, direction: str) -> list[Rule]:
         rules: list[Rule] = []
-        for owner in ("", self.ctx.node):
-            refs = self.policy.rules_of("host", owner)
-            compiled = self.level(refs, direction, "accept", "host")
+        for level in self.plan.host_levels(self.ctx.node, direction):
+            compiled = self.render(level, "accept", "host")
             if compiled:
-                name = level_chain("host", owner, direction)
+                name = level_chain("host", level.owner, direction)
                 self.chains[name] = Chain(name, tuple(compiled), comment=f"host rules, {direction}")
                 rules.append(Rule((x.jump(name),), name))
         return rules
@@ -289,21 +261,21 @@ class InetBuilder:
             Rule((x.vmap(src, "out-dispatch"),), "from a guest: its out rules first"),
             *self.modes.input_rules(),
             *self.host_rules("in"),
-            *default_rules(self.ctx, self.policy.doc.settings.host_default.in_, "host", "in", "accept", "host-default-in"),
+            *render_default(self.ctx, self.plan.host_in(self.ctx.node).default, "host", "in", "accept"),
         ]
         return Chain("input", tuple(rules), Hook("filter", "input", 0))
 
     def output_chain(self) -> Chain | None:
-        host_rules = self.host_rules("out")
-        action = self.policy.doc.settings.host_default.out
-        if not host_rules and action == "accept":
+        plan = self.plan.host_out(self.ctx.node)
+        if plan is None:
             return None  # nothing to enforce: no hook, no per-packet cost
+        host_rules = self.host_rules("out")
         rules = [
             Rule((x.match(x.meta("oif"), "lo"), x.accept()), "loopback"),
             Rule((x.match(x.ct("state"), ["established", "related"], "in"), x.counter(), x.accept()), "established"),
             # a node that cannot send neighbour solicitations has no IPv6 at all
             self.state_rules()[2],
             *host_rules,
-            *default_rules(self.ctx, action, "host", "out", "accept", "host-default-out"),
+            *render_default(self.ctx, plan.default, "host", "out", "accept"),
         ]
         return Chain("output", tuple(rules), Hook("filter", "output", 0))

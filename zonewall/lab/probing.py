@@ -14,7 +14,7 @@ from typing import Literal
 
 from ..policy.addresses import Family
 from ..policy.resolve import Policy
-from ..compiler.matches import ProtocolKeys
+from ..compiler.plan.rules import ProtocolKeys
 from .cluster import LabError, LabState, ensure_outside_address
 from .probe import ProbeResult, ProbeSpec, run_probes
 
