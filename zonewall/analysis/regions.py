@@ -8,7 +8,7 @@ means; that is the plan's (compiler/plan/rules.py).
 
 from __future__ import annotations
 
-from ..compiler.plan.vocabulary import IcmpTypes, Intervals, Match, Ports, Protocols, Step
+from ..compiler.plan.vocabulary import Addresses, IcmpTypes, Intervals, Match, Ports, Protocols, Step
 from ..policy.builtins import ICMP_V4_TYPES, ICMP_V6_TYPES
 from . import space as s
 from .space import Box, Region
@@ -45,10 +45,18 @@ def match_boxes(match: Match, time: Intervals) -> list[Box]:
         proto, dport, sport = s.merge((n, n) for n, _label in l4.values), s.FULL[s.DPORT], s.FULL[s.SPORT]
     for family in families:
         everything = ((0, s.ADDRESS_MAX[family]),)
-        src = match.src.values if match.src is not None else everything
-        dst = match.dst.values if match.dst is not None else everything
+        src = _addresses(match.src, everything)
+        dst = _addresses(match.dst, everything)
+        if not src or not dst:
+            continue
         out.append((proto, dport, ((family, family),), src, dst, sport, time))
     return out
+
+
+def _addresses(addresses: Addresses | None, everything: Intervals) -> Intervals:
+    if addresses is None:
+        return everything
+    return s.iv_subtract(everything, addresses.values) if addresses.negate else addresses.values
 
 
 def matches_region(matches: tuple[Match, ...] | None, time: Intervals | None) -> Region:

@@ -81,8 +81,11 @@ def address_statement(registry: SetRegistry, addresses: Addresses, field_name: s
         else:
             set_name, comment = ref_set_name(kind, name, family), f"{kind}:{name}"
         registry.interval_set(set_name, addresses.values, family, comment)
-        return x.match(left, x.set_ref(set_name))
-    return x.match(left, _one_or_set(interval_elements(addresses.values, family)))
+        return x.match(left, x.set_ref(set_name), "!=" if addresses.negate else "==")
+    elements = interval_elements(addresses.values, family)
+    if addresses.negate:
+        return x.match(left, {"set": elements}, "!=")
+    return x.match(left, _one_or_set(elements))
 
 
 def _port_values(ports: Intervals) -> list[Any]:

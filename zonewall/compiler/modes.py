@@ -25,17 +25,18 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from ..policy.addresses import Family
-from ..policy.model import Rule as PolicyRule
 from ..policy.resolve import Policy
 from . import nftexpr as x
 from .ir import Chain, NamedSet, Rule
-from .matches import IP_PROTO, SetRegistry, address_elements, rule_matches
+from .levels import verdict_statements
+from .matches import SetRegistry, match_statements
 from .naming import vm_chain
 from .nics import LocalNic
+from .plan.modes import L3_MODES, host_services, routed_checks
+from .plan.rules import RulePlanner
+from .plan.vocabulary import NotForwarded, Step
 
 Json = dict[str, Any]
-L3_MODES = ("nat", "routed", "isolated")
 
 
 def l3_networks(policy: Policy, nics: list[LocalNic]) -> list[str]:
@@ -46,16 +47,11 @@ def host_service_networks(policy: Policy, nics: list[LocalNic]) -> list[str]:
     return sorted({n.nic.network for n in nics if policy.doc.networks[n.nic.network].mode in L3_MODES or policy.doc.networks[n.nic.network].host_services})
 
 
-def _subnets(policy: Policy, network: str, family: Family) -> list[Any]:
-    subnets = [s for s in policy.doc.networks[network].subnets if ipaddress.ip_network(s).version == (4 if family == "ipv4" else 6)]
-    return address_elements(policy.address_set(subnets), family) if subnets else []
-
-
 class ModeBuilder:
     """Chains and maps for the node's non-bridged networks and host services."""
 
-    def __init__(self, policy: Policy, nics: list[LocalNic], registry: SetRegistry, invalid: Json, ct_rules: list[Rule] | None = None) -> None:
-        self.policy, self.nics, self.registry, self.invalid = policy, nics, registry, invalid
+    def __init__(self, policy: Policy, planner: RulePlanner, nics: list[LocalNic], registry: SetRegistry, invalid: Json, ct_rules: list[Rule] | None = None) -> None:
+        self.policy, self.planner, self.nics, self.registry, self.invalid = policy, planner, nics, registry, invalid
         self.ct_rules = list(ct_rules or [])  # conntrack helpers for new connections
         self.chains: dict[str, Chain] = {}
         self.sets: dict[str, NamedSet] = {}
@@ -97,22 +93,27 @@ class ModeBuilder:
             name = f"l3-guests-{'v4' if family == 'ipv4' else 'v6'}"
             self.sets[name] = NamedSet(name, f"{family}_addr", tuple(sorted(elements, key=lambda e: ipaddress.ip_address(e[0]))), map="verdict", comment="routed guest address -> its VM's in chain")
 
+    def _checks(self, steps: tuple[Step, ...]) -> list[Rule]:
+        """A mode's routing checks (plan/modes.py): drops."""
+        out = []
+        for step in steps:
+            condition = [x.match(x.ct("status"), "dnat", "!")] if isinstance(step.condition, NotForwarded) else []
+            for match in step.matches or (None,):
+                statements = match_statements(self.registry, match) if match is not None else []
+                out.append(Rule((*condition, *statements, x.counter(), *verdict_statements(step.action, "accept")), step.label))
+        return out
+
     def _in_chain(self, network: str) -> Chain:
         net = self.policy.doc.networks[network]
+        checks = routed_checks(self.policy, network)
+        assert checks is not None, network
         rules = [
             Rule((x.match(x.meta("iifname"), net.bridge), x.ret()), "bridged inside the network"),
             Rule((x.match(x.ct("state"), "invalid", "in"), x.counter(), self.invalid), "invalid"),
+            *self._checks(checks.inbound),
         ]
         if net.mode == "isolated":
-            rules.append(Rule((x.counter(), x.drop()), "isolated network: nothing is routed in"))
-            return Chain(f"l3in-{network}", tuple(rules))
-        if net.mode == "nat":
-            rules.append(Rule((x.match(x.ct("status"), "dnat", "!"), x.counter(), x.drop()), "nat network: only forwarded ports come in"))
-        else:  # routed
-            for family in ("ipv4", "ipv6"):
-                subnets = _subnets(self.policy, network, family)
-                statements = [x.match(x.payload(IP_PROTO[family], "daddr"), {"set": subnets}, "!=")] if subnets else [x.match(x.meta("nfproto"), family)]
-                rules.append(Rule((*statements, x.counter(), x.drop()), "routed network: only to its subnets"))
+            return Chain(f"l3in-{network}", tuple(rules))  # nothing gets past its checks
         rules += [
             *self.ct_rules,
             Rule((x.vmap(x.masked(x.meta("mark"), x.SRC_NIC_MASK), "out-dispatch"),), "sender: out rules"),
@@ -124,16 +125,10 @@ class ModeBuilder:
 
     def _out_chain(self, network: str) -> Chain | None:
         net = self.policy.doc.networks[network]
-        rules = [Rule((x.match(x.meta("oifname"), net.bridge), x.ret()), "bridged inside the network")]
-        if net.mode == "isolated":
-            rules.append(Rule((x.counter(), x.drop()), "isolated network: nothing is routed out"))
-        elif net.mode == "routed":
-            for family in ("ipv4", "ipv6"):
-                subnets = _subnets(self.policy, network, family)
-                statements = [x.match(x.payload(IP_PROTO[family], "saddr"), {"set": subnets}, "!=")] if subnets else [x.match(x.meta("nfproto"), family)]
-                rules.append(Rule((*statements, x.counter(), x.drop()), "routed network: only from its subnets"))
-        else:
+        checks = routed_checks(self.policy, network)
+        if checks is None or not checks.outbound:
             return None  # nat: guests may go out (their own out rules decide)
+        rules = [Rule((x.match(x.meta("oifname"), net.bridge), x.ret()), "bridged inside the network"), *self._checks(checks.outbound)]
         return Chain(f"l3out-{network}", tuple(rules))
 
     # -- input ----------------------------------------------------------------------
@@ -146,12 +141,13 @@ class ModeBuilder:
         entries = []
         for network in networks:
             net = self.policy.doc.networks[network]
+            services = host_services(self.policy, self.planner, network)
+            assert services is not None, network
             rules: list[Rule] = []
-            if net.host_services:
-                offered = PolicyRule(action="accept", service=list(net.host_services))
-                for _family, statements in rule_matches(self.policy, self.registry, offered):
-                    rules.append(Rule((*statements, x.counter(), x.accept()), "host_services"))
-            rules.append(Rule((x.counter(), x.drop()), "nothing else of the node"))
+            for step in services.steps:
+                for match in step.matches or ():
+                    rules.append(Rule((*match_statements(self.registry, match), x.counter(), x.accept()), step.label))
+            rules.append(Rule((x.counter(), *verdict_statements(services.default.action, "accept")), services.default.label))
             name = f"hostsvc-{network}"
             self.chains[name] = Chain(name, tuple(rules))
             entries.append((net.bridge, x.jump(name)))

@@ -83,7 +83,7 @@ class InetBuilder:
         self.timeouts = global_timeouts(self.policy)
         self.ct_rules = helper_rules(self.policy) + timeout_rules(self.timeouts, "conntrack timeout")
         self.timeout_objects = {t.name: t for t in self.timeouts.values()}
-        self.modes = ModeBuilder(self.policy, nics, ctx.registry, invalid, self.ct_rules)
+        self.modes = ModeBuilder(self.policy, ctx.plan.rules, nics, ctx.registry, invalid, self.ct_rules)
 
     def build(self) -> Table:
         vms = sorted({n.vm for n in self.nics})

@@ -35,6 +35,7 @@ class Addresses:
 
     values: Intervals
     named: tuple[str, str] | None = None
+    negate: bool = False  # every address of the family but these
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,14 @@ class DnatOrigin:
     entry: int  # index in `nat`
 
 
+@dataclass(frozen=True, slots=True)
+class NotForwarded:
+    """The connection was not translated by any dnat entry (`ct status != dnat`)."""
+
+
+Condition = Union[DnatOrigin, NotForwarded]
+
+
 @dataclass(frozen=True)
 class Step:
     """One step of a chain: any of `matches` (none: every packet) within `time`,
@@ -122,7 +131,7 @@ class Step:
     time: Intervals | None = None
     limit: RateLimit | None = None
     log: bool = False
-    condition: DnatOrigin | None = None
+    condition: Condition | None = None
 
     @property
     def limited(self) -> bool:
