@@ -91,9 +91,9 @@ class InetBuilder:
         for vm in vms:
             for direction in ("in", "out"):
                 self.vm_chain(vm, direction, shared)
-        isolated = self.isolation_chains()
+        checked = self.network_chains()
         self.chains[REJECT_CHAIN] = reject_chain()
-        self.dispatch_maps(isolated)
+        self.dispatch_maps(checked)
         base = [self.forward_chain(), self.input_chain()]
         output = self.output_chain()
         if output is not None:
@@ -155,8 +155,9 @@ class InetBuilder:
         name = vm_chain(vm, direction)
         self.chains[name] = Chain(name, tuple(rules), comment=f"vm {vm}, {direction}")
 
-    def isolation_chains(self) -> dict[str, str]:
-        """For each isolated network with a local NIC: the check between two of its guests."""
+    def network_chains(self) -> dict[str, str]:
+        """For each network with a local NIC and a check (plan.network: isolated, or
+        with rules): the check between two of its guests."""
         made: dict[str, str] = {}
         networks = sorted({n.nic.network for n in self.nics if self.plan.network(n.nic.network) is not None})
         for network in networks:
@@ -199,14 +200,14 @@ class InetBuilder:
 
     # -- dispatch -----------------------------------------------------------------
 
-    def dispatch_maps(self, isolated: dict[str, str]) -> None:
+    def dispatch_maps(self, checked: dict[str, str]) -> None:
         def vmap(name: str, elements: list[tuple[int, Json]], comment: str) -> None:
             self.sets[name] = NamedSet(name, "mark", tuple(elements), map="verdict", comment=comment)
 
         vmap("out-dispatch", [(n.src_mark, x.jump(vm_chain(n.vm, "out"))) for n in self.nics], "source guest NIC -> its VM's out chain")
         vmap("in-dispatch", [(n.dst_mark, x.jump(vm_chain(n.vm, "in"))) for n in self.nics], "destination guest NIC -> its VM's in chain")
-        vmap("net-src", [(n.src_mark, x.jump(f"net-{n.nic.network}-src")) for n in self.nics if n.nic.network in isolated], "isolated network of the source NIC")
-        vmap("net-dst", [(n.dst_mark, x.jump(f"net-{n.nic.network}-dst")) for n in self.nics if n.nic.network in isolated], "isolated network of the destination NIC")
+        vmap("net-src", [(n.src_mark, x.jump(f"net-{n.nic.network}-src")) for n in self.nics if n.nic.network in checked], "network check of the source NIC")
+        vmap("net-dst", [(n.dst_mark, x.jump(f"net-{n.nic.network}-dst")) for n in self.nics if n.nic.network in checked], "network check of the destination NIC")
 
     def state_rules(self) -> list[Rule]:
         invalid = x.accept() if self.policy.doc.settings.conntrack.invalid == "accept" else x.drop()
@@ -226,8 +227,8 @@ class InetBuilder:
             *state[1:],
             *self.ct_rules,
             Rule((x.vmap(src, "out-dispatch"),), "sender: out rules"),
-            Rule((x.vmap(src, "net-src"),), "isolated network"),
-            Rule((x.vmap(dst, "net-dst"),), "isolated network"),
+            Rule((x.vmap(src, "net-src"),), "network check"),
+            Rule((x.vmap(dst, "net-dst"),), "network check"),
             Rule((x.vmap(dst, "in-dispatch"),), "receiver: in rules"),
         ]
         return Chain("forward", tuple(rules), Hook("filter", "forward", 0))
