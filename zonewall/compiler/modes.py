@@ -32,9 +32,10 @@ from .levels import verdict_statements
 from .matches import SetRegistry, match_statements
 from .naming import vm_chain
 from .nics import LocalNic
+from .plan.hooks import ROUTED_IN, Stage
 from .plan.modes import L3_MODES, host_services, routed_checks
 from .plan.rules import RulePlanner
-from .plan.vocabulary import NotForwarded, Step
+from .plan.vocabulary import NotForwarded, Step, final
 
 Json = dict[str, Any]
 
@@ -58,11 +59,12 @@ class ModeBuilder:
 
     # -- forward --------------------------------------------------------------------
 
-    def forward_rules(self) -> list[Rule]:
-        """Rules for the inet forward chain, right after `established`."""
+    def forward_rules(self) -> dict[Stage, list[Rule]]:
+        """The forward chain's ROUTED_FROM and ROUTED_TO stages (and the chains and
+        maps they use)."""
         networks = l3_networks(self.policy, self.nics)
         if not networks:
-            return []
+            return {Stage.ROUTED_FROM: [], Stage.ROUTED_TO: []}
         bridges = {n: self.policy.doc.networks[n].bridge for n in networks}
         self._guest_maps(networks)
         for network in networks:
@@ -79,8 +81,7 @@ class ModeBuilder:
         if outbound:
             self.sets["l3-out"] = NamedSet("l3-out", "ifname", tuple(sorted(outbound)), map="verdict", comment="routed from a guest network")
             rules.append(Rule((x.vmap(x.meta("iifname"), "l3-out"),), "routed from a guest network"))
-        rules.append(Rule((x.vmap(x.meta("oifname"), "l3-in"),), "routed to a guest network"))
-        return rules
+        return {Stage.ROUTED_FROM: rules, Stage.ROUTED_TO: [Rule((x.vmap(x.meta("oifname"), "l3-in"),), "routed to a guest network")]}
 
     def _guest_maps(self, networks: list[str]) -> None:
         for family in ("ipv4", "ipv6"):
@@ -107,20 +108,23 @@ class ModeBuilder:
         net = self.policy.doc.networks[network]
         checks = routed_checks(self.policy, network)
         assert checks is not None, network
-        rules = [
-            Rule((x.match(x.meta("iifname"), net.bridge), x.ret()), "bridged inside the network"),
-            Rule((x.match(x.ct("state"), "invalid", "in"), x.counter(), self.invalid), "invalid"),
-            *self._checks(checks.inbound),
-        ]
-        if net.mode == "isolated":
-            return Chain(f"l3in-{network}", tuple(rules))  # nothing gets past its checks
-        rules += [
-            *self.ct_rules,
-            Rule((x.vmap(x.masked(x.meta("mark"), x.SRC_NIC_MASK), "out-dispatch"),), "sender: out rules"),
-            Rule((x.vmap(x.payload("ip", "daddr"), "l3-guests-v4"),), "receiver: in rules"),
-            Rule((x.vmap(x.payload("ip6", "daddr"), "l3-guests-v6"),), "receiver: in rules"),
-            Rule((x.accept(),), "routed to the network"),
-        ]
+        stages = {
+            Stage.BRIDGED_INSIDE: [Rule((x.match(x.meta("iifname"), net.bridge), x.ret()), "bridged inside the network")],
+            Stage.INVALID: [Rule((x.match(x.ct("state"), "invalid", "in"), x.counter(), self.invalid), "invalid")],
+            Stage.MODE_CHECKS: self._checks(checks.inbound),
+            Stage.CONNTRACK: self.ct_rules,
+            Stage.SENDER: [Rule((x.vmap(x.masked(x.meta("mark"), x.SRC_NIC_MASK), "out-dispatch"),), "sender: out rules")],
+            Stage.RECEIVER_BY_ADDRESS: [
+                Rule((x.vmap(x.payload("ip", "daddr"), "l3-guests-v4"),), "receiver: in rules"),
+                Rule((x.vmap(x.payload("ip6", "daddr"), "l3-guests-v6"),), "receiver: in rules"),
+            ],
+            Stage.ACCEPT: [Rule((x.accept(),), "routed to the network")],
+        }
+        rules: list[Rule] = []
+        for stage in ROUTED_IN:
+            rules += stages[stage]
+            if stage is Stage.MODE_CHECKS and any(final(step) for step in checks.inbound):
+                break  # nothing gets past the checks (isolated)
         return Chain(f"l3in-{network}", tuple(rules))
 
     def _out_chain(self, network: str) -> Chain | None:
@@ -134,7 +138,7 @@ class ModeBuilder:
     # -- input ----------------------------------------------------------------------
 
     def input_rules(self) -> list[Rule]:
-        """Rules for the inet input chain, after the guest's own out rules."""
+        """The input chain's HOST_SERVICES stage."""
         networks = host_service_networks(self.policy, self.nics)
         if not networks:
             return []

@@ -29,6 +29,7 @@ from .conntrack import global_timeouts, helper_objects, helper_rules, timeout_ru
 from .modes import ModeBuilder
 from .nat import forward_open_rule, nat_chains
 from .plan.chains import ESSENTIALS, Level
+from .plan.hooks import FORWARD, INPUT, OUTPUT, Stage
 from .naming import LOG_LIMIT, TABLE, level_chain, vm_chain
 from .nics import LocalNic, local_nics
 
@@ -209,29 +210,26 @@ class InetBuilder:
         vmap("net-src", [(n.src_mark, x.jump(f"net-{n.nic.network}-src")) for n in self.nics if n.nic.network in checked], "network check of the source NIC")
         vmap("net-dst", [(n.dst_mark, x.jump(f"net-{n.nic.network}-dst")) for n in self.nics if n.nic.network in checked], "network check of the destination NIC")
 
-    def state_rules(self) -> list[Rule]:
+    def state_rules(self) -> dict[Stage, list[Rule]]:
         invalid = x.accept() if self.policy.doc.settings.conntrack.invalid == "accept" else x.drop()
-        return [
-            Rule((x.match(x.ct("state"), ["established", "related"], "in"), x.counter(), x.accept()), "established"),
-            Rule((x.match(x.ct("state"), "invalid", "in"), x.counter(), invalid), "invalid"),
-            Rule((*match_statements(self.ctx.registry, ESSENTIALS.matches[0]), x.counter(), x.accept()), "ICMPv6 essentials"),  # type: ignore[index]
-        ]
+        return {
+            Stage.ESTABLISHED: [Rule((x.match(x.ct("state"), ["established", "related"], "in"), x.counter(), x.accept()), "established")],
+            Stage.INVALID: [Rule((x.match(x.ct("state"), "invalid", "in"), x.counter(), invalid), "invalid")],
+            Stage.ESSENTIALS: [Rule((*match_statements(self.ctx.registry, ESSENTIALS.matches[0]), x.counter(), x.accept()), "ICMPv6 essentials")],  # type: ignore[index]
+        }
 
     def forward_chain(self) -> Chain:
         src, dst = x.masked(x.meta("mark"), x.SRC_NIC_MASK), x.masked(x.meta("mark"), x.DST_NIC_MASK)
-        state = self.state_rules()
-        rules = [
-            state[0],  # established first: the common case costs one rule
-            *self.modes.forward_rules(),
-            Rule((x.match(x.masked(x.meta("mark"), GUEST_TRAFFIC), 0), x.accept()), "not guest traffic"),
-            *state[1:],
-            *self.ct_rules,
-            Rule((x.vmap(src, "out-dispatch"),), "sender: out rules"),
-            Rule((x.vmap(src, "net-src"),), "network check"),
-            Rule((x.vmap(dst, "net-dst"),), "network check"),
-            Rule((x.vmap(dst, "in-dispatch"),), "receiver: in rules"),
-        ]
-        return Chain("forward", tuple(rules), Hook("filter", "forward", 0))
+        stages = {
+            **self.state_rules(),
+            **self.modes.forward_rules(),
+            Stage.NOT_GUEST: [Rule((x.match(x.masked(x.meta("mark"), GUEST_TRAFFIC), 0), x.accept()), "not guest traffic")],
+            Stage.CONNTRACK: self.ct_rules,
+            Stage.SENDER: [Rule((x.vmap(src, "out-dispatch"),), "sender: out rules")],
+            Stage.NETWORK: [Rule((x.vmap(src, "net-src"),), "network check"), Rule((x.vmap(dst, "net-dst"),), "network check")],
+            Stage.RECEIVER: [Rule((x.vmap(dst, "in-dispatch"),), "receiver: in rules")],
+        }
+        return Chain("forward", tuple(rule for stage in FORWARD for rule in stages[stage]), Hook("filter", "forward", 0))
 
     # -- the node itself -------------------------------------------------------------
 
@@ -254,29 +252,28 @@ class InetBuilder:
 
     def input_chain(self) -> Chain:
         src = x.masked(x.meta("mark"), x.SRC_NIC_MASK)
-        rules = [
-            Rule((x.match(x.meta("iif"), "lo"), x.accept()), "loopback"),
-            *self.state_rules(),
-            *self.management_rules(),
-            *timeout_rules(self.timeouts, "conntrack timeout", guest_only=True),
-            Rule((x.vmap(src, "out-dispatch"),), "from a guest: its out rules first"),
-            *self.modes.input_rules(),
-            *self.host_rules("in"),
-            *render_default(self.ctx, self.plan.host_in(self.ctx.node).default, "host", "in", "accept"),
-        ]
-        return Chain("input", tuple(rules), Hook("filter", "input", 0))
+        stages = {
+            Stage.LOOPBACK: [Rule((x.match(x.meta("iif"), "lo"), x.accept()), "loopback")],
+            **self.state_rules(),
+            Stage.MANAGEMENT: self.management_rules(),
+            Stage.CONNTRACK: timeout_rules(self.timeouts, "conntrack timeout", guest_only=True),
+            Stage.SENDER: [Rule((x.vmap(src, "out-dispatch"),), "from a guest: its out rules first")],
+            Stage.HOST_SERVICES: self.modes.input_rules(),
+            Stage.HOST_RULES: self.host_rules("in"),
+            Stage.HOST_DEFAULT: render_default(self.ctx, self.plan.host_in(self.ctx.node).default, "host", "in", "accept"),
+        }
+        return Chain("input", tuple(rule for stage in INPUT for rule in stages[stage]), Hook("filter", "input", 0))
 
     def output_chain(self) -> Chain | None:
         plan = self.plan.host_out(self.ctx.node)
         if plan is None:
             return None  # nothing to enforce: no hook, no per-packet cost
-        host_rules = self.host_rules("out")
-        rules = [
-            Rule((x.match(x.meta("oif"), "lo"), x.accept()), "loopback"),
-            Rule((x.match(x.ct("state"), ["established", "related"], "in"), x.counter(), x.accept()), "established"),
-            # a node that cannot send neighbour solicitations has no IPv6 at all
-            self.state_rules()[2],
-            *host_rules,
-            *render_default(self.ctx, plan.default, "host", "out", "accept"),
-        ]
-        return Chain("output", tuple(rules), Hook("filter", "output", 0))
+        state = self.state_rules()
+        stages = {
+            Stage.LOOPBACK: [Rule((x.match(x.meta("oif"), "lo"), x.accept()), "loopback")],
+            Stage.ESTABLISHED: state[Stage.ESTABLISHED],
+            Stage.ESSENTIALS: state[Stage.ESSENTIALS],  # a node that cannot send neighbour solicitations has no IPv6 at all
+            Stage.HOST_RULES: self.host_rules("out"),
+            Stage.HOST_DEFAULT: render_default(self.ctx, plan.default, "host", "out", "accept"),
+        }
+        return Chain("output", tuple(rule for stage in OUTPUT for rule in stages[stage]), Hook("filter", "output", 0))

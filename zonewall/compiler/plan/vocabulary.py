@@ -140,3 +140,8 @@ class Step:
     @property
     def where(self) -> str:
         return self.ref.where if self.ref is not None else "built-in"  # type: ignore[attr-defined]
+
+
+def final(step: Step) -> bool:
+    """Whether the step decides every packet that reaches it (nothing gets past)."""
+    return step.matches is None and step.condition is None and step.time is None and step.limit is None and step.action != "accept"
