@@ -14,7 +14,7 @@ from typing import Iterator
 
 from ..compiler.plan import Plan
 from ..compiler.plan.chains import ESSENTIALS, HostChain, NetworkChain, VmChain
-from ..compiler.plan.vocabulary import DnatOrigin
+from ..compiler.plan.vocabulary import Condition, NotForwarded
 from ..compiler.plan.vocabulary import Step as PlanStep
 from ..policy.addresses import AddressSet
 from ..policy.resolve import RuleRef
@@ -32,7 +32,7 @@ class Step:
     label: str  # rule id, or e.g. default-in
     ref: RuleRef | None = None
     limited: bool = False  # accept with `limit`: over the rate it does not match
-    condition: DnatOrigin | None = None  # only for connections a dnat entry forwarded
+    condition: Condition | None = None  # a condition on the connection (dnat)
 
     @property
     def where(self) -> str:
@@ -49,6 +49,7 @@ class Chain:
     name: str  # shown in traces: "vm:web1 in", "network:nas", "host:node1 in"
     steps: tuple[Step, ...]
     default: Step
+    accept_ends: bool = False  # an accept here is final (the node's input), not "go on"
 
     def key(self) -> tuple[object, ...]:
         return (tuple(step.key for step in self.steps), self.default.action)
@@ -64,7 +65,7 @@ def first_match(chain: Chain, space: Region, *, over_rate: bool = False, forward
             return
         if over_rate and step.limited:
             continue
-        if step.condition is not None and step.condition.entry != forwarded:
+        if step.condition is not None and not holds(step.condition, forwarded):
             continue
         if not s.overlaps(remaining, step.region):
             continue
@@ -74,6 +75,17 @@ def first_match(chain: Chain, space: Region, *, over_rate: bool = False, forward
             remaining = s.subtract(remaining, step.region)
     if remaining:
         yield remaining, chain.default
+
+
+PASS = "pass"  # the label of a default that lets the packet go on, unrecorded
+
+
+def holds(condition: Condition, forwarded: int | None) -> bool:
+    """Whether a step's connection condition holds for a flow that the nat entry
+    `forwarded` translated (None: no dnat)."""
+    if isinstance(condition, NotForwarded):
+        return forwarded is None
+    return condition.entry == forwarded
 
 
 def essentials_region() -> Region:

@@ -25,9 +25,10 @@ from ..compiler.schedule import local_timezone
 from ..policy.addresses import AddressSet
 from ..policy.resolve import Policy
 from . import space as s
-from .chains import Chain, ChainBuilder, Step, essentials_region, first_match
+from .chains import PASS, Chain, ChainBuilder, Step, essentials_region, first_match
 from .endpoints import Directory, Endpoint
 from .guards import GuardBuilder, GuardStage, filter_rule_region, run_guards
+from .paths import ESSENTIALS, PathStage, Paths, Scoped, Translation
 from .regions import Regions
 from .space import Box, Region
 
@@ -87,14 +88,7 @@ class Path:
     forwarded: int | None = None  # the nat entry whose dnat brought the flow to dst
 
 
-class _Essentials:
-    """Marks where the flow enters the inet forward/input chains."""
-
-    name = "icmpv6-essentials"
-
-
-ESSENTIALS = _Essentials()
-GuardOrChain = GuardStage | Chain | _Essentials
+GuardOrChain = PathStage  # what a flow passes: guards, chains, essentials, translations
 
 
 @dataclass
@@ -112,6 +106,7 @@ class Analyzer:
         self.chains = ChainBuilder(self.plan, self.regions)
         self.guards = GuardBuilder(self.plan, self.regions)
         self.directory = Directory(self.policy)
+        self.paths = Paths(self)
 
     @cached_property
     def essentials(self) -> Region:
@@ -122,73 +117,32 @@ class Analyzer:
     def stages(self, path: Path) -> tuple[GuardOrChain, ...]:
         found = self._stages.get(path)
         if found is None:
-            found = self._stages[path] = tuple(self._build_stages(path))
+            found = self._stages[path] = self._build_stages(path)
         return found
 
-    def _build_stages(self, path: Path) -> Iterator[GuardOrChain]:
-        src, dst = path.src, path.dst
-        if src.kind == "vm" and path.src_nic is not None:
-            guard = self.guards.stage(src.name, path.src_nic, "out")
-            if guard is not None:
-                yield guard
-        if dst.kind == "vm" and path.dst_nic is not None:
-            guard = self.guards.stage(dst.name, path.dst_nic, "in")
-            if guard is not None:
-                yield guard
-        if src.kind == "host" and not (dst.kind == "host" and dst.name == src.name):
-            chain = self.chains.host_out(src.name)
-            if chain is not None:
-                yield chain
-        if src.kind == "vm" or dst.kind == "vm" or (dst.kind == "host" and not (src.kind == "host" and src.name == dst.name)):
-            yield ESSENTIALS
-        if src.kind == "vm":
-            yield self.chains.vm(src.name, "out")
-        network = self.shared_network(path)
-        if network is not None:
-            yield network
-        if dst.kind == "vm":
-            yield self.chains.vm(dst.name, "in")
-        if dst.kind == "host" and not (src.kind == "host" and src.name == dst.name):
-            yield self.chains.host_in(dst.name)
+    def _build_stages(self, path: Path) -> tuple[GuardOrChain, ...]:
+        return self.paths.flow((path.src.kind, path.src.name, path.src_nic), (path.dst.kind, path.dst.name, path.dst_nic))
 
     def sender_stages(self, endpoint: Endpoint, nic: int | None, peer: AddressSet | None = None) -> tuple[GuardOrChain, ...]:
-        """What a flow passes on its sender's side (guards out, the out/output chain).
+        """What a flow passes on its sender's side, whatever its receiver (paths.side).
         `peer`: only for packets to these addresses (ChainBuilder.vm)."""
-        return self._side_stages(endpoint, nic, "out", peer)
+        return self.paths.side(endpoint.kind, endpoint.name, nic, "sender", peer)
 
     def receiver_stages(self, endpoint: Endpoint, nic: int | None, peer: AddressSet | None = None) -> tuple[GuardOrChain, ...]:
-        """What a flow passes on its receiver's side (guards in, the in/input chain).
+        """What a flow passes on its receiver's side, whatever its sender (paths.side).
         `peer`: only for packets from these addresses (ChainBuilder.vm)."""
-        return self._side_stages(endpoint, nic, "in", peer)
-
-    def _side_stages(self, endpoint: Endpoint, nic: int | None, direction: str, peer: AddressSet | None) -> tuple[GuardOrChain, ...]:
-        out: list[GuardOrChain] = []
-        if endpoint.kind == "vm":
-            guard = self.guards.stage(endpoint.name, nic, direction) if nic is not None else None
-            if guard is not None:
-                out.append(guard)
-            out.append(self.chains.vm(endpoint.name, direction, peer))
-        elif endpoint.kind == "host":
-            chain = self.chains.host_out(endpoint.name) if direction == "out" else self.chains.host_in(endpoint.name)
-            if chain is not None:
-                out.append(chain)
-        return tuple(out)
+        return self.paths.side(endpoint.kind, endpoint.name, nic, "receiver", peer)
 
     def nic_network(self, endpoint: Endpoint, nic: int | None) -> str | None:
         if endpoint.kind != "vm" or nic is None:
             return None
         return self.policy.doc.vms[endpoint.name].nics[nic].network
 
-    def shared_network(self, path: Path) -> Chain | None:
-        """The network check between the two NICs of a guest-to-guest path, if any."""
-        if path.src.kind != "vm" or path.dst.kind != "vm" or path.src_nic is None or path.dst_nic is None:
-            return None
-        return self.network_between(path.src.name, path.src_nic, path.dst.name, path.dst_nic)
-
     def network_between(self, vm_a: str, nic_a: int, vm_b: str, nic_b: int) -> Chain | None:
-        a = self.policy.doc.vms[vm_a].nics[nic_a].network
-        b = self.policy.doc.vms[vm_b].nics[nic_b].network
-        return self.chains.network(a) if a == b else None
+        """The network check between two NICs bridged to each other, if any."""
+        if not self.paths.same_segment((vm_a, nic_a), (vm_b, nic_b)):
+            return None
+        return self.chains.network(self.policy.doc.vms[vm_a].nics[nic_a].network)
 
     # -- evaluation ----------------------------------------------------------------
 
@@ -206,7 +160,9 @@ class Analyzer:
             if guard is not None:
                 out.append(guard)
         if path.src.kind == "vm" and path.src_nic is not None:
-            guard = self.guards.stage(path.src.name, path.src_nic, "in")
+            a = (path.src.name, path.src_nic)
+            bridged = not self.paths.routed(a) or (path.dst.kind == "vm" and path.dst_nic is not None and self.paths.same_segment(a, (path.dst.name, path.dst_nic)))
+            guard = self.guards.stage(path.src.name, path.src_nic, "in") if bridged else None  # a routed reply is the node's own, onto the bridge
             if guard is not None:
                 out.append(guard)
         return tuple(out)
@@ -283,13 +239,48 @@ class Analyzer:
                 if region:
                     pending.append((region, decisions, index + 1))
                 continue
+            if isinstance(stage, Scoped):
+                inside = s.intersect(region, stage.region) if s.overlaps(region, stage.region) else ()
+                outside = s.subtract(region, stage.region) if inside else region
+                if outside:
+                    pending.append((outside, decisions, index + 1))
+                if inside:
+                    yield from self.run(stage.stages + stages[index + 1 :], inside, decisions, over_rate=over_rate, forwarded=forwarded)
+                continue
+            if isinstance(stage, Translation):
+                yield from self._translate(stage, stages[index + 1 :], region, decisions, over_rate=over_rate, forwarded=forwarded)
+                continue
             assert isinstance(stage, Chain)
             for part, step in first_match(stage, region, over_rate=over_rate, forwarded=forwarded):
+                if step.label == PASS and step.ref is None:
+                    pending.append((part, decisions, index + 1))
+                    continue
                 decision = Decision(stage.name, step.action, step.label, step)
-                if step.action == "accept":
+                if step.action == "accept" and stage.accept_ends:
+                    yield part, Outcome("accept", decisions + (decision,))
+                elif step.action == "accept":
                     pending.append((part, decisions + (decision,), index + 1))
                 else:
                     yield part, Outcome(step.action, decisions + (decision,))
+
+    def _translate(self, stage: Translation, rest: tuple[GuardOrChain, ...], region: Region, decisions: tuple[Decision, ...], **kw: object) -> Iterator[tuple[Region, Outcome]]:
+        """Source NAT: the stages after it see the new source. A translated part's
+        results get their original source back (the later stages cut no source:
+        it is one address), so the answer stays in the flow's own terms."""
+        remaining = region
+        for family, sources, new in stage.rules:
+            if not remaining:
+                return
+            matched = s.restrict(s.restrict(remaining, s.FAM, ((family, family),)), s.SRC, sources)
+            if not matched:
+                continue
+            remaining = s.subtract(remaining, matched)
+            for box in matched:
+                moved = box[: s.SRC] + (((new, new),),) + box[s.SRC + 1 :]
+                for part, outcome in self.run(rest, (moved,), decisions, **kw):  # type: ignore[arg-type]
+                    yield tuple(b[: s.SRC] + (box[s.SRC],) + b[s.SRC + 1 :] for b in part), outcome
+        if remaining:
+            yield from self.run(rest, remaining, decisions, **kw)  # type: ignore[arg-type]
 
 
 _PORTED = {6, 17, 132}  # tcp, udp, sctp: the reply swaps the ports

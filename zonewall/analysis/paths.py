@@ -1,0 +1,349 @@
+"""Which stages a flow passes, in order: the kernel's packet path over the plan.
+
+A flow crosses one or two nodes. On each it passes one inet hook (forward, input or
+output), whose stages the plan orders (compiler/plan/hooks.py, walked here stage by
+stage), after the bridge family's guard filters of the NICs it is bridged from and
+to. Which hooks and which guests (the kernel's forwarding, as the lab and a
+Proxmox/libvirt node have it):
+
+* two NICs of one network, where it is bridged (any bridged network; a non-bridged
+  network on one node): the forward hook, with the sender's `out` chain, the
+  network's check and the receiver's `in` chain, between both NICs' guards;
+* a guest of a non-bridged (nat, routed, isolated) network to its own node: the
+  input hook, where its `out` chain runs after the anti-lockout, then the network's
+  `host_services`;
+* a guest of a non-bridged network to a guest of another one on the same node: one
+  forward pass, routed out of the first (its mode's checks) into the second
+  (ROUTED_IN: its mode's checks, the sender's `out` chain, the receiver's `in`);
+* anything else leaves the sender's node (through the outside router or the
+  uplink; source translations apply to what the node routes out) and arrives at the
+  receiver's node from outside: routed into a non-bridged network (no guard towards
+  the guest: the node itself sends it onto the bridge), bridged to a guest of a
+  bridged one (its guards, its `in` chain), or to the node's input. The node's own
+  traffic to a guest of its non-bridged network goes straight onto the bridge: its
+  output hook only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
+
+from ..compiler.plan.hooks import FORWARD, INPUT, OUTPUT, ROUTED_IN, Stage
+from ..compiler.plan.modes import host_services, is_routed, routed_checks
+from ..compiler.plan.nat import SourceNat, source_nats
+from ..compiler.plan.vocabulary import Step as PlanStep
+from ..policy.addresses import AddressSet, address_value
+from . import space as s
+from .chains import PASS, Chain, Step
+from .guards import GuardStage
+from .space import Intervals, Region
+
+if TYPE_CHECKING:
+    from .engine import Analyzer
+
+Nic = tuple[str, int]  # (vm, nic index)
+
+
+class _Essentials:
+    """The ICMPv6 essentials, accepted for good by the inet hooks before any rule."""
+
+    name = "icmpv6-essentials"
+
+
+ESSENTIALS = _Essentials()
+
+
+@dataclass(frozen=True)
+class Translation:
+    """Source NAT at a node's postrouting: packets from `sources` (per family) leave
+    with the source `to`; first entry wins. The stages after it see the new source."""
+
+    name: str
+    rules: tuple[tuple[int, Intervals, int], ...]  # (family, sources, new source)
+
+
+@dataclass(frozen=True)
+class Scoped:
+    """`stages` apply to the packets in `region` only; the rest passes untouched
+    (e.g. a receiver's guards for packets bridged from its own network, the mode's
+    checks for those routed in)."""
+
+    region: Region
+    stages: tuple["PathStage", ...]
+    name: str = "scoped"
+
+
+PathStage = Union[GuardStage, Chain, _Essentials, Translation, Scoped]
+
+
+@dataclass
+class _Pass:
+    """One pass through one hook of one node, and who it concerns there."""
+
+    node: str
+    sender: Nic | None = None  # a local guest NIC sent it (its mark's source bits)
+    receiver: Nic | None = None  # bridged to a local guest's port (destination bits)
+    network: str | None = None  # both ends are guests of this network
+    routed_from: str | None = None  # routed out of this non-bridged network
+    routed_to: tuple[str, Nic] | None = None  # routed into this network, to this guest
+    guest_network: str | None = None  # input: arriving from this guest network's bridge
+
+
+class Paths:
+    """Stages of flows and of one side of flows, from the plan's pieces."""
+
+    def __init__(self, analyzer: "Analyzer"):
+        self.analyzer = analyzer
+        self.policy = analyzer.policy
+        self.chains = analyzer.chains
+        self._memo: dict[tuple[object, ...], object] = {}
+
+    # -- facts ---------------------------------------------------------------------
+
+    def network(self, nic: Nic) -> str:
+        return self.policy.doc.vms[nic[0]].nics[nic[1]].network
+
+    def node(self, nic: Nic) -> str:
+        return self.policy.doc.vms[nic[0]].host
+
+    def routed(self, nic: Nic) -> bool:
+        return is_routed(self.policy, self.network(nic))
+
+    def same_segment(self, a: Nic, b: Nic) -> bool:
+        """Bridged between the two NICs (no router in between)."""
+        return self.network(a) == self.network(b) and (not self.routed(a) or self.node(a) == self.node(b))
+
+    # -- plan pieces as analyzer stages ---------------------------------------------
+
+    def _plan_chain(self, name: str, steps: tuple[PlanStep, ...], default: PlanStep | None, *, accept_ends: bool = False) -> Chain:
+        """Plan steps as a chain; without a default the rest passes (goes on)."""
+        after = self.chains.step(default) if default is not None else Step(s.universe(), "accept", PASS)
+        return Chain(name, tuple(self.chains.step(step) for step in steps), after, accept_ends)
+
+    def routed_from(self, network: str) -> Chain | None:
+        key = ("from", network)
+        if key not in self._memo:
+            checks = routed_checks(self.policy, network)
+            self._memo[key] = self._plan_chain(f"network:{network} routed out", checks.outbound, None) if checks and checks.outbound else None
+        return self._memo[key]  # type: ignore[return-value]
+
+    def routed_into(self, network: str) -> Chain | None:
+        key = ("to", network)
+        if key not in self._memo:
+            checks = routed_checks(self.policy, network)
+            self._memo[key] = self._plan_chain(f"network:{network} routed in", checks.inbound, None) if checks and checks.inbound else None
+        return self._memo[key]  # type: ignore[return-value]
+
+    def host_services(self, network: str) -> Chain | None:
+        key = ("services", network)
+        if key not in self._memo:
+            services = host_services(self.policy, self.analyzer.plan.rules, network)
+            self._memo[key] = None if services is None else self._plan_chain(f"network:{network} host_services", services.steps, services.default, accept_ends=True)
+        return self._memo[key]  # type: ignore[return-value]
+
+    def management(self, node: str) -> Chain | None:
+        key = ("management", node)
+        if key not in self._memo:
+            plan = self.analyzer.plan.chains.host_in(node)
+            self._memo[key] = self._plan_chain(f"host:{node} in", plan.before, None, accept_ends=True) if plan.before else None
+        return self._memo[key]  # type: ignore[return-value]
+
+    def translation(self, node: str) -> Translation | None:
+        """What the node's postrouting does to the source of what it routes out."""
+        key = ("nat", node)
+        if key not in self._memo:
+            rules = []
+            for nat in source_nats(self.policy, node):
+                new = self._new_source(nat, node)
+                if new is not None:
+                    rules.append((4 if nat.family == "ipv4" else 6, nat.sources, new))
+            self._memo[key] = Translation(f"{node} source nat", tuple(rules)) if rules else None
+        return self._memo[key]  # type: ignore[return-value]
+
+    def _new_source(self, nat: SourceNat, node: str) -> int | None:
+        if nat.to is not None:
+            return address_value(nat.to)[1]
+        # masquerade: the address of the interface it leaves through (the uplink's)
+        family = 4 if nat.family == "ipv4" else 6
+        return next((value for f, value in map(address_value, self.policy.doc.hosts[node].address) if f == family), None)
+
+    def guards(self, nic: Nic, direction: str) -> GuardStage | None:
+        return self.analyzer.guards.stage(nic[0], nic[1], direction)
+
+    # -- one hook ------------------------------------------------------------------
+
+    def _hook(self, hook: tuple[Stage, ...], p: _Pass, sender_peer: AddressSet | None = None, receiver_peer: AddressSet | None = None) -> list[PathStage]:
+        """The analyzer stages of one pass: the plan's stages of the hook, in order."""
+        out: list[PathStage] = []
+        for stage in hook:
+            if stage in (Stage.LOOPBACK, Stage.ESTABLISHED, Stage.INVALID, Stage.CONNTRACK, Stage.BRIDGED_INSIDE):
+                continue  # no verdict for the first packet of a new connection between endpoints
+            if stage is Stage.ROUTED_FROM:
+                chain = self.routed_from(p.routed_from) if p.routed_from else None
+                out += [chain] if chain else []
+            elif stage is Stage.ROUTED_TO:
+                if p.routed_to is not None:
+                    return out + self._hook(ROUTED_IN, p, sender_peer, receiver_peer)  # it accepts at the end
+            elif stage is Stage.NOT_GUEST:
+                if p.sender is None and p.receiver is None and hook is FORWARD:
+                    return out  # accepted
+            elif stage is Stage.ESSENTIALS:
+                out.append(ESSENTIALS)
+            elif stage is Stage.MANAGEMENT:
+                chain = self.management(p.node)
+                out += [chain] if chain else []
+            elif stage is Stage.SENDER:
+                if p.sender is not None:
+                    out.append(self.chains.vm(p.sender[0], "out", sender_peer))
+            elif stage is Stage.NETWORK:
+                chain = self.chains.network(p.network) if p.network else None
+                out += [chain] if chain else []
+            elif stage is Stage.RECEIVER:
+                if p.receiver is not None:
+                    out.append(self.chains.vm(p.receiver[0], "in", receiver_peer))
+            elif stage is Stage.MODE_CHECKS:
+                chain = self.routed_into(p.routed_to[0]) if p.routed_to else None
+                out += [chain] if chain else []
+            elif stage is Stage.RECEIVER_BY_ADDRESS:
+                if p.routed_to is not None:
+                    out.append(self.chains.vm(p.routed_to[1][0], "in", receiver_peer))
+            elif stage is Stage.ACCEPT:
+                return out
+            elif stage is Stage.HOST_SERVICES:
+                chain = self.host_services(p.guest_network) if p.guest_network else None
+                if chain is not None:
+                    return out + [chain]  # its default drops: host rules are for everybody else
+            elif stage is Stage.HOST_RULES:
+                chain = self._host_rules(p.node, "in" if hook is INPUT else "out")
+                out += [chain] if chain else []
+            elif stage is Stage.HOST_DEFAULT:
+                pass  # the default of the HOST_RULES chain
+            else:  # pragma: no cover - a new stage needs a clause here
+                raise AssertionError(f"stage {stage} has no analyzer clause")
+        return out
+
+    def _host_rules(self, node: str, direction: str) -> Chain | None:
+        """host_rules, the host's own rules and the default (the anti-lockout is the
+        MANAGEMENT stage before)."""
+        key = ("host", node, direction)
+        if key not in self._memo:
+            plan = self.analyzer.plan.chains.host_in(node) if direction == "in" else self.analyzer.plan.chains.host_out(node)
+            chain = None
+            if plan is not None:
+                steps = tuple(step for level in plan.levels for step in level.steps)
+                before = plan.before if direction == "out" else ()  # the output hook's essentials are its own
+                chain = self._plan_chain(plan.name, before + steps, plan.default, accept_ends=direction == "in")
+            self._memo[key] = chain
+        return self._memo[key]  # type: ignore[return-value]
+
+    # -- whole flows ---------------------------------------------------------------
+
+    def flow(self, src: tuple[str, str, int | None], dst: tuple[str, str, int | None]) -> tuple[PathStage, ...]:
+        """The stages of a flow from `src` to `dst` ((kind, name, nic))."""
+        key = ("flow", src, dst)
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = tuple(self._flow(src, dst))
+        return found  # type: ignore[return-value]
+
+    def _flow(self, src: tuple[str, str, int | None], dst: tuple[str, str, int | None]) -> list[PathStage]:
+        skind, sname, snic = src
+        dkind, dname, dnic = dst
+        a: Nic | None = (sname, snic) if skind == "vm" and snic is not None else None
+        b: Nic | None = (dname, dnic) if dkind == "vm" and dnic is not None else None
+        out: list[PathStage] = []
+        if a is not None:
+            guard = self.guards(a, "out")
+            out += [guard] if guard else []
+            if b is not None and self.same_segment(a, b):
+                guard = self.guards(b, "in")
+                out += [guard] if guard else []
+                network = self.network(a)
+                return out + self._hook(FORWARD, _Pass(self.node(a), sender=a, receiver=b, network=network))
+            if self.routed(a):
+                node = self.node(a)
+                if dkind == "host" and dname == node:
+                    return out + self._hook(INPUT, _Pass(node, sender=a, guest_network=self.network(a)))
+                if b is not None and self.routed(b) and self.node(b) == node:
+                    return out + self._hook(FORWARD, _Pass(node, sender=a, routed_from=self.network(a), routed_to=(self.network(b), b)))
+                out += self._hook(FORWARD, _Pass(node, sender=a, routed_from=self.network(a)))
+                translation = self.translation(node)
+                out += [translation] if translation else []
+            else:
+                out += self._hook(FORWARD, _Pass(self.node(a), sender=a))
+        elif skind == "host":
+            chain = self._host_rules(sname, "out") if self.analyzer.plan.chains.host_out(sname) is not None else None
+            out += [chain] if chain else []
+            if b is not None and self.routed(b) and self.node(b) == sname:
+                return out  # straight onto the bridge: no forward hook
+            if dkind == "host" and dname == sname:
+                return out
+        return out + self._arrive(dkind, dname, b)
+
+    def _arrive(self, kind: str, name: str, b: Nic | None, receiver_peer: AddressSet | None = None) -> list[PathStage]:
+        """What a packet from outside passes at the receiver's node."""
+        if b is not None:
+            node = self.node(b)
+            if self.routed(b):
+                return self._hook(FORWARD, _Pass(node, routed_to=(self.network(b), b)), receiver_peer=receiver_peer)
+            guard = self.guards(b, "in")
+            return ([guard] if guard else []) + self._hook(FORWARD, _Pass(node, receiver=b), receiver_peer=receiver_peer)
+        if kind == "host":
+            return self._hook(INPUT, _Pass(name))
+        return []
+
+    # -- one side, for reach and diff ----------------------------------------------
+
+    def side(self, kind: str, name: str, nic: int | None, role: str, peer: AddressSet | None = None) -> tuple[PathStage, ...]:
+        """What a flow passes on one endpoint's side, whatever the other end: its
+        guards, its chain, and what its network's mode does to routed packets (scoped
+        to the packets routed, by the other end's address). `peer`: only packets
+        whose other end is in `peer` (ChainBuilder.vm)."""
+        key = ("side", kind, name, nic, role, peer)
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = tuple(self._side(kind, name, nic, role, peer))
+        return found  # type: ignore[return-value]
+
+    def _side(self, kind: str, name: str, nic: int | None, role: str, peer: AddressSet | None) -> list[PathStage]:
+        if kind == "host":
+            if role == "receiver":
+                return self._hook(INPUT, _Pass(name))
+            chain = self._host_rules(name, "out") if self.analyzer.plan.chains.host_out(name) is not None else None
+            return [chain] if chain else []
+        if kind != "vm" or nic is None:
+            return []
+        me: Nic = (name, nic)
+        direction = "in" if role == "receiver" else "out"
+        guard = self.guards(me, direction)
+        guards: list[PathStage] = [guard] if guard else []
+        chain = self.chains.vm(name, direction, peer)
+        if not self.routed(me):
+            return guards + [ESSENTIALS, chain]
+        network = self.network(me)
+        # the other end on this network's segment is bridged; anything else routed
+        segment = self.segment_region(network, s.SRC if role == "receiver" else s.DST)
+        routed = s.subtract(s.universe(), segment)
+        checks = self.routed_into(network) if role == "receiver" else self.routed_from(network)
+        out: list[PathStage] = []
+        if role == "receiver":
+            out += [Scoped(segment, tuple(guards), "bridged")] if guards else []
+        else:
+            out += guards  # the sender's guards see everything it sends
+        out += [Scoped(routed, (checks,), "routed")] if checks else []
+        return out + [ESSENTIALS, chain]
+
+    def segment_region(self, network: str, dim: int) -> Region:
+        """Packets whose `dim` address is on the network's segment (its subnets)."""
+        key = ("segment", network, dim)
+        if key not in self._memo:
+            subnets = self.policy.network_addresses(network)
+            boxes = []
+            for family, values in ((4, subnets.v4), (6, subnets.v6)):
+                if values:
+                    dims = list(s.universe()[0 if family == 4 else 1])
+                    dims[dim] = values
+                    boxes.append(tuple(dims))
+            self._memo[key] = tuple(boxes)
+        return self._memo[key]  # type: ignore[return-value]
