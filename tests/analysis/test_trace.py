@@ -184,7 +184,7 @@ def test_addresses_name_their_owner(analyzer: Analyzer) -> None:
     [
         ("vm:nope", "vm:web1", "vm nope is not in the policy"),
         ("zone:web", "vm:web1", "use `zonewall reach`"),
-        ("vm:web2", "outside:2001:db8::1", "no route for IPv6"),
+        ("vm:web2", "outside:2001:db8::1", "has no IPv6 address"),
         ("outside:300.1.1.1", "vm:web1", "expected outside:ADDRESS"),
     ],
 )

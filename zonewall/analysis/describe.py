@@ -116,3 +116,7 @@ def rule_text(rule: Rule) -> str:
             value = "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
         parts.append(f"{key}: {value}")
     return "{" + ", ".join(parts) + "}"
+
+
+def address_text(family: int, value: int) -> str:
+    return str(ipaddress.IPv4Address(value) if family == 4 else ipaddress.IPv6Address(value))

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Iterable
 
+from ..compiler.plan.nat import port_forwards, source_nats
 from ..policy.addresses import AddressSet
+from ..policy.model import Dnat
 from ..policy.resolve import Policy
 from . import space as s
 from .chains import Chain, essentials_region
@@ -168,6 +170,21 @@ def _uses(rules: Iterable[Any], changed: set[str]) -> bool:
     return False
 
 
+def _routing_changes(old: Policy, new: Policy) -> set[str]:
+    """Networks (and nodes) whose traffic the node routes, translates or serves
+    differently: a changed mode, subnets, gateway or host_services; a node whose
+    source translations, addresses or uplink changed."""
+    out: set[str] = set()
+    for name in old.doc.networks.keys() & new.doc.networks.keys():
+        a, b = old.doc.networks[name], new.doc.networks[name]
+        if (a.mode, a.subnets, a.gateway, a.host_services, a.bridge) != (b.mode, b.subnets, b.gateway, b.host_services, b.bridge):
+            out.add(name)
+    for node in old.doc.hosts.keys() & new.doc.hosts.keys():
+        if old.doc.hosts[node] != new.doc.hosts[node] or source_nats(old, node) != source_nats(new, node) or port_forwards(old, node) != port_forwards(new, node):
+            out.add(node)
+    return out
+
+
 def _aligned_change(old: Chain | None, new: Chain | None) -> Region:
     """Packets the two chains may decide differently: the regions of the rules that
     do not line up (everything when the defaults differ)."""
@@ -214,14 +231,24 @@ def _changes(a_old: Analyzer, a_new: Analyzer, common: set[NicKey]) -> _Changes:
         if old.doc.zones.get(z) != new.doc.zones.get(z) or _uses((old.doc.zones[z].rules if z in old.doc.zones else []) + (new.doc.zones[z].rules if z in new.doc.zones else []), changed)
     }
     filters_changed = old.doc.filters != new.doc.filters
+    # what the node does around the chains: network modes, host services, NAT
+    routing = _routing_changes(old, new)
+    nat_changed = old.doc.nat != new.doc.nat
+    forward_targets = {e.to.vm for p in (old, new) for e in p.doc.nat if isinstance(e, Dnat)}
     out = _Changes()
     for key in common:
         kind, name, nic = key
+        if kind == "vm" and (new.doc.vms[name].nics[nic].network in routing or new.doc.vms[name].host in routing):  # type: ignore[index]
+            out.add(out.receivers, key, s.universe())
+            out.add(out.senders, key, s.universe())
+        elif kind == "host" and (name in routing or nat_changed):
+            out.add(out.receivers, key, s.universe())
+            out.add(out.senders, key, s.universe())
         if kind == "vm":
             vo, vn = old.doc.vms[name], new.doc.vms[name]
             same_definition = _same_source(old, new, "vms", name) or (vo.rules == vn.rules and vo.default == vn.default and vo.zone == vn.zone)
             suspect = (
-                global_changed or settings_changed or not same_definition
+                global_changed or settings_changed or not same_definition or (nat_changed and name in forward_targets)
                 or vo.zone in zone_changed or vn.zone in zone_changed or _uses(vo.rules + vn.rules, changed)
             )
             if suspect:
@@ -279,9 +306,15 @@ def _partition(a: list[tuple[Region, Outcome]], b: list[tuple[Region, Outcome]])
                     yield both, oa, ob
 
 
+def _delivery(outcome: Outcome) -> str | None:
+    """Where a port forward sent the connection (None: where it was addressed)."""
+    return next((d.label for d in outcome.decisions if d.stage.endswith(" dnat")), None)
+
+
 def _differs(a: Outcome, b: Outcome) -> str | None:
     if a.verdict == b.verdict:
-        return None
+        # accepted both times but delivered elsewhere (a port forward added, removed, retargeted)
+        return "changed" if a.verdict == "accept" and _delivery(a) != _delivery(b) else None
     if b.verdict == "accept":
         return "opened"
     if a.verdict == "accept":
@@ -306,10 +339,9 @@ class _Differ:
             return f"vm:{name}@{self.a_new.policy.doc.vms[name].nics[nic].network}"  # type: ignore[index]
         return f"{kind}:{name}"
 
-    def side_stages(self, analyzer: Analyzer, key: NicKey, role: str, peer: AddressSet | None = None) -> tuple[GuardOrChain, ...]:
-        """`peer`: only for packets whose other end is in it (ChainBuilder.vm)."""
+    def side_stages(self, analyzer: Analyzer, key: NicKey, role: str) -> tuple[GuardOrChain, ...]:
         endpoint = Endpoint(key[0], key[1])  # type: ignore[arg-type]
-        return analyzer.receiver_stages(endpoint, key[2], peer) if role == "receiver" else analyzer.sender_stages(endpoint, key[2], peer)
+        return analyzer.receiver_stages(endpoint, key[2]) if role == "receiver" else analyzer.sender_stages(endpoint, key[2])
 
     def run(self, key: NicKey, region: Region, role: str, whole_flow: bool = False) -> None:
         """Flows of `key` (as receiver or sender) in `region` that the policies treat differently."""
@@ -321,7 +353,8 @@ class _Differ:
             return
         old_side = list(self.a_old.run(self.side_stages(self.a_old, key, role), space))
         new_side = list(self.a_new.run(self.side_stages(self.a_new, key, role), space))
-        delta = [(r, o, n) for r, o, n in _partition(old_side, new_side) if o.verdict != n.verdict or whole_flow]
+        self.whole_flows(key, role, space)
+        delta = [(r, o, n) for r, o, n in _partition(old_side, new_side) if _differs(o, n) or whole_flow]
         if not delta:
             return
         receiver_first = role == "receiver"
@@ -338,24 +371,19 @@ class _Differ:
                 values = s.family_projection(r, peer_dim, family)
                 if values:
                     for _a, owner in self.a_new.directory.owned_within(family, values):
-                        if owner in self.common and owner[:2] != key[:2]:
+                        if owner in self.common and owner[:2] != key[:2] and self.split(key, role, owner):
                             signatures.setdefault(owner, set()).add(index)
         effective = _Effective()
         own_addresses = AddressSet(own.get(4, ()), own.get(6, ()))  # the peers' chains only for packets with `key` at the other end
         groups: dict[tuple[object, ...], tuple[tuple[GuardOrChain, ...], tuple[GuardOrChain, ...], list[NicKey], tuple[int, ...]]] = {}
-        other_role = "sender" if role == "receiver" else "receiver"
         for owner, indexes in signatures.items():
             signature = tuple(sorted(indexes))
             addresses = endpoint_addresses(self.a_new, Endpoint(owner[0], owner[1]), owner[2])  # type: ignore[arg-type]
             own_region = _PeerSpace(pieces, signature, addresses, peer_dim)
             stages = []
             for analyzer in (self.a_old, self.a_new):
-                found = self.side_stages(analyzer, owner, other_role, own_addresses)
-                chain = self.network_between(analyzer, key, owner)
-                if chain is not None:
-                    # the kernel checks the network between the sender's out chain
-                    # and the receiver's in chain
-                    found = found + (chain,) if other_role == "sender" else found[:-1] + (chain, found[-1])
+                found = analyzer.paths.peer_side(key, role, owner, own_addresses)
+                assert found is not None, (key, owner)  # self.split
                 stages.append(effective.reduce(found, signature, pieces, own_region, peer_dim))
             group_key = (owner[0], signature, stages[0][1], stages[1][1])
             if group_key in groups:
@@ -380,10 +408,32 @@ class _Differ:
                     if _differs(final_old, final_new):
                         self.record(key, role, members, part, final_old, final_new)
 
-    def network_between(self, analyzer: Analyzer, a: NicKey, b: NicKey) -> Chain | None:
-        if a[0] != "vm" or b[0] != "vm":
-            return None
-        return analyzer.network_between(a[1], a[2], b[1], b[2])  # type: ignore[arg-type]
+    def split(self, key: NicKey, role: str, owner: NicKey) -> bool:
+        """Whether flows between the two split into their two sides in both policies."""
+        return all(a.paths.splits(key, role, owner) is not None for a in (self.a_old, self.a_new))
+
+    def whole_flows(self, key: NicKey, role: str, space: Region) -> None:
+        """Peers whose flows with `key` do not split into two sides (a translated
+        source, a routed guest and its own node): the whole flows, both policies."""
+        peer_dim = s.SRC if role == "receiver" else s.DST
+        owners: set[NicKey] = set()
+        for family in (4, 6):
+            values = s.family_projection(space, peer_dim, family)
+            if values:
+                owners.update(o for _a, o in self.a_new.directory.owned_within(family, values) if o in self.common and o[:2] != key[:2])
+        for owner in sorted(owners, key=str):
+            if self.split(key, role, owner):
+                continue
+            addresses = endpoint_addresses(self.a_new, Endpoint(owner[0], owner[1]), owner[2])  # type: ignore[arg-type]
+            sub = tuple(b for b in (s.box_restrict(box, peer_dim, addresses.get(box[s.FAM][0][0], ())) for box in space) if b is not None)
+            if not sub:
+                continue
+            flow = (owner, key) if role == "receiver" else (key, owner)
+            old = list(self.a_old.run(self.a_old.paths.flow(*flow), sub))
+            new = list(self.a_new.run(self.a_new.paths.flow(*flow), sub))
+            for part, o, n in _partition(old, new):
+                if _differs(o, n):
+                    self.record(key, role, [owner], part, o, n)
 
     def record(self, key: NicKey, role: str, members: list[NicKey] | None, region: Region, old: Outcome, new: Outcome) -> None:
         change = _differs(old, new)

@@ -25,10 +25,11 @@ from ..compiler.schedule import local_timezone
 from ..policy.addresses import AddressSet
 from ..policy.resolve import Policy
 from . import space as s
+from .describe import address_text
 from .chains import PASS, Chain, ChainBuilder, Step, essentials_region, first_match
 from .endpoints import Directory, Endpoint
 from .guards import GuardBuilder, GuardStage, filter_rule_region, run_guards
-from .paths import ESSENTIALS, PathStage, Paths, Scoped, Translation
+from .paths import ESSENTIALS, Forwarding, PathStage, Paths, Scoped, Translation
 from .regions import Regions
 from .space import Box, Region
 
@@ -250,6 +251,9 @@ class Analyzer:
             if isinstance(stage, Translation):
                 yield from self._translate(stage, stages[index + 1 :], region, decisions, over_rate=over_rate, forwarded=forwarded)
                 continue
+            if isinstance(stage, Forwarding):
+                yield from self._forward(stage, stages[index + 1 :], region, decisions, over_rate=over_rate)
+                continue
             assert isinstance(stage, Chain)
             for part, step in first_match(stage, region, over_rate=over_rate, forwarded=forwarded):
                 if step.label == PASS and step.ref is None:
@@ -268,17 +272,39 @@ class Analyzer:
         results get their original source back (the later stages cut no source:
         it is one address), so the answer stays in the flow's own terms."""
         remaining = region
-        for family, sources, new in stage.rules:
+        for family, sources, new, label in stage.rules:
             if not remaining:
                 return
             matched = s.restrict(s.restrict(remaining, s.FAM, ((family, family),)), s.SRC, sources)
             if not matched:
                 continue
             remaining = s.subtract(remaining, matched)
+            decision = Decision(stage.name, "pass", f"{label}: source {address_text(family, new)}")
             for box in matched:
                 moved = box[: s.SRC] + (((new, new),),) + box[s.SRC + 1 :]
-                for part, outcome in self.run(rest, (moved,), decisions, **kw):  # type: ignore[arg-type]
+                for part, outcome in self.run(rest, (moved,), decisions + (decision,), **kw):  # type: ignore[arg-type]
                     yield tuple(b[: s.SRC] + (box[s.SRC],) + b[s.SRC + 1 :] for b in part), outcome
+        if remaining:
+            yield from self.run(rest, remaining, decisions, **kw)  # type: ignore[arg-type]
+
+    def _forward(self, stage: Forwarding, rest: tuple[GuardOrChain, ...], region: Region, decisions: tuple[Decision, ...], **kw: object) -> Iterator[tuple[Region, Outcome]]:
+        """dnat: a packet to a forwarded port goes on to the VM (its arrival stages,
+        as a connection the entry forwarded); the results get the original
+        destination and port back. The rest goes on through `rest` (the input)."""
+        remaining = region
+        for rule in stage.rules:
+            if not remaining:
+                return
+            listen = ((rule.proto, rule.proto),), ((rule.port, rule.port),), ((rule.family, rule.family),)
+            matched = s.restrict(s.restrict(s.restrict(s.restrict(remaining, s.PROTO, listen[0]), s.DPORT, listen[1]), s.FAM, listen[2]), s.DST, rule.listen)
+            if not matched:
+                continue
+            remaining = s.subtract(remaining, matched)
+            decision = Decision(stage.name, "pass", f"nat[{rule.entry}] dnat to {address_text(rule.family, rule.address)} port {rule.to_port}")
+            for box in matched:
+                moved = box[: s.DPORT] + (((rule.to_port, rule.to_port),),) + box[s.DPORT + 1 : s.DST] + (((rule.address, rule.address),),) + box[s.DST + 1 :]
+                for part, outcome in self.run(rule.arrive, (moved,), decisions + (decision,), over_rate=kw.get("over_rate", False), forwarded=rule.entry):  # type: ignore[arg-type]
+                    yield tuple(b[: s.DPORT] + (box[s.DPORT],) + b[s.DPORT + 1 : s.DST] + (box[s.DST],) + b[s.DST + 1 :] for b in part), outcome
         if remaining:
             yield from self.run(rest, remaining, decisions, **kw)  # type: ignore[arg-type]
 

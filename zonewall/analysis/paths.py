@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Union
 
 from ..compiler.plan.hooks import FORWARD, INPUT, OUTPUT, ROUTED_IN, Stage
 from ..compiler.plan.modes import host_services, is_routed, routed_checks
-from ..compiler.plan.nat import SourceNat, source_nats
+from ..compiler.plan.nat import SourceNat, port_forwards, source_nats
 from ..compiler.plan.vocabulary import Step as PlanStep
 from ..policy.addresses import AddressSet, address_value
 from . import space as s
@@ -57,10 +57,31 @@ ESSENTIALS = _Essentials()
 @dataclass(frozen=True)
 class Translation:
     """Source NAT at a node's postrouting: packets from `sources` (per family) leave
-    with the source `to`; first entry wins. The stages after it see the new source."""
+    with the new source; first entry wins. The stages after it see the new source."""
 
     name: str
-    rules: tuple[tuple[int, Intervals, int], ...]  # (family, sources, new source)
+    rules: tuple[tuple[int, Intervals, int, str], ...]  # (family, sources, new source, label)
+
+
+@dataclass(frozen=True)
+class ForwardRule:
+    family: int
+    listen: Intervals  # destination addresses
+    proto: int
+    port: int
+    address: int  # the VM's address it forwards to
+    to_port: int
+    entry: int  # index in `nat`
+    arrive: tuple["PathStage", ...]  # what the forwarded packet passes at the VM
+
+
+@dataclass(frozen=True)
+class Forwarding:
+    """dnat at a node's prerouting: a packet to a forwarded port goes on as a packet
+    to the VM (`arrive`), the node's input never sees it."""
+
+    name: str
+    rules: tuple[ForwardRule, ...]
 
 
 @dataclass(frozen=True)
@@ -74,7 +95,8 @@ class Scoped:
     name: str = "scoped"
 
 
-PathStage = Union[GuardStage, Chain, _Essentials, Translation, Scoped]
+PathStage = Union[GuardStage, Chain, _Essentials, Translation, Forwarding, Scoped]
+PROTOCOLS = {"tcp": 6, "udp": 17}
 
 
 @dataclass
@@ -157,7 +179,7 @@ class Paths:
             for nat in source_nats(self.policy, node):
                 new = self._new_source(nat, node)
                 if new is not None:
-                    rules.append((4 if nat.family == "ipv4" else 6, nat.sources, new))
+                    rules.append((4 if nat.family == "ipv4" else 6, nat.sources, new, nat.label))
             self._memo[key] = Translation(f"{node} source nat", tuple(rules)) if rules else None
         return self._memo[key]  # type: ignore[return-value]
 
@@ -296,10 +318,11 @@ class Paths:
     # -- one side, for reach and diff ----------------------------------------------
 
     def side(self, kind: str, name: str, nic: int | None, role: str, peer: AddressSet | None = None) -> tuple[PathStage, ...]:
-        """What a flow passes on one endpoint's side, whatever the other end: its
-        guards, its chain, and what its network's mode does to routed packets (scoped
-        to the packets routed, by the other end's address). `peer`: only packets
-        whose other end is in `peer` (ChainBuilder.vm)."""
+        """What a flow passes on one endpoint's side, whatever the other end (scoped
+        by the other end's address where that changes the path: bridged from its own
+        segment or routed, the node itself). Exact for every peer for which
+        `peer_side` is not None. `peer`: only packets whose other end is in `peer`
+        (ChainBuilder.vm)."""
         key = ("side", kind, name, nic, role, peer)
         found = self._memo.get(key)
         if found is None:
@@ -309,7 +332,8 @@ class Paths:
     def _side(self, kind: str, name: str, nic: int | None, role: str, peer: AddressSet | None) -> list[PathStage]:
         if kind == "host":
             if role == "receiver":
-                return self._hook(INPUT, _Pass(name))
+                forwarding = self.forwarding(name)
+                return ([forwarding] if forwarding else []) + self._hook(INPUT, _Pass(name))
             chain = self._host_rules(name, "out") if self.analyzer.plan.chains.host_out(name) is not None else None
             return [chain] if chain else []
         if kind != "vm" or nic is None:
@@ -321,29 +345,131 @@ class Paths:
         chain = self.chains.vm(name, direction, peer)
         if not self.routed(me):
             return guards + [ESSENTIALS, chain]
-        network = self.network(me)
-        # the other end on this network's segment is bridged; anything else routed
-        segment = self.segment_region(network, s.SRC if role == "receiver" else s.DST)
-        routed = s.subtract(s.universe(), segment)
-        checks = self.routed_into(network) if role == "receiver" else self.routed_from(network)
+        network, node = self.network(me), self.node(me)
+        dim = s.SRC if role == "receiver" else s.DST
+        own_node = self.scoped(("node", node, dim), self.node_region(node, dim), ())
         out: list[PathStage] = []
         if role == "receiver":
-            out += [Scoped(segment, tuple(guards), "bridged")] if guards else []
+            # the node's own packets go straight onto the bridge: no chain of ours
+            out.append(self.scoped(("node", node, dim, "unfiltered"), own_node.region, (self.unfiltered(node),)))
+            if guards:
+                out.append(Scoped(self.segment_region(network, dim), tuple(guards), "bridged"))
+            checks = self.routed_into(network)
         else:
             out += guards  # the sender's guards see everything it sends
-        out += [Scoped(routed, (checks,), "routed")] if checks else []
-        return out + [ESSENTIALS, chain]
+            management = self.management(node)
+            if management is not None:
+                out.append(self.scoped(("management", node, dim), own_node.region, (management,)))
+            checks = self.routed_from(network)
+        if checks is not None:
+            out.append(self.scoped(("routed", network, dim), self.routed_region(network, node, dim), (checks,)))
+        out += [ESSENTIALS, chain]
+        if role == "sender":
+            services = self.host_services(network)
+            if services is not None:
+                out.append(self.scoped(("services", network, node, dim), own_node.region, (services,)))
+        return out
+
+    def peer_side(self, own: tuple[str, str, int | None], role: str, other: tuple[str, str, int | None], peer: AddressSet | None = None) -> tuple[PathStage, ...] | None:
+        """The stages of the other end's side of a flow whose `role` side is `own`'s
+        (its `side`), with the network check between them; None when the flow does
+        not split into the two sides (a translated source, a routed guest and its own
+        node): evaluate the whole flow (`flow`) then."""
+        split = self.splits(own, role, other)
+        if split is not True:
+            return split
+        sender, receiver = (other, own) if role == "receiver" else (own, other)
+        a = (sender[1], sender[2]) if sender[0] == "vm" and sender[2] is not None else None
+        b = (receiver[1], receiver[2]) if receiver[0] == "vm" and receiver[2] is not None else None
+        other_role = "sender" if role == "receiver" else "receiver"
+        stages = self.side(other[0], other[1], other[2], other_role, peer)
+        network = self.chains.network(self.network(a)) if a is not None and b is not None and self.same_segment(a, b) else None
+        if network is None:
+            return stages
+        # the kernel checks the network between the sender's out and the receiver's in chain
+        return stages + (network,) if other_role == "sender" else stages[:-1] + (network, stages[-1])
+
+    def splits(self, own: tuple[str, str, int | None], role: str, other: tuple[str, str, int | None]) -> bool | None | tuple[()]:
+        """True when a flow between the two splits into the two `side`s; None when
+        only the whole flow says what happens; () when `own`'s side alone decides."""
+        sender, receiver = (other, own) if role == "receiver" else (own, other)
+        a = (sender[1], sender[2]) if sender[0] == "vm" and sender[2] is not None else None
+        b = (receiver[1], receiver[2]) if receiver[0] == "vm" and receiver[2] is not None else None
+        if a is None or not self.routed(a) or (b is not None and self.same_segment(a, b)):
+            return True
+        node = self.node(a)
+        if receiver[0] == "host" and receiver[1] == node:
+            return () if role == "sender" else None  # its own side's host_services decided
+        routed_locally = b is not None and self.routed(b) and self.node(b) == node
+        return None if not routed_locally and self.translates(node, a) else True
+
+    def translates(self, node: str, nic: Nic) -> bool:
+        """Whether the node translates some source address of the NIC when it routes out."""
+        translation = self.translation(node)
+        if translation is None:
+            return False
+        for ip in self.policy.doc.vms[nic[0]].nics[nic[1]].ips:
+            family, value = address_value(ip)
+            if any(f == family and any(low <= value <= high for low, high in sources) for f, sources, _new, _label in translation.rules):
+                return True
+        return False
+
+    def unfiltered(self, node: str) -> Chain:
+        key = ("unfiltered", node)
+        if key not in self._memo:
+            self._memo[key] = Chain(f"host:{node} out onto the bridge", (), Step(s.universe(), "accept", "from the node itself (no forward hook)"), accept_ends=True)
+        return self._memo[key]  # type: ignore[return-value]
+
+    def scoped(self, key: tuple[object, ...], region: Region, stages: tuple[PathStage, ...]) -> Scoped:
+        """A Scoped stage made once per key (reach and diff group peers by identity)."""
+        full = ("scoped",) + key
+        if full not in self._memo:
+            self._memo[full] = Scoped(region, stages, str(key[0]))
+        return self._memo[full]  # type: ignore[return-value]
+
+    def forwarding(self, node: str) -> Forwarding | None:
+        """The node's port forwards, as a stage of its receiving side."""
+        key = ("forwarding", node)
+        if key not in self._memo:
+            rules = []
+            for forward in port_forwards(self.policy, node):
+                vm = self.policy.doc.vms[forward.vm]
+                nic = next(i for i, n in enumerate(vm.nics) if forward.address in n.ips)
+                family = 4 if forward.family == "ipv4" else 6
+                listen = s.merge((v, v) for v in (address_value(a)[1] for a in forward.listen))
+                arrive = tuple(self._arrive("vm", forward.vm, (forward.vm, nic)))
+                rules.append(ForwardRule(family, listen, PROTOCOLS[forward.protocol], forward.port, address_value(forward.address)[1], forward.to_port, forward.entry, arrive))
+            self._memo[key] = Forwarding(f"{node} dnat", tuple(rules)) if rules else None
+        return self._memo[key]  # type: ignore[return-value]
+
+    def node_region(self, node: str, dim: int) -> Region:
+        """Packets whose `dim` address is one of the node's."""
+        key = ("node-region", node, dim)
+        if key not in self._memo:
+            self._memo[key] = self._addresses_region(self.policy.address_set(self.policy.doc.hosts[node].address), dim)
+        return self._memo[key]  # type: ignore[return-value]
 
     def segment_region(self, network: str, dim: int) -> Region:
         """Packets whose `dim` address is on the network's segment (its subnets)."""
         key = ("segment", network, dim)
         if key not in self._memo:
-            subnets = self.policy.network_addresses(network)
-            boxes = []
-            for family, values in ((4, subnets.v4), (6, subnets.v6)):
-                if values:
-                    dims = list(s.universe()[0 if family == 4 else 1])
-                    dims[dim] = values
-                    boxes.append(tuple(dims))
-            self._memo[key] = tuple(boxes)
+            self._memo[key] = self._addresses_region(self.policy.network_addresses(network), dim)
         return self._memo[key]  # type: ignore[return-value]
+
+    def routed_region(self, network: str, node: str, dim: int) -> Region:
+        """Packets the node routes to/from the network: the other end is neither on its
+        segment nor the node itself."""
+        key = ("routed-region", network, node, dim)
+        if key not in self._memo:
+            self._memo[key] = s.subtract(s.subtract(s.universe(), self.segment_region(network, dim)), self.node_region(node, dim))
+        return self._memo[key]  # type: ignore[return-value]
+
+    @staticmethod
+    def _addresses_region(addresses: AddressSet, dim: int) -> Region:
+        boxes = []
+        for index, values in enumerate((addresses.v4, addresses.v6)):
+            if values:
+                dims = list(s.universe()[index])
+                dims[dim] = values
+                boxes.append(tuple(dims))
+        return tuple(boxes)

@@ -65,6 +65,10 @@ class TraceResult:
     cases: list[Case]
     over_rate: list[Case] = field(default_factory=list)  # when a rate-limited accept decided
     notes: list[str] = field(default_factory=list)
+    # whether src/dst are the very addresses asked for (an address, outside:ADDR), or
+    # the address trace chose for a vm:/host: reference (the NIC's first of the family)
+    src_exact: bool = False
+    dst_exact: bool = False
 
     @property
     def verdict(self) -> str:
@@ -84,6 +88,8 @@ class TraceResult:
                 "dst": self.dst_address,
                 "family": f"ipv{self.family}",
                 "protocol": self.flow.describe(),
+                "src_exact": self.src_exact,
+                "dst_exact": self.dst_exact,
                 "sport": self.flow.sport,
                 "at": self.flow.at.isoformat() if self.flow.at else None,
             },
@@ -136,8 +142,8 @@ def protocol_point(flow: FlowSpec, family: int) -> tuple[int, int]:
 
 def choose_family(analyzer: Analyzer, src: Endpoint, dst: Endpoint, requested: int | None) -> int:
     for endpoint in (src, dst):
-        if endpoint.kind == "outside":
-            family = family_number(endpoint.name)
+        if endpoint.kind == "outside" or endpoint.address is not None:
+            family = family_number(endpoint.address or endpoint.name)
             if requested is not None and requested != family:
                 raise TraceError(f"{endpoint.label} is IPv{family} but the flow was asked for IPv{requested}")
             return family
@@ -150,6 +156,8 @@ def trace(analyzer: Analyzer, source: str, destination: str, flow: FlowSpec) -> 
     try:
         src = analyzer.directory.parse(source)
         dst = analyzer.directory.parse(destination)
+        exact_src = src.kind == "outside" or src.address is not None
+        exact_dst = dst.kind == "outside" or dst.address is not None
         family = choose_family(analyzer, src, dst, flow.family)
         dst_address, dst_nic = analyzer.directory.target_address(dst, family, near=src)
         src_address, src_nic = analyzer.directory.source_address(src, family, dst_address)
@@ -178,7 +186,7 @@ def trace(analyzer: Analyzer, source: str, destination: str, flow: FlowSpec) -> 
     path = Path(Endpoint(src.kind, src.name), Endpoint(dst.kind, dst.name), src_nic, dst_nic, forward.index if forward is not None else None)
     reply_notes: list[str] = []
     cases = _cases(analyzer, path, packet, over_rate=False, notes=reply_notes)
-    result = TraceResult(src, dst, src_address, dst_address, family, flow, cases)
+    result = TraceResult(src, dst, src_address, dst_address, family, flow, cases, src_exact=exact_src, dst_exact=exact_dst and forward is None)
     result.notes += sorted(set(reply_notes))
     if forward is not None:
         result.notes.append(nat_note)
