@@ -126,6 +126,7 @@ class PolicyDesc:
     vms: dict[str, VMDesc]
     outside: tuple[str, ...] = OUTSIDE
     modes: dict[str, str] = field(default_factory=dict)  # non-bridged network -> mode
+    network_rules: tuple[str, ...] = ()  # networks with rules
     forwards: tuple[tuple[str, str, int], ...] = ()  # port forwards: (node, tcp|udp, listen port)
 
     def routed_network(self, vm: str) -> str | None:
@@ -434,9 +435,10 @@ def policies(draw: st.DrawFn) -> tuple[str, PolicyDesc]:
     # a network the node routes (libvirt's nat, routed or isolated mode): its guests
     # live on one node (its bridge is that node's own)
     modes: dict[str, str] = {}
-    if n_networks > 1 and draw(st.integers(0, 2)) > 0:
-        routed_net = draw(st.sampled_from([n for n in networks if n != isolated]))
-        modes[routed_net] = draw(st.sampled_from(["nat", "nat", "routed", "routed", "isolated"]))
+    candidates = [n for n in networks if n != isolated]
+    if candidates and draw(st.sampled_from([True, True, False])):
+        routed_net = draw(st.sampled_from(candidates))
+        modes[routed_net] = draw(st.sampled_from(["nat", "routed", "isolated", "nat", "routed"]))
     routed_node = draw(st.sampled_from(sorted(NODES)))
     if modes and modes.get(next(iter(modes))) == "routed" and len(ctx.hosts[routed_node]) < 2:
         v4_only.add(next(iter(modes)))  # the outside routes a routed subnet to the node's address of the family
@@ -608,6 +610,7 @@ def policies(draw: st.DrawFn) -> tuple[str, PolicyDesc]:
         vms=descs,
         modes=modes,
         forwards=tuple(forwards),
+        network_rules=tuple(name for name, body in nets.items() if body.get("rules")),
     )
     return text, desc
 
@@ -620,10 +623,15 @@ def flows(draw: st.DrawFn, desc: PolicyDesc) -> Flow:
     """A flow between the policy's endpoints: from a VM, a node or the outside, to a
     VM (or one NIC of a two-NIC VM), a node or (from a VM or node) the outside, in
     a family both ends have; now and then to a node's forwarded port."""
+    def usable_from(source: str) -> list[str]:
+        everything = desc.targets() + ([] if source.startswith("outside:") else [f"outside:{a}" for a in desc.outside])
+        return [t for t in everything if desc.entity(t) != source and desc.families(t) & desc.families(source) and _routable(desc, source, t)]
+
     kind = draw(st.sampled_from(["vm", "vm", "vm", "host", "outside", "outside"]))
-    source = draw(st.sampled_from([s for s in desc.sources() if s.startswith(kind + ":")]))
-    usable = [t for t in desc.targets() + [f"outside:{a}" for a in desc.outside] if desc.entity(t) != source and desc.families(t) & desc.families(source) and _routable(desc, source, t)]
-    kinds = sorted({t.split(":")[0] for t in usable} - ({"outside"} if kind == "outside" else set()))
+    sources = [s for s in desc.sources() if s.startswith(kind + ":") and usable_from(s)] or [s for s in desc.sources() if usable_from(s)]
+    source = draw(st.sampled_from(sources))
+    usable = usable_from(source)
+    kinds = sorted({t.split(":")[0] for t in usable})
     target_kind = draw(st.sampled_from([k for k in ["vm", "vm", "host", "outside"] if k in kinds]))
     target = draw(st.sampled_from([t for t in usable if t.startswith(target_kind + ":")]))
     family = draw(st.sampled_from(sorted(desc.families(source) & desc.families(target))))
