@@ -291,7 +291,10 @@ class Analyzer:
         """dnat: a packet to a forwarded port goes on to the VM (its arrival stages,
         as a connection the entry forwarded); the results get the original
         destination and port back. The rest goes on through `rest` (the input)."""
-        remaining = region
+        remaining = s.subtract(region, stage.untranslated) if stage.untranslated and s.overlaps(region, stage.untranslated) else region
+        untranslated = s.subtract(region, remaining) if remaining is not region else ()
+        if untranslated:
+            yield from self.run(rest, untranslated, decisions, **kw)  # type: ignore[arg-type]
         for rule in stage.rules:
             if not remaining:
                 return

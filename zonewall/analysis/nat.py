@@ -26,6 +26,7 @@ PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17}
 
 @dataclass(frozen=True)
 class Forward:
+    node: str
     index: int
     entry: Dnat
     vm: str
@@ -57,5 +58,5 @@ def forward_of(policy: Policy, dst: Endpoint, dst_address: str, proto: int, dpor
         nic = next(i for i, n in enumerate(vm.nics) if forward.address in n.ips)
         entry = policy.doc.nat[forward.entry]
         assert isinstance(entry, Dnat)
-        return Forward(forward.entry, entry, forward.vm, nic, forward.address, forward.to_port)
+        return Forward(node, forward.entry, entry, forward.vm, nic, forward.address, forward.to_port)
     return None

@@ -78,10 +78,13 @@ class ForwardRule:
 @dataclass(frozen=True)
 class Forwarding:
     """dnat at a node's prerouting: a packet to a forwarded port goes on as a packet
-    to the VM (`arrive`), the node's input never sees it."""
+    to the VM (`arrive`), the node's input never sees it. Except from `untranslated`
+    sources: the node's own bridged guests, whose connection the node already tracks
+    (untranslated) from bridging it out towards the router, before it comes back."""
 
     name: str
     rules: tuple[ForwardRule, ...]
+    untranslated: Region = ()
 
 
 @dataclass(frozen=True)
@@ -286,7 +289,10 @@ class Paths:
             if self.routed(a):
                 node = self.node(a)
                 if dkind == "host" and dname == node:
-                    return out + self._hook(INPUT, _Pass(node, sender=a, guest_network=self.network(a)))
+                    # its packet meets the node's prerouting first: a forwarded port
+                    # takes it on to that guest (routed from its network)
+                    forwarding = self.forwarding(node, via=a)
+                    return out + ([forwarding] if forwarding else []) + self._hook(INPUT, _Pass(node, sender=a, guest_network=self.network(a)))
                 if b is not None and self.routed(b) and self.node(b) == node:
                     return out + self._hook(FORWARD, _Pass(node, sender=a, routed_from=self.network(a), routed_to=(self.network(b), b)))
                 out += self._hook(FORWARD, _Pass(node, sender=a, routed_from=self.network(a)))
@@ -312,7 +318,8 @@ class Paths:
             guard = self.guards(b, "in")
             return ([guard] if guard else []) + self._hook(FORWARD, _Pass(node, receiver=b), receiver_peer=receiver_peer)
         if kind == "host":
-            return self._hook(INPUT, _Pass(name))
+            forwarding = self.forwarding(name)
+            return ([forwarding] if forwarding else []) + self._hook(INPUT, _Pass(name))
         return []
 
     # -- one side, for reach and diff ----------------------------------------------
@@ -427,9 +434,14 @@ class Paths:
             self._memo[full] = Scoped(region, stages, str(key[0]))
         return self._memo[full]  # type: ignore[return-value]
 
-    def forwarding(self, node: str) -> Forwarding | None:
-        """The node's port forwards, as a stage of its receiving side."""
-        key = ("forwarding", node)
+    def forwarding(self, node: str, via: Nic | None = None) -> Forwarding | None:
+        """The node's port forwards, as a stage of its receiving side: a forwarded
+        packet goes on to the VM as one from outside, or (`via`: sent by a guest of
+        one of the node's routed networks) as one routed from that guest's network.
+        Hairpin (a guest using a forward to a guest of its own network) is not done:
+        the reply would bypass the translation, so the connection fails; the packet
+        is treated as the node's (its host_services decide)."""
+        key = ("forwarding", node, via)
         if key not in self._memo:
             rules = []
             for forward in port_forwards(self.policy, node):
@@ -437,10 +449,28 @@ class Paths:
                 nic = next(i for i, n in enumerate(vm.nics) if forward.address in n.ips)
                 family = 4 if forward.family == "ipv4" else 6
                 listen = s.merge((v, v) for v in (address_value(a)[1] for a in forward.listen))
-                arrive = tuple(self._arrive("vm", forward.vm, (forward.vm, nic)))
+                b: Nic = (forward.vm, nic)
+                if via is not None and self.same_segment(via, b):
+                    continue
+                if via is None:
+                    arrive = tuple(self._arrive("vm", forward.vm, b))
+                else:
+                    routed_to = (self.network(b), b) if self.routed(b) else None
+                    arrive = tuple(self._hook(FORWARD, _Pass(node, sender=via, routed_from=self.network(via), routed_to=routed_to)))
                 rules.append(ForwardRule(family, listen, PROTOCOLS[forward.protocol], forward.port, address_value(forward.address)[1], forward.to_port, forward.entry, arrive))
-            self._memo[key] = Forwarding(f"{node} dnat", tuple(rules)) if rules else None
+            untranslated = self._addresses_region(self.bridged_guest_addresses(node), s.SRC)
+            self._memo[key] = Forwarding(f"{node} dnat", tuple(rules), untranslated) if rules else None
         return self._memo[key]  # type: ignore[return-value]
+
+    def bridged_guest_addresses(self, node: str) -> AddressSet:
+        """Addresses of the node's guests on bridged networks."""
+        ips = [ip for vm in self.policy.vms_on(node) for nic in self.policy.doc.vms[vm].nics if not is_routed(self.policy, nic.network) for ip in nic.ips]
+        return self.policy.address_set(ips) if ips else AddressSet()
+
+    def forwarded_from(self, node: str, source: tuple[str, str, int | None]) -> bool:
+        """Whether a flow from `source` to the node's forwarded port is translated."""
+        kind, name, nic = source
+        return not (kind == "vm" and nic is not None and self.node((name, nic)) == node and not self.routed((name, nic)))
 
     def node_region(self, node: str, dim: int) -> Region:
         """Packets whose `dim` address is one of the node's."""

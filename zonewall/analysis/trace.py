@@ -169,9 +169,13 @@ def trace(analyzer: Analyzer, source: str, destination: str, flow: FlowSpec) -> 
         dst = Endpoint("vm", dst.name, dst_nic, analyzer.policy.doc.vms[dst.name].nics[dst_nic].network)  # type: ignore[index]
     proto, dport = protocol_point(flow, family)
     forward = forward_of(analyzer.policy, dst, dst_address, proto, dport)
-    if forward is not None:  # dnat happens before filtering: follow it to the VM
+    untranslated_note = None
+    if forward is not None and not analyzer.paths.forwarded_from(forward.node, (src.kind, src.name, src_nic)):
+        untranslated_note = (f"nat[{forward.index}] forwards {dst_address} port {dport}, but not for {src.label}: the node bridges its guest's "
+                             "connection out first and tracks it untranslated, so it arrives at the node itself")
+        forward = None
+    if forward is not None:  # the node's prerouting takes it on to the VM (a stage of the path)
         nat_note = forward.describe(f"{dst.label} {dst_address}", dport)
-        dst, dst_address, dst_nic, dport = forward.endpoint, forward.address, forward.nic, forward.port
     sport = ((flow.sport, flow.sport),) if flow.sport is not None else (EPHEMERAL,) if proto in (6, 17, 132) else ((0, 0),)
     time = ((minute_of_week(flow.at),) * 2,) if flow.at is not None else s.FULL[s.TIME]
     packet = (
@@ -183,13 +187,15 @@ def trace(analyzer: Analyzer, source: str, destination: str, flow: FlowSpec) -> 
         sport,
         time,
     )
-    path = Path(Endpoint(src.kind, src.name), Endpoint(dst.kind, dst.name), src_nic, dst_nic, forward.index if forward is not None else None)
+    path = Path(Endpoint(src.kind, src.name), Endpoint(dst.kind, dst.name), src_nic, dst_nic)
     reply_notes: list[str] = []
     cases = _cases(analyzer, path, packet, over_rate=False, notes=reply_notes)
-    result = TraceResult(src, dst, src_address, dst_address, family, flow, cases, src_exact=exact_src, dst_exact=exact_dst and forward is None)
+    result = TraceResult(src, dst, src_address, dst_address, family, flow, cases, src_exact=exact_src, dst_exact=exact_dst)
     result.notes += sorted(set(reply_notes))
     if forward is not None:
         result.notes.append(nat_note)
+    if untranslated_note is not None:
+        result.notes.append(untranslated_note)
     if any(case.outcome.rate_limited() for case in cases):
         result.over_rate = _cases(analyzer, path, packet, over_rate=True)
         result.notes.append("a rate-limited rule accepted this flow: within the rate it is accepted; over the rate it falls through (see over_rate)")
