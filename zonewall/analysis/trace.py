@@ -188,6 +188,8 @@ def trace(analyzer: Analyzer, source: str, destination: str, flow: FlowSpec) -> 
         time,
     )
     path = Path(Endpoint(src.kind, src.name), Endpoint(dst.kind, dst.name), src_nic, dst_nic)
+    if forward is not None:  # what the flow reaches, as the result names it
+        dst, dst_address, exact_dst = forward.endpoint, forward.address, False
     reply_notes: list[str] = []
     cases = _cases(analyzer, path, packet, over_rate=False, notes=reply_notes)
     result = TraceResult(src, dst, src_address, dst_address, family, flow, cases, src_exact=exact_src, dst_exact=exact_dst)
