@@ -27,9 +27,9 @@ from . import space as s
 from .chains import Chain, essentials_region
 from .describe import addresses_text, services_of, time_text
 from .endpoints import Endpoint
-from .engine import Analyzer, GuardOrChain, Outcome
+from .engine import Analyzer, GuardOrChain, Outcome, Path
 from .guards import GuardStage
-from .reach import NicKey, _Effective, _PeerSpace, _reply_notes, decision_json, endpoint_addresses
+from .reach import NicKey, _Effective, _PeerSpace, decision_json, endpoint_addresses
 from .space import Region
 
 Side = tuple[Endpoint, int | None]
@@ -215,6 +215,8 @@ class _Changes:
     # receivers on an isolated network whose check changed: the network chain is on
     # the peer's side of the pair, so the whole flow is compared, not one side first
     between: dict[NicKey, Region] = field(default_factory=dict)
+    # NICs whose guards changed: their flows in both roles, replies included
+    replies: dict[NicKey, Region] = field(default_factory=dict)
 
     def add(self, table: dict[NicKey, Region], key: NicKey, region: Region) -> None:
         if region:
@@ -255,8 +257,14 @@ def _changes(a_old: Analyzer, a_new: Analyzer, common: set[NicKey]) -> _Changes:
                 out.add(out.receivers, key, _aligned_change(a_old.chains.vm(name, "in"), a_new.chains.vm(name, "in")))
                 out.add(out.senders, key, _aligned_change(a_old.chains.vm(name, "out"), a_new.chains.vm(name, "out")))
             if filters_changed or old.nic_filters(name, nic) != new.nic_filters(name, nic) or vo.nics[nic].mac != vn.nics[nic].mac:  # type: ignore[arg-type]
-                out.add(out.receivers, key, _guard_change(a_old.guards.stage(name, nic, "in"), a_new.guards.stage(name, nic, "in")))  # type: ignore[arg-type]
-                out.add(out.senders, key, _guard_change(a_old.guards.stage(name, nic, "out"), a_new.guards.stage(name, nic, "out")))  # type: ignore[arg-type]
+                changed_in = _guard_change(a_old.guards.stage(name, nic, "in"), a_new.guards.stage(name, nic, "in"))  # type: ignore[arg-type]
+                changed_out = _guard_change(a_old.guards.stage(name, nic, "out"), a_new.guards.stage(name, nic, "out"))  # type: ignore[arg-type]
+                out.add(out.receivers, key, changed_in)
+                out.add(out.senders, key, changed_out)
+                if changed_in or changed_out:
+                    # guards are stateless: the replies of its connections (either way)
+                    # cross the other direction's guards; the whole flows are compared
+                    out.add(out.replies, key, s.universe())
         else:
             out.add(out.receivers, key, _aligned_change(a_old.chains.host_in(name), a_new.chains.host_in(name)))
             out.add(out.senders, key, _aligned_change(a_old.chains.host_out(name), a_new.chains.host_out(name)))
@@ -327,6 +335,7 @@ class _Differ:
         self.a_old, self.a_new, self.common = a_old, a_new, common
         self.rows: dict[tuple[object, ...], DiffRow] = {}
         self.essentials = essentials_region()
+        self.notes: list[str] = []
 
     @cached_property
     def cluster(self) -> AddressSet:
@@ -405,7 +414,7 @@ class _Differ:
                 peer_new = list(self.a_new.run(stages_new, sub))
                 for part, po, pn in _partition(peer_old, peer_new):
                     final_old, final_new = _final(po, o, receiver_first), _final(pn, n, receiver_first)
-                    if _differs(final_old, final_new):
+                    if whole_flow or _differs(final_old, final_new):  # (record judges the replies)
                         self.record(key, role, members, part, final_old, final_new)
 
     def split(self, key: NicKey, role: str, owner: NicKey) -> bool:
@@ -435,7 +444,41 @@ class _Differ:
                 if _differs(o, n):
                     self.record(key, role, [owner], part, o, n)
 
+    def path(self, key: NicKey, role: str, peer: NicKey | None) -> Path:
+        me = Endpoint(key[0], key[1])  # type: ignore[arg-type]
+        other = Endpoint(peer[0], peer[1]) if peer is not None else Endpoint("outside", "outside")  # type: ignore[arg-type]
+        other_nic = peer[2] if peer is not None else None
+        return Path(other, me, other_nic, key[2]) if role == "receiver" else Path(me, other, key[2], other_nic)
+
     def record(self, key: NicKey, role: str, members: list[NicKey] | None, region: Region, old: Outcome, new: Outcome) -> None:
+        """Rows for the flows of `region` that the policies treat differently, their
+        replies judged too (guards are stateless: an accepted connection whose
+        replies a guard drops fails, in each policy on its own)."""
+        peers: list[NicKey | None] = list(members) if members is not None else [None]
+        replying = [p for p in peers if any(a.reply_guards(self.path(key, role, p)) for a in (self.a_old, self.a_new))]
+        if not replying:
+            return self._record(key, role, members, region, old, new)
+        rest = [p for p in peers if p not in replying]
+        if rest:
+            self._record(key, role, rest if members is not None else None, region, old, new)  # type: ignore[arg-type]
+        peer_dim = s.SRC if role == "receiver" else s.DST
+        for peer in replying:
+            sub = region
+            if peer is not None:
+                addresses = endpoint_addresses(self.a_new, Endpoint(peer[0], peer[1]), peer[2])  # type: ignore[arg-type]
+                sub = tuple(b for b in (s.box_restrict(box, peer_dim, addresses.get(box[s.FAM][0][0], ())) for box in region) if b is not None)
+            path = self.path(key, role, peer)
+            before = [(r, o) for r, o, note in self.a_old.with_replies(path, sub, old)]
+            after = []
+            for r, o, note in self.a_new.with_replies(path, sub, new):
+                after.append((r, o))
+                if note is not None:
+                    self.notes.append(note)
+            for part, o, n in _partition(before, after):
+                self._record(key, role, [peer] if peer is not None else None, part, o, n)
+
+    def _record(self, key: NicKey, role: str, members: list[NicKey] | None, region: Region, old: Outcome, new: Outcome) -> None:
+        """Rows for `region`, if the two outcomes differ."""
         change = _differs(old, new)
         if change is None:
             return
@@ -484,8 +527,11 @@ def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | 
         differ.run(key, region, "sender")
     for key, region in sorted(changes.between.items(), key=lambda kv: str(kv[0])):
         differ.run(key, region, "receiver", whole_flow=True)
+    for key, region in sorted(changes.replies.items(), key=lambda kv: str(kv[0])):
+        differ.run(key, region, "receiver", whole_flow=True)
+        differ.run(key, region, "sender", whole_flow=True)
     rows = _merge_rows(list(differ.rows.values()))
-    notes = _reply_notes(a_new)
+    notes = sorted(set(differ.notes))
     if endpoints:
         notes.append("flows to and from added, removed or readdressed endpoints are not compared; they are listed under endpoints")
     return DiffResult(rows, endpoints, notes)

@@ -174,7 +174,7 @@ class Analyzer:
         stages = self.reply_guards(path)
         if not stages:
             return
-        for box in accepted:
+        for box in (part for whole in accepted for part in _with_replies(whole)):
             reply = mirror(box)
             if reply is None:
                 continue
@@ -191,6 +191,23 @@ class Analyzer:
                 remaining = tuple(passed)
                 if not remaining:
                     break
+
+    def with_replies(self, path: Path, region: Region, outcome: Outcome) -> Iterator[tuple[Region, Outcome, str | None]]:
+        """An outcome judged with its replies: the parts of an accepted region whose
+        replies a guard filter drops fail there (TCP, SCTP, ICMP echo: drop, at the
+        stage `guards ... (the reply)`); a UDP datagram still arrives, with a note
+        (third item) that its answers do not."""
+        if outcome.verdict != "accept":
+            yield region, outcome, None
+            return
+        for refused, decision in self.refused_replies(path, region):
+            if refused[0][s.PROTO][0][0] == 17:
+                yield refused, outcome, f"the datagram arrives, but its replies are dropped by {decision.stage}: {decision.label}"
+            else:
+                yield refused, Outcome("drop", outcome.decisions + (decision,)), None
+            region = s.subtract(region, refused)
+        if region:
+            yield region, outcome, None
 
     @cached_property
     def reply_dropping_filters(self) -> list[str]:
@@ -315,6 +332,21 @@ class Analyzer:
 _PORTED = {6, 17, 132}  # tcp, udp, sctp: the reply swaps the ports
 EPHEMERAL_PORTS = (32768, 60999)  # Linux's default net.ipv4.ip_local_port_range
 _ECHO = {1: (8, 0), 58: (128, 129)}  # ICMP / ICMPv6: echo request -> echo reply
+
+
+def _with_replies(box: Box) -> Iterator[Box]:
+    """The parts of a box whose replies are modelled, one protocol each: tcp, udp,
+    sctp, ICMP/ICMPv6 echo requests."""
+    family = box[s.FAM][0][0]
+    icmp = 1 if family == 4 else 58
+    for number in (6, 17, 132, icmp):
+        if not s.iv_overlaps(box[s.PROTO], ((number, number),)):
+            continue
+        part = s.box_restrict(box, s.PROTO, ((number, number),))
+        if part is not None and number == icmp:
+            part = s.box_restrict(part, s.DPORT, ((_ECHO[icmp][0],) * 2,))
+        if part is not None:
+            yield part
 
 
 def mirror(box: Box, *, back: bool = False) -> Box | None:

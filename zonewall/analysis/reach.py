@@ -22,7 +22,7 @@ from . import space as s
 from .chains import Chain, Step, essentials_region
 from .describe import addresses_text, rule_text, services_of, time_text
 from .endpoints import Endpoint, EndpointError
-from .engine import Analyzer, Decision, GuardOrChain, Outcome
+from .engine import Analyzer, Decision, GuardOrChain, Outcome, Path
 from .guards import GuardRule, GuardStage
 from .space import Intervals, Region
 
@@ -244,7 +244,7 @@ def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, dire
     base = tuple(b for b in (s.box_restrict(box, own_dim, own.get(box[s.FAM][0][0], ())) for box in base) if b is not None)
     side = analyzer.receiver_stages(endpoint, nic) if direction == "to" else analyzer.sender_stages(endpoint, nic)
     accepted = [(region, outcome) for region, outcome in analyzer.run(side, base) if outcome.verdict == "accept"]
-    builder = _RowBuilder(analyzer, direction, endpoint)
+    builder = _RowBuilder(analyzer, direction, endpoint, nic)
     pieces = [region for region, _ in accepted]
 
     # peers outside the cluster: no stage of ours on their side
@@ -314,15 +314,8 @@ def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, dire
     notes = ["ICMPv6 neighbour/router discovery and MLD are always allowed (RFC 4890) and not listed"]
     if any(d.step is not None and d.step.limited for row in rows for d in (row.rule, row.peer_rule) if d is not None):
         notes.append("rows opened by a rate-limited rule hold within the rate only")
-    notes += _reply_notes(analyzer)
+    notes += sorted(set(builder.notes))
     return Reach(endpoint, nic, direction, rows, {id(row): peer_labels(analyzer, row) for row in rows}, notes)
-
-
-def _reply_notes(analyzer: Analyzer) -> list[str]:
-    filters = analyzer.reply_dropping_filters
-    if not filters:
-        return []
-    return [f"guard filter(s) {', '.join(filters)} can drop replies (guards are stateless): rows show the first packet; `trace` judges the way back"]
 
 
 class _RowBuilder:
@@ -330,8 +323,9 @@ class _RowBuilder:
     outside address range) and per deciding rules; a peer's services are described
     from the union of its boxes, then peers with the same services share a row."""
 
-    def __init__(self, analyzer: Analyzer, direction: Direction, endpoint: Endpoint):
-        self.analyzer, self.direction = analyzer, direction
+    def __init__(self, analyzer: Analyzer, direction: Direction, endpoint: Endpoint, nic: int | None = None):
+        self.analyzer, self.direction, self.endpoint, self.nic = analyzer, direction, endpoint, nic
+        self.notes: list[str] = []
         # the endpoint's own stages are named after it ("vm:a in", "guards vm:a nic 0 in", "host:n in")
         self.own_names = (f"{endpoint.kind}:{endpoint.name} ", f"guards {endpoint.kind}:{endpoint.name} ")
         self.peer_dim = s.SRC if direction == "to" else s.DST
@@ -339,11 +333,39 @@ class _RowBuilder:
         self._boxes: dict[tuple[object, ...], dict[tuple[object, ...], list[s.Box]]] = {}
         self._decisions: dict[tuple[object, ...], tuple[Decision | None, Decision | None]] = {}
 
+    def path(self, peer: NicKey) -> Path:
+        me, other = Endpoint(self.endpoint.kind, self.endpoint.name), Endpoint(peer[0], peer[1])  # type: ignore[arg-type]
+        return Path(other, me, peer[2], self.nic) if self.direction == "to" else Path(me, other, self.nic, peer[2])
+
+    def replied(self, peer: NicKey, region: Region, outcome: Outcome) -> Region:
+        """The part of an accepted region whose replies get back through the guards
+        (stateless: the bridge family has no conntrack)."""
+        out: list[s.Box] = []
+        for part, judged, note in self.analyzer.with_replies(self.path(peer), region, outcome):
+            if note is not None:
+                self.notes.append(note)
+            if judged.verdict == "accept":
+                out.extend(part)
+        return tuple(out)
+
     def add(self, kind: str, members: list[NicKey] | None, region: Region, outcome: Outcome) -> None:
         own = [d for d in outcome.decisions if d.step is not None and d.stage.startswith(self.own_names)]
         peer = [d for d in outcome.decisions if d.step is not None and not d.stage.startswith(self.own_names)]
         rule = own[-1] if own else None
         peer_rule = peer[0] if peer else None
+        if kind == "outside":
+            region = self.replied(("outside", "outside", None), region, outcome)
+        else:
+            refusing = [m for m in members or [] if self.analyzer.reply_guards(self.path(m))]
+            if refusing:  # those peers one by one; the others share the boxes (fast path)
+                for member in refusing:
+                    addresses = endpoint_addresses(self.analyzer, Endpoint(member[0], member[1]), member[2])  # type: ignore[arg-type]
+                    sub = tuple(b for b in (s.box_restrict(box, self.peer_dim, addresses.get(box[s.FAM][0][0], ())) for box in region) if b is not None)
+                    self._add(kind, [member], self.replied(member, sub, outcome), rule, peer_rule)
+                members = [m for m in members or [] if m not in refusing]
+        self._add(kind, members, region, rule, peer_rule)
+
+    def _add(self, kind: str, members: list[NicKey] | None, region: Region, rule: Decision | None, peer_rule: Decision | None) -> None:
         for box in region:
             key = (kind, box[s.TIME], rule.stage if rule else None, rule.label if rule else None, peer_rule.label if peer_rule else None)
             self._decisions.setdefault(key, (rule, peer_rule))

@@ -211,31 +211,16 @@ def trace(analyzer: Analyzer, source: str, destination: str, flow: FlowSpec) -> 
 
 def _cases(analyzer: Analyzer, path: Path, packet: s.Box, *, over_rate: bool, notes: list[str] | None = None) -> list[Case]:
     cases = []
-    for part, outcome in analyzer.evaluate(path, (packet,), over_rate=over_rate):
-        if outcome.verdict == "accept":
-            part = _replies(analyzer, path, part, outcome, cases, notes)
-        for box in part:
-            cases.append(Case(outcome.verdict, outcome, box[s.TIME], box[s.SPORT]))
+    # guards are stateless (no conntrack in the bridge family): an accepted
+    # connection also needs its replies through them
+    for whole, first in analyzer.evaluate(path, (packet,), over_rate=over_rate):
+        for part, outcome, note in analyzer.with_replies(path, whole, first):
+            if note is not None and notes is not None:
+                notes.append(note)
+            for box in part:
+                cases.append(Case(outcome.verdict, outcome, box[s.TIME], box[s.SPORT]))
     cases.sort(key=lambda c: (c.time, c.sport))
     return _merge_cases(cases)
-
-
-def _replies(analyzer: Analyzer, path: Path, part: s.Region, outcome: Outcome, cases: list[Case], notes: list[str] | None) -> s.Region:
-    """An accepted connection also needs its replies through the guard filters
-    (stateless: the bridge family has no conntrack). TCP, SCTP and ICMP echo fail
-    without them: those parts become cases refused by the guard. A UDP datagram
-    still arrives: a note says that its answers do not."""
-    for refused, decision in analyzer.refused_replies(path, part):
-        proto = refused[0][s.PROTO][0][0]
-        if proto == 17:
-            if notes is not None:
-                notes.append(f"the datagram arrives, but its replies are dropped by {decision.stage}: {decision.label}")
-            continue
-        failed = Outcome("drop", outcome.decisions + (decision,))
-        for box in refused:
-            cases.append(Case("drop", failed, box[s.TIME], box[s.SPORT]))
-        part = s.subtract(part, refused)
-    return part
 
 
 def _merge_cases(cases: list[Case]) -> list[Case]:
