@@ -25,6 +25,7 @@ from ..policy.model import Dnat
 from ..policy.resolve import Policy
 from . import space as s
 from .chains import Chain, essentials_region
+from .approximations import approximations
 from .describe import addresses_text, services_of, time_text
 from .endpoints import Endpoint
 from .engine import Analyzer, GuardOrChain, Outcome, Path
@@ -531,7 +532,7 @@ def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | 
         differ.run(key, region, "receiver", whole_flow=True)
         differ.run(key, region, "sender", whole_flow=True)
     rows = _merge_rows(list(differ.rows.values()))
-    notes = sorted(set(differ.notes))
+    notes = sorted(set(differ.notes)) + [f"approximated: {w}" for w in approximations(new)]
     if endpoints:
         notes.append("flows to and from added, removed or readdressed endpoints are not compared; they are listed under endpoints")
     return DiffResult(rows, endpoints, notes)

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Literal
 from ..policy.addresses import AddressSet, address_value
 from . import space as s
 from .chains import Chain, Step, essentials_region
+from .approximations import approximations
 from .describe import addresses_text, rule_text, services_of, time_text
 from .endpoints import Endpoint, EndpointError
 from .engine import Analyzer, Decision, GuardOrChain, Outcome, Path
@@ -315,6 +316,7 @@ def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, dire
     if any(d.step is not None and d.step.limited for row in rows for d in (row.rule, row.peer_rule) if d is not None):
         notes.append("rows opened by a rate-limited rule hold within the rate only")
     notes += sorted(set(builder.notes))
+    notes += [f"approximated: {w}" for w in approximations(analyzer.policy)]
     return Reach(endpoint, nic, direction, rows, {id(row): peer_labels(analyzer, row) for row in rows}, notes)
 
 

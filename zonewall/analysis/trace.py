@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..compiler.coverage import not_analyzed, not_enforced
+from ..compiler.coverage import not_enforced
 from ..policy.builtins import IP_PROTOCOLS
 from . import space as s
+from .approximations import approximations
 from .describe import minute_of_week, rule_text, time_text
 from .endpoints import Endpoint, EndpointError, family_number
 from .engine import EPHEMERAL_PORTS, Analyzer, Decision, Outcome, Path
@@ -205,7 +206,7 @@ def trace(analyzer: Analyzer, source: str, destination: str, flow: FlowSpec) -> 
         for approximation in getattr(stage, "approximations", lambda: [])():
             result.notes.append(f"approximated: {approximation}")
     result.notes += [f"not enforced yet: {w}" for w in not_enforced(analyzer.policy)]
-    result.notes += [f"not modelled: {w}" for w in not_analyzed(analyzer.policy)]
+    result.notes += [f"approximated: {w}" for w in approximations(analyzer.policy)]
     return result
 
 
