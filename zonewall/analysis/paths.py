@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
-from ..compiler.plan.hooks import FORWARD, INPUT, OUTPUT, ROUTED_IN, Stage
+from ..compiler.plan.hooks import FORWARD, INPUT, ROUTED_IN, Stage
 from ..compiler.plan.modes import host_services, is_routed, routed_checks
 from ..compiler.plan.nat import SourceNat, port_forwards, source_nats
 from ..compiler.plan.vocabulary import Step as PlanStep

@@ -19,12 +19,12 @@ from typing import Any, Iterable, Literal
 
 from ..policy.addresses import AddressSet, address_value
 from . import space as s
-from .chains import Chain, Step, essentials_region
+from .chains import Chain, essentials_region
 from .approximations import approximations
 from .describe import addresses_text, rule_text, services_of, time_text
 from .endpoints import Endpoint, EndpointError
 from .engine import Analyzer, Decision, GuardOrChain, Outcome, Path
-from .guards import GuardRule, GuardStage
+from .guards import GuardStage
 from .space import Intervals, Region
 
 Direction = Literal["to", "from"]

@@ -20,7 +20,7 @@ from .approximations import approximations
 from .describe import minute_of_week, rule_text, time_text
 from .endpoints import Endpoint, EndpointError, family_number
 from .engine import EPHEMERAL_PORTS, Analyzer, Decision, Outcome, Path
-from .nat import Forward, forward_of
+from .nat import forward_of
 from .regions import ICMP_PROTO, ICMP_TABLE
 
 EPHEMERAL = EPHEMERAL_PORTS  # the source ports a flow is traced from unless --sport
