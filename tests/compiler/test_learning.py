@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zonewall.analysis.guards import GuardBuilder
 from zonewall.analysis.engine import Analyzer
 from zonewall.compiler.guards import NIC_LEARN4, is_learning
 from zonewall.compiler.ir import Table

@@ -1,21 +1,15 @@
-"""End-to-end evaluation of flows between endpoints, in the compiler's order.
+"""Evaluation of flows over packet space: the Analyzer and its stages.
 
-A flow from S to D passes, in this order (docs/analysis.md):
-
-1. S's guard filters (out), D's guard filters (in) - VM NICs with `filters`;
-2. S's node output chain, when S is a node and the compiler writes one;
-3. the ICMPv6 essentials (neighbour/router discovery, MLD) accepted by the inet
-   forward and input chains before any rule;
-4. S's `out` chain (S a VM); the isolated network's check (S and D on the same
-   isolated network); D's `in` chain (D a VM); D's node input chain (D a node).
-
-Every stage must accept. Evaluating a region splits it into parts with one outcome
-each (the verdict and the decision of every stage passed), exactly.
+Which stages a flow passes is paths.py's (the plan's hooks over the kernel's packet
+path: guards, chains, the ICMPv6 essentials, source translations, port forwards,
+stages scoped to part of the space). Every stage must accept. Evaluating a region
+splits it into parts with one outcome each (the verdict and the decision of every
+stage passed), exactly; `with_replies` judges the way back through the guards.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from typing import Iterator
@@ -86,7 +80,6 @@ class Path:
     dst: Endpoint
     src_nic: int | None = None
     dst_nic: int | None = None
-    forwarded: int | None = None  # the nat entry whose dnat brought the flow to dst
 
 
 GuardOrChain = PathStage  # what a flow passes: guards, chains, essentials, translations
@@ -97,7 +90,6 @@ class Analyzer:
     policy: Policy
     now: datetime | None = None
     timezone: str | None = None
-    _stages: dict[Path, tuple[GuardOrChain, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.timezone is None:
@@ -116,12 +108,7 @@ class Analyzer:
     # -- the stages of a path ------------------------------------------------------
 
     def stages(self, path: Path) -> tuple[GuardOrChain, ...]:
-        found = self._stages.get(path)
-        if found is None:
-            found = self._stages[path] = self._build_stages(path)
-        return found
-
-    def _build_stages(self, path: Path) -> tuple[GuardOrChain, ...]:
+        """What a flow passes, in order (paths.py, memoised there)."""
         return self.paths.flow((path.src.kind, path.src.name, path.src_nic), (path.dst.kind, path.dst.name, path.dst_nic))
 
     def sender_stages(self, endpoint: Endpoint, nic: int | None, peer: AddressSet | None = None) -> tuple[GuardOrChain, ...]:
@@ -134,22 +121,11 @@ class Analyzer:
         `peer`: only for packets from these addresses (ChainBuilder.vm)."""
         return self.paths.side(endpoint.kind, endpoint.name, nic, "receiver", peer)
 
-    def nic_network(self, endpoint: Endpoint, nic: int | None) -> str | None:
-        if endpoint.kind != "vm" or nic is None:
-            return None
-        return self.policy.doc.vms[endpoint.name].nics[nic].network
-
-    def network_between(self, vm_a: str, nic_a: int, vm_b: str, nic_b: int) -> Chain | None:
-        """The network check between two NICs bridged to each other, if any."""
-        if not self.paths.same_segment((vm_a, nic_a), (vm_b, nic_b)):
-            return None
-        return self.chains.network(self.policy.doc.vms[vm_a].nics[nic_a].network)
-
     # -- evaluation ----------------------------------------------------------------
 
     def evaluate(self, path: Path, space: Region, *, over_rate: bool = False) -> Iterator[tuple[Region, Outcome]]:
         """Split `space` (packets of new connections on this path) by outcome."""
-        return self.run(self.stages(path), space, over_rate=over_rate, forwarded=path.forwarded)
+        return self.run(self.stages(path), space, over_rate=over_rate)
 
     def reply_guards(self, path: Path) -> tuple[GuardStage, ...]:
         """The guard stages a reply crosses: the receiver's NIC outbound, the sender's
