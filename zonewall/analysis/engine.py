@@ -99,7 +99,7 @@ class Analyzer:
         self.chains = ChainBuilder(self.plan, self.regions)
         self.guards = GuardBuilder(self.plan, self.regions)
         self.directory = Directory(self.policy)
-        self.paths = Paths(self)
+        self.paths = Paths(self.plan, self.chains, self.guards)
 
     @cached_property
     def essentials(self) -> Region:

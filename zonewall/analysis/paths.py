@@ -27,7 +27,7 @@ Proxmox/libvirt node have it):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import Union
 
 from ..compiler.plan.hooks import FORWARD, INPUT, ROUTED_IN, Stage
 from ..compiler.plan.modes import host_services, is_routed, routed_checks
@@ -35,12 +35,10 @@ from ..compiler.plan.nat import SourceNat, port_forwards, source_nats
 from ..compiler.plan.vocabulary import Step as PlanStep
 from ..policy.addresses import AddressSet, address_value
 from . import space as s
-from .chains import PASS, Chain, Step
-from .guards import GuardStage
+from ..compiler.plan import Plan
+from .chains import PASS, Chain, ChainBuilder, Step
+from .guards import GuardBuilder, GuardStage
 from .space import Intervals, Region
-
-if TYPE_CHECKING:
-    from .engine import Analyzer
 
 Nic = tuple[str, int]  # (vm, nic index)
 
@@ -118,10 +116,9 @@ class _Pass:
 class Paths:
     """Stages of flows and of one side of flows, from the plan's pieces."""
 
-    def __init__(self, analyzer: "Analyzer"):
-        self.analyzer = analyzer
-        self.policy = analyzer.policy
-        self.chains = analyzer.chains
+    def __init__(self, plan: Plan, chains: ChainBuilder, guards: GuardBuilder):
+        self.plan, self.chains, self.guard_stages = plan, chains, guards
+        self.policy = plan.policy
         self._memo: dict[tuple[object, ...], object] = {}
 
     # -- facts ---------------------------------------------------------------------
@@ -163,14 +160,14 @@ class Paths:
     def host_services(self, network: str) -> Chain | None:
         key = ("services", network)
         if key not in self._memo:
-            services = host_services(self.policy, self.analyzer.plan.rules, network)
+            services = host_services(self.policy, self.plan.rules, network)
             self._memo[key] = None if services is None else self._plan_chain(f"network:{network} host_services", services.steps, services.default, accept_ends=True)
         return self._memo[key]  # type: ignore[return-value]
 
     def management(self, node: str) -> Chain | None:
         key = ("management", node)
         if key not in self._memo:
-            plan = self.analyzer.plan.chains.host_in(node)
+            plan = self.plan.chains.host_in(node)
             self._memo[key] = self._plan_chain(f"host:{node} in", plan.before, None, accept_ends=True) if plan.before else None
         return self._memo[key]  # type: ignore[return-value]
 
@@ -194,7 +191,7 @@ class Paths:
         return next((value for f, value in map(address_value, self.policy.doc.hosts[node].address) if f == family), None)
 
     def guards(self, nic: Nic, direction: str) -> GuardStage | None:
-        return self.analyzer.guards.stage(nic[0], nic[1], direction)
+        return self.guard_stages.stage(nic[0], nic[1], direction)
 
     # -- one hook ------------------------------------------------------------------
 
@@ -253,7 +250,7 @@ class Paths:
         MANAGEMENT stage before)."""
         key = ("host", node, direction)
         if key not in self._memo:
-            plan = self.analyzer.plan.chains.host_in(node) if direction == "in" else self.analyzer.plan.chains.host_out(node)
+            plan = self.plan.chains.host_in(node) if direction == "in" else self.plan.chains.host_out(node)
             chain = None
             if plan is not None:
                 steps = tuple(step for level in plan.levels for step in level.steps)
@@ -301,7 +298,7 @@ class Paths:
             else:
                 out += self._hook(FORWARD, _Pass(self.node(a), sender=a))
         elif skind == "host":
-            chain = self._host_rules(sname, "out") if self.analyzer.plan.chains.host_out(sname) is not None else None
+            chain = self._host_rules(sname, "out") if self.plan.chains.host_out(sname) is not None else None
             out += [chain] if chain else []
             if b is not None and self.routed(b) and self.node(b) == sname:
                 return out  # straight onto the bridge: no forward hook
@@ -341,7 +338,7 @@ class Paths:
             if role == "receiver":
                 forwarding = self.forwarding(name)
                 return ([forwarding] if forwarding else []) + self._hook(INPUT, _Pass(name))
-            chain = self._host_rules(name, "out") if self.analyzer.plan.chains.host_out(name) is not None else None
+            chain = self._host_rules(name, "out") if self.plan.chains.host_out(name) is not None else None
             return [chain] if chain else []
         if kind != "vm" or nic is None:
             return []
