@@ -144,17 +144,19 @@ class Paths:
         return Chain(name, tuple(self.chains.step(step) for step in steps), after, accept_ends)
 
     def routed_from(self, network: str) -> Chain | None:
-        key = ("from", network)
-        if key not in self._memo:
-            checks = routed_checks(self.policy, network)
-            self._memo[key] = self._plan_chain(f"network:{network} routed out", checks.outbound, None) if checks and checks.outbound else None
-        return self._memo[key]  # type: ignore[return-value]
+        """The mode's checks of what the node routes out of the network."""
+        return self._routed(network, "out")
 
     def routed_into(self, network: str) -> Chain | None:
-        key = ("to", network)
+        """The mode's checks of what the node routes into the network."""
+        return self._routed(network, "in")
+
+    def _routed(self, network: str, way: str) -> Chain | None:
+        key = ("routed", network, way)
         if key not in self._memo:
             checks = routed_checks(self.policy, network)
-            self._memo[key] = self._plan_chain(f"network:{network} routed in", checks.inbound, None) if checks and checks.inbound else None
+            steps = () if checks is None else checks.outbound if way == "out" else checks.inbound
+            self._memo[key] = self._plan_chain(f"network:{network} routed {way}", steps, None) if steps else None
         return self._memo[key]  # type: ignore[return-value]
 
     def host_services(self, network: str) -> Chain | None:
