@@ -11,7 +11,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.zonewall-installed
-DEB_PACKAGES := nftables iproute2 conntrack iperf3 iputils-ping libnftables1 chromium
+DEB_PACKAGES := nftables iproute2 conntrack iperf3 iputils-ping libnftables1 chromium postgresql
 PYTEST_ARGS ?= -p xdist -n 2 -q
 DEMO_ARGS ?=
 
@@ -46,6 +46,12 @@ guard:
 	ok=1; ip netns exec $$ns nft add table inet zwguard || ok=0; \
 	ip netns delete $$ns; \
 	if [ $$ok = 0 ]; then echo "FATAL: nftables does not work in a namespace" >&2; exit 1; fi
+	@# The neighbour tables are shared by every namespace (sized in the initial one only):
+	@# parallel labs of many guests overflow the default 1,024 entries and probes time out.
+	@for fam in ipv4 ipv6; do \
+	  sysctl -qw net.$$fam.neigh.default.gc_thresh1=4096 net.$$fam.neigh.default.gc_thresh2=16384 \
+	    net.$$fam.neigh.default.gc_thresh3=32768; \
+	done
 
 test: deps venv guard
 	CI=$${CI:-1} $(VENV)/bin/pytest $(PYTEST_ARGS)

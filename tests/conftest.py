@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.labtools import pid_alive
+from zonewall.lab.postgres import TemporaryPostgres, remove_orphans
 
 NETNS_DIR = "/run/netns"
 _counter = itertools.count()
@@ -33,7 +34,9 @@ def _ip(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Remove `zwt-<pid>-...` namespaces left by test processes that no longer exist."""
+    """Remove `zwt-<pid>-...` namespaces and PostgreSQL servers left by test processes
+    that no longer exist."""
+    remove_orphans()
     if os.geteuid() != 0 or not os.path.isdir(NETNS_DIR):
         return
     for name in os.listdir(NETNS_DIR):
@@ -114,3 +117,13 @@ def netns_factory() -> Iterator[Callable[[], str]]:
 def netns_name(netns_factory: Callable[[], str]) -> str:
     """A freshly created, uniquely named namespace (`zwt-<pid>-<n>`), deleted afterwards."""
     return netns_factory()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[TemporaryPostgres]:
+    """A PostgreSQL server of this test process (Debian's package, loopback only).
+
+    It fails, never skips, when PostgreSQL cannot start: the controller's tests run
+    against it as well as against SQLite (tests/controller/conftest.py)."""
+    with TemporaryPostgres() as server:
+        yield server

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from zonewall.lab.cluster import LabState, lab_down, lab_up
 from zonewall.lab.managed import ManagedLab
+from zonewall.lab.postgres import pid_alive  # noqa: F401 - tests/conftest.py takes it from here
 from zonewall.policy.loader import load_policy
 from zonewall.policy.resolve import Policy
 
@@ -25,16 +26,6 @@ def unique_lab_name() -> str:
     name = f"t{os.getpid()}x{next(_counter)}"
     assert len(name) <= 16, name  # lab names are at most 16 characters
     return name
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextmanager
@@ -55,13 +46,14 @@ def write_policy(tmp_path: Path, text: str, name: str = "policy.yaml") -> Path:
 
 
 @contextmanager
-def managed_lab(policy_dir: Path, prefix: str, env: dict[str, str] | None = None) -> Iterator[ManagedLab]:
-    """A lab of `policy_dir` with a controller and one agent per node; the policy is
-    uploaded through the API (revision 1) and applied on every node. `env` is set
-    for the agents (they inherit it) and restored afterwards."""
+def managed_lab(policy_dir: Path, prefix: str, env: dict[str, str] | None = None, *, db_url: str | None = None, replicas: int = 1,
+                controller_env: dict[str, str] | None = None) -> Iterator[ManagedLab]:
+    """A lab of `policy_dir` with a controller (or `replicas` of them on `db_url`) and one
+    agent per node; the policy is uploaded through the API (revision 1) and applied on
+    every node. `env` is set for the agents (they inherit it) and restored afterwards."""
     name = unique_lab_name()
     state = lab_up(str(policy_dir), name, apply=False)  # every rule comes through the controller
-    lab = ManagedLab(state, Path(tempfile.mkdtemp(prefix=prefix)))
+    lab = ManagedLab(state, Path(tempfile.mkdtemp(prefix=prefix)), db_url=db_url, replicas=replicas, controller_env=controller_env or {})
     saved = {key: os.environ.get(key) for key in env or {}}
     os.environ.update(env or {})
     try:

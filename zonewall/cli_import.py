@@ -69,6 +69,7 @@ def proxmox(
     directory: Path = typer.Argument(..., help="Proxmox firewall directory: cluster.fw, host.fw or nodes/NODE/host.fw, VMID.fw, inventory.yaml"),
     output: Path = typer.Option(..., "-o", "--output", help="directory to write the policy into"),
     inventory: Optional[Path] = typer.Option(None, "--inventory", help="guest inventory (default: DIR/inventory.yaml)"),
+    corosync: Optional[Path] = typer.Option(None, "--corosync", help="the cluster's corosync.conf (default: DIR/corosync.conf if present)"),
     strict: bool = typer.Option(False, "--strict", help="fail, writing nothing, if anything is not translated exactly"),
     force: bool = typer.Option(False, "--force", help="write into a directory that already holds policy files"),
     as_json: bool = typer.Option(False, "--json", help="the report as JSON on stdout"),
@@ -77,7 +78,7 @@ def proxmox(
     from .importers.proxmox.source import read_source
     from .importers.proxmox.translate import translate
 
-    _finish("proxmox", lambda report: translate(read_source(directory, inventory, report), report), output, strict, force, as_json)
+    _finish("proxmox", lambda report: translate(read_source(directory, inventory, report, corosync), report), output, strict, force, as_json)
 
 
 @import_app.command("libvirt")

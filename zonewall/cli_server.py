@@ -47,7 +47,7 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
 
     @app.command()
     def agent(
-        controller: str = typer.Option(..., "--controller", help="the controller's URL, e.g. https://ctl.example:9440"),
+        controller: list[str] = typer.Option(..., "--controller", help="a controller's URL, e.g. https://ctl1.example:9440; repeat it or give a comma-separated list for replicas (the agent fails over between them)"),
         host: str = typer.Option(..., "--host", help="this node's name in the policy"),
         token: Optional[str] = typer.Option(None, "--token", envvar="ZONEWALL_TOKEN", help="the node's agent token (or $ZONEWALL_TOKEN)"),
         token_file: Optional[Path] = typer.Option(None, "--token-file", help="read the token from this file"),
@@ -72,7 +72,14 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
         if ca is not None and not ca.is_file():
             err.print(f"--ca {ca}: no such file")
             raise typer.Exit(2)
-        config = AgentConfig(controller, host, secret, state_dir, str(ca) if ca else None, netns_name, verify_interval,
+        from .agent.client import parse_controllers
+
+        try:
+            controllers = parse_controllers(controller)
+        except ValueError as exc:
+            err.print(f"--controller: {exc}")
+            raise typer.Exit(2) from None
+        config = AgentConfig(controllers, host, secret, state_dir, str(ca) if ca else None, netns_name, verify_interval,
                              counter_interval=counter_interval, log_buffer=log_buffer)
         daemon = Agent(config)
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -1,4 +1,9 @@
-"""An in-process controller (fresh SQLite per test) and its tokens."""
+"""An in-process controller and its tokens, on each database the controller supports.
+
+Every test that takes `db_url` (directly or through `controller`, `client`, ...) runs
+twice: on SQLite (a fresh file), and on a fresh database of a real PostgreSQL server
+that the test session starts from Debian's package (tests/conftest.py: `postgres`).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,30 @@ from fastapi.testclient import TestClient
 
 from tests.controller.live import Tokens, make_tokens, three_tier_documents
 from zonewall.controller.app import Controller, build_controller, create_app
+from zonewall.controller.store.db import default_url
+from zonewall.lab.postgres import TemporaryPostgres
+
+DATABASES = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=DATABASES)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield default_url(tmp_path)
+        return
+    server: TemporaryPostgres = request.getfixturevalue("postgres")
+    url = server.create_database()
+    try:
+        yield url
+    finally:
+        server.drop_database(url)
 
 
 @pytest.fixture
-def controller(tmp_path: Path) -> Controller:
-    return build_controller(f"sqlite:///{tmp_path / 'zonewall.db'}")
+def controller(db_url: str) -> Iterator[Controller]:
+    built = build_controller(db_url)
+    yield built
+    built.sessions.kw["bind"].dispose()  # type: ignore[union-attr]
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import uvicorn
 from zonewall.controller.app import Controller, build_controller, create_app
 from zonewall.controller.documents import read_directory
 from zonewall.controller.server import Listen, bind
+from zonewall.controller.store.db import default_url
 from zonewall.controller.store.tokens import create_token
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -54,11 +55,13 @@ class LiveController:
 
 
 @contextmanager
-def live_controller(directory: Path) -> Iterator[LiveController]:
-    """A real HTTP server on 127.0.0.1 (a free port), stopped at the end."""
+def live_controller(directory: Path, db_url: str | None = None, *, tokens: Tokens | None = None, **options: float) -> Iterator[LiveController]:
+    """A real HTTP server on 127.0.0.1 (a free port), stopped at the end; on `db_url`
+    (default: SQLite in `directory`). A second controller on the same database takes
+    the first one's `tokens`."""
     directory.mkdir(parents=True, exist_ok=True)
-    controller = build_controller(f"sqlite:///{directory / 'zonewall.db'}")
-    tokens = make_tokens(controller)
+    controller = build_controller(db_url or default_url(directory), **options)
+    tokens = tokens or make_tokens(controller)
     sock = bind(Listen("127.0.0.1", 0))
     config = uvicorn.Config(create_app(controller), log_level="warning", timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
@@ -74,3 +77,4 @@ def live_controller(directory: Path) -> Iterator[LiveController]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+        controller.sessions.kw["bind"].dispose()  # type: ignore[union-attr]

@@ -11,8 +11,8 @@ import httpx
 from tests.controller.live import live_controller, three_tier_documents
 
 
-def test_desired_answers_at_once_when_the_caller_is_behind(tmp_path: Path) -> None:
-    with live_controller(tmp_path) as live:
+def test_desired_answers_at_once_when_the_caller_is_behind(tmp_path: Path, db_url: str) -> None:
+    with live_controller(tmp_path, db_url) as live:
         admin, agent = live.tokens.header("admin"), live.tokens.header("node1")
         httpx.put(live.url + "/api/v1/policy", json={"documents": three_tier_documents()}, headers=admin).raise_for_status()
         started = time.monotonic()
@@ -22,8 +22,8 @@ def test_desired_answers_at_once_when_the_caller_is_behind(tmp_path: Path) -> No
         assert answer["documents"] == three_tier_documents()
 
 
-def test_a_waiting_agent_is_woken_by_the_commit_and_times_out_otherwise(tmp_path: Path) -> None:
-    with live_controller(tmp_path) as live:
+def test_a_waiting_agent_is_woken_by_the_commit_and_times_out_otherwise(tmp_path: Path, db_url: str) -> None:
+    with live_controller(tmp_path, db_url) as live:
         admin, agent = live.tokens.header("admin"), live.tokens.header("node2")
         httpx.put(live.url + "/api/v1/policy", json={"documents": three_tier_documents()}, headers=admin).raise_for_status()
 

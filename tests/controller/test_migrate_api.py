@@ -3,6 +3,7 @@ workers (fake node steps, no kernel): order, roles, node binding, failures."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -12,11 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from tests.controller.live import LiveController, live_controller
 from tests.controller.test_migrate import POLICY
 from zonewall.agent.client import ControllerClient
 from zonewall.agent.migrate_steps import StepWorker
+from zonewall.controller.migrate_channel import Running
+from zonewall.controller.store.models import MigrationRow, MigrationStepRow
 
 
 class FakeSteps:
@@ -36,8 +40,8 @@ class FakeSteps:
 
 
 @pytest.fixture
-def live(tmp_path: Path) -> Iterator[LiveController]:
-    with live_controller(tmp_path) as ctl:
+def live(tmp_path: Path, db_url: str) -> Iterator[LiveController]:
+    with live_controller(tmp_path, db_url) as ctl:
         response = httpx.put(ctl.url + "/api/v1/policy", json={"documents": {"p.yaml": POLICY}, "message": "initial"},
                              headers=ctl.tokens.header("admin"))
         assert response.status_code == 201, response.text
@@ -159,3 +163,51 @@ def test_guest_that_never_arrives_aborts(live: LiveController) -> None:
         stop.set()
     assert response.status_code == 502 and response.json()["detail"]["step"] == "switch"
     assert log[-1] == ("node2", "abort") and current(live)["revision"] == 1
+
+
+def test_a_migration_through_one_controller_with_the_agents_on_another(tmp_path: Path, db_url: str) -> None:
+    """Several controllers: steps, answers, the arrival and the phase travel through the
+    database, so the agents may be connected anywhere (issue 15)."""
+    with live_controller(tmp_path / "a", db_url) as a, live_controller(tmp_path / "b", db_url, tokens=a.tokens, recheck=0.5) as b:
+        response = httpx.put(a.url + "/api/v1/policy", json={"documents": {"p.yaml": POLICY}, "message": "initial"}, headers=a.tokens.header("admin"))
+        assert response.status_code == 201, response.text
+        log: list[tuple[str, str]] = []
+        stop = start_agents(b, log)  # every agent waits on b
+        refused: dict[str, int] = {}
+
+        def hypervisor() -> None:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                running = httpx.get(b.url + "/api/v1/migrations", headers=b.tokens.header("viewer")).json()["running"]  # a's migration, seen at b
+                if running and running[0]["phase"] == "switch":
+                    refused["again"] = post(b, "admin").status_code  # the VM is migrating, whichever controller is asked
+                    answer = httpx.post(f"{b.url}/api/v1/nodes/node2/migrations/mover/arrived", headers=b.tokens.header("node2"))
+                    assert answer.json()["migration"] is True
+                    return
+                time.sleep(0.02)
+
+        thread = threading.Thread(target=hypervisor, daemon=True)
+        thread.start()
+        try:
+            response = post(a, "admin")  # the migration runs on a
+        finally:
+            stop.set()
+        thread.join(5)
+        assert response.status_code == 200, response.text
+        assert refused == {"again": 409}
+        assert log == [("node2", "prepare"), ("node1", "export"), ("node2", "import"), ("node1", "export"), ("node2", "import"), ("node1", "cleanup")]
+        assert current(b)["revision"] == 2
+        assert httpx.get(b.url + "/api/v1/migrations", headers=b.tokens.header("viewer")).json()["finished"][-1]["phase"] == "done"
+
+
+def test_a_migration_or_step_left_by_a_dead_controller_blocks_nothing(controller: Any) -> None:
+    hub = controller.migrations
+    assert hub.begin(Running("mover", "node1", "node2", "admin"))
+    assert not hub.begin(Running("mover", "node1", "node2", "admin"))  # running: one at a time
+    with controller.sessions() as session, session.begin():  # its controller died: no heartbeat since
+        session.execute(update(MigrationRow).values(alive_until=time.time() - 1))
+        session.add(MigrationStepRow(node="node2", step="prepare", args="{}", state="queued", created_at=time.time() - hub.pickup_timeout - 1))
+    assert hub.listing()["running"] == []
+    assert hub.begin(Running("mover", "node1", "node2", "admin"))
+    assert hub.listing()["finished"][-1]["error"] == "its controller stopped"
+    assert asyncio.run(hub.next_steps("node2", 0.2)) == []  # its stale step is never handed out

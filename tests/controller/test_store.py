@@ -6,40 +6,61 @@ import json
 from pathlib import Path
 
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from typer.testing import CliRunner
 
 from zonewall.cli import app
 from zonewall.controller.documents import document_name_problem, read_directory
 from zonewall.controller.server import Listen, parse_listen
-from zonewall.controller.store.db import make_engine, open_database, upgrade
+from zonewall.controller.store.db import MIGRATIONS, default_url, make_engine, open_database, upgrade
 from zonewall.controller.store.tokens import authenticate
 
 runner = CliRunner()
 
 
-def test_migrations_create_the_schema_and_are_idempotent(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'z.db'}"
-    open_database(url)
-    engine = make_engine(url)
+def head_revision() -> str:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return str(ScriptDirectory.from_config(config).get_current_head())
+
+
+def test_migrations_create_the_schema_and_are_idempotent(db_url: str) -> None:
+    open_database(db_url).kw["bind"].dispose()  # type: ignore[union-attr]
+    engine = make_engine(db_url)
     upgrade(engine)  # a second start: nothing to do, nothing fails
     tables = set(inspect(engine).get_table_names())
-    assert {"revisions", "tokens", "nodes", "node_logs", "alembic_version", "log_records", "log_batches", "log_stats", "rule_counters"} <= tables
+    assert {"revisions", "tokens", "nodes", "node_logs", "alembic_version", "log_records", "log_batches", "log_stats", "rule_counters",
+            "diff_jobs", "idempotency_keys", "revision_floor"} <= tables
     with engine.connect() as connection:
-        assert connection.exec_driver_sql("select version_num from alembic_version").scalar() == "0002"
+        assert connection.exec_driver_sql("select version_num from alembic_version").scalar() == head_revision()
+    engine.dispose()
 
 
-def test_token_cli_creates_a_working_hashed_token(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["token", "create", "--role", "agent", "--node", "node1", "--data-dir", str(tmp_path), "--json"])
+def test_token_cli_creates_a_working_hashed_token(db_url: str) -> None:
+    result = runner.invoke(app, ["token", "create", "--role", "agent", "--node", "node1", "--db", db_url, "--json"])
     assert result.exit_code == 0, result.output
     created = json.loads(result.stdout.strip().splitlines()[-1])
-    principal = authenticate(open_database(f"sqlite:///{tmp_path / 'zonewall.db'}"), created["token"])
+    sessions = open_database(db_url)
+    principal = authenticate(sessions, created["token"])
     assert principal is not None and (principal.role, principal.node) == ("agent", "node1")
-    assert created["token"].encode() not in (tmp_path / "zonewall.db").read_bytes()
-    listed = runner.invoke(app, ["token", "list", "--data-dir", str(tmp_path)])
+    with sessions() as session:
+        stored = session.connection().exec_driver_sql("select secret_hash from tokens").scalars().all()
+    assert created["token"] not in stored and len(stored) == 1
+    listed = runner.invoke(app, ["token", "list", "--db", db_url])
     assert "agent-node1" in listed.stdout and created["token"] not in listed.stdout
-    assert runner.invoke(app, ["token", "revoke", str(created["id"]), "--data-dir", str(tmp_path)]).exit_code == 0
-    assert authenticate(open_database(f"sqlite:///{tmp_path / 'zonewall.db'}"), created["token"]) is None
+    assert runner.invoke(app, ["token", "revoke", str(created["id"]), "--db", db_url]).exit_code == 0
+    assert authenticate(sessions, created["token"]) is None
+    sessions.kw["bind"].dispose()  # type: ignore[union-attr]
+
+
+def test_the_default_database_is_sqlite_in_the_data_dir(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["token", "create", "--role", "admin", "--data-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    secret = json.loads(result.stdout.strip().splitlines()[-1])["token"]
+    assert (tmp_path / "zonewall.db").is_file() and secret.encode() not in (tmp_path / "zonewall.db").read_bytes()
+    assert authenticate(open_database(default_url(tmp_path)), secret) is not None
 
 
 def test_token_cli_refuses_bad_roles(tmp_path: Path) -> None:

@@ -27,13 +27,13 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def test_tls_controller_and_a_verifying_agent_client(tmp_path: Path) -> None:
+def test_tls_controller_and_a_verifying_agent_client(tmp_path: Path, db_url: str) -> None:
     cert, key = self_signed(tmp_path)
-    sessions = open_database(f"sqlite:///{tmp_path / 'zonewall.db'}")
+    sessions = open_database(db_url)
     admin = create_token(sessions, "admin")[1]
     agent = create_token(sessions, "agent", node="node1")[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "zonewall.cli", "serve", "--data-dir", str(tmp_path), "--listen", "127.0.0.1:0", "--tls-cert", str(cert), "--tls-key", str(key)],
+        [sys.executable, "-m", "zonewall.cli", "serve", "--db", db_url, "--listen", "127.0.0.1:0", "--tls-cert", str(cert), "--tls-key", str(key)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
@@ -66,3 +66,4 @@ def test_tls_controller_and_a_verifying_agent_client(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
+        sessions.kw["bind"].dispose()

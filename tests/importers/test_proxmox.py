@@ -103,7 +103,9 @@ def test_datacenter_rules_protect_the_nodes_after_host_fw(imported: tuple[Policy
     assert pve1[3:] == pve2  # then the datacenter rules, the same on every node
     assert pve2[0] == {"direction": "in", "action": "accept", "from": ["group:management"], "service": ["ssh"], "log": True, "comment": "admins"}
     assert pve2[2]["from"] == ["10.10.0.1-10.10.0.20", "group:lan"] and pve2[2]["udp"] == ["5405-5412"]
-    assert pve2[-1]["tcp"] == ["8006", "5900-5999", "3128", "22"] and pve2[-1]["from"] == ["group:management"]
+    # then Proxmox's built-in: the management set reaches the management ports, after every rule
+    assert pve2[-1] == {"direction": "in", "action": "accept", "from": ["group:management"], "service": ["pve-management"]}
+    assert policy.doc.services["pve-management"].tcp == ["8006", "5900-5999", "3128", "22", "60000-60050"]
     settings = policy.doc.settings
     assert (settings.host_default.in_, settings.host_default.out) == ("reject", "accept")
     assert settings.management == ["group:management"]
@@ -150,11 +152,23 @@ def test_guest_rules_groups_macros_and_interfaces(imported: tuple[Policy, Path, 
     assert {"direction": "in", "action": "accept", "from": ["group:web-server-friends"], "to": ["10.10.0.10"], "tcp": ["5432"]} in got
     assert {"direction": "in", "action": "accept", "to": ["10.90.0.10"], "udp": ["1-65535"], "sport": ["53"]} in got  # -i net1
     assert {"direction": "out", "action": "accept", "to": ["group:web-server-db"], "sctp": ["3868"]} in got
-    assert {"direction": "in", "action": "accept", "service": ["http"]} in got  # HTTP(ACCEPT) -> built-in http
+    assert not [r for r in got if r.get("service") == ["http"] or r.get("tcp") == ["8080"]]  # HTTP(ACCEPT) -dport 8080: Proxmox refuses it
     assert got[-1] == {"direction": "out", "action": "drop", "proto": ["udp"]}
     nic0, nic1 = vm.nics
     assert nic0.tap == "tap100i0" and nic0.mac == "bc:24:11:10:00:10"
-    assert nic0.filters == ["no-mac-spoofing", "no-arp-mac-spoofing", "no-ip-spoofing", "no-ipv6-spoofing", "no-arp-ip-spoofing"]  # radv: 1
+    assert nic0.filters == ["no-mac-spoofing", "no-arp-mac-spoofing", "pve-ipfilter-100-net0"]  # radv: 1
+    assert nic1.filters == ["no-mac-spoofing", "no-arp-mac-spoofing", "pve-ipfilter-100-net1"]  # ipfilter: 1, no set: an empty one
+    net0 = [r.model_dump(by_alias=True, exclude_defaults=True) for r in policy.doc.filters["pve-ipfilter-100-net0"].rules]
+    assert net0 == [
+        {"direction": "out", "action": "return", "from": ["10.10.0.10"]},
+        {"direction": "out", "action": "drop", "ethertype": 0x0800},
+        {"direction": "out", "action": "return", "from": ["fd10::10", "fe80::be24:11ff:fe10:10"]},  # plus the EUI-64 link-local
+        {"direction": "out", "action": "drop", "ethertype": 0x86DD},
+        {"direction": "out", "action": "return", "arp": {"ip_src": "10.10.0.10"}},
+        {"direction": "out", "action": "drop", "ethertype": 0x0806},
+    ]
+    net1 = [r.model_dump(by_alias=True, exclude_defaults=True) for r in policy.doc.filters["pve-ipfilter-100-net1"].rules]
+    assert net1[0] == {"direction": "out", "action": "drop", "ethertype": 0x0800}  # every IPv4 source
     assert nic1.network == "vmbr9" and policy.doc.networks["vmbr9"].subnets == ["10.90.0.0/24"]
 
 
@@ -171,18 +185,18 @@ def test_disabled_firewalls_keep_rules_disabled(imported: tuple[Policy, Path, st
 def test_report_lists_what_was_not_translated_with_locations(imported: tuple[Policy, Path, str]) -> None:
     _, _, report = imported
     for expected in (
-        "100.fw:31: skipped: rule not translated: ICMP type '3/4'",
-        "100.fw:32: skipped: rule not translated: ports on protocol udplite",
+        "100.fw:31: skipped: rule not translated: '3/4' is not an ICMP type Proxmox knows; Proxmox ignores this rule too",
+        "100.fw:32: skipped: rule not translated: ports on protocol udplite: zonewall matches ports of tcp, udp and sctp only (left out: closed)",
         "100.fw:33: skipped: rule not translated: unknown macro 'Unknownmacro'",
         "100.fw:34: skipped: rule not translated: no IP set named 'nosuchset'",
-        "100.fw:36: inexact: macro HTTP with its own -p/-dport",
+        "100.fw:36: skipped: rule not translated: macro HTTP already sets -dport 80 (the rule gives 8080); Proxmox ignores this rule too",
         "100.fw:38: skipped: unknown action 'bogus'",
         "100.fw:39: skipped: security group 'nosuchgroup'",
         "100.fw:8: inexact: ndp: 0",
         "100.fw:11: skipped: option ips: 1",
-        "cluster.fw:31: inexact: -i vmbr0",
-        "cluster.fw:34: skipped: FORWARD rules",
-        "cluster.fw:40: skipped: rule not translated: ICMP type 'port-unreachable'",
+        "cluster.fw:31: inexact: -i vmbr0: zonewall host rules do not match the node's interface; this accept is written disabled (closed)",
+        "cluster.fw:34: note: FORWARD rule: Proxmox's iptables firewall ignores it",
+        "cluster.fw:40: inexact: ICMP port-unreachable is a type and a code; zonewall matches the whole type, so this DROP blocks more",
         "cluster.fw:7: skipped: option policy_forward",
         "nodes/pve1/host.fw:3: skipped: option nosmurfs",
         "nodes/pve1/host.fw:7: skipped: option nf_conntrack_max",

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.kernel
 
 SOURCE = Path(__file__).resolve().parents[1] / "importers" / "fixtures" / "proxmox-lab"
 OFFICE, WIFI, PARTNER, INTERNET = "198.51.100.10", "198.51.100.200", "203.0.113.10", "192.0.2.99"
+BLACKLISTED, CLUSTER_NET = "198.51.100.77", "192.168.50.99"  # an office address in [IPSET blacklist]; the nodes' local network
 INTERNET6 = "2001:db8:ffff::10"
 
 # (source, target, service, delivered?, why)
@@ -68,6 +69,15 @@ FLOWS: list[tuple[str, str, str, bool, str]] = [
     (f"outside:{PARTNER}", "host:pve1", "tcp/10050", True, "cluster.fw [RULES]: +trusted -dport 10050"),
     (f"outside:{WIFI}", "host:pve2", "tcp/10050", False, "nomatch half of +trusted"),
     (f"outside:{INTERNET6}", "vm:web1", "tcp/80", True, "IPv6: HTTP from anywhere"),
+    # Proxmox's built-ins, written explicitly by the import (proxmox-cluster.yaml)
+    (f"outside:{BLACKLISTED}", "host:pve1", "tcp/22", False, "blacklist dropped before the management set's access"),
+    (f"outside:{BLACKLISTED}", "vm:web1", "tcp/80", False, "blacklist dropped before any guest rule"),
+    (f"outside:{CLUSTER_NET}", "host:pve1", "tcp/8006", True, "the management set always holds local_network"),
+    (f"outside:{CLUSTER_NET}", "host:pve2", "tcp/22", True, "the management set always holds local_network"),
+    (f"outside:{CLUSTER_NET}", "host:pve1", "udp/5405", False, "corosync only between ring addresses"),
+    ("host:pve2", "host:pve1", "udp/5405", True, "corosync between the nodes' ring0 addresses"),
+    ("host:pve1", "host:pve2", "udp/5404", True, "corosync between the nodes' ring0 addresses"),
+    ("host:pve1", "host:pve2", "udp/5406", False, "corosync is 5404-5405 only"),
     (f"outside:{INTERNET6}", "vm:web1", "tcp/22", False, "IPv6: +trusted is IPv4 only"),
     (f"outside:{INTERNET6}", "vm:web1", "icmp", True, "IPv6: Ping is echo-request in both families"),
     ("vm:mon1", "vm:web1", "tcp/9100@ipv6", False, "IPv6: the monitor alias is an IPv4 address"),

@@ -1,14 +1,39 @@
-"""The agent's side of the controller API (httpx, one client per thread)."""
+"""The agent's side of the controller API (httpx, one client per thread).
+
+An agent may be given several controllers (replicas on one database): each call
+goes to the one that answered last, and on no answer (connection refused or reset,
+a timeout, a 5xx) straight on to the next, so a dead controller costs one failed
+connection, not a back-off. Every agent is given the same list, so each starts at a
+place in it chosen by its node name: the nodes spread evenly over the controllers. Only when every controller failed does the call raise
+ControllerUnavailable, and the caller backs off (backoff.py).
+
+A dead process resets its connections at once; a dead host does not, so TCP
+keepalive probes an idle long-poll's connection every second after two quiet
+seconds: a vanished controller is noticed within about four seconds.
+"""
 
 from __future__ import annotations
 
+import logging
+import socket
 import ssl
+import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from . import AGENT_VERSION
+
+log = logging.getLogger("zonewall.agent.client")
+CONNECT_TIMEOUT = 1.0  # a controller that does not accept within a second is skipped
+KEEPALIVE = [
+    (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 2),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 2),
+]
 
 
 class ControllerUnavailable(RuntimeError):
@@ -30,6 +55,31 @@ class DesiredAnswer:
     in_policy: bool
     content_hash: str | None
     documents: dict[str, str] | None
+    controller: str = ""  # which controller answered
+
+
+def parse_controllers(values: str | Iterable[str]) -> tuple[str, ...]:
+    """Controller URLs from repeated options and/or comma-separated lists, in order,
+    without duplicates; ValueError for anything that is not an http(s) URL."""
+    items = [values] if isinstance(values, str) else list(values)
+    urls: list[str] = []
+    for item in items:
+        for part in item.split(","):
+            url = part.strip().rstrip("/")
+            if not url:
+                continue
+            if not url.startswith(("http://", "https://")) or len(url) <= len("https://"):
+                raise ValueError(f"controller {part.strip()!r}: expected an http:// or https:// URL")
+            if url not in urls:
+                urls.append(url)
+    if not urls:
+        raise ValueError("no controller URL given")
+    return tuple(urls)
+
+
+def first_choice(node: str, count: int) -> int:
+    """The controller a node starts with: the same on every start, even across nodes."""
+    return zlib.crc32(node.encode()) % count
 
 
 def tls_verify(ca: str | None) -> ssl.SSLContext | bool:
@@ -38,44 +88,66 @@ def tls_verify(ca: str | None) -> ssl.SSLContext | bool:
 
 
 class ControllerClient:
-    def __init__(self, base_url: str, token: str, node: str, *, ca: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, controllers: str | Sequence[str], token: str, node: str, *, ca: str | None = None, timeout: float = 10.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
         self.node = node
+        self.controllers = parse_controllers(controllers)
+        self._current = first_choice(node, len(self.controllers))
         self._timeout = timeout
         self._http = httpx.Client(
-            base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}", "User-Agent": f"zonewall-agent/{AGENT_VERSION}"},
-            verify=tls_verify(ca),
-            timeout=timeout,
+            transport=transport or httpx.HTTPTransport(verify=tls_verify(ca), socket_options=KEEPALIVE),
+            timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
         )
+
+    @property
+    def controller(self) -> str:
+        """The controller the next call goes to first."""
+        return self.controllers[self._current]
+
+    def skip(self) -> None:
+        """Go to the next controller (this one answered something we cannot use)."""
+        self._current = (self._current + 1) % len(self.controllers)
 
     def close(self) -> None:
         self._http.close()
 
     def _call(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, f"/api/v1/nodes/{self.node}{path}", timeout=timeout or self._timeout, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ControllerUnavailable(f"{type(exc).__name__}: {exc}") from None
-        if response.status_code >= 500:
-            raise ControllerUnavailable(f"controller error {response.status_code}")
-        if response.status_code >= 400:
+        failures: list[str] = []
+        for attempt in range(len(self.controllers)):
+            index = (self._current + attempt) % len(self.controllers)
+            base = self.controllers[index]
             try:
-                detail = str(response.json().get("detail"))
-            except ValueError:
-                detail = response.text[:200]
-            raise ControllerRefused(response.status_code, detail)
-        return response
+                response = self._http.request(method, f"{base}/api/v1/nodes/{self.node}{path}",
+                                              timeout=httpx.Timeout(timeout or self._timeout, connect=CONNECT_TIMEOUT), **kwargs)
+            except httpx.HTTPError as exc:
+                failures.append(f"{base}: {type(exc).__name__}: {exc}")
+                continue
+            if response.status_code >= 500:
+                failures.append(f"{base}: controller error {response.status_code}")
+                continue
+            if index != self._current:
+                log.warning("controller %s did not answer (%s); now using %s", self.controller, failures[-1], base)
+                self._current = index
+            if response.status_code >= 400:
+                try:
+                    detail = str(response.json().get("detail"))
+                except ValueError:
+                    detail = response.text[:200]
+                raise ControllerRefused(response.status_code, detail)
+            return response
+        raise ControllerUnavailable("; ".join(failures))
 
     def register(self, hostname: str) -> None:
         self._call("POST", "/register", json={"agent_version": AGENT_VERSION, "hostname": hostname})
 
     def desired(self, after: int | None, wait: float) -> DesiredAnswer:
-        """Long-poll: returns when the revision differs from `after`, or after `wait` s."""
+        """Long-poll: returns when there is a revision newer than `after`, or after `wait` s."""
         params: dict[str, Any] = {"wait": wait} if after is not None else {}
         if after is not None:
             params["after"] = after
         body = self._call("GET", "/desired", params=params, timeout=wait + self._timeout).json()
-        return DesiredAnswer(body["changed"], body["revision"], body["in_policy"], body.get("content_hash"), body.get("documents"))
+        return DesiredAnswer(body["changed"], body["revision"], body["in_policy"], body.get("content_hash"), body.get("documents"), self.controller)
 
     def report(self, status: dict[str, Any]) -> None:
         self._call("PUT", "/status", json=status)

@@ -32,7 +32,8 @@ from ..dataplane.apply import VerifyError
 from ..dataplane.backend import Backend, LibNftBackend, NftError
 from ..policy.errors import PolicyError
 from . import migrate_steps
-from .client import ControllerClient, ControllerRefused, ControllerUnavailable, DesiredAnswer
+from .backoff import Backoff
+from .client import ControllerClient, ControllerRefused, ControllerUnavailable, DesiredAnswer, parse_controllers
 from .discovery import discover_taps, local_links
 from .drift import DriftWatch
 from .enforcer import Desired, Enforcer
@@ -53,7 +54,7 @@ OBSERVER_BIND_SECONDS = 2.0
 
 @dataclass(frozen=True)
 class AgentConfig:
-    controller: str
+    controllers: tuple[str, ...] | str  # one URL, a comma list, or several (replicas: the agent fails over)
     node: str
     token: str
     state_dir: Path
@@ -67,12 +68,15 @@ class AgentConfig:
     counter_interval: float = 5.0
     log_buffer: int = 100_000  # records kept on disk while the controller is away
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "controllers", parse_controllers(self.controllers))
+
 
 class Agent:
     def __init__(self, config: AgentConfig, backend: Backend | None = None, make_client: Callable[[], ControllerClient] | None = None) -> None:
         self.config = config
         self._backend = backend if backend is not None else LibNftBackend(netns=config.netns)
-        self._make_client = make_client or (lambda: ControllerClient(config.controller, config.token, config.node, ca=config.ca))
+        self._make_client = make_client or (lambda: ControllerClient(config.controllers, config.token, config.node, ca=config.ca))
         self._stop = threading.Event()
         self._work: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.enforcer = Enforcer(
@@ -94,6 +98,7 @@ class Agent:
         # sees of that connection) taken for a new inbound connection and dropped.
         self._handled = threading.Condition()
         self._handled_revision: int | None = None
+        self.refused = 0  # answers refused as older than the applied revision
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -200,6 +205,7 @@ class Agent:
         else:
             self._failed = None
             self._apply_seconds = time.monotonic() - started
+            log.info("revision %d applied (%s, %d commands)", desired.revision, result.mode, result.commands)
             self.reporter.line("info", f"revision {desired.revision} applied ({result.mode}, {result.commands} commands)")
             if self.observer is not None and not self.observer.wait_bound(self.enforcer.ruleset, OBSERVER_BIND_SECONDS):
                 log.warning("the packet log is not listening yet; denied packets may go unlogged for a moment")
@@ -243,26 +249,46 @@ class Agent:
     def _watch(self) -> None:
         client = self._make_client()
         registered = False
-        backoff = 0.2
+        backoff = Backoff()
         try:
             while not self._stop.is_set():
                 try:
                     if not registered:
                         client.register(socket.gethostname())
                         registered = True
-                        log.info("registered with %s as %s", self.config.controller, self.config.node)
+                        log.info("registered with %s as %s", client.controller, self.config.node)
                     answer = client.desired(self._cursor, self.config.long_poll)
-                    backoff = 0.2
+                    if self._older_than_applied(answer):
+                        client.skip()  # that controller is behind: ask another one, later
+                        self._stop.wait(backoff.next())
+                        continue
+                    backoff.reset()
                     self._take(answer)
                 except ControllerUnavailable as exc:
-                    log.info("controller unreachable (%s); retrying in %.1fs, rules stay enforced", exc, backoff)
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, 5.0)
+                    wait = backoff.next()
+                    log.info("no controller answered (%s); retrying in %.1fs, rules stay enforced", exc, wait)
+                    self._stop.wait(wait)
                 except ControllerRefused as exc:
                     log.error("%s", exc)
                     self._stop.wait(10.0)  # a token problem will not fix itself in a second
         finally:
             client.close()
+
+    def _older_than_applied(self, answer: DesiredAnswer) -> bool:
+        """Never step back: a revision older than the applied one (a controller whose
+        database lost revisions, or one that is behind) is refused, and said so."""
+        state = self.enforcer.state
+        if not answer.changed or state is None:
+            return False
+        if answer.revision > state.revision or (answer.revision == state.revision and answer.content_hash == state.content_hash):
+            return False
+        self.refused += 1
+        message = (f"refused revision {answer.revision} from {answer.controller}: older than the applied revision {state.revision}"
+                   if answer.revision < state.revision else
+                   f"refused revision {answer.revision} from {answer.controller}: other documents than the applied revision of that number")
+        log.warning("%s; the rules stay as they are", message)
+        self.reporter.line("warning", message)
+        return True
 
     def _take(self, answer: DesiredAnswer) -> None:
         if not answer.changed:

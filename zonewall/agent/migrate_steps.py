@@ -30,6 +30,7 @@ from ..controller.documents import Documents, content_hash, load_documents
 from ..controller.edits import ChangeError
 from ..controller.migrate import set_host
 from ..dataplane.conntrack import ConntrackSocket
+from .backoff import Backoff
 from .client import ControllerClient, ControllerRefused, ControllerUnavailable
 from .enforcer import Desired, Enforcer
 from .migration import NodeSteps
@@ -91,17 +92,16 @@ class StepWorker:
         while not self._ready() and not self._stop.wait(0.1):
             pass
         client = self._make_client()
-        backoff = 0.2
+        backoff = Backoff()
         try:
             while not self._stop.is_set():
                 try:
                     body = client._call("GET", "/migration-steps", params={"wait": self._wait}, timeout=self._wait + 10).json()
-                    backoff = 0.2
+                    backoff.reset()
                     for task in body.get("steps", []):
                         self._answer(client, task)
                 except ControllerUnavailable:
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, 5.0)
+                    self._stop.wait(backoff.next())
                 except (ControllerRefused, AttributeError, ValueError, KeyError) as exc:  # an old controller, a bad answer
                     log.error("migration steps: %s", exc)
                     self._stop.wait(30.0)

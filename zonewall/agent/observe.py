@@ -35,6 +35,7 @@ from ..compiler.ir import Ruleset
 from ..dataplane.backend import Backend, LibNftBackend
 from ..dataplane.counters import RuleCounter, level_of, read_counters
 from ..dataplane.nflog import LogRecord, NflogError, NflogReader, parse_prefix, resolve_vm
+from .backoff import Backoff
 from .client import ControllerClient, ControllerRefused, ControllerUnavailable
 from .spool import Spool
 
@@ -274,7 +275,7 @@ class Observer:
 
     def _send(self) -> None:
         client = self._make_client()
-        backoff = 0.2
+        backoff = Backoff()
         try:
             while not self._stop.is_set():
                 batch = self.spool.next(timeout=1.0)
@@ -284,9 +285,9 @@ class Observer:
                     client.records(batch.body())
                 except ControllerUnavailable as exc:
                     self.spool.release(batch)
-                    log.debug("log batch not delivered (%s); retrying in %.1fs", exc, backoff)
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, 5.0)
+                    wait = backoff.next()
+                    log.debug("log batch not delivered (%s); retrying in %.1fs", exc, wait)
+                    self._stop.wait(wait)
                     continue
                 except ControllerRefused as exc:
                     self.spool.release(batch)
@@ -298,7 +299,7 @@ class Observer:
                         log.error("log batch refused (%s); retrying in 10 s", exc)
                         self._stop.wait(10.0)
                     continue
-                backoff = 0.2
+                backoff.reset()
                 self.spool.done(batch)
                 self.sent_batches += 1
         finally:

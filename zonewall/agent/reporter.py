@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .backoff import Backoff
 from .client import ControllerClient, ControllerRefused, ControllerUnavailable
 
 log = logging.getLogger("zonewall.agent.reporter")
@@ -49,7 +50,7 @@ class Reporter:
 
     def _run(self) -> None:
         client = self._make_client()
-        backoff = 0.2
+        backoff = Backoff()
         try:
             while not self._stop.is_set():
                 with self._wake:
@@ -67,15 +68,15 @@ class Reporter:
                         with self._wake:
                             for _ in lines:
                                 self._lines.popleft()
-                    backoff = 0.2
+                    backoff.reset()
                 except ControllerRefused as exc:
                     log.error("status refused, dropped: %s", exc)  # sending it again would not help
                 except ControllerUnavailable as exc:
                     with self._wake:
                         if self._status is None:
                             self._status = status  # keep it unless a newer one came
-                    log.debug("report failed (%s); retrying in %.1fs", exc, backoff)
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, 5.0)
+                    wait = backoff.next()
+                    log.debug("report failed (%s); retrying in %.1fs", exc, wait)
+                    self._stop.wait(wait)
         finally:
             client.close()

@@ -51,10 +51,7 @@ class StepAnswerIn(BaseModel):
 
 
 def hub(request: Request) -> MigrationHub:
-    state = request.app.state
-    if getattr(state, "migrations", None) is None:
-        state.migrations = MigrationHub()
-    return state.migrations  # type: ignore[no-any-return]
+    return request.app.state.ctl.migrations  # type: ignore[no-any-return]
 
 
 class _PhaseChannel:
@@ -65,10 +62,10 @@ class _PhaseChannel:
 
     def step(self, node: str, step: str, args: dict[str, Any]) -> dict[str, Any]:
         if step in ("prepare", "cleanup", "abort"):
-            self.running.phase = step
+            self.hub.set_phase(self.running, step)
         elif step == "export":
-            self.running.phase = "post-copy" if self.running.arrived.is_set() else "pre-copy"
-        return self.hub.step(node, step, args)
+            self.hub.set_phase(self.running, "post-copy" if self.running.arrived.is_set() else "pre-copy")
+        return self.hub.step(node, step, args, self.running)
 
 
 @router.post("/vms/{vm}/migrate", summary="Live-migrate a VM's rules and connections to another node (admin)")
@@ -88,14 +85,14 @@ def migrate(body: MigrateIn, request: Request, vm: str = Path(..., pattern=NAME)
         raise HTTPException(status_code=409, detail=f"VM {vm!r} is already migrating")
     message = body.message or f"migrate {vm} from {the_plan.source} to {body.to}"
 
-    def switch() -> None:  # the hypervisor moves the guest; the target's agent tells us
-        running.phase = "switch"
-        if not running.arrived.wait(body.switch_timeout):
+    def switch() -> None:  # the hypervisor moves the guest; the target's agent tells us (through any controller)
+        migrations.set_phase(running, "switch")
+        if not migrations.wait_arrived(running, body.switch_timeout):
             raise TimeoutError(f"the guest did not arrive on {body.to} within {body.switch_timeout:g}s")
-        running.phase = "post-copy"
+        migrations.set_phase(running, "post-copy")
 
     def commit(edited: Edited) -> int:
-        running.phase = "commit"
+        migrations.set_phase(running, "commit")
         proposal = Proposal(edited.documents, who.name, message, "migrate", edited.summary, base_revision=row.number)
         try:
             committed = ctl.revisions.commit(proposal)
@@ -117,16 +114,16 @@ def migrate(body: MigrateIn, request: Request, vm: str = Path(..., pattern=NAME)
             "aborted": bool(migration.report.get("aborted")),
             "where": body.to if running.arrived.is_set() else the_plan.source,  # the node filtering the guest now
         }) from None
+    else:
+        running.phase = "done"
     finally:
         migrations.end(running)
-    running.phase = "done"
     return report
 
 
 @router.get("/migrations", summary="Migrations in progress and the last ones finished")
 def list_migrations(request: Request, _: Principal = Depends(auth.reader)) -> dict[str, Any]:
-    migrations = hub(request)
-    return {"running": [m.out() for m in list(migrations.running.values())], "finished": [m.out() for m in list(migrations.finished)]}
+    return hub(request).listing()
 
 
 @router.get("/nodes/{node}/migration-steps", summary="The node's next migration steps (long-poll; agent token of the node)")

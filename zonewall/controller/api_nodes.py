@@ -1,9 +1,18 @@
 """/api/v1/nodes: the inventory, and the agents' side of the API.
 
 An agent long-polls `GET /nodes/{node}/desired?after=N&wait=S`: the answer comes
-as soon as the current revision differs from N (at once if it already does), or
+as soon as there is a revision newer than N (at once if there already is), or
 after S seconds with `changed: false`. No fixed polling interval: a change reaches
-every waiting agent within one network round trip of its commit.
+every waiting agent within one network round trip of its commit, through whichever
+controller the agent is connected to. Never older: an agent that has applied a
+revision this controller does not know yet (its database lost it, or has not told
+it yet) waits for a newer one, and that number is never given to other documents.
+
+Waiting costs no database access (the watch is in memory; contacts are written in
+batches) and each revision is read and parsed once per controller (store/cache.py);
+what the answer carries is built by `desired_answer` alone, so the payload can
+change (a node's compiled ruleset instead of the whole policy) without touching the
+waiting.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from . import auth
 from .schemas import DesiredOut, LogOut, LogsIn, NodeOut, RegisterIn, StatusIn
 from .store.db import as_utc
+from .store.cache import RevisionView
 from .store.nodes import Registration, Status
 from .store.tokens import Principal
 
@@ -22,12 +32,11 @@ NODE = Path(..., pattern=r"^[a-z0-9][a-z0-9_-]{0,30}$", description="the node (a
 MAX_WAIT = 120.0
 
 
-def _policy_hosts(request: Request) -> tuple[int | None, set[str]]:
-    revisions = request.app.state.ctl.revisions
-    row = revisions.current()
-    if row is None:
-        return None, set()
-    return row.number, set(revisions.policy_of(row).doc.hosts)
+def _policy_hosts(request: Request) -> tuple[int | None, frozenset[str]]:
+    view = request.app.state.ctl.current_view()
+    if view is None:
+        return None, frozenset()
+    return view.number, view.hosts
 
 
 @router.get("/nodes", response_model=list[NodeOut], summary="Every registered agent and every host of the policy")
@@ -57,35 +66,39 @@ def register(body: RegisterIn, request: Request, node: str = NODE, _: Principal 
 async def desired(
     request: Request,
     node: str = NODE,
-    after: int | None = Query(None, description="the revision the caller has; wait until the current one differs"),
-    wait: float = Query(0.0, ge=0.0, le=MAX_WAIT, description="seconds to wait for a change (with `after`)"),
+    after: int | None = Query(None, ge=0, le=2**31 - 1, description="the revision the caller has; wait until there is a newer one"),
+    wait: float = Query(0.0, ge=0.0, le=MAX_WAIT, description="seconds to wait for a newer revision (with `after`)"),
     who: Principal = Depends(auth.node_reader),
 ) -> Response:
     ctl = request.app.state.ctl
     if who.role == "agent":
-        await run_in_threadpool(ctl.nodes.touch, node)
-    if after is not None and wait > 0:
-        number = await ctl.watch.wait_for_change(after, wait)
-        row = await run_in_threadpool(ctl.revisions.cached, number) if number else None
-    else:
-        row = await run_in_threadpool(ctl.revisions.current)
-    number = row.number if row else 0
-    if row is None or number == after:
-        unchanged = DesiredOut(node=node, changed=False, revision=number, in_policy=row is not None)
+        ctl.nodes.touch(node)  # in memory; written with the others every few seconds
+    if after is not None and after > ctl.watch.current:
+        await run_in_threadpool(ctl.revisions.raise_floor, after)
+    number = await ctl.watch.wait_for_newer(after, wait) if after is not None and wait > 0 else ctl.watch.current
+    view = (ctl.revisions.cache.peek(number) or await run_in_threadpool(ctl.revisions.view, number)) if number else None
+    if view is None or (after is not None and view.number <= after):
+        unchanged = DesiredOut(node=node, changed=False, revision=view.number if view else 0, in_policy=view is not None)
         return Response(unchanged.model_dump_json(), media_type="application/json")
-    policy = await run_in_threadpool(ctl.revisions.policy_of, row)
+    return desired_answer(node, view)
+
+
+def desired_answer(node: str, view: RevisionView) -> Response:
+    """What a node is sent for a revision newer than the one it has."""
     # Every agent is woken by the same commit and asks for the same documents, which
-    # the row already holds as JSON text: splice it in instead of decoding and
-    # re-encoding it once per agent.
-    head = DesiredOut(node=node, changed=True, revision=number, in_policy=node in policy.doc.hosts, content_hash=row.content_hash)
-    body = head.model_dump_json(exclude={"documents"})[:-1] + ',"documents":' + row.documents + "}"
+    # the view holds as encoded JSON: splice them in instead of re-encoding per agent.
+    head = DesiredOut(node=node, changed=True, revision=view.number, in_policy=node in view.hosts, content_hash=view.row.content_hash)
+    body = b"".join((head.model_dump_json(exclude={"documents"}).encode()[:-1], b',"documents":', view.documents_json, b"}"))
     return Response(body, media_type="application/json")
 
 
 @router.put("/nodes/{node}/status", response_model=NodeOut, summary="What the agent has applied (agent token of the node)")
 def report_status(body: StatusIn, request: Request, node: str = NODE, _: Principal = Depends(auth.node_agent)) -> NodeOut:
     status = Status(body.applied_revision, body.fingerprint, body.ruleset_hash, body.state, body.last_error, body.drift_repairs, body.taps, body.apply_seconds)
-    row = request.app.state.ctl.nodes.report(node, status)
+    ctl = request.app.state.ctl
+    if body.applied_revision is not None and body.applied_revision > ctl.watch.current:
+        ctl.revisions.raise_floor(body.applied_revision)
+    row = ctl.nodes.report(node, status)
     if body.lines:
         request.app.state.ctl.nodes.add_logs(node, [(line.level, line.message) for line in body.lines])
     current, hosts = _policy_hosts(request)

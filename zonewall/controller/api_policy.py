@@ -3,24 +3,65 @@
 Every write validates the whole resulting policy; a refused one answers 422 with
 the loader's problems (`file:line:col`) and leaves the current revision in place.
 An accepted one is a new revision (201), answered with its semantic diff.
+
+Writes may carry an `Idempotency-Key` header: a retry of a request that was already
+applied (its answer was lost, its controller died) gets that request's answer and
+applies nothing again, through whichever controller it reaches. A change that lost
+a race against another writer gets 409 with the winning revision.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from pydantic import BaseModel
 
 from ..policy.errors import PolicyError
 from . import auth, edits
 from .documents import Documents, problems_json
 from .schemas import ChangeMeta, ChangeOut, DocumentIn, DocumentsIn, PolicyOut, RevisionOut, RevisionSummary, RollbackIn, RuleIn, ZoneIn
-from .store.revisions import Conflict, Proposal
+from .store.revisions import Committed, Conflict, Idempotency, KeyReused, Proposal
 from .store.tokens import Principal
 
 router = APIRouter(prefix="/api/v1")
 NAME = r"^[a-z0-9][a-z0-9_-]{0,30}$"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+_KEY = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, e.g. a UUID
+
+
+def idempotency(request: Request, payload: BaseModel | None) -> Idempotency | None:
+    """The request's idempotency key with a digest of what it asks (None: no key)."""
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    if not _KEY.fullmatch(key):
+        raise HTTPException(status_code=400, detail=f"{IDEMPOTENCY_HEADER}: 1 to 128 printable ASCII characters")
+    what = [request.method, request.url.path, sorted(request.query_params.multi_items()), payload.model_dump(mode="json") if payload else None]
+    return Idempotency(key, hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest())
+
+
+def _answer(request: Request, response: Response, committed: Committed) -> ChangeOut:
+    row = request.app.state.ctl.revisions.attach_diff(committed)
+    response.status_code = 201 if committed.created else 200
+    if committed.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return ChangeOut(created=committed.created, revision=RevisionOut.full(row, with_documents=False))
+
+
+def _replayed(request: Request, response: Response, key: Idempotency | None) -> ChangeOut | None:
+    """The first answer to a retried targeted change (before it is computed again on
+    the newer documents, where it would apply twice)."""
+    if key is None:
+        return None
+    try:
+        committed = request.app.state.ctl.revisions.replay(key)
+    except KeyReused as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+    return _answer(request, response, committed) if committed is not None else None
 
 
 def _commit(
@@ -35,11 +76,13 @@ def _commit(
     rollback_of: int | None = None,
     base_revision: int | None = None,
     edited: edits.Edited | None = None,
+    payload: BaseModel | None = None,
 ) -> ChangeOut:
     ctl = request.app.state.ctl
     proposal = Proposal(
         documents=documents, author=who.name, message=meta.message, kind=kind, change=change or {},
         rollback_of=rollback_of, base_revision=meta.base_revision if meta.base_revision is not None else base_revision,
+        idempotency=idempotency(request, payload if payload is not None else meta),
     )
     try:
         committed = ctl.revisions.commit(proposal)
@@ -49,10 +92,10 @@ def _commit(
             detail["edited"] = {edited.document: edited.documents[edited.document]}
         raise HTTPException(status_code=422, detail=detail) from None
     except Conflict as exc:
-        raise HTTPException(status_code=409, detail=str(exc)) from None
-    row = ctl.revisions.attach_diff(committed)
-    response.status_code = 201 if committed.created else 200
-    return ChangeOut(created=committed.created, revision=RevisionOut.full(row, with_documents=False))
+        raise HTTPException(status_code=409, detail={"error": str(exc), "current_revision": exc.current}) from None
+    except KeyReused as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+    return _answer(request, response, committed)
 
 
 def query_meta(
@@ -71,6 +114,9 @@ def _current_documents(request: Request) -> tuple[int, Documents]:
 
 
 def _targeted(request: Request, response: Response, who: Principal, meta: ChangeMeta, make: Any) -> ChangeOut:
+    replayed = _replayed(request, response, idempotency(request, meta))
+    if replayed is not None:
+        return replayed
     number, documents = _current_documents(request)
     try:
         edited = make(documents)
@@ -95,6 +141,9 @@ def put_policy(body: DocumentsIn, request: Request, response: Response, who: Pri
 
 @router.put("/policy/documents/{name:path}", response_model=ChangeOut, status_code=201, tags=["policy"], summary="Add or replace one document")
 def put_document(name: str, body: DocumentIn, request: Request, response: Response, who: Principal = Depends(auth.admin)) -> ChangeOut:
+    replayed = _replayed(request, response, idempotency(request, body))
+    if replayed is not None:
+        return replayed
     number, documents = _current_documents(request)
     documents[name] = body.text
     return _commit(request, response, who, documents, body, "upload", change={"op": "put-document", "document": name}, base_revision=number)
@@ -104,6 +153,9 @@ def put_document(name: str, body: DocumentIn, request: Request, response: Respon
 def delete_document(
     name: str, request: Request, response: Response, meta: ChangeMeta = Depends(query_meta), who: Principal = Depends(auth.admin)
 ) -> ChangeOut:
+    replayed = _replayed(request, response, idempotency(request, meta))
+    if replayed is not None:
+        return replayed
     number, documents = _current_documents(request)
     if documents.pop(name, None) is None:
         raise HTTPException(status_code=404, detail=f"no document named {name!r}")
@@ -167,4 +219,5 @@ def rollback(number: int, body: RollbackIn, request: Request, response: Response
     if row is None:
         raise HTTPException(status_code=404, detail=f"no revision {number}")
     meta = ChangeMeta(message=body.message or f"rollback to revision {number}")
-    return _commit(request, response, who, json.loads(row.documents), meta, "rollback", change={"op": "rollback", "to": number}, rollback_of=number)
+    return _commit(request, response, who, json.loads(row.documents), meta, "rollback", change={"op": "rollback", "to": number}, rollback_of=number,
+                   payload=body)

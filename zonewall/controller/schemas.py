@@ -105,7 +105,7 @@ class LogLine(BaseModel):
 
 
 class StatusIn(BaseModel):
-    applied_revision: int | None = None
+    applied_revision: int | None = Field(None, ge=0, le=2**31 - 1)
     fingerprint: str | None = Field(None, max_length=64)
     ruleset_hash: str | None = Field(None, max_length=64)
     state: Literal["ok", "error"]
@@ -132,7 +132,7 @@ class NodeOut(BaseModel):
     last_contact: datetime | None = None
     agent_version: str = ""
     hostname: str = ""
-    applied_revision: int | None = None
+    applied_revision: int | None = Field(None, ge=0, le=2**31 - 1)
     in_sync: bool = Field(False, description="the node reported the current revision as applied, without error")
     fingerprint: str | None = None
     ruleset_hash: str | None = None

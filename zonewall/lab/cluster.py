@@ -220,11 +220,11 @@ def _build_vm(policy: Policy, state: LabState, vm_name: str) -> None:
             if len(vm.nics) > 1:
                 family = f"-{address.version}"
                 routes.append([family, "rule", "add", "from", ip, "lookup", str(table)])
-                if subnet:
-                    routes.append([family, "route", "add", subnet, "dev", inside, "table", str(table)])
+                if subnet:  # replace: a NIC with two addresses in one subnet needs the route once
+                    routes.append([family, "route", "replace", subnet, "dev", inside, "table", str(table)])
                 gateway = next((g for g in gateways if g.version == address.version), None)
                 if gateway is not None:
-                    routes.append([family, "route", "add", "default", "via", str(gateway), "dev", inside, "table", str(table)])
+                    routes.append([family, "route", "replace", "default", "via", str(gateway), "dev", inside, "table", str(table)])
         commands.append(f"link set dev {inside} up")
         for gateway in gateways:
             has_own = any(ipaddress.ip_address(i).version == gateway.version for i in nic.ips)

@@ -59,14 +59,18 @@ class ControllerProcess:
         terminate(self.process)
 
 
-def start_controller(data_dir: Path, lab: LabState | None = None, *, timeout: float = 30.0) -> ControllerProcess:
-    """`zonewall serve` on 127.0.0.1 (a free port) and, with a lab, inside its outside netns."""
+def start_controller(data_dir: Path, lab: LabState | None = None, *, timeout: float = 30.0, db_url: str | None = None,
+                     agent_port: int = AGENT_PORT, env: dict[str, str] | None = None) -> ControllerProcess:
+    """`zonewall serve` on 127.0.0.1 (a free port) and, with a lab, inside its outside netns
+    on `agent_port`; on SQLite in `data_dir`, or on `db_url` (replicas share one)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = _zonewall("serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0")
+    if db_url is not None:
+        argv += ["--db", db_url]
     if lab is not None:
-        argv += ["--listen", f"{UPLINK_PEER_V4}:{AGENT_PORT}@{lab.outside}"]
+        argv += ["--listen", f"{UPLINK_PEER_V4}:{agent_port}@{lab.outside}"]
     log = open(data_dir / "controller.log", "a")
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True)
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True, env=dict(os.environ, **(env or {})))
     log.close()
     # a thread reads stdout: select() on the pipe would miss lines already buffered
     lines: queue.Queue[str] = queue.Queue()
@@ -110,6 +114,7 @@ class AgentProcess:
 
 
 def start_agent(node: str, netns_name: str, controller_url: str, token: str, state_dir: Path, *, verify_interval: float = 5.0) -> AgentProcess:
+    """An agent in the node's namespace; `controller_url` may be a comma list of replicas."""
     state_dir.mkdir(parents=True, exist_ok=True)
     argv = ["ip", "netns", "exec", netns_name] + _zonewall(
         "agent", "--controller", controller_url, "--host", node, "--state-dir", str(state_dir), "--verify-interval", str(verify_interval),
@@ -123,51 +128,83 @@ def start_agent(node: str, netns_name: str, controller_url: str, token: str, sta
 
 @dataclass
 class ManagedLab:
-    """The controller, its admin API client and the agents of one lab."""
+    """The controller(s), their admin API client and the agents of one lab.
+
+    With `db_url` and `replicas` > 1, several controllers share that database (the
+    high-availability setup); each listens for agents on its own port of the outside
+    (9440, 9441, ...) and every agent is given all of them."""
 
     lab: LabState
     data_dir: Path
-    controller: ControllerProcess | None = None
+    controller: ControllerProcess | None = None  # the first controller (the one `api` talks to by default)
     admin_token: str = ""
     agent_tokens: dict[str, str] = field(default_factory=dict)
     agents: dict[str, AgentProcess] = field(default_factory=dict)
+    db_url: str | None = None
+    replicas: int = 1
+    controllers: list[ControllerProcess | None] = field(default_factory=list)
+    controller_env: dict[str, str] = field(default_factory=dict)
 
     def start(self, *, verify_interval: float = 5.0) -> ManagedLab:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        sessions = open_database(default_url(self.data_dir))
+        sessions = open_database(self.db_url or default_url(self.data_dir))
         self.admin_token = create_token(sessions, "admin", "lab-admin")[1]
         for node in self.lab.nodes:
             self.agent_tokens[node] = create_token(sessions, "agent", node=node)[1]
         sessions.kw["bind"].dispose()  # type: ignore[union-attr]
-        self.start_controller()
+        self.controllers = [None] * self.replicas
+        for index in range(self.replicas):
+            self.start_controller(index)
         for node in sorted(self.lab.nodes):
             self.start_agent(node, verify_interval=verify_interval)
         return self
 
-    def start_controller(self) -> None:
-        self.controller = start_controller(self.data_dir, self.lab)
+    def start_controller(self, index: int = 0) -> ControllerProcess:
+        directory = self.data_dir if index == 0 else self.data_dir / f"controller{index}"
+        process = start_controller(directory, self.lab, db_url=self.db_url, agent_port=AGENT_PORT + index, env=self.controller_env)
+        if not self.controllers:
+            self.controllers = [None] * self.replicas
+        self.controllers[index] = process
+        if index == 0:
+            self.controller = process
+        return process
 
-    def stop_controller(self) -> None:
-        if self.controller is not None:
-            self.controller.stop()
+    def stop_controller(self, index: int = 0) -> None:
+        process = self.controllers[index] if self.controllers else self.controller
+        if process is not None:
+            process.stop()
+
+    def kill_controller(self, index: int) -> None:
+        """kill -9: no goodbye, its connections reset, its request half done."""
+        process = self.controllers[index]
+        if process is not None:
+            process.process.kill()
+            process.process.wait()
+
+    def agent_urls(self) -> str:
+        """Every controller's address for agents, as the comma list `--controller` takes."""
+        return ",".join(f"http://{UPLINK_PEER_V4}:{AGENT_PORT + index}" for index in range(self.replicas))
 
     def start_agent(self, node: str, *, verify_interval: float = 5.0) -> AgentProcess:
         assert self.controller is not None and self.controller.agent_url is not None
-        agent = start_agent(node, self.lab.nodes[node], self.controller.agent_url, self.agent_tokens[node], self.data_dir / "agents" / node, verify_interval=verify_interval)
+        agent = start_agent(node, self.lab.nodes[node], self.agent_urls(), self.agent_tokens[node], self.data_dir / "agents" / node, verify_interval=verify_interval)
         self.agents[node] = agent
         return agent
 
     def stop(self) -> None:
         for agent in self.agents.values():
             agent.stop()
-        self.stop_controller()
+        for process in self.controllers or [self.controller]:
+            if process is not None:
+                process.stop()
 
     # -- the API as the admin ----------------------------------------------------------
 
-    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        assert self.controller is not None
-        headers = {"Authorization": f"Bearer {self.admin_token}"}
-        return httpx.request(method, self.controller.url + "/api/v1" + path, headers=headers, timeout=60.0, **kwargs)
+    def api(self, method: str, path: str, *, via: int = 0, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+        process = self.controllers[via] if self.controllers else self.controller
+        assert process is not None
+        headers = {"Authorization": f"Bearer {self.admin_token}", **(headers or {})}
+        return httpx.request(method, process.url + "/api/v1" + path, headers=headers, timeout=60.0, **kwargs)
 
     def upload(self, policy: Path, message: str = "upload") -> dict[str, Any]:
         response = self.api("PUT", "/policy", json={"documents": read_directory(policy), "message": message})
@@ -175,12 +212,12 @@ class ManagedLab:
             raise ManagedLabError(f"upload refused ({response.status_code}): {response.text}")
         return response.json()
 
-    def wait_converged(self, revision: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+    def wait_converged(self, revision: int, timeout: float = 30.0, *, via: int = 0) -> list[dict[str, Any]]:
         """Until every node of the policy reports `revision` applied without error."""
         deadline = time.monotonic() + timeout
         nodes: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
-            nodes = self.api("GET", "/nodes").json()
+            nodes = self.api("GET", "/nodes", via=via).json()
             if nodes and all(n["applied_revision"] == revision and n["state"] == "ok" for n in nodes if n["in_policy"]):
                 return nodes
             time.sleep(0.05)

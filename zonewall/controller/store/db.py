@@ -15,6 +15,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from .locks import MIGRATION_KEY, lock_database
+
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 DEFAULT_DATA_DIR = Path("/var/lib/zonewall/controller")
 
@@ -61,19 +63,32 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
+# Connections per controller process: request threads (anyio's pool has 40) share
+# them; long-polls hold none while they wait. Connections beyond the pool's size are
+# closed when given back, so a burst (every agent reporting after a change) would
+# open a new PostgreSQL connection per request if the pool were small. Three
+# controllers at 24 each stay within PostgreSQL's default max_connections (100).
+POOL_SIZE = 16
+POOL_OVERFLOW = 8
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest migration (a no-op when it is current)."""
+    """Bring the schema to the newest migration (a no-op when it is current).
+
+    Under the migration lock: controllers starting together on an empty database
+    upgrade one after the other, and the later ones find nothing left to do."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
+        lock_database(connection, MIGRATION_KEY)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 

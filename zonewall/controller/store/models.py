@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -144,3 +144,78 @@ class RuleCounterRow(Base):
     first_seen: Mapped[float] = mapped_column(Float)
     last_hit: Mapped[float | None] = mapped_column(Float, nullable=True)
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+class DiffJobRow(Base):
+    """A revision whose semantic diff is still to be computed (a durable job).
+
+    Inserted with the revision, in its transaction, leased to the controller that
+    committed it; any controller takes over a job whose lease ran out (its holder
+    died), and the row goes when the diff is stored.
+    """
+
+    __tablename__ = "diff_jobs"
+
+    revision: Mapped[int] = mapped_column(Integer, ForeignKey("revisions.number"), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the controller computing it
+    lease_until: Mapped[float] = mapped_column(Float, default=0.0)  # epoch seconds; free once past
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class IdempotencyKeyRow(Base):
+    """A write request's `Idempotency-Key` and what it produced: a retry gets that answer."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))  # the same key with another request is refused
+    revision: Mapped[int] = mapped_column(Integer)
+    created: Mapped[bool] = mapped_column(Boolean)  # False: the write changed nothing
+    created_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class RevisionFloorRow(Base):
+    """The highest revision number any agent has reported (one row).
+
+    New revisions are numbered above it as well as above every stored one, so a
+    number an agent has applied is never given to other documents, even when the
+    database lost its last revisions (restored backup, asynchronous replica).
+    """
+
+    __tablename__ = "revision_floor"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    number: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class MigrationRow(Base):
+    """A live migration: running (`running_vm` set, one per VM) or finished."""
+
+    __tablename__ = "migrations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    running_vm: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)  # NULL once finished
+    vm: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(128))
+    started: Mapped[float] = mapped_column(Float)
+    phase: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    arrived: Mapped[bool] = mapped_column(Boolean, default=False)  # the hypervisor says the guest runs on the target
+    alive_until: Mapped[float] = mapped_column(Float)  # its controller's heartbeat: past it, the migration is dead
+
+
+class MigrationStepRow(Base):
+    """One step of a migration for one node's agent, and its answer."""
+
+    __tablename__ = "migration_steps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node: Mapped[str] = mapped_column(String(64), index=True)
+    step: Mapped[str] = mapped_column(String(16))
+    args: Mapped[str] = mapped_column(Text)  # JSON
+    state: Mapped[str] = mapped_column(String(8))  # queued | picked | done
+    answer: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)

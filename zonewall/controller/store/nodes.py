@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .db import utcnow
+from .db import as_utc, utcnow
 from .models import NodeLogRow, NodeRow
 
 LOG_LINES_KEPT = 1000  # per node; older lines are dropped
@@ -37,9 +41,15 @@ class Status:
 class NodeStore:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
-        # An agent's status and its registration may arrive at once; both create the
-        # row on first contact, and two inserts of one name would collide.
-        self._write = threading.Lock()
+        # SQLite has one writer at a time: this process's threads queue here rather
+        # than in SQLite's busy handler, which sleeps and polls. PostgreSQL locks rows.
+        self._write: AbstractContextManager[Any] = threading.Lock() if sessions.kw["bind"].dialect.name == "sqlite" else nullcontext()
+        # Long-polls are contact too, but a database write per long-poll would make
+        # every controller write once per agent per wait: they are kept here and
+        # written together by flush_contacts() every few seconds.
+        self._contacts: dict[str, datetime] = {}
+        self._known: set[str] = set()  # nodes with a row (contacts of others are written at once)
+        self._contacts_lock = threading.Lock()
 
     def _row(self, session: Session, node: str) -> NodeRow:
         row = session.get(NodeRow, node)
@@ -49,48 +59,95 @@ class NodeStore:
             session.add(row)
         return row
 
+    def _change(self, node: str, change: Callable[[Session, NodeRow], None]) -> NodeRow:
+        """Apply `change` to the node's row in one transaction, creating the row if needed.
+
+        An agent's registration and status may arrive at once (at two controllers even):
+        both create the row on first contact and one insert loses; it is done again
+        on the row the other made."""
+        for attempt in (1, 2):
+            try:
+                with self._write, self._sessions() as session, session.begin():
+                    row = self._row(session, node)
+                    change(session, row)
+                return row
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     def register(self, node: str, registration: Registration) -> NodeRow:
-        with self._write, self._sessions() as session, session.begin():
-            row = self._row(session, node)
+        def change(_session: Session, row: NodeRow) -> None:
             row.registered_at = row.last_contact = utcnow()
             row.agent_version, row.hostname = registration.agent_version, registration.hostname
-        return row
+
+        return self._change(node, change)
 
     def touch(self, node: str) -> None:
-        """Record contact (a long-poll, a report) from the node's agent."""
-        with self._write, self._sessions() as session, session.begin():
-            self._row(session, node).last_contact = utcnow()
+        """Record contact (a long-poll) from the node's agent: written at once the first
+        time this controller hears from it, later in memory until the next flush."""
+        with self._contacts_lock:
+            known = node in self._known
+            if known:
+                self._contacts[node] = utcnow()
+        if not known:
+            self._change(node, lambda _session, row: setattr(row, "last_contact", utcnow()))
+            with self._contacts_lock:
+                self._known.add(node)
+
+    def flush_contacts(self) -> int:
+        """Write the contacts recorded since the last flush; how many nodes."""
+        with self._contacts_lock:
+            contacts, self._contacts = self._contacts, {}
+        if contacts:
+            with self._write, self._sessions() as session, session.begin():
+                for node, moment in contacts.items():
+                    row = self._row(session, node)
+                    if as_utc(row.last_contact) is None or as_utc(row.last_contact) < moment:  # type: ignore[operator]
+                        row.last_contact = moment
+        return len(contacts)
+
+    def _with_contact(self, row: NodeRow | None) -> NodeRow | None:
+        """The row with a contact not yet flushed (as this controller saw it)."""
+        if row is not None:
+            with self._contacts_lock:
+                seen = self._contacts.get(row.name)
+            if seen is not None and (as_utc(row.last_contact) is None or as_utc(row.last_contact) < seen):  # type: ignore[operator]
+                row.last_contact = seen
+        return row
 
     def report(self, node: str, status: Status) -> NodeRow:
-        with self._write, self._sessions() as session, session.begin():
-            row = self._row(session, node)
-            row.last_contact = utcnow()
-            row.applied_revision, row.fingerprint, row.ruleset_hash = status.applied_revision, status.fingerprint, status.ruleset_hash
-            row.state, row.last_error, row.drift_repairs = status.state, status.last_error, status.drift_repairs
-            if status.taps is not None:
-                row.taps = json.dumps(status.taps, sort_keys=True)
-            if status.apply_seconds is not None:
-                row.apply_seconds = status.apply_seconds
-        return row
+        return self._change(node, lambda _session, row: self._apply_status(row, status))
+
+    @staticmethod
+    def _apply_status(row: NodeRow, status: Status) -> None:
+        row.last_contact = utcnow()
+        row.applied_revision, row.fingerprint, row.ruleset_hash = status.applied_revision, status.fingerprint, status.ruleset_hash
+        row.state, row.last_error, row.drift_repairs = status.state, status.last_error, status.drift_repairs
+        if status.taps is not None:
+            row.taps = json.dumps(status.taps, sort_keys=True)
+        if status.apply_seconds is not None:
+            row.apply_seconds = status.apply_seconds
 
     def get(self, node: str) -> NodeRow | None:
         with self._sessions() as session:
-            return session.get(NodeRow, node)
+            return self._with_contact(session.get(NodeRow, node))
 
     def all(self) -> list[NodeRow]:
         with self._sessions() as session:
-            return list(session.scalars(select(NodeRow).order_by(NodeRow.name)))
+            return [self._with_contact(row) for row in session.scalars(select(NodeRow).order_by(NodeRow.name))]  # type: ignore[misc]
 
     def add_logs(self, node: str, lines: list[tuple[str, str]]) -> None:
-        with self._write, self._sessions() as session, session.begin():
-            self._row(session, node).last_contact = utcnow()
-            now = utcnow()
+        def change(session: Session, row: NodeRow) -> None:
+            row.last_contact = now = utcnow()
             session.add_all(NodeLogRow(node=node, time=now, level=level, message=message) for level, message in lines)
             session.flush()
             count = session.scalar(select(func.count()).select_from(NodeLogRow).where(NodeLogRow.node == node)) or 0
             if count > LOG_LINES_KEPT:
                 oldest = select(NodeLogRow.id).where(NodeLogRow.node == node).order_by(NodeLogRow.id).limit(count - LOG_LINES_KEPT)
                 session.execute(delete(NodeLogRow).where(NodeLogRow.id.in_(oldest.scalar_subquery())))
+
+        self._change(node, change)
 
     def logs(self, node: str, limit: int = 100) -> list[NodeLogRow]:
         with self._sessions() as session:

@@ -1,9 +1,20 @@
 """Policy revisions: every accepted change is a new, numbered, immutable revision.
 
 A proposal is validated as a whole policy before anything is written; a refused one
-leaves the current revision in place. The semantic diff against the previous
-revision is computed after the commit (agents are already told about the revision
-while it runs: on a large policy the diff takes far longer than the apply).
+leaves the current revision in place. Several controllers may share the database:
+
+* writers are serialized in the database (store/locks.py), so "the current revision
+  is N, this becomes N+1" is decided by one writer at a time; a change made against
+  a revision that is no longer current is refused with the winning revision;
+* a write may carry an idempotency key: a retry of a request that was applied gets
+  the first answer instead of applying twice (a rule added without an id included);
+* numbers only grow: above every stored revision, and above the highest revision an
+  agent has reported (the floor), so no number an agent applied is ever reused;
+* the semantic diff against the previous revision is a durable job committed with
+  the revision (store/diffs.py): the committing controller computes it at once, and
+  any controller finishes it if that one dies;
+* on PostgreSQL the commit notifies every controller (NOTIFY), which wakes its
+  long-polling agents (controller/follow.py).
 """
 
 from __future__ import annotations
@@ -11,26 +22,45 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from ...analysis.diff import diff_policies
-from ...compiler.schedule import local_timezone
-from ...policy.model import PolicyDocument
 from ...policy.resolve import Policy
 from ..documents import Documents, content_hash, load_documents
+from .cache import RevisionCache, RevisionView
 from .db import utcnow
-from .models import RevisionRow
+from .diffs import DiffJobs
+from .locks import SerializedWrites
+from .models import IdempotencyKeyRow, RevisionFloorRow, RevisionRow
 
 log = logging.getLogger("zonewall.controller.revisions")
+CHANNEL = "zonewall_revisions"  # PostgreSQL NOTIFY channel; the payload is the new number
+# An agent's report of a revision above the stored ones raises the floor by at most
+# this much: a bogus report must not exhaust the numbers.
+MAX_FLOOR_JUMP = 1_000_000
 
 
 class Conflict(RuntimeError):
     """The change was made against a revision that is no longer the current one."""
+
+    def __init__(self, message: str, current: int) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+class KeyReused(ValueError):
+    """An idempotency key already used for a different request."""
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    key: str
+    request_hash: str  # what the request was: the same key with another request is refused
 
 
 @dataclass(frozen=True)
@@ -38,34 +68,30 @@ class Proposal:
     documents: Documents
     author: str
     message: str
-    kind: str  # upload | change | rollback
+    kind: str  # upload | change | rollback | migrate
     change: dict[str, Any] = field(default_factory=dict)
     rollback_of: int | None = None
     base_revision: int | None = None  # optimistic concurrency: refuse if not current
+    idempotency: Idempotency | None = None
 
 
 @dataclass(frozen=True)
 class Committed:
     row: RevisionRow
     created: bool  # False: the documents equal the current revision's, nothing new
-    previous: Policy | None = None  # for the diff
-    policy: Policy | None = None
-
-
-def _empty_policy() -> Policy:
-    return Policy(PolicyDocument(version=1), None)
+    replayed: bool = False  # the answer of an earlier request with the same idempotency key
 
 
 class RevisionStore:
-    def __init__(self, sessions: sessionmaker[Session], on_commit: Callable[[int], None] = lambda number: None) -> None:
+    def __init__(self, sessions: sessionmaker[Session], diffs: DiffJobs, cache: RevisionCache,
+                 on_commit: Callable[[int], None] = lambda number: None) -> None:
         self._sessions = sessions
+        self._writes = SerializedWrites(sessions)
+        self.diffs = diffs
+        self.cache = cache
         self._on_commit = on_commit
-        # One writer at a time: "validate against current, then insert current+1" must
-        # not interleave. (Several controller processes on one database would also
-        # collide on the primary key, which is refused rather than lost.)
-        self._write_lock = threading.Lock()
-        self._loaded: tuple[int, Policy] | None = None  # current revision, parsed
-        self._latest: RevisionRow | None = None  # the last revision this process committed or read
+        self._floor_seen = 0  # the highest floor this process wrote (saves repeated writes)
+        self._floor_lock = threading.Lock()
 
     # -- reading ------------------------------------------------------------------
 
@@ -75,22 +101,15 @@ class RevisionStore:
 
     def current(self) -> RevisionRow | None:
         with self._sessions() as session:
-            row = session.scalars(select(RevisionRow).order_by(RevisionRow.number.desc()).limit(1)).first()
-        if row is not None:
-            self._latest = row
-        return row
-
-    def cached(self, number: int) -> RevisionRow | None:
-        """Revision `number` without a query if it is the one last seen (a commit
-        wakes every agent at once: they all ask for the same row)."""
-        latest = self._latest
-        if latest is not None and latest.number == number:
-            return latest
-        return self.get(number)
+            return session.scalars(select(RevisionRow).order_by(RevisionRow.number.desc()).limit(1)).first()
 
     def get(self, number: int) -> RevisionRow | None:
         with self._sessions() as session:
             return session.get(RevisionRow, number)
+
+    def view(self, number: int) -> RevisionView | None:
+        """Revision `number` read and parsed once per process (store/cache.py)."""
+        return self.cache.get(number)
 
     def history(self, limit: int = 50, before: int | None = None) -> list[RevisionRow]:
         with self._sessions() as session:
@@ -100,59 +119,92 @@ class RevisionStore:
             return list(session.scalars(query))
 
     def policy_of(self, row: RevisionRow) -> Policy:
-        loaded = self._loaded
-        if loaded is not None and loaded[0] == row.number:
-            return loaded[1]
-        return load_documents(json.loads(row.documents))
+        view = self.cache.get(row.number)
+        return view.policy if view is not None else load_documents(json.loads(row.documents))
 
     # -- writing ------------------------------------------------------------------
 
+    def replay(self, idempotency: Idempotency, session: Session | None = None) -> Committed | None:
+        """The answer already given to this idempotency key, or None (not seen yet)."""
+        if session is None:
+            with self._sessions() as own:
+                return self.replay(idempotency, own)
+        seen = session.get(IdempotencyKeyRow, idempotency.key)
+        if seen is None:
+            return None
+        if seen.request_hash != idempotency.request_hash:
+            raise KeyReused(f"the Idempotency-Key {idempotency.key!r} was used for a different request")
+        row = session.get(RevisionRow, seen.revision)
+        assert row is not None, "an idempotency key names a stored revision"
+        return Committed(row, created=seen.created, replayed=True)
+
     def commit(self, proposal: Proposal) -> Committed:
-        """Validate and store; raises PolicyError (refused) or Conflict."""
-        with self._write_lock:
-            current = self.current()
-            if proposal.base_revision is not None and (current.number if current else 0) != proposal.base_revision:
-                raise Conflict(f"the change was made against revision {proposal.base_revision}, but the current revision is {current.number if current else 0}")
-            policy = load_documents(proposal.documents)  # PolicyError: refused, nothing written
-            digest = content_hash(proposal.documents)
-            if current is not None and current.content_hash == digest and proposal.kind != "rollback":
-                return Committed(current, created=False)
-            previous = self.policy_of(current) if current else _empty_policy()
+        """Validate and store; raises PolicyError (refused), Conflict or KeyReused."""
+        if proposal.idempotency is not None:
+            replayed = self.replay(proposal.idempotency)
+            if replayed is not None:
+                return replayed
+        policy = load_documents(proposal.documents)  # the slow part, outside the lock; PolicyError: nothing written
+        digest = content_hash(proposal.documents)
+        with self._writes() as session:
+            if proposal.idempotency is not None:  # a retry racing its original
+                replayed = self.replay(proposal.idempotency, session)
+                if replayed is not None:
+                    return replayed
+            head = session.execute(select(RevisionRow.number, RevisionRow.content_hash).order_by(RevisionRow.number.desc()).limit(1)).first()
+            current = int(head.number) if head else 0
+            if proposal.base_revision is not None and current != proposal.base_revision:
+                raise Conflict(f"the change was made against revision {proposal.base_revision}, but the current revision is {current}", current)
+            if head is not None and head.content_hash == digest and proposal.kind != "rollback":
+                self._remember(session, proposal, current, created=False)
+                row = session.get(RevisionRow, current)
+                assert row is not None
+                return Committed(row, created=False)
+            floor = session.get(RevisionFloorRow, 1)
+            number = max(current, floor.number if floor else 0) + 1
             row = RevisionRow(
-                number=(current.number if current else 0) + 1,
-                created_at=utcnow(),
-                author=proposal.author,
-                message=proposal.message,
-                kind=proposal.kind,
-                change=json.dumps(proposal.change, sort_keys=True),
-                rollback_of=proposal.rollback_of,
-                documents=json.dumps(proposal.documents, sort_keys=True),
-                content_hash=digest,
+                number=number, created_at=utcnow(), author=proposal.author, message=proposal.message, kind=proposal.kind,
+                change=json.dumps(proposal.change, sort_keys=True), rollback_of=proposal.rollback_of,
+                documents=json.dumps(proposal.documents, sort_keys=True), content_hash=digest,
             )
-            with self._sessions() as session, session.begin():
-                session.add(row)
-            self._loaded = (row.number, policy)
-            self._latest = row
+            session.add(row)
+            session.flush()
+            session.add(self.diffs.job_for(number))  # leased to us: we compute it right after
+            self._remember(session, proposal, number, created=True)
+            if session.connection().dialect.name == "postgresql":  # delivered at commit, to every controller
+                session.execute(text("SELECT pg_notify(:channel, :number)"), {"channel": CHANNEL, "number": str(number)})
+        self.cache.put(RevisionView.of(row, policy))
         log.info("revision %d by %s (%s): %s", row.number, row.author, row.kind, row.message)
         self._on_commit(row.number)
-        return Committed(row, created=True, previous=previous, policy=policy)
+        return Committed(row, created=True)
+
+    @staticmethod
+    def _remember(session: Session, proposal: Proposal, number: int, *, created: bool) -> None:
+        if proposal.idempotency is not None:
+            session.add(IdempotencyKeyRow(key=proposal.idempotency.key, request_hash=proposal.idempotency.request_hash,
+                                          revision=number, created=created, created_at=time.time()))
 
     def attach_diff(self, committed: Committed) -> RevisionRow:
-        """Compute and store the semantic diff of a new revision against its parent."""
-        row = committed.row
-        if not committed.created or committed.previous is None or committed.policy is None:
-            return row
-        diff: str | None = None
-        error: str | None = None
-        try:
-            result = diff_policies(committed.previous, committed.policy, timezone=local_timezone())
-            diff = json.dumps(result.to_json(), sort_keys=True)
-        except Exception as exc:  # noqa: BLE001 - a diff failure must not lose the revision
-            log.exception("diff of revision %d failed", row.number)
-            error = f"{type(exc).__name__}: {exc}"
-        with self._sessions() as session, session.begin():
-            stored = session.get(RevisionRow, row.number)
-            assert stored is not None
-            stored.diff, stored.diff_error = diff, error
-        row.diff, row.diff_error = diff, error
-        return row
+        """The revision with its semantic diff, computed now if this request made it."""
+        if not committed.created or committed.replayed:
+            return self.get(committed.row.number) or committed.row  # a replay shows the diff as it is now
+        return self.diffs.run(committed.row.number)
+
+    def raise_floor(self, number: int) -> None:
+        """An agent has applied revision `number`: never give that number to new documents."""
+        with self._floor_lock:
+            if number <= self._floor_seen:
+                return
+        current = self.current_number() or 0
+        if number <= current:
+            return
+        if number > current + MAX_FLOOR_JUMP:
+            log.warning("an agent reports revision %d, far above the newest stored (%d): ignored", number, current)
+            return
+        with self._writes() as session:
+            session.execute(update(RevisionFloorRow).where(RevisionFloorRow.id == 1, RevisionFloorRow.number < number).values(number=number))
+        log.warning("an agent has applied revision %d, newer than any stored (%d): the database lost revisions; "
+                    "new revisions are numbered above it", number, current)
+        with self._floor_lock:
+            self._floor_seen = max(self._floor_seen, number)
+

@@ -64,8 +64,10 @@ def create_token(sessions: sessionmaker[Session], role: str, name: str | None = 
 def authenticate(sessions: sessionmaker[Session], secret: str) -> Principal | None:
     if not secret.startswith(PREFIX):
         return None
+    # every request asks: the columns alone, no ORM object to build
+    columns = (TokenRow.id, TokenRow.name, TokenRow.role, TokenRow.node, TokenRow.revoked_at)
     with sessions() as session:
-        row = session.scalars(select(TokenRow).where(TokenRow.secret_hash == hash_secret(secret))).first()
+        row = session.execute(select(*columns).where(TokenRow.secret_hash == hash_secret(secret))).first()
     if row is None or row.revoked_at is not None:
         return None
     return Principal(row.id, row.name, row.role, row.node)

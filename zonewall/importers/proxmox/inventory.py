@@ -2,7 +2,8 @@
 
 Format (YAML, `inventory.yaml` in the import directory unless `--inventory` names one):
 
-    nodes:                                  # the Proxmox nodes
+    local_network: 192.168.100.0/24         # optional: the cluster network (see below)
+    nodes:                                  # the Proxmox nodes (names as in corosync.conf)
       pve1: {address: [192.168.100.11], uplink: eno1}
     bridges:                                # optional; subnets are inferred otherwise
       vmbr0: {subnets: [10.1.0.0/24, "fd00:1::/64"], gateway: [10.1.0.1]}
@@ -13,9 +14,19 @@ Format (YAML, `inventory.yaml` in the import directory unless `--inventory` name
         zone: dmz                           # optional (default: the bridge of its first NIC)
         nics:
           net0: {bridge: vmbr0, mac: "BC:24:11:00:01:00", ips: [10.1.0.10, "fd00:1::10"], firewall: true}
+      200:
+        nics:
+          net0: {bridge: vmbr0, ip: 10.1.0.20/24, ip6: "fd00:1::20/64"}   # a container's netN
 
 `firewall` mirrors the `firewall=1` flag of the VM's netN line (default true). A
-`mac` is needed for the MAC filter (Proxmox's `macfilter`, on by default).
+`mac` is needed for the MAC filter (Proxmox's `macfilter`, on by default). `ips` are
+the addresses the guest uses. `ip`/`ip6` are a container's configured addresses (its
+netN line's `ip=`/`ip6=`; `dhcp`, `auto` and `manual` mean none): Proxmox adds them to
+the NIC's ipfilter set, and they are the NIC's `ips` when `ips` is not given.
+`local_network` is Proxmox's: its management IP set always holds it, and a node may
+always reach it on the GUI/SSH/VNC/SPICE ports; the `local_network` alias of
+cluster.fw, when present, wins (as in Proxmox). Without either the importer writes
+neither (closed) and says so.
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ class Nic:
     mac: str | None = None
     ips: list[str] = field(default_factory=list)
     firewall: bool = True
+    configured: list[str] = field(default_factory=list)  # a container's ip=/ip6= (its ipfilter entries)
 
 
 @dataclass
@@ -75,6 +87,8 @@ class Bridge:
 @dataclass
 class Inventory:
     shown: str
+    local_network: str | None = None
+    local_network_where: Where | None = None
     nodes: dict[str, Node] = field(default_factory=dict)
     bridges: dict[str, Bridge] = field(default_factory=dict)
     guests: dict[int, Guest] = field(default_factory=dict)
@@ -125,12 +139,37 @@ def _known(body: LDict, keys: tuple[str, ...], what: str, problems: _Problems) -
             problems.add(_line(body, key), f"{what}: unknown key {key!r} (expected {', '.join(keys)})")
 
 
+def _configured(nic: LDict, line: int, what: str, problems: _Problems) -> list[str]:
+    """A container's `ip`/`ip6` (address or address/prefix, as in its netN line)."""
+    out = []
+    for key in ("ip", "ip6"):
+        value = nic.get(key)
+        if value is None or str(value).lower() in ("dhcp", "auto", "manual"):
+            continue
+        try:
+            interface = ipaddress.ip_interface(str(value))
+        except ValueError:
+            problems.add(line, f"{what} {key}: {value!r} is not an address (or dhcp, auto, manual)")
+            continue
+        if interface.version != (4 if key == "ip" else 6):
+            problems.add(line, f"{what} {key}: {value!r} is not an IPv{4 if key == 'ip' else 6} address")
+            continue
+        out.append(str(interface.ip))
+    return out
+
+
 def load_inventory(path: Path, shown: str) -> Inventory:
     data = load(path, shown)
     problems = _Problems(shown)
     inv = Inventory(shown)
     root = _mapping(data, 1, "the inventory", problems)
-    _known(root, ("nodes", "bridges", "guests"), "inventory", problems)
+    _known(root, ("local_network", "nodes", "bridges", "guests"), "inventory", problems)
+    if root.get("local_network") is not None:
+        found = _ips(root["local_network"], _line(root, "local_network"), "local_network", problems, networks=True)
+        if len(found) == 1:
+            inv.local_network, inv.local_network_where = found[0], Where(shown, _line(root, "local_network"))
+        elif found:
+            problems.add(_line(root, "local_network"), "local_network: one CIDR (Proxmox's cluster network), not a list")
     for name, body in _mapping(root.get("nodes"), _line(root, "nodes"), "nodes", problems).items():
         line = _line(root["nodes"], name)
         body = _mapping(body, line, f"node {name}", problems)
@@ -170,7 +209,7 @@ def load_inventory(path: Path, shown: str) -> Inventory:
                 problems.add(nline, f"guest {vmid}: NIC key {key!r} is not netN (as in the VM's config)")
                 continue
             nic = _mapping(nic, nline, f"guest {vmid} {key}", problems)
-            _known(nic, ("bridge", "mac", "ips", "firewall"), f"guest {vmid} {key}", problems)
+            _known(nic, ("bridge", "mac", "ips", "firewall", "ip", "ip6"), f"guest {vmid} {key}", problems)
             if not nic.get("bridge"):
                 problems.add(nline, f"guest {vmid} {key} needs a bridge")
                 continue
@@ -181,8 +220,10 @@ def load_inventory(path: Path, shown: str) -> Inventory:
             firewall = nic.get("firewall", True)
             if not isinstance(firewall, bool):
                 firewall = str(firewall) in ("1", "yes", "true")
+            configured = _configured(nic, nline, f"guest {vmid} {key}", problems)
+            ips = _ips(nic.get("ips"), nline, f"guest {vmid} {key} ips", problems) if "ips" in nic else list(configured)
             guest.nics.append(Nic(str(key), int(found.group(1)), str(nic["bridge"]), Where(shown, nline),
-                                  str(mac).lower() if mac else None, _ips(nic.get("ips"), nline, f"guest {vmid} {key} ips", problems), firewall))
+                                  str(mac).lower() if mac else None, ips, firewall, configured))
         guest.nics.sort(key=lambda n: n.index)
         if not guest.nics:
             problems.add(line, f"guest {vmid} needs at least one NIC under nics")

@@ -106,6 +106,9 @@ MACROS: dict[str, tuple[str, list[Entry]]] = {
     "Whois": ("Whois (nicname, RFC 3912) traffic", [("tcp", "43", None)]),
 }
 
+# Defined only in pve-firewall's IPv6 macro table: they exist in the IPv6 ruleset only.
+IPV6_ONLY = frozenset({"DHCPv6", "NeighborDiscovery"})
+
 # Proxmox matches macro names case-insensitively (its GUI offers the preferred spelling).
 BY_LOWER: dict[str, str] = {name.lower(): name for name in MACROS}
 
