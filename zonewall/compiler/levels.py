@@ -124,7 +124,7 @@ def render_step(ctx: CompileContext, step: Step, accept_mode: AcceptMode, scope:
         for bucket_family, body in variants:
             for timing in timings:
                 full = body + timing + _rate_statements(ctx, step, bucket_family) + [x.counter()] + verdict
-                out.append(Rule(tuple(full), rule_comment(ref.id, ref.rule.comment)))
+                out.append(Rule(tuple(full), rule_comment(ref.id, step.comment)))
     return out
 
 

@@ -28,7 +28,7 @@ from .matches import IP_PROTO, address_elements, match_statements
 from .conntrack import global_timeouts, helper_objects, helper_rules, timeout_rules, zone_timeouts
 from .modes import ModeBuilder
 from .nat import forward_open_rule, nat_chains
-from .plan.chains import ESSENTIALS, Level
+from .plan.chains import ESSENTIALS, Level, NetworkChain, VmChain
 from .plan.hooks import FORWARD, INPUT, OUTPUT, Stage
 from .naming import LOG_LIMIT, TABLE, level_chain, vm_chain
 from .nics import LocalNic, local_nics
@@ -87,12 +87,11 @@ class InetBuilder:
         self.modes = ModeBuilder(self.policy, ctx.plan.rules, nics, ctx.registry, invalid, self.ct_rules)
 
     def build(self) -> Table:
-        vms = sorted({n.vm for n in self.nics})
-        shared = self.shared_level_chains(vms)
-        for vm in vms:
-            for direction in ("in", "out"):
-                self.vm_chain(vm, direction, shared)
-        checked = self.network_chains()
+        node = self.ctx.plan.node(self.ctx.node)  # the node-scoped plan this renders
+        shared = self.shared_level_chains(node.shared)
+        for chain in node.vm_chains:
+            self.vm_chain(chain, shared)
+        checked = self.network_chains(node.networks)
         self.chains[REJECT_CHAIN] = reject_chain()
         self.dispatch_maps(checked)
         base = [self.forward_chain(), self.input_chain()]
@@ -119,25 +118,22 @@ class InetBuilder:
             rules += render_step(self.ctx, step, accept_mode, scope, level.direction)
         return rules
 
-    def shared_level_chains(self, vms: list[str]) -> set[str]:
+    def shared_level_chains(self, levels: tuple[Level, ...]) -> set[str]:
         """Global and zone chains: once per node, whatever the number of VMs using them."""
         made: set[str] = set()
-        zones = sorted({self.policy.doc.vms[vm].zone for vm in vms if self.policy.doc.vms[vm].zone})
-        for direction in ("in", "out"):
-            mode: AcceptMode = "mark-in" if direction == "in" else "mark-out"
-            levels = [self.plan.level("global", "", direction)] + [self.plan.level("zone", z, direction) for z in zones]
-            for level in levels:
-                scope = "global" if level.kind == "global" else f"zone:{level.owner}"
-                rules = self.render(level, mode, scope)
-                if rules:
-                    name = level_chain(level.kind, level.owner, direction)
-                    self.chains[name] = Chain(name, tuple(rules), comment=f"{scope} rules, {direction}")
-                    made.add(name)
+        for level in levels:
+            mode: AcceptMode = "mark-in" if level.direction == "in" else "mark-out"
+            scope = "global" if level.kind == "global" else f"zone:{level.owner}"
+            rules = self.render(level, mode, scope)
+            if rules:
+                name = level_chain(level.kind, level.owner, level.direction)
+                self.chains[name] = Chain(name, tuple(rules), comment=f"{scope} rules, {level.direction}")
+                made.add(name)
         return made
 
-    def vm_chain(self, vm: str, direction: str, shared: set[str]) -> None:
+    def vm_chain(self, plan: VmChain, shared: set[str]) -> None:
+        vm, direction = plan.vm, plan.direction
         bit = x.IN_ACCEPT_BIT if direction == "in" else x.OUT_ACCEPT_BIT
-        plan = self.plan.vm(vm, direction)
         zone = self.policy.doc.vms[vm].zone
         overrides = zone_timeouts(self.policy, zone)
         self.timeout_objects.update((t.name, t) for t in overrides.values())
@@ -156,14 +152,12 @@ class InetBuilder:
         name = vm_chain(vm, direction)
         self.chains[name] = Chain(name, tuple(rules), comment=f"vm {vm}, {direction}")
 
-    def network_chains(self) -> dict[str, str]:
-        """For each network with a local NIC and a check (plan.network: isolated, or
-        with rules): the check between two of its guests."""
+    def network_chains(self, checks: tuple[NetworkChain, ...]) -> dict[str, str]:
+        """For each network with a local NIC and a check (isolated, or with rules):
+        the check between two of its guests."""
         made: dict[str, str] = {}
-        networks = sorted({n.nic.network for n in self.nics if self.plan.network(n.nic.network) is not None})
-        for network in networks:
-            plan = self.plan.network(network)
-            assert plan is not None
+        for plan in checks:
+            network = plan.network
             name = f"net-{network}"
             rules: list[Rule] = []
             for step in plan.steps:

@@ -12,10 +12,13 @@ two renderings interpret).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from ...policy.resolve import Policy
-from .chains import ChainPlanner
+from .chains import ChainPlanner, HostChain, Level, NetworkChain, VmChain
+from .modes import HostServices, RoutedChecks, host_services, routed_checks
+from .nat import PortForward, SourceNat, port_forwards, source_nats
 from .rules import RulePlanner
 
 
@@ -27,3 +30,40 @@ class Plan:
         self.policy = policy
         self.rules = RulePlanner(policy, now, timezone)
         self.chains = ChainPlanner(policy, self.rules)
+
+    def node(self, node: str) -> "NodePlan":
+        """What one node enforces: the plan's pieces for its guests, its networks and
+        itself. Each piece is the one the whole-policy plan holds (equal for equal
+        inputs, hashable), so a piece that did not change between two policies can be
+        recognised and left alone."""
+        vms = tuple(self.policy.vms_on(node))
+        networks = tuple(sorted({nic.network for vm in vms for nic in self.policy.doc.vms[vm].nics}))
+        zones = tuple(sorted({zone for vm in vms if (zone := self.policy.doc.vms[vm].zone)}))
+        return NodePlan(
+            node=node,
+            vm_chains=tuple(self.chains.vm(vm, direction) for vm in vms for direction in ("in", "out")),
+            shared=tuple(self.chains.level(kind, owner, direction) for kind, owners in (("global", ("",)), ("zone", zones)) for owner in owners for direction in ("in", "out")),
+            networks=tuple(chain for network in networks if (chain := self.chains.network(network)) is not None),
+            routed=tuple(checks for network in networks if (checks := routed_checks(self.policy, network)) is not None),
+            host_services=tuple(found for network in networks if (found := host_services(self.policy, self.rules, network)) is not None),
+            host_in=self.chains.host_in(node),
+            host_out=self.chains.host_out(node),
+            forwards=tuple(port_forwards(self.policy, node)),
+            translations=tuple(source_nats(self.policy, node)),
+        )
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """The node-scoped plan: everything `compile_node` renders for one node."""
+
+    node: str
+    vm_chains: tuple[VmChain, ...]  # each local VM's in and out
+    shared: tuple[Level, ...]  # the global and zone levels its VMs jump to
+    networks: tuple[NetworkChain, ...]  # checks between two guests of its networks
+    routed: tuple[RoutedChecks, ...]  # what it routes in/out of its non-bridged networks
+    host_services: tuple[HostServices, ...]
+    host_in: HostChain
+    host_out: HostChain | None
+    forwards: tuple[PortForward, ...]
+    translations: tuple[SourceNat, ...]

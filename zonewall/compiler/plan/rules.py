@@ -202,7 +202,7 @@ class RulePlanner:
         if rule.limit is not None:
             rate, per = parse_rate(rule.limit.rate)
             limit = RateLimit(rate, per, rule.limit.burst, rule.limit.per == "source")
-        return Step(self.matches(rule), rule.action, ref.id, ref, self.time(rule.schedule), limit, rule.log)
+        return Step(self.matches(rule), rule.action, ref.id, ref, self.time(rule.schedule), limit, rule.log, origin=(ref.level, ref.owner, ref.id), comment=rule.comment)
 
     def steps(self, refs: Iterable[RuleRef], direction: str, peer: AddressSet | None = None) -> list[Step]:
         """The enabled rules of `refs` that apply in `direction` (`net` for network

@@ -13,7 +13,7 @@ UTC (Monday 00:00 = 0), as the kernel's `meta day`/`meta hour` see them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Union
 
 from ...policy.addresses import Family
@@ -122,16 +122,20 @@ class Step:
 
     `ref` is the policy rule (None for built-in steps: defaults, anti-lockout, ...);
     `label` its id or the built-in's name. A rate-limited accept (`limit`) over its
-    rate does not match. `log`: matches are logged (NFLOG)."""
+    rate does not match. `log`: matches are logged (NFLOG). Steps compare and hash by
+    what they mean and where they come from (`origin`, `comment`), not by the policy's
+    objects, so equal pieces of two policies are equal."""
 
     matches: tuple[Match, ...] | None  # None: every packet
     action: Action
     label: str
-    ref: object = None  # policy.resolve.RuleRef | None (kept untyped: no import cycle)
+    ref: object = field(default=None, compare=False)  # policy.resolve.RuleRef | None (untyped: no import cycle)
     time: Intervals | None = None
     limit: RateLimit | None = None
     log: bool = False
     condition: Condition | None = None
+    origin: tuple[str, str, str] | None = None  # (level, owner, id) of the policy rule
+    comment: str | None = None  # the rule's comment
 
     @property
     def limited(self) -> bool:
