@@ -22,7 +22,7 @@ from . import space as s
 from .describe import address_text
 from .chains import PASS, Chain, ChainBuilder, Step, essentials_region, first_match
 from .endpoints import Directory, Endpoint
-from .guards import GuardBuilder, GuardStage, filter_rule_region, run_guards
+from .guards import GuardBuilder, GuardStage, run_guards
 from .paths import ESSENTIALS, Forwarding, PathStage, Paths, Scoped, Translation
 from .regions import Regions
 from .space import Box, Region
@@ -128,19 +128,20 @@ class Analyzer:
         return self.run(self.stages(path), space, over_rate=over_rate)
 
     def reply_guards(self, path: Path) -> tuple[GuardStage, ...]:
-        """The guard stages a reply crosses: the receiver's NIC outbound, the sender's
-        inbound. Guards run in the bridge family, which has no conntrack: unlike the
-        inet chains they do not let established replies through by themselves."""
+        """The guard stages a reply crosses that can drop it: the receiver's NIC
+        outbound, the sender's inbound. Guards run in the bridge family, which has no
+        conntrack: unlike the inet chains they do not let established replies through
+        by themselves."""
         out: list[GuardStage] = []
         if path.dst.kind == "vm" and path.dst_nic is not None:
             guard = self.guards.stage(path.dst.name, path.dst_nic, "out")
-            if guard is not None:
+            if guard is not None and guard.drops_replies:
                 out.append(guard)
         if path.src.kind == "vm" and path.src_nic is not None:
             a = (path.src.name, path.src_nic)
             bridged = not self.paths.routed(a) or (path.dst.kind == "vm" and path.dst_nic is not None and self.paths.same_segment(a, (path.dst.name, path.dst_nic)))
             guard = self.guards.stage(path.src.name, path.src_nic, "in") if bridged else None  # a routed reply is the node's own, onto the bridge
-            if guard is not None:
+            if guard is not None and guard.drops_replies:
                 out.append(guard)
         return tuple(out)
 
@@ -184,27 +185,6 @@ class Analyzer:
             region = s.subtract(region, refused)
         if region:
             yield region, outcome, None
-
-    @cached_property
-    def reply_dropping_filters(self) -> list[str]:
-        """Custom guard filters with a drop that meets typical replies (to an ephemeral
-        port, ICMP echo replies). trace judges replies exactly; reach and diff judge
-        the first packet and name these filters in a note."""
-        replies: list[Box] = []
-        for family in (4, 6):
-            full = ((0, s.ADDRESS_MAX[family]),)
-            fam = ((family, family),)
-            for proto in (6, 17, 132):
-                replies.append((((proto, proto),), (EPHEMERAL_PORTS,), fam, full, full, s.FULL[s.SPORT], s.FULL[s.TIME]))
-            echo_reply = _ECHO[1 if family == 4 else 58][1]
-            icmp = 1 if family == 4 else 58
-            replies.append((((icmp, icmp),), ((echo_reply, echo_reply),), fam, full, full, s.FULL[s.SPORT], s.FULL[s.TIME]))
-        found = set()
-        for name, flt in self.policy.doc.filters.items():
-            for rule in flt.rules:
-                if rule.action in ("drop", "reject") and rule.arp is None and s.overlaps(filter_rule_region(self.plan, self.regions, rule), tuple(replies)):
-                    found.add(name)
-        return sorted(found)
 
     def run(self, stages: tuple[GuardOrChain, ...], space: Region, decisions: tuple[Decision, ...] = (), *, over_rate: bool = False, forwarded: int | None = None) -> Iterator[tuple[Region, Outcome]]:
         """Split `space` by outcome through `stages` (each must accept)."""

@@ -12,6 +12,7 @@ the flow (it depends on the neighbour) and is reported as an approximation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterator
 
 from ..compiler.nics import eui64_link_local_value
@@ -45,6 +46,29 @@ class GuardStage:
     def approximations(self) -> list[str]:
         return [f"{name}: {rule.approximate}" for name, rules in self.filters for rule in rules if rule.approximate]
 
+    @cached_property
+    def drops_replies(self) -> bool:
+        """Whether a rule of it can drop a reply (TCP, UDP, SCTP, an ICMP echo reply)
+        coming back to the NIC's own connections. The anti-spoofing drops never do:
+        a reply's source is the answering NIC's own address."""
+        return any(
+            rule.action in ("drop", "reject") and not rule.foreign_source and rule.region and s.overlaps(rule.region, REPLIES)
+            for _name, rules in self.filters
+            for rule in rules
+        )
+
+
+def _replies() -> Region:
+    """What replies to the connections trace models look like: tcp, udp, sctp, and
+    ICMP / ICMPv6 echo replies, from and to anywhere."""
+    out = []
+    for family, echo_reply in ((4, 0), (6, 129)):
+        for proto in (6, 17, 132):
+            out.append(_box(family, proto=((proto, proto),)))
+        icmp = 1 if family == 4 else 58
+        out.append(_box(family, proto=((icmp, icmp),), dport=((echo_reply, echo_reply),)))
+    return tuple(out)
+
 
 def _box(family: int, **dims: s.Intervals) -> s.Box:
     values = {"proto": s.FULL[s.PROTO], "dport": s.FULL[s.DPORT], "src": ((0, s.ADDRESS_MAX[family]),), "dst": ((0, s.ADDRESS_MAX[family]),), "sport": s.FULL[s.SPORT]}
@@ -62,6 +86,7 @@ def _own(nic: Nic, family: int) -> s.Intervals:
     return s.merge(values)
 
 
+REPLIES = _replies()
 # The address-independent parts of the built-in filters, built once.
 _UDP = ((17, 17),)
 _ICMP6 = ((58, 58),)
