@@ -47,13 +47,15 @@ def write_policy(tmp_path: Path, text: str, name: str = "policy.yaml") -> Path:
 
 @contextmanager
 def managed_lab(policy_dir: Path, prefix: str, env: dict[str, str] | None = None, *, db_url: str | None = None, replicas: int = 1,
-                controller_env: dict[str, str] | None = None) -> Iterator[ManagedLab]:
+                controller_env: dict[str, str] | None = None, serve_args: tuple[str, ...] = ()) -> Iterator[ManagedLab]:
     """A lab of `policy_dir` with a controller (or `replicas` of them on `db_url`) and one
     agent per node; the policy is uploaded through the API (revision 1) and applied on
-    every node. `env` is set for the agents (they inherit it) and restored afterwards."""
+    every node. `env` is set for the agents (they inherit it) and restored afterwards;
+    `serve_args` go to `zonewall serve`."""
     name = unique_lab_name()
     state = lab_up(str(policy_dir), name, apply=False)  # every rule comes through the controller
-    lab = ManagedLab(state, Path(tempfile.mkdtemp(prefix=prefix)), db_url=db_url, replicas=replicas, controller_env=controller_env or {})
+    lab = ManagedLab(state, Path(tempfile.mkdtemp(prefix=prefix)), db_url=db_url, replicas=replicas, controller_env=controller_env or {},
+                     serve_args=serve_args)
     saved = {key: os.environ.get(key) for key in env or {}}
     os.environ.update(env or {})
     try:

@@ -30,10 +30,15 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
         tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="the certificate's private key (PEM)"),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="where the SQLite database lives (default /var/lib/zonewall/controller)"),
         access_log: bool = typer.Option(False, "--access-log", help="log every request"),
+        git_repo: Optional[str] = typer.Option(None, "--git-repo", help="follow this git repository (URL or path): each new commit becomes a revision"),
+        git_branch: str = typer.Option("main", "--git-branch", help="the branch to follow"),
+        git_path: str = typer.Option("", "--git-path", help="the policy directory inside the repository"),
+        git_interval: float = typer.Option(15.0, "--git-interval", min=1.0, help="seconds between two fetches (POST /api/v1/gitops/sync fetches at once)"),
     ) -> None:
         """Run the controller: REST API (OpenAPI at /docs), policy revisions, node inventory."""
+        from .controller.gitops import GitSource
         from .controller.server import parse_listen, serve as run_server
-        from .controller.store.db import resolve_url
+        from .controller.store.db import DEFAULT_DATA_DIR, resolve_url
 
         if bool(tls_cert) != bool(tls_key):
             err.print("--tls-cert and --tls-key go together")
@@ -43,7 +48,9 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
         except ValueError as exc:
             err.print(str(exc))
             raise typer.Exit(2) from None
-        run_server(resolve_url(db, data_dir), listens, str(tls_cert) if tls_cert else None, str(tls_key) if tls_key else None, access_log)
+        gitops = (GitSource(git_repo, git_branch, git_path, git_interval), (data_dir or DEFAULT_DATA_DIR) / "gitops") if git_repo else None
+        run_server(resolve_url(db, data_dir), listens, str(tls_cert) if tls_cert else None, str(tls_key) if tls_key else None, access_log,
+                   gitops=gitops)
 
     @app.command()
     def agent(

@@ -102,12 +102,44 @@ def test_counters_sum_across_nodes_list_unused_rules_and_metrics(client: TestCli
     client.put("/api/v1/nodes/node1/status", json={"state": "ok", "applied_revision": 1, "apply_seconds": 0.25}, headers=tokens.header("node1"))
     post(client, tokens, "node1", [record(5.0)], suppressed=11)
     text = client.get("/metrics", headers=tokens.header("viewer")).text
-    assert 'zonewall_rule_packets_total{level="global",scope="global",direction="in",rule="ssh-admins"} 4' in text  # node1's last reading no longer has it
-    assert 'zonewall_vm_dropped_packets_total{vm="db1"} 9' in text
+    # per node; node1's last reading no longer has ssh-admins: it keeps what it counted
+    assert 'zonewall_rule_packets_total{direction="in",level="global",node="node1",rule="ssh-admins",scope="global"} 3.0' in text
+    assert 'zonewall_rule_packets_total{direction="in",level="global",node="node2",rule="ssh-admins",scope="global"} 4.0' in text
+    assert 'zonewall_vm_dropped_packets_total{node="node2",vm="db1"} 9.0' in text
     assert 'zonewall_apply_seconds{node="node1"} 0.25' in text
-    assert 'zonewall_agent_up{node="node1"} 1' in text
-    assert 'zonewall_log_records_suppressed_total{node="node1"} 11' in text
+    assert 'zonewall_agent_up{node="node1"} 1.0' in text
+    assert 'zonewall_log_records_suppressed_total{node="node1"} 11.0' in text
     assert "# TYPE zonewall_agent_up gauge" in text
+    assert "# TYPE zonewall_rule_packets_total counter" in text
+
+
+def test_counters_never_go_backwards_when_rules_are_recreated_or_removed(controller: Controller) -> None:
+    """Kernel counters restart at 0 when an apply re-creates a rule (a new handle): the
+    stored count goes on from where it was; a rule removed keeps its count."""
+    store = controller.counters
+
+    def reading(handle: int, packets: int) -> dict:
+        return {"level": "default", "scope": "web1", "direction": "in", "rule": "default-in", "verdict": "drop",
+                "packets": packets, "bytes": packets * 100, "instances": [[f"inet:{handle}", packets, packets * 100]]}
+
+    def total() -> int:
+        return sum(r.packets for r in store.per_node() if r.rule == "default-in")
+
+    store.report("node1", [reading(10, 5)])
+    store.report("node1", [reading(10, 8)])
+    assert total() == 8
+    store.report("node1", [reading(20, 3)])  # re-created by an apply: 3 new packets, not 3 - 8
+    assert total() == 11
+    store.report("node1", [reading(20, 150)])  # more than the old reading: still counted from the new rule's 0
+    assert total() == 158
+    store.report("node1", [])  # the rule is gone from the node
+    assert total() == 158 and store.totals() == []
+    store.report("node1", [reading(30, 2)])  # back again
+    assert total() == 160
+    old_agent = {k: v for k, v in reading(0, 7).items() if k != "instances"}  # readings without instances: by the sum
+    store.report("node2", [old_agent])
+    store.report("node2", [{**old_agent, "packets": 9}])
+    assert total() == 169
 
 
 def test_address_keys_make_cidrs_ranges() -> None:

@@ -205,6 +205,18 @@ def filter_rules(policy: Policy, node: str, name: str, direction: str, bodies: l
     return rules
 
 
+def _flooded_copy(nic: LocalNic) -> tuple[NftRule, ...]:
+    """A unicast frame for another MAC reaches a guest's port only as a copy the bridge
+    floods to every port (it does not know the destination's port yet). It was not sent
+    to this guest: judging it by this guest's `in` rules logged and counted it against
+    the guest (and a promiscuous guest would see it when they accept). Dropped here,
+    before any rule, log or counter; the copy towards the real destination passes."""
+    if not nic.nic.mac:
+        return ()  # without the NIC's MAC a copy cannot be told from the real thing
+    unicast = x.match({"&": [_ether("daddr"), "01:00:00:00:00:00"]}, "00:00:00:00:00:00")
+    return (NftRule((unicast, x.match(_ether("daddr"), nic.nic.mac, "!="), x.drop()), "unicast for another MAC: a flooded copy"),)
+
+
 def bridge_table(policy: Policy, node: str, nics: list[LocalNic], learned: Mapping[tuple[str, int], Sequence[str]] | None = None) -> Table:
     """`learned`: (vm, nic index) -> addresses a learning NIC learned (from the agent)."""
     registry = SetRegistry()
@@ -221,7 +233,7 @@ def bridge_table(policy: Policy, node: str, nics: list[LocalNic], learned: Mappi
             if profile_chain is not None:
                 target.append((nic.tap, x.jump(profile_chain)))
         name = f"nic-{nic.tap}-in"
-        chains[name] = Chain(name, (NftRule((x.or_mark(nic.dst_mark),), f"{nic.vm} nic {nic.nic_index}"),))
+        chains[name] = Chain(name, (*_flooded_copy(nic), NftRule((x.or_mark(nic.dst_mark),), f"{nic.vm} nic {nic.nic_index}")))
         dst_map.append((nic.tap, x.jump(name)))
     src_mark = NftRule((x.set_mark(x.map_lookup(x.meta("iifname"), "nic-src")),), "source guest port -> mark")
     # Every hook a packet passes costs; chains and lookups exist only where needed.

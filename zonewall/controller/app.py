@@ -9,11 +9,12 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import api_logs, api_metrics, api_migrate, api_nodes, api_policy, api_tokens
+from . import api_docs, api_edits, api_gitops, api_logs, api_metrics, api_migrate, api_nodes, api_policy, api_tokens
 from .background import Housekeeping
 from .follow import RECHECK_SECONDS, Follower
 from .migrate_channel import CHANNEL as MIGRATIONS_CHANNEL
@@ -54,6 +55,7 @@ class Controller:
     follower: Follower
     housekeeping: Housekeeping
     migrations: MigrationHub  # live migrations and their agents' steps (docs/migration.md)
+    gitops: Any = None  # a gitops.GitFollower when the controller follows a git branch (each replica does: one commit is one revision)
 
     def current_view(self) -> RevisionView | None:
         """The newest revision this controller knows of, parsed (None: no policy yet)."""
@@ -64,11 +66,15 @@ class Controller:
         self.watch.bind(loop, self.revisions.current_number())
         self.follower.start()
         self.housekeeping.start()
+        if self.gitops is not None:
+            self.gitops.start()
 
     def stop(self) -> None:
         self.watch.unbind()
         self.follower.stop()
         self.housekeeping.stop()
+        if self.gitops is not None:
+            self.gitops.stop()
 
 
 def replica_name() -> str:
@@ -101,7 +107,8 @@ def create_app(controller: Controller) -> FastAPI:
         finally:
             controller.stop()
 
-    app = FastAPI(title="zonewall controller", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan)
+    # docs_url/redoc_url off: api_docs serves both from vendored assets (no CDN)
+    app = FastAPI(title="zonewall controller", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.ctl = controller
     app.include_router(api_policy.router)
     app.include_router(api_nodes.router)
@@ -109,6 +116,9 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(api_logs.router)
     app.include_router(api_metrics.router)
     app.include_router(api_migrate.router)
+    app.include_router(api_gitops.router)
+    app.include_router(api_edits.router)
+    api_docs.install(app)
     from .web import routes as web_routes  # the dashboard (server-rendered)
 
     web_routes.install(app)

@@ -220,6 +220,7 @@ class RuleCounterIn(BaseModel):
     verdict: str = Field("", max_length=16)
     packets: int = Field(..., ge=0)
     bytes: int = Field(..., ge=0)
+    instances: list[tuple[str, int, int]] | None = Field(None, max_length=1024, description="(family:handle, packets, bytes) of each kernel rule: a new handle counts from 0")
 
 
 class CountersIn(BaseModel):

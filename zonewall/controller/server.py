@@ -89,9 +89,15 @@ def bind(listen: Listen) -> socket.socket:
     return box["sock"]
 
 
-def serve(db_url: str, listens: list[Listen], tls_cert: str | None = None, tls_key: str | None = None, access_log: bool = False) -> None:
+def serve(db_url: str, listens: list[Listen], tls_cert: str | None = None, tls_key: str | None = None, access_log: bool = False,
+          gitops: tuple[Any, Any] | None = None) -> None:
+    """`gitops`: (gitops.GitSource, its working directory) to follow a git branch."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     controller = build_controller(db_url)
+    if gitops is not None:
+        from .gitops import GitFollower
+
+        controller.gitops = GitFollower(controller, *gitops)
     app = create_app(controller)
     sockets = [bind(listen) for listen in listens]
     config = uvicorn.Config(

@@ -109,10 +109,18 @@ class _NftWorker:
                 self._thread.join()
 
 
+class NetnsNotFound(FileNotFoundError):
+    """A named network namespace that does not exist (a user error, not a crash; still the
+    FileNotFoundError that callers catch as OSError)."""
+
+
 def enter_netns(name: str) -> None:
     """Move the calling thread (only it: setns is per thread) into netns `name`."""
     libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NetnsNotFound(f"no network namespace named {name!r} (ip netns list)") from None
     try:
         if libc.setns(fd, _CLONE_NEWNET) != 0:
             err = ctypes.get_errno()

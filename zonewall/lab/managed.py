@@ -60,11 +60,12 @@ class ControllerProcess:
 
 
 def start_controller(data_dir: Path, lab: LabState | None = None, *, timeout: float = 30.0, db_url: str | None = None,
-                     agent_port: int = AGENT_PORT, env: dict[str, str] | None = None) -> ControllerProcess:
+                     agent_port: int = AGENT_PORT, env: dict[str, str] | None = None, extra: tuple[str, ...] = ()) -> ControllerProcess:
     """`zonewall serve` on 127.0.0.1 (a free port) and, with a lab, inside its outside netns
-    on `agent_port`; on SQLite in `data_dir`, or on `db_url` (replicas share one)."""
+    on `agent_port`; on SQLite in `data_dir`, or on `db_url` (replicas share one); `extra`:
+    more `serve` options (e.g. --git-repo)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    argv = _zonewall("serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0")
+    argv = _zonewall("serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", *extra)
     if db_url is not None:
         argv += ["--db", db_url]
     if lab is not None:
@@ -144,6 +145,7 @@ class ManagedLab:
     replicas: int = 1
     controllers: list[ControllerProcess | None] = field(default_factory=list)
     controller_env: dict[str, str] = field(default_factory=dict)
+    serve_args: tuple[str, ...] = ()  # more `zonewall serve` options
 
     def start(self, *, verify_interval: float = 5.0) -> ManagedLab:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -161,7 +163,8 @@ class ManagedLab:
 
     def start_controller(self, index: int = 0) -> ControllerProcess:
         directory = self.data_dir if index == 0 else self.data_dir / f"controller{index}"
-        process = start_controller(directory, self.lab, db_url=self.db_url, agent_port=AGENT_PORT + index, env=self.controller_env)
+        process = start_controller(directory, self.lab, db_url=self.db_url, agent_port=AGENT_PORT + index, env=self.controller_env,
+                                   extra=self.serve_args)
         if not self.controllers:
             self.controllers = [None] * self.replicas
         self.controllers[index] = process

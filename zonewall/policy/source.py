@@ -162,8 +162,11 @@ def _compose(text: str) -> tuple[Any, Any]:
     return loader, loader.get_single_node()
 
 
-def read_file(path: Path, display: str) -> Any:
-    """Parse one YAML file; raises PolicyError with positions on any YAML problem."""
+def read_file_lenient(path: Path, display: str) -> tuple[Any, list[Problem]]:
+    """Parse one YAML file: (data, problems that did not stop the parse). A duplicate
+    key (the first value is kept), a merge key or a collection used as a key is such a
+    problem: the rest of the file still reads, so later checks can report theirs too.
+    Unreadable YAML still raises PolicyError."""
     try:
         raw = path.read_bytes()
         text = raw.decode("utf-8")
@@ -177,7 +180,7 @@ def read_file(path: Path, display: str) -> Any:
     try:
         loader, node = _compose(text)
         if node is None:
-            return LDict()
+            return LDict(), []
         if node.tag in ("tag:yaml.org,2002:merge",):
             raise PolicyError([Problem(_loc(display, node), "", "YAML merge keys are not supported")])
         data = _build(display, node, loader, problems, ())
@@ -196,9 +199,7 @@ def read_file(path: Path, display: str) -> Any:
     finally:
         if loader is not None:
             loader.dispose()
-    if problems:
-        raise PolicyError(problems)
-    return data
+    return data, problems
 
 
 def policy_files(path: Path) -> list[Path]:
@@ -221,8 +222,10 @@ SINGLE_SECTIONS = ("version", "settings")
 MERGED_SECTIONS = NAMED_SECTIONS + ("settings",)
 
 
-def merge_documents(documents: list[tuple[str, Any]]) -> LDict:
-    """Merge per-file documents into one, keeping every value's own position."""
+def merge_documents_lenient(documents: list[tuple[str, Any]]) -> tuple[LDict, list[Problem]]:
+    """Merge per-file documents into one, keeping every value's own position, and the
+    problems that did not stop the merge (a name defined twice keeps its first
+    definition), for the loader to report with those of the later checks."""
     merged = LDict()
     merged.key_locs, merged.value_locs = {}, {}
     merged.loc = Loc(documents[0][0], 1, 1) if documents else Loc("<policy>", 1, 1)
@@ -275,9 +278,7 @@ def merge_documents(documents: list[tuple[str, Any]]) -> LDict:
             else:
                 merged[key] = value
                 merged.key_locs[key], merged.value_locs[key] = key_loc, doc.value_locs[key]
-    if problems:
-        raise PolicyError(problems)
-    return merged
+    return merged, problems
 
 
 def locate(root: Any, path: tuple[object, ...]) -> Loc | None:
