@@ -37,7 +37,8 @@ def parse_at(text: str | None, timezone: str) -> datetime | None:
 def services_region(tcp: list[str], udp: list[str], icmp: list[str], proto: list[str]) -> object:
     """The packet space the --tcp/--udp/--icmp/--proto options select (None: all)."""
     from .analysis import space as s
-    from .analysis.matching import Matcher
+    from .analysis.regions import matches_region
+    from .compiler.plan.rules import rule_matches
     from .policy.model import Rule
 
     if not (tcp or udp or icmp or proto):
@@ -49,7 +50,7 @@ def services_region(tcp: list[str], udp: list[str], icmp: list[str], proto: list
     from .policy.model import PolicyDocument
 
     empty = Policy(PolicyDocument(version=1), None)  # a rule without peers needs no definitions
-    region = Matcher(empty).rule(rule)
+    region = matches_region(rule_matches(empty, rule), None)
     return s.coalesce(region)
 
 
