@@ -15,14 +15,14 @@ DEB_PACKAGES := nftables iproute2 conntrack iperf3 iputils-ping libnftables1 chr
 PYTEST_ARGS ?= -p xdist -n 2 -q
 DEMO_ARGS ?=
 
-.PHONY: venv deps test guard demo clean
+.PHONY: venv deps test lint guard demo clean
 
 venv: $(STAMP)
 
 # Reinstall only when the pinned dependency list changes.
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,lint]'
 	touch $@
 
 deps:
@@ -55,6 +55,11 @@ guard:
 
 test: deps venv guard
 	CI=$${CI:-1} $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The lint gate: ruff and mypy as configured in pyproject.toml, zero findings.
+lint: venv
+	$(VENV)/bin/ruff check zonewall tests bench tools
+	$(VENV)/bin/mypy
 
 demo: deps venv
 	$(VENV)/bin/zonewall demo $(DEMO_ARGS)

@@ -6,17 +6,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 
+from .cli_errors import ZonewallGroup
+from .compiler.schedule import local_timezone
 from .policy.errors import PolicyError
 from .policy.loader import load_policy
-from .compiler.schedule import local_timezone
 from .policy.resolve import Policy
-
-from .cli_errors import ZonewallGroup  # noqa: E402 - every user error one line (cli_errors.py)
 
 app = typer.Typer(help="zonewall: zone-based stateful nftables firewall for VM clusters", no_args_is_help=True, add_completion=False, cls=ZonewallGroup)
 lab_app = typer.Typer(help="A virtual cluster of network namespaces built from a policy", no_args_is_help=True)
@@ -80,7 +78,7 @@ def compile_cmd(
     policy: Path = typer.Argument(..., help="policy file or directory"),
     host: str = typer.Option(..., "--host", help="node to compile for"),
     fmt: str = typer.Option("nft", "--format", help="nft (readable) or json (libnftables)"),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="write to a file instead of stdout"),
+    output: Path | None = typer.Option(None, "-o", "--output", help="write to a file instead of stdout"),
 ) -> None:
     """Compile the policy into one node's nftables ruleset."""
     from .compiler import ir
@@ -114,10 +112,10 @@ def compile_cmd(
 def apply(
     policy: Path = typer.Argument(..., help="policy file or directory"),
     host: str = typer.Option(..., "--host", help="the node this runs on"),
-    confirm: Optional[float] = typer.Option(None, "--confirm", help="revert automatically unless confirmed within SECONDS"),
+    confirm: float | None = typer.Option(None, "--confirm", help="revert automatically unless confirmed within SECONDS"),
     force: bool = typer.Option(False, "--force", help="apply even if it would lock everyone out of ssh"),
-    netns_name: Optional[str] = typer.Option(None, "--netns", help="apply inside this named network namespace"),
-    state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="where pending reverts are kept"),
+    netns_name: str | None = typer.Option(None, "--netns", help="apply inside this named network namespace"),
+    state_dir: Path | None = typer.Option(None, "--state-dir", help="where pending reverts are kept"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Apply one node's ruleset atomically (zonewall's tables only)."""
@@ -155,7 +153,7 @@ def apply(
         _wait_for_confirmation(host, confirm, state_dir)
 
 
-def _wait_for_confirmation(host: str, seconds: float, state_dir: Optional[Path]) -> None:
+def _wait_for_confirmation(host: str, seconds: float, state_dir: Path | None) -> None:
     """Interactive confirm: Enter keeps the ruleset; no answer (or a dead ssh) reverts."""
     import select
 
@@ -176,7 +174,7 @@ def _wait_for_confirmation(host: str, seconds: float, state_dir: Optional[Path])
 @app.command(name="confirm")
 def confirm_cmd(
     host: str = typer.Option(..., "--host"),
-    state_dir: Optional[Path] = typer.Option(None, "--state-dir"),
+    state_dir: Path | None = typer.Option(None, "--state-dir"),
 ) -> None:
     """Keep a ruleset applied with --confirm (cancel its automatic revert)."""
     from .dataplane.confirm import confirm_pending, last_revert
@@ -213,7 +211,7 @@ def lab_up_cmd(
 
 
 @lab_app.command("apply")
-def lab_apply_cmd(policy: Optional[Path] = typer.Argument(None), name: str = typer.Option("zw", "--name")) -> None:
+def lab_apply_cmd(policy: Path | None = typer.Argument(None), name: str = typer.Option("zw", "--name")) -> None:
     """Re-apply the lab's policy (or another one) on every lab node."""
     from .lab.cluster import LabState, apply_policy
 
@@ -236,10 +234,10 @@ def lab_down_cmd(name: str = typer.Option("zw", "--name")) -> None:
 def lab_probe_cmd(
     source: str = typer.Option(..., "--from", help="vm:NAME, host:NODE or outside:ADDR"),
     target: str = typer.Option(..., "--to", help="vm:NAME, host:NODE or outside:ADDR"),
-    tcp: Optional[int] = typer.Option(None, "--tcp"),
-    udp: Optional[int] = typer.Option(None, "--udp"),
-    icmp: Optional[str] = typer.Option(None, "--icmp", help="ICMP type (echo-request)"),
-    family: Optional[str] = typer.Option(None, "--family", help="ipv4 or ipv6"),
+    tcp: int | None = typer.Option(None, "--tcp"),
+    udp: int | None = typer.Option(None, "--udp"),
+    icmp: str | None = typer.Option(None, "--icmp", help="ICMP type (echo-request)"),
+    family: str | None = typer.Option(None, "--family", help="ipv4 or ipv6"),
     timeout: float = typer.Option(1.0, "--timeout"),
     name: str = typer.Option("zw", "--name"),
     as_json: bool = typer.Option(False, "--json"),

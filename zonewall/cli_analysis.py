@@ -7,11 +7,10 @@ policies behave identically, 1 when they differ; lint 0 when there are no warnin
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Optional
 from zoneinfo import ZoneInfo
 
 import typer
@@ -67,20 +66,21 @@ def register(app: typer.Typer, load: Loader, console: Console, err: Console, emi
         policy: Path = typer.Argument(..., help="policy file or directory"),
         source: str = typer.Option(..., "--from", help="vm:NAME[@NETWORK], host:NODE, outside:ADDR or an address"),
         target: str = typer.Option(..., "--to", help="vm:NAME[@NETWORK], host:NODE, outside:ADDR or an address"),
-        tcp: Optional[int] = typer.Option(None, "--tcp", help="destination port"),
-        udp: Optional[int] = typer.Option(None, "--udp", help="destination port"),
-        sctp: Optional[int] = typer.Option(None, "--sctp", help="destination port"),
-        icmp: Optional[str] = typer.Option(None, "--icmp", help="ICMP type name or number (echo-request)"),
-        proto: Optional[str] = typer.Option(None, "--proto", help="another IP protocol (esp, gre, 47, ...)"),
-        sport: Optional[int] = typer.Option(None, "--sport", help="source port (default: any ephemeral port)"),
-        at: Optional[str] = typer.Option(None, "--at", help="when (ISO time or now; default: every time of the week)"),
-        family: Optional[str] = typer.Option(None, "--family", help="ipv4 or ipv6 (default: from the addresses, else ipv4)"),
+        tcp: int | None = typer.Option(None, "--tcp", help="destination port"),
+        udp: int | None = typer.Option(None, "--udp", help="destination port"),
+        sctp: int | None = typer.Option(None, "--sctp", help="destination port"),
+        icmp: str | None = typer.Option(None, "--icmp", help="ICMP type name or number (echo-request)"),
+        proto: str | None = typer.Option(None, "--proto", help="another IP protocol (esp, gre, 47, ...)"),
+        sport: int | None = typer.Option(None, "--sport", help="source port (default: any ephemeral port)"),
+        at: str | None = typer.Option(None, "--at", help="when (ISO time or now; default: every time of the week)"),
+        family: str | None = typer.Option(None, "--family", help="ipv4 or ipv6 (default: from the addresses, else ipv4)"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Would this connection get through, and which rule decides? (exit 0 accepted, 1 not)"""
         from .analysis.engine import Analyzer
         from .analysis.render import print_trace
-        from .analysis.trace import FlowSpec, TraceError, trace as run_trace
+        from .analysis.trace import FlowSpec, TraceError
+        from .analysis.trace import trace as run_trace
         from .compiler.schedule import local_timezone
 
         chosen = [(p, v) for p, v in (("tcp", tcp), ("udp", udp), ("sctp", sctp), ("icmp", icmp), ("proto", proto)) if v is not None]
@@ -96,7 +96,7 @@ def register(app: typer.Typer, load: Loader, console: Console, err: Console, emi
         moment = parse_at(at, timezone)
         flow = FlowSpec(
             proto=str(value) if kind == "proto" else kind,
-            port=int(value) if kind in ("tcp", "udp", "sctp") else None,  # type: ignore[arg-type]
+            port=int(value) if kind in ("tcp", "udp", "sctp") else None,
             icmp_type=str(value) if kind == "icmp" else None,
             sport=sport,
             family=None if family is None else int(family[-1]),
@@ -116,8 +116,8 @@ def register(app: typer.Typer, load: Loader, console: Console, err: Console, emi
     @app.command()
     def reach(
         policy: Path = typer.Argument(..., help="policy file or directory"),
-        to: Optional[str] = typer.Option(None, "--to", help="who can reach this (vm:, host:, zone:, group:, network:, address)"),
-        source: Optional[str] = typer.Option(None, "--from", help="what this can reach"),
+        to: str | None = typer.Option(None, "--to", help="who can reach this (vm:, host:, zone:, group:, network:, address)"),
+        source: str | None = typer.Option(None, "--from", help="what this can reach"),
         tcp: list[str] = typer.Option([], "--tcp", help="only these tcp ports (repeatable; ranges a-b)"),
         udp: list[str] = typer.Option([], "--udp"),
         icmp: list[str] = typer.Option([], "--icmp"),
@@ -126,7 +126,8 @@ def register(app: typer.Typer, load: Loader, console: Console, err: Console, emi
     ) -> None:
         """Everything that can reach (or be reached from) an endpoint, and the rule that opens it."""
         from .analysis.engine import Analyzer
-        from .analysis.reach import ReachError, reach as run_reach
+        from .analysis.reach import ReachError
+        from .analysis.reach import reach as run_reach
         from .analysis.render import print_reach
 
         if (to is None) == (source is None):
@@ -166,14 +167,16 @@ def register(app: typer.Typer, load: Loader, console: Console, err: Console, emi
         policy: Path = typer.Argument(..., help="policy file or directory"),
         kind: list[str] = typer.Option([], "--kind", help="only findings of this kind (repeatable): dead, shadowed, partly-shadowed, redundant, conflict, management-exposure, empty-ref, unused"),
         about: list[str] = typer.Option([], "--object", help="only findings about this rule id, definition (group:admins), owner (web1, vm:web1, zone:dmz) or file (repeatable)"),
-        baseline: Optional[Path] = typer.Option(None, "--baseline", help="hide the findings accepted in this file (written by --write-baseline); exit 1 only on new warnings"),
-        write_baseline: Optional[Path] = typer.Option(None, "--write-baseline", help="accept every finding shown: write them to this file"),
+        baseline: Path | None = typer.Option(None, "--baseline", help="hide the findings accepted in this file (written by --write-baseline); exit 1 only on new warnings"),
+        write_baseline: Path | None = typer.Option(None, "--write-baseline", help="accept every finding shown: write them to this file"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Dead, redundant and conflicting rules, unused definitions, risky openings (exit 1 on warnings)."""
         from .analysis.engine import Analyzer
-        from .analysis.lint import LintReport, lint as run_lint, lint_table
-        from .analysis.lint.select import BaselineError, read_baseline, select, unknown_kinds, write_baseline as write_accepted
+        from .analysis.lint import LintReport, lint_table
+        from .analysis.lint import lint as run_lint
+        from .analysis.lint.select import BaselineError, read_baseline, select, unknown_kinds
+        from .analysis.lint.select import write_baseline as write_accepted
 
         wrong = unknown_kinds(kind)
         if wrong:

@@ -13,7 +13,7 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -37,7 +37,7 @@ def _when(text: str | None) -> str:
 
 
 def register(app: typer.Typer, console: Console, err: Console) -> None:
-    def connect(profile: Optional[str], url: Optional[str], token: Optional[str], token_file: Optional[Path], ca: Optional[Path]) -> Api:
+    def connect(profile: str | None, url: str | None, token: str | None, token_file: Path | None, ca: Path | None) -> Api:
         try:
             return Api(resolve(profile, url, token, token_file, ca))
         except (ProfileError, ClientError) as exc:
@@ -87,8 +87,8 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
         message: str = typer.Option("", "--message", "-m", help="why: recorded in the revision"),
         yes: bool = typer.Option(False, "--yes", "-y", help="commit without asking"),
         dry_run: bool = typer.Option(False, "--dry-run", help="show what would change, commit nothing"),
-        profile: Optional[str] = PROFILE, url: Optional[str] = URL, token: Optional[str] = TOKEN,
-        token_file: Optional[Path] = TOKEN_FILE, ca: Optional[Path] = CA, as_json: bool = JSON,
+        profile: str | None = PROFILE, url: str | None = URL, token: str | None = TOKEN,
+        token_file: Path | None = TOKEN_FILE, ca: Path | None = CA, as_json: bool = JSON,
     ) -> None:
         """Upload a policy directory as a new revision: shows the semantic diff, asks, commits."""
         from .controller.documents import read_directory
@@ -127,10 +127,10 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
     @app.command()
     def pull(
         directory: Path = typer.Argument(..., help="where to write the documents (created if missing)"),
-        revision: Optional[int] = typer.Option(None, "--revision", help="an older revision (default: the current one)"),
+        revision: int | None = typer.Option(None, "--revision", help="an older revision (default: the current one)"),
         prune: bool = typer.Option(False, "--prune", help="also delete policy files here that the revision does not have"),
-        profile: Optional[str] = PROFILE, url: Optional[str] = URL, token: Optional[str] = TOKEN,
-        token_file: Optional[Path] = TOKEN_FILE, ca: Optional[Path] = CA,
+        profile: str | None = PROFILE, url: str | None = URL, token: str | None = TOKEN,
+        token_file: Path | None = TOKEN_FILE, ca: Path | None = CA,
     ) -> None:
         """Write the controller's documents into a directory (e.g. your git checkout)."""
         from .controller.documents import document_name_problem, write_documents
@@ -173,8 +173,8 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
 
     @app.command()
     def status(
-        profile: Optional[str] = PROFILE, url: Optional[str] = URL, token: Optional[str] = TOKEN,
-        token_file: Optional[Path] = TOKEN_FILE, ca: Optional[Path] = CA, as_json: bool = JSON,
+        profile: str | None = PROFILE, url: str | None = URL, token: str | None = TOKEN,
+        token_file: Path | None = TOKEN_FILE, ca: Path | None = CA, as_json: bool = JSON,
     ) -> None:
         """The current revision, each node's applied revision, drift repairs and errors (exit 1 unless all in sync)."""
         with connect(profile, url, token, token_file, ca) as api:
@@ -202,8 +202,8 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
 
     @app.command()
     def nodes(
-        profile: Optional[str] = PROFILE, url: Optional[str] = URL, token: Optional[str] = TOKEN,
-        token_file: Optional[Path] = TOKEN_FILE, ca: Optional[Path] = CA, as_json: bool = JSON,
+        profile: str | None = PROFILE, url: str | None = URL, token: str | None = TOKEN,
+        token_file: Path | None = TOKEN_FILE, ca: Path | None = CA, as_json: bool = JSON,
     ) -> None:
         """The inventory: every registered agent and every host of the policy."""
         with connect(profile, url, token, token_file, ca) as api:
@@ -222,11 +222,11 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
 
     @app.command()
     def revisions(
-        number: Optional[int] = typer.Argument(None, help="show this revision with its semantic diff"),
+        number: int | None = typer.Argument(None, help="show this revision with its semantic diff"),
         limit: int = typer.Option(20, "--limit", min=1, max=1000),
-        before: Optional[int] = typer.Option(None, "--before", help="only revisions older than this (paging)"),
-        profile: Optional[str] = PROFILE, url: Optional[str] = URL, token: Optional[str] = TOKEN,
-        token_file: Optional[Path] = TOKEN_FILE, ca: Optional[Path] = CA, as_json: bool = JSON,
+        before: int | None = typer.Option(None, "--before", help="only revisions older than this (paging)"),
+        profile: str | None = PROFILE, url: str | None = URL, token: str | None = TOKEN,
+        token_file: Path | None = TOKEN_FILE, ca: Path | None = CA, as_json: bool = JSON,
     ) -> None:
         """The policy's history, newest first (or one revision and its diff)."""
         from .analysis.render import print_diff_json
@@ -266,8 +266,8 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
         number: int = typer.Argument(..., help="the revision whose documents become current again"),
         message: str = typer.Option("", "--message", "-m"),
         yes: bool = typer.Option(False, "--yes", "-y", help="commit without asking"),
-        profile: Optional[str] = PROFILE, url: Optional[str] = URL, token: Optional[str] = TOKEN,
-        token_file: Optional[Path] = TOKEN_FILE, ca: Optional[Path] = CA, as_json: bool = JSON,
+        profile: str | None = PROFILE, url: str | None = URL, token: str | None = TOKEN,
+        token_file: Path | None = TOKEN_FILE, ca: Path | None = CA, as_json: bool = JSON,
     ) -> None:
         """Make revision N's documents current again (a new revision): shows the diff, asks, commits."""
         with connect(profile, url, token, token_file, ca) as api:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import typer
 
@@ -25,8 +25,9 @@ import_app = typer.Typer(help="Import a Proxmox VE firewall or libvirt nwfilter 
 
 
 def _finish(kind: str, build: Callable[[Report], dict[str, Document]], output: Path, strict: bool, force: bool, as_json: bool) -> None:
-    from .cli_progress import phase
     from rich.console import Console
+
+    from .cli_progress import phase
 
     report = Report()
     progress_console = Console(stderr=True)
@@ -74,8 +75,8 @@ def _finish(kind: str, build: Callable[[Report], dict[str, Document]], output: P
 def proxmox(
     directory: Path = typer.Argument(..., help="Proxmox firewall directory: cluster.fw, host.fw or nodes/NODE/host.fw, VMID.fw, inventory.yaml"),
     output: Path = typer.Option(..., "-o", "--output", help="directory to write the policy into"),
-    inventory: Optional[Path] = typer.Option(None, "--inventory", help="guest inventory (default: DIR/inventory.yaml)"),
-    corosync: Optional[Path] = typer.Option(None, "--corosync", help="the cluster's corosync.conf (default: DIR/corosync.conf if present)"),
+    inventory: Path | None = typer.Option(None, "--inventory", help="guest inventory (default: DIR/inventory.yaml)"),
+    corosync: Path | None = typer.Option(None, "--corosync", help="the cluster's corosync.conf (default: DIR/corosync.conf if present)"),
     strict: bool = typer.Option(False, "--strict", help="fail, writing nothing, if anything is not translated exactly"),
     force: bool = typer.Option(False, "--force", help="write into a directory that already holds policy files"),
     as_json: bool = typer.Option(False, "--json", help="the report as JSON on stdout"),

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -14,26 +14,26 @@ from rich.console import Console
 def register(app: typer.Typer, console: Console, err: Console) -> None:
     @app.command()
     def logs(
-        profile: Optional[str] = typer.Option(None, "--profile", envvar="ZONEWALL_PROFILE", help="profile of the client file (~/.config/zonewall/client.toml)"),
-        controller: Optional[str] = typer.Option(None, "--controller", help="the controller's URL (else $ZONEWALL_CONTROLLER, the profile)"),
-        token: Optional[str] = typer.Option(None, "--token", help="an admin or viewer token (else $ZONEWALL_TOKEN, the profile)"),
-        token_file: Optional[Path] = typer.Option(None, "--token-file"),
-        ca: Optional[Path] = typer.Option(None, "--ca", help="CA certificate of the controller"),
-        vm: Optional[str] = typer.Option(None, "--vm"),
-        zone: Optional[str] = typer.Option(None, "--zone"),
-        node: Optional[str] = typer.Option(None, "--node"),
-        address: Optional[str] = typer.Option(None, "--address", help="source or destination in this address or CIDR"),
-        src: Optional[str] = typer.Option(None, "--src", help="source address or CIDR"),
-        dst: Optional[str] = typer.Option(None, "--dst", help="destination address or CIDR"),
-        port: Optional[int] = typer.Option(None, "--port", help="destination port"),
-        proto: Optional[str] = typer.Option(None, "--proto"),
-        verdict: Optional[str] = typer.Option(None, "--verdict", help="drop, reject, accept"),
-        rule: Optional[str] = typer.Option(None, "--rule", help="rule id"),
-        since: Optional[str] = typer.Option(None, "--since", help="epoch seconds or ISO time"),
-        until: Optional[str] = typer.Option(None, "--until"),
-        text: Optional[str] = typer.Option(None, "--grep", "-q", help="free text"),
+        profile: str | None = typer.Option(None, "--profile", envvar="ZONEWALL_PROFILE", help="profile of the client file (~/.config/zonewall/client.toml)"),
+        controller: str | None = typer.Option(None, "--controller", help="the controller's URL (else $ZONEWALL_CONTROLLER, the profile)"),
+        token: str | None = typer.Option(None, "--token", help="an admin or viewer token (else $ZONEWALL_TOKEN, the profile)"),
+        token_file: Path | None = typer.Option(None, "--token-file"),
+        ca: Path | None = typer.Option(None, "--ca", help="CA certificate of the controller"),
+        vm: str | None = typer.Option(None, "--vm"),
+        zone: str | None = typer.Option(None, "--zone"),
+        node: str | None = typer.Option(None, "--node"),
+        address: str | None = typer.Option(None, "--address", help="source or destination in this address or CIDR"),
+        src: str | None = typer.Option(None, "--src", help="source address or CIDR"),
+        dst: str | None = typer.Option(None, "--dst", help="destination address or CIDR"),
+        port: int | None = typer.Option(None, "--port", help="destination port"),
+        proto: str | None = typer.Option(None, "--proto"),
+        verdict: str | None = typer.Option(None, "--verdict", help="drop, reject, accept"),
+        rule: str | None = typer.Option(None, "--rule", help="rule id"),
+        since: str | None = typer.Option(None, "--since", help="epoch seconds or ISO time"),
+        until: str | None = typer.Option(None, "--until"),
+        text: str | None = typer.Option(None, "--grep", "-q", help="free text"),
         limit: int = typer.Option(50, "--limit", min=1, max=1000),
-        cursor: Optional[str] = typer.Option(None, "--cursor", help="the next-page cursor printed by a previous call"),
+        cursor: str | None = typer.Option(None, "--cursor", help="the next-page cursor printed by a previous call"),
         as_json: bool = typer.Option(False, "--json", help="the API's answer as JSON"),
     ) -> None:
         """Search packet log records (denied packets): newest first, filters combine."""
@@ -50,7 +50,7 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
             typer.echo(json.dumps(body))
             return
         for r in body["records"]:
-            when = datetime.fromtimestamp(r["time"], timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+            when = datetime.fromtimestamp(r["time"], UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
             port_text = f":{r['dport']}" if r.get("dport") is not None else ""
             extra = f" type {r['icmp_type']}" if r.get("icmp_type") is not None else ""
             console.print(

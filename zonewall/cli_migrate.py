@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -23,10 +23,10 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
         vm: str = typer.Argument(..., help="the VM to move"),
         to: str = typer.Option(..., "--to", help="the target node"),
         lab: str = typer.Option("zw", "--lab", help="the lab whose guest moves (zonewall lab up --name); without --controller"),
-        controller: Optional[str] = typer.Option(None, "--controller", envvar="ZONEWALL_CONTROLLER", help="migrate through this controller's API"),
-        token: Optional[str] = typer.Option(None, "--token", envvar="ZONEWALL_TOKEN", help="an admin token (or $ZONEWALL_TOKEN)"),
-        token_file: Optional[Path] = typer.Option(None, "--token-file"),
-        ca: Optional[Path] = typer.Option(None, "--ca", help="CA certificate of the controller"),
+        controller: str | None = typer.Option(None, "--controller", envvar="ZONEWALL_CONTROLLER", help="migrate through this controller's API"),
+        token: str | None = typer.Option(None, "--token", envvar="ZONEWALL_TOKEN", help="an admin token (or $ZONEWALL_TOKEN)"),
+        token_file: Path | None = typer.Option(None, "--token-file"),
+        ca: Path | None = typer.Option(None, "--ca", help="CA certificate of the controller"),
         switch_timeout: float = typer.Option(300.0, "--switch-timeout", help="seconds the controller waits for the hypervisor to move the guest"),
         no_state: bool = typer.Option(False, "--no-state", help="do not transfer conntrack entries (established connections break)"),
         as_json: bool = typer.Option(False, "--json", help="the orchestrator's report as JSON"),
@@ -50,7 +50,7 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
         else:
             console.print(_summary(vm, report))
 
-    def _through_api(vm: str, to: str, url: str, secret: Optional[str], ca: Optional[Path], state: bool, switch_timeout: float) -> dict[str, Any]:
+    def _through_api(vm: str, to: str, url: str, secret: str | None, ca: Path | None, state: bool, switch_timeout: float) -> dict[str, Any]:
         import httpx
 
         from .agent.client import tls_verify
@@ -76,7 +76,7 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
             else:
                 err.print(f"migrate: refused ({response.status_code}): {detail}")
             raise typer.Exit(1)
-        return response.json()  # type: ignore[no-any-return]
+        return response.json()
 
     def _in_lab(vm: str, to: str, lab: str, state_transfer: bool) -> dict[str, Any]:
         from .controller.edits import ChangeError

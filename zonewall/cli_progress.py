@@ -35,7 +35,7 @@ def progress(err: Console, label: str, *, quiet_seconds: float = 1.0) -> Iterato
     def tick(done: int, total: int) -> None:
         step = done * 10 // max(total, 1)
         with lock:
-            if step > reported[0] and (time.monotonic() - started >= quiet_seconds or done == total and reported[0] >= 0):
+            if step > reported[0] and (time.monotonic() - started >= quiet_seconds or (done == total and reported[0] >= 0)):
                 reported[0] = step
                 sys.stderr.write(f"{label}: {done}/{total} ({done * 100 // max(total, 1)}%, {time.monotonic() - started:.0f} s)\n")
                 sys.stderr.flush()

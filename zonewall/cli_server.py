@@ -7,7 +7,6 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -17,34 +16,35 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
     token_app = typer.Typer(help="API tokens of the controller (admin, viewer, per-node agent)", no_args_is_help=True)
     app.add_typer(token_app, name="token")
 
-    def sessions(db: Optional[str], data_dir: Optional[Path]):  # type: ignore[no-untyped-def]
+    def sessions(db: str | None, data_dir: Path | None):
         from .controller.store.db import open_database, resolve_url
 
         return open_database(resolve_url(db, data_dir))
 
     @app.command()
     def serve(
-        db: Optional[str] = typer.Option(None, "--db", help="SQLAlchemy database URL (default: SQLite in --data-dir)"),
+        db: str | None = typer.Option(None, "--db", help="SQLAlchemy database URL (default: SQLite in --data-dir)"),
         listen: list[str] = typer.Option(["127.0.0.1:9440"], "--listen", help="ADDR:PORT (repeatable; ADDR:PORT@NETNS listens inside a named netns)"),
-        tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="serve HTTPS with this certificate (PEM)"),
-        tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="the certificate's private key (PEM)"),
-        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="where the SQLite database lives (default /var/lib/zonewall/controller)"),
+        tls_cert: Path | None = typer.Option(None, "--tls-cert", help="serve HTTPS with this certificate (PEM)"),
+        tls_key: Path | None = typer.Option(None, "--tls-key", help="the certificate's private key (PEM)"),
+        data_dir: Path | None = typer.Option(None, "--data-dir", help="where the SQLite database lives (default /var/lib/zonewall/controller)"),
         access_log: bool = typer.Option(False, "--access-log", help="log every request"),
         max_body_mib: int = typer.Option(80, "--max-body-mib", min=1, help="largest API request body (a whole policy upload), MiB"),
         header_timeout: float = typer.Option(10.0, "--header-timeout", min=0.5, help="seconds a client has to send a whole request head"),
         max_connections: int = typer.Option(0, "--max-connections", min=0, help="open client connections at most; the longest idle are closed for new ones (0: the open-file limit minus a reserve)"),
         login_rate: float = typer.Option(20.0, "--login-rate", min=1, help="login attempts per minute and client address"),
         write_rate: float = typer.Option(120.0, "--write-rate", min=1, help="policy writes per minute and client address"),
-        git_repo: Optional[str] = typer.Option(None, "--git-repo", help="follow this git repository (URL or path): each new commit becomes a revision"),
+        git_repo: str | None = typer.Option(None, "--git-repo", help="follow this git repository (URL or path): each new commit becomes a revision"),
         git_branch: str = typer.Option("main", "--git-branch", help="the branch to follow"),
         git_path: str = typer.Option("", "--git-path", help="the policy directory inside the repository"),
         git_interval: float = typer.Option(15.0, "--git-interval", min=1.0, help="seconds between two fetches (POST /api/v1/gitops/sync fetches at once)"),
     ) -> None:
         """Run the controller: REST API (OpenAPI at /docs), policy revisions, node inventory."""
-        from .controller.gitops import GitSource
         from .controller.connections import ConnectionLimits
+        from .controller.gitops import GitSource
         from .controller.limits import MIB, RequestLimits
-        from .controller.server import parse_listen, serve as run_server
+        from .controller.server import parse_listen
+        from .controller.server import serve as run_server
         from .controller.store.db import DEFAULT_DATA_DIR, resolve_url
 
         if bool(tls_cert) != bool(tls_key):
@@ -64,11 +64,11 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
     def agent(
         controller: list[str] = typer.Option(..., "--controller", help="a controller's URL, e.g. https://ctl1.example:9440; repeat it or give a comma-separated list for replicas (the agent fails over between them)"),
         host: str = typer.Option(..., "--host", help="this node's name in the policy"),
-        token: Optional[str] = typer.Option(None, "--token", envvar="ZONEWALL_TOKEN", help="the node's agent token (or $ZONEWALL_TOKEN)"),
-        token_file: Optional[Path] = typer.Option(None, "--token-file", help="read the token from this file"),
+        token: str | None = typer.Option(None, "--token", envvar="ZONEWALL_TOKEN", help="the node's agent token (or $ZONEWALL_TOKEN)"),
+        token_file: Path | None = typer.Option(None, "--token-file", help="read the token from this file"),
         state_dir: Path = typer.Option(Path("/var/lib/zonewall/agent"), "--state-dir", help="last applied state and the hook socket"),
-        ca: Optional[Path] = typer.Option(None, "--ca", help="CA certificate that signed the controller's certificate"),
-        netns_name: Optional[str] = typer.Option(None, "--netns", help="manage nftables in this named netns (default: the agent's own)"),
+        ca: Path | None = typer.Option(None, "--ca", help="CA certificate that signed the controller's certificate"),
+        netns_name: str | None = typer.Option(None, "--netns", help="manage nftables in this named netns (default: the agent's own)"),
         verify_interval: float = typer.Option(5.0, "--verify-interval", help="seconds between readback checks (besides nft monitor)"),
         counter_interval: float = typer.Option(5.0, "--counter-interval", envvar="ZONEWALL_COUNTER_INTERVAL", help="seconds between two readings of the rule counters"),
         log_buffer: int = typer.Option(100_000, "--log-buffer", envvar="ZONEWALL_LOG_BUFFER", help="packet log records kept on disk while the controller is away (oldest dropped first)"),
@@ -104,10 +104,10 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
     @token_app.command("create")
     def token_create(
         role: str = typer.Option(..., "--role", help="admin, viewer or agent"),
-        node: Optional[str] = typer.Option(None, "--node", help="agent tokens: the node"),
-        name: Optional[str] = typer.Option(None, "--name", help="a label (default: the role, or agent-NODE)"),
-        db: Optional[str] = typer.Option(None, "--db"),
-        data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
+        node: str | None = typer.Option(None, "--node", help="agent tokens: the node"),
+        name: str | None = typer.Option(None, "--name", help="a label (default: the role, or agent-NODE)"),
+        db: str | None = typer.Option(None, "--db"),
+        data_dir: Path | None = typer.Option(None, "--data-dir"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Create a token in the controller's database; prints the secret once."""
@@ -125,7 +125,7 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
             err.print(f"token {row.id} ({row.name}, {row.role}{' for ' + row.node if row.node else ''}) created; the secret is not shown again")
 
     @token_app.command("list")
-    def token_list(db: Optional[str] = typer.Option(None, "--db"), data_dir: Optional[Path] = typer.Option(None, "--data-dir")) -> None:
+    def token_list(db: str | None = typer.Option(None, "--db"), data_dir: Path | None = typer.Option(None, "--data-dir")) -> None:
         """List tokens (never their secrets)."""
         from .controller.store.tokens import list_tokens
 
@@ -134,7 +134,7 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
             console.print(f"{row.id:>4}  {row.role:<7} {row.node or '-':<12} {row.name:<24} {status}")
 
     @token_app.command("revoke")
-    def token_revoke(token_id: int = typer.Argument(...), db: Optional[str] = typer.Option(None, "--db"), data_dir: Optional[Path] = typer.Option(None, "--data-dir")) -> None:
+    def token_revoke(token_id: int = typer.Argument(...), db: str | None = typer.Option(None, "--db"), data_dir: Path | None = typer.Option(None, "--data-dir")) -> None:
         """Revoke a token by its id."""
         from .controller.store.tokens import revoke_token
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 

@@ -28,6 +28,7 @@ from zonewall.agent.supervise import QUIET_SECONDS, Health, supervised
 from zonewall.dataplane.backend import FakeBackend, NftError
 from zonewall.dataplane.readback import listing_hash
 
+
 def changed_documents() -> dict[str, str]:
     """The three-tier policy with one port changed: another revision."""
     documents = three_tier_documents()

@@ -38,7 +38,7 @@ def policy(tmp_path: Path) -> Path:
 def zw(live: LiveController, *args: str, who: str = "admin", env: dict[str, str] | None = None) -> tuple[int, str, str]:
     environment = {"ZONEWALL_CONTROLLER": live.url, "ZONEWALL_TOKEN": getattr(live.tokens, who), "ZONEWALL_CONFIG": "/nonexistent/client.toml", **(env or {})}
     result = CliRunner().invoke(app, list(args), env=environment)
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert ("Traceback" not in result.output and result.exception is None) or isinstance(result.exception, SystemExit), result.output
     return result.exit_code, result.stdout, result.stderr
 
 

@@ -17,22 +17,21 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from zonewall.compiler.nftexpr import DST_NIC_SHIFT
-
 from zonewall.compiler.naming import tap_name
+from zonewall.compiler.nftexpr import DST_NIC_SHIFT
 from zonewall.dataplane.nflog import (
     ETH_P_IP,
     ETH_P_IPV6,
+    NFULA_MARK,
+    NFULA_PACKET_HDR,
+    NFULA_PAYLOAD,
+    NFULA_PREFIX,
     LogRecord,
     NflogReader,
     decode_packet,
     decode_record,
     parse_prefix,
     resolve_vm,
-    NFULA_MARK,
-    NFULA_PACKET_HDR,
-    NFULA_PAYLOAD,
-    NFULA_PREFIX,
 )
 from zonewall.lab import raw
 from zonewall.lab.probing import Service, probe
@@ -78,7 +77,7 @@ def test_default_drop_is_logged_with_vm_direction_and_addresses(lab: Lab, node1_
     assert result.verdict == "blocked", result
     record = node1_log.wait_for(flow("tcp", BLOCKED_PORT, client, server), timeout=2)
     assert record is not None, f"no NFLOG record for tcp/{BLOCKED_PORT}; saw {[r.prefix for r in node1_log.history]}"
-    assert record.prefix == f"zw|node1|server|in|default-in|drop"
+    assert record.prefix == "zw|node1|server|in|default-in|drop"
     assert (record.node, record.scope, record.direction, record.rule_id, record.verdict) == (
         "node1", "server", "in", "default-in", "drop")
     assert record.family == family and record.sport and record.sport > 1023

@@ -255,7 +255,7 @@ class Observer:
             if reader is not None:
                 reader.close()
             if backend is not None and hasattr(backend, "close"):
-                backend.close()  # type: ignore[attr-defined]
+                backend.close()
             client.close()
 
     def _take(self, record: LogRecord, nics: dict[Any, Any], batch: list[dict[str, Any]]) -> None:

@@ -11,9 +11,9 @@ the flow (it depends on the neighbour) and is reported as an approximation.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterator
 
 from ..compiler.nics import eui64_link_local_value
 from ..compiler.plan import Plan

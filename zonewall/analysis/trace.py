@@ -203,7 +203,7 @@ def trace(analyzer: Analyzer, source: str, destination: str, flow: FlowSpec) -> 
         result.over_rate = _cases(analyzer, path, packet, over_rate=True)
         result.notes.append("a rate-limited rule accepted this flow: within the rate it is accepted; over the rate it falls through (see over_rate)")
     for stage in analyzer.stages(path):
-        for approximation in getattr(stage, "approximations", lambda: [])():
+        for approximation in getattr(stage, "approximations", list)():
             result.notes.append(f"approximated: {approximation}")
     result.notes += [f"not enforced yet: {w}" for w in not_enforced(analyzer.policy)]
     result.notes += [f"approximated: {w}" for w in approximations(analyzer.policy)]

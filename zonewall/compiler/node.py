@@ -15,23 +15,23 @@ chain, once per node) and its default, in that order, first match wins.
 from __future__ import annotations
 
 import gc
-from datetime import datetime
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from ..policy.resolve import Policy
 from . import nftexpr as x
+from .conntrack import global_timeouts, helper_objects, helper_rules, timeout_rules, zone_timeouts
 from .guards import bridge_table
 from .ir import Chain, Hook, Limit, NamedSet, Rule, Ruleset, Table
-from .levels import REJECT_CHAIN, AcceptMode, CompileContext, render_default, render_step, reject_chain
+from .levels import REJECT_CHAIN, AcceptMode, CompileContext, reject_chain, render_default, render_step
 from .matches import IP_PROTO, address_elements, match_statements
-from .conntrack import global_timeouts, helper_objects, helper_rules, timeout_rules, zone_timeouts
 from .modes import ModeBuilder
+from .naming import LOG_LIMIT, TABLE, level_chain, vm_chain
 from .nat import forward_open_rule, nat_chains
+from .nics import LocalNic, local_nics
 from .plan.chains import ESSENTIALS, Level, NetworkChain, VmChain
 from .plan.hooks import FORWARD, INPUT, OUTPUT, Stage
-from .naming import LOG_LIMIT, TABLE, level_chain, vm_chain
-from .nics import LocalNic, local_nics
 
 Json = dict[str, Any]
 GUEST_TRAFFIC = x.NIC_BITS

@@ -9,7 +9,7 @@ nodes and lists the rules without hits over a window.
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -90,9 +90,8 @@ def parse_time(text: str | None, name: str) -> float | None:
     except ValueError:
         raise HTTPException(status_code=422, detail=f"{name}: expected epoch seconds or an ISO 8601 time, not {text!r}") from None
     if moment.tzinfo is None:
-        from datetime import timezone
 
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
 
 
@@ -118,7 +117,7 @@ def build_query(vm: str | None = None, zone: str | None = None, node: str | None
             raise HTTPException(status_code=422, detail="cursor: use the `next` of the previous page") from None
         if not sep:
             raise HTTPException(status_code=422, detail="cursor: use the `next` of the previous page")
-    empty = lambda v: v if v not in ("", None) else None  # noqa: E731 - form fields come as ""
+    empty = lambda v: v if v not in ("", None) else None
     return LogQuery(vm=empty(vm), zone=empty(zone), node=empty(node), address=empty(address), src=empty(src), dst=empty(dst),
                     port=port, proto=empty(proto), verdict=empty(verdict), rule=empty(rule), level=empty(level),
                     direction=empty(direction), since=parse_time(since, "since"), until=parse_time(until, "until"),

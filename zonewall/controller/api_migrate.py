@@ -51,7 +51,7 @@ class StepAnswerIn(BaseModel):
 
 
 def hub(request: Request) -> MigrationHub:
-    return request.app.state.ctl.migrations  # type: ignore[no-any-return]
+    return request.app.state.ctl.migrations
 
 
 class _PhaseChannel:

@@ -22,8 +22,8 @@ from starlette.concurrency import run_in_threadpool
 
 from . import auth
 from .schemas import DesiredOut, LogOut, LogsIn, NodeOut, RegisterIn, StatusIn
-from .store.db import as_utc
 from .store.cache import RevisionView
+from .store.db import as_utc
 from .store.nodes import Registration, Status
 from .store.tokens import Principal
 
@@ -117,4 +117,4 @@ def add_logs(body: LogsIn, request: Request, node: str = NODE, _: Principal = De
 @router.get("/nodes/{node}/logs", response_model=list[LogOut], summary="The node's latest log lines")
 def get_logs(request: Request, node: str = NODE, limit: int = Query(100, ge=1, le=1000), _: Principal = Depends(auth.node_reader)) -> list[LogOut]:
     rows = request.app.state.ctl.nodes.logs(node, limit)
-    return [LogOut(time=as_utc(r.time), level=r.level, message=r.message) for r in rows]  # type: ignore[arg-type]
+    return [LogOut(time=as_utc(r.time), level=r.level, message=r.message) for r in rows]

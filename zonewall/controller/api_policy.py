@@ -25,7 +25,18 @@ from pydantic import BaseModel
 from ..policy.errors import PolicyError
 from . import auth, edits, preview
 from .documents import Documents, problems_json
-from .schemas import ChangeMeta, ChangeOut, DocumentIn, DocumentsIn, PolicyOut, RevisionOut, RevisionSummary, RollbackIn, RuleIn, ZoneIn
+from .schemas import (
+    ChangeMeta,
+    ChangeOut,
+    DocumentIn,
+    DocumentsIn,
+    PolicyOut,
+    RevisionOut,
+    RevisionSummary,
+    RollbackIn,
+    RuleIn,
+    ZoneIn,
+)
 from .store.revisions import Committed, Conflict, Idempotency, KeyReused, Proposal
 from .store.tokens import Principal
 

@@ -112,9 +112,12 @@ class Migration:
         try:
             self._step(p.target, "prepare", {"documents": p.after.documents})
             self._transfer("pre-copy")
-        except Exception as exc:
+        except MigrationError:
             self._abort()
-            raise exc if isinstance(exc, MigrationError) else MigrationError(str(exc), step="pre-copy", report=self.report)
+            raise
+        except Exception as exc:  # whatever failed, the guest stays where it is
+            self._abort()
+            raise MigrationError(str(exc), step="pre-copy", report=self.report) from exc
         switched = time.monotonic()
         try:
             self.switch()

@@ -116,6 +116,6 @@ def serve(db_url: str, listens: list[Listen], tls_cert: str | None = None, tls_k
         # one parseable line per socket: tests and the demo read the chosen port from it
         sys.stdout.write(f"zonewall controller listening on {scheme}://{shown}:{port}" + (f" (netns {listen.netns})" if listen.netns else "") + "\n")
     sys.stdout.flush()
-    if not tls_cert and any(not ipaddress.ip_address(l.host).is_loopback and l.netns is None for l in listens):
+    if not tls_cert and any(not ipaddress.ip_address(listen.host).is_loopback and listen.netns is None for listen in listens):
         log.warning("listening beyond loopback without TLS: tokens cross the network in clear text (--tls-cert/--tls-key)")
     uvicorn.Server(config).run(sockets=sockets)

@@ -11,10 +11,10 @@ import concurrent.futures
 import ctypes
 import json
 import os
-import re
-import time
 import queue
+import re
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable

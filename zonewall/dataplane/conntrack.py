@@ -181,7 +181,7 @@ class Entry:
     def from_json(data: dict[str, object]) -> Entry:
         o, r, t = data["orig"], data["reply"], data.get("tcp")
         return Entry(
-            int(data["family"]), Tuple(*o), Tuple(*r), int(data.get("status", 0)), int(data.get("timeout", 120)),  # type: ignore[arg-type, misc]
+            int(data["family"]), Tuple(*o), Tuple(*r), int(data.get("status", 0)), int(data.get("timeout", 120)),
             int(data.get("mark", 0)), int(data.get("zone", 0)), tuple(t) if t else None,  # type: ignore[arg-type]
         )
 
@@ -399,7 +399,7 @@ class ConntrackSocket:
                 try:
                     enter_netns(netns)
                     box["sock"] = self._open()
-                except BaseException as exc:  # handed to the caller below
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller below
                     box["error"] = exc
 
             thread = threading.Thread(target=opener, name=f"ct:{netns}")

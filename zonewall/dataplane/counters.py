@@ -53,7 +53,7 @@ def level_of(scope: str | None, rule_id: str | None) -> str | None:
     """The level of a rule from its NFLOG/counter scope and id."""
     if scope is None:
         return None
-    if rule_id is not None and (rule_id.startswith("default-") or rule_id.endswith("-default") or rule_id.startswith("host-default-")):
+    if rule_id is not None and (rule_id.startswith(("default-", "host-default-")) or rule_id.endswith("-default")):
         return "default"
     if scope.startswith("guard:"):
         return "guard"

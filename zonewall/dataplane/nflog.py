@@ -173,7 +173,7 @@ def decode_packet(hw_protocol: int, data: bytes) -> _L3:
     if hw_protocol == ETH_P_ARP:
         # htype(2) ptype(2) hlen(1) plen(1) op(2) sha tpa ...
         if len(data) >= 8:
-            htype, ptype, hlen, plen, op = struct.unpack("!HHBBH", data[:8])
+            _htype, ptype, hlen, plen, op = struct.unpack("!HHBBH", data[:8])
             out.family = "arp"
             out.proto = {1: "arp-request", 2: "arp-reply"}.get(op, f"arp-{op}")
             if ptype == ETH_P_IP and plen == 4 and len(data) >= 8 + 2 * hlen + 8:
@@ -291,7 +291,7 @@ def resolve_vm(record: LogRecord, nics_meta: Mapping[Any, Mapping[str, Any]], si
     def vm_of(index: int) -> str | None:
         if not index:
             return None
-        entry = nics_meta.get(index, nics_meta.get(str(index)))  # type: ignore[call-overload]
+        entry = nics_meta.get(index, nics_meta.get(str(index)))
         return None if entry is None else str(entry["vm"])
 
     if side == "src":
@@ -448,7 +448,7 @@ class NflogReader:
                 pairs = run_in_netns(self.netns, socket.if_nameindex)
         except OSError:
             return {}
-        return {index: name for index, name in pairs}
+        return dict(pairs)
 
     def _receive(self, timeout: float | None) -> bool:
         """Read what arrives within ``timeout`` (None: block); True if anything did."""
@@ -536,5 +536,5 @@ class NflogReader:
     def __del__(self) -> None:  # pragma: no cover - best effort
         try:
             self.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - at interpreter exit anything may be gone already
             pass

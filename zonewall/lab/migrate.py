@@ -83,12 +83,12 @@ class LabChannel:
 
 
 def lab_migrate(state: LabState, documents: Documents, vm: str, target: str, *, transfer_state: bool = True,
-                commit=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+                commit=None) -> dict[str, Any]:
     """Migrate `vm` to `target` in the lab; returns the orchestrator's report.
     `commit` records the new documents (default: written over the lab's policy)."""
     migration_plan = plan(documents, vm, target)
 
-    def record(edited) -> int:  # type: ignore[no-untyped-def]
+    def record(edited) -> int:
         if commit is not None:
             return commit(edited)
         path = Path(state.policy)

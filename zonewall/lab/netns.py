@@ -20,8 +20,8 @@ Design choices (why, not what):
 
 from __future__ import annotations
 
-import json
 import ipaddress
+import json
 import os
 import socket
 import subprocess
@@ -167,7 +167,7 @@ def delete_netns(name: str, *, flush_links: bool = False) -> None:
             links = json.loads(ip("-j", "link", "show", ns=name) or "[]")
         except (NetnsError, json.JSONDecodeError):
             links = []
-        names = [l["ifname"] for l in links if l.get("ifname") and l["ifname"] != "lo"]
+        names = [link["ifname"] for link in links if link.get("ifname") and link["ifname"] != "lo"]
         ip_batch((f"link del dev {n}" for n in names), ns=name, force=True)
     try:
         ip("netns", "del", name)
@@ -210,7 +210,7 @@ class NetnsGroup:
         for name in reversed(self.names):
             try:
                 delete_netns(name)
-            except BaseException as exc:  # keep deleting the rest
+            except BaseException as exc:  # noqa: BLE001 - keep deleting the rest
                 errors.append(exc)
         self.names.clear()
         if errors:
@@ -239,7 +239,7 @@ def run_in_netns(name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> 
         try:
             _enter_netns(name)
             box["value"] = fn(*args, **kwargs)
-        except BaseException as exc:  # handed to the caller below
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
             box["error"] = exc
 
     t = threading.Thread(target=target, name=f"netns:{name}", daemon=True)

@@ -31,7 +31,7 @@ class Plan:
         self.rules = RulePlanner(policy, now, timezone)
         self.chains = ChainPlanner(policy, self.rules)
 
-    def node(self, node: str) -> "NodePlan":
+    def node(self, node: str) -> NodePlan:
         """What one node enforces: the plan's pieces for its guests, its networks and
         itself. Each piece is the one the whole-policy plan holds (equal for equal
         inputs, hashable), so a piece that did not change between two policies can be

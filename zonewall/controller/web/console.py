@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 from fastapi import FastAPI, HTTPException, Request, Response
-from pydantic import ValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ...policy.errors import PolicyError
@@ -173,7 +173,7 @@ def install(app: FastAPI, current: Callable[[Request], tuple[Any, str]], page: C
         base_field = fields.get("base_revision", "")
         number, documents, _ = editable(request, section, name)
         base = int(base_field) if base_field.isdigit() else number
-        again = lambda **more: editor(request, section, name, text=text, message=message, base=base, **more)  # noqa: E731
+        again = lambda **more: editor(request, section, name, text=text, message=message, base=base, **more)
         try:
             value = parse(text) if text.strip() else []
         except yaml.YAMLError as exc:

@@ -13,7 +13,7 @@ import re
 import secrets
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -28,7 +28,8 @@ from ..api_metrics import AGENT_UP_SECONDS
 from ..schemas import NodeOut, RevisionOut, RevisionSummary, RollbackIn
 from ..store.db import as_utc
 from ..store.tokens import Principal, authenticate
-from .paging import SIZE as PAGE_SIZE, Page
+from .paging import SIZE as PAGE_SIZE
+from .paging import Page
 
 COOKIE = "zonewall_session"
 LOGIN_COOKIE = "zonewall_login"  # the login form's CSRF token (double submit)
@@ -87,7 +88,7 @@ def _render(template: str, **context: Any) -> HTMLResponse:
 
 
 def _when(stamp: float | None) -> str:
-    return "-" if stamp is None else datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return "-" if stamp is None else datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _utc(moment: datetime | None) -> str:
@@ -183,8 +184,8 @@ def install(app: FastAPI) -> None:
             nodes.append({**out.model_dump(), "up": contact is not None and now - contact.timestamp() <= AGENT_UP_SECONDS,
                           "last_contact": contact.strftime("%Y-%m-%d %H:%M:%S") if contact else None,
                           "logs": stats.get(name, {"received": 0, "suppressed": 0, "dropped": 0})})
-        from .console import denied_traffic
         from ..api_gitops import follower_status
+        from .console import denied_traffic
 
         return page(request, "overview.html", "Overview", current=current_number, nodes=nodes, listing=Page.of(nodes, page_number),
                     log_count=ctl.logs.count(), unused=ctl.counters.unused(3600)[:50], traffic=denied_traffic(ctl, 24),
