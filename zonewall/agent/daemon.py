@@ -99,6 +99,7 @@ class Agent:
         self._handled = threading.Condition()
         self._handled_revision: int | None = None
         self.refused = 0  # answers refused as older than the applied revision
+        self.last_turn = time.monotonic()  # the main loop's heartbeat (systemd's watchdog is fed from it)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -160,6 +161,7 @@ class Agent:
         next_verify = time.monotonic() + self.config.verify_interval
         next_refresh = time.monotonic() + self.config.refresh_interval
         while not self._stop.is_set():
+            self.last_turn = time.monotonic()
             try:
                 items = [self._work.get(timeout=max(0.0, next_verify - time.monotonic()))]
             except queue.Empty:

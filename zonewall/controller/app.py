@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import api_logs, api_metrics, api_migrate, api_nodes, api_policy, api_tokens
+from . import api_health, api_logs, api_metrics, api_migrate, api_nodes, api_policy, api_tokens
 from .background import Housekeeping
 from .follow import RECHECK_SECONDS, Follower
 from .migrate_channel import CHANNEL as MIGRATIONS_CHANNEL
@@ -109,6 +109,7 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(api_logs.router)
     app.include_router(api_metrics.router)
     app.include_router(api_migrate.router)
+    app.include_router(api_health.router)  # /healthz, /readyz (no token)
     from .web import routes as web_routes  # the dashboard (server-rendered)
 
     web_routes.install(app)

@@ -10,17 +10,21 @@ created in for its whole life, so only its creation has to happen there.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import socket
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
 
 from ..dataplane.backend import enter_netns
+from ..service.logs import setup_logging
+from ..service.sdnotify import ServiceNotifier
 from .app import build_controller, create_app
 
 DEFAULT_PORT = 9440
@@ -89,13 +93,34 @@ def bind(listen: Listen) -> socket.socket:
     return box["sock"]
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling systemd (Type=notify) when it serves and that its
+    event loop still turns: a heartbeat task on the loop feeds the watchdog, so a
+    blocked loop gets the controller restarted."""
+
+    beat = 0.0
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _beat(self) -> None:
+        while True:
+            self.beat = time.monotonic()
+            await asyncio.sleep(1.0)
+
+    def status(self) -> str:
+        return "serving" if self.started else "starting"
+
+
 def serve(db_url: str, listens: list[Listen], tls_cert: str | None = None, tls_key: str | None = None, access_log: bool = False) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    controller = build_controller(db_url)
+    setup_logging("controller")
+    controller = build_controller(db_url)  # the database is migrated before READY=1
     app = create_app(controller)
     sockets = [bind(listen) for listen in listens]
     config = uvicorn.Config(
         app, ssl_certfile=tls_cert, ssl_keyfile=tls_key, access_log=access_log, log_level="info",
+        log_config=None,  # uvicorn's lines go through our handler (journald priorities under systemd)
         timeout_graceful_shutdown=1,  # long-polls would otherwise hold a stop for their whole wait
     )
     scheme = "https" if tls_cert else "http"
@@ -107,4 +132,9 @@ def serve(db_url: str, listens: list[Listen], tls_cert: str | None = None, tls_k
     sys.stdout.flush()
     if not tls_cert and any(not ipaddress.ip_address(l.host).is_loopback and l.netns is None for l in listens):
         log.warning("listening beyond loopback without TLS: tokens cross the network in clear text (--tls-cert/--tls-key)")
-    uvicorn.Server(config).run(sockets=sockets)
+    server = _Server(config)
+    notifier = ServiceNotifier(ready=lambda: server.started, alive=lambda: time.monotonic() - server.beat < 30.0, status=server.status).start()
+    try:
+        server.run(sockets=sockets)
+    finally:
+        notifier.stop()
