@@ -19,6 +19,22 @@ from .policy.resolve import Policy
 app = typer.Typer(help="zonewall: zone-based stateful nftables firewall for VM clusters", no_args_is_help=True, add_completion=False)
 lab_app = typer.Typer(help="A virtual cluster of network namespaces built from a policy", no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"zonewall {version('zonewall')}")
+        except PackageNotFoundError:  # a source tree that was never installed
+            typer.echo("zonewall (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True, help="print the version and exit")) -> None:
+    """zonewall: zone-based stateful nftables firewall for VM clusters"""
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -314,12 +330,18 @@ _register_migrate(app, console, err)
 @app.command()
 def demo(
     keep: bool = typer.Option(False, "--keep", help="leave the lab up afterwards"),
-    example: Path = typer.Option(Path("examples/three-tier"), "--example"),
+    example: str = typer.Option("three-tier", "--example", help="a bundled example (three-tier, nas-isolation, microsegmentation) or an example directory"),
+    name: str = typer.Option("demo", "--name", help="the lab's name (its namespaces are zwl-NAME-*)"),
 ) -> None:
     """Bring up the lab from an example, apply, show measured vs expected reachability."""
-    from .lab.demo import run_demo
+    from .lab.demo import find_example, run_demo
 
-    raise typer.Exit(run_demo(console, example, keep))
+    try:
+        directory = find_example(example)
+    except FileNotFoundError as exc:
+        err.print(str(exc))
+        raise typer.Exit(2) from None
+    raise typer.Exit(run_demo(console, directory, keep, name))
 
 
 def main() -> None:
