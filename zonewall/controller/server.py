@@ -24,7 +24,7 @@ import uvicorn
 
 from ..dataplane.backend import enter_netns
 from ..service.logs import setup_logging
-from ..service.sdnotify import ServiceNotifier
+from ..service.sdnotify import ServiceNotifier, notify
 from .app import build_controller, create_app
 
 DEFAULT_PORT = 9440
@@ -108,6 +108,11 @@ class _Server(uvicorn.Server):
         while True:
             self.beat = time.monotonic()
             await asyncio.sleep(1.0)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # here, not after run(): uvicorn re-raises SIGTERM once it has shut down
+        notify("STOPPING=1", "STATUS=stopping")
+        await super().shutdown(sockets=sockets)
 
     def status(self) -> str:
         return "serving" if self.started else "starting"
