@@ -37,6 +37,7 @@ from .client import ControllerClient, ControllerRefused, ControllerUnavailable, 
 from .discovery import discover_taps, local_links
 from .drift import DriftWatch
 from .enforcer import Desired, Enforcer
+from .links import LinkWatch
 from .notify import SOCKET_NAME, NotifyListener
 from .observe import Observer
 from .reporter import Reporter
@@ -88,6 +89,7 @@ class Agent:
         self._failed: Desired | None = None  # retried at the next tick
         self._threads: list[threading.Thread] = []
         self._drift: DriftWatch | None = None
+        self._links: LinkWatch | None = None
         self._notify: NotifyListener | None = None
         self.ready = threading.Event()  # restored and watching (tests wait on it)
         self.observer: Observer | None = None
@@ -127,12 +129,15 @@ class Agent:
                                               on_request=hook_requests).start()
             except OSError as exc:
                 log.warning("no hook socket (%s): hypervisor events are seen at the next refresh", exc)
+            self._links = LinkWatch(lambda why: self._work.put(("rediscover", why)), netns=self.config.netns).start()  # guests' ports come and go
             self.ready.set()
             self._loop()
         finally:
             self._stop.set()
             if self._drift:
                 self._drift.stop()
+            if self._links:
+                self._links.stop()
             if self._notify:
                 self._notify.stop()
             self.reporter.wake()
