@@ -12,7 +12,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.zonewall-installed
 DEB_PACKAGES := nftables iproute2 conntrack iperf3 iputils-ping libnftables1 chromium postgresql
-PYTEST_ARGS ?= -p xdist -n 2 -q
+PYTEST_ARGS ?= -p xdist -n 2 --dist loadgroup -q
 DEMO_ARGS ?=
 
 LOCK := requirements.lock

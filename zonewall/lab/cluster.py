@@ -104,8 +104,9 @@ def choose_gateways(policy: Policy) -> dict[str, list[str]]:
     return out
 
 
-def lab_up(policy_path: str, name: str = "zw", *, apply: bool = True) -> LabState:
-    """Build the cluster and (by default) apply each node's compiled ruleset."""
+def lab_up(policy_path: str, name: str = "zw", *, apply: bool = True, guests: bool = True) -> LabState:
+    """Build the cluster and (by default) apply each node's compiled ruleset.
+    `guests=False`: nodes and the outside only; the VMs are real ones (lab/guests.py)."""
     _check_lab_name(name)
     policy = load_policy(policy_path)
     prefix = lab_prefix(name)
@@ -113,7 +114,7 @@ def lab_up(policy_path: str, name: str = "zw", *, apply: bool = True) -> LabStat
         raise LabError(f"a lab named {name!r} already exists: zonewall lab down --name {name}")
     state = LabState(name=name, policy=str(Path(policy_path).resolve()), outside=prefix + "out")
     try:
-        _build(policy, state)
+        _build(policy, state, guests)
         state.save()
         if apply:
             apply_policy(state, policy)
@@ -123,7 +124,7 @@ def lab_up(policy_path: str, name: str = "zw", *, apply: bool = True) -> LabStat
     return state
 
 
-def _build(policy: Policy, state: LabState) -> None:
+def _build(policy: Policy, state: LabState, guests: bool = True) -> None:
     outside = state.outside
     netns.create_netns(outside)
     netns.set_sysctls(
@@ -187,7 +188,7 @@ def _build(policy: Policy, state: LabState) -> None:
         if hosted:
             netns.enable_bridge_netfilter(ns)
     netns.ip_batch(outside_cmds, ns=outside)
-    for vm_name in sorted(policy.doc.vms):
+    for vm_name in sorted(policy.doc.vms) if guests else []:
         _build_vm(policy, state, vm_name)
 
 

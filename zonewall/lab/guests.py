@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ for a in $(arg ip | tr ',' ' '); do ip addr add $a dev eth0; done
 [ -n "$(arg gw)" ] && ip route add default via $(arg gw)
 [ -n "$(arg gw6)" ] && ip -6 route add default via $(arg gw6)
 for p in $(arg ports | tr ',' ' '); do nc -ll -p $p -e /bin/cat & done
+for t in $(arg connect | tr ',' ' '); do (while :; do nc -w 1 ${t%:*} ${t#*:} </dev/null; sleep 0.2; done) & done
 echo "zonewall guest $(hostname) up"
 exec setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'
 """
@@ -120,13 +122,14 @@ class GuestSpec:
     gateway: str | None = None
     gateway6: str | None = None
     ports: list[int] = field(default_factory=list)  # TCP echo servers
+    connect: list[str] = field(default_factory=list)  # "IP:PORT": connection attempts from boot on, every 0.2 s
     memory_mib: int = 96
 
 
 def domain_xml(spec: GuestSpec, kernel: Path, initrd: Path, console: Path) -> str:
     cmdline = " ".join([
         "console=ttyS0", "quiet", "panic=-1", f"hostname={spec.name}",
-        f"zw.ip={','.join(spec.addresses)}", f"zw.ports={','.join(map(str, spec.ports))}",
+        f"zw.ip={','.join(spec.addresses)}", f"zw.ports={','.join(map(str, spec.ports))}", f"zw.connect={','.join(spec.connect)}",
         *([f"zw.gw={spec.gateway}"] if spec.gateway else []), *([f"zw.gw6={spec.gateway6}"] if spec.gateway6 else []),
     ])
     return f"""<domain type='qemu'>
@@ -180,10 +183,12 @@ class Console:
         sock = self._connect()
         self._count += 1
         tag = f"ZW{os.getpid()}x{self._count}"
-        sock.sendall(f"stty -echo 2>/dev/null; {command}; echo {tag}=$?\n".encode())
+        # the output lies between the two markers as printed (the terminal's echo of the
+        # typed line shows them as `-start;` and `=$?`, never as printed)
+        sock.sendall(f"stty -echo 2>/dev/null; echo {tag}-start; {command}; echo {tag}=$?\n".encode())
         data = b""
         deadline = time.monotonic() + timeout
-        pattern = re.compile(rf"(?:^|\n){tag}=(\d+)\r?\n".encode())
+        pattern = re.compile(rf"{tag}-start\r?\n(.*?){tag}=(\d+)\r?\n".encode(), re.S)
         while not pattern.search(data):
             left = deadline - time.monotonic()
             if left <= 0:
@@ -198,9 +203,8 @@ class Console:
             data += chunk
         found = pattern.search(data)
         assert found is not None
-        output = data[: found.start()].decode(errors="replace").replace("\r", "")
-        lines = [line for line in output.split("\n") if tag not in line and line.strip()]
-        return int(found.group(1)), "\n".join(lines)
+        output = found.group(1).decode(errors="replace").replace("\r", "")
+        return int(found.group(2)), "\n".join(line for line in output.split("\n") if line.strip())
 
     def close(self) -> None:
         if self._sock is not None:
@@ -232,6 +236,9 @@ class Hypervisor:
         etc = self.directory / "etc"
         shutil.copytree("/etc/libvirt", etc, dirs_exist_ok=True, symlinks=True)
         (etc / "qemu.conf").write_text(QEMU_CONF)
+        # two libvirtds on one machine must not look like one host (migration refuses that)
+        with open(etc / "libvirtd.conf", "a") as conf:
+            conf.write(f'\nhost_uuid = "{uuid.uuid5(uuid.NAMESPACE_DNS, self.netns)}"\n')
         for autostarted in ("qemu/networks/autostart", "qemu/autostart"):
             shutil.rmtree(etc / autostarted, ignore_errors=True)
         hooks = etc / "hooks" / "qemu.d"
