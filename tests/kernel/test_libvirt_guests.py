@@ -185,13 +185,26 @@ def test_late_guest_is_filtered_from_its_first_packet_and_leaves_nothing(lab: Gu
     port = taps["late1/0"].split()[0]
     node1 = lab.state.nodes["node1"]
     assert port in netns.exec_in_netns(node1, ["nft", "list", "map", "bridge", "zonewall", "nic-src"]).stdout
-    lab.hypervisors["node1"].virsh("destroy", "late1")
+    lab.destroy("late1")
     deadline = time.monotonic() + 15
     while port in netns.exec_in_netns(node1, ["nft", "list", "ruleset"]).stdout:
         assert time.monotonic() < deadline, f"{port} is still in node1's ruleset after late1 was destroyed"
         time.sleep(0.1)
     text = agent_log(lab, "node1")
     assert "hypervisor event: qemu late1 stopped end" in text and "hypervisor event: qemu late1 release end" in text
+
+
+def test_demo_matrix_on_real_guests(lab: GuestLab) -> None:
+    """What `zonewall demo --libvirt` measures (lab/guestdemo.py), on this module's guests."""
+    from zonewall.lab.guestdemo import guest_matrix
+
+    assert lab.policy is not None
+    matrix = guest_matrix(lab, lab.policy, "ipv4")
+    assert matrix["internet"]["vm:web1"] == ["tcp/80"]  # 7000 is for one address only, 8080 for the dmz
+    assert matrix["vm:web1"]["vm:app1"] == ["tcp/8080"]
+    assert matrix["vm:app1"]["vm:web1"] == ["tcp/80"]
+    assert matrix["internet"]["vm:app1"] == []
+    assert "vm:late1" not in matrix and "vm:late1" not in matrix["internet"]  # destroyed: not probed
 
 
 class Stream:

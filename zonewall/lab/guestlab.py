@@ -99,6 +99,11 @@ class GuestLab:
         self.boot_seconds.update(seconds)
         return seconds
 
+    def destroy(self, vm: str) -> None:
+        """Stop a guest the hard way (virsh destroy), as a crash or a power-off would."""
+        self.consoles.pop(vm).close()
+        self.host_of(vm).virsh("destroy", vm)
+
     def wait_taps(self, vms: list[str], timeout: float = 60.0) -> dict[str, str]:
         """Until every agent reports a discovered port for each of `vms` ("web1/0": "vnet0 (mac)")."""
         assert self.managed is not None

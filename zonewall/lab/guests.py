@@ -320,13 +320,16 @@ def wait_booted(console: Console, timeout: float = 240.0) -> float:
         time.sleep(1.0)
 
 
-def tcp_echo(ns: str, address: str, port: int, timeout: float = 3.0) -> str:
-    """From namespace `ns`: connect, send a token, expect it back. delivered|refused|blocked."""
+def tcp_echo(ns: str, address: str, port: int, timeout: float = 3.0, source: str | None = None) -> str:
+    """From namespace `ns` (from `source` if given): connect, send a token, expect it
+    back. delivered|refused|blocked."""
     from . import netns
 
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = netns.netns_socket(ns, family, socket.SOCK_STREAM)
     sock.settimeout(timeout)
+    if source is not None:
+        sock.bind((source, 0))
     token = f"zw-{os.getpid()}-{time.monotonic_ns()}\n".encode()
     try:
         sock.connect((address, port))
