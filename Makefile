@@ -19,7 +19,7 @@ LOCK := requirements.lock
 # What real hypervisors need in the tests (tests/kernel/libvirt, `make demo DEMO_ARGS=--libvirt`)
 # and what `make deb` and its test need.
 HYPERVISOR_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
-DEB_BUILD_PACKAGES := dpkg-dev fakeroot python3-venv systemd
+DEB_BUILD_PACKAGES := dpkg-dev fakeroot python3-venv systemd cpio kmod adduser
 DEB_PACKAGES += $(HYPERVISOR_PACKAGES) $(DEB_BUILD_PACKAGES)
 VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
