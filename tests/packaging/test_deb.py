@@ -65,6 +65,7 @@ def test_install_run_and_purge(deb: Path) -> None:
         result = apt("install", "--no-install-recommends", str(deb))
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         check_installed_files()
+        check_documented_libvirt_node_steps()
         check_controller_as_its_unit_runs_it()
     finally:
         purged = apt("purge", "zonewall")
@@ -96,6 +97,35 @@ def check_installed_files() -> None:
     # the agent's config file is what the unit's command reads: every key a known option
     check = subprocess.run(["/usr/bin/zonewall", "agent", "--config", "/etc/zonewall/agent.yaml", "--help"], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
+
+
+def documented_steps(heading: str) -> str:
+    """The first shell block under `heading` in docs/operations.md."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    section = text[text.index(heading):]
+    return section[section.index("```sh") + 5: section.index("```", section.index("```sh") + 5)]
+
+
+def check_documented_libvirt_node_steps() -> None:
+    """docs/operations.md's libvirt node, step by step where this machine allows it (no
+    systemd as PID 1, no controller): every file and unit it names is what the package
+    installed, the token step runs, and the agent takes the documented config."""
+    steps = documented_steps("### A libvirt node")
+    for path in set(re.findall(r"(/etc/[\w/.-]+)", steps)) - {"/etc/zonewall/agent.token", "/etc/zonewall/ca.pem"}:
+        assert os.path.exists(path), f"docs/operations.md names {path}, the package has no such file"
+    for unit in set(re.findall(r"systemctl (?:enable --now|restart) (zonewall-[\w-]+)", steps)):
+        assert Path(f"/lib/systemd/system/{unit}.service").is_file(), unit
+    assert "apt install ./zonewall_" in steps
+    data = Path(tempfile.mkdtemp(prefix="zonewall-doc-"))
+    try:
+        token = subprocess.run(["/usr/bin/zonewall", "token", "create", "--role", "agent", "--node", "node1", "--data-dir", str(data)],
+                               capture_output=True, text=True, timeout=120)
+        assert token.returncode == 0 and len(token.stdout.strip()) > 20, token.stderr
+        config = Path("/etc/zonewall/agent.yaml").read_text()
+        for key in ("controller:", "host:", "token-file: /etc/zonewall/agent.token"):
+            assert key in config, key  # what the steps tell the operator to edit, and where the token goes
+    finally:
+        subprocess.run(["rm", "-rf", str(data)])
 
 
 def check_controller_as_its_unit_runs_it() -> None:
