@@ -11,7 +11,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.zonewall-installed
-DEB_PACKAGES := nftables iproute2 conntrack iperf3 iputils-ping libnftables1 chromium postgresql
+DEB_PACKAGES := nftables iproute2 conntrack iperf3 iputils-ping libnftables1 chromium postgresql git
 PYTEST_ARGS ?= -p xdist -n 2 --dist loadgroup -q
 DEMO_ARGS ?=
 

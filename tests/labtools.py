@@ -9,9 +9,11 @@ from __future__ import annotations
 import itertools
 import os
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from zonewall.lab.cluster import LabState, lab_down, lab_up
 from zonewall.lab.managed import ManagedLab
@@ -47,13 +49,15 @@ def write_policy(tmp_path: Path, text: str, name: str = "policy.yaml") -> Path:
 
 @contextmanager
 def managed_lab(policy_dir: Path, prefix: str, env: dict[str, str] | None = None, *, db_url: str | None = None, replicas: int = 1,
-                controller_env: dict[str, str] | None = None) -> Iterator[ManagedLab]:
+                controller_env: dict[str, str] | None = None, serve_args: tuple[str, ...] = ()) -> Iterator[ManagedLab]:
     """A lab of `policy_dir` with a controller (or `replicas` of them on `db_url`) and one
     agent per node; the policy is uploaded through the API (revision 1) and applied on
-    every node. `env` is set for the agents (they inherit it) and restored afterwards."""
+    every node. `env` is set for the agents (they inherit it) and restored afterwards;
+    `serve_args` go to `zonewall serve`."""
     name = unique_lab_name()
     state = lab_up(str(policy_dir), name, apply=False)  # every rule comes through the controller
-    lab = ManagedLab(state, Path(tempfile.mkdtemp(prefix=prefix)), db_url=db_url, replicas=replicas, controller_env=controller_env or {})
+    lab = ManagedLab(state, Path(tempfile.mkdtemp(prefix=prefix)), db_url=db_url, replicas=replicas, controller_env=controller_env or {},
+                     serve_args=serve_args)
     saved = {key: os.environ.get(key) for key in env or {}}
     os.environ.update(env or {})
     try:
@@ -68,3 +72,14 @@ def managed_lab(policy_dir: Path, prefix: str, env: dict[str, str] | None = None
                 os.environ[key] = value
         lab.stop()
         lab_down(name)
+
+
+def until(check: Callable[[], Any], timeout: float, what: str = "condition") -> Any:
+    """Poll `check` until it returns something true (returned), failing after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what}: not reached within {timeout}s"
+        time.sleep(0.05)

@@ -81,3 +81,13 @@ def test_golden_ruleset_loads_into_the_kernel(policy: Path, expected: Path, host
         result = apply_ruleset(backend, compiled(policy, host))
     assert result.mode == "full"
     json.dumps(result.snapshot.to_json())
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("policy, expected, host", cases(), ids=lambda v: v.parent.name if isinstance(v, Path) and v.name in ("policy", "expected") else str(v.name) if isinstance(v, Path) else v)
+def test_nft_text_loads_with_nft_f(policy: Path, expected: Path, host: str, netns_name: str) -> None:
+    """`zonewall compile --format nft` is for operators to read and load: `nft -f` takes it.
+    (A tap named `tap:1` once made chain names nft cannot parse.)"""
+    text = render_nft(compiled(policy, host))
+    loaded = subprocess.run(["ip", "netns", "exec", netns_name, "nft", "-f", "-"], input=text, capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Screenshots of the dashboard's main pages, taken from a real lab run.
 
-Runs the browser tests (tests/browser/test_dashboard.py: a three-tier lab, a
-controller and agents, refused probes in the log, headless Debian chromium) with
-$ZONEWALL_SCREENSHOTS set, so that the pages they check are also saved as PNGs:
-overview, matrix, vm (db1), logs, revision (2, with its diff), trace.
+Runs the browser tests (tests/browser/: three-tier labs, a controller and agents,
+refused probes in the log, headless Debian chromium) with $ZONEWALL_SCREENSHOTS set,
+so that the pages they check are also saved as PNGs: overview, matrix, vm (db1), logs,
+revision (2, with its diff), trace (full pages); edit (a preview), overview-graphs,
+node, zones, and a 50-zone policy's matrix-50-zones and zones-50-zones (1280x800).
 Needs root (the lab). Run: .venv/bin/python tools/screenshots.py [--out docs/screenshots]
 """
 

@@ -16,25 +16,12 @@ from .policy.loader import load_policy
 from .compiler.schedule import local_timezone
 from .policy.resolve import Policy
 
-app = typer.Typer(help="zonewall: zone-based stateful nftables firewall for VM clusters", no_args_is_help=True, add_completion=False)
+from .cli_errors import ZonewallGroup  # noqa: E402 - every user error one line (cli_errors.py)
+
+app = typer.Typer(help="zonewall: zone-based stateful nftables firewall for VM clusters", no_args_is_help=True, add_completion=False, cls=ZonewallGroup)
 lab_app = typer.Typer(help="A virtual cluster of network namespaces built from a policy", no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
 
-
-def _show_version(value: bool) -> None:
-    if value:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            typer.echo(f"zonewall {version('zonewall')}")
-        except PackageNotFoundError:  # a source tree that was never installed
-            typer.echo("zonewall (not installed)")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True, help="print the version and exit")) -> None:
-    """zonewall: zone-based stateful nftables firewall for VM clusters"""
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -51,8 +38,11 @@ def _warn_not_enforced(policy: Policy) -> None:
 
 
 def _load(policy: Path, as_json: bool = False) -> Policy:
+    from .cli_progress import phase
+
     try:
-        loaded = load_policy(policy)
+        with phase(err, f"loading {policy}"):
+            loaded = load_policy(policy)
     except PolicyError as exc:
         if as_json:
             _emit_json({"ok": False, "problems": [p.to_json() for p in exc.problems]})
@@ -101,8 +91,11 @@ def compile_cmd(
     if fmt not in ("nft", "json"):
         err.print("--format must be nft or json")
         raise typer.Exit(2)
+    from .cli_progress import phase
+
     try:
-        ruleset = compile_node(loaded, host, timezone=local_timezone())
+        with phase(err, f"compiling {host}"):
+            ruleset = compile_node(loaded, host, timezone=local_timezone())
     except UnknownNode as exc:
         err.print(str(exc))
         raise typer.Exit(1) from None
@@ -207,11 +200,13 @@ def lab_up_cmd(
     no_apply: bool = typer.Option(False, "--no-apply", help="build the cluster but apply no ruleset"),
 ) -> None:
     """Build one namespace per node and VM plus `outside`, and apply the policy."""
+    from .cli_progress import progress
     from .lab.cluster import LabError, lab_up
 
     _load(policy)
     try:
-        state = lab_up(str(policy), name, apply=not no_apply)
+        with progress(err, f"lab {name}: guests and nodes") as tick:
+            state = lab_up(str(policy), name, apply=not no_apply, progress=tick)
     except LabError as exc:
         err.print(str(exc))
         raise typer.Exit(1) from None
@@ -283,15 +278,26 @@ def lab_probe_cmd(
 def lab_matrix_cmd(
     name: str = typer.Option("zw", "--name"),
     family: str = typer.Option("ipv4", "--family"),
+    sources: list[str] = typer.Option([], "--from", help="only these sources: vm:NAME, zone:NAME, mgmt, internet (repeatable)"),
+    targets: list[str] = typer.Option([], "--to", help="only these targets: vm:NAME, host:NODE, zone:NAME (repeatable)"),
+    services: list[str] = typer.Option([], "--service", help="only these services: tcp/PORT, udp/PORT, icmp (repeatable; default: every port the rules name)"),
+    timeout: float = typer.Option(0.6, "--timeout", min=0.05, help="seconds a probe waits before it counts as blocked"),
+    concurrency: int = typer.Option(64, "--concurrency", min=1, max=1024, help="probes at once (also bounded by the open-file limit)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Probe every source x target x service the policy mentions, with real packets."""
+    from .cli_progress import progress
     from .lab.cluster import LabState
     from .lab.probing import reachability_matrix
     from .lab.report import print_matrix
 
+    if family not in ("ipv4", "ipv6"):
+        err.print("--family must be ipv4 or ipv6")
+        raise typer.Exit(2)
     state = LabState.load(name)
-    matrix = reachability_matrix(state, load_policy(state.policy), family)  # type: ignore[arg-type]
+    with progress(err, f"probing ({family})") as tick:
+        matrix = reachability_matrix(state, load_policy(state.policy), family, timeout, sources=sources or None,  # type: ignore[arg-type]
+                                     targets=targets or None, services=services or None, concurrency=concurrency, progress=tick)
     if as_json:
         _emit_json(matrix)
     else:
@@ -325,6 +331,14 @@ _register_logs(app, console, err)
 from .cli_migrate import register as _register_migrate  # noqa: E402
 
 _register_migrate(app, console, err)
+
+from .cli_client import register as _register_client  # noqa: E402
+
+_register_client(app, console, err)
+
+from .cli_shell import register as _register_shell  # noqa: E402
+
+_register_shell(app)
 
 
 @app.command()

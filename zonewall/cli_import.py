@@ -25,9 +25,14 @@ import_app = typer.Typer(help="Import a Proxmox VE firewall or libvirt nwfilter 
 
 
 def _finish(kind: str, build: Callable[[Report], dict[str, Document]], output: Path, strict: bool, force: bool, as_json: bool) -> None:
+    from .cli_progress import phase
+    from rich.console import Console
+
     report = Report()
+    progress_console = Console(stderr=True)
     try:
-        documents = build(report)
+        with phase(progress_console, f"translating the {kind} configuration"):
+            documents = build(report)
     except ImportFailure as exc:
         for problem in exc.problems:
             sys.stderr.write(f"{problem}\n")
@@ -38,7 +43,8 @@ def _finish(kind: str, build: Callable[[Report], dict[str, Document]], output: P
         for name, document in documents.items():
             (Path(tmp) / name).write_text(render(document))
         try:
-            load_policy(Path(tmp))
+            with phase(progress_console, "checking the translation"):
+                load_policy(Path(tmp))
         except PolicyError as exc:
             for problem in exc.problems:
                 sys.stderr.write(f"{problem}\n")

@@ -14,8 +14,9 @@ from rich.console import Console
 def register(app: typer.Typer, console: Console, err: Console) -> None:
     @app.command()
     def logs(
-        controller: str = typer.Option("http://127.0.0.1:9440", "--controller", envvar="ZONEWALL_CONTROLLER", help="the controller's URL"),
-        token: Optional[str] = typer.Option(None, "--token", envvar="ZONEWALL_TOKEN", help="an admin or viewer token (or $ZONEWALL_TOKEN)"),
+        profile: Optional[str] = typer.Option(None, "--profile", envvar="ZONEWALL_PROFILE", help="profile of the client file (~/.config/zonewall/client.toml)"),
+        controller: Optional[str] = typer.Option(None, "--controller", help="the controller's URL (else $ZONEWALL_CONTROLLER, the profile)"),
+        token: Optional[str] = typer.Option(None, "--token", help="an admin or viewer token (else $ZONEWALL_TOKEN, the profile)"),
         token_file: Optional[Path] = typer.Option(None, "--token-file"),
         ca: Optional[Path] = typer.Option(None, "--ca", help="CA certificate of the controller"),
         vm: Optional[str] = typer.Option(None, "--vm"),
@@ -36,28 +37,15 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
         as_json: bool = typer.Option(False, "--json", help="the API's answer as JSON"),
     ) -> None:
         """Search packet log records (denied packets): newest first, filters combine."""
-        import httpx
+        from .client.api import Api
+        from .client.profile import resolve
 
-        from .agent.client import tls_verify
-
-        secret = token_file.read_text().strip() if token_file else token
-        if not secret:
-            err.print("give a token: --token, --token-file or $ZONEWALL_TOKEN")
-            raise typer.Exit(2)
         params: dict[str, Any] = {k: v for k, v in {
             "vm": vm, "zone": zone, "node": node, "address": address, "src": src, "dst": dst, "port": port, "proto": proto,
             "verdict": verdict, "rule": rule, "since": since, "until": until, "q": text, "limit": limit, "cursor": cursor,
         }.items() if v is not None}
-        try:
-            response = httpx.get(controller.rstrip("/") + "/api/v1/logs", params=params, headers={"Authorization": f"Bearer {secret}"},
-                                 verify=tls_verify(str(ca) if ca else None), timeout=30.0)
-        except httpx.HTTPError as exc:
-            err.print(f"controller unreachable: {exc}")
-            raise typer.Exit(1) from None
-        if response.status_code != 200:
-            err.print(f"refused ({response.status_code}): {response.text[:500]}")
-            raise typer.Exit(1)
-        body = response.json()
+        with Api(resolve(profile, controller, token, token_file, ca), timeout=30.0) as api:
+            body = api.call("GET", "/logs", params=params)  # errors: one line (cli_errors.py)
         if as_json:
             typer.echo(json.dumps(body))
             return

@@ -33,10 +33,22 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
         tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="the certificate's private key (PEM)"),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="where the SQLite database lives (default /var/lib/zonewall/controller)"),
         access_log: bool = typer.Option(False, "--access-log", help="log every request"),
+        max_body_mib: int = typer.Option(80, "--max-body-mib", min=1, help="largest API request body (a whole policy upload), MiB"),
+        header_timeout: float = typer.Option(10.0, "--header-timeout", min=0.5, help="seconds a client has to send a whole request head"),
+        max_connections: int = typer.Option(0, "--max-connections", min=0, help="open client connections at most; the longest idle are closed for new ones (0: the open-file limit minus a reserve)"),
+        login_rate: float = typer.Option(20.0, "--login-rate", min=1, help="login attempts per minute and client address"),
+        write_rate: float = typer.Option(120.0, "--write-rate", min=1, help="policy writes per minute and client address"),
+        git_repo: Optional[str] = typer.Option(None, "--git-repo", help="follow this git repository (URL or path): each new commit becomes a revision"),
+        git_branch: str = typer.Option("main", "--git-branch", help="the branch to follow"),
+        git_path: str = typer.Option("", "--git-path", help="the policy directory inside the repository"),
+        git_interval: float = typer.Option(15.0, "--git-interval", min=1.0, help="seconds between two fetches (POST /api/v1/gitops/sync fetches at once)"),
     ) -> None:
         """Run the controller: REST API (OpenAPI at /docs), policy revisions, node inventory."""
+        from .controller.gitops import GitSource
+        from .controller.connections import ConnectionLimits
+        from .controller.limits import MIB, RequestLimits
         from .controller.server import parse_listen, serve as run_server
-        from .controller.store.db import resolve_url
+        from .controller.store.db import DEFAULT_DATA_DIR, resolve_url
 
         if bool(tls_cert) != bool(tls_key):
             err.print("--tls-cert and --tls-key go together")
@@ -46,7 +58,10 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
         except ValueError as exc:
             err.print(str(exc))
             raise typer.Exit(2) from None
-        run_server(resolve_url(db, data_dir), listens, str(tls_cert) if tls_cert else None, str(tls_key) if tls_key else None, access_log)
+        gitops = (GitSource(git_repo, git_branch, git_path, git_interval), (data_dir or DEFAULT_DATA_DIR) / "gitops") if git_repo else None
+        run_server(resolve_url(db, data_dir), listens, str(tls_cert) if tls_cert else None, str(tls_key) if tls_key else None, access_log,
+                   RequestLimits(max_body=max_body_mib * MIB, login_per_minute=login_rate, writes_per_minute=write_rate),
+                   ConnectionLimits(header_timeout=header_timeout, max_connections=max_connections), gitops=gitops)
 
     @app.command()
     def agent(

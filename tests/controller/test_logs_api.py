@@ -24,13 +24,14 @@ def post(client: TestClient, tokens: Tokens, node: str, records: list[dict], bat
 
 def test_batches_are_stored_once_and_searchable_by_every_filter(client: TestClient, tokens: Tokens, controller: Controller, uploaded: dict) -> None:
     controller.logs.retention = Retention(max_age_days=100_000)  # records of 1970 stay
-    batch = [record(1000.0 + i, sport=40000 + i) for i in range(5)]
-    batch += [record(2000.0, vm="web1", scope="web1", src="203.0.113.9", dst="10.0.1.10", dport=22, rule="ssh-admins", level="global", verdict="accept"),
-              record(2001.0, vm="app1", scope="zone:app", family="ipv6", src="fd00:1::10", dst="fd00:2::20", proto="udp", dport=53, rule="app-dns", level="zone", verdict="reject")]
+    batch = [record(1000.0 + i, sport=40000 + i) for i in range(5)]  # db1 runs on node2
+    node1 = [record(2000.0, vm="web1", scope="web1", src="203.0.113.9", dst="10.0.1.10", dport=22, rule="ssh-admins", level="global", verdict="accept"),
+             record(2001.0, vm="app1", scope="zone:app", family="ipv6", src="fd00:1::10", dst="fd00:2::20", proto="udp", dport=53, rule="app-dns", level="zone", verdict="reject")]
     first = post(client, tokens, "node2", batch, "batch-0001", suppressed=7, dropped=2)
-    assert first.status_code == 200 and first.json() == {"stored": 7, "duplicate": False}
+    assert first.status_code == 200 and first.json() == {"stored": 5, "duplicate": False, "refused": 0, "clamped": 0}
     again = post(client, tokens, "node2", batch, "batch-0001", suppressed=7, dropped=2)
-    assert again.json() == {"stored": 0, "duplicate": True}
+    assert again.json() == {"stored": 0, "duplicate": True, "refused": 0, "clamped": 0}
+    assert post(client, tokens, "node1", node1, "batch-0002").json()["stored"] == 2
 
     def search(**params: object) -> list[dict]:
         response = client.get("/api/v1/logs", params=params, headers=tokens.header("viewer"))
@@ -40,7 +41,7 @@ def test_batches_are_stored_once_and_searchable_by_every_filter(client: TestClie
     assert len(search()) == 7
     assert [r["time"] for r in search()][:2] == [2001.0, 2000.0]  # newest first
     assert {r["zone"] for r in search(vm="db1")} == {"db"}  # the VM's zone, from the current revision
-    assert len(search(zone="db")) == 5 and len(search(node="node2")) == 7 and search(node="node1") == []
+    assert len(search(zone="db")) == 5 and len(search(node="node2")) == 5 and len(search(node="node1")) == 2 and search(node="node3") == []
     assert len(search(address="10.0.2.0/24")) == 5 and len(search(src="203.0.113.0/24")) == 1 and len(search(dst="10.0.2.30")) == 5
     assert len(search(address="fd00:2::/64")) == 1 and len(search(address="fd00::/16")) == 1
     assert len(search(port=22)) == 1 and len(search(proto="udp")) == 1 and len(search(verdict="drop")) == 5
@@ -55,7 +56,7 @@ def test_batches_are_stored_once_and_searchable_by_every_filter(client: TestClie
     assert len(ids) == 7 == len(set(ids)) and page3["next"] is None
     assert client.get("/api/v1/logs", params={"address": "nope"}, headers=tokens.header("admin")).status_code == 422
     stats = client.get("/api/v1/logs/stats", headers=tokens.header("viewer")).json()
-    assert stats["node2"] == {"received": 7, "suppressed": 7, "dropped": 2}
+    assert stats["node2"] == {"received": 5, "suppressed": 7, "dropped": 2}
 
 
 def test_only_the_nodes_agent_writes_records_and_agents_cannot_search(client: TestClient, tokens: Tokens) -> None:
@@ -102,12 +103,44 @@ def test_counters_sum_across_nodes_list_unused_rules_and_metrics(client: TestCli
     client.put("/api/v1/nodes/node1/status", json={"state": "ok", "applied_revision": 1, "apply_seconds": 0.25}, headers=tokens.header("node1"))
     post(client, tokens, "node1", [record(5.0)], suppressed=11)
     text = client.get("/metrics", headers=tokens.header("viewer")).text
-    assert 'zonewall_rule_packets_total{level="global",scope="global",direction="in",rule="ssh-admins"} 4' in text  # node1's last reading no longer has it
-    assert 'zonewall_vm_dropped_packets_total{vm="db1"} 9' in text
+    # per node; node1's last reading no longer has ssh-admins: it keeps what it counted
+    assert 'zonewall_rule_packets_total{direction="in",level="global",node="node1",rule="ssh-admins",scope="global"} 3.0' in text
+    assert 'zonewall_rule_packets_total{direction="in",level="global",node="node2",rule="ssh-admins",scope="global"} 4.0' in text
+    assert 'zonewall_vm_dropped_packets_total{node="node2",vm="db1"} 9.0' in text
     assert 'zonewall_apply_seconds{node="node1"} 0.25' in text
-    assert 'zonewall_agent_up{node="node1"} 1' in text
-    assert 'zonewall_log_records_suppressed_total{node="node1"} 11' in text
+    assert 'zonewall_agent_up{node="node1"} 1.0' in text
+    assert 'zonewall_log_records_suppressed_total{node="node1"} 11.0' in text
     assert "# TYPE zonewall_agent_up gauge" in text
+    assert "# TYPE zonewall_rule_packets_total counter" in text
+
+
+def test_counters_never_go_backwards_when_rules_are_recreated_or_removed(controller: Controller) -> None:
+    """Kernel counters restart at 0 when an apply re-creates a rule (a new handle): the
+    stored count goes on from where it was; a rule removed keeps its count."""
+    store = controller.counters
+
+    def reading(handle: int, packets: int) -> dict:
+        return {"level": "default", "scope": "web1", "direction": "in", "rule": "default-in", "verdict": "drop",
+                "packets": packets, "bytes": packets * 100, "instances": [[f"inet:{handle}", packets, packets * 100]]}
+
+    def total() -> int:
+        return sum(r.packets for r in store.per_node() if r.rule == "default-in")
+
+    store.report("node1", [reading(10, 5)])
+    store.report("node1", [reading(10, 8)])
+    assert total() == 8
+    store.report("node1", [reading(20, 3)])  # re-created by an apply: 3 new packets, not 3 - 8
+    assert total() == 11
+    store.report("node1", [reading(20, 150)])  # more than the old reading: still counted from the new rule's 0
+    assert total() == 158
+    store.report("node1", [])  # the rule is gone from the node
+    assert total() == 158 and store.totals() == []
+    store.report("node1", [reading(30, 2)])  # back again
+    assert total() == 160
+    old_agent = {k: v for k, v in reading(0, 7).items() if k != "instances"}  # readings without instances: by the sum
+    store.report("node2", [old_agent])
+    store.report("node2", [{**old_agent, "packets": 9}])
+    assert total() == 169
 
 
 def test_address_keys_make_cidrs_ranges() -> None:

@@ -137,7 +137,7 @@ def test_a_retried_rule_addition_is_applied_once_through_any_controller(tmp_path
         assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
         assert again.json()["revision"]["number"] == 2
         policy = httpx.get(a.url + "/api/v1/policy", headers=a.tokens.header("admin")).json()
-        assert policy["revision"] == 2 and policy["documents"]["policy.yaml"].count("5432") == 1
+        assert policy["revision"] == 2 and policy["documents"]["policy.yaml"].count("tcp: 5432") == 1  # the rule once (the header comment names 5432 too: comments are kept)
         # without a key, a second addition is a second rule (the client did mean it twice)
         assert add_rule(b).json()["revision"]["number"] == 3
         # the same key for another request is refused, and changes nothing

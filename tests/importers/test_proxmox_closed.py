@@ -288,3 +288,35 @@ def test_an_ipv6_only_macro_opens_nothing_over_ipv4(tmp_path: Path) -> None:
     policy, _ = imported(tmp_path, {"100.fw": GUEST + "IN DHCPv6(ACCEPT)\n"}, inventory)
     assert verdict(policy, "outside:2001:db8::7", "fd00::10", "--udp", "546", "--sport", "547") == "accept"
     assert blocked(policy, OUT, "10.0.0.10", "--udp", "546", "--sport", "547")
+
+
+# -------------------------------------------------------------------- line endings
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\r", "\x0b", "\x0c", "\x1c"])
+def test_a_comment_holding_a_line_separator_stays_a_comment(tmp_path: Path, separator: str) -> None:
+    """pve-firewall reads lines at "\\n" only: the whole line is a comment there."""
+    fw = GUEST + f"# no direct mail{separator}IN ACCEPT -p tcp -dport 3389\n"
+    source = make(tmp_path, {})
+    (source / "100.fw").write_bytes(fw.encode("utf-8"))
+    out = tmp_path / "out"
+    result = run_import(source, out)
+    assert result.exit_code == 0, result.output
+    assert blocked(out, OUT, "10.0.0.10", "--tcp", "3389")
+
+
+def test_windows_line_endings_still_read_every_rule(tmp_path: Path) -> None:
+    source = make(tmp_path, {})
+    (source / "100.fw").write_bytes((GUEST + "IN ACCEPT -p tcp -dport 443\n").replace("\n", "\r\n").encode())
+    out = tmp_path / "out"
+    assert run_import(source, out).exit_code == 0
+    assert verdict(out, OUT, "10.0.0.10", "--tcp", "443") == "accept"
+    assert blocked(out, OUT, "10.0.0.10", "--tcp", "444")
+
+
+def test_a_deeply_nested_inventory_is_an_import_error(tmp_path: Path) -> None:
+    source = make(tmp_path, {}, inventory="nodes: " + "[" * 5000 + "]" * 5000 + "\n")
+    result = run_import(source, tmp_path / "out")
+    assert result.exit_code != 0
+    assert "nested too deeply" in result.output
+    assert not (tmp_path / "out").exists()

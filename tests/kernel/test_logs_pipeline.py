@@ -14,14 +14,14 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.kernel.conftest import _kernel_check
-from tests.labtools import managed_lab
+from tests.labtools import managed_lab, until
 from zonewall.lab.managed import ManagedLab
 from zonewall.lab.probing import Service, probe
 from zonewall.policy.loader import load_policy
@@ -41,14 +41,6 @@ def managed(request: pytest.FixtureRequest) -> Iterator[ManagedLab]:
         yield lab
 
 
-def until(check: Callable[[], Any], timeout: float, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not reached within {timeout}s"
-        time.sleep(0.05)
 
 
 def records(lab: ManagedLab, **params: Any) -> list[dict[str, Any]]:

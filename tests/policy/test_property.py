@@ -263,7 +263,7 @@ def rule(pick: Chooser, names: dict[str, list[str]], network: bool = False) -> d
     if pick.maybe(6):
         out["id"] = pick(["r1", "r2", "ssh-admins"])  # made unique below unless noisy
     if pick.maybe(6):
-        out["comment"] = pick(st.text(max_size=20))
+        out["comment"] = pick(st.text(st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp", "Cf")), max_size=20))
     if pick.maybe(10):
         out["enabled"] = False
     return out

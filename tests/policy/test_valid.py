@@ -21,7 +21,7 @@ INJECTION = VALID / "comment-injection.yaml"
 COMMENTS = {
     '"; flush ruleset',
     'x" ; add rule inet filter input accept ; #',
-    "} } ; flush ruleset\n$IP \\ 'quoted' \u00e9",
+    "} } ; flush ruleset $IP \\ 'quoted' \u00e9",
 }
 PAYLOADS = ("flush ruleset", "add rule inet filter", "'quoted'")
 

@@ -27,26 +27,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..compiler.node import UnknownNode
-from ..dataplane.apply import VerifyError
-from ..dataplane.backend import Backend, LibNftBackend, NftError
-from ..policy.errors import PolicyError
+from ..dataplane.backend import Backend, LibNftBackend
 from . import migrate_steps
 from .backoff import Backoff
 from .client import ControllerClient, ControllerRefused, ControllerUnavailable, DesiredAnswer, parse_controllers
 from .discovery import discover_taps, local_links
 from .drift import DriftWatch
-from .enforcer import Desired, Enforcer
+from .enforcer import APPLY_ERRORS, Desired, Enforcer
 from .links import LinkWatch
 from .notify import SOCKET_NAME, NotifyListener
 from .observe import Observer
 from .reporter import Reporter
 from .state import StateStore
+from .supervise import Health, supervised
 
 log = logging.getLogger("zonewall.agent")
-# What can go wrong while applying without it being a bug: refused by the kernel,
-# read back wrong, a policy this agent cannot compile for its node.
-APPLY_ERRORS = (NftError, VerifyError, PolicyError, UnknownNode, ValueError, OSError)
 
 
 # How long an apply waits for the packet log to listen before it is reported.
@@ -84,12 +79,13 @@ class Agent:
             self._backend, config.node, StateStore(config.state_dir),
             discover=lambda policy, node: discover_taps(policy, node, local_links(config.netns)),
         )
-        self.reporter = Reporter(self._make_client, self._stop)
+        self.health = Health()  # the agent's own faults: reported as `problems` (state `degraded`)
+        self.health.changed = lambda: self._work.put(("publish", None))
+        self.reporter = Reporter(self._make_client, self._stop, self.health)
         self._cursor: int | None = None
         self._failed: Desired | None = None  # retried at the next tick
         self._threads: list[threading.Thread] = []
         self._drift: DriftWatch | None = None
-        self._links: LinkWatch | None = None
         self._notify: NotifyListener | None = None
         self.ready = threading.Event()  # restored and watching (tests wait on it)
         self.observer: Observer | None = None
@@ -102,6 +98,7 @@ class Agent:
         self._handled_revision: int | None = None
         self.refused = 0  # answers refused as older than the applied revision
         self.last_turn = time.monotonic()  # the main loop's heartbeat (systemd's watchdog is fed from it)
+        self._published_problems: list[str] = []
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -120,34 +117,29 @@ class Agent:
                 self.observer = Observer(
                     self.config.node, self._make_client, self._stop, self.config.state_dir / "logs", lambda: self.enforcer.ruleset,
                     netns=self.config.netns, counter_interval=self.config.counter_interval, max_records=self.config.log_buffer,
+                    health=self.health,
                 ).start()
             self._publish()
-            self._spawn(self._watch, "zonewall-watcher")
+            self._threads.append(supervised("controller watcher", self._watch, self._stop, self.health))
             hook_requests = migrate_steps.start(self)  # migration steps from the controller; the hook's requests
             try:
                 self._notify = NotifyListener(self.config.state_dir / SOCKET_NAME, lambda text: self._work.put(("rediscover", text)),
                                               on_request=hook_requests).start()
             except OSError as exc:
                 log.warning("no hook socket (%s): hypervisor events are seen at the next refresh", exc)
-            self._links = LinkWatch(lambda why: self._work.put(("rediscover", why)), netns=self.config.netns).start()  # guests' ports come and go
+            links = LinkWatch(lambda why: self._work.put(("rediscover", why)), netns=self.config.netns, stop=self._stop)
+            self._threads.append(supervised("link events", links.run, self._stop, self.health))  # guests' ports come and go
             self.ready.set()
             self._loop()
         finally:
             self._stop.set()
             if self._drift:
                 self._drift.stop()
-            if self._links:
-                self._links.stop()
             if self._notify:
                 self._notify.stop()
             self.reporter.wake()
             if self.observer is not None:
                 self.observer.wake()
-
-    def _spawn(self, target: Callable[[], None], name: str) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        thread.start()
-        self._threads.append(thread)
 
     def _restore(self) -> None:
         try:
@@ -199,6 +191,8 @@ class Agent:
                 next_refresh = time.monotonic() + self.config.refresh_interval
             if "check" in kinds and not desired:
                 self._repair(next(value for kind, value in items if kind == "check"))
+            if "publish" in kinds or self.health.problems() != self._published_problems:
+                self._publish()  # a fault of the agent's own, or its recovery
 
     def _apply(self, desired: Desired) -> None:
         started = time.monotonic()
@@ -240,12 +234,14 @@ class Agent:
 
     def _publish(self) -> None:
         state = self.enforcer.state
+        problems = self._published_problems = self.health.problems()
         self.reporter.status({
             "applied_revision": state.revision if state else None,
             "fingerprint": state.fingerprint if state else None,
             "ruleset_hash": self.enforcer.expected_hash,
-            "state": "error" if self.enforcer.last_error else "ok",
+            "state": "error" if self.enforcer.last_error else "degraded" if problems else "ok",
             "last_error": self.enforcer.last_error,
+            "problems": problems,
             "drift_repairs": self.enforcer.drift_repairs,
             "taps": state.taps if state else {},
             "apply_seconds": self._apply_seconds,

@@ -8,23 +8,36 @@ dataplane's (atomic apply with readback, zonewall's tables only).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..compiler.ir import Ruleset
-from ..compiler.node import compile_node
+from ..compiler.node import UnknownNode, compile_node
 from ..compiler.schedule import local_timezone
 from ..controller.documents import Documents, content_hash, load_documents
-from ..dataplane.apply import ApplyResult, apply_ruleset
-from ..dataplane.backend import Backend
+from ..dataplane.apply import ApplyResult, VerifyError, apply_ruleset
+from ..dataplane.backend import Backend, NftError
 from ..dataplane.readback import readback_hash
+from ..policy.errors import PolicyError
 from ..policy.resolve import Policy
 from . import learning
 from .discovery import Found, discover_taps, taps_report, with_taps
 from .state import AppliedState, StateStore
 
 log = logging.getLogger("zonewall.agent.enforcer")
+# What can go wrong while applying without it being a bug: refused by the kernel,
+# read back wrong, a policy this agent cannot compile for its node.
+APPLY_ERRORS = (NftError, VerifyError, PolicyError, UnknownNode, ValueError, OSError)
+# The kernel test of a kill -9 between the commit and the saved state stops the
+# agent exactly there (tests/kernel/test_agent_faults.py); never set in production.
+CRASH_AFTER_COMMIT = "ZONEWALL_TEST_CRASH_AFTER_COMMIT"
+
+
+def _crash_point_for_tests(revision: int) -> None:
+    if os.environ.get(CRASH_AFTER_COMMIT) == str(revision):
+        os._exit(137)
 Discover = Callable[[Policy, str], dict[tuple[str, int], Found]]
 
 
@@ -84,8 +97,20 @@ class Enforcer:
         Nothing is removed first: when the kernel still holds that state (the agent
         merely restarted) the apply finds nothing to do and no packet ever meets an
         empty ruleset; when it was flushed meanwhile, it is rebuilt in one transaction.
+        A revision whose apply began and was never recorded (the agent died around
+        the kernel commit) is newer than the applied one: it is finished, not undone.
         """
         saved = self.store.load(self.node)
+        pending = self.store.load_pending(self.node)
+        if pending is not None and (saved is None or pending[0].revision > saved.revision):
+            marker, documents = pending
+            try:
+                result = self.enforce(Desired(marker.revision, documents, marker.content_hash))
+            except APPLY_ERRORS as exc:
+                log.error("revision %d was being applied when the agent stopped and cannot be applied now (%s)", marker.revision, exc)
+                self.store.abandon()
+            else:
+                return f"revision {marker.revision} restored ({result.mode}): it was being applied when the agent stopped"
         if saved is None:
             return "no saved state: the kernel is left as it is until the controller answers"
         desired = Desired(saved.revision, saved.documents, saved.content_hash)
@@ -101,7 +126,14 @@ class Enforcer:
         if desired.content_hash != content_hash(desired.documents):
             raise ValueError(f"revision {desired.revision}: the documents do not match their hash")
         ruleset, taps = self._compile(desired.documents)
-        result = apply_ruleset(self.backend, ruleset, previous=self.ruleset)
+        # Written before the commit: a crash after it must not bring the older state back.
+        self.store.begin(self.node, desired.revision, desired.content_hash, desired.documents)
+        try:
+            result = apply_ruleset(self.backend, ruleset, previous=self.ruleset)
+        except BaseException:
+            self.store.abandon()  # refused or restored: the old rules hold, and stay the applied state
+            raise
+        _crash_point_for_tests(desired.revision)
         self._record(desired, ruleset, result, taps)
         log.info("revision %d applied (%s, %d commands)", desired.revision, result.mode, result.commands)
         return result

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..compiler.guards import is_learning
-from ..compiler.naming import TABLE
+from ..compiler.naming import TABLE, port_object
 from ..compiler.nics import local_nics
 from ..dataplane.backend import Backend
 from ..policy.resolve import Policy
@@ -35,7 +35,7 @@ Learned = dict[tuple[str, int], list[str]]
 
 
 def set_name(tap: str) -> str:
-    return f"learned4-{tap}"
+    return port_object("learned4", tap)
 
 
 def _addresses(elements: Any) -> list[str]:

@@ -64,15 +64,17 @@ def change(known: dict[int, Port], event: str, index: int, port: Port) -> str | 
 
 
 class LinkWatch:
-    """Calls `on_change(reason)` for every link event that can change a guest port."""
+    """Calls `on_change(reason)` for every link event that can change a guest port.
 
-    def __init__(self, on_change: Callable[[str], None], *, netns: str | None = None) -> None:
+    `run()` is the job (it returns when `stop` is set; the agent supervises it, so a
+    failure reopens the socket); `start()`/`stop()` run it on a thread of its own."""
+
+    def __init__(self, on_change: Callable[[str], None], *, netns: str | None = None, stop: threading.Event | None = None) -> None:
         self._on_change = on_change
         self._netns = netns
-        self._stop = threading.Event()
-        self._sock: socket.socket | None = None
-        self._thread = threading.Thread(target=self._run, name="zonewall-links", daemon=True)
+        self._stop = stop or threading.Event()
         self.known: dict[int, Port] = {}
+        self.opened = threading.Event()  # the socket listens (tests wait on it)
 
     def _open(self) -> socket.socket:
         box: dict[str, object] = {}
@@ -88,9 +90,7 @@ class LinkWatch:
                 from pyroute2 import IPRoute
 
                 with IPRoute() as ipr:  # what exists now is no news (bound first: nothing falls between)
-                    for msg in ipr.get_links():
-                        mac = msg.get_attr("IFLA_ADDRESS")
-                        self.known[int(msg["index"])] = Port(str(msg.get_attr("IFLA_IFNAME")), str(mac).lower() if mac else None, msg.get_attr("IFLA_MASTER"))
+                    self.known = {int(msg["index"]): _port(msg) for msg in ipr.get_links()}
             except OSError as exc:
                 box["error"] = exc
 
@@ -98,27 +98,30 @@ class LinkWatch:
         thread.start()
         thread.join()
         if "error" in box:
+            if "sock" in box:
+                box["sock"].close()  # type: ignore[attr-defined]
             raise box["error"]  # type: ignore[misc]
         return box["sock"]  # type: ignore[return-value]
 
     def start(self) -> LinkWatch:
-        self._sock = self._open()
-        self._thread.start()
+        threading.Thread(target=self.run, name="zonewall-links", daemon=True).start()
+        self.opened.wait(10)
         return self
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _run(self) -> None:
-        assert self._sock is not None
+    def run(self) -> None:
+        sock = self._open()
+        self.opened.set()
         marshal = MarshalRtnl()
         try:
             while not self._stop.is_set():
-                readable, _, _ = select.select([self._sock], [], [], 0.5)
+                readable, _, _ = select.select([sock], [], [], 0.5)
                 if not readable:
                     continue
                 try:
-                    data = self._sock.recv(1 << 20)
+                    data = sock.recv(1 << 20)
                 except OSError as exc:  # ENOBUFS: events were lost; discover everything again
                     log.warning("link events lost (%s); re-discovering", exc)
                     self._on_change("link events lost")
@@ -126,15 +129,17 @@ class LinkWatch:
                 reasons = []
                 for msg in marshal.parse(data):
                     event = msg.get("event")
-                    if event not in ("RTM_NEWLINK", "RTM_DELLINK"):
-                        continue
-                    mac = msg.get_attr("IFLA_ADDRESS")
-                    port = Port(str(msg.get_attr("IFLA_IFNAME") or ""), str(mac).lower() if mac else None, msg.get_attr("IFLA_MASTER"))
-                    reason = change(self.known, event, int(msg["index"]), port)
-                    if reason is not None:
-                        reasons.append(reason)
+                    if event in ("RTM_NEWLINK", "RTM_DELLINK"):
+                        reason = change(self.known, event, int(msg["index"]), _port(msg))
+                        if reason is not None:
+                            reasons.append(reason)
                 if reasons:
                     log.info("links: %s", "; ".join(reasons))
                     self._on_change("; ".join(reasons))
         finally:
-            self._sock.close()
+            sock.close()
+
+
+def _port(msg: object) -> Port:
+    mac = msg.get_attr("IFLA_ADDRESS")  # type: ignore[attr-defined]
+    return Port(str(msg.get_attr("IFLA_IFNAME") or ""), str(mac).lower() if mac else None, msg.get_attr("IFLA_MASTER"))  # type: ignore[attr-defined]

@@ -38,6 +38,7 @@ from ..dataplane.nflog import LogRecord, NflogError, NflogReader, parse_prefix, 
 from .backoff import Backoff
 from .client import ControllerClient, ControllerRefused, ControllerUnavailable
 from .spool import Spool
+from .supervise import Health, supervised
 
 log = logging.getLogger("zonewall.agent.observe")
 BATCH_RECORDS = 500
@@ -134,8 +135,10 @@ class Observer:
         counter_interval: float = 5.0,
         max_records: int = 100_000,
         make_backend: Callable[[], Backend] | None = None,
+        health: Health | None = None,
     ) -> None:
         self.node = node
+        self.health = health if health is not None else Health()
         self._make_client = make_client
         self._stop = stop
         self._ruleset = ruleset
@@ -153,11 +156,15 @@ class Observer:
         self._bound = threading.Condition()
 
     def start(self) -> Observer:
-        for target, name in ((self._collect, "zonewall-nflog"), (self._send, "zonewall-logsender")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        for target, name in ((self._collect, "packet log collector"), (self._send, "packet log sender")):
+            self._threads.append(supervised(name, target, self._stop, self.health))
         return self
+
+    def _spool_health(self) -> None:
+        if self.spool.disk_error is None:
+            self.health.clear("packet log buffer")
+        else:
+            self.health.fail("packet log buffer", f"{self.spool.disk_error}; {self.spool.in_memory} records held in memory", sticky=True)
 
     def wake(self) -> None:
         self.spool.wake()
@@ -210,9 +217,11 @@ class Observer:
                     try:
                         reader = NflogReader(group, netns=self._netns)
                         self._set_bound(group)
+                        self.health.clear("packet log")
                         log.info("reading NFLOG group %d", group)
                     except (NflogError, OSError) as exc:
                         self._set_bound(None, unavailable=group)
+                        self.health.fail("packet log", f"cannot read NFLOG group {group}: {exc}", sticky=True)
                         log.warning("cannot read NFLOG group %s (%s); retrying", group, exc)
                         self._stop.wait(2.0)
                         continue
@@ -239,6 +248,7 @@ class Observer:
                 if full or (batch and time.monotonic() - first >= BATCH_SECONDS) or (not batch and self.spool.pending_suppressed):
                     self.spool.put(batch)
                     batch, first = [], 0.0
+                    self._spool_health()
         finally:
             if batch:
                 self.spool.put(batch)

@@ -15,33 +15,41 @@ from typing import Any
 
 from .backoff import Backoff
 from .client import ControllerClient, ControllerRefused, ControllerUnavailable
+from .supervise import Health, bounded_text, supervised
 
 log = logging.getLogger("zonewall.agent.reporter")
 MAX_QUEUED_LINES = 500
 
 
+MAX_ERROR = 2000  # characters of `last_error` (a refused ruleset's error once carried all of it)
+MAX_LINE = 4000
+
+
 class Reporter:
-    def __init__(self, make_client: Callable[[], ControllerClient], stop: threading.Event) -> None:
+    def __init__(self, make_client: Callable[[], ControllerClient], stop: threading.Event, health: Health | None = None) -> None:
         self._make_client = make_client
         self._stop = stop
+        self._health = health if health is not None else Health()
         self._status: dict[str, Any] | None = None
         self._lines: deque[dict[str, str]] = deque(maxlen=MAX_QUEUED_LINES)
         self._wake = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="zonewall-reporter", daemon=True)
+        self._thread: threading.Thread | None = None
         self.sent = 0  # statuses delivered (tests watch it)
 
     def start(self) -> Reporter:
-        self._thread.start()
+        self._thread = supervised("status reporter", self._run, self._stop, self._health)
         return self
 
     def status(self, status: dict[str, Any]) -> None:
+        if status.get("last_error"):
+            status = {**status, "last_error": bounded_text(str(status["last_error"]), MAX_ERROR)}
         with self._wake:
             self._status = status
             self._wake.notify()
 
     def line(self, level: str, message: str) -> None:
         with self._wake:
-            self._lines.append({"level": level, "message": message[:4000]})
+            self._lines.append({"level": level, "message": bounded_text(message, MAX_LINE - 40)})
             self._wake.notify()
 
     def wake(self) -> None:
@@ -70,7 +78,16 @@ class Reporter:
                                 self._lines.popleft()
                     backoff.reset()
                 except ControllerRefused as exc:
-                    log.error("status refused, dropped: %s", exc)  # sending it again would not help
+                    # Sending the same again would not help; but a node whose report is
+                    # refused must not look healthy: say that much, in a form that fits.
+                    log.error("status refused: %s", exc)
+                    self._health.fail("status reporter", f"the controller refused a status report: {exc}")
+                    if status is not None and status.get("state") != "error":
+                        with self._wake:
+                            if self._status is None:
+                                self._status = {**status, "state": "error", "last_error": bounded_text(f"status report refused: {exc}", MAX_ERROR),
+                                                "taps": {}, "problems": []}
+                    self._stop.wait(1.0)
                 except ControllerUnavailable as exc:
                     with self._wake:
                         if self._status is None:

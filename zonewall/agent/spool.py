@@ -43,21 +43,29 @@ class Spool:
     def __init__(self, directory: Path, max_records: int = DEFAULT_MAX_RECORDS) -> None:
         self.directory = directory
         self.max_records = max(1, max_records)
-        directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Condition()
         self._index: dict[str, tuple[int, int, int]] = {}  # file -> (records, suppressed, dropped)
+        # Batches the disk would not take (full, read-only, gone): held here, in the
+        # same order and under the same bound, and sent from here. Nothing is lost
+        # while the controller answers; the fault shows in the node's status.
+        self._memory: dict[str, dict[str, Any]] = {}
+        self.disk_error: str | None = None
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self.disk_error = f"cannot create {directory}: {exc.strerror or exc}"
         self._sending: str | None = None
         self.pending_suppressed = 0  # to ride on the next batch
         self.pending_dropped = 0
         self.dropped_total = 0  # records this buffer dropped since the start (tests, status)
-        for path in sorted(directory.glob("*.json")):
+        for path in sorted(directory.glob("*.json")) if directory.is_dir() else ():
             try:
                 body = json.loads(path.read_text())
                 self._index[path.name] = (len(body["records"]), int(body.get("suppressed", 0)), int(body.get("dropped", 0)))
             except (OSError, ValueError, KeyError):
                 log.warning("unreadable log batch %s removed", path)
                 path.unlink(missing_ok=True)
-        for stale in directory.glob("*.tmp"):
+        for stale in directory.glob("*.tmp") if directory.is_dir() else ():
             stale.unlink(missing_ok=True)
         self._seq = max((int(name.split(".")[0]) for name in self._index), default=0)
 
@@ -88,16 +96,43 @@ class Spool:
             self._seq += 1
             name = f"{self._seq:016d}.json"
             body = {"batch_id": uuid.uuid4().hex, "records": records, "suppressed": suppressed, "dropped": dropped}
-            tmp = self.directory / (name + ".tmp")
+            try:
+                self._write(name, body)
+                self.disk_error = None
+            except OSError as exc:
+                self._memory[name] = body
+                if self.disk_error is None:
+                    log.error("cannot write the log buffer in %s (%s): batches are held in memory", self.directory, exc)
+                self.disk_error = f"cannot write {self.directory}: {exc.strerror or exc}"
+            self._index[name] = (len(records), suppressed, dropped)
+            self.pending_suppressed = self.pending_dropped = 0
+            self._lock.notify_all()
+            return name
+
+    def _write(self, name: str, body: dict[str, Any]) -> None:
+        tmp = self.directory / (name + ".tmp")
+        try:
             with open(tmp, "w") as handle:
                 json.dump(body, handle, separators=(",", ":"))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.directory / name)
-            self._index[name] = (len(records), suppressed, dropped)
-            self.pending_suppressed = self.pending_dropped = 0
-            self._lock.notify_all()
-            return name
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a half-written file would be read as a batch
+            raise
+
+    @property
+    def in_memory(self) -> int:
+        """Records held in memory because the disk would not take them."""
+        with self._lock:
+            return sum(self._index[name][0] for name in self._memory)
+
+    def _forget(self, name: str) -> None:
+        if self._memory.pop(name, None) is None:
+            try:
+                (self.directory / name).unlink(missing_ok=True)
+            except OSError as exc:  # read-only: sent again after a restart, stored once (batch id)
+                log.warning("cannot delete log batch %s: %s", name, exc)
 
     def _make_room(self, incoming: int) -> None:
         total = sum(n for n, _, _ in self._index.values())
@@ -107,7 +142,7 @@ class Spool:
             if name == self._sending:
                 continue
             count, suppressed, dropped = self._index.pop(name)
-            (self.directory / name).unlink(missing_ok=True)
+            self._forget(name)
             total -= count
             self.dropped_total += count
             self.pending_dropped += count + dropped
@@ -123,14 +158,26 @@ class Spool:
                 return None
             name = min(self._index)
             self._sending = name
-        body = json.loads((self.directory / name).read_text())
+            body = self._memory.get(name)
+        if body is None:
+            try:
+                body = json.loads((self.directory / name).read_text())
+            except (OSError, ValueError) as exc:  # the disk lost it: its records are gone
+                log.error("log batch %s unreadable (%s): dropped", name, exc)
+                with self._lock:
+                    count, suppressed, dropped = self._index.pop(name, (0, 0, 0))
+                    self.dropped_total += count
+                    self.pending_dropped += count + dropped
+                    self.pending_suppressed += suppressed
+                    self._sending = None
+                return None
         return Batch(name, body["batch_id"], body["records"], int(body.get("suppressed", 0)), int(body.get("dropped", 0)))
 
     def done(self, batch: Batch) -> None:
         """The controller has it: delete it."""
         with self._lock:
             self._index.pop(batch.name, None)
-            (self.directory / batch.name).unlink(missing_ok=True)
+            self._forget(batch.name)
             self._sending = None
 
     def release(self, batch: Batch) -> None:

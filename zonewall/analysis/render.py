@@ -76,26 +76,30 @@ def print_reach(console: Console, results: list[Reach]) -> None:
 
 
 def print_diff(console: Console, result: DiffResult) -> None:
-    if result.identical:
+    print_diff_json(console, result.to_json())
+
+
+def print_diff_json(console: Console, data: dict[str, Any]) -> None:
+    """A diff as `zonewall diff --json` gives it (also what the controller stores per revision)."""
+    if data["identical"]:
         console.print("[green]no difference[/]: both policies treat every flow alike")
         return
-    if result.rows:
+    if data["flows"]:
         table = Table(title="flows treated differently", header_style="bold")
         for column in ("change", "from", "to", "services", "when", "old", "new"):
             table.add_column(column, overflow="fold")
-        for row in result.rows:
-            data = row.to_json()
+        for row in data["flows"]:
             table.add_row(
-                _verdict(data["change"]),
-                ", ".join(data["from"][:8]) + (f" (+{len(data['from']) - 8})" if len(data["from"]) > 8 else ""),
-                ", ".join(data["to"][:8]) + (f" (+{len(data['to']) - 8})" if len(data["to"]) > 8 else ""),
-                ", ".join(data["services"]),
-                data["when"],
-                f"{data['old']['verdict']} by {_rule(data['old']['decided_by'])}",
-                f"{data['new']['verdict']} by {_rule(data['new']['decided_by'])}",
+                _verdict(row["change"]),
+                ", ".join(row["from"][:8]) + (f" (+{len(row['from']) - 8})" if len(row["from"]) > 8 else ""),
+                ", ".join(row["to"][:8]) + (f" (+{len(row['to']) - 8})" if len(row["to"]) > 8 else ""),
+                ", ".join(row["services"]),
+                row["when"],
+                f"{row['old']['verdict']} by {_rule(row['old']['decided_by'])}",
+                f"{row['new']['verdict']} by {_rule(row['new']['decided_by'])}",
             )
         console.print(table)
-    for change in result.endpoints:
+    for change in data["endpoints"]:
         console.print(f"endpoint {change['endpoint']}: {change['change']}")
-    for note in result.notes:
+    for note in data["notes"]:
         console.print(f"[dim]note: {note}[/]")

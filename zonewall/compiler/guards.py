@@ -34,7 +34,7 @@ from ..policy.resolve import Policy
 from . import nftexpr as x
 from .ir import Chain, Hook, Limit, NamedSet, Rule as NftRule, Table
 from .matches import SetRegistry, rule_matches
-from .naming import LOG_LIMIT, TABLE, log_prefix
+from .naming import LOG_LIMIT, TABLE, log_prefix, port_object
 from .nics import LocalNic
 
 Json = dict[str, Any]
@@ -205,6 +205,18 @@ def filter_rules(policy: Policy, node: str, name: str, direction: str, bodies: l
     return rules
 
 
+def _flooded_copy(nic: LocalNic) -> tuple[NftRule, ...]:
+    """A unicast frame for another MAC reaches a guest's port only as a copy the bridge
+    floods to every port (it does not know the destination's port yet). It was not sent
+    to this guest: judging it by this guest's `in` rules logged and counted it against
+    the guest (and a promiscuous guest would see it when they accept). Dropped here,
+    before any rule, log or counter; the copy towards the real destination passes."""
+    if not nic.nic.mac:
+        return ()  # without the NIC's MAC a copy cannot be told from the real thing
+    unicast = x.match({"&": [_ether("daddr"), "01:00:00:00:00:00"]}, "00:00:00:00:00:00")
+    return (NftRule((unicast, x.match(_ether("daddr"), nic.nic.mac, "!="), x.drop()), "unicast for another MAC: a flooded copy"),)
+
+
 def bridge_table(policy: Policy, node: str, nics: list[LocalNic], learned: Mapping[tuple[str, int], Sequence[str]] | None = None) -> Table:
     """`learned`: (vm, nic index) -> addresses a learning NIC learned (from the agent)."""
     registry = SetRegistry()
@@ -220,8 +232,8 @@ def bridge_table(policy: Policy, node: str, nics: list[LocalNic], learned: Mappi
             profile_chain = _profile(policy, registry, node, filters, direction, chains, profiles, bool(learners)) if filters else None
             if profile_chain is not None:
                 target.append((nic.tap, x.jump(profile_chain)))
-        name = f"nic-{nic.tap}-in"
-        chains[name] = Chain(name, (NftRule((x.or_mark(nic.dst_mark),), f"{nic.vm} nic {nic.nic_index}"),))
+        name = port_object("nic", nic.tap, "in")
+        chains[name] = Chain(name, (*_flooded_copy(nic), NftRule((x.or_mark(nic.dst_mark),), f"{nic.vm} nic {nic.nic_index}")))
         dst_map.append((nic.tap, x.jump(name)))
     src_mark = NftRule((x.set_mark(x.map_lookup(x.meta("iifname"), "nic-src")),), "source guest port -> mark")
     # Every hook a packet passes costs; chains and lookups exist only where needed.
@@ -252,17 +264,17 @@ def bridge_table(policy: Policy, node: str, nics: list[LocalNic], learned: Mappi
     na_map: list[tuple[str, Json]] = []
     if any("no-ipv6-spoofing" in policy.nic_filters(n.vm, n.nic_index) for n in nics):
         for nic in nics:
-            name = f"na-{nic.tap}"
+            name = port_object("na", nic.tap)
             chains[name] = na_target_chain(policy, node, nic, name)
             na_map.append((nic.tap, x.jump(name)))
         sets.append(NamedSet(NIC_NA, "ifname", tuple(sorted(na_map)), map="verdict", comment="port -> neighbour advertisement check"))
     if learners:
         learn_map: list[tuple[str, Json]] = []
         for nic in learners:
-            chains[f"learn4-{nic.tap}"] = learn_chain(policy, node, nic)
-            learn_map.append((nic.tap, x.goto(f"learn4-{nic.tap}")))
+            chains[port_object("learn4", nic.tap)] = learn_chain(policy, node, nic)
+            learn_map.append((nic.tap, x.goto(port_object("learn4", nic.tap))))
             first = learned_ipv4((learned or {}).get((nic.vm, nic.nic_index), ()))
-            sets.append(NamedSet(f"learned4-{nic.tap}", "ipv4_addr", first, flags=("timeout",), timeout=LEARNED_TIMEOUT, size=1, comment=f"{nic.vm} nic {nic.nic_index}: learned IPv4 address"))
+            sets.append(NamedSet(port_object("learned4", nic.tap), "ipv4_addr", first, flags=("timeout",), timeout=LEARNED_TIMEOUT, size=1, comment=f"{nic.vm} nic {nic.nic_index}: learned IPv4 address"))
         sets.append(NamedSet(NIC_LEARN4, "ifname", tuple(sorted(learn_map)), map="verdict", comment="learning port -> its learn chain"))
     rate, per = policy.doc.settings.log.rate.split("/")
     limits = (Limit(LOG_LIMIT, int(rate), per, policy.doc.settings.log.burst),)
@@ -313,7 +325,7 @@ def learn_chain(policy: Policy, node: str, nic: LocalNic) -> Chain:
     the size-1 set; when the set is full the add fails, the rule does not match, and
     the drop at the end applies.
     """
-    set_name = f"learned4-{nic.tap}"
+    set_name = port_object("learned4", nic.tap)
     ref = x.set_ref(set_name)
     subnets = [x.prefix(str(n.network_address), n.prefixlen) for n in map(ipaddress.ip_network, policy.doc.networks[nic.nic.network].subnets) if n.version == 4]
     rules: list[NftRule] = []
@@ -329,7 +341,7 @@ def learn_chain(policy: Policy, node: str, nic: LocalNic) -> Chain:
             prefix = log_prefix(node, f"guard:{filter_name}", "out", filter_name, "drop")
             rules.append(NftRule((_is(ethertype), x.limit_ref(LOG_LIMIT), x.log_group(policy.doc.settings.log.group, prefix)), f"filter {filter_name}"))
     rules.append(NftRule((x.counter(), x.drop()), "not the learned address, nor learnable"))
-    return Chain(f"learn4-{nic.tap}", tuple(rules))
+    return Chain(port_object("learn4", nic.tap), tuple(rules))
 
 
 def na_target_chain(policy: Policy, node: str, nic: LocalNic, name: str) -> Chain:

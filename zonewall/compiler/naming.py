@@ -26,6 +26,16 @@ def tap_name(vm: str, index: int, nic: Nic | None = None) -> str:
     return vm[: 15 - len(suffix) - 5] + digest + suffix
 
 
+def port_object(prefix: str, tap: str, suffix: str = "") -> str:
+    """The name of an nft chain or set that belongs to one guest port.
+
+    Interface names may hold `:`, nft identifiers may not, and nft 1.0.6 cannot quote a
+    chain's name in its text syntax; `/` is allowed in identifiers and never in an
+    interface name, so the swap keeps names unique (and `compile --format nft` loadable).
+    """
+    return f"{prefix}-{tap.replace(':', '/')}" + (f"-{suffix}" if suffix else "")
+
+
 def ref_set_name(kind: str, name: str, family: str) -> str:
     """Named set for a `kind:name` address reference, one per family."""
     short = {"group": "g", "zone": "z", "vm": "v", "network": "n", "host": "h"}[kind]

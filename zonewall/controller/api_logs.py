@@ -8,7 +8,7 @@ nodes and lists the rules without hits over a window.
 
 from __future__ import annotations
 
-import threading
+import time
 from datetime import datetime
 from typing import Any
 
@@ -21,38 +21,60 @@ from .store.logs import LogQuery
 from .store.tokens import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["logs"])
-_zones_lock = threading.Lock()
-_zones_cache: dict[int, tuple[int | None, dict[str, str | None]]] = {}
+# A record dated further ahead than this, or older than the retention, has a wrong
+# clock behind it: it is stored at its arrival, with the agent's time kept beside it
+# (a record a year ahead stayed at the top of the log; one a month behind was deleted
+# by retention at once, though acknowledged).
+FUTURE_SLACK = 300.0
 
 
-def zones_of_current(ctl: Any) -> dict[str, str | None]:
-    """VM -> zone in the current revision (cached per revision)."""
-    number = ctl.revisions.current_number()
-    with _zones_lock:
-        cached = _zones_cache.get(id(ctl))
-        if cached is not None and cached[0] == number:
-            return cached[1]
-    row = ctl.revisions.current()
-    zones = {} if row is None else {name: vm.zone for name, vm in ctl.revisions.policy_of(row).doc.vms.items()}
-    with _zones_lock:
-        _zones_cache[id(ctl)] = (number, zones)
-    return zones
+def _about_a_vm(scope: str) -> bool:
+    """A counter's scope names a VM (not a zone:, net:, guard:, host or global chain)."""
+    return ":" not in scope and scope not in ("host", "global")
+
+
+def checked_records(ctl: Any, node: str, records: list[dict[str, Any]], now: float) -> tuple[list[dict[str, Any]], int, int]:
+    """(records to store, refused as about another node's VMs, clamped in time)."""
+    view = ctl.current_view()
+    placement = view.placement if view is not None else {}
+    oldest = now - ctl.logs.retention.max_age_days * 86400
+    kept, refused, clamped = [], 0, 0
+    for record in records:
+        vm = record.get("vm")
+        if vm is not None and placement.get(vm, ("",))[0] != node:
+            refused += 1  # an agent speaks for its own node's VMs only
+            continue
+        if not oldest <= record["time"] <= now + FUTURE_SLACK:
+            record = {**record, "agent_time": record["time"], "time": now}
+            clamped += 1
+        if vm is not None and record.get("zone") is None:
+            record = {**record, "zone": placement[vm][1]}
+        kept.append(record)
+    return kept, refused, clamped
 
 
 @router.post("/nodes/{node}/records", response_model=RecordBatchOut, summary="A batch of packet log records (agent token of the node)")
 def add_records(body: RecordBatchIn, request: Request, node: str = NODE, _: Principal = Depends(auth.node_agent)) -> RecordBatchOut:
     ctl = request.app.state.ctl
-    stored, duplicate = ctl.logs.ingest(
-        node, body.batch_id, [r.model_dump() for r in body.records], suppressed=body.suppressed, dropped=body.dropped,
-        zone_of=zones_of_current(ctl),
-    )
+    records, refused, clamped = checked_records(ctl, node, [r.model_dump() for r in body.records], time.time())
+    stored, duplicate = ctl.logs.ingest(node, body.batch_id, records, suppressed=body.suppressed, dropped=body.dropped)
     ctl.nodes.touch(node)
-    return RecordBatchOut(stored=stored, duplicate=duplicate)
+    if not duplicate and (refused or clamped):
+        said = [f"{refused} records about VMs not on this node refused"] if refused else []
+        said += [f"{clamped} records dated more than {FUTURE_SLACK:.0f} s ahead or past the retention: stored at their arrival (check the node's clock)"] if clamped else []
+        ctl.nodes.add_logs(node, [("warning", "packet log: " + "; ".join(said))])
+    return RecordBatchOut(stored=stored, duplicate=duplicate, refused=refused, clamped=clamped)
 
 
 @router.put("/nodes/{node}/counters", status_code=204, summary="The node's per-rule kernel counters (agent token of the node)")
 def put_counters(body: CountersIn, request: Request, node: str = NODE, _: Principal = Depends(auth.node_agent)) -> None:
-    request.app.state.ctl.counters.report(node, [c.model_dump() for c in body.counters])
+    ctl = request.app.state.ctl
+    view = ctl.current_view()
+    placement = view.placement if view is not None else {}
+    # A VM's own counters (scope: the VM's name) only from the node that runs it: they
+    # make zonewall_vm_dropped_packets_total{vm}.
+    counters = [c.model_dump() for c in body.counters if not _about_a_vm(c.scope) or placement.get(c.scope, ("",))[0] == node]
+    ctl.counters.report(node, counters)
 
 
 def parse_time(text: str | None, name: str) -> float | None:

@@ -1,15 +1,27 @@
-"""`GET /metrics`: Prometheus text exposition (version 0.0.4), reader token required.
+"""`GET /metrics`: Prometheus exposition through prometheus_client, reader token required.
 
 Prometheus sends it with `authorization: {credentials_file: viewer.token}` in the
-scrape config. Everything is computed from the database at scrape time.
+scrape config. Everything is read from the database at scrape time by one collector
+(no process-wide registry: several controller apps in one process stay apart).
+
+Counters carry a `node` label and never go backwards: a rule's count on a node
+accumulates kernel readings per kernel rule (a rule re-created by an apply counts on
+from where it was), and a rule removed from a node keeps its count, so a VM's sum of
+drops only grows (store/logs.py, CounterStore). Sum over `node` in PromQL for the
+cluster: `sum by (vm) (rate(zonewall_vm_dropped_packets_total[5m]))`.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from . import auth
 from .store.db import as_utc
@@ -17,71 +29,73 @@ from .store.tokens import Principal
 
 router = APIRouter(tags=["metrics"])
 AGENT_UP_SECONDS = 60.0  # an agent long-polls every 25 s at most: silent for longer is down
+RULE_LABELS = ["node", "level", "scope", "direction", "rule"]
 
 
-def _escape(value: Any) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def is_vm_drop(row: Any) -> bool:
+    """A drop or reject decided by a VM's own rules or its default (shared zone and
+    global chains serve many VMs: their drops cannot be told apart by counters)."""
+    return row.level in ("vm", "default") and row.verdict in ("drop", "reject") and ":" not in row.scope and row.scope not in ("host", "global")
 
 
-def _labels(labels: dict[str, Any]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
+class ControllerCollector(Collector):
+    def __init__(self, ctl: Any, now: float | None = None) -> None:
+        self.ctl = ctl
+        self.now = now
 
+    def collect(self) -> Iterator[Metric]:
+        ctl = self.ctl
+        packets = CounterMetricFamily("zonewall_rule_packets", "Packets matched by a rule on a node", labels=RULE_LABELS)
+        octets = CounterMetricFamily("zonewall_rule_bytes", "Bytes matched by a rule on a node", labels=RULE_LABELS)
+        drops = CounterMetricFamily("zonewall_vm_dropped_packets", "Packets dropped or rejected by a VM's own rules and default, per node",
+                                    labels=["node", "vm"])
+        per_vm: dict[tuple[str, str], int] = {}
+        for row in ctl.counters.per_node():
+            labels = [row.node, row.level, row.scope, row.direction, row.rule]
+            packets.add_metric(labels, row.packets)
+            octets.add_metric(labels, row.bytes)
+            if is_vm_drop(row):
+                per_vm[(row.node, row.scope)] = per_vm.get((row.node, row.scope), 0) + row.packets
+        for (node, vm), value in sorted(per_vm.items()):
+            drops.add_metric([node, vm], value)
+        yield from (packets, octets, drops)
 
-class Exposition:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
+        moment = time.time() if self.now is None else self.now
+        up = GaugeMetricFamily("zonewall_agent_up", f"1 when the node's agent was heard from within {AGENT_UP_SECONDS:g} s", labels=["node"])
+        seconds = GaugeMetricFamily("zonewall_apply_seconds", "Wall time of the node's last apply (compile, transaction, readback)", labels=["node"])
+        applied = GaugeMetricFamily("zonewall_applied_revision", "Revision the node last applied", labels=["node"])
+        states = GaugeMetricFamily("zonewall_node_state", "1 for the state the node's agent last reported (ok, degraded, error, registered)",
+                                   labels=["node", "state"])
+        problems = GaugeMetricFamily("zonewall_node_problems", "Faults of the node's agent itself (a stopped packet log, a full buffer...)",
+                                     labels=["node"])
+        for row in ctl.nodes.all():
+            states.add_metric([row.name, row.state], 1)
+            problems.add_metric([row.name], len(json.loads(row.problems or "[]")))
+            contact = as_utc(row.last_contact)
+            up.add_metric([row.name], 1 if contact is not None and moment - contact.timestamp() <= AGENT_UP_SECONDS else 0)
+            if row.apply_seconds is not None:
+                seconds.add_metric([row.name], round(row.apply_seconds, 6))
+            if row.applied_revision is not None:
+                applied.add_metric([row.name], row.applied_revision)
+        current = GaugeMetricFamily("zonewall_current_revision", "The controller's current revision", value=ctl.revisions.current_number() or 0)
+        yield from (up, seconds, applied, states, problems, current)
 
-    def family(self, name: str, kind: str, help_text: str, samples: list[tuple[dict[str, Any], float | int]]) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            self.lines.append(f"{name}{_labels(labels)} {value}")
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+        stats = sorted(ctl.logs.stats().items())
+        for name, key, text in (("zonewall_log_records", "received", "Packet log records received"),
+                                ("zonewall_log_records_suppressed", "suppressed", "Packet log records suppressed by the log rate (settings.log)"),
+                                ("zonewall_log_records_dropped", "dropped", "Packet log records dropped from a full agent buffer")):
+            family = CounterMetricFamily(name, text, labels=["node"])
+            for node, values in stats:
+                family.add_metric([node], values[key])
+            yield family
 
 
 def render_metrics(ctl: Any, now: float | None = None) -> str:
-    moment = time.time() if now is None else now
-    out = Exposition()
-    totals = ctl.counters.totals()
-    key = lambda t: {"level": t["level"], "scope": t["scope"], "direction": t["direction"], "rule": t["rule"]}  # noqa: E731
-    out.family("zonewall_rule_packets_total", "counter", "Packets matched by a rule, summed across nodes",
-               [(key(t), t["packets"]) for t in totals])
-    out.family("zonewall_rule_bytes_total", "counter", "Bytes matched by a rule, summed across nodes",
-               [(key(t), t["bytes"]) for t in totals])
-    drops: dict[str, int] = {}
-    for t in totals:
-        if t["level"] in ("vm", "default") and t["verdict"] in ("drop", "reject") and ":" not in t["scope"] and t["scope"] not in ("host", "global"):
-            drops[t["scope"]] = drops.get(t["scope"], 0) + t["packets"]
-    out.family("zonewall_vm_dropped_packets_total", "counter", "Packets dropped or rejected by a VM's own rules and default",
-               [({"vm": vm}, n) for vm, n in sorted(drops.items())])
-    nodes = ctl.nodes.all()
-    current = ctl.revisions.current_number()
-    up, applied, seconds = [], [], []
-    for row in nodes:
-        contact = as_utc(row.last_contact)
-        alive = contact is not None and moment - contact.timestamp() <= AGENT_UP_SECONDS
-        up.append(({"node": row.name}, 1 if alive else 0))
-        if row.applied_revision is not None:
-            applied.append(({"node": row.name}, row.applied_revision))
-        if row.apply_seconds is not None:
-            seconds.append(({"node": row.name}, round(row.apply_seconds, 6)))
-    out.family("zonewall_agent_up", "gauge", f"1 when the node's agent was heard from within {AGENT_UP_SECONDS:g} s", up)
-    out.family("zonewall_apply_seconds", "gauge", "Wall time of the node's last apply (compile, transaction, readback)", seconds)
-    out.family("zonewall_applied_revision", "gauge", "Revision the node last applied", applied)
-    out.family("zonewall_current_revision", "gauge", "The controller's current revision", [({}, current or 0)])
-    stats = ctl.logs.stats()
-    out.family("zonewall_log_records_total", "counter", "Packet log records received", [({"node": n}, s["received"]) for n, s in sorted(stats.items())])
-    out.family("zonewall_log_records_suppressed_total", "counter", "Packet log records suppressed by the log rate (settings.log)",
-               [({"node": n}, s["suppressed"]) for n, s in sorted(stats.items())])
-    out.family("zonewall_log_records_dropped_total", "counter", "Packet log records dropped from a full agent buffer",
-               [({"node": n}, s["dropped"]) for n, s in sorted(stats.items())])
-    return out.text()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ControllerCollector(ctl, now))
+    return generate_latest(registry).decode("utf-8")
 
 
-@router.get("/metrics", summary="Prometheus metrics (rule hits, drops per VM, apply latency, agents up, log records)")
+@router.get("/metrics", summary="Prometheus metrics (rule hits and drops per VM per node, apply latency, agents up, log records)")
 def metrics(request: Request, _: Principal = Depends(auth.reader)) -> Response:
-    return Response(render_metrics(request.app.state.ctl), media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(render_metrics(request.app.state.ctl), media_type=CONTENT_TYPE_LATEST)

@@ -76,6 +76,8 @@ async def desired(
     if after is not None and after > ctl.watch.current:
         await run_in_threadpool(ctl.revisions.raise_floor, after)
     number = await ctl.watch.wait_for_newer(after, wait) if after is not None and wait > 0 else ctl.watch.current
+    if after is not None and wait > 0 and number > after and not await run_in_threadpool(auth.still_valid, request):
+        raise HTTPException(status_code=401, detail="the token was revoked while waiting", headers={"WWW-Authenticate": "Bearer"})
     view = (ctl.revisions.cache.peek(number) or await run_in_threadpool(ctl.revisions.view, number)) if number else None
     if view is None or (after is not None and view.number <= after):
         unchanged = DesiredOut(node=node, changed=False, revision=view.number if view else 0, in_policy=view is not None)
@@ -94,7 +96,8 @@ def desired_answer(node: str, view: RevisionView) -> Response:
 
 @router.put("/nodes/{node}/status", response_model=NodeOut, summary="What the agent has applied (agent token of the node)")
 def report_status(body: StatusIn, request: Request, node: str = NODE, _: Principal = Depends(auth.node_agent)) -> NodeOut:
-    status = Status(body.applied_revision, body.fingerprint, body.ruleset_hash, body.state, body.last_error, body.drift_repairs, body.taps, body.apply_seconds)
+    status = Status(body.applied_revision, body.fingerprint, body.ruleset_hash, body.state, body.last_error, body.drift_repairs, body.taps,
+                    body.apply_seconds, tuple(body.problems))
     ctl = request.app.state.ctl
     if body.applied_revision is not None and body.applied_revision > ctl.watch.current:
         ctl.revisions.raise_floor(body.applied_revision)

@@ -3,6 +3,8 @@
 Every write validates the whole resulting policy; a refused one answers 422 with
 the loader's problems (`file:line:col`) and leaves the current revision in place.
 An accepted one is a new revision (201), answered with its semantic diff.
+Every write takes `?dry_run=true` (preview.py): the same validation and the diff
+against the current revision, nothing committed.
 
 Writes may carry an `Idempotency-Key` header: a retry of a request that was already
 applied (its answer was lost, its controller died) gets that request's answer and
@@ -21,7 +23,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from pydantic import BaseModel
 
 from ..policy.errors import PolicyError
-from . import auth, edits
+from . import auth, edits, preview
 from .documents import Documents, problems_json
 from .schemas import ChangeMeta, ChangeOut, DocumentIn, DocumentsIn, PolicyOut, RevisionOut, RevisionSummary, RollbackIn, RuleIn, ZoneIn
 from .store.revisions import Committed, Conflict, Idempotency, KeyReused, Proposal
@@ -85,6 +87,8 @@ def _commit(
         idempotency=idempotency(request, payload if payload is not None else meta),
     )
     try:
+        if preview.requested(request):  # ?dry_run=true: the diff, nothing committed
+            return preview.respond(ctl, documents, change)  # type: ignore[return-value]
         committed = ctl.revisions.commit(proposal)
     except PolicyError as exc:
         detail: dict[str, Any] = {"error": "policy rejected; the current revision stays", "problems": problems_json(exc)}

@@ -9,13 +9,17 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import api_health, api_logs, api_metrics, api_migrate, api_nodes, api_policy, api_tokens
+from . import api_docs, api_edits, api_gitops, api_health, api_logs, api_metrics, api_migrate, api_nodes, api_policy, api_tokens
 from .background import Housekeeping
 from .follow import RECHECK_SECONDS, Follower
+from .limits import LimitsMiddleware, RequestLimits
 from .migrate_channel import CHANNEL as MIGRATIONS_CHANNEL
 from .migrate_channel import MigrationHub
 from .store.cache import RevisionCache, RevisionView
@@ -24,6 +28,7 @@ from .store.diffs import LEASE_SECONDS, DiffJobs
 from .store.logs import CounterStore, LogStore, Retention
 from .store.nodes import NodeStore
 from .store.revisions import RevisionStore
+from .store.tokens import authenticate
 from .watch import RevisionWatch
 
 API_VERSION = "1"
@@ -54,6 +59,7 @@ class Controller:
     follower: Follower
     housekeeping: Housekeeping
     migrations: MigrationHub  # live migrations and their agents' steps (docs/migration.md)
+    gitops: Any = None  # a gitops.GitFollower when the controller follows a git branch (each replica does: one commit is one revision)
 
     def current_view(self) -> RevisionView | None:
         """The newest revision this controller knows of, parsed (None: no policy yet)."""
@@ -64,11 +70,15 @@ class Controller:
         self.watch.bind(loop, self.revisions.current_number())
         self.follower.start()
         self.housekeeping.start()
+        if self.gitops is not None:
+            self.gitops.start()
 
     def stop(self) -> None:
         self.watch.unbind()
         self.follower.stop()
         self.housekeeping.stop()
+        if self.gitops is not None:
+            self.gitops.stop()
 
 
 def replica_name() -> str:
@@ -92,7 +102,7 @@ def build_controller(db_url: str, retention: Retention = Retention(), *, diff_le
                       follower, Housekeeping(sessions, diffs, nodes), migrations)
 
 
-def create_app(controller: Controller) -> FastAPI:
+def create_app(controller: Controller, limits: RequestLimits = RequestLimits()) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         controller.start(asyncio.get_running_loop())
@@ -101,14 +111,26 @@ def create_app(controller: Controller) -> FastAPI:
         finally:
             controller.stop()
 
-    app = FastAPI(title="zonewall controller", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan)
+    # docs_url/redoc_url off: api_docs serves both from vendored assets (no CDN)
+    app = FastAPI(title="zonewall controller", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.ctl = controller
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def out_of_range(_request: Request, exc: Exception) -> JSONResponse:
+        # a number too large for the database (or for C): the caller's mistake, not a 500
+        return JSONResponse({"detail": "a number in the request is out of range"}, status_code=422)
+    # outermost: bodies bounded and callers authenticated before anything reads them
+    app.add_middleware(LimitsMiddleware, limits=limits, authenticate=lambda token: authenticate(controller.sessions, token) is not None)
     app.include_router(api_policy.router)
     app.include_router(api_nodes.router)
     app.include_router(api_tokens.router)
     app.include_router(api_logs.router)
     app.include_router(api_metrics.router)
     app.include_router(api_migrate.router)
+    app.include_router(api_gitops.router)
+    app.include_router(api_edits.router)
+    api_docs.install(app)
     app.include_router(api_health.router)  # /healthz, /readyz (no token)
     from .web import routes as web_routes  # the dashboard (server-rendered)
 

@@ -61,3 +61,10 @@ def node_agent(node: str, request: Request, who: Principal = Depends(principal))
     if who.role == "agent" and who.node == node:
         return who
     raise _refuse(request, 403, "only the node's own agent token may write its status" if who.role != "agent" else f"this token may only write node {who.node!r}", who)
+
+
+def still_valid(request: Request) -> bool:
+    """The request's token is still known and unrevoked: checked again after a long
+    wait (a long-poll opened before a revocation must not carry the next revision)."""
+    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and authenticate(request.app.state.ctl.sessions, secret.strip()) is not None

@@ -47,6 +47,10 @@ def check_documents(documents: Documents) -> None:
         reason = document_name_problem(name)
         if reason:
             problems.append(Problem(Loc(name, 1, 1), "", reason))
+    folders = {"/".join(name.split("/")[:depth]) for name in documents for depth in range(1, name.count("/") + 1)}
+    for name in sorted(folders & set(documents)):
+        inside = next(other for other in sorted(documents) if other.startswith(name + "/"))
+        problems.append(Problem(Loc(name, 1, 1), "", f"{name!r} is a document and also the folder of {inside!r}: rename one of them"))
     if problems:
         raise PolicyError(problems)
 

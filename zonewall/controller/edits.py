@@ -1,23 +1,25 @@
 """Targeted changes: edit the one document that defines a VM or zone.
 
-A change finds the document whose `vms:` (or `zones:`) mapping defines the target,
-edits its data and writes that document back as YAML. Every other document is
-kept byte for byte; the edited one is re-serialised (its comments are not kept).
-The result is validated as a whole by the caller, like an upload.
+A change finds the document whose `vms:` (or `zones:`) mapping defines the target
+and edits its data; the document's text is then patched where the data differs
+(yamlpatch.py), so its comments, blank lines and layout stay and the change can be
+pulled into the operator's git checkout as a small diff. Every other document is
+kept byte for byte. The result is validated as a whole by the caller, like an upload.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-# The loader's own YAML dialect (no base-60 numbers: an unquoted MAC stays a string),
-# so a document reads here exactly as the loader reads it.
-from ..policy.source import _Loader as PolicyYamlLoader
 from .documents import Documents
+from .yamlpatch import PatchFailed, parse, patch
+
+log = logging.getLogger("zonewall.controller.edits")
 
 
 class ChangeError(ValueError):
@@ -36,11 +38,20 @@ class Edited:
 
 
 def _parse(text: str) -> Any:
-    return yaml.load(text, Loader=PolicyYamlLoader)  # noqa: S506 - a SafeLoader subclass
+    return parse(text)
 
 
-def _dump(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False, width=120)
+def _dump(original: str, data: Any) -> str:
+    """The original text patched to read as `data`; a plain dump if it cannot be (the
+    meaning is right either way, only the comments would be lost)."""
+    try:
+        return patch(original, data)
+    except PatchFailed as exc:
+        log.warning("the edited document is written without its comments: %s", exc)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False, width=120)
+
+
+KINDS = {"vms": "VM", "zones": "zone", "groups": "group"}
 
 
 def _owner(documents: Documents, section: str, name: str) -> tuple[str, dict[str, Any]]:
@@ -49,13 +60,12 @@ def _owner(documents: Documents, section: str, name: str) -> tuple[str, dict[str
         data = _parse(text)
         if isinstance(data, dict) and isinstance(data.get(section), dict) and name in data[section]:
             return document, data
-    kind = {"vms": "VM", "zones": "zone"}[section]
-    raise ChangeError(f"no {kind} named {name!r} in the current policy")
+    raise ChangeError(f"no {KINDS[section]} named {name!r} in the current policy")
 
 
 def _edited(documents: Documents, document: str, data: Any, summary: dict[str, Any]) -> Edited:
     changed = dict(documents)
-    changed[document] = _dump(data)
+    changed[document] = _dump(documents[document], data)
     return Edited(changed, document, summary)
 
 
@@ -115,3 +125,36 @@ def move_vm(documents: Documents, vm: str, zone: str | None) -> Edited:
     else:
         entry["zone"] = zone
     return _edited(documents, document, data, {"op": "move-vm", "target": f"vms.{vm}", "from": before, "to": zone})
+
+
+def replace_rules(documents: Documents, section: str, name: str, rules: list[Any]) -> Edited:
+    """Make `section.name.rules` exactly `rules` (the dashboard's editor, PUT .../rules).
+    Rules that stay keep their lines and comments in the document."""
+    if not isinstance(rules, list):
+        raise ChangeError("rules must be a list", status=422)
+    document, data = _owner(documents, section, name)
+    entry = _entry(data, section, name)
+    if rules:
+        entry["rules"] = copy.deepcopy(rules)
+    else:
+        entry.pop("rules", None)
+    return _edited(documents, document, data, {"op": "set-rules", "target": f"{section}.{name}", "rules": len(rules)})
+
+
+def group_members(data: dict[str, Any], name: str) -> list[Any]:
+    """A group's members, written as a list (`admins: [..]`) or a mapping with `members`."""
+    entry = data["groups"][name]
+    members = entry.get("members") if isinstance(entry, dict) else entry
+    return list(members or []) if isinstance(members, list) else [members]
+
+
+def replace_members(documents: Documents, group: str, members: list[Any]) -> Edited:
+    """Make a group's members exactly `members` (its written form, list or mapping, stays)."""
+    if not isinstance(members, list):
+        raise ChangeError("members must be a list", status=422)
+    document, data = _owner(documents, "groups", group)
+    if isinstance(data["groups"][group], dict):
+        data["groups"][group]["members"] = copy.deepcopy(members)
+    else:
+        data["groups"][group] = copy.deepcopy(members)
+    return _edited(documents, document, data, {"op": "set-members", "target": f"groups.{group}", "members": len(members)})

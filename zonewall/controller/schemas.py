@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field, StringConstraints
 
 from .store.db import as_utc
 from .store.models import NodeRow, RevisionRow, TokenRow
@@ -27,7 +27,7 @@ class DocumentIn(ChangeMeta):
 
 class RuleIn(ChangeMeta):
     rule: dict[str, Any] = Field(..., description="one rule as in the policy format, e.g. {id: ssh-in, direction: in, action: accept, service: ssh}")
-    position: int | None = Field(None, ge=0, description="index in the rule list (first match wins); default: last")
+    position: int | None = Field(None, ge=0, le=1_000_000, description="index in the rule list (first match wins); default: last")
 
 
 class ZoneIn(ChangeMeta):
@@ -104,14 +104,30 @@ class LogLine(BaseModel):
     message: str = Field(..., max_length=4000)
 
 
+def _cut(limit: int) -> Any:
+    """Text over `limit` is shortened, not refused: a node whose error report is
+    refused would go on showing `ok` (the whole ruleset once came back as the error)."""
+
+    def cut(value: Any) -> Any:
+        if isinstance(value, str) and len(value) > limit:
+            return f"{value[:limit]}... ({len(value) - limit} more characters)"
+        return value
+
+    return BeforeValidator(cut)
+
+
+TapName = Annotated[str, StringConstraints(max_length=64)]
+
+
 class StatusIn(BaseModel):
     applied_revision: int | None = Field(None, ge=0, le=2**31 - 1)
     fingerprint: str | None = Field(None, max_length=64)
     ruleset_hash: str | None = Field(None, max_length=64)
-    state: Literal["ok", "error"]
-    last_error: str | None = Field(None, max_length=20000)
-    drift_repairs: int = Field(0, ge=0)
-    taps: dict[str, str] | None = None
+    state: Literal["ok", "degraded", "error"] = Field(..., description="degraded: the rules are applied, but part of the agent (its packet log, ...) is failing: see `problems`")
+    last_error: Annotated[str | None, _cut(4000)] = None
+    problems: list[Annotated[str, _cut(600)]] = Field([], max_length=32, description="what is wrong with the agent itself, one line each")
+    drift_repairs: int = Field(0, ge=0, le=2**62)
+    taps: dict[TapName, TapName] | None = Field(None, max_length=4096, description="NIC (vm/index) -> the port found for it")
     lines: list[LogLine] = Field([], max_length=200, description="log lines sent along (saves a request per apply)")
     apply_seconds: float | None = Field(None, ge=0, description="wall time of the last apply (compile + transaction + readback)")
 
@@ -138,6 +154,7 @@ class NodeOut(BaseModel):
     ruleset_hash: str | None = None
     state: str = "never seen"
     last_error: str | None = None
+    problems: list[str] = []
     drift_repairs: int = 0
     taps: dict[str, str] = {}
     apply_seconds: float | None = None
@@ -150,8 +167,9 @@ class NodeOut(BaseModel):
             name=name, registered=True, in_policy=in_policy,
             registered_at=as_utc(row.registered_at), last_contact=as_utc(row.last_contact),
             agent_version=row.agent_version, hostname=row.hostname, applied_revision=row.applied_revision,
-            in_sync=current is not None and row.applied_revision == current and row.state == "ok",
+            in_sync=current is not None and row.applied_revision == current and row.state in ("ok", "degraded"),
             fingerprint=row.fingerprint, ruleset_hash=row.ruleset_hash, state=row.state, last_error=row.last_error,
+            problems=json.loads(row.problems or "[]"),
             drift_repairs=row.drift_repairs, taps=json.loads(row.taps or "{}"), apply_seconds=row.apply_seconds,
         )
 
@@ -210,6 +228,8 @@ class RecordBatchIn(BaseModel):
 class RecordBatchOut(BaseModel):
     stored: int
     duplicate: bool
+    refused: int = Field(0, description="records about VMs that do not run on this node (not stored)")
+    clamped: int = Field(0, description="records dated too far ahead or past the retention: stored at their arrival, `agent_time` kept")
 
 
 class RuleCounterIn(BaseModel):
@@ -220,6 +240,7 @@ class RuleCounterIn(BaseModel):
     verdict: str = Field("", max_length=16)
     packets: int = Field(..., ge=0)
     bytes: int = Field(..., ge=0)
+    instances: list[tuple[str, int, int]] | None = Field(None, max_length=1024, description="(family:handle, packets, bytes) of each kernel rule: a new handle counts from 0")
 
 
 class CountersIn(BaseModel):

@@ -26,6 +26,8 @@ from ..dataplane.backend import enter_netns
 from ..service.logs import setup_logging
 from ..service.sdnotify import ServiceNotifier, notify
 from .app import build_controller, create_app
+from .connections import ConnectionLimits, guarded_protocol
+from .limits import RequestLimits
 
 DEFAULT_PORT = 9440
 log = logging.getLogger("zonewall.controller")
@@ -118,15 +120,24 @@ class _Server(uvicorn.Server):
         return "serving" if self.started else "starting"
 
 
-def serve(db_url: str, listens: list[Listen], tls_cert: str | None = None, tls_key: str | None = None, access_log: bool = False) -> None:
+def serve(db_url: str, listens: list[Listen], tls_cert: str | None = None, tls_key: str | None = None, access_log: bool = False,
+          request_limits: RequestLimits = RequestLimits(), connection_limits: ConnectionLimits = ConnectionLimits(),
+          gitops: tuple[Any, Any] | None = None) -> None:
+    """`gitops`: (gitops.GitSource, its working directory) to follow a git branch."""
     setup_logging("controller")
     controller = build_controller(db_url)  # the database is migrated before READY=1
-    app = create_app(controller)
+    if gitops is not None:
+        from .gitops import GitFollower
+
+        controller.gitops = GitFollower(controller, *gitops)
+    app = create_app(controller, request_limits)
     sockets = [bind(listen) for listen in listens]
     config = uvicorn.Config(
         app, ssl_certfile=tls_cert, ssl_keyfile=tls_key, access_log=access_log, log_level="info",
         log_config=None,  # uvicorn's lines go through our handler (journald priorities under systemd)
         timeout_graceful_shutdown=1,  # long-polls would otherwise hold a stop for their whole wait
+        http=guarded_protocol(connection_limits),  # header timeout, connection cap (connections.py)
+        timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024,  # idle between requests; a request head's size
     )
     scheme = "https" if tls_cert else "http"
     for listen, sock in zip(listens, sockets):

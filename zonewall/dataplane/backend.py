@@ -109,10 +109,18 @@ class _NftWorker:
                 self._thread.join()
 
 
+class NetnsNotFound(FileNotFoundError):
+    """A named network namespace that does not exist (a user error, not a crash; still the
+    FileNotFoundError that callers catch as OSError)."""
+
+
 def enter_netns(name: str) -> None:
     """Move the calling thread (only it: setns is per thread) into netns `name`."""
     libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NetnsNotFound(f"no network namespace named {name!r} (ip netns list)") from None
     try:
         if libc.setns(fd, _CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
@@ -153,7 +161,10 @@ class LibNftBackend:
         self.close()
 
     def _json_cmd(self, document: Json) -> tuple[int, Any, str]:
-        return self._worker.call(lambda nft: nft.json_cmd(document))
+        try:
+            return self._worker.call(lambda nft: nft.json_cmd(document))
+        except ValueError as exc:  # e.g. nft 1.0.6 lists a table with `flags owner` as broken JSON
+            raise NftError(f"libnftables answered with JSON that cannot be read ({exc}); is a table held by another program (flags owner)?") from None
 
     def run(self, commands: list[Json]) -> None:
         if not commands:

@@ -8,6 +8,12 @@ rules and its default), `zone-Z-DIR`, `global-DIR`, `net-N` (isolated network),
 rule compiled into several kernel rules (one per family, per schedule window) is
 summed into one counter, keyed like the NFLOG prefix: (scope, direction, rule id),
 so logs and counters of one rule meet.
+
+Kernel counters start at 0 whenever a rule is (re)created, e.g. when an apply
+refills a changed chain. Each counter therefore also lists its kernel rules
+(`instances`: family:handle, packets, bytes): whoever accumulates readings (the
+controller) counts a rule it has not seen before from 0 and a known one from its
+last reading, so totals never go backwards across policy changes.
 """
 
 from __future__ import annotations
@@ -31,13 +37,16 @@ class RuleCounter:
     verdict: str  # accept | drop | reject | "" (jumps, marks)
     packets: int
     bytes: int
+    instances: tuple[tuple[str, int, int], ...] = ()  # (family:handle, packets, bytes) per kernel rule
 
     @property
     def key(self) -> tuple[str, str, str, str]:
         return (self.level, self.scope, self.direction, self.rule)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["instances"] = [list(i) for i in self.instances]
+        return out
 
 
 def level_of(scope: str | None, rule_id: str | None) -> str | None:
@@ -124,11 +133,13 @@ def counters_of(objects: Iterable[dict[str, Any]], family: str) -> list[RuleCoun
             scope, direction = where
             level = level_of(scope, rule_id) or "base"
         key = (level, scope, direction, rule_id)
-        entry = sums.setdefault(key, [0, 0, _verdict(rule.get("expr", []), chain_verdicts)])
-        entry[0] += int(counter.get("packets", 0))
-        entry[1] += int(counter.get("bytes", 0))
-    return [RuleCounter(level, scope, direction, rule_id, verdict, packets, octets)
-            for (level, scope, direction, rule_id), (packets, octets, verdict) in sorted(sums.items())]
+        entry = sums.setdefault(key, [0, 0, _verdict(rule.get("expr", []), chain_verdicts), []])
+        packets, octets = int(counter.get("packets", 0)), int(counter.get("bytes", 0))
+        entry[0] += packets
+        entry[1] += octets
+        entry[3].append((f"{family}:{rule.get('handle')}", packets, octets))
+    return [RuleCounter(level, scope, direction, rule_id, verdict, packets, octets, tuple(instances))
+            for (level, scope, direction, rule_id), (packets, octets, verdict, instances) in sorted(sums.items())]
 
 
 def read_counters(backend: Backend, tables: Iterable[tuple[str, str]] = TABLES) -> list[RuleCounter]:

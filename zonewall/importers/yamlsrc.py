@@ -54,4 +54,6 @@ def load(path: Path, shown: str) -> Any:
         raise ImportFailure([f"{shown}{line}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
     except OSError as exc:
         raise ImportFailure([f"{shown}: cannot read: {exc.strerror}"]) from None
+    except RecursionError:  # PyYAML's pure-Python composer: bounded by Python's recursion limit
+        raise ImportFailure([f"{shown}: not valid YAML: nested too deeply"]) from None
     return None if node is None else _convert(node, shown)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -104,8 +105,10 @@ def choose_gateways(policy: Policy) -> dict[str, list[str]]:
     return out
 
 
-def lab_up(policy_path: str, name: str = "zw", *, apply: bool = True, guests: bool = True) -> LabState:
+def lab_up(policy_path: str, name: str = "zw", *, apply: bool = True, progress: Callable[[int, int], None] | None = None,
+           guests: bool = True) -> LabState:
     """Build the cluster and (by default) apply each node's compiled ruleset.
+    `progress(done, total)`: after each guest and each node's apply.
     `guests=False`: nodes and the outside only; the VMs are real ones (lab/guests.py)."""
     _check_lab_name(name)
     policy = load_policy(policy_path)
@@ -114,17 +117,23 @@ def lab_up(policy_path: str, name: str = "zw", *, apply: bool = True, guests: bo
         raise LabError(f"a lab named {name!r} already exists: zonewall lab down --name {name}")
     state = LabState(name=name, policy=str(Path(policy_path).resolve()), outside=prefix + "out")
     try:
-        _build(policy, state, guests)
+        steps = len(policy.doc.vms) + (len(policy.doc.hosts) if apply else 0)
+        tick = (lambda done: progress(done, steps)) if progress is not None else None
+        _build(policy, state, tick, guests)
         state.save()
         if apply:
-            apply_policy(state, policy)
+            apply_policy(state, policy, (lambda done: tick(len(policy.doc.vms) + done)) if tick else None)
     except BaseException:
         lab_down(name)
         raise
     return state
 
 
-def _build(policy: Policy, state: LabState, guests: bool = True) -> None:
+def _build(policy: Policy, state: LabState, tick: Callable[[int], None] | None = None, guests: bool = True) -> None:
+    # every guest may resolve every other and both outside ends (a matrix does): the
+    # shared neighbour tables must hold them (netns.ensure_neighbour_capacity)
+    endpoints = len(policy.doc.vms) + len(policy.doc.hosts) + 4
+    netns.ensure_neighbour_capacity(2 * endpoints * endpoints)
     outside = state.outside
     netns.create_netns(outside)
     netns.set_sysctls(
@@ -188,8 +197,10 @@ def _build(policy: Policy, state: LabState, guests: bool = True) -> None:
         if hosted:
             netns.enable_bridge_netfilter(ns)
     netns.ip_batch(outside_cmds, ns=outside)
-    for vm_name in sorted(policy.doc.vms) if guests else []:
+    for done, vm_name in enumerate(sorted(policy.doc.vms) if guests else [], 1):
         _build_vm(policy, state, vm_name)
+        if tick is not None:
+            tick(done)
 
 
 def _build_vm(policy: Policy, state: LabState, vm_name: str) -> None:
@@ -237,13 +248,15 @@ def _build_vm(policy: Policy, state: LabState, vm_name: str) -> None:
         netns.ip(*route, ns=ns)
 
 
-def apply_policy(state: LabState, policy: Policy | None = None) -> dict[str, ApplyResult]:
+def apply_policy(state: LabState, policy: Policy | None = None, tick: Callable[[int], None] | None = None) -> dict[str, ApplyResult]:
     """Compile and apply each node's ruleset inside its namespace."""
     policy = policy or load_policy(state.policy)
     results: dict[str, ApplyResult] = {}
-    for node, ns in sorted(state.nodes.items()):
+    for done, (node, ns) in enumerate(sorted(state.nodes.items()), 1):
         with LibNftBackend(netns=ns) as backend:
             results[node] = apply_ruleset(backend, compile_node(policy, node, timezone=local_timezone()))
+        if tick is not None:
+            tick(done)
     return results
 
 

@@ -60,11 +60,12 @@ class ControllerProcess:
 
 
 def start_controller(data_dir: Path, lab: LabState | None = None, *, timeout: float = 30.0, db_url: str | None = None,
-                     agent_port: int = AGENT_PORT, env: dict[str, str] | None = None) -> ControllerProcess:
+                     agent_port: int = AGENT_PORT, env: dict[str, str] | None = None, extra: tuple[str, ...] = ()) -> ControllerProcess:
     """`zonewall serve` on 127.0.0.1 (a free port) and, with a lab, inside its outside netns
-    on `agent_port`; on SQLite in `data_dir`, or on `db_url` (replicas share one)."""
+    on `agent_port`; on SQLite in `data_dir`, or on `db_url` (replicas share one); `extra`:
+    more `serve` options (e.g. --git-repo)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    argv = _zonewall("serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0")
+    argv = _zonewall("serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", *extra)
     if db_url is not None:
         argv += ["--db", db_url]
     if lab is not None:
@@ -147,6 +148,7 @@ class ManagedLab:
     controller_env: dict[str, str] = field(default_factory=dict)
     agent_dirs: dict[str, Path] = field(default_factory=dict)  # node -> state directory (default: DATA/agents/NODE)
     agent_env: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> extra environment (e.g. LIBVIRT_DEFAULT_URI)
+    serve_args: tuple[str, ...] = ()  # more `zonewall serve` options
 
     def start(self, *, verify_interval: float = 5.0) -> ManagedLab:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -164,7 +166,8 @@ class ManagedLab:
 
     def start_controller(self, index: int = 0) -> ControllerProcess:
         directory = self.data_dir if index == 0 else self.data_dir / f"controller{index}"
-        process = start_controller(directory, self.lab, db_url=self.db_url, agent_port=AGENT_PORT + index, env=self.controller_env)
+        process = start_controller(directory, self.lab, db_url=self.db_url, agent_port=AGENT_PORT + index, env=self.controller_env,
+                                   extra=self.serve_args)
         if not self.controllers:
             self.controllers = [None] * self.replicas
         self.controllers[index] = process
@@ -222,7 +225,7 @@ class ManagedLab:
         nodes: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             nodes = self.api("GET", "/nodes", via=via).json()
-            if nodes and all(n["applied_revision"] == revision and n["state"] == "ok" for n in nodes if n["in_policy"]):
+            if nodes and all(n["applied_revision"] == revision and n["state"] in ("ok", "degraded") for n in nodes if n["in_policy"]):
                 return nodes
             time.sleep(0.05)
         raise ManagedLabError(f"nodes did not converge on revision {revision} in {timeout:g}s: {nodes}")

@@ -27,6 +27,7 @@ import socket
 import subprocess
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 # one implementation of "move this thread into a namespace": the dataplane's
@@ -305,6 +306,32 @@ def enable_forwarding(ns: str, *, v4: bool = True, v6: bool = True) -> None:
     if v6:
         values["net.ipv6.conf.all.forwarding"] = 1
     set_sysctls(ns, values)
+
+
+def ensure_neighbour_capacity(entries: int) -> bool:
+    """Raise the neighbour tables' thresholds so that `entries` fit; True if raised.
+
+    The kernel sizes them in the initial namespace only and every namespace shares
+    them: a lab of 40 guests probing each other needs ~2,000 ARP entries, past the
+    default 1,024 the kernel drops resolutions ("neighbor table overflow!") and
+    probes time out as if the firewall had blocked them. Only ever raised."""
+    raised = False
+    for family in ("ipv4", "ipv6"):
+        base = Path(f"/proc/sys/net/{family}/neigh/default")
+        try:
+            current = int((base / "gc_thresh3").read_text())
+        except (OSError, ValueError):
+            continue
+        if current >= entries:
+            continue
+        wanted = 1 << max(entries - 1, 1).bit_length()
+        for name, value in (("gc_thresh3", wanted), ("gc_thresh2", wanted // 2), ("gc_thresh1", wanted // 8)):
+            try:
+                (base / name).write_text(f"{max(value, int((base / name).read_text()))}\n")
+                raised = True
+            except (OSError, ValueError):
+                pass
+    return raised
 
 
 def enable_bridge_netfilter(ns: str, *, v4: bool = True, v6: bool = True, arp: bool = False) -> None:

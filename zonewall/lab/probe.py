@@ -560,12 +560,15 @@ def run_probe(spec: ProbeSpec, pool: ListenerPool | None = None) -> ProbeResult:
 
 
 def run_probes(specs: Iterable[ProbeSpec], *, max_workers: int = 128,
-               pool: ListenerPool | None = None) -> list[ProbeResult]:
+               pool: ListenerPool | None = None, on_done: Callable[[ProbeResult], None] | None = None) -> list[ProbeResult]:
     """Run probes concurrently; results come back in the order of ``specs``.
 
     Blocked probes each hold a worker for their whole timeout, so the wall time
     is roughly ``ceil(blocked / max_workers) * timeout``.  Listeners are shared
-    through ``pool`` (a private one, closed at the end, if not given).
+    through ``pool`` (a private one, closed at the end, if not given). Every
+    listener of ``specs`` is open at once: for many targets and ports, run them in
+    batches (lab.probing does, within the open-file limit). ``on_done`` is called
+    with each result as it comes (progress).
     """
     todo: Sequence[ProbeSpec] = list(specs)
     if not todo:
@@ -578,8 +581,14 @@ def run_probes(specs: Iterable[ProbeSpec], *, max_workers: int = 128,
         for s in todo:
             if s.proto in ("tcp", "udp") and s.port is not None:
                 pool.get(s.dst_ns, s.proto, s.port, s.dst_addr)  # type: ignore[arg-type]
+        def one(spec: ProbeSpec) -> ProbeResult:
+            result = run_probe(spec, pool)
+            if on_done is not None:
+                on_done(result)
+            return result
+
         with ThreadPoolExecutor(max_workers=min(max_workers, len(todo)), thread_name_prefix="probe") as ex:
-            return list(ex.map(lambda s: run_probe(s, pool), todo))
+            return list(ex.map(one, todo))
     finally:
         if own:
             pool.close()

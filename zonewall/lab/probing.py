@@ -9,7 +9,9 @@ target (VMs and nodes) for each service port the policy's rules mention.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from ..policy.addresses import Family
@@ -136,22 +138,137 @@ def matrix_targets(policy: Policy, family: Family) -> list[str]:
     return targets
 
 
-def reachability_matrix(state: LabState, policy: Policy, family: Family, timeout: float = 0.6) -> dict[str, dict[str, list[str]]]:
-    """{source label: {target: [services delivered]}} measured with real packets."""
-    services = policy_services(policy)
-    specs, keys = [], []
-    for label, source in matrix_sources(policy, family):
+def parse_service(text: str) -> Service:
+    """`tcp/80`, `udp/53` or `icmp` (echo-request)."""
+    proto, _, port = text.strip().partition("/")
+    if proto == "icmp" and not port:
+        return Service("icmp", None)
+    if proto in ("tcp", "udp") and port.isdigit() and 0 < int(port) < 65536:
+        return Service(proto, int(port))  # type: ignore[arg-type]
+    raise LabError(f"--service {text!r}: expected tcp/PORT, udp/PORT or icmp")
+
+
+def _select(kind: str, available: list[str], wanted: list[str] | None, policy: Policy, labels: dict[str, str] | None = None) -> list[str]:
+    """The entries of `available` that `wanted` names: an entry itself (vm:NAME also
+    matches its NICs vm:NAME@NET), a bare VM name, zone:NAME (its VMs) or a label."""
+    if not wanted:
+        return available
+    chosen: list[str] = []
+    for ref in wanted:
+        if ref.startswith("zone:"):
+            zone = ref[5:]
+            if zone not in policy.doc.zones:
+                raise LabError(f"{kind} {ref}: no such zone (zones: {', '.join(sorted(policy.doc.zones)) or 'none'})")
+            names = {f"vm:{vm}" for vm, spec in policy.doc.vms.items() if spec.zone == zone}
+            found = [a for a in available if a.split("@")[0] in names]
+        else:
+            key = ref if ":" in ref or ref in (labels or {}) else f"vm:{ref}"
+            found = [a for a in available if a == key or a.split("@")[0] == key or (labels or {}).get(a) == key]
+        if not found:
+            shown = ", ".join(available[:8]) + (f", ... ({len(available)} in all)" if len(available) > 8 else "")
+            raise LabError(f"{kind} {ref}: not in the matrix (choose from {shown}, or zone:NAME)")
+        chosen += [a for a in found if a not in chosen]
+    return [a for a in available if a in chosen]
+
+
+def plan_matrix(state: LabState, policy: Policy, family: Family, timeout: float = 0.6, *, sources: list[str] | None = None,
+                targets: list[str] | None = None, services: list[str] | None = None) -> list[tuple[tuple[str, str, str], ProbeSpec]]:
+    """Every (source label, target, service) probe of the matrix, filtered."""
+    chosen_services = [parse_service(s) for s in services] if services else policy_services(policy)
+    all_sources = matrix_sources(policy, family)
+    by_label = dict(all_sources)
+    source_labels = _select("--from", [label for label, _ in all_sources], sources, policy, labels={label: ref for label, ref in all_sources})
+    target_refs = _select("--to", matrix_targets(policy, family), targets, policy)
+    plan = []
+    for label in source_labels:
+        source = by_label[label]
         src = endpoint(state, policy, source, family, role="source")
-        for target in matrix_targets(policy, family):
+        for target in target_refs:
             if target.split("@")[0] == source:
                 continue
             dst = endpoint(state, policy, target, family, role="target", peer=src.ref)
-            for service in services:
-                specs.append(probe_spec(src, dst, service, timeout))
-                keys.append((label, target, str(service)))
-    results = run_probes(specs, max_workers=64)
+            for service in chosen_services:
+                plan.append(((label, target, str(service)), probe_spec(src, dst, service, timeout)))
+    return plan
+
+
+FDS_PER_LISTENER = 4  # its socket, a wake-up socket pair and its thread's epoll
+FDS_PER_PROBE = 3  # a client socket, the accepted connection (or ICMP's observer), slack
+
+
+def open_file_budget(reserve: int = 64) -> int:
+    """File descriptors this process may still open (soft limit minus those open)."""
+    import os
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    try:
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        used = 64
+    return max(16, soft - used - reserve)
+
+
+def run_bounded(specs: list[ProbeSpec], *, concurrency: int = 64, progress: Callable[[int, int], None] | None = None) -> list[ProbeResult]:
+    """run_probes in batches whose listeners and concurrent probes fit the open-file
+    limit (all at once, a 40-VM policy's 344,000 probes needed ~40,000 listeners: EMFILE).
+    Results in the order of `specs`; `progress(done, total)` after each probe."""
+    budget = open_file_budget()
+    workers = max(1, min(concurrency, budget // (2 * FDS_PER_PROBE)))
+    max_listeners = max(1, (budget - workers * FDS_PER_PROBE) // FDS_PER_LISTENER)
+    order = sorted(range(len(specs)), key=lambda i: (specs[i].dst_ns, specs[i].proto, specs[i].port or 0, specs[i].dst_addr))
+    results: list[ProbeResult | None] = [None] * len(specs)
+    done = 0
+    lock = threading.Lock()
+
+    def tick(_: ProbeResult) -> None:
+        nonlocal done
+        with lock:
+            done += 1
+            count = done
+        if progress is not None:
+            progress(count, len(specs))
+
+    position = 0
+    while position < len(order):
+        batch: list[int] = []
+        listeners: set[tuple[str, str, int | None, str]] = set()
+        while position < len(order) and len(batch) < 50_000:
+            spec = specs[order[position]]
+            key = (spec.dst_ns, spec.proto, spec.port, spec.dst_addr)
+            if spec.proto in ("tcp", "udp") and key not in listeners:
+                if len(listeners) >= max_listeners:
+                    break
+                listeners.add(key)
+            batch.append(order[position])
+            position += 1
+        # batches are cut by listener; inside one, spread the probes over their targets
+        # (grouped, dozens of sources would hit one guest at the same moment)
+        batch.sort(key=lambda i: (hash((specs[i].src_ns, specs[i].dst_ns, specs[i].port)), i))
+        for index, result in zip(batch, run_probes([specs[i] for i in batch], max_workers=workers, on_done=tick)):
+            results[index] = result
+    return results  # type: ignore[return-value]
+
+
+def reachability_matrix(state: LabState, policy: Policy, family: Family, timeout: float = 0.6, *, sources: list[str] | None = None,
+                        targets: list[str] | None = None, services: list[str] | None = None, concurrency: int = 64,
+                        progress: Callable[[int, int], None] | None = None) -> dict[str, dict[str, list[str]]]:
+    """{source label: {target: [services delivered]}} measured with real packets."""
+    plan = plan_matrix(state, policy, family, timeout, sources=sources, targets=targets, services=services)
+    results = run_bounded([spec for _, spec in plan], concurrency=concurrency, progress=progress)
+    # A probe that timed out is tried once more with twice the time before it counts as
+    # blocked: on a busy machine a handshake can take longer than the timeout, and a
+    # matrix must not show a flow as closed because the machine was busy. They mostly
+    # wait, so they run with as many workers as the open-file limit allows.
+    again = [i for i, result in enumerate(results) if result.verdict == "blocked"]
+    if again:
+        first = len(plan)
+        retried = run_bounded([replace(plan[i][1], timeout=timeout * 2) for i in again], concurrency=max(concurrency, 256),
+                              progress=(lambda done, total: progress(first + done, first + total)) if progress else None)
+        for index, result in zip(again, retried):
+            results[index] = result
     matrix: dict[str, dict[str, list[str]]] = {}
-    for (source, target, service), result in zip(keys, results):
+    for ((source, target, service), _), result in zip(plan, results):
         if result.verdict == "error":
             raise LabError(f"probe {source} -> {target} {service} failed: {result.detail}")
         row = matrix.setdefault(source, {}).setdefault(target, [])

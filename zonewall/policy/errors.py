@@ -36,11 +36,18 @@ class Problem:
         }
 
 
+MORE_PREFIX = "... and "  # the line that stands for problems left out (always listed last)
+
+
+def more_problems(left_out: int, shown: int) -> Problem:
+    return Problem(None, "", f"{MORE_PREFIX}{left_out} more problems (the first {shown} are listed; fix them and check again)")
+
+
 class PolicyError(Exception):
     """The policy was rejected whole; `problems` lists every reason found."""
 
     def __init__(self, problems: list[Problem]):
-        self.problems = sorted(problems, key=lambda p: (p.loc or Loc("", 0, 0), p.key, p.message))
+        self.problems = sorted(problems, key=lambda p: (p.message.startswith(MORE_PREFIX), p.loc or Loc("", 0, 0), p.key, p.message))
         super().__init__("\n".join(str(p) for p in self.problems))
 
 

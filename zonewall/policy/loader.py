@@ -7,10 +7,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import Problem, PolicyError, format_path
+from .errors import Problem, PolicyError, format_path, more_problems
 from .model import FieldProblem, PolicyDocument
 from .resolve import Checker, Policy
-from .source import LDict, LList, locate, locate_key, merge_documents, policy_files, read_file
+from .source import LDict, LList, locate, locate_key, merge_documents_lenient, policy_files, read_file_lenient
 
 TOP_LEVEL_KEYS = tuple(PolicyDocument.model_fields)
 
@@ -21,16 +21,23 @@ def load_policy(path: str | Path) -> Policy:
     files = policy_files(root)
     base = root if root.is_dir() else root.parent
     documents = []
-    problems: list[Problem] = []
+    problems: list[Problem] = []  # problems later checks can still run past (`check` reports every kind at once)
+    unreadable = False
     for file in files:
         display = str(file.relative_to(base)) if root.is_dir() else str(file)
         try:
-            documents.append((display, read_file(file, display)))
+            data, found = read_file_lenient(file, display)
         except PolicyError as exc:
             problems += exc.problems
-    if problems:
-        raise PolicyError(problems)
-    return validate_data(merge_documents(documents))
+            unreadable = True
+            continue
+        documents.append((display, data))
+        problems += found
+    if unreadable or any(not isinstance(data, LDict) for _, data in documents):  # nothing to check past
+        _, found = merge_documents_lenient(documents)
+        raise PolicyError(bounded(problems + found))
+    merged, found = merge_documents_lenient(documents)
+    return validate_data(merged, problems + found)
 
 
 def load_policy_text(text: str, name: str = "policy.yaml") -> Policy:
@@ -41,19 +48,45 @@ def load_policy_text(text: str, name: str = "policy.yaml") -> Policy:
         file = Path(tmp) / name
         # lone surrogates are written as such, so reading reports "not UTF-8" at them
         file.write_bytes(text.encode("utf-8", "surrogatepass"))
-        documents = [(name, read_file(file, name))]
-    return validate_data(merge_documents(documents))
+        data, problems = read_file_lenient(file, name)
+    if not isinstance(data, LDict):
+        raise PolicyError(problems + merge_documents_lenient([(name, data)])[1])
+    merged, found = merge_documents_lenient([(name, data)])
+    return validate_data(merged, problems + found)
 
 
-def validate_data(data: LDict) -> Policy:
+# A document can hold hundreds of thousands of mistakes (300,000 unknown keys took 70 s
+# to explain one by one); the first ones are what an operator can act on.
+MAX_REPORTED = 1000
+
+
+def bounded(problems: list[Problem], total: int | None = None) -> list[Problem]:
+    """The first MAX_REPORTED problems, and one line saying how many more there are."""
+    total = len(problems) if total is None else total
+    if total <= MAX_REPORTED:
+        return problems
+    return problems[:MAX_REPORTED] + [more_problems(total - MAX_REPORTED, MAX_REPORTED)]
+
+
+def validate_data(data: LDict, earlier: list[Problem] | None = None) -> Policy:
+    """`earlier`: problems of reading and merging that did not stop them; reported
+    together with the schema's, or else with the cross-reference checks'."""
+    earlier = earlier or []
+    seen = {problem.loc for problem in earlier}
+
+    def consequences_dropped(found: list[Problem], total: int | None = None) -> list[Problem]:  # the same place again (a dropped value is "null")
+        kept = earlier + [problem for problem in found if problem.loc not in seen]
+        return bounded(kept, None if total is None else len(kept) + total - len(found))
+
     try:
         doc = PolicyDocument.model_validate(_plain(data))
     except ValidationError as exc:
-        raise PolicyError([_problem(data, error) for error in exc.errors()]) from None
+        errors = exc.errors()
+        raise PolicyError(consequences_dropped([_problem(data, error) for error in errors[:MAX_REPORTED]], len(errors))) from None
     checker = Checker(doc, data)
     problems = checker.run()
-    if problems:
-        raise PolicyError(problems)
+    if problems or earlier:
+        raise PolicyError(consequences_dropped(problems))
     # The checks built most of the policy's indexes (every rule with its id and
     # position, address sets): hand over that instance rather than a fresh one that
     # would rebuild them on first use.

@@ -10,12 +10,14 @@ MAC address or time stays a string.
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .errors import Loc, Problem, PolicyError, format_path
+from .nesting import TooDeep, compose_bounded, tree_depth
 
 
 class LDict(dict):  # type: ignore[type-arg]
@@ -68,10 +70,11 @@ ALIAS_BUDGET = 100_000
 
 
 class _Expansion:
-    def __init__(self) -> None:
+    def __init__(self, may_hold_control: bool = True) -> None:
         self.seen: set[int] = set()
         self.active: set[int] = set()
         self.repeated = 0
+        self.may_hold_control = may_hold_control
 
 
 def _build(file: str, node: yaml.Node, loader: _Loader, problems: list[Problem], path: tuple[object, ...], state: _Expansion | None = None) -> Any:
@@ -92,7 +95,26 @@ def _build(file: str, node: yaml.Node, loader: _Loader, problems: list[Problem],
             return _build_collection(file, node, loader, problems, path, state)
         finally:
             state.active.discard(id(node))
-    return loader.construct_object(node, deep=True)
+    value = loader.construct_object(node, deep=True)
+    if isinstance(value, str) and (state.may_hold_control or node.end_mark.line > node.start_mark.line):
+        found = _CONTROL.search(value)
+        if found:
+            problems.append(Problem(_loc(file, node), format_path(path), _control_message(found.group())))
+    return value
+
+
+# Characters no policy string may hold: they would end up in nft comments, log lines,
+# the dashboard and terminals (a NUL makes the kernel refuse the whole ruleset; line
+# and bidi controls make one text look like another).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")
+# Only these can put a control character into a one-line scalar: an escape (\0), a raw
+# tab or separator, a block scalar (| or >); multi-line scalars are checked always.
+_MAY_HOLD_CONTROL = re.compile(r"[\\\t|>\x85\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def _control_message(char: str) -> str:
+    name = unicodedata.name(char, "").lower() or {"\x00": "NUL", "\t": "tab", "\n": "line feed", "\r": "carriage return"}.get(char, "a control character")
+    return f"U+{ord(char):04X} ({name}) is not allowed in a policy string; write the text on one line without control characters"
 
 
 def _build_collection(file: str, node: yaml.Node, loader: _Loader, problems: list[Problem], path: tuple[object, ...], state: _Expansion) -> Any:
@@ -152,18 +174,32 @@ def _yaml_message(exc: yaml.MarkedYAMLError) -> str:
 
 
 def _compose(text: str) -> tuple[Any, Any]:
-    """(loader, root node): libyaml first, the pure-Python parser for its messages."""
-    fast = _FastLoader(text)
+    """(loader, root node): libyaml first, the pure-Python parser for its messages.
+    Nesting is bounded before and after (nesting.py: libyaml recurses in C)."""
+
+    def compose() -> tuple[Any, Any]:
+        fast = _FastLoader(text)
+        try:
+            return fast, fast.get_single_node()
+        except yaml.YAMLError:
+            fast.dispose()
+        loader = _Loader(text)  # rejects control characters already
+        return loader, loader.get_single_node()
+
+    loader, node = compose_bounded(text, compose, _FastLoader)
     try:
-        return fast, fast.get_single_node()
-    except yaml.YAMLError:
-        fast.dispose()
-    loader = _Loader(text)  # rejects control characters already
-    return loader, loader.get_single_node()
+        tree_depth(node)
+    except TooDeep:
+        loader.dispose()
+        raise
+    return loader, node
 
 
-def read_file(path: Path, display: str) -> Any:
-    """Parse one YAML file; raises PolicyError with positions on any YAML problem."""
+def read_file_lenient(path: Path, display: str) -> tuple[Any, list[Problem]]:
+    """Parse one YAML file: (data, problems that did not stop the parse). A duplicate
+    key (the first value is kept), a merge key or a collection used as a key is such a
+    problem: the rest of the file still reads, so later checks can report theirs too.
+    Unreadable YAML still raises PolicyError."""
     try:
         raw = path.read_bytes()
         text = raw.decode("utf-8")
@@ -177,10 +213,10 @@ def read_file(path: Path, display: str) -> Any:
     try:
         loader, node = _compose(text)
         if node is None:
-            return LDict()
+            return LDict(), []
         if node.tag in ("tag:yaml.org,2002:merge",):
             raise PolicyError([Problem(_loc(display, node), "", "YAML merge keys are not supported")])
-        data = _build(display, node, loader, problems, ())
+        data = _build(display, node, loader, problems, (), _Expansion(_MAY_HOLD_CONTROL.search(text) is not None))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Loc(display, mark.line + 1, mark.column + 1) if mark else Loc(display, 1, 1)
@@ -191,14 +227,15 @@ def read_file(path: Path, display: str) -> Any:
         raise PolicyError([Problem(loc, "", f"invalid YAML: character {what} is not allowed in YAML text")]) from None
     except yaml.YAMLError as exc:
         raise PolicyError([Problem(Loc(display, 1, 1), "", f"invalid YAML: {exc}")]) from None
+    except TooDeep as exc:
+        loc = Loc(display, exc.mark.line + 1, exc.mark.column + 1) if exc.mark else Loc(display, 1, 1)
+        raise PolicyError([Problem(loc, "", f"invalid YAML: {exc}")]) from None
     except RecursionError:
         raise PolicyError([Problem(Loc(display, 1, 1), "", "invalid YAML: nested too deeply")]) from None
     finally:
         if loader is not None:
             loader.dispose()
-    if problems:
-        raise PolicyError(problems)
-    return data
+    return data, problems
 
 
 def policy_files(path: Path) -> list[Path]:
@@ -221,8 +258,10 @@ SINGLE_SECTIONS = ("version", "settings")
 MERGED_SECTIONS = NAMED_SECTIONS + ("settings",)
 
 
-def merge_documents(documents: list[tuple[str, Any]]) -> LDict:
-    """Merge per-file documents into one, keeping every value's own position."""
+def merge_documents_lenient(documents: list[tuple[str, Any]]) -> tuple[LDict, list[Problem]]:
+    """Merge per-file documents into one, keeping every value's own position, and the
+    problems that did not stop the merge (a name defined twice keeps its first
+    definition), for the loader to report with those of the later checks."""
     merged = LDict()
     merged.key_locs, merged.value_locs = {}, {}
     merged.loc = Loc(documents[0][0], 1, 1) if documents else Loc("<policy>", 1, 1)
@@ -275,9 +314,7 @@ def merge_documents(documents: list[tuple[str, Any]]) -> LDict:
             else:
                 merged[key] = value
                 merged.key_locs[key], merged.value_locs[key] = key_loc, doc.value_locs[key]
-    if problems:
-        raise PolicyError(problems)
-    return merged
+    return merged, problems
 
 
 def locate(root: Any, path: tuple[object, ...]) -> Loc | None:

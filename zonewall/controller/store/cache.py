@@ -12,6 +12,7 @@ import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -36,6 +37,11 @@ class RevisionView:
     @property
     def number(self) -> int:
         return int(self.row.number)
+
+    @cached_property
+    def placement(self) -> dict[str, tuple[str, str | None]]:
+        """VM -> (its host, its zone): whose VMs an agent may report about."""
+        return {name: (vm.host, vm.zone) for name, vm in self.policy.doc.vms.items()}
 
 
 class RevisionCache:

@@ -10,6 +10,7 @@ filter, walked in time order; addresses are searched as ranges of `*_key` (the
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 import threading
 import time
@@ -21,10 +22,11 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from . import rollup
 from .models import LogBatchRow, LogRecordRow, LogStatsRow, RuleCounterRow
 
 RECORD_FIELDS = ("time", "node", "vm", "zone", "nic", "direction", "family", "src", "dst", "proto", "sport", "dport",
-                 "icmp_type", "verdict", "rule", "scope", "level", "iface")
+                 "icmp_type", "verdict", "rule", "scope", "level", "iface", "agent_time")
 TEXT_FIELDS = ("vm", "zone", "node", "rule", "scope", "src", "dst", "proto", "iface", "nic")
 MAX_LIMIT = 1000
 _V4_MAPPED = "0" * 20 + "ffff"
@@ -130,16 +132,12 @@ class LogStore:
 
     # -- ingest -------------------------------------------------------------------
 
-    def ingest(self, node: str, batch_id: str, records: Iterable[Mapping[str, Any]], *, suppressed: int = 0, dropped: int = 0,
-               zone_of: Mapping[str, str | None] | None = None) -> tuple[int, bool]:
+    def ingest(self, node: str, batch_id: str, records: Iterable[Mapping[str, Any]], *, suppressed: int = 0, dropped: int = 0) -> tuple[int, bool]:
         """Store one batch; (records stored, duplicate). A batch id seen before stores nothing."""
-        zones = zone_of or {}
         rows = []
         for record in records:
             row = {name: record.get(name) for name in RECORD_FIELDS}
             row["node"] = node
-            if row["zone"] is None and row["vm"]:
-                row["zone"] = zones.get(row["vm"])
             row["src_key"], row["dst_key"] = address_key(row["src"]), address_key(row["dst"])
             rows.append(row)
         # Core statements only (no ORM objects): the batch id first (a duplicate
@@ -152,6 +150,7 @@ class LogStore:
                         session.execute(insert(LogBatchRow).values(node=node, batch_id=batch_id, received_at=time.time(), records=len(rows)))
                         if rows:
                             self._insert_records(session, rows)
+                            rollup.add(session, rows)
                         grown = session.execute(update(stats).where(stats.node == node).values(
                             received=stats.received + len(rows), suppressed=stats.suppressed + suppressed,
                             dropped=stats.dropped + dropped))
@@ -182,6 +181,7 @@ class LogStore:
         with self._sessions() as session, session.begin():
             cutoff = moment - self.retention.max_age_days * 86400
             removed += session.execute(delete(LogRecordRow).where(LogRecordRow.time < cutoff)).rowcount or 0
+            rollup.Rollup(self._sessions).prune(session, cutoff)
             session.execute(delete(LogBatchRow).where(LogBatchRow.received_at < cutoff))
             count = session.scalar(select(func.count()).select_from(LogRecordRow)) or 0
             excess = count - self.retention.max_records
@@ -218,15 +218,34 @@ COUNTER_KEY = ("level", "scope", "direction", "rule")
 
 
 class CounterStore:
-    """Latest kernel counter per node and rule; sums across nodes; rules without hits."""
+    """Per node and rule: packets/bytes counted since first seen, never going backwards
+    (kernel counters restart at 0 with each re-created rule: each reading is compared
+    per kernel rule, a new one counts from 0); sums across nodes; rules without hits."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
         self._write = threading.Lock()
 
+    @staticmethod
+    def _growth(last: dict[str, list[int]], counter: Mapping[str, Any]) -> tuple[int, int, dict[str, list[int]]]:
+        """(packets, bytes) counted since the last reading, and this reading per kernel rule.
+        A reading without instances (an older agent) is one instance: the rule's sum."""
+        instances = counter.get("instances") or [("*", counter["packets"], counter["bytes"])]
+        packets = octets = 0
+        now: dict[str, list[int]] = {}
+        for name, p, b in instances:
+            p, b = int(p), int(b)
+            before = last.get(str(name))
+            if before is not None and p >= before[0]:
+                packets, octets = packets + p - before[0], octets + max(0, b - before[1])
+            else:  # a rule the kernel created since (or counters reset): all of it is new
+                packets, octets = packets + p, octets + b
+            now[str(name)] = [p, b]
+        return packets, octets, now
+
     def report(self, node: str, counters: Iterable[Mapping[str, Any]], now: float | None = None) -> int:
-        """Replace the node's readings. A counter that grew (or was reset by a
-        re-created rule and has counted since) records a hit at `now`."""
+        """Add the node's reading. A counter that grew records a hit at `now`; a rule no
+        longer reported is kept (not present) with what it counted."""
         moment = time.time() if now is None else now
         seen = 0
         with self._write, self._sessions() as session, session.begin():
@@ -239,27 +258,30 @@ class CounterStore:
                     continue
                 fresh.add(key)
                 seen += 1
-                packets, octets = int(counter["packets"]), int(counter["bytes"])
                 row = old.get(key)
+                last = json.loads(row.instances or "{}") if row is not None and row.present else {}
+                packets, octets, reading = self._growth(last, counter)
                 if row is None:
                     session.add(RuleCounterRow(node=node, **dict(zip(COUNTER_KEY, key)), verdict=str(counter.get("verdict", "")),
-                                               packets=packets, bytes=octets, first_seen=moment,
-                                               last_hit=moment if packets else None, updated_at=moment))
+                                               packets=packets, bytes=octets, first_seen=moment, last_hit=moment if packets else None,
+                                               updated_at=moment, instances=json.dumps(reading), present=True))
                     continue
-                if packets != row.packets and packets > 0:
+                if packets:
                     row.last_hit = moment
-                row.packets, row.bytes, row.updated_at = packets, octets, moment
+                row.packets, row.bytes, row.updated_at = row.packets + packets, row.bytes + octets, moment
+                row.instances, row.present = json.dumps(reading), True
                 row.verdict = str(counter.get("verdict", row.verdict))
             for key, row in old.items():
-                if key not in fresh:  # the rule is gone from the node
-                    session.delete(row)
+                if key not in fresh and row.present:  # gone from the node: its counts stay in every sum
+                    row.present, row.instances = False, "{}"
         return seen
 
     def totals(self) -> list[dict[str, Any]]:
-        """Per rule, summed across nodes: packets, bytes, nodes, first seen, last hit."""
+        """Per rule present on some node, summed across nodes: packets, bytes, nodes, first seen, last hit."""
         r = RuleCounterRow
         statement = (select(r.level, r.scope, r.direction, r.rule, func.max(r.verdict), func.sum(r.packets), func.sum(r.bytes),
                             func.count(r.node), func.min(r.first_seen), func.max(r.last_hit))
+                     .where(r.present.is_(True))
                      .group_by(r.level, r.scope, r.direction, r.rule).order_by(r.level, r.scope, r.direction, r.rule))
         with self._sessions() as session:
             return [
@@ -267,6 +289,12 @@ class CounterStore:
                  "bytes": int(octets or 0), "nodes": nodes, "first_seen": first, "last_hit": last}
                 for level, scope, direction, rule, verdict, packets, octets, nodes, first, last in session.execute(statement)
             ]
+
+    def per_node(self) -> list[RuleCounterRow]:
+        """Every row, rules gone from their node included (their counts never go away)."""
+        r = RuleCounterRow
+        with self._sessions() as session:
+            return list(session.scalars(select(r).order_by(r.node, r.level, r.scope, r.direction, r.rule)))
 
     def unused(self, window: float, now: float | None = None) -> list[dict[str, Any]]:
         """Rules known for at least `window` seconds and hit on no node within it."""

@@ -57,8 +57,9 @@ class NodeRow(Base):
     applied_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
     fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     ruleset_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    state: Mapped[str] = mapped_column(String(16), default="registered")  # registered | ok | error
+    state: Mapped[str] = mapped_column(String(16), default="registered")  # registered | ok | degraded | error
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    problems: Mapped[str] = mapped_column(Text, default="[]")  # the agent's own faults (JSON list of lines)
     drift_repairs: Mapped[int] = mapped_column(Integer, default=0)
     taps: Mapped[str] = mapped_column(Text, default="{}")  # discovered NIC -> tap, JSON
     apply_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)  # the agent's last apply, wall time
@@ -104,6 +105,7 @@ class LogRecordRow(Base):
     scope: Mapped[str | None] = mapped_column(String(128), nullable=True)
     level: Mapped[str | None] = mapped_column(String(16), nullable=True)
     iface: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    agent_time: Mapped[float | None] = mapped_column(Float, nullable=True)  # set when the agent's clock was off: `time` is the arrival
 
 
 class LogBatchRow(Base):
@@ -129,7 +131,10 @@ class LogStatsRow(Base):
 
 
 class RuleCounterRow(Base):
-    """A rule's kernel counter on one node (latest reading) and when it last grew."""
+    """A rule's counter on one node: packets/bytes counted since it was first seen (they
+    never go backwards: `instances` holds the last reading of each kernel rule, a new
+    kernel rule counts from 0) and when it last grew. A rule gone from the node keeps
+    its row (`present` false), so sums over a VM's rules never shrink."""
 
     __tablename__ = "rule_counters"
 
@@ -144,6 +149,8 @@ class RuleCounterRow(Base):
     first_seen: Mapped[float] = mapped_column(Float)
     last_hit: Mapped[float | None] = mapped_column(Float, nullable=True)
     updated_at: Mapped[float] = mapped_column(Float)
+    instances: Mapped[str] = mapped_column(Text, default="{}")  # JSON {family:handle: [packets, bytes]}, the last reading
+    present: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
 class DiffJobRow(Base):
@@ -219,3 +226,15 @@ class MigrationStepRow(Base):
     answer: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class LogRollupRow(Base):
+    """Denied-packet records per minute, overall and per source, destination, port, VM
+    and node: what the dashboard's graphs and top lists read (kept like the records)."""
+
+    __tablename__ = "log_rollup"
+
+    minute: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dimension: Mapped[str] = mapped_column(String(8), primary_key=True)
+    value: Mapped[str] = mapped_column(String(64), primary_key=True)
+    records: Mapped[int] = mapped_column(Integer)

@@ -31,11 +31,12 @@ class Status:
     applied_revision: int | None
     fingerprint: str | None
     ruleset_hash: str | None
-    state: str  # ok | error
+    state: str  # ok | degraded | error
     last_error: str | None
     drift_repairs: int = 0
     taps: dict[str, str] | None = None
     apply_seconds: float | None = None
+    problems: tuple[str, ...] = ()
 
 
 class NodeStore:
@@ -124,6 +125,7 @@ class NodeStore:
         row.last_contact = utcnow()
         row.applied_revision, row.fingerprint, row.ruleset_hash = status.applied_revision, status.fingerprint, status.ruleset_hash
         row.state, row.last_error, row.drift_repairs = status.state, status.last_error, status.drift_repairs
+        row.problems = json.dumps(list(status.problems))
         if status.taps is not None:
             row.taps = json.dumps(status.taps, sort_keys=True)
         if status.apply_seconds is not None:

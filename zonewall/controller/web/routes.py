@@ -9,13 +9,14 @@ checks the role and a per-session CSRF token.
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -27,8 +28,10 @@ from ..api_metrics import AGENT_UP_SECONDS
 from ..schemas import NodeOut, RevisionOut, RevisionSummary, RollbackIn
 from ..store.db import as_utc
 from ..store.tokens import Principal, authenticate
+from .paging import SIZE as PAGE_SIZE, Page
 
 COOKIE = "zonewall_session"
+LOGIN_COOKIE = "zonewall_login"  # the login form's CSRF token (double submit)
 SESSION_SECONDS = 12 * 3600
 env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["html"]))
 LOG_FIELDS = [("vm", "VM"), ("zone", "zone"), ("node", "node"), ("address", "address/CIDR"), ("port", "port"), ("proto", "protocol"),
@@ -63,6 +66,20 @@ class Sessions:
 
 class LoginRequired(Exception):
     pass
+
+
+def same_origin(request: Request) -> bool:
+    """A form post comes from the dashboard's own pages: its Origin (or, without one,
+    its Referer) names this very scheme, host and port. Browsers send an Origin with
+    every POST; a request without either (a script) has no cookie to abuse."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        referer = request.headers.get("referer")
+        if referer is None:
+            return True
+        parts = urlsplit(referer)
+        origin = f"{parts.scheme}://{parts.netloc}"
+    return origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
 
 
 def _render(template: str, **context: Any) -> HTMLResponse:
@@ -110,31 +127,48 @@ def install(app: FastAPI) -> None:
     def ui_root() -> Response:
         return RedirectResponse("/ui/", status_code=307)
 
+    def login_page(request: Request, error: str | None = None, status: int = 200) -> HTMLResponse:
+        """The form, with a fresh login CSRF token in it and in a cookie (double submit):
+        a page elsewhere cannot read the cookie, so it cannot post a valid form."""
+        token = secrets.token_urlsafe(16)
+        response = _render("login.html", title="Log in", who=None, csrf=token, error=error)
+        response.status_code = status
+        response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/ui")
+        return response
+
     @app.get("/ui/login", include_in_schema=False)
-    def login_form() -> HTMLResponse:
-        return _render("login.html", title="Log in", who=None)
+    def login_form(request: Request) -> HTMLResponse:
+        return login_page(request)
 
     @app.post("/ui/login", include_in_schema=False)
     async def login(request: Request) -> Response:
-        token = (await form(request)).get("token", "").strip()
+        fields = await form(request)
+        expected = request.cookies.get(LOGIN_COOKIE, "")
+        if not same_origin(request) or not expected or not secrets.compare_digest(fields.get("csrf", ""), expected):
+            return login_page(request, "This form is stale or came from another site: log in again.", 403)
+        token = fields.get("token", "").strip()
         who = await run_in_threadpool(authenticate, request.app.state.ctl.sessions, token) if token else None
         if who is None or who.role not in ("admin", "viewer"):
-            response = _render("login.html", title="Log in", who=None, error="Unknown, revoked or agent token.")
-            response.status_code = 401
-            return response
+            return login_page(request, "Unknown, revoked or agent token.", 401)
         response = RedirectResponse("/ui/", status_code=303)
         response.set_cookie(COOKIE, sessions.create(token), httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/ui")
+        response.delete_cookie(LOGIN_COOKIE, path="/ui")
         return response
 
     @app.post("/ui/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:
-        sessions.drop(request.cookies.get(COOKIE))
+        sid = request.cookies.get(COOKIE)
+        found = sessions.get(sid)
+        fields = await form(request)
+        if not same_origin(request) or (found is not None and not secrets.compare_digest(fields.get("csrf", ""), found[1])):
+            raise HTTPException(status_code=403, detail="stale form or another site (CSRF)")
+        sessions.drop(sid)
         response = RedirectResponse("/ui/login", status_code=303)
         response.delete_cookie(COOKIE, path="/ui")
         return response
 
     @app.get("/ui/", include_in_schema=False)
-    def overview(request: Request) -> HTMLResponse:
+    def overview(request: Request, page_number: int = 1) -> HTMLResponse:
         ctl = request.app.state.ctl
         current_number = ctl.revisions.current_number()
         row = ctl.revisions.current()
@@ -149,33 +183,49 @@ def install(app: FastAPI) -> None:
             nodes.append({**out.model_dump(), "up": contact is not None and now - contact.timestamp() <= AGENT_UP_SECONDS,
                           "last_contact": contact.strftime("%Y-%m-%d %H:%M:%S") if contact else None,
                           "logs": stats.get(name, {"received": 0, "suppressed": 0, "dropped": 0})})
-        return page(request, "overview.html", "Overview", current=current_number, nodes=nodes, log_count=ctl.logs.count(),
-                    unused=ctl.counters.unused(3600))
+        from .console import denied_traffic
+        from ..api_gitops import follower_status
+
+        return page(request, "overview.html", "Overview", current=current_number, nodes=nodes, listing=Page.of(nodes, page_number),
+                    log_count=ctl.logs.count(), unused=ctl.counters.unused(3600)[:50], traffic=denied_traffic(ctl, 24),
+                    gitops=follower_status(ctl))
 
     @app.get("/ui/matrix", include_in_schema=False)
-    def matrix(request: Request) -> HTMLResponse:
+    def matrix(request: Request, source: str = "", target: str = "") -> HTMLResponse:
         ctl = request.app.state.ctl
         row = ctl.revisions.current()
         zones: list[str] = []
         cells: dict[tuple[str, str], list[str]] = {}
         error = None
+        pending = None
         if row is not None:
             try:
                 zones, cells = zone_matrix(ctl, row)
+            except MatrixPending as exc:
+                pending = exc
             except Exception as exc:  # noqa: BLE001 - the page says what the analyzer said
                 error = f"the analyzer failed: {exc}"
         sources = zones + (["outside"] if any(a == "outside" for a, _ in cells) else [])
+        peak = max((len(s) for s in cells.values()), default=1) or 1
+        chosen = {"source": source, "target": target, "services": cells.get((source, target), [])} if source and target else None
         return page(request, "matrix.html", "Zone matrix", current=row.number if row else None, zones=zones, sources=sources,
-                    matrix=cells, error=error)
+                    matrix=cells, error=error, peak=peak, chosen=chosen, compact=len(zones) > 8, pending=pending, refresh=pending is not None)
 
     @app.get("/ui/vms", include_in_schema=False)
-    def vms(request: Request) -> HTMLResponse:
+    def vms(request: Request, q: str = "", zone: str = "", node: str = "", page_number: int = 1) -> HTMLResponse:
         row = request.app.state.ctl.revisions.current()
         listed = []
         if row is not None:
+            text = q.strip().lower()
             for name, vm in sorted(request.app.state.ctl.revisions.policy_of(row).doc.vms.items()):
-                listed.append({"name": name, "zone": vm.zone, "host": vm.host, "ips": [str(ip) for nic in vm.nics for ip in nic.ips]})
-        return page(request, "vms.html", "VMs", vms=listed)
+                if (zone and vm.zone != zone) or (node and vm.host != node):
+                    continue
+                ips = [str(ip) for nic in vm.nics for ip in nic.ips]
+                if text and text not in name and not any(ip.startswith(text) for ip in ips):
+                    continue
+                listed.append({"name": name, "zone": vm.zone, "host": vm.host, "ips": ips})
+        params = {"q": q, "zone": zone, "node": node}
+        return page(request, "vms.html", "VMs", listing=Page.of(listed, page_number, params), params=params)
 
     @app.get("/ui/vms/{vm}", include_in_schema=False)
     def vm_page(request: Request, vm: str) -> HTMLResponse:
@@ -184,8 +234,9 @@ def install(app: FastAPI) -> None:
         policy = ctl.revisions.policy_of(row) if row else None
         if policy is None or vm not in policy.doc.vms:
             raise HTTPException(status_code=404, detail=f"no VM {vm!r}")
+        who, _ = current(request)
         return page(request, "vm.html", f"VM {vm}", name=vm, zone=policy.doc.vms[vm].zone, host=policy.doc.vms[vm].host,
-                    tables=effective_rules(policy, vm, ctl.counters.totals()))
+                    tables=effective_rules(policy, vm, ctl.counters.totals()), can_edit=who.role == "admin")
 
     @app.get("/ui/logs", include_in_schema=False)
     def logs(request: Request) -> HTMLResponse:
@@ -210,40 +261,57 @@ def install(app: FastAPI) -> None:
                     paged="cursor" in params, error=error)
 
     @app.get("/ui/revisions", include_in_schema=False)
-    def revisions(request: Request) -> HTMLResponse:
-        rows = request.app.state.ctl.revisions.history(200)
-        return page(request, "revisions.html", "Revisions", revisions=[RevisionSummary.of(r) for r in rows])
+    def revisions(request: Request, before: int | None = None) -> HTMLResponse:
+        rows = request.app.state.ctl.revisions.history(PAGE_SIZE + 1, before)
+        older = rows[PAGE_SIZE - 1].number if len(rows) > PAGE_SIZE else None
+        return page(request, "revisions.html", "Revisions", revisions=[RevisionSummary.of(r) for r in rows[:PAGE_SIZE]], older=older,
+                    paged=before is not None)
 
     def revision_page(request: Request, number: int, done: str | None = None) -> HTMLResponse:
         who, _ = current(request)
         row = request.app.state.ctl.revisions.get(number)
         if row is None:
             raise HTTPException(status_code=404, detail=f"no revision {number}")
+        from .console import flow_rows
+
+        ctl = request.app.state.ctl
         rev = RevisionOut.full(row, with_documents=False)
-        flows = []
-        for flow in (rev.diff or {}).get("flows", []):
-            side = flow.get("new") or flow.get("old") or {}
-            decided = (side.get("decided_by") or {}) if isinstance(side, dict) else {}
-            flows.append({"change": flow.get("change"), "from": ", ".join(flow.get("from", [])), "to": ", ".join(flow.get("to", [])),
-                          "services": ", ".join(flow.get("services", [])), "rule": decided.get("rule", "")})
-        return page(request, "revision.html", f"Revision {number}", rev=rev, flows=flows, can_edit=who.role == "admin", done=done)
+        endpoints = (rev.diff or {}).get("endpoints", [])
+        opened = None
+        if rev.kind != "rollback" and number == 1:  # the first revision opens everything it allows: its zone matrix
+            try:
+                opened = [{"from": a, "to": b, "services": ", ".join(s)} for (a, b), s in sorted(zone_matrix(ctl, row)[1].items())]
+            except Exception:  # noqa: BLE001 - the page still shows the endpoints (MatrixPending: not yet)
+                opened = None
+        return page(request, "revision.html", f"Revision {number}", rev=rev, flows=flow_rows(rev.diff), endpoints=Page.of(endpoints, 1, size=500),
+                    opened=opened, can_edit=who.role == "admin", done=done, is_current=number == ctl.revisions.current_number())
 
     @app.get("/ui/revisions/{number}", include_in_schema=False)
     def revision(request: Request, number: int) -> HTMLResponse:
         return revision_page(request, number)
 
-    @app.post("/ui/revisions/{number}/rollback", include_in_schema=False)
-    async def rollback(request: Request, number: int) -> Response:
+    async def admin_form(request: Request) -> tuple[Principal, dict[str, str]]:
+        """The fields of a form that changes the policy: an admin's, with the session's CSRF token."""
         who, csrf = current(request)
         fields = await form(request)
         if who.role != "admin":
             raise HTTPException(status_code=403, detail="a viewer cannot change the policy")
-        if not secrets.compare_digest(fields.get("csrf", ""), csrf):
-            raise HTTPException(status_code=403, detail="stale form (CSRF token)")
+        if not same_origin(request) or not secrets.compare_digest(fields.get("csrf", ""), csrf):
+            raise HTTPException(status_code=403, detail="stale form or another site (CSRF)")
+        return who, fields
+
+    @app.post("/ui/revisions/{number}/rollback", include_in_schema=False)
+    async def rollback(request: Request, number: int) -> Response:
+        who, fields = await admin_form(request)
         from ..api_policy import rollback as api_rollback
 
         out = await run_in_threadpool(api_rollback, number, RollbackIn(message=fields.get("message", "")), request, Response(), who)
         return RedirectResponse(f"/ui/revisions/{out.revision.number}", status_code=303)
+
+
+    from . import console as working_pages  # nodes, zones, the editor
+
+    working_pages.install(app, current, page, admin_form)
 
     @app.get("/ui/trace", include_in_schema=False)
     def trace_page(request: Request) -> HTMLResponse:
@@ -281,7 +349,67 @@ def run_trace(ctl: Any, params: dict[str, str]) -> dict[str, Any]:
     return trace(Analyzer(ctl.revisions.policy_of(row)), params["from"].strip(), params["to"].strip(), flow).to_json()
 
 
+SYNC_MATRIX_VMS = 200  # up to this many VMs the matrix is computed while the page waits (seconds)
+
+
+class MatrixPending(Exception):
+    """The zone matrix of a large revision is being computed in the background."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"computing the zone matrix: {done} of {total} VMs")
+        self.done, self.total = done, total
+
+
+class _MatrixJob:
+    def __init__(self, ctl: Any, row: Any) -> None:
+        self.done, self.total = 0, 0
+        self.result: tuple[list[str], dict[tuple[str, str], list[str]]] | None = None
+        self.error: Exception | None = None
+        self.thread = threading.Thread(target=self._run, args=(ctl, row), name=f"zone-matrix-{row.number}", daemon=True)
+
+    def _run(self, ctl: Any, row: Any) -> None:
+        try:
+            self.result = zone_matrix_of(ctl, row, self._progress)
+        except Exception as exc:  # noqa: BLE001 - shown by the pages
+            self.error = exc
+
+    def _progress(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+
+
+_matrix_lock = threading.Lock()
+_matrix_jobs: dict[tuple[int, int], _MatrixJob] = {}
+
+
 def zone_matrix(ctl: Any, row: Any) -> tuple[list[str], dict[tuple[str, str], list[str]]]:
+    """zone_matrix_of a revision, computed once per revision (several pages show it).
+    A small policy's is computed at once; a large one's (reach of every VM: minutes at
+    thousands of VMs) in a background thread, one at a time, while the pages say how
+    far it got (MatrixPending)."""
+    key = (id(ctl), row.number)
+    with _matrix_lock:
+        job = _matrix_jobs.get(key)
+        if job is None:
+            while len(_matrix_jobs) >= 4:  # the current revision's and a few older ones
+                del _matrix_jobs[next(iter(_matrix_jobs))]
+            job = _matrix_jobs[key] = _MatrixJob(ctl, row)
+            if len(ctl.revisions.policy_of(row).doc.vms) <= SYNC_MATRIX_VMS:
+                job._run(ctl, row)
+            else:
+                job.thread.start()
+    if job.error is not None:
+        raise job.error
+    if job.result is None:
+        raise MatrixPending(job.done, job.total)
+    return job.result
+
+
+def natural(name: str) -> list[Any]:
+    """z2 before z10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def zone_matrix_of(ctl: Any, row: Any, progress: Any = None) -> tuple[list[str], dict[tuple[str, str], list[str]]]:
     """(zones, {(from zone or 'outside', to zone): services}) from reach of every VM."""
     from ...analysis.engine import Analyzer
     from ...analysis.reach import reach
@@ -289,11 +417,12 @@ def zone_matrix(ctl: Any, row: Any) -> tuple[list[str], dict[tuple[str, str], li
     policy = ctl.revisions.policy_of(row)
     analyzer = Analyzer(policy)
     zone_of = {name: vm.zone for name, vm in policy.doc.vms.items()}
-    zones = sorted({z for z in zone_of.values() if z})
+    zones = sorted({z for z in zone_of.values() if z}, key=natural)
     cells: dict[tuple[str, str], set[str]] = {}
-    for name, zone in sorted(zone_of.items()):
-        if not zone:
-            continue
+    members = sorted((name, zone) for name, zone in zone_of.items() if zone)
+    for done, (name, zone) in enumerate(members):
+        if progress is not None:
+            progress(done, len(members))
         for result in reach(analyzer, f"vm:{name}", "to"):
             for r in result.rows:
                 peers = {zone_of.get(p) for p in r.vms} - {None}

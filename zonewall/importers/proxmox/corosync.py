@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..report import ImportFailure, Report, Where
+from .parse import config_lines
 
 
 @dataclass
@@ -44,14 +45,14 @@ _VALUE = re.compile(r"^([A-Za-z0-9_.-]+)\s*:\s*(.*?)\s*$")
 
 def read_corosync(path: Path, shown: str, report: Report) -> Corosync:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")  # no newline translation: lines as Proxmox reads them
     except (OSError, UnicodeDecodeError) as exc:
         raise ImportFailure([f"{shown}: cannot read ({exc})"]) from None
     conf = Corosync(shown)
     stack: list[str] = []
     node: CorosyncNode | None = None
-    for number, raw in enumerate(text.split("\n"), start=1):
-        line = raw.split("#", 1)[0].strip()
+    for number, raw in enumerate(config_lines(text), start=1):
+        line = raw.split("#", 1)[0].strip(" \t\r\f\v")
         if not line:
             continue
         where = Where(shown, number)

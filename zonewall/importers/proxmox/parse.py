@@ -143,18 +143,30 @@ def parse_rule(text: str, where: Where) -> FwRule:
     return rule
 
 
+# What pve-firewall (Perl) trims from a line: ASCII whitespace only.
+_ASCII_SPACE = " \t\r\n\f\v"
+
+
+def config_lines(text: str) -> list[str]:
+    """The lines of a Proxmox config file as pve-firewall reads them: split at "\n"
+    only (Perl's line reader), trimmed of ASCII whitespace only. Python's splitlines()
+    also splits at U+2028, U+0085, \r, \f...: a comment holding one of those became a
+    rule (`# no mail<U+2028>IN ACCEPT -p tcp -dport 3389` opened 3389)."""
+    return [line.strip(_ASCII_SPACE) for line in text.split("\n")]
+
+
 def parse_file(path: Path, shown: str, kind: Kind, report: Report) -> FwFile:
     fw = FwFile(shown, kind)
     section: str | None = None
     group: Group | None = None
     ipset: IpSet | None = None
+    raw_bytes = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw_bytes.decode("utf-8")
     except UnicodeDecodeError as exc:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = raw_bytes.decode("utf-8", errors="replace")
         report.inexact(Where(shown), f"not UTF-8 ({exc.reason}); undecodable bytes replaced")
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
+    for number, line in enumerate(config_lines(text), start=1):
         where = Where(shown, number)
         if not line or line.startswith("#"):
             continue
