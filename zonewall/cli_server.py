@@ -102,13 +102,13 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
         daemon = Agent(agent_config)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: daemon.stop())
-        notifier = systemd_notifier(daemon)
+        notifier = systemd_notifier(daemon, verify_interval)
         try:
             daemon.run()
         finally:
             notifier.stop()
 
-    def systemd_notifier(daemon):  # type: ignore[no-untyped-def]
+    def systemd_notifier(daemon, verify_interval: float):  # type: ignore[no-untyped-def]
         """READY=1 once a ruleset is applied (restored from disk or the controller's),
         the watchdog fed while the main loop turns (it wakes every --verify-interval)."""
         from .service.sdnotify import ServiceNotifier
@@ -118,7 +118,7 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
             applied = f"revision {state.revision} applied" if state else "waiting for a first ruleset"
             return f"{applied}; error: {error}" if error else applied
 
-        stall = max(60.0, 4 * daemon.config.verify_interval)  # an apply of a large ruleset takes a while
+        stall = max(60.0, 4 * verify_interval)  # an apply of a large ruleset takes a while
         return ServiceNotifier(ready=lambda: daemon.enforcer.state is not None, alive=lambda: time.monotonic() - daemon.last_turn < stall,
                                status=status).start()
 
