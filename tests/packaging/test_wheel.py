@@ -110,8 +110,9 @@ def test_installed_controller_serves_api_and_dashboard(installed: Path, tmp_path
         auth = {"Authorization": f"Bearer {secret}"}
         assert httpx.get(url + "/api/v1/nodes", headers=auth).status_code == 200
         assert httpx.get(url + "/api/v1/nodes").status_code == 401  # health is open, the API is not
-        session = httpx.Client(base_url=url, follow_redirects=False)
-        answer = session.post("/ui/login", data={"token": secret})
+        session = httpx.Client(base_url=url, follow_redirects=False, headers={"Origin": url})
+        csrf = re.search(r'name="csrf" value="([^"]+)"', session.get("/ui/login").text).group(1)  # type: ignore[union-attr]
+        answer = session.post("/ui/login", data={"token": secret, "csrf": csrf})
         assert answer.status_code == 303
         overview = session.get("/ui/")
         assert overview.status_code == 200 and "zonewall" in overview.text

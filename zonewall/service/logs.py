@@ -38,15 +38,32 @@ def to_journal(stream: object = None) -> bool:
         return False
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is when a record comes (a command run in-process by
+    a test swaps it and closes its own afterwards)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def setup_logging(name: str, verbose: bool = False) -> None:
-    """Root logging for a daemon called `name` (e.g. "agent[node1]", "controller")."""
-    handler = logging.StreamHandler(sys.stderr)
+    """Root logging for a daemon called `name` (e.g. "agent[node1]", "controller"):
+    one handler of ours on stderr (an earlier one of ours is replaced, others stay)."""
+    handler = StderrHandler()
     if to_journal(sys.stderr):
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
         handler.setFormatter(logging.Formatter(f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, StderrHandler)] + [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for chatty in ("httpx", "httpcore"):  # one line per long-poll otherwise
         logging.getLogger(chatty).setLevel(logging.DEBUG if verbose else logging.WARNING)
