@@ -9,7 +9,7 @@ from zonewall.agent.enforcer import Desired, Enforcer
 from zonewall.agent.state import StateStore
 from zonewall.controller.documents import content_hash
 from zonewall.dataplane.backend import FakeBackend
-from zonewall.dataplane.readback import readback_hash
+from zonewall.dataplane.readback import listing_hash
 
 OTHER_TABLE = [{"add": {"table": {"family": "inet", "name": "docker"}}}, {"add": {"chain": {"family": "inet", "table": "docker", "name": "c"}}}]
 
@@ -64,11 +64,12 @@ def test_drift_is_repaired_and_other_tables_are_untouched(tmp_path: Path) -> Non
     agent.enforce(desired())
     backend.run(OTHER_TABLE)
     assert agent.verify() and agent.repair() is None  # another owner's table is no drift
-    expected = readback_hash(backend, [("inet", "zonewall"), ("bridge", "zonewall")])
+    expected = listing_hash(backend, [("inet", "zonewall"), ("bridge", "zonewall")])
     backend.run([{"flush": {"chain": {"family": "inet", "table": "zonewall", "name": "forward"}}}])
     assert not agent.verify()
     assert agent.repair() is not None and agent.drift_repairs == 1
-    assert readback_hash(backend, [("inet", "zonewall"), ("bridge", "zonewall")]) == expected
+    assert listing_hash(backend, [("inet", "zonewall"), ("bridge", "zonewall")]) == expected
+    assert agent.verify()
     assert backend.list_table("inet", "docker") is not None
     backend.run([{"delete": {"table": {"family": "inet", "name": "zonewall"}}}])
     agent.repair()

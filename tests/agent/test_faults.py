@@ -26,7 +26,7 @@ from zonewall.agent.spool import Spool
 from zonewall.agent.state import StateStore
 from zonewall.agent.supervise import QUIET_SECONDS, Health, supervised
 from zonewall.dataplane.backend import FakeBackend, NftError
-from zonewall.dataplane.readback import readback_hash
+from zonewall.dataplane.readback import listing_hash
 
 def changed_documents() -> dict[str, str]:
     """The three-tier policy with one port changed: another revision."""
@@ -161,14 +161,14 @@ def test_a_crash_after_the_commit_never_brings_the_older_revision_back(tmp_path:
     with pytest.raises(Killed):
         first.enforce(two)
     monkeypatch.undo()
-    in_kernel = readback_hash(kernel, [("inet", "zonewall"), ("bridge", "zonewall")])
+    in_kernel = listing_hash(kernel, [("inet", "zonewall"), ("bridge", "zonewall")])
     assert StateStore(tmp_path).load("node1").revision == 1  # type: ignore[union-attr]  # the crash came before the record
 
     restarted = enforcer(kernel, tmp_path)
     said = restarted.restore()
     assert "revision 2 restored" in said, said
     assert restarted.state is not None and restarted.state.revision == 2
-    assert readback_hash(kernel, [("inet", "zonewall"), ("bridge", "zonewall")]) == in_kernel  # revision 2 stayed
+    assert listing_hash(kernel, [("inet", "zonewall"), ("bridge", "zonewall")]) == in_kernel  # revision 2 stayed
     assert StateStore(tmp_path).load_pending("node1") is None
 
 
@@ -176,7 +176,7 @@ def test_a_refused_apply_leaves_the_applied_state_as_it_was(tmp_path: Path) -> N
     kernel = FakeBackend()
     agent = enforcer(kernel, tmp_path)
     agent.enforce(desired(1))
-    def refuse(commands: Any) -> None:
+    def refuse(commands: Any, **_: Any) -> None:
         raise NftError("Operation not permitted")
 
     kernel.run = refuse  # type: ignore[method-assign]  # the kernel refuses every transaction now

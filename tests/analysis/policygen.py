@@ -17,13 +17,19 @@ one NIC of a two-NIC VM), a node or (not from outside) an outside address, with 
 tcp/udp port from the same pool as the rules, or ICMP echo-request, in a family
 both ends have.
 
+Network modes: now and then one network is routed by its node (libvirt's nat,
+routed or isolated mode; its guests on one node, `host_services` sometimes), with
+port forwards to its guests (open or left to their rules), IPv6 masquerade for a
+nat network with IPv6, and snat/masquerade of a routed one behind its node. Network
+rules appear on the isolated network and on any other (default accept). Guard
+filters include rules that drop the replies of connections (trace judges the way
+back).
+
 Kept out on purpose, so that a flow has one verdict the lab can observe:
 rate limits; schedules and source ports except ones that hold always or never
 (the `always` schedule; sport ranges containing or missing every ephemeral port);
-NAT and conntrack helpers (not enforced); network modes other than bridged; guard
-rules matching addresses alone (a stateless guard also sees the replies of the
-guest's own connections, which trace - the first packet of a new connection - does
-not model; with a port or echo-request the replies never match).
+conntrack helpers (the data connection is not a flow of its own); flows the lab
+cannot route whatever the rules say (`_routable`); hairpin use of a forward.
 
 Every name and address is fixed, so a failing example reads like a policy an
 operator would write: networks net1..net3 are 10.N.0.0/24 (+ fd00:N::/64) with the
@@ -86,6 +92,8 @@ APP_SERVICE = {"tcp": [8080, "8050-8060"], "udp": [8050]}  # a user-defined serv
 
 FLOW_TCP = (22, 80, 443, 5432, 8080, 8050, 9000, 9440)
 FLOW_UDP = (53, 123, 8050, 8080)
+# port forwards: (protocol, listen port on the node, port on the guest)
+FORWARD_PORTS = (("tcp", 8443, 443), ("tcp", 2222, 22), ("tcp", 8080, 8080), ("udp", 5353, 53))
 
 ACTIONS = ("accept", "drop", "reject")
 
@@ -117,6 +125,13 @@ class PolicyDesc:
     isolated: tuple[str, ...]  # networks with `isolated: true`
     vms: dict[str, VMDesc]
     outside: tuple[str, ...] = OUTSIDE
+    modes: dict[str, str] = field(default_factory=dict)  # non-bridged network -> mode
+    network_rules: tuple[str, ...] = ()  # networks with rules
+    forwards: tuple[tuple[str, str, int], ...] = ()  # port forwards: (node, tcp|udp, listen port)
+
+    def routed_network(self, vm: str) -> str | None:
+        """The VM's network when the node routes it (nat, routed, isolated mode)."""
+        return next((nic.network for nic in self.vms[vm].nics if nic.network in self.modes), None)
 
     def sources(self) -> list[str]:
         return [f"vm:{vm}" for vm in self.vms] + [f"host:{h}" for h in self.hosts] + [f"outside:{a}" for a in self.outside]
@@ -417,6 +432,17 @@ def policies(draw: st.DrawFn) -> tuple[str, PolicyDesc]:
 
     # -- what exists: nodes, networks, VMs and their addresses
     isolated = draw(st.sampled_from(networks)) if draw(st.integers(0, 2)) == 0 else None
+    # a network the node routes (libvirt's nat, routed or isolated mode): its guests
+    # live on one node (its bridge is that node's own)
+    modes: dict[str, str] = {}
+    candidates = [n for n in networks if n != isolated]
+    if candidates and draw(st.sampled_from([True, True, False])):
+        routed_net = draw(st.sampled_from(candidates))
+        modes[routed_net] = draw(st.sampled_from(["nat", "routed", "isolated"]))
+    routed_node = draw(st.sampled_from(sorted(NODES)))
+    if modes and modes.get(next(iter(modes))) == "routed" and len(ctx.hosts[routed_node]) < 2:
+        v4_only.add(next(iter(modes)))  # the outside routes a routed subnet to the node's address of the family
+        ctx.subnets[next(iter(modes))] = ctx.subnets[next(iter(modes))][:1]
     multi = draw(st.sampled_from(vms)) if n_networks > 1 and draw(st.integers(0, 2)) > 0 else None
     custom_filter = draw(st.integers(0, 2)) == 0
     vm_docs: dict[str, Any] = {}
@@ -426,8 +452,11 @@ def policies(draw: st.DrawFn) -> tuple[str, PolicyDesc]:
         if draw(st.integers(0, 6)) > 0:
             body["zone"] = draw(st.sampled_from(zones))
         nic_networks = [draw(st.sampled_from(networks))]
-        if vm == multi:
-            nic_networks.append(draw(st.sampled_from([n for n in networks if n != nic_networks[0]])))
+        others = [n for n in networks if n != nic_networks[0] and n not in modes]
+        if vm == multi and not modes.keys() & set(nic_networks) and others:
+            nic_networks.append(draw(st.sampled_from(others)))
+        if modes.keys() & set(nic_networks):
+            body["host"] = routed_node
         filters = draw(st.sampled_from([[], [], ["clean-traffic"]] + ([["guard1"]] if custom_filter else [])))
         nics, nic_descs = [], []
         for k, network in enumerate(nic_networks):
@@ -504,10 +533,17 @@ def policies(draw: st.DrawFn) -> tuple[str, PolicyDesc]:
     for name in networks:
         n = int(name[3:])
         body = {"bridge": f"vmbr{n}", "subnets": list(ctx.subnets[name])}
-        if draw(st.integers(0, 3)) > 0:  # else the lab picks .1/::1 itself
+        if draw(st.integers(0, 3)) > 0 or name in modes:  # else the lab picks .1/::1 itself
             body["gateway"] = [f"10.{n}.0.1", f"fd00:{n}::1"][: len(ctx.subnets[name])]
+        if name in modes:
+            body["mode"] = modes[name]
+            if draw(st.booleans()):
+                body["host_services"] = draw(st.sampled_from([["dns"], ["dhcp", "dns"], ["ntp"]]))
         if name == isolated:
             body["isolated"] = True
+        # network rules: on an isolated network (default drop) and, as a Proxmox VNet
+        # firewall, on any other (default accept)
+        if name == isolated or draw(st.integers(0, 3)) == 0:
             rules = _rules(draw, ctx, name, 2, network=True)
             if rules:
                 body["rules"] = rules
@@ -541,12 +577,40 @@ def policies(draw: st.DrawFn) -> tuple[str, PolicyDesc]:
             body["rules"] = rules
     doc["vms"] = vm_docs
 
+    # -- NAT: forwards to guests the node routes (open or left to their rules), snat
+    # or masquerade of a routed network behind its node's own address
+    nat: list[dict[str, Any]] = []
+    forwards: list[tuple[str, str, int]] = []
+    for network, mode in modes.items():
+        guests = [vm for vm, d in descs.items() if any(nic.network == network for nic in d.nics)]
+        if mode == "nat" and len(ctx.subnets[network]) > 1:
+            # IPv6 is not masqueraded unless asked: without it the outside has no route back
+            nat.append({"type": "masquerade", "network": network, "family": "ipv6"})
+        if mode == "routed" and draw(st.integers(0, 3)) == 0:
+            nat.append(draw(st.sampled_from([
+                {"type": "masquerade", "network": network},
+                {"type": "snat", "from": ctx.subnets[network][0], "to": ctx.hosts[routed_node][0], "host": routed_node},
+            ])))
+        if mode in ("nat", "routed") and guests:
+            for listen in draw(st.lists(st.sampled_from(FORWARD_PORTS), min_size=0, max_size=2, unique_by=lambda p: p[1])):
+                proto, port, to_port = listen
+                entry: dict[str, Any] = {"type": "dnat", "host": routed_node, "listen": {proto: port}, "to": {"vm": draw(st.sampled_from(guests)), "port": to_port}}
+                if draw(st.booleans()):
+                    entry["open"] = False
+                nat.append(entry)
+                forwards.append((routed_node, proto, port))
+    if nat:
+        doc["nat"] = nat
+
     text = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=140)
     desc = PolicyDesc(
         hosts=dict(ctx.hosts),
         networks={name: tuple(nets[name]["subnets"]) for name in networks},
         isolated=(isolated,) if isolated else (),
         vms=descs,
+        modes=modes,
+        forwards=tuple(forwards),
+        network_rules=tuple(name for name, body in nets.items() if body.get("rules")),
     )
     return text, desc
 
@@ -558,14 +622,59 @@ def policies(draw: st.DrawFn) -> tuple[str, PolicyDesc]:
 def flows(draw: st.DrawFn, desc: PolicyDesc) -> Flow:
     """A flow between the policy's endpoints: from a VM, a node or the outside, to a
     VM (or one NIC of a two-NIC VM), a node or (from a VM or node) the outside, in
-    a family both ends have."""
+    a family both ends have; now and then to a node's forwarded port."""
+    def usable_from(source: str) -> list[str]:
+        everything = desc.targets() + ([] if source.startswith("outside:") else [f"outside:{a}" for a in desc.outside])
+        return [t for t in everything if desc.entity(t) != source and desc.families(t) & desc.families(source) and _routable(desc, source, t)]
+
     kind = draw(st.sampled_from(["vm", "vm", "vm", "host", "outside", "outside"]))
-    source = draw(st.sampled_from([s for s in desc.sources() if s.startswith(kind + ":")]))
-    usable = [t for t in desc.targets() + [f"outside:{a}" for a in desc.outside] if desc.entity(t) != source and desc.families(t) & desc.families(source)]
-    kinds = sorted({t.split(":")[0] for t in usable} - ({"outside"} if kind == "outside" else set()))
+    sources = [s for s in desc.sources() if s.startswith(kind + ":") and usable_from(s)] or [s for s in desc.sources() if usable_from(s)]
+    source = draw(st.sampled_from(sources))
+    usable = usable_from(source)
+    kinds = sorted({t.split(":")[0] for t in usable})
     target_kind = draw(st.sampled_from([k for k in ["vm", "vm", "host", "outside"] if k in kinds]))
     target = draw(st.sampled_from([t for t in usable if t.startswith(target_kind + ":")]))
     family = draw(st.sampled_from(sorted(desc.families(source) & desc.families(target))))
+    forwards = [(proto, port) for node, proto, port in desc.forwards if target == f"host:{node}" and _may_use_forward(desc, source, node)]
+    if forwards and draw(st.booleans()):
+        proto, port = draw(st.sampled_from(forwards))
+        return Flow(source, target, proto, port, family)
     proto = draw(st.sampled_from(["tcp", "tcp", "tcp", "udp", "icmp"]))
     port = None if proto == "icmp" else draw(st.sampled_from(FLOW_TCP if proto == "tcp" else FLOW_UDP))
+    if target == f"host:{next((n for n, _p, _q in desc.forwards), '')}" and (proto, port) in {(p, q) for _n, p, q in desc.forwards} and not _may_use_forward(desc, source, target[5:]):
+        port = 9000 if proto == "tcp" else 123  # a forwarded port a guest of the node would use as hairpin
     return Flow(source, target, proto, port, family)
+
+
+def _node_of(desc: PolicyDesc, ref: str) -> str | None:
+    kind, _, name = ref.partition(":")
+    if kind == "host":
+        return name
+    if kind == "vm":
+        return desc.vms[name.split("@")[0]].host
+    return None
+
+
+def _routable(desc: PolicyDesc, source: str, target: str) -> bool:
+    """Whether the lab can carry the flow at all (the analyzer judges the firewall,
+    not the outside's routing): a guest of an isolated-mode network has no route
+    off its segment; the outside has no route into a nat or isolated network; the
+    node talks to an isolated guest from its bridge address, not the one trace
+    uses. Flows between such ends are blocked by routing whatever the rules say."""
+    src_vm = source[3:].split("@")[0] if source.startswith("vm:") else None
+    dst_vm = target[3:].split("@")[0] if target.startswith("vm:") else None
+    src_net = desc.routed_network(src_vm) if src_vm else None
+    dst_net = desc.routed_network(dst_vm) if dst_vm else None
+    if src_net and desc.modes[src_net] == "isolated" and dst_net != src_net:
+        return False
+    if dst_net and desc.modes[dst_net] in ("nat", "isolated") and source.startswith("outside:"):
+        return False
+    if dst_net and desc.modes[dst_net] == "isolated" and source.startswith("host:") and source[5:] == desc.vms[dst_vm].host:  # type: ignore[index]
+        return False
+    return True
+
+
+def _may_use_forward(desc: PolicyDesc, source: str, node: str) -> bool:
+    """Forwarded ports are for the outside and other nodes' guests (no hairpin: a
+    guest of the node using its own node's forward is not translated back)."""
+    return source.startswith("outside:") or _node_of(desc, source) != node

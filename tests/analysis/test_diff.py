@@ -42,7 +42,7 @@ from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from tests.analysis.policygen import FLOW_TCP, FLOW_UDP, OUTSIDE, RULE_SERVICES, RULE_TCP, RULE_UDP, V4_LITERALS, V6_LITERALS, PolicyDesc, policies
+from tests.analysis.policygen import FLOW_TCP, FLOW_UDP, FORWARD_PORTS, OUTSIDE, RULE_SERVICES, RULE_TCP, RULE_UDP, V4_LITERALS, V6_LITERALS, PolicyDesc, policies
 from zonewall.analysis.diff import DiffResult, DiffRow, diff_policies
 from zonewall.analysis.endpoints import Endpoint
 from zonewall.analysis.engine import Analyzer
@@ -376,6 +376,67 @@ def flows_of_row(row: DiffRow, where: Endpoints, rng: random.Random, most: int =
 ACTIONS = ("accept", "drop", "reject")
 
 
+def _mutate_around_chains(draw: st.DrawFn, doc: dict[str, Any], kind: str, serial: int) -> str:
+    """What the node does around the rule chains: a network's mode (only to one the
+    lab built for the old one can carry: routed -> nat or isolated, nat -> isolated),
+    its host_services, port forwards (added, removed, open toggled), masquerade or
+    snat of a routed network, a rule on a network that is not isolated, a guard
+    rule that drops the replies of connections."""
+    if kind == "network rule":
+        name = draw(st.sampled_from(sorted(doc["networks"])))
+        target = doc["networks"][name].setdefault("rules", [])
+        rule = _new_rule(draw, doc, f"network:{name}", serial)
+        target.insert(draw(st.integers(0, len(target))), rule)
+        return f"added {rule} to network:{name}"
+    if kind == "reply guard":
+        rule = draw(st.sampled_from([{"tcp": "32768-60999"}, {"udp": "32768-60999"}, {"icmp": "echo-reply"}]))
+        doc["filters"]["guard1"]["rules"].append({"direction": draw(st.sampled_from(["in", "out", "inout"])), "action": "drop", **rule})
+        return f"guard1 drops replies: {rule}"
+    name = draw(st.sampled_from(sorted(n for n, body in doc["networks"].items() if body.get("mode"))))
+    body = doc["networks"][name]
+    guests = sorted(vm for vm, v in doc["vms"].items() if any(nic["network"] == name for nic in v["nics"]))
+    node = doc["vms"][guests[0]]["host"] if guests else sorted(doc["hosts"])[0]
+    nat = doc.setdefault("nat", [])
+    if kind == "mode":
+        choices = {"routed": ["nat", "isolated"], "nat": ["isolated"], "isolated": []}[body["mode"]]
+        if not choices:
+            kind = "services"
+        else:
+            body["mode"] = draw(st.sampled_from(choices))
+            return f"network {name} mode -> {body['mode']}"
+    if kind == "services":
+        before = body.get("host_services")
+        body["host_services"] = draw(st.sampled_from([s for s in (["dns"], ["dhcp", "dns"], ["ntp"], []) if s != before]))
+        return f"network {name} host_services -> {body['host_services']}"
+    if kind == "forward":
+        forwards = [e for e in nat if e.get("type") == "dnat"]
+        action = draw(st.sampled_from(["add", "remove", "toggle"] if forwards else ["add"]))
+        if action == "add" and guests and body["mode"] in ("nat", "routed"):
+            used = {(e.get("host"), next(iter(e["listen"].items()))) for e in forwards}
+            free = [f for f in FORWARD_PORTS if (node, (f[0], f[1])) not in used]
+            assume(free)
+            proto, port, to_port = draw(st.sampled_from(free))
+            entry = {"type": "dnat", "host": node, "listen": {proto: port}, "to": {"vm": draw(st.sampled_from(guests)), "port": to_port}}
+            nat.append(entry)
+            return f"added {entry}"
+        assume(forwards)
+        entry = draw(st.sampled_from(forwards))
+        if action == "toggle":
+            entry["open"] = not entry.get("open", True)
+            return f"{entry} open -> {entry['open']}"
+        nat.remove(entry)
+        return f"removed {entry}"
+    # translate: masquerade / snat of a routed network behind its node
+    own = [e for e in nat if e.get("type") in ("masquerade", "snat") and (e.get("network") == name or e.get("from") == body["subnets"][0])]
+    if own and body["mode"] == "routed":
+        nat.remove(own[0])
+        return f"removed {own[0]}"
+    assume(body["mode"] == "routed")
+    entry = draw(st.sampled_from([{"type": "masquerade", "network": name}, {"type": "snat", "from": body["subnets"][0], "to": doc["hosts"][node]["address"][0], "host": node}]))
+    nat.append(entry)
+    return f"added {entry}"
+
+
 def _rule_lists(doc: dict[str, Any], *, create: bool) -> list[tuple[str, list[dict[str, Any]]]]:
     """Every rule list of the document (created empty where rules could go)."""
     out: list[tuple[str, list[dict[str, Any]]]] = []
@@ -395,7 +456,7 @@ def _rule_lists(doc: dict[str, Any], *, create: bool) -> list[tuple[str, list[di
     for name, vm in doc.get("vms", {}).items():
         take(f"vm:{name}", vm, "rules")
     for name, network in doc.get("networks", {}).items():
-        if network.get("isolated"):
+        if network.get("isolated") or not create:  # network rules apply on every network
             take(f"network:{name}", network, "rules")
     return out
 
@@ -445,7 +506,12 @@ def _mutate(draw: st.DrawFn, doc: dict[str, Any], serial: int) -> str:
     kinds += ["group", "group"] if doc.get("groups") else []
     isolated = [n for n, body in doc["networks"].items() if body.get("isolated")]
     kinds += ["isolated", "isolated", "isolate"] if isolated else ["isolate"]
+    routed = [n for n, body in doc["networks"].items() if body.get("mode")]
+    kinds += ["mode", "services", "forward", "forward", "translate"] if routed else []
+    kinds += ["network rule"] + (["reply guard"] if (doc.get("filters") or {}).get("guard1") else [])
     kind = draw(st.sampled_from(kinds))
+    if kind in ("mode", "services", "forward", "translate", "network rule", "reply guard"):
+        return _mutate_around_chains(draw, doc, kind, serial)
     if kind == "action":
         if not rules:
             kind = "add"
@@ -547,11 +613,14 @@ class Pair:
 @st.composite
 def pairs(draw: st.DrawFn, most: int = 2, differing: bool = False) -> Pair:
     """A random policy and a mutation of it: rules, defaults, group members, zone
-    membership, an isolated network's rules or isolation; the VMs, NICs and
+    membership, a network's rules or isolation, network modes, host services, port
+    forwards, masquerade/snat, reply-dropping guard rules; the VMs, NICs and
     addresses stay. `differing`: mostly (4 in 5) pairs that diff finds different."""
     text, desc = draw(policies())
     doc = yaml.safe_load(text)
     changes = tuple(_mutate(draw, doc, serial) for serial in range(draw(st.integers(1, most))))
+    if doc.get("nat") == []:
+        doc.pop("nat")
     new = dump(doc)
     try:
         new_policy = load_policy_text(new)

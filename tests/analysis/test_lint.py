@@ -395,18 +395,33 @@ def test_unused_definitions() -> None:
     assert rules_of(report, "never") == []  # said once, with the zone
 
 
-def test_rules_of_a_network_that_is_not_isolated_are_unused() -> None:
+def test_rules_of_a_network_that_is_not_isolated_apply_between_its_guests() -> None:
+    # network rules apply on every network (default accept unless isolated): a drop
+    # decides, an accept before the accepting default changes nothing
     text = policy(
         """\
         vms:
           a: {host: node1, nics: [{network: lan, ips: [10.0.0.10]}]}
+          b: {host: node1, nics: [{network: lan, ips: [10.0.0.11]}]}
         """
     ).replace(
         '  lan: {bridge: vmbr0, subnets: [10.0.0.0/24, "fd00::/64"]}',
-        '  lan:\n    bridge: vmbr0\n    subnets: [10.0.0.0/24]\n    rules:\n      - {id: net-rule, action: accept, tcp: 80}',
+        '  lan:\n    bridge: vmbr0\n    subnets: [10.0.0.0/24]\n    rules:\n'
+        '      - {id: net-drop, action: drop, tcp: 25}\n      - {id: net-accept, action: accept, tcp: 80}',
     )
     report = run(text)
-    finding = one(report, "unused")
+    assert not found(report, "unused")
+    assert not found(report, "redundant", "net-drop") and not found(report, "dead", "net-drop")
+    finding = one(report, "redundant", "net-accept")
+    assert finding.chains == ["network:lan"] and related(finding) == ["net-lan-default"]
+
+
+def test_rules_of_a_network_without_guests_are_unused() -> None:
+    text = policy("").replace(
+        '  lan: {bridge: vmbr0, subnets: [10.0.0.0/24, "fd00::/64"]}',
+        '  lan:\n    bridge: vmbr0\n    subnets: [10.0.0.0/24]\n    rules:\n      - {id: net-rule, action: drop, tcp: 80}',
+    )
+    finding = one(run(text), "unused")
     assert finding.object == "network:lan" and related(finding) == ["net-rule"] and finding.severity == "warning"
 
 

@@ -20,7 +20,7 @@ from zonewall.analysis.engine import Analyzer
 from zonewall.analysis.trace import FlowSpec, TraceError, trace
 from zonewall.cli import app
 from zonewall.lab.probing import matrix_sources, matrix_targets, policy_services
-from zonewall.policy.loader import load_policy
+from zonewall.policy.loader import load_policy, load_policy_text
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -184,7 +184,7 @@ def test_addresses_name_their_owner(analyzer: Analyzer) -> None:
     [
         ("vm:nope", "vm:web1", "vm nope is not in the policy"),
         ("zone:web", "vm:web1", "use `zonewall reach`"),
-        ("vm:web2", "outside:2001:db8::1", "no route for IPv6"),
+        ("vm:web2", "outside:2001:db8::1", "has no IPv6 address"),
         ("outside:300.1.1.1", "vm:web1", "expected outside:ADDRESS"),
     ],
 )
@@ -239,12 +239,21 @@ def test_a_datagram_whose_replies_are_dropped_still_arrives_with_a_note(reply_an
     assert any("replies are dropped by guards vm:locked nic 0 in (the reply)" in note for note in result.notes)
 
 
-def test_reach_and_diff_name_the_filters_that_can_drop_replies(reply_analyzer: Analyzer) -> None:
+def test_reach_and_diff_judge_the_replies_through_guards(reply_analyzer: Analyzer) -> None:
     from zonewall.analysis.diff import diff_policies
     from zonewall.analysis.reach import reach
+    from tests.kernel.test_trace_replies import POLICY as REPLY_POLICY
 
+    # what locked can open: tcp/8443 only from source ports whose replies pass (not the
+    # kernel's ephemeral range), no echo at all; a datagram arrives, with a note
     (found,) = reach(reply_analyzer, "vm:locked", "from")
-    assert any("no-replies-in can drop replies" in note for note in found.notes)
-    policy = reply_analyzer.policy
-    assert any("no-replies-in" in note for note in diff_policies(policy, policy).notes)
-    assert reply_analyzer.reply_dropping_filters == ["no-replies-in"]
+    to_server = sorted(service for row in found.rows if "server" in row.vms for service in row.services)
+    assert to_server == ["tcp 8443 sport 0-32767,61000-65535", "udp 5353"], to_server
+    assert not any("icmp echo-request" in service and "except" not in service for row in found.rows for service in row.services)
+    assert any("replies are dropped by guards vm:locked nic 0 in (the reply)" in note for note in found.notes)
+    # a guard rule that dropped the replies removed: diff sees the connections open
+    unlocked = load_policy_text(REPLY_POLICY.replace("      - {direction: in, action: drop, tcp: 32768-60999}\n", ""), "policy.yaml")
+    result = diff_policies(reply_analyzer.policy, unlocked, timezone="UTC")
+    opened = [row for row in result.rows if row.change == "opened" and "vm:locked" in row.src and "vm:server" in row.dst]
+    assert opened and any("tcp 8443" in service for row in opened for service in row.services), [r.to_json() for r in result.rows]
+    assert diff_policies(reply_analyzer.policy, reply_analyzer.policy, timezone="UTC").identical

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zonewall.analysis.guards import GuardBuilder
-from zonewall.analysis.matching import Matcher
+from zonewall.analysis.engine import Analyzer
 from zonewall.compiler.guards import NIC_LEARN4, is_learning
 from zonewall.compiler.ir import Table
 from zonewall.compiler.nics import local_nics
@@ -66,7 +65,7 @@ def test_no_learning_nic_no_learning_rules() -> None:
 
 def test_analyzer_notes_the_learned_address() -> None:
     policy = load_policy(str(SCENARIO))
-    builder = GuardBuilder(policy, Matcher(policy))
+    builder = Analyzer(policy).guards
     notes = builder.stage("dyn", 0, "out").approximations()
     assert any("learned at run time" in note for note in notes), notes
     assert not builder.stage("fixed", 0, "out").approximations()

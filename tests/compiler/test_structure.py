@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from zonewall.compiler.node import compile_node
 from zonewall.policy.loader import load_policy_text
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def policy_with(vms: int) -> str:
@@ -65,3 +69,20 @@ def test_mark_fields_do_not_overlap_and_fill_the_mark() -> None:
     assert all(a & b == 0 for a, b in itertools.combinations(fields, 2))
     assert x.DST_NIC_MASK == x.SRC_NIC_MASK << x.DST_NIC_SHIFT
     assert x.MAX_NICS_PER_NODE >= 10_000  # a large node's guests all get an index
+
+
+def test_the_node_plan_is_a_pure_function_of_the_policy_and_node() -> None:
+    """Two plans of the same policy give equal node plans (hashable, piece by piece);
+    a change to one VM's rules changes that VM's chains and nothing else of the node."""
+    from zonewall.compiler.plan import Plan
+    from zonewall.policy.loader import load_policy_text
+
+    text = (ROOT / "examples" / "three-tier" / "policy" / "policy.yaml").read_text()
+    first, again = (Plan(load_policy_text(text), timezone="UTC").node("node1") for _ in range(2))
+    assert first == again and hash(first) == hash(again)
+    vm = first.vm_chains[0].vm
+    changed_text = text.replace(f"  {vm}:\n", f"  {vm}:\n    default: {{in: reject}}\n", 1)
+    changed = Plan(load_policy_text(changed_text), timezone="UTC").node("node1")
+    differing = [a.name for a, b in zip(first.vm_chains, changed.vm_chains) if a != b]
+    assert differing == [f"vm:{vm} in"], differing
+    assert (first.shared, first.networks, first.host_in, first.forwards) == (changed.shared, changed.networks, changed.host_in, changed.forwards)

@@ -16,7 +16,7 @@ from zonewall.dataplane.apply import (
     take_snapshot,
 )
 from zonewall.dataplane.backend import FakeBackend, NftError
-from zonewall.dataplane.readback import readback_hash
+from zonewall.dataplane.readback import listing_hash, readback_hash
 
 from .samples import TABLE, node_ruleset
 
@@ -64,7 +64,8 @@ def test_incremental_apply_with_previous() -> None:
     assert result.readback_hash == readback_hash(fake, new)
     # Same kernel state as a fresh full apply.
     other = FakeBackend()
-    assert apply_ruleset(other, new).readback_hash == result.readback_hash
+    apply_ruleset(other, new)
+    assert listing_hash(other, new) == listing_hash(fake, new)
     assert fake.list_table("inet", "docker") is not None
 
 
@@ -87,7 +88,7 @@ def test_refused_incremental_falls_back_to_full() -> None:
     result = apply_ruleset(fake, new, previous=old)
     assert result.mode == "full"
     assert "refused" in result.notes[0]
-    assert result.readback_hash == apply_ruleset(FakeBackend(), new).readback_hash
+    assert listing_hash(fake, new) == listing_hash(apply_fresh(new), new)
 
 
 def test_drifted_kernel_skips_the_diff() -> None:
@@ -116,18 +117,20 @@ def test_verify_failure_restores_the_snapshot(monkeypatch: pytest.MonkeyPatch) -
     # Simulate a kernel that loses a rule comment on the way in.
     real_run = fake.run
 
-    def lossy_run(commands: list[dict]) -> None:
+    def lossy_run(commands: list[dict], text: str | None = None) -> None:
         for command in commands:
             rule = command.get("add", {}).get("rule")
             if rule and rule.get("comment") == "g_tap3 admins":
                 rule["comment"] = "mangled"
-        real_run(commands)
+        real_run(commands)  # (`text` is the unmangled encoding)
 
     monkeypatch.setattr(fake, "run", lossy_run)
+    content = listing_hash(fake, old)
     with pytest.raises(VerifyError) as info:
         apply_ruleset(fake, new, previous=old)
     assert any("g_tap3" in p for p in info.value.problems)
-    assert readback_hash(fake, old) == before.readback_hash
+    assert listing_hash(fake, old) == content
+    assert readback_hash(fake, old) != before.readback_hash  # restored: the same rules, re-created
     assert fake.list_table("inet", "docker") is not None
 
 
@@ -152,7 +155,7 @@ def test_dropped_tables_of_previous_are_removed_and_snapshotted() -> None:
     assert ("bridge", "zonewall_br") not in fake.list_tables()
     assert result.snapshot.tables[("bridge", "zonewall_br")] is not None
     restore_snapshot(fake, result.snapshot)
-    assert readback_hash(fake, old) == readback_hash(apply_fresh(old), old)
+    assert listing_hash(fake, old) == listing_hash(apply_fresh(old), old)
 
 
 def apply_fresh(ruleset):  # type: ignore[no-untyped-def]
@@ -169,7 +172,7 @@ def test_snapshot_roundtrip_and_restore() -> None:
     assert Snapshot.from_json(snapshot.to_json()) == snapshot
     apply_ruleset(fake, node_ruleset({"tap7": 7}, policy="accept"), previous=old)
     restore_snapshot(fake, Snapshot.from_json(snapshot.to_json()))
-    assert readback_hash(fake, old) == readback_hash(apply_fresh(old), old)
+    assert listing_hash(fake, old) == listing_hash(apply_fresh(old), old)
     assert len(fake.transactions[-1]) > 0
 
 
@@ -182,17 +185,19 @@ def test_remove_ruleset_is_idempotent_and_selective() -> None:
     assert fake.list_tables() == [("inet", "docker")]
 
 
-def test_hash_ignores_counters_and_handles() -> None:
+def test_hash_ignores_counters_but_not_handles() -> None:
     fake = FakeBackend()
     ruleset = node_ruleset()
     result = apply_ruleset(fake, ruleset)
     table = fake.tables[("inet", TABLE)]
     for rules in table.rules.values():
         for rule in rules:
-            rule["handle"] += 1000
             rule["expr"] = [{"counter": {"packets": 5, "bytes": 500}} if s == {"counter": None} else s
                             for s in rule["expr"]]
     assert readback_hash(fake, ruleset) == result.readback_hash
+    table.rules["input"][0]["handle"] += 1000  # the same rule, deleted and added again
+    assert readback_hash(fake, ruleset) != result.readback_hash
+    assert listing_hash(fake, ruleset) == listing_hash(apply_fresh(ruleset), ruleset)
     table.rules["input"].append({"handle": 1, "expr": [{"drop": None}]})
     assert readback_hash(fake, ruleset) != result.readback_hash
 

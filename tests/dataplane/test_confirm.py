@@ -9,7 +9,7 @@ import pytest
 from zonewall.dataplane import confirm
 from zonewall.dataplane.apply import apply_ruleset
 from zonewall.dataplane.backend import FakeBackend, NftError
-from zonewall.dataplane.readback import readback_hash
+from zonewall.dataplane.readback import listing_hash
 
 from .samples import node_ruleset
 
@@ -53,7 +53,8 @@ def test_arm_confirm_pending(tmp_path: Path, no_daemon: list[tuple]) -> None:
 def test_revert_now_restores_and_records(tmp_path: Path, no_daemon: list[tuple]) -> None:
     fake = FakeBackend()
     old = node_ruleset()
-    before = apply_ruleset(fake, old)
+    apply_ruleset(fake, old)
+    content = listing_hash(fake, old)
     result = apply_ruleset(fake, node_ruleset({"tap3": 3}), previous=old)
     armed = confirm.arm_revert(result.snapshot, node="node1", timeout=0, state_dir=tmp_path)
     seen: list[str | None] = []
@@ -65,7 +66,7 @@ def test_revert_now_restores_and_records(tmp_path: Path, no_daemon: list[tuple])
     assert confirm.revert_now("node1", state_dir=tmp_path, token="other", backend_factory=factory) is False
     assert confirm.revert_now("node1", state_dir=tmp_path, token=armed.token, backend_factory=factory) is True
     assert seen == [None]
-    assert readback_hash(fake, old) == before.readback_hash
+    assert listing_hash(fake, old) == content
     assert confirm.pending("node1", state_dir=tmp_path) is None
     outcome = confirm.last_revert("node1", state_dir=tmp_path)
     assert outcome is not None and outcome["ok"] and outcome["token"] == armed.token

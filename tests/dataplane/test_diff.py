@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from zonewall.compiler.diff import diff_commands, recreate_reason
 from zonewall.compiler.ir import Hook, Limit, Ruleset, replace_commands
 from zonewall.dataplane.backend import FakeBackend
-from zonewall.dataplane.readback import canonical_readback, read_tables
+from zonewall.dataplane.readback import canonical_readback, listings
 
 from .samples import TABLE, node_ruleset, random_ruleset
 
@@ -21,14 +21,14 @@ def _keys(*rulesets: Ruleset) -> list[tuple[str, str]]:
 def fresh(new: Ruleset, keys: list[tuple[str, str]]) -> list:
     fake = FakeBackend()
     fake.run(replace_commands(new))
-    return canonical_readback(read_tables(fake, keys))
+    return canonical_readback(listings(fake, keys))
 
 
 def via_diff(old: Ruleset, new: Ruleset, keys: list[tuple[str, str]]) -> tuple[list, FakeBackend]:
     fake = FakeBackend()
     fake.run(replace_commands(old))
     fake.run(diff_commands(old, new))
-    return canonical_readback(read_tables(fake, keys)), fake
+    return canonical_readback(listings(fake, keys)), fake
 
 
 def assert_equivalent(old: Ruleset, new: Ruleset) -> list[dict]:

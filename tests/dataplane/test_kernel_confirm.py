@@ -16,7 +16,7 @@ import pytest
 from zonewall.dataplane import confirm
 from zonewall.dataplane.apply import apply_ruleset
 from zonewall.dataplane.backend import LibNftBackend
-from zonewall.dataplane.readback import readback_hash
+from zonewall.dataplane.readback import listing_hash, readback_hash
 
 from .kernel_helpers import foreign_listing, load_foreign, tables
 from .samples import TABLE, node_ruleset
@@ -62,7 +62,8 @@ def test_unconfirmed_apply_is_reverted(backend: LibNftBackend, netns_name: str, 
                                        daemons: list[int]) -> None:
     docker = load_foreign(netns_name)
     old = node_ruleset()
-    before = apply_ruleset(backend, old)
+    apply_ruleset(backend, old)
+    content = listing_hash(backend, old)
     result = apply_ruleset(backend, node_ruleset({"tap7": 7}, policy="accept", bridge_table=False), previous=old)
     armed = confirm.arm_revert(result.snapshot, node="node1", timeout=1.0, state_dir=tmp_path, netns=netns_name)
     assert armed.pid is not None
@@ -73,7 +74,7 @@ def test_unconfirmed_apply_is_reverted(backend: LibNftBackend, netns_name: str, 
     assert int(stat[3]) != armed.pid and int(stat[4]) == 0  # session id, tty_nr
     assert os.getsid(armed.pid) != os.getsid(0)
     assert wait_until(lambda: confirm.pending("node1", state_dir=tmp_path) is None)
-    assert readback_hash(backend, old) == before.readback_hash
+    assert listing_hash(backend, old) == content
     assert foreign_listing(netns_name) == docker
     outcome = confirm.last_revert("node1", state_dir=tmp_path)
     assert outcome is not None and outcome["ok"] is True
@@ -100,7 +101,8 @@ def test_reverter_survives_sighup_and_its_session_dying(backend: LibNftBackend, 
                                                         daemons: list[int]) -> None:
     """Like `ssh node zonewall apply --confirm 2` where the ssh session then dies."""
     old = node_ruleset()
-    before = apply_ruleset(backend, old)
+    apply_ruleset(backend, old)
+    content = listing_hash(backend, old)
     result = apply_ruleset(backend, node_ruleset({"tap8": 8}), previous=old)
     snapshot_file = tmp_path / "snap.json"
     snapshot_file.write_text(json.dumps(result.snapshot.to_json()))
@@ -132,13 +134,14 @@ def test_reverter_survives_sighup_and_its_session_dying(backend: LibNftBackend, 
             session.kill()
             session.wait()
     assert wait_until(lambda: confirm.pending("node1", state_dir=tmp_path) is None)
-    assert readback_hash(backend, old) == before.readback_hash
+    assert listing_hash(backend, old) == content
 
 
 def test_rearm_replaces_the_reverter_and_keeps_the_first_snapshot(backend: LibNftBackend, netns_name: str,
                                                                   tmp_path: Path, daemons: list[int]) -> None:
     first_rs = node_ruleset()
-    first = apply_ruleset(backend, first_rs)
+    apply_ruleset(backend, first_rs)
+    content = listing_hash(backend, first_rs)
     r2 = apply_ruleset(backend, node_ruleset({"tap2": 2}), previous=first_rs)
     a = confirm.arm_revert(r2.snapshot, node="node1", timeout=30, state_dir=tmp_path, netns=netns_name)
     r3 = apply_ruleset(backend, node_ruleset({"tap3": 3}), previous=node_ruleset({"tap2": 2}))
@@ -147,7 +150,7 @@ def test_rearm_replaces_the_reverter_and_keeps_the_first_snapshot(backend: LibNf
     daemons += [a.pid, b.pid]
     assert wait_until(lambda: not alive(a.pid), timeout=5)  # superseded
     assert wait_until(lambda: confirm.pending("node1", state_dir=tmp_path) is None)
-    assert readback_hash(backend, first_rs) == first.readback_hash  # back to the last confirmed state
+    assert listing_hash(backend, first_rs) == content  # back to the last confirmed state
     assert sorted(tables(netns_name)) == [("bridge", "zonewall_br"), ("inet", TABLE)]
 
 
@@ -155,7 +158,8 @@ def test_reverter_entry_point_in_foreground(backend: LibNftBackend, netns_name: 
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """`python -m zonewall.dataplane.confirm revert --foreground` for debugging."""
     old = node_ruleset()
-    before = apply_ruleset(backend, old)
+    apply_ruleset(backend, old)
+    content = listing_hash(backend, old)
     result = apply_ruleset(backend, node_ruleset({"tap4": 4}), previous=old)
     monkeypatch.setattr(confirm, "_spawn_reverter", lambda *a: 0)  # record only, no daemon
     confirm.arm_revert(result.snapshot, node="node1", timeout=0.2, state_dir=tmp_path, netns=netns_name)
@@ -166,4 +170,4 @@ def test_reverter_entry_point_in_foreground(backend: LibNftBackend, netns_name: 
     )
     assert done.returncode == 0, done.stderr
     assert "reverted" in done.stderr
-    assert readback_hash(backend, old) == before.readback_hash
+    assert listing_hash(backend, old) == content

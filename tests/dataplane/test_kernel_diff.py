@@ -11,7 +11,7 @@ from zonewall.compiler.diff import diff_commands
 from zonewall.compiler.ir import Ruleset, replace_commands
 from zonewall.dataplane.apply import remove_ruleset
 from zonewall.dataplane.backend import LibNftBackend
-from zonewall.dataplane.readback import canonical_readback, read_tables
+from zonewall.dataplane.readback import canonical_readback, listings
 
 from .samples import node_ruleset, random_ruleset
 
@@ -33,8 +33,8 @@ def check(pair: tuple[LibNftBackend, LibNftBackend], old: Ruleset, new: Ruleset)
     incremental.run(replace_commands(old))
     incremental.run(diff_commands(old, new))
     reference.run(replace_commands(new))
-    got = canonical_readback(read_tables(incremental, KEYS))
-    want = canonical_readback(read_tables(reference, KEYS))
+    got = canonical_readback(listings(incremental, KEYS))
+    want = canonical_readback(listings(reference, KEYS))
     assert got == want
 
 

@@ -10,9 +10,14 @@ analyzer's verdict must match: `trace` says accept exactly when the probe's toke
 is delivered (reject and drop both mean "not delivered": a bridged reject of UDP
 or ICMP is a drop, see docs/policy-guide.md).
 
-Runs are reproducible (derandomized, no example database). A disagreement fails
-with the shrunk policy, the flow, the trace (stages and deciding rule) and the
-probe result. ZONEWALL_AGREEMENT_POLICIES=300 makes a deeper run,
+The generated policies include network modes (nat, routed, isolated) with host
+services, port forwards (open and closed), masquerade and snat, network rules on
+bridged and isolated networks, guard filters that drop replies, and both families;
+at least 1,000 flows over at least 100 policies per run, in two shards that pytest
+-n 2 runs side by side (each brings up one lab at a time and probes all its flows
+at once). Runs are reproducible (fixed seeds, no example database). A disagreement
+fails with the shrunk policy, the flow, the trace (stages and deciding rule) and
+the probe result. ZONEWALL_AGREEMENT_POLICIES=600 makes a deeper run,
 ZONEWALL_AGREEMENT_SEED=N draws another fixed set of examples.
 """
 
@@ -34,13 +39,14 @@ from tests.labtools import running_lab, write_policy
 from zonewall.analysis.engine import Analyzer
 from zonewall.analysis.trace import FlowSpec, TraceResult, trace
 from zonewall.lab.probe import ProbeResult, ProbeSpec, run_probes
-from zonewall.lab.probing import Service, endpoint, probe_spec
+from zonewall.lab.probing import Service, endpoint, landing, probe_spec
 
 pytestmark = pytest.mark.kernel
 
-POLICIES = int(os.environ.get("ZONEWALL_AGREEMENT_POLICIES", "50"))
-SEED = os.environ.get("ZONEWALL_AGREEMENT_SEED")  # another fixed set of examples (CI: derandomized)
-MIN_POLICIES, MIN_FLOWS = 30, 300  # the issue's floor for CI
+SHARDS = 2  # run side by side by pytest-xdist (CI's -n 2): one lab each at a time
+POLICIES = int(os.environ.get("ZONEWALL_AGREEMENT_POLICIES", "110"))  # over all shards
+SEED = int(os.environ.get("ZONEWALL_AGREEMENT_SEED", "13"))  # another fixed set of examples
+MIN_POLICIES, MIN_FLOWS = 100, 1000  # the issue's floor for CI, over all shards
 TIMEOUT = 0.8  # seconds a blocked probe waits
 RETRY_TIMEOUT = 3.0  # a predicted delivery that timed out is probed once more, slower
 
@@ -92,7 +98,8 @@ def _check(text: str, desc: PolicyDesc, flow_list: list[Flow]) -> dict[str, int]
                 family = "ipv4" if flow.family == 4 else "ipv6"
                 src = endpoint(state, policy, flow.source, family, role="source")
                 dst = endpoint(state, policy, flow.target, family, role="target", peer=src.ref)
-                specs.append(probe_spec(src, dst, Service(flow.proto, flow.port), TIMEOUT))  # type: ignore[arg-type]
+                service = Service(flow.proto, flow.port)  # type: ignore[arg-type]
+                specs.append(probe_spec(src, dst, service, TIMEOUT, landing(state, policy, dst, service)))
             results = run_probes(specs, max_workers=64)
             # A delivery is proof; a timeout is not: a predicted delivery that timed
             # out gets one slower probe before it counts as a disagreement.
@@ -118,14 +125,14 @@ def _slow(spec: ProbeSpec) -> ProbeSpec:
     return replace(spec, timeout=RETRY_TIMEOUT)
 
 
-def test_trace_agrees_with_real_probes() -> None:
-    checked = {"policies": 0, "flows": 0, "delivered": 0, "retried": 0}
+@pytest.mark.parametrize("shard", range(SHARDS))
+def test_trace_agrees_with_real_probes(shard: int) -> None:
+    checked = {"policies": 0, "flows": 0, "delivered": 0, "retried": 0, "nat": 0, "routed": 0, "isolated": 0, "forwards": 0, "network rules": 0}
     started = time.monotonic()
 
     @settings(
-        max_examples=POLICIES,
+        max_examples=-(-POLICIES // SHARDS),
         deadline=None,
-        derandomize=SEED is None,
         database=None,
         phases=(Phase.explicit, Phase.generate, Phase.shrink),
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
@@ -138,11 +145,17 @@ def test_trace_agrees_with_real_probes() -> None:
             checked[key] += value
         checked["policies"] += 1
         checked["flows"] += len(flow_list)
+        for mode in desc.modes.values():
+            checked[mode] += 1
+        checked["forwards"] += bool(desc.forwards)
+        checked["network rules"] += any(n not in desc.isolated for n in desc.network_rules)  # on a network that is not isolated
 
-    (seed(int(SEED))(agreement) if SEED is not None else agreement)()
+    seed(SEED * 100 + shard)(agreement)()
     elapsed = time.monotonic() - started
-    print(f"trace agreed with the kernel on {checked['flows']} flows ({checked['delivered']} delivered, {checked['retried']} probed twice) over {checked['policies']} policies in {elapsed:.0f}s")
-    assert checked["policies"] >= MIN_POLICIES and checked["flows"] >= MIN_FLOWS, checked
+    print(f"shard {shard}: trace agreed with the kernel on {checked['flows']} flows ({checked['delivered']} delivered, {checked['retried']} probed twice) over {checked['policies']} policies in {elapsed:.0f}s: {checked}")
+    assert checked["policies"] * SHARDS >= MIN_POLICIES and checked["flows"] * SHARDS >= MIN_FLOWS, checked
+    # what the generator must keep exercising (issue 13): each mode, forwards, network rules
+    assert all(checked[key] for key in ("nat", "routed", "isolated", "forwards", "network rules")), checked
 
 
 # Found by the property test above (shrunk by hand): a node's output chain did not

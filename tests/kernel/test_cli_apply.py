@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from zonewall.cli import app
 from zonewall.dataplane.backend import LibNftBackend
-from zonewall.dataplane.readback import readback_hash
+from zonewall.dataplane.readback import listing_hash, readback_hash
 
 ROOT = Path(__file__).resolve().parents[2]
 THREE_TIER = ROOT / "examples" / "three-tier" / "policy"
@@ -37,8 +37,15 @@ host_rules:
 
 
 def kernel_state(ns: str) -> str:
+    """Changes with any change to our tables, even the same rules re-created."""
     with LibNftBackend(netns=ns) as backend:
         return readback_hash(backend, TABLES)
+
+
+def kernel_content(ns: str) -> str:
+    """What our tables contain (a reverted ruleset has the content it had)."""
+    with LibNftBackend(netns=ns) as backend:
+        return listing_hash(backend, TABLES)
 
 
 def apply(*args: str) -> tuple[int, str]:
@@ -95,22 +102,22 @@ def test_confirm_window_reverts_unless_confirmed(tmp_path: Path, netns_name: str
     (tmp_path / "ok.yaml").write_text(OPEN_SSH)
     state_dir = tmp_path / "state"
     assert apply(str(tmp_path / "ok.yaml"), "--host", "node1", "--netns", netns_name)[0] == 0
-    first = kernel_state(netns_name)
+    first = kernel_content(netns_name)
 
     # not confirmed: back to the first ruleset on its own
     code, output = apply(str(THREE_TIER), "--host", "node1", "--netns", netns_name, "--confirm", "1.5", "--state-dir", str(state_dir), "--json")
     assert code == 0, output
-    assert kernel_state(netns_name) != first
+    assert kernel_content(netns_name) != first
     deadline = time.time() + 15
-    while kernel_state(netns_name) != first and time.time() < deadline:
+    while kernel_content(netns_name) != first and time.time() < deadline:
         time.sleep(0.2)
-    assert kernel_state(netns_name) == first
+    assert kernel_content(netns_name) == first
 
     # confirmed: stays
     code, output = apply(str(THREE_TIER), "--host", "node1", "--netns", netns_name, "--confirm", "1.5", "--state-dir", str(state_dir), "--json")
     assert code == 0, output
-    second = kernel_state(netns_name)
+    second = kernel_content(netns_name)
     result = runner.invoke(app, ["confirm", "--host", "node1", "--state-dir", str(state_dir)])
     assert result.exit_code == 0, result.output
     time.sleep(3)
-    assert kernel_state(netns_name) == second
+    assert kernel_content(netns_name) == second

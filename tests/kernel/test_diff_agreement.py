@@ -3,7 +3,9 @@
 For random pairs of policies (tests/analysis/test_diff.py `pairs()`: a policy from
 tests/analysis/policygen.py and a mutation of it - a port changed, an action
 flipped, a rule added, removed or moved, a default changed, a VM moved to another
-zone, a group member added or removed - with the same VMs, NICs and addresses), ONE
+zone, a group member added or removed, a network's rules or mode, host services, a
+port forward added/removed/opened, masquerade or snat, a guard rule dropping
+replies - with the same VMs, NICs and addresses), ONE
 lab is brought up with OLD applied and `diff_policies(OLD, NEW)` is computed. Then:
 
 * reported flows: from each row (at most ROWS rows) up to PICKS concrete flows - a
@@ -52,7 +54,7 @@ from zonewall.analysis.engine import Analyzer
 from zonewall.analysis.trace import FlowSpec, trace
 from zonewall.lab.cluster import LabState, apply_policy
 from zonewall.lab.probe import ProbeResult, ProbeSpec, run_probes
-from zonewall.lab.probing import Service, endpoint, probe_spec
+from zonewall.lab.probing import Service, endpoint, landing, probe_spec
 from zonewall.policy.loader import load_policy
 from zonewall.policy.resolve import Policy
 
@@ -77,6 +79,10 @@ def _change(before: ProbeResult, after: ProbeResult) -> str:
 
 
 def _claim_holds(row: DiffRow, observed: list[tuple[ProbeResult, ProbeResult]]) -> bool:
+    if row.change == "changed" and row.old is not None and row.old.verdict == "accept":
+        # delivered both times, elsewhere (a port forward added/removed: each probe
+        # listens where its policy lands it)
+        return any(b.delivered and a.delivered for b, a in observed)
     if row.change == "changed":  # drop <-> reject: not delivered either way
         return any(not b.delivered and not a.delivered for b, a in observed)
     return any(_change(b, a) == row.change for b, a in observed)
@@ -105,17 +111,17 @@ def _specs(state: LabState, policy: Policy, flows: list[Flow], timeout: float) -
         family = "ipv4" if flow.family == 4 else "ipv6"
         src = endpoint(state, policy, flow.lab_source, family, role="source")  # type: ignore[arg-type]
         dst = endpoint(state, policy, flow.dst, family, role="target", peer=src.ref)  # type: ignore[arg-type]
-        specs.append(probe_spec(src, dst, Service(flow.proto, flow.port), timeout))  # type: ignore[arg-type]
+        service = Service(flow.proto, flow.port)  # type: ignore[arg-type]
+        specs.append(probe_spec(src, dst, service, timeout, landing(state, policy, dst, service)))
     return specs
 
 
 def _probe_both(state: LabState, old: Policy, new: Policy, flows: list[Flow], timeout: float) -> Results:
     """Probe every flow under OLD, apply NEW, probe again (the lab is left on NEW)."""
     apply_policy(state, old)
-    specs = _specs(state, old, flows, timeout)
-    before = run_probes(specs, max_workers=64)
+    before = run_probes(_specs(state, old, flows, timeout), max_workers=64)
     apply_policy(state, new)
-    after = run_probes(specs, max_workers=64)
+    after = run_probes(_specs(state, new, flows, timeout), max_workers=64)  # a port forward lands elsewhere now
     return {flow: (b, a) for flow, b, a in zip(flows, before, after)}
 
 

@@ -19,7 +19,7 @@ from ..compiler.schedule import local_timezone
 from ..controller.documents import Documents, content_hash, load_documents
 from ..dataplane.apply import ApplyResult, VerifyError, apply_ruleset
 from ..dataplane.backend import Backend, NftError
-from ..dataplane.readback import readback_hash
+from ..dataplane.readback import KernelView, read_view
 from ..policy.errors import PolicyError
 from ..policy.resolve import Policy
 from . import learning
@@ -63,6 +63,7 @@ class Enforcer:
         self.state: AppliedState | None = None
         self.ruleset: Ruleset | None = None
         self.expected_hash: str | None = None  # readback of our tables when we left them
+        self.view: KernelView | None = None  # that readback: reused while nothing was committed since
         self.drift_repairs = 0
         self.last_error: str | None = None
 
@@ -81,7 +82,7 @@ class Enforcer:
         return [(t.family, t.name) for t in self.ruleset.tables]
 
     def _record(self, desired: Desired, ruleset: Ruleset, result: ApplyResult, taps: dict[str, str]) -> None:
-        self.ruleset, self.expected_hash = ruleset, result.readback_hash
+        self.ruleset, self.expected_hash, self.view = ruleset, result.readback_hash, result.view
         self.state = AppliedState(
             node=self.node, revision=desired.revision, content_hash=desired.content_hash, documents=desired.documents,
             fingerprint=result.fingerprint, readback_hash=result.readback_hash, applied_at=time.time(), taps=taps,
@@ -129,7 +130,7 @@ class Enforcer:
         # Written before the commit: a crash after it must not bring the older state back.
         self.store.begin(self.node, desired.revision, desired.content_hash, desired.documents)
         try:
-            result = apply_ruleset(self.backend, ruleset, previous=self.ruleset)
+            result = apply_ruleset(self.backend, ruleset, previous=self.ruleset, seen=self.view)
         except BaseException:
             self.store.abandon()  # refused or restored: the old rules hold, and stay the applied state
             raise
@@ -142,14 +143,18 @@ class Enforcer:
         """True when our tables read back as we left them (nothing to enforce: True)."""
         if self.ruleset is None:
             return True
-        return readback_hash(self.backend, self._tables()) == self.expected_hash
+        view = read_view(self.backend, self._tables(), base=self.view)  # free while nothing was committed
+        if view.digest != self.expected_hash:
+            return False
+        self.view = view  # someone changed another table: the same digest, a newer generation
+        return True
 
     def repair(self) -> ApplyResult | None:
         """If our tables drifted, replace them with the applied state (other tables untouched)."""
         if self.ruleset is None or self.state is None or self.verify():
             return None
         result = apply_ruleset(self.backend, self.ruleset)
-        self.expected_hash = result.readback_hash
+        self.expected_hash, self.view = result.readback_hash, result.view
         self.state.readback_hash = result.readback_hash
         self.store.save(self.state)
         self.drift_repairs += 1
@@ -165,7 +170,7 @@ class Enforcer:
         if self.ruleset is not None and ruleset == self.ruleset:
             return None
         desired = Desired(self.state.revision, self.state.documents, self.state.content_hash)
-        result = apply_ruleset(self.backend, ruleset, previous=self.ruleset)
+        result = apply_ruleset(self.backend, ruleset, previous=self.ruleset, seen=self.view)
         self._record(desired, ruleset, result, taps)
         log.info("revision %d recompiled and applied (%s)", desired.revision, result.mode)
         return result

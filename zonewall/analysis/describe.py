@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import datetime, timezone
 
-from ..compiler.node import ICMPV6_ESSENTIAL
+from ..compiler.plan.chains import ICMPV6_ESSENTIAL
 from ..policy.builtins import ICMP_V4_TYPES, ICMP_V6_TYPES, IP_PROTOCOLS
 from ..policy.model import Rule
 from . import space as s
@@ -116,3 +116,7 @@ def rule_text(rule: Rule) -> str:
             value = "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
         parts.append(f"{key}: {value}")
     return "{" + ", ".join(parts) + "}"
+
+
+def address_text(family: int, value: int) -> str:
+    return str(ipaddress.IPv4Address(value) if family == 4 else ipaddress.IPv6Address(value))

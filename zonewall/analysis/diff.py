@@ -2,8 +2,8 @@
 
 Only what changed is evaluated. First, cheaply, which chains can behave differently:
 a VM whose own definition, zone, global rules, defaults or referenced sets (groups,
-zones, services, schedules...) changed; a node's host rules; an isolated network's
-rules; a NIC's guard filters. For each such chain the rules are aligned old against
+zones, services, schedules...) changed; a node's host rules; a network's
+rules; a network's rules; a NIC's guard filters. For each such chain the rules are aligned old against
 new (difflib): a packet outside every rule that differs is decided identically by
 both, so only the union of the differing rules' regions is evaluated, exactly, on
 both policies. Where a side's verdict differs, the peers on the other side (outside,
@@ -19,15 +19,18 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Iterable
 
+from ..compiler.plan.nat import port_forwards, source_nats
 from ..policy.addresses import AddressSet
+from ..policy.model import Dnat
 from ..policy.resolve import Policy
 from . import space as s
 from .chains import Chain, essentials_region
+from .approximations import approximations
 from .describe import addresses_text, services_of, time_text
 from .endpoints import Endpoint
-from .engine import Analyzer, GuardOrChain, Outcome
+from .engine import Analyzer, GuardOrChain, Outcome, Path
 from .guards import GuardStage
-from .reach import NicKey, _Effective, _PeerSpace, _reply_notes, decision_json, endpoint_addresses
+from .reach import NicKey, _Effective, _PeerSpace, decision_json, endpoint_addresses
 from .space import Region
 
 Side = tuple[Endpoint, int | None]
@@ -168,6 +171,21 @@ def _uses(rules: Iterable[Any], changed: set[str]) -> bool:
     return False
 
 
+def _routing_changes(old: Policy, new: Policy) -> set[str]:
+    """Networks (and nodes) whose traffic the node routes, translates or serves
+    differently: a changed mode, subnets, gateway or host_services; a node whose
+    source translations, addresses or uplink changed."""
+    out: set[str] = set()
+    for name in old.doc.networks.keys() & new.doc.networks.keys():
+        a, b = old.doc.networks[name], new.doc.networks[name]
+        if (a.mode, a.subnets, a.gateway, a.host_services, a.bridge) != (b.mode, b.subnets, b.gateway, b.host_services, b.bridge):
+            out.add(name)
+    for node in old.doc.hosts.keys() & new.doc.hosts.keys():
+        if old.doc.hosts[node] != new.doc.hosts[node] or source_nats(old, node) != source_nats(new, node) or port_forwards(old, node) != port_forwards(new, node):
+            out.add(node)
+    return out
+
+
 def _aligned_change(old: Chain | None, new: Chain | None) -> Region:
     """Packets the two chains may decide differently: the regions of the rules that
     do not line up (everything when the defaults differ)."""
@@ -198,6 +216,8 @@ class _Changes:
     # receivers on an isolated network whose check changed: the network chain is on
     # the peer's side of the pair, so the whole flow is compared, not one side first
     between: dict[NicKey, Region] = field(default_factory=dict)
+    # NICs whose guards changed: their flows in both roles, replies included
+    replies: dict[NicKey, Region] = field(default_factory=dict)
 
     def add(self, table: dict[NicKey, Region], key: NicKey, region: Region) -> None:
         if region:
@@ -214,31 +234,47 @@ def _changes(a_old: Analyzer, a_new: Analyzer, common: set[NicKey]) -> _Changes:
         if old.doc.zones.get(z) != new.doc.zones.get(z) or _uses((old.doc.zones[z].rules if z in old.doc.zones else []) + (new.doc.zones[z].rules if z in new.doc.zones else []), changed)
     }
     filters_changed = old.doc.filters != new.doc.filters
+    # what the node does around the chains: network modes, host services, NAT
+    routing = _routing_changes(old, new)
+    nat_changed = old.doc.nat != new.doc.nat
+    forward_targets = {e.to.vm for p in (old, new) for e in p.doc.nat if isinstance(e, Dnat)}
     out = _Changes()
     for key in common:
         kind, name, nic = key
+        if kind == "vm" and (new.doc.vms[name].nics[nic].network in routing or new.doc.vms[name].host in routing):  # type: ignore[index]
+            out.add(out.receivers, key, s.universe())
+            out.add(out.senders, key, s.universe())
+        elif kind == "host" and (name in routing or nat_changed):
+            out.add(out.receivers, key, s.universe())
+            out.add(out.senders, key, s.universe())
         if kind == "vm":
             vo, vn = old.doc.vms[name], new.doc.vms[name]
             same_definition = _same_source(old, new, "vms", name) or (vo.rules == vn.rules and vo.default == vn.default and vo.zone == vn.zone)
             suspect = (
-                global_changed or settings_changed or not same_definition
+                global_changed or settings_changed or not same_definition or (nat_changed and name in forward_targets)
                 or vo.zone in zone_changed or vn.zone in zone_changed or _uses(vo.rules + vn.rules, changed)
             )
             if suspect:
                 out.add(out.receivers, key, _aligned_change(a_old.chains.vm(name, "in"), a_new.chains.vm(name, "in")))
                 out.add(out.senders, key, _aligned_change(a_old.chains.vm(name, "out"), a_new.chains.vm(name, "out")))
             if filters_changed or old.nic_filters(name, nic) != new.nic_filters(name, nic) or vo.nics[nic].mac != vn.nics[nic].mac:  # type: ignore[arg-type]
-                out.add(out.receivers, key, _guard_change(a_old.guards.stage(name, nic, "in"), a_new.guards.stage(name, nic, "in")))  # type: ignore[arg-type]
-                out.add(out.senders, key, _guard_change(a_old.guards.stage(name, nic, "out"), a_new.guards.stage(name, nic, "out")))  # type: ignore[arg-type]
+                changed_in = _guard_change(a_old.guards.stage(name, nic, "in"), a_new.guards.stage(name, nic, "in"))  # type: ignore[arg-type]
+                changed_out = _guard_change(a_old.guards.stage(name, nic, "out"), a_new.guards.stage(name, nic, "out"))  # type: ignore[arg-type]
+                out.add(out.receivers, key, changed_in)
+                out.add(out.senders, key, changed_out)
+                if changed_in or changed_out:
+                    # guards are stateless: the replies of its connections (either way)
+                    # cross the other direction's guards; the whole flows are compared
+                    out.add(out.replies, key, s.universe())
         else:
             out.add(out.receivers, key, _aligned_change(a_old.chains.host_in(name), a_new.chains.host_in(name)))
             out.add(out.senders, key, _aligned_change(a_old.chains.host_out(name), a_new.chains.host_out(name)))
-    # isolated networks: a change matters between two of its guests
+    # network checks: a change matters between two of its guests
     for network in old.doc.networks.keys() & new.doc.networks.keys():
-        no, nn = old.doc.networks[network], new.doc.networks[network]
-        if not (no.isolated or nn.isolated):
+        chain_old, chain_new = a_old.chains.network(network), a_new.chains.network(network)
+        if chain_old is None and chain_new is None:
             continue
-        region = s.universe() if no.isolated != nn.isolated else _aligned_change(a_old.chains.network(network), a_new.chains.network(network))
+        region = _aligned_change(chain_old, chain_new)
         if not region:
             continue
         for key in common:
@@ -279,9 +315,15 @@ def _partition(a: list[tuple[Region, Outcome]], b: list[tuple[Region, Outcome]])
                     yield both, oa, ob
 
 
+def _delivery(outcome: Outcome) -> str | None:
+    """Where a port forward sent the connection (None: where it was addressed)."""
+    return next((d.label for d in outcome.decisions if d.stage.endswith(" dnat")), None)
+
+
 def _differs(a: Outcome, b: Outcome) -> str | None:
     if a.verdict == b.verdict:
-        return None
+        # accepted both times but delivered elsewhere (a port forward added, removed, retargeted)
+        return "changed" if a.verdict == "accept" and _delivery(a) != _delivery(b) else None
     if b.verdict == "accept":
         return "opened"
     if a.verdict == "accept":
@@ -294,6 +336,7 @@ class _Differ:
         self.a_old, self.a_new, self.common = a_old, a_new, common
         self.rows: dict[tuple[object, ...], DiffRow] = {}
         self.essentials = essentials_region()
+        self.notes: list[str] = []
 
     @cached_property
     def cluster(self) -> AddressSet:
@@ -306,10 +349,9 @@ class _Differ:
             return f"vm:{name}@{self.a_new.policy.doc.vms[name].nics[nic].network}"  # type: ignore[index]
         return f"{kind}:{name}"
 
-    def side_stages(self, analyzer: Analyzer, key: NicKey, role: str, peer: AddressSet | None = None) -> tuple[GuardOrChain, ...]:
-        """`peer`: only for packets whose other end is in it (ChainBuilder.vm)."""
+    def side_stages(self, analyzer: Analyzer, key: NicKey, role: str) -> tuple[GuardOrChain, ...]:
         endpoint = Endpoint(key[0], key[1])  # type: ignore[arg-type]
-        return analyzer.receiver_stages(endpoint, key[2], peer) if role == "receiver" else analyzer.sender_stages(endpoint, key[2], peer)
+        return analyzer.receiver_stages(endpoint, key[2]) if role == "receiver" else analyzer.sender_stages(endpoint, key[2])
 
     def run(self, key: NicKey, region: Region, role: str, whole_flow: bool = False) -> None:
         """Flows of `key` (as receiver or sender) in `region` that the policies treat differently."""
@@ -321,7 +363,8 @@ class _Differ:
             return
         old_side = list(self.a_old.run(self.side_stages(self.a_old, key, role), space))
         new_side = list(self.a_new.run(self.side_stages(self.a_new, key, role), space))
-        delta = [(r, o, n) for r, o, n in _partition(old_side, new_side) if o.verdict != n.verdict or whole_flow]
+        self.whole_flows(key, role, space)
+        delta = [(r, o, n) for r, o, n in _partition(old_side, new_side) if _differs(o, n) or whole_flow]
         if not delta:
             return
         receiver_first = role == "receiver"
@@ -338,25 +381,19 @@ class _Differ:
                 values = s.family_projection(r, peer_dim, family)
                 if values:
                     for _a, owner in self.a_new.directory.owned_within(family, values):
-                        if owner in self.common and owner[:2] != key[:2]:
+                        if owner in self.common and owner[:2] != key[:2] and self.split(key, role, owner):
                             signatures.setdefault(owner, set()).add(index)
         effective = _Effective()
         own_addresses = AddressSet(own.get(4, ()), own.get(6, ()))  # the peers' chains only for packets with `key` at the other end
         groups: dict[tuple[object, ...], tuple[tuple[GuardOrChain, ...], tuple[GuardOrChain, ...], list[NicKey], tuple[int, ...]]] = {}
-        other_role = "sender" if role == "receiver" else "receiver"
         for owner, indexes in signatures.items():
             signature = tuple(sorted(indexes))
             addresses = endpoint_addresses(self.a_new, Endpoint(owner[0], owner[1]), owner[2])  # type: ignore[arg-type]
             own_region = _PeerSpace(pieces, signature, addresses, peer_dim)
             stages = []
             for analyzer in (self.a_old, self.a_new):
-                found = self.side_stages(analyzer, owner, other_role, own_addresses)
-                network = self.isolated_between(analyzer, key, owner)
-                if network is not None:
-                    # the kernel checks the isolated network between the sender's
-                    # out chain and the receiver's in chain
-                    chain = analyzer.chains.network(network)
-                    found = found + (chain,) if other_role == "sender" else found[:-1] + (chain, found[-1])
+                found = analyzer.paths.peer_side(key, role, owner, own_addresses)
+                assert found is not None, (key, owner)  # self.split
                 stages.append(effective.reduce(found, signature, pieces, own_region, peer_dim))
             group_key = (owner[0], signature, stages[0][1], stages[1][1])
             if group_key in groups:
@@ -378,17 +415,71 @@ class _Differ:
                 peer_new = list(self.a_new.run(stages_new, sub))
                 for part, po, pn in _partition(peer_old, peer_new):
                     final_old, final_new = _final(po, o, receiver_first), _final(pn, n, receiver_first)
-                    if _differs(final_old, final_new):
+                    if whole_flow or _differs(final_old, final_new):  # (record judges the replies)
                         self.record(key, role, members, part, final_old, final_new)
 
-    def isolated_between(self, analyzer: Analyzer, a: NicKey, b: NicKey) -> str | None:
-        if a[0] != "vm" or b[0] != "vm":
-            return None
-        doc = analyzer.policy.doc
-        na, nb = doc.vms[a[1]].nics[a[2]].network, doc.vms[b[1]].nics[b[2]].network  # type: ignore[index]
-        return na if na == nb and doc.networks[na].isolated else None
+    def split(self, key: NicKey, role: str, owner: NicKey) -> bool:
+        """Whether flows between the two split into their two sides in both policies."""
+        return all(a.paths.splits(key, role, owner) is not None for a in (self.a_old, self.a_new))
+
+    def whole_flows(self, key: NicKey, role: str, space: Region) -> None:
+        """Peers whose flows with `key` do not split into two sides (a translated
+        source, a routed guest and its own node): the whole flows, both policies."""
+        peer_dim = s.SRC if role == "receiver" else s.DST
+        owners: set[NicKey] = set()
+        for family in (4, 6):
+            values = s.family_projection(space, peer_dim, family)
+            if values:
+                owners.update(o for _a, o in self.a_new.directory.owned_within(family, values) if o in self.common and o[:2] != key[:2])
+        for owner in sorted(owners, key=str):
+            if self.split(key, role, owner):
+                continue
+            addresses = endpoint_addresses(self.a_new, Endpoint(owner[0], owner[1]), owner[2])  # type: ignore[arg-type]
+            sub = tuple(b for b in (s.box_restrict(box, peer_dim, addresses.get(box[s.FAM][0][0], ())) for box in space) if b is not None)
+            if not sub:
+                continue
+            flow = (owner, key) if role == "receiver" else (key, owner)
+            old = list(self.a_old.run(self.a_old.paths.flow(*flow), sub))
+            new = list(self.a_new.run(self.a_new.paths.flow(*flow), sub))
+            for part, o, n in _partition(old, new):
+                if _differs(o, n):
+                    self.record(key, role, [owner], part, o, n)
+
+    def path(self, key: NicKey, role: str, peer: NicKey | None) -> Path:
+        me = Endpoint(key[0], key[1])  # type: ignore[arg-type]
+        other = Endpoint(peer[0], peer[1]) if peer is not None else Endpoint("outside", "outside")  # type: ignore[arg-type]
+        other_nic = peer[2] if peer is not None else None
+        return Path(other, me, other_nic, key[2]) if role == "receiver" else Path(me, other, key[2], other_nic)
 
     def record(self, key: NicKey, role: str, members: list[NicKey] | None, region: Region, old: Outcome, new: Outcome) -> None:
+        """Rows for the flows of `region` that the policies treat differently, their
+        replies judged too (guards are stateless: an accepted connection whose
+        replies a guard drops fails, in each policy on its own)."""
+        peers: list[NicKey | None] = list(members) if members is not None else [None]
+        replying = [p for p in peers if any(a.reply_guards(self.path(key, role, p)) for a in (self.a_old, self.a_new))]
+        if not replying:
+            return self._record(key, role, members, region, old, new)
+        rest = [p for p in peers if p not in replying]
+        if rest:
+            self._record(key, role, rest if members is not None else None, region, old, new)  # type: ignore[arg-type]
+        peer_dim = s.SRC if role == "receiver" else s.DST
+        for peer in replying:
+            sub = region
+            if peer is not None:
+                addresses = endpoint_addresses(self.a_new, Endpoint(peer[0], peer[1]), peer[2])  # type: ignore[arg-type]
+                sub = tuple(b for b in (s.box_restrict(box, peer_dim, addresses.get(box[s.FAM][0][0], ())) for box in region) if b is not None)
+            path = self.path(key, role, peer)
+            before = [(r, o) for r, o, note in self.a_old.with_replies(path, sub, old)]
+            after = []
+            for r, o, note in self.a_new.with_replies(path, sub, new):
+                after.append((r, o))
+                if note is not None:
+                    self.notes.append(note)
+            for part, o, n in _partition(before, after):
+                self._record(key, role, [peer] if peer is not None else None, part, o, n)
+
+    def _record(self, key: NicKey, role: str, members: list[NicKey] | None, region: Region, old: Outcome, new: Outcome) -> None:
+        """Rows for `region`, if the two outcomes differ."""
         change = _differs(old, new)
         if change is None:
             return
@@ -437,8 +528,11 @@ def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | 
         differ.run(key, region, "sender")
     for key, region in sorted(changes.between.items(), key=lambda kv: str(kv[0])):
         differ.run(key, region, "receiver", whole_flow=True)
+    for key, region in sorted(changes.replies.items(), key=lambda kv: str(kv[0])):
+        differ.run(key, region, "receiver", whole_flow=True)
+        differ.run(key, region, "sender", whole_flow=True)
     rows = _merge_rows(list(differ.rows.values()))
-    notes = _reply_notes(a_new)
+    notes = sorted(set(differ.notes)) + [f"approximated: {w}" for w in approximations(new)]
     if endpoints:
         notes.append("flows to and from added, removed or readdressed endpoints are not compared; they are listed under endpoints")
     return DiffResult(rows, endpoints, notes)

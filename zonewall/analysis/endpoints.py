@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
 
+from ..compiler.plan.modes import is_routed
 from ..policy.addresses import AddressSet, address_value
 from ..policy.resolve import Policy
 
@@ -30,6 +31,7 @@ class Endpoint:
     name: str  # VM or node name; for outside the address text (or "outside")
     nic: int | None = None  # a VM's NIC index (None: chosen per peer)
     network: str | None = None  # requested NIC network (vm:NAME@NET)
+    address: str | None = None  # the exact address asked for (a VM's or node's)
 
     @property
     def label(self) -> str:
@@ -90,10 +92,16 @@ class Directory:
 
     @cached_property
     def cluster(self) -> AddressSet:
-        """Every address a VM or node owns (outside = everything else)."""
+        """Every address that is not outside: what a VM or node owns, and the subnets
+        of non-bridged networks (the node's own segments: nobody but their guests and
+        the node lives there)."""
         v4 = [(a, a) for a in self.owners[4][0]]
         v6 = [(a, a) for a in self.owners[6][0]]
-        return AddressSet.of(v4, v6)
+        owned = AddressSet.of(v4, v6)
+        for name, network in self.policy.doc.networks.items():
+            if is_routed(self.policy, name):
+                owned = owned.union(self.policy.network_addresses(name))
+        return owned
 
     # -- references --------------------------------------------------------------
 
@@ -132,9 +140,9 @@ class Directory:
             return Endpoint("outside", address)
         kind, name, nic = found
         if kind == "host":
-            return Endpoint("host", name)
+            return Endpoint("host", name, address=address)
         nics = self.policy.doc.vms[name].nics
-        return Endpoint("vm", name, nic=nic, network=nics[nic].network if len(nics) > 1 else None)  # type: ignore[index]
+        return Endpoint("vm", name, nic=nic, network=nics[nic].network if len(nics) > 1 else None, address=address)  # type: ignore[index]
 
     # -- concrete addresses --------------------------------------------------------
 
@@ -142,6 +150,10 @@ class Directory:
         """Where a flow to `endpoint` goes: (address, NIC index)."""
         if endpoint.kind == "outside":
             return endpoint.name, None
+        if endpoint.address is not None:
+            if family_number(endpoint.address) != family:
+                raise EndpointError(f"{endpoint.address} is IPv{family_number(endpoint.address)} but the flow is IPv{family}")
+            return endpoint.address, endpoint.nic
         if endpoint.kind == "host":
             for address in self.policy.doc.hosts[endpoint.name].address:
                 if family_number(address) == family:
@@ -163,7 +175,7 @@ class Directory:
         """The address (and NIC) a flow from `endpoint` to `destination` leaves with."""
         if endpoint.kind == "outside":
             return endpoint.name, None
-        if endpoint.kind == "host":
+        if endpoint.kind == "host" or endpoint.address is not None:
             return self.target_address(endpoint, family)
         vm = self.policy.doc.vms[endpoint.name]
         target = ipaddress.ip_address(destination)
@@ -177,8 +189,13 @@ class Directory:
             subnets = self.policy.doc.networks[vm.nics[index].network].subnets
             if any(target in ipaddress.ip_network(net) for net in subnets if ipaddress.ip_network(net).version == family) and address_of(index):
                 return address_of(index), index  # type: ignore[return-value]
-        # else the default route: the first routed NIC with an address of the family
+        # else the default route: the first routed NIC with an address of the family;
+        # a guest with only isolated NICs has none (trace it as if it had one: the
+        # isolated network's check decides)
         for index in indexes:
             if self.policy.doc.networks[vm.nics[index].network].mode != "isolated" and address_of(index):
                 return address_of(index), index  # type: ignore[return-value]
-        raise EndpointError(f"vm {endpoint.name} has no route for IPv{family} to {destination}")
+        for index in indexes:
+            if address_of(index):
+                return address_of(index), index  # type: ignore[return-value]
+        raise EndpointError(f"vm {endpoint.name} has no IPv{family} address")

@@ -1,33 +1,30 @@
-"""End-to-end evaluation of flows between endpoints, in the compiler's order.
+"""Evaluation of flows over packet space: the Analyzer and its stages.
 
-A flow from S to D passes, in this order (docs/analysis.md):
-
-1. S's guard filters (out), D's guard filters (in) - VM NICs with `filters`;
-2. S's node output chain, when S is a node and the compiler writes one;
-3. the ICMPv6 essentials (neighbour/router discovery, MLD) accepted by the inet
-   forward and input chains before any rule;
-4. S's `out` chain (S a VM); the isolated network's check (S and D on the same
-   isolated network); D's `in` chain (D a VM); D's node input chain (D a node).
-
-Every stage must accept. Evaluating a region splits it into parts with one outcome
-each (the verdict and the decision of every stage passed), exactly.
+Which stages a flow passes is paths.py's (the plan's hooks over the kernel's packet
+path: guards, chains, the ICMPv6 essentials, source translations, port forwards,
+stages scoped to part of the space). Every stage must accept. Evaluating a region
+splits it into parts with one outcome each (the verdict and the decision of every
+stage passed), exactly; `with_replies` judges the way back through the guards.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from typing import Iterator
 
+from ..compiler.plan import Plan
 from ..compiler.schedule import local_timezone
 from ..policy.addresses import AddressSet
 from ..policy.resolve import Policy
 from . import space as s
-from .chains import Chain, ChainBuilder, Step, essentials_region, first_match
+from .describe import address_text
+from .chains import PASS, Chain, ChainBuilder, Step, essentials_region, first_match
 from .endpoints import Directory, Endpoint
 from .guards import GuardBuilder, GuardStage, run_guards
-from .matching import Matcher
+from .paths import ESSENTIALS, Forwarding, PathStage, Paths, Scoped, Translation
+from .regions import Regions
 from .space import Box, Region
 
 
@@ -85,14 +82,7 @@ class Path:
     dst_nic: int | None = None
 
 
-class _Essentials:
-    """Marks where the flow enters the inet forward/input chains."""
-
-    name = "icmpv6-essentials"
-
-
-ESSENTIALS = _Essentials()
-GuardOrChain = GuardStage | Chain | _Essentials
+GuardOrChain = PathStage  # what a flow passes: guards, chains, essentials, translations
 
 
 @dataclass
@@ -100,15 +90,16 @@ class Analyzer:
     policy: Policy
     now: datetime | None = None
     timezone: str | None = None
-    _stages: dict[Path, tuple[GuardOrChain, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.timezone is None:
             self.timezone = local_timezone()
-        self.matcher = Matcher(self.policy, self.now, self.timezone)
-        self.chains = ChainBuilder(self.policy, self.matcher)
-        self.guards = GuardBuilder(self.policy, self.matcher)
+        self.plan = Plan(self.policy, now=self.now, timezone=self.timezone)
+        self.regions = Regions()
+        self.chains = ChainBuilder(self.plan, self.regions)
+        self.guards = GuardBuilder(self.plan, self.regions)
         self.directory = Directory(self.policy)
+        self.paths = Paths(self.plan, self.chains, self.guards)
 
     @cached_property
     def essentials(self) -> Region:
@@ -117,71 +108,18 @@ class Analyzer:
     # -- the stages of a path ------------------------------------------------------
 
     def stages(self, path: Path) -> tuple[GuardOrChain, ...]:
-        found = self._stages.get(path)
-        if found is None:
-            found = self._stages[path] = tuple(self._build_stages(path))
-        return found
-
-    def _build_stages(self, path: Path) -> Iterator[GuardOrChain]:
-        src, dst = path.src, path.dst
-        if src.kind == "vm" and path.src_nic is not None:
-            guard = self.guards.stage(src.name, path.src_nic, "out")
-            if guard is not None:
-                yield guard
-        if dst.kind == "vm" and path.dst_nic is not None:
-            guard = self.guards.stage(dst.name, path.dst_nic, "in")
-            if guard is not None:
-                yield guard
-        if src.kind == "host" and not (dst.kind == "host" and dst.name == src.name):
-            chain = self.chains.host_out(src.name)
-            if chain is not None:
-                yield chain
-        if src.kind == "vm" or dst.kind == "vm" or (dst.kind == "host" and not (src.kind == "host" and src.name == dst.name)):
-            yield ESSENTIALS
-        if src.kind == "vm":
-            yield self.chains.vm(src.name, "out")
-        network = self.shared_isolated_network(path)
-        if network is not None:
-            yield self.chains.network(network)
-        if dst.kind == "vm":
-            yield self.chains.vm(dst.name, "in")
-        if dst.kind == "host" and not (src.kind == "host" and src.name == dst.name):
-            yield self.chains.host_in(dst.name)
+        """What a flow passes, in order (paths.py, memoised there)."""
+        return self.paths.flow((path.src.kind, path.src.name, path.src_nic), (path.dst.kind, path.dst.name, path.dst_nic))
 
     def sender_stages(self, endpoint: Endpoint, nic: int | None, peer: AddressSet | None = None) -> tuple[GuardOrChain, ...]:
-        """What a flow passes on its sender's side (guards out, the out/output chain).
+        """What a flow passes on its sender's side, whatever its receiver (paths.side).
         `peer`: only for packets to these addresses (ChainBuilder.vm)."""
-        return self._side_stages(endpoint, nic, "out", peer)
+        return self.paths.side(endpoint.kind, endpoint.name, nic, "sender", peer)
 
     def receiver_stages(self, endpoint: Endpoint, nic: int | None, peer: AddressSet | None = None) -> tuple[GuardOrChain, ...]:
-        """What a flow passes on its receiver's side (guards in, the in/input chain).
+        """What a flow passes on its receiver's side, whatever its sender (paths.side).
         `peer`: only for packets from these addresses (ChainBuilder.vm)."""
-        return self._side_stages(endpoint, nic, "in", peer)
-
-    def _side_stages(self, endpoint: Endpoint, nic: int | None, direction: str, peer: AddressSet | None) -> tuple[GuardOrChain, ...]:
-        out: list[GuardOrChain] = []
-        if endpoint.kind == "vm":
-            guard = self.guards.stage(endpoint.name, nic, direction) if nic is not None else None
-            if guard is not None:
-                out.append(guard)
-            out.append(self.chains.vm(endpoint.name, direction, peer))
-        elif endpoint.kind == "host":
-            chain = self.chains.host_out(endpoint.name) if direction == "out" else self.chains.host_in(endpoint.name)
-            if chain is not None:
-                out.append(chain)
-        return tuple(out)
-
-    def nic_network(self, endpoint: Endpoint, nic: int | None) -> str | None:
-        if endpoint.kind != "vm" or nic is None:
-            return None
-        return self.policy.doc.vms[endpoint.name].nics[nic].network
-
-    def shared_isolated_network(self, path: Path) -> str | None:
-        if path.src.kind != "vm" or path.dst.kind != "vm" or path.src_nic is None or path.dst_nic is None:
-            return None
-        a = self.policy.doc.vms[path.src.name].nics[path.src_nic].network
-        b = self.policy.doc.vms[path.dst.name].nics[path.dst_nic].network
-        return a if a == b and self.policy.doc.networks[a].isolated else None
+        return self.paths.side(endpoint.kind, endpoint.name, nic, "receiver", peer)
 
     # -- evaluation ----------------------------------------------------------------
 
@@ -190,17 +128,20 @@ class Analyzer:
         return self.run(self.stages(path), space, over_rate=over_rate)
 
     def reply_guards(self, path: Path) -> tuple[GuardStage, ...]:
-        """The guard stages a reply crosses: the receiver's NIC outbound, the sender's
-        inbound. Guards run in the bridge family, which has no conntrack: unlike the
-        inet chains they do not let established replies through by themselves."""
+        """The guard stages a reply crosses that can drop it: the receiver's NIC
+        outbound, the sender's inbound. Guards run in the bridge family, which has no
+        conntrack: unlike the inet chains they do not let established replies through
+        by themselves."""
         out: list[GuardStage] = []
         if path.dst.kind == "vm" and path.dst_nic is not None:
             guard = self.guards.stage(path.dst.name, path.dst_nic, "out")
-            if guard is not None:
+            if guard is not None and guard.drops_replies:
                 out.append(guard)
         if path.src.kind == "vm" and path.src_nic is not None:
-            guard = self.guards.stage(path.src.name, path.src_nic, "in")
-            if guard is not None:
+            a = (path.src.name, path.src_nic)
+            bridged = not self.paths.routed(a) or (path.dst.kind == "vm" and path.dst_nic is not None and self.paths.same_segment(a, (path.dst.name, path.dst_nic)))
+            guard = self.guards.stage(path.src.name, path.src_nic, "in") if bridged else None  # a routed reply is the node's own, onto the bridge
+            if guard is not None and guard.drops_replies:
                 out.append(guard)
         return tuple(out)
 
@@ -210,7 +151,7 @@ class Analyzer:
         stages = self.reply_guards(path)
         if not stages:
             return
-        for box in accepted:
+        for box in (part for whole in accepted for part in _with_replies(whole)):
             reply = mirror(box)
             if reply is None:
                 continue
@@ -228,28 +169,24 @@ class Analyzer:
                 if not remaining:
                     break
 
-    @cached_property
-    def reply_dropping_filters(self) -> list[str]:
-        """Custom guard filters with a drop that meets typical replies (to an ephemeral
-        port, ICMP echo replies). trace judges replies exactly; reach and diff judge
-        the first packet and name these filters in a note."""
-        replies: list[Box] = []
-        for family in (4, 6):
-            full = ((0, s.ADDRESS_MAX[family]),)
-            fam = ((family, family),)
-            for proto in (6, 17, 132):
-                replies.append((((proto, proto),), (EPHEMERAL_PORTS,), fam, full, full, s.FULL[s.SPORT], s.FULL[s.TIME]))
-            echo_reply = _ECHO[1 if family == 4 else 58][1]
-            icmp = 1 if family == 4 else 58
-            replies.append((((icmp, icmp),), ((echo_reply, echo_reply),), fam, full, full, s.FULL[s.SPORT], s.FULL[s.TIME]))
-        found = set()
-        for name, flt in self.policy.doc.filters.items():
-            for rule in flt.rules:
-                if rule.action in ("drop", "reject") and rule.arp is None and s.overlaps(self.matcher.filter_rule(rule), tuple(replies)):
-                    found.add(name)
-        return sorted(found)
+    def with_replies(self, path: Path, region: Region, outcome: Outcome) -> Iterator[tuple[Region, Outcome, str | None]]:
+        """An outcome judged with its replies: the parts of an accepted region whose
+        replies a guard filter drops fail there (TCP, SCTP, ICMP echo: drop, at the
+        stage `guards ... (the reply)`); a UDP datagram still arrives, with a note
+        (third item) that its answers do not."""
+        if outcome.verdict != "accept":
+            yield region, outcome, None
+            return
+        for refused, decision in self.refused_replies(path, region):
+            if refused[0][s.PROTO][0][0] == 17:
+                yield refused, outcome, f"the datagram arrives, but its replies are dropped by {decision.stage}: {decision.label}"
+            else:
+                yield refused, Outcome("drop", outcome.decisions + (decision,)), None
+            region = s.subtract(region, refused)
+        if region:
+            yield region, outcome, None
 
-    def run(self, stages: tuple[GuardOrChain, ...], space: Region, decisions: tuple[Decision, ...] = (), *, over_rate: bool = False) -> Iterator[tuple[Region, Outcome]]:
+    def run(self, stages: tuple[GuardOrChain, ...], space: Region, decisions: tuple[Decision, ...] = (), *, over_rate: bool = False, forwarded: int | None = None) -> Iterator[tuple[Region, Outcome]]:
         """Split `space` by outcome through `stages` (each must accept)."""
         pending: list[tuple[Region, tuple[Decision, ...], int]] = [(space, decisions, 0)]
         while pending:
@@ -276,18 +213,96 @@ class Analyzer:
                 if region:
                     pending.append((region, decisions, index + 1))
                 continue
+            if isinstance(stage, Scoped):
+                inside = s.intersect(region, stage.region) if s.overlaps(region, stage.region) else ()
+                outside = s.subtract(region, stage.region) if inside else region
+                if outside:
+                    pending.append((outside, decisions, index + 1))
+                if inside:
+                    yield from self.run(stage.stages + stages[index + 1 :], inside, decisions, over_rate=over_rate, forwarded=forwarded)
+                continue
+            if isinstance(stage, Translation):
+                yield from self._translate(stage, stages[index + 1 :], region, decisions, over_rate=over_rate, forwarded=forwarded)
+                continue
+            if isinstance(stage, Forwarding):
+                yield from self._forward(stage, stages[index + 1 :], region, decisions, over_rate=over_rate)
+                continue
             assert isinstance(stage, Chain)
-            for part, step in first_match(stage, region, over_rate=over_rate):
+            for part, step in first_match(stage, region, over_rate=over_rate, forwarded=forwarded):
+                if step.label == PASS and step.ref is None:
+                    pending.append((part, decisions, index + 1))
+                    continue
                 decision = Decision(stage.name, step.action, step.label, step)
-                if step.action == "accept":
+                if step.action == "accept" and stage.accept_ends:
+                    yield part, Outcome("accept", decisions + (decision,))
+                elif step.action == "accept":
                     pending.append((part, decisions + (decision,), index + 1))
                 else:
                     yield part, Outcome(step.action, decisions + (decision,))
+
+    def _translate(self, stage: Translation, rest: tuple[GuardOrChain, ...], region: Region, decisions: tuple[Decision, ...], **kw: object) -> Iterator[tuple[Region, Outcome]]:
+        """Source NAT: the stages after it see the new source. A translated part's
+        results get their original source back (the later stages cut no source:
+        it is one address), so the answer stays in the flow's own terms."""
+        remaining = region
+        for family, sources, new, label in stage.rules:
+            if not remaining:
+                return
+            matched = s.restrict(s.restrict(remaining, s.FAM, ((family, family),)), s.SRC, sources)
+            if not matched:
+                continue
+            remaining = s.subtract(remaining, matched)
+            decision = Decision(stage.name, "pass", f"{label}: source {address_text(family, new)}")
+            for box in matched:
+                moved = box[: s.SRC] + (((new, new),),) + box[s.SRC + 1 :]
+                for part, outcome in self.run(rest, (moved,), decisions + (decision,), **kw):  # type: ignore[arg-type]
+                    yield tuple(b[: s.SRC] + (box[s.SRC],) + b[s.SRC + 1 :] for b in part), outcome
+        if remaining:
+            yield from self.run(rest, remaining, decisions, **kw)  # type: ignore[arg-type]
+
+    def _forward(self, stage: Forwarding, rest: tuple[GuardOrChain, ...], region: Region, decisions: tuple[Decision, ...], **kw: object) -> Iterator[tuple[Region, Outcome]]:
+        """dnat: a packet to a forwarded port goes on to the VM (its arrival stages,
+        as a connection the entry forwarded); the results get the original
+        destination and port back. The rest goes on through `rest` (the input)."""
+        remaining = s.subtract(region, stage.untranslated) if stage.untranslated and s.overlaps(region, stage.untranslated) else region
+        untranslated = s.subtract(region, remaining) if remaining is not region else ()
+        if untranslated:
+            yield from self.run(rest, untranslated, decisions, **kw)  # type: ignore[arg-type]
+        for rule in stage.rules:
+            if not remaining:
+                return
+            listen = ((rule.proto, rule.proto),), ((rule.port, rule.port),), ((rule.family, rule.family),)
+            matched = s.restrict(s.restrict(s.restrict(s.restrict(remaining, s.PROTO, listen[0]), s.DPORT, listen[1]), s.FAM, listen[2]), s.DST, rule.listen)
+            if not matched:
+                continue
+            remaining = s.subtract(remaining, matched)
+            decision = Decision(stage.name, "pass", f"nat[{rule.entry}] dnat to {address_text(rule.family, rule.address)} port {rule.to_port}")
+            for box in matched:
+                moved = box[: s.DPORT] + (((rule.to_port, rule.to_port),),) + box[s.DPORT + 1 : s.DST] + (((rule.address, rule.address),),) + box[s.DST + 1 :]
+                for part, outcome in self.run(rule.arrive, (moved,), decisions + (decision,), over_rate=kw.get("over_rate", False), forwarded=rule.entry):  # type: ignore[arg-type]
+                    yield tuple(b[: s.DPORT] + (box[s.DPORT],) + b[s.DPORT + 1 : s.DST] + (box[s.DST],) + b[s.DST + 1 :] for b in part), outcome
+        if remaining:
+            yield from self.run(rest, remaining, decisions, **kw)  # type: ignore[arg-type]
 
 
 _PORTED = {6, 17, 132}  # tcp, udp, sctp: the reply swaps the ports
 EPHEMERAL_PORTS = (32768, 60999)  # Linux's default net.ipv4.ip_local_port_range
 _ECHO = {1: (8, 0), 58: (128, 129)}  # ICMP / ICMPv6: echo request -> echo reply
+
+
+def _with_replies(box: Box) -> Iterator[Box]:
+    """The parts of a box whose replies are modelled, one protocol each: tcp, udp,
+    sctp, ICMP/ICMPv6 echo requests."""
+    family = box[s.FAM][0][0]
+    icmp = 1 if family == 4 else 58
+    for number in (6, 17, 132, icmp):
+        if not s.iv_overlaps(box[s.PROTO], ((number, number),)):
+            continue
+        part = s.box_restrict(box, s.PROTO, ((number, number),))
+        if part is not None and number == icmp:
+            part = s.box_restrict(part, s.DPORT, ((_ECHO[icmp][0],) * 2,))
+        if part is not None:
+            yield part
 
 
 def mirror(box: Box, *, back: bool = False) -> Box | None:

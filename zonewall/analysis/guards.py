@@ -12,14 +12,16 @@ the flow (it depends on the neighbour) and is reported as an approximation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterator
 
 from ..compiler.nics import eui64_link_local_value
+from ..compiler.plan import Plan
+from ..compiler.plan.rules import filter_rule_as_rule
 from ..policy.addresses import address_value
 from ..policy.model import FilterRule, Nic
-from ..policy.resolve import Policy
 from . import space as s
-from .matching import Matcher
+from .regions import Regions
 from .space import Region
 
 ETHERTYPE_FAMILY = {0x0800: 4, 0x86DD: 6}
@@ -44,6 +46,29 @@ class GuardStage:
     def approximations(self) -> list[str]:
         return [f"{name}: {rule.approximate}" for name, rules in self.filters for rule in rules if rule.approximate]
 
+    @cached_property
+    def drops_replies(self) -> bool:
+        """Whether a rule of it can drop a reply (TCP, UDP, SCTP, an ICMP echo reply)
+        coming back to the NIC's own connections. The anti-spoofing drops never do:
+        a reply's source is the answering NIC's own address."""
+        return any(
+            rule.action in ("drop", "reject") and not rule.foreign_source and rule.region and s.overlaps(rule.region, REPLIES)
+            for _name, rules in self.filters
+            for rule in rules
+        )
+
+
+def _replies() -> Region:
+    """What replies to the connections trace models look like: tcp, udp, sctp, and
+    ICMP / ICMPv6 echo replies, from and to anywhere."""
+    out = []
+    for family, echo_reply in ((4, 0), (6, 129)):
+        for proto in (6, 17, 132):
+            out.append(_box(family, proto=((proto, proto),)))
+        icmp = 1 if family == 4 else 58
+        out.append(_box(family, proto=((icmp, icmp),), dport=((echo_reply, echo_reply),)))
+    return tuple(out)
+
 
 def _box(family: int, **dims: s.Intervals) -> s.Box:
     values = {"proto": s.FULL[s.PROTO], "dport": s.FULL[s.DPORT], "src": ((0, s.ADDRESS_MAX[family]),), "dst": ((0, s.ADDRESS_MAX[family]),), "sport": s.FULL[s.SPORT]}
@@ -61,6 +86,7 @@ def _own(nic: Nic, family: int) -> s.Intervals:
     return s.merge(values)
 
 
+REPLIES = _replies()
 # The address-independent parts of the built-in filters, built once.
 _UDP = ((17, 17),)
 _ICMP6 = ((58, 58),)
@@ -108,11 +134,16 @@ def builtin_rules(name: str, direction: str, nic: Nic | None) -> list[GuardRule]
     return []
 
 
-def custom_rules(matcher: Matcher, name: str, rule: FilterRule, direction: str) -> GuardRule | None:
+def filter_rule_region(plan: Plan, regions: Regions, rule: FilterRule) -> Region:
+    """A guard filter rule's layer-3/4 part (its layer-2 keys are judged by the caller)."""
+    return regions.of_matches(plan.rules.matches(filter_rule_as_rule(rule)))
+
+
+def custom_rules(plan: Plan, regions: Regions, name: str, rule: FilterRule, direction: str) -> GuardRule | None:
     label = f"filter {name}"
     if rule.arp is not None:
         return None  # ARP frames only
-    region = matcher.filter_rule(rule)
+    region = filter_rule_region(plan, regions, rule)
     approximate = None
     if rule.ethertype is not None:
         family = ETHERTYPE_FAMILY.get(rule.ethertype)
@@ -133,8 +164,9 @@ def custom_rules(matcher: Matcher, name: str, rule: FilterRule, direction: str) 
 
 
 class GuardBuilder:
-    def __init__(self, policy: Policy, matcher: Matcher):
-        self.policy, self.matcher = policy, matcher
+    def __init__(self, plan: Plan, regions: Regions):
+        self.plan, self.regions = plan, regions
+        self.policy = plan.policy
         self._memo: dict[tuple[str, int, str], GuardStage | None] = {}
         self._shared: dict[tuple[str, str, str], tuple[GuardRule, ...]] = {}  # filters that do not depend on the NIC
 
@@ -166,7 +198,7 @@ class GuardBuilder:
         found = self._shared.get(key)
         if found is None:
             ordered = sorted(self.policy.doc.filters[name].rules, key=lambda r: r.priority)
-            rules = [custom_rules(self.matcher, name, r, direction) for r in ordered if r.direction in (direction, "inout")]
+            rules = [custom_rules(self.plan, self.regions, name, r, direction) for r in ordered if r.direction in (direction, "inout")]
             found = self._shared[key] = tuple(r for r in rules if r is not None)
         return found
 

@@ -8,7 +8,7 @@ addresses (first match wins), treating scheduled rules as absent (the worst case
 
 from __future__ import annotations
 
-from ..compiler.matches import ProtocolKeys
+from ..compiler.plan.rules import ProtocolKeys
 from ..policy.addresses import AddressSet
 from ..policy.resolve import Policy
 

@@ -4,28 +4,29 @@ The kernel translates before filtering (spec, evaluation order 5): a flow to a n
 forwarded port is evaluated as a flow to the target VM's address and port, and with
 `open: true` (compiler/nat.py) it is accepted where the VM's default would decide.
 `forward_of` finds the entry a flow hits (same host, protocol, listen port, and
-listen address: given, else the host's addresses of the flow's family);
-`open_outcome` turns a decision by the VM's inbound default into the open accept.
+listen address: given, else the host's addresses of the flow's family); the open
+accept is a step of the VM's inbound chain in the plan (compiler/plan/chains.py)
+that matches only on a path the entry forwarded.
 
-Not modelled: snat/masquerade (they change no verdict), the network modes' routing
-checks (compiler/modes.py), hairpin; trace says so in its notes.
+Not modelled: hairpin (a guest using its own node's forwarded port; the compiler
+does not do it either).
 """
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
+from ..compiler.plan.nat import port_forwards
 from ..policy.model import Dnat
 from ..policy.resolve import Policy
 from .endpoints import Endpoint
-from .engine import Decision, Outcome
 
 PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17}
 
 
 @dataclass(frozen=True)
 class Forward:
+    node: str
     index: int
     entry: Dnat
     vm: str
@@ -42,45 +43,20 @@ class Forward:
         return f"dnat nat[{self.index}]: {listen} port {listen_port} is forwarded to vm:{self.vm} {self.address} port {self.port}; {openness}"
 
 
-def _version(address: str) -> int:
-    return ipaddress.ip_address(address).version
-
-
 def forward_of(policy: Policy, dst: Endpoint, dst_address: str, proto: int, dport: int) -> Forward | None:
-    """The dnat entry a new flow to (dst, dst_address, proto, dport) hits, if any."""
+    """The port forward (plan/nat.py) a new flow to (dst, dst_address, proto, dport) hits, if any."""
     if dst.kind == "host":
         node = dst.name
     else:
         node = next((name for name, host in policy.doc.hosts.items() if dst_address in host.address), None)
         if node is None:
             return None
-    for index, entry in enumerate(policy.doc.nat):
-        if not isinstance(entry, Dnat) or entry.host != node:
+    for forward in port_forwards(policy, node):
+        if PROTOCOL_NUMBERS[forward.protocol] != proto or forward.port != dport or dst_address not in forward.listen:
             continue
-        listen_proto = "tcp" if entry.listen.tcp is not None else "udp"
-        listen_port = entry.listen.tcp if entry.listen.tcp is not None else entry.listen.udp
-        if PROTOCOL_NUMBERS[listen_proto] != proto or listen_port != dport:
-            continue
-        listen = list(entry.listen.address) or list(policy.doc.hosts[node].address)
-        if dst_address not in listen:
-            continue
-        vm = policy.doc.vms[entry.to.vm]
-        candidates = [entry.to.address] if entry.to.address is not None else [ip for nic in vm.nics for ip in nic.ips]
-        target = next((ip for ip in candidates if _version(ip) == _version(dst_address)), None)
-        if target is None:
-            continue  # the compiler makes no rule for this family either
-        nic = next(i for i, n in enumerate(vm.nics) if target in n.ips)
-        return Forward(index, entry, entry.to.vm, nic, target, entry.to.port or listen_port)
+        vm = policy.doc.vms[forward.vm]
+        nic = next(i for i, n in enumerate(vm.nics) if forward.address in n.ips)
+        entry = policy.doc.nat[forward.entry]
+        assert isinstance(entry, Dnat)
+        return Forward(node, forward.entry, entry, forward.vm, nic, forward.address, forward.to_port)
     return None
-
-
-def open_outcome(forward: Forward, outcome: Outcome) -> Outcome:
-    """The kernel's verdict when an `open` forward meets the VM's inbound default."""
-    if not forward.entry.open or outcome.verdict == "accept" or not outcome.decisions:
-        return outcome
-    last = outcome.decisions[-1]
-    by_default = last.step is not None and last.step.ref is None and last.stage == f"vm:{forward.vm} in"
-    if not by_default:
-        return outcome  # a rule (or a guard) decided before the open accept
-    opened = Decision(last.stage, "accept", f"nat[{forward.index}] dnat open")
-    return Outcome("accept", outcome.decisions[:-1] + (opened,))

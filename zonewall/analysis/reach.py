@@ -3,7 +3,7 @@
 For `--to T`, T's side (guards in, its `in` chain or node input) is evaluated once
 over every source; what it accepts is then split by who owns the source address:
 outside (no chain of ours), a node (its output chain) or a VM NIC (guards out, its
-`out` chain, an isolated network between them). VM senders whose chains do the same
+`out` chain, their network's check between them). VM senders whose chains do the same
 thing on what T accepts are evaluated together, so the cost follows the number of
 distinct behaviours, not the number of VMs. `--from S` is the mirror image.
 
@@ -19,11 +19,12 @@ from typing import Any, Iterable, Literal
 
 from ..policy.addresses import AddressSet, address_value
 from . import space as s
-from .chains import Chain, Step, essentials_region
+from .chains import Chain, essentials_region
+from .approximations import approximations
 from .describe import addresses_text, rule_text, services_of, time_text
 from .endpoints import Endpoint, EndpointError
-from .engine import Analyzer, Decision, GuardOrChain, Outcome
-from .guards import GuardRule, GuardStage
+from .engine import Analyzer, Decision, GuardOrChain, Outcome, Path
+from .guards import GuardStage
 from .space import Intervals, Region
 
 Direction = Literal["to", "from"]
@@ -222,6 +223,9 @@ class _Effective:
                         filters.append((name, kept))
                 reduced.append(GuardStage("peer guards", tuple(filters)))
                 key.append(("guard", tuple((name, tuple((r.region, r.action, r.label) for r in rules)) for name, rules in filters)))
+            else:  # scoped checks, translations, forwards, essentials: kept whole (made once each)
+                reduced.append(stage)
+                key.append(("stage", id(stage)))
         return tuple(reduced), tuple(key)
 
 
@@ -241,7 +245,7 @@ def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, dire
     base = tuple(b for b in (s.box_restrict(box, own_dim, own.get(box[s.FAM][0][0], ())) for box in base) if b is not None)
     side = analyzer.receiver_stages(endpoint, nic) if direction == "to" else analyzer.sender_stages(endpoint, nic)
     accepted = [(region, outcome) for region, outcome in analyzer.run(side, base) if outcome.verdict == "accept"]
-    builder = _RowBuilder(analyzer, direction, len(side))
+    builder = _RowBuilder(analyzer, direction, endpoint, nic)
     pieces = [region for region, _ in accepted]
 
     # peers outside the cluster: no stage of ours on their side
@@ -265,24 +269,21 @@ def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, dire
                     signatures.setdefault(owner, set()).add(index)
     effective = _Effective()
     groups: dict[tuple[object, ...], tuple[tuple[GuardOrChain, ...], list[NicKey], tuple[int, ...]]] = {}
-    my_network = analyzer.nic_network(endpoint, nic)
     # each peer's chain only for packets that have this endpoint at the other end
     own_addresses = AddressSet(own.get(4, ()), own.get(6, ()))
+    mine: NicKey = (endpoint.kind, endpoint.name, nic)
+    role = "receiver" if direction == "to" else "sender"
+    whole: list[NicKey] = []  # peers whose flows do not split into two sides
     for owner, indexes in signatures.items():
         kind, name, peer_nic = owner
         if kind == endpoint.kind and name == endpoint.name:
             continue  # itself
-        peer = Endpoint(kind, name)  # type: ignore[arg-type]
-        if direction == "to":
-            stages = analyzer.sender_stages(peer, peer_nic, own_addresses)
-        else:
-            stages = analyzer.receiver_stages(peer, peer_nic, own_addresses)
-        network = analyzer.nic_network(peer, peer_nic)
-        isolated = network if network is not None and network == my_network and analyzer.policy.doc.networks[network].isolated else None
-        if isolated is not None:
-            stages = stages + (analyzer.chains.network(isolated),)
+        stages = analyzer.paths.peer_side(mine, role, owner, own_addresses)
+        if stages is None:
+            whole.append(owner)
+            continue
         signature = tuple(sorted(indexes))
-        own_region = _PeerSpace(pieces, signature, endpoint_addresses(analyzer, peer, peer_nic), peer_dim)
+        own_region = _PeerSpace(pieces, signature, endpoint_addresses(analyzer, Endpoint(kind, name), peer_nic), peer_dim)  # type: ignore[arg-type]
         reduced, key = effective.reduce(stages, signature, pieces, own_region, peer_dim)
         group_key = (kind, signature, key)
         if group_key in groups:
@@ -303,19 +304,20 @@ def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, dire
             for part, result in analyzer.run(stages, sub, outcome.decisions):
                 if result.verdict == "accept":
                     builder.add(kind, members, part, result)  # type: ignore[arg-type]
+    for owner in whole:  # the whole flow, over this peer's addresses
+        flow = (owner, mine) if direction == "to" else (mine, owner)
+        addresses = endpoint_addresses(analyzer, Endpoint(owner[0], owner[1]), owner[2])  # type: ignore[arg-type]
+        space = tuple(b for b in (s.box_restrict(box, peer_dim, addresses.get(box[s.FAM][0][0], ())) for box in base) if b is not None)
+        for part, result in analyzer.run(analyzer.paths.flow(*flow), space):
+            if result.verdict == "accept":
+                builder.add(owner[0], [owner], part, result)
     rows = builder.rows()
     notes = ["ICMPv6 neighbour/router discovery and MLD are always allowed (RFC 4890) and not listed"]
     if any(d.step is not None and d.step.limited for row in rows for d in (row.rule, row.peer_rule) if d is not None):
         notes.append("rows opened by a rate-limited rule hold within the rate only")
-    notes += _reply_notes(analyzer)
+    notes += sorted(set(builder.notes))
+    notes += [f"approximated: {w}" for w in approximations(analyzer.policy)]
     return Reach(endpoint, nic, direction, rows, {id(row): peer_labels(analyzer, row) for row in rows}, notes)
-
-
-def _reply_notes(analyzer: Analyzer) -> list[str]:
-    filters = analyzer.reply_dropping_filters
-    if not filters:
-        return []
-    return [f"guard filter(s) {', '.join(filters)} can drop replies (guards are stateless): rows show the first packet; `trace` judges the way back"]
 
 
 class _RowBuilder:
@@ -323,18 +325,49 @@ class _RowBuilder:
     outside address range) and per deciding rules; a peer's services are described
     from the union of its boxes, then peers with the same services share a row."""
 
-    def __init__(self, analyzer: Analyzer, direction: Direction, own_stages: int):
-        self.analyzer, self.direction, self.own_stages = analyzer, direction, own_stages
+    def __init__(self, analyzer: Analyzer, direction: Direction, endpoint: Endpoint, nic: int | None = None):
+        self.analyzer, self.direction, self.endpoint, self.nic = analyzer, direction, endpoint, nic
+        self.notes: list[str] = []
+        # the endpoint's own stages are named after it ("vm:a in", "guards vm:a nic 0 in", "host:n in")
+        self.own_names = (f"{endpoint.kind}:{endpoint.name} ", f"guards {endpoint.kind}:{endpoint.name} ")
         self.peer_dim = s.SRC if direction == "to" else s.DST
         # (kind, when, rule, peer rule) -> peer -> boxes
         self._boxes: dict[tuple[object, ...], dict[tuple[object, ...], list[s.Box]]] = {}
         self._decisions: dict[tuple[object, ...], tuple[Decision | None, Decision | None]] = {}
 
+    def path(self, peer: NicKey) -> Path:
+        me, other = Endpoint(self.endpoint.kind, self.endpoint.name), Endpoint(peer[0], peer[1])  # type: ignore[arg-type]
+        return Path(other, me, peer[2], self.nic) if self.direction == "to" else Path(me, other, self.nic, peer[2])
+
+    def replied(self, peer: NicKey, region: Region, outcome: Outcome) -> Region:
+        """The part of an accepted region whose replies get back through the guards
+        (stateless: the bridge family has no conntrack)."""
+        out: list[s.Box] = []
+        for part, judged, note in self.analyzer.with_replies(self.path(peer), region, outcome):
+            if note is not None:
+                self.notes.append(note)
+            if judged.verdict == "accept":
+                out.extend(part)
+        return tuple(out)
+
     def add(self, kind: str, members: list[NicKey] | None, region: Region, outcome: Outcome) -> None:
-        own = [d for d in outcome.decisions[: self.own_stages] if d.step is not None]
-        peer = [d for d in outcome.decisions[self.own_stages :] if d.step is not None]
+        own = [d for d in outcome.decisions if d.step is not None and d.stage.startswith(self.own_names)]
+        peer = [d for d in outcome.decisions if d.step is not None and not d.stage.startswith(self.own_names)]
         rule = own[-1] if own else None
         peer_rule = peer[0] if peer else None
+        if kind == "outside":
+            region = self.replied(("outside", "outside", None), region, outcome)
+        else:
+            refusing = [m for m in members or [] if self.analyzer.reply_guards(self.path(m))]
+            if refusing:  # those peers one by one; the others share the boxes (fast path)
+                for member in refusing:
+                    addresses = endpoint_addresses(self.analyzer, Endpoint(member[0], member[1]), member[2])  # type: ignore[arg-type]
+                    sub = tuple(b for b in (s.box_restrict(box, self.peer_dim, addresses.get(box[s.FAM][0][0], ())) for box in region) if b is not None)
+                    self._add(kind, [member], self.replied(member, sub, outcome), rule, peer_rule)
+                members = [m for m in members or [] if m not in refusing]
+        self._add(kind, members, region, rule, peer_rule)
+
+    def _add(self, kind: str, members: list[NicKey] | None, region: Region, rule: Decision | None, peer_rule: Decision | None) -> None:
         for box in region:
             key = (kind, box[s.TIME], rule.stage if rule else None, rule.label if rule else None, peer_rule.label if peer_rule else None)
             self._decisions.setdefault(key, (rule, peer_rule))

@@ -13,14 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..compiler.coverage import not_analyzed, not_enforced
+from ..compiler.coverage import not_enforced
 from ..policy.builtins import IP_PROTOCOLS
 from . import space as s
+from .approximations import approximations
 from .describe import minute_of_week, rule_text, time_text
 from .endpoints import Endpoint, EndpointError, family_number
 from .engine import EPHEMERAL_PORTS, Analyzer, Decision, Outcome, Path
-from .matching import ICMP_PROTO, ICMP_TABLE
-from .nat import Forward, forward_of, open_outcome
+from .nat import forward_of
+from .regions import ICMP_PROTO, ICMP_TABLE
 
 EPHEMERAL = EPHEMERAL_PORTS  # the source ports a flow is traced from unless --sport
 
@@ -65,6 +66,10 @@ class TraceResult:
     cases: list[Case]
     over_rate: list[Case] = field(default_factory=list)  # when a rate-limited accept decided
     notes: list[str] = field(default_factory=list)
+    # whether src/dst are the very addresses asked for (an address, outside:ADDR), or
+    # the address trace chose for a vm:/host: reference (the NIC's first of the family)
+    src_exact: bool = False
+    dst_exact: bool = False
 
     @property
     def verdict(self) -> str:
@@ -84,6 +89,8 @@ class TraceResult:
                 "dst": self.dst_address,
                 "family": f"ipv{self.family}",
                 "protocol": self.flow.describe(),
+                "src_exact": self.src_exact,
+                "dst_exact": self.dst_exact,
                 "sport": self.flow.sport,
                 "at": self.flow.at.isoformat() if self.flow.at else None,
             },
@@ -136,8 +143,8 @@ def protocol_point(flow: FlowSpec, family: int) -> tuple[int, int]:
 
 def choose_family(analyzer: Analyzer, src: Endpoint, dst: Endpoint, requested: int | None) -> int:
     for endpoint in (src, dst):
-        if endpoint.kind == "outside":
-            family = family_number(endpoint.name)
+        if endpoint.kind == "outside" or endpoint.address is not None:
+            family = family_number(endpoint.address or endpoint.name)
             if requested is not None and requested != family:
                 raise TraceError(f"{endpoint.label} is IPv{family} but the flow was asked for IPv{requested}")
             return family
@@ -150,6 +157,8 @@ def trace(analyzer: Analyzer, source: str, destination: str, flow: FlowSpec) -> 
     try:
         src = analyzer.directory.parse(source)
         dst = analyzer.directory.parse(destination)
+        exact_src = src.kind == "outside" or src.address is not None
+        exact_dst = dst.kind == "outside" or dst.address is not None
         family = choose_family(analyzer, src, dst, flow.family)
         dst_address, dst_nic = analyzer.directory.target_address(dst, family, near=src)
         src_address, src_nic = analyzer.directory.source_address(src, family, dst_address)
@@ -161,9 +170,13 @@ def trace(analyzer: Analyzer, source: str, destination: str, flow: FlowSpec) -> 
         dst = Endpoint("vm", dst.name, dst_nic, analyzer.policy.doc.vms[dst.name].nics[dst_nic].network)  # type: ignore[index]
     proto, dport = protocol_point(flow, family)
     forward = forward_of(analyzer.policy, dst, dst_address, proto, dport)
-    if forward is not None:  # dnat happens before filtering: follow it to the VM
+    untranslated_note = None
+    if forward is not None and not analyzer.paths.forwarded_from(forward.node, (src.kind, src.name, src_nic)):
+        untranslated_note = (f"nat[{forward.index}] forwards {dst_address} port {dport}, but not for {src.label}: the node bridges its guest's "
+                             "connection out first and tracks it untranslated, so it arrives at the node itself")
+        forward = None
+    if forward is not None:  # the node's prerouting takes it on to the VM (a stage of the path)
         nat_note = forward.describe(f"{dst.label} {dst_address}", dport)
-        dst, dst_address, dst_nic, dport = forward.endpoint, forward.address, forward.nic, forward.port
     sport = ((flow.sport, flow.sport),) if flow.sport is not None else (EPHEMERAL,) if proto in (6, 17, 132) else ((0, 0),)
     time = ((minute_of_week(flow.at),) * 2,) if flow.at is not None else s.FULL[s.TIME]
     packet = (
@@ -176,52 +189,39 @@ def trace(analyzer: Analyzer, source: str, destination: str, flow: FlowSpec) -> 
         time,
     )
     path = Path(Endpoint(src.kind, src.name), Endpoint(dst.kind, dst.name), src_nic, dst_nic)
+    if forward is not None:  # what the flow reaches, as the result names it
+        dst, dst_address, exact_dst = forward.endpoint, forward.address, False
     reply_notes: list[str] = []
-    cases = _cases(analyzer, path, packet, over_rate=False, forward=forward, notes=reply_notes)
-    result = TraceResult(src, dst, src_address, dst_address, family, flow, cases)
+    cases = _cases(analyzer, path, packet, over_rate=False, notes=reply_notes)
+    result = TraceResult(src, dst, src_address, dst_address, family, flow, cases, src_exact=exact_src, dst_exact=exact_dst)
     result.notes += sorted(set(reply_notes))
     if forward is not None:
         result.notes.append(nat_note)
+    if untranslated_note is not None:
+        result.notes.append(untranslated_note)
     if any(case.outcome.rate_limited() for case in cases):
-        result.over_rate = _cases(analyzer, path, packet, over_rate=True, forward=forward)
+        result.over_rate = _cases(analyzer, path, packet, over_rate=True)
         result.notes.append("a rate-limited rule accepted this flow: within the rate it is accepted; over the rate it falls through (see over_rate)")
     for stage in analyzer.stages(path):
         for approximation in getattr(stage, "approximations", lambda: [])():
             result.notes.append(f"approximated: {approximation}")
     result.notes += [f"not enforced yet: {w}" for w in not_enforced(analyzer.policy)]
-    result.notes += [f"not modelled: {w}" for w in not_analyzed(analyzer.policy)]
+    result.notes += [f"approximated: {w}" for w in approximations(analyzer.policy)]
     return result
 
 
-def _cases(analyzer: Analyzer, path: Path, packet: s.Box, *, over_rate: bool, forward: Forward | None = None, notes: list[str] | None = None) -> list[Case]:
+def _cases(analyzer: Analyzer, path: Path, packet: s.Box, *, over_rate: bool, notes: list[str] | None = None) -> list[Case]:
     cases = []
-    for part, outcome in analyzer.evaluate(path, (packet,), over_rate=over_rate):
-        if forward is not None:
-            outcome = open_outcome(forward, outcome)
-        if outcome.verdict == "accept":
-            part = _replies(analyzer, path, part, outcome, cases, notes)
-        for box in part:
-            cases.append(Case(outcome.verdict, outcome, box[s.TIME], box[s.SPORT]))
+    # guards are stateless (no conntrack in the bridge family): an accepted
+    # connection also needs its replies through them
+    for whole, first in analyzer.evaluate(path, (packet,), over_rate=over_rate):
+        for part, outcome, note in analyzer.with_replies(path, whole, first):
+            if note is not None and notes is not None:
+                notes.append(note)
+            for box in part:
+                cases.append(Case(outcome.verdict, outcome, box[s.TIME], box[s.SPORT]))
     cases.sort(key=lambda c: (c.time, c.sport))
     return _merge_cases(cases)
-
-
-def _replies(analyzer: Analyzer, path: Path, part: s.Region, outcome: Outcome, cases: list[Case], notes: list[str] | None) -> s.Region:
-    """An accepted connection also needs its replies through the guard filters
-    (stateless: the bridge family has no conntrack). TCP, SCTP and ICMP echo fail
-    without them: those parts become cases refused by the guard. A UDP datagram
-    still arrives: a note says that its answers do not."""
-    for refused, decision in analyzer.refused_replies(path, part):
-        proto = refused[0][s.PROTO][0][0]
-        if proto == 17:
-            if notes is not None:
-                notes.append(f"the datagram arrives, but its replies are dropped by {decision.stage}: {decision.label}")
-            continue
-        failed = Outcome("drop", outcome.decisions + (decision,))
-        for box in refused:
-            cases.append(Case("drop", failed, box[s.TIME], box[s.SPORT]))
-        part = s.subtract(part, refused)
-    return part
 
 
 def _merge_cases(cases: list[Case]) -> list[Case]:

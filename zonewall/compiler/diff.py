@@ -168,13 +168,17 @@ def table_delta(old: Table, new: Table) -> list[Json]:
     # Kept chains to rewrite: their rules changed, or they hold a reference to a set
     # or limit we must delete and re-add (the kernel refuses to delete a used object).
     rewritten: list[Chain] = []
+    redefined = bool(redefined_set_names or redefined_limit_names)
     for chain in new.chains:
         before = old_chains.get(chain.name)
         if before is None:
             continue
-        set_refs, limit_refs = _references(before)
-        if before.rules != chain.rules or set_refs & redefined_set_names or limit_refs & redefined_limit_names:
+        if before.rules != chain.rules:
             rewritten.append(chain)
+        elif redefined:  # walking every rule is the costly part of a diff: only when needed
+            set_refs, limit_refs = _references(before)
+            if set_refs & redefined_set_names or limit_refs & redefined_limit_names:
+                rewritten.append(chain)
     removed_chains = [c for c in old.chains if c.name not in new_chains]
 
     commands: list[Json] = []

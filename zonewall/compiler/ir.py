@@ -267,8 +267,26 @@ def dumps(document: Json, *, pretty: bool = False) -> str:
     """
     if pretty:
         return json.dumps(document, indent=1, ensure_ascii=True) + "\n"
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=True) + "\n"
+    return _encode(document) + "\n"
 
 
-def fingerprint(ruleset: Ruleset) -> str:
-    return hashlib.sha256(dumps(to_json(ruleset)).encode()).hexdigest()
+def _encode(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+
+
+def encoded_items(commands: list[Json]) -> str:
+    """The commands as the comma-separated items of a JSON array, exactly as `dumps`
+    writes them inside a document (so one encoding serves a batch and the fingerprint)."""
+    return _encode(commands)[1:-1]
+
+
+def fingerprint(ruleset: Ruleset, bodies: dict[tuple[str, str], str] | None = None) -> str:
+    """sha256 of `dumps(to_json(ruleset))`. `bodies`: `encoded_items(table_body_commands(t))`
+    per table, when the caller has encoded them already (the dataplane sends them)."""
+    items = [_encode({"metainfo": {"json_schema_version": 1}})]
+    for table in ruleset.tables:
+        add, delete = _encode({"add": table_object(table)}), _encode({"delete": table_object(table)})
+        body = (bodies or {}).get((table.family, table.name))
+        items += [add, delete, add, body if body is not None else encoded_items(table_body_commands(table))]
+    text = '{"nftables":[' + ",".join(item for item in items if item) + "]}\n"
+    return hashlib.sha256(text.encode()).hexdigest()

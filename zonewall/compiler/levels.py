@@ -15,13 +15,14 @@ from datetime import datetime
 from typing import Any, Literal
 
 from ..policy.addresses import FAMILIES, Family
-from ..policy.model import parse_rate
 from ..policy.resolve import Policy, RuleRef
 from . import nftexpr as x
 from .ir import Chain, NamedSet, Rule
-from .matches import IP_PROTO, SetRegistry, rule_matches
+from .matches import IP_PROTO, SetRegistry, match_statements
 from .naming import LOG_LIMIT, log_prefix, rule_comment, rule_token
-from .schedule import schedule_alternatives
+from .plan import Plan
+from .plan.vocabulary import Step
+from .schedule import time_alternatives
 
 Json = dict[str, Any]
 AcceptMode = Literal["return", "mark-in", "mark-out", "accept"]
@@ -36,9 +37,14 @@ class CompileContext:
     registry: SetRegistry = field(default_factory=SetRegistry)
     extra_chains: dict[str, Chain] = field(default_factory=dict)  # per-rule log chains
     meters: dict[str, NamedSet] = field(default_factory=dict)  # per-source rate limit sets
-    matches: dict[tuple[object, ...], list[tuple[Family | None, list[Json]]]] = field(default_factory=dict)  # by match keys
+    matches: dict[int, tuple[object, list[tuple[Family | None, list[Json]]]]] = field(default_factory=dict)  # by plan match tuple
     now: datetime | None = None  # schedules convert to UTC with the offset in force now
     timezone: str | None = None  # the node's timezone, for schedules that name none
+    plan: Plan = None  # type: ignore[assignment]  # built from policy, now, timezone
+
+    def __post_init__(self) -> None:
+        if self.plan is None:
+            self.plan = Plan(self.policy, now=self.now, timezone=self.timezone)
 
     @property
     def log_group(self) -> int:
@@ -69,19 +75,19 @@ def reject_chain() -> Chain:
     )
 
 
-def _rate_statements(ctx: CompileContext, ref: RuleRef, family: Family) -> list[Json]:
+def _rate_statements(ctx: CompileContext, step: Step, family: Family) -> list[Json]:
     """`limit:` as statements placed before the verdict: over the rate, no match."""
-    limit = ref.rule.limit
+    limit = step.limit
     if limit is None:
         return []
-    rate, per = parse_rate(limit.rate)
     new_only = x.match(x.ct("state"), "new", "in")
-    if limit.per == "rule":
-        return [new_only, x.limit_rate(rate, per, limit.burst)]
+    if not limit.per_source:
+        return [new_only, x.limit_rate(limit.rate, limit.per, limit.burst)]
     # per source: one token bucket per source address, in a dynamic set whose
     # entries expire once a source has been quiet for a refill period.
+    ref: RuleRef = step.ref  # type: ignore[assignment]
     name = f"rl-{rule_token(ref)}-{'v4' if family == 'ipv4' else 'v6'}"
-    timeout = max(60, RATE_SECONDS[per] * max(1, limit.burst) // max(1, rate) + RATE_SECONDS[per])
+    timeout = max(60, RATE_SECONDS[limit.per] * max(1, limit.burst) // max(1, limit.rate) + RATE_SECONDS[limit.per])
     ctx.meters[name] = NamedSet(
         name=name,
         type="ipv4_addr" if family == "ipv4" else "ipv6_addr",
@@ -90,60 +96,56 @@ def _rate_statements(ctx: CompileContext, ref: RuleRef, family: Family) -> list[
         size=65535,
         comment=f"rate limit of rule {ref.id}",
     )
-    return [new_only, x.meter_update(name, x.payload(IP_PROTO[family], "saddr"), rate, per, limit.burst)]
+    return [new_only, x.meter_update(name, x.payload(IP_PROTO[family], "saddr"), limit.rate, limit.per, limit.burst)]
 
 
-def compile_rule(ctx: CompileContext, ref: RuleRef, accept_mode: AcceptMode, scope: str, direction: str) -> list[Rule]:
-    """A policy rule as chain rules (one per family/protocol alternative)."""
-    rule = ref.rule
-    if not rule.enabled:
-        return []
-    timings = schedule_alternatives(ctx.policy.doc.schedules[rule.schedule], ctx.now, ctx.timezone) if rule.schedule else [[]]
-    verdict = verdict_statements(rule.action, accept_mode)
-    if rule.log:
+def render_step(ctx: CompileContext, step: Step, accept_mode: AcceptMode, scope: str, direction: str) -> list[Rule]:
+    """A plan step of a policy rule as chain rules (one per family/protocol
+    alternative and time piece)."""
+    ref: RuleRef = step.ref  # type: ignore[assignment]
+    timings = time_alternatives(step.time)
+    verdict = verdict_statements(step.action, accept_mode)
+    if step.log:
         chain_name = f"log-{rule_token(ref)}"
-        prefix = log_prefix(ctx.node, scope, direction, ref.id, rule.action)
+        prefix = log_prefix(ctx.node, scope, direction, ref.id, step.action)
         ctx.extra_chains[chain_name] = Chain(
             chain_name,
             (Rule((x.limit_ref(LOG_LIMIT), x.log_group(ctx.log_group, prefix)), ref.id), Rule(tuple(verdict), ref.id)),
         )
         verdict = [x.goto(chain_name)]
     out: list[Rule] = []
-    for family, statements in _matches(ctx, rule):
+    for family, statements in _matches(ctx, step):
         variants: list[tuple[Family, list[Json]]]
-        if rule.limit is not None and rule.limit.per == "source" and family is None:
+        if step.limit is not None and step.limit.per_source and family is None:
             # the bucket is keyed by the source address, whose type is per family
             variants = [(f, [x.match(x.meta("nfproto"), f)] + statements) for f in FAMILIES]
         else:
             variants = [(family or "ipv4", statements)]
         for bucket_family, body in variants:
             for timing in timings:
-                full = body + timing + _rate_statements(ctx, ref, bucket_family) + [x.counter()] + verdict
-                out.append(Rule(tuple(full), rule_comment(ref.id, rule.comment)))
+                full = body + timing + _rate_statements(ctx, step, bucket_family) + [x.counter()] + verdict
+                out.append(Rule(tuple(full), rule_comment(ref.id, step.comment)))
     return out
 
 
-MATCH_KEYS = ("from_", "to", "service", "tcp", "udp", "sctp", "sport", "icmp", "icmpv6", "proto", "family")
-
-
-def _matches(ctx: CompileContext, rule: Any) -> list[tuple[Family | None, list[Json]]]:
-    """rule_matches, computed once per distinct set of match keys in a compile.
-
-    Many guests carry the same rules (templates): their matches are identical, and
-    the named sets they use are already registered by the first computation.
-    """
-    key = tuple(tuple(v) if isinstance(v, list) else v for v in (getattr(rule, k) for k in MATCH_KEYS))
+def _matches(ctx: CompileContext, step: Step) -> list[tuple[Family | None, list[Json]]]:
+    """A step's matches as statements, rendered once per distinct match tuple in a
+    compile (the plan shares one tuple between rules with the same match keys, and
+    the named sets they use are registered by the first rendering)."""
+    key = id(step.matches)
     found = ctx.matches.get(key)
     if found is None:
-        found = ctx.matches[key] = rule_matches(ctx.policy, ctx.registry, rule)
-    return found
+        rendered = [(m.family, match_statements(ctx.registry, m)) for m in step.matches or ()]
+        found = ctx.matches[key] = (step.matches, rendered)
+    return found[1]
 
 
-def default_rules(ctx: CompileContext, action: str, scope: str, direction: str, accept_mode: AcceptMode, rule_id: str) -> list[Rule]:
-    """The end of an evaluation: the default verdict, logged when settings.log.denied."""
+def render_default(ctx: CompileContext, step: Step, scope: str, direction: str, accept_mode: AcceptMode) -> list[Rule]:
+    """The end of an evaluation: the default verdict, logged when the plan says so
+    (settings.log.denied)."""
     out: list[Rule] = []
-    if action != "accept" and ctx.policy.doc.settings.log.denied:
-        prefix = log_prefix(ctx.node, scope, direction, rule_id, action)
-        out.append(Rule((x.limit_ref(LOG_LIMIT), x.log_group(ctx.log_group, prefix)), rule_id))
-    out.append(Rule((x.counter(), *verdict_statements(action, accept_mode)), rule_id))
+    if step.log:
+        prefix = log_prefix(ctx.node, scope, direction, step.label, step.action)
+        out.append(Rule((x.limit_ref(LOG_LIMIT), x.log_group(ctx.log_group, prefix)), step.label))
+    out.append(Rule((x.counter(), *verdict_statements(step.action, accept_mode)), step.label))
     return out

@@ -25,17 +25,19 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from ..policy.addresses import Family
-from ..policy.model import Rule as PolicyRule
 from ..policy.resolve import Policy
 from . import nftexpr as x
 from .ir import Chain, NamedSet, Rule
-from .matches import IP_PROTO, SetRegistry, address_elements, rule_matches
+from .levels import verdict_statements
+from .matches import SetRegistry, match_statements
 from .naming import vm_chain
 from .nics import LocalNic
+from .plan.hooks import ROUTED_IN, Stage
+from .plan.modes import L3_MODES, host_services, routed_checks
+from .plan.rules import RulePlanner
+from .plan.vocabulary import NotForwarded, Step, final
 
 Json = dict[str, Any]
-L3_MODES = ("nat", "routed", "isolated")
 
 
 def l3_networks(policy: Policy, nics: list[LocalNic]) -> list[str]:
@@ -46,27 +48,23 @@ def host_service_networks(policy: Policy, nics: list[LocalNic]) -> list[str]:
     return sorted({n.nic.network for n in nics if policy.doc.networks[n.nic.network].mode in L3_MODES or policy.doc.networks[n.nic.network].host_services})
 
 
-def _subnets(policy: Policy, network: str, family: Family) -> list[Any]:
-    subnets = [s for s in policy.doc.networks[network].subnets if ipaddress.ip_network(s).version == (4 if family == "ipv4" else 6)]
-    return address_elements(policy.address_set(subnets), family) if subnets else []
-
-
 class ModeBuilder:
     """Chains and maps for the node's non-bridged networks and host services."""
 
-    def __init__(self, policy: Policy, nics: list[LocalNic], registry: SetRegistry, invalid: Json, ct_rules: list[Rule] | None = None) -> None:
-        self.policy, self.nics, self.registry, self.invalid = policy, nics, registry, invalid
+    def __init__(self, policy: Policy, planner: RulePlanner, nics: list[LocalNic], registry: SetRegistry, invalid: Json, ct_rules: list[Rule] | None = None) -> None:
+        self.policy, self.planner, self.nics, self.registry, self.invalid = policy, planner, nics, registry, invalid
         self.ct_rules = list(ct_rules or [])  # conntrack helpers for new connections
         self.chains: dict[str, Chain] = {}
         self.sets: dict[str, NamedSet] = {}
 
     # -- forward --------------------------------------------------------------------
 
-    def forward_rules(self) -> list[Rule]:
-        """Rules for the inet forward chain, right after `established`."""
+    def forward_rules(self) -> dict[Stage, list[Rule]]:
+        """The forward chain's ROUTED_FROM and ROUTED_TO stages (and the chains and
+        maps they use)."""
         networks = l3_networks(self.policy, self.nics)
         if not networks:
-            return []
+            return {Stage.ROUTED_FROM: [], Stage.ROUTED_TO: []}
         bridges = {n: self.policy.doc.networks[n].bridge for n in networks}
         self._guest_maps(networks)
         for network in networks:
@@ -83,8 +81,7 @@ class ModeBuilder:
         if outbound:
             self.sets["l3-out"] = NamedSet("l3-out", "ifname", tuple(sorted(outbound)), map="verdict", comment="routed from a guest network")
             rules.append(Rule((x.vmap(x.meta("iifname"), "l3-out"),), "routed from a guest network"))
-        rules.append(Rule((x.vmap(x.meta("oifname"), "l3-in"),), "routed to a guest network"))
-        return rules
+        return {Stage.ROUTED_FROM: rules, Stage.ROUTED_TO: [Rule((x.vmap(x.meta("oifname"), "l3-in"),), "routed to a guest network")]}
 
     def _guest_maps(self, networks: list[str]) -> None:
         for family in ("ipv4", "ipv6"):
@@ -97,61 +94,64 @@ class ModeBuilder:
             name = f"l3-guests-{'v4' if family == 'ipv4' else 'v6'}"
             self.sets[name] = NamedSet(name, f"{family}_addr", tuple(sorted(elements, key=lambda e: ipaddress.ip_address(e[0]))), map="verdict", comment="routed guest address -> its VM's in chain")
 
+    def _checks(self, steps: tuple[Step, ...]) -> list[Rule]:
+        """A mode's routing checks (plan/modes.py): drops."""
+        out = []
+        for step in steps:
+            condition = [x.match(x.ct("status"), "dnat", "!")] if isinstance(step.condition, NotForwarded) else []
+            for match in step.matches or (None,):
+                statements = match_statements(self.registry, match) if match is not None else []
+                out.append(Rule((*condition, *statements, x.counter(), *verdict_statements(step.action, "accept")), step.label))
+        return out
+
     def _in_chain(self, network: str) -> Chain:
         net = self.policy.doc.networks[network]
-        rules = [
-            Rule((x.match(x.meta("iifname"), net.bridge), x.ret()), "bridged inside the network"),
-            Rule((x.match(x.ct("state"), "invalid", "in"), x.counter(), self.invalid), "invalid"),
-        ]
-        if net.mode == "isolated":
-            rules.append(Rule((x.counter(), x.drop()), "isolated network: nothing is routed in"))
-            return Chain(f"l3in-{network}", tuple(rules))
-        if net.mode == "nat":
-            rules.append(Rule((x.match(x.ct("status"), "dnat", "!"), x.counter(), x.drop()), "nat network: only forwarded ports come in"))
-        else:  # routed
-            for family in ("ipv4", "ipv6"):
-                subnets = _subnets(self.policy, network, family)
-                statements = [x.match(x.payload(IP_PROTO[family], "daddr"), {"set": subnets}, "!=")] if subnets else [x.match(x.meta("nfproto"), family)]
-                rules.append(Rule((*statements, x.counter(), x.drop()), "routed network: only to its subnets"))
-        rules += [
-            *self.ct_rules,
-            Rule((x.vmap(x.masked(x.meta("mark"), x.SRC_NIC_MASK), "out-dispatch"),), "sender: out rules"),
-            Rule((x.vmap(x.payload("ip", "daddr"), "l3-guests-v4"),), "receiver: in rules"),
-            Rule((x.vmap(x.payload("ip6", "daddr"), "l3-guests-v6"),), "receiver: in rules"),
-            Rule((x.accept(),), "routed to the network"),
-        ]
+        checks = routed_checks(self.policy, network)
+        assert checks is not None, network
+        stages = {
+            Stage.BRIDGED_INSIDE: [Rule((x.match(x.meta("iifname"), net.bridge), x.ret()), "bridged inside the network")],
+            Stage.INVALID: [Rule((x.match(x.ct("state"), "invalid", "in"), x.counter(), self.invalid), "invalid")],
+            Stage.MODE_CHECKS: self._checks(checks.inbound),
+            Stage.CONNTRACK: self.ct_rules,
+            Stage.SENDER: [Rule((x.vmap(x.masked(x.meta("mark"), x.SRC_NIC_MASK), "out-dispatch"),), "sender: out rules")],
+            Stage.RECEIVER_BY_ADDRESS: [
+                Rule((x.vmap(x.payload("ip", "daddr"), "l3-guests-v4"),), "receiver: in rules"),
+                Rule((x.vmap(x.payload("ip6", "daddr"), "l3-guests-v6"),), "receiver: in rules"),
+            ],
+            Stage.ACCEPT: [Rule((x.accept(),), "routed to the network")],
+        }
+        rules: list[Rule] = []
+        for stage in ROUTED_IN:
+            rules += stages[stage]
+            if stage is Stage.MODE_CHECKS and any(final(step) for step in checks.inbound):
+                break  # nothing gets past the checks (isolated)
         return Chain(f"l3in-{network}", tuple(rules))
 
     def _out_chain(self, network: str) -> Chain | None:
         net = self.policy.doc.networks[network]
-        rules = [Rule((x.match(x.meta("oifname"), net.bridge), x.ret()), "bridged inside the network")]
-        if net.mode == "isolated":
-            rules.append(Rule((x.counter(), x.drop()), "isolated network: nothing is routed out"))
-        elif net.mode == "routed":
-            for family in ("ipv4", "ipv6"):
-                subnets = _subnets(self.policy, network, family)
-                statements = [x.match(x.payload(IP_PROTO[family], "saddr"), {"set": subnets}, "!=")] if subnets else [x.match(x.meta("nfproto"), family)]
-                rules.append(Rule((*statements, x.counter(), x.drop()), "routed network: only from its subnets"))
-        else:
+        checks = routed_checks(self.policy, network)
+        if checks is None or not checks.outbound:
             return None  # nat: guests may go out (their own out rules decide)
+        rules = [Rule((x.match(x.meta("oifname"), net.bridge), x.ret()), "bridged inside the network"), *self._checks(checks.outbound)]
         return Chain(f"l3out-{network}", tuple(rules))
 
     # -- input ----------------------------------------------------------------------
 
     def input_rules(self) -> list[Rule]:
-        """Rules for the inet input chain, after the guest's own out rules."""
+        """The input chain's HOST_SERVICES stage."""
         networks = host_service_networks(self.policy, self.nics)
         if not networks:
             return []
         entries = []
         for network in networks:
             net = self.policy.doc.networks[network]
+            services = host_services(self.policy, self.planner, network)
+            assert services is not None, network
             rules: list[Rule] = []
-            if net.host_services:
-                offered = PolicyRule(action="accept", service=list(net.host_services))
-                for _family, statements in rule_matches(self.policy, self.registry, offered):
-                    rules.append(Rule((*statements, x.counter(), x.accept()), "host_services"))
-            rules.append(Rule((x.counter(), x.drop()), "nothing else of the node"))
+            for step in services.steps:
+                for match in step.matches or ():
+                    rules.append(Rule((*match_statements(self.registry, match), x.counter(), x.accept()), step.label))
+            rules.append(Rule((x.counter(), *verdict_statements(services.default.action, "accept")), services.default.label))
             name = f"hostsvc-{network}"
             self.chains[name] = Chain(name, tuple(rules))
             entries.append((net.bridge, x.jump(name)))

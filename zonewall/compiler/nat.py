@@ -16,29 +16,25 @@ no per-packet cost otherwise):
 
 A dnat entry with `open: true` (the default) also accepts the forwarded connection at
 the end of the target VM's inbound rules, where the default would otherwise decide
-(`dnat_open_rules`): the VM's global/own/zone rules still come first, so an explicit
+(the plan's `forwards`, `forward_open_rule`): the VM's global/own/zone rules still come first, so an explicit
 drop there wins. `open: false` leaves the decision to those rules and the default.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
-from ..policy.addresses import FAMILIES, Family
-from ..policy.model import Dnat, Masquerade, Snat
+from ..policy.addresses import Family
 from ..policy.resolve import Policy
 from . import nftexpr as x
 from .ir import Chain, Hook, Rule
-from .matches import IP_PROTO, address_elements
+from .matches import IP_PROTO, interval_elements
+from .plan.nat import SourceNat, port_forwards, source_nats
+from .plan.vocabulary import Step
 
 Json = dict[str, Any]
 NAT_FAMILY = {"ipv4": "ip", "ipv6": "ip6"}
 PREROUTING_CHAIN, POSTROUTING_CHAIN = "nat-prerouting", "nat-postrouting"
-
-
-def _family(address: str) -> Family:
-    return "ipv6" if ipaddress.ip_address(address).version == 6 else "ipv4"
 
 
 def _one_or_set(values: list[Any]) -> Any:
@@ -54,82 +50,34 @@ def nat_statement(kind: str, family: Family, address: str | None = None, port: i
     return {kind: body}
 
 
-def hosted_networks(policy: Policy, node: str) -> list[str]:
-    return sorted({nic.network for vm in policy.vms_on(node) for nic in policy.doc.vms[vm].nics})
-
-
-def dnat_targets(policy: Policy, entry: Dnat, node: str) -> list[tuple[Family, list[str], str]]:
-    """(family, listen addresses, VM address) for each family the entry works in."""
-    listen = list(entry.listen.address) or list(policy.doc.hosts[node].address)
-    vm = policy.doc.vms[entry.to.vm]
-    out = []
-    for family in FAMILIES:
-        here = [a for a in listen if _family(a) == family]
-        if entry.to.address is not None:
-            target = entry.to.address if _family(entry.to.address) == family else None
-        else:
-            target = next((ip for nic in vm.nics for ip in nic.ips if _family(ip) == family), None)
-        if here and target is not None:
-            out.append((family, here, target))
-    return out
-
-
-def _listen_port(entry: Dnat) -> tuple[str, int]:
-    return ("tcp", entry.listen.tcp) if entry.listen.tcp is not None else ("udp", entry.listen.udp)  # type: ignore[return-value]
-
-
 def prerouting_rules(policy: Policy, node: str) -> list[Rule]:
     rules: list[Rule] = []
-    for index, entry in enumerate(policy.doc.nat):
-        if not isinstance(entry, Dnat) or entry.host != node:
-            continue
-        proto, port = _listen_port(entry)
-        for family, listen, target in dnat_targets(policy, entry, node):
-            statements = [
-                x.match(x.payload(IP_PROTO[family], "daddr"), _one_or_set(listen)),
-                x.match(x.payload(proto, "dport"), port),
-                x.counter(),
-                nat_statement("dnat", family, target, entry.to.port or port),
-            ]
-            rules.append(Rule(tuple(statements), f"nat[{index}] dnat to vm {entry.to.vm}"))
+    for forward in port_forwards(policy, node):
+        statements = [
+            x.match(x.payload(IP_PROTO[forward.family], "daddr"), _one_or_set(list(forward.listen))),
+            x.match(x.payload(forward.protocol, "dport"), forward.port),
+            x.counter(),
+            nat_statement("dnat", forward.family, forward.address, forward.to_port),
+        ]
+        rules.append(Rule(tuple(statements), forward.label))
     return rules
 
 
-def _leaving(policy: Policy, node: str, family: Family, sources: list[Any]) -> list[Json]:
-    """Matches for 'leaving the node towards the outside' from `sources`."""
-    uplink = policy.doc.hosts[node].uplink
-    field = x.payload(IP_PROTO[family], "saddr")
-    if uplink:
-        return [x.match(x.meta("oifname"), uplink), x.match(field, _one_or_set(sources))]
-    return [x.match(field, _one_or_set(sources)), x.match(x.payload(IP_PROTO[family], "daddr"), {"set": sources}, "!=")]
+def _leaving(translation: SourceNat) -> list[Json]:
+    """Matches for 'leaving the node towards the outside' from the sources."""
+    sources = _one_or_set(interval_elements(translation.sources, translation.family))
+    field = x.payload(IP_PROTO[translation.family], "saddr")
+    if translation.uplink:
+        return [x.match(x.meta("oifname"), translation.uplink), x.match(field, sources)]
+    every = interval_elements(translation.sources, translation.family)
+    return [x.match(field, sources), x.match(x.payload(IP_PROTO[translation.family], "daddr"), {"set": every}, "!=")]
 
 
 def postrouting_rules(policy: Policy, node: str) -> list[Rule]:
     rules: list[Rule] = []
-    hosted = hosted_networks(policy, node)
-    masqueraded: list[tuple[str, Family, str]] = []  # (network, family, comment)
-    for index, entry in enumerate(policy.doc.nat):
-        if isinstance(entry, Snat):
-            if entry.host is not None and entry.host != node:
-                continue
-            addresses = policy.address_set(entry.from_)
-            for family in FAMILIES:
-                sources = address_elements(addresses, family)
-                target = next((a for a in entry.to if _family(a) == family), None)
-                if sources and target is not None:
-                    statements = [*_leaving(policy, node, family, sources), x.counter(), nat_statement("snat", family, target)]
-                    rules.append(Rule(tuple(statements), f"nat[{index}] snat"))
-        elif isinstance(entry, Masquerade) and entry.network in hosted:
-            masqueraded.append((entry.network, entry.family, f"nat[{index}] masquerade"))
-    for network in hosted:
-        if policy.doc.networks[network].mode == "nat" and (network, "ipv4") not in {(n, f) for n, f, _ in masqueraded}:
-            masqueraded.append((network, "ipv4", f"network {network}: mode nat"))
-    for network, family, comment in masqueraded:
-        subnets = [s for s in policy.doc.networks[network].subnets if _family(s.split("/")[0]) == family]
-        if not subnets:
-            continue
-        sources = address_elements(policy.address_set(subnets), family)
-        rules.append(Rule((*_leaving(policy, node, family, sources), x.counter(), {"masquerade": None}), comment))
+    for translation in source_nats(policy, node):
+        action = nat_statement("snat", translation.family, translation.to) if translation.kind == "snat" else {"masquerade": None}
+        rules.append(Rule((*_leaving(translation), x.counter(), action), translation.label))
     return rules
 
 
@@ -145,23 +93,17 @@ def nat_chains(policy: Policy, node: str) -> list[Chain]:
     return chains
 
 
-def dnat_open_rules(policy: Policy, vm: str) -> list[Rule]:
-    """Accepts (`return`) for connections forwarded to `vm` by an `open` dnat entry.
-
-    Placed after the VM's rules, before its default: `ct status dnat` with the original
-    (pre-translation) destination port of the entry and the translated port.
-    """
-    rules: list[Rule] = []
-    for index, entry in enumerate(policy.doc.nat):
-        if not isinstance(entry, Dnat) or entry.to.vm != vm or not entry.open:
-            continue
-        proto, port = _listen_port(entry)
-        statements = [
-            x.match(x.ct("status"), "dnat", "in"),
-            x.match(x.payload(proto, "dport"), entry.to.port or port),
-            x.match({"ct": {"key": "proto-dst", "dir": "original"}}, port),
-            x.counter(),
-            x.ret(),
-        ]
-        rules.append(Rule(tuple(statements), f"nat[{index}] dnat open"))
-    return rules
+def forward_open_rule(step: Step) -> Rule:
+    """An open port forward's accept (`return`) in its VM's inbound chain (the plan
+    places it after the VM's rules, before its default): `ct status dnat` with the
+    translated port and the entry's original (pre-translation) listen port."""
+    origin = step.condition
+    assert origin is not None, step
+    statements = [
+        x.match(x.ct("status"), "dnat", "in"),
+        x.match(x.payload(origin.protocol, "dport"), origin.port),
+        x.match({"ct": {"key": "proto-dst", "dir": "original"}}, origin.original_port),
+        x.counter(),
+        x.ret(),
+    ]
+    return Rule(tuple(statements), step.label)

@@ -19,32 +19,21 @@ from datetime import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..policy.builtins import MANAGEMENT_TCP_PORTS
-from ..policy.resolve import Policy, RuleRef
+from ..policy.resolve import Policy
 from . import nftexpr as x
 from .guards import bridge_table
 from .ir import Chain, Hook, Limit, NamedSet, Rule, Ruleset, Table
-from .levels import REJECT_CHAIN, AcceptMode, CompileContext, compile_rule, default_rules, reject_chain
-from .matches import IP_PROTO, address_elements
+from .levels import REJECT_CHAIN, AcceptMode, CompileContext, render_default, render_step, reject_chain
+from .matches import IP_PROTO, address_elements, match_statements
 from .conntrack import global_timeouts, helper_objects, helper_rules, timeout_rules, zone_timeouts
 from .modes import ModeBuilder
-from .nat import dnat_open_rules, nat_chains
+from .nat import forward_open_rule, nat_chains
+from .plan.chains import ESSENTIALS, Level, NetworkChain, VmChain
+from .plan.hooks import FORWARD, INPUT, OUTPUT, Stage
 from .naming import LOG_LIMIT, TABLE, level_chain, vm_chain
 from .nics import LocalNic, local_nics
 
 Json = dict[str, Any]
-# Link-local ICMPv6 that IPv6 cannot work without (RFC 4890 4.4.1): neighbour and
-# router discovery, multicast listener discovery. Guards vet what guests send.
-ICMPV6_ESSENTIAL = [
-    "nd-neighbor-solicit",
-    "nd-neighbor-advert",
-    "nd-router-solicit",
-    "nd-router-advert",
-    "mld-listener-query",
-    "mld-listener-report",
-    "mld-listener-done",
-    "mld2-listener-report",
-]
 GUEST_TRAFFIC = x.NIC_BITS
 
 
@@ -88,23 +77,23 @@ class InetBuilder:
     def __init__(self, ctx: CompileContext, nics: list[LocalNic]):
         self.ctx, self.nics = ctx, nics
         self.policy = ctx.policy
+        self.plan = ctx.plan.chains
         self.chains: dict[str, Chain] = {}
         self.sets: dict[str, NamedSet] = {}
         invalid = x.accept() if self.policy.doc.settings.conntrack.invalid == "accept" else x.drop()
         self.timeouts = global_timeouts(self.policy)
         self.ct_rules = helper_rules(self.policy) + timeout_rules(self.timeouts, "conntrack timeout")
         self.timeout_objects = {t.name: t for t in self.timeouts.values()}
-        self.modes = ModeBuilder(self.policy, nics, ctx.registry, invalid, self.ct_rules)
+        self.modes = ModeBuilder(self.policy, ctx.plan.rules, nics, ctx.registry, invalid, self.ct_rules)
 
     def build(self) -> Table:
-        vms = sorted({n.vm for n in self.nics})
-        shared = self.shared_level_chains(vms)
-        for vm in vms:
-            for direction in ("in", "out"):
-                self.vm_chain(vm, direction, shared)
-        isolated = self.isolation_chains()
+        node = self.ctx.plan.node(self.ctx.node)  # the node-scoped plan this renders
+        shared = self.shared_level_chains(node.shared)
+        for chain in node.vm_chains:
+            self.vm_chain(chain, shared)
+        checked = self.network_chains(node.networks)
         self.chains[REJECT_CHAIN] = reject_chain()
-        self.dispatch_maps(isolated)
+        self.dispatch_maps(checked)
         base = [self.forward_chain(), self.input_chain()]
         output = self.output_chain()
         if output is not None:
@@ -123,61 +112,59 @@ class InetBuilder:
 
     # -- rule levels --------------------------------------------------------------
 
-    def level(self, refs: list[RuleRef], direction: str, accept_mode: AcceptMode, scope: str) -> list[Rule]:
+    def render(self, level: Level, accept_mode: AcceptMode, scope: str) -> list[Rule]:
         rules: list[Rule] = []
-        for ref in refs:
-            if ref.rule.direction in (direction, None):
-                rules += compile_rule(self.ctx, ref, accept_mode, scope, direction)
+        for step in level.steps:
+            rules += render_step(self.ctx, step, accept_mode, scope, level.direction)
         return rules
 
-    def shared_level_chains(self, vms: list[str]) -> set[str]:
+    def shared_level_chains(self, levels: tuple[Level, ...]) -> set[str]:
         """Global and zone chains: once per node, whatever the number of VMs using them."""
         made: set[str] = set()
-        zones = sorted({self.policy.doc.vms[vm].zone for vm in vms if self.policy.doc.vms[vm].zone})
-        for direction in ("in", "out"):
-            mode: AcceptMode = "mark-in" if direction == "in" else "mark-out"
-            candidates = [(level_chain("global", "", direction), self.policy.rules_of("global"), "global")]
-            candidates += [(level_chain("zone", z, direction), self.policy.rules_of("zone", z), f"zone:{z}") for z in zones]
-            for name, refs, scope in candidates:
-                rules = self.level(refs, direction, mode, scope)
-                if rules:
-                    self.chains[name] = Chain(name, tuple(rules), comment=f"{scope} rules, {direction}")
-                    made.add(name)
+        for level in levels:
+            mode: AcceptMode = "mark-in" if level.direction == "in" else "mark-out"
+            scope = "global" if level.kind == "global" else f"zone:{level.owner}"
+            rules = self.render(level, mode, scope)
+            if rules:
+                name = level_chain(level.kind, level.owner, level.direction)
+                self.chains[name] = Chain(name, tuple(rules), comment=f"{scope} rules, {level.direction}")
+                made.add(name)
         return made
 
-    def vm_chain(self, vm: str, direction: str, shared: set[str]) -> None:
+    def vm_chain(self, plan: VmChain, shared: set[str]) -> None:
+        vm, direction = plan.vm, plan.direction
         bit = x.IN_ACCEPT_BIT if direction == "in" else x.OUT_ACCEPT_BIT
         zone = self.policy.doc.vms[vm].zone
         overrides = zone_timeouts(self.policy, zone)
         self.timeout_objects.update((t.name, t) for t in overrides.values())
         # only new connections get here; a later `ct timeout set` replaces an earlier one
         rules: list[Rule] = timeout_rules(overrides, f"zone {zone} conntrack timeout")
-
-        def call(chain: str) -> None:
+        for level in plan.levels:
+            if not level.shared:
+                rules += self.render(level, "return", vm)
+                continue
+            chain = level_chain(level.kind, level.owner, direction)
             if chain in shared:
                 rules.append(Rule((x.jump(chain),), chain))
                 rules.append(Rule((x.has_bits(bit), x.ret()), f"{chain} accepted"))
-
-        call(level_chain("global", "", direction))
-        rules += self.level(self.policy.rules_of("vm", vm), direction, "return", vm)
-        if zone:
-            call(level_chain("zone", zone, direction))
-        if direction == "in":
-            rules += dnat_open_rules(self.policy, vm)
-        action = self.policy.default_action(vm, direction)
-        rules += default_rules(self.ctx, action, vm, direction, "return", f"default-{direction}")
+        rules += [forward_open_rule(step) for step in plan.forwards]
+        rules += render_default(self.ctx, plan.default, vm, direction, "return")
         name = vm_chain(vm, direction)
         self.chains[name] = Chain(name, tuple(rules), comment=f"vm {vm}, {direction}")
 
-    def isolation_chains(self) -> dict[str, str]:
-        """For each isolated network with a local NIC: the check between two of its guests."""
+    def network_chains(self, checks: tuple[NetworkChain, ...]) -> dict[str, str]:
+        """For each network with a local NIC and a check (isolated, or with rules):
+        the check between two of its guests."""
         made: dict[str, str] = {}
-        networks = sorted({n.nic.network for n in self.nics if self.policy.doc.networks[n.nic.network].isolated})
-        for network in networks:
+        for plan in checks:
+            network = plan.network
             name = f"net-{network}"
-            rules = self.level(self.policy.rules_of("network", network), "net", "return", f"net:{network}")
-            rules += default_rules(self.ctx, "drop", f"net:{network}", "net", "return", f"net-{network}-default")
-            self.chains[name] = Chain(name, tuple(rules), comment=f"isolated network {network}: guest to guest")
+            rules: list[Rule] = []
+            for step in plan.steps:
+                rules += render_step(self.ctx, step, "return", f"net:{network}", "net")
+            rules += render_default(self.ctx, plan.default, f"net:{network}", "net", "return")
+            kind = "isolated network" if self.policy.doc.networks[network].isolated else "network"
+            self.chains[name] = Chain(name, tuple(rules), comment=f"{kind} {network}: guest to guest")
             members = self.network_guest_sets(network)
             for side, field in (("src", "daddr"), ("dst", "saddr")):
                 hops = [
@@ -208,102 +195,79 @@ class InetBuilder:
 
     # -- dispatch -----------------------------------------------------------------
 
-    def dispatch_maps(self, isolated: dict[str, str]) -> None:
+    def dispatch_maps(self, checked: dict[str, str]) -> None:
         def vmap(name: str, elements: list[tuple[int, Json]], comment: str) -> None:
             self.sets[name] = NamedSet(name, "mark", tuple(elements), map="verdict", comment=comment)
 
         vmap("out-dispatch", [(n.src_mark, x.jump(vm_chain(n.vm, "out"))) for n in self.nics], "source guest NIC -> its VM's out chain")
         vmap("in-dispatch", [(n.dst_mark, x.jump(vm_chain(n.vm, "in"))) for n in self.nics], "destination guest NIC -> its VM's in chain")
-        vmap("net-src", [(n.src_mark, x.jump(f"net-{n.nic.network}-src")) for n in self.nics if n.nic.network in isolated], "isolated network of the source NIC")
-        vmap("net-dst", [(n.dst_mark, x.jump(f"net-{n.nic.network}-dst")) for n in self.nics if n.nic.network in isolated], "isolated network of the destination NIC")
+        vmap("net-src", [(n.src_mark, x.jump(f"net-{n.nic.network}-src")) for n in self.nics if n.nic.network in checked], "network check of the source NIC")
+        vmap("net-dst", [(n.dst_mark, x.jump(f"net-{n.nic.network}-dst")) for n in self.nics if n.nic.network in checked], "network check of the destination NIC")
 
-    def state_rules(self) -> list[Rule]:
+    def state_rules(self) -> dict[Stage, list[Rule]]:
         invalid = x.accept() if self.policy.doc.settings.conntrack.invalid == "accept" else x.drop()
-        return [
-            Rule((x.match(x.ct("state"), ["established", "related"], "in"), x.counter(), x.accept()), "established"),
-            Rule((x.match(x.ct("state"), "invalid", "in"), x.counter(), invalid), "invalid"),
-            Rule((x.match(x.payload("icmpv6", "type"), {"set": ICMPV6_ESSENTIAL}), x.counter(), x.accept()), "ICMPv6 essentials"),
-        ]
+        return {
+            Stage.ESTABLISHED: [Rule((x.match(x.ct("state"), ["established", "related"], "in"), x.counter(), x.accept()), "established")],
+            Stage.INVALID: [Rule((x.match(x.ct("state"), "invalid", "in"), x.counter(), invalid), "invalid")],
+            Stage.ESSENTIALS: [Rule((*match_statements(self.ctx.registry, ESSENTIALS.matches[0]), x.counter(), x.accept()), "ICMPv6 essentials")],  # type: ignore[index]
+        }
 
     def forward_chain(self) -> Chain:
         src, dst = x.masked(x.meta("mark"), x.SRC_NIC_MASK), x.masked(x.meta("mark"), x.DST_NIC_MASK)
-        state = self.state_rules()
-        rules = [
-            state[0],  # established first: the common case costs one rule
-            *self.modes.forward_rules(),
-            Rule((x.match(x.masked(x.meta("mark"), GUEST_TRAFFIC), 0), x.accept()), "not guest traffic"),
-            *state[1:],
-            *self.ct_rules,
-            Rule((x.vmap(src, "out-dispatch"),), "sender: out rules"),
-            Rule((x.vmap(src, "net-src"),), "isolated network"),
-            Rule((x.vmap(dst, "net-dst"),), "isolated network"),
-            Rule((x.vmap(dst, "in-dispatch"),), "receiver: in rules"),
-        ]
-        return Chain("forward", tuple(rules), Hook("filter", "forward", 0))
+        stages = {
+            **self.state_rules(),
+            **self.modes.forward_rules(),
+            Stage.NOT_GUEST: [Rule((x.match(x.masked(x.meta("mark"), GUEST_TRAFFIC), 0), x.accept()), "not guest traffic")],
+            Stage.CONNTRACK: self.ct_rules,
+            Stage.SENDER: [Rule((x.vmap(src, "out-dispatch"),), "sender: out rules")],
+            Stage.NETWORK: [Rule((x.vmap(src, "net-src"),), "network check"), Rule((x.vmap(dst, "net-dst"),), "network check")],
+            Stage.RECEIVER: [Rule((x.vmap(dst, "in-dispatch"),), "receiver: in rules")],
+        }
+        return Chain("forward", tuple(rule for stage in FORWARD for rule in stages[stage]), Hook("filter", "forward", 0))
 
     # -- the node itself -------------------------------------------------------------
 
     def management_rules(self) -> list[Rule]:
         """Anti-lockout: settings.management always reaches ssh and zonewall's ports."""
-        addresses = self.policy.address_set(self.policy.doc.settings.management) if self.policy.doc.settings.management else None
-        if addresses is None:
+        step = self.plan.management()
+        if step is None:
             return []
-        rules = []
-        for family in ("ipv4", "ipv6"):
-            elements = address_elements(addresses, family)  # type: ignore[arg-type]
-            if not elements:
-                continue
-            name = f"management-{'v4' if family == 'ipv4' else 'v6'}"
-            self.sets[name] = NamedSet(name, f"{family}_addr", tuple(elements), flags=("interval",), comment="settings.management")
-            rules.append(
-                Rule(
-                    (
-                        x.match(x.payload(IP_PROTO[family], "saddr"), x.set_ref(name)),
-                        x.match(x.payload("tcp", "dport"), {"set": list(MANAGEMENT_TCP_PORTS)}),
-                        x.counter(),
-                        x.accept(),
-                    ),
-                    "anti-lockout",
-                )
-            )
-        return rules
+        return [Rule((*match_statements(self.ctx.registry, m), x.counter(), x.accept()), step.label) for m in step.matches or ()]
 
     def host_rules(self, direction: str) -> list[Rule]:
         rules: list[Rule] = []
-        for owner in ("", self.ctx.node):
-            refs = self.policy.rules_of("host", owner)
-            compiled = self.level(refs, direction, "accept", "host")
+        for level in self.plan.host_levels(self.ctx.node, direction):
+            compiled = self.render(level, "accept", "host")
             if compiled:
-                name = level_chain("host", owner, direction)
+                name = level_chain("host", level.owner, direction)
                 self.chains[name] = Chain(name, tuple(compiled), comment=f"host rules, {direction}")
                 rules.append(Rule((x.jump(name),), name))
         return rules
 
     def input_chain(self) -> Chain:
         src = x.masked(x.meta("mark"), x.SRC_NIC_MASK)
-        rules = [
-            Rule((x.match(x.meta("iif"), "lo"), x.accept()), "loopback"),
-            *self.state_rules(),
-            *self.management_rules(),
-            *timeout_rules(self.timeouts, "conntrack timeout", guest_only=True),
-            Rule((x.vmap(src, "out-dispatch"),), "from a guest: its out rules first"),
-            *self.modes.input_rules(),
-            *self.host_rules("in"),
-            *default_rules(self.ctx, self.policy.doc.settings.host_default.in_, "host", "in", "accept", "host-default-in"),
-        ]
-        return Chain("input", tuple(rules), Hook("filter", "input", 0))
+        stages = {
+            Stage.LOOPBACK: [Rule((x.match(x.meta("iif"), "lo"), x.accept()), "loopback")],
+            **self.state_rules(),
+            Stage.MANAGEMENT: self.management_rules(),
+            Stage.CONNTRACK: timeout_rules(self.timeouts, "conntrack timeout", guest_only=True),
+            Stage.SENDER: [Rule((x.vmap(src, "out-dispatch"),), "from a guest: its out rules first")],
+            Stage.HOST_SERVICES: self.modes.input_rules(),
+            Stage.HOST_RULES: self.host_rules("in"),
+            Stage.HOST_DEFAULT: render_default(self.ctx, self.plan.host_in(self.ctx.node).default, "host", "in", "accept"),
+        }
+        return Chain("input", tuple(rule for stage in INPUT for rule in stages[stage]), Hook("filter", "input", 0))
 
     def output_chain(self) -> Chain | None:
-        host_rules = self.host_rules("out")
-        action = self.policy.doc.settings.host_default.out
-        if not host_rules and action == "accept":
+        plan = self.plan.host_out(self.ctx.node)
+        if plan is None:
             return None  # nothing to enforce: no hook, no per-packet cost
-        rules = [
-            Rule((x.match(x.meta("oif"), "lo"), x.accept()), "loopback"),
-            Rule((x.match(x.ct("state"), ["established", "related"], "in"), x.counter(), x.accept()), "established"),
-            # a node that cannot send neighbour solicitations has no IPv6 at all
-            self.state_rules()[2],
-            *host_rules,
-            *default_rules(self.ctx, action, "host", "out", "accept", "host-default-out"),
-        ]
-        return Chain("output", tuple(rules), Hook("filter", "output", 0))
+        state = self.state_rules()
+        stages = {
+            Stage.LOOPBACK: [Rule((x.match(x.meta("oif"), "lo"), x.accept()), "loopback")],
+            Stage.ESTABLISHED: state[Stage.ESTABLISHED],
+            Stage.ESSENTIALS: state[Stage.ESSENTIALS],  # a node that cannot send neighbour solicitations has no IPv6 at all
+            Stage.HOST_RULES: self.host_rules("out"),
+            Stage.HOST_DEFAULT: render_default(self.ctx, plan.default, "host", "out", "accept"),
+        }
+        return Chain("output", tuple(rule for stage in OUTPUT for rule in stages[stage]), Hook("filter", "output", 0))

@@ -10,7 +10,7 @@ DST: the offset is the one in force at `now`; the agent recompiles when it chang
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 from zoneinfo import ZoneInfo
 
 from ..policy.model import Schedule
@@ -82,8 +82,13 @@ def schedule_alternatives(schedule: Schedule, now: datetime | None = None, defau
 
     Returns [[]] (no time match) when the window is always open.
     """
-    intervals = utc_week_minutes(schedule, now, default_tz)
-    if intervals == [(0, WEEK)]:
+    return time_alternatives(utc_week_minutes(schedule, now, default_tz))
+
+
+def time_alternatives(intervals: Sequence[tuple[int, int]] | None) -> list[list[Json]]:
+    """A time window ([start, end) minutes of the week, UTC; None: always) as
+    statement lists, one per distinct daily hour range, each with its days."""
+    if intervals is None or list(intervals) == [(0, WEEK)]:
         return [[]]
     by_hours: dict[tuple[int, int], list[int]] = {}
     for low, high in intervals:

@@ -1,4 +1,4 @@
-"""Putting a node's Ruleset into the kernel safely.
+"""Putting a node's Ruleset into the kernel safely, at the speed of `nft -f`.
 
 Guarantees, in order of importance:
 
@@ -7,9 +7,28 @@ Guarantees, in order of importance:
   libvirt's or the distribution's tables survive every apply.
 * Every change is ONE transaction. If libnftables or the kernel refuses it, nothing
   changed and the previous ruleset keeps filtering (NftError propagates).
-* Before changing anything we snapshot our tables as the kernel lists them, and after
-  the change we read back and check the structure. A mismatch restores the snapshot
-  and raises VerifyError: a half-understood ruleset is worse than the old one.
+* After the change we read back and check the structure. A mismatch restores what was
+  there before and raises VerifyError: a half-understood ruleset is worse than the old one.
+
+Where the time goes (docs/performance.md): the kernel's own work is nearly all of
+`nft -f`, and libnftables parses JSON as fast as nft text, so the transaction stays a
+JSON document (nothing is spliced into nft text). The costs that made a first apply
+3x `nft -f` were ours: readback through libnftables' listing (quadratic in the number
+of sets in the kernel), a Python pass over that listing, encoding the ruleset twice
+(transaction and fingerprint) and the garbage collector walking the IR. Now:
+
+* readback is `readback.read_view`: the kernel's structure over netlink, with digests;
+* a view is reused while the ruleset generation has not moved (`seen`, the view an
+  earlier apply returned), and after our own transaction only what it touched is read
+  and verified again (`readback.touched`), so an incremental apply costs what changed;
+* the transaction is encoded once and the fingerprint hashes that encoding;
+* the cyclic garbage collector is paused (zonewall/gcpause.py).
+
+What is restored on a mismatch: for a full replace of tables that existed, their
+libnftables JSON listing (a `Snapshot`, taken before; slow for large tables, but the
+only form libnftables takes back). For an incremental apply, the kernel verifiably
+held `previous` (its digests equal those `seen` recorded, or its structure is that of
+`previous`), so `previous` itself is the snapshot, built only if needed.
 
 The one exception to "one transaction": conntrack timeout objects (`ct timeout`).
 libnftables 1.0.6 drops their policy when they come as JSON and aborts the whole
@@ -35,20 +54,26 @@ apply. A restore re-creates the snapshot's objects from their listing first.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
+
 from zonewall.compiler.diff import diff_commands
-from zonewall.compiler.ir import Ruleset, fingerprint, table_body_commands, timeout_object
+from zonewall.compiler.ir import Ruleset, encoded_items, fingerprint as ir_fingerprint, table_body_commands, table_object, timeout_object
 from zonewall.dataplane.backend import Backend, Json, NftError
+from zonewall.dataplane.nftstate import TableState
 from zonewall.dataplane.readback import (
+    KernelView,
     TableKey,
-    hash_readback,
-    read_tables,
-    shape_of_objects,
+    listings,
+    read_view,
+    shape_of_state,
     shape_of_table,
     shape_problems,
+    touched,
     verify_problems,
 )
+from zonewall.gcpause import collector_paused
 
 
 class VerifyError(RuntimeError):
@@ -61,7 +86,7 @@ class VerifyError(RuntimeError):
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Our tables as the kernel listed them before a change (None: table absent)."""
+    """Our tables as libnftables lists them (None: table absent), to put them back."""
 
     tables: dict[TableKey, list[Json] | None]
 
@@ -77,16 +102,39 @@ class Snapshot:
     def from_json(cls, document: Json) -> Snapshot:
         return cls({(t["family"], t["name"]): t["objects"] for t in document["tables"]})
 
+    @classmethod
+    def of_ruleset(cls, ruleset: Ruleset, absent: Iterable[TableKey] = ()) -> Snapshot:
+        """The listing of a kernel that holds exactly `ruleset` (and not `absent`)."""
+        tables: dict[TableKey, list[Json] | None] = {key: None for key in absent}
+        for table in ruleset.tables:
+            tables[(table.family, table.name)] = [table_object(table)] + [command["add"] for command in table_body_commands(table)]
+        return cls(tables)
+
 
 @dataclass(frozen=True)
 class ApplyResult:
-    fingerprint: str  # ir.fingerprint of the applied ruleset
-    readback_hash: str  # readback.hash_readback of our tables right after the apply
+    readback_hash: str  # digest of our tables right after the apply (readback.KernelView)
     mode: str  # "incremental" | "full" | "unchanged"
-    snapshot: Snapshot  # what was there before; hand it to confirm.arm_revert
+    view: KernelView  # the kernel right after the apply: pass it as `seen` to the next one
+    # The fingerprint and the snapshot of an incremental apply each cost a pass over a
+    # whole ruleset: they are made when first asked for, the new rules already in force.
+    make_fingerprint: Callable[[], str] = field(repr=False)
+    make_snapshot: Callable[[], Snapshot] = field(repr=False)
     commands: int = 0  # size of the transaction that took effect
     notes: tuple[str, ...] = field(default=())  # why the incremental path was not used
 
+    @cached_property
+    def fingerprint(self) -> str:
+        """ir.fingerprint of the applied ruleset."""
+        return self.make_fingerprint()
+
+    @cached_property
+    def snapshot(self) -> Snapshot:
+        """What was there before; hand it to confirm.arm_revert."""
+        return self.make_snapshot()
+
+
+# ---------------------------------------------------------------- ct timeout objects
 
 _TIMEOUT = "ct timeout"
 
@@ -114,39 +162,43 @@ def _wanted_timeouts(ruleset: Ruleset) -> dict[TableKey, dict[str, Json]]:
     }
 
 
-def ensure_timeouts(backend: Backend, wanted: dict[TableKey, dict[str, Json]], current: dict[TableKey, list[Json] | None]) -> int:
-    """Create (as nft text, one transaction) the wanted timeout objects the kernel lacks."""
+def _timeout_names(tables: Mapping[TableKey, TableState | None]) -> dict[TableKey, set[str]]:
+    return {key: {name for kind, name in state.objects if kind == _TIMEOUT} for key, state in tables.items() if state is not None}
+
+
+def ensure_timeouts(backend: Backend, wanted: dict[TableKey, dict[str, Json]], have: Mapping[TableKey, set[str]]) -> bool:
+    """Create (as nft text, one transaction) the wanted timeout objects the kernel lacks;
+    True if a transaction was committed."""
     commands: list[Json] = []
     for (family, name), bodies in wanted.items():
-        have = _timeout_bodies(current.get((family, name)) or [])
-        missing = [body for key, body in sorted(bodies.items()) if key not in have]
+        missing = [body for key, body in sorted(bodies.items()) if key not in have.get((family, name), set())]
         if missing:
             commands.append({"add": {"table": {"family": family, "name": name}}})
             commands += [{"add": {_TIMEOUT: body}} for body in missing]
     if commands:
         backend.run_as_text(commands)
-    return len(commands)
+    return bool(commands)
 
 
-def collect_timeouts(backend: Backend, ruleset: Ruleset, readback: dict[TableKey, list[Json] | None]) -> str | None:
-    """Delete timeout objects of our tables the ruleset does not use; a note if refused."""
+def collect_timeouts(backend: Backend, ruleset: Ruleset, have: Mapping[TableKey, set[str]], notes: list[str]) -> bool:
+    """Delete timeout objects of our tables the ruleset does not use; True if a
+    transaction was committed (a refusal is noted: retried by the next apply)."""
     wanted = _wanted_timeouts(ruleset)
     commands: list[Json] = []
-    for (family, name), objects in readback.items():
-        unused = set(_timeout_bodies(objects or [])) - set(wanted.get((family, name), {}))
+    for (family, name), names in sorted(have.items()):
+        unused = names - set(wanted.get((family, name), {}))
         commands += [{"delete": {_TIMEOUT: {"family": family, "table": name, "name": n}}} for n in sorted(unused)]
     if not commands:
-        return None
+        return False
     try:
         backend.run_as_text(commands)
     except NftError as exc:
-        return f"unused ct timeout objects kept until the next apply: {exc}"
-    return None
+        notes.append(f"unused ct timeout objects kept until the next apply: {exc}")
+        return False
+    return True
 
 
-def _has_unused_timeouts(ruleset: Ruleset, readback: dict[TableKey, list[Json] | None]) -> bool:
-    wanted = _wanted_timeouts(ruleset)
-    return any(set(_timeout_bodies(objs or [])) - set(wanted.get(key, {})) for key, objs in readback.items())
+# ---------------------------------------------------------------- full replace
 
 
 def _keys(tables: Ruleset | Iterable[TableKey]) -> list[TableKey]:
@@ -156,7 +208,7 @@ def _keys(tables: Ruleset | Iterable[TableKey]) -> list[TableKey]:
 
 
 def take_snapshot(backend: Backend, tables: Ruleset | Iterable[TableKey]) -> Snapshot:
-    return Snapshot(read_tables(backend, _keys(tables)))
+    return Snapshot(listings(backend, _keys(tables)))
 
 
 def _delete_table_commands(family: str, name: str) -> list[Json]:
@@ -260,10 +312,12 @@ def restore_commands(snapshot: Snapshot, current: dict[TableKey, list[Json] | No
 
 def restore_snapshot(backend: Backend, snapshot: Snapshot) -> None:
     """One transaction: our tables become exactly what the snapshot recorded."""
-    current = read_tables(backend, list(snapshot.tables))
-    wanted = {key: _timeout_bodies(objects) for key, objects in snapshot.tables.items() if objects}
-    ensure_timeouts(backend, {key: bodies for key, bodies in wanted.items() if bodies}, current)
-    backend.run(_without_timeouts(restore_commands(snapshot, current)))
+    with collector_paused():
+        current = listings(backend, list(snapshot.tables))
+        wanted = {key: _timeout_bodies(objects) for key, objects in snapshot.tables.items() if objects}
+        have = {key: set(_timeout_bodies(objects)) for key, objects in current.items() if objects}
+        ensure_timeouts(backend, {key: bodies for key, bodies in wanted.items() if bodies}, have)
+        backend.run(_without_timeouts(restore_commands(snapshot, current)))
 
 
 def remove_ruleset(backend: Backend, tables: Ruleset | Iterable[TableKey]) -> None:
@@ -274,91 +328,186 @@ def remove_ruleset(backend: Backend, tables: Ruleset | Iterable[TableKey]) -> No
     backend.run(commands)
 
 
-def _full_commands(ruleset: Ruleset, snapshot: Snapshot, stale: Iterable[TableKey]) -> list[Json]:
+@dataclass
+class _Batch:
+    """A transaction as commands and as the JSON text sent, each table's body encoded
+    once; the same encodings make the fingerprint (ir.fingerprint)."""
+
+    commands: list[Json] = field(default_factory=list)
+    items: list[str] = field(default_factory=list)  # encoded, comma-joined pieces
+    bodies: dict[TableKey, str] = field(default_factory=dict)
+
+    def add(self, commands: list[Json], encoded: str | None = None) -> None:
+        self.commands += commands
+        text = encoded if encoded is not None else encoded_items(commands)
+        if text:
+            self.items.append(text)
+
+    @property
+    def text(self) -> str:
+        return '{"nftables":[' + ",".join(self.items) + "]}"
+
+
+def _full_batch(ruleset: Ruleset, listing: Mapping[TableKey, list[Json] | None], stale: Iterable[TableKey]) -> _Batch:
     """Replace our tables with `ruleset` in one atomic transaction (see _clear_commands)."""
-    commands: list[Json] = []
+    batch = _Batch()
     for table in ruleset.tables:
-        current = snapshot.tables.get((table.family, table.name))
-        commands += _replace_commands(table.family, table.name, current, table_body_commands(table))
+        key = (table.family, table.name)
+        body = table_body_commands(table)
+        if table.timeouts:  # sent as text (module docstring); the fingerprint encodes the body itself
+            body = _without_timeouts(body)
+        else:
+            batch.bodies[key] = encoded_items(body)
+        current = listing.get(key)
+        if current is None:
+            batch.add([{"add": table_object(table)}])
+            batch.add(body, batch.bodies.get(key))
+        else:
+            batch.add(_replace_commands(table.family, table.name, current, body))
     for family, name in stale:
-        commands += _delete_table_commands(family, name)
-    return commands
+        batch.add(_delete_table_commands(family, name))
+    return batch
 
 
-def _matches_previous(previous: Ruleset, snapshot: Snapshot) -> list[str]:
-    """Does the kernel still look like `previous`? Diffs are only valid on top of it."""
+def _full(
+    backend: Backend,
+    ruleset: Ruleset,
+    keys: list[TableKey],
+    stale: list[TableKey],
+    current: KernelView,
+    restore_point: Snapshot | None,
+    fingerprint: str | None,
+    notes: list[str],
+) -> ApplyResult:
+    """Replace our tables; `restore_point`: where to go back to on failure, if not to
+    what is there now (an incremental transaction already changed it)."""
+    present = [key for key in keys if current.exists(key)]
+    snapshot = Snapshot({key: None for key in keys} | listings(backend, present))
+    ensure_timeouts(backend, _wanted_timeouts(ruleset), _timeout_names(current.tables))
+    batch = _full_batch(ruleset, snapshot.tables, stale)
+    back_to = restore_point if restore_point is not None else snapshot
+    try:
+        backend.run(batch.commands, text=batch.text)
+    except NftError:
+        if restore_point is not None:
+            restore_snapshot(backend, restore_point)  # undo the diff that read back wrong
+        raise
+    after = read_view(backend, _keys(ruleset))
+    if collect_timeouts(backend, ruleset, _timeout_names(after.tables), notes):
+        after = read_view(backend, _keys(ruleset))
+    problems = verify_problems(ruleset, after.tables)
+    if problems:
+        restore_snapshot(backend, back_to)
+        raise VerifyError(problems)
+    made = fingerprint or ir_fingerprint(ruleset, batch.bodies)  # a hash of what is encoded already
+    return ApplyResult(
+        after.digest,
+        "full",
+        after,
+        lambda: made,
+        lambda: back_to,
+        len(batch.commands),
+        tuple(notes),
+    )
+
+
+# ---------------------------------------------------------------- incremental
+
+
+def _drift(previous: Ruleset, before: KernelView, seen: KernelView | None) -> list[str]:
+    """Why the kernel cannot be taken to hold `previous` (a diff is only valid on it)."""
+    keys = _keys(previous)
+    if seen is not None and seen.covers(keys):
+        changed = [f"table {family} {name}" for family, name in keys if before.tables.get((family, name)) != seen.tables[(family, name)]]
+        return [f"{where} changed since the last apply" for where in changed]
     problems: list[str] = []
     for table in previous.tables:
-        objects = snapshot.tables.get((table.family, table.name))
+        state = before.tables.get((table.family, table.name))
         where = f"table {table.family} {table.name}"
-        if objects is None:
+        if state is None:
             problems.append(f"{where} is not in the kernel")
         else:
-            problems += shape_problems(shape_of_table(table), shape_of_objects(objects), where)
+            problems += shape_problems(shape_of_table(table), shape_of_state(state), where)
     return problems
 
 
-def apply_ruleset(backend: Backend, ruleset: Ruleset, *, previous: Ruleset | None = None) -> ApplyResult:
+def _incremental(
+    backend: Backend, ruleset: Ruleset, previous: Ruleset, before: KernelView, keys: list[TableKey], fingerprint: str | None, notes: list[str]
+) -> ApplyResult | Snapshot | None:
+    """The diff from `previous` in one transaction. Returns the result, or (to go on
+    with a full replace) None when nothing was changed, or the snapshot of `previous`
+    to restore when the diff committed but read back wrong."""
+    absent = [key for key in keys if not before.exists(key)]
+
+    def held() -> Snapshot:
+        return Snapshot.of_ruleset(previous, absent)
+
+    commands = _without_timeouts(diff_commands(previous, ruleset))
+    commits = int(ensure_timeouts(backend, _wanted_timeouts(ruleset), _timeout_names(before.tables)))
+    if commands:
+        try:
+            backend.run(commands)
+        except NftError as exc:
+            notes.append(f"incremental transaction refused: {exc}")
+            return None
+        commits += 1
+    commits += collect_timeouts(backend, ruleset, _timeout_names(before.tables), notes)
+    new_keys = _keys(ruleset)
+    scope = touched(commands)
+    after = read_view(backend, new_keys, base=before, scope=scope, commits=commits) if scope is not None else read_view(backend, new_keys)
+    # Only what the transaction touched needs checking when nothing else happened
+    # meanwhile: the rest is what `previous` had, and `before` was checked against it.
+    ours_only = scope is not None and after.generation == before.generation + commits
+    problems = verify_problems(ruleset, after.tables, scope if ours_only else None)
+    if problems:
+        notes.append("incremental readback differs: " + "; ".join(problems))
+        return held() if commands else None
+    return ApplyResult(
+        after.digest,
+        "incremental" if commands else "unchanged",
+        after,
+        lambda: fingerprint or ir_fingerprint(ruleset),
+        held,
+        len(commands),
+        tuple(notes),
+    )
+
+
+def apply_ruleset(
+    backend: Backend,
+    ruleset: Ruleset,
+    *,
+    previous: Ruleset | None = None,
+    seen: KernelView | None = None,
+    fingerprint: str | None = None,
+) -> ApplyResult:
     """Make the kernel hold `ruleset` (our tables only); see the module docstring.
 
-    With `previous` (the IR applied last time) the change is an incremental diff,
-    provided the kernel still has the shape of `previous`; if the diff is refused or
-    reads back wrong, a full replace of our tables follows.
+    `previous`: the IR applied last time; the change is then an incremental diff,
+    provided the kernel still holds `previous`. `seen`: the view the apply of
+    `previous` returned (ApplyResult.view); with it, "still holds" is a comparison of
+    digests, free while the ruleset generation has not moved; without it, of
+    structure. If the diff is refused or reads back wrong, a full replace of our
+    tables follows. `fingerprint`: ir.fingerprint(ruleset) if the caller has it (a
+    controller that compiled the ruleset); otherwise it is computed when first asked
+    for (ApplyResult.fingerprint).
     """
-    new_keys = _keys(ruleset)
-    stale = [k for k in _keys(previous) if k not in new_keys] if previous is not None else []
-    snapshot = take_snapshot(backend, new_keys + stale)
-    notes: list[str] = []
-    incremental_committed = False
-    ensure_timeouts(backend, _wanted_timeouts(ruleset), snapshot.tables)
-
-    def read_back() -> dict[TableKey, list[Json] | None]:
-        readback = read_tables(backend, new_keys)
-        note = collect_timeouts(backend, ruleset, readback)
-        if note is None:
-            readback = read_tables(backend, new_keys) if _has_unused_timeouts(ruleset, readback) else readback
-        else:
-            notes.append(note)
-        return readback
-
-    if previous is not None:
-        drift = _matches_previous(previous, snapshot)
-        if drift:
-            notes.append("kernel differs from previous: " + "; ".join(drift))
-        else:
-            commands = _without_timeouts(diff_commands(previous, ruleset))
-            try:
-                if commands:
-                    backend.run(commands)
-            except NftError as exc:
-                notes.append(f"incremental transaction refused: {exc}")
+    with collector_paused():
+        new_keys = _keys(ruleset)
+        stale = [k for k in _keys(previous) if k not in new_keys] if previous is not None else []
+        keys = new_keys + stale
+        before = read_view(backend, keys, base=seen)
+        notes: list[str] = []
+        restore_point = None
+        if previous is not None:
+            drift = _drift(previous, before, seen)
+            if drift:
+                notes.append("kernel differs from previous: " + "; ".join(drift))
             else:
-                incremental_committed = bool(commands)
-                readback = read_back()
-                problems = verify_problems(ruleset, readback)
-                if not problems:
-                    return ApplyResult(
-                        fingerprint(ruleset),
-                        hash_readback(readback),
-                        "incremental" if commands else "unchanged",
-                        snapshot,
-                        len(commands),
-                        tuple(notes),
-                    )
-                notes.append("incremental readback differs: " + "; ".join(problems))
-
-    # the full replace starts from what the kernel holds now (a committed diff changed it)
-    current = take_snapshot(backend, new_keys + stale) if incremental_committed else snapshot
-    commands = _without_timeouts(_full_commands(ruleset, current, stale))
-    try:
-        backend.run(commands)
-    except NftError:
-        if incremental_committed:
-            restore_snapshot(backend, snapshot)  # undo the diff that read back wrong
-        raise
-    readback = read_back()
-    problems = verify_problems(ruleset, readback)
-    if problems:
-        restore_snapshot(backend, snapshot)
-        raise VerifyError(problems)
-    return ApplyResult(fingerprint(ruleset), hash_readback(readback), "full", snapshot, len(commands), tuple(notes))
+                outcome = _incremental(backend, ruleset, previous, before, keys, fingerprint, notes)
+                if isinstance(outcome, ApplyResult):
+                    return outcome
+                if outcome is not None:
+                    restore_point = outcome
+                    before = read_view(backend, keys)  # the committed diff changed it
+        return _full(backend, ruleset, keys, stale, before, restore_point, fingerprint, notes)

@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes
+import json
 import os
 import re
 import time
 import queue
 import threading
 import weakref
-from collections.abc import Callable
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+
+from . import nftstate
+from .netlink import DumpInterrupted, NfSocket
+
+if TYPE_CHECKING:
+    from .nftstate import Scope, TableState
 
 Json = dict[str, Any]
 T = TypeVar("T")
+TableKey = tuple[str, str]
 
 NETNS_DIR = "/run/netns"
 _CLONE_NEWNET = 0x40000000
@@ -35,8 +43,10 @@ class NftError(RuntimeError):
 
 @runtime_checkable
 class Backend(Protocol):
-    def run(self, commands: list[Json]) -> None:
-        """Apply `commands` as ONE transaction (`{"nftables": commands}`)."""
+    def run(self, commands: list[Json], *, text: str | None = None) -> None:
+        """Apply `commands` as ONE transaction (`{"nftables": commands}`). `text`: the
+        same document already serialised by the caller (apply.py needs it anyway for
+        the fingerprint), so it is not encoded twice."""
 
     def run_as_text(self, commands: list[Json]) -> None:
         """Apply `commands` (add table, add/delete ct timeout only) as ONE transaction
@@ -48,6 +58,21 @@ class Backend(Protocol):
 
     def list_tables(self) -> list[tuple[str, str]]:
         """(family, name) of every table in the namespace, ours and foreign."""
+
+    def generation(self) -> int:
+        """The ruleset generation: every committed transaction that changes something
+        (anyone's, any table) moves it on by one."""
+
+    def read_state(
+        self,
+        tables: list[TableKey],
+        *,
+        base: Mapping[TableKey, TableState | None] | None = None,
+        scope: Mapping[TableKey, Scope] | None = None,
+    ) -> tuple[int, dict[TableKey, TableState | None]]:
+        """(generation, structure and digests of these tables), read at one generation.
+        With `base` and `scope`, chains and sets outside the scope come from `base`
+        (see nftstate.read_tables)."""
 
 
 # ---------------------------------------------------------------------------
@@ -66,6 +91,7 @@ class _NftWorker:
     def __init__(self, netns: str | None) -> None:
         self._jobs: queue.SimpleQueue[tuple[Callable[[Any], Any], concurrent.futures.Future[Any]] | None]
         self._jobs = queue.SimpleQueue()
+        self.netlink: NfSocket  # opened on the worker thread, in its namespace
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(
             target=self._main, args=(netns, ready), name=f"zonewall-nft[{netns or 'host'}]", daemon=True
@@ -82,6 +108,7 @@ class _NftWorker:
             nft = nftables.Nftables()
             nft.set_json_output(True)
             nft.set_handle_output(False)
+            self.netlink = NfSocket()  # for readback (nftstate.py); this thread's namespace
         except BaseException as exc:  # noqa: BLE001 - handed to the constructing thread
             ready.set_exception(exc)
             return
@@ -94,6 +121,7 @@ class _NftWorker:
                 future.set_result(fn(nft))
             except BaseException as exc:  # noqa: BLE001
                 future.set_exception(exc)
+        self.netlink.close()
 
     def call(self, fn: Callable[[Any], T]) -> T:
         if not self._thread.is_alive():
@@ -166,10 +194,14 @@ class LibNftBackend:
         except ValueError as exc:  # e.g. nft 1.0.6 lists a table with `flags owner` as broken JSON
             raise NftError(f"libnftables answered with JSON that cannot be read ({exc}); is a table held by another program (flags owner)?") from None
 
-    def run(self, commands: list[Json]) -> None:
+    def run(self, commands: list[Json], *, text: str | None = None) -> None:
         if not commands:
             return  # an empty batch is a no-op; skip the netlink round trip
-        rc, _out, err = self._json_cmd({"nftables": commands})
+        if text is None:
+            text = json.dumps({"nftables": commands}, separators=(",", ":"))
+        # JSON output is on, so libnftables parses the input as JSON (json_cmd does
+        # exactly this after encoding the document itself)
+        rc, _out, err = self._worker.call(lambda nft: nft.cmd(text))
         if rc != 0:
             raise NftError(_clean_error(err) or f"libnftables returned {rc}")
 
@@ -197,6 +229,33 @@ class LibNftBackend:
         if rc != 0:
             raise NftError(_clean_error(err))
         return [(o["table"]["family"], o["table"]["name"]) for o in _objects(out) if "table" in o]
+
+    def generation(self) -> int:
+        return self._worker.call(lambda _nft: nftstate.generation(self._worker.netlink))
+
+    def read_state(
+        self,
+        tables: list[TableKey],
+        *,
+        base: Mapping[TableKey, TableState | None] | None = None,
+        scope: Mapping[TableKey, Scope] | None = None,
+    ) -> tuple[int, dict[TableKey, TableState | None]]:
+        def read(_nft: Any) -> tuple[int, dict[TableKey, TableState | None]]:
+            sock = self._worker.netlink
+            for _attempt in range(_READ_ATTEMPTS):
+                before = nftstate.generation(sock)
+                try:
+                    state = nftstate.read_tables(sock, tables, base=base, scope=scope)
+                except DumpInterrupted:
+                    continue
+                if nftstate.generation(sock) == before:
+                    return before, state
+            raise NftError(f"the ruleset changed during each of {_READ_ATTEMPTS} attempts to read it back")
+
+        return self._worker.call(read)
+
+
+_READ_ATTEMPTS = 5
 
 
 _TEXT_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")

@@ -22,11 +22,12 @@ from __future__ import annotations
 import copy
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from zonewall.dataplane.backend import Json, NftError
+from zonewall.dataplane.nftstate import ChainState, ObjectState, Scope, SetState, TableState, digest_of
 
 _ENOENT = "Could not process rule: No such file or directory"
 _EEXIST = "Could not process rule: File exists"
@@ -99,6 +100,7 @@ class FakeBackend:
         self.failed: list[tuple[list[Json], str]] = []  # (commands, error)
         self._fail_next: str | None = None
         self._next_table_handle = 1
+        self._generation = 1
 
     # -- Backend protocol ---------------------------------------------------
 
@@ -106,7 +108,9 @@ class FakeBackend:
         """Make the next run() raise NftError(message) and change nothing."""
         self._fail_next = message
 
-    def run(self, commands: list[Json]) -> None:
+    def run(self, commands: list[Json], *, text: str | None = None) -> None:
+        if text is not None and json.loads(text) != {"nftables": commands}:
+            raise AssertionError("run(): `text` is not the serialised `commands`")
         commands = copy.deepcopy(commands)
         if self._fail_next is not None:
             message, self._fail_next = self._fail_next, None
@@ -121,6 +125,8 @@ class FakeBackend:
             self.failed.append((commands, str(exc)))
             raise
         self.transactions.append(commands)
+        if commands:
+            self._generation += 1
 
     def run_as_text(self, commands: list[Json]) -> None:
         """LibNftBackend sends these through nft's text parser; the model is the same."""
@@ -128,6 +134,46 @@ class FakeBackend:
 
     def list_tables(self) -> list[tuple[str, str]]:
         return list(self.tables)
+
+    def generation(self) -> int:
+        return self._generation
+
+    def read_state(
+        self,
+        tables: list[tuple[str, str]],
+        *,
+        base: Mapping[tuple[str, str], TableState | None] | None = None,
+        scope: Mapping[tuple[str, str], Scope] | None = None,
+    ) -> tuple[int, dict[tuple[str, str], TableState | None]]:
+        """The model's tables as nftstate.read_tables describes the kernel's (always
+        read in full: `base` and `scope` only save the kernel work)."""
+        return self._generation, {key: self._state(key) for key in dict.fromkeys(tables)}
+
+    def _state(self, key: tuple[str, str]) -> TableState | None:
+        table = self.tables.get(key)
+        if table is None:
+            return None
+        chains = {}
+        for name, chain in table.chains.items():
+            definition = _canonical(chain).encode()
+            rules = table.rules[name]
+            parts = [_canonical({"handle": r["handle"], "comment": r.get("comment"), "expr": _without_counts(r["expr"])}).encode() for r in rules]
+            chains[name] = ChainState(tuple(r.get("comment") or None for r in rules), definition, digest_of(definition, *parts))
+        sets = {}
+        for name, (kind, definition) in table.sets.items():
+            encoded = _canonical(definition).encode()
+            dynamic = "timeout" in definition.get("flags", ()) or "dynamic" in definition.get("flags", ()) or "timeout" in definition
+            if dynamic:
+                sets[name] = SetState(kind, None, encoded, digest_of(encoded))
+            else:
+                elements = sorted(_canonical(e).encode() for e in table.elems[name])
+                sets[name] = SetState(kind, len(elements), encoded, digest_of(encoded, *elements))
+        objects = {}
+        for (kind, name), body in table.objects.items():
+            stable = {k: v for k, v in body.items() if not (kind in ("counter", "quota") and k in ("packets", "bytes", "used"))}
+            policy = (body.get("protocol"), dict(body.get("policy") or {})) if kind == "ct timeout" else None
+            objects[(kind, name)] = ObjectState(digest_of(_canonical(stable).encode()), policy)
+        return TableState(chains, sets, objects)
 
     def list_table(self, family: str, name: str) -> list[Json] | None:
         table = self.tables.get((family, name))
@@ -371,6 +417,15 @@ class FakeBackend:
                 del rules[position]
                 return
         raise NftError(_ENOENT)
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _without_counts(expr: Any) -> Any:
+    """Rule statements with anonymous counters' values dropped (traffic, not structure)."""
+    return [{"counter": None} if isinstance(stmt, dict) and "counter" in stmt else stmt for stmt in expr]
 
 
 def _readback_rule(rule: Json) -> Json:

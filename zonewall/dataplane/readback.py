@@ -1,26 +1,33 @@
-"""Interpreting what the kernel lists back: structure checks and a drift hash.
+"""Reading our tables back: structure checks against the IR, and a drift digest.
 
-libnftables does not echo its input (nft 1.0.6, measured): objects come back grouped
-by kind (limits, sets, maps, chains, then rules) rather than in the order they were
-added; every object carries a kernel `handle`; anonymous counters carry values;
-interval-set elements are sorted and normalised (a range covering a whole prefix
-becomes a prefix); elements of timeout sets carry a ticking `expires`; a limit's
-"unit": "packets" and a chain's comment are not printed. So we never compare readback
-with the IR statement by statement; we compare structure (names, rule counts, rule
-comments, element counts), and for drift detection we hash a canonical form of the
-readback itself.
+What the kernel holds is read as `nftstate.TableState`s (over netlink; FakeBackend
+builds the same from its model): each chain's rule comments in order, each named
+set's kind and element count, stateful objects, ct timeout policies, and a digest of
+all the rest. Readback never compares rules statement by statement with the IR (the
+kernel normalises them: prefixes, merged intervals, implicit dependencies); it
+verifies the structure, and detects drift by comparing digests of two reads.
+
+A `KernelView` is one such read with the ruleset generation it was taken at. The
+generation moves on with every committed transaction in the namespace, so a view is
+still true as long as the generation has not moved: `read_view` then returns it
+without asking the kernel for anything but the generation, and after transactions of
+our own it reads again only what they touched (`Scope`).
+
+libnftables' JSON listing (`listings`) is still what a snapshot for restore is made of:
+it can be fed back to libnftables. It is slow for large tables (netlink.py says why).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from zonewall.compiler.ir import Ruleset, Table
 from zonewall.dataplane.backend import Backend, Json
+from zonewall.dataplane.nftstate import Scope, TableState
 
 TableKey = tuple[str, str]
 
@@ -43,13 +50,17 @@ def _is_dynamic(flags: Iterable[str], timeout: Any) -> bool:
     return "timeout" in flags or "dynamic" in flags or timeout is not None
 
 
-def shape_of_table(table: Table) -> Shape:
+def shape_of_table(table: Table, *, chains: Iterable[str] | None = None, sets: Iterable[str] | None = None) -> Shape:
+    """The IR's shape; with `chains`/`sets`, only the rules of those chains and the
+    element counts of those sets (the names of all of them are always there)."""
+    only_chains = None if chains is None else set(chains)
+    only_sets = None if sets is None else set(sets)
     return Shape(
-        chains={c.name: tuple(r.comment or None for r in c.rules) for c in table.chains},
+        chains={c.name: tuple(r.comment or None for r in c.rules) if only_chains is None or c.name in only_chains else () for c in table.chains},
         sets={
             s.name: (
                 "map" if s.map is not None else "set",
-                None if _is_dynamic(s.flags, s.timeout) else len(s.elements),
+                None if _is_dynamic(s.flags, s.timeout) or (only_sets is not None and s.name not in only_sets) else len(s.elements),
             )
             for s in table.sets
         },
@@ -57,7 +68,18 @@ def shape_of_table(table: Table) -> Shape:
     )
 
 
+def shape_of_state(state: TableState, *, chains: Iterable[str] | None = None, sets: Iterable[str] | None = None) -> Shape:
+    only_chains = None if chains is None else set(chains)
+    only_sets = None if sets is None else set(sets)
+    return Shape(
+        chains={name: c.comments if only_chains is None or name in only_chains else () for name, c in state.chains.items()},
+        sets={name: (s.kind, s.elements if only_sets is None or name in only_sets else None) for name, s in state.sets.items()},
+        limits=frozenset(name for kind, name in state.objects if kind == "limit"),
+    )
+
+
 def shape_of_objects(objects: list[Json]) -> Shape:
+    """The shape of libnftables' JSON listing of a table (a snapshot)."""
     chains: dict[str, list[str | None]] = {}
     sets: dict[str, tuple[str, int | None]] = {}
     limits: set[str] = set()
@@ -101,43 +123,130 @@ def shape_problems(expected: Shape, actual: Shape, where: str) -> list[str]:
     return problems
 
 
-def verify_problems(ruleset: Ruleset, readback: dict[TableKey, list[Json] | None]) -> list[str]:
+def verify_problems(ruleset: Ruleset, tables: Mapping[TableKey, TableState | None], scope: Mapping[TableKey, Scope] | None = None) -> list[str]:
+    """Does the kernel have the ruleset's structure? With `scope` (what a transaction
+    touched, the rest having been verified before), the rules and elements of the
+    scope's chains and sets are checked, and the names of all of them."""
     problems: list[str] = []
     for table in ruleset.tables:
         where = f"table {table.family} {table.name}"
-        objects = readback.get((table.family, table.name))
-        if objects is None:
+        state = tables.get((table.family, table.name))
+        if state is None:
             problems.append(f"{where}: missing after apply")
             continue
-        problems += shape_problems(shape_of_table(table), shape_of_objects(objects), where)
-        problems += timeout_problems(table, objects, where)
+        part = (scope or {}).get((table.family, table.name))
+        chains, sets = (None, None) if part is None else (part.chains, part.sets)
+        problems += shape_problems(shape_of_table(table, chains=chains, sets=sets), shape_of_state(state, chains=chains, sets=sets), where)
+        problems += timeout_problems(table, state, where)
     return problems
 
 
-def timeout_problems(table: Table, objects: list[Json], where: str) -> list[str]:
+def timeout_problems(table: Table, state: TableState, where: str) -> list[str]:
     """Each ct timeout object of `table` is there, for its protocol, with its values.
 
-    nft lists only the states whose value differs from nft's built-in default, so a
-    state missing from the listing is not a difference; a listed value that is not the
-    wanted one is (e.g. an object whose policy was lost on its way in). Objects the
-    table does not name are not looked at: the apply collects them (dataplane/apply.py).
-    """
-    listed = {o["ct timeout"]["name"]: o["ct timeout"] for o in objects if "ct timeout" in o}
+    Objects the table does not name are not looked at: the apply collects them
+    (dataplane/apply.py)."""
     problems = []
     for timeout in table.timeouts:
-        body = listed.get(timeout.name)
-        if body is None:
+        found = state.objects.get(("ct timeout", timeout.name))
+        if found is None or found.policy is None:
             problems.append(f"{where}: ct timeout {timeout.name} is missing")
             continue
-        got = body.get("policy") or {}
-        wrong = {state: got[state] for state, seconds in timeout.policy if state in got and got[state] != seconds}
-        if body.get("protocol") != timeout.protocol or wrong:
-            problems.append(f"{where}: ct timeout {timeout.name} differs: {body.get('protocol')} {got} != {timeout.protocol} {dict(timeout.policy)}")
+        protocol, got = found.policy
+        wrong = {s: got.get(s) for s, seconds in timeout.policy if got.get(s, seconds) != seconds}
+        if protocol != timeout.protocol or wrong:
+            problems.append(f"{where}: ct timeout {timeout.name} differs: {protocol} {got} != {timeout.protocol} {dict(timeout.policy)}")
     return problems
 
 
 # ---------------------------------------------------------------------------
-# canonical form and hash
+# views: reads at a generation
+
+
+@dataclass(frozen=True)
+class KernelView:
+    """Our tables (None: absent) as the kernel held them at `generation`."""
+
+    generation: int
+    tables: dict[TableKey, TableState | None]
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for (family, name), state in sorted(self.tables.items()):
+            h.update(f"{family}\0{name}\0".encode() + (b"absent" if state is None else state.digest()))
+        return h.hexdigest()
+
+    def covers(self, tables: Iterable[TableKey]) -> bool:
+        return all(key in self.tables for key in tables)
+
+    def exists(self, key: TableKey) -> bool:
+        return self.tables.get(key) is not None
+
+
+def read_view(
+    backend: Backend,
+    tables: Iterable[TableKey] | Ruleset,
+    *,
+    base: KernelView | None = None,
+    scope: Mapping[TableKey, Scope] | None = None,
+    commits: int = 0,
+) -> KernelView:
+    """What the kernel holds for `tables` now.
+
+    `base`: an earlier view, followed by `commits` transactions of our own, which
+    touched no more than `scope` (None: touched nothing). If the generation moved on
+    by exactly `commits`, nobody else changed anything meanwhile: with no commits,
+    `base` is still true and returned as it is; otherwise only the scope is read
+    again. Any other generation means someone else committed: everything is read.
+    """
+    keys = [(t.family, t.name) for t in tables.tables] if isinstance(tables, Ruleset) else list(dict.fromkeys(tables))
+    if base is not None and base.covers(keys):
+        if commits == 0 and backend.generation() == base.generation:
+            return base if list(base.tables) == keys else KernelView(base.generation, {k: base.tables[k] for k in keys})
+        if commits > 0 and backend.generation() == base.generation + commits:
+            parts = {key: (scope or {}).get(key, Scope()) for key in keys}
+            generation, state = backend.read_state(keys, base=base.tables, scope=parts)
+            if generation == base.generation + commits:
+                return KernelView(generation, state)
+    generation, state = backend.read_state(keys)
+    return KernelView(generation, state)
+
+
+def readback_hash(backend: Backend, tables: Iterable[TableKey] | Ruleset) -> str:
+    """Digest of what the kernel holds for these tables now; compare with ApplyResult's.
+    Handles are in it: equal digests mean nothing was changed, not even re-created."""
+    return read_view(backend, tables).digest
+
+
+def touched(commands: Iterable[Json]) -> dict[TableKey, Scope] | None:
+    """The chains and sets whose contents `commands` may change, per table; None if a
+    command reaches a whole table (flush or delete table)."""
+    chains: dict[TableKey, set[str]] = {}
+    sets: dict[TableKey, set[str]] = {}
+    for command in commands:
+        ((verb, body),) = command.items()
+        ((kind, obj),) = body.items()
+        if kind == "table":
+            if verb != "add":
+                return None
+            continue
+        key = (obj["family"], obj["table"])
+        if kind == "rule":
+            chains.setdefault(key, set()).add(obj["chain"])
+        elif kind == "chain":
+            chains.setdefault(key, set()).add(obj["name"])
+        elif kind in ("set", "map", "element"):
+            sets.setdefault(key, set()).add(obj["name"])
+    return {key: Scope(frozenset(chains.get(key, ())), frozenset(sets.get(key, ()))) for key in set(chains) | set(sets)}
+
+
+# ---------------------------------------------------------------------------
+# libnftables' JSON listing (snapshots) and its canonical form (tests)
+
+
+def listings(backend: Backend, tables: Iterable[TableKey]) -> dict[TableKey, list[Json] | None]:
+    return {key: backend.list_table(*key) for key in dict.fromkeys(tables)}
 
 
 def _strip(value: Any) -> Any:
@@ -157,7 +266,7 @@ def _strip(value: Any) -> Any:
 
 
 def canonical_objects(objects: list[Json]) -> list[Json]:
-    """Readback with the kernel's noise removed and a stable order.
+    """A listing with the kernel's noise removed and a stable order.
 
     Non-rule objects are sorted by kind and name; rules are grouped by chain name
     (stably, so each chain's rule order is kept); set elements are sorted; the
@@ -192,17 +301,11 @@ def canonical_readback(readback: dict[TableKey, list[Json] | None]) -> list[Json
     ]
 
 
-def hash_readback(readback: dict[TableKey, list[Json] | None]) -> str:
-    text = json.dumps(canonical_readback(readback), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def read_tables(backend: Backend, tables: Iterable[TableKey]) -> dict[TableKey, list[Json] | None]:
-    return {key: backend.list_table(*key) for key in dict.fromkeys(tables)}
-
-
-def readback_hash(backend: Backend, tables: Iterable[TableKey] | Ruleset) -> str:
-    """Hash of what the kernel holds for these tables now; compare with ApplyResult's."""
+def listing_hash(backend: Backend, tables: Iterable[TableKey] | Ruleset) -> str:
+    """Hash of what these tables contain, by libnftables' listing: unlike a view's
+    digest, handles are left out, so a ruleset restored or applied elsewhere hashes
+    the same as the original. Slow for large tables; for comparing rulesets by content."""
     if isinstance(tables, Ruleset):
         tables = [(t.family, t.name) for t in tables.tables]
-    return hash_readback(read_tables(backend, tables))
+    text = json.dumps(canonical_readback(listings(backend, tables)), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -318,7 +318,8 @@ def _client_socket(ns: str, family: int, stype: int, proto: int, src_addr: str |
 
 
 def probe_tcp(src_ns: str, dst_ns: str, dst_addr: str, port: int, *, src_addr: str | None = None,
-              timeout: float = 1.0, pool: ListenerPool | None = None) -> ProbeResult:
+              timeout: float = 1.0, pool: ListenerPool | None = None,
+              landing: tuple[str, int] | None = None) -> ProbeResult:
     """Connect from ``src_ns`` to a listener in ``dst_ns`` and send a token."""
 
     def result(verdict: Verdict, t0: float, detail: str, seen: str | None = None) -> ProbeResult:
@@ -328,7 +329,7 @@ def probe_tcp(src_ns: str, dst_ns: str, dst_addr: str, port: int, *, src_addr: s
     token = _new_token()
     t0 = time.perf_counter()
     try:
-        with _Borrow(pool, dst_ns, "tcp", port, dst_addr) as lst:
+        with _Borrow(pool, dst_ns, "tcp", *(landing[::-1] if landing else (port, dst_addr))) as lst:
             sock = _client_socket(src_ns, _family(dst_addr), socket.SOCK_STREAM, 0, src_addr)
             with sock:
                 sock.settimeout(timeout)
@@ -359,7 +360,8 @@ def probe_tcp(src_ns: str, dst_ns: str, dst_addr: str, port: int, *, src_addr: s
 
 
 def probe_udp(src_ns: str, dst_ns: str, dst_addr: str, port: int, *, src_addr: str | None = None,
-              timeout: float = 1.0, pool: ListenerPool | None = None) -> ProbeResult:
+              timeout: float = 1.0, pool: ListenerPool | None = None,
+              landing: tuple[str, int] | None = None) -> ProbeResult:
     """Send a token datagram; delivered if the listener got it, ``reply`` if its echo came back.
 
     When the token arrives but the echo does not, the probe takes the full
@@ -374,7 +376,7 @@ def probe_udp(src_ns: str, dst_ns: str, dst_addr: str, port: int, *, src_addr: s
     token = _new_token()
     t0 = time.perf_counter()
     try:
-        with _Borrow(pool, dst_ns, "udp", port, dst_addr) as lst:
+        with _Borrow(pool, dst_ns, "udp", *(landing[::-1] if landing else (port, dst_addr))) as lst:
             sock = _client_socket(src_ns, _family(dst_addr), socket.SOCK_DGRAM, 0, src_addr)
             with sock:
                 # connect() so ICMP errors for this flow surface as recv() errors.
@@ -544,6 +546,9 @@ class ProbeSpec:
     src_addr: str | None = None
     timeout: float = 1.0
     icmp_type: str | int = "echo-request"
+    # where the listener waits when the packet lands elsewhere than it is sent
+    # (a port forward: the VM's address and port, in dst_ns)
+    landing: tuple[str, int] | None = None
 
 
 def run_probe(spec: ProbeSpec, pool: ListenerPool | None = None) -> ProbeResult:
@@ -556,7 +561,7 @@ def run_probe(spec: ProbeSpec, pool: ListenerPool | None = None) -> ProbeResult:
     if fn is None:
         raise ValueError(f"unknown proto {spec.proto!r}")
     return fn(spec.src_ns, spec.dst_ns, spec.dst_addr, spec.port, src_addr=spec.src_addr,
-              timeout=spec.timeout, pool=pool)
+              timeout=spec.timeout, pool=pool, landing=spec.landing)
 
 
 def run_probes(specs: Iterable[ProbeSpec], *, max_workers: int = 128,
@@ -580,7 +585,8 @@ def run_probes(specs: Iterable[ProbeSpec], *, max_workers: int = 128,
         # probe threads start on a ready network.
         for s in todo:
             if s.proto in ("tcp", "udp") and s.port is not None:
-                pool.get(s.dst_ns, s.proto, s.port, s.dst_addr)  # type: ignore[arg-type]
+                address, port = s.landing or (s.dst_addr, s.port)
+                pool.get(s.dst_ns, s.proto, port, address)  # type: ignore[arg-type]
         def one(spec: ProbeSpec) -> ProbeResult:
             result = run_probe(spec, pool)
             if on_done is not None:

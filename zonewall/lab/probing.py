@@ -1,7 +1,8 @@
 """Probes between lab endpoints named as in the policy, and the reachability matrix.
 
 An endpoint is `vm:NAME` (or just NAME), `vm:NAME@NETWORK` (that VM's NIC on that
-network), `host:NODE`, or `outside:ADDR`. The matrix
+network), `host:NODE`, `outside:ADDR`, or an address of a VM or node (that very
+address: a source binds to it). The matrix
 probes every source (VMs, a management address, an internet address) against every
 target (VMs and nodes) for each service port the policy's rules mention.
 """
@@ -16,7 +17,8 @@ from typing import Literal
 
 from ..policy.addresses import Family
 from ..policy.resolve import Policy
-from ..compiler.matches import ProtocolKeys
+from ..compiler.plan.nat import port_forwards
+from ..compiler.plan.rules import ProtocolKeys
 from .cluster import LabError, LabState, ensure_outside_address
 from .probe import ProbeResult, ProbeSpec, run_probes
 
@@ -69,6 +71,11 @@ def endpoint(state: LabState, policy: Policy, ref: str, family: Family, *, role:
             raise LabError(f"{ref}: expected outside:ADDRESS") from None
         ensure_outside_address(state, address)
         return Endpoint(ref, state.outside, address)
+    owner = _owner(policy, ref) if not kind else None
+    if owner is not None:  # an address of a VM or node: exactly that address
+        owner_kind, owner_name = owner
+        ns = state.vms[owner_name] if owner_kind == "vm" else state.nodes[owner_name]
+        return Endpoint(f"{owner_kind}:{owner_name}", ns, ref)
     if kind == "host" or ref in state.nodes and ref not in state.vms:
         node = name or ref
         if node not in state.nodes:
@@ -88,9 +95,38 @@ def endpoint(state: LabState, policy: Policy, ref: str, family: Family, *, role:
     return Endpoint(label, state.vms[vm], _vm_address(policy, vm, family, near, network or None))
 
 
-def probe_spec(src: Endpoint, dst: Endpoint, service: Service, timeout: float) -> ProbeSpec:
+def _owner(policy: Policy, ref: str) -> tuple[str, str] | None:
+    """(kind, name) of the VM or node that has the address `ref`, if it is one."""
+    try:
+        address = str(ipaddress.ip_address(ref))
+    except ValueError:
+        return None
+    for name, vm in policy.doc.vms.items():
+        if any(address in nic.ips for nic in vm.nics):
+            return "vm", name
+    for name, host in policy.doc.hosts.items():
+        if address in host.address:
+            return "host", name
+    return None
+
+
+def probe_spec(src: Endpoint, dst: Endpoint, service: Service, timeout: float, forward: tuple[str, str, int] | None = None) -> ProbeSpec:
+    """`forward`: (namespace, address, port) where a port forward lands the probe (`landing`)."""
     assert dst.address is not None
-    return ProbeSpec(proto=service.proto, src_ns=src.ns, dst_ns=dst.ns, dst_addr=dst.address, port=service.port, src_addr=src.address, timeout=timeout)
+    ns, landing = (forward[0], (forward[1], forward[2])) if forward else (dst.ns, None)
+    return ProbeSpec(proto=service.proto, src_ns=src.ns, dst_ns=ns, dst_addr=dst.address, port=service.port, src_addr=src.address, timeout=timeout, landing=landing)
+
+
+def landing(state: LabState, policy: Policy, dst: Endpoint, service: Service) -> tuple[str, str, int] | None:
+    """Where a port forward (the policy's dnat, plan/nat.py) lands a probe to a node:
+    (the VM's namespace, its address, its port); None when it is not forwarded."""
+    owner = _owner(policy, dst.address) if dst.address else None
+    if owner is None or owner[0] != "host" or service.proto not in ("tcp", "udp"):
+        return None
+    for forward in port_forwards(policy, owner[1]):
+        if forward.protocol == service.proto and forward.port == service.port and dst.address in forward.listen:
+            return state.vms[forward.vm], forward.address, forward.to_port
+    return None
 
 
 def probe(state: LabState, policy: Policy, source: str, target: str, service: Service, family: Family | None = None, timeout: float = 1.0) -> ProbeResult:
@@ -98,7 +134,7 @@ def probe(state: LabState, policy: Policy, source: str, target: str, service: Se
         family = _family_of(source[8:]) if source.startswith("outside:") else _family_of(target[8:]) if target.startswith("outside:") else "ipv4"
     src = endpoint(state, policy, source, family, role="source")
     dst = endpoint(state, policy, target, family, role="target", peer=src.ref)
-    return run_probes([probe_spec(src, dst, service, timeout)])[0]
+    return run_probes([probe_spec(src, dst, service, timeout, landing(state, policy, dst, service))])[0]
 
 
 def policy_services(policy: Policy) -> list[Service]:

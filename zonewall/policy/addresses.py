@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from functools import lru_cache
 from dataclasses import dataclass
 from typing import Iterable, Literal
 
@@ -201,6 +202,11 @@ class RefItem:
 def parse_ref(text: object) -> RefItem:
     if not isinstance(text, str):
         raise AddressSyntaxError(f"{text!r} is not an address reference (expected a string such as 10.0.0.0/8, any, group:NAME)")
+    return _parse_ref(text)
+
+
+@lru_cache(maxsize=1 << 16)  # the same references recur across rules and VMs (RefItem is immutable)
+def _parse_ref(text: str) -> RefItem:
     body = text.strip()
     negate = body.startswith("!")
     if negate:

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..gcpause import collector_paused
 from .errors import Problem, PolicyError, format_path, more_problems
 from .model import FieldProblem, PolicyDocument
 from .resolve import Checker, Policy
@@ -15,6 +16,7 @@ from .source import LDict, LList, locate, locate_key, merge_documents_lenient, p
 TOP_LEVEL_KEYS = tuple(PolicyDocument.model_fields)
 
 
+@collector_paused(long_lived=True)  # 4x: the collector walked the growing document again and again
 def load_policy(path: str | Path) -> Policy:
     """Parse, validate and resolve; raise PolicyError listing every problem."""
     root = Path(path)
@@ -40,6 +42,7 @@ def load_policy(path: str | Path) -> Policy:
     return validate_data(merged, problems + found)
 
 
+@collector_paused(long_lived=True)
 def load_policy_text(text: str, name: str = "policy.yaml") -> Policy:
     """Load a policy from a string (tests, API uploads)."""
     import tempfile
@@ -97,10 +100,11 @@ def validate_data(data: LDict, earlier: list[Problem] | None = None) -> Policy:
 
 def _plain(value: Any) -> Any:
     """LDict/LList -> dict/list (pydantic must not see the location attributes)."""
+    # scalars are taken as they are, without a call each (a policy has millions)
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _plain(v) if isinstance(v, (dict, list)) else v for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [_plain(v) if isinstance(v, (dict, list)) else v for v in value]
     return value
 
 

@@ -263,6 +263,11 @@ class Policy:
         return None
 
 
+@lru_cache(maxsize=4096)  # each NIC address is checked against its network's few subnets
+def _subnet(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(text)
+
+
 def _node_at(root: Any, path: tuple[object, ...]) -> Any:
     """The source node at `path`, or None where the path leaves the source."""
     node = root
@@ -488,7 +493,7 @@ class Checker:
             ips[text] = f"{vm_name} nic {n}"
             if network is not None and network.subnets:
                 ip = ipaddress.ip_address(text)
-                if not any(ip in ipaddress.ip_network(s) for s in network.subnets if ipaddress.ip_network(s).version == ip.version):
+                if not any(ip in _subnet(s) for s in network.subnets if _subnet(s).version == ip.version):
                     self.problem(path + ("ips", index), f"{text} is not inside network {nic.network}'s subnets ({', '.join(network.subnets)})")
 
     def check_rules(self) -> None:

@@ -1,0 +1,176 @@
+"""The plan's chains as the lint sees them: each step restricted to what reaches the
+chain (a VM's `in` only sees packets to its addresses, a network's only packets
+between its guests), shared parts made once for all VMs alike."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from ...policy.addresses import AddressSet
+from .. import space as s
+from ..chains import Chain, Step
+from ..space import Box, Intervals, Region
+from .base import LintBase
+from .cuts import FAMILY_RANGE, _FAMILY, _MARK, _contains, _restrict
+from .state import _ChainState, _Restriction, _Step
+
+
+class ChainViews(LintBase):
+    def all_chains(self) -> Iterable[_ChainState]:
+        policy, doc, chains = self.policy, self.doc, self.analyzer.chains
+        for vm in doc.vms:
+            addresses = policy.vm_addresses(vm)
+            for direction in ("in", "out"):
+                dim = s.DST if direction == "in" else s.SRC
+                restrict = _Restriction.of_vm(dim, addresses)
+                name, parts, default = self.vm_chain(vm, direction)
+                yield self.make_state(name, "vm", vm, direction, parts, default, restrict)
+        for name, network in doc.networks.items():
+            if not policy.rules_of("network", name) or chains.network(name) is None:
+                continue
+            guests = self.network_guests(name)
+            if guests.is_empty():
+                continue
+            by_family = {4: guests.v4, 6: guests.v6}
+            restrict = _Restriction(dims=((s.SRC, by_family), (s.DST, by_family)))
+            yield self.build_state(chains.network(name), "network", name, "net", True, restrict)  # type: ignore[arg-type]
+        for node in doc.hosts:
+            yield self.build_state(chains.host_in(node), "host", node, "in", True, None)
+            out = chains.host_out(node)
+            if out is not None:
+                yield self.build_state(out, "host", node, "out", False, None)
+
+    def vm_chain(self, vm: str, direction: str) -> tuple[str, list[tuple[object, list[Step]]], Step]:
+        """The plan's VM chain in parts (its levels, after the ICMPv6 essentials); the
+        shared parts (global, zone) are built once for all VMs. Open port forwards
+        match only forwarded connections and are left out (they decide no rule)."""
+        plan, builder = self.analyzer.plan.chains.vm(vm, direction), self.analyzer.chains
+        parts: list[tuple[object, list[Step]]] = []
+        for level in plan.levels:
+            if not level.shared:
+                parts.append((None, [builder.step(step) for step in level.steps]))
+                continue
+            key = (level.kind, level.owner, direction)
+            part = self._parts.get(key)
+            if part is None:
+                part = [self._essentials_step] if level.kind == "global" else []
+                part = self._parts[key] = part + [builder.step(step) for step in level.steps]
+            parts.append((key, part))
+        default = self._defaults.get(plan.default.action + direction)
+        if default is None:
+            default = self._defaults[plan.default.action + direction] = builder.step(plan.default)
+        return plan.name, parts, default
+
+    def network_guests(self, network: str) -> AddressSet:
+        ips = [ip for vm in self.doc.vms.values() for nic in vm.nics if nic.network == network for ip in nic.ips]
+        return self.policy.address_set(ips) if ips else AddressSet()
+
+    def build_state(self, chain: Chain, kind: str, owner: str, direction: str, essentials: bool, restrict: _Restriction | None) -> _ChainState:
+        steps = [self._essentials_step] if essentials else []
+        return self.make_state(chain.name, kind, owner, direction, [(None, steps + list(chain.steps))], chain.default, restrict)
+
+    def make_state(self, name: str, kind: str, owner: str, direction: str, parts: list[tuple[object, list[Step]]], default: Step, restrict: _Restriction | None) -> _ChainState:
+        """The chain's steps as the lint sees them. `parts` are (cache key or None, steps):
+        a shared part (the global rules, a zone's) whose regions hold every address is
+        the same for every VM with the same kind of addresses, so it is made once."""
+        steps: list[_Step] = []
+        for cache_key, part in parts:
+            if cache_key is not None and restrict is not None and restrict.dims is None:
+                key = (cache_key, restrict.dim, restrict.token)
+                found = self._part_memo.get(key)
+                if found is None:
+                    made = [self.step(st, restrict) for st in part]
+                    independent = all(self.independent(st.region, restrict.dim) for st in part)
+                    found = self._part_memo[key] = (made, independent)
+                    steps += made
+                elif found[1]:
+                    steps += found[0]
+                else:
+                    steps += [self.step(st, restrict) for st in part]
+            else:
+                steps += [self.step(st, restrict) for st in part]
+        default_logged = default.action != "accept" and self.log_denied
+        return _ChainState(name, kind, owner, steps, default.action, default_logged, self.default_related(default, kind, owner, direction))
+
+    def independent(self, region: Region, dim: int) -> bool:
+        """Does every box of the region hold every address of its family in `dim`?"""
+        key = (id(region), dim)
+        found = self._independent.get(key)
+        if found is None or found[0] is not region:
+            flag = all(len(b[s.FAM]) == 1 and b[s.FAM][0][0] == b[s.FAM][0][1] and b[dim] == FAMILY_RANGE[b[s.FAM][0][0]] for b in region)
+            found = self._independent[key] = (region, flag)
+        return found[1]
+
+    def step(self, st: Step, restrict: _Restriction | None) -> _Step:
+        region = st.region
+        eff = self.effective(region, restrict)
+        ref = st.ref
+        key = ref.id if ref is not None else "@" + st.label
+        memo_key = (key, id(eff))
+        found = self._step_memo.get(memo_key)
+        if found is None or found.eff is not eff or found.region is not region:
+            logged = ref.rule.log if ref is not None else False
+            found = self._step_memo[memo_key] = _Step(key, ref, st.label, region, eff, st.action, st.limited, logged, self.sig(region))
+            if ref is not None and st.action == "accept" and ref.rule.direction == "in":
+                found.exposes = bool(self.exposure_candidates(region))
+        return found
+
+    def effective(self, region: Region, restrict: _Restriction | None) -> Region:
+        """What of the region reaches the chain, memoised: equal inputs give the same
+        object, so the analysis of chains sharing rules (a zone's VMs) is memoised by
+        region identity."""
+        if restrict is None or not region:
+            return region
+        if restrict.dims is not None:  # network chains: plain restriction, kept alive
+            eff = region
+            for dim, by_family in restrict.dims:
+                eff = _restrict(eff, dim, by_family)
+            self._alive.append(eff)
+            return eff
+        dim = restrict.dim
+        if self.independent(region, dim):
+            # every box holds every address of its family: marked wherever the chain
+            # has one address of the family, cut to the chain's several otherwise
+            key: tuple[object, ...] = (id(region), dim, restrict.token)
+            found = self._effective.get(key)
+            if found is not None and found[0] is region:
+                return found[1]
+            marks: list[object] = []
+            for b in region:
+                spec = restrict.spec.get(b[s.FAM][0][0])
+                marks.append(0 if spec is None else 1 if type(spec) is int else spec)
+            return self._effective_of(region, dim, marks, key)
+        marks = []
+        for b in region:
+            fam = b[s.FAM]
+            if len(fam) != 1 or fam[0][0] != fam[0][1]:
+                eff = _restrict(region, dim, restrict.by_family)
+                self._alive.append(eff)
+                return eff
+            spec = restrict.spec.get(fam[0][0])
+            if spec is None:
+                marks.append(0)
+            elif type(spec) is int:
+                marks.append(1 if _contains(b[dim], spec) else 0)
+            else:
+                marks.append(s.iv_intersect(b[dim], spec) or 0)
+        key = (id(region), dim, tuple(marks))
+        found = self._effective.get(key)
+        if found is not None and found[0] is region:
+            return found[1]
+        return self._effective_of(region, dim, marks, key)
+
+    def _effective_of(self, region: Region, dim: int, marks: list[object], key: tuple[object, ...]) -> Region:
+        out: list[Box] = []
+        for b, mark in zip(region, marks):
+            if mark == 0:
+                continue
+            f = b[s.FAM][0][0]
+            if mark == 1:  # the chain's one address of the family: any constant will do
+                values: Intervals = _MARK
+            else:
+                values = mark  # type: ignore[assignment]
+            out.append(b[: s.FAM] + (_FAMILY[f],) + b[s.FAM + 1 : dim] + (values,) + b[dim + 1 :])  # dim is SRC or DST
+        eff = tuple(out)
+        self._effective[key] = (region, eff)
+        return eff

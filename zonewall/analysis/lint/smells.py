@@ -1,0 +1,104 @@
+"""Conflicts (an earlier rule with another action decides part of a later one) and
+management exposure (an accept from a whole family to a management port)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import space as s
+from ..describe import services_of
+from ..space import Region
+from .base import LintBase
+from .cuts import FAMILY_RANGE, MANAGEMENT_PORTS, PROTO_NAME, _contains, _service_part
+from .report import Finding, _rule_fields, _scope_text
+from .state import _ChainState, _RuleStats, _Step
+
+_PAST = {"accept": "accepts", "drop": "drops", "reject": "rejects"}
+_PRESENT = {"accept": "would accept", "drop": "would drop", "reject": "would reject"}
+
+
+class Smells(LintBase):
+    def shared(self, earlier: _Step, later: _Step) -> tuple[str, bool]:
+        """What two overlapping steps share (as services), and whether the earlier lies
+        entirely inside the later (an exception carved out of it)."""
+        key = (id(earlier.eff), id(later.eff))
+        found = self._shared_memo.get(key)
+        if found is None:
+            overlap = tuple(_service_part(b, c) for b in earlier.eff for c in later.eff if s.box_overlaps(b, c))
+            text = ", ".join(services_of(overlap)) or "some packets"
+            found = self._shared_memo[key] = (text, not s.subtract(earlier.eff, later.eff))
+        return found
+
+    def exposure_candidates(self, region: Region) -> list[tuple[int, int, str, int]]:
+        """(proto, port, name, family) the region accepts from a whole family."""
+        found = self._exposure_memo.get(id(region))
+        if found is not None and found[0] is region:
+            return found[1]
+        out: list[tuple[int, int, str, int]] = []
+        for b in region:
+            fam = b[s.FAM]
+            if len(fam) != 1 or fam[0][0] != fam[0][1]:
+                continue
+            family = fam[0][0]
+            if b[s.SRC] != FAMILY_RANGE[family]:
+                continue
+            for proto, port, name in MANAGEMENT_PORTS:
+                if _contains(b[s.PROTO], proto) and _contains(b[s.DPORT], port):
+                    item = (proto, port, name, family)
+                    if item not in out:
+                        out.append(item)
+        self._exposure_memo[id(region)] = (region, out)
+        return out
+
+    def note_exposure(self, chain: _ChainState, step: _Step, left: Region, stats: _RuleStats) -> None:
+        candidates = self.exposure_candidates(step.region)
+        if not candidates:
+            return
+        for proto, port, name, family in candidates:
+            for b in left:
+                if _contains(b[s.FAM], family) and _contains(b[s.PROTO], proto) and _contains(b[s.DPORT], port):
+                    label = f"{PROTO_NAME[proto]}/{port} ({name})"
+                    stats.exposure.setdefault(label, set()).add(chain.name)
+                    break
+
+    def report_conflicts(self) -> None:
+        fields: dict[str, dict[str, Any]] = {}
+        for conflict in self.conflicts.values():
+            earlier = conflict.earlier
+            later = conflict.later.ref
+            assert earlier.ref is not None and later is not None
+            overlap, exception = self.shared(earlier, conflict.later)
+            related = self.related_of(earlier)
+            same_scope = later.level == related.level and later.owner == related.owner
+            severity = "warning" if same_scope and not exception else "info"
+            shape = "an exception carved out of it" if exception else "a partial overlap"
+            message = (
+                f"partly decided by the earlier {earlier.action} rule {related.rule} ({related.where}), "
+                f"{shape}: on {overlap} it {_PAST[earlier.action]} what this rule {_PRESENT[conflict.later.action]}"
+            )
+            chains = conflict.chains if len(conflict.chains) == 1 else sorted(set(conflict.chains))
+            if len(chains) > 1 or later.level in ("global", "zone") or (later.level == "host" and not later.owner):
+                message += _scope_text(later, chains)
+            own = fields.get(later.id)
+            if own is None:
+                own = fields[later.id] = _rule_fields(later)
+            self.findings.append(Finding("conflict", severity, message, **own, related=[related], chains=chains, details={"exception": exception, "overlap": overlap}))
+
+    def report_exposure(self) -> None:
+        for stats in self.stats.values():
+            if not stats.exposure:
+                continue
+            ref = stats.ref
+            ports = sorted(stats.exposure, key=lambda p: (p.split("/")[0], int(p.split("/")[1].split(" ")[0])))
+            chains = sorted(set().union(*stats.exposure.values()))
+            families = sorted({f"IPv{c[3]}" for c in self.exposure_candidates(self.analyzer.regions.of(self.analyzer.plan.rules.step(ref)))})
+            self.findings.append(
+                Finding(
+                    "management-exposure",
+                    "warning",
+                    f"accepts {', '.join(ports)} from every {'/'.join(families)} address" + _scope_text(ref, chains),
+                    **_rule_fields(ref),
+                    chains=chains,
+                    details={"ports": ports},
+                )
+            )

@@ -1,0 +1,226 @@
+"""What a policy rule means, as plan steps: the one interpretation of its keys.
+
+`from` always matches the source address and `to` the destination, whatever the
+direction (for an inbound rule `from` is the peer, for an outbound rule `to` is). A
+family is matched only where the rule's peers have addresses in it; `service` expands
+to its protocol keys; ICMP type names are looked up per family (a name that exists in
+one family only makes the rule that family's); `schedule` becomes the minutes of the
+week (UTC) the window covers; `limit`, `log`, `action` ride along.
+
+A rule without addresses or ICMP that means the same in both families is one Match
+with family None (one nft rule for both); a family-only match that implies nothing
+about its family keeps its family (rendered with `meta nfproto`), so e.g.
+`to: "!10.0.0.0/8"` (all IPv6, IPv4 but 10/8) never lets the IPv6 half match IPv4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, Iterable
+
+from ...policy.addresses import FAMILIES, AddressSet, Family, RefItem, parse_ref
+from ...policy.builtins import ICMP_V4_TYPES, ICMP_V6_TYPES, IP_PROTOCOLS
+from ...policy.model import FilterRule, Rule, Service, parse_rate
+from ...policy.resolve import Policy, RuleRef
+from ..schedule import WEEK, utc_week_minutes
+from .vocabulary import Addresses, IcmpTypes, Intervals, L4, Label, Match, Ports, Protocols, RateLimit, Step
+
+NAMED_KINDS = ("group", "zone", "vm", "network", "host")
+ICMP_TABLE: dict[Family, dict[str, int]] = {"ipv4": ICMP_V4_TYPES, "ipv6": ICMP_V6_TYPES}
+ICMP_PROTOCOL: dict[Family, str] = {"ipv4": "icmp", "ipv6": "icmpv6"}
+MATCH_KEYS = ("from_", "to", "service", "tcp", "udp", "sctp", "sport", "icmp", "icmpv6", "proto", "family")
+
+
+@dataclass(frozen=True)
+class ProtocolKeys:
+    """The protocol keys of a rule, or the union of its services'."""
+
+    tcp: tuple[str, ...] = ()
+    udp: tuple[str, ...] = ()
+    sctp: tuple[str, ...] = ()
+    icmp: tuple[str, ...] = ()
+    icmpv6: tuple[str, ...] = ()
+    proto: tuple[str, ...] = ()
+    sport: tuple[str, ...] = ()
+    any_protocol: bool = False
+
+    @staticmethod
+    def of(policy: Policy, rule: Rule) -> "ProtocolKeys":
+        sources: list[Rule | Service] = [policy.service(s) for s in rule.service] if rule.service else [rule]
+        keys: dict[str, list[str]] = {k: [] for k in ("tcp", "udp", "sctp", "icmp", "icmpv6", "proto")}
+        for source in sources:
+            for key in keys:
+                for value in getattr(source, key) or []:
+                    if value not in keys[key]:
+                        keys[key].append(value)
+        any_protocol = not rule.service and all(not v for v in keys.values())
+        return ProtocolKeys(**{k: tuple(v) for k, v in keys.items()}, sport=tuple(rule.sport or ()), any_protocol=any_protocol)
+
+
+def port_intervals(texts: Iterable[str]) -> Intervals:
+    """Ports as written ("22", "8000-8100"), in order."""
+    out = []
+    for text in texts:
+        low, _, high = text.partition("-")
+        out.append((int(low), int(high or low)))
+    return tuple(out)
+
+
+def _icmp_label(name: str, table: dict[str, int] | None) -> tuple[int, Label]:
+    """(number, label): a type name, or a number shown as its name where it has one."""
+    if not name.isdigit():
+        return (table[name] if table is not None else IP_PROTOCOLS[name]), name
+    number = int(name)
+    if table is not None:
+        for known, value in table.items():
+            if value == number:
+                return number, known
+    return number, number
+
+
+def l4_alternatives(keys: ProtocolKeys, family: Family) -> list[L4 | None]:
+    """One layer-4 match per protocol the keys name in `family` (None: any protocol;
+    empty: the keys match nothing in this family)."""
+    if keys.any_protocol:
+        return [None]
+    out: list[L4 | None] = []
+    sport = port_intervals(keys.sport) if keys.sport else None
+    for protocol in ("tcp", "udp", "sctp"):
+        ports = getattr(keys, protocol)
+        if ports:
+            out.append(Ports(protocol, port_intervals(ports), sport))  # type: ignore[arg-type]
+    table = ICMP_TABLE[family]
+    names = [t for t in keys.icmp if t == "any" or t.isdigit() or t in table]
+    if family == "ipv6":
+        names += [t for t in keys.icmpv6 if t not in names]
+    if "any" in names:
+        out.append(IcmpTypes(ICMP_PROTOCOL[family]))  # type: ignore[arg-type]
+    elif names:
+        types = tuple(dict((label, (number, label)) for number, label in (_icmp_label(t, table) for t in names)).values())
+        out.append(IcmpTypes(ICMP_PROTOCOL[family], types))  # type: ignore[arg-type]
+    if keys.proto:
+        out.append(Protocols(tuple(_icmp_label(p, None) for p in keys.proto)))
+    return out
+
+
+@lru_cache(maxsize=65536)
+def _parsed_refs(refs: tuple[str, ...]) -> tuple[RefItem, ...]:
+    return tuple(parse_ref(r) for r in refs)
+
+
+def address_match(policy: Policy, refs: list[str] | None, family: Family) -> Addresses | None | bool:
+    """The addresses `refs` match in `family`: None (any), or False when nothing
+    can match (the rule has no alternative in this family)."""
+    if refs is None:
+        return None
+    addresses = policy.address_set(refs)
+    values = addresses.family(family)
+    if not values:
+        return False
+    if addresses.is_everything(family):
+        return None
+    items = _parsed_refs(tuple(refs))
+    named = (items[0].kind, items[0].name) if len(items) == 1 and not items[0].negate and items[0].kind in NAMED_KINDS else None
+    return Addresses(values, named)
+
+
+def rule_matches(policy: Policy, rule: Rule | Any) -> tuple[Match, ...]:
+    """Every alternative of a rule's match keys: families x protocols."""
+    keys = ProtocolKeys.of(policy, rule)
+    per_family: list[tuple[Family, list[Match]]] = []
+    for family in FAMILIES:
+        if rule.family is not None and rule.family != family:
+            continue
+        src = address_match(policy, rule.from_, family)
+        dst = address_match(policy, rule.to, family)
+        if src is False or dst is False:
+            continue
+        alternatives = l4_alternatives(keys, family)
+        if alternatives:
+            per_family.append((family, [Match(family, src or None, dst or None, l4) for l4 in alternatives]))  # type: ignore[arg-type]
+    # A match that does not imply its family is one match for both families when the
+    # other family has the very same one, otherwise it keeps its family.
+    out: list[Match] = []
+    for family, matches in per_family:
+        others = [Match(None, m.src, m.dst, m.l4) for f, ms in per_family if f != family for m in ms]
+        for match in matches:
+            if match.implies_family:
+                out.append(match)
+                continue
+            both = Match(None, match.src, match.dst, match.l4)
+            if both in others:
+                if both not in out:
+                    out.append(both)
+            else:
+                out.append(match)
+    return tuple(out)
+
+
+def filter_rule_as_rule(rule: FilterRule) -> Rule:
+    """A guard filter rule's layer-3/4 keys, read like a policy rule's."""
+    return Rule(action="accept", **{k: getattr(rule, k) for k in ("from_", "to", "tcp", "udp", "sport", "icmp", "proto")})
+
+
+def time_window(policy: Policy, schedule: str | None, now: datetime | None, timezone: str | None) -> Intervals | None:
+    """The minutes of the week (UTC) a schedule covers; None: always."""
+    if schedule is None:
+        return None
+    windows = tuple(utc_week_minutes(policy.doc.schedules[schedule], now, timezone))
+    return None if windows == ((0, WEEK),) else windows
+
+
+@dataclass
+class RulePlanner:
+    """Policy rules -> plan steps, memoised by match keys (rules from templates
+    repeat: thousands of guests carry the same rules)."""
+
+    policy: Policy
+    now: datetime | None = None  # schedules convert to UTC with the offset in force now
+    timezone: str | None = None  # the node's timezone, for schedules that name none
+    _matches: dict[tuple[object, ...], tuple[Match, ...]] = field(default_factory=dict)
+    _times: dict[str, Intervals | None] = field(default_factory=dict)
+
+    def matches(self, rule: Rule) -> tuple[Match, ...]:
+        key = tuple(tuple(v) if isinstance(v, list) else v for v in (getattr(rule, k) for k in MATCH_KEYS))
+        found = self._matches.get(key)
+        if found is None:
+            found = self._matches[key] = rule_matches(self.policy, rule)
+        return found
+
+    def time(self, schedule: str | None) -> Intervals | None:
+        if schedule is None:
+            return None
+        if schedule not in self._times:
+            self._times[schedule] = time_window(self.policy, schedule, self.now, self.timezone)
+        return self._times[schedule]
+
+    def step(self, ref: RuleRef) -> Step:
+        rule = ref.rule
+        limit = None
+        if rule.limit is not None:
+            rate, per = parse_rate(rule.limit.rate)
+            limit = RateLimit(rate, per, rule.limit.burst, rule.limit.per == "source")
+        return Step(self.matches(rule), rule.action, ref.id, ref, self.time(rule.schedule), limit, rule.log, origin=(ref.level, ref.owner, ref.id), comment=rule.comment)
+
+    def steps(self, refs: Iterable[RuleRef], direction: str, peer: AddressSet | None = None) -> list[Step]:
+        """The enabled rules of `refs` that apply in `direction` (`net` for network
+        rules), in order. With `peer`, only those that can match a packet whose other
+        end (`to` of an out rule, `from` of an in rule) is in `peer` (a query that
+        needs only a few chains' worth of steps skips building the rest)."""
+        out = []
+        for ref in refs:
+            rule = ref.rule
+            if not rule.enabled or rule.direction not in (direction, None):
+                continue
+            if peer is not None and not self.may_meet(rule, direction, peer):
+                continue
+            out.append(self.step(ref))
+        return out
+
+    def may_meet(self, rule: Rule, direction: str, peer: AddressSet) -> bool:
+        refs = rule.to if direction == "out" else rule.from_
+        if refs is None:
+            return True
+        return not self.policy.address_set(refs).intersect(peer).is_empty()

@@ -1,0 +1,151 @@
+"""The evaluation plan's closed vocabulary: match primitives, verdicts and steps.
+
+Everything a policy key means is decided by the plan builder (`plan/rules.py`,
+`plan/chains.py`, `plan/node.py`) and expressed with these few types. The two
+renderings interpret only them: `compiler/` turns them into nftables statements,
+`analysis/regions.py` into regions of packet space. A new match key is a new field
+or primitive here plus one clause in each rendering.
+
+Intervals are inclusive (low, high) integer pairs: addresses, ports, ICMP types,
+protocol numbers. Time windows are half-open [start, end) minutes of the week in
+UTC (Monday 00:00 = 0), as the kernel's `meta day`/`meta hour` see them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+from ...policy.addresses import Family
+
+Interval = tuple[int, int]
+Intervals = tuple[Interval, ...]
+Action = Literal["accept", "drop", "reject"]
+Label = Union[str, int]  # what nft shows for a value: a name where it has one, else the number
+
+
+@dataclass(frozen=True, slots=True)
+class Addresses:
+    """Source or destination addresses of one family.
+
+    `named`: the (kind, name) of a single named reference (`group:admins`): rendered
+    as a named set shared by every rule that uses it, so a membership change
+    rewrites one set. `values` are always the exact addresses.
+    """
+
+    values: Intervals
+    named: tuple[str, str] | None = None
+    negate: bool = False  # every address of the family but these
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """tcp / udp / sctp with destination ports (as written, in order) and optional
+    source ports."""
+
+    protocol: Literal["tcp", "udp", "sctp"]
+    dport: Intervals
+    sport: Intervals | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IcmpTypes:
+    """ICMP (IPv4) or ICMPv6 types; `types` None: every type of the protocol."""
+
+    protocol: Literal["icmp", "icmpv6"]
+    types: tuple[tuple[int, Label], ...] | None = None  # (number, label)
+
+
+@dataclass(frozen=True, slots=True)
+class Protocols:
+    """Other IP protocols by number (label: the name as written, else the number)."""
+
+    values: tuple[tuple[int, Label], ...]
+
+
+L4 = Union[Ports, IcmpTypes, Protocols]
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One conjunction: family, source, destination, layer 4 (None: any).
+
+    `family` None matches both families; then `src`, `dst` are None and `l4` is not
+    ICMP. A Match with a family but nothing that implies it (no address, no ICMP)
+    still matches only that family."""
+
+    family: Family | None
+    src: Addresses | None = None
+    dst: Addresses | None = None
+    l4: L4 | None = None
+
+    @property
+    def implies_family(self) -> bool:
+        return self.src is not None or self.dst is not None or isinstance(self.l4, IcmpTypes)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """`limit:` on an accept: new connections over the rate do not match."""
+
+    rate: int
+    per: str  # second | minute | hour | day
+    burst: int
+    per_source: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DnatOrigin:
+    """The connection was translated by a dnat entry from this original destination
+    port (`ct status dnat`, `ct original proto-dst`); `port` is the translated one.
+    A condition on the connection, not on the packet: the analyzer knows it from the
+    flow's path."""
+
+    protocol: Literal["tcp", "udp"]
+    original_port: int
+    port: int
+    entry: int  # index in `nat`
+
+
+@dataclass(frozen=True, slots=True)
+class NotForwarded:
+    """The connection was not translated by any dnat entry (`ct status != dnat`)."""
+
+
+Condition = Union[DnatOrigin, NotForwarded]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a chain: any of `matches` (none: every packet) within `time`,
+    under `condition`, decides `action`.
+
+    `ref` is the policy rule (None for built-in steps: defaults, anti-lockout, ...);
+    `label` its id or the built-in's name. A rate-limited accept (`limit`) over its
+    rate does not match. `log`: matches are logged (NFLOG). Steps compare and hash by
+    what they mean and where they come from (`origin`, `comment`), not by the policy's
+    objects, so equal pieces of two policies are equal."""
+
+    matches: tuple[Match, ...] | None  # None: every packet
+    action: Action
+    label: str
+    ref: object = field(default=None, compare=False)  # policy.resolve.RuleRef | None (untyped: no import cycle)
+    time: Intervals | None = None
+    limit: RateLimit | None = None
+    log: bool = False
+    condition: Condition | None = None
+    origin: tuple[str, str, str] | None = None  # (level, owner, id) of the policy rule
+    comment: str | None = None  # the rule's comment
+
+    @property
+    def limited(self) -> bool:
+        return self.limit is not None
+
+    @property
+    def where(self) -> str:
+        return self.ref.where if self.ref is not None else "built-in"  # type: ignore[attr-defined]
+
+
+def final(step: Step) -> bool:
+    """Whether the step decides every packet that reaches it (nothing gets past)."""
+    return step.matches is None and step.condition is None and step.time is None and step.limit is None and step.action != "accept"
