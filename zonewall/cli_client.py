@@ -91,7 +91,7 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
         token_file: Path | None = TOKEN_FILE, ca: Path | None = CA, as_json: bool = JSON,
     ) -> None:
         """Upload a policy directory as a new revision: shows the semantic diff, asks, commits."""
-        from .controller.documents import read_directory
+        from .policy.documents import read_directory
         from .policy.errors import PolicyError
 
         try:
@@ -133,7 +133,7 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
         token_file: Path | None = TOKEN_FILE, ca: Path | None = CA,
     ) -> None:
         """Write the controller's documents into a directory (e.g. your git checkout)."""
-        from .controller.documents import document_name_problem, write_documents
+        from .policy.documents import document_name_problem, write_documents
 
         with connect(profile, url, token, token_file, ca) as api:
             if revision is None:

@@ -19,14 +19,15 @@ from typer.core import TyperGroup
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .client.api import ClientError
     from .client.profile import ProfileError
-    from .controller.edits import ChangeError
     from .controller.gitops import GitError
     from .dataplane.apply import VerifyError
-    from .dataplane.backend import NetnsNotFound, NftError
+    from .dataplane.backend import NftError
     from .importers.report import ImportFailure
     from .lab.cluster import LabError
     from .lab.managed import ManagedLabError
     from .lab.netns import NetnsError
+    from .netns import NetnsNotFound
+    from .policy.edits import ChangeError
     from .policy.errors import PolicyError
 
     return (ClientError, ProfileError, ChangeError, GitError, VerifyError, NetnsNotFound, NftError, ImportFailure, LabError,

@@ -53,7 +53,7 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
     def _through_api(vm: str, to: str, url: str, secret: str | None, ca: Path | None, state: bool, switch_timeout: float) -> dict[str, Any]:
         import httpx
 
-        from .agent.client import tls_verify
+        from .service.tls import tls_verify
 
         if not secret:
             err.print("give an admin token: --token, --token-file or $ZONEWALL_TOKEN")
@@ -79,10 +79,10 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
         return response.json()
 
     def _in_lab(vm: str, to: str, lab: str, state_transfer: bool) -> dict[str, Any]:
-        from .controller.edits import ChangeError
         from .controller.migrate import MigrationError
         from .lab.cluster import LabError, LabState
         from .lab.migrate import lab_documents, lab_migrate
+        from .policy.edits import ChangeError
         from .policy.errors import PolicyError
 
         try:

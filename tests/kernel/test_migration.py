@@ -22,10 +22,10 @@ import pytest
 
 from tests.kernel.conftest import _kernel_check
 from tests.labtools import unique_lab_name
-from zonewall.controller.documents import read_directory
 from zonewall.lab import netns
 from zonewall.lab.cluster import LabState, apply_policy, ensure_outside_address, lab_down, lab_prefix, lab_up
 from zonewall.lab.migrate import lab_migrate
+from zonewall.policy.documents import read_directory
 
 pytestmark = pytest.mark.kernel
 

@@ -23,11 +23,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from ..policy.documents import problems_json
+from ..policy.edits import ChangeError, Edited, set_host
 from ..policy.errors import PolicyError
 from . import auth
-from .documents import problems_json
-from .edits import ChangeError, Edited
-from .migrate import Migration, MigrationError, plan, set_host
+from .migrate import Migration, MigrationError, plan
 from .migrate_channel import MigrationHub, Running
 from .store.revisions import Conflict, Proposal
 from .store.tokens import Principal

@@ -22,9 +22,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel
 
+from ..policy import edits
+from ..policy.documents import Documents, problems_json
 from ..policy.errors import PolicyError
-from . import auth, edits, preview
-from .documents import Documents, problems_json
+from . import auth, preview
 from .schemas import (
     ChangeMeta,
     ChangeOut,

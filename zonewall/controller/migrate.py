@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .documents import Documents, load_documents
-from .edits import ChangeError, Edited, _edited, _entry, _owner
+from ..policy.documents import Documents, load_documents
+from ..policy.edits import ChangeError, Edited, set_host
 
 
 class MigrationError(RuntimeError):
@@ -39,17 +39,6 @@ class Channel(Protocol):
     """How the orchestrator reaches a node's agent: run one step, get its answer."""
 
     def step(self, node: str, step: str, args: dict[str, Any]) -> dict[str, Any]: ...
-
-
-def set_host(documents: Documents, vm: str, node: str) -> Edited:
-    """The documents with `vms.VM.host` set to `node` (only the defining document changes)."""
-    document, data = _owner(documents, "vms", vm)
-    entry = _entry(data, "vms", vm)
-    before = entry.get("host")
-    if before == node:
-        raise ChangeError(f"VM {vm!r} is already on {node!r}", status=409)
-    entry["host"] = node
-    return _edited(documents, document, data, {"op": "migrate", "target": f"vms.{vm}", "from": before, "to": node})
 
 
 @dataclass

@@ -15,14 +15,13 @@ import ipaddress
 import logging
 import socket
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
 
-from ..dataplane.backend import enter_netns
+from ..netns import run_in_netns
 from ..service.logs import setup_logging
 from ..service.sdnotify import ServiceNotifier, notify
 from .app import build_controller, create_app
@@ -76,23 +75,7 @@ def _make_socket(listen: Listen) -> socket.socket:
 
 
 def bind(listen: Listen) -> socket.socket:
-    if listen.netns is None:
-        return _make_socket(listen)
-    box: dict[str, Any] = {}
-
-    def in_netns() -> None:  # setns moves only this short-lived thread
-        try:
-            enter_netns(listen.netns)  # type: ignore[arg-type]
-            box["sock"] = _make_socket(listen)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=in_netns, name=f"bind:{listen.netns}")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["sock"]
+    return run_in_netns(listen.netns, _make_socket, listen)
 
 
 class _Server(uvicorn.Server):

@@ -20,7 +20,7 @@ ipset), so this module speaks the small protocol itself over a raw
   (from the network header on: IPv4/IPv6/ARP, per ``hw_protocol``).
 
 A socket belongs to the namespace it was created in, so the reader creates it in a
-thread that entered the namespace (:func:`zonewall.lab.netns.netns_socket`) and uses
+thread that entered the namespace (:func:`zonewall.netns.netns_socket`) and uses
 it from any thread afterwards.  Only one socket per namespace can bind a given
 group: the kernel refuses a second one with EPERM (measured on 6.18).
 """
@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..compiler.nftexpr import DST_NIC_MASK, DST_NIC_SHIFT, SRC_NIC_MASK
+from ..netns import netns_socket, run_in_netns
 
 # ----------------------------------------------------------------- protocol constants
 
@@ -359,12 +360,7 @@ class NflogReader:
     # -- setup ----------------------------------------------------------------------
 
     def _open(self, rcvbuf: int) -> None:
-        if self.netns is None:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-        else:
-            from ..lab.netns import netns_socket
-
-            sock = netns_socket(self.netns, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        sock = netns_socket(self.netns, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
         try:
             sock.bind((0, 0))
             try:
@@ -440,12 +436,7 @@ class NflogReader:
 
     def _interfaces(self) -> dict[int, str]:
         try:
-            if self.netns is None:
-                pairs = socket.if_nameindex()
-            else:
-                from ..lab.netns import run_in_netns
-
-                pairs = run_in_netns(self.netns, socket.if_nameindex)
+            pairs = run_in_netns(self.netns, socket.if_nameindex)
         except OSError:
             return {}
         return dict(pairs)

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from ..controller.documents import load_documents
+from ..policy.documents import load_documents
 from ..policy.loader import load_policy
 from ..policy.resolve import Policy
 from .cluster import ensure_outside_address

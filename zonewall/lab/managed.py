@@ -21,9 +21,9 @@ from typing import Any
 
 import httpx
 
-from ..controller.documents import read_directory
 from ..controller.store.db import default_url, open_database
 from ..controller.store.tokens import create_token
+from ..policy.documents import read_directory
 from .cluster import UPLINK_PEER_V4, LabState
 
 AGENT_PORT = 9440  # zonewall's port; the anti-lockout rules already open it

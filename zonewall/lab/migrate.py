@@ -24,10 +24,10 @@ from ..compiler.modes import L3_MODES
 from ..compiler.naming import tap_name
 from ..compiler.node import compile_node
 from ..compiler.schedule import local_timezone
-from ..controller.documents import Documents, load_documents, read_directory
 from ..controller.migrate import Migration, plan
 from ..dataplane.apply import apply_ruleset
 from ..dataplane.backend import LibNftBackend
+from ..policy.documents import Documents, load_documents, read_directory
 from . import netns
 from .cluster import LabError, LabState
 from .raw import ethernet, send_frame

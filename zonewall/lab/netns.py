@@ -9,13 +9,8 @@ Design choices (why, not what):
   fragile inside a threaded pytest worker.  For bulk work use :func:`ip_batch`
   (one process for many commands).
 * Anything that must happen *inside* a namespace from Python (sockets,
-  ``/proc/sys/net`` writes) goes through :func:`run_in_netns`: a fresh thread
-  calls ``setns(fd, CLONE_NEWNET)``, which only moves that one thread.  A socket
-  belongs to the namespace it was created in for its whole life, so only the
-  creation has to happen in that thread; the socket can be used from any thread
-  afterwards (see :func:`netns_socket`).
-* Threads (and subprocesses) started *from* a namespace thread inherit its
-  namespace.  Keep ``fn`` short and do not start long-lived workers from it.
+  ``/proc/sys/net`` writes) goes through :func:`zonewall.netns.run_in_netns`
+  (why a fresh thread, and what it inherits: see that module).
 """
 
 from __future__ import annotations
@@ -23,17 +18,16 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import socket
 import subprocess
-import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-# one implementation of "move this thread into a namespace": the dataplane's
-from ..dataplane.backend import enter_netns as _enter_netns
+# one implementation of "run this inside a namespace" (zonewall/netns.py), re-exported
+# here for the lab and its tests
+from ..netns import NETNS_DIR, netns_socket, run_in_netns
 
-NETNS_DIR = "/run/netns"
+__all__ = ["netns_socket", "run_in_netns"]  # and everything defined below
 IFNAMSIZ = 15  # usable characters in a Linux interface name
 
 T = TypeVar("T")
@@ -224,35 +218,6 @@ class NetnsGroup:
 
 
 # ------------------------------------------------------------- running in netns
-
-
-def run_in_netns(name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call ``fn(*args, **kwargs)`` in a new thread that has entered ``name``.
-
-    Returns its result or re-raises its exception.  setns(CLONE_NEWNET) is
-    per-thread, so the caller's thread (and the rest of the process) is never
-    moved; the helper thread exits right after, dropping its namespace reference.
-    """
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            _enter_netns(name)
-            box["value"] = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
-            box["error"] = exc
-
-    t = threading.Thread(target=target, name=f"netns:{name}", daemon=True)
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
-def netns_socket(name: str, family: int, type: int, proto: int = 0) -> socket.socket:
-    """A socket that lives in namespace ``name`` (usable from any thread)."""
-    return run_in_netns(name, socket.socket, family, type, proto)
 
 
 # ------------------------------------------------------------------------ sysctls

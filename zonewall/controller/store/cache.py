@@ -16,8 +16,8 @@ from functools import cached_property
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from ...policy.documents import load_documents
 from ...policy.resolve import Policy
-from ..documents import load_documents
 from .models import RevisionRow
 
 KEPT = 2  # the current revision and its parent (a diff needs both)

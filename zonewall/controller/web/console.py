@@ -22,15 +22,16 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from ...policy import edits
+from ...policy.documents import problems_json
 from ...policy.errors import PolicyError
-from .. import edits, preview
+from ...policy.yamlpatch import parse, render_block
+from .. import preview
 from ..api_gitops import follower_status
 from ..api_metrics import AGENT_UP_SECONDS
-from ..documents import problems_json
 from ..schemas import NodeOut
 from ..store.db import as_utc
 from ..store.rollup import Rollup
-from ..yamlpatch import parse, render_block
 from . import charts
 from .paging import Page
 

@@ -19,7 +19,7 @@ import yaml
 from .documents import Documents
 from .yamlpatch import PatchFailed, parse, patch
 
-log = logging.getLogger("zonewall.controller.edits")
+log = logging.getLogger("zonewall.policy.edits")
 
 
 class ChangeError(ValueError):
@@ -139,6 +139,17 @@ def replace_rules(documents: Documents, section: str, name: str, rules: list[Any
     else:
         entry.pop("rules", None)
     return _edited(documents, document, data, {"op": "set-rules", "target": f"{section}.{name}", "rules": len(rules)})
+
+
+def set_host(documents: Documents, vm: str, node: str) -> Edited:
+    """The documents with `vms.VM.host` set to `node` (only the defining document changes)."""
+    document, data = _owner(documents, "vms", vm)
+    entry = _entry(data, "vms", vm)
+    before = entry.get("host")
+    if before == node:
+        raise ChangeError(f"VM {vm!r} is already on {node!r}", status=409)
+    entry["host"] = node
+    return _edited(documents, document, data, {"op": "migrate", "target": f"vms.{vm}", "from": before, "to": node})
 
 
 def group_members(data: dict[str, Any], name: str) -> list[Any]:
