@@ -154,7 +154,7 @@ def test_user_errors_are_one_line(args: list[str], words: str) -> None:
 
 
 def test_version_and_completion() -> None:
-    from zonewall.cli_shell import zonewall_version
+    from zonewall.cli.cmd_shell import zonewall_version
 
     assert runner.invoke(app, ["--version"]).stdout.strip() == f"zonewall {zonewall_version()}"
     script = runner.invoke(app, ["completion", "bash"]).stdout

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import typer
 
-from .importers.emit import Document, OutputExists, render, write_policy
-from .importers.report import ImportFailure, Report
-from .policy.errors import PolicyError
-from .policy.loader import load_policy
+from ..importers.emit import Document, OutputExists, render, write_policy
+from ..importers.report import ImportFailure, Report
+from ..policy.errors import PolicyError
+from ..policy.loader import load_policy
+from .root import app
 
 import_app = typer.Typer(help="Import a Proxmox VE firewall or libvirt nwfilter configuration as a zonewall policy", no_args_is_help=True)
 
@@ -27,7 +28,7 @@ import_app = typer.Typer(help="Import a Proxmox VE firewall or libvirt nwfilter 
 def _finish(kind: str, build: Callable[[Report], dict[str, Document]], output: Path, strict: bool, force: bool, as_json: bool) -> None:
     from rich.console import Console
 
-    from .cli_progress import phase
+    from .progress import phase
 
     report = Report()
     progress_console = Console(stderr=True)
@@ -84,8 +85,8 @@ def proxmox(
 ) -> None:
     """Translate a Proxmox VE firewall configuration (datacenter, nodes, guests): /etc/pve itself
     (guests, NICs and nodes from its configs), or exported .fw files with an inventory."""
-    from .importers.proxmox.source import read_source
-    from .importers.proxmox.translate import translate
+    from ..importers.proxmox.source import read_source
+    from ..importers.proxmox.translate import translate
 
     _finish("proxmox", lambda report: translate(read_source(directory, inventory, report, corosync, local_network), report), output, strict, force, as_json)
 
@@ -101,11 +102,10 @@ def libvirt(
     as_json: bool = typer.Option(False, "--json", help="the report as JSON on stdout"),
 ) -> None:
     """Translate libvirt nwfilters and the domains' <interface> filterrefs."""
-    from .importers.libvirt.parse import read_directory
-    from .importers.libvirt.translate import translate
+    from ..importers.libvirt.parse import read_directory
+    from ..importers.libvirt.translate import translate
 
     _finish("libvirt", lambda report: translate(read_directory(directory, report), report, host=host, host_addresses=host_address), output, strict, force, as_json)
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(import_app, name="import")
+app.add_typer(import_app, name="import")
