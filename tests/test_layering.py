@@ -73,7 +73,7 @@ def upward_imports(paths: list[Path]) -> list[str]:
         own = part_of(module)
         for line, target, _names in imports(path):
             other = part_of(target)
-            if other == own or other not in FLOOR and own not in FLOOR:
+            if other == own or (other not in FLOOR and own not in FLOOR):
                 continue
             if own not in FLOOR or other not in FLOOR:
                 problems.append(f"{path.relative_to(ROOT)}:{line}: {own} or {other} is on no floor of tests/test_layering.py")
