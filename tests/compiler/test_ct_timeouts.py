@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from zonewall.compiler.conntrack import timeout_objects_for
 from zonewall.compiler.coverage import not_enforced
+from zonewall.compiler.ct_objects import timeout_objects_for
 from zonewall.compiler.node import compile_node
 from zonewall.dataplane.apply import apply_ruleset, restore_snapshot
 from zonewall.dataplane.backend import NftError, text_commands

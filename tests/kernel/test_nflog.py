@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from zonewall.compiler.naming import parse_log_prefix as parse_prefix
 from zonewall.compiler.naming import tap_name
 from zonewall.compiler.nftexpr import DST_NIC_SHIFT
 from zonewall.dataplane.nflog import (
@@ -30,7 +31,6 @@ from zonewall.dataplane.nflog import (
     NflogReader,
     decode_packet,
     decode_record,
-    parse_prefix,
     resolve_vm,
 )
 from zonewall.lab import raw

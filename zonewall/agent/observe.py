@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from ..compiler.ir import Ruleset
+from ..compiler.naming import level_of, parse_log_prefix
 from ..dataplane.backend import Backend, LibNftBackend
-from ..dataplane.counters import RuleCounter, level_of, read_counters
-from ..dataplane.nflog import LogRecord, NflogError, NflogReader, parse_prefix, resolve_vm
+from ..dataplane.counters import RuleCounter, read_counters
+from ..dataplane.nflog import LogRecord, NflogError, NflogReader, resolve_vm
 from .backoff import Backoff
 from .client import ControllerClient, ControllerRefused, ControllerUnavailable
 from .spool import Spool
@@ -58,7 +59,7 @@ def log_statements(ruleset: Ruleset) -> tuple[int | None, set[Key]]:
                     if not isinstance(body, dict) or "prefix" not in body:
                         continue
                     group = int(body.get("group", 0)) if group is None else group
-                    _node, scope, direction, rule_id, _verdict = parse_prefix(str(body["prefix"]))
+                    _node, scope, direction, rule_id, _verdict = parse_log_prefix(str(body["prefix"]))
                     if scope is not None and direction is not None and rule_id is not None:
                         keys.add((scope, direction, rule_id))
     return group, keys

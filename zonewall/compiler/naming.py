@@ -1,4 +1,5 @@
-"""Names shared by the compiler, the dataplane and the lab: tables, chains, sets, taps."""
+"""Names shared by the compiler, the dataplane and the lab: tables, chains, sets, taps, log
+prefixes; built here and parsed back here (chain_scope, level_of, parse_log_prefix)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,11 @@ def vm_chain(vm: str, direction: str) -> str:
     return f"vm-{vm}-{direction}"
 
 
+def network_chain(network: str, side: str = "") -> str:
+    """`net-NET`: a network's own rules; `net-NET-src|dst`: the network check of a NIC."""
+    return f"net-{network}" + (f"-{side}" if side else "")
+
+
 def level_chain(level: str, owner: str, direction: str) -> str:
     if level == "global":
         return f"global-{direction}"
@@ -59,6 +65,9 @@ def rule_token(ref: RuleRef) -> str:
     return hashlib.sha1(f"{ref.level}/{ref.owner}/{ref.id}".encode()).hexdigest()[:10]
 
 
+LOG_PREFIX_TAG = "zw"  # the first field of every zonewall log prefix: the NFLOG reader keeps only these
+
+
 def log_prefix(node: str, scope: str, direction: str, rule_id: str, verdict: str) -> str:
     """`zw|node|scope|direction|rule|verdict`, within the kernel's 127 bytes.
 
@@ -66,8 +75,22 @@ def log_prefix(node: str, scope: str, direction: str, rule_id: str, verdict: str
     `host`, `net:NAME` or `guard:FILTER`; for shared chains the NFLOG record's mark
     tells the NIC (and so the VM) the packet belonged to.
     """
-    text = f"zw|{node}|{scope}|{direction}|{rule_id}|{verdict}"
+    text = f"{LOG_PREFIX_TAG}|{node}|{scope}|{direction}|{rule_id}|{verdict}"
     return text[:127]
+
+
+def parse_log_prefix(prefix: str) -> tuple[str | None, str | None, str | None, str | None, str | None]:
+    """``zw|node|scope|direction|rule|verdict`` -> its five fields (Nones otherwise).
+
+    Scopes never contain ``|`` (names are [a-z0-9_-], scopes add ``:``), rule ids
+    neither; a prefix cut at 127 bytes may lose the verdict (then None).
+    """
+    parts = prefix.split("|")
+    if len(parts) < 5 or parts[0] != LOG_PREFIX_TAG:
+        return None, None, None, None, None
+    node, scope, direction, rule_id = parts[1:5]
+    verdict = "|".join(parts[5:]) if len(parts) > 5 else None
+    return node, scope, direction, rule_id, verdict or None
 
 
 COMMENT_MAX_BYTES = 128  # libnftables refuses longer rule comments
@@ -83,3 +106,50 @@ def rule_comment(rule_id: str, comment: str | None) -> str:
     if len(data) <= COMMENT_MAX_BYTES:
         return text
     return data[: COMMENT_MAX_BYTES - 3].decode(errors="ignore") + "..."
+
+
+# The names above read back (rule counters, NFLOG records), beside their builders so that
+# the two cannot drift apart.
+
+
+def level_of(scope: str | None, rule_id: str | None) -> str | None:
+    """The level of a rule from its NFLOG/counter scope and id."""
+    if scope is None:
+        return None
+    if rule_id is not None and (rule_id.startswith(("default-", "host-default-")) or rule_id.endswith("-default")):
+        return "default"
+    if scope.startswith("guard:"):
+        return "guard"
+    if scope.startswith("zone:"):
+        return "zone"
+    if scope.startswith("net:"):
+        return "network"
+    if scope in ("global", "host"):
+        return scope
+    return "vm"
+
+
+def chain_scope(family: str, chain: str) -> tuple[str, str] | None:
+    """(scope, direction) of a chain of zonewall's tables; None for dispatch/base chains."""
+    if family == "bridge":
+        return None
+    for direction in ("in", "out"):
+        suffix = f"-{direction}"
+        if not chain.endswith(suffix):
+            continue
+        stem = chain[: -len(suffix)]
+        if stem.startswith("vm-"):
+            return stem[3:], direction
+        if stem.startswith("zone-"):
+            return f"zone:{stem[5:]}", direction
+        if stem == "global":
+            return "global", direction
+        if stem.startswith("host") :
+            return "host", direction
+    if chain.startswith("net-"):
+        return f"net:{chain[4:]}", "net"
+    if chain == "input":
+        return "host", "in"
+    if chain == "output":
+        return "host", "out"
+    return None

@@ -21,13 +21,13 @@ from typing import Any
 
 from ..policy.resolve import Policy
 from . import nftexpr as x
-from .conntrack import global_timeouts, helper_objects, helper_rules, timeout_rules, zone_timeouts
+from .ct_objects import global_timeouts, helper_objects, helper_rules, timeout_rules, zone_timeouts
 from .guards import bridge_table
 from .ir import Chain, Hook, Limit, NamedSet, Rule, Ruleset, Table
 from .levels import REJECT_CHAIN, AcceptMode, CompileContext, reject_chain, render_default, render_step
 from .matches import IP_PROTO, address_elements, match_statements
 from .modes import ModeBuilder
-from .naming import LOG_LIMIT, TABLE, level_chain, vm_chain
+from .naming import LOG_LIMIT, TABLE, level_chain, network_chain, vm_chain
 from .nat import forward_open_rule, nat_chains
 from .nics import LocalNic, local_nics
 from .plan.chains import ESSENTIALS, Level, NetworkChain, VmChain
@@ -158,7 +158,7 @@ class InetBuilder:
         made: dict[str, str] = {}
         for plan in checks:
             network = plan.network
-            name = f"net-{network}"
+            name = network_chain(network)
             rules: list[Rule] = []
             for step in plan.steps:
                 rules += render_step(self.ctx, step, "return", f"net:{network}", "net")
@@ -171,7 +171,7 @@ class InetBuilder:
                     Rule((x.match(x.payload(IP_PROTO[family], field), x.set_ref(set_name)), x.jump(name)), f"peer on {network}")
                     for family, set_name in members
                 ]
-                self.chains[f"net-{network}-{side}"] = Chain(f"net-{network}-{side}", tuple(hops))
+                self.chains[network_chain(network, side)] = Chain(network_chain(network, side), tuple(hops))
             made[network] = name
         return made
 
@@ -201,8 +201,8 @@ class InetBuilder:
 
         vmap("out-dispatch", [(n.src_mark, x.jump(vm_chain(n.vm, "out"))) for n in self.nics], "source guest NIC -> its VM's out chain")
         vmap("in-dispatch", [(n.dst_mark, x.jump(vm_chain(n.vm, "in"))) for n in self.nics], "destination guest NIC -> its VM's in chain")
-        vmap("net-src", [(n.src_mark, x.jump(f"net-{n.nic.network}-src")) for n in self.nics if n.nic.network in checked], "network check of the source NIC")
-        vmap("net-dst", [(n.dst_mark, x.jump(f"net-{n.nic.network}-dst")) for n in self.nics if n.nic.network in checked], "network check of the destination NIC")
+        vmap("net-src", [(n.src_mark, x.jump(network_chain(n.nic.network, "src"))) for n in self.nics if n.nic.network in checked], "network check of the source NIC")
+        vmap("net-dst", [(n.dst_mark, x.jump(network_chain(n.nic.network, "dst"))) for n in self.nics if n.nic.network in checked], "network check of the destination NIC")
 
     def state_rules(self) -> dict[Stage, list[Rule]]:
         invalid = x.accept() if self.policy.doc.settings.conntrack.invalid == "accept" else x.drop()

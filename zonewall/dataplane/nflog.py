@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..compiler.naming import parse_log_prefix
 from ..compiler.nftexpr import DST_NIC_MASK, DST_NIC_SHIFT, SRC_NIC_MASK
 from ..netns import netns_socket, run_in_netns
 
@@ -127,20 +128,6 @@ class LogRecord:
     @property
     def is_zonewall(self) -> bool:
         return self.rule_id is not None
-
-
-def parse_prefix(prefix: str) -> tuple[str | None, str | None, str | None, str | None, str | None]:
-    """``zw|node|scope|direction|rule|verdict`` -> its five fields (Nones otherwise).
-
-    Scopes never contain ``|`` (names are [a-z0-9_-], scopes add ``:``), rule ids
-    neither; a prefix cut at 127 bytes may lose the verdict (then None).
-    """
-    parts = prefix.split("|")
-    if len(parts) < 5 or parts[0] != "zw":
-        return None, None, None, None, None
-    node, scope, direction, rule_id = parts[1:5]
-    verdict = "|".join(parts[5:]) if len(parts) > 5 else None
-    return node, scope, direction, rule_id, verdict or None
 
 
 @dataclass
@@ -250,7 +237,7 @@ def decode_record(attrs: Mapping[int, bytes], ifname: Any = None, now: float | N
             src_mac = ":".join(f"{b:02x}" for b in hw[4:10])
     payload = attrs.get(NFULA_PAYLOAD, b"")
     l3 = decode_packet(hw_protocol, payload)
-    node, scope, direction, rule_id, verdict = parse_prefix(prefix)
+    node, scope, direction, rule_id, verdict = parse_log_prefix(prefix)
     return LogRecord(
         time=stamp,
         prefix=prefix,
