@@ -48,8 +48,8 @@ def _finish(kind: str, build: Callable[[Report], dict[str, Document]], output: P
             with phase(progress_console, "checking the translation"):
                 load_policy(Path(tmp))
         except PolicyError as exc:
-            for problem in exc.problems:
-                sys.stderr.write(f"{problem}\n")
+            for found in exc.problems:
+                sys.stderr.write(f"{found}\n")
             sys.stderr.write("internal error: the translated policy does not pass `zonewall check`; nothing was written\n")
             raise typer.Exit(1) from None
     if as_json:

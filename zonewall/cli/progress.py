@@ -25,10 +25,10 @@ def progress(err: Console, label: str, *, quiet_seconds: float = 1.0) -> Iterato
                        console=err, transient=True)
         task = bar.add_task(label, total=None)
         with bar:
-            def tick(done: int, total: int) -> None:
+            def advance(done: int, total: int) -> None:
                 with lock:
                     bar.update(task, completed=done, total=total)
-            yield tick
+            yield advance
         return
     reported = [-1]
 

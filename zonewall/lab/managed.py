@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -74,7 +74,12 @@ def start_controller(data_dir: Path, lab: LabState | None = None, *, timeout: fl
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True, env=dict(os.environ, **(env or {})))
     # a thread reads stdout: select() on the pipe would miss lines already buffered
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()  # type: ignore[union-attr]
+    def pump(stdout: IO[str]) -> None:
+        for line in stdout:
+            lines.put(line)
+
+    assert process.stdout is not None  # stdout=PIPE
+    threading.Thread(target=pump, args=(process.stdout,), daemon=True).start()
     urls: list[str] = []
     deadline = time.monotonic() + timeout
     wanted = 2 if lab is not None else 1

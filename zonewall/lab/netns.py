@@ -40,7 +40,7 @@ T = TypeVar("T")
 #   rate-limits them per peer (burst ~6, then 1/s) and globally.  A probe matrix
 #   that hits the same reject many times would otherwise see "blocked" where the
 #   truth is "refused".
-LAB_SYSCTLS: dict[str, str] = {
+LAB_SYSCTLS: dict[str, str | int] = {
     "net.ipv6.conf.all.accept_dad": "0",
     "net.ipv6.conf.default.accept_dad": "0",
     "net.ipv4.icmp_ratelimit": "0",
