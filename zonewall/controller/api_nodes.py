@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from starlette.concurrency import run_in_threadpool
 
 from . import auth
+from .deps import controller
 from .schemas import DesiredOut, LogOut, LogsIn, NodeOut, RegisterIn, StatusIn
 from .store.cache import RevisionView
 from .store.db import as_utc
@@ -33,7 +34,7 @@ MAX_WAIT = 120.0
 
 
 def _policy_hosts(request: Request) -> tuple[int | None, frozenset[str]]:
-    view = request.app.state.ctl.current_view()
+    view = controller(request).current_view()
     if view is None:
         return None, frozenset()
     return view.number, view.hosts
@@ -42,14 +43,14 @@ def _policy_hosts(request: Request) -> tuple[int | None, frozenset[str]]:
 @router.get("/nodes", response_model=list[NodeOut], summary="Every registered agent and every host of the policy")
 def list_nodes(request: Request, _: Principal = Depends(auth.reader)) -> list[NodeOut]:
     current, hosts = _policy_hosts(request)
-    rows = {row.name: row for row in request.app.state.ctl.nodes.all()}
+    rows = {row.name: row for row in controller(request).nodes.all()}
     return [NodeOut.of(name, rows.get(name), name in hosts, current) for name in sorted(set(rows) | hosts)]
 
 
 @router.get("/nodes/{node}", response_model=NodeOut, summary="One node's inventory entry")
 def show_node(request: Request, node: str = NODE, _: Principal = Depends(auth.node_reader)) -> NodeOut:
     current, hosts = _policy_hosts(request)
-    row = request.app.state.ctl.nodes.get(node)
+    row = controller(request).nodes.get(node)
     if row is None and node not in hosts:
         raise HTTPException(status_code=404, detail=f"no node {node!r}")
     return NodeOut.of(node, row, node in hosts, current)
@@ -57,7 +58,7 @@ def show_node(request: Request, node: str = NODE, _: Principal = Depends(auth.no
 
 @router.post("/nodes/{node}/register", response_model=NodeOut, summary="An agent announces itself (agent token of the node)")
 def register(body: RegisterIn, request: Request, node: str = NODE, _: Principal = Depends(auth.node_agent)) -> NodeOut:
-    row = request.app.state.ctl.nodes.register(node, Registration(body.agent_version, body.hostname))
+    row = controller(request).nodes.register(node, Registration(body.agent_version, body.hostname))
     current, hosts = _policy_hosts(request)
     return NodeOut.of(node, row, node in hosts, current)
 
@@ -70,7 +71,7 @@ async def desired(
     wait: float = Query(0.0, ge=0.0, le=MAX_WAIT, description="seconds to wait for a newer revision (with `after`)"),
     who: Principal = Depends(auth.node_reader),
 ) -> Response:
-    ctl = request.app.state.ctl
+    ctl = controller(request)
     if who.role == "agent":
         ctl.nodes.touch(node)  # in memory; written with the others every few seconds
     if after is not None and after > ctl.watch.current:
@@ -98,23 +99,23 @@ def desired_answer(node: str, view: RevisionView) -> Response:
 def report_status(body: StatusIn, request: Request, node: str = NODE, _: Principal = Depends(auth.node_agent)) -> NodeOut:
     status = Status(body.applied_revision, body.fingerprint, body.ruleset_hash, body.state, body.last_error, body.drift_repairs, body.taps,
                     body.apply_seconds, tuple(body.problems))
-    ctl = request.app.state.ctl
+    ctl = controller(request)
     if body.applied_revision is not None and body.applied_revision > ctl.watch.current:
         ctl.revisions.raise_floor(body.applied_revision)
     row = ctl.nodes.report(node, status)
     if body.lines:
-        request.app.state.ctl.nodes.add_logs(node, [(line.level, line.message) for line in body.lines])
+        controller(request).nodes.add_logs(node, [(line.level, line.message) for line in body.lines])
     current, hosts = _policy_hosts(request)
     return NodeOut.of(node, row, node in hosts, current)
 
 
 @router.post("/nodes/{node}/logs", status_code=204, summary="Append log lines (agent token of the node)")
 def add_logs(body: LogsIn, request: Request, node: str = NODE, _: Principal = Depends(auth.node_agent)) -> Response:
-    request.app.state.ctl.nodes.add_logs(node, [(line.level, line.message) for line in body.lines])
+    controller(request).nodes.add_logs(node, [(line.level, line.message) for line in body.lines])
     return Response(status_code=204)
 
 
 @router.get("/nodes/{node}/logs", response_model=list[LogOut], summary="The node's latest log lines")
 def get_logs(request: Request, node: str = NODE, limit: int = Query(100, ge=1, le=1000), _: Principal = Depends(auth.node_reader)) -> list[LogOut]:
-    rows = request.app.state.ctl.nodes.logs(node, limit)
+    rows = controller(request).nodes.logs(node, limit)
     return [LogOut(time=as_utc(r.time), level=r.level, message=r.message) for r in rows]
