@@ -66,7 +66,8 @@ def pages(vms: int, records: int, runs: int, directory: Path) -> dict[str, dict[
     from fastapi.testclient import TestClient
 
     from tests.controller.live import make_tokens
-    from zonewall.controller.app import build_controller, create_app
+    from zonewall.controller.app import create_app
+    from zonewall.controller.replica import build_controller
 
     controller = build_controller(f"sqlite:///{directory / 'pages.db'}")
     tokens = make_tokens(controller)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 
 if TYPE_CHECKING:
-    from .app import Controller
+    from .replica import Controller
 
 
 def controller(request: Request) -> Controller:

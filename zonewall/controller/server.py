@@ -24,9 +24,10 @@ import uvicorn
 from ..netns import run_in_netns
 from ..service.logs import setup_logging
 from ..service.sdnotify import ServiceNotifier, notify
-from .app import build_controller, create_app
+from .app import create_app
 from .connections import ConnectionLimits, guarded_protocol
 from .limits import RequestLimits
+from .replica import build_controller
 
 DEFAULT_PORT = 9440
 log = logging.getLogger("zonewall.controller")
