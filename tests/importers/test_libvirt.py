@@ -61,7 +61,7 @@ def test_clean_traffic_style_composition_keeps_libvirts_order(imported: tuple[Po
     policy, text = imported
     # chains by priority: mac -800, ipv4-ip -710, ipv4 -700, root rule -650, arp-mac -520, arp-ip -510, root -500.. 1000
     assert policy.doc.filters["tenant-clean"].include == [
-        "no-mac-spoofing", "no-ip-spoofing", "allow-incoming-ipv4", "tenant-clean-root4",
+        "no-mac-spoofing", "no-ip-spoofing", "lv-allow-incoming-ipv4", "tenant-clean-root4",
         "lv-no-arp-mac-spoofing", "lv-no-arp-ip-spoofing", "tenant-clean-root7",
     ]
     assert filter_rules(policy, "lv-no-arp-ip-spoofing") == [
@@ -73,7 +73,7 @@ def test_clean_traffic_style_composition_keeps_libvirts_order(imported: tuple[Po
         {"action": "drop", "priority": 1000},
     ]
     # the chain's protocol becomes the rules' ethertype; the whole ipv4 chain accepts incoming
-    assert filter_rules(policy, "allow-incoming-ipv4") == [{"direction": "in", "action": "accept", "priority": 500, "ethertype": 0x0800}]
+    assert filter_rules(policy, "lv-allow-incoming-ipv4") == [{"direction": "in", "action": "accept", "priority": 500, "ethertype": 0x0800}]
     assert "# from nwfilter/no-arp-ip-spoofing.xml:3 (filter no-arp-ip-spoofing)" in text
     assert policy.nic_filters("tenant1", 0)[-1] == "tenant-clean"
     assert policy.doc.vms["tenant1"].nics[0].ips == ["10.71.0.20"]

@@ -14,7 +14,7 @@ from typing import Iterator
 
 from ..compiler.plan import Plan
 from ..compiler.plan.chains import ESSENTIALS, HostChain, NetworkChain, VmChain
-from ..compiler.plan.vocabulary import Condition, NotForwarded
+from ..compiler.plan.vocabulary import Condition, NewConnection, NotForwarded
 from ..compiler.plan.vocabulary import Step as PlanStep
 from ..policy.addresses import AddressSet
 from ..policy.resolve import RuleRef
@@ -95,6 +95,8 @@ def over_packet_rate(step: Step) -> Step:
 def holds(condition: Condition, forwarded: int | None) -> bool:
     """Whether a step's connection condition holds for a flow that the nat entry
     `forwarded` translated (None: no dnat)."""
+    if isinstance(condition, NewConnection):
+        return True  # every flow the analyzer judges is a new connection
     if isinstance(condition, NotForwarded):
         return forwarded is None
     return condition.entry == forwarded

@@ -16,7 +16,7 @@ from .ir import Chain, Rule
 from .matches import match_statements
 from .meters import per_source_meter
 from .naming import LOG_LIMIT, log_prefix
-from .plan.vocabulary import Step
+from .plan.vocabulary import NewConnection, Step
 
 if TYPE_CHECKING:
     from .levels import CompileContext
@@ -30,8 +30,9 @@ def protection_rules(ctx: "CompileContext", steps: tuple[Step, ...], scope: str)
     rules: list[Rule] = []
     for step in steps:
         target = _drop_chain(ctx, step, scope)
+        condition = [x.match(x.ct("state"), "new", "in")] if isinstance(step.condition, NewConnection) else []
         for match in step.matches or ():
-            statements = match_statements(ctx.registry, match)
+            statements = condition + match_statements(ctx.registry, match)
             if step.limit is None:
                 rules.append(Rule((*statements, x.goto(target)), step.label))
                 continue

@@ -23,7 +23,7 @@ class Stage(Enum):
     NOT_GUEST = "not-guest"  # neither end a guest NIC of this node: accepted
     INVALID = "invalid"  # ct state invalid: settings.conntrack.invalid
     ESSENTIALS = "essentials"  # ICMPv6 neighbour/router discovery, MLD: accepted
-    PROTECTION = "protection"  # packets without a connection: tcpflags, nosmurfs, SYN check, synflood (plan/protection.py)
+    PROTECTION = "protection"  # packets without a connection (new or invalid): tcpflags, nosmurfs, SYN check, synflood (plan/protection.py)
     CONNTRACK = "conntrack"  # helpers and timeouts for new connections (no verdict)
     MANAGEMENT = "management"  # settings.management to ssh and zonewall's ports: accepted
     SENDER = "sender"  # the sending guest's `out` chain
@@ -41,10 +41,10 @@ class Stage(Enum):
 S = Stage
 
 # inet forward: guest traffic through the node (bridged via br_netfilter, or routed)
-FORWARD = (S.PACKET_LIMITS, S.ESTABLISHED, S.ROUTED_FROM, S.ROUTED_TO, S.NOT_GUEST, S.INVALID, S.ESSENTIALS, S.PROTECTION, S.CONNTRACK, S.SENDER, S.NETWORK, S.RECEIVER)
+FORWARD = (S.PACKET_LIMITS, S.ESTABLISHED, S.ROUTED_FROM, S.ROUTED_TO, S.NOT_GUEST, S.PROTECTION, S.INVALID, S.ESSENTIALS, S.CONNTRACK, S.SENDER, S.NETWORK, S.RECEIVER)
 # l3in-NET: what ROUTED_TO runs for a packet routed into a non-bridged network
-ROUTED_IN = (S.BRIDGED_INSIDE, S.INVALID, S.PROTECTION, S.MODE_CHECKS, S.CONNTRACK, S.SENDER, S.RECEIVER_BY_ADDRESS, S.ACCEPT)
+ROUTED_IN = (S.BRIDGED_INSIDE, S.PROTECTION, S.INVALID, S.MODE_CHECKS, S.CONNTRACK, S.SENDER, S.RECEIVER_BY_ADDRESS, S.ACCEPT)
 # inet input: to the node itself
-INPUT = (S.LOOPBACK, S.PACKET_LIMITS, S.ESTABLISHED, S.INVALID, S.ESSENTIALS, S.MANAGEMENT, S.PROTECTION, S.CONNTRACK, S.SENDER, S.HOST_SERVICES, S.HOST_RULES, S.HOST_DEFAULT)
+INPUT = (S.LOOPBACK, S.PACKET_LIMITS, S.ESTABLISHED, S.PROTECTION, S.INVALID, S.ESSENTIALS, S.MANAGEMENT, S.CONNTRACK, S.SENDER, S.HOST_SERVICES, S.HOST_RULES, S.HOST_DEFAULT)
 # inet output: from the node itself (only when something is enforced there)
 OUTPUT = (S.LOOPBACK, S.PACKET_LIMITS, S.ESTABLISHED, S.ESSENTIALS, S.HOST_RULES, S.HOST_DEFAULT)

@@ -1,16 +1,18 @@
 """Protection: drops before any rule, for packets without a connection.
 
 Proxmox's host options and the SYN check, as plan steps of the PROTECTION stage
-(plan/hooks.py: after the connection-state stages, so established packets never
-meet them; in the input hook after the anti-lockout):
+(plan/hooks.py: right after the established accept, so established packets never
+meet them, and before `settings.conntrack.invalid`, which cannot exempt a packet
+from them - as Proxmox's nf_conntrack_allow_invalid does not):
 
 * `tcpflags`: TCP with an impossible flag combination - FIN+PSH+URG alone (xmas),
   none at all, SYN+RST, SYN+FIN - and a SYN from source port 0 (Proxmox's list);
 * `nosmurfs`: packets from a broadcast or multicast source: 255.255.255.255,
   224.0.0.0/4, the directed broadcast of every IPv4 subnet of the policy's
   networks, and ff00::/8 (never a source in IPv6); 0.0.0.0 (DHCP) is not one;
-* `settings.conntrack.new_tcp: syn`: a TCP packet that starts a connection must be
-  a SYN (conntrack would pick a stream up from any mid-stream packet);
+* `settings.conntrack.new_tcp: syn`: a TCP packet that starts a connection (`ct
+  state new`) must be a SYN (conntrack would pick a stream up from any mid-stream
+  packet);
 * `synflood`: SYNs per source and second over the rate (and burst) are dropped;
   one budget per source on the node, shared by its input and its guests.
 
@@ -27,7 +29,7 @@ from functools import lru_cache
 
 from ...policy.dataplane_keys import Protection
 from ...policy.resolve import Policy
-from .vocabulary import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, Addresses, Match, RateLimit, Step, TcpFlags
+from .vocabulary import TCP_ACK, NewConnection, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, Addresses, Match, RateLimit, Step, TcpFlags
 
 ALL_FLAGS = TCP_FIN | TCP_SYN | TCP_RST | TCP_PSH | TCP_ACK | TCP_URG
 STATE_FLAGS = TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK  # what tells a SYN from the rest
@@ -98,7 +100,7 @@ def _smurfs(subnets: tuple[str, ...]) -> Step:
 
 @lru_cache(maxsize=1)
 def _syn_check() -> Step:
-    return Step((Match(None, l4=TcpFlags(STATE_FLAGS, TCP_SYN, negate=True)),), "drop", "new-tcp-not-syn")
+    return Step((Match(None, l4=TcpFlags(STATE_FLAGS, TCP_SYN, negate=True)),), "drop", "new-tcp-not-syn", condition=NewConnection())
 
 
 def _merged(values: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:

@@ -133,7 +133,13 @@ class NotForwarded:
     """The connection was not translated by any dnat entry (`ct status != dnat`)."""
 
 
-Condition = Union[DnatOrigin, NotForwarded]
+@dataclass(frozen=True, slots=True)
+class NewConnection:
+    """The packet starts a connection (`ct state new`), not one conntrack calls
+    invalid. The analyzer judges new connections only: it always holds there."""
+
+
+Condition = Union[DnatOrigin, NotForwarded, NewConnection]
 
 
 @dataclass(frozen=True)
