@@ -279,3 +279,29 @@ def test_routed_modes_keep_libvirts_dhcp_and_dns(tmp_path: Path) -> None:
     assert (networks["host-bridge"].mode, networks["host-bridge"].host_services) == ("bridged", [])
     assert "not enforced" not in report
     assert "network mode nat: enforced by zonewall; the node offers its guests only host_services (dhcp, dhcpv6, dns" in report
+
+
+def learning_domain(params: str) -> str:
+    return f"""<domain type='kvm'><name>g1</name><devices>
+  <interface type='bridge'><mac address='52:54:00:09:00:10'/><source bridge='br0'/>
+    <filterref filter='clean-traffic'>{params}</filterref>
+  </interface></devices></domain>"""
+
+
+@pytest.mark.parametrize(("params", "learning", "servers"), [
+    ("<parameter name='CTRL_IP_LEARNING' value='dhcp'/><parameter name='DHCPSERVER' value='10.9.0.1'/><parameter name='DHCPSERVER' value='10.9.0.2'/>", "dhcp", ["10.9.0.1", "10.9.0.2"]),
+    ("<parameter name='CTRL_IP_LEARNING' value='none'/>", "none", []),
+    ("<parameter name='CTRL_IP_LEARNING' value='any'/>", "any", []),
+    ("", "any", []),
+    # libvirt trusts any DHCP server without DHCPSERVER; zonewall would need the list: closed
+    ("<parameter name='CTRL_IP_LEARNING' value='dhcp'/>", "none", []),
+    ("<parameter name='CTRL_IP_LEARNING' value='sometimes'/>", "none", []),
+])
+def test_learning_modes_map_to_zonewalls(tmp_path: Path, params: str, learning: str, servers: list[str]) -> None:
+    policy, report, code = import_xml(tmp_path, {"g1.xml": learning_domain(params)})
+    assert code == 0 and policy is not None, report
+    nic = policy.doc.vms["g1"].nics[0]
+    assert nic.learning.ipv4 == learning and nic.ips == []
+    assert policy.doc.networks[nic.network].dhcp_servers == servers
+    if "dhcp'/>" in params and not servers:
+        assert "CTRL_IP_LEARNING dhcp without DHCPSERVER" in report
