@@ -21,6 +21,8 @@ from contextlib import contextmanager
 
 import pytest
 
+from zonewall.analysis.engine import Analyzer
+from zonewall.analysis.trace import FlowSpec, trace
 from zonewall.compiler.naming import TABLE
 from zonewall.compiler.node import compile_node
 from zonewall.dataplane.apply import apply_ruleset
@@ -87,6 +89,22 @@ def test_tenants_with_the_same_subnet_keep_their_connections_apart(lab: Lab) -> 
         blue.settimeout(1)
         with pytest.raises(OSError):
             blue.connect((SERVER, 80))
+
+
+def test_the_analyzer_keeps_tenants_apart_as_the_kernel_does(lab: Lab) -> None:
+    """trace: red's own flow is accepted by its rule; blue reaches neither red-server
+    (no path between tenants, although red-web's `from` holds blue-client's address)
+    nor its own server (no rule)."""
+    analyzer = Analyzer(lab.policy)
+    udp = FlowSpec(proto="udp", port=PORT)
+    assert trace(analyzer, "vm:red-client", "vm:red-server", udp).verdict == "accept"
+    across = trace(analyzer, "vm:blue-client", "vm:red-server", udp)
+    assert across.verdict == "drop" and across.cases[0].outcome.decisive.label.startswith("tenants:"), across.to_json()
+    assert trace(analyzer, "vm:blue-client", "vm:blue-server", udp).verdict == "drop"
+    apply(lab)
+    with red_connection(lab):
+        pass  # red's own conversation works (asserted inside)
+    assert not blue_datagram_arrives(lab, 40123, expect=False), "blue's new conversation to its server"
 
 
 def test_control_without_zones_the_segment_passes(lab: Lab) -> None:

@@ -33,6 +33,7 @@ from ..compiler.plan.hooks import FORWARD, INPUT, ROUTED_IN, Stage
 from ..compiler.plan.modes import host_services, is_routed, routed_checks
 from ..compiler.plan.nat import SourceNat, port_forwards, source_nats
 from ..compiler.plan.protection import protection_checks
+from ..compiler.plan.tenants import tenant_boundary
 from ..compiler.plan.vocabulary import Step as PlanStep
 from ..policy.addresses import AddressSet, address_value
 from . import space as s
@@ -167,6 +168,14 @@ class Paths:
             self._memo[key] = None if services is None else self._plan_chain(f"network:{network} host_services", services.steps, services.default, accept_ends=True)
         return self._memo[key]  # type: ignore[return-value]
 
+    def tenant_boundary(self, a: Nic, b: Nic) -> Chain | None:
+        """A flow between two tenants' guests ends at once (plan/tenants.py)."""
+        key = ("tenants", self.network(a), self.network(b))
+        if key not in self._memo:
+            step = tenant_boundary(self.policy, self.network(a), self.network(b))
+            self._memo[key] = None if step is None else self._plan_chain("tenants", (), step)
+        return self._memo[key]  # type: ignore[return-value]
+
     def protection(self, node: str, target: str) -> Chain | None:
         """The node's PROTECTION stage for its input (`host`) or its guests' connections."""
         key = ("protection", node, target)
@@ -293,6 +302,8 @@ class Paths:
         if a is not None:
             guard = self.guards(a, "out")
             out += [guard] if guard else []
+            if b is not None and (apart := self.tenant_boundary(a, b)) is not None:
+                return out + [apart]
             if b is not None and self.same_segment(a, b):
                 guard = self.guards(b, "in")
                 out += [guard] if guard else []

@@ -10,8 +10,11 @@ policy/dataplane_keys.tenant_zone) before conntrack sees it; networks without a
 tenant stay in zone 0. Bridged networks only: the node routes none of them, so both
 directions of a connection arrive on the same bridge.
 
-Nothing here changes a verdict of a new connection: the analyzer judges within one
-tenant exactly (flows follow networks, not addresses).
+Between the guests of two different tenants there is no path at all: their
+addresses may be the same, so a packet for the other tenant's address stays on the
+sender's own segment (`tenant_boundary`: a drop step the analyzer puts on such a
+flow). Within one tenant the analyzer judges exactly (flows follow networks, not
+addresses).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 
 from ...policy.dataplane_keys import tenant_zone
 from ...policy.resolve import Policy
+from .vocabulary import Step
 
 
 @dataclass(frozen=True)
@@ -38,3 +42,12 @@ def conntrack_zones(policy: Policy, networks: tuple[str, ...]) -> tuple[Conntrac
         if network.tenant is not None:
             out.append(ConntrackZone(name, network.bridge, network.tenant, tenant_zone(network.tenant)))
     return tuple(out)
+
+
+def tenant_boundary(policy: Policy, a: str, b: str) -> Step | None:
+    """The step that ends a flow between guests of networks `a` and `b` when they
+    belong to different tenants (a network without one is tenant ""), else None."""
+    ta, tb = (policy.doc.networks[n].tenant or "" for n in (a, b))
+    if ta == tb:
+        return None
+    return Step(None, "drop", f"tenants: {ta or 'no tenant'} and {tb or 'no tenant'} share no path (their addresses may overlap)")
