@@ -5,7 +5,7 @@ forged one that must not.
 Lab (policies/dhcp-learning.yaml): `dhcp` is the network's trusted DHCP server
 (`dhcp_servers`), `rogue` another guest that plays one; `learner` (learning dhcp),
 `locked` (learning none) and `v6learner` (IPv6 learning) run clean-traffic without
-addresses of the family; `target` accepts UDP 9999 from anyone, so only the guards
+addresses of the family; the network's own filter (no-mac-spoofing) guards every NIC; `target` accepts UDP 9999 from anyone, so only the guards
 decide. Frames are hand-built (zonewall.lab.raw); a sniffer on the target's eth0
 decides. The steps run in order in one test each (the learned sets are state).
 """
@@ -115,3 +115,15 @@ def test_ipv6_learning_locks_on_the_first_source(world: World) -> None:
     assert not udp_from(world, "v6learner", second, expect=False), "a second IPv6 source"
     assert udp_from(world, "v6learner", first, expect=True), "the learned one still passes"
     assert udp_from(world, "v6learner", "10.82.1.13", expect=True), "its own IPv4 address is untouched"
+
+
+def test_the_networks_filters_guard_a_nic_without_filters_of_its_own(world: World) -> None:
+    """`networks.lan.filters: [no-mac-spoofing]` (libvirt's filter attached to a
+    network): rogue has no filters, so only the network's can drop its forged MAC."""
+    forged_mac = "52:54:00:82:01:99"
+    token = b"zw-netfilter-" + os.urandom(6).hex().encode()
+    frame = raw.ipv4_udp_frame(src_mac=forged_mac, dst_mac=world.mac("target"), src_ip=ROGUE, dst_ip=TARGET, dport=9999, payload=token)
+    with raw.Sniffer(world.ns("target"), "eth0") as sniffer:
+        raw.send_frame(world.ns("rogue"), "eth0", frame)
+        assert sniffer.wait_for(raw.incoming(raw.udp_payload_contains(token)), timeout=ABSENT) is None, "a forged source MAC passed the network's filter"
+    assert udp_from(world, "rogue", ROGUE, expect=True), "the same frame with its own MAC"
