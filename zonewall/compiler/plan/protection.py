@@ -27,6 +27,7 @@ import ipaddress
 from dataclasses import dataclass
 from functools import lru_cache
 
+from ...policy.addresses import AddressSet
 from ...policy.dataplane_keys import Protection
 from ...policy.resolve import Policy
 from .vocabulary import TCP_ACK, NewConnection, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, Addresses, Match, RateLimit, Step, TcpFlags
@@ -94,7 +95,8 @@ def _smurfs(subnets: tuple[str, ...]) -> Step:
             value = int(net.broadcast_address)
             v4.append((value, value))
     v6 = [(int(ipaddress.IPv6Address("ff00::")), int(ipaddress.IPv6Address("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")))]
-    matches = (Match("ipv4", src=Addresses(_merged(v4), SMURF_SET)), Match("ipv6", src=Addresses(tuple(v6), SMURF_SET)))
+    sources = AddressSet.of(v4, v6)
+    matches = (Match("ipv4", src=Addresses(sources.v4, SMURF_SET)), Match("ipv6", src=Addresses(sources.v6, SMURF_SET)))
     return Step(matches, "drop", "protection:nosmurfs")
 
 
@@ -103,11 +105,3 @@ def _syn_check() -> Step:
     return Step((Match(None, l4=TcpFlags(STATE_FLAGS, TCP_SYN, negate=True)),), "drop", "new-tcp-not-syn", condition=NewConnection())
 
 
-def _merged(values: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
-    out: list[list[int]] = []
-    for low, high in sorted(values):
-        if out and low <= out[-1][1] + 1:
-            out[-1][1] = max(out[-1][1], high)
-        else:
-            out.append([low, high])
-    return tuple((a, b) for a, b in out)
