@@ -186,9 +186,10 @@ def test_a_group_has_one_reader_per_namespace(lab: Lab, node1_log: NflogReader) 
 
 
 def test_parse_prefix() -> None:
-    assert parse_prefix("zw|n1|zone:web|out|r-1|reject") == ("n1", "zone:web", "out", "r-1", "reject")
-    assert parse_prefix("zw|n1|web1|in|default-in") == ("n1", "web1", "in", "default-in", None)  # cut at 127 bytes
-    assert parse_prefix("something else") == (None, None, None, None, None)
+    assert parse_prefix("zw|n1|zone:web|out|r-1|reject|info") == ("n1", "zone:web", "out", "r-1", "reject", "info")
+    assert parse_prefix("zw|n1|zone:web|out|r-1|reject") == ("n1", "zone:web", "out", "r-1", "reject", None)  # compiled before log levels
+    assert parse_prefix("zw|n1|web1|in|default-in") == ("n1", "web1", "in", "default-in", None, None)  # cut at 127 bytes
+    assert parse_prefix("something else") == (None, None, None, None, None, None)
 
 
 def test_decode_record_ipv4_tcp_and_mark() -> None:

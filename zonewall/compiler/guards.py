@@ -36,6 +36,7 @@ from .ir import Chain, Hook, Limit, NamedSet, Rule as NftRule, Table
 from .matches import SetRegistry, rule_matches
 from .naming import LOG_LIMIT, TABLE, log_prefix, port_object
 from .nics import LocalNic
+from .plan.switches import guard_filters, nic_filtered
 
 Json = dict[str, Any]
 NIC_MAC, NIC_IP4, NIC_IP6 = "nic-mac", "nic-ip4", "nic-ip6"
@@ -71,7 +72,7 @@ def _is(proto: str) -> Json:
 
 def is_learning(policy: Policy, nic: LocalNic) -> bool:
     """A NIC in learning mode: no `ips`, and an IPv4 anti-spoofing filter."""
-    return not nic.nic.ips and not LEARNING_FILTERS.isdisjoint(policy.nic_filters(nic.vm, nic.nic_index))
+    return not nic.nic.ips and not LEARNING_FILTERS.isdisjoint(guard_filters(policy, nic.vm, nic.nic_index))
 
 
 def builtin_filter_rules(name: str, direction: str, learning: bool = False) -> list[tuple[list[Json], str]]:
@@ -198,7 +199,7 @@ def filter_rules(policy: Policy, node: str, name: str, direction: str, bodies: l
     comment = f"filter {name}"
     for statements, action in bodies:
         if action in ("drop", "reject") and policy.doc.settings.log.denied:
-            prefix = log_prefix(node, f"guard:{name}", direction, name, "drop")
+            prefix = log_prefix(node, f"guard:{name}", direction, name, "drop", policy.doc.settings.log.level)
             rules.append(NftRule(tuple(statements + [x.limit_ref(LOG_LIMIT), x.log_group(policy.doc.settings.log.group, prefix)]), comment))
         counter = [] if action == "learn4" else [x.counter()]  # the learn chain counts
         rules.append(NftRule(tuple(statements + counter + _guard_verdict(action, direction, inline)), comment))
@@ -227,13 +228,14 @@ def bridge_table(policy: Policy, node: str, nics: list[LocalNic], learned: Mappi
     guards_in: list[tuple[str, Json]] = []
     dst_map: list[tuple[str, Json]] = []
     for nic in nics:
-        filters = tuple(policy.nic_filters(nic.vm, nic.nic_index))
+        filters = tuple(guard_filters(policy, nic.vm, nic.nic_index))  # none when the NIC is not filtered (issue 18)
         for direction, target in (("out", guards_out), ("in", guards_in)):
             profile_chain = _profile(policy, registry, node, filters, direction, chains, profiles, bool(learners)) if filters else None
             if profile_chain is not None:
                 target.append((nic.tap, x.jump(profile_chain)))
         name = port_object("nic", nic.tap, "in")
-        chains[name] = Chain(name, (*_flooded_copy(nic), NftRule((x.or_mark(nic.dst_mark),), f"{nic.vm} nic {nic.nic_index}")))
+        flooded = _flooded_copy(nic) if nic_filtered(policy, nic.vm, nic.nic_index) else ()
+        chains[name] = Chain(name, (*flooded, NftRule((x.or_mark(nic.dst_mark),), f"{nic.vm} nic {nic.nic_index}")))
         dst_map.append((nic.tap, x.jump(name)))
     src_mark = NftRule((x.set_mark(x.map_lookup(x.meta("iifname"), "nic-src")),), "source guest port -> mark")
     # Every hook a packet passes costs; chains and lookups exist only where needed.
@@ -260,7 +262,7 @@ def bridge_table(policy: Policy, node: str, nics: list[LocalNic], learned: Mappi
     ]
     sets += sorted(registry.sets.values(), key=lambda s: s.name)
     na_map: list[tuple[str, Json]] = []
-    if any("no-ipv6-spoofing" in policy.nic_filters(n.vm, n.nic_index) for n in nics):
+    if any("no-ipv6-spoofing" in guard_filters(policy, n.vm, n.nic_index) for n in nics):
         for nic in nics:
             name = port_object("na", nic.tap)
             chains[name] = na_target_chain(policy, node, nic, name)
@@ -318,7 +320,7 @@ def learn_chain(policy: Policy, node: str, nic: LocalNic) -> Chain:
         rules.append(NftRule((_is(ethertype), *learnable, _set_add(set_name, source), x.counter(), x.ret()), f"filter {filter_name}: learn the first address"))
     for ethertype, filter_name in (("ip", "no-ip-spoofing"), ("arp", "no-arp-ip-spoofing")):
         if policy.doc.settings.log.denied:
-            prefix = log_prefix(node, f"guard:{filter_name}", "out", filter_name, "drop")
+            prefix = log_prefix(node, f"guard:{filter_name}", "out", filter_name, "drop", policy.doc.settings.log.level)
             rules.append(NftRule((_is(ethertype), x.limit_ref(LOG_LIMIT), x.log_group(policy.doc.settings.log.group, prefix)), f"filter {filter_name}"))
     rules.append(NftRule((x.counter(), x.drop()), "not the learned address, nor learnable"))
     return Chain(port_object("learn4", nic.tap), tuple(rules))
@@ -334,7 +336,7 @@ def na_target_chain(policy: Policy, node: str, nic: LocalNic, name: str) -> Chai
     matches: list[Json] = [x.match(NA_TARGET, {"set": own} if len(own) > 1 else own[0], "!=")] if own else []
     rules = []
     if policy.doc.settings.log.denied:
-        prefix = log_prefix(node, "guard:no-ipv6-spoofing", "out", "no-ipv6-spoofing", "drop")
+        prefix = log_prefix(node, "guard:no-ipv6-spoofing", "out", "no-ipv6-spoofing", "drop", policy.doc.settings.log.level)
         rules.append(NftRule(tuple(matches + [x.limit_ref(LOG_LIMIT), x.log_group(policy.doc.settings.log.group, prefix)]), "filter no-ipv6-spoofing"))
     rules.append(NftRule(tuple(matches + [x.counter(), x.drop()]), "filter no-ipv6-spoofing"))
     return Chain(name, tuple(rules))
