@@ -7,6 +7,8 @@ policies behave identically, 1 when they differ; lint 0 when there are no warnin
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, Optional
@@ -52,6 +54,11 @@ def services_region(tcp: list[str], udp: list[str], icmp: list[str], proto: list
     empty = Policy(PolicyDocument(version=1), None)  # a rule without peers needs no definitions
     region = matches_region(rule_matches(empty, rule), None)
     return s.coalesce(region)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 def register(app: typer.Typer, load: Loader, console: Console, err: Console, emit_json: Callable[[object], None]) -> None:
@@ -157,17 +164,41 @@ def register(app: typer.Typer, load: Loader, console: Console, err: Console, emi
     @app.command()
     def lint(
         policy: Path = typer.Argument(..., help="policy file or directory"),
+        kind: list[str] = typer.Option([], "--kind", help="only findings of this kind (repeatable): dead, shadowed, partly-shadowed, redundant, conflict, management-exposure, empty-ref, unused"),
+        about: list[str] = typer.Option([], "--object", help="only findings about this rule id, definition (group:admins), owner (web1, vm:web1, zone:dmz) or file (repeatable)"),
+        baseline: Optional[Path] = typer.Option(None, "--baseline", help="hide the findings accepted in this file (written by --write-baseline); exit 1 only on new warnings"),
+        write_baseline: Optional[Path] = typer.Option(None, "--write-baseline", help="accept every finding shown: write them to this file"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Dead, redundant and conflicting rules, unused definitions, risky openings (exit 1 on warnings)."""
         from .analysis.engine import Analyzer
-        from .analysis.lint import lint as run_lint, lint_table
+        from .analysis.lint import LintReport, lint as run_lint, lint_table
+        from .analysis.lint.select import BaselineError, read_baseline, select, unknown_kinds, write_baseline as write_accepted
 
-        report = run_lint(Analyzer(load(policy, as_json)))
-        document = report.to_json()
+        wrong = unknown_kinds(kind)
+        if wrong:
+            raise typer.BadParameter(f"unknown kind {', '.join(wrong)} (expected one of: dead, shadowed, partly-shadowed, redundant, conflict, management-exposure, empty-ref, unused)", param_hint="--kind")
+        try:
+            accepted = read_baseline(baseline) if baseline is not None else None
+        except BaselineError as exc:
+            err.print(str(exc))
+            raise typer.Exit(2) from None
+        analyzer = Analyzer(load(policy, as_json))
+        with err.status("linting every chain", spinner="dots") if err.is_terminal and not as_json else _nothing():
+            report = run_lint(analyzer)
+        chosen = select(report.findings, kind, about, accepted)
+        if write_baseline is not None:
+            count = write_accepted(write_baseline, chosen.shown)
+            err.print(f"{count} findings accepted in {write_baseline}")
+        shown = LintReport(chosen.shown)
+        document = shown.to_json()
+        if accepted is not None:
+            document["baseline"] = {"accepted": chosen.accepted, "stale": chosen.stale}
         if as_json:
             emit_json(document)
         else:
-            console.print(lint_table(report))
-        warnings = [f for f in document["findings"] if f.get("severity") in ("warning", "error")]
-        raise typer.Exit(1 if warnings else 0)
+            console.print(lint_table(shown))
+            if accepted is not None:
+                console.print(f"{chosen.accepted} findings accepted by {baseline}" + (f"; {len(chosen.stale)} entries of it no longer found (fixed: remove them)" if chosen.stale else ""))
+        warnings = [f for f in chosen.shown if f.severity in ("warning", "error")]
+        raise typer.Exit(1 if warnings and write_baseline is None else 0)
