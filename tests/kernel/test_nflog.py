@@ -78,7 +78,8 @@ def test_default_drop_is_logged_with_vm_direction_and_addresses(lab: Lab, node1_
     assert result.verdict == "blocked", result
     record = node1_log.wait_for(flow("tcp", BLOCKED_PORT, client, server), timeout=2)
     assert record is not None, f"no NFLOG record for tcp/{BLOCKED_PORT}; saw {[r.prefix for r in node1_log.history]}"
-    assert record.prefix == f"zw|node1|server|in|default-in|drop"
+    assert record.prefix == "zw|node1|server|in|default-in|drop|warning"  # settings.log.level's default (issue 18)
+    assert record.log_level == "warning"
     assert (record.node, record.scope, record.direction, record.rule_id, record.verdict) == (
         "node1", "server", "in", "default-in", "drop")
     assert record.family == family and record.sport and record.sport > 1023

@@ -95,3 +95,21 @@ def test_an_interface_rule_matches_the_interface_and_an_icmp_code_the_code() -> 
     nft = render_nft(compile_node(load_policy_text(policy_text(RULE_A="{direction: in, action: accept, icmp: [host-unreachable]}")), "node1"))
     assert 'iifname "eth0" tcp dport 22' in nft
     assert "icmp type destination-unreachable icmp code host-unreachable" in nft
+
+
+def test_the_dashboards_vm_page_lists_a_security_groups_rules_in_place() -> None:
+    from zonewall.controller.web.routes import effective_rules
+
+    policy = load_policy_text(policy_text())
+    rows = dict(effective_rules(policy, "b", [{"scope": "sg:web", "direction": "in", "rule": "web-80", "packets": 7, "bytes": 420}]))
+    assert [(r["level"], r["id"], r["packets"]) for r in rows["in"]] == [("vm · group web", "web-80", 7), ("default", "default-in", "-")]
+    assert [r["id"] for r in rows["out"]] == ["default-out"]  # the group has no out rule
+
+
+def test_a_security_groups_counters_are_its_own() -> None:
+    from zonewall.dataplane.counters import chain_scope, level_of
+
+    assert chain_scope("inet", "sg-web-guest-in") == ("sg:web", "in")
+    assert chain_scope("inet", "sg-my-web-host-out") == ("sg:my-web", "out")
+    assert level_of("sg:web", "web-80") == "security_group"
+    assert chain_scope("inet", "zone-web-in") == ("zone:web", "in")  # not taken for a group
