@@ -121,14 +121,15 @@ class ChainBuilder:
     def _chain(self, plan: VmChain | NetworkChain | HostChain) -> Chain:
         return Chain(plan.name, tuple(self.step(step) for step in plan.steps), self.step(plan.default))
 
-    def vm(self, vm: str, direction: str, peer: AddressSet | None = None) -> Chain:
+    def vm(self, vm: str, direction: str, peer: AddressSet | None = None, nic: int | None = None) -> Chain:
         """The VM's chain; with `peer`, only the steps that can match packets whose
         other end is in `peer` (ChainPlanner.vm). Reach asks this of every VM of the
-        cluster, where building every rule's region costs seconds."""
-        key = ("vm", vm, direction, peer)
+        cluster, where building every rule's region costs seconds. With `nic`, as
+        that NIC's traffic meets it (rules scoped to other NICs left out, issue 18)."""
+        key = ("vm", vm, direction, peer, nic)
         found = self._memo.get(key)
         if found is None:
-            found = self._memo[key] = self._chain(self.plan.chains.vm(vm, direction, peer))
+            found = self._memo[key] = self._chain(self.plan.chains.vm_nic(vm, direction, nic, peer))
         return found
 
     def network(self, network: str) -> Chain | None:

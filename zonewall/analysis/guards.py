@@ -18,6 +18,7 @@ from typing import Iterator
 from ..compiler.nics import eui64_link_local_value
 from ..compiler.plan import Plan
 from ..compiler.plan.rules import filter_rule_as_rule
+from ..compiler.plan.switches import guard_filters
 from ..policy.addresses import address_value
 from ..policy.model import FilterRule, Nic
 from . import space as s
@@ -194,7 +195,7 @@ class GuardBuilder:
     def _build(self, vm: str, nic_index: int, direction: str) -> GuardStage | None:
         nic = self.policy.doc.vms[vm].nics[nic_index]
         filters = []
-        for name in self.policy.nic_filters(vm, nic_index):
+        for name in guard_filters(self.policy, vm, nic_index):  # none when the NIC is not filtered (issue 18)
             if name in self.policy.doc.filters:
                 found = self._custom(name, direction)
             elif name in NIC_DEPENDENT:

@@ -34,6 +34,7 @@ from ..compiler.plan.modes import host_services, is_routed, routed_checks
 from ..compiler.plan.nat import SourceNat, port_forwards, source_nats
 from ..compiler.plan.protection import protection_checks
 from ..compiler.plan.tenants import tenant_boundary
+from ..compiler.plan.switches import nic_filtered
 from ..compiler.plan.vocabulary import Step as PlanStep
 from ..policy.addresses import AddressSet, address_value
 from . import space as s
@@ -240,20 +241,20 @@ class Paths:
                 chain = self.management(p.node)
                 out += [chain] if chain else []
             elif stage is Stage.SENDER:
-                if p.sender is not None:
-                    out.append(self.chains.vm(p.sender[0], "out", sender_peer))
+                chain = self.vm_chain(p.sender, "out", sender_peer) if p.sender is not None else None
+                out += [chain] if chain else []
             elif stage is Stage.NETWORK:
                 chain = self.chains.network(p.network) if p.network else None
                 out += [chain] if chain else []
             elif stage is Stage.RECEIVER:
-                if p.receiver is not None:
-                    out.append(self.chains.vm(p.receiver[0], "in", receiver_peer))
+                chain = self.vm_chain(p.receiver, "in", receiver_peer) if p.receiver is not None else None
+                out += [chain] if chain else []
             elif stage is Stage.MODE_CHECKS:
                 chain = self.routed_into(p.routed_to[0]) if p.routed_to else None
                 out += [chain] if chain else []
             elif stage is Stage.RECEIVER_BY_ADDRESS:
-                if p.routed_to is not None:
-                    out.append(self.chains.vm(p.routed_to[1][0], "in", receiver_peer))
+                chain = self.vm_chain(p.routed_to[1], "in", receiver_peer) if p.routed_to is not None else None
+                out += [chain] if chain else []
             elif stage is Stage.ACCEPT:
                 return out
             elif stage is Stage.HOST_SERVICES:
@@ -261,7 +262,7 @@ class Paths:
                 if chain is not None:
                     return out + [chain]  # its default drops: host rules are for everybody else
             elif stage is Stage.HOST_RULES:
-                chain = self._host_rules(p.node, "in" if hook is INPUT else "out")
+                chain = self._host_rules(p.node, "in" if hook is INPUT else "out", self.interface(p.node, p.guest_network))
                 out += [chain] if chain else []
             elif stage is Stage.HOST_DEFAULT:
                 pass  # the default of the HOST_RULES chain
@@ -269,14 +270,26 @@ class Paths:
                 raise AssertionError(f"stage {stage} has no analyzer clause")
         return out
 
-    def _host_rules(self, node: str, direction: str) -> Chain | None:
+    def vm_chain(self, nic: Nic, direction: str, peer: AddressSet | None = None) -> Chain | None:
+        """The VM's chain as the NIC's traffic meets it; None when the NIC is not
+        filtered (enable switches, issue 18: plan/switches.py)."""
+        return self.chains.vm(nic[0], direction, peer, nic[1]) if nic_filtered(self.policy, nic[0], nic[1]) else None
+
+    def interface(self, node: str, network: str | None) -> str | None:
+        """The node's interface a path meets its host rules on (for `interface:`
+        rules, issue 18): a routed guest network's bridge, else the uplink (None:
+        the policy names none; plan/chains.py host_interface reads it most open)."""
+        return self.policy.doc.networks[network].bridge if network is not None else self.policy.doc.hosts[node].uplink
+
+    def _host_rules(self, node: str, direction: str, interface: str | None = None) -> Chain | None:
         """host_rules, the host's own rules and the default (the anti-lockout is the
-        MANAGEMENT stage before)."""
-        key = ("host", node, direction)
+        MANAGEMENT stage before), as they apply on `interface`."""
+        key = ("host", node, direction, interface)
         if key not in self._memo:
             plan = self.plan.chains.host_in(node) if direction == "in" else self.plan.chains.host_out(node)
             chain = None
             if plan is not None:
+                plan = self.plan.chains.host_interface(plan, interface)  # `interface:` rules (issue 18)
                 steps = tuple(step for level in plan.levels for step in level.steps)
                 before = plan.before if direction == "out" else ()  # the output hook's essentials are its own
                 chain = self._plan_chain(plan.name, before + steps, plan.default, accept_ends=direction == "in")
@@ -324,9 +337,11 @@ class Paths:
             else:
                 out += self._hook(FORWARD, _Pass(self.node(a), sender=a))
         elif skind == "host":
-            chain = self._host_rules(sname, "out") if self.plan.chains.host_out(sname) is not None else None
+            local = b is not None and self.routed(b) and self.node(b) == sname
+            interface = self.interface(sname, self.network(b) if local else None)  # type: ignore[arg-type]
+            chain = self._host_rules(sname, "out", interface) if self.plan.chains.host_out(sname) is not None else None
             out += [chain] if chain else []
-            if b is not None and self.routed(b) and self.node(b) == sname:
+            if local:
                 return out  # straight onto the bridge: no forward hook
             if dkind == "host" and dname == sname:
                 return out
@@ -372,11 +387,12 @@ class Paths:
         direction = "in" if role == "receiver" else "out"
         guard = self.guards(me, direction)
         guards: list[PathStage] = [guard] if guard else []
-        chain = self.chains.vm(name, direction, peer)
+        found = self.vm_chain(me, direction, peer)
+        chain: list[PathStage] = [found] if found is not None else []
         protection = self.protection(self.node(me), "guests")
         protected: list[PathStage] = [protection] if protection is not None else []
         if not self.routed(me):
-            return guards + [ESSENTIALS, *protected, chain]
+            return guards + [ESSENTIALS, *protected, *chain]
         network, node = self.network(me), self.node(me)
         dim = s.SRC if role == "receiver" else s.DST
         own_node = self.scoped(("node", node, dim), self.node_region(node, dim), ())
@@ -395,7 +411,7 @@ class Paths:
             checks = self.routed_from(network)
         if checks is not None:
             out.append(self.scoped(("routed", network, dim), self.routed_region(network, node, dim), (checks,)))
-        out += [ESSENTIALS, *protected, chain]
+        out += [ESSENTIALS, *protected, *chain]
         if role == "sender":
             services = self.host_services(network)
             if services is not None:

@@ -44,8 +44,9 @@ def match_boxes(match: Match, time: Intervals) -> list[Box]:
         sport = s.merge(l4.sport) if l4.sport is not None else s.FULL[s.SPORT]
     elif isinstance(l4, IcmpTypes):
         number = PROTOCOL_NUMBER[l4.protocol]
-        proto, sport = ((number, number),), s.FULL[s.SPORT]
+        proto = ((number, number),)
         dport = s.merge((n, n) for n, _label in l4.types) if l4.types is not None else s.FULL[s.DPORT]
+        sport = s.merge((n, n) for n, _label in l4.codes) if l4.codes is not None else s.FULL[s.SPORT]  # ICMP: the code (issue 18)
     else:
         assert isinstance(l4, Protocols)
         proto, dport, sport = s.merge((n, n) for n, _label in l4.values), s.FULL[s.DPORT], s.FULL[s.SPORT]

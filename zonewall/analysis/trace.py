@@ -15,6 +15,7 @@ from typing import Any
 
 from ..compiler.coverage import not_enforced
 from ..policy.builtins import IP_PROTOCOLS
+from ..policy.icmpcodes import is_coded, type_and_code
 from . import space as s
 from .approximations import approximations
 from .describe import minute_of_week, rule_text, time_text
@@ -130,6 +131,11 @@ def protocol_point(flow: FlowSpec, family: int) -> tuple[int, int]:
         table = ICMP_TABLE[family]
         if name.isdigit():
             return ICMP_PROTO[family], int(name)
+        if is_coded(name):  # a type and a code (issue 18): the code is the packet's SPORT
+            found = type_and_code(name, "ipv4" if family == 4 else "ipv6")
+            if found is None:
+                raise TraceError(f"ICMP code {name} does not exist in IPv{family}")
+            return ICMP_PROTO[family], found[0]
         if name not in table:
             raise TraceError(f"ICMP type {name} does not exist in IPv{family}")
         return ICMP_PROTO[family], table[name]
@@ -139,6 +145,15 @@ def protocol_point(flow: FlowSpec, family: int) -> tuple[int, int]:
     if text in IP_PROTOCOLS:
         return IP_PROTOCOLS[text], 0
     raise TraceError(f"unknown protocol {text!r}")
+
+
+def icmp_code(flow: FlowSpec, family: int) -> int:
+    """The ICMP code of the flow (its SPORT, analysis/space.py): a code item's
+    (`host-unreachable`, `destination-unreachable/4`), else 0."""
+    if flow.proto != "icmp" or not flow.icmp_type or not is_coded(flow.icmp_type):
+        return 0
+    found = type_and_code(flow.icmp_type, "ipv4" if family == 4 else "ipv6")
+    return found[1] if found is not None else 0
 
 
 def choose_family(analyzer: Analyzer, src: Endpoint, dst: Endpoint, requested: int | None) -> int:
@@ -177,7 +192,7 @@ def trace(analyzer: Analyzer, source: str, destination: str, flow: FlowSpec) -> 
         forward = None
     if forward is not None:  # the node's prerouting takes it on to the VM (a stage of the path)
         nat_note = forward.describe(f"{dst.label} {dst_address}", dport)
-    sport = ((flow.sport, flow.sport),) if flow.sport is not None else (EPHEMERAL,) if proto in (6, 17, 132) else ((0, 0),)
+    sport = ((flow.sport, flow.sport),) if flow.sport is not None else (EPHEMERAL,) if proto in (6, 17, 132) else ((icmp_code(flow, family),) * 2,)
     time = ((minute_of_week(flow.at),) * 2,) if flow.at is not None else s.FULL[s.TIME]
     packet = (
         ((proto, proto),),

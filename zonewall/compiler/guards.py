@@ -36,6 +36,7 @@ from .learning import NIC_LEARN, NodeLearning
 from .matches import SetRegistry, rule_matches
 from .naming import LOG_LIMIT, TABLE, log_prefix, port_object
 from .nics import LocalNic
+from .plan.switches import guard_filters, nic_filtered
 
 Json = dict[str, Any]
 NIC_MAC, NIC_IP4, NIC_IP6 = "nic-mac", "nic-ip4", "nic-ip6"
@@ -214,7 +215,7 @@ def filter_rules(policy: Policy, node: str, name: str, direction: str, bodies: l
     comment = f"filter {name}"
     for statements, action in bodies:
         if action in ("drop", "reject") and policy.doc.settings.log.denied:
-            prefix = log_prefix(node, f"guard:{name}", direction, name, "drop")
+            prefix = log_prefix(node, f"guard:{name}", direction, name, "drop", policy.doc.settings.log.level)
             rules.append(NftRule(tuple(statements + [x.limit_ref(LOG_LIMIT), x.log_group(policy.doc.settings.log.group, prefix)]), comment))
         counter = [] if action in ("learn4", "learn6") else [x.counter()]  # the learn chain counts
         rules.append(NftRule(tuple(statements + counter + _guard_verdict(action, direction, inline)), comment))
@@ -245,14 +246,15 @@ def bridge_table(policy: Policy, node: str, nics: list[LocalNic], learned: Mappi
     dst_map: list[tuple[str, Json]] = []
     used: set[str] = set()  # every built-in filter some local NIC uses
     for nic in nics:
-        filters = tuple(policy.nic_filters(nic.vm, nic.nic_index))
+        filters = tuple(guard_filters(policy, nic.vm, nic.nic_index))  # none when the NIC is not filtered (issue 18)
         used.update(filters)
         for direction, target in (("out", guards_out), ("in", guards_in)):
             profile_chain = _profile(policy, registry, node, filters, direction, chains, profiles, families) if filters else None
             if profile_chain is not None:
                 target.append((nic.tap, x.jump(profile_chain)))
         name = port_object("nic", nic.tap, "in")
-        chains[name] = Chain(name, (*_flooded_copy(nic), NftRule((x.or_mark(nic.dst_mark),), f"{nic.vm} nic {nic.nic_index}")))
+        flooded = _flooded_copy(nic) if nic_filtered(policy, nic.vm, nic.nic_index) else ()
+        chains[name] = Chain(name, (*flooded, NftRule((x.or_mark(nic.dst_mark),), f"{nic.vm} nic {nic.nic_index}")))
         dst_map.append((nic.tap, x.jump(name)))
     src_mark = NftRule((x.set_mark(x.map_lookup(x.meta("iifname"), "nic-src")),), "source guest port -> mark")
     # Every hook a packet passes costs; chains and lookups exist only where needed.
@@ -349,7 +351,7 @@ def na_target_chain(policy: Policy, node: str, nic: LocalNic, name: str, learnin
         rules.append(NftRule((x.match(NA_TARGET, {"set": own} if len(own) > 1 else own[0]), x.ret()), "filter no-ipv6-spoofing: the port's own"))
     for matches in refused:
         if policy.doc.settings.log.denied:
-            prefix = log_prefix(node, "guard:no-ipv6-spoofing", "out", "no-ipv6-spoofing", "drop")
+            prefix = log_prefix(node, "guard:no-ipv6-spoofing", "out", "no-ipv6-spoofing", "drop", policy.doc.settings.log.level)
             rules.append(NftRule(tuple(matches + [x.limit_ref(LOG_LIMIT), x.log_group(policy.doc.settings.log.group, prefix)]), "filter no-ipv6-spoofing"))
         rules.append(NftRule(tuple(matches + [x.counter(), x.drop()]), "filter no-ipv6-spoofing"))
     return Chain(name, tuple(rules))

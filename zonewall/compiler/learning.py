@@ -45,6 +45,7 @@ from . import nftexpr as x
 from .ir import Chain, Hook, NamedSet, Rule
 from .naming import LOG_LIMIT, log_prefix, port_object
 from .nics import LocalNic, local_nics
+from .plan.switches import guard_filters
 
 Json = dict[str, Any]
 LEARNING_FILTERS = {4: frozenset({"no-ip-spoofing", "no-arp-ip-spoofing"}), 6: frozenset({"no-ipv6-spoofing"})}
@@ -74,7 +75,7 @@ def learning_mode(policy: Policy, nic: LocalNic, family: int) -> str | None:
     else:
         mode = spec.learning.ipv6
         learns = mode != "none" and not any(":" in ip for ip in spec.ips)
-    if not learns or LEARNING_FILTERS[family].isdisjoint(policy.nic_filters(nic.vm, nic.nic_index)):
+    if not learns or LEARNING_FILTERS[family].isdisjoint(guard_filters(policy, nic.vm, nic.nic_index)):
         return None
     return mode
 
@@ -193,7 +194,7 @@ class NodeLearning:
                 rules.append(Rule((_is(ethertype), *learnable, _set_add(learned_set(family, nic.tap), source), x.counter(), x.ret()), f"filter {filter_name}: learn the first address"))
         for ethertype, _source, filter_name in sources:
             if self.policy.doc.settings.log.denied:
-                prefix = log_prefix(self.node, f"guard:{filter_name}", "out", filter_name, "drop")
+                prefix = log_prefix(self.node, f"guard:{filter_name}", "out", filter_name, "drop", self.policy.doc.settings.log.level)
                 rules.append(Rule((_is(ethertype), x.limit_ref(LOG_LIMIT), x.log_group(self.policy.doc.settings.log.group, prefix)), f"filter {filter_name}"))
         rules.append(Rule((x.counter(), x.drop()), "not the learned address, nor learnable"))
         return Chain(port_object(f"learn{family}", nic.tap), tuple(rules))

@@ -108,7 +108,10 @@ def l4_statements(l4: L4 | None) -> list[Json]:
     if isinstance(l4, IcmpTypes):
         if l4.types is None:
             return [x.match(x.meta("l4proto"), l4.protocol)]
-        return [x.match(x.payload(l4.protocol, "type"), _one_or_set([label for _number, label in l4.types]))]
+        out = [x.match(x.payload(l4.protocol, "type"), _one_or_set([label for _number, label in l4.types]))]
+        if l4.codes is not None:  # issue 18: one type's codes
+            out.append(x.match(x.payload(l4.protocol, "code"), _one_or_set([label for _number, label in l4.codes])))
+        return out
     return [x.match(x.meta("l4proto"), _one_or_set([label for _number, label in l4.values]))]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from ..policy.model import Nic
+from . import logprefix
 from ..policy.resolve import RuleRef
 
 TABLE = "zonewall"  # one table per family: inet (stateful filtering) and bridge (guards, marks)
@@ -54,20 +55,20 @@ def level_chain(level: str, owner: str, direction: str) -> str:
     return f"{level}-{owner}-{direction}"
 
 
+def group_chain(group: str, context: str, direction: str) -> str:
+    """The chain of a security group (issue 18): once per node, per context (guest
+    chains go on after an accept, node chains end) and direction."""
+    return f"sg-{group}-{context}-{direction}"
+
+
 def rule_token(ref: RuleRef) -> str:
     """A short stable token for per-rule objects (rate-limit sets, log chains)."""
     return hashlib.sha1(f"{ref.level}/{ref.owner}/{ref.id}".encode()).hexdigest()[:10]
 
 
-def log_prefix(node: str, scope: str, direction: str, rule_id: str, verdict: str) -> str:
-    """`zw|node|scope|direction|rule|verdict`, within the kernel's 127 bytes.
-
-    scope is the VM for VM-specific rules and defaults, `zone:NAME`, `global`,
-    `host`, `net:NAME` or `guard:FILTER`; for shared chains the NFLOG record's mark
-    tells the NIC (and so the VM) the packet belonged to.
-    """
-    text = f"zw|{node}|{scope}|{direction}|{rule_id}|{verdict}"
-    return text[:127]
+def log_prefix(node: str, scope: str, direction: str, rule_id: str, verdict: str, level: str | None = None) -> str:
+    """The NFLOG prefix of a log statement (compiler/logprefix.py has the format)."""
+    return logprefix.build(node, scope, direction, rule_id, verdict, level)
 
 
 COMMENT_MAX_BYTES = 128  # libnftables refuses longer rule comments

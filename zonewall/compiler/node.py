@@ -23,7 +23,7 @@ from ..policy.resolve import Policy
 from . import nftexpr as x
 from .guards import bridge_table
 from .ir import Chain, Hook, Limit, NamedSet, Rule, Ruleset, Table
-from .levels import REJECT_CHAIN, AcceptMode, CompileContext, render_default, render_step, reject_chain
+from .levels import REJECT_CHAIN, AcceptMode, CompileContext, render_call, render_default, render_step, reject_chain
 from .matches import IP_PROTO, address_elements, match_statements
 from .conntrack import global_timeouts, helper_objects, helper_rules, timeout_rules, zone_timeouts
 from .modes import ModeBuilder
@@ -32,8 +32,10 @@ from .packet_limits import established_rules, packet_limits_map
 from .protection import protection_rules
 from .tenants import conntrack_zone_chain
 from .plan.chains import ESSENTIALS, Level, NetworkChain, VmChain
+from .plan.groups import GroupCall
+from .plan.switches import invalid_action, nic_filtered
 from .plan.hooks import FORWARD, INPUT, OUTPUT, Stage
-from .naming import LOG_LIMIT, TABLE, level_chain, vm_chain
+from .naming import LOG_LIMIT, TABLE, level_chain, log_prefix, vm_chain
 from .nics import LocalNic, local_nics
 
 Json = dict[str, Any]
@@ -83,7 +85,7 @@ class InetBuilder:
         self.plan = ctx.plan.chains
         self.chains: dict[str, Chain] = {}
         self.sets: dict[str, NamedSet] = {}
-        invalid = x.accept() if self.policy.doc.settings.conntrack.invalid == "accept" else x.drop()
+        invalid = x.accept() if invalid_action(self.policy) == "accept" else x.drop()
         self.timeouts = global_timeouts(self.policy)
         self.ct_rules = helper_rules(self.policy) + timeout_rules(self.timeouts, "conntrack timeout")
         self.timeout_objects = {t.name: t for t in self.timeouts.values()}
@@ -91,7 +93,10 @@ class InetBuilder:
         protection = self.node_plan.protection
         self.protect_host = protection_rules(ctx, protection.host, "in")
         self.protect_guests = protection_rules(ctx, protection.guests, "guests")
-        self.modes = ModeBuilder(self.policy, ctx.plan.rules, nics, ctx.registry, invalid, self.ct_rules, self.protect_guests)
+        # unfiltered NICs (enable switches, issue 18) are classified (marked) but run no chain of theirs
+        self.filtered = [n for n in nics if nic_filtered(self.policy, n.vm, n.nic_index)]
+        self.modes = ModeBuilder(self.policy, ctx.plan.rules, nics, ctx.registry, invalid, self.ct_rules,
+                                 protection=self.protect_guests, invalid_log=self.invalid_log("fwd"))
 
     def build(self) -> Table:
         node = self.node_plan
@@ -127,8 +132,11 @@ class InetBuilder:
 
     def render(self, level: Level, accept_mode: AcceptMode, scope: str) -> list[Rule]:
         rules: list[Rule] = []
-        for step in level.steps:
-            rules += render_step(self.ctx, step, accept_mode, scope, level.direction)
+        for item in level.body:
+            if isinstance(item, GroupCall):  # a security group (issue 18): its chain, jumped to
+                rules += render_call(self.ctx, item, accept_mode, level.owner)
+            else:
+                rules += render_step(self.ctx, item, accept_mode, scope, level.direction)
         return rules
 
     def shared_level_chains(self, levels: tuple[Level, ...]) -> set[str]:
@@ -212,16 +220,26 @@ class InetBuilder:
         def vmap(name: str, elements: list[tuple[int, Json]], comment: str) -> None:
             self.sets[name] = NamedSet(name, "mark", tuple(elements), map="verdict", comment=comment)
 
-        vmap("out-dispatch", [(n.src_mark, x.jump(vm_chain(n.vm, "out"))) for n in self.nics], "source guest NIC -> its VM's out chain")
-        vmap("in-dispatch", [(n.dst_mark, x.jump(vm_chain(n.vm, "in"))) for n in self.nics], "destination guest NIC -> its VM's in chain")
+        vmap("out-dispatch", [(n.src_mark, x.jump(vm_chain(n.vm, "out"))) for n in self.filtered], "source guest NIC -> its VM's out chain")
+        vmap("in-dispatch", [(n.dst_mark, x.jump(vm_chain(n.vm, "in"))) for n in self.filtered], "destination guest NIC -> its VM's in chain")
         vmap("net-src", [(n.src_mark, x.jump(f"net-{n.nic.network}-src")) for n in self.nics if n.nic.network in checked], "network check of the source NIC")
         vmap("net-dst", [(n.dst_mark, x.jump(f"net-{n.nic.network}-dst")) for n in self.nics if n.nic.network in checked], "network check of the destination NIC")
 
-    def state_rules(self) -> dict[Stage, list[Rule]]:
-        invalid = x.accept() if self.policy.doc.settings.conntrack.invalid == "accept" else x.drop()
+    def invalid_log(self, direction: str) -> list[Json]:
+        """settings.log.invalid (issue 18): invalid packets logged before their verdict."""
+        log = self.policy.doc.settings.log
+        if not log.invalid:
+            return []
+        prefix = log_prefix(self.ctx.node, "state", direction, "invalid", invalid_action(self.policy), log.level)
+        return [x.limit_ref(LOG_LIMIT), x.log_group(log.group, prefix)]
+
+    def state_rules(self, direction: str = "fwd") -> dict[Stage, list[Rule]]:
+        invalid = x.accept() if invalid_action(self.policy) == "accept" else x.drop()
+        is_invalid = x.match(x.ct("state"), "invalid", "in")
+        logged = [Rule((is_invalid, *self.invalid_log(direction)), "invalid logged")] if self.policy.doc.settings.log.invalid else []
         return {
             Stage.ESTABLISHED: [Rule((x.match(x.ct("state"), ["established", "related"], "in"), x.counter(), x.accept()), "established")],
-            Stage.INVALID: [Rule((x.match(x.ct("state"), "invalid", "in"), x.counter(), invalid), "invalid")],
+            Stage.INVALID: logged + [Rule((is_invalid, x.counter(), invalid), "invalid")],
             Stage.ESSENTIALS: [Rule((*match_statements(self.ctx.registry, ESSENTIALS.matches[0]), x.counter(), x.accept()), "ICMPv6 essentials")],  # type: ignore[index]
         }
 
@@ -264,7 +282,7 @@ class InetBuilder:
         stages = {
             Stage.LOOPBACK: [Rule((x.match(x.meta("iif"), "lo"), x.accept()), "loopback")],
             Stage.PACKET_LIMITS: established_rules(self.ctx),
-            **self.state_rules(),
+            **self.state_rules("in"),
             Stage.MANAGEMENT: self.management_rules(),
             Stage.PROTECTION: self.protect_host,
             Stage.CONNTRACK: timeout_rules(self.timeouts, "conntrack timeout", guest_only=True),

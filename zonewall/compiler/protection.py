@@ -48,7 +48,7 @@ def _drop_chain(ctx: "CompileContext", step: Step, scope: str) -> str:
     if name not in ctx.extra_chains:
         rules = []
         if ctx.policy.doc.settings.log.denied:
-            prefix = log_prefix(ctx.node, "protection", scope, step.label, "drop")
+            prefix = log_prefix(ctx.node, "protection", scope, step.label, "drop", ctx.log_level)
             rules.append(Rule((x.limit_ref(LOG_LIMIT), x.log_group(ctx.log_group, prefix)), step.label))
         rules.append(Rule((x.counter(), x.drop()), step.label))
         ctx.extra_chains[name] = Chain(name, tuple(rules), comment=f"{step.label}: dropped")

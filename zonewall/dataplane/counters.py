@@ -31,7 +31,7 @@ REJECT_CHAIN = "rejected"
 @dataclass(frozen=True)
 class RuleCounter:
     level: str  # global | vm | zone | default | guard | host | network | base
-    scope: str  # the VM, zone:NAME, global, host, net:NAME, guard:NAME, or the chain for base rules
+    scope: str  # the VM, zone:NAME, global, host, net:NAME, sg:NAME, guard:NAME, or the chain for base rules
     direction: str  # in | out | net | "" (base rules)
     rule: str  # the rule id
     verdict: str  # accept | drop | reject | "" (jumps, marks)
@@ -61,6 +61,8 @@ def level_of(scope: str | None, rule_id: str | None) -> str | None:
         return "zone"
     if scope.startswith("net:"):
         return "network"
+    if scope.startswith("sg:"):
+        return "security_group"
     if scope in ("global", "host"):
         return scope
     return "vm"
@@ -79,6 +81,8 @@ def chain_scope(family: str, chain: str) -> tuple[str, str] | None:
             return stem[3:], direction
         if stem.startswith("zone-"):
             return f"zone:{stem[5:]}", direction
+        if stem.startswith("sg-"):  # a security group's chain (issue 18): sg-NAME-guest|host-DIR
+            return f"sg:{stem[3:].rsplit('-', 1)[0]}", direction
         if stem == "global":
             return "global", direction
         if stem.startswith("host") :

@@ -1,7 +1,7 @@
 """Read zonewall's NFLOG records over netlink (nfnetlink_log), in any namespace.
 
-The compiled rulesets log with ``log group G prefix "zw|node|scope|direction|rule|verdict"``
-(see :func:`zonewall.compiler.naming.log_prefix`).  The kernel hands such packets to
+The compiled rulesets log with ``log group G prefix "zw|node|scope|direction|rule|verdict|level"``
+(the format is compiler/logprefix.py's, which builds and parses it).  The kernel hands such packets to
 whoever has bound group G *in the namespace of the packet* through nfnetlink_log; in
 a non-initial namespace this is the only way to see them (``log`` to the ring buffer
 is silent there, see docs / kernel-notes).
@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..compiler.logprefix import parse as parse_prefix
 from ..compiler.nftexpr import DST_NIC_MASK, DST_NIC_SHIFT, SRC_NIC_MASK
 
 # ----------------------------------------------------------------- protocol constants
@@ -89,7 +90,7 @@ class NflogError(OSError):
 class LogRecord:
     """One NFLOG record, decoded.
 
-    ``node/scope/direction/rule_id/verdict`` come from a ``zw|...`` prefix (None for
+    ``node/scope/direction/rule_id/verdict`` (and ``log_level``) come from a ``zw|...`` prefix (None for
     a foreign prefix); ``src_nic``/``dst_nic`` are the NIC indexes in the packet mark
     (0 = none; see ``ruleset.meta["nics"]``). Interfaces are names as seen in the
     reader's namespace (``physindev`` is the guest port of bridged traffic). ``family``
@@ -120,26 +121,13 @@ class LogRecord:
     # extras (not part of the positional contract above)
     hw_protocol: int = 0
     hook: int | None = None
+    log_level: str | None = None  # from the prefix (issue 18); None: a prefix without one
     src_mac: str | None = None
     payload: bytes = field(default=b"", repr=False)
 
     @property
     def is_zonewall(self) -> bool:
         return self.rule_id is not None
-
-
-def parse_prefix(prefix: str) -> tuple[str | None, str | None, str | None, str | None, str | None]:
-    """``zw|node|scope|direction|rule|verdict`` -> its five fields (Nones otherwise).
-
-    Scopes never contain ``|`` (names are [a-z0-9_-], scopes add ``:``), rule ids
-    neither; a prefix cut at 127 bytes may lose the verdict (then None).
-    """
-    parts = prefix.split("|")
-    if len(parts) < 5 or parts[0] != "zw":
-        return None, None, None, None, None
-    node, scope, direction, rule_id = parts[1:5]
-    verdict = "|".join(parts[5:]) if len(parts) > 5 else None
-    return node, scope, direction, rule_id, verdict or None
 
 
 @dataclass
@@ -249,7 +237,7 @@ def decode_record(attrs: Mapping[int, bytes], ifname: Any = None, now: float | N
             src_mac = ":".join(f"{b:02x}" for b in hw[4:10])
     payload = attrs.get(NFULA_PAYLOAD, b"")
     l3 = decode_packet(hw_protocol, payload)
-    node, scope, direction, rule_id, verdict = parse_prefix(prefix)
+    node, scope, direction, rule_id, verdict, level = parse_prefix(prefix)
     return LogRecord(
         time=stamp,
         prefix=prefix,
@@ -276,6 +264,7 @@ def decode_record(attrs: Mapping[int, bytes], ifname: Any = None, now: float | N
         hook=hook,
         src_mac=src_mac,
         payload=payload,
+        log_level=level,
     )
 
 

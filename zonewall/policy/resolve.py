@@ -20,7 +20,10 @@ from .model import VM, Nic, PolicyDocument, Rule, Service
 from .source import LList, locate
 from .checks_dataplane import check_dataplane, overlap_refused, tenant_of
 
-Level = Literal["global", "vm", "zone", "host", "network"]
+Level = Literal["global", "vm", "zone", "host", "network", "security_group"]
+# rule lists that may reference a security group (issue 18), and where a rule may be
+# scoped to NICs (a VM's own rules) or node interfaces (host rules)
+GROUP_USERS: tuple[str, ...] = ("global", "vm", "zone", "host")
 MAC_FILTERS = ("no-mac-spoofing", "no-arp-mac-spoofing", "qemu-announce-self", "qemu-announce-self-rarp")
 
 
@@ -254,11 +257,20 @@ class Policy:
             add(zone.rules, "zone", name, ("zones", name, "rules"))
         for name, vm in sorted(self.doc.vms.items()):
             add(vm.rules, "vm", name, ("vms", name, "rules"))
+        for name, group in sorted(self.doc.security_groups.items()):
+            add(group.rules, "security_group", name, ("security_groups", name, "rules"))
         unique = _unique_ids(out)
         by_owner: dict[tuple[str, str], list[RuleRef]] = {}
         for key, start, stop in runs:
             by_owner.setdefault(key, []).extend(unique[start:stop])
         return unique, by_owner
+
+    def nic_index(self, vm_name: str, ref: int | str) -> int | None:
+        """A VM's NIC named by a rule's `nic:` (an index, or the NIC's `name`)."""
+        nics = self.doc.vms[vm_name].nics
+        if isinstance(ref, int):
+            return ref if ref < len(nics) else None
+        return next((i for i, nic in enumerate(nics) if nic.name == ref), None)
 
     def rule_by_id(self, rule_id: str) -> RuleRef | None:
         for ref in self.rules:
@@ -487,6 +499,8 @@ class Checker:
 
     def check_nic(self, vm_name: str, vm: VM, n: int, nic: Nic, macs: dict[str, str], ips: dict[str, str]) -> None:
         path = ("vms", vm_name, "nics", n)
+        if nic.name is not None and any(other.name == nic.name for other in vm.nics[:n]):
+            self.problem(path + ("name",), f"NIC name {nic.name} is used twice in vm {vm_name}")
         for index, flt in enumerate(nic.filters):
             self.check_filter_name(flt, path + ("filters", index))
         if nic.mac is not None:
@@ -519,6 +533,9 @@ class Checker:
 
     def check_rule(self, ref: RuleRef, policy: Policy) -> None:
         rule, path = ref.rule, ref.path
+        self.check_scope(ref, policy)
+        if rule.security_group is not None:
+            return
         if ref.level != "network" and rule.direction is None:
             self.problem(path + ("direction",), "missing required key `direction` (expected in or out)")
         self.check_refs(rule.from_, path + ("from",))
@@ -543,6 +560,30 @@ class Checker:
             v6_only = [t for t in rule.icmp if t not in ICMP_V4_TYPES and t != "any" and not t.isdigit() and t in ICMP_V6_TYPES]
             if v6_only:
                 self.problem(path + ("icmp",), f"ICMP type {v6_only[0]} exists only in IPv6 but the rule has family: ipv4")
+
+    def check_scope(self, ref: RuleRef, policy: Policy) -> None:
+        """Security group references, `nic:` and `interface:` (issue 18): where each
+        may be written and what it must name."""
+        rule, path = ref.rule, ref.path
+        if rule.security_group is not None:
+            if ref.level not in GROUP_USERS:
+                where = "in a security group (groups do not nest)" if ref.level == "security_group" else f"in {ref.level} rules"
+                self.problem(path + ("security_group",), f"a security group cannot be referenced {where}; reference it from VM, zone, global or host rules")
+            elif rule.security_group not in self.doc.security_groups:
+                self.problem(path + ("security_group",), f"security group {rule.security_group} does not exist" + _known(self.doc.security_groups))
+        if rule.nic is not None:
+            if ref.level != "vm":
+                self.problem(path + ("nic",), "`nic` scopes a VM's own rules (or a security group reference in them) to some of its NICs; "
+                             f"it cannot be used in {ref.level.replace('_', ' ')} rules")
+            else:
+                for index, nic in enumerate(rule.nic):
+                    if policy.nic_index(ref.owner, nic) is None:
+                        names = [n.name for n in self.doc.vms[ref.owner].nics if n.name]
+                        known = f"indexes 0-{len(self.doc.vms[ref.owner].nics) - 1}" + (f", names {', '.join(names)}" if names else "")
+                        self.problem(path + ("nic", index), f"vm {ref.owner} has no NIC {nic!r} ({known})")
+        if rule.interface is not None and ref.level != "host":
+            self.problem(path + ("interface",), "`interface` scopes host rules (host_rules, a host's rules, or a security group reference in them) "
+                         f"to node interfaces; it cannot be used in {ref.level.replace('_', ' ')} rules")
 
     def problems_in(self, path: tuple[object, ...]) -> bool:
         prefix = format_path(path)

@@ -22,6 +22,7 @@ from .nat import PortForward, SourceNat, port_forwards, source_nats
 from .protection import ProtectionChecks, protection_checks
 from .rules import RulePlanner
 from .tenants import ConntrackZone, conntrack_zones
+from .switches import vm_filtered
 
 
 class Plan:
@@ -40,10 +41,11 @@ class Plan:
         recognised and left alone."""
         vms = tuple(self.policy.vms_on(node))
         networks = tuple(sorted({nic.network for vm in vms for nic in self.policy.doc.vms[vm].nics}))
-        zones = tuple(sorted({zone for vm in vms if (zone := self.policy.doc.vms[vm].zone)}))
+        filtered = tuple(vm for vm in vms if vm_filtered(self.policy, vm))  # enable switches (issue 18)
+        zones = tuple(sorted({zone for vm in filtered if (zone := self.policy.doc.vms[vm].zone)}))
         return NodePlan(
             node=node,
-            vm_chains=tuple(self.chains.vm(vm, direction) for vm in vms for direction in ("in", "out")),
+            vm_chains=tuple(self.chains.vm(vm, direction) for vm in filtered for direction in ("in", "out")),
             shared=tuple(self.chains.level(kind, owner, direction) for kind, owners in (("global", ("",)), ("zone", zones)) for owner in owners for direction in ("in", "out")),
             networks=tuple(chain for network in networks if (chain := self.chains.network(network)) is not None),
             routed=tuple(checks for network in networks if (checks := routed_checks(self.policy, network)) is not None),

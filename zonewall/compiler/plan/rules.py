@@ -22,10 +22,11 @@ from typing import Any, Iterable
 
 from ...policy.addresses import FAMILIES, AddressSet, Family, RefItem, parse_ref
 from ...policy.builtins import ICMP_V4_TYPES, ICMP_V6_TYPES, IP_PROTOCOLS
-from ...policy.model import FilterRule, Rule, Service, parse_rate
+from ...policy.icmpcodes import code_label, is_coded, type_and_code
+from ...policy.model import FilterRule, LogSettings, Rule, Service, parse_rate
 from ...policy.resolve import Policy, RuleRef
 from ..schedule import WEEK, utc_week_minutes
-from .vocabulary import Addresses, IcmpTypes, Intervals, L4, Label, Match, Ports, Protocols, RateLimit, Step
+from .vocabulary import Addresses, IcmpTypes, Intervals, L4, Label, Match, Ports, Protocols, RateLimit, Scope, Step
 
 NAMED_KINDS = ("group", "zone", "vm", "network", "host")
 ICMP_TABLE: dict[Family, dict[str, int]] = {"ipv4": ICMP_V4_TYPES, "ipv6": ICMP_V6_TYPES}
@@ -93,16 +94,38 @@ def l4_alternatives(keys: ProtocolKeys, family: Family) -> list[L4 | None]:
             out.append(Ports(protocol, port_intervals(ports), sport))  # type: ignore[arg-type]
     table = ICMP_TABLE[family]
     names = [t for t in keys.icmp if t == "any" or t.isdigit() or t in table]
+    coded = [t for t in keys.icmp if is_coded(t)]
     if family == "ipv6":
-        names += [t for t in keys.icmpv6 if t not in names]
+        names += [t for t in keys.icmpv6 if t not in names and not is_coded(t)]
+        coded += [t for t in keys.icmpv6 if is_coded(t) and t not in coded]
     if "any" in names:
         out.append(IcmpTypes(ICMP_PROTOCOL[family]))  # type: ignore[arg-type]
-    elif names:
+    else:
         types = tuple(dict((label, (number, label)) for number, label in (_icmp_label(t, table) for t in names)).values())
-        out.append(IcmpTypes(ICMP_PROTOCOL[family], types))  # type: ignore[arg-type]
+        if types:
+            out.append(IcmpTypes(ICMP_PROTOCOL[family], types))  # type: ignore[arg-type]
+        out += icmp_code_alternatives(coded, family, {number for number, _ in types})
     if keys.proto:
         out.append(Protocols(tuple(_icmp_label(p, None) for p in keys.proto)))
     return out
+
+
+def icmp_code_alternatives(items: list[str], family: Family, whole_types: set[int]) -> list[L4]:
+    """ICMP type-and-code items (issue 18) of `family`: one match per type, with its
+    codes; a type the rule also names whole needs no codes of its own."""
+    per_type: dict[int, list[int]] = {}
+    for item in items:
+        found = type_and_code(item, family)
+        if found is None or found[0] in whole_types:
+            continue
+        codes = per_type.setdefault(found[0], [])
+        if found[1] not in codes:
+            codes.append(found[1])
+    table = ICMP_TABLE[family]
+    return [
+        IcmpTypes(ICMP_PROTOCOL[family], (_icmp_label(str(number), table),), tuple((c, code_label(family, number, c)) for c in codes))  # type: ignore[arg-type]
+        for number, codes in per_type.items()
+    ]
 
 
 @lru_cache(maxsize=65536)
@@ -206,7 +229,17 @@ class RulePlanner:
         if rule.packet_limit is not None:
             rate, per = parse_rate(rule.packet_limit.rate)
             packets = RateLimit(rate, per, rule.packet_limit.burst, rule.packet_limit.per == "source", over=True)
-        return Step(self.matches(rule), rule.action, ref.id, ref, self.time(rule.schedule), limit, rule.log, origin=(ref.level, ref.owner, ref.id), comment=rule.comment, packet_limit=packets)
+        log, level = rule_logging(self.policy.doc.settings.log, rule)
+        return Step(self.matches(rule), rule.action, ref.id, ref, self.time(rule.schedule), limit, log, origin=(ref.level, ref.owner, ref.id),  # type: ignore[arg-type]
+                    comment=rule.comment, scope=self.scope(ref), log_level=level, packet_limit=packets)
+
+    def scope(self, ref: RuleRef) -> Scope | None:
+        """`nic:` (a VM's NICs, by index) and `interface:` of a rule (issue 18)."""
+        rule = ref.rule
+        if rule.nic is None and rule.interface is None:
+            return None
+        nics = tuple(sorted({i for n in rule.nic or () if (i := self.policy.nic_index(ref.owner, n)) is not None}))
+        return Scope(nics, tuple(rule.interface or ()))
 
     def steps(self, refs: Iterable[RuleRef], direction: str, peer: AddressSet | None = None) -> list[Step]:
         """The enabled rules of `refs` that apply in `direction` (`net` for network
@@ -216,8 +249,8 @@ class RulePlanner:
         out = []
         for ref in refs:
             rule = ref.rule
-            if not rule.enabled or rule.direction not in (direction, None):
-                continue
+            if not rule.enabled or rule.direction not in (direction, None) or rule.security_group is not None:
+                continue  # references to security groups are the chain planner's (plan/groups.py)
             if peer is not None and not self.may_meet(rule, direction, peer):
                 continue
             out.append(self.step(ref))
@@ -228,3 +261,16 @@ class RulePlanner:
         if refs is None:
             return True
         return not self.policy.address_set(refs).intersect(peer).is_empty()
+
+
+def rule_logging(settings: LogSettings, rule: Rule) -> tuple[bool, str | None]:
+    """Whether a rule's matches are logged, and at which level (None: the settings'
+    level): `log: true`, a level, `nolog`; without `log`, the rules whose action is
+    in `settings.log.rules` (issue 18)."""
+    if rule.log == "nolog":
+        return False, None
+    if rule.log is True:
+        return True, None
+    if rule.log is False:
+        return rule.action in settings.rules, None
+    return True, str(rule.log)

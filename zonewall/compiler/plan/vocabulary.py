@@ -50,10 +50,12 @@ class Ports:
 
 @dataclass(frozen=True, slots=True)
 class IcmpTypes:
-    """ICMP (IPv4) or ICMPv6 types; `types` None: every type of the protocol."""
+    """ICMP (IPv4) or ICMPv6 types; `types` None: every type of the protocol.
+    `codes` (issue 18): only these codes of the one type in `types`."""
 
     protocol: Literal["icmp", "icmpv6"]
     types: tuple[tuple[int, Label], ...] | None = None  # (number, label)
+    codes: tuple[tuple[int, Label], ...] | None = None  # (number, label); None: every code
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +144,31 @@ class NewConnection:
 Condition = Union[DnatOrigin, NotForwarded, NewConnection]
 
 
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Where a step applies besides what the packet holds (issue 18): through some of
+    the NICs of the VM whose chain it is in (`nics`: indexes in its `nics`), or on
+    some interfaces of the node (`interfaces`: the one a packet arrives on for input,
+    leaves through for output; a trailing * matches any suffix). A property of the
+    path, like a Condition: the compiler tests the packet mark or the interface
+    name, the analyzer keeps the step only in the chains of the NICs / interfaces it
+    names."""
+
+    nics: tuple[int, ...] = ()
+    interfaces: tuple[str, ...] = ()
+
+    def holds_for_nic(self, nic: int) -> bool:
+        return not self.nics or nic in self.nics
+
+    def holds_for_interface(self, name: str | None) -> bool:
+        """Whether the step applies on interface `name` (None: unknown, never)."""
+        if not self.interfaces:
+            return True
+        if name is None:
+            return False
+        return any(name == p or (p.endswith("*") and name.startswith(p[:-1])) for p in self.interfaces)
+
+
 @dataclass(frozen=True)
 class Step:
     """One step of a chain: any of `matches` (none: every packet) within `time`,
@@ -166,6 +193,8 @@ class Step:
     # `packet_limit:` on an accept: every packet of the connections it accepts (the
     # direction that opened them) counts; over the rate they are dropped
     packet_limit: RateLimit | None = None
+    scope: Scope | None = None  # issue 18: only through some NICs / on some interfaces
+    log_level: str | None = None  # issue 18: the level logged records carry (None: settings.log.level)
 
     @property
     def limited(self) -> bool:
@@ -178,4 +207,4 @@ class Step:
 
 def final(step: Step) -> bool:
     """Whether the step decides every packet that reaches it (nothing gets past)."""
-    return step.matches is None and step.condition is None and step.time is None and step.limit is None and step.action != "accept"
+    return step.matches is None and step.condition is None and step.time is None and step.limit is None and step.scope is None and step.action != "accept"
