@@ -181,6 +181,7 @@ class RulePlanner:
     timezone: str | None = None  # the node's timezone, for schedules that name none
     _matches: dict[tuple[object, ...], tuple[Match, ...]] = field(default_factory=dict)
     _times: dict[str, Intervals | None] = field(default_factory=dict)
+    _meets: dict[AddressSet, dict[RefItem, bool]] = field(default_factory=dict)
 
     def matches(self, rule: Rule) -> tuple[Match, ...]:
         key = tuple(tuple(v) if isinstance(v, list) else v for v in (getattr(rule, k) for k in MATCH_KEYS))
@@ -223,4 +224,17 @@ class RulePlanner:
         refs = rule.to if direction == "out" else rule.from_
         if refs is None:
             return True
-        return not self.policy.address_set(refs).intersect(peer).is_empty()
+        items = [parse_ref(ref) for ref in refs]
+        if any(item.negate for item in items):
+            return self.policy.address_set(refs).meets(peer)
+        # A list without exclusions meets `peer` when one of its items does: each item
+        # is tested once per peer, and no rule's own union is built (reach asks this
+        # of every rule of the cluster, most of which name a VM or group of their own).
+        memo = self._meets.setdefault(peer, {})
+        for item in items:
+            found = memo.get(item)
+            if found is None:
+                found = memo[item] = self.policy.ref_item_set(item).meets(peer)
+            if found:
+                return True
+        return False
