@@ -171,6 +171,9 @@ def time_window(policy: Policy, schedule: str | None, now: datetime | None, time
     return None if windows == ((0, WEEK),) else windows
 
 
+_UNSEEN = object()
+
+
 @dataclass
 class RulePlanner:
     """Policy rules -> plan steps, memoised by match keys (rules from templates
@@ -181,7 +184,7 @@ class RulePlanner:
     timezone: str | None = None  # the node's timezone, for schedules that name none
     _matches: dict[tuple[object, ...], tuple[Match, ...]] = field(default_factory=dict)
     _times: dict[str, Intervals | None] = field(default_factory=dict)
-    _meets: dict[AddressSet, dict[RefItem, bool]] = field(default_factory=dict)
+    _meets: dict[AddressSet, dict[str, object]] = field(default_factory=dict)
 
     def matches(self, rule: Rule) -> tuple[Match, ...]:
         key = tuple(tuple(v) if isinstance(v, list) else v for v in (getattr(rule, k) for k in MATCH_KEYS))
@@ -211,30 +214,32 @@ class RulePlanner:
         end (`to` of an out rule, `from` of an in rule) is in `peer` (a query that
         needs only a few chains' worth of steps skips building the rest)."""
         out = []
+        memo = self._meets.setdefault(peer, {}) if peer is not None else None
         for ref in refs:
             rule = ref.rule
             if not rule.enabled or rule.direction not in (direction, None):
                 continue
-            if peer is not None and not self.may_meet(rule, direction, peer):
+            if memo is not None and not self._may_meet(rule.to if direction == "out" else rule.from_, peer, memo):  # type: ignore[arg-type]
                 continue
             out.append(self.step(ref))
         return out
 
-    def may_meet(self, rule: Rule, direction: str, peer: AddressSet) -> bool:
-        refs = rule.to if direction == "out" else rule.from_
+    def _may_meet(self, refs: list[str] | None, peer: AddressSet, memo: dict[str, object]) -> bool:
+        """Whether the addresses `refs` means share one with `peer`. A list without
+        exclusions does when one of its items does: each item is tested once per
+        peer (`memo`: None for an exclusion), and no rule's own union is built (reach
+        asks this of every rule of the cluster, most of which name a VM of their own)."""
         if refs is None:
             return True
-        items = [parse_ref(ref) for ref in refs]
-        if any(item.negate for item in items):
-            return self.policy.address_set(refs).meets(peer)
-        # A list without exclusions meets `peer` when one of its items does: each item
-        # is tested once per peer, and no rule's own union is built (reach asks this
-        # of every rule of the cluster, most of which name a VM or group of their own).
-        memo = self._meets.setdefault(peer, {})
-        for item in items:
-            found = memo.get(item)
-            if found is None:
-                found = memo[item] = self.policy.ref_item_set(item).meets(peer)
+        hit = False
+        for text in refs:
+            found = memo.get(text, _UNSEEN)
+            if found is _UNSEEN:
+                item = parse_ref(text)
+                found = memo[text] = None if item.negate else self.policy.ref_item_set(item).meets(peer)
+            if found is None:  # an exclusion: the list's exact set decides
+                return self.policy.address_set(refs).meets(peer)
             if found:
-                return True
-        return False
+                hit = True
+        return hit
+
