@@ -113,10 +113,17 @@ class ChainBuilder:
     def __init__(self, plan: Plan, regions: Regions):
         self.plan, self.regions = plan, regions
         self._memo: dict[tuple[object, ...], Chain | None] = {}
+        self._steps: dict[int, tuple[PlanStep, Step]] = {}
 
     def step(self, step: PlanStep) -> Step:
-        over = step.limit is not None and step.limit.over
-        return Step(self.regions.of(step), step.action, step.label, step.ref, step.limited and not over, step.condition, over, step.packet_limit is not None)  # type: ignore[arg-type]
+        # memoised per plan step object: a zone's and the global steps are shared by
+        # the chains of every VM (the plan step is kept alive, so its id is not reused)
+        found = self._steps.get(id(step))
+        if found is None:
+            over = step.limit is not None and step.limit.over
+            made = Step(self.regions.of(step), step.action, step.label, step.ref, step.limited and not over, step.condition, over, step.packet_limit is not None)  # type: ignore[arg-type]
+            found = self._steps[id(step)] = (step, made)
+        return found[1]
 
     def _chain(self, plan: VmChain | NetworkChain | HostChain) -> Chain:
         return Chain(plan.name, tuple(self.step(step) for step in plan.steps), self.step(plan.default))

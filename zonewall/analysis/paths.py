@@ -499,8 +499,8 @@ class Paths:
                     routed_to = (self.network(b), b) if self.routed(b) else None
                     arrive = tuple(self._hook(FORWARD, _Pass(node, sender=via, routed_from=self.network(via), routed_to=routed_to)))
                 rules.append(ForwardRule(family, listen, PROTOCOLS[forward.protocol], forward.port, address_value(forward.address)[1], forward.to_port, forward.entry, arrive))
-            untranslated = self._addresses_region(self.bridged_guest_addresses(node), s.SRC)
-            self._memo[key] = Forwarding(f"{node} dnat", tuple(rules), untranslated) if rules else None
+            # (the node's guest addresses only where it forwards something: 10,000 of them cost)
+            self._memo[key] = Forwarding(f"{node} dnat", tuple(rules), self._addresses_region(self.bridged_guest_addresses(node), s.SRC)) if rules else None
         return self._memo[key]  # type: ignore[return-value]
 
     def bridged_guest_addresses(self, node: str) -> AddressSet:

@@ -13,7 +13,7 @@ from functools import cached_property, lru_cache
 from pathlib import PurePath
 from typing import Any, Iterable, Literal
 
-from .addresses import AddressSet, AddressSyntaxError, address_value, RefItem, interval_of, parse_literal, parse_ref
+from .addresses import AddressSet, AddressSyntaxError, Interval, address_value, RefItem, interval_of, parse_literal, parse_ref
 from .builtins import BUILTIN_FILTER_INCLUDES, BUILTIN_FILTERS, BUILTIN_SERVICES, ICMP_V4_TYPES, ICMP_V6_TYPES
 from .errors import Loc, Problem, format_path
 from .model import VM, Nic, PolicyDocument, Rule, Service
@@ -116,13 +116,16 @@ class Policy:
         return found
 
     def _resolve_address_set(self, refs: list[str]) -> AddressSet:
-        include, exclude = AddressSet(), AddressSet()
+        # every item's intervals merged once (a union per item re-merged the list so
+        # far each time: quadratic in a list of thousands of addresses)
+        parts: dict[bool, tuple[list[Interval], list[Interval]]] = {False: ([], []), True: ([], [])}
         items = [parse_ref(r) for r in refs]
         for item in items:
-            if item.negate:
-                exclude = exclude.union(self.ref_item_set(item))
-            else:
-                include = include.union(self.ref_item_set(item))
+            addresses = self.ref_item_set(item)
+            v4, v6 = parts[item.negate]
+            v4.extend(addresses.v4)
+            v6.extend(addresses.v6)
+        include, exclude = AddressSet.of(*parts[False]), AddressSet.of(*parts[True])
         if include.is_empty() and items and all(i.negate for i in items):
             include = AddressSet.everything()  # ["!10.0.9.0/24"] means "anything but"
         return include.minus(exclude)

@@ -194,6 +194,9 @@ def time_window(policy: Policy, schedule: str | None, now: datetime | None, time
     return None if windows == ((0, WEEK),) else windows
 
 
+_UNSEEN = object()
+
+
 @dataclass
 class RulePlanner:
     """Policy rules -> plan steps, memoised by match keys (rules from templates
@@ -204,6 +207,7 @@ class RulePlanner:
     timezone: str | None = None  # the node's timezone, for schedules that name none
     _matches: dict[tuple[object, ...], tuple[Match, ...]] = field(default_factory=dict)
     _times: dict[str, Intervals | None] = field(default_factory=dict)
+    _meets: dict[AddressSet, dict[str, object]] = field(default_factory=dict)
 
     def matches(self, rule: Rule) -> tuple[Match, ...]:
         key = tuple(tuple(v) if isinstance(v, list) else v for v in (getattr(rule, k) for k in MATCH_KEYS))
@@ -247,20 +251,34 @@ class RulePlanner:
         end (`to` of an out rule, `from` of an in rule) is in `peer` (a query that
         needs only a few chains' worth of steps skips building the rest)."""
         out = []
+        memo = self._meets.setdefault(peer, {}) if peer is not None else None
         for ref in refs:
             rule = ref.rule
             if not rule.enabled or rule.direction not in (direction, None) or rule.security_group is not None:
                 continue  # references to security groups are the chain planner's (plan/groups.py)
-            if peer is not None and not self.may_meet(rule, direction, peer):
+            if memo is not None and not self._may_meet(rule.to if direction == "out" else rule.from_, peer, memo):  # type: ignore[arg-type]
                 continue
             out.append(self.step(ref))
         return out
 
-    def may_meet(self, rule: Rule, direction: str, peer: AddressSet) -> bool:
-        refs = rule.to if direction == "out" else rule.from_
+    def _may_meet(self, refs: list[str] | None, peer: AddressSet, memo: dict[str, object]) -> bool:
+        """Whether the addresses `refs` means share one with `peer`. A list without
+        exclusions does when one of its items does: each item is tested once per
+        peer (`memo`: None for an exclusion), and no rule's own union is built (reach
+        asks this of every rule of the cluster, most of which name a VM of their own)."""
         if refs is None:
             return True
-        return not self.policy.address_set(refs).intersect(peer).is_empty()
+        hit = False
+        for text in refs:
+            found = memo.get(text, _UNSEEN)
+            if found is _UNSEEN:
+                item = parse_ref(text)
+                found = memo[text] = None if item.negate else self.policy.ref_item_set(item).meets(peer)
+            if found is None:  # an exclusion: the list's exact set decides
+                return self.policy.address_set(refs).meets(peer)
+            if found:
+                hit = True
+        return hit
 
 
 def rule_logging(settings: LogSettings, rule: Rule) -> tuple[bool, str | None]:
@@ -274,3 +292,4 @@ def rule_logging(settings: LogSettings, rule: Rule) -> tuple[bool, str | None]:
     if rule.log is False:
         return rule.action in settings.rules, None
     return True, str(rule.log)
+
