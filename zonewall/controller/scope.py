@@ -25,6 +25,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from ..policy.delta import line_span
 from .documents import Documents
 
 SCOPE_MARK = "# zonewall: scoped to node "  # appended to each scoped document: rules of other nodes' VMs left out
@@ -32,6 +33,11 @@ _TOP_VMS = re.compile(r"vms:\s*(#.*)?$")
 _KEY = re.compile(r"""( +)([A-Za-z0-9_][A-Za-z0-9_.-]*|"[^"\\]+"|'[^']+'):\s*(#.*)?$""")
 _RULES = re.compile(r"( +)rules:\s*(#.*)?$")
 _UNSAFE = re.compile(r"""(^|[\s\[{,:])[&*!][^\s]|^---|^\.\.\.|<<:|\t""", re.MULTILINE)
+
+
+def is_scoped(documents: Documents) -> bool:
+    """Whether these are one node's documents (other nodes' VM rules may be left out)."""
+    return any(SCOPE_MARK in text for text in documents.values())
 
 
 @dataclass(frozen=True)
@@ -149,22 +155,6 @@ class Scoper:
         return out
 
 
-def changed_lines(old: str, new: str) -> tuple[int, int, int] | None:
-    """(first changed line, end in old, end in new) of the one span where two texts
-    differ (common prefix and suffix of lines); None when equal."""
-    if old == new:
-        return None
-    a, b = old.split("\n"), new.split("\n")
-    prefix = 0
-    limit = min(len(a), len(b))
-    while prefix < limit and a[prefix] == b[prefix]:
-        prefix += 1
-    suffix = 0
-    while suffix < limit - prefix and a[len(a) - 1 - suffix] == b[len(b) - 1 - suffix]:
-        suffix += 1
-    return prefix, len(a) - suffix, len(b) - suffix
-
-
 def affected(old: Scoper, new: Scoper, nodes: Iterable[str]) -> frozenset[str]:
     """The nodes whose scoped documents may differ between two revisions (a superset)."""
     everyone = frozenset(nodes)
@@ -172,10 +162,9 @@ def affected(old: Scoper, new: Scoper, nodes: Iterable[str]) -> frozenset[str]:
         return everyone
     touched: set[str] = set()
     for name in new.documents:
-        span = changed_lines(old.documents[name], new.documents[name])
-        if span is None:
+        if old.documents[name] == new.documents[name]:
             continue
-        start, old_end, new_end = span
+        start, old_end, new_end = line_span(old.lines(name), new.lines(name))
         if old_end != new_end:
             return everyone  # lines moved: positions (and default rule ids) after them changed
         owner = _owner(old, name, start, old_end)
