@@ -138,8 +138,11 @@ class RevisionCache:
 
     def put(self, view: RevisionView) -> None:
         with self._lock:
+            if view.number in self._views:  # parsed meanwhile (a NOTIFY): keep that one, it may have states built
+                self._views.move_to_end(view.number)
+                return
             older = [number for number in self._views if number < view.number]
-            if older and view.states is not None and view.number not in self._views:
+            if older and view.states is not None:
                 parent = self._views[max(older)].states
                 if parent is not None:
                     view.states.follow(parent)
