@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import queue
+from collections import Counter
 import socket
 import threading
 import time
@@ -98,6 +99,7 @@ class Agent:
         self._handled = threading.Condition()
         self._handled_revision: int | None = None
         self.refused = 0  # answers refused as older than the applied revision
+        self.answers: Counter[str] = Counter()  # new revisions by what came: same, delta, documents
         self._published_problems: list[str] = []
 
     # -- lifecycle --------------------------------------------------------------------
@@ -295,6 +297,8 @@ class Agent:
         """The answer with the node's documents in it: those applied (`same`), those
         with the delta applied, or, when a delta does not fit, asked for in full."""
         state = self.enforcer.state  # stable: the main loop applies nothing while the watcher is here
+        if answer.changed:
+            self.answers["same" if answer.same else "delta" if answer.delta else "documents"] += 1
         if not answer.changed or answer.documents is not None or state is None or not (answer.same or answer.delta):
             return answer
         documents: Documents | None = None
