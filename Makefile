@@ -12,18 +12,43 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.zonewall-installed
 DEB_PACKAGES := nftables iproute2 conntrack iperf3 iputils-ping libnftables1 chromium postgresql git
-PYTEST_ARGS ?= -p xdist -n 2 -q
+PYTEST_ARGS ?= -p xdist -n 2 --dist loadgroup -q
 DEMO_ARGS ?=
 
-.PHONY: venv deps test guard demo clean
+LOCK := requirements.lock
+# What real hypervisors need in the tests (tests/kernel/libvirt, `make demo DEMO_ARGS=--libvirt`)
+# and what `make deb` and its test need.
+HYPERVISOR_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
+DEB_BUILD_PACKAGES := dpkg-dev fakeroot python3-venv systemd cpio kmod adduser
+DEB_PACKAGES += $(HYPERVISOR_PACKAGES) $(DEB_BUILD_PACKAGES)
+VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+
+.PHONY: venv deps test guard demo clean lock wheel deb
 
 venv: $(STAMP)
 
-# Reinstall only when the pinned dependency list changes.
-$(STAMP): pyproject.toml
+# Reinstall only when the dependency ranges or the lock change; the exact tested set
+# comes from the lock file (constraints), the ranges from pyproject.toml.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c $(LOCK) -e '.[test]'
 	touch $@
+
+# A new lock: the newest versions pyproject.toml's ranges allow, in a fresh virtualenv.
+lock:
+	rm -rf build/lock-venv && $(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/python -m pip install --quiet --disable-pip-version-check '.[test]'
+	{ sed -n '1,3p' $(LOCK); build/lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^zonewall'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK) && rm -rf build/lock-venv
+
+wheel: venv
+	rm -rf dist/zonewall-*.whl
+	$(VENV)/bin/python -m pip wheel --quiet --disable-pip-version-check --no-deps -w dist .
+
+# The Debian package: a self-contained virtualenv under /opt/zonewall (Debian's
+# python3, the lock file's exact set), the units, /etc/zonewall, the libvirt hook.
+deb: deps wheel
+	tools/build-deb dist/zonewall-$(VERSION)-py3-none-any.whl $(LOCK) dist
 
 deps:
 	@missing=""; \
@@ -60,5 +85,5 @@ demo: deps venv
 	$(VENV)/bin/zonewall demo $(DEMO_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

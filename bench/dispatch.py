@@ -29,6 +29,9 @@ Layouts:
   zonewall-norules diagnostic: zonewall's ruleset with every vm-* chain emptied:
                    classification + state + dispatch (two map lookups) but no rules
   zonewall         compile_node() of the policy (VMs without guard filters)
+  zonewall-open    zonewall with `settings.guest_ports: []`: without the two bridge rules
+                   that drop frames of guest-named ports no NIC is known on (what failing
+                   closed costs the ports that are known: one failed mark comparison each)
   zonewall+guards  the same with filters: [clean-traffic] on every VM (bridge table)
   linear           zonewall's ruleset with its two dispatch maps replaced by one rule
                    per guest NIC each: `meta mark & MASK == N jump vm-X-out|in`
@@ -84,7 +87,7 @@ DPORT_BASE, DPORTS = 9000, 16  # the receiver allows udp 9000-9015 from the send
 SPORT_LOW, SPORT_HIGH = 1024, 65535
 FIXED_SPORT, FIXED_DPORT = 40000, 9000
 BATCH = 1024  # UIO_MAXIOV: sendmmsg's vlen cap
-LAYOUTS = ("none", "minimal", "minimal+classify", "zonewall-norules", "zonewall", "zonewall+guards", "linear")
+LAYOUTS = ("none", "minimal", "minimal+classify", "zonewall-norules", "zonewall", "zonewall-open", "zonewall+guards", "linear")
 M_LAYOUTS = ("none", "minimal", "minimal+classify", "zonewall-norules")  # on the `m` node; the others on `z`
 MINIMAL = ("table inet minimal { chain forward { type filter hook forward priority 0; policy accept; "
            "ct state established,related accept; accept; }; }")
@@ -439,7 +442,7 @@ class ZonewallNode:
         from zonewall.compiler.ir import rule_object, table_body_commands, table_object
 
         forward = "linear" if layout == "linear" else "zonewall"
-        bridge = "zonewall+guards" if layout == "zonewall+guards" else "zonewall"
+        bridge = layout if layout in ("zonewall+guards", "zonewall-open") else "zonewall"
         commands: list[dict] = []
         if forward != self.forward:
             inet = self.rulesets[forward].table("inet", "zonewall")
@@ -538,6 +541,10 @@ class Bench:
         out = {"zonewall": compile_node(plain, "node1"), "zonewall+guards": compile_node(guarded, "node1")}
         if out["zonewall"].table("inet", "zonewall") != out["zonewall+guards"].table("inet", "zonewall"):
             raise RuntimeError("guard filters changed the inet table; the benchmark only swaps the bridge table")
+        open_doc = plain_doc.model_copy(update={"settings": plain_doc.settings.model_copy(update={"guest_ports": []})})
+        out["zonewall-open"] = compile_node(Policy(open_doc, guarded.source), "node1")
+        if out["zonewall-open"].table("inet", "zonewall") != out["zonewall"].table("inet", "zonewall"):
+            raise RuntimeError("guest_ports changed the inet table; the benchmark only swaps the bridge table")
         out["linear"] = linear_ruleset(out["zonewall"])
         out["zonewall-norules"] = norules_ruleset(out["zonewall"])
         return out, sender, receiver
@@ -690,7 +697,7 @@ def main() -> int:
         counts = {k: sum(len(c.rules) for t in r.tables for c in t.chains) for k, r in rulesets.items()}
         print(f"# policy loaded and compiled in {time.perf_counter() - t0:.1f}s; nft rules: "
               + ", ".join(f"{k} {v:,}" for k, v in counts.items()), flush=True)
-        need_z = any(layout in ("zonewall", "zonewall+guards", "linear") for layout in layouts)
+        need_z = any(layout in ("zonewall", "zonewall-open", "zonewall+guards", "linear") for layout in layouts)
         topos = {"m": Topology(bench.prefix, "m", args.guests, sender, receiver)}
         if need_z:
             topos["z"] = Topology(bench.prefix, "z", args.guests, sender, receiver)

@@ -21,6 +21,7 @@ from .cli_errors import ZonewallGroup  # noqa: E402 - every user error one line 
 app = typer.Typer(help="zonewall: zone-based stateful nftables firewall for VM clusters", no_args_is_help=True, add_completion=False, cls=ZonewallGroup)
 lab_app = typer.Typer(help="A virtual cluster of network namespaces built from a policy", no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
+
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -343,12 +344,23 @@ _register_shell(app)
 @app.command()
 def demo(
     keep: bool = typer.Option(False, "--keep", help="leave the lab up afterwards"),
-    example: Path = typer.Option(Path("examples/three-tier"), "--example"),
+    example: str = typer.Option("three-tier", "--example", help="a bundled example (three-tier, nas-isolation, microsegmentation) or an example directory"),
+    name: str = typer.Option("demo", "--name", help="the lab's name (its namespaces are zwl-NAME-*)"),
+    libvirt: bool = typer.Option(False, "--libvirt", help="real QEMU guests under one libvirtd per node instead of namespaces (TCP services; boots take 15-90 s)"),
 ) -> None:
     """Bring up the lab from an example, apply, show measured vs expected reachability."""
-    from .lab.demo import run_demo
+    from .lab.demo import find_example, run_demo
 
-    raise typer.Exit(run_demo(console, example, keep))
+    try:
+        directory = find_example(example)
+    except FileNotFoundError as exc:
+        err.print(str(exc))
+        raise typer.Exit(2) from None
+    if libvirt:
+        from .lab.guestdemo import run_libvirt_demo
+
+        raise typer.Exit(run_libvirt_demo(console, directory, keep, name))
+    raise typer.Exit(run_demo(console, directory, keep, name))
 
 
 def main() -> None:

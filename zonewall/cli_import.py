@@ -72,19 +72,21 @@ def _finish(kind: str, build: Callable[[Report], dict[str, Document]], output: P
 
 @import_app.command("proxmox")
 def proxmox(
-    directory: Path = typer.Argument(..., help="Proxmox firewall directory: cluster.fw, host.fw or nodes/NODE/host.fw, VMID.fw, inventory.yaml"),
+    directory: Path = typer.Argument(..., help="/etc/pve (or a copy of it), or a directory of cluster.fw, host.fw or nodes/NODE/host.fw, VMID.fw, inventory.yaml"),
     output: Path = typer.Option(..., "-o", "--output", help="directory to write the policy into"),
     inventory: Optional[Path] = typer.Option(None, "--inventory", help="guest inventory (default: DIR/inventory.yaml)"),
     corosync: Optional[Path] = typer.Option(None, "--corosync", help="the cluster's corosync.conf (default: DIR/corosync.conf if present)"),
+    local_network: Optional[str] = typer.Option(None, "--local-network", help="Proxmox's local_network (the nodes' cluster subnet; each node derives it from its address, /etc/pve does not hold it)"),
     strict: bool = typer.Option(False, "--strict", help="fail, writing nothing, if anything is not translated exactly"),
     force: bool = typer.Option(False, "--force", help="write into a directory that already holds policy files"),
     as_json: bool = typer.Option(False, "--json", help="the report as JSON on stdout"),
 ) -> None:
-    """Translate a Proxmox VE firewall configuration (datacenter, nodes, guests)."""
+    """Translate a Proxmox VE firewall configuration (datacenter, nodes, guests): /etc/pve itself
+    (guests, NICs and nodes from its configs), or exported .fw files with an inventory."""
     from .importers.proxmox.source import read_source
     from .importers.proxmox.translate import translate
 
-    _finish("proxmox", lambda report: translate(read_source(directory, inventory, report, corosync), report), output, strict, force, as_json)
+    _finish("proxmox", lambda report: translate(read_source(directory, inventory, report, corosync, local_network), report), output, strict, force, as_json)
 
 
 @import_app.command("libvirt")

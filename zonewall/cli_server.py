@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -22,8 +22,11 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
 
         return open_database(resolve_url(db, data_dir))
 
+    from .service.config import config_option
+
     @app.command()
     def serve(
+        config: Optional[Path] = config_option("/etc/zonewall/controller.yaml"),
         db: Optional[str] = typer.Option(None, "--db", help="SQLAlchemy database URL (default: SQLite in --data-dir)"),
         listen: list[str] = typer.Option(["127.0.0.1:9440"], "--listen", help="ADDR:PORT (repeatable; ADDR:PORT@NETNS listens inside a named netns)"),
         tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="serve HTTPS with this certificate (PEM)"),
@@ -62,6 +65,7 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
 
     @app.command()
     def agent(
+        config: Optional[Path] = config_option("/etc/zonewall/agent.yaml"),
         controller: list[str] = typer.Option(..., "--controller", help="a controller's URL, e.g. https://ctl1.example:9440; repeat it or give a comma-separated list for replicas (the agent fails over between them)"),
         host: str = typer.Option(..., "--host", help="this node's name in the policy"),
         token: Optional[str] = typer.Option(None, "--token", envvar="ZONEWALL_TOKEN", help="the node's agent token (or $ZONEWALL_TOKEN)"),
@@ -76,10 +80,9 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
     ) -> None:
         """Run a node agent: follow the controller, apply, repair drift, keep the last state."""
         from .agent.daemon import Agent, AgentConfig
+        from .service.logs import setup_logging
 
-        logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=f"%(asctime)s agent[{host}] %(levelname)s %(message)s")
-        for chatty in ("httpx", "httpcore"):  # one line per long-poll otherwise
-            logging.getLogger(chatty).setLevel(logging.DEBUG if verbose else logging.WARNING)
+        setup_logging(f"agent[{host}]", verbose)
         secret = token_file.read_text().strip() if token_file else token
         if not secret:
             err.print("give the agent token: --token, --token-file or $ZONEWALL_TOKEN")
@@ -94,12 +97,30 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
         except ValueError as exc:
             err.print(f"--controller: {exc}")
             raise typer.Exit(2) from None
-        config = AgentConfig(controllers, host, secret, state_dir, str(ca) if ca else None, netns_name, verify_interval,
+        agent_config = AgentConfig(controllers, host, secret, state_dir, str(ca) if ca else None, netns_name, verify_interval,
                              counter_interval=counter_interval, log_buffer=log_buffer)
-        daemon = Agent(config)
+        daemon = Agent(agent_config)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: daemon.stop())
-        daemon.run()
+        notifier = systemd_notifier(daemon, verify_interval)
+        try:
+            daemon.run()
+        finally:
+            notifier.stop()
+
+    def systemd_notifier(daemon, verify_interval: float):  # type: ignore[no-untyped-def]
+        """READY=1 once a ruleset is applied (restored from disk or the controller's),
+        the watchdog fed while the main loop turns (it wakes every --verify-interval)."""
+        from .service.sdnotify import ServiceNotifier
+
+        def status() -> str:
+            state, error = daemon.enforcer.state, daemon.enforcer.last_error
+            applied = f"revision {state.revision} applied" if state else "waiting for a first ruleset"
+            return f"{applied}; error: {error}" if error else applied
+
+        stall = max(60.0, 4 * verify_interval)  # an apply of a large ruleset takes a while
+        return ServiceNotifier(ready=lambda: daemon.enforcer.state is not None, alive=lambda: time.monotonic() - daemon.last_turn < stall,
+                               status=status).start()
 
     @token_app.command("create")
     def token_create(

@@ -1,6 +1,7 @@
 """An imported Proxmox VE configuration behaves in the lab as its rules say.
 
-tests/importers/fixtures/proxmox-lab (two nodes, five guests, security groups, IP sets with a
+tests/importers/fixtures/proxmox-lab (as exported files with an inventory, and as a tree laid out as
+/etc/pve: tests/importers/pvetree.py) (two nodes, five guests, security groups, IP sets with a
 nomatch entry, aliases, macros, a disabled rule, -i on a multi-NIC guest, per-guest
 policies, a node's own host.fw) is imported with `zonewall import proxmox`, the
 result is brought up as a lab and every flow below is probed with real packets.
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.importers.pvetree import LOCAL_NETWORK, assemble_pve_tree
 from tests.labtools import running_lab
 from zonewall.cli import app
 from zonewall.lab.probe import run_probes
@@ -106,10 +108,16 @@ def test_flow_table_is_large_enough() -> None:
     assert {expected for *_, expected, _ in FLOWS} == {True, False}
 
 
-@pytest.fixture(scope="module")
-def imported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=["exported-files", "etc-pve-tree"])
+def imported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The .fw files with a hand-written inventory, and the same files in a tree laid out
+    as /etc/pve, whose guest configs and corosync.conf are the inventory."""
     out = tmp_path_factory.mktemp("pve-import") / "policy"
-    result = CliRunner().invoke(app, ["import", "proxmox", str(SOURCE), "-o", str(out), "--strict"])
+    if request.param == "exported-files":
+        args = [str(SOURCE)]
+    else:
+        args = [str(assemble_pve_tree(tmp_path_factory.mktemp("pve-tree") / "etc-pve")), "--local-network", LOCAL_NETWORK]
+    result = CliRunner().invoke(app, ["import", "proxmox", *args, "-o", str(out), "--strict"])
     assert result.exit_code == 0, result.output
     return out
 

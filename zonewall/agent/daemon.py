@@ -37,6 +37,7 @@ from .client import ControllerClient, ControllerRefused, ControllerUnavailable, 
 from .discovery import discover_taps, local_links
 from .drift import DriftWatch
 from .enforcer import APPLY_ERRORS, Desired, Enforcer
+from .links import LinkWatch
 from .notify import SOCKET_NAME, NotifyListener
 from .observe import Observer
 from .reporter import Reporter
@@ -100,6 +101,7 @@ class Agent:
         self._handled_revision: int | None = None
         self.refused = 0  # answers refused as older than the applied revision
         self.answers: Counter[str] = Counter()  # new revisions by what came: same, delta, documents
+        self.last_turn = time.monotonic()  # the main loop's heartbeat (systemd's watchdog is fed from it)
         self._published_problems: list[str] = []
 
     # -- lifecycle --------------------------------------------------------------------
@@ -129,6 +131,8 @@ class Agent:
                                               on_request=hook_requests).start()
             except OSError as exc:
                 log.warning("no hook socket (%s): hypervisor events are seen at the next refresh", exc)
+            links = LinkWatch(lambda why: self._work.put(("rediscover", why)), netns=self.config.netns, stop=self._stop)
+            self._threads.append(supervised("link events", links.run, self._stop, self.health))  # guests' ports come and go
             self.ready.set()
             self._loop()
         finally:
@@ -158,6 +162,7 @@ class Agent:
         next_verify = time.monotonic() + self.config.verify_interval
         next_refresh = time.monotonic() + self.config.refresh_interval
         while not self._stop.is_set():
+            self.last_turn = time.monotonic()
             try:
                 items = [self._work.get(timeout=max(0.0, next_verify - time.monotonic()))]
             except queue.Empty:

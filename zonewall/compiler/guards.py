@@ -242,12 +242,14 @@ def bridge_table(policy: Policy, node: str, nics: list[LocalNic], learned: Mappi
         src_mark,
         NftRule((x.vmap(x.meta("oifname"), "nic-in"),), "destination guest port -> mark"),
     ]
+    unknown_from, unknown_to = unknown_guest_port_rules(policy.doc.settings.guest_ports)
+    forward += unknown_from + unknown_to
     base = []
     if guards_out:
         base.append(Chain("prerouting", (NftRule((x.vmap(x.meta("iifname"), "guards-out"),), "guards from the guest, on every frame"),), Hook("filter", "prerouting", -200)))
     base += [
         Chain("forward", tuple(forward), Hook("filter", "forward", -200)),
-        Chain("input", (src_mark,), Hook("filter", "input", -200)),
+        Chain("input", (src_mark, *unknown_from), Hook("filter", "input", -200)),
     ]
     sets = [
         NamedSet("nic-src", "ifname", tuple(sorted((n.tap, n.src_mark) for n in nics)), map="mark", comment="guest port -> source NIC mark"),
@@ -278,6 +280,24 @@ def bridge_table(policy: Policy, node: str, nics: list[LocalNic], learned: Mappi
     limits = (Limit(LOG_LIMIT, int(rate), per, policy.doc.settings.log.burst),)
     ordered = base + [chains[name] for name in sorted(chains)]
     return Table("bridge", TABLE, tuple(ordered), tuple(sets), limits)
+
+
+def unknown_guest_port_rules(patterns: Sequence[str]) -> tuple[list[NftRule], list[NftRule]]:
+    """Fail closed for guest ports no NIC of the policy is known on yet (a guest that
+    started before the agent found its port, or one the policy does not have): a
+    frame from or to a port named like a guest's (`settings.guest_ports`) that the
+    NIC maps did not mark is dropped, instead of passing the inet stage as "not guest
+    traffic". A frame of a known port fails the first match (its NIC bits are set),
+    so it pays one comparison. Returns (from such a port, to such a port)."""
+    if not patterns:
+        return [], []
+    names = {"set": sorted(patterns)}  # a trailing * matches any suffix (nft interface wildcards)
+    unmarked_src = x.match(x.masked(x.meta("mark"), x.SRC_NIC_MASK), 0)
+    unmarked_dst = x.match(x.masked(x.meta("mark"), x.DST_NIC_MASK), 0)
+    return (
+        [NftRule((unmarked_src, x.match(x.meta("iifname"), names), x.counter(), x.drop()), "from a guest port no NIC is known on: closed")],
+        [NftRule((unmarked_dst, x.match(x.meta("oifname"), names), x.counter(), x.drop()), "to a guest port no NIC is known on: closed")],
+    )
 
 
 def learned_ipv4(addresses: Sequence[str]) -> tuple[str, ...]:

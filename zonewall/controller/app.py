@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import api_docs, api_edits, api_gitops, api_logs, api_metrics, api_migrate, api_nodes, api_policy, api_tokens
+from . import api_docs, api_edits, api_gitops, api_health, api_logs, api_metrics, api_migrate, api_nodes, api_policy, api_tokens
 from .background import Housekeeping
 from .follow import RECHECK_SECONDS, Follower
 from .limits import LimitsMiddleware, RequestLimits
@@ -131,6 +131,7 @@ def create_app(controller: Controller, limits: RequestLimits = RequestLimits()) 
     app.include_router(api_gitops.router)
     app.include_router(api_edits.router)
     api_docs.install(app)
+    app.include_router(api_health.router)  # /healthz, /readyz (no token)
     from .web import routes as web_routes  # the dashboard (server-rendered)
 
     web_routes.install(app)

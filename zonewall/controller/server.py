@@ -10,17 +10,21 @@ created in for its whole life, so only its creation has to happen there.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import socket
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
 
 from ..dataplane.backend import enter_netns
+from ..service.logs import setup_logging
+from ..service.sdnotify import ServiceNotifier, notify
 from .app import build_controller, create_app
 from .connections import ConnectionLimits, guarded_protocol
 from .limits import RequestLimits
@@ -91,12 +95,37 @@ def bind(listen: Listen) -> socket.socket:
     return box["sock"]
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling systemd (Type=notify) when it serves and that its
+    event loop still turns: a heartbeat task on the loop feeds the watchdog, so a
+    blocked loop gets the controller restarted."""
+
+    beat = 0.0
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _beat(self) -> None:
+        while True:
+            self.beat = time.monotonic()
+            await asyncio.sleep(1.0)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # here, not after run(): uvicorn re-raises SIGTERM once it has shut down
+        notify("STOPPING=1", "STATUS=stopping")
+        await super().shutdown(sockets=sockets)
+
+    def status(self) -> str:
+        return "serving" if self.started else "starting"
+
+
 def serve(db_url: str, listens: list[Listen], tls_cert: str | None = None, tls_key: str | None = None, access_log: bool = False,
           request_limits: RequestLimits = RequestLimits(), connection_limits: ConnectionLimits = ConnectionLimits(),
           gitops: tuple[Any, Any] | None = None) -> None:
     """`gitops`: (gitops.GitSource, its working directory) to follow a git branch."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    controller = build_controller(db_url)
+    setup_logging("controller")
+    controller = build_controller(db_url)  # the database is migrated before READY=1
     if gitops is not None:
         from .gitops import GitFollower
 
@@ -105,6 +134,7 @@ def serve(db_url: str, listens: list[Listen], tls_cert: str | None = None, tls_k
     sockets = [bind(listen) for listen in listens]
     config = uvicorn.Config(
         app, ssl_certfile=tls_cert, ssl_keyfile=tls_key, access_log=access_log, log_level="info",
+        log_config=None,  # uvicorn's lines go through our handler (journald priorities under systemd)
         timeout_graceful_shutdown=1,  # long-polls would otherwise hold a stop for their whole wait
         http=guarded_protocol(connection_limits),  # header timeout, connection cap (connections.py)
         timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024,  # idle between requests; a request head's size
@@ -118,4 +148,9 @@ def serve(db_url: str, listens: list[Listen], tls_cert: str | None = None, tls_k
     sys.stdout.flush()
     if not tls_cert and any(not ipaddress.ip_address(l.host).is_loopback and l.netns is None for l in listens):
         log.warning("listening beyond loopback without TLS: tokens cross the network in clear text (--tls-cert/--tls-key)")
-    uvicorn.Server(config).run(sockets=sockets)
+    server = _Server(config)
+    notifier = ServiceNotifier(ready=lambda: server.started, alive=lambda: time.monotonic() - server.beat < 30.0, status=server.status).start()
+    try:
+        server.run(sockets=sockets)
+    finally:
+        notifier.stop()

@@ -35,6 +35,11 @@ class RevisionWatch:
     def unbind(self) -> None:
         self._loop = None
 
+    @property
+    def bound(self) -> bool:
+        """True while the revisions are followed (between application start and stop)."""
+        return self._loop is not None
+
     def notify(self, number: int) -> None:
         """Thread-safe: revision `number` exists (ignored unless newer than the current)."""
         with self._lock:

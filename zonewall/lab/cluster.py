@@ -105,9 +105,11 @@ def choose_gateways(policy: Policy) -> dict[str, list[str]]:
     return out
 
 
-def lab_up(policy_path: str, name: str = "zw", *, apply: bool = True, progress: Callable[[int, int], None] | None = None) -> LabState:
+def lab_up(policy_path: str, name: str = "zw", *, apply: bool = True, progress: Callable[[int, int], None] | None = None,
+           guests: bool = True) -> LabState:
     """Build the cluster and (by default) apply each node's compiled ruleset.
-    `progress(done, total)`: after each guest and each node's apply."""
+    `progress(done, total)`: after each guest and each node's apply.
+    `guests=False`: nodes and the outside only; the VMs are real ones (lab/guests.py)."""
     _check_lab_name(name)
     policy = load_policy(policy_path)
     prefix = lab_prefix(name)
@@ -117,7 +119,7 @@ def lab_up(policy_path: str, name: str = "zw", *, apply: bool = True, progress: 
     try:
         steps = len(policy.doc.vms) + (len(policy.doc.hosts) if apply else 0)
         tick = (lambda done: progress(done, steps)) if progress is not None else None
-        _build(policy, state, tick)
+        _build(policy, state, tick, guests)
         state.save()
         if apply:
             apply_policy(state, policy, (lambda done: tick(len(policy.doc.vms) + done)) if tick else None)
@@ -127,7 +129,7 @@ def lab_up(policy_path: str, name: str = "zw", *, apply: bool = True, progress: 
     return state
 
 
-def _build(policy: Policy, state: LabState, tick: Callable[[int], None] | None = None) -> None:
+def _build(policy: Policy, state: LabState, tick: Callable[[int], None] | None = None, guests: bool = True) -> None:
     # every guest may resolve every other and both outside ends (a matrix does): the
     # shared neighbour tables must hold them (netns.ensure_neighbour_capacity)
     endpoints = len(policy.doc.vms) + len(policy.doc.hosts) + 4
@@ -195,7 +197,7 @@ def _build(policy: Policy, state: LabState, tick: Callable[[int], None] | None =
         if hosted:
             netns.enable_bridge_netfilter(ns)
     netns.ip_batch(outside_cmds, ns=outside)
-    for done, vm_name in enumerate(sorted(policy.doc.vms), 1):
+    for done, vm_name in enumerate(sorted(policy.doc.vms) if guests else [], 1):
         _build_vm(policy, state, vm_name)
         if tick is not None:
             tick(done)

@@ -29,18 +29,31 @@ from .probing import INTERNET, matrix_sources, policy_services, reachability_mat
 from .report import Matrix, differences, print_matrix
 
 DEMO_LAB = "demo"
+BUNDLED_EXAMPLES = Path(__file__).resolve().parent.parent / "examples"  # in the package: `zonewall demo` runs anywhere
 FAMILIES = ("ipv4", "ipv6")
 CHANGE_ID = "demo-change"
 
 
-def run_demo(console: Console, example: Path, keep: bool) -> int:
+def find_example(name_or_path: str) -> Path:
+    """A directory given (absolute or relative) if it exists, else a bundled example by name."""
+    given = Path(name_or_path)
+    if given.is_dir():
+        return given
+    bundled = BUNDLED_EXAMPLES / name_or_path
+    if bundled.is_dir():
+        return bundled
+    names = ", ".join(sorted(p.name for p in BUNDLED_EXAMPLES.iterdir() if (p / "policy").is_dir()))
+    raise FileNotFoundError(f"--example {name_or_path}: no such directory, and no bundled example of that name (bundled: {names})")
+
+
+def run_demo(console: Console, example: Path, keep: bool, lab_name: str = DEMO_LAB) -> int:
     policy_dir = example / "policy"
     policy = load_policy(policy_dir)
     expected_file = example / "expected-matrix.yaml"
     expected = yaml.safe_load(expected_file.read_text()) if expected_file.exists() else None
-    lab_down(DEMO_LAB)  # a previous run that crashed leaves nothing behind
+    lab_down(lab_name)  # a previous run that crashed leaves nothing behind
     console.rule(f"zonewall demo: {example}")
-    state = lab_up(str(policy_dir), DEMO_LAB, apply=False)
+    state = lab_up(str(policy_dir), lab_name, apply=False)
     managed = ManagedLab(state, Path(tempfile.mkdtemp(prefix="zonewall-demo-")))
     failures = 0
     try:
@@ -66,7 +79,7 @@ def run_demo(console: Console, example: Path, keep: bool) -> int:
             _leave_running(console, managed)
         else:
             managed.stop()
-            lab_down(DEMO_LAB)
+            lab_down(lab_name)
             console.print("controller and agents stopped, lab removed")
     return 0 if failures == 0 else 1
 
@@ -172,4 +185,4 @@ def _leave_running(console: Console, managed: ManagedLab) -> None:
     url = managed.controller.url if managed.controller else "?"
     console.print(f"lab, controller ({url}) and agents left running; admin token in {managed.data_dir / 'admin.token'}")
     console.print(f"  curl -H \"Authorization: Bearer $(cat {managed.data_dir / 'admin.token'})\" {url}/api/v1/nodes")
-    console.print(f"  stop: kill $(cat {managed.data_dir / 'pids'}); zonewall lab down --name {DEMO_LAB}")
+    console.print(f"  stop: kill $(cat {managed.data_dir / 'pids'}); zonewall lab down --name {managed.lab.name}")

@@ -114,13 +114,14 @@ class AgentProcess:
         terminate(self.process)
 
 
-def start_agent(node: str, netns_name: str, controller_url: str, token: str, state_dir: Path, *, verify_interval: float = 5.0) -> AgentProcess:
+def start_agent(node: str, netns_name: str, controller_url: str, token: str, state_dir: Path, *, verify_interval: float = 5.0,
+                env: dict[str, str] | None = None) -> AgentProcess:
     """An agent in the node's namespace; `controller_url` may be a comma list of replicas."""
     state_dir.mkdir(parents=True, exist_ok=True)
     argv = ["ip", "netns", "exec", netns_name] + _zonewall(
         "agent", "--controller", controller_url, "--host", node, "--state-dir", str(state_dir), "--verify-interval", str(verify_interval),
     )
-    env = dict(os.environ, ZONEWALL_TOKEN=token)  # not on the command line, where ps shows it
+    env = dict(os.environ, **(env or {}), ZONEWALL_TOKEN=token)  # not on the command line, where ps shows it
     log = open(state_dir / "agent.log", "a")
     process = subprocess.Popen(argv, stdout=log, stderr=log, env=env)
     log.close()
@@ -145,6 +146,8 @@ class ManagedLab:
     replicas: int = 1
     controllers: list[ControllerProcess | None] = field(default_factory=list)
     controller_env: dict[str, str] = field(default_factory=dict)
+    agent_dirs: dict[str, Path] = field(default_factory=dict)  # node -> state directory (default: DATA/agents/NODE)
+    agent_env: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> extra environment (e.g. LIBVIRT_DEFAULT_URI)
     serve_args: tuple[str, ...] = ()  # more `zonewall serve` options
 
     def start(self, *, verify_interval: float = 5.0) -> ManagedLab:
@@ -190,7 +193,8 @@ class ManagedLab:
 
     def start_agent(self, node: str, *, verify_interval: float = 5.0) -> AgentProcess:
         assert self.controller is not None and self.controller.agent_url is not None
-        agent = start_agent(node, self.lab.nodes[node], self.agent_urls(), self.agent_tokens[node], self.data_dir / "agents" / node, verify_interval=verify_interval)
+        agent = start_agent(node, self.lab.nodes[node], self.agent_urls(), self.agent_tokens[node], self.agent_dirs.get(node, self.data_dir / "agents" / node),
+                            verify_interval=verify_interval, env=self.agent_env.get(node))
         self.agents[node] = agent
         return agent
 

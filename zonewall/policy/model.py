@@ -200,12 +200,21 @@ class HostDefault(Strict):
     out: Action = "accept"
 
 
+# Names hypervisors give guest ports: libvirt vnetN, Proxmox tap<VMID>i<N> (VMs),
+# veth<VMID>i<N> (containers), fwpr<VMID>p<N> (a NIC with Proxmox's firewall bridge).
+DEFAULT_GUEST_PORTS = ["vnet*", "tap*", "veth*", "fwpr*"]
+GuestPortPattern = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,14}\*?$|^[A-Za-z0-9_.:-]{1,15}$")]
+
+
 class Settings(Strict):
     default: DefaultPolicy = DefaultPolicy(in_="drop", out="accept")
     host_default: HostDefault = HostDefault()
     management: OptionalAddressRefs = []
     log: LogSettings = LogSettings()
     conntrack: ConntrackSettings = ConntrackSettings()
+    # Bridge ports named like these are guests' even before a NIC of the policy is
+    # known on them: their frames are dropped until it is (fails closed; docs/policy-guide.md).
+    guest_ports: list[GuestPortPattern] = Field(default_factory=lambda: list(DEFAULT_GUEST_PORTS), max_length=64)
 
     @field_validator("management", mode="before")
     @classmethod

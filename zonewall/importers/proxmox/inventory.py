@@ -12,6 +12,7 @@ Format (YAML, `inventory.yaml` in the import directory unless `--inventory` name
         name: web1                          # optional (default vm100)
         node: pve1
         zone: dmz                           # optional (default: the bridge of its first NIC)
+        type: qemu                          # optional: qemu (a VM, port tapVMIDiN) or lxc (a container, vethVMIDiN)
         nics:
           net0: {bridge: vmbr0, mac: "BC:24:11:00:01:00", ips: [10.1.0.10, "fd00:1::10"], firewall: true}
       200:
@@ -63,6 +64,11 @@ class Guest:
     name: str | None = None
     zone: str | None = None
     nics: list[Nic] = field(default_factory=list)
+    kind: str = "qemu"  # qemu (a VM: ports tap<VMID>i<N>) or lxc (a container: veth<VMID>i<N>)
+
+    @property
+    def port_prefix(self) -> str:
+        return "veth" if self.kind == "lxc" else "tap"
 
     def nic(self, key: str) -> Nic | None:
         return next((n for n in self.nics if n.key == key), None)
@@ -194,13 +200,16 @@ def load_inventory(path: Path, shown: str) -> Inventory:
             problems.add(line, f"guest key {vmid!r} is not a vmid (a number such as 100)")
             continue
         body = _mapping(body, line, f"guest {vmid}", problems)
-        _known(body, ("name", "node", "zone", "nics"), f"guest {vmid}", problems)
+        _known(body, ("name", "node", "zone", "nics", "type"), f"guest {vmid}", problems)
+        kind = str(body.get("type", "qemu"))
+        if kind not in ("qemu", "lxc"):
+            problems.add(_line(body, "type"), f"guest {vmid}: type {kind!r} is not qemu or lxc")
         node = body.get("node")
         if node is None:
             problems.add(line, f"guest {vmid} needs a node")
         elif str(node) not in inv.nodes:
             problems.add(_line(body, "node"), f"guest {vmid}: node {node} is not under nodes")
-        guest = Guest(int(vmid), str(node), Where(shown, line), body.get("name"), body.get("zone"))
+        guest = Guest(int(vmid), str(node), Where(shown, line), body.get("name"), body.get("zone"), kind=kind)
         nics = _mapping(body.get("nics"), _line(body, "nics"), f"guest {vmid} nics", problems)
         for key, nic in nics.items():
             nline = _line(nics, key)

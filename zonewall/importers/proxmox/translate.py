@@ -283,7 +283,7 @@ class ProxmoxImport:
                                                   "Proxmox's radv: 0 (the default): guests may not send router advertisements")
         if ips:
             entry["ips"] = ips
-        entry["tap"] = f"tap{vmid}i{nic.index}"
+        entry["tap"] = f"{self.src.inventory.guests[vmid].port_prefix}{vmid}i{nic.index}"  # the name Proxmox gives the port: known before the guest starts
         if filters:
             entry["filters"] = filters
         return Commented(Flow(entry), f"{nic.key} ({nic.where})")
