@@ -3,8 +3,8 @@
 
 For each size (synthetic policies of bench/synth.py), the documents of node1 as the
 controller scopes them (controller/scope.py) and the whole policy are each loaded
-and compiled for node1 in a fresh child process, side by side in one run: CPU
-seconds, peak RSS of the child (an agent's memory for that state), and the bytes of
+and compiled for node1 in a fresh interpreter, side by side in one run: CPU
+seconds, its peak RSS (what an agent holding that state needs, with the interpreter), and the bytes of
 the documents. The two rulesets are checked equal. Run:
   .venv/bin/python bench/agentcost.py --sizes 1000:20,10000:100
 """
@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,28 +30,31 @@ from zonewall.controller.scope import Scoper  # noqa: E402
 
 
 def in_child(documents: dict[str, str], node: str) -> dict[str, float | str]:
-    """Load and compile in a fresh process: CPU seconds, peak RSS MiB, ruleset fingerprint."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read)
-        started = time.process_time()
-        ruleset = compile_node(load_documents(documents), node)
-        out = {"cpu_s": round(time.process_time() - started, 2), "fingerprint": fingerprint(ruleset)}
-        os.write(write, json.dumps(out).encode())
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        out = json.loads(pipe.read())
-    _, _, usage = os.wait4(pid, 0)
-    out["peak_rss_mib"] = round(usage.ru_maxrss / 1024, 1)
-    return out
+    """Load and compile in a fresh interpreter: CPU seconds, peak RSS MiB, ruleset fingerprint."""
+    process = subprocess.Popen([sys.executable, __file__, "--child", node], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    out, _ = process.communicate(json.dumps(documents).encode())
+    return json.loads(out)
+
+
+def child(node: str) -> None:
+    documents = json.loads(sys.stdin.read())
+    started = time.process_time()
+    ruleset = compile_node(load_documents(documents), node)
+    cpu = time.process_time() - started
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forked parent
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    peak = int(status["VmHWM"].split()[0]) / 1024
+    print(json.dumps({"cpu_s": round(cpu, 2), "peak_rss_mib": round(peak, 1), "fingerprint": fingerprint(ruleset)}))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000:20,10000:100", help="VMs:nodes, comma separated")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        child(args.child)
+        return 0
     print("| VMs / nodes | documents | bytes | load + compile CPU s | child peak RSS MiB |")
     print("|---|---|---|---|---|")
     for size in args.sizes.split(","):

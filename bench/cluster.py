@@ -17,8 +17,10 @@ Each edit puts a port or address into the kernel that was never there; an
 `nft monitor` per real node sees the moment it arrives. Measured per change:
 commit latency (PUT /policy sent -> answered: validation, the stored revision and
 its semantic diff), change -> enforced in the kernel of the real node it affects
-(from the PUT being sent), and the bytes each node's answer carried (unaffected
-nodes: the revision number alone). At the end: every agent's RSS (and peak).
+(from the PUT being sent), the bytes each node's answer carried (unaffected
+nodes: the revision number alone), and the CPU the change cost the controller and
+each real agent (until every node reports it applied: on a shared machine the
+CPU seconds hold where wall times do not). At the end: every agent's RSS (and peak).
 
 Results: a table on stdout, JSON with --json FILE. Needs root. The machine is
 shared: absolute times are pessimistic. Run:
@@ -158,6 +160,23 @@ def poll_set(ns: str, name: str, element: str, timeout: float) -> float | None:
     return None
 
 
+def converged(managed: ManagedLab, revision: int, timeout: float) -> None:
+    """Until every node reports `revision`, asking twice a second (asking costs the controller CPU too)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        nodes = managed.api("GET", "/nodes").json()
+        if all(n["applied_revision"] == revision for n in nodes if n["in_policy"]):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"the nodes did not all apply revision {revision} within {timeout:g}s")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pid: int) -> tuple[float, float]:
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
@@ -209,16 +228,23 @@ def main() -> int:
         results["initial_all_nodes_s"] = round(time.monotonic() - started, 2)
         log(f"{args.nodes} nodes ({len(real)} real) applied revision {first} in {results['initial_all_nodes_s']}s")
         watch = NodeWatch(state.nodes)
+        admin = {"Authorization": f"Bearer {managed.admin_token}"}
+        controller_pid = managed.controller.process.pid
+        agent_pids = {node: agent.process.pid for node, agent in managed.agents.items()}
         for kind in args.kinds.split(","):
-            commits, enforced = [], []
+            commits, enforced, controller_cpu, affected_cpu, unaffected_cpu = [], [], [], [], []
             before = {p.node: len(p.answers) for p in pollers}
             for n in range(1, args.changes + 1):
                 k = n % len(real)
                 text, marker = edit(text, kind, k, n)
                 node = f"node{k + 1}"
                 watch.arm(marker)
+                cpu_before = {node_: cpu_seconds(pid) for node_, pid in agent_pids.items()}
+                controller_before = cpu_seconds(controller_pid)
                 sent = time.monotonic()
-                response = managed.api("PUT", "/policy", json={"documents": {"policy.yaml": text}, "message": f"bench {kind} {n}"})
+                # the machine is shared: a commit may take long in wall time, so no short timeout
+                response = httpx.put(managed.controller.url + "/api/v1/policy", json={"documents": {"policy.yaml": text}, "message": f"bench {kind} {n}"},
+                                     headers=admin, timeout=900)
                 answered = time.monotonic()
                 if response.status_code != 201:
                     raise RuntimeError(f"{kind} change {n} refused: {response.text}")
@@ -231,15 +257,19 @@ def main() -> int:
                     raise RuntimeError(f"{kind} change {n}: {node} did not enforce {marker!r} within 60s")
                 commits.append((answered - sent) * 1000)
                 enforced.append((seen - sent) * 1000)
+                revision = response.json()["revision"]["number"]
+                converged(managed, revision, timeout=900)  # every node has it: the CPU it cost is spent
+                controller_cpu.append((cpu_seconds(controller_pid) - controller_before) * 1000)
+                for node_, pid in agent_pids.items():
+                    (affected_cpu if node_ == node else unaffected_cpu).append((cpu_seconds(pid) - cpu_before[node_]) * 1000)
                 log(f"{kind} {n}: commit {commits[-1]:.0f} ms, enforced on {node} {enforced[-1]:.0f} ms")
-            revision = response.json()["revision"]["number"]
-            managed.wait_converged(revision, timeout=300)
             sizes: dict[str, list[int]] = {"same": [], "delta": [], "documents": []}
             for poller in pollers:
                 for _, size, what, _ in poller.answers[before[poller.node]:]:
                     sizes[what].append(size)
             results[kind] = {
                 "commit_ms": percentiles(commits), "enforced_ms": percentiles(enforced),
+                "controller_cpu_ms": percentiles(controller_cpu), "agent_cpu_ms": {"measured node": percentiles(affected_cpu), "other real nodes": percentiles(unaffected_cpu)},
                 "answers": {what: {"n": len(values), "max_bytes": max(values) if values else None,
                                    "mean_bytes": round(sum(values) / len(values)) if values else None} for what, values in sizes.items()},
             }
@@ -270,6 +300,13 @@ def table(results: dict[str, Any]) -> str:
         rows.append(f"| {kind} | {r['commit_ms']['p50']} / {r['commit_ms']['p99']} | {r['enforced_ms']['p50']} / {r['enforced_ms']['p99']} | "
                     f"{a['same']['max_bytes']} ({a['same']['n']} answers) | {a['delta']['n']} ({a['delta']['max_bytes']}) / "
                     f"{a['documents']['n']} ({a['documents']['max_bytes']}) |")
+    rows.append("| change | controller CPU ms per change p50 / max | agent CPU ms: the node measured p50 / max | other real nodes p50 / max |")
+    rows.append("|---|---|---|---|")
+    for kind in ("vm", "zone", "group"):
+        if kind in results:
+            r = results[kind]
+            c, a, u = r["controller_cpu_ms"], r["agent_cpu_ms"]["measured node"], r["agent_cpu_ms"]["other real nodes"]
+            rows.append(f"| {kind} | {c['p50']} / {c['max']} | {a['p50']} / {a['max']} | {u['p50']} / {u['max']} |")
     rss = results["agent_rss_mib"]
     rows.append(f"agent RSS MiB (now, peak): " + ", ".join(f"{node} {now}/{peak}" for node, (now, peak) in sorted(rss.items())))
     rows.append(f"poller errors: {results['poller_errors']}")
