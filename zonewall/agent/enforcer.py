@@ -150,6 +150,7 @@ class Enforcer:
         if revision != state.revision:
             state.revision = revision
             self.store.save(state)
+        self.last_error = None  # what failed before (another revision's documents) is not what is in force
         if self._learns():  # what guests learned since is saved at every revision, as a compile would
             learning.harvest(self.backend, self.store.directory, self.node, load_documents(state.documents))
         fingerprint = state.fingerprint
