@@ -7,6 +7,8 @@ brings up. Each test reads the translated policy back with the real loader.
 
 from __future__ import annotations
 
+import shutil
+
 from pathlib import Path
 from typing import Any
 
@@ -198,12 +200,30 @@ def test_report_lists_what_was_not_translated_with_locations(imported: tuple[Pol
         "cluster.fw:34: note: FORWARD rule: Proxmox's iptables firewall ignores it",
         "cluster.fw:40: inexact: ICMP port-unreachable is a type and a code; zonewall matches the whole type, so this DROP blocks more",
         "cluster.fw:7: skipped: option policy_forward",
-        "nodes/pve1/host.fw:3: skipped: option nosmurfs",
+        "nodes/pve1/host.fw: inexact: node pve1: tcpflags/protection_synflood also apply to the node's guests",
         "nodes/pve1/host.fw:7: skipped: option nf_conntrack_max",
         "999.fw: skipped: guest 999 is not in the inventory",
         "notes.fw: skipped: not a Proxmox firewall file",
     ):
         assert expected in report, expected
+
+
+def test_host_options_become_the_nodes_protection(imported: tuple[Policy, Path, str], tmp_path: Path) -> None:
+    """host.fw's nosmurfs (on unless 0), tcpflags and protection_synflood are the
+    node's `protection`, for its guests too (Proxmox's smurfs check runs in every
+    guest's input chain)."""
+    policy, _, report = imported
+    protection = policy.doc.hosts["pve1"].protection
+    assert protection is not None and (protection.nosmurfs, protection.tcpflags, protection.synflood, protection.guests) == (True, True, None, True)
+    assert "option nosmurfs" not in report and "option tcpflags" not in report
+    source = tmp_path / "pve"
+    shutil.copytree(ALL, source)
+    host_fw = source / "nodes" / "pve1" / "host.fw"
+    host_fw.write_text(host_fw.read_text().replace("nosmurfs: 1\ntcpflags: 1\n", "nosmurfs: 0\nprotection_synflood: 1\nprotection_synflood_rate: 50\n"))
+    assert run_import(source, tmp_path / "out").exit_code == 0
+    protection = load_policy(tmp_path / "out").doc.hosts["pve1"].protection
+    assert protection is not None and (protection.nosmurfs, protection.tcpflags, protection.guests) == (False, False, True)
+    assert protection.synflood is not None and (protection.synflood.rate, protection.synflood.burst) == (50, 1000)
 
 
 def test_strict_writes_nothing_and_fails(tmp_path: Path) -> None:

@@ -120,7 +120,7 @@ def test_ipfilter_without_a_set_is_an_empty_set(tmp_path: Path) -> None:
 
 def test_a_nic_without_addresses_under_an_empty_ipfilter_set_does_not_learn(tmp_path: Path) -> None:
     """Learning mode would let the guest's first source through; Proxmox lets none."""
-    from zonewall.compiler.guards import is_learning
+    from zonewall.compiler.learning import is_learning
     from zonewall.compiler.nics import local_nics
     from zonewall.policy.loader import load_policy
 

@@ -32,6 +32,8 @@ from typing import Union
 from ..compiler.plan.hooks import FORWARD, INPUT, ROUTED_IN, Stage
 from ..compiler.plan.modes import host_services, is_routed, routed_checks
 from ..compiler.plan.nat import SourceNat, port_forwards, source_nats
+from ..compiler.plan.protection import protection_checks
+from ..compiler.plan.tenants import tenant_boundary
 from ..compiler.plan.vocabulary import Step as PlanStep
 from ..policy.addresses import AddressSet, address_value
 from . import space as s
@@ -166,6 +168,23 @@ class Paths:
             self._memo[key] = None if services is None else self._plan_chain(f"network:{network} host_services", services.steps, services.default, accept_ends=True)
         return self._memo[key]  # type: ignore[return-value]
 
+    def tenant_boundary(self, a: Nic, b: Nic) -> Chain | None:
+        """A flow between two tenants' guests ends at once (plan/tenants.py)."""
+        key = ("tenants", self.network(a), self.network(b))
+        if key not in self._memo:
+            step = tenant_boundary(self.policy, self.network(a), self.network(b))
+            self._memo[key] = None if step is None else self._plan_chain("tenants", (), step)
+        return self._memo[key]  # type: ignore[return-value]
+
+    def protection(self, node: str, target: str) -> Chain | None:
+        """The node's PROTECTION stage for its input (`host`) or its guests' connections."""
+        key = ("protection", node, target)
+        if key not in self._memo:
+            checks = protection_checks(self.policy, node)
+            steps = checks.host if target == "host" else checks.guests
+            self._memo[key] = self._plan_chain(f"host:{node} protection" + (" (guests)" if target == "guests" else ""), steps, None) if steps else None
+        return self._memo[key]  # type: ignore[return-value]
+
     def management(self, node: str) -> Chain | None:
         key = ("management", node)
         if key not in self._memo:
@@ -201,7 +220,7 @@ class Paths:
         """The analyzer stages of one pass: the plan's stages of the hook, in order."""
         out: list[PathStage] = []
         for stage in hook:
-            if stage in (Stage.LOOPBACK, Stage.ESTABLISHED, Stage.INVALID, Stage.CONNTRACK, Stage.BRIDGED_INSIDE):
+            if stage in (Stage.LOOPBACK, Stage.PACKET_LIMITS, Stage.ESTABLISHED, Stage.INVALID, Stage.CONNTRACK, Stage.BRIDGED_INSIDE):
                 continue  # no verdict for the first packet of a new connection between endpoints
             if stage is Stage.ROUTED_FROM:
                 chain = self.routed_from(p.routed_from) if p.routed_from else None
@@ -214,6 +233,9 @@ class Paths:
                     return out  # accepted
             elif stage is Stage.ESSENTIALS:
                 out.append(ESSENTIALS)
+            elif stage is Stage.PROTECTION:
+                chain = self.protection(p.node, "host" if hook is INPUT else "guests")
+                out += [chain] if chain else []
             elif stage is Stage.MANAGEMENT:
                 chain = self.management(p.node)
                 out += [chain] if chain else []
@@ -280,6 +302,8 @@ class Paths:
         if a is not None:
             guard = self.guards(a, "out")
             out += [guard] if guard else []
+            if b is not None and (apart := self.tenant_boundary(a, b)) is not None:
+                return out + [apart]
             if b is not None and self.same_segment(a, b):
                 guard = self.guards(b, "in")
                 out += [guard] if guard else []
@@ -349,8 +373,10 @@ class Paths:
         guard = self.guards(me, direction)
         guards: list[PathStage] = [guard] if guard else []
         chain = self.chains.vm(name, direction, peer)
+        protection = self.protection(self.node(me), "guests")
+        protected: list[PathStage] = [protection] if protection is not None else []
         if not self.routed(me):
-            return guards + [ESSENTIALS, chain]
+            return guards + [ESSENTIALS, *protected, chain]
         network, node = self.network(me), self.node(me)
         dim = s.SRC if role == "receiver" else s.DST
         own_node = self.scoped(("node", node, dim), self.node_region(node, dim), ())
@@ -369,7 +395,7 @@ class Paths:
             checks = self.routed_from(network)
         if checks is not None:
             out.append(self.scoped(("routed", network, dim), self.routed_region(network, node, dim), (checks,)))
-        out += [ESSENTIALS, chain]
+        out += [ESSENTIALS, *protected, chain]
         if role == "sender":
             services = self.host_services(network)
             if services is not None:

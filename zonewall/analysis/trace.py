@@ -199,15 +199,31 @@ def trace(analyzer: Analyzer, source: str, destination: str, flow: FlowSpec) -> 
         result.notes.append(nat_note)
     if untranslated_note is not None:
         result.notes.append(untranslated_note)
-    if any(case.outcome.rate_limited() for case in cases):
-        result.over_rate = _cases(analyzer, path, packet, over_rate=True)
-        result.notes.append("a rate-limited rule accepted this flow: within the rate it is accepted; over the rate it falls through (see over_rate)")
+    if any(case.outcome.rate_limited() for case in cases) or analyzer.meets_rate_drops(path):
+        over = _cases(analyzer, path, packet, over_rate=True)
+        if [c.outcome for c in over] != [c.outcome for c in cases]:
+            result.over_rate = over
+            result.notes += _rate_notes(cases, over)
     for stage in analyzer.stages(path):
         for approximation in getattr(stage, "approximations", lambda: [])():
             result.notes.append(f"approximated: {approximation}")
     result.notes += [f"not enforced yet: {w}" for w in not_enforced(analyzer.policy)]
     result.notes += [f"approximated: {w}" for w in approximations(analyzer.policy)]
     return result
+
+
+def _rate_notes(cases: list[Case], over: list[Case]) -> list[str]:
+    """What `over_rate` shows: which rates the flow's verdict depends on."""
+    within = [d.step for c in cases for d in c.outcome.decisions if d.step is not None]
+    beyond = [d.step for c in over for d in c.outcome.decisions if d.step is not None]
+    notes = []
+    if any(st.limited for st in within):
+        notes.append("a rate-limited rule accepted this flow: within the rate it is accepted; over the rate it falls through (see over_rate)")
+    if any(st.packet_limited for st in within):
+        notes.append("a packet_limit rule accepted this flow: over its packet rate the connection's packets are dropped (see over_rate)")
+    if any(st.over_only for st in beyond):
+        notes.append("protection.synflood: over its rate of new TCP connections per source, the SYN is dropped (see over_rate)")
+    return notes
 
 
 def _cases(analyzer: Analyzer, path: Path, packet: s.Box, *, over_rate: bool, notes: list[str] | None = None) -> list[Case]:

@@ -22,12 +22,13 @@ from .matches import IP_PROTO, SetRegistry, match_statements
 from .naming import LOG_LIMIT, log_prefix, rule_comment, rule_token
 from .plan import Plan
 from .plan.vocabulary import Step
+from .meters import per_source_meter
+from .packet_limits import packet_limited_verdict
 from .schedule import time_alternatives
 
 Json = dict[str, Any]
 AcceptMode = Literal["return", "mark-in", "mark-out", "accept"]
 REJECT_CHAIN = "rejected"  # `reject` is an nft keyword: a chain of that name cannot be written in nft text
-RATE_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
 @dataclass
@@ -37,6 +38,7 @@ class CompileContext:
     registry: SetRegistry = field(default_factory=SetRegistry)
     extra_chains: dict[str, Chain] = field(default_factory=dict)  # per-rule log chains
     meters: dict[str, NamedSet] = field(default_factory=dict)  # per-source rate limit sets
+    packet_limits: dict[int, str] = field(default_factory=dict)  # connection mark -> its packet budget chain
     matches: dict[int, tuple[object, list[tuple[Family | None, list[Json]]]]] = field(default_factory=dict)  # by plan match tuple
     now: datetime | None = None  # schedules convert to UTC with the offset in force now
     timezone: str | None = None  # the node's timezone, for schedules that name none
@@ -83,20 +85,8 @@ def _rate_statements(ctx: CompileContext, step: Step, family: Family) -> list[Js
     new_only = x.match(x.ct("state"), "new", "in")
     if not limit.per_source:
         return [new_only, x.limit_rate(limit.rate, limit.per, limit.burst)]
-    # per source: one token bucket per source address, in a dynamic set whose
-    # entries expire once a source has been quiet for a refill period.
     ref: RuleRef = step.ref  # type: ignore[assignment]
-    name = f"rl-{rule_token(ref)}-{'v4' if family == 'ipv4' else 'v6'}"
-    timeout = max(60, RATE_SECONDS[limit.per] * max(1, limit.burst) // max(1, limit.rate) + RATE_SECONDS[limit.per])
-    ctx.meters[name] = NamedSet(
-        name=name,
-        type="ipv4_addr" if family == "ipv4" else "ipv6_addr",
-        flags=("timeout",),  # nft 1.0.6 JSON rejects "dynamic"; `update` works with timeout
-        timeout=timeout,
-        size=65535,
-        comment=f"rate limit of rule {ref.id}",
-    )
-    return [new_only, x.meter_update(name, x.payload(IP_PROTO[family], "saddr"), limit.rate, limit.per, limit.burst)]
+    return [new_only, per_source_meter(ctx.meters, f"rl-{rule_token(ref)}", family, limit, f"rate limit of rule {ref.id}")]
 
 
 def render_step(ctx: CompileContext, step: Step, accept_mode: AcceptMode, scope: str, direction: str) -> list[Rule]:
@@ -105,6 +95,8 @@ def render_step(ctx: CompileContext, step: Step, accept_mode: AcceptMode, scope:
     ref: RuleRef = step.ref  # type: ignore[assignment]
     timings = time_alternatives(step.time)
     verdict = verdict_statements(step.action, accept_mode)
+    if step.packet_limit is not None:
+        verdict = packet_limited_verdict(ctx, step, verdict)
     if step.log:
         chain_name = f"log-{rule_token(ref)}"
         prefix = log_prefix(ctx.node, scope, direction, ref.id, step.action)

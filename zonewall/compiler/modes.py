@@ -51,9 +51,12 @@ def host_service_networks(policy: Policy, nics: list[LocalNic]) -> list[str]:
 class ModeBuilder:
     """Chains and maps for the node's non-bridged networks and host services."""
 
-    def __init__(self, policy: Policy, planner: RulePlanner, nics: list[LocalNic], registry: SetRegistry, invalid: Json, ct_rules: list[Rule] | None = None) -> None:
+    def __init__(
+        self, policy: Policy, planner: RulePlanner, nics: list[LocalNic], registry: SetRegistry, invalid: Json, ct_rules: list[Rule] | None = None, protection: list[Rule] | None = None
+    ) -> None:
         self.policy, self.planner, self.nics, self.registry, self.invalid = policy, planner, nics, registry, invalid
         self.ct_rules = list(ct_rules or [])  # conntrack helpers for new connections
+        self.protection = list(protection or [])  # the guests' protection (compiler/protection.py)
         self.chains: dict[str, Chain] = {}
         self.sets: dict[str, NamedSet] = {}
 
@@ -111,6 +114,7 @@ class ModeBuilder:
         stages = {
             Stage.BRIDGED_INSIDE: [Rule((x.match(x.meta("iifname"), net.bridge), x.ret()), "bridged inside the network")],
             Stage.INVALID: [Rule((x.match(x.ct("state"), "invalid", "in"), x.counter(), self.invalid), "invalid")],
+            Stage.PROTECTION: self.protection,
             Stage.MODE_CHECKS: self._checks(checks.inbound),
             Stage.CONNTRACK: self.ct_rules,
             Stage.SENDER: [Rule((x.vmap(x.masked(x.meta("mark"), x.SRC_NIC_MASK), "out-dispatch"),), "sender: out rules")],

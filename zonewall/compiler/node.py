@@ -28,6 +28,9 @@ from .matches import IP_PROTO, address_elements, match_statements
 from .conntrack import global_timeouts, helper_objects, helper_rules, timeout_rules, zone_timeouts
 from .modes import ModeBuilder
 from .nat import forward_open_rule, nat_chains
+from .packet_limits import established_rules, packet_limits_map
+from .protection import protection_rules
+from .tenants import conntrack_zone_chain
 from .plan.chains import ESSENTIALS, Level, NetworkChain, VmChain
 from .plan.hooks import FORWARD, INPUT, OUTPUT, Stage
 from .naming import LOG_LIMIT, TABLE, level_chain, vm_chain
@@ -84,21 +87,31 @@ class InetBuilder:
         self.timeouts = global_timeouts(self.policy)
         self.ct_rules = helper_rules(self.policy) + timeout_rules(self.timeouts, "conntrack timeout")
         self.timeout_objects = {t.name: t for t in self.timeouts.values()}
-        self.modes = ModeBuilder(self.policy, ctx.plan.rules, nics, ctx.registry, invalid, self.ct_rules)
+        self.node_plan = ctx.plan.node(ctx.node)  # the node-scoped plan this renders
+        protection = self.node_plan.protection
+        self.protect_host = protection_rules(ctx, protection.host, "in")
+        self.protect_guests = protection_rules(ctx, protection.guests, "guests")
+        self.modes = ModeBuilder(self.policy, ctx.plan.rules, nics, ctx.registry, invalid, self.ct_rules, self.protect_guests)
 
     def build(self) -> Table:
-        node = self.ctx.plan.node(self.ctx.node)  # the node-scoped plan this renders
+        node = self.node_plan
         shared = self.shared_level_chains(node.shared)
         for chain in node.vm_chains:
             self.vm_chain(chain, shared)
         checked = self.network_chains(node.networks)
         self.chains[REJECT_CHAIN] = reject_chain()
         self.dispatch_maps(checked)
-        base = [self.forward_chain(), self.input_chain()]
-        output = self.output_chain()
+        host_rules = {direction: self.host_rules(direction) for direction in ("in", "out")}  # before the stages that count their packet limits
+        base = [self.forward_chain(), self.input_chain(host_rules["in"])]
+        output = self.output_chain(host_rules["out"])
         if output is not None:
             base.append(output)
+        zones = conntrack_zone_chain(node.zones)
+        base += [zones] if zones is not None else []
         base += nat_chains(self.policy, self.ctx.node)
+        limits_map = packet_limits_map(self.ctx)
+        if limits_map is not None:
+            self.sets[limits_map.name] = limits_map
         self.chains.update(self.modes.chains)
         self.sets.update(self.modes.sets)
         for extra in self.ctx.extra_chains.values():
@@ -218,6 +231,8 @@ class InetBuilder:
             **self.state_rules(),
             **self.modes.forward_rules(),
             Stage.NOT_GUEST: [Rule((x.match(x.masked(x.meta("mark"), GUEST_TRAFFIC), 0), x.accept()), "not guest traffic")],
+            Stage.PACKET_LIMITS: established_rules(self.ctx),
+            Stage.PROTECTION: self.protect_guests,
             Stage.CONNTRACK: self.ct_rules,
             Stage.SENDER: [Rule((x.vmap(src, "out-dispatch"),), "sender: out rules")],
             Stage.NETWORK: [Rule((x.vmap(src, "net-src"),), "network check"), Rule((x.vmap(dst, "net-dst"),), "network check")],
@@ -244,30 +259,33 @@ class InetBuilder:
                 rules.append(Rule((x.jump(name),), name))
         return rules
 
-    def input_chain(self) -> Chain:
+    def input_chain(self, host_rules: list[Rule]) -> Chain:
         src = x.masked(x.meta("mark"), x.SRC_NIC_MASK)
         stages = {
             Stage.LOOPBACK: [Rule((x.match(x.meta("iif"), "lo"), x.accept()), "loopback")],
+            Stage.PACKET_LIMITS: established_rules(self.ctx),
             **self.state_rules(),
             Stage.MANAGEMENT: self.management_rules(),
+            Stage.PROTECTION: self.protect_host,
             Stage.CONNTRACK: timeout_rules(self.timeouts, "conntrack timeout", guest_only=True),
             Stage.SENDER: [Rule((x.vmap(src, "out-dispatch"),), "from a guest: its out rules first")],
             Stage.HOST_SERVICES: self.modes.input_rules(),
-            Stage.HOST_RULES: self.host_rules("in"),
+            Stage.HOST_RULES: host_rules,
             Stage.HOST_DEFAULT: render_default(self.ctx, self.plan.host_in(self.ctx.node).default, "host", "in", "accept"),
         }
         return Chain("input", tuple(rule for stage in INPUT for rule in stages[stage]), Hook("filter", "input", 0))
 
-    def output_chain(self) -> Chain | None:
+    def output_chain(self, host_rules: list[Rule]) -> Chain | None:
         plan = self.plan.host_out(self.ctx.node)
         if plan is None:
             return None  # nothing to enforce: no hook, no per-packet cost
         state = self.state_rules()
         stages = {
             Stage.LOOPBACK: [Rule((x.match(x.meta("oif"), "lo"), x.accept()), "loopback")],
+            Stage.PACKET_LIMITS: established_rules(self.ctx),
             Stage.ESTABLISHED: state[Stage.ESTABLISHED],
             Stage.ESSENTIALS: state[Stage.ESSENTIALS],  # a node that cannot send neighbour solicitations has no IPv6 at all
-            Stage.HOST_RULES: self.host_rules("out"),
+            Stage.HOST_RULES: host_rules,
             Stage.HOST_DEFAULT: render_default(self.ctx, plan.default, "host", "out", "accept"),
         }
         return Chain("output", tuple(rule for stage in OUTPUT for rule in stages[stage]), Hook("filter", "output", 0))

@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 
 from .addresses import AddressSyntaxError, parse_ref
 from .builtins import CONNTRACK_HELPERS, CONNTRACK_TIMEOUT_KEYS, ICMP_V4_TYPES, ICMP_V6_TYPES, IP_PROTOCOLS
+from .dataplane_keys import NicLearning, PacketLimit, Protection
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,30}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -177,6 +178,7 @@ class ConntrackSettings(Strict):
     timeouts: dict[str, Any] = {}
     helpers: list[str] = []
     invalid: Literal["drop", "accept"] = "drop"
+    new_tcp: Literal["any", "syn"] = "any"  # syn: a TCP packet without a connection must be a SYN to start one
 
     _timeouts = field_validator("timeouts")(classmethod(lambda cls, value: _check_timeouts(value)))
 
@@ -215,6 +217,7 @@ class Settings(Strict):
     # Bridge ports named like these are guests' even before a NIC of the policy is
     # known on them: their frames are dropped until it is (fails closed; docs/policy-guide.md).
     guest_ports: list[GuestPortPattern] = Field(default_factory=lambda: list(DEFAULT_GUEST_PORTS), max_length=64)
+    protection: Protection = Protection()  # every node's, unless the host gives its own
 
     @field_validator("management", mode="before")
     @classmethod
@@ -245,6 +248,7 @@ class Rule(Strict):
     proto: Protocols | None = None
     family: Literal["ipv4", "ipv6"] | None = None
     limit: RateLimit | None = None
+    packet_limit: PacketLimit | None = None
     log: bool = False
     schedule: Name | None = None
     comment: str | None = Field(None, max_length=1000)
@@ -265,6 +269,8 @@ class Rule(Strict):
             raise FieldProblem("`sport` needs tcp, udp or sctp (source ports of which protocol?)", "sport")
         if self.limit is not None and self.action != "accept":
             raise FieldProblem("`limit` is only meaningful on an accept rule (over the rate, connections fall through)", "limit")
+        if self.packet_limit is not None and self.action != "accept":
+            raise FieldProblem("`packet_limit` is only meaningful on an accept rule (it limits the packets of the connections it accepts)", "packet_limit")
         if self.icmp is not None and self.family == "ipv6":
             only_v4 = [t for t in self.icmp if t not in ICMP_V6_TYPES and t != "any" and not t.isdigit()]
             if only_v4:
@@ -278,6 +284,7 @@ class Host(Strict):
     address: IPs
     uplink: IfName | None = None
     rules: list[Rule] = []
+    protection: Protection | None = None  # replaces settings.protection on this node
     comment: str | None = None
 
     @field_validator("address")
@@ -296,6 +303,9 @@ class Network(Strict):
     isolated: bool = False
     rules: list[Rule] = []
     host_services: list[Name] = []
+    filters: list[Name] = []  # guard filters of every NIC on the network, before the VM's own
+    dhcp_servers: IPs = []  # the DHCP servers its guests may trust (allow-dhcp-server, learning: dhcp)
+    tenant: Name | None = None  # a tenant's networks may overlap other tenants' (own conntrack zone)
     comment: str | None = None
 
     @model_validator(mode="after")
@@ -426,6 +436,7 @@ class Nic(Strict):
     ips: IPs = []
     tap: IfName | None = None
     filters: list[Name] = []
+    learning: NicLearning = NicLearning()
 
     @field_validator("mac")
     @classmethod

@@ -18,9 +18,10 @@ from .builtins import BUILTIN_FILTER_INCLUDES, BUILTIN_FILTERS, BUILTIN_SERVICES
 from .errors import Loc, Problem, format_path
 from .model import VM, Nic, PolicyDocument, Rule, Service
 from .source import LList, locate
+from .checks_dataplane import check_dataplane, overlap_refused, tenant_of
 
 Level = Literal["global", "vm", "zone", "host", "network"]
-MAC_FILTERS = ("no-mac-spoofing", "no-arp-mac-spoofing", "qemu-announce-self")
+MAC_FILTERS = ("no-mac-spoofing", "no-arp-mac-spoofing", "qemu-announce-self", "qemu-announce-self-rarp")
 
 
 @dataclass(frozen=True)
@@ -181,18 +182,21 @@ class Policy:
         return "drop" if direction == "in" else "accept"
 
     def nic_filters(self, vm_name: str, nic_index: int) -> list[str]:
-        """The NIC's guard filters (the VM's plus the NIC's own), includes expanded, in order."""
+        """The NIC's guard filters (its network's, the VM's, the NIC's own), includes
+        expanded, in order."""
         vm = self.doc.vms[vm_name]
+        nic = vm.nics[nic_index]
+        network = self.doc.networks.get(nic.network)
         # Thousands of NICs share a few filter lists: expand each list once.
-        key = (tuple(vm.filters), tuple(vm.nics[nic_index].filters))
-        memo: dict[tuple[tuple[str, ...], tuple[str, ...]], list[str]] = self.__dict__.setdefault("_nic_filter_memo", {})
+        key = (tuple(network.filters) if network is not None else (), tuple(vm.filters), tuple(nic.filters))
+        memo: dict[tuple[tuple[str, ...], ...], list[str]] = self.__dict__.setdefault("_nic_filter_memo", {})
         found = memo.get(key)
         if found is None:
             found = memo[key] = self._expand_filters(*key)
         return list(found)
 
-    def _expand_filters(self, vm_filters: tuple[str, ...], nic_filters: tuple[str, ...]) -> list[str]:
-        names = list(vm_filters) + [f for f in nic_filters if f not in vm_filters]
+    def _expand_filters(self, network_filters: tuple[str, ...], vm_filters: tuple[str, ...], nic_filters: tuple[str, ...]) -> list[str]:
+        names = list(dict.fromkeys(network_filters + vm_filters + nic_filters))
         out: list[str] = []
         active: set[str] = set()  # an include cycle (reported by the Checker) must not recurse forever
 
@@ -338,6 +342,7 @@ class Checker:
         self.check_rules()
         self.check_nat()
         self.check_management()
+        check_dataplane(self)
         return self.problems
 
     # -- references -----------------------------------------------------------------
@@ -382,8 +387,12 @@ class Checker:
                 subnet = ipaddress.ip_network(text)
                 for other, other_name in subnets:
                     if subnet.version == other.version and subnet.overlaps(other):
-                        self.problem(("networks", name, "subnets", index), f"{subnet} overlaps {other} of network {other_name}")
+                        refused = overlap_refused(self.doc, name, other_name)
+                        if refused is not None:
+                            self.problem(("networks", name, "subnets", index), f"{subnet} overlaps {other} of network {other_name}{refused}")
                 subnets.append((subnet, name))
+            for index, flt in enumerate(network.filters):
+                self.check_filter_name(flt, ("networks", name, "filters", index))
             for index, service in enumerate(network.host_services):
                 if service not in self.doc.services and service not in BUILTIN_SERVICES:
                     self.problem(("networks", name, "host_services", index), f"service {service} does not exist")
@@ -488,9 +497,10 @@ class Checker:
         if network is None:
             self.problem(path + ("network",), f"network {nic.network} does not exist" + _known(self.doc.networks))
         for index, text in enumerate(nic.ips):
-            if text in ips:
-                self.problem(path + ("ips", index), f"address {text} is also {ips[text]}'s")
-            ips[text] = f"{vm_name} nic {n}"
+            key = f"{tenant_of(self.doc, nic.network)}/{text}"  # tenants may use the same addresses
+            if key in ips:
+                self.problem(path + ("ips", index), f"address {text} is also {ips[key]}'s")
+            ips[key] = f"{vm_name} nic {n}"
             if network is not None and network.subnets:
                 ip = ipaddress.ip_address(text)
                 if not any(ip in _subnet(s) for s in network.subnets if _subnet(s).version == ip.version):

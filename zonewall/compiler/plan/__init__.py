@@ -19,7 +19,9 @@ from ...policy.resolve import Policy
 from .chains import ChainPlanner, HostChain, Level, NetworkChain, VmChain
 from .modes import HostServices, RoutedChecks, host_services, routed_checks
 from .nat import PortForward, SourceNat, port_forwards, source_nats
+from .protection import ProtectionChecks, protection_checks
 from .rules import RulePlanner
+from .tenants import ConntrackZone, conntrack_zones
 
 
 class Plan:
@@ -50,6 +52,8 @@ class Plan:
             host_out=self.chains.host_out(node),
             forwards=tuple(port_forwards(self.policy, node)),
             translations=tuple(source_nats(self.policy, node)),
+            protection=protection_checks(self.policy, node),
+            zones=conntrack_zones(self.policy, networks),
         )
 
 
@@ -67,3 +71,6 @@ class NodePlan:
     host_out: HostChain | None
     forwards: tuple[PortForward, ...]
     translations: tuple[SourceNat, ...]
+    protection: ProtectionChecks  # drops before any rule (plan/protection.py)
+    zones: tuple[ConntrackZone, ...]  # conntrack zones of its tenants' networks (plan/tenants.py)
+

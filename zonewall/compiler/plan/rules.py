@@ -202,7 +202,11 @@ class RulePlanner:
         if rule.limit is not None:
             rate, per = parse_rate(rule.limit.rate)
             limit = RateLimit(rate, per, rule.limit.burst, rule.limit.per == "source")
-        return Step(self.matches(rule), rule.action, ref.id, ref, self.time(rule.schedule), limit, rule.log, origin=(ref.level, ref.owner, ref.id), comment=rule.comment)
+        packets = None
+        if rule.packet_limit is not None:
+            rate, per = parse_rate(rule.packet_limit.rate)
+            packets = RateLimit(rate, per, rule.packet_limit.burst, rule.packet_limit.per == "source", over=True)
+        return Step(self.matches(rule), rule.action, ref.id, ref, self.time(rule.schedule), limit, rule.log, origin=(ref.level, ref.owner, ref.id), comment=rule.comment, packet_limit=packets)
 
     def steps(self, refs: Iterable[RuleRef], direction: str, peer: AddressSet | None = None) -> list[Step]:
         """The enabled rules of `refs` that apply in `direction` (`net` for network

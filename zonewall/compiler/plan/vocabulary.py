@@ -63,7 +63,25 @@ class Protocols:
     values: tuple[tuple[int, Label], ...]
 
 
-L4 = Union[Ports, IcmpTypes, Protocols]
+@dataclass(frozen=True, slots=True)
+class TcpFlags:
+    """TCP whose flags, masked with `mask`, equal `value` (`negate`: differ), and
+    optionally source ports. Bits as in the header: fin 0x01, syn 0x02, rst 0x04,
+    psh 0x08, ack 0x10, urg 0x20. The analyzer judges the first packet of a new
+    connection, a SYN: for it a flags match is all of TCP or nothing."""
+
+    mask: int
+    value: int
+    negate: bool = False
+    sport: Intervals | None = None
+
+    def holds_for(self, flags: int) -> bool:
+        return ((flags & self.mask) == self.value) != self.negate
+
+
+TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK, TCP_URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+
+L4 = Union[Ports, IcmpTypes, Protocols, TcpFlags]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +110,9 @@ class RateLimit:
     per: str  # second | minute | hour | day
     burst: int
     per_source: bool
+    # over: the step matches only packets *over* the rate (a drop of what exceeds
+    # it, e.g. protection.synflood); otherwise only those within it (`limit:`)
+    over: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +133,13 @@ class NotForwarded:
     """The connection was not translated by any dnat entry (`ct status != dnat`)."""
 
 
-Condition = Union[DnatOrigin, NotForwarded]
+@dataclass(frozen=True, slots=True)
+class NewConnection:
+    """The packet starts a connection (`ct state new`), not one conntrack calls
+    invalid. The analyzer judges new connections only: it always holds there."""
+
+
+Condition = Union[DnatOrigin, NotForwarded, NewConnection]
 
 
 @dataclass(frozen=True)
@@ -136,6 +163,9 @@ class Step:
     condition: Condition | None = None
     origin: tuple[str, str, str] | None = None  # (level, owner, id) of the policy rule
     comment: str | None = None  # the rule's comment
+    # `packet_limit:` on an accept: every packet of the connections it accepts (the
+    # direction that opened them) counts; over the rate they are dropped
+    packet_limit: RateLimit | None = None
 
     @property
     def limited(self) -> bool:
