@@ -83,7 +83,7 @@ except ImportError as exc:  # pragma: no cover - depends on the tree
 else:
     LINT_MISSING = ""
 
-TARGETS = {"trace": 0.010, "reach": 0.500, "diff": 1.0, "lint": 10.0}  # seconds, from the issue
+TARGETS = {"trace": 0.010, "reach": 0.500, "diff": 1.0, "lint": 5.0}  # seconds, from issue 13
 VM_A, VM_B = 17, 4242
 CHANGED_VM_RULE = 17  # `{direction: in, action: accept, from: "fd00:99:XX::/48", tcp: PORT}`: from outside
 PEER_VM_RULE = 4  # `{direction: in, action: accept, from: vm:PEER, tcp: PORT}`: the peer's out chain decides first
@@ -96,8 +96,9 @@ PROFILE_PHASES = ("trace", "reach-to", "reach-from", "lint", "diff-vm", "diff-zo
 
 class Seconds(float):
     """Wall-clock seconds of one call; `.cpu`: the process CPU seconds it used
-    (time.process_time; only in --json: in the Firecracker test VM it sometimes
-    reported more CPU than wall-clock time for this single-threaded process)."""
+    (time.process_time; in the Firecracker test VM it sometimes reported more CPU
+    than wall-clock time for this single-threaded process, but on a machine loaded
+    by other work it is the steadier figure, so the table shows its median too)."""
 
     cpu: float
 
@@ -329,12 +330,12 @@ def profile(phase: str, base: Policy, others: dict[str, Policy], args: argparse.
 
 
 def print_tables(res: Results, loads: dict[str, float], args: argparse.Namespace) -> None:
-    head = ["phase", "case", "median", "min", "max", "runs", "target", "met", "detail"]
+    head = ["phase", "case", "median", "min", "max", "cpu median", "runs", "target", "met", "detail"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in res.rows:
         met = "-" if r["target"] is None else ("yes" if r["median"] <= r["target"] else "**no**")
-        print(f"| {r['phase']} | {r['case']} | {ms(r['median'])} | {ms(min(r['runs']))} | {ms(r['max'])} | {len(r['runs'])} | "
+        print(f"| {r['phase']} | {r['case']} | {ms(r['median'])} | {ms(min(r['runs']))} | {ms(r['max'])} | {ms(r['cpu_median'])} | {len(r['runs'])} | "
               f"{'-' if r['target'] is None else '<= ' + ms(r['target'])} | {met} | {r['detail']} |")
     print()
     print("| memory after | RSS MB | peak RSS MB |")

@@ -135,7 +135,7 @@ async def simulated_agent(node: str, url: str, token: str, fleet: Fleet) -> None
             fleet.errors.append(f"{node}: register {status}")
             return
         while not fleet.stop:
-            status, body = await connection.request("GET", f"{base}/desired?after={cursor}&wait={LONG_POLL}")
+            status, body = await connection.request("GET", f"{base}/desired?after={cursor}&wait={LONG_POLL}&protocol=2")
             now = time.monotonic()
             if status != 200:
                 fleet.errors.append(f"{node}: desired {status}")

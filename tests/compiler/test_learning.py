@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from zonewall.analysis.engine import Analyzer
-from zonewall.compiler.guards import NIC_LEARN4, is_learning
 from zonewall.compiler.ir import Table
+from zonewall.compiler.learning import NIC_LEARN, is_learning
 from zonewall.compiler.nics import local_nics
 from zonewall.compiler.node import compile_node
 from zonewall.compiler.render import render_nft
@@ -35,7 +35,7 @@ def test_learning_nic_gets_a_size_one_set_and_a_learn_chain() -> None:
     table = bridge()
     found = sets(table)
     assert found["learned4-dyni0"].size == 1 and found["learned4-dyni0"].elements == ()
-    assert set(dict(found[NIC_LEARN4].elements)) == {"dyni0", "nosubi0"}
+    assert set(dict(found[NIC_LEARN[4]].elements)) == {"dyni0", "nosubi0"}
     chains = {c.name: c for c in table.chains}
     assert {"learn4-dyni0", "learn4-nosubi0"} <= set(chains)
     text = render_nft(compile_node(load_policy(str(SCENARIO)), "node1", timezone="UTC"))

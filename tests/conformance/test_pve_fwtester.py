@@ -19,7 +19,7 @@ from tests.conformance import fwtester as fw
 # Expectations zonewall meets today (issue 18 measured 169 before this work; the
 # target is at least 236 of 244, each remainder listed in docs/migrating.md). Raise it
 # as constructs land: nothing else in the harness changes.
-FLOOR = 237
+FLOOR = 238
 MIGRATING = Path(__file__).resolve().parents[2] / "docs" / "migrating.md"
 UNMET = re.compile(r"<!-- conformance:unmet -->(.*?)<!-- /conformance:unmet -->", re.S)
 

@@ -61,7 +61,7 @@ def test_clean_traffic_style_composition_keeps_libvirts_order(imported: tuple[Po
     policy, text = imported
     # chains by priority: mac -800, ipv4-ip -710, ipv4 -700, root rule -650, arp-mac -520, arp-ip -510, root -500.. 1000
     assert policy.doc.filters["tenant-clean"].include == [
-        "no-mac-spoofing", "no-ip-spoofing", "allow-incoming-ipv4", "tenant-clean-root4",
+        "no-mac-spoofing", "no-ip-spoofing", "lv-allow-incoming-ipv4", "tenant-clean-root4",
         "lv-no-arp-mac-spoofing", "lv-no-arp-ip-spoofing", "tenant-clean-root7",
     ]
     assert filter_rules(policy, "lv-no-arp-ip-spoofing") == [
@@ -73,7 +73,7 @@ def test_clean_traffic_style_composition_keeps_libvirts_order(imported: tuple[Po
         {"action": "drop", "priority": 1000},
     ]
     # the chain's protocol becomes the rules' ethertype; the whole ipv4 chain accepts incoming
-    assert filter_rules(policy, "allow-incoming-ipv4") == [{"direction": "in", "action": "accept", "priority": 500, "ethertype": 0x0800}]
+    assert filter_rules(policy, "lv-allow-incoming-ipv4") == [{"direction": "in", "action": "accept", "priority": 500, "ethertype": 0x0800}]
     assert "# from nwfilter/no-arp-ip-spoofing.xml:3 (filter no-arp-ip-spoofing)" in text
     assert policy.nic_filters("tenant1", 0)[-1] == "tenant-clean"
     assert policy.doc.vms["tenant1"].nics[0].ips == ["10.71.0.20"]
@@ -279,3 +279,29 @@ def test_routed_modes_keep_libvirts_dhcp_and_dns(tmp_path: Path) -> None:
     assert (networks["host-bridge"].mode, networks["host-bridge"].host_services) == ("bridged", [])
     assert "not enforced" not in report
     assert "network mode nat: enforced by zonewall; the node offers its guests only host_services (dhcp, dhcpv6, dns" in report
+
+
+def learning_domain(params: str) -> str:
+    return f"""<domain type='kvm'><name>g1</name><devices>
+  <interface type='bridge'><mac address='52:54:00:09:00:10'/><source bridge='br0'/>
+    <filterref filter='clean-traffic'>{params}</filterref>
+  </interface></devices></domain>"""
+
+
+@pytest.mark.parametrize(("params", "learning", "servers"), [
+    ("<parameter name='CTRL_IP_LEARNING' value='dhcp'/><parameter name='DHCPSERVER' value='10.9.0.1'/><parameter name='DHCPSERVER' value='10.9.0.2'/>", "dhcp", ["10.9.0.1", "10.9.0.2"]),
+    ("<parameter name='CTRL_IP_LEARNING' value='none'/>", "none", []),
+    ("<parameter name='CTRL_IP_LEARNING' value='any'/>", "any", []),
+    ("", "any", []),
+    # libvirt trusts any DHCP server without DHCPSERVER; zonewall would need the list: closed
+    ("<parameter name='CTRL_IP_LEARNING' value='dhcp'/>", "none", []),
+    ("<parameter name='CTRL_IP_LEARNING' value='sometimes'/>", "none", []),
+])
+def test_learning_modes_map_to_zonewalls(tmp_path: Path, params: str, learning: str, servers: list[str]) -> None:
+    policy, report, code = import_xml(tmp_path, {"g1.xml": learning_domain(params)})
+    assert code == 0 and policy is not None, report
+    nic = policy.doc.vms["g1"].nics[0]
+    assert nic.learning.ipv4 == learning and nic.ips == []
+    assert policy.doc.networks[nic.network].dhcp_servers == servers
+    if "dhcp'/>" in params and not servers:
+        assert "CTRL_IP_LEARNING dhcp without DHCPSERVER" in report

@@ -7,6 +7,7 @@ brings up. Each test reads the translated policy back with the real loader.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,7 @@ def test_datacenter_rules_protect_the_nodes_after_host_fw(imported: tuple[Policy
     assert pve1[0] == {"direction": "in", "action": "accept", "tcp": ["10000-10010"], "sport": ["1024-65535"]}
     assert pve1[2]["tcp"] == ["443"]  # a port by service name
     assert pve1[3:] == pve2  # then the datacenter rules, the same on every node
-    assert pve2[0] == {"direction": "in", "action": "accept", "from": ["group:management"], "service": ["ssh"], "log": True, "comment": "admins"}
+    assert pve2[0] == {"direction": "in", "action": "accept", "from": ["group:management"], "service": ["ssh"], "log": "info", "comment": "admins"}
     assert pve2[2]["from"] == ["10.10.0.1-10.10.0.20", "group:lan"] and pve2[2]["udp"] == ["5405-5412"]
     # then Proxmox's built-in: the management set reaches the management ports, after every rule
     assert pve2[-1] == {"direction": "in", "action": "accept", "from": ["group:management"], "service": ["pve-management"]}
@@ -182,6 +183,17 @@ def test_disabled_firewalls_keep_rules_disabled(imported: tuple[Policy, Path, st
     assert vm102.nics[0].filters == []
 
 
+def test_interface_icmp_codes_and_log_levels_are_written_as_such(imported: tuple[Policy, Path, str]) -> None:
+    """Issue 18: `-i vmbr0` on a host rule scopes it to that interface, an ICMP code
+    is matched as the code (not widened to its type), `-log info` keeps its level."""
+    policy, _, report = imported
+    pve2 = [r.model_dump(by_alias=True, exclude_defaults=True) for r in policy.doc.hosts["pve2"].rules]
+    assert {"direction": "in", "action": "accept", "tcp": ["8006"], "interface": ["vmbr0"]} in pve2
+    assert any(r.get("icmp") == ["port-unreachable"] and r["action"] == "drop" and r.get("enabled", True) for r in pve2)
+    assert pve2[0]["log"] == "info"
+    assert "cluster.fw:31" not in report and "cluster.fw:40" not in report  # nothing inexact about them any more
+
+
 def test_report_lists_what_was_not_translated_with_locations(imported: tuple[Policy, Path, str]) -> None:
     _, _, report = imported
     for expected in (
@@ -194,16 +206,32 @@ def test_report_lists_what_was_not_translated_with_locations(imported: tuple[Pol
         "100.fw:39: skipped: security group 'nosuchgroup'",
         "100.fw:8: inexact: ndp: 0",
         "100.fw:11: skipped: option ips: 1",
-        "cluster.fw:31: inexact: -i vmbr0: zonewall host rules do not match the node's interface; this accept is written disabled (closed)",
         "cluster.fw:34: note: FORWARD rule: Proxmox's iptables firewall ignores it",
-        "cluster.fw:40: inexact: ICMP port-unreachable is a type and a code; zonewall matches the whole type, so this DROP blocks more",
         "cluster.fw:7: skipped: option policy_forward",
-        "nodes/pve1/host.fw:3: skipped: option nosmurfs",
+        "nodes/pve1/host.fw: inexact: node pve1: tcpflags/protection_synflood also apply to the node's guests",
         "nodes/pve1/host.fw:7: skipped: option nf_conntrack_max",
         "999.fw: skipped: guest 999 is not in the inventory",
         "notes.fw: skipped: not a Proxmox firewall file",
     ):
         assert expected in report, expected
+
+
+def test_host_options_become_the_nodes_protection(imported: tuple[Policy, Path, str], tmp_path: Path) -> None:
+    """host.fw's nosmurfs (on unless 0), tcpflags and protection_synflood are the
+    node's `protection`, for its guests too (Proxmox's smurfs check runs in every
+    guest's input chain)."""
+    policy, _, report = imported
+    protection = policy.doc.hosts["pve1"].protection
+    assert protection is not None and (protection.nosmurfs, protection.tcpflags, protection.synflood, protection.guests) == (True, True, None, True)
+    assert "option nosmurfs" not in report and "option tcpflags" not in report
+    source = tmp_path / "pve"
+    shutil.copytree(ALL, source)
+    host_fw = source / "nodes" / "pve1" / "host.fw"
+    host_fw.write_text(host_fw.read_text().replace("nosmurfs: 1\ntcpflags: 1\n", "nosmurfs: 0\nprotection_synflood: 1\nprotection_synflood_rate: 50\n"))
+    assert run_import(source, tmp_path / "out").exit_code == 0
+    protection = load_policy(tmp_path / "out").doc.hosts["pve1"].protection
+    assert protection is not None and (protection.nosmurfs, protection.tcpflags, protection.guests) == (False, False, True)
+    assert protection.synflood is not None and (protection.synflood.rate, protection.synflood.burst) == (50, 1000)
 
 
 def test_strict_writes_nothing_and_fails(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from zonewall.cli import app
+from zonewall.policy.loader import load_policy
 
 INVENTORY = """\
 local_network: 192.168.1.0/24
@@ -87,19 +88,22 @@ def test_icmp_dport_is_the_icmp_type(tmp_path: Path) -> None:
     assert blocked(policy, OUT, "10.0.0.10", "--icmp", "echo-request")  # policy_in DROP
 
 
-def test_an_icmp_code_in_a_drop_blocks_its_whole_type(tmp_path: Path) -> None:
+def test_an_icmp_code_in_a_drop_blocks_that_code_only(tmp_path: Path) -> None:
     # Proxmox drops host-unreachable (type 3 code 1) and accepts the rest of ICMP;
-    # zonewall has no codes: it drops all of type 3 (closed), and says so
+    # zonewall matches the code (issue 18): exactly as closed, no wider
     policy, items = imported(tmp_path, {"100.fw": GUEST + "IN DROP -p icmp -dport host-unreachable\nIN ACCEPT -p icmp\n"})
-    assert blocked(policy, OUT, "10.0.0.10", "--icmp", "destination-unreachable")
+    assert blocked(policy, OUT, "10.0.0.10", "--icmp", "host-unreachable")
+    assert blocked(policy, OUT, "10.0.0.10", "--icmp", "destination-unreachable/1")
+    assert verdict(policy, OUT, "10.0.0.10", "--icmp", "port-unreachable") == "accept"  # type 3, another code
     assert verdict(policy, OUT, "10.0.0.10", "--icmp", "echo-request") == "accept"
-    assert any("host-unreachable is a type and a code" in i["message"] for i in items)
+    assert not any("host-unreachable" in i["message"] for i in items)
 
 
-def test_an_icmp_code_in_an_accept_is_left_out(tmp_path: Path) -> None:
+def test_an_icmp_code_in_an_accept_opens_that_code_only(tmp_path: Path) -> None:
     policy, items = imported(tmp_path, {"100.fw": GUEST + "IN ACCEPT -p icmp -icmp-type port-unreachable\n"})
-    assert blocked(policy, OUT, "10.0.0.10", "--icmp", "destination-unreachable")
-    assert any(i["severity"] == "skipped" and "closed" in i["message"] for i in items)
+    assert verdict(policy, OUT, "10.0.0.10", "--icmp", "port-unreachable") == "accept"
+    assert blocked(policy, OUT, "10.0.0.10", "--icmp", "host-unreachable")  # type 3 code 1: policy_in DROP
+    assert blocked(policy, OUT, "10.0.0.10", "--icmp", "destination-unreachable")  # code 0
 
 
 # -------------------------------------------------------------------- ipfilter
@@ -120,7 +124,7 @@ def test_ipfilter_without_a_set_is_an_empty_set(tmp_path: Path) -> None:
 
 def test_a_nic_without_addresses_under_an_empty_ipfilter_set_does_not_learn(tmp_path: Path) -> None:
     """Learning mode would let the guest's first source through; Proxmox lets none."""
-    from zonewall.compiler.guards import is_learning
+    from zonewall.compiler.learning import is_learning
     from zonewall.compiler.nics import local_nics
     from zonewall.policy.loader import load_policy
 
@@ -204,11 +208,14 @@ def test_a_macro_keeps_the_rules_own_source_port(tmp_path: Path) -> None:
 
 def test_a_host_accept_on_one_interface_is_not_opened_on_all(tmp_path: Path) -> None:
     # Proxmox: `-i vmbr1` accepts tcp/101 arriving on vmbr1 only; zonewall host rules
-    # have no interface match (phase 2), so the accept is written disabled
+    # are scoped to the interface (issue 18): not opened on the uplink
     policy, items = imported(tmp_path, {"host.fw": "[RULES]\nIN ACCEPT -i vmbr1 -p tcp -dport 101\nIN REJECT -i vmbr0 -p tcp -dport 100\n"})
-    assert blocked(policy, OUT, "host:pve1", "--tcp", "101")
-    assert blocked(policy, OUT, "host:pve1", "--tcp", "100")  # a reject on one interface applies on all (closed)
-    assert any("accept is written disabled" in i["message"] for i in items)
+    assert blocked(policy, OUT, "host:pve1", "--tcp", "101")  # OUT arrives on the uplink
+    assert blocked(policy, OUT, "host:pve1", "--tcp", "100")  # policy_in DROP there
+    rules = [r.model_dump(by_alias=True, exclude_defaults=True) for r in load_policy(policy).doc.hosts["pve1"].rules]
+    assert {"direction": "in", "action": "accept", "tcp": ["101"], "interface": ["vmbr1"]} in rules
+    assert {"direction": "in", "action": "reject", "tcp": ["100"], "interface": ["vmbr0"]} in rules
+    assert not any("-i vmbr" in i["message"] for i in items)
 
 
 def test_a_nic_accept_is_not_opened_on_the_other_nics(tmp_path: Path) -> None:

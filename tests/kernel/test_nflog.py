@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from zonewall.compiler.naming import parse_log_prefix as parse_prefix
+from zonewall.compiler.logprefix import parse as parse_prefix
 from zonewall.compiler.naming import tap_name
 from zonewall.compiler.nftexpr import DST_NIC_SHIFT
 from zonewall.dataplane.nflog import (
@@ -77,7 +77,8 @@ def test_default_drop_is_logged_with_vm_direction_and_addresses(lab: Lab, node1_
     assert result.verdict == "blocked", result
     record = node1_log.wait_for(flow("tcp", BLOCKED_PORT, client, server), timeout=2)
     assert record is not None, f"no NFLOG record for tcp/{BLOCKED_PORT}; saw {[r.prefix for r in node1_log.history]}"
-    assert record.prefix == "zw|node1|server|in|default-in|drop"
+    assert record.prefix == "zw|node1|server|in|default-in|drop|warning"  # settings.log.level's default (issue 18)
+    assert record.log_level == "warning"
     assert (record.node, record.scope, record.direction, record.rule_id, record.verdict) == (
         "node1", "server", "in", "default-in", "drop")
     assert record.family == family and record.sport and record.sport > 1023
@@ -185,9 +186,10 @@ def test_a_group_has_one_reader_per_namespace(lab: Lab, node1_log: NflogReader) 
 
 
 def test_parse_prefix() -> None:
-    assert parse_prefix("zw|n1|zone:web|out|r-1|reject") == ("n1", "zone:web", "out", "r-1", "reject")
-    assert parse_prefix("zw|n1|web1|in|default-in") == ("n1", "web1", "in", "default-in", None)  # cut at 127 bytes
-    assert parse_prefix("something else") == (None, None, None, None, None)
+    assert parse_prefix("zw|n1|zone:web|out|r-1|reject|info") == ("n1", "zone:web", "out", "r-1", "reject", "info")
+    assert parse_prefix("zw|n1|zone:web|out|r-1|reject") == ("n1", "zone:web", "out", "r-1", "reject", None)  # compiled before log levels
+    assert parse_prefix("zw|n1|web1|in|default-in") == ("n1", "web1", "in", "default-in", None, None)  # cut at 127 bytes
+    assert parse_prefix("something else") == (None, None, None, None, None, None)
 
 
 def test_decode_record_ipv4_tcp_and_mark() -> None:

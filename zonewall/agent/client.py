@@ -48,14 +48,19 @@ class ControllerRefused(RuntimeError):
         self.status = status
 
 
+PROTOCOL = 2  # what the controller sends: each node its own documents, `same` or a delta (controller/api_nodes.py)
+
+
 @dataclass(frozen=True)
 class DesiredAnswer:
     changed: bool
     revision: int
     in_policy: bool
-    content_hash: str | None
+    content_hash: str | None  # of the node's documents
     documents: dict[str, str] | None
     controller: str = ""  # which controller answered
+    same: bool = False  # the documents are those the agent has (`have`): only the revision is new
+    delta: dict[str, Any] | None = None  # the change against what the agent has (policy/delta.py)
 
 
 def parse_controllers(values: str | Iterable[str]) -> tuple[str, ...]:
@@ -136,13 +141,21 @@ class ControllerClient:
     def register(self, hostname: str) -> None:
         self._call("POST", "/register", json={"agent_version": AGENT_VERSION, "hostname": hostname})
 
-    def desired(self, after: int | None, wait: float) -> DesiredAnswer:
-        """Long-poll: returns when there is a revision newer than `after`, or after `wait` s."""
-        params: dict[str, Any] = {"wait": wait} if after is not None else {}
+    def desired(self, after: int | None, wait: float, have: str | None = None) -> DesiredAnswer:
+        """Long-poll: returns when there is a revision newer than `after`, or after `wait` s.
+        `have`: the content hash of the documents applied here (a delta may come)."""
+        params: dict[str, Any] = {"wait": wait, "protocol": PROTOCOL} if after is not None else {"protocol": PROTOCOL}
         if after is not None:
             params["after"] = after
+        if have is not None:
+            params["have"] = have
         body = self._call("GET", "/desired", params=params, timeout=wait + self._timeout).json()
-        return DesiredAnswer(body["changed"], body["revision"], body["in_policy"], body.get("content_hash"), body.get("documents"), self.controller)
+        return DesiredAnswer(body["changed"], body["revision"], body["in_policy"], body.get("content_hash"), body.get("documents"), self.controller,
+                             bool(body.get("same")), body.get("delta"))
+
+    def arrival(self, vm: str) -> dict[str, Any]:
+        """This node's documents of the current revision with `vm` in full (it is migrating here)."""
+        return self._call("GET", f"/arrival/{vm}", timeout=self._timeout).json()
 
     def report(self, status: dict[str, Any]) -> None:
         self._call("PUT", "/status", json=status)

@@ -22,12 +22,15 @@ import queue
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..dataplane.backend import Backend, LibNftBackend
+from ..policy.delta import DeltaMismatch, apply_delta
+from ..policy.documents import Documents, content_hash
 from . import migrate_steps
 from .backoff import Backoff
 from .client import ControllerClient, ControllerRefused, ControllerUnavailable, DesiredAnswer, parse_controllers
@@ -97,6 +100,7 @@ class Agent:
         self._handled = threading.Condition()
         self._handled_revision: int | None = None
         self.refused = 0  # answers refused as older than the applied revision
+        self.answers: Counter[str] = Counter()  # new revisions by what came: same, delta, documents
         self.last_turn = time.monotonic()  # the main loop's heartbeat (systemd's watchdog is fed from it)
         self._published_problems: list[str] = []
 
@@ -260,13 +264,14 @@ class Agent:
                         client.register(socket.gethostname())
                         registered = True
                         log.info("registered with %s as %s", client.controller, self.config.node)
-                    answer = client.desired(self._cursor, self.config.long_poll)
+                    state = self.enforcer.state
+                    answer = client.desired(self._cursor, self.config.long_poll, state.content_hash if state else None)
                     if self._older_than_applied(answer):
                         client.skip()  # that controller is behind: ask another one, later
                         self._stop.wait(backoff.next())
                         continue
                     backoff.reset()
-                    self._take(answer)
+                    self._take(self._whole(answer, client))
                 except ControllerUnavailable as exc:
                     wait = backoff.next()
                     log.info("no controller answered (%s); retrying in %.1fs, rules stay enforced", exc, wait)
@@ -292,6 +297,27 @@ class Agent:
         log.warning("%s; the rules stay as they are", message)
         self.reporter.line("warning", message)
         return True
+
+    def _whole(self, answer: DesiredAnswer, client: ControllerClient) -> DesiredAnswer:
+        """The answer with the node's documents in it: those applied (`same`), those
+        with the delta applied, or, when a delta does not fit, asked for in full."""
+        state = self.enforcer.state  # stable: the main loop applies nothing while the watcher is here
+        if answer.changed:
+            self.answers["same" if answer.same else "delta" if answer.delta else "documents"] += 1
+        if not answer.changed or answer.documents is not None or state is None or not (answer.same or answer.delta):
+            return answer
+        documents: Documents | None = None
+        if answer.same and answer.content_hash == state.content_hash:
+            documents = state.documents
+        elif answer.delta and answer.delta.get("base") == state.content_hash:
+            try:
+                documents = apply_delta(state.documents, answer.delta)
+            except DeltaMismatch as exc:
+                log.warning("revision %d: %s; asking for the whole documents", answer.revision, exc)
+        if documents is None or content_hash(documents) != answer.content_hash:
+            log.warning("revision %d: the answer does not fit the applied documents; asking for them whole", answer.revision)
+            return client.desired(None, 0)
+        return replace(answer, documents=documents)
 
     def _take(self, answer: DesiredAnswer) -> None:
         if not answer.changed:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ..compiler.ir import Ruleset
 from ..compiler.node import UnknownNode, compile_node
 from ..compiler.schedule import local_timezone
-from ..dataplane.apply import ApplyResult, VerifyError, apply_ruleset
+from ..dataplane.apply import ApplyResult, Snapshot, VerifyError, apply_ruleset
 from ..dataplane.backend import Backend, NftError
 from ..dataplane.readback import KernelView, read_view
 from ..policy.documents import Documents, content_hash, load_documents
@@ -126,6 +126,8 @@ class Enforcer:
         """Compile and apply a desired state; NftError/VerifyError leave the old rules."""
         if desired.content_hash != content_hash(desired.documents):
             raise ValueError(f"revision {desired.revision}: the documents do not match their hash")
+        if self.state is not None and self.view is not None and desired.content_hash == self.state.content_hash:
+            return self._renumber(desired.revision)
         ruleset, taps = self._compile(desired.documents)
         # Written before the commit: a crash after it must not bring the older state back.
         self.store.begin(self.node, desired.revision, desired.content_hash, desired.documents)
@@ -138,6 +140,29 @@ class Enforcer:
         self._record(desired, ruleset, result, taps)
         log.info("revision %d applied (%s, %d commands)", desired.revision, result.mode, result.commands)
         return result
+
+    def _renumber(self, revision: int) -> ApplyResult:
+        """A revision that leaves this node's documents as applied (a change elsewhere in
+        the cluster): nothing to compile or apply, only its number is recorded. The
+        kernel is checked as always, by the periodic readback."""
+        assert self.state is not None and self.view is not None and self.expected_hash is not None
+        state = self.state
+        if revision != state.revision:
+            state.revision = revision
+            self.store.save(state)
+        self.last_error = None  # what failed before (another revision's documents) is not what is in force
+        if self._learns():  # what guests learned since is saved at every revision, as a compile would
+            learning.harvest(self.backend, self.store.directory, self.node, load_documents(state.documents))
+        fingerprint = state.fingerprint
+
+        def no_snapshot() -> Snapshot:
+            raise RuntimeError("nothing was applied: no snapshot")
+
+        return ApplyResult(self.expected_hash, "unchanged", self.view, lambda: fingerprint, no_snapshot)
+
+    def _learns(self) -> bool:
+        assert self.ruleset is not None
+        return any(s.name.startswith("learned4-") for table in self.ruleset.tables for s in table.sets)
 
     def verify(self) -> bool:
         """True when our tables read back as we left them (nothing to enforce: True)."""

@@ -29,6 +29,7 @@ from typing import Any
 from ..dataplane.conntrack import ConntrackSocket
 from ..policy.documents import Documents, content_hash, load_documents
 from ..policy.edits import ChangeError, set_host
+from ..policy.scope import is_scoped
 from .backoff import Backoff
 from .client import ControllerClient, ControllerRefused, ControllerUnavailable
 from .enforcer import Desired, Enforcer
@@ -164,12 +165,29 @@ class HookRequests:
             return f"ok {vm} is not managed by zonewall"
         if policy.doc.vms[vm].host == self.node:
             return f"ok {vm}'s rules are in place"
+        if is_scoped(documents):  # this node was not sent the rules of other nodes' VMs
+            documents = self._arriving(vm)
         try:
             edited = set_host(documents, vm, self.node)
         except ChangeError as exc:
             raise RuntimeError(str(exc)) from None
         self.apply(edited.documents)
         return f"ok {vm}'s rules installed on {self.node}"
+
+    def _arriving(self, vm: str) -> Documents:
+        """This node's documents with `vm`'s rules in them, from the controller; without
+        them the guest would arrive without its own rules, so no answer fails the hook."""
+        client = self._make_client()
+        try:
+            body = client.arrival(vm)
+        except (ControllerUnavailable, ControllerRefused) as exc:
+            raise RuntimeError(f"{vm}'s own rules are not on this node and the controller did not send them ({exc})") from None
+        finally:
+            client.close()
+        documents = body.get("documents")
+        if not isinstance(documents, dict) or content_hash(documents) != body.get("content_hash"):
+            raise RuntimeError(f"the controller's documents for {vm}'s arrival do not match their hash")
+        return documents
 
     def started(self, vm: str) -> str:
         """The guest runs here: a migration waiting for it goes on (post-copy, revision, cleanup)."""

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from ..compiler.ir import Ruleset
-from ..compiler.naming import level_of, parse_log_prefix
+from ..compiler.logprefix import parse as parse_prefix
+from ..compiler.naming import level_of
 from ..dataplane.backend import Backend, LibNftBackend
 from ..dataplane.counters import RuleCounter, read_counters
 from ..dataplane.nflog import LogRecord, NflogError, NflogReader, resolve_vm
@@ -59,7 +60,7 @@ def log_statements(ruleset: Ruleset) -> tuple[int | None, set[Key]]:
                     if not isinstance(body, dict) or "prefix" not in body:
                         continue
                     group = int(body.get("group", 0)) if group is None else group
-                    _node, scope, direction, rule_id, _verdict = parse_log_prefix(str(body["prefix"]))
+                    _node, scope, direction, rule_id, _verdict, _level = parse_prefix(str(body["prefix"]))
                     if scope is not None and direction is not None and rule_id is not None:
                         keys.add((scope, direction, rule_id))
     return group, keys
@@ -83,6 +84,7 @@ def record_json(record: LogRecord, nics: dict[Any, Any]) -> dict[str, Any]:
         "src": record.src, "dst": record.dst, "proto": record.proto, "sport": record.sport, "dport": record.dport,
         "icmp_type": record.icmp_type, "verdict": record.verdict, "rule": record.rule_id, "scope": record.scope,
         "level": level_of(record.scope, record.rule_id), "iface": record.physindev or record.indev,
+        "log_level": record.log_level,
     }
 
 

@@ -10,11 +10,11 @@ remainder goes to the default.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..compiler.plan import Plan
 from ..compiler.plan.chains import ESSENTIALS, HostChain, NetworkChain, VmChain
-from ..compiler.plan.vocabulary import Condition, NotForwarded
+from ..compiler.plan.vocabulary import Condition, NewConnection, NotForwarded
 from ..compiler.plan.vocabulary import Step as PlanStep
 from ..policy.addresses import AddressSet
 from ..policy.resolve import RuleRef
@@ -33,6 +33,8 @@ class Step:
     ref: RuleRef | None = None
     limited: bool = False  # accept with `limit`: over the rate it does not match
     condition: Condition | None = None  # a condition on the connection (dnat)
+    over_only: bool = False  # matches only over a rate (protection.synflood): a drop of what exceeds it
+    packet_limited: bool = False  # accept with `packet_limit`: over the packet rate its packets are dropped
 
     @property
     def where(self) -> str:
@@ -41,7 +43,12 @@ class Step:
     @property
     def key(self) -> tuple[object, ...]:
         """What the step does, without where it is written (diff compares these)."""
-        return (self.region, self.action, self.limited, self.condition)
+        return (self.region, self.action, self.limited, self.condition, self.over_only, self.packet_limited)
+
+    @property
+    def rate_dependent(self) -> bool:
+        """Whether the step decides differently over a rate than within it."""
+        return self.limited or self.over_only or self.packet_limited
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ def first_match(chain: Chain, space: Region, *, over_rate: bool = False, forward
     for step in chain.steps:
         if not remaining:
             return
-        if over_rate and step.limited:
+        if (over_rate and step.limited) or (not over_rate and step.over_only):
             continue
         if step.condition is not None and not holds(step.condition, forwarded):
             continue
@@ -71,7 +78,7 @@ def first_match(chain: Chain, space: Region, *, over_rate: bool = False, forward
             continue
         hit = s.intersect(remaining, step.region)
         if hit:
-            yield hit, step
+            yield hit, over_packet_rate(step) if over_rate and step.packet_limited else step
             remaining = s.subtract(remaining, step.region)
     if remaining:
         yield remaining, chain.default
@@ -80,9 +87,16 @@ def first_match(chain: Chain, space: Region, *, over_rate: bool = False, forward
 PASS = "pass"  # the label of a default that lets the packet go on, unrecorded
 
 
+def over_packet_rate(step: Step) -> Step:
+    """A packet-limited accept over its packet rate: the packet is dropped there."""
+    return replace(step, action="drop", label=f"{step.label} (over its packet_limit)")
+
+
 def holds(condition: Condition, forwarded: int | None) -> bool:
     """Whether a step's connection condition holds for a flow that the nat entry
     `forwarded` translated (None: no dnat)."""
+    if isinstance(condition, NewConnection):
+        return True  # every flow the analyzer judges is a new connection
     if isinstance(condition, NotForwarded):
         return forwarded is None
     return condition.entry == forwarded
@@ -99,21 +113,30 @@ class ChainBuilder:
     def __init__(self, plan: Plan, regions: Regions):
         self.plan, self.regions = plan, regions
         self._memo: dict[tuple[object, ...], Chain | None] = {}
+        self._steps: dict[int, tuple[PlanStep, Step]] = {}
 
     def step(self, step: PlanStep) -> Step:
-        return Step(self.regions.of(step), step.action, step.label, step.ref, step.limited, step.condition)  # type: ignore[arg-type]
+        # memoised per plan step object: a zone's and the global steps are shared by
+        # the chains of every VM (the plan step is kept alive, so its id is not reused)
+        found = self._steps.get(id(step))
+        if found is None:
+            over = step.limit is not None and step.limit.over
+            made = Step(self.regions.of(step), step.action, step.label, step.ref, step.limited and not over, step.condition, over, step.packet_limit is not None)  # type: ignore[arg-type]
+            found = self._steps[id(step)] = (step, made)
+        return found[1]
 
     def _chain(self, plan: VmChain | NetworkChain | HostChain) -> Chain:
         return Chain(plan.name, tuple(self.step(step) for step in plan.steps), self.step(plan.default))
 
-    def vm(self, vm: str, direction: str, peer: AddressSet | None = None) -> Chain:
+    def vm(self, vm: str, direction: str, peer: AddressSet | None = None, nic: int | None = None) -> Chain:
         """The VM's chain; with `peer`, only the steps that can match packets whose
         other end is in `peer` (ChainPlanner.vm). Reach asks this of every VM of the
-        cluster, where building every rule's region costs seconds."""
-        key = ("vm", vm, direction, peer)
+        cluster, where building every rule's region costs seconds. With `nic`, as
+        that NIC's traffic meets it (rules scoped to other NICs left out, issue 18)."""
+        key = ("vm", vm, direction, peer, nic)
         found = self._memo.get(key)
         if found is None:
-            found = self._memo[key] = self._chain(self.plan.chains.vm(vm, direction, peer))
+            found = self._memo[key] = self._chain(self.plan.chains.vm_nic(vm, direction, nic, peer))
         return found
 
     def network(self, network: str) -> Chain | None:

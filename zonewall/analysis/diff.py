@@ -26,7 +26,7 @@ from ..policy.model import Dnat
 from ..policy.resolve import Policy
 from . import space as s
 from .approximations import approximations
-from .chains import Chain, essentials_region
+from .chains import Chain, Step, essentials_region
 from .describe import addresses_text, services_of, time_text
 from .endpoints import Endpoint
 from .engine import Analyzer, GuardOrChain, Outcome, Path
@@ -192,17 +192,45 @@ def _aligned_change(old: Chain | None, new: Chain | None) -> Region:
     do not line up (everything when the defaults differ)."""
     if old is None or new is None or old.default.action != new.default.action:
         return s.universe()
-    a = [step.key for step in old.steps]
-    b = [step.key for step in new.steps]
+    return _aligned_steps(old.steps, new.steps)
+
+
+def _aligned_steps(old: tuple[Step, ...], new: tuple[Step, ...]) -> Region:
+    a = [step.key for step in old]
+    b = [step.key for step in new]
     region: Region = ()
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
         if tag == "equal":
             continue
-        for step in old.steps[i1:i2]:
+        for step in old[i1:i2]:
             region = s.union(region, step.region)
-        for step in new.steps[j1:j2]:
+        for step in new[j1:j2]:
             region = s.union(region, step.region)
     return region
+
+
+class _ZoneDelta:
+    """The aligned change of a zone's own rules, once per zone and direction.
+
+    A VM whose definition, global rules and referenced names are unchanged has the
+    same global and VM levels in both chains (the plan's order: global, VM, zone,
+    default), so the aligned change of its whole chain lies within that of its
+    zone's level: a zone rule edit costs the zone's steps once, not the chains of
+    each of its VMs on both sides."""
+
+    def __init__(self, a_old: Analyzer, a_new: Analyzer):
+        self.a_old, self.a_new = a_old, a_new
+        self._memo: dict[tuple[str, str], Region] = {}
+
+    def region(self, vm: str, zone: str, direction: str) -> Region:
+        if self.a_old.policy.default_action(vm, direction) != self.a_new.policy.default_action(vm, direction):
+            return s.universe()
+        key = (zone, direction)
+        found = self._memo.get(key)
+        if found is None:
+            old, new = (tuple(a.chains.step(step) for step in a.plan.chains.level("zone", zone, direction).steps) for a in (self.a_old, self.a_new))
+            found = self._memo[key] = _aligned_steps(old, new)
+        return found
 
 
 def _guard_change(old: GuardStage | None, new: GuardStage | None) -> Region:
@@ -240,6 +268,7 @@ def _changes(a_old: Analyzer, a_new: Analyzer, common: set[NicKey]) -> _Changes:
     nat_changed = old.doc.nat != new.doc.nat
     forward_targets = {e.to.vm for p in (old, new) for e in p.doc.nat if isinstance(e, Dnat)}
     out = _Changes()
+    zone_delta = _ZoneDelta(a_old, a_new)
     for key in common:
         kind, name, nic = key
         if (kind == "vm" and (new.doc.vms[name].nics[nic].network in routing or new.doc.vms[name].host in routing)) or (kind == "host" and (name in routing or nat_changed)):  # type: ignore[index]
@@ -248,11 +277,13 @@ def _changes(a_old: Analyzer, a_new: Analyzer, common: set[NicKey]) -> _Changes:
         if kind == "vm":
             vo, vn = old.doc.vms[name], new.doc.vms[name]
             same_definition = _same_source(old, new, "vms", name) or (vo.rules == vn.rules and vo.default == vn.default and vo.zone == vn.zone)
-            suspect = (
-                global_changed or settings_changed or not same_definition or (nat_changed and name in forward_targets)
-                or vo.zone in zone_changed or vn.zone in zone_changed or _uses(vo.rules + vn.rules, changed)
+            own_levels_same = not (
+                global_changed or settings_changed or not same_definition or (nat_changed and name in forward_targets) or _uses(vo.rules + vn.rules, changed)
             )
-            if suspect:
+            if own_levels_same and vn.zone is not None and vn.zone in zone_changed:
+                out.add(out.receivers, key, zone_delta.region(name, vn.zone, "in"))
+                out.add(out.senders, key, zone_delta.region(name, vn.zone, "out"))
+            elif not own_levels_same or vo.zone in zone_changed or vn.zone in zone_changed:
                 out.add(out.receivers, key, _aligned_change(a_old.chains.vm(name, "in"), a_new.chains.vm(name, "in")))
                 out.add(out.senders, key, _aligned_change(a_old.chains.vm(name, "out"), a_new.chains.vm(name, "out")))
             if filters_changed or old.nic_filters(name, nic) != new.nic_filters(name, nic) or vo.nics[nic].mac != vn.nics[nic].mac:  # type: ignore[arg-type]

@@ -69,7 +69,7 @@ class Outcome:
         return self.decisions[-1]
 
     def rate_limited(self) -> bool:
-        return any(d.step is not None and d.step.limited and d.action == "accept" for d in self.decisions)
+        return any(d.step is not None and (d.step.limited or d.step.packet_limited) and d.action == "accept" for d in self.decisions)
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,21 @@ class Analyzer:
         """What a flow passes on its receiver's side, whatever its sender (paths.side).
         `peer`: only for packets from these addresses (ChainBuilder.vm)."""
         return self.paths.side(endpoint.kind, endpoint.name, nic, "receiver", peer)
+
+    def meets_rate_drops(self, path: Path) -> bool:
+        """Whether a stage of the path drops what exceeds a rate (protection.synflood)."""
+
+        def drops(stages: tuple[GuardOrChain, ...]) -> bool:
+            for stage in stages:
+                if isinstance(stage, Chain) and any(step.over_only for step in stage.steps):
+                    return True
+                if isinstance(stage, Scoped) and drops(stage.stages):
+                    return True
+                if isinstance(stage, Forwarding) and any(drops(rule.arrive) for rule in stage.rules):
+                    return True
+            return False
+
+        return drops(self.stages(path))
 
     # -- evaluation ----------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from functools import cached_property
 from ..compiler.nics import eui64_link_local_value
 from ..compiler.plan import Plan
 from ..compiler.plan.rules import filter_rule_as_rule
+from ..compiler.plan.switches import guard_filters
 from ..policy.addresses import address_value
 from ..policy.model import FilterRule, Nic
 from . import space as s
@@ -104,6 +105,17 @@ def _not_own(nic: Nic, family: int) -> Region:
 
 # The built-in filters whose IP-visible part depends on the NIC's addresses.
 NIC_DEPENDENT = frozenset({"no-ip-spoofing", "no-ipv6-spoofing"})
+_IPV4 = (_box(4),)
+LEARNED_AT_RUN_TIME = "address learned at run time (learning mode); treated as not yet learned"
+
+
+def dhcp_server_rules(direction: str, servers: list[str]) -> list[GuardRule]:
+    """allow-dhcp-server: DHCP requests out; replies in from the network's dhcp_servers only."""
+    label = "filter allow-dhcp-server"
+    if direction == "out":
+        return [GuardRule((_box(4, proto=_UDP, src=((0, 0),), dst=((0xFFFFFFFF, 0xFFFFFFFF),), sport=((68, 68),), dport=((67, 67),)),), "accept", label)]
+    values = s.merge((v, v) for f, v in map(address_value, servers) if f == 4)
+    return [GuardRule((_box(4, proto=_UDP, src=values, sport=((67, 67),), dport=((68, 68),)),), "accept", label)] if values else []
 
 
 def builtin_rules(name: str, direction: str, nic: Nic | None) -> list[GuardRule]:
@@ -113,16 +125,19 @@ def builtin_rules(name: str, direction: str, nic: Nic | None) -> list[GuardRule]
     out_only = direction == "out"
     if name == "no-ip-spoofing" and out_only:
         assert nic is not None, name
-        # learning mode (no ips): the address is learned at run time (compiler/guards.py)
-        learning = None if nic.ips else "address learned at run time (learning mode); treated as not yet learned: only DHCP from 0.0.0.0 passes"
+        # learning mode (no ips): the address is learned at run time (compiler/learning.py)
+        learning = None if nic.ips or nic.learning.ipv4 == "none" else f"{LEARNED_AT_RUN_TIME}: only DHCP from 0.0.0.0 passes"
         return [GuardRule(_DHCP_DISCOVER, "return", label), GuardRule(_not_own(nic, 4), "drop", f"{label} (source is not the NIC's)", learning, foreign_source=True)]
     if name == "no-ipv6-spoofing" and out_only:
         assert nic is not None, name
+        learning = f"{LEARNED_AT_RUN_TIME}: only its link-local address passes" if nic.learning.ipv6 == "any" and not any(":" in ip for ip in nic.ips) else None
         return [
             GuardRule(_NDP_FROM_UNSPECIFIED, "return", label),
             GuardRule(_RA_OR_REDIRECT, "drop", f"{label} (router advertisement or redirect from a guest)"),
-            GuardRule(_not_own(nic, 6), "drop", f"{label} (source is not the NIC's)", foreign_source=True),
+            GuardRule(_not_own(nic, 6), "drop", f"{label} (source is not the NIC's)", learning, foreign_source=True),
         ]
+    if name == "allow-ipv4" or (name == "allow-incoming-ipv4" and not out_only):
+        return [GuardRule(_IPV4, "accept", label)]
     if name == "allow-dhcp":
         return [GuardRule(_DHCP[direction], "accept", label)]
     if name == "allow-dhcpv6":
@@ -130,7 +145,8 @@ def builtin_rules(name: str, direction: str, nic: Nic | None) -> list[GuardRule]
     if name == "no-ip-multicast" and out_only:
         return [GuardRule(_IPV4_MULTICAST, "drop", label)]
     # no-mac-spoofing, no-arp-*, allow-arp, no-mac-broadcast, no-other-l2-traffic,
-    # qemu-announce-self: an IP unicast packet from the NIC's own MAC passes them
+    # qemu-announce-self(-rarp), no-other-rarp-traffic: an IP unicast packet from the
+    # NIC's own MAC passes them
     return []
 
 
@@ -179,11 +195,13 @@ class GuardBuilder:
     def _build(self, vm: str, nic_index: int, direction: str) -> GuardStage | None:
         nic = self.policy.doc.vms[vm].nics[nic_index]
         filters = []
-        for name in self.policy.nic_filters(vm, nic_index):
+        for name in guard_filters(self.policy, vm, nic_index):  # none when the NIC is not filtered (issue 18)
             if name in self.policy.doc.filters:
                 found = self._custom(name, direction)
             elif name in NIC_DEPENDENT:
                 found = tuple(builtin_rules(name, direction, nic))
+            elif name == "allow-dhcp-server":
+                found = tuple(dhcp_server_rules(direction, self.policy.doc.networks[nic.network].dhcp_servers))
             else:
                 found = self._builtin_shared(name, direction)
             if found:

@@ -33,6 +33,9 @@ from ..compiler.plan import Plan
 from ..compiler.plan.hooks import FORWARD, INPUT, ROUTED_IN, Stage
 from ..compiler.plan.modes import host_services, is_routed, routed_checks
 from ..compiler.plan.nat import SourceNat, port_forwards, source_nats
+from ..compiler.plan.protection import protection_checks
+from ..compiler.plan.switches import nic_filtered
+from ..compiler.plan.tenants import tenant_boundary
 from ..compiler.plan.vocabulary import Step as PlanStep
 from ..policy.addresses import AddressSet, address_value
 from . import space as s
@@ -166,6 +169,23 @@ class Paths:
             self._memo[key] = None if services is None else self._plan_chain(f"network:{network} host_services", services.steps, services.default, accept_ends=True)
         return self._memo[key]  # type: ignore[return-value]
 
+    def tenant_boundary(self, a: Nic, b: Nic) -> Chain | None:
+        """A flow between two tenants' guests ends at once (plan/tenants.py)."""
+        key = ("tenants", self.network(a), self.network(b))
+        if key not in self._memo:
+            step = tenant_boundary(self.policy, self.network(a), self.network(b))
+            self._memo[key] = None if step is None else self._plan_chain("tenants", (), step)
+        return self._memo[key]  # type: ignore[return-value]
+
+    def protection(self, node: str, target: str) -> Chain | None:
+        """The node's PROTECTION stage for its input (`host`) or its guests' connections."""
+        key = ("protection", node, target)
+        if key not in self._memo:
+            checks = protection_checks(self.policy, node)
+            steps = checks.host if target == "host" else checks.guests
+            self._memo[key] = self._plan_chain(f"host:{node} protection" + (" (guests)" if target == "guests" else ""), steps, None) if steps else None
+        return self._memo[key]  # type: ignore[return-value]
+
     def management(self, node: str) -> Chain | None:
         key = ("management", node)
         if key not in self._memo:
@@ -201,7 +221,7 @@ class Paths:
         """The analyzer stages of one pass: the plan's stages of the hook, in order."""
         out: list[PathStage] = []
         for stage in hook:
-            if stage in (Stage.LOOPBACK, Stage.ESTABLISHED, Stage.INVALID, Stage.CONNTRACK, Stage.BRIDGED_INSIDE):
+            if stage in (Stage.LOOPBACK, Stage.PACKET_LIMITS, Stage.ESTABLISHED, Stage.INVALID, Stage.CONNTRACK, Stage.BRIDGED_INSIDE):
                 continue  # no verdict for the first packet of a new connection between endpoints
             if stage is Stage.ROUTED_FROM:
                 chain = self.routed_from(p.routed_from) if p.routed_from else None
@@ -214,24 +234,27 @@ class Paths:
                     return out  # accepted
             elif stage is Stage.ESSENTIALS:
                 out.append(ESSENTIALS)
+            elif stage is Stage.PROTECTION:
+                chain = self.protection(p.node, "host" if hook is INPUT else "guests")
+                out += [chain] if chain else []
             elif stage is Stage.MANAGEMENT:
                 chain = self.management(p.node)
                 out += [chain] if chain else []
             elif stage is Stage.SENDER:
-                if p.sender is not None:
-                    out.append(self.chains.vm(p.sender[0], "out", sender_peer))
+                chain = self.vm_chain(p.sender, "out", sender_peer) if p.sender is not None else None
+                out += [chain] if chain else []
             elif stage is Stage.NETWORK:
                 chain = self.chains.network(p.network) if p.network else None
                 out += [chain] if chain else []
             elif stage is Stage.RECEIVER:
-                if p.receiver is not None:
-                    out.append(self.chains.vm(p.receiver[0], "in", receiver_peer))
+                chain = self.vm_chain(p.receiver, "in", receiver_peer) if p.receiver is not None else None
+                out += [chain] if chain else []
             elif stage is Stage.MODE_CHECKS:
                 chain = self.routed_into(p.routed_to[0]) if p.routed_to else None
                 out += [chain] if chain else []
             elif stage is Stage.RECEIVER_BY_ADDRESS:
-                if p.routed_to is not None:
-                    out.append(self.chains.vm(p.routed_to[1][0], "in", receiver_peer))
+                chain = self.vm_chain(p.routed_to[1], "in", receiver_peer) if p.routed_to is not None else None
+                out += [chain] if chain else []
             elif stage is Stage.ACCEPT:
                 return out
             elif stage is Stage.HOST_SERVICES:
@@ -239,7 +262,7 @@ class Paths:
                 if chain is not None:
                     return out + [chain]  # its default drops: host rules are for everybody else
             elif stage is Stage.HOST_RULES:
-                chain = self._host_rules(p.node, "in" if hook is INPUT else "out")
+                chain = self._host_rules(p.node, "in" if hook is INPUT else "out", self.interface(p.node, p.guest_network))
                 out += [chain] if chain else []
             elif stage is Stage.HOST_DEFAULT:
                 pass  # the default of the HOST_RULES chain
@@ -247,14 +270,26 @@ class Paths:
                 raise AssertionError(f"stage {stage} has no analyzer clause")
         return out
 
-    def _host_rules(self, node: str, direction: str) -> Chain | None:
+    def vm_chain(self, nic: Nic, direction: str, peer: AddressSet | None = None) -> Chain | None:
+        """The VM's chain as the NIC's traffic meets it; None when the NIC is not
+        filtered (enable switches, issue 18: plan/switches.py)."""
+        return self.chains.vm(nic[0], direction, peer, nic[1]) if nic_filtered(self.policy, nic[0], nic[1]) else None
+
+    def interface(self, node: str, network: str | None) -> str | None:
+        """The node's interface a path meets its host rules on (for `interface:`
+        rules, issue 18): a routed guest network's bridge, else the uplink (None:
+        the policy names none; plan/chains.py host_interface reads it most open)."""
+        return self.policy.doc.networks[network].bridge if network is not None else self.policy.doc.hosts[node].uplink
+
+    def _host_rules(self, node: str, direction: str, interface: str | None = None) -> Chain | None:
         """host_rules, the host's own rules and the default (the anti-lockout is the
-        MANAGEMENT stage before)."""
-        key = ("host", node, direction)
+        MANAGEMENT stage before), as they apply on `interface`."""
+        key = ("host", node, direction, interface)
         if key not in self._memo:
             plan = self.plan.chains.host_in(node) if direction == "in" else self.plan.chains.host_out(node)
             chain = None
             if plan is not None:
+                plan = self.plan.chains.host_interface(plan, interface)  # `interface:` rules (issue 18)
                 steps = tuple(step for level in plan.levels for step in level.steps)
                 before = plan.before if direction == "out" else ()  # the output hook's essentials are its own
                 chain = self._plan_chain(plan.name, before + steps, plan.default, accept_ends=direction == "in")
@@ -280,6 +315,8 @@ class Paths:
         if a is not None:
             guard = self.guards(a, "out")
             out += [guard] if guard else []
+            if b is not None and (apart := self.tenant_boundary(a, b)) is not None:
+                return out + [apart]
             if b is not None and self.same_segment(a, b):
                 guard = self.guards(b, "in")
                 out += [guard] if guard else []
@@ -300,9 +337,11 @@ class Paths:
             else:
                 out += self._hook(FORWARD, _Pass(self.node(a), sender=a))
         elif skind == "host":
-            chain = self._host_rules(sname, "out") if self.plan.chains.host_out(sname) is not None else None
+            local = b is not None and self.routed(b) and self.node(b) == sname
+            interface = self.interface(sname, self.network(b) if local else None)  # type: ignore[arg-type]
+            chain = self._host_rules(sname, "out", interface) if self.plan.chains.host_out(sname) is not None else None
             out += [chain] if chain else []
-            if b is not None and self.routed(b) and self.node(b) == sname:
+            if local:
                 return out  # straight onto the bridge: no forward hook
             if dkind == "host" and dname == sname:
                 return out
@@ -348,9 +387,12 @@ class Paths:
         direction = "in" if role == "receiver" else "out"
         guard = self.guards(me, direction)
         guards: list[PathStage] = [guard] if guard else []
-        chain = self.chains.vm(name, direction, peer)
+        found = self.vm_chain(me, direction, peer)
+        chain: list[PathStage] = [found] if found is not None else []
+        protection = self.protection(self.node(me), "guests")
+        protected: list[PathStage] = [protection] if protection is not None else []
         if not self.routed(me):
-            return guards + [ESSENTIALS, chain]
+            return guards + [ESSENTIALS, *protected, *chain]
         network, node = self.network(me), self.node(me)
         dim = s.SRC if role == "receiver" else s.DST
         own_node = self.scoped(("node", node, dim), self.node_region(node, dim), ())
@@ -369,7 +411,7 @@ class Paths:
             checks = self.routed_from(network)
         if checks is not None:
             out.append(self.scoped(("routed", network, dim), self.routed_region(network, node, dim), (checks,)))
-        out += [ESSENTIALS, chain]
+        out += [ESSENTIALS, *protected, *chain]
         if role == "sender":
             services = self.host_services(network)
             if services is not None:
@@ -457,8 +499,8 @@ class Paths:
                     routed_to = (self.network(b), b) if self.routed(b) else None
                     arrive = tuple(self._hook(FORWARD, _Pass(node, sender=via, routed_from=self.network(via), routed_to=routed_to)))
                 rules.append(ForwardRule(family, listen, PROTOCOLS[forward.protocol], forward.port, address_value(forward.address)[1], forward.to_port, forward.entry, arrive))
-            untranslated = self._addresses_region(self.bridged_guest_addresses(node), s.SRC)
-            self._memo[key] = Forwarding(f"{node} dnat", tuple(rules), untranslated) if rules else None
+            # (the node's guest addresses only where it forwards something: 10,000 of them cost)
+            self._memo[key] = Forwarding(f"{node} dnat", tuple(rules), self._addresses_region(self.bridged_guest_addresses(node), s.SRC)) if rules else None
         return self._memo[key]  # type: ignore[return-value]
 
     def bridged_guest_addresses(self, node: str) -> AddressSet:

@@ -8,7 +8,7 @@ means; that is the plan's (compiler/plan/rules.py).
 
 from __future__ import annotations
 
-from ..compiler.plan.vocabulary import Addresses, IcmpTypes, Intervals, Match, Ports, Protocols, Step
+from ..compiler.plan.vocabulary import TCP_SYN, Addresses, IcmpTypes, Intervals, Match, Ports, Protocols, Step, TcpFlags
 from ..policy.builtins import ICMP_V4_TYPES, ICMP_V6_TYPES
 from . import space as s
 from .space import Box, Region
@@ -36,10 +36,17 @@ def match_boxes(match: Match, time: Intervals) -> list[Box]:
         number = PROTOCOL_NUMBER[l4.protocol]
         proto, dport = ((number, number),), s.merge(l4.dport)
         sport = s.merge(l4.sport) if l4.sport is not None else s.FULL[s.SPORT]
+    elif isinstance(l4, TcpFlags):
+        # the first packet of a new connection is a SYN: the flags hold for all of it or none
+        if not l4.holds_for(TCP_SYN):
+            return []
+        proto, dport = ((6, 6),), s.FULL[s.DPORT]
+        sport = s.merge(l4.sport) if l4.sport is not None else s.FULL[s.SPORT]
     elif isinstance(l4, IcmpTypes):
         number = PROTOCOL_NUMBER[l4.protocol]
-        proto, sport = ((number, number),), s.FULL[s.SPORT]
+        proto = ((number, number),)
         dport = s.merge((n, n) for n, _label in l4.types) if l4.types is not None else s.FULL[s.DPORT]
+        sport = s.merge((n, n) for n, _label in l4.codes) if l4.codes is not None else s.FULL[s.SPORT]  # ICMP: the code (issue 18)
     else:
         assert isinstance(l4, Protocols)
         proto, dport, sport = s.merge((n, n) for n, _label in l4.values), s.FULL[s.DPORT], s.FULL[s.SPORT]

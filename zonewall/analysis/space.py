@@ -9,7 +9,7 @@ A packet of a new connection is a point in seven dimensions:
 | FAM   | 4 or 6 |
 | SRC   | source address as an integer (in the family's own space) |
 | DST   | destination address as an integer |
-| SPORT | source port 0-65535 |
+| SPORT | source port 0-65535; for ICMP/ICMPv6 the message code (issue 18) |
 | TIME  | minute of the week in UTC, Monday 00:00 = 0 (schedules) |
 
 Each dimension of a box is a union of inclusive integer intervals, so a rule's match

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..compiler.coverage import not_enforced
 from ..policy.builtins import IP_PROTOCOLS
+from ..policy.icmpcodes import is_coded, type_and_code
 from . import space as s
 from .approximations import approximations
 from .describe import minute_of_week, rule_text, time_text
@@ -130,6 +131,11 @@ def protocol_point(flow: FlowSpec, family: int) -> tuple[int, int]:
         table = ICMP_TABLE[family]
         if name.isdigit():
             return ICMP_PROTO[family], int(name)
+        if is_coded(name):  # a type and a code (issue 18): the code is the packet's SPORT
+            found = type_and_code(name, "ipv4" if family == 4 else "ipv6")
+            if found is None:
+                raise TraceError(f"ICMP code {name} does not exist in IPv{family}")
+            return ICMP_PROTO[family], found[0]
         if name not in table:
             raise TraceError(f"ICMP type {name} does not exist in IPv{family}")
         return ICMP_PROTO[family], table[name]
@@ -139,6 +145,15 @@ def protocol_point(flow: FlowSpec, family: int) -> tuple[int, int]:
     if text in IP_PROTOCOLS:
         return IP_PROTOCOLS[text], 0
     raise TraceError(f"unknown protocol {text!r}")
+
+
+def icmp_code(flow: FlowSpec, family: int) -> int:
+    """The ICMP code of the flow (its SPORT, analysis/space.py): a code item's
+    (`host-unreachable`, `destination-unreachable/4`), else 0."""
+    if flow.proto != "icmp" or not flow.icmp_type or not is_coded(flow.icmp_type):
+        return 0
+    found = type_and_code(flow.icmp_type, "ipv4" if family == 4 else "ipv6")
+    return found[1] if found is not None else 0
 
 
 def choose_family(analyzer: Analyzer, src: Endpoint, dst: Endpoint, requested: int | None) -> int:
@@ -177,7 +192,7 @@ def trace(analyzer: Analyzer, source: str, destination: str, flow: FlowSpec) -> 
         forward = None
     if forward is not None:  # the node's prerouting takes it on to the VM (a stage of the path)
         nat_note = forward.describe(f"{dst.label} {dst_address}", dport)
-    sport = ((flow.sport, flow.sport),) if flow.sport is not None else (EPHEMERAL,) if proto in (6, 17, 132) else ((0, 0),)
+    sport = ((flow.sport, flow.sport),) if flow.sport is not None else (EPHEMERAL,) if proto in (6, 17, 132) else ((icmp_code(flow, family),) * 2,)
     time = ((minute_of_week(flow.at),) * 2,) if flow.at is not None else s.FULL[s.TIME]
     packet = (
         ((proto, proto),),
@@ -199,15 +214,31 @@ def trace(analyzer: Analyzer, source: str, destination: str, flow: FlowSpec) -> 
         result.notes.append(nat_note)
     if untranslated_note is not None:
         result.notes.append(untranslated_note)
-    if any(case.outcome.rate_limited() for case in cases):
-        result.over_rate = _cases(analyzer, path, packet, over_rate=True)
-        result.notes.append("a rate-limited rule accepted this flow: within the rate it is accepted; over the rate it falls through (see over_rate)")
+    if any(case.outcome.rate_limited() for case in cases) or analyzer.meets_rate_drops(path):
+        over = _cases(analyzer, path, packet, over_rate=True)
+        if [c.outcome for c in over] != [c.outcome for c in cases]:
+            result.over_rate = over
+            result.notes += _rate_notes(cases, over)
     for stage in analyzer.stages(path):
         for approximation in getattr(stage, "approximations", list)():
             result.notes.append(f"approximated: {approximation}")
     result.notes += [f"not enforced yet: {w}" for w in not_enforced(analyzer.policy)]
     result.notes += [f"approximated: {w}" for w in approximations(analyzer.policy)]
     return result
+
+
+def _rate_notes(cases: list[Case], over: list[Case]) -> list[str]:
+    """What `over_rate` shows: which rates the flow's verdict depends on."""
+    within = [d.step for c in cases for d in c.outcome.decisions if d.step is not None]
+    beyond = [d.step for c in over for d in c.outcome.decisions if d.step is not None]
+    notes = []
+    if any(st.limited for st in within):
+        notes.append("a rate-limited rule accepted this flow: within the rate it is accepted; over the rate it falls through (see over_rate)")
+    if any(st.packet_limited for st in within):
+        notes.append("a packet_limit rule accepted this flow: over its packet rate the connection's packets are dropped (see over_rate)")
+    if any(st.over_only for st in beyond):
+        notes.append("protection.synflood: over its rate of new TCP connections per source, the SYN is dropped (see over_rate)")
+    return notes
 
 
 def _cases(analyzer: Analyzer, path: Path, packet: s.Box, *, over_rate: bool, notes: list[str] | None = None) -> list[Case]:

@@ -12,15 +12,14 @@ Guard filters are chains shared by every NIC that uses them. Per-NIC values ($MA
 $IP) are not copied into rules; rules look up the pair (port, value) in sets keyed
 by port name, so a filter is written once per node however many guests use it.
 
-Learning mode (libvirt's CTRL_IP_LEARNING=any, IPv4): a NIC without `ips` under
-no-ip-spoofing or no-arp-ip-spoofing gets a dynamic set of size 1,
-`learned4-PORT`. Where those filters would drop a source that is not the NIC's,
-they first look the port up in `nic-learn4` and go to its `learn4-PORT` chain: a
-source in the set passes, else the first learnable source (IPv4 packet or ARP
-sender; DHCP from 0.0.0.0 and ARP probes were let through before) is added, and
-once the set is full the add fails and the chain drops. Addresses the agent read
-back from the kernel come in as `learned` and are the set's initial elements, so a
-re-apply keeps the lock (zonewall/agent/learning.py).
+Learning mode (libvirt's CTRL_IP_LEARNING, per family) is compiler/learning.py's:
+the anti-spoofing filters of a node with learning NICs look the port up in
+`nic-learn4`/`nic-learn6` before their "not the NIC's address" drop.
+
+libvirt's RARP filters (`qemu-announce-self-rarp`) compare the RARP payload's MAC
+fields with the port's MAC in a per-port chain (`rarp-PORT`, through `nic-rarp`):
+nft's `arp` fields imply ethertype ARP, so RARP's are raw payload, which a set of
+(port, MAC) pairs cannot be matched against.
 """
 
 from __future__ import annotations
@@ -34,23 +33,22 @@ from ..policy.resolve import Policy
 from . import nftexpr as x
 from .ir import Chain, Hook, Limit, NamedSet, Table
 from .ir import Rule as NftRule
+from .learning import NIC_LEARN, NodeLearning
 from .matches import SetRegistry, rule_matches
 from .naming import LOG_LIMIT, TABLE, log_prefix, port_object
 from .nics import LocalNic
+from .plan.switches import guard_filters, nic_filtered
 
 Json = dict[str, Any]
 NIC_MAC, NIC_IP4, NIC_IP6 = "nic-mac", "nic-ip4", "nic-ip6"
 NIC_NA = "nic-na"  # port -> the chain checking the target of its neighbour advertisements
 # ICMPv6 neighbour advertisement: type, code, checksum (32 bits), flags (32 bits), target
 NA_TARGET = {"payload": {"base": "th", "offset": 64, "len": 128}}
-NIC_LEARN4 = "nic-learn4"  # learning port -> goto its learn4-PORT chain
-# nft 1.0.6 JSON neither takes nor lists "dynamic": a timeout is what marks the set as
-# the packet path's (readback ignores its elements, so learning is not drift). Ten
-# years: in effect the lock is permanent; the agent re-adds it on every apply.
-LEARNED_TIMEOUT = 3650 * 86400
-LEARNING_FILTERS = frozenset({"no-ip-spoofing", "no-arp-ip-spoofing"})
-# never learned, whatever the network: this-network, loopback, link-local, multicast/reserved/broadcast
-NOT_LEARNABLE4 = [x.prefix("0.0.0.0", 8), x.prefix("127.0.0.0", 8), x.prefix("169.254.0.0", 16), x.prefix("224.0.0.0", 3)]
+NIC_DHCP_SERVERS = "nic-dhcp-servers"  # (port, server): its network's dhcp_servers (allow-dhcp-server)
+NIC_RARP = "nic-rarp"  # port -> the chain comparing a RARP payload's MACs with its own
+RARP, RARP_REQUEST_REVERSE = 0x8035, 3
+# the ARP header of a RARP frame, as raw (offset, length) bits from the network header
+RARP_OP, RARP_SHA, RARP_SPA, RARP_THA, RARP_TPA = (48, 16), (64, 48), (112, 32), (144, 48), (192, 32)
 IPV6_ND_FROM_UNSPECIFIED = ["nd-neighbor-solicit", "nd-router-solicit", "mld2-listener-report", "mld-listener-report"]
 
 
@@ -70,17 +68,20 @@ def _is(proto: str) -> Json:
     return x.match(_ether("type"), proto)
 
 
-def is_learning(policy: Policy, nic: LocalNic) -> bool:
-    """A NIC in learning mode: no `ips`, and an IPv4 anti-spoofing filter."""
-    return not nic.nic.ips and not LEARNING_FILTERS.isdisjoint(policy.nic_filters(nic.vm, nic.nic_index))
+def _nh(offset_len: tuple[int, int]) -> Json:
+    return {"payload": {"base": "nh", "offset": offset_len[0], "len": offset_len[1]}}
 
 
-def builtin_filter_rules(name: str, direction: str, learning: bool = False) -> list[tuple[list[Json], str]]:
-    """(matches, action) rules of a built-in filter for one direction; with
-    `learning` (the node has learning NICs) the IPv4 checks consult their ports first."""
+def builtin_filter_rules(name: str, direction: str, learning: frozenset[int] = frozenset()) -> list[tuple[list[Json], str]]:
+    """(matches, action) rules of a built-in filter for one direction; `learning`:
+    the families the node has learning NICs of (their checks consult the port first)."""
     out_only = direction == "out"
-    learn_ip = [([_is("ip")], "learn4")] if learning else []
-    learn_arp = [([_is("arp")], "learn4")] if learning else []
+    learn_ip = [([_is("ip")], "learn4")] if 4 in learning else []
+    learn_arp = [([_is("arp")], "learn4")] if 4 in learning else []
+    na_check = ([_is("ip6"), x.match(x.payload("icmpv6", "type"), "nd-neighbor-advert")], "check-na-target")
+    # a learning port's advertisements are checked first: its learn chain leaves the filter
+    ipv6_sources = [na_check, ([_is("ip6")], "learn6")] if 6 in learning else []
+    rarp = [x.match(_ether("type"), RARP), x.match(_ether("daddr"), "ff:ff:ff:ff:ff:ff"), x.match(_nh(RARP_OP), RARP_REQUEST_REVERSE), x.match(_nh(RARP_SPA), 0), x.match(_nh(RARP_TPA), 0)]
     ip_dhcp_discover = [_is("ip"), x.match(x.payload("ip", "saddr"), "0.0.0.0"), x.match(x.payload("udp", "sport"), 68), x.match(x.payload("udp", "dport"), 67)]
     rules: dict[str, list[tuple[list[Json], str]]] = {
         "no-mac-spoofing": [([_in_nic_set("out", _ether("saddr"), NIC_MAC, negate=True)], "drop")] if out_only else [],
@@ -95,9 +96,10 @@ def builtin_filter_rules(name: str, direction: str, learning: bool = False) -> l
             ([_is("ip6"), x.match(x.payload("ip6", "saddr"), "::"), x.match(x.payload("icmpv6", "type"), {"set": IPV6_ND_FROM_UNSPECIFIED})], "return"),
             # guests are not routers: router advertisements and redirects from them are forged
             ([_is("ip6"), x.match(x.payload("icmpv6", "type"), {"set": ["nd-router-advert", "nd-redirect"]})], "drop"),
+            *ipv6_sources,
             ([_is("ip6"), _in_nic_set("out", x.payload("ip6", "saddr"), NIC_IP6, negate=True)], "drop"),
             # the IPv6 twin of ARP spoofing: an advertisement for someone else's address
-            ([_is("ip6"), x.match(x.payload("icmpv6", "type"), "nd-neighbor-advert")], "check-na-target"),
+            *([na_check] if 6 not in learning else []),
         ]
         if out_only
         else [],
@@ -125,6 +127,19 @@ def builtin_filter_rules(name: str, direction: str, learning: bool = False) -> l
         ]
         if out_only
         else [],
+        # libvirt's stock filters (issue 18); allow-dhcp-server trusts its network's dhcp_servers
+        "allow-dhcp-server": [
+            ([_is("ip"), x.match(x.payload("ip", "saddr"), "0.0.0.0"), x.match(x.payload("ip", "daddr"), "255.255.255.255"), x.match(x.payload("udp", "sport"), 68), x.match(x.payload("udp", "dport"), 67)], "accept")
+        ]
+        if out_only
+        else [([_is("ip"), _in_nic_set("in", x.payload("ip", "saddr"), NIC_DHCP_SERVERS), x.match(x.payload("udp", "sport"), 67), x.match(x.payload("udp", "dport"), 68)], "accept")],
+        "allow-incoming-ipv4": [] if out_only else [([_is("ip")], "accept")],
+        "allow-ipv4": [([_is("ip")], "accept")],
+        "no-other-rarp-traffic": [([x.match(_ether("type"), RARP)], "drop")],
+        "qemu-announce-self-rarp": [
+            (rarp + ([_in_nic_set("out", _ether("saddr"), NIC_MAC)] if out_only else []), "check-rarp"),
+            ([x.has_bits(x.GUARD_ACCEPT_BIT)], "accept"),
+        ],
     }
     return rules.get(name, [])
 
@@ -170,8 +185,10 @@ def custom_filter_rules(policy: Policy, registry: SetRegistry, rule: FilterRule,
 def _guard_verdict(action: str, direction: str, inline: bool) -> list[Json]:
     if action == "check-na-target":  # per-port data, so one map lookup into the port's check
         return [x.vmap(x.meta("iifname"), NIC_NA)]
-    if action == "learn4":  # learning ports only: goto, so the learn chain's return leaves the filter
-        return [x.vmap(x.meta("iifname"), NIC_LEARN4)]
+    if action in ("learn4", "learn6"):  # learning ports only: goto, so the learn chain's return leaves the filter
+        return [x.vmap(x.meta("iifname"), NIC_LEARN[int(action[-1])])]
+    if action == "check-rarp":  # the port's chain sets the accept bit when the payload's MACs are its own
+        return [x.clear_bits(x.GUARD_ACCEPT_BIT), x.vmap(_port(direction), NIC_RARP)]
     if action == "accept":  # ends the guard stage only; the inet table still decides
         if inline:  # written into the profile chain itself: returning ends the stage
             return [x.ret()]
@@ -181,7 +198,7 @@ def _guard_verdict(action: str, direction: str, inline: bool) -> list[Json]:
     return [x.drop()]  # drop; reject is a drop here (the bridge family cannot reject)
 
 
-def filter_bodies(policy: Policy, registry: SetRegistry, name: str, direction: str, learning: bool = False) -> list[tuple[list[Json], str]]:
+def filter_bodies(policy: Policy, registry: SetRegistry, name: str, direction: str, learning: frozenset[int] = frozenset()) -> list[tuple[list[Json], str]]:
     """(matches, action) of a filter's rules for one direction, in evaluation order."""
     if name in policy.doc.filters:
         ordered = sorted(policy.doc.filters[name].rules, key=lambda r: r.priority)  # stable: same priority keeps file order
@@ -199,9 +216,9 @@ def filter_rules(policy: Policy, node: str, name: str, direction: str, bodies: l
     comment = f"filter {name}"
     for statements, action in bodies:
         if action in ("drop", "reject") and policy.doc.settings.log.denied:
-            prefix = log_prefix(node, f"guard:{name}", direction, name, "drop")
+            prefix = log_prefix(node, f"guard:{name}", direction, name, "drop", policy.doc.settings.log.level)
             rules.append(NftRule(tuple(statements + [x.limit_ref(LOG_LIMIT), x.log_group(policy.doc.settings.log.group, prefix)]), comment))
-        counter = [] if action == "learn4" else [x.counter()]  # the learn chain counts
+        counter = [] if action in ("learn4", "learn6") else [x.counter()]  # the learn chain counts
         rules.append(NftRule(tuple(statements + counter + _guard_verdict(action, direction, inline)), comment))
     return rules
 
@@ -221,20 +238,24 @@ def _flooded_copy(nic: LocalNic) -> tuple[NftRule, ...]:
 def bridge_table(policy: Policy, node: str, nics: list[LocalNic], learned: Mapping[tuple[str, int], Sequence[str]] | None = None) -> Table:
     """`learned`: (vm, nic index) -> addresses a learning NIC learned (from the agent)."""
     registry = SetRegistry()
-    learners = [n for n in nics if is_learning(policy, n)]
+    learning = NodeLearning(policy, node, nics, learned or {})
+    families = frozenset(f for f in (4, 6) if learning.any(f))
     chains: dict[str, Chain] = {}
     profiles: dict[tuple[str, ...], str] = {}
     guards_out: list[tuple[str, Json]] = []
     guards_in: list[tuple[str, Json]] = []
     dst_map: list[tuple[str, Json]] = []
+    used: set[str] = set()  # every built-in filter some local NIC uses
     for nic in nics:
-        filters = tuple(policy.nic_filters(nic.vm, nic.nic_index))
+        filters = tuple(guard_filters(policy, nic.vm, nic.nic_index))  # none when the NIC is not filtered (issue 18)
+        used.update(filters)
         for direction, target in (("out", guards_out), ("in", guards_in)):
-            profile_chain = _profile(policy, registry, node, filters, direction, chains, profiles, bool(learners)) if filters else None
+            profile_chain = _profile(policy, registry, node, filters, direction, chains, profiles, families) if filters else None
             if profile_chain is not None:
                 target.append((nic.tap, x.jump(profile_chain)))
         name = port_object("nic", nic.tap, "in")
-        chains[name] = Chain(name, (*_flooded_copy(nic), NftRule((x.or_mark(nic.dst_mark),), f"{nic.vm} nic {nic.nic_index}")))
+        flooded = _flooded_copy(nic) if nic_filtered(policy, nic.vm, nic.nic_index) else ()
+        chains[name] = Chain(name, (*flooded, NftRule((x.or_mark(nic.dst_mark),), f"{nic.vm} nic {nic.nic_index}")))
         dst_map.append((nic.tap, x.jump(name)))
     src_mark = NftRule((x.set_mark(x.map_lookup(x.meta("iifname"), "nic-src")),), "source guest port -> mark")
     # Every hook a packet passes costs; chains and lookups exist only where needed.
@@ -261,26 +282,40 @@ def bridge_table(policy: Policy, node: str, nics: list[LocalNic], learned: Mappi
         NamedSet(NIC_IP4, ("ifname", "ipv4_addr"), tuple(x.concat(n.tap, ip) for n in nics for ip in n.ipv4()), comment="$IP of each port"),
         NamedSet(NIC_IP6, ("ifname", "ipv6_addr"), tuple(x.concat(n.tap, ip) for n in nics for ip in n.ipv6()), comment="IPv6 $IP of each port (incl. link-local)"),
     ]
+    if "allow-dhcp-server" in used:
+        servers = [x.concat(n.tap, ip) for n in nics for ip in policy.doc.networks[n.nic.network].dhcp_servers if ":" not in ip]
+        sets.append(NamedSet(NIC_DHCP_SERVERS, ("ifname", "ipv4_addr"), tuple(servers), comment="the DHCP servers each port's network trusts"))
     sets += sorted(registry.sets.values(), key=lambda s: s.name)
     na_map: list[tuple[str, Json]] = []
-    if any("no-ipv6-spoofing" in policy.nic_filters(n.vm, n.nic_index) for n in nics):
+    if "no-ipv6-spoofing" in used:
         for nic in nics:
             name = port_object("na", nic.tap)
-            chains[name] = na_target_chain(policy, node, nic, name)
+            chains[name] = na_target_chain(policy, node, nic, name, learning)
             na_map.append((nic.tap, x.jump(name)))
         sets.append(NamedSet(NIC_NA, "ifname", tuple(sorted(na_map)), map="verdict", comment="port -> neighbour advertisement check"))
-    if learners:
-        learn_map: list[tuple[str, Json]] = []
-        for nic in learners:
-            chains[port_object("learn4", nic.tap)] = learn_chain(policy, node, nic)
-            learn_map.append((nic.tap, x.goto(port_object("learn4", nic.tap))))
-            first = learned_ipv4((learned or {}).get((nic.vm, nic.nic_index), ()))
-            sets.append(NamedSet(port_object("learned4", nic.tap), "ipv4_addr", first, flags=("timeout",), timeout=LEARNED_TIMEOUT, size=1, comment=f"{nic.vm} nic {nic.nic_index}: learned IPv4 address"))
-        sets.append(NamedSet(NIC_LEARN4, "ifname", tuple(sorted(learn_map)), map="verdict", comment="learning port -> its learn chain"))
+    if "qemu-announce-self-rarp" in used:
+        rarp_map = []
+        for nic in nics:
+            if nic.nic.mac:
+                chains[port_object("rarp", nic.tap)] = rarp_chain(nic)
+                rarp_map.append((nic.tap, x.jump(port_object("rarp", nic.tap))))
+        sets.append(NamedSet(NIC_RARP, "ifname", tuple(sorted(rarp_map)), map="verdict", comment="port -> its RARP payload check"))
+    learn_chains, learn_sets = learning.objects()
+    base += [c for c in learn_chains if c.hook is not None]
+    chains.update((c.name, c) for c in learn_chains if c.hook is None)
+    sets += learn_sets
     rate, per = policy.doc.settings.log.rate.split("/")
     limits = (Limit(LOG_LIMIT, int(rate), per, policy.doc.settings.log.burst),)
     ordered = base + [chains[name] for name in sorted(chains)]
     return Table("bridge", TABLE, tuple(ordered), tuple(sets), limits)
+
+
+def rarp_chain(nic: LocalNic) -> Chain:
+    """qemu-announce-self-rarp's payload check: sender and target MAC are the port's
+    own (libvirt's arpsrcmacaddr/arpdstmacaddr = $MAC); then the filter accepts."""
+    mac = int((nic.nic.mac or "").replace(":", ""), 16)
+    rule = (x.match(_nh(RARP_SHA), mac), x.match(_nh(RARP_THA), mac), x.or_mark(x.GUARD_ACCEPT_BIT))
+    return Chain(port_object("rarp", nic.tap), (NftRule(rule, f"filter qemu-announce-self-rarp: {nic.vm} nic {nic.nic_index}"),))
 
 
 def unknown_guest_port_rules(patterns: Sequence[str]) -> tuple[list[NftRule], list[NftRule]]:
@@ -301,63 +336,25 @@ def unknown_guest_port_rules(patterns: Sequence[str]) -> tuple[list[NftRule], li
     )
 
 
-def learned_ipv4(addresses: Sequence[str]) -> tuple[str, ...]:
-    """The first valid IPv4 address of what the agent saved (the set holds one)."""
-    for text in addresses:
-        try:
-            address = ipaddress.ip_address(text)
-        except ValueError:
-            continue
-        if address.version == 4:
-            return (str(address),)
-    return ()
-
-
-def _set_add(set_name: str, key: Json) -> Json:
-    return {"set": {"op": "add", "elem": key, "set": x.set_ref(set_name)}}
-
-
-def learn_chain(policy: Policy, node: str, nic: LocalNic) -> Chain:
-    """A learning port's IPv4 source check (reached by goto from the anti-spoofing
-    filter, so `return` leaves that filter as its own `return` would).
-
-    Known address: passes. Otherwise the first learnable one (inside the network's
-    IPv4 subnets when it has some; never 0/8, 127/8, 169.254/16, 224/3) is added to
-    the size-1 set; when the set is full the add fails, the rule does not match, and
-    the drop at the end applies.
-    """
-    set_name = port_object("learned4", nic.tap)
-    ref = x.set_ref(set_name)
-    subnets = [x.prefix(str(n.network_address), n.prefixlen) for n in map(ipaddress.ip_network, policy.doc.networks[nic.nic.network].subnets) if n.version == 4]
-    rules: list[NftRule] = []
-    for ethertype, source, filter_name in (("ip", x.payload("ip", "saddr"), "no-ip-spoofing"), ("arp", x.payload("arp", "saddr ip"), "no-arp-ip-spoofing")):
-        rules.append(NftRule((_is(ethertype), x.match(source, ref), x.ret()), f"filter {filter_name}: the learned address"))
-    for ethertype, source, filter_name in (("ip", x.payload("ip", "saddr"), "no-ip-spoofing"), ("arp", x.payload("arp", "saddr ip"), "no-arp-ip-spoofing")):
-        learnable = [x.match(source, {"set": NOT_LEARNABLE4}, "!=")]
-        if subnets:
-            learnable.append(x.match(source, {"set": subnets}))
-        rules.append(NftRule((_is(ethertype), *learnable, _set_add(set_name, source), x.counter(), x.ret()), f"filter {filter_name}: learn the first address"))
-    for ethertype, filter_name in (("ip", "no-ip-spoofing"), ("arp", "no-arp-ip-spoofing")):
-        if policy.doc.settings.log.denied:
-            prefix = log_prefix(node, f"guard:{filter_name}", "out", filter_name, "drop")
-            rules.append(NftRule((_is(ethertype), x.limit_ref(LOG_LIMIT), x.log_group(policy.doc.settings.log.group, prefix)), f"filter {filter_name}"))
-    rules.append(NftRule((x.counter(), x.drop()), "not the learned address, nor learnable"))
-    return Chain(port_object("learn4", nic.tap), tuple(rules))
-
-
-def na_target_chain(policy: Policy, node: str, nic: LocalNic, name: str) -> Chain:
-    """Drop neighbour advertisements whose target is not one of the port's addresses.
+def na_target_chain(policy: Policy, node: str, nic: LocalNic, name: str, learning: NodeLearning) -> Chain:
+    """Drop neighbour advertisements whose target is not one of the port's addresses
+    (an IPv6-learning port: see compiler/learning.py).
 
     nft 1.0.6 has no `icmpv6 taddr` and its JSON cannot concatenate a raw payload in
     a set, so the target is compared as a 128-bit number with this port's addresses.
     """
     own = sorted({f"0x{int(ipaddress.IPv6Address(ip)):032x}" for ip in nic.ipv6()})
-    matches: list[Json] = [x.match(NA_TARGET, {"set": own} if len(own) > 1 else own[0], "!=")] if own else []
+    refused = learning.na_target_rules(nic, list(nic.ipv6()))
     rules = []
-    if policy.doc.settings.log.denied:
-        prefix = log_prefix(node, "guard:no-ipv6-spoofing", "out", "no-ipv6-spoofing", "drop")
-        rules.append(NftRule(tuple(matches + [x.limit_ref(LOG_LIMIT), x.log_group(policy.doc.settings.log.group, prefix)]), "filter no-ipv6-spoofing"))
-    rules.append(NftRule(tuple(matches + [x.counter(), x.drop()]), "filter no-ipv6-spoofing"))
+    if refused is None:
+        refused = [[x.match(NA_TARGET, {"set": own} if len(own) > 1 else own[0], "!=")] if own else []]
+    elif own:
+        rules.append(NftRule((x.match(NA_TARGET, {"set": own} if len(own) > 1 else own[0]), x.ret()), "filter no-ipv6-spoofing: the port's own"))
+    for matches in refused:
+        if policy.doc.settings.log.denied:
+            prefix = log_prefix(node, "guard:no-ipv6-spoofing", "out", "no-ipv6-spoofing", "drop", policy.doc.settings.log.level)
+            rules.append(NftRule(tuple(matches + [x.limit_ref(LOG_LIMIT), x.log_group(policy.doc.settings.log.group, prefix)]), "filter no-ipv6-spoofing"))
+        rules.append(NftRule(tuple(matches + [x.counter(), x.drop()]), "filter no-ipv6-spoofing"))
     return Chain(name, tuple(rules))
 
 
@@ -369,7 +366,7 @@ def _profile(
     direction: str,
     chains: dict[str, Chain],
     profiles: dict[tuple[str, ...], str],
-    learning: bool = False,
+    learning: frozenset[int] = frozenset(),
 ) -> str | None:
     """The chain running a NIC's filters in order (shared by NICs with the same list)."""
     key = (direction,) + filters

@@ -19,15 +19,18 @@ from ..policy.resolve import Policy, RuleRef
 from . import nftexpr as x
 from .ir import Chain, NamedSet, Rule
 from .matches import IP_PROTO, SetRegistry, match_statements
-from .naming import LOG_LIMIT, log_prefix, rule_comment, rule_token
+from .meters import per_source_meter
+from .naming import LOG_LIMIT, group_chain, log_prefix, rule_comment, rule_token
+from .nics import LocalNic, local_nics
+from .packet_limits import packet_limited_verdict
 from .plan import Plan
-from .plan.vocabulary import Step
+from .plan.groups import GroupCall
+from .plan.vocabulary import Scope, Step
 from .schedule import time_alternatives
 
 Json = dict[str, Any]
 AcceptMode = Literal["return", "mark-in", "mark-out", "accept"]
 REJECT_CHAIN = "rejected"  # `reject` is an nft keyword: a chain of that name cannot be written in nft text
-RATE_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
 @dataclass
@@ -37,10 +40,12 @@ class CompileContext:
     registry: SetRegistry = field(default_factory=SetRegistry)
     extra_chains: dict[str, Chain] = field(default_factory=dict)  # per-rule log chains
     meters: dict[str, NamedSet] = field(default_factory=dict)  # per-source rate limit sets
+    packet_limits: dict[int, str] = field(default_factory=dict)  # connection mark -> its packet budget chain
     matches: dict[int, tuple[object, list[tuple[Family | None, list[Json]]]]] = field(default_factory=dict)  # by plan match tuple
     now: datetime | None = None  # schedules convert to UTC with the offset in force now
     timezone: str | None = None  # the node's timezone, for schedules that name none
     plan: Plan = None  # type: ignore[assignment]  # built from policy, now, timezone
+    _nics: dict[tuple[str, int], LocalNic] | None = None
 
     def __post_init__(self) -> None:
         if self.plan is None:
@@ -49,6 +54,16 @@ class CompileContext:
     @property
     def log_group(self) -> int:
         return self.policy.doc.settings.log.group
+
+    @property
+    def log_level(self) -> str:
+        return self.policy.doc.settings.log.level
+
+    def nic(self, vm: str, index: int) -> LocalNic | None:
+        """A guest NIC of this node (for rules scoped to NICs)."""
+        if self._nics is None:
+            self._nics = {(n.vm, n.nic_index): n for n in local_nics(self.policy, self.node)}
+        return self._nics.get((vm, index))
 
 
 def verdict_statements(action: str, accept_mode: AcceptMode) -> list[Json]:
@@ -83,20 +98,8 @@ def _rate_statements(ctx: CompileContext, step: Step, family: Family) -> list[Js
     new_only = x.match(x.ct("state"), "new", "in")
     if not limit.per_source:
         return [new_only, x.limit_rate(limit.rate, limit.per, limit.burst)]
-    # per source: one token bucket per source address, in a dynamic set whose
-    # entries expire once a source has been quiet for a refill period.
     ref: RuleRef = step.ref  # type: ignore[assignment]
-    name = f"rl-{rule_token(ref)}-{'v4' if family == 'ipv4' else 'v6'}"
-    timeout = max(60, RATE_SECONDS[limit.per] * max(1, limit.burst) // max(1, limit.rate) + RATE_SECONDS[limit.per])
-    ctx.meters[name] = NamedSet(
-        name=name,
-        type="ipv4_addr" if family == "ipv4" else "ipv6_addr",
-        flags=("timeout",),  # nft 1.0.6 JSON rejects "dynamic"; `update` works with timeout
-        timeout=timeout,
-        size=65535,
-        comment=f"rate limit of rule {ref.id}",
-    )
-    return [new_only, x.meter_update(name, x.payload(IP_PROTO[family], "saddr"), limit.rate, limit.per, limit.burst)]
+    return [new_only, per_source_meter(ctx.meters, f"rl-{rule_token(ref)}", family, limit, f"rate limit of rule {ref.id}")]
 
 
 def render_step(ctx: CompileContext, step: Step, accept_mode: AcceptMode, scope: str, direction: str) -> list[Rule]:
@@ -105,16 +108,27 @@ def render_step(ctx: CompileContext, step: Step, accept_mode: AcceptMode, scope:
     ref: RuleRef = step.ref  # type: ignore[assignment]
     timings = time_alternatives(step.time)
     verdict = verdict_statements(step.action, accept_mode)
+    if step.packet_limit is not None:
+        verdict = packet_limited_verdict(ctx, step, verdict)
     if step.log:
-        chain_name = f"log-{rule_token(ref)}"
-        prefix = log_prefix(ctx.node, scope, direction, ref.id, step.action)
+        # a security group's rule is rendered once per context (guest chains, node chains)
+        chain_name = f"log-{rule_token(ref)}" + ("-h" if ref.level == "security_group" and accept_mode == "accept" else "")
+        prefix = log_prefix(ctx.node, scope, direction, ref.id, step.action, step.log_level or ctx.log_level)
         ctx.extra_chains[chain_name] = Chain(
             chain_name,
             (Rule((x.limit_ref(LOG_LIMIT), x.log_group(ctx.log_group, prefix)), ref.id), Rule(tuple(verdict), ref.id)),
         )
         verdict = [x.goto(chain_name)]
     out: list[Rule] = []
+    for where in scope_alternatives(ctx, step.scope, ref.owner, direction):
+        out += _render_matches(ctx, step, where, timings, verdict, ref)
+    return out
+
+
+def _render_matches(ctx: CompileContext, step: Step, where: list[Json], timings: list[list[Json]], verdict: list[Json], ref: RuleRef) -> list[Rule]:
+    out: list[Rule] = []
     for family, statements in _matches(ctx, step):
+        statements = where + statements
         variants: list[tuple[Family, list[Json]]]
         if step.limit is not None and step.limit.per_source and family is None:
             # the bucket is keyed by the source address, whose type is per family
@@ -125,6 +139,62 @@ def render_step(ctx: CompileContext, step: Step, accept_mode: AcceptMode, scope:
             for timing in timings:
                 full = body + timing + _rate_statements(ctx, step, bucket_family) + [x.counter()] + verdict
                 out.append(Rule(tuple(full), rule_comment(ref.id, step.comment)))
+    return out
+
+
+# -- issue 18: where a step applies (NICs, interfaces), security group references ----------
+
+
+def scope_alternatives(ctx: CompileContext, scope: Scope | None, vm: str, direction: str) -> list[list[Json]]:
+    """Statements restricting a rule to its Scope, one list per alternative ([[]]: none).
+
+    NICs: the packet mark's NIC bits (the source NIC for `out`; for `in` the
+    destination NIC, or, for a NIC the node routes to (nat, routed, isolated
+    networks), no destination bits and its address: routed packets are dispatched
+    to the VM by address, plan/hooks.py ROUTED_IN). Interfaces: `iifname` (in) /
+    `oifname` (out), one alternative per name (a trailing * is nft's wildcard)."""
+    if scope is None:
+        return [[]]
+    out: list[list[Json]] = []
+    if scope.nics:
+        nics = [nic for index in scope.nics if (nic := ctx.nic(vm, index)) is not None]
+        if not nics:
+            return []  # the NIC is not on this node: never
+        if direction == "out":
+            out.append([x.match(x.masked(x.meta("mark"), x.SRC_NIC_MASK), _one_or_set(sorted(n.src_mark for n in nics)))])
+        else:
+            out.append([x.match(x.masked(x.meta("mark"), x.DST_NIC_MASK), _one_or_set(sorted(n.dst_mark for n in nics)))])
+            routed = [n for n in nics if ctx.policy.doc.networks[n.nic.network].mode != "bridged"]
+            for family, ips in (("ipv4", [ip for n in routed for ip in n.ipv4()]), ("ipv6", [ip for n in routed for ip in n.nic.ips if ":" in ip])):
+                if ips:
+                    out.append([x.match(x.masked(x.meta("mark"), x.DST_NIC_MASK), 0), x.match(x.payload(IP_PROTO[family], "daddr"), _one_or_set(sorted(ips)))])
+    if scope.interfaces:
+        key = x.meta("iifname" if direction == "in" else "oifname")
+        out += [[x.match(key, name)] for name in scope.interfaces]
+    return out
+
+
+def _one_or_set(values: list[Any]) -> Any:
+    return values[0] if len(values) == 1 else {"set": values}
+
+
+def render_call(ctx: CompileContext, call: GroupCall, accept_mode: AcceptMode, vm: str) -> list[Rule]:
+    """A reference to a security group: a jump to its chain (made once per node and
+    context), then, in a guest's chain, the group's accept carried on (the accept
+    bit, as for global and zone chains). In a node's chain an accept is final."""
+    name = group_chain(call.group, call.context, call.direction)
+    if name not in ctx.extra_chains:
+        mode: AcceptMode = "accept" if call.context == "host" else ("mark-in" if call.direction == "in" else "mark-out")
+        rules: list[Rule] = []
+        for step in call.steps:
+            rules += render_step(ctx, step, mode, f"sg:{call.group}", call.direction)
+        ctx.extra_chains[name] = Chain(name, tuple(rules), comment=f"security group {call.group}, {call.direction}")
+    out: list[Rule] = []
+    for where in scope_alternatives(ctx, call.scope, vm, call.direction):
+        out.append(Rule((*where, x.jump(name)), call.label))
+    if out and call.context == "guest":
+        bit = x.IN_ACCEPT_BIT if call.direction == "in" else x.OUT_ACCEPT_BIT
+        out.append(Rule((x.has_bits(bit), x.ret()), f"{name} accepted"))
     return out
 
 
@@ -142,10 +212,10 @@ def _matches(ctx: CompileContext, step: Step) -> list[tuple[Family | None, list[
 
 def render_default(ctx: CompileContext, step: Step, scope: str, direction: str, accept_mode: AcceptMode) -> list[Rule]:
     """The end of an evaluation: the default verdict, logged when the plan says so
-    (settings.log.denied)."""
+    (settings.log.denied, a VM's or node's `log`)."""
     out: list[Rule] = []
     if step.log:
-        prefix = log_prefix(ctx.node, scope, direction, step.label, step.action)
+        prefix = log_prefix(ctx.node, scope, direction, step.label, step.action, step.log_level or ctx.log_level)
         out.append(Rule((x.limit_ref(LOG_LIMIT), x.log_group(ctx.log_group, prefix)), step.label))
     out.append(Rule((x.counter(), *verdict_statements(step.action, accept_mode)), step.label))
     return out

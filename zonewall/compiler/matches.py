@@ -18,7 +18,7 @@ from . import nftexpr as x
 from .ir import NamedSet
 from .naming import ref_set_name
 from .plan.rules import rule_matches as plan_rule_matches
-from .plan.vocabulary import L4, Addresses, IcmpTypes, Intervals, Match, Ports
+from .plan.vocabulary import L4, Addresses, IcmpTypes, Intervals, Match, Ports, TcpFlags
 
 Json = dict[str, Any]
 ADDR_TYPE = {"ipv4": "ipv4_addr", "ipv6": "ipv6_addr"}
@@ -100,10 +100,18 @@ def l4_statements(l4: L4 | None) -> list[Json]:
         if l4.sport is not None:
             out.append(x.match(x.payload(l4.protocol, "sport"), _one_or_set(_port_values(l4.sport))))
         return out
+    if isinstance(l4, TcpFlags):
+        out = [x.match(x.masked(x.payload("tcp", "flags"), l4.mask), l4.value, "!=" if l4.negate else "==")]
+        if l4.sport is not None:
+            out.append(x.match(x.payload("tcp", "sport"), _one_or_set(_port_values(l4.sport))))
+        return out
     if isinstance(l4, IcmpTypes):
         if l4.types is None:
             return [x.match(x.meta("l4proto"), l4.protocol)]
-        return [x.match(x.payload(l4.protocol, "type"), _one_or_set([label for _number, label in l4.types]))]
+        out = [x.match(x.payload(l4.protocol, "type"), _one_or_set([label for _number, label in l4.types]))]
+        if l4.codes is not None:  # issue 18: one type's codes
+            out.append(x.match(x.payload(l4.protocol, "code"), _one_or_set([label for _number, label in l4.codes])))
+        return out
     return [x.match(x.meta("l4proto"), _one_or_set([label for _number, label in l4.values]))]
 
 

@@ -35,6 +35,7 @@ from .nics import LocalNic
 from .plan.hooks import ROUTED_IN, Stage
 from .plan.modes import L3_MODES, host_services, routed_checks
 from .plan.rules import RulePlanner
+from .plan.switches import nic_filtered
 from .plan.vocabulary import NotForwarded, Step, final
 
 Json = dict[str, Any]
@@ -51,9 +52,14 @@ def host_service_networks(policy: Policy, nics: list[LocalNic]) -> list[str]:
 class ModeBuilder:
     """Chains and maps for the node's non-bridged networks and host services."""
 
-    def __init__(self, policy: Policy, planner: RulePlanner, nics: list[LocalNic], registry: SetRegistry, invalid: Json, ct_rules: list[Rule] | None = None) -> None:
+    def __init__(self, policy: Policy, planner: RulePlanner, nics: list[LocalNic], registry: SetRegistry, invalid: Json, ct_rules: list[Rule] | None = None,
+                 protection: list[Rule] | None = None, invalid_log: list[Json] | None = None) -> None:
+        """`protection`: the guests' protection rules (compiler/protection.py); `invalid_log`:
+        log statements for invalid packets (settings.log.invalid)."""
         self.policy, self.planner, self.nics, self.registry, self.invalid = policy, planner, nics, registry, invalid
+        self.invalid_log = list(invalid_log or [])
         self.ct_rules = list(ct_rules or [])  # conntrack helpers for new connections
+        self.protection = list(protection or [])  # the guests' protection (compiler/protection.py)
         self.chains: dict[str, Chain] = {}
         self.sets: dict[str, NamedSet] = {}
 
@@ -87,7 +93,7 @@ class ModeBuilder:
         for family in ("ipv4", "ipv6"):
             elements = []
             for nic in self.nics:
-                if nic.nic.network in networks:
+                if nic.nic.network in networks and nic_filtered(self.policy, nic.vm, nic.nic_index):  # enable switches (issue 18)
                     for ip in nic.nic.ips:
                         if ipaddress.ip_address(ip).version == (4 if family == "ipv4" else 6):
                             elements.append((ip, x.jump(vm_chain(nic.vm, "in"))))
@@ -110,7 +116,9 @@ class ModeBuilder:
         assert checks is not None, network
         stages = {
             Stage.BRIDGED_INSIDE: [Rule((x.match(x.meta("iifname"), net.bridge), x.ret()), "bridged inside the network")],
-            Stage.INVALID: [Rule((x.match(x.ct("state"), "invalid", "in"), x.counter(), self.invalid), "invalid")],
+            Stage.INVALID: ([Rule((x.match(x.ct("state"), "invalid", "in"), *self.invalid_log), "invalid logged")] if self.invalid_log else [])
+            + [Rule((x.match(x.ct("state"), "invalid", "in"), x.counter(), self.invalid), "invalid")],
+            Stage.PROTECTION: self.protection,
             Stage.MODE_CHECKS: self._checks(checks.inbound),
             Stage.CONNTRACK: self.ct_rules,
             Stage.SENDER: [Rule((x.vmap(x.masked(x.meta("mark"), x.SRC_NIC_MASK), "out-dispatch"),), "sender: out rules")],

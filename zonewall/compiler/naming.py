@@ -1,5 +1,5 @@
-"""Names shared by the compiler, the dataplane and the lab: tables, chains, sets, taps, log
-prefixes; built here and parsed back here (chain_scope, level_of, parse_log_prefix)."""
+"""Names shared by the compiler, the dataplane and the lab: tables, chains, sets, taps; built
+here and parsed back here (chain_scope, level_of). Log prefixes: logprefix.py."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import hashlib
 
 from ..policy.model import Nic
 from ..policy.resolve import RuleRef
+from . import logprefix
 
 TABLE = "zonewall"  # one table per family: inet (stateful filtering) and bridge (guards, marks)
 LOG_LIMIT = "log-cap"  # named limit object: settings.log.rate per node
@@ -60,37 +61,20 @@ def level_chain(level: str, owner: str, direction: str) -> str:
     return f"{level}-{owner}-{direction}"
 
 
+def group_chain(group: str, context: str, direction: str) -> str:
+    """The chain of a security group (issue 18): once per node, per context (guest
+    chains go on after an accept, node chains end) and direction."""
+    return f"sg-{group}-{context}-{direction}"
+
+
 def rule_token(ref: RuleRef) -> str:
     """A short stable token for per-rule objects (rate-limit sets, log chains)."""
     return hashlib.sha1(f"{ref.level}/{ref.owner}/{ref.id}".encode()).hexdigest()[:10]
 
 
-LOG_PREFIX_TAG = "zw"  # the first field of every zonewall log prefix: the NFLOG reader keeps only these
-
-
-def log_prefix(node: str, scope: str, direction: str, rule_id: str, verdict: str) -> str:
-    """`zw|node|scope|direction|rule|verdict`, within the kernel's 127 bytes.
-
-    scope is the VM for VM-specific rules and defaults, `zone:NAME`, `global`,
-    `host`, `net:NAME` or `guard:FILTER`; for shared chains the NFLOG record's mark
-    tells the NIC (and so the VM) the packet belonged to.
-    """
-    text = f"{LOG_PREFIX_TAG}|{node}|{scope}|{direction}|{rule_id}|{verdict}"
-    return text[:127]
-
-
-def parse_log_prefix(prefix: str) -> tuple[str | None, str | None, str | None, str | None, str | None]:
-    """``zw|node|scope|direction|rule|verdict`` -> its five fields (Nones otherwise).
-
-    Scopes never contain ``|`` (names are [a-z0-9_-], scopes add ``:``), rule ids
-    neither; a prefix cut at 127 bytes may lose the verdict (then None).
-    """
-    parts = prefix.split("|")
-    if len(parts) < 5 or parts[0] != LOG_PREFIX_TAG:
-        return None, None, None, None, None
-    node, scope, direction, rule_id = parts[1:5]
-    verdict = "|".join(parts[5:]) if len(parts) > 5 else None
-    return node, scope, direction, rule_id, verdict or None
+def log_prefix(node: str, scope: str, direction: str, rule_id: str, verdict: str, level: str | None = None) -> str:
+    """The NFLOG prefix of a log statement (compiler/logprefix.py has the format)."""
+    return logprefix.build(node, scope, direction, rule_id, verdict, level)
 
 
 COMMENT_MAX_BYTES = 128  # libnftables refuses longer rule comments
@@ -124,6 +108,8 @@ def level_of(scope: str | None, rule_id: str | None) -> str | None:
         return "zone"
     if scope.startswith("net:"):
         return "network"
+    if scope.startswith("sg:"):
+        return "security_group"
     if scope in ("global", "host"):
         return scope
     return "vm"
@@ -142,6 +128,8 @@ def chain_scope(family: str, chain: str) -> tuple[str, str] | None:
             return stem[3:], direction
         if stem.startswith("zone-"):
             return f"zone:{stem[5:]}", direction
+        if stem.startswith("sg-"):  # a security group's chain (issue 18): sg-NAME-guest|host-DIR
+            return f"sg:{stem[3:].rsplit('-', 1)[0]}", direction
         if stem == "global":
             return "global", direction
         if stem.startswith("host") :

@@ -123,21 +123,31 @@ def log_group(group: int, log_prefix: str) -> Json:
     return {"log": {"group": group, "prefix": log_prefix}}
 
 
-def limit_rate(rate: int, per: str, burst: int) -> Json:
-    return {"limit": {"rate": rate, "per": per, "burst": burst, "unit": "packets"}}
+def limit_rate(rate: int, per: str, burst: int, *, over: bool = False) -> Json:
+    """`limit rate R/per burst B packets`: matches within the rate (`over`: beyond it)."""
+    body: Json = {"rate": rate, "per": per, "burst": burst, "unit": "packets"}
+    if over:
+        body["inv"] = True
+    return {"limit": body}
 
 
 def limit_ref(name: str) -> Json:
     return {"limit": name}
 
 
-def meter_update(set_name: str, key: Json, rate: int, per: str, burst: int) -> Json:
+def meter_update(set_name: str, key: Json, rate: int, per: str, burst: int, *, over: bool = False) -> Json:
     """Per-key token bucket in a dynamic set: `update @set { key limit rate ... }`."""
     return {
         "set": {
             "op": "update",
             "elem": key,
             "set": set_ref(set_name),
-            "stmt": [limit_rate(rate, per, burst)],
+            "stmt": [limit_rate(rate, per, burst, over=over)],
         }
     }
+
+
+def set_ct_mark_bits(mask: int, value: int) -> Json:
+    """ct mark set ct mark & ~mask | value: the bits of `mask` become `value` (the
+    and-mask keeps `value`'s bits too, which changes nothing: nft folds it so)."""
+    return {"mangle": {"key": ct("mark"), "value": {"|": [{"&": [ct("mark"), (0xFFFFFFFF ^ mask) | value]}, value]}}}

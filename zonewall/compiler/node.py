@@ -24,14 +24,19 @@ from . import nftexpr as x
 from .ct_objects import global_timeouts, helper_objects, helper_rules, timeout_rules, zone_timeouts
 from .guards import bridge_table
 from .ir import Chain, Hook, Limit, NamedSet, Rule, Ruleset, Table
-from .levels import REJECT_CHAIN, AcceptMode, CompileContext, reject_chain, render_default, render_step
+from .levels import REJECT_CHAIN, AcceptMode, CompileContext, reject_chain, render_call, render_default, render_step
 from .matches import IP_PROTO, address_elements, match_statements
 from .modes import ModeBuilder
-from .naming import LOG_LIMIT, TABLE, level_chain, network_chain, vm_chain
+from .naming import LOG_LIMIT, TABLE, level_chain, log_prefix, network_chain, vm_chain
 from .nat import forward_open_rule, nat_chains
 from .nics import LocalNic, local_nics
+from .packet_limits import established_rules, packet_limits_map
 from .plan.chains import ESSENTIALS, Level, NetworkChain, VmChain
+from .plan.groups import GroupCall
 from .plan.hooks import FORWARD, INPUT, OUTPUT, Stage
+from .plan.switches import invalid_action, nic_filtered
+from .protection import protection_rules
+from .tenants import conntrack_zone_chain
 
 Json = dict[str, Any]
 GUEST_TRAFFIC = x.NIC_BITS
@@ -80,25 +85,38 @@ class InetBuilder:
         self.plan = ctx.plan.chains
         self.chains: dict[str, Chain] = {}
         self.sets: dict[str, NamedSet] = {}
-        invalid = x.accept() if self.policy.doc.settings.conntrack.invalid == "accept" else x.drop()
+        invalid = x.accept() if invalid_action(self.policy) == "accept" else x.drop()
         self.timeouts = global_timeouts(self.policy)
         self.ct_rules = helper_rules(self.policy) + timeout_rules(self.timeouts, "conntrack timeout")
         self.timeout_objects = {t.name: t for t in self.timeouts.values()}
-        self.modes = ModeBuilder(self.policy, ctx.plan.rules, nics, ctx.registry, invalid, self.ct_rules)
+        self.node_plan = ctx.plan.node(ctx.node)  # the node-scoped plan this renders
+        protection = self.node_plan.protection
+        self.protect_host = protection_rules(ctx, protection.host, "in")
+        self.protect_guests = protection_rules(ctx, protection.guests, "guests")
+        # unfiltered NICs (enable switches, issue 18) are classified (marked) but run no chain of theirs
+        self.filtered = [n for n in nics if nic_filtered(self.policy, n.vm, n.nic_index)]
+        self.modes = ModeBuilder(self.policy, ctx.plan.rules, nics, ctx.registry, invalid, self.ct_rules,
+                                 protection=self.protect_guests, invalid_log=self.invalid_log("fwd"))
 
     def build(self) -> Table:
-        node = self.ctx.plan.node(self.ctx.node)  # the node-scoped plan this renders
+        node = self.node_plan
         shared = self.shared_level_chains(node.shared)
         for chain in node.vm_chains:
             self.vm_chain(chain, shared)
         checked = self.network_chains(node.networks)
         self.chains[REJECT_CHAIN] = reject_chain()
         self.dispatch_maps(checked)
-        base = [self.forward_chain(), self.input_chain()]
-        output = self.output_chain()
+        host_rules = {direction: self.host_rules(direction) for direction in ("in", "out")}  # before the stages that count their packet limits
+        base = [self.forward_chain(), self.input_chain(host_rules["in"])]
+        output = self.output_chain(host_rules["out"])
         if output is not None:
             base.append(output)
+        zones = conntrack_zone_chain(node.zones)
+        base += [zones] if zones is not None else []
         base += nat_chains(self.policy, self.ctx.node)
+        limits_map = packet_limits_map(self.ctx)
+        if limits_map is not None:
+            self.sets[limits_map.name] = limits_map
         self.chains.update(self.modes.chains)
         self.sets.update(self.modes.sets)
         for extra in self.ctx.extra_chains.values():
@@ -114,8 +132,11 @@ class InetBuilder:
 
     def render(self, level: Level, accept_mode: AcceptMode, scope: str) -> list[Rule]:
         rules: list[Rule] = []
-        for step in level.steps:
-            rules += render_step(self.ctx, step, accept_mode, scope, level.direction)
+        for item in level.body:
+            if isinstance(item, GroupCall):  # a security group (issue 18): its chain, jumped to
+                rules += render_call(self.ctx, item, accept_mode, level.owner)
+            else:
+                rules += render_step(self.ctx, item, accept_mode, scope, level.direction)
         return rules
 
     def shared_level_chains(self, levels: tuple[Level, ...]) -> set[str]:
@@ -199,16 +220,26 @@ class InetBuilder:
         def vmap(name: str, elements: list[tuple[int, Json]], comment: str) -> None:
             self.sets[name] = NamedSet(name, "mark", tuple(elements), map="verdict", comment=comment)
 
-        vmap("out-dispatch", [(n.src_mark, x.jump(vm_chain(n.vm, "out"))) for n in self.nics], "source guest NIC -> its VM's out chain")
-        vmap("in-dispatch", [(n.dst_mark, x.jump(vm_chain(n.vm, "in"))) for n in self.nics], "destination guest NIC -> its VM's in chain")
+        vmap("out-dispatch", [(n.src_mark, x.jump(vm_chain(n.vm, "out"))) for n in self.filtered], "source guest NIC -> its VM's out chain")
+        vmap("in-dispatch", [(n.dst_mark, x.jump(vm_chain(n.vm, "in"))) for n in self.filtered], "destination guest NIC -> its VM's in chain")
         vmap("net-src", [(n.src_mark, x.jump(network_chain(n.nic.network, "src"))) for n in self.nics if n.nic.network in checked], "network check of the source NIC")
         vmap("net-dst", [(n.dst_mark, x.jump(network_chain(n.nic.network, "dst"))) for n in self.nics if n.nic.network in checked], "network check of the destination NIC")
 
-    def state_rules(self) -> dict[Stage, list[Rule]]:
-        invalid = x.accept() if self.policy.doc.settings.conntrack.invalid == "accept" else x.drop()
+    def invalid_log(self, direction: str) -> list[Json]:
+        """settings.log.invalid (issue 18): invalid packets logged before their verdict."""
+        log = self.policy.doc.settings.log
+        if not log.invalid:
+            return []
+        prefix = log_prefix(self.ctx.node, "state", direction, "invalid", invalid_action(self.policy), log.level)
+        return [x.limit_ref(LOG_LIMIT), x.log_group(log.group, prefix)]
+
+    def state_rules(self, direction: str = "fwd") -> dict[Stage, list[Rule]]:
+        invalid = x.accept() if invalid_action(self.policy) == "accept" else x.drop()
+        is_invalid = x.match(x.ct("state"), "invalid", "in")
+        logged = [Rule((is_invalid, *self.invalid_log(direction)), "invalid logged")] if self.policy.doc.settings.log.invalid else []
         return {
             Stage.ESTABLISHED: [Rule((x.match(x.ct("state"), ["established", "related"], "in"), x.counter(), x.accept()), "established")],
-            Stage.INVALID: [Rule((x.match(x.ct("state"), "invalid", "in"), x.counter(), invalid), "invalid")],
+            Stage.INVALID: logged + [Rule((is_invalid, x.counter(), invalid), "invalid")],
             Stage.ESSENTIALS: [Rule((*match_statements(self.ctx.registry, ESSENTIALS.matches[0]), x.counter(), x.accept()), "ICMPv6 essentials")],  # type: ignore[index]
         }
 
@@ -218,6 +249,8 @@ class InetBuilder:
             **self.state_rules(),
             **self.modes.forward_rules(),
             Stage.NOT_GUEST: [Rule((x.match(x.masked(x.meta("mark"), GUEST_TRAFFIC), 0), x.accept()), "not guest traffic")],
+            Stage.PACKET_LIMITS: established_rules(self.ctx),
+            Stage.PROTECTION: self.protect_guests,
             Stage.CONNTRACK: self.ct_rules,
             Stage.SENDER: [Rule((x.vmap(src, "out-dispatch"),), "sender: out rules")],
             Stage.NETWORK: [Rule((x.vmap(src, "net-src"),), "network check"), Rule((x.vmap(dst, "net-dst"),), "network check")],
@@ -244,30 +277,33 @@ class InetBuilder:
                 rules.append(Rule((x.jump(name),), name))
         return rules
 
-    def input_chain(self) -> Chain:
+    def input_chain(self, host_rules: list[Rule]) -> Chain:
         src = x.masked(x.meta("mark"), x.SRC_NIC_MASK)
         stages = {
             Stage.LOOPBACK: [Rule((x.match(x.meta("iif"), "lo"), x.accept()), "loopback")],
-            **self.state_rules(),
+            Stage.PACKET_LIMITS: established_rules(self.ctx),
+            **self.state_rules("in"),
             Stage.MANAGEMENT: self.management_rules(),
+            Stage.PROTECTION: self.protect_host,
             Stage.CONNTRACK: timeout_rules(self.timeouts, "conntrack timeout", guest_only=True),
             Stage.SENDER: [Rule((x.vmap(src, "out-dispatch"),), "from a guest: its out rules first")],
             Stage.HOST_SERVICES: self.modes.input_rules(),
-            Stage.HOST_RULES: self.host_rules("in"),
+            Stage.HOST_RULES: host_rules,
             Stage.HOST_DEFAULT: render_default(self.ctx, self.plan.host_in(self.ctx.node).default, "host", "in", "accept"),
         }
         return Chain("input", tuple(rule for stage in INPUT for rule in stages[stage]), Hook("filter", "input", 0))
 
-    def output_chain(self) -> Chain | None:
+    def output_chain(self, host_rules: list[Rule]) -> Chain | None:
         plan = self.plan.host_out(self.ctx.node)
         if plan is None:
             return None  # nothing to enforce: no hook, no per-packet cost
         state = self.state_rules()
         stages = {
             Stage.LOOPBACK: [Rule((x.match(x.meta("oif"), "lo"), x.accept()), "loopback")],
+            Stage.PACKET_LIMITS: established_rules(self.ctx),
             Stage.ESTABLISHED: state[Stage.ESTABLISHED],
             Stage.ESSENTIALS: state[Stage.ESSENTIALS],  # a node that cannot send neighbour solicitations has no IPv6 at all
-            Stage.HOST_RULES: self.host_rules("out"),
+            Stage.HOST_RULES: host_rules,
             Stage.HOST_DEFAULT: render_default(self.ctx, plan.default, "host", "out", "accept"),
         }
         return Chain("output", tuple(rule for stage in OUTPUT for rule in stages[stage]), Hook("filter", "output", 0))

@@ -129,6 +129,8 @@ def _dtype(expr: Any) -> DType:
         p = expr["payload"]
         if p.get("field") in ("sport", "dport"):
             return "inet_service"
+        if "base" in p:
+            return "raw"  # a raw payload field: nft lists its values in hex
         return PAYLOAD_TYPES.get((p.get("protocol"), p.get("field")), "integer")
     if "meta" in expr:
         return META_TYPES.get(expr["meta"]["key"], "integer")
@@ -187,6 +189,8 @@ def _scalar(value: Any, dtype: DType) -> str:
         return quote(str(value))
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ValueError(f"cannot render value {value!r}")
+    if dtype == "raw" and isinstance(value, int):
+        return f"0x{value:x}"
     return str(value) if isinstance(value, int) else _word(value)
 
 
@@ -315,7 +319,11 @@ def _expr(expr: Any) -> str:
             left, right = expr[op]
             return f"{_expr(left)} {op} {_value(right, _dtype(left))}"
     if "map" in expr:
-        return f"{_expr(expr['map']['key'])} map {_value(expr['map']['data'], None)}"
+        key, data = expr["map"]["key"], expr["map"]["data"]
+        if isinstance(data, dict) and "set" in data:  # an anonymous map: { KEY : VALUE, ... }
+            pairs = ", ".join(f"{_value(k, _dtype(key))} : {_value(v, None)}" for k, v in data["set"])
+            return f"{_expr(key)} map {{ {pairs} }}"
+        return f"{_expr(key)} map {_value(data, None)}"
     raise ValueError(f"cannot render expression {expr!r}")
 
 
@@ -327,9 +335,21 @@ def _prefix_len(mask: int, bits: int) -> int | None:
     return bits - inverted.bit_length()
 
 
+TCP_FLAG_NAMES = ("fin", "syn", "rst", "psh", "ack", "urg", "ecn", "cwr")  # bit 0 upwards
+
+
+def _tcp_flags(bits: int) -> str:
+    return ",".join(name for index, name in enumerate(TCP_FLAG_NAMES) if bits & (1 << index))
+
+
 def _match(m: Json) -> str:
     left, right, op = m["left"], m["right"], m["op"]
     dtype = _dtype(left)
+    if isinstance(left, dict) and "&" in left and left["&"][0] == {"payload": {"protocol": "tcp", "field": "flags"}} and isinstance(right, int):
+        mask = left["&"][1]  # nft lists `tcp flags & MASK == VALUE` as `tcp flags VALUE / MASK`
+        if op == "==" and right == 0:
+            return f"tcp flags ! {_tcp_flags(mask)}"
+        return f"tcp flags {'!= ' if op == '!=' else ''}{_tcp_flags(right)} / {_tcp_flags(mask)}"
     if isinstance(left, dict) and "&" in left and op in ("==", "!=") and isinstance(left["&"][1], int) and isinstance(right, int):
         inner = left["&"][0]
         bits = PREFIX_BITS.get(str(_dtype(inner)))

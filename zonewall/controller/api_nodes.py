@@ -10,16 +10,24 @@ it yet) waits for a newer one, and that number is never given to other documents
 
 Waiting costs no database access (the watch is in memory; contacts are written in
 batches) and each revision is read and parsed once per controller (store/cache.py);
-what the answer carries is built by `desired_answer` alone, so the payload can
-change (a node's compiled ruleset instead of the whole policy) without touching the
-waiting.
+what the answer carries is built by `desired_answer` alone.
+
+What a node is sent (agent protocol 2): never the cluster's documents, only its
+own (policy/scope.py), each built once per revision and node. The agent says
+which state it has (`have`, that state's content hash): when the new revision leaves
+its documents as they were it gets the revision number alone (`same`), when the
+change is small a delta against what it has, else its documents. An agent of
+protocol 1 (it expects the whole policy) is refused with a clear 426.
 """
 
 from __future__ import annotations
 
+import json
+
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from ..policy.documents import content_hash
 from . import auth
 from .deps import controller
 from .schemas import DesiredOut, LogOut, LogsIn, NodeOut, RegisterIn, StatusIn
@@ -31,6 +39,7 @@ from .store.tokens import Principal
 router = APIRouter(prefix="/api/v1", tags=["nodes"])
 NODE = Path(..., pattern=r"^[a-z0-9][a-z0-9_-]{0,30}$", description="the node (a host of the policy)")
 MAX_WAIT = 120.0
+PROTOCOL = 2  # 1: every node was sent the whole policy; 2: its own documents, `same`, deltas
 
 
 def _policy_hosts(request: Request) -> tuple[int | None, frozenset[str]]:
@@ -69,9 +78,12 @@ async def desired(
     node: str = NODE,
     after: int | None = Query(None, ge=0, le=2**31 - 1, description="the revision the caller has; wait until there is a newer one"),
     wait: float = Query(0.0, ge=0.0, le=MAX_WAIT, description="seconds to wait for a newer revision (with `after`)"),
+    have: str | None = Query(None, pattern=r"^[0-9a-f]{64}$", description="the content hash of the documents the caller has applied"),
+    protocol: int | None = Query(None, ge=1, le=1000, description="the agent protocol the caller speaks (2)"),
     who: Principal = Depends(auth.node_reader),
 ) -> Response:
     ctl = controller(request)
+    _check_protocol(protocol, request.headers.get("user-agent", ""))
     if who.role == "agent":
         ctl.nodes.touch(node)  # in memory; written with the others every few seconds
     if after is not None and after > ctl.watch.current:
@@ -83,16 +95,52 @@ async def desired(
     if view is None or (after is not None and view.number <= after):
         unchanged = DesiredOut(node=node, changed=False, revision=view.number if view else 0, in_policy=view is not None)
         return Response(unchanged.model_dump_json(), media_type="application/json")
-    return desired_answer(node, view)
+    return await run_in_threadpool(desired_answer, node, view, have)
 
 
-def desired_answer(node: str, view: RevisionView) -> Response:
-    """What a node is sent for a revision newer than the one it has."""
-    # Every agent is woken by the same commit and asks for the same documents, which
-    # the view holds as encoded JSON: splice them in instead of re-encoding per agent.
-    head = DesiredOut(node=node, changed=True, revision=view.number, in_policy=node in view.hosts, content_hash=view.row.content_hash)
-    body = b"".join((head.model_dump_json(exclude={"documents"}).encode()[:-1], b',"documents":', view.documents_json, b"}"))
+def _check_protocol(protocol: int | None, user_agent: str) -> None:
+    """Agents always name their protocol; one that does not is of protocol 1."""
+    if protocol is None and not user_agent.startswith("zonewall-agent/"):
+        return  # a person or a tool reading a node's desired state
+    if protocol != PROTOCOL:
+        spoken = protocol or 1
+        raise HTTPException(status_code=426, detail=(
+            f"this controller speaks agent protocol {PROTOCOL} (each node is sent only its own desired state); "
+            f"the agent speaks protocol {spoken}: {'upgrade zonewall on the node' if spoken < PROTOCOL else 'upgrade the controller'}"))
+
+
+def desired_answer(node: str, view: RevisionView, have: str | None = None) -> Response:
+    """What a node is sent for a revision newer than the one it has: the revision
+    number alone when its documents did not change, else a delta or its documents."""
+    head = DesiredOut(node=node, changed=True, revision=view.number, in_policy=node in view.hosts, protocol=PROTOCOL)
+    if not head.in_policy or view.states is None:
+        return Response(head.model_dump_json(exclude={"documents", "delta"}), media_type="application/json")
+    state = view.states.get(node)
+    head.content_hash = state.content_hash
+    if have == state.content_hash:
+        head.same = True
+        return Response(head.model_dump_json(exclude={"documents", "delta"}), media_type="application/json")
+    delta = view.states.delta(node, have) if have else None
+    if delta is not None:
+        head.delta = {"base": have, **delta}
+        return Response(head.model_dump_json(exclude={"documents"}), media_type="application/json")
+    # Every agent of the node asks for the same documents, which the state holds as
+    # encoded JSON: spliced in instead of re-encoded per answer.
+    body = b"".join((head.model_dump_json(exclude={"documents", "delta"}).encode()[:-1], b',"documents":', state.documents_json, b"}"))
     return Response(body, media_type="application/json")
+
+
+@router.get("/nodes/{node}/arrival/{vm}", summary="The node's documents with a VM migrating to it in full (agent token of the node)")
+def arrival(request: Request, node: str = NODE, vm: str = Path(..., max_length=100), _: Principal = Depends(auth.node_agent)) -> Response:
+    """For the libvirt hook of a migration the controller did not start: the node was
+    not sent the rules of other nodes' VMs, and the arriving one needs its own."""
+    view = request.app.state.ctl.current_view()
+    if view is None or view.states is None or node not in view.hosts:
+        raise HTTPException(status_code=404, detail=f"the current revision has no host {node!r}")
+    if vm not in view.placement:
+        raise HTTPException(status_code=404, detail=f"the current revision has no VM {vm!r}")
+    documents = view.states.scoper.scoped(node, keep=[vm])
+    return Response(json.dumps({"revision": view.number, "content_hash": content_hash(documents), "documents": documents}), media_type="application/json")
 
 
 @router.put("/nodes/{node}/status", response_model=NodeOut, summary="What the agent has applied (agent token of the node)")

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from ..policy.documents import Documents, load_documents
 from ..policy.edits import ChangeError, Edited, set_host
+from ..policy.scope import Scoper
 
 
 class MigrationError(RuntimeError):
@@ -50,6 +51,13 @@ class Plan:
     after: Edited
     addresses: list[str]  # the VM's own addresses (its conntrack entries carry them)
     keep: list[str]  # addresses of guests staying on the source
+    placement: dict[str, str] = field(default_factory=dict)  # VM -> node, before the move
+
+    def node_documents(self, documents: Documents, node: str) -> Documents:
+        """What `node` is sent of `before` or `after` (its own documents, policy/scope.py)."""
+        moved = documents is not self.before
+        placement = {**self.placement, self.vm: self.target} if moved else self.placement
+        return Scoper(documents, placement).scoped(node)
 
 
 def plan(documents: Documents, vm: str, target: str) -> Plan:
@@ -63,7 +71,7 @@ def plan(documents: Documents, vm: str, target: str) -> Plan:
     load_documents(edited.documents)  # the whole post-migration policy must be valid (PolicyError)
     addresses = sorted({ip for nic in policy.doc.vms[vm].nics for ip in nic.ips})
     keep = sorted({ip for other in policy.vms_on(source) if other != vm for nic in policy.doc.vms[other].nics for ip in nic.ips})
-    return Plan(vm, source, target, documents, edited, addresses, keep)
+    return Plan(vm, source, target, documents, edited, addresses, keep, {name: spec.host for name, spec in policy.doc.vms.items()})
 
 
 @dataclass
@@ -99,7 +107,7 @@ class Migration:
         started = time.monotonic()
         # before the switch: any failure aborts, the guest stays where it is
         try:
-            self._step(p.target, "prepare", {"documents": p.after.documents})
+            self._step(p.target, "prepare", {"documents": p.node_documents(p.after.documents, p.target)})
             self._transfer("pre-copy")
         except MigrationError:
             self._abort()
@@ -122,13 +130,13 @@ class Migration:
         except Exception as exc:  # noqa: BLE001
             self.report["post_copy_error"] = str(exc)
         self.report["revision"] = self.commit(p.after)
-        self._step(p.source, "cleanup", {"documents": p.after.documents, "addresses": p.addresses, "keep": p.keep})
+        self._step(p.source, "cleanup", {"documents": p.node_documents(p.after.documents, p.source), "addresses": p.addresses, "keep": p.keep})
         self.report["seconds"] = time.monotonic() - started
         return self.report
 
     def _abort(self) -> None:
         try:
-            self._step(self.plan.target, "abort", {"documents": self.plan.before})
+            self._step(self.plan.target, "abort", {"documents": self.plan.node_documents(self.plan.before, self.plan.target)})
             self.report["aborted"] = True
         except MigrationError as exc:  # the target keeps extra chains for a VM it does not run: harmless
             self.report["abort_error"] = str(exc)

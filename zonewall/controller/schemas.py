@@ -90,8 +90,11 @@ class DesiredOut(BaseModel):
     changed: bool = Field(..., description="false: the wait ended with no revision newer than `after`")
     revision: int
     in_policy: bool = Field(True, description="false: the policy has no host of this name")
-    content_hash: str | None = None
-    documents: dict[str, str] | None = None
+    content_hash: str | None = Field(None, description="the hash of the node's documents (what `have` names)")
+    protocol: int = Field(2, description="the agent protocol of this answer")
+    same: bool = Field(False, description="the node's documents are those it has (`have`): only the revision number is new")
+    delta: dict[str, Any] | None = Field(None, description="the change against the documents it has: base, changed, added, removed")
+    documents: dict[str, str] | None = Field(None, description="the node's documents: the policy with other nodes' VM rules left out")
 
 
 class RegisterIn(BaseModel):

@@ -33,7 +33,7 @@ REJECT_CHAIN = "rejected"
 @dataclass(frozen=True)
 class RuleCounter:
     level: str  # global | vm | zone | default | guard | host | network | base
-    scope: str  # the VM, zone:NAME, global, host, net:NAME, guard:NAME, or the chain for base rules
+    scope: str  # the VM, zone:NAME, global, host, net:NAME, sg:NAME, guard:NAME, or the chain for base rules
     direction: str  # in | out | net | "" (base rules)
     rule: str  # the rule id
     verdict: str  # accept | drop | reject | "" (jumps, marks)

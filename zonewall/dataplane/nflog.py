@@ -1,7 +1,7 @@
 """Read zonewall's NFLOG records over netlink (nfnetlink_log), in any namespace.
 
-The compiled rulesets log with ``log group G prefix "zw|node|scope|direction|rule|verdict"``
-(see :func:`zonewall.compiler.naming.log_prefix`).  The kernel hands such packets to
+The compiled rulesets log with ``log group G prefix "zw|node|scope|direction|rule|verdict|level"``
+(the format is compiler/logprefix.py's, which builds and parses it).  The kernel hands such packets to
 whoever has bound group G *in the namespace of the packet* through nfnetlink_log; in
 a non-initial namespace this is the only way to see them (``log`` to the ring buffer
 is silent there, see docs / kernel-notes).
@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..compiler.naming import parse_log_prefix
+from ..compiler.logprefix import parse as parse_prefix
 from ..compiler.nftexpr import DST_NIC_MASK, DST_NIC_SHIFT, SRC_NIC_MASK
 from ..netns import netns_socket, run_in_netns
 
@@ -91,7 +91,7 @@ class NflogError(OSError):
 class LogRecord:
     """One NFLOG record, decoded.
 
-    ``node/scope/direction/rule_id/verdict`` come from a ``zw|...`` prefix (None for
+    ``node/scope/direction/rule_id/verdict`` (and ``log_level``) come from a ``zw|...`` prefix (None for
     a foreign prefix); ``src_nic``/``dst_nic`` are the NIC indexes in the packet mark
     (0 = none; see ``ruleset.meta["nics"]``). Interfaces are names as seen in the
     reader's namespace (``physindev`` is the guest port of bridged traffic). ``family``
@@ -122,6 +122,7 @@ class LogRecord:
     # extras (not part of the positional contract above)
     hw_protocol: int = 0
     hook: int | None = None
+    log_level: str | None = None  # from the prefix (issue 18); None: a prefix without one
     src_mac: str | None = None
     payload: bytes = field(default=b"", repr=False)
 
@@ -237,7 +238,7 @@ def decode_record(attrs: Mapping[int, bytes], ifname: Any = None, now: float | N
             src_mac = ":".join(f"{b:02x}" for b in hw[4:10])
     payload = attrs.get(NFULA_PAYLOAD, b"")
     l3 = decode_packet(hw_protocol, payload)
-    node, scope, direction, rule_id, verdict = parse_log_prefix(prefix)
+    node, scope, direction, rule_id, verdict, level = parse_prefix(prefix)
     return LogRecord(
         time=stamp,
         prefix=prefix,
@@ -264,6 +265,7 @@ def decode_record(attrs: Mapping[int, bytes], ifname: Any = None, now: float | N
         hook=hook,
         src_mac=src_mac,
         payload=payload,
+        log_level=level,
     )
 
 

@@ -91,6 +91,39 @@ def ipv4_udp_frame(*, src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, payl
     return ethernet(dst_mac, src_mac, ETH_P_IP, hdr + udp)
 
 
+TCP_FLAGS = {"fin": 0x01, "syn": 0x02, "rst": 0x04, "psh": 0x08, "ack": 0x10, "urg": 0x20}
+
+
+def ipv4_tcp_frame(*, src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, sport: int, dport: int,
+                   flags: str | int, seq: int = 1000, ack: int = 0, payload: bytes = b"", ttl: int = 64) -> bytes:
+    """Ethernet + IPv4 + TCP with any flags (``"syn"``, ``"fin,psh,urg"``, ``""`` or a
+    number), both checksums correct: what no socket sends (mid-stream segments
+    without a connection, impossible flag combinations, SYN floods)."""
+    bits = flags if isinstance(flags, int) else sum(TCP_FLAGS[f] for f in flags.split(",") if f)
+    src = ipaddress.IPv4Address(src_ip).packed
+    dst = ipaddress.IPv4Address(dst_ip).packed
+    header = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, bits, 64240, 0, 0)
+    segment = header + payload
+    csum = checksum(src + dst + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(segment)) + segment)
+    segment = segment[:16] + struct.pack("!H", csum) + segment[18:]
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(segment), 0, 0x4000, ttl, socket.IPPROTO_TCP, 0, src, dst)
+    hdr = hdr[:10] + struct.pack("!H", checksum(hdr)) + hdr[12:]
+    return ethernet(dst_mac, src_mac, ETH_P_IP, hdr + segment)
+
+
+def dhcp_reply_frame(*, src_mac: str, dst_mac: str, server_ip: str, client_mac: str, yiaddr: str,
+                     message_type: int = 5, dst_ip: str = "255.255.255.255") -> bytes:
+    """A DHCP server's reply (BOOTREPLY, udp 67 -> 68) giving `yiaddr` to `client_mac`;
+    `message_type` 5 is a DHCPACK, 2 an OFFER. The message type is the first option,
+    as dnsmasq, ISC dhcpd and Kea write it."""
+    bootp = struct.pack("!BBBBIHH4s4s4s4s16s64s128s", 2, 1, 6, 0, 0x5A770001, 0, 0x8000, b"\0" * 4,
+                        ipaddress.IPv4Address(yiaddr).packed, ipaddress.IPv4Address(server_ip).packed, b"\0" * 4,
+                        mac_to_bytes(client_mac) + b"\0" * 10, b"", b"")
+    options = struct.pack("!I", 0x63825363) + bytes([53, 1, message_type, 54, 4]) + ipaddress.IPv4Address(server_ip).packed
+    options += bytes([51, 4]) + struct.pack("!I", 3600) + bytes([1, 4, 255, 255, 255, 0, 255])
+    return ipv4_udp_frame(src_mac=src_mac, dst_mac=dst_mac, src_ip=server_ip, dst_ip=dst_ip, payload=bootp + options, sport=67, dport=68)
+
+
 def ipv6_udp_frame(*, src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, payload: bytes,
                    sport: int = 40000, dport: int = 9, hop_limit: int = 64) -> bytes:
     """Ethernet + IPv6 + UDP (the UDP checksum is mandatory over IPv6)."""
@@ -142,6 +175,7 @@ class Frame:
     ip_proto: int | None = None
     sport: int | None = None
     dport: int | None = None
+    tcp_flags: int | None = None
     payload: bytes = b""  # L4 payload for UDP/TCP, the ICMP message for ICMP
     arp_op: int | None = None
     arp_sender_mac: str | None = None
@@ -165,6 +199,7 @@ def _parse_l4(f: Frame, proto: int, data: bytes) -> None:
         f.payload = data[8:max(length, 8)]
     elif proto == socket.IPPROTO_TCP and len(data) >= 20:
         f.sport, f.dport = struct.unpack("!HH", data[:4])
+        f.tcp_flags = data[13]
         f.payload = data[(data[12] >> 4) * 4:]
     else:
         f.payload = data
@@ -205,6 +240,10 @@ def udp_payload_contains(token: bytes) -> Predicate:
     return lambda f: f.ip_proto == socket.IPPROTO_UDP and token in f.payload
 
 
+def tcp_matching(*, sport: int | None = None, dport: int | None = None, src: str | None = None) -> Predicate:
+    return lambda f: f.ip_proto == socket.IPPROTO_TCP and (sport is None or f.sport == sport) and (dport is None or f.dport == dport) and (src is None or f.ip_src == src)
+
+
 def arp_matching(*, sender_ip: str | None = None, target_ip: str | None = None,
                  op: int | None = None, sender_mac: str | None = None) -> Predicate:
     def pred(f: Frame) -> bool:
@@ -242,6 +281,9 @@ def send_frame(ns: str, ifname: str, frame: bytes) -> None:
     send_frames(ns, ifname, [frame])
 
 
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
 class Sniffer:
     """Captures every frame on ``ifname`` in ``ns`` (both directions) in a thread.
 
@@ -255,6 +297,9 @@ class Sniffer:
         # interface, so no frame from another interface sneaks in.
         self._sock = netns_socket(ns, socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
+            # a flood of hundreds of frames (and the replies) must not overflow the
+            # default ~200 KB buffer before the thread reads it: force 8 MB (root)
+            self._sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, 8 << 20)
             self._sock.bind((ifname, ETH_P_ALL))
             if promisc:  # veth and bridge ports already see every frame; real NICs do not
                 index = run_in_netns(ns, socket.if_nametoindex, ifname)

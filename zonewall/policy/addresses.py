@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -72,6 +73,22 @@ def _intersect(a: tuple[Interval, ...], b: tuple[Interval, ...]) -> tuple[Interv
     return tuple(out)
 
 
+def _meets(a: tuple[Interval, ...], b: tuple[Interval, ...]) -> bool:
+    """Whether two sorted, merged interval lists share a value: each interval of the
+    shorter is looked up in the longer (a zone's or group's list runs to thousands)."""
+    if len(a) > len(b):
+        a, b = b, a
+    for low, high in a:
+        # the last interval of `b` starting at or before `high` ends the furthest of those
+        index = bisect_right(b, (high, _AFTER))
+        if index and b[index - 1][1] >= low:
+            return True
+    return False
+
+
+_AFTER = 1 << 129  # greater than any address: (x, _AFTER) sorts after every (x, y)
+
+
 @dataclass(frozen=True)
 class AddressSet:
     """An exact set of IPv4 and IPv6 addresses."""
@@ -101,6 +118,10 @@ class AddressSet:
 
     def intersect(self, other: AddressSet) -> AddressSet:
         return AddressSet(_intersect(self.v4, other.v4), _intersect(self.v6, other.v6))
+
+    def meets(self, other: AddressSet) -> bool:
+        """Whether the two sets share an address (`intersect` without building it)."""
+        return _meets(self.v4, other.v4) or _meets(self.v6, other.v6)
 
     def is_empty(self) -> bool:
         return not self.v4 and not self.v6

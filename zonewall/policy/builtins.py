@@ -72,6 +72,12 @@ BUILTIN_FILTERS: tuple[str, ...] = (
     "no-mac-broadcast",
     "no-other-l2-traffic",
     "qemu-announce-self",
+    # libvirt's stock filters added by issue 18 (docs/policy-guide.md)
+    "allow-dhcp-server",
+    "allow-incoming-ipv4",
+    "allow-ipv4",
+    "no-other-rarp-traffic",
+    "qemu-announce-self-rarp",
 )
 
 # Composite built-ins expand to their parts (libvirt's clean-traffic, extended to IPv6).

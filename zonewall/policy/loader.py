@@ -136,6 +136,8 @@ def _problem(data: LDict, error: Any) -> Problem:
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
     cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldProblem) and cause.missing:  # shown at the mapping that lacks the key
+        return Problem(locate(data, path), format_path(path + cause.path), message)
     if isinstance(cause, FieldProblem):
         path = _extend(data, path, cause.path)
     if path and path[-1] == "[key]":  # a name used as a mapping key (vms: {Web1: ...})

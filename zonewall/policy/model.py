@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from .addresses import AddressSyntaxError, parse_ref
 from .builtins import CONNTRACK_HELPERS, CONNTRACK_TIMEOUT_KEYS, ICMP_V4_TYPES, ICMP_V6_TYPES, IP_PROTOCOLS
+from .dataplane_keys import NicLearning, PacketLimit, Protection
+from .icmpcodes import families_of, is_coded, valid_coded
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,30}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -25,11 +27,13 @@ Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 class FieldProblem(ValueError):
     """A check over several keys that knows which key (path below it) is at fault,
-    so the error points at that key rather than at the start of the mapping."""
+    so the error points at that key rather than at the start of the mapping.
+    `missing`: the key is required here and absent (shown at the mapping)."""
 
-    def __init__(self, message: str, *path: object):
+    def __init__(self, message: str, *path: object, missing: bool = False):
         super().__init__(message)
         self.path = path
+        self.missing = missing
 
 
 def _as_list(value: Any) -> Any:
@@ -76,7 +80,12 @@ def _icmp_type(item: Any) -> str:
         return str(item)
     if isinstance(item, str) and (item == "any" or item in ICMP_V4_TYPES or item in ICMP_V6_TYPES):
         return str(item)
-    raise ValueError(f"{item!r} is not an ICMP type (expected a name such as echo-request, a number 0-255, or any)")
+    # a type and a code (issue 18): host-unreachable, destination-unreachable/4, 3/1 (policy/icmpcodes.py)
+    if isinstance(item, str) and is_coded(item):
+        if valid_coded(item):
+            return item.lower() if "/" not in item else item
+        raise ValueError(f"{item!r} is not an ICMP type and code (expected TYPE/CODE with a type name or number and a code 0-255, e.g. destination-unreachable/4)")
+    raise ValueError(f"{item!r} is not an ICMP type (expected a name such as echo-request or host-unreachable, TYPE/CODE, a number 0-255, or any)")
 
 
 IcmpTypes = Annotated[list[Annotated[str, BeforeValidator(_icmp_type)]], _nonempty_list("ICMP type")]
@@ -157,11 +166,32 @@ class DefaultPolicy(Strict):
     out: Action | None = None
 
 
+# Log levels (issue 18), syslog's names as Proxmox VE uses them; `nolog`: not logged.
+# NFLOG has no level of its own: the level travels in the record's prefix
+# (compiler/logprefix.py) and is stored with the record.
+LOG_LEVELS = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
+LogLevel = Literal["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"]
+LogChoice = Literal["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug", "nolog"]
+
+
 class LogSettings(Strict):
     denied: bool = False
     rate: Rate = "10/second"
     burst: int = Field(50, ge=1, le=100000)
     group: int = Field(1, ge=0, le=65535, description="NFLOG group the agent reads")
+    # issue 18: what is logged without `log: true` on each rule, and at which level
+    rules: list[Action] = Field(default_factory=list, description="log every match of the rules with these actions")
+    invalid: bool = Field(False, description="log packets conntrack finds invalid")
+    level: LogLevel = Field("warning", description="the level of records that name none")
+
+
+class LogDefaults(Strict):
+    """A VM's or node's logging of what its default decides, per direction (Proxmox
+    VE's log_level_in/log_level_out): a level, or nolog (not even with
+    settings.log.denied)."""
+
+    in_: LogChoice | None = Field(None, alias="in")
+    out: LogChoice | None = None
 
 
 def _check_timeouts(value: dict[str, int]) -> dict[str, int]:
@@ -177,6 +207,7 @@ class ConntrackSettings(Strict):
     timeouts: dict[str, Any] = {}
     helpers: list[str] = []
     invalid: Literal["drop", "accept"] = "drop"
+    new_tcp: Literal["any", "syn"] = "any"  # syn: a TCP packet without a connection must be a SYN to start one
 
     _timeouts = field_validator("timeouts")(classmethod(lambda cls, value: _check_timeouts(value)))
 
@@ -207,6 +238,9 @@ GuestPortPattern = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1
 
 
 class Settings(Strict):
+    # issue 18: false turns zonewall's filtering off cluster-wide (Proxmox's
+    # datacenter `enable`); translations stay (docs/policy-guide.md, enable switches)
+    firewall: bool = True
     default: DefaultPolicy = DefaultPolicy(in_="drop", out="accept")
     host_default: HostDefault = HostDefault()
     management: OptionalAddressRefs = []
@@ -215,6 +249,7 @@ class Settings(Strict):
     # Bridge ports named like these are guests' even before a NIC of the policy is
     # known on them: their frames are dropped until it is (fails closed; docs/policy-guide.md).
     guest_ports: list[GuestPortPattern] = Field(default_factory=lambda: list(DEFAULT_GUEST_PORTS), max_length=64)
+    protection: Protection = Protection()  # every node's, unless the host gives its own
 
     @field_validator("management", mode="before")
     @classmethod
@@ -228,11 +263,20 @@ class RateLimit(Strict):
     per: Literal["rule", "source"] = "rule"
 
 
+NicRef = Annotated[Union[Annotated[int, Field(ge=0, le=255)], Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,14}$")]], "nic"]
+# an interface name, or a prefix with a trailing * (nft's interface wildcards)
+IfPattern = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,15}$|^[A-Za-z0-9_.:-]{1,14}\*$")]
+
+
 class Rule(Strict):
-    """One rule, as written under zones/vms/global_rules/host_rules/networks."""
+    """One rule, as written under zones/vms/global_rules/host_rules/networks.
+
+    A rule with `security_group` (issue 18) is a reference: the group's rules run in
+    its place (first match wins through them); it may carry only `nic`/`interface`,
+    `enabled`, `comment` and `id`."""
 
     direction: Direction | None = None
-    action: Action
+    action: Action | None = None  # required unless security_group (checked below)
     from_: AddressRefs | None = Field(None, alias="from")
     to: AddressRefs | None = None
     service: list[Name] | None = None
@@ -245,16 +289,36 @@ class Rule(Strict):
     proto: Protocols | None = None
     family: Literal["ipv4", "ipv6"] | None = None
     limit: RateLimit | None = None
-    log: bool = False
+    packet_limit: PacketLimit | None = None
+    log: bool | LogChoice = False  # true, a level (issue 18), or nolog
     schedule: Name | None = None
     comment: str | None = Field(None, max_length=1000)
     enabled: bool = True
     id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,47}$")] | None = None
+    # issue 18
+    security_group: Name | None = None  # a reference to security_groups.NAME
+    nic: Annotated[list[NicRef], _nonempty_list("NIC")] | None = None  # VM rules: only on these NICs (index or name)
+    interface: Annotated[list[IfPattern], _nonempty_list("interface")] | None = None  # host rules: only on these node interfaces
 
     @field_validator("service", mode="before")
     @classmethod
     def _service(cls, value: Any) -> Any:
         return _as_list(value) if value is not None else None
+
+    @model_validator(mode="after")
+    def _security_group_reference(self) -> Rule:
+        """A reference names the group and where it applies, nothing it would match."""
+        if self.security_group is None:
+            if self.action is None:
+                raise FieldProblem("missing required key `action`", "action", missing=True)
+            return self
+        allowed = {"security_group", "nic", "interface", "enabled", "comment", "id"}
+        extra = [k for k in type(self).model_fields if k not in allowed and getattr(self, k) != type(self).model_fields[k].default]
+        if extra:
+            key = extra[0].rstrip("_")
+            raise FieldProblem(f"`{key}` cannot be set on a security group reference (the group's rules say what they match; "
+                               "a reference takes only nic, interface, enabled, comment and id)", key)
+        return self
 
     @model_validator(mode="after")
     def _combination(self) -> Rule:
@@ -265,12 +329,18 @@ class Rule(Strict):
             raise FieldProblem("`sport` needs tcp, udp or sctp (source ports of which protocol?)", "sport")
         if self.limit is not None and self.action != "accept":
             raise FieldProblem("`limit` is only meaningful on an accept rule (over the rate, connections fall through)", "limit")
+        if self.packet_limit is not None and self.action != "accept":
+            raise FieldProblem("`packet_limit` is only meaningful on an accept rule (it limits the packets of the connections it accepts)", "packet_limit")
         if self.icmp is not None and self.family == "ipv6":
-            only_v4 = [t for t in self.icmp if t not in ICMP_V6_TYPES and t != "any" and not t.isdigit()]
+            only_v4 = [t for t in self.icmp if "ipv6" not in families_of(t)]
             if only_v4:
                 raise FieldProblem(f"ICMP type {only_v4[0]} does not exist in IPv6 but the rule has family: ipv6", "icmp", self.icmp.index(only_v4[0]))
         if self.icmpv6 is not None and self.family == "ipv4":
             raise FieldProblem("`icmpv6` cannot match a rule with family: ipv4", "icmpv6")
+        if self.icmpv6 is not None:
+            not_v6 = [t for t in self.icmpv6 if "ipv6" not in families_of(t)]
+            if not_v6:
+                raise FieldProblem(f"{not_v6[0]!r} is not an ICMPv6 type or code", "icmpv6", self.icmpv6.index(not_v6[0]))
         return self
 
 
@@ -278,7 +348,11 @@ class Host(Strict):
     address: IPs
     uplink: IfName | None = None
     rules: list[Rule] = []
+    protection: Protection | None = None  # replaces settings.protection on this node
     comment: str | None = None
+    # issue 18: false: the node's own rules and default do not filter it (Proxmox host.fw `enable: 0`)
+    firewall: bool = True
+    log: LogDefaults | None = None  # logging of what host_default decides (Proxmox log_level_in/out)
 
     @field_validator("address")
     @classmethod
@@ -296,6 +370,9 @@ class Network(Strict):
     isolated: bool = False
     rules: list[Rule] = []
     host_services: list[Name] = []
+    filters: list[Name] = []  # guard filters of every NIC on the network, before the VM's own
+    dhcp_servers: IPs = []  # the DHCP servers its guests may trust (allow-dhcp-server, learning: dhcp)
+    tenant: Name | None = None  # a tenant's networks may overlap other tenants' (own conntrack zone)
     comment: str | None = None
 
     @model_validator(mode="after")
@@ -426,6 +503,10 @@ class Nic(Strict):
     ips: IPs = []
     tap: IfName | None = None
     filters: list[Name] = []
+    learning: NicLearning = NicLearning()
+    # issue 18: a name rules can scope to (`nic: net1`), and the NIC's enable switch
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.:-]{0,14}$")] | None = None
+    firewall: bool = True  # false: the NIC is not filtered (Proxmox's firewall=0)
 
     @field_validator("mac")
     @classmethod
@@ -443,6 +524,10 @@ class VM(Strict):
     filters: list[Name] = []
     rules: list[Rule] = []
     comment: str | None = None
+    # issue 18
+    firewall: bool = True  # false: the guest is not filtered (Proxmox's guest `enable`)
+    kind: Literal["vm", "container"] = "vm"  # a container's NICs are veth ports (Proxmox CT, LXC)
+    log: LogDefaults | None = None  # logging of what its default decides (Proxmox log_level_in/out)
 
     @field_validator("nics")
     @classmethod
@@ -504,6 +589,14 @@ def _groups(value: Any) -> Any:
     return value
 
 
+class SecurityGroup(Strict):
+    """Rules kept once and referenced from VM, zone, global and host rule lists
+    (`{security_group: NAME}`), like Proxmox VE's security groups (issue 18)."""
+
+    rules: list[Rule] = []
+    comment: str | None = None
+
+
 class PolicyDocument(Strict):
     version: Literal[1]
     settings: Settings = Settings()
@@ -518,3 +611,4 @@ class PolicyDocument(Strict):
     host_rules: list[Rule] = []
     vms: dict[Name, VM] = {}
     nat: list[NatEntry] = []
+    security_groups: dict[Name, SecurityGroup] = {}  # issue 18

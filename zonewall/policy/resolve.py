@@ -14,14 +14,27 @@ from functools import cached_property, lru_cache
 from pathlib import PurePath
 from typing import Any, Literal
 
-from .addresses import AddressSet, AddressSyntaxError, RefItem, address_value, interval_of, parse_literal, parse_ref
+from .addresses import (
+    AddressSet,
+    AddressSyntaxError,
+    Interval,
+    RefItem,
+    address_value,
+    interval_of,
+    parse_literal,
+    parse_ref,
+)
 from .builtins import BUILTIN_FILTER_INCLUDES, BUILTIN_FILTERS, BUILTIN_SERVICES, ICMP_V4_TYPES, ICMP_V6_TYPES
+from .checks_dataplane import check_dataplane, overlap_refused, tenant_of
 from .errors import Loc, Problem, format_path
 from .model import VM, Nic, PolicyDocument, Rule, Service
 from .source import LList, locate
 
-Level = Literal["global", "vm", "zone", "host", "network"]
-MAC_FILTERS = ("no-mac-spoofing", "no-arp-mac-spoofing", "qemu-announce-self")
+Level = Literal["global", "vm", "zone", "host", "network", "security_group"]
+# rule lists that may reference a security group (issue 18), and where a rule may be
+# scoped to NICs (a VM's own rules) or node interfaces (host rules)
+GROUP_USERS: tuple[str, ...] = ("global", "vm", "zone", "host")
+MAC_FILTERS = ("no-mac-spoofing", "no-arp-mac-spoofing", "qemu-announce-self", "qemu-announce-self-rarp")
 
 
 @dataclass(frozen=True)
@@ -112,13 +125,16 @@ class Policy:
         return found
 
     def _resolve_address_set(self, refs: list[str]) -> AddressSet:
-        include, exclude = AddressSet(), AddressSet()
+        # every item's intervals merged once (a union per item re-merged the list so
+        # far each time: quadratic in a list of thousands of addresses)
+        parts: dict[bool, tuple[list[Interval], list[Interval]]] = {False: ([], []), True: ([], [])}
         items = [parse_ref(r) for r in refs]
         for item in items:
-            if item.negate:
-                exclude = exclude.union(self.ref_item_set(item))
-            else:
-                include = include.union(self.ref_item_set(item))
+            addresses = self.ref_item_set(item)
+            v4, v6 = parts[item.negate]
+            v4.extend(addresses.v4)
+            v6.extend(addresses.v6)
+        include, exclude = AddressSet.of(*parts[False]), AddressSet.of(*parts[True])
         if include.is_empty() and items and all(i.negate for i in items):
             include = AddressSet.everything()  # ["!10.0.9.0/24"] means "anything but"
         return include.minus(exclude)
@@ -181,18 +197,21 @@ class Policy:
         return "drop" if direction == "in" else "accept"
 
     def nic_filters(self, vm_name: str, nic_index: int) -> list[str]:
-        """The NIC's guard filters (the VM's plus the NIC's own), includes expanded, in order."""
+        """The NIC's guard filters (its network's, the VM's, the NIC's own), includes
+        expanded, in order."""
         vm = self.doc.vms[vm_name]
+        nic = vm.nics[nic_index]
+        network = self.doc.networks.get(nic.network)
         # Thousands of NICs share a few filter lists: expand each list once.
-        key = (tuple(vm.filters), tuple(vm.nics[nic_index].filters))
-        memo: dict[tuple[tuple[str, ...], tuple[str, ...]], list[str]] = self.__dict__.setdefault("_nic_filter_memo", {})
+        key = (tuple(network.filters) if network is not None else (), tuple(vm.filters), tuple(nic.filters))
+        memo: dict[tuple[tuple[str, ...], ...], list[str]] = self.__dict__.setdefault("_nic_filter_memo", {})
         found = memo.get(key)
         if found is None:
             found = memo[key] = self._expand_filters(*key)
         return list(found)
 
-    def _expand_filters(self, vm_filters: tuple[str, ...], nic_filters: tuple[str, ...]) -> list[str]:
-        names = list(vm_filters) + [f for f in nic_filters if f not in vm_filters]
+    def _expand_filters(self, network_filters: tuple[str, ...], vm_filters: tuple[str, ...], nic_filters: tuple[str, ...]) -> list[str]:
+        names = list(dict.fromkeys(network_filters + vm_filters + nic_filters))
         out: list[str] = []
         active: set[str] = set()  # an include cycle (reported by the Checker) must not recurse forever
 
@@ -250,11 +269,20 @@ class Policy:
             add(zone.rules, "zone", name, ("zones", name, "rules"))
         for name, vm in sorted(self.doc.vms.items()):
             add(vm.rules, "vm", name, ("vms", name, "rules"))
+        for name, group in sorted(self.doc.security_groups.items()):
+            add(group.rules, "security_group", name, ("security_groups", name, "rules"))
         unique = _unique_ids(out)
         by_owner: dict[tuple[str, str], list[RuleRef]] = {}
         for key, start, stop in runs:
             by_owner.setdefault(key, []).extend(unique[start:stop])
         return unique, by_owner
+
+    def nic_index(self, vm_name: str, ref: int | str) -> int | None:
+        """A VM's NIC named by a rule's `nic:` (an index, or the NIC's `name`)."""
+        nics = self.doc.vms[vm_name].nics
+        if isinstance(ref, int):
+            return ref if ref < len(nics) else None
+        return next((i for i, nic in enumerate(nics) if nic.name == ref), None)
 
     def rule_by_id(self, rule_id: str) -> RuleRef | None:
         for ref in self.rules:
@@ -338,6 +366,7 @@ class Checker:
         self.check_rules()
         self.check_nat()
         self.check_management()
+        check_dataplane(self)
         return self.problems
 
     # -- references -----------------------------------------------------------------
@@ -382,8 +411,12 @@ class Checker:
                 subnet = ipaddress.ip_network(text)
                 for other, other_name in subnets:
                     if subnet.version == other.version and subnet.overlaps(other):
-                        self.problem(("networks", name, "subnets", index), f"{subnet} overlaps {other} of network {other_name}")
+                        refused = overlap_refused(self.doc, name, other_name)
+                        if refused is not None:
+                            self.problem(("networks", name, "subnets", index), f"{subnet} overlaps {other} of network {other_name}{refused}")
                 subnets.append((subnet, name))
+            for index, flt in enumerate(network.filters):
+                self.check_filter_name(flt, ("networks", name, "filters", index))
             for index, service in enumerate(network.host_services):
                 if service not in self.doc.services and service not in BUILTIN_SERVICES:
                     self.problem(("networks", name, "host_services", index), f"service {service} does not exist")
@@ -478,6 +511,8 @@ class Checker:
 
     def check_nic(self, vm_name: str, vm: VM, n: int, nic: Nic, macs: dict[str, str], ips: dict[str, str]) -> None:
         path = ("vms", vm_name, "nics", n)
+        if nic.name is not None and any(other.name == nic.name for other in vm.nics[:n]):
+            self.problem(path + ("name",), f"NIC name {nic.name} is used twice in vm {vm_name}")
         for index, flt in enumerate(nic.filters):
             self.check_filter_name(flt, path + ("filters", index))
         if nic.mac is not None:
@@ -488,9 +523,10 @@ class Checker:
         if network is None:
             self.problem(path + ("network",), f"network {nic.network} does not exist" + _known(self.doc.networks))
         for index, text in enumerate(nic.ips):
-            if text in ips:
-                self.problem(path + ("ips", index), f"address {text} is also {ips[text]}'s")
-            ips[text] = f"{vm_name} nic {n}"
+            key = f"{tenant_of(self.doc, nic.network)}/{text}"  # tenants may use the same addresses
+            if key in ips:
+                self.problem(path + ("ips", index), f"address {text} is also {ips[key]}'s")
+            ips[key] = f"{vm_name} nic {n}"
             if network is not None and network.subnets:
                 ip = ipaddress.ip_address(text)
                 if not any(ip in _subnet(s) for s in network.subnets if _subnet(s).version == ip.version):
@@ -509,6 +545,9 @@ class Checker:
 
     def check_rule(self, ref: RuleRef, policy: Policy) -> None:
         rule, path = ref.rule, ref.path
+        self.check_scope(ref, policy)
+        if rule.security_group is not None:
+            return
         if ref.level != "network" and rule.direction is None:
             self.problem(path + ("direction",), "missing required key `direction` (expected in or out)")
         self.check_refs(rule.from_, path + ("from",))
@@ -533,6 +572,30 @@ class Checker:
             v6_only = [t for t in rule.icmp if t not in ICMP_V4_TYPES and t != "any" and not t.isdigit() and t in ICMP_V6_TYPES]
             if v6_only:
                 self.problem(path + ("icmp",), f"ICMP type {v6_only[0]} exists only in IPv6 but the rule has family: ipv4")
+
+    def check_scope(self, ref: RuleRef, policy: Policy) -> None:
+        """Security group references, `nic:` and `interface:` (issue 18): where each
+        may be written and what it must name."""
+        rule, path = ref.rule, ref.path
+        if rule.security_group is not None:
+            if ref.level not in GROUP_USERS:
+                where = "in a security group (groups do not nest)" if ref.level == "security_group" else f"in {ref.level} rules"
+                self.problem(path + ("security_group",), f"a security group cannot be referenced {where}; reference it from VM, zone, global or host rules")
+            elif rule.security_group not in self.doc.security_groups:
+                self.problem(path + ("security_group",), f"security group {rule.security_group} does not exist" + _known(self.doc.security_groups))
+        if rule.nic is not None:
+            if ref.level != "vm":
+                self.problem(path + ("nic",), "`nic` scopes a VM's own rules (or a security group reference in them) to some of its NICs; "
+                             f"it cannot be used in {ref.level.replace('_', ' ')} rules")
+            else:
+                for index, nic in enumerate(rule.nic):
+                    if policy.nic_index(ref.owner, nic) is None:
+                        names = [n.name for n in self.doc.vms[ref.owner].nics if n.name]
+                        known = f"indexes 0-{len(self.doc.vms[ref.owner].nics) - 1}" + (f", names {', '.join(names)}" if names else "")
+                        self.problem(path + ("nic", index), f"vm {ref.owner} has no NIC {nic!r} ({known})")
+        if rule.interface is not None and ref.level != "host":
+            self.problem(path + ("interface",), "`interface` scopes host rules (host_rules, a host's rules, or a security group reference in them) "
+                         f"to node interfaces; it cannot be used in {ref.level.replace('_', ' ')} rules")
 
     def problems_in(self, path: tuple[object, ...]) -> bool:
         prefix = format_path(path)

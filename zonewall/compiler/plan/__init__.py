@@ -19,7 +19,10 @@ from ...policy.resolve import Policy
 from .chains import ChainPlanner, HostChain, Level, NetworkChain, VmChain
 from .modes import HostServices, RoutedChecks, host_services, routed_checks
 from .nat import PortForward, SourceNat, port_forwards, source_nats
+from .protection import ProtectionChecks, protection_checks
 from .rules import RulePlanner
+from .switches import vm_filtered
+from .tenants import ConntrackZone, conntrack_zones
 
 
 class Plan:
@@ -38,10 +41,11 @@ class Plan:
         recognised and left alone."""
         vms = tuple(self.policy.vms_on(node))
         networks = tuple(sorted({nic.network for vm in vms for nic in self.policy.doc.vms[vm].nics}))
-        zones = tuple(sorted({zone for vm in vms if (zone := self.policy.doc.vms[vm].zone)}))
+        filtered = tuple(vm for vm in vms if vm_filtered(self.policy, vm))  # enable switches (issue 18)
+        zones = tuple(sorted({zone for vm in filtered if (zone := self.policy.doc.vms[vm].zone)}))
         return NodePlan(
             node=node,
-            vm_chains=tuple(self.chains.vm(vm, direction) for vm in vms for direction in ("in", "out")),
+            vm_chains=tuple(self.chains.vm(vm, direction) for vm in filtered for direction in ("in", "out")),
             shared=tuple(self.chains.level(kind, owner, direction) for kind, owners in (("global", ("",)), ("zone", zones)) for owner in owners for direction in ("in", "out")),
             networks=tuple(chain for network in networks if (chain := self.chains.network(network)) is not None),
             routed=tuple(checks for network in networks if (checks := routed_checks(self.policy, network)) is not None),
@@ -50,6 +54,8 @@ class Plan:
             host_out=self.chains.host_out(node),
             forwards=tuple(port_forwards(self.policy, node)),
             translations=tuple(source_nats(self.policy, node)),
+            protection=protection_checks(self.policy, node),
+            zones=conntrack_zones(self.policy, networks),
         )
 
 
@@ -67,3 +73,6 @@ class NodePlan:
     host_out: HostChain | None
     forwards: tuple[PortForward, ...]
     translations: tuple[SourceNat, ...]
+    protection: ProtectionChecks  # drops before any rule (plan/protection.py)
+    zones: tuple[ConntrackZone, ...]  # conntrack zones of its tenants' networks (plan/tenants.py)
+

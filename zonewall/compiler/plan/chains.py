@@ -20,9 +20,11 @@ from typing import Literal
 
 from ...policy.addresses import FAMILIES, AddressSet
 from ...policy.builtins import ICMP_V6_TYPES, MANAGEMENT_TCP_PORTS
-from ...policy.model import Dnat
-from ...policy.resolve import Policy
+from ...policy.model import Dnat, LogDefaults
+from ...policy.resolve import Policy, RuleRef
+from .groups import Context, GroupCall, Item, flatten
 from .rules import RulePlanner
+from .switches import cluster_filtered, host_filtered
 from .vocabulary import Addresses, DnatOrigin, IcmpTypes, Match, Ports, Step
 
 LevelKind = Literal["global", "vm", "zone", "host"]
@@ -55,8 +57,14 @@ class Level:
     kind: LevelKind
     owner: str
     direction: str
-    steps: tuple[Step, ...]
+    steps: tuple[Step, ...]  # flat: security groups' steps in place (what the analyzer evaluates)
     shared: bool
+    items: tuple[Item, ...] = ()  # with security group references as such (issue 18); () when it has none
+
+    @property
+    def body(self) -> tuple[Item, ...]:
+        """What the compiler renders: steps, and references to security groups."""
+        return self.items or self.steps
 
 
 @dataclass(frozen=True)
@@ -107,8 +115,15 @@ class HostChain:
         return self.before + tuple(step for level in self.levels for step in level.steps)
 
 
-def default_step(policy: Policy, action: str, label: str) -> Step:
-    """A chain's default: logged (NFLOG) when it refuses and settings.log.denied."""
+def default_step(policy: Policy, action: str, label: str, direction: str | None = None, logging: LogDefaults | None = None) -> Step:
+    """A chain's default: logged (NFLOG) when it refuses and settings.log.denied; a
+    VM's or node's `log` (issue 18) logs what its default decides in `direction` at
+    that level, whatever the action, or nothing (`nolog`)."""
+    choice = getattr(logging, "in_" if direction == "in" else "out") if logging is not None and direction is not None else None
+    if choice == "nolog":
+        return Step(None, action, label)  # type: ignore[arg-type]
+    if choice is not None:
+        return Step(None, action, label, log=True, log_level=choice)  # type: ignore[arg-type]
     return Step(None, action, label, log=action != "accept" and policy.doc.settings.log.denied)  # type: ignore[arg-type]
 
 
@@ -116,7 +131,7 @@ def network_has_chain(policy: Policy, network: str) -> bool:
     """Whether traffic between two guests of `network` passes a network check: an
     isolated network always (default drop), another one when it has rules."""
     spec = policy.doc.networks[network]
-    return spec.isolated or any(rule.enabled for rule in spec.rules)
+    return cluster_filtered(policy) and (spec.isolated or any(rule.enabled for rule in spec.rules))
 
 
 class ChainPlanner:
@@ -131,9 +146,37 @@ class ChainPlanner:
         key = (kind, owner, direction, peer)
         found = self._levels.get(key)
         if found is None:
-            steps = tuple(self.rules.steps(self.policy.rules_of(kind, owner), direction, peer))
-            found = self._levels[key] = Level(kind, owner, direction, steps, kind in ("global", "zone"))
+            refs = self.policy.rules_of(kind, owner)
+            shared = kind in ("global", "zone")
+            if any(ref.rule.security_group is not None for ref in refs):
+                items = self.items(refs, direction, peer, "host" if kind == "host" else "guest")
+                found = Level(kind, owner, direction, flatten(items), shared, items)
+            else:
+                found = Level(kind, owner, direction, tuple(self.rules.steps(refs, direction, peer)), shared)
+            self._levels[key] = found
         return found
+
+    # -- security groups (issue 18, plan/groups.py) ------------------------------------
+
+    def items(self, refs: list[RuleRef], direction: str, peer: AddressSet | None, context: Context) -> tuple[Item, ...]:
+        """A rule list's steps with its security group references, in order."""
+        out: list[Item] = []
+        for ref in refs:
+            rule = ref.rule
+            if rule.security_group is None:
+                out += self.rules.steps([ref], direction, peer)
+            elif rule.enabled:
+                steps = self.group_steps(rule.security_group, direction, peer)
+                if steps:
+                    out.append(GroupCall(rule.security_group, context, direction, steps, ref.id, ref, self.rules.scope(ref)))
+        return tuple(out)
+
+    def group_steps(self, group: str, direction: str, peer: AddressSet | None = None) -> tuple[Step, ...]:
+        key = ("sg", group, direction, peer)
+        found = self._chains.get(key)
+        if found is None:
+            found = self._chains[key] = tuple(self.rules.steps(self.policy.rules_of("security_group", group), direction, peer))
+        return found  # type: ignore[return-value]
 
     def vm(self, vm: str, direction: str, peer: AddressSet | None = None) -> VmChain:
         """The VM's chain. With `peer`, only the steps that can match packets whose
@@ -147,8 +190,25 @@ class ChainPlanner:
             if zone:
                 levels.append(self.level("zone", zone, direction, peer))
             forwards = self.forwards(vm) if direction == "in" else ()
-            default = default_step(self.policy, self.policy.default_action(vm, direction), f"default-{direction}")
+            spec = self.policy.doc.vms[vm]
+            default = default_step(self.policy, self.policy.default_action(vm, direction), f"default-{direction}", direction, spec.log)
             found = self._chains[key] = VmChain(vm, direction, tuple(levels), forwards, default)
+        return found  # type: ignore[return-value]
+
+    def vm_nic(self, vm: str, direction: str, nic: int | None, peer: AddressSet | None = None) -> VmChain:
+        """The VM's chain as one NIC's traffic meets it (issue 18): steps scoped to
+        other NICs left out. The same chain as `vm` when nothing in it is scoped."""
+        chain = self.vm(vm, direction, peer)
+        if nic is None or not any(step.scope is not None and step.scope.nics for step in chain.steps):
+            return chain
+        key = ("vm-nic", vm, direction, nic, peer)
+        found = self._chains.get(key)
+        if found is None:
+            levels = tuple(
+                Level(level.kind, level.owner, level.direction, tuple(st for st in level.steps if st.scope is None or st.scope.holds_for_nic(nic)), level.shared)
+                for level in chain.levels
+            )
+            found = self._chains[key] = VmChain(vm, direction, levels, chain.forwards, chain.default)
         return found  # type: ignore[return-value]
 
     def forwards(self, vm: str) -> tuple[Step, ...]:
@@ -190,14 +250,20 @@ class ChainPlanner:
         return Step(matches, "accept", "anti-lockout") if matches else None
 
     def host_levels(self, node: str, direction: str) -> tuple[Level, ...]:
+        if not host_filtered(self.policy, node):
+            return ()  # the node's firewall is off (issue 18, plan/switches.py)
         return (self.level("host", "", direction), self.level("host", node, direction))
+
+    def host_default(self, node: str, direction: str) -> Step:
+        settings = self.policy.doc.settings.host_default
+        action = (settings.in_ if direction == "in" else settings.out) if host_filtered(self.policy, node) else "accept"
+        return default_step(self.policy, action, f"host-default-{direction}", direction, self.policy.doc.hosts[node].log)
 
     def host_in(self, node: str) -> HostChain:
         key = ("host-in", node)
         if key not in self._chains:
             management = self.management()
-            default = default_step(self.policy, self.policy.doc.settings.host_default.in_, "host-default-in")
-            self._chains[key] = HostChain(node, "in", (management,) if management else (), self.host_levels(node, "in"), default)
+            self._chains[key] = HostChain(node, "in", (management,) if management else (), self.host_levels(node, "in"), self.host_default(node, "in"))
         return self._chains[key]  # type: ignore[return-value]
 
     def host_out(self, node: str) -> HostChain | None:
@@ -205,10 +271,36 @@ class ChainPlanner:
         key = ("host-out", node)
         if key not in self._chains:
             levels = self.host_levels(node, "out")
-            action = self.policy.doc.settings.host_default.out
+            default = self.host_default(node, "out")
             chain = None
-            if any(step.matches != () for level in levels for step in level.steps) or action != "accept":
+            if any(step.matches != () for level in levels for step in level.steps) or default.action != "accept" or default.log:
                 # a node that cannot send neighbour solicitations has no IPv6 at all
-                chain = HostChain(node, "out", (ESSENTIALS,), levels, default_step(self.policy, action, "host-default-out"))
+                chain = HostChain(node, "out", (ESSENTIALS,), levels, default)
             self._chains[key] = chain
         return self._chains[key]  # type: ignore[return-value]
+
+    def host_interface(self, chain: HostChain, interface: str | None) -> HostChain:
+        """A node's chain as the packets of one interface meet it (issue 18): steps
+        scoped to other interfaces left out. When the interface is unknown (None: the
+        analyzer's paths do not carry it), the most open reading: scoped accepts kept,
+        scoped refusals left out, so an analysis never reports closed what one
+        interface lets through."""
+        if not any(step.scope is not None and step.scope.interfaces for level in chain.levels for step in level.steps):
+            return chain
+        key = ("host-if", chain.node, chain.direction, interface)
+        found = self._chains.get(key)
+        if found is None:
+            levels = tuple(
+                Level(level.kind, level.owner, level.direction, tuple(st for st in level.steps if _applies_on(st, interface)), level.shared)
+                for level in chain.levels
+            )
+            found = self._chains[key] = HostChain(chain.node, chain.direction, chain.before, levels, chain.default)
+        return found  # type: ignore[return-value]
+
+
+def _applies_on(step: Step, interface: str | None) -> bool:
+    if step.scope is None or not step.scope.interfaces:
+        return True
+    if interface is None:
+        return step.action == "accept"
+    return step.scope.holds_for_interface(interface)

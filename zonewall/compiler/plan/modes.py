@@ -21,6 +21,7 @@ from ...policy.addresses import FAMILIES, Family
 from ...policy.model import Rule
 from ...policy.resolve import Policy
 from .rules import RulePlanner
+from .switches import cluster_filtered
 from .vocabulary import Addresses, Match, NotForwarded, Step
 
 L3_MODES = ("nat", "routed", "isolated")
@@ -69,6 +70,8 @@ def _outside_subnets(policy: Policy, network: str, side: str, label: str) -> tup
 
 def routed_checks(policy: Policy, network: str) -> RoutedChecks | None:
     mode = policy.doc.networks[network].mode
+    if mode in L3_MODES and not cluster_filtered(policy):
+        return RoutedChecks(network, mode, (), ())  # the firewall is off (issue 18): routed, nothing checked
     if mode == "isolated":
         outbound: tuple[Step, ...] = (Step(None, "drop", "isolated network: nothing is routed out"),)
         inbound: tuple[Step, ...] = (Step(None, "drop", "isolated network: nothing is routed in"),)
@@ -89,6 +92,8 @@ def host_services(policy: Policy, rules: RulePlanner, network: str) -> HostServi
     spec = policy.doc.networks[network]
     if spec.mode not in L3_MODES and not spec.host_services:
         return None
+    if not cluster_filtered(policy):  # the firewall is off (issue 18): guests reach the node like anybody
+        return HostServices(network, (), Step(None, "accept", "firewall off"))
     steps: tuple[Step, ...] = ()
     if spec.host_services:
         offered = Rule(action="accept", service=list(spec.host_services))

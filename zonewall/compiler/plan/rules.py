@@ -23,10 +23,11 @@ from typing import Any
 
 from ...policy.addresses import FAMILIES, AddressSet, Family, RefItem, parse_ref
 from ...policy.builtins import ICMP_V4_TYPES, ICMP_V6_TYPES, IP_PROTOCOLS
-from ...policy.model import FilterRule, Rule, Service, parse_rate
+from ...policy.icmpcodes import code_label, is_coded, type_and_code
+from ...policy.model import FilterRule, LogSettings, Rule, Service, parse_rate
 from ...policy.resolve import Policy, RuleRef
 from ..schedule import WEEK, utc_week_minutes
-from .vocabulary import L4, Addresses, IcmpTypes, Intervals, Label, Match, Ports, Protocols, RateLimit, Step
+from .vocabulary import L4, Addresses, IcmpTypes, Intervals, Label, Match, Ports, Protocols, RateLimit, Scope, Step
 
 NAMED_KINDS = ("group", "zone", "vm", "network", "host")
 ICMP_TABLE: dict[Family, dict[str, int]] = {"ipv4": ICMP_V4_TYPES, "ipv6": ICMP_V6_TYPES}
@@ -94,16 +95,38 @@ def l4_alternatives(keys: ProtocolKeys, family: Family) -> list[L4 | None]:
             out.append(Ports(protocol, port_intervals(ports), sport))
     table = ICMP_TABLE[family]
     names = [t for t in keys.icmp if t == "any" or t.isdigit() or t in table]
+    coded = [t for t in keys.icmp if is_coded(t)]
     if family == "ipv6":
-        names += [t for t in keys.icmpv6 if t not in names]
+        names += [t for t in keys.icmpv6 if t not in names and not is_coded(t)]
+        coded += [t for t in keys.icmpv6 if is_coded(t) and t not in coded]
     if "any" in names:
         out.append(IcmpTypes(ICMP_PROTOCOL[family]))  # type: ignore[arg-type]
-    elif names:
+    else:
         types = tuple({label: (number, label) for number, label in (_icmp_label(t, table) for t in names)}.values())
-        out.append(IcmpTypes(ICMP_PROTOCOL[family], types))  # type: ignore[arg-type]
+        if types:
+            out.append(IcmpTypes(ICMP_PROTOCOL[family], types))  # type: ignore[arg-type]
+        out += icmp_code_alternatives(coded, family, {number for number, _ in types})
     if keys.proto:
         out.append(Protocols(tuple(_icmp_label(p, None) for p in keys.proto)))
     return out
+
+
+def icmp_code_alternatives(items: list[str], family: Family, whole_types: set[int]) -> list[L4]:
+    """ICMP type-and-code items (issue 18) of `family`: one match per type, with its
+    codes; a type the rule also names whole needs no codes of its own."""
+    per_type: dict[int, list[int]] = {}
+    for item in items:
+        found = type_and_code(item, family)
+        if found is None or found[0] in whole_types:
+            continue
+        codes = per_type.setdefault(found[0], [])
+        if found[1] not in codes:
+            codes.append(found[1])
+    table = ICMP_TABLE[family]
+    return [
+        IcmpTypes(ICMP_PROTOCOL[family], (_icmp_label(str(number), table),), tuple((c, code_label(family, number, c)) for c in codes))  # type: ignore[arg-type]
+        for number, codes in per_type.items()
+    ]
 
 
 @lru_cache(maxsize=65536)
@@ -172,6 +195,9 @@ def time_window(policy: Policy, schedule: str | None, now: datetime | None, time
     return None if windows == ((0, WEEK),) else windows
 
 
+_UNSEEN = object()
+
+
 @dataclass
 class RulePlanner:
     """Policy rules -> plan steps, memoised by match keys (rules from templates
@@ -182,6 +208,7 @@ class RulePlanner:
     timezone: str | None = None  # the node's timezone, for schedules that name none
     _matches: dict[tuple[object, ...], tuple[Match, ...]] = field(default_factory=dict)
     _times: dict[str, Intervals | None] = field(default_factory=dict)
+    _meets: dict[AddressSet, dict[str, object]] = field(default_factory=dict)
 
     def matches(self, rule: Rule) -> tuple[Match, ...]:
         key = tuple(tuple(v) if isinstance(v, list) else v for v in (getattr(rule, k) for k in MATCH_KEYS))
@@ -203,7 +230,21 @@ class RulePlanner:
         if rule.limit is not None:
             rate, per = parse_rate(rule.limit.rate)
             limit = RateLimit(rate, per, rule.limit.burst, rule.limit.per == "source")
-        return Step(self.matches(rule), rule.action, ref.id, ref, self.time(rule.schedule), limit, rule.log, origin=(ref.level, ref.owner, ref.id), comment=rule.comment)
+        packets = None
+        if rule.packet_limit is not None:
+            rate, per = parse_rate(rule.packet_limit.rate)
+            packets = RateLimit(rate, per, rule.packet_limit.burst, rule.packet_limit.per == "source", over=True)
+        log, level = rule_logging(self.policy.doc.settings.log, rule)
+        return Step(self.matches(rule), rule.action, ref.id, ref, self.time(rule.schedule), limit, log, origin=(ref.level, ref.owner, ref.id),  # type: ignore[arg-type]
+                    comment=rule.comment, scope=self.scope(ref), log_level=level, packet_limit=packets)
+
+    def scope(self, ref: RuleRef) -> Scope | None:
+        """`nic:` (a VM's NICs, by index) and `interface:` of a rule (issue 18)."""
+        rule = ref.rule
+        if rule.nic is None and rule.interface is None:
+            return None
+        nics = tuple(sorted({i for n in rule.nic or () if (i := self.policy.nic_index(ref.owner, n)) is not None}))
+        return Scope(nics, tuple(rule.interface or ()))
 
     def steps(self, refs: Iterable[RuleRef], direction: str, peer: AddressSet | None = None) -> list[Step]:
         """The enabled rules of `refs` that apply in `direction` (`net` for network
@@ -211,17 +252,45 @@ class RulePlanner:
         end (`to` of an out rule, `from` of an in rule) is in `peer` (a query that
         needs only a few chains' worth of steps skips building the rest)."""
         out = []
+        memo = self._meets.setdefault(peer, {}) if peer is not None else None
         for ref in refs:
             rule = ref.rule
-            if not rule.enabled or rule.direction not in (direction, None):
-                continue
-            if peer is not None and not self.may_meet(rule, direction, peer):
+            if not rule.enabled or rule.direction not in (direction, None) or rule.security_group is not None:
+                continue  # references to security groups are the chain planner's (plan/groups.py)
+            if memo is not None and not self._may_meet(rule.to if direction == "out" else rule.from_, peer, memo):  # type: ignore[arg-type]
                 continue
             out.append(self.step(ref))
         return out
 
-    def may_meet(self, rule: Rule, direction: str, peer: AddressSet) -> bool:
-        refs = rule.to if direction == "out" else rule.from_
+    def _may_meet(self, refs: list[str] | None, peer: AddressSet, memo: dict[str, object]) -> bool:
+        """Whether the addresses `refs` means share one with `peer`. A list without
+        exclusions does when one of its items does: each item is tested once per
+        peer (`memo`: None for an exclusion), and no rule's own union is built (reach
+        asks this of every rule of the cluster, most of which name a VM of their own)."""
         if refs is None:
             return True
-        return not self.policy.address_set(refs).intersect(peer).is_empty()
+        hit = False
+        for text in refs:
+            found = memo.get(text, _UNSEEN)
+            if found is _UNSEEN:
+                item = parse_ref(text)
+                found = memo[text] = None if item.negate else self.policy.ref_item_set(item).meets(peer)
+            if found is None:  # an exclusion: the list's exact set decides
+                return self.policy.address_set(refs).meets(peer)
+            if found:
+                hit = True
+        return hit
+
+
+def rule_logging(settings: LogSettings, rule: Rule) -> tuple[bool, str | None]:
+    """Whether a rule's matches are logged, and at which level (None: the settings'
+    level): `log: true`, a level, `nolog`; without `log`, the rules whose action is
+    in `settings.log.rules` (issue 18)."""
+    if rule.log == "nolog":
+        return False, None
+    if rule.log is True:
+        return True, None
+    if rule.log is False:
+        return rule.action in settings.rules, None
+    return True, str(rule.log)
+

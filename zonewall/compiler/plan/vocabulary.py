@@ -50,10 +50,12 @@ class Ports:
 
 @dataclass(frozen=True, slots=True)
 class IcmpTypes:
-    """ICMP (IPv4) or ICMPv6 types; `types` None: every type of the protocol."""
+    """ICMP (IPv4) or ICMPv6 types; `types` None: every type of the protocol.
+    `codes` (issue 18): only these codes of the one type in `types`."""
 
     protocol: Literal["icmp", "icmpv6"]
     types: tuple[tuple[int, Label], ...] | None = None  # (number, label)
+    codes: tuple[tuple[int, Label], ...] | None = None  # (number, label); None: every code
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +65,25 @@ class Protocols:
     values: tuple[tuple[int, Label], ...]
 
 
-L4 = Union[Ports, IcmpTypes, Protocols]
+@dataclass(frozen=True, slots=True)
+class TcpFlags:
+    """TCP whose flags, masked with `mask`, equal `value` (`negate`: differ), and
+    optionally source ports. Bits as in the header: fin 0x01, syn 0x02, rst 0x04,
+    psh 0x08, ack 0x10, urg 0x20. The analyzer judges the first packet of a new
+    connection, a SYN: for it a flags match is all of TCP or nothing."""
+
+    mask: int
+    value: int
+    negate: bool = False
+    sport: Intervals | None = None
+
+    def holds_for(self, flags: int) -> bool:
+        return ((flags & self.mask) == self.value) != self.negate
+
+
+TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK, TCP_URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+
+L4 = Union[Ports, IcmpTypes, Protocols, TcpFlags]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +112,9 @@ class RateLimit:
     per: str  # second | minute | hour | day
     burst: int
     per_source: bool
+    # over: the step matches only packets *over* the rate (a drop of what exceeds
+    # it, e.g. protection.synflood); otherwise only those within it (`limit:`)
+    over: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +135,38 @@ class NotForwarded:
     """The connection was not translated by any dnat entry (`ct status != dnat`)."""
 
 
-Condition = Union[DnatOrigin, NotForwarded]
+@dataclass(frozen=True, slots=True)
+class NewConnection:
+    """The packet starts a connection (`ct state new`), not one conntrack calls
+    invalid. The analyzer judges new connections only: it always holds there."""
+
+
+Condition = Union[DnatOrigin, NotForwarded, NewConnection]
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Where a step applies besides what the packet holds (issue 18): through some of
+    the NICs of the VM whose chain it is in (`nics`: indexes in its `nics`), or on
+    some interfaces of the node (`interfaces`: the one a packet arrives on for input,
+    leaves through for output; a trailing * matches any suffix). A property of the
+    path, like a Condition: the compiler tests the packet mark or the interface
+    name, the analyzer keeps the step only in the chains of the NICs / interfaces it
+    names."""
+
+    nics: tuple[int, ...] = ()
+    interfaces: tuple[str, ...] = ()
+
+    def holds_for_nic(self, nic: int) -> bool:
+        return not self.nics or nic in self.nics
+
+    def holds_for_interface(self, name: str | None) -> bool:
+        """Whether the step applies on interface `name` (None: unknown, never)."""
+        if not self.interfaces:
+            return True
+        if name is None:
+            return False
+        return any(name == p or (p.endswith("*") and name.startswith(p[:-1])) for p in self.interfaces)
 
 
 @dataclass(frozen=True)
@@ -136,6 +190,11 @@ class Step:
     condition: Condition | None = None
     origin: tuple[str, str, str] | None = None  # (level, owner, id) of the policy rule
     comment: str | None = None  # the rule's comment
+    # `packet_limit:` on an accept: every packet of the connections it accepts (the
+    # direction that opened them) counts; over the rate they are dropped
+    packet_limit: RateLimit | None = None
+    scope: Scope | None = None  # issue 18: only through some NICs / on some interfaces
+    log_level: str | None = None  # issue 18: the level logged records carry (None: settings.log.level)
 
     @property
     def limited(self) -> bool:
@@ -148,4 +207,4 @@ class Step:
 
 def final(step: Step) -> bool:
     """Whether the step decides every packet that reaches it (nothing gets past)."""
-    return step.matches is None and step.condition is None and step.time is None and step.limit is None and step.action != "accept"
+    return step.matches is None and step.condition is None and step.time is None and step.limit is None and step.scope is None and step.action != "accept"

@@ -4,6 +4,11 @@ A revision never changes once stored, so what was read and parsed for it stays
 true: every replica parses a revision once, whichever replica committed it, and
 every later request (long-polls, status reports, the dashboard) reuses it. Only the
 newest few are kept: a parsed policy of 10,000 VMs is over a gigabyte.
+
+Each view also holds its nodes' desired states (`NodeStates`: the documents scoped
+to a node, policy/scope.py), each built once, when the first agent of that node
+asks, and shared by every later answer; a node the change from the previous view
+does not affect gets the previous view's state object itself, nothing rebuilt.
 """
 
 from __future__ import annotations
@@ -16,11 +21,81 @@ from functools import cached_property
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from ...policy.documents import load_documents
+from ...policy.delta import Delta, delta_size, make_delta
+from ...policy.documents import Documents, content_hash, load_documents
 from ...policy.resolve import Policy
+from ...policy.scope import Scoper, affected
 from .models import RevisionRow
 
 KEPT = 2  # the current revision and its parent (a diff needs both)
+DELTA_SHARE = 0.25  # a delta is sent instead of the documents when it is at most this share of them
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """What one node is sent for a revision: its scoped documents, encoded once."""
+
+    documents: Documents
+    content_hash: str
+    documents_json: bytes
+    size: int  # characters of the documents
+
+
+class NodeStates:
+    """The desired states of one revision's nodes, built on demand, once each."""
+
+    def __init__(self, documents: Documents, policy: Policy) -> None:
+        self._documents = documents
+        self._placement = {name: vm.host for name, vm in policy.doc.vms.items()}
+        self.hosts = frozenset(policy.doc.hosts)
+        self._parent: NodeStates | None = None
+        self._unaffected: frozenset[str] | None = None
+        self._states: dict[str, NodeState] = {}
+        self._lock = threading.Lock()
+        self.built = 0  # states built here, not carried over (tests and the bench watch it)
+
+    @cached_property
+    def scoper(self) -> Scoper:
+        return Scoper(self._documents, self._placement)
+
+    def follow(self, parent: NodeStates) -> None:
+        """This revision comes right after `parent`: unaffected nodes keep its states."""
+        with self._lock:
+            self._parent = parent
+        parent._parent = None  # one step back is all a delta needs; older views may go
+
+    def _carried(self, node: str) -> NodeState | None:
+        parent = self._parent
+        if parent is None:
+            return None
+        if self._unaffected is None:
+            self._unaffected = self.hosts - affected(parent.scoper, self.scoper, self.hosts | parent.hosts)
+        return parent.get(node) if node in self._unaffected else None
+
+    def get(self, node: str) -> NodeState:
+        with self._lock:  # one build per node and revision; pollers of that node wait for it
+            state = self._states.get(node)
+            if state is None:
+                state = self._carried(node)
+            if state is None:
+                documents = self.scoper.scoped(node)
+                encoded = json.dumps(documents, sort_keys=True).encode("utf-8", "surrogatepass")
+                state = NodeState(documents, content_hash(documents), encoded, sum(len(text) for text in documents.values()))
+                self.built += 1
+            self._states[node] = state
+            return state
+
+    def delta(self, node: str, have: str) -> Delta | None:
+        """The change from the node's previous state, when `have` is its hash and the
+        delta is small; None: send the documents."""
+        parent = self._parent
+        if parent is None or node not in parent.hosts:
+            return None
+        before, after = parent.get(node), self.get(node)
+        if before.content_hash != have:
+            return None
+        delta = make_delta(before.documents, after.documents)
+        return delta if delta_size(delta) <= DELTA_SHARE * after.size else None
 
 
 @dataclass(frozen=True)
@@ -28,11 +103,11 @@ class RevisionView:
     row: RevisionRow
     policy: Policy
     hosts: frozenset[str] = field(default_factory=frozenset)
-    documents_json: bytes = b""  # the row's documents, encoded once for every agent's answer
+    states: NodeStates | None = None  # each node's desired state
 
     @classmethod
     def of(cls, row: RevisionRow, policy: Policy) -> RevisionView:
-        return cls(row, policy, frozenset(policy.doc.hosts), row.documents.encode("utf-8", "surrogatepass"))
+        return cls(row, policy, frozenset(policy.doc.hosts), NodeStates(json.loads(row.documents), policy))
 
     @property
     def number(self) -> int:
@@ -63,6 +138,14 @@ class RevisionCache:
 
     def put(self, view: RevisionView) -> None:
         with self._lock:
+            if view.number in self._views:  # parsed meanwhile (a NOTIFY): keep that one, it may have states built
+                self._views.move_to_end(view.number)
+                return
+            older = [number for number in self._views if number < view.number]
+            if older and view.states is not None:
+                parent = self._views[max(older)].states
+                if parent is not None:
+                    view.states.follow(parent)
             self._views[view.number] = view
             self._views.move_to_end(view.number)
             while len(self._views) > self._kept:

@@ -182,7 +182,7 @@ def vm_page(request: Request, vm: str) -> HTMLResponse:
     if policy is None or vm not in policy.doc.vms:
         raise HTTPException(status_code=404, detail=f"no VM {vm!r}")
     who, _ = current(request)
-    return page(request, "vm.html", f"VM {vm}", name=vm, zone=policy.doc.vms[vm].zone, host=policy.doc.vms[vm].host,
+    return page(request, "vm.html", f"VM {vm}", name=vm, zone=policy.doc.vms[vm].zone, host=policy.doc.vms[vm].host, spec=policy.doc.vms[vm],
                 tables=effective_rules(policy, vm, ctl.counters.totals()), can_edit=who.role == "admin")
 
 
@@ -384,11 +384,18 @@ def effective_rules(policy: Any, vm: str, totals: list[dict[str, Any]]) -> list[
         levels = [("global", "", "global"), ("vm", vm, vm)] + ([("zone", zone, f"zone:{zone}")] if zone else [])
         for level, owner, scope in levels:
             for ref in policy.rules_of(level, owner):
-                if ref.rule.direction not in (direction, None):
-                    continue
-                t = hits.get((scope, direction, ref.id), {})
-                rows.append({"level": level, "id": ref.id, "action": ref.rule.action, "text": rule_text(ref.rule),
-                             "packets": t.get("packets", "-"), "bytes": t.get("bytes", "-")})
+                if ref.rule.security_group is not None:  # issue 18: the group's rules in its place
+                    group = ref.rule.security_group
+                    members = policy.rules_of("security_group", group) if ref.rule.enabled else []
+                    scoped = [(f"{level} · group {group}", f"sg:{group}", member) for member in members]
+                else:
+                    scoped = [(level, scope, ref)]
+                for shown, counted, member in scoped:
+                    if member.rule.direction not in (direction, None):
+                        continue
+                    t = hits.get((counted, direction, member.id), {})
+                    rows.append({"level": shown, "id": member.id, "action": member.rule.action, "text": rule_text(member.rule),
+                                 "packets": t.get("packets", "-"), "bytes": t.get("bytes", "-")})
         action = policy.default_action(vm, direction)
         t = hits.get((vm, direction, f"default-{direction}"), {})
         rows.append({"level": "default", "id": f"default-{direction}", "action": action, "text": "anything else",

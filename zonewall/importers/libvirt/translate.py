@@ -568,6 +568,30 @@ class LibvirtImport:
                 self.report.note(iface.where, f"network {name}: subnet {subnet} assumed from the guest address {ip}")
         return name
 
+    def learning(self, where: Where, nic: dict[str, Any], network: str, mode: str, servers: list[str]) -> None:
+        """CTRL_IP_LEARNING and DHCPSERVER as the NIC's `learning` and its network's
+        `dhcp_servers` (libvirt's modes map to zonewall's of the same name). `dhcp`
+        without DHCPSERVER trusts any server in libvirt; zonewall trusts only listed
+        ones, so it becomes `none` (closed) and is reported."""
+        trusted = self.networks[network].setdefault("dhcp_servers", [])
+        for server in servers:
+            try:
+                text = str(ipaddress.IPv4Address(server))
+            except ValueError:
+                self.report.skipped(where, f"DHCPSERVER {server!r} is not an IPv4 address")
+                continue
+            if text not in trusted:
+                trusted.append(text)
+        if mode not in ("any", "dhcp", "none"):
+            self.report.skipped(where, f"CTRL_IP_LEARNING {mode!r}: libvirt knows any, dhcp and none; none written (closed)")
+            mode = "none"
+        if mode == "dhcp" and not trusted:
+            self.report.inexact(where, "CTRL_IP_LEARNING dhcp without DHCPSERVER: libvirt trusts any DHCP server, zonewall only the network's dhcp_servers; learning none written (closed): list the servers and set learning: dhcp")
+            mode = "none"
+        if mode != "any":
+            nic["learning"] = mode
+            self.report.note(where, f"CTRL_IP_LEARNING {mode} -> learning: {mode}" + (" (the address a server of the network's dhcp_servers acks)" if mode == "dhcp" else ""))
+
     def domain(self, domain: Domain) -> tuple[str, Commented]:
         name = self.vm_names.get(domain.name, domain.name)
         if name != domain.name:
@@ -577,6 +601,7 @@ class LibvirtImport:
         for iface in domain.interfaces:
             ips: list[str] = []
             env: dict[str, list[str]] = {}
+            learning, dhcp_servers = "any", []
             if iface.filterref is not None:
                 for key, values in iface.filterref.params.items():
                     if key == "IP":
@@ -585,7 +610,9 @@ class LibvirtImport:
                         if iface.mac and any(v.lower() != iface.mac.lower() for v in values):
                             self.report.inexact(iface.filterref.where, "parameter MAC differs from the interface's mac; zonewall's $MAC is the NIC's mac")
                     elif key == "CTRL_IP_LEARNING":
-                        self.report.note(iface.filterref.where, "CTRL_IP_LEARNING: a NIC without addresses under the anti-spoofing filters learns its first IPv4 address (docs/policy-guide.md, learning mode); IPv6 is not learned, and DHCP-only learning is not distinguished")
+                        learning = values[-1].lower() if values else "any"
+                    elif key == "DHCPSERVER":
+                        dhcp_servers += values
                     else:
                         env[key] = values
             ips += [a for a, _ in iface.ips]
@@ -608,6 +635,8 @@ class LibvirtImport:
                 entry["ips"] = clean
             if iface.target and re.fullmatch(r"[A-Za-z0-9_.:-]{1,15}", iface.target):
                 entry["tap"] = iface.target
+            if iface.filterref is not None:
+                self.learning(iface.filterref.where, entry, network, learning, dhcp_servers)
             if iface.filterref is not None:
                 names, l3 = self.nic_filter(iface.filterref, env)
                 if names:
@@ -651,7 +680,7 @@ class LibvirtImport:
         networks = {}
         for name, net in sorted(self.networks.items()):
             entry = {"bridge": net["bridge"]}
-            for key in ("subnets", "gateway", "mode", "host_services"):
+            for key in ("subnets", "gateway", "mode", "host_services", "dhcp_servers"):
                 if net.get(key):
                     entry[key] = net[key]
             if entry.get("mode") in ("nat", "routed", "isolated"):

@@ -4,9 +4,10 @@ A rule Proxmox itself refuses (an unknown macro, `-dport` without `-p`, an alias
 does not exist) is left out, as pve-firewall leaves it out. A rule zonewall cannot
 express exactly is written so the result is at least as closed as Proxmox:
 an ACCEPT is left out (or written disabled), a DROP/REJECT is widened where a wider
-match is obvious (an ICMP code becomes its whole type, `-i` on a host rule every
-interface); a DROP/REJECT that cannot be widened makes the import fail with a
-`file:line` error rather than silently open what Proxmox blocks.
+match is obvious; a DROP/REJECT that cannot be widened makes the import fail with a
+`file:line` error rather than silently open what Proxmox blocks. ICMP codes
+(`host-unreachable`), `-i` on host rules (`interface:`) and log levels are written
+as such (issue 18).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...policy.builtins import BUILTIN_SERVICES, ICMP_V4_TYPES, ICMP_V6_TYPES, IP_PROTOCOLS
+from ...policy.model import LOG_LEVELS
 from ..emit import Commented, Flow
 from ..names import sanitize
 from ..report import ImportFailure, Report, Where
@@ -111,11 +113,11 @@ def protocol(text: str) -> str:
     raise Skip(f"protocol {text!r} is not one zonewall knows by name (use its number)")
 
 
-def icmp_types(text: str, v6: bool, widen: bool) -> tuple[list[Any], list[str]]:
+def icmp_types(text: str, v6: bool) -> list[Any]:
     """ICMP types of `-icmp-type` (or `-dport` of `-p icmp`, where pve-firewall stores
-    the type), and the codes that were widened to their type (only when `widen`)."""
+    the type); a type-and-code name (`host-unreachable`) as zonewall's code item
+    (policy/icmpcodes.py, iptables' names)."""
     types: list[Any] = []
-    widened: list[str] = []
     codes, known = (ICMP_V6_CODES, ICMP_V6_TYPES) if v6 else (ICMP_V4_CODES, ICMP_V4_TYPES)
     for item in (part.strip() for part in text.split(",")):
         name = ICMP6_NAMES.get(item.lower(), item.lower()) if v6 else item.lower()
@@ -126,15 +128,12 @@ def icmp_types(text: str, v6: bool, widen: bool) -> tuple[list[Any], list[str]]:
         elif name == "any" or name in known:
             value = name
         elif item in codes:
-            if not widen:
-                raise Skip(f"ICMP{'v6' if v6 else ''} {item!r} is a type and a code; zonewall matches ICMP types, not codes")
-            value = codes[item]
-            widened.append(item)
+            value = item.lower()  # iptables writes TOS-host-unreachable; zonewall's names are lower case
         else:
             raise Skip(f"{item!r} is not an ICMP{'v6' if v6 else ''} type Proxmox knows", proxmox_too=True)
         if value not in types:
             types.append(value)
-    return types, widened
+    return types
 
 
 def merge_macro(name: str, rule: FwRule) -> list[Entry]:
@@ -159,7 +158,6 @@ class RuleTranslator:
         self.cluster, self.book, self.report = cluster, book, report
         self.forward_enforced = forward_enforced  # a node runs Proxmox's nftables firewall (FORWARD rules apply)
         self.services: dict[str, Any] = {}
-        self.widened: list[str] = []  # ICMP codes the current rule widened to their type
 
     # -- macros ------------------------------------------------------------------
 
@@ -170,7 +168,7 @@ class RuleTranslator:
             return None
         body: dict[str, list[Any]] = {}
         for proto, dport, _ in entries:
-            for key, values in self.entry_keys(proto, dport, widen=False, macro=True).items():
+            for key, values in self.entry_keys(proto, dport, macro=True).items():
                 body.setdefault(key, [])
                 body[key] += [v for v in values if v not in body[key]]
         for name, builtin in BUILTIN_SERVICES.items():
@@ -180,7 +178,7 @@ class RuleTranslator:
         self.services[name] = Commented(Flow({k: one(v) for k, v in body.items()}), f"Proxmox macro {macro}: {MACROS[macro][0]}")
         return name
 
-    def entry_keys(self, proto: str | None, dport: str | None, *, widen: bool, icmp_type: str | None = None, sport: str | None = None,
+    def entry_keys(self, proto: str | None, dport: str | None, *, icmp_type: str | None = None, sport: str | None = None,
                    macro: bool = False) -> dict[str, Any]:
         """Protocol keys of one (proto, dport, sport): a macro entry or a plain rule.
         A plain `-p icmp` is IPv4 only; a macro's icmp entry has Proxmox's IPv6
@@ -200,8 +198,7 @@ class RuleTranslator:
             text = icmp_type or dport
             if not text:
                 return {"proto": [name]}
-            types, widened = icmp_types(text, name == "icmpv6", widen)
-            self.widened += widened
+            types = icmp_types(text, name == "icmpv6")
             return {name: types, **({"family": "ipv4"} if name == "icmp" and not macro else {})}
         if proto.lower() not in PROTOCOLS_WITH_PORTS and name not in ("tcp", "udp", "sctp"):
             if dport or sport:
@@ -222,7 +219,6 @@ class RuleTranslator:
 
     def bodies(self, rule: FwRule, vm: FwFile | None, vmid: int | None) -> list[tuple[dict[str, Any], str]]:
         """The match part(s) of one rule: (keys, extra comment)."""
-        widen = rule.action in ("DROP", "REJECT")
         base: dict[str, Any] = {}
         if rule.source:
             base["from"] = one(self.book.addresses(rule.source, vm, vmid, rule.where))
@@ -243,10 +239,10 @@ class RuleTranslator:
                     return [({**base, "service": service}, f"macro {macro}")]
             out = []
             for k, (proto, dport, sport) in enumerate(entries, start=1):
-                keys = self.entry_keys(proto, dport, widen=widen, sport=sport, macro=True)
+                keys = self.entry_keys(proto, dport, sport=sport, macro=True)
                 out.append(({**base, **{key: one(value) if isinstance(value, list) else value for key, value in keys.items()}}, f"macro {macro} part {k}"))
             return out
-        keys = self.entry_keys(rule.proto, rule.dport, widen=widen, icmp_type=rule.icmp_type, sport=rule.sport)
+        keys = self.entry_keys(rule.proto, rule.dport, icmp_type=rule.icmp_type, sport=rule.sport)
         return [({**base, **{key: one(value) if isinstance(value, list) else value for key, value in keys.items()}}, "")]
 
     def translate_rules(self, rules: list[FwRule], vm: FwFile | None, vmid: int | None, guest: Guest | None, *,
@@ -278,15 +274,11 @@ class RuleTranslator:
         enforced = rule.enabled and not disabled_reason
         if rule.type == "forward":
             return self.forward(rule, enforced)
-        self.widened = []
         try:
             bodies = self.bodies(rule, vm, vmid)
         except Skip as exc:
             self.untranslated(rule, exc, enforced)
             return []
-        if self.widened:
-            self.report.inexact(rule.where, f"ICMP {', '.join(self.widened)} is a type and a code; zonewall matches the whole type, "
-                                            f"so this {rule.action} blocks more than in Proxmox (closed)")
         enabled = enforced
         narrowing: dict[str, Any] = {}
         if rule.iface:
@@ -297,7 +289,7 @@ class RuleTranslator:
             item.update(narrowing)
             item.update(body)
             if rule.log and rule.log != "nolog":
-                item["log"] = True
+                item["log"] = rule.log if rule.log in LOG_LEVELS else True  # the record carries Proxmox's level (issue 18)
             if rule.comment:
                 item["comment"] = rule.comment
             if not enabled:
@@ -330,17 +322,14 @@ class RuleTranslator:
 
     def interface(self, rule: FwRule, guest: Guest | None, host_scope: bool, enabled: bool,
                   bodies: list[tuple[dict[str, Any], str]]) -> tuple[bool, dict[str, Any]]:
-        """(enabled, extra keys) for `-i IFACE`. zonewall has neither interface-scoped
-        host rules nor NIC-scoped guest rules yet: a guest rule is narrowed to the NIC's
+        """(enabled, extra keys) for `-i IFACE`. A host rule takes `interface:`; a guest
+        rule is narrowed to the NIC's
         addresses; where that is not exact, an ACCEPT is written disabled and a
         DROP/REJECT applies more widely (both closed)."""
         blocks = rule.action in ("DROP", "REJECT")
-        if host_scope:
-            if blocks:
-                self.report.inexact(rule.where, f"-i {rule.iface}: zonewall host rules do not match the node's interface; this {rule.action} applies on every interface (closed)")
-                return enabled, {}
-            self.report.inexact(rule.where, f"-i {rule.iface}: zonewall host rules do not match the node's interface; this accept is written disabled (closed)")
-            return False, {}
+        if host_scope:  # a host rule scoped to the node's interface (issue 18); pve-firewall's `+` suffix is nft's `*`
+            iface = rule.iface or ""
+            return enabled, {"interface": [iface[:-1] + "*" if iface.endswith("+") else iface]}
         assert guest is not None
         nic = guest.nic(rule.iface or "")
         firewalled = [n for n in guest.nics if n.firewall]

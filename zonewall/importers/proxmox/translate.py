@@ -29,6 +29,7 @@ import ipaddress
 import re
 from typing import Any
 
+from ...policy.dataplane_keys import SYNFLOOD_BURST, SYNFLOOD_RATE
 from ..emit import Commented, Document, Flow
 from ..names import Names, sanitize
 from ..report import Report, Where
@@ -42,6 +43,7 @@ from .source import Source
 
 HEADER = "Imported from a Proxmox VE firewall configuration by `zonewall import proxmox`."
 NO_RADV = "pve-no-router-advert"
+PROTECTION_OPTIONS = ("tcpflags", "nosmurfs", "protection_synflood", "protection_synflood_rate", "protection_synflood_burst")
 
 
 class ProxmoxImport:
@@ -95,7 +97,7 @@ class ProxmoxImport:
 
     def check_options(self, fw: FwFile, known: dict[str, str]) -> None:
         """Report options without a zonewall equivalent (known: name -> why)."""
-        handled = {"enable", "policy_in", "policy_out", "ipfilter", "macfilter", "dhcp", "ndp", "radv", "log_level_in", "log_level_out",
+        handled = {"enable", "policy_in", "policy_out", "ipfilter", "macfilter", "dhcp", "ndp", "radv", "log_level_in", "log_level_out", *PROTECTION_OPTIONS,
                    "log_ratelimit", "nf_conntrack_allow_invalid", "nf_conntrack_tcp_timeout_established", "nf_conntrack_tcp_timeout_syn_recv", "ebtables"}
         for name, (value, where) in sorted(fw.options.items()):
             if name in handled:
@@ -181,11 +183,31 @@ class ProxmoxImport:
             self.report.skipped(Where(self.src.hosts[node].path), f"node {node} is not in the inventory")
         return per_host, own
 
+    def node_protection(self, node: str) -> Commented:
+        """host.fw's nosmurfs (on unless 0), tcpflags and protection_synflood as the
+        node's `protection`, also for its guests: Proxmox runs the smurfs check in every
+        guest's input chain; zonewall's guests get tcpflags and synflood too (never
+        more open, reported when it is stricter)."""
+        fw = self.src.hosts.get(node) or self.src.hosts.get("*")
+        body: dict[str, Any] = {"tcpflags": self.options_bool(fw, "tcpflags", False), "nosmurfs": self.options_bool(fw, "nosmurfs", True)}
+        if self.options_bool(fw, "protection_synflood", False):
+            assert fw is not None
+            synflood = {}
+            for key, default in (("rate", SYNFLOOD_RATE), ("burst", SYNFLOOD_BURST)):
+                value = (fw.option(f"protection_synflood_{key}") or "").strip()
+                if value and not (value.isdigit() and 1 <= int(value) <= 1_000_000):
+                    self.report.skipped(fw.option_where(f"protection_synflood_{key}"), f"protection_synflood_{key}: {value!r} is not a number 1-1000000; Proxmox's default {default} used")
+                    value = ""
+                synflood[key] = int(value) if value else default
+            body["synflood"] = Flow(synflood)
+        body["guests"] = True
+        if fw is not None and (body["tcpflags"] or "synflood" in body):
+            self.report.inexact(Where(fw.path), f"node {node}: tcpflags/protection_synflood also apply to the node's guests in zonewall (Proxmox: the host only); stricter, never more open")
+        origin = fw.path if fw is not None else "no host.fw"
+        return Commented(Flow(body), f"Proxmox's host options ({origin}): nosmurfs is on unless 0")
+
     def check_host_options(self) -> None:
         host_known = {
-            "nosmurfs": "no SMURFS filter in zonewall", "tcpflags": "no TCP flag sanity filter in zonewall",
-            "protection_synflood": "no SYN flood protection in zonewall (use a rule `limit`)",
-            "protection_synflood_rate": "no SYN flood protection in zonewall", "protection_synflood_burst": "no SYN flood protection in zonewall",
             "nf_conntrack_max": "zonewall does not size the conntrack table", "log_nf_conntrack": "no conntrack event logging in zonewall",
             "smurf_log_level": "no SMURFS filter in zonewall", "tcp_flags_log_level": "no TCP flag filter in zonewall",
             "ndp": "zonewall always accepts neighbour discovery", "nftables": "zonewall always uses nftables",
@@ -335,6 +357,7 @@ class ProxmoxImport:
             entry: dict[str, Any] = {"address": node.address if len(node.address) > 1 else node.address[0]}
             if node.uplink:
                 entry["uplink"] = node.uplink
+            entry["protection"] = self.node_protection(node_name)
             entry["rules"] = per_host[node_name]
             hosts[node_name] = Commented(entry, f"from {node.where}; rules: host.fw, the datacenter rules of cluster.fw, then Proxmox's built-ins ({PROFILE})")
         cluster = Document([HEADER, "Datacenter (cluster.fw), nodes (host.fw) and the inventory; guests are in vm-VMID.yaml,",

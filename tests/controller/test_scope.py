@@ -1,0 +1,101 @@
+"""A node's scoped documents compile to exactly what the whole policy gives that node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.synth import policy_text
+from zonewall.compiler.node import compile_node
+from zonewall.controller.documents import load_documents, read_directory
+from zonewall.policy.scope import SCOPE_MARK, Scoper, affected, rules_blocks
+
+ROOT = Path(__file__).resolve().parents[2]
+
+MICRO = """\
+version: 1
+hosts:
+  node1: {address: [192.168.100.11]}
+  node2: {address: [192.168.100.12]}
+networks:
+  lan: {bridge: br0, subnets: [10.0.0.0/24]}
+groups:
+  pair: [vm:a, vm:b]
+vms:
+  a:
+    host: node1
+    nics:
+      - {network: lan, ips: [10.0.0.10]}
+    rules:   # a's own
+      - {direction: in, action: accept, from: vm:b, service: ssh}
+
+      - {direction: in, action: accept, from: group:pair, tcp: 8080}
+  b:
+    host: node2
+    nics:
+      - {network: lan, ips: [10.0.0.11]}
+    rules:
+    - {direction: out, action: drop, to: vm:a, tcp: 25}
+    - direction: in
+      action: accept
+      tcp: 443
+  c:
+    host: node2
+    nics: [{network: lan, ips: [10.0.0.12]}]
+settings:
+  default: {in: drop, out: accept}
+"""
+
+
+def policies() -> list[tuple[str, dict[str, str]]]:
+    out = [(path.parent.name, read_directory(path)) for path in sorted((ROOT / "examples").glob("*/policy"))]
+    out.append(("micro", {"policy.yaml": MICRO}))
+    out.append(("synth", {"policy.yaml": policy_text(120, nodes=4, dataplane_extras=True)}))
+    return out
+
+
+@pytest.mark.parametrize(("name", "documents"), policies(), ids=[name for name, _ in policies()])
+def test_every_node_compiles_its_scoped_documents_to_the_full_ruleset(name: str, documents: dict[str, str]) -> None:
+    policy = load_documents(documents)
+    scoper = Scoper(documents, {vm: spec.host for vm, spec in policy.doc.vms.items()})
+    for node in sorted(policy.doc.hosts):
+        scoped = scoper.scoped(node)
+        assert compile_node(load_documents(scoped), node) == compile_node(policy, node), f"{name}: node {node}"
+
+
+def test_other_nodes_vm_rules_are_left_out_and_positions_kept() -> None:
+    documents = {"policy.yaml": MICRO}
+    scoper = Scoper(documents, {"a": "node1", "b": "node2", "c": "node2"})
+    one = scoper.scoped("node1")["policy.yaml"]
+    assert "tcp: 25" not in one and "tcp: 443" not in one and "tcp: 8080" in one  # b's rules gone, a's kept
+    assert one.endswith(f"{SCOPE_MARK}node1\n")
+    assert len(one.splitlines()) == len(MICRO.splitlines()) + 1  # every line where it was, plus the mark
+    assert load_documents({"policy.yaml": one}).doc.vms["b"].rules == []
+    arriving = scoper.scoped("node1", keep=["b"])["policy.yaml"]
+    assert "tcp: 25" in arriving  # a VM migrating here comes with its rules
+    assert scoper.scoped("node2")["policy.yaml"].count("tcp:") == 2  # a's two rules are not node2's
+
+
+def test_unsafe_yaml_is_never_cut() -> None:
+    assert rules_blocks(MICRO)
+    anchored = MICRO.replace("      - {direction: in, action: accept, from: vm:b, service: ssh}", "      - &ssh {direction: in, action: accept, from: vm:b, service: ssh}")
+    assert rules_blocks(anchored) == {}
+    flow = "vms:\n  a: {host: node1, rules: [{direction: in, action: accept}]}\n"
+    assert rules_blocks(flow) == {}
+
+
+def test_affected_nodes_of_a_change() -> None:
+    placement = {"a": "node1", "b": "node2", "c": "node2"}
+    nodes = ["node1", "node2", "node3"]
+    old = Scoper({"policy.yaml": MICRO}, placement)
+    in_place = Scoper({"policy.yaml": MICRO.replace("tcp: 25", "tcp: 26")}, placement)
+    assert affected(old, in_place, nodes) == {"node2"}
+    assert old.scoped("node1") == in_place.scoped("node1") and old.scoped("node2") != in_place.scoped("node2")
+    added = Scoper({"policy.yaml": MICRO.replace("      tcp: 443\n", "      tcp: 443\n    - {direction: in, action: drop}\n")}, placement)
+    assert affected(old, added, nodes) == set(nodes)  # lines moved: every node
+    zone = Scoper({"policy.yaml": MICRO.replace("default: {in: drop", "default: {in: reject")}, placement)
+    assert affected(old, zone, nodes) == set(nodes)
+    moved = Scoper({"policy.yaml": MICRO}, {**placement, "c": "node1"})
+    assert affected(old, moved, nodes) == set(nodes)
+    assert affected(old, Scoper({"policy.yaml": MICRO}, placement), nodes) == set()

@@ -1,0 +1,182 @@
+"""Each node's desired state: the revision's documents scoped to that node.
+
+The controller validates a revision once; an agent then needs only what compiles
+its own node. Most of a large policy is per-VM rules, and a VM's rules are rendered
+only into that VM's chains, on that VM's node. So a node's documents are the
+revision's documents with the `rules:` block of every VM placed on another node
+left out. Every other line stays, so the node compiles exactly what the whole
+policy gives it: other VMs still name their addresses (address sets, groups,
+zones, a network's guests), and the left-out lines are replaced by empty lines,
+so every position, and with it every rule id that defaults to `file:line`, is
+unchanged (tests/controller/test_scope.py compiles both and compares).
+
+Left out only where the text makes that safe: a block-style `rules:` key of a
+block-style VM entry under a top-level `vms:`, in a document without YAML anchors,
+aliases or tags; anything else stays in the node's documents (correct, larger).
+
+`affected` decides incrementally which nodes a change can touch: an edit that keeps
+every line where it was and lies inside one VM's rules block changes only the
+documents of that VM's node; anything else is treated as touching every node.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from .delta import line_span
+from .documents import Documents
+
+SCOPE_MARK = "# zonewall: scoped to node "  # appended to each scoped document: rules of other nodes' VMs left out
+_TOP_VMS = re.compile(r"vms:\s*(#.*)?$")
+_KEY = re.compile(r"""( +)([A-Za-z0-9_][A-Za-z0-9_.-]*|"[^"\\]+"|'[^']+'):\s*(#.*)?$""")
+_RULES = re.compile(r"( +)rules:\s*(#.*)?$")
+_UNSAFE = re.compile(r"""(^|[\s\[{,:])[&*!][^\s]|^---|^\.\.\.|<<:|\t""", re.MULTILINE)
+
+
+def is_scoped(documents: Documents) -> bool:
+    """Whether these are one node's documents (other nodes' VM rules may be left out)."""
+    return any(SCOPE_MARK in text for text in documents.values())
+
+
+@dataclass(frozen=True)
+class Block:
+    """Lines [start, end) of `document`: the `rules:` block of one VM."""
+
+    document: str
+    start: int
+    end: int
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _is_filler(line: str) -> bool:
+    stripped = line.strip()
+    return not stripped or stripped.startswith("#")
+
+
+def rules_blocks(text: str) -> dict[str, tuple[int, int]]:
+    """VM name -> lines [start, end) of its rules block, for every VM whose block can
+    be left out safely (see the module docstring); a VM not named has none."""
+    if _UNSAFE.search(text):
+        return {}
+    lines = text.split("\n")
+    found: dict[str, tuple[int, int]] = {}
+    i, count = 0, len(lines)
+    while i < count:
+        if not _TOP_VMS.match(lines[i]):
+            i += 1
+            continue
+        i += 1
+        vm_indent: int | None = None
+        vm: str | None = None
+        keys_indent: int | None = None  # the indentation of the current VM's own keys
+        while i < count:
+            line = lines[i]
+            if _is_filler(line):
+                i += 1
+                continue
+            indent = _indent(line)
+            if indent == 0:
+                break  # the next top-level key: the vms mapping ends
+            if vm_indent is None:
+                vm_indent = indent
+            if indent == vm_indent:
+                match = _KEY.match(line)
+                vm = match.group(2).strip("\"'") if match and len(match.group(1)) == indent else None
+                keys_indent = None
+                i += 1
+                continue
+            if keys_indent is None:
+                keys_indent = indent
+            rules = _RULES.match(line)
+            if vm is None or rules is None or indent != keys_indent or indent <= vm_indent:
+                i += 1
+                continue
+            start, key_indent = i, len(rules.group(1))
+            i += 1
+            end = i
+            while i < count:
+                inner = lines[i]
+                if _is_filler(inner):
+                    i += 1
+                    continue
+                inner_indent = _indent(inner)
+                if inner_indent > key_indent or (inner_indent == key_indent and inner.lstrip(" ").startswith("- ")):
+                    i += 1
+                    end = i
+                    continue
+                break
+            if vm not in found:
+                found[vm] = (start, end)
+    return found
+
+
+class Scoper:
+    """One revision's documents, ready to be scoped to any of its nodes."""
+
+    def __init__(self, documents: Documents, placement: Mapping[str, str]) -> None:
+        self.documents = documents
+        self.placement = placement  # VM -> its node
+        self.blocks: dict[str, Block] = {}
+        self._lines: dict[str, list[str]] = {}
+        for name, text in documents.items():
+            for vm, (start, end) in rules_blocks(text).items():
+                if vm in placement and vm not in self.blocks:
+                    self.blocks[vm] = Block(name, start, end)
+
+    def lines(self, document: str) -> list[str]:
+        lines = self._lines.get(document)
+        if lines is None:
+            lines = self._lines[document] = self.documents[document].split("\n")
+        return lines
+
+    def scoped(self, node: str, keep: Iterable[str] = ()) -> Documents:
+        """The documents `node` needs (with the VMs in `keep` whole: one arriving)."""
+        kept = set(keep)
+        cut: dict[str, list[Block]] = {}
+        for vm, block in self.blocks.items():
+            if self.placement[vm] != node and vm not in kept:
+                cut.setdefault(block.document, []).append(block)
+        out: Documents = {}
+        for name, text in self.documents.items():
+            blocks = cut.get(name)
+            if not blocks:
+                out[name] = text
+                continue
+            lines = list(self.lines(name))
+            for block in blocks:
+                lines[block.start:block.end] = [""] * (block.end - block.start)
+            body = "\n".join(lines)
+            out[name] = body + ("" if body.endswith("\n") else "\n") + f"{SCOPE_MARK}{node}\n"
+        return out
+
+
+def affected(old: Scoper, new: Scoper, nodes: Iterable[str]) -> frozenset[str]:
+    """The nodes whose scoped documents may differ between two revisions (a superset)."""
+    everyone = frozenset(nodes)
+    if set(old.documents) != set(new.documents) or old.placement != new.placement:
+        return everyone
+    touched: set[str] = set()
+    for name in new.documents:
+        if old.documents[name] == new.documents[name]:
+            continue
+        start, old_end, new_end = line_span(old.lines(name), new.lines(name))
+        if old_end != new_end:
+            return everyone  # lines moved: positions (and default rule ids) after them changed
+        owner = _owner(old, name, start, old_end)
+        if owner is None or _owner(new, name, start, new_end) != owner:
+            return everyone
+        touched.add(new.placement[owner])
+    return frozenset(touched) & everyone
+
+
+def _owner(scoper: Scoper, document: str, start: int, end: int) -> str | None:
+    """The VM whose rules block holds lines [start, end) of `document`, if one does."""
+    for vm, block in scoper.blocks.items():
+        if block.document == document and block.start < start and end <= block.end:
+            return vm
+    return None
