@@ -23,7 +23,7 @@ DEB_BUILD_PACKAGES := dpkg-dev fakeroot python3-venv systemd cpio kmod adduser
 DEB_PACKAGES += $(HYPERVISOR_PACKAGES) $(DEB_BUILD_PACKAGES)
 VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: venv deps test guard demo clean lock wheel deb
+.PHONY: venv deps test lint guard demo clean lock wheel deb
 
 venv: $(STAMP)
 
@@ -31,13 +31,14 @@ venv: $(STAMP)
 # comes from the lock file (constraints), the ranges from pyproject.toml.
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c $(LOCK) -e '.[test]'
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c $(LOCK) -e '.[test,lint]'
+
 	touch $@
 
 # A new lock: the newest versions pyproject.toml's ranges allow, in a fresh virtualenv.
 lock:
 	rm -rf build/lock-venv && $(PYTHON) -m venv build/lock-venv
-	build/lock-venv/bin/python -m pip install --quiet --disable-pip-version-check '.[test]'
+	build/lock-venv/bin/python -m pip install --quiet --disable-pip-version-check '.[test,lint]'
 	{ sed -n '1,3p' $(LOCK); build/lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^zonewall'; } > $(LOCK).new
 	mv $(LOCK).new $(LOCK) && rm -rf build/lock-venv
 
@@ -80,6 +81,11 @@ guard:
 
 test: deps venv guard
 	CI=$${CI:-1} $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The lint gate: ruff and mypy as configured in pyproject.toml, zero findings.
+lint: venv
+	$(VENV)/bin/ruff check zonewall tests bench tools
+	$(VENV)/bin/mypy
 
 demo: deps venv
 	$(VENV)/bin/zonewall demo $(DEMO_ARGS)

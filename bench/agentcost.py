@@ -2,7 +2,7 @@
 """What one change costs an agent: its node's documents against the whole policy.
 
 For each size (synthetic policies of bench/synth.py), the documents of node1 as the
-controller scopes them (controller/scope.py) and the whole policy are each loaded
+controller scopes them (policy/scope.py) and the whole policy are each loaded
 and compiled for node1 in a fresh interpreter, side by side in one run: CPU
 seconds, its peak RSS (what an agent holding that state needs, with the interpreter), and the bytes of
 the documents. The two rulesets are checked equal. Run:
@@ -22,11 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.synth import policy_text  # noqa: E402
-from zonewall.compiler.ir import fingerprint  # noqa: E402
-from zonewall.compiler.node import compile_node  # noqa: E402
-from zonewall.controller.documents import load_documents  # noqa: E402
-from zonewall.controller.scope import Scoper  # noqa: E402
+from bench.synth import policy_text
+from zonewall.compiler.ir import fingerprint
+from zonewall.compiler.node import compile_node
+from zonewall.controller.documents import load_documents
+from zonewall.policy.scope import Scoper
 
 
 def in_child(documents: dict[str, str], node: str) -> dict[str, float | str]:

@@ -59,23 +59,24 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import synth  # noqa: E402
+import synth
 
-from zonewall.analysis.diff import diff_policies  # noqa: E402
-from zonewall.analysis.engine import Analyzer  # noqa: E402
-from zonewall.analysis.reach import reach  # noqa: E402
-from zonewall.analysis.trace import FlowSpec, trace  # noqa: E402
-from zonewall.policy.loader import load_policy_text  # noqa: E402
-from zonewall.policy.resolve import Checker, Policy  # noqa: E402
+from zonewall.analysis.diff import diff_policies
+from zonewall.analysis.engine import Analyzer
+from zonewall.analysis.reach import reach
+from zonewall.analysis.trace import FlowSpec, trace
+from zonewall.policy.loader import load_policy_text
+from zonewall.policy.resolve import Checker, Policy
 
 try:  # being written concurrently; measured when it exists
-    from zonewall.analysis.lint import lint  # type: ignore[attr-defined]  # noqa: E402
+    from zonewall.analysis.lint import lint  # type: ignore[attr-defined]
 except ImportError as exc:  # pragma: no cover - depends on the tree
     lint = None  # type: ignore[assignment]
     LINT_MISSING = str(exc)

@@ -46,16 +46,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import synth  # noqa: E402
+import synth
 
-from zonewall.compiler.ir import Ruleset, fingerprint  # noqa: E402
-from zonewall.compiler.node import compile_node  # noqa: E402
-from zonewall.compiler.render import render_nft  # noqa: E402
-from zonewall.dataplane.apply import ApplyResult, apply_ruleset  # noqa: E402
-from zonewall.dataplane.backend import LibNftBackend  # noqa: E402
-from zonewall.dataplane.readback import listing_hash  # noqa: E402
-from zonewall.lab import netns  # noqa: E402
-from zonewall.policy.loader import load_policy_text  # noqa: E402
+from zonewall.compiler.ir import Ruleset, fingerprint
+from zonewall.compiler.node import compile_node
+from zonewall.compiler.render import render_nft
+from zonewall.dataplane.apply import ApplyResult, apply_ruleset
+from zonewall.dataplane.backend import LibNftBackend
+from zonewall.dataplane.readback import listing_hash
+from zonewall.lab import netns
+from zonewall.policy.loader import load_policy_text
 
 NODE = "node1"
 NS_PREFIX = "zwa-"

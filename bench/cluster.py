@@ -45,16 +45,16 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.propagation import KernelWatch, percentiles  # noqa: E402
-from bench.synth import policy_text, vm_name  # noqa: E402
-from zonewall.agent.client import PROTOCOL  # noqa: E402
-from zonewall.controller.documents import content_hash  # noqa: E402
-from zonewall.controller.store.db import default_url, open_database  # noqa: E402
-from zonewall.controller.store.tokens import create_token  # noqa: E402
-from zonewall.dataplane.backend import LibNftBackend  # noqa: E402
-from zonewall.lab.cluster import lab_down, lab_up  # noqa: E402
-from zonewall.lab.managed import ManagedLab  # noqa: E402
-from zonewall.policy.delta import apply_delta  # noqa: E402
+from bench.propagation import KernelWatch, percentiles
+from bench.synth import policy_text
+from zonewall.agent.client import PROTOCOL
+from zonewall.controller.documents import content_hash
+from zonewall.controller.store.db import default_url, open_database
+from zonewall.controller.store.tokens import create_token
+from zonewall.dataplane.backend import LibNftBackend
+from zonewall.lab.cluster import lab_down, lab_up
+from zonewall.lab.managed import ManagedLab
+from zonewall.policy.delta import apply_delta
 
 
 class NodeWatch(KernelWatch):
@@ -308,7 +308,7 @@ def table(results: dict[str, Any]) -> str:
             c, a, u = r["controller_cpu_ms"], r["agent_cpu_ms"]["measured node"], r["agent_cpu_ms"]["other real nodes"]
             rows.append(f"| {kind} | {c['p50']} / {c['max']} | {a['p50']} / {a['max']} | {u['p50']} / {u['max']} |")
     rss = results["agent_rss_mib"]
-    rows.append(f"agent RSS MiB (now, peak): " + ", ".join(f"{node} {now}/{peak}" for node, (now, peak) in sorted(rss.items())))
+    rows.append("agent RSS MiB (now, peak): " + ", ".join(f"{node} {now}/{peak}" for node, (now, peak) in sorted(rss.items())))
     rows.append(f"poller errors: {results['poller_errors']}")
     return "\n".join(rows)
 

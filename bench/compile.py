@@ -39,12 +39,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import synth  # noqa: E402
+import synth
 
-from zonewall.compiler.ir import dumps, to_json  # noqa: E402
-from zonewall.compiler.node import compile_node  # noqa: E402
-from zonewall.policy.loader import load_policy  # noqa: E402
-from zonewall.policy.resolve import Policy  # noqa: E402
+from zonewall.compiler.ir import dumps, to_json
+from zonewall.compiler.node import compile_node
+from zonewall.policy.loader import load_policy
+from zonewall.policy.resolve import Policy
 
 NODE = "node1"
 TARGET_VMS, TARGET_SECONDS = 10_000, 2.0

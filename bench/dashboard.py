@@ -30,9 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.logs import batch_times, synth  # noqa: E402
-from bench.synth import policy_text  # noqa: E402
-from zonewall.controller.store import logs as log_store, rollup  # noqa: E402
+from bench.logs import batch_times, synth
+from bench.synth import policy_text
+from zonewall.controller.store import logs as log_store
+from zonewall.controller.store import rollup
 
 
 def ingest(records: int, directory: Path) -> dict[str, float]:
@@ -40,7 +41,7 @@ def ingest(records: int, directory: Path) -> dict[str, float]:
 
     stores = {name: log_store.LogStore(open_database(f"sqlite:///{directory / name}.db"), log_store.Retention(max_age_days=100_000))
               for name in ("with", "without")}
-    seconds = {name: 0.0 for name in stores}
+    seconds = dict.fromkeys(stores, 0.0)
     rng = random.Random(7)
     now = time.time()
     real_add = rollup.add
@@ -65,7 +66,8 @@ def pages(vms: int, records: int, runs: int, directory: Path) -> dict[str, dict[
     from fastapi.testclient import TestClient
 
     from tests.controller.live import make_tokens
-    from zonewall.controller.app import build_controller, create_app
+    from zonewall.controller.app import create_app
+    from zonewall.controller.replica import build_controller
 
     controller = build_controller(f"sqlite:///{directory / 'pages.db'}")
     tokens = make_tokens(controller)

@@ -252,6 +252,7 @@ class Guest:
 class Topology:
     def __init__(self, prefix: str, tag: str, guests: int, sender: int, receiver: int):
         import synth
+
         from zonewall.compiler.naming import tap_name
 
         self.node = f"{prefix}{tag}-node"
@@ -266,6 +267,7 @@ class Topology:
 
     def build(self) -> None:
         import synth
+
         from zonewall.compiler.naming import tap_name
         from zonewall.lab import netns
 
@@ -523,6 +525,7 @@ class Bench:
     def rulesets(self) -> tuple[dict, int, int]:
         """Compile the synthetic policy (with and without guard filters) + linear."""
         import synth
+
         from zonewall.compiler.node import compile_node
         from zonewall.policy.loader import load_policy_text
         from zonewall.policy.resolve import Policy

@@ -43,14 +43,17 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zonewall.agent.client import first_choice  # noqa: E402
-from zonewall.controller.documents import read_directory  # noqa: E402
-from zonewall.controller.store.db import default_url, open_database  # noqa: E402
-from zonewall.controller.store.models import TokenRow  # noqa: E402
-from zonewall.controller.store.tokens import PREFIX, hash_secret  # noqa: E402
-from zonewall.controller.store.db import utcnow  # noqa: E402
-from zonewall.lab.managed import ControllerProcess, start_controller  # noqa: E402
-from zonewall.lab.postgres import TemporaryPostgres  # noqa: E402
+from zonewall.agent.client import first_choice
+from zonewall.controller.store.db import (
+    default_url,
+    open_database,
+    utcnow,
+)
+from zonewall.controller.store.models import TokenRow
+from zonewall.controller.store.tokens import PREFIX, hash_secret
+from zonewall.lab.managed import ControllerProcess, start_controller
+from zonewall.lab.postgres import TemporaryPostgres
+from zonewall.policy.documents import read_directory
 
 THREE_TIER = Path(__file__).resolve().parents[1] / "examples" / "three-tier" / "policy"
 LONG_POLL = 25

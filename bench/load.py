@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import synth  # noqa: E402
+import synth
 
 TARGET_VMS, TARGET_SECONDS = 10_000, 5.0
 

@@ -37,8 +37,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zonewall.controller.store.db import open_database  # noqa: E402
-from zonewall.controller.store.logs import LogQuery, LogStore, Retention  # noqa: E402
+from zonewall.controller.store.db import open_database
+from zonewall.controller.store.logs import LogQuery, LogStore, Retention
 
 VMS = [f"vm{i:03d}" for i in range(200)]
 ZONE = {vm: f"zone{i % 10}" for i, vm in enumerate(VMS)}

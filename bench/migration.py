@@ -33,9 +33,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zonewall.agent.migration import pack_export, unpack_export  # noqa: E402
-from zonewall.dataplane.conntrack import ConntrackSocket, Entry, Tuple  # noqa: E402
-from zonewall.lab import netns  # noqa: E402
+from zonewall.agent.migration import pack_export, unpack_export
+from zonewall.dataplane.conntrack import ConntrackSocket, Entry, Tuple
+from zonewall.lab import netns
 
 VM = "10.1.0.5"
 
@@ -90,7 +90,6 @@ def transfer(n: int, repeat: int) -> dict[str, object]:
 def gap(runs: int) -> list[dict[str, float]]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.kernel import test_migration as scenario  # the kernel test's lab and streams
-
     from zonewall.lab.cluster import ensure_outside_address, lab_down, lab_up
 
     out = []

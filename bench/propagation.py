@@ -40,10 +40,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zonewall.dataplane.backend import LibNftBackend  # noqa: E402
-from zonewall.dataplane.readback import readback_hash  # noqa: E402
-from zonewall.lab.cluster import lab_down, lab_up  # noqa: E402
-from zonewall.lab.managed import ManagedLab  # noqa: E402
+from zonewall.dataplane.backend import LibNftBackend
+from zonewall.dataplane.readback import readback_hash
+from zonewall.lab.cluster import lab_down, lab_up
+from zonewall.lab.managed import ManagedLab
 
 OURS = [("inet", "zonewall"), ("bridge", "zonewall")]
 
@@ -114,7 +114,7 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
 
     def rank(p: float) -> float:  # nearest rank
-        return ordered[max(0, min(len(ordered) - 1, int(round(p / 100 * len(ordered) + 0.5)) - 1))]
+        return ordered[max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))]
 
     return {"n": len(ordered), "p50": round(rank(50), 1), "p90": round(rank(90), 1), "p99": round(rank(99), 1), "max": round(ordered[-1], 1)}
 

@@ -60,10 +60,10 @@ def vm_zone(i: int, zones: int = ZONES) -> str:
 
 def vm_rules(i: int, n_vms: int, rng: random.Random, zones: int = ZONES) -> list[str]:
     """RULES_PER_VM flow-style rules for VM i."""
-    g = lambda: f"g{rng.randrange(GROUPS)}"  # noqa: E731
-    z = lambda: f"z{rng.randrange(zones)}"  # noqa: E731
-    other = lambda: vm_name(rng.randrange(n_vms))  # noqa: E731
-    port = lambda: rng.randrange(1024, 60000)  # noqa: E731
+    g = lambda: f"g{rng.randrange(GROUPS)}"
+    z = lambda: f"z{rng.randrange(zones)}"
+    other = lambda: vm_name(rng.randrange(n_vms))
+    port = lambda: rng.randrange(1024, 60000)
     a, b = rng.randrange(256), rng.randrange(256)
     rules = [
         "{direction: in, action: accept, from: group:admins, tcp: 22}",
@@ -92,7 +92,7 @@ def vm_rules(i: int, n_vms: int, rng: random.Random, zones: int = ZONES) -> list
 
 
 def zone_rules(k: int, rng: random.Random, zones: int = ZONES) -> list[str]:
-    g = lambda: f"g{rng.randrange(GROUPS)}"  # noqa: E731
+    g = lambda: f"g{rng.randrange(GROUPS)}"
     return [
         "{direction: in, action: accept, service: https}",
         f"{{direction: in, action: accept, from: zone:z{(k + 1) % zones}, service: http-alt}}",

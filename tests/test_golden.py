@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ from zonewall.policy.loader import load_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 # schedules convert to UTC with the offset in force at compile time: fix it
-COMPILE_TIME = datetime(2026, 1, 15, 12, 0, tzinfo=timezone.utc)
+COMPILE_TIME = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 
 
 def scenarios() -> list[tuple[Path, Path]]:

@@ -11,7 +11,7 @@ import httpx
 
 from tests.controller.live import live_controller, three_tier_documents
 from zonewall.agent.daemon import Agent, AgentConfig
-from zonewall.dataplane.backend import FakeBackend
+from zonewall.dataplane.fake import FakeBackend
 
 RULE = {"id": "web-db", "direction": "in", "action": "accept", "from": "vm:web1", "tcp": 5432}
 

@@ -7,9 +7,9 @@ from pathlib import Path
 from tests.controller.live import three_tier_documents
 from zonewall.agent.enforcer import Desired, Enforcer
 from zonewall.agent.state import StateStore
-from zonewall.controller.documents import content_hash
-from zonewall.dataplane.backend import FakeBackend
+from zonewall.dataplane.fake import FakeBackend
 from zonewall.dataplane.readback import listing_hash
+from zonewall.policy.documents import content_hash
 
 OTHER_TABLE = [{"add": {"table": {"family": "inet", "name": "docker"}}}, {"add": {"chain": {"family": "inet", "table": "docker", "name": "c"}}}]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,12 @@ from zonewall.agent.backoff import Backoff
 from zonewall.agent.client import ControllerClient, ControllerUnavailable, first_choice, parse_controllers
 from zonewall.agent.daemon import AgentConfig
 from zonewall.cli import app
-from zonewall.controller.documents import content_hash
 from zonewall.controller.store.db import open_database
 from zonewall.controller.store.tokens import create_token
-from zonewall.dataplane.backend import FakeBackend
+from zonewall.dataplane.fake import FakeBackend
 from zonewall.lab.managed import ControllerProcess, start_controller
 from zonewall.lab.postgres import TemporaryPostgres
+from zonewall.policy.documents import content_hash
 
 RULE = {"id": "web-db", "direction": "in", "action": "accept", "from": "vm:web1", "tcp": 5432}
 

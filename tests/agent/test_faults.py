@@ -25,8 +25,10 @@ from zonewall.agent.reporter import MAX_ERROR, Reporter
 from zonewall.agent.spool import Spool
 from zonewall.agent.state import StateStore
 from zonewall.agent.supervise import QUIET_SECONDS, Health, supervised
-from zonewall.dataplane.backend import FakeBackend, NftError
+from zonewall.dataplane.backend import NftError
+from zonewall.dataplane.fake import FakeBackend
 from zonewall.dataplane.readback import listing_hash
+
 
 def changed_documents() -> dict[str, str]:
     """The three-tier policy with one port changed: another revision."""

@@ -18,7 +18,7 @@ import pytest
 from tests.controller.test_migrate import POLICY
 from zonewall.agent.migrate_steps import HookRequests
 from zonewall.agent.notify import NotifyListener, request
-from zonewall.controller.documents import load_documents
+from zonewall.policy.documents import load_documents
 
 HOOK = Path(__file__).resolve().parents[2] / "zonewall" / "agent" / "hooks" / "qemu"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from zonewall.agent import learning
 from zonewall.agent.enforcer import Desired, Enforcer
 from zonewall.agent.state import StateStore
-from zonewall.controller.documents import content_hash
-from zonewall.dataplane.backend import FakeBackend
+from zonewall.dataplane.fake import FakeBackend
+from zonewall.policy.documents import content_hash
 
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "guard-learning" / "policy.yaml"
 

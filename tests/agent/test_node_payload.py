@@ -15,9 +15,9 @@ from zonewall.agent.daemon import AgentConfig
 from zonewall.agent.migrate_steps import HookRequests
 from zonewall.compiler.node import compile_node
 from zonewall.compiler.schedule import local_timezone
-from zonewall.controller.documents import load_documents
-from zonewall.controller.scope import is_scoped
-from zonewall.dataplane.backend import FakeBackend
+from zonewall.dataplane.fake import FakeBackend
+from zonewall.policy.documents import load_documents
+from zonewall.policy.scope import is_scoped
 
 
 def full_compile(documents: dict[str, str], node: str):  # type: ignore[no-untyped-def]

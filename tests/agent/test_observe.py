@@ -7,8 +7,9 @@ from pathlib import Path
 
 from zonewall.agent.observe import SuppressedCount, log_statements, record_json
 from zonewall.agent.spool import Spool
+from zonewall.compiler.naming import level_of
 from zonewall.compiler.node import compile_node
-from zonewall.dataplane.counters import counters_of, level_of
+from zonewall.dataplane.counters import counters_of
 from zonewall.dataplane.nflog import LogRecord
 from zonewall.policy.loader import load_policy
 

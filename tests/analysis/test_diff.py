@@ -32,9 +32,10 @@ import copy
 import ipaddress
 import json
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pytest
 import yaml
@@ -42,7 +43,19 @@ from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from tests.analysis.policygen import FLOW_TCP, FLOW_UDP, FORWARD_PORTS, OUTSIDE, RULE_SERVICES, RULE_TCP, RULE_UDP, V4_LITERALS, V6_LITERALS, PolicyDesc, policies
+from tests.analysis.policygen import (
+    FLOW_TCP,
+    FLOW_UDP,
+    FORWARD_PORTS,
+    OUTSIDE,
+    RULE_SERVICES,
+    RULE_TCP,
+    RULE_UDP,
+    V4_LITERALS,
+    V6_LITERALS,
+    PolicyDesc,
+    policies,
+)
 from zonewall.analysis.diff import DiffResult, DiffRow, diff_policies
 from zonewall.analysis.endpoints import Endpoint
 from zonewall.analysis.engine import Analyzer
@@ -302,7 +315,7 @@ class Endpoints:
             return None
         src = f"outside:{src}" if src_label.startswith("outside") else src
         dst = f"outside:{dst}" if dst_label.startswith("outside") else dst
-        if src.split("@")[0] == dst.split("@")[0] or src.startswith("outside") and dst.startswith("outside"):
+        if src.split("@")[0] == dst.split("@")[0] or (src.startswith("outside") and dst.startswith("outside")):
             return None
         if family not in self.families(src) or family not in self.families(dst):
             return None
@@ -1151,7 +1164,7 @@ def every_flow(desc: PolicyDesc) -> list[Any]:
     out = []
     for src in desc.sources():
         for dst in targets:
-            if desc.entity(src) == desc.entity(dst) or src.startswith("outside:") and dst.startswith("outside:"):
+            if desc.entity(src) == desc.entity(dst) or (src.startswith("outside:") and dst.startswith("outside:")):
                 continue
             for family in sorted(desc.families(src) & desc.families(dst)):
                 out += [GenFlow(src, dst, proto, port, family) for proto, port in TRACE_SERVICES]

@@ -73,7 +73,7 @@ def test_every_row_agrees_with_trace(analyzer: Analyzer) -> None:
 def test_a_zone_expands_to_its_vms_and_services_narrow_the_question(analyzer: Analyzer) -> None:
     results = reach(analyzer, "zone:db", "to")
     assert [r.endpoint.name for r in results] == ["db1"]
-    from zonewall.cli_analysis import services_region
+    from zonewall.cli.cmd_analysis import services_region
 
     narrowed = reach(analyzer, "vm:db1", "to", services_region(["5432"], [], [], []))  # type: ignore[arg-type]
     services = {tuple(r.services) for r in narrowed[0].rows}

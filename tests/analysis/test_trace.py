@@ -8,7 +8,7 @@ without touching a kernel.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -121,8 +121,8 @@ def test_vm_rules_come_before_zone_rules(analyzer: Analyzer) -> None:
 
 
 def test_a_scheduled_rule_exists_only_inside_its_window(analyzer: Analyzer) -> None:
-    monday_noon = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
-    sunday = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
+    monday_noon = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    sunday = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
     inside = trace(analyzer, "outside:203.0.113.10", "vm:web1", FlowSpec("tcp", 22, at=monday_noon))
     outside = trace(analyzer, "outside:203.0.113.10", "vm:web1", FlowSpec("tcp", 22, at=sunday))
     assert (inside.verdict, outside.verdict) == ("accept", "drop")
@@ -240,9 +240,9 @@ def test_a_datagram_whose_replies_are_dropped_still_arrives_with_a_note(reply_an
 
 
 def test_reach_and_diff_judge_the_replies_through_guards(reply_analyzer: Analyzer) -> None:
+    from tests.kernel.test_trace_replies import POLICY as REPLY_POLICY
     from zonewall.analysis.diff import diff_policies
     from zonewall.analysis.reach import reach
-    from tests.kernel.test_trace_replies import POLICY as REPLY_POLICY
 
     # what locked can open: tcp/8443 only from source ports whose replies pass (not the
     # kernel's ephemeral range), no echo at all; a datagram arrives, with a note

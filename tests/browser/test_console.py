@@ -64,7 +64,7 @@ def managed(request: pytest.FixtureRequest) -> Iterator[ManagedLab]:
 @pytest.mark.kernel
 def test_edit_preview_commit_enforced_and_in_the_history(admin: Any, managed: ManagedLab) -> None:
     page = admin
-    partner = lambda: probe(managed.lab, load_policy(THREE_TIER), "outside:203.0.113.10", "vm:web1", Service("tcp", 8443), "ipv4", timeout=0.5).verdict  # noqa: E731
+    partner = lambda: probe(managed.lab, load_policy(THREE_TIER), "outside:203.0.113.10", "vm:web1", Service("tcp", 8443), "ipv4", timeout=0.5).verdict
     assert partner() == "blocked"
     visit(page, "/ui/vms/web1", "VM web1")
     page.get_by_role("link", name="Edit web1's rules").click()

@@ -38,7 +38,7 @@ def policy(tmp_path: Path) -> Path:
 def zw(live: LiveController, *args: str, who: str = "admin", env: dict[str, str] | None = None) -> tuple[int, str, str]:
     environment = {"ZONEWALL_CONTROLLER": live.url, "ZONEWALL_TOKEN": getattr(live.tokens, who), "ZONEWALL_CONFIG": "/nonexistent/client.toml", **(env or {})}
     result = CliRunner().invoke(app, list(args), env=environment)
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert ("Traceback" not in result.output and result.exception is None) or isinstance(result.exception, SystemExit), result.output
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -154,7 +154,7 @@ def test_user_errors_are_one_line(args: list[str], words: str) -> None:
 
 
 def test_version_and_completion() -> None:
-    from zonewall.cli_shell import zonewall_version
+    from zonewall.cli.cmd_shell import zonewall_version
 
     assert runner.invoke(app, ["--version"]).stdout.strip() == f"zonewall {zonewall_version()}"
     script = runner.invoke(app, ["completion", "bash"]).stdout

@@ -8,7 +8,7 @@ import time
 import pytest
 from rich.console import Console
 
-from zonewall.cli_progress import phase, progress
+from zonewall.cli.progress import phase, progress
 
 
 def test_counted_work_prints_every_tenth_and_the_end(capsys: pytest.CaptureFixture[str]) -> None:

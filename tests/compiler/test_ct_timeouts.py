@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from zonewall.compiler.conntrack import timeout_objects_for
 from zonewall.compiler.coverage import not_enforced
+from zonewall.compiler.ct_objects import timeout_objects_for
 from zonewall.compiler.node import compile_node
 from zonewall.dataplane.apply import apply_ruleset, restore_snapshot
-from zonewall.dataplane.backend import FakeBackend, NftError, text_commands
+from zonewall.dataplane.backend import NftError, text_commands
+from zonewall.dataplane.fake import FakeBackend
 from zonewall.policy.loader import load_policy
 
 POLICY = """

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from zonewall.analysis.engine import Analyzer
-from zonewall.compiler.learning import NIC_LEARN, is_learning
 from zonewall.compiler.ir import Table
+from zonewall.compiler.learning import NIC_LEARN, is_learning
 from zonewall.compiler.nics import local_nics
 from zonewall.compiler.node import compile_node
 from zonewall.compiler.render import render_nft

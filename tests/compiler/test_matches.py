@@ -47,7 +47,7 @@ def test_peers_of_one_family_make_a_rule_of_that_family_only() -> None:
 def test_excluding_an_ipv4_range_does_not_reopen_it_through_the_ipv6_half() -> None:
     # "!10.0.0.0/8" = all IPv6, plus IPv4 except 10/8: the IPv6 half says so
     out = matches('{direction: out, action: accept, to: ["!10.0.0.0/8"], tcp: 443}')
-    families = {family: statements for family, statements in out}
+    families = dict(out)
     assert families["ipv6"][0] == NFPROTO["ipv6"]
     assert families["ipv4"][0]["match"]["left"] == x.payload("ip", "daddr")
     assert None not in families

@@ -11,8 +11,8 @@ import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ from zonewall.policy.loader import load_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p for p in (ROOT / "examples").iterdir() if p.is_dir())
-NOW = datetime(2024, 6, 3, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 6, 3, 12, 0, tzinfo=UTC)
 _counter = itertools.count()
 
 LOAD_JSON = (
@@ -258,7 +258,7 @@ def test_policy_strings_are_quoted_everywhere() -> None:
 
 
 def test_listing_quirks() -> None:
-    rule = lambda *s: render_rule(Rule(tuple(s)))  # noqa: E731
+    rule = lambda *s: render_rule(Rule(tuple(s)))
     mark = x.meta("mark")
     assert rule(x.has_bits(0x80000000), x.ret()) == "meta mark 0x80000000/1 return"
     assert rule(x.has_bits(0x40000000), x.ret()) == "meta mark & 0x40000000 == 0x40000000 return"

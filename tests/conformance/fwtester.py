@@ -133,9 +133,9 @@ def read_expectations(shared: Path = SHARED) -> list[Expectation]:
                 continue
             fields = {m.group(1): m.group(2) if m.group(2) is not None else m.group(3) for m in _PAIR.finditer(line)}
             fields.pop("id", None)
-            base = dict(directory=directory.name, line=number, text=line, action=fields.pop("action"),
-                        proto=fields.pop("proto", "tcp"), dport=fields.pop("dport", None), source=fields.pop("source", None),
-                        dest=fields.pop("dest", None), dsttype=fields.pop("dsttype", "UNICAST"))
+            base = {"directory": directory.name, "line": number, "text": line, "action": fields.pop("action"),
+                        "proto": fields.pop("proto", "tcp"), "dport": fields.pop("dport", None), "source": fields.pop("source", None),
+                        "dest": fields.pop("dest", None), "dsttype": fields.pop("dsttype", "UNICAST")}
             src, dst = fields.pop("from", None), fields.pop("to", None)
             if fields:
                 raise ValueError(f"{directory.name}/tests:{number}: keys this harness does not know: {sorted(fields)}")

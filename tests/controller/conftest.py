@@ -14,7 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.controller.live import Tokens, make_tokens, three_tier_documents
-from zonewall.controller.app import Controller, build_controller, create_app
+from zonewall.controller.app import create_app
+from zonewall.controller.replica import Controller, build_controller
 from zonewall.controller.store.db import default_url
 from zonewall.lab.postgres import TemporaryPostgres
 

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import uvicorn
 
-from zonewall.controller.app import Controller, build_controller, create_app
-from zonewall.controller.documents import read_directory
+from zonewall.controller.app import create_app
+from zonewall.controller.replica import Controller, build_controller
 from zonewall.controller.server import Listen, bind
 from zonewall.controller.store.db import default_url
 from zonewall.controller.store.tokens import create_token
+from zonewall.policy.documents import read_directory
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 THREE_TIER = EXAMPLES / "three-tier" / "policy"

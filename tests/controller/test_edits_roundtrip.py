@@ -16,8 +16,8 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from tests.controller.live import Tokens
-from zonewall.controller.documents import read_directory
-from zonewall.controller.edits import add_rule, move_vm, remove_rule
+from zonewall.policy.documents import read_directory
+from zonewall.policy.edits import add_rule, move_vm, remove_rule
 
 COMMENTED = Path(__file__).parent / "fixtures" / "commented"
 RULE = {"id": "gitlab-registry", "direction": "in", "action": "accept", "from": "group:devs", "tcp": 5050}
@@ -139,7 +139,7 @@ def test_every_edit_of_every_example_is_patched_in_place_not_redumped() -> None:
     """Each VM and zone of the examples: a rule added at every position, every rule
     with an id removed, every VM moved; each result reads exactly as the data edit
     (yamlpatch checks it) and keeps the lines no edit touched."""
-    from zonewall.controller import yamlpatch
+    from zonewall.policy import yamlpatch
 
     examples = Path(__file__).resolve().parents[2] / "examples"
     count = 0

@@ -16,8 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.controller.live import Tokens, three_tier_documents
-from zonewall.controller.app import Controller, create_app
+from zonewall.controller.app import create_app
 from zonewall.controller.limits import RequestLimits
+from zonewall.controller.replica import Controller
 
 
 def record(t: float, **kw: object) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import sessionmaker
 
-from zonewall.controller.app import Controller
+from zonewall.controller.replica import Controller
 
 
 def test_health_and_readiness(client: TestClient, controller: Controller) -> None:

@@ -7,7 +7,7 @@ import uuid
 from fastapi.testclient import TestClient
 
 from tests.controller.live import Tokens
-from zonewall.controller.app import Controller
+from zonewall.controller.replica import Controller
 from zonewall.controller.store.logs import LogQuery, Retention, address_key, network_range
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from zonewall.controller.edits import ChangeError
-from zonewall.controller.migrate import Migration, MigrationError, plan, set_host
+from zonewall.controller.migrate import Migration, MigrationError, plan
+from zonewall.policy.edits import ChangeError, set_host
 
 POLICY = """\
 version: 1

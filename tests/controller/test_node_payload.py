@@ -8,8 +8,8 @@ from bench.synth import policy_text
 from tests.controller.live import Tokens
 from zonewall.compiler.node import compile_node
 from zonewall.controller.app import Controller
-from zonewall.controller.documents import content_hash, load_documents
 from zonewall.policy.delta import apply_delta
+from zonewall.policy.documents import content_hash, load_documents
 
 PROTOCOL = {"protocol": 2}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from zonewall.controller.app import Controller
+from zonewall.controller.replica import Controller
 from zonewall.controller.store.logs import Retention
 from zonewall.controller.store.rollup import Rollup
 

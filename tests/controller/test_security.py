@@ -9,7 +9,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.controller.live import Tokens, three_tier_documents
-from zonewall.controller.app import Controller, create_app
+from zonewall.controller.app import create_app
+from zonewall.controller.replica import Controller
 from zonewall.controller.store.models import TokenRow
 
 STATUS = {"applied_revision": 1, "fingerprint": "f", "ruleset_hash": "h", "state": "ok", "last_error": None, "drift_repairs": 0}

@@ -12,10 +12,10 @@ from sqlalchemy import inspect
 from typer.testing import CliRunner
 
 from zonewall.cli import app
-from zonewall.controller.documents import document_name_problem, read_directory
 from zonewall.controller.server import Listen, parse_listen
 from zonewall.controller.store.db import MIGRATIONS, default_url, make_engine, open_database, upgrade
 from zonewall.controller.store.tokens import authenticate
+from zonewall.policy.documents import document_name_problem, read_directory
 
 runner = CliRunner()
 

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.controller.live import Tokens, make_tokens
-from zonewall.controller.app import build_controller, create_app
+from zonewall.controller.app import create_app
+from zonewall.controller.replica import build_controller
 from zonewall.controller.store.db import default_url
 
 

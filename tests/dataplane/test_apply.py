@@ -15,7 +15,8 @@ from zonewall.dataplane.apply import (
     restore_snapshot,
     take_snapshot,
 )
-from zonewall.dataplane.backend import FakeBackend, NftError
+from zonewall.dataplane.backend import NftError
+from zonewall.dataplane.fake import FakeBackend
 from zonewall.dataplane.readback import listing_hash, readback_hash
 
 from .samples import TABLE, node_ruleset

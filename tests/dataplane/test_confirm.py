@@ -8,7 +8,8 @@ import pytest
 
 from zonewall.dataplane import confirm
 from zonewall.dataplane.apply import apply_ruleset
-from zonewall.dataplane.backend import FakeBackend, NftError
+from zonewall.dataplane.backend import NftError
+from zonewall.dataplane.fake import FakeBackend
 from zonewall.dataplane.readback import listing_hash
 
 from .samples import node_ruleset

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 
 from zonewall.compiler.diff import diff_commands, recreate_reason
 from zonewall.compiler.ir import Hook, Limit, Ruleset, replace_commands
-from zonewall.dataplane.backend import FakeBackend
+from zonewall.dataplane.fake import FakeBackend
 from zonewall.dataplane.readback import canonical_readback, listings
 
 from .samples import TABLE, node_ruleset, random_ruleset

@@ -7,7 +7,8 @@ import io
 import pytest
 
 from zonewall.compiler.ir import replace_commands
-from zonewall.dataplane.backend import Backend, FakeBackend, NftError
+from zonewall.dataplane.backend import Backend, NftError
+from zonewall.dataplane.fake import FakeBackend
 
 from .samples import node_ruleset
 

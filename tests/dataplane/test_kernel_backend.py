@@ -64,7 +64,7 @@ def test_two_namespaces_concurrently(netns_factory) -> None:  # type: ignore[no-
             with LibNftBackend(ns) as backend:
                 for i in range(20):
                     backend.run([{"add": {"table": {"family": "inet", "name": f"t{n}_{i}"}}}])
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(ns, n)) for n, ns in enumerate(names)]

@@ -8,7 +8,7 @@ import dataclasses
 import socket
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -27,10 +27,10 @@ from .kernel_helpers import load_foreign, nft
 from .samples import TABLE, node_ruleset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-import synth  # noqa: E402
+import synth
 
 pytestmark = pytest.mark.kernel
-WHEN = datetime(2026, 1, 15, 12, 0, tzinfo=timezone.utc)
+WHEN = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ brings up. Each test reads the translated policy back with the real loader.
 from __future__ import annotations
 
 import shutil
-
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,11 @@ import pytest
 from typer.testing import CliRunner
 
 from zonewall.cli import app
+from zonewall.importers.emit import render
 from zonewall.importers.proxmox.macros import MACROS
 from zonewall.importers.proxmox.parse import parse_rule
 from zonewall.importers.proxmox.source import read_source
 from zonewall.importers.proxmox.translate import translate
-from zonewall.importers.emit import render
 from zonewall.importers.report import ImportFailure, Report, Where
 from zonewall.policy.builtins import BUILTIN_SERVICES
 from zonewall.policy.loader import load_policy
@@ -274,3 +273,17 @@ def test_macro_table_services() -> None:
     assert "service: http}" in text and "service: postgres}" in text and "service: ping}" in text
     assert set(MACROS) >= {"SSH", "HTTP", "HTTPS", "DNS", "Ping", "SMB", "Ceph", "PostgreSQL", "Web", "Trcrt"}
     assert BUILTIN_SERVICES["ping"] == {"icmp": ["echo-request"]}  # Proxmox's Ping is echo-request in both families
+
+
+def test_unparsable_alias_and_ipset_lines_are_reported_not_crashed(tmp_path: Path) -> None:
+    # these two messages once named an undefined variable: a bad line raised NameError
+    from zonewall.importers.proxmox.parse import parse_file
+
+    fw = tmp_path / "cluster.fw"
+    fw.write_text("[ALIASES]\nlonely # no cidr\ngood 10.0.0.1\n\n[IPSET web]\nnot one entry\n10.0.0.2\n")
+    report = Report()
+    parsed = parse_file(fw, "cluster.fw", "cluster", report)
+    messages = [item.message for item in report.items]
+    assert "cannot parse alias 'lonely # no cidr' (expected NAME CIDR)" in messages
+    assert "cannot parse IP set entry 'not one entry'" in messages
+    assert list(parsed.aliases) == ["good"]

@@ -21,10 +21,10 @@ from tests.controller.live import live_controller
 from zonewall.agent.daemon import AgentConfig
 from zonewall.compiler.node import compile_node
 from zonewall.compiler.schedule import local_timezone
-from zonewall.controller.documents import load_documents
 from zonewall.dataplane.apply import apply_ruleset
 from zonewall.dataplane.backend import LibNftBackend
 from zonewall.dataplane.readback import listing_hash
+from zonewall.policy.documents import load_documents
 
 NODES = ("node1", "node2")
 OURS = [("inet", "zonewall"), ("bridge", "zonewall")]

@@ -99,7 +99,7 @@ def test_packet_too_big_without_a_connection_is_dropped(icmp_lab):
         while time.monotonic() < deadline:
             try:
                 data = receiver.recv(2048)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 break
             if data[:1] == b"\x02":
                 seen.append(data)

@@ -22,10 +22,10 @@ import pytest
 
 from tests.kernel.conftest import _kernel_check
 from tests.labtools import unique_lab_name
-from zonewall.controller.documents import read_directory
 from zonewall.lab import netns
 from zonewall.lab.cluster import LabState, apply_policy, ensure_outside_address, lab_down, lab_prefix, lab_up
 from zonewall.lab.migrate import lab_migrate
+from zonewall.policy.documents import read_directory
 
 pytestmark = pytest.mark.kernel
 
@@ -97,7 +97,7 @@ class Stream:
         while not self.stop.is_set():
             try:
                 self.client.send(chunk)
-            except (socket.timeout, BlockingIOError):
+            except (TimeoutError, BlockingIOError):
                 pass
             except OSError:
                 return
@@ -112,7 +112,7 @@ class Stream:
             try:
                 if self.conn.recv(65536):
                     self.tcp_times.append(time.monotonic())
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -122,7 +122,7 @@ class Stream:
             try:
                 data, peer = self.udp_server.recvfrom(2048)
                 self.udp_server.sendto(data, peer)  # an echo: the flow is answered, hence established
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -132,7 +132,7 @@ class Stream:
             try:
                 self.udp_client.recv(2048)
                 self.udp_times.append(time.monotonic())
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

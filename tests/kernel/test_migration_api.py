@@ -37,13 +37,13 @@ import pytest
 from tests.kernel.conftest import _kernel_check
 from tests.kernel.test_migration import MOVER, OPEN, OUTSIDE, Stream, write
 from tests.labtools import unique_lab_name
-from zonewall.controller.documents import load_documents
 from zonewall.dataplane.backend import LibNftBackend
 from zonewall.dataplane.readback import readback_hash
 from zonewall.lab import netns
 from zonewall.lab.cluster import ensure_outside_address, lab_down, lab_prefix, lab_up
 from zonewall.lab.managed import ManagedLab
 from zonewall.lab.migrate import move_guest
+from zonewall.policy.documents import load_documents
 
 pytestmark = pytest.mark.kernel
 

@@ -53,7 +53,7 @@ def forwarded(state, vm_port: int, node_port: int, version: int) -> tuple[str, s
             try:
                 sock.connect((NODE[version], node_port))
                 sock.sendall(token + b"\n")
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 return "blocked", None
             except OSError as exc:
                 return f"refused ({exc.strerror})", None

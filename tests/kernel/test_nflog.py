@@ -17,22 +17,21 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from zonewall.compiler.nftexpr import DST_NIC_SHIFT
-
+from zonewall.compiler.logprefix import parse as parse_prefix
 from zonewall.compiler.naming import tap_name
+from zonewall.compiler.nftexpr import DST_NIC_SHIFT
 from zonewall.dataplane.nflog import (
     ETH_P_IP,
     ETH_P_IPV6,
-    LogRecord,
-    NflogReader,
-    decode_packet,
-    decode_record,
-    parse_prefix,
-    resolve_vm,
     NFULA_MARK,
     NFULA_PACKET_HDR,
     NFULA_PAYLOAD,
     NFULA_PREFIX,
+    LogRecord,
+    NflogReader,
+    decode_packet,
+    decode_record,
+    resolve_vm,
 )
 from zonewall.lab import raw
 from zonewall.lab.probing import Service, probe

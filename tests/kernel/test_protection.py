@@ -242,13 +242,13 @@ class Stream:
         self.sender = threading.Thread(target=run, daemon=True)
         self.sender.start()
 
-    def stop_background(self) -> "Stream.Counts":
+    def stop_background(self) -> Stream.Counts:
         self.stop.set()
         assert self.sender is not None
         self.sender.join(timeout=5)
         return self.counts
 
-    def __enter__(self) -> "Stream":
+    def __enter__(self) -> Stream:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -31,7 +31,7 @@ def window(zone: str, start: timedelta, end: timedelta) -> str:
     """HH:MM-HH:MM in `zone`, relative to now (may cross midnight)."""
     from zoneinfo import ZoneInfo
 
-    now = datetime.now(timezone.utc).astimezone(ZoneInfo(zone))
+    now = datetime.now(UTC).astimezone(ZoneInfo(zone))
     return f"{(now + start):%H:%M}-{(now + end):%H:%M}"
 
 

@@ -140,9 +140,8 @@ def test_delete_all_only_touches_the_prefix(ns_prefix: str) -> None:
 
 
 def test_netns_group_cleans_up_on_error(ns_prefix: str) -> None:
-    with pytest.raises(RuntimeError):
-        with netns.NetnsGroup() as g:
-            g.create(ns_prefix + "1")
-            g.create(ns_prefix + "2")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), netns.NetnsGroup() as g:
+        g.create(ns_prefix + "1")
+        g.create(ns_prefix + "2")
+        raise RuntimeError("boom")
     assert netns.list_netns(ns_prefix) == []

@@ -8,8 +8,7 @@ import struct
 
 import pytest
 
-from zonewall.lab import netns
-from zonewall.lab import raw
+from zonewall.lab import netns, raw
 
 # ---------------------------------------------------------------- pure tests
 

@@ -7,8 +7,9 @@ text unquoted: a comment like `"; flush ruleset` is data, not syntax."
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import ssl
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from ..service.tls import tls_verify
 from . import AGENT_VERSION
 
 log = logging.getLogger("zonewall.agent.client")
@@ -85,11 +85,6 @@ def parse_controllers(values: str | Iterable[str]) -> tuple[str, ...]:
 def first_choice(node: str, count: int) -> int:
     """The controller a node starts with: the same on every start, even across nodes."""
     return zlib.crc32(node.encode()) % count
-
-
-def tls_verify(ca: str | None) -> ssl.SSLContext | bool:
-    """Verify the controller's certificate: against `ca` if given, else the system's."""
-    return ssl.create_default_context(cafile=ca) if ca else True
 
 
 class ControllerClient:

@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import logging
 import queue
-from collections import Counter
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..controller.documents import Documents, content_hash
 from ..dataplane.backend import Backend, LibNftBackend
 from ..policy.delta import DeltaMismatch, apply_delta
+from ..policy.documents import Documents, content_hash
 from . import migrate_steps
 from .backoff import Backoff
 from .client import ControllerClient, ControllerRefused, ControllerUnavailable, DesiredAnswer, parse_controllers

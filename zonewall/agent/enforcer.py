@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from ..compiler.ir import Ruleset
 from ..compiler.node import UnknownNode, compile_node
 from ..compiler.schedule import local_timezone
-from ..controller.documents import Documents, content_hash, load_documents
 from ..dataplane.apply import ApplyResult, Snapshot, VerifyError, apply_ruleset
 from ..dataplane.backend import Backend, NftError
 from ..dataplane.readback import KernelView, read_view
+from ..policy.documents import Documents, content_hash, load_documents
 from ..policy.errors import PolicyError
 from ..policy.resolve import Policy
 from . import learning

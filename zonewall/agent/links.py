@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
-from ..dataplane.backend import enter_netns
+from ..netns import run_in_netns
 
 log = logging.getLogger("zonewall.agent.links")
 RTMGRP_LINK = 1
@@ -77,31 +77,21 @@ class LinkWatch:
         self.opened = threading.Event()  # the socket listens (tests wait on it)
 
     def _open(self) -> socket.socket:
-        box: dict[str, object] = {}
-
-        def create() -> None:
+        def create() -> socket.socket:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)  # NETLINK_ROUTE
             try:
-                if self._netns:
-                    enter_netns(self._netns)
-                sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)  # NETLINK_ROUTE
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
                 sock.bind((0, RTMGRP_LINK))
-                box["sock"] = sock
                 from pyroute2 import IPRoute
 
                 with IPRoute() as ipr:  # what exists now is no news (bound first: nothing falls between)
                     self.known = {int(msg["index"]): _port(msg) for msg in ipr.get_links()}
-            except OSError as exc:
-                box["error"] = exc
+            except BaseException:
+                sock.close()
+                raise
+            return sock
 
-        thread = threading.Thread(target=create, name="zonewall-links-open")  # setns moves only this thread
-        thread.start()
-        thread.join()
-        if "error" in box:
-            if "sock" in box:
-                box["sock"].close()  # type: ignore[attr-defined]
-            raise box["error"]  # type: ignore[misc]
-        return box["sock"]  # type: ignore[return-value]
+        return run_in_netns(self._netns or None, create)
 
     def start(self) -> LinkWatch:
         threading.Thread(target=self.run, name="zonewall-links", daemon=True).start()

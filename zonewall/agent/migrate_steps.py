@@ -26,11 +26,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..controller.documents import Documents, content_hash, load_documents
-from ..controller.edits import ChangeError
-from ..controller.migrate import set_host
-from ..controller.scope import is_scoped
 from ..dataplane.conntrack import ConntrackSocket
+from ..policy.documents import Documents, content_hash, load_documents
+from ..policy.edits import ChangeError, set_host
+from ..policy.scope import is_scoped
 from .backoff import Backoff
 from .client import ControllerClient, ControllerRefused, ControllerUnavailable
 from .enforcer import Desired, Enforcer

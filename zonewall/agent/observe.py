@@ -32,9 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from ..compiler.ir import Ruleset
+from ..compiler.logprefix import parse as parse_prefix
+from ..compiler.naming import level_of
 from ..dataplane.backend import Backend, LibNftBackend
-from ..dataplane.counters import RuleCounter, level_of, read_counters
-from ..dataplane.nflog import LogRecord, NflogError, NflogReader, parse_prefix, resolve_vm
+from ..dataplane.counters import RuleCounter, read_counters
+from ..dataplane.nflog import LogRecord, NflogError, NflogReader, resolve_vm
 from .backoff import Backoff
 from .client import ControllerClient, ControllerRefused, ControllerUnavailable
 from .spool import Spool
@@ -256,7 +258,7 @@ class Observer:
             if reader is not None:
                 reader.close()
             if backend is not None and hasattr(backend, "close"):
-                backend.close()  # type: ignore[attr-defined]
+                backend.close()
             client.close()
 
     def _take(self, record: LogRecord, nics: dict[Any, Any], batch: list[dict[str, Any]]) -> None:

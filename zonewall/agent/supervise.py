@@ -79,7 +79,7 @@ def supervised(name: str, loop: Callable[[], None], stop: threading.Event, healt
         while not stop.is_set():
             try:
                 loop()
-            except Exception as exc:  # noqa: BLE001 - whatever it was, the job must go on
+            except Exception as exc:
                 log.exception("%s failed; restarting it", name)
                 reason = f"{type(exc).__name__}: {exc}"
             else:

@@ -9,8 +9,8 @@ remainder goes to the default.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Iterator
 
 from ..compiler.plan import Plan
 from ..compiler.plan.chains import ESSENTIALS, HostChain, NetworkChain, VmChain
@@ -70,7 +70,7 @@ def first_match(chain: Chain, space: Region, *, over_rate: bool = False, forward
     for step in chain.steps:
         if not remaining:
             return
-        if over_rate and step.limited or not over_rate and step.over_only:
+        if (over_rate and step.limited) or (not over_rate and step.over_only):
             continue
         if step.condition is not None and not holds(step.condition, forwarded):
             continue

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..compiler.plan.chains import ICMPV6_ESSENTIAL
 from ..policy.builtins import ICMP_V4_TYPES, ICMP_V6_TYPES, IP_PROTOCOLS
@@ -101,7 +101,7 @@ def addresses_text(family: int, values: Intervals, limit: int = 6) -> list[str]:
 
 
 def minute_of_week(moment: datetime) -> int:
-    utc = moment.astimezone(timezone.utc)
+    utc = moment.astimezone(UTC)
     return utc.weekday() * 1440 + utc.hour * 60 + utc.minute
 
 

@@ -15,17 +15,18 @@ therefore reports nothing.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Iterable
+from typing import Any
 
 from ..compiler.plan.nat import port_forwards, source_nats
 from ..policy.addresses import AddressSet
 from ..policy.model import Dnat
 from ..policy.resolve import Policy
 from . import space as s
-from .chains import Chain, Step, essentials_region
 from .approximations import approximations
+from .chains import Chain, Step, essentials_region
 from .describe import addresses_text, services_of, time_text
 from .endpoints import Endpoint
 from .engine import Analyzer, GuardOrChain, Outcome, Path
@@ -233,7 +234,7 @@ class _ZoneDelta:
 
 
 def _guard_change(old: GuardStage | None, new: GuardStage | None) -> Region:
-    key = lambda g: None if g is None else tuple((n, tuple((r.region, r.action) for r in rules)) for n, rules in g.filters)  # noqa: E731
+    key = lambda g: None if g is None else tuple((n, tuple((r.region, r.action) for r in rules)) for n, rules in g.filters)
     return () if key(old) == key(new) else s.universe()
 
 
@@ -270,10 +271,7 @@ def _changes(a_old: Analyzer, a_new: Analyzer, common: set[NicKey]) -> _Changes:
     zone_delta = _ZoneDelta(a_old, a_new)
     for key in common:
         kind, name, nic = key
-        if kind == "vm" and (new.doc.vms[name].nics[nic].network in routing or new.doc.vms[name].host in routing):  # type: ignore[index]
-            out.add(out.receivers, key, s.universe())
-            out.add(out.senders, key, s.universe())
-        elif kind == "host" and (name in routing or nat_changed):
+        if (kind == "vm" and (new.doc.vms[name].nics[nic].network in routing or new.doc.vms[name].host in routing)) or (kind == "host" and (name in routing or nat_changed)):  # type: ignore[index]
             out.add(out.receivers, key, s.universe())
             out.add(out.senders, key, s.universe())
         if kind == "vm":

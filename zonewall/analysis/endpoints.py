@@ -98,7 +98,7 @@ class Directory:
         v4 = [(a, a) for a in self.owners[4][0]]
         v6 = [(a, a) for a in self.owners[6][0]]
         owned = AddressSet.of(v4, v6)
-        for name, network in self.policy.doc.networks.items():
+        for name in self.policy.doc.networks:
             if is_routed(self.policy, name):
                 owned = owned.union(self.policy.network_addresses(name))
         return owned

@@ -9,21 +9,21 @@ stage passed), exactly; `with_replies` judges the way back through the guards.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from typing import Iterator
 
 from ..compiler.plan import Plan
 from ..compiler.schedule import local_timezone
 from ..policy.addresses import AddressSet
 from ..policy.resolve import Policy
 from . import space as s
-from .describe import address_text
 from .chains import PASS, Chain, ChainBuilder, Step, essentials_region, first_match
+from .describe import address_text
 from .endpoints import Directory, Endpoint
 from .guards import GuardBuilder, GuardStage, run_guards
-from .paths import ESSENTIALS, Forwarding, PathStage, Paths, Scoped, Translation
+from .paths import ESSENTIALS, Forwarding, Paths, PathStage, Scoped, Translation
 from .regions import Regions
 from .space import Box, Region
 
@@ -341,4 +341,4 @@ def mirror(box: Box, *, back: bool = False) -> Box | None:
     out = list(box)
     out[s.SRC], out[s.DST] = box[s.DST], box[s.SRC]
     out[s.DPORT], out[s.SPORT] = dport, sport
-    return tuple(out)  # type: ignore[return-value]
+    return tuple(out)

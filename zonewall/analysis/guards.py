@@ -11,9 +11,9 @@ the flow (it depends on the neighbour) and is reported as an approximation.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterator
 
 from ..compiler.nics import eui64_link_local_value
 from ..compiler.plan import Plan
@@ -136,7 +136,7 @@ def builtin_rules(name: str, direction: str, nic: Nic | None) -> list[GuardRule]
             GuardRule(_RA_OR_REDIRECT, "drop", f"{label} (router advertisement or redirect from a guest)"),
             GuardRule(_not_own(nic, 6), "drop", f"{label} (source is not the NIC's)", learning, foreign_source=True),
         ]
-    if name == "allow-ipv4" or name == "allow-incoming-ipv4" and not out_only:
+    if name == "allow-ipv4" or (name == "allow-incoming-ipv4" and not out_only):
         return [GuardRule(_IPV4, "accept", label)]
     if name == "allow-dhcp":
         return [GuardRule(_DHCP[direction], "accept", label)]

@@ -29,16 +29,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
+from ..compiler.plan import Plan
 from ..compiler.plan.hooks import FORWARD, INPUT, ROUTED_IN, Stage
 from ..compiler.plan.modes import host_services, is_routed, routed_checks
 from ..compiler.plan.nat import SourceNat, port_forwards, source_nats
 from ..compiler.plan.protection import protection_checks
-from ..compiler.plan.tenants import tenant_boundary
 from ..compiler.plan.switches import nic_filtered
+from ..compiler.plan.tenants import tenant_boundary
 from ..compiler.plan.vocabulary import Step as PlanStep
 from ..policy.addresses import AddressSet, address_value
 from . import space as s
-from ..compiler.plan import Plan
 from .chains import PASS, Chain, ChainBuilder, Step
 from .guards import GuardBuilder, GuardStage
 from .space import Intervals, Region
@@ -73,7 +73,7 @@ class ForwardRule:
     address: int  # the VM's address it forwards to
     to_port: int
     entry: int  # index in `nat`
-    arrive: tuple["PathStage", ...]  # what the forwarded packet passes at the VM
+    arrive: tuple[PathStage, ...]  # what the forwarded packet passes at the VM
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ class Scoped:
     checks for those routed in)."""
 
     region: Region
-    stages: tuple["PathStage", ...]
+    stages: tuple[PathStage, ...]
     name: str = "scoped"
 
 
@@ -437,7 +437,7 @@ class Paths:
         # the kernel checks the network between the sender's out and the receiver's in chain
         return stages + (network,) if other_role == "sender" else stages[:-1] + (network, stages[-1])
 
-    def splits(self, own: tuple[str, str, int | None], role: str, other: tuple[str, str, int | None]) -> bool | None | tuple[()]:
+    def splits(self, own: tuple[str, str, int | None], role: str, other: tuple[str, str, int | None]) -> bool | tuple[()] | None:
         """True when a flow between the two splits into the two `side`s; None when
         only the whole flow says what happens; () when `own`'s side alone decides."""
         sender, receiver = (other, own) if role == "receiver" else (own, other)

@@ -13,14 +13,15 @@ not listed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 from ..policy.addresses import AddressSet, address_value
 from . import space as s
-from .chains import Chain, essentials_region
 from .approximations import approximations
+from .chains import Chain, essentials_region
 from .describe import addresses_text, rule_text, services_of, time_text
 from .endpoints import Endpoint, EndpointError
 from .engine import Analyzer, Decision, GuardOrChain, Outcome, Path
@@ -109,7 +110,7 @@ def expand(analyzer: Analyzer, ref: str) -> list[tuple[Endpoint, int | None]]:
         if name not in policy.doc.zones:
             raise ReachError(f"{ref}: zone {name} is not in the policy")
         return [(Endpoint("vm", vm), n) for vm in sorted(policy.doc.vms) if policy.doc.vms[vm].zone == name for n in range(len(policy.doc.vms[vm].nics))]
-    if sep and kind in ("group", "network") or (not sep and "/" in ref):
+    if (sep and kind in ("group", "network")) or (not sep and "/" in ref):
         addresses = policy.address_set([ref]) if not sep or name in (policy.doc.groups if kind == "group" else policy.doc.networks) else None
         if addresses is None:
             raise ReachError(f"{ref}: {kind} {name} is not in the policy")
@@ -303,7 +304,7 @@ def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, dire
                 continue
             for part, result in analyzer.run(stages, sub, outcome.decisions):
                 if result.verdict == "accept":
-                    builder.add(kind, members, part, result)  # type: ignore[arg-type]
+                    builder.add(kind, members, part, result)
     for owner in whole:  # the whole flow, over this peer's addresses
         flow = (owner, mine) if direction == "to" else (mine, owner)
         addresses = endpoint_addresses(analyzer, Endpoint(owner[0], owner[1]), owner[2])  # type: ignore[arg-type]

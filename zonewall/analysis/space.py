@@ -22,7 +22,7 @@ usually told apart after one or two comparisons.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 Intervals = tuple[tuple[int, int], ...]  # sorted, disjoint, not adjacent, inclusive
 Box = tuple[Intervals, ...]

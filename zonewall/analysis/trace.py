@@ -220,7 +220,7 @@ def trace(analyzer: Analyzer, source: str, destination: str, flow: FlowSpec) -> 
             result.over_rate = over
             result.notes += _rate_notes(cases, over)
     for stage in analyzer.stages(path):
-        for approximation in getattr(stage, "approximations", lambda: [])():
+        for approximation in getattr(stage, "approximations", list)():
             result.notes.append(f"approximated: {approximation}")
     result.notes += [f"not enforced yet: {w}" for w in not_enforced(analyzer.policy)]
     result.notes += [f"approximated: {w}" for w in approximations(analyzer.policy)]

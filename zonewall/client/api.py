@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from ..agent.client import tls_verify
+from ..service.tls import tls_verify
 from .profile import Profile
 
 

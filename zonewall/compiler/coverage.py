@@ -8,7 +8,7 @@ features are not compiled yet. Saying so loudly beats silently ignoring them.
 from __future__ import annotations
 
 from ..policy.resolve import Policy
-from .conntrack import UNSUPPORTED_TIMEOUTS
+from .ct_objects import UNSUPPORTED_TIMEOUTS
 
 
 def not_enforced(policy: Policy) -> list[str]:

@@ -185,9 +185,7 @@ def table_delta(old: Table, new: Table) -> list[Json]:
     # 1. new chains, declared empty so anything may jump to them; policy updates.
     for chain in new.chains:
         before = old_chains.get(chain.name)
-        if before is None:
-            commands.append({"add": chain_object(new, Chain(chain.name, (), chain.hook, chain.comment))})
-        elif chain.hook is not None and before.hook != chain.hook:  # only the policy can differ here
+        if before is None or (chain.hook is not None and before.hook != chain.hook):
             commands.append({"add": chain_object(new, Chain(chain.name, (), chain.hook, chain.comment))})
     # 2. drop the references held by rules we are about to rewrite or remove.
     for chain in rewritten + removed_chains:

@@ -31,7 +31,8 @@ from typing import Any
 from ..policy.model import FilterRule, Rule
 from ..policy.resolve import Policy
 from . import nftexpr as x
-from .ir import Chain, Hook, Limit, NamedSet, Rule as NftRule, Table
+from .ir import Chain, Hook, Limit, NamedSet, Table
+from .ir import Rule as NftRule
 from .learning import NIC_LEARN, NodeLearning
 from .matches import SetRegistry, rule_matches
 from .naming import LOG_LIMIT, TABLE, log_prefix, port_object

@@ -82,7 +82,7 @@ class CtHelper:
 class CtTimeout:
     """A conntrack timeout policy object, bound to a new connection by `ct timeout set NAME`.
 
-    Named after a hash of its policy (compiler/conntrack.py), so a changed policy is a
+    Named after a hash of its policy (compiler/ct_objects.py), so a changed policy is a
     new object and an object of a given name never changes.
     """
 

@@ -19,11 +19,11 @@ from ..policy.resolve import Policy, RuleRef
 from . import nftexpr as x
 from .ir import Chain, NamedSet, Rule
 from .matches import IP_PROTO, SetRegistry, match_statements
+from .meters import per_source_meter
 from .naming import LOG_LIMIT, group_chain, log_prefix, rule_comment, rule_token
 from .nics import LocalNic, local_nics
-from .plan import Plan
-from .meters import per_source_meter
 from .packet_limits import packet_limited_verdict
+from .plan import Plan
 from .plan.groups import GroupCall
 from .plan.vocabulary import Scope, Step
 from .schedule import time_alternatives
@@ -167,7 +167,7 @@ def scope_alternatives(ctx: CompileContext, scope: Scope | None, vm: str, direct
             routed = [n for n in nics if ctx.policy.doc.networks[n.nic.network].mode != "bridged"]
             for family, ips in (("ipv4", [ip for n in routed for ip in n.ipv4()]), ("ipv6", [ip for n in routed for ip in n.nic.ips if ":" in ip])):
                 if ips:
-                    out.append([x.match(x.masked(x.meta("mark"), x.DST_NIC_MASK), 0), x.match(x.payload(IP_PROTO[family], "daddr"), _one_or_set(sorted(ips)))])  # type: ignore[index]
+                    out.append([x.match(x.masked(x.meta("mark"), x.DST_NIC_MASK), 0), x.match(x.payload(IP_PROTO[family], "daddr"), _one_or_set(sorted(ips)))])
     if scope.interfaces:
         key = x.meta("iifname" if direction == "in" else "oifname")
         out += [[x.match(key, name)] for name in scope.interfaces]

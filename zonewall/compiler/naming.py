@@ -1,12 +1,13 @@
-"""Names shared by the compiler, the dataplane and the lab: tables, chains, sets, taps."""
+"""Names shared by the compiler, the dataplane and the lab: tables, chains, sets, taps; built
+here and parsed back here (chain_scope, level_of). Log prefixes: logprefix.py."""
 
 from __future__ import annotations
 
 import hashlib
 
 from ..policy.model import Nic
-from . import logprefix
 from ..policy.resolve import RuleRef
+from . import logprefix
 
 TABLE = "zonewall"  # one table per family: inet (stateful filtering) and bridge (guards, marks)
 LOG_LIMIT = "log-cap"  # named limit object: settings.log.rate per node
@@ -47,6 +48,11 @@ def vm_chain(vm: str, direction: str) -> str:
     return f"vm-{vm}-{direction}"
 
 
+def network_chain(network: str, side: str = "") -> str:
+    """`net-NET`: a network's own rules; `net-NET-src|dst`: the network check of a NIC."""
+    return f"net-{network}" + (f"-{side}" if side else "")
+
+
 def level_chain(level: str, owner: str, direction: str) -> str:
     if level == "global":
         return f"global-{direction}"
@@ -84,3 +90,54 @@ def rule_comment(rule_id: str, comment: str | None) -> str:
     if len(data) <= COMMENT_MAX_BYTES:
         return text
     return data[: COMMENT_MAX_BYTES - 3].decode(errors="ignore") + "..."
+
+
+# The names above read back (rule counters, NFLOG records), beside their builders so that
+# the two cannot drift apart.
+
+
+def level_of(scope: str | None, rule_id: str | None) -> str | None:
+    """The level of a rule from its NFLOG/counter scope and id."""
+    if scope is None:
+        return None
+    if rule_id is not None and (rule_id.startswith(("default-", "host-default-")) or rule_id.endswith("-default")):
+        return "default"
+    if scope.startswith("guard:"):
+        return "guard"
+    if scope.startswith("zone:"):
+        return "zone"
+    if scope.startswith("net:"):
+        return "network"
+    if scope.startswith("sg:"):
+        return "security_group"
+    if scope in ("global", "host"):
+        return scope
+    return "vm"
+
+
+def chain_scope(family: str, chain: str) -> tuple[str, str] | None:
+    """(scope, direction) of a chain of zonewall's tables; None for dispatch/base chains."""
+    if family == "bridge":
+        return None
+    for direction in ("in", "out"):
+        suffix = f"-{direction}"
+        if not chain.endswith(suffix):
+            continue
+        stem = chain[: -len(suffix)]
+        if stem.startswith("vm-"):
+            return stem[3:], direction
+        if stem.startswith("zone-"):
+            return f"zone:{stem[5:]}", direction
+        if stem.startswith("sg-"):  # a security group's chain (issue 18): sg-NAME-guest|host-DIR
+            return f"sg:{stem[3:].rsplit('-', 1)[0]}", direction
+        if stem == "global":
+            return "global", direction
+        if stem.startswith("host") :
+            return "host", direction
+    if chain.startswith("net-"):
+        return f"net:{chain[4:]}", "net"
+    if chain == "input":
+        return "host", "in"
+    if chain == "output":
+        return "host", "out"
+    return None

@@ -15,28 +15,28 @@ chain, once per node) and its default, in that order, first match wins.
 from __future__ import annotations
 
 import gc
-from datetime import datetime
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from ..policy.resolve import Policy
 from . import nftexpr as x
+from .ct_objects import global_timeouts, helper_objects, helper_rules, timeout_rules, zone_timeouts
 from .guards import bridge_table
 from .ir import Chain, Hook, Limit, NamedSet, Rule, Ruleset, Table
-from .levels import REJECT_CHAIN, AcceptMode, CompileContext, render_call, render_default, render_step, reject_chain
+from .levels import REJECT_CHAIN, AcceptMode, CompileContext, reject_chain, render_call, render_default, render_step
 from .matches import IP_PROTO, address_elements, match_statements
-from .conntrack import global_timeouts, helper_objects, helper_rules, timeout_rules, zone_timeouts
 from .modes import ModeBuilder
+from .naming import LOG_LIMIT, TABLE, level_chain, log_prefix, network_chain, vm_chain
 from .nat import forward_open_rule, nat_chains
+from .nics import LocalNic, local_nics
 from .packet_limits import established_rules, packet_limits_map
-from .protection import protection_rules
-from .tenants import conntrack_zone_chain
 from .plan.chains import ESSENTIALS, Level, NetworkChain, VmChain
 from .plan.groups import GroupCall
-from .plan.switches import invalid_action, nic_filtered
 from .plan.hooks import FORWARD, INPUT, OUTPUT, Stage
-from .naming import LOG_LIMIT, TABLE, level_chain, log_prefix, vm_chain
-from .nics import LocalNic, local_nics
+from .plan.switches import invalid_action, nic_filtered
+from .protection import protection_rules
+from .tenants import conntrack_zone_chain
 
 Json = dict[str, Any]
 GUEST_TRAFFIC = x.NIC_BITS
@@ -179,7 +179,7 @@ class InetBuilder:
         made: dict[str, str] = {}
         for plan in checks:
             network = plan.network
-            name = f"net-{network}"
+            name = network_chain(network)
             rules: list[Rule] = []
             for step in plan.steps:
                 rules += render_step(self.ctx, step, "return", f"net:{network}", "net")
@@ -192,7 +192,7 @@ class InetBuilder:
                     Rule((x.match(x.payload(IP_PROTO[family], field), x.set_ref(set_name)), x.jump(name)), f"peer on {network}")
                     for family, set_name in members
                 ]
-                self.chains[f"net-{network}-{side}"] = Chain(f"net-{network}-{side}", tuple(hops))
+                self.chains[network_chain(network, side)] = Chain(network_chain(network, side), tuple(hops))
             made[network] = name
         return made
 
@@ -222,8 +222,8 @@ class InetBuilder:
 
         vmap("out-dispatch", [(n.src_mark, x.jump(vm_chain(n.vm, "out"))) for n in self.filtered], "source guest NIC -> its VM's out chain")
         vmap("in-dispatch", [(n.dst_mark, x.jump(vm_chain(n.vm, "in"))) for n in self.filtered], "destination guest NIC -> its VM's in chain")
-        vmap("net-src", [(n.src_mark, x.jump(f"net-{n.nic.network}-src")) for n in self.nics if n.nic.network in checked], "network check of the source NIC")
-        vmap("net-dst", [(n.dst_mark, x.jump(f"net-{n.nic.network}-dst")) for n in self.nics if n.nic.network in checked], "network check of the destination NIC")
+        vmap("net-src", [(n.src_mark, x.jump(network_chain(n.nic.network, "src"))) for n in self.nics if n.nic.network in checked], "network check of the source NIC")
+        vmap("net-dst", [(n.dst_mark, x.jump(network_chain(n.nic.network, "dst"))) for n in self.nics if n.nic.network in checked], "network check of the destination NIC")
 
     def invalid_log(self, direction: str) -> list[Json]:
         """settings.log.invalid (issue 18): invalid packets logged before their verdict."""

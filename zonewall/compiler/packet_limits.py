@@ -40,7 +40,7 @@ Json = dict[str, Any]
 PACKET_LIMITS_MAP = "packet-limits"
 
 
-def packet_limited_verdict(ctx: "CompileContext", step: Step, verdict: list[Json]) -> list[Json]:
+def packet_limited_verdict(ctx: CompileContext, step: Step, verdict: list[Json]) -> list[Json]:
     """The statements ending a packet-limited accept (in place of `verdict`)."""
     ref: RuleRef = step.ref  # type: ignore[assignment]
     limit = step.packet_limit
@@ -59,7 +59,7 @@ def packet_limited_verdict(ctx: "CompileContext", step: Step, verdict: list[Json
     return [x.set_ct_mark_bits(PACKET_LIMIT_MARK_BITS, packet_limit_mark(*step.origin)), x.goto(opened)]
 
 
-def _within(ctx: "CompileContext", token: str, family: str, step: Step) -> Json:
+def _within(ctx: CompileContext, token: str, family: str, step: Step) -> Json:
     limit = step.packet_limit
     assert limit is not None
     ref: RuleRef = step.ref  # type: ignore[assignment]
@@ -67,7 +67,7 @@ def _within(ctx: "CompileContext", token: str, family: str, step: Step) -> Json:
     return per_source_meter(ctx.meters, f"plim-{token}", family, within, f"packet rate of rule {ref.id}")  # type: ignore[arg-type]
 
 
-def established_rules(ctx: "CompileContext") -> list[Rule]:
+def established_rules(ctx: CompileContext) -> list[Rule]:
     """The PACKET_LIMITS stage: the later packets of packet-limited connections go
     through their rule's budget (none when the node has no such rule: no cost)."""
     if not ctx.packet_limits:
@@ -76,7 +76,7 @@ def established_rules(ctx: "CompileContext") -> list[Rule]:
     return [Rule((x.match(x.ct("state"), "established", "in"), x.match(x.ct("direction"), "original"), x.vmap(key, PACKET_LIMITS_MAP)), "packet limits")]
 
 
-def packet_limits_map(ctx: "CompileContext") -> NamedSet | None:
+def packet_limits_map(ctx: CompileContext) -> NamedSet | None:
     if not ctx.packet_limits:
         return None
     elements = tuple(sorted((mark, x.jump(chain)) for mark, chain in ctx.packet_limits.items()))

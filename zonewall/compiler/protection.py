@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 Json = dict[str, Any]
 
 
-def protection_rules(ctx: "CompileContext", steps: tuple[Step, ...], scope: str) -> list[Rule]:
+def protection_rules(ctx: CompileContext, steps: tuple[Step, ...], scope: str) -> list[Rule]:
     """`scope`: `in` (the node's input) or `guests` (its guests' connections); it only
     names the NFLOG records."""
     rules: list[Rule] = []
@@ -43,7 +43,7 @@ def protection_rules(ctx: "CompileContext", steps: tuple[Step, ...], scope: str)
     return rules
 
 
-def _drop_chain(ctx: "CompileContext", step: Step, scope: str) -> str:
+def _drop_chain(ctx: CompileContext, step: Step, scope: str) -> str:
     name = f"protect-{step.label.split(':')[-1]}-{scope}"
     if name not in ctx.extra_chains:
         rules = []

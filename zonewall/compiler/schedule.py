@@ -9,8 +9,9 @@ DST: the offset is the one in force at `now`; the agent recompiles when it chang
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from ..policy.model import Schedule
@@ -37,7 +38,7 @@ def local_timezone(localtime: str = "/etc/localtime") -> str:
         try:
             ZoneInfo(name)
             return name
-        except Exception:  # an unusual zoneinfo layout: fall back to UTC
+        except Exception:  # noqa: BLE001 - an unusual zoneinfo layout: fall back to UTC
             pass
     return "UTC"
 
@@ -45,7 +46,7 @@ def local_timezone(localtime: str = "/etc/localtime") -> str:
 def utc_week_minutes(schedule: Schedule, now: datetime | None = None, default_tz: str | None = None) -> list[tuple[int, int]]:
     """The window as [start, end) minute-of-week intervals in UTC (Monday 00:00 = 0)."""
     zone = ZoneInfo(schedule.timezone or default_tz or "UTC")
-    moment = (now or datetime.now(timezone.utc)).astimezone(zone)
+    moment = (now or datetime.now(UTC)).astimezone(zone)
     offset = int(moment.utcoffset().total_seconds() // 60) if moment.utcoffset() else 0
     start_text, end_text = schedule.time.split("-")
     start = int(start_text[:2]) * 60 + int(start_text[3:])

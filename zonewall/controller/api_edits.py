@@ -13,7 +13,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import Field
 
-from . import auth, edits
+from ..policy import edits
+from . import auth
 from .api_policy import NAME, _targeted
 from .schemas import ChangeMeta, ChangeOut
 from .store.tokens import Principal

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from . import auth
+from .deps import controller
 from .store.tokens import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["gitops"])
@@ -20,12 +21,12 @@ def follower_status(ctl: Any) -> dict[str, Any]:
 
 @router.get("/gitops", summary="The git repository the controller follows: last commit taken, a refused commit and its problems")
 def gitops_status(request: Request, _: Principal = Depends(auth.reader)) -> dict[str, Any]:
-    return follower_status(request.app.state.ctl)
+    return follower_status(controller(request))
 
 
 @router.post("/gitops/sync", summary="Fetch the followed branch now and take its new commits (admin)")
 async def gitops_sync(request: Request, _: Principal = Depends(auth.admin)) -> dict[str, Any]:
-    follower = getattr(request.app.state.ctl, "gitops", None)
+    follower = getattr(controller(request), "gitops", None)
     if follower is not None:
         await run_in_threadpool(follower.sync)
-    return follower_status(request.app.state.ctl)
+    return follower_status(controller(request))

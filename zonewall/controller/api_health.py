@@ -17,6 +17,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from .deps import controller
+
 router = APIRouter(include_in_schema=True, tags=["health"])
 
 
@@ -39,6 +41,6 @@ def readiness(ctl: Any) -> tuple[bool, dict[str, Any]]:
 
 @router.get("/readyz")
 def readyz(request: Request) -> JSONResponse:
-    ready, checks = readiness(request.app.state.ctl)
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks, "revision": request.app.state.ctl.watch.current},
+    ready, checks = readiness(controller(request))
+    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks, "revision": controller(request).watch.current},
                         status_code=200 if ready else 503)

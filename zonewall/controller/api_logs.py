@@ -9,13 +9,14 @@ nodes and lists the rules without hits over a window.
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from . import auth
 from .api_nodes import NODE
+from .deps import controller
 from .schemas import CountersIn, RecordBatchIn, RecordBatchOut
 from .store.logs import LogQuery
 from .store.tokens import Principal
@@ -55,7 +56,7 @@ def checked_records(ctl: Any, node: str, records: list[dict[str, Any]], now: flo
 
 @router.post("/nodes/{node}/records", response_model=RecordBatchOut, summary="A batch of packet log records (agent token of the node)")
 def add_records(body: RecordBatchIn, request: Request, node: str = NODE, _: Principal = Depends(auth.node_agent)) -> RecordBatchOut:
-    ctl = request.app.state.ctl
+    ctl = controller(request)
     records, refused, clamped = checked_records(ctl, node, [r.model_dump() for r in body.records], time.time())
     stored, duplicate = ctl.logs.ingest(node, body.batch_id, records, suppressed=body.suppressed, dropped=body.dropped)
     ctl.nodes.touch(node)
@@ -68,7 +69,7 @@ def add_records(body: RecordBatchIn, request: Request, node: str = NODE, _: Prin
 
 @router.put("/nodes/{node}/counters", status_code=204, summary="The node's per-rule kernel counters (agent token of the node)")
 def put_counters(body: CountersIn, request: Request, node: str = NODE, _: Principal = Depends(auth.node_agent)) -> None:
-    ctl = request.app.state.ctl
+    ctl = controller(request)
     view = ctl.current_view()
     placement = view.placement if view is not None else {}
     # A VM's own counters (scope: the VM's name) only from the node that runs it: they
@@ -90,9 +91,8 @@ def parse_time(text: str | None, name: str) -> float | None:
     except ValueError:
         raise HTTPException(status_code=422, detail=f"{name}: expected epoch seconds or an ISO 8601 time, not {text!r}") from None
     if moment.tzinfo is None:
-        from datetime import timezone
 
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
 
 
@@ -118,7 +118,7 @@ def build_query(vm: str | None = None, zone: str | None = None, node: str | None
             raise HTTPException(status_code=422, detail="cursor: use the `next` of the previous page") from None
         if not sep:
             raise HTTPException(status_code=422, detail="cursor: use the `next` of the previous page")
-    empty = lambda v: v if v not in ("", None) else None  # noqa: E731 - form fields come as ""
+    empty = lambda v: v if v not in ("", None) else None
     return LogQuery(vm=empty(vm), zone=empty(zone), node=empty(node), address=empty(address), src=empty(src), dst=empty(dst),
                     port=port, proto=empty(proto), verdict=empty(verdict), rule=empty(rule), level=empty(level),
                     direction=empty(direction), since=parse_time(since, "since"), until=parse_time(until, "until"),
@@ -148,17 +148,17 @@ def search_logs(
     _: Principal = Depends(auth.reader),
 ) -> dict[str, Any]:
     query = build_query(vm, zone, node, address, src, dst, port, proto, verdict, rule, level, direction, since, until, q, limit, cursor)
-    records, next_cursor = request.app.state.ctl.logs.search(query)
+    records, next_cursor = controller(request).logs.search(query)
     return {"records": records, "next": next_cursor}
 
 
 @router.get("/logs/stats", summary="Per node: records received, suppressed by the log rate, dropped from a full agent buffer")
 def log_stats(request: Request, _: Principal = Depends(auth.reader)) -> dict[str, dict[str, int]]:
-    return request.app.state.ctl.logs.stats()
+    return controller(request).logs.stats()
 
 
 @router.get("/counters", summary="Per-rule packet and byte counters summed across nodes; rules without hits over a window")
 def get_counters(request: Request, window: float = Query(3600.0, gt=0, description="seconds: rules not hit within it are listed as unused"),
                  _: Principal = Depends(auth.reader)) -> dict[str, Any]:
-    store = request.app.state.ctl.counters
+    store = controller(request).counters
     return {"rules": store.totals(), "unused": store.unused(window), "window": window}

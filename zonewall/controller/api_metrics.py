@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from . import auth
+from .deps import controller
 from .store.db import as_utc
 from .store.tokens import Principal
 
@@ -98,4 +99,4 @@ def render_metrics(ctl: Any, now: float | None = None) -> str:
 
 @router.get("/metrics", summary="Prometheus metrics (rule hits and drops per VM per node, apply latency, agents up, log records)")
 def metrics(request: Request, _: Principal = Depends(auth.reader)) -> Response:
-    return Response(render_metrics(request.app.state.ctl), media_type=CONTENT_TYPE_LATEST)
+    return Response(render_metrics(controller(request)), media_type=CONTENT_TYPE_LATEST)

@@ -23,11 +23,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from ..policy.documents import problems_json
+from ..policy.edits import ChangeError, Edited, set_host
 from ..policy.errors import PolicyError
 from . import auth
-from .documents import problems_json
-from .edits import ChangeError, Edited
-from .migrate import Migration, MigrationError, plan, set_host
+from .deps import controller
+from .migrate import Migration, MigrationError, plan
 from .migrate_channel import MigrationHub, Running
 from .store.revisions import Conflict, Proposal
 from .store.tokens import Principal
@@ -51,7 +52,7 @@ class StepAnswerIn(BaseModel):
 
 
 def hub(request: Request) -> MigrationHub:
-    return request.app.state.ctl.migrations  # type: ignore[no-any-return]
+    return controller(request).migrations
 
 
 class _PhaseChannel:
@@ -70,7 +71,7 @@ class _PhaseChannel:
 
 @router.post("/vms/{vm}/migrate", summary="Live-migrate a VM's rules and connections to another node (admin)")
 def migrate(body: MigrateIn, request: Request, vm: str = Path(..., pattern=NAME), who: Principal = Depends(auth.admin)) -> dict[str, Any]:
-    ctl, migrations = request.app.state.ctl, hub(request)
+    ctl, migrations = controller(request), hub(request)
     row = ctl.revisions.current()
     if row is None:
         raise HTTPException(status_code=409, detail="there is no policy yet")
@@ -98,6 +99,7 @@ def migrate(body: MigrateIn, request: Request, vm: str = Path(..., pattern=NAME)
             committed = ctl.revisions.commit(proposal)
         except Conflict:  # another change landed meanwhile: make the move on the newest documents
             newest = ctl.revisions.current()
+            assert newest is not None  # a conflict means a newer revision exists
             again = set_host(json.loads(newest.documents), vm, body.to)
             committed = ctl.revisions.commit(Proposal(again.documents, who.name, message, "migrate", again.summary, base_revision=newest.number))
         ctl.revisions.attach_diff(committed)

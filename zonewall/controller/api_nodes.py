@@ -13,7 +13,7 @@ batches) and each revision is read and parsed once per controller (store/cache.p
 what the answer carries is built by `desired_answer` alone.
 
 What a node is sent (agent protocol 2): never the cluster's documents, only its
-own (controller/scope.py), each built once per revision and node. The agent says
+own (policy/scope.py), each built once per revision and node. The agent says
 which state it has (`have`, that state's content hash): when the new revision leaves
 its documents as they were it gets the revision number alone (`same`), when the
 change is small a delta against what it has, else its documents. An agent of
@@ -27,11 +27,12 @@ import json
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from ..policy.documents import content_hash
 from . import auth
-from .documents import content_hash
+from .deps import controller
 from .schemas import DesiredOut, LogOut, LogsIn, NodeOut, RegisterIn, StatusIn
-from .store.db import as_utc
 from .store.cache import RevisionView
+from .store.db import as_utc
 from .store.nodes import Registration, Status
 from .store.tokens import Principal
 
@@ -42,7 +43,7 @@ PROTOCOL = 2  # 1: every node was sent the whole policy; 2: its own documents, `
 
 
 def _policy_hosts(request: Request) -> tuple[int | None, frozenset[str]]:
-    view = request.app.state.ctl.current_view()
+    view = controller(request).current_view()
     if view is None:
         return None, frozenset()
     return view.number, view.hosts
@@ -51,14 +52,14 @@ def _policy_hosts(request: Request) -> tuple[int | None, frozenset[str]]:
 @router.get("/nodes", response_model=list[NodeOut], summary="Every registered agent and every host of the policy")
 def list_nodes(request: Request, _: Principal = Depends(auth.reader)) -> list[NodeOut]:
     current, hosts = _policy_hosts(request)
-    rows = {row.name: row for row in request.app.state.ctl.nodes.all()}
+    rows = {row.name: row for row in controller(request).nodes.all()}
     return [NodeOut.of(name, rows.get(name), name in hosts, current) for name in sorted(set(rows) | hosts)]
 
 
 @router.get("/nodes/{node}", response_model=NodeOut, summary="One node's inventory entry")
 def show_node(request: Request, node: str = NODE, _: Principal = Depends(auth.node_reader)) -> NodeOut:
     current, hosts = _policy_hosts(request)
-    row = request.app.state.ctl.nodes.get(node)
+    row = controller(request).nodes.get(node)
     if row is None and node not in hosts:
         raise HTTPException(status_code=404, detail=f"no node {node!r}")
     return NodeOut.of(node, row, node in hosts, current)
@@ -66,7 +67,7 @@ def show_node(request: Request, node: str = NODE, _: Principal = Depends(auth.no
 
 @router.post("/nodes/{node}/register", response_model=NodeOut, summary="An agent announces itself (agent token of the node)")
 def register(body: RegisterIn, request: Request, node: str = NODE, _: Principal = Depends(auth.node_agent)) -> NodeOut:
-    row = request.app.state.ctl.nodes.register(node, Registration(body.agent_version, body.hostname))
+    row = controller(request).nodes.register(node, Registration(body.agent_version, body.hostname))
     current, hosts = _policy_hosts(request)
     return NodeOut.of(node, row, node in hosts, current)
 
@@ -81,7 +82,7 @@ async def desired(
     protocol: int | None = Query(None, ge=1, le=1000, description="the agent protocol the caller speaks (2)"),
     who: Principal = Depends(auth.node_reader),
 ) -> Response:
-    ctl = request.app.state.ctl
+    ctl = controller(request)
     _check_protocol(protocol, request.headers.get("user-agent", ""))
     if who.role == "agent":
         ctl.nodes.touch(node)  # in memory; written with the others every few seconds
@@ -146,23 +147,23 @@ def arrival(request: Request, node: str = NODE, vm: str = Path(..., max_length=1
 def report_status(body: StatusIn, request: Request, node: str = NODE, _: Principal = Depends(auth.node_agent)) -> NodeOut:
     status = Status(body.applied_revision, body.fingerprint, body.ruleset_hash, body.state, body.last_error, body.drift_repairs, body.taps,
                     body.apply_seconds, tuple(body.problems))
-    ctl = request.app.state.ctl
+    ctl = controller(request)
     if body.applied_revision is not None and body.applied_revision > ctl.watch.current:
         ctl.revisions.raise_floor(body.applied_revision)
     row = ctl.nodes.report(node, status)
     if body.lines:
-        request.app.state.ctl.nodes.add_logs(node, [(line.level, line.message) for line in body.lines])
+        controller(request).nodes.add_logs(node, [(line.level, line.message) for line in body.lines])
     current, hosts = _policy_hosts(request)
     return NodeOut.of(node, row, node in hosts, current)
 
 
 @router.post("/nodes/{node}/logs", status_code=204, summary="Append log lines (agent token of the node)")
 def add_logs(body: LogsIn, request: Request, node: str = NODE, _: Principal = Depends(auth.node_agent)) -> Response:
-    request.app.state.ctl.nodes.add_logs(node, [(line.level, line.message) for line in body.lines])
+    controller(request).nodes.add_logs(node, [(line.level, line.message) for line in body.lines])
     return Response(status_code=204)
 
 
 @router.get("/nodes/{node}/logs", response_model=list[LogOut], summary="The node's latest log lines")
 def get_logs(request: Request, node: str = NODE, limit: int = Query(100, ge=1, le=1000), _: Principal = Depends(auth.node_reader)) -> list[LogOut]:
-    rows = request.app.state.ctl.nodes.logs(node, limit)
-    return [LogOut(time=as_utc(r.time), level=r.level, message=r.message) for r in rows]  # type: ignore[arg-type]
+    rows = controller(request).nodes.logs(node, limit)
+    return [LogOut(time=as_utc(r.time), level=r.level, message=r.message) for r in rows]

@@ -22,10 +22,23 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel
 
+from ..policy import edits
+from ..policy.documents import Documents, problems_json
 from ..policy.errors import PolicyError
-from . import auth, edits, preview
-from .documents import Documents, problems_json
-from .schemas import ChangeMeta, ChangeOut, DocumentIn, DocumentsIn, PolicyOut, RevisionOut, RevisionSummary, RollbackIn, RuleIn, ZoneIn
+from . import auth, preview
+from .deps import controller
+from .schemas import (
+    ChangeMeta,
+    ChangeOut,
+    DocumentIn,
+    DocumentsIn,
+    PolicyOut,
+    RevisionOut,
+    RevisionSummary,
+    RollbackIn,
+    RuleIn,
+    ZoneIn,
+)
 from .store.revisions import Committed, Conflict, Idempotency, KeyReused, Proposal
 from .store.tokens import Principal
 
@@ -47,7 +60,7 @@ def idempotency(request: Request, payload: BaseModel | None) -> Idempotency | No
 
 
 def _answer(request: Request, response: Response, committed: Committed) -> ChangeOut:
-    row = request.app.state.ctl.revisions.attach_diff(committed)
+    row = controller(request).revisions.attach_diff(committed)
     response.status_code = 201 if committed.created else 200
     if committed.replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -60,7 +73,7 @@ def _replayed(request: Request, response: Response, key: Idempotency | None) -> 
     if key is None:
         return None
     try:
-        committed = request.app.state.ctl.revisions.replay(key)
+        committed = controller(request).revisions.replay(key)
     except KeyReused as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from None
     return _answer(request, response, committed) if committed is not None else None
@@ -80,7 +93,7 @@ def _commit(
     edited: edits.Edited | None = None,
     payload: BaseModel | None = None,
 ) -> ChangeOut:
-    ctl = request.app.state.ctl
+    ctl = controller(request)
     proposal = Proposal(
         documents=documents, author=who.name, message=meta.message, kind=kind, change=change or {},
         rollback_of=rollback_of, base_revision=meta.base_revision if meta.base_revision is not None else base_revision,
@@ -111,7 +124,7 @@ def query_meta(
 
 
 def _current_documents(request: Request) -> tuple[int, Documents]:
-    row = request.app.state.ctl.revisions.current()
+    row = controller(request).revisions.current()
     if row is None:
         raise HTTPException(status_code=409, detail="there is no policy yet: upload one first (PUT /api/v1/policy)")
     return row.number, json.loads(row.documents)
@@ -206,12 +219,12 @@ def list_revisions(
     request: Request, limit: int = Query(50, ge=1, le=1000), before: int | None = Query(None, description="only revisions older than this"),
     _: Principal = Depends(auth.reader),
 ) -> list[RevisionSummary]:
-    return [RevisionSummary.of(row) for row in request.app.state.ctl.revisions.history(limit, before)]
+    return [RevisionSummary.of(row) for row in controller(request).revisions.history(limit, before)]
 
 
 @router.get("/revisions/{number}", response_model=RevisionOut, tags=["revisions"], summary="One revision with its diff (and documents)")
 def show_revision(number: int, request: Request, documents: bool = True, _: Principal = Depends(auth.reader)) -> RevisionOut:
-    row = request.app.state.ctl.revisions.get(number)
+    row = controller(request).revisions.get(number)
     if row is None:
         raise HTTPException(status_code=404, detail=f"no revision {number}")
     return RevisionOut.full(row, with_documents=documents)
@@ -219,7 +232,7 @@ def show_revision(number: int, request: Request, documents: bool = True, _: Prin
 
 @router.post("/revisions/{number}/rollback", response_model=ChangeOut, status_code=201, tags=["revisions"], summary="Make an old revision current again (as a new revision)")
 def rollback(number: int, body: RollbackIn, request: Request, response: Response, who: Principal = Depends(auth.admin)) -> ChangeOut:
-    row = request.app.state.ctl.revisions.get(number)
+    row = controller(request).revisions.get(number)
     if row is None:
         raise HTTPException(status_code=404, detail=f"no revision {number}")
     meta = ChangeMeta(message=body.message or f"rollback to revision {number}")

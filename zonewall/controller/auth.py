@@ -14,6 +14,7 @@ import logging
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from .deps import controller
 from .store.tokens import Principal, authenticate
 
 log = logging.getLogger("zonewall.controller.auth")
@@ -30,7 +31,7 @@ def _refuse(request: Request, status: int, reason: str, who: Principal | None = 
 def principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
     if credentials is None:
         raise _refuse(request, 401, "missing bearer token")
-    found = authenticate(request.app.state.ctl.sessions, credentials.credentials)
+    found = authenticate(controller(request).sessions, credentials.credentials)
     if found is None:
         raise _refuse(request, 401, "unknown or revoked token")
     return found
@@ -67,4 +68,4 @@ def still_valid(request: Request) -> bool:
     """The request's token is still known and unrevoked: checked again after a long
     wait (a long-poll opened before a revocation must not carry the next revision)."""
     scheme, _, secret = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and authenticate(request.app.state.ctl.sessions, secret.strip()) is not None
+    return scheme.lower() == "bearer" and authenticate(controller(request).sessions, secret.strip()) is not None

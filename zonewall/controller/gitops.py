@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from ..policy.documents import Documents, problems_json
 from ..policy.errors import PolicyError
-from .documents import Documents, problems_json
 from .store.revisions import Proposal
 
 log = logging.getLogger("zonewall.controller.gitops")

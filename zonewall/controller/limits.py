@@ -146,7 +146,7 @@ class LimitsMiddleware:
             nonlocal seen
             try:
                 message = await asyncio.wait_for(receive(), self.limits.body_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise BodyTimeout from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .documents import Documents, load_documents
-from .edits import ChangeError, Edited, _edited, _entry, _owner
-from .scope import Scoper
+from ..policy.documents import Documents, load_documents
+from ..policy.edits import ChangeError, Edited, set_host
+from ..policy.scope import Scoper
 
 
 class MigrationError(RuntimeError):
@@ -42,17 +42,6 @@ class Channel(Protocol):
     def step(self, node: str, step: str, args: dict[str, Any]) -> dict[str, Any]: ...
 
 
-def set_host(documents: Documents, vm: str, node: str) -> Edited:
-    """The documents with `vms.VM.host` set to `node` (only the defining document changes)."""
-    document, data = _owner(documents, "vms", vm)
-    entry = _entry(data, "vms", vm)
-    before = entry.get("host")
-    if before == node:
-        raise ChangeError(f"VM {vm!r} is already on {node!r}", status=409)
-    entry["host"] = node
-    return _edited(documents, document, data, {"op": "migrate", "target": f"vms.{vm}", "from": before, "to": node})
-
-
 @dataclass
 class Plan:
     vm: str
@@ -65,7 +54,7 @@ class Plan:
     placement: dict[str, str] = field(default_factory=dict)  # VM -> node, before the move
 
     def node_documents(self, documents: Documents, node: str) -> Documents:
-        """What `node` is sent of `before` or `after` (its own documents, controller/scope.py)."""
+        """What `node` is sent of `before` or `after` (its own documents, policy/scope.py)."""
         moved = documents is not self.before
         placement = {**self.placement, self.vm: self.target} if moved else self.placement
         return Scoper(documents, placement).scoped(node)
@@ -120,9 +109,12 @@ class Migration:
         try:
             self._step(p.target, "prepare", {"documents": p.node_documents(p.after.documents, p.target)})
             self._transfer("pre-copy")
-        except Exception as exc:
+        except MigrationError:
             self._abort()
-            raise exc if isinstance(exc, MigrationError) else MigrationError(str(exc), step="pre-copy", report=self.report)
+            raise
+        except Exception as exc:  # whatever failed, the guest stays where it is
+            self._abort()
+            raise MigrationError(str(exc), step="pre-copy", report=self.report) from exc
         switched = time.monotonic()
         try:
             self.switch()

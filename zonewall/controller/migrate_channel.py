@@ -115,7 +115,7 @@ class MigrationHub:
                 session.execute(delete(MigrationStepRow).where(MigrationStepRow.id == task_id))
         if error is not None:
             raise StepFailed(error)
-        return json.loads(answer or "{}")  # type: ignore[no-any-return]
+        return json.loads(answer or "{}")
 
     def _wait_state(self, task_id: int, states: tuple[str, ...], timeout: float, running: Running | None) -> bool:
         deadline = time.monotonic() + timeout
@@ -206,7 +206,7 @@ class MigrationHub:
                     future.set_result(None)  # queued while we looked
             try:
                 await asyncio.wait_for(future, remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return []
             finally:
                 waiters = self._waiters.get(node, [])

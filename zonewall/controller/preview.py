@@ -20,9 +20,9 @@ from fastapi.responses import JSONResponse
 
 from ..analysis.diff import diff_policies
 from ..compiler.schedule import local_timezone
+from ..policy.documents import Documents, content_hash, load_documents
 from ..policy.model import PolicyDocument
 from ..policy.resolve import Policy
-from .documents import Documents, content_hash, load_documents
 
 QUERY = "dry_run"
 

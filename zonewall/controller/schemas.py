@@ -53,7 +53,7 @@ class RevisionSummary(BaseModel):
     def of(cls, row: RevisionRow) -> RevisionSummary:
         diff = json.loads(row.diff) if row.diff else None
         return cls(
-            number=row.number, created_at=as_utc(row.created_at), author=row.author, message=row.message,  # type: ignore[arg-type]
+            number=row.number, created_at=as_utc(row.created_at), author=row.author, message=row.message,
             kind=row.kind, change=json.loads(row.change or "{}"), rollback_of=row.rollback_of,
             content_hash=row.content_hash, flows_changed=len(diff["flows"]) if diff else None,
         )
@@ -193,7 +193,7 @@ class TokenOut(BaseModel):
 
     @classmethod
     def of(cls, row: TokenRow) -> TokenOut:
-        return cls(id=row.id, name=row.name, role=row.role, node=row.node, created_at=as_utc(row.created_at), revoked_at=as_utc(row.revoked_at))  # type: ignore[arg-type]
+        return cls(id=row.id, name=row.name, role=row.role, node=row.node, created_at=as_utc(row.created_at), revoked_at=as_utc(row.revoked_at))
 
 
 class TokenCreated(TokenOut):

@@ -15,19 +15,19 @@ import ipaddress
 import logging
 import socket
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
 
-from ..dataplane.backend import enter_netns
+from ..netns import run_in_netns
 from ..service.logs import setup_logging
 from ..service.sdnotify import ServiceNotifier, notify
-from .app import build_controller, create_app
+from .app import create_app
 from .connections import ConnectionLimits, guarded_protocol
 from .limits import RequestLimits
+from .replica import build_controller
 
 DEFAULT_PORT = 9440
 log = logging.getLogger("zonewall.controller")
@@ -76,23 +76,7 @@ def _make_socket(listen: Listen) -> socket.socket:
 
 
 def bind(listen: Listen) -> socket.socket:
-    if listen.netns is None:
-        return _make_socket(listen)
-    box: dict[str, Any] = {}
-
-    def in_netns() -> None:  # setns moves only this short-lived thread
-        try:
-            enter_netns(listen.netns)  # type: ignore[arg-type]
-            box["sock"] = _make_socket(listen)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=in_netns, name=f"bind:{listen.netns}")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["sock"]
+    return run_in_netns(listen.netns, _make_socket, listen)
 
 
 class _Server(uvicorn.Server):
@@ -146,7 +130,7 @@ def serve(db_url: str, listens: list[Listen], tls_cert: str | None = None, tls_k
         # one parseable line per socket: tests and the demo read the chosen port from it
         sys.stdout.write(f"zonewall controller listening on {scheme}://{shown}:{port}" + (f" (netns {listen.netns})" if listen.netns else "") + "\n")
     sys.stdout.flush()
-    if not tls_cert and any(not ipaddress.ip_address(l.host).is_loopback and l.netns is None for l in listens):
+    if not tls_cert and any(not ipaddress.ip_address(listen.host).is_loopback and listen.netns is None for listen in listens):
         log.warning("listening beyond loopback without TLS: tokens cross the network in clear text (--tls-cert/--tls-key)")
     server = _Server(config)
     notifier = ServiceNotifier(ready=lambda: server.started, alive=lambda: time.monotonic() - server.beat < 30.0, status=server.status).start()

@@ -71,6 +71,6 @@ class RevisionWatch:
                 break
             try:
                 await asyncio.wait_for(asyncio.shield(self._changed), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         return self.current

@@ -59,7 +59,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from zonewall.compiler.diff import diff_commands
-from zonewall.compiler.ir import Ruleset, encoded_items, fingerprint as ir_fingerprint, table_body_commands, table_object, timeout_object
+from zonewall.compiler.ir import Ruleset, encoded_items, table_body_commands, table_object, timeout_object
+from zonewall.compiler.ir import fingerprint as ir_fingerprint
 from zonewall.dataplane.backend import Backend, Json, NftError
 from zonewall.dataplane.nftstate import TableState
 from zonewall.dataplane.readback import (
@@ -105,7 +106,7 @@ class Snapshot:
     @classmethod
     def of_ruleset(cls, ruleset: Ruleset, absent: Iterable[TableKey] = ()) -> Snapshot:
         """The listing of a kernel that holds exactly `ruleset` (and not `absent`)."""
-        tables: dict[TableKey, list[Json] | None] = {key: None for key in absent}
+        tables: dict[TableKey, list[Json] | None] = dict.fromkeys(absent)
         for table in ruleset.tables:
             tables[(table.family, table.name)] = [table_object(table)] + [command["add"] for command in table_body_commands(table)]
         return cls(tables)
@@ -382,7 +383,7 @@ def _full(
     """Replace our tables; `restore_point`: where to go back to on failure, if not to
     what is there now (an incremental transaction already changed it)."""
     present = [key for key in keys if current.exists(key)]
-    snapshot = Snapshot({key: None for key in keys} | listings(backend, present))
+    snapshot = Snapshot(dict.fromkeys(keys) | listings(backend, present))
     ensure_timeouts(backend, _wanted_timeouts(ruleset), _timeout_names(current.tables))
     batch = _full_batch(ruleset, snapshot.tables, stale)
     back_to = restore_point if restore_point is not None else snapshot

@@ -1,24 +1,24 @@
 """The only door to the kernel's nftables: one libnftables JSON transaction at a time.
 
 Why a protocol with two implementations: everything above this module (apply, diff,
-confirm, the agent) is tested against `FakeBackend` in milliseconds, and the same
+confirm, the agent) is tested against `FakeBackend` (fake.py) in milliseconds, and the same
 code runs against `LibNftBackend` in kernel tests and in production.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
 import json
 import os
-import re
-import time
 import queue
+import re
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
+from ..netns import enter_netns
 from . import nftstate
 from .netlink import DumpInterrupted, NfSocket
 
@@ -28,9 +28,6 @@ if TYPE_CHECKING:
 Json = dict[str, Any]
 T = TypeVar("T")
 TableKey = tuple[str, str]
-
-NETNS_DIR = "/run/netns"
-_CLONE_NEWNET = 0x40000000
 
 
 class NftError(RuntimeError):
@@ -135,26 +132,6 @@ class _NftWorker:
             self._jobs.put(None)
             if threading.current_thread() is not self._thread:
                 self._thread.join()
-
-
-class NetnsNotFound(FileNotFoundError):
-    """A named network namespace that does not exist (a user error, not a crash; still the
-    FileNotFoundError that callers catch as OSError)."""
-
-
-def enter_netns(name: str) -> None:
-    """Move the calling thread (only it: setns is per thread) into netns `name`."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    try:
-        fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise NetnsNotFound(f"no network namespace named {name!r} (ip netns list)") from None
-    try:
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({name}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
 
 
 def _use_utc() -> None:
@@ -318,9 +295,4 @@ def _clean_error(err: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
-# The fake lives in its own module (it is most of the code); re-exported here so that
-# `from zonewall.dataplane.backend import FakeBackend` works. Imported last because
-# fake.py needs NftError from this module.
-from zonewall.dataplane.fake import FakeBackend  # noqa: E402
-
-__all__ = ["Backend", "FakeBackend", "Json", "LibNftBackend", "NftError"]
+__all__ = ["Backend", "Json", "LibNftBackend", "NftError"]

@@ -34,9 +34,10 @@ import ipaddress
 import os
 import socket
 import struct
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from ..netns import run_in_netns
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_CTNETLINK = 1
@@ -181,7 +182,7 @@ class Entry:
     def from_json(data: dict[str, object]) -> Entry:
         o, r, t = data["orig"], data["reply"], data.get("tcp")
         return Entry(
-            int(data["family"]), Tuple(*o), Tuple(*r), int(data.get("status", 0)), int(data.get("timeout", 120)),  # type: ignore[arg-type, misc]
+            int(data["family"]), Tuple(*o), Tuple(*r), int(data.get("status", 0)), int(data.get("timeout", 120)),
             int(data.get("mark", 0)), int(data.get("zone", 0)), tuple(t) if t else None,  # type: ignore[arg-type]
         )
 
@@ -388,26 +389,7 @@ class ConntrackSocket:
     """A ctnetlink socket, in the caller's namespace or in the named netns `netns`."""
 
     def __init__(self, netns: str | None = None) -> None:
-        if netns is None:
-            self._sock = self._open()
-        else:
-            box: dict[str, object] = {}
-
-            def opener() -> None:
-                from .backend import enter_netns
-
-                try:
-                    enter_netns(netns)
-                    box["sock"] = self._open()
-                except BaseException as exc:  # handed to the caller below
-                    box["error"] = exc
-
-            thread = threading.Thread(target=opener, name=f"ct:{netns}")
-            thread.start()
-            thread.join()
-            if "error" in box:
-                raise box["error"]  # type: ignore[misc]
-            self._sock = box["sock"]  # type: ignore[assignment]
+        self._sock = run_in_netns(netns, self._open)
         self._seq = 0
 
     @staticmethod

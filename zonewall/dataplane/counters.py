@@ -2,7 +2,8 @@
 
 Every deciding rule of a compiled ruleset carries an anonymous `counter` and a
 comment starting with its rule id (`compiler.naming.rule_comment`). The chain names
-tell the scope (`compiler.naming.level_chain`, `vm_chain`): `vm-VM-DIR` (a VM's own
+tell the scope (`compiler.naming.chain_scope` parses what `level_chain`, `vm_chain` and
+`network_chain` build): `vm-VM-DIR` (a VM's own
 rules and its default), `zone-Z-DIR`, `global-DIR`, `net-N` (isolated network),
 `host*`/`input`/`output` (the node itself); the bridge table holds the guards. A
 rule compiled into several kernel rules (one per family, per schedule window) is
@@ -22,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..compiler.naming import chain_scope, level_of
 from .backend import Backend
 
 TABLES = (("inet", "zonewall"), ("bridge", "zonewall"))
@@ -47,53 +49,6 @@ class RuleCounter:
         out = asdict(self)
         out["instances"] = [list(i) for i in self.instances]
         return out
-
-
-def level_of(scope: str | None, rule_id: str | None) -> str | None:
-    """The level of a rule from its NFLOG/counter scope and id."""
-    if scope is None:
-        return None
-    if rule_id is not None and (rule_id.startswith("default-") or rule_id.endswith("-default") or rule_id.startswith("host-default-")):
-        return "default"
-    if scope.startswith("guard:"):
-        return "guard"
-    if scope.startswith("zone:"):
-        return "zone"
-    if scope.startswith("net:"):
-        return "network"
-    if scope.startswith("sg:"):
-        return "security_group"
-    if scope in ("global", "host"):
-        return scope
-    return "vm"
-
-
-def chain_scope(family: str, chain: str) -> tuple[str, str] | None:
-    """(scope, direction) of a chain of zonewall's tables; None for dispatch/base chains."""
-    if family == "bridge":
-        return None
-    for direction in ("in", "out"):
-        suffix = f"-{direction}"
-        if not chain.endswith(suffix):
-            continue
-        stem = chain[: -len(suffix)]
-        if stem.startswith("vm-"):
-            return stem[3:], direction
-        if stem.startswith("zone-"):
-            return f"zone:{stem[5:]}", direction
-        if stem.startswith("sg-"):  # a security group's chain (issue 18): sg-NAME-guest|host-DIR
-            return f"sg:{stem[3:].rsplit('-', 1)[0]}", direction
-        if stem == "global":
-            return "global", direction
-        if stem.startswith("host") :
-            return "host", direction
-    if chain.startswith("net-"):
-        return f"net:{chain[4:]}", "net"
-    if chain == "input":
-        return "host", "in"
-    if chain == "output":
-        return "host", "out"
-    return None
 
 
 def _verdict(expr: list[dict[str, Any]], chain_verdicts: dict[str, str]) -> str:

@@ -137,5 +137,5 @@ class NftMonitor:
             if generation is not None:
                 try:
                     self._on_generation(generation)
-                except Exception:  # noqa: BLE001 - a callback bug must not stop monitoring
+                except Exception:
                     log.exception("nft monitor callback failed")

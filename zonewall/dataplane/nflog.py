@@ -20,7 +20,7 @@ ipset), so this module speaks the small protocol itself over a raw
   (from the network header on: IPv4/IPv6/ARP, per ``hw_protocol``).
 
 A socket belongs to the namespace it was created in, so the reader creates it in a
-thread that entered the namespace (:func:`zonewall.lab.netns.netns_socket`) and uses
+thread that entered the namespace (:func:`zonewall.netns.netns_socket`) and uses
 it from any thread afterwards.  Only one socket per namespace can bind a given
 group: the kernel refuses a second one with EPERM (measured on 6.18).
 """
@@ -40,6 +40,7 @@ from typing import Any
 
 from ..compiler.logprefix import parse as parse_prefix
 from ..compiler.nftexpr import DST_NIC_MASK, DST_NIC_SHIFT, SRC_NIC_MASK
+from ..netns import netns_socket, run_in_netns
 
 # ----------------------------------------------------------------- protocol constants
 
@@ -161,7 +162,7 @@ def decode_packet(hw_protocol: int, data: bytes) -> _L3:
     if hw_protocol == ETH_P_ARP:
         # htype(2) ptype(2) hlen(1) plen(1) op(2) sha tpa ...
         if len(data) >= 8:
-            htype, ptype, hlen, plen, op = struct.unpack("!HHBBH", data[:8])
+            _htype, ptype, hlen, plen, op = struct.unpack("!HHBBH", data[:8])
             out.family = "arp"
             out.proto = {1: "arp-request", 2: "arp-reply"}.get(op, f"arp-{op}")
             if ptype == ETH_P_IP and plen == 4 and len(data) >= 8 + 2 * hlen + 8:
@@ -280,7 +281,7 @@ def resolve_vm(record: LogRecord, nics_meta: Mapping[Any, Mapping[str, Any]], si
     def vm_of(index: int) -> str | None:
         if not index:
             return None
-        entry = nics_meta.get(index, nics_meta.get(str(index)))  # type: ignore[call-overload]
+        entry = nics_meta.get(index, nics_meta.get(str(index)))
         return None if entry is None else str(entry["vm"])
 
     if side == "src":
@@ -348,12 +349,7 @@ class NflogReader:
     # -- setup ----------------------------------------------------------------------
 
     def _open(self, rcvbuf: int) -> None:
-        if self.netns is None:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-        else:
-            from ..lab.netns import netns_socket
-
-            sock = netns_socket(self.netns, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        sock = netns_socket(self.netns, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
         try:
             sock.bind((0, 0))
             try:
@@ -429,15 +425,10 @@ class NflogReader:
 
     def _interfaces(self) -> dict[int, str]:
         try:
-            if self.netns is None:
-                pairs = socket.if_nameindex()
-            else:
-                from ..lab.netns import run_in_netns
-
-                pairs = run_in_netns(self.netns, socket.if_nameindex)
+            pairs = run_in_netns(self.netns, socket.if_nameindex)
         except OSError:
             return {}
-        return {index: name for index, name in pairs}
+        return dict(pairs)
 
     def _receive(self, timeout: float | None) -> bool:
         """Read what arrives within ``timeout`` (None: block); True if anything did."""
@@ -525,5 +516,5 @@ class NflogReader:
     def __del__(self) -> None:  # pragma: no cover - best effort
         try:
             self.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - at interpreter exit anything may be gone already
             pass

@@ -28,7 +28,20 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .netlink import ATTR, NFNL_SUBSYS_NFTABLES, NLA_F_NESTED, NLA_TYPE_MASK, NetlinkError, NfSocket, Span, attr_list, attrs, be32, string_attr, text
+from .netlink import (
+    ATTR,
+    NFNL_SUBSYS_NFTABLES,
+    NLA_F_NESTED,
+    NLA_TYPE_MASK,
+    NetlinkError,
+    NfSocket,
+    Span,
+    attr_list,
+    attrs,
+    be32,
+    string_attr,
+    text,
+)
 
 TableKey = tuple[str, str]
 

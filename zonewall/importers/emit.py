@@ -20,7 +20,7 @@ import yaml
 _PLAIN = re.compile(r"^[A-Za-z0-9_$][A-Za-z0-9_./$-]*$")
 
 
-class Flow(dict):  # type: ignore[type-arg]
+class Flow(dict):
     """A mapping written on one line: `{direction: in, action: accept, tcp: 22}`."""
 
 

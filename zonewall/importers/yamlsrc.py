@@ -10,14 +10,14 @@ import yaml
 from .report import ImportFailure
 
 
-class LDict(dict):  # type: ignore[type-arg]
+class LDict(dict):
     """A mapping that remembers its line and each key's line (1-based)."""
 
     line: int = 0
     key_lines: dict[Any, int]
 
 
-class LList(list):  # type: ignore[type-arg]
+class LList(list):
     line: int = 0
 
 

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..compiler.modes import L3_MODES
 from ..compiler.naming import tap_name
 from ..compiler.node import compile_node
-from ..compiler.modes import L3_MODES
 from ..compiler.schedule import local_timezone
 from ..dataplane.apply import ApplyResult, apply_ruleset
 from ..dataplane.backend import LibNftBackend
@@ -66,7 +66,7 @@ class LabState:
         tmp.replace(path)
 
     @staticmethod
-    def load(name: str) -> "LabState":
+    def load(name: str) -> LabState:
         path = STATE_DIR / f"{name}.json"
         if not path.exists():
             raise LabError(f"no lab named {name!r} is up (zonewall lab up POLICY --name {name})")

@@ -20,7 +20,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from ..controller.documents import load_documents
+from ..policy.documents import load_documents
 from ..policy.loader import load_policy
 from ..policy.resolve import Policy
 from .cluster import LabState, lab_down, lab_up

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from ..controller.documents import load_documents
+from ..policy.documents import load_documents
 from ..policy.loader import load_policy
 from ..policy.resolve import Policy
 from .cluster import ensure_outside_address
@@ -48,7 +48,7 @@ def guest_matrix(lab: GuestLab, policy: Policy, family: str) -> Matrix:
         if source.startswith("outside:"):
             address = source[len("outside:"):]
             ensure_outside_address(lab.state, address)
-            jobs[label] = lambda pairs=pairs, address=address: [(vm, port, tcp_echo(lab.state.outside, ip, port, 2.0, source=address) == "delivered")  # type: ignore[union-attr]
+            jobs[label] = lambda pairs=pairs, address=address: [(vm, port, tcp_echo(lab.state.outside, ip, port, 2.0, source=address) == "delivered")
                                                                  for vm, ip, port in pairs]
         else:
             console = lab.consoles[source[3:]]

@@ -22,7 +22,16 @@ from typing import Any
 from ..policy.loader import load_policy
 from ..policy.resolve import Policy
 from .cluster import LabState, lab_down, lab_up
-from .guests import Console, GuestError, GuestSpec, Hypervisor, build_initramfs, guest_kernel, guest_specs_from, wait_booted
+from .guests import (
+    Console,
+    GuestError,
+    GuestSpec,
+    Hypervisor,
+    build_initramfs,
+    guest_kernel,
+    guest_specs_from,
+    wait_booted,
+)
 from .managed import ManagedLab
 
 

@@ -248,13 +248,12 @@ class Hypervisor:
         for target in LIBVIRT_DIRS.values():
             Path(target).mkdir(parents=True, exist_ok=True)  # mount points
         binds = "; ".join(f"mount --bind {self.directory / name} {target}" for name, target in LIBVIRT_DIRS.items())
-        log = open(self.directory / "libvirtd.log", "ab")
-        process = subprocess.Popen(["ip", "netns", "exec", self.netns, "unshare", "-m", "--propagation", "private", "sh", "-c",
-                                    # not daemonized: both stay in this process group (stop() ends it); pid files are global paths
-                                    f"set -e; {binds}; /usr/sbin/virtlogd -p /run/libvirt/virtlogd.pid & "
-                                    f"exec /usr/sbin/libvirtd -p /run/libvirt/libvirtd.pid"],
-                                   stdout=log, stderr=log, start_new_session=True)
-        log.close()
+        with open(self.directory / "libvirtd.log", "ab") as log:  # the child keeps its own descriptor
+            process = subprocess.Popen(["ip", "netns", "exec", self.netns, "unshare", "-m", "--propagation", "private", "sh", "-c",
+                                        # not daemonized: both stay in this process group (stop() ends it); pid files are global paths
+                                        f"set -e; {binds}; /usr/sbin/virtlogd -p /run/libvirt/virtlogd.pid & "
+                                        f"exec /usr/sbin/libvirtd -p /run/libvirt/libvirtd.pid"],
+                                       stdout=log, stderr=log, start_new_session=True)
         self.pids.append(process.pid)
         deadline = time.monotonic() + timeout
         while True:

@@ -17,13 +17,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
-from ..controller.documents import read_directory
 from ..controller.store.db import default_url, open_database
 from ..controller.store.tokens import create_token
+from ..policy.documents import read_directory
 from .cluster import UPLINK_PEER_V4, LabState
 
 AGENT_PORT = 9440  # zonewall's port; the anti-lockout rules already open it
@@ -70,12 +70,16 @@ def start_controller(data_dir: Path, lab: LabState | None = None, *, timeout: fl
         argv += ["--db", db_url]
     if lab is not None:
         argv += ["--listen", f"{UPLINK_PEER_V4}:{agent_port}@{lab.outside}"]
-    log = open(data_dir / "controller.log", "a")
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True, env=dict(os.environ, **(env or {})))
-    log.close()
+    with open(data_dir / "controller.log", "a") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True, env=dict(os.environ, **(env or {})))
     # a thread reads stdout: select() on the pipe would miss lines already buffered
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()  # type: ignore[union-attr]
+    def pump(stdout: IO[str]) -> None:
+        for line in stdout:
+            lines.put(line)
+
+    assert process.stdout is not None  # stdout=PIPE
+    threading.Thread(target=pump, args=(process.stdout,), daemon=True).start()
     urls: list[str] = []
     deadline = time.monotonic() + timeout
     wanted = 2 if lab is not None else 1
@@ -122,9 +126,8 @@ def start_agent(node: str, netns_name: str, controller_url: str, token: str, sta
         "agent", "--controller", controller_url, "--host", node, "--state-dir", str(state_dir), "--verify-interval", str(verify_interval),
     )
     env = dict(os.environ, **(env or {}), ZONEWALL_TOKEN=token)  # not on the command line, where ps shows it
-    log = open(state_dir / "agent.log", "a")
-    process = subprocess.Popen(argv, stdout=log, stderr=log, env=env)
-    log.close()
+    with open(state_dir / "agent.log", "a") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(argv, stdout=log, stderr=log, env=env)
     return AgentProcess(node, process, state_dir)
 
 
@@ -156,7 +159,7 @@ class ManagedLab:
         self.admin_token = create_token(sessions, "admin", "lab-admin")[1]
         for node in self.lab.nodes:
             self.agent_tokens[node] = create_token(sessions, "agent", node=node)[1]
-        sessions.kw["bind"].dispose()  # type: ignore[union-attr]
+        sessions.kw["bind"].dispose()
         self.controllers = [None] * self.replicas
         for index in range(self.replicas):
             self.start_controller(index)

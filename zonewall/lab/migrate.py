@@ -24,10 +24,10 @@ from ..compiler.modes import L3_MODES
 from ..compiler.naming import tap_name
 from ..compiler.node import compile_node
 from ..compiler.schedule import local_timezone
-from ..controller.documents import Documents, load_documents, read_directory
 from ..controller.migrate import Migration, plan
 from ..dataplane.apply import apply_ruleset
 from ..dataplane.backend import LibNftBackend
+from ..policy.documents import Documents, load_documents, read_directory
 from . import netns
 from .cluster import LabError, LabState
 from .raw import ethernet, send_frame
@@ -83,12 +83,12 @@ class LabChannel:
 
 
 def lab_migrate(state: LabState, documents: Documents, vm: str, target: str, *, transfer_state: bool = True,
-                commit=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+                commit=None) -> dict[str, Any]:
     """Migrate `vm` to `target` in the lab; returns the orchestrator's report.
     `commit` records the new documents (default: written over the lab's policy)."""
     migration_plan = plan(documents, vm, target)
 
-    def record(edited) -> int:  # type: ignore[no-untyped-def]
+    def record(edited) -> int:
         if commit is not None:
             return commit(edited)
         path = Path(state.policy)

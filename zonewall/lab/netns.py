@@ -9,31 +9,25 @@ Design choices (why, not what):
   fragile inside a threaded pytest worker.  For bulk work use :func:`ip_batch`
   (one process for many commands).
 * Anything that must happen *inside* a namespace from Python (sockets,
-  ``/proc/sys/net`` writes) goes through :func:`run_in_netns`: a fresh thread
-  calls ``setns(fd, CLONE_NEWNET)``, which only moves that one thread.  A socket
-  belongs to the namespace it was created in for its whole life, so only the
-  creation has to happen in that thread; the socket can be used from any thread
-  afterwards (see :func:`netns_socket`).
-* Threads (and subprocesses) started *from* a namespace thread inherit its
-  namespace.  Keep ``fn`` short and do not start long-lived workers from it.
+  ``/proc/sys/net`` writes) goes through :func:`zonewall.netns.run_in_netns`
+  (why a fresh thread, and what it inherits: see that module).
 """
 
 from __future__ import annotations
 
-import json
 import ipaddress
+import json
 import os
-import socket
 import subprocess
-import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-# one implementation of "move this thread into a namespace": the dataplane's
-from ..dataplane.backend import enter_netns as _enter_netns
+# one implementation of "run this inside a namespace" (zonewall/netns.py), re-exported
+# here for the lab and its tests
+from ..netns import NETNS_DIR, netns_socket, run_in_netns
 
-NETNS_DIR = "/run/netns"
+__all__ = ["netns_socket", "run_in_netns"]  # and everything defined below
 IFNAMSIZ = 15  # usable characters in a Linux interface name
 
 T = TypeVar("T")
@@ -46,7 +40,7 @@ T = TypeVar("T")
 #   rate-limits them per peer (burst ~6, then 1/s) and globally.  A probe matrix
 #   that hits the same reject many times would otherwise see "blocked" where the
 #   truth is "refused".
-LAB_SYSCTLS: dict[str, str] = {
+LAB_SYSCTLS: dict[str, str | int] = {
     "net.ipv6.conf.all.accept_dad": "0",
     "net.ipv6.conf.default.accept_dad": "0",
     "net.ipv4.icmp_ratelimit": "0",
@@ -167,7 +161,7 @@ def delete_netns(name: str, *, flush_links: bool = False) -> None:
             links = json.loads(ip("-j", "link", "show", ns=name) or "[]")
         except (NetnsError, json.JSONDecodeError):
             links = []
-        names = [l["ifname"] for l in links if l.get("ifname") and l["ifname"] != "lo"]
+        names = [link["ifname"] for link in links if link.get("ifname") and link["ifname"] != "lo"]
         ip_batch((f"link del dev {n}" for n in names), ns=name, force=True)
     try:
         ip("netns", "del", name)
@@ -210,7 +204,7 @@ class NetnsGroup:
         for name in reversed(self.names):
             try:
                 delete_netns(name)
-            except BaseException as exc:  # keep deleting the rest
+            except BaseException as exc:  # noqa: BLE001 - keep deleting the rest
                 errors.append(exc)
         self.names.clear()
         if errors:
@@ -224,35 +218,6 @@ class NetnsGroup:
 
 
 # ------------------------------------------------------------- running in netns
-
-
-def run_in_netns(name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call ``fn(*args, **kwargs)`` in a new thread that has entered ``name``.
-
-    Returns its result or re-raises its exception.  setns(CLONE_NEWNET) is
-    per-thread, so the caller's thread (and the rest of the process) is never
-    moved; the helper thread exits right after, dropping its namespace reference.
-    """
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            _enter_netns(name)
-            box["value"] = fn(*args, **kwargs)
-        except BaseException as exc:  # handed to the caller below
-            box["error"] = exc
-
-    t = threading.Thread(target=target, name=f"netns:{name}", daemon=True)
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
-def netns_socket(name: str, family: int, type: int, proto: int = 0) -> socket.socket:
-    """A socket that lives in namespace ``name`` (usable from any thread)."""
-    return run_in_netns(name, socket.socket, family, type, proto)
 
 
 # ------------------------------------------------------------------------ sysctls

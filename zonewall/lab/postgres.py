@@ -155,7 +155,7 @@ class TemporaryPostgres:
         import psycopg
 
         with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True) as connection:
-            connection.execute(statement)  # type: ignore[arg-type]
+            connection.execute(statement)
 
     def create_database(self, name: str | None = None) -> str:
         """A new empty database; its SQLAlchemy URL."""

@@ -336,7 +336,7 @@ def probe_tcp(src_ns: str, dst_ns: str, dst_addr: str, port: int, *, src_addr: s
                 t0 = time.perf_counter()  # measure the network, not the setup
                 try:
                     sock.connect((dst_addr, port))
-                except (socket.timeout, TimeoutError):
+                except TimeoutError:
                     return result("blocked", t0, "connect timed out (SYN or SYN-ACK dropped)")
                 except OSError as exc:
                     if exc.errno in _REFUSED_ERRNOS:
@@ -394,7 +394,7 @@ def probe_udp(src_ns: str, dst_ns: str, dst_addr: str, port: int, *, src_addr: s
                         if sock.recv(2048) == token:
                             return result("delivered", t0, "listener received token; reply came back",
                                           True, lst.seen(token))
-                    except (socket.timeout, TimeoutError):
+                    except TimeoutError:
                         break
                     except OSError as exc:
                         error = exc.errno
@@ -460,7 +460,7 @@ def _drain_for(sock: socket.socket, family: int, icmp_type: int, token: bytes, t
         sock.settimeout(max(deadline - time.perf_counter(), 0.0))
         try:
             body = _icmp_body(family, sock.recv(65535))
-        except (BlockingIOError, socket.timeout, TimeoutError):
+        except (BlockingIOError, TimeoutError):
             return False
         if body and body[0] == icmp_type and token in body:
             return True
@@ -516,7 +516,7 @@ def probe_icmp(src_ns: str, dst_ns: str, dst_addr: str, icmp_type: str | int = "
                 sock.settimeout(left)
                 try:
                     body = _icmp_body(family, sock.recv(65535))
-                except (socket.timeout, TimeoutError):
+                except TimeoutError:
                     break
                 if len(body) < 8:
                     continue
@@ -586,7 +586,7 @@ def run_probes(specs: Iterable[ProbeSpec], *, max_workers: int = 128,
         for s in todo:
             if s.proto in ("tcp", "udp") and s.port is not None:
                 address, port = s.landing or (s.dst_addr, s.port)
-                pool.get(s.dst_ns, s.proto, port, address)  # type: ignore[arg-type]
+                pool.get(s.dst_ns, s.proto, port, address)
         def one(spec: ProbeSpec) -> ProbeResult:
             result = run_probe(spec, pool)
             if on_done is not None:

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from ..policy.addresses import Family
-from ..policy.resolve import Policy
 from ..compiler.plan.nat import port_forwards
 from ..compiler.plan.rules import ProtocolKeys
+from ..policy.addresses import Family
+from ..policy.resolve import Policy
 from .cluster import LabError, LabState, ensure_outside_address
 from .probe import ProbeResult, ProbeSpec, run_probes
 
@@ -76,7 +76,7 @@ def endpoint(state: LabState, policy: Policy, ref: str, family: Family, *, role:
         owner_kind, owner_name = owner
         ns = state.vms[owner_name] if owner_kind == "vm" else state.nodes[owner_name]
         return Endpoint(f"{owner_kind}:{owner_name}", ns, ref)
-    if kind == "host" or ref in state.nodes and ref not in state.vms:
+    if kind == "host" or (ref in state.nodes and ref not in state.vms):
         node = name or ref
         if node not in state.nodes:
             raise LabError(f"{ref}: no such node in the lab ({', '.join(sorted(state.nodes))})")
@@ -144,7 +144,7 @@ def policy_services(policy: Policy) -> list[Service]:
         keys = ProtocolKeys.of(policy, ref.rule)
         for proto in ("tcp", "udp"):
             for port in getattr(keys, proto):
-                found.add(Service(proto, int(port.split("-")[0])))  # type: ignore[arg-type]
+                found.add(Service(proto, int(port.split("-")[0])))
         if "echo-request" in keys.icmp or "any" in keys.icmp:
             found.add(Service("icmp", None))
     return sorted(found, key=lambda s: (s.proto, s.port or 0))
@@ -213,7 +213,7 @@ def plan_matrix(state: LabState, policy: Policy, family: Family, timeout: float 
     chosen_services = [parse_service(s) for s in services] if services else policy_services(policy)
     all_sources = matrix_sources(policy, family)
     by_label = dict(all_sources)
-    source_labels = _select("--from", [label for label, _ in all_sources], sources, policy, labels={label: ref for label, ref in all_sources})
+    source_labels = _select("--from", [label for label, _ in all_sources], sources, policy, labels=dict(all_sources))
     target_refs = _select("--to", matrix_targets(policy, family), targets, policy)
     plan = []
     for label in source_labels:

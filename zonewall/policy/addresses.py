@@ -9,9 +9,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 from bisect import bisect_right
-from functools import lru_cache
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from functools import lru_cache
+from typing import Literal
 
 Family = Literal["ipv4", "ipv6"]
 FAMILIES: tuple[Family, ...] = ("ipv4", "ipv6")
@@ -96,29 +97,29 @@ class AddressSet:
     v6: tuple[Interval, ...] = ()
 
     @staticmethod
-    def everything() -> "AddressSet":
+    def everything() -> AddressSet:
         return AddressSet(((0, MAX["ipv4"]),), ((0, MAX["ipv6"]),))
 
     @staticmethod
-    def of(v4: Iterable[Interval] = (), v6: Iterable[Interval] = ()) -> "AddressSet":
+    def of(v4: Iterable[Interval] = (), v6: Iterable[Interval] = ()) -> AddressSet:
         return AddressSet(_merge(v4), _merge(v6))
 
     def family(self, family: Family) -> tuple[Interval, ...]:
         return self.v4 if family == "ipv4" else self.v6
 
-    def only(self, family: Family) -> "AddressSet":
+    def only(self, family: Family) -> AddressSet:
         return AddressSet(self.v4, ()) if family == "ipv4" else AddressSet((), self.v6)
 
-    def union(self, other: "AddressSet") -> "AddressSet":
+    def union(self, other: AddressSet) -> AddressSet:
         return AddressSet(_merge(self.v4 + other.v4), _merge(self.v6 + other.v6))
 
-    def minus(self, other: "AddressSet") -> "AddressSet":
+    def minus(self, other: AddressSet) -> AddressSet:
         return AddressSet(_subtract(self.v4, other.v4), _subtract(self.v6, other.v6))
 
-    def intersect(self, other: "AddressSet") -> "AddressSet":
+    def intersect(self, other: AddressSet) -> AddressSet:
         return AddressSet(_intersect(self.v4, other.v4), _intersect(self.v6, other.v6))
 
-    def meets(self, other: "AddressSet") -> bool:
+    def meets(self, other: AddressSet) -> bool:
         """Whether the two sets share an address (`intersect` without building it)."""
         return _meets(self.v4, other.v4) or _meets(self.v6, other.v6)
 

@@ -37,7 +37,7 @@ def overlap_refused(doc: PolicyDocument, a: str, b: str) -> str | None:
     return None
 
 
-def check_dataplane(checker: "Checker") -> None:
+def check_dataplane(checker: Checker) -> None:
     doc = checker.doc
     _check_dhcp_trust(checker)
     zones: dict[int, str] = {}
@@ -56,7 +56,7 @@ def check_dataplane(checker: "Checker") -> None:
             checker.problem(ref.path + ("packet_limit",), f"this rule and the one at {marks[mark]} would share connection mark {mark:#x}; give one an `id`")
 
 
-def _check_dhcp_trust(checker: "Checker") -> None:
+def _check_dhcp_trust(checker: Checker) -> None:
     doc = checker.doc
     for name, vm in doc.vms.items():
         if checker.problems_in(("vms", name)):

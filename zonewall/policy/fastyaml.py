@@ -92,7 +92,7 @@ class _Decline(Exception):
 class _LDict(LDict):
     """An LDict whose positions are (line, column) pairs until first asked for."""
 
-    __slots__ = ("_file", "_at", "_key_at", "_value_at", "_locs")
+    __slots__ = ("_at", "_file", "_key_at", "_locs", "_value_at")
 
     def __init__(self, file: str, at: tuple[int, int]) -> None:
         super().__init__()
@@ -110,15 +110,15 @@ class _LDict(LDict):
             self._locs = ({k: Loc(file, *at) for k, at in zip(self, keys)}, {k: Loc(file, *at) for k, at in zip(self, values)})
         return self._locs
 
-    @property  # type: ignore[override]
+    @property
     def loc(self) -> Loc:
         return Loc(self._file, *self._at)
 
-    @property  # type: ignore[override]
+    @property
     def key_locs(self) -> dict[Any, Loc]:
         return self._materialised()[0]
 
-    @property  # type: ignore[override]
+    @property
     def value_locs(self) -> dict[Any, Loc]:
         return self._materialised()[1]
 
@@ -147,7 +147,7 @@ class _FlowLDict(_LDict):
 
 
 class _LList(LList):
-    __slots__ = ("_file", "_at", "_value_at", "_locs")
+    __slots__ = ("_at", "_file", "_locs", "_value_at")
 
     def __init__(self, file: str, at: tuple[int, int]) -> None:
         super().__init__()
@@ -157,11 +157,11 @@ class _LList(LList):
     def _positions(self) -> list[tuple[int, int]]:
         return self._value_at
 
-    @property  # type: ignore[override]
+    @property
     def loc(self) -> Loc:
         return Loc(self._file, *self._at)
 
-    @property  # type: ignore[override]
+    @property
     def value_locs(self) -> list[Loc]:
         if self._locs is None:
             self._locs = [Loc(self._file, *at) for at in self._positions()]
@@ -187,7 +187,7 @@ class _FlowLList(_LList):
         return out
 
 
-class _Tokens(dict):  # type: ignore[type-arg]
+class _Tokens(dict):
     """Scalar token (quotes included) -> its value; each distinct token is resolved once,
     and the hits are dict lookups made from C (map(tokens.__getitem__, ...))."""
 

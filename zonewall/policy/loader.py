@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..gcpause import collector_paused
-from .errors import Problem, PolicyError, format_path, more_problems
+from .errors import PolicyError, Problem, format_path, more_problems
 from .model import FieldProblem, PolicyDocument
 from .resolve import Checker, Policy
 from .source import LDict, LList, locate, locate_key, merge_documents_lenient, policy_files, read_file_lenient
@@ -122,9 +122,7 @@ def _source_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
         if isinstance(node, LDict) and part not in node and isinstance(part, str) and part in ("masquerade", "snat", "dnat", "members"):
             continue
         out.append(part)
-        if isinstance(node, LDict) and part in node:
-            node = node[part]
-        elif isinstance(node, LList) and isinstance(part, int) and 0 <= part < len(node):
+        if (isinstance(node, LDict) and part in node) or (isinstance(node, LList) and isinstance(part, int) and 0 <= part < len(node)):
             node = node[part]
         else:
             node = None

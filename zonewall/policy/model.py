@@ -306,7 +306,7 @@ class Rule(Strict):
         return _as_list(value) if value is not None else None
 
     @model_validator(mode="after")
-    def _security_group_reference(self) -> "Rule":
+    def _security_group_reference(self) -> Rule:
         """A reference names the group and where it applies, nothing it would match."""
         if self.security_group is None:
             if self.action is None:
@@ -321,7 +321,7 @@ class Rule(Strict):
         return self
 
     @model_validator(mode="after")
-    def _combination(self) -> "Rule":
+    def _combination(self) -> Rule:
         protocol_keys = [k for k in ("tcp", "udp", "sctp", "icmp", "icmpv6", "proto") if getattr(self, k) is not None]
         if self.service is not None and (protocol_keys or self.sport is not None):
             raise FieldProblem(f"`service` cannot be combined with protocol keys ({', '.join(protocol_keys or ['sport'])}); write two rules", (protocol_keys or ["sport"])[0])
@@ -376,7 +376,7 @@ class Network(Strict):
     comment: str | None = None
 
     @model_validator(mode="after")
-    def _gateway_in_subnet(self) -> "Network":
+    def _gateway_in_subnet(self) -> Network:
         nets = [ipaddress.ip_network(s) for s in self.subnets]
         for index, gateway in enumerate(self.gateway):
             ip = ipaddress.ip_address(gateway)
@@ -404,7 +404,7 @@ class Service(Strict):
     comment: str | None = None
 
     @model_validator(mode="after")
-    def _not_empty(self) -> "Service":
+    def _not_empty(self) -> Service:
         if all(getattr(self, k) is None for k in ("tcp", "udp", "sctp", "icmp", "icmpv6", "proto")):
             raise ValueError("a service needs at least one of tcp, udp, sctp, icmp, icmpv6, proto")
         if self.helper is not None and self.helper not in CONNTRACK_HELPERS:
@@ -543,7 +543,7 @@ class ListenSpec(Strict):
     udp: Annotated[int, Field(ge=1, le=65535)] | None = None
 
     @model_validator(mode="after")
-    def _one_port(self) -> "ListenSpec":
+    def _one_port(self) -> ListenSpec:
         if (self.tcp is None) == (self.udp is None):
             raise FieldProblem("listen needs exactly one of tcp or udp", *(("udp",) if self.tcp is not None else ()))
         return self
@@ -579,13 +579,13 @@ class Dnat(Strict):
     comment: str | None = None
 
 
-NatEntry = Annotated[Union[Masquerade, Snat, Dnat], Field(discriminator="type")]
+NatEntry = Annotated[Masquerade | Snat | Dnat, Field(discriminator="type")]
 
 
 def _groups(value: Any) -> Any:
     """A group is a list of address refs, or {members: [...], comment: ...}."""
     if isinstance(value, dict):
-        return {name: ({"members": body} if isinstance(body, list) or isinstance(body, str) else body) for name, body in value.items()}
+        return {name: ({"members": body} if isinstance(body, (list, str)) else body) for name, body in value.items()}
     return value
 
 

@@ -29,7 +29,7 @@ MAX_DEPTH = 64  # a policy nests about 8 levels deep (vms > vm > nics > [ ] > ni
 STACK_PER_LEVEL = 512  # bytes: libyaml's composer was measured at about 280 a level
 MAX_STACK = 256 * 1024 * 1024  # virtual; past this the depth is measured from events first
 _INDENT_PROBE = 64  # columns: a block prefix this long is measured exactly
-_BLOCK_PREFIX = re.compile(r"(?m)^[ ?-]{%d}" % _INDENT_PROBE)
+_BLOCK_PREFIX = re.compile(rf"(?m)^[ ?-]{{{_INDENT_PROBE}}}")
 _BLOCK_PREFIXES = re.compile(r"(?m)^[ ?-]+")
 
 T = TypeVar("T")

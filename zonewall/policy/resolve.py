@@ -8,17 +8,27 @@ collected (not raised one by one) so the operator sees all of them at once.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import PurePath
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
-from .addresses import AddressSet, AddressSyntaxError, Interval, address_value, RefItem, interval_of, parse_literal, parse_ref
+from .addresses import (
+    AddressSet,
+    AddressSyntaxError,
+    Interval,
+    RefItem,
+    address_value,
+    interval_of,
+    parse_literal,
+    parse_ref,
+)
 from .builtins import BUILTIN_FILTER_INCLUDES, BUILTIN_FILTERS, BUILTIN_SERVICES, ICMP_V4_TYPES, ICMP_V6_TYPES
+from .checks_dataplane import check_dataplane, overlap_refused, tenant_of
 from .errors import Loc, Problem, format_path
 from .model import VM, Nic, PolicyDocument, Rule, Service
 from .source import LList, locate
-from .checks_dataplane import check_dataplane, overlap_refused, tenant_of
 
 Level = Literal["global", "vm", "zone", "host", "network", "security_group"]
 # rule lists that may reference a security group (issue 18), and where a rule may be
@@ -58,8 +68,7 @@ class Policy:
         """Build the whole-policy indexes that queries share (every rule with its id
         and position, grouped by owner; zone membership). The loader calls this, so a
         trace or a compile on a loaded policy pays only for what it asks about."""
-        self._rule_table
-        self._zone_members
+        _ = self._rule_table, self._zone_members  # cached properties: computing them is the point
 
     # -- lookups ------------------------------------------------------------------
 

@@ -16,20 +16,20 @@ from typing import Any
 
 import yaml
 
-from .errors import Loc, Problem, PolicyError, format_path
+from .errors import Loc, PolicyError, Problem, format_path
 from .nesting import TooDeep, compose_bounded, tree_depth
 
 
-class LDict(dict):  # type: ignore[type-arg]
+class LDict(dict):
     """A mapping that knows where it, its keys and its values are."""
 
-    __slots__ = ("loc", "key_locs", "value_locs")  # a policy has hundreds of thousands
+    __slots__ = ("key_locs", "loc", "value_locs")  # a policy has hundreds of thousands
     loc: Loc
     key_locs: dict[Any, Loc]
     value_locs: dict[Any, Loc]
 
 
-class LList(list):  # type: ignore[type-arg]
+class LList(list):
     __slots__ = ("loc", "value_locs")
     loc: Loc
     value_locs: list[Loc]
@@ -352,9 +352,7 @@ def locate_key(root: Any, path: tuple[object, ...]) -> Loc | None:
         return getattr(root, "loc", None)
     parent = root
     for part in path[:-1]:
-        if isinstance(parent, LDict) and part in parent:
-            parent = parent[part]
-        elif isinstance(parent, LList) and isinstance(part, int) and 0 <= part < len(parent):
+        if (isinstance(parent, LDict) and part in parent) or (isinstance(parent, LList) and isinstance(part, int) and 0 <= part < len(parent)):
             parent = parent[part]
         else:
             return locate(root, path)

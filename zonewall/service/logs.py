@@ -32,20 +32,20 @@ def to_journal(stream: object = None) -> bool:
     value = os.environ.get("JOURNAL_STREAM", "")
     device, _, inode = value.partition(":")
     try:
-        stat = os.fstat((stream or sys.stderr).fileno())  # type: ignore[attr-defined]
+        stat = os.fstat((stream or sys.stderr).fileno())  # type: ignore[union-attr]
         return bool(value) and (stat.st_dev, stat.st_ino) == (int(device), int(inode))
     except (OSError, ValueError, AttributeError):
         return False
 
 
-class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is when a record comes (a command run in-process by
     a test swaps it and closes its own afterwards)."""
 
     def __init__(self) -> None:
         super().__init__()
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> object:
         return sys.stderr
 

@@ -24,7 +24,7 @@ log = logging.getLogger("zonewall.service")
 
 def _address(env: dict[str, str] | os._Environ[str]) -> str | None:
     path = env.get("NOTIFY_SOCKET")
-    if not path or not (path.startswith("/") or path.startswith("@")):
+    if not path or not path.startswith(("/", "@")):
         return None
     return "\0" + path[1:] if path.startswith("@") else path
 

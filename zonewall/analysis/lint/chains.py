@@ -4,14 +4,14 @@ between its guests), shared parts made once for all VMs alike."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from ...policy.addresses import AddressSet
 from .. import space as s
 from ..chains import Chain, Step
 from ..space import Box, Intervals, Region
 from .base import LintBase
-from .cuts import FAMILY_RANGE, _FAMILY, _MARK, _contains, _restrict
+from .cuts import _FAMILY, _MARK, FAMILY_RANGE, _contains, _restrict
 from .state import _ChainState, _Restriction, _Step
 
 
@@ -25,7 +25,7 @@ class ChainViews(LintBase):
                 restrict = _Restriction.of_vm(dim, addresses)
                 name, parts, default = self.vm_chain(vm, direction)
                 yield self.make_state(name, "vm", vm, direction, parts, default, restrict)
-        for name, network in doc.networks.items():
+        for name in doc.networks:
             if not policy.rules_of("network", name) or chains.network(name) is None:
                 continue
             guests = self.network_guests(name)

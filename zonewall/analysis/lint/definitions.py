@@ -145,7 +145,7 @@ class Definitions(LintBase):
                 self.findings.append(Finding("unused", "info", f"schedule {name} is not used by any rule", where=self.key_where(("schedules", name)), object=f"schedule:{name}"))
         # zones without VMs
         populated = {vm.zone for vm in doc.vms.values() if vm.zone is not None}
-        for name, zone in doc.zones.items():
+        for name in doc.zones:
             if name in populated:
                 continue
             rules = [r for r in self.policy.rules_of("zone", name) if r.rule.enabled]
@@ -155,7 +155,7 @@ class Definitions(LintBase):
             )
             self.unused_owner.add(("zone", name))
         # network rules: only networks with guests have the chain
-        for name, network in doc.networks.items():
+        for name in doc.networks:
             rules = [r for r in self.policy.rules_of("network", name) if r.rule.enabled]
             if not rules:
                 continue

@@ -79,7 +79,7 @@ class LintReport:
     findings: list[Finding] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        out = {kind: 0 for kind in KINDS}
+        out = dict.fromkeys(KINDS, 0)
         for finding in self.findings:
             out[finding.kind] += 1
         return out

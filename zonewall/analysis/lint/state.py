@@ -10,12 +10,13 @@ from .. import space as s
 from ..space import Intervals, Region
 from .report import Related
 
+
 class _Step:
     """One step of a chain as the lint sees it (restricted to what reaches the chain).
     Shared by the chains where it is the same (what it decides there is in
     _ChainState.lefts)."""
 
-    __slots__ = ("key", "ref", "label", "eff", "eid", "action", "limited", "logged", "mask", "region", "stats", "exposes", "meets")
+    __slots__ = ("action", "eff", "eid", "exposes", "key", "label", "limited", "logged", "mask", "meets", "ref", "region", "stats")
 
     def __init__(self, key: str, ref: RuleRef | None, label: str, region: Region, eff: Region, action: str, limited: bool, logged: bool, sig: int):
         self.key = key  # rule id (unique), or "@label" for built-ins
@@ -46,7 +47,7 @@ class _Restriction:
     token: tuple[object, ...] = ()  # which families have one address, several, none
 
     @staticmethod
-    def of_vm(dim: int, addresses: AddressSet) -> "_Restriction":
+    def of_vm(dim: int, addresses: AddressSet) -> _Restriction:
         spec: dict[int, int | Intervals] = {}
         for family, values in ((4, addresses.v4), (6, addresses.v6)):
             if len(values) == 1 and values[0][0] == values[0][1]:

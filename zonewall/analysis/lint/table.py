@@ -6,6 +6,7 @@ from typing import Any
 
 from .report import LintReport
 
+
 def lint_table(report: LintReport, *, title: str | None = None, related_limit: int = 3, limit: int | None = None) -> Any:
     """The findings as a rich Table: kind, where (file:line), rule id (or the object),
     message (+ the related rules). `limit`: show the first findings only (the caption

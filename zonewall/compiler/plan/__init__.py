@@ -21,8 +21,8 @@ from .modes import HostServices, RoutedChecks, host_services, routed_checks
 from .nat import PortForward, SourceNat, port_forwards, source_nats
 from .protection import ProtectionChecks, protection_checks
 from .rules import RulePlanner
-from .tenants import ConntrackZone, conntrack_zones
 from .switches import vm_filtered
+from .tenants import ConntrackZone, conntrack_zones
 
 
 class Plan:
@@ -34,7 +34,7 @@ class Plan:
         self.rules = RulePlanner(policy, now, timezone)
         self.chains = ChainPlanner(policy, self.rules)
 
-    def node(self, node: str) -> "NodePlan":
+    def node(self, node: str) -> NodePlan:
         """What one node enforces: the plan's pieces for its guests, its networks and
         itself. Each piece is the one the whole-policy plan holds (equal for equal
         inputs, hashable), so a piece that did not change between two policies can be

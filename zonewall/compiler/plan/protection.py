@@ -30,7 +30,20 @@ from functools import lru_cache
 from ...policy.addresses import AddressSet
 from ...policy.dataplane_keys import Protection
 from ...policy.resolve import Policy
-from .vocabulary import TCP_ACK, NewConnection, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, Addresses, Match, RateLimit, Step, TcpFlags
+from .vocabulary import (
+    TCP_ACK,
+    TCP_FIN,
+    TCP_PSH,
+    TCP_RST,
+    TCP_SYN,
+    TCP_URG,
+    Addresses,
+    Match,
+    NewConnection,
+    RateLimit,
+    Step,
+    TcpFlags,
+)
 
 ALL_FLAGS = TCP_FIN | TCP_SYN | TCP_RST | TCP_PSH | TCP_ACK | TCP_URG
 STATE_FLAGS = TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK  # what tells a SYN from the rest

@@ -15,10 +15,11 @@ about its family keeps its family (rendered with `meta nfproto`), so e.g.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any
 
 from ...policy.addresses import FAMILIES, AddressSet, Family, RefItem, parse_ref
 from ...policy.builtins import ICMP_V4_TYPES, ICMP_V6_TYPES, IP_PROTOCOLS
@@ -26,7 +27,7 @@ from ...policy.icmpcodes import code_label, is_coded, type_and_code
 from ...policy.model import FilterRule, LogSettings, Rule, Service, parse_rate
 from ...policy.resolve import Policy, RuleRef
 from ..schedule import WEEK, utc_week_minutes
-from .vocabulary import Addresses, IcmpTypes, Intervals, L4, Label, Match, Ports, Protocols, RateLimit, Scope, Step
+from .vocabulary import L4, Addresses, IcmpTypes, Intervals, Label, Match, Ports, Protocols, RateLimit, Scope, Step
 
 NAMED_KINDS = ("group", "zone", "vm", "network", "host")
 ICMP_TABLE: dict[Family, dict[str, int]] = {"ipv4": ICMP_V4_TYPES, "ipv6": ICMP_V6_TYPES}
@@ -48,7 +49,7 @@ class ProtocolKeys:
     any_protocol: bool = False
 
     @staticmethod
-    def of(policy: Policy, rule: Rule) -> "ProtocolKeys":
+    def of(policy: Policy, rule: Rule) -> ProtocolKeys:
         sources: list[Rule | Service] = [policy.service(s) for s in rule.service] if rule.service else [rule]
         keys: dict[str, list[str]] = {k: [] for k in ("tcp", "udp", "sctp", "icmp", "icmpv6", "proto")}
         for source in sources:
@@ -91,7 +92,7 @@ def l4_alternatives(keys: ProtocolKeys, family: Family) -> list[L4 | None]:
     for protocol in ("tcp", "udp", "sctp"):
         ports = getattr(keys, protocol)
         if ports:
-            out.append(Ports(protocol, port_intervals(ports), sport))  # type: ignore[arg-type]
+            out.append(Ports(protocol, port_intervals(ports), sport))
     table = ICMP_TABLE[family]
     names = [t for t in keys.icmp if t == "any" or t.isdigit() or t in table]
     coded = [t for t in keys.icmp if is_coded(t)]
@@ -101,7 +102,7 @@ def l4_alternatives(keys: ProtocolKeys, family: Family) -> list[L4 | None]:
     if "any" in names:
         out.append(IcmpTypes(ICMP_PROTOCOL[family]))  # type: ignore[arg-type]
     else:
-        types = tuple(dict((label, (number, label)) for number, label in (_icmp_label(t, table) for t in names)).values())
+        types = tuple({label: (number, label) for number, label in (_icmp_label(t, table) for t in names)}.values())
         if types:
             out.append(IcmpTypes(ICMP_PROTOCOL[family], types))  # type: ignore[arg-type]
         out += icmp_code_alternatives(coded, family, {number for number, _ in types})
@@ -133,7 +134,7 @@ def _parsed_refs(refs: tuple[str, ...]) -> tuple[RefItem, ...]:
     return tuple(parse_ref(r) for r in refs)
 
 
-def address_match(policy: Policy, refs: list[str] | None, family: Family) -> Addresses | None | bool:
+def address_match(policy: Policy, refs: list[str] | None, family: Family) -> Addresses | bool | None:
     """The addresses `refs` match in `family`: None (any), or False when nothing
     can match (the rule has no alternative in this family)."""
     if refs is None:

@@ -6,7 +6,7 @@ every later request (long-polls, status reports, the dashboard) reuses it. Only 
 newest few are kept: a parsed policy of 10,000 VMs is over a gigabyte.
 
 Each view also holds its nodes' desired states (`NodeStates`: the documents scoped
-to a node, controller/scope.py), each built once, when the first agent of that node
+to a node, policy/scope.py), each built once, when the first agent of that node
 asks, and shared by every later answer; a node the change from the previous view
 does not affect gets the previous view's state object itself, nothing rebuilt.
 """
@@ -22,9 +22,9 @@ from functools import cached_property
 from sqlalchemy.orm import Session, sessionmaker
 
 from ...policy.delta import Delta, delta_size, make_delta
+from ...policy.documents import Documents, content_hash, load_documents
 from ...policy.resolve import Policy
-from ..documents import Documents, content_hash, load_documents
-from ..scope import Scoper, affected
+from ...policy.scope import Scoper, affected
 from .models import RevisionRow
 
 KEPT = 2  # the current revision and its parent (a diff needs both)

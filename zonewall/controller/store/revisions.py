@@ -30,8 +30,8 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from ...policy.documents import Documents, content_hash, load_documents
 from ...policy.resolve import Policy
-from ..documents import Documents, content_hash, load_documents
 from .cache import RevisionCache, RevisionView
 from .db import utcnow
 from .diffs import DiffJobs

@@ -7,7 +7,7 @@ text alternatives, so the numbers are readable without the picture too.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import escape
 
 from markupsafe import Markup
@@ -16,7 +16,7 @@ INK, MUTED, BAR, GRID = "#1b2330", "#5b6677", "#b3261e", "#e3e8ef"
 
 
 def _time(stamp: float, with_date: bool) -> str:
-    moment = datetime.fromtimestamp(stamp, timezone.utc)
+    moment = datetime.fromtimestamp(stamp, UTC)
     return moment.strftime("%m-%d %H:%M" if with_date else "%H:%M")
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 from xml.parsers import expat
 
 from ..report import ImportFailure, Report, Where
@@ -27,13 +26,13 @@ class XElem:
     tag: str
     attrs: dict[str, str]
     where: Where
-    children: list["XElem"] = field(default_factory=list)
+    children: list[XElem] = field(default_factory=list)
     text: str = ""
 
-    def find(self, tag: str) -> "XElem | None":
+    def find(self, tag: str) -> XElem | None:
         return next((c for c in self.children if c.tag == tag), None)
 
-    def findall(self, tag: str) -> list["XElem"]:
+    def findall(self, tag: str) -> list[XElem]:
         return [c for c in self.children if c.tag == tag]
 
 
@@ -92,7 +91,7 @@ class Filter:
     chain: str
     priority: int
     where: Where
-    entries: list[Union[Rule, FilterRef]] = field(default_factory=list)
+    entries: list[Rule | FilterRef] = field(default_factory=list)
 
     @property
     def chain_kind(self) -> str:
@@ -176,7 +175,7 @@ def read_filter(elem: XElem, problems: list[str]) -> Filter:
                 problems.append(f"{child.where}: rule direction {direction!r} (expected in, out or inout)")
                 continue
             statematch = child.attrs.get("statematch", "true").lower() not in ("0", "false")
-            elements = [c for c in child.children]
+            elements = list(child.children)
             for e in elements:
                 if e.tag not in L2_ELEMENTS + L3_ELEMENTS:
                     problems.append(f"{e.where}: unknown protocol element <{e.tag}>")

@@ -26,7 +26,7 @@ import ipaddress
 import itertools
 import re
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from ...policy.builtins import BUILTIN_FILTERS, IP_PROTOCOLS
 from ..emit import Commented, Document, Flow, Raw
@@ -156,7 +156,7 @@ class LibvirtImport:
 
     # ------------------------------------------------------------ the filter tree
 
-    def collect(self, name: str, env: dict[str, list[str]], trail: tuple[str, ...], where: Where) -> tuple[list[Union[Collected, BuiltinRef]], list[Collected]]:
+    def collect(self, name: str, env: dict[str, list[str]], trail: tuple[str, ...], where: Where) -> tuple[list[Collected | BuiltinRef], list[Collected]]:
         if name in trail:
             self.report.skipped(where, f"filter reference cycle {' -> '.join(trail + (name,))}; libvirt refuses it too")
             return [], []
@@ -166,7 +166,7 @@ class LibvirtImport:
                 return [BuiltinRef(name, where, STOCK_POSITION.get(name, 0))], []
             self.report.skipped(where, f"filter {name} is neither in the XML given nor one of zonewall's built-ins ({', '.join(BUILTIN_FILTERS)})")
             return [], []
-        l2: list[Union[Collected, BuiltinRef]] = []
+        l2: list[Collected | BuiltinRef] = []
         l3: list[Collected] = []
         for entry in flt.entries:
             if isinstance(entry, FilterRef):

@@ -155,7 +155,7 @@ class AddressBook:
         (nomatch) entries."""
         plain = [n for n, nomatch in entries if not nomatch]
         excluded = [n for n, nomatch in entries if nomatch]
-        nested = any(p.version == x.version and p != x and p.subnet_of(x) for p in plain for x in excluded)  # type: ignore[arg-type]
+        nested = any(p.version == x.version and p != x and p.subnet_of(x) for p in plain for x in excluded)
         if not nested:
             return [net_text(n) for n in plain] + [f"!{net_text(n)}" for n in excluded], None
         # A plain entry inside a nomatch one wins there (the most specific entry decides):

@@ -200,21 +200,23 @@ def parse_file(path: Path, shown: str, kind: Kind, report: Report) -> FwFile:
                 fw.options[found.group(1).lower()] = (found.group(2), where)
         elif section == "aliases":
             comment = None
+            entry = line
             if "#" in line:
                 line, comment = (part.strip() for part in line.split("#", 1))
             parts = line.split()
             if len(parts) != 2:
-                report.skipped(where, f"cannot parse alias {raw.strip()!r} (expected NAME CIDR)")
+                report.skipped(where, f"cannot parse alias {entry.strip()!r} (expected NAME CIDR)")
             else:
                 fw.aliases[parts[0].lower()] = Alias(parts[0].lower(), parts[1], where, comment or None)
         elif section == "ipset":
             assert ipset is not None
             comment = None
+            entry = line
             if "#" in line:
                 line, comment = (part.strip() for part in line.split("#", 1))
             found = re.match(r"^(!)?\s*(\S+)$", line)
             if not found:
-                report.skipped(where, f"cannot parse IP set entry {raw.strip()!r}")
+                report.skipped(where, f"cannot parse IP set entry {entry.strip()!r}")
             else:
                 ipset.entries.append(IpSetEntry(where, found.group(2), bool(found.group(1)), comment or None))
         else:

@@ -193,7 +193,7 @@ def _members(directory: Path) -> dict[str, str]:
         data: Any = json.loads(path.read_text())
         return {str(name): str(body["ip"]) for name, body in (data.get("nodelist") or {}).items() if body.get("ip")}
     except (ValueError, AttributeError, KeyError, TypeError):
-        raise ImportFailure([f".members: not the JSON pmxcfs writes (nodelist: {{NODE: {{ip: ...}}}})"]) from None
+        raise ImportFailure([".members: not the JSON pmxcfs writes (nodelist: {NODE: {ip: ...}})"]) from None
 
 
 def read_inventory(directory: Path, corosync: Corosync | None, report: Report) -> Inventory:

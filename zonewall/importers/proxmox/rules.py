@@ -147,7 +147,7 @@ def merge_macro(name: str, rule: FwRule) -> list[Entry]:
             if mine is not None and given is not None and mine != given:
                 raise Skip(f"macro {name} already sets {key} {mine} (the rule gives {given})", proxmox_too=True)
             merged.append(mine if mine is not None else given)
-        out.append((merged[0], merged[1], merged[2]))  # type: ignore[arg-type]
+        out.append((merged[0], merged[1], merged[2]))
     return out
 
 
@@ -257,7 +257,7 @@ class RuleTranslator:
                     self.report.skipped(rule.where, f"security group {rule.action!r} is not defined in cluster.fw (Proxmox uses an empty group)")
                     continue
                 for inner in group.rules:
-                    merged = FwRule(**{**inner.__dict__})
+                    merged = FwRule(**inner.__dict__)
                     merged.enabled = inner.enabled and rule.enabled
                     if rule.iface:
                         if inner.iface and inner.iface != rule.iface:

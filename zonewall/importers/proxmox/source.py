@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..report import ImportFailure, Report, Where
+from . import pvetree
 from .corosync import Corosync, read_corosync
 from .inventory import Inventory, load_inventory
-from . import pvetree
 from .parse import FwFile, parse_file
 
 

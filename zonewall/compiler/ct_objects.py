@@ -1,4 +1,5 @@
-"""Conntrack helpers for zonewall's traffic (`settings.conntrack.helpers`).
+"""Conntrack objects of the ruleset: `ct helper`s (`settings.conntrack.helpers`) and `ct
+timeout`s. (Conntrack *entries*, copied on live migration, are dataplane/conntrack.py.)
 
 Each helper becomes a `ct helper` object in `inet zonewall`, assigned to new guest
 connections to the helper's well-known port (ftp tcp/21, tftp udp/69, ...) in the

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 # The loader's dialect (no base-60 numbers: an unquoted MAC stays a string).
-from ..policy.source import _Loader as PolicyYamlLoader
+from .source import _Loader as PolicyYamlLoader
 
 INDENT = 2  # for new nested block content
 

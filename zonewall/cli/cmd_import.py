@@ -11,22 +11,24 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import typer
 
-from .importers.emit import Document, OutputExists, render, write_policy
-from .importers.report import ImportFailure, Report
-from .policy.errors import PolicyError
-from .policy.loader import load_policy
+from ..importers.emit import Document, OutputExists, render, write_policy
+from ..importers.report import ImportFailure, Report
+from ..policy.errors import PolicyError
+from ..policy.loader import load_policy
+from .root import app
 
 import_app = typer.Typer(help="Import a Proxmox VE firewall or libvirt nwfilter configuration as a zonewall policy", no_args_is_help=True)
 
 
 def _finish(kind: str, build: Callable[[Report], dict[str, Document]], output: Path, strict: bool, force: bool, as_json: bool) -> None:
-    from .cli_progress import phase
     from rich.console import Console
+
+    from .progress import phase
 
     report = Report()
     progress_console = Console(stderr=True)
@@ -46,8 +48,8 @@ def _finish(kind: str, build: Callable[[Report], dict[str, Document]], output: P
             with phase(progress_console, "checking the translation"):
                 load_policy(Path(tmp))
         except PolicyError as exc:
-            for problem in exc.problems:
-                sys.stderr.write(f"{problem}\n")
+            for found in exc.problems:
+                sys.stderr.write(f"{found}\n")
             sys.stderr.write("internal error: the translated policy does not pass `zonewall check`; nothing was written\n")
             raise typer.Exit(1) from None
     if as_json:
@@ -74,17 +76,17 @@ def _finish(kind: str, build: Callable[[Report], dict[str, Document]], output: P
 def proxmox(
     directory: Path = typer.Argument(..., help="/etc/pve (or a copy of it), or a directory of cluster.fw, host.fw or nodes/NODE/host.fw, VMID.fw, inventory.yaml"),
     output: Path = typer.Option(..., "-o", "--output", help="directory to write the policy into"),
-    inventory: Optional[Path] = typer.Option(None, "--inventory", help="guest inventory (default: DIR/inventory.yaml)"),
-    corosync: Optional[Path] = typer.Option(None, "--corosync", help="the cluster's corosync.conf (default: DIR/corosync.conf if present)"),
-    local_network: Optional[str] = typer.Option(None, "--local-network", help="Proxmox's local_network (the nodes' cluster subnet; each node derives it from its address, /etc/pve does not hold it)"),
+    inventory: Path | None = typer.Option(None, "--inventory", help="guest inventory (default: DIR/inventory.yaml)"),
+    corosync: Path | None = typer.Option(None, "--corosync", help="the cluster's corosync.conf (default: DIR/corosync.conf if present)"),
+    local_network: str | None = typer.Option(None, "--local-network", help="Proxmox's local_network (the nodes' cluster subnet; each node derives it from its address, /etc/pve does not hold it)"),
     strict: bool = typer.Option(False, "--strict", help="fail, writing nothing, if anything is not translated exactly"),
     force: bool = typer.Option(False, "--force", help="write into a directory that already holds policy files"),
     as_json: bool = typer.Option(False, "--json", help="the report as JSON on stdout"),
 ) -> None:
     """Translate a Proxmox VE firewall configuration (datacenter, nodes, guests): /etc/pve itself
     (guests, NICs and nodes from its configs), or exported .fw files with an inventory."""
-    from .importers.proxmox.source import read_source
-    from .importers.proxmox.translate import translate
+    from ..importers.proxmox.source import read_source
+    from ..importers.proxmox.translate import translate
 
     _finish("proxmox", lambda report: translate(read_source(directory, inventory, report, corosync, local_network), report), output, strict, force, as_json)
 
@@ -100,11 +102,10 @@ def libvirt(
     as_json: bool = typer.Option(False, "--json", help="the report as JSON on stdout"),
 ) -> None:
     """Translate libvirt nwfilters and the domains' <interface> filterrefs."""
-    from .importers.libvirt.parse import read_directory
-    from .importers.libvirt.translate import translate
+    from ..importers.libvirt.parse import read_directory
+    from ..importers.libvirt.translate import translate
 
     _finish("libvirt", lambda report: translate(read_directory(directory, report), report, host=host, host_addresses=host_address), output, strict, force, as_json)
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(import_app, name="import")
+app.add_typer(import_app, name="import")

@@ -17,17 +17,18 @@ from typer.core import TyperGroup
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from .client.api import ClientError
-    from .client.profile import ProfileError
-    from .controller.edits import ChangeError
-    from .controller.gitops import GitError
-    from .dataplane.apply import VerifyError
-    from .dataplane.backend import NetnsNotFound, NftError
-    from .importers.report import ImportFailure
-    from .lab.cluster import LabError
-    from .lab.managed import ManagedLabError
-    from .lab.netns import NetnsError
-    from .policy.errors import PolicyError
+    from ..client.api import ClientError
+    from ..client.profile import ProfileError
+    from ..controller.gitops import GitError
+    from ..dataplane.apply import VerifyError
+    from ..dataplane.backend import NftError
+    from ..importers.report import ImportFailure
+    from ..lab.cluster import LabError
+    from ..lab.managed import ManagedLabError
+    from ..lab.netns import NetnsError
+    from ..netns import NetnsNotFound
+    from ..policy.edits import ChangeError
+    from ..policy.errors import PolicyError
 
     return (ClientError, ProfileError, ChangeError, GitError, VerifyError, NetnsNotFound, NftError, ImportFailure, LabError,
             ManagedLabError, NetnsError, PolicyError, PermissionError, FileNotFoundError)
@@ -43,7 +44,7 @@ class ZonewallGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except _user_errors() as exc:
-            from .policy.errors import PolicyError
+            from ..policy.errors import PolicyError
 
             if isinstance(exc, PolicyError):
                 for problem in exc.problems:

@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from ..policy.delta import line_span
+from .delta import line_span
 from .documents import Documents
 
 SCOPE_MARK = "# zonewall: scoped to node "  # appended to each scoped document: rules of other nodes' VMs left out

@@ -19,7 +19,7 @@ import yaml
 from .documents import Documents
 from .yamlpatch import PatchFailed, parse, patch
 
-log = logging.getLogger("zonewall.controller.edits")
+log = logging.getLogger("zonewall.policy.edits")
 
 
 class ChangeError(ValueError):
@@ -54,7 +54,7 @@ def _dump(original: str, data: Any) -> str:
 KINDS = {"vms": "VM", "zones": "zone", "groups": "group"}
 
 
-def _owner(documents: Documents, section: str, name: str) -> tuple[str, dict[str, Any]]:
+def owner(documents: Documents, section: str, name: str) -> tuple[str, dict[str, Any]]:
     """(document name, its parsed data) for the document defining `section.name`."""
     for document, text in documents.items():
         data = _parse(text)
@@ -93,7 +93,7 @@ def add_rule(documents: Documents, section: str, name: str, rule: dict[str, Any]
     First match wins, so the position matters; the rule itself is validated with
     the whole policy afterwards.
     """
-    document, data = _owner(documents, section, name)
+    document, data = owner(documents, section, name)
     rules = _rules(_entry(data, section, name), f"{section}.{name}")
     rule_id = rule.get("id")
     if rule_id is not None and any(isinstance(r, dict) and r.get("id") == rule_id for r in rules):
@@ -105,7 +105,7 @@ def add_rule(documents: Documents, section: str, name: str, rule: dict[str, Any]
 
 def remove_rule(documents: Documents, section: str, name: str, rule_id: str) -> Edited:
     """Remove the rule with this explicit `id` from `section.name.rules`."""
-    document, data = _owner(documents, section, name)
+    document, data = owner(documents, section, name)
     entry = _entry(data, section, name)
     rules = _rules(entry, f"{section}.{name}")
     kept = [r for r in rules if not (isinstance(r, dict) and r.get("id") == rule_id)]
@@ -117,7 +117,7 @@ def remove_rule(documents: Documents, section: str, name: str, rule_id: str) -> 
 
 def move_vm(documents: Documents, vm: str, zone: str | None) -> Edited:
     """Put a VM into another zone (None: no zone, only settings.default applies)."""
-    document, data = _owner(documents, "vms", vm)
+    document, data = owner(documents, "vms", vm)
     entry = _entry(data, "vms", vm)
     before = entry.get("zone")
     if zone is None:
@@ -132,13 +132,24 @@ def replace_rules(documents: Documents, section: str, name: str, rules: list[Any
     Rules that stay keep their lines and comments in the document."""
     if not isinstance(rules, list):
         raise ChangeError("rules must be a list", status=422)
-    document, data = _owner(documents, section, name)
+    document, data = owner(documents, section, name)
     entry = _entry(data, section, name)
     if rules:
         entry["rules"] = copy.deepcopy(rules)
     else:
         entry.pop("rules", None)
     return _edited(documents, document, data, {"op": "set-rules", "target": f"{section}.{name}", "rules": len(rules)})
+
+
+def set_host(documents: Documents, vm: str, node: str) -> Edited:
+    """The documents with `vms.VM.host` set to `node` (only the defining document changes)."""
+    document, data = owner(documents, "vms", vm)
+    entry = _entry(data, "vms", vm)
+    before = entry.get("host")
+    if before == node:
+        raise ChangeError(f"VM {vm!r} is already on {node!r}", status=409)
+    entry["host"] = node
+    return _edited(documents, document, data, {"op": "migrate", "target": f"vms.{vm}", "from": before, "to": node})
 
 
 def group_members(data: dict[str, Any], name: str) -> list[Any]:
@@ -152,7 +163,7 @@ def replace_members(documents: Documents, group: str, members: list[Any]) -> Edi
     """Make a group's members exactly `members` (its written form, list or mapping, stays)."""
     if not isinstance(members, list):
         raise ChangeError("members must be a list", status=422)
-    document, data = _owner(documents, "groups", group)
+    document, data = owner(documents, "groups", group)
     if isinstance(data["groups"][group], dict):
         data["groups"][group]["members"] = copy.deepcopy(members)
     else:

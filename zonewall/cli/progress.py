@@ -25,17 +25,17 @@ def progress(err: Console, label: str, *, quiet_seconds: float = 1.0) -> Iterato
                        console=err, transient=True)
         task = bar.add_task(label, total=None)
         with bar:
-            def tick(done: int, total: int) -> None:
+            def advance(done: int, total: int) -> None:
                 with lock:
                     bar.update(task, completed=done, total=total)
-            yield tick
+            yield advance
         return
     reported = [-1]
 
     def tick(done: int, total: int) -> None:
         step = done * 10 // max(total, 1)
         with lock:
-            if step > reported[0] and (time.monotonic() - started >= quiet_seconds or done == total and reported[0] >= 0):
+            if step > reported[0] and (time.monotonic() - started >= quiet_seconds or (done == total and reported[0] >= 0)):
                 reported[0] = step
                 sys.stderr.write(f"{label}: {done}/{total} ({done * 100 // max(total, 1)}%, {time.monotonic() - started:.0f} s)\n")
                 sys.stderr.flush()

@@ -1,0 +1,5 @@
+"""`python -m zonewall.cli`: the `zonewall` command."""
+
+from . import main
+
+main()
