@@ -8,16 +8,22 @@ Each shortcut is compared with the computation it replaces, on random policies
   against the exact union of its references meeting the peer, for every rule and
   every VM, node and outside address as the peer;
 * `diff`'s zone-level delta (a zone rule edit evaluated over the zone's steps once)
-  against the aligned change of every member's whole chain: the same rows.
+  against the aligned change of every member's whole chain: the same rows;
+* `diff` of an edit of VM rules alone (`vm_rule_edits`: only the edited VMs' chains,
+  no whole-policy comparison) against the whole comparison: the same JSON, and
+  `vm_rule_edits` names nothing when anything else changed.
 """
 
 from __future__ import annotations
 
+import json
+
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.analysis.policygen import PolicyDesc, policies
-from tests.analysis.test_diff import Pair, pairs
+from tests.analysis.policygen import FLOW_TCP, RULE_TCP, PolicyDesc, policies
+from tests.analysis.test_diff import ACTIONS, BASE, Pair, _new_rule, dump, pairs
 from zonewall.analysis import diff as diff_module
 from zonewall.analysis.diff import _aligned_change, diff_policies
 from zonewall.compiler.plan.rules import RulePlanner
@@ -86,3 +92,79 @@ def test_the_zone_level_delta_reports_what_whole_chains_report(pair: Pair) -> No
         diff_module._ZoneDelta = original  # type: ignore[misc]
     assert _rows(fast) == _rows(plain)
     assert fast.endpoints == plain.endpoints
+
+
+@st.composite
+def vm_rule_pairs(draw: st.DrawFn) -> tuple[str, str, str]:
+    """A random policy and the same with one or two VMs' rules edited (a rule added,
+    removed, swapped with the next, its action or ports changed): a commit's change."""
+    text, _desc = draw(policies())
+    doc = yaml.safe_load(text)
+    done = []
+    for serial in range(draw(st.integers(1, 2))):
+        vm = draw(st.sampled_from(sorted(doc["vms"])))
+        rules = doc["vms"][vm].setdefault("rules", [])
+        kind = draw(st.sampled_from(["add", "remove", "swap", "action", "port"] if rules else ["add"]))
+        if kind == "add":
+            rule = _new_rule(draw, doc, f"vm:{vm}", serial)
+            rules.insert(draw(st.integers(0, len(rules))), rule)
+        elif kind == "remove":
+            rule = rules.pop(draw(st.integers(0, len(rules) - 1)))
+        elif kind == "swap" and len(rules) > 1:
+            i = draw(st.integers(0, len(rules) - 2))
+            rules[i], rules[i + 1] = rules[i + 1], rules[i]
+            rule = rules[i]
+        else:
+            rule = draw(st.sampled_from(rules))
+            if kind == "action":
+                rule["action"] = draw(st.sampled_from([a for a in ACTIONS if a != rule["action"]]))
+            else:
+                for key in ("tcp", "udp", "service"):
+                    rule.pop(key, None)
+                rule["tcp"] = draw(st.sampled_from(RULE_TCP + tuple(FLOW_TCP)))
+        done.append(f"{kind} {rule} on vm:{vm}")
+    return text, dump(doc), "; ".join(done)
+
+
+def _json(result) -> str:  # type: ignore[no-untyped-def]
+    return json.dumps(result.to_json(), sort_keys=True)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(vm_rule_pairs())
+def test_a_vm_rule_edit_is_diffed_as_the_whole_comparison_diffs_it(pair: tuple[str, str, str]) -> None:
+    old_text, new_text, _what = pair
+    old, new = load_policy_text(old_text), load_policy_text(new_text)
+    edited = diff_module.vm_rule_edits(old, new)
+    assert edited is not None and len(edited) <= 2
+    fast = diff_policies(old, new)
+    original = diff_module.vm_rule_edits
+    diff_module.vm_rule_edits = lambda old, new: None  # type: ignore[assignment]
+    try:
+        plain = diff_policies(load_policy_text(old_text), load_policy_text(new_text))
+    finally:
+        diff_module.vm_rule_edits = original
+    assert _json(fast) == _json(plain)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(pairs())
+def test_vm_rule_edits_names_only_changes_of_vm_rules(pair: Pair) -> None:
+    """Any other change (zones, groups, defaults, networks, nat, a VM's zone) takes
+    the whole comparison; a change of VM rules alone names exactly those VMs."""
+    old, new = load_policy_text(pair.old), load_policy_text(pair.new)
+    old_doc, new_doc = yaml.safe_load(pair.old), yaml.safe_load(pair.new)
+    edited = diff_module.vm_rule_edits(old, new)
+    strip = lambda doc: {**doc, "vms": {n: {k: v for k, v in vm.items() if k != "rules"} for n, vm in doc["vms"].items()}}
+    if strip(old_doc) != strip(new_doc):
+        assert edited is None, pair.changes
+    else:
+        assert edited == [n for n in old_doc["vms"] if old_doc["vms"][n].get("rules") != new_doc["vms"][n].get("rules")], pair.changes
+
+
+def test_vm_rule_edits_on_identical_and_on_a_moved_vm() -> None:
+    text = load_policy_text(BASE)
+    assert diff_module.vm_rule_edits(text, load_policy_text(BASE)) == []
+    moved = BASE.replace("zone: web", "zone: app", 1)
+    assert moved != BASE
+    assert diff_module.vm_rule_edits(text, load_policy_text(moved)) is None
