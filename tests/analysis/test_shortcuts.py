@@ -9,9 +9,10 @@ Each shortcut is compared with the computation it replaces, on random policies
   every VM, node and outside address as the peer;
 * `diff`'s zone-level delta (a zone rule edit evaluated over the zone's steps once)
   against the aligned change of every member's whole chain: the same rows;
-* `diff` of an edit of VM rules alone (`vm_rule_edits`: only the edited VMs' chains,
-  no whole-policy comparison) against the whole comparison: the same JSON, and
-  `vm_rule_edits` names nothing when anything else changed.
+* `diff` of an edit of VM and zone rules alone (`rule_edits`: only the edited VMs'
+  chains and zones' levels, no whole-policy comparison, rule matches and regions
+  shared by both analyzers) against the whole comparison: the same JSON, and
+  `rule_edits` names nothing when anything else changed.
 """
 
 from __future__ import annotations
@@ -95,18 +96,21 @@ def test_the_zone_level_delta_reports_what_whole_chains_report(pair: Pair) -> No
 
 
 @st.composite
-def vm_rule_pairs(draw: st.DrawFn) -> tuple[str, str, str]:
-    """A random policy and the same with one or two VMs' rules edited (a rule added,
-    removed, swapped with the next, its action or ports changed): a commit's change."""
+def rule_edit_pairs(draw: st.DrawFn) -> tuple[str, str, str]:
+    """A random policy and the same with the rules of one or two VMs or zones edited
+    (a rule added, removed, swapped with the next, its action or ports changed): a
+    commit's change."""
     text, _desc = draw(policies())
     doc = yaml.safe_load(text)
     done = []
     for serial in range(draw(st.integers(1, 2))):
-        vm = draw(st.sampled_from(sorted(doc["vms"])))
-        rules = doc["vms"][vm].setdefault("rules", [])
+        owners = [("vm", name, body) for name, body in sorted(doc["vms"].items())]
+        owners += [("zone", name, body) for name, body in sorted((doc.get("zones") or {}).items())]
+        kind_of_owner, name, body = draw(st.sampled_from(owners))
+        rules = body.setdefault("rules", [])
         kind = draw(st.sampled_from(["add", "remove", "swap", "action", "port"] if rules else ["add"]))
         if kind == "add":
-            rule = _new_rule(draw, doc, f"vm:{vm}", serial)
+            rule = _new_rule(draw, doc, f"{kind_of_owner}:{name}", serial)
             rules.insert(draw(st.integers(0, len(rules))), rule)
         elif kind == "remove":
             rule = rules.pop(draw(st.integers(0, len(rules) - 1)))
@@ -122,7 +126,7 @@ def vm_rule_pairs(draw: st.DrawFn) -> tuple[str, str, str]:
                 for key in ("tcp", "udp", "service"):
                     rule.pop(key, None)
                 rule["tcp"] = draw(st.sampled_from(RULE_TCP + tuple(FLOW_TCP)))
-        done.append(f"{kind} {rule} on vm:{vm}")
+        done.append(f"{kind} {rule} on {kind_of_owner}:{name}")
     return text, dump(doc), "; ".join(done)
 
 
@@ -130,41 +134,43 @@ def _json(result) -> str:  # type: ignore[no-untyped-def]
     return json.dumps(result.to_json(), sort_keys=True)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(vm_rule_pairs())
-def test_a_vm_rule_edit_is_diffed_as_the_whole_comparison_diffs_it(pair: tuple[str, str, str]) -> None:
-    old_text, new_text, _what = pair
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(rule_edit_pairs())
+def test_a_rule_edit_is_diffed_as_the_whole_comparison_diffs_it(pair: tuple[str, str, str]) -> None:
+    old_text, new_text, what = pair
     old, new = load_policy_text(old_text), load_policy_text(new_text)
-    edited = diff_module.vm_rule_edits(old, new)
-    assert edited is not None and len(edited) <= 2
+    edits = diff_module.rule_edits(old, new)
+    assert edits is not None and 1 <= len(edits.vms) + len(edits.zones) <= 2, what
     fast = diff_policies(old, new)
-    original = diff_module.vm_rule_edits
-    diff_module.vm_rule_edits = lambda old, new: None  # type: ignore[assignment]
+    original = diff_module.rule_edits
+    diff_module.rule_edits = lambda old, new: None  # type: ignore[assignment]
     try:
         plain = diff_policies(load_policy_text(old_text), load_policy_text(new_text))
     finally:
-        diff_module.vm_rule_edits = original
-    assert _json(fast) == _json(plain)
+        diff_module.rule_edits = original
+    assert _json(fast) == _json(plain), what
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(pairs())
-def test_vm_rule_edits_names_only_changes_of_vm_rules(pair: Pair) -> None:
-    """Any other change (zones, groups, defaults, networks, nat, a VM's zone) takes
-    the whole comparison; a change of VM rules alone names exactly those VMs."""
+def test_rule_edits_names_only_changes_of_vm_and_zone_rules(pair: Pair) -> None:
+    """Any other change (groups, defaults, networks, nat, a VM's zone) takes the
+    whole comparison; a change of VM or zone rules alone names exactly those."""
     old, new = load_policy_text(pair.old), load_policy_text(pair.new)
     old_doc, new_doc = yaml.safe_load(pair.old), yaml.safe_load(pair.new)
-    edited = diff_module.vm_rule_edits(old, new)
-    strip = lambda doc: {**doc, "vms": {n: {k: v for k, v in vm.items() if k != "rules"} for n, vm in doc["vms"].items()}}
-    if strip(old_doc) != strip(new_doc):
-        assert edited is None, pair.changes
+    edits = diff_module.rule_edits(old, new)
+    strip = lambda doc, key: {n: {k: v for k, v in body.items() if k != "rules"} for n, body in (doc.get(key) or {}).items()}
+    rest = lambda doc: {k: v for k, v in doc.items() if k not in ("vms", "zones")}
+    edited = lambda key: tuple(n for n in (old_doc.get(key) or {}) if old_doc[key][n].get("rules") != new_doc[key][n].get("rules"))
+    if rest(old_doc) != rest(new_doc) or any(strip(old_doc, key) != strip(new_doc, key) for key in ("vms", "zones")):
+        assert edits is None, pair.changes
     else:
-        assert edited == [n for n in old_doc["vms"] if old_doc["vms"][n].get("rules") != new_doc["vms"][n].get("rules")], pair.changes
+        assert edits == diff_module.RuleEdits(edited("vms"), edited("zones")), pair.changes
 
 
-def test_vm_rule_edits_on_identical_and_on_a_moved_vm() -> None:
-    text = load_policy_text(BASE)
-    assert diff_module.vm_rule_edits(text, load_policy_text(BASE)) == []
+def test_rule_edits_on_identical_and_on_a_moved_vm() -> None:
+    base = load_policy_text(BASE)
+    assert diff_module.rule_edits(base, load_policy_text(BASE)) == diff_module.RuleEdits((), ())
     moved = BASE.replace("zone: web", "zone: app", 1)
     assert moved != BASE
-    assert diff_module.vm_rule_edits(text, load_policy_text(moved)) is None
+    assert diff_module.rule_edits(base, load_policy_text(moved)) is None

@@ -101,6 +101,15 @@ class Analyzer:
         self.directory = Directory(self.policy)
         self.paths = Paths(self.plan, self.chains, self.guards)
 
+    def share_meanings(self, other: Analyzer) -> None:
+        """Read rule keys, regions and address owners through `other`'s memos (before
+        either has built a chain). Exact only when every name a rule can reference
+        (VMs' addresses, zones' members, groups, networks, nodes, services,
+        schedules) means the same in both policies: `diff` of rule edits alone."""
+        self.plan.rules.share_matches(other.plan.rules)
+        self.regions = self.chains.regions = self.guards.regions = other.regions
+        self.directory = other.directory
+
     @cached_property
     def essentials(self) -> Region:
         return essentials_region()
