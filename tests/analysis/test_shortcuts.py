@@ -27,6 +27,7 @@ from tests.analysis.policygen import FLOW_TCP, RULE_TCP, PolicyDesc, policies
 from tests.analysis.test_diff import ACTIONS, BASE, Pair, _new_rule, dump, pairs
 from zonewall.analysis import diff as diff_module
 from zonewall.analysis.diff import _aligned_change, diff_policies
+from zonewall.analysis.engine import Analyzer
 from zonewall.compiler.plan.rules import RulePlanner
 from zonewall.policy.addresses import AddressSet, _merge
 from zonewall.policy.loader import load_policy_text
@@ -174,3 +175,32 @@ def test_rule_edits_on_identical_and_on_a_moved_vm() -> None:
     moved = BASE.replace("zone: web", "zone: app", 1)
     assert moved != BASE
     assert diff_module.rule_edits(base, load_policy_text(moved)) is None
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(policies())
+def test_whether_a_guard_drops_replies_is_known_without_building_it(generated: tuple[str, PolicyDesc]) -> None:
+    """`GuardBuilder.drops_replies` (no NIC stage built) against the built stage's
+    `drops_replies`, for every NIC and direction, asked before and after the build."""
+    text, _desc = generated
+    policy = load_policy_text(text)
+    for asked_first in (True, False):
+        analyzer = Analyzer(policy)
+        for name, vm in policy.doc.vms.items():
+            for index in range(len(vm.nics)):
+                for direction in ("in", "out"):
+                    early = analyzer.guards.drops_replies(name, index, direction) if asked_first else None
+                    stage = analyzer.guards.stage(name, index, direction)
+                    built = stage is not None and stage.drops_replies
+                    assert analyzer.guards.drops_replies(name, index, direction) == built, (name, index, direction)
+                    assert early in (None, built), (name, index, direction)
+
+
+def test_a_guard_that_drops_replies_is_told_from_one_that_does_not() -> None:
+    base = load_policy_text(BASE)
+    analyzer = Analyzer(base)
+    assert not analyzer.guards.drops_replies("web1", 0, "out")
+    dropping = BASE.replace("vms:\n", "filters:\n  nodrops:\n    rules:\n      - {direction: inout, action: drop, udp: '32768-60999'}\nvms:\n", 1)
+    dropping = dropping.replace("  web1:\n", "  web1:\n    filters: [nodrops]\n", 1)
+    analyzer = Analyzer(load_policy_text(dropping))
+    assert analyzer.guards.drops_replies("web1", 0, "out") and analyzer.guards.drops_replies("web1", 0, "in")

@@ -157,16 +157,13 @@ class Analyzer:
         conntrack: unlike the inet chains they do not let established replies through
         by themselves."""
         out: list[GuardStage] = []
-        if path.dst.kind == "vm" and path.dst_nic is not None:
-            guard = self.guards.stage(path.dst.name, path.dst_nic, "out")
-            if guard is not None and guard.drops_replies:
-                out.append(guard)
-        if path.src.kind == "vm" and path.src_nic is not None:
+        if path.dst.kind == "vm" and path.dst_nic is not None and self.guards.drops_replies(path.dst.name, path.dst_nic, "out"):
+            out.append(self.guards.stage(path.dst.name, path.dst_nic, "out"))  # type: ignore[arg-type]
+        if path.src.kind == "vm" and path.src_nic is not None and self.guards.drops_replies(path.src.name, path.src_nic, "in"):
             a = (path.src.name, path.src_nic)
             bridged = not self.paths.routed(a) or (path.dst.kind == "vm" and path.dst_nic is not None and self.paths.same_segment(a, (path.dst.name, path.dst_nic)))
-            guard = self.guards.stage(path.src.name, path.src_nic, "in") if bridged else None  # a routed reply is the node's own, onto the bridge
-            if guard is not None and guard.drops_replies:
-                out.append(guard)
+            if bridged:  # a routed reply is the node's own, onto the bridge
+                out.append(self.guards.stage(path.src.name, path.src_nic, "in"))  # type: ignore[arg-type]
         return tuple(out)
 
     def refused_replies(self, path: Path, accepted: Region) -> Iterator[tuple[Region, Decision]]:
