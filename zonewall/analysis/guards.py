@@ -189,6 +189,7 @@ class GuardBuilder:
         self._memo: dict[tuple[str, int, str], GuardStage | None] = {}
         self._shared: dict[tuple[str, str, str], tuple[GuardRule, ...]] = {}  # filters that do not depend on the NIC
         self._drops: dict[int, tuple[tuple[GuardRule, ...], bool]] = {}  # a filter's rules -> whether one drops replies
+        self._drops_of_nic: dict[tuple[str, int, str], bool] = {}
 
     def stage(self, vm: str, nic_index: int, direction: str) -> GuardStage | None:
         key = (vm, nic_index, direction)
@@ -219,6 +220,13 @@ class GuardBuilder:
         NIC's stage: it depends only on rules that are the same for every NIC (the
         NIC-dependent rules are the anti-spoofing drops, `foreign_source`, which never
         drop a reply). Reach and diff ask it of every peer."""
+        key = (vm, nic_index, direction)
+        known = self._drops_of_nic.get(key)
+        if known is None:
+            known = self._drops_of_nic[key] = self._drops_replies(vm, nic_index, direction)
+        return known
+
+    def _drops_replies(self, vm: str, nic_index: int, direction: str) -> bool:
         found = self._memo.get((vm, nic_index, direction), _UNBUILT)
         if found is not _UNBUILT:
             return found is not None and found.drops_replies  # type: ignore[union-attr]
