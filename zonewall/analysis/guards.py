@@ -179,9 +179,6 @@ def custom_rules(plan: Plan, regions: Regions, name: str, rule: FilterRule, dire
     return GuardRule(region, rule.action, label, approximate)
 
 
-_UNBUILT = object()
-
-
 class GuardBuilder:
     def __init__(self, plan: Plan, regions: Regions):
         self.plan, self.regions = plan, regions
@@ -227,9 +224,10 @@ class GuardBuilder:
         return known
 
     def _drops_replies(self, vm: str, nic_index: int, direction: str) -> bool:
-        found = self._memo.get((vm, nic_index, direction), _UNBUILT)
-        if found is not _UNBUILT:
-            return found is not None and found.drops_replies  # type: ignore[union-attr]
+        key = (vm, nic_index, direction)
+        if key in self._memo:  # built already
+            stage = self._memo[key]
+            return stage is not None and stage.drops_replies
         nic = self.policy.doc.vms[vm].nics[nic_index]
         for name in guard_filters(self.policy, vm, nic_index):
             if name in self.policy.doc.filters:
