@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -204,3 +205,52 @@ def test_a_guard_that_drops_replies_is_told_from_one_that_does_not() -> None:
     dropping = dropping.replace("  web1:\n", "  web1:\n    filters: [nodrops]\n", 1)
     analyzer = Analyzer(load_policy_text(dropping))
     assert analyzer.guards.drops_replies("web1", 0, "out") and analyzer.guards.drops_replies("web1", 0, "in")
+
+
+CONSTRUCTS = """\
+version: 1
+hosts:
+  node1: {address: [192.168.7.11], uplink: eth0}
+networks:
+  lan: {bridge: vmbr1, subnets: [10.7.0.0/24]}
+  lan2: {bridge: vmbr2, subnets: [10.7.1.0/24]}
+security_groups:
+  web: {rules: [{id: web-80, direction: in, action: accept, tcp: 80}]}
+zones:
+  z: {rules: [ZONE_RULE]}
+vms:
+  a:
+    host: node1
+    zone: z
+    nics: [{network: lan, ips: [10.7.0.10], name: net0}, {network: lan2, ips: [10.7.1.10], name: net1}]
+    rules: [RULE_A]
+  b:
+    host: node1
+    zone: z
+    nics: [{network: lan, ips: [10.7.0.20]}]
+    rules: [{security_group: web}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("zone_rule", "rule_a"),
+    [
+        ("{direction: in, action: accept, tcp: 8081}", "{security_group: web, nic: [net0], comment: again}"),  # the zone and a VM of it at once
+        ("{direction: in, action: drop, tcp: 80}", "{direction: in, action: accept, tcp: 80, nic: [net1]}"),  # a group reference -> a scoped rule
+    ],
+)
+def test_rule_edits_with_security_groups_nic_scopes_and_a_zone_and_its_vm_at_once(zone_rule: str, rule_a: str) -> None:
+    old_text = CONSTRUCTS.replace("ZONE_RULE", "{direction: in, action: accept, tcp: 8080}").replace("RULE_A", "{security_group: web, nic: [net0]}")
+    new_text = CONSTRUCTS.replace("ZONE_RULE", zone_rule).replace("RULE_A", rule_a)
+    old, new = load_policy_text(old_text), load_policy_text(new_text)
+    edits = diff_module.rule_edits(old, new)
+    assert edits is not None and edits.vms == ("a",)
+    fast = diff_policies(old, new)
+    original = diff_module.rule_edits
+    diff_module.rule_edits = lambda old, new: None  # type: ignore[assignment]
+    try:
+        plain = diff_policies(load_policy_text(old_text), load_policy_text(new_text))
+    finally:
+        diff_module.rule_edits = original
+    assert not fast.identical
+    assert _json(fast) == _json(plain)
