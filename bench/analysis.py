@@ -31,8 +31,10 @@ run of this script:
             (c) identical policies (loaded twice from the same text), (d) VM A's
             rule 4 (tcp PORT from vm:PEER) on PORT + 1: visible only if PEER's own
             out chain lets the flow out (at 10,000 VMs it does, at 500 it does not);
-            checked: (a) and (b) report differences, (c) reports identical, (d) is
-            reported either way;
+            (e) a rule added at the top of VM A's rules (a line inserted: every later
+            rule's derived id moves); checked: (a), (b) and (e) report differences,
+            (c) reports identical, (d) is reported either way. (a), (b), (d), (e) are
+            edits of VM or zone rules alone, the shape of a commit: `rule_edits`;
 * memory  - peak RSS (ru_maxrss) and current RSS after each phase.
 
 VM A is vm17, VM B vm4242 (both modulo --vms). Python's cyclic garbage collector
@@ -87,8 +89,9 @@ TARGETS = {"trace": 0.010, "reach": 0.500, "diff": 1.0, "lint": 5.0}  # seconds,
 VM_A, VM_B = 17, 4242
 CHANGED_VM_RULE = 17  # `{direction: in, action: accept, from: "fd00:99:XX::/48", tcp: PORT}`: from outside
 PEER_VM_RULE = 4  # `{direction: in, action: accept, from: vm:PEER, tcp: PORT}`: the peer's out chain decides first
+ADDED_RULE = "{direction: in, action: accept, from: group:monitoring, tcp: 9443}"  # (e): what a commit through the API adds
 CHANGED_ZONE_RULE = 2  # `{direction: in, action: accept, from: group:..., tcp: [1000+k, 2000+k]}`
-PROFILE_PHASES = ("trace", "reach-to", "reach-from", "lint", "diff-vm", "diff-zone", "diff-identical", "diff-peer")
+PROFILE_PHASES = ("trace", "reach-to", "reach-from", "lint", "diff-vm", "diff-zone", "diff-identical", "diff-peer", "diff-add")
 
 
 # -- helpers ----------------------------------------------------------------------
@@ -181,6 +184,16 @@ def vm_rule_edit(args: argparse.Namespace, text: str, position: int) -> tuple[st
                                 overrides={vm_a: {position: new_rule}})
     assert vm_text.count("\n") == text.count("\n") and vm_text != text
     return vm_text, f"vm{vm_a} rule {position}: `{old_rule}` -> tcp {int(match[2]) + 1}"
+
+
+def vm_rule_insert(args: argparse.Namespace, text: str) -> tuple[str, str]:
+    """The policy with a rule added at the top of VM A's rules (every later line,
+    so every later rule's derived id, moves down one)."""
+    vm = synth.vm_name(VM_A % args.vms)
+    lines = text.splitlines(keepends=True)
+    at = lines.index("    rules:\n", lines.index(f"  {vm}:\n")) + 1
+    lines.insert(at, f"      - {ADDED_RULE}\n")
+    return "".join(lines), f"{vm}: `{ADDED_RULE}` added before its rule 0"
 
 
 def zone_rule_edit(args: argparse.Namespace, text: str) -> tuple[str, str]:
@@ -283,7 +296,8 @@ def bench_diff(old: Policy, others: dict[str, Policy], what: dict[str, str], arg
     cases = [("vm", "(a) one VM rule changed", False),
              ("zone", "(b) one zone rule changed", False),
              ("same", "(c) identical policies", True),
-             ("peer", "(d) one VM rule changed, from a VM peer", None)]
+             ("peer", "(d) one VM rule changed, from a VM peer", None),
+             ("add", "(e) one VM rule added", False)]
     for key, label, expect_identical in cases:
         runs, result = [], None
         for _ in range(args.repeat):
@@ -313,6 +327,7 @@ def profile(phase: str, base: Policy, others: dict[str, Policy], args: argparse.
         "diff-zone": lambda: diff_policies(fresh(base), fresh(others["zone"])),
         "diff-identical": lambda: diff_policies(fresh(base), fresh(others["same"])),
         "diff-peer": lambda: diff_policies(fresh(base), fresh(others["peer"])),
+        "diff-add": lambda: diff_policies(fresh(base), fresh(others["add"])),
     }
     prof = cProfile.Profile()
     gc.collect()
@@ -406,7 +421,8 @@ def main() -> int:
     others: dict[str, Policy] = {}
     if "diff" not in skip or any(p.startswith("diff") for p in profiles):
         edits = {"vm": vm_rule_edit(args, text, CHANGED_VM_RULE), "zone": zone_rule_edit(args, text),
-                 "same": (text, "loaded twice from the same text"), "peer": vm_rule_edit(args, text, PEER_VM_RULE)}
+                 "same": (text, "loaded twice from the same text"), "peer": vm_rule_edit(args, text, PEER_VM_RULE),
+                 "add": vm_rule_insert(args, text)}
         what = {key: change for key, (_text, change) in edits.items()}
         for key, (edited, _change) in edits.items():
             loads[key], others[key] = timed(load_policy_text, edited)

@@ -8,18 +8,27 @@ Each shortcut is compared with the computation it replaces, on random policies
   against the exact union of its references meeting the peer, for every rule and
   every VM, node and outside address as the peer;
 * `diff`'s zone-level delta (a zone rule edit evaluated over the zone's steps once)
-  against the aligned change of every member's whole chain: the same rows.
+  against the aligned change of every member's whole chain: the same rows;
+* `diff` of an edit of VM and zone rules alone (`rule_edits`: only the edited VMs'
+  chains and zones' levels, no whole-policy comparison, rule matches and regions
+  shared by both analyzers) against the whole comparison: the same JSON, and
+  `rule_edits` names nothing when anything else changed.
 """
 
 from __future__ import annotations
 
+import json
+
+import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.analysis.policygen import PolicyDesc, policies
-from tests.analysis.test_diff import Pair, pairs
+from tests.analysis.policygen import FLOW_TCP, RULE_TCP, PolicyDesc, policies
+from tests.analysis.test_diff import ACTIONS, BASE, Pair, _new_rule, dump, pairs
 from zonewall.analysis import diff as diff_module
 from zonewall.analysis.diff import _aligned_change, diff_policies
+from zonewall.analysis.engine import Analyzer
 from zonewall.compiler.plan.rules import RulePlanner
 from zonewall.policy.addresses import AddressSet, _merge
 from zonewall.policy.loader import load_policy_text
@@ -86,3 +95,162 @@ def test_the_zone_level_delta_reports_what_whole_chains_report(pair: Pair) -> No
         diff_module._ZoneDelta = original  # type: ignore[misc]
     assert _rows(fast) == _rows(plain)
     assert fast.endpoints == plain.endpoints
+
+
+@st.composite
+def rule_edit_pairs(draw: st.DrawFn) -> tuple[str, str, str]:
+    """A random policy and the same with the rules of one or two VMs or zones edited
+    (a rule added, removed, swapped with the next, its action or ports changed): a
+    commit's change."""
+    text, _desc = draw(policies())
+    doc = yaml.safe_load(text)
+    done = []
+    for serial in range(draw(st.integers(1, 2))):
+        owners = [("vm", name, body) for name, body in sorted(doc["vms"].items())]
+        owners += [("zone", name, body) for name, body in sorted((doc.get("zones") or {}).items())]
+        kind_of_owner, name, body = draw(st.sampled_from(owners))
+        rules = body.setdefault("rules", [])
+        kind = draw(st.sampled_from(["add", "remove", "swap", "action", "port"] if rules else ["add"]))
+        if kind == "add":
+            rule = _new_rule(draw, doc, f"{kind_of_owner}:{name}", serial)
+            rules.insert(draw(st.integers(0, len(rules))), rule)
+        elif kind == "remove":
+            rule = rules.pop(draw(st.integers(0, len(rules) - 1)))
+        elif kind == "swap" and len(rules) > 1:
+            i = draw(st.integers(0, len(rules) - 2))
+            rules[i], rules[i + 1] = rules[i + 1], rules[i]
+            rule = rules[i]
+        else:
+            rule = draw(st.sampled_from(rules))
+            if kind == "action":
+                rule["action"] = draw(st.sampled_from([a for a in ACTIONS if a != rule["action"]]))
+            else:
+                for key in ("tcp", "udp", "service"):
+                    rule.pop(key, None)
+                rule["tcp"] = draw(st.sampled_from(RULE_TCP + tuple(FLOW_TCP)))
+        done.append(f"{kind} {rule} on {kind_of_owner}:{name}")
+    return text, dump(doc), "; ".join(done)
+
+
+def _json(result) -> str:  # type: ignore[no-untyped-def]
+    return json.dumps(result.to_json(), sort_keys=True)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(rule_edit_pairs())
+def test_a_rule_edit_is_diffed_as_the_whole_comparison_diffs_it(pair: tuple[str, str, str]) -> None:
+    old_text, new_text, what = pair
+    old, new = load_policy_text(old_text), load_policy_text(new_text)
+    edits = diff_module.rule_edits(old, new)
+    assert edits is not None and 1 <= len(edits.vms) + len(edits.zones) <= 2, what
+    fast = diff_policies(old, new)
+    original = diff_module.rule_edits
+    diff_module.rule_edits = lambda old, new: None  # type: ignore[assignment]
+    try:
+        plain = diff_policies(load_policy_text(old_text), load_policy_text(new_text))
+    finally:
+        diff_module.rule_edits = original
+    assert _json(fast) == _json(plain), what
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(pairs())
+def test_rule_edits_names_only_changes_of_vm_and_zone_rules(pair: Pair) -> None:
+    """Any other change (groups, defaults, networks, nat, a VM's zone) takes the
+    whole comparison; a change of VM or zone rules alone names exactly those."""
+    old, new = load_policy_text(pair.old), load_policy_text(pair.new)
+    old_doc, new_doc = yaml.safe_load(pair.old), yaml.safe_load(pair.new)
+    edits = diff_module.rule_edits(old, new)
+    strip = lambda doc, key: {n: {k: v for k, v in body.items() if k != "rules"} for n, body in (doc.get(key) or {}).items()}
+    rest = lambda doc: {k: v for k, v in doc.items() if k not in ("vms", "zones")}
+    edited = lambda key: tuple(n for n in (old_doc.get(key) or {}) if old_doc[key][n].get("rules") != new_doc[key][n].get("rules"))
+    if rest(old_doc) != rest(new_doc) or any(strip(old_doc, key) != strip(new_doc, key) for key in ("vms", "zones")):
+        assert edits is None, pair.changes
+    else:
+        assert edits == diff_module.RuleEdits(edited("vms"), edited("zones")), pair.changes
+
+
+def test_rule_edits_on_identical_and_on_a_moved_vm() -> None:
+    base = load_policy_text(BASE)
+    assert diff_module.rule_edits(base, load_policy_text(BASE)) == diff_module.RuleEdits((), ())
+    moved = BASE.replace("zone: web", "zone: app", 1)
+    assert moved != BASE
+    assert diff_module.rule_edits(base, load_policy_text(moved)) is None
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(policies())
+def test_whether_a_guard_drops_replies_is_known_without_building_it(generated: tuple[str, PolicyDesc]) -> None:
+    """`GuardBuilder.drops_replies` (no NIC stage built) against the built stage's
+    `drops_replies`, for every NIC and direction, asked before and after the build."""
+    text, _desc = generated
+    policy = load_policy_text(text)
+    for asked_first in (True, False):
+        analyzer = Analyzer(policy)
+        for name, vm in policy.doc.vms.items():
+            for index in range(len(vm.nics)):
+                for direction in ("in", "out"):
+                    early = analyzer.guards.drops_replies(name, index, direction) if asked_first else None
+                    stage = analyzer.guards.stage(name, index, direction)
+                    built = stage is not None and stage.drops_replies
+                    assert analyzer.guards.drops_replies(name, index, direction) == built, (name, index, direction)
+                    assert early in (None, built), (name, index, direction)
+
+
+def test_a_guard_that_drops_replies_is_told_from_one_that_does_not() -> None:
+    base = load_policy_text(BASE)
+    analyzer = Analyzer(base)
+    assert not analyzer.guards.drops_replies("web1", 0, "out")
+    dropping = BASE.replace("vms:\n", "filters:\n  nodrops:\n    rules:\n      - {direction: inout, action: drop, udp: '32768-60999'}\nvms:\n", 1)
+    dropping = dropping.replace("  web1:\n", "  web1:\n    filters: [nodrops]\n", 1)
+    analyzer = Analyzer(load_policy_text(dropping))
+    assert analyzer.guards.drops_replies("web1", 0, "out") and analyzer.guards.drops_replies("web1", 0, "in")
+
+
+CONSTRUCTS = """\
+version: 1
+hosts:
+  node1: {address: [192.168.7.11], uplink: eth0}
+networks:
+  lan: {bridge: vmbr1, subnets: [10.7.0.0/24]}
+  lan2: {bridge: vmbr2, subnets: [10.7.1.0/24]}
+security_groups:
+  web: {rules: [{id: web-80, direction: in, action: accept, tcp: 80}]}
+zones:
+  z: {rules: [ZONE_RULE]}
+vms:
+  a:
+    host: node1
+    zone: z
+    nics: [{network: lan, ips: [10.7.0.10], name: net0}, {network: lan2, ips: [10.7.1.10], name: net1}]
+    rules: [RULE_A]
+  b:
+    host: node1
+    zone: z
+    nics: [{network: lan, ips: [10.7.0.20]}]
+    rules: [{security_group: web}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("zone_rule", "rule_a"),
+    [
+        ("{direction: in, action: accept, tcp: 8081}", "{security_group: web, nic: [net0], comment: again}"),  # the zone and a VM of it at once
+        ("{direction: in, action: drop, tcp: 80}", "{direction: in, action: accept, tcp: 80, nic: [net1]}"),  # a group reference -> a scoped rule
+    ],
+)
+def test_rule_edits_with_security_groups_nic_scopes_and_a_zone_and_its_vm_at_once(zone_rule: str, rule_a: str) -> None:
+    old_text = CONSTRUCTS.replace("ZONE_RULE", "{direction: in, action: accept, tcp: 8080}").replace("RULE_A", "{security_group: web, nic: [net0]}")
+    new_text = CONSTRUCTS.replace("ZONE_RULE", zone_rule).replace("RULE_A", rule_a)
+    old, new = load_policy_text(old_text), load_policy_text(new_text)
+    edits = diff_module.rule_edits(old, new)
+    assert edits is not None and edits.vms == ("a",)
+    fast = diff_policies(old, new)
+    original = diff_module.rule_edits
+    diff_module.rule_edits = lambda old, new: None  # type: ignore[assignment]
+    try:
+        plain = diff_policies(load_policy_text(old_text), load_policy_text(new_text))
+    finally:
+        diff_module.rule_edits = original
+    assert not fast.identical
+    assert _json(fast) == _json(plain)

@@ -83,3 +83,16 @@ def test_interval_operations_are_exact(a: s.Intervals, b: s.Intervals) -> None:
     assert values(s.iv_subtract(a, b)) == values(a) - values(b)
     assert values(s.iv_union(a, b)) == values(a) | values(b)
     assert s.iv_overlaps(a, b) == bool(values(a) & values(b))
+
+
+@settings(max_examples=200)
+@given(st.lists(st.one_of(_long_intervals(), _address_points()), min_size=2, max_size=6))
+def test_overlaps_of_long_lists_asked_again_and_again(lists: list[s.Intervals]) -> None:
+    """The memo of long lists' values (by identity) answers like the first time, for
+    every pair, whichever was asked before; equal lists that are other objects too."""
+    values = [{v for low, high in x for v in range(low, high + 1)} for x in lists]
+    for _ in range(2):
+        for i, a in enumerate(lists):
+            for j, b in enumerate(lists):
+                assert s.iv_overlaps(a, b) == bool(values[i] & values[j])
+                assert s.iv_overlaps((*a,), b) == bool(values[i] & values[j])  # equal, another object

@@ -253,6 +253,85 @@ class _Changes:
             table[key] = s.union(table.get(key, ()), region)
 
 
+@dataclass(frozen=True)
+class RuleEdits:
+    """What differs between two policies when only rule lists of VMs and zones do."""
+
+    vms: tuple[str, ...]  # VMs whose own `rules` differ
+    zones: tuple[str, ...]  # zones whose `rules` differ
+
+
+def rule_edits(old: Policy, new: Policy) -> RuleEdits | None:
+    """The VMs and zones whose `rules` are all that differs between the two
+    policies, as written (YAML compared as data: a dict compare in C, positions
+    ignored); None when anything else differs or the sources cannot tell. Rules
+    mean nothing outside their own level (plan/chains.py: names, addresses, zone
+    membership, guards, networks, nodes and translations are read from other keys),
+    so such a change touches those VMs' chains and their zones' levels alone: the
+    controller's commonest commit, diffed without the whole-policy comparisons of
+    `_changes`."""
+    a, b = old.source, new.source
+    if not isinstance(a, dict) or not isinstance(b, dict) or a.keys() != b.keys():
+        return None
+    if any(a[key] != b[key] for key in a if key not in ("vms", "zones")):
+        return None
+    vms, zones = _edited_rules(a.get("vms"), b.get("vms")), _edited_rules(a.get("zones"), b.get("zones"))
+    if vms is None or zones is None:
+        return None
+    if any(name not in p.doc.vms for name in vms for p in (old, new)) or any(name not in p.doc.zones for name in zones for p in (old, new)):
+        return None
+    return RuleEdits(tuple(vms), tuple(zones))
+
+
+def _edited_rules(old: Any, new: Any) -> list[str] | None:
+    """The entries of two mappings (`vms:`, `zones:`) that differ in `rules` only;
+    None when entries differ otherwise."""
+    if old is None and new is None:
+        return []
+    if not isinstance(old, dict) or not isinstance(new, dict) or old.keys() != new.keys():
+        return None
+    edited = [name for name, body in old.items() if body != new[name]]
+    for name in edited:
+        x, y = old[name], new[name]
+        if not isinstance(x, dict) or not isinstance(y, dict) or x.keys() - {"rules"} != y.keys() - {"rules"}:
+            return None
+        if any(x[key] != y[key] for key in x if key != "rules"):
+            return None
+    return edited
+
+
+def _all_endpoints(policy: Policy) -> set[NicKey]:
+    """Every NIC and node of a policy (both policies' when `rule_edits` holds)."""
+    out: set[NicKey] = {("vm", name, index) for name, vm in policy.doc.vms.items() for index in range(len(vm.nics))}
+    out.update(("host", name, None) for name in policy.doc.hosts)
+    return out
+
+
+def _rule_edit_changes(a_old: Analyzer, a_new: Analyzer, edits: RuleEdits) -> _Changes:
+    """`_changes` when only rules of VMs and zones differ: an edited VM's chains'
+    aligned change, and for the other VMs of an edited zone the zone level's
+    (`_ZoneDelta`: their global and own levels and defaults are the same), on each
+    of their NICs; nothing else can differ."""
+    out = _Changes()
+    nics = lambda name: range(len(a_new.policy.doc.vms[name].nics))
+    for name in edits.vms:
+        changed_in = _aligned_change(a_old.chains.vm(name, "in"), a_new.chains.vm(name, "in"))
+        changed_out = _aligned_change(a_old.chains.vm(name, "out"), a_new.chains.vm(name, "out"))
+        for nic in nics(name):
+            out.add(out.receivers, ("vm", name, nic), changed_in)
+            out.add(out.senders, ("vm", name, nic), changed_out)
+    zone_delta = _ZoneDelta(a_old, a_new)
+    edited = set(edits.vms)
+    for zone in edits.zones:
+        for name in a_new.policy.zone_members(zone):
+            if name in edited:
+                continue
+            for nic in nics(name):
+                out.add(out.receivers, ("vm", name, nic), zone_delta.region(name, zone, "in"))
+                out.add(out.senders, ("vm", name, nic), zone_delta.region(name, zone, "out"))
+    return out
+
+
 def _changes(a_old: Analyzer, a_new: Analyzer, common: set[NicKey]) -> _Changes:
     old, new = a_old.policy, a_new.policy
     changed = _changed_names(old, new)
@@ -548,8 +627,14 @@ def _decisive_label(outcome: Outcome) -> tuple[str, str] | None:
 
 def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | None = None) -> DiffResult:
     a_old, a_new = Analyzer(old, now, timezone), Analyzer(new, now, timezone)
-    endpoints, common = _endpoint_changes(old, new)
-    changes = _changes(a_old, a_new, common)
+    edits = rule_edits(old, new)
+    if edits is not None:  # only rules of VMs and zones differ: the same NICs, addresses and names
+        endpoints, common = [], _all_endpoints(new)
+        a_new.share_meanings(a_old)
+        changes = _rule_edit_changes(a_old, a_new, edits)
+    else:
+        endpoints, common = _endpoint_changes(old, new)
+        changes = _changes(a_old, a_new, common)
     differ = _Differ(a_old, a_new, common)
     for key, region in sorted(changes.receivers.items(), key=lambda kv: str(kv[0])):
         differ.run(key, region, "receiver")

@@ -101,6 +101,15 @@ class Analyzer:
         self.directory = Directory(self.policy)
         self.paths = Paths(self.plan, self.chains, self.guards)
 
+    def share_meanings(self, other: Analyzer) -> None:
+        """Read rule keys, regions and address owners through `other`'s memos (before
+        either has built a chain). Exact only when every name a rule can reference
+        (VMs' addresses, zones' members, groups, networks, nodes, services,
+        schedules) means the same in both policies: `diff` of rule edits alone."""
+        self.plan.rules.share_matches(other.plan.rules)
+        self.regions = self.chains.regions = self.guards.regions = other.regions
+        self.directory = other.directory
+
     @cached_property
     def essentials(self) -> Region:
         return essentials_region()
@@ -148,16 +157,13 @@ class Analyzer:
         conntrack: unlike the inet chains they do not let established replies through
         by themselves."""
         out: list[GuardStage] = []
-        if path.dst.kind == "vm" and path.dst_nic is not None:
-            guard = self.guards.stage(path.dst.name, path.dst_nic, "out")
-            if guard is not None and guard.drops_replies:
-                out.append(guard)
-        if path.src.kind == "vm" and path.src_nic is not None:
+        if path.dst.kind == "vm" and path.dst_nic is not None and self.guards.drops_replies(path.dst.name, path.dst_nic, "out"):
+            out.append(self.guards.stage(path.dst.name, path.dst_nic, "out"))  # type: ignore[arg-type]
+        if path.src.kind == "vm" and path.src_nic is not None and self.guards.drops_replies(path.src.name, path.src_nic, "in"):
             a = (path.src.name, path.src_nic)
             bridged = not self.paths.routed(a) or (path.dst.kind == "vm" and path.dst_nic is not None and self.paths.same_segment(a, (path.dst.name, path.dst_nic)))
-            guard = self.guards.stage(path.src.name, path.src_nic, "in") if bridged else None  # a routed reply is the node's own, onto the bridge
-            if guard is not None and guard.drops_replies:
-                out.append(guard)
+            if bridged:  # a routed reply is the node's own, onto the bridge
+                out.append(self.guards.stage(path.src.name, path.src_nic, "in"))  # type: ignore[arg-type]
         return tuple(out)
 
     def refused_replies(self, path: Path, accepted: Region) -> Iterator[tuple[Region, Decision]]:

@@ -185,6 +185,8 @@ class GuardBuilder:
         self.policy = plan.policy
         self._memo: dict[tuple[str, int, str], GuardStage | None] = {}
         self._shared: dict[tuple[str, str, str], tuple[GuardRule, ...]] = {}  # filters that do not depend on the NIC
+        self._drops: dict[int, tuple[tuple[GuardRule, ...], bool]] = {}  # a filter's rules -> whether one drops replies
+        self._drops_of_nic: dict[tuple[str, int, str], bool] = {}
 
     def stage(self, vm: str, nic_index: int, direction: str) -> GuardStage | None:
         key = (vm, nic_index, direction)
@@ -209,6 +211,58 @@ class GuardBuilder:
         if not filters:
             return None
         return GuardStage(f"guards vm:{vm} nic {nic_index} {direction}", tuple(filters))
+
+    def drops_replies(self, vm: str, nic_index: int, direction: str) -> bool:
+        """`stage(...).drops_replies` (False without a stage), without building the
+        NIC's stage: it depends only on rules that are the same for every NIC (the
+        NIC-dependent rules are the anti-spoofing drops, `foreign_source`, which never
+        drop a reply). Reach and diff ask it of every peer."""
+        key = (vm, nic_index, direction)
+        known = self._drops_of_nic.get(key)
+        if known is None:
+            known = self._drops_of_nic[key] = self._drops_replies(vm, nic_index, direction)
+        return known
+
+    def _drops_replies(self, vm: str, nic_index: int, direction: str) -> bool:
+        key = (vm, nic_index, direction)
+        if key in self._memo:  # built already
+            stage = self._memo[key]
+            return stage is not None and stage.drops_replies
+        nic = self.policy.doc.vms[vm].nics[nic_index]
+        for name in guard_filters(self.policy, vm, nic_index):
+            if name in self.policy.doc.filters:
+                rules = self._custom(name, direction)
+            elif name in NIC_DEPENDENT:
+                rules = self._nic_independent(name, direction, nic)
+            elif name == "allow-dhcp-server":
+                rules = self._dhcp_server(nic.network, direction)
+            else:
+                rules = self._builtin_shared(name, direction)
+            if rules and self._filter_drops_replies(name, rules):
+                return True
+        return False
+
+    def _filter_drops_replies(self, name: str, rules: tuple[GuardRule, ...]) -> bool:
+        found = self._drops.get(id(rules))
+        if found is None or found[0] is not rules:  # the rules are kept with the answer: their id stays theirs
+            found = self._drops[id(rules)] = (rules, GuardStage(name, ((name, rules),)).drops_replies)
+        return found[1]
+
+    def _nic_independent(self, name: str, direction: str, nic: Nic) -> tuple[GuardRule, ...]:
+        """A NIC-dependent built-in filter's rules but the anti-spoofing drops: the
+        same for every NIC (made from the first NIC asked about)."""
+        key = ("independent", name, direction)
+        found = self._shared.get(key)
+        if found is None:
+            found = self._shared[key] = tuple(rule for rule in builtin_rules(name, direction, nic) if not rule.foreign_source)
+        return found
+
+    def _dhcp_server(self, network: str, direction: str) -> tuple[GuardRule, ...]:
+        key = ("dhcp-server", network, direction)
+        found = self._shared.get(key)
+        if found is None:
+            found = self._shared[key] = tuple(dhcp_server_rules(direction, self.policy.doc.networks[network].dhcp_servers))
+        return found
 
     def _custom(self, name: str, direction: str) -> tuple[GuardRule, ...]:
         """A custom filter's rules: the same for every NIC ($MAC is judged per side)."""

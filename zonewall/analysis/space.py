@@ -145,10 +145,23 @@ def iv_overlaps(a: Intervals, b: Intervals) -> bool:
     return False
 
 
-def _points(intervals: Intervals) -> set[int] | None:
-    """The intervals as a set of values when every one is a single value."""
-    lows = {low for low, high in intervals if low == high}
-    return lows if len(lows) == len(intervals) else None
+_POINTS: dict[int, tuple[Intervals, frozenset[int] | None]] = {}
+_POINTS_KEPT = 4096  # long lists are a policy's zone and group sets and their unions: few, asked often
+
+
+def _points(intervals: Intervals) -> frozenset[int] | None:
+    """The intervals as a set of values when every one is a single value.
+    Memoised by identity (the tuple is kept with its set, so its id is not reused):
+    lint tests the same zone and group lists against each other ~100,000 times."""
+    found = _POINTS.get(id(intervals))
+    if found is not None and found[0] is intervals:
+        return found[1]
+    lows = frozenset(low for low, high in intervals if low == high)
+    points = lows if len(lows) == len(intervals) else None
+    if len(_POINTS) >= _POINTS_KEPT:
+        _POINTS.clear()
+    _POINTS[id(intervals)] = (intervals, points)
+    return points
 
 
 def iv_subtract(a: Intervals, b: Intervals) -> Intervals:

@@ -217,6 +217,12 @@ class RulePlanner:
             found = self._matches[key] = rule_matches(self.policy, rule)
         return found
 
+    def share_matches(self, other: RulePlanner) -> None:
+        """Use `other`'s memo of rule keys -> matches: for a policy whose named sets
+        and services mean what they mean in `other`'s (analysis/diff.py), equal
+        keys give equal matches, and a shared tuple is one region to the analyzer."""
+        self._matches = other._matches
+
     def time(self, schedule: str | None) -> Intervals | None:
         if schedule is None:
             return None
