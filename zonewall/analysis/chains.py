@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from ..compiler.plan import Plan
 from ..compiler.plan.chains import ESSENTIALS, HostChain, NetworkChain, VmChain
-from ..compiler.plan.vocabulary import Condition, NewConnection, NotForwarded
+from ..compiler.plan.vocabulary import Condition, NewConnection, NotForwarded, Scope
 from ..compiler.plan.vocabulary import Step as PlanStep
 from ..policy.addresses import AddressSet
 from ..policy.resolve import RuleRef
@@ -35,6 +35,10 @@ class Step:
     condition: Condition | None = None  # a condition on the connection (dnat)
     over_only: bool = False  # matches only over a rate (protection.synflood): a drop of what exceeds it
     packet_limited: bool = False  # accept with `packet_limit`: over the packet rate its packets are dropped
+    # `nic:` / `interface:` (issue 18): a path property, not the packet's; in the key so
+    # that diff sees a rule moved between NICs or interfaces (chains built for one NIC
+    # or interface already leave out the steps scoped elsewhere)
+    scope: Scope | None = None
 
     @property
     def where(self) -> str:
@@ -43,7 +47,7 @@ class Step:
     @property
     def key(self) -> tuple[object, ...]:
         """What the step does, without where it is written (diff compares these)."""
-        return (self.region, self.action, self.limited, self.condition, self.over_only, self.packet_limited)
+        return (self.region, self.action, self.limited, self.condition, self.over_only, self.packet_limited, self.scope)
 
     @property
     def rate_dependent(self) -> bool:
@@ -121,7 +125,7 @@ class ChainBuilder:
         found = self._steps.get(id(step))
         if found is None:
             over = step.limit is not None and step.limit.over
-            made = Step(self.regions.of(step), step.action, step.label, step.ref, step.limited and not over, step.condition, over, step.packet_limit is not None)  # type: ignore[arg-type]
+            made = Step(self.regions.of(step), step.action, step.label, step.ref, step.limited and not over, step.condition, over, step.packet_limit is not None, step.scope)  # type: ignore[arg-type]
             found = self._steps[id(step)] = (step, made)
         return found[1]
 
@@ -147,17 +151,22 @@ class ChainBuilder:
             self._memo[key] = self._chain(plan) if plan is not None else None
         return self._memo[key]
 
-    def host_in(self, node: str) -> Chain:
-        key = ("host-in", node)
+    def host_in(self, node: str, interface: str | None = None) -> Chain:
+        """The node's input chain; with `interface`, as that interface's packets meet
+        it (`interface:` rules, issue 18; None: every step, whatever its scope)."""
+        key = ("host-in", node, interface)
         found = self._memo.get(key)
         if found is None:
-            found = self._memo[key] = self._chain(self.plan.chains.host_in(node))
+            plan = self.plan.chains.host_in(node)
+            found = self._memo[key] = self._chain(plan if interface is None else self.plan.chains.host_interface(plan, interface))
         return found
 
-    def host_out(self, node: str) -> Chain | None:
+    def host_out(self, node: str, interface: str | None = None) -> Chain | None:
         """None when the compiler writes no output chain (nothing to enforce)."""
-        key = ("host-out", node)
+        key = ("host-out", node, interface)
         if key not in self._memo:
             plan = self.plan.chains.host_out(node)
+            if plan is not None and interface is not None:
+                plan = self.plan.chains.host_interface(plan, interface)
             self._memo[key] = self._chain(plan) if plan is not None else None
         return self._memo[key]

@@ -23,8 +23,9 @@ class ChainViews(LintBase):
             for direction in ("in", "out"):
                 dim = s.DST if direction == "in" else s.SRC
                 restrict = _Restriction.of_vm(dim, addresses)
-                name, parts, default = self.vm_chain(vm, direction)
-                yield self.make_state(name, "vm", vm, direction, parts, default, restrict)
+                for nic in self.scoped_nics(vm, direction):
+                    name, parts, default = self.vm_chain(vm, direction, nic)
+                    yield self.make_state(name, "vm", vm, direction, parts, default, restrict)
         for name in doc.networks:
             if not policy.rules_of("network", name) or chains.network(name) is None:
                 continue
@@ -35,19 +36,38 @@ class ChainViews(LintBase):
             restrict = _Restriction(dims=((s.SRC, by_family), (s.DST, by_family)))
             yield self.build_state(chains.network(name), "network", name, "net", True, restrict)  # type: ignore[arg-type]
         for node in doc.hosts:
-            yield self.build_state(chains.host_in(node), "host", node, "in", True, None)
-            out = chains.host_out(node)
-            if out is not None:
-                yield self.build_state(out, "host", node, "out", False, None)
+            for interface in self.scoped_interfaces(node, "in"):
+                yield self.build_state(chains.host_in(node, interface), "host", node, "in", True, None)
+            if chains.host_out(node) is not None:
+                for interface in self.scoped_interfaces(node, "out"):
+                    yield self.build_state(chains.host_out(node, interface), "host", node, "out", False, None)  # type: ignore[arg-type]
 
-    def vm_chain(self, vm: str, direction: str) -> tuple[str, list[tuple[object, list[Step]]], Step]:
+    def scoped_nics(self, vm: str, direction: str) -> tuple[int | None, ...]:
+        """The NICs to lint the VM's chain for: one chain for all (None) unless a step
+        is scoped to some NICs (`nic:`, issue 18); then each NIC's own, so that a rule
+        is shadowed only by what applies on the same NIC."""
+        plan = self.analyzer.plan.chains.vm(vm, direction)
+        if not any(step.scope is not None and step.scope.nics for step in plan.steps):
+            return (None,)
+        return tuple(range(len(self.doc.vms[vm].nics)))
+
+    def scoped_interfaces(self, node: str, direction: str) -> tuple[str | None, ...]:
+        """The interfaces to lint a node's chain for (`interface:`, issue 18): one chain
+        (None) unless a step is scoped; then one per interface pattern named, and one
+        for the interfaces no pattern names (only the unscoped rules apply there)."""
+        plan = self.analyzer.plan.chains.host_in(node) if direction == "in" else self.analyzer.plan.chains.host_out(node)
+        names = sorted({name for level in plan.levels for step in level.steps if step.scope is not None for name in step.scope.interfaces}) if plan is not None else []
+        return (None,) if not names else (*names, "")
+
+    def vm_chain(self, vm: str, direction: str, nic: int | None = None) -> tuple[str, list[tuple[object, list[Step]]], Step]:
         """The plan's VM chain in parts (its levels, after the ICMPv6 essentials); the
         shared parts (global, zone) are built once for all VMs. Open port forwards
-        match only forwarded connections and are left out (they decide no rule)."""
-        plan, builder = self.analyzer.plan.chains.vm(vm, direction), self.analyzer.chains
+        match only forwarded connections and are left out (they decide no rule). With
+        `nic`, as that NIC's traffic meets it (steps scoped to other NICs left out)."""
+        plan, builder = self.analyzer.plan.chains.vm_nic(vm, direction, nic), self.analyzer.chains
         parts: list[tuple[object, list[Step]]] = []
         for level in plan.levels:
-            if not level.shared:
+            if not level.shared or nic is not None:
                 parts.append((None, [builder.step(step) for step in level.steps]))
                 continue
             key = (level.kind, level.owner, direction)
@@ -59,7 +79,8 @@ class ChainViews(LintBase):
         default = self._defaults.get(plan.default.action + direction)
         if default is None:
             default = self._defaults[plan.default.action + direction] = builder.step(plan.default)
-        return plan.name, parts, default
+        name = plan.name if nic is None or len(self.doc.vms[vm].nics) == 1 else f"{plan.name} (nic {nic})"
+        return name, parts, default
 
     def network_guests(self, network: str) -> AddressSet:
         ips = [ip for vm in self.doc.vms.values() for nic in vm.nics if nic.network == network for ip in nic.ips]
