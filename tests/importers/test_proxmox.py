@@ -88,10 +88,15 @@ def test_every_translated_rule_names_its_source_line(imported: tuple[Policy, Pat
     _, out, _ = imported
     text = (out / "vm-100.yaml").read_text()
     assert "tcp: [22, 80, 8000-8100]}  # from 100.fw:29" in text
-    assert "# from cluster.fw:41 (group base, via 100.fw:26), macro SMB part 3" in text
-    for line in text.splitlines():
-        if line.lstrip().startswith("- {direction"):
-            assert "# from " in line or "# dhcp: 1" in line, line
+    assert "- {security_group: base}  # from 100.fw:26" in text
+    assert "# from cluster.fw:48 (group web, via 100.fw:25)" in text  # copied: GROUP web -i net0
+    cluster = (out / "cluster.yaml").read_text()
+    assert "# from cluster.fw:41, macro SMB part 3" in cluster  # the group's rule, written once
+    groups = cluster[cluster.index("\nsecurity_groups:"):].split("\n\n")[0]
+    assert "- {direction: in, action: accept, icmp: echo-request" in groups
+    for line in text.splitlines() + groups.splitlines():
+        if line.lstrip().startswith(("- {direction", "- {security_group")):
+            assert "# from " in line or "# dhcp: 1" in line or "# Proxmox built-in" in line, line
 
 
 def test_datacenter_rules_protect_the_nodes_after_host_fw(imported: tuple[Policy, Path, str]) -> None:
@@ -110,7 +115,10 @@ def test_datacenter_rules_protect_the_nodes_after_host_fw(imported: tuple[Policy
     settings = policy.doc.settings
     assert (settings.host_default.in_, settings.host_default.out) == ("reject", "accept")
     assert settings.management == ["group:management"]
-    assert (settings.log.rate, settings.log.burst, settings.log.denied) == ("2/minute", 7, True)
+    assert (settings.log.rate, settings.log.burst, settings.log.denied) == ("2/minute", 7, False)
+    # log_level_in: info in nodes/pve1/host.fw: that node's default logs at info; nolog (100.fw) writes nothing
+    assert policy.doc.hosts["pve1"].log is not None and policy.doc.hosts["pve1"].log.in_ == "info" and policy.doc.hosts["pve1"].log.out is None
+    assert policy.doc.hosts["pve2"].log is None and policy.doc.vms["web-server"].log is None
     assert settings.conntrack.invalid == "accept" and settings.conntrack.timeouts == {"tcp_established": 7200}
 
 
@@ -140,18 +148,21 @@ def test_guest_rules_groups_macros_and_interfaces(imported: tuple[Policy, Path, 
     assert got[:2] == [{"direction": "out", "action": "accept", "udp": ["67"], "sport": ["68"]},
                        {"direction": "in", "action": "accept", "udp": ["68"], "sport": ["67"]}]  # dhcp: 1
     web = got[4]
-    assert web["service"] == ["pve-web"] and web["to"] == ["10.10.0.10", "fd10::10"]  # GROUP web -i net0
+    assert web["service"] == ["pve-web"] and web["nic"] == ["net0"] and "to" not in web  # GROUP web -i net0: scoped to the NIC
     assert policy.doc.services["pve-web"].tcp == ["80", "443"]
     assert got[5]["enabled"] is False  # group rule on net1 used on net0: never matches
     assert got[6]["proto"] == ["gre"]  # -p 47
-    assert got[7] == {"direction": "in", "action": "accept", "icmp": ["echo-request"], "family": "ipv4"}
-    assert got[8] == {"direction": "in", "action": "accept", "icmpv6": ["nd-neighbor-solicit"]}
-    smb = [r for r in got if r.get("from") == ["group:partners"]]
+    assert got[7] == {"security_group": "base"}  # GROUP base: referenced, its rules written once
+    base = [r.model_dump(by_alias=True, exclude_defaults=True) for r in policy.doc.security_groups["base"].rules]
+    assert base[0] == {"direction": "in", "action": "accept", "icmp": ["echo-request"], "family": "ipv4"}
+    assert base[1] == {"direction": "in", "action": "accept", "icmpv6": ["nd-neighbor-solicit"]}
+    smb = [r for r in base if r.get("from") == ["group:partners"]]
     assert [r.get("sport") for r in smb] == [None, None, ["137"], None]  # SMB's source-port entry
-    assert {"direction": "in", "action": "accept", "tcp": ["9999"], "enabled": False} in got  # |IN in a group
-    assert {"direction": "out", "action": "reject", "to": ["group:blocklist"]} in got  # +dc/blocklist
+    assert {"direction": "in", "action": "accept", "tcp": ["9999"], "enabled": False} in base  # |IN in a group
+    assert {"direction": "out", "action": "reject", "to": ["group:blocklist"]} in base  # +dc/blocklist
+    assert not [r for r in got if r.get("icmp") == ["echo-request"]]  # not copied as well
     assert {"direction": "in", "action": "accept", "from": ["group:web-server-friends"], "to": ["10.10.0.10"], "tcp": ["5432"]} in got
-    assert {"direction": "in", "action": "accept", "to": ["10.90.0.10"], "udp": ["1-65535"], "sport": ["53"]} in got  # -i net1
+    assert {"direction": "in", "action": "accept", "nic": ["net1"], "udp": ["1-65535"], "sport": ["53"]} in got  # -i net1
     assert {"direction": "out", "action": "accept", "to": ["group:web-server-db"], "sctp": ["3868"]} in got
     assert not [r for r in got if r.get("service") == ["http"] or r.get("tcp") == ["8080"]]  # HTTP(ACCEPT) -dport 8080: Proxmox refuses it
     assert got[-1] == {"direction": "out", "action": "drop", "proto": ["udp"]}
@@ -173,14 +184,24 @@ def test_guest_rules_groups_macros_and_interfaces(imported: tuple[Policy, Path, 
     assert nic1.network == "vmbr9" and policy.doc.networks["vmbr9"].subnets == ["10.90.0.0/24"]
 
 
-def test_disabled_firewalls_keep_rules_disabled(imported: tuple[Policy, Path, str]) -> None:
+def test_disabled_firewalls_are_switched_off_with_their_rules_kept(imported: tuple[Policy, Path, str]) -> None:
+    """Issue 18: a guest without `enable: 1` and a NIC with firewall=0 become the
+    policy's switches (Proxmox filters nothing there); their rules stay as written,
+    so turning the switch on gives what Proxmox would enforce."""
+    from zonewall.analysis.engine import Analyzer
+    from zonewall.analysis.trace import FlowSpec, trace
+
     policy, _, _ = imported
     vm101 = policy.doc.vms["vm101"]  # no `enable: 1`: Proxmox applies nothing
-    assert (vm101.default.in_, vm101.default.out) == ("accept", "accept")
-    assert [r.enabled for r in vm101.rules] == [False]
+    assert vm101.firewall is False and (vm101.default.in_, vm101.default.out) == ("accept", "accept")
+    assert [(r.action, r.enabled) for r in vm101.rules] == [("drop", True)]  # IN DROP -p tcp -dport 23, kept
     vm102 = policy.doc.vms["vm102"]  # enable: 1 but its only NIC has firewall=0
-    assert vm102.zone == "quarantine" and [r.enabled for r in vm102.rules] == [False]
+    assert vm102.zone == "quarantine" and vm102.firewall is False and [n.firewall for n in vm102.nics] == [False]
     assert vm102.nics[0].filters == []
+    assert policy.doc.vms["web-server"].firewall is True and [n.name for n in policy.doc.vms["web-server"].nics] == ["net0", "net1"]
+    analyzer = Analyzer(policy)
+    assert trace(analyzer, "outside:198.51.100.7", "vm:vm101", FlowSpec("tcp", 23)).verdict == "accept"  # switched off
+    assert trace(analyzer, "outside:198.51.100.7", "vm:web-server", FlowSpec("tcp", 23)).verdict != "accept"  # filtered beside it
 
 
 def test_interface_icmp_codes_and_log_levels_are_written_as_such(imported: tuple[Policy, Path, str]) -> None:
@@ -189,7 +210,9 @@ def test_interface_icmp_codes_and_log_levels_are_written_as_such(imported: tuple
     policy, _, report = imported
     pve2 = [r.model_dump(by_alias=True, exclude_defaults=True) for r in policy.doc.hosts["pve2"].rules]
     assert {"direction": "in", "action": "accept", "tcp": ["8006"], "interface": ["vmbr0"]} in pve2
-    assert any(r.get("icmp") == ["port-unreachable"] and r["action"] == "drop" and r.get("enabled", True) for r in pve2)
+    assert {"security_group": "base"} in pve2  # the datacenter's GROUP base
+    base = [r.model_dump(by_alias=True, exclude_defaults=True) for r in policy.doc.security_groups["base"].rules]
+    assert any(r.get("icmp") == ["port-unreachable"] and r["action"] == "drop" and r.get("enabled", True) for r in base)
     assert pve2[0]["log"] == "info"
     assert "cluster.fw:31" not in report and "cluster.fw:40" not in report  # nothing inexact about them any more
 

@@ -229,6 +229,61 @@ def test_a_nic_accept_with_a_foreign_destination_is_not_opened(tmp_path: Path) -
     assert blocked(policy, OUT, "10.0.0.10", "--tcp", "3000")  # the address is net0's: Proxmox's net1 chain never sees it
 
 
+def test_a_nic_accept_is_scoped_to_its_nic(tmp_path: Path) -> None:
+    # issue 18: `-i net1` is written `nic: [net1]`: open on net1, closed on net0
+    policy, items = imported(tmp_path, {"100.fw": GUEST + "IN ACCEPT -i net1 -p tcp -dport 3000\n"})
+    assert verdict(policy, OUT, "10.0.1.10", "--tcp", "3000") == "accept"
+    assert blocked(policy, OUT, "10.0.0.10", "--tcp", "3000")
+    assert not any("-i net1" in i["message"] for i in items)  # exact: nothing reported
+
+
+def test_a_group_used_on_one_nic_is_referenced_for_that_nic(tmp_path: Path) -> None:
+    cluster = "[OPTIONS]\nenable: 1\n\n[group web]\nIN ACCEPT -p tcp -dport 443\n"
+    policy, _ = imported(tmp_path, {"cluster.fw": cluster, "100.fw": GUEST + "GROUP web -i net1\n", "101.fw": GUEST + "GROUP web\n"})
+    assert verdict(policy, OUT, "10.0.1.10", "--tcp", "443") == "accept"
+    assert blocked(policy, OUT, "10.0.0.10", "--tcp", "443")  # net0 of guest 100
+    assert verdict(policy, OUT, "10.0.0.11", "--tcp", "443") == "accept"  # guest 101, every NIC
+    vms = load_policy(policy).doc.vms
+    assert [r.model_dump(by_alias=True, exclude_defaults=True) for r in vms["vm100"].rules] == [{"security_group": "web", "nic": ["net1"]}]
+
+
+# -------------------------------------------------------------------- switches and log levels
+
+
+def test_a_nic_with_firewall_0_is_unfiltered_and_its_sibling_filtered(tmp_path: Path) -> None:
+    inventory = INVENTORY.replace("ips: [10.0.1.10]}", "ips: [10.0.1.10], firewall: false}")
+    policy, items = imported(tmp_path, {"100.fw": GUEST}, inventory)
+    assert verdict(policy, OUT, "10.0.1.10", "--tcp", "3000") == "accept"  # Proxmox filters nothing on net1
+    assert blocked(policy, OUT, "10.0.0.10", "--tcp", "3000")  # net0: policy_in DROP
+    assert not any("firewall=0" in i["message"] for i in items)
+
+
+def test_a_node_with_its_firewall_off_accepts_and_the_others_do_not(tmp_path: Path) -> None:
+    inventory = INVENTORY.replace("nodes:\n", "nodes:\n  pve2: {address: [192.168.1.12], uplink: eth0}\n")
+    files = {"cluster.fw": "[OPTIONS]\nenable: 1\npolicy_in: DROP\n", "nodes/pve1/host.fw": "[OPTIONS]\nenable: 0\n", "nodes/pve2/host.fw": "[OPTIONS]\nenable: 1\n"}
+    policy, _ = imported(tmp_path, files, inventory)
+    assert verdict(policy, OUT, "host:pve1", "--tcp", "3000") == "accept"
+    assert blocked(policy, OUT, "host:pve2", "--tcp", "3000")
+    assert load_policy(policy).doc.hosts["pve1"].firewall is False
+
+
+def test_a_datacenter_firewall_left_off_is_written_off(tmp_path: Path) -> None:
+    policy, items = imported(tmp_path, {"cluster.fw": "[OPTIONS]\npolicy_in: DROP\n", "100.fw": GUEST})
+    assert load_policy(policy).doc.settings.firewall is False
+    assert verdict(policy, OUT, "10.0.0.10", "--tcp", "3000") == "accept"  # Proxmox filters nothing
+    assert any("settings.firewall: false" in i["message"] for i in items)
+    on, _ = imported(tmp_path / "on", {"100.fw": GUEST})
+    assert load_policy(on).doc.settings.firewall is True and blocked(on, OUT, "10.0.0.10", "--tcp", "3000")
+
+
+def test_log_levels_are_written_per_guest_and_a_bad_one_is_reported(tmp_path: Path) -> None:
+    policy, items = imported(tmp_path, {"100.fw": "[OPTIONS]\nenable: 1\nlog_level_in: warning\nlog_level_out: loud\n\n[RULES]\n", "101.fw": GUEST})
+    vms = load_policy(policy).doc.vms
+    assert vms["vm100"].log is not None and (vms["vm100"].log.in_, vms["vm100"].log.out) == ("warning", None)
+    assert vms["vm101"].log is None
+    assert any("log_level_out: 'loud' is not a syslog level" in i["message"] for i in items)
+
+
 # -------------------------------------------------------------------- Proxmox's built-ins
 
 

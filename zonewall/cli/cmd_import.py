@@ -82,13 +82,14 @@ def proxmox(
     strict: bool = typer.Option(False, "--strict", help="fail, writing nothing, if anything is not translated exactly"),
     force: bool = typer.Option(False, "--force", help="write into a directory that already holds policy files"),
     as_json: bool = typer.Option(False, "--json", help="the report as JSON on stdout"),
+    copy_groups: bool = typer.Option(False, "--copy-groups", help="copy each security group into every rule list that uses it (default: `security_groups` referenced where they mean the same everywhere)"),
 ) -> None:
     """Translate a Proxmox VE firewall configuration (datacenter, nodes, guests): /etc/pve itself
     (guests, NICs and nodes from its configs), or exported .fw files with an inventory."""
     from ..importers.proxmox.source import read_source
     from ..importers.proxmox.translate import translate
 
-    _finish("proxmox", lambda report: translate(read_source(directory, inventory, report, corosync, local_network), report), output, strict, force, as_json)
+    _finish("proxmox", lambda report: translate(read_source(directory, inventory, report, corosync, local_network), report, map_groups=not copy_groups), output, strict, force, as_json)
 
 
 @import_app.command("libvirt")

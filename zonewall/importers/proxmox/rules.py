@@ -12,7 +12,6 @@ as such (issue 18).
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,7 @@ from ..emit import Commented, Flow
 from ..names import sanitize
 from ..report import ImportFailure, Report, Where
 from .addresses import AddressBook, Skip
+from .groups import SecurityGroups
 from .inventory import Guest
 from .macros import IPV6_ONLY, MACROS, Entry, lookup
 from .parse import FwFile, FwRule
@@ -152,12 +152,24 @@ def merge_macro(name: str, rule: FwRule) -> list[Entry]:
 
 
 class RuleTranslator:
-    """Translates rule lists in order, security groups expanded in place."""
+    """Translates rule lists in order; a security group referenced where it means the
+    same everywhere (groups.py), else expanded in place."""
 
-    def __init__(self, cluster: FwFile, book: AddressBook, report: Report, *, forward_enforced: bool) -> None:
+    def __init__(self, cluster: FwFile, book: AddressBook, report: Report, *, forward_enforced: bool, map_groups: bool = True) -> None:
         self.cluster, self.book, self.report = cluster, book, report
         self.forward_enforced = forward_enforced  # a node runs Proxmox's nftables firewall (FORWARD rules apply)
         self.services: dict[str, Any] = {}
+        self.groups = SecurityGroups(cluster, report, self.translate_plain) if map_groups else None
+
+    def translate_plain(self, rules: list[FwRule], vm: FwFile | None, vmid: int | None, guest: Guest | None, host_scope: bool,
+                        report: Report) -> list[Commented]:
+        """Rules of a security group, reported to `report` (a probe's is thrown away)."""
+        saved = self.report, self.book.report
+        self.report = self.book.report = report
+        try:
+            return [item for rule in rules for item in self.one_rule(rule, vm, vmid, guest, host_scope, Origin(rule.where), "")]
+        finally:
+            self.report, self.book.report = saved
 
     # -- macros ------------------------------------------------------------------
 
@@ -247,7 +259,7 @@ class RuleTranslator:
 
     def translate_rules(self, rules: list[FwRule], vm: FwFile | None, vmid: int | None, guest: Guest | None, *,
                         host_scope: bool, disabled_reason: str = "") -> list[Commented]:
-        """Rules in order, GROUP lines expanded in place."""
+        """Rules in order, GROUP lines referenced (or expanded in place)."""
         out: list[Commented] = []
         for rule in rules:
             if rule.type == "group":
@@ -255,6 +267,10 @@ class RuleTranslator:
                 group = self.cluster.groups.get(name)
                 if group is None:
                     self.report.skipped(rule.where, f"security group {rule.action!r} is not defined in cluster.fw (Proxmox uses an empty group)")
+                    continue
+                reference = self.groups.reference(rule, vm, vmid, guest, host_scope, disabled_reason) if self.groups is not None else None
+                if reference is not None:
+                    out.append(reference)
                     continue
                 for inner in group.rules:
                     merged = FwRule(**inner.__dict__)
@@ -282,7 +298,7 @@ class RuleTranslator:
         enabled = enforced
         narrowing: dict[str, Any] = {}
         if rule.iface:
-            enabled, narrowing = self.interface(rule, guest, host_scope, enabled, bodies)
+            enabled, narrowing = self.interface(rule, guest, host_scope, enabled)
         out: list[Commented] = []
         for body, extra in bodies:
             item: dict[str, Any] = {"direction": rule.type, "action": rule.action.lower()}
@@ -320,48 +336,14 @@ class RuleTranslator:
                                  "without it the import would let through what Proxmox blocks"])
         return []
 
-    def interface(self, rule: FwRule, guest: Guest | None, host_scope: bool, enabled: bool,
-                  bodies: list[tuple[dict[str, Any], str]]) -> tuple[bool, dict[str, Any]]:
-        """(enabled, extra keys) for `-i IFACE`. A host rule takes `interface:`; a guest
-        rule is narrowed to the NIC's
-        addresses; where that is not exact, an ACCEPT is written disabled and a
-        DROP/REJECT applies more widely (both closed)."""
-        blocks = rule.action in ("DROP", "REJECT")
-        if host_scope:  # a host rule scoped to the node's interface (issue 18); pve-firewall's `+` suffix is nft's `*`
-            iface = rule.iface or ""
+    def interface(self, rule: FwRule, guest: Guest | None, host_scope: bool, enabled: bool) -> tuple[bool, dict[str, Any]]:
+        """(enabled, extra keys) for `-i IFACE`: a host rule takes `interface:`, a guest
+        rule `nic:` (issue 18); a NIC the guest does not have never matches."""
+        iface = rule.iface or ""
+        if host_scope:  # pve-firewall's `+` suffix is nft's `*`
             return enabled, {"interface": [iface[:-1] + "*" if iface.endswith("+") else iface]}
         assert guest is not None
-        nic = guest.nic(rule.iface or "")
-        firewalled = [n for n in guest.nics if n.firewall]
-        if nic is None:
+        if guest.nic(iface) is None:
             self.report.note(rule.where, f"-i {rule.iface}: the guest has no such NIC in the inventory; the rule can never match and is written disabled")
             return False, {}
-        if firewalled == [nic]:
-            return enabled, {}
-        key = "to" if rule.type == "in" else "from"
-        if not nic.ips:
-            if blocks:
-                self.report.inexact(rule.where, f"-i {rule.iface}: the NIC has no ips in the inventory, so this {rule.action} applies to all of the guest's NICs (closed)")
-                return enabled, {}
-            self.report.inexact(rule.where, f"-i {rule.iface}: the NIC has no ips in the inventory, so this accept is written disabled (closed)")
-            return False, {}
-        if any(key in body for body, _ in bodies):
-            own = [body.get(key) for body, _ in bodies]
-            if blocks or all(_within(value, nic.ips) for value in own):
-                self.report.inexact(rule.where, f"-i {rule.iface} together with -{'dest' if key == 'to' else 'source'}: only the address is matched, not the NIC")
-                return enabled, {}
-            self.report.inexact(rule.where, f"-i {rule.iface} together with -{'dest' if key == 'to' else 'source'} outside the NIC's addresses: this accept is written disabled (closed)")
-            return False, {}
-        return enabled, {key: one(list(nic.ips))}
-
-
-def _within(value: Any, ips: list[str]) -> bool:
-    """Whether a rule's own address match (literal addresses or CIDRs) lies inside
-    the NIC's addresses, so matching the address alone cannot reach another NIC."""
-    items = value if isinstance(value, list) else [value]
-    try:
-        nets = [ipaddress.ip_network(str(item)) for item in items]
-    except ValueError:  # a group, a range, an exclusion: not provable here
-        return False
-    own = [ipaddress.ip_network(ip) for ip in ips]
-    return all(any(n.version == o.version and n.subnet_of(o) for o in own) for n in nets)  # type: ignore[arg-type]
+        return enabled, {"nic": [iface]}

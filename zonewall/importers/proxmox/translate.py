@@ -30,6 +30,7 @@ import re
 from typing import Any
 
 from ...policy.dataplane_keys import SYNFLOOD_BURST, SYNFLOOD_RATE
+from ...policy.model import LOG_LEVELS
 from ..emit import Commented, Document, Flow
 from ..names import Names, sanitize
 from ..report import Report, Where
@@ -47,15 +48,14 @@ PROTECTION_OPTIONS = ("tcpflags", "nosmurfs", "protection_synflood", "protection
 
 
 class ProxmoxImport:
-    def __init__(self, source: Source, report: Report) -> None:
+    def __init__(self, source: Source, report: Report, *, map_groups: bool = True) -> None:
         self.src, self.report = source, report
         self.cluster = source.cluster or FwFile("cluster.fw", "cluster")
         self.vm_names = Names()
         self.book = AddressBook(source, self.cluster, report, self.vm_name, self.local_network())
         forward = any(self.options_bool(fw, "nftables", False) for fw in source.hosts.values())
-        self.rules = RuleTranslator(self.cluster, self.book, report, forward_enforced=forward)
+        self.rules = RuleTranslator(self.cluster, self.book, report, forward_enforced=forward, map_groups=map_groups)
         self.filters: dict[str, Any] = {}
-        self.log_denied: list[Where] = []
         self.sets: dict[tuple[int, str], IpSet] = {}  # each filtered NIC's ipfilter set
         self.ips: dict[tuple[int, str], list[str]] = {}  # NIC addresses taken from ipfilter sets
 
@@ -132,9 +132,9 @@ class ProxmoxImport:
                 self.report.skipped(cluster.option_where("log_ratelimit"), f"log_ratelimit rate {rate!r} not understood; 1/second kept")
             if fields.get("burst", "5").isdigit():
                 log["burst"] = int(fields.get("burst", "5"))
-        if self.log_denied:
-            log["denied"] = True
-        settings["log"] = Flow({k: log[k] for k in ("denied", "rate", "burst") if k in log})
+        settings["log"] = Flow({k: log[k] for k in ("rate", "burst") if k in log})
+        if self.src.cluster is not None and not self.options_bool(cluster, "enable", False):
+            settings["firewall"] = Commented(False, f"datacenter enable is not 1 ({cluster.path}): Proxmox filters nothing; set true to enforce this policy")
         conntrack: dict[str, Any] = {}
         invalid = {name: self.options_bool(fw, "nf_conntrack_allow_invalid", False) for name, fw in sorted(self.src.hosts.items())}
         if any(invalid.values()):
@@ -172,11 +172,7 @@ class ProxmoxImport:
                 fw = self.src.hosts.get(key)
                 if fw is None:
                     continue
-                enabled = self.options_bool(fw, "enable", True)
-                reason = "" if enabled else f"host firewall disabled ({fw.path}: enable: 0)"
-                if not enabled:
-                    self.report.inexact(fw.option_where("enable"), f"{fw.path}: the host firewall is off; its rules are written disabled, but the node's input default stays settings.host_default (cluster-wide)")
-                rules += self.rules.translate_rules(fw.rules, None, None, None, host_scope=True, disabled_reason=reason)
+                rules += self.rules.translate_rules(fw.rules, None, None, None, host_scope=True)
             own += rules
             per_host[node] = rules + cluster_rules + built_in
         for node in sorted(k for k in self.src.hosts if k != "*" and k not in self.src.inventory.nodes):
@@ -215,16 +211,26 @@ class ProxmoxImport:
         }
         for fw in self.src.hosts.values():
             self.check_options(fw, host_known)
-            for direction in ("in", "out"):
-                level = fw.option(f"log_level_{direction}")
-                if level and level != "nolog":
-                    self.log_denied.append(fw.option_where(f"log_level_{direction}"))
         cluster_known = {"policy_forward": "no forward policy in zonewall"}
         self.check_options(self.cluster, cluster_known)
         if self.src.cluster is not None and not self.options_bool(self.cluster, "enable", False):
-            self.report.inexact(self.cluster.option_where("enable"), "the datacenter firewall is disabled (enable is not 1): Proxmox enforces none of these rules, the imported policy does")
+            self.report.note(self.cluster.option_where("enable"), "the datacenter firewall is disabled (enable is not 1): written as settings.firewall: false, as Proxmox filters nothing")
         if self.src.cluster is None:
             self.report.note(Where("cluster.fw"), "no cluster.fw: no datacenter rules, IP sets, aliases or security groups")
+
+    def log_levels(self, fw: FwFile) -> Flow | None:
+        """log_level_in/out: the level what the default decides is logged at (nolog,
+        Proxmox's default, is zonewall's too: written only when logged)."""
+        out: dict[str, str] = {}
+        for direction in ("in", "out"):
+            level = (fw.option(f"log_level_{direction}") or "").strip()
+            if not level or level == "nolog":
+                continue
+            if level not in LOG_LEVELS:
+                self.report.skipped(fw.option_where(f"log_level_{direction}"), f"log_level_{direction}: {level!r} is not a syslog level; not logged")
+                continue
+            out[direction] = level
+        return Flow(out) if out else None
 
     def guest_enabled(self, vmid: int) -> bool:
         """Whether Proxmox filters this guest: `enable: 1` and a NIC with firewall=1."""
@@ -232,12 +238,10 @@ class ProxmoxImport:
         fw = self.src.guests.get(vmid)
         enabled = self.options_bool(fw, "enable", False)
         if fw is not None and not enabled:
-            self.report.note(fw.option_where("enable") if fw.option("enable") else Where(fw.path), f"guest {vmid}: firewall not enabled (enable: 1 missing); written with accept defaults and its rules disabled")
+            self.report.note(fw.option_where("enable") if fw.option("enable") else Where(fw.path), f"guest {vmid}: firewall not enabled (enable: 1 missing); written with firewall: false")
         if enabled and not any(n.firewall for n in guest.nics):
             enabled = False
-            self.report.note(guest.where, f"guest {vmid}: no NIC has firewall=1; written with accept defaults and its rules disabled")
-        if enabled and any(not n.firewall for n in guest.nics):
-            self.report.inexact(guest.where, f"guest {vmid}: some NICs have firewall=0; zonewall applies the guest's rules to all of its NICs")
+            self.report.note(guest.where, f"guest {vmid}: no NIC has firewall=1; written with firewall: false")
         return enabled
 
     def guest(self, vmid: int, enabled: bool, zones: dict[str, Any], networks: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
@@ -247,14 +251,16 @@ class ProxmoxImport:
         zone = sanitize(str(guest.zone)) if guest.zone else self.network_name(guest.nics[0].bridge)
         zones.setdefault(zone, Commented({}, "guests " + ("from the inventory's zone" if guest.zone else f"whose first NIC is on {guest.nics[0].bridge}") + "; no rules of its own (Proxmox has no zones)"))
         body: dict[str, Any] = {"host": guest.node, "zone": zone}
-        if enabled:
+        if not enabled:
+            body["firewall"] = False  # Proxmox filters nothing for it; its rules are kept for when it is turned on
+        if fw is not None:
             body["default"] = Flow({"in": self.policy(fw, "policy_in", "DROP"), "out": self.policy(fw, "policy_out", "ACCEPT")})
         else:
             body["default"] = Flow({"in": "accept", "out": "accept"})
         body["nics"] = [self.nic(vmid, nic, fw, enabled, networks) for nic in guest.nics]
         rules: list[Commented] = []
         if fw is not None:
-            if enabled and self.options_bool(fw, "dhcp", False):
+            if self.options_bool(fw, "dhcp", False):
                 where = fw.option_where("dhcp")
                 for flow in (
                     {"direction": "out", "action": "accept", "udp": 67, "sport": 68},
@@ -265,12 +271,10 @@ class ProxmoxImport:
                     rules.append(Commented(Flow(flow), f"dhcp: 1 ({where}): Proxmox accepts DHCP before the guest's rules"))
             if enabled and not self.options_bool(fw, "ndp", True):
                 self.report.inexact(fw.option_where("ndp"), "ndp: 0: zonewall always accepts IPv6 neighbour discovery (RFC 4890)")
-            for direction in ("in", "out"):
-                level = fw.option(f"log_level_{direction}")
-                if enabled and level and level != "nolog":
-                    self.log_denied.append(fw.option_where(f"log_level_{direction}"))
-            reason = "" if enabled else f"guest firewall disabled in {fw.path}"
-            rules += self.rules.translate_rules(fw.rules, fw, vmid, guest, host_scope=False, disabled_reason=reason)
+            log = self.log_levels(fw)
+            if log is not None:
+                body["log"] = log
+            rules += self.rules.translate_rules(fw.rules, fw, vmid, guest, host_scope=False)
             self.check_options(fw, {"ips": "no IPS (Suricata) integration in zonewall", "ips_queues": "no IPS (Suricata) integration in zonewall",
                                     "layer2_protocols": "zonewall filters cannot allow-list ethertypes per guest"})
         if rules:
@@ -283,7 +287,9 @@ class ProxmoxImport:
         ips = list(nic.ips) or self.ips.get((vmid, nic.key), [])
         network = self.network_name(nic.bridge)
         self.note_network(network, nic, ips, networks)
-        entry: dict[str, Any] = {"network": network}
+        entry: dict[str, Any] = {"network": network, "name": nic.key}  # what `nic:` in rules names (Proxmox's -i netN)
+        if not nic.firewall:
+            entry["firewall"] = False  # Proxmox's firewall=0: this NIC is not filtered
         if nic.mac:
             entry["mac"] = nic.mac
         filters: list[str] = []
@@ -358,6 +364,13 @@ class ProxmoxImport:
             if node.uplink:
                 entry["uplink"] = node.uplink
             entry["protection"] = self.node_protection(node_name)
+            own_fw = self.src.hosts.get(node_name) or self.src.hosts.get("*")
+            if own_fw is not None and not self.options_bool(own_fw, "enable", True):
+                self.report.note(own_fw.option_where("enable"), f"{own_fw.path}: the host firewall is off: node {node_name} written with firewall: false")
+                entry["firewall"] = False
+            log = self.log_levels(own_fw) if own_fw is not None else None
+            if log is not None:
+                entry["log"] = log
             entry["rules"] = per_host[node_name]
             hosts[node_name] = Commented(entry, f"from {node.where}; rules: host.fw, the datacenter rules of cluster.fw, then Proxmox's built-ins ({PROFILE})")
         cluster = Document([HEADER, "Datacenter (cluster.fw), nodes (host.fw) and the inventory; guests are in vm-VMID.yaml,",
@@ -369,12 +382,11 @@ class ProxmoxImport:
             cluster.body["groups"] = dict(sorted(self.book.groups.items()))
         if self.rules.services:
             cluster.body["services"] = dict(sorted(self.rules.services.items()))
+        if self.rules.groups is not None and self.rules.groups.definitions:
+            cluster.body["security_groups"] = dict(sorted(self.rules.groups.definitions.items()))
         if self.filters:
             cluster.body["filters"] = dict(sorted(self.filters.items()))
         cluster.body["zones"] = dict(sorted(zones.items()))
-        if self.log_denied:
-            for where in self.log_denied:
-                self.report.inexact(where, "log_level_in/out: zonewall logs packets dropped by defaults cluster-wide (settings.log.denied), not per guest or node")
         return {"cluster.yaml": cluster, PROFILE: profile, **vm_docs}
 
     def network_entry(self, name: str, net: dict[str, Any]) -> Any:
@@ -386,5 +398,6 @@ class ProxmoxImport:
         return Commented(Flow(entry), "subnets assumed from the guests' addresses" if net["inferred"] else f"bridge {net['bridge']} from {self.src.inventory.bridges[net['bridge']].where}")
 
 
-def translate(source: Source, report: Report) -> dict[str, Document]:
-    return ProxmoxImport(source, report).run()
+def translate(source: Source, report: Report, *, map_groups: bool = True) -> dict[str, Document]:
+    """`map_groups=False`: every security group copied into the rule lists using it."""
+    return ProxmoxImport(source, report, map_groups=map_groups).run()
