@@ -7,7 +7,8 @@ validated from the previous policy, and must give exactly what the whole load gi
   the same document, the same rules with the same ids and positions, the same
   source tree, the same compiled ruleset for the VM's node. It never answers a
   policy where the whole load refuses.
-* The fast path is taken for the plain cases (a port, an action, a new explicit id),
+* The fast path is taken for the plain cases (a port, an action, a new explicit id;
+  in a VM's rules and in a zone's),
   and not for what it cannot judge alone (lines added, a packet limit, an id used twice).
 """
 
@@ -112,6 +113,9 @@ def edited(index: int, text: str, lines: list[str] | None = None) -> dict[str, s
 def test_plain_edits_take_the_fast_path() -> None:
     for text in REPLACEMENTS[:4]:
         assert compare("plain", edited(3, text), "node1") is not None, text
+        zone = list(LINES)
+        zone[ZONE_RULE] = text
+        assert compare("plain", {"policy.yaml": "\n".join(zone)}, "node1") is not None, text  # a zone's rule
 
 
 @pytest.mark.parametrize("text", [REPLACEMENTS[5], REPLACEMENTS[6], REPLACEMENTS[9], REPLACEMENTS[10], REPLACEMENTS[13], REPLACEMENTS[14]])
@@ -137,9 +141,9 @@ def test_what_it_cannot_judge_alone_goes_the_whole_way() -> None:
     two_vms[RULE_LINES[-1]] = REPLACEMENTS[0]
     assert load_edit(DOCS, OLD, {"policy.yaml": "\n".join(two_vms)}) is None
     assert load_edit(DOCS, OLD, {"policy.yaml": BASE, "other.yaml": "version: 1\n"}) is None
-    zone = list(LINES)
-    zone[ZONE_RULE] = REPLACEMENTS[0]
-    assert load_edit(DOCS, OLD, {"policy.yaml": "\n".join(zone)}) is None  # a zone's rule: not (yet) this path
+    both = list(LINES)
+    both[ZONE_RULE] = both[RULE_LINES[0]] = REPLACEMENTS[0]
+    assert load_edit(DOCS, OLD, {"policy.yaml": "\n".join(both)}) is None  # a zone's and a VM's at once
 
 
 def test_random_port_edits_on_every_vm_agree() -> None:

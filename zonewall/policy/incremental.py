@@ -2,7 +2,7 @@
 
 Loading a 10,000-VM policy costs seconds; a commit that changes one rule of one VM
 should not. `load_edit` builds the new policy from the previous revision's when the
-only difference is some one-line rules of one VM rewritten in place (the same
+only difference is some one-line rules of one VM (or of one zone) rewritten in place (the same
 number of lines, so every other rule keeps its position and derived id): it reads
 and validates just those lines, runs the checks a rule takes (references, scopes,
 ids) and shares everything else with the previous policy.
@@ -38,17 +38,17 @@ def load_edit(old_documents: dict[str, str], old: Policy, new_documents: dict[st
     if span is None:
         return None
     edited, texts = span
-    found = _owning_vm(old, name, edited)
+    found = _owner(old, name, edited)
     if found is None:
         return None
-    vm, indexes = found
+    owner, indexes = found
     rules: dict[int, tuple[Rule, LDict]] = {}
     for index, line, text in zip(indexes, edited, texts, strict=True):
         parsed = _read_rule(text, name, line)
         if parsed is None:
             return None
         rules[index] = parsed
-    return _rebuilt(old, vm, rules)
+    return _rebuilt(old, owner, rules)
 
 
 def _edited_lines(old: str, new: str) -> tuple[list[int], list[str]] | None:
@@ -90,27 +90,35 @@ def _common_suffix(a: str, b: str, limit: int, chunk: int = 1 << 16) -> int:
     return i
 
 
-def _owning_vm(policy: Policy, file: str, lines: list[int]) -> tuple[str, list[int]] | None:
-    """The VM whose rules are each of `lines` (one rule per line, in file `file`),
-    and the index of each; None when a line is anything else."""
-    vms = policy.source.get("vms") if isinstance(policy.source, LDict) else None
-    if not isinstance(vms, LDict):
+# where rule lists live that an in-place edit may touch: (section, level of its rules)
+SECTIONS = (("vms", "vm"), ("zones", "zone"))
+Owner = tuple[str, str, str]  # (section, level, name)
+
+
+def _owner(policy: Policy, file: str, lines: list[int]) -> tuple[Owner, list[int]] | None:
+    """The VM or zone whose rules are each of `lines` (one rule per line, in file
+    `file`), and the index of each; None when a line is anything else."""
+    if not isinstance(policy.source, LDict):
         return None
     wanted = set(lines)
-    on_line: dict[int, list[tuple[str, int]]] = {}
-    for name, spec in vms.items():
-        rules = spec.get("rules") if isinstance(spec, LDict) else None
-        if not isinstance(rules, LList) or not rules.value_locs:
+    on_line: dict[int, list[tuple[Owner, int]]] = {}
+    for section, level in SECTIONS:
+        specs = policy.source.get(section)
+        if not isinstance(specs, LDict):
             continue
-        locs = rules.value_locs
-        if locs[0].line > lines[-1] or locs[-1].line < lines[0]:
-            continue
-        for index, loc in enumerate(locs):
-            if loc.file == file and loc.line in wanted:
-                on_line.setdefault(loc.line, []).append((name, index))
+        for name, spec in specs.items():
+            rules = spec.get("rules") if isinstance(spec, LDict) else None
+            if not isinstance(rules, LList) or not rules.value_locs:
+                continue
+            locs = rules.value_locs
+            if locs[0].line > lines[-1] or locs[-1].line < lines[0]:
+                continue
+            for index, loc in enumerate(locs):
+                if loc.file == file and loc.line in wanted:
+                    on_line.setdefault(loc.line, []).append(((section, level, name), index))
     owners = [on_line.get(line, []) for line in lines]
     if any(len(owner) != 1 for owner in owners):
-        return None  # a line that is no rule of a VM's, or holds two
+        return None  # a line that is no rule of a VM's or zone's, or holds two
     names = {owner[0][0] for owner in owners}
     if len(names) != 1:
         return None
@@ -134,36 +142,38 @@ def _read_rule(text: str, file: str, line: int) -> tuple[Rule, LDict] | None:
         return None
 
 
-def _rebuilt(old: Policy, vm: str, rules: dict[int, tuple[Rule, LDict]]) -> Policy | None:
-    """`old` with those rules of `vm` replaced, if every check a rule takes passes."""
-    spec = old.doc.vms[vm]
+def _rebuilt(old: Policy, owner: Owner, rules: dict[int, tuple[Rule, LDict]]) -> Policy | None:
+    """`old` with those rules of `owner` replaced, if every check a rule takes passes."""
+    section, level, name = owner
+    specs = getattr(old.doc, section)
+    spec = specs[name]
     new_rules = list(spec.rules)
     for index, (rule, _) in rules.items():
         new_rules[index] = rule
-    doc = old.doc.model_copy(update={"vms": {**old.doc.vms, vm: spec.model_copy(update={"rules": new_rules})}})
-    source = _replaced_source(old.source, vm, {index: data for index, (_, data) in rules.items()})
+    doc = old.doc.model_copy(update={section: {**specs, name: spec.model_copy(update={"rules": new_rules})}})
+    source = _replaced_source(old.source, section, name, {index: data for index, (_, data) in rules.items()})
     policy = Policy(doc, source)
-    table = _rule_table(old, policy, vm, rules)
+    table = _rule_table(old, level, name, rules)
     if table is None:
         return None
-    policy.__dict__["_rule_table"] = table  # what build_indexes makes, shared but for this VM's run
+    policy.__dict__["_rule_table"] = table  # what build_indexes makes, shared but for this owner's run
     policy.__dict__["_zone_members"] = old._zone_members  # membership is not a rule's business
     checker = Checker(doc, source)
     checker.__dict__["policy"] = policy
-    for ref in table[1][("vm", vm)]:
+    for ref in table[1][(level, name)]:
         if ref.index in rules:
             checker.check_rule(ref, policy)
     return None if checker.problems else policy
 
 
-def _replaced_source(root: LDict, vm: str, items: dict[int, LDict]) -> LDict:
-    vms: LDict = root["vms"]
-    spec: LDict = vms[vm]
+def _replaced_source(root: LDict, section: str, name: str, items: dict[int, LDict]) -> LDict:
+    specs: LDict = root[section]
+    spec: LDict = specs[name]
     rules = _copy_list(spec["rules"])
     for index, item in items.items():
         rules[index] = item
         rules.value_locs[index] = item.loc
-    return _copy_dict(root, "vms", _copy_dict(vms, vm, _copy_dict(spec, "rules", rules)))
+    return _copy_dict(root, section, _copy_dict(specs, name, _copy_dict(spec, "rules", rules)))
 
 
 def _copy_dict(node: LDict, key: str, value: Any) -> LDict:
@@ -179,11 +189,11 @@ def _copy_list(node: LList) -> LList:
     return out
 
 
-def _rule_table(old: Policy, new: Policy, vm: str, rules: dict[int, tuple[Rule, LDict]]) -> Any:
-    """The previous rule table with the VM's edited rules re-made; None when an id
+def _rule_table(old: Policy, level: str, name: str, rules: dict[int, tuple[Rule, LDict]]) -> Any:
+    """The previous rule table with the owner's edited rules re-made; None when an id
     check the whole load makes (unique explicit ids, packet-limit marks) could differ."""
     every, by_owner = old._rule_table
-    run = by_owner[("vm", vm)]
+    run = by_owner[(level, name)]
     made: list[RuleRef] = []
     for ref in run:
         if ref.index not in rules:
@@ -193,11 +203,11 @@ def _rule_table(old: Policy, new: Policy, vm: str, rules: dict[int, tuple[Rule, 
         if rule.packet_limit is not None or ref.rule.packet_limit is not None:
             return None  # its connection mark is checked against every other rule's
         loc: Loc = data.loc
-        made.append(RuleRef(rule, "vm", vm, ref.index, rule.id or _default_id(loc, ref.path), ref.path, loc))
+        made.append(RuleRef(rule, ref.level, name, ref.index, rule.id or _default_id(loc, ref.path), ref.path, loc))
     mine = [r.id for r in made if r.rule.id is not None]
     if mine:
-        taken = {r.id for r in every if r.rule.id is not None and not (r.level == "vm" and r.owner == vm)}
+        taken = {r.id for r in every if r.rule.id is not None and not (r.level == level and r.owner == name)}
         if len(set(mine)) != len(mine) or taken & set(mine):
             return None  # an id used twice: the whole load names both places
-    start = next(i for i, r in enumerate(every) if r.level == "vm" and r.owner == vm)
-    return every[:start] + made + every[start + len(run):], {**by_owner, ("vm", vm): made}
+    start = next(i for i, r in enumerate(every) if r.level == level and r.owner == name)
+    return every[:start] + made + every[start + len(run):], {**by_owner, (level, name): made}
