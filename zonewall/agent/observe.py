@@ -34,6 +34,7 @@ from typing import Any
 from ..compiler.ir import Ruleset
 from ..compiler.logprefix import parse as parse_prefix
 from ..compiler.naming import level_of
+from ..compiler.stmt import Log
 from ..dataplane.backend import Backend, LibNftBackend
 from ..dataplane.counters import RuleCounter, read_counters
 from ..dataplane.nflog import LogRecord, NflogError, NflogReader, resolve_vm
@@ -56,11 +57,10 @@ def log_statements(ruleset: Ruleset) -> tuple[int | None, set[Key]]:
         for chain in table.chains:
             for rule in chain.rules:
                 for statement in rule.statements:
-                    body = statement.get("log") if isinstance(statement, dict) else None
-                    if not isinstance(body, dict) or "prefix" not in body:
+                    if not isinstance(statement, Log):
                         continue
-                    group = int(body.get("group", 0)) if group is None else group
-                    _node, scope, direction, rule_id, _verdict, _level = parse_prefix(str(body["prefix"]))
+                    group = statement.group if group is None else group
+                    _node, scope, direction, rule_id, _verdict, _level = parse_prefix(statement.prefix)
                     if scope is not None and direction is not None and rule_id is not None:
                         keys.add((scope, direction, rule_id))
     return group, keys

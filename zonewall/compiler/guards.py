@@ -252,11 +252,11 @@ def bridge_table(policy: Policy, node: str, nics: list[LocalNic], learned: Mappi
         for direction, target in (("out", guards_out), ("in", guards_in)):
             profile_chain = _profile(policy, registry, node, filters, direction, chains, profiles, families) if filters else None
             if profile_chain is not None:
-                target.append((nic.tap, x.jump(profile_chain)))
+                target.append((nic.tap, x.jump_value(profile_chain)))
         name = port_object("nic", nic.tap, "in")
         flooded = _flooded_copy(nic) if nic_filtered(policy, nic.vm, nic.nic_index) else ()
         chains[name] = Chain(name, (*flooded, NftRule((x.or_mark(nic.dst_mark),), f"{nic.vm} nic {nic.nic_index}")))
-        dst_map.append((nic.tap, x.jump(name)))
+        dst_map.append((nic.tap, x.jump_value(name)))
     src_mark = NftRule((x.set_mark(x.map_lookup(x.meta("iifname"), "nic-src")),), "source guest port -> mark")
     # Every hook a packet passes costs; chains and lookups exist only where needed.
     forward = [NftRule((x.vmap(x.meta("oifname"), "guards-in"),), "guards towards the guest, on every frame")] if guards_in else []
@@ -291,14 +291,14 @@ def bridge_table(policy: Policy, node: str, nics: list[LocalNic], learned: Mappi
         for nic in nics:
             name = port_object("na", nic.tap)
             chains[name] = na_target_chain(policy, node, nic, name, learning)
-            na_map.append((nic.tap, x.jump(name)))
+            na_map.append((nic.tap, x.jump_value(name)))
         sets.append(NamedSet(NIC_NA, "ifname", tuple(sorted(na_map)), map="verdict", comment="port -> neighbour advertisement check"))
     if "qemu-announce-self-rarp" in used:
         rarp_map = []
         for nic in nics:
             if nic.nic.mac:
                 chains[port_object("rarp", nic.tap)] = rarp_chain(nic)
-                rarp_map.append((nic.tap, x.jump(port_object("rarp", nic.tap))))
+                rarp_map.append((nic.tap, x.jump_value(port_object("rarp", nic.tap))))
         sets.append(NamedSet(NIC_RARP, "ifname", tuple(sorted(rarp_map)), map="verdict", comment="port -> its RARP payload check"))
     learn_chains, learn_sets = learning.objects()
     base += [c for c in learn_chains if c.hook is not None]

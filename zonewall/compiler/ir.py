@@ -1,8 +1,8 @@
 """The nftables intermediate representation: typed, immutable, deterministic.
 
-A Ruleset is what one node should have in the kernel. Rule statements are kept as
-libnftables JSON statement objects (built by `nftexpr`), so converting to the wire
-format is a plain walk and nothing is ever spliced into nft text.
+A Ruleset is what one node should have in the kernel. Rule statements are typed
+(`stmt`, built by `nftexpr`); `encode` turns them into libnftables JSON statement
+objects, so nothing is ever spliced into nft text.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from .encode import statements_json
+from .stmt import Statement
 
 Json = dict[str, Any]
 
@@ -27,7 +30,7 @@ class Hook:
 
 @dataclass(frozen=True)
 class Rule:
-    statements: tuple[Json, ...]
+    statements: tuple[Statement, ...]
     comment: str | None = None
 
 
@@ -207,7 +210,7 @@ def rule_object(table: Table, chain: Chain, rule: Rule) -> Json:
         "family": table.family,
         "table": table.name,
         "chain": chain.name,
-        "expr": list(rule.statements),
+        "expr": statements_json(rule.statements),
     }
     if rule.comment:
         obj["comment"] = rule.comment

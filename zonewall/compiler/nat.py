@@ -22,7 +22,7 @@ drop there wins. `open: false` leaves the decision to those rules and the defaul
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from ..policy.addresses import Family
 from ..policy.resolve import Policy
@@ -31,6 +31,7 @@ from .ir import Chain, Hook, Rule
 from .matches import IP_PROTO, interval_elements
 from .plan.nat import SourceNat, port_forwards, source_nats
 from .plan.vocabulary import Step
+from .stmt import Nat
 
 Json = dict[str, Any]
 NAT_FAMILY = {"ipv4": "ip", "ipv6": "ip6"}
@@ -41,13 +42,8 @@ def _one_or_set(values: list[Any]) -> Any:
     return values[0] if len(values) == 1 else {"set": values}
 
 
-def nat_statement(kind: str, family: Family, address: str | None = None, port: int | None = None) -> Json:
-    body: Json = {"family": NAT_FAMILY[family]}
-    if address is not None:
-        body["addr"] = address
-    if port is not None:
-        body["port"] = port
-    return {kind: body}
+def nat_statement(kind: Literal["snat", "dnat"], family: Family, address: str | None = None, port: int | None = None) -> Nat:
+    return x.nat(kind, NAT_FAMILY[family], address, port)
 
 
 def prerouting_rules(policy: Policy, node: str) -> list[Rule]:
@@ -76,7 +72,7 @@ def _leaving(translation: SourceNat) -> list[Json]:
 def postrouting_rules(policy: Policy, node: str) -> list[Rule]:
     rules: list[Rule] = []
     for translation in source_nats(policy, node):
-        action = nat_statement("snat", translation.family, translation.to) if translation.kind == "snat" else {"masquerade": None}
+        action = nat_statement("snat", translation.family, translation.to) if translation.kind == "snat" else x.masquerade()
         rules.append(Rule((*_leaving(translation), x.counter(), action), translation.label))
     return rules
 

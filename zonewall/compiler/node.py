@@ -36,6 +36,7 @@ from .plan.groups import GroupCall
 from .plan.hooks import FORWARD, INPUT, OUTPUT, Stage
 from .plan.switches import invalid_action, nic_filtered
 from .protection import protection_rules
+from .stmt import Statement
 from .tenants import conntrack_zone_chain
 
 Json = dict[str, Any]
@@ -220,12 +221,12 @@ class InetBuilder:
         def vmap(name: str, elements: list[tuple[int, Json]], comment: str) -> None:
             self.sets[name] = NamedSet(name, "mark", tuple(elements), map="verdict", comment=comment)
 
-        vmap("out-dispatch", [(n.src_mark, x.jump(vm_chain(n.vm, "out"))) for n in self.filtered], "source guest NIC -> its VM's out chain")
-        vmap("in-dispatch", [(n.dst_mark, x.jump(vm_chain(n.vm, "in"))) for n in self.filtered], "destination guest NIC -> its VM's in chain")
-        vmap("net-src", [(n.src_mark, x.jump(network_chain(n.nic.network, "src"))) for n in self.nics if n.nic.network in checked], "network check of the source NIC")
-        vmap("net-dst", [(n.dst_mark, x.jump(network_chain(n.nic.network, "dst"))) for n in self.nics if n.nic.network in checked], "network check of the destination NIC")
+        vmap("out-dispatch", [(n.src_mark, x.jump_value(vm_chain(n.vm, "out"))) for n in self.filtered], "source guest NIC -> its VM's out chain")
+        vmap("in-dispatch", [(n.dst_mark, x.jump_value(vm_chain(n.vm, "in"))) for n in self.filtered], "destination guest NIC -> its VM's in chain")
+        vmap("net-src", [(n.src_mark, x.jump_value(network_chain(n.nic.network, "src"))) for n in self.nics if n.nic.network in checked], "network check of the source NIC")
+        vmap("net-dst", [(n.dst_mark, x.jump_value(network_chain(n.nic.network, "dst"))) for n in self.nics if n.nic.network in checked], "network check of the destination NIC")
 
-    def invalid_log(self, direction: str) -> list[Json]:
+    def invalid_log(self, direction: str) -> list[Statement]:
         """settings.log.invalid (issue 18): invalid packets logged before their verdict."""
         log = self.policy.doc.settings.log
         if not log.invalid:
