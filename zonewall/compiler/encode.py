@@ -1,7 +1,8 @@
-"""Typed rule statements -> libnftables JSON statement objects: the one encoder.
+"""Typed rule statements <-> libnftables JSON statement objects: the one encoder.
 
 Each statement class of `stmt` has one function here writing the object libnftables
-expects (key order as the goldens and fingerprints have always had it).
+expects (key order as the goldens and fingerprints have always had it), and
+`decode_statement` reads back the statements a kernel listing's readers need.
 """
 
 from __future__ import annotations
@@ -84,6 +85,24 @@ ENCODERS: dict[type, Callable[[Any], Json]] = {
     s.Log: _log, s.RateLimit: _rate_limit, s.LimitRef: _limit_ref, s.SetUpdate: _set_update, s.VMap: _vmap,
     s.CtHelperSet: _ct_helper, s.CtTimeoutSet: _ct_timeout, s.Nat: _nat,
 }
+
+
+VERDICT_KINDS: tuple[s.VerdictKind, ...] = ("accept", "drop", "return", "jump", "goto")
+
+
+def decode_statement(obj: Json) -> s.Statement | None:
+    """A listed statement as a typed one: counters and verdicts (what `dataplane.counters`
+    reads); None for any other statement."""
+    if "counter" in obj:
+        body = obj["counter"]
+        if isinstance(body, dict):
+            return s.Counter(int(body.get("packets", 0)), int(body.get("bytes", 0)))
+        return s.COUNTER if body is None else None  # a named counter is not the rule's own
+    for kind in VERDICT_KINDS:
+        if kind in obj:
+            body = obj[kind]
+            return s.Verdict(kind, str(body.get("target", "")) if isinstance(body, dict) else None)
+    return None
 
 
 def statement_json(st: s.Statement) -> Json:

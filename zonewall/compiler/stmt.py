@@ -32,7 +32,11 @@ class Match:
 
 @dataclass(frozen=True, slots=True)
 class Counter:
-    """An anonymous packet/byte counter (read back by `dataplane.counters`)."""
+    """An anonymous packet/byte counter. The compiler's have no values; a kernel
+    listing's (decoded by `encode.decode_statement`) carry what they counted."""
+
+    packets: int | None = None
+    bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
