@@ -210,10 +210,10 @@ def table_delta(old: Table, new: Table) -> list[Json]:
             commands.append({"add": set_object(new, named)})
     # 5. element deltas for kept sets and maps.
     for named in new.sets:
-        before = old_sets.get(named.name)
-        if before is None or named.name in redefined_set_names or before.elements == named.elements:
+        old_set = old_sets.get(named.name)
+        if old_set is None or named.name in redefined_set_names or old_set.elements == named.elements:
             continue
-        commands += _element_delta(new, before, named)
+        commands += _element_delta(new, old_set, named)
     # 6. rules of new and rewritten chains, in table order.
     rewritten_names = {c.name for c in rewritten}
     for chain in new.chains:

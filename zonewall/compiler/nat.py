@@ -30,8 +30,8 @@ from . import nftexpr as x
 from .ir import Chain, Hook, Rule
 from .matches import IP_PROTO, interval_elements
 from .plan.nat import SourceNat, port_forwards, source_nats
-from .plan.vocabulary import Step
-from .stmt import Nat
+from .plan.vocabulary import DnatOrigin, Step
+from .stmt import Nat, Statement
 
 Json = dict[str, Any]
 NAT_FAMILY = {"ipv4": "ip", "ipv6": "ip6"}
@@ -49,7 +49,7 @@ def nat_statement(kind: Literal["snat", "dnat"], family: Family, address: str | 
 def prerouting_rules(policy: Policy, node: str) -> list[Rule]:
     rules: list[Rule] = []
     for forward in port_forwards(policy, node):
-        statements = [
+        statements: list[Statement] = [
             x.match(x.payload(IP_PROTO[forward.family], "daddr"), _one_or_set(list(forward.listen))),
             x.match(x.payload(forward.protocol, "dport"), forward.port),
             x.counter(),
@@ -59,7 +59,7 @@ def prerouting_rules(policy: Policy, node: str) -> list[Rule]:
     return rules
 
 
-def _leaving(translation: SourceNat) -> list[Json]:
+def _leaving(translation: SourceNat) -> list[Statement]:
     """Matches for 'leaving the node towards the outside' from the sources."""
     sources = _one_or_set(interval_elements(translation.sources, translation.family))
     field = x.payload(IP_PROTO[translation.family], "saddr")
@@ -94,8 +94,8 @@ def forward_open_rule(step: Step) -> Rule:
     places it after the VM's rules, before its default): `ct status dnat` with the
     translated port and the entry's original (pre-translation) listen port."""
     origin = step.condition
-    assert origin is not None, step
-    statements = [
+    assert isinstance(origin, DnatOrigin), step
+    statements: list[Statement] = [
         x.match(x.ct("status"), "dnat", "in"),
         x.match(x.payload(origin.protocol, "dport"), origin.port),
         x.match({"ct": {"key": "proto-dst", "dir": "original"}}, origin.original_port),

@@ -86,7 +86,7 @@ def value_range(low: Any, high: Any) -> Json:
     return {"range": [low, high]}
 
 
-def concat(*parts: Json) -> Json:
+def concat(*parts: Any) -> Json:
     return {"concat": list(parts)}
 
 

@@ -46,7 +46,8 @@ def utc_week_minutes(schedule: Schedule, now: datetime | None = None, default_tz
     """The window as [start, end) minute-of-week intervals in UTC (Monday 00:00 = 0)."""
     zone = ZoneInfo(schedule.timezone or default_tz or "UTC")
     moment = (now or datetime.now(UTC)).astimezone(zone)
-    offset = int(moment.utcoffset().total_seconds() // 60) if moment.utcoffset() else 0
+    utc_offset = moment.utcoffset()
+    offset = int(utc_offset.total_seconds() // 60) if utc_offset else 0
     start_text, end_text = schedule.time.split("-")
     start = int(start_text[:2]) * 60 + int(start_text[3:])
     end = int(end_text[:2]) * 60 + int(end_text[3:])
@@ -105,7 +106,7 @@ def time_alternatives(intervals: Sequence[tuple[int, int]] | None) -> list[list[
         if len(day_names) < 7:
             statements.append(x.match(x.meta("day"), day_names[0] if len(day_names) == 1 else {"set": day_names}))
         if (start, stop) != (0, 1440):
-            high = "23:59:59" if stop == 1440 else _clock(stop - 1) + ":59"
-            statements.append(x.match(x.meta("hour"), x.value_range(_clock(start), high)))
+            last = "23:59:59" if stop == 1440 else _clock(stop - 1) + ":59"
+            statements.append(x.match(x.meta("hour"), x.value_range(_clock(start), last)))
         out.append(statements)
     return out
