@@ -9,16 +9,23 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Executable, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from .locks import MIGRATION_KEY, lock_database
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 DEFAULT_DATA_DIR = Path("/var/lib/zonewall/controller")
+
+
+def changed_rows(session: Session, statement: Executable) -> int:
+    """Rows an UPDATE or DELETE changed (`execute` is typed as returning a Result; for
+    these statements it is a CursorResult, which counts them)."""
+    return int(cast("CursorResult[Any]", session.execute(statement)).rowcount or 0)
 
 
 def default_url(data_dir: Path) -> str:
