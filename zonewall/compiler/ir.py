@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from .encode import statements_json
 from .stmt import Statement
@@ -118,14 +118,32 @@ class Table:
         raise KeyError(name)
 
 
+class NicMeta(TypedDict):
+    """A guest NIC of the node, as the log reader needs it (compiler.nics.LocalNic)."""
+
+    vm: str
+    nic: int  # the NIC's index on its VM
+    tap: str
+    network: str
+    mac: str | None
+
+
+class RulesetMeta(TypedDict, total=False):
+    """Facts the dataplane and log reader need to interpret packets. `nics` is keyed by
+    the NIC index written into packet marks: an int (a JSON round trip would make it a
+    string; nothing serialises this, and readers index it with ints only)."""
+
+    node: str
+    nics: dict[int, NicMeta]
+
+
 @dataclass(frozen=True)
 class Ruleset:
     """Everything zonewall owns on one node."""
 
     node: str
     tables: tuple[Table, ...]
-    # Facts the dataplane and log reader need to interpret packets (NIC index -> VM/NIC).
-    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    meta: RulesetMeta = field(default_factory=lambda: RulesetMeta(), compare=False, hash=False)
 
     def table(self, family: str, name: str) -> Table:
         for table in self.tables:

@@ -23,7 +23,7 @@ from ..policy.resolve import Policy
 from . import nftexpr as x
 from .ct_objects import global_timeouts, helper_objects, helper_rules, timeout_rules, zone_timeouts
 from .guards import bridge_table
-from .ir import Chain, Hook, Limit, NamedSet, Rule, Ruleset, Table
+from .ir import Chain, Hook, Limit, NamedSet, NicMeta, Rule, Ruleset, RulesetMeta, Table
 from .levels import REJECT_CHAIN, AcceptMode, CompileContext, reject_chain, render_call, render_default, render_step
 from .matches import IP_PROTO, address_elements, match_statements
 from .modes import ModeBuilder
@@ -72,10 +72,10 @@ def _compile_node(policy: Policy, node: str, now: datetime | None, timezone: str
     ctx = CompileContext(policy, node, now=now, timezone=timezone)
     inet = InetBuilder(ctx, nics).build()
     bridge = bridge_table(policy, node, nics, learned)
-    meta = {
-        "node": node,
-        "nics": {n.index: {"vm": n.vm, "nic": n.nic_index, "tap": n.tap, "network": n.nic.network, "mac": n.nic.mac} for n in nics},
-    }
+    meta = RulesetMeta(
+        node=node,
+        nics={n.index: NicMeta(vm=n.vm, nic=n.nic_index, tap=n.tap, network=n.nic.network, mac=n.nic.mac) for n in nics},
+    )
     return Ruleset(node, (inet, bridge), meta)
 
 
