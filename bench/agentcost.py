@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.synth import policy_text
 from zonewall.compiler.ir import fingerprint
 from zonewall.compiler.node import compile_node
-from zonewall.controller.documents import load_documents
+from zonewall.policy.documents import load_documents
 from zonewall.policy.scope import Scoper
 
 

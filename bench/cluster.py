@@ -48,13 +48,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.propagation import KernelWatch, percentiles
 from bench.synth import policy_text
 from zonewall.agent.client import PROTOCOL
-from zonewall.controller.documents import content_hash
 from zonewall.controller.store.db import default_url, open_database
 from zonewall.controller.store.tokens import create_token
 from zonewall.dataplane.backend import LibNftBackend
 from zonewall.lab.cluster import lab_down, lab_up
 from zonewall.lab.managed import ManagedLab
 from zonewall.policy.delta import apply_delta
+from zonewall.policy.documents import content_hash
 
 
 class NodeWatch(KernelWatch):

@@ -392,16 +392,17 @@ def linear_ruleset(ruleset):
     same bridge classification, same rules: only the dispatch differs."""
     from zonewall.compiler import nftexpr as x
     from zonewall.compiler.ir import Rule
+    from zonewall.compiler.stmt import VMap
 
     inet = ruleset.table("inet", "zonewall")
     masks = {"out-dispatch": x.SRC_NIC_MASK, "in-dispatch": x.DST_NIC_MASK}
     rules = []
     for rule in inet.chain("forward").rules:
         statement = rule.statements[0]
-        target = statement["vmap"]["data"][1:] if "vmap" in statement else None
+        target = statement.map if isinstance(statement, VMap) else None
         if target in masks:
-            for key, verdict in inet.set(target).elements:
-                rules.append(Rule((x.match(x.masked(x.meta("mark"), masks[target]), key), verdict), rule.comment))
+            for key, verdict in inet.set(target).elements:  # verdict: {"jump": {"target": chain}}
+                rules.append(Rule((x.match(x.masked(x.meta("mark"), masks[target]), key), x.jump(verdict["jump"]["target"])), rule.comment))
         else:
             rules.append(rule)
     chains = tuple(dataclasses.replace(c, rules=tuple(rules)) if c.name == "forward" else c for c in inet.chains)

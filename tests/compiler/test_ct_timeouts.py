@@ -15,6 +15,7 @@ import pytest
 from zonewall.compiler.coverage import not_enforced
 from zonewall.compiler.ct_objects import timeout_objects_for
 from zonewall.compiler.node import compile_node
+from zonewall.compiler.stmt import CtTimeoutSet
 from zonewall.dataplane.apply import apply_ruleset, restore_snapshot
 from zonewall.dataplane.backend import NftError, text_commands
 from zonewall.dataplane.fake import FakeBackend
@@ -69,7 +70,7 @@ def test_zone_override_is_bound_to_its_vms_only(tmp_path: Path) -> None:
     assert len(table.timeouts) == 3
 
     def sets(chain: str) -> list[str]:
-        return [s["ct timeout"] for r in table.chain(chain).rules for s in r.statements if "ct timeout" in s]
+        return [s.name for r in table.chain(chain).rules for s in r.statements if isinstance(s, CtTimeoutSet)]
 
     assert sets("forward") == [global_tcp, udp]
     assert sets("vm-db1-in") == sets("vm-db1-out") == [db_tcp]  # udp unchanged: the global object

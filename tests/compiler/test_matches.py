@@ -49,13 +49,13 @@ def test_excluding_an_ipv4_range_does_not_reopen_it_through_the_ipv6_half() -> N
     out = matches('{direction: out, action: accept, to: ["!10.0.0.0/8"], tcp: 443}')
     families = dict(out)
     assert families["ipv6"][0] == NFPROTO["ipv6"]
-    assert families["ipv4"][0]["match"]["left"] == x.payload("ip", "daddr")
+    assert families["ipv4"][0].left == x.payload("ip", "daddr")
     assert None not in families
 
 
 def test_a_group_in_both_families_uses_its_named_sets() -> None:
     out = matches("{direction: in, action: accept, from: group:office, service: ssh}")
-    assert [s[0]["match"]["right"] for _, s in out] == ["@g-office-v4", "@g-office-v6"]
+    assert [s[0].right for _, s in out] == ["@g-office-v4", "@g-office-v6"]
 
 
 def test_icmp_types_by_number_and_name_are_one_type() -> None:

@@ -253,7 +253,7 @@ def test_comment_with_nft_syntax_is_one_string() -> None:
 def test_policy_strings_are_quoted_everywhere() -> None:
     text = render_rule(Rule((x.match(x.meta("iifname"), 'e"th0\n'), x.log_group(3, 'p"re\x1bfix'), x.accept())))
     assert text == "iifname \"e'th0\" log prefix \"p'refix\" group 3 accept"
-    named = NamedSet("ports", "ifname", (('t"ap', x.accept()),), map="verdict")
+    named = NamedSet("ports", "ifname", (('t"ap', {"accept": None}),), map="verdict")
     assert "elements = { \"t'ap\" : accept }" in render_table(Table("bridge", "t", sets=(named,)))
 
 

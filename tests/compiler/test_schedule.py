@@ -45,7 +45,7 @@ def test_conversion_can_move_a_window_across_midnight() -> None:
     # 00:30-02:00 in Berlin (UTC+1) is 23:30 the day before until 01:00 UTC
     schedule = Schedule(days=["tue"], time="00:30-02:00", timezone="Europe/Berlin")
     alternatives = schedule_alternatives(schedule, datetime(2026, 1, 12, tzinfo=UTC))
-    rendered = [[(s["match"]["left"]["meta"]["key"], s["match"]["right"]) for s in alt] for alt in alternatives]
+    rendered = [[(s.left["meta"]["key"], s.right) for s in alt] for alt in alternatives]
     assert rendered == [
         [("day", "Tuesday"), ("hour", {"range": ["00:00", "00:59:59"]})],
         [("day", "Monday"), ("hour", {"range": ["23:30", "23:59:59"]})],

@@ -185,11 +185,11 @@ def test_diffs_lost_before_this_version_are_computed(tmp_path: Path, db_url: str
     from alembic.config import Config
     from sqlalchemy import text
 
-    from zonewall.controller.store.db import MIGRATIONS, make_engine
+    from zonewall.controller.store.db import SCHEMA_SCRIPTS, make_engine
 
     engine = make_engine(db_url)
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("script_location", str(SCHEMA_SCRIPTS))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "0002")

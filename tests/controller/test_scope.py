@@ -8,7 +8,7 @@ import pytest
 
 from bench.synth import policy_text
 from zonewall.compiler.node import compile_node
-from zonewall.controller.documents import load_documents, read_directory
+from zonewall.policy.documents import load_documents, read_directory
 from zonewall.policy.scope import SCOPE_MARK, Scoper, affected, rules_blocks
 
 ROOT = Path(__file__).resolve().parents[2]

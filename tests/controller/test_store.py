@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from zonewall.cli import app
 from zonewall.controller.server import Listen, parse_listen
-from zonewall.controller.store.db import MIGRATIONS, default_url, make_engine, open_database, upgrade
+from zonewall.controller.store.db import SCHEMA_SCRIPTS, default_url, make_engine, open_database, upgrade
 from zonewall.controller.store.tokens import authenticate
 from zonewall.policy.documents import document_name_problem, read_directory
 
@@ -22,7 +22,7 @@ runner = CliRunner()
 
 def head_revision() -> str:
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("script_location", str(SCHEMA_SCRIPTS))
     return str(ScriptDirectory.from_config(config).get_current_head())
 
 

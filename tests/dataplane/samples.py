@@ -67,7 +67,7 @@ def node_ruleset(
             NamedSet(
                 "guest_in",
                 "ifname",
-                tuple((tap, x.jump(f"g_{tap}")) for tap in sorted(guests)),
+                tuple((tap, x.jump_value(f"g_{tap}")) for tap in sorted(guests)),
                 map="verdict",
             ),
             NamedSet("meter", "ipv4_addr", flags=("timeout",), timeout=60, size=1024),
@@ -113,7 +113,7 @@ def random_table(draw: st.DrawFn, family: str = "inet", name: str = "zwr") -> Ta
             sets.append(NamedSet(set_name, "ipv4_addr", tuple(elems), flags=("interval",) if interval else ()))
     if regular and draw(st.booleans()):
         keys = draw(st.lists(st.sampled_from(_TAPS), unique=True, max_size=4))
-        verdicts = [draw(st.sampled_from([x.jump(c) for c in regular] + [x.goto(regular[0]), x.drop()])) for _ in keys]
+        verdicts = [draw(st.sampled_from([x.jump_value(c) for c in regular] + [x.goto_value(regular[0]), {"drop": None}])) for _ in keys]
         sets.append(NamedSet("dispatch", "ifname", tuple(zip(keys, verdicts)), map="verdict"))
     limits = [Limit(n, draw(st.sampled_from([10, 20])), "second", 5) for n in ("l0", "l1") if draw(st.booleans())]
     set_names = [s.name for s in sets if s.map is None]

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from zonewall.compiler import nftexpr as x
 from zonewall.compiler.ir import Rule, fingerprint
 from zonewall.dataplane.apply import (
     Snapshot,
@@ -208,7 +209,7 @@ def test_rule_comment_none_and_empty_agree() -> None:
     ruleset = node_ruleset()
     inet = ruleset.table("inet", TABLE)
     chains = tuple(
-        dataclasses.replace(c, rules=c.rules + (Rule(({"accept": None},), ""),)) if c.name == "input" else c
+        dataclasses.replace(c, rules=c.rules + (Rule((x.accept(),), ""),)) if c.name == "input" else c
         for c in inet.chains
     )
     ruleset = dataclasses.replace(ruleset, tables=(dataclasses.replace(inet, chains=chains),))

@@ -27,13 +27,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..compiler.ir import Ruleset
+from ..compiler.ir import NicMeta, Ruleset
 from ..compiler.logprefix import parse as parse_prefix
 from ..compiler.naming import level_of
+from ..compiler.stmt import Log
 from ..dataplane.backend import Backend, LibNftBackend
 from ..dataplane.counters import RuleCounter, read_counters
 from ..dataplane.nflog import LogRecord, NflogError, NflogReader, resolve_vm
@@ -56,28 +57,27 @@ def log_statements(ruleset: Ruleset) -> tuple[int | None, set[Key]]:
         for chain in table.chains:
             for rule in chain.rules:
                 for statement in rule.statements:
-                    body = statement.get("log") if isinstance(statement, dict) else None
-                    if not isinstance(body, dict) or "prefix" not in body:
+                    if not isinstance(statement, Log):
                         continue
-                    group = int(body.get("group", 0)) if group is None else group
-                    _node, scope, direction, rule_id, _verdict, _level = parse_prefix(str(body["prefix"]))
+                    group = statement.group if group is None else group
+                    _node, scope, direction, rule_id, _verdict, _level = parse_prefix(statement.prefix)
                     if scope is not None and direction is not None and rule_id is not None:
                         keys.add((scope, direction, rule_id))
     return group, keys
 
 
-def record_json(record: LogRecord, nics: dict[Any, Any]) -> dict[str, Any]:
+def record_json(record: LogRecord, nics: Mapping[int, NicMeta]) -> dict[str, Any]:
     """What the controller stores of one NFLOG record."""
     vm = resolve_vm(record, nics) if nics else None
     nic = None
     for index in ((record.dst_nic, record.src_nic) if record.direction == "in" else (record.src_nic, record.dst_nic)):
-        entry = nics.get(index, nics.get(str(index))) if index else None
-        if entry is not None and str(entry["vm"]) == vm:
+        entry = nics.get(index) if index else None
+        if entry is not None and entry["vm"] == vm:
             nic = f"{entry['vm']}/{entry['nic']}"
             break
     if nic is None and vm is not None:
         port = record.physoutdev if record.direction == "in" else record.physindev
-        entry = next((e for e in nics.values() if e.get("tap") == port), None)
+        entry = next((e for e in nics.values() if e["tap"] == port), None)
         nic = f"{entry['vm']}/{entry['nic']}" if entry is not None else None
     return {
         "time": record.time, "vm": vm, "nic": nic, "direction": record.direction, "family": record.family,
@@ -198,7 +198,7 @@ class Observer:
         group: int | None = None
         seen: Ruleset | None = None
         keys: set[Key] = set()
-        nics: dict[Any, Any] = {}
+        nics: dict[int, NicMeta] = {}
         batch: list[dict[str, Any]] = []
         first = 0.0
         next_counters = time.monotonic() + self.counter_interval
@@ -261,7 +261,7 @@ class Observer:
                 backend.close()
             client.close()
 
-    def _take(self, record: LogRecord, nics: dict[Any, Any], batch: list[dict[str, Any]]) -> None:
+    def _take(self, record: LogRecord, nics: Mapping[int, NicMeta], batch: list[dict[str, Any]]) -> None:
         if not record.is_zonewall:
             return
         self.received += 1

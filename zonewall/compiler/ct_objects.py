@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from ..policy.resolve import Policy
 from . import nftexpr as x
 from .ir import CtHelper, CtTimeout, Rule
+from .stmt import Statement
 
 # helper -> (kernel helper name, protocol, well-known port, l3proto as the kernel has it)
 HELPERS: dict[str, tuple[str, str, int, str]] = {
@@ -66,7 +67,7 @@ def helper_rules(policy: Policy) -> list[Rule]:
     rules = []
     for name in dict.fromkeys(policy.doc.settings.conntrack.helpers):
         _kernel_name, protocol, port, l3proto = HELPERS[name]
-        statements = [x.match(x.payload(protocol, "dport"), port), {"ct helper": f"helper-{name}"}]
+        statements: list[Statement] = [x.match(x.payload(protocol, "dport"), port), x.ct_helper_set(f"helper-{name}")]
         if l3proto == "ip":  # an IPv4-only helper: IPv6 connections keep none
             statements.insert(0, x.match(x.meta("nfproto"), "ipv4"))
         rules.append(Rule(tuple(statements), f"conntrack helper {name}"))
@@ -123,7 +124,7 @@ def zone_timeouts(policy: Policy, zone: str | None) -> dict[str, CtTimeout]:
 def timeout_rules(objects: Mapping[str, CtTimeout], comment: str, *, guest_only: bool = False) -> list[Rule]:
     rules = []
     for protocol, obj in sorted(objects.items()):
-        statements: list[dict] = [x.match(x.meta("l4proto"), protocol), {"ct timeout": obj.name}]
+        statements: list[Statement] = [x.match(x.meta("l4proto"), protocol), x.ct_timeout_set(obj.name)]
         if guest_only:  # the input chain also sees the node's own traffic
             statements.insert(0, x.match(x.masked(x.meta("mark"), x.SRC_NIC_MASK), 0, "!="))
         rules.append(Rule(tuple(statements), f"{comment} {protocol}"))

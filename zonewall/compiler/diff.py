@@ -42,6 +42,7 @@ from zonewall.compiler.ir import (
     table_body_commands,
     table_object,
 )
+from zonewall.compiler.stmt import LimitRef, Mangle, Match, SetUpdate, VMap
 
 
 def diff_commands(old: Ruleset, new: Ruleset) -> list[Json]:
@@ -138,9 +139,14 @@ def _references(chain: Chain) -> tuple[set[str], set[str]]:
     stack: list[Any] = [rule.statements for rule in chain.rules]
     while stack:
         value = stack.pop()
-        if isinstance(value, dict):
-            if isinstance(value.get("limit"), str):
-                limits.add(value["limit"])
+        if isinstance(value, LimitRef):
+            limits.add(value.name)
+        elif isinstance(value, (VMap, SetUpdate)):
+            sets.add(value.map if isinstance(value, VMap) else value.set)
+            stack.append(value.key if isinstance(value, VMap) else (value.elem, value.statements))
+        elif isinstance(value, (Match, Mangle)):
+            stack += (value.left, value.right) if isinstance(value, Match) else (value.key, value.value)
+        elif isinstance(value, dict):
             stack.extend(value.values())
         elif isinstance(value, (list, tuple)):
             stack.extend(value)
@@ -204,10 +210,10 @@ def table_delta(old: Table, new: Table) -> list[Json]:
             commands.append({"add": set_object(new, named)})
     # 5. element deltas for kept sets and maps.
     for named in new.sets:
-        before = old_sets.get(named.name)
-        if before is None or named.name in redefined_set_names or before.elements == named.elements:
+        old_set = old_sets.get(named.name)
+        if old_set is None or named.name in redefined_set_names or old_set.elements == named.elements:
             continue
-        commands += _element_delta(new, before, named)
+        commands += _element_delta(new, old_set, named)
     # 6. rules of new and rewritten chains, in table order.
     rewritten_names = {c.name for c in rewritten}
     for chain in new.chains:

@@ -38,6 +38,7 @@ from .matches import SetRegistry, rule_matches
 from .naming import LOG_LIMIT, TABLE, log_prefix, port_object
 from .nics import LocalNic
 from .plan.switches import guard_filters, nic_filtered
+from .stmt import Match, Statement
 
 Json = dict[str, Any]
 NIC_MAC, NIC_IP4, NIC_IP6 = "nic-mac", "nic-ip4", "nic-ip6"
@@ -60,11 +61,11 @@ def _ether(field: str) -> Json:
     return x.payload("ether", field)
 
 
-def _in_nic_set(direction: str, value: Json, set_name: str, negate: bool = False) -> Json:
+def _in_nic_set(direction: str, value: Json, set_name: str, negate: bool = False) -> Match:
     return x.match(x.concat(_port(direction), value), x.set_ref(set_name), "!=" if negate else "==")
 
 
-def _is(proto: str) -> Json:
+def _is(proto: str) -> Match:
     return x.match(_ether("type"), proto)
 
 
@@ -72,7 +73,7 @@ def _nh(offset_len: tuple[int, int]) -> Json:
     return {"payload": {"base": "nh", "offset": offset_len[0], "len": offset_len[1]}}
 
 
-def builtin_filter_rules(name: str, direction: str, learning: frozenset[int] = frozenset()) -> list[tuple[list[Json], str]]:
+def builtin_filter_rules(name: str, direction: str, learning: frozenset[int] = frozenset()) -> list[tuple[Sequence[Statement], str]]:
     """(matches, action) rules of a built-in filter for one direction; `learning`:
     the families the node has learning NICs of (their checks consult the port first)."""
     out_only = direction == "out"
@@ -83,7 +84,7 @@ def builtin_filter_rules(name: str, direction: str, learning: frozenset[int] = f
     ipv6_sources = [na_check, ([_is("ip6")], "learn6")] if 6 in learning else []
     rarp = [x.match(_ether("type"), RARP), x.match(_ether("daddr"), "ff:ff:ff:ff:ff:ff"), x.match(_nh(RARP_OP), RARP_REQUEST_REVERSE), x.match(_nh(RARP_SPA), 0), x.match(_nh(RARP_TPA), 0)]
     ip_dhcp_discover = [_is("ip"), x.match(x.payload("ip", "saddr"), "0.0.0.0"), x.match(x.payload("udp", "sport"), 68), x.match(x.payload("udp", "dport"), 67)]
-    rules: dict[str, list[tuple[list[Json], str]]] = {
+    rules: dict[str, list[tuple[Sequence[Statement], str]]] = {
         "no-mac-spoofing": [([_in_nic_set("out", _ether("saddr"), NIC_MAC, negate=True)], "drop")] if out_only else [],
         "no-ip-spoofing": [
             (ip_dhcp_discover, "return"),
@@ -144,9 +145,9 @@ def builtin_filter_rules(name: str, direction: str, learning: frozenset[int] = f
     return rules.get(name, [])
 
 
-def _l2_matches(rule: FilterRule, direction: str) -> list[Json]:
+def _l2_matches(rule: FilterRule, direction: str) -> list[Statement]:
     """mac/arp/ethertype keys; $MAC and $IP become per-port set lookups."""
-    out: list[Json] = []
+    out: list[Statement] = []
     if rule.ethertype is not None:
         out.append(x.match(_ether("type"), rule.ethertype))
     if rule.mac is not None:
@@ -172,7 +173,7 @@ def _l2_matches(rule: FilterRule, direction: str) -> list[Json]:
     return out
 
 
-def custom_filter_rules(policy: Policy, registry: SetRegistry, rule: FilterRule, direction: str) -> list[list[Json]]:
+def custom_filter_rules(policy: Policy, registry: SetRegistry, rule: FilterRule, direction: str) -> list[list[Statement]]:
     """A user filter rule's match lists (L2 keys, then any L3/L4 alternatives)."""
     l2 = _l2_matches(rule, direction)
     has_l3 = any(getattr(rule, k) is not None for k in ("from_", "to", "tcp", "udp", "sport", "icmp", "proto"))
@@ -182,7 +183,7 @@ def custom_filter_rules(policy: Policy, registry: SetRegistry, rule: FilterRule,
     return [l2 + statements for _family, statements in rule_matches(policy, registry, as_rule)]
 
 
-def _guard_verdict(action: str, direction: str, inline: bool) -> list[Json]:
+def _guard_verdict(action: str, direction: str, inline: bool) -> list[Statement]:
     if action == "check-na-target":  # per-port data, so one map lookup into the port's check
         return [x.vmap(x.meta("iifname"), NIC_NA)]
     if action in ("learn4", "learn6"):  # learning ports only: goto, so the learn chain's return leaves the filter
@@ -198,7 +199,7 @@ def _guard_verdict(action: str, direction: str, inline: bool) -> list[Json]:
     return [x.drop()]  # drop; reject is a drop here (the bridge family cannot reject)
 
 
-def filter_bodies(policy: Policy, registry: SetRegistry, name: str, direction: str, learning: frozenset[int] = frozenset()) -> list[tuple[list[Json], str]]:
+def filter_bodies(policy: Policy, registry: SetRegistry, name: str, direction: str, learning: frozenset[int] = frozenset()) -> list[tuple[Sequence[Statement], str]]:
     """(matches, action) of a filter's rules for one direction, in evaluation order."""
     if name in policy.doc.filters:
         ordered = sorted(policy.doc.filters[name].rules, key=lambda r: r.priority)  # stable: same priority keeps file order
@@ -211,15 +212,15 @@ def filter_bodies(policy: Policy, registry: SetRegistry, name: str, direction: s
     return builtin_filter_rules(name, direction, learning)
 
 
-def filter_rules(policy: Policy, node: str, name: str, direction: str, bodies: list[tuple[list[Json], str]], inline: bool) -> list[NftRule]:
+def filter_rules(policy: Policy, node: str, name: str, direction: str, bodies: list[tuple[Sequence[Statement], str]], inline: bool) -> list[NftRule]:
     rules: list[NftRule] = []
     comment = f"filter {name}"
     for statements, action in bodies:
         if action in ("drop", "reject") and policy.doc.settings.log.denied:
             prefix = log_prefix(node, f"guard:{name}", direction, name, "drop", policy.doc.settings.log.level)
-            rules.append(NftRule(tuple(statements + [x.limit_ref(LOG_LIMIT), x.log_group(policy.doc.settings.log.group, prefix)]), comment))
-        counter = [] if action in ("learn4", "learn6") else [x.counter()]  # the learn chain counts
-        rules.append(NftRule(tuple(statements + counter + _guard_verdict(action, direction, inline)), comment))
+            rules.append(NftRule((*statements, x.limit_ref(LOG_LIMIT), x.log_group(policy.doc.settings.log.group, prefix)), comment))
+        counter = () if action in ("learn4", "learn6") else (x.counter(),)  # the learn chain counts
+        rules.append(NftRule((*statements, *counter, *_guard_verdict(action, direction, inline)), comment))
     return rules
 
 
@@ -252,11 +253,11 @@ def bridge_table(policy: Policy, node: str, nics: list[LocalNic], learned: Mappi
         for direction, target in (("out", guards_out), ("in", guards_in)):
             profile_chain = _profile(policy, registry, node, filters, direction, chains, profiles, families) if filters else None
             if profile_chain is not None:
-                target.append((nic.tap, x.jump(profile_chain)))
+                target.append((nic.tap, x.jump_value(profile_chain)))
         name = port_object("nic", nic.tap, "in")
         flooded = _flooded_copy(nic) if nic_filtered(policy, nic.vm, nic.nic_index) else ()
         chains[name] = Chain(name, (*flooded, NftRule((x.or_mark(nic.dst_mark),), f"{nic.vm} nic {nic.nic_index}")))
-        dst_map.append((nic.tap, x.jump(name)))
+        dst_map.append((nic.tap, x.jump_value(name)))
     src_mark = NftRule((x.set_mark(x.map_lookup(x.meta("iifname"), "nic-src")),), "source guest port -> mark")
     # Every hook a packet passes costs; chains and lookups exist only where needed.
     forward = [NftRule((x.vmap(x.meta("oifname"), "guards-in"),), "guards towards the guest, on every frame")] if guards_in else []
@@ -291,14 +292,14 @@ def bridge_table(policy: Policy, node: str, nics: list[LocalNic], learned: Mappi
         for nic in nics:
             name = port_object("na", nic.tap)
             chains[name] = na_target_chain(policy, node, nic, name, learning)
-            na_map.append((nic.tap, x.jump(name)))
+            na_map.append((nic.tap, x.jump_value(name)))
         sets.append(NamedSet(NIC_NA, "ifname", tuple(sorted(na_map)), map="verdict", comment="port -> neighbour advertisement check"))
     if "qemu-announce-self-rarp" in used:
         rarp_map = []
         for nic in nics:
             if nic.nic.mac:
                 chains[port_object("rarp", nic.tap)] = rarp_chain(nic)
-                rarp_map.append((nic.tap, x.jump(port_object("rarp", nic.tap))))
+                rarp_map.append((nic.tap, x.jump_value(port_object("rarp", nic.tap))))
         sets.append(NamedSet(NIC_RARP, "ifname", tuple(sorted(rarp_map)), map="verdict", comment="port -> its RARP payload check"))
     learn_chains, learn_sets = learning.objects()
     base += [c for c in learn_chains if c.hook is not None]

@@ -1,8 +1,8 @@
 """The nftables intermediate representation: typed, immutable, deterministic.
 
-A Ruleset is what one node should have in the kernel. Rule statements are kept as
-libnftables JSON statement objects (built by `nftexpr`), so converting to the wire
-format is a plain walk and nothing is ever spliced into nft text.
+A Ruleset is what one node should have in the kernel. Rule statements are typed
+(`stmt`, built by `nftexpr`); `encode` turns them into libnftables JSON statement
+objects, so nothing is ever spliced into nft text.
 """
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
+
+from .encode import statements_json
+from .stmt import Statement
 
 Json = dict[str, Any]
 
@@ -27,7 +30,7 @@ class Hook:
 
 @dataclass(frozen=True)
 class Rule:
-    statements: tuple[Json, ...]
+    statements: tuple[Statement, ...]
     comment: str | None = None
 
 
@@ -115,14 +118,32 @@ class Table:
         raise KeyError(name)
 
 
+class NicMeta(TypedDict):
+    """A guest NIC of the node, as the log reader needs it (compiler.nics.LocalNic)."""
+
+    vm: str
+    nic: int  # the NIC's index on its VM
+    tap: str
+    network: str
+    mac: str | None
+
+
+class RulesetMeta(TypedDict, total=False):
+    """Facts the dataplane and log reader need to interpret packets. `nics` is keyed by
+    the NIC index written into packet marks: an int (a JSON round trip would make it a
+    string; nothing serialises this, and readers index it with ints only)."""
+
+    node: str
+    nics: dict[int, NicMeta]
+
+
 @dataclass(frozen=True)
 class Ruleset:
     """Everything zonewall owns on one node."""
 
     node: str
     tables: tuple[Table, ...]
-    # Facts the dataplane and log reader need to interpret packets (NIC index -> VM/NIC).
-    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    meta: RulesetMeta = field(default_factory=lambda: RulesetMeta(), compare=False, hash=False)
 
     def table(self, family: str, name: str) -> Table:
         for table in self.tables:
@@ -207,7 +228,7 @@ def rule_object(table: Table, chain: Chain, rule: Rule) -> Json:
         "family": table.family,
         "table": table.name,
         "chain": chain.name,
-        "expr": list(rule.statements),
+        "expr": statements_json(rule.statements),
     }
     if rule.comment:
         obj["comment"] = rule.comment

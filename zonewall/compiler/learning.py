@@ -46,6 +46,7 @@ from .ir import Chain, Hook, NamedSet, Rule
 from .naming import LOG_LIMIT, log_prefix, port_object
 from .nics import LocalNic, local_nics
 from .plan.switches import guard_filters
+from .stmt import Match, SetUpdate, Statement
 
 Json = dict[str, Any]
 LEARNING_FILTERS = {4: frozenset({"no-ip-spoofing", "no-arp-ip-spoofing"}), 6: frozenset({"no-ipv6-spoofing"})}
@@ -101,7 +102,7 @@ def learned_addresses(addresses: Sequence[str], family: int) -> tuple[str, ...]:
     return ()
 
 
-def _is(proto: str) -> Json:
+def _is(proto: str) -> Match:
     return x.match(x.payload("ether", "type"), proto)
 
 
@@ -118,8 +119,8 @@ def _raw(offset_len: tuple[int, int]) -> Json:
     return {"payload": {"base": "th", "offset": offset_len[0], "len": offset_len[1]}}
 
 
-def _set_add(set_name: str, key: Json) -> Json:
-    return {"set": {"op": "add", "elem": key, "set": x.set_ref(set_name)}}
+def _set_add(set_name: str, key: Json) -> SetUpdate:
+    return x.set_add(set_name, key)
 
 
 @dataclass
@@ -155,7 +156,7 @@ class NodeLearning:
             for nic in learners:
                 chain = self.learn_chain(nic, family)
                 chains.append(chain)
-                entries.append((nic.tap, x.goto(chain.name)))
+                entries.append((nic.tap, x.goto_value(chain.name)))
                 first = learned_addresses(self.learned.get((nic.vm, nic.nic_index), ()), family)
                 comment = f"{nic.vm} nic {nic.nic_index}: learned IPv{family} address"
                 sets.append(NamedSet(learned_set(family, nic.tap), f"ipv{family}_addr", first, flags=("timeout",), timeout=LEARNED_TIMEOUT, size=1, comment=comment))
@@ -166,7 +167,7 @@ class NodeLearning:
             for nic in snooping:
                 name = port_object("snoop4", nic.tap)
                 chains.append(self.snoop_chain(nic, name))
-                entries.append((nic.tap, x.jump(name)))
+                entries.append((nic.tap, x.jump_value(name)))
             sets.append(NamedSet(DHCP_SNOOP, "ifname", tuple(sorted(entries)), map="verdict", comment="dhcp-learning port -> its DHCPACK check"))
             ack = Rule((_is("ip"), x.match(x.payload("udp", "sport"), 67), x.match(x.payload("udp", "dport"), 68), x.vmap(x.meta("oifname"), DHCP_SNOOP)), "DHCP replies to a dhcp-learning port")
             chains.append(Chain("postrouting", (ack,), Hook("filter", "postrouting", -200)))
@@ -209,7 +210,7 @@ class NodeLearning:
         subnets = self.subnets(nic, 4)
         if subnets:
             learnable.append(x.match(yiaddr, {"set": _int_ranges(subnets)}))
-        rule = (
+        rule: tuple[Statement, ...] = (
             x.match(x.payload("ip", "saddr"), {"set": servers} if len(servers) > 1 else servers[0]),
             x.match(_raw(BOOTP_OP), 2),  # BOOTREPLY
             x.match(_raw(BOOTP_CHADDR), int(nic.nic.mac.replace(":", ""), 16)),
@@ -223,7 +224,7 @@ class NodeLearning:
 
     # -- neighbour advertisements of IPv6-learning ports ------------------------------
 
-    def na_target_rules(self, nic: LocalNic, own: list[str]) -> list[Json] | None:
+    def na_target_rules(self, nic: LocalNic, own: list[str]) -> list[list[Statement]] | None:
         """For an IPv6-learning port: the targets its advertisements may not name
         (a match list whose hit is dropped), else None (the usual own-address check)."""
         if (nic.tap, 6) not in self.modes:

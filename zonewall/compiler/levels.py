@@ -27,8 +27,8 @@ from .plan import Plan
 from .plan.groups import GroupCall
 from .plan.vocabulary import Scope, Step
 from .schedule import time_alternatives
+from .stmt import Statement
 
-Json = dict[str, Any]
 AcceptMode = Literal["return", "mark-in", "mark-out", "accept"]
 REJECT_CHAIN = "rejected"  # `reject` is an nft keyword: a chain of that name cannot be written in nft text
 
@@ -41,7 +41,7 @@ class CompileContext:
     extra_chains: dict[str, Chain] = field(default_factory=dict)  # per-rule log chains
     meters: dict[str, NamedSet] = field(default_factory=dict)  # per-source rate limit sets
     packet_limits: dict[int, str] = field(default_factory=dict)  # connection mark -> its packet budget chain
-    matches: dict[int, tuple[object, list[tuple[Family | None, list[Json]]]]] = field(default_factory=dict)  # by plan match tuple
+    matches: dict[int, tuple[object, list[tuple[Family | None, list[Statement]]]]] = field(default_factory=dict)  # by plan match tuple
     now: datetime | None = None  # schedules convert to UTC with the offset in force now
     timezone: str | None = None  # the node's timezone, for schedules that name none
     plan: Plan = None  # type: ignore[assignment]  # built from policy, now, timezone
@@ -66,7 +66,7 @@ class CompileContext:
         return self._nics.get((vm, index))
 
 
-def verdict_statements(action: str, accept_mode: AcceptMode) -> list[Json]:
+def verdict_statements(action: str, accept_mode: AcceptMode) -> list[Statement]:
     if action == "drop":
         return [x.drop()]
     if action == "reject":
@@ -90,7 +90,7 @@ def reject_chain() -> Chain:
     )
 
 
-def _rate_statements(ctx: CompileContext, step: Step, family: Family) -> list[Json]:
+def _rate_statements(ctx: CompileContext, step: Step, family: Family) -> list[Statement]:
     """`limit:` as statements placed before the verdict: over the rate, no match."""
     limit = step.limit
     if limit is None:
@@ -125,11 +125,11 @@ def render_step(ctx: CompileContext, step: Step, accept_mode: AcceptMode, scope:
     return out
 
 
-def _render_matches(ctx: CompileContext, step: Step, where: list[Json], timings: list[list[Json]], verdict: list[Json], ref: RuleRef) -> list[Rule]:
+def _render_matches(ctx: CompileContext, step: Step, where: list[Statement], timings: list[list[Statement]], verdict: list[Statement], ref: RuleRef) -> list[Rule]:
     out: list[Rule] = []
     for family, statements in _matches(ctx, step):
         statements = where + statements
-        variants: list[tuple[Family, list[Json]]]
+        variants: list[tuple[Family, list[Statement]]]
         if step.limit is not None and step.limit.per_source and family is None:
             # the bucket is keyed by the source address, whose type is per family
             variants = [(f, [x.match(x.meta("nfproto"), f)] + statements) for f in FAMILIES]
@@ -145,7 +145,7 @@ def _render_matches(ctx: CompileContext, step: Step, where: list[Json], timings:
 # -- issue 18: where a step applies (NICs, interfaces), security group references ----------
 
 
-def scope_alternatives(ctx: CompileContext, scope: Scope | None, vm: str, direction: str) -> list[list[Json]]:
+def scope_alternatives(ctx: CompileContext, scope: Scope | None, vm: str, direction: str) -> list[list[Statement]]:
     """Statements restricting a rule to its Scope, one list per alternative ([[]]: none).
 
     NICs: the packet mark's NIC bits (the source NIC for `out`; for `in` the
@@ -155,7 +155,7 @@ def scope_alternatives(ctx: CompileContext, scope: Scope | None, vm: str, direct
     `oifname` (out), one alternative per name (a trailing * is nft's wildcard)."""
     if scope is None:
         return [[]]
-    out: list[list[Json]] = []
+    out: list[list[Statement]] = []
     if scope.nics:
         nics = [nic for index in scope.nics if (nic := ctx.nic(vm, index)) is not None]
         if not nics:
@@ -198,7 +198,7 @@ def render_call(ctx: CompileContext, call: GroupCall, accept_mode: AcceptMode, v
     return out
 
 
-def _matches(ctx: CompileContext, step: Step) -> list[tuple[Family | None, list[Json]]]:
+def _matches(ctx: CompileContext, step: Step) -> list[tuple[Family | None, list[Statement]]]:
     """A step's matches as statements, rendered once per distinct match tuple in a
     compile (the plan shares one tuple between rules with the same match keys, and
     the named sets they use are registered by the first rendering)."""

@@ -19,8 +19,8 @@ from .ir import NamedSet
 from .naming import ref_set_name
 from .plan.rules import rule_matches as plan_rule_matches
 from .plan.vocabulary import L4, Addresses, IcmpTypes, Intervals, Match, Ports, TcpFlags
+from .stmt import Statement
 
-Json = dict[str, Any]
 ADDR_TYPE = {"ipv4": "ipv4_addr", "ipv6": "ipv6_addr"}
 IP_PROTO = {"ipv4": "ip", "ipv6": "ip6"}
 
@@ -70,7 +70,7 @@ def _one_or_set(values: list[Any]) -> Any:
     return values[0] if len(values) == 1 else {"set": values}
 
 
-def address_statement(registry: SetRegistry, addresses: Addresses, field_name: str, family: Family) -> Json:
+def address_statement(registry: SetRegistry, addresses: Addresses, field_name: str, family: Family) -> Statement:
     """saddr/daddr in `addresses`: a named reference stays a named set (shared by
     every rule using it; a membership change rewrites only the set)."""
     left = x.payload(IP_PROTO[family], field_name)
@@ -92,9 +92,10 @@ def _port_values(ports: Intervals) -> list[Any]:
     return [low if low == high else x.value_range(low, high) for low, high in ports]
 
 
-def l4_statements(l4: L4 | None) -> list[Json]:
+def l4_statements(l4: L4 | None) -> list[Statement]:
     if l4 is None:
         return []
+    out: list[Statement]
     if isinstance(l4, Ports):
         out = [x.match(x.payload(l4.protocol, "dport"), _one_or_set(_port_values(l4.dport)))]
         if l4.sport is not None:
@@ -115,9 +116,9 @@ def l4_statements(l4: L4 | None) -> list[Json]:
     return [x.match(x.meta("l4proto"), _one_or_set([label for _number, label in l4.values]))]
 
 
-def match_statements(registry: SetRegistry, match: Match) -> list[Json]:
+def match_statements(registry: SetRegistry, match: Match) -> list[Statement]:
     """One plan Match as nft statements (a family it does not imply: `meta nfproto`)."""
-    out: list[Json] = []
+    out: list[Statement] = []
     if match.family is not None and not match.implies_family:
         out.append(x.match(x.meta("nfproto"), match.family))
     if match.src is not None:
@@ -127,6 +128,6 @@ def match_statements(registry: SetRegistry, match: Match) -> list[Json]:
     return out + l4_statements(match.l4)
 
 
-def rule_matches(policy: Policy, registry: SetRegistry, rule: Rule) -> list[tuple[Family | None, list[Json]]]:
+def rule_matches(policy: Policy, registry: SetRegistry, rule: Rule) -> list[tuple[Family | None, list[Statement]]]:
     """A rule's match alternatives (plan/rules.py) as (family, statements)."""
     return [(m.family, match_statements(registry, m)) for m in plan_rule_matches(policy, rule)]

@@ -7,19 +7,17 @@ element that expires once the source has been quiet for a refill period.
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..policy.addresses import Family
 from . import nftexpr as x
 from .ir import NamedSet
 from .matches import IP_PROTO
 from .plan.vocabulary import RateLimit
+from .stmt import SetUpdate
 
-Json = dict[str, Any]
 RATE_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
-def per_source_meter(meters: dict[str, NamedSet], prefix: str, family: Family, limit: RateLimit, comment: str) -> Json:
+def per_source_meter(meters: dict[str, NamedSet], prefix: str, family: Family, limit: RateLimit, comment: str) -> SetUpdate:
     """Registers the set `PREFIX-v4`/`-v6` in `meters`; returns the update statement
     (it matches within the rate; with `limit.over`, beyond it)."""
     name = f"{prefix}-{'v4' if family == 'ipv4' else 'v6'}"

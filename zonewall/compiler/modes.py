@@ -23,7 +23,6 @@ own `out` rules run first, then `hostsvc-NET` accepts the services and drops the
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
 
 from ..policy.resolve import Policy
 from . import nftexpr as x
@@ -37,8 +36,7 @@ from .plan.modes import L3_MODES, host_services, routed_checks
 from .plan.rules import RulePlanner
 from .plan.switches import nic_filtered
 from .plan.vocabulary import NotForwarded, Step, final
-
-Json = dict[str, Any]
+from .stmt import Statement
 
 
 def l3_networks(policy: Policy, nics: list[LocalNic]) -> list[str]:
@@ -52,8 +50,8 @@ def host_service_networks(policy: Policy, nics: list[LocalNic]) -> list[str]:
 class ModeBuilder:
     """Chains and maps for the node's non-bridged networks and host services."""
 
-    def __init__(self, policy: Policy, planner: RulePlanner, nics: list[LocalNic], registry: SetRegistry, invalid: Json, ct_rules: list[Rule] | None = None,
-                 protection: list[Rule] | None = None, invalid_log: list[Json] | None = None) -> None:
+    def __init__(self, policy: Policy, planner: RulePlanner, nics: list[LocalNic], registry: SetRegistry, invalid: Statement, ct_rules: list[Rule] | None = None,
+                 protection: list[Rule] | None = None, invalid_log: list[Statement] | None = None) -> None:
         """`protection`: the guests' protection rules (compiler/protection.py); `invalid_log`:
         log statements for invalid packets (settings.log.invalid)."""
         self.policy, self.planner, self.nics, self.registry, self.invalid = policy, planner, nics, registry, invalid
@@ -75,7 +73,7 @@ class ModeBuilder:
         self._guest_maps(networks)
         for network in networks:
             self.chains[f"l3in-{network}"] = self._in_chain(network)
-        inbound = [(bridges[n], x.jump(f"l3in-{n}")) for n in networks]
+        inbound = [(bridges[n], x.jump_value(f"l3in-{n}")) for n in networks]
         self.sets["l3-in"] = NamedSet("l3-in", "ifname", tuple(sorted(inbound)), map="verdict", comment="routed towards a guest network")
         rules: list[Rule] = []
         outbound = []
@@ -83,7 +81,7 @@ class ModeBuilder:
             chain = self._out_chain(network)
             if chain is not None:
                 self.chains[chain.name] = chain
-                outbound.append((bridges[network], x.jump(chain.name)))
+                outbound.append((bridges[network], x.jump_value(chain.name)))
         if outbound:
             self.sets["l3-out"] = NamedSet("l3-out", "ifname", tuple(sorted(outbound)), map="verdict", comment="routed from a guest network")
             rules.append(Rule((x.vmap(x.meta("iifname"), "l3-out"),), "routed from a guest network"))
@@ -96,7 +94,7 @@ class ModeBuilder:
                 if nic.nic.network in networks and nic_filtered(self.policy, nic.vm, nic.nic_index):  # enable switches (issue 18)
                     for ip in nic.nic.ips:
                         if ipaddress.ip_address(ip).version == (4 if family == "ipv4" else 6):
-                            elements.append((ip, x.jump(vm_chain(nic.vm, "in"))))
+                            elements.append((ip, x.jump_value(vm_chain(nic.vm, "in"))))
             name = f"l3-guests-{'v4' if family == 'ipv4' else 'v6'}"
             self.sets[name] = NamedSet(name, f"{family}_addr", tuple(sorted(elements, key=lambda e: ipaddress.ip_address(e[0]))), map="verdict", comment="routed guest address -> its VM's in chain")
 
@@ -162,6 +160,6 @@ class ModeBuilder:
             rules.append(Rule((x.counter(), *verdict_statements(services.default.action, "accept")), services.default.label))
             name = f"hostsvc-{network}"
             self.chains[name] = Chain(name, tuple(rules))
-            entries.append((net.bridge, x.jump(name)))
+            entries.append((net.bridge, x.jump_value(name)))
         self.sets["host-services"] = NamedSet("host-services", "ifname", tuple(sorted(entries)), map="verdict", comment="guest network -> the node services it may use")
         return [Rule((x.vmap(x.meta("iifname"), "host-services"),), "from a guest network: host_services only")]

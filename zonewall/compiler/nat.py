@@ -22,7 +22,7 @@ drop there wins. `open: false` leaves the decision to those rules and the defaul
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from ..policy.addresses import Family
 from ..policy.resolve import Policy
@@ -30,7 +30,8 @@ from . import nftexpr as x
 from .ir import Chain, Hook, Rule
 from .matches import IP_PROTO, interval_elements
 from .plan.nat import SourceNat, port_forwards, source_nats
-from .plan.vocabulary import Step
+from .plan.vocabulary import DnatOrigin, Step
+from .stmt import Nat, Statement
 
 Json = dict[str, Any]
 NAT_FAMILY = {"ipv4": "ip", "ipv6": "ip6"}
@@ -41,19 +42,14 @@ def _one_or_set(values: list[Any]) -> Any:
     return values[0] if len(values) == 1 else {"set": values}
 
 
-def nat_statement(kind: str, family: Family, address: str | None = None, port: int | None = None) -> Json:
-    body: Json = {"family": NAT_FAMILY[family]}
-    if address is not None:
-        body["addr"] = address
-    if port is not None:
-        body["port"] = port
-    return {kind: body}
+def nat_statement(kind: Literal["snat", "dnat"], family: Family, address: str | None = None, port: int | None = None) -> Nat:
+    return x.nat(kind, NAT_FAMILY[family], address, port)
 
 
 def prerouting_rules(policy: Policy, node: str) -> list[Rule]:
     rules: list[Rule] = []
     for forward in port_forwards(policy, node):
-        statements = [
+        statements: list[Statement] = [
             x.match(x.payload(IP_PROTO[forward.family], "daddr"), _one_or_set(list(forward.listen))),
             x.match(x.payload(forward.protocol, "dport"), forward.port),
             x.counter(),
@@ -63,7 +59,7 @@ def prerouting_rules(policy: Policy, node: str) -> list[Rule]:
     return rules
 
 
-def _leaving(translation: SourceNat) -> list[Json]:
+def _leaving(translation: SourceNat) -> list[Statement]:
     """Matches for 'leaving the node towards the outside' from the sources."""
     sources = _one_or_set(interval_elements(translation.sources, translation.family))
     field = x.payload(IP_PROTO[translation.family], "saddr")
@@ -76,7 +72,7 @@ def _leaving(translation: SourceNat) -> list[Json]:
 def postrouting_rules(policy: Policy, node: str) -> list[Rule]:
     rules: list[Rule] = []
     for translation in source_nats(policy, node):
-        action = nat_statement("snat", translation.family, translation.to) if translation.kind == "snat" else {"masquerade": None}
+        action = nat_statement("snat", translation.family, translation.to) if translation.kind == "snat" else x.masquerade()
         rules.append(Rule((*_leaving(translation), x.counter(), action), translation.label))
     return rules
 
@@ -98,8 +94,8 @@ def forward_open_rule(step: Step) -> Rule:
     places it after the VM's rules, before its default): `ct status dnat` with the
     translated port and the entry's original (pre-translation) listen port."""
     origin = step.condition
-    assert origin is not None, step
-    statements = [
+    assert isinstance(origin, DnatOrigin), step
+    statements: list[Statement] = [
         x.match(x.ct("status"), "dnat", "in"),
         x.match(x.payload(origin.protocol, "dport"), origin.port),
         x.match({"ct": {"key": "proto-dst", "dir": "original"}}, origin.original_port),

@@ -1,14 +1,34 @@
-"""Builders for libnftables JSON statements and expressions.
+"""Builders for rule statements (typed, `stmt`) and their libnftables JSON expressions.
 
-Every value passes through here as JSON data, never as nft source text, so names and
+Every value passes through here as data, never as nft source text, so names and
 comments cannot inject syntax.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-Json = dict[str, Any]
+from .stmt import (
+    ACCEPT,
+    COUNTER,
+    DROP,
+    RETURN,
+    Counter,
+    CtHelperSet,
+    CtTimeoutSet,
+    LimitRef,
+    Log,
+    Mangle,
+    Match,
+    Nat,
+    RateLimit,
+    Reject,
+    SetUpdate,
+    Verdict,
+    VMap,
+)
+
+Json = dict[str, Any]  # a libnftables JSON expression (stmt.Expr)
 
 # Mark layout, shared by the bridge and inet tables of a node.
 SRC_NIC_MASK = 0x00003FFF  # bits 0-13: index of the guest NIC the packet came from
@@ -40,16 +60,16 @@ def masked(left: Json, mask: int) -> Json:
     return {"&": [left, mask]}
 
 
-def match(left: Json, right: Any, op: str = "==") -> Json:
-    return {"match": {"op": op, "left": left, "right": right}}
+def match(left: Json, right: Any, op: str = "==") -> Match:
+    return Match(left, right, op)
 
 
-def clear_bits(bits: int) -> Json:
+def clear_bits(bits: int) -> Mangle:
     """meta mark set meta mark & ~bits."""
     return set_mark({"&": [meta("mark"), 0xFFFFFFFF ^ bits]})
 
 
-def has_bits(bits: int) -> Json:
+def has_bits(bits: int) -> Match:
     """meta mark & bits == bits."""
     return match(masked(meta("mark"), bits), bits)
 
@@ -66,88 +86,108 @@ def value_range(low: Any, high: Any) -> Json:
     return {"range": [low, high]}
 
 
-def concat(*parts: Json) -> Json:
+def concat(*parts: Any) -> Json:
     return {"concat": list(parts)}
 
 
-def counter() -> Json:
-    return {"counter": None}
+def counter() -> Counter:
+    return COUNTER
 
 
-def accept() -> Json:
-    return {"accept": None}
+def accept() -> Verdict:
+    return ACCEPT
 
 
-def drop() -> Json:
-    return {"drop": None}
+def drop() -> Verdict:
+    return DROP
 
 
-def ret() -> Json:
-    return {"return": None}
+def ret() -> Verdict:
+    return RETURN
 
 
-def jump(chain: str) -> Json:
+def jump(chain: str) -> Verdict:
+    return Verdict("jump", chain)
+
+
+def goto(chain: str) -> Verdict:
+    return Verdict("goto", chain)
+
+
+def jump_value(chain: str) -> Json:
+    """A verdict as the value of a verdict map's element (an expression, not a statement)."""
     return {"jump": {"target": chain}}
 
 
-def goto(chain: str) -> Json:
+def goto_value(chain: str) -> Json:
     return {"goto": {"target": chain}}
 
 
-def vmap(key: Json, map_name: str) -> Json:
-    return {"vmap": {"key": key, "data": set_ref(map_name)}}
+def vmap(key: Json, map_name: str) -> VMap:
+    return VMap(key, map_name)
 
 
 def map_lookup(key: Json, map_name: str) -> Json:
     return {"map": {"key": key, "data": set_ref(map_name)}}
 
 
-def set_mark(value: Json | int) -> Json:
-    return {"mangle": {"key": meta("mark"), "value": value}}
+def set_mark(value: Json | int) -> Mangle:
+    return Mangle(meta("mark"), value)
 
 
-def or_mark(bits: int) -> Json:
+def or_mark(bits: int) -> Mangle:
     """meta mark set meta mark | bits."""
     return set_mark({"|": [meta("mark"), bits]})
 
 
-def reject_tcp_reset() -> Json:
-    return {"reject": {"type": "tcp reset"}}
+def reject_tcp_reset() -> Reject:
+    return Reject("tcp reset")
 
 
-def reject_icmpx(code: str = "port-unreachable") -> Json:
-    return {"reject": {"type": "icmpx", "expr": code}}
+def reject_icmpx(code: str = "port-unreachable") -> Reject:
+    return Reject("icmpx", code)
 
 
-def log_group(group: int, log_prefix: str) -> Json:
-    return {"log": {"group": group, "prefix": log_prefix}}
+def log_group(group: int, log_prefix: str) -> Log:
+    return Log(group, log_prefix)
 
 
-def limit_rate(rate: int, per: str, burst: int, *, over: bool = False) -> Json:
+def limit_rate(rate: int, per: str, burst: int, *, over: bool = False) -> RateLimit:
     """`limit rate R/per burst B packets`: matches within the rate (`over`: beyond it)."""
-    body: Json = {"rate": rate, "per": per, "burst": burst, "unit": "packets"}
-    if over:
-        body["inv"] = True
-    return {"limit": body}
+    return RateLimit(rate, per, burst, over)
 
 
-def limit_ref(name: str) -> Json:
-    return {"limit": name}
+def limit_ref(name: str) -> LimitRef:
+    return LimitRef(name)
 
 
-def meter_update(set_name: str, key: Json, rate: int, per: str, burst: int, *, over: bool = False) -> Json:
+def meter_update(set_name: str, key: Json, rate: int, per: str, burst: int, *, over: bool = False) -> SetUpdate:
     """Per-key token bucket in a dynamic set: `update @set { key limit rate ... }`."""
-    return {
-        "set": {
-            "op": "update",
-            "elem": key,
-            "set": set_ref(set_name),
-            "stmt": [limit_rate(rate, per, burst, over=over)],
-        }
-    }
+    return SetUpdate("update", set_name, key, (limit_rate(rate, per, burst, over=over),))
 
 
-def set_ct_mark_bits(mask: int, value: int) -> Json:
+def set_add(set_name: str, key: Json) -> SetUpdate:
+    """`add @set { key }`: learns the key (a dynamic set)."""
+    return SetUpdate("add", set_name, key)
+
+
+def ct_helper_set(name: str) -> CtHelperSet:
+    return CtHelperSet(name)
+
+
+def ct_timeout_set(name: str) -> CtTimeoutSet:
+    return CtTimeoutSet(name)
+
+
+def nat(kind: Literal["snat", "dnat"], family: str, address: str | None = None, port: int | None = None) -> Nat:
+    return Nat(kind, family, address, port)
+
+
+def masquerade() -> Nat:
+    return Nat("masquerade")
+
+
+def set_ct_mark_bits(mask: int, value: int) -> Mangle:
     """ct mark set ct mark & ~mask | value: the bits of `mask` become `value` (the
     and-mask keeps `value`'s bits too, which changes nothing: nft folds it so)."""
-    return {"mangle": {"key": ct("mark"), "value": {"|": [{"&": [ct("mark"), (0xFFFFFFFF ^ mask) | value]}, value]}}}
+    return Mangle(ct("mark"), {"|": [{"&": [ct("mark"), (0xFFFFFFFF ^ mask) | value]}, value]})

@@ -23,7 +23,7 @@ from ..policy.resolve import Policy
 from . import nftexpr as x
 from .ct_objects import global_timeouts, helper_objects, helper_rules, timeout_rules, zone_timeouts
 from .guards import bridge_table
-from .ir import Chain, Hook, Limit, NamedSet, Rule, Ruleset, Table
+from .ir import Chain, Hook, Limit, NamedSet, NicMeta, Rule, Ruleset, RulesetMeta, Table
 from .levels import REJECT_CHAIN, AcceptMode, CompileContext, reject_chain, render_call, render_default, render_step
 from .matches import IP_PROTO, address_elements, match_statements
 from .modes import ModeBuilder
@@ -36,6 +36,7 @@ from .plan.groups import GroupCall
 from .plan.hooks import FORWARD, INPUT, OUTPUT, Stage
 from .plan.switches import invalid_action, nic_filtered
 from .protection import protection_rules
+from .stmt import Statement
 from .tenants import conntrack_zone_chain
 
 Json = dict[str, Any]
@@ -71,10 +72,10 @@ def _compile_node(policy: Policy, node: str, now: datetime | None, timezone: str
     ctx = CompileContext(policy, node, now=now, timezone=timezone)
     inet = InetBuilder(ctx, nics).build()
     bridge = bridge_table(policy, node, nics, learned)
-    meta = {
-        "node": node,
-        "nics": {n.index: {"vm": n.vm, "nic": n.nic_index, "tap": n.tap, "network": n.nic.network, "mac": n.nic.mac} for n in nics},
-    }
+    meta = RulesetMeta(
+        node=node,
+        nics={n.index: NicMeta(vm=n.vm, nic=n.nic_index, tap=n.tap, network=n.nic.network, mac=n.nic.mac) for n in nics},
+    )
     return Ruleset(node, (inet, bridge), meta)
 
 
@@ -220,12 +221,12 @@ class InetBuilder:
         def vmap(name: str, elements: list[tuple[int, Json]], comment: str) -> None:
             self.sets[name] = NamedSet(name, "mark", tuple(elements), map="verdict", comment=comment)
 
-        vmap("out-dispatch", [(n.src_mark, x.jump(vm_chain(n.vm, "out"))) for n in self.filtered], "source guest NIC -> its VM's out chain")
-        vmap("in-dispatch", [(n.dst_mark, x.jump(vm_chain(n.vm, "in"))) for n in self.filtered], "destination guest NIC -> its VM's in chain")
-        vmap("net-src", [(n.src_mark, x.jump(network_chain(n.nic.network, "src"))) for n in self.nics if n.nic.network in checked], "network check of the source NIC")
-        vmap("net-dst", [(n.dst_mark, x.jump(network_chain(n.nic.network, "dst"))) for n in self.nics if n.nic.network in checked], "network check of the destination NIC")
+        vmap("out-dispatch", [(n.src_mark, x.jump_value(vm_chain(n.vm, "out"))) for n in self.filtered], "source guest NIC -> its VM's out chain")
+        vmap("in-dispatch", [(n.dst_mark, x.jump_value(vm_chain(n.vm, "in"))) for n in self.filtered], "destination guest NIC -> its VM's in chain")
+        vmap("net-src", [(n.src_mark, x.jump_value(network_chain(n.nic.network, "src"))) for n in self.nics if n.nic.network in checked], "network check of the source NIC")
+        vmap("net-dst", [(n.dst_mark, x.jump_value(network_chain(n.nic.network, "dst"))) for n in self.nics if n.nic.network in checked], "network check of the destination NIC")
 
-    def invalid_log(self, direction: str) -> list[Json]:
+    def invalid_log(self, direction: str) -> list[Statement]:
         """settings.log.invalid (issue 18): invalid packets logged before their verdict."""
         log = self.policy.doc.settings.log
         if not log.invalid:

@@ -22,7 +22,7 @@ receiver's `in` rule over the sender's `out` rule).
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..policy.addresses import FAMILIES
 from ..policy.dataplane_keys import PACKET_LIMIT_MARK_BITS, packet_limit_mark
@@ -32,15 +32,15 @@ from .ir import Chain, NamedSet, Rule
 from .meters import per_source_meter
 from .naming import rule_token
 from .plan.vocabulary import Step
+from .stmt import Statement
 
 if TYPE_CHECKING:
     from .levels import CompileContext
 
-Json = dict[str, Any]
 PACKET_LIMITS_MAP = "packet-limits"
 
 
-def packet_limited_verdict(ctx: CompileContext, step: Step, verdict: list[Json]) -> list[Json]:
+def packet_limited_verdict(ctx: CompileContext, step: Step, verdict: list[Statement]) -> list[Statement]:
     """The statements ending a packet-limited accept (in place of `verdict`)."""
     ref: RuleRef = step.ref  # type: ignore[assignment]
     limit = step.packet_limit
@@ -59,7 +59,7 @@ def packet_limited_verdict(ctx: CompileContext, step: Step, verdict: list[Json])
     return [x.set_ct_mark_bits(PACKET_LIMIT_MARK_BITS, packet_limit_mark(*step.origin)), x.goto(opened)]
 
 
-def _within(ctx: CompileContext, token: str, family: str, step: Step) -> Json:
+def _within(ctx: CompileContext, token: str, family: str, step: Step) -> Statement:
     limit = step.packet_limit
     assert limit is not None
     ref: RuleRef = step.ref  # type: ignore[assignment]
@@ -79,5 +79,5 @@ def established_rules(ctx: CompileContext) -> list[Rule]:
 def packet_limits_map(ctx: CompileContext) -> NamedSet | None:
     if not ctx.packet_limits:
         return None
-    elements = tuple(sorted((mark, x.jump(chain)) for mark, chain in ctx.packet_limits.items()))
+    elements = tuple(sorted((mark, x.jump_value(chain)) for mark, chain in ctx.packet_limits.items()))
     return NamedSet(PACKET_LIMITS_MAP, "mark", elements, map="verdict", comment="connection mark -> its rule's packet budget")

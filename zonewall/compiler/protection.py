@@ -8,7 +8,7 @@ set per family (`synflood-v4`, `-v6`), shared by the node's input and its guests
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..policy.addresses import FAMILIES
 from . import nftexpr as x
@@ -21,7 +21,6 @@ from .plan.vocabulary import NewConnection, Step
 if TYPE_CHECKING:
     from .levels import CompileContext
 
-Json = dict[str, Any]
 
 
 def protection_rules(ctx: CompileContext, steps: tuple[Step, ...], scope: str) -> list[Rule]:

@@ -35,12 +35,13 @@ import ipaddress
 import re
 import socket
 import unicodedata
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..policy.builtins import ICMP_V4_TYPES, ICMP_V6_TYPES, IP_PROTOCOLS
+from . import stmt as s
 from .ir import Chain, CtHelper, CtTimeout, Limit, NamedSet, Rule, Ruleset, Table
 
-Json = dict[str, Any]
 DType = str | tuple[str, ...] | None
 
 __all__ = ["listed_statements", "normalize_listing", "quote", "render_nft", "render_rule", "render_table"]
@@ -213,8 +214,11 @@ def _value(value: Any, dtype: DType) -> str:
     if "concat" in value:
         types = dtype if isinstance(dtype, tuple) else (None,) * len(value["concat"])
         return " . ".join(_value(part, t) for part, t in zip(value["concat"], types))
-    if any(k in value for k in ("accept", "drop", "return", "continue", "jump", "goto")):
-        return _statement(value)
+    if "jump" in value or "goto" in value:  # a verdict map's value
+        ((kind, body),) = value.items()
+        return f"{kind} {_word(body['target'])}"
+    if any(k in value for k in ("accept", "drop", "return", "continue")):
+        return next(iter(value))
     return _expr(value)
 
 
@@ -342,8 +346,8 @@ def _tcp_flags(bits: int) -> str:
     return ",".join(name for index, name in enumerate(TCP_FLAG_NAMES) if bits & (1 << index))
 
 
-def _match(m: Json) -> str:
-    left, right, op = m["left"], m["right"], m["op"]
+def _match(m: s.Match) -> str:
+    left, right, op = m.left, m.right, m.op
     dtype = _dtype(left)
     if isinstance(left, dict) and "&" in left and left["&"][0] == {"payload": {"protocol": "tcp", "field": "flags"}} and isinstance(right, int):
         mask = left["&"][1]  # nft lists `tcp flags & MASK == VALUE` as `tcp flags VALUE / MASK`
@@ -369,68 +373,54 @@ def _match(m: Json) -> str:
     return f"{_expr(left)} {operator}{_value(right, dtype)}"
 
 
-def _rate(spec: Json) -> str:
+def _rate(limit: s.RateLimit) -> str:
     """Packet rates only (all the compiler makes); nft omits a burst of 0 or 5."""
-    if spec.get("unit", "packets") != "packets" or "rate_unit" in spec:
-        raise ValueError(f"cannot render byte rate {spec!r}")
-    over = "over " if spec.get("inv") else ""
-    burst = spec.get("burst", 0)
-    return f"rate {over}{spec['rate']}/{spec.get('per', 'second')}" + (f" burst {burst} packets" if burst not in (0, 5) else "")
+    over = "over " if limit.over else ""
+    return f"rate {over}{limit.rate}/{limit.per}" + (f" burst {limit.burst} packets" if limit.burst not in (0, 5) else "")
 
 
-def _statement(st: Json) -> str:
-    ((kind, body),) = st.items()
-    if kind == "match":
-        return _match(body)
-    if kind in ("accept", "drop", "return", "continue"):
-        return kind
-    if kind in ("jump", "goto"):
-        return f"{kind} {_word(body['target'])}"
-    if kind == "counter":
-        if isinstance(body, str):
-            return f"counter name {quote(body)}"
-        body = body or {}
-        return f"counter packets {body.get('packets', 0)} bytes {body.get('bytes', 0)}"
-    if kind == "vmap":
-        return f"{_expr(body['key'])} vmap {_value(body['data'], None)}"
-    if kind == "mangle":
-        return f"{_expr(body['key'])} set {_value(body['value'], _dtype(body['key']))}"
-    if kind == "reject":
-        body = body or {}
-        rtype, code = body.get("type"), body.get("expr")
-        if rtype == "tcp reset":
-            return "reject with tcp reset"
-        if rtype is None or (rtype == "icmpx" and code in (None, "port-unreachable")):
-            return "reject"
-        return f"reject with {rtype} {_word(code)}"
-    if kind == "log":
-        parts = ["log"]
-        if "prefix" in body:
-            parts.append(f"prefix {quote(body['prefix'])}")
-        if "group" in body:
-            parts.append(f"group {int(body['group'])}")
-        if body.get("level") not in (None, "warn"):
-            parts.append(f"level {_word(body['level'])}")
-        return " ".join(parts)
-    if kind == "limit":
-        return f"limit name {quote(body)}" if isinstance(body, str) else f"limit {_rate(body)}"
-    if kind in ("dnat", "snat"):
-        body = body or {}
-        family = f" {body['family']}" if body.get("family") else ""
-        if "addr" not in body:
-            return kind
-        addr = f"[{body['addr']}]" if ":" in str(body["addr"]) and "port" in body else str(body["addr"])
-        return f"{kind}{family} to {addr}" + (f":{body['port']}" if "port" in body else "")
-    if kind == "masquerade":
+def _nat(st: s.Nat) -> str:
+    if st.kind == "masquerade":
         return "masquerade"
-    if kind == "ct helper":
-        return f"ct helper set {quote(body)}"
-    if kind == "ct timeout":
-        return f"ct timeout set {quote(body)}"
-    if kind == "set":
-        inner = " ".join([_expr(body["elem"]), *(_statement(s) for s in body.get("stmt", []))])
-        return f"{body['op']} @{_word(body['set'].lstrip('@'))} {{ {inner} }}"
-    raise ValueError(f"cannot render statement {st!r}")
+    family = f" {st.family}" if st.family else ""
+    if st.addr is None:
+        return st.kind
+    addr = f"[{st.addr}]" if ":" in st.addr and st.port is not None else st.addr
+    return f"{st.kind}{family} to {addr}" + (f":{st.port}" if st.port is not None else "")
+
+
+def _reject(st: s.Reject) -> str:
+    if st.type == "tcp reset":
+        return "reject with tcp reset"
+    if st.type == "icmpx" and st.code in (None, "port-unreachable"):
+        return "reject"
+    return f"reject with {st.type} {_word(st.code or '')}"
+
+
+def _set_update(st: s.SetUpdate) -> str:
+    inner = " ".join([_expr(st.elem), *(_statement(sub) for sub in st.statements)])
+    return f"{st.op} @{_word(st.set)} {{ {inner} }}"
+
+
+STATEMENT_TEXT: dict[type, Callable[[Any], str]] = {
+    s.Match: _match,
+    s.Counter: lambda _st: "counter packets 0 bytes 0",
+    s.Verdict: lambda st: st.kind if st.target is None else f"{st.kind} {_word(st.target)}",
+    s.Mangle: lambda st: f"{_expr(st.key)} set {_value(st.value, _dtype(st.key))}",
+    s.Reject: _reject,
+    s.Log: lambda st: f"log prefix {quote(st.prefix)} group {int(st.group)}",
+    s.RateLimit: lambda st: f"limit {_rate(st)}",
+    s.LimitRef: lambda st: f"limit name {quote(st.name)}",
+    s.SetUpdate: _set_update,
+    s.VMap: lambda st: f"{_expr(st.key)} vmap @{_word(st.map)}",
+    s.CtHelperSet: lambda st: f"ct helper set {quote(st.name)}",
+    s.CtTimeoutSet: lambda st: f"ct timeout set {quote(st.name)}",
+    s.Nat: _nat,
+}
+
+
+def _statement(st: s.Statement) -> str:
+    return STATEMENT_TEXT[type(st)](st)
 
 
 # Dependencies nft lists only when nothing later implies them.
@@ -445,17 +435,18 @@ def _payload_protocols(node: Any) -> list[str]:
         if "payload" in node:
             return [node["payload"].get("protocol", "")]
         return [p for value in node.values() for p in _payload_protocols(value)]
-    if isinstance(node, list):
+    if isinstance(node, (list, tuple)):
         return [p for value in node for p in _payload_protocols(value)]
+    if isinstance(node, s.STATEMENT_TYPES):  # its expressions (and nested statements)
+        return [p for name in node.__slots__ for p in _payload_protocols(getattr(node, name))]
     return []
 
 
-def _dependency(st: Json) -> tuple[str, Any] | None:
+def _dependency(st: s.Statement) -> tuple[str, Any] | None:
     """("net", family) or ("l4", protocol number) if `st` is a protocol-selector match."""
-    m = st.get("match")
-    if not m or m["op"] != "==" or isinstance(m["right"], (dict, list)):
+    if not isinstance(st, s.Match) or st.op != "==" or isinstance(st.right, (dict, list)):
         return None
-    left, right = m["left"], m["right"]
+    left, right = st.left, st.right
     if left == {"payload": {"protocol": "ether", "field": "type"}} and right in NET_OF_ETHER:
         return "net", NET_OF_ETHER[right]
     if left == {"meta": {"key": "nfproto"}}:
@@ -466,7 +457,7 @@ def _dependency(st: Json) -> tuple[str, Any] | None:
     return None
 
 
-def listed_statements(statements: tuple[Json, ...] | list[Json]) -> list[Json]:
+def listed_statements(statements: Sequence[s.Statement]) -> list[s.Statement]:
     """The statements nft lists: implied protocol dependencies removed."""
     dropped: set[int] = set()
     net: tuple[int, str] | None = None
@@ -542,7 +533,7 @@ def _elements(named: NamedSet) -> list[str]:
 def _updated_sets(table: Table) -> set[str]:
     """Sets that rules add to or update: nft makes them dynamic whatever their flags."""
     statements = (st for chain in table.chains for rule in chain.rules for st in rule.statements)
-    return {st["set"]["set"].lstrip("@") for st in statements if "set" in st}
+    return {st.set for st in statements if isinstance(st, s.SetUpdate)}
 
 
 def _set(named: NamedSet, dynamic: bool = False) -> str:
@@ -566,8 +557,9 @@ def _set(named: NamedSet, dynamic: bool = False) -> str:
 
 
 def _limit(limit: Limit) -> str:
-    spec = {"rate": limit.rate, "per": limit.per, "burst": limit.burst, "unit": limit.unit}
-    return f"\tlimit {_word(limit.name)} {{\n\t\t{_rate(spec)}\n\t}}\n"
+    if limit.unit != "packets":
+        raise ValueError(f"cannot render byte rate of limit {limit.name!r}")
+    return f"\tlimit {_word(limit.name)} {{\n\t\t{_rate(s.RateLimit(limit.rate, limit.per, limit.burst))}\n\t}}\n"
 
 
 def _helper(helper: CtHelper) -> str:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from ..policy.model import Schedule
 from . import nftexpr as x
+from .stmt import Statement
 
-Json = dict[str, Any]
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 NFT_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 WEEK = 7 * 1440
@@ -47,7 +46,8 @@ def utc_week_minutes(schedule: Schedule, now: datetime | None = None, default_tz
     """The window as [start, end) minute-of-week intervals in UTC (Monday 00:00 = 0)."""
     zone = ZoneInfo(schedule.timezone or default_tz or "UTC")
     moment = (now or datetime.now(UTC)).astimezone(zone)
-    offset = int(moment.utcoffset().total_seconds() // 60) if moment.utcoffset() else 0
+    utc_offset = moment.utcoffset()
+    offset = int(utc_offset.total_seconds() // 60) if utc_offset else 0
     start_text, end_text = schedule.time.split("-")
     start = int(start_text[:2]) * 60 + int(start_text[3:])
     end = int(end_text[:2]) * 60 + int(end_text[3:])
@@ -78,7 +78,7 @@ def _clock(minute: int) -> str:
     return f"{minute // 60:02d}:{minute % 60:02d}"
 
 
-def schedule_alternatives(schedule: Schedule, now: datetime | None = None, default_tz: str | None = None) -> list[list[Json]]:
+def schedule_alternatives(schedule: Schedule, now: datetime | None = None, default_tz: str | None = None) -> list[list[Statement]]:
     """Statement lists, one per distinct daily hour range, each with its days.
 
     Returns [[]] (no time match) when the window is always open.
@@ -86,7 +86,7 @@ def schedule_alternatives(schedule: Schedule, now: datetime | None = None, defau
     return time_alternatives(utc_week_minutes(schedule, now, default_tz))
 
 
-def time_alternatives(intervals: Sequence[tuple[int, int]] | None) -> list[list[Json]]:
+def time_alternatives(intervals: Sequence[tuple[int, int]] | None) -> list[list[Statement]]:
     """A time window ([start, end) minutes of the week, UTC; None: always) as
     statement lists, one per distinct daily hour range, each with its days."""
     if intervals is None or list(intervals) == [(0, WEEK)]:
@@ -99,14 +99,14 @@ def time_alternatives(intervals: Sequence[tuple[int, int]] | None) -> list[list[
             stop = min(high, (day + 1) * 1440)
             by_hours.setdefault((start, stop - day * 1440), []).append(day)
             minute = stop
-    out: list[list[Json]] = []
+    out: list[list[Statement]] = []
     for (start, stop), days in sorted(by_hours.items()):
-        statements: list[Json] = []
+        statements: list[Statement] = []
         day_names = [NFT_DAYS[d] for d in sorted(set(days))]
         if len(day_names) < 7:
             statements.append(x.match(x.meta("day"), day_names[0] if len(day_names) == 1 else {"set": day_names}))
         if (start, stop) != (0, 1440):
-            high = "23:59:59" if stop == 1440 else _clock(stop - 1) + ":59"
-            statements.append(x.match(x.meta("hour"), x.value_range(_clock(start), high)))
+            last = "23:59:59" if stop == 1440 else _clock(stop - 1) + ":59"
+            statements.append(x.match(x.meta("hour"), x.value_range(_clock(start), last)))
         out.append(statements)
     return out

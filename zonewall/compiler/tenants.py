@@ -11,6 +11,7 @@ from __future__ import annotations
 from . import nftexpr as x
 from .ir import Chain, Hook, Rule
 from .plan.tenants import ConntrackZone
+from .stmt import Mangle
 
 RAW_PRIORITY = -300  # before conntrack (-200)
 
@@ -20,5 +21,5 @@ def conntrack_zone_chain(zones: tuple[ConntrackZone, ...]) -> Chain | None:
         return None
     mapping = {"set": [[zone.bridge, zone.zone] for zone in sorted(zones, key=lambda z: z.bridge)]}
     value = {"map": {"key": x.meta("iifname"), "data": mapping}}
-    rule = Rule(({"mangle": {"key": x.ct("zone"), "value": value}},), "tenant networks: their own conntrack zone")
+    rule = Rule((Mangle(x.ct("zone"), value),), "tenant networks: their own conntrack zone")
     return Chain("conntrack-zones", (rule,), Hook("filter", "prerouting", RAW_PRIORITY))

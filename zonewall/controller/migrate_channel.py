@@ -45,6 +45,7 @@ from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from .store.db import changed_rows
 from .store.models import MigrationRow, MigrationStepRow
 
 CHANNEL = "zonewall_migrations"
@@ -173,8 +174,8 @@ class MigrationHub:
             rows = session.scalars(select(MigrationStepRow).where(
                 MigrationStepRow.node == node, MigrationStepRow.state == "queued", MigrationStepRow.created_at >= fresh).order_by(MigrationStepRow.id))
             for row in list(rows):
-                taken = session.execute(update(MigrationStepRow).where(MigrationStepRow.id == row.id, MigrationStepRow.state == "queued")
-                                        .values(state="picked")).rowcount
+                taken = changed_rows(session, update(MigrationStepRow).where(MigrationStepRow.id == row.id, MigrationStepRow.state == "queued")
+                                        .values(state="picked"))
                 if taken:
                     claimed.append({"id": row.id, "step": row.step, "args": json.loads(row.args)})
         return claimed
@@ -216,9 +217,9 @@ class MigrationHub:
     def answer(self, node: str, task_id: int, answer: dict[str, Any] | None, error: str | None) -> bool:
         """False when no such step is waiting for this node (unknown, another node's, timed out)."""
         with self._sessions() as session, session.begin():
-            return bool(session.execute(update(MigrationStepRow).where(
+            return bool(changed_rows(session, update(MigrationStepRow).where(
                 MigrationStepRow.id == task_id, MigrationStepRow.node == node, MigrationStepRow.state != "done",
-            ).values(state="done", answer=json.dumps(answer or {}), error=error)).rowcount)
+            ).values(state="done", answer=json.dumps(answer or {}), error=error)))
 
     # -- migrations in progress ----------------------------------------------------------
 
@@ -257,8 +258,8 @@ class MigrationHub:
     def arrived(self, vm: str, node: str) -> bool:
         """The hypervisor says `vm` runs on `node` now: True if a migration there waited for it."""
         with self._sessions() as session, session.begin():
-            return bool(session.execute(update(MigrationRow).where(MigrationRow.running_vm == vm, MigrationRow.target == node)
-                                        .values(arrived=True)).rowcount)
+            return bool(changed_rows(session, update(MigrationRow).where(MigrationRow.running_vm == vm, MigrationRow.target == node)
+                                        .values(arrived=True)))
 
     def wait_arrived(self, running: Running, timeout: float) -> bool:
         """Until the guest's arrival is reported (through any controller), or `timeout`."""

@@ -23,7 +23,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..compiler.encode import decode_statement
 from ..compiler.naming import chain_scope, level_of
+from ..compiler.stmt import Counter, Statement, Verdict
 from .backend import Backend
 
 TABLES = (("inet", "zonewall"), ("bridge", "zonewall"))
@@ -51,22 +53,23 @@ class RuleCounter:
         return out
 
 
-def _verdict(expr: list[dict[str, Any]], chain_verdicts: dict[str, str]) -> str:
-    for statement in expr:
-        if "drop" in statement:
-            return "drop"
-        if "accept" in statement:
-            return "accept"
-        for kind in ("jump", "goto"):
-            if kind in statement:
-                target = statement[kind].get("target", "")
-                if target == REJECT_CHAIN:
-                    return "reject"
-                if target in chain_verdicts:
-                    return chain_verdicts[target]
-        if "return" in statement:
+def _verdict(statements: list[Statement | None], chain_verdicts: dict[str, str]) -> str:
+    for statement in statements:
+        if not isinstance(statement, Verdict):
+            continue
+        if statement.kind in ("drop", "accept"):
+            return statement.kind
+        if statement.kind == "return":
             return "accept"  # in a VM or level chain a return after a match is its accept
+        if statement.target == REJECT_CHAIN:
+            return "reject"
+        if statement.target in chain_verdicts:
+            return chain_verdicts[statement.target]
     return ""
+
+
+def _decoded(rule: dict[str, Any]) -> list[Statement | None]:
+    return [decode_statement(s) for s in rule.get("expr", [])]
 
 
 def counters_of(objects: Iterable[dict[str, Any]], family: str) -> list[RuleCounter]:
@@ -76,10 +79,11 @@ def counters_of(objects: Iterable[dict[str, Any]], family: str) -> list[RuleCoun
     for rule in rules:
         by_chain.setdefault(rule["chain"], []).append(rule)
     # a `log` rule's own chain (log-TOKEN) ends with the rule's verdict
-    chain_verdicts = {name: _verdict(chain[-1].get("expr", []), {}) for name, chain in by_chain.items() if name.startswith("log-") and chain}
+    chain_verdicts = {name: _verdict(_decoded(chain[-1]), {}) for name, chain in by_chain.items() if name.startswith("log-") and chain}
     sums: dict[tuple[str, str, str, str], list[Any]] = {}
     for rule in rules:
-        counter = next((s["counter"] for s in rule.get("expr", []) if isinstance(s.get("counter"), dict)), None)
+        statements = _decoded(rule)
+        counter = next((s for s in statements if isinstance(s, Counter) and s.packets is not None), None)
         if counter is None:
             continue
         comment = str(rule.get("comment") or "")
@@ -92,8 +96,8 @@ def counters_of(objects: Iterable[dict[str, Any]], family: str) -> list[RuleCoun
             scope, direction = where
             level = level_of(scope, rule_id) or "base"
         key = (level, scope, direction, rule_id)
-        entry = sums.setdefault(key, [0, 0, _verdict(rule.get("expr", []), chain_verdicts), []])
-        packets, octets = int(counter.get("packets", 0)), int(counter.get("bytes", 0))
+        entry = sums.setdefault(key, [0, 0, _verdict(statements, chain_verdicts), []])
+        packets, octets = counter.packets or 0, counter.bytes or 0
         entry[0] += packets
         entry[1] += octets
         entry[3].append((f"{family}:{rule.get('handle')}", packets, octets))

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..compiler.ir import NicMeta
 from ..compiler.logprefix import parse as parse_prefix
 from ..compiler.nftexpr import DST_NIC_MASK, DST_NIC_SHIFT, SRC_NIC_MASK
 from ..netns import netns_socket, run_in_netns
@@ -269,11 +270,10 @@ def decode_record(attrs: Mapping[int, bytes], ifname: Any = None, now: float | N
     )
 
 
-def resolve_vm(record: LogRecord, nics_meta: Mapping[Any, Mapping[str, Any]], side: str | None = None) -> str | None:
+def resolve_vm(record: LogRecord, nics_meta: Mapping[int, NicMeta], side: str | None = None) -> str | None:
     """The VM a record is about, from the NIC indexes in its mark (else its ports).
 
-    ``nics_meta`` is ``ruleset.meta["nics"]`` (index -> {vm, nic, tap, network}); keys
-    may be ints or, after a JSON round trip, strings. ``side`` is ``"src"`` or
+    ``nics_meta`` is ``ruleset.meta["nics"]`` (NIC index -> {vm, nic, tap, network}). ``side`` is ``"src"`` or
     ``"dst"``; by default the record's direction decides: ``in`` is about the
     receiving NIC, anything else (``out``, ``net``, host rules) about the sender,
     falling back to the other side when that one is 0 or unknown.
@@ -281,8 +281,8 @@ def resolve_vm(record: LogRecord, nics_meta: Mapping[Any, Mapping[str, Any]], si
     def vm_of(index: int) -> str | None:
         if not index:
             return None
-        entry = nics_meta.get(index, nics_meta.get(str(index)))
-        return None if entry is None else str(entry["vm"])
+        entry = nics_meta.get(index)
+        return None if entry is None else entry["vm"]
 
     if side == "src":
         return vm_of(record.src_nic)

@@ -251,7 +251,7 @@ def listings(backend: Backend, tables: Iterable[TableKey]) -> dict[TableKey, lis
 
 def _strip(value: Any) -> Any:
     if isinstance(value, dict):
-        out = {}
+        out: dict[str, Any] = {}
         for key, item in value.items():
             if key in _VOLATILE:
                 continue

@@ -420,8 +420,8 @@ ICMP_TYPES: dict[str, tuple[int | None, int | None]] = {
     "timestamp-request": (13, None),
     "router-solicitation": (10, 133),
 }
-_ECHO_REPLY = {socket.AF_INET: 0, socket.AF_INET6: 129}
-_UNREACH = {socket.AF_INET: 3, socket.AF_INET6: 1}
+_ECHO_REPLY: dict[int, int] = {socket.AF_INET: 0, socket.AF_INET6: 129}
+_UNREACH: dict[int, int] = {socket.AF_INET: 3, socket.AF_INET6: 1}
 
 
 def _inet_checksum(data: bytes) -> int:

@@ -9,16 +9,23 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Executable, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from .locks import MIGRATION_KEY, lock_database
+from .locks import SCHEMA_UPGRADE_KEY, lock_database
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+SCHEMA_SCRIPTS = Path(__file__).resolve().parent / "schema"  # Alembic: the schema versions
 DEFAULT_DATA_DIR = Path("/var/lib/zonewall/controller")
+
+
+def changed_rows(session: Session, statement: Executable) -> int:
+    """Rows an UPDATE or DELETE changed (`execute` is typed as returning a Result; for
+    these statements it is a CursorResult, which counts them)."""
+    return int(cast("CursorResult[Any]", session.execute(statement)).rowcount or 0)
 
 
 def default_url(data_dir: Path) -> str:
@@ -81,14 +88,14 @@ def make_engine(url: str) -> Engine:
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest migration (a no-op when it is current).
+    """Bring the schema to the newest version (a no-op when it is current).
 
-    Under the migration lock: controllers starting together on an empty database
+    Under the schema-upgrade lock: controllers starting together on an empty database
     upgrade one after the other, and the later ones find nothing left to do."""
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("script_location", str(SCHEMA_SCRIPTS))
     with engine.begin() as connection:
-        lock_database(connection, MIGRATION_KEY)
+        lock_database(connection, SCHEMA_UPGRADE_KEY)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 

@@ -30,6 +30,7 @@ from ...compiler.schedule import local_timezone
 from ...policy.model import PolicyDocument
 from ...policy.resolve import Policy
 from .cache import RevisionCache
+from .db import changed_rows
 from .models import DiffJobRow, RevisionRow
 
 log = logging.getLogger("zonewall.controller.diffs")
@@ -115,10 +116,10 @@ class DiffJobs:
             if number is None:
                 return None
             # compare-and-set: of two controllers taking the same job, one updates the row
-            taken = session.execute(
+            taken = changed_rows(session,
                 update(DiffJobRow).where(DiffJobRow.revision == number, DiffJobRow.lease_until < now)
                 .values(owner=self.owner, lease_until=now + self.lease, attempts=DiffJobRow.attempts + 1)
-            ).rowcount
+            )
             attempts = session.scalar(select(DiffJobRow.attempts).where(DiffJobRow.revision == number))
         if not taken:
             return None

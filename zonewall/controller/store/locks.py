@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 # Advisory lock keys (any 64-bit numbers unique to zonewall within the database).
 POLICY_WRITE_KEY = 0x7A77_0001  # "zw" 1: revisions, their floor and idempotency keys
-MIGRATION_KEY = 0x7A77_0002  # "zw" 2: schema upgrades at start
+SCHEMA_UPGRADE_KEY = 0x7A77_0002  # "zw" 2: schema upgrades at start
 
 
 def lock_database(connection: Connection, key: int) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import rollup
+from .db import changed_rows
 from .models import LogBatchRow, LogRecordRow, LogStatsRow, RuleCounterRow
 
 RECORD_FIELDS = ("time", "node", "vm", "zone", "nic", "direction", "family", "src", "dst", "proto", "sport", "dport",
@@ -151,10 +152,10 @@ class LogStore:
                         if rows:
                             self._insert_records(session, rows)
                             rollup.add(session, rows)
-                        grown = session.execute(update(stats).where(stats.node == node).values(
+                        grown = changed_rows(session, update(stats).where(stats.node == node).values(
                             received=stats.received + len(rows), suppressed=stats.suppressed + suppressed,
                             dropped=stats.dropped + dropped))
-                        if not grown.rowcount:
+                        if not grown:
                             session.execute(insert(stats).values(node=node, received=len(rows), suppressed=suppressed, dropped=dropped))
                 except IntegrityError:
                     return 0, True
@@ -180,14 +181,14 @@ class LogStore:
         removed = 0
         with self._sessions() as session, session.begin():
             cutoff = moment - self.retention.max_age_days * 86400
-            removed += session.execute(delete(LogRecordRow).where(LogRecordRow.time < cutoff)).rowcount or 0
+            removed += changed_rows(session, delete(LogRecordRow).where(LogRecordRow.time < cutoff)) or 0
             rollup.Rollup(self._sessions).prune(session, cutoff)
             session.execute(delete(LogBatchRow).where(LogBatchRow.received_at < cutoff))
             count = session.scalar(select(func.count()).select_from(LogRecordRow)) or 0
             excess = count - self.retention.max_records
             if excess > 0:
                 edge = session.scalar(select(LogRecordRow.id).order_by(LogRecordRow.id).offset(excess - 1).limit(1))
-                removed += session.execute(delete(LogRecordRow).where(LogRecordRow.id <= edge)).rowcount or 0
+                removed += changed_rows(session, delete(LogRecordRow).where(LogRecordRow.id <= edge)) or 0
         return removed
 
     # -- search -------------------------------------------------------------------

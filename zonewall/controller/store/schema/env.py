@@ -20,6 +20,8 @@ def run_migrations_online() -> None:
             context.run_migrations()
         return
     url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("alembic: no database URL (-x url=... or sqlalchemy.url)")
     engine = create_engine(url)
     with engine.begin() as own:
         context.configure(connection=own, target_metadata=target_metadata, render_as_batch=True)

@@ -1,1 +1,0 @@
-"""Alembic migrations of the controller database (run by store.db.upgrade)."""
