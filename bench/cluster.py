@@ -33,6 +33,8 @@ import argparse
 import json
 import os
 import re
+import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -48,13 +50,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.propagation import KernelWatch, percentiles
 from bench.synth import policy_text
 from zonewall.agent.client import PROTOCOL
-from zonewall.controller.documents import content_hash
 from zonewall.controller.store.db import default_url, open_database
 from zonewall.controller.store.tokens import create_token
 from zonewall.dataplane.backend import LibNftBackend
 from zonewall.lab.cluster import lab_down, lab_up
 from zonewall.lab.managed import ManagedLab
 from zonewall.policy.delta import apply_delta
+from zonewall.policy.documents import content_hash
 
 
 class NodeWatch(KernelWatch):
@@ -188,6 +190,7 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=20)
     parser.add_argument("--real", type=int, default=5, help="nodes with a real agent in a lab namespace")
     parser.add_argument("--changes", type=int, default=30, help="changes of each kind")
+    parser.add_argument("--zone-changes", type=int, help="zone changes, if not --changes: each costs the controller a whole-policy diff")
     parser.add_argument("--kinds", default="vm,zone,group", help="which changes (comma list of vm, zone, group)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -195,6 +198,8 @@ def main() -> int:
         log("needs root (network namespaces)")
         return 2
     assert 1 <= args.real <= min(args.nodes, 20), "each real node needs a zone of its own (bench/synth.py has 20)"
+    # a `kill` ends the run through the cleanup below (namespaces, controller, agents)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="zonewall-cluster-"))
     text = bench_policy(args.vms, args.nodes, args.real)
     skeleton = work / "skeleton"  # the real nodes without guests: what the lab builds
@@ -208,7 +213,7 @@ def main() -> int:
     managed = ManagedLab(state, work / "controller")
     stop = threading.Event()
     watch: NodeWatch | None = None
-    results: dict[str, Any] = {"vms": args.vms, "nodes": args.nodes, "real_agents": len(real), "policy_bytes": len(text)}
+    results: dict[str, Any] = {"load_average_start": [round(v, 1) for v in os.getloadavg()], "vms": args.vms, "nodes": args.nodes, "real_agents": len(real), "policy_bytes": len(text)}
     try:
         managed.start()
         sessions = open_database(default_url(managed.data_dir))
@@ -234,7 +239,8 @@ def main() -> int:
         for kind in args.kinds.split(","):
             commits, enforced, controller_cpu, affected_cpu, unaffected_cpu = [], [], [], [], []
             before = {p.node: len(p.answers) for p in pollers}
-            for n in range(1, args.changes + 1):
+            count = args.zone_changes if kind == "zone" and args.zone_changes is not None else args.changes
+            for n in range(1, count + 1):
                 k = n % len(real)
                 text, marker = edit(text, kind, k, n)
                 node = f"node{k + 1}"
@@ -268,36 +274,40 @@ def main() -> int:
                 for _, size, what, _ in poller.answers[before[poller.node]:]:
                     sizes[what].append(size)
             results[kind] = {
-                "commit_ms": percentiles(commits), "enforced_ms": percentiles(enforced),
+                "changes": len(commits), "commit_ms": percentiles(commits), "enforced_ms": percentiles(enforced),
                 "controller_cpu_ms": percentiles(controller_cpu), "agent_cpu_ms": {"measured node": percentiles(affected_cpu), "other real nodes": percentiles(unaffected_cpu)},
                 "answers": {what: {"n": len(values), "max_bytes": max(values) if values else None,
                                    "mean_bytes": round(sum(values) / len(values)) if values else None} for what, values in sizes.items()},
             }
-        results["agent_rss_mib"] = {node: [round(v, 1) for v in rss_mib(agent.process.pid)] for node, agent in managed.agents.items()}
-        results["poller_errors"] = sum(len(p.errors) for p in pollers)
+            # after every kind, so that a run cut short still reports what it measured
+            results["agent_rss_mib"] = {node: [round(v, 1) for v in rss_mib(agent.process.pid)] for node, agent in managed.agents.items()}
+            results["poller_errors"] = sum(len(p.errors) for p in pollers)
+            results["load_average"] = [round(v, 1) for v in os.getloadavg()]
+            log("\n" + table(results))
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=1) + "\n")
     finally:
         stop.set()
         if watch is not None:
             watch.close()
         managed.stop()
         lab_down(name)
+        shutil.rmtree(work, ignore_errors=True)
     print(table(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0
 
 
 def table(results: dict[str, Any]) -> str:
     rows = [f"cluster: {results['vms']} VMs / {results['nodes']} nodes ({results['real_agents']} real agents), "
             f"policy {results['policy_bytes'] / 1e6:.1f} MB; first revision on every node in {results['initial_all_nodes_s']} s",
-            "| change | commit p50 / p99 ms | enforced p50 / p99 ms | unaffected answer bytes (max) | affected answers: delta / documents (max bytes) |",
+            "| change (n) | commit p50 / p99 ms | enforced p50 / p99 ms | unaffected answer bytes (max) | affected answers: delta / documents (max bytes) |",
             "|---|---|---|---|---|"]
     for kind in ("vm", "zone", "group"):
         if kind not in results:
             continue
         r = results[kind]
         a = r["answers"]
-        rows.append(f"| {kind} | {r['commit_ms']['p50']} / {r['commit_ms']['p99']} | {r['enforced_ms']['p50']} / {r['enforced_ms']['p99']} | "
+        rows.append(f"| {kind} ({r['changes']}) | {r['commit_ms']['p50']} / {r['commit_ms']['p99']} | {r['enforced_ms']['p50']} / {r['enforced_ms']['p99']} | "
                     f"{a['same']['max_bytes']} ({a['same']['n']} answers) | {a['delta']['n']} ({a['delta']['max_bytes']}) / "
                     f"{a['documents']['n']} ({a['documents']['max_bytes']}) |")
     rows.append("| change | controller CPU ms per change p50 / max | agent CPU ms: the node measured p50 / max | other real nodes p50 / max |")
@@ -309,7 +319,7 @@ def table(results: dict[str, Any]) -> str:
             rows.append(f"| {kind} | {c['p50']} / {c['max']} | {a['p50']} / {a['max']} | {u['p50']} / {u['max']} |")
     rss = results["agent_rss_mib"]
     rows.append("agent RSS MiB (now, peak): " + ", ".join(f"{node} {now}/{peak}" for node, (now, peak) in sorted(rss.items())))
-    rows.append(f"poller errors: {results['poller_errors']}")
+    rows.append(f"poller errors: {results['poller_errors']}; load average (1, 5, 15 min) at the end: {results['load_average']}")
     return "\n".join(rows)
 
 

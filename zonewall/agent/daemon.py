@@ -38,6 +38,7 @@ from .discovery import discover_taps, local_links
 from .drift import DriftWatch
 from .enforcer import APPLY_ERRORS, Desired, Enforcer
 from .links import LinkWatch
+from .memory import release_freed_memory
 from .notify import SOCKET_NAME, NotifyListener
 from .observe import Observer
 from .reporter import Reporter
@@ -155,6 +156,7 @@ class Agent:
             log.error("%s", self.enforcer.last_error)
         if self.enforcer.state is not None:
             self._cursor = self.enforcer.state.revision
+        release_freed_memory()
 
     # -- the main loop ------------------------------------------------------------------
 
@@ -183,6 +185,7 @@ class Agent:
                     self.enforcer.last_error = value
                     self._publish()
             desired = [value for kind, value in items if kind == "desired"]
+            compiled = bool(desired)
             if desired:
                 self._apply(desired[-1])  # the newest wins; older ones are history
                 with self._handled:
@@ -190,9 +193,13 @@ class Agent:
                     self._handled.notify_all()
             elif "check" in kinds and self._failed is not None:
                 self._apply(self._failed)
+                compiled = True
             if "rediscover" in kinds or time.monotonic() >= next_refresh:
                 self._refresh()
                 next_refresh = time.monotonic() + self.config.refresh_interval
+                compiled = True
+            if compiled:
+                release_freed_memory()  # a compile's garbage would otherwise keep the RSS at its peak
             if "check" in kinds and not desired:
                 self._repair(next(value for kind, value in items if kind == "check"))
             if "publish" in kinds or self.health.problems() != self._published_problems:
