@@ -17,14 +17,17 @@ Each edit puts a port or address into the kernel that was never there; an
 `nft monitor` per real node sees the moment it arrives. Measured per change:
 commit latency (PUT /policy sent -> answered: validation, the stored revision and
 its semantic diff), change -> enforced in the kernel of the real node it affects
-(from the PUT being sent), the bytes each node's answer carried (unaffected
+(from the PUT being sent; and from the moment the first simulated node received
+the revision, i.e. the agent's share once the controller published it), the bytes each node's answer carried (unaffected
 nodes: the revision number alone), and the CPU the change cost the controller and
 each real agent (until every node reports it applied: on a shared machine the
 CPU seconds hold where wall times do not). At the end: every agent's RSS (and peak).
 
-Results: a table on stdout, JSON with --json FILE. Needs root. The machine is
-shared: absolute times are pessimistic. Run:
+Results: a table on stdout (and on stderr after each kind, so a run cut short still
+reports), JSON with --json FILE. Needs root. The machine is shared: absolute times
+are pessimistic; the CPU columns hold. Run (docs/performance.md):
   .venv/bin/python bench/cluster.py --vms 1000 --nodes 20 --changes 30
+  .venv/bin/python bench/cluster.py --vms 10000 --nodes 100 --changes 30 --zone-changes 10
 """
 
 from __future__ import annotations
@@ -237,7 +240,7 @@ def main() -> int:
         controller_pid = managed.controller.process.pid
         agent_pids = {node: agent.process.pid for node, agent in managed.agents.items()}
         for kind in args.kinds.split(","):
-            commits, enforced, controller_cpu, affected_cpu, unaffected_cpu = [], [], [], [], []
+            commits, enforced, published, controller_cpu, affected_cpu, unaffected_cpu = [], [], [], [], [], []
             before = {p.node: len(p.answers) for p in pollers}
             count = args.zone_changes if kind == "zone" and args.zone_changes is not None else args.changes
             for n in range(1, count + 1):
@@ -265,6 +268,10 @@ def main() -> int:
                 enforced.append((seen - sent) * 1000)
                 revision = response.json()["revision"]["number"]
                 converged(managed, revision, timeout=900)  # every node has it: the CPU it cost is spent
+                # the first simulated node's answer: when the controller made the revision public
+                first_out = min((at for p in pollers for rev, _, _, at in p.answers if rev == revision), default=None)
+                if first_out is not None:
+                    published.append((seen - first_out) * 1000)
                 controller_cpu.append((cpu_seconds(controller_pid) - controller_before) * 1000)
                 for node_, pid in agent_pids.items():
                     (affected_cpu if node_ == node else unaffected_cpu).append((cpu_seconds(pid) - cpu_before[node_]) * 1000)
@@ -275,6 +282,7 @@ def main() -> int:
                     sizes[what].append(size)
             results[kind] = {
                 "changes": len(commits), "commit_ms": percentiles(commits), "enforced_ms": percentiles(enforced),
+                "enforced_after_publication_ms": percentiles(published) if published else None,
                 "controller_cpu_ms": percentiles(controller_cpu), "agent_cpu_ms": {"measured node": percentiles(affected_cpu), "other real nodes": percentiles(unaffected_cpu)},
                 "answers": {what: {"n": len(values), "max_bytes": max(values) if values else None,
                                    "mean_bytes": round(sum(values) / len(values)) if values else None} for what, values in sizes.items()},
@@ -297,17 +305,22 @@ def main() -> int:
     return 0
 
 
+def _p50_p99(stats: dict[str, float] | None) -> str:
+    return "-" if stats is None else f"{stats['p50']} / {stats['p99']}"
+
+
 def table(results: dict[str, Any]) -> str:
     rows = [f"cluster: {results['vms']} VMs / {results['nodes']} nodes ({results['real_agents']} real agents), "
             f"policy {results['policy_bytes'] / 1e6:.1f} MB; first revision on every node in {results['initial_all_nodes_s']} s",
-            "| change (n) | commit p50 / p99 ms | enforced p50 / p99 ms | unaffected answer bytes (max) | affected answers: delta / documents (max bytes) |",
-            "|---|---|---|---|---|"]
+            "| change (n) | commit p50 / p99 ms | enforced p50 / p99 ms | of which after publication p50 / p99 ms | unaffected answer bytes (max) | affected answers: delta / documents (max bytes) |",
+            "|---|---|---|---|---|---|"]
     for kind in ("vm", "zone", "group"):
         if kind not in results:
             continue
         r = results[kind]
         a = r["answers"]
         rows.append(f"| {kind} ({r['changes']}) | {r['commit_ms']['p50']} / {r['commit_ms']['p99']} | {r['enforced_ms']['p50']} / {r['enforced_ms']['p99']} | "
+                    f"{_p50_p99(r.get('enforced_after_publication_ms'))} | "
                     f"{a['same']['max_bytes']} ({a['same']['n']} answers) | {a['delta']['n']} ({a['delta']['max_bytes']}) / "
                     f"{a['documents']['n']} ({a['documents']['max_bytes']}) |")
     rows.append("| change | controller CPU ms per change p50 / max | agent CPU ms: the node measured p50 / max | other real nodes p50 / max |")
