@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from zonewall.agent.discovery import discover_taps, libvirt_lister, parse_domiflist, tap_mac, taps_report, with_taps
+from zonewall.agent.discovery import (
+    compile_inputs,
+    discover_taps,
+    libvirt_lister,
+    parse_domiflist,
+    tap_mac,
+    taps_report,
+    with_taps,
+)
 from zonewall.compiler import ir
 from zonewall.compiler.node import compile_node
 from zonewall.policy.loader import load_policy_text
@@ -87,3 +95,8 @@ def test_without_libvirt_one_question_per_pass() -> None:
     found = discover_taps(policy, "node1", {}, libvirt_lister(fake_virsh(None, calls)))
     assert calls == [("list", "--name")]  # libvirt does not answer: no virsh per guest
     assert {f.how for f in found.values()} == {"explicit", "default"}
+
+
+def test_compile_inputs_follow_the_timezone_offset() -> None:
+    assert compile_inputs(timezone=lambda: "UTC") == compile_inputs(timezone=lambda: "UTC")  # nothing changed: equal
+    assert compile_inputs(timezone=lambda: "UTC") != compile_inputs(timezone=lambda: "Asia/Tokyo")  # another offset

@@ -19,10 +19,13 @@ import json
 import logging
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from ..compiler.naming import tap_name
+from ..compiler.schedule import local_timezone
 from ..policy.resolve import Policy
 
 log = logging.getLogger("zonewall.agent.discovery")
@@ -68,6 +71,14 @@ def local_links(netns: str | None = None) -> Links:
         log.warning("cannot list links: %s", exc)
         return {}
     return {str(link["address"]).lower(): link["ifname"] for link in links if link.get("address") and link.get("ifname")}
+
+
+def compile_inputs(netns: str | None = None, timezone: Callable[[], str] = local_timezone) -> Hashable:
+    """What a node's compile reads besides its documents: the links (taps found by
+    MAC; a guest started or stopped changes them) and the local timezone with its
+    current UTC offset (schedules are written in it, and DST moves it)."""
+    name = timezone()
+    return tuple(sorted(local_links(netns).items())), name, datetime.now(ZoneInfo(name)).utcoffset()
 
 
 def parse_domiflist(text: str) -> dict[str, str]:
