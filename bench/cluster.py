@@ -150,7 +150,13 @@ class Poller:
                     continue
                 self.answers.append((body["revision"], len(response.content), kind, time.monotonic()))
                 self.revision, self.documents, self.hash = body["revision"], documents, body["content_hash"]
-                http.put(base + "/status", json={"applied_revision": self.revision, "state": "ok"})
+                while not self.stop.is_set():  # a busy controller may time out: an agent reports again, so does the poller
+                    try:
+                        http.put(base + "/status", json={"applied_revision": self.revision, "state": "ok"}).raise_for_status()
+                        break
+                    except httpx.HTTPError as exc:
+                        self.errors.append(f"status: {exc}")
+                        self.stop.wait(0.5)
 
 
 def poll_set(ns: str, name: str, element: str, timeout: float) -> float | None:
