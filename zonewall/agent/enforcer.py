@@ -65,7 +65,8 @@ class Enforcer:
         # timezone's offset): a periodic refresh with the same inputs skips the
         # compile. None: not known, every refresh recompiles.
         self._inputs = inputs
-        self._compiled_inputs: Hashable = None
+        self._compiled_inputs: Hashable = None  # those of the ruleset in force
+        self._pending_inputs: Hashable = None  # those of the last compile, in force once applied
         self.state: AppliedState | None = None
         self.ruleset: Ruleset | None = None
         self.expected_hash: str | None = None  # readback of our tables when we left them
@@ -76,7 +77,7 @@ class Enforcer:
     # -- compiling ------------------------------------------------------------------
 
     def _compile(self, documents: Documents) -> tuple[Ruleset, dict[str, str]]:
-        self._compiled_inputs = self._inputs() if self._inputs is not None else None
+        self._pending_inputs = self._inputs() if self._inputs is not None else None
         policy = load_documents(documents)
         found = self._discover(policy, self.node)
         policy = with_taps(policy, found)
@@ -90,6 +91,7 @@ class Enforcer:
 
     def _record(self, desired: Desired, ruleset: Ruleset, result: ApplyResult, taps: dict[str, str]) -> None:
         self.ruleset, self.expected_hash, self.view = ruleset, result.readback_hash, result.view
+        self._compiled_inputs = self._pending_inputs
         self.state = AppliedState(
             node=self.node, revision=desired.revision, content_hash=desired.content_hash, documents=desired.documents,
             fingerprint=result.fingerprint, readback_hash=result.readback_hash, applied_at=time.time(), taps=taps,
@@ -209,6 +211,7 @@ class Enforcer:
             return None
         ruleset, taps = self._compile(self.state.documents)
         if self.ruleset is not None and ruleset == self.ruleset:
+            self._compiled_inputs = self._pending_inputs  # the same ruleset: in force already
             return None
         desired = Desired(self.state.revision, self.state.documents, self.state.content_hash)
         result = apply_ruleset(self.backend, ruleset, previous=self.ruleset, seen=self.view)
