@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import Loc, PolicyError, Problem
+from .incremental import load_edit
 from .loader import load_policy
 from .resolve import Policy
 from .source import policy_files
@@ -69,6 +70,18 @@ def load_documents(documents: Documents) -> Policy:
     with tempfile.TemporaryDirectory(prefix="zonewall-policy-") as tmp:
         write_documents(documents, Path(tmp))
         return load_policy(tmp)
+
+
+def load_edited(documents: Documents, previous: tuple[Documents, Policy] | None) -> Policy:
+    """`load_documents`, from the previous documents and their policy when the edit
+    allows (incremental.py: some rules of one VM rewritten in place); the same policy,
+    or the same PolicyError, either way."""
+    check_documents(documents)
+    if previous is not None:
+        found = load_edit(previous[0], previous[1], documents)
+        if found is not None:
+            return found
+    return load_documents(documents)
 
 
 def read_directory(path: Path) -> Documents:

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Commit latency at the controller (issue 14): upload -> revision stored, with its
+validation, its node states and its semantic diff, through the real API (in-process
+FastAPI client, SQLite), for one-rule changes of three kinds on a synthetic cluster
+(bench/synth.py: --vms VMs x 20 rules on --nodes hosts):
+
+* vm:    one rule of a VM edited in place (its port): policy/incremental.py's case;
+* zone:  one rule of a zone edited in place;
+* group: one member of a group replaced.
+
+Each kind --changes times; p50/p99 of wall time and of the controller's CPU time.
+With --baseline, the same changes again with every commit loading the whole policy
+(the path before policy/incremental.py), side by side in the same run.
+
+  .venv/bin/python bench/commit.py --vms 10000 --nodes 100 --changes 30 --baseline
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fastapi.testclient import TestClient
+
+from bench.synth import policy_text
+from zonewall.controller.app import create_app
+from zonewall.controller.replica import build_controller
+from zonewall.controller.store import revisions
+from zonewall.controller.store.db import default_url
+from zonewall.controller.store.tokens import create_token
+from zonewall.policy.documents import load_documents
+
+Edit = Callable[[list[str], int], None]
+
+
+def _line(lines: list[str], pattern: str, after: str) -> int:
+    start = lines.index(after)
+    return next(n for n in range(start, len(lines)) if re.search(pattern, lines[n]))
+
+
+def edits(lines: list[str]) -> dict[str, Edit]:
+    vm = _line(lines, r"^      - \{direction: in, action: accept, from: group:admins, tcp: \d+\}", "vms:")
+    zone = _line(lines, r"^      - \{.*tcp: \d+", "zones:")
+    group = _line(lines, r"^  g\d+: \[", "groups:")
+
+    def vm_edit(out: list[str], k: int) -> None:
+        out[vm] = re.sub(r"tcp: \d+", f"tcp: {20000 + k}", out[vm], count=1)
+
+    def zone_edit(out: list[str], k: int) -> None:
+        out[zone] = re.sub(r"tcp: \d+", f"tcp: {30000 + k}", out[zone], count=1)
+
+    def group_edit(out: list[str], k: int) -> None:
+        out[group] = re.sub(r"\[", f"[203.0.113.{k % 250 + 1}, ", out[group], count=1) if k == 0 else re.sub(r"203\.0\.113\.\d+", f"203.0.113.{k % 250 + 1}", out[group], count=1)
+
+    return {"vm": vm_edit, "zone": zone_edit, "group": group_edit}
+
+
+@contextmanager
+def whole_loads(enabled: bool) -> Iterator[None]:
+    """The baseline: every commit loads the whole policy."""
+    original = revisions.load_edited
+    if enabled:
+        revisions.load_edited = lambda documents, previous: load_documents(documents)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        revisions.load_edited = original  # type: ignore[assignment]
+
+
+def run(text: str, changes: int, baseline: bool) -> dict[str, tuple[list[float], list[float]]]:
+    controller = build_controller(default_url(Path(tempfile.mkdtemp(prefix="zw-bench-commit-"))))
+    token = create_token(controller.sessions, "admin")[1]
+    headers = {"Authorization": f"Bearer {token}"}
+    lines = text.split("\n")
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    with TestClient(create_app(controller)) as client, whole_loads(baseline):
+        assert client.put("/api/v1/policy", json={"documents": {"policy.yaml": text}}, headers=headers).status_code == 201
+        for kind, edit in edits(lines).items():
+            walls, cpus = [], []
+            for k in range(changes):
+                edit(lines, k)
+                body = {"documents": {"policy.yaml": "\n".join(lines)}, "message": f"{kind} {k}"}
+                wall, cpu = time.perf_counter(), time.process_time()
+                response = client.put("/api/v1/policy", json=body, headers=headers)
+                walls.append(time.perf_counter() - wall)
+                cpus.append(time.process_time() - cpu)
+                assert response.status_code == 201, response.text[:300]
+            out[kind] = (walls, cpus)
+    return out
+
+
+def percentile(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))]  # nearest rank
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vms", type=int, default=1000)
+    parser.add_argument("--nodes", type=int, default=20)
+    parser.add_argument("--changes", type=int, default=30)
+    parser.add_argument("--baseline", action="store_true", help="also every commit as a whole load, side by side")
+    args = parser.parse_args()
+    text = policy_text(args.vms, nodes=args.nodes)
+    results = {"incremental": run(text, args.changes, False)}
+    if args.baseline:
+        results["whole load"] = run(text, args.changes, True)
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[0]
+    print(f"\ncommit latency, {args.vms} VMs / {args.nodes} nodes, {args.changes} changes per kind (load average {load})")
+    print(f"{'path':<12} {'change':<6} {'p50 wall':>9} {'p99 wall':>9} {'p50 cpu':>8} {'p99 cpu':>8}")
+    for path, kinds in results.items():
+        for kind, (walls, cpus) in kinds.items():
+            cells = [percentile(walls, 50), percentile(walls, 99), percentile(cpus, 50), percentile(cpus, 99)]
+            print(f"{path:<12} {kind:<6} " + " ".join(f"{v * 1000:>7.0f}ms" for v in cells))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""A commit that rewrites a VM's rule in place is validated from the previous
+revision (policy/incremental.py) and stored like any other: its revision, its node
+states and its diff are those of the whole load; a mistake in such an edit is
+refused with the whole load's `file:line:col`, and nothing is stored. The parsed
+parent of the newest revision stays at hand (store/cache.py), so a chain of commits
+parses nothing again."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from bench.synth import policy_text
+from tests.controller.live import Tokens
+from zonewall.policy.documents import load_documents
+from zonewall.policy.errors import PolicyError
+
+TEXT = policy_text(40, nodes=3)
+LINES = TEXT.split("\n")
+VMS = LINES.index("vms:")
+RULE = next(n for n, line in enumerate(LINES) if n > VMS and line.startswith("      - {direction: in, action: accept, from: group:admins, tcp: 22"))
+
+
+def put(client: TestClient, tokens: Tokens, text: str) -> object:
+    return client.put("/api/v1/policy", json={"documents": {"policy.yaml": text}, "message": "edit"}, headers=tokens.header("admin"))
+
+
+def with_rule(text: str) -> str:
+    lines = list(LINES)
+    lines[RULE] = text
+    return "\n".join(lines)
+
+
+def test_in_place_edits_commit_as_the_whole_load_would(client: TestClient, tokens: Tokens, controller) -> None:
+    assert put(client, tokens, TEXT).status_code == 201
+    cache = controller.revisions.cache
+    for port in (2201, 2202, 2203):
+        new = with_rule(f"      - {{direction: in, action: accept, from: group:admins, tcp: {port}}}")
+        response = put(client, tokens, new)
+        assert response.status_code == 201, response.text
+        number = response.json()["revision"]["number"]
+        view = cache.peek(number)
+        assert view is not None and view.policy.doc == load_documents({"policy.yaml": new}).doc
+        diff = client.get(f"/api/v1/revisions/{number}", headers=tokens.header("admin")).json()["diff"]
+        assert any(f"tcp {port}" in row["services"] for row in diff["flows"] if row["change"] == "opened"), diff
+    assert cache.parses == 0  # nothing was parsed again: not the parent, not the new revision
+
+
+def test_a_mistake_in_an_in_place_edit_is_refused_with_its_position(client: TestClient, tokens: Tokens) -> None:
+    assert put(client, tokens, TEXT).status_code == 201
+    bad = with_rule("      - {direction: in, action: accept, from: group:nosuch, tcp: 22}")
+    try:
+        load_documents({"policy.yaml": bad})
+        raise AssertionError("the whole load accepts it")
+    except PolicyError as exc:
+        expected = [str(p) for p in exc.problems]
+    response = put(client, tokens, bad)
+    assert response.status_code == 422
+    assert [p["text"] for p in response.json()["detail"]["problems"]] == expected
+    assert expected[0].startswith(f"policy.yaml:{RULE + 1}:")
+    revisions = client.get("/api/v1/revisions", headers=tokens.header("admin")).json()
+    assert [r["number"] for r in revisions] == [1]  # nothing stored
