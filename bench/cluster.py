@@ -17,14 +17,17 @@ Each edit puts a port or address into the kernel that was never there; an
 `nft monitor` per real node sees the moment it arrives. Measured per change:
 commit latency (PUT /policy sent -> answered: validation, the stored revision and
 its semantic diff), change -> enforced in the kernel of the real node it affects
-(from the PUT being sent), the bytes each node's answer carried (unaffected
+(from the PUT being sent; and from the moment the first simulated node received
+the revision, i.e. the agent's share once the controller published it), the bytes each node's answer carried (unaffected
 nodes: the revision number alone), and the CPU the change cost the controller and
 each real agent (until every node reports it applied: on a shared machine the
 CPU seconds hold where wall times do not). At the end: every agent's RSS (and peak).
 
-Results: a table on stdout, JSON with --json FILE. Needs root. The machine is
-shared: absolute times are pessimistic. Run:
+Results: a table on stdout (and on stderr after each kind, so a run cut short still
+reports), JSON with --json FILE. Needs root. The machine is shared: absolute times
+are pessimistic; the CPU columns hold. Run (docs/performance.md):
   .venv/bin/python bench/cluster.py --vms 1000 --nodes 20 --changes 30
+  .venv/bin/python bench/cluster.py --vms 10000 --nodes 100 --changes 30 --zone-changes 10
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import argparse
 import json
 import os
 import re
+import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -145,7 +150,13 @@ class Poller:
                     continue
                 self.answers.append((body["revision"], len(response.content), kind, time.monotonic()))
                 self.revision, self.documents, self.hash = body["revision"], documents, body["content_hash"]
-                http.put(base + "/status", json={"applied_revision": self.revision, "state": "ok"})
+                while not self.stop.is_set():  # a busy controller may time out: an agent reports again, so does the poller
+                    try:
+                        http.put(base + "/status", json={"applied_revision": self.revision, "state": "ok"}).raise_for_status()
+                        break
+                    except httpx.HTTPError as exc:
+                        self.errors.append(f"status: {exc}")
+                        self.stop.wait(0.5)
 
 
 def poll_set(ns: str, name: str, element: str, timeout: float) -> float | None:
@@ -188,6 +199,7 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=20)
     parser.add_argument("--real", type=int, default=5, help="nodes with a real agent in a lab namespace")
     parser.add_argument("--changes", type=int, default=30, help="changes of each kind")
+    parser.add_argument("--zone-changes", type=int, help="zone changes, if not --changes: each costs the controller a whole-policy diff")
     parser.add_argument("--kinds", default="vm,zone,group", help="which changes (comma list of vm, zone, group)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -195,6 +207,8 @@ def main() -> int:
         log("needs root (network namespaces)")
         return 2
     assert 1 <= args.real <= min(args.nodes, 20), "each real node needs a zone of its own (bench/synth.py has 20)"
+    # a `kill` ends the run through the cleanup below (namespaces, controller, agents)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="zonewall-cluster-"))
     text = bench_policy(args.vms, args.nodes, args.real)
     skeleton = work / "skeleton"  # the real nodes without guests: what the lab builds
@@ -208,7 +222,7 @@ def main() -> int:
     managed = ManagedLab(state, work / "controller")
     stop = threading.Event()
     watch: NodeWatch | None = None
-    results: dict[str, Any] = {"vms": args.vms, "nodes": args.nodes, "real_agents": len(real), "policy_bytes": len(text)}
+    results: dict[str, Any] = {"load_average_start": [round(v, 1) for v in os.getloadavg()], "vms": args.vms, "nodes": args.nodes, "real_agents": len(real), "policy_bytes": len(text)}
     try:
         managed.start()
         sessions = open_database(default_url(managed.data_dir))
@@ -232,9 +246,10 @@ def main() -> int:
         controller_pid = managed.controller.process.pid
         agent_pids = {node: agent.process.pid for node, agent in managed.agents.items()}
         for kind in args.kinds.split(","):
-            commits, enforced, controller_cpu, affected_cpu, unaffected_cpu = [], [], [], [], []
+            commits, enforced, published, controller_cpu, affected_cpu, unaffected_cpu = [], [], [], [], [], []
             before = {p.node: len(p.answers) for p in pollers}
-            for n in range(1, args.changes + 1):
+            count = args.zone_changes if kind == "zone" and args.zone_changes is not None else args.changes
+            for n in range(1, count + 1):
                 k = n % len(real)
                 text, marker = edit(text, kind, k, n)
                 node = f"node{k + 1}"
@@ -259,6 +274,10 @@ def main() -> int:
                 enforced.append((seen - sent) * 1000)
                 revision = response.json()["revision"]["number"]
                 converged(managed, revision, timeout=900)  # every node has it: the CPU it cost is spent
+                # the first simulated node's answer: when the controller made the revision public
+                first_out = min((at for p in pollers for rev, _, _, at in p.answers if rev == revision), default=None)
+                if first_out is not None:
+                    published.append((seen - first_out) * 1000)
                 controller_cpu.append((cpu_seconds(controller_pid) - controller_before) * 1000)
                 for node_, pid in agent_pids.items():
                     (affected_cpu if node_ == node else unaffected_cpu).append((cpu_seconds(pid) - cpu_before[node_]) * 1000)
@@ -268,36 +287,46 @@ def main() -> int:
                 for _, size, what, _ in poller.answers[before[poller.node]:]:
                     sizes[what].append(size)
             results[kind] = {
-                "commit_ms": percentiles(commits), "enforced_ms": percentiles(enforced),
+                "changes": len(commits), "commit_ms": percentiles(commits), "enforced_ms": percentiles(enforced),
+                "enforced_after_publication_ms": percentiles(published) if published else None,
                 "controller_cpu_ms": percentiles(controller_cpu), "agent_cpu_ms": {"measured node": percentiles(affected_cpu), "other real nodes": percentiles(unaffected_cpu)},
                 "answers": {what: {"n": len(values), "max_bytes": max(values) if values else None,
                                    "mean_bytes": round(sum(values) / len(values)) if values else None} for what, values in sizes.items()},
             }
-        results["agent_rss_mib"] = {node: [round(v, 1) for v in rss_mib(agent.process.pid)] for node, agent in managed.agents.items()}
-        results["poller_errors"] = sum(len(p.errors) for p in pollers)
+            # after every kind, so that a run cut short still reports what it measured
+            results["agent_rss_mib"] = {node: [round(v, 1) for v in rss_mib(agent.process.pid)] for node, agent in managed.agents.items()}
+            results["poller_errors"] = sum(len(p.errors) for p in pollers)
+            results["load_average"] = [round(v, 1) for v in os.getloadavg()]
+            log("\n" + table(results))
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=1) + "\n")
     finally:
         stop.set()
         if watch is not None:
             watch.close()
         managed.stop()
         lab_down(name)
+        shutil.rmtree(work, ignore_errors=True)
     print(table(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0
+
+
+def _p50_p99(stats: dict[str, float] | None) -> str:
+    return "-" if stats is None else f"{stats['p50']} / {stats['p99']}"
 
 
 def table(results: dict[str, Any]) -> str:
     rows = [f"cluster: {results['vms']} VMs / {results['nodes']} nodes ({results['real_agents']} real agents), "
             f"policy {results['policy_bytes'] / 1e6:.1f} MB; first revision on every node in {results['initial_all_nodes_s']} s",
-            "| change | commit p50 / p99 ms | enforced p50 / p99 ms | unaffected answer bytes (max) | affected answers: delta / documents (max bytes) |",
-            "|---|---|---|---|---|"]
+            "| change (n) | commit p50 / p99 ms | enforced p50 / p99 ms | of which after publication p50 / p99 ms | unaffected answer bytes (max) | affected answers: delta / documents (max bytes) |",
+            "|---|---|---|---|---|---|"]
     for kind in ("vm", "zone", "group"):
         if kind not in results:
             continue
         r = results[kind]
         a = r["answers"]
-        rows.append(f"| {kind} | {r['commit_ms']['p50']} / {r['commit_ms']['p99']} | {r['enforced_ms']['p50']} / {r['enforced_ms']['p99']} | "
+        rows.append(f"| {kind} ({r['changes']}) | {r['commit_ms']['p50']} / {r['commit_ms']['p99']} | {r['enforced_ms']['p50']} / {r['enforced_ms']['p99']} | "
+                    f"{_p50_p99(r.get('enforced_after_publication_ms'))} | "
                     f"{a['same']['max_bytes']} ({a['same']['n']} answers) | {a['delta']['n']} ({a['delta']['max_bytes']}) / "
                     f"{a['documents']['n']} ({a['documents']['max_bytes']}) |")
     rows.append("| change | controller CPU ms per change p50 / max | agent CPU ms: the node measured p50 / max | other real nodes p50 / max |")
@@ -309,7 +338,7 @@ def table(results: dict[str, Any]) -> str:
             rows.append(f"| {kind} | {c['p50']} / {c['max']} | {a['p50']} / {a['max']} | {u['p50']} / {u['max']} |")
     rss = results["agent_rss_mib"]
     rows.append("agent RSS MiB (now, peak): " + ", ".join(f"{node} {now}/{peak}" for node, (now, peak) in sorted(rss.items())))
-    rows.append(f"poller errors: {results['poller_errors']}")
+    rows.append(f"poller errors: {results['poller_errors']}; load average (1, 5, 15 min) at the end: {results['load_average']}")
     return "\n".join(rows)
 
 

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
-from zonewall.agent.discovery import discover_taps, parse_domiflist, tap_mac, taps_report, with_taps
+from zonewall.agent.discovery import (
+    compile_inputs,
+    discover_taps,
+    libvirt_lister,
+    parse_domiflist,
+    tap_mac,
+    taps_report,
+    with_taps,
+)
 from zonewall.compiler import ir
 from zonewall.compiler.node import compile_node
 from zonewall.policy.loader import load_policy_text
@@ -60,3 +69,34 @@ def test_the_ruleset_uses_the_discovered_taps() -> None:
     text = json.dumps(ir.to_json(compile_node(with_taps(policy, found), "node1", timezone="UTC")))
     assert '"vnet3"' in text and '"web1i0"' not in text and '"tap103i0"' in text
     assert with_taps(policy, discover_taps(policy, "node1", {}, lambda domain: None)) is policy  # nothing found: unchanged
+
+
+def fake_virsh(listed: str | None, calls: list[tuple[str, ...]]) -> Callable[..., str | None]:
+    """virsh answering `list --name` with `listed` (None: libvirt does not answer)."""
+
+    def run(*argv: str) -> str | None:
+        calls.append(argv)
+        return listed if argv[0] == "list" else DOMIFLIST
+
+    return run
+
+
+def test_libvirt_is_asked_only_about_running_domains() -> None:
+    policy = load_policy_text(POLICY)
+    calls: list[tuple[str, ...]] = []
+    found = discover_taps(policy, "node1", {}, libvirt_lister(fake_virsh("app1\nother\n", calls)))
+    assert found[("app1", 0)].how == "libvirt" and found[("web1", 0)].how == "default"  # web1 is not running: nothing asked
+    assert calls == [("list", "--name"), ("domiflist", "app1")]  # one listing per pass, then the running guest only
+
+
+def test_without_libvirt_one_question_per_pass() -> None:
+    policy = load_policy_text(POLICY)
+    calls: list[tuple[str, ...]] = []
+    found = discover_taps(policy, "node1", {}, libvirt_lister(fake_virsh(None, calls)))
+    assert calls == [("list", "--name")]  # libvirt does not answer: no virsh per guest
+    assert {f.how for f in found.values()} == {"explicit", "default"}
+
+
+def test_compile_inputs_follow_the_timezone_offset() -> None:
+    assert compile_inputs(timezone=lambda: "UTC") == compile_inputs(timezone=lambda: "UTC")  # nothing changed: equal
+    assert compile_inputs(timezone=lambda: "UTC") != compile_inputs(timezone=lambda: "Asia/Tokyo")  # another offset

@@ -98,3 +98,24 @@ def test_a_new_revision_is_applied_incrementally(tmp_path: Path) -> None:
     )
     result = agent.enforce(desired(2, documents))
     assert result.mode == "incremental" and agent.state is not None and agent.state.revision == 2
+
+
+def test_periodic_refresh_compiles_only_when_its_inputs_changed(tmp_path: Path) -> None:
+    inputs = {"links": ("fe:54:00:00:01:01", "vnet3")}
+    compiles: list[str] = []
+
+    def discover(policy: object, node: str) -> dict:  # type: ignore[type-arg]
+        compiles.append(node)
+        return {}
+
+    agent = Enforcer(FakeBackend(), "node1", StateStore(tmp_path), discover=discover, timezone=lambda: "UTC",
+                     inputs=lambda: inputs["links"])
+    agent.enforce(desired())
+    assert len(compiles) == 1
+    assert agent.refresh(only_if_inputs_changed=True) is None
+    assert len(compiles) == 1  # same links, same timezone: nothing compiled
+    inputs["links"] = ("fe:54:00:00:01:01", "vnet4")  # a guest's tap came back under another name
+    agent.refresh(only_if_inputs_changed=True)
+    assert len(compiles) == 2
+    agent.refresh()  # a hypervisor event: always compiled
+    assert len(compiles) == 3

@@ -34,10 +34,11 @@ from ..policy.documents import Documents, content_hash
 from . import migrate_steps
 from .backoff import Backoff
 from .client import ControllerClient, ControllerRefused, ControllerUnavailable, DesiredAnswer, parse_controllers
-from .discovery import discover_taps, local_links
+from .discovery import compile_inputs, discover_taps, local_links
 from .drift import DriftWatch
 from .enforcer import APPLY_ERRORS, Desired, Enforcer
 from .links import LinkWatch
+from .memory import release_freed_memory
 from .notify import SOCKET_NAME, NotifyListener
 from .observe import Observer
 from .reporter import Reporter
@@ -81,6 +82,7 @@ class Agent:
         self.enforcer = Enforcer(
             self._backend, config.node, StateStore(config.state_dir),
             discover=lambda policy, node: discover_taps(policy, node, local_links(config.netns)),
+            inputs=lambda: compile_inputs(config.netns),
         )
         self.health = Health()  # the agent's own faults: reported as `problems` (state `degraded`)
         self.health.changed = lambda: self._work.put(("publish", None))
@@ -155,6 +157,7 @@ class Agent:
             log.error("%s", self.enforcer.last_error)
         if self.enforcer.state is not None:
             self._cursor = self.enforcer.state.revision
+        release_freed_memory()
 
     # -- the main loop ------------------------------------------------------------------
 
@@ -183,6 +186,7 @@ class Agent:
                     self.enforcer.last_error = value
                     self._publish()
             desired = [value for kind, value in items if kind == "desired"]
+            compiled = bool(desired)
             if desired:
                 self._apply(desired[-1])  # the newest wins; older ones are history
                 with self._handled:
@@ -190,9 +194,13 @@ class Agent:
                     self._handled.notify_all()
             elif "check" in kinds and self._failed is not None:
                 self._apply(self._failed)
+                compiled = True
             if "rediscover" in kinds or time.monotonic() >= next_refresh:
-                self._refresh()
+                self._refresh(periodic="rediscover" not in kinds)
                 next_refresh = time.monotonic() + self.config.refresh_interval
+                compiled = True
+            if compiled:
+                release_freed_memory()  # a compile's garbage would otherwise keep the RSS at its peak
             if "check" in kinds and not desired:
                 self._repair(next(value for kind, value in items if kind == "check"))
             if "publish" in kinds or self.health.problems() != self._published_problems:
@@ -228,9 +236,9 @@ class Agent:
             self.reporter.line("warning", f"drift repaired ({reason}): {result.commands} commands")
             self._publish()
 
-    def _refresh(self) -> None:
+    def _refresh(self, *, periodic: bool) -> None:
         try:
-            if self.enforcer.refresh() is not None:
+            if self.enforcer.refresh(only_if_inputs_changed=periodic) is not None:
                 self.reporter.line("info", "recompiled after a hypervisor event or time change, and applied")
                 self._publish()
         except APPLY_ERRORS as exc:

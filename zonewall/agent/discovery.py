@@ -19,10 +19,13 @@ import json
 import logging
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from ..compiler.naming import tap_name
+from ..compiler.schedule import local_timezone
 from ..policy.resolve import Policy
 
 log = logging.getLogger("zonewall.agent.discovery")
@@ -70,6 +73,14 @@ def local_links(netns: str | None = None) -> Links:
     return {str(link["address"]).lower(): link["ifname"] for link in links if link.get("address") and link.get("ifname")}
 
 
+def compile_inputs(netns: str | None = None, timezone: Callable[[], str] = local_timezone) -> Hashable:
+    """What a node's compile reads besides its documents: the links (taps found by
+    MAC; a guest started or stopped changes them) and the local timezone with its
+    current UTC offset (schedules are written in it, and DST moves it)."""
+    name = timezone()
+    return tuple(sorted(local_links(netns).items())), name, datetime.now(ZoneInfo(name)).utcoffset()
+
+
 def parse_domiflist(text: str) -> dict[str, str]:
     """`virsh domiflist` output -> {MAC: interface}; rows without a device ('-') skipped.
 
@@ -85,19 +96,45 @@ def parse_domiflist(text: str) -> dict[str, str]:
     return found
 
 
-def virsh_domiflist(domain: str) -> dict[str, str] | None:
-    """The domain's interfaces by MAC, or None where there is no virsh/libvirt."""
+def _virsh(*argv: str) -> str | None:
+    """virsh's output, or None where there is no virsh, no libvirt, or it failed."""
     if shutil.which("virsh") is None:
         return None
     try:
-        proc = subprocess.run(["virsh", "-q", "domiflist", domain], capture_output=True, text=True, timeout=5)
+        proc = subprocess.run(["virsh", "-q", *argv], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
-    return parse_domiflist(proc.stdout) if proc.returncode == 0 else None
+    return proc.stdout if proc.returncode == 0 else None
 
 
-def discover_taps(policy: Policy, node: str, links: Links | None = None, virsh: VirshLister = virsh_domiflist) -> dict[tuple[str, int], Found]:
+def libvirt_lister(run: Callable[..., str | None] = _virsh) -> VirshLister:
+    """A lister for one discovery pass: libvirt's running domains are asked once, and
+    `domiflist` only for those (a stopped or unknown domain has no tap to find).
+
+    Asking every guest of the node in turn cost a virsh process each, on every
+    compile: seconds per change on a node of 100 guests, most of them for guests
+    that were not running or on a node without libvirt (bench/cluster.py).
+    """
+    running: set[str] | None = None
+    asked = False
+
+    def lister(domain: str) -> dict[str, str] | None:
+        nonlocal running, asked
+        if not asked:
+            asked = True
+            listed = run("list", "--name")
+            running = None if listed is None else {line.strip() for line in listed.splitlines() if line.strip()}
+        if running is None or domain not in running:
+            return None
+        text = run("domiflist", domain)
+        return None if text is None else parse_domiflist(text)
+
+    return lister
+
+
+def discover_taps(policy: Policy, node: str, links: Links | None = None, virsh: VirshLister | None = None) -> dict[tuple[str, int], Found]:
     links = local_links() if links is None else links
+    virsh = libvirt_lister() if virsh is None else virsh
     found: dict[tuple[str, int], Found] = {}
     for vm in policy.vms_on(node):
         libvirt: dict[str, str] | None = None

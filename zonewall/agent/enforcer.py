@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from ..compiler.ir import Ruleset
@@ -57,9 +57,16 @@ class Enforcer:
         *,
         discover: Discover = lambda policy, node: discover_taps(policy, node),
         timezone: Callable[[], str] = local_timezone,
+        inputs: Callable[[], Hashable] | None = None,
     ) -> None:
         self.backend, self.node, self.store = backend, node, store
         self._discover, self._timezone = discover, timezone
+        # What a compile depends on besides the documents (the node's links, the
+        # timezone's offset): a periodic refresh with the same inputs skips the
+        # compile. None: not known, every refresh recompiles.
+        self._inputs = inputs
+        self._compiled_inputs: Hashable = None  # those of the ruleset in force
+        self._pending_inputs: Hashable = None  # those of the last compile, in force once applied
         self.state: AppliedState | None = None
         self.ruleset: Ruleset | None = None
         self.expected_hash: str | None = None  # readback of our tables when we left them
@@ -70,6 +77,7 @@ class Enforcer:
     # -- compiling ------------------------------------------------------------------
 
     def _compile(self, documents: Documents) -> tuple[Ruleset, dict[str, str]]:
+        self._pending_inputs = self._inputs() if self._inputs is not None else None
         policy = load_documents(documents)
         found = self._discover(policy, self.node)
         policy = with_taps(policy, found)
@@ -83,6 +91,7 @@ class Enforcer:
 
     def _record(self, desired: Desired, ruleset: Ruleset, result: ApplyResult, taps: dict[str, str]) -> None:
         self.ruleset, self.expected_hash, self.view = ruleset, result.readback_hash, result.view
+        self._compiled_inputs = self._pending_inputs
         self.state = AppliedState(
             node=self.node, revision=desired.revision, content_hash=desired.content_hash, documents=desired.documents,
             fingerprint=result.fingerprint, readback_hash=result.readback_hash, applied_at=time.time(), taps=taps,
@@ -186,13 +195,23 @@ class Enforcer:
         log.warning("drift repaired: revision %d put back (%d commands)", self.state.revision, result.commands)
         return result
 
-    def refresh(self) -> ApplyResult | None:
+    def refresh(self, *, only_if_inputs_changed: bool = False) -> ApplyResult | None:
         """Recompile the applied revision (taps may have appeared, a DST offset may
-        have changed schedules); apply only if the ruleset differs."""
+        have changed schedules); apply only if the ruleset differs.
+
+        `only_if_inputs_changed` (the periodic refresh): nothing is compiled while the
+        inputs are those of the last compile and no guard learns addresses (what was
+        learned is read at every compile). At 10,000 VMs a compile costs an agent
+        seconds of CPU: once a minute on every node, for nothing, it was most of an
+        idle agent's CPU (bench/cluster.py)."""
         if self.state is None:
+            return None
+        if (only_if_inputs_changed and self._inputs is not None and self.ruleset is not None and not self._learns()
+                and self._inputs() == self._compiled_inputs):
             return None
         ruleset, taps = self._compile(self.state.documents)
         if self.ruleset is not None and ruleset == self.ruleset:
+            self._compiled_inputs = self._pending_inputs  # the same ruleset: in force already
             return None
         desired = Desired(self.state.revision, self.state.documents, self.state.content_hash)
         result = apply_ruleset(self.backend, ruleset, previous=self.ruleset, seen=self.view)

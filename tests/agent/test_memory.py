@@ -1,0 +1,38 @@
+"""The agent gives the memory a compile freed back to the system."""
+
+from __future__ import annotations
+
+import ctypes.util
+import gc
+from pathlib import Path
+
+import pytest
+
+from zonewall.agent import memory
+
+
+def rss_kib() -> int:
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(status["VmRSS"].split()[0])
+
+
+def test_freed_heap_goes_back_to_the_system() -> None:
+    # many small objects, then a few survivors among them: glibc cannot shrink its
+    # heap past a live chunk, so without a trim the freed pages stay resident
+    objects = [bytearray(1000) for _ in range(60_000)]  # over 512 bytes: glibc malloc, not pymalloc
+    survivors = objects[::1000]
+    del objects
+    gc.collect()
+    held = rss_kib()
+    assert memory.release_freed_memory()
+    assert rss_kib() < held - 30_000, "freed memory stayed resident"
+    assert len(survivors) == 60
+
+
+def test_without_malloc_trim_nothing_happens(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    memory._malloc_trim.cache_clear()
+    try:
+        assert memory.release_freed_memory() is False
+    finally:
+        memory._malloc_trim.cache_clear()
