@@ -68,19 +68,19 @@ def whole_loads(enabled: bool) -> Iterator[None]:
     """The baseline: every commit loads the whole policy."""
     original = revisions.load_edited
     if enabled:
-        revisions.load_edited = lambda documents, previous: load_documents(documents)  # type: ignore[assignment]
+        revisions.load_edited = lambda documents, previous: load_documents(documents)
     try:
         yield
     finally:
-        revisions.load_edited = original  # type: ignore[assignment]
+        revisions.load_edited = original
 
 
-def run(text: str, changes: int, baseline: bool) -> dict[str, tuple[list[float], list[float]]]:
+def run(text: str, changes: int, baseline: bool) -> Iterator[tuple[str, tuple[list[float], list[float]]]]:
+    """(kind, (wall times, CPU times)) of each kind's commits, as each kind is done."""
     controller = build_controller(default_url(Path(tempfile.mkdtemp(prefix="zw-bench-commit-"))))
     token = create_token(controller.sessions, "admin")[1]
     headers = {"Authorization": f"Bearer {token}"}
     lines = text.split("\n")
-    out: dict[str, tuple[list[float], list[float]]] = {}
     with TestClient(create_app(controller)) as client, whole_loads(baseline):
         assert client.put("/api/v1/policy", json={"documents": {"policy.yaml": text}}, headers=headers).status_code == 201
         for kind, edit in edits(lines).items():
@@ -93,8 +93,7 @@ def run(text: str, changes: int, baseline: bool) -> dict[str, tuple[list[float],
                 walls.append(time.perf_counter() - wall)
                 cpus.append(time.process_time() - cpu)
                 assert response.status_code == 201, response.text[:300]
-            out[kind] = (walls, cpus)
-    return out
+            yield kind, (walls, cpus)
 
 
 def percentile(samples: list[float], p: float) -> float:
@@ -110,18 +109,18 @@ def main() -> None:
     parser.add_argument("--baseline", action="store_true", help="also every commit as a whole load, side by side")
     args = parser.parse_args()
     text = policy_text(args.vms, nodes=args.nodes)
-    results = {"incremental": run(text, args.changes, False)}
-    if args.baseline:
-        results["whole load"] = run(text, args.changes, True)
     with open("/proc/loadavg") as f:
         load = f.read().split()[0]
-    print(f"\ncommit latency, {args.vms} VMs / {args.nodes} nodes, {args.changes} changes per kind (load average {load})")
-    print(f"{'path':<12} {'change':<6} {'p50 wall':>9} {'p99 wall':>9} {'p50 cpu':>8} {'p99 cpu':>8}")
-    for path, kinds in results.items():
-        for kind, (walls, cpus) in kinds.items():
+    print(f"\ncommit latency, {args.vms} VMs / {args.nodes} nodes, {args.changes} changes per kind (load average {load} at the start)")
+    print(f"{'path':<12} {'change':<6} {'p50 wall':>9} {'p99 wall':>9} {'p50 cpu':>8} {'p99 cpu':>8}", flush=True)
+    for path, baseline in (("incremental", False), ("whole load", True)):
+        if baseline and not args.baseline:
+            continue
+        for kind, (walls, cpus) in run(text, args.changes, baseline):
             cells = [percentile(walls, 50), percentile(walls, 99), percentile(cpus, 50), percentile(cpus, 99)]
-            print(f"{path:<12} {kind:<6} " + " ".join(f"{v * 1000:>7.0f}ms" for v in cells))
-
+            print(f"{path:<12} {kind:<6} " + " ".join(f"{v * 1000:>7.0f}ms" for v in cells), flush=True)
+    with open("/proc/loadavg") as f:
+        print(f"load average at the end: {f.read().split()[0]}")
 
 if __name__ == "__main__":
     main()
