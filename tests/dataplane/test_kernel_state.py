@@ -72,7 +72,7 @@ def test_the_structure_read_over_netlink_is_what_libnftables_lists(netns_factory
 
 
 def test_counters_and_dynamic_elements_are_traffic_not_drift(backend: LibNftBackend, netns_name: str) -> None:
-    remember = {"set": {"op": "add", "elem": x.payload("ip", "saddr"), "set": "@seen_v4"}}
+    remember = x.set_add("seen_v4", x.payload("ip", "saddr"))
     table = Table(
         "inet",
         TABLE,

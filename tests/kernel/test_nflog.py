@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from zonewall.compiler.ir import NicMeta
 from zonewall.compiler.logprefix import parse as parse_prefix
 from zonewall.compiler.naming import tap_name
 from zonewall.compiler.nftexpr import DST_NIC_SHIFT
@@ -206,7 +207,10 @@ def test_decode_record_ipv4_tcp_and_mark() -> None:
     assert (r.time, r.node, r.scope, r.rule_id, r.verdict) == (123.0, "n1", "web1", "default-in", "drop")
     assert (r.src_nic, r.dst_nic) == (3, 7)
     assert (r.family, r.src, r.dst, r.proto, r.sport, r.dport, r.icmp_type) == ("ipv4", "10.0.0.1", "10.0.0.2", "tcp", 40000, 443, None)
-    meta = {"3": {"vm": "app1"}, "7": {"vm": "web1"}}  # JSON round trip: string keys
+    meta: dict[int, NicMeta] = {  # the compiler's Ruleset.meta["nics"]: int keys (issue 20)
+        3: {"vm": "app1", "nic": 0, "tap": "app1i0", "network": "back", "mac": None},
+        7: {"vm": "web1", "nic": 0, "tap": "web1i0", "network": "front", "mac": None},
+    }
     assert resolve_vm(r, meta) == "web1" and resolve_vm(r, meta, side="src") == "app1"
 
 
