@@ -254,3 +254,20 @@ def test_rule_edits_with_security_groups_nic_scopes_and_a_zone_and_its_vm_at_onc
         diff_module.rule_edits = original
     assert not fast.identical
     assert _json(fast) == _json(plain)
+
+
+@settings(max_examples=40, deadline=None)
+@given(pairs())
+def test_peers_built_once_for_many_endpoints_give_the_same_diff(pair: Pair) -> None:
+    """diff.SHARED_PEERS_FROM: with many endpoints to compare, each peer's side is
+    built whole once instead of filtered per endpoint; the rows must not change."""
+    old, new = load_policy_text(pair.old), load_policy_text(pair.new)
+    saved = diff_module.SHARED_PEERS_FROM
+    try:
+        diff_module.SHARED_PEERS_FROM = 10**9
+        filtered = diff_policies(old, new).to_json()
+        diff_module.SHARED_PEERS_FROM = 0
+        shared = diff_policies(old, new).to_json()
+    finally:
+        diff_module.SHARED_PEERS_FROM = saved
+    assert shared == filtered

@@ -440,8 +440,12 @@ def _differs(a: Outcome, b: Outcome) -> str | None:
 
 
 class _Differ:
-    def __init__(self, a_old: Analyzer, a_new: Analyzer, common: set[NicKey]):
+    def __init__(self, a_old: Analyzer, a_new: Analyzer, common: set[NicKey], *, shared_peers: bool = False):
         self.a_old, self.a_new, self.common = a_old, a_new, common
+        # many endpoints to compare (a zone's VMs): each peer's side built once, whole,
+        # for all of them, rather than filtered for each (the same outcomes: the
+        # filter only leaves out steps no packet of the space can meet)
+        self.shared_peers = shared_peers
         self.rows: dict[tuple[object, ...], DiffRow] = {}
         self.essentials = essentials_region()
         self.notes: list[str] = []
@@ -500,7 +504,7 @@ class _Differ:
             own_region = _PeerSpace(pieces, signature, addresses, peer_dim)
             stages = []
             for analyzer in (self.a_old, self.a_new):
-                found = analyzer.paths.peer_side(key, role, owner, own_addresses)
+                found = analyzer.paths.peer_side(key, role, owner, None if self.shared_peers else own_addresses)
                 assert found is not None, (key, owner)  # self.split
                 stages.append(effective.reduce(found, signature, pieces, own_region, peer_dim))
             group_key = (owner[0], signature, stages[0][1], stages[1][1])
@@ -625,6 +629,9 @@ def _decisive_label(outcome: Outcome) -> tuple[str, str] | None:
     return (decision.stage, decision.label) if decision else None
 
 
+SHARED_PEERS_FROM = 8  # endpoints compared; a one-VM edit (2) keeps the filtered, cheaper sides
+
+
 def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | None = None) -> DiffResult:
     a_old, a_new = Analyzer(old, now, timezone), Analyzer(new, now, timezone)
     edits = rule_edits(old, new)
@@ -635,7 +642,8 @@ def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | 
     else:
         endpoints, common = _endpoint_changes(old, new)
         changes = _changes(a_old, a_new, common)
-    differ = _Differ(a_old, a_new, common)
+    runs = len(changes.receivers) + len(changes.senders) + len(changes.between) + 2 * len(changes.replies)
+    differ = _Differ(a_old, a_new, common, shared_peers=runs > SHARED_PEERS_FROM)
     for key, region in sorted(changes.receivers.items(), key=lambda kv: str(kv[0])):
         differ.run(key, region, "receiver")
     for key, region in sorted(changes.senders.items(), key=lambda kv: str(kv[0])):
