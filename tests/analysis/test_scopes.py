@@ -35,8 +35,8 @@ vms:
       - {id: admin, direction: in, action: accept, tcp: 8443, nic: [0]}
       - {id: web, direction: in, action: accept, tcp: 443}
     nics:
-      - {network: front, ips: [10.0.1.10]}
-      - {network: back, ips: [10.0.2.10]}
+      - {network: front, name: net0, ips: [10.0.1.10]}
+      - {network: back, name: net1, ips: [10.0.2.10]}
   app1:
     host: node1
     nics: [{network: back, ips: [10.0.2.20]}]
@@ -64,7 +64,7 @@ def test_a_rule_moved_to_another_nic_closes_one_and_opens_the_other() -> None:
 
 
 def test_a_nic_scope_named_instead_of_indexed_changes_nothing() -> None:
-    assert diff_texts(POLICY, edit("tcp: 8443, nic: [0]}", "tcp: 8443, nic: [0, 0]}")).identical
+    assert diff_texts(POLICY, edit("tcp: 8443, nic: [0]}", "tcp: 8443, nic: [net0]}")).identical
 
 
 def test_a_nic_scope_dropped_opens_the_rule_on_the_other_nic_only() -> None:

@@ -58,15 +58,19 @@ def _edited_lines(old: str, new: str) -> tuple[list[int], list[str]] | None:
     prefix = _common_prefix(old, new)
     suffix = _common_suffix(old, new, min(len(old), len(new)) - prefix)
     start = new.rfind("\n", 0, prefix) + 1  # the edited region, whole lines
-    old_region = old[start : len(old) - suffix]
-    new_region = new[start : len(new) - suffix]
-    old_tail, new_tail = old[len(old) - suffix :].split("\n", 1)[0], new[len(new) - suffix :].split("\n", 1)[0]
-    old_lines, new_lines = (old_region + old_tail).split("\n"), (new_region + new_tail).split("\n")
+    old_lines = old[start : _line_end(old, len(old) - suffix)].split("\n")
+    new_lines = new[start : _line_end(new, len(new) - suffix)].split("\n")
     if len(old_lines) != len(new_lines):
         return None
     first = new.count("\n", 0, start) + 1
     changed = [(first + k, b) for k, (a, b) in enumerate(zip(old_lines, new_lines, strict=True)) if a != b]
     return [number for number, _ in changed], [text for _, text in changed]
+
+
+def _line_end(text: str, at: int) -> int:
+    """The end of the line holding position `at` (its newline, or the text's end)."""
+    end = text.find("\n", at)
+    return len(text) if end < 0 else end
 
 
 def _common_prefix(a: str, b: str, chunk: int = 1 << 16) -> int:

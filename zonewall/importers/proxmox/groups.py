@@ -31,7 +31,7 @@ class SecurityGroups:
         self._alone: dict[str, tuple[Any, ...] | None] = {}  # group -> its rules in no guest's context (None: not portable)
         self._copied: set[tuple[str, int | None]] = set()  # (group, vmid) already reported as copied
 
-    def reference(self, rule: FwRule, vm: FwFile | None, vmid: int | None, guest: Any, host_scope: bool, disabled_reason: str) -> Commented | None:
+    def reference(self, rule: FwRule, vm: FwFile | None, vmid: int | None, guest: Any, host_scope: bool) -> Commented | None:
         """The `{security_group: NAME}` entry for a GROUP line, or None: copy it in place."""
         name = rule.action.lower()
         group = self.cluster.groups[name]
@@ -50,9 +50,9 @@ class SecurityGroups:
             if guest is None or guest.nic(rule.iface) is None:
                 return None  # copied: each rule written disabled (never matches), as before
             entry["nic"] = [rule.iface]
-        if not rule.enabled or disabled_reason:
+        if not rule.enabled:
             entry["enabled"] = False
-        return Commented(Flow(entry), f"from {rule.where}" + (f"; {disabled_reason}" if disabled_reason and rule.enabled else ""))
+        return Commented(Flow(entry), f"from {rule.where}")
 
     def alone(self, name: str) -> tuple[Any, ...] | None:
         if name not in self._alone:

@@ -167,7 +167,7 @@ class RuleTranslator:
         saved = self.report, self.book.report
         self.report = self.book.report = report
         try:
-            return [item for rule in rules for item in self.one_rule(rule, vm, vmid, guest, host_scope, Origin(rule.where), "")]
+            return [item for rule in rules for item in self.one_rule(rule, vm, vmid, guest, host_scope, Origin(rule.where))]
         finally:
             self.report, self.book.report = saved
 
@@ -258,7 +258,7 @@ class RuleTranslator:
         return [({**base, **{key: one(value) if isinstance(value, list) else value for key, value in keys.items()}}, "")]
 
     def translate_rules(self, rules: list[FwRule], vm: FwFile | None, vmid: int | None, guest: Guest | None, *,
-                        host_scope: bool, disabled_reason: str = "") -> list[Commented]:
+                        host_scope: bool) -> list[Commented]:
         """Rules in order, GROUP lines referenced (or expanded in place)."""
         out: list[Commented] = []
         for rule in rules:
@@ -268,7 +268,7 @@ class RuleTranslator:
                 if group is None:
                     self.report.skipped(rule.where, f"security group {rule.action!r} is not defined in cluster.fw (Proxmox uses an empty group)")
                     continue
-                reference = self.groups.reference(rule, vm, vmid, guest, host_scope, disabled_reason) if self.groups is not None else None
+                reference = self.groups.reference(rule, vm, vmid, guest, host_scope) if self.groups is not None else None
                 if reference is not None:
                     out.append(reference)
                     continue
@@ -280,14 +280,14 @@ class RuleTranslator:
                             merged.enabled = False
                             self.report.note(inner.where, f"group {name} rule on {inner.iface} used via {rule.where} on {rule.iface}: never matches; written disabled")
                         merged.iface = rule.iface
-                    out += self.one_rule(merged, vm, vmid, guest, host_scope, Origin(inner.where, f"group {name}, via {rule.where}"), disabled_reason)
+                    out += self.one_rule(merged, vm, vmid, guest, host_scope, Origin(inner.where, f"group {name}, via {rule.where}"))
                 continue
-            out += self.one_rule(rule, vm, vmid, guest, host_scope, Origin(rule.where), disabled_reason)
+            out += self.one_rule(rule, vm, vmid, guest, host_scope, Origin(rule.where))
         return out
 
     def one_rule(self, rule: FwRule, vm: FwFile | None, vmid: int | None, guest: Guest | None, host_scope: bool,
-                 origin: Origin, disabled_reason: str) -> list[Commented]:
-        enforced = rule.enabled and not disabled_reason
+                 origin: Origin) -> list[Commented]:
+        enforced = rule.enabled
         if rule.type == "forward":
             return self.forward(rule, enforced)
         try:
@@ -310,7 +310,7 @@ class RuleTranslator:
                 item["comment"] = rule.comment
             if not enabled:
                 item["enabled"] = False
-            comment = origin.comment() + (f", {extra}" if extra else "") + (f"; {disabled_reason}" if disabled_reason and rule.enabled else "")
+            comment = origin.comment() + (f", {extra}" if extra else "")
             out.append(Commented(Flow(item), comment))
         return out
 
