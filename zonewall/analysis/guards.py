@@ -88,6 +88,7 @@ def _own(nic: Nic, family: int) -> s.Intervals:
 
 
 REPLIES = _replies()
+_ANY_NIC = Nic(network="any", ips=[])  # for the rules of NIC-dependent filters that depend on no NIC
 # The address-independent parts of the built-in filters, built once.
 _UDP = ((17, 17),)
 _ICMP6 = ((58, 58),)
@@ -199,13 +200,13 @@ class GuardBuilder:
         filters = []
         for name in guard_filters(self.policy, vm, nic_index):  # none when the NIC is not filtered (issue 18)
             if name in self.policy.doc.filters:
-                found = self._custom(name, direction)
+                found = self.custom(name, direction)
             elif name in NIC_DEPENDENT:
                 found = tuple(builtin_rules(name, direction, nic))
             elif name == "allow-dhcp-server":
                 found = tuple(dhcp_server_rules(direction, self.policy.doc.networks[nic.network].dhcp_servers))
             else:
-                found = self._builtin_shared(name, direction)
+                found = self.builtin_shared(name, direction)
             if found:
                 filters.append((name, found))
         if not filters:
@@ -231,13 +232,13 @@ class GuardBuilder:
         nic = self.policy.doc.vms[vm].nics[nic_index]
         for name in guard_filters(self.policy, vm, nic_index):
             if name in self.policy.doc.filters:
-                rules = self._custom(name, direction)
+                rules = self.custom(name, direction)
             elif name in NIC_DEPENDENT:
-                rules = self._nic_independent(name, direction, nic)
+                rules = self.nic_independent(name, direction)
             elif name == "allow-dhcp-server":
-                rules = self._dhcp_server(nic.network, direction)
+                rules = self.dhcp_server(nic.network, direction)
             else:
-                rules = self._builtin_shared(name, direction)
+                rules = self.builtin_shared(name, direction)
             if rules and self._filter_drops_replies(name, rules):
                 return True
         return False
@@ -248,23 +249,23 @@ class GuardBuilder:
             found = self._drops[id(rules)] = (rules, GuardStage(name, ((name, rules),)).drops_replies)
         return found[1]
 
-    def _nic_independent(self, name: str, direction: str, nic: Nic) -> tuple[GuardRule, ...]:
-        """A NIC-dependent built-in filter's rules but the anti-spoofing drops: the
-        same for every NIC (made from the first NIC asked about)."""
+    def nic_independent(self, name: str, direction: str) -> tuple[GuardRule, ...]:
+        """A NIC-dependent built-in filter's rules but the anti-spoofing drops
+        (`foreign_source`): the same for every NIC."""
         key = ("independent", name, direction)
         found = self._shared.get(key)
         if found is None:
-            found = self._shared[key] = tuple(rule for rule in builtin_rules(name, direction, nic) if not rule.foreign_source)
+            found = self._shared[key] = tuple(rule for rule in builtin_rules(name, direction, _ANY_NIC) if not rule.foreign_source)
         return found
 
-    def _dhcp_server(self, network: str, direction: str) -> tuple[GuardRule, ...]:
+    def dhcp_server(self, network: str, direction: str) -> tuple[GuardRule, ...]:
         key = ("dhcp-server", network, direction)
         found = self._shared.get(key)
         if found is None:
             found = self._shared[key] = tuple(dhcp_server_rules(direction, self.policy.doc.networks[network].dhcp_servers))
         return found
 
-    def _custom(self, name: str, direction: str) -> tuple[GuardRule, ...]:
+    def custom(self, name: str, direction: str) -> tuple[GuardRule, ...]:
         """A custom filter's rules: the same for every NIC ($MAC is judged per side)."""
         key = ("custom", name, direction)
         found = self._shared.get(key)
@@ -274,7 +275,7 @@ class GuardBuilder:
             found = self._shared[key] = tuple(r for r in rules if r is not None)
         return found
 
-    def _builtin_shared(self, name: str, direction: str) -> tuple[GuardRule, ...]:
+    def builtin_shared(self, name: str, direction: str) -> tuple[GuardRule, ...]:
         key = ("builtin", name, direction)
         found = self._shared.get(key)
         if found is None:

@@ -13,19 +13,17 @@ not listed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any, Literal
 
 from ..policy.addresses import AddressSet, address_value
 from . import space as s
 from .approximations import approximations
-from .chains import Chain, essentials_region
+from .chains import essentials_region
 from .describe import addresses_text, rule_text, services_of, time_text
 from .endpoints import Endpoint, EndpointError
 from .engine import Analyzer, Decision, GuardOrChain, Outcome, Path
-from .guards import GuardStage
+from .peers import PeerSides, PeerSpace
 from .space import Intervals, Region
 
 Direction = Literal["to", "from"]
@@ -157,87 +155,16 @@ def _addresses(analyzer: Analyzer, endpoint: Endpoint, nic: int | None) -> dict[
     return {f: s.merge(v) for f, v in out.items() if v}
 
 
-# -- effective stages: only the steps that can touch a peer's packets ------------------
-
-
-class _PeerSpace:
-    """The accepted pieces restricted to one peer's addresses, built only when a step
-    must be tested against them exactly (most steps are decided by the memo)."""
-
-    def __init__(self, pieces: list[Region], signature: tuple[int, ...], addresses: dict[int, Intervals], dim: int):
-        self.pieces, self.signature, self.addresses, self.dim = pieces, signature, addresses, dim
-
-    @cached_property
-    def region(self) -> Region:
-        restrict, addresses, dim = s.box_restrict, self.addresses, self.dim
-        return tuple(
-            b for i in self.signature for b in s.region(*(restrict(box, dim, addresses.get(box[s.FAM][0][0], ())) for box in self.pieces[i]))
-        )
-
-
-class _Effective:
-    """Per peer, the stages reduced to the steps that overlap its packets; peers with
-    equal reductions behave alike and are evaluated together."""
-
-    def __init__(self) -> None:
-        self._src_full: dict[int, bool] = {}
-        self._overlap: dict[tuple[int, tuple[int, ...]], bool] = {}
-
-    def _peer_dim_full(self, region: Region, dim: int) -> bool:
-        key = id(region) * 8 + dim
-        found = self._src_full.get(key)
-        if found is None:
-            found = self._src_full[key] = all(box[dim] == ((0, s.ADDRESS_MAX[box[s.FAM][0][0]]),) for box in region if len(box[s.FAM]) == 1)
-        return found
-
-    def overlaps(self, region: Region, signature: tuple[int, ...], pieces: list[Region], own: _PeerSpace, dim: int) -> bool:
-        # Whether the region meets the pieces at all is shared by every peer with
-        # this signature; only a region that meets them and names particular peer
-        # addresses needs the exact test against this peer's part.
-        key = (id(region), signature)
-        meets = self._overlap.get(key)
-        if meets is None:
-            meets = self._overlap[key] = any(s.overlaps(pieces[i], region) for i in signature)
-        if not meets or self._peer_dim_full(region, dim):
-            return meets
-        return s.overlaps(own.region, region)
-
-    def reduce(self, stages: Iterable[GuardOrChain], signature: tuple[int, ...], pieces: list[Region], own: _PeerSpace, dim: int) -> tuple[tuple[GuardOrChain, ...], tuple[object, ...]]:
-        reduced: list[GuardOrChain] = []
-        key: list[object] = []
-        for stage in stages:
-            if isinstance(stage, Chain):
-                steps = tuple(step for step in stage.steps if self.overlaps(step.region, signature, pieces, own, dim))
-                # shared by every peer of the group: named for the role, not the first peer
-                name = "peer " + stage.name.split(" ", 1)[1] if stage.name.startswith(("vm:", "host:")) else stage.name
-                reduced.append(Chain(name, steps, stage.default))
-                key.append(("chain", tuple((id(st.region), st.action, st.label, st.limited) for st in steps), stage.default.action, stage.default.label))
-            elif isinstance(stage, GuardStage):
-                filters = []
-                for name, rules in stage.filters:
-                    kept = tuple(
-                        r for r in rules
-                        # the peer's own packets (`own` is restricted to its addresses) are never spoofed
-                        if r.region and not (r.foreign_source and dim == s.SRC) and self.overlaps(r.region, signature, pieces, own, dim)
-                    )
-                    if kept:
-                        filters.append((name, kept))
-                reduced.append(GuardStage("peer guards", tuple(filters)))
-                key.append(("guard", tuple((name, tuple((r.region, r.action, r.label) for r in rules)) for name, rules in filters)))
-            else:  # scoped checks, translations, forwards, essentials: kept whole (made once each)
-                reduced.append(stage)
-                key.append(("stage", id(stage)))
-        return tuple(reduced), tuple(key)
-
-
 # -- reach ------------------------------------------------------------------------------
 
 
-def reach(analyzer: Analyzer, ref: str, direction: Direction, services: Region | None = None) -> list[Reach]:
-    return [reach_endpoint(analyzer, endpoint, nic, direction, services) for endpoint, nic in expand(analyzer, ref)]
+def reach(analyzer: Analyzer, ref: str, direction: Direction, services: Region | None = None, *, grouped: bool = True) -> list[Reach]:
+    return [reach_endpoint(analyzer, endpoint, nic, direction, services, grouped=grouped) for endpoint, nic in expand(analyzer, ref)]
 
 
-def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, direction: Direction, services: Region | None = None) -> Reach:
+def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, direction: Direction, services: Region | None = None, *, grouped: bool = True) -> Reach:
+    """`grouped`: peers' sides from pieces they share (peers.PeerSides.reduced);
+    False: each peer's side built whole and reduced (the same answer, slower)."""
     own_dim, peer_dim = (s.DST, s.SRC) if direction == "to" else (s.SRC, s.DST)
     own = endpoint_addresses(analyzer, endpoint, nic)
     base = s.subtract(s.universe(), essentials_region())
@@ -268,24 +195,25 @@ def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, dire
             if values:
                 for _address, owner in analyzer.directory.owned_within(family, values):
                     signatures.setdefault(owner, set()).add(index)
-    effective = _Effective()
     groups: dict[tuple[object, ...], tuple[tuple[GuardOrChain, ...], list[NicKey], tuple[int, ...]]] = {}
     # each peer's chain only for packets that have this endpoint at the other end
     own_addresses = AddressSet(own.get(4, ()), own.get(6, ()))
     mine: NicKey = (endpoint.kind, endpoint.name, nic)
     role = "receiver" if direction == "to" else "sender"
+    sides = PeerSides(analyzer, mine, role, own_addresses, pieces, peer_dim)
+    reduce = sides.reduced if grouped else sides.reduced_slowly
     whole: list[NicKey] = []  # peers whose flows do not split into two sides
     for owner, indexes in signatures.items():
         kind, name, peer_nic = owner
         if kind == endpoint.kind and name == endpoint.name:
             continue  # itself
-        stages = analyzer.paths.peer_side(mine, role, owner, own_addresses)
-        if stages is None:
+        signature = tuple(sorted(indexes))
+        own_region = PeerSpace(pieces, signature, endpoint_addresses(analyzer, Endpoint(kind, name), peer_nic), peer_dim)  # type: ignore[arg-type]
+        found = reduce(owner, signature, own_region)
+        if found is None:
             whole.append(owner)
             continue
-        signature = tuple(sorted(indexes))
-        own_region = _PeerSpace(pieces, signature, endpoint_addresses(analyzer, Endpoint(kind, name), peer_nic), peer_dim)  # type: ignore[arg-type]
-        reduced, key = effective.reduce(stages, signature, pieces, own_region, peer_dim)
+        reduced, key = found
         group_key = (kind, signature, key)
         if group_key in groups:
             groups[group_key][1].append(owner)

@@ -268,6 +268,11 @@ class RulePlanner:
             out.append(self.step(ref))
         return out
 
+    def may_meet(self, refs: list[str] | None, peer: AddressSet) -> bool:
+        """Whether a rule's other end (`refs`: its `to` or `from`) can meet `peer`
+        (the test `steps` makes with `peer`, asked of one rule)."""
+        return self._may_meet(refs, peer, self._meets.setdefault(peer, {}))
+
     def _may_meet(self, refs: list[str] | None, peer: AddressSet, memo: dict[str, object]) -> bool:
         """Whether the addresses `refs` means share one with `peer`. A list without
         exclusions does when one of its items does: each item is tested once per
