@@ -188,6 +188,7 @@ class GuardBuilder:
         self._shared: dict[tuple[str, str, str], tuple[GuardRule, ...]] = {}  # filters that do not depend on the NIC
         self._drops: dict[int, tuple[tuple[GuardRule, ...], bool]] = {}  # a filter's rules -> whether one drops replies
         self._drops_of_nic: dict[tuple[str, int, str], bool] = {}
+        self._drops_of_shape: dict[tuple[object, ...], bool] = {}
 
     def stage(self, vm: str, nic_index: int, direction: str) -> GuardStage | None:
         key = (vm, nic_index, direction)
@@ -229,14 +230,23 @@ class GuardBuilder:
         if key in self._memo:  # built already
             stage = self._memo[key]
             return stage is not None and stage.drops_replies
-        nic = self.policy.doc.vms[vm].nics[nic_index]
-        for name in guard_filters(self.policy, vm, nic_index):
+        # NICs with the same filters (and network, for allow-dhcp-server) answer alike
+        names = tuple(guard_filters(self.policy, vm, nic_index))
+        network = self.policy.doc.vms[vm].nics[nic_index].network
+        shape = (names, network if "allow-dhcp-server" in names else None, direction)
+        found = self._drops_of_shape.get(shape)
+        if found is None:
+            found = self._drops_of_shape[shape] = self._filters_drop_replies(names, network, direction)
+        return found
+
+    def _filters_drop_replies(self, names: tuple[str, ...], network: str, direction: str) -> bool:
+        for name in names:
             if name in self.policy.doc.filters:
                 rules = self.custom(name, direction)
             elif name in NIC_DEPENDENT:
                 rules = self.nic_independent(name, direction)
             elif name == "allow-dhcp-server":
-                rules = self.dhcp_server(nic.network, direction)
+                rules = self.dhcp_server(network, direction)
             else:
                 rules = self.builtin_shared(name, direction)
             if rules and self._filter_drops_replies(name, rules):

@@ -148,7 +148,7 @@ class PeerSides:
     addresses, `pieces`: what its own side accepts, `dim`: the peers' address
     dimension."""
 
-    def __init__(self, analyzer: Analyzer, mine: NicKey, role: str, peer: AddressSet, pieces: list[Region], dim: int):
+    def __init__(self, analyzer: Analyzer, mine: NicKey, role: str, peer: AddressSet, pieces: list[Region], dim: int, *, grouped: bool = True):
         self.analyzer, self.paths, self.policy = analyzer, analyzer.paths, analyzer.policy
         self.mine, self.role, self.peer, self.pieces, self.dim = mine, role, peer, pieces, dim
         self.other_role = "sender" if role == "receiver" else "receiver"
@@ -162,6 +162,22 @@ class PeerSides:
         self._defaults: dict[tuple[object, ...], Step] = {}
         self._routed: dict[str, bool] = {}
         self._forwarded = {entry.to.vm for entry in self.policy.doc.nat if isinstance(entry, Dnat) and entry.open} if self.direction == "in" else set()
+        self.grouped = grouped
+        self._meets_test = analyzer.plan.rules.meets_test(peer)
+        if grouped:
+            self._know_owners()
+
+    def _know_owners(self) -> None:
+        """Which `vm:` and `zone:` references meet the endpoint's addresses, from who
+        owns them (the directory): every peer's rules name some VM or zone, and
+        their address sets (10,000 VMs' addresses) need not be built to know."""
+        owners = {name for family, values in ((4, self.peer.v4), (6, self.peer.v6)) if values
+                  for _address, (kind, name, _nic) in self.analyzer.directory.owned_within(family, values) if kind == "vm"}
+        vms = self.policy.doc.vms
+        zones = {vms[name].zone for name in owners}
+        facts = {f"vm:{name}": name in owners for name in vms}
+        facts.update((f"zone:{zone}", zone in zones) for zone in self.policy.doc.zones)
+        self.analyzer.plan.rules.known_meets(self.peer, facts)
 
     # -- the general way ------------------------------------------------------------
 
@@ -175,8 +191,8 @@ class PeerSides:
     # -- from shared pieces -------------------------------------------------------------
 
     def reduced(self, owner: NicKey, signature: tuple[int, ...], own: PeerSpace) -> tuple[tuple[PathStage, ...], Key] | None:
-        """What `reduced_slowly` answers, from shared pieces where it can."""
-        fast = self._reduced(owner, signature, own)
+        """What `reduced_slowly` answers, from shared pieces where it can (`grouped`)."""
+        fast = self._reduced(owner, signature, own) if self.grouped else None
         return fast if fast is not None else self.reduced_slowly(owner, signature, own)
 
     def _is_routed(self, network: str) -> bool:
@@ -360,7 +376,8 @@ class PeerSides:
         rules = self.analyzer.plan.rules
         regions = self.analyzer.regions
         effective, pieces, dim = self.effective, self.pieces, self.dim
-        direction, peer = self.direction, self.peer
+        direction, meets = self.direction, self._meets_test
+        outbound = direction == "out"
         out: list[Step] = []
         for ref in self.policy.rules_of("vm", vm):
             rule = ref.rule
@@ -368,7 +385,7 @@ class PeerSides:
                 return None
             if not rule.enabled or rule.direction not in (direction, None):
                 continue
-            if not rules.may_meet(rule.to if direction == "out" else rule.from_, peer):
+            if not meets(rule.to if outbound else rule.from_):
                 continue
             region = regions.of_matches(rules.matches(rule), rules.time(rule.schedule))
             if not effective.overlaps(region, signature, pieces, own, dim):

@@ -141,6 +141,9 @@ def endpoint_addresses(analyzer: Analyzer, endpoint: Endpoint, nic: int | None) 
 
 
 def _addresses(analyzer: Analyzer, endpoint: Endpoint, nic: int | None) -> dict[int, Intervals]:
+    if endpoint.kind in ("vm", "host"):  # the directory has read them once
+        owned = analyzer.directory.addresses((endpoint.kind, endpoint.name, nic or 0 if endpoint.kind == "vm" else None))
+        return {f: ((values[0], values[0]),) if len(values) == 1 else s.merge((v, v) for v in values) for f, values in owned.items() if values}
     policy = analyzer.policy
     if endpoint.kind == "vm":
         texts = list(policy.doc.vms[endpoint.name].nics[nic or 0].ips)
@@ -188,20 +191,28 @@ def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, dire
             builder.add("outside", None, outside, outcome)
 
     # peers in the cluster, found through the addresses the accepted space contains
-    signatures: dict[NicKey, set[int]] = {}
+    # (pieces with the same addresses are looked up once; owners keep the order in
+    # which the pieces first name them)
+    projections: dict[tuple[int, Intervals], list[int]] = {}
     for index, region in enumerate(pieces):
         for family in (4, 6):
             values = s.family_projection(region, peer_dim, family)
             if values:
-                for _address, owner in analyzer.directory.owned_within(family, values):
-                    signatures.setdefault(owner, set()).add(index)
+                projections.setdefault((family, values), []).append(index)
+    signatures: dict[NicKey, set[int]] = {}
+    for (family, values), indexes in projections.items():
+        for _address, owner in analyzer.directory.owned_within(family, values):
+            found = signatures.get(owner)
+            if found is None:
+                signatures[owner] = set(indexes)
+            else:
+                found.update(indexes)
     groups: dict[tuple[object, ...], tuple[tuple[GuardOrChain, ...], list[NicKey], tuple[int, ...]]] = {}
     # each peer's chain only for packets that have this endpoint at the other end
     own_addresses = AddressSet(own.get(4, ()), own.get(6, ()))
     mine: NicKey = (endpoint.kind, endpoint.name, nic)
     role = "receiver" if direction == "to" else "sender"
-    sides = PeerSides(analyzer, mine, role, own_addresses, pieces, peer_dim)
-    reduce = sides.reduced if grouped else sides.reduced_slowly
+    sides = PeerSides(analyzer, mine, role, own_addresses, pieces, peer_dim, grouped=grouped)
     whole: list[NicKey] = []  # peers whose flows do not split into two sides
     for owner, indexes in signatures.items():
         kind, name, peer_nic = owner
@@ -209,7 +220,7 @@ def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, dire
             continue  # itself
         signature = tuple(sorted(indexes))
         own_region = PeerSpace(pieces, signature, endpoint_addresses(analyzer, Endpoint(kind, name), peer_nic), peer_dim)  # type: ignore[arg-type]
-        found = reduce(owner, signature, own_region)
+        found = sides.reduced(owner, signature, own_region)
         if found is None:
             whole.append(owner)
             continue
@@ -246,7 +257,8 @@ def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, dire
         notes.append("rows opened by a rate-limited rule hold within the rate only")
     notes += sorted(set(builder.notes))
     notes += [f"approximated: {w}" for w in approximations(analyzer.policy)]
-    return Reach(endpoint, nic, direction, rows, {id(row): peer_labels(analyzer, row) for row in rows}, notes)
+    zones = zone_members(analyzer)
+    return Reach(endpoint, nic, direction, rows, {id(row): peer_labels(analyzer, row, zones) for row in rows}, notes)
 
 
 class _RowBuilder:
@@ -263,6 +275,8 @@ class _RowBuilder:
         # (kind, when, rule, peer rule) -> peer -> boxes
         self._boxes: dict[tuple[object, ...], dict[tuple[object, ...], list[s.Box]]] = {}
         self._decisions: dict[tuple[object, ...], tuple[Decision | None, Decision | None]] = {}
+        self._refusing: dict[NicKey, bool] = {}
+        self._owned: dict[tuple[int, Intervals], set[NicKey]] = {}  # boxes of many groups cover the same addresses
 
     def path(self, peer: NicKey) -> Path:
         me, other = Endpoint(self.endpoint.kind, self.endpoint.name), Endpoint(peer[0], peer[1])  # type: ignore[arg-type]
@@ -279,6 +293,13 @@ class _RowBuilder:
                 out.extend(part)
         return tuple(out)
 
+    def _refuses(self, peer: NicKey) -> bool:
+        """Whether a guard on the way back can drop replies of flows with this peer."""
+        found = self._refusing.get(peer)
+        if found is None:
+            found = self._refusing[peer] = bool(self.analyzer.reply_guards(self.path(peer)))
+        return found
+
     def add(self, kind: str, members: list[NicKey] | None, region: Region, outcome: Outcome) -> None:
         own = [d for d in outcome.decisions if d.step is not None and d.stage.startswith(self.own_names)]
         peer = [d for d in outcome.decisions if d.step is not None and not d.stage.startswith(self.own_names)]
@@ -287,7 +308,7 @@ class _RowBuilder:
         if kind == "outside":
             region = self.replied(("outside", "outside", None), region, outcome)
         else:
-            refusing = [m for m in members or [] if self.analyzer.reply_guards(self.path(m))]
+            refusing = [m for m in members or [] if self._refuses(m)]
             if refusing:  # those peers one by one; the others share the boxes (fast path)
                 for member in refusing:
                     addresses = endpoint_addresses(self.analyzer, Endpoint(member[0], member[1]), member[2])  # type: ignore[arg-type]
@@ -305,7 +326,9 @@ class _RowBuilder:
             if kind == "outside":
                 peers.setdefault(("outside", family, box[self.peer_dim]), []).append(box)
                 continue
-            owned = {owner for _a, owner in self.analyzer.directory.owned_within(family, box[self.peer_dim])}
+            owned = self._owned.get((family, box[self.peer_dim]))
+            if owned is None:
+                owned = self._owned[family, box[self.peer_dim]] = {owner for _a, owner in self.analyzer.directory.owned_within(family, box[self.peer_dim])}
             for owner in members or []:
                 if owner in owned:
                     peers.setdefault((kind, owner[1]), []).append(box)
@@ -334,19 +357,25 @@ class _RowBuilder:
         return sorted(out.values(), key=lambda r: ({"vm": 0, "host": 1, "outside": 2}[r.peer_kind], r.services, r.when))
 
 
-def peer_labels(analyzer: Analyzer, row: Row) -> list[str]:
-    """Compact names for a row's peers: whole zones, groups, `any`."""
+def zone_members(analyzer: Analyzer) -> dict[str, set[str]]:
+    """Every zone's VMs (zones without VMs left out)."""
+    zones: dict[str, set[str]] = {}
+    for vm, body in analyzer.policy.doc.vms.items():
+        if body.zone:
+            zones.setdefault(body.zone, set()).add(vm)
+    return zones
+
+
+def peer_labels(analyzer: Analyzer, row: Row, zones: dict[str, set[str]] | None = None) -> list[str]:
+    """Compact names for a row's peers: whole zones, groups, `any`. `zones`:
+    zone_members(analyzer), when the caller labels many rows."""
     policy = analyzer.policy
     if row.peer_kind == "host":
         return [f"host:{h}" for h in sorted(row.hosts)]
     if row.peer_kind == "vm":
         members = set(row.vms)
         labels = []
-        zones: dict[str, set[str]] = {}
-        for vm, body in policy.doc.vms.items():
-            if body.zone:
-                zones.setdefault(body.zone, set()).add(vm)
-        for zone, vms in sorted(zones.items()):
+        for zone, vms in sorted((zones if zones is not None else zone_members(analyzer)).items()):
             if vms and vms <= members and len(vms) > 1:
                 labels.append(f"zone:{zone}")
                 members -= vms
