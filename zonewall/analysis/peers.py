@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from ..compiler.plan.chains import Level, default_step
+from ..compiler.plan.chains import Level, LevelKind, default_step
 from ..compiler.plan.modes import is_routed
 from ..compiler.plan.switches import nic_filtered
 from ..policy.addresses import AddressSet
@@ -156,7 +156,7 @@ class PeerSides:
         self.effective = Effective()
         self._kept_steps: dict[tuple[int, tuple[int, ...]], tuple[tuple[Step, ...], tuple[Step, ...]]] = {}  # (chain or level, signature) -> (kept, tested per peer)
         self._chains: dict[tuple[int, tuple[int, ...]], tuple[Chain, Key]] = {}
-        self._levels: dict[int, tuple[Level, tuple[Step, ...]]] = {}  # the level is kept with its steps: its id stays its own
+        self._levels: dict[tuple[str, str], tuple[Level, tuple[Step, ...], bool]] = {}  # the level is kept with its steps: its id stays its own
         self._guards: dict[tuple[object, ...], tuple[tuple[str, tuple[GuardRule, ...]], ...] | None] = {}
         self._guard_reduced: dict[tuple[object, ...], tuple[GuardStage, Key] | None] = {}
         self._defaults: dict[tuple[object, ...], Step] = {}
@@ -346,29 +346,34 @@ class PeerSides:
     def _vm_chain(self, vm: str, nic: int, signature: tuple[int, ...], own: PeerSpace) -> tuple[Chain, Key] | None:
         """The peer's VM chain for packets whose other end is the endpoint, reduced:
         global, its own and its zone's rules, the default (None: not shared)."""
-        planner = self.analyzer.plan.chains
         zone = self.policy.doc.vms[vm].zone
-        steps = self._level_kept(planner.level("global", "", self.direction, self.peer), nic, signature, own)
+        steps = self._level_kept("global", "", nic, signature, own)
         own_steps = self._own_steps(vm, nic, signature, own)
         if own_steps is None:
             return None
         steps += own_steps
         if zone:
-            steps += self._level_kept(planner.level("zone", zone, self.direction, self.peer), nic, signature, own)
+            steps += self._level_kept("zone", zone, nic, signature, own)
         default = self._default(vm)
         return Chain(f"peer {self.direction}", tuple(steps), default), chain_key(steps, default)
 
-    def _level_kept(self, level: Level, nic: int, signature: tuple[int, ...], own: PeerSpace) -> list[Step]:
+    def _level_kept(self, kind: LevelKind, owner: str, nic: int, signature: tuple[int, ...], own: PeerSpace) -> list[Step]:
         """A shared level's steps that overlap the peer's packets, as its NIC meets them."""
-        kept, exact = self._kept((id(level), signature), self._level_steps(level), signature)
+        level, steps, scoped = self._level_steps(kind, owner)
+        memo_key = (id(level), signature)
+        kept, exact = self._kept(memo_key, steps, signature)
+        if not exact and not scoped:  # the same for every peer with this signature
+            return list(kept)
         return [step for step in self._exact(kept, exact, own) if step.scope is None or step.scope.holds_for_nic(nic)]
 
-    def _level_steps(self, level: Level) -> tuple[Step, ...]:
-        found = self._levels.get(id(level))
+    def _level_steps(self, kind: LevelKind, owner: str) -> tuple[Level, tuple[Step, ...], bool]:
+        """The level (filtered for the endpoint), its steps, whether one is NIC-scoped."""
+        found = self._levels.get((kind, owner))
         if found is None:
-            step = self.analyzer.chains.step
-            found = self._levels[id(level)] = (level, tuple(step(plan_step) for plan_step in level.steps))
-        return found[1]
+            level = self.analyzer.plan.chains.level(kind, owner, self.direction, self.peer)
+            steps = tuple(map(self.analyzer.chains.step, level.steps))
+            found = self._levels[kind, owner] = (level, steps, any(step.scope is not None and step.scope.nics for step in steps))
+        return found
 
     def _own_steps(self, vm: str, nic: int, signature: tuple[int, ...], own: PeerSpace) -> list[Step] | None:
         """The VM's own rules as steps, only those that can meet the endpoint and
