@@ -12,7 +12,8 @@ or ICMP is a drop, see docs/policy-guide.md).
 
 The generated policies include network modes (nat, routed, isolated) with host
 services, port forwards (open and closed), masquerade and snat, network rules on
-bridged and isolated networks, guard filters that drop replies, and both families;
+bridged and isolated networks, guard filters that drop replies, rules scoped to a
+NIC (`nic:`) or to node interfaces (`interface:`), and both families;
 at least 1,000 flows over at least 100 policies per run, in two shards that pytest
 -n 2 runs side by side (each brings up one lab at a time and probes all its flows
 at once). Runs are reproducible (fixed seeds, no example database). A disagreement
