@@ -252,9 +252,11 @@ class CounterStore:
             now[str(name)] = [p, b]
         return packets, octets, now
 
-    def report(self, node: str, counters: Iterable[Mapping[str, Any]], now: float | None = None) -> int:
+    def report(self, node: str, counters: Iterable[Mapping[str, Any]], now: float | None = None, complete: bool = True) -> int:
         """Add the node's reading. A counter that grew records a hit at `now`; a rule no
-        longer reported is kept (not present) with what it counted.
+        longer reported is kept (not present) with what it counted. A reading not
+        `complete` (the agent sent only what moved: agent/counter_reports.py) says
+        nothing of the rules it leaves out.
 
         Every agent reports every rule of its node every few seconds (2,000 and more
         at 100 guests), and most have not moved: only rows that changed are written,
@@ -266,7 +268,8 @@ class CounterStore:
         added: list[dict[str, Any]] = []
         fresh: set[tuple[str, ...]] = set()
         with self._write, self._sessions() as session, session.begin():
-            old = {(level, scope, direction, rule): (verdict, packets, octets, instances, present)
+            old: dict[tuple[str, ...], tuple[str, int, int, str, bool]] = {
+                (level, scope, direction, rule): (verdict, packets, octets, instances, present)
                    for level, scope, direction, rule, verdict, packets, octets, instances, present in session.execute(
                        select(r.level, r.scope, r.direction, r.rule, r.verdict, r.packets, r.bytes, r.instances, r.present).where(r.node == node))}
             for counter in counters:
@@ -292,7 +295,7 @@ class CounterStore:
                     values["last_hit"] = moment
                 changed.append(values)
             gone = [{"node": node, **dict(zip(COUNTER_KEY, key)), "present": False, "instances": "{}", "updated_at": moment}
-                    for key, row in old.items() if key not in fresh and row[4]]  # gone from the node: its counts stay in every sum
+                    for key, row in old.items() if complete and key not in fresh and row[4]]  # gone from the node: its counts stay in every sum
             if added:
                 session.execute(insert(r), added)
             # bulk UPDATE by primary key, grouped by the columns each row sets
