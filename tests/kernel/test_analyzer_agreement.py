@@ -128,7 +128,7 @@ def _slow(spec: ProbeSpec) -> ProbeSpec:
 
 @pytest.mark.parametrize("shard", range(SHARDS))
 def test_trace_agrees_with_real_probes(shard: int) -> None:
-    checked = {"policies": 0, "flows": 0, "delivered": 0, "retried": 0, "nat": 0, "routed": 0, "isolated": 0, "forwards": 0, "network rules": 0}
+    checked = {"policies": 0, "flows": 0, "delivered": 0, "retried": 0, "nat": 0, "routed": 0, "isolated": 0, "forwards": 0, "network rules": 0, "nic scopes": 0, "interface scopes": 0}
     started = time.monotonic()
 
     @settings(
@@ -150,13 +150,15 @@ def test_trace_agrees_with_real_probes(shard: int) -> None:
             checked[mode] += 1
         checked["forwards"] += bool(desc.forwards)
         checked["network rules"] += any(n not in desc.isolated for n in desc.network_rules)  # on a network that is not isolated
+        checked["nic scopes"] += "nic: [" in text
+        checked["interface scopes"] += "interface: [" in text
 
     seed(SEED * 100 + shard)(agreement)()
     elapsed = time.monotonic() - started
     print(f"shard {shard}: trace agreed with the kernel on {checked['flows']} flows ({checked['delivered']} delivered, {checked['retried']} probed twice) over {checked['policies']} policies in {elapsed:.0f}s: {checked}")
     assert checked["policies"] * SHARDS >= MIN_POLICIES and checked["flows"] * SHARDS >= MIN_FLOWS, checked
     # what the generator must keep exercising (issue 13): each mode, forwards, network rules
-    assert all(checked[key] for key in ("nat", "routed", "isolated", "forwards", "network rules")), checked
+    assert all(checked[key] for key in ("nat", "routed", "isolated", "forwards", "network rules", "nic scopes", "interface scopes")), checked
 
 
 # Found by the property test above (shrunk by hand): a node's output chain did not
