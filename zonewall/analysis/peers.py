@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..compiler.plan.chains import Level, LevelKind, default_step
 from ..compiler.plan.modes import is_routed
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 NicKey = tuple[str, str, int | None]  # (kind, name, nic)
 Key = tuple[object, ...]
+_UNSEEN = object()
 NO_GUARDS: tuple[GuardStage, Key] = (GuardStage("none", ()), ())  # a NIC without a guard stage
 
 
@@ -164,6 +165,10 @@ class PeerSides:
         self._forwarded = {entry.to.vm for entry in self.policy.doc.nat if isinstance(entry, Dnat) and entry.open} if self.direction == "in" else set()
         self.grouped = grouped
         self._meets_test = analyzer.plan.rules.meets_test(peer)
+        # each VM's own rules that can meet the endpoint, kept on the analyzer for
+        # the next query about it (a warm analyzer)
+        memo: dict[tuple[str, AddressSet], dict[str, object]] = analyzer.__dict__.setdefault("_own_rule_candidates", {})
+        self._own_candidates = memo.setdefault((self.direction, peer), {})
         if grouped:
             self._know_owners()
 
@@ -378,24 +383,37 @@ class PeerSides:
     def _own_steps(self, vm: str, nic: int, signature: tuple[int, ...], own: PeerSpace) -> list[Step] | None:
         """The VM's own rules as steps, only those that can meet the endpoint and
         overlap the pieces (the rest are never built); None: security group references."""
+        candidates = self._own_candidates.get(vm, _UNSEEN)
+        if candidates is _UNSEEN:
+            candidates = self._own_candidates[vm] = self._candidates(vm)
+        if candidates is None:
+            return None
+        effective, pieces, dim = self.effective, self.pieces, self.dim
+        out: list[Step] = []
+        for candidate in candidates:  # type: ignore[attr-defined]
+            if not effective.overlaps(candidate[1], signature, pieces, own, dim):
+                continue
+            step = candidate[2]
+            if step is None:
+                step = candidate[2] = self.analyzer.chains.step(self.analyzer.plan.rules.step(candidate[0]))
+            if step.scope is None or step.scope.holds_for_nic(nic):
+                out.append(step)
+        return out
+
+    def _candidates(self, vm: str) -> list[list[Any]] | None:
+        """[rule, its region, its step once built] for the VM's own rules in the
+        direction that can meet the endpoint; None: it references a security group."""
         rules = self.analyzer.plan.rules
         regions = self.analyzer.regions
-        effective, pieces, dim = self.effective, self.pieces, self.dim
         direction, meets = self.direction, self._meets_test
         outbound = direction == "out"
-        out: list[Step] = []
+        out: list[list[Any]] = []
         for ref in self.policy.rules_of("vm", vm):
             rule = ref.rule
             if rule.security_group is not None:
                 return None
             if not rule.enabled or rule.direction not in (direction, None):
                 continue
-            if not meets(rule.to if outbound else rule.from_):
-                continue
-            region = regions.of_matches(rules.matches(rule), rules.time(rule.schedule))
-            if not effective.overlaps(region, signature, pieces, own, dim):
-                continue
-            step = self.analyzer.chains.step(rules.step(ref))
-            if step.scope is None or step.scope.holds_for_nic(nic):
-                out.append(step)
+            if meets(rule.to if outbound else rule.from_):
+                out.append([ref, regions.of_matches(rules.matches(rule), rules.time(rule.schedule)), None])
         return out
