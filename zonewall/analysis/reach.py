@@ -141,21 +141,12 @@ def endpoint_addresses(analyzer: Analyzer, endpoint: Endpoint, nic: int | None) 
 
 
 def _addresses(analyzer: Analyzer, endpoint: Endpoint, nic: int | None) -> dict[int, Intervals]:
-    if endpoint.kind in ("vm", "host"):  # the directory has read them once
-        owned = analyzer.directory.addresses((endpoint.kind, endpoint.name, nic or 0 if endpoint.kind == "vm" else None))
-        return {f: ((values[0], values[0]),) if len(values) == 1 else s.merge((v, v) for v in values) for f, values in owned.items() if values}
-    policy = analyzer.policy
-    if endpoint.kind == "vm":
-        texts = list(policy.doc.vms[endpoint.name].nics[nic or 0].ips)
-    elif endpoint.kind == "host":
-        texts = list(policy.doc.hosts[endpoint.name].address)
-    else:
-        texts = [endpoint.name]
-    out: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
-    for text in texts:
-        family, value = address_value(text)
-        out[family].append((value, value))
-    return {f: s.merge(v) for f, v in out.items() if v}
+    if endpoint.kind == "outside":
+        family, value = address_value(endpoint.name)
+        return {family: ((value, value),)}
+    # a VM NIC's or a node's: the directory has read them once
+    owned = analyzer.directory.addresses((endpoint.kind, endpoint.name, (nic or 0) if endpoint.kind == "vm" else None))
+    return {f: ((values[0], values[0]),) if len(values) == 1 else s.merge((v, v) for v in values) for f, values in owned.items() if values}
 
 
 # -- reach ------------------------------------------------------------------------------
