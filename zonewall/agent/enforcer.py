@@ -95,6 +95,8 @@ class Enforcer:
             return parsed[1]
         check_documents(documents)  # policy.documents.load_edited's steps, counted
         policy = load_edit(parsed[0], parsed[1], documents) if parsed is not None else None
+        if policy is not None and parsed is not None:  # rules alone changed: what references mean in addresses holds
+            policy.share_address_memos(parsed[1])
         self.loads["edited" if policy is not None else "whole"] += 1
         if policy is None:
             policy = load_documents(documents)
