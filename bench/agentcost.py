@@ -13,7 +13,7 @@ For each size (synthetic policies of bench/synth.py):
   imports what `zonewall agent` imports: the first apply of node1's documents, then
   `--changes` one-rule changes (a port of a node1 VM's rule, in place) received as
   the controller's line delta and handled as the agent's watcher and main loop do
-  (delta applied, content hash checked, enforced, garbage collected and trimmed). Each change
+  (delta applied, content hash checked, enforced, libnftables' cache released, garbage collected and trimmed). Each change
   is timed from the delta's arrival to the rule read back from the kernel: wall and
   CPU seconds. Two agents side by side: `incremental` (this code: the change is
   validated from the policy parsed last) and `whole` (the documents loaded whole on
@@ -135,6 +135,7 @@ def agent_child(mode: str, netns: str, changes: int) -> None:
         enforcer = Enforcer(backend, NODE, StateStore(Path(tmp)), discover=lambda policy, node: {}, timezone=lambda: "UTC")
         wall, cpu = time.perf_counter(), time.process_time()
         enforcer.enforce(Desired(1, documents, hashes[0]))
+        backend.release_cache()
         release_freed_memory(everything=True)
         out["first"] = {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
         out["first_rss"] = status()["VmRSS"]
@@ -148,6 +149,7 @@ def agent_child(mode: str, netns: str, changes: int) -> None:
                 raise RuntimeError("the delta does not give the new documents")
             whole = enforcer.loads["whole"]
             result = enforcer.enforce(Desired(step + 1, new, hashes[step]))  # the main loop
+            backend.release_cache()
             release_freed_memory(everything=mode == "whole" or enforcer.loads["whole"] != whole)  # as the daemon does
             out["wall"].append(time.perf_counter() - wall)
             out["cpu"].append(time.process_time() - cpu)

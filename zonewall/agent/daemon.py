@@ -208,6 +208,12 @@ class Agent:
                 self._publish()  # a fault of the agent's own, or its recovery
 
     def _release_memory(self) -> None:
+        """After a compile or an apply: what libnftables cached of the kernel, cyclic
+        garbage (everything after a whole load), freed heap pages (agent/memory.py)."""
+        try:
+            self.enforcer.backend.release_cache()
+        except RuntimeError as exc:  # the backend's worker is gone: the next kernel call reports it
+            log.warning("cannot release the libnftables cache: %s", exc)
         whole = self.enforcer.loads["whole"]
         release_freed_memory(everything=whole != self._whole_loads)  # a whole load left the previous policy as garbage
         self._whole_loads = whole
@@ -239,6 +245,7 @@ class Agent:
             self._publish()
             return
         if result is not None:
+            self._release_memory()
             self.reporter.line("warning", f"drift repaired ({reason}): {result.commands} commands")
             self._publish()
 

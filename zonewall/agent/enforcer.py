@@ -19,6 +19,7 @@ from ..compiler.node import UnknownNode, compile_node
 from ..compiler.schedule import local_timezone
 from ..dataplane.apply import ApplyResult, Snapshot, VerifyError, apply_ruleset
 from ..dataplane.backend import Backend, NftError
+from ..dataplane.encodings import Encodings
 from ..dataplane.readback import KernelView, read_view
 from ..policy.documents import Documents, check_documents, content_hash, load_documents
 from ..policy.incremental import load_edit
@@ -73,6 +74,7 @@ class Enforcer:
         self.ruleset: Ruleset | None = None
         self.expected_hash: str | None = None  # readback of our tables when we left them
         self.view: KernelView | None = None  # that readback: reused while nothing was committed since
+        self.encodings: Encodings | None = None  # the ruleset in force, encoded: the next fingerprint re-encodes what changed
         self.drift_repairs = 0
         self.last_error: str | None = None
         # The documents loaded last and their parsed policy. A one-rule change is
@@ -123,6 +125,7 @@ class Enforcer:
             node=self.node, revision=desired.revision, content_hash=desired.content_hash, documents=desired.documents,
             fingerprint=result.fingerprint, readback_hash=result.readback_hash, applied_at=time.time(), taps=taps,
         )
+        self.encodings = result.encodings
         self.store.save(self.state)
         self.last_error = None
 
@@ -168,7 +171,7 @@ class Enforcer:
         # Written before the commit: a crash after it must not bring the older state back.
         self.store.begin(self.node, desired.revision, desired.content_hash, desired.documents)
         try:
-            result = apply_ruleset(self.backend, ruleset, previous=self.ruleset, seen=self.view)
+            result = apply_ruleset(self.backend, ruleset, previous=self.ruleset, seen=self.view, encodings=self.encodings)
         except BaseException:
             self.store.abandon()  # refused or restored: the old rules hold, and stay the applied state
             raise
@@ -241,7 +244,7 @@ class Enforcer:
             self._compiled_inputs = self._pending_inputs  # the same ruleset: in force already
             return None
         desired = Desired(self.state.revision, self.state.documents, self.state.content_hash)
-        result = apply_ruleset(self.backend, ruleset, previous=self.ruleset, seen=self.view)
+        result = apply_ruleset(self.backend, ruleset, previous=self.ruleset, seen=self.view, encodings=self.encodings)
         self._record(desired, ruleset, result, taps)
         log.info("revision %d recompiled and applied (%s)", desired.revision, result.mode)
         return result
