@@ -108,28 +108,23 @@ def edited(documents: dict[str, str], vms: list[str], step: int) -> dict[str, st
     return {**documents, name: text[: match.start(1)] + str(port) + text[match.end(1) :]}
 
 
-def agent_child(mode: str, netns: str, changes: int) -> None:
+def agent_child(mode: str, netns: str) -> None:
     import zonewall.cli  # noqa: F401 - what `zonewall agent` has imported when it runs
     from zonewall.agent import daemon  # noqa: F401
     from zonewall.agent.enforcer import Desired, Enforcer
     from zonewall.agent.memory import release_freed_memory
     from zonewall.agent.state import StateStore
     from zonewall.dataplane.backend import LibNftBackend
-    from zonewall.policy.delta import apply_delta, make_delta
+    from zonewall.policy.delta import apply_delta
     from zonewall.policy.documents import content_hash
 
     imported = status()["VmRSS"]
-    documents: dict[str, str] = json.loads(sys.stdin.read())
+    given = json.loads(sys.stdin.read())  # what the controller sends: the node's documents, then deltas
+    documents: dict[str, str] = given["documents"]
+    deltas, hashes = given["deltas"], given["hashes"]
+    del given
     if mode == "whole":  # every change loaded whole, as before the agent kept its parsed policy
         Enforcer.policy_of = lambda self, documents: load_documents(documents)  # type: ignore[method-assign]
-    vms = [vm for vm, spec in load_documents(documents).doc.vms.items() if spec.host == NODE and spec.rules]
-    # the changes are made before the agent exists (the controller's work, not the agent's)
-    texts = [documents]
-    for step in range(changes):
-        texts.append(edited(texts[-1], vms, step))
-    deltas = [make_delta(a, b) for a, b in zip(texts, texts[1:], strict=False)]
-    hashes = [content_hash(t) for t in texts]
-    del vms
     out: dict[str, Any] = {"imported_rss": imported, "wall": [], "cpu": [], "modes": []}
     with tempfile.TemporaryDirectory(prefix="zw-agentcost-") as tmp, LibNftBackend(netns) as backend:
         enforcer = Enforcer(backend, NODE, StateStore(Path(tmp)), discover=lambda policy, node: {}, timezone=lambda: "UTC")
@@ -139,8 +134,7 @@ def agent_child(mode: str, netns: str, changes: int) -> None:
         release_freed_memory(everything=True)
         out["first"] = {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
         out["first_rss"] = status()["VmRSS"]
-        del documents
-        texts = []  # the agent holds only what it applied
+        del documents  # the agent holds only what it applied
         for step, delta in enumerate(deltas, start=1):
             wall, cpu = time.perf_counter(), time.process_time()
             assert enforcer.state is not None
@@ -167,8 +161,24 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def controller_side(scoped: dict[str, str], changes: int) -> bytes:
+    """The node's documents and `changes` one-rule edits as the controller sends them
+    (line deltas, with the content hash of each new set), made before the agents run."""
+    from zonewall.policy.delta import make_delta
+    from zonewall.policy.documents import content_hash
+
+    vms = [vm for vm, spec in load_documents(scoped).doc.vms.items() if spec.host == NODE and spec.rules]
+    texts = [scoped]
+    for step in range(changes):
+        texts.append(edited(texts[-1], vms, step))
+    deltas = [make_delta(a, b) for a, b in zip(texts, texts[1:], strict=False)]
+    return json.dumps({"documents": scoped, "deltas": deltas, "hashes": [content_hash(t) for t in texts]}).encode()
+
+
 def bench_agent(vms: int, nodes: int, scoped: dict[str, str], changes: int) -> None:
     from zonewall.lab import netns
+
+    given = controller_side(scoped, changes)
 
     prefix = f"{NS_PREFIX}{os.getpid()}-"
     results: dict[str, dict[str, Any]] = {}
@@ -177,7 +187,7 @@ def bench_agent(vms: int, nodes: int, scoped: dict[str, str], changes: int) -> N
             name = f"{prefix}{mode[:3]}"
             netns.create_netns(name)
             started = loadavg()
-            results[mode] = run_child(["--agent-child", mode, name, str(changes)], json.dumps(scoped).encode())
+            results[mode] = run_child(["--agent-child", mode, name], given)
             results[mode]["load"] = f"{started} -> {loadavg()}"
             netns.delete_netns(name)
     finally:
@@ -199,14 +209,14 @@ def main() -> int:
     parser.add_argument("--changes", type=int, default=30, help="one-rule changes per agent")
     parser.add_argument("--no-documents", action="store_true", help="skip the documents table")
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--agent-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--agent-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         documents_child(args.child)
         return 0
     if args.agent_child:
-        mode, name, changes = args.agent_child
-        agent_child(mode, name, int(changes))
+        mode, name = args.agent_child
+        agent_child(mode, name)
         return 0
     sizes = [tuple(int(part) for part in size.split(":")) for size in args.sizes.split(",")]
     print(f"# agentcost {time.strftime('%Y-%m-%d %H:%M:%S')}  load average {loadavg()}", flush=True)

@@ -12,7 +12,7 @@ from tests.test_golden import cases, compiled
 from zonewall.compiler import ir
 from zonewall.compiler.node import compile_node
 from zonewall.dataplane.apply import apply_ruleset
-from zonewall.dataplane.encodings import encode_ruleset
+from zonewall.dataplane.encodings import encode_ruleset, encode_table
 from zonewall.dataplane.fake import FakeBackend
 from zonewall.policy.loader import load_policy_text
 
@@ -72,3 +72,13 @@ def test_the_agents_chain_of_applies_reports_the_whole_fingerprint() -> None:
     assert second.mode == "incremental" and second.fingerprint == ir.fingerprint(after)
     third = apply_ruleset(backend, before, previous=after, seen=second.view, encodings=second.encodings)
     assert third.fingerprint == ir.fingerprint(before)
+
+
+@pytest.mark.parametrize("policy, host", [(policy, host) for policy, _, host in CASES][:6])
+def test_encoding_the_commands_a_full_apply_built_gives_the_same_text(policy, host) -> None:  # type: ignore[no-untyped-def]
+    ruleset = compiled(policy, host)
+    for table in ruleset.tables:
+        commands = ir.table_body_commands(table)
+        assert encode_table(table, {}, commands)[0] == ir.encoded_items(commands)
+        with pytest.raises(ValueError):  # commands that are not the table's body are refused, not half used
+            encode_table(table, {}, commands + commands[:1])

@@ -367,8 +367,8 @@ def _full_batch(
     encodings = Encodings({}, {})
     for table in ruleset.tables:
         key = (table.family, table.name)
-        encodings.bodies[key], encodings.pieces[key] = encode_table(table, reuse.pieces.get(key, {}) if reuse is not None else {})
         body = table_body_commands(table)
+        encodings.bodies[key], encodings.pieces[key] = encode_table(table, reuse.pieces.get(key, {}) if reuse is not None else {}, body)
         if table.timeouts:  # sent as text (module docstring); the fingerprint encodes the body itself
             body = _without_timeouts(body)
         else:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ..compiler.ir import (
     Chain,
+    Json,
     NamedSet,
     Ruleset,
     Table,
@@ -49,28 +50,44 @@ def encode_ruleset(ruleset: Ruleset, reuse: Encodings | None = None) -> Encoding
     return Encodings(bodies, pieces)
 
 
-def encode_table(table: Table, reuse: dict[tuple[str, str], Piece]) -> tuple[str, dict[tuple[str, str], Piece]]:
+def encode_table(
+    table: Table, reuse: dict[tuple[str, str], Piece], commands: list[Json] | None = None
+) -> tuple[str, dict[tuple[str, str], Piece]]:
     """The table's body in table_body_commands' order: chains declared (empty), limits,
-    helpers, timeouts, sets, then each chain's rules."""
+    helpers, timeouts, sets, then each chain's rules. `commands`: the table's
+    table_body_commands when the caller built them (a full apply sends them): they are
+    encoded slice by slice rather than built again."""
     made: dict[tuple[str, str], Piece] = {}
+    at = 0
 
-    def piece(kind: str, obj: Chain | NamedSet, encode: Callable[[], str]) -> str:
+    def taken(count: int) -> list[Json] | None:
+        nonlocal at
+        at += count
+        return commands[at - count : at] if commands is not None else None
+
+    def piece(kind: str, obj: Chain | NamedSet, built: list[Json] | None, build: Callable[[], list[Json]]) -> str:
         old = reuse.get((kind, obj.name))
         if old is not None and (old[0] is obj or old[0] == obj):
-            made[(kind, obj.name)] = (obj, old[1])
-            return old[1]
-        text = encode()
+            text = old[1]
+        else:
+            text = encoded_items(built if built is not None else build())
         made[(kind, obj.name)] = (obj, text)
         return text
 
+    def head(built: list[Json] | None, build: Callable[[], list[Json]]) -> str:
+        return encoded_items(built if built is not None else build())
+
     parts = [
-        encoded_items([{"add": chain_object(table, Chain(chain.name, (), chain.hook, chain.comment))} for chain in table.chains]),
-        encoded_items([{"add": limit_object(table, limit)} for limit in table.limits]),
-        encoded_items([{"add": helper_object(table, helper)} for helper in table.helpers]),
-        encoded_items([{"add": timeout_object(table, timeout)} for timeout in table.timeouts]),
+        head(taken(len(table.chains)), lambda: [{"add": chain_object(table, Chain(c.name, (), c.hook, c.comment))} for c in table.chains]),
+        head(taken(len(table.limits)), lambda: [{"add": limit_object(table, limit)} for limit in table.limits]),
+        head(taken(len(table.helpers)), lambda: [{"add": helper_object(table, helper)} for helper in table.helpers]),
+        head(taken(len(table.timeouts)), lambda: [{"add": timeout_object(table, timeout)} for timeout in table.timeouts]),
     ]
     for named in table.sets:
-        parts.append(piece("set", named, lambda named=named: encoded_items([{"add": set_object(table, named)}])))
+        parts.append(piece("set", named, taken(1), lambda named=named: [{"add": set_object(table, named)}]))
     for chain in table.chains:
-        parts.append(piece("chain", chain, lambda chain=chain: encoded_items([{"add": rule_object(table, chain, rule)} for rule in chain.rules])))
+        parts.append(piece("chain", chain, taken(len(chain.rules)),
+                           lambda chain=chain: [{"add": rule_object(table, chain, rule)} for rule in chain.rules]))
+    if commands is not None and at != len(commands):
+        raise ValueError(f"table {table.family} {table.name}: {len(commands)} commands are not its body ({at})")
     return ",".join(part for part in parts if part), made
