@@ -22,8 +22,8 @@ from ..dataplane.backend import Backend, NftError
 from ..dataplane.encodings import Encodings
 from ..dataplane.readback import KernelView, read_view
 from ..policy.documents import Documents, check_documents, content_hash, load_documents
-from ..policy.incremental import load_edit
 from ..policy.errors import PolicyError
+from ..policy.incremental import load_edit
 from ..policy.resolve import Policy
 from . import learning
 from .discovery import Found, discover_taps, taps_report, with_taps

@@ -24,8 +24,8 @@ for the next whole load.)
 from __future__ import annotations
 
 import ctypes
-import gc
 import ctypes.util
+import gc
 from collections.abc import Callable
 from functools import cache
 

@@ -65,12 +65,15 @@ def encode_table(
         at += count
         return commands[at - count : at] if commands is not None else None
 
-    def piece(kind: str, obj: Chain | NamedSet, built: list[Json] | None, build: Callable[[], list[Json]]) -> str:
+    def piece(kind: str, obj: Chain | NamedSet, built: list[Json] | None) -> str:
         old = reuse.get((kind, obj.name))
         if old is not None and (old[0] is obj or old[0] == obj):
             text = old[1]
         else:
-            text = encoded_items(built if built is not None else build())
+            if built is None:
+                built = ([{"add": set_object(table, obj)}] if isinstance(obj, NamedSet)
+                         else [{"add": rule_object(table, obj, rule)} for rule in obj.rules])
+            text = encoded_items(built)
         made[(kind, obj.name)] = (obj, text)
         return text
 
@@ -83,11 +86,8 @@ def encode_table(
         head(taken(len(table.helpers)), lambda: [{"add": helper_object(table, helper)} for helper in table.helpers]),
         head(taken(len(table.timeouts)), lambda: [{"add": timeout_object(table, timeout)} for timeout in table.timeouts]),
     ]
-    for named in table.sets:
-        parts.append(piece("set", named, taken(1), lambda named=named: [{"add": set_object(table, named)}]))
-    for chain in table.chains:
-        parts.append(piece("chain", chain, taken(len(chain.rules)),
-                           lambda chain=chain: [{"add": rule_object(table, chain, rule)} for rule in chain.rules]))
+    parts += [piece("set", named, taken(1)) for named in table.sets]
+    parts += [piece("chain", chain, taken(len(chain.rules))) for chain in table.chains]
     if commands is not None and at != len(commands):
         raise ValueError(f"table {table.family} {table.name}: {len(commands)} commands are not its body ({at})")
     return ",".join(part for part in parts if part), made
