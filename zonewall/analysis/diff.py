@@ -31,7 +31,8 @@ from .describe import addresses_text, services_of, time_text
 from .endpoints import Endpoint
 from .engine import Analyzer, GuardOrChain, Outcome, Path
 from .guards import GuardStage
-from .reach import NicKey, _Effective, _PeerSpace, decision_json, endpoint_addresses
+from .peers import Effective, PeerSpace
+from .reach import NicKey, decision_json, endpoint_addresses
 from .space import Region
 
 Side = tuple[Endpoint, int | None]
@@ -495,13 +496,13 @@ class _Differ:
                     for _a, owner in self.a_new.directory.owned_within(family, values):
                         if owner in self.common and owner[:2] != key[:2] and self.split(key, role, owner):
                             signatures.setdefault(owner, set()).add(index)
-        effective = _Effective()
+        effective = Effective()
         own_addresses = AddressSet(own.get(4, ()), own.get(6, ()))  # the peers' chains only for packets with `key` at the other end
         groups: dict[tuple[object, ...], tuple[tuple[GuardOrChain, ...], tuple[GuardOrChain, ...], list[NicKey], tuple[int, ...]]] = {}
         for owner, indexes in signatures.items():
             signature = tuple(sorted(indexes))
             addresses = endpoint_addresses(self.a_new, Endpoint(owner[0], owner[1]), owner[2])  # type: ignore[arg-type]
-            own_region = _PeerSpace(pieces, signature, addresses, peer_dim)
+            own_region = PeerSpace(pieces, signature, addresses, peer_dim)
             stages = []
             for analyzer in (self.a_old, self.a_new):
                 found = analyzer.paths.peer_side(key, role, owner, None if self.shared_peers else own_addresses)

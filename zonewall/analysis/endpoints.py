@@ -72,6 +72,19 @@ class Directory:
             out[family] = ([p[0] for p in pairs], [p[1] for p in pairs])
         return out
 
+    @cached_property
+    def _by_owner(self) -> dict[tuple[str, str, int | None], dict[int, list[int]]]:
+        out: dict[tuple[str, str, int | None], dict[int, list[int]]] = {}
+        for family in (4, 6):
+            keys, owners = self.owners[family]
+            for value, owner in zip(keys, owners):
+                out.setdefault(owner, {}).setdefault(family, []).append(value)
+        return out
+
+    def addresses(self, owner: tuple[str, str, int | None]) -> dict[int, list[int]]:
+        """An owner's addresses per family (a VM NIC's or a node's; {} for none)."""
+        return self._by_owner.get(owner, {})
+
     def owner(self, address: str) -> tuple[str, str, int | None] | None:
         ip = ipaddress.ip_address(address)
         keys, owners = self.owners[ip.version]

@@ -88,6 +88,7 @@ def _own(nic: Nic, family: int) -> s.Intervals:
 
 
 REPLIES = _replies()
+_ANY_NIC = Nic(network="any", ips=[])  # for the rules of NIC-dependent filters that depend on no NIC
 # The address-independent parts of the built-in filters, built once.
 _UDP = ((17, 17),)
 _ICMP6 = ((58, 58),)
@@ -187,6 +188,7 @@ class GuardBuilder:
         self._shared: dict[tuple[str, str, str], tuple[GuardRule, ...]] = {}  # filters that do not depend on the NIC
         self._drops: dict[int, tuple[tuple[GuardRule, ...], bool]] = {}  # a filter's rules -> whether one drops replies
         self._drops_of_nic: dict[tuple[str, int, str], bool] = {}
+        self._drops_of_shape: dict[tuple[object, ...], bool] = {}
 
     def stage(self, vm: str, nic_index: int, direction: str) -> GuardStage | None:
         key = (vm, nic_index, direction)
@@ -199,13 +201,13 @@ class GuardBuilder:
         filters = []
         for name in guard_filters(self.policy, vm, nic_index):  # none when the NIC is not filtered (issue 18)
             if name in self.policy.doc.filters:
-                found = self._custom(name, direction)
+                found = self.custom(name, direction)
             elif name in NIC_DEPENDENT:
                 found = tuple(builtin_rules(name, direction, nic))
             elif name == "allow-dhcp-server":
                 found = tuple(dhcp_server_rules(direction, self.policy.doc.networks[nic.network].dhcp_servers))
             else:
-                found = self._builtin_shared(name, direction)
+                found = self.builtin_shared(name, direction)
             if found:
                 filters.append((name, found))
         if not filters:
@@ -228,16 +230,25 @@ class GuardBuilder:
         if key in self._memo:  # built already
             stage = self._memo[key]
             return stage is not None and stage.drops_replies
-        nic = self.policy.doc.vms[vm].nics[nic_index]
-        for name in guard_filters(self.policy, vm, nic_index):
+        # NICs with the same filters (and network, for allow-dhcp-server) answer alike
+        names = tuple(guard_filters(self.policy, vm, nic_index))
+        network = self.policy.doc.vms[vm].nics[nic_index].network
+        shape = (names, network if "allow-dhcp-server" in names else None, direction)
+        found = self._drops_of_shape.get(shape)
+        if found is None:
+            found = self._drops_of_shape[shape] = self._filters_drop_replies(names, network, direction)
+        return found
+
+    def _filters_drop_replies(self, names: tuple[str, ...], network: str, direction: str) -> bool:
+        for name in names:
             if name in self.policy.doc.filters:
-                rules = self._custom(name, direction)
+                rules = self.custom(name, direction)
             elif name in NIC_DEPENDENT:
-                rules = self._nic_independent(name, direction, nic)
+                rules = self.nic_independent(name, direction)
             elif name == "allow-dhcp-server":
-                rules = self._dhcp_server(nic.network, direction)
+                rules = self.dhcp_server(network, direction)
             else:
-                rules = self._builtin_shared(name, direction)
+                rules = self.builtin_shared(name, direction)
             if rules and self._filter_drops_replies(name, rules):
                 return True
         return False
@@ -248,23 +259,23 @@ class GuardBuilder:
             found = self._drops[id(rules)] = (rules, GuardStage(name, ((name, rules),)).drops_replies)
         return found[1]
 
-    def _nic_independent(self, name: str, direction: str, nic: Nic) -> tuple[GuardRule, ...]:
-        """A NIC-dependent built-in filter's rules but the anti-spoofing drops: the
-        same for every NIC (made from the first NIC asked about)."""
+    def nic_independent(self, name: str, direction: str) -> tuple[GuardRule, ...]:
+        """A NIC-dependent built-in filter's rules but the anti-spoofing drops
+        (`foreign_source`): the same for every NIC."""
         key = ("independent", name, direction)
         found = self._shared.get(key)
         if found is None:
-            found = self._shared[key] = tuple(rule for rule in builtin_rules(name, direction, nic) if not rule.foreign_source)
+            found = self._shared[key] = tuple(rule for rule in builtin_rules(name, direction, _ANY_NIC) if not rule.foreign_source)
         return found
 
-    def _dhcp_server(self, network: str, direction: str) -> tuple[GuardRule, ...]:
+    def dhcp_server(self, network: str, direction: str) -> tuple[GuardRule, ...]:
         key = ("dhcp-server", network, direction)
         found = self._shared.get(key)
         if found is None:
             found = self._shared[key] = tuple(dhcp_server_rules(direction, self.policy.doc.networks[network].dhcp_servers))
         return found
 
-    def _custom(self, name: str, direction: str) -> tuple[GuardRule, ...]:
+    def custom(self, name: str, direction: str) -> tuple[GuardRule, ...]:
         """A custom filter's rules: the same for every NIC ($MAC is judged per side)."""
         key = ("custom", name, direction)
         found = self._shared.get(key)
@@ -274,7 +285,7 @@ class GuardBuilder:
             found = self._shared[key] = tuple(r for r in rules if r is not None)
         return found
 
-    def _builtin_shared(self, name: str, direction: str) -> tuple[GuardRule, ...]:
+    def builtin_shared(self, name: str, direction: str) -> tuple[GuardRule, ...]:
         key = ("builtin", name, direction)
         found = self._shared.get(key)
         if found is None:

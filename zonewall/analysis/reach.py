@@ -13,19 +13,17 @@ not listed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any, Literal
 
 from ..policy.addresses import AddressSet, address_value
 from . import space as s
 from .approximations import approximations
-from .chains import Chain, essentials_region
+from .chains import essentials_region
 from .describe import addresses_text, rule_text, services_of, time_text
 from .endpoints import Endpoint, EndpointError
 from .engine import Analyzer, Decision, GuardOrChain, Outcome, Path
-from .guards import GuardStage
+from .peers import PeerSides, PeerSpace
 from .space import Intervals, Region
 
 Direction = Literal["to", "from"]
@@ -143,101 +141,24 @@ def endpoint_addresses(analyzer: Analyzer, endpoint: Endpoint, nic: int | None) 
 
 
 def _addresses(analyzer: Analyzer, endpoint: Endpoint, nic: int | None) -> dict[int, Intervals]:
-    policy = analyzer.policy
-    if endpoint.kind == "vm":
-        texts = list(policy.doc.vms[endpoint.name].nics[nic or 0].ips)
-    elif endpoint.kind == "host":
-        texts = list(policy.doc.hosts[endpoint.name].address)
-    else:
-        texts = [endpoint.name]
-    out: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
-    for text in texts:
-        family, value = address_value(text)
-        out[family].append((value, value))
-    return {f: s.merge(v) for f, v in out.items() if v}
-
-
-# -- effective stages: only the steps that can touch a peer's packets ------------------
-
-
-class _PeerSpace:
-    """The accepted pieces restricted to one peer's addresses, built only when a step
-    must be tested against them exactly (most steps are decided by the memo)."""
-
-    def __init__(self, pieces: list[Region], signature: tuple[int, ...], addresses: dict[int, Intervals], dim: int):
-        self.pieces, self.signature, self.addresses, self.dim = pieces, signature, addresses, dim
-
-    @cached_property
-    def region(self) -> Region:
-        restrict, addresses, dim = s.box_restrict, self.addresses, self.dim
-        return tuple(
-            b for i in self.signature for b in s.region(*(restrict(box, dim, addresses.get(box[s.FAM][0][0], ())) for box in self.pieces[i]))
-        )
-
-
-class _Effective:
-    """Per peer, the stages reduced to the steps that overlap its packets; peers with
-    equal reductions behave alike and are evaluated together."""
-
-    def __init__(self) -> None:
-        self._src_full: dict[int, bool] = {}
-        self._overlap: dict[tuple[int, tuple[int, ...]], bool] = {}
-
-    def _peer_dim_full(self, region: Region, dim: int) -> bool:
-        key = id(region) * 8 + dim
-        found = self._src_full.get(key)
-        if found is None:
-            found = self._src_full[key] = all(box[dim] == ((0, s.ADDRESS_MAX[box[s.FAM][0][0]]),) for box in region if len(box[s.FAM]) == 1)
-        return found
-
-    def overlaps(self, region: Region, signature: tuple[int, ...], pieces: list[Region], own: _PeerSpace, dim: int) -> bool:
-        # Whether the region meets the pieces at all is shared by every peer with
-        # this signature; only a region that meets them and names particular peer
-        # addresses needs the exact test against this peer's part.
-        key = (id(region), signature)
-        meets = self._overlap.get(key)
-        if meets is None:
-            meets = self._overlap[key] = any(s.overlaps(pieces[i], region) for i in signature)
-        if not meets or self._peer_dim_full(region, dim):
-            return meets
-        return s.overlaps(own.region, region)
-
-    def reduce(self, stages: Iterable[GuardOrChain], signature: tuple[int, ...], pieces: list[Region], own: _PeerSpace, dim: int) -> tuple[tuple[GuardOrChain, ...], tuple[object, ...]]:
-        reduced: list[GuardOrChain] = []
-        key: list[object] = []
-        for stage in stages:
-            if isinstance(stage, Chain):
-                steps = tuple(step for step in stage.steps if self.overlaps(step.region, signature, pieces, own, dim))
-                # shared by every peer of the group: named for the role, not the first peer
-                name = "peer " + stage.name.split(" ", 1)[1] if stage.name.startswith(("vm:", "host:")) else stage.name
-                reduced.append(Chain(name, steps, stage.default))
-                key.append(("chain", tuple((id(st.region), st.action, st.label, st.limited) for st in steps), stage.default.action, stage.default.label))
-            elif isinstance(stage, GuardStage):
-                filters = []
-                for name, rules in stage.filters:
-                    kept = tuple(
-                        r for r in rules
-                        # the peer's own packets (`own` is restricted to its addresses) are never spoofed
-                        if r.region and not (r.foreign_source and dim == s.SRC) and self.overlaps(r.region, signature, pieces, own, dim)
-                    )
-                    if kept:
-                        filters.append((name, kept))
-                reduced.append(GuardStage("peer guards", tuple(filters)))
-                key.append(("guard", tuple((name, tuple((r.region, r.action, r.label) for r in rules)) for name, rules in filters)))
-            else:  # scoped checks, translations, forwards, essentials: kept whole (made once each)
-                reduced.append(stage)
-                key.append(("stage", id(stage)))
-        return tuple(reduced), tuple(key)
+    if endpoint.kind == "outside":
+        family, value = address_value(endpoint.name)
+        return {family: ((value, value),)}
+    # a VM NIC's or a node's: the directory has read them once
+    owned = analyzer.directory.addresses((endpoint.kind, endpoint.name, (nic or 0) if endpoint.kind == "vm" else None))
+    return {f: ((values[0], values[0]),) if len(values) == 1 else s.merge((v, v) for v in values) for f, values in owned.items() if values}
 
 
 # -- reach ------------------------------------------------------------------------------
 
 
-def reach(analyzer: Analyzer, ref: str, direction: Direction, services: Region | None = None) -> list[Reach]:
-    return [reach_endpoint(analyzer, endpoint, nic, direction, services) for endpoint, nic in expand(analyzer, ref)]
+def reach(analyzer: Analyzer, ref: str, direction: Direction, services: Region | None = None, *, grouped: bool = True) -> list[Reach]:
+    return [reach_endpoint(analyzer, endpoint, nic, direction, services, grouped=grouped) for endpoint, nic in expand(analyzer, ref)]
 
 
-def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, direction: Direction, services: Region | None = None) -> Reach:
+def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, direction: Direction, services: Region | None = None, *, grouped: bool = True) -> Reach:
+    """`grouped`: peers' sides from pieces they share (peers.PeerSides.reduced);
+    False: each peer's side built whole and reduced (the same answer, slower)."""
     own_dim, peer_dim = (s.DST, s.SRC) if direction == "to" else (s.SRC, s.DST)
     own = endpoint_addresses(analyzer, endpoint, nic)
     base = s.subtract(s.universe(), essentials_region())
@@ -261,31 +182,40 @@ def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, dire
             builder.add("outside", None, outside, outcome)
 
     # peers in the cluster, found through the addresses the accepted space contains
-    signatures: dict[NicKey, set[int]] = {}
+    # (pieces with the same addresses are looked up once; owners keep the order in
+    # which the pieces first name them)
+    projections: dict[tuple[int, Intervals], list[int]] = {}
     for index, region in enumerate(pieces):
         for family in (4, 6):
             values = s.family_projection(region, peer_dim, family)
             if values:
-                for _address, owner in analyzer.directory.owned_within(family, values):
-                    signatures.setdefault(owner, set()).add(index)
-    effective = _Effective()
+                projections.setdefault((family, values), []).append(index)
+    signatures: dict[NicKey, set[int]] = {}
+    for (family, values), indexes in projections.items():
+        for _address, owner in analyzer.directory.owned_within(family, values):
+            found = signatures.get(owner)
+            if found is None:
+                signatures[owner] = set(indexes)
+            else:
+                found.update(indexes)
     groups: dict[tuple[object, ...], tuple[tuple[GuardOrChain, ...], list[NicKey], tuple[int, ...]]] = {}
     # each peer's chain only for packets that have this endpoint at the other end
     own_addresses = AddressSet(own.get(4, ()), own.get(6, ()))
     mine: NicKey = (endpoint.kind, endpoint.name, nic)
     role = "receiver" if direction == "to" else "sender"
+    sides = PeerSides(analyzer, mine, role, own_addresses, pieces, peer_dim, grouped=grouped)
     whole: list[NicKey] = []  # peers whose flows do not split into two sides
     for owner, indexes in signatures.items():
         kind, name, peer_nic = owner
         if kind == endpoint.kind and name == endpoint.name:
             continue  # itself
-        stages = analyzer.paths.peer_side(mine, role, owner, own_addresses)
-        if stages is None:
+        signature = tuple(sorted(indexes))
+        own_region = PeerSpace(pieces, signature, endpoint_addresses(analyzer, Endpoint(kind, name), peer_nic), peer_dim)  # type: ignore[arg-type]
+        found = sides.reduced(owner, signature, own_region)
+        if found is None:
             whole.append(owner)
             continue
-        signature = tuple(sorted(indexes))
-        own_region = _PeerSpace(pieces, signature, endpoint_addresses(analyzer, Endpoint(kind, name), peer_nic), peer_dim)  # type: ignore[arg-type]
-        reduced, key = effective.reduce(stages, signature, pieces, own_region, peer_dim)
+        reduced, key = found
         group_key = (kind, signature, key)
         if group_key in groups:
             groups[group_key][1].append(owner)
@@ -318,7 +248,8 @@ def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, dire
         notes.append("rows opened by a rate-limited rule hold within the rate only")
     notes += sorted(set(builder.notes))
     notes += [f"approximated: {w}" for w in approximations(analyzer.policy)]
-    return Reach(endpoint, nic, direction, rows, {id(row): peer_labels(analyzer, row) for row in rows}, notes)
+    zones = zone_members(analyzer)
+    return Reach(endpoint, nic, direction, rows, {id(row): peer_labels(analyzer, row, zones) for row in rows}, notes)
 
 
 class _RowBuilder:
@@ -335,6 +266,8 @@ class _RowBuilder:
         # (kind, when, rule, peer rule) -> peer -> boxes
         self._boxes: dict[tuple[object, ...], dict[tuple[object, ...], list[s.Box]]] = {}
         self._decisions: dict[tuple[object, ...], tuple[Decision | None, Decision | None]] = {}
+        self._refusing: dict[NicKey, bool] = {}
+        self._owned: dict[tuple[int, Intervals], set[NicKey]] = {}  # boxes of many groups cover the same addresses
 
     def path(self, peer: NicKey) -> Path:
         me, other = Endpoint(self.endpoint.kind, self.endpoint.name), Endpoint(peer[0], peer[1])  # type: ignore[arg-type]
@@ -351,6 +284,13 @@ class _RowBuilder:
                 out.extend(part)
         return tuple(out)
 
+    def _refuses(self, peer: NicKey) -> bool:
+        """Whether a guard on the way back can drop replies of flows with this peer."""
+        found = self._refusing.get(peer)
+        if found is None:
+            found = self._refusing[peer] = bool(self.analyzer.reply_guards(self.path(peer)))
+        return found
+
     def add(self, kind: str, members: list[NicKey] | None, region: Region, outcome: Outcome) -> None:
         own = [d for d in outcome.decisions if d.step is not None and d.stage.startswith(self.own_names)]
         peer = [d for d in outcome.decisions if d.step is not None and not d.stage.startswith(self.own_names)]
@@ -359,7 +299,7 @@ class _RowBuilder:
         if kind == "outside":
             region = self.replied(("outside", "outside", None), region, outcome)
         else:
-            refusing = [m for m in members or [] if self.analyzer.reply_guards(self.path(m))]
+            refusing = [m for m in members or [] if self._refuses(m)]
             if refusing:  # those peers one by one; the others share the boxes (fast path)
                 for member in refusing:
                     addresses = endpoint_addresses(self.analyzer, Endpoint(member[0], member[1]), member[2])  # type: ignore[arg-type]
@@ -377,7 +317,9 @@ class _RowBuilder:
             if kind == "outside":
                 peers.setdefault(("outside", family, box[self.peer_dim]), []).append(box)
                 continue
-            owned = {owner for _a, owner in self.analyzer.directory.owned_within(family, box[self.peer_dim])}
+            owned = self._owned.get((family, box[self.peer_dim]))
+            if owned is None:
+                owned = self._owned[family, box[self.peer_dim]] = {owner for _a, owner in self.analyzer.directory.owned_within(family, box[self.peer_dim])}
             for owner in members or []:
                 if owner in owned:
                     peers.setdefault((kind, owner[1]), []).append(box)
@@ -406,19 +348,25 @@ class _RowBuilder:
         return sorted(out.values(), key=lambda r: ({"vm": 0, "host": 1, "outside": 2}[r.peer_kind], r.services, r.when))
 
 
-def peer_labels(analyzer: Analyzer, row: Row) -> list[str]:
-    """Compact names for a row's peers: whole zones, groups, `any`."""
+def zone_members(analyzer: Analyzer) -> dict[str, set[str]]:
+    """Every zone's VMs (zones without VMs left out)."""
+    zones: dict[str, set[str]] = {}
+    for vm, body in analyzer.policy.doc.vms.items():
+        if body.zone:
+            zones.setdefault(body.zone, set()).add(vm)
+    return zones
+
+
+def peer_labels(analyzer: Analyzer, row: Row, zones: dict[str, set[str]] | None = None) -> list[str]:
+    """Compact names for a row's peers: whole zones, groups, `any`. `zones`:
+    zone_members(analyzer), when the caller labels many rows."""
     policy = analyzer.policy
     if row.peer_kind == "host":
         return [f"host:{h}" for h in sorted(row.hosts)]
     if row.peer_kind == "vm":
         members = set(row.vms)
         labels = []
-        zones: dict[str, set[str]] = {}
-        for vm, body in policy.doc.vms.items():
-            if body.zone:
-                zones.setdefault(body.zone, set()).add(vm)
-        for zone, vms in sorted(zones.items()):
+        for zone, vms in sorted((zones if zones is not None else zone_members(analyzer)).items()):
             if vms and vms <= members and len(vms) > 1:
                 labels.append(f"zone:{zone}")
                 members -= vms
