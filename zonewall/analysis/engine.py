@@ -109,6 +109,7 @@ class Analyzer:
         self.plan.rules.share_matches(other.plan.rules)
         self.regions = self.chains.regions = self.guards.regions = other.regions
         self.directory = other.directory
+        other.directory.lend(self.policy)  # and the next diff, where this policy is the old one
 
     @cached_property
     def essentials(self) -> Region:

@@ -15,6 +15,7 @@ reports every problem with its position exactly as always. A property test
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 from pydantic import ValidationError
@@ -99,28 +100,52 @@ SECTIONS = (("vms", "vm"), ("zones", "zone"))
 Owner = tuple[str, str, str]  # (section, level, name)
 
 
-def _owner(policy: Policy, file: str, lines: list[int]) -> tuple[Owner, list[int]] | None:
-    """The VM or zone whose rules are each of `lines` (one rule per line, in file
-    `file`), and the index of each; None when a line is anything else."""
-    if not isinstance(policy.source, LDict):
-        return None
-    wanted = set(lines)
-    on_line: dict[int, list[tuple[Owner, int]]] = {}
+Span = tuple[int, int, Owner, tuple[int, ...]]  # first and last line of an owner's rules, the owner, each rule's line
+_SPANS = "_rule_spans"  # where a policy keeps its spans (per file, sorted by first line)
+
+
+def _spans(policy: Policy) -> dict[str, list[Span]]:
+    """Where each VM's and zone's rules are written, per file; built once per whole
+    load and handed on to each policy edited in place (its lines do not move)."""
+    found: dict[str, list[Span]] | None = policy.__dict__.get(_SPANS)
+    if found is not None:
+        return found
+    out: dict[str, list[Span]] = {}
+    source = policy.source
     for section, level in SECTIONS:
-        specs = policy.source.get(section)
+        specs = source.get(section) if isinstance(source, LDict) else None
         if not isinstance(specs, LDict):
             continue
         for name, spec in specs.items():
             rules = spec.get("rules") if isinstance(spec, LDict) else None
             if not isinstance(rules, LList) or not rules.value_locs:
                 continue
-            locs = rules.value_locs
-            if locs[0].line > lines[-1] or locs[-1].line < lines[0]:
-                continue
-            for index, loc in enumerate(locs):
-                if loc.file == file and loc.line in wanted:
-                    on_line.setdefault(loc.line, []).append(((section, level, name), index))
-    owners = [on_line.get(line, []) for line in lines]
+            by_file: dict[str, list[int]] = {}
+            for loc in rules.value_locs:
+                by_file.setdefault(loc.file, []).append(loc.line)
+            for file, lines in by_file.items():
+                out.setdefault(file, []).append((min(lines), max(lines), (section, level, name), tuple(lines)))
+    for spans in out.values():
+        spans.sort(key=lambda span: span[0])
+    policy.__dict__[_SPANS] = out
+    return out
+
+
+def _owner(policy: Policy, file: str, lines: list[int]) -> tuple[Owner, list[int]] | None:
+    """The VM or zone whose rules are each of `lines` (one rule per line, in file
+    `file`), and the index of each; None when a line is anything else."""
+    spans = _spans(policy).get(file, [])
+    firsts = [span[0] for span in spans] if len(lines) > 0 else []
+    owners: list[list[tuple[Owner, int]]] = []
+    for line in lines:
+        here: list[tuple[Owner, int]] = []
+        at = bisect.bisect_right(firsts, line) - 1
+        # every span that covers the line (several only where a line holds rules of two owners)
+        while at >= 0 and spans[at][1] >= line:
+            _, _, owner, rule_lines = spans[at]
+            here.extend((owner, index) for index, rule_line in enumerate(rule_lines) if rule_line == line)
+            at -= 1
+        owners.append(here)
     if any(len(owner) != 1 for owner in owners):
         return None  # a line that is no rule of a VM's or zone's, or holds two
     names = {owner[0][0] for owner in owners}
@@ -162,6 +187,7 @@ def _rebuilt(old: Policy, owner: Owner, rules: dict[int, tuple[Rule, LDict]]) ->
         return None
     policy.__dict__["_rule_table"] = table  # what build_indexes makes, shared but for this owner's run
     policy.__dict__["_zone_members"] = old._zone_members  # membership is not a rule's business
+    policy.__dict__[_SPANS] = _spans(old)  # every line is where it was
     checker = Checker(doc, source)
     checker.__dict__["policy"] = policy
     for ref in table[1][(level, name)]:
