@@ -25,9 +25,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .addresses import parse_ref
 from .errors import Loc
 from .loader import _plain
-from .addresses import parse_ref
 from .model import Group, Rule, _groups
 from .resolve import Checker, Policy, RuleRef, _default_id
 from .source import LDict, LList, _read_plain
