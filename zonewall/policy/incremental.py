@@ -141,7 +141,7 @@ def _owner(policy: Policy, file: str, lines: list[int]) -> tuple[Owner, list[int
     """The VM or zone whose rules are each of `lines` (one rule per line, in file
     `file`), and the index of each; None when a line is anything else."""
     spans = _spans(policy).get(file, [])
-    firsts = [span[0] for span in spans] if len(lines) > 0 else []
+    firsts = [span[0] for span in spans]
     owners: list[list[tuple[Owner, int]]] = []
     for line in lines:
         here: list[tuple[Owner, int]] = []
