@@ -85,7 +85,7 @@ def compare(base: str, new: dict[str, str], node: str | None = None) -> Policy |
         full: Policy | None = load_documents(new)
     except PolicyError:
         full = None
-    fast = load_edit({"policy.yaml": "\n".join(lines)}, policy, new)
+    fast = load_edit({"policy.yaml": "\n".join(lines)}, policy, new, groups=True)
     if full is None:
         assert fast is None, "the incremental path accepted what the whole load refuses"
         return None
@@ -196,6 +196,9 @@ def test_group_edits_take_the_fast_path_and_mistakes_do_not() -> None:
         lines[gfam] = f"  gfam: [{members}]"
         fast = compare("plain", {"policy.yaml": "\n".join(lines)}, "node1")
         assert (fast is not None) == accepted, members
+        # without `groups` only rule edits are taken: the agent shares the old policy's
+        # address memos with what load_edit gives, which a group edit would make stale
+        assert load_edit(DOCS, OLD, {"policy.yaml": "\n".join(lines)}) is None
 
 
 @settings(max_examples=25, deadline=None)
@@ -215,7 +218,7 @@ def test_a_chain_of_edits_equals_the_whole_load(data: st.DataObject) -> None:
             full: Policy | None = load_documents(new)
         except PolicyError:
             full = None
-        fast = load_edit(documents, policy, new)
+        fast = load_edit(documents, policy, new, groups=True)
         if full is None:
             assert fast is None, "the incremental path accepted what the whole load refuses"
             lines = documents["policy.yaml"].split("\n")  # refused: the next edit starts from the same revision

@@ -74,11 +74,12 @@ def load_documents(documents: Documents) -> Policy:
 
 def load_edited(documents: Documents, previous: tuple[Documents, Policy] | None) -> Policy:
     """`load_documents`, from the previous documents and their policy when the edit
-    allows (incremental.py: some rules of one VM rewritten in place); the same policy,
+    allows (incremental.py: some rules of one VM or zone, or one group's member line,
+    rewritten in place); the same policy,
     or the same PolicyError, either way."""
     check_documents(documents)
     if previous is not None:
-        found = load_edit(previous[0], previous[1], documents)
+        found = load_edit(previous[0], previous[1], documents, groups=True)
         if found is not None:
             return found
     return load_documents(documents)

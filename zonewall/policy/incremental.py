@@ -33,8 +33,11 @@ from .resolve import Checker, Policy, RuleRef, _default_id
 from .source import LDict, LList, _read_plain
 
 
-def load_edit(old_documents: dict[str, str], old: Policy, new_documents: dict[str, str]) -> Policy | None:
-    """The policy of `new_documents`, or None: load it whole."""
+def load_edit(old_documents: dict[str, str], old: Policy, new_documents: dict[str, str], *, groups: bool = False) -> Policy | None:
+    """The policy of `new_documents`, or None: load it whole. Without `groups`, only
+    rule edits are taken: every reference then means the same addresses as in `old`
+    (the agent shares `old`'s address memos on that promise, agent/enforcer.py); with
+    it, a group's member line too (the controller's commit, policy.documents.load_edited)."""
     if old_documents.keys() != new_documents.keys():
         return None
     changed = [name for name in new_documents if new_documents[name] != old_documents[name]]
@@ -47,7 +50,7 @@ def load_edit(old_documents: dict[str, str], old: Policy, new_documents: dict[st
     edited, texts, was = span
     found = _owner(old, name, edited)
     if found is None:
-        return _group_edit(old, name, edited, texts, was)
+        return _group_edit(old, name, edited, texts, was) if groups else None
     owner, indexes = found
     rules: dict[int, tuple[Rule, LDict]] = {}
     for index, line, text in zip(indexes, edited, texts, strict=True):
