@@ -80,7 +80,12 @@ def whole_loads(enabled: bool) -> Iterator[None]:
 
 def run(text: str, changes: int, baseline: bool, kinds: list[str]) -> Iterator[tuple[str, tuple[list[float], list[float]]]]:
     """(kind, (wall times, CPU times)) of each kind's commits, as each kind is done."""
-    controller = build_controller(default_url(Path(tempfile.mkdtemp(prefix="zw-bench-commit-"))))
+    with tempfile.TemporaryDirectory(prefix="zw-bench-commit-") as data:  # its database goes with the run
+        yield from _run(Path(data), text, changes, baseline, kinds)
+
+
+def _run(data: Path, text: str, changes: int, baseline: bool, kinds: list[str]) -> Iterator[tuple[str, tuple[list[float], list[float]]]]:
+    controller = build_controller(default_url(data))
     token = create_token(controller.sessions, "admin")[1]
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     lines = text.split("\n")
