@@ -141,6 +141,7 @@ def _json(result) -> str:  # type: ignore[no-untyped-def]
 @given(rule_edit_pairs())
 def test_a_rule_edit_is_diffed_as_the_whole_comparison_diffs_it(pair: tuple[str, str, str]) -> None:
     old_text, new_text, what = pair
+    assume(old_text != new_text)  # edits that undo each other (a swap and its reverse, a port set to itself) are no edit
     old, new = load_policy_text(old_text), load_policy_text(new_text)
     edits = diff_module.rule_edits(old, new)
     assert edits is not None and 1 <= len(edits.vms) + len(edits.zones) <= 2, what

@@ -3,14 +3,17 @@ revision (policy/incremental.py) and stored like any other: its revision, its no
 states and its diff are those of the whole load; a mistake in such an edit is
 refused with the whole load's `file:line:col`, and nothing is stored. The parsed
 parent of the newest revision stays at hand (store/cache.py), so a chain of commits
-parses nothing again."""
+parses nothing again. The same for a group's member line (the group's users
+re-checked, the diff showing the flows the new member opens)."""
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from bench.synth import policy_text
 from tests.controller.live import Tokens
+from zonewall.policy import documents
 from zonewall.policy.documents import load_documents
 from zonewall.policy.errors import PolicyError
 
@@ -59,3 +62,33 @@ def test_a_mistake_in_an_in_place_edit_is_refused_with_its_position(client: Test
     assert expected[0].startswith(f"policy.yaml:{RULE + 1}:")
     revisions = client.get("/api/v1/revisions", headers=tokens.header("admin")).json()
     assert [r["number"] for r in revisions] == [1]  # nothing stored
+
+
+ADMINS = LINES.index("  admins: [192.168.100.0/24, \"fd00:100::/64\"]")
+
+
+def test_a_group_member_edit_commits_without_the_whole_load(client: TestClient, tokens: Tokens, controller, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert put(client, tokens, TEXT).status_code == 201
+    whole: list[int] = []
+    original = documents.load_documents
+    monkeypatch.setattr(documents, "load_documents", lambda docs: whole.append(1) or original(docs))
+    lines = list(LINES)
+    lines[ADMINS] = '  admins: [192.168.100.0/24, 203.0.113.77, "fd00:100::/64"]'
+    new = "\n".join(lines)
+    response = put(client, tokens, new)
+    assert response.status_code == 201, response.text
+    number = response.json()["revision"]["number"]
+    assert whole == []  # validated from the previous revision
+    view = controller.revisions.cache.peek(number)
+    assert view is not None and view.policy.doc == original({"policy.yaml": new}).doc
+    diff = client.get(f"/api/v1/revisions/{number}", headers=tokens.header("admin")).json()["diff"]
+    opened = [row for row in diff["flows"] if row["change"] == "opened"]
+    assert opened and all("outside:203.0.113.77" in row["from"] for row in opened), diff
+    assert any("tcp 22" in row["services"] for row in opened)
+    # a member that does not exist: refused with the whole load's position, nothing stored
+    lines[ADMINS] = "  admins: [192.168.100.0/24, vm:nosuchvm]"
+    refused = put(client, tokens, "\n".join(lines))
+    assert refused.status_code == 422 and refused.json()["detail"]["problems"][0]["text"].startswith(f"policy.yaml:{ADMINS + 1}:")
+    assert whole == [1]  # that one went the whole way, which reports it
+    revisions = client.get("/api/v1/revisions", headers=tokens.header("admin")).json()
+    assert [r["number"] for r in revisions] == [number, 1]

@@ -284,6 +284,59 @@ def rule_edits(old: Policy, new: Policy) -> RuleEdits | None:
     return RuleEdits(tuple(vms), tuple(zones))
 
 
+def group_edits(old: Policy, new: Policy) -> RuleEdits | None:
+    """When only the members of some groups differ (as written) and only VM and zone
+    rules name the groups whose addresses changed (or groups holding them): the VMs
+    and zones whose rules name them, diffed as if those rules had been edited (their
+    chains and zone levels alone, `_rule_edit_changes`); None otherwise. This is
+    `_changes` for that case without its whole-policy comparisons: what a group
+    means can reach a flow only through a rule that names it."""
+    a, b = old.source, new.source
+    if not isinstance(a, dict) or not isinstance(b, dict) or a.keys() != b.keys() or "groups" not in a:
+        return None
+    if any(a[key] != b[key] for key in a if key != "groups"):
+        return None
+    edited = _edited_entries(a["groups"], b["groups"])
+    if not edited:
+        return None
+    holders = {f"group:{name}" for name in _holders(old, edited) | _holders(new, edited)}
+    changed = {ref for ref in holders if _resolves_differently(old, new, ref)}
+    if any(_names(b[key], changed) for key in b if key not in ("vms", "zones", "groups")):
+        return None  # global, host, network or security group rules, NAT, management: the whole comparison
+    vms = [name for name, vm in new.doc.vms.items() if _uses(vm.rules, changed)]
+    zones = [name for name, zone in new.doc.zones.items() if _uses(zone.rules, changed)]
+    return RuleEdits(tuple(vms), tuple(zones))
+
+
+def _edited_entries(old: Any, new: Any) -> set[str] | None:
+    if not isinstance(old, dict) or not isinstance(new, dict) or old.keys() != new.keys():
+        return None
+    return {name for name in old if old[name] != new[name]}
+
+
+def _holders(policy: Policy, names: set[str]) -> set[str]:
+    """`names` and every group holding one of them, directly or through others."""
+    out, grew = set(names), True
+    while grew:
+        grew = False
+        for name, group in policy.doc.groups.items():
+            if name not in out and any(ref.lstrip("!").strip() in {f"group:{n}" for n in out} for ref in group.members):
+                out.add(name)
+                grew = True
+    return out
+
+
+def _names(data: Any, refs: set[str]) -> bool:
+    """Whether any string inside `data` (YAML as read) is one of `refs` (negated or not)."""
+    if isinstance(data, str):
+        return data.lstrip("!").strip() in refs
+    if isinstance(data, dict):
+        return any(_names(value, refs) for value in data.values())
+    if isinstance(data, list):
+        return any(_names(value, refs) for value in data)
+    return False
+
+
 def _edited_rules(old: Any, new: Any) -> list[str] | None:
     """The entries of two mappings (`vms:`, `zones:`) that differ in `rules` only;
     None when entries differ otherwise."""
@@ -636,10 +689,15 @@ SHARED_PEERS_FROM = 8  # endpoints compared; a one-VM edit (2) keeps the filtere
 def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | None = None) -> DiffResult:
     a_old, a_new = Analyzer(old, now, timezone), Analyzer(new, now, timezone)
     edits = rule_edits(old, new)
+    grouped = group_edits(old, new) if edits is None else None
     if edits is not None:  # only rules of VMs and zones differ: the same NICs, addresses and names
         endpoints, common = [], _all_endpoints(new)
         a_new.share_meanings(a_old)
         changes = _rule_edit_changes(a_old, a_new, edits)
+    elif grouped is not None:  # only group members differ: the rules that name them
+        endpoints, common = [], _all_endpoints(new)
+        a_new.share_addresses(a_old)
+        changes = _rule_edit_changes(a_old, a_new, grouped)
     else:
         endpoints, common = _endpoint_changes(old, new)
         changes = _changes(a_old, a_new, common)

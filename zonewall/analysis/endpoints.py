@@ -45,6 +45,31 @@ def family_number(address: str) -> int:
     return ipaddress.ip_address(address).version
 
 
+Owner = tuple[str, str, int | None]  # (kind, name, NIC index)
+OwnerTable = dict[int, tuple[list[int], list[Owner]]]
+_OWNERS = "_address_owners"  # where a policy keeps its OwnerTable
+
+
+def _owner_table(policy: Policy) -> OwnerTable:
+    out = {}
+    for family in (4, 6):
+        pairs: list[tuple[int, Owner]] = []
+        for name, vm in policy.doc.vms.items():
+            for index, nic in enumerate(vm.nics):
+                for ip in nic.ips:
+                    version, value = address_value(ip)
+                    if version == family:
+                        pairs.append((value, ("vm", name, index)))
+        for name, host in policy.doc.hosts.items():
+            for ip in host.address:
+                version, value = address_value(ip)
+                if version == family:
+                    pairs.append((value, ("host", name, None)))
+        pairs.sort()
+        out[family] = ([p[0] for p in pairs], [p[1] for p in pairs])
+    return out
+
+
 class Directory:
     """Addresses of the policy's endpoints, and who owns an address."""
 
@@ -52,25 +77,19 @@ class Directory:
         self.policy = policy
 
     @cached_property
-    def owners(self) -> dict[int, tuple[list[int], list[tuple[str, str, int | None]]]]:
-        """Per family: sorted address integers and their owner (kind, name, nic)."""
-        out = {}
-        for family in (4, 6):
-            pairs: list[tuple[int, tuple[str, str, int | None]]] = []
-            for name, vm in self.policy.doc.vms.items():
-                for index, nic in enumerate(vm.nics):
-                    for ip in nic.ips:
-                        version, value = address_value(ip)
-                        if version == family:
-                            pairs.append((value, ("vm", name, index)))
-            for name, host in self.policy.doc.hosts.items():
-                for ip in host.address:
-                    version, value = address_value(ip)
-                    if version == family:
-                        pairs.append((value, ("host", name, None)))
-            pairs.sort()
-            out[family] = ([p[0] for p in pairs], [p[1] for p in pairs])
-        return out
+    def owners(self) -> OwnerTable:
+        """Per family: sorted address integers and their owner (kind, name, nic);
+        built once per policy, kept with it (a commit's diff reads it again as the
+        next commit's old side: 40,000 addresses at 10,000 VMs)."""
+        found: OwnerTable | None = self.policy.__dict__.get(_OWNERS)
+        if found is None:
+            found = self.policy.__dict__[_OWNERS] = _owner_table(self.policy)
+        return found
+
+    def lend(self, policy: Policy) -> None:
+        """`policy` has the same VMs, NICs and nodes with the same addresses (a diff
+        of rule edits): it owns addresses exactly as this directory's policy does."""
+        policy.__dict__[_OWNERS] = self.owners
 
     @cached_property
     def _by_owner(self) -> dict[tuple[str, str, int | None], dict[int, list[int]]]:

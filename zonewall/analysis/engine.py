@@ -108,7 +108,13 @@ class Analyzer:
         schedules) means the same in both policies: `diff` of rule edits alone."""
         self.plan.rules.share_matches(other.plan.rules)
         self.regions = self.chains.regions = self.guards.regions = other.regions
+        self.share_addresses(other)
+
+    def share_addresses(self, other: Analyzer) -> None:
+        """Find address owners through `other`'s directory: exact when both policies'
+        VMs, NICs and nodes have the same addresses (`diff` of rule or group edits)."""
         self.directory = other.directory
+        other.directory.lend(self.policy)  # and the next diff, where this policy is the old one
 
     @cached_property
     def essentials(self) -> Region:

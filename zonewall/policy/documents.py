@@ -74,11 +74,12 @@ def load_documents(documents: Documents) -> Policy:
 
 def load_edited(documents: Documents, previous: tuple[Documents, Policy] | None) -> Policy:
     """`load_documents`, from the previous documents and their policy when the edit
-    allows (incremental.py: some rules of one VM rewritten in place); the same policy,
+    allows (incremental.py: some rules of one VM or zone, or one group's member line,
+    rewritten in place); the same policy,
     or the same PolicyError, either way."""
     check_documents(documents)
     if previous is not None:
-        found = load_edit(previous[0], previous[1], documents)
+        found = load_edit(previous[0], previous[1], documents, groups=True)
         if found is not None:
             return found
     return load_documents(documents)
@@ -91,9 +92,19 @@ def read_directory(path: Path) -> Documents:
     return {str(f.relative_to(base)): f.read_text() for f in files}
 
 
+def documents_json(documents: Documents) -> str:
+    """The documents as a revision stores them: compact JSON, names sorted (what
+    `content_hash` hashes: a commit encodes its 16 MB of documents once for both)."""
+    return json.dumps(documents, sort_keys=True, separators=(",", ":"))
+
+
+def json_hash(encoded: str) -> str:
+    """`content_hash` of the documents `encoded` is the `documents_json` of."""
+    return hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def content_hash(documents: Documents) -> str:
-    text = json.dumps(documents, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return json_hash(documents_json(documents))
 
 
 def problems_json(error: PolicyError) -> list[dict[str, object]]:

@@ -7,6 +7,11 @@ number of lines, so every other rule keeps its position and derived id): it read
 and validates just those lines, runs the checks a rule takes (references, scopes,
 ids) and shares everything else with the previous policy.
 
+A group's member line rewritten in place (`  NAME: [member, ...]`, the whole group
+on its line) is the other shape: the group is read and validated alone, and what
+its members can break is checked again: its references, cycles of nested groups,
+the family of every rule naming it or a group that holds it.
+
 It never decides alone that a policy is wrong: any problem, and any edit outside
 that shape, answers None, and the caller loads the whole policy, which then
 reports every problem with its position exactly as always. A property test
@@ -15,19 +20,24 @@ reports every problem with its position exactly as always. A property test
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 from pydantic import ValidationError
 
+from .addresses import parse_ref
 from .errors import Loc
 from .loader import _plain
-from .model import Rule
+from .model import Group, Rule, _groups
 from .resolve import Checker, Policy, RuleRef, _default_id
 from .source import LDict, LList, _read_plain
 
 
-def load_edit(old_documents: dict[str, str], old: Policy, new_documents: dict[str, str]) -> Policy | None:
-    """The policy of `new_documents`, or None: load it whole."""
+def load_edit(old_documents: dict[str, str], old: Policy, new_documents: dict[str, str], *, groups: bool = False) -> Policy | None:
+    """The policy of `new_documents`, or None: load it whole. Without `groups`, only
+    rule edits are taken: every reference then means the same addresses as in `old`
+    (the agent shares `old`'s address memos on that promise, agent/enforcer.py); with
+    it, a group's member line too (the controller's commit, policy.documents.load_edited)."""
     if old_documents.keys() != new_documents.keys():
         return None
     changed = [name for name in new_documents if new_documents[name] != old_documents[name]]
@@ -37,10 +47,10 @@ def load_edit(old_documents: dict[str, str], old: Policy, new_documents: dict[st
     span = _edited_lines(old_documents[name], new_documents[name])
     if span is None:
         return None
-    edited, texts = span
+    edited, texts, was = span
     found = _owner(old, name, edited)
     if found is None:
-        return None
+        return _group_edit(old, name, edited, texts, was) if groups else None
     owner, indexes = found
     rules: dict[int, tuple[Rule, LDict]] = {}
     for index, line, text in zip(indexes, edited, texts, strict=True):
@@ -51,8 +61,8 @@ def load_edit(old_documents: dict[str, str], old: Policy, new_documents: dict[st
     return _rebuilt(old, owner, rules)
 
 
-def _edited_lines(old: str, new: str) -> tuple[list[int], list[str]] | None:
-    """The numbers and new texts of the lines that differ, when the edit keeps the
+def _edited_lines(old: str, new: str) -> tuple[list[int], list[str], list[str]] | None:
+    """The numbers, new and old texts of the lines that differ, when the edit keeps the
     number of lines (None otherwise). Only the span between the common prefix and
     suffix is split into lines: the documents of 10,000 VMs are 16 MB."""
     prefix = _common_prefix(old, new)
@@ -63,8 +73,8 @@ def _edited_lines(old: str, new: str) -> tuple[list[int], list[str]] | None:
     if len(old_lines) != len(new_lines):
         return None
     first = new.count("\n", 0, start) + 1
-    changed = [(first + k, b) for k, (a, b) in enumerate(zip(old_lines, new_lines, strict=True)) if a != b]
-    return [number for number, _ in changed], [text for _, text in changed]
+    changed = [(first + k, b, a) for k, (a, b) in enumerate(zip(old_lines, new_lines, strict=True)) if a != b]
+    return [number for number, _, _ in changed], [text for _, text, _ in changed], [text for _, _, text in changed]
 
 
 def _line_end(text: str, at: int) -> int:
@@ -99,28 +109,52 @@ SECTIONS = (("vms", "vm"), ("zones", "zone"))
 Owner = tuple[str, str, str]  # (section, level, name)
 
 
-def _owner(policy: Policy, file: str, lines: list[int]) -> tuple[Owner, list[int]] | None:
-    """The VM or zone whose rules are each of `lines` (one rule per line, in file
-    `file`), and the index of each; None when a line is anything else."""
-    if not isinstance(policy.source, LDict):
-        return None
-    wanted = set(lines)
-    on_line: dict[int, list[tuple[Owner, int]]] = {}
+Span = tuple[int, int, Owner, tuple[int, ...]]  # first and last line of an owner's rules, the owner, each rule's line
+_SPANS = "_rule_spans"  # where a policy keeps its spans (per file, sorted by first line)
+
+
+def _spans(policy: Policy) -> dict[str, list[Span]]:
+    """Where each VM's and zone's rules are written, per file; built once per whole
+    load and handed on to each policy edited in place (its lines do not move)."""
+    found: dict[str, list[Span]] | None = policy.__dict__.get(_SPANS)
+    if found is not None:
+        return found
+    out: dict[str, list[Span]] = {}
+    source = policy.source
     for section, level in SECTIONS:
-        specs = policy.source.get(section)
+        specs = source.get(section) if isinstance(source, LDict) else None
         if not isinstance(specs, LDict):
             continue
         for name, spec in specs.items():
             rules = spec.get("rules") if isinstance(spec, LDict) else None
             if not isinstance(rules, LList) or not rules.value_locs:
                 continue
-            locs = rules.value_locs
-            if locs[0].line > lines[-1] or locs[-1].line < lines[0]:
-                continue
-            for index, loc in enumerate(locs):
-                if loc.file == file and loc.line in wanted:
-                    on_line.setdefault(loc.line, []).append(((section, level, name), index))
-    owners = [on_line.get(line, []) for line in lines]
+            by_file: dict[str, list[int]] = {}
+            for loc in rules.value_locs:
+                by_file.setdefault(loc.file, []).append(loc.line)
+            for file, lines in by_file.items():
+                out.setdefault(file, []).append((min(lines), max(lines), (section, level, name), tuple(lines)))
+    for spans in out.values():
+        spans.sort(key=lambda span: span[0])
+    policy.__dict__[_SPANS] = out
+    return out
+
+
+def _owner(policy: Policy, file: str, lines: list[int]) -> tuple[Owner, list[int]] | None:
+    """The VM or zone whose rules are each of `lines` (one rule per line, in file
+    `file`), and the index of each; None when a line is anything else."""
+    spans = _spans(policy).get(file, [])
+    firsts = [span[0] for span in spans]
+    owners: list[list[tuple[Owner, int]]] = []
+    for line in lines:
+        here: list[tuple[Owner, int]] = []
+        at = bisect.bisect_right(firsts, line) - 1
+        # every span that covers the line (several only where a line holds rules of two owners)
+        while at >= 0 and spans[at][1] >= line:
+            _, _, owner, rule_lines = spans[at]
+            here.extend((owner, index) for index, rule_line in enumerate(rule_lines) if rule_line == line)
+            at -= 1
+        owners.append(here)
     if any(len(owner) != 1 for owner in owners):
         return None  # a line that is no rule of a VM's or zone's, or holds two
     names = {owner[0][0] for owner in owners}
@@ -162,6 +196,7 @@ def _rebuilt(old: Policy, owner: Owner, rules: dict[int, tuple[Rule, LDict]]) ->
         return None
     policy.__dict__["_rule_table"] = table  # what build_indexes makes, shared but for this owner's run
     policy.__dict__["_zone_members"] = old._zone_members  # membership is not a rule's business
+    policy.__dict__[_SPANS] = _spans(old)  # every line is where it was
     checker = Checker(doc, source)
     checker.__dict__["policy"] = policy
     for ref in table[1][(level, name)]:
@@ -215,3 +250,83 @@ def _rule_table(old: Policy, level: str, name: str, rules: dict[int, tuple[Rule,
             return None  # an id used twice: the whole load names both places
     start = next(i for i, r in enumerate(every) if r.level == level and r.owner == name)
     return every[:start] + made + every[start + len(run):], {**by_owner, (level, name): made}
+
+
+# -- a group's members rewritten in place -------------------------------------------
+
+
+def _group_edit(old: Policy, file: str, lines: list[int], texts: list[str], was_texts: list[str]) -> Policy | None:
+    """`old` with one group's members replaced, when the edit is one line that holds
+    the whole group before and after (`  NAME: [member, ...]`); None otherwise or when
+    a check could fail. What can depend on a group's members: its references (they
+    must exist), cycles of nested groups, and the family check of every rule that
+    names it or a group holding it; rule ids, scopes and positions cannot."""
+    if len(lines) != 1:
+        return None
+    line, text = lines[0], texts[0]
+    groups = old.source.get("groups") if isinstance(old.source, LDict) else None
+    if not isinstance(groups, LDict):
+        return None
+    name = next((key for key, loc in groups.key_locs.items() if loc.file == file and loc.line == line), None)
+    if name is None or groups.value_locs[name].line != line:
+        return None
+    was = _read_entry(was_texts[0], file, line)
+    if was is None or was[0] != name or was[1] != groups[name]:
+        return None  # the line did not hold the whole group (a block list below it)
+    now = _read_entry(text, file, line)
+    if now is None or now[0] != name:
+        return None
+    try:
+        group = Group.model_validate(_groups({name: _plain(now[1])})[name])
+    except (ValidationError, AttributeError, TypeError):
+        return None
+    doc = old.doc.model_copy(update={"groups": {**old.doc.groups, name: group}})
+    entries = _copy_dict(groups, name, now[1])
+    entries.value_locs = {**groups.value_locs, name: now[1].loc}
+    source = _copy_dict(old.source, "groups", entries)
+    policy = Policy(doc, source)
+    for memo in ("_rule_table", "_zone_members", _SPANS):  # rules and membership are not a group's business
+        if memo in old.__dict__:
+            policy.__dict__[memo] = old.__dict__[memo]
+    checker = Checker(doc, source)
+    checker.__dict__["policy"] = policy
+    checker.check_groups()
+    if checker.problems:
+        return None
+    holders = _holding(doc.groups, name)
+    for ref in policy.rules:
+        rule = ref.rule
+        if rule.family is not None and any(_names_group(refs, holders) for refs in (rule.from_, rule.to)):
+            checker.check_rule(ref, policy)
+    return None if checker.problems else policy
+
+
+def _read_entry(text: str, file: str, line: int) -> tuple[str, Any] | None:
+    """One `NAME: value` line of `groups:`, read where it stands; the value must be a
+    flow collection (the whole group on this line)."""
+    if line < 2 or "\r" in text or not text.isprintable() or not text.startswith("  ") or text.startswith("   "):
+        return None
+    data = _read_plain("\n" * (line - 2) + "x:\n" + text + "\n", file)
+    entry = data.get("x") if data is not None else None
+    if not isinstance(entry, LDict) or len(entry) != 1:
+        return None
+    key, value = next(iter(entry.items()))
+    if not isinstance(key, str) or not isinstance(value, (LDict, LList)) or value.loc.line != line:
+        return None
+    return key, value
+
+
+def _holding(groups: dict[str, Group], name: str) -> set[str]:
+    """`name` and every group that holds it, directly or through others."""
+    holders, grew = {name}, True
+    while grew:
+        grew = False
+        for other, group in groups.items():
+            if other not in holders and _names_group(group.members, holders):
+                holders.add(other)
+                grew = True
+    return holders
+
+
+def _names_group(refs: list[str] | None, names: set[str]) -> bool:
+    return any(text.startswith("group:") and parse_ref(text).name in names for text in refs or ())

@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from ...policy.documents import Documents, content_hash, load_documents, load_edited
+from ...policy.documents import Documents, documents_json, json_hash, load_documents, load_edited
 from ...policy.resolve import Policy
 from .cache import RevisionCache, RevisionView
 from .db import utcnow
@@ -146,7 +146,8 @@ class RevisionStore:
             if replayed is not None:
                 return replayed
         policy = self._validated(proposal.documents)  # the slow part, outside the lock; PolicyError: nothing written
-        digest = content_hash(proposal.documents)
+        encoded = documents_json(proposal.documents)  # stored as such, and hashed
+        digest = json_hash(encoded)
         with ExitStack() as hold:
             with self._writes() as session:
                 if proposal.idempotency is not None:  # a retry racing its original
@@ -167,7 +168,7 @@ class RevisionStore:
                 row = RevisionRow(
                     number=number, created_at=utcnow(), author=proposal.author, message=proposal.message, kind=proposal.kind,
                     change=json.dumps(proposal.change, sort_keys=True), rollback_of=proposal.rollback_of,
-                    documents=json.dumps(proposal.documents, sort_keys=True), content_hash=digest,
+                    documents=encoded, content_hash=digest,
                 )
                 session.add(row)
                 session.flush()
