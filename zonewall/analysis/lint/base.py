@@ -8,23 +8,29 @@ from typing import Any
 from ...policy.addresses import RefItem
 from ...policy.resolve import Policy
 from ...policy.source import LDict, LList
+from .. import space as s
 from ..chains import Step
 from ..engine import Analyzer
 from ..space import Region
-from .cuts import _sig
+from .cuts import _address_sig, _sig
 from .report import Finding, Related
 from .state import _Conflict, _RuleStats, _Step
 
 
 class LintBase:
-    def __init__(self, analyzer: Analyzer):
+    def __init__(self, analyzer: Analyzer, *, shortcuts: bool = True):
         self.analyzer = analyzer
+        # shortcuts=False: the straightforward path (no address signatures, every rule's
+        # references judged on their own); the same findings, kept callable so tests
+        # can compare the two (tests/analysis/test_lint_shortcuts.py)
+        self.shortcuts = shortcuts
         self.policy: Policy = analyzer.policy
         self.doc = self.policy.doc
         self.findings: list[Finding] = []
         self.stats: dict[str, _RuleStats] = {}
         self.conflicts: dict[tuple[str, str], _Conflict] = {}
         self._sigs: dict[int, tuple[Region, int]] = {}
+        self._address_sigs: dict[int, tuple[Region, int, int]] = {}
         self._exposure_memo: dict[int, tuple[Region, list[tuple[int, int, str, int]]]] = {}
         self.log_denied = self.doc.settings.log.denied
         self.empty_sided: set[str] = set()  # rules with a from/to that resolves to nothing
@@ -51,6 +57,16 @@ class LintBase:
         if found is None or found[0] is not region:
             found = self._sigs[id(region)] = (region, _sig(region))
         return found[1]
+
+    def address_sigs(self, region: Region) -> tuple[int, int]:
+        """The region's address signatures (SRC, DST), memoised by identity (-1:
+        every bit, when shortcuts are off)."""
+        if not self.shortcuts:
+            return -1, -1
+        found = self._address_sigs.get(id(region))
+        if found is None or found[0] is not region:
+            found = self._address_sigs[id(region)] = (region, _address_sig(region, s.SRC), _address_sig(region, s.DST))
+        return found[1], found[2]
 
     def where(self, path: tuple[object, ...]) -> str | None:
         """file:line of the value at `path` when the document has it."""

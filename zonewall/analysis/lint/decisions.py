@@ -36,12 +36,12 @@ class Decisions(LintBase):
                 if stats is not None:
                     stats.dead.append(chain.name)
                 continue
-            mask = step.mask
+            mask, smask, dmask = step.mask, step.smask, step.dmask
             candidates = []
             if taken_mask & mask:
                 eid = step.eid
                 for other in taken:
-                    if other.mask & mask:
+                    if other.mask & mask and other.smask & smask and other.dmask & dmask:
                         hit = other.meets.get(eid)
                         if hit is None:
                             hit = other.meets[eid] = s.overlaps(other.eff, eff)
@@ -128,8 +128,9 @@ class Decisions(LintBase):
             # action must at least share a protocol and port
             if not chain.later_masks(action)[index + 1] & mask:
                 return False
-        later = [st for st in steps[index + 1 :] if st.mask & mask and st.eff and st.key not in removed]
-        key = (id(pieces), me.action, chain.default_action, chain.default_logged, *[(id(st.eff), st.action, st.logged, st.limited) for st in later])
+        smask, dmask = me.smask, me.dmask
+        later = [st for st in steps[index + 1 :] if st.mask & mask and st.smask & smask and st.dmask & dmask and st.eff and st.key not in removed]
+        key = (id(pieces), me.action, chain.default_action, chain.default_logged, *[st.tag for st in later])
         found = self._judge_memo.get(key)
         if found is None:
             found = self._judge_memo[key] = _same_without(pieces, me.action, [(st.eff, st.action, st.logged, st.limited) for st in later], chain.default_action, chain.default_logged)
