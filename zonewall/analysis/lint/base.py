@@ -30,7 +30,7 @@ class LintBase:
         self.stats: dict[str, _RuleStats] = {}
         self.conflicts: dict[tuple[str, str], _Conflict] = {}
         self._sigs: dict[int, tuple[Region, int]] = {}
-        self._address_sigs: dict[int, tuple[Region, int, int]] = {}
+        self._address_sigs: dict[tuple[int, int], tuple[Region, int]] = {}
         self._exposure_memo: dict[int, tuple[Region, list[tuple[int, int, str, int]]]] = {}
         self.log_denied = self.doc.settings.log.denied
         self.empty_sided: set[str] = set()  # rules with a from/to that resolves to nothing
@@ -41,6 +41,7 @@ class LintBase:
         self._pair_memo: dict[tuple[int, int], tuple[Region, Region, Region, bool]] = {}
         self._judge_memo: dict[tuple[object, ...], tuple[bool, tuple[int, ...], bool]] = {}
         self._shared_memo: dict[tuple[int, int], tuple[str, bool]] = {}
+        self._services_memo: dict[tuple[object, ...], str] = {}
         self._alive: list[Region] = []
         self._independent: dict[tuple[int, int], tuple[Region, bool]] = {}
         self._part_memo: dict[tuple[object, ...], tuple[list[_Step], bool]] = {}
@@ -58,15 +59,20 @@ class LintBase:
             found = self._sigs[id(region)] = (region, _sig(region))
         return found[1]
 
-    def address_sigs(self, region: Region) -> tuple[int, int]:
-        """The region's address signatures (SRC, DST), memoised by identity (-1:
-        every bit, when shortcuts are off)."""
+    def address_sigs(self, region: Region, restricted: int | None) -> tuple[int, int]:
+        """The region's address signatures (SRC, DST), memoised by identity. -1 (every
+        bit) in the `restricted` dimension, where a VM chain's steps all hold the VM's
+        own address, and everywhere when shortcuts are off."""
         if not self.shortcuts:
             return -1, -1
-        found = self._address_sigs.get(id(region))
+        return (-1 if restricted == s.SRC else self.address_sig(region, s.SRC)), (-1 if restricted == s.DST else self.address_sig(region, s.DST))
+
+    def address_sig(self, region: Region, dim: int) -> int:
+        key = (id(region), dim)
+        found = self._address_sigs.get(key)
         if found is None or found[0] is not region:
-            found = self._address_sigs[id(region)] = (region, _address_sig(region, s.SRC), _address_sig(region, s.DST))
-        return found[1], found[2]
+            found = self._address_sigs[key] = (region, _address_sig(region, dim))
+        return found[1]
 
     def where(self, path: tuple[object, ...]) -> str | None:
         """file:line of the value at `path` when the document has it."""
