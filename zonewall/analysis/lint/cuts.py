@@ -91,12 +91,14 @@ def _address_sig(region: Region, dim: int) -> int:
             continue
         shift, base = _BLOCK_SHIFT[family], 0 if family == 4 else _ADDRESS_BITS
         for low, high in b[dim]:
-            first, last = low >> shift, high >> shift
-            if last - first + 1 >= _ADDRESS_BITS:
+            first = low >> shift
+            count = (high >> shift) - first + 1
+            if count >= _ADDRESS_BITS:
                 mask |= whole
                 break
-            for block in range(first, last + 1):
-                mask |= 1 << (base + block % _ADDRESS_BITS)
+            start = first % _ADDRESS_BITS  # blocks first..last fold onto bits start.. (wrapping)
+            bits = ((1 << count) - 1) << start
+            mask |= ((bits | bits >> _ADDRESS_BITS) & _ALL_ADDRESSES[4]) << base
     return mask
 
 def _restrict(region: Region, dim: int, by_family: dict[int, Intervals]) -> Region:
