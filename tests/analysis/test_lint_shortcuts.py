@@ -1,7 +1,7 @@
-"""The lint's shortcuts (address signatures, references judged once per `from`/`to`)
-change no finding: the optimised path and the straightforward one
-(`lint(..., shortcuts=False)`) give the same JSON on random policies, and the
-address signature never tells two overlapping regions apart."""
+"""The lint's shortcuts (references judged once per `from`/`to`, conflict services
+memoised by protocol and ports) change no finding: the optimised path and the
+straightforward one (`lint(..., shortcuts=False)`) give the same JSON on random
+policies."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from tests.analysis.policygen import policies
 from zonewall.analysis import space as s
+from zonewall.analysis.describe import services_of
 from zonewall.analysis.engine import Analyzer
-from zonewall.analysis.lint import cuts, lint
+from zonewall.analysis.lint import lint
+from zonewall.analysis.lint.smells import Smells
 from zonewall.policy.loader import load_policy_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
@@ -45,55 +46,32 @@ def test_shortcuts_give_the_same_findings_on_synthetic_policies(seed: int) -> No
     assert {"shadowed", "redundant", "conflict"} <= kinds  # the shortcuts had work to do
 
 
-def test_a_wrong_shortcut_is_caught() -> None:
-    """The comparison can fail: a signature that tells overlapping sources apart
-    hides conflicts, and the reports differ."""
+def test_a_wrong_shortcut_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The comparison can fail: a services memo keyed by too little (the protocol
+    alone) names the wrong ports in conflicts, and the reports differ."""
     text = synth.policy_text(30, nodes=2, zones=3, seed=1)
-    good, _ = _both(text)
-    original = cuts._address_sig
-    try:
-        cuts._address_sig = lambda region, dim: 1 << (id(region) % 64)  # type: ignore[assignment]
-        import zonewall.analysis.lint.base as base
-
-        base._address_sig = cuts._address_sig  # type: ignore[attr-defined]
-        broken, plain = _both(text)
-    finally:
-        cuts._address_sig = original  # type: ignore[assignment]
-        base._address_sig = original  # type: ignore[attr-defined]
+    good, plain = _both(text)
     assert plain == good
+    wrong: dict[object, str] = {}
+
+    def services_text(self: Smells, overlap: s.Region) -> str:
+        key = tuple(b[s.PROTO] for b in overlap)
+        if key not in wrong:
+            wrong[key] = ", ".join(services_of(overlap)) or "some packets"
+        return wrong[key]
+
+    monkeypatch.setattr(Smells, "services_text", services_text)
+    broken = json.dumps(lint(Analyzer(load_policy_text(text))).to_json(), sort_keys=True)
     assert broken != good
 
 
-def _intervals(draw: st.DrawFn, top: int) -> s.Intervals:
-    points = sorted(set(draw(st.lists(st.integers(0, top), min_size=2, max_size=6))))
-    pairs = [(points[i], points[i + 1]) for i in range(0, len(points) - 1, 2)]
-    return s.merge(pairs) if pairs else ((points[0], points[0]),)
-
-
-@st.composite
-def _regions(draw: st.DrawFn) -> s.Region:
-    boxes = []
-    for _ in range(draw(st.integers(1, 3))):
-        family = draw(st.sampled_from([4, 6]))
-        # addresses near each other (blocks that fold together) and far apart
-        top = draw(st.sampled_from([1 << 12, 1 << 20, s.ADDRESS_MAX[family]]))
-        boxes.append(s.box(fam=((family, family),), src=_intervals(draw, top), dst=_intervals(draw, top)))
-    return tuple(boxes)
-
-
-@settings(max_examples=300, deadline=None)
-@given(_regions(), _regions())
-def test_overlapping_regions_share_an_address_signature_bit(a: s.Region, b: s.Region) -> None:
-    for dim in (s.SRC, s.DST):
-        if s.overlaps(a, b):
-            assert cuts._address_sig(a, dim) & cuts._address_sig(b, dim)
-
-
-def test_regions_in_different_blocks_are_told_apart() -> None:
-    ten = s.box(fam=((4, 4),), src=((0x0A000001, 0x0A000001),))
-    other = s.box(fam=((4, 4),), src=((0x0A000101, 0x0A000101),))  # the next /24
-    assert not cuts._address_sig((ten,), s.SRC) & cuts._address_sig((other,), s.SRC)
-    wide = s.box(fam=((4, 4),), src=((0x0A000000, 0x0AFFFFFF),))  # a /8: every bit
-    assert cuts._address_sig((ten,), s.SRC) & cuts._address_sig((wide,), s.SRC)
-    six = s.box(fam=((6, 6),), src=((1, 1),))
-    assert not cuts._address_sig((ten,), s.SRC) & cuts._address_sig((six,), s.SRC)  # families apart
+def test_rules_with_the_same_references_get_the_same_empty_ref_finding() -> None:
+    """References judged once per `from`/`to`: every rule naming an empty zone is
+    reported, each with its own id and line; a rule naming a populated one is not."""
+    text = synth.policy_text(20, nodes=1, zones=2, seed=1).replace("zones:\n", "zones:\n  lonely: {}\n", 1)
+    text = text.replace("from: group:admins, tcp: 22}", "from: zone:lonely, tcp: 22}", 3)
+    report = lint(Analyzer(load_policy_text(text)))
+    empty = [f for f in report.findings if f.kind == "empty-ref" and f.details.get("refs") == ["zone:lonely"]]
+    assert len(empty) == 3 and len({f.rule for f in empty}) == 3 and len({f.where for f in empty}) == 3
+    assert all(f.details["empty"] == ["from"] for f in empty)
+    assert not [f for f in report.findings if f.kind == "empty-ref" and "admins" in f.message]

@@ -8,11 +8,10 @@ from typing import Any
 from ...policy.addresses import RefItem
 from ...policy.resolve import Policy
 from ...policy.source import LDict, LList
-from .. import space as s
 from ..chains import Step
 from ..engine import Analyzer
 from ..space import Region
-from .cuts import _address_sig, _sig
+from .cuts import _sig
 from .report import Finding, Related
 from .state import _Conflict, _RuleStats, _Step
 
@@ -20,9 +19,9 @@ from .state import _Conflict, _RuleStats, _Step
 class LintBase:
     def __init__(self, analyzer: Analyzer, *, shortcuts: bool = True):
         self.analyzer = analyzer
-        # shortcuts=False: the straightforward path (no address signatures, every rule's
-        # references judged on their own); the same findings, kept callable so tests
-        # can compare the two (tests/analysis/test_lint_shortcuts.py)
+        # shortcuts=False: the straightforward path (every rule's references and every
+        # conflict's services judged on their own); the same findings, kept callable so
+        # tests compare the two (tests/analysis/test_lint_shortcuts.py)
         self.shortcuts = shortcuts
         self.policy: Policy = analyzer.policy
         self.doc = self.policy.doc
@@ -30,7 +29,6 @@ class LintBase:
         self.stats: dict[str, _RuleStats] = {}
         self.conflicts: dict[tuple[str, str], _Conflict] = {}
         self._sigs: dict[int, tuple[Region, int]] = {}
-        self._address_sigs: dict[tuple[int, int], tuple[Region, int]] = {}
         self._exposure_memo: dict[int, tuple[Region, list[tuple[int, int, str, int]]]] = {}
         self.log_denied = self.doc.settings.log.denied
         self.empty_sided: set[str] = set()  # rules with a from/to that resolves to nothing
@@ -57,21 +55,6 @@ class LintBase:
         found = self._sigs.get(id(region))
         if found is None or found[0] is not region:
             found = self._sigs[id(region)] = (region, _sig(region))
-        return found[1]
-
-    def address_sigs(self, region: Region, restricted: int | None) -> tuple[int, int]:
-        """The region's address signatures (SRC, DST), memoised by identity. -1 (every
-        bit) in the `restricted` dimension, where a VM chain's steps all hold the VM's
-        own address, and everywhere when shortcuts are off."""
-        if not self.shortcuts:
-            return -1, -1
-        return (-1 if restricted == s.SRC else self.address_sig(region, s.SRC)), (-1 if restricted == s.DST else self.address_sig(region, s.DST))
-
-    def address_sig(self, region: Region, dim: int) -> int:
-        key = (id(region), dim)
-        found = self._address_sigs.get(key)
-        if found is None or found[0] is not region:
-            found = self._address_sigs[key] = (region, _address_sig(region, dim))
         return found[1]
 
     def where(self, path: tuple[object, ...]) -> str | None:

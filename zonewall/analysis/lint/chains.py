@@ -131,7 +131,7 @@ class ChainViews(LintBase):
         found = self._step_memo.get(memo_key)
         if found is None or found.eff is not eff or found.region is not region:
             logged = ref.rule.log if ref is not None else False
-            found = self._step_memo[memo_key] = _Step(key, ref, st.label, region, eff, st.action, st.limited, logged, self.sig(region), self.address_sigs(region, restrict.dim if restrict is not None and restrict.dims is None else None))
+            found = self._step_memo[memo_key] = _Step(key, ref, st.label, region, eff, st.action, st.limited, logged, self.sig(region))
             if ref is not None and st.action == "accept" and ref.rule.direction == "in":
                 found.exposes = bool(self.exposure_candidates(region))
         return found

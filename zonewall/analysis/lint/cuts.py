@@ -67,40 +67,6 @@ def _sig(region: Region) -> int:
                 mask |= part << _FAMILY_BITS
     return mask
 
-# The address signature of a region in one dimension (SRC or DST): one bit per
-# address block it touches, folded into _ADDRESS_BITS bits per family (a /24 of IPv4,
-# a /64 of IPv6). Two regions whose signatures in a dimension share no bit cannot
-# overlap; in a VM's chain most pairs of rules that pass the protocol and port test
-# still differ in the address at the other end (the rules name different groups).
-_ADDRESS_BITS = 251  # a prime: consecutive blocks fold onto distinct bits
-
-_BLOCK_SHIFT = {4: 8, 6: 64}
-
-_ALL_ADDRESSES = {4: (1 << _ADDRESS_BITS) - 1, 6: ((1 << _ADDRESS_BITS) - 1) << _ADDRESS_BITS}
-
-
-def _address_sig(region: Region, dim: int) -> int:
-    mask = 0
-    for b in region:
-        fam = b[s.FAM]
-        if len(fam) != 1 or fam[0][0] != fam[0][1]:
-            return _ALL_ADDRESSES[4] | _ALL_ADDRESSES[6]  # a box over both families
-        family = fam[0][0]
-        whole = _ALL_ADDRESSES[family]
-        if mask & whole == whole:
-            continue
-        shift, base = _BLOCK_SHIFT[family], 0 if family == 4 else _ADDRESS_BITS
-        for low, high in b[dim]:
-            first = low >> shift
-            count = (high >> shift) - first + 1
-            if count >= _ADDRESS_BITS:
-                mask |= whole
-                break
-            start = first % _ADDRESS_BITS  # blocks first..last fold onto bits start.. (wrapping)
-            bits = ((1 << count) - 1) << start
-            mask |= ((bits | bits >> _ADDRESS_BITS) & _ALL_ADDRESSES[4]) << base
-    return mask
-
 def _restrict(region: Region, dim: int, by_family: dict[int, Intervals]) -> Region:
     """The region's packets whose `dim` is in the family's intervals."""
     out: list[Box] = []

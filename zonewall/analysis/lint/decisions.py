@@ -36,11 +36,11 @@ class Decisions(LintBase):
                 if stats is not None:
                     stats.dead.append(chain.name)
                 continue
-            mask, smask, dmask = step.mask, step.smask, step.dmask
+            mask = step.mask
             candidates = []
             if taken_mask & mask:
                 eid = step.eid
-                for other in [o for o in taken if o.mask & mask and o.smask & smask and o.dmask & dmask]:
+                for other in [o for o in taken if o.mask & mask]:
                     hit = other.meets.get(eid)
                     if hit is None:
                         hit = other.meets[eid] = s.overlaps(other.eff, eff)
@@ -127,8 +127,7 @@ class Decisions(LintBase):
             # action must at least share a protocol and port
             if not chain.later_masks(action)[index + 1] & mask:
                 return False
-        smask, dmask = me.smask, me.dmask
-        later = [st for st in steps[index + 1 :] if st.mask & mask and st.smask & smask and st.dmask & dmask and st.eff and st.key not in removed]
+        later = [st for st in steps[index + 1 :] if st.mask & mask and st.eff and st.key not in removed]
         key = (id(pieces), me.action, chain.default_action, chain.default_logged, *[st.tag for st in later])
         found = self._judge_memo.get(key)
         if found is None:

@@ -16,9 +16,9 @@ class _Step:
     Shared by the chains where it is the same (what it decides there is in
     _ChainState.lefts)."""
 
-    __slots__ = ("action", "dmask", "eff", "eid", "exposes", "key", "label", "limited", "logged", "mask", "meets", "ref", "region", "smask", "stats", "tag")
+    __slots__ = ("action", "eff", "eid", "exposes", "key", "label", "limited", "logged", "mask", "meets", "ref", "region", "stats", "tag")
 
-    def __init__(self, key: str, ref: RuleRef | None, label: str, region: Region, eff: Region, action: str, limited: bool, logged: bool, sig: int, address_sigs: tuple[int, int]):
+    def __init__(self, key: str, ref: RuleRef | None, label: str, region: Region, eff: Region, action: str, limited: bool, logged: bool, sig: int):
         self.key = key  # rule id (unique), or "@label" for built-ins
         self.ref = ref
         self.label = label
@@ -27,8 +27,7 @@ class _Step:
         self.action = action
         self.limited = limited
         self.logged = logged
-        self.mask = sig  # protocol and port signature (cuts._sig)
-        self.smask, self.dmask = address_sigs  # source and destination address signatures (cuts._address_sig)
+        self.mask = sig
         self.stats: _RuleStats | None = None  # the rule's, set on first use
         self.exposes = False  # an in accept from a whole family to a management port
         self.eid = id(eff)  # memo keys: every eff is kept alive by the linter
