@@ -10,7 +10,9 @@ host and node rules with overlapping ports and mixed actions (`from`/`to` as any
 vm:, zone:, group:, network:, host:, CIDRs, ranges and negated lists; services,
 tcp/udp ports, icmp/icmpv6, `proto`, `family`, disabled and logged rules); user
 services, one redefining a built-in; guard filters (clean-traffic and a custom
-one with port/ICMP rules, on VMs or single NICs); management addresses.
+one with port/ICMP rules, on VMs or single NICs); management addresses; scopes
+(`nic:` on the rules of a two-NIC VM, by index or NIC name; `interface:` on host
+rules: the uplink, a bridge, a pattern, or an interface the node lacks).
 
 `flows(desc)` draws `Flow`s: from a VM, a node or an outside address, to a VM (or
 one NIC of a two-NIC VM), a node or (not from outside) an outside address, with a
@@ -96,6 +98,11 @@ FLOW_UDP = (53, 123, 8050, 8080)
 FORWARD_PORTS = (("tcp", 8443, 443), ("tcp", 2222, 22), ("tcp", 8080, 8080), ("udp", 5353, 53))
 
 ACTIONS = ("accept", "drop", "reject")
+
+# scopes (issue 18): a two-NIC VM names its NICs so that `nic:` can use either form;
+# the lab gives every node the uplink eth0 and a bridge vmbrN per network netN
+NIC_NAMES = ("lan", "wan")
+INTERFACES = (["eth0"], ["vmbr*"], ["vmbr1"], ["vmbr2", "eth0"], ["eth*"], ["wg0"])
 
 @dataclass(frozen=True)
 class NicDesc:
@@ -338,7 +345,7 @@ def _protocol(draw: st.DrawFn, ctx: _Ctx) -> dict[str, Any]:
     return draw(st.sampled_from([{"proto": "tcp"}, {"proto": "udp"}, {"proto": "icmp"}, {"proto": ["icmpv6", "udp"]}, {"icmpv6": "echo-request"}, {"icmpv6": "any"}]))
 
 
-def _rule(draw: st.DrawFn, ctx: _Ctx, owner: str, *, network: bool = False, direction: str | None = None) -> dict[str, Any]:
+def _rule(draw: st.DrawFn, ctx: _Ctx, owner: str, *, network: bool = False, direction: str | None = None, nics: int = 1, host: bool = False) -> dict[str, Any]:
     rule: dict[str, Any] = {"id": ctx.rule_id(owner)}
     if not network:
         direction = direction or draw(st.sampled_from(["in", "out"]))
@@ -371,10 +378,22 @@ def _rule(draw: st.DrawFn, ctx: _Ctx, owner: str, *, network: bool = False, dire
             allowed = [f for f in allowed if f == 6]
         if allowed:
             rule["family"] = f"ipv{draw(st.sampled_from(allowed))}"
+    rule.update(_scope(draw, nics=nics, host=host))
     return rule
 
 
-def _rules(draw: st.DrawFn, ctx: _Ctx, owner: str, most: int, **kw: Any) -> list[dict[str, Any]]:
+def _scope(draw: st.DrawFn, *, nics: int, host: bool) -> dict[str, Any]:
+    """`nic:` on a rule of a VM with two NICs (by index or by the NIC's name, see
+    NIC_NAMES), `interface:` on a host rule: the node's uplink, a bridge of a
+    network, a pattern, or an interface the node does not have."""
+    if nics > 1 and draw(st.integers(0, 2)) == 0:
+        return {"nic": draw(st.sampled_from([[0], [1], [NIC_NAMES[0]], [NIC_NAMES[1]], [0, 1]]))}
+    if host and draw(st.integers(0, 3)) == 0:
+        return {"interface": draw(st.sampled_from(INTERFACES))}
+    return {}
+
+
+def _rules(draw: st.DrawFn, ctx: _Ctx, owner: str, most: int, **kw: Any) -> list[dict[str, Any]]:  # kw: _rule's
     return [_rule(draw, ctx, owner, **kw) for _ in range(draw(st.integers(0, most)))]
 
 
@@ -464,6 +483,8 @@ def policies(draw: st.DrawFn) -> tuple[str, PolicyDesc]:
             ips_kind = "v4" if network in v4_only else draw(st.sampled_from(["dual"] * 6 + ["v4", "v6"]))
             ips = ([f"10.{n}.0.{10 + i}"] if ips_kind != "v6" else []) + ([f"fd00:{n}::{10 + i}"] if ips_kind != "v4" else [])
             nic: dict[str, Any] = {"network": network}
+            if len(nic_networks) > 1:
+                nic["name"] = NIC_NAMES[k]
             nic_filter = custom_filter and "guard1" not in filters and draw(st.integers(0, 3)) == 0
             if filters or nic_filter or draw(st.booleans()):
                 nic["mac"] = f"52:54:00:{n:02x}:{k:02x}:{10 + i:02x}"
@@ -564,15 +585,15 @@ def policies(draw: st.DrawFn) -> tuple[str, PolicyDesc]:
     rules = _rules(draw, ctx, "global", 2)
     if rules:
         doc["global_rules"] = rules
-    rules = _rules(draw, ctx, "hosts", 2)
+    rules = _rules(draw, ctx, "hosts", 2, host=True)
     if draw(st.integers(0, 4)) == 0:
         node = draw(st.sampled_from(sorted(NODES)))
-        doc["hosts"][node]["rules"] = [_rule(draw, ctx, node)]
+        doc["hosts"][node]["rules"] = [_rule(draw, ctx, node, host=True)]
     if rules:
         doc["host_rules"] = rules
 
     for vm, body in vm_docs.items():
-        rules = _rules(draw, ctx, vm, 3)
+        rules = _rules(draw, ctx, vm, 3, nics=len(body["nics"]))
         if rules:
             body["rules"] = rules
     doc["vms"] = vm_docs

@@ -47,6 +47,8 @@ from tests.analysis.policygen import (
     FLOW_TCP,
     FLOW_UDP,
     FORWARD_PORTS,
+    INTERFACES,
+    NIC_NAMES,
     OUTSIDE,
     RULE_SERVICES,
     RULE_TCP,
@@ -511,6 +513,26 @@ def _all_rules(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [rule for _where, rules in _rule_lists(doc, create=False) for rule in rules]
 
 
+def _scopable(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Rules whose scope a mutation can change: a two-NIC VM's (`nic:`) and host rules (`interface:`)."""
+    out = [("nic", rule) for vm in doc["vms"].values() if len(vm["nics"]) > 1 for rule in vm.get("rules") or []]
+    host_lists = [doc.get("host_rules") or []] + [host.get("rules") or [] for host in doc["hosts"].values()]
+    return out + [("interface", rule) for rules in host_lists for rule in rules if "security_group" not in rule]
+
+
+def _mutate_scope(draw: st.DrawFn, doc: dict[str, Any]) -> str:
+    """A rule moved to another NIC or interface, scoped, or its scope dropped (issue 18)."""
+    key, rule = draw(st.sampled_from(_scopable(doc)))
+    before = rule.get(key)
+    choices: list[Any] = [[0], [1], [NIC_NAMES[1]], [0, 1], None] if key == "nic" else [*INTERFACES, None]
+    after = draw(st.sampled_from([c for c in choices if c != before]))
+    if after is None:
+        rule.pop(key, None)
+    else:
+        rule[key] = after
+    return f"{key} of {rule['id']}: {before} -> {after}"
+
+
 def _mutate(draw: st.DrawFn, doc: dict[str, Any], serial: int) -> str:
     """Change `doc` in place (never its VMs, NICs, addresses or nodes); returns what was done."""
     rules = _all_rules(doc)
@@ -522,7 +544,10 @@ def _mutate(draw: st.DrawFn, doc: dict[str, Any], serial: int) -> str:
     routed = [n for n, body in doc["networks"].items() if body.get("mode")]
     kinds += ["mode", "services", "forward", "forward", "translate"] if routed else []
     kinds += ["network rule"] + (["reply guard"] if (doc.get("filters") or {}).get("guard1") else [])
+    kinds += ["scope"] if _scopable(doc) else []
     kind = draw(st.sampled_from(kinds))
+    if kind == "scope":
+        return _mutate_scope(draw, doc)
     if kind in ("mode", "services", "forward", "translate", "network rule", "reply guard"):
         return _mutate_around_chains(draw, doc, kind, serial)
     if kind == "action":

@@ -167,3 +167,17 @@ def test_diff_sees_network_rules_of_a_bridged_network() -> None:
     new = POLICY.replace("      - {id: lan-no-ssh, action: drop, tcp: 22}\n", "      - {id: lan-no-ssh, action: drop, tcp: 23}\n")
     result = _diff(POLICY, new)
     assert any(row.change == "opened" and "tcp 22" in row.services for row in result.rows), [r.to_json() for r in result.rows]
+
+
+def test_a_hairpin_forward_is_traced_as_the_nodes_and_named_so() -> None:
+    """A guest using its own node's forward to a guest of its own segment is not
+    translated in the analyzer's model (the reply would bypass the translation): trace
+    names the node as the destination, as it judges it, not the forward's VM; a guest
+    of another network routed by the node is forwarded and named by the VM."""
+    text = POLICY.replace("  routed1:\n", "  natvm2:\n    host: node1\n    nics: [{network: natnet, ips: [10.50.0.11]}]\n  routed1:\n")
+    a = analyzer(text)
+    hairpin = trace(a, "vm:natvm2", "host:node1", FlowSpec("tcp", 8443))
+    assert hairpin.dst.label == "host:node1" and hairpin.dst_address == "192.168.100.11", hairpin.to_json()
+    assert any("hairpin" in note and "nat[0]" in note for note in hairpin.notes), hairpin.notes
+    routed = trace(a, "vm:routed1", "host:node1", FlowSpec("tcp", 8443))
+    assert routed.dst.label == "vm:natvm" and routed.verdict == "accept", routed.to_json()

@@ -143,6 +143,45 @@ def test_counters_never_go_backwards_when_rules_are_recreated_or_removed(control
     assert total() == 169
 
 
+def test_an_unchanged_reading_writes_nothing_and_a_grown_one_records_its_hit(controller: Controller) -> None:
+    """Agents report every rule every few seconds; rows that did not move are left as
+    they are (their last hit and change time stay), the ones that grew are updated."""
+    store = controller.counters
+
+    def reading(rule: str, packets: int) -> dict:
+        return {"level": "vm", "scope": "web1", "direction": "in", "rule": rule, "verdict": "accept",
+                "packets": packets, "bytes": packets * 10, "instances": [[f"inet:{len(rule)}", packets, packets * 10]]}
+
+    store.report("node1", [reading("quiet", 4), reading("busy", 1)], now=100.0)
+    store.report("node1", [reading("quiet", 4), reading("busy", 6)], now=200.0)
+    rows = {r.rule: r for r in store.per_node()}
+    assert (rows["quiet"].packets, rows["quiet"].last_hit, rows["quiet"].updated_at) == (4, 100.0, 100.0)
+    assert (rows["busy"].packets, rows["busy"].last_hit, rows["busy"].updated_at) == (6, 200.0, 200.0)
+    store.report("node1", [reading("busy", 6)], now=300.0)  # `quiet` gone from the node: written as not present
+    rows = {r.rule: r for r in store.per_node()}
+    assert not rows["quiet"].present and rows["quiet"].packets == 4 and rows["busy"].present
+    assert [t["rule"] for t in store.totals()] == ["busy"]
+
+
+def test_a_partial_report_leaves_the_rules_it_omits_as_they_were(client: TestClient, tokens: Tokens, controller: Controller, uploaded: dict) -> None:
+    """Agents send only the counters that moved (`partial`); rules left out are not gone,
+    while a whole reading without them marks them gone."""
+
+    def put(rows: list[tuple[str, int]], partial: bool) -> None:
+        body = {"partial": partial, "counters": [{"level": "vm", "scope": "web1", "direction": "in", "rule": r, "verdict": "accept",
+                                                  "packets": p, "bytes": p * 60} for r, p in rows]}
+        assert client.put("/api/v1/nodes/node1/counters", json=body, headers=tokens.header("node1")).status_code == 204
+
+    def present() -> dict[str, int]:
+        return {r.rule: r.packets for r in controller.counters.per_node() if r.present}
+
+    put([("a", 3), ("b", 4)], partial=False)
+    put([("b", 10)], partial=True)
+    assert present() == {"a": 3, "b": 10}
+    put([("b", 12)], partial=False)  # a whole reading without `a`: gone from the node
+    assert present() == {"b": 12}
+
+
 def test_address_keys_make_cidrs_ranges() -> None:
     low, high = network_range("10.0.2.0/24")
     assert low <= address_key("10.0.2.30") <= high  # type: ignore[operator]

@@ -12,7 +12,8 @@ or ICMP is a drop, see docs/policy-guide.md).
 
 The generated policies include network modes (nat, routed, isolated) with host
 services, port forwards (open and closed), masquerade and snat, network rules on
-bridged and isolated networks, guard filters that drop replies, and both families;
+bridged and isolated networks, guard filters that drop replies, rules scoped to a
+NIC (`nic:`) or to node interfaces (`interface:`), and both families;
 at least 1,000 flows over at least 100 policies per run, in two shards that pytest
 -n 2 runs side by side (each brings up one lab at a time and probes all its flows
 at once). Runs are reproducible (fixed seeds, no example database). A disagreement
@@ -127,7 +128,7 @@ def _slow(spec: ProbeSpec) -> ProbeSpec:
 
 @pytest.mark.parametrize("shard", range(SHARDS))
 def test_trace_agrees_with_real_probes(shard: int) -> None:
-    checked = {"policies": 0, "flows": 0, "delivered": 0, "retried": 0, "nat": 0, "routed": 0, "isolated": 0, "forwards": 0, "network rules": 0}
+    checked = {"policies": 0, "flows": 0, "delivered": 0, "retried": 0, "nat": 0, "routed": 0, "isolated": 0, "forwards": 0, "network rules": 0, "nic scopes": 0, "interface scopes": 0}
     started = time.monotonic()
 
     @settings(
@@ -149,13 +150,15 @@ def test_trace_agrees_with_real_probes(shard: int) -> None:
             checked[mode] += 1
         checked["forwards"] += bool(desc.forwards)
         checked["network rules"] += any(n not in desc.isolated for n in desc.network_rules)  # on a network that is not isolated
+        checked["nic scopes"] += "nic: [" in text
+        checked["interface scopes"] += "interface: [" in text
 
     seed(SEED * 100 + shard)(agreement)()
     elapsed = time.monotonic() - started
     print(f"shard {shard}: trace agreed with the kernel on {checked['flows']} flows ({checked['delivered']} delivered, {checked['retried']} probed twice) over {checked['policies']} policies in {elapsed:.0f}s: {checked}")
     assert checked["policies"] * SHARDS >= MIN_POLICIES and checked["flows"] * SHARDS >= MIN_FLOWS, checked
     # what the generator must keep exercising (issue 13): each mode, forwards, network rules
-    assert all(checked[key] for key in ("nat", "routed", "isolated", "forwards", "network rules")), checked
+    assert all(checked[key] for key in ("nat", "routed", "isolated", "forwards", "network rules", "nic scopes", "interface scopes")), checked
 
 
 # Found by the property test above (shrunk by hand): a node's output chain did not

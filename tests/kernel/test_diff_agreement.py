@@ -5,8 +5,10 @@ tests/analysis/policygen.py and a mutation of it - a port changed, an action
 flipped, a rule added, removed or moved, a default changed, a VM moved to another
 zone, a group member added or removed, a network's rules or mode, host services, a
 port forward added/removed/opened, masquerade or snat, a guard rule dropping
-replies - with the same VMs, NICs and addresses), ONE
-lab is brought up with OLD applied and `diff_policies(OLD, NEW)` is computed. Then:
+replies, a rule moved to another NIC (`nic:`) or interface (`interface:`) - with the
+same VMs, NICs and addresses), ONE lab is brought up with OLD applied and
+`diff_policies(OLD, NEW)` is computed (every other pair through the path the diff
+takes when it compares many endpoints: SHARED_PEERS_FROM forced to 0). Then:
 
 * reported flows: from each row (at most ROWS rows) up to PICKS concrete flows - a
   source among its `from`, a destination among its `to` (an address for outside
@@ -49,6 +51,7 @@ from hypothesis import strategies as st
 from tests.analysis.policygen import flows as policy_flows
 from tests.analysis.test_diff import TRACE_SERVICES, Endpoints, Flow, Pair, every_flow, flows_of_row, pairs, rows_naming
 from tests.labtools import running_lab, write_policy
+from zonewall.analysis import diff as diff_module
 from zonewall.analysis.diff import DiffResult, DiffRow, diff_policies
 from zonewall.analysis.engine import Analyzer
 from zonewall.analysis.trace import FlowSpec, trace
@@ -164,6 +167,15 @@ def _unreported(result: DiffResult, where: Endpoints, a_old: Analyzer, a_new: An
     return out, len(set(out) & set(suspects))
 
 
+def _diff(old: Policy, new: Policy, *, shared_peers: bool) -> DiffResult:
+    saved = diff_module.SHARED_PEERS_FROM
+    diff_module.SHARED_PEERS_FROM = 0 if shared_peers else saved
+    try:
+        return diff_policies(old, new)
+    finally:
+        diff_module.SHARED_PEERS_FROM = saved
+
+
 def _report(pair: Pair, result: DiffResult, problems: list[tuple[str, list[Flow]]], results: Results, old: Policy, new: Policy) -> str:
     lines = [f"diff disagrees with the kernel on {len(problems)} point(s)", f"changes: {'; '.join(pair.changes)}", "", "--- OLD (policy.yaml):", pair.old, "--- NEW (policy.yaml):", pair.new]
     lines += ["--- diff OLD NEW --json:", json.dumps(result.to_json(), indent=1, default=str)]
@@ -187,7 +199,9 @@ def _check(pair: Pair, generated: list[Any], rng: random.Random, counts: dict[st
         new_path = write_policy(Path(tmp) / "new", pair.new)
         new = load_policy(new_path)
         with running_lab(old_path) as (state, old):
-            result = diff_policies(old, new)
+            # every other pair through the diff's many-endpoints path (each peer's side
+            # built whole once: diff.SHARED_PEERS_FROM), which small pairs never reach
+            result = _diff(old, new, shared_peers=counts["pairs"] % 2 == 1)
             assert not result.endpoints, f"the pair keeps every VM and address, yet diff lists endpoints: {result.endpoints}"
             where = Endpoints(old, gateways=[g for gateways in state.gateways.values() for g in gateways])
             rows = list(result.rows)

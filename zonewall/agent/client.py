@@ -168,5 +168,6 @@ class ControllerClient:
         """One batch of packet log records (idempotent by its batch_id)."""
         return self._call("POST", "/records", json=batch).json()
 
-    def counters(self, counters: list[dict[str, Any]]) -> None:
-        self._call("PUT", "/counters", json={"counters": counters})
+    def counters(self, counters: list[dict[str, Any]], partial: bool = False) -> None:
+        """A counter reading: whole, or (`partial`) only the counters that moved."""
+        self._call("PUT", "/counters", json={"counters": counters, "partial": partial})

@@ -40,6 +40,7 @@ from ..dataplane.counters import RuleCounter, read_counters
 from ..dataplane.nflog import LogRecord, NflogError, NflogReader, resolve_vm
 from .backoff import Backoff
 from .client import ControllerClient, ControllerRefused, ControllerUnavailable
+from .counter_reports import CounterReports
 from .spool import Spool
 from .supervise import Health, supervised
 
@@ -147,6 +148,7 @@ class Observer:
         self._ruleset = ruleset
         self._netns = netns
         self.counter_interval = counter_interval
+        self.counter_reports = CounterReports()
         self._make_backend = make_backend or (lambda: LibNftBackend(netns=netns))
         self.spool = Spool(spool_dir, max_records)
         self.suppressed = SuppressedCount()
@@ -279,10 +281,16 @@ class Observer:
         return counters
 
     def _send_counters(self, client: ControllerClient, counters: list[RuleCounter]) -> None:
+        report = self.counter_reports.report([c.to_json() for c in counters])
+        if report is None:
+            return  # nothing moved since the controller's reading
+        body, partial = report
         try:
-            client.counters([c.to_json() for c in counters])
+            client.counters(body, partial=partial)
         except (ControllerUnavailable, ControllerRefused) as exc:
             log.debug("counters not sent (%s); the next reading will be", exc)
+            return
+        self.counter_reports.delivered(body, partial)
 
     # -- sender ---------------------------------------------------------------------------
 

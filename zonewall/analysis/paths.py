@@ -508,10 +508,15 @@ class Paths:
         ips = [ip for vm in self.policy.vms_on(node) for nic in self.policy.doc.vms[vm].nics if not is_routed(self.policy, nic.network) for ip in nic.ips]
         return self.policy.address_set(ips) if ips else AddressSet()
 
-    def forwarded_from(self, node: str, source: tuple[str, str, int | None]) -> bool:
-        """Whether a flow from `source` to the node's forwarded port is translated."""
+    def forwarded_from(self, node: str, source: tuple[str, str, int | None], target: Nic) -> bool:
+        """Whether a flow from `source` to the node's port forwarded to `target` is
+        translated: not from the node's bridged guests (their connection is tracked
+        untranslated), nor from a routed guest on the target's own segment (hairpin,
+        see `forwarding`: the analyzer treats it as the node's)."""
         kind, name, nic = source
-        return not (kind == "vm" and nic is not None and self.node((name, nic)) == node and not self.routed((name, nic)))
+        if kind != "vm" or nic is None or self.node((name, nic)) != node:
+            return True
+        return self.routed((name, nic)) and not self.same_segment((name, nic), target)
 
     def node_region(self, node: str, dim: int) -> Region:
         """Packets whose `dim` address is one of the node's."""

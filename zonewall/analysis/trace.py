@@ -186,9 +186,11 @@ def trace(analyzer: Analyzer, source: str, destination: str, flow: FlowSpec) -> 
     proto, dport = protocol_point(flow, family)
     forward = forward_of(analyzer.policy, dst, dst_address, proto, dport)
     untranslated_note = None
-    if forward is not None and not analyzer.paths.forwarded_from(forward.node, (src.kind, src.name, src_nic)):
-        untranslated_note = (f"nat[{forward.index}] forwards {dst_address} port {dport}, but not for {src.label}: the node bridges its guest's "
-                             "connection out first and tracks it untranslated, so it arrives at the node itself")
+    if forward is not None and not analyzer.paths.forwarded_from(forward.node, (src.kind, src.name, src_nic), (forward.vm, forward.nic)):
+        why = ("the node bridges its guest's connection out first and tracks it untranslated, so it arrives at the node itself"
+               if not analyzer.paths.routed((src.name, src_nic)) else  # type: ignore[arg-type]
+               "hairpin (the target shares the sender's segment: the reply would bypass the translation) is treated as traffic to the node")
+        untranslated_note = f"nat[{forward.index}] forwards {dst_address} port {dport}, but not for {src.label}: {why}"
         forward = None
     if forward is not None:  # the node's prerouting takes it on to the VM (a stage of the path)
         nat_note = forward.describe(f"{dst.label} {dst_address}", dport)

@@ -75,7 +75,7 @@ def put_counters(body: CountersIn, request: Request, node: str = NODE, _: Princi
     # A VM's own counters (scope: the VM's name) only from the node that runs it: they
     # make zonewall_vm_dropped_packets_total{vm}.
     counters = [c.model_dump() for c in body.counters if not _about_a_vm(c.scope) or placement.get(c.scope, ("",))[0] == node]
-    ctl.counters.report(node, counters)
+    ctl.counters.report(node, counters, complete=not body.partial)
 
 
 def parse_time(text: str | None, name: str) -> float | None:

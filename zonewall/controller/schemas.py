@@ -248,3 +248,5 @@ class RuleCounterIn(BaseModel):
 
 class CountersIn(BaseModel):
     counters: list[RuleCounterIn] = Field(..., max_length=200000)
+    partial: bool = Field(False, description="only the counters that moved since the last report the controller accepted; "
+                                             "false: the node's whole reading (rules missing from it are gone from the node)")
