@@ -40,12 +40,13 @@ class Decisions(LintBase):
             candidates = []
             if taken_mask & mask:
                 eid = step.eid
-                for other in [o for o in taken if o.mask & mask]:
-                    hit = other.meets.get(eid)
-                    if hit is None:
-                        hit = other.meets[eid] = s.overlaps(other.eff, eff)
-                    if hit:
-                        candidates.append(other)
+                for other in taken:
+                    if other.mask & mask:
+                        hit = other.meets.get(eid)
+                        if hit is None:
+                            hit = other.meets[eid] = s.overlaps(other.eff, eff)
+                        if hit:
+                            candidates.append(other)
             if not candidates:
                 pieces: Region = eff
                 cover: list[_Step] = []
