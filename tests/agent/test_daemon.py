@@ -45,6 +45,7 @@ def test_follow_apply_report_and_survive_the_controller(tmp_path: Path) -> None:
             httpx.put(live.url + "/api/v1/policy", json={"documents": three_tier_documents()}, headers=admin).raise_for_status()
             eventually(lambda: agent.enforcer.state is not None and agent.enforcer.state.revision == 1)
             eventually(lambda: httpx.get(live.url + "/api/v1/nodes/node2", headers=admin).json()["in_sync"])
+            eventually(lambda: backend.caches_released >= 1)  # after its apply, the agent lets libnftables' cache go
 
             started = time.monotonic()
             httpx.post(live.url + "/api/v1/vms/db1/rules", json={"rule": RULE}, headers=admin, timeout=30).raise_for_status()

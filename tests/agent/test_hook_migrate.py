@@ -90,6 +90,9 @@ class FakeEnforcer:
     def __init__(self, documents: dict[str, str]) -> None:
         self.state = type("State", (), {"documents": documents, "revision": 1})()
 
+    def policy_of(self, documents: dict[str, str]):  # type: ignore[no-untyped-def]
+        return load_documents(documents)
+
 
 def test_prepare_request_installs_the_vm_on_this_node() -> None:
     applied: list[dict[str, str]] = []

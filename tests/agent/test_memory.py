@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes.util
 import gc
+import weakref
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,24 @@ def test_without_malloc_trim_nothing_happens(monkeypatch: pytest.MonkeyPatch) ->
         assert memory.release_freed_memory() is False
     finally:
         memory._malloc_trim.cache_clear()
+
+
+class Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_cyclic_garbage_is_collected_and_survivors_are_set_aside() -> None:
+    try:
+        gone = weakref.ref(Cycle())  # garbage only a collection frees
+        kept = Cycle()
+        memory.release_freed_memory()
+        assert gone() is None and gc.get_freeze_count() > 0  # survivors (kept) frozen: later collections skip them
+        frozen = weakref.ref(kept)
+        del kept
+        memory.release_freed_memory()
+        assert frozen() is not None  # a frozen cycle waits for the next full release
+        memory.release_freed_memory(everything=True)
+        assert frozen() is None
+    finally:
+        gc.unfreeze()

@@ -81,3 +81,19 @@ def test_foreign_tables_are_listed(netns_name: str) -> None:
     load_foreign(netns_name)
     with LibNftBackend(netns_name) as backend:
         assert backend.list_tables() == [("inet", "docker")]
+
+
+def test_a_released_cache_leaves_a_working_context_in_the_same_namespace(netns_name: str) -> None:
+    with LibNftBackend(netns_name) as backend:
+        backend.run([TABLE, {"add": {"chain": {**T, "name": "c"}}}])
+        first = backend._worker._nft
+        backend.release_cache()
+        assert backend._worker._nft is not first  # a new context: the old one (and its cache) is freed
+        backend.run([{"add": {"rule": {**T, "chain": "c", "expr": [{"accept": None}]}}}])  # still in the namespace
+        assert tables(netns_name) == [("inet", "zwb")]
+        objects = backend.list_table("inet", "zwb")
+        assert objects is not None and sum("rule" in o for o in objects) == 1
+        with pytest.raises(NftError):  # and still refusing what the kernel refuses
+            backend.run([{"add": {"rule": {**T, "chain": "missing", "expr": [{"accept": None}]}}}])
+    with LibNftBackend() as host:
+        assert ("inet", "zwb") not in host.list_tables()

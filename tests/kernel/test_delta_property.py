@@ -1,7 +1,8 @@
 """Property: any sequence of changes, shipped to agents as node documents, deltas and
 revision-only answers, leaves each node's kernel holding exactly what a full compile
 of the final policy gives that node (compared with a fresh apply in another
-namespace, by content)."""
+namespace, by content). Agents validate rules edited in place from the policy they
+parsed last (the incremental path) and load anything else whole: both are taken."""
 
 from __future__ import annotations
 
@@ -92,6 +93,7 @@ def test_changes_shipped_as_deltas_end_in_the_full_compile(netns_factory: Callab
                         with LibNftBackend(netns=namespaces[node]) as kernel:
                             assert listing_hash(kernel, OURS) == want, f"{node} after {edits}"
                         kinds.update(agent.answers)
+                        kinds.update({f"load {how}": n for how, n in agent.enforcer.loads.items()})
                 finally:
                     for agent, thread in agents.values():
                         agent.stop()
@@ -99,3 +101,4 @@ def test_changes_shipped_as_deltas_end_in_the_full_compile(netns_factory: Callab
 
     run()
     assert kinds["delta"] and kinds["same"] and kinds["documents"], kinds  # every path was taken
+    assert kinds["load edited"] and kinds["load whole"], kinds  # rules edited in place were validated from the last policy

@@ -105,6 +105,7 @@ class Agent:
         self.answers: Counter[str] = Counter()  # new revisions by what came: same, delta, documents
         self.last_turn = time.monotonic()  # the main loop's heartbeat (systemd's watchdog is fed from it)
         self._published_problems: list[str] = []
+        self._whole_loads = -1  # enforcer.loads["whole"] at the last release of memory
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -157,7 +158,7 @@ class Agent:
             log.error("%s", self.enforcer.last_error)
         if self.enforcer.state is not None:
             self._cursor = self.enforcer.state.revision
-        release_freed_memory()
+        self._release_memory()
 
     # -- the main loop ------------------------------------------------------------------
 
@@ -200,11 +201,22 @@ class Agent:
                 next_refresh = time.monotonic() + self.config.refresh_interval
                 compiled = True
             if compiled:
-                release_freed_memory()  # a compile's garbage would otherwise keep the RSS at its peak
+                self._release_memory()  # a compile's garbage would otherwise keep the RSS at its peak
             if "check" in kinds and not desired:
                 self._repair(next(value for kind, value in items if kind == "check"))
             if "publish" in kinds or self.health.problems() != self._published_problems:
                 self._publish()  # a fault of the agent's own, or its recovery
+
+    def _release_memory(self) -> None:
+        """After a compile or an apply: what libnftables cached of the kernel, cyclic
+        garbage (everything after a whole load), freed heap pages (agent/memory.py)."""
+        try:
+            self.enforcer.backend.release_cache()
+        except RuntimeError as exc:  # the backend's worker is gone: the next kernel call reports it
+            log.warning("cannot release the libnftables cache: %s", exc)
+        whole = self.enforcer.loads["whole"]
+        release_freed_memory(everything=whole != self._whole_loads)  # a whole load left the previous policy as garbage
+        self._whole_loads = whole
 
     def _apply(self, desired: Desired) -> None:
         started = time.monotonic()
@@ -233,6 +245,7 @@ class Agent:
             self._publish()
             return
         if result is not None:
+            self._release_memory()
             self.reporter.line("warning", f"drift repaired ({reason}): {result.commands} commands")
             self._publish()
 

@@ -26,7 +26,9 @@ from zoneinfo import ZoneInfo
 
 from ..compiler.naming import tap_name
 from ..compiler.schedule import local_timezone
+from ..netns import run_in_netns
 from ..policy.resolve import Policy
+from .rtlinks import dump_links
 
 log = logging.getLogger("zonewall.agent.discovery")
 
@@ -46,23 +48,12 @@ def tap_mac(guest_mac: str) -> str:
 
 
 def local_links(netns: str | None = None) -> Links:
-    """Every link of the (given or current) namespace by MAC.
-
-    The agent's own namespace is asked over netlink (pyroute2, no process to start:
-    this runs before every compile); another one through `ip -n NS -j link`.
-    """
-    if netns is None:
-        try:
-            from pyroute2 import IPRoute
-
-            with IPRoute() as ipr:
-                return {
-                    str(link.get_attr("IFLA_ADDRESS")).lower(): str(link.get_attr("IFLA_IFNAME"))
-                    for link in ipr.get_links()
-                    if link.get_attr("IFLA_ADDRESS") and link.get_attr("IFLA_IFNAME")
-                }
-        except Exception as exc:  # noqa: BLE001 - fall back to ip(8)
-            log.debug("netlink link dump failed (%s); using ip", exc)
+    """Every link of the (given or current) namespace by MAC, over rtnetlink (no
+    process to start: this runs before every compile); `ip -j link` if that fails."""
+    try:
+        return {link.mac: link.name for link in run_in_netns(netns, dump_links) if link.mac and link.name}
+    except OSError as exc:  # NetlinkError included
+        log.debug("netlink link dump failed (%s); using ip", exc)
     argv = ["ip"] + (["-n", netns] if netns else []) + ["-j", "link", "show"]
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True).stdout

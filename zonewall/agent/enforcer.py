@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
@@ -18,9 +19,11 @@ from ..compiler.node import UnknownNode, compile_node
 from ..compiler.schedule import local_timezone
 from ..dataplane.apply import ApplyResult, Snapshot, VerifyError, apply_ruleset
 from ..dataplane.backend import Backend, NftError
+from ..dataplane.encodings import Encodings
 from ..dataplane.readback import KernelView, read_view
-from ..policy.documents import Documents, content_hash, load_documents
+from ..policy.documents import Documents, check_documents, content_hash, load_documents
 from ..policy.errors import PolicyError
+from ..policy.incremental import load_edit
 from ..policy.resolve import Policy
 from . import learning
 from .discovery import Found, discover_taps, taps_report, with_taps
@@ -71,14 +74,40 @@ class Enforcer:
         self.ruleset: Ruleset | None = None
         self.expected_hash: str | None = None  # readback of our tables when we left them
         self.view: KernelView | None = None  # that readback: reused while nothing was committed since
+        self.encodings: Encodings | None = None  # the ruleset in force, encoded: the next fingerprint re-encodes what changed
         self.drift_repairs = 0
         self.last_error: str | None = None
+        # The documents loaded last and their parsed policy. A one-rule change is
+        # validated from it (policy/incremental.py: ~50 ms where a whole load of a
+        # 10,000-VM node's documents costs 1-3 s of CPU), a refresh of the same
+        # documents reuses it. Retained, it costs the agent ~50 MB at 10,000 VMs
+        # (docs/performance.md: what the agent keeps).
+        self._parsed: tuple[Documents, Policy] | None = None
+        self.loads: Counter[str] = Counter()  # policies by how they were had: same, edited, whole
 
     # -- compiling ------------------------------------------------------------------
 
+    def policy_of(self, documents: Documents) -> Policy:
+        """The policy of `documents`: the one parsed last when they are the same, else
+        from it when the edit allows (only the edited rules are read and checked), else
+        a whole load; the same policy, or the same PolicyError, either way."""
+        parsed = self._parsed
+        if parsed is not None and (parsed[0] is documents or parsed[0] == documents):
+            self.loads["same"] += 1
+            return parsed[1]
+        check_documents(documents)  # policy.documents.load_edited's steps, counted
+        policy = load_edit(parsed[0], parsed[1], documents) if parsed is not None else None
+        if policy is not None and parsed is not None:  # rules alone changed: what references mean in addresses holds
+            policy.share_address_memos(parsed[1])
+        self.loads["edited" if policy is not None else "whole"] += 1
+        if policy is None:
+            policy = load_documents(documents)
+        self._parsed = (documents, policy)
+        return policy
+
     def _compile(self, documents: Documents) -> tuple[Ruleset, dict[str, str]]:
         self._pending_inputs = self._inputs() if self._inputs is not None else None
-        policy = load_documents(documents)
+        policy = self.policy_of(documents)
         found = self._discover(policy, self.node)
         policy = with_taps(policy, found)
         learned = learning.harvest(self.backend, self.store.directory, self.node, policy)  # guard learning mode
@@ -96,6 +125,7 @@ class Enforcer:
             node=self.node, revision=desired.revision, content_hash=desired.content_hash, documents=desired.documents,
             fingerprint=result.fingerprint, readback_hash=result.readback_hash, applied_at=time.time(), taps=taps,
         )
+        self.encodings = result.encodings
         self.store.save(self.state)
         self.last_error = None
 
@@ -141,7 +171,7 @@ class Enforcer:
         # Written before the commit: a crash after it must not bring the older state back.
         self.store.begin(self.node, desired.revision, desired.content_hash, desired.documents)
         try:
-            result = apply_ruleset(self.backend, ruleset, previous=self.ruleset, seen=self.view)
+            result = apply_ruleset(self.backend, ruleset, previous=self.ruleset, seen=self.view, encodings=self.encodings)
         except BaseException:
             self.store.abandon()  # refused or restored: the old rules hold, and stay the applied state
             raise
@@ -161,7 +191,7 @@ class Enforcer:
             self.store.save(state)
         self.last_error = None  # what failed before (another revision's documents) is not what is in force
         if self._learns():  # what guests learned since is saved at every revision, as a compile would
-            learning.harvest(self.backend, self.store.directory, self.node, load_documents(state.documents))
+            learning.harvest(self.backend, self.store.directory, self.node, self.policy_of(state.documents))
         fingerprint = state.fingerprint
 
         def no_snapshot() -> Snapshot:
@@ -214,7 +244,7 @@ class Enforcer:
             self._compiled_inputs = self._pending_inputs  # the same ruleset: in force already
             return None
         desired = Desired(self.state.revision, self.state.documents, self.state.content_hash)
-        result = apply_ruleset(self.backend, ruleset, previous=self.ruleset, seen=self.view)
+        result = apply_ruleset(self.backend, ruleset, previous=self.ruleset, seen=self.view, encodings=self.encodings)
         self._record(desired, ruleset, result, taps)
         log.info("revision %d recompiled and applied (%s)", desired.revision, result.mode)
         return result

@@ -11,7 +11,7 @@ port is named in the maps, frames of ports named like a guest's are dropped
 (`settings.guest_ports`), so this is about getting the guest filtered *and working*
 quickly, not about the guest being open meanwhile.
 
-The socket is rtnetlink's own (pyroute2 parses the messages): one recv per burst, a
+The socket is rtnetlink's own (agent/rtlinks.py reads the messages): one recv per burst, a
 select with a timeout so stop() ends the thread, created inside the agent's
 namespace (`--netns`) when it manages another one.
 """
@@ -25,9 +25,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyroute2.netlink.rtnl.marshal import MarshalRtnl
-
 from ..netns import run_in_netns
+from .rtlinks import Link, dump_links, links_in
 
 log = logging.getLogger("zonewall.agent.links")
 RTMGRP_LINK = 1
@@ -82,10 +81,8 @@ class LinkWatch:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
                 sock.bind((0, RTMGRP_LINK))
-                from pyroute2 import IPRoute
-
-                with IPRoute() as ipr:  # what exists now is no news (bound first: nothing falls between)
-                    self.known = {int(msg["index"]): _port(msg) for msg in ipr.get_links()}
+                # what exists now is no news (bound first: nothing falls between)
+                self.known = {link.index: _port(link) for link in dump_links()}
             except BaseException:
                 sock.close()
                 raise
@@ -104,7 +101,6 @@ class LinkWatch:
     def run(self) -> None:
         sock = self._open()
         self.opened.set()
-        marshal = MarshalRtnl()
         try:
             while not self._stop.is_set():
                 readable, _, _ = select.select([sock], [], [], 0.5)
@@ -117,12 +113,10 @@ class LinkWatch:
                     self._on_change("link events lost")
                     continue
                 reasons = []
-                for msg in marshal.parse(data):
-                    event = msg.get("event")
-                    if event in ("RTM_NEWLINK", "RTM_DELLINK"):
-                        reason = change(self.known, event, int(msg["index"]), _port(msg))
-                        if reason is not None:
-                            reasons.append(reason)
+                for link in links_in(data):
+                    reason = change(self.known, link.event, link.index, _port(link))
+                    if reason is not None:
+                        reasons.append(reason)
                 if reasons:
                     log.info("links: %s", "; ".join(reasons))
                     self._on_change("; ".join(reasons))
@@ -130,6 +124,5 @@ class LinkWatch:
             sock.close()
 
 
-def _port(msg: object) -> Port:
-    mac = msg.get_attr("IFLA_ADDRESS")  # type: ignore[attr-defined]
-    return Port(str(msg.get_attr("IFLA_IFNAME") or ""), str(mac).lower() if mac else None, msg.get_attr("IFLA_MASTER"))  # type: ignore[attr-defined]
+def _port(link: Link) -> Port:
+    return Port(link.name, link.mac, link.master)

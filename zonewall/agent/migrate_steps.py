@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..dataplane.conntrack import ConntrackSocket
-from ..policy.documents import Documents, content_hash, load_documents
+from ..policy.documents import Documents, content_hash
 from ..policy.edits import ChangeError, set_host
 from ..policy.scope import is_scoped
 from .backoff import Backoff
@@ -160,7 +160,7 @@ class HookRequests:
     def prepare(self, vm: str) -> str:
         """The guest is about to arrive: its rules go in first."""
         documents = self._documents()
-        policy = load_documents(documents)
+        policy = self.enforcer.policy_of(documents)
         if vm not in policy.doc.vms:
             return f"ok {vm} is not managed by zonewall"
         if policy.doc.vms[vm].host == self.node:
@@ -203,7 +203,7 @@ class HookRequests:
     def release(self, vm: str) -> str:
         """The guest left: once the policy places it elsewhere its entries go (not those
         of connections with a guest staying here, which still cross this bridge)."""
-        policy = load_documents(self._documents())
+        policy = self.enforcer.policy_of(self._documents())
         if vm not in policy.doc.vms or policy.doc.vms[vm].host == self.node:
             return "ok nothing to clean (the policy still places it here)"
         addresses = sorted({ip for nic in policy.doc.vms[vm].nics for ip in nic.ips})

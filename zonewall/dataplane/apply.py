@@ -56,12 +56,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 
 from zonewall.compiler.diff import diff_commands
 from zonewall.compiler.ir import Ruleset, encoded_items, table_body_commands, table_object, timeout_object
 from zonewall.compiler.ir import fingerprint as ir_fingerprint
 from zonewall.dataplane.backend import Backend, Json, NftError
+from zonewall.dataplane.encodings import Encodings, encode_ruleset, encode_table
 from zonewall.dataplane.nftstate import TableState
 from zonewall.dataplane.readback import (
     KernelView,
@@ -123,11 +124,19 @@ class ApplyResult:
     make_snapshot: Callable[[], Snapshot] = field(repr=False)
     commands: int = 0  # size of the transaction that took effect
     notes: tuple[str, ...] = field(default=())  # why the incremental path was not used
+    make_encodings: Callable[[], Encodings | None] = field(default=lambda: None, repr=False)
 
     @cached_property
     def fingerprint(self) -> str:
         """ir.fingerprint of the applied ruleset."""
         return self.make_fingerprint()
+
+    @property
+    def encodings(self) -> Encodings | None:
+        """The applied ruleset's tables encoded (made with the fingerprint): pass them
+        as `encodings` to the next apply, whose fingerprint then encodes only the
+        chains and sets that changed (dataplane/encodings.py)."""
+        return self.make_encodings()
 
     @cached_property
     def snapshot(self) -> Snapshot:
@@ -349,16 +358,21 @@ class _Batch:
         return '{"nftables":[' + ",".join(self.items) + "]}"
 
 
-def _full_batch(ruleset: Ruleset, listing: Mapping[TableKey, list[Json] | None], stale: Iterable[TableKey]) -> _Batch:
-    """Replace our tables with `ruleset` in one atomic transaction (see _clear_commands)."""
+def _full_batch(
+    ruleset: Ruleset, listing: Mapping[TableKey, list[Json] | None], stale: Iterable[TableKey], reuse: Encodings | None
+) -> tuple[_Batch, Encodings]:
+    """Replace our tables with `ruleset` in one atomic transaction (see _clear_commands);
+    and the tables' encodings, which (timeouts aside) are the transaction's text."""
     batch = _Batch()
+    encodings = Encodings({}, {})
     for table in ruleset.tables:
         key = (table.family, table.name)
         body = table_body_commands(table)
+        encodings.bodies[key], encodings.pieces[key] = encode_table(table, reuse.pieces.get(key, {}) if reuse is not None else {}, body)
         if table.timeouts:  # sent as text (module docstring); the fingerprint encodes the body itself
             body = _without_timeouts(body)
         else:
-            batch.bodies[key] = encoded_items(body)
+            batch.bodies[key] = encodings.bodies[key]
         current = listing.get(key)
         if current is None:
             batch.add([{"add": table_object(table)}])
@@ -367,7 +381,7 @@ def _full_batch(ruleset: Ruleset, listing: Mapping[TableKey, list[Json] | None],
             batch.add(_replace_commands(table.family, table.name, current, body))
     for family, name in stale:
         batch.add(_delete_table_commands(family, name))
-    return batch
+    return batch, encodings
 
 
 def _full(
@@ -379,13 +393,14 @@ def _full(
     restore_point: Snapshot | None,
     fingerprint: str | None,
     notes: list[str],
+    reuse: Encodings | None = None,
 ) -> ApplyResult:
     """Replace our tables; `restore_point`: where to go back to on failure, if not to
     what is there now (an incremental transaction already changed it)."""
     present = [key for key in keys if current.exists(key)]
     snapshot = Snapshot(dict.fromkeys(keys) | listings(backend, present))
     ensure_timeouts(backend, _wanted_timeouts(ruleset), _timeout_names(current.tables))
-    batch = _full_batch(ruleset, snapshot.tables, stale)
+    batch, encodings = _full_batch(ruleset, snapshot.tables, stale, reuse)
     back_to = restore_point if restore_point is not None else snapshot
     try:
         backend.run(batch.commands, text=batch.text)
@@ -400,7 +415,7 @@ def _full(
     if problems:
         restore_snapshot(backend, back_to)
         raise VerifyError(problems)
-    made = fingerprint or ir_fingerprint(ruleset, batch.bodies)  # a hash of what is encoded already
+    made = fingerprint or ir_fingerprint(ruleset, encodings.bodies)  # a hash of what is encoded already
     return ApplyResult(
         after.digest,
         "full",
@@ -409,6 +424,7 @@ def _full(
         lambda: back_to,
         len(batch.commands),
         tuple(notes),
+        lambda: encodings,
     )
 
 
@@ -433,7 +449,8 @@ def _drift(previous: Ruleset, before: KernelView, seen: KernelView | None) -> li
 
 
 def _incremental(
-    backend: Backend, ruleset: Ruleset, previous: Ruleset, before: KernelView, keys: list[TableKey], fingerprint: str | None, notes: list[str]
+    backend: Backend, ruleset: Ruleset, previous: Ruleset, before: KernelView, keys: list[TableKey], fingerprint: str | None, notes: list[str],
+    reuse: Encodings | None = None,
 ) -> ApplyResult | Snapshot | None:
     """The diff from `previous` in one transaction. Returns the result, or (to go on
     with a full replace) None when nothing was changed, or the snapshot of `previous`
@@ -463,14 +480,16 @@ def _incremental(
     if problems:
         notes.append("incremental readback differs: " + "; ".join(problems))
         return held() if commands else None
+    encoded = cache(lambda: encode_ruleset(ruleset, reuse))  # when the fingerprint is asked for: the new rules are in force
     return ApplyResult(
         after.digest,
         "incremental" if commands else "unchanged",
         after,
-        lambda: fingerprint or ir_fingerprint(ruleset),
+        lambda: fingerprint or ir_fingerprint(ruleset, encoded().bodies),
         held,
         len(commands),
         tuple(notes),
+        encoded,
     )
 
 
@@ -481,6 +500,7 @@ def apply_ruleset(
     previous: Ruleset | None = None,
     seen: KernelView | None = None,
     fingerprint: str | None = None,
+    encodings: Encodings | None = None,
 ) -> ApplyResult:
     """Make the kernel hold `ruleset` (our tables only); see the module docstring.
 
@@ -491,7 +511,8 @@ def apply_ruleset(
     structure. If the diff is refused or reads back wrong, a full replace of our
     tables follows. `fingerprint`: ir.fingerprint(ruleset) if the caller has it (a
     controller that compiled the ruleset); otherwise it is computed when first asked
-    for (ApplyResult.fingerprint).
+    for (ApplyResult.fingerprint). `encodings`: those of the apply of `previous`
+    (ApplyResult.encodings): the fingerprint then encodes only what changed.
     """
     with collector_paused():
         new_keys = _keys(ruleset)
@@ -505,10 +526,10 @@ def apply_ruleset(
             if drift:
                 notes.append("kernel differs from previous: " + "; ".join(drift))
             else:
-                outcome = _incremental(backend, ruleset, previous, before, keys, fingerprint, notes)
+                outcome = _incremental(backend, ruleset, previous, before, keys, fingerprint, notes, encodings)
                 if isinstance(outcome, ApplyResult):
                     return outcome
                 if outcome is not None:
                     restore_point = outcome
                     before = read_view(backend, keys)  # the committed diff changed it
-        return _full(backend, ruleset, keys, stale, before, restore_point, fingerprint, notes)
+        return _full(backend, ruleset, keys, stale, before, restore_point, fingerprint, notes, encodings)

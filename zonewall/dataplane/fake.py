@@ -101,6 +101,7 @@ class FakeBackend:
         self._fail_next: str | None = None
         self._next_table_handle = 1
         self._generation = 1
+        self.caches_released = 0
 
     # -- Backend protocol ---------------------------------------------------
 
@@ -174,6 +175,10 @@ class FakeBackend:
             policy = (body.get("protocol"), dict(body.get("policy") or {})) if kind == "ct timeout" else None
             objects[(kind, name)] = ObjectState(digest_of(_canonical(stable).encode()), policy)
         return TableState(chains, sets, objects)
+
+    def release_cache(self) -> None:
+        """Nothing is cached: the fake's state is its tables."""
+        self.caches_released += 1
 
     def list_table(self, family: str, name: str) -> list[Json] | None:
         table = self.tables.get((family, name))

@@ -124,6 +124,16 @@ class Policy:
             found = self._address_sets[key] = self._resolve_address_set(refs)
         return found
 
+    def share_address_memos(self, other: Policy) -> None:
+        """Take over `other`'s memos of what references mean in addresses (reference
+        lists, VMs, groups, zones). Only for a policy whose groups, zones, networks,
+        hosts and VM NICs are `other`'s: one that differs in rules alone, as
+        policy/incremental.py's edits do; a compile then resolves nothing again."""
+        self._address_sets = other._address_sets
+        for memo in ("_vm_address_memo", "_group_memo", "_zone_set_memo"):
+            if memo in other.__dict__:
+                self.__dict__[memo] = other.__dict__[memo]
+
     def _resolve_address_set(self, refs: list[str]) -> AddressSet:
         # every item's intervals merged once (a union per item re-merged the list so
         # far each time: quadratic in a list of thousands of addresses)
