@@ -17,8 +17,12 @@ from .state import _Conflict, _RuleStats, _Step
 
 
 class LintBase:
-    def __init__(self, analyzer: Analyzer):
+    def __init__(self, analyzer: Analyzer, *, shortcuts: bool = True):
         self.analyzer = analyzer
+        # shortcuts=False: the straightforward path (every rule's references and every
+        # conflict's services judged on their own); the same findings, kept callable so
+        # tests compare the two (tests/analysis/test_lint_shortcuts.py)
+        self.shortcuts = shortcuts
         self.policy: Policy = analyzer.policy
         self.doc = self.policy.doc
         self.findings: list[Finding] = []
@@ -35,6 +39,7 @@ class LintBase:
         self._pair_memo: dict[tuple[int, int], tuple[Region, Region, Region, bool]] = {}
         self._judge_memo: dict[tuple[object, ...], tuple[bool, tuple[int, ...], bool]] = {}
         self._shared_memo: dict[tuple[int, int], tuple[str, bool]] = {}
+        self._services_memo: dict[tuple[object, ...], str] = {}
         self._alive: list[Region] = []
         self._independent: dict[tuple[int, int], tuple[Region, bool]] = {}
         self._part_memo: dict[tuple[object, ...], tuple[list[_Step], bool]] = {}

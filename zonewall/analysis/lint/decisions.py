@@ -129,7 +129,7 @@ class Decisions(LintBase):
             if not chain.later_masks(action)[index + 1] & mask:
                 return False
         later = [st for st in steps[index + 1 :] if st.mask & mask and st.eff and st.key not in removed]
-        key = (id(pieces), me.action, chain.default_action, chain.default_logged, *[(id(st.eff), st.action, st.logged, st.limited) for st in later])
+        key = (id(pieces), me.action, chain.default_action, chain.default_logged, *[st.tag for st in later])
         found = self._judge_memo.get(key)
         if found is None:
             found = self._judge_memo[key] = _same_without(pieces, me.action, [(st.eff, st.action, st.logged, st.limited) for st in later], chain.default_action, chain.default_logged)

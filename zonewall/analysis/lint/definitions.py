@@ -31,30 +31,41 @@ class Definitions(LintBase):
                 out.append(found)
         return out
 
+    def empty_sides(self, from_: list[str] | None, to: list[str] | None) -> tuple[list[str], list[str], list[str]]:
+        """(problems, empty sides, empty references named) of a rule's `from` and `to`."""
+        problems: list[str] = []
+        empty_side: list[str] = []
+        names: list[str] = []
+        for key, refs in (("from", from_), ("to", to)):
+            if refs is None:
+                continue
+            items = self.empty_items(refs)
+            names += items
+            if self.policy.address_set(refs).is_empty():
+                empty_side.append(key)
+                problems.append(f"`{key}` resolves to no address" + (f" ({', '.join(items)} {'is' if len(items) == 1 else 'are'} empty)" if items else ""))
+            elif items:
+                problems.append(f"`{key}` refers to {', '.join(items)}, which {'has' if len(items) == 1 else 'have'} no address")
+        return problems, empty_side, names
+
     def check_empty_refs(self) -> None:
         policy = self.policy
+        judged: dict[tuple[tuple[str, ...] | None, tuple[str, ...] | None], tuple[list[str], list[str], list[str]]] = {}
         for ref in policy.rules:
             rule = ref.rule
-            problems: list[str] = []
-            empty_side: list[str] = []
-            names: list[str] = []
-            for key, refs in (("from", rule.from_), ("to", rule.to)):
-                if refs is None:
-                    continue
-                items = self.empty_items(refs)
-                names += items
-                if policy.address_set(refs).is_empty():
-                    empty_side.append(key)
-                    problems.append(f"`{key}` resolves to no address" + (f" ({', '.join(items)} {'is' if len(items) == 1 else 'are'} empty)" if items else ""))
-                elif items:
-                    problems.append(f"`{key}` refers to {', '.join(items)}, which {'has' if len(items) == 1 else 'have'} no address")
+            # rules repeat their `from`/`to` (templates, one VM's rules per VM): judged once
+            sides = (None if rule.from_ is None else tuple(rule.from_), None if rule.to is None else tuple(rule.to))
+            found = judged.get(sides) if self.shortcuts else None
+            if found is None:
+                found = judged[sides] = self.empty_sides(rule.from_, rule.to)
+            problems, empty_side, names = found
             if not problems:
                 continue
             if empty_side and rule.enabled:
                 self.empty_sided.add(ref.id)
             severity = "warning" if empty_side else "info"
             message = "; ".join(problems) + (": the rule can never match" if empty_side else "")
-            self.findings.append(Finding("empty-ref", severity, message, **_rule_fields(ref), details={"refs": names, "empty": empty_side}))
+            self.findings.append(Finding("empty-ref", severity, message, **_rule_fields(ref), details={"refs": list(names), "empty": list(empty_side)}))
         for name, group in self.doc.groups.items():
             items = self.empty_items(group.members)
             whole = policy.group_set(name).is_empty()

@@ -34,14 +34,15 @@ class _Linter(ChainViews, Decisions, Smells, Definitions):
         return LintReport(self.findings)
 
 
-def lint(analyzer: Analyzer) -> LintReport:
-    """Lint the analyzer's policy: findings sorted by file and line."""
+def lint(analyzer: Analyzer, *, shortcuts: bool = True) -> LintReport:
+    """Lint the analyzer's policy: findings sorted by file and line. `shortcuts=False`
+    takes the straightforward path (the same findings, slower: for tests)."""
     # The analysis makes millions of small tuples and no cycles: the cyclic GC would
     # rescan the whole policy again and again (as when compiling, it is paused).
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _Linter(analyzer).run()
+        return _Linter(analyzer, shortcuts=shortcuts).run()
     finally:
         if was_enabled:
             gc.enable()

@@ -25,8 +25,19 @@ class Smells(LintBase):
         found = self._shared_memo.get(key)
         if found is None:
             overlap = tuple(_service_part(b, c) for b in earlier.eff for c in later.eff if s.box_overlaps(b, c))
-            text = ", ".join(services_of(overlap)) or "some packets"
+            text = self.services_text(overlap)
             found = self._shared_memo[key] = (text, not s.subtract(earlier.eff, later.eff))
+        return found
+
+    def services_text(self, overlap: Region) -> str:
+        """services_of, memoised by what it reads (protocol, ports): thousands of
+        conflicts share a few services."""
+        if not self.shortcuts:
+            return ", ".join(services_of(overlap)) or "some packets"
+        key = tuple((b[s.PROTO], b[s.DPORT], b[s.SPORT]) for b in overlap)
+        found = self._services_memo.get(key)
+        if found is None:
+            found = self._services_memo[key] = ", ".join(services_of(overlap)) or "some packets"
         return found
 
     def exposure_candidates(self, region: Region) -> list[tuple[int, int, str, int]]:

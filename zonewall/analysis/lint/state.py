@@ -16,7 +16,7 @@ class _Step:
     Shared by the chains where it is the same (what it decides there is in
     _ChainState.lefts)."""
 
-    __slots__ = ("action", "eff", "eid", "exposes", "key", "label", "limited", "logged", "mask", "meets", "ref", "region", "stats")
+    __slots__ = ("action", "eff", "eid", "exposes", "key", "label", "limited", "logged", "mask", "meets", "ref", "region", "stats", "tag")
 
     def __init__(self, key: str, ref: RuleRef | None, label: str, region: Region, eff: Region, action: str, limited: bool, logged: bool, sig: int):
         self.key = key  # rule id (unique), or "@label" for built-ins
@@ -31,6 +31,7 @@ class _Step:
         self.stats: _RuleStats | None = None  # the rule's, set on first use
         self.exposes = False  # an in accept from a whole family to a management port
         self.eid = id(eff)  # memo keys: every eff is kept alive by the linter
+        self.tag = (self.eid, action, logged, limited)  # what a redundancy judgement reads of it
         self.meets: dict[int, bool] = {}  # id(a later step's eff) -> do they overlap
 
 @dataclass
