@@ -31,7 +31,7 @@ Kept out on purpose, so that a flow has one verdict the lab can observe:
 rate limits; schedules and source ports except ones that hold always or never
 (the `always` schedule; sport ranges containing or missing every ephemeral port);
 conntrack helpers (the data connection is not a flow of its own); flows the lab
-cannot route whatever the rules say (`_routable`); hairpin use of a forward.
+cannot route whatever the rules say (`routable`); hairpin use of a forward.
 
 Every name and address is fixed, so a failing example reads like a policy an
 operator would write: networks net1..net3 are 10.N.0.0/24 (+ fd00:N::/64) with the
@@ -386,7 +386,7 @@ def _scope(draw: st.DrawFn, *, nics: int, host: bool) -> dict[str, Any]:
     """`nic:` on a rule of a VM with two NICs (by index or by the NIC's name, see
     NIC_NAMES), `interface:` on a host rule: the node's uplink, a bridge of a
     network, a pattern, or an interface the node does not have."""
-    if nics > 1 and draw(st.integers(0, 2)) == 0:
+    if nics > 1 and draw(st.booleans()):
         return {"nic": draw(st.sampled_from([[0], [1], [NIC_NAMES[0]], [NIC_NAMES[1]], [0, 1]]))}
     if host and draw(st.integers(0, 3)) == 0:
         return {"interface": draw(st.sampled_from(INTERFACES))}
@@ -462,7 +462,7 @@ def policies(draw: st.DrawFn) -> tuple[str, PolicyDesc]:
     if modes and modes.get(next(iter(modes))) == "routed" and len(ctx.hosts[routed_node]) < 2:
         v4_only.add(next(iter(modes)))  # the outside routes a routed subnet to the node's address of the family
         ctx.subnets[next(iter(modes))] = ctx.subnets[next(iter(modes))][:1]
-    multi = draw(st.sampled_from(vms)) if n_networks > 1 and draw(st.integers(0, 2)) > 0 else None
+    multi = draw(st.sampled_from([None, *vms, *vms])) if n_networks > 1 else None  # a VM with a second NIC, mostly
     custom_filter = draw(st.integers(0, 2)) == 0
     vm_docs: dict[str, Any] = {}
     descs: dict[str, VMDesc] = {}
@@ -646,7 +646,7 @@ def flows(draw: st.DrawFn, desc: PolicyDesc) -> Flow:
     a family both ends have; now and then to a node's forwarded port."""
     def usable_from(source: str) -> list[str]:
         everything = desc.targets() + ([] if source.startswith("outside:") else [f"outside:{a}" for a in desc.outside])
-        return [t for t in everything if desc.entity(t) != source and desc.families(t) & desc.families(source) and _routable(desc, source, t)]
+        return [t for t in everything if desc.entity(t) != source and desc.families(t) & desc.families(source) and routable(desc, source, t)]
 
     kind = draw(st.sampled_from(["vm", "vm", "vm", "host", "outside", "outside"]))
     sources = [s for s in desc.sources() if s.startswith(kind + ":") and usable_from(s)] or [s for s in desc.sources() if usable_from(s)]
@@ -676,7 +676,7 @@ def _node_of(desc: PolicyDesc, ref: str) -> str | None:
     return None
 
 
-def _routable(desc: PolicyDesc, source: str, target: str) -> bool:
+def routable(desc: PolicyDesc, source: str, target: str) -> bool:
     """Whether the lab can carry the flow at all (the analyzer judges the firewall,
     not the outside's routing): a guest of an isolated-mode network has no route
     off its segment; the outside has no route into a nat or isolated network; the
