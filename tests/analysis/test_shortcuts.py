@@ -273,3 +273,22 @@ def test_peers_built_once_for_many_endpoints_give_the_same_diff(pair: Pair) -> N
     finally:
         diff_module.SHARED_PEERS_FROM = saved
     assert shared == filtered
+
+
+@settings(max_examples=60, deadline=None)
+@given(pairs())
+def test_peers_sides_from_shared_pieces_give_the_same_diff(pair: Pair) -> None:
+    """diff.GROUPED_PEERS: with few endpoints (a rule of one VM open to many peers)
+    each peer's side comes from pieces the peers share (analysis/peers.py, as
+    `reach`); the rows must be those of each side built and reduced on its own."""
+    old, new = load_policy_text(pair.old), load_policy_text(pair.new)
+    saved = diff_module.SHARED_PEERS_FROM, diff_module.GROUPED_PEERS
+    try:
+        diff_module.SHARED_PEERS_FROM = 10**9
+        diff_module.GROUPED_PEERS = False
+        alone = diff_policies(old, new).to_json()
+        diff_module.GROUPED_PEERS = True
+        grouped = diff_policies(load_policy_text(pair.old), load_policy_text(pair.new)).to_json()
+    finally:
+        diff_module.SHARED_PEERS_FROM, diff_module.GROUPED_PEERS = saved
+    assert grouped == alone

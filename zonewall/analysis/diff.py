@@ -31,7 +31,7 @@ from .describe import addresses_text, services_of, time_text
 from .endpoints import Endpoint
 from .engine import Analyzer, GuardOrChain, Outcome, Path
 from .guards import GuardStage
-from .peers import Effective, PeerSpace
+from .peers import Effective, PeerSides, PeerSpace
 from .reach import NicKey, decision_json, endpoint_addresses
 from .space import Region
 
@@ -551,6 +551,10 @@ class _Differ:
                             signatures.setdefault(owner, set()).add(index)
         effective = Effective()
         own_addresses = AddressSet(own.get(4, ()), own.get(6, ()))  # the peers' chains only for packets with `key` at the other end
+        # few endpoints (a rule of one VM, open to many peers): each peer's side from
+        # the pieces peers share (peers.PeerSides, as reach); many endpoints (a zone's
+        # VMs): each peer's whole side built once and reused for every endpoint
+        sides = None if self.shared_peers else {id(a): PeerSides(a, key, role, own_addresses, pieces, peer_dim, grouped=GROUPED_PEERS) for a in (self.a_old, self.a_new)}
         groups: dict[tuple[object, ...], tuple[tuple[GuardOrChain, ...], tuple[GuardOrChain, ...], list[NicKey], tuple[int, ...]]] = {}
         for owner, indexes in signatures.items():
             signature = tuple(sorted(indexes))
@@ -558,9 +562,13 @@ class _Differ:
             own_region = PeerSpace(pieces, signature, addresses, peer_dim)
             stages = []
             for analyzer in (self.a_old, self.a_new):
-                found = analyzer.paths.peer_side(key, role, owner, None if self.shared_peers else own_addresses)
-                assert found is not None, (key, owner)  # self.split
-                stages.append(effective.reduce(found, signature, pieces, own_region, peer_dim))
+                if sides is not None:
+                    reduced = sides[id(analyzer)].reduced(owner, signature, own_region)
+                else:
+                    found = analyzer.paths.peer_side(key, role, owner, None)
+                    reduced = effective.reduce(found, signature, pieces, own_region, peer_dim) if found is not None else None
+                assert reduced is not None, (key, owner)  # self.split
+                stages.append(reduced)
             group_key = (owner[0], signature, stages[0][1], stages[1][1])
             if group_key in groups:
                 groups[group_key][2].append(owner)
@@ -684,6 +692,7 @@ def _decisive_label(outcome: Outcome) -> tuple[str, str] | None:
 
 
 SHARED_PEERS_FROM = 8  # endpoints compared; a one-VM edit (2) keeps the filtered, cheaper sides
+GROUPED_PEERS = True  # below SHARED_PEERS_FROM: peers' sides from shared pieces (False: each built and reduced)
 
 
 def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | None = None) -> DiffResult:
