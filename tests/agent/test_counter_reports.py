@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from zonewall.agent.counter_reports import CounterReports
+from zonewall.dataplane.counters import RuleCounter
 
 
-def counter(rule: str, packets: int) -> dict:
-    return {"level": "vm", "scope": "web1", "direction": "in", "rule": rule, "verdict": "accept",
-            "packets": packets, "bytes": packets * 10, "instances": [["inet:1", packets, packets * 10]]}
+def counter(rule: str, packets: int) -> RuleCounter:
+    return RuleCounter("vm", "web1", "in", rule, "accept", packets, packets * 10, (("inet:1", packets, packets * 10),))
 
 
 class Clock:

@@ -21,40 +21,35 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+
+from ..dataplane.counters import RuleCounter
 
 FULL_EVERY = 60.0  # seconds between whole readings
-KEY = ("level", "scope", "direction", "rule")
-
-
-def _key(counter: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(str(counter[k]) for k in KEY)
 
 
 class CounterReports:
     def __init__(self, full_every: float = FULL_EVERY, clock: Callable[[], float] = time.monotonic) -> None:
         self.full_every = full_every
         self._clock = clock
-        self._delivered: dict[tuple[str, ...], dict[str, Any]] | None = None  # the controller's view
+        self._delivered: dict[tuple[str, str, str, str], RuleCounter] | None = None  # the controller's view
         self._full_at = 0.0
 
-    def report(self, counters: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool] | None:
+    def report(self, counters: list[RuleCounter]) -> tuple[list[RuleCounter], bool] | None:
         """(the counters to send, whether partial), or None: nothing to send."""
-        current: dict[tuple[str, ...], dict[str, Any]] = {}
+        current: dict[tuple[str, str, str, str], RuleCounter] = {}
         for counter in counters:
-            current.setdefault(_key(counter), counter)  # as the controller: the first of a key counts
+            current.setdefault(counter.key, counter)  # as the controller: the first of a key counts
         known = self._delivered
         if known is None or current.keys() != known.keys() or self._clock() - self._full_at >= self.full_every:
             return counters, False
         changed = [counter for key, counter in current.items() if counter != known[key]]
         return (changed, True) if changed else None
 
-    def delivered(self, counters: list[dict[str, Any]], partial: bool) -> None:
+    def delivered(self, counters: list[RuleCounter], partial: bool) -> None:
         """The controller accepted this report."""
         if partial and self._delivered is not None:
-            for counter in counters:
-                self._delivered[_key(counter)] = counter
+            self._delivered.update((counter.key, counter) for counter in counters)
             return
         self._delivered, self._full_at = {}, self._clock()
         for counter in counters:
-            self._delivered.setdefault(_key(counter), counter)
+            self._delivered.setdefault(counter.key, counter)

@@ -281,12 +281,12 @@ class Observer:
         return counters
 
     def _send_counters(self, client: ControllerClient, counters: list[RuleCounter]) -> None:
-        report = self.counter_reports.report([c.to_json() for c in counters])
+        report = self.counter_reports.report(counters)
         if report is None:
             return  # nothing moved since the controller's reading
         body, partial = report
         try:
-            client.counters(body, partial=partial)
+            client.counters([c.to_json() for c in body], partial=partial)
         except (ControllerUnavailable, ControllerRefused) as exc:
             log.debug("counters not sent (%s); the next reading will be", exc)
             return

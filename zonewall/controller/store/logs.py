@@ -218,14 +218,6 @@ class LogStore:
 COUNTER_KEY = ("level", "scope", "direction", "rule")
 
 
-def _by_columns(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Rows grouped by the set of columns they set (one executemany each)."""
-    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(frozenset(row), []).append(row)
-    return list(groups.values())
-
-
 class CounterStore:
     """Per node and rule: packets/bytes counted since first seen, never going backwards
     (kernel counters restart at 0 with each re-created rule: each reading is compared
@@ -260,7 +252,7 @@ class CounterStore:
 
         Every agent reports every rule of its node every few seconds (2,000 and more
         at 100 guests), and most have not moved: only rows that changed are written,
-        in bulk, and the node's rows are read as plain tuples, so that a steady
+        in bulk, and the node's rows are read as plain rows (no ORM objects), so that a steady
         cluster of 100 nodes does not keep the controller busy."""
         moment = time.time() if now is None else now
         r = RuleCounterRow
@@ -268,17 +260,15 @@ class CounterStore:
         added: list[dict[str, Any]] = []
         fresh: set[tuple[str, ...]] = set()
         with self._write, self._sessions() as session, session.begin():
-            old: dict[tuple[str, ...], tuple[str, int, int, str, bool]] = {
-                (level, scope, direction, rule): (verdict, packets, octets, instances, present)
-                   for level, scope, direction, rule, verdict, packets, octets, instances, present in session.execute(
-                       select(r.level, r.scope, r.direction, r.rule, r.verdict, r.packets, r.bytes, r.instances, r.present).where(r.node == node))}
+            old: dict[tuple[str, ...], Any] = {(row.level, row.scope, row.direction, row.rule): row for row in session.execute(
+                select(r.level, r.scope, r.direction, r.rule, r.verdict, r.packets, r.bytes, r.last_hit, r.instances, r.present).where(r.node == node))}
             for counter in counters:
                 key = tuple(str(counter[k]) for k in COUNTER_KEY)
                 if key in fresh:
                     continue
                 fresh.add(key)
                 row = old.get(key)
-                last = json.loads(row[3] or "{}") if row is not None and row[4] else {}
+                last = json.loads(row.instances or "{}") if row is not None and row.present else {}
                 packets, octets, reading = self._growth(last, counter)
                 instances = json.dumps(reading)
                 ident = {"node": node, **dict(zip(COUNTER_KEY, key))}
@@ -286,21 +276,18 @@ class CounterStore:
                     added.append({**ident, "verdict": str(counter.get("verdict", "")), "packets": packets, "bytes": octets, "first_seen": moment,
                                   "last_hit": moment if packets else None, "updated_at": moment, "instances": instances, "present": True})
                     continue
-                verdict = str(counter.get("verdict", row[0]))
-                if not packets and not octets and row[4] and instances == row[3] and verdict == row[0]:
+                verdict = str(counter.get("verdict", row.verdict))
+                if not packets and not octets and row.present and instances == row.instances and verdict == row.verdict:
                     continue  # nothing moved: no write (`updated_at` is when the row last changed)
-                values = {**ident, "verdict": verdict, "packets": row[1] + packets, "bytes": row[2] + octets, "updated_at": moment,
-                          "instances": instances, "present": True}
-                if packets:
-                    values["last_hit"] = moment
-                changed.append(values)
+                changed.append({**ident, "verdict": verdict, "packets": row.packets + packets, "bytes": row.bytes + octets,
+                                "last_hit": moment if packets else row.last_hit, "updated_at": moment, "instances": instances, "present": True})
             gone = [{"node": node, **dict(zip(COUNTER_KEY, key)), "present": False, "instances": "{}", "updated_at": moment}
-                    for key, row in old.items() if complete and key not in fresh and row[4]]  # gone from the node: its counts stay in every sum
+                    for key, row in old.items() if complete and key not in fresh and row.present]  # gone from the node: its counts stay in every sum
             if added:
                 session.execute(insert(r), added)
-            # bulk UPDATE by primary key, grouped by the columns each row sets
-            for batch in _by_columns(changed + gone):
-                session.execute(update(r), batch)
+            for batch in (changed, gone):  # bulk UPDATEs by primary key
+                if batch:
+                    session.execute(update(r), batch)
         return len(fresh)
 
     def totals(self) -> list[dict[str, Any]]:
