@@ -19,6 +19,7 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from tests.analysis.diffknobs import declined, diff_knobs
 from tests.analysis.policygen import policies
 from tests.analysis.test_diff import _peer, dump
 from zonewall.analysis import diff as diff_module
@@ -71,12 +72,8 @@ def test_a_group_edit_is_diffed_as_the_whole_comparison_diffs_it(edit: tuple[str
         assert "group:" in json.dumps(elsewhere) or diff_policies(old, new).identical, what
         return
     fast = diff_policies(old, new)
-    original = diff_module.group_edits
-    diff_module.group_edits = lambda old, new: None  # type: ignore[assignment]
-    try:
+    with diff_knobs(group_edits=declined):
         plain = diff_policies(load_policy_text(old_text), load_policy_text(new_text))
-    finally:
-        diff_module.group_edits = original
     assert _json(fast) == _json(plain), what
 
 

@@ -24,6 +24,7 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from tests.analysis.diffknobs import declined, diff_knobs
 from tests.analysis.policygen import FLOW_TCP, RULE_TCP, PolicyDesc, policies
 from tests.analysis.test_diff import ACTIONS, BASE, Pair, _new_rule, dump, pairs
 from zonewall.analysis import diff as diff_module
@@ -87,12 +88,8 @@ def test_the_zone_level_delta_reports_what_whole_chains_report(pair: Pair) -> No
         def region(self, vm: str, zone: str, direction: str):  # type: ignore[no-untyped-def]
             return _aligned_change(self.a_old.chains.vm(vm, direction), self.a_new.chains.vm(vm, direction))
 
-    original = diff_module._ZoneDelta
-    diff_module._ZoneDelta = WholeChains  # type: ignore[misc]
-    try:
+    with diff_knobs(_ZoneDelta=WholeChains):
         plain = diff_policies(load_policy_text(pair.old), load_policy_text(pair.new))
-    finally:
-        diff_module._ZoneDelta = original  # type: ignore[misc]
     assert _rows(fast) == _rows(plain)
     assert fast.endpoints == plain.endpoints
 
@@ -141,17 +138,12 @@ def _json(result) -> str:  # type: ignore[no-untyped-def]
 @given(rule_edit_pairs())
 def test_a_rule_edit_is_diffed_as_the_whole_comparison_diffs_it(pair: tuple[str, str, str]) -> None:
     old_text, new_text, what = pair
-    assume(old_text != new_text)  # edits that undo each other (a swap and its reverse, a port set to itself) are no edit
     old, new = load_policy_text(old_text), load_policy_text(new_text)
     edits = diff_module.rule_edits(old, new)
     assert edits is not None and 1 <= len(edits.vms) + len(edits.zones) <= 2, what
     fast = diff_policies(old, new)
-    original = diff_module.rule_edits
-    diff_module.rule_edits = lambda old, new: None  # type: ignore[assignment]
-    try:
+    with diff_knobs(rule_edits=declined):
         plain = diff_policies(load_policy_text(old_text), load_policy_text(new_text))
-    finally:
-        diff_module.rule_edits = original
     assert _json(fast) == _json(plain), what
 
 
@@ -248,12 +240,8 @@ def test_rule_edits_with_security_groups_nic_scopes_and_a_zone_and_its_vm_at_onc
     edits = diff_module.rule_edits(old, new)
     assert edits is not None and edits.vms == ("a",)
     fast = diff_policies(old, new)
-    original = diff_module.rule_edits
-    diff_module.rule_edits = lambda old, new: None  # type: ignore[assignment]
-    try:
+    with diff_knobs(rule_edits=declined):
         plain = diff_policies(load_policy_text(old_text), load_policy_text(new_text))
-    finally:
-        diff_module.rule_edits = original
     assert not fast.identical
     assert _json(fast) == _json(plain)
 
@@ -264,14 +252,10 @@ def test_peers_built_once_for_many_endpoints_give_the_same_diff(pair: Pair) -> N
     """diff.SHARED_PEERS_FROM: with many endpoints to compare, each peer's side is
     built whole once instead of filtered per endpoint; the rows must not change."""
     old, new = load_policy_text(pair.old), load_policy_text(pair.new)
-    saved = diff_module.SHARED_PEERS_FROM
-    try:
-        diff_module.SHARED_PEERS_FROM = 10**9
+    with diff_knobs(SHARED_PEERS_FROM=10**9):
         filtered = diff_policies(old, new).to_json()
-        diff_module.SHARED_PEERS_FROM = 0
+    with diff_knobs(SHARED_PEERS_FROM=0):
         shared = diff_policies(old, new).to_json()
-    finally:
-        diff_module.SHARED_PEERS_FROM = saved
     assert shared == filtered
 
 
@@ -282,13 +266,8 @@ def test_peers_sides_from_shared_pieces_give_the_same_diff(pair: Pair) -> None:
     each peer's side comes from pieces the peers share (analysis/peers.py, as
     `reach`); the rows must be those of each side built and reduced on its own."""
     old, new = load_policy_text(pair.old), load_policy_text(pair.new)
-    saved = diff_module.SHARED_PEERS_FROM, diff_module.GROUPED_PEERS
-    try:
-        diff_module.SHARED_PEERS_FROM = 10**9
-        diff_module.GROUPED_PEERS = False
+    with diff_knobs(SHARED_PEERS_FROM=10**9, GROUPED_PEERS=False):
         alone = diff_policies(old, new).to_json()
-        diff_module.GROUPED_PEERS = True
-        grouped = diff_policies(load_policy_text(pair.old), load_policy_text(pair.new)).to_json()
-    finally:
-        diff_module.SHARED_PEERS_FROM, diff_module.GROUPED_PEERS = saved
+    with diff_knobs(SHARED_PEERS_FROM=10**9, GROUPED_PEERS=True):
+        grouped = diff_policies(old, new).to_json()
     assert grouped == alone

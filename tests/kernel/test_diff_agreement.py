@@ -48,11 +48,11 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from tests.analysis.diffknobs import diff_knobs
 from tests.analysis.policygen import flows as policy_flows
 from tests.analysis.policygen import routable
 from tests.analysis.test_diff import TRACE_SERVICES, Endpoints, Flow, Pair, every_flow, flows_of_row, pairs, rows_naming
 from tests.labtools import running_lab, write_policy
-from zonewall.analysis import diff as diff_module
 from zonewall.analysis.diff import DiffResult, DiffRow, diff_policies
 from zonewall.analysis.engine import Analyzer
 from zonewall.analysis.trace import FlowSpec, trace
@@ -172,12 +172,10 @@ def _unreported(result: DiffResult, where: Endpoints, a_old: Analyzer, a_new: An
 
 
 def _diff(old: Policy, new: Policy, *, shared_peers: bool) -> DiffResult:
-    saved = diff_module.SHARED_PEERS_FROM
-    diff_module.SHARED_PEERS_FROM = 0 if shared_peers else saved
-    try:
+    if not shared_peers:
         return diff_policies(old, new)
-    finally:
-        diff_module.SHARED_PEERS_FROM = saved
+    with diff_knobs(SHARED_PEERS_FROM=0):
+        return diff_policies(old, new)
 
 
 def _report(pair: Pair, result: DiffResult, problems: list[tuple[str, list[Flow]]], results: Results, old: Policy, new: Policy) -> str:

@@ -15,7 +15,7 @@ therefore reports nothing.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -31,7 +31,7 @@ from .describe import addresses_text, services_of, time_text
 from .endpoints import Endpoint
 from .engine import Analyzer, GuardOrChain, Outcome, Path
 from .guards import GuardStage
-from .peers import Effective, PeerSides, PeerSpace
+from .peers import Effective, Key, PeerSides, PeerSpace
 from .reach import NicKey, decision_json, endpoint_addresses
 from .space import Region
 
@@ -549,26 +549,15 @@ class _Differ:
                     for _a, owner in self.a_new.directory.owned_within(family, values):
                         if owner in self.common and owner[:2] != key[:2] and self.split(key, role, owner):
                             signatures.setdefault(owner, set()).add(index)
-        effective = Effective()
         own_addresses = AddressSet(own.get(4, ()), own.get(6, ()))  # the peers' chains only for packets with `key` at the other end
-        # few endpoints (a rule of one VM, open to many peers): each peer's side from
-        # the pieces peers share (peers.PeerSides, as reach); many endpoints (a zone's
-        # VMs): each peer's whole side built once and reused for every endpoint
-        sides = None if self.shared_peers else {id(a): PeerSides(a, key, role, own_addresses, pieces, peer_dim, grouped=GROUPED_PEERS) for a in (self.a_old, self.a_new)}
+        reducers = [self._peer_sides(a, key, role, own_addresses, pieces, peer_dim) for a in (self.a_old, self.a_new)]
         groups: dict[tuple[object, ...], tuple[tuple[GuardOrChain, ...], tuple[GuardOrChain, ...], list[NicKey], tuple[int, ...]]] = {}
         for owner, indexes in signatures.items():
             signature = tuple(sorted(indexes))
             addresses = endpoint_addresses(self.a_new, Endpoint(owner[0], owner[1]), owner[2])  # type: ignore[arg-type]
             own_region = PeerSpace(pieces, signature, addresses, peer_dim)
-            stages = []
-            for analyzer in (self.a_old, self.a_new):
-                if sides is not None:
-                    reduced = sides[id(analyzer)].reduced(owner, signature, own_region)
-                else:
-                    found = analyzer.paths.peer_side(key, role, owner, None)
-                    reduced = effective.reduce(found, signature, pieces, own_region, peer_dim) if found is not None else None
-                assert reduced is not None, (key, owner)  # self.split
-                stages.append(reduced)
+            stages = [reduce(owner, signature, own_region) for reduce in reducers]
+            assert stages[0] is not None and stages[1] is not None, (key, owner)  # self.split
             group_key = (owner[0], signature, stages[0][1], stages[1][1])
             if group_key in groups:
                 groups[group_key][2].append(owner)
@@ -591,6 +580,18 @@ class _Differ:
                     final_old, final_new = _final(po, o, receiver_first), _final(pn, n, receiver_first)
                     if whole_flow or _differs(final_old, final_new):  # (record judges the replies)
                         self.record(key, role, members, part, final_old, final_new)
+
+    def _peer_sides(self, analyzer: Analyzer, key: NicKey, role: str, own_addresses: AddressSet, pieces: list[Region], peer_dim: int) -> PeerReducer:
+        """How `analyzer` gives a peer's side, reduced to what `pieces` can meet."""
+        if not self.shared_peers:  # few endpoints (a rule of one VM open to many peers): from pieces the peers share, as reach
+            return PeerSides(analyzer, key, role, own_addresses, pieces, peer_dim, grouped=GROUPED_PEERS).reduced
+        effective = Effective()  # many endpoints (a zone's VMs): each peer's whole side, built once for all of them
+
+        def whole(owner: NicKey, signature: tuple[int, ...], own_region: PeerSpace) -> tuple[tuple[GuardOrChain, ...], Key] | None:
+            found = analyzer.paths.peer_side(key, role, owner, None)
+            return effective.reduce(found, signature, pieces, own_region, peer_dim) if found is not None else None
+
+        return whole
 
     def split(self, key: NicKey, role: str, owner: NicKey) -> bool:
         """Whether flows between the two split into their two sides in both policies."""
@@ -693,6 +694,7 @@ def _decisive_label(outcome: Outcome) -> tuple[str, str] | None:
 
 SHARED_PEERS_FROM = 8  # endpoints compared; a one-VM edit (2) keeps the filtered, cheaper sides
 GROUPED_PEERS = True  # below SHARED_PEERS_FROM: peers' sides from shared pieces (False: each built and reduced)
+PeerReducer = Callable[[NicKey, tuple[int, ...], PeerSpace], "tuple[tuple[GuardOrChain, ...], Key] | None"]
 
 
 def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | None = None) -> DiffResult:
