@@ -33,7 +33,7 @@ PROPERTY = settings(
 
 def full(text: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     """What the full reader (libyaml + source._build) makes of `text`; PolicyError if it refuses."""
-    monkeypatch.setattr(source, "_read_plain", lambda text, display: None)
+    monkeypatch.setattr(source, "read_plain", lambda text, display: None)
     path = tmp_path / "p.yaml"
     path.write_bytes(text.encode("utf-8", "surrogatepass"))
     try:

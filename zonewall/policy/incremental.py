@@ -27,10 +27,10 @@ from pydantic import ValidationError
 
 from .addresses import parse_ref
 from .errors import Loc
-from .loader import _plain
-from .model import Group, Rule, _groups
-from .resolve import Checker, Policy, RuleRef, _default_id
-from .source import LDict, LList, _read_plain
+from .loader import plain_data
+from .model import Group, Rule, group_bodies
+from .resolve import Checker, Policy, RuleRef, default_rule_id
+from .source import LDict, LList, read_plain
 
 
 def load_edit(old_documents: dict[str, str], old: Policy, new_documents: dict[str, str], *, groups: bool = False) -> Policy | None:
@@ -170,12 +170,12 @@ def _read_rule(text: str, file: str, line: int) -> tuple[Rule, LDict] | None:
         return None  # (the whole load reports what is not plain text: not UTF-8, control characters)
     # the line alone, at its own line and column: positions are the document's
     document = "\n" * (line - 2) + "x:\n" + text + "\n"
-    data = _read_plain(document, file)
+    data = read_plain(document, file)
     item = data.get("x") if data is not None else None
     if not isinstance(item, LList) or len(item) != 1 or not isinstance(item[0], LDict):
         return None
     try:
-        return Rule.model_validate(_plain(item[0])), item[0]
+        return Rule.model_validate(plain_data(item[0])), item[0]
     except ValidationError:
         return None
 
@@ -242,7 +242,7 @@ def _rule_table(old: Policy, level: str, name: str, rules: dict[int, tuple[Rule,
         if rule.packet_limit is not None or ref.rule.packet_limit is not None:
             return None  # its connection mark is checked against every other rule's
         loc: Loc = data.loc
-        made.append(RuleRef(rule, ref.level, name, ref.index, rule.id or _default_id(loc, ref.path), ref.path, loc))
+        made.append(RuleRef(rule, ref.level, name, ref.index, rule.id or default_rule_id(loc, ref.path), ref.path, loc))
     mine = [r.id for r in made if r.rule.id is not None]
     if mine:
         taken = {r.id for r in every if r.rule.id is not None and not (r.level == level and r.owner == name)}
@@ -277,7 +277,7 @@ def _group_edit(old: Policy, file: str, lines: list[int], texts: list[str], was_
     if now is None or now[0] != name:
         return None
     try:
-        group = Group.model_validate(_groups({name: _plain(now[1])})[name])
+        group = Group.model_validate(group_bodies({name: plain_data(now[1])})[name])
     except (ValidationError, AttributeError, TypeError):
         return None
     doc = old.doc.model_copy(update={"groups": {**old.doc.groups, name: group}})
@@ -306,7 +306,7 @@ def _read_entry(text: str, file: str, line: int) -> tuple[str, Any] | None:
     flow collection (the whole group on this line)."""
     if line < 2 or "\r" in text or not text.isprintable() or not text.startswith("  ") or text.startswith("   "):
         return None
-    data = _read_plain("\n" * (line - 2) + "x:\n" + text + "\n", file)
+    data = read_plain("\n" * (line - 2) + "x:\n" + text + "\n", file)
     entry = data.get("x") if data is not None else None
     if not isinstance(entry, LDict) or len(entry) != 1:
         return None

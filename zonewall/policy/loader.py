@@ -82,7 +82,7 @@ def validate_data(data: LDict, earlier: list[Problem] | None = None) -> Policy:
         return bounded(kept, None if total is None else len(kept) + total - len(found))
 
     try:
-        doc = PolicyDocument.model_validate(_plain(data))
+        doc = PolicyDocument.model_validate(plain_data(data))
     except ValidationError as exc:
         errors = exc.errors()
         raise PolicyError(consequences_dropped([_problem(data, error) for error in errors[:MAX_REPORTED]], len(errors))) from None
@@ -98,13 +98,14 @@ def validate_data(data: LDict, earlier: list[Problem] | None = None) -> Policy:
     return policy
 
 
-def _plain(value: Any) -> Any:
-    """LDict/LList -> dict/list (pydantic must not see the location attributes)."""
+def plain_data(value: Any) -> Any:
+    """LDict/LList -> dict/list (pydantic must not see the location attributes);
+    policy/incremental.py validates edited lines through it as the whole load does."""
     # scalars are taken as they are, without a call each (a policy has millions)
     if isinstance(value, dict):
-        return {k: _plain(v) if isinstance(v, (dict, list)) else v for k, v in value.items()}
+        return {k: plain_data(v) if isinstance(v, (dict, list)) else v for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v) if isinstance(v, (dict, list)) else v for v in value]
+        return [plain_data(v) if isinstance(v, (dict, list)) else v for v in value]
     return value
 
 

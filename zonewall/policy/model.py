@@ -582,7 +582,7 @@ class Dnat(Strict):
 NatEntry = Annotated[Masquerade | Snat | Dnat, Field(discriminator="type")]
 
 
-def _groups(value: Any) -> Any:
+def group_bodies(value: Any) -> Any:
     """A group is a list of address refs, or {members: [...], comment: ...}."""
     if isinstance(value, dict):
         return {name: ({"members": body} if isinstance(body, (list, str)) else body) for name, body in value.items()}
@@ -602,7 +602,7 @@ class PolicyDocument(Strict):
     settings: Settings = Settings()
     hosts: dict[Name, Host] = {}
     networks: dict[Name, Network] = {}
-    groups: Annotated[dict[Name, Group], BeforeValidator(_groups)] = {}
+    groups: Annotated[dict[Name, Group], BeforeValidator(group_bodies)] = {}
     services: dict[Name, Service] = {}
     filters: dict[Name, Filter] = {}
     schedules: dict[Name, Schedule] = {}

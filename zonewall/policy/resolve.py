@@ -264,7 +264,7 @@ class Policy:
             for index, rule in enumerate(rules):
                 rule_path = path + (index,)
                 loc = locs[index] if locs is not None else locate(self.source, rule_path)
-                rid = rule.id or _default_id(loc, rule_path)
+                rid = rule.id or default_rule_id(loc, rule_path)
                 out.append(RuleRef(rule, level, owner, index, rid, rule_path, loc))
             if rules:
                 runs.append(((level, owner), start, len(out)))
@@ -325,7 +325,7 @@ def _addresses_of(ips: Iterable[str]) -> AddressSet:
     return AddressSet.of(v4, v6)
 
 
-def _default_id(loc: Loc | None, path: tuple[object, ...]) -> str:
+def default_rule_id(loc: Loc | None, path: tuple[object, ...]) -> str:
     """`file-stem:line`: short enough for log prefixes, and points at the rule."""
     if loc is None:
         return format_path(path)

@@ -197,7 +197,7 @@ def _compose(text: str) -> tuple[Any, Any]:
     return loader, node
 
 
-def _read_plain(text: str, display: str) -> LDict | None:
+def read_plain(text: str, display: str) -> LDict | None:
     """What _build would make of `text`, if it is in the plain part of YAML that
     fastyaml.py reads about 4x faster; None otherwise (or when the full reader has more
     to say: every problem is reported by the full reader)."""
@@ -219,7 +219,7 @@ def read_file_lenient(path: Path, display: str) -> tuple[Any, list[Problem]]:
         raise PolicyError([Problem(_text_loc(display, good, len(good)), "", f"not UTF-8 text ({exc.reason})")]) from None
     except OSError as exc:
         raise PolicyError([Problem(Loc(display, 1, 1), "", f"cannot read: {exc.strerror}")]) from None
-    fast = _read_plain(text, display)
+    fast = read_plain(text, display)
     if fast is not None:
         return fast, []
     problems: list[Problem] = []
