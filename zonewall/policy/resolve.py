@@ -54,6 +54,10 @@ class RuleRef:
         return f"{self.loc.file}:{self.loc.line}" if self.loc else format_path(self.path)
 
 
+ELEMENTS_MEMO = "_elements_memo"  # addresses written as nft elements (compiler/matches.SetRegistry)
+MATCHES_MEMO = "_matches_memo"  # rule match keys -> plan matches (compiler/plan/rules.RulePlanner)
+
+
 class Policy:
     """A validated policy with its references resolved."""
 
@@ -130,7 +134,7 @@ class Policy:
         hosts and VM NICs are `other`'s: one that differs in rules alone, as
         policy/incremental.py's edits do; a compile then resolves nothing again."""
         self._address_sets = other._address_sets
-        for memo in ("_vm_address_memo", "_group_memo", "_zone_set_memo"):
+        for memo in ("_vm_address_memo", "_group_memo", "_zone_set_memo", ELEMENTS_MEMO, MATCHES_MEMO):
             if memo in other.__dict__:
                 self.__dict__[memo] = other.__dict__[memo]
 
