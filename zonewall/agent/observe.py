@@ -7,7 +7,7 @@ Two threads, neither on the enforcement path:
   (VM and NIC from the packet mark, rule and level from the prefix), groups them
   into batches (at most 500 records or 0.25 s) and writes each batch to the disk
   spool; every `counter_interval` seconds it also reads the per-rule kernel counters
-  and sends them.
+  (over netlink: dataplane/rulecounters.py) and sends them.
 * the **sender** sends the spool's oldest batch and deletes it once the controller
   has it; while the controller is away the batches wait on disk (bounded, the oldest
   dropped first and counted; spool.py).

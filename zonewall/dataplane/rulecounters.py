@@ -55,7 +55,9 @@ class CounterReader:
         self._tables = tuple(tables)
         self._generation: int | None = None  # of the rules' meanings below
         self._rules: dict[tuple[str, int], _Rule] = {}  # (family, handle) -> meaning
+        self._seen: dict[str, dict[bytes, _Parsed]] = {}  # per family: a rule's message without its counter's numbers -> what it says
         self.layouts = 0  # how often the rules' meaning was worked out (tests, bench)
+        self.parsed = 0  # rules whose messages were read for it (the others were as at the reading before)
 
     def close(self) -> None:
         self._sock.close()
@@ -101,23 +103,49 @@ class CounterReader:
 
     def _learn(self, family: str, messages: list[tuple[bytes, int, int]]) -> None:
         """Each rule's key and verdict, as `counters.counters_of` derives them."""
-        for key in [k for k in self._rules if k[0] == family]:
-            del self._rules[key]
-        parsed = []
+        for gone in [k for k in self._rules if k[0] == family]:
+            del self._rules[gone]
+        parsed: list[_Parsed] = []
         last_of_chain: dict[str, list[Verdict]] = {}
+        before, seen = self._seen.get(family, {}), dict[bytes, _Parsed]()
         for buf, start, end in messages:
-            a = attrs(buf, start, end)
-            chain = buf[a[_RULE_CHAIN][0]:a[_RULE_CHAIN][1]].split(b"\0", 1)[0].decode()
-            verdicts, counted = _expressions(buf, a.get(_RULE_EXPRESSIONS))
-            comment = rule_comment(buf[a[_RULE_USERDATA][0]:a[_RULE_USERDATA][1]]) if _RULE_USERDATA in a else None
-            handle = _BE64.unpack_from(buf, a[_RULE_HANDLE][0])[0]
-            parsed.append((chain, comment, handle, verdicts, counted))
-            last_of_chain[chain] = verdicts
+            # An apply rewrites a few chains: the rules of the others are the same
+            # messages as at the last reading (handle included) but for their numbers.
+            key = _without_numbers(buf, start, end)
+            rule = before.get(key)
+            if rule is None:
+                rule = _parse(buf, start, end)
+                self.parsed += 1
+            seen[key] = rule
+            parsed.append(rule)
+            last_of_chain[rule[0]] = rule[3]
+        self._seen[family] = seen
         # a `log` rule's own chain (log-TOKEN) ends with the rule's verdict
         chain_verdicts = {chain: verdict_of(verdicts, {}) for chain, verdicts in last_of_chain.items() if chain.startswith("log-")}
         for chain, comment, handle, verdicts, counted in parsed:
             if counted:
                 self._rules[(family, handle)] = _Rule(rule_key(family, chain, comment, handle), verdict_of(verdicts, chain_verdicts))
+
+
+_Parsed = tuple[str, str | None, int, list[Verdict], bool]  # chain, comment, handle, verdicts, has a counter
+
+
+def _parse(buf: bytes, start: int, end: int) -> _Parsed:
+    a = attrs(buf, start, end)
+    chain = buf[a[_RULE_CHAIN][0]:a[_RULE_CHAIN][1]].split(b"\0", 1)[0].decode()
+    verdicts, counted = _expressions(buf, a.get(_RULE_EXPRESSIONS))
+    comment = rule_comment(buf[a[_RULE_USERDATA][0]:a[_RULE_USERDATA][1]]) if _RULE_USERDATA in a else None
+    return chain, comment, int(_BE64.unpack_from(buf, a[_RULE_HANDLE][0])[0]), verdicts, counted
+
+
+def _without_numbers(buf: bytes, start: int, end: int) -> bytes:
+    """The rule's message with its first counter's data left out."""
+    at = buf.find(_COUNTER_NAME, start, end)
+    if at < 0:
+        return buf[start:end]
+    data_at = at + len(_COUNTER_NAME)
+    length, _kind = ATTR.unpack_from(buf, data_at)
+    return buf[start:data_at] + buf[data_at + ((length + 3) & ~3):end]
 
 
 def _expressions(buf: bytes, span: Span | None) -> tuple[list[Verdict], bool]:
