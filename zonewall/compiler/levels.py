@@ -50,7 +50,7 @@ class CompileContext:
     def __post_init__(self) -> None:
         if self.plan is None:
             self.plan = Plan(self.policy, now=self.now, timezone=self.timezone)
-        self.registry.memo = self.policy.__dict__.setdefault(ELEMENTS_MEMO, self.registry.memo)  # kept with the policy: SetRegistry
+        self.registry.memo = self.policy.__dict__.get(ELEMENTS_MEMO, self.registry.memo)  # kept with the policy, if it keeps it (Policy.keep_compile_memos)
 
     @property
     def log_group(self) -> int:

@@ -52,11 +52,11 @@ ElementsMemo = dict[tuple[Intervals, str], tuple[Any, ...]]
 class SetRegistry:
     """Named sets the compiled rules refer to (one per reference and family).
 
-    `memo`: addresses already written as nft elements, by (intervals, family). It
-    outlives a compile (the policy keeps it, and a policy edited in rules alone
-    shares it: Policy.share_address_memos): writing addresses out is most of what a
-    compile of a node's VM rules costs (ipaddress formatting), and a one-rule change
-    leaves every other rule's addresses as they were."""
+    `memo`: addresses already written as nft elements, by (intervals, family). With
+    a policy that keeps its compile memos (the agent's: Policy.keep_compile_memos) it
+    outlives a compile and passes to a policy edited in rules alone: writing addresses
+    out is most of what a compile of a node's VM rules costs (ipaddress formatting),
+    and a one-rule change leaves every other rule's addresses as they were."""
 
     sets: dict[str, NamedSet] = field(default_factory=dict)
     memo: ElementsMemo = field(default_factory=dict)

@@ -213,10 +213,10 @@ class RulePlanner:
     _meets: dict[AddressSet, dict[str, object]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        # The memo is the policy's: every plan of it (each compile of a node) and of a
-        # policy that differs in rules alone (Policy.share_address_memos) finds the
-        # matches of unchanged rules already made.
-        self._matches = self.policy.__dict__.setdefault(MATCHES_MEMO, self._matches)
+        # A policy that keeps its compile memos (the agent's: Policy.keep_compile_memos)
+        # lends its own: every plan of it, and of a policy that differs in rules alone
+        # (Policy.share_address_memos), finds the matches of unchanged rules made.
+        self._matches = self.policy.__dict__.get(MATCHES_MEMO, self._matches)
 
     def matches(self, rule: Rule) -> tuple[Match, ...]:
         key = tuple([tuple(v) if v.__class__ is list else v for v in _match_values(rule)])  # (one C call: reach asks it of 40,000 rules)
