@@ -78,7 +78,7 @@ def keep_what_edits_read(policy: Policy) -> None:
 
     The dropped tree holds reference cycles: it is collected here, so that the
     compile and the apply that follow reuse its memory instead of growing the heap
-    (peak of a 10,000-VM node's first apply 195 -> 182 MiB, RSS after it 128 -> 120;
+    (peak of a 10,000-VM node's first apply 195 -> 183 MiB, RSS after it 128 -> 120;
     a full collection, ~0.2 s, only after a whole load)."""
     policy.build_indexes()
     policy.keep_compile_memos()  # the next compile, of this policy or an edit of it, starts from this one's
