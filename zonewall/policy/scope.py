@@ -142,15 +142,14 @@ class Scoper:
         scoper.documents, scoper.placement, scoper.blocks, scoper._lines = documents, placement, {}, {}
         for name, text in documents.items():
             before = parent.documents[name]
+            found: dict[str, tuple[int, int]] | None
             if text == before:
                 found = {vm: (block.start, block.end) for vm, block in parent.blocks.items() if block.document == name}
                 if name in parent._lines:
                     scoper._lines[name] = parent._lines[name]
             else:
                 found = _edited_blocks(parent, name, scoper.lines(name))
-                if found is None:
-                    found = rules_blocks(text)
-            for vm, (start, end) in found.items():
+            for vm, (start, end) in (found if found is not None else rules_blocks(text)).items():
                 if vm in placement and vm not in scoper.blocks:
                     scoper.blocks[vm] = Block(name, start, end)
         return scoper
