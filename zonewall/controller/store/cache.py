@@ -62,6 +62,9 @@ class NodeStates:
 
     @cached_property
     def scoper(self) -> Scoper:
+        parent = self._parent
+        if parent is not None and "scoper" in parent.__dict__:  # the parent's is built: follow it
+            return Scoper.following(parent.scoper, self._documents, self._placement)
         return Scoper(self._documents, self._placement)
 
     def follow(self, parent: NodeStates) -> None:
