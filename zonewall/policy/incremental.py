@@ -30,6 +30,7 @@ from .errors import Loc
 from .loader import plain_data
 from .model import Group, Rule, group_bodies
 from .resolve import Checker, Policy, RuleRef, default_rule_id, file_stem
+from .ruletable import RuleTable, Runs, moved_ref, runs_of
 from .source import LDict, LList, read_plain
 
 
@@ -46,11 +47,12 @@ def load_edit(old_documents: dict[str, str], old: Policy, new_documents: dict[st
     if len(changed) != 1:
         return None
     name = changed[0]
-    span = _edited_lines(old_documents[name], new_documents[name])
+    region = _edited_region(old_documents[name], new_documents[name])
+    span = _edited_lines(*region)
     if span is None:
         if not lines or any(file_stem(other) == file_stem(name) for other in new_documents if other != name):
             return None  # (two files with one stem share derived ids: moving one file's lines could make them collide)
-        return moved_lines(old, name, *_edited_region(old_documents[name], new_documents[name]))
+        return moved_lines(old, name, *region)
     edited, texts, was = span
     found = _owner(old, name, edited)
     if found is None:
@@ -65,10 +67,9 @@ def load_edit(old_documents: dict[str, str], old: Policy, new_documents: dict[st
     return _rebuilt(old, owner, rules)
 
 
-def _edited_lines(old: str, new: str) -> tuple[list[int], list[str], list[str]] | None:
-    """The numbers, new and old texts of the lines that differ, when the edit keeps the
-    number of lines (None otherwise)."""
-    first, old_lines, new_lines = _edited_region(old, new)
+def _edited_lines(first: int, old_lines: list[str], new_lines: list[str]) -> tuple[list[int], list[str], list[str]] | None:
+    """The numbers, new and old texts of the lines that differ in an edited region
+    (`_edited_region`), when the edit keeps the number of lines (None otherwise)."""
     if len(old_lines) != len(new_lines):
         return None
     changed = [(first + k, b, a) for k, (a, b) in enumerate(zip(old_lines, new_lines, strict=True)) if a != b]
@@ -96,23 +97,23 @@ def _line_end(text: str, at: int) -> int:
 
 
 def _common_prefix(a: str, b: str, chunk: int = 1 << 16) -> int:
-    """Length of the common prefix (slices compared a chunk at a time, in C)."""
+    """Length of the common prefix (slices compared in C, a chunk at a time, then
+    smaller chunks where they first differ: no loop over characters in Python)."""
     n, i = min(len(a), len(b)), 0
-    while i < n and a[i : i + chunk] == b[i : i + chunk]:
-        i += chunk
-    stop = min(i + chunk, n)
-    while i < stop and a[i] == b[i]:
-        i += 1
+    while chunk:
+        while i + chunk <= n and a[i : i + chunk] == b[i : i + chunk]:
+            i += chunk
+        chunk >>= 2
     return i
 
 
 def _common_suffix(a: str, b: str, limit: int, chunk: int = 1 << 16) -> int:
     """Length of the common suffix, at most `limit` (so it never overlaps the prefix)."""
-    i = 0
-    while i + chunk <= limit and a[len(a) - i - chunk : len(a) - i] == b[len(b) - i - chunk : len(b) - i]:
-        i += chunk
-    while i < limit and a[len(a) - i - 1] == b[len(b) - i - 1]:
-        i += 1
+    i, la, lb = 0, len(a), len(b)
+    while chunk:
+        while i + chunk <= limit and a[la - i - chunk : la - i] == b[lb - i - chunk : lb - i]:
+            i += chunk
+        chunk >>= 2
     return i
 
 
@@ -211,7 +212,7 @@ def _rebuilt(old: Policy, owner: Owner, rules: dict[int, tuple[Rule, LDict]]) ->
     policy.__dict__[_SPANS] = _spans(old)  # every line is where it was
     checker = Checker(doc, source)
     checker.__dict__["policy"] = policy
-    for ref in table[1][(level, name)]:
+    for ref in table.runs[(level, name)]:
         if ref.index in rules:
             checker.check_rule(ref, policy)
     return None if checker.problems else policy
@@ -240,13 +241,12 @@ def _copy_list(node: LList) -> LList:
     return out
 
 
-def _rule_table(old: Policy, level: str, name: str, rules: dict[int, tuple[Rule, LDict]]) -> Any:
+def _rule_table(old: Policy, level: str, name: str, rules: dict[int, tuple[Rule, LDict]]) -> RuleTable | None:
     """The previous rule table with the owner's edited rules re-made; None when an id
     check the whole load makes (unique explicit ids, packet-limit marks) could differ."""
-    every, by_owner = old._rule_table
-    run = by_owner[(level, name)]
+    runs = runs_of(old._rule_table)
     made: list[RuleRef] = []
-    for ref in run:
+    for ref in runs[(level, name)]:
         if ref.index not in rules:
             made.append(ref)
             continue
@@ -255,13 +255,18 @@ def _rule_table(old: Policy, level: str, name: str, rules: dict[int, tuple[Rule,
             return None  # its connection mark is checked against every other rule's
         loc: Loc = data.loc
         made.append(RuleRef(rule, ref.level, name, ref.index, rule.id or default_rule_id(loc, ref.path), ref.path, loc))
+    if not _ids_unique(runs, (level, name), made):
+        return None
+    return RuleTable(runs.then(None, (level, name), made))
+
+
+def _ids_unique(runs: Runs, owner: tuple[str, str], made: list[RuleRef]) -> bool:
+    """Whether the owner's explicit ids are used nowhere else (the whole load names both places)."""
     mine = [r.id for r in made if r.rule.id is not None]
-    if mine:
-        taken = {r.id for r in every if r.rule.id is not None and not (r.level == level and r.owner == name)}
-        if len(set(mine)) != len(mine) or taken & set(mine):
-            return None  # an id used twice: the whole load names both places
-    start = next(i for i, r in enumerate(every) if r.level == level and r.owner == name)
-    return every[:start] + made + every[start + len(run):], {**by_owner, (level, name): made}
+    if not mine:
+        return True
+    taken = {r.rule.id for key in runs if key != owner for r in runs.unmoved(key) if r.rule.id is not None}
+    return len(set(mine)) == len(mine) and not taken & set(mine)
 
 
 # -- a group's members rewritten in place -------------------------------------------
@@ -306,7 +311,8 @@ def _group_edit(old: Policy, file: str, lines: list[int], texts: list[str], was_
     if checker.problems:
         return None
     holders = _holding(doc.groups, name)
-    for ref in policy.rules:
+    runs = runs_of(policy._rule_table)
+    for ref in (ref for key in runs for ref in runs.unmoved(key)):  # (positions are read only for problems)
         rule = ref.rule
         if rule.family is not None and any(_names_group(refs, holders) for refs in (rule.from_, rule.to)):
             checker.check_rule(ref, policy)
@@ -398,10 +404,10 @@ def moved_lines(old: Policy, file: str, first: int, old_lines: list[str], new_li
     policy = Policy(doc, _moved_source(old.source, owner, at, m, made, file, first + m, delta))
     policy.__dict__["_rule_table"] = table
     policy.__dict__["_zone_members"] = old._zone_members  # membership is not a rule's business
-    policy.__dict__[_SPANS] = _moved_spans(_spans(old), file, first + m, delta, owner, [ref.loc.line for ref in table[1][(level, name)] if ref.loc is not None and ref.loc.file == file])
+    policy.__dict__[_SPANS] = _moved_spans(_spans(old), file, first + m, delta, owner, [ref.loc.line for ref in table.runs[(level, name)] if ref.loc is not None and ref.loc.file == file])
     checker = Checker(doc, policy.source)
     checker.__dict__["policy"] = policy
-    for ref in table[1][(level, name)][at : at + n]:
+    for ref in table.runs[(level, name)][at : at + n]:
         checker.check_rule(ref, policy)
     return None if checker.problems else policy
 
@@ -460,52 +466,45 @@ def _moved(loc: Loc, delta: int) -> Loc:
     return Loc(loc.file, loc.line + delta, loc.col)
 
 
-def _moved_table(old: Policy, owner: Owner, at: int, removed: int, made: list[tuple[Rule, LDict]], file: str, below: int, delta: int) -> Any:
+def _moved_table(old: Policy, owner: Owner, at: int, removed: int, made: list[tuple[Rule, LDict]], file: str, below: int, delta: int) -> RuleTable | None:
     """The rule table with the owner's rules `at`..`at + removed` replaced by `made`
     and every rule of `file` from line `below` on moved by `delta` lines (its derived
-    id with it); None when an id check the whole load makes could differ."""
-    every, by_owner = old._rule_table
+    id with it: made when first read, ruletable.py); None when an id check the whole
+    load makes could differ."""
+    runs = runs_of(old._rule_table)
     _, level, name = owner
-    stem = file_stem(file)
-    derived = f"{stem}:"
-    moved: dict[int, RuleRef] = {}  # id(old ref) -> moved ref
-    taken: set[str] = set()
-    for ref in every:
-        rule, loc = ref.rule, ref.loc
-        if rule.id is not None:
-            if rule.id.startswith(derived):
-                return None  # an explicit id a derived one could now equal (or stop equalling)
-            if not (ref.level == level and ref.owner == name):
-                taken.add(rule.id)
-        if loc is None or loc.line < below or loc.file != file:
-            continue
-        if rule.packet_limit is not None and rule.id is None:
-            return None  # its connection mark comes from its derived id
-        new_loc = _moved(loc, delta)
-        rid = rule.id
-        if rid is None:
-            was = default_rule_id(loc, ref.path)
-            rid = default_rule_id(new_loc, ref.path) + ref.id[len(was):]  # (the column of ids that collide stays)
-        moved[id(ref)] = RuleRef(rule, ref.level, ref.owner, ref.index, rid, ref.path, new_loc)
-    run = by_owner[(level, name)]
+    if _ids_could_move(runs, file):
+        return None
+    run = runs[(level, name)]
     mine: list[RuleRef] = list(run[:at])
     for k, (rule, data) in enumerate(made):
         path = run[0].path[:-1] + (at + k,)
         mine.append(RuleRef(rule, run[0].level, name, at + k, rule.id or default_rule_id(data.loc, path), path, data.loc))
     for ref in run[at + removed :]:
-        now = moved.get(id(ref), ref)
-        if now.loc is None:
+        if ref.loc is None:
             return None  # (an id made from its path, which moves)
+        now = moved_ref(ref, delta) if ref.loc.file == file and ref.loc.line >= below else ref
         index = ref.index + delta
         mine.append(RuleRef(now.rule, now.level, name, index, now.id, now.path[:-1] + (index,), now.loc))
-    ids = [r.id for r in mine if r.rule.id is not None]
-    if len(set(ids)) != len(ids) or taken & set(ids):
-        return None  # an id used twice: the whole load names both places
-    start = next(i for i, r in enumerate(every) if r.level == level and r.owner == name)
-    table = [moved.get(id(ref), ref) for ref in every[:start]] + mine + [moved.get(id(ref), ref) for ref in every[start + len(run) :]]
-    grouped = {key: ([moved.get(id(ref), ref) for ref in refs] if any(id(ref) in moved for ref in refs) else refs) for key, refs in by_owner.items()}
-    grouped[(level, name)] = mine
-    return table, grouped
+    if not _ids_unique(runs, (level, name), mine):
+        return None
+    return RuleTable(runs.then((file, below, delta), (level, name), mine))
+
+
+def _ids_could_move(runs: Runs, file: str) -> bool:
+    """Whether moving lines of `file` could change an id check of the whole load: a
+    packet-limited rule of the file with a derived id (its connection mark comes from
+    it), or an explicit id shaped like one of the file's derived ids (whether a
+    derived id equals it, and gets its column, would change)."""
+    derived = f"{file_stem(file)}:"
+
+    def could(ref: RuleRef) -> bool:
+        rule = ref.rule
+        if rule.id is not None:
+            return rule.id.startswith(derived)
+        return rule.packet_limit is not None and ref.loc is not None and ref.loc.file == file
+
+    return runs.any_rule(f"ids could move: {file}", could)
 
 
 def _moved_source(root: LDict, owner: Owner, at: int, removed: int, made: list[tuple[Rule, LDict]], file: str, below: int, delta: int) -> LDict:
