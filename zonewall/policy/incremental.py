@@ -76,6 +76,12 @@ def _edited_lines(first: int, old_lines: list[str], new_lines: list[str]) -> tup
     return [number for number, _, _ in changed], [text for _, text, _ in changed], [text for _, _, text in changed]
 
 
+def edited_from(policy: Policy, previous: Policy) -> bool:
+    """Whether `load_edit` made `policy` from `previous` (every way it does shares the
+    previous zone membership), rather than a whole load."""
+    return policy.__dict__.get("_zone_members") is previous.__dict__.get("_zone_members") is not None
+
+
 def _edited_region(old: str, new: str) -> tuple[int, list[str], list[str]]:
     """The number of the first line of the region the edit replaced, and its old and
     new lines. Only the span between the common prefix and suffix is split into
