@@ -12,6 +12,11 @@ on its line) is the other shape: the group is read and validated alone, and what
 its members can break is checked again: its references, cycles of nested groups,
 the family of every rule naming it or a group that holds it.
 
+Rule lines added or removed (`lines=True`, the controller's commit: `moved_lines`)
+are the third: every later line of the file moves, and with it the default rule ids
+(`file:line`) and positions the whole load derives; the rule table is the previous
+one's with those moves, made per owner when first read (ruletable.py).
+
 It never decides alone that a policy is wrong: any problem, and any edit outside
 that shape, answers None, and the caller loads the whole policy, which then
 reports every problem with its position exactly as always. A property test
