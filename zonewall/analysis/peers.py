@@ -32,14 +32,14 @@ any stages; `PeerSides` is one endpoint's peers, one role, one set of pieces.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from ..compiler.plan.chains import Level, LevelKind, default_step
 from ..compiler.plan.modes import is_routed
 from ..compiler.plan.switches import nic_filtered
-from ..policy.addresses import AddressSet
+from ..policy.addresses import AddressSet, parse_ref
 from ..policy.model import Dnat
 from . import space as s
 from .chains import Chain, Step
@@ -48,6 +48,7 @@ from .paths import ESSENTIALS, PathStage
 from .space import Intervals, Region
 
 if TYPE_CHECKING:
+    from ..policy.resolve import Policy, RuleRef
     from .engine import Analyzer
 
 NicKey = tuple[str, str, int | None]  # (kind, name, nic)
@@ -149,7 +150,8 @@ class PeerSides:
     addresses, `pieces`: what its own side accepts, `dim`: the peers' address
     dimension."""
 
-    def __init__(self, analyzer: Analyzer, mine: NicKey, role: str, peer: AddressSet, pieces: list[Region], dim: int, *, grouped: bool = True):
+    def __init__(self, analyzer: Analyzer, mine: NicKey, role: str, peer: AddressSet, pieces: list[Region], dim: int, *, grouped: bool = True,
+                 indexed: bool = True):
         self.analyzer, self.paths, self.policy = analyzer, analyzer.paths, analyzer.policy
         self.mine, self.role, self.peer, self.pieces, self.dim = mine, role, peer, pieces, dim
         self.other_role = "sender" if role == "receiver" else "receiver"
@@ -169,6 +171,8 @@ class PeerSides:
         # the next query about it (a warm analyzer)
         memo: dict[tuple[str, AddressSet], dict[str, object]] = analyzer.__dict__.setdefault("_own_rule_candidates", {})
         self._own_candidates = memo.setdefault((self.direction, peer), {})
+        self._own_hits: dict[str, list[RuleRef]] | None = None  # from the index: each VM's rules that can meet the endpoint
+        self.index = indexed
         if grouped:
             self._know_owners()
 
@@ -385,7 +389,7 @@ class PeerSides:
         overlap the pieces (the rest are never built); None: security group references."""
         candidates = self._own_candidates.get(vm, _UNSEEN)
         if candidates is _UNSEEN:
-            candidates = self._own_candidates[vm] = self._candidates(vm)
+            candidates = self._own_candidates[vm] = self._indexed_candidates(vm) if self.index else self._candidates(vm)
         if candidates is None:
             return None
         effective, pieces, dim = self.effective, self.pieces, self.dim
@@ -399,6 +403,21 @@ class PeerSides:
             if step.scope is None or step.scope.holds_for_nic(nic):
                 out.append(step)
         return out
+
+    def _indexed_candidates(self, vm: str) -> list[list[Any]] | None:
+        """What `_candidates` answers, from the policy's index of own rules by the
+        references of their other end (`OwnRuleIndex`): no scan of the VM's rules."""
+        index = own_rule_index(self.policy, self.direction)
+        if vm in index.grouped:
+            return None
+        hits = self._own_hits
+        if hits is None:
+            hits = self._own_hits = index.meeting(self._meets_test)
+        found = hits.get(vm)
+        if not found:
+            return []
+        rules, regions = self.analyzer.plan.rules, self.analyzer.regions
+        return [[ref, regions.of_matches(rules.matches(ref.rule), rules.time(ref.rule.schedule)), None] for ref in found]
 
     def _candidates(self, vm: str) -> list[list[Any]] | None:
         """[rule, its region, its step once built] for the VM's own rules in the
@@ -417,3 +436,72 @@ class PeerSides:
             if meets(rule.to if outbound else rule.from_):
                 out.append([ref, regions.of_matches(rules.matches(rule), rules.time(rule.schedule)), None])
         return out
+
+
+class OwnRuleIndex:
+    """A policy's VM rules in one direction (enabled, applying in it) by the address
+    references of their other end (`to` of an out rule, `from` of an in rule): which
+    rules can meet an endpoint is then found from the references that meet it, each
+    tested once, instead of from every VM's every rule (200,000 at 10,000 VMs).
+
+    * `by_text`: a reference text -> the rules whose list names it (a list without
+      exclusions meets when one of its items does);
+    * `everyone`: rules without the other end (open to every address);
+    * `excluding`: rules whose list has an exclusion (`!...`): tested whole;
+    * `grouped`: VMs with a security group reference (the general way, as before).
+    Each rule is (VM, its position among the VM's rules, the rule)."""
+
+    def __init__(self, policy: Policy, direction: str):
+        self.by_text: dict[str, list[tuple[str, int, RuleRef]]] = {}
+        self.everyone: list[tuple[str, int, RuleRef]] = []
+        self.excluding: list[tuple[str, int, RuleRef]] = []
+        self.grouped: set[str] = set()
+        self.outbound = outbound = direction == "out"
+        by_text, everyone, excluding, grouped = self.by_text, self.everyone, self.excluding, self.grouped
+        for ref in policy.rules:  # in order: a VM's rules are a run of it, `index` their positions
+            if ref.level != "vm":
+                continue
+            rule = ref.rule
+            if rule.security_group is not None:
+                grouped.add(ref.owner)
+                continue
+            if not rule.enabled or rule.direction not in (direction, None):
+                continue
+            refs = rule.to if outbound else rule.from_
+            entry = (ref.owner, ref.index, ref)
+            if refs is None:
+                everyone.append(entry)
+            elif "!" in "".join(refs):  # an exclusion (or a "!" elsewhere: tested whole all the same)
+                excluding.append(entry)
+            else:
+                for text in refs:
+                    found = by_text.get(text)
+                    if found is None:
+                        by_text[text] = [entry]
+                    elif found[-1] is not entry:  # a text named twice in one list
+                        found.append(entry)
+
+    def meeting(self, meets: Callable[[Any], bool]) -> dict[str, list[RuleRef]]:
+        """VM -> its rules (in their order) whose other end can meet the endpoint
+        (`meets`: `RulePlanner.meets_test` of its addresses)."""
+        hits: dict[str, dict[int, RuleRef]] = {}
+        chosen = [self.everyone]
+        chosen += [entries for text, entries in self.by_text.items() if meets((text,))]
+        chosen.append([entry for entry in self.excluding if meets(entry[2].rule.to if self.outbound else entry[2].rule.from_)])
+        for entries in chosen:
+            for vm, position, ref in entries:
+                found = hits.get(vm)
+                if found is None:
+                    hits[vm] = {position: ref}
+                else:
+                    found[position] = ref
+        return {vm: [found[p] for p in sorted(found)] for vm, found in hits.items()}
+
+
+def own_rule_index(policy: Policy, direction: str) -> OwnRuleIndex:
+    """The policy's `OwnRuleIndex` for a direction, built on first use and kept with it."""
+    memo: dict[str, OwnRuleIndex] = policy.__dict__.setdefault("_own_rule_index", {})
+    found = memo.get(direction)
+    if found is None:
+        found = memo[direction] = OwnRuleIndex(policy, direction)
+    return found

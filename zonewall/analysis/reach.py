@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..gcpause import collector_paused
 from ..policy.addresses import AddressSet, address_value
 from . import space as s
 from .approximations import approximations
@@ -153,7 +154,10 @@ def _addresses(analyzer: Analyzer, endpoint: Endpoint, nic: int | None) -> dict[
 
 
 def reach(analyzer: Analyzer, ref: str, direction: Direction, services: Region | None = None, *, grouped: bool = True) -> list[Reach]:
-    return [reach_endpoint(analyzer, endpoint, nic, direction, services, grouped=grouped) for endpoint, nic in expand(analyzer, ref)]
+    # Tens of thousands of small tuples and memos, no cycles: the cyclic collector
+    # would only walk the whole policy again (as when linting and compiling).
+    with collector_paused():
+        return [reach_endpoint(analyzer, endpoint, nic, direction, services, grouped=grouped) for endpoint, nic in expand(analyzer, ref)]
 
 
 def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, direction: Direction, services: Region | None = None, *, grouped: bool = True) -> Reach:
