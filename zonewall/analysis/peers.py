@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from functools import cached_property
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from ..compiler.plan.chains import Level, LevelKind, default_step
@@ -408,14 +409,12 @@ class PeerSides:
         """What `_candidates` answers, from the policy's index of own rules by the
         references of their other end (`OwnRuleIndex`): no scan of the VM's rules."""
         index = own_rule_index(self.policy, self.direction)
-        if vm in index.grouped:
-            return None
         hits = self._own_hits
         if hits is None:
             hits = self._own_hits = index.meeting(self._meets_test)
-        found = hits.get(vm)
-        if not found:
-            return []
+        found = index.candidates(vm, hits)
+        if found is None:
+            return None
         rules, regions = self.analyzer.plan.rules, self.analyzer.regions
         return [[ref, regions.of_matches(rules.matches(ref.rule), rules.time(ref.rule.schedule)), None] for ref in found]
 
@@ -446,47 +445,63 @@ class OwnRuleIndex:
 
     * `by_text`: a reference text -> the rules whose list names it (a list without
       exclusions meets when one of its items does);
-    * `everyone`: rules without the other end (open to every address);
+    * `everyone`: per VM, its rules without the other end (open to every address);
     * `excluding`: rules whose list has an exclusion (`!...`): tested whole;
     * `grouped`: VMs with a security group reference (the general way, as before).
     Each rule is (VM, its position among the VM's rules, the rule)."""
 
     def __init__(self, policy: Policy, direction: str):
         self.by_text: dict[str, list[tuple[str, int, RuleRef]]] = {}
-        self.everyone: list[tuple[str, int, RuleRef]] = []
+        self.everyone: dict[str, list[RuleRef]] = {}  # VM -> its rules open to everyone, in order
         self.excluding: list[tuple[str, int, RuleRef]] = []
         self.grouped: set[str] = set()
         self.outbound = outbound = direction == "out"
         by_text, everyone, excluding, grouped = self.by_text, self.everyone, self.excluding, self.grouped
-        for ref in policy.rules:  # in order: a VM's rules are a run of it, `index` their positions
-            if ref.level != "vm":
+        for (level, vm), run in policy._rule_table[1].items():  # each VM's rules in order, `index` their positions
+            if level != "vm":
                 continue
-            rule = ref.rule
-            if rule.security_group is not None:
-                grouped.add(ref.owner)
-                continue
-            if not rule.enabled or rule.direction not in (direction, None):
-                continue
-            refs = rule.to if outbound else rule.from_
-            entry = (ref.owner, ref.index, ref)
-            if refs is None:
-                everyone.append(entry)
-            elif "!" in "".join(refs):  # an exclusion (or a "!" elsewhere: tested whole all the same)
-                excluding.append(entry)
-            else:
-                for text in refs:
+            for ref in run:
+                rule = ref.rule
+                if rule.security_group is not None:
+                    grouped.add(vm)
+                    continue
+                if not rule.enabled or rule.direction not in (direction, None):
+                    continue
+                refs = rule.to if outbound else rule.from_
+                if refs is None:
+                    found_all = everyone.get(vm)
+                    if found_all is None:
+                        everyone[vm] = [ref]
+                    else:
+                        found_all.append(ref)
+                    continue
+                entry = (vm, ref.index, ref)
+                if len(refs) == 1:
+                    text = refs[0]
+                    if "!" in text:
+                        excluding.append(entry)
+                        continue
                     found = by_text.get(text)
                     if found is None:
                         by_text[text] = [entry]
-                    elif found[-1] is not entry:  # a text named twice in one list
+                    else:
                         found.append(entry)
+                elif "!" in "".join(refs):  # an exclusion (or a "!" elsewhere: tested whole all the same)
+                    excluding.append(entry)
+                else:
+                    for text in dict.fromkeys(refs):  # a text named twice in one list: once
+                        found = by_text.get(text)
+                        if found is None:
+                            by_text[text] = [entry]
+                        else:
+                            found.append(entry)
 
     def meeting(self, meets: Callable[[Any], bool]) -> dict[str, list[RuleRef]]:
-        """VM -> its rules (in their order) whose other end can meet the endpoint
-        (`meets`: `RulePlanner.meets_test` of its addresses)."""
+        """VM -> its rules (in their order) whose other end names an address that can
+        meet the endpoint (`meets`: `RulePlanner.meets_test` of its addresses); the
+        rules open to everyone are `everyone`'s."""
         hits: dict[str, dict[int, RuleRef]] = {}
-        chosen = [self.everyone]
-        chosen += [entries for text, entries in self.by_text.items() if meets((text,))]
+        chosen = [entries for text, entries in self.by_text.items() if meets((text,))]
         chosen.append([entry for entry in self.excluding if meets(entry[2].rule.to if self.outbound else entry[2].rule.from_)])
         for entries in chosen:
             for vm, position, ref in entries:
@@ -496,6 +511,18 @@ class OwnRuleIndex:
                 else:
                     found[position] = ref
         return {vm: [found[p] for p in sorted(found)] for vm, found in hits.items()}
+
+    def candidates(self, vm: str, hits: dict[str, list[RuleRef]]) -> list[RuleRef] | None:
+        """The VM's rules that can meet the endpoint, in order (`hits`: `meeting`'s);
+        None: it references a security group."""
+        if vm in self.grouped:
+            return None
+        found, everyone = hits.get(vm), self.everyone.get(vm)
+        if found is None:
+            return everyone or []
+        if everyone is None:
+            return found
+        return sorted(found + everyone, key=attrgetter("index"))
 
 
 def own_rule_index(policy: Policy, direction: str) -> OwnRuleIndex:
