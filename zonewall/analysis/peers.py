@@ -426,13 +426,16 @@ class PeerSides:
         direction, meets = self.direction, self._meets_test
         outbound = direction == "out"
         out: list[list[Any]] = []
+        # asked for every rule of the cluster by a cold reach: the cheap tests first
         for ref in self.policy.rules_of("vm", vm):
             rule = ref.rule
             if rule.security_group is not None:
                 return None
-            if not rule.enabled or rule.direction not in (direction, None):
+            rule_direction = rule.direction
+            if (rule_direction is not None and rule_direction != direction) or not rule.enabled:
                 continue
-            if meets(rule.to if outbound else rule.from_):
+            other = rule.to if outbound else rule.from_
+            if other is None or meets(other):
                 out.append([ref, regions.of_matches(rules.matches(rule), rules.time(rule.schedule)), None])
         return out
 
