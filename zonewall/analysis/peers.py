@@ -172,6 +172,7 @@ class PeerSides:
         self._forwarded = {entry.to.vm for entry in self.policy.doc.nat if isinstance(entry, Dnat) and entry.open} if self.direction == "in" else set()
         self.grouped = grouped
         self._meets_test = analyzer.plan.rules.meets_test(peer)
+        self._meets_known = analyzer.plan.rules.known_to_meet(peer)
         # each VM's own rules that can meet the endpoint, kept on the analyzer for
         # the next query about it (a warm analyzer)
         memo: dict[tuple[str, AddressSet], dict[str, object]] = analyzer.__dict__.setdefault("_own_rule_candidates", {})
@@ -427,10 +428,11 @@ class PeerSides:
         direction that can meet the endpoint; None: it references a security group."""
         rules = self.analyzer.plan.rules
         regions = self.analyzer.regions
-        direction, meets = self.direction, self._meets_test
+        direction, meets, known = self.direction, self._meets_test, self._meets_known
         outbound = direction == "out"
         out: list[list[Any]] = []
-        # asked for every rule of the cluster by a cold reach: the cheap tests first
+        # asked for every rule of the cluster by a cold reach: the cheap tests first,
+        # a one-item list looked up in what the test has learned (most are)
         for ref in self.policy.rules_of("vm", vm):
             rule = ref.rule
             if rule.security_group is not None:
@@ -439,8 +441,17 @@ class PeerSides:
             if (rule_direction is not None and rule_direction != direction) or not rule.enabled:
                 continue
             other = rule.to if outbound else rule.from_
-            if other is None or meets(other):
-                out.append([ref, regions.of_matches(rules.matches(rule), rules.time(rule.schedule)), None])
+            if other is None:
+                hit: object = True
+            elif len(other) == 1:
+                hit = known.get(other[0])  # None: not yet known, or an exclusion
+                if hit is None:
+                    hit = meets(other)
+            else:
+                hit = meets(other)
+            if hit:
+                schedule = rule.schedule
+                out.append([ref, regions.of_matches(rules.matches(rule), rules.time(schedule) if schedule is not None else None), None])
         return out
 
 
