@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from ..compiler.plan.chains import Level, LevelKind, default_step
 from ..compiler.plan.modes import is_routed
 from ..compiler.plan.switches import nic_filtered
-from ..policy.addresses import AddressSet, parse_ref
+from ..policy.addresses import AddressSet
 from ..policy.model import Dnat
 from . import space as s
 from .chains import Chain, Step
