@@ -151,9 +151,9 @@ class PeerSides:
     addresses, `pieces`: what its own side accepts, `dim`: the peers' address
     dimension. `indexed`: each VM's own rules that can meet the endpoint from the
     policy's `OwnRuleIndex` (built on first use, kept with the policy) instead of a
-    scan of the VM's rules: the same answer. `reach` uses it (cold `to` at 10,000 VMs
-    523 -> 450 ms CPU, `from` unchanged, docs/performance.md); off by default for a
-    caller that makes a new policy per call (the controller's diff)."""
+    scan of the VM's rules: the same answer; at 10,000 VMs a cold reach pays as much
+    to build the index as the scan costs (docs/performance.md), so it is off unless
+    asked for."""
 
     def __init__(self, analyzer: Analyzer, mine: NicKey, role: str, peer: AddressSet, pieces: list[Region], dim: int, *, grouped: bool = True,
                  indexed: bool = False):
