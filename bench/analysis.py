@@ -21,7 +21,8 @@ run of this script:
             touching VMs whose chains are not built yet, then all of them again;
 * reach   - `reach(analyzer, "vm:A", "to"|"from")`, cold (fresh Policy + Analyzer
             per run), new Analyzer on a used Policy, and warm (repeated on one
-            analyzer);
+            analyzer); `--reach-index`: cold again with the peers' own rules found
+            through the policy's index (`reach(..., indexed=True)`, built inside);
 * lint    - `lint(Analyzer(policy))` on a fresh Policy (`fresh()`, outside the timing as
             for trace and reach: before 2026-12-04 night it was inside, ~3-4 s of the
             figure), when zonewall.analysis.lint is importable (else "not available");
@@ -268,6 +269,9 @@ def bench_reach(base: Policy, args: argparse.Namespace, res: Results) -> None:
             seconds, _r = timed(reach, analyzer, a, direction)
             warm.append(seconds)
         res.add("reach", f"cold: {a} {direction}", cold, TARGETS["reach"], f"{rows} rows")
+        if args.reach_index:  # the own-rule index built inside the cold call (peers.OwnRuleIndex)
+            indexed = [timed(reach, Analyzer(fresh(base)), a, direction, indexed=True)[0] for _ in range(args.repeat)]
+            res.add("reach", f"cold, own-rule index: {a} {direction}", indexed, TARGETS["reach"])
         reach(Analyzer(base), a, direction)  # fills base's caches
         runs = [timed(reach, Analyzer(base), a, direction)[0] for _ in range(args.repeat)]
         res.add("reach", f"new Analyzer, Policy caches warm: {a} {direction}", runs, TARGETS["reach"])
@@ -384,6 +388,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5, help="runs per cold/warm timing (median reported)")
     parser.add_argument("--lint-repeat", type=int, default=1)
     parser.add_argument("--flows", type=int, default=20, help="other random VM pairs traced on the warm analyzer")
+    parser.add_argument("--reach-index", action="store_true", help="also time cold reach with the own-rule index (built inside the call)")
     parser.add_argument("--skip", default="", help="comma-separated phases to skip: trace,reach,lint,diff")
     parser.add_argument("--profile", default="", help=f"comma-separated phases to cProfile once (cold): {','.join(PROFILE_PHASES)}")
     parser.add_argument("--profile-lines", type=int, default=30)

@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
 """Commit latency at the controller (issue 14): upload -> revision stored, with its
 validation, its node states and its semantic diff, through the real API (in-process
-FastAPI client, SQLite), for one-rule changes of three kinds on a synthetic cluster
+FastAPI client, SQLite), for one-rule changes of six kinds on a synthetic cluster
 (bench/synth.py: --vms VMs x 20 rules on --nodes hosts):
 
-* vm:    one rule of a VM edited in place (its port): policy/incremental.py's case;
-* zone:  one rule of a zone edited in place;
-* group: one member of a group replaced.
+* vm:        one rule of a VM edited in place (its port; `from: group:admins`):
+             policy/incremental.py's case;
+* vm-any:    a VM rule open to everyone (no `from`) edited in place, what
+             bench/cluster.py edits: its peers are every VM of the cluster;
+* vm-add:    a rule line added at the top of a VM's rules (the later rules' derived
+             ids and every later line move);
+* vm-remove: a VM's first rule line removed;
+* zone:      one rule of a zone edited in place;
+* group:     one member of a group replaced.
 
 Each kind --changes times; p50/p99 of wall time and of the controller's CPU time
 (the client runs in the same process: its request is encoded before the clock starts,
@@ -49,21 +55,41 @@ def _line(lines: list[str], pattern: str, after: str) -> int:
     return next(n for n in range(start, len(lines)) if re.search(pattern, lines[n]))
 
 
-def edits(lines: list[str]) -> dict[str, Edit]:
-    vm = _line(lines, r"^      - \{direction: in, action: accept, from: group:admins, tcp: \d+\}", "vms:")
-    zone = _line(lines, r"^      - \{.*tcp: \d+", "zones:")
-    group = _line(lines, r"^  g\d+: \[", "groups:")
+def edits() -> dict[str, Edit]:
+    """Each kind's k-th change; lines are found anew each time (an added or removed line moves the rest)."""
+    vm = r"^      - \{direction: in, action: accept, from: group:admins, tcp: \d+\}"
+    vm_any = r"^      - \{direction: in, action: \w+, tcp: \d+\}"
+    zone = r"^      - \{.*tcp: \d+"
+    group = r"^  g\d+: \["
 
     def vm_edit(out: list[str], k: int) -> None:
-        out[vm] = re.sub(r"tcp: \d+", f"tcp: {20000 + k}", out[vm], count=1)
+        at = _line(out, vm, "vms:")
+        out[at] = re.sub(r"tcp: \d+", f"tcp: {20000 + k}", out[at], count=1)
+
+    def vm_any_edit(out: list[str], k: int) -> None:
+        at = _line(out, vm_any, "vms:")
+        out[at] = re.sub(r"action: \w+, tcp: \d+", f"action: accept, tcp: {21000 + k}", out[at], count=1)
 
     def zone_edit(out: list[str], k: int) -> None:
-        out[zone] = re.sub(r"tcp: \d+", f"tcp: {30000 + k}", out[zone], count=1)
+        at = _line(out, zone, "zones:")
+        out[at] = re.sub(r"tcp: \d+", f"tcp: {30000 + k}", out[at], count=1)
 
     def group_edit(out: list[str], k: int) -> None:
-        out[group] = re.sub(r"\[", f"[203.0.113.{k % 250 + 1}, ", out[group], count=1) if k == 0 else re.sub(r"203\.0\.113\.\d+", f"203.0.113.{k % 250 + 1}", out[group], count=1)
+        at = _line(out, group, "groups:")
+        out[at] = re.sub(r"\[", f"[203.0.113.{k % 250 + 1}, ", out[at], count=1) if k == 0 else re.sub(r"203\.0\.113\.\d+", f"203.0.113.{k % 250 + 1}", out[at], count=1)
 
-    return {"vm": vm_edit, "zone": zone_edit, "group": group_edit}
+    def vm_add(out: list[str], k: int) -> None:  # a different VM each time (vm1, vm3, ...)
+        out.insert(_rules_of(out, 2 * k + 1), f"      - {{direction: in, action: accept, from: group:admins, tcp: {40000 + k}}}")
+
+    def vm_remove(out: list[str], k: int) -> None:  # vm2, vm4, ...
+        del out[_rules_of(out, 2 * k + 2)]
+
+    return {"vm": vm_edit, "vm-any": vm_any_edit, "vm-add": vm_add, "vm-remove": vm_remove, "zone": zone_edit, "group": group_edit}
+
+
+def _rules_of(lines: list[str], vm: int) -> int:
+    """The line of VM `vm`'s first rule."""
+    return lines.index("    rules:", lines.index(f"  vm{vm}:")) + 1
 
 
 @contextmanager
@@ -91,7 +117,7 @@ def _run(data: Path, text: str, changes: int, baseline: bool, kinds: list[str]) 
     lines = text.split("\n")
     with TestClient(create_app(controller)) as client, whole_loads(baseline):
         assert client.put("/api/v1/policy", json={"documents": {"policy.yaml": text}}, headers=headers).status_code == 201
-        for kind, edit in edits(lines).items():
+        for kind, edit in edits().items():
             if kind not in kinds:
                 continue
             walls, cpus = [], []
@@ -119,19 +145,21 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=20)
     parser.add_argument("--changes", type=int, default=30)
     parser.add_argument("--baseline", action="store_true", help="also every commit as a whole load, side by side")
-    parser.add_argument("--kinds", default="vm,zone,group", help="which changes (a zone edit's diff grows with the zone's VMs x the cluster)")
+    parser.add_argument("--baseline-changes", type=int, default=None, help="changes per kind of the baseline (default --changes: a whole load is ~10 s at 10,000 VMs)")
+    parser.add_argument("--kinds", default="vm,vm-any,vm-add,vm-remove,zone,group", help="which changes (a zone edit's diff grows with the zone's VMs x the cluster)")
     args = parser.parse_args()
     text = policy_text(args.vms, nodes=args.nodes)
     with open("/proc/loadavg") as f:
         load = f.read().split()[0]
     print(f"\ncommit latency, {args.vms} VMs / {args.nodes} nodes, {args.changes} changes per kind (load average {load} at the start)")
-    print(f"{'path':<12} {'change':<6} {'p50 wall':>9} {'p99 wall':>9} {'p50 cpu':>8} {'p99 cpu':>8}", flush=True)
+    print(f"{'path':<12} {'change':<9} {'p50 wall':>9} {'p99 wall':>9} {'p50 cpu':>8} {'p99 cpu':>8}", flush=True)
     for path, baseline in (("incremental", False), ("whole load", True)):
         if baseline and not args.baseline:
             continue
-        for kind, (walls, cpus) in run(text, args.changes, baseline, args.kinds.split(",")):
+        changes = args.baseline_changes if baseline and args.baseline_changes else args.changes
+        for kind, (walls, cpus) in run(text, changes, baseline, args.kinds.split(",")):
             cells = [percentile(walls, 50), percentile(walls, 99), percentile(cpus, 50), percentile(cpus, 99)]
-            print(f"{path:<12} {kind:<6} " + " ".join(f"{v * 1000:>7.0f}ms" for v in cells), flush=True)
+            print(f"{path:<12} {kind:<9} " + " ".join(f"{v * 1000:>7.0f}ms" for v in cells), flush=True)
     with open("/proc/loadavg") as f:
         print(f"load average at the end: {f.read().split()[0]}")
 

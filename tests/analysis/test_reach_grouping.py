@@ -166,3 +166,102 @@ def test_reach_at_1000_synthetic_vms_is_the_same_grouped_or_not(direction: str) 
     grouped = _json(Analyzer(policy), "vm:vm17", direction, True)
     assert grouped == _json(Analyzer(policy), "vm:vm17", direction, False)
     assert len(json.loads(grouped)[0]["rows"]) > 3
+
+
+# -- the index of own rules (peers.OwnRuleIndex) -------------------------------------
+
+
+def _candidates(sides: PeerSides, vm: str, indexed: bool) -> list[str] | None:
+    found = sides._indexed_candidates(vm) if indexed else sides._candidates(vm)
+    return None if found is None else [candidate[0].id for candidate in found]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dressed())
+def test_the_index_finds_each_vms_rules_that_a_scan_of_its_rules_finds(text: str) -> None:
+    """For every endpoint and direction, each VM's own rules that can meet the
+    endpoint, from the policy's index, are those a scan of the VM's rules finds
+    (in order; None for a VM that references a security group)."""
+    policy = load_policy_text(text)
+    analyzer = Analyzer(policy)
+    for ref in _endpoints(analyzer):
+        for direction in ("to", "from"):
+            sides, _peers = _sides(analyzer, ref, direction)
+            for vm in policy.doc.vms:
+                assert _candidates(sides, vm, True) == _candidates(sides, vm, False), (ref, direction, vm)
+
+
+EVERY_KIND = """
+version: 1
+settings: {default: {in: drop, out: accept}}
+hosts:
+  node1: {address: [192.168.100.11], uplink: eth0}
+networks:
+  lan: {bridge: vmbr0, subnets: [10.1.0.0/24]}
+  other: {bridge: vmbr1, subnets: [10.2.0.0/24]}
+groups:
+  ga: [vm:a]
+  gb: [vm:b]
+zones:
+  za: {}
+  zb: {}
+vms:
+  a: {host: node1, zone: za, nics: [{network: lan, mac: "52:54:00:00:00:01", ips: [10.1.0.10]}]}
+  b: {host: node1, zone: zb, nics: [{network: other, mac: "52:54:00:00:00:02", ips: [10.2.0.11]}],
+      rules: [{direction: in, action: accept, from: vm:a, tcp: 1},
+              {direction: in, action: accept, from: vm:b, tcp: 2},
+              {direction: in, action: accept, from: zone:za, tcp: 3},
+              {direction: in, action: accept, from: zone:zb, tcp: 4},
+              {direction: in, action: accept, from: group:ga, tcp: 5},
+              {direction: in, action: accept, from: group:gb, tcp: 6},
+              {direction: in, action: accept, from: network:lan, tcp: 7},
+              {direction: in, action: accept, from: network:other, tcp: 8},
+              {direction: in, action: accept, from: 10.1.0.10/32, tcp: 9},
+              {direction: in, action: accept, from: 10.1.0.11/32, tcp: 10},
+              {direction: in, action: accept, tcp: 11},
+              {direction: in, action: accept, from: [10.1.0.0/24, "!10.1.0.11"], tcp: 12},
+              {direction: in, action: accept, from: [10.1.0.0/24, "!10.1.0.10"], tcp: 13},
+              {direction: out, action: accept, to: vm:a, tcp: 14},
+              {direction: in, action: accept, from: [vm:c, vm:a], tcp: 15}]}
+  c: {host: node1, zone: zb, nics: [{network: other, mac: "52:54:00:00:00:03", ips: [10.2.0.12]}]}
+"""
+KINDS = {"vm": ("vm:",), "zone": ("zone:",), "group": ("group:",), "network": ("network:",), "address": ("1", "2", "3", "4", "5", "6", "7", "8", "9")}
+
+
+def test_the_index_holds_every_kind_of_reference_and_a_mutant_missing_one_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """vm:a's peer b names a (or not) by every kind of reference: the index finds
+    the rules that name it (1, 3, 5, 7, 9, 11, 12, 15) and not the others; an index
+    that loses a kind of reference (or the rules open to everyone, or the lists with
+    an exclusion) no longer answers what the scan does."""
+    from zonewall.analysis import peers
+
+    policy = load_policy_text(EVERY_KIND)
+    sides, _peers = _sides(Analyzer(policy), "vm:a", "from")
+    ports = {ref.id: int(ref.rule.tcp[0]) for ref in policy.rules_of("vm", "b")}  # type: ignore[index]
+    found = _candidates(sides, "b", True)
+    assert found == _candidates(sides, "b", False)
+    assert [ports[rule_id] for rule_id in found or ()] == [1, 3, 5, 7, 9, 11, 12, 15]
+
+    real = peers.own_rule_index
+
+    def mutant(drop: str) -> Any:
+        def index(policy: Any, direction: str) -> peers.OwnRuleIndex:
+            made = real(policy, direction)
+            lost = peers.OwnRuleIndex.__new__(peers.OwnRuleIndex)
+            lost.__dict__.update(made.__dict__)
+            if drop == "everyone":
+                lost.everyone = {}
+            elif drop == "excluding":
+                lost.excluding = []
+            else:
+                lost.by_text = {text: entries for text, entries in made.by_text.items() if not text.startswith(KINDS[drop])}
+            return lost
+        return index
+
+    for drop in (*KINDS, "everyone", "excluding"):
+        monkeypatch.setattr(peers, "own_rule_index", mutant(drop))
+        sides, _peers = _sides(Analyzer(policy), "vm:a", "from")
+        assert _candidates(sides, "b", True) != _candidates(sides, "b", False), drop
+    monkeypatch.setattr(peers, "own_rule_index", real)
+    sides, _peers = _sides(Analyzer(policy), "vm:a", "from")
+    assert _candidates(sides, "b", True) == _candidates(sides, "b", False)

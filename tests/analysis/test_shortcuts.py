@@ -271,3 +271,83 @@ def test_peers_sides_from_shared_pieces_give_the_same_diff(pair: Pair) -> None:
     with diff_knobs(SHARED_PEERS_FROM=10**9, GROUPED_PEERS=True):
         grouped = diff_policies(old, new).to_json()
     assert grouped == alone
+
+
+@settings(max_examples=60, deadline=None)
+@given(pairs())
+def test_narrowed_steps_give_the_same_diff(pair: Pair) -> None:
+    """diff.NARROW_STEPS on random policy pairs (ports widened, references changed,
+    actions flipped): only the packets one of two counterpart steps matches are
+    compared; the rows must be those of comparing both regions."""
+    old, new = load_policy_text(pair.old), load_policy_text(pair.new)
+    with diff_knobs(NARROW_STEPS=False):
+        whole = diff_policies(old, new).to_json()
+    narrowed = diff_policies(load_policy_text(pair.old), load_policy_text(pair.new)).to_json()
+    assert narrowed == whole
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(rule_edit_pairs())
+def test_peers_whose_side_is_unchanged_are_reduced_once_with_the_same_diff(pair: tuple[str, str, str]) -> None:
+    """diff.REUSE_SAME_SIDES: after a rule edit, a peer whose global, own and zone
+    rules kept their content, ids and places is reduced and run once for both
+    policies; the rows must be those of reducing it in each (an added line moves
+    the default ids of later VMs' rules: those are reduced twice)."""
+    old_text, new_text, what = pair
+    with diff_knobs(SHARED_PEERS_FROM=10**9, REUSE_SAME_SIDES=False):
+        twice = diff_policies(load_policy_text(old_text), load_policy_text(new_text)).to_json()
+    with diff_knobs(SHARED_PEERS_FROM=10**9, REUSE_SAME_SIDES=True):
+        once = diff_policies(load_policy_text(old_text), load_policy_text(new_text)).to_json()
+    assert once == twice, what
+
+
+def test_a_peer_side_is_the_same_only_when_its_rules_kept_content_ids_and_places() -> None:
+    text = """\
+version: 1
+hosts:
+  n1: {address: [192.168.1.1]}
+networks:
+  lan: {bridge: br0, subnets: [10.0.0.0/24]}
+zones:
+  web: {rules: [{direction: in, action: accept, tcp: 80}]}
+vms:
+  a:
+    host: n1
+    zone: web
+    nics: [{network: lan, ips: [10.0.0.10]}]
+    rules:
+      - {direction: out, action: accept, tcp: 22}
+  b:
+    host: n1
+    nics: [{network: lan, ips: [10.0.0.11]}]
+    rules:
+      - {direction: out, action: accept, tcp: 443}
+  c:
+    host: n1
+    zone: web
+    nics: [{network: lan, ips: [10.0.0.12]}]
+    rules:
+      - {direction: out, action: drop, tcp: 25}
+"""
+    old = load_policy_text(text)
+    in_place = load_policy_text(text.replace("tcp: 22}", "tcp: 23}"))
+    edits = diff_module.rule_edits(old, in_place)
+    assert edits is not None
+    same = diff_module._same_sides(Analyzer(old), Analyzer(in_place), edits)
+    assert not same(("vm", "a", 0))  # edited
+    assert same(("vm", "b", 0)) and same(("vm", "c", 0))  # untouched, ids in place
+    assert not same(("host", "n1", None))  # nodes are always reduced in both
+    added = load_policy_text(text.replace("      - {direction: out, action: accept, tcp: 22}\n", "      - {direction: out, action: accept, tcp: 22}\n      - {direction: out, action: accept, tcp: 8080}\n"))
+    edits = diff_module.rule_edits(old, added)
+    assert edits is not None
+    same = diff_module._same_sides(Analyzer(old), Analyzer(added), edits)
+    assert not same(("vm", "b", 0)) and not same(("vm", "c", 0))  # a line added above: their default ids moved
+    zone = load_policy_text(text.replace("tcp: 80}", "tcp: 81}"))
+    edits = diff_module.rule_edits(old, zone)
+    assert edits is not None
+    same = diff_module._same_sides(Analyzer(old), Analyzer(zone), edits)
+    assert not same(("vm", "c", 0)) and same(("vm", "b", 0))  # c's zone edited, b has none
+    with diff_knobs(REUSE_SAME_SIDES=False):
+        assert not diff_module._same_sides(Analyzer(old), Analyzer(in_place), diff_module.rule_edits(old, in_place))(("vm", "b", 0))  # type: ignore[arg-type]
+
+

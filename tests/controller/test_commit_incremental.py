@@ -92,3 +92,35 @@ def test_a_group_member_edit_commits_without_the_whole_load(client: TestClient, 
     assert whole == [1]  # that one went the whole way, which reports it
     revisions = client.get("/api/v1/revisions", headers=tokens.header("admin")).json()
     assert [r["number"] for r in revisions] == [number, 1]
+
+
+def test_a_whole_parse_freezes_survivors_and_frees_evicted_policies(client: TestClient, tokens: Tokens, controller) -> None:
+    """store/cache.py: after a whole parse what survives is frozen for the collector
+    (its oldest generation no longer walks a parsed policy's millions of objects on
+    some commit); an edit from it freezes nothing more; a later whole parse collects
+    what was evicted meanwhile, frozen reference cycles included."""
+    import gc
+    import weakref
+
+    class Cycle:
+        pass
+
+    assert put(client, tokens, TEXT).status_code == 201
+    cache = controller.revisions.cache
+    frozen = gc.get_freeze_count()
+    assert frozen > 0
+    edit = with_rule("      - {direction: in, action: accept, from: group:admins, tcp: 2299}")
+    assert put(client, tokens, edit).status_code == 201
+    assert gc.get_freeze_count() <= frozen  # an edit freezes nothing (some frozen objects went by their count)
+    cycle = Cycle()
+    cycle.me = cycle  # type: ignore[attr-defined]
+    cache.newest().policy.__dict__["_test_cycle"] = cycle  # as a parsed policy's own cycles
+    held = weakref.ref(cycle)
+    del cycle
+    for n in range(2):  # whole parses (a setting changed: no edit load_edit takes); the second evicts the edit
+        other = TEXT.replace("rate: 10/second", f"rate: {11 + n}/second", 1)
+        assert other != TEXT
+        assert put(client, tokens, other).status_code == 201
+        if n == 0:
+            assert held() is not None  # still the kept revisions' (and now frozen with them)
+    assert held() is None  # evicted: collected, though frozen and cyclic

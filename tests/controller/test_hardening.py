@@ -107,7 +107,7 @@ def test_a_document_cannot_also_be_a_folder(client: TestClient, tokens: Tokens, 
 
 
 def test_a_long_poll_opened_before_a_revocation_gets_no_revision(client: TestClient, tokens: Tokens, controller: Controller, uploaded: dict) -> None:
-    from zonewall.controller.store.tokens import list_tokens, revoke_token
+    from zonewall.controller.store.tokens import list_tokens
 
     answers: list[object] = []
 
@@ -118,7 +118,7 @@ def test_a_long_poll_opened_before_a_revocation_gets_no_revision(client: TestCli
     poller.start()
     time.sleep(1.0)
     agent = next(t for t in list_tokens(controller.sessions) if t.role == "agent" and t.node == "node1")
-    assert revoke_token(controller.sessions, agent.id)
+    assert controller.tokens.revoke(agent.id)  # through this controller: at once (elsewhere: tests/controller/test_token_cache.py)
     documents = three_tier_documents()
     documents["policy.yaml"] = documents["policy.yaml"].replace("service: https}", "service: https, log: true}")
     assert client.put("/api/v1/policy", json={"documents": documents}, headers=tokens.header("admin")).status_code == 201

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bench.synth import policy_text
 from zonewall.compiler.node import compile_node
@@ -99,3 +101,65 @@ def test_affected_nodes_of_a_change() -> None:
     moved = Scoper({"policy.yaml": MICRO}, {**placement, "c": "node1"})
     assert affected(old, moved, nodes) == set(nodes)
     assert affected(old, Scoper({"policy.yaml": MICRO}, placement), nodes) == set()
+
+
+# Lines an edit may put anywhere: rule lines at every indentation, blanks, comments,
+# a new VM key, a top-level key, an anchor, a dedented key that ends a block.
+EDIT_LINES = [
+    "      - {direction: in, action: accept, tcp: 9999}",
+    "    - {direction: out, action: drop, tcp: 1}",
+    "      tcp: 80",
+    "        udp: 53",
+    "",
+    "   # a comment",
+    "# top comment",
+    "  d:",
+    "    host: node1",
+    "    rules:",
+    "settings: {}",
+    "      - &x {direction: in, action: accept}",
+    "    nics: [{network: lan, ips: [10.0.0.40]}]",
+]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["replace", "insert", "delete"]), st.integers(0, 10_000), st.sampled_from(EDIT_LINES)),
+                min_size=1, max_size=3))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_scoper_following_its_parent_finds_the_blocks_a_scan_finds(edits: list[tuple[str, int, str]]) -> None:
+    """Scoper.following reuses the parent's blocks for edits inside one block; whatever
+    the edit, its blocks are exactly those of a fresh scan."""
+    placement = {"a": "node1", "b": "node2", "c": "node2", "d": "node1"}
+    before = {"policy.yaml": MICRO, "other.yaml": "version: 1\n"}
+    parent = Scoper(before, placement)
+    lines = MICRO.split("\n")
+    for kind, at, text in edits:
+        at %= len(lines)
+        if kind == "replace":
+            lines[at] = text
+        elif kind == "insert":
+            lines.insert(at, text)
+        elif len(lines) > 1:
+            del lines[at]
+    after = {"policy.yaml": "\n".join(lines), "other.yaml": "version: 1\n"}
+    assert Scoper.following(parent, after, placement).blocks == Scoper(after, placement).blocks
+
+
+def test_a_scoper_following_its_parent_reuses_its_blocks_for_an_edit_inside_one() -> None:
+    placement = {"a": "node1", "b": "node2", "c": "node2"}
+    parent = Scoper({"policy.yaml": MICRO}, placement)
+    added = MICRO.replace("      tcp: 443\n", "      tcp: 443\n    - {direction: in, action: drop}\n")
+    follower = Scoper.following(parent, {"policy.yaml": added}, placement)
+    assert follower.blocks == Scoper({"policy.yaml": added}, placement).blocks
+    assert follower.blocks["b"].end == parent.blocks["b"].end + 1
+    import zonewall.policy.scope as scope
+
+    scans = []
+    real = scope.rules_blocks
+    scope.rules_blocks = lambda text: scans.append(text) or real(text)  # type: ignore[assignment]
+    try:
+        Scoper.following(parent, {"policy.yaml": added}, placement)
+        assert scans == []  # inside b's block: nothing scanned
+        Scoper.following(parent, {"policy.yaml": MICRO.replace("  b:\n", "  bb:\n")}, placement)
+        assert len(scans) == 1  # a VM key edited: scanned again
+    finally:
+        scope.rules_blocks = real  # type: ignore[assignment]

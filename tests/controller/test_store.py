@@ -32,7 +32,7 @@ def test_migrations_create_the_schema_and_are_idempotent(db_url: str) -> None:
     upgrade(engine)  # a second start: nothing to do, nothing fails
     tables = set(inspect(engine).get_table_names())
     assert {"revisions", "tokens", "nodes", "node_logs", "alembic_version", "log_records", "log_batches", "log_stats", "rule_counters",
-            "diff_jobs", "idempotency_keys", "revision_floor", "log_rollup"} <= tables
+            "diff_jobs", "idempotency_keys", "revision_floor", "log_rollup", "revision_diffs"} <= tables
     with engine.connect() as connection:
         assert connection.exec_driver_sql("select version_num from alembic_version").scalar() == head_revision()
     engine.dispose()

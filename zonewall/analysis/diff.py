@@ -23,7 +23,7 @@ from typing import Any
 from ..compiler.plan.nat import port_forwards, source_nats
 from ..policy.addresses import AddressSet
 from ..policy.model import Dnat
-from ..policy.resolve import Policy
+from ..policy.resolve import Level, Policy
 from . import space as s
 from .approximations import approximations
 from .chains import Chain, Step, essentials_region
@@ -203,11 +203,28 @@ def _aligned_steps(old: tuple[Step, ...], new: tuple[Step, ...]) -> Region:
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
         if tag == "equal":
             continue
+        if tag == "replace" and i2 - i1 == j2 - j1 and NARROW_STEPS:
+            for was, now in zip(old[i1:i2], new[j1:j2], strict=True):
+                region = s.union(region, _step_change(was, now))
+            continue
         for step in old[i1:i2]:
             region = s.union(region, step.region)
         for step in new[j1:j2]:
             region = s.union(region, step.region)
     return region
+
+
+def _step_change(was: Step, now: Step) -> Region:
+    """Packets two steps at the same place decide differently. Steps that differ only
+    in what they match (a group's members, a rule's ports widened) decide the packets
+    both match alike, and let those neither matches through alike: only the packets
+    one of them matches differ (so a group member edit compares that member's flows,
+    not every flow of the group). Every packet meets the same steps before and after
+    them; by induction over the aligned pairs, a packet outside each pair's change is
+    decided alike by both chains."""
+    if was.key[1:] != now.key[1:]:
+        return s.union(was.region, now.region)
+    return s.union(s.subtract(was.region, now.region), s.subtract(now.region, was.region))
 
 
 class _ZoneDelta:
@@ -493,9 +510,45 @@ def _differs(a: Outcome, b: Outcome) -> str | None:
     return "changed"
 
 
+def _same_sides(a_old: Analyzer, a_new: Analyzer, edits: RuleEdits) -> Callable[[NicKey], bool]:
+    """When only the rules of `edits`' VMs and zones differ: whether a peer's side
+    (its chain for packets with the endpoint at the other end) is the same in both
+    policies, so it is reduced and run once. A VM peer's side reads the global rules,
+    its own, its zone's and everything that is not a rule (equal here); it is the
+    same when none of those rules was edited and each kept its id and place (an added
+    or removed line moves the default ids, `file:line`, of the rules after it)."""
+    old, new = a_old.policy, a_new.policy
+    if not REUSE_SAME_SIDES or not _same_rules(old, new, "global", ""):
+        return lambda _owner: False
+    vms, zones = set(edits.vms), set(edits.zones)
+    zone_same: dict[str, bool] = {}
+
+    def same(owner: NicKey) -> bool:
+        kind, name, _nic = owner
+        if kind != "vm" or name in vms:
+            return False
+        zone = new.doc.vms[name].zone
+        if zone:
+            found = zone_same.get(zone)
+            if found is None:
+                found = zone_same[zone] = zone not in zones and _same_rules(old, new, "zone", zone)
+            if not found:
+                return False
+        return _same_rules(old, new, "vm", name)
+
+    return same
+
+
+def _same_rules(old: Policy, new: Policy, level: Level, owner: str) -> bool:
+    a, b = old.rules_of(level, owner), new.rules_of(level, owner)
+    return len(a) == len(b) and all(x is y or x == y for x, y in zip(a, b))
+
+
 class _Differ:
-    def __init__(self, a_old: Analyzer, a_new: Analyzer, common: set[NicKey], *, shared_peers: bool = False):
+    def __init__(self, a_old: Analyzer, a_new: Analyzer, common: set[NicKey], *, shared_peers: bool = False,
+                 same_side: Callable[[NicKey], bool] | None = None):
         self.a_old, self.a_new, self.common = a_old, a_new, common
+        self.same_side = same_side or (lambda _owner: False)  # a peer whose side is the same in both policies
         # many endpoints to compare (a zone's VMs): each peer's side built once, whole,
         # for all of them, rather than filtered for each (the same outcomes: the
         # filter only leaves out steps no packet of the space can meet)
@@ -556,7 +609,8 @@ class _Differ:
             signature = tuple(sorted(indexes))
             addresses = endpoint_addresses(self.a_new, Endpoint(owner[0], owner[1]), owner[2])  # type: ignore[arg-type]
             own_region = PeerSpace(pieces, signature, addresses, peer_dim)
-            stages = [reduce(owner, signature, own_region) for reduce in reducers]
+            before = reducers[0](owner, signature, own_region)
+            stages = [before, before if self.same_side(owner) else reducers[1](owner, signature, own_region)]
             assert stages[0] is not None and stages[1] is not None, (key, owner)  # self.split
             group_key = (owner[0], signature, stages[0][1], stages[1][1])
             if group_key in groups:
@@ -575,7 +629,7 @@ class _Differ:
                 if not sub:
                     continue
                 peer_old = list(self.a_old.run(stages_old, sub))
-                peer_new = list(self.a_new.run(stages_new, sub))
+                peer_new = peer_old if stages_new is stages_old else list(self.a_new.run(stages_new, sub))  # the same side: run once
                 for part, po, pn in _partition(peer_old, peer_new):
                     final_old, final_new = _final(po, o, receiver_first), _final(pn, n, receiver_first)
                     if whole_flow or _differs(final_old, final_new):  # (record judges the replies)
@@ -692,8 +746,10 @@ def _decisive_label(outcome: Outcome) -> tuple[str, str] | None:
     return (decision.stage, decision.label) if decision else None
 
 
+NARROW_STEPS = True  # steps at one place that differ only in what they match: only the packets one matches (False: both regions)
 SHARED_PEERS_FROM = 8  # endpoints compared; a one-VM edit (2) keeps the filtered, cheaper sides
 GROUPED_PEERS = True  # below SHARED_PEERS_FROM: peers' sides from shared pieces (False: each built and reduced)
+REUSE_SAME_SIDES = True  # after a rule edit: a peer whose side is the same in both policies reduced and run once (False: twice)
 PeerReducer = Callable[[NicKey, tuple[int, ...], PeerSpace], "tuple[tuple[GuardOrChain, ...], Key] | None"]
 
 
@@ -713,7 +769,8 @@ def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | 
         endpoints, common = _endpoint_changes(old, new)
         changes = _changes(a_old, a_new, common)
     runs = len(changes.receivers) + len(changes.senders) + len(changes.between) + 2 * len(changes.replies)
-    differ = _Differ(a_old, a_new, common, shared_peers=runs > SHARED_PEERS_FROM)
+    same_side = _same_sides(a_old, a_new, edits or grouped) if (edits or grouped) is not None else None  # type: ignore[arg-type]
+    differ = _Differ(a_old, a_new, common, shared_peers=runs > SHARED_PEERS_FROM, same_side=same_side)
     for key, region in sorted(changes.receivers.items(), key=lambda kv: str(kv[0])):
         differ.run(key, region, "receiver")
     for key, region in sorted(changes.senders.items(), key=lambda kv: str(kv[0])):

@@ -51,22 +51,22 @@ _OWNERS = "_address_owners"  # where a policy keeps its OwnerTable
 
 
 def _owner_table(policy: Policy) -> OwnerTable:
+    # one pass, each address parsed once (reach builds this cold for every query)
+    pairs: dict[int, list[tuple[int, Owner]]] = {4: [], 6: []}
+    for name, vm in policy.doc.vms.items():
+        for index, nic in enumerate(vm.nics):
+            owner: Owner = ("vm", name, index)
+            for ip in nic.ips:
+                version, value = address_value(ip)
+                pairs[version].append((value, owner))
+    for name, host in policy.doc.hosts.items():
+        for ip in host.address:
+            version, value = address_value(ip)
+            pairs[version].append((value, ("host", name, None)))
     out = {}
     for family in (4, 6):
-        pairs: list[tuple[int, Owner]] = []
-        for name, vm in policy.doc.vms.items():
-            for index, nic in enumerate(vm.nics):
-                for ip in nic.ips:
-                    version, value = address_value(ip)
-                    if version == family:
-                        pairs.append((value, ("vm", name, index)))
-        for name, host in policy.doc.hosts.items():
-            for ip in host.address:
-                version, value = address_value(ip)
-                if version == family:
-                    pairs.append((value, ("host", name, None)))
-        pairs.sort()
-        out[family] = ([p[0] for p in pairs], [p[1] for p in pairs])
+        found = sorted(pairs[family])
+        out[family] = ([p[0] for p in found], [p[1] for p in found])
     return out
 
 

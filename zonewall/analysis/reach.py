@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..gcpause import collector_paused
 from ..policy.addresses import AddressSet, address_value
 from . import space as s
 from .approximations import approximations
@@ -152,13 +153,18 @@ def _addresses(analyzer: Analyzer, endpoint: Endpoint, nic: int | None) -> dict[
 # -- reach ------------------------------------------------------------------------------
 
 
-def reach(analyzer: Analyzer, ref: str, direction: Direction, services: Region | None = None, *, grouped: bool = True) -> list[Reach]:
-    return [reach_endpoint(analyzer, endpoint, nic, direction, services, grouped=grouped) for endpoint, nic in expand(analyzer, ref)]
+def reach(analyzer: Analyzer, ref: str, direction: Direction, services: Region | None = None, *, grouped: bool = True, indexed: bool = False) -> list[Reach]:
+    # Tens of thousands of small tuples and memos, no cycles: the cyclic collector
+    # would only walk the whole policy again (as when linting and compiling).
+    with collector_paused():
+        return [reach_endpoint(analyzer, endpoint, nic, direction, services, grouped=grouped, indexed=indexed) for endpoint, nic in expand(analyzer, ref)]
 
 
-def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, direction: Direction, services: Region | None = None, *, grouped: bool = True) -> Reach:
+def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, direction: Direction, services: Region | None = None, *, grouped: bool = True,
+                   indexed: bool = False) -> Reach:
     """`grouped`: peers' sides from pieces they share (peers.PeerSides.reduced);
-    False: each peer's side built whole and reduced (the same answer, slower)."""
+    False: each peer's side built whole and reduced (the same answer, slower).
+    `indexed`: the peers' own rules found through the policy's index (PeerSides)."""
     own_dim, peer_dim = (s.DST, s.SRC) if direction == "to" else (s.SRC, s.DST)
     own = endpoint_addresses(analyzer, endpoint, nic)
     base = s.subtract(s.universe(), essentials_region())
@@ -203,7 +209,7 @@ def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, dire
     own_addresses = AddressSet(own.get(4, ()), own.get(6, ()))
     mine: NicKey = (endpoint.kind, endpoint.name, nic)
     role = "receiver" if direction == "to" else "sender"
-    sides = PeerSides(analyzer, mine, role, own_addresses, pieces, peer_dim, grouped=grouped)
+    sides = PeerSides(analyzer, mine, role, own_addresses, pieces, peer_dim, grouped=grouped, indexed=indexed)
     whole: list[NicKey] = []  # peers whose flows do not split into two sides
     for owner, indexes in signatures.items():
         kind, name, peer_nic = owner

@@ -88,9 +88,16 @@ async def desired(
         ctl.nodes.touch(node)  # in memory; written with the others every few seconds
     if after is not None and after > ctl.watch.current:
         await run_in_threadpool(ctl.revisions.raise_floor, after)
-    number = await ctl.watch.wait_for_newer(after, wait) if after is not None and wait > 0 else ctl.watch.current
-    if after is not None and wait > 0 and number > after and not await run_in_threadpool(auth.still_valid, request):
-        raise HTTPException(status_code=401, detail="the token was revoked while waiting", headers={"WWW-Authenticate": "Bearer"})
+    if after is None or wait <= 0:
+        return await _desired_now(request, node, after, have, ctl.watch.current)
+    async with ctl.watch.long_poll(after, wait) as number:  # woken: owed an answer until it is built
+        if number > after and not await run_in_threadpool(auth.still_valid, request):
+            raise HTTPException(status_code=401, detail="the token was revoked while waiting", headers={"WWW-Authenticate": "Bearer"})
+        return await _desired_now(request, node, after, have, number)
+
+
+async def _desired_now(request: Request, node: str, after: int | None, have: str | None, number: int) -> Response:
+    ctl = controller(request)
     view = (ctl.revisions.cache.peek(number) or await run_in_threadpool(ctl.revisions.view, number)) if number else None
     if view is None or (after is not None and view.number <= after):
         unchanged = DesiredOut(node=node, changed=False, revision=view.number if view else 0, in_policy=view is not None)

@@ -60,7 +60,10 @@ def idempotency(request: Request, payload: BaseModel | None) -> Idempotency | No
 
 
 def _answer(request: Request, response: Response, committed: Committed) -> ChangeOut:
-    row = controller(request).revisions.attach_diff(committed)
+    ctl = controller(request)
+    if committed.created and not committed.replayed:
+        ctl.watch.settle(committed.row.number)  # the woken agents answered before the diff takes the CPU
+    row = ctl.revisions.attach_diff(committed)
     response.status_code = 201 if committed.created else 200
     if committed.replayed:
         response.headers["Idempotent-Replayed"] = "true"

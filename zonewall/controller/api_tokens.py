@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from . import auth
 from .deps import controller
 from .schemas import TokenCreated, TokenIn, TokenOut
-from .store.tokens import Principal, TokenError, create_token, list_tokens, revoke_token
+from .store.tokens import Principal, TokenError, create_token, list_tokens
 
 router = APIRouter(prefix="/api/v1", tags=["tokens"])
 
@@ -28,6 +28,6 @@ def list_all(request: Request, _: Principal = Depends(auth.admin)) -> list[Token
 
 @router.delete("/tokens/{token_id}", status_code=204, summary="Revoke a token")
 def revoke(token_id: int, request: Request, _: Principal = Depends(auth.admin)) -> Response:
-    if not revoke_token(controller(request).sessions, token_id):
+    if not controller(request).tokens.revoke(token_id):
         raise HTTPException(status_code=404, detail=f"no active token {token_id}")
     return Response(status_code=204)

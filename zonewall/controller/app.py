@@ -25,7 +25,6 @@ from . import (
 )
 from .limits import LimitsMiddleware, RequestLimits
 from .replica import Controller
-from .store.tokens import authenticate
 
 API_VERSION = "1"
 DESCRIPTION = """\
@@ -57,7 +56,7 @@ def create_app(controller: Controller, limits: RequestLimits = RequestLimits()) 
         # a number too large for the database (or for C): the caller's mistake, not a 500
         return JSONResponse({"detail": "a number in the request is out of range"}, status_code=422)
     # outermost: bodies bounded and callers authenticated before anything reads them
-    app.add_middleware(LimitsMiddleware, limits=limits, authenticate=lambda token: authenticate(controller.sessions, token) is not None)
+    app.add_middleware(LimitsMiddleware, limits=limits, authenticate=lambda token: controller.tokens.authenticate(token) is not None)
     app.include_router(api_policy.router)
     app.include_router(api_nodes.router)
     app.include_router(api_tokens.router)

@@ -15,7 +15,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .deps import controller
-from .store.tokens import Principal, authenticate
+from .store.tokens import Principal
 
 log = logging.getLogger("zonewall.controller.auth")
 bearer = HTTPBearer(auto_error=False, description="a zonewall API token (`zonewall token create`)")
@@ -31,7 +31,7 @@ def _refuse(request: Request, status: int, reason: str, who: Principal | None = 
 def principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
     if credentials is None:
         raise _refuse(request, 401, "missing bearer token")
-    found = authenticate(controller(request).sessions, credentials.credentials)
+    found = controller(request).tokens.authenticate(credentials.credentials)
     if found is None:
         raise _refuse(request, 401, "unknown or revoked token")
     return found
@@ -66,6 +66,7 @@ def node_agent(node: str, request: Request, who: Principal = Depends(principal))
 
 def still_valid(request: Request) -> bool:
     """The request's token is still known and unrevoked: checked again after a long
-    wait (a long-poll opened before a revocation must not carry the next revision)."""
+    wait (a long-poll opened before a revocation must not carry the next revision;
+    revoked through another controller: once the token cache asks again)."""
     scheme, _, secret = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and authenticate(controller(request).sessions, secret.strip()) is not None
+    return scheme.lower() == "bearer" and controller(request).tokens.authenticate(secret.strip()) is not None

@@ -23,6 +23,7 @@ from .store.diffs import LEASE_SECONDS, DiffJobs
 from .store.logs import CounterStore, LogStore, Retention
 from .store.nodes import NodeStore
 from .store.revisions import RevisionStore
+from .store.tokens import TokenCache
 from .watch import RevisionWatch
 
 
@@ -43,6 +44,7 @@ class Controller:
     follower: Follower
     housekeeping: Housekeeping
     migrations: MigrationHub  # live migrations and their agents' steps (docs/migration.md)
+    tokens: TokenCache  # who a bearer token is, looked up at most every few seconds
     gitops: Any = None  # a gitops.GitFollower when the controller follows a git branch (each replica does: one commit is one revision)
 
     def current_view(self) -> RevisionView | None:
@@ -83,4 +85,4 @@ def build_controller(db_url: str, retention: Retention = Retention(), *, diff_le
     follower = Follower(sessions.kw["bind"], revisions.current_number, cache.get, watch.notify, recheck=recheck,
                         others={MIGRATIONS_CHANNEL: migrations.notified}, on_recheck=migrations.recheck)
     return Controller(sessions, revisions, nodes, watch, LogStore(sessions, retention), CounterStore(sessions),
-                      follower, Housekeeping(sessions, diffs, nodes), migrations)
+                      follower, Housekeeping(sessions, diffs, nodes), migrations, TokenCache(sessions))

@@ -79,7 +79,7 @@ def load_edited(documents: Documents, previous: tuple[Documents, Policy] | None)
     or the same PolicyError, either way."""
     check_documents(documents)
     if previous is not None:
-        found = load_edit(previous[0], previous[1], documents, groups=True)
+        found = load_edit(previous[0], previous[1], documents, groups=True, lines=True)
         if found is not None:
             return found
     return load_documents(documents)

@@ -12,6 +12,11 @@ on its line) is the other shape: the group is read and validated alone, and what
 its members can break is checked again: its references, cycles of nested groups,
 the family of every rule naming it or a group that holds it.
 
+Rule lines added or removed (`lines=True`, the controller's commit: `moved_lines`)
+are the third: every later line of the file moves, and with it the default rule ids
+(`file:line`) and positions the whole load derives; the rule table is the previous
+one's with those moves, made per owner when first read (ruletable.py).
+
 It never decides alone that a policy is wrong: any problem, and any edit outside
 that shape, answers None, and the caller loads the whole policy, which then
 reports every problem with its position exactly as always. A property test
@@ -29,24 +34,30 @@ from .addresses import parse_ref
 from .errors import Loc
 from .loader import plain_data
 from .model import Group, Rule, group_bodies
-from .resolve import Checker, Policy, RuleRef, default_rule_id
+from .resolve import Checker, Policy, RuleRef, default_rule_id, file_stem
+from .ruletable import RuleTable, Runs, moved_ref, runs_of
 from .source import LDict, LList, read_plain
 
 
-def load_edit(old_documents: dict[str, str], old: Policy, new_documents: dict[str, str], *, groups: bool = False) -> Policy | None:
+def load_edit(old_documents: dict[str, str], old: Policy, new_documents: dict[str, str], *, groups: bool = False,
+              lines: bool = False) -> Policy | None:
     """The policy of `new_documents`, or None: load it whole. Without `groups`, only
     rule edits are taken: every reference then means the same addresses as in `old`
     (the agent shares `old`'s address memos on that promise, agent/enforcer.py); with
-    it, a group's member line too (the controller's commit, policy.documents.load_edited)."""
+    it, a group's member line too; with `lines`, rule lines added or removed too
+    (both: the controller's commit, policy.documents.load_edited)."""
     if old_documents.keys() != new_documents.keys():
         return None
     changed = [name for name in new_documents if new_documents[name] != old_documents[name]]
     if len(changed) != 1:
         return None
     name = changed[0]
-    span = _edited_lines(old_documents[name], new_documents[name])
+    region = _edited_region(old_documents[name], new_documents[name])
+    span = _edited_lines(*region)
     if span is None:
-        return None
+        if not lines or any(file_stem(other) == file_stem(name) for other in new_documents if other != name):
+            return None  # (two files with one stem share derived ids: moving one file's lines could make them collide)
+        return moved_lines(old, name, *region)
     edited, texts, was = span
     found = _owner(old, name, edited)
     if found is None:
@@ -61,20 +72,33 @@ def load_edit(old_documents: dict[str, str], old: Policy, new_documents: dict[st
     return _rebuilt(old, owner, rules)
 
 
-def _edited_lines(old: str, new: str) -> tuple[list[int], list[str], list[str]] | None:
-    """The numbers, new and old texts of the lines that differ, when the edit keeps the
-    number of lines (None otherwise). Only the span between the common prefix and
-    suffix is split into lines: the documents of 10,000 VMs are 16 MB."""
+def _edited_lines(first: int, old_lines: list[str], new_lines: list[str]) -> tuple[list[int], list[str], list[str]] | None:
+    """The numbers, new and old texts of the lines that differ in an edited region
+    (`_edited_region`), when the edit keeps the number of lines (None otherwise)."""
+    if len(old_lines) != len(new_lines):
+        return None
+    changed = [(first + k, b, a) for k, (a, b) in enumerate(zip(old_lines, new_lines, strict=True)) if a != b]
+    return [number for number, _, _ in changed], [text for _, text, _ in changed], [text for _, _, text in changed]
+
+
+def edited_from(policy: Policy, previous: Policy) -> bool:
+    """Whether `load_edit` made `policy` from `previous` (every way it does shares the
+    previous zone membership), rather than a whole load."""
+    return policy.__dict__.get("_zone_members") is previous.__dict__.get("_zone_members") is not None
+
+
+def _edited_region(old: str, new: str) -> tuple[int, list[str], list[str]]:
+    """The number of the first line of the region the edit replaced, and its old and
+    new lines. Only the span between the common prefix and suffix is split into
+    lines: the documents of 10,000 VMs are 16 MB."""
     prefix = _common_prefix(old, new)
     suffix = _common_suffix(old, new, min(len(old), len(new)) - prefix)
     start = new.rfind("\n", 0, prefix) + 1  # the edited region, whole lines
-    old_lines = old[start : _line_end(old, len(old) - suffix)].split("\n")
-    new_lines = new[start : _line_end(new, len(new) - suffix)].split("\n")
-    if len(old_lines) != len(new_lines):
-        return None
-    first = new.count("\n", 0, start) + 1
-    changed = [(first + k, b, a) for k, (a, b) in enumerate(zip(old_lines, new_lines, strict=True)) if a != b]
-    return [number for number, _, _ in changed], [text for _, text, _ in changed], [text for _, _, text in changed]
+    if start:  # and the line before it, and the one after (where lines were added, they say whose)
+        start = new.rfind("\n", 0, start - 1) + 1
+    old_lines = old[start : _line_end(old, _line_end(old, len(old) - suffix) + 1)].split("\n")
+    new_lines = new[start : _line_end(new, _line_end(new, len(new) - suffix) + 1)].split("\n")
+    return new.count("\n", 0, start) + 1, old_lines, new_lines
 
 
 def _line_end(text: str, at: int) -> int:
@@ -84,23 +108,23 @@ def _line_end(text: str, at: int) -> int:
 
 
 def _common_prefix(a: str, b: str, chunk: int = 1 << 16) -> int:
-    """Length of the common prefix (slices compared a chunk at a time, in C)."""
+    """Length of the common prefix (slices compared in C, a chunk at a time, then
+    smaller chunks where they first differ: no loop over characters in Python)."""
     n, i = min(len(a), len(b)), 0
-    while i < n and a[i : i + chunk] == b[i : i + chunk]:
-        i += chunk
-    stop = min(i + chunk, n)
-    while i < stop and a[i] == b[i]:
-        i += 1
+    while chunk:
+        while i + chunk <= n and a[i : i + chunk] == b[i : i + chunk]:
+            i += chunk
+        chunk >>= 2
     return i
 
 
 def _common_suffix(a: str, b: str, limit: int, chunk: int = 1 << 16) -> int:
     """Length of the common suffix, at most `limit` (so it never overlaps the prefix)."""
-    i = 0
-    while i + chunk <= limit and a[len(a) - i - chunk : len(a) - i] == b[len(b) - i - chunk : len(b) - i]:
-        i += chunk
-    while i < limit and a[len(a) - i - 1] == b[len(b) - i - 1]:
-        i += 1
+    i, la, lb = 0, len(a), len(b)
+    while chunk:
+        while i + chunk <= limit and a[la - i - chunk : la - i] == b[lb - i - chunk : lb - i]:
+            i += chunk
+        chunk >>= 2
     return i
 
 
@@ -199,7 +223,7 @@ def _rebuilt(old: Policy, owner: Owner, rules: dict[int, tuple[Rule, LDict]]) ->
     policy.__dict__[_SPANS] = _spans(old)  # every line is where it was
     checker = Checker(doc, source)
     checker.__dict__["policy"] = policy
-    for ref in table[1][(level, name)]:
+    for ref in table.runs[(level, name)]:
         if ref.index in rules:
             checker.check_rule(ref, policy)
     return None if checker.problems else policy
@@ -228,13 +252,12 @@ def _copy_list(node: LList) -> LList:
     return out
 
 
-def _rule_table(old: Policy, level: str, name: str, rules: dict[int, tuple[Rule, LDict]]) -> Any:
+def _rule_table(old: Policy, level: str, name: str, rules: dict[int, tuple[Rule, LDict]]) -> RuleTable | None:
     """The previous rule table with the owner's edited rules re-made; None when an id
     check the whole load makes (unique explicit ids, packet-limit marks) could differ."""
-    every, by_owner = old._rule_table
-    run = by_owner[(level, name)]
+    runs = runs_of(old._rule_table)
     made: list[RuleRef] = []
-    for ref in run:
+    for ref in runs[(level, name)]:
         if ref.index not in rules:
             made.append(ref)
             continue
@@ -243,13 +266,18 @@ def _rule_table(old: Policy, level: str, name: str, rules: dict[int, tuple[Rule,
             return None  # its connection mark is checked against every other rule's
         loc: Loc = data.loc
         made.append(RuleRef(rule, ref.level, name, ref.index, rule.id or default_rule_id(loc, ref.path), ref.path, loc))
+    if not _ids_unique(runs, (level, name), made):
+        return None
+    return RuleTable(runs.then(None, (level, name), made))
+
+
+def _ids_unique(runs: Runs, owner: tuple[str, str], made: list[RuleRef]) -> bool:
+    """Whether the owner's explicit ids are used nowhere else (the whole load names both places)."""
     mine = [r.id for r in made if r.rule.id is not None]
-    if mine:
-        taken = {r.id for r in every if r.rule.id is not None and not (r.level == level and r.owner == name)}
-        if len(set(mine)) != len(mine) or taken & set(mine):
-            return None  # an id used twice: the whole load names both places
-    start = next(i for i, r in enumerate(every) if r.level == level and r.owner == name)
-    return every[:start] + made + every[start + len(run):], {**by_owner, (level, name): made}
+    if not mine:
+        return True
+    taken = {r.rule.id for key in runs if key != owner for r in runs.unmoved(key) if r.rule.id is not None}
+    return len(set(mine)) == len(mine) and not taken & set(mine)
 
 
 # -- a group's members rewritten in place -------------------------------------------
@@ -294,7 +322,8 @@ def _group_edit(old: Policy, file: str, lines: list[int], texts: list[str], was_
     if checker.problems:
         return None
     holders = _holding(doc.groups, name)
-    for ref in policy.rules:
+    runs = runs_of(policy._rule_table)
+    for ref in (ref for key in runs for ref in runs.unmoved(key)):  # (positions are read only for problems)
         rule = ref.rule
         if rule.family is not None and any(_names_group(refs, holders) for refs in (rule.from_, rule.to)):
             checker.check_rule(ref, policy)
@@ -330,3 +359,196 @@ def _holding(groups: dict[str, Group], name: str) -> set[str]:
 
 def _names_group(refs: list[str] | None, names: set[str]) -> bool:
     return any(text.startswith("group:") and parse_ref(text).name in names for text in refs or ())
+
+
+# -- rule lines added or removed ----------------------------------------------------
+
+MAX_MOVED_LINES = 64  # an edit adding or removing more lines than this loads whole
+
+
+def moved_lines(old: Policy, file: str, first: int, old_lines: list[str], new_lines: list[str]) -> Policy | None:
+    """`old` with one-line rules of one VM or zone added, removed, or replaced by a
+    different number of them (`old_lines`, the region of file `file` from line
+    `first` that the edit replaced with `new_lines`); None otherwise or when a check
+    could fail. Every later line of the file moves by the difference, and with it
+    what the whole load derives from positions: the default rule ids (`file:line`),
+    each rule's position, the rule spans. What else could depend on them is refused:
+    a packet-limited rule whose derived id moves (its connection mark), an explicit
+    id shaped like a derived one of this file (the col suffix of colliding ids).
+
+    Positions inside `source` below the edit (other than the rule table, the rule
+    spans and the groups' entries, which later edits read) are those of the previous
+    text: positions there are read only for problems, and any problem sends the
+    commit to the whole load, which reports it where it is."""
+    lead = 0
+    while lead < min(len(old_lines), len(new_lines)) and old_lines[lead] == new_lines[lead]:
+        lead += 1
+    trail = 0
+    while trail < min(len(old_lines), len(new_lines)) - lead and old_lines[-1 - trail] == new_lines[-1 - trail]:
+        trail += 1
+    removed, added = old_lines[lead : len(old_lines) - trail], new_lines[lead : len(new_lines) - trail]
+    first += lead
+    m, n = len(removed), len(added)
+    if m == n or m + n > MAX_MOVED_LINES:
+        return None
+    place = _place(old, file, first, removed, old_lines[lead - 1] if lead else None, old_lines[len(old_lines) - trail] if trail else None)
+    if place is None:
+        return None
+    owner, at, indent = place
+    section, level, name = owner
+    made: list[tuple[Rule, LDict]] = []
+    for k, text in enumerate(added):
+        parsed = _read_rule(text, file, first + k) if text.startswith(indent + "- {") else None
+        if parsed is None or parsed[0].packet_limit is not None:
+            return None
+        made.append(parsed)
+    spec = getattr(old.doc, section)[name]
+    if any(rule.packet_limit is not None for rule in spec.rules[at : at + m]) or len(spec.rules) - m + n == 0:
+        return None  # (a mark checked against every other rule's; `rules:` left empty means null)
+    delta = n - m
+    table = _moved_table(old, owner, at, m, made, file, first + m, delta)
+    if table is None:
+        return None
+    new_rules = list(spec.rules[:at]) + [rule for rule, _ in made] + list(spec.rules[at + m :])
+    specs = getattr(old.doc, section)
+    doc = old.doc.model_copy(update={section: {**specs, name: spec.model_copy(update={"rules": new_rules})}})
+    policy = Policy(doc, _moved_source(old.source, owner, at, m, made, file, first + m, delta))
+    policy.__dict__["_rule_table"] = table
+    policy.__dict__["_zone_members"] = old._zone_members  # membership is not a rule's business
+    policy.__dict__[_SPANS] = _moved_spans(_spans(old), file, first + m, delta, owner, [ref.loc.line for ref in table.runs[(level, name)] if ref.loc is not None and ref.loc.file == file])
+    checker = Checker(doc, policy.source)
+    checker.__dict__["policy"] = policy
+    for ref in table.runs[(level, name)][at : at + n]:
+        checker.check_rule(ref, policy)
+    return None if checker.problems else policy
+
+
+def _place(old: Policy, file: str, first: int, removed: list[str], before: str | None, after: str | None) -> tuple[Owner, int, str] | None:
+    """Whose rules the edit touches, the index of the first one removed or added, and
+    the indentation of their lines (`- {` follows it); None unless the removed lines
+    are whole one-line rules of one owner, one after the other, or the added lines
+    stand before one of its rules or after its last one."""
+    if removed:
+        lines = list(range(first, first + len(removed)))
+        found = _owner(old, file, lines)
+        indent = _indent_of(removed)
+        if found is None or indent is None:
+            return None
+        owner, indexes = found
+        if indexes != list(range(indexes[0], indexes[0] + len(indexes))):
+            return None
+        if not all(_whole_line(old, file, owner, index, text, line) for index, text, line in zip(indexes, removed, lines, strict=True)):
+            return None
+        return owner, indexes[0], indent
+    found = _owner(old, file, [first]) if after is not None else None  # added before a rule
+    if found is not None:
+        owner, (index,) = found
+        indent = _indent_of([after]) if after is not None else None
+        return (owner, index, indent) if indent is not None else None
+    found = _owner(old, file, [first - 1]) if before is not None else None  # added after the last rule
+    if found is None or before is None:
+        return None
+    owner, (index,) = found
+    section, _, name = owner
+    indent = _indent_of([before])
+    if indent is None or index != len(getattr(old.doc, section)[name].rules) - 1 or not _whole_line(old, file, owner, index, before, first - 1):
+        return None
+    return owner, index + 1, indent
+
+
+def _indent_of(texts: list[str]) -> str | None:
+    """The indentation before `- {` that every line has (None: they differ, or one is no such line)."""
+    indents = {text[: len(text) - len(text.lstrip(" "))] for text in texts}
+    if len(indents) != 1:
+        return None
+    indent = indents.pop()
+    return indent if all(text.startswith(indent + "- {") for text in texts) else None
+
+
+def _whole_line(old: Policy, file: str, owner: Owner, index: int, text: str, line: int) -> bool:
+    """Whether rule `index` of `owner` is written whole on its line `text` (a line
+    added after it, or its removal, then leaves every other rule as it was)."""
+    section, _, name = owner
+    parsed = _read_rule(text, file, line)
+    return parsed is not None and parsed[1] == old.source[section][name]["rules"][index]
+
+
+def _moved(loc: Loc, delta: int) -> Loc:
+    return Loc(loc.file, loc.line + delta, loc.col)
+
+
+def _moved_table(old: Policy, owner: Owner, at: int, removed: int, made: list[tuple[Rule, LDict]], file: str, below: int, delta: int) -> RuleTable | None:
+    """The rule table with the owner's rules `at`..`at + removed` replaced by `made`
+    and every rule of `file` from line `below` on moved by `delta` lines (its derived
+    id with it: made when first read, ruletable.py); None when an id check the whole
+    load makes could differ."""
+    runs = runs_of(old._rule_table)
+    _, level, name = owner
+    if _ids_could_move(runs, file):
+        return None
+    run = runs[(level, name)]
+    mine: list[RuleRef] = list(run[:at])
+    for k, (rule, data) in enumerate(made):
+        path = run[0].path[:-1] + (at + k,)
+        mine.append(RuleRef(rule, run[0].level, name, at + k, rule.id or default_rule_id(data.loc, path), path, data.loc))
+    for ref in run[at + removed :]:
+        if ref.loc is None:
+            return None  # (an id made from its path, which moves)
+        now = moved_ref(ref, delta) if ref.loc.file == file and ref.loc.line >= below else ref
+        index = ref.index + delta
+        mine.append(RuleRef(now.rule, now.level, name, index, now.id, now.path[:-1] + (index,), now.loc))
+    if not _ids_unique(runs, (level, name), mine):
+        return None
+    return RuleTable(runs.then((file, below, delta), (level, name), mine))
+
+
+def _ids_could_move(runs: Runs, file: str) -> bool:
+    """Whether moving lines of `file` could change an id check of the whole load: a
+    packet-limited rule of the file with a derived id (its connection mark comes from
+    it), or an explicit id shaped like one of the file's derived ids (whether a
+    derived id equals it, and gets its column, would change)."""
+    derived = f"{file_stem(file)}:"
+
+    def could(ref: RuleRef) -> bool:
+        rule = ref.rule
+        if rule.id is not None:
+            return rule.id.startswith(derived)
+        return rule.packet_limit is not None and ref.loc is not None and ref.loc.file == file
+
+    return runs.any_rule(f"ids could move: {file}", could)
+
+
+def _moved_source(root: LDict, owner: Owner, at: int, removed: int, made: list[tuple[Rule, LDict]], file: str, below: int, delta: int) -> LDict:
+    """The source with the owner's rule list edited, and the groups' entries (read by
+    a later group edit) where their lines now are."""
+    section, _, name = owner
+    specs: LDict = root[section]
+    spec: LDict = specs[name]
+    was: LList = spec["rules"]
+    rules = LList(list(was[:at]) + [data for _, data in made] + list(was[at + removed :]))
+    rules.loc = was.loc
+    rules.value_locs = list(was.value_locs[:at]) + [data.loc for _, data in made] + [_moved(loc, delta) for loc in was.value_locs[at + removed :]]
+    out = _copy_dict(root, section, _copy_dict(specs, name, _copy_dict(spec, "rules", rules)))
+    groups = out.get("groups")
+    if isinstance(groups, LDict):
+        shift = lambda locs: {key: _moved(loc, delta) if loc.file == file and loc.line >= below else loc for key, loc in locs.items()}
+        entries = LDict(groups)
+        entries.loc, entries.key_locs, entries.value_locs = groups.loc, shift(groups.key_locs), shift(groups.value_locs)
+        out = _copy_dict(out, "groups", entries)
+    return out
+
+
+def _moved_spans(spans: dict[str, list[Span]], file: str, below: int, delta: int, owner: Owner, lines: list[int]) -> dict[str, list[Span]]:
+    """The rule spans with the owner's anew and every line of `file` from `below` on moved."""
+    out: list[Span] = []
+    for first, last, who, rule_lines in spans.get(file, []):
+        if who == owner:
+            continue
+        if last >= below:
+            rule_lines = tuple(line + delta if line >= below else line for line in rule_lines)
+            first, last = min(rule_lines), max(rule_lines)
+        out.append((first, last, who, rule_lines))
+    if lines:
+        out.append((min(lines), max(lines), owner, tuple(lines)))
+    out.sort(key=lambda span: span[0])
+    return {**spans, file: out}

@@ -346,11 +346,11 @@ def default_rule_id(loc: Loc | None, path: tuple[object, ...]) -> str:
     """`file-stem:line`: short enough for log prefixes, and points at the rule."""
     if loc is None:
         return format_path(path)
-    return f"{_file_stem(loc.file)}:{loc.line}"
+    return f"{file_stem(loc.file)}:{loc.line}"
 
 
 @lru_cache(maxsize=256)
-def _file_stem(file: str) -> str:
+def file_stem(file: str) -> str:
     return PurePath(file).stem  # one parse per policy file, not one per rule
 
 

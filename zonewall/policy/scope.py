@@ -128,6 +128,32 @@ class Scoper:
                 if vm in placement and vm not in self.blocks:
                     self.blocks[vm] = Block(name, start, end)
 
+    @classmethod
+    def following(cls, parent: Scoper, documents: Documents, placement: Mapping[str, str]) -> Scoper:
+        """The scoper of `documents`, the next revision after `parent`'s: a document
+        edited inside one VM's rules block keeps the parent's blocks (those after the
+        edit moved by the lines it added or removed) instead of being scanned again
+        (a scan of 10,000 VMs' documents costs ~0.9 s, on the path of the first answer
+        of every revision). Anything else is scanned, so the blocks are always what
+        `rules_blocks` would find."""
+        if set(documents) != set(parent.documents) or placement != parent.placement:
+            return cls(documents, placement)
+        scoper = cls.__new__(cls)
+        scoper.documents, scoper.placement, scoper.blocks, scoper._lines = documents, placement, {}, {}
+        for name, text in documents.items():
+            before = parent.documents[name]
+            found: dict[str, tuple[int, int]] | None
+            if text == before:
+                found = {vm: (block.start, block.end) for vm, block in parent.blocks.items() if block.document == name}
+                if name in parent._lines:
+                    scoper._lines[name] = parent._lines[name]
+            else:
+                found = _edited_blocks(parent, name, scoper.lines(name))
+            for vm, (start, end) in (found if found is not None else rules_blocks(text)).items():
+                if vm in placement and vm not in scoper.blocks:
+                    scoper.blocks[vm] = Block(name, start, end)
+        return scoper
+
     def lines(self, document: str) -> list[str]:
         lines = self._lines.get(document)
         if lines is None:
@@ -153,6 +179,42 @@ class Scoper:
             body = "\n".join(lines)
             out[name] = body + ("" if body.endswith("\n") else "\n") + f"{SCOPE_MARK}{node}\n"
         return out
+
+
+def _edited_blocks(parent: Scoper, document: str, lines: list[str]) -> dict[str, tuple[int, int]] | None:
+    """The blocks of `document` after an edit of lines inside one VM's rules block of
+    the parent that leaves the block's shape alone; None: scan it whole."""
+    old = parent.lines(document)
+    start, old_end, new_end = line_span(old, lines)
+    owner = _owner(parent, document, start, old_end)
+    if owner is None:
+        return None
+    block = parent.blocks[owner]
+    key_indent = _indent(old[block.start])
+    edited = lines[start:new_end]
+    for line in edited:
+        # each new line must stay inside the block as rules_blocks reads it
+        if _UNSAFE.search(line):
+            return None
+        if _is_filler(line):
+            continue
+        indent = _indent(line)
+        if not (indent > key_indent or (indent == key_indent and line.lstrip(" ").startswith("- "))):
+            return None
+    if old_end == block.end and (not edited or _is_filler(edited[-1])):
+        return None  # the block's last line edited into a blank or comment: its end moves
+    moved = new_end - old_end
+    found: dict[str, tuple[int, int]] = {}
+    for vm, other in parent.blocks.items():
+        if other.document != document:
+            continue
+        if vm == owner:
+            found[vm] = (other.start, other.end + moved)
+        elif other.start >= old_end:
+            found[vm] = (other.start + moved, other.end + moved)
+        else:
+            found[vm] = (other.start, other.end)
+    return found
 
 
 def affected(old: Scoper, new: Scoper, nodes: Iterable[str]) -> frozenset[str]:

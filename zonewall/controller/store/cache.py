@@ -9,10 +9,21 @@ Each view also holds its nodes' desired states (`NodeStates`: the documents scop
 to a node, policy/scope.py), each built once, when the first agent of that node
 asks, and shared by every later answer; a node the change from the previous view
 does not affect gets the previous view's state object itself, nothing rebuilt.
+
+A parsed 10,000-VM policy is millions of objects, and the collector's oldest
+generation walks them all now and then: a pause of ~1.5 s landing on a random
+commit (bench/commit.py's p99). So after a view parsed whole is put, what survives a
+collection is frozen (`gc.freeze`: later collections skip it); policies edited
+from it share nearly all of it, and what they add alone stays collectable. A policy
+holds reference cycles, so at the next whole parse everything is unfrozen and
+collected once (the evicted policies go then), which that parse, seconds at this
+size, pays for. (The loader's own pause, gcpause.py, unfreezes everything at the end
+of a whole load too.)
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 from collections import OrderedDict
@@ -62,6 +73,9 @@ class NodeStates:
 
     @cached_property
     def scoper(self) -> Scoper:
+        parent = self._parent
+        if parent is not None and "scoper" in parent.__dict__:  # the parent's is built: follow it
+            return Scoper.following(parent.scoper, self._documents, self._placement)
         return Scoper(self._documents, self._placement)
 
     def follow(self, parent: NodeStates) -> None:
@@ -148,7 +162,9 @@ class RevisionCache:
         with self._lock:
             return self._views[max(self._views)] if self._views else None
 
-    def put(self, view: RevisionView) -> None:
+    def put(self, view: RevisionView, *, whole: bool = True) -> None:
+        """Keep `view`; `whole`: its policy was parsed whole (not edited from the
+        previous one: policy/incremental.py), so it is frozen for the collector."""
         with self._lock:
             if view.number in self._views:  # parsed meanwhile (a NOTIFY): keep that one, it may have states built
                 self._views.move_to_end(view.number)
@@ -165,6 +181,9 @@ class RevisionCache:
                 # parent after the new revision, and an LRU then dropped the parent of the
                 # next commit (parsed again: seconds at 10,000 VMs)
                 del self._views[min(self._views)]
+        if whole:
+            freeze_survivors()
+
 
     @contextmanager
     def filling(self, number: int) -> Iterator[None]:
@@ -197,3 +216,11 @@ class RevisionCache:
         with self._lock:
             self._loading.pop(number, None)
         return view
+
+
+def freeze_survivors() -> None:
+    """Collect everything (what earlier calls froze included: policies evicted since
+    are garbage now) and freeze what survives (module docstring)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()

@@ -75,13 +75,16 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
 # closed when given back, so a burst (every agent reporting after a change) would
 # open a new PostgreSQL connection per request if the pool were small. Three
 # controllers at 24 each stay within PostgreSQL's default max_connections (100).
+# SQLite too: a new connection runs the pragmas above and starts with an empty page
+# cache, which at 100 agents (a status report from each after every change) cost
+# the controller as much CPU as the requests themselves.
 POOL_SIZE = 16
 POOL_OVERFLOW = 8
 
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        engine = create_engine(url, connect_args={"check_same_thread": False}, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer, sessionmaker
 
 from ...analysis.diff import diff_policies
@@ -31,7 +32,7 @@ from ...policy.model import PolicyDocument
 from ...policy.resolve import Policy
 from .cache import RevisionCache
 from .db import changed_rows
-from .models import DiffJobRow, RevisionRow
+from .models import DiffJobRow, RevisionDiffRow, RevisionRow
 
 log = logging.getLogger("zonewall.controller.diffs")
 LEASE_SECONDS = 15.0
@@ -94,12 +95,19 @@ class DiffJobs:
 
     def _finish(self, number: int, diff: str | None, error: str | None) -> RevisionRow:
         """Store the result (once: a late second computation of the same diff changes nothing)."""
+        try:
+            return self._store(number, diff, error)
+        except IntegrityError:  # another controller stored it meanwhile: theirs stays
+            return self._store(number, diff, error)
+
+    def _store(self, number: int, diff: str | None, error: str | None) -> RevisionRow:
         with self._sessions() as session, session.begin():
             # not its documents (16 MB at 10,000 VMs): the answer shows the diff alone
             row = session.get(RevisionRow, number, options=[defer(RevisionRow.documents, raiseload=True)])
             assert row is not None
             if row.diff is None and row.diff_error is None:
-                row.diff, row.diff_error = diff, error
+                # a row of its own: the revision's row (its documents) is never rewritten
+                row.semantic_diff = RevisionDiffRow(revision=number, diff=diff, error=error)
             session.execute(delete(DiffJobRow).where(DiffJobRow.revision == number))
         return row
 

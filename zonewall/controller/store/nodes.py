@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -118,18 +118,33 @@ class NodeStore:
         return row
 
     def report(self, node: str, status: Status) -> NodeRow:
-        return self._change(node, lambda _session, row: self._apply_status(row, status))
+        # One UPDATE ... RETURNING for a known node (every agent reports after every
+        # revision: at 100 nodes a read, an update and a commit each added up);
+        # the first report of a node makes its row.
+        values = self._status_values(status)
+        with self._write, self._sessions() as session, session.begin():
+            row = session.scalars(update(NodeRow).where(NodeRow.name == node).values(**values).returning(NodeRow)).first()
+        if row is not None:
+            return row
+
+        def first_report(_session: Session, row: NodeRow) -> None:
+            for key, value in self._status_values(status).items():
+                setattr(row, key, value)
+
+        return self._change(node, first_report)
 
     @staticmethod
-    def _apply_status(row: NodeRow, status: Status) -> None:
-        row.last_contact = utcnow()
-        row.applied_revision, row.fingerprint, row.ruleset_hash = status.applied_revision, status.fingerprint, status.ruleset_hash
-        row.state, row.last_error, row.drift_repairs = status.state, status.last_error, status.drift_repairs
-        row.problems = json.dumps(list(status.problems))
+    def _status_values(status: Status) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "last_contact": utcnow(), "applied_revision": status.applied_revision, "fingerprint": status.fingerprint,
+            "ruleset_hash": status.ruleset_hash, "state": status.state, "last_error": status.last_error,
+            "drift_repairs": status.drift_repairs, "problems": json.dumps(list(status.problems)),
+        }
         if status.taps is not None:
-            row.taps = json.dumps(status.taps, sort_keys=True)
+            values["taps"] = json.dumps(status.taps, sort_keys=True)
         if status.apply_seconds is not None:
-            row.apply_seconds = status.apply_seconds
+            values["apply_seconds"] = status.apply_seconds
+        return values
 
     def get(self, node: str) -> NodeRow | None:
         with self._sessions() as session:

@@ -32,6 +32,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ...policy.documents import Documents, documents_json, json_hash, load_documents, load_edited
+from ...policy.incremental import edited_from
 from ...policy.resolve import Policy
 from .cache import RevisionCache, RevisionView
 from .db import utcnow
@@ -145,7 +146,7 @@ class RevisionStore:
             replayed = self.replay(proposal.idempotency)
             if replayed is not None:
                 return replayed
-        policy = self._validated(proposal.documents)  # the slow part, outside the lock; PolicyError: nothing written
+        policy, whole = self._validated(proposal.documents)  # the slow part, outside the lock; PolicyError: nothing written
         encoded = documents_json(proposal.documents)  # stored as such, and hashed
         digest = json_hash(encoded)
         with ExitStack() as hold:
@@ -179,18 +180,20 @@ class RevisionStore:
                 self._remember(session, proposal, number, created=True)
                 if session.connection().dialect.name == "postgresql":  # delivered at commit, to every controller
                     session.execute(text("SELECT pg_notify(:channel, :number)"), {"channel": CHANNEL, "number": str(number)})
-            self.cache.put(RevisionView.of(row, policy, proposal.documents))
+            self.cache.put(RevisionView.of(row, policy, proposal.documents), whole=whole)
         log.info("revision %d by %s (%s): %s", row.number, row.author, row.kind, row.message)
         self._on_commit(row.number)
         return Committed(row, created=True)
 
-    def _validated(self, documents: Documents) -> Policy:
+    def _validated(self, documents: Documents) -> tuple[Policy, bool]:
         """The documents loaded, from the newest parsed revision when they are an edit
         of it that allows (policy/incremental.py: milliseconds instead of seconds at
-        10,000 VMs); the same policy or the same PolicyError either way."""
+        10,000 VMs); the same policy or the same PolicyError either way. And whether
+        it was loaded whole."""
         head = self.cache.newest()
         previous = (head.states.documents, head.policy) if head is not None and head.states is not None else None
-        return load_edited(documents, previous)
+        policy = load_edited(documents, previous)
+        return policy, previous is None or not edited_from(policy, previous[1])
 
     @staticmethod
     def _remember(session: Session, proposal: Proposal, number: int, *, created: bool) -> None:

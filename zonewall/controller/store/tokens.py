@@ -3,6 +3,13 @@
 Secrets are 256 random bits, so a plain SHA-256 is enough to make a stolen database
 useless for logging in (a slow password hash protects low-entropy secrets; these
 are not), and lookups stay one indexed query per request.
+
+A controller asks on every request (and again when a long-poll's wait ends), which
+at 100 agents made token lookups as costly as a commit: `TokenCache` remembers a
+known token for REVALIDATE_SECONDS. A token revoked through this controller is
+forgotten at once; one revoked through another controller (HA) or the CLI is
+refused within REVALIDATE_SECONDS. Unknown and revoked tokens are never remembered:
+each is looked up again.
 """
 
 from __future__ import annotations
@@ -10,6 +17,9 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -21,6 +31,7 @@ from .models import TokenRow
 ROLES = ("admin", "viewer", "agent")
 _NODE = re.compile(r"[a-z0-9][a-z0-9_-]{0,30}")  # the policy's name rule for hosts
 PREFIX = "zw_"
+REVALIDATE_SECONDS = 5.0  # how long a known token is trusted without asking the database
 
 
 class TokenError(ValueError):
@@ -62,15 +73,64 @@ def create_token(sessions: sessionmaker[Session], role: str, name: str | None = 
 
 
 def authenticate(sessions: sessionmaker[Session], secret: str) -> Principal | None:
+    """The token's principal, asking the database (a controller asks its TokenCache)."""
     if not secret.startswith(PREFIX):
         return None
-    # every request asks: the columns alone, no ORM object to build
+    return _lookup(sessions, hash_secret(secret))
+
+
+def _lookup(sessions: sessionmaker[Session], secret_hash: str) -> Principal | None:
+    # the columns alone, no ORM object to build
     columns = (TokenRow.id, TokenRow.name, TokenRow.role, TokenRow.node, TokenRow.revoked_at)
     with sessions() as session:
-        row = session.execute(select(*columns).where(TokenRow.secret_hash == hash_secret(secret))).first()
+        row = session.execute(select(*columns).where(TokenRow.secret_hash == secret_hash)).first()
     if row is None or row.revoked_at is not None:
         return None
     return Principal(row.id, row.name, row.role, row.node)
+
+
+class TokenCache:
+    """`authenticate` for a controller process: a known token is looked up in the
+    database at most once per `ttl` seconds; revocations through this process
+    (`forget`) take effect at once."""
+
+    def __init__(self, sessions: sessionmaker[Session], ttl: float = REVALIDATE_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self._sessions = sessions
+        self._ttl = ttl
+        self._clock = clock
+        self._known: dict[str, tuple[Principal, float]] = {}  # secret hash -> (who, when looked up)
+        self._lock = threading.Lock()
+        self.lookups = 0  # database lookups (tests and metrics read it)
+
+    def authenticate(self, secret: str) -> Principal | None:
+        if not secret.startswith(PREFIX):
+            return None
+        key = hash_secret(secret)
+        now = self._clock()
+        with self._lock:
+            found = self._known.get(key)
+        if found is not None and now - found[1] < self._ttl:
+            return found[0]
+        self.lookups += 1
+        who = _lookup(self._sessions, key)
+        with self._lock:
+            if who is None:
+                self._known.pop(key, None)
+            else:
+                self._known[key] = (who, now)
+        return who
+
+    def forget(self, token_id: int) -> None:
+        """The token was revoked: ask the database again next time."""
+        with self._lock:
+            for key in [key for key, (who, _) in self._known.items() if who.token_id == token_id]:
+                del self._known[key]
+
+    def revoke(self, token_id: int) -> bool:
+        """Revoke in the database and forget it here (False: no active token `token_id`)."""
+        revoked = revoke_token(self._sessions, token_id)
+        self.forget(token_id)
+        return revoked
 
 
 def list_tokens(sessions: sessionmaker[Session]) -> list[TokenRow]:

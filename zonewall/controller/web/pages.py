@@ -21,7 +21,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ..deps import controller
 from ..store.db import as_utc
-from ..store.tokens import Principal, authenticate
+from ..store.tokens import Principal
 
 COOKIE = "zonewall_session"
 LOGIN_COOKIE = "zonewall_login"  # the login form's CSRF token (double submit)
@@ -98,7 +98,7 @@ def current(request: Request) -> tuple[Principal, str]:
     found = sessions_of(request).get(request.cookies.get(COOKIE))
     if found is None:
         raise LoginRequired()
-    who = authenticate(controller(request).sessions, found[0])
+    who = controller(request).tokens.authenticate(found[0])
     if who is None or who.role not in ("admin", "viewer"):
         raise LoginRequired()
     return who, found[1]

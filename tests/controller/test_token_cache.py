@@ -1,0 +1,76 @@
+"""A controller remembers known tokens for a few seconds; revocations still bite.
+
+Every request asks who its token is (twice for a long-poll); at 100 agents the
+database lookups cost as much as the commits. The cache may keep a token only as
+long as REVALIDATE_SECONDS, forgets it at once when revoked through this
+controller, and never remembers an unknown or revoked one.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from zonewall.controller.store.db import open_database
+from zonewall.controller.store.tokens import REVALIDATE_SECONDS, TokenCache, create_token, revoke_token
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _cache(db_url: str) -> tuple[sessionmaker[Session], TokenCache, Clock]:
+    sessions = open_database(db_url)
+    clock = Clock()
+    return sessions, TokenCache(sessions, clock=clock), clock
+
+
+def test_a_known_token_is_looked_up_once_per_interval(db_url: str) -> None:
+    sessions, cache, clock = _cache(db_url)
+    row, secret = create_token(sessions, "agent", node="node1")
+    for _ in range(5):
+        who = cache.authenticate(secret)
+        assert who is not None and who.node == "node1" and who.token_id == row.id
+    assert cache.lookups == 1
+    clock.now += REVALIDATE_SECONDS + 0.1
+    assert cache.authenticate(secret) is not None
+    assert cache.lookups == 2  # asked again once the interval passed
+
+
+def test_a_token_revoked_through_this_controller_is_refused_at_once(db_url: str) -> None:
+    sessions, cache, _clock = _cache(db_url)
+    kept, kept_secret = create_token(sessions, "viewer", name="kept")
+    row, secret = create_token(sessions, "agent", node="node1")
+    assert cache.authenticate(secret) is not None and cache.authenticate(kept_secret) is not None
+    assert cache.revoke(row.id)
+    assert cache.authenticate(secret) is None  # no time passed: the cache forgot it
+    assert cache.authenticate(kept_secret) is not None  # others stay remembered
+    assert not cache.revoke(row.id)  # already revoked: nothing to revoke
+    assert kept.id != row.id
+
+
+def test_a_token_revoked_elsewhere_is_refused_within_the_interval(db_url: str) -> None:
+    """Another controller (or `zonewall token revoke`) writes the database only."""
+    sessions, cache, clock = _cache(db_url)
+    row, secret = create_token(sessions, "admin")
+    assert cache.authenticate(secret) is not None
+    assert revoke_token(sessions, row.id)
+    clock.now += REVALIDATE_SECONDS / 2
+    assert cache.authenticate(secret) is not None  # the documented bound: still trusted for a moment
+    clock.now += REVALIDATE_SECONDS / 2 + 0.1
+    assert cache.authenticate(secret) is None
+    clock.now += 0.1
+    assert cache.authenticate(secret) is None  # and stays refused
+
+
+def test_unknown_tokens_are_never_remembered(db_url: str) -> None:
+    sessions, cache, _clock = _cache(db_url)
+    _row, secret = create_token(sessions, "viewer")
+    forged = secret[:-4] + ("aaaa" if not secret.endswith("aaaa") else "bbbb")
+    assert cache.authenticate(forged) is None and cache.authenticate(forged) is None
+    assert cache.lookups == 2  # each asked the database
+    assert cache.authenticate("not-a-zonewall-token") is None
+    assert cache.lookups == 2  # not even looked up: wrong prefix

@@ -1,0 +1,208 @@
+"""policy/incremental.py, rule lines added or removed (`load_edit(..., lines=True)`, the
+controller's commit): every later line of the file moves, and with it the default
+rule ids (`file:line`) and positions the whole load derives. Sequences of random
+additions, removals, replacements by more or fewer lines, in-place edits and group
+edits, each from the policy the one before gave (the controller's chain of commits),
+must give exactly what the whole load gives: the same document, rules with the same
+ids, paths and positions, the same source, the same compiled ruleset; and where the
+whole load refuses, `load_edited` refuses with the whole load's `file:line:col`
+messages. The fast path must be taken for plain additions and removals, and not where
+a moved line could change an id check (a packet-limited rule below, an explicit id
+shaped like a derived one).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zonewall.compiler.ir import to_json
+from zonewall.compiler.node import compile_node
+from zonewall.policy.documents import load_documents, load_edited
+from zonewall.policy.errors import PolicyError
+from zonewall.policy.incremental import load_edit
+from zonewall.policy.resolve import Policy
+
+from .test_incremental import BASE, LINES, REPLACEMENTS
+
+
+def _groups_last(lines: list[str]) -> list[str]:
+    """The same policy with `groups:` written after the VMs (their lines move with an edit above them)."""
+    start = lines.index("groups:")
+    stop = next(n for n in range(start + 1, len(lines)) if lines[n] and not lines[n].startswith(" "))
+    rest = lines[:start] + lines[stop:]
+    while rest and not rest[-1]:
+        rest.pop()
+    return rest + lines[start:stop] + [""]
+
+
+BASES = {"groups-first": LINES, "groups-last": _groups_last(LINES)}
+ADDED = [
+    "      - {direction: in, action: accept, tcp: 40001}",
+    "      - {direction: out, action: drop, to: group:g1, udp: [53, 5353]}",
+    "      - {id: fresh-id, direction: in, action: accept, tcp: 8443}",
+    "      - {direction: in, action: accept, from: group:nosuchgroup, tcp: 22}",  # a mistake
+    "      - {direction: in, action: accept, tcp: 70000}",  # a mistake
+    "      - {direction: in, action",  # broken YAML
+    "        - {direction: in, action: accept, tcp: 1}",  # deeper: no list item of the rules
+    "    - {direction: in, action: accept, tcp: 1}",  # shallower
+    "      # a comment",
+    "      - {direction: in, action: accept, packet_limit: {rate: 10/second}, tcp: 22}",
+]
+
+
+def rule_lines(lines: list[str]) -> list[int]:
+    return [n for n, line in enumerate(lines) if line.startswith("      - {") and "direction" in line]
+
+
+def step(data: st.DataObject, lines: list[str]) -> None:
+    """One random edit of `lines`, in place."""
+    rules = rule_lines(lines)
+    where = data.draw(st.sampled_from(rules))
+    kind = data.draw(st.sampled_from(["add", "add", "add-after", "remove", "remove", "remove-two", "two-for-one", "one-for-two", "in-place", "group"]))
+    added = lambda: data.draw(st.sampled_from(ADDED[:3] * 3 + ADDED[3:]))
+    if kind == "add":
+        lines.insert(where, added())
+    elif kind == "add-after":
+        lines.insert(where + 1, added())
+    elif kind == "remove":
+        del lines[where]
+    elif kind == "remove-two":
+        del lines[where : where + 2]
+    elif kind == "two-for-one":
+        lines[where : where + 1] = [added(), added()]
+    elif kind == "one-for-two":
+        lines[where : where + 2] = [added()]
+    elif kind == "in-place":
+        lines[where] = data.draw(st.sampled_from(REPLACEMENTS[:4] + [re.sub(r"tcp: \d+", "tcp: 23456", lines[where])]))
+    else:
+        groups = [n for n, line in enumerate(lines) if re.match(r"^  g\d+: \[", line)]
+        at = data.draw(st.sampled_from(groups))
+        name = lines[at].split(":")[0].strip()
+        lines[at] = f"  {name}: [{data.draw(st.sampled_from(['198.18.9.0/24', 'vm:vm3', '203.0.113.7, vm:vm5']))}]"
+
+
+def same(fast: Policy, full: Policy) -> None:
+    assert fast.doc == full.doc and fast.source == full.source
+    assert [(r.id, r.level, r.owner, r.index, r.path, r.loc, r.rule) for r in fast.rules] == \
+        [(r.id, r.level, r.owner, r.index, r.path, r.loc, r.rule) for r in full.rules]
+    for (level, owner), refs in full._rule_table[1].items():
+        assert fast.rules_of(level, owner) == refs
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_added_and_removed_lines_equal_the_whole_load(data: st.DataObject) -> None:
+    base = data.draw(st.sampled_from(sorted(BASES)))
+    lines = list(BASES[base])
+    documents = {"policy.yaml": "\n".join(lines)}
+    policy = load_documents(documents)
+    for _ in range(data.draw(st.integers(1, 5))):
+        step(data, lines)
+        new = {"policy.yaml": "\n".join(lines)}
+        try:
+            full: Policy | None = load_documents(new)
+        except PolicyError as whole:
+            with pytest.raises(PolicyError) as through:
+                load_edited(new, (documents, policy))
+            assert [str(p) for p in through.value.problems] == [str(p) for p in whole.problems]  # file:line:col: message
+            assert load_edit(documents, policy, new, groups=True, lines=True) is None
+            lines = documents["policy.yaml"].split("\n")  # refused: the next edit starts from the same revision
+            continue
+        assert full is not None
+        fast = load_edit(documents, policy, new, groups=True, lines=True)
+        if fast is not None:
+            same(fast, full)
+        documents, policy = new, fast if fast is not None else full
+    assert json.dumps(to_json(compile_node(policy, "node1"))) == json.dumps(to_json(compile_node(load_documents(documents), "node1")))
+
+
+def _edited(lines: list[str], edit: str) -> list[str]:
+    out = list(lines)
+    rules = rule_lines(out)
+    if edit == "add":
+        out.insert(rules[3], ADDED[0])
+    elif edit == "add-last":
+        out.insert(rules[19] + 1, ADDED[1])
+    elif edit == "remove":
+        del out[rules[3]]
+    elif edit == "two-for-one":
+        out[rules[3] : rules[3] + 1] = ADDED[:2]
+    return out
+
+
+@pytest.mark.parametrize("base", sorted(BASES))
+@pytest.mark.parametrize("edit", ["add", "add-last", "remove", "two-for-one"])
+def test_plain_additions_and_removals_take_the_fast_path(base: str, edit: str) -> None:
+    lines = BASES[base]
+    documents = {"policy.yaml": "\n".join(lines)}
+    old = load_documents(documents)
+    new = {"policy.yaml": "\n".join(_edited(lines, edit))}
+    fast = load_edit(documents, old, new, groups=True, lines=True)
+    assert fast is not None
+    full = load_documents(new)
+    same(fast, full)
+    assert [r.id for r in fast.rules] != [r.id for r in old.rules]  # (ids below moved)
+    assert load_edit(documents, old, new, groups=True) is None  # without `lines` (the agent): the whole load
+
+
+def test_a_group_edit_after_moved_lines_still_takes_the_fast_path() -> None:
+    lines = list(BASES["groups-last"])
+    documents = {"policy.yaml": "\n".join(lines)}
+    policy = load_edit(documents, load_documents(documents), {"policy.yaml": "\n".join(_edited(lines, "add"))}, groups=True, lines=True)
+    assert policy is not None
+    lines = _edited(lines, "add")
+    at = next(n for n, line in enumerate(lines) if re.match(r"^  g5: \[", line))
+    lines[at] = "  g5: [198.18.9.0/24]"
+    new = {"policy.yaml": "\n".join(lines)}
+    fast = load_edit({"policy.yaml": "\n".join(_edited(BASES["groups-last"], "add"))}, policy, new, groups=True, lines=True)
+    assert fast is not None
+    same(fast, load_documents(new))
+
+
+def test_what_a_moved_line_could_change_goes_the_whole_way() -> None:
+    rules = rule_lines(LINES)
+    # a packet-limited rule below the edit: its connection mark comes from its derived id
+    limited = list(LINES)
+    limited[rules[-1]] = "      - {direction: in, action: accept, packet_limit: {rate: 10/second}, tcp: 22}"
+    # an explicit id shaped like a derived one: whether a derived id collides with it would change
+    shaped = list(LINES)
+    shaped[rules[-1]] = "      - {id: policy:9999, direction: in, action: accept, tcp: 22}"
+    for lines in (limited, shaped):
+        documents = {"policy.yaml": "\n".join(lines)}
+        old = load_documents(documents)
+        new = {"policy.yaml": "\n".join(_edited(lines, "add"))}
+        assert load_edit(documents, old, new, groups=True, lines=True) is None
+        same(load_edited(new, (documents, old)), load_documents(new))
+    # the same edit without them is taken (the refusals above are theirs)
+    assert load_edit({"policy.yaml": BASE}, load_documents({"policy.yaml": BASE}), {"policy.yaml": "\n".join(_edited(LINES, "add"))}, groups=True, lines=True) is not None
+    # a comment line, a deeper or shallower item: not a rule of the list, the whole load
+    for text in ADDED[6:9]:
+        out = list(LINES)
+        out.insert(rules[3], text)
+        assert load_edit({"policy.yaml": BASE}, load_documents({"policy.yaml": BASE}), {"policy.yaml": "\n".join(out)}, groups=True, lines=True) is None
+
+
+
+def test_a_chain_of_plain_additions_and_removals_is_taken_whole() -> None:
+    rng = random.Random(5)
+    lines = list(BASES["groups-last"])
+    documents = {"policy.yaml": "\n".join(lines)}
+    policy = load_documents(documents)
+    for k in range(12):
+        rules = rule_lines(lines)
+        where = rng.choice(rules)
+        if k % 3 == 2:
+            del lines[where]
+        else:
+            lines.insert(where + rng.randint(0, 1), f"      - {{direction: in, action: accept, tcp: {30000 + k}}}")
+        new = {"policy.yaml": "\n".join(lines)}
+        fast = load_edit(documents, policy, new, groups=True, lines=True)
+        assert fast is not None, k
+        same(fast, load_documents(new))
+        documents, policy = new, fast

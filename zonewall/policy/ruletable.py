@@ -1,0 +1,126 @@
+"""A policy's rule table made from the previous policy's (policy/incremental.py).
+
+`Policy._rule_table` is every rule with its id and position, and the same grouped by
+owner. A policy validated from the previous one shares it but for what the edit
+changed: the edited owner's rules, and, when lines were added or removed, every rule
+below them in that file, whose position and derived id (`file:line`) move. At
+10,000 VMs that is up to 200,000 rules, a second of Python to remake, and a commit
+reads a few owners' rules. So `RuleTable` keeps the whole load's runs (`base`), the
+line moves made since (`moves`, in order), and the runs made since (`made`, each
+with how many of the moves it has had); an owner's run is moved when first read.
+Every rule at once (`Policy.rules`) is made only when asked for.
+
+A table answers exactly what the whole load's would: tests/policy/test_incremental*.py
+compare every rule (id, path, position) with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from functools import cached_property
+
+from .errors import Loc
+from .resolve import RuleRef, default_rule_id
+
+Owner = tuple[str, str]  # (level, owner), as Policy._rule_table groups rules
+Move = tuple[str, int, int]  # (file, the first line that moves, by how many lines)
+MAX_MOVES = 64  # pending moves before every run is made anew (a first read pays for each)
+
+
+class Runs(Mapping[Owner, list[RuleRef]]):
+    """Each owner's rules, moved when first read."""
+
+    def __init__(self, base: Mapping[Owner, list[RuleRef]], moves: tuple[Move, ...] = (), made: dict[Owner, tuple[list[RuleRef], int]] | None = None,
+                 edited: frozenset[Owner] = frozenset(), memo: dict[str, bool] | None = None):
+        self._base, self._moves, self._made = base, moves, made if made is not None else {}
+        self._edited = edited  # owners whose rules were replaced since the whole load
+        self._memo = memo if memo is not None else {}  # any_rule's answers over `base`, shared by the tables made from it
+
+    def __getitem__(self, key: Owner) -> list[RuleRef]:
+        found = self._made.get(key)
+        run, applied = found if found is not None else (self._base[key], 0)
+        if applied < len(self._moves):
+            for move in self._moves[applied:]:
+                run = moved_run(run, move)
+            self._made[key] = (run, len(self._moves))
+        return run
+
+    def __iter__(self) -> Iterator[Owner]:
+        return iter(self._base)
+
+    def __len__(self) -> int:
+        return len(self._base)
+
+    def unmoved(self, key: Owner) -> list[RuleRef]:
+        """The owner's rules as last made, perhaps at old positions: their rules, levels
+        and owners are right (for checks that read only those)."""
+        found = self._made.get(key)
+        return found[0] if found is not None else self._base[key]
+
+    def then(self, move: Move | None, key: Owner, run: list[RuleRef]) -> Runs:
+        """These runs after `move` (None: lines stay), with `key`'s run replaced by `run`
+        (made at the new positions)."""
+        moves = self._moves + ((move,) if move is not None else ())
+        made = dict(self._made)
+        made[key] = (run, len(moves))
+        if len(moves) > MAX_MOVES:
+            runs = Runs(self._base, moves, made)
+            return Runs({owner: runs[owner] for owner in self._base})
+        return Runs(self._base, moves, made, self._edited | {key}, self._memo)
+
+    def any_rule(self, name: str, test: Callable[[RuleRef], bool]) -> bool:
+        """Whether some rule passes `test` (a test of its rule and file, not of its
+        line): the whole load's runs are asked once per `name`, and that answer kept
+        (a rule edited away since still counts: a refusal too many sends a commit to
+        the whole load, never a wrong answer); the runs edited since, each time."""
+        found = self._memo.get(name)
+        if found is None:
+            found = self._memo[name] = any(test(ref) for run in self._base.values() for ref in run)
+        return found or any(test(ref) for key in self._edited for ref in self.unmoved(key))
+
+
+class RuleTable:
+    """`Policy._rule_table` as (every rule, runs by owner), from `Runs`."""
+
+    def __init__(self, runs: Runs):
+        self.runs = runs
+
+    @cached_property
+    def every(self) -> list[RuleRef]:
+        return [ref for key in self.runs for ref in self.runs[key]]
+
+    def __getitem__(self, index: int) -> object:
+        if index not in (0, 1):
+            raise IndexError(index)
+        return self.runs if index == 1 else self.every  # (rules_of reads the runs alone: nothing else is made)
+
+    def __iter__(self) -> Iterator[object]:
+        return iter((self.every, self.runs))
+
+
+def runs_of(table: object) -> Runs:
+    """The runs of a policy's rule table, whole-loaded or made here."""
+    if isinstance(table, RuleTable):
+        return table.runs
+    assert isinstance(table, tuple), "a whole load's table: (every rule, runs by owner)"
+    by_owner: Mapping[Owner, list[RuleRef]] = table[1]
+    return Runs(by_owner)
+
+
+def moved_run(run: list[RuleRef], move: Move) -> list[RuleRef]:
+    """The run with its rules of `move`'s file from its line on moved (the same list when none is)."""
+    file, below, delta = move
+    if not any(ref.loc is not None and ref.loc.line >= below and ref.loc.file == file for ref in run):
+        return run
+    return [moved_ref(ref, delta) if ref.loc is not None and ref.loc.line >= below and ref.loc.file == file else ref for ref in run]
+
+
+def moved_ref(ref: RuleRef, delta: int) -> RuleRef:
+    loc = ref.loc
+    assert loc is not None
+    new_loc = Loc(loc.file, loc.line + delta, loc.col)
+    rid = ref.id
+    if ref.rule.id is None:
+        # a derived id: `file:line`, and `:col` after it where two rules share a line
+        rid = default_rule_id(new_loc, ref.path) + ref.id[len(default_rule_id(loc, ref.path)):]
+    return RuleRef(ref.rule, ref.level, ref.owner, ref.index, rid, ref.path, new_loc)
