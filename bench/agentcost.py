@@ -20,7 +20,10 @@ For each size (synthetic policies of bench/synth.py):
   every change, as before issue 14's agent work). The kernel of each then holds the
   ruleset a whole compile of the final documents gives (checked). RSS is the
   agent's only process (libnftables runs in it); VmRSS after the first apply and
-  after the last change, VmHWM the peak.
+  after the last change, VmHWM the peak. Then a minute of an idle agent's periodic
+  work: 12 drift checks and 12 counter readings (`incremental`: over netlink, `whole`:
+  libnftables' listing as before), CPU, and the RSS after it (the observer's reading
+  lives in the agent's process too).
 
 Run:
   .venv/bin/python bench/agentcost.py --sizes 1000:20,10000:100
@@ -150,10 +153,39 @@ def agent_child(mode: str, netns: str) -> None:
             out["modes"].append(result.mode)
         out["rss"] = status()
         out["loads"] = dict(enforcer.loads)
+        out["idle"] = idle_minute(enforcer, netns, mode)
+        out["idle_rss"] = status()
         assert enforcer.state is not None and enforcer.ruleset is not None
         expected = compile_node(load_documents(enforcer.state.documents), NODE, timezone="UTC")
         out["equal"] = enforcer.ruleset == expected and result.fingerprint == fingerprint(expected)
     print(json.dumps(out))
+
+
+def idle_minute(enforcer: Any, netns: str, mode: str) -> dict[str, float]:
+    """CPU seconds of a minute of an idle agent's periodic work: 12 drift checks and 12
+    counter readings (every 5 s each, agent/daemon.py and agent/observe.py). `incremental`
+    reads counters over netlink (dataplane/rulecounters.py), `whole` as before, through
+    a second libnftables context's listing of both tables."""
+    from zonewall.dataplane.backend import LibNftBackend
+    from zonewall.dataplane.counters import read_counters
+    from zonewall.dataplane.rulecounters import CounterReader
+
+    started = time.process_time()
+    for _ in range(12):
+        assert enforcer.verify()
+    verify = time.process_time() - started
+    if mode == "incremental":
+        reader = CounterReader(netns)
+        started = time.process_time()
+        for _ in range(12):
+            reader.read()
+        reader.close()
+    else:
+        with LibNftBackend(netns) as backend:
+            started = time.process_time()
+            for _ in range(12):
+                read_counters(backend)
+    return {"verify": verify, "counters": time.process_time() - started}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -199,7 +231,8 @@ def bench_agent(vms: int, nodes: int, scoped: dict[str, str], changes: int) -> N
         print(f"| {vms:,} / {nodes} | {mode} | {len(r['wall'])} | {statistics.median(ms['wall']):.0f} / {percentile(ms['wall'], 0.99):.0f} | "
               f"{statistics.median(ms['cpu']):.0f} / {percentile(ms['cpu'], 0.99):.0f} | {1000 * r['first']['wall']:.0f} / {1000 * r['first']['cpu']:.0f} | "
               f"{r['imported_rss']:.0f} | {r['first_rss']:.0f} | {r['rss']['VmRSS']:.0f} | {r['rss']['VmHWM']:.0f} | "
-              f"{', '.join(f'{k} {v}' for k, v in sorted(r['loads'].items()))} | {r['load']} |", flush=True)
+              f"{', '.join(f'{k} {v}' for k, v in sorted(r['loads'].items()))} | {1000 * r['idle']['verify']:.0f} + {1000 * r['idle']['counters']:.0f} | "
+              f"{r['idle_rss']['VmRSS']:.0f} | {r['load']} |", flush=True)
 
 
 def main() -> int:
@@ -236,8 +269,8 @@ def main() -> int:
         print()
         print("One-rule changes received as deltas by an agent (delta arrived -> rule read back from the kernel):")
         print()
-        print("| VMs / nodes | agent | changes | wall ms p50 / p99 | CPU ms p50 / p99 | first apply wall / CPU ms | RSS MiB imported | after first apply | after the changes | peak | policies loaded | load average |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| VMs / nodes | agent | changes | wall ms p50 / p99 | CPU ms p50 / p99 | first apply wall / CPU ms | RSS MiB imported | after first apply | after the changes | peak | policies loaded | idle minute CPU ms: drift checks + counter readings | RSS MiB after it | load average |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for (vms, nodes), (_whole, scoped) in scoped_by_size.items():
             bench_agent(vms, nodes, scoped, args.changes)
     print(f"(parent peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; load average {loadavg()})")

@@ -58,3 +58,18 @@ def test_cyclic_garbage_is_collected_and_survivors_are_set_aside() -> None:
         assert frozen() is None
     finally:
         gc.unfreeze()
+
+
+def test_a_kept_policy_drops_what_no_edit_reads_and_compiles_the_same() -> None:
+    from bench.synth import policy_text
+    from zonewall.compiler.node import compile_node
+    from zonewall.policy.documents import load_documents
+
+    documents = {"policy.yaml": policy_text(12, nodes=2)}
+    loaded, kept = load_documents(documents), load_documents(documents)
+    memory.keep_what_edits_read(kept)
+    assert "nics" in loaded.source["vms"]["vm0"] and "groups" in loaded.source
+    assert set(kept.source) == {"vms", "zones"} and set(kept.source["vms"]["vm0"]) == {"rules"}  # NICs, groups...: gone
+    assert kept.source["vms"]["vm0"]["rules"].value_locs == loaded.source["vms"]["vm0"]["rules"].value_locs  # where edits are found
+    assert [(r.id, r.loc) for r in kept.rules] == [(r.id, r.loc) for r in loaded.rules]  # ids derived from positions: kept
+    assert compile_node(kept, "node1", timezone="UTC") == compile_node(loaded, "node1", timezone="UTC")

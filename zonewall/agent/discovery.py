@@ -159,7 +159,14 @@ def with_taps(policy: Policy, found: dict[tuple[str, int], Found]) -> Policy:
             changed = True
     if not changed:
         return policy
-    return Policy(policy.doc.model_copy(update={"vms": vms}), policy.source)
+    tapped = Policy(policy.doc.model_copy(update={"vms": vms}), policy.source)
+    # A tap is no rule, zone membership or address: what the policy worked out of
+    # those holds (and the rule table cannot be rebuilt from an agent's source, which
+    # keeps only what edits read: agent/memory.py).
+    tapped.__dict__["_rule_table"] = policy._rule_table
+    tapped.__dict__["_zone_members"] = policy._zone_members
+    tapped.share_address_memos(policy)
+    return tapped
 
 
 def taps_report(found: dict[tuple[str, int], Found]) -> dict[str, str]:

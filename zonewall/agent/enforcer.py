@@ -27,6 +27,7 @@ from ..policy.incremental import load_edit
 from ..policy.resolve import Policy
 from . import learning
 from .discovery import Found, discover_taps, taps_report, with_taps
+from .memory import keep_what_edits_read
 from .state import AppliedState, StateStore
 
 log = logging.getLogger("zonewall.agent.enforcer")
@@ -102,6 +103,7 @@ class Enforcer:
         self.loads["edited" if policy is not None else "whole"] += 1
         if policy is None:
             policy = load_documents(documents)
+            keep_what_edits_read(policy)
         self._parsed = (documents, policy)
         return policy
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from ..policy.addresses import FAMILIES, Family
-from ..policy.resolve import Policy, RuleRef
+from ..policy.resolve import ELEMENTS_MEMO, Policy, RuleRef
 from . import nftexpr as x
 from .ir import Chain, NamedSet, Rule
 from .matches import IP_PROTO, SetRegistry, match_statements
@@ -50,6 +50,7 @@ class CompileContext:
     def __post_init__(self) -> None:
         if self.plan is None:
             self.plan = Plan(self.policy, now=self.now, timezone=self.timezone)
+        self.registry.memo = self.policy.__dict__.get(ELEMENTS_MEMO, self.registry.memo)  # kept with the policy, if it keeps it (Policy.keep_compile_memos)
 
     @property
     def log_group(self) -> int:

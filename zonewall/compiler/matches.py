@@ -45,11 +45,28 @@ def interval_elements(values: Intervals, family: Family) -> list[Any]:
     return out
 
 
+ElementsMemo = dict[tuple[Intervals, str], tuple[Any, ...]]
+
+
 @dataclass
 class SetRegistry:
-    """Named sets the compiled rules refer to (one per reference and family)."""
+    """Named sets the compiled rules refer to (one per reference and family).
+
+    `memo`: addresses already written as nft elements, by (intervals, family). With
+    a policy that keeps its compile memos (the agent's: Policy.keep_compile_memos) it
+    outlives a compile and passes to a policy edited in rules alone: writing addresses
+    out is most of what a compile of a node's VM rules costs (ipaddress formatting),
+    and a one-rule change leaves every other rule's addresses as they were."""
 
     sets: dict[str, NamedSet] = field(default_factory=dict)
+    memo: ElementsMemo = field(default_factory=dict)
+
+    def elements(self, values: Intervals, family: Family) -> list[Any]:
+        key = (values, family)
+        found = self.memo.get(key)
+        if found is None:
+            found = self.memo[key] = tuple(interval_elements(values, family))
+        return list(found)
 
     def address_set(self, name: str, addresses: AddressSet, family: Family, comment: str) -> str:
         return self.interval_set(name, addresses.family(family), family, comment)
@@ -59,7 +76,7 @@ class SetRegistry:
             self.sets[name] = NamedSet(
                 name=name,
                 type=ADDR_TYPE[family],
-                elements=tuple(interval_elements(values, family)),
+                elements=tuple(self.elements(values, family)),
                 flags=("interval",),
                 comment=comment,
             )
@@ -82,7 +99,7 @@ def address_statement(registry: SetRegistry, addresses: Addresses, field_name: s
             set_name, comment = ref_set_name(kind, name, family), f"{kind}:{name}"
         registry.interval_set(set_name, addresses.values, family, comment)
         return x.match(left, x.set_ref(set_name), "!=" if addresses.negate else "==")
-    elements = interval_elements(addresses.values, family)
+    elements = registry.elements(addresses.values, family)
     if addresses.negate:
         return x.match(left, {"set": elements}, "!=")
     return x.match(left, _one_or_set(elements))

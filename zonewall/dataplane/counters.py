@@ -19,7 +19,7 @@ last reading, so totals never go backwards across policy changes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -53,7 +53,10 @@ class RuleCounter:
         return out
 
 
-def _verdict(statements: list[Statement | None], chain_verdicts: dict[str, str]) -> str:
+def verdict_of(statements: Iterable[Statement | None], chain_verdicts: Mapping[str, str]) -> str:
+    """What a rule decides, from its statements in order (only verdicts are looked at):
+    accept | drop | reject | "" (jumps, marks). `chain_verdicts`: what a jump to one of
+    the table's `log-` chains decides."""
     for statement in statements:
         if not isinstance(statement, Verdict):
             continue
@@ -63,13 +66,52 @@ def _verdict(statements: list[Statement | None], chain_verdicts: dict[str, str])
             return "accept"  # in a VM or level chain a return after a match is its accept
         if statement.target == REJECT_CHAIN:
             return "reject"
-        if statement.target in chain_verdicts:
+        if statement.target is not None and statement.target in chain_verdicts:
             return chain_verdicts[statement.target]
     return ""
 
 
 def _decoded(rule: dict[str, Any]) -> list[Statement | None]:
     return [decode_statement(s) for s in rule.get("expr", [])]
+
+
+Key = tuple[str, str, str, str]  # level, scope, direction, rule id
+
+
+def rule_key(family: str, chain: str, comment: str | None, handle: Any) -> Key:
+    """The counter a kernel rule adds to: its rule id is its comment's first part."""
+    rule_id = comment.split(": ", 1)[0] if comment else f"handle-{handle}"
+    where = chain_scope(family, chain)
+    if where is None:
+        scope, direction = (f"guard:{rule_id.removeprefix('filter ')}", "") if family == "bridge" else (chain, "")
+        level = "guard" if family == "bridge" else "base"
+    else:
+        scope, direction = where
+        level = level_of(scope, rule_id) or "base"
+    return (level, scope, direction, rule_id)
+
+
+@dataclass
+class KernelRuleCount:
+    """One kernel rule's counter reading, with what it counts for."""
+
+    key: Key
+    verdict: str
+    instance: str  # family:handle
+    packets: int
+    bytes: int
+
+
+def summed(readings: Iterable[KernelRuleCount]) -> list[RuleCounter]:
+    """Kernel rules' readings summed per rule (the order of instances is the readings')."""
+    sums: dict[Key, list[Any]] = {}
+    for r in readings:
+        entry = sums.setdefault(r.key, [0, 0, r.verdict, []])
+        entry[0] += r.packets
+        entry[1] += r.bytes
+        entry[3].append((r.instance, r.packets, r.bytes))
+    return [RuleCounter(level, scope, direction, rule_id, verdict, packets, octets, tuple(instances))
+            for (level, scope, direction, rule_id), (packets, octets, verdict, instances) in sorted(sums.items())]
 
 
 def counters_of(objects: Iterable[dict[str, Any]], family: str) -> list[RuleCounter]:
@@ -79,30 +121,16 @@ def counters_of(objects: Iterable[dict[str, Any]], family: str) -> list[RuleCoun
     for rule in rules:
         by_chain.setdefault(rule["chain"], []).append(rule)
     # a `log` rule's own chain (log-TOKEN) ends with the rule's verdict
-    chain_verdicts = {name: _verdict(_decoded(chain[-1]), {}) for name, chain in by_chain.items() if name.startswith("log-") and chain}
-    sums: dict[tuple[str, str, str, str], list[Any]] = {}
+    chain_verdicts = {name: verdict_of(_decoded(chain[-1]), {}) for name, chain in by_chain.items() if name.startswith("log-") and chain}
+    readings = []
     for rule in rules:
         statements = _decoded(rule)
         counter = next((s for s in statements if isinstance(s, Counter) and s.packets is not None), None)
         if counter is None:
             continue
-        comment = str(rule.get("comment") or "")
-        rule_id = comment.split(": ", 1)[0] if comment else f"handle-{rule.get('handle')}"
-        where = chain_scope(family, rule["chain"])
-        if where is None:
-            scope, direction = (f"guard:{rule_id.removeprefix('filter ')}", "") if family == "bridge" else (rule["chain"], "")
-            level = "guard" if family == "bridge" else "base"
-        else:
-            scope, direction = where
-            level = level_of(scope, rule_id) or "base"
-        key = (level, scope, direction, rule_id)
-        entry = sums.setdefault(key, [0, 0, _verdict(statements, chain_verdicts), []])
-        packets, octets = counter.packets or 0, counter.bytes or 0
-        entry[0] += packets
-        entry[1] += octets
-        entry[3].append((f"{family}:{rule.get('handle')}", packets, octets))
-    return [RuleCounter(level, scope, direction, rule_id, verdict, packets, octets, tuple(instances))
-            for (level, scope, direction, rule_id), (packets, octets, verdict, instances) in sorted(sums.items())]
+        key = rule_key(family, rule["chain"], str(rule.get("comment") or "") or None, rule.get("handle"))
+        readings.append(KernelRuleCount(key, verdict_of(statements, chain_verdicts), f"{family}:{rule.get('handle')}", counter.packets or 0, counter.bytes or 0))
+    return summed(readings)
 
 
 def read_counters(backend: Backend, tables: Iterable[tuple[str, str]] = TABLES) -> list[RuleCounter]:

@@ -284,7 +284,7 @@ def _rule_chain_and_comment(buf: bytes, start: int, end: int) -> tuple[str, str 
         if kind == 2:  # NFTA_RULE_CHAIN
             chain = buf[start + 4:start + length].split(b"\0", 1)[0].decode()
         elif kind == 7:  # NFTA_RULE_USERDATA
-            comment = _rule_comment(buf[start + 4:start + length])
+            comment = rule_comment(buf[start + 4:start + length])
         start += (length + 3) & ~3
     return chain, comment
 
@@ -343,7 +343,7 @@ def _without(buf: bytes, span: Span, volatile: frozenset[int] | None) -> bytes:
     return _raw(buf, inner, sorted(k for k in inner if k not in volatile))
 
 
-def _rule_comment(userdata: bytes) -> str | None:
+def rule_comment(userdata: bytes) -> str | None:
     """NFTNL_UDATA_RULE_COMMENT of the rule's user data (type, length, value records)."""
     position = 0
     while position + 2 <= len(userdata):

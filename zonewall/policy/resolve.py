@@ -54,6 +54,10 @@ class RuleRef:
         return f"{self.loc.file}:{self.loc.line}" if self.loc else format_path(self.path)
 
 
+ELEMENTS_MEMO = "_elements_memo"  # addresses written as nft elements (compiler/matches.SetRegistry)
+MATCHES_MEMO = "_matches_memo"  # rule match keys -> plan matches (compiler/plan/rules.RulePlanner)
+
+
 class Policy:
     """A validated policy with its references resolved."""
 
@@ -78,7 +82,11 @@ class Policy:
         return Service.model_validate(BUILTIN_SERVICES[name])
 
     def vms_on(self, host: str) -> list[str]:
-        return sorted(name for name, vm in self.doc.vms.items() if vm.host == host)
+        memo: dict[str, tuple[str, ...]] = self.__dict__.setdefault("_vms_on_memo", {})  # a compile asks several times; 10,000 VMs each
+        found = memo.get(host)
+        if found is None:
+            found = memo[host] = tuple(sorted(name for name, vm in self.doc.vms.items() if vm.host == host))
+        return list(found)
 
     def vm_addresses(self, name: str) -> AddressSet:
         memo: dict[str, AddressSet] = self.__dict__.setdefault("_vm_address_memo", {})
@@ -124,13 +132,22 @@ class Policy:
             found = self._address_sets[key] = self._resolve_address_set(refs)
         return found
 
+    def keep_compile_memos(self) -> None:
+        """Keep, with this policy, what its compiles work out of unchanged rules (rule
+        matches, addresses written as nft elements) instead of with each compile: for a
+        holder that compiles it again and again, edited in rules alone (the agent; the
+        memos pass on with share_address_memos). Others do not pay their memory."""
+        self.__dict__.setdefault(ELEMENTS_MEMO, {})
+        self.__dict__.setdefault(MATCHES_MEMO, {})
+
     def share_address_memos(self, other: Policy) -> None:
         """Take over `other`'s memos of what references mean in addresses (reference
-        lists, VMs, groups, zones). Only for a policy whose groups, zones, networks,
-        hosts and VM NICs are `other`'s: one that differs in rules alone, as
+        lists, VMs, groups, zones), of which VMs each host runs, of rule matches and of
+        addresses written as nft elements. Only for a policy whose groups, zones,
+        networks, hosts, services and VMs (their hosts and NICs) are `other`'s: one that differs in rules alone, as
         policy/incremental.py's edits do; a compile then resolves nothing again."""
         self._address_sets = other._address_sets
-        for memo in ("_vm_address_memo", "_group_memo", "_zone_set_memo"):
+        for memo in ("_vm_address_memo", "_group_memo", "_zone_set_memo", "_vms_on_memo", ELEMENTS_MEMO, MATCHES_MEMO):
             if memo in other.__dict__:
                 self.__dict__[memo] = other.__dict__[memo]
 

@@ -26,7 +26,7 @@ from ...policy.addresses import FAMILIES, AddressSet, Family, RefItem, parse_ref
 from ...policy.builtins import ICMP_V4_TYPES, ICMP_V6_TYPES, IP_PROTOCOLS
 from ...policy.icmpcodes import code_label, is_coded, type_and_code
 from ...policy.model import FilterRule, LogSettings, Rule, Service, parse_rate
-from ...policy.resolve import Policy, RuleRef
+from ...policy.resolve import MATCHES_MEMO, Policy, RuleRef
 from ..schedule import WEEK, utc_week_minutes
 from .vocabulary import L4, Addresses, IcmpTypes, Intervals, Label, Match, Ports, Protocols, RateLimit, Scope, Step
 
@@ -211,6 +211,12 @@ class RulePlanner:
     _matches: dict[tuple[object, ...], tuple[Match, ...]] = field(default_factory=dict)
     _times: dict[str, Intervals | None] = field(default_factory=dict)
     _meets: dict[AddressSet, dict[str, object]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # A policy that keeps its compile memos (the agent's: Policy.keep_compile_memos)
+        # lends its own: every plan of it, and of a policy that differs in rules alone
+        # (Policy.share_address_memos), finds the matches of unchanged rules made.
+        self._matches = self.policy.__dict__.get(MATCHES_MEMO, self._matches)
 
     def matches(self, rule: Rule) -> tuple[Match, ...]:
         key = tuple([tuple(v) if v.__class__ is list else v for v in _match_values(rule)])  # (one C call: reach asks it of 40,000 rules)
