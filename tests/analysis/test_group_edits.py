@@ -110,38 +110,3 @@ def test_a_group_named_elsewhere_takes_the_whole_comparison() -> None:
     assert group_edits(load_policy_text(BASE), load_policy_text(BASE)) is None  # nothing edited
     moved = BASE.replace("ips: [10.0.1.20]", "ips: [10.0.1.21]").replace("admins: [192.168.100.0/24]", "admins: [192.168.100.0/24, 203.0.113.7]")
     assert group_edits(load_policy_text(BASE), load_policy_text(moved)) is None  # a VM readdressed too
-
-
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(member_edits())
-def test_narrowed_steps_give_the_rows_of_both_regions(edit: tuple[str, str, str]) -> None:
-    """diff.NARROW_STEPS: a step that differs from its counterpart only in what it
-    matches (a group's members) contributes only the packets one of them matches;
-    the rows must be those of evaluating both steps' whole regions."""
-    old_text, new_text, what = edit
-    with diff_knobs(NARROW_STEPS=False):
-        whole = diff_policies(load_policy_text(old_text), load_policy_text(new_text))
-    narrowed = diff_policies(load_policy_text(old_text), load_policy_text(new_text))
-    assert _json(narrowed) == _json(whole), what
-
-
-def test_a_member_added_narrows_the_compared_region_to_that_member() -> None:
-    """Positive and negative: the narrowed change of a chain whose rule gained a
-    member is that member's packets, not the group's; steps that differ in action
-    still contribute both regions."""
-    from zonewall.analysis import space as s
-    from zonewall.analysis.chains import Step
-    from zonewall.analysis.diff import _aligned_steps
-
-    def box(low: int, high: int) -> s.Region:
-        region = s.universe()
-        return tuple(b for b in (s.box_restrict(x, s.SRC, ((low, high),)) for x in region) if b is not None)
-
-    was, now = Step(box(10, 20), "accept", "r1"), Step(box(10, 30), "accept", "r1")
-    tail = Step(s.universe(), "drop", "default")
-    narrowed = _aligned_steps((was, tail), (now, tail))
-    assert s.overlaps(narrowed, box(25, 25)) and not s.overlaps(narrowed, box(15, 15))
-    with diff_knobs(NARROW_STEPS=False):
-        assert s.overlaps(_aligned_steps((was, tail), (now, tail)), box(15, 15))
-    rejecting = Step(box(10, 30), "reject", "r1")
-    assert s.overlaps(_aligned_steps((was, tail), (rejecting, tail)), box(15, 15))

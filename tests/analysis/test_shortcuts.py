@@ -273,19 +273,6 @@ def test_peers_sides_from_shared_pieces_give_the_same_diff(pair: Pair) -> None:
     assert grouped == alone
 
 
-@settings(max_examples=60, deadline=None)
-@given(pairs())
-def test_narrowed_steps_give_the_same_diff(pair: Pair) -> None:
-    """diff.NARROW_STEPS on random policy pairs (ports widened, references changed,
-    actions flipped): only the packets one of two counterpart steps matches are
-    compared; the rows must be those of comparing both regions."""
-    old, new = load_policy_text(pair.old), load_policy_text(pair.new)
-    with diff_knobs(NARROW_STEPS=False):
-        whole = diff_policies(old, new).to_json()
-    narrowed = diff_policies(load_policy_text(pair.old), load_policy_text(pair.new)).to_json()
-    assert narrowed == whole
-
-
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(rule_edit_pairs())
 def test_peers_whose_side_is_unchanged_are_reduced_once_with_the_same_diff(pair: tuple[str, str, str]) -> None:

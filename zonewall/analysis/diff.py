@@ -203,28 +203,11 @@ def _aligned_steps(old: tuple[Step, ...], new: tuple[Step, ...]) -> Region:
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
         if tag == "equal":
             continue
-        if tag == "replace" and i2 - i1 == j2 - j1 and NARROW_STEPS:
-            for was, now in zip(old[i1:i2], new[j1:j2], strict=True):
-                region = s.union(region, _step_change(was, now))
-            continue
         for step in old[i1:i2]:
             region = s.union(region, step.region)
         for step in new[j1:j2]:
             region = s.union(region, step.region)
     return region
-
-
-def _step_change(was: Step, now: Step) -> Region:
-    """Packets two steps at the same place decide differently. Steps that differ only
-    in what they match (a group's members, a rule's ports widened) decide the packets
-    both match alike, and let those neither matches through alike: only the packets
-    one of them matches differ (so a group member edit compares that member's flows,
-    not every flow of the group). Every packet meets the same steps before and after
-    them; by induction over the aligned pairs, a packet outside each pair's change is
-    decided alike by both chains."""
-    if was.key[1:] != now.key[1:]:
-        return s.union(was.region, now.region)
-    return s.union(s.subtract(was.region, now.region), s.subtract(now.region, was.region))
 
 
 class _ZoneDelta:
@@ -746,7 +729,6 @@ def _decisive_label(outcome: Outcome) -> tuple[str, str] | None:
     return (decision.stage, decision.label) if decision else None
 
 
-NARROW_STEPS = True  # steps at one place that differ only in what they match: only the packets one matches (False: both regions)
 SHARED_PEERS_FROM = 8  # endpoints compared; a one-VM edit (2) keeps the filtered, cheaper sides
 GROUPED_PEERS = True  # below SHARED_PEERS_FROM: peers' sides from shared pieces (False: each built and reduced)
 REUSE_SAME_SIDES = True  # after a rule edit: a peer whose side is the same in both policies reduced and run once (False: twice)
