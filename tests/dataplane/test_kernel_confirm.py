@@ -107,7 +107,8 @@ def test_reverter_survives_sighup_and_its_session_dying(backend: LibNftBackend, 
     snapshot_file = tmp_path / "snap.json"
     snapshot_file.write_text(json.dumps(result.snapshot.to_json()))
     script = (
-        "import json, sys, time\n"
+        "import json, signal, sys, time\n"
+        "signal.signal(signal.SIGHUP, signal.SIG_DFL)\n"  # a login shell's default, even when the suite runs under nohup
         "from zonewall.dataplane import confirm\n"
         "from zonewall.dataplane.apply import Snapshot\n"
         "s = Snapshot.from_json(json.load(open(sys.argv[1])))\n"
