@@ -751,7 +751,8 @@ def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | 
         endpoints, common = _endpoint_changes(old, new)
         changes = _changes(a_old, a_new, common)
     runs = len(changes.receivers) + len(changes.senders) + len(changes.between) + 2 * len(changes.replies)
-    same_side = _same_sides(a_old, a_new, edits or grouped) if (edits or grouped) is not None else None  # type: ignore[arg-type]
+    edited = edits if edits is not None else grouped
+    same_side = _same_sides(a_old, a_new, edited) if edited is not None else None
     differ = _Differ(a_old, a_new, common, shared_peers=runs > SHARED_PEERS_FROM, same_side=same_side)
     for key, region in sorted(changes.receivers.items(), key=lambda kv: str(kv[0])):
         differ.run(key, region, "receiver")

@@ -118,13 +118,18 @@ def rules_blocks(text: str) -> dict[str, tuple[int, int]]:
 class Scoper:
     """One revision's documents, ready to be scoped to any of its nodes."""
 
-    def __init__(self, documents: Documents, placement: Mapping[str, str]) -> None:
+    def __init__(self, documents: Documents, placement: Mapping[str, str], parent: Scoper | None = None) -> None:
+        """`parent`: the scoper of the previous revision, whose blocks are reused where
+        an edit allows (`following`)."""
         self.documents = documents
         self.placement = placement  # VM -> its node
         self.blocks: dict[str, Block] = {}
         self._lines: dict[str, list[str]] = {}
+        if parent is not None and (set(documents) != set(parent.documents) or placement != parent.placement):
+            parent = None
         for name, text in documents.items():
-            for vm, (start, end) in rules_blocks(text).items():
+            found = self._reused_blocks(parent, name, text) if parent is not None else None
+            for vm, (start, end) in (found if found is not None else rules_blocks(text)).items():
                 if vm in placement and vm not in self.blocks:
                     self.blocks[vm] = Block(name, start, end)
 
@@ -136,23 +141,15 @@ class Scoper:
         (a scan of 10,000 VMs' documents costs ~0.9 s, on the path of the first answer
         of every revision). Anything else is scanned, so the blocks are always what
         `rules_blocks` would find."""
-        if set(documents) != set(parent.documents) or placement != parent.placement:
-            return cls(documents, placement)
-        scoper = cls.__new__(cls)
-        scoper.documents, scoper.placement, scoper.blocks, scoper._lines = documents, placement, {}, {}
-        for name, text in documents.items():
-            before = parent.documents[name]
-            found: dict[str, tuple[int, int]] | None
-            if text == before:
-                found = {vm: (block.start, block.end) for vm, block in parent.blocks.items() if block.document == name}
-                if name in parent._lines:
-                    scoper._lines[name] = parent._lines[name]
-            else:
-                found = _edited_blocks(parent, name, scoper.lines(name))
-            for vm, (start, end) in (found if found is not None else rules_blocks(text)).items():
-                if vm in placement and vm not in scoper.blocks:
-                    scoper.blocks[vm] = Block(name, start, end)
-        return scoper
+        return cls(documents, placement, parent)
+
+    def _reused_blocks(self, parent: Scoper, name: str, text: str) -> dict[str, tuple[int, int]] | None:
+        """Document `name`'s blocks from the parent's (None: scan it)."""
+        if text == parent.documents[name]:
+            if name in parent._lines:
+                self._lines[name] = parent._lines[name]
+            return {vm: (block.start, block.end) for vm, block in parent.blocks.items() if block.document == name}
+        return _edited_blocks(parent, name, self.lines(name))
 
     def lines(self, document: str) -> list[str]:
         lines = self._lines.get(document)
