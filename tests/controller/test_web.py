@@ -27,14 +27,18 @@ def test_pages_render_for_a_viewer_who_cannot_roll_back(client: TestClient, toke
     assert client.post("/ui/login", data={"token": tokens.node1, "csrf": login_form(client)}).status_code == 401  # agents cannot log in
     rec = {"time": 1e10, "vm": "db1", "direction": "in", "family": "ipv4", "src": "10.0.1.10", "dst": "10.0.2.30", "proto": "tcp",
            "dport": 5432, "verdict": "drop", "rule": "default-in", "scope": "db1", "level": "default"}
-    client.post("/api/v1/nodes/node2/records", json={"batch_id": uuid.uuid4().hex, "records": [rec, {**rec, "vm": "web1", "dport": 25}]}, headers=tokens.header("node2"))
+    client.post("/api/v1/nodes/node2/records", json={"batch_id": uuid.uuid4().hex, "records": [rec]}, headers=tokens.header("node2"))
+    web = {**rec, "vm": "web1", "scope": "web1", "src": "10.0.2.30", "dst": "10.0.1.10", "dport": 25}  # web1 lives on node1
+    client.post("/api/v1/nodes/node1/records", json={"batch_id": uuid.uuid4().hex, "records": [web]}, headers=tokens.header("node1"))
     login(client, tokens.viewer)
     for path, text in (("/ui/", "node1"), ("/ui/matrix", "dmz"), ("/ui/vms", "db1"), ("/ui/vms/db1", "default-in"),
                        ("/ui/logs", "default-in"), ("/ui/revisions", "initial"), ("/ui/revisions/1", "Revision 1")):
         page = client.get(path)
         assert page.status_code == 200 and text in page.text, path
-    assert "5432" in client.get("/ui/logs", params={"vm": "db1"}).text
-    assert ":25<" not in client.get("/ui/logs", params={"vm": "db1"}).text
+    # the destination cell "address:port" (a bare ":25<" also matches a received time at second 25)
+    assert "10.0.1.10:25<" in client.get("/ui/logs").text
+    assert "10.0.2.30:5432<" in client.get("/ui/logs", params={"vm": "db1"}).text
+    assert "10.0.1.10:25<" not in client.get("/ui/logs", params={"vm": "db1"}).text
     assert "No records match" in client.get("/ui/logs", params={"port": "9"}).text
     assert "not an address" in client.get("/ui/logs", params={"address": "x"}).text
     traced = client.get("/ui/trace", params={"from": "vm:web1", "to": "vm:db1", "proto": "tcp", "port": "5432"})
