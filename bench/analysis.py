@@ -21,8 +21,10 @@ run of this script:
             touching VMs whose chains are not built yet, then all of them again;
 * reach   - `reach(analyzer, "vm:A", "to"|"from")`, cold (fresh Policy + Analyzer
             per run), new Analyzer on a used Policy, and warm (repeated on one
-            analyzer); `--reach-index`: cold again with the peers' own rules found
-            through the policy's index (`reach(..., indexed=True)`, built inside);
+            analyzer); the peers' own rules are found through the policy's index
+            (policy/ownrules.py), which the load builds (its cost is printed with
+            the load); `--reach-scan`: cold again with every VM's rules scanned
+            instead (`reach(..., indexed=False)`, the way before 2026-12-05);
 * lint    - `lint(Analyzer(policy))` on a fresh Policy (`fresh()`, outside the timing as
             for trace and reach: before 2026-12-04 night it was inside, ~3-4 s of the
             figure), when zonewall.analysis.lint is importable (else "not available");
@@ -77,6 +79,7 @@ from zonewall.analysis.engine import Analyzer
 from zonewall.analysis.reach import reach
 from zonewall.analysis.trace import FlowSpec, trace
 from zonewall.policy.loader import load_policy_text
+from zonewall.policy.ownrules import build_own_rule_indexes
 from zonewall.policy.resolve import Checker, Policy
 
 try:  # being written concurrently; measured when it exists
@@ -269,9 +272,9 @@ def bench_reach(base: Policy, args: argparse.Namespace, res: Results) -> None:
             seconds, _r = timed(reach, analyzer, a, direction)
             warm.append(seconds)
         res.add("reach", f"cold: {a} {direction}", cold, TARGETS["reach"], f"{rows} rows")
-        if args.reach_index:  # the own-rule index built inside the cold call (peers.OwnRuleIndex)
-            indexed = [timed(reach, Analyzer(fresh(base)), a, direction, indexed=True)[0] for _ in range(args.repeat)]
-            res.add("reach", f"cold, own-rule index: {a} {direction}", indexed, TARGETS["reach"])
+        if args.reach_scan:  # every VM's rules scanned instead of the index
+            scanned = [timed(reach, Analyzer(fresh(base)), a, direction, indexed=False)[0] for _ in range(args.repeat)]
+            res.add("reach", f"cold, rules scanned: {a} {direction}", scanned, TARGETS["reach"])
         reach(Analyzer(base), a, direction)  # fills base's caches
         runs = [timed(reach, Analyzer(base), a, direction)[0] for _ in range(args.repeat)]
         res.add("reach", f"new Analyzer, Policy caches warm: {a} {direction}", runs, TARGETS["reach"])
@@ -388,7 +391,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5, help="runs per cold/warm timing (median reported)")
     parser.add_argument("--lint-repeat", type=int, default=1)
     parser.add_argument("--flows", type=int, default=20, help="other random VM pairs traced on the warm analyzer")
-    parser.add_argument("--reach-index", action="store_true", help="also time cold reach with the own-rule index (built inside the call)")
+    parser.add_argument("--reach-scan", action="store_true", help="also time cold reach with every VM's rules scanned (no index)")
     parser.add_argument("--skip", default="", help="comma-separated phases to skip: trace,reach,lint,diff")
     parser.add_argument("--profile", default="", help=f"comma-separated phases to cProfile once (cold): {','.join(PROFILE_PHASES)}")
     parser.add_argument("--profile-lines", type=int, default=30)
@@ -411,6 +414,9 @@ def main() -> int:
     loads: dict[str, float] = {}
     loads["base"], base = timed(load_policy_text, text)
     print(f"#  load     base policy ({len(text):,} bytes): {loads['base']:.1f} s", flush=True)
+    index_seconds, _index = timed(build_own_rule_indexes, base)  # again, on its own: what the load spent on it
+    print(f"#  of which the index of own rules (both directions): {index_seconds * 1000:.0f} ms ({index_seconds.cpu * 1000:.0f} ms CPU)", flush=True)
+    del _index
     res.mem("load")
     seconds, _an = timed(Analyzer, fresh(base))
     res.add("analyzer", "Analyzer(policy) construction", [seconds], None)

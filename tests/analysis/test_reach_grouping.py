@@ -168,7 +168,7 @@ def test_reach_at_1000_synthetic_vms_is_the_same_grouped_or_not(direction: str) 
     assert len(json.loads(grouped)[0]["rows"]) > 3
 
 
-# -- the index of own rules (peers.OwnRuleIndex) -------------------------------------
+# -- the index of own rules (policy/ownrules.OwnRuleIndex) -------------------------------------
 
 
 def _candidates(sides: PeerSides, vm: str, indexed: bool) -> list[str] | None:
@@ -234,6 +234,7 @@ def test_the_index_holds_every_kind_of_reference_and_a_mutant_missing_one_is_cau
     that loses a kind of reference (or the rules open to everyone, or the lists with
     an exclusion) no longer answers what the scan does."""
     from zonewall.analysis import peers
+    from zonewall.policy.ownrules import OwnRuleIndex
 
     policy = load_policy_text(EVERY_KIND)
     sides, _peers = _sides(Analyzer(policy), "vm:a", "from")
@@ -245,9 +246,9 @@ def test_the_index_holds_every_kind_of_reference_and_a_mutant_missing_one_is_cau
     real = peers.own_rule_index
 
     def mutant(drop: str) -> Any:
-        def index(policy: Any, direction: str) -> peers.OwnRuleIndex:
+        def index(policy: Any, direction: str) -> OwnRuleIndex:
             made = real(policy, direction)
-            lost = peers.OwnRuleIndex.__new__(peers.OwnRuleIndex)
+            lost = OwnRuleIndex.__new__(OwnRuleIndex)
             lost.__dict__.update(made.__dict__)
             if drop == "everyone":
                 lost.everyone = {}

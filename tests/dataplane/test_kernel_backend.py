@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
+import time
+from typing import Any
 
 import pytest
 
@@ -14,6 +17,14 @@ pytestmark = pytest.mark.kernel
 
 T = {"family": "inet", "table": "zwb"}
 TABLE = {"add": {"table": {"family": "inet", "name": "zwb"}}}
+
+
+class _AnyHandle:
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, int)
+
+
+ANY_HANDLE = _AnyHandle()
 
 
 def test_run_and_list_inside_the_namespace_only(netns_name: str) -> None:
@@ -81,6 +92,33 @@ def test_foreign_tables_are_listed(netns_name: str) -> None:
     load_foreign(netns_name)
     with LibNftBackend(netns_name) as backend:
         assert backend.list_tables() == [("inet", "docker")]
+
+
+def test_a_table_another_program_holds_is_refused_by_name_and_never_listed_by_libnftables(netns_name: str) -> None:
+    """nft 1.0.6 prints a `flags owner` table's flags in JSON from past the end of an
+    array (garbage, and in an agent once a heap corruption that killed it): the table
+    is seen over netlink and refused with its owner named; the others list as usual."""
+    owner = subprocess.Popen(["ip", "netns", "exec", netns_name, "nft", "-i"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert owner.stdin is not None
+        owner.stdin.write("add table inet held { flags owner; }\nadd table ip plain\n")
+        owner.stdin.flush()
+        deadline = time.monotonic() + 10
+        while "table inet held" not in subprocess.run(["ip", "netns", "exec", netns_name, "nft", "list", "tables"], capture_output=True, text=True).stdout:
+            assert time.monotonic() < deadline, "the owner did not take its table"
+            time.sleep(0.05)
+        with LibNftBackend(netns_name) as backend:
+            for _ in range(50):  # each listing printed garbage before
+                assert sorted(backend.list_tables()) == [("inet", "held"), ("ip", "plain")]
+                with pytest.raises(NftError, match=r"table inet held is held by another program \(flags owner, netlink port \d+\)"):
+                    backend.list_table("inet", "held")
+                assert backend.list_table("ip", "plain") == [{"table": {"family": "ip", "name": "plain", "handle": ANY_HANDLE}}]
+    finally:
+        owner.stdin.close()  # type: ignore[union-attr]
+        owner.wait(timeout=10)
+    with LibNftBackend(netns_name) as backend:  # the owner gone, its table went with it
+        assert backend.list_tables() == [("ip", "plain")]
 
 
 def test_a_released_cache_leaves_a_working_context_in_the_same_namespace(netns_name: str) -> None:

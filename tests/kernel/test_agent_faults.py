@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -177,5 +178,8 @@ def test_a_ruleset_the_kernel_refuses_shows_everywhere_and_recovers(managed: Man
         until(lambda: node(lab, "node1")["state"] == "ok", 30, "node1 recovers once the table is free")
     except AssertionError as exc:  # what the node last said, for a failure seen once in a full suite run
         report = node(lab, "node1")
+        lab.agents["node1"].process.send_signal(signal.SIGUSR1)  # its threads' stacks, to its log
+        time.sleep(1.0)
+        log = (lab.agents["node1"].state_dir / "agent.log").read_text(errors="replace")[-12000:]
         raise AssertionError(f"{exc}; node1 reports state {report['state']!r}, revision {report.get('applied_revision')}, "
-                             f"last error {str(report.get('last_error'))[:300]!r}") from None
+                             f"last error {str(report.get('last_error'))[:300]!r}; the agent's log ends:\n{log}") from None

@@ -153,7 +153,7 @@ def _addresses(analyzer: Analyzer, endpoint: Endpoint, nic: int | None) -> dict[
 # -- reach ------------------------------------------------------------------------------
 
 
-def reach(analyzer: Analyzer, ref: str, direction: Direction, services: Region | None = None, *, grouped: bool = True, indexed: bool = False) -> list[Reach]:
+def reach(analyzer: Analyzer, ref: str, direction: Direction, services: Region | None = None, *, grouped: bool = True, indexed: bool = True) -> list[Reach]:
     # Tens of thousands of small tuples and memos, no cycles: the cyclic collector
     # would only walk the whole policy again (as when linting and compiling).
     with collector_paused():
@@ -161,10 +161,11 @@ def reach(analyzer: Analyzer, ref: str, direction: Direction, services: Region |
 
 
 def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, direction: Direction, services: Region | None = None, *, grouped: bool = True,
-                   indexed: bool = False) -> Reach:
+                   indexed: bool = True) -> Reach:
     """`grouped`: peers' sides from pieces they share (peers.PeerSides.reduced);
     False: each peer's side built whole and reduced (the same answer, slower).
-    `indexed`: the peers' own rules found through the policy's index (PeerSides)."""
+    `indexed`: the peers' own rules found through the policy's index (PeerSides);
+    False: by a scan of every VM's rules (the same answer)."""
     own_dim, peer_dim = (s.DST, s.SRC) if direction == "to" else (s.SRC, s.DST)
     own = endpoint_addresses(analyzer, endpoint, nic)
     base = s.subtract(s.universe(), essentials_region())

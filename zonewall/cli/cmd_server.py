@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import signal
 import sys
@@ -103,6 +104,9 @@ def agent(
     daemon = Agent(agent_config)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: daemon.stop())
+    # `kill -USR1` writes every thread's stack to stderr (the journal): an agent that
+    # stopped turning can be diagnosed where it runs, without a debugger
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     notifier = systemd_notifier(daemon, verify_interval)
     try:
         daemon.run()

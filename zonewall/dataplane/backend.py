@@ -189,7 +189,7 @@ class LibNftBackend:
     def _json_cmd(self, document: Json) -> tuple[int, Any, str]:
         try:
             return self._worker.call(lambda nft: nft.json_cmd(document))
-        except ValueError as exc:  # e.g. nft 1.0.6 lists a table with `flags owner` as broken JSON
+        except ValueError as exc:  # e.g. nft 1.0.6 lists a table with `flags owner` as broken JSON (list_table avoids that)
             raise NftError(f"libnftables answered with JSON that cannot be read ({exc}); is a table held by another program (flags owner)?") from None
 
     def run(self, commands: list[Json], *, text: str | None = None) -> None:
@@ -212,8 +212,13 @@ class LibNftBackend:
             raise NftError(_clean_error(err) or f"libnftables returned {rc}")
 
     def list_table(self, family: str, name: str) -> list[Json] | None:
-        if (family, name) not in self.list_tables():
+        held = self._tables()
+        if (family, name) not in held:
             return None
+        owner = held[(family, name)]
+        if owner is not None:  # never listed by libnftables (nftstate.tables says why)
+            raise NftError(f"table {family} {name} is held by another program (flags owner, netlink port {owner}): "
+                           "the kernel lets only that program change it")
         rc, out, err = self._json_cmd({"nftables": [{"list": {"table": {"family": family, "name": name}}}]})
         if rc != 0:
             # Deleted between the two calls: same answer as "absent".
@@ -223,10 +228,11 @@ class LibNftBackend:
         return _objects(out)
 
     def list_tables(self) -> list[tuple[str, str]]:
-        rc, out, err = self._json_cmd({"nftables": [{"list": {"tables": None}}]})
-        if rc != 0:
-            raise NftError(_clean_error(err))
-        return [(o["table"]["family"], o["table"]["name"]) for o in _objects(out) if "table" in o]
+        return list(self._tables())
+
+    def _tables(self) -> dict[TableKey, int | None]:
+        """Every table, with the netlink port of the program holding it, if one does."""
+        return self._worker.call(lambda _nft: nftstate.tables(self._worker.netlink))
 
     def generation(self) -> int:
         return self._worker.call(lambda _nft: nftstate.generation(self._worker.netlink))

@@ -313,7 +313,7 @@ def _group_edit(old: Policy, file: str, lines: list[int], texts: list[str], was_
     entries.value_locs = {**groups.value_locs, name: now[1].loc}
     source = _copy_dict(old.source, "groups", entries)
     policy = Policy(doc, source)
-    for memo in ("_rule_table", "_zone_members", _SPANS):  # rules and membership are not a group's business
+    for memo in ("_rule_table", "_zone_members", _SPANS, "_own_rule_index"):  # rules and membership are not a group's business
         if memo in old.__dict__:
             policy.__dict__[memo] = old.__dict__[memo]
     checker = Checker(doc, source)

@@ -71,8 +71,13 @@ class Policy:
     def build_indexes(self) -> None:
         """Build the whole-policy indexes that queries share (every rule with its id
         and position, grouped by owner; zone membership). The loader calls this, so a
-        trace or a compile on a loaded policy pays only for what it asks about."""
+        trace or a compile on a loaded policy pays only for what it asks about; and the
+        VM rules by the references of their other end (policy/ownrules.py), which a
+        reach query would otherwise find by scanning every VM's rules."""
+        from .ownrules import own_rule_index  # it reads this module's RuleRef
+
         _ = self._rule_table, self._zone_members  # cached properties: computing them is the point
+        own_rule_index(self, "in")
 
     # -- lookups ------------------------------------------------------------------
 

@@ -1,0 +1,135 @@
+"""The VM rules of a policy by the address references of their other end.
+
+A query about one endpoint (`reach`: who can reach vm:a, whom can vm:a reach) asks
+of every other VM which of its own rules can meet the endpoint's addresses: the
+`to` of its out rules, the `from` of its in rules. Scanning every VM's rules for
+that costs the whole rule list per query (200,000 rules at 10,000 VMs, ~250 ms of
+a cold query). Indexed by the reference texts, each distinct text is tested once
+and only the rules of those that meet are taken.
+
+The index is built with the policy's other indexes (`Policy.build_indexes`, which
+the loader calls), in one pass over the VM rules for both directions: ~0.2 s and
+~12 MB at 10,000 VMs, next to the ~5 s of the load itself; an agent's policy holds
+only its node's VMs' rules, so it costs an agent next to nothing. A policy made
+from another by an edit (policy/incremental.py) builds it on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .resolve import Policy, RuleRef
+
+Entry = tuple[str, int, "RuleRef"]  # (VM, the rule's position among the VM's rules, the rule)
+DIRECTIONS = ("in", "out")
+
+
+class OwnRuleIndex:
+    """A policy's VM rules in one direction (enabled, applying in it) by the address
+    references of their other end (`to` of an out rule, `from` of an in rule):
+
+    * `by_text`: a reference text -> the rules whose list names it (a list without
+      exclusions meets when one of its items does);
+    * `everyone`: per VM, its rules without the other end (open to every address);
+    * `excluding`: rules whose list has an exclusion (`!...`): tested whole;
+    * `grouped`: VMs with a security group reference (the general way, as before)."""
+
+    def __init__(self, direction: str) -> None:
+        self.by_text: dict[str, list[Entry]] = {}
+        self.everyone: dict[str, list[RuleRef]] = {}  # VM -> its rules open to everyone, in order
+        self.excluding: list[Entry] = []
+        self.grouped: set[str] = set()
+        self.outbound = direction == "out"
+
+    def add(self, vm: str, ref: RuleRef, refs: list[str] | None) -> None:
+        """One rule of `vm` that applies in this direction; `refs`: its other end."""
+        if refs is None:
+            found_all = self.everyone.get(vm)
+            if found_all is None:
+                self.everyone[vm] = [ref]
+            else:
+                found_all.append(ref)
+            return
+        entry = (vm, ref.index, ref)
+        by_text = self.by_text
+        if len(refs) == 1:
+            text = refs[0]
+            if "!" in text:
+                self.excluding.append(entry)
+                return
+            found = by_text.get(text)
+            if found is None:
+                by_text[text] = [entry]
+            else:
+                found.append(entry)
+        elif "!" in "".join(refs):  # an exclusion (or a "!" elsewhere: tested whole all the same)
+            self.excluding.append(entry)
+        else:
+            for text in dict.fromkeys(refs):  # a text named twice in one list: once
+                found = by_text.get(text)
+                if found is None:
+                    by_text[text] = [entry]
+                else:
+                    found.append(entry)
+
+    def meeting(self, meets: Callable[[Any], bool]) -> dict[str, list[RuleRef]]:
+        """VM -> its rules (in their order) whose other end names an address that can
+        meet the endpoint (`meets`: a test of a reference list, such as
+        `RulePlanner.meets_test` of its addresses); the rules open to everyone are
+        `everyone`'s."""
+        hits: dict[str, dict[int, RuleRef]] = {}
+        chosen = [entries for text, entries in self.by_text.items() if meets((text,))]
+        chosen.append([entry for entry in self.excluding if meets(entry[2].rule.to if self.outbound else entry[2].rule.from_)])
+        for entries in chosen:
+            for vm, position, ref in entries:
+                found = hits.get(vm)
+                if found is None:
+                    hits[vm] = {position: ref}
+                else:
+                    found[position] = ref
+        return {vm: [found[p] for p in sorted(found)] for vm, found in hits.items()}
+
+    def candidates(self, vm: str, hits: dict[str, list[RuleRef]]) -> list[RuleRef] | None:
+        """The VM's rules that can meet the endpoint, in order (`hits`: `meeting`'s);
+        None: it references a security group."""
+        if vm in self.grouped:
+            return None
+        found, everyone = hits.get(vm), self.everyone.get(vm)
+        if found is None:
+            return everyone or []
+        if everyone is None:
+            return found
+        return sorted(found + everyone, key=attrgetter("index"))
+
+
+def build_own_rule_indexes(policy: Policy) -> dict[str, OwnRuleIndex]:
+    """Both directions' indexes, from one pass over every VM's rules in order."""
+    inbound, outbound = OwnRuleIndex("in"), OwnRuleIndex("out")
+    for (level, vm), run in policy._rule_table[1].items():
+        if level != "vm":
+            continue
+        for ref in run:
+            rule = ref.rule
+            if rule.security_group is not None:
+                inbound.grouped.add(vm)
+                outbound.grouped.add(vm)
+                continue
+            if not rule.enabled:
+                continue
+            direction = rule.direction
+            if direction != "out":
+                inbound.add(vm, ref, rule.from_)
+            if direction != "in":
+                outbound.add(vm, ref, rule.to)
+    return {"in": inbound, "out": outbound}
+
+
+def own_rule_index(policy: Policy, direction: str) -> OwnRuleIndex:
+    """The policy's `OwnRuleIndex` for a direction ("in" or "out"), kept with it."""
+    found: dict[str, OwnRuleIndex] | None = policy.__dict__.get("_own_rule_index")
+    if found is None:
+        found = policy.__dict__["_own_rule_index"] = build_own_rule_indexes(policy)
+    return found[direction]
