@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi.testclient import TestClient
 
 from tests.controller.live import Tokens
 from zonewall.controller.replica import Controller
-from zonewall.controller.store.logs import LogQuery, Retention, address_key, network_range
+from zonewall.controller.store.logs import MAX_PARTIAL_OWNERS, LogQuery, Retention, address_key, network_range
 
 
 def record(t: float, **kw: object) -> dict:
@@ -180,6 +181,29 @@ def test_a_partial_report_leaves_the_rules_it_omits_as_they_were(client: TestCli
     assert present() == {"a": 3, "b": 10}
     put([("b", 12)], partial=False)  # a whole reading without `a`: gone from the node
     assert present() == {"b": 12}
+
+
+def test_a_partial_report_reads_and_grows_exactly_the_rows_of_the_owners_it_names(controller: Controller) -> None:
+    """A partial reading reads only the rows of the VMs (and node) it names: each named
+    row grows from what it had (none counted twice, none taken for new), the others
+    stay; one naming more owners than the store filters by takes the whole read."""
+    store = controller.counters
+
+    def counter(level: str, scope: str, rule: str, packets: int) -> dict[str, Any]:
+        return {"level": level, "scope": scope, "direction": "in", "rule": rule, "verdict": "accept", "packets": packets, "bytes": packets * 60}
+
+    def packets() -> dict[tuple[str, str], int]:
+        return {(row.scope, row.rule): row.packets for row in store.per_node() if row.node == "node1" and row.present}
+
+    many = [counter("vm", f"vm{n}", "r", 1) for n in range(MAX_PARTIAL_OWNERS + 5)]
+    store.report("node1", [counter("vm", "web1", "a", 3), counter("vm", "db1", "c", 5), counter("host", "node1", "h", 2), *many])
+    store.report("node1", [counter("vm", "db1", "c", 9), counter("host", "node1", "h", 4), counter("vm", "web1", "new", 1)], complete=False)
+    seen = packets()
+    assert (seen[("web1", "a")], seen[("db1", "c")], seen[("node1", "h")], seen[("web1", "new")]) == (3, 9, 4, 1)
+    # more owners than filtered by: the same answer through the whole read
+    store.report("node1", [counter("vm", "web1", "a", 6), *(counter("vm", f"vm{n}", "r", 2) for n in range(MAX_PARTIAL_OWNERS + 5))], complete=False)
+    seen = packets()
+    assert (seen[("web1", "a")], seen[("db1", "c")], seen[("vm0", "r")], seen[(f"vm{MAX_PARTIAL_OWNERS + 4}", "r")]) == (6, 9, 2, 2)
 
 
 def test_address_keys_make_cidrs_ranges() -> None:
