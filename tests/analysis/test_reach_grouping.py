@@ -266,3 +266,20 @@ def test_the_index_holds_every_kind_of_reference_and_a_mutant_missing_one_is_cau
     monkeypatch.setattr(peers, "own_rule_index", real)
     sides, _peers = _sides(Analyzer(policy), "vm:a", "from")
     assert _candidates(sides, "b", True) == _candidates(sides, "b", False)
+
+
+def test_reach_takes_the_index_a_loaded_policy_has_and_scans_an_edited_one_without_building_it() -> None:
+    """A loaded policy has its own-rule index and reach uses it; a policy made without
+    the loader's indexes (as an edit's) is scanned, and nothing builds the index for
+    one query; both answer the same."""
+    from zonewall.policy.ownrules import has_own_rule_index
+    from zonewall.policy.resolve import Policy
+
+    loaded = load_policy_text(EVERY_KIND)
+    bare = Policy(loaded.doc, loaded.source)
+    assert has_own_rule_index(loaded) and not has_own_rule_index(bare)
+    assert _sides(Analyzer(loaded), "vm:a", "from")[0].index is True
+    assert _sides(Analyzer(bare), "vm:a", "from")[0].index is False
+    for direction in ("to", "from"):
+        assert _json(Analyzer(bare), "vm:a", direction, True) == _json(Analyzer(loaded), "vm:a", direction, True)
+    assert not has_own_rule_index(bare)

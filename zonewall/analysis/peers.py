@@ -41,7 +41,7 @@ from ..compiler.plan.modes import is_routed
 from ..compiler.plan.switches import nic_filtered
 from ..policy.addresses import AddressSet
 from ..policy.model import Dnat
-from ..policy.ownrules import own_rule_index
+from ..policy.ownrules import has_own_rule_index, own_rule_index
 from . import space as s
 from .chains import Chain, Step
 from .guards import NIC_DEPENDENT, GuardRule, GuardStage
@@ -152,10 +152,12 @@ class PeerSides:
     dimension. `indexed`: each VM's own rules that can meet the endpoint from the
     policy's `OwnRuleIndex` (policy/ownrules.py, built with the policy's indexes)
     instead of a scan of the VM's rules: the same answer (the tests compare them);
-    at 10,000 VMs a cold reach on a loaded policy takes ~100 ms less with it."""
+    at 10,000 VMs a cold reach on a loaded policy takes ~100 ms less with it. None:
+    the index when the policy has it built, else the scan (building it for one
+    query costs more than the scan)."""
 
     def __init__(self, analyzer: Analyzer, mine: NicKey, role: str, peer: AddressSet, pieces: list[Region], dim: int, *, grouped: bool = True,
-                 indexed: bool = True):
+                 indexed: bool | None = None):
         self.analyzer, self.paths, self.policy = analyzer, analyzer.paths, analyzer.policy
         self.mine, self.role, self.peer, self.pieces, self.dim = mine, role, peer, pieces, dim
         self.other_role = "sender" if role == "receiver" else "receiver"
@@ -177,7 +179,7 @@ class PeerSides:
         memo: dict[tuple[str, AddressSet], dict[str, object]] = analyzer.__dict__.setdefault("_own_rule_candidates", {})
         self._own_candidates = memo.setdefault((self.direction, peer), {})
         self._own_hits: dict[str, list[RuleRef]] | None = None  # from the index: each VM's rules that can meet the endpoint
-        self.index = indexed
+        self.index = indexed if indexed is not None else has_own_rule_index(self.policy)
         if grouped:
             self._know_owners()
 

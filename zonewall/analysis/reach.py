@@ -153,7 +153,7 @@ def _addresses(analyzer: Analyzer, endpoint: Endpoint, nic: int | None) -> dict[
 # -- reach ------------------------------------------------------------------------------
 
 
-def reach(analyzer: Analyzer, ref: str, direction: Direction, services: Region | None = None, *, grouped: bool = True, indexed: bool = True) -> list[Reach]:
+def reach(analyzer: Analyzer, ref: str, direction: Direction, services: Region | None = None, *, grouped: bool = True, indexed: bool | None = None) -> list[Reach]:
     # Tens of thousands of small tuples and memos, no cycles: the cyclic collector
     # would only walk the whole policy again (as when linting and compiling).
     with collector_paused():
@@ -161,11 +161,12 @@ def reach(analyzer: Analyzer, ref: str, direction: Direction, services: Region |
 
 
 def reach_endpoint(analyzer: Analyzer, endpoint: Endpoint, nic: int | None, direction: Direction, services: Region | None = None, *, grouped: bool = True,
-                   indexed: bool = True) -> Reach:
+                   indexed: bool | None = None) -> Reach:
     """`grouped`: peers' sides from pieces they share (peers.PeerSides.reduced);
     False: each peer's side built whole and reduced (the same answer, slower).
     `indexed`: the peers' own rules found through the policy's index (PeerSides);
-    False: by a scan of every VM's rules (the same answer)."""
+    False: by a scan of every VM's rules (the same answer); None: the index if the
+    policy has it built (a loaded policy), else the scan."""
     own_dim, peer_dim = (s.DST, s.SRC) if direction == "to" else (s.SRC, s.DST)
     own = endpoint_addresses(analyzer, endpoint, nic)
     base = s.subtract(s.universe(), essentials_region())

@@ -361,7 +361,8 @@ def zone_matrix_of(ctl: Any, row: Any, progress: Any = None) -> tuple[list[str],
     for done, (name, zone) in enumerate(members):
         if progress is not None:
             progress(done, len(members))
-        for result in reach(analyzer, f"vm:{name}", "to"):
+        # one policy, a reach per zone VM: the index of the peers' own rules pays for itself
+        for result in reach(analyzer, f"vm:{name}", "to", indexed=True):
             for r in result.rows:
                 peers = {zone_of.get(p) for p in r.vms} - {None}
                 if r.outside:
