@@ -183,3 +183,20 @@ def test_a_ruleset_the_kernel_refuses_shows_everywhere_and_recovers(managed: Man
         log = (lab.agents["node1"].state_dir / "agent.log").read_text(errors="replace")[-12000:]
         raise AssertionError(f"{exc}; node1 reports state {report['state']!r}, revision {report.get('applied_revision')}, "
                              f"last error {str(report.get('last_error'))[:300]!r}; the agent's log ends:\n{log}") from None
+
+
+def test_sigusr1_writes_every_threads_stack_to_the_log_and_the_agent_goes_on(managed: ManagedLab) -> None:
+    """`kill -USR1` is how an operator sees where a stuck agent is: every thread's stack
+    on stderr (the journal), and the agent keeps enforcing and reporting."""
+    lab = managed
+    agent = lab.agents["node2"]
+    log = agent.state_dir / "agent.log"
+    before = log.read_text(errors="replace")
+    assert "Current thread" not in before and "most recent call first" not in before  # no dump without the signal
+    agent.process.send_signal(signal.SIGUSR1)
+    dumped = until(lambda: (lambda text: text if "most recent call first" in text else None)(log.read_text(errors="replace")[len(before):]), 10, "a stack dump")
+    assert "daemon.py" in dumped and dumped.count("Thread 0x") + dumped.count("Current thread 0x") >= 3, dumped[:2000]  # the main loop and its helpers
+    time.sleep(1.0)
+    assert agent.process.poll() is None, "the agent died of the signal"
+    reported = node(lab, "node2")["last_contact"]
+    until(lambda: node(lab, "node2")["last_contact"] != reported and node(lab, "node2")["state"] == "ok", 30, "node2 reports again after the dump")
