@@ -67,7 +67,6 @@ from zonewall.compiler.ir import fingerprint as ir_fingerprint
 from zonewall.dataplane.backend import Backend, Json, NftError
 from zonewall.dataplane.encodings import Encodings, encode_ruleset, encode_table
 from zonewall.dataplane.nftstate import TableState
-from zonewall.dataplane.stages import STAGE_COMMANDS, creation_stages
 from zonewall.dataplane.readback import (
     KernelView,
     TableKey,
@@ -79,6 +78,7 @@ from zonewall.dataplane.readback import (
     touched,
     verify_problems,
 )
+from zonewall.dataplane.stages import STAGE_COMMANDS, creation_stages
 from zonewall.gcpause import collector_paused
 
 

@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..compiler.ir import Json, NamedSet, Ruleset, Table, encoded_items, table_object
-from .encodings import Encodings
+from .encodings import Encodings, Piece
 
 TableKey = tuple[str, str]
 _SET_REFERENCE = re.compile(r'"@([^"\\]+)"')  # "@name" as encoded in a rule (ir._encode)
@@ -86,7 +86,7 @@ def creation_stages(ruleset: Ruleset, bodies: dict[TableKey, list[Json]], encodi
     return stages + [last] if last.commands else stages
 
 
-def _table_parts(table: Table, body: list[Json], pieces: dict[tuple[str, str], tuple[object, str]]) -> Iterator[tuple[tuple[list[Json], str], bool]]:
+def _table_parts(table: Table, body: list[Json], pieces: dict[tuple[str, str], Piece]) -> Iterator[tuple[tuple[list[Json], str], bool]]:
     """(commands, encoding) of the table in body order, and whether they belong to a
     base chain. The body is table_body_commands' order: chains declared, limits,
     helpers, timeouts, sets, each chain's rules."""
