@@ -144,7 +144,11 @@ class Poller:
                     documents = apply_delta(self.documents, body["delta"])
                 else:
                     documents = self.documents if kind == "same" else body["documents"]
-                if documents is None or content_hash(documents) != body["content_hash"]:
+                # `same`: the documents it has, known by their hash, as an agent does
+                # (agent/daemon.py); hashing them again cost every poller ~7 ms of this
+                # machine's CPU per change at 10,000 VMs, which real nodes spend on their own
+                known = kind == "same" and body["content_hash"] == self.hash
+                if documents is None or not (known or content_hash(documents) == body["content_hash"]):
                     self.errors.append(f"revision {body['revision']}: documents do not match their hash")
                     self.hash = None
                     continue

@@ -329,8 +329,8 @@ class Agent:
             return answer
         documents: Documents | None = None
         if answer.same and answer.content_hash == state.content_hash:
-            documents = state.documents
-        elif answer.delta and answer.delta.get("base") == state.content_hash:
+            return replace(answer, documents=state.documents)  # those applied, hashed when they were: not hashed again (~7 ms at 10,000 VMs)
+        if answer.delta and answer.delta.get("base") == state.content_hash:
             try:
                 documents = apply_delta(state.documents, answer.delta)
             except DeltaMismatch as exc:

@@ -6,7 +6,10 @@ Guarantees, in order of importance:
   `previous` that the new ruleset drops). There is never a `flush ruleset`; Docker's,
   libvirt's or the distribution's tables survive every apply.
 * Every change is ONE transaction. If libnftables or the kernel refuses it, nothing
-  changed and the previous ruleset keeps filtering (NftError propagates).
+  changed and the previous ruleset keeps filtering (NftError propagates). Tables
+  created from nothing (a node's first apply) are built in stages whose hooks come
+  in the last (stages.py): no packet meets them before it, so they start filtering
+  at one commit just the same, and libnftables holds one stage at a time.
 * After the change we read back and check the structure. A mismatch restores what was
   there before and raises VerifyError: a half-understood ruleset is worse than the old one.
 
@@ -75,6 +78,7 @@ from zonewall.dataplane.readback import (
     touched,
     verify_problems,
 )
+from zonewall.dataplane.stages import STAGE_COMMANDS, creation_stages
 from zonewall.gcpause import collector_paused
 
 
@@ -346,6 +350,7 @@ class _Batch:
     commands: list[Json] = field(default_factory=list)
     items: list[str] = field(default_factory=list)  # encoded, comma-joined pieces
     bodies: dict[TableKey, str] = field(default_factory=dict)
+    created: dict[TableKey, list[Json]] = field(default_factory=dict)  # body commands of the tables created from nothing
 
     def add(self, commands: list[Json], encoded: str | None = None) -> None:
         self.commands += commands
@@ -369,6 +374,8 @@ def _full_batch(
         key = (table.family, table.name)
         body = table_body_commands(table)
         encodings.bodies[key], encodings.pieces[key] = encode_table(table, reuse.pieces.get(key, {}) if reuse is not None else {}, body)
+        if listing.get(key) is None:
+            batch.created[key] = body
         if table.timeouts:  # sent as text (module docstring); the fingerprint encodes the body itself
             body = _without_timeouts(body)
         else:
@@ -402,11 +409,20 @@ def _full(
     ensure_timeouts(backend, _wanted_timeouts(ruleset), _timeout_names(current.tables))
     batch, encodings = _full_batch(ruleset, snapshot.tables, stale, reuse)
     back_to = restore_point if restore_point is not None else snapshot
+    # Tables created from nothing, more than a transaction's worth: in stages, the
+    # hooks last (stages.py); replacing tables that filter stays one transaction.
+    staged = not present and restore_point is None and len(batch.commands) > STAGE_COMMANDS
     try:
-        backend.run(batch.commands, text=batch.text)
+        if staged:
+            for stage in creation_stages(ruleset, batch.created, encodings, STAGE_COMMANDS):
+                backend.run(stage.commands, text=stage.text)
+        else:
+            backend.run(batch.commands, text=batch.text)
     except NftError:
         if restore_point is not None:
             restore_snapshot(backend, restore_point)  # undo the diff that read back wrong
+        elif staged:
+            restore_snapshot(backend, snapshot)  # the inert tables earlier stages made go
         raise
     after = read_view(backend, _keys(ruleset))
     if collect_timeouts(backend, ruleset, _timeout_names(after.tables), notes):
