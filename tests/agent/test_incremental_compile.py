@@ -45,17 +45,23 @@ def rule_lines(draw: st.DrawFn) -> str:
     return "      - {" + ", ".join(parts) + "}"
 
 
-def replaced(text: str, owner: str, index: int, line: str) -> str:
-    """`owner`'s rule number `index` (of its first few) replaced by `line`, in place."""
+def replaced(text: str, owner: str, index: int, line: str, how: str = "replace") -> str:
+    """`owner`'s rule number `index` (of its first few) replaced by `line` in place,
+    or `line` added before it, or the rule removed (every later line moves)."""
     start = text.index(f"\n  {owner}:\n")
     at = text.index("\n      - {", start)
     for _ in range(index):
         at = text.index("\n      - {", at + 1)
     end = text.index("\n", at + 1)
+    if how == "add":
+        return text[:at + 1] + line + "\n" + text[at + 1:]
+    if how == "remove":
+        return text[:at] + text[end:]
     return text[:at + 1] + line + text[end:]
 
 
-EDITS = st.lists(st.tuples(st.sampled_from(OWNERS), st.integers(0, 5), rule_lines()), min_size=1, max_size=6)
+EDITS = st.lists(st.tuples(st.sampled_from(OWNERS), st.integers(0, 5), rule_lines(), st.sampled_from(["replace", "add", "remove"])),
+                 min_size=1, max_size=6)
 
 
 def whole(text: str):  # type: ignore[no-untyped-def]
@@ -70,12 +76,12 @@ def test_random_rule_edits_compile_to_the_whole_compiles_ir_mostly_from_the_kept
 
     @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, phases=[Phase.explicit, Phase.generate])
     @given(edits=EDITS)
-    def property_(edits: list[tuple[str, int, str]]) -> None:
+    def property_(edits: list[tuple[str, int, str, str]]) -> None:
         agent = Enforcer(FakeBackend(), "node1", StateStore(tmp_path_factory.mktemp("agent")), discover=lambda policy, node: {}, timezone=lambda: "UTC")
         text = BASE
         agent.enforce(Desired(1, {"policy.yaml": text}, content_hash({"policy.yaml": text})))
-        for revision, (owner, index, line) in enumerate(edits, start=2):
-            new = replaced(text, owner, index, line)
+        for revision, (owner, index, line, how) in enumerate(edits, start=2):
+            new = replaced(text, owner, index, line, how)
             documents = {"policy.yaml": new}
             try:
                 expected = whole(new)
@@ -84,7 +90,7 @@ def test_random_rule_edits_compile_to_the_whole_compiles_ir_mostly_from_the_kept
                     agent.enforce(Desired(revision, documents, content_hash(documents)))
                 continue
             agent.enforce(Desired(revision, documents, content_hash(documents)))
-            assert agent.ruleset == expected, (owner, index, line)
+            assert agent.ruleset == expected, (owner, index, line, how)
             text = new
         loads.update(agent.loads)
 
@@ -105,3 +111,32 @@ def test_the_kept_memos_are_what_the_compile_uses(tmp_path: Path, memo: str) -> 
     agent.enforce(Desired(2, {"policy.yaml": new}, content_hash({"policy.yaml": new})))
     assert agent.loads["edited"] == 1
     assert agent.ruleset != whole(new)  # the lie was compiled in: the memo is shared, not rebuilt
+
+
+def test_a_whole_load_lets_go_of_the_kept_policy_before_it_parses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two parsed policies at once were an agent's memory peak: the kept one is freed first."""
+    import weakref
+
+    from zonewall.agent import enforcer as enforcer_module
+
+    agent = Enforcer(FakeBackend(), "node1", StateStore(tmp_path), discover=lambda policy, node: {}, timezone=lambda: "UTC")
+    agent.enforce(Desired(1, {"policy.yaml": BASE}, content_hash({"policy.yaml": BASE})))
+    kept = weakref.ref(agent.policy_of({"policy.yaml": BASE}))
+    alive_at_load: list[bool] = []
+    real_load = enforcer_module.load_documents
+
+    def load(documents):  # type: ignore[no-untyped-def]
+        alive_at_load.append(kept() is not None)
+        return real_load(documents)
+
+    monkeypatch.setattr(enforcer_module, "load_documents", load)
+    # an edit of a group's members is not taken from the kept policy: a whole load
+    new = BASE.replace("  admins: [", "  admins: [198.51.100.9, ", 1)
+    assert new != BASE
+    agent.enforce(Desired(2, {"policy.yaml": new}, content_hash({"policy.yaml": new})))
+    assert agent.loads["whole"] == 2 and alive_at_load == [False]
+    assert agent.ruleset == whole(new)
+    # an in-place rule edit still comes from the (new) kept policy, no load at all
+    edited = replaced(new, "vm0", 0, "      - {direction: in, action: accept, from: group:admins, tcp: 2222}")
+    agent.enforce(Desired(3, {"policy.yaml": edited}, content_hash({"policy.yaml": edited})))
+    assert agent.loads["edited"] == 1 and alive_at_load == [False]

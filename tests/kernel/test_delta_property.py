@@ -1,8 +1,9 @@
 """Property: any sequence of changes, shipped to agents as node documents, deltas and
 revision-only answers, leaves each node's kernel holding exactly what a full compile
 of the final policy gives that node (compared with a fresh apply in another
-namespace, by content). Agents validate rules edited in place from the policy they
-parsed last (the incremental path) and load anything else whole: both are taken."""
+namespace, by content). Agents validate rules edited in place, and rule lines added
+or removed, from the policy they parsed last (the incremental path) and load anything
+else whole: both are taken."""
 
 from __future__ import annotations
 
@@ -101,4 +102,4 @@ def test_changes_shipped_as_deltas_end_in_the_full_compile(netns_factory: Callab
 
     run()
     assert kinds["delta"] and kinds["same"] and kinds["documents"], kinds  # every path was taken
-    assert kinds["load edited"] and kinds["load whole"], kinds  # rules edited in place were validated from the last policy
+    assert kinds["load edited"] and kinds["load whole"], kinds  # rules edited, added or removed were validated from the last policy

@@ -4,7 +4,9 @@
   whose controller died (store/diffs.py);
 * write the agents' long-poll contacts in one transaction every few seconds
   (store/nodes.py);
-* forget idempotency keys older than a week.
+* forget idempotency keys older than a week;
+* on SQLite, copy the write-ahead log back into the database every second, so that
+  no request's commit does it (store/db.py `checkpoint`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
+from .store.db import checkpoint
 from .store.diffs import DiffJobs
 from .store.models import IdempotencyKeyRow
 from .store.nodes import NodeStore
@@ -24,6 +27,7 @@ log = logging.getLogger("zonewall.controller.background")
 CONTACT_FLUSH_SECONDS = 5.0
 KEY_RETENTION_SECONDS = 7 * 86400
 KEY_PRUNE_SECONDS = 3600.0
+CHECKPOINT_SECONDS = 1.0
 
 
 class Housekeeping:
@@ -49,12 +53,13 @@ class Housekeeping:
         self._wake.set()
 
     def _run(self) -> None:
-        due = {"diffs": 0.0, "contacts": time.monotonic() + CONTACT_FLUSH_SECONDS, "keys": 0.0}
+        due = {"diffs": 0.0, "contacts": time.monotonic() + CONTACT_FLUSH_SECONDS, "keys": 0.0, "checkpoint": 0.0}
         while not self._stop.is_set():
             now = time.monotonic()
             for name, every, task in (("diffs", self.diff_interval, self._diff_jobs),
                                       ("contacts", CONTACT_FLUSH_SECONDS, self._nodes.flush_contacts),
-                                      ("keys", KEY_PRUNE_SECONDS, self._prune_keys)):
+                                      ("keys", KEY_PRUNE_SECONDS, self._prune_keys),
+                                      ("checkpoint", CHECKPOINT_SECONDS, self._checkpoint)):
                 if now >= due[name]:
                     due[name] = now + every
                     try:
@@ -74,6 +79,9 @@ class Housekeeping:
         if number is not None:
             self._taking = threading.Thread(target=self._diffs.complete, args=(number,), name=f"zonewall-diff-{number}", daemon=True)
             self._taking.start()
+
+    def _checkpoint(self) -> None:
+        checkpoint(self._sessions)
 
     def _prune_keys(self) -> None:
         with self._sessions() as session, session.begin():
