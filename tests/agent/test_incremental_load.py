@@ -55,7 +55,7 @@ def test_a_refresh_of_the_same_documents_loads_nothing(tmp_path: Path) -> None:
     assert enforcer.loads == {"whole": 1, "same": 1}
 
 
-def test_an_added_rule_is_loaded_whole(tmp_path: Path) -> None:
+def test_an_added_rule_is_validated_from_the_kept_policy(tmp_path: Path) -> None:
     _, enforcer = make(tmp_path)
     first = synth_documents()
     enforcer.enforce(desired(1, first))
@@ -63,7 +63,7 @@ def test_an_added_rule_is_loaded_whole(tmp_path: Path) -> None:
     at = text.index("\n      - {direction: in, action: reject, tcp: 25}")  # vm0's, on node1
     second = {"policy.yaml": text[:at] + "\n      - {direction: in, action: accept, udp: 4444}" + text[at:]}
     enforcer.enforce(desired(2, second))
-    assert enforcer.loads == {"whole": 2}  # lines moved: derived ids move, the whole load decides
+    assert enforcer.loads == {"whole": 1, "edited": 1}  # lines moved, and the derived ids below with them
     assert enforcer.ruleset == whole(second)
 
 
@@ -81,5 +81,7 @@ def test_a_bad_edit_is_refused_as_the_whole_load_refuses_it_and_the_rules_stay(t
     assert listing_hash(backend, OURS) == before and len(backend.transactions) == transactions
     assert enforcer.state is not None and enforcer.state.revision == 1
     good = edit_vm_rule(first, "vm0")
-    enforcer.enforce(desired(3, good))  # the next change starts from the applied policy again
-    assert enforcer.loads["edited"] == 1 and enforcer.ruleset == whole(good)
+    # the next change is applied from its documents: the kept policy was let go for
+    # the whole load that refused (agents only get revisions the controller validated)
+    enforcer.enforce(desired(3, good))
+    assert enforcer.ruleset == whole(good) and enforcer.state.revision == 3

@@ -69,7 +69,7 @@ def test_a_kept_policy_drops_what_no_edit_reads_and_compiles_the_same() -> None:
     loaded, kept = load_documents(documents), load_documents(documents)
     memory.keep_what_edits_read(kept)
     assert "nics" in loaded.source["vms"]["vm0"] and "groups" in loaded.source
-    assert set(kept.source) == {"vms", "zones"} and set(kept.source["vms"]["vm0"]) == {"rules"}  # NICs, groups...: gone
+    assert set(kept.source) == {"vms", "zones", "groups"} and set(kept.source["vms"]["vm0"]) == {"rules"}  # NICs, hosts...: gone
     assert kept.source["vms"]["vm0"]["rules"].value_locs == loaded.source["vms"]["vm0"]["rules"].value_locs  # where edits are found
     assert [(r.id, r.loc) for r in kept.rules] == [(r.id, r.loc) for r in loaded.rules]  # ids derived from positions: kept
     assert compile_node(kept, "node1", timezone="UTC") == compile_node(loaded, "node1", timezone="UTC")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from bench.synth import policy_text
@@ -10,6 +11,7 @@ from zonewall.compiler.node import compile_node
 from zonewall.controller.app import Controller
 from zonewall.policy.delta import apply_delta
 from zonewall.policy.documents import content_hash, load_documents
+from zonewall.policy.scope import Scoper
 
 PROTOCOL = {"protocol": 2}
 
@@ -82,15 +84,19 @@ def test_each_node_gets_its_own_documents_and_unaffected_nodes_only_the_revision
     assert stranger.get("documents") is not None and content_hash(stranger["documents"]) == affected["content_hash"]
 
 
-def test_a_change_of_every_node_reaches_every_node(client: TestClient, tokens: Tokens) -> None:
+def test_a_change_of_every_node_reaches_every_node(client: TestClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch) -> None:
     first = synth_documents()
     upload(client, tokens, first)
     before = {node: ask(client, tokens, node) for node in ("node1", "node2")}
     zone = {"policy.yaml": first["policy.yaml"].replace("  z0:\n    rules:\n", "  z0:\n    rules:\n      - {direction: in, action: accept, tcp: 7777}\n", 1)}
     assert zone != first
     upload(client, tokens, zone)
+    scoped: list[str] = []
+    real = Scoper.scoped
+    monkeypatch.setattr(Scoper, "scoped", lambda self, node, keep=(): scoped.append(node) or real(self, node, keep))
     for node in ("node1", "node2"):
         answer = ask(client, tokens, node, after=1, have=before[node]["content_hash"])
+        assert scoped == []  # a zone's rule every node keeps: each node's documents are its previous ones edited alike
         assert not answer["same"] and answer.get("delta") is not None  # one line more: small, sent as a delta
         documents = apply_delta(before[node]["documents"], answer.get("delta"))
         assert content_hash(documents) == answer["content_hash"]

@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from bench.synth import policy_text
 from zonewall.compiler.node import compile_node
+from zonewall.policy.delta import apply_delta
 from zonewall.policy.documents import load_documents, read_directory
-from zonewall.policy.scope import SCOPE_MARK, Scoper, affected, rules_blocks
+from zonewall.policy.scope import SCOPE_MARK, Scoper, affected, rules_blocks, shared_edit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -163,3 +164,56 @@ def test_a_scoper_following_its_parent_reuses_its_blocks_for_an_edit_inside_one(
         assert len(scans) == 1  # a VM key edited: scanned again
     finally:
         scope.rules_blocks = real  # type: ignore[assignment]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["replace", "insert", "delete"]), st.integers(0, 10_000), st.sampled_from(EDIT_LINES)),
+                min_size=1, max_size=3))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_an_edit_every_node_shares_gives_each_node_what_scoping_gives(edits: list[tuple[str, int, str]]) -> None:
+    """Whatever the edit: when shared_edit finds one, every node's previous documents
+    with it applied are exactly its documents scoped anew."""
+    placement = {"a": "node1", "b": "node2", "c": "node2", "d": "node1"}
+    before = {"policy.yaml": MICRO, "other.yaml": "version: 1\n"}
+    parent = Scoper(before, placement)
+    lines = MICRO.split("\n")
+    for kind, at, text in edits:
+        at %= len(lines)
+        if kind == "replace":
+            lines[at] = text
+        elif kind == "insert":
+            lines.insert(at, text)
+        elif len(lines) > 1:
+            del lines[at]
+    after = {"policy.yaml": "\n".join(lines), "other.yaml": "version: 1\n"}
+    new = Scoper.following(parent, after, placement)
+    shared = shared_edit(parent, new)
+    if shared is not None:
+        for node in ("node1", "node2", "node3"):
+            assert apply_delta(parent.scoped(node), shared) == new.scoped(node), node
+
+
+def test_group_zone_and_settings_edits_are_shared_a_vm_rule_edit_is_not() -> None:
+    text = policy_text(40, nodes=4)
+    documents = {"policy.yaml": text}
+    placement = {name: vm.host for name, vm in load_documents(documents).doc.vms.items()}
+    parent = Scoper(documents, placement)
+    lines = text.split("\n")
+    group = next(n for n, line in enumerate(lines) if line.startswith("  g3: ["))
+    zone_rule = next(n for n in range(lines.index("zones:"), len(lines)) if lines[n].startswith("      - {"))
+    vm_rule = next(n for n in range(lines.index("vms:"), len(lines)) if lines[n].startswith("      - {"))
+
+    def edited(at: int, new: list[str]) -> Scoper:
+        return Scoper.following(parent, {"policy.yaml": "\n".join(lines[:at] + new + lines[at + 1:])}, placement)
+
+    cases = {
+        "group member": (edited(group, [lines[group].replace("[", "[203.0.113.9, ", 1)]), True),
+        "zone rule in place": (edited(zone_rule, [lines[zone_rule].replace("tcp:", "udp:", 1)]), True),
+        "zone rule added": (edited(zone_rule, [lines[zone_rule], "      - {direction: in, action: drop, tcp: 7}"]), True),
+        "vm rule in place": (edited(vm_rule, [lines[vm_rule].replace("tcp:", "udp:", 1)]), False),
+    }
+    for name, (new, shares) in cases.items():
+        shared = shared_edit(parent, new)
+        assert (shared is not None) == shares, name
+        if shared is not None:
+            for node in sorted(set(placement.values())):
+                assert apply_delta(parent.scoped(node), shared) == new.scoped(node), (name, node)

@@ -97,9 +97,12 @@ class Enforcer:
             self.loads["same"] += 1
             return parsed[1]
         check_documents(documents)  # policy.documents.load_edited's steps, counted
-        policy = load_edit(parsed[0], parsed[1], documents, lines=True) if parsed is not None else None
-        if policy is not None and parsed is not None:  # rules alone changed: what references mean in addresses holds
-            policy.share_address_memos(parsed[1])
+        policy = load_edit(parsed[0], parsed[1], documents, groups=True, lines=True) if parsed is not None else None
+        if policy is not None and parsed is not None:
+            if policy.doc.groups is parsed[1].doc.groups:  # rules alone changed: what references mean in addresses holds
+                policy.share_address_memos(parsed[1])
+            else:  # a group's members changed: what references mean is worked out anew, and kept from here on
+                policy.keep_compile_memos()
         self.loads["edited" if policy is not None else "whole"] += 1
         if policy is None:
             # The policy kept is let go first: two parsed policies at once were the

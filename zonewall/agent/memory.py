@@ -72,7 +72,8 @@ def keep_what_edits_read(policy: Policy) -> None:
     10,000 VMs: every VM's NICs and addresses, each with its positions), and after the
     load only two things read it: the rule table (each rule's position, whence the ids
     of rules without one), built here first, and an edit read in place
-    (policy/incremental.py), which walks `vms`/`zones` -> owner -> `rules` only. A
+    (policy/incremental.py), which walks `vms`/`zones` -> owner -> `rules` and the
+    `groups` entries (a member line edited; small beside the VMs) only. A
     problem found in an edit is never reported from this tree: the edit is refused and
     the whole load reports it from the documents, with its own positions.
 
@@ -94,6 +95,9 @@ def _rules_only(root: LDict) -> LDict:
         if isinstance(specs, LDict):
             owners = {name: _shell(spec, ("rules",)) for name, spec in specs.items() if isinstance(spec, LDict) and "rules" in spec}
             kept[section] = _shell(specs, tuple(owners), owners)
+    groups = root.get("groups")
+    if isinstance(groups, LDict):  # a group's member line edited is read against it (policy/incremental.py)
+        kept["groups"] = groups
     return _shell(root, tuple(kept), kept)
 
 

@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .delta import line_span
+from .delta import Delta, line_span
 from .documents import Documents
 
 SCOPE_MARK = "# zonewall: scoped to node "  # appended to each scoped document: rules of other nodes' VMs left out
@@ -231,6 +231,47 @@ def affected(old: Scoper, new: Scoper, nodes: Iterable[str]) -> frozenset[str]:
             return everyone
         touched.add(new.placement[owner])
     return frozenset(touched) & everyone
+
+
+def shared_edit(old: Scoper, new: Scoper) -> Delta | None:
+    """The delta from `old`'s documents to `new`'s when every node's scoped documents
+    change by exactly it (None: scope each node anew). That holds when each edited
+    document changed in one span of lines that lies outside every VM's rules block
+    (the only lines a node's documents leave out) and every block is where it was, or
+    moved by the lines the span added or removed: a group's members, a zone's rules,
+    the settings. Each node's new documents are then its previous ones with the same
+    lines replaced, and the delta it is sent is this one."""
+    if set(old.documents) != set(new.documents) or old.placement != new.placement or old.blocks.keys() != new.blocks.keys():
+        return None
+    changed: dict[str, list[object]] = {}
+    spans: dict[str, tuple[int, int, int]] = {}
+    for name, text in new.documents.items():
+        if old.documents[name] == text:
+            continue
+        before, after = old.lines(name), new.lines(name)
+        start, old_end, new_end = line_span(before, after)
+        if old_end >= len(before) or new_end >= len(after):
+            return None  # the last line edited: where a scoped document's mark follows
+        spans[name] = (start, old_end, new_end)
+        changed[name] = [start, old_end, after[start:new_end]]
+    for vm, block in old.blocks.items():
+        moved = new.blocks[vm]
+        span = spans.get(block.document)
+        if moved.document != block.document:
+            return None
+        if span is None:
+            shift = 0
+        else:
+            start, old_end, new_end = span
+            if block.end <= start:
+                shift = 0
+            elif block.start >= old_end:
+                shift = new_end - old_end
+            else:
+                return None  # the edit touches a VM's rules block
+        if (moved.start, moved.end) != (block.start + shift, block.end + shift):
+            return None
+    return {"changed": changed, "added": {}, "removed": []}
 
 
 def _owner(scoper: Scoper, document: str, start: int, end: int) -> str | None:

@@ -8,7 +8,11 @@ newest few are kept: a parsed policy of 10,000 VMs is over a gigabyte.
 Each view also holds its nodes' desired states (`NodeStates`: the documents scoped
 to a node, policy/scope.py), each built once, when the first agent of that node
 asks, and shared by every later answer; a node the change from the previous view
-does not affect gets the previous view's state object itself, nothing rebuilt.
+does not affect gets the previous view's state object itself, nothing rebuilt; and
+when the change is one every node's documents share (a group's members, a zone's
+rules: scope.shared_edit), each node's state is its previous one with those lines
+replaced and its delta is that change, instead of scoping and diffing each node's
+documents anew (~0.1 s per node at 10,000 VMs: 10 s of a group change at 100 nodes).
 
 A parsed 10,000-VM policy is millions of objects, and the collector's oldest
 generation walks them all now and then: a pause of ~1.5 s landing on a random
@@ -34,10 +38,10 @@ from functools import cached_property
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from ...policy.delta import Delta, delta_size, make_delta
+from ...policy.delta import Delta, apply_delta, delta_size, make_delta
 from ...policy.documents import Documents, content_hash, load_documents
 from ...policy.resolve import Policy
-from ...policy.scope import Scoper, affected
+from ...policy.scope import Scoper, affected, shared_edit
 from .models import RevisionRow
 
 KEPT = 2  # the current revision and its parent (a diff needs both)
@@ -63,7 +67,9 @@ class NodeStates:
         self.hosts = frozenset(policy.doc.hosts)
         self._parent: NodeStates | None = None
         self._unaffected: frozenset[str] | None = None
+        self._shared: Delta | bool | None = False  # scope.shared_edit from the parent (False: not yet asked)
         self._states: dict[str, NodeState] = {}
+        self._deltas: dict[str, Delta] = {}  # node -> its delta from the parent's state, where known without diffing
         self._lock = threading.Lock()
         self.built = 0  # states built here, not carried over (tests and the bench watch it)
 
@@ -92,17 +98,32 @@ class NodeStates:
             self._unaffected = self.hosts - affected(parent.scoper, self.scoper, self.hosts | parent.hosts)
         return parent.get(node) if node in self._unaffected else None
 
+    def _followed(self, node: str) -> NodeState | None:
+        """The node's state from its previous one and the edit every node shares
+        (scope.shared_edit): its lines replaced, instead of scoping the documents again
+        and diffing them (~0.1 s per node at 10,000 VMs, for each of them when a group
+        or zone changed)."""
+        parent = self._parent
+        if parent is None or node not in parent.hosts:
+            return None
+        if self._shared is False:
+            self._shared = shared_edit(parent.scoper, self.scoper)
+        if self._shared is None or isinstance(self._shared, bool):
+            return None
+        before = parent.get(node)
+        documents = apply_delta(before.documents, self._shared)
+        self._deltas[node] = self._shared
+        return _state(documents)
+
     def get(self, node: str) -> NodeState:
         with self._lock:  # one build per node and revision; pollers of that node wait for it
             state = self._states.get(node)
             if state is None:
                 state = self._carried(node)
-            if state is None:
-                documents = self.scoper.scoped(node)
-                encoded = json.dumps(documents, sort_keys=True).encode("utf-8", "surrogatepass")
-                state = NodeState(documents, content_hash(documents), encoded, sum(len(text) for text in documents.values()))
-                self.built += 1
-            self._states[node] = state
+                if state is None:
+                    state = self._followed(node) or _state(self.scoper.scoped(node))
+                    self.built += 1
+                self._states[node] = state
             return state
 
     def delta(self, node: str, have: str) -> Delta | None:
@@ -114,8 +135,13 @@ class NodeStates:
         before, after = parent.get(node), self.get(node)
         if before.content_hash != have:
             return None
-        delta = make_delta(before.documents, after.documents)
+        delta = self._deltas.get(node) or make_delta(before.documents, after.documents)
         return delta if delta_size(delta) <= DELTA_SHARE * after.size else None
+
+
+def _state(documents: Documents) -> NodeState:
+    encoded = json.dumps(documents, sort_keys=True).encode("utf-8", "surrogatepass")
+    return NodeState(documents, content_hash(documents), encoded, sum(len(text) for text in documents.values()))
 
 
 @dataclass(frozen=True)
