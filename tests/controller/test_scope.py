@@ -122,16 +122,13 @@ EDIT_LINES = [
     "    nics: [{network: lan, ips: [10.0.0.40]}]",
 ]
 
+MICRO_PLACEMENT = {"a": "node1", "b": "node2", "c": "node2", "d": "node1"}
 
-@given(st.lists(st.tuples(st.sampled_from(["replace", "insert", "delete"]), st.integers(0, 10_000), st.sampled_from(EDIT_LINES)),
-                min_size=1, max_size=3))
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_a_scoper_following_its_parent_finds_the_blocks_a_scan_finds(edits: list[tuple[str, int, str]]) -> None:
-    """Scoper.following reuses the parent's blocks for edits inside one block; whatever
-    the edit, its blocks are exactly those of a fresh scan."""
-    placement = {"a": "node1", "b": "node2", "c": "node2", "d": "node1"}
-    before = {"policy.yaml": MICRO, "other.yaml": "version: 1\n"}
-    parent = Scoper(before, placement)
+
+def _edited_micro(edits: list[tuple[str, int, str]]) -> tuple[dict[str, str], Scoper, dict[str, str]]:
+    """MICRO's placement, its scoper, and its documents with `edits` made (an index
+    past the end wraps around)."""
+    parent = Scoper({"policy.yaml": MICRO, "other.yaml": "version: 1\n"}, MICRO_PLACEMENT)
     lines = MICRO.split("\n")
     for kind, at, text in edits:
         at %= len(lines)
@@ -141,7 +138,16 @@ def test_a_scoper_following_its_parent_finds_the_blocks_a_scan_finds(edits: list
             lines.insert(at, text)
         elif len(lines) > 1:
             del lines[at]
-    after = {"policy.yaml": "\n".join(lines), "other.yaml": "version: 1\n"}
+    return MICRO_PLACEMENT, parent, {"policy.yaml": "\n".join(lines), "other.yaml": "version: 1\n"}
+
+
+@given(st.lists(st.tuples(st.sampled_from(["replace", "insert", "delete"]), st.integers(0, 10_000), st.sampled_from(EDIT_LINES)),
+                min_size=1, max_size=3))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_scoper_following_its_parent_finds_the_blocks_a_scan_finds(edits: list[tuple[str, int, str]]) -> None:
+    """Scoper.following reuses the parent's blocks for edits inside one block; whatever
+    the edit, its blocks are exactly those of a fresh scan."""
+    placement, parent, after = _edited_micro(edits)
     assert Scoper.following(parent, after, placement).blocks == Scoper(after, placement).blocks
 
 
@@ -172,19 +178,7 @@ def test_a_scoper_following_its_parent_reuses_its_blocks_for_an_edit_inside_one(
 def test_an_edit_every_node_shares_gives_each_node_what_scoping_gives(edits: list[tuple[str, int, str]]) -> None:
     """Whatever the edit: when shared_edit finds one, every node's previous documents
     with it applied are exactly its documents scoped anew."""
-    placement = {"a": "node1", "b": "node2", "c": "node2", "d": "node1"}
-    before = {"policy.yaml": MICRO, "other.yaml": "version: 1\n"}
-    parent = Scoper(before, placement)
-    lines = MICRO.split("\n")
-    for kind, at, text in edits:
-        at %= len(lines)
-        if kind == "replace":
-            lines[at] = text
-        elif kind == "insert":
-            lines.insert(at, text)
-        elif len(lines) > 1:
-            del lines[at]
-    after = {"policy.yaml": "\n".join(lines), "other.yaml": "version: 1\n"}
+    placement, parent, after = _edited_micro(edits)
     new = Scoper.following(parent, after, placement)
     shared = shared_edit(parent, new)
     if shared is not None:

@@ -44,6 +44,13 @@ class Watched:
         return getattr(self._backend, name)
 
 
+def _one_transaction(netns: str, ruleset: Ruleset) -> str:
+    """The listing hash of `ruleset` applied in `netns` (small enough: one transaction)."""
+    with LibNftBackend(netns) as one:
+        apply_ruleset(one, ruleset)
+        return listing_hash(one, ruleset)
+
+
 def _hooks(ruleset: Ruleset) -> set[str]:
     return {f"{t.family} {t.name} {c.name}" for t in ruleset.tables for c in t.chains if c.hook is not None}
 
@@ -55,9 +62,7 @@ def test_tables_created_in_stages_are_what_one_transaction_makes_and_hook_in_onl
     for name, ruleset in rulesets():  # every golden scenario and a synthetic node: every kind of object
         keys = {(t.family, t.name) for t in ruleset.tables}
         monkeypatch.setattr(apply, "STAGE_COMMANDS", 10**9)
-        with LibNftBackend(netns_factory()) as one:
-            apply_ruleset(one, ruleset)
-            expected = listing_hash(one, ruleset)
+        expected = _one_transaction(netns_factory(), ruleset)
         monkeypatch.setattr(apply, "STAGE_COMMANDS", 7)
         netns = netns_factory()
         with LibNftBackend(netns) as backend:
@@ -125,9 +130,7 @@ def test_an_agent_killed_between_stages_leaves_inert_tables_its_next_apply_compl
 ) -> None:
     ruleset = node_ruleset({f"tap{i}": 1000 + i for i in range(20)})
     keys = {(t.family, t.name) for t in ruleset.tables}
-    with LibNftBackend(netns_factory()) as one:
-        apply_ruleset(one, ruleset)
-        expected = listing_hash(one, ruleset)
+    expected = _one_transaction(netns_factory(), ruleset)
     monkeypatch.setattr(apply, "STAGE_COMMANDS", 5)
     netns = netns_factory()
     with LibNftBackend(netns) as backend:
