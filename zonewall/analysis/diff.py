@@ -537,6 +537,7 @@ class _Differ:
         # filter only leaves out steps no packet of the space can meet)
         self.shared_peers = shared_peers
         self.rows: dict[tuple[object, ...], DiffRow] = {}
+        self._guarded: dict[tuple[NicKey, str, NicKey | None], bool] = {}  # _replies_guarded's answers
         self.essentials = essentials_region()
         self.notes: list[str] = []
 
@@ -578,12 +579,18 @@ class _Differ:
         # peers in the cluster
         pieces = [r for r, _, _ in delta]
         signatures: dict[NicKey, set[int]] = {}
+        splits: dict[NicKey, bool] = {}  # a peer meets several pieces: asked once
         for index, r in enumerate(pieces):
             for family in (4, 6):
                 values = s.family_projection(r, peer_dim, family)
                 if values:
                     for _a, owner in self.a_new.directory.owned_within(family, values):
-                        if owner in self.common and owner[:2] != key[:2] and self.split(key, role, owner):
+                        if owner not in self.common or owner[:2] == key[:2]:
+                            continue
+                        split = splits.get(owner)
+                        if split is None:
+                            split = splits[owner] = self.split(key, role, owner)
+                        if split:
                             signatures.setdefault(owner, set()).add(index)
         own_addresses = AddressSet(own.get(4, ()), own.get(6, ()))  # the peers' chains only for packets with `key` at the other end
         reducers = [self._peer_sides(a, key, role, own_addresses, pieces, peer_dim) for a in (self.a_old, self.a_new)]
@@ -668,7 +675,7 @@ class _Differ:
         replies judged too (guards are stateless: an accepted connection whose
         replies a guard drops fails, in each policy on its own)."""
         peers: list[NicKey | None] = list(members) if members is not None else [None]
-        replying = [p for p in peers if any(a.reply_guards(self.path(key, role, p)) for a in (self.a_old, self.a_new))]
+        replying = [p for p in peers if self._replies_guarded(key, role, p)]
         if not replying:
             return self._record(key, role, members, region, old, new)
         rest = [p for p in peers if p not in replying]
@@ -689,6 +696,15 @@ class _Differ:
                     self.notes.append(note)
             for part, o, n in _partition(before, after):
                 self._record(key, role, [peer] if peer is not None else None, part, o, n)
+
+    def _replies_guarded(self, key: NicKey, role: str, peer: NicKey | None) -> bool:
+        """Whether a guard in either policy sees the replies of the flows between `key`
+        and `peer` (asked once per pair: a peer's rows are recorded piece by piece)."""
+        found = self._guarded.get((key, role, peer))
+        if found is None:
+            path = self.path(key, role, peer)
+            found = self._guarded[(key, role, peer)] = any(a.reply_guards(path) for a in (self.a_old, self.a_new))
+        return found
 
     def _record(self, key: NicKey, role: str, members: list[NicKey] | None, region: Region, old: Outcome, new: Outcome) -> None:
         """Rows for `region`, if the two outcomes differ."""
