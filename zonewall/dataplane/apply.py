@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from functools import cache, cached_property
 
 from zonewall.compiler.diff import diff_commands
-from zonewall.compiler.ir import Ruleset, encoded_items, table_body_commands, table_object, timeout_object
+from zonewall.compiler.ir import Ruleset, table_body_commands, table_object, timeout_object
 from zonewall.compiler.ir import fingerprint as ir_fingerprint
 from zonewall.dataplane.backend import Backend, Json, NftError
 from zonewall.dataplane.encodings import Encodings, encode_ruleset, encode_table
@@ -78,7 +78,7 @@ from zonewall.dataplane.readback import (
     touched,
     verify_problems,
 )
-from zonewall.dataplane.stages import STAGE_COMMANDS, creation_stages
+from zonewall.dataplane.stages import STAGE_COMMANDS, Stage, creation_stages
 from zonewall.gcpause import collector_paused
 
 
@@ -343,24 +343,12 @@ def remove_ruleset(backend: Backend, tables: Ruleset | Iterable[TableKey]) -> No
 
 
 @dataclass
-class _Batch:
+class _Batch(Stage):
     """A transaction as commands and as the JSON text sent, each table's body encoded
     once; the same encodings make the fingerprint (ir.fingerprint)."""
 
-    commands: list[Json] = field(default_factory=list)
-    items: list[str] = field(default_factory=list)  # encoded, comma-joined pieces
     bodies: dict[TableKey, str] = field(default_factory=dict)
     created: dict[TableKey, list[Json]] = field(default_factory=dict)  # body commands of the tables created from nothing
-
-    def add(self, commands: list[Json], encoded: str | None = None) -> None:
-        self.commands += commands
-        text = encoded if encoded is not None else encoded_items(commands)
-        if text:
-            self.items.append(text)
-
-    @property
-    def text(self) -> str:
-        return '{"nftables":[' + ",".join(self.items) + "]}"
 
 
 def _full_batch(

@@ -45,7 +45,7 @@ class Shape:
     limits: frozenset[str]
 
 
-def _is_dynamic(flags: Iterable[str], timeout: Any) -> bool:
+def is_dynamic(flags: Iterable[str], timeout: Any) -> bool:
     # The packet path adds and expires elements of these sets; their count is not ours.
     return "timeout" in flags or "dynamic" in flags or timeout is not None
 
@@ -60,7 +60,7 @@ def shape_of_table(table: Table, *, chains: Iterable[str] | None = None, sets: I
         sets={
             s.name: (
                 "map" if s.map is not None else "set",
-                None if _is_dynamic(s.flags, s.timeout) or (only_sets is not None and s.name not in only_sets) else len(s.elements),
+                None if is_dynamic(s.flags, s.timeout) or (only_sets is not None and s.name not in only_sets) else len(s.elements),
             )
             for s in table.sets
         },
@@ -90,7 +90,7 @@ def shape_of_objects(objects: list[Json]) -> Shape:
         elif kind == "rule":
             chains.setdefault(body["chain"], []).append(body.get("comment") or None)
         elif kind in _SET_KINDS:
-            dynamic = _is_dynamic(body.get("flags", ()), body.get("timeout"))
+            dynamic = is_dynamic(body.get("flags", ()), body.get("timeout"))
             sets[body["name"]] = (kind, None if dynamic else len(body.get("elem", ())))
         elif kind == "limit":
             limits.add(body["name"])
@@ -281,7 +281,7 @@ def canonical_objects(objects: list[Json]) -> list[Json]:
             body.pop("packets", None)
             body.pop("bytes", None)
         if kind in _SET_KINDS and "elem" in body:
-            if _is_dynamic(body.get("flags", ()), body.get("timeout")):
+            if is_dynamic(body.get("flags", ()), body.get("timeout")):
                 del body["elem"]
             else:
                 body["elem"] = sorted(body["elem"], key=lambda e: json.dumps(e, sort_keys=True))

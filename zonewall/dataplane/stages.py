@@ -37,8 +37,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ..compiler.ir import Json, NamedSet, Ruleset, Table, encoded_items, table_object
+from ..compiler.ir import Json, Ruleset, Table, encoded_items, table_object
 from .encodings import Encodings, Piece
+from .readback import is_dynamic
 
 TableKey = tuple[str, str]
 _SET_REFERENCE = re.compile(r'"@([^"\\]+)"')  # "@name" as encoded in a rule (ir._encode)
@@ -47,14 +48,17 @@ STAGE_COMMANDS = 500  # per transaction (the agent's peak above: 150 MiB in stag
 
 @dataclass
 class Stage:
-    """One transaction: its commands and their encoding (the items of its JSON array)."""
+    """One transaction: its commands and their encoding (the items of its JSON array;
+    apply._Batch is one too)."""
 
     commands: list[Json] = field(default_factory=list)
     items: list[str] = field(default_factory=list)
 
-    def add(self, commands: list[Json], encoded: str) -> None:
+    def add(self, commands: list[Json], encoded: str | None = None) -> None:
         self.commands += commands
-        self.items.append(encoded)
+        text = encoded if encoded is not None else encoded_items(commands)
+        if text:
+            self.items.append(text)
 
     @property
     def text(self) -> str:
@@ -91,7 +95,7 @@ def _table_parts(table: Table, body: list[Json], pieces: dict[tuple[str, str], P
     base chain. The body is table_body_commands' order: chains declared, limits,
     helpers, timeouts, sets, each chain's rules."""
     at = 0
-    written = {named.name for named in table.sets if _packet_path_writes(named)}
+    written = {named.name for named in table.sets if is_dynamic(named.flags, named.timeout)}
 
     def take(count: int) -> list[Json]:
         nonlocal at
@@ -120,8 +124,3 @@ def _table_parts(table: Table, body: list[Json], pieces: dict[tuple[str, str], P
             yield (commands, encoded), last
     if at != len(body):
         raise ValueError(f"table {table.family} {table.name}: {len(body)} commands are not its body ({at})")
-
-
-def _packet_path_writes(named: NamedSet) -> bool:
-    """A set whose elements the packet path adds (readback's criterion: a timeout)."""
-    return "timeout" in named.flags or "dynamic" in named.flags or named.timeout is not None

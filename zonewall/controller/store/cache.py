@@ -67,7 +67,6 @@ class NodeStates:
         self.hosts = frozenset(policy.doc.hosts)
         self._parent: NodeStates | None = None
         self._unaffected: frozenset[str] | None = None
-        self._shared: Delta | bool | None = False  # scope.shared_edit from the parent (False: not yet asked)
         self._states: dict[str, NodeState] = {}
         self._deltas: dict[str, Delta] = {}  # node -> its delta from the parent's state, where known without diffing
         self._lock = threading.Lock()
@@ -103,17 +102,18 @@ class NodeStates:
         (scope.shared_edit): its lines replaced, instead of scoping the documents again
         and diffing them (~0.1 s per node at 10,000 VMs, for each of them when a group
         or zone changed)."""
+        parent, shared = self._parent, self._shared
+        if parent is None or shared is None or node not in parent.hosts:
+            return None
+        self._deltas[node] = shared
+        return _state(apply_delta(parent.get(node).documents, shared))
+
+    @cached_property
+    def _shared(self) -> Delta | None:
+        """scope.shared_edit from the parent's documents (asked at the first state
+        built, after `follow`: a view gets its parent before anyone reads it)."""
         parent = self._parent
-        if parent is None or node not in parent.hosts:
-            return None
-        if self._shared is False:
-            self._shared = shared_edit(parent.scoper, self.scoper)
-        if self._shared is None or isinstance(self._shared, bool):
-            return None
-        before = parent.get(node)
-        documents = apply_delta(before.documents, self._shared)
-        self._deltas[node] = self._shared
-        return _state(documents)
+        return shared_edit(parent.scoper, self.scoper) if parent is not None else None
 
     def get(self, node: str) -> NodeState:
         with self._lock:  # one build per node and revision; pollers of that node wait for it
