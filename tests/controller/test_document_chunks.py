@@ -9,17 +9,15 @@ import json
 import random
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event, func, select, text
 
 from bench.synth import policy_text
 from tests.controller.live import three_tier_documents
+from tests.controller.schema import at_schema
 from zonewall.controller.replica import Controller, build_controller
 from zonewall.controller.store.chunks import MAX_CHUNK, MIN_CHUNK, Chunked, ChunkedText
-from zonewall.controller.store.db import SCHEMA_SCRIPTS, make_engine
 from zonewall.controller.store.models import DocumentChunkRow
 from zonewall.controller.store.revisions import Proposal
 from zonewall.policy.documents import content_hash
@@ -153,16 +151,10 @@ def test_a_commit_stores_the_chunks_it_keeps_when_the_database_lost_them(db_url:
 
 def _legacy_database(db_url: str, documents: dict[str, str]) -> None:
     """A database at schema 0006 holding revision 1 stored whole, as that schema did."""
-    engine = make_engine(db_url)
-    config = Config()
-    config.set_main_option("script_location", str(SCHEMA_SCRIPTS))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0006_revision_diffs")
+    with at_schema(db_url, "0006_revision_diffs") as connection:
         connection.execute(text("INSERT INTO revisions (number, created_at, author, message, kind, change, documents, content_hash) "
                                 "VALUES (1, :t, 'admin', 'old', 'upload', '{}', :d, :h)"),
                            {"t": "2026-01-01 00:00:00", "d": json.dumps(documents, sort_keys=True, separators=(",", ":")), "h": content_hash(documents)})
-    engine.dispose()
 
 
 def test_revisions_stored_whole_before_the_upgrade_are_read_compared_and_rolled_back_to(db_url: str) -> None:
@@ -185,14 +177,8 @@ def test_a_downgrade_puts_the_documents_back_in_the_revisions_rows(db_url: str) 
     documents = {"cluster.yaml": policy_text(200, nodes=2)}
     controller.revisions.commit(Proposal(documents, "admin", "one", "upload"))
     controller.sessions.kw["bind"].dispose()
-    engine = make_engine(db_url)
-    config = Config()
-    config.set_main_option("script_location", str(SCHEMA_SCRIPTS))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, "0006_revision_diffs")
+    with at_schema(db_url, "0006_revision_diffs", downgrade=True) as connection:
         assert json.loads(connection.execute(text("SELECT documents FROM revisions WHERE number = 1")).scalar_one()) == documents
-    engine.dispose()
 
 
 def test_the_layout_a_commit_cuts_from_the_previous_revision_is_the_whole_cut() -> None:
