@@ -16,7 +16,8 @@ FastAPI client, SQLite), for one-rule changes of six kinds on a synthetic cluste
 
 Each kind --changes times; p50/p99 of wall time and of the controller's CPU time
 (the client runs in the same process: its request is encoded before the clock starts,
-its reading of the answer is counted).
+its reading of the answer is counted), and the bytes of documents the database
+gained per change (chunks and layouts, store/chunks.py; whole documents before).
 With --baseline, the same changes again with every commit loading the whole policy
 (the path before policy/incremental.py), side by side in the same run.
 
@@ -38,10 +39,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastapi.testclient import TestClient
+from sqlalchemy import inspect
+from sqlalchemy import text as sql
 
 from bench.synth import policy_text
 from zonewall.controller.app import create_app
-from zonewall.controller.replica import build_controller
+from zonewall.controller.replica import Controller, build_controller
 from zonewall.controller.store import revisions
 from zonewall.controller.store.db import default_url
 from zonewall.controller.store.tokens import create_token
@@ -104,13 +107,28 @@ def whole_loads(enabled: bool) -> Iterator[None]:
         revisions.load_edited = original
 
 
-def run(text: str, changes: int, baseline: bool, kinds: list[str]) -> Iterator[tuple[str, tuple[list[float], list[float]]]]:
-    """(kind, (wall times, CPU times)) of each kind's commits, as each kind is done."""
+Result = tuple[list[float], list[float], float]  # wall times, CPU times, bytes stored per change
+
+
+def stored_bytes(controller: Controller) -> int:
+    """What the revisions' documents take in the database: their chunks and layouts
+    (store/chunks.py), or the documents of rows stored whole (before schema 0007)."""
+    with controller.sessions() as session:
+        whole = session.scalar(sql("SELECT coalesce(sum(length(documents)), 0) FROM revisions")) or 0
+        if not inspect(session.connection()).has_table("document_chunks"):
+            return int(whole)
+        chunks = session.scalar(sql("SELECT coalesce(sum(length(text)), 0) FROM document_chunks")) or 0
+        layouts = session.scalar(sql("SELECT coalesce(sum(length(layout)), 0) FROM revisions")) or 0
+        return int(whole) + int(chunks) + int(layouts)
+
+
+def run(text: str, changes: int, baseline: bool, kinds: list[str]) -> Iterator[tuple[str, Result]]:
+    """(kind, its commits' results), as each kind is done."""
     with tempfile.TemporaryDirectory(prefix="zw-bench-commit-") as data:  # its database goes with the run
         yield from _run(Path(data), text, changes, baseline, kinds)
 
 
-def _run(data: Path, text: str, changes: int, baseline: bool, kinds: list[str]) -> Iterator[tuple[str, tuple[list[float], list[float]]]]:
+def _run(data: Path, text: str, changes: int, baseline: bool, kinds: list[str]) -> Iterator[tuple[str, Result]]:
     controller = build_controller(default_url(data))
     token = create_token(controller.sessions, "admin")[1]
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -121,6 +139,7 @@ def _run(data: Path, text: str, changes: int, baseline: bool, kinds: list[str]) 
             if kind not in kinds:
                 continue
             walls, cpus = [], []
+            stored = stored_bytes(controller)
             for k in range(changes):
                 edit(lines, k)
                 # the request encoded before the clock starts: a client's JSON encoding
@@ -131,7 +150,7 @@ def _run(data: Path, text: str, changes: int, baseline: bool, kinds: list[str]) 
                 walls.append(time.perf_counter() - wall)
                 cpus.append(time.process_time() - cpu)
                 assert response.status_code == 201, response.text[:300]
-            yield kind, (walls, cpus)
+            yield kind, (walls, cpus, (stored_bytes(controller) - stored) / changes)
 
 
 def percentile(samples: list[float], p: float) -> float:
@@ -152,14 +171,14 @@ def main() -> None:
     with open("/proc/loadavg") as f:
         load = f.read().split()[0]
     print(f"\ncommit latency, {args.vms} VMs / {args.nodes} nodes, {args.changes} changes per kind (load average {load} at the start)")
-    print(f"{'path':<12} {'change':<9} {'p50 wall':>9} {'p99 wall':>9} {'p50 cpu':>8} {'p99 cpu':>8}", flush=True)
+    print(f"{'path':<12} {'change':<9} {'p50 wall':>9} {'p99 wall':>9} {'p50 cpu':>8} {'p99 cpu':>8} {'stored/change':>14}", flush=True)
     for path, baseline in (("incremental", False), ("whole load", True)):
         if baseline and not args.baseline:
             continue
         changes = args.baseline_changes if baseline and args.baseline_changes else args.changes
-        for kind, (walls, cpus) in run(text, changes, baseline, args.kinds.split(",")):
+        for kind, (walls, cpus, stored) in run(text, changes, baseline, args.kinds.split(",")):
             cells = [percentile(walls, 50), percentile(walls, 99), percentile(cpus, 50), percentile(cpus, 99)]
-            print(f"{path:<12} {kind:<9} " + " ".join(f"{v * 1000:>7.0f}ms" for v in cells), flush=True)
+            print(f"{path:<12} {kind:<9} " + " ".join(f"{v * 1000:>7.0f}ms" for v in cells) + f" {stored / 1e6:>11.3f} MB", flush=True)
     with open("/proc/loadavg") as f:
         print(f"load average at the end: {f.read().split()[0]}")
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from fastapi.testclient import TestClient
 
 from tests.controller.live import Tokens, three_tier_documents
@@ -147,7 +145,7 @@ def test_rollback_is_a_new_revision_with_the_old_documents(client: TestClient, t
 def test_revision_documents_are_immutable_json(client: TestClient, tokens: Tokens, uploaded: dict, controller) -> None:
     add_rule(client, tokens, "db1", WEB_TO_DB)
     first = controller.revisions.get(1)
-    assert json.loads(first.documents) == three_tier_documents()
+    assert controller.revisions.documents_of(first) == three_tier_documents()
 
 
 def test_openapi_documents_every_route(client: TestClient) -> None:

@@ -29,7 +29,9 @@ networks:
 
 
 def _revision(port: int) -> dict[str, str]:
-    padding = "".join(f"# {'x' * 96}\n" for _ in range(10_000))  # ~1 MB of comment: a large revision
+    # ~1 MB of comment, different in each revision: a large revision (the same text
+    # would be stored once, store/chunks.py)
+    padding = "".join(f"# {port} {line:05} {'x' * 84}\n" for line in range(10_000))
     return {"policy.yaml": POLICY % port + padding}
 
 

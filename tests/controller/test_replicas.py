@@ -184,22 +184,14 @@ def test_the_diff_of_a_controller_that_died_is_finished_by_another(tmp_path: Pat
 def test_diffs_lost_before_this_version_are_computed(tmp_path: Path, db_url: str) -> None:
     """Issue 17 item 7 for existing databases: a revision stored without diff by an older
     controller (killed mid-diff) gets a job from the migration and then its diff."""
-    from alembic import command
-    from alembic.config import Config
     from sqlalchemy import text
 
-    from zonewall.controller.store.db import SCHEMA_SCRIPTS, make_engine
+    from tests.controller.schema import at_schema
 
-    engine = make_engine(db_url)
-    config = Config()
-    config.set_main_option("script_location", str(SCHEMA_SCRIPTS))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0002")
+    with at_schema(db_url, "0002") as connection:
         connection.execute(text("INSERT INTO revisions (number, created_at, author, message, kind, change, documents, content_hash) "
                                 "VALUES (1, :t, 'admin', 'old', 'upload', '{}', :d, 'x')"),
                            {"t": "2026-01-01 00:00:00", "d": json.dumps(three_tier_documents())})
-    engine.dispose()
     with replicas(tmp_path, db_url, count=1, diff_lease=0.6) as (a,):
         deadline = time.monotonic() + 15
         while a.controller.revisions.diffs.pending() and time.monotonic() < deadline:

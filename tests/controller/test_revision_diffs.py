@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event, text
 
 from tests.controller.live import three_tier_documents
+from tests.controller.schema import at_schema
 from zonewall.controller.replica import build_controller
-from zonewall.controller.store.db import SCHEMA_SCRIPTS, make_engine
 from zonewall.controller.store.revisions import Proposal
 
 
@@ -51,17 +49,11 @@ def test_storing_a_diff_writes_its_own_row_and_never_the_revisions(db_url: str) 
 
 
 def test_diffs_stored_before_the_migration_are_still_read(db_url: str) -> None:
-    engine = make_engine(db_url)
-    config = Config()
-    config.set_main_option("script_location", str(SCHEMA_SCRIPTS))
     old_diff = json.dumps({"identical": True, "flows": [], "endpoints": [], "notes": ["stored by 0005"]})
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0005_17_hardening")
+    with at_schema(db_url, "0005_17_hardening") as connection:
         connection.execute(text("INSERT INTO revisions (number, created_at, author, message, kind, change, documents, content_hash, diff) "
                                 "VALUES (1, :t, 'admin', 'old', 'upload', '{}', :d, 'x', :diff)"),
                            {"t": "2026-01-01 00:00:00", "d": json.dumps(three_tier_documents()), "diff": old_diff})
-    engine.dispose()
     ctl = build_controller(db_url)  # upgrades to the newest schema
     row = ctl.revisions.get(1)
     assert row is not None and row.diff == old_diff and row.diff_error is None

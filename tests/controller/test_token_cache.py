@@ -40,6 +40,21 @@ def test_a_known_token_is_looked_up_once_per_interval(db_url: str) -> None:
     assert cache.lookups == 2  # asked again once the interval passed
 
 
+def test_the_known_tokens_are_asked_about_again_in_one_query(db_url: str) -> None:
+    sessions, cache, clock = _cache(db_url)
+    made = [create_token(sessions, "agent", node=f"node{n}") for n in range(30)]
+    for _row, secret in made:
+        assert cache.authenticate(secret) is not None
+        clock.now += 0.1  # looked up at different moments
+    assert cache.lookups == 30
+    revoke_token(sessions, made[7][0].id)  # elsewhere: in the database only
+    clock.now += REVALIDATE_SECONDS
+    answers = [cache.authenticate(secret) for _row, secret in made]
+    assert [who is not None for who in answers] == [n != 7 for n in range(30)]
+    assert cache.lookups == 32  # one query for the 30 (it was 30 more), and the revoked one, forgotten by it, asked alone
+    assert cache.authenticate(made[7][1]) is None and cache.lookups == 33  # and again: never remembered
+
+
 def test_a_token_revoked_through_this_controller_is_refused_at_once(db_url: str) -> None:
     sessions, cache, _clock = _cache(db_url)
     kept, kept_secret = create_token(sessions, "viewer", name="kept")

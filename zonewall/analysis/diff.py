@@ -18,6 +18,7 @@ import difflib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import chain
 from typing import Any
 
 from ..compiler.plan.nat import port_forwards, source_nats
@@ -163,12 +164,16 @@ def _same_source(old: Policy, new: Policy, *path: str) -> bool:
 
 
 def _uses(rules: Iterable[Any], changed: set[str]) -> bool:
+    """Whether a rule names one of the `changed` references (a group change asks it
+    of every rule of the cluster: 200,000 at 10,000 VMs, so nothing is built per rule)."""
     if not changed:
         return False
+    named = any(ref.startswith(("service:", "schedule:")) for ref in changed)
     for rule in rules:
-        refs = [r.lstrip("!").strip() for r in (rule.from_ or []) + (rule.to or [])]
-        refs += [f"service:{n}" for n in rule.service or []] + ([f"schedule:{rule.schedule}"] if rule.schedule else [])
-        if any(r in changed for r in refs):
+        for ref in chain(rule.from_ or (), rule.to or ()):
+            if ref in changed or ref.lstrip("!").strip() in changed:
+                return True
+        if named and (any(f"service:{name}" in changed for name in rule.service or ()) or (rule.schedule and f"schedule:{rule.schedule}" in changed)):
             return True
     return False
 

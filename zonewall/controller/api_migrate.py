@@ -17,7 +17,6 @@ agent token may do any of the three for its node.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
@@ -76,7 +75,7 @@ def migrate(body: MigrateIn, request: Request, vm: str = Path(..., pattern=NAME)
     if row is None:
         raise HTTPException(status_code=409, detail="there is no policy yet")
     try:
-        the_plan = plan(json.loads(row.documents), vm, body.to)
+        the_plan = plan(ctl.revisions.documents_of(row), vm, body.to)
     except ChangeError as exc:
         raise HTTPException(status_code=exc.status, detail=str(exc)) from None
     except PolicyError as exc:
@@ -100,7 +99,7 @@ def migrate(body: MigrateIn, request: Request, vm: str = Path(..., pattern=NAME)
         except Conflict:  # another change landed meanwhile: make the move on the newest documents
             newest = ctl.revisions.current()
             assert newest is not None  # a conflict means a newer revision exists
-            again = set_host(json.loads(newest.documents), vm, body.to)
+            again = set_host(ctl.revisions.documents_of(newest), vm, body.to)
             committed = ctl.revisions.commit(Proposal(again.documents, who.name, message, "migrate", again.summary, base_revision=newest.number))
         ctl.revisions.attach_diff(committed)
         return int(committed.row.number)

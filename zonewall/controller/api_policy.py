@@ -67,7 +67,7 @@ def _answer(request: Request, response: Response, committed: Committed) -> Chang
     response.status_code = 201 if committed.created else 200
     if committed.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    return ChangeOut(created=committed.created, revision=RevisionOut.full(row, with_documents=False))
+    return ChangeOut(created=committed.created, revision=RevisionOut.full(row))
 
 
 def _replayed(request: Request, response: Response, key: Idempotency | None) -> ChangeOut | None:
@@ -127,10 +127,11 @@ def query_meta(
 
 
 def _current_documents(request: Request) -> tuple[int, Documents]:
-    row = controller(request).revisions.current()
+    revisions = controller(request).revisions
+    row = revisions.current()
     if row is None:
         raise HTTPException(status_code=409, detail="there is no policy yet: upload one first (PUT /api/v1/policy)")
-    return row.number, json.loads(row.documents)
+    return row.number, revisions.documents_of(row)
 
 
 def _targeted(request: Request, response: Response, who: Principal, meta: ChangeMeta, make: Any) -> ChangeOut:
@@ -230,7 +231,7 @@ def show_revision(number: int, request: Request, documents: bool = True, _: Prin
     row = controller(request).revisions.get(number)
     if row is None:
         raise HTTPException(status_code=404, detail=f"no revision {number}")
-    return RevisionOut.full(row, with_documents=documents)
+    return RevisionOut.full(row, controller(request).revisions.documents_of(row) if documents else None)
 
 
 @router.post("/revisions/{number}/rollback", response_model=ChangeOut, status_code=201, tags=["revisions"], summary="Make an old revision current again (as a new revision)")
@@ -239,5 +240,5 @@ def rollback(number: int, body: RollbackIn, request: Request, response: Response
     if row is None:
         raise HTTPException(status_code=404, detail=f"no revision {number}")
     meta = ChangeMeta(message=body.message or f"rollback to revision {number}")
-    return _commit(request, response, who, json.loads(row.documents), meta, "rollback", change={"op": "rollback", "to": number}, rollback_of=number,
+    return _commit(request, response, who, controller(request).revisions.documents_of(row), meta, "rollback", change={"op": "rollback", "to": number}, rollback_of=number,
                    payload=body)

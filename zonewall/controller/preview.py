@@ -12,7 +12,6 @@ applied unseen (`zonewall push`, the dashboard's editor).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import Request
@@ -20,7 +19,7 @@ from fastapi.responses import JSONResponse
 
 from ..analysis.diff import diff_policies
 from ..compiler.schedule import local_timezone
-from ..policy.documents import Documents, content_hash, load_documents
+from ..policy.documents import Documents, load_documents
 from ..policy.model import PolicyDocument
 from ..policy.resolve import Policy
 
@@ -43,9 +42,9 @@ def preview(ctl: Any, documents: Documents, change: dict[str, Any] | None = None
     """The dry-run answer for `documents` (PolicyError if they are refused)."""
     policy = load_documents(documents)
     row = ctl.revisions.current()
-    before: Documents = json.loads(row.documents) if row is not None else {}
+    before: Documents = ctl.revisions.documents_of(row) if row is not None else {}
     previous = ctl.revisions.policy_of(row) if row is not None else Policy(PolicyDocument(version=1), None)
-    identical = row is not None and row.content_hash == content_hash(documents)
+    identical = row is not None and before == documents
     diff = diff_policies(previous, policy, timezone=local_timezone())
     return {
         "dry_run": True,

@@ -65,13 +65,13 @@ class RevisionOut(RevisionSummary):
     documents: dict[str, str] | None = None
 
     @classmethod
-    def full(cls, row: RevisionRow, with_documents: bool = True) -> RevisionOut:
+    def full(cls, row: RevisionRow, documents: dict[str, str] | None = None) -> RevisionOut:
         base = RevisionSummary.of(row).model_dump()
         return cls(
             **base,
             diff=json.loads(row.diff) if row.diff else None,
             diff_error=row.diff_error,
-            documents=json.loads(row.documents) if with_documents else None,
+            documents=documents,
         )
 
 

@@ -19,15 +19,66 @@ class DeltaMismatch(ValueError):
     """The delta does not fit the documents it is applied to."""
 
 
-def line_span(old: list[str], new: list[str]) -> tuple[int, int, int]:
-    """(start, end in old, end in new): the one span outside the common prefix and suffix."""
-    prefix, limit = 0, min(len(old), len(new))
+def line_span(old: list[str], new: list[str], prefix: int = 0, suffix: int = 0) -> tuple[int, int, int]:
+    """(start, end in old, end in new): the one span outside the common prefix and
+    suffix. `prefix` and `suffix`: lines already known equal at either end."""
+    limit = min(len(old), len(new))
     while prefix < limit and old[prefix] == new[prefix]:
         prefix += 1
-    suffix = 0
+    suffix = min(suffix, limit - prefix)
     while suffix < limit - prefix and old[-1 - suffix] == new[-1 - suffix]:
         suffix += 1
     return prefix, len(old) - suffix, len(new) - suffix
+
+
+def text_span(old: str, new: str, old_lines: list[str], new_lines: list[str]) -> tuple[int, int, int]:
+    """`line_span` of the texts' lines (`old_lines` is old.split("\n"), and so for new),
+    the texts compared first, a block of characters at a time in C: the controller
+    asks it of a 10,000-VM policy's 260,000 lines several times per change, ~20 ms
+    each line by line."""
+    head = _common_prefix(old, new)
+    tail = _common_suffix(old, new, min(len(old), len(new)) - head)
+    # the lines wholly inside the common prefix (each ends there) and suffix (each starts there)
+    return line_span(old_lines, new_lines, old.count("\n", 0, head), old.count("\n", len(old) - tail))
+
+
+BLOCK = 1 << 15  # characters compared at once
+
+
+def _common_prefix(a: str, b: str) -> int:
+    size, at = min(len(a), len(b)), 0
+    while at < size:
+        end = min(size, at + BLOCK)
+        if a[at:end] != b[at:end]:
+            return at + _first_difference(a[at:end], b[at:end])
+        at = end
+    return size
+
+
+def _common_suffix(a: str, b: str, most: int) -> int:
+    """Characters at the end of both, at most `most`."""
+    done = 0
+    while done < most:
+        step = min(BLOCK, most - done)
+        x, y = a[len(a) - done - step:len(a) - done], b[len(b) - done - step:len(b) - done]
+        if x != y:
+            return done + _first_difference(x[::-1], y[::-1])
+        done += step
+    return done
+
+
+def _first_difference(a: str, b: str) -> int:
+    """The index of the first character where a and b (of one length, not equal) differ."""
+    low, high = 0, len(a)  # a[:low] == b[:low]; they differ before high
+    while high - low > 16:
+        middle = (low + high) // 2
+        if a[low:middle] == b[low:middle]:
+            low = middle
+        else:
+            high = middle
+    while a[low] == b[low]:
+        low += 1
+    return low
 
 
 def make_delta(old: Documents, new: Documents) -> Delta:
@@ -37,7 +88,7 @@ def make_delta(old: Documents, new: Documents) -> Delta:
         if before is None or before == text:
             continue
         a, b = before.split("\n"), text.split("\n")
-        start, old_end, new_end = line_span(a, b)
+        start, old_end, new_end = text_span(before, text, a, b)
         changed[name] = [start, old_end, b[start:new_end]]
     return {
         "changed": changed,

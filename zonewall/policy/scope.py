@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .delta import Delta, line_span
+from .delta import Delta, text_span
 from .documents import Documents
 
 SCOPE_MARK = "# zonewall: scoped to node "  # appended to each scoped document: rules of other nodes' VMs left out
@@ -125,6 +125,7 @@ class Scoper:
         self.placement = placement  # VM -> its node
         self.blocks: dict[str, Block] = {}
         self._lines: dict[str, list[str]] = {}
+        self._spans: dict[str, tuple[str, tuple[int, int, int]]] = {}  # document -> (the older text, span_from's answer)
         if parent is not None and (set(documents) != set(parent.documents) or placement != parent.placement):
             parent = None
         for name, text in documents.items():
@@ -149,7 +150,18 @@ class Scoper:
             if name in parent._lines:
                 self._lines[name] = parent._lines[name]
             return {vm: (block.start, block.end) for vm, block in parent.blocks.items() if block.document == name}
-        return _edited_blocks(parent, name, self.lines(name))
+        return _edited_blocks(parent, name, self.lines(name), self.span_from(parent, name))
+
+    def span_from(self, older: Scoper, document: str) -> tuple[int, int, int]:
+        """`line_span` of `document` from `older`'s lines to these (asked by several
+        steps of one change: the blocks, the nodes affected, the shared edit): once."""
+        before = older.documents[document]
+        known = self._spans.get(document)
+        if known is not None and known[0] is before:
+            return known[1]
+        span = text_span(before, self.documents[document], older.lines(document), self.lines(document))
+        self._spans[document] = (before, span)
+        return span
 
     def lines(self, document: str) -> list[str]:
         lines = self._lines.get(document)
@@ -178,11 +190,11 @@ class Scoper:
         return out
 
 
-def _edited_blocks(parent: Scoper, document: str, lines: list[str]) -> dict[str, tuple[int, int]] | None:
-    """The blocks of `document` after an edit of lines inside one VM's rules block of
-    the parent that leaves the block's shape alone; None: scan it whole."""
+def _edited_blocks(parent: Scoper, document: str, lines: list[str], span: tuple[int, int, int]) -> dict[str, tuple[int, int]] | None:
+    """The blocks of `document` after an edit of lines (`span`) inside one VM's rules
+    block of the parent that leaves the block's shape alone; None: scan it whole."""
     old = parent.lines(document)
-    start, old_end, new_end = line_span(old, lines)
+    start, old_end, new_end = span
     owner = _owner(parent, document, start, old_end)
     if owner is None:
         return None
@@ -223,7 +235,7 @@ def affected(old: Scoper, new: Scoper, nodes: Iterable[str]) -> frozenset[str]:
     for name in new.documents:
         if old.documents[name] == new.documents[name]:
             continue
-        start, old_end, new_end = line_span(old.lines(name), new.lines(name))
+        start, old_end, new_end = new.span_from(old, name)
         if old_end != new_end:
             return everyone  # lines moved: positions (and default rule ids) after them changed
         owner = _owner(old, name, start, old_end)
@@ -249,7 +261,7 @@ def shared_edit(old: Scoper, new: Scoper) -> Delta | None:
         if old.documents[name] == text:
             continue
         before, after = old.lines(name), new.lines(name)
-        start, old_end, new_end = line_span(before, after)
+        start, old_end, new_end = new.span_from(old, name)
         if old_end >= len(before) or new_end >= len(after):
             return None  # the last line edited: where a scoped document's mark follows
         spans[name] = (start, old_end, new_end)

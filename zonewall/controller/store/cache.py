@@ -42,6 +42,8 @@ from ...policy.delta import Delta, apply_delta, delta_size, make_delta
 from ...policy.documents import Documents, content_hash, load_documents
 from ...policy.resolve import Policy
 from ...policy.scope import Scoper, affected, shared_edit
+from . import chunks
+from .chunks import ChunkedText
 from .models import RevisionRow
 
 KEPT = 2  # the current revision and its parent (a diff needs both)
@@ -150,11 +152,12 @@ class RevisionView:
     policy: Policy
     hosts: frozenset[str] = field(default_factory=frozenset)
     states: NodeStates | None = None  # each node's desired state
+    chunked: dict[str, ChunkedText] | None = None  # its documents' chunks (None: stored whole, before schema 0007)
 
     @classmethod
-    def of(cls, row: RevisionRow, policy: Policy, documents: Documents | None = None) -> RevisionView:
-        """`documents`: the row's, when the caller has them parsed already."""
-        return cls(row, policy, frozenset(policy.doc.hosts), NodeStates(documents if documents is not None else json.loads(row.documents), policy))
+    def of(cls, row: RevisionRow, policy: Policy, documents: Documents, chunked: dict[str, ChunkedText] | None) -> RevisionView:
+        """`documents`: the row's (store/chunks.py reads them), `chunked` their chunks."""
+        return cls(row, policy, frozenset(policy.doc.hosts), NodeStates(documents, policy), chunked)
 
     @property
     def number(self) -> int:
@@ -234,10 +237,11 @@ class RevisionCache:
             if view is None:
                 with self._sessions() as session:
                     row = session.get(RevisionRow, number)
-                if row is None:
+                    stored = chunks.read(session, number) if row is not None else None
+                if row is None or stored is None:
                     return None
                 self.parses += 1
-                view = RevisionView.of(row, load_documents(json.loads(row.documents)))
+                view = RevisionView.of(row, load_documents(stored.documents), stored.documents, stored.chunked)
                 self.put(view)
         with self._lock:
             self._loading.pop(number, None)

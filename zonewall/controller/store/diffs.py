@@ -24,7 +24,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, defer, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from ...analysis.diff import diff_policies
 from ...compiler.schedule import local_timezone
@@ -102,8 +102,7 @@ class DiffJobs:
 
     def _store(self, number: int, diff: str | None, error: str | None) -> RevisionRow:
         with self._sessions() as session, session.begin():
-            # not its documents (16 MB at 10,000 VMs): the answer shows the diff alone
-            row = session.get(RevisionRow, number, options=[defer(RevisionRow.documents, raiseload=True)])
+            row = session.get(RevisionRow, number)  # its documents are deferred: not read
             assert row is not None
             if row.diff is None and row.diff_error is None:
                 # a row of its own: the revision's row (its documents) is never rewritten

@@ -13,7 +13,8 @@ class Base(DeclarativeBase):
 
 
 class RevisionRow(Base):
-    """One accepted policy: the whole document set, never edited afterwards."""
+    """One accepted policy: the whole document set, never edited afterwards. Its
+    documents are read through store/chunks.py (`RevisionStore.documents_of`)."""
 
     __tablename__ = "revisions"
 
@@ -24,7 +25,13 @@ class RevisionRow(Base):
     kind: Mapped[str] = mapped_column(String(32))  # upload | change | rollback
     change: Mapped[str] = mapped_column(Text, default="")  # what a targeted change did, as JSON
     rollback_of: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    documents: Mapped[str] = mapped_column(Text)  # JSON {file name: YAML text}
+    # Since schema 0007 the documents are chunks (store/chunks.py, DocumentChunkRow) and
+    # this holds their layout, JSON {file name: [chunk digest, ...]}; before, the
+    # documents themselves were the row's, JSON {file name: YAML text}, which is ""
+    # in newer rows. Both are read only when asked for (deferred): a revision's row
+    # is otherwise a few hundred bytes.
+    layout: Mapped[str | None] = mapped_column(Text, nullable=True, deferred=True)
+    legacy_documents: Mapped[str] = mapped_column("documents", Text, deferred=True)
     content_hash: Mapped[str] = mapped_column(String(64))
     # Before schema 0006 the diff was stored in the revision's own row; SQLite rewrites a
     # whole row (16 MB of documents at 10,000 VMs, ~0.9 s) to update one column, so
@@ -51,6 +58,15 @@ class RevisionDiffRow(Base):
     revision: Mapped[int] = mapped_column(Integer, ForeignKey("revisions.number"), primary_key=True)
     diff: Mapped[str | None] = mapped_column(Text, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class DocumentChunkRow(Base):
+    """A piece of a document's text, stored once for every revision that holds it."""
+
+    __tablename__ = "document_chunks"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of the text
+    text: Mapped[str] = mapped_column(Text)
 
 
 class TokenRow(Base):

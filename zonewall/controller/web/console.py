@@ -11,7 +11,6 @@ the preview shown again). A viewer sees the pages but gets no editor and no POST
 from __future__ import annotations
 
 import difflib
-import json
 import time
 from typing import Any
 
@@ -143,10 +142,11 @@ def zones(request: Request, page_number: int = 1) -> HTMLResponse:
 def editable(request: Request, section: str, name: str) -> tuple[int, dict[str, str], Any]:
     if section not in SECTIONS:
         raise HTTPException(status_code=404, detail=f"nothing to edit under {section!r}")
-    row = controller(request).revisions.current()
+    revisions = controller(request).revisions
+    row = revisions.current()
     if row is None:
         raise HTTPException(status_code=404, detail="there is no policy yet")
-    documents = json.loads(row.documents)
+    documents = revisions.documents_of(row)
     try:
         _, data = edits.owner(documents, section, name)
     except edits.ChangeError as exc:

@@ -225,7 +225,7 @@ def revision_page(request: Request, number: int, done: str | None = None) -> HTM
     from .console import flow_rows
 
     ctl = controller(request)
-    rev = RevisionOut.full(row, with_documents=False)
+    rev = RevisionOut.full(row)
     endpoints = (rev.diff or {}).get("endpoints", [])
     opened = None
     if rev.kind != "rollback" and number == 1:  # the first revision opens everything it allows: its zone matrix
