@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zonewall.policy.delta import BLOCK, apply_delta, line_span, make_delta, text_span
+from zonewall.policy.delta import BLOCK, DeltaMismatch, apply_delta, line_span, make_delta, splice_lines, text_span
 
 
 def _edited(lines: list[str], rnd: random.Random, edits: int) -> list[str]:
@@ -50,3 +51,27 @@ def test_the_span_of_a_one_line_edit_in_a_large_text() -> None:
     assert text_span(old, new, lines, edited) == (123_456, 123_457, 123_457)
     edited.insert(7, "      # added")
     assert text_span(old, "\n".join(edited), lines, edited) == line_span(lines, edited)
+
+
+def _split_and_joined(text: str, start: int, end: int, lines: list[str]) -> str:
+    old = text.split("\n")
+    return "\n".join(old[:start] + lines + old[end:])
+
+
+@settings(max_examples=400, deadline=None)
+@given(seed=st.integers(0, 10**6), count=st.sampled_from([0, 1, 2, 7, 300, 70_000]), blank=st.floats(0, 1), data=st.data())
+def test_a_span_of_lines_is_replaced_as_if_the_text_were_split_and_joined(seed: int, count: int, blank: float, data: st.DataObject) -> None:
+    rnd = random.Random(seed)
+    text = "\n".join("" if rnd.random() < blank else rnd.choice(["a", "  b: c", "x" * 70]) for _ in range(count))
+    lines_count = text.count("\n") + 1
+    start = data.draw(st.integers(0, lines_count))
+    end = data.draw(st.integers(start, lines_count))
+    new = data.draw(st.lists(st.sampled_from(["", "n", "  - {tcp: 1}"]), max_size=3))
+    assert splice_lines(text, start, end, new) == _split_and_joined(text, start, end, new)
+
+
+def test_a_span_outside_the_text_is_refused() -> None:
+    for start, end in ((0, 4), (-1, 1), (3, 2), ("0", 1)):
+        with pytest.raises(DeltaMismatch, match="does not fit the base"):
+            apply_delta({"p.yaml": "a\nb\nc"}, {"changed": {"p.yaml": [start, end, ["x"]]}, "added": {}, "removed": []})
+    assert apply_delta({"p.yaml": "a\nb\nc"}, {"changed": {"p.yaml": [3, 3, ["d"]]}, "added": {}, "removed": []}) == {"p.yaml": "a\nb\nc\nd"}

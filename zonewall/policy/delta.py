@@ -110,10 +110,9 @@ def apply_delta(base: Documents, delta: Delta) -> Documents:
         for name, (start, end, lines) in delta["changed"].items():
             if name not in base:
                 raise DeltaMismatch(f"the delta changes {name!r}, which the base does not have")
-            old = base[name].split("\n")
-            if not (0 <= start <= end <= len(old)) or not all(isinstance(line, str) for line in lines):
+            if not all(isinstance(line, str) for line in lines):
                 raise DeltaMismatch(f"the delta's span of {name!r} does not fit the base")
-            out[name] = "\n".join(old[:start] + list(lines) + old[end:])
+            out[name] = splice_lines(base[name], start, end, lines, name)
         for name, text in delta["added"].items():
             out[name] = str(text)
     except (KeyError, TypeError, ValueError) as exc:
@@ -121,3 +120,50 @@ def apply_delta(base: Documents, delta: Delta) -> Documents:
             raise
         raise DeltaMismatch(f"malformed delta: {exc}") from None
     return out
+
+
+def splice_lines(text: str, start: int, end: int, lines: list[str], name: str = "the document") -> str:
+    """"\n".join(text.split("\n")[:start] + lines + text.split("\n")[end:]) without
+    splitting the text: at 10,000 VMs a node's document is 260,000 lines (mostly the
+    blank lines of other nodes' rules), and the controller applies a shared edit to
+    each of 100 nodes' documents (~9 ms and ~7 MiB each, split and joined)."""
+    count = text.count("\n") + 1
+    if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= count):
+        raise DeltaMismatch(f"the delta's span of {name!r} does not fit the base")
+    # "\n".join of the three groups that are not empty lists: before, new, after
+    parts = []
+    if start > 0:  # the lines before `start`, without the newline after them
+        parts.append(text if start == count else text[:_newline(text, start)])
+    if lines:
+        parts.append("\n".join(lines))
+    if end < count:  # the lines from `end` on
+        parts.append(text if end == 0 else text[_newline(text, end) + 1:])
+    return "\n".join(parts)
+
+
+NEWLINE_BLOCK = 1 << 16
+
+
+def _newline(text: str, k: int) -> int:
+    """The index of the k-th newline of `text` (1 <= k <= its newlines): whole blocks
+    counted in C, then halves of the block that holds it."""
+    low, seen = 0, 0
+    while True:  # the block holding it
+        high = min(len(text), low + NEWLINE_BLOCK)
+        here = text.count("\n", low, high)
+        if seen + here >= k:
+            break
+        seen += here
+        low = high
+    while high - low > 64:  # halves, until a few lines' worth
+        middle = (low + high) // 2
+        here = text.count("\n", low, middle)
+        if seen + here >= k:
+            high = middle
+        else:
+            seen += here
+            low = middle
+    at = low - 1
+    for _ in range(k - seen):
+        at = text.index("\n", at + 1)
+    return at
