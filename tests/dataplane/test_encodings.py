@@ -3,6 +3,7 @@ every example and scenario; reused for unchanged chains and sets only."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 
 import pytest
@@ -15,6 +16,8 @@ from zonewall.dataplane.apply import apply_ruleset
 from zonewall.dataplane.encodings import encode_ruleset, encode_table
 from zonewall.dataplane.fake import FakeBackend
 from zonewall.policy.loader import load_policy_text
+
+from .samples import node_ruleset
 
 CASES = cases()
 
@@ -82,3 +85,10 @@ def test_encoding_the_commands_a_full_apply_built_gives_the_same_text(policy, ho
         assert encode_table(table, {}, commands)[0] == ir.encoded_items(commands)
         with pytest.raises(ValueError):  # commands that are not the table's body are refused, not half used
             encode_table(table, {}, commands + commands[:1])
+
+
+def test_the_fingerprint_is_the_hash_of_the_whole_document() -> None:
+    """Hashed piece by piece (no joined copy of the ruleset's encoding), it is still
+    sha256 of the document `dumps(to_json(...))` writes, as the agents report it."""
+    for ruleset in (node_ruleset(), node_ruleset({f"tap{n}": 2000 + n for n in range(30)}, bridge_table=False)):
+        assert ir.fingerprint(ruleset) == hashlib.sha256(ir.dumps(ir.to_json(ruleset)).encode()).hexdigest()

@@ -309,5 +309,15 @@ def fingerprint(ruleset: Ruleset, bodies: dict[tuple[str, str], str] | None = No
         add, delete = _encode({"add": table_object(table)}), _encode({"delete": table_object(table)})
         body = (bodies or {}).get((table.family, table.name))
         items += [add, delete, add, body if body is not None else encoded_items(table_body_commands(table))]
-    text = '{"nftables":[' + ",".join(item for item in items if item) + "]}\n"
-    return hashlib.sha256(text.encode()).hexdigest()
+    # hashed piece by piece, the same bytes as the joined document: an agent computes
+    # it after every apply, and the document and its bytes were two more copies of the
+    # ruleset's encoding (~6 MB each at 10,000 VMs) at the peak of its memory
+    digest = hashlib.sha256(b'{"nftables":[')
+    separator = b""
+    for item in items:
+        if item:
+            digest.update(separator)
+            digest.update(item.encode())
+            separator = b","
+    digest.update(b"]}\n")
+    return digest.hexdigest()

@@ -9,7 +9,8 @@ transaction so far, so its work grows with the square of the transaction.
 
 A table without base chains is inert: no hook leads a packet into it. So the tables,
 their regular chains, objects, sets and the regular chains' rules are added in
-transactions of at most STAGE_COMMANDS commands, and the base chains with their rules
+transactions of at most STAGE_COMMANDS commands (a set's elements counted too,
+ELEMENTS_PER_COMMAND to a command), and the base chains with their rules
 in the last one: the ruleset starts filtering at one kernel commit, exactly as in a
 single transaction, and libnftables never holds more than a stage. Measured
 (docs/performance.md): the first apply of a 10,000-VM cluster's 100-guest node
@@ -44,6 +45,11 @@ from .readback import is_dynamic
 TableKey = tuple[str, str]
 _SET_REFERENCE = re.compile(r'"@([^"\\]+)"')  # "@name" as encoded in a rule (ir._encode)
 STAGE_COMMANDS = 500  # per transaction (the agent's peak above: 150 MiB in stages of 1,000); a creation no larger is one transaction
+# A set's elements weigh on libnftables as commands do (~0.8 KiB each while a stage is
+# parsed and sent): this many count as one command. At node1 of 10,000 VMs / 100 nodes
+# one stage of 500 commands held 455 sets with 20,423 elements and took the agent's
+# heap 16.6 MiB up, which it kept.
+ELEMENTS_PER_COMMAND = 8
 
 
 @dataclass
@@ -76,18 +82,26 @@ def creation_stages(ruleset: Ruleset, bodies: dict[TableKey, list[Json]], encodi
         for part, hooks in _table_parts(table, bodies[(table.family, table.name)], encodings.pieces[(table.family, table.name)]):
             (hooked if hooks else inert).append(part)
     stages: list[Stage] = []
-    current = Stage()
+    current, weight = Stage(), 0
     for commands, encoded in inert:
-        if current.commands and len(current.commands) + len(commands) > size:
+        cost = _weight(commands)
+        if current.commands and weight + cost > size:
             stages.append(current)
-            current = Stage()
+            current, weight = Stage(), 0
         current.add(commands, encoded)
+        weight += cost
     if current.commands:
         stages.append(current)
     last = Stage()
     for commands, encoded in hooked:
         last.add(commands, encoded)
     return stages + [last] if last.commands else stages
+
+
+def _weight(commands: list[Json]) -> int:
+    """Commands, with a set's elements counted as commands (ELEMENTS_PER_COMMAND)."""
+    elements = sum(len(spec.get("elem") or ()) for command in commands for body in command.values() for spec in body.values() if isinstance(spec, dict))
+    return len(commands) + elements // ELEMENTS_PER_COMMAND
 
 
 def _table_parts(table: Table, body: list[Json], pieces: dict[tuple[str, str], Piece]) -> Iterator[tuple[tuple[list[Json], str], bool]]:

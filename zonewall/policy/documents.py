@@ -103,8 +103,26 @@ def json_hash(encoded: str) -> str:
     return hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+HASH_CHUNK = 1 << 16  # characters escaped and hashed at once
+
+
 def content_hash(documents: Documents) -> str:
-    return json_hash(documents_json(documents))
+    """`json_hash(documents_json(documents))`, the JSON escaped and hashed a chunk at a
+    time: an agent hashes its node's documents for every change it receives (at
+    10,000 VMs 2 MB of text, whose encoding and its bytes were ~4.6 MB at the peak of
+    its memory). A chunk ends between code points, and JSON escapes each on its own,
+    so the bytes hashed are the whole encoding's."""
+    digest = hashlib.sha256()
+    separator = "{"
+    for name in sorted(documents):
+        text = documents[name]
+        digest.update(f'{separator}{json.dumps(name)}:"'.encode())
+        for at in range(0, len(text), HASH_CHUNK):
+            digest.update(json.dumps(text[at:at + HASH_CHUNK])[1:-1].encode("utf-8", "surrogatepass"))
+        digest.update(b'"')
+        separator = ","
+    digest.update(b"{}" if separator == "{" else b"}")
+    return digest.hexdigest()
 
 
 def problems_json(error: PolicyError) -> list[dict[str, object]]:
