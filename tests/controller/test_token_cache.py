@@ -89,3 +89,27 @@ def test_unknown_tokens_are_never_remembered(db_url: str) -> None:
     assert cache.lookups == 2  # each asked the database
     assert cache.authenticate("not-a-zonewall-token") is None
     assert cache.lookups == 2  # not even looked up: wrong prefix
+
+
+def test_a_revocation_while_the_database_is_asked_is_not_undone_by_its_answer(db_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The query ran before the revocation committed, its answer arrives after: the
+    token must not be remembered again (this controller refuses it at once)."""
+    from zonewall.controller.store import tokens
+
+    sessions, cache, clock = _cache(db_url)
+    row, secret = create_token(sessions, "agent", node="node1")
+    _other, other_secret = create_token(sessions, "viewer")
+    assert cache.authenticate(secret) is not None and cache.authenticate(other_secret) is not None
+    asked = tokens._lookup_many
+
+    def answer_then_revoke(sessions_: object, hashes: list[str]) -> dict:  # type: ignore[type-arg]
+        stale = asked(sessions_, hashes)  # type: ignore[arg-type]
+        cache.revoke(row.id)  # committed after the query read the row
+        return stale
+
+    monkeypatch.setattr(tokens, "_lookup_many", answer_then_revoke)
+    clock.now += REVALIDATE_SECONDS + 0.1
+    cache.authenticate(other_secret)  # the known tokens asked about again; the answer is stale
+    monkeypatch.setattr(tokens, "_lookup_many", asked)
+    assert cache.authenticate(secret) is None  # refused at once, not remembered from the stale answer
+    assert cache.authenticate(other_secret) is not None

@@ -92,23 +92,13 @@ def read_directory(path: Path) -> Documents:
     return {str(f.relative_to(base)): f.read_text() for f in files}
 
 
-def documents_json(documents: Documents) -> str:
-    """The documents as a revision stores them: compact JSON, names sorted (what
-    `content_hash` hashes: a commit encodes its 16 MB of documents once for both)."""
-    return json.dumps(documents, sort_keys=True, separators=(",", ":"))
-
-
-def json_hash(encoded: str) -> str:
-    """`content_hash` of the documents `encoded` is the `documents_json` of."""
-    return hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 HASH_CHUNK = 1 << 16  # characters escaped and hashed at once
 
 
 def content_hash(documents: Documents) -> str:
-    """`json_hash(documents_json(documents))`, the JSON escaped and hashed a chunk at a
-    time: an agent hashes its node's documents for every change it receives (at
+    """sha256 of the documents as compact JSON, names sorted
+    (`json.dumps(documents, sort_keys=True, separators=(",", ":"))`, UTF-8), the
+    JSON escaped and hashed a chunk at a time: an agent hashes its node's documents for every change it receives (at
     10,000 VMs 2 MB of text, whose encoding and its bytes were ~4.6 MB at the peak of
     its memory). A chunk ends between code points, and JSON escapes each on its own,
     so the bytes hashed are the whole encoding's."""

@@ -92,15 +92,17 @@ class ChunkedText:
         ends: list[int] = []
         digests: list[str] = []
         position = 0
-        after: dict[int, tuple[tuple[int, ...], tuple[str, ...]]] = {}  # offset -> the previous chunks' ends and digests from there, moved
+        after: dict[int, int] = {}  # offset in `text` -> the previous chunk the rest of it starts with
         if previous is not None and previous.ends:
             position = _kept_prefix(text, previous, ends, digests)
             after = _kept_suffix(text, previous, position)
         while position < len(text):
-            if position in after:  # from here on the text is the previous one's: so are its chunks
-                moved_ends, kept_digests = after[position]
-                ends.extend(moved_ends)
-                digests.extend(kept_digests)
+            first = after.get(position)
+            if first is not None:  # from here on the text is the previous one's: so are its chunks, moved
+                assert previous is not None  # `after` is empty without it
+                shift = len(text) - len(previous.text)
+                ends.extend(end + shift for end in previous.ends[first:])
+                digests.extend(previous.digests[first:])
                 break
             end = chunk_end(text, position)
             ends.append(end)
@@ -122,10 +124,9 @@ def _kept_prefix(text: str, previous: ChunkedText, ends: list[int], digests: lis
     return position
 
 
-def _kept_suffix(text: str, previous: ChunkedText, position: int) -> dict[int, tuple[tuple[int, ...], tuple[str, ...]]]:
+def _kept_suffix(text: str, previous: ChunkedText, position: int) -> dict[int, int]:
     """Offsets in `text` (at or after `position`) from which it ends as the previous
-    text does from one of its chunk starts: offset -> the previous chunks from there,
-    their ends moved to `text`'s offsets."""
+    text does from one of its chunk starts: offset -> that chunk's index."""
     shift = len(text) - len(previous.text)
     first = len(previous.ends)  # the earliest previous chunk `text` ends with
     starts = previous.starts()
@@ -134,8 +135,7 @@ def _kept_suffix(text: str, previous: ChunkedText, position: int) -> dict[int, t
         if start + shift < position or text[start + shift:end + shift] != previous.text[start:end]:
             break
         first -= 1
-    moved = tuple(end + shift for end in previous.ends)
-    return {starts[index] + shift: (moved[index:], previous.digests[index:]) for index in range(first, len(previous.ends))}
+    return {starts[index] + shift: index for index in range(first, len(previous.ends))}
 
 
 @dataclass(frozen=True)

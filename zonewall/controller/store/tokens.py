@@ -113,6 +113,9 @@ class TokenCache:
         self._known: dict[str, tuple[Principal, float]] = {}  # secret hash -> (who, when looked up)
         self._lock = threading.Lock()
         self._asking = threading.Lock()  # one thread asks again about the known tokens, the others wait for it
+        # counts `forget`s: an answer the database gave before one is not remembered
+        # (it may predate the revocation, which this controller promises to honour at once)
+        self._forgotten = 0
         self.lookups = 0  # database lookups (tests and metrics read it)
 
     def authenticate(self, secret: str) -> Principal | None:
@@ -127,10 +130,13 @@ class TokenCache:
         if found is not None:
             return self._revalidated(key, now)
         self.lookups += 1
+        with self._lock:
+            forgotten = self._forgotten
         who = _lookup(self._sessions, key)
         if who is not None:
             with self._lock:
-                self._known[key] = (who, now)
+                if self._forgotten == forgotten:
+                    self._known[key] = (who, now)
         return who
 
     def _revalidated(self, key: str, now: float) -> Principal | None:
@@ -142,9 +148,14 @@ class TokenCache:
                 if found is None or now - found[1] < self._ttl:  # another thread asked meanwhile (or it was revoked here)
                     return found[0] if found is not None else None
                 known = list(self._known)
+                forgotten = self._forgotten
             self.lookups += 1
             valid = _lookup_many(self._sessions, known)
             with self._lock:
+                if self._forgotten != forgotten:  # revoked here meanwhile: ask again next time
+                    for each in known:
+                        self._known.pop(each, None)
+                    return valid.get(key)
                 for each in known:
                     if each in valid:
                         self._known[each] = (valid[each], now)
@@ -155,6 +166,7 @@ class TokenCache:
     def forget(self, token_id: int) -> None:
         """The token was revoked: ask the database again next time."""
         with self._lock:
+            self._forgotten += 1
             for key in [key for key, (who, _) in self._known.items() if who.token_id == token_id]:
                 del self._known[key]
 
