@@ -87,7 +87,10 @@ class Timed:
         self.spent: dict[str, float] = {}
         for name, label in (("run_as_text", "waited"), ("read_state", "readback"), ("generation", "readback"), ("list_table", "listing")):
             setattr(backend, name, self._wrap(label, getattr(backend, name)))
-        backend.start = self._start(backend.start)  # type: ignore[method-assign]  # run() goes through it too
+        if hasattr(backend, "start"):
+            backend.start = self._start(backend.start)  # type: ignore[method-assign]  # run() goes through it too
+        else:  # code from before 2026-12-05 evening (side-by-side runs): every transaction waited for
+            backend.run = self._wrap("transactions", self._wrap("waited", backend.run))  # type: ignore[method-assign]
 
     def _add(self, label: str, seconds: float) -> None:
         self.spent[label] = self.spent.get(label, 0.0) + seconds

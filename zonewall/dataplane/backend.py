@@ -15,7 +15,8 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from ..netns import enter_netns
@@ -107,10 +108,10 @@ class _NftWorker:
         self._jobs: queue.SimpleQueue[tuple[Callable[[Any], Any], concurrent.futures.Future[Any]] | None]
         self._jobs = queue.SimpleQueue()
         # Opened on the worker thread, in its namespace (a socket stays in the namespace
-        # it was opened in), and used by any thread holding netlink_lock: reads then go
-        # on while a libnftables transaction runs (apply's staged creation overlaps them).
+        # it was opened in), and lent to one thread at a time (`reading`): reads then
+        # go on while a libnftables transaction runs (apply's staged creation overlaps them).
         self.netlink: NfSocket
-        self.netlink_lock = threading.Lock()
+        self._netlink_lock = threading.Lock()
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(
             target=self._main, args=(netns, ready), name=f"zonewall-nft[{netns or 'host'}]", daemon=True
@@ -158,6 +159,14 @@ class _NftWorker:
 
     def call(self, fn: Callable[[Any], T]) -> T:
         return self.submit(fn).result()
+
+    @contextmanager
+    def reading(self) -> Iterator[NfSocket]:
+        """The netlink socket, for the calling thread alone while inside."""
+        if not self._thread.is_alive():
+            raise RuntimeError("libnftables worker is closed")
+        with self._netlink_lock:
+            yield self.netlink
 
     def close(self) -> None:
         if self._thread.is_alive():
@@ -253,12 +262,12 @@ class LibNftBackend:
 
     def _tables(self) -> dict[TableKey, int | None]:
         """Every table, with the netlink port of the program holding it, if one does."""
-        with self._worker.netlink_lock:
-            return nftstate.tables(self._worker.netlink)
+        with self._worker.reading() as sock:
+            return nftstate.tables(sock)
 
     def generation(self) -> int:
-        with self._worker.netlink_lock:
-            return nftstate.generation(self._worker.netlink)
+        with self._worker.reading() as sock:
+            return nftstate.generation(sock)
 
     def read_state(
         self,
@@ -268,8 +277,7 @@ class LibNftBackend:
         scope: Mapping[TableKey, Scope] | None = None,
         steady: bool = True,
     ) -> tuple[int, dict[TableKey, TableState | None]]:
-        sock = self._worker.netlink
-        with self._worker.netlink_lock:
+        with self._worker.reading() as sock:
             for _attempt in range(_READ_ATTEMPTS):
                 before = nftstate.generation(sock)
                 try:

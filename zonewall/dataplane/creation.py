@@ -21,9 +21,8 @@ failed) the tables are read again whole, as before. The verification against the
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
+from contextlib import suppress
 
 from zonewall.compiler.ir import Ruleset
 from zonewall.dataplane.backend import Backend, NftError, Pending
@@ -34,10 +33,6 @@ from zonewall.dataplane.stages import STAGE_COMMANDS, Stage, creation_stages
 
 TableKey = tuple[str, str]
 _EMPTY = TableState({}, {}, {})
-# Python's lock passes between threads every 5 ms by default: each stage the worker
-# finishes would wait up to that long for it while this thread encodes or reads
-# (measured at 100 guests: 15 stages, ~35 ms in all). 0.5 ms cost nothing measurable.
-SWITCH_INTERVAL = 0.0005
 
 
 def create_in_stages(backend: Backend, ruleset: Ruleset, size: int = STAGE_COMMANDS) -> tuple[KernelView, Encodings, int]:
@@ -55,23 +50,22 @@ def create_in_stages(backend: Backend, ruleset: Ruleset, size: int = STAGE_COMMA
     commits = commands = 0
     pending: Pending | None = None
     previous: Stage | None = None
-    with _switching_often():
-        try:
-            for stage in creation_stages(ruleset, size, pieces):  # encoded while the previous stage is taken
-                if pending is not None:
-                    pending.wait()
-                pending = backend.start(stage.commands, text=stage.text)
-                commits, commands = commits + 1, commands + len(stage.commands)
-                if previous is not None:
-                    reads.finished(previous.finished)  # while this stage is taken
-                previous = stage
+    try:
+        for stage in creation_stages(ruleset, size, pieces):  # encoded while the previous stage is taken
             if pending is not None:
                 pending.wait()
-        except BaseException:
-            if pending is not None:
-                with suppress(NftError):
-                    pending.wait()
-            raise
+            pending = backend.start(stage.commands, text=stage.text)
+            commits, commands = commits + 1, commands + len(stage.commands)
+            if previous is not None:
+                reads.finished(previous.finished)  # while this stage is taken
+            previous = stage
+        if pending is not None:
+            pending.wait()
+    except BaseException:
+        if pending is not None:
+            with suppress(NftError):
+                pending.wait()
+        raise
     view = reads.complete(previous.finished if previous is not None else {}, first_generation + commits)
     return view, encode_ruleset(ruleset, Encodings({}, pieces)), commands
 
@@ -119,14 +113,3 @@ class _Readback:
 
 def _scopes(finished: Mapping[TableKey, tuple[set[str], set[str]]], keys: list[TableKey]) -> dict[TableKey, Scope]:
     return {key: Scope(frozenset(finished[key][0]), frozenset(finished[key][1])) if key in finished else Scope() for key in keys}
-
-
-@contextmanager
-def _switching_often() -> Iterator[None]:
-    """Python's switch interval at SWITCH_INTERVAL inside (process-wide, restored)."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(SWITCH_INTERVAL)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
