@@ -156,7 +156,8 @@ def _table_parts(table: Table, made: dict[tuple[str, str], Piece]) -> Iterator[_
     """The table's commands in table_body_commands' order (chains declared, limits,
     helpers, sets, each chain's rules; ct timeouts are created beforehand as nft
     text, apply.py), in parts that belong together, each marked if it belongs in the
-    last stage."""
+    last stage. Built here part by part, as a stage needs them; they are the commands
+    of ir.table_body_commands (tests/dataplane/test_stages.py compares them)."""
     key = (table.family, table.name)
     written = {named.name for named in table.sets if is_dynamic(named.flags, named.timeout)}
 
