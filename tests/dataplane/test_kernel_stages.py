@@ -1,6 +1,8 @@
-"""Tables created from nothing in stages (dataplane/stages.py), against the kernel:
-no stage but the last gives the kernel a hook into them, the result is what one
-transaction makes, and a stage the kernel refuses leaves nothing of ours behind."""
+"""Tables created from nothing in stages (dataplane/stages.py, creation.py), against
+the kernel: no stage but the last gives the kernel a hook into them, the result is
+what one transaction makes, what is read back while later stages go in is what the
+kernel holds at the end (a change someone else makes meanwhile is seen), and a stage
+the kernel refuses leaves nothing of ours behind."""
 
 from __future__ import annotations
 
@@ -14,9 +16,10 @@ import pytest
 from zonewall.compiler import nftexpr as x
 from zonewall.compiler.ir import Chain, Rule, Ruleset
 from zonewall.dataplane import apply
-from zonewall.dataplane.apply import apply_ruleset
-from zonewall.dataplane.backend import Json, LibNftBackend, NftError
-from zonewall.dataplane.readback import listing_hash
+from zonewall.dataplane.apply import VerifyError, apply_ruleset
+from zonewall.dataplane.backend import Json, LibNftBackend, NftError, Pending
+from zonewall.dataplane.readback import listing_hash, readback_hash
+from zonewall.dataplane.stages import creation_stages
 
 from .kernel_helpers import foreign_listing, load_foreign, nft, tables
 from .samples import TABLE, node_ruleset
@@ -33,7 +36,12 @@ class Watched:
         self.hooked_after: list[set[str]] = []
 
     def run(self, commands: list[Json], *, text: str | None = None) -> None:
-        self._backend.run(commands, text=text)
+        self.start(commands, text=text).wait()
+
+    def start(self, commands: list[Json], *, text: str | None = None) -> Pending:
+        return _Noted(self._backend.start(commands, text=text), self._note)
+
+    def _note(self) -> None:
         listed = json.loads(nft(self._netns, "-j", "list", "chains"))["nftables"]
         self.hooked_after.append({
             f"{c['family']} {c['table']} {c['name']}" for o in listed if "chain" in o
@@ -42,6 +50,17 @@ class Watched:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._backend, name)
+
+
+class _Noted:
+    """A transaction whose end is noted when it is waited for."""
+
+    def __init__(self, pending: Pending, note: Callable[[], None]) -> None:
+        self._pending, self._note = pending, note
+
+    def wait(self) -> None:
+        self._pending.wait()
+        self._note()
 
 
 def _one_transaction(netns: str, ruleset: Ruleset) -> str:
@@ -70,6 +89,8 @@ def test_tables_created_in_stages_are_what_one_transaction_makes_and_hook_in_onl
             result = apply_ruleset(watched, ruleset)  # type: ignore[arg-type]
             assert result.mode == "full"
             assert listing_hash(backend, ruleset) == expected, name
+            # read back while later stages went in, and yet what one whole read sees
+            assert result.view.digest == readback_hash(backend, ruleset) == result.readback_hash, name
         runs = watched.hooked_after
         assert len(runs) >= 3, (name, len(runs))
         assert all(not hooked for hooked in runs[:-1]), (name, runs)  # inert until the last stage
@@ -119,10 +140,10 @@ class Dies(Watched):
         super().__init__(backend, netns, ours)
         self._runs = runs
 
-    def run(self, commands: list[Json], *, text: str | None = None) -> None:
+    def start(self, commands: list[Json], *, text: str | None = None) -> Pending:
         if len(self.hooked_after) == self._runs:
             raise SystemExit("killed")
-        super().run(commands, text=text)
+        return super().start(commands, text=text)
 
 
 def test_an_agent_killed_between_stages_leaves_inert_tables_its_next_apply_completes(
@@ -144,3 +165,36 @@ def test_an_agent_killed_between_stages_leaves_inert_tables_its_next_apply_compl
         assert result.mode == "full" and len(watched.hooked_after) == 1  # the inert tables replaced in one transaction
         assert watched.hooked_after[-1] == _hooks(ruleset)
         assert listing_hash(restarted, ruleset) == expected
+
+
+class Tampers(Watched):
+    """Someone else inserts an accept into one of our chains when transaction `at` ends."""
+
+    def __init__(self, backend: LibNftBackend, netns: str, ours: set[tuple[str, str]], at: int, chain: str) -> None:
+        super().__init__(backend, netns, ours)
+        self._at, self._chain = at, chain
+
+    def _note(self) -> None:
+        if len(self.hooked_after) == self._at:
+            nft(self._netns, "insert", "rule", "inet", TABLE, self._chain, "accept")
+        super()._note()
+
+
+def test_a_chain_changed_by_someone_else_after_it_was_read_back_is_seen(netns_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished chain is read back while the next stages go in. Someone else's rule
+    put into it afterwards (an accept: it would open the node) moves the ruleset
+    generation past our own stages' count: the apply reads everything again, finds
+    the rule and takes its tables out."""
+    ruleset = node_ruleset({f"tap{i}": 1000 + i for i in range(20)})
+    monkeypatch.setattr(apply, "STAGE_COMMANDS", 5)
+    stages = list(creation_stages(ruleset, 5))
+    index, chain = next((i, sorted(s.finished[("inet", TABLE)][0])[0]) for i, s in enumerate(stages) if s.finished.get(("inet", TABLE), ((), ()))[0])
+    assert index + 1 < len(stages) - 1  # read back while later stages, not the last, go in
+    with LibNftBackend(netns_name) as backend:
+        tampering = Tampers(backend, netns_name, {(t.family, t.name) for t in ruleset.tables}, index + 1, chain)
+        with pytest.raises(VerifyError, match=f"chain {chain} has"):
+            apply_ruleset(tampering, ruleset)  # type: ignore[arg-type]
+        assert ("inet", TABLE) not in tables(netns_name)
+        # left alone, the same apply stands and reads back what a whole read sees
+        result = apply_ruleset(backend, ruleset)
+        assert result.mode == "full" and result.view.digest == readback_hash(backend, ruleset)

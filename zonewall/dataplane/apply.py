@@ -21,6 +21,8 @@ of sets in the kernel), a Python pass over that listing, encoding the ruleset tw
 (transaction and fingerprint) and the garbage collector walking the IR. Now:
 
 * readback is `readback.read_view`: the kernel's structure over netlink, with digests;
+* tables created in stages are encoded and read back while libnftables takes the
+  stages (creation.py): a first apply costs the kernel's time and little more;
 * a view is reused while the ruleset generation has not moved (`seen`, the view an
   earlier apply returned), and after our own transaction only what it touched is read
   and verified again (`readback.touched`), so an incremental apply costs what changed;
@@ -65,6 +67,7 @@ from zonewall.compiler.diff import diff_commands
 from zonewall.compiler.ir import Ruleset, table_body_commands, table_object, timeout_object
 from zonewall.compiler.ir import fingerprint as ir_fingerprint
 from zonewall.dataplane.backend import Backend, Json, NftError
+from zonewall.dataplane.creation import create_in_stages
 from zonewall.dataplane.encodings import Encodings, encode_ruleset, encode_table
 from zonewall.dataplane.nftstate import TableState
 from zonewall.dataplane.readback import (
@@ -78,7 +81,7 @@ from zonewall.dataplane.readback import (
     touched,
     verify_problems,
 )
-from zonewall.dataplane.stages import STAGE_COMMANDS, Stage, creation_stages
+from zonewall.dataplane.stages import STAGE_COMMANDS, Stage, creation_size
 from zonewall.gcpause import collector_paused
 
 
@@ -348,7 +351,6 @@ class _Batch(Stage):
     once; the same encodings make the fingerprint (ir.fingerprint)."""
 
     bodies: dict[TableKey, str] = field(default_factory=dict)
-    created: dict[TableKey, list[Json]] = field(default_factory=dict)  # body commands of the tables created from nothing
 
 
 def _full_batch(
@@ -362,8 +364,6 @@ def _full_batch(
         key = (table.family, table.name)
         body = table_body_commands(table)
         encodings.bodies[key], encodings.pieces[key] = encode_table(table, reuse.pieces.get(key, {}) if reuse is not None else {}, body)
-        if listing.get(key) is None:
-            batch.created[key] = body
         if table.timeouts:  # sent as text (module docstring); the fingerprint encodes the body itself
             body = _without_timeouts(body)
         else:
@@ -395,24 +395,26 @@ def _full(
     present = [key for key in keys if current.exists(key)]
     snapshot = Snapshot(dict.fromkeys(keys) | listings(backend, present))
     ensure_timeouts(backend, _wanted_timeouts(ruleset), _timeout_names(current.tables))
-    batch, encodings = _full_batch(ruleset, snapshot.tables, stale, reuse)
     back_to = restore_point if restore_point is not None else snapshot
     # Tables created from nothing, more than a transaction's worth: in stages, the
-    # hooks last (stages.py); replacing tables that filter stays one transaction.
-    staged = not present and restore_point is None and len(batch.commands) > STAGE_COMMANDS
-    try:
-        if staged:
-            for stage in creation_stages(ruleset, batch.created, encodings, STAGE_COMMANDS):
-                backend.run(stage.commands, text=stage.text)
-        else:
-            backend.run(batch.commands, text=batch.text)
-    except NftError:
-        if restore_point is not None:
-            restore_snapshot(backend, restore_point)  # undo the diff that read back wrong
-        elif staged:
+    # hooks last, encoded and read back while the kernel works (stages.py,
+    # creation.py); replacing tables that filter stays one transaction.
+    if not present and restore_point is None and creation_size(ruleset) > STAGE_COMMANDS:
+        try:
+            after, encodings, commands = create_in_stages(backend, ruleset, STAGE_COMMANDS)
+        except NftError:
             restore_snapshot(backend, snapshot)  # the inert tables earlier stages made go
-        raise
-    after = read_view(backend, _keys(ruleset))
+            raise
+    else:
+        batch, encodings = _full_batch(ruleset, snapshot.tables, stale, reuse)
+        try:
+            backend.run(batch.commands, text=batch.text)
+        except NftError:
+            if restore_point is not None:
+                restore_snapshot(backend, restore_point)  # undo the diff that read back wrong
+            raise
+        after = read_view(backend, _keys(ruleset))
+        commands = len(batch.commands)
     if collect_timeouts(backend, ruleset, _timeout_names(after.tables), notes):
         after = read_view(backend, _keys(ruleset))
     problems = verify_problems(ruleset, after.tables)
@@ -426,7 +428,7 @@ def _full(
         after,
         lambda: made,
         lambda: back_to,
-        len(batch.commands),
+        commands,
         tuple(notes),
         lambda: encodings,
     )

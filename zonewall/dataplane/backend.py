@@ -15,7 +15,8 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from ..netns import enter_netns
@@ -38,12 +39,22 @@ class NftError(RuntimeError):
     """
 
 
+class Pending(Protocol):
+    def wait(self) -> None:
+        """Until the transaction is over; raises NftError if it was refused."""
+
+
 @runtime_checkable
 class Backend(Protocol):
     def run(self, commands: list[Json], *, text: str | None = None) -> None:
         """Apply `commands` as ONE transaction (`{"nftables": commands}`). `text`: the
         same document already serialised by the caller (apply.py needs it anyway for
         the fingerprint), so it is not encoded twice."""
+
+    def start(self, commands: list[Json], *, text: str | None = None) -> Pending:
+        """`run`, returning at once: the transaction's outcome comes from `wait()`.
+        Reads (`read_state`, `generation`) may be made while it runs; transactions
+        are made one after another, in the order they were started."""
 
     def run_as_text(self, commands: list[Json]) -> None:
         """Apply `commands` (add table, add/delete ct timeout only) as ONE transaction
@@ -66,10 +77,13 @@ class Backend(Protocol):
         *,
         base: Mapping[TableKey, TableState | None] | None = None,
         scope: Mapping[TableKey, Scope] | None = None,
+        steady: bool = True,
     ) -> tuple[int, dict[TableKey, TableState | None]]:
         """(generation, structure and digests of these tables), read at one generation.
         With `base` and `scope`, chains and sets outside the scope come from `base`
-        (see nftstate.read_tables)."""
+        (see nftstate.read_tables). `steady=False`: read once, though transactions
+        (the caller's own, started) may commit meanwhile; the generation returned is
+        the one before the read, and the caller vouches for what changed after it."""
 
     def release_cache(self) -> None:
         """Drop what the backend keeps of the kernel's ruleset between calls (a
@@ -93,7 +107,11 @@ class _NftWorker:
         self._nft: Any = None  # the libnftables context: created, used and renewed on the worker thread only
         self._jobs: queue.SimpleQueue[tuple[Callable[[Any], Any], concurrent.futures.Future[Any]] | None]
         self._jobs = queue.SimpleQueue()
-        self.netlink: NfSocket  # opened on the worker thread, in its namespace
+        # Opened on the worker thread, in its namespace (a socket stays in the namespace
+        # it was opened in), and lent to one thread at a time (`reading`): reads then
+        # go on while a libnftables transaction runs (apply's staged creation overlaps them).
+        self.netlink: NfSocket
+        self._netlink_lock = threading.Lock()
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(
             target=self._main, args=(netns, ready), name=f"zonewall-nft[{netns or 'host'}]", daemon=True
@@ -132,12 +150,23 @@ class _NftWorker:
 
         self.call(renew)
 
-    def call(self, fn: Callable[[Any], T]) -> T:
+    def submit(self, fn: Callable[[Any], T]) -> concurrent.futures.Future[T]:
         if not self._thread.is_alive():
             raise RuntimeError("libnftables worker is closed")
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         self._jobs.put((fn, future))
-        return future.result()
+        return future
+
+    def call(self, fn: Callable[[Any], T]) -> T:
+        return self.submit(fn).result()
+
+    @contextmanager
+    def reading(self) -> Iterator[NfSocket]:
+        """The netlink socket, for the calling thread alone while inside."""
+        if not self._thread.is_alive():
+            raise RuntimeError("libnftables worker is closed")
+        with self._netlink_lock:
+            yield self.netlink
 
     def close(self) -> None:
         if self._thread.is_alive():
@@ -193,15 +222,16 @@ class LibNftBackend:
             raise NftError(f"libnftables answered with JSON that cannot be read ({exc}); is a table held by another program (flags owner)?") from None
 
     def run(self, commands: list[Json], *, text: str | None = None) -> None:
+        self.start(commands, text=text).wait()
+
+    def start(self, commands: list[Json], *, text: str | None = None) -> _Transaction:
         if not commands:
-            return  # an empty batch is a no-op; skip the netlink round trip
+            return _Transaction(None)  # an empty batch is a no-op; skip the netlink round trip
         if text is None:
             text = json.dumps({"nftables": commands}, separators=(",", ":"))
         # JSON output is on, so libnftables parses the input as JSON (json_cmd does
         # exactly this after encoding the document itself)
-        rc, _out, err = self._worker.call(lambda nft: nft.cmd(text))
-        if rc != 0:
-            raise NftError(_clean_error(err) or f"libnftables returned {rc}")
+        return _Transaction(self._worker.submit(lambda nft: nft.cmd(text)))
 
     def run_as_text(self, commands: list[Json]) -> None:
         if not commands:
@@ -232,10 +262,12 @@ class LibNftBackend:
 
     def _tables(self) -> dict[TableKey, int | None]:
         """Every table, with the netlink port of the program holding it, if one does."""
-        return self._worker.call(lambda _nft: nftstate.tables(self._worker.netlink))
+        with self._worker.reading() as sock:
+            return nftstate.tables(sock)
 
     def generation(self) -> int:
-        return self._worker.call(lambda _nft: nftstate.generation(self._worker.netlink))
+        with self._worker.reading() as sock:
+            return nftstate.generation(sock)
 
     def read_state(
         self,
@@ -243,26 +275,38 @@ class LibNftBackend:
         *,
         base: Mapping[TableKey, TableState | None] | None = None,
         scope: Mapping[TableKey, Scope] | None = None,
+        steady: bool = True,
     ) -> tuple[int, dict[TableKey, TableState | None]]:
-        def read(_nft: Any) -> tuple[int, dict[TableKey, TableState | None]]:
-            sock = self._worker.netlink
+        with self._worker.reading() as sock:
             for _attempt in range(_READ_ATTEMPTS):
                 before = nftstate.generation(sock)
                 try:
                     state = nftstate.read_tables(sock, tables, base=base, scope=scope)
                 except DumpInterrupted:
                     continue
-                if nftstate.generation(sock) == before:
+                if not steady or nftstate.generation(sock) == before:
                     return before, state
-            raise NftError(f"the ruleset changed during each of {_READ_ATTEMPTS} attempts to read it back")
-
-        return self._worker.call(read)
+        raise NftError(f"the ruleset changed during each of {_READ_ATTEMPTS} attempts to read it back")
 
     def release_cache(self) -> None:
         self._worker.renew()
 
 
 _READ_ATTEMPTS = 5
+
+
+class _Transaction:
+    """A transaction given to the worker (None: nothing to do)."""
+
+    def __init__(self, future: concurrent.futures.Future[tuple[int, Any, str]] | None) -> None:
+        self._future = future
+
+    def wait(self) -> None:
+        if self._future is None:
+            return
+        rc, _out, err = self._future.result()
+        if rc != 0:
+            raise NftError(_clean_error(err) or f"libnftables returned {rc}")
 
 
 _TEXT_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")

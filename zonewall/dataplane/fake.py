@@ -91,6 +91,17 @@ def _limit_refs(value: Any) -> set[str]:
     return {v["limit"] for v in _walk(value) if isinstance(v, dict) and isinstance(v.get("limit"), str)}
 
 
+class _Done:
+    """A transaction the fake has already made (or refused)."""
+
+    def __init__(self, error: NftError | None) -> None:
+        self._error = error
+
+    def wait(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
 class FakeBackend:
     """Records transactions and applies them to a dict model of the tables."""
 
@@ -129,6 +140,14 @@ class FakeBackend:
         if commands:
             self._generation += 1
 
+    def start(self, commands: list[Json], *, text: str | None = None) -> _Done:
+        """Runs the transaction at once; `wait()` gives its outcome."""
+        try:
+            self.run(commands, text=text)
+        except NftError as exc:
+            return _Done(exc)
+        return _Done(None)
+
     def run_as_text(self, commands: list[Json]) -> None:
         """LibNftBackend sends these through nft's text parser; the model is the same."""
         self.run(commands)
@@ -145,9 +164,11 @@ class FakeBackend:
         *,
         base: Mapping[tuple[str, str], TableState | None] | None = None,
         scope: Mapping[tuple[str, str], Scope] | None = None,
+        steady: bool = True,
     ) -> tuple[int, dict[tuple[str, str], TableState | None]]:
         """The model's tables as nftstate.read_tables describes the kernel's (always
-        read in full: `base` and `scope` only save the kernel work)."""
+        read in full: `base` and `scope` only save the kernel work; nothing commits
+        during a read)."""
         return self._generation, {key: self._state(key) for key in dict.fromkeys(tables)}
 
     def _state(self, key: tuple[str, str]) -> TableState | None:

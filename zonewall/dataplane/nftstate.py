@@ -394,20 +394,37 @@ def _set_state(sock: NfSocket, family: int, table: bytes, name: str, flags: int,
     return SetState(kind, count, definition, digest_of(definition, *sorted(elements)))
 
 
+# A hash set's table is resized by a kernel worker some time after elements were added.
+# A dump that meets a resize starts the walk again and sends elements twice, and a dump
+# in several parts (each resumed by position) may then also skip as many as it repeats
+# (measured: a 200-element set read right after its transaction committed, 210 elements).
+# So a dump with a repeated element is made again.
+ELEMENT_READS = 5
+
+
 def _elements(sock: NfSocket, family: int, table: bytes, name: str) -> tuple[int, list[bytes]]:
     """(count, bytes of each) of a named set's elements. A range in an interval set is a
     start element and an `interval end` element in the kernel; ends are not counted, so
     the count is the one libnftables lists and the compiler wrote."""
-    count, elements = 0, []
+    for _attempt in range(ELEMENT_READS):
+        elements = _element_dump(sock, family, table, name)
+        if len(elements) == len({encoded for encoded, _end in elements}):
+            break
+    distinct = dict(elements)  # repeating after every attempt: each counted once
+    return sum(not end for end in distinct.values()), list(distinct)
+
+
+def _element_dump(sock: NfSocket, family: int, table: bytes, name: str) -> list[tuple[bytes, bool]]:
+    """Each element as the kernel sent it (its attributes), and whether it ends a range."""
+    elements = []
     for buf, start, end in sock.request(_nft(_GETSETELEM), family, table + string_attr(2, name), dump=True):
         a = attrs(buf, start, end)
         if 3 not in a:
             continue
         for s, e in attr_list(buf, *a[3]):
             element = attrs(buf, s, e)
-            count += not (be32(buf, element[3]) if 3 in element else 0) & _ELEM_INTERVAL_END
-            elements.append(_raw(buf, element, _ELEMENT_FIELDS))
-    return count, elements
+            elements.append((_raw(buf, element, _ELEMENT_FIELDS), bool((be32(buf, element[3]) if 3 in element else 0) & _ELEM_INTERVAL_END)))
+    return elements
 
 
 def _objects(sock: NfSocket, family: int, table: bytes) -> dict[tuple[str, str], ObjectState]:

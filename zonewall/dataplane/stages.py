@@ -25,6 +25,11 @@ cannot carry (compiler/meters.py); created in an earlier stage, the set is refus
 later ("Invalid argument"). So those sets, and every chain whose rules name them, go
 in the last stage too.
 
+The stages are built one at a time (encoding included) as they are asked for, so the
+caller can encode the next stage while the kernel takes the previous one and read
+back what a stage finished (`Stage.finished`) while the next one runs
+(dataplane/creation.py).
+
 Only for tables that are all absent: replacing tables that filter traffic stays one
 transaction (apply.py). A stage the kernel refuses leaves inert tables behind, which
 the caller removes (apply.py restores the snapshot, in which they were absent); an
@@ -38,8 +43,20 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ..compiler.ir import Json, Ruleset, Table, encoded_items, table_object
-from .encodings import Encodings, Piece
+from ..compiler.ir import (
+    Chain,
+    Json,
+    Ruleset,
+    Table,
+    chain_object,
+    encoded_items,
+    helper_object,
+    limit_object,
+    rule_object,
+    set_object,
+    table_object,
+)
+from .encodings import Piece
 from .readback import is_dynamic
 
 TableKey = tuple[str, str]
@@ -59,6 +76,9 @@ class Stage:
 
     commands: list[Json] = field(default_factory=list)
     items: list[str] = field(default_factory=list)
+    # per table, the chains and sets no later stage touches: after this stage commits
+    # they are what the whole creation leaves (a chain's rules all come in one stage)
+    finished: dict[TableKey, tuple[set[str], set[str]]] = field(default_factory=dict)
 
     def add(self, commands: list[Json], encoded: str | None = None) -> None:
         self.commands += commands
@@ -71,31 +91,59 @@ class Stage:
         return '{"nftables":[' + ",".join(self.items) + "]}"
 
 
-def creation_stages(ruleset: Ruleset, bodies: dict[TableKey, list[Json]], encodings: Encodings, size: int = STAGE_COMMANDS) -> list[Stage]:
-    """The transactions that create `ruleset`'s tables; the base chains in the last.
-    `bodies`: each table's table_body_commands (ct timeouts included: they are skipped,
-    apply.py creates them beforehand); `encodings`: their encoding (apply.py's, made
-    for the fingerprint), so nothing is encoded twice."""
-    inert: list[tuple[list[Json], str]] = []
-    hooked: list[tuple[list[Json], str]] = []
-    for table in ruleset.tables:
-        for part, hooks in _table_parts(table, bodies[(table.family, table.name)], encodings.pieces[(table.family, table.name)]):
-            (hooked if hooks else inert).append(part)
-    stages: list[Stage] = []
+@dataclass
+class _Part:
+    """Commands that go together, and what they finish of their table."""
+
+    commands: list[Json]
+    encoded: str
+    hooked: bool  # belongs in the last stage
+    table: TableKey
+    chains: tuple[str, ...] = ()
+    sets: tuple[str, ...] = ()
+
+    def into(self, stage: Stage) -> None:
+        stage.add(self.commands, self.encoded)
+        chains, sets = stage.finished.setdefault(self.table, (set(), set()))
+        chains.update(self.chains)
+        sets.update(self.sets)
+
+
+def creation_size(ruleset: Ruleset) -> int:
+    """How many commands create `ruleset`'s tables from nothing (ct timeouts aside)."""
+    return sum(
+        1 + len(t.chains) + len(t.limits) + len(t.helpers) + len(t.sets) + sum(len(c.rules) for c in t.chains) for t in ruleset.tables
+    )
+
+
+def creation_stages(
+    ruleset: Ruleset, size: int = STAGE_COMMANDS, pieces: dict[TableKey, dict[tuple[str, str], Piece]] | None = None
+) -> Iterator[Stage]:
+    """The transactions that create `ruleset`'s tables, the base chains in the last;
+    each is built (and encoded) when asked for. `pieces`: filled with each set's and
+    each chain's rules' encoding as they are made (encodings.encode_table reuses them:
+    nothing is encoded twice)."""
+    hooked: list[_Part] = []
     current, weight = Stage(), 0
-    for commands, encoded in inert:
-        cost = _weight(commands)
-        if current.commands and weight + cost > size:
-            stages.append(current)
-            current, weight = Stage(), 0
-        current.add(commands, encoded)
-        weight += cost
+    for table in ruleset.tables:
+        made = pieces.setdefault((table.family, table.name), {}) if pieces is not None else {}
+        for part in _table_parts(table, made):
+            if part.hooked:
+                hooked.append(part)
+                continue
+            cost = _weight(part.commands)
+            if current.commands and weight + cost > size:
+                yield current
+                current, weight = Stage(), 0
+            part.into(current)
+            weight += cost
     if current.commands:
-        stages.append(current)
+        yield current
     last = Stage()
-    for commands, encoded in hooked:
-        last.add(commands, encoded)
-    return stages + [last] if last.commands else stages
+    for part in hooked:
+        part.into(last)
+    if last.commands:
+        yield last
 
 
 def _weight(commands: list[Json]) -> int:
@@ -104,37 +152,37 @@ def _weight(commands: list[Json]) -> int:
     return len(commands) + elements // ELEMENTS_PER_COMMAND
 
 
-def _table_parts(table: Table, body: list[Json], pieces: dict[tuple[str, str], Piece]) -> Iterator[tuple[tuple[list[Json], str], bool]]:
-    """(commands, encoding) of the table in body order, and whether they belong to a
-    base chain. The body is table_body_commands' order: chains declared, limits,
-    helpers, timeouts, sets, each chain's rules."""
-    at = 0
+def _table_parts(table: Table, made: dict[tuple[str, str], Piece]) -> Iterator[_Part]:
+    """The table's commands in table_body_commands' order (chains declared, limits,
+    helpers, sets, each chain's rules; ct timeouts are created beforehand as nft
+    text, apply.py), in parts that belong together, each marked if it belongs in the
+    last stage. Built here part by part, as a stage needs them; they are the commands
+    of ir.table_body_commands (tests/dataplane/test_stages.py compares them)."""
+    key = (table.family, table.name)
     written = {named.name for named in table.sets if is_dynamic(named.flags, named.timeout)}
 
-    def take(count: int) -> list[Json]:
-        nonlocal at
-        at += count
-        return body[at - count : at]
+    def part(commands: list[Json], hooked: bool, encoded: str | None = None, **finished: tuple[str, ...]) -> _Part:
+        return _Part(commands, encoded if encoded is not None else encoded_items(commands), hooked, key, **finished)
 
-    add_table = [{"add": table_object(table)}]
-    yield (add_table, encoded_items(add_table)), False
-    declared = take(len(table.chains))
+    yield part([{"add": table_object(table)}], False)
     for hooks in (False, True):
-        commands = [command for chain, command in zip(table.chains, declared) if (chain.hook is not None) == hooks]
-        if commands:
-            yield (commands, encoded_items(commands)), hooks
-    for count in (len(table.limits), len(table.helpers)):
-        commands = take(count)
-        if commands:
-            yield (commands, encoded_items(commands)), False
-    take(len(table.timeouts))  # created before the transaction, as nft text (apply.py)
+        declared = [chain for chain in table.chains if (chain.hook is not None) == hooks]
+        if declared:
+            commands = [{"add": chain_object(table, Chain(c.name, (), c.hook, c.comment))} for c in declared]
+            yield part(commands, hooks, chains=tuple(c.name for c in declared if not c.rules))
+    if table.limits:
+        yield part([{"add": limit_object(table, limit)} for limit in table.limits], False)
+    if table.helpers:
+        yield part([{"add": helper_object(table, helper)} for helper in table.helpers], False)
     for named in table.sets:
-        yield (take(1), pieces[("set", named.name)][1]), named.name in written
+        commands = [{"add": set_object(table, named)}]
+        encoded = encoded_items(commands)
+        made[("set", named.name)] = (named, encoded)
+        yield part(commands, named.name in written, encoded, sets=(named.name,))
     for chain in table.chains:
-        commands = take(len(chain.rules))
-        if commands:
-            encoded = pieces[("chain", chain.name)][1]
+        if chain.rules:
+            commands = [{"add": rule_object(table, chain, rule)} for rule in chain.rules]
+            encoded = encoded_items(commands)
+            made[("chain", chain.name)] = (chain, encoded)
             last = chain.hook is not None or (bool(written) and not written.isdisjoint(_SET_REFERENCE.findall(encoded)))
-            yield (commands, encoded), last
-    if at != len(body):
-        raise ValueError(f"table {table.family} {table.name}: {len(body)} commands are not its body ({at})")
+            yield part(commands, last, encoded, chains=(chain.name,))
