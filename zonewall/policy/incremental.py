@@ -34,6 +34,8 @@ from .addresses import parse_ref
 from .errors import Loc
 from .loader import plain_data
 from .model import Group, Rule, group_bodies
+from .ownrules import MEMO as _OWN_RULES
+from .ownrules import edited_indexes
 from .resolve import Checker, Policy, RuleRef, default_rule_id, file_stem
 from .ruletable import RuleTable, Runs, moved_ref, runs_of
 from .source import LDict, LList, read_plain
@@ -221,6 +223,10 @@ def _rebuilt(old: Policy, owner: Owner, rules: dict[int, tuple[Rule, LDict]]) ->
     policy.__dict__["_rule_table"] = table  # what build_indexes makes, shared but for this owner's run
     policy.__dict__["_zone_members"] = old._zone_members  # membership is not a rule's business
     policy.__dict__[_SPANS] = _spans(old)  # every line is where it was
+    indexes = old.__dict__.get(_OWN_RULES)
+    if indexes is not None:  # the VM rules by their other end (policy/ownrules.py): a zone's rules are not in it
+        before, after = runs_of(old._rule_table)[(level, name)], table.runs[(level, name)]
+        policy.__dict__[_OWN_RULES] = edited_indexes(indexes, name, before, after) if level == "vm" else indexes
     checker = Checker(doc, source)
     checker.__dict__["policy"] = policy
     for ref in table.runs[(level, name)]:
@@ -313,7 +319,7 @@ def _group_edit(old: Policy, file: str, lines: list[int], texts: list[str], was_
     entries.value_locs = {**groups.value_locs, name: now[1].loc}
     source = _copy_dict(old.source, "groups", entries)
     policy = Policy(doc, source)
-    for memo in ("_rule_table", "_zone_members", _SPANS, "_own_rule_index"):  # rules and membership are not a group's business
+    for memo in ("_rule_table", "_zone_members", _SPANS, _OWN_RULES):  # rules and membership are not a group's business
         if memo in old.__dict__:
             policy.__dict__[memo] = old.__dict__[memo]
     checker = Checker(doc, source)
