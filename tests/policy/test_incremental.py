@@ -105,7 +105,7 @@ def compare(base: str, new: dict[str, str], node: str | None = None) -> Policy |
 
 def index_view(policy: Policy) -> dict[str, object]:
     """A policy's own-rule indexes as data: each list's rules (owner, place, id, rule), in order of place."""
-    view = lambda refs: sorted(((r.owner, r.index, r.id, repr(r.rule)) for r in refs))
+    view = lambda refs: sorted((r.owner, r.index, r.id, repr(r.rule)) for r in refs)
     return {direction: ({text: view(refs) for text, refs in index.by_text.items()}, {vm: view(refs) for vm, refs in index.everyone.items()},
                         view(index.excluding), sorted(index.grouped))
             for direction, index in policy.__dict__[OWN_RULES].items()}

@@ -270,6 +270,14 @@ class Policy:
     def rules_of(self, level: Level, owner: str = "") -> list[RuleRef]:
         return list(self._rule_table[1].get((level, owner), ()))
 
+    def same_rules(self, other: Policy, level: Level, owner: str = "") -> bool:
+        """Whether the owner's rules are the same in both policies, ids and places
+        included. A policy edited from another shares the runs of the owners the
+        edit left in place (policy/ruletable.py): those are the same list, no rule
+        compared (a diff asks it of every VM)."""
+        a, b = self._rule_table[1].get((level, owner), ()), other._rule_table[1].get((level, owner), ())
+        return a is b or (len(a) == len(b) and all(x is y or x == y for x, y in zip(a, b)))
+
     @cached_property
     def _rule_table(self) -> tuple[list[RuleRef], dict[tuple[str, str], list[RuleRef]]]:
         """`rules`, and the same grouped by (level, owner) in order, so rules_of() is
