@@ -5,7 +5,8 @@ should not. `load_edit` builds the new policy from the previous revision's when 
 only difference is some one-line rules of one VM (or of one zone) rewritten in place (the same
 number of lines, so every other rule keeps its position and derived id): it reads
 and validates just those lines, runs the checks a rule takes (references, scopes,
-ids) and shares everything else with the previous policy.
+ids) and shares everything else with the previous policy (its VM rule index with
+the edited VM refiled: policy/ownrules.py).
 
 A group's member line rewritten in place (`  NAME: [member, ...]`, the whole group
 on its line) is the other shape: the group is read and validated alone, and what

@@ -12,9 +12,13 @@ the loader calls), in one pass over the VM rules for both directions: ~0.16 s at
 10,000 VMs (a list entry per rule reference, no object of its own), next to the
 ~5 s of the load itself; an agent's policy holds
 only its node's VMs' rules, so it costs an agent next to nothing. A policy made
-from another by an edit (policy/incremental.py) has none until asked for: a single
-query on it scans the VM's rules instead (as the controller's semantic diff of a
-commit does), one that serves many builds it (the console's zone matrix).
+from another by an edit (policy/incremental.py) inherits the previous policy's
+index when the edit leaves every rule in place: a group's members (the index holds
+no addresses) or rules rewritten in place (`edited_indexes`: the edited VM refiled,
+the lists naming it copied); so the controller's semantic diff of such a commit
+asks the index. After rule lines added or removed (the later rules' positions and
+ids move) it has none until asked for: a single query scans the VM's rules
+instead, one that serves many builds it (the console's zone matrix).
 """
 
 from __future__ import annotations
