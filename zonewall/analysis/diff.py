@@ -21,6 +21,7 @@ from functools import cached_property
 from itertools import chain
 from typing import Any
 
+from ..compiler.plan.modes import is_routed
 from ..compiler.plan.nat import port_forwards, source_nats
 from ..policy.addresses import AddressSet
 from ..policy.model import Dnat
@@ -549,7 +550,10 @@ class _Differ:
         self._routed: tuple[dict[str, bool], dict[str, bool]] = ({}, {})  # per policy: network -> routed
         self._labels: dict[NicKey, str] = {}
         self._splits: dict[tuple[NicKey, str, NicKey], bool] = {}
-        self._owners_within: dict[tuple[int, s.Intervals], set[NicKey]] = {}
+        # no network the nodes route (all bridged): every flow splits into its two
+        # sides (paths.splits), so no peer is asked (10,000 of them for a rule open to all)
+        self._routing = any(is_routed(a.policy, name) for a in (a_old, a_new) for name in a.policy.doc.networks)
+        self._labelled: dict[tuple[object, ...], tuple[list[NicKey], set[str]]] = {}
         self.essentials = essentials_region()
         self.notes: list[str] = []
 
@@ -569,14 +573,16 @@ class _Differ:
             self._labels[key] = found
         return found
 
-    def _owned(self, family: int, intervals: s.Intervals) -> set[NicKey]:
-        """The owners of the addresses inside the intervals (a group's rows ask it of
-        the same addresses box after box: 10,000 peers' at a rule open to everyone)."""
-        memo_key = (family, intervals)
-        found = self._owners_within.get(memo_key)
-        if found is None:
-            found = self._owners_within[memo_key] = set(self.a_new.directory.owners_within(family, intervals))
-        return found
+    def _member_labels(self, members: list[NicKey], family: int, intervals: s.Intervals) -> set[str]:
+        """The labels of the members with an address inside the intervals (a group's
+        rows ask it of the same addresses box after box: 10,000 peers' at a rule
+        open to everyone). The members are kept with the answer: their id stays theirs."""
+        memo_key = (id(members), len(members), family, intervals)
+        found = self._labelled.get(memo_key)
+        if found is None or found[0] is not members:
+            owned = set(self.a_new.directory.owners_within(family, intervals))
+            found = self._labelled[memo_key] = (members, {self.label(m) for m in members if m in owned})
+        return found[1]  # (read only: rows take a union of it)
 
     def side_stages(self, analyzer: Analyzer, key: NicKey, role: str) -> tuple[GuardOrChain, ...]:
         endpoint = Endpoint(key[0], key[1])  # type: ignore[arg-type]
@@ -686,6 +692,8 @@ class _Differ:
     def split(self, key: NicKey, role: str, owner: NicKey) -> bool:
         """Whether flows between the two split into their two sides in both policies
         (asked of every peer by `whole_flows` and again by `run`: answered once)."""
+        if not self._routing:
+            return True
         memo_key = (key, role, owner)
         found = self._splits.get(memo_key)
         if found is None:
@@ -711,6 +719,8 @@ class _Differ:
     def whole_flows(self, key: NicKey, role: str, space: Region) -> None:
         """Peers whose flows with `key` do not split into two sides (a translated
         source, a routed guest and its own node): the whole flows, both policies."""
+        if not self._routing:
+            return  # every flow splits
         peer_dim = s.SRC if role == "receiver" else s.DST
         owners: set[NicKey] = set()
         for family in (4, 6):
@@ -791,8 +801,7 @@ class _Differ:
                 if box[peer_dim] == s.iv_subtract(((0, s.ADDRESS_MAX[family]),), cluster):
                     peers = {f"outside: any ipv{family}"}
             else:
-                owned = self._owned(family, box[peer_dim])
-                peers = {self.label(m) for m in members if m in owned}
+                peers = self._member_labels(members, family, box[peer_dim])
             if not peers:
                 continue
             row_key = (change, me, role, services, when, _decisive_label(old), _decisive_label(new))
