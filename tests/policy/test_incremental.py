@@ -12,8 +12,8 @@ validated from the previous policy, and must give exactly what the whole load gi
   `family: ipv4` through a group that holds it), and for chains of edits, each
   from the policy the one before gave (what the controller does commit by commit).
 * A VM rule index (policy/ownrules.py) the previous policy had is carried to the
-  edited one, equal to the one the whole load builds, rules included, and made of
-  the edited policy's own rule references; the previous policy keeps its own.
+  edited one, filing what the whole load's files (owner, place, rule), each rule the
+  edited policy's at its place; the previous policy keeps its own.
 * The fast path is taken for the plain cases (a port, an action, a new explicit id;
   in a VM's rules and in a zone's),
   and not for what it cannot judge alone (lines added, a packet limit, an id used twice).
@@ -104,24 +104,24 @@ def compare(base: str, new: dict[str, str], node: str | None = None) -> Policy |
 
 
 def index_view(policy: Policy) -> dict[str, object]:
-    """A policy's own-rule indexes as data: each list's rules (owner, place, id, rule), in order of place."""
-    view = lambda refs: sorted((r.owner, r.index, r.id, repr(r.rule)) for r in refs)
+    """A policy's own-rule indexes as data: each list's rules (owner, place, rule), in order of place."""
+    view = lambda refs: sorted((r.owner, r.index, repr(r.rule)) for r in refs)
     return {direction: ({text: view(refs) for text, refs in index.by_text.items()}, {vm: view(refs) for vm, refs in index.everyone.items()},
                         view(index.excluding), sorted(index.grouped))
             for direction, index in policy.__dict__[OWN_RULES].items()}
 
 
 def assert_index_carried(previous: Policy, fast: Policy, full: Policy) -> None:
-    """The index an edit carries (when the previous policy had one) is the whole load's,
-    made of the edited policy's own rule references."""
+    """The index an edit carries (when the previous policy had one) files what the
+    whole load's does, and each filed rule is the edited policy's rule at its place
+    (a ref's id and line may be older: readers take the ref at that place)."""
     if OWN_RULES not in previous.__dict__:
         return
     assert OWN_RULES in fast.__dict__ and OWN_RULES in full.__dict__
     assert index_view(fast) == index_view(full)
-    own = {id(ref) for ref in fast.rules}
     for index in fast.__dict__[OWN_RULES].values():
         refs = [r for refs in index.by_text.values() for r in refs] + [r for refs in index.everyone.values() for r in refs] + index.excluding
-        assert all(id(ref) in own for ref in refs)
+        assert all(fast.rules_of("vm", ref.owner)[ref.index].rule is ref.rule for ref in refs)
 
 
 def test_an_edit_carries_the_index_with_the_vm_refiled_and_leaves_the_previous_one() -> None:

@@ -6,7 +6,7 @@ edits, each from the policy the one before gave (the controller's chain of commi
 must give exactly what the whole load gives: the same document, rules with the same
 ids, paths and positions, the same source, the same compiled ruleset; and where the
 whole load refuses, `load_edited` refuses with the whole load's `file:line:col`
-messages. The fast path must be taken for plain additions and removals, and not where
+messages; a VM rule index carried along files what the whole load's files. The fast path must be taken for plain additions and removals, and not where
 a moved line could change an id check (a packet-limited rule below, an explicit id
 shaped like a derived one).
 """
@@ -28,7 +28,7 @@ from zonewall.policy.errors import PolicyError
 from zonewall.policy.incremental import load_edit
 from zonewall.policy.resolve import Policy
 
-from .test_incremental import BASE, LINES, REPLACEMENTS
+from .test_incremental import BASE, LINES, REPLACEMENTS, assert_index_carried
 
 
 def _groups_last(lines: list[str]) -> list[str]:
@@ -118,6 +118,7 @@ def test_added_and_removed_lines_equal_the_whole_load(data: st.DataObject) -> No
         fast = load_edit(documents, policy, new, groups=True, lines=True)
         if fast is not None:
             same(fast, full)
+            assert_index_carried(policy, fast, full)
         documents, policy = new, fast if fast is not None else full
     assert json.dumps(to_json(compile_node(policy, "node1"))) == json.dumps(to_json(compile_node(load_documents(documents), "node1")))
 

@@ -442,6 +442,9 @@ class PeerSides:
         found = index.candidates(vm, hits)
         if found is None:
             return None
+        if found:  # filed by place: the rule there now, with its id and line (an edit that moved lines carries the index)
+            run = self.policy.rules_of("vm", vm)
+            found = [run[ref.index] for ref in found]
         rules, regions = self.analyzer.plan.rules, self.analyzer.regions
         return [[ref, regions.of_matches(rules.matches(ref.rule), rules.time(ref.rule.schedule)), None] for ref in found]
 

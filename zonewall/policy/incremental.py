@@ -224,16 +224,24 @@ def _rebuilt(old: Policy, owner: Owner, rules: dict[int, tuple[Rule, LDict]]) ->
     policy.__dict__["_rule_table"] = table  # what build_indexes makes, shared but for this owner's run
     policy.__dict__["_zone_members"] = old._zone_members  # membership is not a rule's business
     policy.__dict__[_SPANS] = _spans(old)  # every line is where it was
-    indexes = old.__dict__.get(_OWN_RULES)
-    if indexes is not None:  # the VM rules by their other end (policy/ownrules.py): a zone's rules are not in it
-        before, after = runs_of(old._rule_table)[(level, name)], table.runs[(level, name)]
-        policy.__dict__[_OWN_RULES] = edited_indexes(indexes, name, before, after) if level == "vm" else indexes
+    _carry_index(old, policy, level, name, table)
     checker = Checker(doc, source)
     checker.__dict__["policy"] = policy
     for ref in table.runs[(level, name)]:
         if ref.index in rules:
             checker.check_rule(ref, policy)
     return None if checker.problems else policy
+
+
+def _carry_index(old: Policy, policy: Policy, level: str, name: str, table: RuleTable) -> None:
+    """The previous policy's VM rules by their other end (policy/ownrules.py), if it
+    has them, for the edited one: the edited VM refiled (a zone's rules are not in
+    it). The index files rules by owner and place, which a line moved elsewhere
+    does not change."""
+    indexes = old.__dict__.get(_OWN_RULES)
+    if indexes is not None:
+        before, after = runs_of(old._rule_table).unmoved((level, name)), table.runs[(level, name)]
+        policy.__dict__[_OWN_RULES] = edited_indexes(indexes, name, before, after) if level == "vm" else indexes
 
 
 def _replaced_source(root: LDict, section: str, name: str, items: dict[int, LDict]) -> LDict:
@@ -422,6 +430,7 @@ def moved_lines(old: Policy, file: str, first: int, old_lines: list[str], new_li
     policy = Policy(doc, _moved_source(old.source, owner, at, m, made, file, first + m, delta))
     policy.__dict__["_rule_table"] = table
     policy.__dict__["_zone_members"] = old._zone_members  # membership is not a rule's business
+    _carry_index(old, policy, level, name, table)
     policy.__dict__[_SPANS] = _moved_spans(_spans(old), file, first + m, delta, owner, [ref.loc.line for ref in table.runs[(level, name)] if ref.loc is not None and ref.loc.file == file])
     checker = Checker(doc, policy.source)
     checker.__dict__["policy"] = policy

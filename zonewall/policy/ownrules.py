@@ -13,12 +13,12 @@ the loader calls), in one pass over the VM rules for both directions: ~0.16 s at
 ~5 s of the load itself; an agent's policy holds
 only its node's VMs' rules, so it costs an agent next to nothing. A policy made
 from another by an edit (policy/incremental.py) inherits the previous policy's
-index when the edit leaves every rule in place: a group's members (the index holds
-no addresses) or rules rewritten in place (`edited_indexes`: the edited VM refiled,
-the lists naming it copied); so the controller's semantic diff of such a commit
-asks the index. After rule lines added or removed (the later rules' positions and
-ids move) it has none until asked for: a single query scans the VM's rules
-instead, one that serves many builds it (the console's zone matrix).
+index: a group's members change nothing in it (it holds no addresses); rules
+rewritten, added or removed refile the edited VM (`edited_indexes`: the lists
+naming it copied; a rule of another VM keeps its place in its VM's rules when
+lines move, only its derived id and line change). So the controller's semantic
+diff of a commit asks the index. A policy without one answers a single query by
+scanning the VM's rules; one that serves many builds it (the console's zone matrix).
 """
 
 from __future__ import annotations
@@ -42,9 +42,12 @@ class OwnRuleIndex:
     * `everyone`: per VM, its rules without the other end (open to every address);
     * `excluding`: rules whose list has an exclusion (`!...`): tested whole;
     * `grouped`: VMs with a security group reference (the general way, as before).
-    The lists hold the rule table's own RuleRefs (its owner is the VM, its index
-    the position), no object of their own: a process that keeps loaded policies
-    does not carry 200,000 more objects through every garbage collection."""
+    The lists hold rule table RuleRefs (its owner is the VM, its index the
+    position), no object of their own: a process that keeps loaded policies
+    does not carry 200,000 more objects through every garbage collection. A rule is
+    filed by owner and place: after an edit that moved lines (a carried index) a
+    ref's id and line may be the previous policy's; readers take the rule at that
+    place from the policy (`PeerSides`)."""
 
     def __init__(self, direction: str) -> None:
         self.by_text: dict[str, list[RuleRef]] = {}
@@ -137,10 +140,10 @@ def build_own_rule_indexes(policy: Policy) -> dict[str, OwnRuleIndex]:
 
 def edited_indexes(indexes: dict[str, OwnRuleIndex], vm: str, before: list[RuleRef], after: list[RuleRef]) -> dict[str, OwnRuleIndex]:
     """Both directions' indexes of a policy whose VM `vm` had its rules `before`
-    replaced by `after` (policy/incremental.py, rules edited in place: every other
-    run, and its RuleRefs, is the previous policy's), as `build_own_rule_indexes`
-    would make them. The previous policy keeps its own: only the lists that name
-    the VM are copied (a commit's diff then asks the index, not 200,000 rules)."""
+    replaced by `after` (policy/incremental.py: every other VM's rules are the
+    previous policy's, at the same places), as `build_own_rule_indexes` would file
+    them. The previous policy keeps its own: only the lists that name the VM are
+    copied (a commit's diff then asks the index, not 200,000 rules)."""
     return {direction: _edited(index, vm, before, after) for direction, index in indexes.items()}
 
 
@@ -178,8 +181,9 @@ def _texts(ref: RuleRef, outbound: bool) -> list[str]:
 
 
 def has_own_rule_index(policy: Policy) -> bool:
-    """Whether the policy's index is built (the loader builds it; an edit's policy
-    builds it on first use, ~0.2 s at 10,000 VMs: one query is cheaper by scanning)."""
+    """Whether the policy's index is built (the loader builds it, an edit's policy
+    inherits it; else building it, ~0.2 s at 10,000 VMs, costs a single query more
+    than a scan)."""
     return MEMO in policy.__dict__
 
 
