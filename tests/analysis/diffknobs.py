@@ -1,6 +1,6 @@
 """The diff's shortcuts, set for one computation: tests compare a shortcut with the
 computation it replaces (zonewall/analysis/diff.py: rule_edits, group_edits,
-_ZoneDelta, SHARED_PEERS_FROM, GROUPED_PEERS, REUSE_SAME_SIDES)."""
+_ZoneDelta, SHARED_PEERS_FROM, GROUPED_PEERS, REUSE_SAME_SIDES, PEER_CLASSES)."""
 
 from __future__ import annotations
 

@@ -283,3 +283,29 @@ def test_reach_takes_the_index_a_loaded_policy_has_and_scans_an_edited_one_witho
     for direction in ("to", "from"):
         assert _json(Analyzer(bare), "vm:a", direction, True) == _json(Analyzer(loaded), "vm:a", direction, True)
     assert not has_own_rule_index(bare)
+
+
+def test_an_index_carried_over_moved_lines_finds_what_a_scan_finds() -> None:
+    """An edit that adds a rule line moves every later rule's line and derived id; the
+    index it carries files rules by owner and place, and PeerSides takes the rule at
+    that place now: the candidates (ids included) are the scan's. The filed refs
+    themselves hold the older ids (so reading them as filed would be wrong)."""
+    from zonewall.policy.documents import load_documents
+    from zonewall.policy.incremental import load_edit
+    from zonewall.policy.ownrules import has_own_rule_index, own_rule_index
+
+    text = synth.policy_text(12, nodes=2)
+    lines = text.split("\n")
+    at = lines.index("    rules:", lines.index("  vm1:")) + 1
+    moved = "\n".join(lines[:at] + ["      - {direction: out, action: accept, to: vm:vm5, tcp: 4444}"] + lines[at:])
+    new = load_edit({"policy.yaml": text}, load_documents({"policy.yaml": text}), {"policy.yaml": moved}, lines=True)
+    assert new is not None and has_own_rule_index(new)
+    analyzer = Analyzer(new)
+    for ref in ("vm:vm5", "vm:vm9"):
+        for direction in ("to", "from"):
+            sides, _peers = _sides(analyzer, ref, direction)
+            assert sides.index
+            for vm in new.doc.vms:
+                assert _candidates(sides, vm, True) == _candidates(sides, vm, False), (ref, direction, vm)
+    filed = [r for refs in own_rule_index(new, "in").everyone.values() for r in refs if r.owner == "vm9"]
+    assert filed and all(r.id != new.rules_of("vm", "vm9")[r.index].id for r in filed)

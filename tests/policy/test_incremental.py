@@ -11,6 +11,9 @@ validated from the previous policy, and must give exactly what the whole load gi
   not exist, cycles through nested groups, an IPv6-only group under a rule with
   `family: ipv4` through a group that holds it), and for chains of edits, each
   from the policy the one before gave (what the controller does commit by commit).
+* A VM rule index (policy/ownrules.py) the previous policy had is carried to the
+  edited one, filing what the whole load's files (owner, place, rule), each rule the
+  edited policy's at its place; the previous policy keeps its own.
 * The fast path is taken for the plain cases (a port, an action, a new explicit id;
   in a VM's rules and in a zone's),
   and not for what it cannot judge alone (lines added, a packet limit, an id used twice).
@@ -32,6 +35,7 @@ from zonewall.compiler.node import compile_node
 from zonewall.policy.documents import load_documents, load_edited
 from zonewall.policy.errors import PolicyError
 from zonewall.policy.incremental import load_edit
+from zonewall.policy.ownrules import MEMO as OWN_RULES
 from zonewall.policy.resolve import Policy
 
 BASE = policy_text(24, nodes=3).replace(
@@ -93,9 +97,48 @@ def compare(base: str, new: dict[str, str], node: str | None = None) -> Policy |
         assert fast.doc == full.doc
         assert [(r.id, r.path, r.loc, r.rule) for r in fast.rules] == [(r.id, r.path, r.loc, r.rule) for r in full.rules]
         assert fast.source == full.source
+        assert_index_carried(policy, fast, full)
         if node is not None:
             assert json.dumps(to_json(compile_node(fast, node))) == json.dumps(to_json(compile_node(full, node)))
     return fast
+
+
+def index_view(policy: Policy) -> dict[str, object]:
+    """A policy's own-rule indexes as data: each list's rules (owner, place, rule), in order of place."""
+    view = lambda refs: sorted((r.owner, r.index, repr(r.rule)) for r in refs)
+    return {direction: ({text: view(refs) for text, refs in index.by_text.items()}, {vm: view(refs) for vm, refs in index.everyone.items()},
+                        view(index.excluding), sorted(index.grouped))
+            for direction, index in policy.__dict__[OWN_RULES].items()}
+
+
+def assert_index_carried(previous: Policy, fast: Policy, full: Policy) -> None:
+    """The index an edit carries (when the previous policy had one) files what the
+    whole load's does, and each filed rule is the edited policy's rule at its place
+    (a ref's id and line may be older: readers take the ref at that place)."""
+    if OWN_RULES not in previous.__dict__:
+        return
+    assert OWN_RULES in fast.__dict__ and OWN_RULES in full.__dict__
+    assert index_view(fast) == index_view(full)
+    for index in fast.__dict__[OWN_RULES].values():
+        refs = [r for refs in index.by_text.values() for r in refs] + [r for refs in index.everyone.values() for r in refs] + index.excluding
+        assert all(fast.rules_of("vm", ref.owner)[ref.index].rule is ref.rule for ref in refs)
+
+
+def test_an_edit_carries_the_index_with_the_vm_refiled_and_leaves_the_previous_one() -> None:
+    vm = LINES.index("  vm3:")
+    at = next(n for n in RULE_LINES if n > vm and "to: group:" in LINES[n] and "direction: out" in LINES[n])
+    before_text = re.search(r"to: (group:g\d+)", LINES[at]).group(1)  # type: ignore[union-attr]
+    lines = list(LINES)
+    lines[at] = "      - {direction: out, action: accept, to: 203.0.113.77, tcp: 443}"
+    fast = load_edit(DOCS, OLD, {"policy.yaml": "\n".join(lines)})
+    assert fast is not None
+    outbound = fast.__dict__[OWN_RULES]["out"]
+    assert [r.rule.to for r in outbound.by_text["203.0.113.77"]] == [["203.0.113.77"]]
+    assert all(r.owner != "vm3" or r.index != at - vm - 6 for r in outbound.by_text.get(before_text, ()))  # no longer filed there
+    previous = OLD.__dict__[OWN_RULES]["out"]
+    assert "203.0.113.77" not in previous.by_text  # the previous policy's index is its own
+    assert any(r.owner == "vm3" for r in previous.by_text[before_text])
+    assert index_view(fast) == index_view(load_documents({"policy.yaml": "\n".join(lines)}))
 
 
 @settings(max_examples=80, deadline=None)
@@ -226,5 +269,6 @@ def test_a_chain_of_edits_equals_the_whole_load(data: st.DataObject) -> None:
         if fast is not None:
             assert fast.doc == full.doc and fast.source == full.source
             assert [(r.id, r.path, r.loc, r.rule) for r in fast.rules] == [(r.id, r.path, r.loc, r.rule) for r in full.rules]
+            assert_index_carried(policy, fast, full)
         documents, policy = new, fast if fast is not None else full
     assert json.dumps(to_json(compile_node(policy, "node1"))) == json.dumps(to_json(compile_node(load_documents(documents), "node1")))

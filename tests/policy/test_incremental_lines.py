@@ -6,7 +6,9 @@ edits, each from the policy the one before gave (the controller's chain of commi
 must give exactly what the whole load gives: the same document, rules with the same
 ids, paths and positions, the same source, the same compiled ruleset; and where the
 whole load refuses, `load_edited` refuses with the whole load's `file:line:col`
-messages. The fast path must be taken for plain additions and removals, and not where
+messages; a VM rule index carried along files what the whole load's files, and
+whether an owner's rules kept their ids and places is told from their lines alone
+(`Runs.kept_from`) as comparing the rules tells it. The fast path must be taken for plain additions and removals, and not where
 a moved line could change an id check (a packet-limited rule below, an explicit id
 shaped like a derived one).
 """
@@ -27,8 +29,9 @@ from zonewall.policy.documents import load_documents, load_edited
 from zonewall.policy.errors import PolicyError
 from zonewall.policy.incremental import load_edit
 from zonewall.policy.resolve import Policy
+from zonewall.policy.ruletable import runs_of
 
-from .test_incremental import BASE, LINES, REPLACEMENTS
+from .test_incremental import BASE, LINES, REPLACEMENTS, assert_index_carried
 
 
 def _groups_last(lines: list[str]) -> list[str]:
@@ -95,6 +98,36 @@ def same(fast: Policy, full: Policy) -> None:
         assert fast.rules_of(level, owner) == refs
 
 
+def kept_told_right(previous: Policy, fast: Policy) -> dict[tuple[str, str], bool | None]:
+    """`Runs.kept_from` (told from lines, no run made) answers what comparing the made
+    runs answers, for every owner; its answers."""
+    before, after = runs_of(previous._rule_table), runs_of(fast._rule_table)
+    told = {key: after.kept_from(before, key) for key in after}  # before anything is made
+    for key, answer in told.items():
+        if answer is not None:
+            a, b = before[key], after[key]
+            assert answer == (len(a) == len(b) and all(x == y for x, y in zip(a, b))), key
+    return told
+
+
+def test_a_run_is_told_kept_or_moved_from_its_lines() -> None:
+    """A line added at the fourth VM rule: the owners above keep their runs, those
+    below moved (their ids and lines), the edited one is compared; Policy.same_rules
+    answers the same."""
+    lines = BASES[sorted(BASES)[0]]
+    documents = {"policy.yaml": "\n".join(lines)}
+    old = load_documents(documents)
+    fast = load_edit(documents, old, {"policy.yaml": "\n".join(_edited(lines, "add"))}, groups=True, lines=True)
+    assert fast is not None
+    told = kept_told_right(old, fast)
+    edited = next(key for key, run in runs_of(fast._rule_table)._made.items() if run[0] is not runs_of(old._rule_table)[key])
+    assert told[edited] is None
+    assert True in told.values() and False in told.values()
+    for (level, owner), answer in told.items():
+        if answer is not None:
+            assert old.same_rules(fast, level, owner) is answer  # type: ignore[arg-type]
+
+
 @settings(max_examples=60, deadline=None)
 @given(data=st.data())
 def test_added_and_removed_lines_equal_the_whole_load(data: st.DataObject) -> None:
@@ -117,7 +150,9 @@ def test_added_and_removed_lines_equal_the_whole_load(data: st.DataObject) -> No
         assert full is not None
         fast = load_edit(documents, policy, new, groups=True, lines=True)
         if fast is not None:
+            kept_told_right(policy, fast)
             same(fast, full)
+            assert_index_carried(policy, fast, full)
         documents, policy = new, fast if fast is not None else full
     assert json.dumps(to_json(compile_node(policy, "node1"))) == json.dumps(to_json(compile_node(load_documents(documents), "node1")))
 

@@ -21,6 +21,7 @@ from functools import cached_property
 from itertools import chain
 from typing import Any
 
+from ..compiler.plan.modes import is_routed
 from ..compiler.plan.nat import port_forwards, source_nats
 from ..policy.addresses import AddressSet
 from ..policy.model import Dnat
@@ -32,6 +33,7 @@ from .describe import addresses_text, services_of, time_text
 from .endpoints import Endpoint
 from .engine import Analyzer, GuardOrChain, Outcome, Path
 from .guards import GuardStage
+from .peerclass import ClassedSides, both_sides_class, reply_class
 from .peers import Effective, Key, PeerSides, PeerSpace
 from .reach import NicKey, decision_json, endpoint_addresses
 from .space import Region
@@ -528,8 +530,7 @@ def _same_sides(a_old: Analyzer, a_new: Analyzer, edits: RuleEdits) -> Callable[
 
 
 def _same_rules(old: Policy, new: Policy, level: Level, owner: str) -> bool:
-    a, b = old.rules_of(level, owner), new.rules_of(level, owner)
-    return len(a) == len(b) and all(x is y or x == y for x, y in zip(a, b))
+    return old.same_rules(new, level, owner)
 
 
 class _Differ:
@@ -542,7 +543,17 @@ class _Differ:
         # filter only leaves out steps no packet of the space can meet)
         self.shared_peers = shared_peers
         self.rows: dict[tuple[object, ...], DiffRow] = {}
-        self._guarded: dict[tuple[NicKey, str, NicKey | None], bool] = {}  # _replies_guarded's answers
+        self._guarded: dict[tuple[object, ...], bool] = {}  # _replies_guarded's answers
+        # a peer's class for its replies (its network, node and guard filters in both
+        # policies: all `reply_guards` reads of it), when its side was classed
+        self._reply_class: dict[NicKey, tuple[object, ...]] = {}
+        self._routed: tuple[dict[str, bool], dict[str, bool]] = ({}, {})  # per policy: network -> routed
+        self._labels: dict[NicKey, str] = {}
+        self._splits: dict[tuple[NicKey, str, NicKey], bool] = {}
+        # no network the nodes route (all bridged): every flow splits into its two
+        # sides (paths.splits), so no peer is asked (10,000 of them for a rule open to all)
+        self._routing = any(is_routed(a.policy, name) for a in (a_old, a_new) for name in a.policy.doc.networks)
+        self._labelled: dict[tuple[object, ...], tuple[list[NicKey], set[str]]] = {}
         self.essentials = essentials_region()
         self.notes: list[str] = []
 
@@ -552,10 +563,26 @@ class _Differ:
         return self.a_old.directory.cluster.union(self.a_new.directory.cluster)
 
     def label(self, key: NicKey) -> str:
-        kind, name, nic = key
-        if kind == "vm" and len(self.a_new.policy.doc.vms[name].nics) > 1:
-            return f"vm:{name}@{self.a_new.policy.doc.vms[name].nics[nic].network}"  # type: ignore[index]
-        return f"{kind}:{name}"
+        found = self._labels.get(key)
+        if found is None:
+            kind, name, nic = key
+            if kind == "vm" and len(self.a_new.policy.doc.vms[name].nics) > 1:
+                found = f"vm:{name}@{self.a_new.policy.doc.vms[name].nics[nic].network}"  # type: ignore[index]
+            else:
+                found = f"{kind}:{name}"
+            self._labels[key] = found
+        return found
+
+    def _member_labels(self, members: list[NicKey], family: int, intervals: s.Intervals) -> set[str]:
+        """The labels of the members with an address inside the intervals (a group's
+        rows ask it of the same addresses box after box: 10,000 peers' at a rule
+        open to everyone). The members are kept with the answer: their id stays theirs."""
+        memo_key = (id(members), len(members), family, intervals)
+        found = self._labelled.get(memo_key)
+        if found is None or found[0] is not members:
+            owned = set(self.a_new.directory.owners_within(family, intervals))
+            found = self._labelled[memo_key] = (members, {self.label(m) for m in members if m in owned})
+        return found[1]  # (read only: rows take a union of it)
 
     def side_stages(self, analyzer: Analyzer, key: NicKey, role: str) -> tuple[GuardOrChain, ...]:
         endpoint = Endpoint(key[0], key[1])  # type: ignore[arg-type]
@@ -584,39 +611,53 @@ class _Differ:
         # peers in the cluster
         pieces = [r for r, _, _ in delta]
         signatures: dict[NicKey, set[int]] = {}
-        splits: dict[NicKey, bool] = {}  # a peer meets several pieces: asked once
         for index, r in enumerate(pieces):
+            found: list[NicKey] = []
             for family in (4, 6):
                 values = s.family_projection(r, peer_dim, family)
                 if values:
-                    for _a, owner in self.a_new.directory.owned_within(family, values):
-                        if owner not in self.common or owner[:2] == key[:2]:
-                            continue
-                        split = splits.get(owner)
-                        if split is None:
-                            split = splits[owner] = self.split(key, role, owner)
-                        if split:
-                            signatures.setdefault(owner, set()).add(index)
+                    found.extend(self.a_new.directory.owners_within(family, values))
+            for owner in dict.fromkeys(found):  # (in order of address, as the peers' groups are made)
+                if owner not in self.common or (owner[1] == key[1] and owner[0] == key[0]):
+                    continue
+                if self.split(key, role, owner):
+                    signatures.setdefault(owner, set()).add(index)
         own_addresses = AddressSet(own.get(4, ()), own.get(6, ()))  # the peers' chains only for packets with `key` at the other end
-        reducers = [self._peer_sides(a, key, role, own_addresses, pieces, peer_dim) for a in (self.a_old, self.a_new)]
+        sides = [self._peer_sides(a, key, role, own_addresses, pieces, peer_dim) for a in (self.a_old, self.a_new)]
+        reducers = [found[0] for found in sides]
+        classes = [found[1] for found in sides]
         groups: dict[tuple[object, ...], tuple[tuple[GuardOrChain, ...], tuple[GuardOrChain, ...], list[NicKey], tuple[int, ...]]] = {}
+        class_groups: dict[tuple[object, ...], tuple[object, ...]] = {}  # a class of peers -> the key of its group
         for owner, indexes in signatures.items():
             signature = tuple(sorted(indexes))
+            same = self.same_side(owner)
+            replies = reply_class(owner, classes, same) if PEER_CLASSES else None
+            if replies is not None:
+                self._reply_class[owner] = replies
+            peer_class = both_sides_class(owner, classes, same, signature) if PEER_CLASSES else None
+            if peer_class is not None:
+                known = class_groups.get(peer_class)
+                if known is not None:  # its sides are its class's (analysis/peerclass.py): nothing of it to reduce
+                    groups[known][2].append(owner)
+                    continue
             addresses = endpoint_addresses(self.a_new, Endpoint(owner[0], owner[1]), owner[2])  # type: ignore[arg-type]
             own_region = PeerSpace(pieces, signature, addresses, peer_dim)
             before = reducers[0](owner, signature, own_region)
-            stages = [before, before if self.same_side(owner) else reducers[1](owner, signature, own_region)]
+            stages = [before, before if same else reducers[1](owner, signature, own_region)]
             assert stages[0] is not None and stages[1] is not None, (key, owner)  # self.split
             group_key = (owner[0], signature, stages[0][1], stages[1][1])
             if group_key in groups:
                 groups[group_key][2].append(owner)
             else:
                 groups[group_key] = (stages[0][0], stages[1][0], [owner], signature)
+            if peer_class is not None and all(c is None or c.settled(owner, signature) for c in (classes[0], None if same else classes[1])):
+                class_groups[peer_class] = group_key
+        by_owner = self.a_new.directory.addresses
         for stages_old, stages_new, members, signature in groups.values():
             addresses: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
             for member in members:
-                for family, values in endpoint_addresses(self.a_new, Endpoint(member[0], member[1]), member[2]).items():  # type: ignore[arg-type]
-                    addresses[family].extend(values)
+                for family, points in by_owner(member).items():
+                    addresses[family].extend((v, v) for v in points)
             merged = {f: s.merge(v) for f, v in addresses.items()}
             for index in signature:
                 region_d, o, n = delta[index]
@@ -630,34 +671,63 @@ class _Differ:
                     if whole_flow or _differs(final_old, final_new):  # (record judges the replies)
                         self.record(key, role, members, part, final_old, final_new)
 
-    def _peer_sides(self, analyzer: Analyzer, key: NicKey, role: str, own_addresses: AddressSet, pieces: list[Region], peer_dim: int) -> PeerReducer:
-        """How `analyzer` gives a peer's side, reduced to what `pieces` can meet."""
+    def _peer_sides(self, analyzer: Analyzer, key: NicKey, role: str, own_addresses: AddressSet, pieces: list[Region],
+                    peer_dim: int) -> tuple[PeerReducer, ClassedSides | None]:
+        """How `analyzer` gives a peer's side, reduced to what `pieces` can meet, and
+        the peers' classes when it sorts them (analysis/peerclass.py)."""
         if not self.shared_peers:  # few endpoints (a rule of one VM open to many peers): from pieces the peers share, as reach
-            return PeerSides(analyzer, key, role, own_addresses, pieces, peer_dim, grouped=GROUPED_PEERS).reduced
+            sides = PeerSides(analyzer, key, role, own_addresses, pieces, peer_dim, grouped=GROUPED_PEERS)
+            if GROUPED_PEERS and PEER_CLASSES:
+                classes = ClassedSides(sides)
+                return classes.reduced, classes
+            return sides.reduced, None
         effective = Effective()  # many endpoints (a zone's VMs): each peer's whole side, built once for all of them
 
         def whole(owner: NicKey, signature: tuple[int, ...], own_region: PeerSpace) -> tuple[tuple[GuardOrChain, ...], Key] | None:
             found = analyzer.paths.peer_side(key, role, owner, None)
             return effective.reduce(found, signature, pieces, own_region, peer_dim) if found is not None else None
 
-        return whole
+        return whole, None
 
     def split(self, key: NicKey, role: str, owner: NicKey) -> bool:
-        """Whether flows between the two split into their two sides in both policies."""
+        """Whether flows between the two split into their two sides in both policies
+        (asked of every peer by `whole_flows` and again by `run`: answered once)."""
+        if not self._routing:
+            return True
+        memo_key = (key, role, owner)
+        found = self._splits.get(memo_key)
+        if found is None:
+            found = self._splits[memo_key] = self._split(key, role, owner)
+        return found
+
+    def _split(self, key: NicKey, role: str, owner: NicKey) -> bool:
+        sender = owner if role == "receiver" else key
+        if PEER_CLASSES and sender[0] == "vm" and sender[2] is not None and not any(map(self._routed_nic, (0, 1), (sender, sender))):
+            return True  # a bridged sender: paths.splits's first answer, without its lookups
         return all(a.paths.splits(key, role, owner) is not None for a in (self.a_old, self.a_new))
+
+    def _routed_nic(self, side: int, nic: NicKey) -> bool:
+        """Whether the VM NIC's network is routed in the old (0) or new (1) policy."""
+        analyzer = self.a_new if side else self.a_old
+        network = analyzer.policy.doc.vms[nic[1]].nics[nic[2]].network  # type: ignore[index]
+        memo = self._routed[side]
+        found = memo.get(network)
+        if found is None:
+            found = memo[network] = analyzer.paths.routed((nic[1], nic[2]))  # type: ignore[arg-type]
+        return found
 
     def whole_flows(self, key: NicKey, role: str, space: Region) -> None:
         """Peers whose flows with `key` do not split into two sides (a translated
         source, a routed guest and its own node): the whole flows, both policies."""
+        if not self._routing:
+            return  # every flow splits
         peer_dim = s.SRC if role == "receiver" else s.DST
         owners: set[NicKey] = set()
         for family in (4, 6):
             values = s.family_projection(space, peer_dim, family)
             if values:
-                owners.update(o for _a, o in self.a_new.directory.owned_within(family, values) if o in self.common and o[:2] != key[:2])
-        for owner in sorted(owners, key=str):
-            if self.split(key, role, owner):
-                continue
+                owners.update(o for o in self.a_new.directory.owners_within(family, values) if o in self.common and o[:2] != key[:2])
+        for owner in sorted((o for o in owners if not self.split(key, role, o)), key=str):
             addresses = endpoint_addresses(self.a_new, Endpoint(owner[0], owner[1]), owner[2])  # type: ignore[arg-type]
             sub = tuple(b for b in (s.box_restrict(box, peer_dim, addresses.get(box[s.FAM][0][0], ())) for box in space) if b is not None)
             if not sub:
@@ -705,10 +775,12 @@ class _Differ:
     def _replies_guarded(self, key: NicKey, role: str, peer: NicKey | None) -> bool:
         """Whether a guard in either policy sees the replies of the flows between `key`
         and `peer` (asked once per pair: a peer's rows are recorded piece by piece)."""
-        found = self._guarded.get((key, role, peer))
+        reply_class = self._reply_class.get(peer) if peer is not None else None
+        memo_key = (key, role, peer) if reply_class is None else (key, role, reply_class)
+        found = self._guarded.get(memo_key)
         if found is None:
             path = self.path(key, role, peer)
-            found = self._guarded[(key, role, peer)] = any(a.reply_guards(path) for a in (self.a_old, self.a_new))
+            found = self._guarded[memo_key] = any(a.reply_guards(path) for a in (self.a_old, self.a_new))
         return found
 
     def _record(self, key: NicKey, role: str, members: list[NicKey] | None, region: Region, old: Outcome, new: Outcome) -> None:
@@ -729,8 +801,7 @@ class _Differ:
                 if box[peer_dim] == s.iv_subtract(((0, s.ADDRESS_MAX[family]),), cluster):
                     peers = {f"outside: any ipv{family}"}
             else:
-                owned = {owner for _a, owner in self.a_new.directory.owned_within(family, box[peer_dim])}
-                peers = {self.label(m) for m in members if m in owned}
+                peers = self._member_labels(members, family, box[peer_dim])
             if not peers:
                 continue
             row_key = (change, me, role, services, when, _decisive_label(old), _decisive_label(new))
@@ -753,6 +824,7 @@ def _decisive_label(outcome: Outcome) -> tuple[str, str] | None:
 SHARED_PEERS_FROM = 8  # endpoints compared; a one-VM edit (2) keeps the filtered, cheaper sides
 GROUPED_PEERS = True  # below SHARED_PEERS_FROM: peers' sides from shared pieces (False: each built and reduced)
 REUSE_SAME_SIDES = True  # after a rule edit: a peer whose side is the same in both policies reduced and run once (False: twice)
+PEER_CLASSES = True  # with GROUPED_PEERS: peers of one shape reduced once (analysis/peerclass.py; False: each peer)
 PeerReducer = Callable[[NicKey, tuple[int, ...], PeerSpace], "tuple[tuple[GuardOrChain, ...], Key] | None"]
 
 

@@ -48,6 +48,7 @@ def family_number(address: str) -> int:
 Owner = tuple[str, str, int | None]  # (kind, name, NIC index)
 OwnerTable = dict[int, tuple[list[int], list[Owner]]]
 _OWNERS = "_address_owners"  # where a policy keeps its OwnerTable
+_BY_OWNER = "_addresses_by_owner"  # and the same by owner
 
 
 def _owner_table(policy: Policy) -> OwnerTable:
@@ -90,14 +91,21 @@ class Directory:
         """`policy` has the same VMs, NICs and nodes with the same addresses (a diff
         of rule edits): it owns addresses exactly as this directory's policy does."""
         policy.__dict__[_OWNERS] = self.owners
+        policy.__dict__[_BY_OWNER] = self._by_owner  # made once per whole load, as the table
 
     @cached_property
     def _by_owner(self) -> dict[tuple[str, str, int | None], dict[int, list[int]]]:
+        """Each owner's addresses, kept with the policy and lent with the table (a
+        commit's diff asks it of every peer: ~20 ms to remake at 10,000 VMs)."""
+        found: dict[tuple[str, str, int | None], dict[int, list[int]]] | None = self.policy.__dict__.get(_BY_OWNER)
+        if found is not None:
+            return found
         out: dict[tuple[str, str, int | None], dict[int, list[int]]] = {}
         for family in (4, 6):
             keys, owners = self.owners[family]
             for value, owner in zip(keys, owners):
                 out.setdefault(owner, {}).setdefault(family, []).append(value)
+        self.policy.__dict__[_BY_OWNER] = out
         return out
 
     def addresses(self, owner: tuple[str, str, int | None]) -> dict[int, list[int]]:
@@ -111,6 +119,15 @@ class Directory:
         if index < len(keys) and keys[index] == int(ip):
             return owners[index]
         return None
+
+    def owners_within(self, family: int, intervals: tuple[tuple[int, int], ...]) -> list[tuple[str, str, int | None]]:
+        """The owner of every address inside the intervals (`owned_within` without the
+        addresses), in order of address: an owner of several is named once each."""
+        keys, owners = self.owners[family]
+        out: list[tuple[str, str, int | None]] = []
+        for low, high in intervals:
+            out.extend(owners[bisect.bisect_left(keys, low) : bisect.bisect_right(keys, high)])
+        return out
 
     def owned_within(self, family: int, intervals: tuple[tuple[int, int], ...]) -> list[tuple[int, tuple[str, str, int | None]]]:
         """Every (address, owner) inside the intervals."""

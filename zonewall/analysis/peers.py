@@ -33,7 +33,6 @@ any stages; `PeerSides` is one endpoint's peers, one role, one set of pieces.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from ..compiler.plan.chains import Level, LevelKind, default_step
@@ -60,17 +59,25 @@ NO_GUARDS: tuple[GuardStage, Key] = (GuardStage("none", ()), ())  # a NIC withou
 
 class PeerSpace:
     """The accepted pieces restricted to one peer's addresses, built only when a step
-    must be tested against them exactly (most steps are decided by the memo)."""
+    must be tested against them exactly (most steps are decided by the memo).
+    `read` tells whether a reduction asked for them: one that did not is the same for
+    every peer of the same shape (analysis/peerclass.py)."""
 
     def __init__(self, pieces: list[Region], signature: tuple[int, ...], addresses: dict[int, Intervals], dim: int):
         self.pieces, self.signature, self.addresses, self.dim = pieces, signature, addresses, dim
+        self.read = False
+        self._region: Region | None = None
 
-    @cached_property
+    @property
     def region(self) -> Region:
-        restrict, addresses, dim = s.box_restrict, self.addresses, self.dim
-        return tuple(
-            b for i in self.signature for b in s.region(*(restrict(box, dim, addresses.get(box[s.FAM][0][0], ())) for box in self.pieces[i]))
-        )
+        self.read = True
+        found = self._region
+        if found is None:
+            restrict, addresses, dim = s.box_restrict, self.addresses, self.dim
+            found = self._region = tuple(
+                b for i in self.signature for b in s.region(*(restrict(box, dim, addresses.get(box[s.FAM][0][0], ())) for box in self.pieces[i]))
+            )
+        return found
 
 
 def peer_name(name: str) -> str:
@@ -208,8 +215,24 @@ class PeerSides:
 
     def reduced(self, owner: NicKey, signature: tuple[int, ...], own: PeerSpace) -> tuple[tuple[PathStage, ...], Key] | None:
         """What `reduced_slowly` answers, from shared pieces where it can (`grouped`)."""
-        fast = self._reduced(owner, signature, own) if self.grouped else None
+        fast = self.shared(owner, signature, own)
         return fast if fast is not None else self.reduced_slowly(owner, signature, own)
+
+    def shared(self, owner: NicKey, signature: tuple[int, ...], own: PeerSpace) -> tuple[tuple[PathStage, ...], Key] | None:
+        """The side from shared pieces (None: not `grouped`, or the general way's)."""
+        return self._reduced(owner, signature, own) if self.grouped else None
+
+    def forwarded(self, vm: str) -> bool:
+        """Whether an open port forward leads to the VM (its side: the general way)."""
+        return vm in self._forwarded
+
+    def candidates(self, vm: str) -> list[list[Any]] | None:
+        """The VM's own rules that can meet the endpoint ([rule, region, step once
+        built], in order; None: a security group reference), asked once per VM."""
+        found = self._own_candidates.get(vm, _UNSEEN)
+        if found is _UNSEEN:
+            found = self._own_candidates[vm] = self._indexed_candidates(vm) if self.index else self._candidates(vm)
+        return found  # type: ignore[return-value]
 
     def _is_routed(self, network: str) -> bool:
         found = self._routed.get(network)
@@ -394,14 +417,12 @@ class PeerSides:
     def _own_steps(self, vm: str, nic: int, signature: tuple[int, ...], own: PeerSpace) -> list[Step] | None:
         """The VM's own rules as steps, only those that can meet the endpoint and
         overlap the pieces (the rest are never built); None: security group references."""
-        candidates = self._own_candidates.get(vm, _UNSEEN)
-        if candidates is _UNSEEN:
-            candidates = self._own_candidates[vm] = self._indexed_candidates(vm) if self.index else self._candidates(vm)
+        candidates = self.candidates(vm)
         if candidates is None:
             return None
         effective, pieces, dim = self.effective, self.pieces, self.dim
         out: list[Step] = []
-        for candidate in candidates:  # type: ignore[attr-defined]
+        for candidate in candidates:
             if not effective.overlaps(candidate[1], signature, pieces, own, dim):
                 continue
             step = candidate[2]
@@ -421,6 +442,9 @@ class PeerSides:
         found = index.candidates(vm, hits)
         if found is None:
             return None
+        if found:  # filed by place: the rule there now, with its id and line (an edit that moved lines carries the index)
+            run = self.policy.rules_of("vm", vm)
+            found = [run[ref.index] for ref in found]
         rules, regions = self.analyzer.plan.rules, self.analyzer.regions
         return [[ref, regions.of_matches(rules.matches(ref.rule), rules.time(ref.rule.schedule)), None] for ref in found]
 

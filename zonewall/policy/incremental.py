@@ -5,7 +5,8 @@ should not. `load_edit` builds the new policy from the previous revision's when 
 only difference is some one-line rules of one VM (or of one zone) rewritten in place (the same
 number of lines, so every other rule keeps its position and derived id): it reads
 and validates just those lines, runs the checks a rule takes (references, scopes,
-ids) and shares everything else with the previous policy.
+ids) and shares everything else with the previous policy (its VM rule index with
+the edited VM refiled: policy/ownrules.py).
 
 A group's member line rewritten in place (`  NAME: [member, ...]`, the whole group
 on its line) is the other shape: the group is read and validated alone, and what
@@ -34,6 +35,8 @@ from .addresses import parse_ref
 from .errors import Loc
 from .loader import plain_data
 from .model import Group, Rule, group_bodies
+from .ownrules import MEMO as _OWN_RULES
+from .ownrules import edited_indexes
 from .resolve import Checker, Policy, RuleRef, default_rule_id, file_stem
 from .ruletable import RuleTable, Runs, moved_ref, runs_of
 from .source import LDict, LList, read_plain
@@ -221,12 +224,24 @@ def _rebuilt(old: Policy, owner: Owner, rules: dict[int, tuple[Rule, LDict]]) ->
     policy.__dict__["_rule_table"] = table  # what build_indexes makes, shared but for this owner's run
     policy.__dict__["_zone_members"] = old._zone_members  # membership is not a rule's business
     policy.__dict__[_SPANS] = _spans(old)  # every line is where it was
+    _carry_index(old, policy, level, name, table)
     checker = Checker(doc, source)
     checker.__dict__["policy"] = policy
     for ref in table.runs[(level, name)]:
         if ref.index in rules:
             checker.check_rule(ref, policy)
     return None if checker.problems else policy
+
+
+def _carry_index(old: Policy, policy: Policy, level: str, name: str, table: RuleTable) -> None:
+    """The previous policy's VM rules by their other end (policy/ownrules.py), if it
+    has them, for the edited one: the edited VM refiled (a zone's rules are not in
+    it). The index files rules by owner and place, which a line moved elsewhere
+    does not change."""
+    indexes = old.__dict__.get(_OWN_RULES)
+    if indexes is not None:
+        before, after = runs_of(old._rule_table).unmoved((level, name)), table.runs[(level, name)]
+        policy.__dict__[_OWN_RULES] = edited_indexes(indexes, name, before, after) if level == "vm" else indexes
 
 
 def _replaced_source(root: LDict, section: str, name: str, items: dict[int, LDict]) -> LDict:
@@ -313,7 +328,7 @@ def _group_edit(old: Policy, file: str, lines: list[int], texts: list[str], was_
     entries.value_locs = {**groups.value_locs, name: now[1].loc}
     source = _copy_dict(old.source, "groups", entries)
     policy = Policy(doc, source)
-    for memo in ("_rule_table", "_zone_members", _SPANS, "_own_rule_index"):  # rules and membership are not a group's business
+    for memo in ("_rule_table", "_zone_members", _SPANS, _OWN_RULES):  # rules and membership are not a group's business
         if memo in old.__dict__:
             policy.__dict__[memo] = old.__dict__[memo]
     checker = Checker(doc, source)
@@ -415,6 +430,7 @@ def moved_lines(old: Policy, file: str, first: int, old_lines: list[str], new_li
     policy = Policy(doc, _moved_source(old.source, owner, at, m, made, file, first + m, delta))
     policy.__dict__["_rule_table"] = table
     policy.__dict__["_zone_members"] = old._zone_members  # membership is not a rule's business
+    _carry_index(old, policy, level, name, table)
     policy.__dict__[_SPANS] = _moved_spans(_spans(old), file, first + m, delta, owner, [ref.loc.line for ref in table.runs[(level, name)] if ref.loc is not None and ref.loc.file == file])
     checker = Checker(doc, policy.source)
     checker.__dict__["policy"] = policy

@@ -270,6 +270,20 @@ class Policy:
     def rules_of(self, level: Level, owner: str = "") -> list[RuleRef]:
         return list(self._rule_table[1].get((level, owner), ()))
 
+    def same_rules(self, other: Policy, level: Level, owner: str = "") -> bool:
+        """Whether the owner's rules are the same in both policies, ids and places
+        included. A policy edited from another shares the runs of the owners the
+        edit left in place, and tells from their lines whether later lines moved
+        them (policy/ruletable.py `kept_from`): no rule compared, no moved run made
+        (a diff asks it of every VM)."""
+        from .ruletable import runs_of  # (it reads this module's RuleRef)
+
+        kept = runs_of(other._rule_table).kept_from(runs_of(self._rule_table), (level, owner))  # `other` made from this one by an edit
+        if kept is not None:
+            return kept
+        a, b = self._rule_table[1].get((level, owner), ()), other._rule_table[1].get((level, owner), ())
+        return a is b or (len(a) == len(b) and all(x is y or x == y for x, y in zip(a, b)))
+
     @cached_property
     def _rule_table(self) -> tuple[list[RuleRef], dict[tuple[str, str], list[RuleRef]]]:
         """`rules`, and the same grouped by (level, owner) in order, so rules_of() is

@@ -57,6 +57,32 @@ class Runs(Mapping[Owner, list[RuleRef]]):
         found = self._made.get(key)
         return found[0] if found is not None else self._base[key]
 
+    def kept_from(self, before: Runs, key: Owner) -> bool | None:
+        """Whether the owner's run here is the one of `before` (rules, ids, places),
+        told from its lines when this table was made from `before` by later moves
+        and the run is the same list in both, made with the same moves; None: make
+        both runs and compare them. A commit's diff asks it of every VM after a line
+        added: making 10,000 moved runs to compare them costs seconds."""
+        if self._base is not before._base or self._moves[: len(before._moves)] != before._moves or key not in self._base:
+            return None
+        unmade = (self._base[key], 0)
+        run, applied = self._made.get(key, unmade)
+        their_run, their_applied = before._made.get(key, unmade)
+        if their_run is not run or their_applied != applied:
+            return None  # replaced here, or made apart since
+        extra = self._moves[len(before._moves):]
+        for ref in run if extra else ():
+            loc = ref.loc
+            if loc is None:
+                return None
+            line = loc.line
+            for file, below, delta in before._moves[applied:]:
+                if loc.file == file and line >= below:
+                    line += delta
+            if any(loc.file == file and line >= below for file, below, _delta in extra):
+                return False  # its line moves (the first move that reaches it; a later one sees it moved already)
+        return True
+
     def then(self, move: Move | None, key: Owner, run: list[RuleRef]) -> Runs:
         """These runs after `move` (None: lines stay), with `key`'s run replaced by `run`
         (made at the new positions)."""

@@ -1,0 +1,169 @@
+"""analysis/peerclass.py: the diff's peers of one shape, reduced once for all of
+them, give exactly the diff of each peer reduced on its own.
+
+* Property: random policies (policygen's, dressed as for reach's grouping: NIC
+  scopes, enable switches, default logging, security groups, zone defaults) with
+  the rules of one or two VMs or zones edited, and random changes of any kind: the
+  same JSON with classes (`PEER_CLASSES`) and without; for rule edits also the same
+  as the whole comparison with every side built whole.
+* Synthetic clusters (bench/synth.py: many peers of one shape, the case classes are
+  for): rules open to everyone edited, the same JSON both ways, and far fewer
+  reductions than peers.
+* A step naming one peer's address (a network rule from it) keeps that peer apart
+  from the rest of its shape; a peer with an own rule that meets the packets is
+  not classed (one whose rules miss them is); without the check of what a
+  reduction read, the diff is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from tests.analysis.diffknobs import declined, diff_knobs
+from tests.analysis.test_diff import Pair, pairs
+from tests.analysis.test_reach_grouping import dressed
+from tests.analysis.test_shortcuts import rule_edit_pairs
+from zonewall.analysis import peerclass
+from zonewall.analysis.diff import diff_policies
+from zonewall.policy.loader import load_policy_text
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
+import synth
+
+FEW = {"SHARED_PEERS_FROM": 10**9}  # every endpoint takes the path with PeerSides (classes apply there)
+
+
+def _diff(old_text: str, new_text: str, **knobs: Any) -> str:
+    with diff_knobs(**knobs):
+        return json.dumps(diff_policies(load_policy_text(old_text), load_policy_text(new_text)).to_json(), sort_keys=True)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(rule_edit_pairs(dressed()))
+def test_classed_peers_give_the_diff_of_each_peer_alone_after_a_rule_edit(pair: tuple[str, str, str]) -> None:
+    old_text, new_text, what = pair
+    classed = _diff(old_text, new_text, **FEW, PEER_CLASSES=True)
+    assert classed == _diff(old_text, new_text, **FEW, PEER_CLASSES=False), what
+    whole = _diff(old_text, new_text, **FEW, rule_edits=declined, GROUPED_PEERS=False, REUSE_SAME_SIDES=False)
+    assert classed == whole, what
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(pairs())
+def test_classed_peers_give_the_diff_of_each_peer_alone_after_any_change(pair: Pair) -> None:
+    assert _diff(pair.old, pair.new, **FEW, PEER_CLASSES=True) == _diff(pair.old, pair.new, **FEW, PEER_CLASSES=False), pair.changes
+
+
+def _edited(text: str, vm: str, old: str, new: str) -> str:
+    """`text` with the first rule `old` of `vm` replaced by `new`."""
+    start = text.index(f"\n  {vm}:\n")
+    at = text.index(old, start)
+    return text[:at] + new + text[at + len(old):]
+
+
+@pytest.mark.parametrize(("vm", "old", "new"), [
+    ("vm5", "{direction: in, action: reject, tcp: 25}", "{direction: in, action: accept, tcp: 21000}"),  # bench/commit.py's vm-any
+    ("vm9", "{direction: in, action: accept, service: https}", "{direction: in, action: drop, service: https}"),
+    ("vm2", "{direction: out, action: accept, to: group:ntp, udp: 123}", "{direction: out, action: drop, udp: 123}"),  # to everyone
+])
+def test_a_rule_open_to_everyone_in_a_synthetic_cluster(vm: str, old: str, new: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    vms = 80  # on 2 nodes in 4 zones: ~30 shapes (network, node, zone), and peers with own rules meeting the endpoint
+    text = synth.policy_text(vms, nodes=2, zones=4)
+    edited = _edited(text, vm, old, new)
+    reductions: list[object] = []
+    shared = peerclass.PeerSides.shared
+
+    def counted(self: Any, owner: Any, signature: Any, own: Any) -> Any:
+        reductions.append(owner)
+        return shared(self, owner, signature, own)
+
+    monkeypatch.setattr(peerclass.PeerSides, "shared", counted)
+    classed = _diff(text, edited, **FEW, PEER_CLASSES=True)
+    assert not json.loads(classed)["identical"]
+    assert len(reductions) < vms // 2  # most peers took their class's side
+    assert classed == _diff(text, edited, **FEW, PEER_CLASSES=False)
+
+
+APART = """\
+version: 1
+hosts:
+  n1: {address: [192.168.1.1]}
+networks:
+  lan:
+    bridge: br0
+    subnets: [10.0.0.0/24]
+    rules: [NETWORK_RULE]
+vms:
+  a:
+    host: n1
+    nics: [{network: lan, ips: [10.0.0.10]}]
+    rules: [RULE_A]
+  b: {host: n1, nics: [{network: lan, ips: [10.0.0.11]}]}
+  c: {host: n1, nics: [{network: lan, ips: [10.0.0.12]}]}
+  d: {host: n1, nics: [{network: lan, ips: [10.0.0.13]}]}
+  e:
+    host: n1
+    nics: [{network: lan, ips: [10.0.0.14]}]
+    rules: [{direction: out, action: drop, to: vm:a, tcp: 8080}]
+"""
+
+
+def _apart(rule_a: str, network_rule: str = "{action: drop, from: 10.0.0.12, tcp: 8080}") -> str:
+    return APART.replace("NETWORK_RULE", network_rule).replace("RULE_A", rule_a)
+
+
+def _opened_to_a(result: str) -> set[str]:
+    return {peer for row in json.loads(result)["flows"] if row["change"] == "opened" and row["to"] == ["vm:a"] for peer in row["from"]}
+
+
+CLOSED, OPEN = "{direction: in, action: drop, tcp: 8080}", "{direction: in, action: accept, tcp: 8080}"
+
+
+def test_a_peer_named_by_a_step_stays_apart_from_its_shape() -> None:
+    """b, c and d have one shape (e too, but for its own rule); a network rule drops
+    c's tcp/8080 (a step naming c's address): opening a's tcp/8080 to everyone opens
+    it to b and d, not to c."""
+    old, new = _apart(CLOSED), _apart(OPEN)
+    classed = _diff(old, new, **FEW)
+    assert {"vm:b", "vm:d"} <= _opened_to_a(classed)
+    assert not {"vm:c", "vm:e"} & _opened_to_a(classed)
+    assert classed == _diff(old, new, **FEW, PEER_CLASSES=False)
+
+
+def test_a_peer_with_its_own_rule_meeting_the_packets_is_not_classed() -> None:
+    """Without the network rule b, c, d and e have one shape and nothing names an
+    address: e's own rule (drop tcp/8080 to a) keeps it apart; a rule of e's that
+    misses the packets (tcp/9090) does not."""
+    old, new = _apart(CLOSED, "{action: accept, tcp: 1}"), _apart(OPEN, "{action: accept, tcp: 1}")
+    classed = _diff(old, new, **FEW)
+    assert _opened_to_a(classed) >= {"vm:b", "vm:c", "vm:d"} and "vm:e" not in _opened_to_a(classed)
+    assert classed == _diff(old, new, **FEW, PEER_CLASSES=False)
+    missing = lambda text: text.replace("to: vm:a, tcp: 8080", "to: vm:a, tcp: 9090")
+    assert _opened_to_a(_diff(missing(old), missing(new), **FEW)) >= {"vm:b", "vm:c", "vm:d", "vm:e"}
+
+
+def test_without_the_check_of_what_a_reduction_read_the_named_peer_is_wrong(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The negative case: a class whose first reduction read its peer's addresses
+    taken for every peer of the shape gives c the side of b (or b that of c)."""
+    old, new = _apart(CLOSED), _apart(OPEN)
+    right = _diff(old, new, **FEW)
+
+    class Unread(peerclass.PeerSpace):
+        @property
+        def read(self) -> bool:
+            return False
+
+        @read.setter
+        def read(self, _value: bool) -> None:
+            pass
+
+    monkeypatch.setattr("zonewall.analysis.diff.PeerSpace", Unread)
+    wrong = _diff(old, new, **FEW)
+    assert _opened_to_a(wrong) != _opened_to_a(right)
+
