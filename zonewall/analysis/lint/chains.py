@@ -132,6 +132,12 @@ class ChainViews(LintBase):
         if found is None or found.eff is not eff or found.region is not region:
             logged = ref.rule.log if ref is not None else False
             found = self._step_memo[memo_key] = _Step(key, ref, st.label, region, eff, st.action, st.limited, logged, self.sig(region))
+            if self.shortcuts:
+                # whether two regions overlap depends on the regions alone: every step
+                # with this region shares one memo, so the rules of 10,000 VMs that
+                # resolve to the same few hundred regions test each pair once, not
+                # once per VM (shortcuts=False: one memo per step, per rule)
+                found.meets = self._meets_of.setdefault(found.eid, found.meets)
             if ref is not None and st.action == "accept" and ref.rule.direction == "in":
                 found.exposes = bool(self.exposure_candidates(region))
         return found
