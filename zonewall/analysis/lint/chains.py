@@ -68,7 +68,8 @@ class ChainViews(LintBase):
         parts: list[tuple[object, list[Step]]] = []
         for level in plan.levels:
             if not level.shared or nic is not None:
-                parts.append((None, [builder.step(step) for step in level.steps]))
+                render = builder.step if level.shared else builder.render  # a VM's own steps: met once
+                parts.append((None, [render(step) for step in level.steps]))
                 continue
             key = (level.kind, level.owner, direction)
             part = self._parts.get(key)
