@@ -11,7 +11,6 @@ from ...policy.source import LDict, LList
 from ..chains import Step
 from ..engine import Analyzer
 from ..space import Region
-from .addresses import address_sig
 from .cuts import _sig
 from .report import Finding, Related
 from .state import _Conflict, _RuleStats, _Step
@@ -50,15 +49,8 @@ class LintBase:
         self._defaults: dict[str, Step] = {}
         self._step_memo: dict[tuple[str, int], _Step] = {}
         self._meets_of: dict[int, dict[int, bool]] = {}  # id(eff) -> the overlap memo of its steps
-        self._address_sigs: dict[int, tuple[Region, tuple[int, int]]] = {}
         self._essentials_step = Step(analyzer.essentials, "accept", "icmpv6-essentials")  # regions whose id() keys a memo
         self._empty_item: dict[str, str] = {}  # reference text -> its name when empty, else ""
-
-    def address_sig(self, eff: Region) -> tuple[int, int]:
-        found = self._address_sigs.get(id(eff))
-        if found is None or found[0] is not eff:
-            found = self._address_sigs[id(eff)] = (eff, address_sig(eff))
-        return found[1]
 
     def sig(self, region: Region) -> int:
         found = self._sigs.get(id(region))

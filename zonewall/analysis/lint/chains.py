@@ -139,7 +139,6 @@ class ChainViews(LintBase):
                 # resolve to the same few hundred regions test each pair once, not
                 # once per VM (shortcuts=False: one memo per step, per rule)
                 found.meets = self._meets_of.setdefault(found.eid, found.meets)
-                found.addresses = self.address_sig(eff)
             if ref is not None and st.action == "accept" and ref.rule.direction == "in":
                 found.exposes = bool(self.exposure_candidates(region))
         return found

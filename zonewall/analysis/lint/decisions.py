@@ -44,8 +44,7 @@ class Decisions(LintBase):
                     if other.mask & mask:
                         hit = other.meets.get(eid)
                         if hit is None:
-                            a, b = other.addresses, step.addresses
-                            hit = other.meets[eid] = bool(a[0] & b[0] and a[1] & b[1]) and s.overlaps(other.eff, eff)
+                            hit = other.meets[eid] = s.overlaps(other.eff, eff)
                         if hit:
                             candidates.append(other)
             if not candidates:

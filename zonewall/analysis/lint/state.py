@@ -16,7 +16,7 @@ class _Step:
     Shared by the chains where it is the same (what it decides there is in
     _ChainState.lefts)."""
 
-    __slots__ = ("action", "addresses", "eff", "eid", "exposes", "key", "label", "limited", "logged", "mask", "meets", "ref", "region", "stats", "tag")
+    __slots__ = ("action", "eff", "eid", "exposes", "key", "label", "limited", "logged", "mask", "meets", "ref", "region", "stats", "tag")
 
     def __init__(self, key: str, ref: RuleRef | None, label: str, region: Region, eff: Region, action: str, limited: bool, logged: bool, sig: int):
         self.key = key  # rule id (unique), or "@label" for built-ins
@@ -33,9 +33,6 @@ class _Step:
         self.eid = id(eff)  # memo keys: every eff is kept alive by the linter
         self.tag = (self.eid, action, logged, limited)  # what a redundancy judgement reads of it
         self.meets: dict[int, bool] = {}  # id(a later step's eff) -> do they overlap
-        # (source, destination) address signature of eff (addresses.py); every bit
-        # set (-1) unless the linter takes its shortcuts
-        self.addresses: tuple[int, int] = (-1, -1)
 
 @dataclass
 class _Restriction:
