@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import synth
 
 
-def _both(text: str) -> tuple[str, str]:
+def lint_both_ways(text: str) -> tuple[str, str]:
+    """The lint JSON with the shortcuts and without them (the straightforward path)."""
     fast = json.dumps(lint(Analyzer(load_policy_text(text))).to_json(), sort_keys=True)
     plain = json.dumps(lint(Analyzer(load_policy_text(text)), shortcuts=False).to_json(), sort_keys=True)
     return fast, plain
@@ -34,13 +35,13 @@ def _both(text: str) -> tuple[str, str]:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(policies())
 def test_shortcuts_give_the_same_findings_on_random_policies(drawn: tuple[str, Any]) -> None:
-    fast, plain = _both(drawn[0])
+    fast, plain = lint_both_ways(drawn[0])
     assert fast == plain
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_shortcuts_give_the_same_findings_on_synthetic_policies(seed: int) -> None:
-    fast, plain = _both(synth.policy_text(60, nodes=2, zones=5, seed=seed))
+    fast, plain = lint_both_ways(synth.policy_text(60, nodes=2, zones=5, seed=seed))
     assert fast == plain
     kinds = {f["kind"] for f in json.loads(fast)["findings"]}
     assert {"shadowed", "redundant", "conflict"} <= kinds  # the shortcuts had work to do
@@ -50,7 +51,7 @@ def test_a_wrong_shortcut_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """The comparison can fail: a services memo keyed by too little (the protocol
     alone) names the wrong ports in conflicts, and the reports differ."""
     text = synth.policy_text(30, nodes=2, zones=3, seed=1)
-    good, plain = _both(text)
+    good, plain = lint_both_ways(text)
     assert plain == good
     wrong: dict[object, str] = {}
 

@@ -124,10 +124,14 @@ class ChainBuilder:
         # the chains of every VM (the plan step is kept alive, so its id is not reused)
         found = self._steps.get(id(step))
         if found is None:
-            over = step.limit is not None and step.limit.over
-            made = Step(self.regions.of(step), step.action, step.label, step.ref, step.limited and not over, step.condition, over, step.packet_limit is not None, step.scope)  # type: ignore[arg-type]
-            found = self._steps[id(step)] = (step, made)
+            found = self._steps[id(step)] = (step, self.render(step))
         return found[1]
+
+    def render(self, step: PlanStep) -> Step:
+        """The step with its region, not memoised: for a caller that meets each step
+        once (lint, a VM's own rules: 200,000 entries the memo would keep for nothing)."""
+        over = step.limit is not None and step.limit.over
+        return Step(self.regions.of(step), step.action, step.label, step.ref, step.limited and not over, step.condition, over, step.packet_limit is not None, step.scope)  # type: ignore[arg-type]
 
     def _chain(self, plan: VmChain | NetworkChain | HostChain) -> Chain:
         return Chain(plan.name, tuple(self.step(step) for step in plan.steps), self.step(plan.default))

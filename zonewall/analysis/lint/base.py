@@ -48,6 +48,7 @@ class LintBase:
         self._parts: dict[tuple[str, str, str], list[Step]] = {}
         self._defaults: dict[str, Step] = {}
         self._step_memo: dict[tuple[str, int], _Step] = {}
+        self._meets_of: dict[int, dict[int, bool]] = {}  # id(eff) -> the overlap memo of its steps
         self._essentials_step = Step(analyzer.essentials, "accept", "icmpv6-essentials")  # regions whose id() keys a memo
         self._empty_item: dict[str, str] = {}  # reference text -> its name when empty, else ""
 
