@@ -547,7 +547,6 @@ class _Differ:
         # a peer's class for its replies (its network, node and guard filters in both
         # policies: all `reply_guards` reads of it), when its side was classed
         self._reply_class: dict[NicKey, tuple[object, ...]] = {}
-        self._routed: tuple[dict[str, bool], dict[str, bool]] = ({}, {})  # per policy: network -> routed
         self._labels: dict[NicKey, str] = {}
         self._splits: dict[tuple[NicKey, str, NicKey], bool] = {}
         # no network the nodes route (all bridged): every flow splits into its two
@@ -697,23 +696,7 @@ class _Differ:
         memo_key = (key, role, owner)
         found = self._splits.get(memo_key)
         if found is None:
-            found = self._splits[memo_key] = self._split(key, role, owner)
-        return found
-
-    def _split(self, key: NicKey, role: str, owner: NicKey) -> bool:
-        sender = owner if role == "receiver" else key
-        if PEER_CLASSES and sender[0] == "vm" and sender[2] is not None and not any(map(self._routed_nic, (0, 1), (sender, sender))):
-            return True  # a bridged sender: paths.splits's first answer, without its lookups
-        return all(a.paths.splits(key, role, owner) is not None for a in (self.a_old, self.a_new))
-
-    def _routed_nic(self, side: int, nic: NicKey) -> bool:
-        """Whether the VM NIC's network is routed in the old (0) or new (1) policy."""
-        analyzer = self.a_new if side else self.a_old
-        network = analyzer.policy.doc.vms[nic[1]].nics[nic[2]].network  # type: ignore[index]
-        memo = self._routed[side]
-        found = memo.get(network)
-        if found is None:
-            found = memo[network] = analyzer.paths.routed((nic[1], nic[2]))  # type: ignore[arg-type]
+            found = self._splits[memo_key] = all(a.paths.splits(key, role, owner) is not None for a in (self.a_old, self.a_new))
         return found
 
     def whole_flows(self, key: NicKey, role: str, space: Region) -> None:
