@@ -194,8 +194,18 @@ def test_sigusr1_writes_every_threads_stack_to_the_log_and_the_agent_goes_on(man
     before = log.read_text(errors="replace")
     assert "Current thread" not in before and "most recent call first" not in before  # no dump without the signal
     agent.process.send_signal(signal.SIGUSR1)
-    dumped = until(lambda: (lambda text: text if "most recent call first" in text else None)(log.read_text(errors="replace")[len(before):]), 10, "a stack dump")
-    assert "daemon.py" in dumped and dumped.count("Thread 0x") + dumped.count("Current thread 0x") >= 3, dumped[:2000]  # the main loop and its helpers
+
+    def whole_dump() -> str | None:
+        # faulthandler writes the dump in many small writes: a read can land in the middle
+        # of it, so wait for the whole of it (the main loop and its helpers), not its start.
+        text = log.read_text(errors="replace")[len(before):]
+        threads = text.count("Thread 0x") + text.count("Current thread 0x")
+        return text if "daemon.py" in text and threads >= 3 else None
+
+    try:
+        until(whole_dump, 10, "a stack dump of the main loop and its helpers")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the log after the signal: {log.read_text(errors='replace')[len(before):][:2000]!r}") from None
     time.sleep(1.0)
     assert agent.process.poll() is None, "the agent died of the signal"
     reported = node(lab, "node2")["last_contact"]
