@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 
 from ..engine import Analyzer
+from .aside import Aside
 from .chains import ChainViews
 from .decisions import Decisions
 from .definitions import Definitions
@@ -14,12 +15,21 @@ from .smells import Smells
 
 class _Linter(ChainViews, Decisions, Smells, Definitions):
     def run(self) -> LintReport:
-        self.check_empty_refs()
-        self.check_unused()
+        # the definitions' checks read nothing the chains make: aside, on another CPU
+        definitions = Aside(self.definition_findings, fork=self.shortcuts and self.fork)
         for chain in self.all_chains():
             self.analyse_chain(chain)
+        found, self.empty_sided, self.unused_owner = definitions.result()
+        self.findings[:0] = found  # first, as when they were checked first
         removed = self.report_chains()
-        redundant = self.redundancy(removed)
+        # redundancy and the conflicts read the chains' analysis and nothing of each
+        # other: the redundancy aside, the conflicts here meanwhile
+        judged = Aside(lambda: self.redundancy(removed), fork=self.shortcuts and self.fork)
+        place = len(self.findings)
+        self.report_conflicts()
+        self.report_exposure()
+        after, self.findings = self.findings[place:], self.findings[:place]
+        redundant = judged.result()
         for rule_id, takers in redundant.items():
             ref = self.stats[rule_id].ref
             chains = sorted(c.name for c, _ in self.stats[rule_id].placements)
@@ -28,21 +38,21 @@ class _Linter(ChainViews, Decisions, Smells, Definitions):
             who = "the later rules and the default decide" if default and rules else "the default decides" if default else "the later rules decide"
             message = f"removing it changes nothing: {who} its packets the same way ({ref.rule.action})" + _scope_text(ref, chains)
             self.findings.append(Finding("redundant", "info", message, **_rule_fields(ref), related=sorted(takers, key=_related_sort), chains=chains))
-        self.report_conflicts()
-        self.report_exposure()
+        self.findings += after  # in the order they were made when judged in turn
         self.findings.sort(key=Finding.sort_key)
         return LintReport(self.findings)
 
 
-def lint(analyzer: Analyzer, *, shortcuts: bool = True) -> LintReport:
+def lint(analyzer: Analyzer, *, shortcuts: bool = True, fork: bool = True) -> LintReport:
     """Lint the analyzer's policy: findings sorted by file and line. `shortcuts=False`
-    takes the straightforward path (the same findings, slower: for tests)."""
+    takes the straightforward path (the same findings, slower: for tests). `fork=False`:
+    no child process checks the definitions meanwhile (aside.py; the same findings)."""
     # The analysis makes millions of small tuples and no cycles: the cyclic GC would
     # rescan the whole policy again and again (as when compiling, it is paused).
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _Linter(analyzer, shortcuts=shortcuts).run()
+        return _Linter(analyzer, shortcuts=shortcuts, fork=fork).run()
     finally:
         if was_enabled:
             gc.enable()
