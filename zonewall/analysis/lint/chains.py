@@ -156,15 +156,16 @@ class ChainViews(LintBase):
         the step memo (each own rule is met in one chain: 200,000 entries kept for
         nothing at 10,000 VMs)."""
         ref: RuleRef = st.ref  # type: ignore[assignment]
-        key = (id(st.matches), st.time, restrict.dim, restrict.token) if restrict is not None and restrict.dims is None else None
+        key = self.shape_key(st, restrict)
         shape = self._shapes.get(key) if key is not None else None
         if shape is None or shape[0] is not st.matches:
             region = self.analyzer.regions.of(st)
             eff = self.effective(region, restrict)
             shape = (st.matches, region, eff, self.sig(region), bool(self.exposure_candidates(region)))
             if key is not None and self.independent(region, restrict.dim):  # type: ignore[union-attr]
-                # its effective region depends on the kind of the VM's addresses alone
-                # (one per family, several, none): every VM alike shares it
+                # every box holds every address of its family on the VM's side: what
+                # reaches the chain depends on the kind of the VM's addresses alone
+                # (effective: marked, or cut to its several), so every VM alike shares it
                 self._shapes[key] = shape
         _, region, eff, sig, exposing = shape
         limited = st.limit is not None and not st.limit.over
@@ -173,6 +174,15 @@ class ChainViews(LintBase):
         if exposing and st.action == "accept" and ref.rule.direction == "in":
             made.exposes = True
         return made
+
+    def shape_key(self, st: PlanStep, restrict: _Restriction | None) -> tuple[object, ...] | None:
+        """What a VM's own step is to the lint, but for which rule it is: its matches
+        (the plan's tuple, shared by every rule with the same match keys), its time
+        window, and what reaches the chain (the VM's side, and the kind of its
+        addresses per family). None: not shared (a network's or node's chain)."""
+        if restrict is None or restrict.dims is not None:
+            return None
+        return (id(st.matches), st.time, restrict.dim, restrict.token)
 
     def overlap_memo(self, step: _Step) -> dict[int, bool]:
         """Whether `step` overlaps a later step (id of that one's region -> bool)

@@ -22,14 +22,7 @@ class _Linter(ChainViews, Decisions, Smells, Definitions):
         found, self.empty_sided, self.unused_owner = definitions.result()
         self.findings[:0] = found  # first, as when they were checked first
         removed = self.report_chains()
-        # redundancy and the conflicts read the chains' analysis and nothing of each
-        # other: the redundancy aside, the conflicts here meanwhile
-        judged = Aside(lambda: self.redundancy(removed), fork=self.shortcuts and self.fork)
-        place = len(self.findings)
-        self.report_conflicts()
-        self.report_exposure()
-        after, self.findings = self.findings[place:], self.findings[:place]
-        redundant = judged.result()
+        redundant = self.redundancy(removed)
         for rule_id, takers in redundant.items():
             ref = self.stats[rule_id].ref
             chains = sorted(c.name for c, _ in self.stats[rule_id].placements)
@@ -38,7 +31,8 @@ class _Linter(ChainViews, Decisions, Smells, Definitions):
             who = "the later rules and the default decide" if default and rules else "the default decides" if default else "the later rules decide"
             message = f"removing it changes nothing: {who} its packets the same way ({ref.rule.action})" + _scope_text(ref, chains)
             self.findings.append(Finding("redundant", "info", message, **_rule_fields(ref), related=sorted(takers, key=_related_sort), chains=chains))
-        self.findings += after  # in the order they were made when judged in turn
+        self.report_conflicts()
+        self.report_exposure()
         self.findings.sort(key=Finding.sort_key)
         return LintReport(self.findings)
 
