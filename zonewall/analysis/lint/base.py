@@ -17,11 +17,8 @@ from .state import _Conflict, _RuleStats, _Step
 
 
 class LintBase:
-    def __init__(self, analyzer: Analyzer, *, shortcuts: bool = True, fork: bool = True):
+    def __init__(self, analyzer: Analyzer, *, shortcuts: bool = True):
         self.analyzer = analyzer
-        # fork=False: nothing runs in a child process (aside.py), for a caller that
-        # must not fork; the findings are the same
-        self.fork = fork
         # shortcuts=False: the straightforward path (every rule's references and every
         # conflict's services judged on their own); the same findings, kept callable so
         # tests compare the two (tests/analysis/test_lint_shortcuts.py)

@@ -48,18 +48,6 @@ class Definitions(LintBase):
                 problems.append(f"`{key}` refers to {', '.join(items)}, which {'has' if len(items) == 1 else 'have'} no address")
         return problems, empty_side, names
 
-    def definition_findings(self) -> tuple[list[Finding], set[str], set[tuple[str, str]]]:
-        """The findings on references and definitions (empty, unused), and the rules and
-        owners they cover (report_chains reads them): nothing the chains' analysis
-        makes is read, so this may run aside (aside.py)."""
-        kept, self.findings = self.findings, []
-        try:
-            self.check_empty_refs()
-            self.check_unused()
-            return self.findings, self.empty_sided, self.unused_owner
-        finally:
-            self.findings = kept
-
     def check_empty_refs(self) -> None:
         policy = self.policy
         judged: dict[tuple[tuple[str, ...] | None, tuple[str, ...] | None], tuple[list[str], list[str], list[str]]] = {}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 
 from ..engine import Analyzer
-from .aside import Aside
 from .chains import ChainViews
 from .decisions import Decisions
 from .definitions import Definitions
@@ -15,12 +14,10 @@ from .smells import Smells
 
 class _Linter(ChainViews, Decisions, Smells, Definitions):
     def run(self) -> LintReport:
-        # the definitions' checks read nothing the chains make: aside, on another CPU
-        definitions = Aside(self.definition_findings, fork=self.shortcuts and self.fork)
+        self.check_empty_refs()
+        self.check_unused()
         for chain in self.all_chains():
             self.analyse_chain(chain)
-        found, self.empty_sided, self.unused_owner = definitions.result()
-        self.findings[:0] = found  # first, as when they were checked first
         removed = self.report_chains()
         redundant = self.redundancy(removed)
         for rule_id, takers in redundant.items():
@@ -37,16 +34,15 @@ class _Linter(ChainViews, Decisions, Smells, Definitions):
         return LintReport(self.findings)
 
 
-def lint(analyzer: Analyzer, *, shortcuts: bool = True, fork: bool = True) -> LintReport:
+def lint(analyzer: Analyzer, *, shortcuts: bool = True) -> LintReport:
     """Lint the analyzer's policy: findings sorted by file and line. `shortcuts=False`
-    takes the straightforward path (the same findings, slower: for tests). `fork=False`:
-    no child process checks the definitions meanwhile (aside.py; the same findings)."""
+    takes the straightforward path (the same findings, slower: for tests)."""
     # The analysis makes millions of small tuples and no cycles: the cyclic GC would
     # rescan the whole policy again and again (as when compiling, it is paused).
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _Linter(analyzer, shortcuts=shortcuts, fork=fork).run()
+        return _Linter(analyzer, shortcuts=shortcuts).run()
     finally:
         if was_enabled:
             gc.enable()
