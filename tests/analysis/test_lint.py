@@ -612,9 +612,12 @@ def test_the_chains_lint_builds_are_the_engines() -> None:
         for direction in ("in", "out"):
             name, parts, default = linter.vm_chain(vm, direction)
             chain = analyzer.chains.vm(vm, direction)
-            steps = [st for _, part in parts for st in part][1:]  # after the ICMPv6 essentials
+            # as the lint sees them (a VM's own rules read straight from the plan's steps),
+            # unrestricted: the engine's steps, regions, actions and rate limits
+            steps = linter.make_state(name, "vm", vm, direction, parts, default, None).steps[1:]  # after the ICMPv6 essentials
             assert name == chain.name
-            assert [(st.key, st.label, st.ref) for st in steps] == [(st.key, st.label, st.ref) for st in chain.steps]
+            assert [(st.label, st.ref, st.region, st.action, st.limited) for st in steps] == [(st.label, st.ref, st.region, st.action, st.limited) for st in chain.steps]
+            assert any(st.limited for st in steps) == ((vm, direction) == ("a", "in"))  # a's rate-limited accept, limited
             assert (default.action, default.label) == (chain.default.action, chain.default.label)
 
 

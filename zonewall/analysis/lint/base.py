@@ -48,6 +48,9 @@ class LintBase:
         self._parts: dict[tuple[str, str, str], list[Step]] = {}
         self._defaults: dict[str, Step] = {}
         self._step_memo: dict[tuple[str, int], _Step] = {}
+        # (id of a plan step's matches, its window, the chain's restriction) -> (the
+        # matches, region, effective region, signature, exposing?) of a VM's own rule
+        self._shapes: dict[tuple[object, ...], tuple[object, Region, Region, int, bool]] = {}
         self._meets_of: dict[int, dict[int, bool]] = {}  # id(eff) -> the overlap memo of its steps
         self._essentials_step = Step(analyzer.essentials, "accept", "icmpv6-essentials")  # regions whose id() keys a memo
         self._empty_item: dict[str, str] = {}  # reference text -> its name when empty, else ""

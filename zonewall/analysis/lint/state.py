@@ -81,7 +81,7 @@ class _ChainState:
             self._later[action] = found
         return found
 
-@dataclass
+@dataclass(slots=True)
 class _RuleStats:
     ref: RuleRef
     chains: int = 0
