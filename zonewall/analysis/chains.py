@@ -118,13 +118,21 @@ class ChainBuilder:
         self.plan, self.regions = plan, regions
         self._memo: dict[tuple[object, ...], Chain | None] = {}
         self._steps: dict[int, tuple[PlanStep, Step]] = {}
+        self._lender: ChainBuilder | None = None
+
+    def borrow_steps(self, other: ChainBuilder | None) -> None:
+        """Take the step of a plan step `other` has rendered (the same object: lent by
+        a planner that borrows from `other`'s, RulePlanner.borrow_matches) from it: its
+        region is a function of the plan step alone. None: stop."""
+        self._lender = other
 
     def step(self, step: PlanStep) -> Step:
         # memoised per plan step object: a zone's and the global steps are shared by
         # the chains of every VM (the plan step is kept alive, so its id is not reused)
         found = self._steps.get(id(step))
         if found is None:
-            found = self._steps[id(step)] = (step, self.render(step))
+            lent = self._lender._steps.get(id(step)) if self._lender is not None else None
+            found = self._steps[id(step)] = lent if lent is not None and lent[0] is step else (step, self.render(step))
         return found[1]
 
     def render(self, step: PlanStep) -> Step:
