@@ -13,6 +13,8 @@ analysis/kept.py, policy/naming.py, `diff.SHARE_UNNAMED` / `ONLY_DIFFERING`):
   of commits (each policy made from the previous one as the controller makes it,
   `load_edited`), every diff's JSON is the one the plain computation gives on the
   same two policies loaded whole;
+* an endpoint's old and new side evaluated as twins (analysis/twins.py: the work of
+  their chains' common first steps done once) give each side's own pieces;
 * a kept analyzer is taken only for the same `now` and timezone and while the
   schedules' time windows read the same; it holds nothing of the older revision.
 """
@@ -34,9 +36,9 @@ from bench.synth import policy_text
 from tests.analysis.diffknobs import diff_knobs
 from tests.analysis.policygen import policies
 from tests.analysis.test_diff import _peer, dump
-from zonewall.analysis import alignment, kept
+from zonewall.analysis import alignment, kept, twins
 from zonewall.analysis import space as s
-from zonewall.analysis.chains import Step
+from zonewall.analysis.chains import Chain, SharedPrefix, Step, first_match
 from zonewall.analysis.diff import diff_policies
 from zonewall.analysis.engine import Analyzer
 from zonewall.compiler.plan import rules as plan_rules
@@ -100,10 +102,11 @@ def test_a_chain_edited_in_place_takes_the_shortcut_and_a_shifted_one_does_not()
 @contextmanager
 def plain() -> Iterator[None]:
     """The computation before this round's shortcuts: difflib always, each side's own
-    matches and steps, nothing kept, every rule scanned, every pair of sides intersected."""
+    matches and steps, nothing kept, every rule scanned, every pair of sides
+    intersected, each side evaluated on its own."""
     with ExitStack() as stack:
         stack.enter_context(diff_knobs(SHARE_UNNAMED=False, ONLY_DIFFERING=False, NAMING_INDEX=False))
-        for module, name in ((alignment, "PAIRWISE"), (kept, "KEEP"), (incremental, "NAMING_INDEX")):
+        for module, name in ((alignment, "PAIRWISE"), (kept, "KEEP"), (incremental, "NAMING_INDEX"), (twins, "TWINS")):
             saved = getattr(module, name)
             setattr(module, name, False)
             stack.callback(setattr, module, name, saved)
@@ -346,3 +349,19 @@ def test_the_index_counts_negated_disabled_and_own_end_references_and_nothing_el
     assert vms_naming(policy, {"group:admins"}) == ["a", "c"] == _scanned(policy, {"group:admins"})  # a: negated in a list; c: its own end
     assert vms_naming(policy, {"group:ops"}) == ["b"] == _scanned(policy, {"group:ops"})  # a disabled rule names it too
     assert vms_naming(policy, {"group:nowhere"}) == [] == _scanned(policy, {"group:nowhere"})
+
+
+def test_twin_sides_share_only_the_leading_steps_both_chains_hold() -> None:
+    a, b, c, d = (_step(i, "accept") for i in range(4))
+    default = Step((), "drop", "default-in")
+    guard = Chain("guards", (a,), default)
+    old = (guard, Chain("vm:x in", (a, b, c), default))
+    new = (guard, Chain("vm:x in", (a, b, d), default))
+    o, n = twins.twin_sides(old, new)
+    assert o[0] is guard and isinstance(o[1], SharedPrefix) and o[1].start == n[1].start == 2 and o[1].memo is n[1].memo
+    space = s.universe()
+    for plain_stages, twinned in ((old, o), (new, n)):
+        assert list(first_match(twinned[1], space)) == list(first_match(plain_stages[1], space))
+    assert twins.twin_sides(old, (guard, Chain("vm:x in", (d, b, c), default))) == (old, (guard, Chain("vm:x in", (d, b, c), default)))  # nothing shared
+    other_guard = Chain("guards", (b,), default)
+    assert twins.twin_sides(old, (other_guard, new[1]))[0] is old  # another stage differs too: each on its own

@@ -39,6 +39,7 @@ from .peerclass import ClassedSides, both_sides_class, reply_class
 from .peers import Effective, Key, PeerSides, PeerSpace
 from .reach import NicKey, decision_json, endpoint_addresses
 from .space import Region
+from .twins import twin_sides
 
 Side = tuple[Endpoint, int | None]
 
@@ -592,8 +593,9 @@ class _Differ:
         space = tuple(b for b in (s.box_restrict(box, own_dim, own.get(box[s.FAM][0][0], ())) for box in space) if b is not None)
         if not space:
             return
-        old_side = list(self.a_old.run(self.side_stages(self.a_old, key, role), space))
-        new_side = list(self.a_new.run(self.side_stages(self.a_new, key, role), space))
+        stages_old, stages_new = twin_sides(self.side_stages(self.a_old, key, role), self.side_stages(self.a_new, key, role))
+        old_side = list(self.a_old.run(stages_old, space))
+        new_side = list(self.a_new.run(stages_new, space))
         self.whole_flows(key, role, space)
         delta = [(r, o, n) for r, o, n in _partition(old_side, new_side, differing=not whole_flow) if _differs(o, n) or whole_flow]
         if not delta:
