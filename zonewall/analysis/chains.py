@@ -10,7 +10,7 @@ remainder goes to the default.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from ..compiler.plan import Plan
 from ..compiler.plan.chains import ESSENTIALS, HostChain, NetworkChain, VmChain
@@ -66,12 +66,30 @@ class Chain:
         return (tuple(step.key for step in self.steps), self.default.action)
 
 
+@dataclass(frozen=True)
+class SharedPrefix(Chain):
+    """A chain whose first `start` steps are the very step objects of another's
+    (analysis/twins.py: the old and new side of one endpoint in a diff): what those
+    steps decide of a region, and what they leave, is worked out once for both,
+    in `memo` (shared by the two chains)."""
+
+    start: int = 0
+    memo: dict[tuple[object, ...], tuple[tuple[tuple[Region, Step], ...], Region]] = field(default_factory=dict, compare=False, hash=False)
+
+
 def first_match(chain: Chain, space: Region, *, over_rate: bool = False, forwarded: int | None = None) -> Iterator[tuple[Region, Step]]:
     """(part of `space`, the step deciding it), in chain order. `over_rate`: rate
     limited accepts are exhausted (the packet is over the rate and falls through).
     `forwarded`: the nat entry that forwarded the connection (dnat), if any."""
-    remaining = space
-    for step in chain.steps:
+    remaining, steps = space, chain.steps
+    if chain.__class__ is SharedPrefix and chain.start:
+        key = (space, over_rate, forwarded)
+        found = chain.memo.get(key)
+        if found is None:
+            found = chain.memo[key] = _prefix(steps[: chain.start], space, over_rate, forwarded)
+        yield from found[0]
+        remaining, steps = found[1], steps[chain.start :]
+    for step in steps:
         if not remaining:
             return
         if (over_rate and step.limited) or (not over_rate and step.over_only):
@@ -86,6 +104,25 @@ def first_match(chain: Chain, space: Region, *, over_rate: bool = False, forward
             remaining = s.subtract(remaining, step.region)
     if remaining:
         yield remaining, chain.default
+
+
+def _prefix(steps: tuple[Step, ...], space: Region, over_rate: bool, forwarded: int | None) -> tuple[tuple[tuple[Region, Step], ...], Region]:
+    """What `steps` decide of `space` (first_match's loop), and what they leave."""
+    hits, remaining = [], space
+    for step in steps:
+        if not remaining:
+            break
+        if (over_rate and step.limited) or (not over_rate and step.over_only):
+            continue
+        if step.condition is not None and not holds(step.condition, forwarded):
+            continue
+        if not s.overlaps(remaining, step.region):
+            continue
+        hit = s.intersect(remaining, step.region)
+        if hit:
+            hits.append((hit, over_packet_rate(step) if over_rate and step.packet_limited else step))
+            remaining = s.subtract(remaining, step.region)
+    return tuple(hits), remaining
 
 
 PASS = "pass"  # the label of a default that lets the packet go on, unrecorded
@@ -118,13 +155,21 @@ class ChainBuilder:
         self.plan, self.regions = plan, regions
         self._memo: dict[tuple[object, ...], Chain | None] = {}
         self._steps: dict[int, tuple[PlanStep, Step]] = {}
+        self._lender: ChainBuilder | None = None
+
+    def borrow_steps(self, other: ChainBuilder | None) -> None:
+        """Take the step of a plan step `other` has rendered (the same object: lent by
+        a planner that borrows from `other`'s, RulePlanner.borrow_matches) from it: its
+        region is a function of the plan step alone. None: stop."""
+        self._lender = other
 
     def step(self, step: PlanStep) -> Step:
         # memoised per plan step object: a zone's and the global steps are shared by
         # the chains of every VM (the plan step is kept alive, so its id is not reused)
         found = self._steps.get(id(step))
         if found is None:
-            found = self._steps[id(step)] = (step, self.render(step))
+            lent = self._lender._steps.get(id(step)) if self._lender is not None else None
+            found = self._steps[id(step)] = lent if lent is not None and lent[0] is step else (step, self.render(step))
         return found[1]
 
     def render(self, step: PlanStep) -> Step:

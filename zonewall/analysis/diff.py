@@ -14,7 +14,6 @@ therefore reports nothing.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,8 +24,11 @@ from ..compiler.plan.modes import is_routed
 from ..compiler.plan.nat import port_forwards, source_nats
 from ..policy.addresses import AddressSet
 from ..policy.model import Dnat
+from ..policy.naming import names_any, vms_naming
 from ..policy.resolve import Level, Policy
+from . import kept
 from . import space as s
+from .alignment import changed_region
 from .approximations import approximations
 from .chains import Chain, Step, essentials_region
 from .describe import addresses_text, services_of, time_text
@@ -37,6 +39,7 @@ from .peerclass import ClassedSides, both_sides_class, reply_class
 from .peers import Effective, Key, PeerSides, PeerSpace
 from .reach import NicKey, decision_json, endpoint_addresses
 from .space import Region
+from .twins import twin_sides
 
 Side = tuple[Endpoint, int | None]
 
@@ -204,17 +207,7 @@ def _aligned_change(old: Chain | None, new: Chain | None) -> Region:
 
 
 def _aligned_steps(old: tuple[Step, ...], new: tuple[Step, ...]) -> Region:
-    a = [step.key for step in old]
-    b = [step.key for step in new]
-    region: Region = ()
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
-        if tag == "equal":
-            continue
-        for step in old[i1:i2]:
-            region = s.union(region, step.region)
-        for step in new[j1:j2]:
-            region = s.union(region, step.region)
-    return region
+    return changed_region(old, new)  # (difflib's alignment; analysis/alignment.py)
 
 
 class _ZoneDelta:
@@ -267,6 +260,7 @@ class RuleEdits:
 
     vms: tuple[str, ...]  # VMs whose own `rules` differ
     zones: tuple[str, ...]  # zones whose `rules` differ
+    names: frozenset[str] = frozenset()  # group_edits: the groups (`group:x`) whose addresses changed
 
 
 def rule_edits(old: Policy, new: Policy) -> RuleEdits | None:
@@ -310,9 +304,9 @@ def group_edits(old: Policy, new: Policy) -> RuleEdits | None:
     changed = {ref for ref in holders if _resolves_differently(old, new, ref)}
     if any(_names(b[key], changed) for key in b if key not in ("vms", "zones", "groups")):
         return None  # global, host, network or security group rules, NAT, management: the whole comparison
-    vms = [name for name, vm in new.doc.vms.items() if _uses(vm.rules, changed)]
+    vms = vms_naming(new, changed) if NAMING_INDEX else [name for name, vm in new.doc.vms.items() if _uses(vm.rules, changed)]
     zones = [name for name, zone in new.doc.zones.items() if _uses(zone.rules, changed)]
-    return RuleEdits(tuple(vms), tuple(zones))
+    return RuleEdits(tuple(vms), tuple(zones), frozenset(changed))
 
 
 def _edited_entries(old: Any, new: Any) -> set[str] | None:
@@ -475,9 +469,13 @@ def _by_guard(outcome: Outcome) -> bool:
     return decision is not None and "guards" in decision.stage
 
 
-def _partition(a: list[tuple[Region, Outcome]], b: list[tuple[Region, Outcome]]) -> Iterable[tuple[Region, Outcome, Outcome]]:
+def _partition(a: list[tuple[Region, Outcome]], b: list[tuple[Region, Outcome]], differing: bool = False) -> Iterable[tuple[Region, Outcome, Outcome]]:
+    """The parts where a piece of `a` meets one of `b`; `differing`: only those whose
+    outcomes differ (the others' intersections not made: most pairs of two sides)."""
     for ra, oa in a:
         for rb, ob in b:
+            if differing and ONLY_DIFFERING and not _differs(oa, ob):
+                continue
             if s.overlaps(ra, rb):
                 both = s.intersect(ra, rb)
                 if both:
@@ -595,10 +593,11 @@ class _Differ:
         space = tuple(b for b in (s.box_restrict(box, own_dim, own.get(box[s.FAM][0][0], ())) for box in space) if b is not None)
         if not space:
             return
-        old_side = list(self.a_old.run(self.side_stages(self.a_old, key, role), space))
-        new_side = list(self.a_new.run(self.side_stages(self.a_new, key, role), space))
+        stages_old, stages_new = twin_sides(self.side_stages(self.a_old, key, role), self.side_stages(self.a_new, key, role))
+        old_side = list(self.a_old.run(stages_old, space))
+        new_side = list(self.a_new.run(stages_new, space))
         self.whole_flows(key, role, space)
-        delta = [(r, o, n) for r, o, n in _partition(old_side, new_side) if _differs(o, n) or whole_flow]
+        delta = [(r, o, n) for r, o, n in _partition(old_side, new_side, differing=not whole_flow) if _differs(o, n) or whole_flow]
         if not delta:
             return
         receiver_first = role == "receiver"
@@ -718,7 +717,7 @@ class _Differ:
             flow = (owner, key) if role == "receiver" else (key, owner)
             old = list(self.a_old.run(self.a_old.paths.flow(*flow), sub))
             new = list(self.a_new.run(self.a_new.paths.flow(*flow), sub))
-            for part, o, n in _partition(old, new):
+            for part, o, n in _partition(old, new, differing=True):
                 if _differs(o, n):
                     self.record(key, role, [owner], part, o, n)
 
@@ -807,12 +806,15 @@ def _decisive_label(outcome: Outcome) -> tuple[str, str] | None:
 SHARED_PEERS_FROM = 8  # endpoints compared; a one-VM edit (2) keeps the filtered, cheaper sides
 GROUPED_PEERS = True  # below SHARED_PEERS_FROM: peers' sides from shared pieces (False: each built and reduced)
 REUSE_SAME_SIDES = True  # after a rule edit: a peer whose side is the same in both policies reduced and run once (False: twice)
+SHARE_UNNAMED = True  # group edits: rules naming no edited group read through the old policy's matches (False: each side's own)
+NAMING_INDEX = True  # group edits: the VMs naming a group from policy/naming.py's index (False: every VM's rules scanned)
+ONLY_DIFFERING = True  # an endpoint's own sides: only pieces whose outcomes differ intersected (False: every pair)
 PEER_CLASSES = True  # with GROUPED_PEERS: peers of one shape reduced once (analysis/peerclass.py; False: each peer)
 PeerReducer = Callable[[NicKey, tuple[int, ...], PeerSpace], "tuple[tuple[GuardOrChain, ...], Key] | None"]
 
 
 def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | None = None) -> DiffResult:
-    a_old, a_new = Analyzer(old, now, timezone), Analyzer(new, now, timezone)
+    a_old, a_new = kept.kept_analyzer(old, now, timezone) or Analyzer(old, now, timezone), Analyzer(new, now, timezone)
     edits = rule_edits(old, new)
     grouped = group_edits(old, new) if edits is None else None
     if edits is not None:  # only rules of VMs and zones differ: the same NICs, addresses and names
@@ -821,7 +823,11 @@ def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | 
         changes = _rule_edit_changes(a_old, a_new, edits)
     elif grouped is not None:  # only group members differ: the rules that name them
         endpoints, common = [], _all_endpoints(new)
-        a_new.share_addresses(a_old)
+        if SHARE_UNNAMED:  # a rule naming no such group: one step region for both sides
+            names = grouped.names  # (group references only: `names_any` is `_uses` for them)
+            a_new.share_unchanged_meanings(a_old, lambda rule: names_any(rule, names))
+        else:
+            a_new.share_addresses(a_old)
         changes = _rule_edit_changes(a_old, a_new, grouped)
     else:
         endpoints, common = _endpoint_changes(old, new)
@@ -839,6 +845,8 @@ def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | 
     for key, region in sorted(changes.replies.items(), key=lambda kv: str(kv[0])):
         differ.run(key, region, "receiver", whole_flow=True)
         differ.run(key, region, "sender", whole_flow=True)
+    if grouped is not None and SHARE_UNNAMED:
+        kept.keep(a_new, now)  # for the next commit's diff, where `new` is the old policy (analysis/kept.py)
     rows = _merge_rows(list(differ.rows.values()))
     notes = sorted(set(differ.notes)) + [f"approximated: {w}" for w in approximations(new)]
     if endpoints:

@@ -9,7 +9,7 @@ stage passed), exactly; `with_replies` judges the way back through the guards.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -17,6 +17,7 @@ from functools import cached_property
 from ..compiler.plan import Plan
 from ..compiler.schedule import local_timezone
 from ..policy.addresses import AddressSet
+from ..policy.model import Rule
 from ..policy.resolve import Policy
 from . import space as s
 from .chains import PASS, Chain, ChainBuilder, Step, essentials_region, first_match
@@ -107,6 +108,18 @@ class Analyzer:
         (VMs' addresses, zones' members, groups, networks, nodes, services,
         schedules) means the same in both policies: `diff` of rule edits alone."""
         self.plan.rules.share_matches(other.plan.rules)
+        self.regions = self.chains.regions = self.guards.regions = other.regions
+        self.share_addresses(other)
+
+    def share_unchanged_meanings(self, other: Analyzer, reads_differently: Callable[[Rule], bool]) -> None:
+        """`share_meanings` for the rules `reads_differently` leaves: the matches and
+        regions of the others are `other`'s (the same objects: a step of such a rule
+        has the same key in both, found equal at once). Exact when every name a rule
+        can reference means the same in both policies but those whose rules
+        `reads_differently` tells (`diff` of group member edits: a group whose
+        addresses changed), and the VMs, NICs and nodes have the same addresses."""
+        self.plan.rules.borrow_matches(other.plan.rules, reads_differently)  # (and the rules' steps, by RuleRef)
+        self.chains.borrow_steps(other.chains)
         self.regions = self.chains.regions = self.guards.regions = other.regions
         self.share_addresses(other)
 

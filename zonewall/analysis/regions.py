@@ -8,6 +8,8 @@ means; that is the plan's (compiler/plan/rules.py).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from ..compiler.plan.vocabulary import TCP_SYN, Addresses, IcmpTypes, Intervals, Match, Ports, Protocols, Step, TcpFlags
 from ..policy.builtins import ICMP_V4_TYPES, ICMP_V6_TYPES
 from . import space as s
@@ -80,6 +82,14 @@ class Regions:
 
     def __init__(self) -> None:
         self._memo: dict[tuple[int, Intervals | None], tuple[object, Region]] = {}
+
+    def kept_for(self, matches: Iterable[tuple[Match, ...]]) -> Regions:
+        """A memo holding only the regions of `matches` (analysis/kept.py: what a
+        diff keeps for the next drops the tuples its policy no longer has)."""
+        live = {id(m) for m in matches}
+        out = Regions()
+        out._memo = {key: found for key, found in self._memo.items() if key[0] in live}
+        return out
 
     def of(self, step: Step) -> Region:
         return self.of_matches(step.matches, step.time)

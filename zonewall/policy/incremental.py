@@ -35,6 +35,8 @@ from .addresses import parse_ref
 from .errors import Loc
 from .loader import plain_data
 from .model import Group, Rule, group_bodies
+from .naming import MEMO as _NAMING
+from .naming import vms_naming_groups
 from .ownrules import MEMO as _OWN_RULES
 from .ownrules import edited_indexes
 from .resolve import Checker, Policy, RuleRef, default_rule_id, file_stem
@@ -137,6 +139,7 @@ Owner = tuple[str, str, str]  # (section, level, name)
 
 
 Span = tuple[int, int, Owner, tuple[int, ...]]  # first and last line of an owner's rules, the owner, each rule's line
+NAMING_INDEX = True  # a group edit checks only the rules of VMs the naming index finds (False: every rule)
 _SPANS = "_rule_spans"  # where a policy keeps its spans (per file, sorted by first line)
 
 
@@ -328,7 +331,7 @@ def _group_edit(old: Policy, file: str, lines: list[int], texts: list[str], was_
     entries.value_locs = {**groups.value_locs, name: now[1].loc}
     source = _copy_dict(old.source, "groups", entries)
     policy = Policy(doc, source)
-    for memo in ("_rule_table", "_zone_members", _SPANS, _OWN_RULES):  # rules and membership are not a group's business
+    for memo in ("_rule_table", "_zone_members", _SPANS, _OWN_RULES, _NAMING):  # rules and membership are not a group's business
         if memo in old.__dict__:
             policy.__dict__[memo] = old.__dict__[memo]
     checker = Checker(doc, source)
@@ -338,7 +341,8 @@ def _group_edit(old: Policy, file: str, lines: list[int], texts: list[str], was_
         return None
     holders = _holding(doc.groups, name)
     runs = runs_of(policy._rule_table)
-    for ref in (ref for key in runs for ref in runs.unmoved(key)):  # (positions are read only for problems)
+    naming = vms_naming_groups(policy, holders) if NAMING_INDEX else None  # (the other VMs' rules name none of them)
+    for ref in (ref for key in runs if naming is None or key[0] != "vm" or key[1] in naming for ref in runs.unmoved(key)):  # (positions are read only for problems)
         rule = ref.rule
         if rule.family is not None and any(_names_group(refs, holders) for refs in (rule.from_, rule.to)):
             checker.check_rule(ref, policy)

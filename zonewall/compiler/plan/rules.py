@@ -211,6 +211,11 @@ class RulePlanner:
     _matches: dict[tuple[object, ...], tuple[Match, ...]] = field(default_factory=dict)
     _times: dict[str, Intervals | None] = field(default_factory=dict)
     _meets: dict[AddressSet, dict[str, object]] = field(default_factory=dict)
+    # borrow_matches: a planner whose memo holds the rules this one reads alike
+    _lender: RulePlanner | None = None
+    _reads_differently: Callable[[Rule], bool] | None = None
+    # remember_steps: each rule's step by its RuleRef (kept alive with it), lent too
+    _by_ref: dict[int, tuple[RuleRef, Step]] | None = None
 
     def __post_init__(self) -> None:
         # A policy that keeps its compile memos (the agent's: Policy.keep_compile_memos)
@@ -222,7 +227,11 @@ class RulePlanner:
         key = tuple([tuple(v) if v.__class__ is list else v for v in _match_values(rule)])  # (one C call: reach asks it of 40,000 rules)
         found = self._matches.get(key)
         if found is None:
-            found = self._matches[key] = rule_matches(self.policy, rule)
+            lender = self._lender
+            if lender is not None and not self._reads_differently(rule):  # type: ignore[misc]
+                found = self._matches[key] = lender.matches(rule)
+            else:
+                found = self._matches[key] = rule_matches(self.policy, rule)
         return found
 
     def share_matches(self, other: RulePlanner) -> None:
@@ -230,6 +239,36 @@ class RulePlanner:
         and services mean what they mean in `other`'s (analysis/diff.py), equal
         keys give equal matches, and a shared tuple is one region to the analyzer."""
         self._matches = other._matches
+
+    def borrow_matches(self, other: RulePlanner, reads_differently: Callable[[Rule], bool]) -> None:
+        """Take the matches of a rule from `other` (made there once, one tuple for
+        both) unless `reads_differently(rule)`: for a policy that differs from
+        `other`'s in what some names mean (a group's members, analysis/diff.py), a rule
+        naming none of them means the same in both. Services and schedules must mean
+        the same as well."""
+        self._lender, self._reads_differently = other, reads_differently
+        other.remember_steps()
+        self.remember_steps()
+
+    def remember_steps(self) -> None:
+        """Keep each rule's step by its RuleRef, and so lend it (`borrow_matches`):
+        a policy whose rule table is `other`'s (a group edit) then takes the very step
+        of a rule that means the same. Off by default: a compile meets each rule once."""
+        if self._by_ref is None:
+            self._by_ref = {}
+
+    def stop_borrowing(self) -> None:
+        """Make the matches and steps of rules not yet asked for itself (the borrowed
+        ones stay)."""
+        self._lender = self._reads_differently = None
+
+    @property
+    def matches_memo(self) -> dict[tuple[object, ...], tuple[Match, ...]]:
+        return self._matches
+
+    def times_read(self) -> dict[str, Intervals | None]:
+        """The time windows made so far, by schedule (analysis/kept.py checks them)."""
+        return dict(self._times)
 
     def time(self, schedule: str | None) -> Intervals | None:
         if schedule is None:
@@ -239,6 +278,20 @@ class RulePlanner:
         return self._times[schedule]
 
     def step(self, ref: RuleRef) -> Step:
+        memo = self._by_ref
+        if memo is None:
+            return self._step(ref)
+        found = memo.get(id(ref))
+        if found is None or found[0] is not ref:
+            lender = self._lender
+            lent = lender._by_ref.get(id(ref)) if lender is not None and lender._by_ref is not None else None
+            if lent is not None and lent[0] is ref and not self._reads_differently(ref.rule):  # type: ignore[misc]
+                found = memo[id(ref)] = lent  # the same rule, meaning the same: the lender's step
+            else:
+                found = memo[id(ref)] = (ref, self._step(ref))
+        return found[1]
+
+    def _step(self, ref: RuleRef) -> Step:
         rule = ref.rule
         limit = None
         if rule.limit is not None:
