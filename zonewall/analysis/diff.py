@@ -15,7 +15,7 @@ therefore reports nothing.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import chain
@@ -23,6 +23,7 @@ from typing import Any
 
 from ..compiler.plan.modes import is_routed
 from ..compiler.plan.nat import port_forwards, source_nats
+from ..compiler.plan.switches import guard_filters
 from ..policy.addresses import AddressSet
 from ..policy.model import Dnat
 from ..policy.resolve import Level, Policy
@@ -30,6 +31,7 @@ from . import space as s
 from .approximations import approximations
 from .chains import Chain, Step, essentials_region
 from .describe import addresses_text, services_of, time_text
+from .endpointclass import Member, Mine, alone, class_key, combined
 from .endpoints import Endpoint
 from .engine import Analyzer, GuardOrChain, Outcome, Path
 from .guards import GuardStage
@@ -512,11 +514,18 @@ def _same_sides(a_old: Analyzer, a_new: Analyzer, edits: RuleEdits) -> Callable[
         return lambda _owner: False
     vms, zones = set(edits.vms), set(edits.zones)
     zone_same: dict[str, bool] = {}
+    vm_same: dict[str, bool] = {}  # asked per (endpoint, peer): 50,000 times for a zone edit at 1,000 VMs
 
     def same(owner: NicKey) -> bool:
         kind, name, _nic = owner
         if kind != "vm" or name in vms:
             return False
+        found = vm_same.get(name)
+        if found is None:
+            found = vm_same[name] = _same_vm(name)
+        return found
+
+    def _same_vm(name: str) -> bool:
         zone = new.doc.vms[name].zone
         if zone:
             found = zone_same.get(zone)
@@ -551,7 +560,7 @@ class _Differ:
         self._splits: dict[tuple[NicKey, str, NicKey], bool] = {}
         # no network the nodes route (all bridged): every flow splits into its two
         # sides (paths.splits), so no peer is asked (10,000 of them for a rule open to all)
-        self._routing = any(is_routed(a.policy, name) for a in (a_old, a_new) for name in a.policy.doc.networks)
+        self.routing = any(is_routed(a.policy, name) for a in (a_old, a_new) for name in a.policy.doc.networks)
         self._labelled: dict[tuple[object, ...], tuple[list[NicKey], set[str]]] = {}
         self.essentials = essentials_region()
         self.notes: list[str] = []
@@ -589,26 +598,61 @@ class _Differ:
 
     def run(self, key: NicKey, region: Region, role: str, whole_flow: bool = False) -> None:
         """Flows of `key` (as receiver or sender) in `region` that the policies treat differently."""
+        found = self._own_delta(key, region, role, whole_flow)
+        if found is not None:
+            own, delta = found
+            self._peers(alone(key, own, delta, s.DST if role == "receiver" else s.SRC), role, whole_flow, shared=self.shared_peers)
+
+    def run_classes(self, regions: dict[NicKey, Region], role: str) -> None:
+        """`run` for every endpoint of `regions`, the peers compared once per class of
+        endpoints whose changed sides they cannot tell apart (analysis/endpointclass.py)."""
+        own_dim = s.DST if role == "receiver" else s.SRC
+        classes: dict[Hashable, list[Member]] = {}
+        for key, region in sorted(regions.items(), key=lambda kv: str(kv[0])):
+            found = self._own_delta(key, region, role, False)
+            if found is None:
+                continue
+            own, delta = found
+            network = guards = None
+            if key[0] == "vm":
+                network = self.a_new.policy.doc.vms[key[1]].nics[key[2]].network  # type: ignore[index]
+                guards = tuple(tuple(guard_filters(a.policy, key[1], key[2])) for a in (self.a_old, self.a_new))  # type: ignore[arg-type]
+            class_of = class_key(key, role, network, guards, own, delta, own_dim, self.cluster)
+            member = Member(key, own, delta)
+            classes.setdefault(class_of if class_of is not None else ("alone", key), []).append(member)
+        for members in classes.values():
+            mine = combined(members, own_dim, self.cluster) if len(members) > 1 else Mine(members[0].key, members, [r for r, _o, _n in members[0].delta], own_dim)
+            self._peers(mine, role, False, shared=False, per_piece=True)
+
+    def _own_delta(self, key: NicKey, region: Region, role: str, whole_flow: bool) -> tuple[dict[int, s.Intervals], list[tuple[Region, Outcome, Outcome]]] | None:
+        """The endpoint's addresses and where its own side decides differently (with
+        the flows to and from outside recorded, and the peers' whole flows where they
+        do not split); None: nothing of it differs."""
         own_dim, peer_dim = (s.DST, s.SRC) if role == "receiver" else (s.SRC, s.DST)
         own = endpoint_addresses(self.a_new, Endpoint(key[0], key[1]), key[2])  # type: ignore[arg-type]
         space = s.subtract(region, self.essentials)
         space = tuple(b for b in (s.box_restrict(box, own_dim, own.get(box[s.FAM][0][0], ())) for box in space) if b is not None)
         if not space:
-            return
+            return None
         old_side = list(self.a_old.run(self.side_stages(self.a_old, key, role), space))
         new_side = list(self.a_new.run(self.side_stages(self.a_new, key, role), space))
         self.whole_flows(key, role, space)
         delta = [(r, o, n) for r, o, n in _partition(old_side, new_side) if _differs(o, n) or whole_flow]
         if not delta:
-            return
-        receiver_first = role == "receiver"
+            return None
         # peers outside: nothing of ours on their side
         for region_d, o, n in delta:
             outside = tuple(b for b in (s.box_restrict(box, peer_dim, s.iv_subtract(box[peer_dim], self.cluster.v4 if box[s.FAM][0][0] == 4 else self.cluster.v6)) for box in region_d) if b is not None)
             if outside:
                 self.record(key, role, None, outside, o, n)
-        # peers in the cluster
-        pieces = [r for r, _, _ in delta]
+        return own, delta
+
+    def _peers(self, mine: Mine, role: str, whole_flow: bool, *, shared: bool, per_piece: bool = False) -> None:
+        """The flows between `mine` (an endpoint or a class of them) and the peers in the
+        cluster, in the pieces where its own side decides differently."""
+        key, pieces = mine.key, mine.pieces
+        peer_dim = s.SRC if role == "receiver" else s.DST
+        receiver_first = role == "receiver"
         signatures: dict[NicKey, set[int]] = {}
         for index, r in enumerate(pieces):
             found: list[NicKey] = []
@@ -617,18 +661,20 @@ class _Differ:
                 if values:
                     found.extend(self.a_new.directory.owners_within(family, values))
             for owner in dict.fromkeys(found):  # (in order of address, as the peers' groups are made)
-                if owner not in self.common or (owner[1] == key[1] and owner[0] == key[0]):
+                if owner not in self.common or (mine.single and owner[1] == key[1] and owner[0] == key[0]):
                     continue
                 if self.split(key, role, owner):
                     signatures.setdefault(owner, set()).add(index)
-        own_addresses = AddressSet(own.get(4, ()), own.get(6, ()))  # the peers' chains only for packets with `key` at the other end
-        sides = [self._peer_sides(a, key, role, own_addresses, pieces, peer_dim) for a in (self.a_old, self.a_new)]
+        sides = [self._peer_sides(a, key, role, mine.addresses, pieces, peer_dim, shared) for a in (self.a_old, self.a_new)]
         reducers = [found[0] for found in sides]
         classes = [found[1] for found in sides]
         groups: dict[tuple[object, ...], tuple[tuple[GuardOrChain, ...], tuple[GuardOrChain, ...], list[NicKey], tuple[int, ...]]] = {}
         class_groups: dict[tuple[object, ...], tuple[object, ...]] = {}  # a class of peers -> the key of its group
-        for owner, indexes in signatures.items():
-            signature = tuple(sorted(indexes))
+        # a class of endpoints: each piece on its own, so a peer's rule that meets only
+        # one piece (a VM's `reject tcp 25`, in every peer) keeps it from sharing the others
+        units = ((owner, (index,)) for owner, indexes in signatures.items() for index in sorted(indexes)) if per_piece else \
+            ((owner, tuple(sorted(indexes))) for owner, indexes in signatures.items())
+        for owner, signature in units:
             same = self.same_side(owner)
             replies = reply_class(owner, classes, same) if PEER_CLASSES else None
             if replies is not None:
@@ -652,6 +698,7 @@ class _Differ:
             if peer_class is not None and all(c is None or c.settled(owner, signature) for c in (classes[0], None if same else classes[1])):
                 class_groups[peer_class] = group_key
         by_owner = self.a_new.directory.addresses
+        replied: dict[int, tuple[list[NicKey], bool, set[str]]] = {}  # _record_members' facts of a group of peers
         for stages_old, stages_new, members, signature in groups.values():
             addresses: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
             for member in members:
@@ -659,22 +706,61 @@ class _Differ:
                     addresses[family].extend((v, v) for v in points)
             merged = {f: s.merge(v) for f, v in addresses.items()}
             for index in signature:
-                region_d, o, n = delta[index]
-                sub = tuple(b for b in (s.box_restrict(box, peer_dim, merged[box[s.FAM][0][0]]) for box in region_d) if b is not None)
+                sub = tuple(b for b in (s.box_restrict(box, peer_dim, merged[box[s.FAM][0][0]]) for box in pieces[index]) if b is not None)
                 if not sub:
                     continue
                 peer_old = list(self.a_old.run(stages_old, sub))
                 peer_new = peer_old if stages_new is stages_old else list(self.a_new.run(stages_new, sub))  # the same side: run once
                 for part, po, pn in _partition(peer_old, peer_new):
-                    final_old, final_new = _final(po, o, receiver_first), _final(pn, n, receiver_first)
-                    if whole_flow or _differs(final_old, final_new):  # (record judges the replies)
-                        self.record(key, role, members, part, final_old, final_new)
+                    if mine.single:
+                        _region, o, n = mine.members[0].delta[index]
+                        final_old, final_new = _final(po, o, receiver_first), _final(pn, n, receiver_first)
+                        if whole_flow or _differs(final_old, final_new):  # (record judges the replies)
+                            self.record(key, role, members, part, final_old, final_new)
+                        continue
+                    self._record_members(mine, index, role, members, part, po, pn, replied)
+
+    def _record_members(self, mine: Mine, index: int, role: str, peers: list[NicKey], part: Region, po: Outcome, pn: Outcome,
+                        replied: dict[int, tuple[list[NicKey], bool, set[str]]]) -> None:
+        """`record` for each member of a class of endpoints with an address in `part`:
+        its own outcomes, its own addresses, its peers but itself."""
+        receiver_first = role == "receiver"
+        # the members' own outcomes differ in their stages' names only, their guards
+        # not at all (endpointclass.class_key): whether the flows differ, and which
+        # peers' replies a guard sees, are the first member's answers
+        first = mine.members[0]
+        _region, o, n = first.delta[index]
+        change = _differs(_final(po, o, receiver_first), _final(pn, n, receiver_first))
+        if change is None:
+            return  # (most parts: the peer's own rule refuses where the member's did)
+        own_parts: dict[int, tuple[Member, list[s.Box]]] = {}
+        for box in part:
+            for member, narrowed in mine.members_in(box):
+                own_parts.setdefault(id(member), (member, []))[1].append(narrowed)
+        facts = replied.get(id(peers))
+        if facts is None or facts[0] is not peers:  # once per group of peers (kept with it: its id stays its own)
+            facts = replied[id(peers)] = (peers, any(self._replies_guarded(first.key, role, p) for p in peers), {p[1] for p in peers if p[0] == "vm"})
+        _peers, guarded, peer_vms = facts
+        described: list[tuple[tuple[str, ...], str, set[str]]] | None = None  # per box of `part`: what every member's row reads
+        for member, boxes in own_parts.values():
+            _region, o, n = member.delta[index]
+            final_old, final_new = _final(po, o, receiver_first), _final(pn, n, receiver_first)
+            if guarded or len(boxes) != len(part):  # the general way
+                kind, name, _nic = member.key
+                others = [p for p in peers if p[1] != name or p[0] != kind] if kind == "vm" and name in peer_vms else peers
+                if others:
+                    self.record(member.key, role, others, tuple(boxes), final_old, final_new)
+                continue
+            if described is None:
+                described = self._described(part, role, peers)
+            itself = member.key[1] in peer_vms and member.key[0] == "vm"
+            self._add_rows(member.key, role, change, described, final_old, final_new, itself=itself)
 
     def _peer_sides(self, analyzer: Analyzer, key: NicKey, role: str, own_addresses: AddressSet, pieces: list[Region],
-                    peer_dim: int) -> tuple[PeerReducer, ClassedSides | None]:
+                    peer_dim: int, shared: bool) -> tuple[PeerReducer, ClassedSides | None]:
         """How `analyzer` gives a peer's side, reduced to what `pieces` can meet, and
         the peers' classes when it sorts them (analysis/peerclass.py)."""
-        if not self.shared_peers:  # few endpoints (a rule of one VM open to many peers): from pieces the peers share, as reach
+        if not shared:  # few endpoints (a rule of one VM open to many peers): from pieces the peers share, as reach
             sides = PeerSides(analyzer, key, role, own_addresses, pieces, peer_dim, grouped=GROUPED_PEERS)
             if GROUPED_PEERS and PEER_CLASSES:
                 classes = ClassedSides(sides)
@@ -691,7 +777,7 @@ class _Differ:
     def split(self, key: NicKey, role: str, owner: NicKey) -> bool:
         """Whether flows between the two split into their two sides in both policies
         (asked of every peer by `whole_flows` and again by `run`: answered once)."""
-        if not self._routing:
+        if not self.routing:
             return True
         memo_key = (key, role, owner)
         found = self._splits.get(memo_key)
@@ -702,7 +788,7 @@ class _Differ:
     def whole_flows(self, key: NicKey, role: str, space: Region) -> None:
         """Peers whose flows with `key` do not split into two sides (a translated
         source, a routed guest and its own node): the whole flows, both policies."""
-        if not self._routing:
+        if not self.routing:
             return  # every flow splits
         peer_dim = s.SRC if role == "receiver" else s.DST
         owners: set[NicKey] = set()
@@ -769,34 +855,51 @@ class _Differ:
     def _record(self, key: NicKey, role: str, members: list[NicKey] | None, region: Region, old: Outcome, new: Outcome) -> None:
         """Rows for `region`, if the two outcomes differ."""
         change = _differs(old, new)
-        if change is None:
-            return
+        if change is not None:
+            self._add_rows(key, role, change, self._described(region, role, members), old, new)
+
+    def _described(self, part: Region, role: str, peers: list[NicKey] | None) -> list[tuple[tuple[str, ...], str, set[str]]]:
+        """What a row reads of each box: its services, its time, its peers' labels
+        (`peers` None: outside addresses)."""
         peer_dim = s.SRC if role == "receiver" else s.DST
-        me = self.label(key)
-        for box in region:
-            services = tuple(services_of((box,)))
-            when = time_text(box[s.TIME])
+        out = []
+        for box in part:
             family = box[s.FAM][0][0]
-            if members is None:
-                peers = set(addresses_text(family, box[peer_dim]))
-                peers = {f"outside:{p}" for p in peers} if len(peers) < 6 else {f"outside ({len(box[peer_dim])} ranges)"}
-                cluster = self.cluster.v4 if family == 4 else self.cluster.v6
-                if box[peer_dim] == s.iv_subtract(((0, s.ADDRESS_MAX[family]),), cluster):
-                    peers = {f"outside: any ipv{family}"}
-            else:
-                peers = self._member_labels(members, family, box[peer_dim])
-            if not peers:
+            out.append((tuple(services_of((box,))), time_text(box[s.TIME]),
+                        self._member_labels(peers, family, box[peer_dim]) if peers is not None else self._outside_labels(family, box[peer_dim])))
+        return out
+
+    def _outside_labels(self, family: int, values: s.Intervals) -> set[str]:
+        peers = set(addresses_text(family, values))
+        peers = {f"outside:{p}" for p in peers} if len(peers) < 6 else {f"outside ({len(values)} ranges)"}
+        cluster = self.cluster.v4 if family == 4 else self.cluster.v6
+        if values == s.iv_subtract(((0, s.ADDRESS_MAX[family]),), cluster):
+            peers = {f"outside: any ipv{family}"}
+        return peers
+
+    def _add_rows(self, key: NicKey, role: str, change: str, described: list[tuple[tuple[str, ...], str, set[str]]], old: Outcome, new: Outcome,
+                  *, itself: bool = False) -> None:
+        """The rows of `key`'s flows with the peers of each box described; `itself`:
+        the peers may hold its own VM's NICs, which are never its peers (a row of it
+        holds none from elsewhere: its rows are its own), taken out after."""
+        me = self.label(key)
+        own_labels = {self.label((key[0], key[1], i)) for i in range(len(self.a_new.policy.doc.vms[key[1]].nics))} if itself else set()
+        old_label, new_label = _decisive_label(old), _decisive_label(new)
+        for services, when, peers in described:
+            if not peers or (own_labels and peers <= own_labels):
                 continue
-            row_key = (change, me, role, services, when, _decisive_label(old), _decisive_label(new))
+            row_key = (change, me, role, services, when, old_label, new_label)
             row = self.rows.get(row_key)
             if row is None:
                 row = self.rows[row_key] = DiffRow(change, services=services, when=when, old=old, new=new)
             if role == "receiver":
                 row.dst.add(me)
                 row.src |= peers
+                row.src -= own_labels
             else:
                 row.src.add(me)
                 row.dst |= peers
+                row.dst -= own_labels
 
 
 def _decisive_label(outcome: Outcome) -> tuple[str, str] | None:
@@ -807,6 +910,7 @@ def _decisive_label(outcome: Outcome) -> tuple[str, str] | None:
 SHARED_PEERS_FROM = 8  # endpoints compared; a one-VM edit (2) keeps the filtered, cheaper sides
 GROUPED_PEERS = True  # below SHARED_PEERS_FROM: peers' sides from shared pieces (False: each built and reduced)
 REUSE_SAME_SIDES = True  # after a rule edit: a peer whose side is the same in both policies reduced and run once (False: twice)
+ENDPOINT_CLASSES = True  # many endpoints, no routed network: the peers compared once per class of endpoints (analysis/endpointclass.py; False: per endpoint)
 PEER_CLASSES = True  # with GROUPED_PEERS: peers of one shape reduced once (analysis/peerclass.py; False: each peer)
 PeerReducer = Callable[[NicKey, tuple[int, ...], PeerSpace], "tuple[tuple[GuardOrChain, ...], Key] | None"]
 
@@ -830,10 +934,14 @@ def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | 
     edited = edits if edits is not None else grouped
     same_side = _same_sides(a_old, a_new, edited) if edited is not None else None
     differ = _Differ(a_old, a_new, common, shared_peers=runs > SHARED_PEERS_FROM, same_side=same_side)
-    for key, region in sorted(changes.receivers.items(), key=lambda kv: str(kv[0])):
-        differ.run(key, region, "receiver")
-    for key, region in sorted(changes.senders.items(), key=lambda kv: str(kv[0])):
-        differ.run(key, region, "sender")
+    if ENDPOINT_CLASSES and differ.shared_peers and not differ.routing:
+        differ.run_classes(changes.receivers, "receiver")
+        differ.run_classes(changes.senders, "sender")
+    else:
+        for key, region in sorted(changes.receivers.items(), key=lambda kv: str(kv[0])):
+            differ.run(key, region, "receiver")
+        for key, region in sorted(changes.senders.items(), key=lambda kv: str(kv[0])):
+            differ.run(key, region, "sender")
     for key, region in sorted(changes.between.items(), key=lambda kv: str(kv[0])):
         differ.run(key, region, "receiver", whole_flow=True)
     for key, region in sorted(changes.replies.items(), key=lambda kv: str(kv[0])):
