@@ -699,6 +699,7 @@ class _Differ:
                 class_groups[peer_class] = group_key
         by_owner = self.a_new.directory.addresses
         replied: dict[int, tuple[list[NicKey], bool, set[str]]] = {}  # _record_members' facts of a group of peers
+        pending: Pending = {}  # _record_members' rows of every member of a class
         for stages_old, stages_new, members, signature in groups.values():
             addresses: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
             for member in members:
@@ -718,10 +719,12 @@ class _Differ:
                         if whole_flow or _differs(final_old, final_new):  # (record judges the replies)
                             self.record(key, role, members, part, final_old, final_new)
                         continue
-                    self._record_members(mine, index, role, members, part, po, pn, replied)
+                    self._record_members(mine, index, role, members, part, po, pn, replied, pending)
+        if pending:
+            self._add_pending(mine, role, pending)
 
     def _record_members(self, mine: Mine, index: int, role: str, peers: list[NicKey], part: Region, po: Outcome, pn: Outcome,
-                        replied: dict[int, tuple[list[NicKey], bool, set[str]]]) -> None:
+                        replied: dict[int, tuple[list[NicKey], bool, set[str]]], pending: Pending) -> None:
         """`record` for each member of a class of endpoints with an address in `part`:
         its own outcomes, its own addresses, its peers but itself."""
         receiver_first = role == "receiver"
@@ -733,28 +736,61 @@ class _Differ:
         change = _differs(_final(po, o, receiver_first), _final(pn, n, receiver_first))
         if change is None:
             return  # (most parts: the peer's own rule refuses where the member's did)
-        own_parts: dict[int, tuple[Member, list[s.Box]]] = {}
-        for box in part:
-            for member, narrowed in mine.members_in(box):
-                own_parts.setdefault(id(member), (member, []))[1].append(narrowed)
         facts = replied.get(id(peers))
         if facts is None or facts[0] is not peers:  # once per group of peers (kept with it: its id stays its own)
             facts = replied[id(peers)] = (peers, any(self._replies_guarded(first.key, role, p) for p in peers), {p[1] for p in peers if p[0] == "vm"})
         _peers, guarded, peer_vms = facts
-        described: list[tuple[tuple[str, ...], str, set[str]]] | None = None  # per box of `part`: what every member's row reads
+        if not guarded:
+            # the members' rows of a box are the same but for their own outcomes: the
+            # box's peers are gathered with the other parts' of the same rows and the
+            # same members (a handful of address sets), each member's rows made once
+            final_old, final_new = _final(po, o, receiver_first), _final(pn, n, receiver_first)
+            old_label, new_label = _decisive_label(final_old), _decisive_label(final_new)
+            for box, (services, when, labels) in zip(part, self._described(part, role, peers)):
+                if not labels:
+                    continue
+                family = box[s.FAM][0][0]
+                entry_key = (index, change, old_label, new_label, services, when, family, box[mine.own_dim])
+                entry = pending.get(entry_key)
+                if entry is None:
+                    pending[entry_key] = (po, pn, set(labels))
+                else:
+                    entry[2].update(labels)
+            return
+        # a guard sees some peer's replies: each member's flows the general way (`record` judges the replies)
+        own_parts: dict[int, tuple[Member, list[s.Box]]] = {}
+        for box in part:
+            for member, narrowed in mine.members_in(box):
+                own_parts.setdefault(id(member), (member, []))[1].append(narrowed)
         for member, boxes in own_parts.values():
             _region, o, n = member.delta[index]
             final_old, final_new = _final(po, o, receiver_first), _final(pn, n, receiver_first)
-            if guarded or len(boxes) != len(part):  # the general way
-                kind, name, _nic = member.key
-                others = [p for p in peers if p[1] != name or p[0] != kind] if kind == "vm" and name in peer_vms else peers
-                if others:
-                    self.record(member.key, role, others, tuple(boxes), final_old, final_new)
+            kind, name, _nic = member.key
+            others = [p for p in peers if p[1] != name or p[0] != kind] if kind == "vm" and name in peer_vms else peers
+            if others:
+                self.record(member.key, role, others, tuple(boxes), final_old, final_new)
+
+    def _add_pending(self, mine: Mine, role: str, pending: Pending) -> None:
+        """Each member's rows of the parts that held every member: its own outcomes
+        (the same side decides for every member), its peers but itself."""
+        receiver_first = role == "receiver"
+        vms = self.a_new.policy.doc.vms
+        own_labels: dict[int, set[str]] = {}
+        by_member: dict[int, list[tuple[Member, tuple[object, ...], tuple[Outcome, Outcome, set[str]]]]] = {}
+        for entry_key, entry in pending.items():
+            family, own = entry_key[6], entry_key[7]
+            for member in mine.members_within(family, own):  # type: ignore[arg-type]
+                by_member.setdefault(id(member), []).append((member, entry_key, entry))
+        for index_of_member, member in enumerate(mine.members):
+            entries = by_member.get(id(member))
+            if not entries:
                 continue
-            if described is None:
-                described = self._described(part, role, peers)
-            itself = member.key[1] in peer_vms and member.key[0] == "vm"
-            self._add_rows(member.key, role, change, described, final_old, final_new, itself=itself)
+            kind, name, _nic = member.key
+            mine_labels = own_labels.setdefault(index_of_member, {self.label((kind, name, i)) for i in range(len(vms[name].nics))} if kind == "vm" else set())
+            for _member, (index, change, _o, _n, services, when, _f, _own), (po, pn, labels) in entries:
+                _region, o, n = member.delta[index]  # type: ignore[index]
+                self._add_rows(member.key, role, change, [(services, when, labels)], _final(po, o, receiver_first), _final(pn, n, receiver_first),  # type: ignore[arg-type]
+                               itself=not mine_labels.isdisjoint(labels))
 
     def _peer_sides(self, analyzer: Analyzer, key: NicKey, role: str, own_addresses: AddressSet, pieces: list[Region],
                     peer_dim: int, shared: bool) -> tuple[PeerReducer, ClassedSides | None]:
@@ -912,6 +948,7 @@ GROUPED_PEERS = True  # below SHARED_PEERS_FROM: peers' sides from shared pieces
 REUSE_SAME_SIDES = True  # after a rule edit: a peer whose side is the same in both policies reduced and run once (False: twice)
 ENDPOINT_CLASSES = True  # many endpoints, no routed network: the peers compared once per class of endpoints (analysis/endpointclass.py; False: per endpoint)
 PEER_CLASSES = True  # with GROUPED_PEERS: peers of one shape reduced once (analysis/peerclass.py; False: each peer)
+Pending = dict[tuple[object, ...], tuple[Outcome, Outcome, set[str]]]  # (piece, change, decisions, services, time) -> a sample part's peer outcomes, the peers
 PeerReducer = Callable[[NicKey, tuple[int, ...], PeerSpace], "tuple[tuple[GuardOrChain, ...], Key] | None"]
 
 
@@ -959,14 +996,15 @@ def _merge_rows(rows: list[DiffRow]) -> list[DiffRow]:
     then rows equal but for one side's peers merge that side."""
     merged: dict[tuple[object, ...], DiffRow] = {}
     for row in rows:
-        key = (row.change, tuple(sorted(row.src)), tuple(sorted(row.dst)), row.when, _decisive_label(row.old), _decisive_label(row.new))  # type: ignore[arg-type]
+        # (sets as keys, not sorted: a zone edit's rows hold thousands of peers each)
+        key = (row.change, frozenset(row.src), frozenset(row.dst), row.when, _decisive_label(row.old), _decisive_label(row.new))  # type: ignore[arg-type]
         if key in merged:
             merged[key].services = tuple(dict.fromkeys(merged[key].services + row.services))
         else:
             merged[key] = row
     by_src: dict[tuple[object, ...], DiffRow] = {}
     for row in merged.values():
-        key = (row.change, tuple(sorted(row.dst)), row.services, row.when, _decisive_label(row.old), _decisive_label(row.new))  # type: ignore[arg-type]
+        key = (row.change, frozenset(row.dst), row.services, row.when, _decisive_label(row.old), _decisive_label(row.new))  # type: ignore[arg-type]
         if key in by_src:
             by_src[key].src |= row.src
         else:

@@ -54,7 +54,9 @@ class Mine:
     pieces: list[Region]  # the changed pieces, own dimension widened to every member's addresses
     own_dim: int
     addresses: AddressSet = field(init=False)
+    widened: dict[int, Intervals] = field(init=False)
     _points: dict[int, tuple[list[int], list[Member]]] = field(init=False)
+    _within: dict[tuple[int, Intervals], list[Member]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         by_family: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
@@ -64,6 +66,7 @@ class Mine:
                 by_family[family].extend(intervals)
                 points[family].extend((low, index, member) for low, _high in intervals)
         self.addresses = AddressSet(s.merge(by_family[4]), s.merge(by_family[6]))
+        self.widened = {4: self.addresses.v4, 6: self.addresses.v6}  # the own dimension of a box that holds every member
         self._points = {}
         for family, found in points.items():
             found.sort(key=lambda item: (item[0], item[1]))
@@ -73,11 +76,27 @@ class Mine:
     def single(self) -> bool:
         return len(self.members) == 1
 
+    def members_within(self, family: int, intervals: Intervals) -> list[Member]:
+        """The members with an address inside the intervals, in the members' order."""
+        found = self._within.get((family, intervals))
+        if found is None:
+            keys, members = self._points[family]
+            inside: dict[int, Member] = {}
+            for low, high in intervals:
+                for member in members[bisect_left(keys, low) : bisect_right(keys, high)]:
+                    inside[id(member)] = member
+            if any(len(m.own.get(family, ())) != 1 or m.own[family][0][0] != m.own[family][0][1] for m in inside.values()):
+                # several addresses: inside if one of them is (found by its first only)
+                inside = {id(m): m for m in self.members if s.iv_overlaps(m.own.get(family, ()), intervals)}
+            order = {id(m): i for i, m in enumerate(self.members)} if len(inside) > 1 else {}
+            found = self._within[family, intervals] = sorted(inside.values(), key=lambda m: order.get(id(m), 0))
+        return found
+
     def members_in(self, box: s.Box) -> Iterator[tuple[Member, s.Box]]:
         """Each member with an address in the box, and the box narrowed to its addresses."""
         family = box[s.FAM][0][0]
         own_dim = self.own_dim
-        if box[own_dim] == (self.addresses.v4 if family == 4 else self.addresses.v6):  # every member's (most boxes)
+        if box[own_dim] == self.widened[family]:  # every member's (most boxes)
             for member in self.members:
                 addresses = member.own.get(family)
                 if addresses:
@@ -140,7 +159,7 @@ def combined(members: list[Member], own_dim: int, cluster: AddressSet) -> Mine:
     first = members[0]
     mine = Mine(first.key, members, [], own_dim)
     peer_dim = s.DST if own_dim == s.SRC else s.SRC
-    widened = {4: mine.addresses.v4, 6: mine.addresses.v6}
+    widened = mine.widened
     for region, _old, _new in first.delta:
         boxes = []
         for box in region:
