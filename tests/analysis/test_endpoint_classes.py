@@ -8,7 +8,9 @@ endpoint compared on its own.
   without.
 * A synthetic cluster (bench/synth.py) with a zone rule edited that has no `to:`
   (bench/commit.py's zone kind: every zone VM against every peer): the same JSON,
-  and the peers compared far fewer times than once per endpoint.
+  and the peers compared far fewer times than once per endpoint; their sides, alike
+  but for their rules' names (analysis/peertemplate.py, `PEER_TEMPLATES`), run far
+  fewer times than once per peer, and the same JSON without templates.
 * Negatives: a zone VM whose own rule decides part of the changed packets is kept
   out of the others' class, and its rows are its own; zone VMs are each other's
   peers but never their own.
@@ -47,13 +49,17 @@ def _diff(old_text: str, new_text: str, **knobs: Any) -> str:
 @given(rule_edit_pairs(dressed()))
 def test_classes_of_endpoints_give_the_diff_of_each_endpoint_alone_after_a_rule_edit(pair: tuple[str, str, str]) -> None:
     old_text, new_text, what = pair
-    assert _diff(old_text, new_text, **MANY, ENDPOINT_CLASSES=True) == _diff(old_text, new_text, **MANY, ENDPOINT_CLASSES=False), what
+    classed = _diff(old_text, new_text, **MANY, ENDPOINT_CLASSES=True)
+    assert classed == _diff(old_text, new_text, **MANY, ENDPOINT_CLASSES=False), what
+    assert classed == _diff(old_text, new_text, **MANY, ENDPOINT_CLASSES=True, PEER_TEMPLATES=False), what
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(pairs())
 def test_classes_of_endpoints_give_the_diff_of_each_endpoint_alone_after_any_change(pair: Pair) -> None:
-    assert _diff(pair.old, pair.new, **MANY, ENDPOINT_CLASSES=True) == _diff(pair.old, pair.new, **MANY, ENDPOINT_CLASSES=False), pair.changes
+    classed = _diff(pair.old, pair.new, **MANY, ENDPOINT_CLASSES=True)
+    assert classed == _diff(pair.old, pair.new, **MANY, ENDPOINT_CLASSES=False), pair.changes
+    assert classed == _diff(pair.old, pair.new, **MANY, ENDPOINT_CLASSES=True, PEER_TEMPLATES=False), pair.changes
 
 
 ZONE_RULE = "{direction: out, action: reject, tcp: 25}"  # bench/commit.py's zone edit: no `to:`
@@ -90,6 +96,28 @@ def test_a_zone_rule_open_to_everyone_in_a_synthetic_cluster(monkeypatch: pytest
     alone = _diff(text, edited, ENDPOINT_CLASSES=False)
     assert len(runs) >= 40 and set(runs) == {1}  # without classes: the peers once per endpoint
     assert classed == alone
+    sides_run = _count_side_runs(monkeypatch)
+    assert _diff(text, edited, ENDPOINT_CLASSES=True, PEER_TEMPLATES=False) == classed
+    apart = len(sides_run)
+    sides_run.clear()
+    assert _diff(text, edited, ENDPOINT_CLASSES=True, PEER_TEMPLATES=True) == classed
+    own_sides = 2 * 40  # each zone VM's own side, old and new, either way
+    # each peer's own `reject tcp 25` made its side its own; as one template, far fewer runs
+    assert apart - own_sides > 120 and len(sides_run) - own_sides < (apart - own_sides) // 2, (apart, len(sides_run))
+
+
+def _count_side_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times the engine ran a stage list in the old policy (a peer group's side, or an endpoint's)."""
+    from zonewall.analysis.engine import Analyzer
+    calls: list[int] = []
+    run = Analyzer.run
+
+    def counted(self: Any, stages: Any, space: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return run(self, stages, space, *args, **kwargs)
+
+    monkeypatch.setattr(Analyzer, "run", counted)
+    return calls
 
 
 SMALL = """\
@@ -149,3 +177,36 @@ def test_an_endpoint_whose_own_rule_decides_is_its_own_class_and_no_endpoint_is_
     assert w8_to_mail and all(f["change"] == "changed" for f in w8_to_mail), w8_to_mail  # reject -> its default's drop, not "opened"
     between = [f for f in flows if "tcp 2525" in f["services"] and "vm:w1" in f["from"]]
     assert between and "vm:w2" in set().union(*(set(f["to"]) for f in between))  # w1 -> w2 on 2525 changed (drop -> reject)
+
+
+CUT = """\
+version: 1
+settings:
+  default: {in: drop, out: drop}
+hosts:
+  n1: {address: [192.168.1.1]}
+networks:
+  lan: {bridge: br0, subnets: [10.0.0.0/24]}
+zones:
+  web:
+    rules:
+      - {id: z-in, direction: in, action: ACTION}
+      - {id: z-ssh, direction: out, action: accept, to: vm:w1, service: ssh}
+      - {id: z-out, direction: out, action: accept, tcp: 1-1000}
+vms:
+  w1: {host: n1, zone: web, nics: [{network: lan, mac: "52:54:00:00:00:01", ips: [10.0.0.1]}]}
+  w2: {host: n1, zone: web, nics: [{network: lan, mac: "52:54:00:00:00:02", ips: [10.0.0.2]}]}
+  w3: {host: n1, zone: web, nics: [{network: lan, mac: "52:54:00:00:00:03", ips: [10.0.0.3]}]}
+"""
+
+
+def test_a_peer_step_naming_one_member_does_not_cut_the_others_rows() -> None:
+    """w1 and w2 (receivers of the edited `z-in`) are one class; the peers' `z-ssh`
+    names w1 alone. Run over both their addresses at once it would cut w2's boxes at
+    port 22 too (`tcp 1-21`, `tcp 22`, `tcp 23-1000` where alone it is `tcp 1-1000`):
+    the class is run in cells the peers' regions do not cut (Mine.cells)."""
+    old, new = CUT.replace("ACTION", "accept"), CUT.replace("ACTION", "drop")
+    classed = _diff(old, new, **MANY, ENDPOINT_CLASSES=True)
+    assert classed == _diff(old, new, **MANY, ENDPOINT_CLASSES=False)
+    from_zone = [f for f in json.loads(classed)["flows"] if f["to"] == ["vm:w2"] and "vm:w1" in f["from"]]
+    assert [(f["from"], f["services"]) for f in from_zone] == [(["vm:w1", "vm:w3"], ["tcp 1-1000"])], from_zone

@@ -37,6 +37,7 @@ from .engine import Analyzer, GuardOrChain, Outcome, Path
 from .guards import GuardStage
 from .peerclass import ClassedSides, both_sides_class, reply_class
 from .peers import Effective, Key, PeerSides, PeerSpace
+from .peertemplate import Relabel, Sides, template_key
 from .reach import NicKey, decision_json, endpoint_addresses
 from .space import Region
 
@@ -668,8 +669,12 @@ class _Differ:
         sides = [self._peer_sides(a, key, role, mine.addresses, pieces, peer_dim, shared) for a in (self.a_old, self.a_new)]
         reducers = [found[0] for found in sides]
         classes = [found[1] for found in sides]
-        groups: dict[tuple[object, ...], tuple[tuple[GuardOrChain, ...], tuple[GuardOrChain, ...], list[NicKey], tuple[int, ...]]] = {}
-        class_groups: dict[tuple[object, ...], tuple[object, ...]] = {}  # a class of peers -> the key of its group
+        # key -> the first peer's sides, the peers, the pieces they meet, each peer's sides
+        groups: dict[tuple[object, ...], tuple[tuple[GuardOrChain, ...], tuple[GuardOrChain, ...], list[NicKey], tuple[int, ...], list[Sides]]] = {}
+        class_groups: dict[tuple[object, ...], tuple[tuple[object, ...], Sides]] = {}  # a class of peers -> the key of its group, its sides
+        # a class of endpoints: peers whose sides differ in their rules' names alone (each
+        # VM's own `reject tcp 25`) run as one template, relabelled where they decide
+        templated = per_piece and not mine.single and PEER_TEMPLATES
         # a class of endpoints: each piece on its own, so a peer's rule that meets only
         # one piece (a VM's `reject tcp 25`, in every peer) keeps it from sharing the others
         units = ((owner, (index,)) for owner, indexes in signatures.items() for index in sorted(indexes)) if per_piece else \
@@ -683,36 +688,54 @@ class _Differ:
             if peer_class is not None:
                 known = class_groups.get(peer_class)
                 if known is not None:  # its sides are its class's (analysis/peerclass.py): nothing of it to reduce
-                    groups[known][2].append(owner)
+                    groups[known[0]][2].append(owner)
+                    groups[known[0]][4].append(known[1])
                     continue
             addresses = endpoint_addresses(self.a_new, Endpoint(owner[0], owner[1]), owner[2])  # type: ignore[arg-type]
             own_region = PeerSpace(pieces, signature, addresses, peer_dim)
             before = reducers[0](owner, signature, own_region)
             stages = [before, before if same else reducers[1](owner, signature, own_region)]
             assert stages[0] is not None and stages[1] is not None, (key, owner)  # self.split
-            group_key = (owner[0], signature, stages[0][1], stages[1][1])
+            shapes = (template_key(*stages[0]), template_key(*stages[1])) if templated else (None, None)
+            if shapes[0] is not None and shapes[1] is not None:
+                group_key = (owner[0], signature, shapes[0], shapes[1], stages[1] is stages[0], "template")
+            else:
+                group_key = (owner[0], signature, stages[0][1], stages[1][1])
+            sides = (stages[0][0], stages[1][0])
             if group_key in groups:
                 groups[group_key][2].append(owner)
+                groups[group_key][4].append(sides)
             else:
-                groups[group_key] = (stages[0][0], stages[1][0], [owner], signature)
+                groups[group_key] = (stages[0][0], stages[1][0], [owner], signature, [sides])
             if peer_class is not None and all(c is None or c.settled(owner, signature) for c in (classes[0], None if same else classes[1])):
-                class_groups[peer_class] = group_key
+                class_groups[peer_class] = (group_key, sides)
         by_owner = self.a_new.directory.addresses
         replied: dict[int, tuple[list[NicKey], bool, set[str]]] = {}  # _record_members' facts of a group of peers
         pending: Pending = {}  # _record_members' rows of every member of a class
-        for stages_old, stages_new, members, signature in groups.values():
+        for stages_old, stages_new, members, signature, members_sides in groups.values():
             addresses: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
             for member in members:
                 for family, points in by_owner(member).items():
                     addresses[family].extend((v, v) for v in points)
             merged = {f: s.merge(v) for f, v in addresses.items()}
-            for index in signature:
+            cells = [None] if mine.single else mine.cells(chain(stages_old, stages_new), self.essentials)
+            for index, cell in ((index, cell) for index in signature for cell in cells):
                 sub = tuple(b for b in (s.box_restrict(box, peer_dim, merged[box[s.FAM][0][0]]) for box in pieces[index]) if b is not None)
+                if cell is not None:  # a class of endpoints: cell by cell (Mine.cells)
+                    sub = tuple(b for b in (s.box_restrict(box, mine.own_dim, cell.get(box[s.FAM][0][0], ())) for box in sub) if b is not None)
                 if not sub:
                     continue
                 peer_old = list(self.a_old.run(stages_old, sub))
                 peer_new = peer_old if stages_new is stages_old else list(self.a_new.run(stages_new, sub))  # the same side: run once
+                relabel = Relabel(stages_old, stages_new, members, members_sides) if templated else None
                 for part, po, pn in _partition(peer_old, peer_new):
+                    if relabel is not None and not relabel.alike:
+                        _region, o, n = mine.members[0].delta[index]
+                        if _differs(_final(po, o, receiver_first), _final(pn, n, receiver_first)) is None:
+                            continue  # no member's flows differ: the verdicts are every peer's of the template
+                        for po_j, pn_j, members_j in relabel.split(po, pn):
+                            self._record_members(mine, index, role, members_j, part, po_j, pn_j, replied, pending)
+                        continue
                     if mine.single:
                         _region, o, n = mine.members[0].delta[index]
                         final_old, final_new = _final(po, o, receiver_first), _final(pn, n, receiver_first)
@@ -947,6 +970,7 @@ SHARED_PEERS_FROM = 8  # endpoints compared; a one-VM edit (2) keeps the filtere
 GROUPED_PEERS = True  # below SHARED_PEERS_FROM: peers' sides from shared pieces (False: each built and reduced)
 REUSE_SAME_SIDES = True  # after a rule edit: a peer whose side is the same in both policies reduced and run once (False: twice)
 ENDPOINT_CLASSES = True  # many endpoints, no routed network: the peers compared once per class of endpoints (analysis/endpointclass.py; False: per endpoint)
+PEER_TEMPLATES = True  # with ENDPOINT_CLASSES: peers' sides alike but for their rules' names run once (analysis/peertemplate.py; False: apart)
 PEER_CLASSES = True  # with GROUPED_PEERS: peers of one shape reduced once (analysis/peerclass.py; False: each peer)
 Pending = dict[tuple[object, ...], tuple[Outcome, Outcome, set[str]]]  # (piece, change, decisions, services, time) -> a sample part's peer outcomes, the peers
 PeerReducer = Callable[[NicKey, tuple[int, ...], PeerSpace], "tuple[tuple[GuardOrChain, ...], Key] | None"]

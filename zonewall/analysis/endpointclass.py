@@ -26,12 +26,15 @@ and without classes.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..policy.addresses import AddressSet
 from . import space as s
+from .chains import Chain
 from .engine import Outcome
+from .guards import GuardStage
+from .paths import ESSENTIALS, Scoped
 from .peers import NicKey
 from .space import Intervals, Region
 
@@ -75,6 +78,30 @@ class Mine:
     @property
     def single(self) -> bool:
         return len(self.members) == 1
+
+    def cells(self, stages: Iterable[object], essentials: Region) -> list[dict[int, Intervals]]:
+        """The members' addresses cut into cells no region of the stages cuts: run
+        cell by cell, the stages split each cell's boxes as they split each member's
+        alone (a step whose own addresses take some members of a box would cut it
+        where, alone, it misses them), so every member's rows come out as alone."""
+        cuts = _own_cuts(stages, self.own_dim, essentials)
+        if cuts is None:  # a stage whose regions are not known here: each member its own cell
+            return [member.own for member in self.members]
+        cuts.discard(self.widened.get(4, ()))
+        cuts.discard(self.widened.get(6, ()))
+        if not cuts:
+            return [self.widened]
+        ordered = sorted(cuts)
+        by_vector: dict[tuple[bool, ...], dict[int, list[tuple[int, int]]]] = {}
+        for member in self.members:
+            for family, intervals in member.own.items():
+                address = intervals[0][0]  # (one address per family: `class_key`)
+                vector = (family, *(_inside(address, cut) for cut in ordered))
+                by_vector.setdefault(vector, {}).setdefault(family, []).append((address, address))  # type: ignore[arg-type]
+        cells: dict[tuple[bool, ...], dict[int, Intervals]] = {}
+        for vector, by_family in by_vector.items():
+            cells[vector[1:]] = {**cells.get(vector[1:], {}), **{f: s.merge(v) for f, v in by_family.items()}}
+        return list(cells.values())
 
     def members_within(self, family: int, intervals: Intervals) -> list[Member]:
         """The members with an address inside the intervals, in the members' order."""
@@ -129,8 +156,8 @@ def class_key(key: NicKey, role: str, network: str | None, guards: Hashable, own
     out, its network and its guard filters (whether a guard sees the replies: read
     once per class); None: compared on its own."""
     kind, name, _nic = key
-    if kind != "vm" or network is None:
-        return None
+    if kind != "vm" or network is None or any(len(v) != 1 or v[0][0] != v[0][1] for v in own.values()):
+        return None  # (several addresses of one family: a step can cut between them, see `Mine.cells`)
     peer_dim = s.DST if own_dim == s.SRC else s.SRC
     mark = f"vm:{name}"
     entries: list[Hashable] = []
@@ -170,3 +197,40 @@ def combined(members: list[Member], own_dim: int, cluster: AddressSet) -> Mine:
                 boxes.append(box[:own_dim] + (widened[family],) + box[own_dim + 1 :])
         mine.pieces.append(tuple(boxes))
     return mine
+
+
+def _inside(address: int, intervals: Intervals) -> bool:
+    at = bisect_right(intervals, (address, 1 << 129)) - 1
+    return at >= 0 and intervals[at][0] <= address <= intervals[at][1]
+
+
+def _own_cuts(stages: Iterable[object], own_dim: int, essentials: Region) -> set[Intervals] | None:
+    """The own-address sets of every region the stages test (None: a stage of a kind
+    whose regions are not walked here: translations, forwards)."""
+    found: set[Intervals] = set()
+    full = ((0, (1 << 128) - 1),)
+
+    def regions(region: Region) -> None:
+        for box in region:
+            values = box[own_dim]
+            if values != full and values != ((0, s.ADDRESS_MAX[4]),):
+                found.add(values)
+
+    regions(essentials)
+    pending = list(stages)
+    while pending:
+        stage = pending.pop()
+        if isinstance(stage, Chain):
+            for step in stage.steps:
+                regions(step.region)
+            regions(stage.default.region)
+        elif isinstance(stage, GuardStage):
+            for _name, rules in stage.filters:
+                for rule in rules:
+                    regions(rule.region)
+        elif isinstance(stage, Scoped):
+            regions(stage.region)
+            pending.extend(stage.stages)
+        elif stage is not ESSENTIALS:
+            return None
+    return found
