@@ -83,6 +83,23 @@ def test_a_host_rule_interface_pattern_that_still_matches_changes_nothing() -> N
     assert diff_texts(POLICY, edit("tcp: 22, interface: [eth0]}", "tcp: 22, interface: [eth*]}")).identical
 
 
+OUTBOUND = POLICY.replace("hosts:\n  node1: {address: [192.0.2.1], uplink: eth0}\n", """hosts:
+  node1: {address: [192.0.2.1], uplink: eth0}
+  node2: {address: [192.0.2.2], uplink: eth0}
+""").replace("host_rules:\n", "host_rules:\n  - {id: no-ssh-out, direction: out, action: reject, to: 192.0.2.0/24, tcp: 22}\n")
+
+
+def test_a_host_out_rule_scoped_to_the_uplink_changes_nothing_for_what_leaves_by_it() -> None:
+    """A node's packets to another node leave by its uplink: its out rule scoped to
+    `eth0` still refuses them (the kernel agreed; diff called it opened, taking the
+    node's side as if no interface applied)."""
+    scoped = OUTBOUND.replace("tcp: 22}\n", "tcp: 22, interface: [eth0]}\n", 1)
+    assert diff_texts(OUTBOUND, scoped).identical
+    elsewhere = diff_policies(load_policy_text(OUTBOUND), load_policy_text(OUTBOUND.replace("tcp: 22}\n", "tcp: 22, interface: [eth1]}\n", 1)))
+    opened = [r for r in elsewhere.rows if r.change == "opened" and "host:node2" in r.dst and r.services == ("tcp 22",)]
+    assert opened and all(r.src == {"host:node1"} for r in opened)  # on another interface it no longer refuses them
+
+
 def findings(text: str) -> dict[str, set[str]]:
     report = lint(Analyzer(load_policy_text(text, "policy.yaml")))
     out: dict[str, set[str]] = {}

@@ -14,7 +14,7 @@ therefore reports nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import chain
@@ -22,6 +22,7 @@ from typing import Any
 
 from ..compiler.plan.modes import is_routed
 from ..compiler.plan.nat import port_forwards, source_nats
+from ..compiler.plan.switches import guard_filters
 from ..policy.addresses import AddressSet
 from ..policy.model import Dnat
 from ..policy.naming import names_any, vms_naming
@@ -32,57 +33,19 @@ from .alignment import changed_region
 from .approximations import approximations
 from .chains import Chain, Step, essentials_region
 from .describe import addresses_text, services_of, time_text
+from .endpointclass import Member, Mine, alone, class_key, combined
 from .endpoints import Endpoint
 from .engine import Analyzer, GuardOrChain, Outcome, Path
+from .flowrows import DiffResult, DiffRow, _decisive_label, _differs, _final, _merge_rows
 from .guards import GuardStage
 from .peerclass import ClassedSides, both_sides_class, reply_class
 from .peers import Effective, Key, PeerSides, PeerSpace
-from .reach import NicKey, decision_json, endpoint_addresses
+from .peertemplate import Relabel, Sides, template_key
+from .reach import NicKey, endpoint_addresses
 from .space import Region
 from .twins import twin_sides
 
 Side = tuple[Endpoint, int | None]
-
-
-@dataclass
-class DiffRow:
-    change: str  # opened | closed | changed (drop <-> reject)
-    src: set[str] = field(default_factory=set)
-    dst: set[str] = field(default_factory=set)
-    services: tuple[str, ...] = ()
-    when: str = "always"
-    old: Outcome | None = None
-    new: Outcome | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        def side(outcome: Outcome | None) -> dict[str, Any] | None:
-            if outcome is None:
-                return None
-            return {"verdict": outcome.verdict, "decided_by": decision_json(outcome.decisive)}
-
-        return {
-            "change": self.change,
-            "from": sorted(self.src),
-            "to": sorted(self.dst),
-            "services": list(self.services),
-            "when": self.when,
-            "old": side(self.old),
-            "new": side(self.new),
-        }
-
-
-@dataclass
-class DiffResult:
-    rows: list[DiffRow]
-    endpoints: list[dict[str, str]]  # VMs/NICs/nodes added, removed or readdressed
-    notes: list[str]
-
-    @property
-    def identical(self) -> bool:
-        return not self.rows and not self.endpoints
-
-    def to_json(self) -> dict[str, Any]:
-        return {"identical": self.identical, "flows": [r.to_json() for r in self.rows], "endpoints": self.endpoints, "notes": self.notes}
 
 
 # -- which endpoints exist in both ---------------------------------------------------
@@ -449,26 +412,6 @@ def _changes(a_old: Analyzer, a_new: Analyzer, common: set[NicKey]) -> _Changes:
 # -- evaluation --------------------------------------------------------------------------
 
 
-def _final(peer: Outcome, own: Outcome, own_is_receiver: bool) -> Outcome:
-    """A flow's outcome from its two sides: a refusal on the sender's side first,
-    then on the receiver's; accepted when both accept."""
-    sender, receiver = (peer, own) if own_is_receiver else (own, peer)
-    # the bridge's guard filters run before any inet chain (engine.py's order)
-    for side in (sender, receiver):
-        if side.verdict != "accept" and _by_guard(side):
-            return side
-    if sender.verdict != "accept":
-        return sender
-    if receiver.verdict != "accept":
-        return receiver
-    return Outcome("accept", sender.decisions + receiver.decisions)
-
-
-def _by_guard(outcome: Outcome) -> bool:
-    decision = outcome.decisive
-    return decision is not None and "guards" in decision.stage
-
-
 def _partition(a: list[tuple[Region, Outcome]], b: list[tuple[Region, Outcome]], differing: bool = False) -> Iterable[tuple[Region, Outcome, Outcome]]:
     """The parts where a piece of `a` meets one of `b`; `differing`: only those whose
     outcomes differ (the others' intersections not made: most pairs of two sides)."""
@@ -480,22 +423,6 @@ def _partition(a: list[tuple[Region, Outcome]], b: list[tuple[Region, Outcome]],
                 both = s.intersect(ra, rb)
                 if both:
                     yield both, oa, ob
-
-
-def _delivery(outcome: Outcome) -> str | None:
-    """Where a port forward sent the connection (None: where it was addressed)."""
-    return next((d.label for d in outcome.decisions if d.stage.endswith(" dnat")), None)
-
-
-def _differs(a: Outcome, b: Outcome) -> str | None:
-    if a.verdict == b.verdict:
-        # accepted both times but delivered elsewhere (a port forward added, removed, retargeted)
-        return "changed" if a.verdict == "accept" and _delivery(a) != _delivery(b) else None
-    if b.verdict == "accept":
-        return "opened"
-    if a.verdict == "accept":
-        return "closed"
-    return "changed"
 
 
 def _same_sides(a_old: Analyzer, a_new: Analyzer, edits: RuleEdits) -> Callable[[NicKey], bool]:
@@ -510,11 +437,18 @@ def _same_sides(a_old: Analyzer, a_new: Analyzer, edits: RuleEdits) -> Callable[
         return lambda _owner: False
     vms, zones = set(edits.vms), set(edits.zones)
     zone_same: dict[str, bool] = {}
+    vm_same: dict[str, bool] = {}  # asked per (endpoint, peer): 50,000 times for a zone edit at 1,000 VMs
 
     def same(owner: NicKey) -> bool:
         kind, name, _nic = owner
         if kind != "vm" or name in vms:
             return False
+        found = vm_same.get(name)
+        if found is None:
+            found = vm_same[name] = _same_vm(name)
+        return found
+
+    def _same_vm(name: str) -> bool:
         zone = new.doc.vms[name].zone
         if zone:
             found = zone_same.get(zone)
@@ -549,7 +483,7 @@ class _Differ:
         self._splits: dict[tuple[NicKey, str, NicKey], bool] = {}
         # no network the nodes route (all bridged): every flow splits into its two
         # sides (paths.splits), so no peer is asked (10,000 of them for a rule open to all)
-        self._routing = any(is_routed(a.policy, name) for a in (a_old, a_new) for name in a.policy.doc.networks)
+        self.routing = any(is_routed(a.policy, name) for a in (a_old, a_new) for name in a.policy.doc.networks)
         self._labelled: dict[tuple[object, ...], tuple[list[NicKey], set[str]]] = {}
         self.essentials = essentials_region()
         self.notes: list[str] = []
@@ -587,27 +521,62 @@ class _Differ:
 
     def run(self, key: NicKey, region: Region, role: str, whole_flow: bool = False) -> None:
         """Flows of `key` (as receiver or sender) in `region` that the policies treat differently."""
+        found = self._own_delta(key, region, role, whole_flow)
+        if found is not None:
+            own, delta = found
+            self._peers(alone(key, own, delta, s.DST if role == "receiver" else s.SRC), role, whole_flow, shared=self.shared_peers)
+
+    def run_classes(self, regions: dict[NicKey, Region], role: str) -> None:
+        """`run` for every endpoint of `regions`, the peers compared once per class of
+        endpoints whose changed sides they cannot tell apart (analysis/endpointclass.py)."""
+        own_dim = s.DST if role == "receiver" else s.SRC
+        classes: dict[Hashable, list[Member]] = {}
+        for key, region in sorted(regions.items(), key=lambda kv: str(kv[0])):
+            found = self._own_delta(key, region, role, False)
+            if found is None:
+                continue
+            own, delta = found
+            network = guards = None
+            if key[0] == "vm":
+                network = self.a_new.policy.doc.vms[key[1]].nics[key[2]].network  # type: ignore[index]
+                guards = tuple(tuple(guard_filters(a.policy, key[1], key[2])) for a in (self.a_old, self.a_new))  # type: ignore[arg-type]
+            class_of = class_key(key, role, network, guards, own, delta, own_dim, self.cluster)
+            member = Member(key, own, delta)
+            classes.setdefault(class_of if class_of is not None else ("alone", key), []).append(member)
+        for members in classes.values():
+            mine = combined(members, own_dim, self.cluster) if len(members) > 1 else Mine(members[0].key, members, [r for r, _o, _n in members[0].delta], own_dim)
+            self._peers(mine, role, False, shared=False, per_piece=True)
+
+    def _own_delta(self, key: NicKey, region: Region, role: str, whole_flow: bool) -> tuple[dict[int, s.Intervals], list[tuple[Region, Outcome, Outcome]]] | None:
+        """The endpoint's addresses and where its own side decides differently (with
+        the flows to and from outside recorded, and the peers' whole flows where they
+        do not split); None: nothing of it differs."""
         own_dim, peer_dim = (s.DST, s.SRC) if role == "receiver" else (s.SRC, s.DST)
         own = endpoint_addresses(self.a_new, Endpoint(key[0], key[1]), key[2])  # type: ignore[arg-type]
         space = s.subtract(region, self.essentials)
         space = tuple(b for b in (s.box_restrict(box, own_dim, own.get(box[s.FAM][0][0], ())) for box in space) if b is not None)
         if not space:
-            return
+            return None
         stages_old, stages_new = twin_sides(self.side_stages(self.a_old, key, role), self.side_stages(self.a_new, key, role))
         old_side = list(self.a_old.run(stages_old, space))
         new_side = list(self.a_new.run(stages_new, space))
         self.whole_flows(key, role, space)
         delta = [(r, o, n) for r, o, n in _partition(old_side, new_side, differing=not whole_flow) if _differs(o, n) or whole_flow]
         if not delta:
-            return
-        receiver_first = role == "receiver"
+            return None
         # peers outside: nothing of ours on their side
         for region_d, o, n in delta:
             outside = tuple(b for b in (s.box_restrict(box, peer_dim, s.iv_subtract(box[peer_dim], self.cluster.v4 if box[s.FAM][0][0] == 4 else self.cluster.v6)) for box in region_d) if b is not None)
             if outside:
                 self.record(key, role, None, outside, o, n)
-        # peers in the cluster
-        pieces = [r for r, _, _ in delta]
+        return own, delta
+
+    def _peers(self, mine: Mine, role: str, whole_flow: bool, *, shared: bool, per_piece: bool = False) -> None:
+        """The flows between `mine` (an endpoint or a class of them) and the peers in the
+        cluster, in the pieces where its own side decides differently."""
+        key, pieces = mine.key, mine.pieces
+        peer_dim = s.SRC if role == "receiver" else s.DST
+        receiver_first = role == "receiver"
         signatures: dict[NicKey, set[int]] = {}
         for index, r in enumerate(pieces):
             found: list[NicKey] = []
@@ -616,18 +585,24 @@ class _Differ:
                 if values:
                     found.extend(self.a_new.directory.owners_within(family, values))
             for owner in dict.fromkeys(found):  # (in order of address, as the peers' groups are made)
-                if owner not in self.common or (owner[1] == key[1] and owner[0] == key[0]):
+                if owner not in self.common or (mine.single and owner[1] == key[1] and owner[0] == key[0]):
                     continue
                 if self.split(key, role, owner):
                     signatures.setdefault(owner, set()).add(index)
-        own_addresses = AddressSet(own.get(4, ()), own.get(6, ()))  # the peers' chains only for packets with `key` at the other end
-        sides = [self._peer_sides(a, key, role, own_addresses, pieces, peer_dim) for a in (self.a_old, self.a_new)]
+        sides = [self._peer_sides(a, key, role, mine.addresses, pieces, peer_dim, shared) for a in (self.a_old, self.a_new)]
         reducers = [found[0] for found in sides]
         classes = [found[1] for found in sides]
-        groups: dict[tuple[object, ...], tuple[tuple[GuardOrChain, ...], tuple[GuardOrChain, ...], list[NicKey], tuple[int, ...]]] = {}
-        class_groups: dict[tuple[object, ...], tuple[object, ...]] = {}  # a class of peers -> the key of its group
-        for owner, indexes in signatures.items():
-            signature = tuple(sorted(indexes))
+        # key -> the first peer's sides, the peers, the pieces they meet, each peer's sides
+        groups: dict[tuple[object, ...], tuple[tuple[GuardOrChain, ...], tuple[GuardOrChain, ...], list[NicKey], tuple[int, ...], list[Sides]]] = {}
+        class_groups: dict[tuple[object, ...], tuple[tuple[object, ...], Sides]] = {}  # a class of peers -> the key of its group, its sides
+        # a class of endpoints: peers whose sides differ in their rules' names alone (each
+        # VM's own `reject tcp 25`) run as one template, relabelled where they decide
+        templated = per_piece and not mine.single and PEER_TEMPLATES
+        # a class of endpoints: each piece on its own, so a peer's rule that meets only
+        # one piece (a VM's `reject tcp 25`, in every peer) keeps it from sharing the others
+        units = ((owner, (index,)) for owner, indexes in signatures.items() for index in sorted(indexes)) if per_piece else \
+            ((owner, tuple(sorted(indexes))) for owner, indexes in signatures.items())
+        for owner, signature in units:
             same = self.same_side(owner)
             replies = reply_class(owner, classes, same) if PEER_CLASSES else None
             if replies is not None:
@@ -636,44 +611,138 @@ class _Differ:
             if peer_class is not None:
                 known = class_groups.get(peer_class)
                 if known is not None:  # its sides are its class's (analysis/peerclass.py): nothing of it to reduce
-                    groups[known][2].append(owner)
+                    groups[known[0]][2].append(owner)
+                    groups[known[0]][4].append(known[1])
                     continue
             addresses = endpoint_addresses(self.a_new, Endpoint(owner[0], owner[1]), owner[2])  # type: ignore[arg-type]
             own_region = PeerSpace(pieces, signature, addresses, peer_dim)
             before = reducers[0](owner, signature, own_region)
             stages = [before, before if same else reducers[1](owner, signature, own_region)]
             assert stages[0] is not None and stages[1] is not None, (key, owner)  # self.split
-            group_key = (owner[0], signature, stages[0][1], stages[1][1])
+            shapes = (template_key(*stages[0]), template_key(*stages[1])) if templated else (None, None)
+            if shapes[0] is not None and shapes[1] is not None:
+                group_key = (owner[0], signature, shapes[0], shapes[1], stages[1] is stages[0], "template")
+            else:
+                group_key = (owner[0], signature, stages[0][1], stages[1][1])
+            sides = (stages[0][0], stages[1][0])
             if group_key in groups:
                 groups[group_key][2].append(owner)
+                groups[group_key][4].append(sides)
             else:
-                groups[group_key] = (stages[0][0], stages[1][0], [owner], signature)
+                groups[group_key] = (stages[0][0], stages[1][0], [owner], signature, [sides])
             if peer_class is not None and all(c is None or c.settled(owner, signature) for c in (classes[0], None if same else classes[1])):
-                class_groups[peer_class] = group_key
+                class_groups[peer_class] = (group_key, sides)
         by_owner = self.a_new.directory.addresses
-        for stages_old, stages_new, members, signature in groups.values():
+        replied: dict[int, tuple[list[NicKey], bool, set[str]]] = {}  # _record_members' facts of a group of peers
+        pending: Pending = {}  # _record_members' rows of every member of a class
+        for stages_old, stages_new, members, signature, members_sides in groups.values():
             addresses: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
             for member in members:
                 for family, points in by_owner(member).items():
                     addresses[family].extend((v, v) for v in points)
             merged = {f: s.merge(v) for f, v in addresses.items()}
-            for index in signature:
-                region_d, o, n = delta[index]
-                sub = tuple(b for b in (s.box_restrict(box, peer_dim, merged[box[s.FAM][0][0]]) for box in region_d) if b is not None)
+            cells = [None] if mine.single else mine.cells(chain(stages_old, stages_new), self.essentials)
+            for index, cell in ((index, cell) for index in signature for cell in cells):
+                sub = tuple(b for b in (s.box_restrict(box, peer_dim, merged[box[s.FAM][0][0]]) for box in pieces[index]) if b is not None)
+                if cell is not None:  # a class of endpoints: cell by cell (Mine.cells)
+                    sub = tuple(b for b in (s.box_restrict(box, mine.own_dim, cell.get(box[s.FAM][0][0], ())) for box in sub) if b is not None)
                 if not sub:
                     continue
                 peer_old = list(self.a_old.run(stages_old, sub))
                 peer_new = peer_old if stages_new is stages_old else list(self.a_new.run(stages_new, sub))  # the same side: run once
+                relabel = Relabel(stages_old, stages_new, members, members_sides) if templated else None
                 for part, po, pn in _partition(peer_old, peer_new):
-                    final_old, final_new = _final(po, o, receiver_first), _final(pn, n, receiver_first)
-                    if whole_flow or _differs(final_old, final_new):  # (record judges the replies)
-                        self.record(key, role, members, part, final_old, final_new)
+                    if relabel is not None and not relabel.alike:
+                        _region, o, n = mine.members[0].delta[index]
+                        if _differs(_final(po, o, receiver_first), _final(pn, n, receiver_first)) is None:
+                            continue  # no member's flows differ: the verdicts are every peer's of the template
+                        for po_j, pn_j, members_j in relabel.split(po, pn):
+                            self._record_members(mine, index, role, members_j, part, po_j, pn_j, replied, pending)
+                        continue
+                    if mine.single:
+                        _region, o, n = mine.members[0].delta[index]
+                        final_old, final_new = _final(po, o, receiver_first), _final(pn, n, receiver_first)
+                        if whole_flow or _differs(final_old, final_new):  # (record judges the replies)
+                            self.record(key, role, members, part, final_old, final_new)
+                        continue
+                    self._record_members(mine, index, role, members, part, po, pn, replied, pending)
+        if pending:
+            self._add_pending(mine, role, pending)
+
+    def _record_members(self, mine: Mine, index: int, role: str, peers: list[NicKey], part: Region, po: Outcome, pn: Outcome,
+                        replied: dict[int, tuple[list[NicKey], bool, set[str]]], pending: Pending) -> None:
+        """`record` for each member of a class of endpoints with an address in `part`:
+        its own outcomes, its own addresses, its peers but itself."""
+        receiver_first = role == "receiver"
+        # the members' own outcomes differ in their stages' names only, their guards
+        # not at all (endpointclass.class_key): whether the flows differ, and which
+        # peers' replies a guard sees, are the first member's answers
+        first = mine.members[0]
+        _region, o, n = first.delta[index]
+        change = _differs(_final(po, o, receiver_first), _final(pn, n, receiver_first))
+        if change is None:
+            return  # (most parts: the peer's own rule refuses where the member's did)
+        facts = replied.get(id(peers))
+        if facts is None or facts[0] is not peers:  # once per group of peers (kept with it: its id stays its own)
+            facts = replied[id(peers)] = (peers, any(self._replies_guarded(first.key, role, p) for p in peers), {p[1] for p in peers if p[0] == "vm"})
+        _peers, guarded, peer_vms = facts
+        if not guarded:
+            # the members' rows of a box are the same but for their own outcomes: the
+            # box's peers are gathered with the other parts' of the same rows and the
+            # same members (a handful of address sets), each member's rows made once
+            final_old, final_new = _final(po, o, receiver_first), _final(pn, n, receiver_first)
+            old_label, new_label = _decisive_label(final_old), _decisive_label(final_new)
+            for box, (services, when, labels) in zip(part, self._described(part, role, peers)):
+                if not labels:
+                    continue
+                family = box[s.FAM][0][0]
+                entry_key = (index, change, old_label, new_label, services, when, family, box[mine.own_dim])
+                entry = pending.get(entry_key)
+                if entry is None:
+                    pending[entry_key] = (po, pn, set(labels))
+                else:
+                    entry[2].update(labels)
+            return
+        # a guard sees some peer's replies: each member's flows the general way (`record` judges the replies)
+        own_parts: dict[int, tuple[Member, list[s.Box]]] = {}
+        for box in part:
+            for member, narrowed in mine.members_in(box):
+                own_parts.setdefault(id(member), (member, []))[1].append(narrowed)
+        for member, boxes in own_parts.values():
+            _region, o, n = member.delta[index]
+            final_old, final_new = _final(po, o, receiver_first), _final(pn, n, receiver_first)
+            kind, name, _nic = member.key
+            others = [p for p in peers if p[1] != name or p[0] != kind] if kind == "vm" and name in peer_vms else peers
+            if others:
+                self.record(member.key, role, others, tuple(boxes), final_old, final_new)
+
+    def _add_pending(self, mine: Mine, role: str, pending: Pending) -> None:
+        """Each member's rows of the parts that held every member: its own outcomes
+        (the same side decides for every member), its peers but itself."""
+        receiver_first = role == "receiver"
+        vms = self.a_new.policy.doc.vms
+        own_labels: dict[int, set[str]] = {}
+        by_member: dict[int, list[tuple[Member, tuple[object, ...], tuple[Outcome, Outcome, set[str]]]]] = {}
+        for entry_key, entry in pending.items():
+            family, own = entry_key[6], entry_key[7]
+            for member in mine.members_within(family, own):  # type: ignore[arg-type]
+                by_member.setdefault(id(member), []).append((member, entry_key, entry))
+        for index_of_member, member in enumerate(mine.members):
+            entries = by_member.get(id(member))
+            if not entries:
+                continue
+            kind, name, _nic = member.key
+            mine_labels = own_labels.setdefault(index_of_member, {self.label((kind, name, i)) for i in range(len(vms[name].nics))} if kind == "vm" else set())
+            for _member, (index, change, _o, _n, services, when, _f, _own), (po, pn, labels) in entries:
+                _region, o, n = member.delta[index]  # type: ignore[index]
+                self._add_rows(member.key, role, change, [(services, when, labels)], _final(po, o, receiver_first), _final(pn, n, receiver_first),  # type: ignore[arg-type]
+                               itself=not mine_labels.isdisjoint(labels))
 
     def _peer_sides(self, analyzer: Analyzer, key: NicKey, role: str, own_addresses: AddressSet, pieces: list[Region],
-                    peer_dim: int) -> tuple[PeerReducer, ClassedSides | None]:
+                    peer_dim: int, shared: bool) -> tuple[PeerReducer, ClassedSides | None]:
         """How `analyzer` gives a peer's side, reduced to what `pieces` can meet, and
         the peers' classes when it sorts them (analysis/peerclass.py)."""
-        if not self.shared_peers:  # few endpoints (a rule of one VM open to many peers): from pieces the peers share, as reach
+        if not shared:  # few endpoints (a rule of one VM open to many peers): from pieces the peers share, as reach
             sides = PeerSides(analyzer, key, role, own_addresses, pieces, peer_dim, grouped=GROUPED_PEERS)
             if GROUPED_PEERS and PEER_CLASSES:
                 classes = ClassedSides(sides)
@@ -690,7 +759,7 @@ class _Differ:
     def split(self, key: NicKey, role: str, owner: NicKey) -> bool:
         """Whether flows between the two split into their two sides in both policies
         (asked of every peer by `whole_flows` and again by `run`: answered once)."""
-        if not self._routing:
+        if not self.routing:
             return True
         memo_key = (key, role, owner)
         found = self._splits.get(memo_key)
@@ -701,7 +770,7 @@ class _Differ:
     def whole_flows(self, key: NicKey, role: str, space: Region) -> None:
         """Peers whose flows with `key` do not split into two sides (a translated
         source, a routed guest and its own node): the whole flows, both policies."""
-        if not self._routing:
+        if not self.routing:
             return  # every flow splits
         peer_dim = s.SRC if role == "receiver" else s.DST
         owners: set[NicKey] = set()
@@ -768,39 +837,51 @@ class _Differ:
     def _record(self, key: NicKey, role: str, members: list[NicKey] | None, region: Region, old: Outcome, new: Outcome) -> None:
         """Rows for `region`, if the two outcomes differ."""
         change = _differs(old, new)
-        if change is None:
-            return
+        if change is not None:
+            self._add_rows(key, role, change, self._described(region, role, members), old, new)
+
+    def _described(self, part: Region, role: str, peers: list[NicKey] | None) -> list[tuple[tuple[str, ...], str, set[str]]]:
+        """What a row reads of each box: its services, its time, its peers' labels
+        (`peers` None: outside addresses)."""
         peer_dim = s.SRC if role == "receiver" else s.DST
-        me = self.label(key)
-        for box in region:
-            services = tuple(services_of((box,)))
-            when = time_text(box[s.TIME])
+        out = []
+        for box in part:
             family = box[s.FAM][0][0]
-            if members is None:
-                peers = set(addresses_text(family, box[peer_dim]))
-                peers = {f"outside:{p}" for p in peers} if len(peers) < 6 else {f"outside ({len(box[peer_dim])} ranges)"}
-                cluster = self.cluster.v4 if family == 4 else self.cluster.v6
-                if box[peer_dim] == s.iv_subtract(((0, s.ADDRESS_MAX[family]),), cluster):
-                    peers = {f"outside: any ipv{family}"}
-            else:
-                peers = self._member_labels(members, family, box[peer_dim])
-            if not peers:
+            out.append((tuple(services_of((box,))), time_text(box[s.TIME]),
+                        self._member_labels(peers, family, box[peer_dim]) if peers is not None else self._outside_labels(family, box[peer_dim])))
+        return out
+
+    def _outside_labels(self, family: int, values: s.Intervals) -> set[str]:
+        peers = set(addresses_text(family, values))
+        peers = {f"outside:{p}" for p in peers} if len(peers) < 6 else {f"outside ({len(values)} ranges)"}
+        cluster = self.cluster.v4 if family == 4 else self.cluster.v6
+        if values == s.iv_subtract(((0, s.ADDRESS_MAX[family]),), cluster):
+            peers = {f"outside: any ipv{family}"}
+        return peers
+
+    def _add_rows(self, key: NicKey, role: str, change: str, described: list[tuple[tuple[str, ...], str, set[str]]], old: Outcome, new: Outcome,
+                  *, itself: bool = False) -> None:
+        """The rows of `key`'s flows with the peers of each box described; `itself`:
+        the peers may hold its own VM's NICs, which are never its peers (a row of it
+        holds none from elsewhere: its rows are its own), taken out after."""
+        me = self.label(key)
+        own_labels = {self.label((key[0], key[1], i)) for i in range(len(self.a_new.policy.doc.vms[key[1]].nics))} if itself else set()
+        old_label, new_label = _decisive_label(old), _decisive_label(new)
+        for services, when, peers in described:
+            if not peers or (own_labels and peers <= own_labels):
                 continue
-            row_key = (change, me, role, services, when, _decisive_label(old), _decisive_label(new))
+            row_key = (change, me, role, services, when, old_label, new_label)
             row = self.rows.get(row_key)
             if row is None:
                 row = self.rows[row_key] = DiffRow(change, services=services, when=when, old=old, new=new)
             if role == "receiver":
                 row.dst.add(me)
                 row.src |= peers
+                row.src -= own_labels
             else:
                 row.src.add(me)
                 row.dst |= peers
-
-
-def _decisive_label(outcome: Outcome) -> tuple[str, str] | None:
-    decision = outcome.decisive
-    return (decision.stage, decision.label) if decision else None
+                row.dst -= own_labels
 
 
 SHARED_PEERS_FROM = 8  # endpoints compared; a one-VM edit (2) keeps the filtered, cheaper sides
@@ -809,7 +890,10 @@ REUSE_SAME_SIDES = True  # after a rule edit: a peer whose side is the same in b
 SHARE_UNNAMED = True  # group edits: rules naming no edited group read through the old policy's matches (False: each side's own)
 NAMING_INDEX = True  # group edits: the VMs naming a group from policy/naming.py's index (False: every VM's rules scanned)
 ONLY_DIFFERING = True  # an endpoint's own sides: only pieces whose outcomes differ intersected (False: every pair)
+ENDPOINT_CLASSES = True  # many endpoints, no routed network: the peers compared once per class of endpoints (analysis/endpointclass.py; False: per endpoint)
+PEER_TEMPLATES = True  # with ENDPOINT_CLASSES: peers' sides alike but for their rules' names run once (analysis/peertemplate.py; False: apart)
 PEER_CLASSES = True  # with GROUPED_PEERS: peers of one shape reduced once (analysis/peerclass.py; False: each peer)
+Pending = dict[tuple[object, ...], tuple[Outcome, Outcome, set[str]]]  # (piece, change, decisions, services, time) -> a sample part's peer outcomes, the peers
 PeerReducer = Callable[[NicKey, tuple[int, ...], PeerSpace], "tuple[tuple[GuardOrChain, ...], Key] | None"]
 
 
@@ -836,10 +920,14 @@ def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | 
     edited = edits if edits is not None else grouped
     same_side = _same_sides(a_old, a_new, edited) if edited is not None else None
     differ = _Differ(a_old, a_new, common, shared_peers=runs > SHARED_PEERS_FROM, same_side=same_side)
-    for key, region in sorted(changes.receivers.items(), key=lambda kv: str(kv[0])):
-        differ.run(key, region, "receiver")
-    for key, region in sorted(changes.senders.items(), key=lambda kv: str(kv[0])):
-        differ.run(key, region, "sender")
+    if ENDPOINT_CLASSES and differ.shared_peers and not differ.routing:
+        differ.run_classes(changes.receivers, "receiver")
+        differ.run_classes(changes.senders, "sender")
+    else:
+        for key, region in sorted(changes.receivers.items(), key=lambda kv: str(kv[0])):
+            differ.run(key, region, "receiver")
+        for key, region in sorted(changes.senders.items(), key=lambda kv: str(kv[0])):
+            differ.run(key, region, "sender")
     for key, region in sorted(changes.between.items(), key=lambda kv: str(kv[0])):
         differ.run(key, region, "receiver", whole_flow=True)
     for key, region in sorted(changes.replies.items(), key=lambda kv: str(kv[0])):
@@ -852,28 +940,3 @@ def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | 
     if endpoints:
         notes.append("flows to and from added, removed or readdressed endpoints are not compared; they are listed under endpoints")
     return DiffResult(rows, endpoints, notes)
-
-
-def _merge_rows(rows: list[DiffRow]) -> list[DiffRow]:
-    """One row per (change, peers, decisions): services of otherwise equal rows merge,
-    then rows equal but for one side's peers merge that side."""
-    merged: dict[tuple[object, ...], DiffRow] = {}
-    for row in rows:
-        key = (row.change, tuple(sorted(row.src)), tuple(sorted(row.dst)), row.when, _decisive_label(row.old), _decisive_label(row.new))  # type: ignore[arg-type]
-        if key in merged:
-            merged[key].services = tuple(dict.fromkeys(merged[key].services + row.services))
-        else:
-            merged[key] = row
-    by_src: dict[tuple[object, ...], DiffRow] = {}
-    for row in merged.values():
-        key = (row.change, tuple(sorted(row.dst)), row.services, row.when, _decisive_label(row.old), _decisive_label(row.new))  # type: ignore[arg-type]
-        if key in by_src:
-            by_src[key].src |= row.src
-        else:
-            by_src[key] = row
-    for row in by_src.values():
-        for side in (row.src, row.dst):
-            if {"outside: any ipv4", "outside: any ipv6"} <= side:
-                side -= {"outside: any ipv4", "outside: any ipv6"}
-                side.add("outside: any")
-    return sorted(by_src.values(), key=lambda r: (r.change, sorted(r.dst), sorted(r.src), r.services))

@@ -379,7 +379,9 @@ class Paths:
             if role == "receiver":
                 forwarding = self.forwarding(name)
                 return ([forwarding] if forwarding else []) + self._hook(INPUT, _Pass(name))
-            chain = self._host_rules(name, "out") if self.plan.chains.host_out(name) is not None else None
+            # what it sends leaves by its uplink (`interface:` rules: as `flow` takes them),
+            # but to a guest it routes itself: that flow does not split (`splits`)
+            chain = self._host_rules(name, "out", self.interface(name, None)) if self.plan.chains.host_out(name) is not None else None
             return [chain] if chain else []
         if kind != "vm" or nic is None:
             return []
@@ -443,6 +445,8 @@ class Paths:
         sender, receiver = (other, own) if role == "receiver" else (own, other)
         a = (sender[1], sender[2]) if sender[0] == "vm" and sender[2] is not None else None
         b = (receiver[1], receiver[2]) if receiver[0] == "vm" and receiver[2] is not None else None
+        if sender[0] == "host" and b is not None and self.routed(b) and self.node(b) == sender[1]:
+            return None  # the node to a guest it routes: out by the guest network's bridge, not its uplink (`interface:` rules)
         if a is None or not self.routed(a) or (b is not None and self.same_segment(a, b)):
             return True
         node = self.node(a)

@@ -1,0 +1,212 @@
+"""analysis/endpointclass.py: endpoints whose changed sides the peers cannot tell
+apart, compared with the peers once for all of them, give exactly the diff of each
+endpoint compared on its own.
+
+* Property: random policies with the rules of one or two VMs or zones edited, and
+  random changes of any kind, every diff on the many-endpoints path
+  (`SHARED_PEERS_FROM` 0): the same JSON with classes (`ENDPOINT_CLASSES`) and
+  without.
+* A synthetic cluster (bench/synth.py) with a zone rule edited that has no `to:`
+  (bench/commit.py's zone kind: every zone VM against every peer): the same JSON,
+  and the peers compared far fewer times than once per endpoint; their sides, alike
+  but for their rules' names (analysis/peertemplate.py, `PEER_TEMPLATES`), run far
+  fewer times than once per peer, and the same JSON without templates.
+* Negatives: a zone VM whose own rule decides part of the changed packets is kept
+  out of the others' class, and its rows are its own; zone VMs are each other's
+  peers but never their own.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from tests.analysis.diffknobs import diff_knobs
+from tests.analysis.test_diff import Pair, pairs
+from tests.analysis.test_reach_grouping import dressed
+from tests.analysis.test_shortcuts import rule_edit_pairs
+from zonewall.analysis import diff as diff_module
+from zonewall.analysis.diff import diff_policies
+from zonewall.policy.loader import load_policy_text
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
+import synth
+
+MANY = {"SHARED_PEERS_FROM": 0}  # every diff compares its endpoints on the many-endpoints path
+
+
+def _diff(old_text: str, new_text: str, **knobs: Any) -> str:
+    with diff_knobs(**knobs):
+        return json.dumps(diff_policies(load_policy_text(old_text), load_policy_text(new_text)).to_json(), sort_keys=True)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(rule_edit_pairs(dressed()))
+def test_classes_of_endpoints_give_the_diff_of_each_endpoint_alone_after_a_rule_edit(pair: tuple[str, str, str]) -> None:
+    old_text, new_text, what = pair
+    classed = _diff(old_text, new_text, **MANY, ENDPOINT_CLASSES=True)
+    assert classed == _diff(old_text, new_text, **MANY, ENDPOINT_CLASSES=False), what
+    assert classed == _diff(old_text, new_text, **MANY, ENDPOINT_CLASSES=True, PEER_TEMPLATES=False), what
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(pairs())
+def test_classes_of_endpoints_give_the_diff_of_each_endpoint_alone_after_any_change(pair: Pair) -> None:
+    classed = _diff(pair.old, pair.new, **MANY, ENDPOINT_CLASSES=True)
+    assert classed == _diff(pair.old, pair.new, **MANY, ENDPOINT_CLASSES=False), pair.changes
+    assert classed == _diff(pair.old, pair.new, **MANY, ENDPOINT_CLASSES=True, PEER_TEMPLATES=False), pair.changes
+
+
+ZONE_RULE = "{direction: out, action: reject, tcp: 25}"  # bench/commit.py's zone edit: no `to:`
+
+
+def _zone_edit(text: str, new: str) -> str:
+    start = text.index("\nzones:\n")
+    at = text.index(ZONE_RULE, start)
+    return text[:at] + new + text[at + len(ZONE_RULE):]
+
+
+def _count_peer_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many endpoints each comparison with the peers stood for."""
+    runs: list[int] = []
+    compare = diff_module._Differ._peers
+
+    def counted(self: Any, mine: Any, *args: Any, **kwargs: Any) -> Any:
+        runs.append(len(mine.members))
+        return compare(self, mine, *args, **kwargs)
+
+    monkeypatch.setattr(diff_module._Differ, "_peers", counted)
+    return runs
+
+
+def test_a_zone_rule_open_to_everyone_in_a_synthetic_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = synth.policy_text(120, nodes=3, zones=3)  # 40 VMs in each zone
+    edited = _zone_edit(text, "{direction: out, action: reject, tcp: 30000}")
+    runs = _count_peer_runs(monkeypatch)
+    classed = _diff(text, edited, ENDPOINT_CLASSES=True)
+    flows = json.loads(classed)["flows"]
+    assert any(f["change"] == "opened" for f in flows) and any(f["change"] == "changed" for f in flows)
+    assert sum(runs) >= 40 and len(runs) <= 4, runs  # 40 zone VMs, in a handful of classes
+    runs.clear()
+    alone = _diff(text, edited, ENDPOINT_CLASSES=False)
+    assert len(runs) >= 40 and set(runs) == {1}  # without classes: the peers once per endpoint
+    assert classed == alone
+    sides_run = _count_side_runs(monkeypatch)
+    assert _diff(text, edited, ENDPOINT_CLASSES=True, PEER_TEMPLATES=False) == classed
+    apart = len(sides_run)
+    sides_run.clear()
+    assert _diff(text, edited, ENDPOINT_CLASSES=True, PEER_TEMPLATES=True) == classed
+    own_sides = 2 * 40  # each zone VM's own side, old and new, either way
+    # each peer's own `reject tcp 25` made its side its own; as one template, far fewer runs
+    assert apart - own_sides > 120 and len(sides_run) - own_sides < (apart - own_sides) // 2, (apart, len(sides_run))
+
+
+def _count_side_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times the engine ran a stage list in the old policy (a peer group's side, or an endpoint's)."""
+    from zonewall.analysis.engine import Analyzer
+    calls: list[int] = []
+    run = Analyzer.run
+
+    def counted(self: Any, stages: Any, space: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return run(self, stages, space, *args, **kwargs)
+
+    monkeypatch.setattr(Analyzer, "run", counted)
+    return calls
+
+
+SMALL = """\
+version: 1
+hosts:
+  n1: {address: [192.168.1.1]}
+networks:
+  lan:
+    bridge: br0
+    subnets: [10.0.0.0/24, "fd00::/64"]
+settings:
+  default: {in: drop, out: accept}
+zones:
+  web:
+    rules:
+      - {direction: out, action: reject, tcp: 25}
+groups:
+  mailers: [vm:mail]
+vms:
+%s
+"""
+
+
+def _vm(name: str, index: int, rules: str = "", more: str = "") -> str:
+    body = f"  {name}:\n    host: n1\n    zone: web\n    nics: [{{network: lan, mac: \"52:54:00:00:00:{index:02x}\", ips: [10.0.0.{index}, {more}\"fd00::{index}\"]}}]\n"
+    return body + (f"    rules:\n{rules}" if rules else "")
+
+
+def _small(tcp: int) -> str:
+    vms = [_vm(f"w{i}", 10 + i) for i in range(6)]
+    # w9 lets its own rule decide mail to the mailers: its side differs from the other zone VMs'
+    vms.append(_vm("w9", 9, "      - {direction: out, action: accept, to: group:mailers, tcp: 25}\n"))
+    # w7's own rule decides 2525 from one of its two addresses: its changed pieces hold only the other
+    vms.append(_vm("w7", 7, "      - {direction: out, action: accept, from: 10.0.0.27, tcp: 2525}\n", more="10.0.0.27, "))
+    # w8 drops by default what the zone lets out: the same changed pieces as w0-w5, other outcomes
+    vms.append(_vm("w8", 8).replace("    zone: web\n", "    zone: web\n    default: {in: drop, out: drop}\n"))
+    vms.append(_vm("mail", 2, "      - {direction: in, action: accept, from: 10.0.0.27, tcp: 2525}\n      - {direction: in, action: accept, tcp: 25}\n"))
+    return (SMALL % "".join(vms)).replace("tcp: 25}\ngroups", f"tcp: {tcp}}}\ngroups")
+
+
+def test_an_endpoint_whose_own_rule_decides_is_its_own_class_and_no_endpoint_is_its_own_peer(monkeypatch: pytest.MonkeyPatch) -> None:
+    old, new = _small(25), _small(2525)
+    runs = _count_peer_runs(monkeypatch)
+    classed = _diff(old, new, **MANY, ENDPOINT_CLASSES=True)
+    assert sorted(runs) == [1, 1, 1, 7], runs  # w0-w5 and mail (its own rules are inbound) together; w9, w7 and w8 alone
+    assert classed == _diff(old, new, **MANY, ENDPOINT_CLASSES=False)
+    flows = json.loads(classed)["flows"]
+    for flow in flows:
+        assert not set(flow["from"]) & set(flow["to"]), flow  # zone VMs are each other's peers, never their own
+    to_mail = [f for f in flows if f["to"] == ["vm:mail"] and "tcp 25" in f["services"]]
+    assert to_mail and all("vm:w9" not in f["from"] for f in to_mail)  # w9 sent mail before and after: its own rule
+    opened = [f for f in flows if f["change"] == "opened" and "tcp 25" in f["services"] and "vm:mail" in f["to"]]
+    assert opened and {f"vm:w{i}" for i in range(6)} <= set().union(*(set(f["from"]) for f in opened))
+    w7_to_mail = [f for f in flows if "vm:w7" in f["from"] and "vm:mail" in f["to"] and "tcp 2525" in f["services"]]
+    assert w7_to_mail and all(f["change"] == "changed" for f in w7_to_mail), w7_to_mail  # from 10.0.0.7 (drop -> reject), never "closed" (10.0.0.27's own rule)
+    w8_to_mail = [f for f in flows if "vm:w8" in f["from"] and "vm:mail" in f["to"] and "tcp 25" in f["services"]]
+    assert w8_to_mail and all(f["change"] == "changed" for f in w8_to_mail), w8_to_mail  # reject -> its default's drop, not "opened"
+    between = [f for f in flows if "tcp 2525" in f["services"] and "vm:w1" in f["from"]]
+    assert between and "vm:w2" in set().union(*(set(f["to"]) for f in between))  # w1 -> w2 on 2525 changed (drop -> reject)
+
+
+CUT = """\
+version: 1
+settings:
+  default: {in: drop, out: drop}
+hosts:
+  n1: {address: [192.168.1.1]}
+networks:
+  lan: {bridge: br0, subnets: [10.0.0.0/24]}
+zones:
+  web:
+    rules:
+      - {id: z-in, direction: in, action: ACTION}
+      - {id: z-ssh, direction: out, action: accept, to: vm:w1, service: ssh}
+      - {id: z-out, direction: out, action: accept, tcp: 1-1000}
+vms:
+  w1: {host: n1, zone: web, nics: [{network: lan, mac: "52:54:00:00:00:01", ips: [10.0.0.1]}]}
+  w2: {host: n1, zone: web, nics: [{network: lan, mac: "52:54:00:00:00:02", ips: [10.0.0.2]}]}
+  w3: {host: n1, zone: web, nics: [{network: lan, mac: "52:54:00:00:00:03", ips: [10.0.0.3]}]}
+"""
+
+
+def test_a_peer_step_naming_one_member_does_not_cut_the_others_rows() -> None:
+    """w1 and w2 (receivers of the edited `z-in`) are one class; the peers' `z-ssh`
+    names w1 alone. Run over both their addresses at once it would cut w2's boxes at
+    port 22 too (`tcp 1-21`, `tcp 22`, `tcp 23-1000` where alone it is `tcp 1-1000`):
+    the class is run in cells the peers' regions do not cut (Mine.cells)."""
+    old, new = CUT.replace("ACTION", "accept"), CUT.replace("ACTION", "drop")
+    classed = _diff(old, new, **MANY, ENDPOINT_CLASSES=True)
+    assert classed == _diff(old, new, **MANY, ENDPOINT_CLASSES=False)
+    from_zone = [f for f in json.loads(classed)["flows"] if f["to"] == ["vm:w2"] and "vm:w1" in f["from"]]
+    assert [(f["from"], f["services"]) for f in from_zone] == [(["vm:w1", "vm:w3"], ["tcp 1-1000"])], from_zone

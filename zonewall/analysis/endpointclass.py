@@ -1,0 +1,236 @@
+"""The endpoints of one diff whose sides changed alike, compared with their peers once.
+
+An edit of a zone rule with no `to:` changes the side of every VM of the zone (500
+of them in a 10,000-VM cluster) against every peer of the cluster: compared endpoint
+by endpoint, that is 5,000,000 (endpoint, peer) side reductions. Most of the zone's
+VMs differ in nothing the peers can tell apart but their addresses: the same pieces
+changed (what their own sides decide differently, up to their own address), with the
+same outcomes (the same rules decide; the stage names carry the VM's name), on the
+same network (the peers' sides read it for the network's check between them).
+
+`Mine` is the endpoint (or the class of endpoints) whose side changed, as the peers
+see it: its addresses (a class's: its members' together), its changed pieces with
+the own address dimension widened to all of them, and for each member its own
+outcomes on each piece. `diff._Differ` runs the peers once per `Mine` and records
+the rows of each member from the part of each outcome that holds its addresses
+(`Mine.members_in`): what a peer's side does with a packet depends on its source
+or destination address only through the address sets of its steps, which the run
+splits exactly.
+
+`class_key` says which endpoints share a class; None keeps an endpoint to itself
+(a node, a routed network, an own side whose changed pieces do not take every own
+address alike). tests/analysis/test_endpoint_classes.py compares the flows with
+and without classes.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Hashable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from ..policy.addresses import AddressSet
+from . import space as s
+from .chains import Chain
+from .engine import Outcome
+from .guards import GuardStage
+from .paths import ESSENTIALS, Scoped
+from .peers import NicKey
+from .space import Intervals, Region
+
+Delta = list[tuple[Region, Outcome, Outcome]]  # (piece, old outcome, new outcome) of an endpoint's own side
+
+
+@dataclass
+class Member:
+    key: NicKey
+    own: dict[int, Intervals]  # its addresses per family
+    delta: Delta  # its own outcomes, piece by piece (aligned with the class's pieces)
+
+
+@dataclass
+class Mine:
+    """One endpoint, or a class of them, whose side changed (module docstring)."""
+
+    key: NicKey  # the first member: what the peers' sides read of it is every member's
+    members: list[Member]
+    pieces: list[Region]  # the changed pieces, own dimension widened to every member's addresses
+    own_dim: int
+    addresses: AddressSet = field(init=False)
+    widened: dict[int, Intervals] = field(init=False)
+    _points: dict[int, tuple[list[int], list[Member]]] = field(init=False)
+    _within: dict[tuple[int, Intervals], list[Member]] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        by_family: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+        points: dict[int, list[tuple[int, int, Member]]] = {4: [], 6: []}
+        for index, member in enumerate(self.members):
+            for family, intervals in member.own.items():
+                by_family[family].extend(intervals)
+                points[family].extend((low, index, member) for low, _high in intervals)
+        self.addresses = AddressSet(s.merge(by_family[4]), s.merge(by_family[6]))
+        self.widened = {4: self.addresses.v4, 6: self.addresses.v6}  # the own dimension of a box that holds every member
+        self._points = {}
+        for family, found in points.items():
+            found.sort(key=lambda item: (item[0], item[1]))
+            self._points[family] = ([low for low, _i, _m in found], [m for _low, _i, m in found])
+
+    @property
+    def single(self) -> bool:
+        return len(self.members) == 1
+
+    def cells(self, stages: Iterable[object], essentials: Region) -> list[dict[int, Intervals]]:
+        """The members' addresses cut into cells no region of the stages cuts: run
+        cell by cell, the stages split each cell's boxes as they split each member's
+        alone (a step whose own addresses take some members of a box would cut it
+        where, alone, it misses them), so every member's rows come out as alone."""
+        cuts = _own_cuts(stages, self.own_dim, essentials)
+        if cuts is None:  # a stage whose regions are not known here: each member its own cell
+            return [member.own for member in self.members]
+        cuts.discard(self.widened.get(4, ()))
+        cuts.discard(self.widened.get(6, ()))
+        if not cuts:
+            return [self.widened]
+        ordered = sorted(cuts)
+        by_vector: dict[tuple[bool, ...], dict[int, list[tuple[int, int]]]] = {}
+        for member in self.members:
+            for family, intervals in member.own.items():
+                address = intervals[0][0]  # (one address per family: `class_key`)
+                vector = (family, *(_inside(address, cut) for cut in ordered))
+                by_vector.setdefault(vector, {}).setdefault(family, []).append((address, address))  # type: ignore[arg-type]
+        cells: dict[tuple[bool, ...], dict[int, Intervals]] = {}
+        for vector, by_family in by_vector.items():
+            cells[vector[1:]] = {**cells.get(vector[1:], {}), **{f: s.merge(v) for f, v in by_family.items()}}
+        return list(cells.values())
+
+    def members_within(self, family: int, intervals: Intervals) -> list[Member]:
+        """The members with an address inside the intervals, in the members' order."""
+        found = self._within.get((family, intervals))
+        if found is None:
+            keys, members = self._points[family]
+            inside: dict[int, Member] = {}
+            for low, high in intervals:
+                for member in members[bisect_left(keys, low) : bisect_right(keys, high)]:
+                    inside[id(member)] = member
+            if any(len(m.own.get(family, ())) != 1 or m.own[family][0][0] != m.own[family][0][1] for m in inside.values()):
+                # several addresses: inside if one of them is (found by its first only)
+                inside = {id(m): m for m in self.members if s.iv_overlaps(m.own.get(family, ()), intervals)}
+            order = {id(m): i for i, m in enumerate(self.members)} if len(inside) > 1 else {}
+            found = self._within[family, intervals] = sorted(inside.values(), key=lambda m: order.get(id(m), 0))
+        return found
+
+    def members_in(self, box: s.Box) -> Iterator[tuple[Member, s.Box]]:
+        """Each member with an address in the box, and the box narrowed to its addresses."""
+        family = box[s.FAM][0][0]
+        own_dim = self.own_dim
+        if box[own_dim] == self.widened[family]:  # every member's (most boxes)
+            for member in self.members:
+                addresses = member.own.get(family)
+                if addresses:
+                    yield member, box[:own_dim] + (addresses,) + box[own_dim + 1 :]
+            return
+        keys, members = self._points[family]
+        seen: set[int] = set()
+        for low, high in box[self.own_dim]:
+            for member in members[bisect_left(keys, low) : bisect_right(keys, high)]:
+                if id(member) in seen:
+                    continue
+                seen.add(id(member))
+                addresses = member.own.get(family, ())
+                if len(addresses) == 1 and addresses[0][0] == addresses[0][1]:  # one address, found inside: all of it
+                    yield member, box[:own_dim] + (addresses,) + box[own_dim + 1 :]
+                    continue
+                narrowed = s.box_restrict(box, own_dim, addresses)
+                if narrowed is not None:
+                    yield member, narrowed
+
+
+def alone(key: NicKey, own: dict[int, Intervals], delta: Delta, own_dim: int) -> Mine:
+    return Mine(key, [Member(key, own, delta)], [r for r, _o, _n in delta], own_dim)
+
+
+def class_key(key: NicKey, role: str, network: str | None, guards: Hashable, own: dict[int, Intervals], delta: Delta, own_dim: int,
+              cluster: AddressSet) -> Hashable | None:
+    """What the peers can tell of the endpoint's changed side: its changed pieces within
+    the cluster with its own addresses taken out, their outcomes with its name taken
+    out, its network and its guard filters (whether a guard sees the replies: read
+    once per class); None: compared on its own."""
+    kind, name, _nic = key
+    if kind != "vm" or network is None or any(len(v) != 1 or v[0][0] != v[0][1] for v in own.values()):
+        return None  # (several addresses of one family: a step can cut between them, see `Mine.cells`)
+    peer_dim = s.DST if own_dim == s.SRC else s.SRC
+    mark = f"vm:{name}"
+    entries: list[Hashable] = []
+    for region, old, new in delta:
+        boxes: list[Hashable] = []
+        for box in region:
+            family = box[s.FAM][0][0]
+            if box[own_dim] != own.get(family):
+                return None  # a piece of only some of its addresses: its own
+            inside = s.iv_intersect(box[peer_dim], cluster.v4 if family == 4 else cluster.v6)
+            if inside:
+                boxes.append(box[:own_dim] + (None,) + box[own_dim + 1 : peer_dim] + (inside,) + box[peer_dim + 1 :]
+                             if own_dim < peer_dim else
+                             box[:peer_dim] + (inside,) + box[peer_dim + 1 : own_dim] + (None,) + box[own_dim + 1 :])
+        entries.append((tuple(boxes), _outcome_key(old, mark), _outcome_key(new, mark)))
+    return (role, network, guards, tuple(entries))
+
+
+def _outcome_key(outcome: Outcome, mark: str) -> Hashable:
+    return (outcome.verdict, tuple((d.stage.replace(mark, "\0"), d.action, d.label) for d in outcome.decisions))
+
+
+def combined(members: list[Member], own_dim: int, cluster: AddressSet) -> Mine:
+    """The class of `members` (one `class_key`): the first member's pieces within the
+    cluster, the own dimension widened to every member's addresses."""
+    first = members[0]
+    mine = Mine(first.key, members, [], own_dim)
+    peer_dim = s.DST if own_dim == s.SRC else s.SRC
+    widened = mine.widened
+    for region, _old, _new in first.delta:
+        boxes = []
+        for box in region:
+            family = box[s.FAM][0][0]
+            inside = s.iv_intersect(box[peer_dim], cluster.v4 if family == 4 else cluster.v6)
+            if inside:
+                box = box[:peer_dim] + (inside,) + box[peer_dim + 1 :]
+                boxes.append(box[:own_dim] + (widened[family],) + box[own_dim + 1 :])
+        mine.pieces.append(tuple(boxes))
+    return mine
+
+
+def _inside(address: int, intervals: Intervals) -> bool:
+    at = bisect_right(intervals, (address, 1 << 129)) - 1
+    return at >= 0 and intervals[at][0] <= address <= intervals[at][1]
+
+
+def _own_cuts(stages: Iterable[object], own_dim: int, essentials: Region) -> set[Intervals] | None:
+    """The own-address sets of every region the stages test (None: a stage of a kind
+    whose regions are not walked here: translations, forwards)."""
+    found: set[Intervals] = set()
+    full = ((0, (1 << 128) - 1),)
+
+    def regions(region: Region) -> None:
+        for box in region:
+            values = box[own_dim]
+            if values != full and values != ((0, s.ADDRESS_MAX[4]),):
+                found.add(values)
+
+    regions(essentials)
+    pending = list(stages)
+    while pending:
+        stage = pending.pop()
+        if isinstance(stage, Chain):
+            for step in stage.steps:
+                regions(step.region)
+            regions(stage.default.region)
+        elif isinstance(stage, GuardStage):
+            for _name, rules in stage.filters:
+                for rule in rules:
+                    regions(rule.region)
+        elif isinstance(stage, Scoped):
+            regions(stage.region)
+            pending.extend(stage.stages)
+        elif stage is not ESSENTIALS:
+            return None
+    return found
