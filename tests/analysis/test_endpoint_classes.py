@@ -26,23 +26,16 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tests.analysis.diffknobs import diff_knobs
 from tests.analysis.test_diff import Pair, pairs
+from tests.analysis.test_peer_classes import _diff
 from tests.analysis.test_reach_grouping import dressed
 from tests.analysis.test_shortcuts import rule_edit_pairs
 from zonewall.analysis import diff as diff_module
-from zonewall.analysis.diff import diff_policies
-from zonewall.policy.loader import load_policy_text
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
 import synth
 
 MANY = {"SHARED_PEERS_FROM": 0}  # every diff compares its endpoints on the many-endpoints path
-
-
-def _diff(old_text: str, new_text: str, **knobs: Any) -> str:
-    with diff_knobs(**knobs):
-        return json.dumps(diff_policies(load_policy_text(old_text), load_policy_text(new_text)).to_json(), sort_keys=True)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
