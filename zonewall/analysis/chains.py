@@ -86,28 +86,17 @@ def first_match(chain: Chain, space: Region, *, over_rate: bool = False, forward
         key = (space, over_rate, forwarded)
         found = chain.memo.get(key)
         if found is None:
-            found = chain.memo[key] = _prefix(steps[: chain.start], space, over_rate, forwarded)
+            found = chain.memo[key] = _decide(steps[: chain.start], space, over_rate, forwarded)
         yield from found[0]
         remaining, steps = found[1], steps[chain.start :]
-    for step in steps:
-        if not remaining:
-            return
-        if (over_rate and step.limited) or (not over_rate and step.over_only):
-            continue
-        if step.condition is not None and not holds(step.condition, forwarded):
-            continue
-        if not s.overlaps(remaining, step.region):
-            continue
-        hit = s.intersect(remaining, step.region)
-        if hit:
-            yield hit, over_packet_rate(step) if over_rate and step.packet_limited else step
-            remaining = s.subtract(remaining, step.region)
+    hits, remaining = _decide(steps, remaining, over_rate, forwarded)
+    yield from hits
     if remaining:
         yield remaining, chain.default
 
 
-def _prefix(steps: tuple[Step, ...], space: Region, over_rate: bool, forwarded: int | None) -> tuple[tuple[tuple[Region, Step], ...], Region]:
-    """What `steps` decide of `space` (first_match's loop), and what they leave."""
+def _decide(steps: tuple[Step, ...], space: Region, over_rate: bool, forwarded: int | None) -> tuple[tuple[tuple[Region, Step], ...], Region]:
+    """What `steps` decide of `space`, in order, and what they leave (first_match, and the prefix twin chains share)."""
     hits, remaining = [], space
     for step in steps:
         if not remaining:

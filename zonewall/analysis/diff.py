@@ -544,7 +544,8 @@ class _Differ:
             member = Member(key, own, delta)
             classes.setdefault(class_of if class_of is not None else ("alone", key), []).append(member)
         for members in classes.values():
-            mine = combined(members, own_dim, self.cluster) if len(members) > 1 else Mine(members[0].key, members, [r for r, _o, _n in members[0].delta], own_dim)
+            first = members[0]
+            mine = combined(members, own_dim, self.cluster) if len(members) > 1 else alone(first.key, first.own, first.delta, own_dim)
             self._peers(mine, role, False, shared=False, per_piece=True)
 
     def _own_delta(self, key: NicKey, region: Region, role: str, whole_flow: bool) -> tuple[dict[int, s.Intervals], list[tuple[Region, Outcome, Outcome]]] | None:

@@ -60,6 +60,7 @@ class Mine:
     widened: dict[int, Intervals] = field(init=False)
     _points: dict[int, tuple[list[int], list[Member]]] = field(init=False)
     _within: dict[tuple[int, Intervals], list[Member]] = field(init=False, default_factory=dict)
+    _order: dict[int, int] = field(init=False)
 
     def __post_init__(self) -> None:
         by_family: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
@@ -68,6 +69,7 @@ class Mine:
             for family, intervals in member.own.items():
                 by_family[family].extend(intervals)
                 points[family].extend((low, index, member) for low, _high in intervals)
+        self._order = {id(member): index for index, member in enumerate(self.members)}
         self.addresses = AddressSet(s.merge(by_family[4]), s.merge(by_family[6]))
         self.widened = {4: self.addresses.v4, 6: self.addresses.v6}  # the own dimension of a box that holds every member
         self._points = {}
@@ -104,45 +106,20 @@ class Mine:
         return list(cells.values())
 
     def members_within(self, family: int, intervals: Intervals) -> list[Member]:
-        """The members with an address inside the intervals, in the members' order."""
+        """The members with their address inside the intervals, in the members' order
+        (a class's members have one address per family: `class_key`)."""
         found = self._within.get((family, intervals))
         if found is None:
             keys, members = self._points[family]
-            inside: dict[int, Member] = {}
-            for low, high in intervals:
-                for member in members[bisect_left(keys, low) : bisect_right(keys, high)]:
-                    inside[id(member)] = member
-            if any(len(m.own.get(family, ())) != 1 or m.own[family][0][0] != m.own[family][0][1] for m in inside.values()):
-                # several addresses: inside if one of them is (found by its first only)
-                inside = {id(m): m for m in self.members if s.iv_overlaps(m.own.get(family, ()), intervals)}
-            order = {id(m): i for i, m in enumerate(self.members)} if len(inside) > 1 else {}
-            found = self._within[family, intervals] = sorted(inside.values(), key=lambda m: order.get(id(m), 0))
+            inside = {id(m): m for low, high in intervals for m in members[bisect_left(keys, low) : bisect_right(keys, high)]}
+            found = self._within[family, intervals] = sorted(inside.values(), key=lambda m: self._order[id(m)])
         return found
 
     def members_in(self, box: s.Box) -> Iterator[tuple[Member, s.Box]]:
-        """Each member with an address in the box, and the box narrowed to its addresses."""
-        family = box[s.FAM][0][0]
-        own_dim = self.own_dim
-        if box[own_dim] == self.widened[family]:  # every member's (most boxes)
-            for member in self.members:
-                addresses = member.own.get(family)
-                if addresses:
-                    yield member, box[:own_dim] + (addresses,) + box[own_dim + 1 :]
-            return
-        keys, members = self._points[family]
-        seen: set[int] = set()
-        for low, high in box[self.own_dim]:
-            for member in members[bisect_left(keys, low) : bisect_right(keys, high)]:
-                if id(member) in seen:
-                    continue
-                seen.add(id(member))
-                addresses = member.own.get(family, ())
-                if len(addresses) == 1 and addresses[0][0] == addresses[0][1]:  # one address, found inside: all of it
-                    yield member, box[:own_dim] + (addresses,) + box[own_dim + 1 :]
-                    continue
-                narrowed = s.box_restrict(box, own_dim, addresses)
-                if narrowed is not None:
-                    yield member, narrowed
+        """Each member with its address in the box, and the box narrowed to it."""
+        family, own_dim = box[s.FAM][0][0], self.own_dim
+        for member in self.members_within(family, box[own_dim]):
+            yield member, box[:own_dim] + (member.own[family],) + box[own_dim + 1 :]
 
 
 def alone(key: NicKey, own: dict[int, Intervals], delta: Delta, own_dim: int) -> Mine:
@@ -169,9 +146,9 @@ def class_key(key: NicKey, role: str, network: str | None, guards: Hashable, own
                 return None  # a piece of only some of its addresses: its own
             inside = s.iv_intersect(box[peer_dim], cluster.v4 if family == 4 else cluster.v6)
             if inside:
-                boxes.append(box[:own_dim] + (None,) + box[own_dim + 1 : peer_dim] + (inside,) + box[peer_dim + 1 :]
-                             if own_dim < peer_dim else
-                             box[:peer_dim] + (inside,) + box[peer_dim + 1 : own_dim] + (None,) + box[own_dim + 1 :])
+                abstract: list[object] = list(box)
+                abstract[own_dim], abstract[peer_dim] = None, inside  # its own address left out
+                boxes.append(tuple(abstract))
         entries.append((tuple(boxes), _outcome_key(old, mark), _outcome_key(new, mark)))
     return (role, network, guards, tuple(entries))
 
