@@ -61,8 +61,7 @@ class Runs(Mapping[Owner, list[RuleRef]]):
         found = self._entry(key)
         run, applied = found if found is not None else (self._base[key], 0)
         if applied < len(self._moves):
-            for move in self._moves[applied:]:
-                run = moved_run(run, move)
+            run = moved_through(run, self._moves[applied:])
             shared = self._shared.get(key)
             if key in self._edited or (shared is not None and len(shared[1]) > len(self._moves)):
                 self._made[key] = (run, len(self._moves))  # (an older table: the newer run stays shared)
@@ -158,12 +157,23 @@ def runs_of(table: object) -> Runs:
     return Runs(by_owner)
 
 
-def moved_run(run: list[RuleRef], move: Move) -> list[RuleRef]:
-    """The run with its rules of `move`'s file from its line on moved (the same list when none is)."""
-    file, below, delta = move
-    if not any(ref.loc is not None and ref.loc.line >= below and ref.loc.file == file for ref in run):
-        return run
-    return [moved_ref(ref, delta) if ref.loc is not None and ref.loc.line >= below and ref.loc.file == file else ref for ref in run]
+def moved_through(run: list[RuleRef], moves: tuple[Move, ...]) -> list[RuleRef]:
+    """The run with its rules moved by each move in turn (a move's file, from its line on), each
+    moved rule made once; the same list when none moves."""
+    out: list[RuleRef] | None = None
+    for k, ref in enumerate(run):
+        loc = ref.loc
+        if loc is None:
+            continue
+        line = loc.line
+        for file, below, delta in moves:
+            if line >= below and loc.file == file:
+                line += delta
+        if line != loc.line:
+            if out is None:
+                out = list(run)
+            out[k] = moved_ref(ref, line - loc.line)
+    return out if out is not None else run
 
 
 def moved_ref(ref: RuleRef, delta: int) -> RuleRef:
