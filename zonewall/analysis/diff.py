@@ -899,6 +899,7 @@ class _Differ:
 SHARED_PEERS_FROM = 8  # endpoints compared; a one-VM edit (2) keeps the filtered, cheaper sides
 GROUPED_PEERS = True  # below SHARED_PEERS_FROM: peers' sides from shared pieces (False: each built and reduced)
 REUSE_SAME_SIDES = True  # after a rule edit: a peer whose side is the same in both policies reduced and run once (False: twice)
+KEEP_AFTER_RULE_EDITS = True  # rule edits: the new side's analyzer kept for the next commit's old side too (analysis/kept.py; False: group edits only)
 SHARE_UNNAMED = True  # group edits: rules naming no edited group read through the old policy's matches (False: each side's own)
 NAMING_INDEX = True  # group edits: the VMs naming a group from policy/naming.py's index (False: every VM's rules scanned)
 ONLY_DIFFERING = True  # an endpoint's own sides: only pieces whose outcomes differ intersected (False: every pair)
@@ -945,7 +946,7 @@ def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | 
     for key, region in sorted(changes.replies.items(), key=lambda kv: str(kv[0])):
         differ.run(key, region, "receiver", whole_flow=True)
         differ.run(key, region, "sender", whole_flow=True)
-    if grouped is not None and SHARE_UNNAMED:
+    if (grouped is not None and SHARE_UNNAMED) or (edits is not None and KEEP_AFTER_RULE_EDITS):
         kept.keep(a_new, now)  # for the next commit's diff, where `new` is the old policy (analysis/kept.py)
     rows = _merge_rows(list(differ.rows.values()) + differ.class_rows)
     notes = sorted(set(differ.notes)) + [f"approximated: {w}" for w in approximations(new)]
