@@ -284,11 +284,22 @@ def test_a_kept_analyzer_is_taken_for_the_same_arguments_and_time_windows_only()
     assert kept.kept_analyzer(current, None, "UTC") is None
 
 
-def test_a_kept_analyzer_holds_nothing_of_the_older_revision() -> None:
+def _zone_commit(vms: int) -> list[str]:
+    """bench/commit.py's zone edit, once."""
+    from bench.commit import edits
+
+    lines = policy_text(vms, nodes=4).split("\n")
+    texts = ["\n".join(lines)]
+    edits()["zone"](lines, 0)
+    return texts + ["\n".join(lines)]
+
+
+@pytest.mark.parametrize("commit", [_bench_chain, _zone_commit], ids=["group", "zone rule"])
+def test_a_kept_analyzer_holds_nothing_of_the_older_revision(commit: Any) -> None:
     import gc
     import weakref
 
-    texts = _bench_chain(40, 1)
+    texts = commit(40, 1) if commit is _bench_chain else commit(40)
     docs = {"policy.yaml": texts[0]}
     old = load_documents(docs)
     new = load_edited({"policy.yaml": texts[1]}, (docs, old))
