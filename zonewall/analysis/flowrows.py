@@ -20,7 +20,6 @@ from typing import Any
 from .engine import Outcome
 from .reach import decision_json
 
-
 Owner = tuple[str, frozenset[str]]  # an endpoint's name ("vm:web1"), all its labels ("vm:web1@a", "vm:web1@b")
 ROLE_WORDS = {"sender": "from", "receiver": "to"}
 
@@ -139,7 +138,7 @@ def _merge_rows(rows: list[DiffRow]) -> list[DiffRow]:
                 side -= {"outside: any ipv4", "outside: any ipv6"}
                 side.add("outside: any")
     return sorted(by_src.values(), key=lambda r: (r.change, sorted(r.dst), sorted(r.src), r.services, r.when,
-                                                   str(_decisive_label(r.old)), str(_decisive_label(r.new))))
+                                                   str(_unnamed(r.old, "")), str(_unnamed(r.new, ""))))
 
 
 def _alike_merged(rows: list[DiffRow]) -> list[DiffRow]:
