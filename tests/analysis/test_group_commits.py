@@ -16,7 +16,9 @@ analysis/kept.py, policy/naming.py, `diff.SHARE_UNNAMED` / `ONLY_DIFFERING`):
 * an endpoint's old and new side evaluated as twins (analysis/twins.py: the work of
   their chains' common first steps done once) give each side's own pieces;
 * a kept analyzer is taken only for the same `now` and timezone and while the
-  schedules' time windows read the same; it holds nothing of the older revision.
+  schedules' time windows read the same; it holds nothing of the older revision;
+  rule edits keep theirs too, and a chain of commits of every kind is diffed as the
+  plain computation diffs each.
 """
 
 from __future__ import annotations
@@ -282,11 +284,22 @@ def test_a_kept_analyzer_is_taken_for_the_same_arguments_and_time_windows_only()
     assert kept.kept_analyzer(current, None, "UTC") is None
 
 
-def test_a_kept_analyzer_holds_nothing_of_the_older_revision() -> None:
+def _zone_commit(vms: int) -> list[str]:
+    """bench/commit.py's zone edit, once."""
+    from bench.commit import edits
+
+    lines = policy_text(vms, nodes=4).split("\n")
+    texts = ["\n".join(lines)]
+    edits()["zone"](lines, 0)
+    return texts + ["\n".join(lines)]
+
+
+@pytest.mark.parametrize("commit", [_bench_chain, _zone_commit], ids=["group", "zone rule"])
+def test_a_kept_analyzer_holds_nothing_of_the_older_revision(commit: Any) -> None:
     import gc
     import weakref
 
-    texts = _bench_chain(40, 1)
+    texts = commit(40, 1) if commit is _bench_chain else commit(40)
     docs = {"policy.yaml": texts[0]}
     old = load_documents(docs)
     new = load_edited({"policy.yaml": texts[1]}, (docs, old))
@@ -365,3 +378,24 @@ def test_twin_sides_share_only_the_leading_steps_both_chains_hold() -> None:
     assert twins.twin_sides(old, (guard, Chain("vm:x in", (d, b, c), default))) == (old, (guard, Chain("vm:x in", (d, b, c), default)))  # nothing shared
     other_guard = Chain("guards", (b,), default)
     assert twins.twin_sides(old, (other_guard, new[1]))[0] is old  # another stage differs too: each on its own
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(["vm", "vm-any", "vm-add", "zone", "group"]), min_size=2, max_size=4))
+def test_a_chain_of_rule_and_group_commits_is_diffed_as_the_plain_computation_diffs_each(kinds: list[str]) -> None:
+    """Rule edits keep their new side too (`diff.KEEP_AFTER_RULE_EDITS`): whatever
+    kind of commit comes next takes it as its old side, and every diff is the plain one."""
+    from bench.commit import edits
+
+    lines = policy_text(60, nodes=3).split("\n")
+    texts = ["\n".join(lines)]
+    for k, kind in enumerate(kinds):
+        edits()[kind](lines, k)
+        texts.append("\n".join(lines))
+    taken: list[bool] = []
+    real = kept.kept_analyzer
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kept, "kept_analyzer", lambda *a: taken.append((found := real(*a)) is not None) or found)
+        fast = _diff_chain(texts)
+    assert fast == _plain_chain(texts), kinds
+    assert taken == [False] + [True] * (len(kinds) - 1), (kinds, taken)  # each commit's old side the previous one's new side

@@ -8,7 +8,9 @@ ids, paths and positions, the same source, the same compiled ruleset; and where 
 whole load refuses, `load_edited` refuses with the whole load's `file:line:col`
 messages; a VM rule index carried along files what the whole load's files, and
 whether an owner's rules kept their ids and places is told from their lines alone
-(`Runs.kept_from`) as comparing the rules tells it. The fast path must be taken for plain additions and removals, and not where
+(`Runs.kept_from`) as comparing the rules tells it; the runs the revisions share
+(moved once for all of them) are each revision's own, read in any order, with edits
+made beside one another from one revision. The fast path must be taken for plain additions and removals, and not where
 a moved line could change an id check (a packet-limited rule below, an explicit id
 shaped like a derived one).
 """
@@ -148,11 +150,22 @@ def test_added_and_removed_lines_equal_the_whole_load(data: st.DataObject) -> No
             lines = documents["policy.yaml"].split("\n")  # refused: the next edit starts from the same revision
             continue
         assert full is not None
+        if data.draw(st.booleans()):  # an edit beside it, from the same revision (a preview, a commit refused later): its runs are its own
+            beside = list(documents["policy.yaml"].split("\n"))
+            step(data, beside)
+            sibling = {"policy.yaml": "\n".join(beside)}
+            try:
+                made_beside = load_edit(documents, policy, sibling, groups=True, lines=True)
+            except PolicyError:
+                made_beside = None
+            if made_beside is not None:
+                same(made_beside, load_documents(sibling))
         fast = load_edit(documents, policy, new, groups=True, lines=True)
         if fast is not None:
             kept_told_right(policy, fast)
             same(fast, full)
             assert_index_carried(policy, fast, full)
+            same(policy, load_documents(documents))  # the older revision read after the newer made its runs (a diff's old side)
         documents, policy = new, fast if fast is not None else full
     assert json.dumps(to_json(compile_node(policy, "node1"))) == json.dumps(to_json(compile_node(load_documents(documents), "node1")))
 
@@ -241,3 +254,37 @@ def test_a_chain_of_plain_additions_and_removals_is_taken_whole() -> None:
         assert fast is not None, k
         same(fast, load_documents(new))
         documents, policy = new, fast
+
+
+def test_a_moved_run_is_made_once_for_the_revisions_after_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a line added, each commit's diff reads every owner's run on its old side:
+    the next revision (made from it) finds them made, moving no rule again."""
+    import zonewall.policy.ruletable as ruletable
+
+    moved: list[int] = []
+    real = ruletable.moved_ref
+    monkeypatch.setattr(ruletable, "moved_ref", lambda ref, delta: moved.append(1) or real(ref, delta))
+    lines = list(BASES["groups-first"])
+    documents = {"policy.yaml": "\n".join(lines)}
+    policy = load_documents(documents)
+    revisions = []
+    for port in (None, 23001, 23002):
+        if port is None:
+            lines.insert(rule_lines(lines)[0], ADDED[0])  # every later rule's line moves
+        else:
+            at = [n for n in rule_lines(lines) if "tcp: " in lines[n]][-1]
+            lines[at] = re.sub(r"tcp: \d+", f"tcp: {port}", lines[at])
+        new = {"policy.yaml": "\n".join(lines)}
+        fast = load_edit(documents, policy, new, groups=True, lines=True)
+        assert fast is not None
+        revisions.append((new, fast))
+        documents, policy = new, fast
+    (_, first), (second_documents, second), (_, third) = revisions
+    moved.clear()
+    for key in runs_of(first._rule_table):  # the second commit's diff reads them on its old side
+        first.rules_of(*key)
+    assert moved, "the line added moved the rules below it"
+    moved.clear()
+    same(second, load_documents(second_documents))  # every run of the next revision: found made
+    same(third, load_documents(documents))
+    assert not moved

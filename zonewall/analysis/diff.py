@@ -36,7 +36,7 @@ from .describe import addresses_text, services_of, time_text
 from .endpointclass import Member, Mine, alone, class_key, combined
 from .endpoints import Endpoint
 from .engine import Analyzer, GuardOrChain, Outcome, Path
-from .flowrows import DiffResult, DiffRow, _decisive_label, _differs, _final, _merge_rows
+from .flowrows import DiffResult, DiffRow, Owner, _decisive_label, _differs, _final, _merge_rows
 from .guards import GuardStage
 from .peerclass import ClassedSides, both_sides_class, reply_class
 from .peers import Effective, Key, PeerSides, PeerSpace
@@ -475,6 +475,9 @@ class _Differ:
         # filter only leaves out steps no packet of the space can meet)
         self.shared_peers = shared_peers
         self.rows: dict[tuple[object, ...], DiffRow] = {}
+        self.class_rows: list[DiffRow] = []  # a class's rows: several members' labels each (_add_pending)
+        self._owners: dict[tuple[str, str], Owner] = {}
+        self._outside: dict[tuple[int, s.Intervals], set[str]] = {}
         self._guarded: dict[tuple[object, ...], bool] = {}  # _replies_guarded's answers
         # a peer's class for its replies (its network, node and guard filters in both
         # policies: all `reply_guards` reads of it), when its side was classed
@@ -718,26 +721,32 @@ class _Differ:
                 self.record(member.key, role, others, tuple(boxes), final_old, final_new)
 
     def _add_pending(self, mine: Mine, role: str, pending: Pending) -> None:
-        """Each member's rows of the parts that held every member: its own outcomes
-        (the same side decides for every member), its peers but itself."""
+        """The class's rows of the parts that held every member: one row per part for
+        the members with an address in it, with the first one's outcomes (the members'
+        differ in their names only) and the part's peers, its members among them:
+        flowrows merges rows alike but for their names, and takes each member's own
+        labels out of its peers."""
         receiver_first = role == "receiver"
-        vms = self.a_new.policy.doc.vms
-        own_labels: dict[int, set[str]] = {}
-        by_member: dict[int, list[tuple[Member, tuple[object, ...], tuple[Outcome, Outcome, set[str]]]]] = {}
-        for entry_key, entry in pending.items():
-            family, own = entry_key[6], entry_key[7]
-            for member in mine.members_within(family, own):  # type: ignore[arg-type]
-                by_member.setdefault(id(member), []).append((member, entry_key, entry))
-        for index_of_member, member in enumerate(mine.members):
-            entries = by_member.get(id(member))
-            if not entries:
+        owners = {self.label(m.key): self._owner(m.key) for m in mine.members}
+        for (index, change, _o, _n, services, when, family, own), (po, pn, labels) in pending.items():
+            members = mine.members_within(family, own)  # type: ignore[arg-type]
+            if not members:
                 continue
-            kind, name, _nic = member.key
-            mine_labels = own_labels.setdefault(index_of_member, {self.label((kind, name, i)) for i in range(len(vms[name].nics))} if kind == "vm" else set())
-            for _member, (index, change, _o, _n, services, when, _f, _own), (po, pn, labels) in entries:
-                _region, o, n = member.delta[index]  # type: ignore[index]
-                self._add_rows(member.key, role, change, [(services, when, labels)], _final(po, o, receiver_first), _final(pn, n, receiver_first),  # type: ignore[arg-type]
-                               itself=not mine_labels.isdisjoint(labels))
+            _region, o, n = members[0].delta[index]  # type: ignore[index]
+            row = DiffRow(change, services=services, when=when, old=_final(po, o, receiver_first), new=_final(pn, n, receiver_first),  # type: ignore[arg-type]
+                          role=role, named=self._owner(members[0].key)[0], owners=owners)
+            mine_labels, peers = ({self.label(m.key) for m in members}, labels)
+            row.src, row.dst = (peers, mine_labels) if receiver_first else (mine_labels, peers)
+            self.class_rows.append(row)
+
+    def _owner(self, key: NicKey) -> Owner:
+        """The endpoint's name as its stages carry it, and all its labels (a VM's NICs)."""
+        kind, name, _nic = key
+        found = self._owners.get((kind, name))
+        if found is None:
+            labels = frozenset(self.label((kind, name, i)) for i in range(len(self.a_new.policy.doc.vms[name].nics))) if kind == "vm" else frozenset({self.label(key)})
+            found = self._owners[kind, name] = (f"{kind}:{name}", labels)
+        return found
 
     def _peer_sides(self, analyzer: Analyzer, key: NicKey, role: str, own_addresses: AddressSet, pieces: list[Region],
                     peer_dim: int, shared: bool) -> tuple[PeerReducer, ClassedSides | None]:
@@ -853,6 +862,13 @@ class _Differ:
         return out
 
     def _outside_labels(self, family: int, values: s.Intervals) -> set[str]:
+        """(every member of a zone asks it of the same outside: answered once; read only)"""
+        found = self._outside.get((family, values))
+        if found is None:
+            found = self._outside[family, values] = self._outside_text(family, values)
+        return found
+
+    def _outside_text(self, family: int, values: s.Intervals) -> set[str]:
         peers = set(addresses_text(family, values))
         peers = {f"outside:{p}" for p in peers} if len(peers) < 6 else {f"outside ({len(values)} ranges)"}
         cluster = self.cluster.v4 if family == 4 else self.cluster.v6
@@ -860,34 +876,30 @@ class _Differ:
             peers = {f"outside: any ipv{family}"}
         return peers
 
-    def _add_rows(self, key: NicKey, role: str, change: str, described: list[tuple[tuple[str, ...], str, set[str]]], old: Outcome, new: Outcome,
-                  *, itself: bool = False) -> None:
-        """The rows of `key`'s flows with the peers of each box described; `itself`:
-        the peers may hold its own VM's NICs, which are never its peers (a row of it
-        holds none from elsewhere: its rows are its own), taken out after."""
+    def _add_rows(self, key: NicKey, role: str, change: str, described: list[tuple[tuple[str, ...], str, set[str]]], old: Outcome, new: Outcome) -> None:
+        """The rows of `key`'s flows with the peers of each box described."""
         me = self.label(key)
-        own_labels = {self.label((key[0], key[1], i)) for i in range(len(self.a_new.policy.doc.vms[key[1]].nics))} if itself else set()
         old_label, new_label = _decisive_label(old), _decisive_label(new)
+        owner = self._owner(key)
         for services, when, peers in described:
-            if not peers or (own_labels and peers <= own_labels):
+            if not peers:
                 continue
             row_key = (change, me, role, services, when, old_label, new_label)
             row = self.rows.get(row_key)
             if row is None:
-                row = self.rows[row_key] = DiffRow(change, services=services, when=when, old=old, new=new)
+                row = self.rows[row_key] = DiffRow(change, services=services, when=when, old=old, new=new, role=role, named=owner[0], owners={me: owner})
             if role == "receiver":
                 row.dst.add(me)
                 row.src |= peers
-                row.src -= own_labels
             else:
                 row.src.add(me)
                 row.dst |= peers
-                row.dst -= own_labels
 
 
 SHARED_PEERS_FROM = 8  # endpoints compared; a one-VM edit (2) keeps the filtered, cheaper sides
 GROUPED_PEERS = True  # below SHARED_PEERS_FROM: peers' sides from shared pieces (False: each built and reduced)
 REUSE_SAME_SIDES = True  # after a rule edit: a peer whose side is the same in both policies reduced and run once (False: twice)
+KEEP_AFTER_RULE_EDITS = True  # rule edits: the new side's analyzer kept for the next commit's old side too (analysis/kept.py; False: group edits only)
 SHARE_UNNAMED = True  # group edits: rules naming no edited group read through the old policy's matches (False: each side's own)
 NAMING_INDEX = True  # group edits: the VMs naming a group from policy/naming.py's index (False: every VM's rules scanned)
 ONLY_DIFFERING = True  # an endpoint's own sides: only pieces whose outcomes differ intersected (False: every pair)
@@ -934,9 +946,9 @@ def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | 
     for key, region in sorted(changes.replies.items(), key=lambda kv: str(kv[0])):
         differ.run(key, region, "receiver", whole_flow=True)
         differ.run(key, region, "sender", whole_flow=True)
-    if grouped is not None and SHARE_UNNAMED:
+    if (grouped is not None and SHARE_UNNAMED) or (edits is not None and KEEP_AFTER_RULE_EDITS):
         kept.keep(a_new, now)  # for the next commit's diff, where `new` is the old policy (analysis/kept.py)
-    rows = _merge_rows(list(differ.rows.values()))
+    rows = _merge_rows(list(differ.rows.values()) + differ.class_rows)
     notes = sorted(set(differ.notes)) + [f"approximated: {w}" for w in approximations(new)]
     if endpoints:
         notes.append("flows to and from added, removed or readdressed endpoints are not compared; they are listed under endpoints")

@@ -1,13 +1,27 @@
 """A diff's rows (analysis/diff.py): what a flow's two sides make of it, whether two
-outcomes differ, and the rows of the flows that do, merged for reading."""
+outcomes differ, and the rows of the flows that do, merged for reading.
+
+A row holds the flows of every endpoint of `from` to every endpoint of `to`, but
+never of a VM to itself: its own NICs are not its peers (diff.py compares none of
+their flows). That lets the rows of endpoints whose own sides decided alike but for
+their names be one row (`_alike_merged`): a zone rule open to everyone changes the
+flows of each of the zone's 500 VMs to the 10,000 others in a handful of rows, not in
+thousands of rows of 10,000 peers each; the deciding stage of such a row is named
+for the role (`from out`, `to in`), as a group of peers' is (`peer in`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 from .engine import Outcome
 from .reach import decision_json
+
+Owner = tuple[str, frozenset[str]]  # an endpoint's name ("vm:web1"), all its labels ("vm:web1@a", "vm:web1@b")
+ROLE_WORDS = {"sender": "from", "receiver": "to"}
 
 
 @dataclass
@@ -19,6 +33,13 @@ class DiffRow:
     when: str = "always"
     old: Outcome | None = None
     new: Outcome | None = None
+    # whose own side was run (diff._Differ): "sender" (`src` is theirs) or "receiver"
+    # (`dst`), the endpoint its outcomes' stages name ("vm:web1"), and for each own
+    # label its endpoint's name and all that endpoint's labels (never its peers);
+    # rows merged for reading have none
+    role: str = ""
+    named: str = ""
+    owners: dict[str, Owner] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         def side(outcome: Outcome | None) -> dict[str, Any] | None:
@@ -93,10 +114,11 @@ def _decisive_label(outcome: Outcome) -> tuple[str, str] | None:
 
 
 def _merge_rows(rows: list[DiffRow]) -> list[DiffRow]:
-    """One row per (change, peers, decisions): services of otherwise equal rows merge,
-    then rows equal but for one side's peers merge that side."""
+    """One row per (change, peers, decisions): rows of endpoints alike but for their
+    names merge, then services of otherwise equal rows, then rows equal but for one
+    side's peers merge that side."""
     merged: dict[tuple[object, ...], DiffRow] = {}
-    for row in rows:
+    for row in _alike_merged(rows):
         # (sets as keys, not sorted: a zone edit's rows hold thousands of peers each)
         key = (row.change, frozenset(row.src), frozenset(row.dst), row.when, _decisive_label(row.old), _decisive_label(row.new))  # type: ignore[arg-type]
         if key in merged:
@@ -115,4 +137,101 @@ def _merge_rows(rows: list[DiffRow]) -> list[DiffRow]:
             if {"outside: any ipv4", "outside: any ipv6"} <= side:
                 side -= {"outside: any ipv4", "outside: any ipv6"}
                 side.add("outside: any")
-    return sorted(by_src.values(), key=lambda r: (r.change, sorted(r.dst), sorted(r.src), r.services))
+    return sorted(by_src.values(), key=lambda r: (r.change, sorted(r.dst), sorted(r.src), r.services, r.when,
+                                                   str(_unnamed(r.old, "")), str(_unnamed(r.new, ""))))
+
+
+def _alike_merged(rows: list[DiffRow]) -> list[DiffRow]:
+    """The rows of each endpoint's own side, with those of endpoints that decided alike
+    but for their names as one row where that is exact (module docstring).
+
+    Rows alike (the same role, change, services, time and deciding rules up to the
+    own endpoint's name) give each own label L its peers T(L) (the union over its
+    rows). L's closed peers add back its own labels that are another's peer here;
+    labels with the same closed peers share a row of all of them to those peers:
+    exact, as each one's own labels are never its peers. The answer depends on the
+    flows alone, not on how diff.py gathered them (a class's rows hold many labels)."""
+    out: list[DiffRow] = []
+    alike: dict[tuple[object, ...], list[DiffRow]] = {}
+    for row in rows:
+        if not row.role:
+            out.append(row)
+            continue
+        key = (row.role, row.change, row.services, row.when, _unnamed(row.old, row.named), _unnamed(row.new, row.named))
+        alike.setdefault(key, []).append(row)
+    for group in alike.values():
+        out.extend(_alike_group(group))
+    return out
+
+
+def _alike_group(group: list[DiffRow]) -> list[DiffRow]:
+    sender = group[0].role == "sender"
+    if len(group) == 1 and len(group[0].owners) == 1:  # one endpoint's row: nothing to merge
+        row = group[0]
+        peers, own = (row.dst if sender else row.src), next(iter(row.owners.values()))[1]
+        peers -= own
+        return [row] if peers else []
+    everyone: set[str] = set()  # every label that is someone's peer here (a class's row holds its members among its peers)
+    for row in group:
+        peers, names = (row.dst if sender else row.src), {row.owners[label][0] for label in (row.src if sender else row.dst)}
+        own = row.owners[next(iter(row.src if sender else row.dst))][1] if len(names) == 1 else frozenset()
+        everyone.update(peers if own.isdisjoint(peers) else peers - own)
+    rows_of: dict[str, list[DiffRow]] = {}
+    for row in group:
+        for label in row.src if sender else row.dst:
+            rows_of.setdefault(label, []).append(row)
+    unions: dict[tuple[int, ...], tuple[set[str], frozenset[str]]] = {}
+    closed_peers: dict[frozenset[str], list[tuple[str, DiffRow]]] = {}
+    for label, its_rows in rows_of.items():
+        ids = tuple(id(r) for r in its_rows)  # (labels in the same rows share their union)
+        found = unions.get(ids)
+        if found is None:
+            peers = set().union(*((r.dst if sender else r.src) for r in its_rows)) if len(its_rows) > 1 else (its_rows[0].dst if sender else its_rows[0].src)
+            found = unions[ids] = (peers, frozenset(peers))
+        peers, frozen = found
+        own = its_rows[0].owners[label][1]
+        if peers <= own:
+            continue  # its only peers would be itself
+        inside = own & everyone  # its own labels that are another's peers: the row of them all holds them
+        closed = frozen if inside == own & peers else frozenset((peers - own) | inside)
+        closed_peers.setdefault(closed, []).append((label, its_rows[0]))
+    return [_alike_row(sender, closed, members) for closed, members in closed_peers.items()]
+
+
+def _alike_row(sender: bool, closed: frozenset[str], members: list[tuple[str, DiffRow]]) -> DiffRow:
+    """One row of the own labels that share their closed peers."""
+    label, sample = members[0]
+    names = dict.fromkeys(row.owners[own][0] for own, row in members)
+    if len(names) == 1:  # one endpoint (its NICs): its own name, its peers but itself
+        name, own = sample.owners[label]
+        peers, word = set(closed - own), name
+    else:
+        peers, word = set(closed), ROLE_WORDS[sample.role]
+    labels = {own for own, _row in members}
+    old, new = _renamed(sample.old, sample.named, word), _renamed(sample.new, sample.named, word)
+    src, dst = (labels, peers) if sender else (peers, labels)
+    return DiffRow(sample.change, src, dst, sample.services, sample.when, old, new)
+
+
+@lru_cache(maxsize=4096)
+def _name_pattern(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![\w.:-]){re.escape(name)}(?![\w.@-])")  # "vm:web1 out", not "vm:web10 out"
+
+
+def _unnamed(outcome: Outcome | None, name: str) -> tuple[object, ...] | None:
+    """The outcome's verdict and deciding rule, the endpoint's name taken out of its stage."""
+    if outcome is None:
+        return None
+    decision = outcome.decisive
+    if decision is None:
+        return (outcome.verdict,)
+    stage = _name_pattern(name).sub("\0", decision.stage) if name and name in decision.stage else decision.stage
+    return (outcome.verdict, stage, decision.action, decision.label)
+
+
+def _renamed(outcome: Outcome | None, name: str, word: str) -> Outcome | None:
+    """The outcome with `word` in its stages where they name the endpoint `name`."""
+    if outcome is None or not name or name == word:
+        return outcome
+    pattern = _name_pattern(name)
+    return Outcome(outcome.verdict, tuple(replace(d, stage=pattern.sub(word, d.stage)) if name in d.stage else d for d in outcome.decisions))

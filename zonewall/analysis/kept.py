@@ -6,7 +6,10 @@ builds the chains of the VMs whose rules name the group, on both sides: their ru
 matches (addresses resolved per family and protocol), regions and steps, ~0.5 s at
 10,000 VMs for a group named by ~500 VMs. An operator editing a group again has the
 next commit build the very same ones on its old side. So the new side's analyzer is
-kept with the new policy, and the next diff starts its old side from it.
+kept with the new policy, and the next diff starts its old side from it. A rule edit
+keeps its new side too (`diff.KEEP_AFTER_RULE_EDITS`): the next commit's old side
+finds the edited VMs' and zones' chains and their peers' rule matches made (a zone
+edit at 2,000 VMs: ~0.4 -> ~0.33 s of CPU).
 
 An analyzer is a function of its policy, `now` and the timezone, and only through
 the time windows of schedules do the latter two count (compiler/plan/rules.py

@@ -198,9 +198,7 @@ class PeerSides:
                   for _address, (kind, name, _nic) in self.analyzer.directory.owned_within(family, values) if kind == "vm"}
         vms = self.policy.doc.vms
         zones = {vms[name].zone for name in owners}
-        facts = {f"vm:{name}": name in owners for name in vms}
-        facts.update((f"zone:{zone}", zone in zones) for zone in self.policy.doc.zones)
-        self.analyzer.plan.rules.known_meets(self.peer, facts)
+        self.analyzer.plan.rules.known_meets(self.peer, owners, {z for z in zones if z is not None})
 
     # -- the general way ------------------------------------------------------------
 

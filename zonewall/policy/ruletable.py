@@ -7,7 +7,9 @@ below them in that file, whose position and derived id (`file:line`) move. At
 10,000 VMs that is up to 200,000 rules, a second of Python to remake, and a commit
 reads a few owners' rules. So `RuleTable` keeps the whole load's runs (`base`), the
 line moves made since (`moves`, in order), and the runs made since (`made`, each
-with how many of the moves it has had); an owner's run is moved when first read.
+with how many of the moves it has had); an owner's run is moved when first read,
+and an owner no table edited is moved once for all the tables made from one
+another (`shared`: the next commit's table finds the runs its diff read made).
 Every rule at once (`Policy.rules`) is made only when asked for.
 
 A table answers exactly what the whole load's would: tests/policy/test_incremental*.py
@@ -24,6 +26,7 @@ from .resolve import RuleRef, default_rule_id
 
 Owner = tuple[str, str]  # (level, owner), as Policy._rule_table groups rules
 Move = tuple[str, int, int]  # (file, the first line that moves, by how many lines)
+Shared = tuple[list[RuleRef], tuple[Move, ...]]  # a run, the moves it was made with
 MAX_MOVES = 64  # pending moves before every run is made anew (a first read pays for each)
 
 
@@ -31,18 +34,39 @@ class Runs(Mapping[Owner, list[RuleRef]]):
     """Each owner's rules, moved when first read."""
 
     def __init__(self, base: Mapping[Owner, list[RuleRef]], moves: tuple[Move, ...] = (), made: dict[Owner, tuple[list[RuleRef], int]] | None = None,
-                 edited: frozenset[Owner] = frozenset(), memo: dict[str, bool] | None = None):
+                 edited: frozenset[Owner] = frozenset(), memo: dict[str, bool] | None = None, shared: dict[Owner, Shared] | None = None):
         self._base, self._moves, self._made = base, moves, made if made is not None else {}
         self._edited = edited  # owners whose rules were replaced since the whole load
         self._memo = memo if memo is not None else {}  # any_rule's answers over `base`, shared by the tables made from it
+        # the runs of owners no table edited, moved from `base`, shared by every table
+        # made from it: a commit's diff reads every VM's run on its old side, and the
+        # next commit's old side (this commit's new one) finds them made (once per
+        # revision they were each made again: seconds at 10,000 VMs after a line moved)
+        self._shared = shared if shared is not None else {}
+
+    def _entry(self, key: Owner) -> tuple[list[RuleRef], int] | None:
+        """The owner's run as made so far and how many of the moves it has had."""
+        found = self._made.get(key)
+        if found is not None or key in self._edited:
+            return found
+        shared = self._shared.get(key)
+        if shared is None:
+            return None
+        run, moves = shared
+        if moves is not self._moves and (len(moves) > len(self._moves) or self._moves[: len(moves)] != moves):
+            return None  # made with moves not all ours (a table made later, or beside this one)
+        return run, len(moves)
 
     def __getitem__(self, key: Owner) -> list[RuleRef]:
-        found = self._made.get(key)
+        found = self._entry(key)
         run, applied = found if found is not None else (self._base[key], 0)
         if applied < len(self._moves):
-            for move in self._moves[applied:]:
-                run = moved_run(run, move)
-            self._made[key] = (run, len(self._moves))
+            run = moved_through(run, self._moves[applied:])
+            shared = self._shared.get(key)
+            if key in self._edited or (shared is not None and len(shared[1]) > len(self._moves)):
+                self._made[key] = (run, len(self._moves))  # (an older table: the newer run stays shared)
+            else:
+                self._shared[key] = (run, self._moves)
         return run
 
     def __iter__(self) -> Iterator[Owner]:
@@ -54,7 +78,7 @@ class Runs(Mapping[Owner, list[RuleRef]]):
     def unmoved(self, key: Owner) -> list[RuleRef]:
         """The owner's rules as last made, perhaps at old positions: their rules, levels
         and owners are right (for checks that read only those)."""
-        found = self._made.get(key)
+        found = self._entry(key)
         return found[0] if found is not None else self._base[key]
 
     def kept_from(self, before: Runs, key: Owner) -> bool | None:
@@ -66,8 +90,8 @@ class Runs(Mapping[Owner, list[RuleRef]]):
         if self._base is not before._base or self._moves[: len(before._moves)] != before._moves or key not in self._base:
             return None
         unmade = (self._base[key], 0)
-        run, applied = self._made.get(key, unmade)
-        their_run, their_applied = before._made.get(key, unmade)
+        run, applied = self._entry(key) or unmade
+        their_run, their_applied = before._entry(key) or unmade
         if their_run is not run or their_applied != applied:
             return None  # replaced here, or made apart since
         extra = self._moves[len(before._moves):]
@@ -92,7 +116,7 @@ class Runs(Mapping[Owner, list[RuleRef]]):
         if len(moves) > MAX_MOVES:
             runs = Runs(self._base, moves, made)
             return Runs({owner: runs[owner] for owner in self._base})
-        return Runs(self._base, moves, made, self._edited | {key}, self._memo)
+        return Runs(self._base, moves, made, self._edited | {key}, self._memo, self._shared)
 
     def any_rule(self, name: str, test: Callable[[RuleRef], bool]) -> bool:
         """Whether some rule passes `test` (a test of its rule and file, not of its
@@ -133,12 +157,23 @@ def runs_of(table: object) -> Runs:
     return Runs(by_owner)
 
 
-def moved_run(run: list[RuleRef], move: Move) -> list[RuleRef]:
-    """The run with its rules of `move`'s file from its line on moved (the same list when none is)."""
-    file, below, delta = move
-    if not any(ref.loc is not None and ref.loc.line >= below and ref.loc.file == file for ref in run):
-        return run
-    return [moved_ref(ref, delta) if ref.loc is not None and ref.loc.line >= below and ref.loc.file == file else ref for ref in run]
+def moved_through(run: list[RuleRef], moves: tuple[Move, ...]) -> list[RuleRef]:
+    """The run with its rules moved by each move in turn (a move's file, from its line on), each
+    moved rule made once; the same list when none moves."""
+    out: list[RuleRef] | None = None
+    for k, ref in enumerate(run):
+        loc = ref.loc
+        if loc is None:
+            continue
+        line = loc.line
+        for file, below, delta in moves:
+            if line >= below and loc.file == file:
+                line += delta
+        if line != loc.line:
+            if out is None:
+                out = list(run)
+            out[k] = moved_ref(ref, line - loc.line)
+    return out if out is not None else run
 
 
 def moved_ref(ref: RuleRef, delta: int) -> RuleRef:

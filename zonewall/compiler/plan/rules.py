@@ -200,6 +200,24 @@ def time_window(policy: Policy, schedule: str | None, now: datetime | None, time
 _UNSEEN = object()
 
 
+class MeetsMemo(dict[str, object]):
+    """Reference text -> whether it meets one peer address set (None: an exclusion,
+    whose list decides); `owners`: the VMs and zones owning one of its addresses,
+    when the caller told them (`RulePlanner.known_meets`)."""
+
+    owners: tuple[set[str], set[str]] | None = None
+
+    def owned(self, text: str, policy: Policy) -> bool | None:
+        """Whether `vm:NAME` / `zone:NAME` meets the peer, from its owners (None: not known so)."""
+        if self.owners is None:
+            return None
+        if text.startswith("vm:") and text[3:] in policy.doc.vms:
+            return text[3:] in self.owners[0]
+        if text.startswith("zone:") and text[5:] in policy.doc.zones:
+            return text[5:] in self.owners[1]
+        return None
+
+
 @dataclass
 class RulePlanner:
     """Policy rules -> plan steps, memoised by match keys (rules from templates
@@ -210,7 +228,7 @@ class RulePlanner:
     timezone: str | None = None  # the node's timezone, for schedules that name none
     _matches: dict[tuple[object, ...], tuple[Match, ...]] = field(default_factory=dict)
     _times: dict[str, Intervals | None] = field(default_factory=dict)
-    _meets: dict[AddressSet, dict[str, object]] = field(default_factory=dict)
+    _meets: dict[AddressSet, MeetsMemo] = field(default_factory=dict)
     # borrow_matches: a planner whose memo holds the rules this one reads alike
     _lender: RulePlanner | None = None
     _reads_differently: Callable[[Rule], bool] | None = None
@@ -319,7 +337,7 @@ class RulePlanner:
         end (`to` of an out rule, `from` of an in rule) is in `peer` (a query that
         needs only a few chains' worth of steps skips building the rest)."""
         out = []
-        memo = self._meets.setdefault(peer, {}) if peer is not None else None
+        memo = self._memo_of(peer) if peer is not None else None
         for ref in refs:
             rule = ref.rule
             if not rule.enabled or rule.direction not in (direction, None) or rule.security_group is not None:
@@ -329,28 +347,33 @@ class RulePlanner:
             out.append(self.step(ref))
         return out
 
-    def known_meets(self, peer: AddressSet, facts: dict[str, bool]) -> None:
-        """Record whether reference texts meet `peer`, as the caller knows otherwise
-        and exactly (reach knows who owns the peer's addresses: `vm:NAME` and
-        `zone:NAME` meet it when one of theirs does), so that `steps` and `may_meet`
-        build no address set for them."""
-        memo = self._meets.setdefault(peer, {})
-        for text, meets in facts.items():
-            memo.setdefault(text, meets)
+    def known_meets(self, peer: AddressSet, vms: set[str], zones: set[str]) -> None:
+        """Record which VMs and zones own an address of `peer`, as the caller knows
+        otherwise and exactly (reach and diff know who owns the peer's addresses:
+        `vm:NAME` and `zone:NAME` meet it when one of theirs does), so that `steps`
+        and `may_meet` build no address set for them; answered when first asked (a
+        diff of a group edit tells it of hundreds of peers in a 10,000-VM cluster)."""
+        self._memo_of(peer).owners = (vms, zones)
+
+    def _memo_of(self, peer: AddressSet) -> MeetsMemo:
+        found = self._meets.get(peer)
+        if found is None:
+            found = self._meets[peer] = MeetsMemo()
+        return found
 
     def meets_test(self, peer: AddressSet) -> Callable[[list[str] | None], bool]:
         """Whether a rule's other end (`refs`: its `to` or `from`) can meet `peer`:
         the test `steps` makes with `peer`, for a caller asking it rule by rule."""
-        memo = self._meets.setdefault(peer, {})
+        memo = self._memo_of(peer)
         return lambda refs: refs is None or self._may_meet(refs, peer, memo)
 
     def known_to_meet(self, peer: AddressSet) -> dict[str, object]:
         """What `meets_test` has learned so far: reference text -> whether it meets
         `peer` (None: an exclusion, whose list decides), for a caller that looks a
         one-item list up itself before asking (reach: 200,000 rules at 10,000 VMs)."""
-        return self._meets.setdefault(peer, {})
+        return self._memo_of(peer)
 
-    def _may_meet(self, refs: list[str] | None, peer: AddressSet, memo: dict[str, object]) -> bool:
+    def _may_meet(self, refs: list[str] | None, peer: AddressSet, memo: MeetsMemo) -> bool:
         """Whether the addresses `refs` means share one with `peer`. A list without
         exclusions does when one of its items does: each item is tested once per
         peer (`memo`: None for an exclusion), and no rule's own union is built (reach
@@ -361,8 +384,11 @@ class RulePlanner:
         for text in refs:
             found = memo.get(text, _UNSEEN)
             if found is _UNSEEN:
-                item = parse_ref(text)
-                found = memo[text] = None if item.negate else self.policy.ref_item_set(item).meets(peer)
+                found = memo.owned(text, self.policy)
+                if found is None:
+                    item = parse_ref(text)
+                    found = None if item.negate else self.policy.ref_item_set(item).meets(peer)
+                memo[text] = found
             if found is None:  # an exclusion: the list's exact set decides
                 return self.policy.address_set(refs).meets(peer)
             if found:
