@@ -167,3 +167,33 @@ def test_without_the_check_of_what_a_reduction_read_the_named_peer_is_wrong(monk
     wrong = _diff(old, new, **FEW)
     assert _opened_to_a(wrong) != _opened_to_a(right)
 
+
+
+BOTH_WAYS = """\
+version: 1
+hosts:
+  n1: {address: [192.168.1.1]}
+networks:
+  lan: {bridge: br0, subnets: [10.0.0.0/24]}
+vms:
+  a:
+    host: n1
+    nics: [{network: lan, ips: [10.0.0.10]}]
+    rules: [{direction: in, action: reject, tcp: PORT}, {direction: out, action: reject, tcp: PORT}]
+  b: {host: n1, nics: [{network: lan, ips: [10.0.0.11]}], default: {in: drop, out: accept}}
+  c: {host: n1, nics: [{network: lan, ips: [10.0.0.12]}], default: {in: accept, out: accept}}
+"""
+
+
+def test_a_peers_shape_is_its_own_for_each_direction() -> None:
+    """a's in and out rules edited: its peers b and c send alike (both default out
+    accept) but receive apart (b drops, c accepts). A peer's shape is kept on the
+    analyzer (a zone's classes of endpoints ask it of the same peers), per direction:
+    what b and c share as senders must not make them one class as receivers."""
+    old, new = BOTH_WAYS.replace("PORT", "25"), BOTH_WAYS.replace("PORT", "2525")
+    classed = _diff(old, new, **FEW)
+    assert classed == _diff(old, new, **FEW, PEER_CLASSES=False)
+    to_c = {(row["change"], tuple(row["services"])) for row in json.loads(classed)["flows"] if row["from"] == ["vm:a"] and "vm:c" in row["to"]}
+    assert ("opened", ("tcp 25",)) in to_c  # c accepts by default: a's tcp/25 out, no longer rejected, reaches it
+    to_b = {(row["change"], tuple(row["services"])) for row in json.loads(classed)["flows"] if row["from"] == ["vm:a"] and "vm:b" in row["to"]}
+    assert ("opened", ("tcp 25",)) not in to_b  # b drops by default

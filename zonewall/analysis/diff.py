@@ -735,8 +735,8 @@ class _Differ:
             _region, o, n = members[0].delta[index]  # type: ignore[index]
             row = DiffRow(change, services=services, when=when, old=_final(po, o, receiver_first), new=_final(pn, n, receiver_first),  # type: ignore[arg-type]
                           role=role, named=self._owner(members[0].key)[0], owners=owners)
-            mine_labels, peers = ({self.label(m.key) for m in members}, labels)
-            row.src, row.dst = (peers, mine_labels) if receiver_first else (mine_labels, peers)
+            own_labels = {self.label(m.key) for m in members}
+            row.src, row.dst = (labels, own_labels) if receiver_first else (own_labels, labels)
             self.class_rows.append(row)
 
     def _owner(self, key: NicKey) -> Owner:

@@ -166,19 +166,20 @@ def _alike_merged(rows: list[DiffRow]) -> list[DiffRow]:
 
 def _alike_group(group: list[DiffRow]) -> list[DiffRow]:
     sender = group[0].role == "sender"
+    ours = (lambda r: r.src) if sender else (lambda r: r.dst)  # the own labels of a row
+    theirs = (lambda r: r.dst) if sender else (lambda r: r.src)  # its peers
     if len(group) == 1 and len(group[0].owners) == 1:  # one endpoint's row: nothing to merge
         row = group[0]
-        peers, own = (row.dst if sender else row.src), next(iter(row.owners.values()))[1]
-        peers -= own
-        return [row] if peers else []
+        theirs(row).difference_update(next(iter(row.owners.values()))[1])
+        return [row] if theirs(row) else []
     everyone: set[str] = set()  # every label that is someone's peer here (a class's row holds its members among its peers)
     for row in group:
-        peers, names = (row.dst if sender else row.src), {row.owners[label][0] for label in (row.src if sender else row.dst)}
-        own = row.owners[next(iter(row.src if sender else row.dst))][1] if len(names) == 1 else frozenset()
-        everyone.update(peers if own.isdisjoint(peers) else peers - own)
+        names = {row.owners[label][0] for label in ours(row)}
+        own = row.owners[next(iter(ours(row)))][1] if len(names) == 1 else frozenset()
+        everyone.update(theirs(row) if own.isdisjoint(theirs(row)) else theirs(row) - own)
     rows_of: dict[str, list[DiffRow]] = {}
     for row in group:
-        for label in row.src if sender else row.dst:
+        for label in ours(row):
             rows_of.setdefault(label, []).append(row)
     unions: dict[tuple[int, ...], tuple[set[str], frozenset[str]]] = {}
     closed_peers: dict[frozenset[str], list[tuple[str, DiffRow]]] = {}
@@ -186,7 +187,7 @@ def _alike_group(group: list[DiffRow]) -> list[DiffRow]:
         ids = tuple(id(r) for r in its_rows)  # (labels in the same rows share their union)
         found = unions.get(ids)
         if found is None:
-            peers = set().union(*((r.dst if sender else r.src) for r in its_rows)) if len(its_rows) > 1 else (its_rows[0].dst if sender else its_rows[0].src)
+            peers = set().union(*map(theirs, its_rows)) if len(its_rows) > 1 else theirs(its_rows[0])
             found = unions[ids] = (peers, frozenset(peers))
         peers, frozen = found
         own = its_rows[0].owners[label][1]

@@ -197,8 +197,8 @@ class PeerSides:
         owners = {name for family, values in ((4, self.peer.v4), (6, self.peer.v6)) if values
                   for _address, (kind, name, _nic) in self.analyzer.directory.owned_within(family, values) if kind == "vm"}
         vms = self.policy.doc.vms
-        zones = {vms[name].zone for name in owners}
-        self.analyzer.plan.rules.known_meets(self.peer, owners, {z for z in zones if z is not None})
+        zones = {zone for name in owners if (zone := vms[name].zone) is not None}
+        self.analyzer.plan.rules.known_meets(self.peer, owners, zones)
 
     # -- the general way ------------------------------------------------------------
 
