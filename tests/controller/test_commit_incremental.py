@@ -8,11 +8,16 @@ re-checked, the diff showing the flows the new member opens)."""
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 from fastapi.testclient import TestClient
 
 from bench.synth import policy_text
 from tests.controller.live import Tokens
+from zonewall.analysis import kept
+from zonewall.controller.store import cache as cache_module
 from zonewall.policy import documents
 from zonewall.policy.documents import load_documents
 from zonewall.policy.errors import PolicyError
@@ -97,26 +102,17 @@ def test_a_group_member_edit_commits_without_the_whole_load(client: TestClient, 
 def test_a_whole_parse_freezes_survivors_and_frees_evicted_policies(client: TestClient, tokens: Tokens, controller) -> None:
     """store/cache.py: after a whole parse what survives is frozen for the collector
     (its oldest generation no longer walks a parsed policy's millions of objects on
-    some commit); an edit from it freezes nothing more; a later whole parse collects
-    what was evicted meanwhile, frozen reference cycles included."""
-    import gc
-    import weakref
-
-    class Cycle:
-        pass
-
+    some commit); an edit from it freezes what it left alive; a later whole parse
+    collects what was evicted meanwhile, frozen reference cycles included."""
     assert put(client, tokens, TEXT).status_code == 201
     cache = controller.revisions.cache
-    frozen = gc.get_freeze_count()
-    assert frozen > 0
+    assert gc.get_freeze_count() > 0
     edit = with_rule("      - {direction: in, action: accept, from: group:admins, tcp: 2299}")
     assert put(client, tokens, edit).status_code == 201
-    assert gc.get_freeze_count() <= frozen  # an edit freezes nothing (some frozen objects went by their count)
-    cycle = Cycle()
-    cycle.me = cycle  # type: ignore[attr-defined]
-    cache.newest().policy.__dict__["_test_cycle"] = cycle  # as a parsed policy's own cycles
-    held = weakref.ref(cycle)
-    del cycle
+    analyzer = cache.newest().policy.__dict__[kept.KEPT][2]
+    assert not any(o is analyzer for o in gc.get_objects())  # frozen: the oldest generation no longer walks it
+    del analyzer
+    held = _plant_cycle(cache.newest().policy)  # as a policy's own cycles would be
     for n in range(2):  # whole parses (a setting changed: no edit load_edit takes); the second evicts the edit
         other = TEXT.replace("rate: 10/second", f"rate: {11 + n}/second", 1)
         assert other != TEXT
@@ -124,3 +120,57 @@ def test_a_whole_parse_freezes_survivors_and_frees_evicted_policies(client: Test
         if n == 0:
             assert held() is not None  # still the kept revisions' (and now frozen with them)
     assert held() is None  # evicted: collected, though frozen and cyclic
+
+
+class _Cycle:
+    pass
+
+
+def _plant_cycle(policy: object) -> weakref.ref[_Cycle]:
+    cycle = _Cycle()
+    cycle.me = cycle  # type: ignore[attr-defined]
+    policy.__dict__["_test_cycle"] = cycle
+    return weakref.ref(cycle)
+
+
+def _rule_edit(n: int) -> str:
+    return with_rule(f"      - {{direction: in, action: accept, from: group:admins, tcp: {2200 + n}}}")
+
+
+@pytest.mark.parametrize("forgotten", [True, False], ids=["kept analyzer dropped on eviction", "kept analyzer left"])
+def test_an_evicted_edit_goes_by_its_counts_though_frozen(client: TestClient, tokens: Tokens, controller, monkeypatch: pytest.MonkeyPatch, forgotten: bool) -> None:
+    """A rule edit's diff keeps its analyzer with the new policy (analysis/kept.py),
+    and each commit freezes what it left alive; when that revision leaves the cache
+    its policy and analyzer are freed at once, frozen or not: the analyzer, which
+    refers back to the policy, is dropped with it (left, the two would stay frozen
+    in a cycle until the next whole parse)."""
+    if not forgotten:
+        monkeypatch.setattr(cache_module, "forget", lambda policy: None)
+    assert put(client, tokens, TEXT).status_code == 201
+    cache = controller.revisions.cache
+    assert put(client, tokens, _rule_edit(1)).status_code == 201
+    policy = cache.newest().policy
+    analyzer = policy.__dict__[kept.KEPT][2]
+    held = weakref.ref(policy), weakref.ref(analyzer)
+    del policy, analyzer
+    for n in (2, 3):  # the third revision of the chain evicts the first edit (two are kept)
+        assert put(client, tokens, _rule_edit(n)).status_code == 201
+    assert [ref() is None for ref in held] == [forgotten, forgotten]
+    if not forgotten:  # what the next full collection frees
+        cache_module.freeze_survivors()
+        assert [ref() is None for ref in held] == [True, True]
+
+
+def test_cycles_frozen_with_edits_are_collected_every_sweep(client: TestClient, tokens: Tokens, controller, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a commit left frozen in a cycle waits for a full collection: the next
+    whole parse, or every SWEEP_EVERY commits if none comes."""
+    monkeypatch.setattr(cache_module, "SWEEP_EVERY", 3)
+    assert put(client, tokens, TEXT).status_code == 201  # a whole parse sweeps; its diff is commit 1 of the count
+    cache = controller.revisions.cache
+    assert put(client, tokens, _rule_edit(1)).status_code == 201  # 2
+    held = _plant_cycle(cache.newest().policy)
+    alive = []
+    for n in (2, 3, 4, 5):  # 3 (a sweep: the edit is still kept), 1 (evicted), 2, 3 (a sweep)
+        assert put(client, tokens, _rule_edit(n)).status_code == 201
+        alive.append(held() is not None)
+    assert alive == [True, True, True, False]

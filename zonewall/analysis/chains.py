@@ -143,6 +143,7 @@ class ChainBuilder:
     def __init__(self, plan: Plan, regions: Regions):
         self.plan, self.regions = plan, regions
         self._memo: dict[tuple[object, ...], Chain | None] = {}
+        self._rendered: dict[int, tuple[VmChain, Chain]] = {}
         self._steps: dict[int, tuple[PlanStep, Step]] = {}
         self._lender: ChainBuilder | None = None
 
@@ -178,7 +179,13 @@ class ChainBuilder:
         key = ("vm", vm, direction, peer, nic)
         found = self._memo.get(key)
         if found is None:
-            found = self._memo[key] = self._chain(self.plan.chains.vm_nic(vm, direction, nic, peer))
+            plan = self.plan.chains.vm_nic(vm, direction, nic, peer)
+            # every NIC's chain is the VM's own plan chain when no rule names a NIC:
+            # rendered once for all of them (the plan chain kept beside it: its id stays its own)
+            rendered = self._rendered.get(id(plan))
+            if rendered is None or rendered[0] is not plan:
+                rendered = self._rendered[id(plan)] = (plan, self._chain(plan))
+            found = self._memo[key] = rendered[1]
         return found
 
     def network(self, network: str) -> Chain | None:

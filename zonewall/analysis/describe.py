@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from ..compiler.plan.chains import ICMPV6_ESSENTIAL
@@ -91,13 +92,24 @@ def time_text(values: Intervals) -> str:
 
 def addresses_text(family: int, values: Intervals, limit: int = 6) -> list[str]:
     cls = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
+    bits = 32 if family == 4 else 128
     out: list[str] = []
     for low, high in values:
-        for net in ipaddress.summarize_address_range(cls(low), cls(high)):
-            out.append(str(net) if net.num_addresses > 1 else str(net.network_address))
+        for start, prefix in _cidr_blocks(low, high, bits):
+            out.append(f"{cls(start)}/{prefix}" if prefix < bits else str(cls(start)))
             if len(out) > limit:
                 return out[:limit] + [f"... ({len(values)} ranges)"]
     return out
+
+
+def _cidr_blocks(low: int, high: int, bits: int) -> Iterator[tuple[int, int]]:
+    """[low, high] as the fewest CIDR blocks, in order (ipaddress.summarize_address_range's
+    answer, without its network objects: a /31 one refers to itself, a reference cycle)."""
+    while low <= high:
+        size = (low & -low).bit_length() - 1 if low else bits  # the largest block aligned at low ...
+        size = min(size, (high - low + 1).bit_length() - 1)  # ... that fits
+        yield low, bits - size
+        low += 1 << size
 
 
 def minute_of_week(moment: datetime) -> int:

@@ -272,6 +272,44 @@ def group_edits(old: Policy, new: Policy) -> RuleEdits | None:
     return RuleEdits(tuple(vms), tuple(zones), frozenset(changed))
 
 
+def _moved_addresses(old: Policy, new: Policy, names: frozenset[str]) -> AddressSet:
+    """The addresses that joined or left any of the groups `names` (a rule naming one
+    decides the same on both sides wherever neither end of a packet is one of them)."""
+    v4: list[tuple[int, int]] = []
+    v6: list[tuple[int, int]] = []
+    for ref in names:
+        a, b = old.address_set([ref]), new.address_set([ref])
+        v4 += s.iv_subtract(a.v4, b.v4) + s.iv_subtract(b.v4, a.v4)
+        v6 += s.iv_subtract(a.v6, b.v6) + s.iv_subtract(b.v6, a.v6)
+    return AddressSet.of(v4, v6)
+
+
+def _touching(changes: _Changes, moved: AddressSet) -> _Changes:
+    """The changes' regions cut to packets with an end among `moved`."""
+    out = _Changes()
+    for table, into in ((changes.receivers, out.receivers), (changes.senders, out.senders)):
+        for key, region in table.items():
+            out.add(into, key, _with_end_in(region, moved))
+    assert not changes.between and not changes.replies, "a group edit changes no network check or guard"
+    return out
+
+
+def _with_end_in(region: Region, addresses: AddressSet) -> Region:
+    """The packets of `region` whose source or destination is in `addresses` (disjoint boxes)."""
+    out: list[s.Box] = []
+    for box in region:
+        values = addresses.v4 if box[s.FAM][0][0] == 4 else addresses.v6
+        from_moved = s.box_restrict(box, s.SRC, values)
+        if from_moved is not None:
+            out.append(from_moved)
+        rest = s.iv_subtract(box[s.SRC], values)
+        if rest:
+            to_moved = s.box_restrict(box[: s.SRC] + (rest,) + box[s.SRC + 1 :], s.DST, values)
+            if to_moved is not None:
+                out.append(to_moved)
+    return tuple(out)
+
+
 def _edited_entries(old: Any, new: Any) -> set[str] | None:
     if not isinstance(old, dict) or not isinstance(new, dict) or old.keys() != new.keys():
         return None
@@ -902,6 +940,7 @@ REUSE_SAME_SIDES = True  # after a rule edit: a peer whose side is the same in b
 KEEP_AFTER_RULE_EDITS = True  # rule edits: the new side's analyzer kept for the next commit's old side too (analysis/kept.py; False: group edits only)
 SHARE_UNNAMED = True  # group edits: rules naming no edited group read through the old policy's matches (False: each side's own)
 NAMING_INDEX = True  # group edits: the VMs naming a group from policy/naming.py's index (False: every VM's rules scanned)
+ONLY_MOVED_ADDRESSES = True  # group edits: the changed regions cut to packets with an end that joined or left a group (False: the rules' whole regions)
 ONLY_DIFFERING = True  # an endpoint's own sides: only pieces whose outcomes differ intersected (False: every pair)
 ENDPOINT_CLASSES = True  # many endpoints, no routed network: the peers compared once per class of endpoints (analysis/endpointclass.py; False: per endpoint)
 PEER_TEMPLATES = True  # with ENDPOINT_CLASSES: peers' sides alike but for their rules' names run once (analysis/peertemplate.py; False: apart)
@@ -926,6 +965,8 @@ def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | 
         else:
             a_new.share_addresses(a_old)
         changes = _rule_edit_changes(a_old, a_new, grouped)
+        if ONLY_MOVED_ADDRESSES:
+            changes = _touching(changes, _moved_addresses(old, new, grouped.names))
     else:
         endpoints, common = _endpoint_changes(old, new)
         changes = _changes(a_old, a_new, common)

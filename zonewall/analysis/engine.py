@@ -151,18 +151,7 @@ class Analyzer:
 
     def meets_rate_drops(self, path: Path) -> bool:
         """Whether a stage of the path drops what exceeds a rate (protection.synflood)."""
-
-        def drops(stages: tuple[GuardOrChain, ...]) -> bool:
-            for stage in stages:
-                if isinstance(stage, Chain) and any(step.over_only for step in stage.steps):
-                    return True
-                if isinstance(stage, Scoped) and drops(stage.stages):
-                    return True
-                if isinstance(stage, Forwarding) and any(drops(rule.arrive) for rule in stage.rules):
-                    return True
-            return False
-
-        return drops(self.stages(path))
+        return _drops_over_rate(self.stages(path))
 
     # -- evaluation ----------------------------------------------------------------
 
@@ -323,6 +312,18 @@ class Analyzer:
                     yield tuple(b[: s.DPORT] + (box[s.DPORT],) + b[s.DPORT + 1 : s.DST] + (box[s.DST],) + b[s.DST + 1 :] for b in part), outcome
         if remaining:
             yield from self.run(rest, remaining, decisions, **kw)  # type: ignore[arg-type]
+
+
+def _drops_over_rate(stages: tuple[GuardOrChain, ...]) -> bool:
+    """(A function, not a recursive closure: that is a reference cycle.)"""
+    for stage in stages:
+        if isinstance(stage, Chain) and any(step.over_only for step in stage.steps):
+            return True
+        if isinstance(stage, Scoped) and _drops_over_rate(stage.stages):
+            return True
+        if isinstance(stage, Forwarding) and any(_drops_over_rate(rule.arrive) for rule in stage.rules):
+            return True
+    return False
 
 
 _PORTED = {6, 17, 132}  # tcp, udp, sctp: the reply swaps the ports

@@ -67,3 +67,9 @@ def keep(analyzer: Analyzer, now: datetime | None) -> None:
     analyzer.regions = analyzer.chains.regions = analyzer.guards.regions = regions
     analyzer.directory = Directory(analyzer.policy)  # (its address table was lent to the policy)
     analyzer.policy.__dict__[KEPT] = (now, analyzer.timezone, analyzer)
+
+
+def forget(policy: object) -> None:
+    """Drop what a diff kept with `policy` (its revision is gone from memory): the
+    analyzer refers to its policy, so together they would wait for a full collection."""
+    getattr(policy, "__dict__", {}).pop(KEPT, None)

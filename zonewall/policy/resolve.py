@@ -246,19 +246,21 @@ class Policy:
         names = list(dict.fromkeys(network_filters + vm_filters + nic_filters))
         out: list[str] = []
         active: set[str] = set()  # an include cycle (reported by the Checker) must not recurse forever
-
-        def expand(name: str) -> None:
-            if name in out or name in active:
-                return
-            active.add(name)
-            includes = self.doc.filters[name].include if name in self.doc.filters else BUILTIN_FILTER_INCLUDES.get(name, ())
-            for included in includes:
-                expand(included)
-            out.append(name)
-
         for name in names:
-            expand(name)
+            self._expand_filter(name, out, active)
         return out
+
+    def _expand_filter(self, name: str, out: list[str], active: set[str]) -> None:
+        """`name` into `out` after what it includes, each once. (A method: a recursive
+        closure is a reference cycle, and one holding the policy kept a revision
+        alive, frozen, after the controller let it go: controller/store/cache.py.)"""
+        if name in out or name in active:
+            return
+        active.add(name)
+        includes = self.doc.filters[name].include if name in self.doc.filters else BUILTIN_FILTER_INCLUDES.get(name, ())
+        for included in includes:
+            self._expand_filter(included, out, active)
+        out.append(name)
 
     # -- rules --------------------------------------------------------------------
 
@@ -472,23 +474,26 @@ class Checker:
             self.check_refs(group.members, ("groups", name, "members"))
         # cycles: depth-first search over group:NAME members
         state: dict[str, int] = {}
-
-        def visit(name: str, trail: list[str]) -> None:
-            state[name] = 1
-            for index, text in enumerate(self.doc.groups[name].members):
-                item = parse_ref(text)
-                if item.kind != "group" or item.name not in self.doc.groups:
-                    continue
-                if state.get(item.name) == 1:
-                    cycle = trail[trail.index(item.name):] + [item.name] if item.name in trail else [name, item.name]
-                    self.problem(("groups", name, "members", index), f"group cycle: {' -> '.join(cycle)}")
-                elif state.get(item.name) is None:
-                    visit(item.name, trail + [item.name])
-            state[name] = 2
-
         for name in sorted(self.doc.groups):
             if name not in state:
-                visit(name, [name])
+                self._visit_group(name, [name], state)
+
+    # (the searches are methods: a recursive closure is a reference cycle, and one
+    # holding the checker kept a revision's document alive, frozen, after the
+    # controller let it go: controller/store/cache.py)
+
+    def _visit_group(self, name: str, trail: list[str], state: dict[str, int]) -> None:
+        state[name] = 1
+        for index, text in enumerate(self.doc.groups[name].members):
+            item = parse_ref(text)
+            if item.kind != "group" or item.name not in self.doc.groups:
+                continue
+            if state.get(item.name) == 1:
+                cycle = trail[trail.index(item.name):] + [item.name] if item.name in trail else [name, item.name]
+                self.problem(("groups", name, "members", index), f"group cycle: {' -> '.join(cycle)}")
+            elif state.get(item.name) is None:
+                self._visit_group(item.name, trail + [item.name], state)
+        state[name] = 2
 
     def check_filters(self) -> None:
         for name, flt in self.doc.filters.items():
@@ -512,21 +517,20 @@ class Checker:
                             expected = "an IP address or $IP" if field.startswith("ip") else "a MAC address or $MAC"
                             self.problem(("filters", name, "rules", index, key, field), f"{text!r} is not {expected}")
         state: dict[str, int] = {}
-
-        def visit(name: str, trail: list[str]) -> None:
-            state[name] = 1
-            for index, included in enumerate(self.doc.filters[name].include):
-                if included not in self.doc.filters:
-                    continue
-                if state.get(included) == 1:
-                    self.problem(("filters", name, "include", index), f"filter include cycle: {' -> '.join(trail + [included])}")
-                elif state.get(included) is None:
-                    visit(included, trail + [included])
-            state[name] = 2
-
         for name in sorted(self.doc.filters):
             if name not in state:
-                visit(name, [name])
+                self._visit_filter(name, [name], state)
+
+    def _visit_filter(self, name: str, trail: list[str], state: dict[str, int]) -> None:
+        state[name] = 1
+        for index, included in enumerate(self.doc.filters[name].include):
+            if included not in self.doc.filters:
+                continue
+            if state.get(included) == 1:
+                self.problem(("filters", name, "include", index), f"filter include cycle: {' -> '.join(trail + [included])}")
+            elif state.get(included) is None:
+                self._visit_filter(included, trail + [included], state)
+        state[name] = 2
 
     def check_vms(self) -> None:
         macs: dict[str, str] = {}

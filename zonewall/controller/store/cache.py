@@ -17,12 +17,18 @@ documents anew (~0.1 s per node at 10,000 VMs: 10 s of a group change at 100 nod
 A parsed 10,000-VM policy is millions of objects, and the collector's oldest
 generation walks them all now and then: a pause of ~1.5 s landing on a random
 commit (bench/commit.py's p99). So after a view parsed whole is put, what survives a
-collection is frozen (`gc.freeze`: later collections skip it); policies edited
-from it share nearly all of it, and what they add alone stays collectable. A policy
-holds reference cycles, so at the next whole parse everything is unfrozen and
-collected once (the evicted policies go then), which that parse, seconds at this
-size, pays for. (The loader's own pause, gcpause.py, unfreezes everything at the end
-of a whole load too.)
+collection is frozen (`gc.freeze`: later collections skip it), and after each
+commit's diff what that commit left alive is frozen too (`settle`: its edited
+policy's own objects, the analyzer the diff kept; ~150,000 objects after a group
+edit at 10,000 VMs, which the oldest generation otherwise walked on every commit,
+~110 ms each). Frozen objects still go by their reference counts; only cycles
+among them wait. An edited policy and its diff hold none once a revision leaves the
+cache (its kept analyzer, which refers back to the policy, is dropped then:
+analysis/kept.py `forget`); what else ends up frozen in cycles (a request's own
+machinery, a few kilobytes) is collected at the next whole parse, or after
+SWEEP_EVERY commits, when everything is unfrozen and collected once (seconds at
+this size, as a whole parse pays). (The loader's own pause, gcpause.py, unfreezes
+everything at the end of a whole load too.)
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from functools import cached_property
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from ...analysis.kept import forget
 from ...policy.delta import Delta, apply_delta, delta_size, make_delta
 from ...policy.documents import Documents, content_hash, load_documents
 from ...policy.resolve import Policy
@@ -47,6 +54,7 @@ from .chunks import ChunkedText
 from .models import RevisionRow
 
 KEPT = 2  # the current revision and its parent (a diff needs both)
+SWEEP_EVERY = 500  # commits frozen by `settle` between two full collections
 DELTA_SHARE = 0.25  # a delta is sent instead of the documents when it is at most this share of them
 
 
@@ -181,6 +189,7 @@ class RevisionCache:
         self._lock = threading.Lock()
         self._loading: dict[int, threading.Lock] = {}  # one parse per revision, others wait for it
         self.parses = 0  # how many revisions this process parsed (tests watch it)
+        self._settled = 0  # commits frozen since the last full collection
 
     def peek(self, number: int) -> RevisionView | None:
         """The view if it is at hand (no I/O: safe on the event loop)."""
@@ -213,9 +222,26 @@ class RevisionCache:
                 # the oldest revision goes, not the least recently read: a diff reads the
                 # parent after the new revision, and an LRU then dropped the parent of the
                 # next commit (parsed again: seconds at 10,000 VMs)
-                del self._views[min(self._views)]
+                forget(self._views.pop(min(self._views)).policy)  # (no name holds it past here)
         if whole:
-            freeze_survivors()
+            self._sweep()
+
+    def settle(self) -> None:
+        """After a commit's diff: what it left alive is frozen, the young generations
+        collected first (a few thousand objects; module docstring)."""
+        with self._lock:
+            self._settled += 1
+            due = self._settled >= SWEEP_EVERY
+        if due:
+            self._sweep()
+        else:
+            gc.collect(1)
+            gc.freeze()
+
+    def _sweep(self) -> None:
+        with self._lock:
+            self._settled = 0
+        freeze_survivors()
 
 
     @contextmanager
@@ -258,3 +284,4 @@ def freeze_survivors() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+
