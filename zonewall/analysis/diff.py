@@ -33,7 +33,7 @@ from .alignment import changed_region
 from .approximations import approximations
 from .chains import Chain, Step, essentials_region
 from .describe import addresses_text, services_of, time_text
-from .endpointclass import Member, Mine, alone, class_key, combined
+from .endpointclass import Member, Mine, alone, class_key, combined, loose_key, united
 from .endpoints import Endpoint
 from .engine import Analyzer, GuardOrChain, Outcome, Path
 from .flowrows import DiffResult, DiffRow, Owner, _decisive_label, _differs, _final, _merge_rows
@@ -584,7 +584,17 @@ class _Differ:
             class_of = class_key(key, role, network, guards, own, delta, own_dim, self.cluster)
             member = Member(key, own, delta)
             classes.setdefault(class_of if class_of is not None else ("alone", key), []).append(member)
-        for members in classes.values():
+        peer_dim = s.SRC if role == "receiver" else s.DST
+        kin: dict[Hashable, list[Hashable]] = {}  # classes alike but for which peers their pieces hold
+        for class_of in classes:
+            loose = loose_key(class_of, peer_dim) if UNITED_CLASSES and class_of[0] != "alone" else None  # type: ignore[index]
+            kin.setdefault(loose if loose is not None else ("apart", class_of), []).append(class_of)
+        for kept_together in kin.values():
+            if len(kept_together) > 1:
+                mines = [combined(classes[class_of], own_dim, self.cluster) for class_of in kept_together]
+                self._peers(united(mines, own_dim), role, False, shared=False, per_piece=True, classes_within=mines)
+                continue
+            members = classes[kept_together[0]]
             first = members[0]
             mine = combined(members, own_dim, self.cluster) if len(members) > 1 else alone(first.key, first.own, first.delta, own_dim)
             self._peers(mine, role, False, shared=False, per_piece=True)
@@ -613,9 +623,11 @@ class _Differ:
                 self.record(key, role, None, outside, o, n)
         return own, delta
 
-    def _peers(self, mine: Mine, role: str, whole_flow: bool, *, shared: bool, per_piece: bool = False) -> None:
+    def _peers(self, mine: Mine, role: str, whole_flow: bool, *, shared: bool, per_piece: bool = False, classes_within: list[Mine] | None = None) -> None:
         """The flows between `mine` (an endpoint or a class of them) and the peers in the
-        cluster, in the pieces where its own side decides differently."""
+        cluster, in the pieces where its own side decides differently. `classes_within`:
+        `mine` unites these classes of endpoints (`united`): the peers run once for all,
+        and each class's rows are made of the parts within its own pieces."""
         key, pieces = mine.key, mine.pieces
         peer_dim = s.SRC if role == "receiver" else s.DST
         receiver_first = role == "receiver"
@@ -675,8 +687,17 @@ class _Differ:
             if peer_class is not None and all(c is None or c.settled(owner, signature) for c in (classes[0], None if same else classes[1])):
                 class_groups[peer_class] = (group_key, sides)
         by_owner = self.a_new.directory.addresses
-        replied: dict[int, tuple[list[NicKey], bool, set[str]]] = {}  # _record_members' facts of a group of peers
-        pending: Pending = {}  # _record_members' rows of every member of a class
+        # who takes the rows: the class, or each class `mine` unites, with _record_members'
+        # facts of a group of peers and its rows of every member of the class
+        audiences = [(mine, {}, {}) for mine in classes_within] if classes_within else [(mine, {}, {})]
+        united_classes = classes_within is not None
+
+        def deliver(index: int, peers: list[NicKey], part: Region, po: Outcome, pn: Outcome) -> None:
+            for audience, replied, pending in audiences:
+                own_part = s.intersect(part, audience.pieces[index]) if united_classes else part
+                if own_part:
+                    self._record_members(audience, index, role, peers, own_part, po, pn, replied, pending)
+
         for stages_old, stages_new, members, signature, members_sides in groups.values():
             addresses: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
             for member in members:
@@ -699,7 +720,7 @@ class _Differ:
                         if _differs(_final(po, o, receiver_first), _final(pn, n, receiver_first)) is None:
                             continue  # no member's flows differ: the verdicts are every peer's of the template
                         for po_j, pn_j, members_j in relabel.split(po, pn):
-                            self._record_members(mine, index, role, members_j, part, po_j, pn_j, replied, pending)
+                            deliver(index, members_j, part, po_j, pn_j)
                         continue
                     if mine.single:
                         _region, o, n = mine.members[0].delta[index]
@@ -707,9 +728,10 @@ class _Differ:
                         if whole_flow or _differs(final_old, final_new):  # (record judges the replies)
                             self.record(key, role, members, part, final_old, final_new)
                         continue
-                    self._record_members(mine, index, role, members, part, po, pn, replied, pending)
-        if pending:
-            self._add_pending(mine, role, pending)
+                    deliver(index, members, part, po, pn)
+        for audience, _replied, pending in audiences:
+            if pending:
+                self._add_pending(audience, role, pending)
 
     def _record_members(self, mine: Mine, index: int, role: str, peers: list[NicKey], part: Region, po: Outcome, pn: Outcome,
                         replied: dict[int, tuple[list[NicKey], bool, set[str]]], pending: Pending) -> None:
@@ -943,6 +965,7 @@ NAMING_INDEX = True  # group edits: the VMs naming a group from policy/naming.py
 ONLY_MOVED_ADDRESSES = True  # group edits: the changed regions cut to packets with an end that joined or left a group (False: the rules' whole regions)
 ONLY_DIFFERING = True  # an endpoint's own sides: only pieces whose outcomes differ intersected (False: every pair)
 ENDPOINT_CLASSES = True  # many endpoints, no routed network: the peers compared once per class of endpoints (analysis/endpointclass.py; False: per endpoint)
+UNITED_CLASSES = True  # with ENDPOINT_CLASSES: classes alike but for the peers their pieces hold compared with the peers once (False: each class)
 PEER_TEMPLATES = True  # with ENDPOINT_CLASSES: peers' sides alike but for their rules' names run once (analysis/peertemplate.py; False: apart)
 PEER_CLASSES = True  # with GROUPED_PEERS: peers of one shape reduced once (analysis/peerclass.py; False: each peer)
 Pending = dict[tuple[object, ...], tuple[Outcome, Outcome, set[str]]]  # (piece, change, decisions, services, time) -> a sample part's peer outcomes, the peers
