@@ -687,13 +687,16 @@ class _Differ:
             if peer_class is not None and all(c is None or c.settled(owner, signature) for c in (classes[0], None if same else classes[1])):
                 class_groups[peer_class] = (group_key, sides)
         by_owner = self.a_new.directory.addresses
-        # who takes the rows: the class, or each class `mine` unites, with _record_members'
-        # facts of a group of peers and its rows of every member of the class
-        audiences = [(mine, {}, {}) for mine in classes_within] if classes_within else [(mine, {}, {})]
+        # who takes the rows: the class, or each class `mine` unites, each with its rows of
+        # every member (_record_members' pending); the facts of a group of peers (whether a
+        # guard sees their replies) are one class's for all: the classes `mine` unites
+        # share their network and guard filters (endpointclass.loose_key)
+        replied: dict[int, tuple[list[NicKey], bool, set[str]]] = {}
+        audiences: list[tuple[Mine, Pending]] = [(mine, {}) for mine in classes_within] if classes_within else [(mine, {})]
         united_classes = classes_within is not None
 
         def deliver(index: int, peers: list[NicKey], part: Region, po: Outcome, pn: Outcome) -> None:
-            for audience, replied, pending in audiences:
+            for audience, pending in audiences:
                 own_part = s.intersect(part, audience.pieces[index]) if united_classes else part
                 if own_part:
                     self._record_members(audience, index, role, peers, own_part, po, pn, replied, pending)
@@ -729,7 +732,7 @@ class _Differ:
                             self.record(key, role, members, part, final_old, final_new)
                         continue
                     deliver(index, members, part, po, pn)
-        for audience, _replied, pending in audiences:
+        for audience, pending in audiences:
             if pending:
                 self._add_pending(audience, role, pending)
 
