@@ -28,6 +28,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 from ..policy.addresses import AddressSet
 from . import space as s
@@ -181,7 +182,7 @@ def loose_key(class_of: Hashable, peer_dim: int) -> Hashable | None:
     zone whose VMs' own earlier rules took different sources out of the changed pieces
     (each VM's `drop from: group:gN`) share one. None: a piece with two boxes alike but
     for their peers (their union would not be disjoint)."""
-    role, network, guards, entries = class_of  # type: ignore[misc]
+    role, network, guards, entries = cast(tuple[str, str, Hashable, tuple[tuple[tuple[s.Box, ...], Hashable, Hashable], ...]], class_of)
     out = []
     for boxes, old, new in entries:
         shapes = tuple(box[:peer_dim] + (None,) + box[peer_dim + 1 :] for box in boxes)
