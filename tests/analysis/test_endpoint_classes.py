@@ -14,6 +14,10 @@ endpoint compared on its own.
 * Negatives: a zone VM whose own rule decides part of the changed packets is kept
   out of the others' class, and its rows are its own; zone VMs are each other's
   peers but never their own.
+* Classes alike but for which peers their own earlier rules took out (`UNITED_CLASSES`,
+  `endpointclass.united`): random zones whose VMs drop, reject or accept random peers
+  before a zone rule open to everyone that is edited; the same JSON united, apart and
+  without classes, and the classes do unite.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.analysis.test_diff import Pair, pairs
 from tests.analysis.test_peer_classes import _diff
@@ -154,9 +159,14 @@ def _small(tcp: int) -> str:
 def test_an_endpoint_whose_own_rule_decides_is_its_own_class_and_no_endpoint_is_its_own_peer(monkeypatch: pytest.MonkeyPatch) -> None:
     old, new = _small(25), _small(2525)
     runs = _count_peer_runs(monkeypatch)
-    classed = _diff(old, new, **MANY, ENDPOINT_CLASSES=True)
+    classed = _diff(old, new, **MANY, ENDPOINT_CLASSES=True, UNITED_CLASSES=False)
     assert sorted(runs) == [1, 1, 1, 7], runs  # w0-w5 and mail (its own rules are inbound) together; w9, w7 and w8 alone
-    assert classed == _diff(old, new, **MANY, ENDPOINT_CLASSES=False)
+    runs.clear()
+    united = _diff(old, new, **MANY, ENDPOINT_CLASSES=True)
+    # w9's own rule took the mailers out of its changed pieces, nothing else: its class
+    # and w0-w5's meet the peers once (diff.UNITED_CLASSES); w7 and w8 stay apart
+    assert sorted(runs) == [1, 1, 8], runs
+    assert united == classed == _diff(old, new, **MANY, ENDPOINT_CLASSES=False)
     flows = json.loads(classed)["flows"]
     for flow in flows:  # zone VMs are each other's peers, never their own: a row of one VM never holds it twice
         assert len(flow["from"]) > 1 or not set(flow["from"]) & set(flow["to"]), flow
@@ -207,3 +217,83 @@ def test_a_peer_step_naming_one_member_does_not_cut_the_others_rows() -> None:
     flows = json.loads(classed)["flows"]
     into_w2 = {(a, tuple(f["services"])) for f in flows if "vm:w2" in f["to"] for a in f["from"] if a in ("vm:w1", "vm:w3")}
     assert into_w2 == {("vm:w1", ("tcp 1-1000",)), ("vm:w3", ("tcp 1-1000",))}, flows
+
+
+UNITING = """\
+version: 1
+settings:
+  default: {in: drop, out: accept}
+hosts:
+  n1: {address: [192.168.1.1]}
+networks:
+  lan: {bridge: br0, subnets: [10.0.0.0/24]}
+groups:
+  outsiders: [198.51.100.0/30, 10.0.0.40]
+zones:
+  web:
+    rules:
+      - {direction: DIRECTION, action: ACTION, tcp: PORT}
+  app:
+    default: {in: drop, out: OUT}
+vms:
+"""
+ZONE_VMS, OTHER_VMS = 5, 3
+
+
+def _uniting_vm(name: str, index: int, zone: str, rules: list[str]) -> str:
+    body = f"  {name}:\n    host: n1\n    zone: {zone}\n    nics: [{{network: lan, mac: \"52:54:00:00:00:{index:02x}\", ips: [10.0.0.{index}]}}]\n"
+    return body + ("    rules:\n" + "".join(f"      - {rule}\n" for rule in rules) if rules else "")
+
+
+@st.composite
+def uniting_edits(draw: st.DrawFn) -> tuple[str, str, str]:
+    """A zone rule open to everyone, its port edited; each zone VM's own rules first
+    take some peers out (or decide them), each in its own way."""
+    direction = draw(st.sampled_from(["in", "out"]))
+    end = "from" if direction == "in" else "to"
+    peers = [f"vm:w{i}" for i in range(ZONE_VMS)] + [f"vm:o{i}" for i in range(OTHER_VMS)] + ["group:outsiders", "10.0.0.40", "198.51.100.1"]
+    own = st.builds(
+        lambda action, chosen, port: f"{{direction: {direction}, action: {action}, {end}: [{', '.join(chosen)}]{port}}}",
+        st.sampled_from(["drop", "reject", "accept"]),
+        st.lists(st.sampled_from(peers), min_size=1, max_size=3, unique=True),
+        st.sampled_from(["", ", tcp: 80", ", tcp: 1000-2000"]),
+    )
+    vms = [_uniting_vm(f"w{i}", 10 + i, "web", draw(st.lists(own, max_size=2))) for i in range(ZONE_VMS)]
+    # peers outside the zone whose own rules tell some zone VMs apart
+    other = st.builds(lambda vm, action: f"{{direction: {'out' if direction == 'in' else 'in'}, action: {action}, {'to' if direction == 'in' else 'from'}: vm:w{vm}}}",
+                      st.integers(0, ZONE_VMS - 1), st.sampled_from(["drop", "reject", "accept"]))
+    vms += [_uniting_vm(f"o{i}", 20 + i, "app", draw(st.lists(other, max_size=1))) for i in range(OTHER_VMS)]
+    text = (UNITING.replace("DIRECTION", direction).replace("ACTION", draw(st.sampled_from(["accept", "reject", "drop"])))
+            .replace("OUT", draw(st.sampled_from(["accept", "drop"]))) + "".join(vms))
+    return text.replace("PORT", "1500"), text.replace("PORT", "1600"), direction
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(uniting_edits())
+def test_classes_alike_but_for_the_peers_they_took_out_give_the_diff_of_each_class(edit: tuple[str, str, str]) -> None:
+    old, new, _direction = edit
+    united = _diff(old, new, **MANY, ENDPOINT_CLASSES=True)
+    assert united == _diff(old, new, **MANY, ENDPOINT_CLASSES=True, UNITED_CLASSES=False)
+    assert united == _diff(old, new, **MANY, ENDPOINT_CLASSES=False)
+
+
+def test_zone_vms_that_took_out_different_peers_meet_the_peers_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """w0-w2 each drop a different peer first; w3 drops only addresses outside the
+    cluster, so its pieces within it are w4's (no rule): four classes apart, one
+    united, and the same diff."""
+    vms = [_uniting_vm(f"w{i}", 10 + i, "web", [f"{{direction: in, action: drop, from: vm:o{i % OTHER_VMS}}}"] if i < 3 else
+                       (["{direction: in, action: drop, from: group:outsiders}"] if i == 3 else [])) for i in range(ZONE_VMS)]
+    vms += [_uniting_vm(f"o{i}", 20 + i, "app", []) for i in range(OTHER_VMS)]
+    text = UNITING.replace("DIRECTION", "in").replace("ACTION", "accept").replace("OUT", "accept") + "".join(vms)
+    old, new = text.replace("PORT", "1500"), text.replace("PORT", "1600")
+    united_calls: list[int] = []
+    made = diff_module.united
+    monkeypatch.setattr(diff_module, "united", lambda mines, own_dim: united_calls.append(len(mines)) or made(mines, own_dim))
+    united = _diff(old, new, **MANY, ENDPOINT_CLASSES=True)
+    assert united_calls == [4]  # w0, w1, w2 (each its own peer taken out), w3 with w4: the peers run once
+    united_calls.clear()
+    assert united == _diff(old, new, **MANY, ENDPOINT_CLASSES=True, UNITED_CLASSES=False) and united_calls == []
+    flows = json.loads(united)["flows"]
+    opened = [f for f in flows if "tcp 1600" in f["services"] and f["change"] == "opened"]
+    assert opened and all("vm:o0" not in f["from"] for f in opened if f["to"] == ["vm:w0"])  # w0 still drops o0
+    assert any("vm:o0" in f["from"] and "vm:w1" in f["to"] for f in opened)  # w1 opens to o0

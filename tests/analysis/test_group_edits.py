@@ -110,3 +110,43 @@ def test_a_group_named_elsewhere_takes_the_whole_comparison() -> None:
     assert group_edits(load_policy_text(BASE), load_policy_text(BASE)) is None  # nothing edited
     moved = BASE.replace("ips: [10.0.1.20]", "ips: [10.0.1.21]").replace("admins: [192.168.100.0/24]", "admins: [192.168.100.0/24, 203.0.113.7]")
     assert group_edits(load_policy_text(BASE), load_policy_text(moved)) is None  # a VM readdressed too
+
+
+CUT_BY_AN_EARLIER_RULE = """\
+version: 1
+settings:
+  default: {in: reject, out: accept}
+hosts:
+  n1: {address: [192.168.1.1]}
+networks:
+  lan: {bridge: br0, subnets: [10.0.0.0/24]}
+groups:
+  g1: [vm:a, vm:b]
+vms:
+  a: {host: n1, nics: [{network: lan, ips: [10.0.0.1]}]}
+  b: {host: n1, nics: [{network: lan, ips: [10.0.0.2]}]}
+  c: {host: n1, nics: [{network: lan, ips: [10.0.0.3]}]}
+  web:
+    host: n1
+    nics: [{network: lan, ips: [10.0.0.9]}]
+    rules:
+      - {direction: in, action: accept, from: "!vm:a", tcp: 22}
+      - {direction: in, action: accept, from: [vm:c, group:g1], tcp: [22, 443]}
+"""
+
+
+def test_a_member_removed_where_an_earlier_rule_cuts_the_rule_naming_its_group() -> None:
+    """The rows are made box by box of the changed region as the whole comparison
+    cuts it (here by `!vm:a`, which takes tcp 22 of every other member): a region cut
+    to the removed member's address alone gave the same flows written otherwise
+    (`tcp 22,443` for `tcp 443`, `tcp 22`), which is why the shortcut reads the
+    rules' whole regions (found by the property above)."""
+    new = CUT_BY_AN_EARLIER_RULE.replace("g1: [vm:a, vm:b]", "g1: [vm:b]")
+    old_policy, new_policy = load_policy_text(CUT_BY_AN_EARLIER_RULE), load_policy_text(new)
+    assert group_edits(old_policy, new_policy) is not None
+    shortcut = _json(diff_policies(old_policy, new_policy))
+    with diff_knobs(group_edits=declined):
+        whole = _json(diff_policies(load_policy_text(CUT_BY_AN_EARLIER_RULE), load_policy_text(new)))
+    assert shortcut == whole
+    rows = json.loads(shortcut)["flows"]
+    assert [(r["change"], r["from"], r["to"]) for r in rows] == [("closed", ["vm:a"], ["vm:web"])]

@@ -28,6 +28,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 from ..policy.addresses import AddressSet
 from . import space as s
@@ -174,6 +175,40 @@ def combined(members: list[Member], own_dim: int, cluster: AddressSet) -> Mine:
                 boxes.append(box[:own_dim] + (widened[family],) + box[own_dim + 1 :])
         mine.pieces.append(tuple(boxes))
     return mine
+
+
+def loose_key(class_of: Hashable, peer_dim: int) -> Hashable | None:
+    """A `class_key` with the peers' addresses of its pieces left out: the classes of a
+    zone whose VMs' own earlier rules took different sources out of the changed pieces
+    (each VM's `drop from: group:gN`) share one. None: a piece with two boxes alike but
+    for their peers (their union would not be disjoint)."""
+    role, network, guards, entries = cast(tuple[str, str, Hashable, tuple[tuple[tuple[s.Box, ...], Hashable, Hashable], ...]], class_of)
+    out = []
+    for boxes, old, new in entries:
+        shapes = tuple(box[:peer_dim] + (None,) + box[peer_dim + 1 :] for box in boxes)
+        if len(set(shapes)) != len(shapes):
+            return None
+        out.append((shapes, old, new))
+    return (role, network, guards, tuple(out))
+
+
+def united(classes: list[Mine], own_dim: int) -> Mine:
+    """One `Mine` for classes of one `loose_key` (each made by `combined`): every
+    member, each piece's boxes holding every class's peers and every member's
+    addresses. A peer's side run over it splits each class's part as the class's own
+    run would (its regions split the peers' and the own addresses exactly); the
+    classes' rows are then made of the parts within their own pieces."""
+    members = [member for mine in classes for member in mine.members]
+    out = Mine(classes[0].key, members, [], own_dim)
+    peer_dim = s.DST if own_dim == s.SRC else s.SRC
+    for index, piece in enumerate(classes[0].pieces):
+        boxes = []
+        for at, box in enumerate(piece):
+            peers = s.merge(interval for mine in classes for interval in mine.pieces[index][at][peer_dim])
+            box = box[:peer_dim] + (peers,) + box[peer_dim + 1 :]
+            boxes.append(box[:own_dim] + (out.widened[box[s.FAM][0][0]],) + box[own_dim + 1 :])
+        out.pieces.append(tuple(boxes))
+    return out
 
 
 def _inside(address: int, intervals: Intervals) -> bool:
