@@ -89,14 +89,16 @@ class DiffJobs:
                 parent = session.scalar(select(func.max(RevisionRow.number)).where(RevisionRow.number < number))
             old = self._cache.get(parent) if parent else None
             # its objects go by their counts; what it leaves alive is moved to the oldest
-            # generation unwalked (a walk of the young ones was ~20 ms), and frozen after
+            # generation unwalked (a walk of the young ones was ~20 ms; the pause's end
+            # unfreezes everything too), and frozen again below, whatever the outcome
             with collector_paused(long_lived=True):
                 result = diff_policies(old.policy if old else _empty_policy(), new.policy, timezone=local_timezone())
-            self._cache.settle()  # what the commit left alive is frozen (store/cache.py)
             return json.dumps(result.to_json(), sort_keys=True), None
         except Exception as exc:
             log.exception("diff of revision %d failed", number)
             return None, f"{type(exc).__name__}: {exc}"
+        finally:
+            self._cache.settle()  # what the commit left alive is frozen (store/cache.py)
 
     def _finish(self, number: int, diff: str | None, error: str | None) -> RevisionRow:
         """Store the result (once: a late second computation of the same diff changes nothing)."""
