@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.controller.live import Tokens, three_tier_documents
@@ -55,3 +56,23 @@ def test_a_dry_run_rollback_and_a_viewer(client: TestClient, tokens: Tokens, upl
     assert revisions(client, tokens) == [2, 1]
     refused = client.put("/api/v1/policy", params={"dry_run": "true"}, json={"documents": three_tier_documents()}, headers=tokens.header("viewer"))
     assert refused.status_code == 403
+
+
+def test_a_dry_run_hands_the_interpreter_over_often_while_it_computes(client: TestClient, tokens: Tokens, uploaded: dict, monkeypatch) -> None:
+    import sys
+
+    from zonewall.controller import preview
+    from zonewall.handover import QUICK_INTERVAL
+
+    seen: list[float] = []
+    real = preview.diff_policies
+
+    def watched(*args, **kwargs):
+        seen.append(sys.getswitchinterval())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(preview, "diff_policies", watched)
+    before = sys.getswitchinterval()
+    answer = client.post("/api/v1/vms/web1/rules", params={"dry_run": "1"}, json={"rule": PARTNER, "message": "m"}, headers=tokens.header("admin"))
+    assert answer.status_code == 200, answer.text
+    assert seen == [pytest.approx(QUICK_INTERVAL)] and sys.getswitchinterval() == before

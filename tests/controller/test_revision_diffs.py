@@ -4,7 +4,9 @@ rewrites the revision's row (its documents), and diffs stored before are still r
 from __future__ import annotations
 
 import json
+import sys
 
+import pytest
 from sqlalchemy import event, text
 
 from tests.controller.live import three_tier_documents
@@ -59,3 +61,36 @@ def test_diffs_stored_before_the_migration_are_still_read(db_url: str) -> None:
     assert row is not None and row.diff == old_diff and row.diff_error is None
     with ctl.sessions.kw["bind"].connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM revision_diffs")).scalar() == 0  # nothing copied, nothing lost
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["diff", "failing diff"])
+def test_a_commits_diff_hands_the_interpreter_over_often_and_restores_it(db_url: str, monkeypatch: pytest.MonkeyPatch, fails: bool) -> None:
+    """The event loop answers agents while the commit validates and diffs (zonewall/handover.py)."""
+    from zonewall.controller.store import diffs
+    from zonewall.handover import QUICK_INTERVAL
+
+    seen: list[float] = []
+    real = diffs.diff_policies
+
+    def watched(*args: object, **kwargs: object) -> object:
+        seen.append(sys.getswitchinterval())
+        if fails:
+            raise ValueError("boom")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    from zonewall.controller.store import revisions
+
+    loading = revisions.load_edited
+
+    def validated(*args: object, **kwargs: object) -> object:
+        seen.append(sys.getswitchinterval())
+        return loading(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(diffs, "diff_policies", watched)
+    monkeypatch.setattr(revisions, "load_edited", validated)
+    before = sys.getswitchinterval()
+    ctl = build_controller(db_url)
+    row = ctl.revisions.attach_diff(ctl.revisions.commit(_propose(three_tier_documents(), "one")))
+    assert seen == [pytest.approx(QUICK_INTERVAL)] * 2 and before > QUICK_INTERVAL  # the validation, the diff
+    assert sys.getswitchinterval() == before  # restored, whatever the diff's outcome
+    assert (row.diff_error is not None) == fails

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from ..analysis.diff import diff_policies
 from ..compiler.schedule import local_timezone
+from ..handover import handing_over_often
 from ..policy.documents import Documents, load_documents
 from ..policy.model import PolicyDocument
 from ..policy.resolve import Policy
@@ -40,12 +41,13 @@ def documents_changed(before: Documents, after: Documents) -> dict[str, list[str
 
 def preview(ctl: Any, documents: Documents, change: dict[str, Any] | None = None) -> dict[str, Any]:
     """The dry-run answer for `documents` (PolicyError if they are refused)."""
-    policy = load_documents(documents)
-    row = ctl.revisions.current()
-    before: Documents = ctl.revisions.documents_of(row) if row is not None else {}
-    previous = ctl.revisions.policy_of(row) if row is not None else Policy(PolicyDocument(version=1), None)
-    identical = row is not None and before == documents
-    diff = diff_policies(previous, policy, timezone=local_timezone())
+    with handing_over_often():  # seconds of CPU at size, beside the agents' requests (handover.py)
+        policy = load_documents(documents)
+        row = ctl.revisions.current()
+        before: Documents = ctl.revisions.documents_of(row) if row is not None else {}
+        previous = ctl.revisions.policy_of(row) if row is not None else Policy(PolicyDocument(version=1), None)
+        identical = row is not None and before == documents
+        diff = diff_policies(previous, policy, timezone=local_timezone())
     return {
         "dry_run": True,
         "base_revision": row.number if row is not None else 0,

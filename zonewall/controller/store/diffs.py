@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ...analysis.diff import diff_policies
 from ...compiler.schedule import local_timezone
 from ...gcpause import collector_paused
+from ...handover import handing_over_often
 from ...policy.model import PolicyDocument
 from ...policy.resolve import Policy
 from .cache import RevisionCache
@@ -91,9 +92,11 @@ class DiffJobs:
             # its objects go by their counts; what it leaves alive is moved to the oldest
             # generation unwalked (a walk of the young ones was ~20 ms; the pause's end
             # unfreezes everything too), and frozen again below, whatever the outcome
-            with collector_paused(long_lived=True):
-                result = diff_policies(old.policy if old else _empty_policy(), new.policy, timezone=local_timezone())
-            return json.dumps(result.to_json(), sort_keys=True), None
+            # the event loop answers the agents meanwhile: it gets the interpreter quickly (handover.py)
+            with handing_over_often():
+                with collector_paused(long_lived=True):
+                    result = diff_policies(old.policy if old else _empty_policy(), new.policy, timezone=local_timezone())
+                return json.dumps(result.to_json(), sort_keys=True), None
         except Exception as exc:
             log.exception("diff of revision %d failed", number)
             return None, f"{type(exc).__name__}: {exc}"

@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from ...handover import handing_over_often
 from ...policy.documents import Documents, content_hash, load_documents, load_edited
 from ...policy.incremental import edited_from
 from ...policy.resolve import Policy
@@ -161,7 +162,8 @@ class RevisionStore:
             replayed = self.replay(proposal.idempotency)
             if replayed is not None:
                 return replayed
-        policy, whole = self._validated(proposal.documents)  # the slow part, outside the lock; PolicyError: nothing written
+        with handing_over_often():  # the slow part (seconds when loaded whole), beside the agents' requests (handover.py)
+            policy, whole = self._validated(proposal.documents)  # outside the lock; PolicyError: nothing written
         cut = self._chunked(proposal.documents)
         digest = cut.content_hash
         with ExitStack() as hold:
