@@ -297,3 +297,23 @@ def test_zone_vms_that_took_out_different_peers_meet_the_peers_once(monkeypatch:
     opened = [f for f in flows if "tcp 1600" in f["services"] and f["change"] == "opened"]
     assert opened and all("vm:o0" not in f["from"] for f in opened if f["to"] == ["vm:w0"])  # w0 still drops o0
     assert any("vm:o0" in f["from"] and "vm:w1" in f["to"] for f in opened)  # w1 opens to o0
+
+
+def test_a_peer_with_two_nics_on_one_network_keeps_its_label_where_one_nic_is_taken_out() -> None:
+    """A class's rows name a peer's NICs by one label each (`vm:o9@lan` for both of o9's
+    NICs on lan): where a zone VM's own rule takes one NIC's address out of part of
+    the changed ports, the row of that part still holds the label for the other NIC."""
+    vms = [_uniting_vm(f"w{i}", 10 + i, "web", ["{direction: in, action: drop, from: 10.0.0.39, tcp: 1600}"] if i < 2 else []) for i in range(ZONE_VMS)]
+    vms += [_uniting_vm(f"o{i}", 20 + i, "app", []) for i in range(OTHER_VMS)]
+    vms.append("  o9:\n    host: n1\n    zone: app\n    nics:\n"
+               "      - {network: lan, mac: \"52:54:00:00:00:29\", ips: [10.0.0.29]}\n"
+               "      - {network: lan, mac: \"52:54:00:00:00:39\", ips: [10.0.0.39]}\n")
+    text = UNITING.replace("DIRECTION", "in").replace("ACTION", "accept").replace("OUT", "accept") + "".join(vms)
+    old, new = text.replace("PORT", "1500-1510"), text.replace("PORT", "1600-1610")
+    classed = _diff(old, new, **MANY, ENDPOINT_CLASSES=True)
+    assert classed == _diff(old, new, **MANY, ENDPOINT_CLASSES=False)
+    opened = [f for f in json.loads(classed)["flows"] if f["change"] == "opened"]
+    # w0 and w1 take o9's second NIC out of port 1600 alone: its first NIC still opens it
+    to_w0 = [f for f in opened if "vm:w0" in f["to"]]
+    assert to_w0 and all("vm:o9@lan" in f["from"] for f in to_w0), to_w0
+    assert "tcp 1600" in {service for f in to_w0 for service in f["services"]}, to_w0

@@ -96,3 +96,27 @@ def test_overlaps_of_long_lists_asked_again_and_again(lists: list[s.Intervals]) 
             for j, b in enumerate(lists):
                 assert s.iv_overlaps(a, b) == bool(values[i] & values[j])
                 assert s.iv_overlaps((*a,), b) == bool(values[i] & values[j])  # equal, another object
+
+
+def _walked(a: s.Intervals, b: s.Intervals) -> s.Intervals:
+    """The intersection the plain way: both lists walked side by side."""
+    out, i, j = [], 0, 0
+    while i < len(a) and j < len(b):
+        low, high = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if low <= high:
+            out.append((low, high))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return tuple(out)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.integers(0, 800), st.integers(0, 60)).map(lambda t: (t[0], t[0] + t[1])), min_size=2, max_size=4).map(s.merge),
+       st.lists(st.integers(0, 400).map(lambda v: (2 * v, 2 * v + v % 2)), min_size=40, max_size=160).map(s.merge))
+def test_a_few_intervals_against_hundreds_give_the_walks_pieces(few: s.Intervals, many: s.Intervals) -> None:
+    """A short list against one 16 times longer is clipped by bisection: the same
+    pieces, in the same order, as walking both (boxes are compared by their tuples)."""
+    assert s.iv_intersect(few, many) == _walked(few, many)
+    assert s.iv_intersect(many, few) == _walked(few, many)

@@ -496,6 +496,8 @@ class _Differ:
         # sides (paths.splits), so no peer is asked (10,000 of them for a rule open to all)
         self.routing = any(is_routed(a.policy, name) for a in (a_old, a_new) for name in a.policy.doc.networks)
         self._labelled: dict[tuple[object, ...], tuple[list[NicKey], set[str]]] = {}
+        self._owned: dict[tuple[int, s.Intervals], frozenset[NicKey]] = {}
+        self._group_labels: dict[int, tuple[list[NicKey], frozenset[NicKey], set[str], dict[str, list[NicKey]]]] = {}  # id(peers) -> _group_of
         self.essentials = essentials_region()
         self.notes: list[str] = []
 
@@ -522,9 +524,39 @@ class _Differ:
         memo_key = (id(members), len(members), family, intervals)
         found = self._labelled.get(memo_key)
         if found is None or found[0] is not members:
-            owned = set(self.a_new.directory.owners_within(family, intervals))
-            found = self._labelled[memo_key] = (members, {self.label(m) for m in members if m in owned})
+            found = self._labelled[memo_key] = (members, self._labels_within(members, family, intervals))
         return found[1]  # (read only: rows take a union of it)
+
+    def _labels_within(self, members: list[NicKey], family: int, intervals: s.Intervals) -> set[str]:
+        # the same addresses are asked of many groups of peers (each box of a class's
+        # rows): their owners found once; a group wholly inside them (most: a rule open
+        # to everyone) answered with all its labels, made once per group
+        owned = self._owned.get((family, intervals))
+        if owned is None:
+            owned = self._owned[family, intervals] = frozenset(self.a_new.directory.owners_within(family, intervals))
+        known = self._group_labels.get(id(members))
+        if known is None or known[0] is not members:
+            known = self._group_labels[id(members)] = self._group_of(members)
+        _members, as_set, labels, shared = known
+        left_out = as_set - owned
+        if not left_out:
+            return labels
+        if len(left_out) * 2 > len(as_set):
+            return {self.label(m) for m in as_set & owned}
+        # a few left out (the addresses an earlier rule took out): the labels but theirs,
+        # unless another NIC with the same label is in (two NICs on one network)
+        gone = {self.label(m) for m in left_out}
+        if shared:
+            gone = {label for label in gone if not any(m in owned for m in shared.get(label, ()))}
+        return labels - gone
+
+    def _group_of(self, members: list[NicKey]) -> tuple[list[NicKey], frozenset[NicKey], set[str], dict[str, list[NicKey]]]:
+        """A group of peers, as a set, their labels and the labels several of them share."""
+        keys_of: dict[str, list[NicKey]] = {}
+        for m in members:
+            keys_of.setdefault(self.label(m), []).append(m)
+        shared = {label: keys for label, keys in keys_of.items() if len(keys) > 1}
+        return members, frozenset(members), set(keys_of), shared
 
     def side_stages(self, analyzer: Analyzer, key: NicKey, role: str) -> tuple[GuardOrChain, ...]:
         endpoint = Endpoint(key[0], key[1])  # type: ignore[arg-type]

@@ -96,6 +96,16 @@ def iv_intersect(a: Intervals, b: Intervals) -> Intervals:
                 if part[-1][1] > high:
                     part[-1] = (part[-1][0], high)
             return tuple(part)
+    if len(a) > len(b):
+        a, b = b, a
+    if len(b) > 16 * len(a):
+        # a few intervals against hundreds (a class's peers): each clipped out by bisection
+        # rather than walking the long list; the same pieces in the same order
+        found: list[tuple[int, int]] = []
+        for low, high in a:
+            i, j = _clip(b, low, high)
+            found.extend((max(first, low), min(last, high)) for first, last in b[i:j])
+        return tuple(found)
     out: list[tuple[int, int]] = []
     i = j = 0
     while i < len(a) and j < len(b):
