@@ -19,7 +19,7 @@ PACKAGE = ROOT / "zonewall"
 
 # floor -> the parts of zonewall on it (a subpackage, or a module at the package root)
 FLOORS: dict[int, set[str]] = {
-    0: {"__init__", "gcpause", "netns", "service"},  # ground: no zonewall imports at all
+    0: {"__init__", "gcpause", "handover", "netns", "service"},  # ground: no zonewall imports at all
     1: {"policy"},  # YAML -> typed model, documents and their edits
     2: {"compiler"},  # model + node -> plan -> nftables IR -> libnftables JSON
     3: {"analysis", "dataplane", "importers"},  # beside each other, on the compiler
