@@ -89,10 +89,10 @@ class DiffJobs:
             with self._sessions() as session:
                 parent = session.scalar(select(func.max(RevisionRow.number)).where(RevisionRow.number < number))
             old = self._cache.get(parent) if parent else None
-            # its objects go by their counts; what it leaves alive is moved to the oldest
-            # generation unwalked (a walk of the young ones was ~20 ms; the pause's end
-            # unfreezes everything too), and frozen again below, whatever the outcome
-            # the event loop answers the agents meanwhile: it gets the interpreter quickly (handover.py)
+            # The event loop answers the agents meanwhile and gets the interpreter quickly
+            # (handover.py). The diff's objects go by their counts; what it leaves alive is
+            # moved to the oldest generation unwalked (a walk of the young ones was ~20 ms;
+            # the pause's end unfreezes everything too) and frozen again in `finally`.
             with handing_over_often():
                 with collector_paused(long_lived=True):
                     result = diff_policies(old.policy if old else _empty_policy(), new.policy, timezone=local_timezone())
