@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-QUICK_INTERVAL = 1e-4  # seconds; measured: 5.9 s -> 0.3 s p50 from publication to a zone change enforced
+QUICK_INTERVAL = 1e-4  # seconds; measured: 5.9 s -> 0.6-1.2 s p50 from publication to a zone change enforced (10,000 VMs)
 
 _lock = threading.Lock()
 _inside = 0
