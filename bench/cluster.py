@@ -156,7 +156,7 @@ class Poller:
                 self.revision, self.documents, self.hash = body["revision"], documents, body["content_hash"]
                 while not self.stop.is_set():  # a busy controller may time out: an agent reports again, so does the poller
                     try:
-                        http.put(base + "/status", json={"applied_revision": self.revision, "state": "ok"}).raise_for_status()
+                        http.put(base + "/status", json={"applied_revision": self.revision, "state": "ok"}, headers={"Prefer": "return=minimal"}).raise_for_status()
                         break
                     except httpx.HTTPError as exc:
                         self.errors.append(f"status: {exc}")

@@ -8,6 +8,8 @@ from fastapi.testclient import TestClient
 from bench.synth import policy_text
 from tests.controller.live import Tokens
 from zonewall.compiler.node import compile_node
+from zonewall.controller import api_nodes
+from zonewall.controller.api_nodes import desired_answer
 from zonewall.controller.app import Controller
 from zonewall.policy.delta import apply_delta
 from zonewall.policy.documents import content_hash, load_documents
@@ -82,6 +84,39 @@ def test_each_node_gets_its_own_documents_and_unaffected_nodes_only_the_revision
     # an agent whose documents are not the previous ones gets them whole
     stranger = ask(client, tokens, "node2", after=1, have="0" * 64)
     assert stranger.get("documents") is not None and content_hash(stranger["documents"]) == affected["content_hash"]
+
+
+def test_a_commit_readies_the_unaffected_nodes_states_before_any_agent_asks(client: TestClient, tokens: Tokens, controller: Controller,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which nodes a change leaves alone is worked out by the commit, before the agents
+    are woken: their answers (the revision number) need no thread, and no answer waits
+    for another's building."""
+    first = synth_documents()
+    upload(client, tokens, first)
+    before = {node: ask(client, tokens, node) for node in ("node1", "node2")}
+    upload(client, tokens, edit_vm_rule(first, "vm1"))  # node2's VM
+    view = controller.revisions.view(2)
+    assert view is not None and view.states is not None
+    built = view.states.built
+    carried = view.states.ready("node1")
+    assert carried is not None and carried.content_hash == before["node1"]["content_hash"]  # carried over, nothing built
+    changed_state = view.states.ready("node2")  # the one node it changes: built by the commit too
+    assert changed_state is not None and changed_state.content_hash != before["node2"]["content_hash"] and view.states.built == built
+    threads: list[object] = []
+    real = api_nodes.run_in_threadpool
+
+    async def counted(function, *args):  # type: ignore[no-untyped-def]
+        threads.append(function)
+        return await real(function, *args)
+
+    monkeypatch.setattr(api_nodes, "run_in_threadpool", counted)
+    same = ask(client, tokens, "node1", after=1, have=before["node1"]["content_hash"])
+    assert same["same"] and same["revision"] == 2 and desired_answer not in threads
+    stranger = ask(client, tokens, "node1", after=1, have="0" * 64)  # not what it had: its documents, built in a thread
+    assert stranger["documents"] is not None and desired_answer in threads
+    threads.clear()
+    changed = ask(client, tokens, "node2", after=1, have=before["node2"]["content_hash"])
+    assert changed["delta"] is not None and desired_answer in threads
 
 
 def test_a_change_of_every_node_reaches_every_node(client: TestClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch) -> None:

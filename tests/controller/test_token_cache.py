@@ -113,3 +113,21 @@ def test_a_revocation_while_the_database_is_asked_is_not_undone_by_its_answer(db
     monkeypatch.setattr(tokens, "_lookup_many", asked)
     assert cache.authenticate(secret) is None  # refused at once, not remembered from the stale answer
     assert cache.authenticate(other_secret) is not None
+
+
+def test_what_the_cache_answers_without_the_database(db_url: str) -> None:
+    """The event loop asks `remembered` and goes to a thread (and the database) only
+    when it is not sure: a token never seen, one past its interval, one revoked here."""
+    sessions, cache, clock = _cache(db_url)
+    row, secret = create_token(sessions, "agent", node="node1")
+    assert cache.remembered(secret) == (False, None)  # never looked up: ask the database
+    assert cache.remembered("not-a-zonewall-token") == (True, None)  # refused without asking
+    assert cache.authenticate(secret) is not None
+    known, who = cache.remembered(secret)
+    assert known and who is not None and who.token_id == row.id
+    clock.now += REVALIDATE_SECONDS + 0.1
+    assert cache.remembered(secret) == (False, None)  # stale: asked again
+    assert cache.authenticate(secret) is not None and cache.remembered(secret)[0]
+    cache.revoke(row.id)
+    assert cache.remembered(secret) == (False, None) and cache.authenticate(secret) is None
+    assert cache.lookups == 3

@@ -158,7 +158,8 @@ class ControllerClient:
         return self._call("GET", f"/arrival/{vm}", timeout=self._timeout).json()
 
     def report(self, status: dict[str, Any]) -> None:
-        self._call("PUT", "/status", json=status)
+        # nothing of the answer is read: the controller need not read the row back
+        self._call("PUT", "/status", json=status, headers={"Prefer": "return=minimal"})
 
     def logs(self, lines: list[dict[str, str]]) -> None:
         if lines:

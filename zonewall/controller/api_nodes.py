@@ -33,7 +33,7 @@ from .deps import controller
 from .schemas import DesiredOut, LogOut, LogsIn, NodeOut, RegisterIn, StatusIn
 from .store.cache import RevisionView
 from .store.db import as_utc
-from .store.nodes import Registration, Status
+from .store.nodes import NodeReport, Registration, Status
 from .store.tokens import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["nodes"])
@@ -91,7 +91,7 @@ async def desired(
     if after is None or wait <= 0:
         return await _desired_now(request, node, after, have, ctl.watch.current)
     async with ctl.watch.long_poll(after, wait) as number:  # woken: owed an answer until it is built
-        if number > after and not await run_in_threadpool(auth.still_valid, request):
+        if number > after and not await auth.still_valid(request):
             raise HTTPException(status_code=401, detail="the token was revoked while waiting", headers={"WWW-Authenticate": "Bearer"})
         return await _desired_now(request, node, after, have, number)
 
@@ -102,7 +102,18 @@ async def _desired_now(request: Request, node: str, after: int | None, have: str
     if view is None or (after is not None and view.number <= after):
         unchanged = DesiredOut(node=node, changed=False, revision=view.number if view else 0, in_policy=view is not None)
         return Response(unchanged.model_dump_json(), media_type="application/json")
+    if _answered_by_number(node, view, have):  # nothing to build or encode: here, not through a thread
+        return desired_answer(node, view, have)
     return await run_in_threadpool(desired_answer, node, view, have)
+
+
+def _answered_by_number(node: str, view: RevisionView, have: str | None) -> bool:
+    """The answer is the revision number alone, known without building anything: most
+    nodes after a change that is not theirs (their state carried over, cache.py)."""
+    if node not in view.hosts or view.states is None:
+        return True
+    state = view.states.ready(node)
+    return state is not None and have == state.content_hash
 
 
 def _check_protocol(protocol: int | None, user_agent: str) -> None:
@@ -150,18 +161,29 @@ def arrival(request: Request, node: str = NODE, vm: str = Path(..., max_length=1
     return Response(json.dumps({"revision": view.number, "content_hash": content_hash(documents), "documents": documents}), media_type="application/json")
 
 
-@router.put("/nodes/{node}/status", response_model=NodeOut, summary="What the agent has applied (agent token of the node)")
-def report_status(body: StatusIn, request: Request, node: str = NODE, _: Principal = Depends(auth.node_agent)) -> NodeOut:
+@router.put("/nodes/{node}/status", response_model=NodeOut, summary="What the agent has applied (agent token of the node)",
+            responses={204: {"description": "stored; the caller asked for no body (`Prefer: return=minimal`)"}})
+async def report_status(body: StatusIn, request: Request, node: str = NODE, _: Principal = Depends(auth.node_agent)) -> Response:
+    """Stored with the other agents' reports of the moment (status_reports.py). An agent
+    sends `Prefer: return=minimal` (RFC 7240): it reads nothing of the answer, and the
+    node's row is then neither read back nor encoded."""
     status = Status(body.applied_revision, body.fingerprint, body.ruleset_hash, body.state, body.last_error, body.drift_repairs, body.taps,
                     body.apply_seconds, tuple(body.problems))
     ctl = controller(request)
     if body.applied_revision is not None and body.applied_revision > ctl.watch.current:
-        ctl.revisions.raise_floor(body.applied_revision)
-    row = ctl.nodes.report(node, status)
-    if body.lines:
-        controller(request).nodes.add_logs(node, [(line.level, line.message) for line in body.lines])
+        await run_in_threadpool(ctl.revisions.raise_floor, body.applied_revision)
+    await request.app.state.status_reports.report(NodeReport(node, status, tuple((line.level, line.message) for line in body.lines)))
+    if _minimal(request):
+        return Response(status_code=204, headers={"Preference-Applied": "return=minimal"})
+    row = await run_in_threadpool(ctl.nodes.get, node)
     current, hosts = _policy_hosts(request)
-    return NodeOut.of(node, row, node in hosts, current)
+    return Response(NodeOut.of(node, row, node in hosts, current).model_dump_json(), media_type="application/json")
+
+
+def _minimal(request: Request) -> bool:
+    """The request carries the preference `return=minimal` (RFC 7240)."""
+    return any(part.split(";")[0].strip().lower() == "return=minimal"
+               for value in request.headers.getlist("prefer") for part in value.split(","))
 
 
 @router.post("/nodes/{node}/logs", status_code=204, summary="Append log lines (agent token of the node)")

@@ -22,9 +22,11 @@ from . import (
     api_nodes,
     api_policy,
     api_tokens,
+    auth,
 )
 from .limits import LimitsMiddleware, RequestLimits
 from .replica import Controller
+from .status_reports import StatusReports
 
 API_VERSION = "1"
 DESCRIPTION = """\
@@ -49,6 +51,7 @@ def create_app(controller: Controller, limits: RequestLimits = RequestLimits()) 
     # docs_url/redoc_url off: api_docs serves both from vendored assets (no CDN)
     app = FastAPI(title="zonewall controller", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.ctl = controller
+    app.state.status_reports = StatusReports(controller.nodes)
 
     @app.exception_handler(OverflowError)
     @app.exception_handler(DataError)
@@ -56,7 +59,10 @@ def create_app(controller: Controller, limits: RequestLimits = RequestLimits()) 
         # a number too large for the database (or for C): the caller's mistake, not a 500
         return JSONResponse({"detail": "a number in the request is out of range"}, status_code=422)
     # outermost: bodies bounded and callers authenticated before anything reads them
-    app.add_middleware(LimitsMiddleware, limits=limits, authenticate=lambda token: controller.tokens.authenticate(token) is not None)
+    async def token_valid(token: str) -> bool:
+        return await auth.who_is(controller.tokens, token) is not None
+
+    app.add_middleware(LimitsMiddleware, limits=limits, authenticate=token_valid)
     app.include_router(api_policy.router)
     app.include_router(api_nodes.router)
     app.include_router(api_tokens.router)

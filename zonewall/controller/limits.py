@@ -26,8 +26,6 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
-
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -85,10 +83,10 @@ class BodyTimeout(Exception):
 
 
 class LimitsMiddleware:
-    def __init__(self, app: ASGIApp, limits: RequestLimits, authenticate: Callable[[str], bool]) -> None:
+    def __init__(self, app: ASGIApp, limits: RequestLimits, authenticate: Callable[[str], Awaitable[bool]]) -> None:
         self.app = app
         self.limits = limits
-        self._authenticate = authenticate  # token -> valid? (blocking: run in a thread)
+        self._authenticate = authenticate  # token -> valid?
         self._logins = TokenBuckets(limits.login_per_minute)
         self._writes = TokenBuckets(limits.writes_per_minute)
         self._write_slots = asyncio.Semaphore(limits.max_writes)
@@ -137,7 +135,7 @@ class LimitsMiddleware:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return False
-        return bool(await run_in_threadpool(self._authenticate, token.strip()))
+        return await self._authenticate(token.strip())
 
     def _guarded_receive(self, receive: Receive, bound: int) -> Receive:
         seen = 0

@@ -66,7 +66,11 @@ def parse_listen(text: str) -> Listen:
 
 def _make_socket(listen: Listen) -> socket.socket:
     family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # TCP by name: asyncio sets TCP_NODELAY only on connections accepted from a
+    # socket whose proto is 6, and without it uvicorn's separate header and body
+    # writes wait for the client's delayed ACK: ~44 ms per answer on a kept-alive
+    # connection (every agent's long-poll and status report), 1 ms with it
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

@@ -55,6 +55,7 @@ from .models import RevisionRow
 
 KEPT = 2  # the current revision and its parent (a diff needs both)
 SWEEP_EVERY = 500  # commits frozen by `settle` between two full collections
+PREPARED_NODES = 4  # a change touching at most this many nodes has their states built before the agents are woken (`prepare`)
 DELTA_SHARE = 0.25  # a delta is sent instead of the documents when it is at most this share of them
 
 
@@ -129,6 +130,36 @@ class NodeStates:
         built, after `follow`: a view gets its parent before anyone reads it)."""
         parent = self._parent
         return shared_edit(parent.scoper, self.scoper) if parent is not None else None
+
+    def prepare(self) -> None:
+        """Build now what the first answer of the revision would otherwise build while
+        every other woken agent's request waited for it, each holding a thread of the
+        server's pool (100 nodes: the pool is 40 threads): the scoper and, after a
+        parent, which nodes the change leaves alone (~0.1 s at 10,000 VMs); and the
+        states of the nodes it changes when they are few (a VM's rule: its node), so
+        that theirs too are ready the moment they ask."""
+        with self._lock:
+            self.scoper  # noqa: B018 - the cached property is the point
+            if self._parent is not None and self._unaffected is None:
+                self._unaffected = self.hosts - affected(self._parent.scoper, self.scoper, self.hosts | self._parent.hosts)
+            touched = self.hosts - self._unaffected if self._unaffected is not None else self.hosts
+        if len(touched) <= PREPARED_NODES:
+            for node in sorted(touched):
+                self.get(node)
+
+    def ready(self, node: str) -> NodeState | None:
+        """The node's state when nothing is left to build for it (built, or carried
+        over from the parent's unchanged); None: `get` builds it."""
+        with self._lock:
+            state = self._states.get(node)
+            if state is not None or self._unaffected is None or node not in self._unaffected or self._parent is None:
+                return state
+            parent = self._parent
+        carried = parent.ready(node)
+        if carried is not None:
+            with self._lock:
+                state = self._states.setdefault(node, carried)
+        return state
 
     def get(self, node: str) -> NodeState:
         with self._lock:  # one build per node and revision; pollers of that node wait for it

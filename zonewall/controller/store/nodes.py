@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,6 +37,15 @@ class Status:
     taps: dict[str, str] | None = None
     apply_seconds: float | None = None
     problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """What an agent sent in one status report."""
+
+    node: str
+    status: Status
+    lines: tuple[tuple[str, str], ...] = ()  # (level, message) log lines sent along
 
 
 class NodeStore:
@@ -118,20 +127,51 @@ class NodeStore:
         return row
 
     def report(self, node: str, status: Status) -> NodeRow:
-        # One UPDATE ... RETURNING for a known node (every agent reports after every
-        # revision: at 100 nodes a read, an update and a commit each added up);
-        # the first report of a node makes its row.
-        values = self._status_values(status)
-        with self._write, self._sessions() as session, session.begin():
-            row = session.scalars(update(NodeRow).where(NodeRow.name == node).values(**values).returning(NodeRow)).first()
-        if row is not None:
-            return row
+        self.report_many([NodeReport(node, status)])
+        row = self.get(node)
+        assert row is not None  # just written
+        return row
 
-        def first_report(_session: Session, row: NodeRow) -> None:
-            for key, value in self._status_values(status).items():
-                setattr(row, key, value)
+    def report_many(self, reports: Sequence[NodeReport]) -> None:
+        """Several agents' reports (status and log lines) in one transaction.
 
-        return self._change(node, first_report)
+        After a revision every agent reports at once: one UPDATE per report, each
+        returning its row, in a transaction of its own, cost the controller ~1 ms
+        each; together, as one UPDATE executed for many rows, ~0.03 ms. A node's
+        first report makes its row. Two reports of one node: the later one wins."""
+        for attempt in (1, 2):
+            try:
+                with self._write, self._sessions() as session, session.begin():
+                    self._write_reports(session, reports)
+                break
+            except IntegrityError:  # a row made meanwhile by another controller's first report
+                if attempt == 2:
+                    raise
+        with self._contacts_lock:
+            self._known.update(report.node for report in reports)
+
+    def _write_reports(self, session: Session, reports: Sequence[NodeReport]) -> None:
+        names = {report.node for report in reports}
+        existing = set(session.scalars(select(NodeRow.name).where(NodeRow.name.in_(names))))
+        for name in sorted(names - existing):
+            self._row(session, name)
+        session.flush()
+        # one statement per set of columns (a report leaves out what it did not send)
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for report in reports:
+            values = self._status_values(report.status)
+            by_columns.setdefault(tuple(values), []).append({**values, "node_name": report.node})
+        for columns, rows in by_columns.items():
+            # through the connection: SQLAlchemy's core statement, run once for every row
+            statement = update(NodeRow).where(NodeRow.name == bindparam("node_name")).values({column: bindparam(column) for column in columns})
+            session.connection().execute(statement, rows)
+        with_lines = [report for report in reports if report.lines]
+        if with_lines:
+            now = utcnow()
+            session.add_all(NodeLogRow(node=report.node, time=now, level=level, message=message) for report in with_lines for level, message in report.lines)
+            session.flush()
+            for node in {report.node for report in with_lines}:
+                self._trim_logs(session, node)
 
     @staticmethod
     def _status_values(status: Status) -> dict[str, Any]:
@@ -159,12 +199,16 @@ class NodeStore:
             row.last_contact = now = utcnow()
             session.add_all(NodeLogRow(node=node, time=now, level=level, message=message) for level, message in lines)
             session.flush()
-            count = session.scalar(select(func.count()).select_from(NodeLogRow).where(NodeLogRow.node == node)) or 0
-            if count > LOG_LINES_KEPT:
-                oldest = select(NodeLogRow.id).where(NodeLogRow.node == node).order_by(NodeLogRow.id).limit(count - LOG_LINES_KEPT)
-                session.execute(delete(NodeLogRow).where(NodeLogRow.id.in_(oldest.scalar_subquery())))
+            self._trim_logs(session, node)
 
         self._change(node, change)
+
+    @staticmethod
+    def _trim_logs(session: Session, node: str) -> None:
+        count = session.scalar(select(func.count()).select_from(NodeLogRow).where(NodeLogRow.node == node)) or 0
+        if count > LOG_LINES_KEPT:
+            oldest = select(NodeLogRow.id).where(NodeLogRow.node == node).order_by(NodeLogRow.id).limit(count - LOG_LINES_KEPT)
+            session.execute(delete(NodeLogRow).where(NodeLogRow.id.in_(oldest.scalar_subquery())))
 
     def logs(self, node: str, limit: int = 100) -> list[NodeLogRow]:
         with self._sessions() as session:

@@ -200,7 +200,10 @@ class RevisionStore:
                 self._remember(session, proposal, number, created=True)
                 if session.connection().dialect.name == "postgresql":  # delivered at commit, to every controller
                     session.execute(text("SELECT pg_notify(:channel, :number)"), {"channel": CHANNEL, "number": str(number)})
-            self.cache.put(RevisionView.of(row, policy, proposal.documents, cut.documents), whole=whole)
+            view = RevisionView.of(row, policy, proposal.documents, cut.documents)
+            self.cache.put(view, whole=whole)
+        if view.states is not None:
+            view.states.prepare()  # before the agents are woken (cache.py `prepare`)
         log.info("revision %d by %s (%s): %s", row.number, row.author, row.kind, row.message)
         self._on_commit(row.number)
         return Committed(row, created=True)

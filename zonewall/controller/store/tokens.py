@@ -118,6 +118,17 @@ class TokenCache:
         self._forgotten = 0
         self.lookups = 0  # database lookups (tests and metrics read it)
 
+    def remembered(self, secret: str) -> tuple[bool, Principal | None]:
+        """(True, who) when the answer needs no database (not a token of ours, or one
+        looked up within `ttl`): what the event loop may ask without a thread."""
+        if not secret.startswith(PREFIX):
+            return True, None
+        with self._lock:
+            found = self._known.get(hash_secret(secret))
+        if found is not None and self._clock() - found[1] < self._ttl:
+            return True, found[0]
+        return False, None
+
     def authenticate(self, secret: str) -> Principal | None:
         if not secret.startswith(PREFIX):
             return None
