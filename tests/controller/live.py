@@ -16,7 +16,8 @@ from zonewall.controller.replica import Controller, build_controller
 from zonewall.controller.server import Listen, bind
 from zonewall.controller.store.db import default_url
 from zonewall.controller.store.tokens import create_token
-from zonewall.policy.documents import read_directory
+from zonewall.policy.documents import load_documents, read_directory
+from zonewall.policy.scope import Scoper
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 THREE_TIER = EXAMPLES / "three-tier" / "policy"
@@ -24,6 +25,14 @@ THREE_TIER = EXAMPLES / "three-tier" / "policy"
 
 def three_tier_documents() -> dict[str, str]:
     return read_directory(THREE_TIER)
+
+
+def three_tier_node_documents(node: str) -> dict[str, str]:
+    """What `node`'s agent is sent of the three-tier example (policy/scope.py): its
+    zones' and VMs' rules, the others' left out."""
+    documents = three_tier_documents()
+    vms = load_documents(documents).doc.vms
+    return Scoper(documents, {name: vm.host for name, vm in vms.items()}, zone_of={name: vm.zone for name, vm in vms.items()}).scoped(node)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.controller.live import live_controller, three_tier_documents
+from tests.controller.live import live_controller, three_tier_documents, three_tier_node_documents
 
 
 def test_desired_answers_at_once_when_the_caller_is_behind(tmp_path: Path, db_url: str) -> None:
@@ -19,7 +19,7 @@ def test_desired_answers_at_once_when_the_caller_is_behind(tmp_path: Path, db_ur
         answer = httpx.get(live.url + "/api/v1/nodes/node1/desired", params={"after": 0, "wait": 30}, headers=agent, timeout=40).json()
         assert time.monotonic() - started < 2
         assert answer["changed"] is True and answer["revision"] == 1 and answer["in_policy"] is True
-        assert answer["documents"] == three_tier_documents()
+        assert answer["documents"] == three_tier_node_documents("node1")
 
 
 def test_a_waiting_agent_is_woken_by_the_commit_and_times_out_otherwise(tmp_path: Path, db_url: str) -> None:

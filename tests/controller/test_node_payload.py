@@ -123,19 +123,46 @@ def test_a_change_of_every_node_reaches_every_node(client: TestClient, tokens: T
     first = synth_documents()
     upload(client, tokens, first)
     before = {node: ask(client, tokens, node) for node in ("node1", "node2")}
-    zone = {"policy.yaml": first["policy.yaml"].replace("  z0:\n    rules:\n", "  z0:\n    rules:\n      - {direction: in, action: accept, tcp: 7777}\n", 1)}
-    assert zone != first
-    upload(client, tokens, zone)
+    text = first["policy.yaml"]
+    group = text[text.index("\ngroups:\n") + len("\ngroups:\n"):].split("\n", 1)[0]  # the first group's line
+    edited = {"policy.yaml": text.replace(group, group.replace("[", "[203.0.113.77, ", 1), 1)}
+    assert edited != first
     scoped: list[str] = []
     real = Scoper.scoped
     monkeypatch.setattr(Scoper, "scoped", lambda self, node, keep=(): scoped.append(node) or real(self, node, keep))
+    upload(client, tokens, edited)
     for node in ("node1", "node2"):
         answer = ask(client, tokens, node, after=1, have=before[node]["content_hash"])
-        assert scoped == []  # a zone's rule every node keeps: each node's documents are its previous ones edited alike
-        assert not answer["same"] and answer.get("delta") is not None  # one line more: small, sent as a delta
+        assert scoped == []  # a group's line every node keeps: each node's documents are its previous ones edited alike
+        assert not answer["same"] and answer.get("delta") is not None  # one line: small, sent as a delta
         documents = apply_delta(before[node]["documents"], answer.get("delta"))
         assert content_hash(documents) == answer["content_hash"]
-        assert compile_node(load_documents(documents), node) == compile_node(load_documents(zone), node)
+        assert compile_node(load_documents(documents), node) == compile_node(load_documents(edited), node)
+
+
+def test_a_zone_rule_change_reaches_only_the_nodes_of_the_zones_vms(client: TestClient, tokens: Tokens) -> None:
+    first = synth_documents()
+    policy = load_documents(first)
+    upload(client, tokens, first)
+    before = {node: ask(client, tokens, node) for node in ("node1", "node2")}
+    text = first["policy.yaml"]
+    z0 = text.index("\n  z0:\n")
+    rule = text.index("service: https}", z0)
+    assert rule < text.index("\n  z1:\n")
+    edited = {"policy.yaml": text[:rule] + "service: http}" + text[rule + len("service: https}"):]}  # in place
+    assert {policy.doc.vms[vm].host for vm in policy.doc.vms if policy.doc.vms[vm].zone == "z0"} == {"node1"}
+    assert load_documents(before["node2"]["documents"]).doc.zones["z0"].rules == []  # not node2's: left out
+    assert load_documents(before["node1"]["documents"]).doc.zones["z0"].rules == policy.doc.zones["z0"].rules
+    upload(client, tokens, edited)
+    untouched = ask(client, tokens, "node2", after=1, have=before["node2"]["content_hash"])
+    assert untouched["same"] and untouched["content_hash"] == before["node2"]["content_hash"]
+    assert compile_node(load_documents(before["node2"]["documents"]), "node2") == compile_node(load_documents(edited), "node2")
+    changed = ask(client, tokens, "node1", after=1, have=before["node1"]["content_hash"])
+    assert not changed["same"] and changed.get("delta") is not None
+    documents = apply_delta(before["node1"]["documents"], changed["delta"])
+    assert content_hash(documents) == changed["content_hash"]
+    now = compile_node(load_documents(documents), "node1")
+    assert now == compile_node(load_documents(edited), "node1") != compile_node(policy, "node1")
 
 
 def test_an_agent_of_the_old_protocol_is_told_to_upgrade(client: TestClient, tokens: Tokens, uploaded: dict) -> None:
@@ -152,8 +179,11 @@ def test_arrival_documents_hold_the_migrating_vm_whole(client: TestClient, token
     upload(client, tokens, synth_documents())
     scoped = ask(client, tokens, "node1")["documents"]
     assert load_documents(scoped).doc.vms["vm1"].rules == []  # vm1 is node2's: left out
+    assert load_documents(scoped).doc.zones["z1"].rules == []  # and so is its zone (z1: vm1 alone)
     answer = client.get("/api/v1/nodes/node1/arrival/vm1", headers=tokens.header("node1")).json()
     assert content_hash(answer["documents"]) == answer["content_hash"]
-    assert len(load_documents(answer["documents"]).doc.vms["vm1"].rules) == 20
+    arriving = load_documents(answer["documents"])
+    assert len(arriving.doc.vms["vm1"].rules) == 20
+    assert arriving.doc.zones["z1"].rules == load_documents(synth_documents()).doc.zones["z1"].rules != []  # it comes with its zone's
     assert client.get("/api/v1/nodes/node1/arrival/nosuch", headers=tokens.header("node1")).status_code == 404
     assert client.get("/api/v1/nodes/node2/arrival/vm1", headers=tokens.header("node1")).status_code == 403

@@ -25,9 +25,22 @@ networks:
   lan: {bridge: br0, subnets: [10.0.0.0/24]}
 groups:
   pair: [vm:a, vm:b]
+zones:
+  front:
+    default: {in: drop}
+    rules:   # the zone of a (node1)
+      - {direction: in, action: accept, udp: 53}
+      - direction: in
+        action: accept
+        udp: 123
+  back: {rules: [{direction: in, action: drop, udp: 9}]}
+  idle:
+    rules:
+      - {direction: in, action: accept, udp: 161}
 vms:
   a:
     host: node1
+    zone: front
     nics:
       - {network: lan, ips: [10.0.0.10]}
     rules:   # a's own
@@ -36,6 +49,7 @@ vms:
       - {direction: in, action: accept, from: group:pair, tcp: 8080}
   b:
     host: node2
+    zone: back
     nics:
       - {network: lan, ips: [10.0.0.11]}
     rules:
@@ -61,10 +75,13 @@ def policies() -> list[tuple[str, dict[str, str]]]:
 @pytest.mark.parametrize(("name", "documents"), policies(), ids=[name for name, _ in policies()])
 def test_every_node_compiles_its_scoped_documents_to_the_full_ruleset(name: str, documents: dict[str, str]) -> None:
     policy = load_documents(documents)
-    scoper = Scoper(documents, {vm: spec.host for vm, spec in policy.doc.vms.items()})
-    for node in sorted(policy.doc.hosts):
-        scoped = scoper.scoped(node)
-        assert compile_node(load_documents(scoped), node) == compile_node(policy, node), f"{name}: node {node}"
+    placement = {vm: spec.host for vm, spec in policy.doc.vms.items()}
+    zoned = Scoper(documents, placement, zone_of={vm: spec.zone for vm, spec in policy.doc.vms.items()})
+    for scoper in (Scoper(documents, placement), zoned):
+        for node in sorted(policy.doc.hosts):
+            scoped = scoper.scoped(node)
+            assert compile_node(load_documents(scoped), node) == compile_node(policy, node), f"{name}: node {node}"
+
 
 
 def test_other_nodes_vm_rules_are_left_out_and_positions_kept() -> None:
@@ -78,6 +95,26 @@ def test_other_nodes_vm_rules_are_left_out_and_positions_kept() -> None:
     arriving = scoper.scoped("node1", keep=["b"])["policy.yaml"]
     assert "tcp: 25" in arriving  # a VM migrating here comes with its rules
     assert scoper.scoped("node2")["policy.yaml"].count("tcp:") == 2  # a's two rules are not node2's
+
+
+MICRO_ZONES = {"a": "front", "b": "back", "c": None}
+
+
+def test_a_zones_rules_are_left_out_where_none_of_its_vms_is() -> None:
+    documents = {"policy.yaml": MICRO}
+    scoper = Scoper(documents, {"a": "node1", "b": "node2", "c": "node2"}, zone_of=MICRO_ZONES)
+    one, two = scoper.scoped("node1")["policy.yaml"], scoper.scoped("node2")["policy.yaml"]
+    assert "udp: 53" in one and "udp: 123" in one  # front holds a, on node1
+    assert "udp: 53" not in two and "udp: 123" not in two  # and no VM of node2
+    assert "udp: 161" not in one and "udp: 161" not in two  # idle holds no VM: nobody's
+    assert "udp: 9" in one and "udp: 9" in two  # back's rules are flow style: never cut
+    assert len(two.splitlines()) == len(MICRO.splitlines()) + 1
+    policy = load_documents({"policy.yaml": two})
+    assert policy.doc.zones["front"].rules == [] and policy.doc.zones["idle"].rules == [] and policy.doc.zones["front"].default is not None
+    arriving = scoper.scoped("node2", keep=["a"])["policy.yaml"]
+    assert "udp: 53" in arriving and "udp: 161" not in arriving  # a VM migrating here comes with its zone's rules
+    unknown = Scoper(documents, {"a": "node1", "b": "node2", "c": "node2"}).scoped("node2")["policy.yaml"]
+    assert "udp: 53" in unknown and "udp: 161" in unknown  # zones not known: their rules everywhere
 
 
 def test_unsafe_yaml_is_never_cut() -> None:
@@ -104,6 +141,25 @@ def test_affected_nodes_of_a_change() -> None:
     assert affected(old, Scoper({"policy.yaml": MICRO}, placement), nodes) == set()
 
 
+def test_affected_nodes_of_a_zone_rule_change() -> None:
+    placement = {"a": "node1", "b": "node2", "c": "node2"}
+    nodes = ["node1", "node2", "node3"]
+
+    def scoper(text: str, zone_of: dict[str, str | None] | None = MICRO_ZONES) -> Scoper:
+        return Scoper({"policy.yaml": text}, placement, zone_of=zone_of)
+
+    old = scoper(MICRO)
+    in_place = scoper(MICRO.replace("udp: 123", "udp: 124"))
+    assert affected(old, in_place, nodes) == {"node1"}  # front's VMs are on node1 alone
+    assert old.scoped("node2") == in_place.scoped("node2") and old.scoped("node1") != in_place.scoped("node1")
+    assert affected(old, scoper(MICRO.replace("udp: 161", "udp: 162")), nodes) == set()  # idle: nobody's
+    added = scoper(MICRO.replace("      - {direction: in, action: accept, udp: 53}\n", "      - {direction: in, action: accept, udp: 53}\n      - {direction: in, action: drop}\n"))
+    assert affected(old, added, nodes) == set(nodes)  # lines moved: every node
+    assert affected(old, scoper(MICRO, {**MICRO_ZONES, "c": "front"}), nodes) == set(nodes)  # a VM changed zone
+    unknown = scoper(MICRO, None)
+    assert affected(unknown, scoper(MICRO.replace("udp: 123", "udp: 124"), None), nodes) == set(nodes)  # zones not known
+
+
 # Lines an edit may put anywhere: rule lines at every indentation, blanks, comments,
 # a new VM key, a top-level key, an anchor, a dedented key that ends a block.
 EDIT_LINES = [
@@ -123,12 +179,13 @@ EDIT_LINES = [
 ]
 
 MICRO_PLACEMENT = {"a": "node1", "b": "node2", "c": "node2", "d": "node1"}
+ZONES_OF_EDITED = {**MICRO_ZONES, "d": "idle"}
 
 
 def _edited_micro(edits: list[tuple[str, int, str]]) -> tuple[dict[str, str], Scoper, dict[str, str]]:
     """MICRO's placement, its scoper, and its documents with `edits` made (an index
     past the end wraps around)."""
-    parent = Scoper({"policy.yaml": MICRO, "other.yaml": "version: 1\n"}, MICRO_PLACEMENT)
+    parent = Scoper({"policy.yaml": MICRO, "other.yaml": "version: 1\n"}, MICRO_PLACEMENT, zone_of=ZONES_OF_EDITED)
     lines = MICRO.split("\n")
     for kind, at, text in edits:
         at %= len(lines)
@@ -148,7 +205,7 @@ def test_a_scoper_following_its_parent_finds_the_blocks_a_scan_finds(edits: list
     """Scoper.following reuses the parent's blocks for edits inside one block; whatever
     the edit, its blocks are exactly those of a fresh scan."""
     placement, parent, after = _edited_micro(edits)
-    assert Scoper.following(parent, after, placement).blocks == Scoper(after, placement).blocks
+    assert Scoper.following(parent, after, placement, zone_of=ZONES_OF_EDITED).blocks == Scoper(after, placement, zone_of=ZONES_OF_EDITED).blocks
 
 
 def test_a_scoper_following_its_parent_reuses_its_blocks_for_an_edit_inside_one() -> None:
@@ -157,7 +214,7 @@ def test_a_scoper_following_its_parent_reuses_its_blocks_for_an_edit_inside_one(
     added = MICRO.replace("      tcp: 443\n", "      tcp: 443\n    - {direction: in, action: drop}\n")
     follower = Scoper.following(parent, {"policy.yaml": added}, placement)
     assert follower.blocks == Scoper({"policy.yaml": added}, placement).blocks
-    assert follower.blocks["b"].end == parent.blocks["b"].end + 1
+    assert follower.blocks[("vm", "b")].end == parent.blocks[("vm", "b")].end + 1
     import zonewall.policy.scope as scope
 
     scans = []
@@ -179,11 +236,23 @@ def test_an_edit_every_node_shares_gives_each_node_what_scoping_gives(edits: lis
     """Whatever the edit: when shared_edit finds one, every node's previous documents
     with it applied are exactly its documents scoped anew."""
     placement, parent, after = _edited_micro(edits)
-    new = Scoper.following(parent, after, placement)
+    new = Scoper.following(parent, after, placement, zone_of=ZONES_OF_EDITED)
     shared = shared_edit(parent, new)
     if shared is not None:
         for node in ("node1", "node2", "node3"):
             assert apply_delta(parent.scoped(node), shared) == new.scoped(node), node
+
+
+@given(st.lists(st.tuples(st.sampled_from(["replace", "insert", "delete"]), st.integers(0, 10_000), st.sampled_from(EDIT_LINES)),
+                min_size=1, max_size=3))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_nodes_an_edit_leaves_alone_keep_their_documents(edits: list[tuple[str, int, str]]) -> None:
+    """Whatever the edit: a node `affected` leaves out has exactly the documents it had."""
+    placement, parent, after = _edited_micro(edits)
+    new = Scoper.following(parent, after, placement, zone_of=ZONES_OF_EDITED)
+    nodes = ("node1", "node2", "node3")
+    for node in set(nodes) - affected(parent, new, nodes):
+        assert parent.scoped(node) == new.scoped(node), node
 
 
 def test_group_zone_and_settings_edits_are_shared_a_vm_rule_edit_is_not() -> None:
@@ -193,12 +262,17 @@ def test_group_zone_and_settings_edits_are_shared_a_vm_rule_edit_is_not() -> Non
     parent = Scoper(documents, placement)
     lines = text.split("\n")
     group = next(n for n, line in enumerate(lines) if line.startswith("  g3: ["))
-    zone_rule = next(n for n in range(lines.index("zones:"), len(lines)) if lines[n].startswith("      - {"))
-    vm_rule = next(n for n in range(lines.index("vms:"), len(lines)) if lines[n].startswith("      - {"))
+    zone_rule = next(n for n in range(lines.index("zones:"), len(lines)) if lines[n].startswith("      - {") and "tcp:" in lines[n])
+    vm_rule = next(n for n in range(lines.index("vms:"), len(lines)) if lines[n].startswith("      - {") and "tcp:" in lines[n])
 
     def edited(at: int, new: list[str]) -> Scoper:
         return Scoper.following(parent, {"policy.yaml": "\n".join(lines[:at] + new + lines[at + 1:])}, placement)
 
+    zone_of = {name: vm.zone for name, vm in load_documents(documents).doc.vms.items()}
+    zoned = Scoper(documents, placement, zone_of=zone_of)
+    zone_edit = {"policy.yaml": "\n".join(lines[:zone_rule] + [lines[zone_rule].replace("tcp:", "udp:", 1)] + lines[zone_rule + 1:])}
+    # zones known: a zone's rules are some nodes' lines and others' blanks, so no edit of them is shared
+    assert shared_edit(zoned, Scoper.following(zoned, zone_edit, placement, zone_of=zone_of)) is None
     cases = {
         "group member": (edited(group, [lines[group].replace("[", "[203.0.113.9, ", 1)]), True),
         "zone rule in place": (edited(zone_rule, [lines[zone_rule].replace("tcp:", "udp:", 1)]), True),
@@ -206,6 +280,7 @@ def test_group_zone_and_settings_edits_are_shared_a_vm_rule_edit_is_not() -> Non
         "vm rule in place": (edited(vm_rule, [lines[vm_rule].replace("tcp:", "udp:", 1)]), False),
     }
     for name, (new, shares) in cases.items():
+        assert new.documents != parent.documents, name  # each case edits something
         shared = shared_edit(parent, new)
         assert (shared is not None) == shares, name
         if shared is not None:

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.controller.live import Tokens, three_tier_documents
+from tests.controller.live import Tokens, three_tier_node_documents
 from zonewall.controller.app import create_app
 from zonewall.controller.replica import Controller
 from zonewall.controller.store.models import TokenRow
@@ -62,7 +62,7 @@ def test_viewers_and_agents_cannot_write_policy_or_manage_tokens(client: TestCli
 
 def test_an_agent_token_reads_only_its_own_node(client: TestClient, tokens: Tokens, uploaded: dict) -> None:
     own = client.get("/api/v1/nodes/node1/desired", headers=tokens.header("node1"))
-    assert own.status_code == 200 and own.json()["documents"] == three_tier_documents()
+    assert own.status_code == 200 and own.json()["documents"] == three_tier_node_documents("node1")
     for path in ("/api/v1/nodes/node2/desired", "/api/v1/nodes/node2", "/api/v1/nodes/node2/logs", "/api/v1/nodes", "/api/v1/policy", "/api/v1/revisions", "/api/v1/revisions/1"):
         assert client.get(path, headers=tokens.header("node1")).status_code == 403, path
 

@@ -151,7 +151,8 @@ def desired_answer(node: str, view: RevisionView, have: str | None = None) -> Re
 @router.get("/nodes/{node}/arrival/{vm}", summary="The node's documents with a VM migrating to it in full (agent token of the node)")
 def arrival(request: Request, node: str = NODE, vm: str = Path(..., max_length=100), _: Principal = Depends(auth.node_agent)) -> Response:
     """For the libvirt hook of a migration the controller did not start: the node was
-    not sent the rules of other nodes' VMs, and the arriving one needs its own."""
+    not sent the rules of other nodes' VMs (nor of zones with no VM here), and the
+    arriving one needs its own and its zone's."""
     view = request.app.state.ctl.current_view()
     if view is None or view.states is None or node not in view.hosts:
         raise HTTPException(status_code=404, detail=f"the current revision has no host {node!r}")

@@ -52,12 +52,13 @@ class Plan:
     addresses: list[str]  # the VM's own addresses (its conntrack entries carry them)
     keep: list[str]  # addresses of guests staying on the source
     placement: dict[str, str] = field(default_factory=dict)  # VM -> node, before the move
+    zone_of: dict[str, str | None] = field(default_factory=dict)  # VM -> its zone
 
     def node_documents(self, documents: Documents, node: str) -> Documents:
         """What `node` is sent of `before` or `after` (its own documents, policy/scope.py)."""
         moved = documents is not self.before
         placement = {**self.placement, self.vm: self.target} if moved else self.placement
-        return Scoper(documents, placement).scoped(node)
+        return Scoper(documents, placement, zone_of=self.zone_of).scoped(node)
 
 
 def plan(documents: Documents, vm: str, target: str) -> Plan:
@@ -71,7 +72,8 @@ def plan(documents: Documents, vm: str, target: str) -> Plan:
     load_documents(edited.documents)  # the whole post-migration policy must be valid (PolicyError)
     addresses = sorted({ip for nic in policy.doc.vms[vm].nics for ip in nic.ips})
     keep = sorted({ip for other in policy.vms_on(source) if other != vm for nic in policy.doc.vms[other].nics for ip in nic.ips})
-    return Plan(vm, source, target, documents, edited, addresses, keep, {name: spec.host for name, spec in policy.doc.vms.items()})
+    return Plan(vm, source, target, documents, edited, addresses, keep, {name: spec.host for name, spec in policy.doc.vms.items()},
+                {name: spec.zone for name, spec in policy.doc.vms.items()})
 
 
 @dataclass

@@ -2,21 +2,25 @@
 
 The controller validates a revision once; an agent then needs only what compiles
 its own node. Most of a large policy is per-VM rules, and a VM's rules are rendered
-only into that VM's chains, on that VM's node. So a node's documents are the
-revision's documents with the `rules:` block of every VM placed on another node
-left out. Every other line stays, so the node compiles exactly what the whole
-policy gives it: other VMs still name their addresses (address sets, groups,
-zones, a network's guests), and the left-out lines are replaced by empty lines,
-so every position, and with it every rule id that defaults to `file:line`, is
-unchanged (tests/controller/test_scope.py compiles both and compares).
+only into that VM's chains, on that VM's node; a zone's rules likewise only into
+the chains of the zone's VMs. So a node's documents are the revision's documents
+with the `rules:` block of every VM placed on another node, and of every zone with
+no VM on this node, left out. Every other line stays, so the node compiles exactly
+what the whole policy gives it: other VMs still name their addresses (address sets,
+groups, zones, a network's guests), and the left-out lines are replaced by
+`rules: []` and empty lines, so every position, and with it every rule id that
+defaults to `file:line`, is unchanged (tests/controller/test_scope.py compiles both and compares).
 
 Left out only where the text makes that safe: a block-style `rules:` key of a
-block-style VM entry under a top-level `vms:`, in a document without YAML anchors,
-aliases or tags; anything else stays in the node's documents (correct, larger).
+block-style VM or zone entry under a top-level `vms:` or `zones:`, in a document
+without YAML anchors, aliases or tags; anything else stays in the node's documents
+(correct, larger). A zone's rules are left out only when the scoper knows which
+zone each VM is in (`zone_of`).
 
 `affected` decides incrementally which nodes a change can touch: an edit that keeps
-every line where it was and lies inside one VM's rules block changes only the
-documents of that VM's node; anything else is treated as touching every node.
+every line where it was and lies inside one VM's (or zone's) rules block changes
+only the documents of the nodes holding that VM (or a VM of that zone); anything
+else is treated as touching every node.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from .delta import Delta, text_span
 from .documents import Documents
 
 SCOPE_MARK = "# zonewall: scoped to node "  # appended to each scoped document: rules of other nodes' VMs left out
-_TOP_VMS = re.compile(r"vms:\s*(#.*)?$")
+_TOP_SECTION = re.compile(r"(vms|zones):\s*(#.*)?$")
+_KINDS = {"vms": "vm", "zones": "zone"}
 _KEY = re.compile(r"""( +)([A-Za-z0-9_][A-Za-z0-9_.-]*|"[^"\\]+"|'[^']+'):\s*(#.*)?$""")
 _RULES = re.compile(r"( +)rules:\s*(#.*)?$")
 _UNSAFE = re.compile(r"""(^|[\s\[{,:])[&*!][^\s]|^---|^\.\.\.|<<:|\t""", re.MULTILINE)
@@ -40,9 +45,12 @@ def is_scoped(documents: Documents) -> bool:
     return any(SCOPE_MARK in text for text in documents.values())
 
 
+Owner = tuple[str, str]  # ("vm", name) or ("zone", name): whose rules block
+
+
 @dataclass(frozen=True)
 class Block:
-    """Lines [start, end) of `document`: the `rules:` block of one VM."""
+    """Lines [start, end) of `document`: the `rules:` block of one VM or zone."""
 
     document: str
     start: int
@@ -58,22 +66,25 @@ def _is_filler(line: str) -> bool:
     return not stripped or stripped.startswith("#")
 
 
-def rules_blocks(text: str) -> dict[str, tuple[int, int]]:
-    """VM name -> lines [start, end) of its rules block, for every VM whose block can
-    be left out safely (see the module docstring); a VM not named has none."""
+def rules_blocks(text: str) -> dict[Owner, tuple[int, int]]:
+    """(kind, name) -> lines [start, end) of its rules block, for every VM and zone
+    whose block can be left out safely (see the module docstring); one not named has
+    none."""
     if _UNSAFE.search(text):
         return {}
     lines = text.split("\n")
-    found: dict[str, tuple[int, int]] = {}
+    found: dict[Owner, tuple[int, int]] = {}
     i, count = 0, len(lines)
     while i < count:
-        if not _TOP_VMS.match(lines[i]):
+        section = _TOP_SECTION.match(lines[i])
+        if section is None:
             i += 1
             continue
+        kind = _KINDS[section.group(1)]
         i += 1
-        vm_indent: int | None = None
-        vm: str | None = None
-        keys_indent: int | None = None  # the indentation of the current VM's own keys
+        entry_indent: int | None = None
+        name: str | None = None
+        keys_indent: int | None = None  # the indentation of the current entry's own keys
         while i < count:
             line = lines[i]
             if _is_filler(line):
@@ -81,19 +92,19 @@ def rules_blocks(text: str) -> dict[str, tuple[int, int]]:
                 continue
             indent = _indent(line)
             if indent == 0:
-                break  # the next top-level key: the vms mapping ends
-            if vm_indent is None:
-                vm_indent = indent
-            if indent == vm_indent:
+                break  # the next top-level key: the section's mapping ends
+            if entry_indent is None:
+                entry_indent = indent
+            if indent == entry_indent:
                 match = _KEY.match(line)
-                vm = match.group(2).strip("\"'") if match and len(match.group(1)) == indent else None
+                name = match.group(2).strip("\"'") if match and len(match.group(1)) == indent else None
                 keys_indent = None
                 i += 1
                 continue
             if keys_indent is None:
                 keys_indent = indent
             rules = _RULES.match(line)
-            if vm is None or rules is None or indent != keys_indent or indent <= vm_indent:
+            if name is None or rules is None or indent != keys_indent or indent <= entry_indent:
                 i += 1
                 continue
             start, key_indent = i, len(rules.group(1))
@@ -110,46 +121,69 @@ def rules_blocks(text: str) -> dict[str, tuple[int, int]]:
                     end = i
                     continue
                 break
-            if vm not in found:
-                found[vm] = (start, end)
+            if (kind, name) not in found:
+                found[(kind, name)] = (start, end)
     return found
 
 
 class Scoper:
     """One revision's documents, ready to be scoped to any of its nodes."""
 
-    def __init__(self, documents: Documents, placement: Mapping[str, str], parent: Scoper | None = None) -> None:
-        """`parent`: the scoper of the previous revision, whose blocks are reused where
-        an edit allows (`following`)."""
+    def __init__(self, documents: Documents, placement: Mapping[str, str], parent: Scoper | None = None, *,
+                 zone_of: Mapping[str, str | None] | None = None) -> None:
+        """`placement`: VM -> its node. `zone_of`: VM -> its zone (None: zones' rules
+        stay in every node's documents). `parent`: the scoper of the previous revision,
+        whose blocks are reused where an edit allows (`following`)."""
         self.documents = documents
         self.placement = placement  # VM -> its node
-        self.blocks: dict[str, Block] = {}
+        self.zone_of = zone_of
+        self.zone_nodes: dict[str, frozenset[str]] = {}  # zone -> the nodes holding its VMs
+        if zone_of is not None:
+            holding: dict[str, set[str]] = {}
+            for vm, zone in zone_of.items():
+                if zone is not None and vm in placement:
+                    holding.setdefault(zone, set()).add(placement[vm])
+            self.zone_nodes = {zone: frozenset(nodes) for zone, nodes in holding.items()}
+        self.blocks: dict[Owner, Block] = {}
         self._lines: dict[str, list[str]] = {}
         self._spans: dict[str, tuple[str, tuple[int, int, int]]] = {}  # document -> (the older text, span_from's answer)
-        if parent is not None and (set(documents) != set(parent.documents) or placement != parent.placement):
+        if parent is not None and (set(documents) != set(parent.documents) or placement != parent.placement or zone_of != parent.zone_of):
             parent = None
         for name, text in documents.items():
             found = self._reused_blocks(parent, name, text) if parent is not None else None
-            for vm, (start, end) in (found if found is not None else rules_blocks(text)).items():
-                if vm in placement and vm not in self.blocks:
-                    self.blocks[vm] = Block(name, start, end)
+            for owner, (start, end) in (found if found is not None else rules_blocks(text)).items():
+                if self._scoped_owner(owner) and owner not in self.blocks:
+                    self.blocks[owner] = Block(name, start, end)
+
+    def _scoped_owner(self, owner: Owner) -> bool:
+        """Whether `owner`'s rules block may be left out of some nodes' documents."""
+        kind, name = owner
+        return name in self.placement if kind == "vm" else self.zone_of is not None
+
+    def nodes_of(self, owner: Owner) -> frozenset[str]:
+        """The nodes whose documents hold `owner`'s rules block."""
+        kind, name = owner
+        if kind == "vm":
+            return frozenset((self.placement[name],))
+        return self.zone_nodes.get(name, frozenset())
 
     @classmethod
-    def following(cls, parent: Scoper, documents: Documents, placement: Mapping[str, str]) -> Scoper:
+    def following(cls, parent: Scoper, documents: Documents, placement: Mapping[str, str], *,
+                  zone_of: Mapping[str, str | None] | None = None) -> Scoper:
         """The scoper of `documents`, the next revision after `parent`'s: a document
         edited inside one VM's rules block keeps the parent's blocks (those after the
         edit moved by the lines it added or removed) instead of being scanned again
         (a scan of 10,000 VMs' documents costs ~0.9 s, on the path of the first answer
         of every revision). Anything else is scanned, so the blocks are always what
         `rules_blocks` would find."""
-        return cls(documents, placement, parent)
+        return cls(documents, placement, parent, zone_of=zone_of)
 
-    def _reused_blocks(self, parent: Scoper, name: str, text: str) -> dict[str, tuple[int, int]] | None:
+    def _reused_blocks(self, parent: Scoper, name: str, text: str) -> dict[Owner, tuple[int, int]] | None:
         """Document `name`'s blocks from the parent's (None: scan it)."""
         if text == parent.documents[name]:
             if name in parent._lines:
                 self._lines[name] = parent._lines[name]
-            return {vm: (block.start, block.end) for vm, block in parent.blocks.items() if block.document == name}
+            return {owner: (block.start, block.end) for owner, block in parent.blocks.items() if block.document == name}
         return _edited_blocks(parent, name, self.lines(name), self.span_from(parent, name))
 
     def span_from(self, older: Scoper, document: str) -> tuple[int, int, int]:
@@ -170,11 +204,14 @@ class Scoper:
         return lines
 
     def scoped(self, node: str, keep: Iterable[str] = ()) -> Documents:
-        """The documents `node` needs (with the VMs in `keep` whole: one arriving)."""
-        kept = set(keep)
+        """The documents `node` needs (with the VMs in `keep` whole, and their zones'
+        rules: one arriving)."""
+        kept: set[Owner] = {("vm", vm) for vm in keep}
+        if self.zone_of is not None:
+            kept |= {("zone", zone) for vm in keep if (zone := self.zone_of.get(vm)) is not None}
         cut: dict[str, list[Block]] = {}
-        for vm, block in self.blocks.items():
-            if self.placement[vm] != node and vm not in kept:
+        for owner, block in self.blocks.items():
+            if owner not in kept and node not in self.nodes_of(owner):
                 cut.setdefault(block.document, []).append(block)
         out: Documents = {}
         for name, text in self.documents.items():
@@ -184,15 +221,18 @@ class Scoper:
                 continue
             lines = list(self.lines(name))
             for block in blocks:
-                lines[block.start:block.end] = [""] * (block.end - block.start)
+                # the key stays, as an empty list: a zone may have no other key, and
+                # an entry left with none is null, not an empty mapping
+                head = lines[block.start]
+                lines[block.start:block.end] = [" " * _indent(head) + "rules: []"] + [""] * (block.end - block.start - 1)
             body = "\n".join(lines)
             out[name] = body + ("" if body.endswith("\n") else "\n") + f"{SCOPE_MARK}{node}\n"
         return out
 
 
-def _edited_blocks(parent: Scoper, document: str, lines: list[str], span: tuple[int, int, int]) -> dict[str, tuple[int, int]] | None:
-    """The blocks of `document` after an edit of lines (`span`) inside one VM's rules
-    block of the parent that leaves the block's shape alone; None: scan it whole."""
+def _edited_blocks(parent: Scoper, document: str, lines: list[str], span: tuple[int, int, int]) -> dict[Owner, tuple[int, int]] | None:
+    """The blocks of `document` after an edit of lines (`span`) inside one rules block
+    of the parent that leaves the block's shape alone; None: scan it whole."""
     old = parent.lines(document)
     start, old_end, new_end = span
     owner = _owner(parent, document, start, old_end)
@@ -213,23 +253,23 @@ def _edited_blocks(parent: Scoper, document: str, lines: list[str], span: tuple[
     if old_end == block.end and (not edited or _is_filler(edited[-1])):
         return None  # the block's last line edited into a blank or comment: its end moves
     moved = new_end - old_end
-    found: dict[str, tuple[int, int]] = {}
-    for vm, other in parent.blocks.items():
+    found: dict[Owner, tuple[int, int]] = {}
+    for key, other in parent.blocks.items():
         if other.document != document:
             continue
-        if vm == owner:
-            found[vm] = (other.start, other.end + moved)
+        if key == owner:
+            found[key] = (other.start, other.end + moved)
         elif other.start >= old_end:
-            found[vm] = (other.start + moved, other.end + moved)
+            found[key] = (other.start + moved, other.end + moved)
         else:
-            found[vm] = (other.start, other.end)
+            found[key] = (other.start, other.end)
     return found
 
 
 def affected(old: Scoper, new: Scoper, nodes: Iterable[str]) -> frozenset[str]:
     """The nodes whose scoped documents may differ between two revisions (a superset)."""
     everyone = frozenset(nodes)
-    if set(old.documents) != set(new.documents) or old.placement != new.placement:
+    if set(old.documents) != set(new.documents) or old.placement != new.placement or old.zone_of != new.zone_of:
         return everyone
     touched: set[str] = set()
     for name in new.documents:
@@ -241,19 +281,20 @@ def affected(old: Scoper, new: Scoper, nodes: Iterable[str]) -> frozenset[str]:
         owner = _owner(old, name, start, old_end)
         if owner is None or _owner(new, name, start, new_end) != owner:
             return everyone
-        touched.add(new.placement[owner])
+        touched |= new.nodes_of(owner)
     return frozenset(touched) & everyone
 
 
 def shared_edit(old: Scoper, new: Scoper) -> Delta | None:
     """The delta from `old`'s documents to `new`'s when every node's scoped documents
     change by exactly it (None: scope each node anew). That holds when each edited
-    document changed in one span of lines that lies outside every VM's rules block
-    (the only lines a node's documents leave out) and every block is where it was, or
-    moved by the lines the span added or removed: a group's members, a zone's rules,
-    the settings. Each node's new documents are then its previous ones with the same
-    lines replaced, and the delta it is sent is this one."""
-    if set(old.documents) != set(new.documents) or old.placement != new.placement or old.blocks.keys() != new.blocks.keys():
+    document changed in one span of lines that lies outside every rules block (the
+    only lines a node's documents leave out) and every block is where it was, or
+    moved by the lines the span added or removed: a group's members, a zone's
+    default, the settings. Each node's new documents are then its previous ones with
+    the same lines replaced, and the delta it is sent is this one."""
+    if (set(old.documents) != set(new.documents) or old.placement != new.placement or old.zone_of != new.zone_of
+            or old.blocks.keys() != new.blocks.keys()):
         return None
     changed: dict[str, list[object]] = {}
     spans: dict[str, tuple[int, int, int]] = {}
@@ -266,8 +307,8 @@ def shared_edit(old: Scoper, new: Scoper) -> Delta | None:
             return None  # the last line edited: where a scoped document's mark follows
         spans[name] = (start, old_end, new_end)
         changed[name] = [start, old_end, after[start:new_end]]
-    for vm, block in old.blocks.items():
-        moved = new.blocks[vm]
+    for owner, block in old.blocks.items():
+        moved = new.blocks[owner]
         span = spans.get(block.document)
         if moved.document != block.document:
             return None
@@ -280,15 +321,15 @@ def shared_edit(old: Scoper, new: Scoper) -> Delta | None:
             elif block.start >= old_end:
                 shift = new_end - old_end
             else:
-                return None  # the edit touches a VM's rules block
+                return None  # the edit touches a rules block: some nodes hold it, others blanks
         if (moved.start, moved.end) != (block.start + shift, block.end + shift):
             return None
     return {"changed": changed, "added": {}, "removed": []}
 
 
-def _owner(scoper: Scoper, document: str, start: int, end: int) -> str | None:
-    """The VM whose rules block holds lines [start, end) of `document`, if one does."""
-    for vm, block in scoper.blocks.items():
+def _owner(scoper: Scoper, document: str, start: int, end: int) -> Owner | None:
+    """The VM or zone whose rules block holds lines [start, end) of `document`, if one does."""
+    for owner, block in scoper.blocks.items():
         if block.document == document and block.start < start and end <= block.end:
-            return vm
+            return owner
     return None

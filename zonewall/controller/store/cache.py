@@ -80,6 +80,7 @@ class NodeStates:
     def __init__(self, documents: Documents, policy: Policy) -> None:
         self._documents = documents
         self._placement = {name: vm.host for name, vm in policy.doc.vms.items()}
+        self._zone_of = {name: vm.zone for name, vm in policy.doc.vms.items()}
         self.hosts = frozenset(policy.doc.hosts)
         self._parent: NodeStates | None = None
         self._unaffected: frozenset[str] | None = None
@@ -96,8 +97,8 @@ class NodeStates:
     def scoper(self) -> Scoper:
         parent = self._parent
         if parent is not None and "scoper" in parent.__dict__:  # the parent's is built: follow it
-            return Scoper.following(parent.scoper, self._documents, self._placement)
-        return Scoper(self._documents, self._placement)
+            return Scoper.following(parent.scoper, self._documents, self._placement, zone_of=self._zone_of)
+        return Scoper(self._documents, self._placement, zone_of=self._zone_of)
 
     def follow(self, parent: NodeStates) -> None:
         """This revision comes right after `parent`: unaffected nodes keep its states."""
