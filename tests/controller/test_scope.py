@@ -109,6 +109,10 @@ def test_a_zones_rules_are_left_out_where_none_of_its_vms_is() -> None:
     assert "udp: 161" not in one and "udp: 161" not in two  # idle holds no VM: nobody's
     assert "udp: 9" in one and "udp: 9" in two  # back's rules are flow style: never cut
     assert len(two.splitlines()) == len(MICRO.splitlines()) + 1
+    lines = two.split("\n")
+    # a VM's block becomes blank lines (it has its host); a zone's keeps `rules: []`
+    # (a zone may have no other key): an explicit empty list per VM costs agents memory
+    assert lines[scoper.blocks[("vm", "a")].start] == "" and lines[scoper.blocks[("zone", "front")].start] == "    rules: []"
     policy = load_documents({"policy.yaml": two})
     assert policy.doc.zones["front"].rules == [] and policy.doc.zones["idle"].rules == [] and policy.doc.zones["front"].default is not None
     arriving = scoper.scoped("node2", keep=["a"])["policy.yaml"]
