@@ -233,6 +233,39 @@ def test_a_scoper_following_its_parent_reuses_its_blocks_for_an_edit_inside_one(
         scope.rules_blocks = real  # type: ignore[assignment]
 
 
+def test_a_scoper_following_its_parent_moves_its_blocks_for_an_edit_of_another_section() -> None:
+    """A group's members edited (a line rewritten, a line added): the blocks are the
+    parent's, those after the edit moved, and nothing is scanned; an edit that adds a
+    top-level key is scanned."""
+    import zonewall.policy.scope as scope
+
+    placement = {"a": "node1", "b": "node2", "c": "node2"}
+    parent = Scoper({"policy.yaml": MICRO}, placement, zone_of=MICRO_ZONES)
+    edits = {
+        "member rewritten": MICRO.replace("  pair: [vm:a, vm:b]\n", "  pair: [vm:a, vm:b, 10.0.0.99]\n"),
+        "group added": MICRO.replace("  pair: [vm:a, vm:b]\n", "  pair: [vm:a, vm:b]\n  more:\n    - 10.0.0.98\n"),
+        "settings edited": MICRO.replace("  default: {in: drop, out: accept}", "  default: {in: reject, out: accept}"),
+    }
+    scanned = {name: Scoper({"policy.yaml": text}, placement, zone_of=MICRO_ZONES).blocks for name, text in edits.items()}
+    scans: list[str] = []
+    real = scope.rules_blocks
+    scope.rules_blocks = lambda text: scans.append(text) or real(text)  # type: ignore[assignment]
+    try:
+        for name, text in edits.items():
+            follower = Scoper.following(parent, {"policy.yaml": text}, placement, zone_of=MICRO_ZONES)
+            assert scans == [], name
+            assert follower.blocks == scanned[name], name
+        added = Scoper.following(parent, {"policy.yaml": edits["group added"]}, placement, zone_of=MICRO_ZONES)
+        assert added.blocks[("vm", "a")].start == parent.blocks[("vm", "a")].start + 2
+        top = MICRO.replace("  pair: [vm:a, vm:b]\n", "  pair: [vm:a, vm:b]\nservices: {}\n")
+        Scoper.following(parent, {"policy.yaml": top}, placement, zone_of=MICRO_ZONES)
+        assert len(scans) == 1  # a top-level key added: scanned
+        anchored = MICRO.replace("  pair: [vm:a, vm:b]\n", "  pair: &p [vm:a, vm:b]\n")
+        assert Scoper.following(parent, {"policy.yaml": anchored}, placement, zone_of=MICRO_ZONES).blocks == {}  # unsafe now
+    finally:
+        scope.rules_blocks = real  # type: ignore[assignment]
+
+
 @given(st.lists(st.tuples(st.sampled_from(["replace", "insert", "delete"]), st.integers(0, 10_000), st.sampled_from(EDIT_LINES)),
                 min_size=1, max_size=3))
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
