@@ -109,6 +109,10 @@ def test_a_zones_rules_are_left_out_where_none_of_its_vms_is() -> None:
     assert "udp: 161" not in one and "udp: 161" not in two  # idle holds no VM: nobody's
     assert "udp: 9" in one and "udp: 9" in two  # back's rules are flow style: never cut
     assert len(two.splitlines()) == len(MICRO.splitlines()) + 1
+    lines = two.split("\n")
+    # a VM's block becomes blank lines (it has its host); a zone's keeps `rules: []`
+    # (a zone may have no other key): an explicit empty list per VM costs agents memory
+    assert lines[scoper.blocks[("vm", "a")].start] == "" and lines[scoper.blocks[("zone", "front")].start] == "    rules: []"
     policy = load_documents({"policy.yaml": two})
     assert policy.doc.zones["front"].rules == [] and policy.doc.zones["idle"].rules == [] and policy.doc.zones["front"].default is not None
     arriving = scoper.scoped("node2", keep=["a"])["policy.yaml"]
@@ -225,6 +229,39 @@ def test_a_scoper_following_its_parent_reuses_its_blocks_for_an_edit_inside_one(
         assert scans == []  # inside b's block: nothing scanned
         Scoper.following(parent, {"policy.yaml": MICRO.replace("  b:\n", "  bb:\n")}, placement)
         assert len(scans) == 1  # a VM key edited: scanned again
+    finally:
+        scope.rules_blocks = real  # type: ignore[assignment]
+
+
+def test_a_scoper_following_its_parent_moves_its_blocks_for_an_edit_of_another_section() -> None:
+    """A group's members edited (a line rewritten, a line added): the blocks are the
+    parent's, those after the edit moved, and nothing is scanned; an edit that adds a
+    top-level key is scanned."""
+    import zonewall.policy.scope as scope
+
+    placement = {"a": "node1", "b": "node2", "c": "node2"}
+    parent = Scoper({"policy.yaml": MICRO}, placement, zone_of=MICRO_ZONES)
+    edits = {
+        "member rewritten": MICRO.replace("  pair: [vm:a, vm:b]\n", "  pair: [vm:a, vm:b, 10.0.0.99]\n"),
+        "group added": MICRO.replace("  pair: [vm:a, vm:b]\n", "  pair: [vm:a, vm:b]\n  more:\n    - 10.0.0.98\n"),
+        "settings edited": MICRO.replace("  default: {in: drop, out: accept}", "  default: {in: reject, out: accept}"),
+    }
+    scanned = {name: Scoper({"policy.yaml": text}, placement, zone_of=MICRO_ZONES).blocks for name, text in edits.items()}
+    scans: list[str] = []
+    real = scope.rules_blocks
+    scope.rules_blocks = lambda text: scans.append(text) or real(text)  # type: ignore[assignment]
+    try:
+        for name, text in edits.items():
+            follower = Scoper.following(parent, {"policy.yaml": text}, placement, zone_of=MICRO_ZONES)
+            assert scans == [], name
+            assert follower.blocks == scanned[name], name
+        added = Scoper.following(parent, {"policy.yaml": edits["group added"]}, placement, zone_of=MICRO_ZONES)
+        assert added.blocks[("vm", "a")].start == parent.blocks[("vm", "a")].start + 2
+        top = MICRO.replace("  pair: [vm:a, vm:b]\n", "  pair: [vm:a, vm:b]\nservices: {}\n")
+        Scoper.following(parent, {"policy.yaml": top}, placement, zone_of=MICRO_ZONES)
+        assert len(scans) == 1  # a top-level key added: scanned
+        anchored = MICRO.replace("  pair: [vm:a, vm:b]\n", "  pair: &p [vm:a, vm:b]\n")
+        assert Scoper.following(parent, {"policy.yaml": anchored}, placement, zone_of=MICRO_ZONES).blocks == {}  # unsafe now
     finally:
         scope.rules_blocks = real  # type: ignore[assignment]
 
