@@ -171,11 +171,12 @@ class Scoper:
     def following(cls, parent: Scoper, documents: Documents, placement: Mapping[str, str], *,
                   zone_of: Mapping[str, str | None] | None = None) -> Scoper:
         """The scoper of `documents`, the next revision after `parent`'s: a document
-        edited inside one VM's rules block keeps the parent's blocks (those after the
-        edit moved by the lines it added or removed) instead of being scanned again
-        (a scan of 10,000 VMs' documents costs ~0.9 s, on the path of the first answer
-        of every revision). Anything else is scanned, so the blocks are always what
-        `rules_blocks` would find."""
+        edited inside one VM's or zone's rules block, or inside another top-level
+        section (a group's members, the settings), keeps the parent's blocks (those
+        after the edit moved by the lines it added or removed) instead of being scanned
+        again (a scan of 10,000 VMs' documents costs ~0.9 s, on the path of every
+        commit: `NodeStates.prepare`). Anything else is scanned, so the blocks are
+        always what `rules_blocks` would find."""
         return cls(documents, placement, parent, zone_of=zone_of)
 
     def _reused_blocks(self, parent: Scoper, name: str, text: str) -> dict[Owner, tuple[int, int]] | None:
