@@ -49,6 +49,14 @@ def test_two_reports_of_a_node_in_one_batch_leave_the_later_one(db_url: str) -> 
     assert json.loads(row.taps) == {"vm1/0": "tap3"}  # the later report sent no taps: kept
     other = nodes.get("node2")
     assert other is not None and other.applied_revision == 9
+    # three of one node, the last two sending different columns: the last one wins
+    # what it sent, what only an earlier one sent stays
+    nodes.report_many([_report("node3", 1), NodeReport("node3", Status(2, None, None, "error", "boom")), _report("node3", 3)])
+    third = nodes.get("node3")
+    assert third is not None and (third.applied_revision, third.state, third.last_error, json.loads(third.taps)) == (3, "ok", None, {"vm1/0": "tap3"})
+    nodes.report_many([_report("node4", 5), NodeReport("node4", Status(6, None, None, "degraded", None, apply_seconds=0.5))])
+    fourth = nodes.get("node4")
+    assert fourth is not None and (fourth.applied_revision, fourth.state, json.loads(fourth.taps), fourth.apply_seconds) == (6, "degraded", {"vm1/0": "tap5"}, 0.5)
 
 
 def test_a_node_keeps_its_newest_log_lines_when_they_come_with_reports(db_url: str) -> None:

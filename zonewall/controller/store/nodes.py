@@ -156,11 +156,14 @@ class NodeStore:
         for name in sorted(names - existing):
             self._row(session, name)
         session.flush()
-        # one statement per set of columns (a report leaves out what it did not send)
-        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        # a node's reports in order, as one (a report leaves out what it did not send:
+        # what an earlier one sent stays), then one statement per set of columns
+        merged: dict[str, dict[str, Any]] = {}
         for report in reports:
-            values = self._status_values(report.status)
-            by_columns.setdefault(tuple(values), []).append({**values, "node_name": report.node})
+            merged.setdefault(report.node, {}).update(self._status_values(report.status))
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for node, values in merged.items():
+            by_columns.setdefault(tuple(sorted(values)), []).append({**values, "node_name": node})
         for columns, rows in by_columns.items():
             # through the connection: SQLAlchemy's core statement, run once for every row
             statement = update(NodeRow).where(NodeRow.name == bindparam("node_name")).values({column: bindparam(column) for column in columns})
