@@ -17,8 +17,9 @@ from fastapi.testclient import TestClient
 from bench.synth import policy_text
 from tests.controller.live import Tokens
 from zonewall.analysis import kept
+from zonewall.controller.replica import Controller
 from zonewall.controller.store import cache as cache_module
-from zonewall.policy import documents
+from zonewall.policy import documents, incremental
 from zonewall.policy.documents import load_documents
 from zonewall.policy.errors import PolicyError
 
@@ -174,3 +175,18 @@ def test_cycles_frozen_with_edits_are_collected_every_sweep(client: TestClient, 
         assert put(client, tokens, _rule_edit(n)).status_code == 201
         alive.append(held() is not None)
     assert alive == [True, True, True, False]
+
+
+def test_a_policy_loaded_whole_is_indexed_for_its_first_edit(client: TestClient, tokens: Tokens, controller: Controller) -> None:
+    """Where each VM's and zone's rules are written is found when a policy is loaded
+    whole (a commit, a revision parsed from the database), not by the first edit of it
+    (the slowest commit of a chain: ~0.17 s at 10,000 VMs)."""
+    assert incremental._SPANS not in load_documents({"policy.yaml": TEXT}).__dict__  # loading alone does not
+    assert put(client, tokens, TEXT).status_code == 201
+    head = controller.revisions.view(1)
+    assert head is not None and incremental._SPANS in head.policy.__dict__
+    parsed = cache_module.RevisionCache(controller.sessions).get(1)  # read back from the database
+    assert parsed is not None and parsed.policy is not head.policy and incremental._SPANS in parsed.policy.__dict__
+    assert put(client, tokens, with_rule(LINES[RULE].replace("tcp: 22", "tcp: 2222"))).status_code == 201
+    edited = controller.revisions.view(2)
+    assert edited is not None and edited.policy.__dict__.get(incremental._SPANS) is head.policy.__dict__[incremental._SPANS]  # handed on

@@ -170,6 +170,13 @@ def _spans(policy: Policy) -> dict[str, list[Span]]:
     return out
 
 
+def index_for_edits(policy: Policy) -> None:
+    """Build now what the first edit of a policy loaded whole would build: where each
+    VM's and zone's rules are written (~0.17 s at 10,000 VMs, on the path of that
+    edit's commit otherwise: the slowest change of every run of bench/cluster.py)."""
+    _spans(policy)
+
+
 def _owner(policy: Policy, file: str, lines: list[int]) -> tuple[Owner, list[int]] | None:
     """The VM or zone whose rules are each of `lines` (one rule per line, in file
     `file`), and the index of each; None when a line is anything else."""

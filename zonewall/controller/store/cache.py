@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ...analysis.kept import forget
 from ...policy.delta import Delta, apply_delta, delta_size, make_delta
 from ...policy.documents import Documents, content_hash, load_documents
+from ...policy.incremental import index_for_edits
 from ...policy.resolve import Policy
 from ...policy.scope import Scoper, affected, shared_edit
 from . import chunks
@@ -303,7 +304,9 @@ class RevisionCache:
                 if row is None or stored is None:
                     return None
                 self.parses += 1
-                view = RevisionView.of(row, load_documents(stored.documents), stored.documents, stored.chunked)
+                policy = load_documents(stored.documents)
+                index_for_edits(policy)  # a commit may edit it next (a restart, another controller's revision)
+                view = RevisionView.of(row, policy, stored.documents, stored.chunked)
                 self.put(view)
         with self._lock:
             self._loading.pop(number, None)

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ...handover import handing_over_often
 from ...policy.documents import Documents, content_hash, load_documents, load_edited
-from ...policy.incremental import edited_from
+from ...policy.incremental import edited_from, index_for_edits
 from ...policy.resolve import Policy
 from . import chunks
 from .cache import RevisionCache, RevisionView
@@ -216,7 +216,10 @@ class RevisionStore:
         head = self.cache.newest()
         previous = (head.states.documents, head.policy) if head is not None and head.states is not None else None
         policy = load_edited(documents, previous)
-        return policy, previous is None or not edited_from(policy, previous[1])
+        whole = previous is None or not edited_from(policy, previous[1])
+        if whole:
+            index_for_edits(policy)  # the next commit is most likely an edit of it
+        return policy, whole
 
     def _chunked(self, documents: Documents) -> chunks.Chunked:
         """The documents' chunks, cut from the newest parsed revision's where they
