@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import DataError
 
 from tests.controller.live import Tokens
 from zonewall.controller.status_reports import StatusReports
@@ -105,3 +106,30 @@ def test_an_agent_that_prefers_a_minimal_answer_gets_204_and_its_report_is_store
 def test_other_preferences_get_the_node_back(client: TestClient, tokens: Tokens, prefer: str) -> None:
     answer = client.put("/api/v1/nodes/node2/status", json={"state": "ok"}, headers={**tokens.header("node2"), "Prefer": prefer})
     assert answer.status_code == 200 and answer.json()["state"] == "ok"
+
+
+def test_a_report_the_database_refuses_fails_alone_and_changes_nothing(db_url: str, client: TestClient, tokens: Tokens) -> None:
+    """A number PostgreSQL's integer column cannot hold (the schema allows it, SQLite
+    stores it): the batch is written again report by report, the others are stored,
+    the refused one gets its error and the node keeps its previous report; through
+    the API, a precise 422."""
+    nodes = NodeStore(open_database(db_url))
+    nodes.report_many([_report("node2", 1)])
+    huge = NodeReport("node2", Status(9, None, None, "error", "new", drift_repairs=2**40))
+    reports = StatusReports(nodes)
+
+    async def main() -> list[object]:
+        return await asyncio.gather(*(reports.report(r) for r in (_report("node1", 5), huge, _report("node3", 5))), return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert outcomes[0] is None and outcomes[2] is None
+    stored = nodes.get("node2")
+    assert stored is not None
+    if db_url.startswith("postgresql"):
+        assert isinstance(outcomes[1], DataError)
+        assert (stored.applied_revision, stored.state) == (1, "ok")  # as it was
+        answer = client.put("/api/v1/nodes/node1/status", json={"state": "ok", "drift_repairs": 2**40}, headers=tokens.header("node1"))
+        assert answer.status_code == 422 and answer.json()["detail"] == "a number in the request is out of range"
+    else:
+        assert outcomes[1] is None and (stored.applied_revision, stored.drift_repairs) == (9, 2**40)
+    assert [row.applied_revision for row in nodes.all() if row.name in ("node1", "node3")] == [5, 5]

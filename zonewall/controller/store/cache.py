@@ -107,13 +107,18 @@ class NodeStates:
             self._parent = parent
         parent._parent = None  # one step back is all a delta needs; older views may go
 
-    def _carried(self, node: str) -> NodeState | None:
+    def _left_alone(self) -> frozenset[str] | None:
+        """The nodes whose documents the change from the parent leaves as they were,
+        worked out once (None: no parent). The caller holds the lock."""
         parent = self._parent
-        if parent is None:
-            return None
-        if self._unaffected is None:
+        if parent is not None and self._unaffected is None:
             self._unaffected = self.hosts - affected(parent.scoper, self.scoper, self.hosts | parent.hosts)
-        return parent.get(node) if node in self._unaffected else None
+        return self._unaffected
+
+    def _carried(self, node: str) -> NodeState | None:
+        unaffected = self._left_alone()
+        parent = self._parent
+        return parent.get(node) if parent is not None and unaffected is not None and node in unaffected else None
 
     def _followed(self, node: str) -> NodeState | None:
         """The node's state from its previous one and the edit every node shares
@@ -142,9 +147,8 @@ class NodeStates:
         that theirs too are ready the moment they ask."""
         with self._lock:
             self.scoper  # noqa: B018 - the cached property is the point
-            if self._parent is not None and self._unaffected is None:
-                self._unaffected = self.hosts - affected(self._parent.scoper, self.scoper, self.hosts | self._parent.hosts)
-            touched = self.hosts - self._unaffected if self._unaffected is not None else self.hosts
+            unaffected = self._left_alone()
+            touched = self.hosts - unaffected if unaffected is not None else self.hosts
         if len(touched) <= PREPARED_NODES:
             for node in sorted(touched):
                 self.get(node)
