@@ -17,8 +17,9 @@ Each edit puts a port or address into the kernel that was never there; an
 `nft monitor` per real node sees the moment it arrives. Measured per change:
 commit latency (PUT /policy sent, its body encoded before, -> answered: validation, the stored revision and
 its semantic diff), change -> enforced in the kernel of the real node it affects
-(from the PUT being sent; and from the moment the first simulated node received
-the revision, i.e. the agent's share once the controller published it), the bytes each node's answer carried (unaffected
+(from the PUT being sent; and from the moment the controller published the revision
+to that node, as a reader following the node's desired state saw it, i.e. the agent's
+share once the controller published it), the bytes each node's answer carried (unaffected
 nodes: the revision number alone), and the CPU the change cost the controller and
 each real agent (until every node reports it applied: on a shared machine the
 CPU seconds hold where wall times do not). At the end: every agent's RSS (and peak).
@@ -118,6 +119,7 @@ class Poller:
     hash: str | None = None
     answers: list[tuple[int, int, str, float]] = field(default_factory=list)  # (revision, bytes, kind, monotonic)
     errors: list[str] = field(default_factory=list)
+    reports: bool = True  # False: a reader following a real node's desired state (when it is published to it)
 
     def run(self) -> None:
         with httpx.Client(headers={"Authorization": f"Bearer {self.token}", "User-Agent": "zonewall-agent/bench"}, timeout=60) as http:
@@ -154,7 +156,7 @@ class Poller:
                     continue
                 self.answers.append((body["revision"], len(response.content), kind, time.monotonic()))
                 self.revision, self.documents, self.hash = body["revision"], documents, body["content_hash"]
-                while not self.stop.is_set():  # a busy controller may time out: an agent reports again, so does the poller
+                while self.reports and not self.stop.is_set():  # a busy controller may time out: an agent reports again, so does the poller
                     try:
                         http.put(base + "/status", json={"applied_revision": self.revision, "state": "ok"}, headers={"Prefer": "return=minimal"}).raise_for_status()
                         break
@@ -235,7 +237,10 @@ def main() -> int:
         sessions.kw["bind"].dispose()  # type: ignore[union-attr]
         assert managed.controller is not None
         pollers = [Poller(node, managed.controller.url, tokens[node], stop) for node in simulated]
-        for poller in pollers:
+        # each real node followed by a reader too: when the controller published a
+        # revision to that node (it is published to the nodes a change touches first)
+        shadows = {node: Poller(node, managed.controller.url, managed.admin_token, stop, reports=False) for node in real}
+        for poller in [*pollers, *shadows.values()]:
             threading.Thread(target=poller.run, daemon=True).start()
         started = time.monotonic()
         response = managed.api("PUT", "/policy", json={"documents": {"policy.yaml": text}, "message": "bench initial"})
@@ -281,8 +286,8 @@ def main() -> int:
                 enforced.append((seen - sent) * 1000)
                 revision = response.json()["revision"]["number"]
                 converged(managed, revision, timeout=900)  # every node has it: the CPU it cost is spent
-                # the first simulated node's answer: when the controller made the revision public
-                first_out = min((at for p in pollers for rev, _, _, at in p.answers if rev == revision), default=None)
+                # the measured node's reader's answer: when the controller published the revision to it
+                first_out = min((at for rev, _, _, at in shadows[node].answers if rev == revision), default=None)
                 if first_out is not None:
                     published.append((seen - first_out) * 1000)
                 controller_cpu.append((cpu_seconds(controller_pid) - controller_before) * 1000)

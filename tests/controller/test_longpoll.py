@@ -50,3 +50,68 @@ def test_a_waiting_agent_is_woken_by_the_commit_and_times_out_otherwise(tmp_path
         assert response.status_code == 201
         node = httpx.get(live.url + "/api/v1/nodes/node2", headers=admin).json()
         assert node["last_contact"] is not None  # long-polls count as contact
+
+
+def test_a_commit_answers_the_nodes_it_changes_before_its_diff_and_the_others_after(tmp_path: Path, db_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A revision is published first to the nodes whose documents it changes, and to
+    the others (their agents have nothing to apply) once the commit's diff is done."""
+    with live_controller(tmp_path, db_url) as live:
+        admin = live.tokens.header("admin")
+        documents = three_tier_documents()
+        httpx.put(live.url + "/api/v1/policy", json={"documents": documents}, headers=admin).raise_for_status()
+        diffs = live.controller.revisions.diffs
+        original = diffs.run
+        diffing: dict[int, tuple[float, float]] = {}
+
+        def slow_run(number: int):  # type: ignore[no-untyped-def]
+            started = time.monotonic()
+            time.sleep(1.0)  # a diff at size takes this long
+            try:
+                return original(number)
+            finally:
+                diffing[number] = (started, time.monotonic())
+
+        monkeypatch.setattr(diffs, "run", slow_run)
+
+        def change(revision: int, commit) -> dict[str, tuple[dict, float]]:  # type: ignore[no-untyped-def]
+            answers: dict[str, tuple[dict, float]] = {}
+            have = {node: httpx.get(live.url + f"/api/v1/nodes/{node}/desired", headers=live.tokens.header(node)).json()["content_hash"]
+                    for node in ("node1", "node2")}
+
+            def wait(node: str) -> None:
+                response = httpx.get(live.url + f"/api/v1/nodes/{node}/desired", params={"after": revision - 1, "wait": 30, "have": have[node]},
+                                     headers=live.tokens.header(node), timeout=40)
+                answers[node] = (response.json(), time.monotonic())
+
+            waiters = [threading.Thread(target=wait, args=(node,)) for node in ("node1", "node2")]
+            for waiter in waiters:
+                waiter.start()
+            time.sleep(0.3)
+            response = commit()
+            assert response.status_code == 201, response.text
+            for waiter in waiters:
+                waiter.join(timeout=10)
+            assert all(answers[node][0]["revision"] == revision for node in ("node1", "node2"))
+            return answers
+
+        rule = {"id": "web-db", "direction": "in", "action": "accept", "from": "vm:web1", "tcp": 5432}
+        httpx.post(live.url + "/api/v1/vms/db1/rules", json={"rule": rule}, headers=admin, timeout=30).raise_for_status()  # a line added: both change
+
+        def put(old: str, new: str):  # type: ignore[no-untyped-def]
+            current = httpx.get(live.url + "/api/v1/policy", headers=admin).json()["documents"]
+            edited = {name: text.replace(old, new) for name, text in current.items()}
+            assert edited != current
+            return lambda: httpx.put(live.url + "/api/v1/policy", json={"documents": edited}, headers=admin, timeout=30)
+
+        # db1's (node2's) rule edited in place: node1's documents stay as they were
+        answers = change(3, put("tcp: 5432}", "tcp: 5433}"))
+        started, ended = diffing[3]
+        (changed, changed_at), (same, same_at) = answers["node2"], answers["node1"]
+        assert changed["same"] is not True and "5433" in str(changed["delta"]) and changed_at < ended  # its change, before the diff's end
+        assert same["same"] is True and same_at >= ended  # the revision number alone, after it
+        # a group every node uses: both nodes change, both answered before the diff's end
+        answers = change(4, put("admins: [192.168.100.0/24", "admins: [192.168.101.0/24"))
+        started, ended = diffing[4]
+        for node in ("node1", "node2"):
+            answer, at = answers[node]
+            assert answer["same"] is not True and at < ended, node

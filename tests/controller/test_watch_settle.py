@@ -85,3 +85,89 @@ def test_settle_returns_at_once_when_no_loop_serves() -> None:
 
 async def _event() -> asyncio.Event:
     return asyncio.Event()
+
+
+# -- staged revisions: the changed nodes first, everyone after the diff -----------
+
+
+def _node_poller(watch: RevisionWatch, after: int, node: str, seen: list[tuple[str, int]]) -> object:
+    async def poll() -> None:
+        async with watch.long_poll(after, 30, node) as number:
+            seen.append((node, number))
+    return poll()
+
+
+def _turn(loop: asyncio.AbstractEventLoop, seconds: float = 0.05) -> None:
+    asyncio.run_coroutine_threadsafe(asyncio.sleep(seconds), loop).result(5)
+
+
+def test_a_staged_revision_wakes_the_nodes_it_changes_and_the_others_at_its_release(loop: asyncio.AbstractEventLoop) -> None:
+    watch = _bound(loop, 1)
+    seen: list[tuple[str, int]] = []
+    polls = {node: asyncio.run_coroutine_threadsafe(_node_poller(watch, 1, node, seen), loop) for node in ("node1", "node2")}  # type: ignore[arg-type]
+    _turn(loop)
+    watch.committed(2, frozenset({"node2"}))
+    _turn(loop)
+    assert seen == [("node2", 2)]  # the changed node at once
+    assert watch.settle(2, timeout=2.0) is True  # its answer is all the diff waits for
+    assert not polls["node1"].done() and watch.current == 1 and watch.newest == 2
+    assert watch.revision_for("node1") == 1 and watch.revision_for("node2") == 2
+    watch.notify(2)  # our own NOTIFY, the periodic check: held back while staged
+    _turn(loop)
+    assert not polls["node1"].done()
+    watch.release(2)  # the commit's diff is done
+    polls["node1"].result(5)
+    assert seen == [("node2", 2), ("node1", 2)] and watch.current == 2
+
+
+def test_a_commit_whose_changed_nodes_are_unknown_wakes_everyone(loop: asyncio.AbstractEventLoop) -> None:
+    watch = _bound(loop, 1)
+    seen: list[tuple[str, int]] = []
+    polls = [asyncio.run_coroutine_threadsafe(_node_poller(watch, 1, node, seen), loop) for node in ("node1", "node2")]  # type: ignore[arg-type]
+    _turn(loop)
+    watch.committed(2, None)  # no parent revision to compare with
+    for poll in polls:
+        poll.result(5)
+    assert sorted(seen) == [("node1", 2), ("node2", 2)]
+
+
+def test_a_staged_revision_reaches_everyone_without_its_release(loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("zonewall.controller.watch.STAGE_SECONDS", 0.2)
+    watch = _bound(loop, 1)
+    seen: list[tuple[str, int]] = []
+    poll = asyncio.run_coroutine_threadsafe(_node_poller(watch, 1, "node1", seen), loop)  # type: ignore[arg-type]
+    _turn(loop)
+    watch.committed(2, frozenset({"node2"}))  # and the committing request died before its diff
+    _turn(loop)
+    assert seen == []
+    poll.result(5)
+    assert seen == [("node1", 2)] and watch.current == 2
+
+
+def test_a_newer_revision_of_another_controller_is_not_held_by_a_staged_one(loop: asyncio.AbstractEventLoop) -> None:
+    watch = _bound(loop, 1)
+    seen: list[tuple[str, int]] = []
+    poll = asyncio.run_coroutine_threadsafe(_node_poller(watch, 1, "node1", seen), loop)  # type: ignore[arg-type]
+    _turn(loop)
+    watch.committed(2, frozenset({"node2"}))
+    watch.notify(3)  # committed elsewhere right after (its notification)
+    poll.result(5)
+    assert seen == [("node1", 3)] and watch.current == 3
+    watch.release(2)  # late: changes nothing
+    _turn(loop)
+    assert watch.current == 3 and watch.revision_for("node2") == 3
+
+
+def test_a_node_asking_after_the_staging_gets_what_was_published_to_it(loop: asyncio.AbstractEventLoop) -> None:
+    watch = _bound(loop, 1)
+    watch.committed(2, frozenset({"node2"}))
+    _turn(loop)
+    seen: list[tuple[str, int]] = []
+    asyncio.run_coroutine_threadsafe(_node_poller(watch, 1, "node2", seen), loop).result(5)  # type: ignore[arg-type]
+    assert seen == [("node2", 2)]
+    other = asyncio.run_coroutine_threadsafe(_node_poller(watch, 1, "node1", seen), loop)  # type: ignore[arg-type]
+    _turn(loop)
+    assert not other.done()
+    watch.release(2)
+    other.result(5)
+    assert seen[-1] == ("node1", 2)

@@ -10,7 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zonewall.policy.delta import BLOCK, DeltaMismatch, apply_delta, line_span, make_delta, splice_lines, text_span
+from zonewall.policy.delta import (
+    BLOCK,
+    DeltaMismatch,
+    apply_delta,
+    changed_lines,
+    line_span,
+    make_delta,
+    splice_lines,
+    text_span,
+)
 
 
 def _edited(lines: list[str], rnd: random.Random, edits: int) -> list[str]:
@@ -75,3 +84,18 @@ def test_a_span_outside_the_text_is_refused() -> None:
         with pytest.raises(DeltaMismatch, match="does not fit the base"):
             apply_delta({"p.yaml": "a\nb\nc"}, {"changed": {"p.yaml": [start, end, ["x"]]}, "added": {}, "removed": []})
     assert apply_delta({"p.yaml": "a\nb\nc"}, {"changed": {"p.yaml": [3, 3, ["d"]]}, "added": {}, "removed": []}) == {"p.yaml": "a\nb\nc\nd"}
+
+
+@settings(max_examples=400, deadline=None)
+@given(seed=st.integers(0, 10**6), count=st.sampled_from([0, 1, 2, 5, 40, 3000]), edits=st.integers(0, 3), end=st.sampled_from(["", "\n"]))
+def test_the_changed_lines_are_found_without_splitting_as_by_splitting(seed: int, count: int, edits: int, end: str) -> None:
+    rnd = random.Random(seed)
+    lines = [rnd.choice(["", "a", "b", "  key: value", f"  vm{rnd.randrange(9)}:"]) for _ in range(count)]
+    old = "\n".join(lines) + end
+    new = "\n".join(_edited(old.split("\n"), rnd, edits)) + rnd.choice(["", "\n", "\na"])
+    a, b = old.split("\n"), new.split("\n")
+    start, old_end, new_end = line_span(a, b)
+    assert changed_lines(old, new) == (start, old_end, b[start:new_end])
+    assert changed_lines(new, old) == (start, new_end, a[start:old_end])
+    delta = make_delta({"p.yaml": old}, {"p.yaml": new})
+    assert delta["changed"] == ({"p.yaml": [start, old_end, b[start:new_end]]} if old != new else {})

@@ -86,11 +86,11 @@ async def desired(
     _check_protocol(protocol, request.headers.get("user-agent", ""))
     if who.role == "agent":
         ctl.nodes.touch(node)  # in memory; written with the others every few seconds
-    if after is not None and after > ctl.watch.current:
+    if after is not None and after > ctl.watch.newest:
         await run_in_threadpool(ctl.revisions.raise_floor, after)
     if after is None or wait <= 0:
-        return await _desired_now(request, node, after, have, ctl.watch.current)
-    async with ctl.watch.long_poll(after, wait) as number:  # woken: owed an answer until it is built
+        return await _desired_now(request, node, after, have, ctl.watch.revision_for(node))
+    async with ctl.watch.long_poll(after, wait, node) as number:  # woken: owed an answer until it is built
         if number > after and not await auth.still_valid(request):
             raise HTTPException(status_code=401, detail="the token was revoked while waiting", headers={"WWW-Authenticate": "Bearer"})
         return await _desired_now(request, node, after, have, number)
@@ -171,7 +171,7 @@ async def report_status(body: StatusIn, request: Request, node: str = NODE, _: P
     status = Status(body.applied_revision, body.fingerprint, body.ruleset_hash, body.state, body.last_error, body.drift_repairs, body.taps,
                     body.apply_seconds, tuple(body.problems))
     ctl = controller(request)
-    if body.applied_revision is not None and body.applied_revision > ctl.watch.current:
+    if body.applied_revision is not None and body.applied_revision > ctl.watch.newest:
         await run_in_threadpool(ctl.revisions.raise_floor, body.applied_revision)
     await request.app.state.status_reports.report(NodeReport(node, status, tuple((line.level, line.message) for line in body.lines)))
     if _minimal(request):

@@ -26,6 +26,7 @@ from ..policy import edits
 from ..policy.documents import Documents, problems_json
 from ..policy.errors import PolicyError
 from . import auth, preview
+from .after_response import after_response
 from .deps import controller
 from .schemas import (
     ChangeMeta,
@@ -63,7 +64,9 @@ def _answer(request: Request, response: Response, committed: Committed) -> Chang
     ctl = controller(request)
     if committed.created and not committed.replayed:
         ctl.watch.settle(committed.row.number)  # the woken agents answered before the diff takes the CPU
-    row = ctl.revisions.attach_diff(committed)
+        number = committed.row.number
+        after_response(request, lambda: ctl.revisions.release(number))  # the other nodes: once this answer is out
+    row = ctl.revisions.attach_diff(committed, release=False)
     response.status_code = 201 if committed.created else 200
     if committed.replayed:
         response.headers["Idempotent-Replayed"] = "true"

@@ -24,6 +24,7 @@ from . import (
     api_tokens,
     auth,
 )
+from .after_response import AfterResponseMiddleware
 from .limits import LimitsMiddleware, RequestLimits
 from .replica import Controller
 from .status_reports import StatusReports
@@ -62,6 +63,7 @@ def create_app(controller: Controller, limits: RequestLimits = RequestLimits()) 
     async def token_valid(token: str) -> bool:
         return await auth.who_is(controller.tokens, token) is not None
 
+    app.add_middleware(AfterResponseMiddleware)
     app.add_middleware(LimitsMiddleware, limits=limits, authenticate=token_valid)
     app.include_router(api_policy.router)
     app.include_router(api_nodes.router)

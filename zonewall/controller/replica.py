@@ -49,7 +49,7 @@ class Controller:
 
     def current_view(self) -> RevisionView | None:
         """The newest revision this controller knows of, parsed (None: no policy yet)."""
-        number = self.watch.current
+        number = self.watch.newest
         return self.revisions.view(number) if number else None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -79,7 +79,7 @@ def build_controller(db_url: str, retention: Retention = Retention(), *, diff_le
     nodes = NodeStore(sessions)
     cache = RevisionCache(sessions)
     diffs = DiffJobs(sessions, cache, replica_name(), lease=diff_lease)
-    revisions = RevisionStore(sessions, diffs, cache, on_commit=watch.notify)
+    revisions = RevisionStore(sessions, diffs, cache, on_commit=watch.committed, on_diffed=watch.release)
     watch.notify(revisions.current_number() or 0)
     migrations = MigrationHub(sessions)
     follower = Follower(sessions.kw["bind"], revisions.current_number, cache.get, watch.notify, recheck=recheck,

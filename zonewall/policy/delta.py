@@ -87,9 +87,7 @@ def make_delta(old: Documents, new: Documents) -> Delta:
         before = old.get(name)
         if before is None or before == text:
             continue
-        a, b = before.split("\n"), text.split("\n")
-        start, old_end, new_end = text_span(before, text, a, b)
-        changed[name] = [start, old_end, b[start:new_end]]
+        changed[name] = list(changed_lines(before, text))
     return {
         "changed": changed,
         "added": {name: text for name, text in new.items() if name not in old},
@@ -167,3 +165,41 @@ def _newline(text: str, k: int) -> int:
     for _ in range(k - seen):
         at = text.index("\n", at + 1)
     return at
+
+
+def changed_lines(old: str, new: str) -> tuple[int, int, list[str]]:
+    """(start, end in old, the new lines): `line_span` of the texts' lines and the
+    lines of `new` it spans, without splitting either text (a node's document at
+    10,000 VMs is 260,000 lines: ~25 ms split, on the path of a change's first answer)
+    and counting each part of the texts' newlines once."""
+    head = _common_prefix(old, new)
+    tail = _common_suffix(old, new, min(len(old), len(new)) - head)
+    cut_old, cut_new = len(old) - tail, len(new) - tail
+    prefix = old.count("\n", 0, head)  # the lines wholly inside the common prefix
+    suffix = old.count("\n", cut_old)  # and inside the common suffix (they do not overlap)
+    count_old = prefix + old.count("\n", head, cut_old) + suffix + 1
+    count_new = prefix + new.count("\n", head, cut_new) + suffix + 1
+    limit = min(count_old, count_new)
+    # line by line from there, as line_span: only when one text ends where the other
+    # goes on, so at most one line, and then nothing is common at the end (tail 0)
+    at_old = at_new = old.rfind("\n", 0, head) + 1  # where line `prefix` starts (the same in both)
+    while prefix < limit:
+        end_old, end_new = _line_end(old, at_old), _line_end(new, at_new)
+        if old[at_old:end_old] != new[at_new:end_new]:
+            break
+        prefix, at_old, at_new = prefix + 1, end_old + 1, end_new + 1
+    # where the suffix's lines start (one past the end when there are none), then from the end
+    from_old, from_new = (old.find("\n", cut_old) + 1, new.find("\n", cut_new) + 1) if suffix else (len(old) + 1, len(new) + 1)
+    while suffix < limit - prefix:
+        start_old, start_new = old.rfind("\n", 0, from_old - 1) + 1, new.rfind("\n", 0, from_new - 1) + 1
+        if old[start_old:from_old - 1] != new[start_new:from_new - 1]:
+            break
+        suffix, from_old, from_new = suffix + 1, start_old, start_new
+    lines = new[at_new:from_new - 1].split("\n") if count_new - suffix > prefix else []
+    return prefix, count_old - suffix, lines
+
+
+def _line_end(text: str, start: int) -> int:
+    """The index of the newline ending the line that starts at `start` (len: the last line)."""
+    end = text.find("\n", start)
+    return len(text) if end < 0 else end

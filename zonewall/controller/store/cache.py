@@ -86,7 +86,7 @@ class NodeStates:
         self._parent: NodeStates | None = None
         self._unaffected: frozenset[str] | None = None
         self._states: dict[str, NodeState] = {}
-        self._deltas: dict[str, Delta] = {}  # node -> its delta from the parent's state, where known without diffing
+        self._deltas: dict[str, Delta] = {}  # node -> its delta from the parent's state (a shared edit's, or made at the first ask)
         self._lock = threading.Lock()
         self.built = 0  # states built here, not carried over (tests and the bench watch it)
 
@@ -138,20 +138,27 @@ class NodeStates:
         parent = self._parent
         return shared_edit(parent.scoper, self.scoper) if parent is not None else None
 
-    def prepare(self) -> None:
+    def prepare(self) -> frozenset[str] | None:
         """Build now what the first answer of the revision would otherwise build while
         every other woken agent's request waited for it, each holding a thread of the
         server's pool (100 nodes: the pool is 40 threads): the scoper and, after a
         parent, which nodes the change leaves alone (~0.1 s at 10,000 VMs); and the
         states of the nodes it changes when they are few (a VM's rule: its node), so
-        that theirs too are ready the moment they ask."""
+        that theirs too are ready the moment they ask. Returns the nodes whose
+        documents the change touches (those that left the policy included); None:
+        not known (no parent), every node."""
         with self._lock:
             self.scoper  # noqa: B018 - the cached property is the point
             unaffected = self._left_alone()
-            touched = self.hosts - unaffected if unaffected is not None else self.hosts
+            parent = self._parent
+        if unaffected is None or parent is None:
+            touched, known = self.hosts, False
+        else:
+            touched, known = (self.hosts | parent.hosts) - unaffected, True
         if len(touched) <= PREPARED_NODES:
-            for node in sorted(touched):
+            for node in sorted(touched & self.hosts):
                 self.get(node)
+        return frozenset(touched) if known else None
 
     def ready(self, node: str) -> NodeState | None:
         """The node's state when nothing is left to build for it (built, or carried
@@ -187,7 +194,9 @@ class NodeStates:
         before, after = parent.get(node), self.get(node)
         if before.content_hash != have:
             return None
-        delta = self._deltas.get(node) or make_delta(before.documents, after.documents)
+        delta = self._deltas.get(node)
+        if delta is None:  # made once: the node's agent, a reader following it, an agent asking again
+            delta = self._deltas.setdefault(node, make_delta(before.documents, after.documents))
         return delta if delta_size(delta) <= DELTA_SHARE * after.size else None
 
 

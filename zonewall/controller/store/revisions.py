@@ -90,12 +90,17 @@ class Committed:
 
 class RevisionStore:
     def __init__(self, sessions: sessionmaker[Session], diffs: DiffJobs, cache: RevisionCache,
-                 on_commit: Callable[[int], None] = lambda number: None) -> None:
+                 on_commit: Callable[[int, frozenset[str] | None], None] = lambda number, changed: None,
+                 on_diffed: Callable[[int], None] = lambda number: None) -> None:
+        """`on_commit(number, changed)`: a revision was committed here, changing the
+        documents of the nodes `changed` (None: of every node); `on_diffed(number)`:
+        its diff is done (or failed). controller/watch.py publishes it on both."""
         self._sessions = sessions
         self._writes = SerializedWrites(sessions)
         self.diffs = diffs
         self.cache = cache
         self._on_commit = on_commit
+        self._on_diffed = on_diffed
         self._floor_seen = 0  # the highest floor this process wrote (saves repeated writes)
         self._floor_lock = threading.Lock()
 
@@ -202,10 +207,11 @@ class RevisionStore:
                     session.execute(text("SELECT pg_notify(:channel, :number)"), {"channel": CHANNEL, "number": str(number)})
             view = RevisionView.of(row, policy, proposal.documents, cut.documents)
             self.cache.put(view, whole=whole)
-        if view.states is not None:
-            view.states.prepare()  # before the agents are woken (cache.py `prepare`)
-        log.info("revision %d by %s (%s): %s", row.number, row.author, row.kind, row.message)
-        self._on_commit(row.number)
+            # before the agents are woken (cache.py `prepare`), and staged before the
+            # parse is handed to anyone waiting for it (our own NOTIFY: watch.py)
+            changed = view.states.prepare() if view.states is not None else None
+            log.info("revision %d by %s (%s): %s", row.number, row.author, row.kind, row.message)
+            self._on_commit(row.number, changed)
         return Committed(row, created=True)
 
     def _validated(self, documents: Documents) -> tuple[Policy, bool]:
@@ -233,11 +239,21 @@ class RevisionStore:
             session.add(IdempotencyKeyRow(key=proposal.idempotency.key, request_hash=proposal.idempotency.request_hash,
                                           revision=number, created=created, created_at=time.time()))
 
-    def attach_diff(self, committed: Committed) -> RevisionRow:
-        """The revision with its semantic diff, computed now if this request made it."""
+    def attach_diff(self, committed: Committed, *, release: bool = True) -> RevisionRow:
+        """The revision with its semantic diff, computed now if this request made it;
+        then the revision is published to every node (`on_commit` staged it), unless
+        `release` is False: the caller calls `release` itself (after its answer)."""
         if not committed.created or committed.replayed:
             return self.get(committed.row.number) or committed.row  # a replay shows the diff as it is now
-        return self.diffs.run(committed.row.number)
+        try:
+            return self.diffs.run(committed.row.number)
+        finally:
+            if release:
+                self.release(committed.row.number)
+
+    def release(self, number: int) -> None:
+        """Publish revision `number` to every node (watch.py `release`)."""
+        self._on_diffed(number)
 
     def raise_floor(self, number: int) -> None:
         """An agent has applied revision `number`: never give that number to new documents."""
