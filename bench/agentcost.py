@@ -11,7 +11,8 @@ For each size (synthetic policies of bench/synth.py):
 * agent (as root, `--agent`) - an agent's Enforcer (zonewall/agent/enforcer.py) with
   a real libnftables backend in a fresh namespace, in a fresh interpreter that
   imports what `zonewall agent` imports: the first apply of node1's documents, then
-  `--changes` one-rule changes (a port of a node1 VM's rule, in place) received as
+  `--changes` one-rule changes (a port of a node1 VM's rule, in place; with `--kind
+  group`, a member added to one of the groups its rules name, in turn) received as
   the controller's line delta and handled as the agent's watcher and main loop do
   (delta applied, content hash checked, enforced, libnftables' cache released, garbage collected and trimmed). Each change
   is timed from the delta's arrival to the rule read back from the kernel: wall and
@@ -28,6 +29,7 @@ For each size (synthetic policies of bench/synth.py):
 Run:
   .venv/bin/python bench/agentcost.py --sizes 1000:20,10000:100
   .venv/bin/python bench/agentcost.py --sizes 10000:100 --agent --changes 30 --no-documents
+  .venv/bin/python bench/agentcost.py --sizes 10000:100 --agent --changes 30 --no-documents --kind group
 """
 
 from __future__ import annotations
@@ -109,6 +111,21 @@ def edited(documents: dict[str, str], vms: list[str], step: int) -> dict[str, st
     assert match is not None, f"{vm} has no `tcp: N}}` rule"
     port = 20000 + (int(match.group(1)) + step + 1) % 20000
     return {**documents, name: text[: match.start(1)] + str(port) + text[match.end(1) :]}
+
+
+GROUP_LINE = re.compile(r"^  (g\d+): \[(.*)\]$", re.M)
+
+
+def regrouped(base: dict[str, str], documents: dict[str, str], step: int) -> dict[str, str]:
+    """One group's member line (of the synthetic groups `g<k>`, which node1's rules
+    name, in turn) written as in `base` with one more member: a change of that one
+    line, as an operator's edit of a group (the agent's documents hold every group)."""
+    name, text = next(iter(documents.items()))
+    lines = GROUP_LINE.findall(base[name])
+    group, members = lines[step % len(lines)]
+    start = text.index(f"\n  {group}: [") + 1
+    end = text.index("\n", start)
+    return {**documents, name: text[:start] + f"  {group}: [{members}, 198.51.100.{step % 250 + 1}]" + text[end:]}
 
 
 def agent_child(mode: str, netns: str) -> None:
@@ -193,24 +210,25 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def controller_side(scoped: dict[str, str], changes: int) -> bytes:
-    """The node's documents and `changes` one-rule edits as the controller sends them
-    (line deltas, with the content hash of each new set), made before the agents run."""
+def controller_side(scoped: dict[str, str], changes: int, kind: str = "vm") -> bytes:
+    """The node's documents and `changes` one-rule edits (`kind` vm) or group member
+    changes (`kind` group) as the controller sends them (line deltas, with the content
+    hash of each new set), made before the agents run."""
     from zonewall.policy.delta import make_delta
     from zonewall.policy.documents import content_hash
 
     vms = [vm for vm, spec in load_documents(scoped).doc.vms.items() if spec.host == NODE and spec.rules]
     texts = [scoped]
     for step in range(changes):
-        texts.append(edited(texts[-1], vms, step))
+        texts.append(edited(texts[-1], vms, step) if kind == "vm" else regrouped(scoped, texts[-1], step))
     deltas = [make_delta(a, b) for a, b in zip(texts, texts[1:], strict=False)]
     return json.dumps({"documents": scoped, "deltas": deltas, "hashes": [content_hash(t) for t in texts]}).encode()
 
 
-def bench_agent(vms: int, nodes: int, scoped: dict[str, str], changes: int) -> None:
+def bench_agent(vms: int, nodes: int, scoped: dict[str, str], changes: int, kind: str = "vm") -> None:
     from zonewall.lab import netns
 
-    given = controller_side(scoped, changes)
+    given = controller_side(scoped, changes, kind)
 
     prefix = f"{NS_PREFIX}{os.getpid()}-"
     results: dict[str, dict[str, Any]] = {}
@@ -241,6 +259,7 @@ def main() -> int:
     parser.add_argument("--agent", action="store_true", help="also run agents taking one-rule deltas (root: network namespaces)")
     parser.add_argument("--changes", type=int, default=30, help="one-rule changes per agent")
     parser.add_argument("--no-documents", action="store_true", help="skip the documents table")
+    parser.add_argument("--kind", choices=["vm", "group"], default="vm", help="the agents' changes: a VM rule's port, or a group's member line")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--agent-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -267,12 +286,13 @@ def main() -> int:
             bench_documents(vms, nodes, whole, scoped)
     if args.agent:
         print()
-        print("One-rule changes received as deltas by an agent (delta arrived -> rule read back from the kernel):")
+        what = "One-rule changes" if args.kind == "vm" else "Group member changes"
+        print(f"{what} received as deltas by an agent (delta arrived -> rule read back from the kernel):")
         print()
         print("| VMs / nodes | agent | changes | wall ms p50 / p99 | CPU ms p50 / p99 | first apply wall / CPU ms | RSS MiB imported | after first apply | after the changes | peak | policies loaded | idle minute CPU ms: drift checks + counter readings | RSS MiB after it | load average |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for (vms, nodes), (_whole, scoped) in scoped_by_size.items():
-            bench_agent(vms, nodes, scoped, args.changes)
+            bench_agent(vms, nodes, scoped, args.changes, args.kind)
     print(f"(parent peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; load average {loadavg()})")
     return 0
 

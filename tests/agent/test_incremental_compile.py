@@ -150,3 +150,22 @@ def test_a_whole_load_lets_go_of_the_kept_policy_before_it_parses(tmp_path: Path
     edited = replaced(new, "vm0", 0, "      - {direction: in, action: accept, from: group:admins, tcp: 2222}")
     agent.enforce(Desired(3, {"policy.yaml": edited}, content_hash({"policy.yaml": edited})))
     assert agent.loads["edited"] == 1 and alive_at_load == [False]
+
+
+def test_a_group_member_change_recompiles_what_names_it_or_a_group_holding_it_and_keeps_the_rest(tmp_path: Path) -> None:
+    agent = Enforcer(FakeBackend(), "node1", StateStore(tmp_path), discover=lambda policy, node: {}, timezone=lambda: "UTC")
+    # g3 holds g10; vm0 names g3 only: a change of g10 reaches vm0's rule through g3
+    first = regrouped(replaced(BASE, "vm0", 0, "      - {direction: in, action: accept, from: group:g3, tcp: 2222}"), "g3", ["group:g10", "10.9.8.7"])
+    agent.enforce(Desired(1, {"policy.yaml": first}, content_hash({"policy.yaml": first})))
+    kept = agent.policy_of({"policy.yaml": first}).__dict__[MATCHES_MEMO]
+    second = regrouped(first, "g10", ["192.0.2.0/28"])
+    agent.enforce(Desired(2, {"policy.yaml": second}, content_hash({"policy.yaml": second})))
+    assert agent.loads["edited"] == 1
+    assert agent.ruleset == whole(second) != whole(first)
+    taken = agent.policy_of({"policy.yaml": second}).__dict__[MATCHES_MEMO]
+    changed = {"group:g3", "group:g10"}
+    naming = [key for key in kept if any(isinstance(value, tuple) and any(str(v).lstrip("!").strip() in changed for v in value) for value in key)]
+    assert naming and not any(key in taken and taken[key] is kept[key] for key in naming)  # worked out again
+    others = [key for key in kept if key not in naming]
+    assert len(others) > 10 and all(taken[key] is kept[key] for key in others if key in taken)  # taken over
+    assert sum(key in taken for key in others) > 10

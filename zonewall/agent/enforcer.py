@@ -24,7 +24,7 @@ from ..dataplane.readback import KernelView, read_view
 from ..policy.documents import Documents, check_documents, content_hash, load_documents
 from ..policy.errors import PolicyError
 from ..policy.incremental import load_edit
-from ..policy.resolve import Policy
+from ..policy.resolve import Policy, changed_groups
 from . import learning
 from .discovery import Found, discover_taps, taps_report, with_taps
 from .memory import keep_what_edits_read, release_freed_memory
@@ -99,10 +99,10 @@ class Enforcer:
         check_documents(documents)  # policy.documents.load_edited's steps, counted
         policy = load_edit(parsed[0], parsed[1], documents, groups=True, lines=True) if parsed is not None else None
         if policy is not None and parsed is not None:
-            if policy.doc.groups is parsed[1].doc.groups:  # rules alone changed: what references mean in addresses holds
-                policy.share_address_memos(parsed[1])
-            else:  # a group's members changed: what references mean is worked out anew, and kept from here on
-                policy.keep_compile_memos()
+            # rules alone changed, or a group's members: what references mean in
+            # addresses holds but for what names that group (worked out anew)
+            policy.share_address_memos(parsed[1], changed_groups(parsed[1].doc.groups, policy.doc.groups))
+            policy.keep_compile_memos()  # (those it did not take over: kept from here on)
         self.loads["edited" if policy is not None else "whole"] += 1
         if policy is None:
             # The policy kept is let go first: two parsed policies at once were the

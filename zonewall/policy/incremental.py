@@ -31,7 +31,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .addresses import parse_ref
 from .errors import Loc
 from .loader import plain_data
 from .model import Group, Rule, group_bodies
@@ -39,7 +38,7 @@ from .naming import MEMO as _NAMING
 from .naming import vms_naming_groups
 from .ownrules import MEMO as _OWN_RULES
 from .ownrules import edited_indexes
-from .resolve import Checker, Policy, RuleRef, default_rule_id, file_stem
+from .resolve import Checker, Policy, RuleRef, default_rule_id, file_stem, groups_holding, names_group
 from .ruletable import RuleTable, Runs, moved_ref, runs_of
 from .source import LDict, LList, read_plain
 
@@ -346,12 +345,12 @@ def _group_edit(old: Policy, file: str, lines: list[int], texts: list[str], was_
     checker.check_groups()
     if checker.problems:
         return None
-    holders = _holding(doc.groups, name)
+    holders = groups_holding(doc.groups, [name])
     runs = runs_of(policy._rule_table)
     naming = vms_naming_groups(policy, holders) if NAMING_INDEX else None  # (the other VMs' rules name none of them)
     for ref in (ref for key in runs if naming is None or key[0] != "vm" or key[1] in naming for ref in runs.unmoved(key)):  # (positions are read only for problems)
         rule = ref.rule
-        if rule.family is not None and any(_names_group(refs, holders) for refs in (rule.from_, rule.to)):
+        if rule.family is not None and any(names_group(refs, holders) for refs in (rule.from_, rule.to)):
             checker.check_rule(ref, policy)
     return None if checker.problems else policy
 
@@ -369,22 +368,6 @@ def _read_entry(text: str, file: str, line: int) -> tuple[str, Any] | None:
     if not isinstance(key, str) or not isinstance(value, (LDict, LList)) or value.loc.line != line:
         return None
     return key, value
-
-
-def _holding(groups: dict[str, Group], name: str) -> set[str]:
-    """`name` and every group that holds it, directly or through others."""
-    holders, grew = {name}, True
-    while grew:
-        grew = False
-        for other, group in groups.items():
-            if other not in holders and _names_group(group.members, holders):
-                holders.add(other)
-                grew = True
-    return holders
-
-
-def _names_group(refs: list[str] | None, names: set[str]) -> bool:
-    return any(text.startswith("group:") and parse_ref(text).name in names for text in refs or ())
 
 
 # -- rule lines added or removed ----------------------------------------------------

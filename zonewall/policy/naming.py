@@ -47,7 +47,7 @@ def names_any(rule: Rule, refs: frozenset[str] | set[str]) -> bool:
     return False
 
 
-def vms_naming_groups(policy: Policy, groups: set[str]) -> set[str]:
+def vms_naming_groups(policy: Policy, groups: set[str] | frozenset[str]) -> set[str]:
     """The VMs one of whose rules has a reference text that starts with `group:` and
     names one of `groups` (and perhaps some more VMs: a negated text is filed under
     its plain form too): the only VMs whose rules a group edit's family check reads
