@@ -72,6 +72,17 @@ def test_a_commit_answers_the_nodes_it_changes_before_its_diff_and_the_others_af
                 diffing[number] = (started, time.monotonic())
 
         monkeypatch.setattr(diffs, "run", slow_run)
+        # and the commit slow to work out which nodes it changes: our own NOTIFY
+        # (PostgreSQL) arrives meanwhile and must not publish the revision to everyone
+        from zonewall.controller.store.cache import NodeStates
+
+        prepare = NodeStates.prepare
+
+        def slow_prepare(self):  # type: ignore[no-untyped-def]
+            time.sleep(0.5)
+            return prepare(self)
+
+        monkeypatch.setattr(NodeStates, "prepare", slow_prepare)
 
         def change(revision: int, commit) -> dict[str, tuple[dict, float]]:  # type: ignore[no-untyped-def]
             answers: dict[str, tuple[dict, float]] = {}

@@ -171,3 +171,36 @@ def test_a_node_asking_after_the_staging_gets_what_was_published_to_it(loop: asy
     watch.release(2)
     other.result(5)
     assert seen[-1] == ("node1", 2)
+
+
+def test_a_revision_held_while_its_commit_works_out_the_changed_nodes(loop: asyncio.AbstractEventLoop) -> None:
+    watch = _bound(loop, 1)
+    seen: list[tuple[str, int]] = []
+    poll = asyncio.run_coroutine_threadsafe(_node_poller(watch, 1, "node1", seen), loop)  # type: ignore[arg-type]
+    _turn(loop)
+    watch.hold(2)  # its row is written
+    watch.notify(2)  # our own NOTIFY arrives before the commit knows which nodes changed
+    _turn(loop)
+    assert seen == [] and watch.current == 1
+    watch.committed(2, frozenset({"node2"}))
+    _turn(loop)
+    assert seen == []
+    watch.release(2)
+    poll.result(5)
+    assert seen == [("node1", 2)]
+
+
+def test_a_dropped_hold_lets_the_number_be_published_when_it_is_committed_after_all(loop: asyncio.AbstractEventLoop) -> None:
+    watch = _bound(loop, 1)
+    watch.hold(2)
+    watch.drop(2)  # that write failed; another controller then committed a revision 2
+    seen: list[tuple[str, int]] = []
+    poll = asyncio.run_coroutine_threadsafe(_node_poller(watch, 1, "node1", seen), loop)  # type: ignore[arg-type]
+    _turn(loop)
+    watch.notify(2)
+    poll.result(5)
+    assert seen == [("node1", 2)]
+    watch.hold(3)
+    watch.committed(3, None)  # which nodes it changes is not known: everyone at once
+    _turn(loop)
+    assert watch.current == 3

@@ -79,7 +79,7 @@ def build_controller(db_url: str, retention: Retention = Retention(), *, diff_le
     nodes = NodeStore(sessions)
     cache = RevisionCache(sessions)
     diffs = DiffJobs(sessions, cache, replica_name(), lease=diff_lease)
-    revisions = RevisionStore(sessions, diffs, cache, on_commit=watch.committed, on_diffed=watch.release)
+    revisions = RevisionStore(sessions, diffs, cache, publisher=watch)
     watch.notify(revisions.current_number() or 0)
     migrations = MigrationHub(sessions)
     follower = Follower(sessions.kw["bind"], revisions.current_number, cache.get, watch.notify, recheck=recheck,

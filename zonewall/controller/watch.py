@@ -23,8 +23,10 @@ answering them and reading their reports took ~0.25 s of the controller at 100
 nodes, before the diff and so before the commit's own answer. So a commit `stage`s
 its revision: it is published at once to the nodes it changes, and to everyone
 else when the committing request `release`s it, after its diff (or STAGE_SECONDS
-later, whatever happened to that request). A notification of a staged revision
-(our own NOTIFY, the periodic check) waits for the release too.
+later, whatever happened to that request). The revision is `hold`-en from the
+moment its row is written, before any other reader can see it: a notification of it
+(our own NOTIFY, the periodic check, which can come before the commit has worked out
+which nodes changed) waits for the release too (`drop`: the write failed).
 """
 
 from __future__ import annotations
@@ -95,10 +97,23 @@ class RevisionWatch:
             self._held.add(number)  # before any notification of it can arrive
         self._call(loop, self._stage, number, nodes)
 
+    def hold(self, number: int) -> None:
+        """Thread-safe: revision `number` is being committed here; a notification of
+        it (our own NOTIFY, the periodic check) waits for `committed`."""
+        with self._lock:
+            if self._loop is not None:
+                self._held.add(number)
+
+    def drop(self, number: int) -> None:
+        """Thread-safe: the commit of revision `number` failed; nothing is published."""
+        with self._lock:
+            self._held.discard(number)
+
     def committed(self, number: int, changed: frozenset[str] | None) -> None:
-        """A commit of this controller: staged when the nodes it changes are known."""
+        """A commit of this controller: staged when the nodes it changes are known,
+        else published to every node."""
         if changed is None:
-            self.notify(number)
+            self.release(number)
         else:
             self.stage(number, changed)
 

@@ -25,10 +25,10 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -88,19 +88,41 @@ class Committed:
     replayed: bool = False  # the answer of an earlier request with the same idempotency key
 
 
+class Publisher(Protocol):
+    """Who tells the agents of the revisions committed here (controller/watch.py)."""
+
+    def hold(self, number: int) -> None:
+        """Revision `number` is being written: a notification of it waits for `committed`."""
+
+    def drop(self, number: int) -> None:
+        """The write of revision `number` failed: nothing of it is published."""
+
+    def committed(self, number: int, changed: frozenset[str] | None) -> None:
+        """Revision `number` is stored; it changes the documents of the nodes `changed`
+        (None: of every node, or not known)."""
+
+    def release(self, number: int) -> None:
+        """The commit of revision `number` is answered: publish it to every node."""
+
+
+class _Unpublished:
+    """No one to tell (a store used without a controller: tools, tests)."""
+
+    def hold(self, number: int) -> None: ...
+    def drop(self, number: int) -> None: ...
+    def committed(self, number: int, changed: frozenset[str] | None) -> None: ...
+    def release(self, number: int) -> None: ...
+
+
 class RevisionStore:
     def __init__(self, sessions: sessionmaker[Session], diffs: DiffJobs, cache: RevisionCache,
-                 on_commit: Callable[[int, frozenset[str] | None], None] = lambda number, changed: None,
-                 on_diffed: Callable[[int], None] = lambda number: None) -> None:
-        """`on_commit(number, changed)`: a revision was committed here, changing the
-        documents of the nodes `changed` (None: of every node); `on_diffed(number)`:
-        its diff is done (or failed). controller/watch.py publishes it on both."""
+                 publisher: Publisher | None = None) -> None:
+        """`publisher`: told of each revision committed here (controller/watch.py)."""
         self._sessions = sessions
         self._writes = SerializedWrites(sessions)
         self.diffs = diffs
         self.cache = cache
-        self._on_commit = on_commit
-        self._on_diffed = on_diffed
+        self._publisher = publisher or _Unpublished()
         self._floor_seen = 0  # the highest floor this process wrote (saves repeated writes)
         self._floor_lock = threading.Lock()
 
@@ -172,6 +194,7 @@ class RevisionStore:
         cut = self._chunked(proposal.documents)
         digest = cut.content_hash
         with ExitStack() as hold:
+            held = hold.enter_context(self._holding())
             with self._writes() as session:
                 if proposal.idempotency is not None:  # a retry racing its original
                     replayed = self.replay(proposal.idempotency, session)
@@ -198,6 +221,7 @@ class RevisionStore:
                 )
                 session.add(row)
                 session.flush()
+                held(number)  # before anyone can see it (our NOTIFY, the periodic check): watch.py `hold`
                 # whoever asks for it before it is put (our own NOTIFY, the periodic check)
                 # waits for this parse instead of making its own
                 hold.enter_context(self.cache.filling(number))
@@ -207,11 +231,12 @@ class RevisionStore:
                     session.execute(text("SELECT pg_notify(:channel, :number)"), {"channel": CHANNEL, "number": str(number)})
             view = RevisionView.of(row, policy, proposal.documents, cut.documents)
             self.cache.put(view, whole=whole)
-            # before the agents are woken (cache.py `prepare`), and staged before the
-            # parse is handed to anyone waiting for it (our own NOTIFY: watch.py)
-            changed = view.states.prepare() if view.states is not None else None
             log.info("revision %d by %s (%s): %s", row.number, row.author, row.kind, row.message)
-            self._on_commit(row.number, changed)
+            changed: frozenset[str] | None = None
+            try:
+                changed = view.states.prepare() if view.states is not None else None  # before the agents are woken (cache.py)
+            finally:  # (a failed prepare: published to every node at once)
+                self._publisher.committed(row.number, changed)
         return Committed(row, created=True)
 
     def _validated(self, documents: Documents) -> tuple[Policy, bool]:
@@ -253,7 +278,23 @@ class RevisionStore:
 
     def release(self, number: int) -> None:
         """Publish revision `number` to every node (watch.py `release`)."""
-        self._on_diffed(number)
+        self._publisher.release(number)
+
+    @contextmanager
+    def _holding(self) -> Iterator[Callable[[int], None]]:
+        """`hold(number)` for the revision being written; if the write fails, the
+        hold is dropped (the number was never committed and may be given again)."""
+        held: list[int] = []
+
+        def hold(number: int) -> None:
+            self._publisher.hold(number)
+            held.append(number)
+        try:
+            yield hold
+        except BaseException:
+            for number in held:
+                self._publisher.drop(number)
+            raise
 
     def raise_floor(self, number: int) -> None:
         """An agent has applied revision `number`: never give that number to new documents."""
