@@ -266,7 +266,7 @@ class RevisionStore:
 
     def attach_diff(self, committed: Committed, *, release: bool = True) -> RevisionRow:
         """The revision with its semantic diff, computed now if this request made it;
-        then the revision is published to every node (`on_commit` staged it), unless
+        then the revision is published to every node (`commit` staged it), unless
         `release` is False: the caller calls `release` itself (after its answer)."""
         if not committed.created or committed.replayed:
             return self.get(committed.row.number) or committed.row  # a replay shows the diff as it is now
