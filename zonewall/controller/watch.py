@@ -94,7 +94,7 @@ class RevisionWatch:
         if loop is None:
             return
         with self._lock:
-            self._held.add(number)  # before any notification of it can arrive
+            self._held.add(number)  # (a commit held it from its row's write already: `hold`; this is for other callers)
         self._call(loop, self._stage, number, nodes)
 
     def hold(self, number: int) -> None:
