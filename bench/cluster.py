@@ -165,16 +165,37 @@ class Poller:
                         self.stop.wait(0.5)
 
 
-def poll_set(ns: str, name: str, element: str, timeout: float) -> float | None:
-    """When the node's set first held `element`, read every 10 ms (None: not within `timeout`)."""
-    deadline = time.monotonic() + timeout
-    with LibNftBackend(netns=ns) as backend:
-        while time.monotonic() < deadline:
-            listed = backend.list_table("inet", "zonewall") or []
-            if any(element in json.dumps(obj["set"]) for obj in listed if "set" in obj and obj["set"].get("name") == name):
-                return time.monotonic()
-            time.sleep(0.01)
-    return None
+class SetWatch:
+    """When a node's set first holds an element: a thread reading the set every 10 ms
+    from before the change is sent (`nft monitor` does not show the agent's element
+    updates). Started before the PUT, so an element enforced while the commit is still
+    being answered is seen then, not after the answer (before 2026-12-06 evening the
+    set was read only after the answer: a group change's enforcement could never be
+    measured as earlier than its commit)."""
+
+    def __init__(self, ns: str, name: str, element: str, timeout: float) -> None:
+        self._ns, self._element, self._deadline = ns, element, time.monotonic() + timeout
+        self._command = {"nftables": [{"list": {"set": {"family": "inet", "table": "zonewall", "name": name}}}]}
+        self._ready, self.seen = threading.Event(), None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait()
+
+    def _run(self) -> None:
+        with LibNftBackend(netns=self._ns) as backend:
+            self._ready.set()
+            while time.monotonic() < self._deadline:
+                # one set listed (libnftables fetches only that set), not the whole table
+                rc, out, _ = backend._json_cmd(self._command)
+                if rc == 0 and self._element in json.dumps(out):
+                    self.seen = time.monotonic()
+                    return
+                time.sleep(0.01)
+
+    def wait(self) -> float | None:
+        """When the element was first seen (None: not within the timeout)."""
+        self._thread.join()
+        return self.seen
 
 
 def converged(managed: ManagedLab, revision: int, timeout: float) -> None:
@@ -263,6 +284,8 @@ def main() -> int:
                 text, marker = edit(text, kind, k, n)
                 node = f"node{k + 1}"
                 watch.arm(marker)
+                # a set element: read from before the change is sent (SetWatch)
+                set_watch = SetWatch(state.nodes[node], f"g-benchg{k}-v4", marker, timeout=60) if kind == "group" else None
                 cpu_before = {node_: cpu_seconds(pid) for node_, pid in agent_pids.items()}
                 controller_before = cpu_seconds(controller_pid)
                 # encoded before the clock starts (as bench/commit.py does): 16 MB of JSON
@@ -275,8 +298,8 @@ def main() -> int:
                 answered = time.monotonic()
                 if response.status_code != 201:
                     raise RuntimeError(f"{kind} change {n} refused: {response.text}")
-                if kind == "group":  # a set element: `nft monitor` does not show the agent's element updates, so the set is read
-                    seen = poll_set(state.nodes[node], f"g-benchg{k}-v4", marker, timeout=60)
+                if set_watch is not None:
+                    seen = set_watch.wait()
                 else:
                     seen = watch.wait_node(node, marker, timeout=60)
                 if seen is None:
