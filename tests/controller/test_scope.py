@@ -13,7 +13,7 @@ from bench.synth import policy_text
 from zonewall.compiler.node import compile_node
 from zonewall.policy.delta import apply_delta
 from zonewall.policy.documents import load_documents, read_directory
-from zonewall.policy.scope import SCOPE_MARK, Scoper, affected, rules_blocks, shared_edit, unsafe_yaml
+from zonewall.policy.scope import SCOPE_MARK, Scoper, affected, block_edit, rules_blocks, shared_edit, unsafe_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -366,6 +366,44 @@ def test_an_edit_every_node_shares_gives_each_node_what_scoping_gives(edits: lis
         nodes = ("node1", "node2", "node3")
         for node in affected(parent, new, nodes):
             assert apply_delta(parent.scoped(node), shared) == new.scoped(node), node
+
+
+@given(st.lists(st.tuples(st.sampled_from(["replace", "insert", "delete"]), st.integers(0, 10_000), st.sampled_from(EDIT_LINES)),
+                min_size=1, max_size=3))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_an_edit_inside_one_block_gives_every_node_what_scoping_gives(edits: list[tuple[str, int, str]]) -> None:
+    """Whatever the edit: when block_edit finds one, every node's previous documents
+    with its delta for that node applied (none: unchanged) are exactly its documents
+    scoped anew, and the nodes taking the block's lines are those holding it."""
+    placement, parent, after = _edited_micro(edits)
+    # the new revision's scoper following its parent's work, and made afresh (a restart)
+    for new in (Scoper.following(parent, after, placement, zone_of=ZONES_OF_EDITED), Scoper(after, placement, zone_of=ZONES_OF_EDITED)):
+        edit = block_edit(parent, new)
+        if edit is not None:
+            for node in ("node1", "node2", "node3"):
+                delta = edit.delta_for(node)
+                assert (apply_delta(parent.scoped(node), delta) if delta is not None else parent.scoped(node)) == new.scoped(node), node
+
+
+def test_a_rule_line_edited_or_added_in_one_block_is_a_block_edit() -> None:
+    """a's rules: a line edited in place goes to a's node only; a line added goes to
+    a's node as written and to the others as an empty line; a line naming a group
+    a's rules did not name changes what node1 keeps: scoped anew."""
+    placement = {"a": "node1", "b": "node2", "c": "node2"}
+    old = Scoper({"policy.yaml": MICRO}, placement, zone_of=MICRO_ZONES)
+    line = "      - {direction: in, action: accept, from: vm:b, service: ssh}\n"
+    in_place = Scoper.following(old, {"policy.yaml": MICRO.replace(line, line.replace("ssh", "http"))}, placement, zone_of=MICRO_ZONES)
+    edit = block_edit(old, in_place)
+    assert edit is not None and edit.holding == {"node1"} and edit.blanked is None
+    assert apply_delta(old.scoped("node1"), edit.kept) == in_place.scoped("node1")
+    added = Scoper.following(old, {"policy.yaml": MICRO.replace(line, line + "      - {direction: in, action: drop, udp: 5}\n")}, placement, zone_of=MICRO_ZONES)
+    edit = block_edit(old, added)
+    assert edit is not None and edit.blanked is not None and edit.blanked["changed"]["policy.yaml"][2] == [""]
+    for node in ("node1", "node2", "node3"):
+        assert apply_delta(old.scoped(node), edit.delta_for(node)) == added.scoped(node), node  # type: ignore[arg-type]
+    naming = Scoper.following(old, {"policy.yaml": MICRO.replace(line, line.replace("vm:b", "group:solo"))}, placement, zone_of=MICRO_ZONES)
+    assert block_edit(old, naming) is None
+    assert block_edit(old, Scoper.following(old, {"policy.yaml": MICRO.replace("udp: 53", "udp: 54")}, placement, zone_of=MICRO_ZONES)).holding == {"node1"}  # type: ignore[union-attr]
 
 
 @given(st.lists(st.tuples(st.sampled_from(["replace", "insert", "delete"]), st.integers(0, 10_000), st.sampled_from(EDIT_LINES)),
