@@ -9,10 +9,13 @@ poller thread that speaks the agent protocol (long-poll with `after` and `have`,
 applies the delta or takes the documents, checks the content hash, reports its
 status), so the controller serves every node as it would in production.
 
-Three kinds of change, --changes each, round robin over the real nodes:
+Four kinds of change, --changes each, round robin over the real nodes:
 * vm: one rule of a VM of a real node edited in place (its port);
+* vm-add: a rule line added to such a VM (every later line, and every later rule's
+  default id, moves: every node's documents change, the others' by an empty line);
 * zone: one rule of a zone whose VMs live on a real node edited in place;
-* group: the member of a group used by such a zone rule replaced.
+* group: the member of a group used by such a zone rule replaced (the group is
+  named by that zone's rule alone: the nodes not keeping it get the revision number).
 Each edit puts a port or address into the kernel that was never there; an
 `nft monitor` per real node sees the moment it arrives. Measured per change:
 commit latency (PUT /policy sent, its body encoded before, -> answered: validation, the stored revision and
@@ -63,6 +66,9 @@ from zonewall.policy.delta import apply_delta
 from zonewall.policy.documents import content_hash
 
 
+KINDS = ("vm", "vm-add", "zone", "group")
+
+
 class NodeWatch(KernelWatch):
     def wait_node(self, node: str, marker: str, timeout: float) -> float | None:
         """When `node`'s kernel first showed `marker` (None: not within `timeout`)."""
@@ -96,6 +102,8 @@ def edit(text: str, kind: str, k: int, n: int) -> tuple[str, str]:
     """The policy with change n of `kind` on real node k, and the kernel's text of it."""
     if kind == "vm":
         pattern, new, marker = rf"(id: bench-vm{k}, direction: in, action: accept, tcp: )\d+", rf"\g<1>{20000 + n}", f"dport {20000 + n} "
+    elif kind == "vm-add":  # a rule line added above VM k's bench rule: every later line (and default rule id) moves
+        pattern, new, marker = rf"(      - \{{id: bench-vm{k}, )", rf"      - {{direction: in, action: accept, tcp: {50000 + n}}}\n\g<1>", f"dport {50000 + n} "
     elif kind == "zone":
         pattern, new, marker = rf"(id: bench-zone{k}, direction: in, action: accept, tcp: )\d+", rf"\g<1>{30000 + n}", f"dport {30000 + n} "
     else:
@@ -165,16 +173,37 @@ class Poller:
                         self.stop.wait(0.5)
 
 
-def poll_set(ns: str, name: str, element: str, timeout: float) -> float | None:
-    """When the node's set first held `element`, read every 10 ms (None: not within `timeout`)."""
-    deadline = time.monotonic() + timeout
-    with LibNftBackend(netns=ns) as backend:
-        while time.monotonic() < deadline:
-            listed = backend.list_table("inet", "zonewall") or []
-            if any(element in json.dumps(obj["set"]) for obj in listed if "set" in obj and obj["set"].get("name") == name):
-                return time.monotonic()
-            time.sleep(0.01)
-    return None
+class SetWatch:
+    """When a node's set first holds an element: a thread reading the set every 10 ms
+    from before the change is sent (`nft monitor` does not show the agent's element
+    updates). Started before the PUT, so an element enforced while the commit is still
+    being answered is seen then, not after the answer (before 2026-12-06 evening the
+    set was read only after the answer: a group change's enforcement could never be
+    measured as earlier than its commit)."""
+
+    def __init__(self, ns: str, name: str, element: str, timeout: float) -> None:
+        self._ns, self._element, self._deadline = ns, element, time.monotonic() + timeout
+        self._command = {"nftables": [{"list": {"set": {"family": "inet", "table": "zonewall", "name": name}}}]}
+        self._ready, self.seen = threading.Event(), None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait()
+
+    def _run(self) -> None:
+        with LibNftBackend(netns=self._ns) as backend:
+            self._ready.set()
+            while time.monotonic() < self._deadline:
+                # one set listed (libnftables fetches only that set), not the whole table
+                rc, out, _ = backend._json_cmd(self._command)
+                if rc == 0 and self._element in json.dumps(out):
+                    self.seen = time.monotonic()
+                    return
+                time.sleep(0.01)
+
+    def wait(self) -> float | None:
+        """When the element was first seen (None: not within the timeout)."""
+        self._thread.join()
+        return self.seen
 
 
 def converged(managed: ManagedLab, revision: int, timeout: float) -> None:
@@ -206,7 +235,7 @@ def main() -> int:
     parser.add_argument("--real", type=int, default=5, help="nodes with a real agent in a lab namespace")
     parser.add_argument("--changes", type=int, default=30, help="changes of each kind")
     parser.add_argument("--zone-changes", type=int, help="zone changes, if not --changes: each costs the controller a whole-policy diff")
-    parser.add_argument("--kinds", default="vm,zone,group", help="which changes (comma list of vm, zone, group)")
+    parser.add_argument("--kinds", default="vm,zone,group", help="which changes (comma list of vm, vm-add, zone, group)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -263,6 +292,8 @@ def main() -> int:
                 text, marker = edit(text, kind, k, n)
                 node = f"node{k + 1}"
                 watch.arm(marker)
+                # a set element: read from before the change is sent (SetWatch)
+                set_watch = SetWatch(state.nodes[node], f"g-benchg{k}-v4", marker, timeout=60) if kind == "group" else None
                 cpu_before = {node_: cpu_seconds(pid) for node_, pid in agent_pids.items()}
                 controller_before = cpu_seconds(controller_pid)
                 # encoded before the clock starts (as bench/commit.py does): 16 MB of JSON
@@ -275,8 +306,8 @@ def main() -> int:
                 answered = time.monotonic()
                 if response.status_code != 201:
                     raise RuntimeError(f"{kind} change {n} refused: {response.text}")
-                if kind == "group":  # a set element: `nft monitor` does not show the agent's element updates, so the set is read
-                    seen = poll_set(state.nodes[node], f"g-benchg{k}-v4", marker, timeout=60)
+                if set_watch is not None:
+                    seen = set_watch.wait()
                 else:
                     seen = watch.wait_node(node, marker, timeout=60)
                 if seen is None:
@@ -332,7 +363,7 @@ def table(results: dict[str, Any]) -> str:
             f"policy {results['policy_bytes'] / 1e6:.1f} MB; first revision on every node in {results['initial_all_nodes_s']} s",
             "| change (n) | commit p50 / p99 ms | enforced p50 / p99 ms | of which after publication p50 / p99 ms | unaffected answer bytes (max) | affected answers: delta / documents (max bytes) |",
             "|---|---|---|---|---|---|"]
-    for kind in ("vm", "zone", "group"):
+    for kind in KINDS:
         if kind not in results:
             continue
         r = results[kind]
@@ -343,7 +374,7 @@ def table(results: dict[str, Any]) -> str:
                     f"{a['documents']['n']} ({a['documents']['max_bytes']}) |")
     rows.append("| change | controller CPU ms per change p50 / max | agent CPU ms: the node measured p50 / max | other real nodes p50 / max |")
     rows.append("|---|---|---|---|")
-    for kind in ("vm", "zone", "group"):
+    for kind in KINDS:
         if kind in results:
             r = results[kind]
             c, a, u = r["controller_cpu_ms"], r["agent_cpu_ms"]["measured node"], r["agent_cpu_ms"]["other real nodes"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from bench.synth import policy_text
 from zonewall.compiler.node import compile_node
 from zonewall.policy.delta import apply_delta
 from zonewall.policy.documents import load_documents, read_directory
-from zonewall.policy.scope import SCOPE_MARK, Scoper, affected, rules_blocks, shared_edit
+from zonewall.policy.scope import SCOPE_MARK, Scoper, affected, block_edit, rules_blocks, shared_edit, unsafe_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,6 +26,10 @@ networks:
   lan: {bridge: br0, subnets: [10.0.0.0/24]}
 groups:
   pair: [vm:a, vm:b]
+  solo: [10.0.0.9]
+  dup:
+    - 10.0.0.8
+    - group:pair
 zones:
   front:
     default: {in: drop}
@@ -56,6 +61,7 @@ vms:
     - {direction: out, action: drop, to: vm:a, tcp: 25}
     - direction: in
       action: accept
+      from: group:dup
       tcp: 443
   c:
     host: node2
@@ -121,6 +127,15 @@ def test_a_zones_rules_are_left_out_where_none_of_its_vms_is() -> None:
     assert "udp: 53" in unknown and "udp: 161" in unknown  # zones not known: their rules everywhere
 
 
+UNSAFE_PATTERN = re.compile(r"""(^|[\s\[{,:])[&*!][^\s]|^---|^\.\.\.|<<:|\t""", re.MULTILINE)
+
+
+@given(st.text(alphabet=" \t\n\r\x0b\x85\xa0ab:-.[]{},&*!<#'\"", max_size=40))
+@settings(max_examples=2000, deadline=None)
+def test_unsafe_yaml_is_the_pattern_it_replaced(text: str) -> None:
+    assert unsafe_yaml(text) == (UNSAFE_PATTERN.search(text) is not None), repr(text)
+
+
 def test_unsafe_yaml_is_never_cut() -> None:
     assert rules_blocks(MICRO)
     anchored = MICRO.replace("      - {direction: in, action: accept, from: vm:b, service: ssh}", "      - &ssh {direction: in, action: accept, from: vm:b, service: ssh}")
@@ -143,6 +158,58 @@ def test_affected_nodes_of_a_change() -> None:
     moved = Scoper({"policy.yaml": MICRO}, {**placement, "c": "node1"})
     assert affected(old, moved, nodes) == set(nodes)
     assert affected(old, Scoper({"policy.yaml": MICRO}, placement), nodes) == set()
+
+
+def test_groups_a_node_does_not_use_are_left_out() -> None:
+    """node1 keeps `pair` (a's rule names it), node2 `dup` and the `pair` it holds (b's
+    rule names dup), node3 none (its section becomes `groups: {}`); `solo`, named by
+    nobody, is nobody's. Positions are kept, and each node's documents load."""
+    scoper = Scoper({"policy.yaml": MICRO}, {"a": "node1", "b": "node2", "c": "node2"}, zone_of=MICRO_ZONES)
+    scoped = {node: scoper.scoped(node)["policy.yaml"] for node in ("node1", "node2", "node3")}
+    assert "pair: [vm:a, vm:b]" in scoped["node1"] and "dup:" not in scoped["node1"] and "solo:" not in scoped["node1"]
+    assert "pair: [vm:a, vm:b]" in scoped["node2"] and "- group:pair" in scoped["node2"] and "solo:" not in scoped["node2"]
+    assert "pair:" not in scoped["node3"] and "groups: {}\n" in scoped["node3"]
+    for node, text in scoped.items():
+        assert len(text.splitlines()) == len(MICRO.splitlines()) + 1, node
+        policy = load_documents({"policy.yaml": text})
+        assert set(policy.doc.groups) == {"node1": {"pair"}, "node2": {"pair", "dup"}, "node3": set()}[node]
+    # a VM arriving on node3 brings the groups its rules name
+    assert set(load_documents(scoper.scoped("node3", keep=["b"])).doc.groups) == {"pair", "dup"}
+    # a double-quoted escape can spell a reference the scan does not see: every group stays
+    escaped = MICRO.replace("from: vm:b, service: ssh", 'from: "gr\\x6fup:solo", service: ssh')
+    assert load_documents({"policy.yaml": escaped}).doc.vms["a"].rules[0].from_ == ["group:solo"]
+    kept = Scoper({"policy.yaml": escaped}, {"a": "node1", "b": "node2", "c": "node2"}, zone_of=MICRO_ZONES).scoped("node1")
+    assert set(load_documents(kept).doc.groups) == {"pair", "solo", "dup"}
+
+
+def test_a_group_edit_touches_the_nodes_keeping_it() -> None:
+    placement = {"a": "node1", "b": "node2", "c": "node2"}
+    nodes = ["node1", "node2", "node3"]
+    old = Scoper({"policy.yaml": MICRO}, placement, zone_of=MICRO_ZONES)
+    edits = {
+        "  solo: [10.0.0.9]": ("  solo: [10.0.0.19]", set()),  # named by nobody
+        "  pair: [vm:a, vm:b]": ("  pair: [vm:a, 10.0.0.66]", {"node1", "node2"}),  # named by a, held by dup
+        "    - 10.0.0.8": ("    - 10.0.0.18", {"node2"}),  # dup's member: b's node only
+        "  pair: [vm:a, vm:b]\n": ("  pair: [vm:a, vm:b, group:solo]\n", {"node1", "node2"}),  # nests solo: they keep it too
+        "      - {direction: in, action: accept, from: vm:b, service: ssh}": (
+            "      - {direction: in, action: accept, from: group:solo, service: ssh}", {"node1"}),  # a's rule names solo
+    }
+    for before, (after, touched) in edits.items():
+        text = MICRO.replace(before, after)
+        assert text != MICRO, before
+        new = Scoper.following(old, {"policy.yaml": text}, placement, zone_of=MICRO_ZONES)
+        fresh = Scoper({"policy.yaml": text}, placement, zone_of=MICRO_ZONES)
+        assert affected(old, new, nodes) == touched, after
+        shared = shared_edit(old, new)
+        for node in nodes:
+            assert new.scoped(node) == fresh.scoped(node), (after, node)
+            if node not in touched:
+                assert new.scoped(node) == old.scoped(node), (after, node)
+            elif shared is not None:
+                assert apply_delta(old.scoped(node), shared) == new.scoped(node), (after, node)
+    # a member's line added to a block-style group: lines move, every node; not shared
+    grown = Scoper.following(old, {"policy.yaml": MICRO.replace("    - 10.0.0.8\n", "    - 10.0.0.8\n    - 10.0.0.7\n")}, placement, zone_of=MICRO_ZONES)
+    assert affected(old, grown, nodes) == set(nodes) and shared_edit(old, grown) is None
 
 
 def test_affected_nodes_of_a_zone_rule_change() -> None:
@@ -180,6 +247,19 @@ EDIT_LINES = [
     "settings: {}",
     "      - &x {direction: in, action: accept}",
     "    nics: [{network: lan, ips: [10.0.0.40]}]",
+    # groups: members, nesting, a new entry, a block-style entry, references to them
+    "  pair: [vm:a, 10.0.0.77]",
+    "  pair: [group:solo, vm:b]",
+    "  solo: [10.0.0.78]",
+    "  solo:",
+    "    - group:pair",
+    "    - 10.0.0.79",
+    "  - 10.0.0.80",
+    "      - {direction: in, action: accept, from: group:solo, tcp: 7}",
+    "    - {direction: out, action: accept, to: group:pair}",
+    "  management: [group:solo]",
+    "groups:",
+    "  \"x\": [10.0.0.81]",
 ]
 
 MICRO_PLACEMENT = {"a": "node1", "b": "node2", "c": "node2", "d": "node1"}
@@ -209,7 +289,14 @@ def test_a_scoper_following_its_parent_finds_the_blocks_a_scan_finds(edits: list
     """Scoper.following reuses the parent's blocks for edits inside one block; whatever
     the edit, its blocks are exactly those of a fresh scan."""
     placement, parent, after = _edited_micro(edits)
-    assert Scoper.following(parent, after, placement, zone_of=ZONES_OF_EDITED).blocks == Scoper(after, placement, zone_of=ZONES_OF_EDITED).blocks
+    follower, fresh = Scoper.following(parent, after, placement, zone_of=ZONES_OF_EDITED), Scoper(after, placement, zone_of=ZONES_OF_EDITED)
+    assert follower.blocks == fresh.blocks
+    # the groups likewise: a revision's documents for a node never depend on the path to it
+    assert follower.sections == fresh.sections
+    use, scanned = follower.group_use, fresh.group_use
+    assert (use.held, use.by_owner, use.everywhere) == (scanned.held, scanned.by_owner, scanned.everywhere)
+    for node in ("node1", "node2", "node3"):
+        assert follower.scoped(node) == fresh.scoped(node), node
 
 
 def test_a_scoper_following_its_parent_reuses_its_blocks_for_an_edit_inside_one() -> None:
@@ -223,7 +310,7 @@ def test_a_scoper_following_its_parent_reuses_its_blocks_for_an_edit_inside_one(
 
     scans = []
     real = scope.rules_blocks
-    scope.rules_blocks = lambda text: scans.append(text) or real(text)  # type: ignore[assignment]
+    scope.rules_blocks = lambda text, *known: scans.append(text) or real(text, *known)  # type: ignore[assignment]
     try:
         Scoper.following(parent, {"policy.yaml": added}, placement)
         assert scans == []  # inside b's block: nothing scanned
@@ -249,7 +336,7 @@ def test_a_scoper_following_its_parent_moves_its_blocks_for_an_edit_of_another_s
     scanned = {name: Scoper({"policy.yaml": text}, placement, zone_of=MICRO_ZONES).blocks for name, text in edits.items()}
     scans: list[str] = []
     real = scope.rules_blocks
-    scope.rules_blocks = lambda text: scans.append(text) or real(text)  # type: ignore[assignment]
+    scope.rules_blocks = lambda text, *known: scans.append(text) or real(text, *known)  # type: ignore[assignment]
     try:
         for name, text in edits.items():
             follower = Scoper.following(parent, {"policy.yaml": text}, placement, zone_of=MICRO_ZONES)
@@ -275,9 +362,48 @@ def test_an_edit_every_node_shares_gives_each_node_what_scoping_gives(edits: lis
     placement, parent, after = _edited_micro(edits)
     new = Scoper.following(parent, after, placement, zone_of=ZONES_OF_EDITED)
     shared = shared_edit(parent, new)
-    if shared is not None:
-        for node in ("node1", "node2", "node3"):
+    if shared is not None:  # what NodeStates does: the nodes the edit affects take it, the others keep theirs
+        nodes = ("node1", "node2", "node3")
+        for node in affected(parent, new, nodes):
             assert apply_delta(parent.scoped(node), shared) == new.scoped(node), node
+
+
+@given(st.lists(st.tuples(st.sampled_from(["replace", "insert", "delete"]), st.integers(0, 10_000), st.sampled_from(EDIT_LINES)),
+                min_size=1, max_size=3))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_an_edit_inside_one_block_gives_every_node_what_scoping_gives(edits: list[tuple[str, int, str]]) -> None:
+    """Whatever the edit: when block_edit finds one, every node's previous documents
+    with its delta for that node applied (none: unchanged) are exactly its documents
+    scoped anew, and the nodes taking the block's lines are those holding it."""
+    placement, parent, after = _edited_micro(edits)
+    # the new revision's scoper following its parent's work, and made afresh (a restart)
+    for new in (Scoper.following(parent, after, placement, zone_of=ZONES_OF_EDITED), Scoper(after, placement, zone_of=ZONES_OF_EDITED)):
+        edit = block_edit(parent, new)
+        if edit is not None:
+            for node in ("node1", "node2", "node3"):
+                delta = edit.delta_for(node)
+                assert (apply_delta(parent.scoped(node), delta) if delta is not None else parent.scoped(node)) == new.scoped(node), node
+
+
+def test_a_rule_line_edited_or_added_in_one_block_is_a_block_edit() -> None:
+    """a's rules: a line edited in place goes to a's node only; a line added goes to
+    a's node as written and to the others as an empty line; a line naming a group
+    a's rules did not name changes what node1 keeps: scoped anew."""
+    placement = {"a": "node1", "b": "node2", "c": "node2"}
+    old = Scoper({"policy.yaml": MICRO}, placement, zone_of=MICRO_ZONES)
+    line = "      - {direction: in, action: accept, from: vm:b, service: ssh}\n"
+    in_place = Scoper.following(old, {"policy.yaml": MICRO.replace(line, line.replace("ssh", "http"))}, placement, zone_of=MICRO_ZONES)
+    edit = block_edit(old, in_place)
+    assert edit is not None and edit.holding == {"node1"} and edit.blanked is None
+    assert apply_delta(old.scoped("node1"), edit.kept) == in_place.scoped("node1")
+    added = Scoper.following(old, {"policy.yaml": MICRO.replace(line, line + "      - {direction: in, action: drop, udp: 5}\n")}, placement, zone_of=MICRO_ZONES)
+    edit = block_edit(old, added)
+    assert edit is not None and edit.blanked is not None and edit.blanked["changed"]["policy.yaml"][2] == [""]
+    for node in ("node1", "node2", "node3"):
+        assert apply_delta(old.scoped(node), edit.delta_for(node)) == added.scoped(node), node  # type: ignore[arg-type]
+    naming = Scoper.following(old, {"policy.yaml": MICRO.replace(line, line.replace("vm:b", "group:solo"))}, placement, zone_of=MICRO_ZONES)
+    assert block_edit(old, naming) is None
+    assert block_edit(old, Scoper.following(old, {"policy.yaml": MICRO.replace("udp: 53", "udp: 54")}, placement, zone_of=MICRO_ZONES)).holding == {"node1"}  # type: ignore[union-attr]
 
 
 @given(st.lists(st.tuples(st.sampled_from(["replace", "insert", "delete"]), st.integers(0, 10_000), st.sampled_from(EDIT_LINES)),
@@ -320,6 +446,9 @@ def test_group_zone_and_settings_edits_are_shared_a_vm_rule_edit_is_not() -> Non
         assert new.documents != parent.documents, name  # each case edits something
         shared = shared_edit(parent, new)
         assert (shared is not None) == shares, name
-        if shared is not None:
-            for node in sorted(set(placement.values())):
-                assert apply_delta(parent.scoped(node), shared) == new.scoped(node), (name, node)
+        if shared is not None:  # the nodes it affects take it, the others keep theirs (NodeStates)
+            nodes = sorted(set(placement.values()))
+            touched = affected(parent, new, nodes)
+            for node in nodes:
+                before = apply_delta(parent.scoped(node), shared) if node in touched else parent.scoped(node)
+                assert before == new.scoped(node), (name, node)

@@ -29,15 +29,30 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .delta import Delta, text_span
+from .delta import Delta, changed_lines, text_span
 from .documents import Documents
+from .scope_groups import GroupUse, Section, blank_entries, find_section, mentions, section_after_edit
 
 SCOPE_MARK = "# zonewall: scoped to node "  # appended to each scoped document: rules of other nodes' VMs left out
 _TOP_SECTION = re.compile(r"(vms|zones):\s*(#.*)?$")
 _KINDS = {"vms": "vm", "zones": "zone"}
 _KEY = re.compile(r"""( +)([A-Za-z0-9_][A-Za-z0-9_.-]*|"[^"\\]+"|'[^']+'):\s*(#.*)?$""")
 _RULES = re.compile(r"( +)rules:\s*(#.*)?$")
-_UNSAFE = re.compile(r"""(^|[\s\[{,:])[&*!][^\s]|^---|^\.\.\.|<<:|\t""", re.MULTILINE)
+_NODE_PROPERTY = re.compile(r"[&*!]\S")  # an anchor, alias or tag, where it starts a token (unsafe_yaml)
+
+
+def unsafe_yaml(text: str) -> bool:
+    """Whether the text may hold a YAML anchor, alias, tag, merge key, document marker
+    or tab (what the scan of blocks cannot follow). The same as the regular expression
+    `(^|[\\s\\[{,:])[&*!][^\\s]|^---|^\\.\\.\\.|<<:|\\t` (multi-line), which took ~0.7 s on
+    a 16 MB document; this is ~0.05 s: rare characters first, the context after."""
+    if "\t" in text or "<<:" in text or text.startswith(("---", "...")) or "\n---" in text or "\n..." in text:
+        return True
+    for found in _NODE_PROPERTY.finditer(text):
+        at = found.start()
+        if at == 0 or text[at - 1].isspace() or text[at - 1] in "[{,:":
+            return True
+    return False
 
 
 def is_scoped(documents: Documents) -> bool:
@@ -66,11 +81,11 @@ def _is_filler(line: str) -> bool:
     return not stripped or stripped.startswith("#")
 
 
-def rules_blocks(text: str) -> dict[Owner, tuple[int, int]]:
+def rules_blocks(text: str, unsafe: bool | None = None) -> dict[Owner, tuple[int, int]]:
     """(kind, name) -> lines [start, end) of its rules block, for every VM and zone
     whose block can be left out safely (see the module docstring); one not named has
-    none."""
-    if _UNSAFE.search(text):
+    none. `unsafe`: unsafe_yaml(text), when the caller knows it."""
+    if unsafe_yaml(text) if unsafe is None else unsafe:
         return {}
     lines = text.split("\n")
     found: dict[Owner, tuple[int, int]] = {}
@@ -145,19 +160,109 @@ class Scoper:
                     holding.setdefault(zone, set()).add(placement[vm])
             self.zone_nodes = {zone: frozenset(nodes) for zone, nodes in holding.items()}
         self.blocks: dict[Owner, Block] = {}
+        self.sections: dict[str, Section] = {}  # document -> its groups section, where groups are scoped (scope_groups.py)
         self._lines: dict[str, list[str]] = {}
         self._spans: dict[str, tuple[str, tuple[int, int, int]]] = {}  # document -> (the older text, span_from's answer)
         if parent is not None and (set(documents) != set(parent.documents) or placement != parent.placement or zone_of != parent.zone_of):
             parent = None
+        scanned: set[str] = set()  # documents whose rules blocks were found by a scan
         for name, text in documents.items():
             reused = self._reused_blocks(parent, name, text) if parent is not None else None
             if reused is not None:  # the parent's, of owners scoped alike (same placement and zones)
                 for owner, block in reused.items():
                     self.blocks.setdefault(owner, block)
+            else:
+                scanned.add(name)
+                unsafe = unsafe_yaml(text)  # once for both scans (~50 ms for 16 MB)
+                for owner, (start, end) in rules_blocks(text, unsafe).items():
+                    if self._scoped_owner(owner) and owner not in self.blocks:
+                        self.blocks[owner] = Block(name, start, end)
+            section = self._section(parent, name, text, None if reused is not None else unsafe)
+            if section is not None:
+                self.sections[name] = section
+        self.group_use = self._group_use(parent, scanned)
+        # node -> the groups it keeps; shared with the parent while the mentions are its
+        self._kept: dict[str, frozenset[str]] = parent._kept if parent is not None and parent.group_use is self.group_use else {}
+
+    def _section(self, parent: Scoper | None, name: str, text: str, unsafe: bool | None) -> Section | None:
+        """Document `name`'s groups section: the parent's, moved or read again where an
+        edit lies in it (scope_groups.section_after_edit), or found by a scan.
+        `unsafe`: the document was scanned for rules blocks (unsafe_yaml's answer)."""
+        if parent is not None and unsafe is None:
+            old = parent.sections.get(name)
+            if text == parent.documents[name]:
+                return old
+            start, old_end, new_end = self.span_from(parent, name)
+            edited = self.lines(name)[start:new_end]
+            if old is not None and not any(unsafe_yaml(line) or "\\" in line for line in edited):
+                section = section_after_edit(old, self.lines(name), (start, old_end, new_end), edited)
+                if section is not None:
+                    return section
+        if (unsafe_yaml(text) if unsafe is None else unsafe) or "\\" in text:  # scope_groups: a scan must see every reference
+            return None
+        return find_section(text, self.lines(name))
+
+    def _group_use(self, parent: Scoper | None, scanned: set[str]) -> GroupUse:
+        """Which groups each block and entry names: the parent's, with the mentions an
+        edit inside one rules block or one group's entry changed read again; a scan of
+        every document otherwise (~0.1 s at 10,000 VMs)."""
+        if parent is None or scanned:
+            return self._scan_group_use()
+        use = parent.group_use
+        changed = [name for name, text in self.documents.items() if text != parent.documents[name]]
+        for name in changed:
+            old_section, new_section = parent.sections.get(name), self.sections.get(name)
+            if (old_section is None) != (new_section is None):
+                return self._scan_group_use()
+            start, old_end, new_end = self.span_from(parent, name)
+            if not any("group:" in line for line in (*parent.lines(name)[start:old_end], *self.lines(name)[start:new_end])):
                 continue
-            for owner, (start, end) in rules_blocks(text).items():
-                if self._scoped_owner(owner) and owner not in self.blocks:
-                    self.blocks[owner] = Block(name, start, end)
+            owner = _owner(parent, name, start, old_end)
+            if owner is not None and _owner(self, name, start, new_end) == owner:
+                block = self.blocks[owner]
+                use = use.with_owner(owner, mentions(self.lines(name)[block.start:block.end]))
+                continue
+            group = old_section.entry_at(start, old_end) if old_section is not None else None
+            if group is None or new_section is None or new_section.entry_at(start, new_end) != group:
+                return self._scan_group_use()
+        held = dict(use.held)
+        for name in changed:
+            old_section, new_section = parent.sections.get(name), self.sections.get(name)
+            for group in old_section.entries if old_section is not None else ():
+                held.pop(group, None)
+            for group, (first, last) in new_section.entries.items() if new_section is not None else ():
+                held[group] = mentions(self.lines(name)[first:last])
+        return use.with_held(held)
+
+    def _scan_group_use(self) -> GroupUse:
+        blocks: dict[str, list[tuple[int, int, Owner]]] = {}
+        for owner, block in self.blocks.items():
+            blocks.setdefault(block.document, []).append((block.start, block.end, owner))
+        return GroupUse.scan(self.documents, self.sections, blocks)
+
+    def groups_of(self, node: str, keep: Iterable[Owner] = ()) -> frozenset[str]:
+        """The groups `node`'s documents keep (with the rules blocks in `keep` besides)."""
+        if not self._kept:
+            self._kept.update(self._kept_by_node())
+        kept = self._kept.get(node, self._kept[""])
+        extra = [groups for owner in keep if (groups := self.group_use.by_owner.get(owner))]
+        return self.group_use.closure(kept.union(*extra)) if extra else kept
+
+    def _kept_by_node(self) -> dict[str, frozenset[str]]:
+        """Every node's kept groups, in one pass over the blocks naming groups ("": a
+        node holding none of them)."""
+        use = self.group_use
+        named: dict[str, set[str]] = {}
+        for owner, groups in use.by_owner.items():
+            for node in self.nodes_of(owner):
+                named.setdefault(node, set(use.everywhere)).update(groups)
+        kept = {node: use.closure(groups) for node, groups in named.items()}
+        kept[""] = use.closure(use.everywhere)
+        return kept
+
+    def group_nodes(self, group: str, nodes: Iterable[str]) -> frozenset[str]:
+        """Which of `nodes` keep `group`."""
+        return frozenset(node for node in nodes if group in self.groups_of(node))
 
     def _scoped_owner(self, owner: Owner) -> bool:
         """Whether `owner`'s rules block may be left out of some nodes' documents."""
@@ -189,7 +294,8 @@ class Scoper:
             if name in parent._lines:
                 self._lines[name] = parent._lines[name]
             return {owner: block for owner, block in parent.blocks.items() if block.document == name}
-        return _edited_blocks(parent, name, self.lines(name), self.span_from(parent, name))
+        span = self.span_from(parent, name)  # first: it may make the lines from the parent's (span_from)
+        return _edited_blocks(parent, name, self.lines(name), span)
 
     def span_from(self, older: Scoper, document: str) -> tuple[int, int, int]:
         """`line_span` of `document` from `older`'s lines to these (asked by several
@@ -198,7 +304,15 @@ class Scoper:
         known = self._spans.get(document)
         if known is not None and known[0] is before:
             return known[1]
-        span = text_span(before, self.documents[document], older.lines(document), self.lines(document))
+        older_lines = older._lines.get(document)
+        if document not in self._lines and older_lines is not None:
+            # these lines are the older's with the span's replaced: made from them (a list
+            # of references, ~2 ms) instead of splitting 16 MB of text again (~20 ms)
+            start, end, edited = changed_lines(before, self.documents[document])
+            self._lines[document] = older_lines[:start] + edited + older_lines[end:]
+            span = (start, end, start + len(edited))
+        else:
+            span = text_span(before, self.documents[document], older.lines(document), self.lines(document))
         self._spans[document] = (before, span)
         return span
 
@@ -215,17 +329,23 @@ class Scoper:
         if self.zone_of is not None:
             kept |= {("zone", zone) for vm in keep if (zone := self.zone_of.get(vm)) is not None}
         cut: dict[str, list[tuple[Owner, Block]]] = {}
+        placement, zone_nodes, nowhere = self.placement, self.zone_nodes, frozenset[str]()
         for owner, block in self.blocks.items():
-            if owner not in kept and node not in self.nodes_of(owner):
+            kind, name = owner
+            # nodes_of(owner), without a set made per block (10,000 of them per node)
+            held = placement[name] == node if kind == "vm" else node in zone_nodes.get(name, nowhere)
+            if not held and owner not in kept:
                 cut.setdefault(block.document, []).append((owner, block))
+        groups = self.groups_of(node, kept) if self.sections else frozenset()
         out: Documents = {}
         for name, text in self.documents.items():
             blocks = cut.get(name)
-            if not blocks:
+            section = self.sections.get(name)
+            if not blocks and (section is None or set(section.entries) <= groups):
                 out[name] = text
                 continue
             lines = list(self.lines(name))
-            for (kind, _), block in blocks:
+            for (kind, _), block in blocks or ():
                 blanks = [""] * (block.end - block.start)
                 if kind == "zone":
                     # the key stays, as an empty list: a zone may have no other key, and
@@ -234,6 +354,8 @@ class Scoper:
                     # ~25 MiB of parsed source at 10,000 VMs.)
                     blanks[0] = " " * _indent(lines[block.start]) + "rules: []"
                 lines[block.start:block.end] = blanks
+            if section is not None:
+                blank_entries(lines, section, groups)
             body = "\n".join(lines)
             out[name] = body + ("" if body.endswith("\n") else "\n") + f"{SCOPE_MARK}{node}\n"
         return out
@@ -252,7 +374,7 @@ def _edited_blocks(parent: Scoper, document: str, lines: list[str], span: tuple[
     edited = lines[start:new_end]
     for line in edited:
         # each new line must stay inside the block as rules_blocks reads it
-        if _UNSAFE.search(line):
+        if unsafe_yaml(line):
             return None
         if _is_filler(line):
             continue
@@ -274,7 +396,7 @@ def _outside_sections(old: list[str], lines: list[str], span: tuple[int, int, in
     10,000-VM document costs ~0.9 s, on the path of every group change)."""
     start, old_end, new_end = span
     for line in (*old[start:old_end], *lines[start:new_end]):
-        if _UNSAFE.search(line) or (not _is_filler(line) and _indent(line) == 0):
+        if unsafe_yaml(line) or (not _is_filler(line) and _indent(line) == 0):
             return False
     above = next((line for line in reversed(old[:start]) if not _is_filler(line) and _indent(line) == 0), None)
     return above is None or _TOP_SECTION.match(above) is None
@@ -305,10 +427,27 @@ def affected(old: Scoper, new: Scoper, nodes: Iterable[str]) -> frozenset[str]:
         if old_end != new_end:
             return everyone  # lines moved: positions (and default rule ids) after them changed
         owner = _owner(old, name, start, old_end)
-        if owner is None or _owner(new, name, start, new_end) != owner:
+        if owner is not None and _owner(new, name, start, new_end) == owner:
+            touched |= new.nodes_of(owner)
+            continue
+        group = _edited_entry(old, new, name, (start, old_end, new_end))
+        if group is None:
             return everyone
-        touched |= new.nodes_of(owner)
+        touched |= old.group_nodes(group, everyone) | new.group_nodes(group, everyone)  # the nodes keeping it
     return frozenset(touched) & everyone
+
+
+def _edited_entry(old: Scoper, new: Scoper, document: str, span: tuple[int, int, int]) -> str | None:
+    """The group whose entry (in its groups section, scope_groups.py) holds the edit
+    of lines `span`, before and after it, where the sections are read alike; None: none."""
+    old_section, new_section = old.sections.get(document), new.sections.get(document)
+    if old_section is None or new_section is None or old_section.entries.keys() != new_section.entries.keys():
+        return None
+    start, old_end, new_end = span
+    if old_end == new_end and old_section.entries != new_section.entries:
+        return None  # an entry grew or shrank over lines the edit left alone
+    group = old_section.entry_at(start, old_end)
+    return group if group is not None and new_section.entry_at(start, new_end) == group else None
 
 
 def shared_edit(old: Scoper, new: Scoper) -> Delta | None:
@@ -333,6 +472,8 @@ def shared_edit(old: Scoper, new: Scoper) -> Delta | None:
             return None  # the last line edited: where a scoped document's mark follows
         spans[name] = (start, old_end, new_end)
         changed[name] = [start, old_end, after[start:new_end]]
+    if not all(_shared_by_groups(old, new, name, edit) for name, edit in spans.items()):
+        return None
     for owner, block in old.blocks.items():
         moved = new.blocks[owner]
         span = spans.get(block.document)
@@ -351,6 +492,97 @@ def shared_edit(old: Scoper, new: Scoper) -> Delta | None:
         if (moved.start, moved.end) != (block.start + shift, block.end + shift):
             return None
     return {"changed": changed, "added": {}, "removed": []}
+
+
+@dataclass(frozen=True)
+class NodeEdit:
+    """One edit as each node's documents take it: the nodes `holding` the edited lines
+    (None: every node the edit affects) take `kept`, the others `blanked` (None:
+    theirs do not change)."""
+
+    kept: Delta
+    holding: frozenset[str] | None = None
+    blanked: Delta | None = None
+
+    def delta_for(self, node: str) -> Delta | None:
+        return self.kept if self.holding is None or node in self.holding else self.blanked
+
+
+def node_edit(old: Scoper, new: Scoper) -> NodeEdit | None:
+    """How each node's documents change from `old`'s to `new`'s without scoping them
+    anew (None: scope them): an edit every node shares (`shared_edit`) or an edit
+    inside one rules block (`block_edit`)."""
+    shared = shared_edit(old, new)
+    return NodeEdit(shared) if shared is not None else block_edit(old, new)
+
+
+def block_edit(old: Scoper, new: Scoper) -> NodeEdit | None:
+    """An edit inside one VM's or zone's rules block (below its `rules:` line) as each
+    node takes it: the nodes holding the block take its lines, the others as many
+    empty lines (where the block is left out; nothing when no line moved). Scoping a
+    node's documents anew costs ~45 ms at 10,000 VMs: one rule line added made that
+    100 times, once per node. None unless every other block and the groups sections
+    stay where they were or move by the lines the edit adds or removes, and the block
+    names the same groups (the groups every node keeps stay the same)."""
+    if (set(old.documents) != set(new.documents) or old.placement != new.placement or old.zone_of != new.zone_of
+            or old.blocks.keys() != new.blocks.keys() or old.sections.keys() != new.sections.keys()):
+        return None
+    changed = [name for name, text in new.documents.items() if old.documents[name] != text]
+    if len(changed) != 1:
+        return None
+    name = changed[0]
+    start, old_end, new_end = new.span_from(old, name)
+    if old_end >= len(old.lines(name)) or new_end >= len(new.lines(name)):
+        return None  # the last line edited: where a scoped document's mark follows
+    owner = _owner(old, name, start, old_end)
+    if owner is None or _owner(new, name, start, new_end) != owner:
+        return None
+    if old.group_use.by_owner.get(owner) != new.group_use.by_owner.get(owner):
+        return None
+    moved = new_end - old_end
+    for other, block in old.blocks.items():
+        if other == owner:
+            expected = (block.start, block.end + moved)
+        elif block.document != name or block.end <= start:
+            expected = (block.start, block.end)
+        elif block.start >= old_end:
+            expected = (block.start + moved, block.end + moved)
+        else:
+            return None
+        now = new.blocks[other]
+        if now.document != block.document or (now.start, now.end) != expected:
+            return None
+    if any(new.sections[document] != (section.shifted(old_end, moved) if document == name else section) for document, section in old.sections.items()):
+        return None
+    kept: Delta = {"changed": {name: [start, old_end, new.lines(name)[start:new_end]]}, "added": {}, "removed": []}
+    blanked: Delta | None = {"changed": {name: [start, old_end, [""] * (new_end - start)]}, "added": {}, "removed": []} if moved else None
+    return NodeEdit(kept, new.nodes_of(owner), blanked)
+
+
+def _shared_by_groups(old: Scoper, new: Scoper, document: str, span: tuple[int, int, int]) -> bool:
+    """Whether an edit of lines `span` (outside every rules block) changes the
+    documents of every node that keeps what it edits alike: it leaves the groups
+    section's header and every other entry where they were (moved with the lines it
+    adds or removes), names the same groups as before (so every node keeps the groups
+    it kept), and, inside a group's entry (some nodes blank it: only the nodes keeping
+    it take the edit, `affected`), keeps the entry's number of lines."""
+    old_section, new_section = old.sections.get(document), new.sections.get(document)
+    if old_section is None and new_section is None:
+        return True
+    if old_section is None or new_section is None or old_section.entries.keys() != new_section.entries.keys():
+        return False
+    start, old_end, new_end = span
+    if mentions(old.lines(document)[start:old_end]) != mentions(new.lines(document)[start:new_end]):
+        return False
+    group = _edited_entry(old, new, document, span)
+    if group is None and old_section.meets_entry(start, old_end):
+        return False
+    if group is not None and old_end != new_end:
+        return False
+    moved = old_section.shifted(old_end, new_end - old_end)
+    if start <= old_section.line < max(old_end, start + 1) or moved.line != new_section.line:
+        return False
+    return all(moved.entries[name] == span_ for name, span_ in new_section.entries.items() if name != group)
 
 
 def _owner(scoper: Scoper, document: str, start: int, end: int) -> Owner | None:
