@@ -65,7 +65,6 @@ from zonewall.lab.managed import ManagedLab
 from zonewall.policy.delta import apply_delta
 from zonewall.policy.documents import content_hash
 
-
 KINDS = ("vm", "vm-add", "zone", "group")
 
 

@@ -97,7 +97,7 @@ class Enforcer:
             self.loads["same"] += 1
             return parsed[1]
         check_documents(documents)  # policy.documents.load_edited's steps, counted
-        policy = load_edit(parsed[0], parsed[1], documents, groups=True, lines=True) if parsed is not None else None
+        policy = load_edit(parsed[0], parsed[1], documents, groups=True, lines=True, empty_lines=True) if parsed is not None else None
         if policy is not None and parsed is not None:
             # rules alone changed, or a group's members: what references mean in
             # addresses holds but for what names that group (worked out anew)

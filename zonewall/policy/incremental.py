@@ -31,6 +31,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .emptylines import first_filled_line, outside_scalars
 from .errors import Loc
 from .loader import plain_data
 from .model import Group, Rule, group_bodies
@@ -44,24 +45,30 @@ from .source import LDict, LList, read_plain
 
 
 def load_edit(old_documents: dict[str, str], old: Policy, new_documents: dict[str, str], *, groups: bool = False,
-              lines: bool = False) -> Policy | None:
+              lines: bool = False, empty_lines: bool = False) -> Policy | None:
     """The policy of `new_documents`, or None: load it whole. Without `groups`, only
     rule edits are taken: every reference then means the same addresses as in `old`
     (the agent shares `old`'s address memos on that promise, agent/enforcer.py); with
     it, a group's member line too; with `lines`, rule lines added or removed too
-    (both: the controller's commit, policy.documents.load_edited)."""
+    (both: the controller's commit, policy.documents.load_edited); with `empty_lines`
+    also empty lines added or removed where no scalar holds them (`moved_empty_lines`:
+    the agent, whose documents gain one when a rule line is added on another node)."""
     if old_documents.keys() != new_documents.keys():
         return None
     changed = [name for name in new_documents if new_documents[name] != old_documents[name]]
     if len(changed) != 1:
         return None
     name = changed[0]
-    region = _edited_region(old_documents[name], new_documents[name])
-    span = _edited_lines(*region)
+    first, old_lines, new_lines, end = _edited_region(old_documents[name], new_documents[name])
+    span = _edited_lines(first, old_lines, new_lines)
     if span is None:
         if not lines or any(file_stem(other) == file_stem(name) for other in new_documents if other != name):
             return None  # (two files with one stem share derived ids: moving one file's lines could make them collide)
-        return moved_lines(old, name, *region)
+        if empty_lines:
+            moved = moved_empty_lines(old, name, new_documents[name], first, old_lines, new_lines, end)
+            if moved is not None:
+                return moved
+        return moved_lines(old, name, first, old_lines, new_lines)
     edited, texts, was = span
     found = _owner(old, name, edited)
     if found is None:
@@ -91,18 +98,18 @@ def edited_from(policy: Policy, previous: Policy) -> bool:
     return policy.__dict__.get("_zone_members") is previous.__dict__.get("_zone_members") is not None
 
 
-def _edited_region(old: str, new: str) -> tuple[int, list[str], list[str]]:
-    """The number of the first line of the region the edit replaced, and its old and
-    new lines. Only the span between the common prefix and suffix is split into
-    lines: the documents of 10,000 VMs are 16 MB."""
+def _edited_region(old: str, new: str) -> tuple[int, list[str], list[str], int]:
+    """The number of the first line of the region the edit replaced, its old and new
+    lines, and where the region ends in `new`. Only the span between the common
+    prefix and suffix is split into lines: the documents of 10,000 VMs are 16 MB."""
     prefix = _common_prefix(old, new)
     suffix = _common_suffix(old, new, min(len(old), len(new)) - prefix)
     start = new.rfind("\n", 0, prefix) + 1  # the edited region, whole lines
     if start:  # and the line before it, and the one after (where lines were added, they say whose)
         start = new.rfind("\n", 0, start - 1) + 1
     old_lines = old[start : _line_end(old, _line_end(old, len(old) - suffix) + 1)].split("\n")
-    new_lines = new[start : _line_end(new, _line_end(new, len(new) - suffix) + 1)].split("\n")
-    return new.count("\n", 0, start) + 1, old_lines, new_lines
+    end = _line_end(new, _line_end(new, len(new) - suffix) + 1)
+    return new.count("\n", 0, start) + 1, old_lines, new[start:end].split("\n"), end
 
 
 def _line_end(text: str, at: int) -> int:
@@ -389,12 +396,7 @@ def moved_lines(old: Policy, file: str, first: int, old_lines: list[str], new_li
     spans and the groups' entries, which later edits read) are those of the previous
     text: positions there are read only for problems, and any problem sends the
     commit to the whole load, which reports it where it is."""
-    lead = 0
-    while lead < min(len(old_lines), len(new_lines)) and old_lines[lead] == new_lines[lead]:
-        lead += 1
-    trail = 0
-    while trail < min(len(old_lines), len(new_lines)) - lead and old_lines[-1 - trail] == new_lines[-1 - trail]:
-        trail += 1
+    lead, trail = _trimmed(old_lines, new_lines)
     removed, added = old_lines[lead : len(old_lines) - trail], new_lines[lead : len(new_lines) - trail]
     first += lead
     m, n = len(removed), len(added)
@@ -431,6 +433,48 @@ def moved_lines(old: Policy, file: str, first: int, old_lines: list[str], new_li
     for ref in table.runs[(level, name)][at : at + n]:
         checker.check_rule(ref, policy)
     return None if checker.problems else policy
+
+
+def _trimmed(old_lines: list[str], new_lines: list[str]) -> tuple[int, int]:
+    """How many lines at the start and at the end of an edited region are the same."""
+    lead = 0
+    while lead < min(len(old_lines), len(new_lines)) and old_lines[lead] == new_lines[lead]:
+        lead += 1
+    trail = 0
+    while trail < min(len(old_lines), len(new_lines)) - lead and old_lines[-1 - trail] == new_lines[-1 - trail]:
+        trail += 1
+    return lead, trail
+
+
+def moved_empty_lines(old: Policy, file: str, text: str, first: int, old_lines: list[str], new_lines: list[str], end: int) -> Policy | None:
+    """`old` with empty lines added or removed at one place of file `file` (its new
+    text `text`; the region from line `first` replaced, ending at offset `end`), when
+    no scalar can hold them (policy/emptylines.py): nothing changes but the positions
+    below, as for rule lines added (`moved_lines`: the rule table, the rule spans and
+    the groups' entries move; what a moved line could change in an id check refuses).
+    None otherwise."""
+    lead, trail = _trimmed(old_lines, new_lines)
+    removed, added = old_lines[lead : len(old_lines) - trail], new_lines[lead : len(new_lines) - trail]
+    m, n = len(removed), len(added)
+    if m == n or m + n > MAX_MOVED_LINES or any(line.strip() for line in (*removed, *added)):
+        return None
+    after = next((line for line in new_lines[len(new_lines) - trail :] if line.strip()), None)
+    if after is None:
+        after = first_filled_line(text, end + 1)
+    if not outside_scalars(text, after):
+        return None
+    runs = runs_of(old._rule_table)
+    if _ids_could_move(runs, file):
+        return None
+    below, delta = first + lead + m, n - m
+    policy = Policy(old.doc, _moved_groups(old.source, file, below, delta))
+    policy.__dict__["_rule_table"] = RuleTable(runs.after((file, below, delta)))
+    policy.__dict__["_zone_members"] = old._zone_members  # membership is not a line's business
+    for memo in (_OWN_RULES, _NAMING):  # they file rules by owner and place, and VMs: no line moves them
+        if memo in old.__dict__:
+            policy.__dict__[memo] = old.__dict__[memo]
+    policy.__dict__[_SPANS] = _moved_spans(_spans(old), file, below, delta, None, [])
+    return policy
 
 
 def _place(old: Policy, file: str, first: int, removed: list[str], before: str | None, after: str | None) -> tuple[Owner, int, str] | None:
@@ -538,18 +582,22 @@ def _moved_source(root: LDict, owner: Owner, at: int, removed: int, made: list[t
     rules = LList(list(was[:at]) + [data for _, data in made] + list(was[at + removed :]))
     rules.loc = was.loc
     rules.value_locs = list(was.value_locs[:at]) + [data.loc for _, data in made] + [_moved(loc, delta) for loc in was.value_locs[at + removed :]]
-    out = _copy_dict(root, section, _copy_dict(specs, name, _copy_dict(spec, "rules", rules)))
-    groups = out.get("groups")
-    if isinstance(groups, LDict):
-        shift = lambda locs: {key: _moved(loc, delta) if loc.file == file and loc.line >= below else loc for key, loc in locs.items()}
-        entries = LDict(groups)
-        entries.loc, entries.key_locs, entries.value_locs = groups.loc, shift(groups.key_locs), shift(groups.value_locs)
-        out = _copy_dict(out, "groups", entries)
-    return out
+    return _moved_groups(_copy_dict(root, section, _copy_dict(specs, name, _copy_dict(spec, "rules", rules))), file, below, delta)
 
 
-def _moved_spans(spans: dict[str, list[Span]], file: str, below: int, delta: int, owner: Owner, lines: list[int]) -> dict[str, list[Span]]:
-    """The rule spans with the owner's anew and every line of `file` from `below` on moved."""
+def _moved_groups(root: LDict, file: str, below: int, delta: int) -> LDict:
+    """The source with the groups' entries (read by a later group edit) where their lines now are."""
+    groups = root.get("groups")
+    if not isinstance(groups, LDict):
+        return root
+    shift = lambda locs: {key: _moved(loc, delta) if loc.file == file and loc.line >= below else loc for key, loc in locs.items()}
+    entries = LDict(groups)
+    entries.loc, entries.key_locs, entries.value_locs = groups.loc, shift(groups.key_locs), shift(groups.value_locs)
+    return _copy_dict(root, "groups", entries)
+
+
+def _moved_spans(spans: dict[str, list[Span]], file: str, below: int, delta: int, owner: Owner | None, lines: list[int]) -> dict[str, list[Span]]:
+    """The rule spans with the owner's anew (None: no owner's) and every line of `file` from `below` on moved."""
     out: list[Span] = []
     for first, last, who, rule_lines in spans.get(file, []):
         if who == owner:
@@ -558,7 +606,7 @@ def _moved_spans(spans: dict[str, list[Span]], file: str, below: int, delta: int
             rule_lines = tuple(line + delta if line >= below else line for line in rule_lines)
             first, last = min(rule_lines), max(rule_lines)
         out.append((first, last, who, rule_lines))
-    if lines:
+    if lines and owner is not None:
         out.append((min(lines), max(lines), owner, tuple(lines)))
     out.sort(key=lambda span: span[0])
     return {**spans, file: out}

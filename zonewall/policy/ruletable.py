@@ -118,6 +118,15 @@ class Runs(Mapping[Owner, list[RuleRef]]):
             return Runs({owner: runs[owner] for owner in self._base})
         return Runs(self._base, moves, made, self._edited | {key}, self._memo, self._shared)
 
+    def after(self, move: Move) -> Runs:
+        """These runs after `move`, no owner's run replaced (empty lines added or
+        removed: policy/incremental.py `moved_empty_lines`)."""
+        moves = self._moves + (move,)
+        if len(moves) > MAX_MOVES:
+            runs = Runs(self._base, moves, dict(self._made))
+            return Runs({owner: runs[owner] for owner in self._base})
+        return Runs(self._base, moves, dict(self._made), self._edited, self._memo, self._shared)
+
     def any_rule(self, name: str, test: Callable[[RuleRef], bool]) -> bool:
         """Whether some rule passes `test` (a test of its rule and file, not of its
         line): the whole load's runs are asked once per `name`, and that answer kept

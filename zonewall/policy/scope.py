@@ -31,7 +31,16 @@ from dataclasses import dataclass
 
 from .delta import Delta, changed_lines, text_span
 from .documents import Documents
-from .scope_groups import GroupUse, Section, blank_entries, find_section, mentions, section_after_edit
+from .scope_groups import (
+    GroupUse,
+    Section,
+    blank_entries,
+    find_section,
+    is_filler,
+    line_indent,
+    mentions,
+    section_after_edit,
+)
 
 SCOPE_MARK = "# zonewall: scoped to node "  # appended to each scoped document: rules of other nodes' VMs left out
 _TOP_SECTION = re.compile(r"(vms|zones):\s*(#.*)?$")
@@ -72,15 +81,6 @@ class Block:
     end: int
 
 
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" "))
-
-
-def _is_filler(line: str) -> bool:
-    stripped = line.strip()
-    return not stripped or stripped.startswith("#")
-
-
 def rules_blocks(text: str, unsafe: bool | None = None) -> dict[Owner, tuple[int, int]]:
     """(kind, name) -> lines [start, end) of its rules block, for every VM and zone
     whose block can be left out safely (see the module docstring); one not named has
@@ -102,10 +102,10 @@ def rules_blocks(text: str, unsafe: bool | None = None) -> dict[Owner, tuple[int
         keys_indent: int | None = None  # the indentation of the current entry's own keys
         while i < count:
             line = lines[i]
-            if _is_filler(line):
+            if is_filler(line):
                 i += 1
                 continue
-            indent = _indent(line)
+            indent = line_indent(line)
             if indent == 0:
                 break  # the next top-level key: the section's mapping ends
             if entry_indent is None:
@@ -127,10 +127,10 @@ def rules_blocks(text: str, unsafe: bool | None = None) -> dict[Owner, tuple[int
             end = i
             while i < count:
                 inner = lines[i]
-                if _is_filler(inner):
+                if is_filler(inner):
                     i += 1
                     continue
-                inner_indent = _indent(inner)
+                inner_indent = line_indent(inner)
                 if inner_indent > key_indent or (inner_indent == key_indent and inner.lstrip(" ").startswith("- ")):
                     i += 1
                     end = i
@@ -352,7 +352,7 @@ class Scoper:
                     # an entry left with none is null, not an empty mapping. (A VM always
                     # has its `host`; an explicit empty list per VM cost each agent
                     # ~25 MiB of parsed source at 10,000 VMs.)
-                    blanks[0] = " " * _indent(lines[block.start]) + "rules: []"
+                    blanks[0] = " " * line_indent(lines[block.start]) + "rules: []"
                 lines[block.start:block.end] = blanks
             if section is not None:
                 blank_entries(lines, section, groups)
@@ -370,18 +370,18 @@ def _edited_blocks(parent: Scoper, document: str, lines: list[str], span: tuple[
     if owner is None:
         return _shifted_blocks(parent, document, span) if _outside_sections(old, lines, span) else None
     block = parent.blocks[owner]
-    key_indent = _indent(old[block.start])
+    key_indent = line_indent(old[block.start])
     edited = lines[start:new_end]
     for line in edited:
         # each new line must stay inside the block as rules_blocks reads it
         if unsafe_yaml(line):
             return None
-        if _is_filler(line):
+        if is_filler(line):
             continue
-        indent = _indent(line)
+        indent = line_indent(line)
         if not (indent > key_indent or (indent == key_indent and line.lstrip(" ").startswith("- "))):
             return None
-    if old_end == block.end and (not edited or _is_filler(edited[-1])):
+    if old_end == block.end and (not edited or is_filler(edited[-1])):
         return None  # the block's last line edited into a blank or comment: its end moves
     found = _shifted_blocks(parent, document, span)
     found[owner] = Block(document, block.start, block.end + new_end - old_end)
@@ -396,9 +396,9 @@ def _outside_sections(old: list[str], lines: list[str], span: tuple[int, int, in
     10,000-VM document costs ~0.9 s, on the path of every group change)."""
     start, old_end, new_end = span
     for line in (*old[start:old_end], *lines[start:new_end]):
-        if unsafe_yaml(line) or (not _is_filler(line) and _indent(line) == 0):
+        if unsafe_yaml(line) or (not is_filler(line) and line_indent(line) == 0):
             return False
-    above = next((line for line in reversed(old[:start]) if not _is_filler(line) and _indent(line) == 0), None)
+    above = next((line for line in reversed(old[:start]) if not is_filler(line) and line_indent(line) == 0), None)
     return above is None or _TOP_SECTION.match(above) is None
 
 

@@ -61,11 +61,12 @@ class Section:
                        {name: (first + moved, last + moved) if first >= at else (first, last) for name, (first, last) in self.entries.items()})
 
 
-def _indent(line: str) -> int:
+def line_indent(line: str) -> int:
     return len(line) - len(line.lstrip(" "))
 
 
-def _is_filler(line: str) -> bool:
+def is_filler(line: str) -> bool:
+    """A blank or comment line (it belongs to no entry or block by itself)."""
     stripped = line.strip()
     return not stripped or stripped.startswith("#")
 
@@ -91,10 +92,10 @@ def parse_section(lines: list[str], header: int) -> Section | None:
     i = header + 1
     while i < len(lines):
         line = lines[i]
-        if _is_filler(line):
+        if is_filler(line):
             i += 1
             continue
-        depth = _indent(line)
+        depth = line_indent(line)
         if depth == 0:
             break
         if "\t" in line:
