@@ -307,8 +307,7 @@ def _ids_unique(runs: Runs, owner: tuple[str, str], made: list[RuleRef]) -> bool
     mine = [r.id for r in made if r.rule.id is not None]
     if not mine:
         return True
-    taken = {r.rule.id for key in runs if key != owner for r in runs.unmoved(key) if r.rule.id is not None}
-    return len(set(mine)) == len(mine) and not taken & set(mine)
+    return len(set(mine)) == len(mine) and not runs.id_elsewhere(set(mine), owner)
 
 
 # -- a group's members rewritten in place -------------------------------------------
