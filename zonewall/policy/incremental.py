@@ -179,8 +179,15 @@ def _spans(policy: Policy) -> dict[str, list[Span]]:
 def index_for_edits(policy: Policy) -> None:
     """Build now what the first edit of a policy loaded whole would build: where each
     VM's and zone's rules are written (~0.17 s at 10,000 VMs, on the path of that
-    edit's commit otherwise: the slowest change of every run of bench/cluster.py)."""
+    edit's commit otherwise: the slowest change of every run of bench/cluster.py),
+    and which owners use each explicit rule id (~45 ms: `Runs.index_ids`)."""
     _spans(policy)
+    loaded: object = policy._rule_table
+    if not isinstance(loaded, RuleTable):  # a whole load's (every rule, runs by owner): its Runs kept, index and all
+        table = RuleTable(runs_of(loaded))
+        table.__dict__["every"] = policy.rules
+        policy.__dict__["_rule_table"] = loaded = table
+    loaded.runs.index_ids()
 
 
 def _owner(policy: Policy, file: str, lines: list[int]) -> tuple[Owner, list[int]] | None:

@@ -132,16 +132,21 @@ class Runs(Mapping[Owner, list[RuleRef]]):
             return Runs({owner: runs[owner] for owner in self._base})
         return Runs(self._base, moves, dict(self._made), self._edited, self._memo, self._shared, self._explicit)
 
-    def id_elsewhere(self, ids: set[str], owner: Owner) -> bool:
-        """Whether a rule of an owner other than `owner` has one of the explicit `ids`:
-        the whole load's owners from an index made once, the owners edited since
-        from their rules (positions do not matter: `unmoved`)."""
+    def index_ids(self) -> None:
+        """Make the index of the whole load's explicit ids (once: the tables made
+        from this one share it)."""
         if not self._explicit:
             for key, run in self._base.items():
                 for ref in run:
                     if ref.rule.id is not None:
                         self._explicit.setdefault(ref.rule.id, set()).add(key)
             self._explicit.setdefault("", set())  # (made, even for a policy with no explicit id)
+
+    def id_elsewhere(self, ids: set[str], owner: Owner) -> bool:
+        """Whether a rule of an owner other than `owner` has one of the explicit `ids`:
+        the whole load's owners from an index made once, the owners edited since
+        from their rules (positions do not matter: `unmoved`)."""
+        self.index_ids()
         if any(key != owner and key not in self._edited for rule_id in ids for key in self._explicit.get(rule_id, ())):
             return True
         return any(ref.rule.id in ids for key in self._edited if key != owner for ref in self.unmoved(key))
