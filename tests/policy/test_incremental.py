@@ -272,3 +272,41 @@ def test_a_chain_of_edits_equals_the_whole_load(data: st.DataObject) -> None:
             assert_index_carried(policy, fast, full)
         documents, policy = new, fast if fast is not None else full
     assert json.dumps(to_json(compile_node(policy, "node1"))) == json.dumps(to_json(compile_node(load_documents(documents), "node1")))
+
+
+def test_explicit_ids_are_checked_against_the_rules_edited_since() -> None:
+    """A chain of commits: a rule of one VM takes an explicit id, a rule of another VM
+    then cannot (the whole load refuses the duplicate), until the first gives it up;
+    the index of the whole load's ids is made once and the edited owners read anew."""
+    rules = [n for n in RULE_LINES if LINES[n].startswith("      - {direction")]
+    first, other = rules[0], next(n for n in rules if _vm_of(n) != _vm_of(rules[0]))
+
+    def with_id(lines: list[str], at: int, rule_id: str) -> list[str]:
+        out = list(lines)
+        out[at] = re.sub(r"^(      - \{)(?:id: [^,]+, )?", rf"\g<1>id: {rule_id}, ", lines[at])
+        return out
+
+    # from the base whose last VM rule has `taken-id`: the whole load's index names it
+    lines = list(LINES_WITH_ID)
+    documents = {"policy.yaml": "\n".join(lines)}
+    policy = load_documents(documents)
+    steps = [(first, "chosen-id", True), (other, "chosen-id", False), (first, "renamed-id", True), (other, "chosen-id", True),
+             (first, "taken-id", False), (ID_LINE, "given-up-id", True), (first, "taken-id", True)]
+    for at, rule_id, taken in steps:
+        edited = with_id(lines, at, rule_id)
+        new = {"policy.yaml": "\n".join(edited)}
+        fast = load_edit(documents, policy, new, groups=True)
+        if not taken:
+            with pytest.raises(PolicyError, match=rule_id):
+                load_documents(new)
+            assert fast is None
+            continue
+        assert fast is not None, (at, rule_id)
+        full = load_documents(new)
+        assert [(r.id, r.loc) for r in fast.rules] == [(r.id, r.loc) for r in full.rules]
+        documents, policy, lines = new, fast, edited
+
+
+def _vm_of(line: int) -> str:
+    """The VM whose rules hold line `line` of BASE."""
+    return next(LINES[n].strip().rstrip(":") for n in range(line, 0, -1) if re.match(r"^  [a-z0-9-]+:$", LINES[n]))

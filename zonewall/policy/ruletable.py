@@ -34,10 +34,15 @@ class Runs(Mapping[Owner, list[RuleRef]]):
     """Each owner's rules, moved when first read."""
 
     def __init__(self, base: Mapping[Owner, list[RuleRef]], moves: tuple[Move, ...] = (), made: dict[Owner, tuple[list[RuleRef], int]] | None = None,
-                 edited: frozenset[Owner] = frozenset(), memo: dict[str, bool] | None = None, shared: dict[Owner, Shared] | None = None):
+                 edited: frozenset[Owner] = frozenset(), memo: dict[str, bool] | None = None, shared: dict[Owner, Shared] | None = None,
+                 explicit: dict[str, set[Owner]] | None = None):
         self._base, self._moves, self._made = base, moves, made if made is not None else {}
         self._edited = edited  # owners whose rules were replaced since the whole load
         self._memo = memo if memo is not None else {}  # any_rule's answers over `base`, shared by the tables made from it
+        # explicit id -> the owners of `base` with a rule of that id, made at the first
+        # ask and shared likewise (a commit editing a rule with an explicit id scanned
+        # all 200,000 rules' ids: ~45 ms at 10,000 VMs)
+        self._explicit = explicit if explicit is not None else {}
         # the runs of owners no table edited, moved from `base`, shared by every table
         # made from it: a commit's diff reads every VM's run on its old side, and the
         # next commit's old side (this commit's new one) finds them made (once per
@@ -116,7 +121,7 @@ class Runs(Mapping[Owner, list[RuleRef]]):
         if len(moves) > MAX_MOVES:
             runs = Runs(self._base, moves, made)
             return Runs({owner: runs[owner] for owner in self._base})
-        return Runs(self._base, moves, made, self._edited | {key}, self._memo, self._shared)
+        return Runs(self._base, moves, made, self._edited | {key}, self._memo, self._shared, self._explicit)
 
     def after(self, move: Move) -> Runs:
         """These runs after `move`, no owner's run replaced (empty lines added or
@@ -125,7 +130,26 @@ class Runs(Mapping[Owner, list[RuleRef]]):
         if len(moves) > MAX_MOVES:
             runs = Runs(self._base, moves, dict(self._made))
             return Runs({owner: runs[owner] for owner in self._base})
-        return Runs(self._base, moves, dict(self._made), self._edited, self._memo, self._shared)
+        return Runs(self._base, moves, dict(self._made), self._edited, self._memo, self._shared, self._explicit)
+
+    def index_ids(self) -> None:
+        """Make the index of the whole load's explicit ids (once: the tables made
+        from this one share it)."""
+        if not self._explicit:
+            for key, run in self._base.items():
+                for ref in run:
+                    if ref.rule.id is not None:
+                        self._explicit.setdefault(ref.rule.id, set()).add(key)
+            self._explicit.setdefault("", set())  # (made, even for a policy with no explicit id)
+
+    def id_elsewhere(self, ids: set[str], owner: Owner) -> bool:
+        """Whether a rule of an owner other than `owner` has one of the explicit `ids`:
+        the whole load's owners from an index made once, the owners edited since
+        from their rules (positions do not matter: `unmoved`)."""
+        self.index_ids()
+        if any(key != owner and key not in self._edited for rule_id in ids for key in self._explicit.get(rule_id, ())):
+            return True
+        return any(ref.rule.id in ids for key in self._edited if key != owner for ref in self.unmoved(key))
 
     def any_rule(self, name: str, test: Callable[[RuleRef], bool]) -> bool:
         """Whether some rule passes `test` (a test of its rule and file, not of its
