@@ -35,13 +35,14 @@ class Runs(Mapping[Owner, list[RuleRef]]):
 
     def __init__(self, base: Mapping[Owner, list[RuleRef]], moves: tuple[Move, ...] = (), made: dict[Owner, tuple[list[RuleRef], int]] | None = None,
                  edited: frozenset[Owner] = frozenset(), memo: dict[str, bool] | None = None, shared: dict[Owner, Shared] | None = None,
-                 explicit: dict[str, set[Owner]] | None = None):
+                 explicit: dict[str, Owner | None] | None = None):
         self._base, self._moves, self._made = base, moves, made if made is not None else {}
         self._edited = edited  # owners whose rules were replaced since the whole load
         self._memo = memo if memo is not None else {}  # any_rule's answers over `base`, shared by the tables made from it
-        # explicit id -> the owners of `base` with a rule of that id, made at the first
-        # ask and shared likewise (a commit editing a rule with an explicit id scanned
-        # all 200,000 rules' ids: ~45 ms at 10,000 VMs)
+        # explicit id -> the owner of `base` with a rule of that id (None: several, which
+        # a whole load refuses), made at the first ask and shared likewise (a commit
+        # editing a rule with an explicit id scanned all 200,000 rules' ids: ~45 ms at
+        # 10,000 VMs)
         self._explicit = explicit if explicit is not None else {}
         # the runs of owners no table edited, moved from `base`, shared by every table
         # made from it: a commit's diff reads every VM's run on its old side, and the
@@ -136,19 +137,24 @@ class Runs(Mapping[Owner, list[RuleRef]]):
         """Make the index of the whole load's explicit ids (once: the tables made
         from this one share it)."""
         if not self._explicit:
+            index = self._explicit
             for key, run in self._base.items():
                 for ref in run:
-                    if ref.rule.id is not None:
-                        self._explicit.setdefault(ref.rule.id, set()).add(key)
-            self._explicit.setdefault("", set())  # (made, even for a policy with no explicit id)
+                    rule_id = ref.rule.id
+                    if rule_id is not None:
+                        index[rule_id] = key if rule_id not in index else None
+            index[""] = None  # (made, even for a policy with no explicit id; "" is no rule's id)
 
     def id_elsewhere(self, ids: set[str], owner: Owner) -> bool:
         """Whether a rule of an owner other than `owner` has one of the explicit `ids`:
         the whole load's owners from an index made once, the owners edited since
         from their rules (positions do not matter: `unmoved`)."""
         self.index_ids()
-        if any(key != owner and key not in self._edited for rule_id in ids for key in self._explicit.get(rule_id, ())):
-            return True
+        for rule_id in ids:
+            if rule_id in self._explicit:
+                key = self._explicit[rule_id]
+                if key is None or (key != owner and key not in self._edited):
+                    return True
         return any(ref.rule.id in ids for key in self._edited if key != owner for ref in self.unmoved(key))
 
     def any_rule(self, name: str, test: Callable[[RuleRef], bool]) -> bool:
