@@ -119,19 +119,20 @@ class Runs(Mapping[Owner, list[RuleRef]]):
         moves = self._moves + ((move,) if move is not None else ())
         made = dict(self._made)
         made[key] = (run, len(moves))
-        if len(moves) > MAX_MOVES:
-            runs = Runs(self._base, moves, made)
-            return Runs({owner: runs[owner] for owner in self._base})
-        return Runs(self._base, moves, made, self._edited | {key}, self._memo, self._shared, self._explicit)
+        return self._made_with(moves, made, self._edited | {key})
 
     def after(self, move: Move) -> Runs:
         """These runs after `move`, no owner's run replaced (empty lines added or
         removed: policy/incremental.py `moved_empty_lines`)."""
-        moves = self._moves + (move,)
+        return self._made_with(self._moves + (move,), dict(self._made), self._edited)
+
+    def _made_with(self, moves: tuple[Move, ...], made: dict[Owner, tuple[list[RuleRef], int]], edited: frozenset[Owner]) -> Runs:
+        """The runs of a table made from this one; past MAX_MOVES every run is moved
+        now and they start a new base (a first read pays for each pending move)."""
         if len(moves) > MAX_MOVES:
-            runs = Runs(self._base, moves, dict(self._made))
+            runs = Runs(self._base, moves, made)
             return Runs({owner: runs[owner] for owner in self._base})
-        return Runs(self._base, moves, dict(self._made), self._edited, self._memo, self._shared, self._explicit)
+        return Runs(self._base, moves, made, edited, self._memo, self._shared, self._explicit)
 
     def index_ids(self) -> None:
         """Make the index of the whole load's explicit ids (once: the tables made
