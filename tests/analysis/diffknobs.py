@@ -1,7 +1,7 @@
 """The diff's shortcuts, set for one computation: tests compare a shortcut with the
 computation it replaces (zonewall/analysis/diff.py: rule_edits, group_edits,
 _ZoneDelta, SHARED_PEERS_FROM, GROUPED_PEERS, REUSE_SAME_SIDES, PEER_CLASSES, ENDPOINT_CLASSES, UNITED_CLASSES, PEER_TEMPLATES,
-SHARE_UNNAMED,
+SHARE_UNNAMED, NARROW_SIDES,
 ONLY_DIFFERING, NAMING_INDEX; and outside it alignment.PAIRWISE, kept.KEEP, incremental.NAMING_INDEX)."""
 
 from __future__ import annotations

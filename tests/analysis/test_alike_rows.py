@@ -14,11 +14,13 @@ alike but for their names become one row where that is exact.
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zonewall.analysis.engine import Decision, Outcome
-from zonewall.analysis.flowrows import DiffResult, DiffRow, _merge_rows
+from zonewall.analysis.flowrows import DiffResult, DiffRow, _merge_rows, _name_replaced
 
 # endpoint name -> its labels: vm:b has two NICs, node h is a host
 ENDPOINTS = {
@@ -167,3 +169,22 @@ def test_rows_alike_but_for_their_names_are_one_row_and_others_stay_apart() -> N
     alone = next(r for r in merged if len(r.src) == 1)
     assert alone.src == {"vm:c1"} and alone.dst == {"vm:a", "vm:d", "host:h"}
     assert alone.old is not None and alone.old.decisive is not None and alone.old.decisive.stage == "vm:c1 out"  # not vm:c's name, nor the role's
+
+
+NAME_TEXT = st.text(alphabet="ab1_.:-@ é", max_size=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(NAME_TEXT, st.text(alphabet="ab1_.:-@ é", min_size=1, max_size=4), st.sampled_from(["\0", "the receiver", "vm:x"]))
+def test_a_name_is_replaced_where_it_stands_alone_as_the_pattern_says(text: str, name: str, word: str) -> None:
+    """`_name_replaced` replaces what `(?<![\\w.:-])NAME(?![\\w.@-])` matches, and
+    nothing else: "vm:web1" in "vm:web1 out", not in "vm:web10 out"."""
+    pattern = re.compile(rf"(?<![\w.:-]){re.escape(name)}(?![\w.@-])")
+    assert _name_replaced(text, name, word) == pattern.sub(lambda _m: word, text)
+
+
+def test_a_longer_name_that_begins_with_the_name_is_left() -> None:
+    assert _name_replaced("vm:web1 out, vm:web10 out", "vm:web1", "W") == "W out, vm:web10 out"
+    assert _name_replaced("vm:web1@x", "vm:web1", "W") == "vm:web1@x"
+    assert _name_replaced("zone z vm:web1", "vm:web1", "W") == "zone z W"
+    assert _name_replaced("ba a a", "a a", "W") == "ba W"  # a standing occurrence inside a refused one

@@ -39,7 +39,7 @@ from .engine import Analyzer, GuardOrChain, Outcome, Path
 from .flowrows import DiffResult, DiffRow, Owner, _decisive_label, _differs, _final, _merge_rows
 from .guards import GuardStage
 from .peerclass import ClassedSides, both_sides_class, reply_class
-from .peers import Effective, Key, PeerSides, PeerSpace
+from .peers import Effective, Key, PeerSides, PeerSpace, know_owners
 from .peertemplate import Relabel, Sides, template_key
 from .reach import NicKey, endpoint_addresses
 from .space import Region
@@ -499,6 +499,7 @@ class _Differ:
         self._owned: dict[tuple[int, s.Intervals], frozenset[NicKey]] = {}
         self._group_labels: dict[int, tuple[list[NicKey], frozenset[NicKey], set[str], dict[str, list[NicKey]]]] = {}  # id(peers) -> _group_of
         self.essentials = essentials_region()
+        self._narrow: dict[tuple[tuple[tuple[int, int], ...], ...], AddressSet | None] = {}
         self.notes: list[str] = []
 
     @cached_property
@@ -558,9 +559,35 @@ class _Differ:
         shared = {label: keys for label, keys in keys_of.items() if len(keys) > 1}
         return members, frozenset(members), set(keys_of), shared
 
-    def side_stages(self, analyzer: Analyzer, key: NicKey, role: str) -> tuple[GuardOrChain, ...]:
+    def side_stages(self, analyzer: Analyzer, key: NicKey, role: str, peer: AddressSet | None = None) -> tuple[GuardOrChain, ...]:
         endpoint = Endpoint(key[0], key[1])  # type: ignore[arg-type]
-        return analyzer.receiver_stages(endpoint, key[2]) if role == "receiver" else analyzer.sender_stages(endpoint, key[2])
+        return analyzer.receiver_stages(endpoint, key[2], peer) if role == "receiver" else analyzer.sender_stages(endpoint, key[2], peer)
+
+    def narrow_peer(self, space: Region, peer_dim: int) -> AddressSet | None:
+        """The other ends `space` holds, when they leave out part of the cluster: an
+        endpoint's side built for them alone decides them exactly as its whole side
+        (ChainBuilder.vm), without the steps of rules no packet of the space can meet.
+        A group member's commit changes the flows of the group's few addresses through
+        500 zone VMs' chains of ~14 own rules each: the rules naming other peers need
+        no match keys built (their address sets resolved) on either policy. None: the
+        space reaches (nearly) every peer, where the whole side is built once."""
+        if not NARROW_SIDES:
+            return None
+        v4: list[tuple[int, int]] = []
+        v6: list[tuple[int, int]] = []
+        for box in space:
+            (v4 if box[s.FAM][0][0] == 4 else v6).extend(box[peer_dim])
+        key = (tuple(v4), tuple(v6))
+        if key in self._narrow:
+            return self._narrow[key]
+        peer: AddressSet | None = AddressSet.of(v4, v6)
+        if self.cluster.minus(peer).is_empty():  # type: ignore[arg-type]
+            peer = None
+        else:
+            for analyzer in (self.a_old, self.a_new):
+                know_owners(analyzer, peer)  # type: ignore[arg-type]
+        self._narrow[key] = peer
+        return peer
 
     def run(self, key: NicKey, region: Region, role: str, whole_flow: bool = False) -> None:
         """Flows of `key` (as receiver or sender) in `region` that the policies treat differently."""
@@ -611,7 +638,8 @@ class _Differ:
         space = tuple(b for b in (s.box_restrict(box, own_dim, own.get(box[s.FAM][0][0], ())) for box in space) if b is not None)
         if not space:
             return None
-        stages_old, stages_new = twin_sides(self.side_stages(self.a_old, key, role), self.side_stages(self.a_new, key, role))
+        peer = self.narrow_peer(space, peer_dim)
+        stages_old, stages_new = twin_sides(self.side_stages(self.a_old, key, role, peer), self.side_stages(self.a_new, key, role, peer))
         old_side = list(self.a_old.run(stages_old, space))
         new_side = list(self.a_new.run(stages_new, space))
         self.whole_flows(key, role, space)
@@ -971,6 +999,7 @@ ONLY_DIFFERING = True  # an endpoint's own sides: only pieces whose outcomes dif
 ENDPOINT_CLASSES = True  # many endpoints, no routed network: the peers compared once per class of endpoints (analysis/endpointclass.py; False: per endpoint)
 UNITED_CLASSES = True  # with ENDPOINT_CLASSES: classes alike but for the peers their pieces hold compared with the peers once (False: each class)
 PEER_TEMPLATES = True  # with ENDPOINT_CLASSES: peers' sides alike but for their rules' names run once (analysis/peertemplate.py; False: apart)
+NARROW_SIDES = True  # an endpoint's own side built for the other ends its changed space holds (False: whole)
 PEER_CLASSES = True  # with GROUPED_PEERS: peers of one shape reduced once (analysis/peerclass.py; False: each peer)
 Pending = dict[tuple[object, ...], tuple[Outcome, Outcome, set[str]]]  # (piece, change, decisions, services, time) -> a sample part's peer outcomes, the peers
 PeerReducer = Callable[[NicKey, tuple[int, ...], PeerSpace], "tuple[tuple[GuardOrChain, ...], Key] | None"]

@@ -12,9 +12,7 @@ for the role (`from out`, `to in`), as a group of peers' is (`peer in`).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from typing import Any
 
 from .engine import Outcome
@@ -228,9 +226,27 @@ def _alike_row(sender: bool, closed: frozenset[str], members: list[tuple[str, Di
     return DiffRow(sample.change, src, dst, sample.services, sample.when, old, new)
 
 
-@lru_cache(maxsize=4096)
-def _name_pattern(name: str) -> re.Pattern[str]:
-    return re.compile(rf"(?<![\w.:-]){re.escape(name)}(?![\w.@-])")  # "vm:web1 out", not "vm:web10 out"
+def _name_replaced(text: str, name: str, word: str) -> str:
+    """`text` with `word` for each `name` in it that stands alone as a name: "vm:web1
+    out", not "vm:web10 out" (the regular expression (?<![\\w.:-])NAME(?![\\w.@-]),
+    written out: a diff of a group edit meets 500 names once each, and compiling a
+    pattern per name was 65 ms of it)."""
+    out: list[str] = []
+    start, size, at = 0, len(name), text.find(name)
+    while at != -1:
+        end = at + size
+        if (at == 0 or not _joins(text[at - 1], ".:-")) and (end == len(text) or not _joins(text[end], ".@-")):
+            out += (text[start:at], word)
+            start = end
+            at = text.find(name, end)
+        else:
+            at = text.find(name, at + 1)
+    return "".join(out) + text[start:] if out else text
+
+
+def _joins(char: str, punctuation: str) -> bool:
+    """Whether `char` continues a name (a word character, as `\\w` is, or `punctuation`)."""
+    return char.isalnum() or char == "_" or char in punctuation
 
 
 def _unnamed(outcome: Outcome | None, name: str) -> tuple[object, ...] | None:
@@ -240,7 +256,7 @@ def _unnamed(outcome: Outcome | None, name: str) -> tuple[object, ...] | None:
     decision = outcome.decisive
     if decision is None:
         return (outcome.verdict,)
-    stage = _name_pattern(name).sub("\0", decision.stage) if name and name in decision.stage else decision.stage
+    stage = _name_replaced(decision.stage, name, "\0") if name and name in decision.stage else decision.stage
     return (outcome.verdict, stage, decision.action, decision.label)
 
 
@@ -248,5 +264,4 @@ def _renamed(outcome: Outcome | None, name: str, word: str) -> Outcome | None:
     """The outcome with `word` in its stages where they name the endpoint `name`."""
     if outcome is None or not name or name == word:
         return outcome
-    pattern = _name_pattern(name)
-    return Outcome(outcome.verdict, tuple(replace(d, stage=pattern.sub(word, d.stage)) if name in d.stage else d for d in outcome.decisions))
+    return Outcome(outcome.verdict, tuple(replace(d, stage=_name_replaced(d.stage, name, word)) if name in d.stage else d for d in outcome.decisions))

@@ -152,6 +152,17 @@ def guard_key(filters: Iterable[tuple[str, tuple[GuardRule, ...]]]) -> Key:
     return ("guard", tuple((name, tuple((r.region, r.action, r.label) for r in rules)) for name, rules in filters))
 
 
+
+def know_owners(analyzer: Analyzer, peer: AddressSet) -> None:
+    """Tell the analyzer's planner which `vm:` and `zone:` references meet `peer`,
+    from who owns its addresses (the directory): every VM's rules name some VM or
+    zone, and their address sets (10,000 VMs' addresses) need not be built to know."""
+    owners = {name for family, values in ((4, peer.v4), (6, peer.v6)) if values
+              for _address, (kind, name, _nic) in analyzer.directory.owned_within(family, values) if kind == "vm"}
+    vms = analyzer.policy.doc.vms
+    zones = {zone for name in owners if (zone := vms[name].zone) is not None}
+    analyzer.plan.rules.known_meets(peer, owners, zones)
+
 class PeerSides:
     """The reduced sides of one endpoint's peers (module docstring). `mine`: the
     endpoint, `role`: its role in the flows (receiver for `reach --to`), `peer`: its
@@ -188,17 +199,7 @@ class PeerSides:
         self._own_hits: dict[str, list[RuleRef]] | None = None  # from the index: each VM's rules that can meet the endpoint
         self.index = indexed if indexed is not None else has_own_rule_index(self.policy)
         if grouped:
-            self._know_owners()
-
-    def _know_owners(self) -> None:
-        """Which `vm:` and `zone:` references meet the endpoint's addresses, from who
-        owns them (the directory): every peer's rules name some VM or zone, and
-        their address sets (10,000 VMs' addresses) need not be built to know."""
-        owners = {name for family, values in ((4, self.peer.v4), (6, self.peer.v6)) if values
-                  for _address, (kind, name, _nic) in self.analyzer.directory.owned_within(family, values) if kind == "vm"}
-        vms = self.policy.doc.vms
-        zones = {zone for name in owners if (zone := vms[name].zone) is not None}
-        self.analyzer.plan.rules.known_meets(self.peer, owners, zones)
+            know_owners(analyzer, peer)
 
     # -- the general way ------------------------------------------------------------
 
