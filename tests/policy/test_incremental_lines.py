@@ -31,7 +31,6 @@ from zonewall.policy.documents import load_documents, load_edited
 from zonewall.policy.errors import PolicyError
 from zonewall.policy.incremental import load_edit
 from zonewall.policy.resolve import Policy
-from zonewall.policy.ruletable import runs_of
 
 from .test_incremental import BASE, LINES, REPLACEMENTS, assert_index_carried
 
@@ -96,14 +95,14 @@ def same(fast: Policy, full: Policy) -> None:
     assert fast.doc == full.doc and fast.source == full.source
     assert [(r.id, r.level, r.owner, r.index, r.path, r.loc, r.rule) for r in fast.rules] == \
         [(r.id, r.level, r.owner, r.index, r.path, r.loc, r.rule) for r in full.rules]
-    for (level, owner), refs in full._rule_table[1].items():
+    for (level, owner), refs in full._rule_table.runs.items():
         assert fast.rules_of(level, owner) == refs
 
 
 def kept_told_right(previous: Policy, fast: Policy) -> dict[tuple[str, str], bool | None]:
     """`Runs.kept_from` (told from lines, no run made) answers what comparing the made
     runs answers, for every owner; its answers."""
-    before, after = runs_of(previous._rule_table), runs_of(fast._rule_table)
+    before, after = previous._rule_table.runs, fast._rule_table.runs
     told = {key: after.kept_from(before, key) for key in after}  # before anything is made
     for key, answer in told.items():
         if answer is not None:
@@ -122,7 +121,7 @@ def test_a_run_is_told_kept_or_moved_from_its_lines() -> None:
     fast = load_edit(documents, old, {"policy.yaml": "\n".join(_edited(lines, "add"))}, groups=True, lines=True)
     assert fast is not None
     told = kept_told_right(old, fast)
-    edited = next(key for key, run in runs_of(fast._rule_table)._made.items() if run[0] is not runs_of(old._rule_table)[key])
+    edited = next(key for key, run in fast._rule_table.runs._made.items() if run[0] is not old._rule_table.runs[key])
     assert told[edited] is None
     assert True in told.values() and False in told.values()
     for (level, owner), answer in told.items():
@@ -281,7 +280,7 @@ def test_a_moved_run_is_made_once_for_the_revisions_after_it(monkeypatch: pytest
         documents, policy = new, fast
     (_, first), (second_documents, second), (_, third) = revisions
     moved.clear()
-    for key in runs_of(first._rule_table):  # the second commit's diff reads them on its old side
+    for key in first._rule_table.runs:  # the second commit's diff reads them on its old side
         first.rules_of(*key)
     assert moved, "the line added moved the rules below it"
     moved.clear()

@@ -40,7 +40,7 @@ from .naming import vms_naming_groups
 from .ownrules import MEMO as _OWN_RULES
 from .ownrules import edited_indexes
 from .resolve import Checker, Policy, RuleRef, default_rule_id, file_stem, groups_holding, names_group
-from .ruletable import RuleTable, Runs, moved_ref, runs_of
+from .ruletable import RuleTable, Runs, moved_ref
 from .source import LDict, LList, read_plain
 
 
@@ -182,12 +182,7 @@ def index_for_edits(policy: Policy) -> None:
     edit's commit otherwise: the slowest change of every run of bench/cluster.py),
     and which owners use each explicit rule id (~45 ms: `Runs.index_ids`)."""
     _spans(policy)
-    loaded: object = policy._rule_table
-    if not isinstance(loaded, RuleTable):  # a whole load's (every rule, runs by owner): its Runs kept, index and all
-        table = RuleTable(runs_of(loaded))
-        table.__dict__["every"] = policy.rules
-        policy.__dict__["_rule_table"] = loaded = table
-    loaded.runs.index_ids()
+    policy._rule_table.runs.index_ids()
 
 
 def _owner(policy: Policy, file: str, lines: list[int]) -> tuple[Owner, list[int]] | None:
@@ -263,7 +258,7 @@ def _carry_index(old: Policy, policy: Policy, level: str, name: str, table: Rule
     does not change."""
     indexes = old.__dict__.get(_OWN_RULES)
     if indexes is not None:
-        before, after = runs_of(old._rule_table).unmoved((level, name)), table.runs[(level, name)]
+        before, after = old._rule_table.runs.unmoved((level, name)), table.runs[(level, name)]
         policy.__dict__[_OWN_RULES] = edited_indexes(indexes, name, before, after) if level == "vm" else indexes
 
 
@@ -293,7 +288,7 @@ def _copy_list(node: LList) -> LList:
 def _rule_table(old: Policy, level: str, name: str, rules: dict[int, tuple[Rule, LDict]]) -> RuleTable | None:
     """The previous rule table with the owner's edited rules re-made; None when an id
     check the whole load makes (unique explicit ids, packet-limit marks) could differ."""
-    runs = runs_of(old._rule_table)
+    runs = old._rule_table.runs
     made: list[RuleRef] = []
     for ref in runs[(level, name)]:
         if ref.index not in rules:
@@ -359,7 +354,7 @@ def _group_edit(old: Policy, file: str, lines: list[int], texts: list[str], was_
     if checker.problems:
         return None
     holders = groups_holding(doc.groups, [name])
-    runs = runs_of(policy._rule_table)
+    runs = policy._rule_table.runs
     naming = vms_naming_groups(policy, holders) if NAMING_INDEX else None  # (the other VMs' rules name none of them)
     for ref in (ref for key in runs if naming is None or key[0] != "vm" or key[1] in naming for ref in runs.unmoved(key)):  # (positions are read only for problems)
         rule = ref.rule
@@ -469,7 +464,7 @@ def moved_empty_lines(old: Policy, file: str, text: str, first: int, old_lines: 
         after = first_filled_line(text, end + 1)
     if not outside_scalars(text, after):
         return None
-    runs = runs_of(old._rule_table)
+    runs = old._rule_table.runs
     if _ids_could_move(runs, file):
         return None
     below, delta = first + lead + m, n - m
@@ -542,7 +537,7 @@ def _moved_table(old: Policy, owner: Owner, at: int, removed: int, made: list[tu
     and every rule of `file` from line `below` on moved by `delta` lines (its derived
     id with it: made when first read, ruletable.py); None when an id check the whole
     load makes could differ."""
-    runs = runs_of(old._rule_table)
+    runs = old._rule_table.runs
     _, level, name = owner
     if _ids_could_move(runs, file):
         return None

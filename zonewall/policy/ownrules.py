@@ -119,7 +119,7 @@ class OwnRuleIndex:
 def build_own_rule_indexes(policy: Policy) -> dict[str, OwnRuleIndex]:
     """Both directions' indexes, from one pass over every VM's rules in order."""
     inbound, outbound = OwnRuleIndex("in"), OwnRuleIndex("out")
-    for (level, vm), run in policy._rule_table[1].items():
+    for (level, vm), run in policy._rule_table.runs.items():
         if level != "vm":
             continue
         for ref in run:

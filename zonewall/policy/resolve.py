@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import PurePath
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .addresses import (
     AddressSet,
@@ -29,6 +29,9 @@ from .checks_dataplane import check_dataplane, overlap_refused, tenant_of
 from .errors import Loc, Problem, format_path
 from .model import VM, Nic, PolicyDocument, Rule, Service
 from .source import LList, locate
+
+if TYPE_CHECKING:
+    from .ruletable import RuleTable
 
 Level = Literal["global", "vm", "zone", "host", "network", "security_group"]
 # rule lists that may reference a security group (issue 18), and where a rule may be
@@ -284,10 +287,10 @@ class Policy:
     @cached_property
     def rules(self) -> list[RuleRef]:
         """Every rule of the policy with its id and position."""
-        return self._rule_table[0]
+        return self._rule_table.every
 
     def rules_of(self, level: Level, owner: str = "") -> list[RuleRef]:
-        return list(self._rule_table[1].get((level, owner), ()))
+        return list(self._rule_table.runs.get((level, owner), ()))
 
     def same_rules(self, other: Policy, level: Level, owner: str = "") -> bool:
         """Whether the owner's rules are the same in both policies, ids and places
@@ -295,19 +298,22 @@ class Policy:
         edit left in place, and tells from their lines whether later lines moved
         them (policy/ruletable.py `kept_from`): no rule compared, no moved run made
         (a diff asks it of every VM)."""
-        from .ruletable import runs_of  # (it reads this module's RuleRef)
-
-        kept = runs_of(other._rule_table).kept_from(runs_of(self._rule_table), (level, owner))  # `other` made from this one by an edit
+        mine, theirs = self._rule_table.runs, other._rule_table.runs
+        kept = theirs.kept_from(mine, (level, owner))  # `other` made from this one by an edit
         if kept is not None:
             return kept
-        a, b = self._rule_table[1].get((level, owner), ()), other._rule_table[1].get((level, owner), ())
+        a, b = mine.get((level, owner), ()), theirs.get((level, owner), ())
         return a is b or (len(a) == len(b) and all(x is y or x == y for x, y in zip(a, b)))
 
     @cached_property
-    def _rule_table(self) -> tuple[list[RuleRef], dict[tuple[str, str], list[RuleRef]]]:
+    def _rule_table(self) -> RuleTable:
         """`rules`, and the same grouped by (level, owner) in order, so rules_of() is
         a lookup (compiling a node calls it once per VM). One pass builds both: the
-        owner's rules are a contiguous run of the list."""
+        owner's rules are a contiguous run of the list. The runs are kept as the
+        `Runs` every table edited from this one starts from (policy/ruletable.py),
+        with what they learn (explicit ids, moved runs) kept between reads."""
+        from .ruletable import RuleTable, Runs  # (it reads this module's RuleRef)
+
         out: list[RuleRef] = []
         runs: list[tuple[tuple[str, str], int, int]] = []
 
@@ -340,7 +346,9 @@ class Policy:
         by_owner: dict[tuple[str, str], list[RuleRef]] = {}
         for key, start, stop in runs:
             by_owner.setdefault(key, []).extend(unique[start:stop])
-        return unique, by_owner
+        table = RuleTable(Runs(by_owner))
+        table.__dict__["every"] = unique
+        return table
 
     def nic_index(self, vm_name: str, ref: int | str) -> int | None:
         """A VM's NIC named by a rule's `nic:` (an index, or the NIC's `name`)."""

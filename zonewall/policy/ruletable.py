@@ -170,7 +170,7 @@ class Runs(Mapping[Owner, list[RuleRef]]):
 
 
 class RuleTable:
-    """`Policy._rule_table` as (every rule, runs by owner), from `Runs`."""
+    """`Policy._rule_table`: the runs by owner, and every rule in order when asked."""
 
     def __init__(self, runs: Runs):
         self.runs = runs
@@ -178,23 +178,6 @@ class RuleTable:
     @cached_property
     def every(self) -> list[RuleRef]:
         return [ref for key in self.runs for ref in self.runs[key]]
-
-    def __getitem__(self, index: int) -> object:
-        if index not in (0, 1):
-            raise IndexError(index)
-        return self.runs if index == 1 else self.every  # (rules_of reads the runs alone: nothing else is made)
-
-    def __iter__(self) -> Iterator[object]:
-        return iter((self.every, self.runs))
-
-
-def runs_of(table: object) -> Runs:
-    """The runs of a policy's rule table, whole-loaded or made here."""
-    if isinstance(table, RuleTable):
-        return table.runs
-    assert isinstance(table, tuple), "a whole load's table: (every rule, runs by owner)"
-    by_owner: Mapping[Owner, list[RuleRef]] = table[1]
-    return Runs(by_owner)
 
 
 def moved_through(run: list[RuleRef], moves: tuple[Move, ...]) -> list[RuleRef]:
