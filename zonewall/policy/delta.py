@@ -36,8 +36,8 @@ def text_span(old: str, new: str, old_lines: list[str], new_lines: list[str]) ->
     the texts compared first, a block of characters at a time in C: the controller
     asks it of a 10,000-VM policy's 260,000 lines several times per change, ~20 ms
     each line by line."""
-    head = _common_prefix(old, new)
-    tail = _common_suffix(old, new, min(len(old), len(new)) - head)
+    head = common_prefix(old, new)
+    tail = common_suffix(old, new, min(len(old), len(new)) - head)
     # the lines wholly inside the common prefix (each ends there) and suffix (each starts there)
     return line_span(old_lines, new_lines, old.count("\n", 0, head), old.count("\n", len(old) - tail))
 
@@ -45,7 +45,8 @@ def text_span(old: str, new: str, old_lines: list[str], new_lines: list[str]) ->
 BLOCK = 1 << 15  # characters compared at once
 
 
-def _common_prefix(a: str, b: str) -> int:
+def common_prefix(a: str, b: str) -> int:
+    """Characters at the start of both (compared a block at a time in C)."""
     size, at = min(len(a), len(b)), 0
     while at < size:
         end = min(size, at + BLOCK)
@@ -55,7 +56,7 @@ def _common_prefix(a: str, b: str) -> int:
     return size
 
 
-def _common_suffix(a: str, b: str, most: int) -> int:
+def common_suffix(a: str, b: str, most: int) -> int:
     """Characters at the end of both, at most `most`."""
     done = 0
     while done < most:
@@ -172,8 +173,8 @@ def changed_lines(old: str, new: str) -> tuple[int, int, list[str]]:
     lines of `new` it spans, without splitting either text (a node's document at
     10,000 VMs is 260,000 lines: ~25 ms split, on the path of a change's first answer)
     and counting each part of the texts' newlines once."""
-    head = _common_prefix(old, new)
-    tail = _common_suffix(old, new, min(len(old), len(new)) - head)
+    head = common_prefix(old, new)
+    tail = common_suffix(old, new, min(len(old), len(new)) - head)
     cut_old, cut_new = len(old) - tail, len(new) - tail
     prefix = old.count("\n", 0, head)  # the lines wholly inside the common prefix
     suffix = old.count("\n", cut_old)  # and inside the common suffix (they do not overlap)

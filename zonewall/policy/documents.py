@@ -12,8 +12,11 @@ import hashlib
 import json
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from .delta import common_prefix
 from .errors import Loc, PolicyError, Problem
 from .incremental import load_edit
 from .loader import load_policy
@@ -102,17 +105,62 @@ def content_hash(documents: Documents) -> str:
     10,000 VMs 2 MB of text, whose encoding and its bytes were ~4.6 MB at the peak of
     its memory). A chunk ends between code points, and JSON escapes each on its own,
     so the bytes hashed are the whole encoding's."""
-    digest = hashlib.sha256()
-    separator = "{"
-    for name in sorted(documents):
-        text = documents[name]
-        digest.update(f'{separator}{json.dumps(name)}:"'.encode())
-        for at in range(0, len(text), HASH_CHUNK):
+    return hash_documents(documents).hexdigest
+
+
+@dataclass(frozen=True)
+class HashedDocuments:
+    """A document set's `content_hash`, and the hasher as it stood before each chunk
+    of each document (and after its last), so that the hash of a set that differs
+    from this one only from some point on starts there (`hash_documents`)."""
+
+    hexdigest: str
+    names: tuple[str, ...]  # sorted, as hashed
+    texts: tuple[str, ...]  # the documents' texts, in that order
+    marks: tuple[tuple[Any, ...], ...]  # per document: hashlib states, never updated (copied to go on)
+
+
+def hash_documents(documents: Documents, previous: HashedDocuments | None = None) -> HashedDocuments:
+    """`content_hash` of `documents`, the hashing taken up where they first differ from
+    `previous` (the same names, the texts equal up to a point): the bytes hashed up to
+    the last chunk boundary before it are the same, and so is the hasher there. A
+    controller builds a node's documents from its previous ones for every change
+    (~2 MB at 10,000 VMs, ~5 ms each to hash whole; a rule line added changes every
+    node's: half a second per commit)."""
+    names = tuple(sorted(documents))
+    texts = tuple(documents[name] for name in names)
+    resumed = previous if previous is not None and previous.names == names else None
+    start = _first_difference(texts, resumed) if resumed is not None else (0, 0)
+    if start is None:
+        return resumed  # type: ignore[return-value]  # (the very documents)
+    first, chunk = start
+    marks: list[tuple[Any, ...]] = list(resumed.marks[:first]) if resumed is not None else []
+    digest = resumed.marks[first][chunk].copy() if resumed is not None else hashlib.sha256()
+    for index in range(first, len(names)):
+        text = texts[index]
+        if index == first and resumed is not None:
+            kept: list[Any] = list(resumed.marks[first][: chunk + 1])
+            begin = chunk * HASH_CHUNK
+        else:
+            digest.update(f'{"," if index else "{"}{json.dumps(names[index])}:"'.encode())
+            kept, begin = [digest.copy()], 0
+        for at in range(begin, len(text), HASH_CHUNK):
             digest.update(json.dumps(text[at:at + HASH_CHUNK])[1:-1].encode("utf-8", "surrogatepass"))
+            kept.append(digest.copy())
         digest.update(b'"')
-        separator = ","
-    digest.update(b"{}" if separator == "{" else b"}")
-    return digest.hexdigest()
+        marks.append(tuple(kept))
+    digest.update(b"}" if names else b"{}")
+    return HashedDocuments(digest.hexdigest(), names, texts, tuple(marks))
+
+
+def _first_difference(texts: tuple[str, ...], previous: HashedDocuments) -> tuple[int, int] | None:
+    """(document, chunk) of the first chunk of `texts` that can differ from those of
+    `previous` (the same names); None: every text is the same."""
+    for index, (before, now) in enumerate(zip(previous.texts, texts)):
+        if before is now or before == now:
+            continue
+        return index, common_prefix(before, now) // HASH_CHUNK
+    return None
 
 
 def problems_json(error: PolicyError) -> list[dict[str, object]]:

@@ -31,6 +31,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .delta import common_prefix, common_suffix
 from .emptylines import first_filled_line, outside_scalars
 from .errors import Loc
 from .loader import plain_data
@@ -102,8 +103,8 @@ def _edited_region(old: str, new: str) -> tuple[int, list[str], list[str], int]:
     """The number of the first line of the region the edit replaced, its old and new
     lines, and where the region ends in `new`. Only the span between the common
     prefix and suffix is split into lines: the documents of 10,000 VMs are 16 MB."""
-    prefix = _common_prefix(old, new)
-    suffix = _common_suffix(old, new, min(len(old), len(new)) - prefix)
+    prefix = common_prefix(old, new)
+    suffix = common_suffix(old, new, min(len(old), len(new)) - prefix)
     start = new.rfind("\n", 0, prefix) + 1  # the edited region, whole lines
     if start:  # and the line before it, and the one after (where lines were added, they say whose)
         start = new.rfind("\n", 0, start - 1) + 1
@@ -116,27 +117,6 @@ def _line_end(text: str, at: int) -> int:
     """The end of the line holding position `at` (its newline, or the text's end)."""
     end = text.find("\n", at)
     return len(text) if end < 0 else end
-
-
-def _common_prefix(a: str, b: str, chunk: int = 1 << 16) -> int:
-    """Length of the common prefix (slices compared in C, a chunk at a time, then
-    smaller chunks where they first differ: no loop over characters in Python)."""
-    n, i = min(len(a), len(b)), 0
-    while chunk:
-        while i + chunk <= n and a[i : i + chunk] == b[i : i + chunk]:
-            i += chunk
-        chunk >>= 2
-    return i
-
-
-def _common_suffix(a: str, b: str, limit: int, chunk: int = 1 << 16) -> int:
-    """Length of the common suffix, at most `limit` (so it never overlaps the prefix)."""
-    i, la, lb = 0, len(a), len(b)
-    while chunk:
-        while i + chunk <= limit and a[la - i - chunk : la - i] == b[lb - i - chunk : lb - i]:
-            i += chunk
-        chunk >>= 2
-    return i
 
 
 # where rule lists live that an in-place edit may touch: (section, level of its rules)

@@ -48,7 +48,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ...analysis.kept import forget
 from ...policy.delta import Delta, apply_delta, delta_size, make_delta
-from ...policy.documents import Documents, content_hash, load_documents
+from ...policy.documents import Documents, HashedDocuments, hash_documents, load_documents
 from ...policy.incremental import index_for_edits
 from ...policy.resolve import Policy
 from ...policy.scope import NodeEdit, Scoper, affected, node_edit
@@ -69,8 +69,12 @@ class NodeState:
     sent a delta: the encoding was ~5 ms per node, on the path of the answers)."""
 
     documents: Documents
-    content_hash: str
+    hashed: HashedDocuments  # its content hash, resumable where the next state differs
     size: int  # characters of the documents
+
+    @property
+    def content_hash(self) -> str:
+        return self.hashed.hexdigest
 
     @cached_property
     def documents_json(self) -> bytes:
@@ -136,7 +140,7 @@ class NodeStates:
         if delta is None:
             return before
         self._deltas[node] = delta
-        return _state(apply_delta(before.documents, delta))
+        return _state(apply_delta(before.documents, delta), before)
 
     @cached_property
     def _edit(self) -> NodeEdit | None:
@@ -187,7 +191,7 @@ class NodeStates:
             if state is None:
                 state = self._carried(node)
                 if state is None:
-                    state = self._followed(node) or _state(self.scoper.scoped(node))
+                    state = self._followed(node) or _state(self.scoper.scoped(node), self._parent.ready(node) if self._parent is not None else None)
                     self.built += 1
                 self._states[node] = state
             return state
@@ -207,8 +211,10 @@ class NodeStates:
         return delta if delta_size(delta) <= DELTA_SHARE * after.size else None
 
 
-def _state(documents: Documents) -> NodeState:
-    return NodeState(documents, content_hash(documents), sum(len(text) for text in documents.values()))
+def _state(documents: Documents, before: NodeState | None = None) -> NodeState:
+    """The state of `documents`; hashed from where they first differ from `before`'s."""
+    hashed = hash_documents(documents, before.hashed if before is not None else None)
+    return NodeState(documents, hashed, sum(len(text) for text in documents.values()))
 
 
 @dataclass(frozen=True)
