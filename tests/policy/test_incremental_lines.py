@@ -103,12 +103,34 @@ def kept_told_right(previous: Policy, fast: Policy) -> dict[tuple[str, str], boo
     """`Runs.kept_from` (told from lines, no run made) answers what comparing the made
     runs answers, for every owner; its answers."""
     before, after = previous._rule_table.runs, fast._rule_table.runs
+    replaced = fast.rules_replaced_since(previous)  # before anything is made too
     told = {key: after.kept_from(before, key) for key in after}  # before anything is made
+    for key in after if replaced is not None else ():
+        if key not in replaced:  # (Runs.replaced_since: an edit in place; every other owner's run is the same)
+            assert before[key] == after[key], key
     for key, answer in told.items():
         if answer is not None:
             a, b = before[key], after[key]
             assert answer == (len(a) == len(b) and all(x == y for x, y in zip(a, b))), key
     return told
+
+
+def test_an_edit_in_place_tells_which_owners_it_replaced() -> None:
+    """A rule edited in place: only its owner's run may differ (a diff then compares no
+    other VM's rules); a line added moves others: not told so, each owner compared."""
+    lines = BASES[sorted(BASES)[0]]
+    documents = {"policy.yaml": "\n".join(lines)}
+    old = load_documents(documents)
+    where = rule_lines(lines)[3]
+    edited = list(lines)
+    edited[where] = re.sub(r"tcp: \d+", "tcp: 23456", edited[where]) if "tcp: " in edited[where] else REPLACEMENTS[0]
+    fast = load_edit(documents, old, {"policy.yaml": "\n".join(edited)}, groups=True, lines=True)
+    assert fast is not None
+    replaced = fast.rules_replaced_since(old)
+    changed = {key for key in fast._rule_table.runs if fast._rule_table.runs[key] != old._rule_table.runs[key]}
+    assert replaced is not None and len(changed) == 1 and changed <= replaced
+    added = load_edit(documents, old, {"policy.yaml": "\n".join(_edited(lines, "add"))}, groups=True, lines=True)
+    assert added is not None and added.rules_replaced_since(old) is None
 
 
 def test_a_run_is_told_kept_or_moved_from_its_lines() -> None:

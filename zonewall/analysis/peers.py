@@ -152,7 +152,6 @@ def guard_key(filters: Iterable[tuple[str, tuple[GuardRule, ...]]]) -> Key:
     return ("guard", tuple((name, tuple((r.region, r.action, r.label) for r in rules)) for name, rules in filters))
 
 
-
 def know_owners(analyzer: Analyzer, peer: AddressSet) -> None:
     """Tell the analyzer's planner which `vm:` and `zone:` references meet `peer`,
     from who owns its addresses (the directory): every VM's rules name some VM or
@@ -162,6 +161,7 @@ def know_owners(analyzer: Analyzer, peer: AddressSet) -> None:
     vms = analyzer.policy.doc.vms
     zones = {zone for name in owners if (zone := vms[name].zone) is not None}
     analyzer.plan.rules.known_meets(peer, owners, zones)
+
 
 class PeerSides:
     """The reduced sides of one endpoint's peers (module docstring). `mine`: the

@@ -305,6 +305,11 @@ class Policy:
         a, b = mine.get((level, owner), ()), theirs.get((level, owner), ())
         return a is b or (len(a) == len(b) and all(x is y or x == y for x, y in zip(a, b)))
 
+    def rules_replaced_since(self, other: Policy) -> set[tuple[str, str]] | None:
+        """The owners whose rules may differ from `other`'s, this policy edited from
+        it in place (no line moved); None: not known so (`same_rules` tells each)."""
+        return self._rule_table.runs.replaced_since(other._rule_table.runs)
+
     @cached_property
     def _rule_table(self) -> RuleTable:
         """`rules`, and the same grouped by (level, owner) in order, so rules_of() is

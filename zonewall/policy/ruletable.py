@@ -113,6 +113,16 @@ class Runs(Mapping[Owner, list[RuleRef]]):
                 return False  # its line moves (the first move that reaches it; a later one sees it moved already)
         return True
 
+    def replaced_since(self, before: Runs) -> set[Owner] | None:
+        """The owners whose run here may not be `before`'s, when this table was made
+        from `before` by edits that moved no line (the same base, moves and shared
+        runs): every other owner reads the very run `before` reads, so `kept_from`
+        would say True of it. None: ask `kept_from` owner by owner. A commit's diff
+        asks whether each of 10,000 peers' rules are the same on both sides."""
+        if self._base is not before._base or self._shared is not before._shared or self._moves != before._moves:
+            return None
+        return {*self._made, *before._made, *self._edited, *before._edited}
+
     def then(self, move: Move | None, key: Owner, run: list[RuleRef]) -> Runs:
         """These runs after `move` (None: lines stay), with `key`'s run replaced by `run`
         (made at the new positions)."""
