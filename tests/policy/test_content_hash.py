@@ -80,3 +80,6 @@ def test_an_edit_at_a_chunk_boundary_is_hashed_from_the_chunk_before() -> None:
         for edited in ({**base, "a.yaml": text[:at] + "z" + text[at:]}, {**base, "a.yaml": text[:at] + "z" + text[at + 1:]}):  # added; replaced, same length
             assert hash_documents(edited, first).hexdigest == _whole(edited) != first.hexdigest
     assert hash_documents(dict(base), first) is first  # the same texts: the same hash, nothing hashed
+    whole = {"a.yaml": "x" * (2 * HASH_CHUNK)}  # a text of whole chunks: resumed after its last one
+    grown = {"a.yaml": whole["a.yaml"] + "y"}
+    assert hash_documents(grown, hash_documents(whole)).hexdigest == _whole(grown)

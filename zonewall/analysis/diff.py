@@ -575,7 +575,7 @@ class _Differ:
         A group member's commit changes the flows of the group's few addresses through
         500 zone VMs' chains of ~14 own rules each: the rules naming other peers need
         no match keys built (their address sets resolved) on either policy. None: the
-        space reaches (nearly) every peer, where the whole side is built once."""
+        space reaches every address of the cluster, where the whole side is built once."""
         if not NARROW_SIDES:
             return None
         v4: list[tuple[int, int]] = []
@@ -585,12 +585,10 @@ class _Differ:
         key = (tuple(v4), tuple(v6))
         if key in self._narrow:
             return self._narrow[key]
-        peer: AddressSet | None = AddressSet.of(v4, v6)
-        if self.cluster.minus(peer).is_empty():  # type: ignore[arg-type]
-            peer = None
-        else:
-            for analyzer in (self.a_old, self.a_new):
-                know_owners(analyzer, peer)  # type: ignore[arg-type]
+        found = AddressSet.of(v4, v6)
+        peer = None if self.cluster.minus(found).is_empty() else found
+        for analyzer in (self.a_old, self.a_new) if peer is not None else ():
+            know_owners(analyzer, peer)
         self._narrow[key] = peer
         return peer
 

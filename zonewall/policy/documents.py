@@ -130,7 +130,7 @@ def hash_documents(documents: Documents, previous: HashedDocuments | None = None
     names = tuple(sorted(documents))
     texts = tuple(documents[name] for name in names)
     resumed = previous if previous is not None and previous.names == names else None
-    start = _first_difference(texts, resumed) if resumed is not None else (0, 0)
+    start = _resume_point(texts, resumed) if resumed is not None else (0, 0)
     if start is None:
         return resumed  # type: ignore[return-value]  # (the very documents)
     first, chunk = start
@@ -153,7 +153,7 @@ def hash_documents(documents: Documents, previous: HashedDocuments | None = None
     return HashedDocuments(digest.hexdigest(), names, texts, tuple(marks))
 
 
-def _first_difference(texts: tuple[str, ...], previous: HashedDocuments) -> tuple[int, int] | None:
+def _resume_point(texts: tuple[str, ...], previous: HashedDocuments) -> tuple[int, int] | None:
     """(document, chunk) of the first chunk of `texts` that can differ from those of
     `previous` (the same names); None: every text is the same."""
     for index, (before, now) in enumerate(zip(previous.texts, texts)):
