@@ -45,13 +45,17 @@ def check(pair: tuple[LibNftBackend, LibNftBackend], old: Ruleset, new: Ruleset)
         (node_ruleset(), node_ruleset({"tap1": 22})),
         (node_ruleset(), node_ruleset(admins=("10.0.0.0/8",))),  # set redefined: its users rewritten
         (node_ruleset(admins=("10.0.0.0/16", "10.1.0.0/16")), node_ruleset(admins=("10.0.0.0/24", "10.1.0.0/16"))),
+        # added elements go as the set's definition with them: beside kept intervals
+        # they touch (after one, between two) they stay separate intervals, as fresh
+        (node_ruleset(admins=("10.0.0.0/24", "10.9.0.0/16")), node_ruleset(admins=("10.0.0.0/24", "10.0.1.0/24", "10.9.0.0/16"))),
+        (node_ruleset(admins=("10.0.0.0/24", "10.0.2.0/24")), node_ruleset(admins=("10.0.0.0/24", "10.0.1.0/24", "10.0.2.0/24"))),
         (node_ruleset(), node_ruleset(log_rate=77)),  # a plain `add limit` would silently keep 10/s
         (node_ruleset(), node_ruleset(policy="accept")),
         (node_ruleset(), node_ruleset(priority=5)),  # hook change: table re-created
         (node_ruleset(), node_ruleset(bridge_table=False)),
         (node_ruleset(bridge_table=False), node_ruleset({"tap3": 1})),
     ],
-    ids=["add-guest", "remove-guest", "redefine-set", "interval-delta", "limit", "policy", "priority",
+    ids=["add-guest", "remove-guest", "redefine-set", "interval-delta", "interval-beside", "interval-between", "limit", "policy", "priority",
          "drop-table", "add-table"],
 )
 def test_cases(pair: tuple[LibNftBackend, LibNftBackend], old: Ruleset, new: Ruleset) -> None:

@@ -350,7 +350,7 @@ class _Batch(Stage):
     """A transaction as commands and as the JSON text sent, each table's body encoded
     once; the same encodings make the fingerprint (ir.fingerprint)."""
 
-    bodies: dict[TableKey, str] = field(default_factory=dict)
+    bodies: dict[TableKey, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _full_batch(
