@@ -9,11 +9,12 @@ from hypothesis import HealthCheck, given, settings
 
 from zonewall.compiler.diff import diff_commands
 from zonewall.compiler.ir import Ruleset, replace_commands
+from zonewall.compiler.transactions import diff_transactions
 from zonewall.dataplane.apply import remove_ruleset
 from zonewall.dataplane.backend import LibNftBackend
 from zonewall.dataplane.readback import canonical_readback, listings
 
-from .samples import node_ruleset, random_ruleset
+from .samples import node_ruleset, random_ruleset, renumbered
 
 pytestmark = pytest.mark.kernel
 
@@ -66,3 +67,24 @@ def test_cases(pair: tuple[LibNftBackend, LibNftBackend], old: Ruleset, new: Rul
 @given(random_ruleset(), random_ruleset())
 def test_random_rulesets(pair: tuple[LibNftBackend, LibNftBackend], old: Ruleset, new: Ruleset) -> None:
     check(pair, old, new)
+
+
+def test_renumbered_chains_follow_the_change_in_their_own_transactions(pair: tuple[LibNftBackend, LibNftBackend]) -> None:
+    guests = {f"tap{n}": 1000 + n for n in range(8)}
+    old = node_ruleset(guests)
+    changed = node_ruleset({**guests, "tap0": 2222})
+    new = renumbered(changed, {f"g_tap{n}" for n in range(1, 8)})
+    incremental, reference = pair
+    remove_ruleset(incremental, KEYS)
+    incremental.run(replace_commands(old))
+    first, *renumbering = diff_transactions(old, new, batch=5)
+    incremental.run(first)
+    remove_ruleset(reference, KEYS)
+    reference.run(replace_commands(changed))  # the change in force, the ids not yet moved
+    assert canonical_readback(listings(incremental, KEYS)) == canonical_readback(listings(reference, KEYS))
+    assert len(renumbering) == 4  # 7 chains of 4 commands, two a transaction
+    for transaction in renumbering:
+        incremental.run(transaction)
+    remove_ruleset(reference, KEYS)
+    reference.run(replace_commands(new))
+    assert canonical_readback(listings(incremental, KEYS)) == canonical_readback(listings(reference, KEYS))
