@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import strategies as st
 
 from zonewall.compiler import nftexpr as x
@@ -152,3 +154,12 @@ def random_ruleset(draw: st.DrawFn) -> Ruleset:
     if draw(st.booleans()):
         tables.append(draw(random_table("ip", "zwr2")))
     return Ruleset("node1", tuple(tables))
+
+
+def renumbered(ruleset: Ruleset, chains: set[str] | None = None, mark: str = "moved ") -> Ruleset:
+    """`ruleset` with the comments (the rule ids) of `chains` (None: all) changed."""
+    def chain(c):  # type: ignore[no-untyped-def]
+        if chains is not None and c.name not in chains:
+            return c
+        return dataclasses.replace(c, rules=tuple(Rule(r.statements, f"{mark}{r.comment}") for r in c.rules))
+    return dataclasses.replace(ruleset, tables=tuple(dataclasses.replace(t, chains=tuple(chain(c) for c in t.chains)) for t in ruleset.tables))

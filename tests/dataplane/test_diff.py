@@ -7,7 +7,7 @@ import dataclasses
 from hypothesis import given, settings
 
 from zonewall.compiler.diff import diff_commands, recreate_reason
-from zonewall.compiler.ir import Hook, Limit, Ruleset, replace_commands
+from zonewall.compiler.ir import Hook, Limit, Ruleset, replace_commands, set_object
 from zonewall.dataplane.fake import FakeBackend
 from zonewall.dataplane.readback import canonical_readback, listings
 
@@ -54,9 +54,12 @@ def test_diff_is_deterministic() -> None:
 def test_adding_a_guest_touches_only_the_new_chain_and_the_map() -> None:
     old, new = node_ruleset(), node_ruleset({"tap1": 22, "tap2": 80, "tap3": 443})
     commands = assert_equivalent(old, new)
-    assert verbs(commands) == ["add chain", "add element", "add rule", "add rule", "add rule"]
+    assert verbs(commands) == ["add chain", "add map", "add rule", "add rule", "add rule"]
     assert commands[0]["add"]["chain"]["name"] == "g_tap3"
-    assert commands[1]["add"]["element"]["elem"] == [["tap3", {"jump": {"target": "g_tap3"}}]]
+    # the map's own definition with the one new element (libnftables reads no set's
+    # elements for it, as it would for `add element`)
+    assert commands[1]["add"]["map"]["name"] == "guest_in"
+    assert commands[1]["add"]["map"]["elem"] == [["tap3", {"jump": {"target": "g_tap3"}}]]
 
 
 def test_removing_a_guest_unhooks_the_map_before_deleting_the_chain() -> None:
@@ -76,9 +79,12 @@ def test_changed_chain_is_flushed_and_rewritten() -> None:
 def test_set_element_delta() -> None:
     old, new = node_ruleset(), node_ruleset(admins=("10.0.0.2", "10.0.0.3"))
     commands = assert_equivalent(old, new)
-    assert verbs(commands) == ["delete element", "add element"]
+    assert verbs(commands) == ["delete element", "add set"]
     assert commands[0]["delete"]["element"]["elem"] == ["10.0.0.1"]
-    assert commands[1]["add"]["element"]["elem"] == ["10.0.0.3"]
+    added = commands[1]["add"]["set"]
+    assert added["elem"] == ["10.0.0.3"]  # only the new one: the kept 10.0.0.2 is not sent again
+    definition = set_object(new.table("inet", TABLE), new.table("inet", TABLE).set("admins"))["set"]
+    assert {k: v for k, v in added.items() if k != "elem"} == {k: v for k, v in definition.items() if k != "elem"}
 
 
 def test_map_value_change_is_delete_then_add() -> None:
@@ -89,7 +95,7 @@ def test_map_value_change_is_delete_then_add() -> None:
     sets = tuple(dataclasses.replace(s, elements=elems) if s.name == "guest_in" else s for s in inet.sets)
     new = dataclasses.replace(old, tables=(dataclasses.replace(inet, sets=sets),) + old.tables[1:])
     commands = assert_equivalent(old, new)
-    assert verbs(commands) == ["delete element", "add element"]
+    assert verbs(commands) == ["delete element", "add map"]
 
 
 def test_redefined_set_rewrites_its_users() -> None:

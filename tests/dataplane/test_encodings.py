@@ -27,7 +27,7 @@ def test_encodings_are_the_whole_encoding(policy, host) -> None:  # type: ignore
     ruleset = compiled(policy, host)
     encodings = encode_ruleset(ruleset)
     for table in ruleset.tables:
-        assert encodings.bodies[(table.family, table.name)] == ir.encoded_items(ir.table_body_commands(table))
+        assert ",".join(encodings.bodies[(table.family, table.name)]) == ir.encoded_items(ir.table_body_commands(table))
     assert ir.fingerprint(ruleset, encodings.bodies) == ir.fingerprint(ruleset)
 
 
@@ -82,7 +82,7 @@ def test_encoding_the_commands_a_full_apply_built_gives_the_same_text(policy, ho
     ruleset = compiled(policy, host)
     for table in ruleset.tables:
         commands = ir.table_body_commands(table)
-        assert encode_table(table, {}, commands)[0] == ir.encoded_items(commands)
+        assert ",".join(encode_table(table, {}, commands)[0]) == ir.encoded_items(commands)
         with pytest.raises(ValueError):  # commands that are not the table's body are refused, not half used
             encode_table(table, {}, commands + commands[:1])
 
@@ -90,5 +90,9 @@ def test_encoding_the_commands_a_full_apply_built_gives_the_same_text(policy, ho
 def test_the_fingerprint_is_the_hash_of_the_whole_document() -> None:
     """Hashed piece by piece (no joined copy of the ruleset's encoding), it is still
     sha256 of the document `dumps(to_json(...))` writes, as the agents report it."""
-    for ruleset in (node_ruleset(), node_ruleset({f"tap{n}": 2000 + n for n in range(30)}, bridge_table=False)):
-        assert ir.fingerprint(ruleset) == hashlib.sha256(ir.dumps(ir.to_json(ruleset)).encode()).hexdigest()
+    synthetic = synth_rulesets()[0]  # a body longer than the slices it is hashed in
+    assert max(len(ir.encoded_items(ir.table_body_commands(t))) for t in synthetic.tables) > 2 * ir._HASHED_SLICE
+    for ruleset in (node_ruleset(), node_ruleset({f"tap{n}": 2000 + n for n in range(30)}, bridge_table=False), synthetic):
+        whole = hashlib.sha256(ir.dumps(ir.to_json(ruleset)).encode()).hexdigest()
+        assert ir.fingerprint(ruleset) == whole
+        assert ir.fingerprint(ruleset, encode_ruleset(ruleset).bodies) == whole  # from the bodies' parts

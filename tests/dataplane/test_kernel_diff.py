@@ -9,11 +9,12 @@ from hypothesis import HealthCheck, given, settings
 
 from zonewall.compiler.diff import diff_commands
 from zonewall.compiler.ir import Ruleset, replace_commands
+from zonewall.compiler.transactions import diff_transactions
 from zonewall.dataplane.apply import remove_ruleset
 from zonewall.dataplane.backend import LibNftBackend
 from zonewall.dataplane.readback import canonical_readback, listings
 
-from .samples import node_ruleset, random_ruleset
+from .samples import node_ruleset, random_ruleset, renumbered
 
 pytestmark = pytest.mark.kernel
 
@@ -45,13 +46,17 @@ def check(pair: tuple[LibNftBackend, LibNftBackend], old: Ruleset, new: Ruleset)
         (node_ruleset(), node_ruleset({"tap1": 22})),
         (node_ruleset(), node_ruleset(admins=("10.0.0.0/8",))),  # set redefined: its users rewritten
         (node_ruleset(admins=("10.0.0.0/16", "10.1.0.0/16")), node_ruleset(admins=("10.0.0.0/24", "10.1.0.0/16"))),
+        # added elements go as the set's definition with them: beside kept intervals
+        # they touch (after one, between two) they stay separate intervals, as fresh
+        (node_ruleset(admins=("10.0.0.0/24", "10.9.0.0/16")), node_ruleset(admins=("10.0.0.0/24", "10.0.1.0/24", "10.9.0.0/16"))),
+        (node_ruleset(admins=("10.0.0.0/24", "10.0.2.0/24")), node_ruleset(admins=("10.0.0.0/24", "10.0.1.0/24", "10.0.2.0/24"))),
         (node_ruleset(), node_ruleset(log_rate=77)),  # a plain `add limit` would silently keep 10/s
         (node_ruleset(), node_ruleset(policy="accept")),
         (node_ruleset(), node_ruleset(priority=5)),  # hook change: table re-created
         (node_ruleset(), node_ruleset(bridge_table=False)),
         (node_ruleset(bridge_table=False), node_ruleset({"tap3": 1})),
     ],
-    ids=["add-guest", "remove-guest", "redefine-set", "interval-delta", "limit", "policy", "priority",
+    ids=["add-guest", "remove-guest", "redefine-set", "interval-delta", "interval-beside", "interval-between", "limit", "policy", "priority",
          "drop-table", "add-table"],
 )
 def test_cases(pair: tuple[LibNftBackend, LibNftBackend], old: Ruleset, new: Ruleset) -> None:
@@ -62,3 +67,24 @@ def test_cases(pair: tuple[LibNftBackend, LibNftBackend], old: Ruleset, new: Rul
 @given(random_ruleset(), random_ruleset())
 def test_random_rulesets(pair: tuple[LibNftBackend, LibNftBackend], old: Ruleset, new: Ruleset) -> None:
     check(pair, old, new)
+
+
+def test_renumbered_chains_follow_the_change_in_their_own_transactions(pair: tuple[LibNftBackend, LibNftBackend]) -> None:
+    guests = {f"tap{n}": 1000 + n for n in range(8)}
+    old = node_ruleset(guests)
+    changed = node_ruleset({**guests, "tap0": 2222})
+    new = renumbered(changed, {f"g_tap{n}" for n in range(1, 8)})
+    incremental, reference = pair
+    remove_ruleset(incremental, KEYS)
+    incremental.run(replace_commands(old))
+    first, *renumbering = diff_transactions(old, new, batch=5)
+    incremental.run(first)
+    remove_ruleset(reference, KEYS)
+    reference.run(replace_commands(changed))  # the change in force, the ids not yet moved
+    assert canonical_readback(listings(incremental, KEYS)) == canonical_readback(listings(reference, KEYS))
+    assert len(renumbering) == 4  # 7 chains of 4 commands, two a transaction
+    for transaction in renumbering:
+        incremental.run(transaction)
+    remove_ruleset(reference, KEYS)
+    reference.run(replace_commands(new))
+    assert canonical_readback(listings(incremental, KEYS)) == canonical_readback(listings(reference, KEYS))

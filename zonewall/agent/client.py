@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -89,14 +90,16 @@ def first_choice(node: str, count: int) -> int:
 
 class ControllerClient:
     def __init__(self, controllers: str | Sequence[str], token: str, node: str, *, ca: str | None = None, timeout: float = 10.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None, tls: ssl.SSLContext | None = None) -> None:
+        """`tls`: the verifying context, shared by the clients of one process (made
+        from `ca` when not given)."""
         self.node = node
         self.controllers = parse_controllers(controllers)
         self._current = first_choice(node, len(self.controllers))
         self._timeout = timeout
         self._http = httpx.Client(
             headers={"Authorization": f"Bearer {token}", "User-Agent": f"zonewall-agent/{AGENT_VERSION}"},
-            transport=transport or httpx.HTTPTransport(verify=tls_verify(ca), socket_options=KEEPALIVE),
+            transport=transport or httpx.HTTPTransport(verify=tls or tls_verify(ca), socket_options=KEEPALIVE),
             timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
         )
 

@@ -25,12 +25,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ..dataplane.backend import Backend, LibNftBackend
 from ..policy.delta import DeltaMismatch, apply_delta
 from ..policy.documents import Documents, content_hash
+from ..service.tls import tls_verify
 from . import migrate_steps
 from .backoff import Backoff
 from .client import ControllerClient, ControllerRefused, ControllerUnavailable, DesiredAnswer, parse_controllers
@@ -76,7 +78,10 @@ class Agent:
     def __init__(self, config: AgentConfig, backend: Backend | None = None, make_client: Callable[[], ControllerClient] | None = None) -> None:
         self.config = config
         self._backend = backend if backend is not None else LibNftBackend(netns=config.netns)
-        self._make_client = make_client or (lambda: ControllerClient(config.controllers, config.token, config.node, ca=config.ca))
+        if make_client is None:
+            tls = tls_verify(config.ca)  # one trust store for the agent's five clients
+            make_client = partial(ControllerClient, config.controllers, config.token, config.node, tls=tls)
+        self._make_client = make_client
         self._stop = threading.Event()
         self._work: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.enforcer = Enforcer(

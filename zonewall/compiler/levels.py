@@ -52,6 +52,13 @@ class CompileContext:
             self.plan = Plan(self.policy, now=self.now, timezone=self.timezone)
         self.registry.memo = self.policy.__dict__.get(ELEMENTS_MEMO, self.registry.memo)  # kept with the policy, if it keeps it (Policy.keep_compile_memos)
 
+    def rule_token(self, ref: RuleRef) -> str:
+        """naming.rule_token of `ref`, with its twins among its owner's rules."""
+        if ref.rule.id is not None:
+            return rule_token(ref)
+        earlier = self.policy.rules_of(ref.level, ref.owner)[: ref.index]
+        return rule_token(ref, sum(1 for other in earlier if other.rule == ref.rule))
+
     @property
     def log_group(self) -> int:
         return self.policy.doc.settings.log.group
@@ -100,7 +107,7 @@ def _rate_statements(ctx: CompileContext, step: Step, family: Family) -> list[St
     if not limit.per_source:
         return [new_only, x.limit_rate(limit.rate, limit.per, limit.burst)]
     ref: RuleRef = step.ref  # type: ignore[assignment]
-    return [new_only, per_source_meter(ctx.meters, f"rl-{rule_token(ref)}", family, limit, f"rate limit of rule {ref.id}")]
+    return [new_only, per_source_meter(ctx.meters, f"rl-{ctx.rule_token(ref)}", family, limit, f"rate limit of rule {ref.id}")]
 
 
 def render_step(ctx: CompileContext, step: Step, accept_mode: AcceptMode, scope: str, direction: str) -> list[Rule]:
@@ -113,7 +120,7 @@ def render_step(ctx: CompileContext, step: Step, accept_mode: AcceptMode, scope:
         verdict = packet_limited_verdict(ctx, step, verdict)
     if step.log:
         # a security group's rule is rendered once per context (guest chains, node chains)
-        chain_name = f"log-{rule_token(ref)}" + ("-h" if ref.level == "security_group" and accept_mode == "accept" else "")
+        chain_name = f"log-{ctx.rule_token(ref)}" + ("-h" if ref.level == "security_group" and accept_mode == "accept" else "")
         prefix = log_prefix(ctx.node, scope, direction, ref.id, step.action, step.log_level or ctx.log_level)
         ctx.extra_chains[chain_name] = Chain(
             chain_name,

@@ -67,9 +67,19 @@ def group_chain(group: str, context: str, direction: str) -> str:
     return f"sg-{group}-{context}-{direction}"
 
 
-def rule_token(ref: RuleRef) -> str:
-    """A short stable token for per-rule objects (rate-limit sets, log chains)."""
-    return hashlib.sha1(f"{ref.level}/{ref.owner}/{ref.id}".encode()).hexdigest()[:10]
+def rule_token(ref: RuleRef, twins: int = 0) -> str:
+    """A short token for a rule's own kernel objects (its log chain, rate-limit
+    meters, packet budget), the same while the rule itself is.
+
+    A rule with an explicit id is named by it. A derived id (`file:line`) moves
+    whenever a line is added above the rule, and the objects would move with it: a
+    per-source meter's state lost, and every chain jumping to a log chain rewritten
+    (most of a node's chains for one rule line added). Such a rule is named by its
+    content and `twins`, how many rules before it in its owner's list are the same
+    (no two rules of an owner share a token). An explicit id cannot contain "/", so
+    the two kinds never meet."""
+    what = ref.id if ref.rule.id is not None else f"rule/{twins}/{ref.rule.model_dump_json()}"
+    return hashlib.sha1(f"{ref.level}/{ref.owner}/{what}".encode()).hexdigest()[:10]
 
 
 def log_prefix(node: str, scope: str, direction: str, rule_id: str, verdict: str, level: str | None = None) -> str:

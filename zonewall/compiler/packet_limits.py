@@ -30,7 +30,6 @@ from ..policy.resolve import RuleRef
 from . import nftexpr as x
 from .ir import Chain, NamedSet, Rule
 from .meters import per_source_meter
-from .naming import rule_token
 from .plan.vocabulary import Step
 from .stmt import Statement
 
@@ -45,7 +44,7 @@ def packet_limited_verdict(ctx: CompileContext, step: Step, verdict: list[Statem
     ref: RuleRef = step.ref  # type: ignore[assignment]
     limit = step.packet_limit
     assert limit is not None and step.origin is not None
-    token = rule_token(ref)
+    token = ctx.rule_token(ref)
     budget = f"plim-{token}"
     if budget not in ctx.extra_chains:
         if limit.per_source:

@@ -6,7 +6,10 @@ Guarantees, in order of importance:
   `previous` that the new ruleset drops). There is never a `flush ruleset`; Docker's,
   libvirt's or the distribution's tables survive every apply.
 * Every change is ONE transaction. If libnftables or the kernel refuses it, nothing
-  changed and the previous ruleset keeps filtering (NftError propagates). Tables
+  changed and the previous ruleset keeps filtering (NftError propagates). Chains
+  whose rules changed only in their comments (ids a rule line added moved) follow
+  in transactions of their own, whole chains each: they filter as before either way
+  (compiler/transactions.py), and libnftables holds a bounded part at a time. Tables
   created from nothing (a node's first apply) are built in stages whose hooks come
   in the last (stages.py): no packet meets them before it, so they start filtering
   at one commit just the same, and libnftables holds one stage at a time.
@@ -63,9 +66,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 
-from zonewall.compiler.diff import diff_commands
 from zonewall.compiler.ir import Ruleset, table_body_commands, table_object, timeout_object
 from zonewall.compiler.ir import fingerprint as ir_fingerprint
+from zonewall.compiler.transactions import diff_transactions
 from zonewall.dataplane.backend import Backend, Json, NftError
 from zonewall.dataplane.creation import create_in_stages
 from zonewall.dataplane.encodings import Encodings, encode_ruleset, encode_table
@@ -350,7 +353,7 @@ class _Batch(Stage):
     """A transaction as commands and as the JSON text sent, each table's body encoded
     once; the same encodings make the fingerprint (ir.fingerprint)."""
 
-    bodies: dict[TableKey, str] = field(default_factory=dict)
+    bodies: dict[TableKey, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _full_batch(
@@ -466,14 +469,18 @@ def _incremental(
     def held() -> Snapshot:
         return Snapshot.of_ruleset(previous, absent)
 
-    commands = _without_timeouts(diff_commands(previous, ruleset))
+    transactions = [t for t in (_without_timeouts(c) for c in diff_transactions(previous, ruleset, batch=STAGE_COMMANDS)) if t]
     commits = int(ensure_timeouts(backend, _wanted_timeouts(ruleset), _timeout_names(before.tables)))
-    if commands:
+    commands: list[Json] = []
+    for transaction in transactions:
         try:
-            backend.run(commands)
+            backend.run(transaction)
         except NftError as exc:
             notes.append(f"incremental transaction refused: {exc}")
-            return None
+            # a later one (rules renumbered alone) refused: the kernel filters as
+            # `ruleset` but is neither ruleset; a full replace follows, `previous` its restore point
+            return held() if commands else None
+        commands += transaction
         commits += 1
     commits += collect_timeouts(backend, ruleset, _timeout_names(before.tables), notes)
     new_keys = _keys(ruleset)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from hashlib import blake2b
 
 from ..compiler.stmt import Verdict, VerdictKind
 from ..netns import run_in_netns
@@ -55,7 +56,7 @@ class CounterReader:
         self._tables = tuple(tables)
         self._generation: int | None = None  # of the rules' meanings below
         self._rules: dict[tuple[str, int], _Rule] = {}  # (family, handle) -> meaning
-        self._seen: dict[str, dict[bytes, _Parsed]] = {}  # per family: a rule's message without its counter's numbers -> what it says
+        self._seen: dict[str, dict[bytes, _Parsed]] = {}  # per family: the digest of a rule's message but for its counter's numbers -> what it says
         self.layouts = 0  # how often the rules' meaning was worked out (tests, bench)
         self.parsed = 0  # rules whose messages were read for it (the others were as at the reading before)
 
@@ -111,7 +112,7 @@ class CounterReader:
         for buf, start, end in messages:
             # An apply rewrites a few chains: the rules of the others are the same
             # messages as at the last reading (handle included) but for their numbers.
-            key = _without_numbers(buf, start, end)
+            key = _message_digest(buf, start, end)
             rule = before.get(key)
             if rule is None:
                 rule = _parse(buf, start, end)
@@ -138,14 +139,19 @@ def _parse(buf: bytes, start: int, end: int) -> _Parsed:
     return chain, comment, int(_BE64.unpack_from(buf, a[_RULE_HANDLE][0])[0]), verdicts, counted
 
 
-def _without_numbers(buf: bytes, start: int, end: int) -> bytes:
-    """The rule's message with its first counter's data left out."""
+def _message_digest(buf: bytes, start: int, end: int) -> bytes:
+    """A digest of the rule's message with its first counter's data left out.
+
+    A digest, not the message: the reader keeps one per kernel rule between readings
+    (~2.5 MB of messages at 10,000 VMs, ~0.25 MB of digests)."""
     at = buf.find(_COUNTER_NAME, start, end)
     if at < 0:
-        return buf[start:end]
+        return blake2b(buf[start:end], digest_size=16).digest()
     data_at = at + len(_COUNTER_NAME)
     length, _kind = ATTR.unpack_from(buf, data_at)
-    return buf[start:data_at] + buf[data_at + ((length + 3) & ~3):end]
+    digest = blake2b(buf[start:data_at], digest_size=16)
+    digest.update(buf[data_at + ((length + 3) & ~3):end])
+    return digest.digest()
 
 
 def _expressions(buf: bytes, span: Span | None) -> tuple[list[Verdict], bool]:

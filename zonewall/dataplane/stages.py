@@ -40,7 +40,7 @@ in one transaction.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ..compiler.ir import (
@@ -80,11 +80,13 @@ class Stage:
     # they are what the whole creation leaves (a chain's rules all come in one stage)
     finished: dict[TableKey, tuple[set[str], set[str]]] = field(default_factory=dict)
 
-    def add(self, commands: list[Json], encoded: str | None = None) -> None:
+    def add(self, commands: list[Json], encoded: Sequence[str] | None = None) -> None:
+        """`encoded`: the commands' encoding when the caller has it, in parts (the
+        items of the JSON array, each a run of them: `encodings.Encodings.bodies`)."""
         self.commands += commands
-        text = encoded if encoded is not None else encoded_items(commands)
-        if text:
-            self.items.append(text)
+        if encoded is None:
+            encoded = (encoded_items(commands),)
+        self.items += [part for part in encoded if part]
 
     @property
     def text(self) -> str:
@@ -103,7 +105,7 @@ class _Part:
     sets: tuple[str, ...] = ()
 
     def into(self, stage: Stage) -> None:
-        stage.add(self.commands, self.encoded)
+        stage.add(self.commands, (self.encoded,))
         chains, sets = stage.finished.setdefault(self.table, (set(), set()))
         chains.update(self.chains)
         sets.update(self.sets)
