@@ -50,11 +50,14 @@ def test_a_line_added_above_moves_the_ids_but_not_the_objects() -> None:
     before = compiled()
     after = compiled(above="      - {direction: in, action: accept, udp: 53}\n")
     assert own_objects(after) == own_objects(before) and own_objects(before) != ([], [])
+    meters = [{s for t in r.tables for s in t.sets if s.name.startswith("rl-")} for r in (before, after)]
+    assert meters[0] == meters[1]  # comments too: a set whose comment changes is made again, its buckets lost
     assert log_prefixes(after) != log_prefixes(before)  # the records name the moved ids
     # so the line added changes app1's chain, the log chains' prefixes and nothing
     # else in the first transaction: app2's chain (its ids moved too) follows it
     first, *renumbered = diff_transactions(before, after, batch=500)
     flushed = {c["flush"]["chain"]["name"] for c in first if "flush" in c}
+    assert not [c for c in first if "delete" in c and "set" in c["delete"]]
     assert not any("app2" in name for name in flushed) and any("app1" in name for name in flushed)
     assert any("app2" in c["flush"]["chain"]["name"] for t in renumbered for c in t if "flush" in c)
 

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from zonewall.compiler import nftexpr as x
-from zonewall.compiler.ir import Rule, fingerprint
+from zonewall.compiler.ir import Rule, Ruleset, fingerprint
 from zonewall.dataplane.apply import (
     Snapshot,
     VerifyError,
@@ -93,7 +93,7 @@ def test_refused_incremental_falls_back_to_full() -> None:
     assert listing_hash(fake, new) == listing_hash(apply_fresh(new), new)
 
 
-def test_renumbered_chains_apply_after_the_change_and_a_refusal_among_them_ends_in_a_full_replace(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_renumbered_chains_apply_after_the_change_and_a_refusal_among_them_ends_in_a_full_replace() -> None:
     guests = {f"tap{n}": 1000 + n for n in range(200)}  # renumbered chains of more than one transaction (STAGE_COMMANDS)
     old = node_ruleset(guests)
     new = renumbered(node_ruleset({**guests, "tap0": 2222}), {f"g_tap{n}" for n in range(1, 200)})
@@ -105,36 +105,32 @@ def test_renumbered_chains_apply_after_the_change_and_a_refusal_among_them_ends_
     assert listing_hash(fake, new) == listing_hash(apply_fresh(new), new)
     # the second transaction refused: the change is in force but the ids half moved,
     # so the tables are replaced whole (and `old` is what a failure of that restores)
-    fake = FakeBackend()
-    apply_ruleset(fake, old)
-    real_run, calls = fake.run, []
-
-    def refusing_second(commands: list[dict], text: str | None = None) -> None:
-        calls.append(len(commands))
-        if len(calls) == 2:
-            raise NftError("Error: Could not process rule: Cannot allocate memory")
-        real_run(commands, text=text)
-
-    monkeypatch.setattr(fake, "run", refusing_second)
+    fake = refusing(old, {2})
     result = apply_ruleset(fake, new, previous=old)
     assert result.mode == "full" and "refused" in result.notes[0]
     assert listing_hash(fake, new) == listing_hash(apply_fresh(new), new)
     # ... and when that replace is refused too, the kernel is back at `old` itself,
     # not at the half-renumbered tables the refusal left
-    fake = FakeBackend()
-    apply_ruleset(fake, old)
-    real_run, calls = fake.run, []
-
-    def refusing_after_first(commands: list[dict], text: str | None = None) -> None:
-        calls.append(len(commands))
-        if len(calls) in (2, 3):
-            raise NftError("Error: Could not process rule: Cannot allocate memory")
-        real_run(commands, text=text)
-
-    monkeypatch.setattr(fake, "run", refusing_after_first)
+    fake = refusing(old, {2, 3})
     with pytest.raises(NftError):
         apply_ruleset(fake, new, previous=old)
     assert listing_hash(fake, old) == listing_hash(apply_fresh(old), old)
+
+
+def refusing(applied: Ruleset, refused: set[int]) -> FakeBackend:
+    """A backend holding `applied` that refuses its next transactions numbered in `refused` (1: the next)."""
+    fake = FakeBackend()
+    apply_ruleset(fake, applied)
+    real_run, calls = fake.run, [0]
+
+    def run(commands: list[dict], text: str | None = None) -> None:
+        calls[0] += 1
+        if calls[0] in refused:
+            raise NftError("Error: Could not process rule: Cannot allocate memory")
+        real_run(commands, text=text)
+
+    fake.run = run  # type: ignore[method-assign]
+    return fake
 
 
 def test_drifted_kernel_skips_the_diff() -> None:

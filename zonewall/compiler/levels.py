@@ -20,7 +20,7 @@ from . import nftexpr as x
 from .ir import Chain, NamedSet, Rule
 from .matches import IP_PROTO, SetRegistry, match_statements
 from .meters import per_source_meter
-from .naming import LOG_LIMIT, group_chain, log_prefix, rule_comment, rule_token
+from .naming import LOG_LIMIT, group_chain, log_prefix, rule_comment, rule_objects_comment, rule_token
 from .nics import LocalNic, local_nics
 from .packet_limits import packet_limited_verdict
 from .plan import Plan
@@ -107,7 +107,7 @@ def _rate_statements(ctx: CompileContext, step: Step, family: Family) -> list[St
     if not limit.per_source:
         return [new_only, x.limit_rate(limit.rate, limit.per, limit.burst)]
     ref: RuleRef = step.ref  # type: ignore[assignment]
-    return [new_only, per_source_meter(ctx.meters, f"rl-{ctx.rule_token(ref)}", family, limit, f"rate limit of rule {ref.id}")]
+    return [new_only, per_source_meter(ctx.meters, f"rl-{ctx.rule_token(ref)}", family, limit, rule_objects_comment("rate limit", ref))]
 
 
 def render_step(ctx: CompileContext, step: Step, accept_mode: AcceptMode, scope: str, direction: str) -> list[Rule]:

@@ -82,6 +82,16 @@ def rule_token(ref: RuleRef, twins: int = 0) -> str:
     return hashlib.sha1(f"{ref.level}/{ref.owner}/{what}".encode()).hexdigest()[:10]
 
 
+def rule_objects_comment(what: str, ref: RuleRef) -> str:
+    """The comment of a rule's own kernel object (a meter set): the rule by its
+    explicit id, else by its owner. Not by a derived id: a set whose comment changes
+    is a set redefined (deleted and made again, its state lost), and a derived id
+    moves with every line added above the rule (`rule_token`)."""
+    if ref.rule.id is not None:
+        return f"{what} of rule {ref.id}"
+    return f"{what} of a {ref.level} rule" + (f" of {ref.owner}" if ref.owner else "")
+
+
 def log_prefix(node: str, scope: str, direction: str, rule_id: str, verdict: str, level: str | None = None) -> str:
     """The NFLOG prefix of a log statement (compiler/logprefix.py has the format)."""
     return logprefix.build(node, scope, direction, rule_id, verdict, level)

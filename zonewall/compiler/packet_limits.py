@@ -30,6 +30,7 @@ from ..policy.resolve import RuleRef
 from . import nftexpr as x
 from .ir import Chain, NamedSet, Rule
 from .meters import per_source_meter
+from .naming import rule_objects_comment
 from .plan.vocabulary import Step
 from .stmt import Statement
 
@@ -63,7 +64,7 @@ def _within(ctx: CompileContext, token: str, family: str, step: Step) -> Stateme
     assert limit is not None
     ref: RuleRef = step.ref  # type: ignore[assignment]
     within = replace(limit, over=False)  # the budget's own test: within the rate
-    return per_source_meter(ctx.meters, f"plim-{token}", family, within, f"packet rate of rule {ref.id}")  # type: ignore[arg-type]
+    return per_source_meter(ctx.meters, f"plim-{token}", family, within, rule_objects_comment("packet rate", ref))  # type: ignore[arg-type]
 
 
 def established_rules(ctx: CompileContext) -> list[Rule]:
