@@ -119,6 +119,35 @@ def test_a_commit_readies_the_unaffected_nodes_states_before_any_agent_asks(clie
     assert changed["delta"] is not None and desired_answer in threads
 
 
+def test_a_rule_line_added_wakes_first_the_node_holding_it_and_renumbers_the_others_after(client: TestClient, tokens: Tokens,
+                                                                                          controller: Controller) -> None:
+    """A line added to vm1's rules (node2's VM) moves the derived ids of every later
+    rule, node1's too: node1's documents gain a blank line. Nothing node1 filters
+    changes, so the commit wakes node2 alone before its diff; node1 gets its blank
+    line with the nodes the change leaves alone, at the commit's release."""
+    first = synth_documents()
+    upload(client, tokens, first)
+    before = {node: ask(client, tokens, node) for node in ("node1", "node2")}
+    text = first["policy.yaml"]
+    at = text.index("      - {", text.index("\n  vm1:\n"))
+    added = {"policy.yaml": text[:at] + "      - {direction: in, action: accept, tcp: 2323}\n" + text[at:]}
+    upload(client, tokens, added)
+    view = controller.revisions.view(2)
+    assert view is not None and view.states is not None
+    assert view.states.prepare() == frozenset({"node2"})
+    for node in ("node1", "node2"):  # each still gets its new documents (node1: the blank line) as a delta
+        answer = ask(client, tokens, node, after=1, have=before[node]["content_hash"])
+        assert not answer["same"] and answer.get("delta") is not None
+        documents = apply_delta(before[node]["documents"], answer["delta"])
+        assert compile_node(load_documents(documents), node) == compile_node(load_documents(added), node)
+    # a change of what node1 filters (a group every node keeps) wakes it too
+    text = added["policy.yaml"]
+    group = text[text.index("\ngroups:\n") + len("\ngroups:\n"):].split("\n", 1)[0]
+    upload(client, tokens, {"policy.yaml": text.replace(group, group.replace("[", "[203.0.113.77, ", 1), 1)})
+    view = controller.revisions.view(3)
+    assert view is not None and view.states is not None and view.states.prepare() == frozenset({"node1", "node2"})
+
+
 def test_a_change_of_every_node_reaches_every_node(client: TestClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch) -> None:
     first = synth_documents()
     upload(client, tokens, first)

@@ -23,7 +23,10 @@ answering them and reading their reports took ~0.25 s of the controller at 100
 nodes, before the diff and so before the commit's own answer. So a commit `stage`s
 its revision: it is published at once to the nodes it changes, and to everyone
 else when the committing request `release`s it, after its diff (or STAGE_SECONDS
-later, whatever happened to that request). The revision is `hold`-en from the
+later, whatever happened to that request). So are the nodes whose documents gain or
+lose only blank lines (a rule line added to a block they do not hold): nothing they
+filter changes, only their later rules' derived ids; at 100 nodes, waking them first
+held the commit ~3 s. The revision is `hold`-en from the
 moment its row is written, before any other reader can see it: a notification of it
 (our own NOTIFY, the periodic check, which can come before the commit has worked out
 which nodes changed) waits for the release too (`drop`: the write failed).

@@ -156,8 +156,9 @@ class NodeStates:
         parent, which nodes the change leaves alone (~0.1 s at 10,000 VMs); and the
         states of the nodes it changes when they are few (a VM's rule: its node), so
         that theirs too are ready the moment they ask. Returns the nodes whose
-        documents the change touches (those that left the policy included); None:
-        not known (no parent), every node."""
+        documents the change touches (those that left the policy included) but for
+        those it only renumbers (`_renumbered_only`): the nodes to wake before the
+        commit's diff; None: not known (no parent), every node."""
         with self._lock:
             self.scoper  # noqa: B018 - the cached property is the point
             unaffected = self._left_alone()
@@ -166,10 +167,23 @@ class NodeStates:
             touched, known = self.hosts, False
         else:
             touched, known = (self.hosts | parent.hosts) - unaffected, True
+            touched -= self._renumbered_only()
         if len(touched) <= PREPARED_NODES:
             for node in sorted(touched & self.hosts):
                 self.get(node)
         return frozenset(touched) if known else None
+
+    def _renumbered_only(self) -> frozenset[str]:
+        """The nodes whose documents the change only gives or takes blank lines: a
+        rule line added to or removed from a rules block they do not hold
+        (scope.block_edit). What they filter stays; only the derived ids of their
+        later rules move (their counters' and logs' ids). At 100 nodes, waking them
+        with the node that holds the block had the commit wait for 100 answers and
+        their agents' renumbering beside its diff (~3-4 s in bench/cluster.py)."""
+        edit = self._edit
+        if edit is None or edit.holding is None or edit.blanked is None:
+            return frozenset()
+        return frozenset(self.hosts - edit.holding)
 
     def ready(self, node: str) -> NodeState | None:
         """The node's state when nothing is left to build for it (built, or carried
