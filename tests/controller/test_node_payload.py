@@ -32,6 +32,13 @@ def edit_vm_rule(documents: dict[str, str], vm: str) -> dict[str, str]:
     return {"policy.yaml": text[:rule] + ", tcp: 2222}" + text[rule + len(", tcp: 22}"):]}
 
 
+def first_group_grown(documents: dict[str, str]) -> dict[str, str]:
+    """The first group's line (every node keeps it) with one more member."""
+    text = documents["policy.yaml"]
+    group = text[text.index("\ngroups:\n") + len("\ngroups:\n"):].split("\n", 1)[0]
+    return {"policy.yaml": text.replace(group, group.replace("[", "[203.0.113.77, ", 1), 1)}
+
+
 def upload(client: TestClient, tokens: Tokens, documents: dict[str, str]) -> int:
     response = client.put("/api/v1/policy", json={"documents": documents}, headers=tokens.header("admin"))
     assert response.status_code == 201, response.text
@@ -141,9 +148,7 @@ def test_a_rule_line_added_wakes_first_the_node_holding_it_and_renumbers_the_oth
         documents = apply_delta(before[node]["documents"], answer["delta"])
         assert compile_node(load_documents(documents), node) == compile_node(load_documents(added), node)
     # a change of what node1 filters (a group every node keeps) wakes it too
-    text = added["policy.yaml"]
-    group = text[text.index("\ngroups:\n") + len("\ngroups:\n"):].split("\n", 1)[0]
-    upload(client, tokens, {"policy.yaml": text.replace(group, group.replace("[", "[203.0.113.77, ", 1), 1)})
+    upload(client, tokens, first_group_grown(added))
     view = controller.revisions.view(3)
     assert view is not None and view.states is not None and view.states.prepare() == frozenset({"node1", "node2"})
 
@@ -152,9 +157,7 @@ def test_a_change_of_every_node_reaches_every_node(client: TestClient, tokens: T
     first = synth_documents()
     upload(client, tokens, first)
     before = {node: ask(client, tokens, node) for node in ("node1", "node2")}
-    text = first["policy.yaml"]
-    group = text[text.index("\ngroups:\n") + len("\ngroups:\n"):].split("\n", 1)[0]  # the first group's line
-    edited = {"policy.yaml": text.replace(group, group.replace("[", "[203.0.113.77, ", 1), 1)}
+    edited = first_group_grown(first)
     assert edited != first
     scoped: list[str] = []
     real = Scoper.scoped

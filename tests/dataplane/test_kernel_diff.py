@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from zonewall.compiler import nftexpr as x
 from zonewall.compiler.diff import diff_commands
-from zonewall.compiler.ir import Ruleset, replace_commands
+from zonewall.compiler.ir import Ruleset, replace_commands, set_object
 from zonewall.compiler.transactions import diff_transactions
 from zonewall.dataplane.apply import remove_ruleset
-from zonewall.dataplane.backend import LibNftBackend
+from zonewall.dataplane.backend import LibNftBackend, NftError
 from zonewall.dataplane.readback import canonical_readback, listings
 
-from .samples import node_ruleset, random_ruleset, renumbered
+from .samples import TABLE, node_ruleset, random_ruleset, renumbered
 
 pytestmark = pytest.mark.kernel
 
@@ -88,3 +90,29 @@ def test_renumbered_chains_follow_the_change_in_their_own_transactions(pair: tup
     remove_ruleset(reference, KEYS)
     reference.run(replace_commands(new))
     assert canonical_readback(listings(incremental, KEYS)) == canonical_readback(listings(reference, KEYS))
+
+
+def test_an_element_added_as_the_sets_definition_needs_that_very_definition(pair: tuple[LibNftBackend, LibNftBackend]) -> None:
+    """What compiler/diff._element_delta relies on: `add set` of an existing set with
+    its own definition adds the elements and keeps the others; with another
+    definition the kernel refuses it and the set stays as it was (the apply then
+    falls back to a full replace, never to a set of the wrong kind)."""
+    backend, _ = pair
+    remove_ruleset(backend, KEYS)
+    ruleset = node_ruleset(admins=("10.0.0.0/24", "10.9.0.0/16"))
+    backend.run(replace_commands(ruleset))
+    table = ruleset.table("inet", TABLE)
+    admins = table.set("admins")
+
+    def elements() -> list[object]:
+        listed = backend.list_table("inet", TABLE) or []
+        return next(o["set"].get("elem", []) for o in listed if "set" in o and o["set"]["name"] == "admins")
+
+    before = elements()
+    backend.run([{"add": set_object(table, dataclasses.replace(admins, elements=(x.prefix("10.1.0.0", 24),)))}])
+    assert len(elements()) == len(before) + 1
+    grown = elements()
+    for other in (dataclasses.replace(admins, flags=()), dataclasses.replace(admins, type="ipv6_addr"), dataclasses.replace(admins, timeout=60)):
+        with pytest.raises(NftError):
+            backend.run([{"add": set_object(table, dataclasses.replace(other, elements=(x.prefix("10.2.0.0", 24),) if other.type == "ipv4_addr" else ("::1",)))}])
+        assert elements() == grown
