@@ -6,8 +6,8 @@ alike but for their names become one row where that is exact.
   each of `to`, never an endpoint to itself", with a stage named for the role read
   as the endpoint's own, gives exactly the flows and decisions of the rows given.
 * Property: a class's rows (several members' labels each, their peers holding the
-  members, diff._Differ._add_pending) merge to exactly what the same flows give
-  row by row: the answer depends on the flows, not on how diff.py gathered them.
+  members, differ.Differ._add_pending) merge to exactly what the same flows give
+  row by row: the answer depends on the flows, not on how differ.py gathered them.
 * Negatives: rows whose own outcomes differ (another rule decides) stay apart, and a
   row of one endpoint never holds it on both sides.
 """
@@ -77,7 +77,7 @@ def row_of(fact: Fact, own_labels: set[str], peers: set[str], named: str) -> Dif
 
 
 def single_rows(drawn: list[tuple[Fact, frozenset[str]]]) -> list[DiffRow]:
-    """As diff._Differ._add_rows keeps them: one row per (endpoint, role, change,
+    """As diffrecord.Recorder._add_rows keeps them: one row per (endpoint, role, change,
     services, decisions), the peers of its facts together."""
     rows: dict[Fact, DiffRow] = {}
     for fact, peers in drawn:

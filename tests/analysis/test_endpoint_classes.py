@@ -35,7 +35,7 @@ from tests.analysis.test_diff import Pair, pairs
 from tests.analysis.test_peer_classes import _diff
 from tests.analysis.test_reach_grouping import dressed
 from tests.analysis.test_shortcuts import rule_edit_pairs
-from zonewall.analysis import diff as diff_module
+from zonewall.analysis import differ as differ_module
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
 import synth
@@ -72,13 +72,13 @@ def _zone_edit(text: str, new: str) -> str:
 def _count_peer_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many endpoints each comparison with the peers stood for."""
     runs: list[int] = []
-    compare = diff_module._Differ._peers
+    compare = differ_module.Differ._peers
 
     def counted(self: Any, mine: Any, *args: Any, **kwargs: Any) -> Any:
         runs.append(len(mine.members))
         return compare(self, mine, *args, **kwargs)
 
-    monkeypatch.setattr(diff_module._Differ, "_peers", counted)
+    monkeypatch.setattr(differ_module.Differ, "_peers", counted)
     return runs
 
 
@@ -164,7 +164,7 @@ def test_an_endpoint_whose_own_rule_decides_is_its_own_class_and_no_endpoint_is_
     runs.clear()
     united = _diff(old, new, **MANY, ENDPOINT_CLASSES=True)
     # w9's own rule took the mailers out of its changed pieces, nothing else: its class
-    # and w0-w5's meet the peers once (diff.UNITED_CLASSES); w7 and w8 stay apart
+    # and w0-w5's meet the peers once (diffswitches.UNITED_CLASSES); w7 and w8 stay apart
     assert sorted(runs) == [1, 1, 8], runs
     assert united == classed == _diff(old, new, **MANY, ENDPOINT_CLASSES=False)
     flows = json.loads(classed)["flows"]
@@ -287,8 +287,8 @@ def test_zone_vms_that_took_out_different_peers_meet_the_peers_once(monkeypatch:
     text = UNITING.replace("DIRECTION", "in").replace("ACTION", "accept").replace("OUT", "accept") + "".join(vms)
     old, new = text.replace("PORT", "1500"), text.replace("PORT", "1600")
     united_calls: list[int] = []
-    made = diff_module.united
-    monkeypatch.setattr(diff_module, "united", lambda mines, own_dim: united_calls.append(len(mines)) or made(mines, own_dim))
+    made = differ_module.united
+    monkeypatch.setattr(differ_module, "united", lambda mines, own_dim: united_calls.append(len(mines)) or made(mines, own_dim))
     united = _diff(old, new, **MANY, ENDPOINT_CLASSES=True)
     assert united_calls == [4]  # w0, w1, w2 (each its own peer taken out), w3 with w4: the peers run once
     united_calls.clear()

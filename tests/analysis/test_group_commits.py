@@ -1,7 +1,7 @@
 """A chain of group member commits is diffed as the plain computation diffs each one.
 
 What a group member commit's diff now takes as given (analysis/alignment.py,
-analysis/kept.py, policy/naming.py, `diff.SHARE_UNNAMED` / `ONLY_DIFFERING`):
+analysis/kept.py, policy/naming.py, `diffswitches.SHARE_UNNAMED` / `ONLY_DIFFERING`):
 
 * the changed region of a chain from the positions where the old and new steps
   differ, without difflib, when no differing key occurs in the other chain: the
@@ -317,9 +317,9 @@ def test_a_kept_analyzer_holds_nothing_of_the_older_revision(commit: Any) -> Non
 
 
 def _scanned(policy: Policy, refs: set[str]) -> list[str]:
-    from zonewall.analysis.diff import _uses
+    from zonewall.analysis.diffscope import uses
 
-    return [name for name, vm in policy.doc.vms.items() if _uses(vm.rules, refs)]
+    return [name for name, vm in policy.doc.vms.items() if uses(vm.rules, refs)]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -383,7 +383,7 @@ def test_twin_sides_share_only_the_leading_steps_both_chains_hold() -> None:
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(["vm", "vm-any", "vm-add", "zone", "group"]), min_size=2, max_size=4))
 def test_a_chain_of_rule_and_group_commits_is_diffed_as_the_plain_computation_diffs_each(kinds: list[str]) -> None:
-    """Rule edits keep their new side too (`diff.KEEP_AFTER_RULE_EDITS`): whatever
+    """Rule edits keep their new side too (`diffswitches.KEEP_AFTER_RULE_EDITS`): whatever
     kind of commit comes next takes it as its old side, and every diff is the plain one."""
     from bench.commit import edits
 

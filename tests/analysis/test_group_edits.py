@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from tests.analysis.diffknobs import declined, diff_knobs
 from tests.analysis.policygen import policies
 from tests.analysis.test_diff import _peer, dump
-from zonewall.analysis import diff as diff_module
-from zonewall.analysis.diff import diff_policies, group_edits
+from zonewall.analysis.diff import diff_policies
+from zonewall.analysis.diffedits import RuleEdits, group_edits
 from zonewall.policy.errors import PolicyError
 from zonewall.policy.loader import load_policy_text
 
@@ -98,7 +98,7 @@ def test_a_member_added_opens_the_flow_of_the_rules_that_name_its_group() -> Non
     new = BASE.replace("admins: [192.168.100.0/24]", "admins: [192.168.100.0/24, 203.0.113.7]")
     old_policy, new_policy = load_policy_text(BASE), load_policy_text(new)
     edits = group_edits(old_policy, new_policy)
-    assert edits == diff_module.RuleEdits(("web",), (), frozenset({"group:admins", "group:ops"}))  # through the nested group ops; db names no group
+    assert edits == RuleEdits(("web",), (), frozenset({"group:admins", "group:ops"}))  # through the nested group ops; db names no group
     rows = diff_policies(old_policy, new_policy).to_json()["flows"]
     assert [(r["change"], r["from"], r["to"], r["services"]) for r in rows] == [("opened", ["outside:203.0.113.7"], ["vm:web"], ["tcp 22"])]
 

@@ -1,4 +1,4 @@
-"""analysis/diff.py `_Differ.narrow_peer`: an endpoint's own side built only with the
+"""analysis/differ.py `Differ.narrow_peer`: an endpoint's own side built only with the
 steps that can meet the other ends its changed space holds (`NARROW_SIDES`) gives
 exactly the diff its whole side gives.
 

@@ -163,7 +163,7 @@ def test_without_the_check_of_what_a_reduction_read_the_named_peer_is_wrong(monk
         def read(self, _value: bool) -> None:
             pass
 
-    monkeypatch.setattr("zonewall.analysis.diff.PeerSpace", Unread)
+    monkeypatch.setattr("zonewall.analysis.differ.PeerSpace", Unread)
     wrong = _diff(old, new, **FEW)
     assert _opened_to_a(wrong) != _opened_to_a(right)
 

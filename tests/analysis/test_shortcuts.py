@@ -27,8 +27,9 @@ from hypothesis import strategies as st
 from tests.analysis.diffknobs import declined, diff_knobs
 from tests.analysis.policygen import FLOW_TCP, RULE_TCP, PolicyDesc, policies
 from tests.analysis.test_diff import ACTIONS, BASE, Pair, _new_rule, dump, pairs
-from zonewall.analysis import diff as diff_module
-from zonewall.analysis.diff import _aligned_change, diff_policies
+from zonewall.analysis import diffedits, diffscope
+from zonewall.analysis.diff import diff_policies
+from zonewall.analysis.diffscope import aligned_change
 from zonewall.analysis.engine import Analyzer
 from zonewall.compiler.plan.rules import RulePlanner
 from zonewall.policy.addresses import AddressSet, _merge
@@ -84,11 +85,11 @@ def test_the_zone_level_delta_reports_what_whole_chains_report(pair: Pair) -> No
     old, new = load_policy_text(pair.old), load_policy_text(pair.new)
     fast = diff_policies(old, new)
 
-    class WholeChains(diff_module._ZoneDelta):
+    class WholeChains(diffscope.ZoneDelta):
         def region(self, vm: str, zone: str, direction: str):  # type: ignore[no-untyped-def]
-            return _aligned_change(self.a_old.chains.vm(vm, direction), self.a_new.chains.vm(vm, direction))
+            return aligned_change(self.a_old.chains.vm(vm, direction), self.a_new.chains.vm(vm, direction))
 
-    with diff_knobs(_ZoneDelta=WholeChains):
+    with diff_knobs(ZoneDelta=WholeChains):
         plain = diff_policies(load_policy_text(pair.old), load_policy_text(pair.new))
     assert _rows(fast) == _rows(plain)
     assert fast.endpoints == plain.endpoints
@@ -141,7 +142,7 @@ def _json(result) -> str:  # type: ignore[no-untyped-def]
 def test_a_rule_edit_is_diffed_as_the_whole_comparison_diffs_it(pair: tuple[str, str, str]) -> None:
     old_text, new_text, what = pair
     old, new = load_policy_text(old_text), load_policy_text(new_text)
-    edits = diff_module.rule_edits(old, new)
+    edits = diffedits.rule_edits(old, new)
     assert edits is not None and 1 <= len(edits.vms) + len(edits.zones) <= 2, what
     fast = diff_policies(old, new)
     with diff_knobs(rule_edits=declined):
@@ -156,22 +157,22 @@ def test_rule_edits_names_only_changes_of_vm_and_zone_rules(pair: Pair) -> None:
     whole comparison; a change of VM or zone rules alone names exactly those."""
     old, new = load_policy_text(pair.old), load_policy_text(pair.new)
     old_doc, new_doc = yaml.safe_load(pair.old), yaml.safe_load(pair.new)
-    edits = diff_module.rule_edits(old, new)
+    edits = diffedits.rule_edits(old, new)
     strip = lambda doc, key: {n: {k: v for k, v in body.items() if k != "rules"} for n, body in (doc.get(key) or {}).items()}
     rest = lambda doc: {k: v for k, v in doc.items() if k not in ("vms", "zones")}
     edited = lambda key: tuple(n for n in (old_doc.get(key) or {}) if old_doc[key][n].get("rules") != new_doc[key][n].get("rules"))
     if rest(old_doc) != rest(new_doc) or any(strip(old_doc, key) != strip(new_doc, key) for key in ("vms", "zones")):
         assert edits is None, pair.changes
     else:
-        assert edits == diff_module.RuleEdits(edited("vms"), edited("zones")), pair.changes
+        assert edits == diffedits.RuleEdits(edited("vms"), edited("zones")), pair.changes
 
 
 def test_rule_edits_on_identical_and_on_a_moved_vm() -> None:
     base = load_policy_text(BASE)
-    assert diff_module.rule_edits(base, load_policy_text(BASE)) == diff_module.RuleEdits((), ())
+    assert diffedits.rule_edits(base, load_policy_text(BASE)) == diffedits.RuleEdits((), ())
     moved = BASE.replace("zone: web", "zone: app", 1)
     assert moved != BASE
-    assert diff_module.rule_edits(base, load_policy_text(moved)) is None
+    assert diffedits.rule_edits(base, load_policy_text(moved)) is None
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -239,7 +240,7 @@ def test_rule_edits_with_security_groups_nic_scopes_and_a_zone_and_its_vm_at_onc
     old_text = CONSTRUCTS.replace("ZONE_RULE", "{direction: in, action: accept, tcp: 8080}").replace("RULE_A", "{security_group: web, nic: [net0]}")
     new_text = CONSTRUCTS.replace("ZONE_RULE", zone_rule).replace("RULE_A", rule_a)
     old, new = load_policy_text(old_text), load_policy_text(new_text)
-    edits = diff_module.rule_edits(old, new)
+    edits = diffedits.rule_edits(old, new)
     assert edits is not None and edits.vms == ("a",)
     fast = diff_policies(old, new)
     with diff_knobs(rule_edits=declined):
@@ -251,7 +252,7 @@ def test_rule_edits_with_security_groups_nic_scopes_and_a_zone_and_its_vm_at_onc
 @settings(max_examples=40, deadline=None)
 @given(pairs())
 def test_peers_built_once_for_many_endpoints_give_the_same_diff(pair: Pair) -> None:
-    """diff.SHARED_PEERS_FROM: with many endpoints to compare, each peer's side is
+    """diffswitches.SHARED_PEERS_FROM: with many endpoints to compare, each peer's side is
     built whole once instead of filtered per endpoint; the rows must not change."""
     old, new = load_policy_text(pair.old), load_policy_text(pair.new)
     with diff_knobs(SHARED_PEERS_FROM=10**9):
@@ -264,7 +265,7 @@ def test_peers_built_once_for_many_endpoints_give_the_same_diff(pair: Pair) -> N
 @settings(max_examples=60, deadline=None)
 @given(pairs())
 def test_peers_sides_from_shared_pieces_give_the_same_diff(pair: Pair) -> None:
-    """diff.GROUPED_PEERS: with few endpoints (a rule of one VM open to many peers)
+    """diffswitches.GROUPED_PEERS: with few endpoints (a rule of one VM open to many peers)
     each peer's side comes from pieces the peers share (analysis/peers.py, as
     `reach`); the rows must be those of each side built and reduced on its own."""
     old, new = load_policy_text(pair.old), load_policy_text(pair.new)
@@ -278,7 +279,7 @@ def test_peers_sides_from_shared_pieces_give_the_same_diff(pair: Pair) -> None:
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(rule_edit_pairs())
 def test_peers_whose_side_is_unchanged_are_reduced_once_with_the_same_diff(pair: tuple[str, str, str]) -> None:
-    """diff.REUSE_SAME_SIDES: after a rule edit, a peer whose global, own and zone
+    """diffswitches.REUSE_SAME_SIDES: after a rule edit, a peer whose global, own and zone
     rules kept their content, ids and places is reduced and run once for both
     policies; the rows must be those of reducing it in each (an added line moves
     the default ids of later VMs' rules: those are reduced twice)."""
@@ -320,23 +321,23 @@ vms:
 """
     old = load_policy_text(text)
     in_place = load_policy_text(text.replace("tcp: 22}", "tcp: 23}"))
-    edits = diff_module.rule_edits(old, in_place)
+    edits = diffedits.rule_edits(old, in_place)
     assert edits is not None
-    same = diff_module._same_sides(Analyzer(old), Analyzer(in_place), edits)
+    same = diffedits.same_sides(Analyzer(old), Analyzer(in_place), edits)
     assert not same(("vm", "a", 0))  # edited
     assert same(("vm", "b", 0)) and same(("vm", "c", 0))  # untouched, ids in place
     assert not same(("host", "n1", None))  # nodes are always reduced in both
     added = load_policy_text(text.replace("      - {direction: out, action: accept, tcp: 22}\n", "      - {direction: out, action: accept, tcp: 22}\n      - {direction: out, action: accept, tcp: 8080}\n"))
-    edits = diff_module.rule_edits(old, added)
+    edits = diffedits.rule_edits(old, added)
     assert edits is not None
-    same = diff_module._same_sides(Analyzer(old), Analyzer(added), edits)
+    same = diffedits.same_sides(Analyzer(old), Analyzer(added), edits)
     assert not same(("vm", "b", 0)) and not same(("vm", "c", 0))  # a line added above: their default ids moved
     zone = load_policy_text(text.replace("tcp: 80}", "tcp: 81}"))
-    edits = diff_module.rule_edits(old, zone)
+    edits = diffedits.rule_edits(old, zone)
     assert edits is not None
-    same = diff_module._same_sides(Analyzer(old), Analyzer(zone), edits)
+    same = diffedits.same_sides(Analyzer(old), Analyzer(zone), edits)
     assert not same(("vm", "c", 0)) and same(("vm", "b", 0))  # c's zone edited, b has none
     with diff_knobs(REUSE_SAME_SIDES=False):
-        assert not diff_module._same_sides(Analyzer(old), Analyzer(in_place), diff_module.rule_edits(old, in_place))(("vm", "b", 0))  # type: ignore[arg-type]
+        assert not diffedits.same_sides(Analyzer(old), Analyzer(in_place), diffedits.rule_edits(old, in_place))(("vm", "b", 0))  # type: ignore[arg-type]
 
 

@@ -202,7 +202,7 @@ def _check(pair: Pair, generated: list[Any], rng: random.Random, counts: dict[st
         new = load_policy(new_path)
         with running_lab(old_path) as (state, old):
             # every other pair through the diff's many-endpoints path (each peer's side
-            # built whole once: diff.SHARED_PEERS_FROM), which small pairs never reach
+            # built whole once: diffswitches.SHARED_PEERS_FROM), which small pairs never reach
             result = _diff(old, new, shared_peers=counts["pairs"] % 2 == 1)
             assert not result.endpoints, f"the pair keeps every VM and address, yet diff lists endpoints: {result.endpoints}"
             where = Endpoints(old, gateways=[g for gateways in state.gateways.values() for g in gateways])

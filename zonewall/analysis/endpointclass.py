@@ -11,7 +11,7 @@ same network (the peers' sides read it for the network's check between them).
 `Mine` is the endpoint (or the class of endpoints) whose side changed, as the peers
 see it: its addresses (a class's: its members' together), its changed pieces with
 the own address dimension widened to all of them, and for each member its own
-outcomes on each piece. `diff._Differ` runs the peers once per `Mine` and records
+outcomes on each piece. `differ.Differ` runs the peers once per `Mine` and records
 the rows of each member from the part of each outcome that holds its addresses
 (`Mine.members_in`): what a peer's side does with a packet depends on its source
 or destination address only through the address sets of its steps, which the run

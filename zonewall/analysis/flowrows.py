@@ -2,7 +2,7 @@
 outcomes differ, and the rows of the flows that do, merged for reading.
 
 A row holds the flows of every endpoint of `from` to every endpoint of `to`, but
-never of a VM to itself: its own NICs are not its peers (diff.py compares none of
+never of a VM to itself: its own NICs are not its peers (differ.py compares none of
 their flows). That lets the rows of endpoints whose own sides decided alike but for
 their names be one row (`_alike_merged`): a zone rule open to everyone changes the
 flows of each of the zone's 500 VMs to the 10,000 others in a handful of rows, not in
@@ -31,7 +31,7 @@ class DiffRow:
     when: str = "always"
     old: Outcome | None = None
     new: Outcome | None = None
-    # whose own side was run (diff._Differ): "sender" (`src` is theirs) or "receiver"
+    # whose own side was run (differ.Differ): "sender" (`src` is theirs) or "receiver"
     # (`dst`), the endpoint its outcomes' stages name ("vm:web1"), and for each own
     # label its endpoint's name and all that endpoint's labels (never its peers);
     # rows merged for reading have none
@@ -152,7 +152,7 @@ def _alike_merged(rows: list[DiffRow]) -> list[DiffRow]:
     rows). L's closed peers add back its own labels that are another's peer here;
     labels with the same closed peers share a row of all of them to those peers:
     exact, as each one's own labels are never its peers. The answer depends on the
-    flows alone, not on how diff.py gathered them (a class's rows hold many labels)."""
+    flows alone, not on how differ.py gathered them (a class's rows hold many labels)."""
     out: list[DiffRow] = []
     alike: dict[tuple[object, ...], list[DiffRow]] = {}
     for row in rows:

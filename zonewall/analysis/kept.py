@@ -7,7 +7,7 @@ matches (addresses resolved per family and protocol), regions and steps, ~0.5 s 
 10,000 VMs for a group named by ~500 VMs. An operator editing a group again has the
 next commit build the very same ones on its old side. So the new side's analyzer is
 kept with the new policy, and the next diff starts its old side from it. A rule edit
-keeps its new side too (`diff.KEEP_AFTER_RULE_EDITS`): the next commit's old side
+keeps its new side too (`diffswitches.KEEP_AFTER_RULE_EDITS`): the next commit's old side
 finds the edited VMs' and zones' chains and their peers' rule matches made (a zone
 edit at 2,000 VMs: ~0.4 -> ~0.33 s of CPU).
 

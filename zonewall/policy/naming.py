@@ -1,7 +1,7 @@
 """Which VMs' rules name a reference, by the reference.
 
 A group member commit diffs the VMs whose rules name a group whose addresses changed
-(analysis/diff.py `group_edits`). Finding them by scanning every VM's rules costs
+(analysis/diffedits.py `group_edits`). Finding them by scanning every VM's rules costs
 ~140 ms at 10,000 VMs (200,000 rules) on every such commit; the rules do not change
 with a group's members, so the answer per reference text is made once per whole
 load and carried with each group edit (policy/incremental.py) to the next policy.

@@ -1,0 +1,215 @@
+"""The diff's rows as the comparison finds them (differ.py): the flows of an endpoint
+and its peers in a region whose two outcomes differ, their replies judged too, each
+box described by its services, its time and its peers' labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import cached_property
+
+from ..policy.addresses import AddressSet
+from . import diffswitches as switches
+from . import space as s
+from .describe import addresses_text, services_of, time_text
+from .endpoints import Endpoint
+from .engine import Analyzer, Outcome, Path
+from .flowrows import DiffRow, Owner, _decisive_label, _differs
+from .reach import NicKey, endpoint_addresses
+from .space import Region
+
+# -- evaluation --------------------------------------------------------------------------
+
+
+def partition(a: list[tuple[Region, Outcome]], b: list[tuple[Region, Outcome]], differing: bool = False) -> Iterable[tuple[Region, Outcome, Outcome]]:
+    """The parts where a piece of `a` meets one of `b`; `differing`: only those whose
+    outcomes differ (the others' intersections not made: most pairs of two sides)."""
+    for ra, oa in a:
+        for rb, ob in b:
+            if differing and switches.ONLY_DIFFERING and not _differs(oa, ob):
+                continue
+            if s.overlaps(ra, rb):
+                both = s.intersect(ra, rb)
+                if both:
+                    yield both, oa, ob
+
+
+class Recorder:
+    """The rows found so far, and what describing them needs (labels, owners, the
+    outside's addresses, whether a guard sees a pair's replies), memoised."""
+
+    def __init__(self, a_old: Analyzer, a_new: Analyzer) -> None:
+        self.a_old, self.a_new = a_old, a_new
+        self.rows: dict[tuple[object, ...], DiffRow] = {}
+        self._owners: dict[tuple[str, str], Owner] = {}
+        self._outside: dict[tuple[int, s.Intervals], set[str]] = {}
+        self._guarded: dict[tuple[object, ...], bool] = {}  # _replies_guarded's answers
+        # a peer's class for its replies (its network, node and guard filters in both
+        # policies: all `reply_guards` reads of it), when its side was classed
+        self._reply_class: dict[NicKey, tuple[object, ...]] = {}
+        self._labels: dict[NicKey, str] = {}
+        self._labelled: dict[tuple[object, ...], tuple[list[NicKey], set[str]]] = {}
+        self._owned: dict[tuple[int, s.Intervals], frozenset[NicKey]] = {}
+        self._group_labels: dict[int, tuple[list[NicKey], frozenset[NicKey], set[str], dict[str, list[NicKey]]]] = {}  # id(peers) -> _group_of
+        self.notes: list[str] = []
+
+    @cached_property
+    def cluster(self) -> AddressSet:
+        """Every address of either policy's VMs and nodes (built only if a flow differs)."""
+        return self.a_old.directory.cluster.union(self.a_new.directory.cluster)
+
+    def label(self, key: NicKey) -> str:
+        found = self._labels.get(key)
+        if found is None:
+            kind, name, nic = key
+            if kind == "vm" and len(self.a_new.policy.doc.vms[name].nics) > 1:
+                found = f"vm:{name}@{self.a_new.policy.doc.vms[name].nics[nic].network}"  # type: ignore[index]
+            else:
+                found = f"{kind}:{name}"
+            self._labels[key] = found
+        return found
+
+    def _member_labels(self, members: list[NicKey], family: int, intervals: s.Intervals) -> set[str]:
+        """The labels of the members with an address inside the intervals (a group's
+        rows ask it of the same addresses box after box: 10,000 peers' at a rule
+        open to everyone). The members are kept with the answer: their id stays theirs."""
+        memo_key = (id(members), len(members), family, intervals)
+        found = self._labelled.get(memo_key)
+        if found is None or found[0] is not members:
+            found = self._labelled[memo_key] = (members, self._labels_within(members, family, intervals))
+        return found[1]  # (read only: rows take a union of it)
+
+    def _labels_within(self, members: list[NicKey], family: int, intervals: s.Intervals) -> set[str]:
+        # the same addresses are asked of many groups of peers (each box of a class's
+        # rows): their owners found once; a group wholly inside them (most: a rule open
+        # to everyone) answered with all its labels, made once per group
+        owned = self._owned.get((family, intervals))
+        if owned is None:
+            owned = self._owned[family, intervals] = frozenset(self.a_new.directory.owners_within(family, intervals))
+        known = self._group_labels.get(id(members))
+        if known is None or known[0] is not members:
+            known = self._group_labels[id(members)] = self._group_of(members)
+        _members, as_set, labels, shared = known
+        left_out = as_set - owned
+        if not left_out:
+            return labels
+        if len(left_out) * 2 > len(as_set):
+            return {self.label(m) for m in as_set & owned}
+        # a few left out (the addresses an earlier rule took out): the labels but theirs,
+        # unless another NIC with the same label is in (two NICs on one network)
+        gone = {self.label(m) for m in left_out}
+        if shared:
+            gone = {label for label in gone if not any(m in owned for m in shared.get(label, ()))}
+        return labels - gone
+
+    def _group_of(self, members: list[NicKey]) -> tuple[list[NicKey], frozenset[NicKey], set[str], dict[str, list[NicKey]]]:
+        """A group of peers, as a set, their labels and the labels several of them share."""
+        keys_of: dict[str, list[NicKey]] = {}
+        for m in members:
+            keys_of.setdefault(self.label(m), []).append(m)
+        shared = {label: keys for label, keys in keys_of.items() if len(keys) > 1}
+        return members, frozenset(members), set(keys_of), shared
+
+    def _owner(self, key: NicKey) -> Owner:
+        """The endpoint's name as its stages carry it, and all its labels (a VM's NICs)."""
+        kind, name, _nic = key
+        found = self._owners.get((kind, name))
+        if found is None:
+            labels = frozenset(self.label((kind, name, i)) for i in range(len(self.a_new.policy.doc.vms[name].nics))) if kind == "vm" else frozenset({self.label(key)})
+            found = self._owners[kind, name] = (f"{kind}:{name}", labels)
+        return found
+
+    def path(self, key: NicKey, role: str, peer: NicKey | None) -> Path:
+        me = Endpoint(key[0], key[1])  # type: ignore[arg-type]
+        other = Endpoint(peer[0], peer[1]) if peer is not None else Endpoint("outside", "outside")  # type: ignore[arg-type]
+        other_nic = peer[2] if peer is not None else None
+        return Path(other, me, other_nic, key[2]) if role == "receiver" else Path(me, other, key[2], other_nic)
+
+    def record(self, key: NicKey, role: str, members: list[NicKey] | None, region: Region, old: Outcome, new: Outcome) -> None:
+        """Rows for the flows of `region` that the policies treat differently, their
+        replies judged too (guards are stateless: an accepted connection whose
+        replies a guard drops fails, in each policy on its own)."""
+        peers: list[NicKey | None] = list(members) if members is not None else [None]
+        replying = [p for p in peers if self._replies_guarded(key, role, p)]
+        if not replying:
+            return self._record(key, role, members, region, old, new)
+        rest = [p for p in peers if p not in replying]
+        if rest:
+            self._record(key, role, rest if members is not None else None, region, old, new)  # type: ignore[arg-type]
+        peer_dim = s.SRC if role == "receiver" else s.DST
+        for peer in replying:
+            sub = region
+            if peer is not None:
+                addresses = endpoint_addresses(self.a_new, Endpoint(peer[0], peer[1]), peer[2])  # type: ignore[arg-type]
+                sub = tuple(b for b in (s.box_restrict(box, peer_dim, addresses.get(box[s.FAM][0][0], ())) for box in region) if b is not None)
+            path = self.path(key, role, peer)
+            before = [(r, o) for r, o, note in self.a_old.with_replies(path, sub, old)]
+            after = []
+            for r, o, note in self.a_new.with_replies(path, sub, new):
+                after.append((r, o))
+                if note is not None:
+                    self.notes.append(note)
+            for part, o, n in partition(before, after):
+                self._record(key, role, [peer] if peer is not None else None, part, o, n)
+
+    def _replies_guarded(self, key: NicKey, role: str, peer: NicKey | None) -> bool:
+        """Whether a guard in either policy sees the replies of the flows between `key`
+        and `peer` (asked once per pair: a peer's rows are recorded piece by piece)."""
+        reply_class = self._reply_class.get(peer) if peer is not None else None
+        memo_key = (key, role, peer) if reply_class is None else (key, role, reply_class)
+        found = self._guarded.get(memo_key)
+        if found is None:
+            path = self.path(key, role, peer)
+            found = self._guarded[memo_key] = any(a.reply_guards(path) for a in (self.a_old, self.a_new))
+        return found
+
+    def _record(self, key: NicKey, role: str, members: list[NicKey] | None, region: Region, old: Outcome, new: Outcome) -> None:
+        """Rows for `region`, if the two outcomes differ."""
+        change = _differs(old, new)
+        if change is not None:
+            self._add_rows(key, role, change, self._described(region, role, members), old, new)
+
+    def _described(self, part: Region, role: str, peers: list[NicKey] | None) -> list[tuple[tuple[str, ...], str, set[str]]]:
+        """What a row reads of each box: its services, its time, its peers' labels
+        (`peers` None: outside addresses)."""
+        peer_dim = s.SRC if role == "receiver" else s.DST
+        out = []
+        for box in part:
+            family = box[s.FAM][0][0]
+            out.append((tuple(services_of((box,))), time_text(box[s.TIME]),
+                        self._member_labels(peers, family, box[peer_dim]) if peers is not None else self._outside_labels(family, box[peer_dim])))
+        return out
+
+    def _outside_labels(self, family: int, values: s.Intervals) -> set[str]:
+        """(every member of a zone asks it of the same outside: answered once; read only)"""
+        found = self._outside.get((family, values))
+        if found is None:
+            found = self._outside[family, values] = self._outside_text(family, values)
+        return found
+
+    def _outside_text(self, family: int, values: s.Intervals) -> set[str]:
+        peers = set(addresses_text(family, values))
+        peers = {f"outside:{p}" for p in peers} if len(peers) < 6 else {f"outside ({len(values)} ranges)"}
+        cluster = self.cluster.v4 if family == 4 else self.cluster.v6
+        if values == s.iv_subtract(((0, s.ADDRESS_MAX[family]),), cluster):
+            peers = {f"outside: any ipv{family}"}
+        return peers
+
+    def _add_rows(self, key: NicKey, role: str, change: str, described: list[tuple[tuple[str, ...], str, set[str]]], old: Outcome, new: Outcome) -> None:
+        """The rows of `key`'s flows with the peers of each box described."""
+        me = self.label(key)
+        old_label, new_label = _decisive_label(old), _decisive_label(new)
+        owner = self._owner(key)
+        for services, when, peers in described:
+            if not peers:
+                continue
+            row_key = (change, me, role, services, when, old_label, new_label)
+            row = self.rows.get(row_key)
+            if row is None:
+                row = self.rows[row_key] = DiffRow(change, services=services, when=when, old=old, new=new, role=role, named=owner[0], owners={me: owner})
+            if role == "receiver":
+                row.dst.add(me)
+                row.src |= peers
+            else:
+                row.src.add(me)
+                row.dst |= peers
