@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import socket
-import statistics
 import time
 from pathlib import Path
 
@@ -36,7 +35,10 @@ def test_answers_on_a_kept_alive_connection_are_sent_without_waiting_for_an_ack(
             assert accepted and all(_nodelay(sock) for sock in accepted)
         finally:
             connection.close()
-        assert statistics.median(took) < 0.02, f"answers took {sorted(took)}"
+        # without TCP_NODELAY every answer waits for the delayed ACK (>= 40 ms on Linux);
+        # the fastest of 15 is judged, not the median, which a busy CI machine can push
+        # over any bound without the delay
+        assert min(took) < 0.02, f"answers took {sorted(took)}"
 
 
 def test_a_socket_not_made_for_tcp_by_name_gets_no_nodelay_from_asyncio() -> None:
