@@ -107,7 +107,7 @@ def plain() -> Iterator[None]:
     matches and steps, nothing kept, every rule scanned, every pair of sides
     intersected, each side evaluated on its own."""
     with ExitStack() as stack:
-        stack.enter_context(diff_knobs(SHARE_UNNAMED=False, ONLY_DIFFERING=False, NAMING_INDEX=False))
+        stack.enter_context(diff_knobs(SHARE_UNNAMED=False, ONLY_DIFFERING=False, NAMING_INDEX=False, SHARE_SHAPES=False))
         for module, name in ((alignment, "PAIRWISE"), (kept, "KEEP"), (incremental, "NAMING_INDEX"), (twins, "TWINS")):
             saved = getattr(module, name)
             setattr(module, name, False)

@@ -13,6 +13,9 @@ them, give exactly the diff of each peer reduced on its own.
   from the rest of its shape; a peer with an own rule that meets the packets is
   not classed (one whose rules miss them is); without the check of what a
   reduction read, the diff is wrong.
+* Shapes shared (`SHARE_SHAPES`): a chain of rule commits works each peer's shape
+  out once (three times without), with the plain diffs; a change beyond rules (a
+  peer's zone) shares nothing, and sharing anyway makes the diff wrong.
 """
 
 from __future__ import annotations
@@ -197,3 +200,85 @@ def test_a_peers_shape_is_its_own_for_each_direction() -> None:
     assert ("opened", ("tcp 25",)) in to_c  # c accepts by default: a's tcp/25 out, no longer rejected, reaches it
     to_b = {(row["change"], tuple(row["services"])) for row in json.loads(classed)["flows"] if row["from"] == ["vm:a"] and "vm:b" in row["to"]}
     assert ("opened", ("tcp 25",)) not in to_b  # b drops by default
+
+
+# -- shapes shared along a chain of commits (peerclass.share_shapes) ----------------------
+
+
+def _counted_shapes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, int | None]]:
+    """Every peer shape worked out (not found in a memo), as it happens."""
+    made: list[tuple[str, str, int | None]] = []
+    real = peerclass.ClassedSides._shape
+    monkeypatch.setattr(peerclass.ClassedSides, "_shape", lambda self, owner: made.append(owner) or real(self, owner))
+    return made
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_a_chain_of_rule_commits_works_out_each_peers_shape_once(share: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The controller's commits: each policy made from the previous one, each diff's old
+    side the previous diff's new side (kept.py). A rule open to everyone edited three
+    times in a row: its 59 peers' shapes are worked out by the first diff only, as
+    long as the new side reads and adds in the old side's memo; each side on its own,
+    every diff asks them of its old side again (the kept one had them asked of
+    neither: those peers' sides are the same in both policies, reduced on the old)."""
+    from bench.commit import edits
+    from tests.analysis.test_group_commits import _diff_chain, _plain_chain
+
+    lines = synth.policy_text(60, nodes=3).split("\n")
+    texts = ["\n".join(lines)]
+    for k in range(3):
+        edits()["vm-any"](lines, k)
+        texts.append("\n".join(lines))
+    made = _counted_shapes(monkeypatch)
+    with diff_knobs(**FEW, SHARE_SHAPES=share):
+        fast = _diff_chain(texts)
+    made = list(made)  # (the plain diffs below ask again: not counted)
+    assert fast == _plain_chain(texts)  # the same diffs either way
+    per_peer: dict[tuple[str, str, int | None], int] = {}
+    for owner in made:
+        per_peer[owner] = per_peer.get(owner, 0) + 1
+    assert len(per_peer) >= 50  # (the shape is per direction: one here, the edited rule's)
+    if share:
+        assert max(per_peer.values()) == 1, sorted(owner for owner, n in per_peer.items() if n > 1)
+    else:
+        assert min(per_peer.values()) == 3  # once per diff
+
+
+def test_shapes_are_not_shared_when_more_than_rules_differ() -> None:
+    """b's zone changes (its shape with it) besides a's rule: no shortcut of rule or
+    group edits applies, and each side reads its own shapes. Shared anyway, the new
+    side would class b as the old side's zone did: the diff must still be the one
+    each peer alone gives."""
+    old = ZONE_MOVE.replace("BZONE", "open").replace("PORT", "25")
+    new = ZONE_MOVE.replace("BZONE", "shut").replace("PORT", "2525")
+    shared = _diff(old, new, **FEW)
+    assert shared == _diff(old, new, **FEW, PEER_CLASSES=False)
+    rows = json.loads(shared)["flows"]
+    assert any(row["from"] == ["vm:a"] and "vm:b" in row["to"] and row["change"] == "closed" for row in rows), rows  # b's new zone drops
+
+
+ZONE_MOVE = """
+version: 1
+zones:
+  open: {default: {in: accept, out: accept}}
+  shut: {default: {in: drop, out: accept}}
+networks:
+  lan: {bridge: br-lan, subnets: [10.0.0.0/24]}
+hosts:
+  n1: {address: 192.0.2.1}
+vms:
+  a:
+    host: n1
+    zone: open
+    nics: [{network: lan, ips: [10.0.0.1]}]
+    rules:
+      - {direction: out, action: reject, tcp: PORT}
+  b:
+    host: n1
+    zone: BZONE
+    nics: [{network: lan, ips: [10.0.0.2]}]
+  c:
+    host: n1
+    zone: open
+    nics: [{network: lan, ips: [10.0.0.3]}]
+"""

@@ -29,6 +29,7 @@ from .differ import Differ
 from .diffscope import changed_chains, endpoint_changes
 from .engine import Analyzer
 from .flowrows import DiffResult, DiffRow, _merge_rows
+from .peerclass import share_shapes
 from .reach import NicKey
 
 __all__ = ["DiffResult", "DiffRow", "diff_policies"]
@@ -57,6 +58,8 @@ def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | 
         changes = changed_chains(a_old, a_new, common)
     runs = len(changes.receivers) + len(changes.senders) + len(changes.between) + 2 * len(changes.replies)
     edited = edits if edits is not None else grouped
+    if edited is not None and switches.SHARE_SHAPES:
+        share_shapes(a_new, a_old)  # (only rules or group members differ: the peers' shapes are the same)
     same_side = same_sides(a_old, a_new, edited) if edited is not None else None
     differ = Differ(a_old, a_new, common, shared_peers=runs > switches.SHARED_PEERS_FROM, same_side=same_side)
     if switches.ENDPOINT_CLASSES and differ.shared_peers and not differ.routing:

@@ -20,3 +20,4 @@ UNITED_CLASSES = True  # with ENDPOINT_CLASSES: classes alike but for the peers 
 PEER_TEMPLATES = True  # with ENDPOINT_CLASSES: peers' sides alike but for their rules' names run once (analysis/peertemplate.py; False: apart)
 NARROW_SIDES = True  # an endpoint's own side built for the other ends its changed space holds (False: whole)
 PEER_CLASSES = True  # with GROUPED_PEERS: peers of one shape reduced once (analysis/peerclass.py; False: each peer)
+SHARE_SHAPES = True  # rule or group edits: the peers' shapes read and added in the old side's memo (peerclass.share_shapes; False: each side its own)
