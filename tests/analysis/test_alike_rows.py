@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zonewall.analysis.engine import Decision, Outcome
-from zonewall.analysis.flowrows import DiffResult, DiffRow, _merge_rows, _name_replaced
+from zonewall.analysis.flowrows import DiffResult, DiffRow, _Listing, _merge_rows, _name_replaced
 
 # endpoint name -> its labels: vm:b has two NICs, node h is a host
 ENDPOINTS = {
@@ -188,3 +188,17 @@ def test_a_longer_name_that_begins_with_the_name_is_left() -> None:
     assert _name_replaced("vm:web1@x", "vm:web1", "W") == "vm:web1@x"
     assert _name_replaced("zone z vm:web1", "vm:web1", "W") == "zone z W"
     assert _name_replaced("ba a a", "a a", "W") == "ba W"  # a standing occurrence inside a refused one
+
+
+LABELS = [f"vm:vm{i}" for i in range(40)] + ["host:node1", "outside: any", "vm:vm1@lan"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.frozensets(st.sampled_from(LABELS)), st.frozensets(st.sampled_from(LABELS))), min_size=1, max_size=6))
+def test_each_side_is_listed_in_sorted_order(sides: list[tuple[frozenset[str], frozenset[str]]]) -> None:
+    """flowrows._Listing reads a large side out of every label sorted once; a small one
+    is sorted on its own: either way the list `sorted` gives."""
+    rows = [DiffRow("opened", set(src), set(dst)) for src, dst in sides]
+    listed = _Listing(rows)
+    for row in rows:
+        assert listed(row.src) == sorted(row.src) and listed(row.dst) == sorted(row.dst)

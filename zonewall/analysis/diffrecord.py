@@ -90,9 +90,9 @@ class Recorder:
         if known is None or known[0] is not members:
             known = self._group_labels[id(members)] = self._group_of(members)
         _members, as_set, labels, shared = known
-        left_out = as_set - owned
-        if not left_out:
+        if as_set <= owned:  # (told without a new set: most groups, for a rule open to everyone)
             return labels
+        left_out = as_set - owned
         if len(left_out) * 2 > len(as_set):
             return {self.label(m) for m in as_set & owned}
         # a few left out (the addresses an earlier rule took out): the labels but theirs,

@@ -12,6 +12,7 @@ for the role (`from out`, `to in`), as a group of peers' is (`peer in`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -137,10 +138,30 @@ def _merge_rows(rows: list[DiffRow]) -> list[DiffRow]:
             if {"outside: any ipv4", "outside: any ipv6"} <= side:
                 side -= {"outside: any ipv4", "outside: any ipv6"}
                 side.add("outside: any")
+    listed = _Listing(by_src.values())
     for row in by_src.values():
-        row.listed = (sorted(row.src), sorted(row.dst))
+        row.listed = (listed(row.src), listed(row.dst))
     return sorted(by_src.values(), key=lambda r: (r.change, r.listed[1], r.listed[0], r.services, r.when,  # type: ignore[index]
                                                    str(_unnamed(r.old, "")), str(_unnamed(r.new, ""))))
+
+
+class _Listing:
+    """Each side of the rows sorted, as `sorted` sorts it. A zone rule open to everyone
+    has a hundred sides of ~10,000 labels each, most of them the cluster but a few:
+    such a side is read out of every label the rows hold, sorted once, in one pass
+    of membership tests instead of a sort of its own (the same list)."""
+
+    def __init__(self, rows: Iterable[DiffRow]) -> None:
+        sides = [side for row in rows for side in (row.src, row.dst)]
+        self._every = sorted(set().union(*sides)) if sides else []
+
+    def __call__(self, side: set[str]) -> list[str]:
+        if len(side) * _READ_OUT < len(self._every):
+            return sorted(side)
+        return [label for label in self._every if label in side]
+
+
+_READ_OUT = 4  # a side holding more than a quarter of all the labels is read out of them
 
 
 def _alike_merged(rows: list[DiffRow]) -> list[DiffRow]:
