@@ -271,7 +271,9 @@ def main() -> int:
         for poller in [*pollers, *shadows.values()]:
             threading.Thread(target=poller.run, daemon=True).start()
         started = time.monotonic()
-        response = managed.api("PUT", "/policy", json={"documents": {"policy.yaml": text}, "message": "bench initial"})
+        # the first upload validates the whole policy beside every node's first poll: a
+        # minute or more at 10,000 VMs on a slow machine (not a measured figure)
+        response = managed.api("PUT", "/policy", json={"documents": {"policy.yaml": text}, "message": "bench initial"}, timeout=900.0)
         assert response.status_code == 201, response.text
         results["initial_commit_s"] = round(time.monotonic() - started, 2)
         first = response.json()["revision"]["number"]

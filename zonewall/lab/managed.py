@@ -210,11 +210,12 @@ class ManagedLab:
 
     # -- the API as the admin ----------------------------------------------------------
 
-    def api(self, method: str, path: str, *, via: int = 0, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+    def api(self, method: str, path: str, *, via: int = 0, headers: dict[str, str] | None = None, timeout: float = 60.0,
+            **kwargs: Any) -> httpx.Response:
         process = self.controllers[via] if self.controllers else self.controller
         assert process is not None
         headers = {"Authorization": f"Bearer {self.admin_token}", **(headers or {})}
-        return httpx.request(method, process.url + "/api/v1" + path, headers=headers, timeout=60.0, **kwargs)
+        return httpx.request(method, process.url + "/api/v1" + path, headers=headers, timeout=timeout, **kwargs)
 
     def upload(self, policy: Path, message: str = "upload") -> dict[str, Any]:
         response = self.api("PUT", "/policy", json={"documents": read_directory(policy), "message": message})
