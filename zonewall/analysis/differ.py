@@ -36,6 +36,10 @@ Pending = dict[PendingKey, tuple[Outcome, Outcome, set[str]]]  # -> a sample par
 PeerReducer = Callable[[NicKey, tuple[int, ...], PeerSpace], "tuple[tuple[GuardOrChain, ...], Key] | None"]
 
 class Differ(Recorder):
+    """One diff's comparison (module docstring): `run` for one endpoint's changed
+    region, `run_classes` for many endpoints at once; the rows found are the
+    Recorder's (`rows`, `class_rows`), merged for reading by flowrows.py."""
+
     def __init__(self, a_old: Analyzer, a_new: Analyzer, common: AbstractSet[NicKey], *, shared_peers: bool = False,
                  same_side: Callable[[NicKey], bool] | None = None):
         super().__init__(a_old, a_new)
