@@ -145,6 +145,9 @@ def _merge_rows(rows: list[DiffRow]) -> list[DiffRow]:
                                                    str(_unnamed(r.old, "")), str(_unnamed(r.new, ""))))
 
 
+_READ_OUT = 4  # a side holding more than a quarter of all the labels is read out of them
+
+
 class _Listing:
     """Each side of the rows sorted, as `sorted` sorts it. A zone rule open to everyone
     has a hundred sides of ~10,000 labels each, most of them the cluster but a few:
@@ -159,9 +162,6 @@ class _Listing:
         if len(side) * _READ_OUT < len(self._every):
             return sorted(side)
         return [label for label in self._every if label in side]
-
-
-_READ_OUT = 4  # a side holding more than a quarter of all the labels is read out of them
 
 
 def _alike_merged(rows: list[DiffRow]) -> list[DiffRow]:
