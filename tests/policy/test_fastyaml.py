@@ -205,3 +205,35 @@ def test_generated_documents_mostly_take_the_fast_way(monkeypatch: pytest.Monkey
 
     run()
     assert sum(read) > len(read) // 4, f"{sum(read)} of {len(read)} read by the fast reader"
+
+
+# -- a line written again ------------------------------------------------------------
+
+RULE_LINE = flow(2).filter(lambda text: text.startswith("{"))  # mappings with scalars, lists, mappings inside
+PLACES = st.lists(
+    st.tuples(st.integers(0, 2), st.sampled_from(["", "  ", "    "]), st.sampled_from(["", "  "]), st.sampled_from(["", " # c", "   #x"])),
+    min_size=2, max_size=6,
+)
+
+
+@PROPERTY
+@given(lines=st.lists(RULE_LINE, min_size=1, max_size=3), places=PLACES)
+def test_a_line_written_again_reads_as_where_it_stands(
+    lines: list[str], places: list[tuple[int, str, str, str]], monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The fast reader copies a flow mapping line it met before (`_RuleLine`): each
+    copy must be what the full reader builds there, positions of its lists included."""
+    text = []
+    for number, (which, indent, gap, comment) in enumerate(places):
+        item = f"{indent}-{gap} {lines[which % len(lines)]}{comment}"
+        text += [f"k{number}:", item, item]
+    agree("\n".join(text) + "\n", monkeypatch, tmp_path_factory.mktemp("y"))
+
+
+def test_a_line_written_again_takes_the_fast_way(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    line = "{direction: in, action: accept, from: [group:a, 10.0.0.0/8], tcp: [22, 443], limit: {rate: 5/second}}"
+    simple = "{direction: in, action: accept, tcp: 22}"
+    text = f"a:\n  - {line}\n  - {simple}\nb:\n- {simple}\n-    {line} # again\n"
+    assert agree(text, monkeypatch, tmp_path)
+    read = fast(text)
+    assert read["a"][0]["from"] is not read["b"][1]["from"] and read["a"][1] is not read["b"][0]

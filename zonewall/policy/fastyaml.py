@@ -134,6 +134,9 @@ class _FlowLDict(_LDict):
         LDict.__init__(self)
         self._file, self._at, self._locs, self._inside, self._pattern = file, at, None, inside, pattern
 
+    def flow_text(self) -> str:
+        return self._inside
+
     def _positions(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         line, column = self._at[0], self._at[1] + 1  # after the `{`
         keys, values = [], []
@@ -187,6 +190,47 @@ class _FlowLList(_LList):
         return out
 
 
+class _SequenceAt:
+    """A flow sequence inside a `_RuleLine`: its items, its column after the mapping's."""
+
+    __slots__ = ("inside", "items", "offset")
+
+    def __init__(self, items: tuple[Any, ...], offset: int, inside: str) -> None:
+        self.items, self.offset, self.inside = items, offset, inside
+
+
+class _RuleLine:
+    """A one-line flow mapping read once, to be copied wherever the same text stands:
+    its pairs in the order written; a value that is a flow sequence is kept as its
+    items, its text and its column relative to the mapping's, so that each copy gets
+    a sequence of its own at its own place."""
+
+    __slots__ = ("inside", "pairs", "pattern", "sequences")
+
+    def __init__(self, first: _FlowLDict) -> None:
+        self.inside, self.pattern = first._inside, first._pattern
+        column = first._at[1]
+        self.sequences = any(isinstance(value, _FlowLList) for value in first.values())
+        self.pairs: dict[Any, Any] = {
+            key: _SequenceAt(tuple(value), value._at[1] - column, value._inside) if isinstance(value, _FlowLList) else value
+            for key, value in first.items()
+        }
+
+    def copy_at(self, file: str, at: tuple[int, int]) -> _FlowLDict:
+        node = _FlowLDict(file, at, self.inside, self.pattern)
+        if not self.sequences:
+            dict.update(node, self.pairs)
+            return node
+        line, column = at
+        for key, value in self.pairs.items():
+            if isinstance(value, _SequenceAt):
+                sequence = _FlowLList(file, (line, column + value.offset), value.inside)
+                list.extend(sequence, value.items)
+                value = sequence
+            dict.__setitem__(node, key, value)
+        return node
+
+
 class _Tokens(dict):
     """Scalar token (quotes included) -> its value; each distinct token is resolved once,
     and the hits are dict lookups made from C (map(tokens.__getitem__, ...))."""
@@ -231,6 +275,11 @@ class _Reader:
             if (content := line.lstrip(" ")) and content[0] != "#"
         ]
         self.tokens = _Tokens(loader_class)
+        # a rule's line (`{direction: in, ...}` after `- `) -> what it was first read as,
+        # and once met again, its `_RuleLine`: the same rules are written for many VMs
+        # (80 % of a synthetic policy's rule lines), and a line met again is copied, not
+        # matched again (a line met once costs only its entry here)
+        self.rule_lines: dict[str, _FlowLDict | _RuleLine] = {}
         self.depth = 0  # collections open around the one being read: past MAX_DEPTH the full reader decides
 
     def _enter(self) -> None:
@@ -312,9 +361,23 @@ class _Reader:
             item = text[2:].lstrip(" ")
             column = indent + len(text) - len(item)  # 0-based column of the item
             if item[:1] == "{":  # the common case, a rule: straight to the flow mapping
-                simple = _SIMPLE_FLOW_MAPPING.match(item)
+                seen = self.rule_lines.get(item)
+                if seen is not None:
+                    if not isinstance(seen, _RuleLine):  # met once before: worth keeping now
+                        seen = self.rule_lines[item] = _RuleLine(seen)
+                    node.append(seen.copy_at(self.file, (number, column + 1)))
+                    value_at.append((number, column + 1))
+                    position += 1
+                    continue
+                # (without a `[` only the first pattern can match; with one, only the second)
+                if "[" in item:
+                    simple, pattern = _LISTS_FLOW_MAPPING.match(item), _FLOW_PAIRS_WITH_LISTS
+                else:
+                    simple, pattern = _SIMPLE_FLOW_MAPPING.match(item), _FLOW_PAIRS
                 if simple is not None and _TAIL.match(item, simple.end()) is not None:
-                    node.append(self.simple_flow_mapping(item[1:simple.end()], (number, column + 1)))
+                    first = self.simple_flow_mapping(item[1:simple.end()], (number, column + 1), pattern)
+                    self.rule_lines[item] = first
+                    node.append(first)
                     value_at.append((number, column + 1))
                     position += 1
                     continue
@@ -357,9 +420,13 @@ class _Reader:
         _, keys, _, values, _ = zip(*pairs)
         get = self.tokens.__getitem__
         if "[" in inside:  # a value is a sequence (or a quoted `[`): each built with its position
-            value_at = node._positions()[1]
-            values = tuple(get(v) if v[0] != "[" else self.simple_flow_sequence(v, value_at[i]) for i, v in enumerate(values))
-            dict.update(node, zip(map(get, keys), values))
+            line, column = at[0], at[1] + 1  # after the `{`, as _FlowLDict._positions counts
+            built = []
+            for before, key, colon, value, after in pairs:
+                column += len(before) + len(key) + len(colon)
+                built.append(get(value) if value[0] != "[" else self.simple_flow_sequence(value, (line, column)))
+                column += len(value) + len(after) + 1
+            dict.update(node, zip(map(get, keys), built))
         else:
             dict.update(node, zip(map(get, keys), map(get, values)))
         if len(node) != len(keys):
@@ -383,7 +450,7 @@ class _Reader:
         base = indent + 1  # column of text[0]
         empty = _EMPTY.match(text, start)
         if text[start] == "{":
-            simple = _SIMPLE_FLOW_MAPPING.match(text, start)
+            simple = _SIMPLE_FLOW_MAPPING.match(text, start) if text.find("[", start) < 0 else None  # (a `[` would fail it)
             if simple is not None:
                 return self.simple_flow_mapping(text[start + 1:simple.end()], (number, base + start)), simple.end()
             simple = _LISTS_FLOW_MAPPING.match(text, start)

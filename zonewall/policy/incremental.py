@@ -34,12 +34,12 @@ from pydantic import ValidationError
 from .delta import common_prefix, common_suffix
 from .emptylines import first_filled_line, outside_scalars
 from .errors import Loc
-from .loader import plain_data
 from .model import Group, Rule, group_bodies
 from .naming import MEMO as _NAMING
 from .naming import vms_naming_groups
 from .ownrules import MEMO as _OWN_RULES
 from .ownrules import edited_indexes
+from .plain import plain_data
 from .resolve import Checker, Policy, RuleRef, default_rule_id, file_stem, groups_holding, names_group
 from .ruletable import RuleTable, Runs, moved_ref
 from .source import LDict, LList, read_plain

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from ..gcpause import collector_paused
 from .errors import PolicyError, Problem, format_path, more_problems
 from .model import FieldProblem, PolicyDocument
+from .plain import plain_document
 from .resolve import Checker, Policy
 from .source import LDict, LList, locate, locate_key, merge_documents_lenient, policy_files, read_file_lenient
 
@@ -82,7 +83,7 @@ def validate_data(data: LDict, earlier: list[Problem] | None = None) -> Policy:
         return bounded(kept, None if total is None else len(kept) + total - len(found))
 
     try:
-        doc = PolicyDocument.model_validate(plain_data(data))
+        doc = PolicyDocument.model_validate(plain_document(data))
     except ValidationError as exc:
         errors = exc.errors()
         raise PolicyError(consequences_dropped([_problem(data, error) for error in errors[:MAX_REPORTED]], len(errors))) from None
@@ -96,17 +97,6 @@ def validate_data(data: LDict, earlier: list[Problem] | None = None) -> Policy:
     policy = checker.policy
     policy.build_indexes()
     return policy
-
-
-def plain_data(value: Any) -> Any:
-    """LDict/LList -> dict/list (pydantic must not see the location attributes);
-    policy/incremental.py validates edited lines through it as the whole load does."""
-    # scalars are taken as they are, without a call each (a policy has millions)
-    if isinstance(value, dict):
-        return {k: plain_data(v) if isinstance(v, (dict, list)) else v for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain_data(v) if isinstance(v, (dict, list)) else v for v in value]
-    return value
 
 
 def _source_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:

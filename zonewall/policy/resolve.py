@@ -615,8 +615,21 @@ class Checker:
     def check_rules(self) -> None:
         policy = self.policy
         ids: dict[str, RuleRef] = {}
+        # A rule's checks read the rule, its level and (for `nic`) its owner's NICs:
+        # a rule object that passed them at a level passes them there again. Rule
+        # lines written several times share one object (policy/plain.py), and each
+        # is checked once per level. (The document keeps every rule alive: ids stay
+        # theirs.)
+        passed: dict[str, set[int]] = {}  # level -> id() of the rules that passed there
         for ref in policy.rules:
-            self.check_rule(ref, policy)
+            at_level = passed.get(ref.level)
+            if at_level is None:
+                at_level = passed[ref.level] = set()
+            if id(ref.rule) not in at_level:
+                found = len(self.problems)
+                self.check_rule(ref, policy)
+                if len(self.problems) == found and ref.rule.nic is None:
+                    at_level.add(id(ref.rule))
             if ref.rule.id is not None:
                 if ref.id in ids:
                     self.problem(ref.path + ("id",), f"rule id {ref.id} is also used at {ids[ref.id].where}")

@@ -28,6 +28,12 @@ class LDict(dict):
     key_locs: dict[Any, Loc]
     value_locs: dict[Any, Loc]
 
+    def flow_text(self) -> str | None:
+        """The text of a one-line flow mapping read by the fast reader, which alone
+        decides its keys and values (two mappings with the same text are equal
+        wherever they stand); None for any other mapping."""
+        return None
+
 
 class LList(list):
     __slots__ = ("loc", "value_locs")

@@ -1,0 +1,162 @@
+"""A rule line written in many places (the same rules under many VMs) is read,
+validated and checked once per text (policy/fastyaml.py `_RuleLine`, policy/plain.py,
+`Checker.check_rules`), and still stands where it is written: its own positions and
+ids, a problem reported at every place it occurs, checks that depend on the rule's
+level or owner made for each."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from zonewall.policy.errors import PolicyError
+from zonewall.policy.loader import load_policy_text
+
+HEAD = """\
+version: 1
+hosts:
+  node1: {address: 192.168.100.11, uplink: eth0}
+networks:
+  prod: {bridge: vmbr1, subnets: [10.0.2.0/24, "fd00:2::/64"]}
+  lan: {bridge: vmbr2, subnets: [10.0.3.0/24], rules: [{action: accept, tcp: 22}]}
+groups:
+  admins: [10.9.0.0/24]
+"""
+
+
+def document(body: str) -> str:
+    return HEAD + textwrap.dedent(body).lstrip("\n")
+
+
+def load(body: str):  # type: ignore[no-untyped-def]
+    return load_policy_text(document(body))
+
+
+def problems(body: str) -> list[str]:
+    with pytest.raises(PolicyError) as info:
+        load(body)
+    return [str(p) for p in info.value.problems]
+
+
+def places(body: str, needle: str) -> list[str]:
+    """`line:column` of each occurrence of `needle` in the document."""
+    out = []
+    for number, line in enumerate(document(body).split("\n"), 1):
+        column = line.find(needle)
+        while column >= 0:
+            out.append(f"{number}:{column + 1}")
+            column = line.find(needle, column + 1)
+    return out
+
+
+def test_the_same_line_under_two_vms_is_one_rule_at_two_places() -> None:
+    body = """
+        vms:
+          a:
+            host: node1
+            nics: [{network: prod, ips: [10.0.2.10]}]
+            rules:
+              - {direction: in, action: accept, from: group:admins, tcp: [22, 443]}
+          b:
+            host: node1
+            nics: [{network: prod, ips: [10.0.2.11]}]
+            rules:
+              - {direction: in, action: drop, tcp: 25}
+              -   {direction: in, action: accept, from: group:admins, tcp: [22, 443]}
+          c:
+            host: node1
+            nics: [{network: prod, ips: [10.0.2.12]}]
+            rules:
+              - {direction: in, action: accept, from: group:admins, tcp: [22, 443]}
+        """
+    policy = load(body)
+    a, b, c = policy.rules_of("vm", "a")[0], policy.rules_of("vm", "b")[1], policy.rules_of("vm", "c")[0]
+    # validated with the document the first time, alone the second, and that rule
+    # serves every later place (rules are frozen: sharing one is safe)
+    assert b.rule is c.rule and a.rule == b.rule
+    assert a.rule.tcp == ["22", "443"] and a.rule.from_ == ["group:admins"]
+    # each where it stands: its own line, column and derived id
+    first, second, _ = places(body, "{direction: in, action: accept, from")
+    assert (f"{a.loc.line}:{a.loc.col}", a.id) == (first, "policy:" + first.split(":")[0])
+    assert (f"{b.loc.line}:{b.loc.col}", b.id) == (second, "policy:" + second.split(":")[0])
+    read_a, read_b = policy.source["vms"]["a"]["rules"][0], policy.source["vms"]["b"]["rules"][1]
+    assert read_a["tcp"] is not read_b["tcp"]  # the read lists are the places' own
+    assert [f"{loc.line}:{loc.col}" for loc in read_a["tcp"].value_locs + read_b["tcp"].value_locs] == [
+        place for place in places(body, "22, 443")[:2] for place in (place, place.split(":")[0] + ":" + str(int(place.split(":")[1]) + 4))
+    ]
+    # a different line is a rule of its own
+    assert policy.rules_of("vm", "b")[0].rule is not a.rule
+
+
+def test_a_bad_line_written_twice_is_reported_at_both_places() -> None:
+    body = """
+        vms:
+          a:
+            host: node1
+            nics: [{network: prod, ips: [10.0.2.10]}]
+            rules:
+              - {direction: in, action: accept, tcp: 70000}
+          b:
+            host: node1
+            nics: [{network: prod, ips: [10.0.2.11]}]
+            rules:
+              - {direction: in, action: accept, tcp: 70000}
+        """
+    found = problems(body)
+    assert [p.split(": ")[0] for p in found if "70000" in p] == [f"policy.yaml:{place}" for place in places(body, "70000")], found
+
+
+def test_a_bad_reference_written_twice_is_reported_at_both_places() -> None:
+    body = """
+        vms:
+          a:
+            host: node1
+            nics: [{network: prod, ips: [10.0.2.10]}]
+            rules:
+              - {direction: in, action: accept, from: group:nosuch, tcp: 22}
+          b:
+            host: node1
+            nics: [{network: prod, ips: [10.0.2.11]}]
+            rules:
+              - {direction: in, action: accept, from: group:nosuch, tcp: 22}
+        """
+    found = problems(body)
+    assert [p.split(": ")[0] for p in found if "group:nosuch does not exist" in p] == [f"policy.yaml:{place}" for place in places(body, "group:nosuch")], found
+
+
+def test_a_nic_scope_is_checked_against_each_owners_nics() -> None:
+    """The same `nic: [1]` line: a has a second NIC, b has not."""
+    body = """
+        vms:
+          a:
+            host: node1
+            nics: [{network: prod, ips: [10.0.2.10]}, {network: prod, ips: [10.0.2.12]}]
+            rules:
+              - {direction: in, action: accept, tcp: 22, nic: [1]}
+          b:
+            host: node1
+            nics: [{network: prod, ips: [10.0.2.11]}]
+            rules:
+              - {direction: in, action: accept, tcp: 22, nic: [1]}
+        """
+    found = problems(body)
+    line, column = places(body, "nic: [1]")[1].split(":")
+    assert [p for p in found if "NIC" in p] == [f"policy.yaml:{line}:{int(column) + 6}: vms.b.rules[0].nic[0]: vm b has no NIC 1 (indexes 0-0)"], found
+
+
+def test_a_line_fine_in_a_network_is_still_checked_in_a_vm() -> None:
+    """Network rules may leave out `direction`; the same line in a VM's rules may not."""
+    body = """
+        vms:
+          a:
+            host: node1
+            nics: [{network: prod, ips: [10.0.2.10]}]
+            rules:
+              - {action: accept, tcp: 22}
+        """
+    found = problems(body)
+    assert places(body, "{action: accept, tcp: 22}")[0].startswith("6:")  # the network's, checked first
+    assert [p for p in found if "direction" in p] == [
+        f"policy.yaml:{places(body, '{action: accept, tcp: 22}')[1]}: vms.a.rules[0].direction: missing required key `direction` (expected in or out)"
+    ], found
