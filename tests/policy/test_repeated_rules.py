@@ -89,57 +89,31 @@ def test_the_same_line_under_two_vms_is_one_rule_at_two_places() -> None:
     assert policy.rules_of("vm", "b")[0].rule is not a.rule
 
 
-def test_a_bad_line_written_twice_is_reported_at_both_places() -> None:
-    body = """
-        vms:
-          a:
-            host: node1
-            nics: [{network: prod, ips: [10.0.2.10]}]
-            rules:
-              - {direction: in, action: accept, tcp: 70000}
-          b:
-            host: node1
-            nics: [{network: prod, ips: [10.0.2.11]}]
-            rules:
-              - {direction: in, action: accept, tcp: 70000}
-        """
-    found = problems(body)
-    assert [p.split(": ")[0] for p in found if "70000" in p] == [f"policy.yaml:{place}" for place in places(body, "70000")], found
+def two_vms(line: str, second_nic_of_a: bool = False) -> str:
+    """VMs a and b, each writing `line` as its one rule."""
+    extra = ", {network: prod, ips: [10.0.2.12]}" if second_nic_of_a else ""
+    return "vms:\n" + "".join(
+        f"  {name}:\n    host: node1\n    nics: [{{network: prod, ips: [10.0.2.{address}]}}{nics}]\n    rules:\n      - {line}\n"
+        for name, address, nics in (("a", 10, extra), ("b", 11, ""))
+    )
 
 
-def test_a_bad_reference_written_twice_is_reported_at_both_places() -> None:
-    body = """
-        vms:
-          a:
-            host: node1
-            nics: [{network: prod, ips: [10.0.2.10]}]
-            rules:
-              - {direction: in, action: accept, from: group:nosuch, tcp: 22}
-          b:
-            host: node1
-            nics: [{network: prod, ips: [10.0.2.11]}]
-            rules:
-              - {direction: in, action: accept, from: group:nosuch, tcp: 22}
-        """
+@pytest.mark.parametrize(
+    ("line", "bad", "message"),
+    [
+        ("{direction: in, action: accept, tcp: 70000}", "70000", "port 70000 is out of range"),  # the model's
+        ("{direction: in, action: accept, from: group:nosuch, tcp: 22}", "group:nosuch", "group:nosuch does not exist"),  # the checker's
+    ],
+)
+def test_a_bad_line_written_twice_is_reported_at_both_places(line: str, bad: str, message: str) -> None:
+    body = two_vms(line)
     found = problems(body)
-    assert [p.split(": ")[0] for p in found if "group:nosuch does not exist" in p] == [f"policy.yaml:{place}" for place in places(body, "group:nosuch")], found
+    assert [p.split(": ")[0] for p in found if message in p] == [f"policy.yaml:{place}" for place in places(body, bad)], found
 
 
 def test_a_nic_scope_is_checked_against_each_owners_nics() -> None:
     """The same `nic: [1]` line: a has a second NIC, b has not."""
-    body = """
-        vms:
-          a:
-            host: node1
-            nics: [{network: prod, ips: [10.0.2.10]}, {network: prod, ips: [10.0.2.12]}]
-            rules:
-              - {direction: in, action: accept, tcp: 22, nic: [1]}
-          b:
-            host: node1
-            nics: [{network: prod, ips: [10.0.2.11]}]
-            rules:
-              - {direction: in, action: accept, tcp: 22, nic: [1]}
-        """
+    body = two_vms("{direction: in, action: accept, tcp: 22, nic: [1]}", second_nic_of_a=True)
     found = problems(body)
     line, column = places(body, "nic: [1]")[1].split(":")
     assert [p for p in found if "NIC" in p] == [f"policy.yaml:{line}:{int(column) + 6}: vms.b.rules[0].nic[0]: vm b has no NIC 1 (indexes 0-0)"], found
