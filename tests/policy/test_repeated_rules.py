@@ -20,6 +20,7 @@ hosts:
 networks:
   prod: {bridge: vmbr1, subnets: [10.0.2.0/24, "fd00:2::/64"]}
   lan: {bridge: vmbr2, subnets: [10.0.3.0/24], rules: [{action: accept, tcp: 22}]}
+  lan2: {bridge: vmbr3, subnets: [10.0.4.0/24], rules: [{action: accept, tcp: 22}]}
 groups:
   admins: [10.9.0.0/24]
 """
@@ -89,13 +90,16 @@ def test_the_same_line_under_two_vms_is_one_rule_at_two_places() -> None:
     assert policy.rules_of("vm", "b")[0].rule is not a.rule
 
 
-def two_vms(line: str, second_nic_of_a: bool = False) -> str:
-    """VMs a and b, each writing `line` as its one rule."""
-    extra = ", {network: prod, ips: [10.0.2.12]}" if second_nic_of_a else ""
-    return "vms:\n" + "".join(
-        f"  {name}:\n    host: node1\n    nics: [{{network: prod, ips: [10.0.2.{address}]}}{nics}]\n    rules:\n      - {line}\n"
-        for name, address, nics in (("a", 10, extra), ("b", 11, ""))
-    )
+def vms_writing(line: str, nics: tuple[int, ...] = (1, 1, 1)) -> str:
+    """VMs a, b, c, ... (one per entry of `nics`, with that many NICs), each writing
+    `line` as its one rule. (A line's first place is validated with the document, its
+    second alone, and that rule object serves the third and later places: the checks
+    of a rule object met again are what the third VM tests.)"""
+    out = "vms:\n"
+    for index, count in enumerate(nics):
+        addresses = ", ".join(f"{{network: prod, ips: [10.0.2.{10 + 10 * index + n}]}}" for n in range(count))
+        out += f"  {chr(ord('a') + index)}:\n    host: node1\n    nics: [{addresses}]\n    rules:\n      - {line}\n"
+    return out
 
 
 @pytest.mark.parametrize(
@@ -106,21 +110,22 @@ def two_vms(line: str, second_nic_of_a: bool = False) -> str:
     ],
 )
 def test_a_bad_line_written_twice_is_reported_at_both_places(line: str, bad: str, message: str) -> None:
-    body = two_vms(line)
+    body = vms_writing(line)
     found = problems(body)
     assert [p.split(": ")[0] for p in found if message in p] == [f"policy.yaml:{place}" for place in places(body, bad)], found
 
 
 def test_a_nic_scope_is_checked_against_each_owners_nics() -> None:
-    """The same `nic: [1]` line: a has a second NIC, b has not."""
-    body = two_vms("{direction: in, action: accept, tcp: 22, nic: [1]}", second_nic_of_a=True)
+    """The same `nic: [1]` line: a and b have a second NIC, c has not."""
+    body = vms_writing("{direction: in, action: accept, tcp: 22, nic: [1]}", nics=(2, 2, 1))
     found = problems(body)
-    line, column = places(body, "nic: [1]")[1].split(":")
-    assert [p for p in found if "NIC" in p] == [f"policy.yaml:{line}:{int(column) + 6}: vms.b.rules[0].nic[0]: vm b has no NIC 1 (indexes 0-0)"], found
+    line, column = places(body, "nic: [1]")[2].split(":")
+    assert [p for p in found if "NIC" in p] == [f"policy.yaml:{line}:{int(column) + 6}: vms.c.rules[0].nic[0]: vm c has no NIC 1 (indexes 0-0)"], found
 
 
 def test_a_line_fine_in_a_network_is_still_checked_in_a_vm() -> None:
-    """Network rules may leave out `direction`; the same line in a VM's rules may not."""
+    """Network rules may leave out `direction`; the same line in a VM's rules may not
+    (three places: the VM's shares the second network's rule object)."""
     body = """
         vms:
           a:
@@ -130,7 +135,8 @@ def test_a_line_fine_in_a_network_is_still_checked_in_a_vm() -> None:
               - {action: accept, tcp: 22}
         """
     found = problems(body)
-    assert places(body, "{action: accept, tcp: 22}")[0].startswith("6:")  # the network's, checked first
+    lan, lan2, vm = places(body, "{action: accept, tcp: 22}")
+    assert lan.startswith("6:") and lan2.startswith("7:")  # the networks', checked first (lan2's is the rule object the VM's shares)
     assert [p for p in found if "direction" in p] == [
-        f"policy.yaml:{places(body, '{action: accept, tcp: 22}')[1]}: vms.a.rules[0].direction: missing required key `direction` (expected in or out)"
+        f"policy.yaml:{vm}: vms.a.rules[0].direction: missing required key `direction` (expected in or out)"
     ], found
