@@ -4,12 +4,13 @@ written several times validated once.
 Large policies repeat their rules: the same `{direction: in, action: accept, service:
 ssh, from: group:admins}` under a thousand VMs (80 % of a synthetic 10,000-VM policy's
 rule lines are repeats). Validating a `Rule` is context-free (its validators read the
-rule alone; the cross-references are the checker's), so the first validation of a line
-serves every later line with the same text: pydantic takes a `Rule` instance in a
-`list[Rule]` as it is. (A line's first occurrence stays a dict, validated with the
-document: a policy whose lines are all different pays no validation call per rule.) Rules are frozen, so VMs sharing one is only fewer objects.
-A line that does not validate stays a dict for the document's validation, which
-reports it where it stands, as before.
+rule alone; the cross-references are the checker's), so a line validated alone at its
+second occurrence serves every later line with the same text: pydantic takes a `Rule`
+instance in a `list[Rule]` as it is. Rules are frozen, so VMs sharing one is only
+fewer objects. A line's first occurrence stays a dict, validated with the document (a
+policy whose lines all differ pays no validation call per rule), and so does every
+occurrence of a line that does not validate: the document's validation reports each
+where it stands, as before.
 """
 
 from __future__ import annotations
