@@ -6,12 +6,19 @@ level or owner made for each."""
 
 from __future__ import annotations
 
+import os
 import textwrap
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from tests.policy.test_property import dump, policies
+from zonewall.policy import loader
 from zonewall.policy.errors import PolicyError
 from zonewall.policy.loader import load_policy_text
+from zonewall.policy.plain import plain_data
 
 HEAD = """\
 version: 1
@@ -140,3 +147,42 @@ def test_a_line_fine_in_a_network_is_still_checked_in_a_vm() -> None:
     assert [p for p in found if "direction" in p] == [
         f"policy.yaml:{vm}: vms.a.rules[0].direction: missing required key `direction` (expected in or out)"
     ], found
+
+
+# -- the same answer as reading every line anew ------------------------------------------
+
+
+def _repeating(document: dict[str, Any], copies: list[tuple[int, int]]) -> dict[str, Any]:
+    """`document` with some networks', zones' and VMs' rules written again under others
+    (the same lines, so the loader meets them again; a network's may lack `direction`,
+    which a VM's may not)."""
+    owners = [(section, name) for section in ("networks", "zones", "vms") for name in document.get(section, {})]
+    for source, target in copies:
+        if owners:
+            (s, a), (t, b) = owners[source % len(owners)], owners[target % len(owners)]
+            rules = document[s][a].get("rules")
+            if rules:
+                document[t][b]["rules"] = list(document[t][b].get("rules", [])) + rules
+    return document
+
+
+def _outcome(text: str) -> tuple[str, Any]:
+    try:
+        policy = load_policy_text(text)
+    except PolicyError as exc:
+        return "refused", [str(p) for p in exc.problems]
+    return "loaded", (policy.doc, [(ref.id, ref.level, ref.owner, ref.index, ref.loc) for ref in policy.rules])
+
+
+@settings(max_examples=int(os.environ.get("ZONEWALL_PROPERTY_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(policies(), st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20)), max_size=6), st.sampled_from([None, False]))
+def test_lines_met_again_load_as_lines_read_anew(document: dict[str, Any], copies: list[tuple[int, int]], flow: bool | None) -> None:
+    """Random policies (valid and broken) with rule lines written again: the same
+    document, rule ids and positions, or the same problems, as when every line is
+    validated with the document (no rule shared, so no check skipped either)."""
+    text = dump(_repeating(document, copies), flow)
+    shared = _outcome(text)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(loader, "plain_document", plain_data)
+        anew = _outcome(text)
+    assert shared == anew
