@@ -275,8 +275,9 @@ class _Reader:
             if (content := line.lstrip(" ")) and content[0] != "#"
         ]
         self.tokens = _Tokens(loader_class)
-        # a rule's line (`{direction: in, ...}` after `- `) -> what it was first read as,
-        # and once met again, its `_RuleLine`: the same rules are written for many VMs
+        # a sequence item written as a one-line flow mapping (`- {direction: in, ...}`:
+        # a rule, nearly always; nat entries and the like too) -> what it was first read
+        # as, and once met again, its `_RuleLine`: the same rules are written for many VMs
         # (80 % of a synthetic policy's rule lines), and a line met again is copied, not
         # matched again (a line met once costs only its entry here)
         self.rule_lines: dict[str, _FlowLDict | _RuleLine] = {}

@@ -22,7 +22,9 @@ from pydantic import ValidationError
 from .model import Rule
 from .source import LDict
 
-# sections whose entries (by name) carry `rules`, and the top-level rule lists
+# sections whose entries (by name) carry `rules`, and the top-level rule lists (as
+# Policy._rule_table reads them); rules anywhere else stay dicts, validated with the
+# document: a section missing here loses only the sharing
 _OWNER_SECTIONS = frozenset({"hosts", "networks", "zones", "vms", "security_groups"})
 _RULE_LISTS = frozenset({"global_rules", "host_rules"})
 _ONCE, _INVALID = "met once", "does not validate"  # (a line's state in _Rules, beside its Rule)
