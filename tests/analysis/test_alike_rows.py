@@ -20,7 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zonewall.analysis.engine import Decision, Outcome
-from zonewall.analysis.flowrows import DiffResult, DiffRow, _Listing, _merge_rows, _name_replaced
+from zonewall.analysis.flowrows import DiffResult, DiffRow, _merge_rows, _name_replaced
+from zonewall.analysis.rowsides import SideLister
 
 # endpoint name -> its labels: vm:b has two NICs, node h is a host
 ENDPOINTS = {
@@ -196,9 +197,9 @@ LABELS = [f"vm:vm{i}" for i in range(40)] + ["host:node1", "outside: any", "vm:v
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.frozensets(st.sampled_from(LABELS)), st.frozensets(st.sampled_from(LABELS))), min_size=1, max_size=6))
 def test_each_side_is_listed_in_sorted_order(sides: list[tuple[frozenset[str], frozenset[str]]]) -> None:
-    """flowrows._Listing reads a large side out of every label sorted once; a small one
-    is sorted on its own: either way the list `sorted` gives."""
+    """rowsides.SideLister reads a large side out of every label sorted once; a small one
+    is sorted on its own: either way the list `sorted` gives (no zone to name)."""
     rows = [DiffRow("opened", set(src), set(dst)) for src, dst in sides]
-    listed = _Listing(rows)
+    listed = SideLister((side for row in rows for side in (row.src, row.dst)), dict)
     for row in rows:
         assert listed(row.src) == sorted(row.src) and listed(row.dst) == sorted(row.dst)

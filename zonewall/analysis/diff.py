@@ -77,7 +77,7 @@ def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | 
         differ.run(key, region, "sender", whole_flow=True)
     if (grouped is not None and switches.SHARE_UNNAMED) or (edits is not None and switches.KEEP_AFTER_RULE_EDITS):
         kept.keep(a_new, now)  # for the next commit's diff, where `new` is the old policy (analysis/kept.py)
-    rows = _merge_rows(list(differ.rows.values()) + differ.class_rows)
+    rows = _merge_rows(list(differ.rows.values()) + differ.class_rows, differ.zone_labels)
     notes = sorted(set(differ.notes)) + [f"approximated: {w}" for w in approximations(new)]
     if endpoints:
         notes.append("flows to and from added, removed or readdressed endpoints are not compared; they are listed under endpoints")

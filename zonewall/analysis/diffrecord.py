@@ -69,6 +69,15 @@ class Recorder:
             self._labels[key] = found
         return found
 
+    def zone_labels(self) -> dict[str, frozenset[str]]:
+        """Each zone of the new policy and the labels of its VMs' NICs (what a row's
+        `zone:NAME` stands for: rowsides.py)."""
+        found: dict[str, set[str]] = {}
+        for name, vm in self.a_new.policy.doc.vms.items():
+            if vm.zone is not None:
+                found.setdefault(vm.zone, set()).update(self.label(("vm", name, nic)) for nic in range(len(vm.nics)))
+        return {zone: frozenset(labels) for zone, labels in found.items()}
+
     def _member_labels(self, members: list[NicKey], family: int, intervals: s.Intervals) -> set[str]:
         """The labels of the members with an address inside the intervals (a group's
         rows ask it of the same addresses box after box: 10,000 peers' at a rule

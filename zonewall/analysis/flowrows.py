@@ -12,12 +12,13 @@ for the role (`from out`, `to in`), as a group of peers' is (`peer in`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .engine import Outcome
 from .reach import decision_json
+from .rowsides import SideLister, ZoneLabels
 
 Owner = tuple[str, frozenset[str]]  # an endpoint's name ("vm:web1"), all its labels ("vm:web1@a", "vm:web1@b")
 ROLE_WORDS = {"sender": "from", "receiver": "to"}
@@ -39,7 +40,7 @@ class DiffRow:
     role: str = ""
     named: str = ""
     owners: dict[str, Owner] = field(default_factory=dict)
-    # `from` and `to` sorted, once the rows are final (_merge_rows sorts the rows by them)
+    # `from` and `to` as listed, once the rows are final (rowsides.py; _merge_rows sorts the rows by them)
     listed: tuple[list[str], list[str]] | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -114,10 +115,10 @@ def _decisive_label(outcome: Outcome) -> tuple[str, str] | None:
     return (decision.stage, decision.label) if decision else None
 
 
-def _merge_rows(rows: list[DiffRow]) -> list[DiffRow]:
+def _merge_rows(rows: list[DiffRow], zones: Callable[[], ZoneLabels] = dict) -> list[DiffRow]:
     """One row per (change, peers, decisions): rows of endpoints alike but for their
     names merge, then services of otherwise equal rows, then rows equal but for one
-    side's peers merge that side."""
+    side's peers merge that side. Large sides name the `zones` they hold (rowsides.py)."""
     merged: dict[tuple[object, ...], DiffRow] = {}
     for row in _alike_merged(rows):
         # (sets as keys, not sorted: a zone edit's rows hold thousands of peers each)
@@ -138,30 +139,11 @@ def _merge_rows(rows: list[DiffRow]) -> list[DiffRow]:
             if {"outside: any ipv4", "outside: any ipv6"} <= side:
                 side -= {"outside: any ipv4", "outside: any ipv6"}
                 side.add("outside: any")
-    listed = _Listing(by_src.values())
+    listed = SideLister((side for row in by_src.values() for side in (row.src, row.dst)), zones)
     for row in by_src.values():
         row.listed = (listed(row.src), listed(row.dst))
     return sorted(by_src.values(), key=lambda r: (r.change, r.listed[1], r.listed[0], r.services, r.when,  # type: ignore[index]
                                                    str(_unnamed(r.old, "")), str(_unnamed(r.new, ""))))
-
-
-_READ_OUT = 4  # a side holding more than a quarter of all the labels is read out of them
-
-
-class _Listing:
-    """Each side of the rows sorted, as `sorted` sorts it. A zone rule open to everyone
-    has a hundred sides of ~10,000 labels each, most of them the cluster but a few:
-    such a side is read out of every label the rows hold, sorted once, in one pass
-    of membership tests instead of a sort of its own (the same list)."""
-
-    def __init__(self, rows: Iterable[DiffRow]) -> None:
-        sides = [side for row in rows for side in (row.src, row.dst)]
-        self._every = sorted(set().union(*sides)) if sides else []
-
-    def __call__(self, side: set[str]) -> list[str]:
-        if len(side) * _READ_OUT < len(self._every):
-            return sorted(side)
-        return [label for label in self._every if label in side]
 
 
 def _alike_merged(rows: list[DiffRow]) -> list[DiffRow]:

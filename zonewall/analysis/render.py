@@ -91,8 +91,8 @@ def print_diff_json(console: Console, data: dict[str, Any]) -> None:
         for row in data["flows"]:
             table.add_row(
                 _verdict(row["change"]),
-                ", ".join(row["from"][:8]) + (f" (+{len(row['from']) - 8})" if len(row["from"]) > 8 else ""),
-                ", ".join(row["to"][:8]) + (f" (+{len(row['to']) - 8})" if len(row["to"]) > 8 else ""),
+                _side_text(row["from"]),
+                _side_text(row["to"]),
                 ", ".join(row["services"]),
                 row["when"],
                 f"{row['old']['verdict']} by {_rule(row['old']['decided_by'])}",
@@ -103,3 +103,14 @@ def print_diff_json(console: Console, data: dict[str, Any]) -> None:
         console.print(f"endpoint {change['endpoint']}: {change['change']}")
     for note in data["notes"]:
         console.print(f"[dim]note: {note}[/]")
+
+
+def _side_text(entries: list[str], shown: int = 8) -> str:
+    """A row's side for the table: its first endpoints and zones, then what it
+    excludes (`!vm:web7`, analysis/rowsides.py), each cut short with a count."""
+    kept = [e for e in entries if not e.startswith("!")]
+    excluded = [e[1:] for e in entries if e.startswith("!")]
+    text = ", ".join(kept[:shown]) + (f" (+{len(kept) - shown})" if len(kept) > shown else "")
+    if excluded:
+        text += " except " + ", ".join(excluded[:shown]) + (f" (+{len(excluded) - shown})" if len(excluded) > shown else "")
+    return text

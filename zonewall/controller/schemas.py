@@ -51,12 +51,14 @@ class RevisionSummary(BaseModel):
 
     @classmethod
     def of(cls, row: RevisionRow) -> RevisionSummary:
-        diff = json.loads(row.diff) if row.diff else None
-        return cls(
-            number=row.number, created_at=as_utc(row.created_at), author=row.author, message=row.message,
-            kind=row.kind, change=json.loads(row.change or "{}"), rollback_of=row.rollback_of,
-            content_hash=row.content_hash, flows_changed=len(diff["flows"]) if diff else None,
-        )
+        return cls(**_summary(row, json.loads(row.diff) if row.diff else None))
+
+
+def _summary(row: RevisionRow, diff: dict[str, Any] | None) -> dict[str, Any]:
+    """A revision's summary fields, its diff read once by the caller."""
+    return {"number": row.number, "created_at": as_utc(row.created_at), "author": row.author, "message": row.message,
+            "kind": row.kind, "change": json.loads(row.change or "{}"), "rollback_of": row.rollback_of,
+            "content_hash": row.content_hash, "flows_changed": len(diff["flows"]) if diff else None}
 
 
 class RevisionOut(RevisionSummary):
@@ -66,13 +68,8 @@ class RevisionOut(RevisionSummary):
 
     @classmethod
     def full(cls, row: RevisionRow, documents: dict[str, str] | None = None) -> RevisionOut:
-        base = RevisionSummary.of(row).model_dump()
-        return cls(
-            **base,
-            diff=json.loads(row.diff) if row.diff else None,
-            diff_error=row.diff_error,
-            documents=documents,
-        )
+        diff = json.loads(row.diff) if row.diff else None
+        return cls(**_summary(row, diff), diff=diff, diff_error=row.diff_error, documents=documents)
 
 
 class ChangeOut(BaseModel):
