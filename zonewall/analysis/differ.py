@@ -23,6 +23,7 @@ from .endpointclass import Member, Mine, alone, class_key, combined, loose_key, 
 from .endpoints import Endpoint
 from .engine import Analyzer, GuardOrChain, Outcome
 from .flowrows import DiffRow, _decisive_label, _differs, _final
+from .labelsets import Labels
 from .peerclass import ClassedSides, both_sides_class, reply_class
 from .peers import Effective, Key, PeerSides, PeerSpace, know_owners
 from .peertemplate import Relabel, Sides, template_key
@@ -32,7 +33,7 @@ from .twins import twin_sides
 
 # (piece, change, deciding labels old and new, services, time, family, own addresses)
 PendingKey = tuple[int, str, "tuple[str, str] | None", "tuple[str, str] | None", tuple[str, ...], str, int, s.Intervals]
-Pending = dict[PendingKey, tuple[Outcome, Outcome, set[str]]]  # -> a sample part's peer outcomes, the peers' labels
+Pending = dict[PendingKey, tuple[Outcome, Outcome, int]]  # -> a sample part's peer outcomes, the peers' labels (bits)
 PeerReducer = Callable[[NicKey, tuple[int, ...], PeerSpace], "tuple[tuple[GuardOrChain, ...], Key] | None"]
 
 class Differ(Recorder):
@@ -293,10 +294,7 @@ class Differ(Recorder):
                 family = box[s.FAM][0][0]
                 entry_key = (index, change, old_label, new_label, services, when, family, box[mine.own_dim])
                 entry = pending.get(entry_key)
-                if entry is None:
-                    pending[entry_key] = (po, pn, set(labels))
-                else:
-                    entry[2].update(labels)
+                pending[entry_key] = (po, pn, labels) if entry is None else (entry[0], entry[1], entry[2] | labels)
             return
         # a guard sees some peer's replies: each member's flows the general way (`record` judges the replies)
         own_parts: dict[int, tuple[Member, list[s.Box]]] = {}
@@ -326,8 +324,8 @@ class Differ(Recorder):
             _region, o, n = members[0].delta[index]
             row = DiffRow(change, services=services, when=when, old=_final(po, o, receiver_first), new=_final(pn, n, receiver_first),
                           role=role, named=self._owner(members[0].key)[0], owners=owners)
-            own_labels = {self.label(m.key) for m in members}
-            row.src, row.dst = (labels, own_labels) if receiver_first else (own_labels, labels)
+            own_labels, peers = self.alphabet.of(self.label(m.key) for m in members), Labels(self.alphabet, labels)
+            row.src, row.dst = (peers, own_labels) if receiver_first else (own_labels, peers)
             self.class_rows.append(row)
 
     def _peer_sides(self, analyzer: Analyzer, key: NicKey, role: str, own_addresses: AddressSet, pieces: list[Region],

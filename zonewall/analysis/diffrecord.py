@@ -15,6 +15,8 @@ from .describe import addresses_text, services_of, time_text
 from .endpoints import Endpoint
 from .engine import Analyzer, Outcome, Path
 from .flowrows import DiffRow, Owner, _decisive_label, _differs
+from .labelsets import Alphabet, Labels
+from .peerlabels import PeerLabels
 from .reach import NicKey, endpoint_addresses
 from .space import Region
 
@@ -42,15 +44,17 @@ class Recorder:
         self.a_old, self.a_new = a_old, a_new
         self.rows: dict[tuple[object, ...], DiffRow] = {}
         self._owners: dict[tuple[str, str], Owner] = {}
-        self._outside: dict[tuple[int, s.Intervals], set[str]] = {}
+        self._outside: dict[tuple[int, s.Intervals], int] = {}
         self._guarded: dict[tuple[object, ...], bool] = {}  # _replies_guarded's answers
         # a peer's class for its replies (its network, node and guard filters in both
         # policies: all `reply_guards` reads of it), when its side was classed
         self._reply_class: dict[NicKey, tuple[object, ...]] = {}
         self._labels: dict[NicKey, str] = {}
-        self._labelled: dict[tuple[object, ...], tuple[list[NicKey], set[str]]] = {}
-        self._owned: dict[tuple[int, s.Intervals], frozenset[NicKey]] = {}
-        self._group_labels: dict[int, tuple[list[NicKey], frozenset[NicKey], set[str], dict[str, list[NicKey]]]] = {}  # id(peers) -> _group_of
+        # sets of labels are bits of one numbering of them (labelsets.py): a row's
+        # peers are united box after box, thousands at a time
+        self.alphabet = Alphabet()
+        self._labelled: dict[tuple[object, ...], tuple[list[NicKey], int]] = {}
+        self._peer_labels = PeerLabels(a_new.directory, self.label, self.alphabet)
         self.notes: list[str] = []
 
     @cached_property
@@ -78,46 +82,15 @@ class Recorder:
                 found.setdefault(vm.zone, set()).update(self.label(("vm", name, nic)) for nic in range(len(vm.nics)))
         return {zone: frozenset(labels) for zone, labels in found.items()}
 
-    def _member_labels(self, members: list[NicKey], family: int, intervals: s.Intervals) -> set[str]:
-        """The labels of the members with an address inside the intervals (a group's
+    def _member_labels(self, members: list[NicKey], family: int, intervals: s.Intervals) -> int:
+        """The labels (their bits) of the members with an address inside the intervals (a group's
         rows ask it of the same addresses box after box: 10,000 peers' at a rule
         open to everyone). The members are kept with the answer: their id stays theirs."""
         memo_key = (id(members), len(members), family, intervals)
         found = self._labelled.get(memo_key)
         if found is None or found[0] is not members:
-            found = self._labelled[memo_key] = (members, self._labels_within(members, family, intervals))
-        return found[1]  # (read only: rows take a union of it)
-
-    def _labels_within(self, members: list[NicKey], family: int, intervals: s.Intervals) -> set[str]:
-        # the same addresses are asked of many groups of peers (each box of a class's
-        # rows): their owners found once; a group wholly inside them (most: a rule open
-        # to everyone) answered with all its labels, made once per group
-        owned = self._owned.get((family, intervals))
-        if owned is None:
-            owned = self._owned[family, intervals] = frozenset(self.a_new.directory.owners_within(family, intervals))
-        known = self._group_labels.get(id(members))
-        if known is None or known[0] is not members:
-            known = self._group_labels[id(members)] = self._group_of(members)
-        _members, as_set, labels, shared = known
-        if as_set <= owned:  # (told without a new set: most groups, for a rule open to everyone)
-            return labels
-        left_out = as_set - owned
-        if len(left_out) * 2 > len(as_set):
-            return {self.label(m) for m in as_set & owned}
-        # a few left out (the addresses an earlier rule took out): the labels but theirs,
-        # unless another NIC with the same label is in (two NICs on one network)
-        gone = {self.label(m) for m in left_out}
-        if shared:
-            gone = {label for label in gone if not any(m in owned for m in shared.get(label, ()))}
-        return labels - gone
-
-    def _group_of(self, members: list[NicKey]) -> tuple[list[NicKey], frozenset[NicKey], set[str], dict[str, list[NicKey]]]:
-        """A group of peers, as a set, their labels and the labels several of them share."""
-        keys_of: dict[str, list[NicKey]] = {}
-        for m in members:
-            keys_of.setdefault(self.label(m), []).append(m)
-        shared = {label: keys for label, keys in keys_of.items() if len(keys) > 1}
-        return members, frozenset(members), set(keys_of), shared
+            found = self._labelled[memo_key] = (members, self._peer_labels.within(members, family, intervals))
+        return found[1]
 
     def _owner(self, key: NicKey) -> Owner:
         """The endpoint's name as its stages carry it, and all its labels (a VM's NICs)."""
@@ -178,9 +151,9 @@ class Recorder:
         if change is not None:
             self._add_rows(key, role, change, self._described(region, role, members), old, new)
 
-    def _described(self, part: Region, role: str, peers: list[NicKey] | None) -> list[tuple[tuple[str, ...], str, set[str]]]:
+    def _described(self, part: Region, role: str, peers: list[NicKey] | None) -> list[tuple[tuple[str, ...], str, int]]:
         """What a row reads of each box: its services, its time, its peers' labels
-        (`peers` None: outside addresses)."""
+        (their bits; `peers` None: outside addresses)."""
         peer_dim = s.SRC if role == "receiver" else s.DST
         out = []
         for box in part:
@@ -189,11 +162,11 @@ class Recorder:
                         self._member_labels(peers, family, box[peer_dim]) if peers is not None else self._outside_labels(family, box[peer_dim])))
         return out
 
-    def _outside_labels(self, family: int, values: s.Intervals) -> set[str]:
+    def _outside_labels(self, family: int, values: s.Intervals) -> int:
         """(every member of a zone asks it of the same outside: answered once; read only)"""
         found = self._outside.get((family, values))
         if found is None:
-            found = self._outside[family, values] = self._outside_text(family, values)
+            found = self._outside[family, values] = self.alphabet.mask(self._outside_text(family, values))
         return found
 
     def _outside_text(self, family: int, values: s.Intervals) -> set[str]:
@@ -204,7 +177,7 @@ class Recorder:
             peers = {f"outside: any ipv{family}"}
         return peers
 
-    def _add_rows(self, key: NicKey, role: str, change: str, described: list[tuple[tuple[str, ...], str, set[str]]], old: Outcome, new: Outcome) -> None:
+    def _add_rows(self, key: NicKey, role: str, change: str, described: list[tuple[tuple[str, ...], str, int]], old: Outcome, new: Outcome) -> None:
         """The rows of `key`'s flows with the peers of each box described."""
         me = self.label(key)
         old_label, new_label = _decisive_label(old), _decisive_label(new)
@@ -215,10 +188,11 @@ class Recorder:
             row_key = (change, me, role, services, when, old_label, new_label)
             row = self.rows.get(row_key)
             if row is None:
-                row = self.rows[row_key] = DiffRow(change, services=services, when=when, old=old, new=new, role=role, named=owner[0], owners={me: owner})
+                row = self.rows[row_key] = DiffRow(change, Labels(self.alphabet), Labels(self.alphabet), services=services, when=when,
+                                                   old=old, new=new, role=role, named=owner[0], owners={me: owner})
             if role == "receiver":
                 row.dst.add(me)
-                row.src |= peers
+                row.src |= Labels(self.alphabet, peers)
             else:
                 row.src.add(me)
-                row.dst |= peers
+                row.dst |= Labels(self.alphabet, peers)

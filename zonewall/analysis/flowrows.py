@@ -12,11 +12,12 @@ for the role (`from out`, `to in`), as a group of peers' is (`peer in`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, MutableSet
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .engine import Outcome
+from .labelsets import Alphabet, Labels
 from .reach import decision_json
 from .rowsides import SideLister, ZoneLabels
 
@@ -27,8 +28,8 @@ ROLE_WORDS = {"sender": "from", "receiver": "to"}
 @dataclass
 class DiffRow:
     change: str  # opened | closed | changed (drop <-> reject)
-    src: set[str] = field(default_factory=set)
-    dst: set[str] = field(default_factory=set)
+    src: MutableSet[str] = field(default_factory=set)  # (a Labels once merged: labelsets.py)
+    dst: MutableSet[str] = field(default_factory=set)
     services: tuple[str, ...] = ()
     when: str = "always"
     old: Outcome | None = None
@@ -118,18 +119,20 @@ def _decisive_label(outcome: Outcome) -> tuple[str, str] | None:
 def _merge_rows(rows: list[DiffRow], zones: Callable[[], ZoneLabels] = dict) -> list[DiffRow]:
     """One row per (change, peers, decisions): rows of endpoints alike but for their
     names merge, then services of otherwise equal rows, then rows equal but for one
-    side's peers merge that side. Large sides name the `zones` they hold (rowsides.py)."""
+    side's peers merge that side. Large sides name the `zones` they hold (rowsides.py).
+    Every side is a `Labels` of one alphabet here (labelsets.py): keys and unions of
+    thousands of peers are integers."""
+    alphabet = _labelled(rows)
     merged: dict[tuple[object, ...], DiffRow] = {}
-    for row in _alike_merged(rows):
-        # (sets as keys, not sorted: a zone edit's rows hold thousands of peers each)
-        key = (row.change, frozenset(row.src), frozenset(row.dst), row.when, _decisive_label(row.old), _decisive_label(row.new))  # type: ignore[arg-type]
+    for row in _alike_merged(rows, alphabet):
+        key = (row.change, _bits(row.src), _bits(row.dst), row.when, _decisive_label(row.old), _decisive_label(row.new))  # type: ignore[arg-type]
         if key in merged:
             merged[key].services = tuple(dict.fromkeys(merged[key].services + row.services))
         else:
             merged[key] = row
     by_src: dict[tuple[object, ...], DiffRow] = {}
     for row in merged.values():
-        peers_key = (row.change, frozenset(row.dst), row.services, row.when, _decisive_label(row.old), _decisive_label(row.new))  # type: ignore[arg-type]
+        peers_key = (row.change, _bits(row.dst), row.services, row.when, _decisive_label(row.old), _decisive_label(row.new))  # type: ignore[arg-type]
         if peers_key in by_src:
             by_src[peers_key].src |= row.src
         else:
@@ -146,7 +149,24 @@ def _merge_rows(rows: list[DiffRow], zones: Callable[[], ZoneLabels] = dict) -> 
                                                    str(_unnamed(r.old, "")), str(_unnamed(r.new, ""))))
 
 
-def _alike_merged(rows: list[DiffRow]) -> list[DiffRow]:
+def _labelled(rows: list[DiffRow]) -> Alphabet:
+    """The rows' sides as `Labels` of one alphabet: the recorder's, whose rows have
+    them already (diffrecord.py), or a new one (rows made of plain sets)."""
+    alphabet = next((side.alphabet for row in rows for side in (row.src, row.dst) if isinstance(side, Labels)), None) or Alphabet()
+    for row in rows:
+        if not (isinstance(row.src, Labels) and row.src.alphabet is alphabet):
+            row.src = alphabet.of(row.src)
+        if not (isinstance(row.dst, Labels) and row.dst.alphabet is alphabet):
+            row.dst = alphabet.of(row.dst)
+    return alphabet
+
+
+def _bits(side: MutableSet[str]) -> int:
+    assert isinstance(side, Labels)  # (_labelled made it one)
+    return side.bits
+
+
+def _alike_merged(rows: list[DiffRow], alphabet: Alphabet) -> list[DiffRow]:
     """The rows of each endpoint's own side, with those of endpoints that decided alike
     but for their names as one row where that is exact (module docstring).
 
@@ -164,12 +184,28 @@ def _alike_merged(rows: list[DiffRow]) -> list[DiffRow]:
             continue
         key = (row.role, row.change, row.services, row.when, _unnamed(row.old, row.named), _unnamed(row.new, row.named))
         alike.setdefault(key, []).append(row)
+    own_bits = _OwnBits(alphabet)
     for group in alike.values():
-        out.extend(_alike_group(group))
+        out.extend(_alike_group(group, own_bits))
     return out
 
 
-def _alike_group(group: list[DiffRow]) -> list[DiffRow]:
+class _OwnBits:
+    """The bits of an endpoint's own labels (its `Owner`'s set: one object per
+    endpoint, kept with the answer so that its id stays its own)."""
+
+    def __init__(self, alphabet: Alphabet) -> None:
+        self.alphabet = alphabet
+        self._found: dict[int, tuple[frozenset[str], int]] = {}
+
+    def __call__(self, labels: frozenset[str]) -> int:
+        found = self._found.get(id(labels))
+        if found is None or found[0] is not labels:
+            found = self._found[id(labels)] = (labels, self.alphabet.mask(labels))
+        return found[1]
+
+
+def _alike_group(group: list[DiffRow], own_bits: _OwnBits) -> list[DiffRow]:
     sender = group[0].role == "sender"
     ours = (lambda r: r.src) if sender else (lambda r: r.dst)  # the own labels of a row
     theirs = (lambda r: r.dst) if sender else (lambda r: r.src)  # its peers
@@ -177,53 +213,44 @@ def _alike_group(group: list[DiffRow]) -> list[DiffRow]:
         row = group[0]
         theirs(row).difference_update(next(iter(row.owners.values()))[1])
         return [row] if theirs(row) else []
-    everyone: set[str] = set()  # every label that is someone's peer here (a class's row holds its members among its peers)
-    for row in group:
-        names = {row.owners[label][0] for label in ours(row)}
-        own = row.owners[next(iter(ours(row)))][1] if len(names) == 1 else frozenset()
-        everyone.update(theirs(row) if own.isdisjoint(theirs(row)) else theirs(row) - own)
+    everyone = 0  # every label that is someone's peer here (a class's row holds its members among its peers)
     rows_of: dict[str, list[DiffRow]] = {}
     for row in group:
-        for label in ours(row):
+        own_labels = list(ours(row))
+        names = {row.owners[label][0] for label in own_labels}
+        own = own_bits(row.owners[own_labels[0]][1]) if len(names) == 1 else 0
+        everyone |= _bits(theirs(row)) & ~own
+        for label in own_labels:
             rows_of.setdefault(label, []).append(row)
-    unions: dict[tuple[int, ...], tuple[set[str], frozenset[str]]] = {}
-    closed_peers: dict[frozenset[str], list[tuple[str, DiffRow]]] = {}
+    unions: dict[tuple[int, ...], int] = {}
+    closed_peers: dict[int, list[tuple[str, DiffRow]]] = {}
     for label, its_rows in rows_of.items():
         ids = tuple(id(r) for r in its_rows)  # (labels in the same rows share their union)
-        found = unions.get(ids)
-        if found is None:
-            peers = _union(list(map(theirs, its_rows)))
-            found = unions[ids] = (peers, frozenset(peers))
-        peers, frozen = found
-        own = its_rows[0].owners[label][1]
-        if peers <= own:
+        peers = unions.get(ids)
+        if peers is None:
+            peers = 0
+            for r in its_rows:
+                peers |= _bits(theirs(r))
+            unions[ids] = peers
+        own = own_bits(its_rows[0].owners[label][1])
+        if not peers & ~own:
             continue  # its only peers would be itself
-        inside = own & everyone  # its own labels that are another's peers: the row of them all holds them
-        closed = frozen if inside == own & peers else frozenset((peers - own) | inside)
+        # its own labels that are another's peers: the row of them all holds them
+        closed = (peers & ~own) | (own & everyone)
         closed_peers.setdefault(closed, []).append((label, its_rows[0]))
-    return [_alike_row(sender, closed, members) for closed, members in closed_peers.items()]
+    return [_alike_row(sender, Labels(own_bits.alphabet, closed), members) for closed, members in closed_peers.items()]
 
 
-def _union(sides: list[set[str]]) -> set[str]:
-    """The union of the rows' peers (read only): often one row's peers hold the others'
-    (a VM's IPv4 and IPv6 rows: the same 10,000 labels), told without a new set."""
-    found = sides[0]
-    for side in sides[1:]:
-        if side is not found and not side <= found:
-            found = found | side
-    return found
-
-
-def _alike_row(sender: bool, closed: frozenset[str], members: list[tuple[str, DiffRow]]) -> DiffRow:
+def _alike_row(sender: bool, closed: Labels, members: list[tuple[str, DiffRow]]) -> DiffRow:
     """One row of the own labels that share their closed peers."""
     label, sample = members[0]
     names = dict.fromkeys(row.owners[own][0] for own, row in members)
     if len(names) == 1:  # one endpoint (its NICs): its own name, its peers but itself
         name, own = sample.owners[label]
-        peers, word = set(closed - own), name
+        peers, word = closed - own, name
     else:
-        peers, word = set(closed), ROLE_WORDS[sample.role]
-    labels = {own for own, _row in members}
+        peers, word = closed, ROLE_WORDS[sample.role]
+    labels = closed.alphabet.of(own for own, _row in members)
     old, new = _renamed(sample.old, sample.named, word), _renamed(sample.new, sample.named, word)
     src, dst = (labels, peers) if sender else (peers, labels)
     return DiffRow(sample.change, src, dst, sample.services, sample.when, old, new)

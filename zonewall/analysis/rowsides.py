@@ -19,6 +19,9 @@ rows of a small change read as they always did.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
+
+from .labelsets import Alphabet, Labels
 
 NAMED_FROM = 32  # labels in a side from which its zones are named
 ZoneLabels = Mapping[str, frozenset[str]]  # zone name -> the labels of its VMs' NICs
@@ -27,55 +30,62 @@ ZoneLabels = Mapping[str, frozenset[str]]  # zone name -> the labels of its VMs'
 class SideLister:
     """Each side of the final rows as a list, its zones named where the side is large
     (module docstring): the names and labels sorted, then the exclusions sorted.
-    `zones` is asked once, and only if some side is large."""
+    `zones` is asked once, and only if some side is large. The sides are `Labels`
+    (labelsets.py: the zones' labels become bits of their alphabet) or plain sets."""
 
-    def __init__(self, sides: Iterable[set[str]], zones: Callable[[], ZoneLabels]) -> None:
+    def __init__(self, sides: Iterable[AbstractSet[str]], zones: Callable[[], ZoneLabels]) -> None:
         large = {id(side): side for side in sides if len(side) >= NAMED_FROM}
         self._kept = list(large.values())  # (their ids stay theirs while listed)
-        named = sorted((name, labels) for name, labels in zones().items() if len(labels) > 1) if large else []
-        parts = {key: _zones_named(side, named) for key, side in large.items()}
+        self._listed: dict[int, list[str]] = {}
+        if not large:
+            return
+        alphabet = next((side.alphabet for side in large.values() if isinstance(side, Labels)), None) or Alphabet()
+        named = sorted((name, bits, bits.bit_count()) for name, bits in
+                       ((name, alphabet.mask(labels)) for name, labels in zones().items() if len(labels) > 1))
+        parts = {key: _zones_named(side.bits if isinstance(side, Labels) and side.alphabet is alphabet else alphabet.mask(side), named, alphabet)
+                 for key, side in large.items()}
         rests = _Sorter(rest for _names, _excluded, rest in parts.values())
         # (two sorted runs: `sorted` merges them)
         self._listed = {key: sorted(names + rests(rest)) + excluded for key, (names, excluded, rest) in parts.items()}
 
-    def __call__(self, side: set[str]) -> list[str]:
+    def __call__(self, side: AbstractSet[str]) -> list[str]:
         found = self._listed.get(id(side))
         return found if found is not None else sorted(side)
 
 
-def _zones_named(side: set[str], zones: list[tuple[str, frozenset[str]]]) -> tuple[list[str], list[str], set[str]]:
-    """The zones a side names, the labels it then excludes, and the labels it lists."""
+def _zones_named(side: int, zones: list[tuple[str, int, int]], alphabet: Alphabet) -> tuple[list[str], list[str], list[str]]:
+    """The zones a side (its bits) names, the labels it then excludes, and the labels it lists."""
     names: list[str] = []
     excluded: list[str] = []
-    taken: list[frozenset[str]] = []
-    for name, labels in zones:
-        if labels.isdisjoint(side):
+    taken = 0
+    for name, labels, size in zones:
+        if not labels & side:
             continue
-        left_out = labels - side
-        if 2 * len(left_out) + 1 >= len(labels):
+        left_out = labels & ~side
+        if 2 * left_out.bit_count() + 1 >= size:
             continue  # (listing its labels is no longer)
         names.append(f"zone:{name}")
-        excluded.extend(f"!{label}" for label in sorted(left_out))
-        taken.append(labels)
-    return names, excluded, side.difference(*taken) if taken else side
+        excluded.extend(f"!{label}" for label in sorted(alphabet.names(left_out)))
+        taken |= labels
+    return names, excluded, alphabet.names(side & ~taken)
 
 
 _READ_OUT = 4  # a rest holding more than a quarter of all the labels is read out of them
 
 
 class _Sorter:
-    """Sets sorted as `sorted` sorts them: many large sets that are most of one set of
-    labels (a cluster without zones: each side its ~10,000 peers but a few) are read
-    out of all their labels, sorted once, by membership tests."""
+    """Lists of labels sorted as `sorted` sorts them: many long lists that are most of
+    one set of labels (a cluster without zones: each side its ~10,000 peers but a
+    few) are read out of all their labels, sorted once, by membership tests."""
 
-    def __init__(self, sets: Iterable[set[str]]) -> None:
-        sets = list(sets)
-        self._every = sorted(set().union(*sets)) if sets else []
+    def __init__(self, lists: Iterable[list[str]]) -> None:
+        self._every = sorted(set().union(*lists))
 
-    def __call__(self, labels: set[str]) -> list[str]:
+    def __call__(self, labels: list[str]) -> list[str]:
         if len(labels) * _READ_OUT < len(self._every):
             return sorted(labels)
-        return [label for label in self._every if label in labels]
+        wanted = set(labels)
+        return [label for label in self._every if label in wanted]
 
 
 def expand(listed: list[str], zones: ZoneLabels) -> set[str]:
