@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from functools import cached_property
 
 from ..policy.addresses import AddressSet
+from ..policy.resolve import Policy
 from . import diffswitches as switches
 from . import space as s
 from .describe import addresses_text, services_of, time_text
@@ -36,6 +37,26 @@ def partition(a: list[tuple[Region, Outcome]], b: list[tuple[Region, Outcome]], 
                     yield both, oa, ob
 
 
+class Labeller:
+    """An endpoint's label in the rows: `vm:web1`, `vm:web1@lan` (a VM of several NICs),
+    `host:node1`; each made once."""
+
+    def __init__(self, policy: Policy) -> None:
+        self._vms = policy.doc.vms
+        self._labels: dict[NicKey, str] = {}
+
+    def __call__(self, key: NicKey) -> str:
+        found = self._labels.get(key)
+        if found is None:
+            kind, name, nic = key
+            if kind == "vm" and len(self._vms[name].nics) > 1:
+                found = f"vm:{name}@{self._vms[name].nics[nic].network}"  # type: ignore[index]
+            else:
+                found = f"{kind}:{name}"
+            self._labels[key] = found
+        return found
+
+
 class Recorder:
     """The rows found so far, and what describing them needs (labels, owners, the
     outside's addresses, whether a guard sees a pair's replies), memoised."""
@@ -49,12 +70,15 @@ class Recorder:
         # a peer's class for its replies (its network, node and guard filters in both
         # policies: all `reply_guards` reads of it), when its side was classed
         self._reply_class: dict[NicKey, tuple[object, ...]] = {}
-        self._labels: dict[NicKey, str] = {}
+        self._labeller = Labeller(a_new.policy)
         # sets of labels are bits of one numbering of them (labelsets.py): a row's
         # peers are united box after box, thousands at a time
         self.alphabet = Alphabet()
         self._labelled: dict[tuple[object, ...], tuple[list[NicKey], int]] = {}
-        self._peer_labels = PeerLabels(a_new.directory, self.label, self.alphabet)
+        # (given the labeller, not `self.label`: a bound method would make a cycle through
+        # the recorder, keeping its analyzers alive until a collection, and a commit's
+        # survivors are frozen: store/cache.py)
+        self._peer_labels = PeerLabels(a_new.directory, self._labeller, self.alphabet)
         self.notes: list[str] = []
 
     @cached_property
@@ -63,15 +87,7 @@ class Recorder:
         return self.a_old.directory.cluster.union(self.a_new.directory.cluster)
 
     def label(self, key: NicKey) -> str:
-        found = self._labels.get(key)
-        if found is None:
-            kind, name, nic = key
-            if kind == "vm" and len(self.a_new.policy.doc.vms[name].nics) > 1:
-                found = f"vm:{name}@{self.a_new.policy.doc.vms[name].nics[nic].network}"  # type: ignore[index]
-            else:
-                found = f"{kind}:{name}"
-            self._labels[key] = found
-        return found
+        return self._labeller(key)
 
     def zone_labels(self) -> dict[str, frozenset[str]]:
         """Each zone of the new policy and the labels of its VMs' NICs (what a row's
