@@ -10,6 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from zonewall.analysis.endpoints import owner_places
 from zonewall.analysis.labelsets import Alphabet
 from zonewall.analysis.peerlabels import PeerLabels
 
@@ -38,7 +39,8 @@ def worlds(draw: st.DrawFn) -> tuple[Any, list[Any], int, tuple[tuple[int, int],
     family = draw(st.sampled_from([4, 6]))
     bounds = sorted(draw(st.sets(st.integers(0, 100), max_size=8)))
     intervals = tuple((low, high) for low, high in zip(bounds[::2], bounds[1::2]))
-    return SimpleNamespace(owners=table), members, family, intervals
+    places = {family: owner_places(owners) for family, (_keys, owners) in table.items()}
+    return SimpleNamespace(owners=table, places=places.__getitem__), members, family, intervals
 
 
 @settings(max_examples=400, deadline=None)

@@ -41,7 +41,6 @@ class PeerLabels:
         self._alphabet = alphabet
         self._inside: dict[tuple[int, Intervals], int] = {}
         self._groups: dict[tuple[int, int], tuple[list[NicKey], _Group]] = {}
-        self._places_of: dict[int, dict[NicKey, list[int]]] = {}
 
     def within(self, members: list[NicKey], family: int, intervals: Intervals) -> int:
         inside = self._inside_of(family, intervals)
@@ -74,22 +73,13 @@ class PeerLabels:
         return found
 
     def _has_inside(self, owner: NicKey, family: int, inside: int) -> bool:
-        return any(inside >> place & 1 for place in self._places(family).get(owner, ()))
-
-    def _places(self, family: int) -> dict[NicKey, list[int]]:
-        """Each owner's places in the family's table."""
-        found = self._places_of.get(family)
-        if found is None:
-            found = self._places_of[family] = {}
-            for place, owner in enumerate(self._directory.owners[family][1]):
-                found.setdefault(owner, []).append(place)
-        return found
+        return any(inside >> place & 1 for place in self._directory.places(family).get(owner, ()))
 
     def _group(self, members: list[NicKey], family: int) -> _Group:
         known = self._groups.get((id(members), family))
         if known is not None and known[0] is members:
             return known[1]
-        places = self._places(family)
+        places = self._directory.places(family)
         buffer = bytearray(len(self._directory.owners[family][0]) // 8 + 1)
         keys_of: dict[str, list[NicKey]] = {}
         for member in members:
