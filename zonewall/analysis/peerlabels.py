@@ -5,7 +5,8 @@ A zone rule open to everyone asks it ~280 times a commit at 10,000 VMs, of group
 ~7,000 peers, for ~135 different sets of addresses: everyone but the few addresses
 an earlier rule took out. As sets of owners that was ~0.4 s (a set of ~10,000
 owners made per set of addresses, and a group's subtracted from it). Here an
-address is its place in the directory's sorted table (endpoints.Directory.owners),
+address is its place in the directory's sorted table (endpoints.Directory.owners; an
+owner's places: Directory.places, kept with the policy),
 a set of addresses inside intervals is one run of bits per interval, and a group is
 the bits of its members' addresses: only the group's addresses outside the
 intervals (few) are looked at one by one.
