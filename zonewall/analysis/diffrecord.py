@@ -74,7 +74,6 @@ class Recorder:
         # sets of labels are bits of one numbering of them (labelsets.py): a row's
         # peers are united box after box, thousands at a time
         self.alphabet = Alphabet()
-        self._labelled: dict[tuple[object, ...], tuple[list[NicKey], int]] = {}
         # (given the labeller, not `self.label`: a bound method would make a cycle through
         # the recorder, keeping its analyzers alive until a collection, and a commit's
         # survivors are frozen: store/cache.py)
@@ -97,16 +96,6 @@ class Recorder:
             if vm.zone is not None:
                 found.setdefault(vm.zone, set()).update(self.label(("vm", name, nic)) for nic in range(len(vm.nics)))
         return {zone: frozenset(labels) for zone, labels in found.items()}
-
-    def _member_labels(self, members: list[NicKey], family: int, intervals: s.Intervals) -> int:
-        """The labels (their bits) of the members with an address inside the intervals (a group's
-        rows ask it of the same addresses box after box: 10,000 peers' at a rule
-        open to everyone). The members are kept with the answer: their id stays theirs."""
-        memo_key = (id(members), len(members), family, intervals)
-        found = self._labelled.get(memo_key)
-        if found is None or found[0] is not members:
-            found = self._labelled[memo_key] = (members, self._peer_labels.within(members, family, intervals))
-        return found[1]
 
     def _owner(self, key: NicKey) -> Owner:
         """The endpoint's name as its stages carry it, and all its labels (a VM's NICs)."""
@@ -175,7 +164,7 @@ class Recorder:
         for box in part:
             family = box[s.FAM][0][0]
             out.append((tuple(services_of((box,))), time_text(box[s.TIME]),
-                        self._member_labels(peers, family, box[peer_dim]) if peers is not None else self._outside_labels(family, box[peer_dim])))
+                        self._peer_labels.within(peers, family, box[peer_dim]) if peers is not None else self._outside_labels(family, box[peer_dim])))
         return out
 
     def _outside_labels(self, family: int, values: s.Intervals) -> int:

@@ -42,8 +42,17 @@ class PeerLabels:
         self._alphabet = alphabet
         self._inside: dict[tuple[int, Intervals], int] = {}
         self._groups: dict[tuple[int, int], tuple[list[NicKey], _Group]] = {}
+        self._answers: dict[tuple[int, int, Intervals], tuple[list[NicKey], int]] = {}  # (the members kept: their id stays theirs)
 
     def within(self, members: list[NicKey], family: int, intervals: Intervals) -> int:
+        # (a class's rows ask it of the same group and addresses box after box)
+        memo_key = (id(members), family, intervals)
+        found = self._answers.get(memo_key)
+        if found is None or found[0] is not members:
+            found = self._answers[memo_key] = (members, self._within(members, family, intervals))
+        return found[1]
+
+    def _within(self, members: list[NicKey], family: int, intervals: Intervals) -> int:
         inside = self._inside_of(family, intervals)
         group = self._group(members, family)
         out = group.addresses & ~inside
