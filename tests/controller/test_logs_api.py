@@ -9,7 +9,8 @@ from fastapi.testclient import TestClient
 
 from tests.controller.live import Tokens
 from zonewall.controller.replica import Controller
-from zonewall.controller.store.logs import MAX_PARTIAL_OWNERS, LogQuery, Retention, address_key, network_range
+from zonewall.controller.store.counters import MAX_PARTIAL_OWNERS, removed_id
+from zonewall.controller.store.logs import LogQuery, Retention, address_key, network_range
 
 
 def record(t: float, **kw: object) -> dict:
@@ -104,10 +105,13 @@ def test_counters_sum_across_nodes_list_unused_rules_and_metrics(client: TestCli
     client.put("/api/v1/nodes/node1/status", json={"state": "ok", "applied_revision": 1, "apply_seconds": 0.25}, headers=tokens.header("node1"))
     post(client, tokens, "node1", [record(5.0)], suppressed=11)
     text = client.get("/metrics", headers=tokens.header("viewer")).text
-    # per node; node1's last reading no longer has ssh-admins: it keeps what it counted
-    assert 'zonewall_rule_packets_total{direction="in",level="global",node="node1",rule="ssh-admins",scope="global"} 3.0' in text
+    # per node; node1's last reading no longer has ssh-admins nor web1's default: their
+    # series end, and web1's drops stay in its VM's sum
+    assert 'rule="ssh-admins",scope="global"} 3.0' not in text and 'node="node1",rule="default-in"' not in text
     assert 'zonewall_rule_packets_total{direction="in",level="global",node="node2",rule="ssh-admins",scope="global"} 4.0' in text
     assert 'zonewall_vm_dropped_packets_total{node="node2",vm="db1"} 9.0' in text
+    assert 'zonewall_vm_dropped_packets_total{node="node1",vm="web1"} 5.0' in text
+    assert "(removed" not in text
     assert 'zonewall_apply_seconds{node="node1"} 0.25' in text
     assert 'zonewall_agent_up{node="node1"} 1.0' in text
     assert 'zonewall_log_records_suppressed_total{node="node1"} 11.0' in text
@@ -124,8 +128,8 @@ def test_counters_never_go_backwards_when_rules_are_recreated_or_removed(control
         return {"level": "default", "scope": "web1", "direction": "in", "rule": "default-in", "verdict": "drop",
                 "packets": packets, "bytes": packets * 100, "instances": [[f"inet:{handle}", packets, packets * 100]]}
 
-    def total() -> int:
-        return sum(r.packets for r in store.per_node() if r.rule == "default-in")
+    def total() -> int:  # web1's drops, its removed rules' included
+        return sum(r.packets for r in store.per_node() if r.scope == "web1")
 
     store.report("node1", [reading(10, 5)])
     store.report("node1", [reading(10, 8)])
@@ -136,8 +140,8 @@ def test_counters_never_go_backwards_when_rules_are_recreated_or_removed(control
     assert total() == 158
     store.report("node1", [])  # the rule is gone from the node
     assert total() == 158 and store.totals() == []
-    store.report("node1", [reading(30, 2)])  # back again
-    assert total() == 160
+    store.report("node1", [reading(30, 2)])  # back again: its own count starts anew
+    assert total() == 160 and [(t["rule"], t["packets"]) for t in store.totals()] == [("default-in", 2)]
     old_agent = {k: v for k, v in reading(0, 7).items() if k != "instances"}  # readings without instances: by the sum
     store.report("node2", [old_agent])
     store.report("node2", [{**old_agent, "packets": 9}])
@@ -158,9 +162,11 @@ def test_an_unchanged_reading_writes_nothing_and_a_grown_one_records_its_hit(con
     rows = {r.rule: r for r in store.per_node()}
     assert (rows["quiet"].packets, rows["quiet"].last_hit, rows["quiet"].updated_at) == (4, 100.0, 100.0)
     assert (rows["busy"].packets, rows["busy"].last_hit, rows["busy"].updated_at) == (6, 200.0, 200.0)
-    store.report("node1", [reading("busy", 6)], now=300.0)  # `quiet` gone from the node: written as not present
+    store.report("node1", [reading("busy", 6)], now=300.0)  # `quiet` gone from the node: its counts go to web1's removed accepts
     rows = {r.rule: r for r in store.per_node()}
-    assert not rows["quiet"].present and rows["quiet"].packets == 4 and rows["busy"].present
+    assert "quiet" not in rows and rows["busy"].present
+    removed = rows[removed_id("accept")]
+    assert (removed.present, removed.packets, removed.bytes, removed.first_seen, removed.last_hit) == (False, 4, 40, 100.0, 100.0)
     assert [t["rule"] for t in store.totals()] == ["busy"]
 
 

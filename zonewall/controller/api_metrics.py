@@ -6,9 +6,11 @@ scrape config. Everything is read from the database at scrape time by one collec
 
 Counters carry a `node` label and never go backwards: a rule's count on a node
 accumulates kernel readings per kernel rule (a rule re-created by an apply counts on
-from where it was), and a rule removed from a node keeps its count, so a VM's sum of
-drops only grows (store/logs.py, CounterStore). Sum over `node` in PromQL for the
-cluster: `sum by (vm) (rate(zonewall_vm_dropped_packets_total[5m]))`.
+from where it was). A rule's series ends when the rule leaves the node (its counts
+move to the scope's removed rules in the store: store/counters.py), so the series
+are those of the rules that exist; a VM's sum of drops keeps the removed rules' and
+only grows. Sum over `node` in PromQL for the cluster:
+`sum by (vm) (rate(zonewall_vm_dropped_packets_total[5m]))`.
 """
 
 from __future__ import annotations
@@ -52,9 +54,10 @@ class ControllerCollector(Collector):
                                     labels=["node", "vm"])
         per_vm: dict[tuple[str, str], int] = {}
         for row in ctl.counters.per_node():
-            labels = [row.node, row.level, row.scope, row.direction, row.rule]
-            packets.add_metric(labels, row.packets)
-            octets.add_metric(labels, row.bytes)
+            if row.present:  # a rule on the node (not its scope's removed rules)
+                labels = [row.node, row.level, row.scope, row.direction, row.rule]
+                packets.add_metric(labels, row.packets)
+                octets.add_metric(labels, row.bytes)
             if is_vm_drop(row):
                 per_vm[(row.node, row.scope)] = per_vm.get((row.node, row.scope), 0) + row.packets
         for (node, vm), value in sorted(per_vm.items()):

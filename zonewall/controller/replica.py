@@ -18,9 +18,10 @@ from .follow import RECHECK_SECONDS, Follower
 from .migrate_channel import CHANNEL as MIGRATIONS_CHANNEL
 from .migrate_channel import MigrationHub
 from .store.cache import RevisionCache, RevisionView
+from .store.counters import CounterStore
 from .store.db import open_database
 from .store.diffs import LEASE_SECONDS, DiffJobs
-from .store.logs import CounterStore, LogStore, Retention
+from .store.logs import LogStore, Retention
 from .store.nodes import NodeStore
 from .store.revisions import RevisionStore
 from .store.tokens import TokenCache

@@ -1,4 +1,4 @@
-"""Packet logs and rule counters: idempotent ingest, search, retention.
+"""Packet logs: idempotent ingest, search, retention (rule counters: counters.py).
 
 A batch carries an id chosen by the agent; the id and the batch's records are
 committed in one transaction, so a batch sent twice (its answer was lost, the agent
@@ -10,7 +10,6 @@ filter, walked in time order; addresses are searched as ranges of `*_key` (the
 from __future__ import annotations
 
 import ipaddress
-import json
 import socket
 import threading
 import time
@@ -18,13 +17,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import rollup
 from .db import changed_rows
-from .models import LogBatchRow, LogRecordRow, LogStatsRow, RuleCounterRow
+from .models import LogBatchRow, LogRecordRow, LogStatsRow
 
 RECORD_FIELDS = ("time", "node", "vm", "zone", "nic", "direction", "family", "src", "dst", "proto", "sport", "dport",
                  "icmp_type", "verdict", "rule", "scope", "level", "iface", "agent_time")
@@ -213,114 +212,3 @@ class LogStore:
     def count(self) -> int:
         with self._sessions() as session:
             return session.scalar(select(func.count()).select_from(LogRecordRow)) or 0
-
-
-COUNTER_KEY = ("level", "scope", "direction", "rule")
-# A partial reading naming more owners than this reads the node's rows whole (one
-# query without a long list of pairs; at 100 guests that is every VM anyway).
-MAX_PARTIAL_OWNERS = 64
-
-
-class CounterStore:
-    """Per node and rule: packets/bytes counted since first seen, never going backwards
-    (kernel counters restart at 0 with each re-created rule: each reading is compared
-    per kernel rule, a new one counts from 0); sums across nodes; rules without hits."""
-
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
-        self._sessions = sessions
-        self._write = threading.Lock()
-
-    @staticmethod
-    def _growth(last: dict[str, list[int]], counter: Mapping[str, Any]) -> tuple[int, int, dict[str, list[int]]]:
-        """(packets, bytes) counted since the last reading, and this reading per kernel rule.
-        A reading without instances (an older agent) is one instance: the rule's sum."""
-        instances = counter.get("instances") or [("*", counter["packets"], counter["bytes"])]
-        packets = octets = 0
-        now: dict[str, list[int]] = {}
-        for name, p, b in instances:
-            p, b = int(p), int(b)
-            before = last.get(str(name))
-            if before is not None and p >= before[0]:
-                packets, octets = packets + p - before[0], octets + max(0, b - before[1])
-            else:  # a rule the kernel created since (or counters reset): all of it is new
-                packets, octets = packets + p, octets + b
-            now[str(name)] = [p, b]
-        return packets, octets, now
-
-    def report(self, node: str, counters: Iterable[Mapping[str, Any]], now: float | None = None, complete: bool = True) -> int:
-        """Add the node's reading. A counter that grew records a hit at `now`; a rule no
-        longer reported is kept (not present) with what it counted. A reading not
-        `complete` (the agent sent only what moved: agent/counter_reports.py) says
-        nothing of the rules it leaves out.
-
-        Every agent reports every rule of its node every few seconds (2,000 and more
-        at 100 guests), and most have not moved: only rows that changed are written,
-        in bulk, and the node's rows are read as plain rows (no ORM objects), so that a steady
-        cluster of 100 nodes does not keep the controller busy; a partial reading reads
-        only the rows of the VMs (and the node) it names."""
-        moment = time.time() if now is None else now
-        r = RuleCounterRow
-        changed: list[dict[str, Any]] = []
-        added: list[dict[str, Any]] = []
-        fresh: set[tuple[str, ...]] = set()
-        counters = list(counters)
-        query = select(r.level, r.scope, r.direction, r.rule, r.verdict, r.packets, r.bytes, r.last_hit, r.instances, r.present).where(r.node == node)
-        if not complete:  # what moved names a few owners (VMs, the node): only their rows are read
-            owners = sorted({(str(counter["level"]), str(counter["scope"])) for counter in counters})
-            if len(owners) <= MAX_PARTIAL_OWNERS:
-                query = query.where(tuple_(r.level, r.scope).in_(owners))
-        with self._write, self._sessions() as session, session.begin():
-            old: dict[tuple[str, ...], Any] = {(row.level, row.scope, row.direction, row.rule): row for row in session.execute(query)}
-            for counter in counters:
-                key = tuple(str(counter[k]) for k in COUNTER_KEY)
-                if key in fresh:
-                    continue
-                fresh.add(key)
-                row = old.get(key)
-                last = json.loads(row.instances or "{}") if row is not None and row.present else {}
-                packets, octets, reading = self._growth(last, counter)
-                instances = json.dumps(reading)
-                ident = {"node": node, **dict(zip(COUNTER_KEY, key))}
-                if row is None:
-                    added.append({**ident, "verdict": str(counter.get("verdict", "")), "packets": packets, "bytes": octets, "first_seen": moment,
-                                  "last_hit": moment if packets else None, "updated_at": moment, "instances": instances, "present": True})
-                    continue
-                verdict = str(counter.get("verdict", row.verdict))
-                if not packets and not octets and row.present and instances == row.instances and verdict == row.verdict:
-                    continue  # nothing moved: no write (`updated_at` is when the row last changed)
-                changed.append({**ident, "verdict": verdict, "packets": row.packets + packets, "bytes": row.bytes + octets,
-                                "last_hit": moment if packets else row.last_hit, "updated_at": moment, "instances": instances, "present": True})
-            gone = [{"node": node, **dict(zip(COUNTER_KEY, key)), "present": False, "instances": "{}", "updated_at": moment}
-                    for key, row in old.items() if complete and key not in fresh and row.present]  # gone from the node: its counts stay in every sum
-            if added:
-                session.execute(insert(r), added)
-            for batch in (changed, gone):  # bulk UPDATEs by primary key
-                if batch:
-                    session.execute(update(r), batch)
-        return len(fresh)
-
-    def totals(self) -> list[dict[str, Any]]:
-        """Per rule present on some node, summed across nodes: packets, bytes, nodes, first seen, last hit."""
-        r = RuleCounterRow
-        statement = (select(r.level, r.scope, r.direction, r.rule, func.max(r.verdict), func.sum(r.packets), func.sum(r.bytes),
-                            func.count(r.node), func.min(r.first_seen), func.max(r.last_hit))
-                     .where(r.present.is_(True))
-                     .group_by(r.level, r.scope, r.direction, r.rule).order_by(r.level, r.scope, r.direction, r.rule))
-        with self._sessions() as session:
-            return [
-                {"level": level, "scope": scope, "direction": direction, "rule": rule, "verdict": verdict, "packets": int(packets or 0),
-                 "bytes": int(octets or 0), "nodes": nodes, "first_seen": first, "last_hit": last}
-                for level, scope, direction, rule, verdict, packets, octets, nodes, first, last in session.execute(statement)
-            ]
-
-    def per_node(self) -> list[RuleCounterRow]:
-        """Every row, rules gone from their node included (their counts never go away)."""
-        r = RuleCounterRow
-        with self._sessions() as session:
-            return list(session.scalars(select(r).order_by(r.node, r.level, r.scope, r.direction, r.rule)))
-
-    def unused(self, window: float, now: float | None = None) -> list[dict[str, Any]]:
-        """Rules known for at least `window` seconds and hit on no node within it."""
-        moment = time.time() if now is None else now
-        edge = moment - window
-        return [t for t in self.totals() if t["first_seen"] <= edge and (t["last_hit"] is None or t["last_hit"] < edge)]

@@ -172,8 +172,10 @@ class LogStatsRow(Base):
 class RuleCounterRow(Base):
     """A rule's counter on one node: packets/bytes counted since it was first seen (they
     never go backwards: `instances` holds the last reading of each kernel rule, a new
-    kernel rule counts from 0) and when it last grew. A rule gone from the node keeps
-    its row (`present` false), so sums over a VM's rules never shrink."""
+    kernel rule counts from 0) and when it last grew. A rule gone from the node leaves
+    its counts to its scope's row of removed rules of its verdict (`present` false,
+    rule `(removed drop)`...: store/counters.py), so sums over a VM's rules never
+    shrink and the rows stay those of the rules that exist."""
 
     __tablename__ = "rule_counters"
 
