@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from zonewall.agent.counter_reports import CounterReports
 from zonewall.dataplane.counters import RuleCounter
 
@@ -51,3 +53,23 @@ def test_whole_again_when_the_rules_changed_or_after_full_every() -> None:
     assert reports.report([counter("a", 1), counter("b", 5)]) is None
     clock.now += 1
     assert reports.report([counter("a", 1), counter("b", 5)]) == ([counter("a", 1), counter("b", 5)], False)
+
+
+def test_a_rename_goes_with_the_whole_reading_and_its_end_alone_sends_nothing() -> None:
+    """After an apply that only renamed rules, their ids changed: the whole reading
+    carries the renames (`was`); once the next apply ends them, a counter that did not
+    move is not sent for it, one that moved is (the negative case beside it)."""
+    reports = CounterReports(clock=Clock())
+    reports.delivered([counter("policy:1", 1), counter("policy:2", 5)], False)
+    renamed = [replace(counter("policy:2", 1), was="policy:1"), replace(counter("policy:3", 5), was="policy:2")]
+    assert reports.report(renamed) == (renamed, False)
+    reports.delivered(renamed, False)
+    assert reports.report([counter("policy:2", 1), counter("policy:3", 5)]) is None
+    assert reports.report([counter("policy:2", 1), counter("policy:3", 6)]) == ([counter("policy:3", 6)], True)
+
+
+def test_rules_reordered_under_the_same_ids_send_their_renames_whole() -> None:
+    reports = CounterReports(clock=Clock())
+    reports.delivered([counter("policy:1", 1), counter("policy:2", 5)], False)
+    swapped = [replace(counter("policy:1", 0), was="policy:2"), replace(counter("policy:2", 0), was="policy:1")]
+    assert reports.report(swapped) == (swapped, False)  # the same ids: whole all the same

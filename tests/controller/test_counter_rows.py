@@ -101,3 +101,83 @@ def test_rows_left_by_the_store_before_are_folded_at_the_next_whole_reading(cont
     assert set(rows) == {("node1", "policy:9"), ("node1", removed_id("accept")), ("node2", "policy:1")}
     folded = rows[("node1", removed_id("accept"))]
     assert (folded.packets, folded.first_seen, folded.last_hit) == (6, 50.0, 60.0)
+
+
+def renumbered(shift: int, handle_base: int, packets: int, *, told: bool = True) -> list[dict[str, Any]]:
+    """`vm_rules` after a line added above them, each rule telling the id it had (the
+    agent's counter reader: dataplane/renames.py) unless not `told`."""
+    out = vm_rules(shift, handle_base, packets)
+    if told:
+        for counter in out:
+            line = int(counter["rule"].split(":")[1])
+            counter["was"] = f"policy:{line - 1}"
+    return out
+
+
+def per_rule(controller: Controller, scope: str = "vm0") -> dict[str, int]:
+    return {row.rule: row.packets for row in controller.counters.per_node() if row.scope == scope and row.present}
+
+
+def test_a_renamed_rule_keeps_its_counts_under_its_new_id(controller: Controller) -> None:
+    store = controller.counters
+    first = vm_rules(0, 10_000, 0)
+    for n, counter in enumerate(first[:RULES]):  # vm0's rules: rule n counted n packets
+        counter.update(packets=n, bytes=n * 100, instances=[[counter["instances"][0][0], n, n * 100]])
+    store.report("node1", first, now=100.0)
+    store.report("node1", renumbered(1, 20_000, 0), now=200.0)
+    # each rule's count moved with it: the rule that was policy:1000+n is policy:1001+n
+    assert per_rule(controller) == {f"policy:{1001 + n}": n for n in range(RULES)}
+    assert not any(not row.present for row in store.per_node())  # nothing removed: nothing folded
+    moved = next(row for row in store.per_node() if row.scope == "vm0" and row.rule == "policy:1005")
+    assert moved.first_seen == 100.0  # the rule's, not the id's
+
+
+def test_a_rename_sent_again_moves_nothing_twice(controller: Controller) -> None:
+    """The agent keeps telling a rename until its next apply (and resends a reading
+    whose answer it lost): a row that already follows the rule's kernel rules stays."""
+    store = controller.counters
+    store.report("node1", vm_rules(0, 10_000, 4))
+    again = renumbered(1, 20_000, 1)
+    store.report("node1", again)
+    store.report("node1", again)
+    store.report("node1", renumbered(1, 20_000, 3))
+    assert per_rule(controller) == {f"policy:{1001 + n}": 4 + 3 for n in range(RULES)}
+
+
+def test_without_the_rename_told_an_id_keeps_its_row_and_the_rule_that_left_is_folded(controller: Controller) -> None:
+    """The negative case: an older agent's reading (no `was`) leaves the rows to the ids."""
+    store = controller.counters
+    first = vm_rules(0, 10_000, 0)
+    for n, counter in enumerate(first[:RULES]):
+        counter.update(packets=n, bytes=n, instances=[[counter["instances"][0][0], n, n]])
+    store.report("node1", first)
+    store.report("node1", renumbered(1, 20_000, 0, told=False))
+    rows = per_rule(controller)
+    assert rows["policy:1005"] == 5 and rows["policy:1020"] == 0  # the id's counts, whichever rule holds it now
+    removed = next(row for row in store.per_node() if row.scope == "vm0" and not row.present)
+    assert removed.packets == 0  # policy:1000 (rule 0, no packets) left vm0's rules
+
+
+def test_a_rule_added_at_a_renamed_ids_place_starts_from_nothing(controller: Controller) -> None:
+    store = controller.counters
+    store.report("node1", vm_rules(0, 10_000, 9))
+    added = renumbered(1, 20_000, 0)
+    for vm in range(VMS):  # a new rule at the head of each VM's rules, at the id its first rule left
+        added.append({"level": "vm", "scope": f"vm{vm}", "direction": "in", "rule": f"policy:{1000 + vm * RULES}", "verdict": "accept",
+                      "packets": 2, "bytes": 2, "instances": [[f"inet:{90_000 + vm}", 2, 2]]})
+    store.report("node1", added)
+    rows = per_rule(controller)
+    assert rows["policy:1000"] == 2 and rows["policy:1001"] == 9 and rows["policy:1020"] == 9
+
+
+def test_two_rules_that_swapped_lines_swap_their_rows(controller: Controller) -> None:
+    store = controller.counters
+
+    def counter(rule: str, handle: int, packets: int, was: str | None = None) -> dict[str, Any]:
+        out = {"level": "vm", "scope": "web1", "direction": "in", "rule": rule, "verdict": "accept", "packets": packets, "bytes": packets,
+               "instances": [[f"inet:{handle}", packets, packets]]}
+        return {**out, "was": was} if was else out
+
+    store.report("node1", [counter("policy:1", 1, 3), counter("policy:2", 2, 8)])
+    store.report("node1", [counter("policy:1", 3, 1, was="policy:2"), counter("policy:2", 4, 0, was="policy:1")])
+    assert per_rule(controller, "web1") == {"policy:1": 8 + 1, "policy:2": 3}

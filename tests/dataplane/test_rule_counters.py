@@ -113,3 +113,29 @@ def test_the_rules_meaning_is_worked_out_again_only_when_the_generation_moved(ba
 
 def test_absent_tables_have_no_counters(reader: CounterReader) -> None:
     assert reader.read() == []
+
+
+def numbered(ports: list[object], first_line: int, edited: dict[int, int] | None = None) -> Ruleset:
+    """An output chain counting UDP to each port (an int, or a list: an inline set),
+    the rules' ids derived ids from `first_line` on, as a policy file gives them."""
+    rules = [Rule((x.match(x.payload("udp", "dport"), {"set": port} if isinstance(port, list) else port), x.counter(), x.accept()), f"policy:{first_line + n}")
+             for n, port in enumerate(ports)]
+    return Ruleset("node1", (Table("inet", TABLE, chains=(Chain("output", tuple(rules), Hook("filter", "output", 0, "accept")),)),))
+
+
+def test_rules_an_apply_only_renamed_say_the_id_they_had(backend: LibNftBackend, reader: CounterReader, netns_name: str) -> None:
+    """A line added above rules with derived ids: their chain is made again with the
+    ids moved; each counter says the id its rule had (an inline set's rule too, whose
+    set the kernel names anew), the rule added says nothing, until the next apply."""
+    before = numbered([5001, [5002, 5003], 5004], 10)
+    first = apply_ruleset(backend, before)
+    send(netns_name, 5002, 2)
+    assert {c.rule: c.was for c in reader.read()} == {"policy:10": None, "policy:11": None, "policy:12": None}
+    after = numbered([[4990, 4991], 5001, [5002, 5003], 5004], 10)  # a rule added at the head (its inline set the kernel's first)
+    second = apply_ruleset(backend, after, previous=before, seen=first.view)
+    read = reader.read()
+    assert {c.rule: c.was for c in read} == {"policy:10": None, "policy:11": "policy:10", "policy:12": "policy:11", "policy:13": "policy:12"}
+    assert [c.was for c in reader.read()] == [c.was for c in read]  # told again until the generation moves
+    edited = numbered([[4990, 4991], 5001, [5002, 5008], 5004], 10)  # a rule edited: the others were not renamed
+    apply_ruleset(backend, edited, previous=after, seen=second.view)
+    assert {c.rule: c.was for c in reader.read()} == {"policy:10": None, "policy:11": None, "policy:12": None, "policy:13": None}

@@ -1,4 +1,5 @@
-"""Counters that never go backwards across policy changes, per node (/metrics).
+"""Counters that never go backwards across policy changes, per node (/metrics), and
+that follow a rule whose derived id a line added above it moved.
 
 A real lab (examples/three-tier, controller + agents): web1 -> db1 tcp/5432 is dropped
 by db1's default on node2. Ten policy changes each add a rule to db1, which makes the
@@ -70,3 +71,34 @@ def test_counters_stay_monotonic_across_ten_policy_changes(lab: ManagedLab) -> N
     for earlier, later in zip(seen, seen[1:]):
         assert later[0] >= earlier[0] and later[1] >= earlier[1], seen
     assert seen[-1][1] >= sent and seen[-1][0] >= sent
+
+
+def db1_counts(lab: ManagedLab) -> dict[str, int]:
+    """db1's own rules' counts on node2, by rule id (the API's sums: one node)."""
+    body = lab.api("GET", "/counters", params={"window": 60}).json()
+    return {rule["rule"]: rule["packets"] for rule in body["rules"] if rule["scope"] == "db1" and rule["level"] == "vm"}
+
+
+def test_a_rules_count_follows_it_when_a_line_added_above_moves_its_derived_id(lab: ManagedLab) -> None:
+    """db1 drops udp/7000 by a rule without an explicit id (`policy:LINE`); a rule added
+    above it moves that id down a line. The agent's reading tells the rename, and the
+    rule's count goes on under its new id, while the id it left (the rule added there
+    now) counts from nothing, where before the id kept its row whichever rule held it."""
+    added = lab.api("POST", "/vms/db1/rules", json={"rule": {"direction": "in", "action": "drop", "udp": 7000}, "position": 0, "message": "drop 7000"})
+    assert added.status_code == 201, added.text
+    lab.wait_converged(added.json()["revision"]["number"])
+    udp_burst(lab, "web1", DB1, [7000] * 6)
+    until(lambda: any(n >= 6 for n in db1_counts(lab).values()), 10.0, "udp/7000 counted")
+    counted = {rule: n for rule, n in db1_counts(lab).items() if n >= 6}
+    assert len(counted) == 1, db1_counts(lab)
+    (old_id, count), = counted.items()
+    above = lab.api("POST", "/vms/db1/rules", json={"rule": {"direction": "in", "action": "accept", "from": "203.0.113.99", "udp": 7001}, "position": 0,
+                                                    "message": "a line above"})
+    assert above.status_code == 201, above.text
+    lab.wait_converged(above.json()["revision"]["number"])
+    file, line = old_id.rsplit(":", 1)
+    new_id = f"{file}:{int(line) + 1}"
+    until(lambda: new_id in db1_counts(lab) and old_id in db1_counts(lab), 10.0, f"{new_id} reported")
+    after = db1_counts(lab)
+    assert after[new_id] >= count, after  # the udp/7000 rule's count, under its new id
+    assert after[old_id] == 0, after  # the rule added at its old line: nothing counted yet

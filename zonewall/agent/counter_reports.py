@@ -6,7 +6,8 @@ parsing and storing 100 readings every few seconds at 100 nodes, though most rul
 see no traffic between two readings. So a reading is sent
 
 * whole (`partial: false`) the first time, when the node's rules changed (a rule
-  added or removed: the controller marks what is gone), and every `full_every`
+  added or removed: the controller marks what is gone; or renamed, `was`: the
+  controller moves rows only with a whole reading), and every `full_every`
   seconds (a controller that lost its store, a replica that missed a report);
 * otherwise only the counters that differ from the last reading the controller
   accepted (`partial: true`: the others are as they were);
@@ -42,7 +43,10 @@ class CounterReports:
         known = self._delivered
         if known is None or current.keys() != known.keys() or self._clock() - self._full_at >= self.full_every:
             return counters, False
-        changed = [counter for key, counter in current.items() if counter != known[key]]
+        if any(counter.was is not None and counter.was != known[key].was for key, counter in current.items()):
+            return counters, False  # a rename not yet told (rules reordered: the same ids): the controller takes renames from whole readings
+        # (a rename no longer told is no reason to send)
+        changed = [counter for key, counter in current.items() if _reading(counter) != _reading(known[key])]
         return (changed, True) if changed else None
 
     def delivered(self, counters: list[RuleCounter], partial: bool) -> None:
@@ -53,3 +57,7 @@ class CounterReports:
         self._delivered, self._full_at = {}, self._clock()
         for counter in counters:
             self._delivered.setdefault(counter.key, counter)
+
+
+def _reading(counter: RuleCounter) -> tuple[object, ...]:
+    return (counter.verdict, counter.packets, counter.bytes, counter.instances)

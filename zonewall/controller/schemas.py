@@ -241,6 +241,8 @@ class RuleCounterIn(BaseModel):
     packets: int = Field(..., ge=0)
     bytes: int = Field(..., ge=0)
     instances: list[tuple[str, int, int]] | None = Field(None, max_length=1024, description="(family:handle, packets, bytes) of each kernel rule: a new handle counts from 0")
+    was: str | None = Field(None, max_length=128, description="the rule id this rule's kernel rules had before an apply only renamed them "
+                                                             "(a derived id moved by a line added above it): its counts move with it")
 
 
 class CountersIn(BaseModel):

@@ -42,6 +42,7 @@ class RuleCounter:
     packets: int
     bytes: int
     instances: tuple[tuple[str, int, int], ...] = ()  # (family:handle, packets, bytes) per kernel rule
+    was: str | None = None  # the rule id its kernel rules had before the last apply only renamed them (renames.py)
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -50,6 +51,8 @@ class RuleCounter:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["instances"] = [list(i) for i in self.instances]
+        if self.was is None:
+            del out["was"]  # (most counters: no bytes for it in every report)
         return out
 
 

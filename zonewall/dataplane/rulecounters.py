@@ -12,13 +12,18 @@ moves the ruleset generation on: so the rules' meaning is worked out from their
 chains, comments and verdicts only when the generation moved since the last reading;
 otherwise each rule's handle and counter numbers are all that is read. The answer is
 `counters.read_counters`' (tests/kernel/test_rule_counters.py compares them).
+
+When the generation moved, the chains an apply rewrote are compared with what they
+held before (`renames.py`): a counter whose rule was only renamed (its derived id
+moved by a line added above it) says which id it had (`RuleCounter.was`), until the
+generation moves again.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from hashlib import blake2b
 
 from ..compiler.stmt import Verdict, VerdictKind
@@ -26,6 +31,7 @@ from ..netns import run_in_netns
 from .counters import TABLES, KernelRuleCount, Key, RuleCounter, rule_key, summed, verdict_of
 from .netlink import ATTR, NLA_TYPE_MASK, DumpInterrupted, NfSocket, Span, attr_list, attrs, string_attr
 from .nftstate import FAMILIES, generation, rule_comment
+from .renames import renamed
 
 _GETRULE = 10 << 8 | 7  # NFNL_SUBSYS_NFTABLES, NFT_MSG_GETRULE
 _RULE_CHAIN, _RULE_HANDLE, _RULE_EXPRESSIONS, _RULE_USERDATA = 2, 3, 4, 7
@@ -37,6 +43,8 @@ _BE64 = struct.Struct("!Q")
 _BE32 = struct.Struct("!I")
 _SIGNED32 = struct.Struct("!i")
 _COUNTER_NAME = ATTR.pack(12, _EXPR_NAME) + b"counter\0"
+_INLINE_NAMES = (b"__set", b"__map")  # inline sets' and maps' names: the kernel numbers them anew with each rule made
+_NAMING_SETS = frozenset((b"lookup", b"dynset", b"objref"))  # the expressions that name a set or map
 _READ_ATTEMPTS = 5
 
 
@@ -57,6 +65,9 @@ class CounterReader:
         self._generation: int | None = None  # of the rules' meanings below
         self._rules: dict[tuple[str, int], _Rule] = {}  # (family, handle) -> meaning
         self._seen: dict[str, dict[bytes, _Parsed]] = {}  # per family: the digest of a rule's message but for its counter's numbers -> what it says
+        self._layout: dict[tuple[str, str], list[tuple[bytes, Key]]] = {}  # the chains' counted rules at the last reading (renames.py)
+        self._learnt: dict[tuple[str, str], list[tuple[bytes, Key]]] = {}  # ... at this one, while it is read
+        self._renamed: dict[Key, str] = {}  # since the generation last moved: counter -> the id its rules had before
         self.layouts = 0  # how often the rules' meaning was worked out (tests, bench)
         self.parsed = 0  # rules whose messages were read for it (the others were as at the reading before)
 
@@ -68,6 +79,7 @@ class CounterReader:
         for _attempt in range(_READ_ATTEMPTS):
             before = generation(self._sock)
             known = before == self._generation
+            self._learnt = {}
             try:
                 tables = [self._table(family, name, known) for family, name in self._tables]
             except DumpInterrupted:
@@ -76,7 +88,11 @@ class CounterReader:
                 if not known:
                     self._generation = before
                     self.layouts += 1
-                return [counter for readings in tables for counter in summed(readings)]  # summed per table, as read_counters
+                    self._renamed = renamed(self._layout, self._learnt) if self._layout else {}
+                    self._layout = self._learnt
+                counters = [counter for readings in tables for counter in summed(readings)]  # summed per table, as read_counters
+                renames = self._renamed
+                return [replace(c, was=renames[c.key]) if c.key in renames else c for c in counters] if renames else counters
             self._generation = None
         raise DumpInterrupted()
 
@@ -123,20 +139,23 @@ class CounterReader:
         self._seen[family] = seen
         # a `log` rule's own chain (log-TOKEN) ends with the rule's verdict
         chain_verdicts = {chain: verdict_of(verdicts, {}) for chain, verdicts in last_of_chain.items() if chain.startswith("log-")}
-        for chain, comment, handle, verdicts, counted in parsed:
+        for chain, comment, handle, verdicts, counted, said in parsed:
             if counted:
-                self._rules[(family, handle)] = _Rule(rule_key(family, chain, comment, handle), verdict_of(verdicts, chain_verdicts))
+                counts_for = rule_key(family, chain, comment, handle)
+                self._rules[(family, handle)] = _Rule(counts_for, verdict_of(verdicts, chain_verdicts))
+                self._learnt.setdefault((family, chain), []).append((said, counts_for))
 
 
-_Parsed = tuple[str, str | None, int, list[Verdict], bool]  # chain, comment, handle, verdicts, has a counter
+# chain, comment, handle, verdicts, whether it has a counter, what it says (`_expressions`)
+_Parsed = tuple[str, str | None, int, list[Verdict], bool, bytes]
 
 
 def _parse(buf: bytes, start: int, end: int) -> _Parsed:
     a = attrs(buf, start, end)
     chain = buf[a[_RULE_CHAIN][0]:a[_RULE_CHAIN][1]].split(b"\0", 1)[0].decode()
-    verdicts, counted = _expressions(buf, a.get(_RULE_EXPRESSIONS))
+    verdicts, counted, said = _expressions(buf, a.get(_RULE_EXPRESSIONS))
     comment = rule_comment(buf[a[_RULE_USERDATA][0]:a[_RULE_USERDATA][1]]) if _RULE_USERDATA in a else None
-    return chain, comment, int(_BE64.unpack_from(buf, a[_RULE_HANDLE][0])[0]), verdicts, counted
+    return chain, comment, int(_BE64.unpack_from(buf, a[_RULE_HANDLE][0])[0]), verdicts, counted, said
 
 
 def _message_digest(buf: bytes, start: int, end: int) -> bytes:
@@ -154,19 +173,32 @@ def _message_digest(buf: bytes, start: int, end: int) -> bytes:
     return digest.digest()
 
 
-def _expressions(buf: bytes, span: Span | None) -> tuple[list[Verdict], bool]:
-    """The rule's verdicts in order, and whether it has a counter of its own."""
+def _expressions(buf: bytes, span: Span | None) -> tuple[list[Verdict], bool, bytes]:
+    """The rule's verdicts in order, whether it has a counter of its own, and a digest
+    of what it says: its expressions but for its counter's numbers and the names the
+    kernel gives inline sets and maps (numbered anew with each rule made), so that a
+    rule made again as it was digests as before (renames.py)."""
     verdicts: list[Verdict] = []
     counted = False
+    said = blake2b(digest_size=16)
     if span is None:
-        return verdicts, counted
+        return verdicts, counted, said.digest()
     for start, end in attr_list(buf, *span):
         e = attrs(buf, start, end)
         name = buf[e[_EXPR_NAME][0]:e[_EXPR_NAME][1]].rstrip(b"\0")
+        said.update(name + b"\0")
         if name == b"counter":
             counted = True
-        elif name == b"immediate" and _EXPR_DATA in e:
-            data = attrs(buf, *e[_EXPR_DATA])
+            continue
+        if _EXPR_DATA not in e:
+            continue
+        low, high = e[_EXPR_DATA]
+        if name in _NAMING_SETS:
+            _said_naming_sets(said, buf, low, high)
+        else:
+            said.update(buf[low:high])
+        if name == b"immediate":
+            data = attrs(buf, low, high)
             if _IMMEDIATE_DREG in data and _BE32.unpack_from(buf, data[_IMMEDIATE_DREG][0])[0] == 0 and _IMMEDIATE_DATA in data:  # NFT_REG_VERDICT
                 verdict = attrs(buf, *data[_IMMEDIATE_DATA]).get(_DATA_VERDICT)
                 if verdict is not None:
@@ -175,7 +207,21 @@ def _expressions(buf: bytes, span: Span | None) -> tuple[list[Verdict], bool]:
                     if kind is not None:
                         target = buf[v[_VERDICT_CHAIN][0]:v[_VERDICT_CHAIN][1]].split(b"\0", 1)[0].decode() if _VERDICT_CHAIN in v else None
                         verdicts.append(Verdict(kind, target))
-    return verdicts, counted
+    return verdicts, counted, said.digest()
+
+
+def _said_naming_sets(said: blake2b, buf: bytes, at: int, end: int) -> None:
+    """An expression that names a set or map, each attribute with its header, an
+    inline one's name as "inline" (the kernel's `__set3`, `__map0`)."""
+    while at + 4 <= end:
+        length, _kind = ATTR.unpack_from(buf, at)
+        if length < 4:
+            break
+        if buf.startswith(_INLINE_NAMES, at + 4, at + length):
+            said.update(buf[at + 2:at + 4] + b"inline")  # its type, and "an inline set"
+        else:
+            said.update(buf[at:at + length])
+        at += (length + 3) & ~3
 
 
 def _handle(buf: bytes, start: int, end: int) -> int:

@@ -10,7 +10,9 @@ does not keep a row of its own: its counts are folded into the scope's row of re
 rules with the same verdict (`(removed drop)`...), so a VM's sums never shrink while
 the rows stay bounded by the rules that exist (keeping every row of every id ever
 seen grew the table, and `/metrics` with it, by one row per chain for every line
-added to the policy).
+added to the policy). A rule whose derived id moved while it stayed the same (the
+agent's reading says the id it had: `was`, dataplane/renames.py) takes its row along
+to its new id (`_claims`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,41 @@ def removed_id(verdict: str) -> str:
 
 def is_removed(rule: str) -> bool:
     return rule.startswith(REMOVED_PREFIX)
+
+
+def _claims(counters: list[Mapping[str, Any]], old: Mapping[tuple[str, ...], Any]) -> dict[tuple[str, ...], tuple[str, ...]]:
+    """The renames a whole reading tells (`was`: the id a rule had before an apply
+    only renamed it, dataplane/renames.py): key -> the key whose row it takes. Not
+    when its row already follows the rule's kernel rules (the reading was sent again,
+    or the rename is an older reading's), nor when two rules would take one row."""
+    claims: dict[tuple[str, ...], tuple[str, ...]] = {}
+    takers: dict[tuple[str, ...], int] = {}
+    for counter in counters:
+        was = counter.get("was")
+        if not was:
+            continue
+        key = tuple(str(counter[k]) for k in COUNTER_KEY)
+        before = (*key[:3], str(was))
+        if before == key or before not in old or is_removed(before[3]):
+            continue
+        stored = old.get(key)
+        if stored is not None and stored.present:
+            followed = json.loads(stored.instances or "{}")
+            if any(str(instance[0]) in followed for instance in counter.get("instances") or ()):
+                continue
+        claims[key] = before
+        takers[before] = takers.get(before, 0) + 1
+    return {key: before for key, before in claims.items() if takers[before] == 1}
+
+
+def _delete(session: Session, node: str, keys: list[tuple[str, ...]]) -> None:
+    """Delete the node's rows of these keys (one DELETE run for all of them)."""
+    if not keys:
+        return
+    table = cast(Table, RuleCounterRow.__table__)  # Core: one statement, many parameter sets
+    where = delete(table).where(table.c.node == bindparam("b_node"), table.c.level == bindparam("b_level"), table.c.scope == bindparam("b_scope"),
+                                table.c.direction == bindparam("b_direction"), table.c.rule == bindparam("b_rule"))
+    session.execute(where, [{"b_node": node, "b_level": key[0], "b_scope": key[1], "b_direction": key[2], "b_rule": key[3]} for key in keys])
 
 
 class CounterStore:
@@ -95,29 +132,36 @@ class CounterStore:
                 query = query.where(tuple_(r.level, r.scope).in_(owners))
         with self._write, self._sessions() as session, session.begin():
             old: dict[tuple[str, ...], Any] = {(row.level, row.scope, row.direction, row.rule): row for row in session.execute(query)}
+            claims = _claims(counters, old) if complete else {}  # key -> the key its rule had (a rename)
+            claimed = set(claims.values())
             for counter in counters:
                 key = tuple(str(counter[k]) for k in COUNTER_KEY)
                 if key in fresh or is_removed(key[3]):
                     continue
                 fresh.add(key)
-                row = old.get(key)
+                stored = old.get(key)  # the row under this key, whoever's it was
+                # whose counts this rule goes on from: its own row, the row of the id it
+                # had (renamed), none (its id's row went with the rule that had it)
+                row = old.get(claims[key]) if key in claims else None if key in claimed else stored
                 last = json.loads(row.instances or "{}") if row is not None and row.present else {}
                 packets, octets, reading = self._growth(last, counter)
                 instances = json.dumps(reading)
                 ident = {"node": node, **dict(zip(COUNTER_KEY, key))}
+                verdict = str(counter.get("verdict", row.verdict if row is not None else ""))
+                values: dict[str, Any]
                 if row is None:
-                    added.append({**ident, "verdict": str(counter.get("verdict", "")), "packets": packets, "bytes": octets, "first_seen": moment,
-                                  "last_hit": moment if packets else None, "updated_at": moment, "instances": instances, "present": True})
-                    continue
-                verdict = str(counter.get("verdict", row.verdict))
-                if not packets and not octets and row.present and instances == row.instances and verdict == row.verdict:
+                    values = {"packets": packets, "bytes": octets, "first_seen": moment, "last_hit": moment if packets else None}
+                elif not packets and not octets and row.present and instances == row.instances and verdict == row.verdict and row is stored:
                     continue  # nothing moved: no write (`updated_at` is when the row last changed)
-                changed.append({**ident, "verdict": verdict, "packets": row.packets + packets, "bytes": row.bytes + octets,
-                                "last_hit": moment if packets else row.last_hit, "updated_at": moment, "instances": instances, "present": True})
-            gone: list[tuple[str, ...]] = []
+                else:
+                    values = {"packets": row.packets + packets, "bytes": row.bytes + octets, "first_seen": row.first_seen,
+                              "last_hit": moment if packets else row.last_hit}
+                values.update(ident, verdict=verdict, updated_at=moment, instances=instances, present=True)
+                (added if stored is None else changed).append(values)
             if complete:
-                gone = [key for key in old if key not in fresh and not is_removed(key[3])]
+                gone = [key for key in old if key not in fresh and key not in claimed and not is_removed(key[3])]
                 self._fold(session, node, old, gone, added, changed, moment)
+                _delete(session, node, [key for key in claimed if key not in fresh])  # their counts went with their rules
             if added:
                 session.execute(insert(r), added)
             if changed:  # bulk UPDATE by primary key
@@ -152,11 +196,7 @@ class CounterStore:
                     last_hit = row.last_hit
                 changed.append({**ident, "packets": row.packets + packets, "bytes": row.bytes + octets, "last_hit": last_hit,
                                 "updated_at": moment, "instances": "{}", "present": False})
-        table = cast(Table, RuleCounterRow.__table__)  # Core: one DELETE run for every key
-        where = delete(table).where(table.c.node == bindparam("b_node"), table.c.level == bindparam("b_level"),
-                                    table.c.scope == bindparam("b_scope"), table.c.direction == bindparam("b_direction"),
-                                    table.c.rule == bindparam("b_rule"))
-        session.execute(where, [{"b_node": node, "b_level": key[0], "b_scope": key[1], "b_direction": key[2], "b_rule": key[3]} for key in gone])
+        _delete(session, node, gone)
 
     def totals(self) -> list[dict[str, Any]]:
         """Per rule present on some node, summed across nodes: packets, bytes, nodes, first seen, last hit."""
