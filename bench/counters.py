@@ -9,8 +9,11 @@ reports its rules' kernel counters every 5 s (2,100 at 100 guests x 21 rules).
 * partial: only the counters that moved (what an agent sends now: agent/counter_reports.py);
 * all moved: a whole reading where every counter moved;
 * renumbered: a whole reading after a rule line was added above every VM's rules
-  (every id moved by one, every kernel rule new: the rows that left are folded into
-  their VMs' removed rules); the table's last column counts the node's rows after.
+  (every id moved by one, every kernel rule new), the renames not told (an older
+  agent: the ids that left are folded into their VMs' removed rules);
+* renumbered, told: the same with each counter telling the id it had (`was`, as the
+  agent's reader does: dataplane/renames.py), so each row moves to its rule's new id.
+The table's last column counts the node's rows after the case's reports.
 
   .venv/bin/python bench/counters.py --counters 2100 --reports 20
   PYTHONPATH=OTHER_TREE .venv/bin/python bench/counters.py   # the same against another checkout
@@ -33,14 +36,18 @@ except ImportError:  # a tree from before store/counters.py (side by side)
     from zonewall.controller.store.logs import CounterStore  # type: ignore[no-redef]
 
 
-def reading(counters: int, step: int, moved_every: int, shift: int = 0) -> list[dict[str, Any]]:
-    """`shift`: every id moved down by that many lines, every kernel rule new."""
+def reading(counters: int, step: int, moved_every: int, shift: int = 0, told: bool = False) -> list[dict[str, Any]]:
+    """`shift`: every id moved down by that many lines, every kernel rule new;
+    `told`: each counter says the id it had before the last line was added."""
     out = []
     for n in range(counters):
         packets = step * 3 if n % moved_every == 0 else 7
         handle = n + shift * counters
-        out.append({"level": "vm", "scope": f"vm{n // 21}", "direction": "in", "rule": f"r{n % 21 + shift}", "verdict": "accept",
-                    "packets": packets, "bytes": packets * 60, "instances": [[f"inet:{handle}", packets, packets * 60]]})
+        counter = {"level": "vm", "scope": f"vm{n // 21}", "direction": "in", "rule": f"r{n % 21 + shift}", "verdict": "accept",
+                   "packets": packets, "bytes": packets * 60, "instances": [[f"inet:{handle}", packets, packets * 60]]}
+        if told:
+            counter["was"] = f"r{n % 21 + shift - 1}"
+        out.append(counter)
     return out
 
 
@@ -69,6 +76,7 @@ def main() -> None:
             "partial": [([c for c in reading(args.counters, step, 50) if c["packets"] != 7], False) for step in range(2, args.reports + 2)],
             "all moved": [(reading(args.counters, step, 1), True) for step in range(2, args.reports + 2)],
             "renumbered": [(reading(args.counters, 1, 50, shift), True) for shift in range(1, args.reports + 1)],
+            "renumbered, told": [(reading(args.counters, 1, 50, shift, told=True), True) for shift in range(1, args.reports + 1)],
         }
         print(f"| report ({args.counters} counters on the node) | counters sent | CPU ms p50 | max | rows after |")
         print("|---|---|---|---|---|")
