@@ -234,6 +234,10 @@ class RulePlanner:
     _reads_differently: Callable[[Rule], bool] | None = None
     # remember_steps: each rule's step by its RuleRef (kept alive with it), lent too
     _by_ref: dict[int, tuple[RuleRef, Step]] | None = None
+    # a rule object's matches (kept alive with it): the loader makes one Rule of every
+    # line that repeats (policy/plain.py), so most rules are met again by identity,
+    # without their match keys read and hashed (a cold reach asks of 40,000 rules)
+    _by_rule: dict[int, tuple[Rule, tuple[Match, ...]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # A policy that keeps its compile memos (the agent's: Policy.keep_compile_memos)
@@ -242,7 +246,10 @@ class RulePlanner:
         self._matches = self.policy.__dict__.get(MATCHES_MEMO, self._matches)
 
     def matches(self, rule: Rule) -> tuple[Match, ...]:
-        key = tuple([tuple(v) if v.__class__ is list else v for v in _match_values(rule)])  # (one C call: reach asks it of 40,000 rules)
+        known = self._by_rule.get(id(rule))
+        if known is not None and known[0] is rule:
+            return known[1]
+        key = tuple([tuple(v) if v.__class__ is list else v for v in _match_values(rule)])  # (one C call)
         found = self._matches.get(key)
         if found is None:
             lender = self._lender
@@ -250,6 +257,7 @@ class RulePlanner:
                 found = self._matches[key] = lender.matches(rule)
             else:
                 found = self._matches[key] = rule_matches(self.policy, rule)
+        self._by_rule[id(rule)] = (rule, found)
         return found
 
     def share_matches(self, other: RulePlanner) -> None:
@@ -257,6 +265,7 @@ class RulePlanner:
         and services mean what they mean in `other`'s (analysis/diff.py), equal
         keys give equal matches, and a shared tuple is one region to the analyzer."""
         self._matches = other._matches
+        self._by_rule = {}  # (what it answered from its own memo is asked again)
 
     def borrow_matches(self, other: RulePlanner, reads_differently: Callable[[Rule], bool]) -> None:
         """Take the matches of a rule from `other` (made there once, one tuple for
