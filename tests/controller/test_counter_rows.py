@@ -181,3 +181,19 @@ def test_two_rules_that_swapped_lines_swap_their_rows(controller: Controller) ->
     store.report("node1", [counter("policy:1", 1, 3), counter("policy:2", 2, 8)])
     store.report("node1", [counter("policy:1", 3, 1, was="policy:2"), counter("policy:2", 4, 0, was="policy:1")])
     assert per_rule(controller, "web1") == {"policy:1": 8 + 1, "policy:2": 3}
+
+
+def test_a_derived_id_from_a_file_named_like_the_removed_rows_is_a_rule(controller: Controller) -> None:
+    """A policy file may be called anything: `(removed drop).yaml` gives its rules the
+    ids `(removed drop):LINE`, which are rules like any other (counted, listed, folded
+    when they leave), never taken for the scope's removed rules."""
+    store = controller.counters
+
+    def counter(rule: str, packets: int) -> dict[str, Any]:
+        return {"level": "vm", "scope": "web1", "direction": "in", "rule": rule, "verdict": "drop", "packets": packets, "bytes": packets}
+
+    store.report("node1", [counter("(removed drop):3", 4), counter("policy:9", 1)])
+    assert per_rule(controller, "web1") == {"(removed drop):3": 4, "policy:9": 1}
+    store.report("node1", [counter("policy:9", 1)])  # the odd file's rule left: folded as any rule
+    rows = {row.rule: (row.present, row.packets) for row in store.per_node()}
+    assert rows == {"policy:9": (True, 1), removed_id("drop"): (False, 4)}

@@ -32,8 +32,9 @@ COUNTER_KEY = ("level", "scope", "direction", "rule")
 # A partial reading naming more owners than this reads the node's rows whole (one
 # query without a long list of pairs; at 100 guests that is every VM anyway).
 MAX_PARTIAL_OWNERS = 64
-# Rule ids never contain "(" or a space (explicit ids: letters, digits, `._:-`;
-# derived ones `file:line`), so these rows cannot meet a rule's.
+# The rows of removed rules are named "(removed VERDICT)": no rule's id. An explicit
+# id has no "(" (letters, digits, `._:-`), and a derived one always has a ":"
+# (`file-stem:line`, whatever the file is called), which these never have.
 REMOVED_PREFIX = "(removed"
 
 
@@ -43,7 +44,7 @@ def removed_id(verdict: str) -> str:
 
 
 def is_removed(rule: str) -> bool:
-    return rule.startswith(REMOVED_PREFIX)
+    return rule.startswith(REMOVED_PREFIX) and ":" not in rule
 
 
 def _claims(counters: list[Mapping[str, Any]], old: Mapping[tuple[str, ...], Any]) -> dict[tuple[str, ...], tuple[str, ...]]:
