@@ -179,8 +179,10 @@ class Policy:
     def _resolve_address_set(self, refs: list[str]) -> AddressSet:
         # every item's intervals merged once (a union per item re-merged the list so
         # far each time: quadratic in a list of thousands of addresses)
-        parts: dict[bool, tuple[list[Interval], list[Interval]]] = {False: ([], []), True: ([], [])}
         items = [parse_ref(r) for r in refs]
+        if len(items) == 1 and not items[0].negate:
+            return self.ref_item_set(items[0])  # already merged (most lists are one item)
+        parts: dict[bool, tuple[list[Interval], list[Interval]]] = {False: ([], []), True: ([], [])}
         for item in items:
             addresses = self.ref_item_set(item)
             v4, v6 = parts[item.negate]

@@ -148,7 +148,7 @@ class ChainPlanner:
         if found is None:
             refs = self.policy.rules_of(kind, owner)
             shared = kind in ("global", "zone")
-            if any(ref.rule.security_group is not None for ref in refs):
+            if self.policy.doc.security_groups and any(ref.rule.security_group is not None for ref in refs):  # (a loaded policy references only groups it has)
                 items = self.items(refs, direction, peer, "host" if kind == "host" else "guest")
                 found = Level(kind, owner, direction, flatten(items), shared, items)
             else:

@@ -33,6 +33,7 @@ from .vocabulary import L4, Addresses, IcmpTypes, Intervals, Label, Match, Ports
 NAMED_KINDS = ("group", "zone", "vm", "network", "host")
 ICMP_TABLE: dict[Family, dict[str, int]] = {"ipv4": ICMP_V4_TYPES, "ipv6": ICMP_V6_TYPES}
 ICMP_PROTOCOL: dict[Family, str] = {"ipv4": "icmp", "ipv6": "icmpv6"}
+_UNSEEN = object()
 MATCH_KEYS = ("from_", "to", "service", "tcp", "udp", "sctp", "sport", "icmp", "icmpv6", "proto", "family")
 _match_values = attrgetter(*MATCH_KEYS)
 
@@ -152,15 +153,30 @@ def address_match(policy: Policy, refs: list[str] | None, family: Family) -> Add
     return Addresses(values, named)
 
 
-def rule_matches(policy: Policy, rule: Rule | Any) -> tuple[Match, ...]:
-    """Every alternative of a rule's match keys: families x protocols."""
+AddressMemo = dict[tuple[object, Family], "Addresses | bool | None"]
+
+
+def _address_match(policy: Policy, refs: list[str] | None, family: Family, memo: AddressMemo | None) -> Addresses | bool | None:
+    if memo is None or refs is None:
+        return address_match(policy, refs, family)
+    key = (tuple(refs), family)
+    found = memo.get(key, _UNSEEN)
+    if found is _UNSEEN:
+        found = memo[key] = address_match(policy, refs, family)
+    return found  # type: ignore[return-value]
+
+
+def rule_matches(policy: Policy, rule: Rule | Any, addresses: AddressMemo | None = None) -> tuple[Match, ...]:
+    """Every alternative of a rule's match keys: families x protocols. `addresses`:
+    a memo of what reference lists match in `policy` (rules share their `from`/`to`
+    more than their other keys)."""
     keys = ProtocolKeys.of(policy, rule)
     per_family: list[tuple[Family, list[Match]]] = []
     for family in FAMILIES:
         if rule.family is not None and rule.family != family:
             continue
-        src = address_match(policy, rule.from_, family)
-        dst = address_match(policy, rule.to, family)
+        src = _address_match(policy, rule.from_, family, addresses)
+        dst = _address_match(policy, rule.to, family, addresses)
         if src is False or dst is False:
             continue
         alternatives = l4_alternatives(keys, family)
@@ -195,9 +211,6 @@ def time_window(policy: Policy, schedule: str | None, now: datetime | None, time
         return None
     windows = tuple(utc_week_minutes(policy.doc.schedules[schedule], now, timezone))
     return None if windows == ((0, WEEK),) else windows
-
-
-_UNSEEN = object()
 
 
 class MeetsMemo(dict[str, object]):
@@ -238,6 +251,8 @@ class RulePlanner:
     # line that repeats (policy/plain.py), so most rules are met again by identity,
     # without their match keys read and hashed (a cold reach asks of 40,000 rules)
     _by_rule: dict[int, tuple[Rule, tuple[Match, ...]]] = field(default_factory=dict)
+    # what a `from`/`to` list matches per family in this planner's policy (rule_matches)
+    _addresses: AddressMemo = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # A policy that keeps its compile memos (the agent's: Policy.keep_compile_memos)
@@ -256,7 +271,7 @@ class RulePlanner:
             if lender is not None and not self._reads_differently(rule):  # type: ignore[misc]
                 found = self._matches[key] = lender.matches(rule)
             else:
-                found = self._matches[key] = rule_matches(self.policy, rule)
+                found = self._matches[key] = rule_matches(self.policy, rule, self._addresses)
         self._by_rule[id(rule)] = (rule, found)
         return found
 
