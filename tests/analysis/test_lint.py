@@ -297,6 +297,51 @@ def test_redundant_rules_are_judged_together() -> None:
     assert related(one(report, "conflict", "k")) == ["i"]
 
 
+SECURITY_GROUP_CALLED_BY_A_VM = policy(
+    """\
+    security_groups:
+      s: {rules: [{id: s-22-23, direction: in, action: accept, tcp: "22-23"}]}
+    zones:
+      z: {rules: [{id: z-23-24, direction: in, action: accept, tcp: "23-24"}]}
+    vms:
+      a:
+        host: node1
+        zone: z
+        nics: [{network: lan, ips: [10.0.0.10]}]
+        rules:
+          - {id: v-22, direction: in, action: accept, tcp: 22}
+          - {id: call-s, security_group: s}
+    """
+)
+
+
+def test_a_security_groups_rules_are_judged_where_they_are_called() -> None:
+    # s's rule sits in a's list after v-22; judged after it (groups rank with the
+    # global rules), it could go too once v-22 had gone for relying on it: then tcp 22
+    # would fall to the default drop. A rule another rule's removal relies on stays.
+    report = run(SECURITY_GROUP_CALLED_BY_A_VM)
+    assert [f.rule for f in found(report, "redundant")] == ["v-22"]
+    assert related(one(report, "redundant", "v-22")) == ["s-22-23"]
+    # without a's call of s, v-22 decides alone: nothing to remove
+    without_call = SECURITY_GROUP_CALLED_BY_A_VM.replace("      - {id: call-s, security_group: s}\n", "")
+    assert without_call != SECURITY_GROUP_CALLED_BY_A_VM
+    assert found(run(without_call), "redundant") == []
+
+
+def test_a_call_of_a_security_group_is_no_dead_rule() -> None:
+    """The call is placed as the group's rules; a call of a group nothing matches is
+    not reported dead in their stead, a rule of no chain still is."""
+    report = run(SECURITY_GROUP_CALLED_BY_A_VM)
+    assert found(report, "dead") == []
+    with_idle = SECURITY_GROUP_CALLED_BY_A_VM.replace("  z: {rules:", "  idle: {rules: [{id: idle, direction: in, action: accept, tcp: 1}]}\n  z: {rules:")
+    assert with_idle != SECURITY_GROUP_CALLED_BY_A_VM
+    nowhere = run(with_idle)
+    assert found(nowhere, "dead") == []  # a zone without VMs: its rules reported with it
+    assert one(nowhere, "unused").object == "zone:idle"
+    gone = run(SECURITY_GROUP_CALLED_BY_A_VM.replace("nics: [{network: lan, ips: [10.0.0.10]}]", "nics: [{network: lan}]"))
+    assert sorted(f.rule for f in found(gone, "dead")) == ["s-22-23", "v-22", "z-23-24"]  # a VM without addresses: what is placed is dead, not the call
+
+
 def test_reordering_matters() -> None:
     exception_first = vm_policy(
         "{id: block, direction: in, action: drop, from: 10.0.0.5, tcp: 22}",

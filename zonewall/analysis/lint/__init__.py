@@ -35,7 +35,8 @@ Modules: `report.py` (findings, JSON), `table.py` (rich), `state.py` (per chain,
 step, rule), `cuts.py` (region tools), `chains.py` (the plan's chains as the lint
 sees them), `decisions.py` (dead, shadowed, redundant), `smells.py` (conflicts,
 management exposure), `definitions.py` (empty references, unused definitions),
-`linter.py` (the run).
+`linter.py` (the run), `shards.py` (a run split over processes: which chains and
+rules each takes), `workers.py` (the processes and the merge).
 """
 
 from __future__ import annotations

@@ -13,12 +13,14 @@ from ..engine import Analyzer
 from ..space import Region
 from .cuts import _sig
 from .report import Finding, Related
+from .shards import Shard
 from .state import _Conflict, _RuleStats, _Step
 
 
 class LintBase:
-    def __init__(self, analyzer: Analyzer, *, shortcuts: bool = True):
+    def __init__(self, analyzer: Analyzer, *, shortcuts: bool = True, shard: Shard | None = None):
         self.analyzer = analyzer
+        self.shard = shard if shard is not None else Shard(0, 1)  # which chains and rules are this run's (shards.py)
         # shortcuts=False: the straightforward path (every rule's references and every
         # conflict's services judged on their own); the same findings, kept callable so
         # tests compare the two (tests/analysis/test_lint_shortcuts.py)
@@ -53,6 +55,7 @@ class LintBase:
         self._shapes: dict[tuple[object, ...], tuple[object, Region, Region, int, bool]] = {}
         self._meets_of: dict[int, dict[int, bool]] = {}  # id(eff) -> the overlap memo of its steps
         self._essentials_step = Step(analyzer.essentials, "accept", "icmpv6-essentials")  # regions whose id() keys a memo
+        self._fields: dict[str, dict[str, Any]] = {}  # rule id -> its findings' fields (conflicts: many per rule)
         self._empty_item: dict[str, str] = {}  # reference text -> its name when empty, else ""
 
     def sig(self, region: Region) -> int:

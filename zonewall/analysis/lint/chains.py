@@ -22,16 +22,24 @@ OWN = object()
 
 class ChainViews(LintBase):
     def all_chains(self) -> Iterable[_ChainState]:
-        policy, doc, chains = self.policy, self.doc, self.analyzer.chains
-        for vm in doc.vms:
+        """The chains of this shard (shards.py; a run of one shard: every chain), each
+        with its place in the whole run's order."""
+        policy, doc, chains, shard = self.policy, self.doc, self.analyzer.chains, self.shard
+        for position, vm in enumerate(doc.vms):
+            if not shard.takes_vm(vm):
+                continue
             addresses = policy.vm_addresses(vm)
-            for direction in ("in", "out"):
+            for side, direction in enumerate(("in", "out")):
                 dim = s.DST if direction == "in" else s.SRC
                 restrict = _Restriction.of_vm(dim, addresses)
                 for nic in self.scoped_nics(vm, direction):
                     name, parts, default = self.vm_chain(vm, direction, nic)
-                    yield self.make_state(name, "vm", vm, direction, parts, default, restrict)
-        for name in doc.networks:
+                    state = self.make_state(name, "vm", vm, direction, parts, default, restrict)
+                    state.order = (0, position, side, -1 if nic is None else nic)
+                    yield state
+        if not shard.takes_nodes:
+            return
+        for position, name in enumerate(doc.networks):
             if not policy.rules_of("network", name) or chains.network(name) is None:
                 continue
             guests = self.network_guests(name)
@@ -39,13 +47,19 @@ class ChainViews(LintBase):
                 continue
             by_family = {4: guests.v4, 6: guests.v6}
             restrict = _Restriction(dims=((s.SRC, by_family), (s.DST, by_family)))
-            yield self.build_state(chains.network(name), "network", name, "net", True, restrict)  # type: ignore[arg-type]
-        for node in doc.hosts:
-            for interface in self.scoped_interfaces(node, "in"):
-                yield self.build_state(chains.host_in(node, interface), "host", node, "in", True, None)
+            state = self.build_state(chains.network(name), "network", name, "net", True, restrict)  # type: ignore[arg-type]
+            state.order = (1, position)
+            yield state
+        for position, node in enumerate(doc.hosts):
+            for k, interface in enumerate(self.scoped_interfaces(node, "in")):
+                state = self.build_state(chains.host_in(node, interface), "host", node, "in", True, None)
+                state.order = (2, position, 0, k)
+                yield state
             if chains.host_out(node) is not None:
-                for interface in self.scoped_interfaces(node, "out"):
-                    yield self.build_state(chains.host_out(node, interface), "host", node, "out", False, None)  # type: ignore[arg-type]
+                for k, interface in enumerate(self.scoped_interfaces(node, "out")):
+                    state = self.build_state(chains.host_out(node, interface), "host", node, "out", False, None)  # type: ignore[arg-type]
+                    state.order = (2, position, 1, k)
+                    yield state
 
     def scoped_nics(self, vm: str, direction: str) -> tuple[int | None, ...]:
         """The NICs to lint the VM's chain for: one chain for all (None) unless a step

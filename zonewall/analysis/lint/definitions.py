@@ -49,9 +49,14 @@ class Definitions(LintBase):
         return problems, empty_side, names
 
     def check_empty_refs(self) -> None:
-        policy = self.policy
+        """The shard's own rules' references (shard 0: the shared rules' too, and the
+        groups' and settings')."""
+        policy, shard = self.policy, self.shard
+        every_rule = shard.count == 1
         judged: dict[tuple[tuple[str, ...] | None, tuple[str, ...] | None], tuple[list[str], list[str], list[str]]] = {}
         for ref in policy.rules:
+            if not every_rule and not shard.owns(ref) and not (shard.takes_nodes and shard.shared(ref)):
+                continue
             rule = ref.rule
             # rules repeat their `from`/`to` (templates, one VM's rules per VM): judged once
             sides = (None if rule.from_ is None else tuple(rule.from_), None if rule.to is None else tuple(rule.to))
@@ -66,6 +71,8 @@ class Definitions(LintBase):
             severity = "warning" if empty_side else "info"
             message = "; ".join(problems) + (": the rule can never match" if empty_side else "")
             self.findings.append(Finding("empty-ref", severity, message, **_rule_fields(ref), details={"refs": list(names), "empty": list(empty_side)}))
+        if not shard.takes_nodes:
+            return
         for name, group in self.doc.groups.items():
             items = self.empty_items(group.members)
             whole = policy.group_set(name).is_empty()

@@ -3,14 +3,14 @@ management exposure (an accept from a whole family to a management port)."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from ...policy.resolve import RuleRef
 from .. import space as s
 from ..describe import services_of
 from ..space import Region
 from .base import LintBase
 from .cuts import FAMILY_RANGE, MANAGEMENT_PORTS, PROTO_NAME, _contains, _service_part
-from .report import Finding, _rule_fields, _scope_text
+from .report import Finding, Related, _rule_fields, _scope_text
+from .shards import SharedConflict
 from .state import _ChainState, _RuleStats, _Step
 
 _PAST = {"accept": "accepts", "drop": "drops", "reject": "rejects"}
@@ -73,43 +73,59 @@ class Smells(LintBase):
                     break
 
     def report_conflicts(self) -> None:
-        fields: dict[str, dict[str, Any]] = {}
+        """The conflicts whose later rule is the shard's own (shared ones: `shared_conflicts`)."""
+        shard = self.shard
         for conflict in self.conflicts.values():
-            earlier = conflict.earlier
             later = conflict.later.ref
-            assert earlier.ref is not None and later is not None
-            overlap, exception = self.shared(earlier, conflict.later)
-            related = self.related_of(earlier)
-            same_scope = later.level == related.level and later.owner == related.owner
-            severity = "warning" if same_scope and not exception else "info"
-            shape = "an exception carved out of it" if exception else "a partial overlap"
-            message = (
-                f"partly decided by the earlier {earlier.action} rule {related.rule} ({related.where}), "
-                f"{shape}: on {overlap} it {_PAST[earlier.action]} what this rule {_PRESENT[conflict.later.action]}"
-            )
-            chains = conflict.chains if len(conflict.chains) == 1 else sorted(set(conflict.chains))
-            if len(chains) > 1 or later.level in ("global", "zone") or (later.level == "host" and not later.owner):
-                message += _scope_text(later, chains)
-            own = fields.get(later.id)
-            if own is None:
-                own = fields[later.id] = _rule_fields(later)
-            self.findings.append(Finding("conflict", severity, message, **own, related=[related], chains=chains, details={"exception": exception, "overlap": overlap}))
+            assert later is not None
+            if shard.shared(later):
+                continue
+            overlap, exception = self.shared(conflict.earlier, conflict.later)
+            self.report_conflict(later, conflict.later.action, self.related_of(conflict.earlier), overlap, exception, conflict.chains)
+
+    def shared_conflicts(self) -> dict[tuple[str, str], SharedConflict]:
+        """What this shard saw of the conflicts whose later rule is shared."""
+        out = {}
+        for key, conflict in self.conflicts.items():
+            later = conflict.later.ref
+            if later is not None and self.shard.shared(later):
+                overlap, exception = self.shared(conflict.earlier, conflict.later)
+                out[key] = SharedConflict(conflict.first, conflict.chains, conflict.later.action, self.related_of(conflict.earlier), overlap, exception)
+        return out
+
+    def report_conflict(self, later: RuleRef, later_action: str, related: Related, overlap: str, exception: bool, chains: list[str]) -> None:
+        same_scope = later.level == related.level and later.owner == related.owner
+        severity = "warning" if same_scope and not exception else "info"
+        shape = "an exception carved out of it" if exception else "a partial overlap"
+        message = (
+            f"partly decided by the earlier {related.action} rule {related.rule} ({related.where}), "
+            f"{shape}: on {overlap} it {_PAST[related.action]} what this rule {_PRESENT[later_action]}"
+        )
+        chains = chains if len(chains) == 1 else sorted(set(chains))
+        if len(chains) > 1 or later.level in ("global", "zone") or (later.level == "host" and not later.owner):
+            message += _scope_text(later, chains)
+        own = self._fields.get(later.id)
+        if own is None:
+            own = self._fields[later.id] = _rule_fields(later)
+        self.findings.append(Finding("conflict", severity, message, **own, related=[related], chains=chains, details={"exception": exception, "overlap": overlap}))
 
     def report_exposure(self) -> None:
+        """The management exposure of the shard's own rules (shared ones: after the merge)."""
         for stats in self.stats.values():
-            if not stats.exposure:
-                continue
-            ref = stats.ref
-            ports = sorted(stats.exposure, key=lambda p: (p.split("/")[0], int(p.split("/")[1].split(" ")[0])))
-            chains = sorted(set().union(*stats.exposure.values()))
-            families = sorted({f"IPv{c[3]}" for c in self.exposure_candidates(self.analyzer.regions.of(self.analyzer.plan.rules.step(ref)))})
-            self.findings.append(
-                Finding(
-                    "management-exposure",
-                    "warning",
-                    f"accepts {', '.join(ports)} from every {'/'.join(families)} address" + _scope_text(ref, chains),
-                    **_rule_fields(ref),
-                    chains=chains,
-                    details={"ports": ports},
-                )
+            if stats.exposure and not self.shard.shared(stats.ref):
+                self.report_exposure_of(stats.ref, stats.exposure)
+
+    def report_exposure_of(self, ref: RuleRef, exposure: dict[str, set[str]]) -> None:
+        ports = sorted(exposure, key=lambda p: (p.split("/")[0], int(p.split("/")[1].split(" ")[0])))
+        chains = sorted(set().union(*exposure.values()))
+        families = sorted({f"IPv{c[3]}" for c in self.exposure_candidates(self.analyzer.regions.of(self.analyzer.plan.rules.step(ref)))})
+        self.findings.append(
+            Finding(
+                "management-exposure",
+                "warning",
+                f"accepts {', '.join(ports)} from every {'/'.join(families)} address" + _scope_text(ref, chains),
+                **_rule_fields(ref),
+                chains=chains,
+                details={"ports": ports},
             )
+        )

@@ -67,6 +67,10 @@ class _ChainState:
     default_action: str
     default_logged: bool
     default_related: Related
+    # where the chain comes in the whole run's order (a VM's place in the document,
+    # then direction and NIC; networks, then nodes): shards of a sharded run see
+    # some chains only, and merge what they found in this order (shards.py)
+    order: tuple[int, ...] = ()
     lefts: list[Region] = field(default_factory=list)  # what each step decides here
     _later: dict[str, list[int]] = field(default_factory=dict)
 
@@ -91,9 +95,14 @@ class _RuleStats:
     covering: dict[str, Related] = field(default_factory=dict)
     exposure: dict[str, set[str]] = field(default_factory=dict)  # port label -> chains
     placements: list[tuple[_ChainState, int]] = field(default_factory=list)
+    first: tuple[int, ...] = ()  # the chain order and index of its first placement
+
+    def chain_names(self) -> list[str]:
+        return [chain.name for chain, _ in self.placements]
 
 @dataclass
 class _Conflict:
     later: _Step  # as met in the first chain
     earlier: _Step
     chains: list[str]
+    first: tuple[int, ...] = ()  # the order of the chain it was first met in

@@ -1,0 +1,209 @@
+"""A sharded lint run (shards.py): shard 0 in this process, each other one in a
+forked child, speaking over a pipe.
+
+    child                                   this process (shard 0)
+    survey: its chains; every finding  -->  merge what the shards saw of shared rules
+    of its own rules but redundancy's;      and their conflicts, report them; the
+    what it saw of shared rules             shared rules that may go, in judging order
+                                       <--  (shared rules that never decide, that order)
+    redundancy walk: at each shared    -->  all say it can go?
+    rule, what its chains say          <--  the verdict, to every shard alike
+    its redundant rules                -->  the shared redundant rules; sort them all
+
+Every shard decides its own rules exactly as a run of one would (it sees all their
+chains), and each shared rule is decided once, here, on what every shard saw: the
+findings are the same whatever the number of shards (tests/analysis/test_lint_shards.py).
+
+A child is forked after the policy and its analyzer are built (it shares them), never
+touches the terminal, and leaves with os._exit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import traceback
+from multiprocessing import Pipe
+from multiprocessing.connection import Connection
+from typing import Any
+
+from ...policy.resolve import RuleRef
+from ..engine import Analyzer
+from .decisions import judging_order
+from .linter import _Linter, drive
+from .report import Finding, LintReport, Related
+from .shards import Shard, SharedConflict, SharedStats
+
+
+class LintWorkerError(RuntimeError):
+    """A shard's process failed: the run has no findings."""
+
+
+class _Child:
+    def __init__(self, shard: Shard, pid: int, conn: Connection):
+        self.shard, self.pid, self.conn = shard, pid, conn
+
+    def receive(self, tag: str) -> Any:
+        try:
+            message = self.conn.recv()
+        except (EOFError, OSError):
+            raise LintWorkerError(f"lint shard {self.shard.index} stopped without an answer{self._status()}") from None
+        if message[0] == "error":
+            error = LintWorkerError(f"lint shard {self.shard.index} failed: {message[1].strip().splitlines()[-1]}")
+            error.add_note(message[1])
+            raise error
+        assert message[0] == tag, message[0]
+        return message[1]
+
+    def _status(self) -> str:
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return ""
+        if pid == 0:
+            return ""
+        self.pid = 0
+        return f" (it was killed by signal {os.WTERMSIG(status)})" if os.WIFSIGNALED(status) else f" (exit status {os.waitstatus_to_exitcode(status)})"
+
+    def end(self, kill: bool) -> None:
+        self.conn.close()
+        if not self.pid:
+            return
+        if kill:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+        self.pid = 0
+
+
+def _fork(analyzer: Analyzer, shard: Shard, shortcuts: bool) -> _Child:
+    mine, theirs = Pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: serve, never return into the caller's code
+        mine.close()
+        code = 0
+        try:
+            _serve(_Linter(analyzer, shortcuts=shortcuts, shard=shard), theirs)
+        except BaseException:  # noqa: BLE001 - told to the parent, which raises it
+            code = 1
+            try:
+                theirs.send(("error", traceback.format_exc()))
+            except OSError:
+                pass
+        finally:
+            os._exit(code)
+    theirs.close()
+    return _Child(shard, pid, mine)
+
+
+def _serve(linter: _Linter, conn: Connection) -> None:
+    seen, conflicts = linter.survey()
+    conn.send(("seen", (seen, conflicts, linter.findings)))  # its findings so far, sent while shard 0 still works
+    linter.findings = []
+    removed_shared, order = conn.recv()
+
+    def decide(answer: tuple[bool, dict[str, Related]]) -> bool:
+        conn.send(("answer", answer))
+        return bool(conn.recv())
+
+    linter.conclude(drive(linter.judging(removed_shared, order), decide))
+    conn.send(("done", linter.findings))
+
+
+def run_shards(analyzer: Analyzer, shards: list[Shard], shortcuts: bool) -> LintReport:
+    """The run of several shards; the findings of a run of one."""
+    children: list[_Child] = []
+    done = False
+    try:
+        for shard in shards[1:]:
+            children.append(_fork(analyzer, shard, shortcuts))
+        home = _Linter(analyzer, shortcuts=shortcuts, shard=shards[0])
+        seen, conflicts = home.survey()
+        sightings, sighted = [seen], [conflicts]
+        findings: list[Finding] = []
+        for child in children:
+            their_seen, their_conflicts, theirs = child.receive("seen")
+            sightings.append(their_seen)
+            sighted.append(their_conflicts)
+            findings += theirs
+        merged = merge_seen(sightings)
+        refs = {ref.id: ref for ref in analyzer.policy.rules if home.shard.shared(ref)}
+        removed_shared, order = report_shared_rules(home, merged, refs)
+        for child in children:
+            child.conn.send((removed_shared, order))
+        for (later, _), conflict in merge_conflicts(sighted).items():
+            home.report_conflict(refs[later], conflict.later_action, conflict.earlier, conflict.overlap, conflict.exception, conflict.chains)
+        redundant_shared: dict[str, dict[str, Related]] = {}
+        pending = iter(order)
+
+        def decide(answer: tuple[bool, dict[str, Related]]) -> bool:
+            _, key = next(pending)
+            answers = [answer, *(child.receive("answer") for child in children)]
+            goes = all(ok for ok, _ in answers)
+            for child in children:
+                child.conn.send(goes)
+            if goes:
+                takers = redundant_shared[key] = {}
+                for _, theirs in answers:
+                    takers.update(theirs)
+            return goes
+
+        home.conclude(drive(home.judging(removed_shared, order), decide))
+        for key, takers in redundant_shared.items():
+            home.report_redundant(refs[key], sorted(merged[key].placed_in), list(takers.values()))
+        findings += home.findings
+        for child in children:
+            findings += child.receive("done")
+        findings.sort(key=Finding.sort_key)  # (while the children exit: a large one takes a while)
+        done = True
+    finally:
+        for child in children:
+            child.end(kill=not done)
+    return LintReport(findings)
+
+
+def merge_seen(parts: list[dict[str, SharedStats]]) -> dict[str, SharedStats]:
+    merged: dict[str, SharedStats] = {}
+    for part in parts:
+        for key, stats in part.items():
+            found = merged.get(key)
+            if found is None:
+                merged[key] = stats
+            else:
+                found.add(stats)
+    return merged
+
+
+def merge_conflicts(parts: list[dict[tuple[str, str], SharedConflict]]) -> dict[tuple[str, str], SharedConflict]:
+    merged: dict[tuple[str, str], SharedConflict] = {}
+    for part in parts:
+        for key, conflict in part.items():
+            found = merged.get(key)
+            merged[key] = conflict if found is None else found.add(conflict)
+    return merged
+
+
+def report_shared_rules(home: _Linter, seen: dict[str, SharedStats], refs: dict[str, RuleRef]) -> tuple[set[str], list[tuple[tuple[int, ...], str]]]:
+    """The dead, shadowed, partly-shadowed and exposure findings of the shared rules
+    (and of those no shard placed); the ones that never decide, and the judging order
+    of those redundancy must judge."""
+    removed: set[str] = set()
+    order = []
+    for key, part in seen.items():
+        ref = refs[key]
+        if home.report_rule(part.as_stats(ref)):
+            removed.add(key)
+        elif not ref.rule.log and ref.rule.limit is None:
+            order.append((judging_order(ref, part.first), key))
+        if part.exposure:
+            home.report_exposure_of(ref, part.exposure)
+    for key, ref in refs.items():
+        if key not in seen:
+            home.report_unplaced(ref)
+    order.sort()
+    return removed, order
