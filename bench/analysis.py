@@ -28,6 +28,8 @@ run of this script:
 * lint    - `lint(Analyzer(policy))` on a fresh Policy (`fresh()`, outside the timing as
             for trace and reach: before 2026-12-04 night it was inside, ~3-4 s of the
             figure), when zonewall.analysis.lint is importable (else "not available");
+            with the default processes (one per CPU, analysis/lint/shards.py) and with
+            one (`jobs=1`), alternately; the two must find the same;
 * diff    - `diff_policies(old, new)` on fresh `Policy(doc, source)` objects, for
             (a) one VM rule changed (VM A's rule 17, accepting tcp PORT from an IPv6
             prefix outside the cluster: PORT + 1), (b) one zone rule changed (the
@@ -84,6 +86,8 @@ from zonewall.policy.resolve import Checker, Policy
 
 try:  # being written concurrently; measured when it exists
     from zonewall.analysis.lint import lint  # type: ignore[attr-defined]
+    from zonewall.analysis.lint.linter import default_jobs
+    from zonewall.analysis.lint.shards import plan_shards
 except ImportError as exc:  # pragma: no cover - depends on the tree
     lint = None  # type: ignore[assignment]
     LINT_MISSING = str(exc)
@@ -286,18 +290,29 @@ def bench_lint(base: Policy, args: argparse.Namespace, res: Results) -> None:
         print(f"#  lint     not available ({LINT_MISSING})", flush=True)
         res.notes.append(f"lint: not available ({LINT_MISSING})")
         return
-    runs, findings = [], []
+    # the default (one process per CPU: analysis/lint/shards.py) and one process,
+    # alternately; both must find the same
+    runs: dict[int | None, list[Seconds]] = {None: [], 1: []}
+    found: dict[int | None, list[tuple[str, str, str]]] = {}
+    findings: list[Any] = []
     for _ in range(args.lint_repeat):
-        policy = fresh(base)
-        seconds, report = timed(lambda: lint(Analyzer(policy)))
-        runs.append(seconds)
-        findings = list(getattr(report, "findings", report))
+        for jobs in (None, 1):
+            policy = fresh(base)
+            seconds, report = timed(lambda p, j: lint(Analyzer(p), jobs=j), policy, jobs)
+            runs[jobs].append(seconds)
+            findings = list(report.findings)
+            found[jobs] = [(f.kind, f.rule or f.object or "", f.message) for f in findings]
+    if found[None] != found[1]:
+        raise SystemExit("lint: the sharded run and the one-process run differ")
     kinds: dict[str, int] = {}
     for finding in findings:
-        kind = str(getattr(finding, "kind", None) or getattr(finding, "code", None) or getattr(finding, "check", None) or type(finding).__name__)
-        kinds[kind] = kinds.get(kind, 0) + 1
-    detail = f"{len(findings)} findings" + (f" ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))})" if kinds else "")
-    res.add("lint", "fresh analyzer, whole policy", runs, TARGETS["lint"], detail)
+        kinds[finding.kind] = kinds.get(finding.kind, 0) + 1
+    detail = f"{len(findings)} findings ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))})"
+    shards = len(plan_shards(base, default_jobs()))
+    res.add("lint", f"fresh analyzer, whole policy, {shards} processes (the default here)", runs[None], TARGETS["lint"], detail + "; the same as one process's")
+    res.add("lint", "fresh analyzer, whole policy, one process (--jobs 1)", runs[1], TARGETS["lint"])
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    res.notes.append(f"lint: peak RSS of a shard's process {child:,.0f} MB (forked from this one, sharing its pages until written)")
 
 
 def bench_diff(old: Policy, others: dict[str, Policy], what: dict[str, str], args: argparse.Namespace, res: Results) -> None:
