@@ -310,7 +310,7 @@ def bench_lint(base: Policy, args: argparse.Namespace, res: Results) -> None:
     detail = f"{len(findings)} findings ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))})"
     shards = len(plan_shards(base, default_jobs()))
     res.add("lint", f"fresh analyzer, whole policy, {shards} processes (the default here)", runs[None], TARGETS["lint"], detail + "; the same as one process's")
-    res.add("lint", "fresh analyzer, whole policy, one process (--jobs 1)", runs[1], TARGETS["lint"])
+    res.add("lint", "fresh analyzer, whole policy, one process (--jobs 1)", runs[1], None)  # reported beside it: the target is the default's
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     res.notes.append(f"lint: peak RSS of a shard's process {child:,.0f} MB (forked from this one, sharing its pages until written)")
 
@@ -386,7 +386,7 @@ def print_tables(res: Results, loads: dict[str, float], args: argparse.Namespace
     print()
     print(f"Targets (set for 10,000 VMs in 50 zones; here {args.vms:,} VMs in {args.zones} zones; the median wall-clock time is compared):")
     for phase, target in TARGETS.items():
-        rows = [r for r in res.rows if r["phase"] == phase]
+        rows = [r for r in res.rows if r["phase"] == phase and r["target"] is not None]  # (rows reported beside the judged ones have none)
         if not rows:
             print(f"  {phase:<6} <= {ms(target)}: not measured")
             continue
