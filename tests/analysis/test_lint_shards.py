@@ -248,3 +248,29 @@ def test_the_cli_lints_a_thousand_vms_in_two_processes_with_the_same_findings(tm
     assert shared.stdout == alone.stdout
     wrong = CliRunner().invoke(app, ["lint", str(policy), "--jobs", "0"])
     assert wrong.exit_code == 2 and "--jobs" in wrong.output
+
+
+def test_a_shard_leaves_when_the_process_that_forked_it_is_gone() -> None:
+    """A shard waiting for the judging order sees its pipe closed (the lint's process
+    ended, however) and leaves, with its siblings' pipes not holding it."""
+    import time
+
+    from zonewall.analysis.lint import workers
+
+    analyzer = Analyzer(load_policy_text(synth.policy_text(30, nodes=2, zones=3, seed=1)))
+    shards = plan_shards(analyzer.policy, 3, per_shard=1)
+    first = workers._fork(analyzer, shards[1], True, [])
+    second = workers._fork(analyzer, shards[2], True, [first])
+    for child in (first, second):
+        child.receive("seen")  # both now wait for the judging order
+    first.conn.close()  # as when this process ends: only it held that end open
+    deadline = time.monotonic() + 20
+    pid = 0
+    while pid == 0 and time.monotonic() < deadline:
+        pid, status = os.waitpid(first.pid, os.WNOHANG)
+        time.sleep(0.05)
+    second.end(kill=True)
+    if pid == 0:
+        first.end(kill=True)
+        pytest.fail("the shard did not leave")
+    assert os.waitstatus_to_exitcode(status) == 1

@@ -15,7 +15,8 @@ chains), and each shared rule is decided once, here, on what every shard saw: th
 findings are the same whatever the number of shards (tests/analysis/test_lint_shards.py).
 
 A child is forked after the policy and its analyzer are built (it shares them), never
-touches the terminal, and leaves with os._exit.
+touches the terminal, and leaves with os._exit; it also leaves when this process's end
+of its pipe closes (this process ended).
 """
 
 from __future__ import annotations
@@ -81,11 +82,13 @@ class _Child:
         self.pid = 0
 
 
-def _fork(analyzer: Analyzer, shard: Shard, shortcuts: bool) -> _Child:
+def _fork(analyzer: Analyzer, shard: Shard, shortcuts: bool, siblings: list[_Child]) -> _Child:
     mine, theirs = Pipe()
     pid = os.fork()
     if pid == 0:  # the child: serve, never return into the caller's code
         mine.close()
+        for sibling in siblings:  # (holding their pipes open, it would keep them from seeing this process end)
+            sibling.conn.close()
         code = 0
         try:
             _serve(_Linter(analyzer, shortcuts=shortcuts, shard=shard), theirs)
@@ -121,7 +124,7 @@ def run_shards(analyzer: Analyzer, shards: list[Shard], shortcuts: bool) -> Lint
     done = False
     try:
         for shard in shards[1:]:
-            children.append(_fork(analyzer, shard, shortcuts))
+            children.append(_fork(analyzer, shard, shortcuts, children))
         home = _Linter(analyzer, shortcuts=shortcuts, shard=shards[0])
         seen, conflicts = home.survey()
         sightings, sighted = [seen], [conflicts]
