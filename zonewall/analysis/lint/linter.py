@@ -32,7 +32,7 @@ class _Linter(ChainViews, Decisions, Smells, Definitions):
         self.check_empty_refs()
         if self.shard.takes_nodes:
             self.check_unused()
-        chains = list(self.all_chains())  # all built, then all analysed: ~10 % faster than in turn (measured; the two work on different memos)
+        chains = list(self.all_chains())  # all built, then all analysed: faster than in turn (7.2-7.4 s against 7.6-8.8 s at 10,000 VMs, one process)
         for chain in chains:
             self.analyse_chain(chain)
         self.removed = self.report_chains()
