@@ -3,7 +3,7 @@ partly-shadowed rules, and redundancy (removing a rule changes no verdict)."""
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 
 from ...policy.resolve import RuleRef
 from .. import space as s
@@ -105,7 +105,7 @@ class Decisions(LintBase):
             found = self.conflicts[key] = _Conflict(later, earlier, [], chain.order)
         found.chains.append(chain.name)
 
-    def redundancy(self, removed: set[str], shared: list[tuple[tuple[int, ...], str]] = ()) -> Judging:  # type: ignore[assignment]
+    def redundancy(self, removed: set[str], shared: Sequence[tuple[tuple[int, ...], str]] = ()) -> Judging:
         """Rules whose removal changes nothing, judged latest first across every chain
         they are in, each against the later rules still kept (so they can all go).
 
