@@ -11,6 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -62,11 +64,19 @@ class NodeStore:
         self._contacts_lock = threading.Lock()
 
     def _row(self, session: Session, node: str) -> NodeRow:
+        """The node's row, made if there is none. A new agent's first requests
+        (registration, log lines, its long-poll, a report) arrive at once, at one
+        controller or several, and each would make it: the insert does nothing where
+        another one's row is there or being made (it waits for that one's commit),
+        where an ORM insert lost with a unique or foreign-key violation, again on retry."""
         row = session.get(NodeRow, node)
         if row is None:
             now = utcnow()
-            row = NodeRow(name=node, registered_at=now, last_contact=now, agent_version="", hostname="", state="registered", drift_repairs=0, taps="{}")
-            session.add(row)
+            insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert
+            values = {"name": node, "registered_at": now, "last_contact": now, "agent_version": "", "hostname": "", "state": "registered", "drift_repairs": 0, "taps": "{}", "problems": "[]"}
+            session.execute(insert(NodeRow).values(values).on_conflict_do_nothing(index_elements=[NodeRow.name]))
+            row = session.get(NodeRow, node, populate_existing=True)
+            assert row is not None  # made by this insert or by the one it waited for
         return row
 
     def _change(self, node: str, change: Callable[[Session, NodeRow], None]) -> NodeRow:
