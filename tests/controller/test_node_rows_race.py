@@ -30,7 +30,7 @@ def test_first_contacts_at_once_all_succeed(db_url: str) -> None:
                     nodes.touch(node)
                 else:
                     nodes.report(node, Status(1, "fp", "h", "ok", None))
-            except BaseException as exc:  # noqa: BLE001 - collected, asserted below
+            except BaseException as exc:  # collected, asserted below
                 failures.append(exc)
 
         threads = [threading.Thread(target=first, args=(kind,)) for kind in range(8)]
