@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .db import as_utc, utcnow
@@ -67,8 +66,9 @@ class NodeStore:
         """The node's row, made if there is none. A new agent's first requests
         (registration, log lines, its long-poll, a report) arrive at once, at one
         controller or several, and each would make it: the insert does nothing where
-        another one's row is there or being made (it waits for that one's commit),
-        where an ORM insert lost with a unique or foreign-key violation, again on retry."""
+        another one's row is there or being made (it waits for that one's commit);
+        an ORM insert lost there with a unique or foreign-key violation, and lost
+        again when retried."""
         row = session.get(NodeRow, node)
         if row is None:
             now = utcnow()
@@ -80,21 +80,12 @@ class NodeStore:
         return row
 
     def _change(self, node: str, change: Callable[[Session, NodeRow], None]) -> NodeRow:
-        """Apply `change` to the node's row in one transaction, creating the row if needed.
-
-        An agent's registration and status may arrive at once (at two controllers even):
-        both create the row on first contact and one insert loses; it is done again
-        on the row the other made."""
-        for attempt in (1, 2):
-            try:
-                with self._write, self._sessions() as session, session.begin():
-                    row = self._row(session, node)
-                    change(session, row)
-                return row
-            except IntegrityError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        """Apply `change` to the node's row in one transaction, creating the row if
+        needed (`_row`: safe against the node's other first requests)."""
+        with self._write, self._sessions() as session, session.begin():
+            row = self._row(session, node)
+            change(session, row)
+        return row
 
     def register(self, node: str, registration: Registration) -> NodeRow:
         def change(_session: Session, row: NodeRow) -> None:
@@ -149,14 +140,8 @@ class NodeStore:
         returning its row, in a transaction of its own, cost the controller ~1 ms
         each; together, as one UPDATE executed for many rows, ~0.03 ms. A node's
         first report makes its row. Two reports of one node: the later one wins."""
-        for attempt in (1, 2):
-            try:
-                with self._write, self._sessions() as session, session.begin():
-                    self._write_reports(session, reports)
-                break
-            except IntegrityError:  # a row made meanwhile by another controller's first report
-                if attempt == 2:
-                    raise
+        with self._write, self._sessions() as session, session.begin():
+            self._write_reports(session, reports)  # a node's first report makes its row (`_row`)
         with self._contacts_lock:
             self._known.update(report.node for report in reports)
 
