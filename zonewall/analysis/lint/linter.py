@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 from ..engine import Analyzer
 from .chains import ChainViews
-from .decisions import Decisions, Judging, judging_order
+from .decisions import Decisions, Judging
 from .definitions import Definitions
 from .report import Finding, LintReport, Related
-from .shards import MIN_VMS_PER_SHARD, Shard, SharedConflict, SharedStats, plan_shards
+from .shards import MIN_VMS_PER_SHARD, SharedConflict, SharedStats, plan_shards
 from .smells import Smells
 
 MAX_JOBS = 8
@@ -98,6 +98,3 @@ def lint(analyzer: Analyzer, *, shortcuts: bool = True, jobs: int | None = None,
     finally:
         if was_enabled:
             gc.enable()
-
-
-__all__ = ["Shard", "_Linter", "default_jobs", "drive", "judging_order", "lint"]
