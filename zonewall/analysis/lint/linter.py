@@ -8,10 +8,10 @@ policy in this process.
 
 from __future__ import annotations
 
-import gc
 import os
 from collections.abc import Callable
 
+from ...gcpause import collector_paused
 from ..engine import Analyzer
 from .chains import ChainViews
 from .decisions import Decisions, Judging
@@ -85,16 +85,14 @@ def lint(analyzer: Analyzer, *, shortcuts: bool = True, jobs: int | None = None,
     processes at most (None: one per CPU), one per `per_shard` VMs at most; the
     findings are the same whatever the number."""
     # The analysis makes millions of small tuples and no cycles: the cyclic GC would
-    # rescan the whole policy again and again (as when compiling, it is paused).
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    # rescan the whole policy again and again (as when compiling, it is paused). What
+    # it leaves (the findings, the analyzer's memos) is kept: moved to the oldest
+    # generation on the way out, or the first collection after it walks all of it
+    # (~1.2-2 s after `zonewall lint` at 10,000 VMs).
+    with collector_paused(long_lived=True):
         shards = plan_shards(analyzer.policy, default_jobs() if jobs is None else jobs, per_shard)
         if len(shards) == 1:
             return _Linter(analyzer, shortcuts=shortcuts).run()
         from .workers import run_shards  # (forks: only for a run of several)
 
         return run_shards(analyzer, shards, shortcuts)
-    finally:
-        if was_enabled:
-            gc.enable()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, fields
 from operator import attrgetter
 from typing import Any
@@ -104,6 +105,41 @@ class _RelatedIds:
     __hash__ = None  # type: ignore[assignment]
 
 _finding_fields = attrgetter(*(f.name for f in fields(Finding)))
+
+
+def merge_sorted(first: list[Finding], second: list[Finding]) -> list[Finding]:
+    """Two lists sorted by `Finding.sort_key`, merged (ties: `first`'s before). By
+    galloping: each list's next run is found by probing 1, 2, 4, ... ahead and
+    bisecting, so keys are made for a few findings per run, not for each (two
+    shards' findings at 10,000 VMs: ~800 runs of ~200)."""
+    key = Finding.sort_key
+    out: list[Finding] = []
+    i = j = 0
+    while i < len(first) and j < len(second):
+        end = _gallop(first, key(second[j]), i, strict=False)  # first's findings not after second's next
+        out += first[i:end]
+        i = end
+        if i == len(first):
+            break
+        end = _gallop(second, key(first[i]), j, strict=True)  # second's findings before first's next
+        out += second[j:end]
+        j = end
+    out += first[i:]
+    out += second[j:]
+    return out
+
+
+def _gallop(run: list[Finding], bound: tuple[object, ...], start: int, *, strict: bool) -> int:
+    """The end of the findings of `run` from `start` on that sort before `bound`
+    (`strict`) or not after it."""
+    key = Finding.sort_key
+    before = (lambda k: k < bound) if strict else (lambda k: not bound < k)
+    low, step = start, 1
+    while low < len(run) and before(key(run[low])):
+        low, step = low + step, step * 2  # run[:low] all before the bound
+    high = min(low, len(run))
+    low = max(start, low - step // 2 + 1) if low > start else start
+    return (bisect_left if strict else bisect_right)(run, bound, low, high, key=key)
 
 
 @dataclass
