@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import typer
 
+from ..gcpause import collector_paused
 from ..policy.resolve import Policy
 from .root import app, console, emit_json, err, load_for_analysis
 
@@ -195,7 +196,8 @@ def lint(
         count = write_accepted(write_baseline, chosen.shown)
         err.print(f"{count} findings accepted in {write_baseline}")
     shown = LintReport(chosen.shown)
-    document = shown.to_json()
+    with collector_paused():  # (~157,000 findings at 10,000 VMs: full collections while they were made walked the whole analysis)
+        document = shown.to_json()
     if accepted is not None:
         document["baseline"] = {"accepted": chosen.accepted, "stale": chosen.stale}
     if as_json:

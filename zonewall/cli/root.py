@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from ..gcpause import collector_paused
 from ..policy.errors import PolicyError
 from ..policy.loader import load_policy
 from ..policy.resolve import Policy
@@ -24,7 +25,10 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def emit_json(document: object) -> None:
-    sys.stdout.write(json.dumps(document, indent=1, sort_keys=True) + "\n")
+    # (a tree without cycles: a collection while it is written walks everything a
+    # large analysis left alive for nothing, once per ~25 % more objects)
+    with collector_paused():
+        sys.stdout.write(json.dumps(document, indent=1, sort_keys=True) + "\n")
 
 
 def warn_not_enforced(policy: Policy) -> None:
