@@ -14,7 +14,7 @@ from ..space import Region
 from .cuts import _sig
 from .report import Finding, Related
 from .shards import Shard
-from .state import _Conflict, _RuleStats, _Step
+from .state import _ChainState, _Conflict, _RuleStats, _Step
 
 
 class LintBase:
@@ -29,6 +29,7 @@ class LintBase:
         self.doc = self.policy.doc
         self.findings: list[Finding] = []
         self.stats: dict[str, _RuleStats] = {}
+        self.surveyed: list[_ChainState] = []  # the chains analysed (survey)
         self.conflicts: dict[tuple[str, str], _Conflict] = {}
         self._sigs: dict[int, tuple[Region, int]] = {}
         self._exposure_memo: dict[int, tuple[Region, list[tuple[int, int, str, int]]]] = {}

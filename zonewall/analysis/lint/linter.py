@@ -32,7 +32,7 @@ class _Linter(ChainViews, Decisions, Smells, Definitions):
         self.check_empty_refs()
         if self.shard.takes_nodes:
             self.check_unused()
-        chains = list(self.all_chains())  # all built, then all analysed: faster than in turn (7.2-7.4 s against 7.6-8.8 s at 10,000 VMs, one process)
+        self.surveyed = chains = list(self.all_chains())  # all built, then all analysed: faster than in turn (7.2-7.4 s against 7.6-8.8 s at 10,000 VMs, one process)
         for chain in chains:
             self.analyse_chain(chain)
         self.removed = self.report_chains()
@@ -57,8 +57,18 @@ class _Linter(ChainViews, Decisions, Smells, Definitions):
         assert self.shard.count == 1
         self.survey()
         self.conclude(drive(self.judging(set(), []), lambda answer: True))
+        self.release()
         self.findings.sort(key=Finding.sort_key)
         return LintReport(self.findings)
+
+    def release(self) -> None:
+        """Let the analysis go with the linter. A chain's steps name their rules'
+        stats, whose placements name the chain: a cycle through every chain, which
+        only a full collection would free (the lint pauses the collector, and what it
+        leaves is moved to the oldest generation: ~400 MB kept at 10,000 VMs). The
+        chains are read no more after this."""
+        for chain in self.surveyed:
+            chain.steps.clear()
 
 
 def drive(walk: Judging, decide: Callable[[tuple[bool, dict[str, Related]]], bool]) -> dict[str, list[Related]]:
