@@ -4,6 +4,7 @@ never a step back to an older revision (issue 15)."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -180,7 +181,8 @@ def two_controllers(tmp_path: Path, postgres: TemporaryPostgres) -> Iterator[tup
         postgres.drop_database(url)
 
 
-def test_an_agent_fails_over_within_a_second_when_its_controller_is_killed(tmp_path: Path, two_controllers: Any) -> None:
+def test_an_agent_fails_over_within_a_second_when_its_controller_is_killed(tmp_path: Path, two_controllers: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="zonewall.agent.client")
     (a, b), tokens, _url = two_controllers
     admin = {"Authorization": f"Bearer {tokens['admin']}"}
     backend = FakeBackend()
@@ -190,6 +192,9 @@ def test_an_agent_fails_over_within_a_second_when_its_controller_is_killed(tmp_p
         httpx.put(a.url + "/api/v1/policy", json={"documents": three_tier_documents()}, headers=admin, timeout=30).raise_for_status()
         eventually(lambda: agent.enforcer.state is not None and agent.enforcer.state.revision == 1)
         time.sleep(0.3)  # the agent's long-poll now waits on a
+        # the premise: it has not left a already (a controller error at first contact made it do so once)
+        left = [r.getMessage() for r in caplog.records if "now using" in r.getMessage()]
+        assert not left, f"the agent left its controller before it was killed: {left}"
         a.process.kill()  # kill -9
         a.process.wait()
         killed = time.time()
