@@ -32,6 +32,7 @@ import copy
 import ipaddress
 import json
 import random
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,9 @@ from zonewall.policy.builtins import ICMP_V4_TYPES, ICMP_V6_TYPES, IP_PROTOCOLS
 from zonewall.policy.errors import PolicyError
 from zonewall.policy.loader import load_policy, load_policy_text
 from zonewall.policy.resolve import Policy
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import synth
 
 # ============================================================== reading rows back
 
@@ -1245,3 +1249,22 @@ def test_diff_agrees_with_trace_on_random_pairs(pair: Pair) -> None:
     assert not problems, "\n".join(
         ["diff disagrees with trace", *problems[:20], "--- old", pair.old, "--- new", pair.new, f"--- changes: {pair.changes}", "--- diff", json.dumps(result.to_json(), indent=1, default=str)]
     )
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("- {direction: in, action: accept, service: https}", "- {direction: in, action: accept, tcp: 8443}"),  # a zone rule open to everyone
+    ("from: group:g34, tcp: [1000, 2000]}", "from: group:g34, tcp: [1000, 2001]}"),  # a zone rule naming a group
+])
+def test_a_diff_leaves_no_cycle_for_the_collector(old: str, new: str) -> None:
+    """The controller diffs every revision with the collector paused and freezes what
+    it keeps: a diff's state left in reference cycles would stay until a full
+    collection (as the lint's did, tests/analysis/test_lint_shards.py)."""
+    import gc
+
+    text = synth.policy_text(60, nodes=2, zones=3, seed=1)
+    assert text.count(old) >= 1
+    before, after = load_policy_text(text), load_policy_text(text.replace(old, new, 1))
+    gc.collect()
+    result = diff_policies(before, after)
+    assert result.rows
+    assert gc.collect() == 0
