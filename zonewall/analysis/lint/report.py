@@ -138,7 +138,7 @@ def _gallop(run: list[Finding], bound: tuple[object, ...], start: int, *, strict
     while low < len(run) and before(key(run[low])):
         low, step = low + step, step * 2  # run[:low] all before the bound
     high = min(low, len(run))
-    low = max(start, low - step // 2 + 1) if low > start else start
+    low = low - step // 2 + 1 if low > start else start  # just past the last probe before the bound
     return (bisect_left if strict else bisect_right)(run, bound, low, high, key=key)
 
 
