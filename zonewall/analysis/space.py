@@ -101,10 +101,19 @@ def iv_intersect(a: Intervals, b: Intervals) -> Intervals:
     if len(b) > 16 * len(a):
         # a few intervals against hundreds (a class's peers): each clipped out by bisection
         # rather than walking the long list; the same pieces in the same order
+        # (only a run's first and last intervals can stick out of [low, high]: the
+        # ones between are copied as they are, a slice rather than a tuple each)
         found: list[tuple[int, int]] = []
         for low, high in a:
             i, j = _clip(b, low, high)
-            found.extend((max(first, low), min(last, high)) for first, last in b[i:j])
+            if i == j:
+                continue
+            start = len(found)
+            found += b[i:j]
+            if found[start][0] < low:
+                found[start] = (low, found[start][1])
+            if found[-1][1] > high:
+                found[-1] = (found[-1][0], high)
         return tuple(found)
     out: list[tuple[int, int]] = []
     i = j = 0
