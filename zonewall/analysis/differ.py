@@ -57,6 +57,7 @@ class Differ(Recorder):
         self.routing = any(is_routed(a.policy, name) for a in (a_old, a_new) for name in a.policy.doc.networks)
         self.essentials = essentials_region()
         self._narrow: dict[tuple[tuple[tuple[int, int], ...], ...], AddressSet | None] = {}
+        self._outsides: dict[tuple[int, s.Intervals], s.Intervals] = {}
 
     def side_stages(self, analyzer: Analyzer, key: NicKey, role: str, peer: AddressSet | None = None) -> tuple[GuardOrChain, ...]:
         endpoint = Endpoint(key[0], key[1])  # type: ignore[arg-type]
@@ -146,10 +147,19 @@ class Differ(Recorder):
             return None
         # peers outside: nothing of ours on their side
         for region_d, o, n in delta:
-            outside = tuple(b for b in (s.box_restrict(box, peer_dim, s.iv_subtract(box[peer_dim], self.cluster.v4 if box[s.FAM][0][0] == 4 else self.cluster.v6)) for box in region_d) if b is not None)
+            # (what of a box's peers is outside: inside them, so the box's own, no intersection)
+            outside = tuple(box[:peer_dim] + (rest,) + box[peer_dim + 1 :] for box in region_d if (rest := self._beyond(box[s.FAM][0][0], box[peer_dim])))
             if outside:
                 self.record(key, role, None, outside, o, n)
         return own, delta
+
+    def _beyond(self, family: int, peers: s.Intervals) -> s.Intervals:
+        """The addresses of `peers` outside the cluster (every VM of a zone asks it of
+        the same peers: "everyone", a subtraction of the cluster's ~10,000 addresses)."""
+        found = self._outsides.get((family, peers))
+        if found is None:
+            found = self._outsides[family, peers] = s.iv_subtract(peers, self.cluster.v4 if family == 4 else self.cluster.v6)
+        return found
 
     def _peers(self, mine: Mine, role: str, whole_flow: bool, *, shared: bool, per_piece: bool = False, classes_within: list[Mine] | None = None) -> None:
         """The flows between `mine` (an endpoint or a class of them) and the peers in the
@@ -180,41 +190,41 @@ class Differ(Recorder):
         # a class of endpoints: peers whose sides differ in their rules' names alone (each
         # VM's own `reject tcp 25`) run as one template, relabelled where they decide
         templated = per_piece and not mine.single and switches.PEER_TEMPLATES
-        # a class of endpoints: each piece on its own, so a peer's rule that meets only
-        # one piece (a VM's `reject tcp 25`, in every peer) keeps it from sharing the others
-        units = ((owner, (index,)) for owner, indexes in signatures.items() for index in sorted(indexes)) if per_piece else \
-            ((owner, tuple(sorted(indexes))) for owner, indexes in signatures.items())
-        for owner, signature in units:
+        for owner, indexes in signatures.items():  # (~10,000 peers for a zone rule open to everyone: asked once each)
             same = self.same_side(owner)
             replies = reply_class(owner, classes, same) if switches.PEER_CLASSES else None
             if replies is not None:
                 self._reply_class[owner] = replies
-            peer_class = both_sides_class(owner, classes, same, signature) if switches.PEER_CLASSES else None
-            if peer_class is not None:
-                known = class_groups.get(peer_class)
-                if known is not None:  # its sides are its class's (analysis/peerclass.py): nothing of it to reduce
-                    groups[known[0]][2].append(owner)
-                    groups[known[0]][4].append(known[1])
-                    continue
-            addresses = endpoint_addresses(self.a_new, Endpoint(owner[0], owner[1]), owner[2])  # type: ignore[arg-type]
-            own_region = PeerSpace(pieces, signature, addresses, peer_dim)
-            before = reducers[0](owner, signature, own_region)
-            stages = [before, before if same else reducers[1](owner, signature, own_region)]
-            assert stages[0] is not None and stages[1] is not None, (key, owner)  # self.split
-            shapes = (template_key(*stages[0]), template_key(*stages[1])) if templated else (None, None)
-            group_key: tuple[object, ...]
-            if shapes[0] is not None and shapes[1] is not None:
-                group_key = (owner[0], signature, shapes[0], shapes[1], stages[1] is stages[0], "template")
-            else:
-                group_key = (owner[0], signature, stages[0][1], stages[1][1])
-            sides = (stages[0][0], stages[1][0])
-            if group_key in groups:
-                groups[group_key][2].append(owner)
-                groups[group_key][4].append(sides)
-            else:
-                groups[group_key] = (stages[0][0], stages[1][0], [owner], signature, [sides])
-            if peer_class is not None and all(c is None or c.settled(owner, signature) for c in (classes[0], None if same else classes[1])):
-                class_groups[peer_class] = (group_key, sides)
+            ordered = sorted(indexes)
+            # a class of endpoints: each piece on its own, so a peer's rule that meets only
+            # one piece (a VM's `reject tcp 25`, in every peer) keeps it from sharing the others
+            for signature in [(index,) for index in ordered] if per_piece else [tuple(ordered)]:
+                peer_class = both_sides_class(owner, classes, same, signature) if switches.PEER_CLASSES else None
+                if peer_class is not None:
+                    known = class_groups.get(peer_class)
+                    if known is not None:  # its sides are its class's (analysis/peerclass.py): nothing of it to reduce
+                        groups[known[0]][2].append(owner)
+                        groups[known[0]][4].append(known[1])
+                        continue
+                addresses = endpoint_addresses(self.a_new, Endpoint(owner[0], owner[1]), owner[2])  # type: ignore[arg-type]
+                own_region = PeerSpace(pieces, signature, addresses, peer_dim)
+                before = reducers[0](owner, signature, own_region)
+                stages = [before, before if same else reducers[1](owner, signature, own_region)]
+                assert stages[0] is not None and stages[1] is not None, (key, owner)  # self.split
+                shapes = (template_key(*stages[0]), template_key(*stages[1])) if templated else (None, None)
+                group_key: tuple[object, ...]
+                if shapes[0] is not None and shapes[1] is not None:
+                    group_key = (owner[0], signature, shapes[0], shapes[1], stages[1] is stages[0], "template")
+                else:
+                    group_key = (owner[0], signature, stages[0][1], stages[1][1])
+                sides = (stages[0][0], stages[1][0])
+                if group_key in groups:
+                    groups[group_key][2].append(owner)
+                    groups[group_key][4].append(sides)
+                else:
+                    groups[group_key] = (stages[0][0], stages[1][0], [owner], signature, [sides])
+                if peer_class is not None and all(c is None or c.settled(owner, signature) for c in (classes[0], None if same else classes[1])):
+                    class_groups[peer_class] = (group_key, sides)
         by_owner = self.a_new.directory.addresses
         # who takes the rows: the class, or each class `mine` unites, each with its rows of
         # every member (_record_members' pending); the facts of a group of peers (whether a

@@ -70,6 +70,8 @@ class Recorder:
         # a peer's class for its replies (its network, node and guard filters in both
         # policies: all `reply_guards` reads of it), when its side was classed
         self._reply_class: dict[NicKey, tuple[object, ...]] = {}
+        self._service_texts: dict[tuple[s.Intervals, s.Intervals, s.Intervals], tuple[str, ...]] = {}
+        self._time_texts: dict[s.Intervals, str] = {}
         self._labeller = Labeller(a_new.policy)
         # sets of labels are bits of one numbering of them (labelsets.py): a row's
         # peers are united box after box, thousands at a time
@@ -163,9 +165,23 @@ class Recorder:
         out = []
         for box in part:
             family = box[s.FAM][0][0]
-            out.append((tuple(services_of((box,))), time_text(box[s.TIME]),
+            out.append((self._services(box), self._time(box[s.TIME]),
                         self._peer_labels.within(peers, family, box[peer_dim]) if peers is not None else self._outside_labels(family, box[peer_dim])))
         return out
+
+    def _services(self, box: s.Box) -> tuple[str, ...]:
+        """A box's services (a diff's boxes share a handful: each text made once)."""
+        key = (box[s.PROTO], box[s.DPORT], box[s.SPORT])
+        found = self._service_texts.get(key)
+        if found is None:
+            found = self._service_texts[key] = tuple(services_of((box,)))
+        return found
+
+    def _time(self, values: s.Intervals) -> str:
+        found = self._time_texts.get(values)
+        if found is None:
+            found = self._time_texts[values] = time_text(values)
+        return found
 
     def _outside_labels(self, family: int, values: s.Intervals) -> int:
         """(every member of a zone asks it of the same outside: answered once; read only)"""

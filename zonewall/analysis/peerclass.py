@@ -51,6 +51,9 @@ class ClassedSides:
         # (a zone edit's hundreds of classes of endpoints ask it of the same 10,000 peers)
         self._shapes = shapes_of(sides.analyzer).setdefault(sides.direction, {})
         self._reduced: dict[tuple[Shape, tuple[int, ...]], object] = {}
+        # peers whose class is their shape whatever the pieces (no own rule that can
+        # meet the endpoint, no open port forward): most of them, asked for each piece
+        self._plain: dict[NicKey, Shape] = {}
 
     def shape(self, owner: NicKey) -> Shape | None:
         """What of the peer its side reads, but for its own rules (None: not a VM NIC)."""
@@ -74,14 +77,20 @@ class ClassedSides:
         """The peer's class: its shape, when its side is one of the shape's (none of
         its own rules that can meet the endpoint meets the pieces of `signature`, no
         open port forward leads to it); None: its own."""
+        plain = self._plain.get(owner)
+        if plain is not None:
+            return plain
         shape = self.shape(owner)
         if shape is None or self.sides.forwarded(owner[1]):
             return None
         candidates = self.sides.candidates(owner[1])
         if candidates is None:
             return None
+        if not candidates:
+            self._plain[owner] = shape
+            return shape
         sides = self.sides
-        if candidates and any(sides.effective.meets(candidate[1], signature, sides.pieces) for candidate in candidates):
+        if any(sides.effective.meets(candidate[1], signature, sides.pieces) for candidate in candidates):
             return None  # a rule of its own in its side
         return shape
 

@@ -43,6 +43,7 @@ class PeerLabels:
         self._inside: dict[tuple[int, Intervals], int] = {}
         self._groups: dict[tuple[int, int], tuple[list[NicKey], _Group]] = {}
         self._answers: dict[tuple[int, int, Intervals], tuple[list[NicKey], int]] = {}  # (the members kept: their id stays theirs)
+        self._numbers: dict[NicKey, int] = {}
 
     def within(self, members: list[NicKey], family: int, intervals: Intervals) -> int:
         # (a class's rows ask it of the same group and addresses box after box)
@@ -85,21 +86,40 @@ class PeerLabels:
     def _has_inside(self, owner: NicKey, family: int, inside: int) -> bool:
         return any(inside >> place & 1 for place in self._directory.places(family).get(owner, ()))
 
+    def _number(self, owner: NicKey) -> int:
+        """The number of the owner's label in the alphabet (asked of every peer of every group)."""
+        found = self._numbers.get(owner)
+        if found is None:
+            found = self._numbers[owner] = self._alphabet.number(self._label(owner))
+        return found
+
     def _group(self, members: list[NicKey], family: int) -> _Group:
         known = self._groups.get((id(members), family))
         if known is not None and known[0] is members:
             return known[1]
-        places = self._directory.places(family)
+        places, number = self._directory.places(family), self._number
         buffer = bytearray(len(self._directory.owners[family][0]) // 8 + 1)
-        keys_of: dict[str, list[NicKey]] = {}
+        numbered: list[tuple[int, NicKey]] = []
         for member in members:
             its = places.get(member)
             if not its:
                 continue  # (no address of the family: never inside)
             for place in its:
                 buffer[place >> 3] |= 1 << (place & 7)
-            keys_of.setdefault(self._label(member), []).append(member)
-        group = _Group(int.from_bytes(buffer, "little"), self._alphabet.mask(keys_of),
-                       {label: keys for label, keys in keys_of.items() if len(keys) > 1})
+            numbered.append((number(member), member))
+        labels = bytearray(len(self._alphabet.labels) // 8 + 1)
+        shared: set[int] = set()  # a label met twice: several members carry it
+        for label, _member in numbered:
+            byte, bit = label >> 3, 1 << (label & 7)
+            if labels[byte] & bit:
+                shared.add(label)
+            labels[byte] |= bit
+        keys_of: dict[str, list[NicKey]] = {}
+        if shared:
+            names = self._alphabet.labels
+            for label, member in numbered:
+                if label in shared:
+                    keys_of.setdefault(names[label], []).append(member)
+        group = _Group(int.from_bytes(buffer, "little"), int.from_bytes(labels, "little"), keys_of)
         self._groups[id(members), family] = (members, group)  # (the members kept: their id stays theirs)
         return group
