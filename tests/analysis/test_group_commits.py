@@ -15,6 +15,9 @@ analysis/kept.py, policy/naming.py, `diffswitches.SHARE_UNNAMED` / `ONLY_DIFFERI
   same two policies loaded whole;
 * an endpoint's old and new side evaluated as twins (analysis/twins.py: the work of
   their chains' common first steps done once) give each side's own pieces;
+* a rule edit's new side takes the old side's steps of the rules the edit left (the
+  same RuleRefs, `diffswitches.LEND_STEPS`), makes its own of the edited ones, and
+  gives the diff each side building its own gives;
 * a kept analyzer is taken only for the same `now` and timezone and while the
   schedules' time windows read the same; it holds nothing of the older revision;
   rule edits keep theirs too, and a chain of commits of every kind is diffed as the
@@ -107,7 +110,7 @@ def plain() -> Iterator[None]:
     matches and steps, nothing kept, every rule scanned, every pair of sides
     intersected, each side evaluated on its own."""
     with ExitStack() as stack:
-        stack.enter_context(diff_knobs(SHARE_UNNAMED=False, ONLY_DIFFERING=False, NAMING_INDEX=False, SHARE_SHAPES=False))
+        stack.enter_context(diff_knobs(SHARE_UNNAMED=False, ONLY_DIFFERING=False, NAMING_INDEX=False, SHARE_SHAPES=False, LEND_STEPS=False))
         for module, name in ((alignment, "PAIRWISE"), (kept, "KEEP"), (incremental, "NAMING_INDEX"), (twins, "TWINS")):
             saved = getattr(module, name)
             setattr(module, name, False)
@@ -311,6 +314,58 @@ def test_a_kept_analyzer_holds_nothing_of_the_older_revision(commit: Any) -> Non
     del old, docs
     gc.collect()
     assert gone() is None  # the kept analyzer does not keep the older revision alive
+
+
+def _zone_commit_analyzers(lend: bool) -> tuple[Analyzer, Analyzer, Policy, Policy, str]:
+    """bench/commit.py's zone edit committed as the controller commits it: both
+    sides' analyzers, both policies, the diff's JSON."""
+    texts = _zone_commit(40)
+    made: list[Analyzer] = []
+    original = Analyzer.__post_init__
+
+    def counted(self: Analyzer) -> None:
+        made.append(self)
+        original(self)
+
+    docs = {"policy.yaml": texts[0]}
+    old = load_documents(docs)
+    new = load_edited({"policy.yaml": texts[1]}, (docs, old))
+    with pytest.MonkeyPatch.context() as patch, diff_knobs(LEND_STEPS=lend):
+        patch.setattr(Analyzer, "__post_init__", counted)
+        result = _json(diff_policies(old, new))
+    a_old, a_new = made
+    return a_old, a_new, old, new, result
+
+
+def test_a_rule_edit_takes_the_old_sides_steps_of_the_rules_it_left() -> None:
+    """`diffswitches.LEND_STEPS`: a policy edited in place keeps the RuleRefs of the
+    owners it did not edit, and the new side takes their steps, plan and rendered,
+    from the old side (a zone edit's VMs' chains are built from them, and each VM's
+    old and new chains share their first steps: twins.py); the edited rules' own are
+    its own. The diff is the one of each side building its own."""
+    a_old, a_new, old, new, lent = _zone_commit_analyzers(lend=True)
+    zone = next(name for name in new.doc.zones if old.rules_of("zone", name) != new.rules_of("zone", name))
+    vm = next(name for name, spec in new.doc.vms.items() if spec.zone == zone)
+    own = [ref for ref in new.rules_of("vm", vm) if ref.rule.direction in (None, "in")]
+    before = {id(ref) for ref in old.rules_of("vm", vm)}
+    assert own and all(id(ref) in before for ref in own)  # (the premise: the same RuleRefs)
+    planned_old, planned_new = a_old.plan.rules._by_ref, a_new.plan.rules._by_ref
+    assert planned_old is not None and planned_new is not None
+    stepped = [ref for ref in own if id(ref) in planned_new]  # (those the changed region's peers can meet: Differ.narrow_peer)
+    assert stepped
+    for ref in stepped:
+        assert planned_new[id(ref)][1] is planned_old[id(ref)][1], ref.id  # the VM's own rules: one step for both sides
+        rendered_old, rendered_new = a_old.chains._steps.get(id(planned_old[id(ref)][1])), a_new.chains._steps.get(id(planned_new[id(ref)][1]))
+        assert rendered_old is not None and rendered_new is rendered_old, ref.id
+    kept_refs = {id(ref) for ref in old.rules_of("zone", zone)}
+    edited = [ref for ref in new.rules_of("zone", zone) if id(ref) not in kept_refs]
+    assert len(edited) == 1 and id(edited[0]) in planned_new  # the edited rule: a new RuleRef, its step made on the new side
+    was = old.rules_of("zone", zone)[edited[0].index]
+    assert planned_new[id(edited[0])][1] != planned_old[id(was)][1]
+
+    a_old, a_new, _old, _new, built = _zone_commit_analyzers(lend=False)
+    assert a_new.plan.rules._by_ref is None  # each side its own steps (the negative case)
+    assert built == lent and json.loads(lent)["flows"]
 
 
 # -- the VMs naming a group, from the index ------------------------------------------------

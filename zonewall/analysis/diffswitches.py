@@ -21,3 +21,4 @@ PEER_TEMPLATES = True  # with ENDPOINT_CLASSES: peers' sides alike but for their
 NARROW_SIDES = True  # an endpoint's own side built for the other ends its changed space holds (False: whole)
 PEER_CLASSES = True  # with GROUPED_PEERS: peers of one shape reduced once (analysis/peerclass.py; False: each peer)
 SHARE_SHAPES = True  # rule or group edits: the peers' shapes read and added in the old side's memo (peerclass.share_shapes; False: each side its own)
+LEND_STEPS = True  # rule edits: a rule's step (and its rendered step) taken from the old side when its RuleRef is the same object (False: each side builds its own)

@@ -102,12 +102,21 @@ class Analyzer:
         self.directory = Directory(self.policy)
         self.paths = Paths(self.plan, self.chains, self.guards)
 
-    def share_meanings(self, other: Analyzer) -> None:
+    def share_meanings(self, other: Analyzer, *, steps: bool = True) -> None:
         """Read rule keys, regions and address owners through `other`'s memos (before
         either has built a chain). Exact only when every name a rule can reference
         (VMs' addresses, zones' members, groups, networks, nodes, services,
-        schedules) means the same in both policies: `diff` of rule edits alone."""
+        schedules) means the same in both policies: `diff` of rule edits alone.
+
+        The steps too (`steps`): a rule table edited in place keeps the very RuleRefs of the
+        owners it did not edit (policy/ruletable.py), and such a rule's step is the
+        same in both, so it is `other`'s (and so is its rendered step): a zone edit
+        builds its 500 VMs' chains from the old side's steps, and each VM's old and
+        new chains share their first steps up to the zone's (twins.py)."""
         self.plan.rules.share_matches(other.plan.rules)
+        if steps:
+            self.plan.rules.borrow_matches(other.plan.rules, _reads_alike)
+            self.chains.borrow_steps(other.chains)
         self.regions = self.chains.regions = self.guards.regions = other.regions
         self.share_addresses(other)
 
@@ -368,3 +377,8 @@ def mirror(box: Box, *, back: bool = False) -> Box | None:
     out[s.SRC], out[s.DST] = box[s.DST], box[s.SRC]
     out[s.DPORT], out[s.SPORT] = dport, sport
     return tuple(out)
+
+
+def _reads_alike(_rule: Rule) -> bool:
+    """(Every rule means the same in two policies that differ in rules alone.)"""
+    return False
