@@ -43,7 +43,8 @@ def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | 
     common: AbstractSet[NicKey]
     if edits is not None:  # only rules of VMs and zones differ: the same NICs, addresses and names
         common = all_endpoints(old, new)
-        a_new.share_meanings(a_old, steps=switches.LEND_STEPS)
+        # (steps lent only after an edit in place: once a line moved, the later owners' RuleRefs are new)
+        a_new.share_meanings(a_old, steps=switches.LEND_STEPS and new.rules_replaced_since(old) is not None)
         changes = rule_edit_changes(a_old, a_new, edits)
     elif grouped is not None:  # only group members differ: the rules that name them
         common = all_endpoints(old, new)
