@@ -44,6 +44,7 @@ class PeerLabels:
         self._groups: dict[tuple[int, int], tuple[list[NicKey], _Group]] = {}
         self._answers: dict[tuple[int, int, Intervals], tuple[list[NicKey], int]] = {}  # (the members kept: their id stays theirs)
         self._numbers: dict[NicKey, int] = {}
+        self._alike: dict[tuple[tuple[NicKey, ...], int], _Group] = {}
 
     def within(self, members: list[NicKey], family: int, intervals: Intervals) -> int:
         # (a class's rows ask it of the same group and addresses box after box)
@@ -97,6 +98,16 @@ class PeerLabels:
         known = self._groups.get((id(members), family))
         if known is not None and known[0] is members:
             return known[1]
+        # the same peers again (a class of peers meets each of a zone's changed pieces:
+        # a group per piece, alike): a tuple of them hashed costs far less than their bits
+        content = (tuple(members), family)
+        group = self._alike.get(content)
+        if group is None:
+            group = self._alike[content] = self._made(members, family)
+        self._groups[id(members), family] = (members, group)  # (the members kept: their id stays theirs)
+        return group
+
+    def _made(self, members: list[NicKey], family: int) -> _Group:
         places, number = self._directory.places(family), self._number
         buffer = bytearray(len(self._directory.owners[family][0]) // 8 + 1)
         numbered: list[tuple[int, NicKey]] = []
@@ -120,6 +131,4 @@ class PeerLabels:
             for label, member in numbered:
                 if label in shared:
                     keys_of.setdefault(names[label], []).append(member)
-        group = _Group(int.from_bytes(buffer, "little"), int.from_bytes(labels, "little"), keys_of)
-        self._groups[id(members), family] = (members, group)  # (the members kept: their id stays theirs)
-        return group
+        return _Group(int.from_bytes(buffer, "little"), int.from_bytes(labels, "little"), keys_of)
