@@ -444,8 +444,17 @@ class PeerSides:
         if found:  # filed by place: the rule there now, with its id and line (an edit that moved lines carries the index)
             run = self.policy.rules_of("vm", vm)
             found = [run[ref.index] for ref in found]
+        # a rule's entry (its region, its step once built) is the analyzer's, whatever the
+        # endpoint: a zone commit asks it of ~50,000 rules for each class of its VMs
+        entries: dict[int, list[Any]] = self.analyzer.__dict__.setdefault("_own_rule_entries", {})
         rules, regions = self.analyzer.plan.rules, self.analyzer.regions
-        return [[ref, regions.of_matches(rules.matches(ref.rule), rules.time(ref.rule.schedule)), None] for ref in found]
+        out = []
+        for ref in found:
+            entry = entries.get(id(ref))
+            if entry is None or entry[0] is not ref:  # (the entry keeps its rule: its id stays its own)
+                entry = entries[id(ref)] = [ref, regions.of_matches(rules.matches(ref.rule), rules.time(ref.rule.schedule)), None]
+            out.append(entry)
+        return out
 
     def _candidates(self, vm: str) -> list[list[Any]] | None:
         """[rule, its region, its step once built] for the VM's own rules in the
