@@ -34,6 +34,8 @@ from .twins import twin_sides
 # (piece, change, deciding labels old and new, services, time, family, own addresses)
 PendingKey = tuple[int, str, "tuple[str, str] | None", "tuple[str, str] | None", tuple[str, ...], str, int, s.Intervals]
 Pending = dict[PendingKey, tuple[Outcome, Outcome, int]]  # -> a sample part's peer outcomes, the peers' labels (bits)
+# a group of peers (by its list's id, and by its peers) -> the list, whether a guard sees their replies, their VMs
+Replied = dict[Hashable, tuple[list[NicKey], bool, set[str]]]
 PeerReducer = Callable[[NicKey, tuple[int, ...], PeerSpace], "tuple[tuple[GuardOrChain, ...], Key] | None"]
 
 class Differ(Recorder):
@@ -230,7 +232,7 @@ class Differ(Recorder):
         # every member (_record_members' pending); the facts of a group of peers (whether a
         # guard sees their replies) are one class's for all: the classes `mine` unites
         # share their network and guard filters (endpointclass.loose_key)
-        replied: dict[int, tuple[list[NicKey], bool, set[str]]] = {}
+        replied: Replied = {}
         audiences: list[tuple[Mine, Pending]] = [(mine, {}) for mine in classes_within] if classes_within else [(mine, {})]
         united_classes = classes_within is not None
 
@@ -276,7 +278,7 @@ class Differ(Recorder):
                 self._add_pending(audience, role, pending)
 
     def _record_members(self, mine: Mine, index: int, role: str, peers: list[NicKey], part: Region, po: Outcome, pn: Outcome,
-                        replied: dict[int, tuple[list[NicKey], bool, set[str]]], pending: Pending) -> None:
+                        replied: Replied, pending: Pending) -> None:
         """`record` for each member of a class of endpoints with an address in `part`:
         its own outcomes, its own addresses, its peers but itself."""
         receiver_first = role == "receiver"
@@ -290,7 +292,13 @@ class Differ(Recorder):
             return  # (most parts: the peer's own rule refuses where the member's did)
         facts = replied.get(id(peers))
         if facts is None or facts[0] is not peers:  # once per group of peers (kept with it: its id stays its own)
-            facts = replied[id(peers)] = (peers, any(self._replies_guarded(first.key, role, p) for p in peers), {p[1] for p in peers if p[0] == "vm"})
+            # and once per set of peers: a class of peers is a group for each piece it meets
+            # (280 groups of a zone rule's commit at 10,000 VMs, 5 sets of peers)
+            content = tuple(peers)
+            alike = replied.get(content)
+            facts = replied[id(peers)] = (peers, *alike[1:]) if alike is not None else \
+                (peers, any(self._replies_guarded(first.key, role, p) for p in peers), {p[1] for p in peers if p[0] == "vm"})
+            replied[content] = facts
         _peers, guarded, peer_vms = facts
         if not guarded:
             # the members' rows of a box are the same but for their own outcomes: the
