@@ -308,7 +308,7 @@ def test_a_kept_analyzer_holds_nothing_of_the_older_revision(commit: Any) -> Non
     new = load_edited({"policy.yaml": texts[1]}, (docs, old))
     diff_policies(old, new)
     analyzer = new.__dict__[kept.KEPT][2]
-    assert analyzer.plan.rules._lender is None and analyzer.chains._lender is None
+    assert analyzer.plan.rules._lender is None and analyzer.plan.rules._step_lender is None and analyzer.chains._lender is None
     assert analyzer.directory.policy is new
     gone = weakref.ref(old)
     del old, docs

@@ -59,7 +59,7 @@ class Differ(Recorder):
         self.routing = any(is_routed(a.policy, name) for a in (a_old, a_new) for name in a.policy.doc.networks)
         self.essentials = essentials_region()
         self._narrow: dict[tuple[tuple[tuple[int, int], ...], ...], AddressSet | None] = {}
-        self._outsides: dict[tuple[int, s.Intervals], s.Intervals] = {}
+        self._beyond_of: dict[tuple[int, s.Intervals], s.Intervals] = {}
 
     def side_stages(self, analyzer: Analyzer, key: NicKey, role: str, peer: AddressSet | None = None) -> tuple[GuardOrChain, ...]:
         endpoint = Endpoint(key[0], key[1])  # type: ignore[arg-type]
@@ -158,9 +158,9 @@ class Differ(Recorder):
     def _beyond(self, family: int, peers: s.Intervals) -> s.Intervals:
         """The addresses of `peers` outside the cluster (every VM of a zone asks it of
         the same peers: "everyone", a subtraction of the cluster's ~10,000 addresses)."""
-        found = self._outsides.get((family, peers))
+        found = self._beyond_of.get((family, peers))
         if found is None:
-            found = self._outsides[family, peers] = s.iv_subtract(peers, self.cluster.v4 if family == 4 else self.cluster.v6)
+            found = self._beyond_of[family, peers] = s.iv_subtract(peers, self.cluster.v4 if family == 4 else self.cluster.v6)
         return found
 
     def _peers(self, mine: Mine, role: str, whole_flow: bool, *, shared: bool, per_piece: bool = False, classes_within: list[Mine] | None = None) -> None:

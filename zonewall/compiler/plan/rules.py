@@ -245,6 +245,8 @@ class RulePlanner:
     # borrow_matches: a planner whose memo holds the rules this one reads alike
     _lender: RulePlanner | None = None
     _reads_differently: Callable[[Rule], bool] | None = None
+    # borrow_steps: a planner whose every rule means the same here (its steps alone lent)
+    _step_lender: RulePlanner | None = None
     # remember_steps: each rule's step by its RuleRef (kept alive with it), lent too
     _by_ref: dict[int, tuple[RuleRef, Step]] | None = None
     # a rule object's matches (kept alive with it): the loader makes one Rule of every
@@ -292,8 +294,18 @@ class RulePlanner:
         other.remember_steps()
         self.remember_steps()
 
+    def borrow_steps(self, other: RulePlanner) -> None:
+        """Take a rule's step from `other` when its RuleRef is the very one `other`
+        stepped: a rule table edited in place keeps the RuleRefs of the owners it did
+        not edit, and for a policy whose every name means what it means in `other`'s
+        (rule edits alone, analysis/diff.py, with `share_matches`) such a rule's step
+        is the same in both."""
+        self._step_lender = other
+        other.remember_steps()
+        self.remember_steps()
+
     def remember_steps(self) -> None:
-        """Keep each rule's step by its RuleRef, and so lend it (`borrow_matches`):
+        """Keep each rule's step by its RuleRef, and so lend it (`borrow_matches`, `borrow_steps`):
         a policy whose rule table is `other`'s (a group edit) then takes the very step
         of a rule that means the same. Off by default: a compile meets each rule once."""
         if self._by_ref is None:
@@ -302,7 +314,7 @@ class RulePlanner:
     def stop_borrowing(self) -> None:
         """Make the matches and steps of rules not yet asked for itself (the borrowed
         ones stay)."""
-        self._lender = self._reads_differently = None
+        self._lender = self._reads_differently = self._step_lender = None
 
     @property
     def matches_memo(self) -> dict[tuple[object, ...], tuple[Match, ...]]:
@@ -325,9 +337,9 @@ class RulePlanner:
             return self._step(ref)
         found = memo.get(id(ref))
         if found is None or found[0] is not ref:
-            lender = self._lender
+            lender = self._lender if self._lender is not None else self._step_lender
             lent = lender._by_ref.get(id(ref)) if lender is not None and lender._by_ref is not None else None
-            if lent is not None and lent[0] is ref and not self._reads_differently(ref.rule):  # type: ignore[misc]
+            if lent is not None and lent[0] is ref and (self._lender is None or not self._reads_differently(ref.rule)):  # type: ignore[misc]
                 found = memo[id(ref)] = lent  # the same rule, meaning the same: the lender's step
             else:
                 found = memo[id(ref)] = (ref, self._step(ref))
