@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import accumulate
+from operator import or_
 
 from ...policy.addresses import AddressSet
 from ...policy.resolve import RuleRef
@@ -78,10 +80,10 @@ class _ChainState:
         """[i]: the signatures of the steps from i on with `action`, OR-ed."""
         found = self._later.get(action)
         if found is None:
-            found = [0] * (len(self.steps) + 1)
-            for i in range(len(self.steps) - 1, -1, -1):
-                st = self.steps[i]
-                found[i] = found[i + 1] | (st.mask if st.action == action and not st.logged else 0)
+            # (in C: asked of every chain a rule is judged in, ~20,000 at 10,000 VMs)
+            found = list(accumulate([st.mask if st.action == action and not st.logged else 0 for st in reversed(self.steps)], or_))
+            found.reverse()
+            found.append(0)
             self._later[action] = found
         return found
 

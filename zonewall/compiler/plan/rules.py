@@ -53,15 +53,25 @@ class ProtocolKeys:
 
     @staticmethod
     def of(policy: Policy, rule: Rule) -> ProtocolKeys:
-        sources: list[Rule | Service] = [policy.service(s) for s in rule.service] if rule.service else [rule]
-        keys: dict[str, list[str]] = {k: [] for k in ("tcp", "udp", "sctp", "icmp", "icmpv6", "proto")}
-        for source in sources:
-            for key in keys:
-                for value in getattr(source, key) or []:
-                    if value not in keys[key]:
-                        keys[key].append(value)
-        any_protocol = not rule.service and all(not v for v in keys.values())
-        return ProtocolKeys(**{k: tuple(v) for k, v in keys.items()}, sport=tuple(rule.sport or ()), any_protocol=any_protocol)
+        # (planned once per distinct rule: ~20,000 of a 10,000-VM policy's lint shard)
+        if rule.service:
+            sources: list[Rule | Service] = [policy.service(s) for s in rule.service]
+            values = [_unique([value for source in sources for value in getattr(source, key) or ()]) for key in _PROTOCOL_KEYS]
+            any_protocol = False
+        else:
+            values = [_unique(getattr(rule, key)) for key in _PROTOCOL_KEYS]
+            any_protocol = not any(values)
+        return ProtocolKeys(*values, tuple(rule.sport or ()), any_protocol)  # type: ignore[arg-type]
+
+
+_PROTOCOL_KEYS = ("tcp", "udp", "sctp", "icmp", "icmpv6", "proto")
+
+
+def _unique(values: list[str] | None) -> tuple[str, ...]:
+    """The values in order, each once."""
+    if not values:
+        return ()
+    return tuple(values) if len(values) == 1 else tuple(dict.fromkeys(values))
 
 
 def port_intervals(texts: Iterable[str]) -> Intervals:
@@ -91,11 +101,25 @@ def l4_alternatives(keys: ProtocolKeys, family: Family) -> list[L4 | None]:
     if keys.any_protocol:
         return [None]
     out: list[L4 | None] = []
-    sport = port_intervals(keys.sport) if keys.sport else None
     for protocol in ("tcp", "udp", "sctp"):
         ports = getattr(keys, protocol)
         if ports:
-            out.append(Ports(protocol, port_intervals(ports), sport))
+            out.append(_ports(protocol, ports, keys.sport))
+    if keys.icmp or keys.icmpv6:
+        out += _icmp_alternatives(keys, family)
+    if keys.proto:
+        out.append(Protocols(tuple(_icmp_label(p, None) for p in keys.proto)))
+    return out
+
+
+@lru_cache(maxsize=65536)
+def _ports(protocol: str, ports: tuple[str, ...], sport: tuple[str, ...]) -> Ports:
+    """(one object per distinct match: rules from templates repeat their ports)"""
+    return Ports(protocol, port_intervals(ports), port_intervals(sport) if sport else None)  # type: ignore[arg-type]
+
+
+def _icmp_alternatives(keys: ProtocolKeys, family: Family) -> list[L4]:
+    out: list[L4] = []
     table = ICMP_TABLE[family]
     names = [t for t in keys.icmp if t == "any" or t.isdigit() or t in table]
     coded = [t for t in keys.icmp if is_coded(t)]
@@ -109,8 +133,6 @@ def l4_alternatives(keys: ProtocolKeys, family: Family) -> list[L4 | None]:
         if types:
             out.append(IcmpTypes(ICMP_PROTOCOL[family], types))  # type: ignore[arg-type]
         out += icmp_code_alternatives(coded, family, {number for number, _ in types})
-    if keys.proto:
-        out.append(Protocols(tuple(_icmp_label(p, None) for p in keys.proto)))
     return out
 
 
