@@ -61,7 +61,8 @@ class ProtocolKeys:
         else:
             values = [_unique(getattr(rule, key)) for key in _PROTOCOL_KEYS]
             any_protocol = not any(values)
-        return ProtocolKeys(*values, tuple(rule.sport or ()), any_protocol)  # type: ignore[arg-type]
+        tcp, udp, sctp, icmp, icmpv6, proto = values
+        return ProtocolKeys(tcp, udp, sctp, icmp, icmpv6, proto, tuple(rule.sport or ()), any_protocol)
 
 
 _PROTOCOL_KEYS = ("tcp", "udp", "sctp", "icmp", "icmpv6", "proto")
