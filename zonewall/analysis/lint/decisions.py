@@ -158,12 +158,15 @@ class Decisions(LintBase):
             return True
         mask = me.mask
         action = me.action
-        if chain.default_action != action or chain.default_logged:
-            # the later rules alone would have to take all of it: one with the same
-            # action must at least share a protocol and port
-            if not chain.later_masks(action)[index + 1] & mask:
-                return False
         later = [st for st in steps[index + 1 :] if st.mask & mask and st.eff and st.key not in removed]
+        if chain.default_action != action or chain.default_logged:
+            # the later rules alone would have to take all of it (_same_without): one of
+            # them with the same action, unlogged, must at least share a protocol and port
+            for st in later:
+                if st.action == action and not st.logged:
+                    break
+            else:
+                return False
         key = (id(pieces), me.action, chain.default_action, chain.default_logged, *[st.tag for st in later])
         found = self._judge_memo.get(key)
         if found is None:

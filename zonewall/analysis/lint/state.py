@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import accumulate
-from operator import or_
 
 from ...policy.addresses import AddressSet
 from ...policy.resolve import RuleRef
@@ -74,18 +72,6 @@ class _ChainState:
     # some chains only, and merge what they found in this order (shards.py)
     order: tuple[int, ...] = ()
     lefts: list[Region] = field(default_factory=list)  # what each step decides here
-    _later: dict[str, list[int]] = field(default_factory=dict)
-
-    def later_masks(self, action: str) -> list[int]:
-        """[i]: the signatures of the steps from i on with `action`, OR-ed."""
-        found = self._later.get(action)
-        if found is None:
-            # (in C: asked of every chain a rule is judged in, ~20,000 at 10,000 VMs)
-            found = list(accumulate([st.mask if st.action == action and not st.logged else 0 for st in reversed(self.steps)], or_))
-            found.reverse()
-            found.append(0)
-            self._later[action] = found
-        return found
 
 @dataclass(slots=True)
 class _RuleStats:

@@ -56,16 +56,18 @@ class ProtocolKeys:
         # (planned once per distinct rule: ~20,000 of a 10,000-VM policy's lint shard)
         if rule.service:
             sources: list[Rule | Service] = [policy.service(s) for s in rule.service]
-            values = [_unique([value for source in sources for value in getattr(source, key) or ()]) for key in _PROTOCOL_KEYS]
+            per_source = [_protocol_values(source) for source in sources]
+            values = [_unique([value for keys in per_source for value in keys[index] or ()]) for index in range(len(_PROTOCOL_KEYS))]
             any_protocol = False
         else:
-            values = [_unique(getattr(rule, key)) for key in _PROTOCOL_KEYS]
+            values = [_unique(v) for v in _protocol_values(rule)]
             any_protocol = not any(values)
         tcp, udp, sctp, icmp, icmpv6, proto = values
         return ProtocolKeys(tcp, udp, sctp, icmp, icmpv6, proto, tuple(rule.sport or ()), any_protocol)
 
 
 _PROTOCOL_KEYS = ("tcp", "udp", "sctp", "icmp", "icmpv6", "proto")
+_protocol_values = attrgetter(*_PROTOCOL_KEYS)
 
 
 def _unique(values: list[str] | None) -> tuple[str, ...]:
