@@ -282,6 +282,29 @@ def test_the_default_logs_denied_packets_so_a_silent_drop_matters() -> None:
     assert found(run(text), "redundant") == []
 
 
+def test_a_rule_a_later_one_takes_whole_is_redundant_before_a_default_that_differs() -> None:
+    # the default drops: `narrow`'s packets must all be taken by a later accept
+    text = vm_policy(
+        "{id: narrow, direction: in, action: accept, from: 10.0.0.0/8, tcp: 80}",
+        "{id: wide, direction: in, action: accept, tcp: 80}",
+    )
+    report = run(text)
+    assert [f.rule for f in found(report, "redundant")] == ["narrow"]
+    assert related(one(report, "redundant", "narrow")) == ["wide"]
+
+
+def test_no_later_rule_left_to_take_it_before_a_default_that_differs() -> None:
+    # `again` never matches (shadowed, so it goes), and without it nothing later
+    # accepts `first`'s packets: the default would drop them
+    text = vm_policy(
+        "{id: first, direction: in, action: accept, tcp: 80}",
+        "{id: again, direction: in, action: accept, tcp: 80}",
+    )
+    report = run(text)
+    assert related(one(report, "shadowed", "again")) == ["first"]
+    assert found(report, "redundant") == []
+
+
 def test_redundant_rules_are_judged_together() -> None:
     # `i` alone could go (`j` accepts the same) and `j` alone could go (what is left
     # of it reaches the default accept), but not both: without them `k` drops tcp 80
