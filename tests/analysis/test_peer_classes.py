@@ -282,3 +282,47 @@ vms:
     zone: open
     nics: [{network: lan, ips: [10.0.0.3]}]
 """
+
+
+PIECES = """\
+version: 1
+hosts:
+  n1: {address: [192.168.1.1]}
+networks:
+  lan: {bridge: br0, subnets: [10.0.0.0/24]}
+zones:
+  web:
+    rules: [{direction: in, action: accept, tcp: PORT}]
+vms:
+  w1: {host: n1, zone: web, nics: [{network: lan, ips: [10.0.0.10]}]}
+  w2: {host: n1, zone: web, nics: [{network: lan, ips: [10.0.0.11]}]}
+  w3: {host: n1, zone: web, nics: [{network: lan, ips: [10.0.0.12]}]}
+  b: {host: n1, nics: [{network: lan, ips: [10.0.0.20]}]}
+  c: {host: n1, nics: [{network: lan, ips: [10.0.0.21]}]}
+  p1:
+    host: n1
+    nics: [{network: lan, ips: [10.0.0.22]}]
+    rules: [{direction: out, action: reject, tcp: 30001}, {direction: out, action: accept, udp: 53}]
+  p2:
+    host: n1
+    nics: [{network: lan, ips: [10.0.0.23]}]
+    rules: [{direction: out, action: reject, tcp: 30000}, {direction: out, action: accept, udp: 53}]
+"""
+
+
+def _senders(result: str, change: str) -> set[str]:
+    return {peer for row in json.loads(result)["flows"] if row["change"] == change for peer in row["from"]}
+
+
+def test_a_peer_whose_own_rule_meets_one_piece_of_a_zone_edit_is_kept_apart_in_that_piece() -> None:
+    """A zone rule moved from tcp/30000 to tcp/30001: the zone's VMs are one class
+    with two pieces (30000 closed, 30001 opened). p1's own rule open to everyone
+    meets the opened piece only, p2's the closed one; their `dns` rules meet
+    neither. Each is classed with b and c in the piece its rule misses, and kept
+    apart in the other: a peer is taken for its shape in every piece (`plain`)
+    only when its rules miss them all."""
+    old, new = PIECES.replace("PORT", "30000"), PIECES.replace("PORT", "30001")
+    classed = _diff(old, new, **FEW)
+    assert _senders(classed, "closed") >= {"vm:b", "vm:c", "vm:p1"} and "vm:p2" not in _senders(classed, "closed")
+    assert _senders(classed, "opened") >= {"vm:b", "vm:c", "vm:p2"} and "vm:p1" not in _senders(classed, "opened")
+    assert classed == _diff(old, new, **FEW, PEER_CLASSES=False)

@@ -24,7 +24,7 @@ from .endpoints import Endpoint
 from .engine import Analyzer, GuardOrChain, Outcome
 from .flowrows import DiffRow, _decisive_label, _differs, _final
 from .labelsets import Labels
-from .peerclass import ClassedSides, both_sides_class, reply_class
+from .peerclass import ClassedSides, both_sides_class, plain_classes, reply_class
 from .peers import Effective, Key, PeerSides, PeerSpace, know_owners
 from .peertemplate import Relabel, Sides, template_key
 from .reach import NicKey, endpoint_addresses
@@ -60,6 +60,7 @@ class Differ(Recorder):
         self.essentials = essentials_region()
         self._narrow: dict[tuple[tuple[tuple[int, int], ...], ...], AddressSet | None] = {}
         self._beyond_of: dict[tuple[int, s.Intervals], s.Intervals] = {}
+        self._points_of: dict[tuple[NicKey, ...], dict[int, s.Intervals]] = {}
 
     def side_stages(self, analyzer: Analyzer, key: NicKey, role: str, peer: AddressSet | None = None) -> tuple[GuardOrChain, ...]:
         endpoint = Endpoint(key[0], key[1])  # type: ignore[arg-type]
@@ -198,10 +199,14 @@ class Differ(Recorder):
             if replies is not None:
                 self._reply_class[owner] = replies
             ordered = sorted(indexes)
+            plain = plain_classes(owner, classes, same) if switches.PEER_CLASSES else None  # (its classes asked once, not per piece)
             # a class of endpoints: each piece on its own, so a peer's rule that meets only
             # one piece (a VM's `reject tcp 25`, in every peer) keeps it from sharing the others
             for signature in [(index,) for index in ordered] if per_piece else [tuple(ordered)]:
-                peer_class = both_sides_class(owner, classes, same, signature) if switches.PEER_CLASSES else None
+                if plain is not None:
+                    peer_class: tuple[Hashable, ...] | None = (*plain, signature)  # both_sides_class's answer
+                else:
+                    peer_class = both_sides_class(owner, classes, same, signature) if switches.PEER_CLASSES else None
                 if peer_class is not None:
                     known = class_groups.get(peer_class)
                     if known is not None:  # its sides are its class's (analysis/peerclass.py): nothing of it to reduce
@@ -243,11 +248,7 @@ class Differ(Recorder):
                     self._record_members(audience, index, role, peers, own_part, po, pn, replied, pending)
 
         for stages_old, stages_new, members, signature, members_sides in groups.values():
-            points_of: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
-            for member in members:
-                for family, points in by_owner(member).items():
-                    points_of[family].extend((v, v) for v in points)
-            merged = {f: s.merge(v) for f, v in points_of.items()}
+            merged = self._addresses_of(members, by_owner)
             cells = [None] if mine.single else mine.cells(chain(stages_old, stages_new), self.essentials)
             for index, cell in ((index, cell) for index in signature for cell in cells):
                 sub = tuple(b for b in (s.box_restrict(box, peer_dim, merged[box[s.FAM][0][0]]) for box in pieces[index]) if b is not None)
@@ -276,6 +277,19 @@ class Differ(Recorder):
         for audience, pending in audiences:
             if pending:
                 self._add_pending(audience, role, pending)
+
+    def _addresses_of(self, peers: list[NicKey], by_owner: Callable[[NicKey], dict[int, list[int]]]) -> dict[int, s.Intervals]:
+        """The peers' addresses per family, merged: once per set of peers (a class of
+        peers is a group for each piece it meets: 10,000 peers, 4 pieces a zone commit)."""
+        content = tuple(peers)
+        found = self._points_of.get(content)
+        if found is None:
+            points_of: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+            for member in peers:
+                for family, points in by_owner(member).items():
+                    points_of[family].extend((v, v) for v in points)
+            found = self._points_of[content] = {f: s.merge(v) for f, v in points_of.items()}
+        return found
 
     def _record_members(self, mine: Mine, index: int, role: str, peers: list[NicKey], part: Region, po: Outcome, pn: Outcome,
                         replied: Replied, pending: Pending) -> None:

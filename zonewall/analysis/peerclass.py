@@ -51,9 +51,9 @@ class ClassedSides:
         # (a zone edit's hundreds of classes of endpoints ask it of the same 10,000 peers)
         self._shapes = shapes_of(sides.analyzer).setdefault(sides.direction, {})
         self._reduced: dict[tuple[Shape, tuple[int, ...]], object] = {}
-        # peers whose class is their shape whatever the pieces (no own rule that can
-        # meet the endpoint, no open port forward): most of them, asked for each piece
-        self._plain: dict[NicKey, Shape] = {}
+        # a peer -> its class whatever the signature (`plain`; None: not so)
+        self._plain: dict[NicKey, Shape | None] = {}
+        self._every_piece = tuple(range(len(sides.pieces)))
 
     def shape(self, owner: NicKey) -> Shape | None:
         """What of the peer its side reads, but for its own rules (None: not a VM NIC)."""
@@ -73,22 +73,31 @@ class ClassedSides:
         choice = (logging.in_ if self.sides.direction == "in" else logging.out) if logging is not None else None
         return (nic, vm.nics[nic].network, vm.host, vm.zone, filters, policy.default_action(name, self.sides.direction), choice)
 
+    def plain(self, owner: NicKey) -> Shape | None:
+        """The peer's class whatever the signature: its shape, when none of its own
+        rules that can meet the endpoint meets any of the pieces and no open port
+        forward leads to it (most peers: at 10,000 VMs every peer's `dns` and `reject
+        tcp 25`, open to everyone, meet no piece of a zone commit); None: `classed`
+        tells per signature, or its side is its own."""
+        found = self._plain.get(owner, _UNSEEN)
+        if found is _UNSEEN:
+            found = self._plain[owner] = self._classed(owner, self._every_piece)
+        return found  # type: ignore[return-value]
+
     def classed(self, owner: NicKey, signature: tuple[int, ...]) -> Shape | None:
         """The peer's class: its shape, when its side is one of the shape's (none of
         its own rules that can meet the endpoint meets the pieces of `signature`, no
         open port forward leads to it); None: its own."""
-        plain = self._plain.get(owner)
-        if plain is not None:
-            return plain
+        plain = self.plain(owner)
+        return plain if plain is not None else self._classed(owner, signature)
+
+    def _classed(self, owner: NicKey, signature: tuple[int, ...]) -> Shape | None:
         shape = self.shape(owner)
         if shape is None or self.sides.forwarded(owner[1]):
             return None
         candidates = self.sides.candidates(owner[1])
         if candidates is None:
             return None
-        if not candidates:
-            self._plain[owner] = shape
-            return shape
         sides = self.sides
         if any(sides.effective.meets(candidate[1], signature, sides.pieces) for candidate in candidates):
             return None  # a rule of its own in its side
@@ -154,6 +163,20 @@ def both_sides_class(owner: NicKey, classes: list[ClassedSides | None], same: bo
         return (before, None, signature)
     after = classes[1].classed(owner, signature)
     return None if after is None else (before, after, signature)
+
+
+def plain_classes(owner: NicKey, classes: list[ClassedSides | None], same: bool) -> tuple[Shape, Shape | None] | None:
+    """The first two parts of every `both_sides_class` of the peer, whatever the
+    signature, when the peer is `plain` in both policies (None: ask per signature)."""
+    if classes[0] is None or classes[1] is None:
+        return None
+    before = classes[0].plain(owner)
+    if before is None:
+        return None
+    if same:
+        return (before, None)
+    after = classes[1].plain(owner)
+    return None if after is None else (before, after)
 
 
 def reply_class(owner: NicKey, classes: list[ClassedSides | None], same: bool) -> tuple[Hashable, ...] | None:
