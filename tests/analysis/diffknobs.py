@@ -1,7 +1,7 @@
 """The diff's shortcuts, set for one computation: tests compare a shortcut with the
 computation it replaces (zonewall/analysis/diffswitches.py: SHARED_PEERS_FROM,
 GROUPED_PEERS, REUSE_SAME_SIDES, PEER_CLASSES, ENDPOINT_CLASSES, UNITED_CLASSES,
-PEER_TEMPLATES, SHARE_UNNAMED, SHARE_SHAPES, KEEP_AFTER_RULE_EDITS, LEND_STEPS, NARROW_SIDES,
+PEER_TEMPLATES, SHARE_UNNAMED, SHARE_SHAPES, KEEP_AFTER_RULE_EDITS, LEND_STEPS, LEND_CANDIDATES, NARROW_SIDES,
 ONLY_DIFFERING, NAMING_INDEX; the functions and classes rule_edits, group_edits
 (diffedits.py) and ZoneDelta (diffscope.py); and outside them alignment.PAIRWISE,
 kept.KEEP, incremental.NAMING_INDEX)."""

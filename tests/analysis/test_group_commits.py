@@ -41,13 +41,14 @@ from bench.synth import policy_text
 from tests.analysis.diffknobs import diff_knobs
 from tests.analysis.policygen import policies
 from tests.analysis.test_diff import _peer, dump
-from zonewall.analysis import alignment, kept, twins
+from zonewall.analysis import alignment, kept, peers, twins
 from zonewall.analysis import space as s
 from zonewall.analysis.chains import Chain, SharedPrefix, Step, first_match
 from zonewall.analysis.diff import diff_policies
 from zonewall.analysis.engine import Analyzer
 from zonewall.compiler.plan import rules as plan_rules
 from zonewall.policy import incremental
+from zonewall.policy.addresses import AddressSet
 from zonewall.policy.documents import load_documents, load_edited
 from zonewall.policy.errors import PolicyError
 from zonewall.policy.loader import load_policy_text
@@ -110,7 +111,7 @@ def plain() -> Iterator[None]:
     matches and steps, nothing kept, every rule scanned, every pair of sides
     intersected, each side evaluated on its own."""
     with ExitStack() as stack:
-        stack.enter_context(diff_knobs(SHARE_UNNAMED=False, ONLY_DIFFERING=False, NAMING_INDEX=False, SHARE_SHAPES=False, LEND_STEPS=False))
+        stack.enter_context(diff_knobs(SHARE_UNNAMED=False, ONLY_DIFFERING=False, NAMING_INDEX=False, SHARE_SHAPES=False, LEND_STEPS=False, LEND_CANDIDATES=False))
         for module, name in ((alignment, "PAIRWISE"), (kept, "KEEP"), (incremental, "NAMING_INDEX"), (twins, "TWINS")):
             saved = getattr(module, name)
             setattr(module, name, False)
@@ -309,6 +310,7 @@ def test_a_kept_analyzer_holds_nothing_of_the_older_revision(commit: Any) -> Non
     diff_policies(old, new)
     analyzer = new.__dict__[kept.KEPT][2]
     assert analyzer.plan.rules._lender is None and analyzer.plan.rules._step_lender is None and analyzer.chains._lender is None
+    assert peers._LENT not in analyzer.__dict__  # nor the old side's candidates (peers.lend_candidates)
     assert analyzer.directory.policy is new
     gone = weakref.ref(old)
     del old, docs
@@ -316,7 +318,7 @@ def test_a_kept_analyzer_holds_nothing_of_the_older_revision(commit: Any) -> Non
     assert gone() is None  # the kept analyzer does not keep the older revision alive
 
 
-def _zone_commit_analyzers(lend: bool) -> tuple[Analyzer, Analyzer, Policy, Policy, str]:
+def _zone_commit_analyzers(lend: bool, candidates: bool = False) -> tuple[Analyzer, Analyzer, Policy, Policy, str]:
     """bench/commit.py's zone edit committed as the controller commits it: both
     sides' analyzers, both policies, the diff's JSON."""
     texts = _zone_commit(40)
@@ -330,7 +332,9 @@ def _zone_commit_analyzers(lend: bool) -> tuple[Analyzer, Analyzer, Policy, Poli
     docs = {"policy.yaml": texts[0]}
     old = load_documents(docs)
     new = load_edited({"policy.yaml": texts[1]}, (docs, old))
-    with pytest.MonkeyPatch.context() as patch, diff_knobs(LEND_STEPS=lend):
+    # (candidates lent, the peers' rules are stepped on the old side alone: what the
+    # test below looks at are the steps the new side makes)
+    with pytest.MonkeyPatch.context() as patch, diff_knobs(LEND_STEPS=lend, LEND_CANDIDATES=candidates):
         patch.setattr(Analyzer, "__post_init__", counted)
         result = _json(diff_policies(old, new))
     a_old, a_new = made
@@ -366,7 +370,97 @@ def test_a_rule_edit_takes_the_old_sides_steps_of_the_rules_it_left() -> None:
     a_old, a_new, _old, _new, built = _zone_commit_analyzers(lend=False)
     assert a_new.plan.rules._by_ref is None  # each side its own steps (the negative case)
     assert built == lent and json.loads(lent)["flows"]
+    assert _zone_commit_analyzers(lend=True, candidates=True)[4] == lent  # the candidates lent too (as in production)
 
+
+
+LENDING = """\
+version: 1
+hosts:
+  n1: {address: [192.168.1.1]}
+networks:
+  lan: {bridge: br0, subnets: [10.0.0.0/24]}
+zones:
+  web:
+    rules:
+      - {direction: in, action: accept, tcp: ZONE_PORT}
+vms:
+  w1: {host: n1, zone: web, nics: [{network: lan, ips: [10.0.0.10]}]}
+  w2: {host: n1, zone: web, nics: [{network: lan, ips: [10.0.0.11]}]}
+  b:
+    host: n1
+    nics: [{network: lan, ips: [10.0.0.20]}]
+    rules:
+      - {direction: out, action: accept, udp: 53}
+  p:
+    host: n1
+    nics: [{network: lan, ips: [10.0.0.21]}]
+    rules:
+      - P_RULE
+"""
+
+
+def _lending(zone_port: int, p_rule: str) -> str:
+    return LENDING.replace("ZONE_PORT", str(zone_port)).replace("P_RULE", p_rule)
+
+
+def test_a_chain_of_zone_commits_takes_the_peers_candidates_from_the_old_side(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`diffswitches.LEND_CANDIDATES`: each peer's own rules that can meet the zone's
+    VMs, made in commit 1 (on its old side: b's and p's sides are the same in both
+    policies), are kept with its new side (`peers.keep_candidates`), which is commit
+    2's old side: commit 2 makes none of them again, on either side. p's own `reject
+    tcp 30002`, so taken, still keeps it apart: tcp/30002 opens to b, not to p, and
+    the diff is the plain one."""
+    reject = "{direction: out, action: reject, tcp: 30002}"
+    texts = [_lending(port, reject) for port in (30000, 30001, 30002)]
+    docs = {"policy.yaml": texts[0]}
+    first = load_documents(docs)
+    second = load_edited({"policy.yaml": texts[1]}, (docs, first))
+    diff_policies(first, second)
+    third = load_edited({"policy.yaml": texts[2]}, ({"policy.yaml": texts[1]}, second))
+    asked: list[tuple[bool, str]] = []
+    for name in ("_indexed_candidates", "_candidates"):  # (made from the index, or from a scan of the VM's rules)
+        real = getattr(peers.PeerSides, name)
+        monkeypatch.setattr(peers.PeerSides, name, lambda self, vm, real=real: asked.append((self.policy is third, vm)) or real(self, vm))
+    result = _json(diff_policies(second, third))
+    assert not {"b", "p"} & {vm for _new_side, vm in asked}  # made in commit 1, kept with its new side, on neither side again
+    opened = {peer for row in json.loads(result)["flows"] if row["change"] == "opened" for peer in row["from"]}
+    assert "vm:b" in opened and "vm:p" not in opened
+    assert [result] == _plain_chain(texts[1:])
+
+
+def test_a_vm_whose_rules_were_replaced_finds_its_own_candidates() -> None:
+    """`peers.lend_candidates`: the new side takes a VM's candidates from the old
+    side's memo only for the VMs whose rules were not replaced; p's, replaced (its
+    `accept udp 53` now a `reject tcp 30002`), it makes from its own rules, and
+    `keep_candidates` keeps b's of the old side, not p's."""
+    dns, reject = "{direction: out, action: accept, udp: 53}", "{direction: out, action: reject, tcp: 30002}"
+    a_old, a_new = Analyzer(load_policy_text(_lending(30000, dns))), Analyzer(load_policy_text(_lending(30000, reject)))
+    a_new.share_meanings(a_old)
+    endpoint, addresses = ("vm", "w1", 0), AddressSet.of([(167772170, 167772170)], [])  # w1's 10.0.0.10, as receiver
+
+    def sides(analyzer: Analyzer) -> peers.PeerSides:
+        return peers.PeerSides(analyzer, endpoint, "receiver", addresses, [], s.SRC)
+
+    w2, own = AddressSet.of([(167772171, 167772171)], []), AddressSet.of([(167772180, 167772180)], [])  # w2's, and b's (an endpoint of the old side's alone)
+
+    def of(analyzer: Analyzer, endpoint: tuple[str, str, int], at: AddressSet) -> peers.PeerSides:
+        return peers.PeerSides(analyzer, endpoint, "receiver", at, [], s.SRC)
+
+    before = sides(a_old)
+    old_b, old_p = before.candidates("b"), before.candidates("p")
+    assert old_p is not None and [entry[0].rule.action for entry in old_p] == ["accept"]
+    assert of(a_old, ("vm", "w2", 0), w2).candidates("p") is not None and of(a_old, ("vm", "b", 0), own).candidates("p") is not None
+    peers.lend_candidates(a_new, a_old, ["p"])
+    assert sides(a_new).candidates("b") is old_b  # b's rules kept: the old side's
+    lent_p = of(a_new, ("vm", "w2", 0), w2).candidates("p")
+    assert lent_p is not None and [entry[0].rule.action for entry in lent_p] == ["reject"]  # p's replaced: made from its own rules
+    peers.keep_candidates(a_new)
+    memo = a_new.__dict__[peers._CANDIDATES]
+    assert memo[("out", addresses)] == {"b": old_b}  # the old side's p not kept
+    assert memo[("out", w2)] == {"p": lent_p}
+    assert ("out", own) not in memo  # only the endpoints of this diff's new side
+    assert peers._LENT not in a_new.__dict__
 
 # -- the VMs naming a group, from the index ------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zonewall.analysis.endpoints import owner_places
+from zonewall.analysis.endpoints import owner_places, places_inside
 from zonewall.analysis.labelsets import Alphabet
 from zonewall.analysis.peerlabels import PeerLabels
 
@@ -40,7 +40,8 @@ def worlds(draw: st.DrawFn) -> tuple[Any, list[Any], int, tuple[tuple[int, int],
     bounds = sorted(draw(st.sets(st.integers(0, 100), max_size=8)))
     intervals = tuple((low, high) for low, high in zip(bounds[::2], bounds[1::2]))
     places = {family: owner_places(owners) for family, (_keys, owners) in table.items()}
-    return SimpleNamespace(owners=table, places=places.__getitem__), members, family, intervals
+    inside = lambda family, intervals: places_inside(table[family][0], intervals)  # (Directory.inside without its memo)
+    return SimpleNamespace(owners=table, places=places.__getitem__, inside=inside), members, family, intervals
 
 
 @settings(max_examples=400, deadline=None)
@@ -54,3 +55,41 @@ def test_the_labels_within_are_those_of_every_member_with_an_address_inside(worl
     expected = {label(m) for m in members if m in inside}
     for _ in range(asks):  # (asked again: from its memos)
         assert set(alphabet.names(peers.within(members, family, intervals))) == expected
+
+
+DIRECTORY = """\
+version: 1
+hosts:
+  n1: {address: [192.168.1.1]}
+networks:
+  lan: {bridge: br0, subnets: [10.0.0.0/24]}
+vms:
+  a: {host: n1, nics: [{network: lan, ips: [10.0.0.10]}]}
+  b: {host: n1, nics: [{network: lan, ips: [10.0.0.20, 10.0.0.21]}]}
+"""
+
+
+def test_the_places_inside_intervals_are_kept_with_the_table_and_lent_with_it(monkeypatch: Any) -> None:
+    """Directory.inside: asked again, or of a policy the table was lent to (a diff of
+    rule edits: the next commit's old side), the places are the ones made first; a
+    policy whose addresses differ makes its own; a full memo starts again."""
+    from zonewall.analysis import endpoints
+    from zonewall.analysis.endpoints import Directory
+    from zonewall.policy.loader import load_policy_text
+
+    made: list[object] = []
+    real = endpoints.places_inside
+    monkeypatch.setattr(endpoints, "places_inside", lambda keys, intervals: made.append(intervals) or real(keys, intervals))
+    a, b, c = 167772170, 167772180, 167772181  # 10.0.0.10, .20, .21
+    first = load_policy_text(DIRECTORY)
+    directory = Directory(first)
+    assert directory.inside(4, ((b, c),)) == 0b110 and directory.inside(4, ((a, a),)) == 0b001  # (places: a, b's two, the node)
+    assert directory.inside(4, ((b, c),)) == 0b110 and len(made) == 2  # asked again: kept
+    second = load_policy_text(DIRECTORY)
+    directory.lend(second)
+    assert Directory(second).inside(4, ((b, c),)) == 0b110 and len(made) == 2  # lent with the table
+    moved = load_policy_text(DIRECTORY.replace("10.0.0.10", "10.0.0.30"))
+    assert Directory(moved).inside(4, ((b, c),)) == 0b011 and len(made) == 3  # other addresses: its own table, its own places
+    monkeypatch.setattr(endpoints, "INSIDE_KEPT", 2)
+    directory.inside(4, ((a, c),))  # a third set: the memo, full, starts again
+    assert len(second.__dict__[endpoints._INSIDE]) == 1 and len(made) == 4

@@ -30,6 +30,7 @@ from .diffscope import changed_chains, endpoint_changes
 from .engine import Analyzer
 from .flowrows import DiffResult, DiffRow, _merge_rows
 from .peerclass import share_shapes
+from .peers import lend_candidates
 from .reach import NicKey
 
 __all__ = ["DiffResult", "DiffRow", "diff_policies"]
@@ -44,7 +45,11 @@ def diff_policies(old: Policy, new: Policy, *, now: Any = None, timezone: str | 
     if edits is not None:  # only rules of VMs and zones differ: the same NICs, addresses and names
         common = all_endpoints(old, new)
         # (steps lent only after an edit in place: once a line moved, the later owners' RuleRefs are new)
-        a_new.share_meanings(a_old, steps=switches.LEND_STEPS and new.rules_replaced_since(old) is not None)
+        replaced = new.rules_replaced_since(old)
+        lend = switches.LEND_STEPS and replaced is not None
+        a_new.share_meanings(a_old, steps=lend)
+        if lend and switches.LEND_CANDIDATES:
+            lend_candidates(a_new, a_old, (owner for level, owner in replaced or () if level == "vm"))
         changes = rule_edit_changes(a_old, a_new, edits)
     elif grouped is not None:  # only group members differ: the rules that name them
         common = all_endpoints(old, new)

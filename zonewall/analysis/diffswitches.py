@@ -22,3 +22,4 @@ NARROW_SIDES = True  # an endpoint's own side built for the other ends its chang
 PEER_CLASSES = True  # with GROUPED_PEERS: peers of one shape reduced once (analysis/peerclass.py; False: each peer)
 SHARE_SHAPES = True  # rule or group edits: the peers' shapes read and added in the old side's memo (peerclass.share_shapes; False: each side its own)
 LEND_STEPS = True  # rule edits: a rule's step (and its rendered step) taken from the old side when its RuleRef is the same object (False: each side builds its own)
+LEND_CANDIDATES = True  # with LEND_STEPS: a VM's own rules that can meet an endpoint taken from the old side's memo when its rules were not replaced (peers.lend_candidates; False: each side finds its own)

@@ -50,6 +50,8 @@ OwnerTable = dict[int, tuple[list[int], list[Owner]]]
 _OWNERS = "_address_owners"  # where a policy keeps its OwnerTable
 _PLACES = "_address_places"  # and its owners' places in it
 _BY_OWNER = "_addresses_by_owner"  # and the same by owner
+_INSIDE = "_address_places_inside"  # and the places inside sets of intervals asked before
+INSIDE_KEPT = 512  # sets of intervals whose places are kept (a zone commit at 10,000 VMs asks ~135); cleared when full
 
 
 def _owner_table(policy: Policy) -> OwnerTable:
@@ -80,6 +82,17 @@ def owner_places(owners: list[Owner]) -> dict[Owner, list[int]]:
     return found
 
 
+def places_inside(keys: list[int], intervals: tuple[tuple[int, int], ...]) -> int:
+    """The places in a sorted table of addresses (`keys`) of those inside the
+    intervals, as the bits of an integer: a run of bits per interval."""
+    found = 0
+    for low, high in intervals:
+        start, stop = bisect.bisect_left(keys, low), bisect.bisect_right(keys, high)
+        if stop > start:
+            found |= ((1 << (stop - start)) - 1) << start
+    return found
+
+
 class Directory:
     """Addresses of the policy's endpoints, and who owns an address."""
 
@@ -102,6 +115,7 @@ class Directory:
         policy.__dict__[_OWNERS] = self.owners
         policy.__dict__[_BY_OWNER] = self._by_owner  # made once per whole load, as the table
         policy.__dict__[_PLACES] = self._places
+        policy.__dict__[_INSIDE] = self._inside
 
     @cached_property
     def _by_owner(self) -> dict[tuple[str, str, int | None], dict[int, list[int]]]:
@@ -125,6 +139,27 @@ class Directory:
         found: dict[int, dict[Owner, list[int]]] | None = self.policy.__dict__.get(_PLACES)
         if found is None:
             found = self.policy.__dict__[_PLACES] = {family: owner_places(self.owners[family][1]) for family in (4, 6)}
+        return found
+
+    @cached_property
+    def _inside(self) -> dict[tuple[int, tuple[tuple[int, int], ...]], int]:
+        found: dict[tuple[int, tuple[tuple[int, int], ...]], int] | None = self.policy.__dict__.get(_INSIDE)
+        if found is None:
+            found = self.policy.__dict__[_INSIDE] = {}
+        return found
+
+    def inside(self, family: int, intervals: tuple[tuple[int, int], ...]) -> int:
+        """The places in the family's table of the addresses inside the intervals, as
+        the bits of an integer (a run of bits per interval: analysis/peerlabels.py).
+        Kept with the table and lent with it: a chain of commits to one zone asks the
+        same ~135 sets of ~500 intervals each commit at 10,000 VMs (~40 ms to make)."""
+        memo = self._inside
+        found = memo.get((family, intervals))
+        if found is None:
+            found = places_inside(self.owners[family][0], intervals)
+            if len(memo) >= INSIDE_KEPT:
+                memo.clear()
+            memo[family, intervals] = found
         return found
 
     def places(self, family: int) -> dict[Owner, list[int]]:

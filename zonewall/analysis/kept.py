@@ -34,6 +34,7 @@ from ..compiler.plan.rules import time_window
 from ..compiler.schedule import local_timezone
 from .endpoints import Directory
 from .engine import Analyzer
+from .peers import keep_candidates
 
 KEPT = "_diff_kept_analyzer"  # where a policy keeps it (its __dict__, as its other memos)
 KEEP = True  # False: every diff builds its old side anew
@@ -63,6 +64,7 @@ def keep(analyzer: Analyzer, now: datetime | None) -> None:
     rules = analyzer.plan.rules
     rules.stop_borrowing()
     analyzer.chains.borrow_steps(None)
+    keep_candidates(analyzer)
     regions = analyzer.regions.kept_for(rules.matches_memo.values())
     analyzer.regions = analyzer.chains.regions = analyzer.guards.regions = regions
     analyzer.directory = Directory(analyzer.policy)  # (its address table was lent to the policy)

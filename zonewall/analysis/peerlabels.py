@@ -7,14 +7,14 @@ an earlier rule took out. As sets of owners that was ~0.4 s (a set of ~10,000
 owners made per set of addresses, and a group's subtracted from it). Here an
 address is its place in the directory's sorted table (endpoints.Directory.owners; an
 owner's places: Directory.places, kept with the policy),
-a set of addresses inside intervals is one run of bits per interval, and a group is
+a set of addresses inside intervals is one run of bits per interval (Directory.inside,
+kept with the policy as well), and a group is
 the bits of its members' addresses: only the group's addresses outside the
 intervals (few) are looked at one by one.
 """
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,7 +40,6 @@ class PeerLabels:
         self._directory = directory
         self._label = label
         self._alphabet = alphabet
-        self._inside: dict[tuple[int, Intervals], int] = {}
         self._groups: dict[tuple[int, int], tuple[list[NicKey], _Group]] = {}
         self._answers: dict[tuple[int, int, Intervals], tuple[list[NicKey], int]] = {}  # (the members kept: their id stays theirs)
         self._numbers: dict[NicKey, int] = {}
@@ -55,7 +54,7 @@ class PeerLabels:
         return found[1]
 
     def _within(self, members: list[NicKey], family: int, intervals: Intervals) -> int:
-        inside = self._inside_of(family, intervals)
+        inside = self._directory.inside(family, intervals)  # (kept with the address table)
         group = self._group(members, family)
         out = group.addresses & ~inside
         if not out:
@@ -70,19 +69,6 @@ class PeerLabels:
         if group.shared:
             gone = {label for label in gone if not any(self._has_inside(m, family, inside) for m in group.shared.get(label, ()))}
         return group.labels & ~self._alphabet.mask(gone)
-
-    def _inside_of(self, family: int, intervals: Intervals) -> int:
-        """The places of the addresses inside the intervals: a run of bits for each."""
-        found = self._inside.get((family, intervals))
-        if found is None:
-            keys = self._directory.owners[family][0]
-            found = 0
-            for low, high in intervals:
-                start, stop = bisect.bisect_left(keys, low), bisect.bisect_right(keys, high)
-                if stop > start:
-                    found |= ((1 << (stop - start)) - 1) << start
-            self._inside[family, intervals] = found
-        return found
 
     def _has_inside(self, owner: NicKey, family: int, inside: int) -> bool:
         return any(inside >> place & 1 for place in self._directory.places(family).get(owner, ()))

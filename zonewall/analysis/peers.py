@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 NicKey = tuple[str, str, int | None]  # (kind, name, nic)
 Key = tuple[object, ...]
 _UNSEEN = object()
+_CANDIDATES = "_own_rule_candidates"  # where an analyzer keeps each VM's candidates per endpoint (its __dict__)
+_LENT = "_own_rule_candidates_lent"  # another analyzer's memo it may read, and the VMs it may not read it for
 NO_GUARDS: tuple[GuardStage, Key] = (GuardStage("none", ()), ())  # a NIC without a guard stage
 
 
@@ -163,6 +165,37 @@ def know_owners(analyzer: Analyzer, peer: AddressSet) -> None:
     analyzer.plan.rules.known_meets(peer, owners, zones)
 
 
+def lend_candidates(analyzer: Analyzer, other: Analyzer, replaced: Iterable[str]) -> None:
+    """Let `analyzer` (a diff's new side) take a VM's candidates (`PeerSides.candidates`:
+    its own rules that can meet an endpoint, with their regions and rendered steps)
+    from `other`'s memo (the old side's), but for the VMs whose rules were `replaced`;
+    `keep_candidates` later keeps what `other` made for this diff's endpoints. Exact
+    after rule edits in place whose steps `analyzer` took from `other`
+    (`Analyzer.share_meanings`): every name means the same in both policies, and a VM
+    whose rules were not replaced has the very RuleRefs in both, with the same regions
+    and steps."""
+    memo: dict[tuple[str, AddressSet], dict[str, object]] = other.__dict__.setdefault(_CANDIDATES, {})  # (what it makes in this diff too)
+    analyzer.__dict__[_LENT] = (memo, frozenset(replaced))
+
+
+def keep_candidates(analyzer: Analyzer) -> None:
+    """End `lend_candidates`: the candidates the old side made for this diff's
+    endpoints (its peers whose side is the same in both policies are asked of it
+    alone) kept in `analyzer`'s memo, but for the replaced VMs', and `analyzer` cut
+    loose from the old side's memo. A controller's chain of zone commits then finds
+    each of 10,000 peers' candidates for the zone's VMs made, on its old side (the
+    previous commit's new side, analysis/kept.py), not again each commit; only this
+    diff's endpoints are kept, so nothing older than one commit builds up."""
+    lent = analyzer.__dict__.pop(_LENT, None)
+    if lent is None:
+        return
+    theirs, replaced = lent
+    for key, mine in analyzer.__dict__.get(_CANDIDATES, {}).items():
+        for vm, found in theirs.get(key, {}).items():
+            if vm not in replaced:
+                mine.setdefault(vm, found)
+
+
 class PeerSides:
     """The reduced sides of one endpoint's peers (module docstring). `mine`: the
     endpoint, `role`: its role in the flows (receiver for `reach --to`), `peer`: its
@@ -194,8 +227,11 @@ class PeerSides:
         self._meets_known = analyzer.plan.rules.known_to_meet(peer)
         # each VM's own rules that can meet the endpoint, kept on the analyzer for
         # the next query about it (a warm analyzer)
-        memo: dict[tuple[str, AddressSet], dict[str, object]] = analyzer.__dict__.setdefault("_own_rule_candidates", {})
+        memo: dict[tuple[str, AddressSet], dict[str, object]] = analyzer.__dict__.setdefault(_CANDIDATES, {})
         self._own_candidates = memo.setdefault((self.direction, peer), {})
+        lent: tuple[dict[tuple[str, AddressSet], dict[str, object]], frozenset[str]] | None = analyzer.__dict__.get(_LENT)
+        self._lender = lent[0].get((self.direction, peer)) if lent is not None else None  # (live: the lender may still fill it)
+        self._not_lent = lent[1] if lent is not None else frozenset()
         self._own_hits: dict[str, list[RuleRef]] | None = None  # from the index: each VM's rules that can meet the endpoint
         self.index = indexed if indexed is not None else has_own_rule_index(self.policy)
         if grouped:
@@ -230,7 +266,11 @@ class PeerSides:
         built], in order; None: a security group reference), asked once per VM."""
         found = self._own_candidates.get(vm, _UNSEEN)
         if found is _UNSEEN:
-            found = self._own_candidates[vm] = self._indexed_candidates(vm) if self.index else self._candidates(vm)
+            if self._lender is not None and vm not in self._not_lent:
+                found = self._lender.get(vm, _UNSEEN)
+            if found is _UNSEEN:
+                found = self._indexed_candidates(vm) if self.index else self._candidates(vm)
+            self._own_candidates[vm] = found
         return found  # type: ignore[return-value]
 
     def _is_routed(self, network: str) -> bool:
