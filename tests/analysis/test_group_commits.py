@@ -433,7 +433,7 @@ def test_a_vm_whose_rules_were_replaced_finds_its_own_candidates() -> None:
     """`peers.lend_candidates`: the new side takes a VM's candidates from the old
     side's memo only for the VMs whose rules were not replaced; p's, replaced (its
     `accept udp 53` now a `reject tcp 30002`), it makes from its own rules, and
-    `keep_candidates` keeps b's of the old side, not p's."""
+    `keep_candidates` keeps b's of the old side, not p's, for every endpoint."""
     dns, reject = "{direction: out, action: accept, udp: 53}", "{direction: out, action: reject, tcp: 30002}"
     a_old, a_new = Analyzer(load_policy_text(_lending(30000, dns))), Analyzer(load_policy_text(_lending(30000, reject)))
     a_new.share_meanings(a_old)
@@ -459,8 +459,23 @@ def test_a_vm_whose_rules_were_replaced_finds_its_own_candidates() -> None:
     memo = a_new.__dict__[peers._CANDIDATES]
     assert memo[("out", addresses)] == {"b": old_b}  # the old side's p not kept
     assert memo[("out", w2)] == {"p": lent_p}
-    assert ("out", own) not in memo  # only the endpoints of this diff's new side
+    assert memo[("out", own)] == {}  # an endpoint of the old side's alone, kept too: but p's, replaced
     assert peers._LENT not in a_new.__dict__
+
+
+def test_a_kept_side_keeps_the_candidates_of_the_most_recent_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`peers.keep_candidates` keeps this diff's endpoints first, then those the old
+    side kept, most recent first, up to CANDIDATES_KEPT (commits to a few zones in turn
+    find theirs; nothing builds up)."""
+    dns = "{direction: out, action: accept, udp: 53}"
+    a_old, a_new = Analyzer(load_policy_text(_lending(30000, dns))), Analyzer(load_policy_text(_lending(30001, dns)))
+    recent, this, older = ("out", "recent"), ("out", "this diff's"), ("out", "older")
+    a_old.__dict__[peers._CANDIDATES] = {recent: {"b": ["r"]}, this: {"b": ["t"], "p": ["tp"]}, older: {"b": ["o"]}}
+    peers.lend_candidates(a_new, a_old, ["p"])
+    a_new.__dict__[peers._CANDIDATES] = {this: {"w1": ["mine"]}}
+    monkeypatch.setattr(peers, "CANDIDATES_KEPT", 2)
+    peers.keep_candidates(a_new)
+    assert a_new.__dict__[peers._CANDIDATES] == {this: {"w1": ["mine"], "b": ["t"]}, recent: {"b": ["r"]}}
 
 # -- the VMs naming a group, from the index ------------------------------------------------
 

@@ -56,6 +56,7 @@ Key = tuple[object, ...]
 _UNSEEN = object()
 _CANDIDATES = "_own_rule_candidates"  # where an analyzer keeps each VM's candidates per endpoint (its __dict__)
 _LENT = "_own_rule_candidates_lent"  # another analyzer's memo it may read, and the VMs it may not read it for
+CANDIDATES_KEPT = 16  # endpoints whose peers' candidates a diff's kept side keeps (~10,000 VMs' lists each at 10,000 VMs: ~1 MB)
 NO_GUARDS: tuple[GuardStage, Key] = (GuardStage("none", ()), ())  # a NIC without a guard stage
 
 
@@ -169,7 +170,7 @@ def lend_candidates(analyzer: Analyzer, other: Analyzer, replaced: Iterable[str]
     """Let `analyzer` (a diff's new side) take a VM's candidates (`PeerSides.candidates`:
     its own rules that can meet an endpoint, with their regions and rendered steps)
     from `other`'s memo (the old side's), but for the VMs whose rules were `replaced`;
-    `keep_candidates` later keeps what `other` made for this diff's endpoints. Exact
+    `keep_candidates` later keeps what `other` made or kept. Exact
     after rule edits in place whose steps `analyzer` took from `other`
     (`Analyzer.share_meanings`): every name means the same in both policies, and a VM
     whose rules were not replaced has the very RuleRefs in both, with the same regions
@@ -179,21 +180,25 @@ def lend_candidates(analyzer: Analyzer, other: Analyzer, replaced: Iterable[str]
 
 
 def keep_candidates(analyzer: Analyzer) -> None:
-    """End `lend_candidates`: the candidates the old side made for this diff's
-    endpoints (its peers whose side is the same in both policies are asked of it
-    alone) kept in `analyzer`'s memo, but for the replaced VMs', and `analyzer` cut
-    loose from the old side's memo. A controller's chain of zone commits then finds
-    each of 10,000 peers' candidates for the zone's VMs made, on its old side (the
-    previous commit's new side, analysis/kept.py), not again each commit; only this
-    diff's endpoints are kept, so nothing older than one commit builds up."""
+    """End `lend_candidates`: what the old side made or kept (its peers whose side is
+    the same in both policies are asked of it alone) kept in `analyzer`'s memo, but
+    the replaced VMs', and `analyzer` cut loose from the old side's memo. A
+    controller's chain of commits to a few zones in turn then finds each of 10,000
+    peers' candidates for a zone's VMs made, on its old side (the previous commit's
+    new side, analysis/kept.py), not again each commit. A memo holds the endpoints
+    most recently asked, this diff's first, at most CANDIDATES_KEPT of them."""
     lent = analyzer.__dict__.pop(_LENT, None)
     if lent is None:
         return
     theirs, replaced = lent
-    for key, mine in analyzer.__dict__.get(_CANDIDATES, {}).items():
-        for vm, found in theirs.get(key, {}).items():
+    mine: dict[tuple[str, AddressSet], dict[str, object]] = analyzer.__dict__.setdefault(_CANDIDATES, {})
+    for key, found in theirs.items():  # (most recent first: this diff's endpoints, then those it kept)
+        if key not in mine and len(mine) >= CANDIDATES_KEPT:
+            break
+        kept = mine.setdefault(key, {})
+        for vm, candidates in found.items():
             if vm not in replaced:
-                mine.setdefault(vm, found)
+                kept.setdefault(vm, candidates)
 
 
 class PeerSides:
