@@ -429,6 +429,20 @@ def test_a_chain_of_zone_commits_takes_the_peers_candidates_from_the_old_side(mo
     assert [result] == _plain_chain(texts[1:])
 
 
+
+def test_a_peer_edited_between_two_commits_to_a_zone_is_not_taken_for_its_old_rules() -> None:
+    """Zone, then p's own rule, then the zone again, each commit made from the one
+    before as the controller makes them: the candidates kept along the chain (for the
+    zone's VMs, from the first commit) leave p's out once its rules were replaced, so
+    the third commit sees p's new `reject tcp 30002`: tcp/30002 opens to b, not to p.
+    Every diff is the plain one."""
+    dns, reject = "{direction: out, action: accept, udp: 53}", "{direction: out, action: reject, tcp: 30002}"
+    texts = [_lending(30000, dns), _lending(30001, dns), _lending(30001, reject), _lending(30002, reject)]
+    fast = _diff_chain(texts)
+    opened = {peer for row in json.loads(fast[2])["flows"] if row["change"] == "opened" for peer in row["from"]}
+    assert "vm:b" in opened and "vm:p" not in opened
+    assert fast == _plain_chain(texts)
+
 def test_a_vm_whose_rules_were_replaced_finds_its_own_candidates() -> None:
     """`peers.lend_candidates`: the new side takes a VM's candidates from the old
     side's memo only for the VMs whose rules were not replaced; p's, replaced (its
