@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
+from typing import Literal, TypeVar
 
 from ..compiler.plan.modes import is_routed
 from ..policy.addresses import AddressSet, address_value
 from ..policy.resolve import Policy
+from .space import Intervals
 
 Kind = Literal["vm", "host", "outside"]
 
@@ -50,6 +52,7 @@ OwnerTable = dict[int, tuple[list[int], list[Owner]]]
 _OWNERS = "_address_owners"  # where a policy keeps its OwnerTable
 _PLACES = "_address_places"  # and its owners' places in it
 _BY_OWNER = "_addresses_by_owner"  # and the same by owner
+_T = TypeVar("_T")
 _INSIDE = "_address_places_inside"  # and the places inside sets of intervals asked before
 INSIDE_KEPT = 512  # sets of intervals whose places are kept (a zone commit at 10,000 VMs asks ~135); cleared when full
 
@@ -82,7 +85,7 @@ def owner_places(owners: list[Owner]) -> dict[Owner, list[int]]:
     return found
 
 
-def places_inside(keys: list[int], intervals: tuple[tuple[int, int], ...]) -> int:
+def places_inside(keys: list[int], intervals: Intervals) -> int:
     """The places in a sorted table of addresses (`keys`) of those inside the
     intervals, as the bits of an integer: a run of bits per interval."""
     found = 0
@@ -99,15 +102,20 @@ class Directory:
     def __init__(self, policy: Policy):
         self.policy = policy
 
+    def _kept(self, key: str, make: Callable[[], _T]) -> _T:
+        """What is kept with the policy under `key` (made now if not yet): the table and
+        what is read of it, lent together to a policy with the same addresses (`lend`)."""
+        found: _T | None = self.policy.__dict__.get(key)
+        if found is None:
+            found = self.policy.__dict__[key] = make()
+        return found
+
     @cached_property
     def owners(self) -> OwnerTable:
         """Per family: sorted address integers and their owner (kind, name, nic);
         built once per policy, kept with it (a commit's diff reads it again as the
         next commit's old side: 40,000 addresses at 10,000 VMs)."""
-        found: OwnerTable | None = self.policy.__dict__.get(_OWNERS)
-        if found is None:
-            found = self.policy.__dict__[_OWNERS] = _owner_table(self.policy)
-        return found
+        return self._kept(_OWNERS, lambda: _owner_table(self.policy))
 
     def lend(self, policy: Policy) -> None:
         """`policy` has the same VMs, NICs and nodes with the same addresses (a diff
@@ -118,37 +126,31 @@ class Directory:
         policy.__dict__[_INSIDE] = self._inside
 
     @cached_property
-    def _by_owner(self) -> dict[tuple[str, str, int | None], dict[int, list[int]]]:
+    def _by_owner(self) -> dict[Owner, dict[int, list[int]]]:
         """Each owner's addresses, kept with the policy and lent with the table (a
         commit's diff asks it of every peer: ~20 ms to remake at 10,000 VMs)."""
-        found: dict[tuple[str, str, int | None], dict[int, list[int]]] | None = self.policy.__dict__.get(_BY_OWNER)
-        if found is not None:
-            return found
-        out: dict[tuple[str, str, int | None], dict[int, list[int]]] = {}
+        return self._kept(_BY_OWNER, self._addresses_by_owner)
+
+    def _addresses_by_owner(self) -> dict[Owner, dict[int, list[int]]]:
+        out: dict[Owner, dict[int, list[int]]] = {}
         for family in (4, 6):
             keys, owners = self.owners[family]
             for value, owner in zip(keys, owners):
                 out.setdefault(owner, {}).setdefault(family, []).append(value)
-        self.policy.__dict__[_BY_OWNER] = out
         return out
 
     @cached_property
     def _places(self) -> dict[int, dict[Owner, list[int]]]:
         """Per family, each owner's places in the sorted table, kept with the policy and
         lent with the table (analysis/peerlabels.py: ~20 ms to remake at 10,000 VMs)."""
-        found: dict[int, dict[Owner, list[int]]] | None = self.policy.__dict__.get(_PLACES)
-        if found is None:
-            found = self.policy.__dict__[_PLACES] = {family: owner_places(self.owners[family][1]) for family in (4, 6)}
-        return found
+        return self._kept(_PLACES, lambda: {family: owner_places(self.owners[family][1]) for family in (4, 6)})
 
     @cached_property
-    def _inside(self) -> dict[tuple[int, tuple[tuple[int, int], ...]], int]:
-        found: dict[tuple[int, tuple[tuple[int, int], ...]], int] | None = self.policy.__dict__.get(_INSIDE)
-        if found is None:
-            found = self.policy.__dict__[_INSIDE] = {}
-        return found
+    def _inside(self) -> dict[tuple[int, Intervals], int]:
+        """`inside`'s memo, kept with the policy and lent with the table."""
+        return self._kept(_INSIDE, dict)
 
-    def inside(self, family: int, intervals: tuple[tuple[int, int], ...]) -> int:
+    def inside(self, family: int, intervals: Intervals) -> int:
         """The places in the family's table of the addresses inside the intervals, as
         the bits of an integer (a run of bits per interval: analysis/peerlabels.py).
         Kept with the table and lent with it: a chain of commits to one zone asks the
